@@ -1,0 +1,17 @@
+//! weir's dataplane core: buffers, rings, the port trait, the L2 switch and the
+//! pinned poll-mode workers.
+//!
+//! Layering (bottom to top; no module imports one above it):
+//! `ids` → `wire` → `mbuf`/`mempool`/`ring` → `port`/`stats` → `switch` → `worker`.
+//! This crate depends on neither `pmd` nor `vhost-user`: drivers implement
+//! [`port::Port`] and hand their queues to the workers.
+//!
+//! Unsafe code is confined to the buffer-memory boundary modules (`mempool::hugepage`,
+//! `mbuf`, `ring`) and `time` (TSC reads); everything else is safe Rust.
+#![deny(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod ids;
+pub mod wire;
+
+pub use ids::{BridgeId, MacAddr, PortId, QueueId, VlanId, WorkerId};
