@@ -15,3 +15,14 @@ pub mod ids;
 pub mod wire;
 
 pub use ids::{BridgeId, MacAddr, PortId, QueueId, VlanId, WorkerId};
+pub mod mbuf;
+pub mod mempool;
+pub mod ring;
+
+pub use mbuf::Mbuf;
+pub use mempool::Mempool;
+pub mod port;
+pub mod stats;
+
+pub use port::{Burst, LinkState, Port, MAX_BURST};
+pub use stats::{DropReason, QueueStats};

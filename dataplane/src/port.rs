@@ -1,0 +1,99 @@
+//! The port abstraction every driver implements: burst receive and transmit on one
+//! queue pair.
+//!
+//! Layer: ports. Implemented by `pmd` (kernel interfaces, VFIO NICs, in-memory and
+//! pcap ports) and by `vhost-user` (VM vNICs); consumed by `worker`. On the packet
+//! path: `rx_burst`/`tx_burst` are called once per poll, never per packet.
+//!
+//! A [`Port`] value is **one queue pair** of a device, owned by exactly one worker
+//! at a time; a device with `n` queues yields `n` values. That is what lets drivers
+//! keep plain (non-atomic) ring state and lets the worker count with single-writer
+//! [`QueueStats`].
+
+use std::sync::Arc;
+
+use arrayvec::ArrayVec;
+
+use crate::mbuf::Mbuf;
+use crate::stats::QueueStats;
+
+/// Most packets moved by one `rx_burst`/`tx_burst` call.
+pub const MAX_BURST: usize = 32;
+
+/// A burst of packets: a fixed-capacity array on the caller's stack, reused across
+/// polls (no heap allocation).
+pub type Burst = ArrayVec<Mbuf, MAX_BURST>;
+
+/// Link state as the port sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkState {
+    /// Frames can flow.
+    Up,
+    /// No carrier / peer not connected / interface down.
+    Down,
+}
+
+impl LinkState {
+    /// "up" or "down".
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkState::Up => "up",
+            LinkState::Down => "down",
+        }
+    }
+}
+
+/// One queue pair of a network port, driven by polling.
+///
+/// Contract:
+/// - `rx_burst` appends up to `burst.remaining_capacity()` received frames to
+///   `burst` and returns how many it appended. It never blocks. Each frame's
+///   [`Mbuf::port`] may be left unset; the worker stamps it.
+/// - `tx_burst` takes frames from the **front** of `burst`, queues them for
+///   transmission and returns how many it took; frames it could not take (queue
+///   full) stay in `burst`, in order, and the caller decides (drop and count
+///   `TxFull`, or retry). Taken frames are owned by the port from then on.
+/// - Neither call allocates on the heap, takes a lock, or logs. A syscall per burst
+///   is allowed where the kernel interface requires it (AF_PACKET, TAP, AF_XDP
+///   kicks), never one per packet where a batched call exists.
+/// - Driver-level problems (a malformed descriptor, a kernel error) are counted in
+///   [`Port::stats`] and never panic.
+pub trait Port: Send {
+    /// Receives up to `burst.remaining_capacity()` frames.
+    fn rx_burst(&mut self, burst: &mut Burst) -> usize;
+
+    /// Transmits frames from the front of `burst`; see the trait docs.
+    fn tx_burst(&mut self, burst: &mut Burst) -> usize;
+
+    /// Current link state. Cheap; called once per poll round at most.
+    fn link(&self) -> LinkState {
+        LinkState::Up
+    }
+
+    /// Counters of this queue. The worker adds rx/tx/drops; the driver adds its
+    /// own errors and drops. Both run on the owning worker's thread.
+    fn stats(&self) -> &Arc<QueueStats>;
+
+    /// Periodic housekeeping on the owning worker (about every millisecond, and
+    /// when idle): reclaim completed transmissions, refill receive rings, refresh
+    /// link state. Default: nothing.
+    fn housekeeping(&mut self) {}
+}
+
+impl<P: Port + ?Sized> Port for Box<P> {
+    fn rx_burst(&mut self, burst: &mut Burst) -> usize {
+        (**self).rx_burst(burst)
+    }
+    fn tx_burst(&mut self, burst: &mut Burst) -> usize {
+        (**self).tx_burst(burst)
+    }
+    fn link(&self) -> LinkState {
+        (**self).link()
+    }
+    fn stats(&self) -> &Arc<QueueStats> {
+        (**self).stats()
+    }
+    fn housekeeping(&mut self) {
+        (**self).housekeeping()
+    }
+}

@@ -1,0 +1,210 @@
+//! Counters shared between a worker (the only writer) and the control plane (a
+//! reader), and the reasons a packet can be dropped.
+//!
+//! Layer: ports/stats. Updates are on the packet path; each is a plain load and
+//! store (no locked instruction) because every counter has exactly one writer thread.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A single-writer event counter.
+///
+/// Only one thread may call [`Counter::add`] on a given counter (the worker that
+/// owns the queue); any thread may read it. With one writer, load-then-store is exact
+/// and costs an ordinary `mov` on x86, unlike `fetch_add`.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds `n`. Single writer only (see the type docs).
+    #[inline]
+    pub fn add(&self, n: u64) {
+        // Relaxed: readers want an eventually-consistent total, nothing is published
+        // through the counter.
+        self.0
+            .store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Current value.
+    #[inline]
+    pub fn get(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+macro_rules! drop_reasons {
+    ($( $(#[$m:meta])* $v:ident => $name:literal, )*) => {
+        /// Why a packet was dropped. Every drop on the packet path is counted under
+        /// exactly one reason, on the port where the decision was made.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum DropReason { $( $(#[$m])* $v, )* }
+
+        impl DropReason {
+            /// Every reason, in counter order.
+            pub const ALL: &'static [DropReason] = &[$(DropReason::$v,)*];
+            /// Number of reasons.
+            pub const COUNT: usize = DropReason::ALL.len();
+
+            /// Stable name used in stats output and the control API.
+            pub fn name(self) -> &'static str {
+                match self { $(DropReason::$v => $name,)* }
+            }
+        }
+    };
+}
+
+drop_reasons! {
+    /// Frame shorter than an Ethernet header, or longer than the buffer.
+    Malformed => "malformed",
+    /// No free mbuf (receive refill or flood copy).
+    NoBuffers => "no-buffers",
+    /// Source MAC not learned because the FDB is full, and the frame is dropped.
+    FdbFull => "fdb-full",
+    /// Source MAC is new and the ingress port is at its MAC limit.
+    PortMacLimit => "port-mac-limit",
+    /// Destination was learned on the ingress port itself.
+    SamePort => "same-port",
+    /// IEEE 802.1D link-local group address (STP, LACP, pause), never forwarded.
+    LinkLocal => "link-local",
+    /// Ingress port is attached to no bridge.
+    NoBridge => "no-bridge",
+    /// Destination port no longer exists.
+    NoRoute => "no-route",
+    /// Egress port's link or admin state is down.
+    PortDown => "port-down",
+    /// Egress queue full.
+    TxFull => "tx-full",
+    /// Ring to the worker that owns the egress port was full.
+    HandoffFull => "handoff-full",
+    /// The kernel or device dropped frames before we could receive them.
+    RxOverrun => "rx-overrun",
+    /// The port is in an error state (for example a misbehaving peer).
+    PortError => "port-error",
+}
+
+/// Counters of one port queue. Written only by the worker that owns the queue;
+/// summed over queues by the control plane.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    /// Frames received.
+    pub rx_packets: Counter,
+    /// Bytes received.
+    pub rx_bytes: Counter,
+    /// Frames transmitted.
+    pub tx_packets: Counter,
+    /// Bytes transmitted.
+    pub tx_bytes: Counter,
+    /// Receive errors reported by the driver.
+    pub rx_errors: Counter,
+    /// Transmit errors reported by the driver.
+    pub tx_errors: Counter,
+    drops: [Counter; DropReason::COUNT],
+}
+
+impl QueueStats {
+    /// Counts `n` drops for `reason`.
+    #[inline]
+    pub fn drop_n(&self, reason: DropReason, n: u64) {
+        self.drops[reason as usize].add(n);
+    }
+
+    /// Counts one drop for `reason`.
+    #[inline]
+    pub fn drop_one(&self, reason: DropReason) {
+        self.drops[reason as usize].inc();
+    }
+
+    /// Drops so far for `reason`.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize].get()
+    }
+
+    /// A plain copy of every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let mut drops = [0; DropReason::COUNT];
+        for (d, c) in drops.iter_mut().zip(&self.drops) {
+            *d = c.get();
+        }
+        StatsSnapshot {
+            rx_packets: self.rx_packets.get(),
+            rx_bytes: self.rx_bytes.get(),
+            tx_packets: self.tx_packets.get(),
+            tx_bytes: self.tx_bytes.get(),
+            rx_errors: self.rx_errors.get(),
+            tx_errors: self.tx_errors.get(),
+            drops,
+        }
+    }
+}
+
+/// A copy of [`QueueStats`], summable across queues.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Frames received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Frames transmitted.
+    pub tx_packets: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Receive errors.
+    pub rx_errors: u64,
+    /// Transmit errors.
+    pub tx_errors: u64,
+    /// Drops, indexed by `DropReason as usize`.
+    pub drops: [u64; DropReason::COUNT],
+}
+
+impl StatsSnapshot {
+    /// Drops for one reason.
+    pub fn drops(&self, reason: DropReason) -> u64 {
+        self.drops[reason as usize]
+    }
+
+    /// All drops.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
+
+impl std::ops::AddAssign for StatsSnapshot {
+    fn add_assign(&mut self, o: StatsSnapshot) {
+        self.rx_packets += o.rx_packets;
+        self.rx_bytes += o.rx_bytes;
+        self.tx_packets += o.tx_packets;
+        self.tx_bytes += o.tx_bytes;
+        self.rx_errors += o.rx_errors;
+        self.tx_errors += o.tx_errors;
+        for (a, b) in self.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_sum_per_reason() {
+        let q = QueueStats::default();
+        q.rx_packets.add(3);
+        q.drop_one(DropReason::TxFull);
+        q.drop_n(DropReason::TxFull, 2);
+        let mut s = q.snapshot();
+        s += q.snapshot();
+        assert_eq!(s.rx_packets, 6);
+        assert_eq!(s.drops(DropReason::TxFull), 6);
+        assert_eq!(s.total_drops(), 6);
+        assert_eq!(DropReason::ALL.len(), DropReason::COUNT);
+        assert_eq!(DropReason::TxFull.name(), "tx-full");
+    }
+}
