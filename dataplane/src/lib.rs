@@ -12,6 +12,7 @@
 #![warn(missing_docs)]
 
 pub mod ids;
+pub mod switch;
 pub mod wire;
 
 pub use ids::{BridgeId, MacAddr, PortId, QueueId, VlanId, WorkerId};

@@ -1,0 +1,1299 @@
+//! The forwarding database (FDB): a fixed-size, lock-free MAC table keyed by
+//! (VLAN, MAC) that maps a station to the port it was last seen on.
+//!
+//! Layer: switch. Depends only on [`crate::ids`]. [`Fdb::learn`] and
+//! [`Fdb::lookup`] are on the packet path (no allocation, no locks, no
+//! syscalls); aging, flushing, dumping and rebuilding are control-side and may
+//! allocate.
+//!
+//! # Layout
+//!
+//! Open addressing with linear probing over a power-of-two array of 16-byte
+//! slots, allocated once in [`Fdb::new`] and sized for a load factor of at most
+//! one half. A key lives within [`MAX_PROBE`] slots of its home slot; a probe
+//! that finds no room within that bound reports the table full.
+//!
+//! ```text
+//!   key word                         val word
+//!   0          EMPTY                 0             claimed, not yet valid
+//!   1..        (vlan << 48 | mac)+1  bit 63        valid
+//!   u64::MAX   TOMBSTONE             bit 62        static (never aged or moved)
+//!                                    bit 61        dead (being deleted)
+//!                                    bits 32..48   port
+//!                                    bits 0..32    last seen, seconds
+//!
+//!   key: EMPTY ──claim (CAS)──▶ K ──delete──▶ TOMBSTONE
+//!   val: 0 ──insert──▶ VALID ◀─refresh/move (CAS)─▶ VALID ──delete (CAS)──▶ DEAD
+//! ```
+//!
+//! A slot is claimed once in its life and never goes back to EMPTY: tombstones
+//! are not reused. That rules out ABA on the key and duplicate keys (see
+//! [`Fdb::learn`]); the price is that tombstones pile up until the control
+//! plane swaps in [`Fdb::rebuilt`] when [`Fdb::needs_rebuild`] says so.
+//!
+//! # Counts
+//!
+//! The table size and the per-port counts are owned by the val word: moving a
+//! val into VALID brings counts reserved beforehand, a successful val CAS that
+//! changes the port moves one count between ports, and only the thread whose
+//! CAS turns a val DEAD gives its counts back. So every count changes exactly
+//! once per state change, however threads race.
+//!
+//! # Memory ordering
+//!
+//! Every atomic access is `Relaxed`. Each word is self-contained (no other
+//! memory is published through it), a slot only ever holds one key, so a val
+//! read can never belong to a different key than the one just compared, and the
+//! decisions that must be exclusive (claiming a slot, changing or killing a
+//! val, reserving a count) are read-modify-writes, which always act on the
+//! latest value. A new table is published by the caller (e.g. `ArcSwap`),
+//! which provides its own release/acquire.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use crossbeam_utils::CachePadded;
+
+use crate::ids::{MacAddr, PortId, VlanId};
+
+/// Number of ports the per-port counters cover; `PortId`s at or above this are
+/// refused.
+pub const MAX_PORTS: usize = 4096;
+
+/// Longest probe sequence, in slots, for lookups and inserts.
+pub const MAX_PROBE: usize = 32;
+
+const EMPTY: u64 = 0;
+const TOMBSTONE: u64 = u64::MAX;
+
+const VALID: u64 = 1 << 63;
+const STATIC: u64 = 1 << 62;
+const DEAD: u64 = 1 << 61;
+const PORT_SHIFT: u32 = 32;
+
+/// Multiplier for Fibonacci hashing: 2^64 divided by the golden ratio.
+const HASH_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
+
+/// Sizing and limits for an [`Fdb`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FdbConfig {
+    /// Most live entries the table holds; learning beyond it is refused.
+    pub max_entries: usize,
+    /// Most dynamic and static entries one port may own; 0 means unlimited.
+    pub max_per_port: u32,
+    /// Age after which the control plane should expire a dynamic entry. The
+    /// table itself only stores it; pass it to [`Fdb::age`].
+    pub aging_secs: u32,
+}
+
+impl Default for FdbConfig {
+    fn default() -> Self {
+        FdbConfig {
+            max_entries: 65536,
+            max_per_port: 0,
+            aging_secs: 300,
+        }
+    }
+}
+
+/// What [`Fdb::learn`] did with a source address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Learn {
+    /// Already known on this port; its last-seen time is up to date.
+    Refreshed,
+    /// A new entry was added.
+    Learned,
+    /// The station moved here from another port.
+    Moved {
+        /// The port the entry pointed to before.
+        from: PortId,
+    },
+    /// Not learned: the table holds `max_entries`, or no free slot lies within
+    /// [`MAX_PROBE`] of the key's home slot.
+    TableFull,
+    /// Not learned: the port already owns `max_per_port` entries, or the port
+    /// is at or beyond [`MAX_PORTS`].
+    PortLimit,
+    /// Not learned: a static entry pins this address to another port.
+    Static,
+}
+
+/// Why [`Fdb::add_static`] failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FdbError {
+    /// No room for another entry.
+    #[error(
+        "forwarding table full: {max_entries} entries, or no free slot within {MAX_PROBE} probes"
+    )]
+    TableFull {
+        /// The configured table size.
+        max_entries: usize,
+    },
+    /// The port already owns as many entries as it may.
+    #[error("port {port} already owns its limit of {limit} forwarding entries")]
+    PortLimit {
+        /// The port that is at its limit.
+        port: PortId,
+        /// The configured per-port limit.
+        limit: u32,
+    },
+    /// The port number is outside the range the table counts.
+    #[error("port {port} is outside the forwarding table's {MAX_PORTS} ports")]
+    PortOutOfRange {
+        /// The offending port.
+        port: PortId,
+    },
+}
+
+/// One live entry, as reported by [`Fdb::entries`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdbEntry {
+    /// VLAN the address was learned on.
+    pub vlan: VlanId,
+    /// The station's address.
+    pub mac: MacAddr,
+    /// Port the station was last seen on.
+    pub port: PortId,
+    /// The caller's clock, in seconds, when the station was last seen; 0 for
+    /// static entries.
+    pub last_seen_secs: u32,
+    /// Added by [`Fdb::add_static`]: never aged, moved or flushed.
+    pub is_static: bool,
+}
+
+/// One hash slot: the key and the val word, 16 bytes, never straddling a cache
+/// line.
+#[repr(C, align(16))]
+struct Slot {
+    key: AtomicU64,
+    val: AtomicU64,
+}
+
+const _: () = assert!(core::mem::size_of::<Slot>() == 16);
+
+/// The MAC table. Share it between workers with `Arc`; all methods take
+/// `&self`.
+pub struct Fdb {
+    slots: Box<[Slot]>,
+    mask: usize,
+    /// `64 - log2(slots.len())`: keeps the top bits of the hash product.
+    shift: u32,
+    probe_limit: usize,
+    /// Live entries plus in-flight insert reservations. Padded so learners
+    /// bumping it do not evict the read-mostly fields above from lookup cores.
+    len: CachePadded<AtomicUsize>,
+    tombstones: CachePadded<AtomicUsize>,
+    port_counts: Box<[AtomicU32]>,
+    cfg: FdbConfig,
+}
+
+/// What a learner should do about a slot already holding its key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Hit {
+    /// Another thread claimed the slot and has not stored the val yet.
+    Pending,
+    /// Being deleted; a live copy, if any, lies further along the probe.
+    Dead,
+    /// Nothing to write.
+    Done(Learn),
+    /// Same port, newer time: CAS the val to this.
+    Refresh(u64),
+    /// Different port: CAS the val to `new`, moving one count from `from`.
+    Move { from: PortId, new: u64 },
+}
+
+#[inline]
+fn encode_key(vlan: VlanId, mac: MacAddr) -> u64 {
+    // Masking to 12 bits keeps every key below TOMBSTONE even for an
+    // out-of-range VlanId.
+    ((u64::from(vlan.0 & 0x0fff) << 48) | mac.to_u64()) + 1
+}
+
+fn decode_key(key: u64) -> (VlanId, MacAddr) {
+    let k = key - 1;
+    (VlanId((k >> 48) as u16), MacAddr::from_u64(k))
+}
+
+#[inline]
+fn encode_val(port: PortId, last_seen: u32, is_static: bool) -> u64 {
+    let s = if is_static { STATIC } else { 0 };
+    VALID | s | (u64::from(port.0) << PORT_SHIFT) | u64::from(last_seen)
+}
+
+#[inline]
+fn val_port(val: u64) -> PortId {
+    PortId((val >> PORT_SHIFT) as u16)
+}
+
+#[inline]
+fn val_last_seen(val: u64) -> u32 {
+    val as u32
+}
+
+/// Seconds from `last_seen` to `now`, or 0 if `last_seen` is ahead (workers
+/// and control read their clocks at slightly different moments).
+#[inline]
+fn age_of(now: u32, last_seen: u32) -> u32 {
+    let d = now.wrapping_sub(last_seen);
+    if (d as i32) < 0 {
+        0
+    } else {
+        d
+    }
+}
+
+/// Decides a learn that found its key, from the val word alone. Pure, so the
+/// "no write when nothing changed" rule is testable.
+#[inline]
+fn plan_hit(cur: u64, port: PortId, now: u32) -> Hit {
+    if cur == 0 {
+        return Hit::Pending;
+    }
+    if cur & VALID == 0 {
+        return Hit::Dead;
+    }
+    let at = val_port(cur);
+    if cur & STATIC != 0 {
+        return Hit::Done(if at == port {
+            Learn::Refreshed
+        } else {
+            Learn::Static
+        });
+    }
+    if at != port {
+        return Hit::Move {
+            from: at,
+            new: encode_val(port, now, false),
+        };
+    }
+    // Only move time forward: a worker whose burst clock lags another's must
+    // not write an older time (or write at all).
+    if age_of(now, val_last_seen(cur)) > 0 {
+        Hit::Refresh(encode_val(port, now, false))
+    } else {
+        Hit::Done(Learn::Refreshed)
+    }
+}
+
+impl Fdb {
+    /// Allocates an empty table for `cfg`: the next power of two at or above
+    /// `2 * max_entries` slots (at least 2), 16 bytes each.
+    ///
+    /// # Panics
+    ///
+    /// If the slot count overflows `usize`.
+    pub fn new(cfg: &FdbConfig) -> Fdb {
+        let slot_count = cfg
+            .max_entries
+            .max(1)
+            .checked_mul(2)
+            .and_then(usize::checked_next_power_of_two)
+            .expect("FdbConfig::max_entries too large");
+        let slots: Box<[Slot]> = (0..slot_count)
+            .map(|_| Slot {
+                key: AtomicU64::new(EMPTY),
+                val: AtomicU64::new(0),
+            })
+            .collect();
+        let port_counts: Box<[AtomicU32]> = (0..MAX_PORTS).map(|_| AtomicU32::new(0)).collect();
+        Fdb {
+            slots,
+            mask: slot_count - 1,
+            shift: 64 - slot_count.trailing_zeros(),
+            probe_limit: MAX_PROBE.min(slot_count),
+            len: CachePadded::new(AtomicUsize::new(0)),
+            tombstones: CachePadded::new(AtomicUsize::new(0)),
+            port_counts,
+            cfg: cfg.clone(),
+        }
+    }
+
+    /// The configuration the table was built with.
+    pub fn config(&self) -> &FdbConfig {
+        &self.cfg
+    }
+
+    /// Number of hash slots (a power of two).
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Home slot of `key`: Fibonacci hashing after folding the high bits
+    /// (VLAN, OUI) down so they mix as well as the low ones.
+    #[inline]
+    fn home(&self, key: u64) -> usize {
+        let h = (key ^ (key >> 29)).wrapping_mul(HASH_MUL);
+        (h >> self.shift) as usize
+    }
+
+    #[inline]
+    fn slot(&self, home: usize, i: usize) -> &Slot {
+        &self.slots[(home + i) & self.mask]
+    }
+
+    /// The port `mac` was last seen on in `vlan`, if known.
+    ///
+    /// Loads only; never writes shared memory.
+    #[inline]
+    pub fn lookup(&self, vlan: VlanId, mac: MacAddr) -> Option<PortId> {
+        let key = encode_key(vlan, mac);
+        let home = self.home(key);
+        for i in 0..self.probe_limit {
+            let slot = self.slot(home, i);
+            // Relaxed: a slot only ever holds one key, so no ordering with the val is needed.
+            let k = slot.key.load(Ordering::Relaxed);
+            if k == key {
+                // Relaxed: the val word is self-contained; nothing else is published with it.
+                let v = slot.val.load(Ordering::Relaxed);
+                if v & VALID != 0 {
+                    return Some(val_port(v));
+                }
+                if v == 0 {
+                    // Still being inserted: the only copy, not visible yet.
+                    return None;
+                }
+                // DEAD: a re-learned copy may follow.
+            } else if k == EMPTY {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Records that `mac` in `vlan` sent a frame on `port` at `now` (seconds,
+    /// read once per burst by the caller).
+    ///
+    /// The common case, a known station on the same port within the same
+    /// second, costs the probe plus one load and one compare, and writes
+    /// nothing, so the slot's cache line stays shared between cores.
+    ///
+    /// A station seen while its entry is still being inserted by another
+    /// thread reports [`Learn::Refreshed`]. A move onto a port that is at its
+    /// limit is refused with [`Learn::PortLimit`] and leaves the entry where
+    /// it was.
+    #[inline]
+    pub fn learn(&self, vlan: VlanId, mac: MacAddr, port: PortId, now: u32) -> Learn {
+        if port.index() >= MAX_PORTS {
+            return Learn::PortLimit;
+        }
+        let want = encode_val(port, now, false);
+        self.claim(encode_key(vlan, mac), port, want, |slot| {
+            self.learn_hit(slot, port, now, want)
+        })
+    }
+
+    /// Learn on a slot holding the key. `None` if the slot is dead and the
+    /// probe should go on.
+    #[inline]
+    fn learn_hit(&self, slot: &Slot, port: PortId, now: u32, want: u64) -> Option<Learn> {
+        // Relaxed: the val word is self-contained; changes below are CASes on it.
+        let mut cur = slot.val.load(Ordering::Relaxed);
+        if cur == want {
+            return Some(Learn::Refreshed);
+        }
+        loop {
+            match plan_hit(cur, port, now) {
+                Hit::Pending => return Some(Learn::Refreshed),
+                Hit::Dead => return None,
+                Hit::Done(outcome) => return Some(outcome),
+                // Relaxed: the CAS only has to be atomic against a concurrent delete or move.
+                Hit::Refresh(new) => match slot.val.compare_exchange_weak(
+                    cur,
+                    new,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => return Some(Learn::Refreshed),
+                    Err(seen) => cur = seen,
+                },
+                Hit::Move { from, new } => {
+                    if !self.reserve_port(port) {
+                        return Some(Learn::PortLimit);
+                    }
+                    // Relaxed: exclusivity comes from the CAS; the counts are plain tallies.
+                    match slot
+                        .val
+                        .compare_exchange(cur, new, Ordering::Relaxed, Ordering::Relaxed)
+                    {
+                        Ok(_) => {
+                            self.release_port(from);
+                            return Some(Learn::Moved { from });
+                        }
+                        Err(seen) => {
+                            self.release_port(port);
+                            cur = seen;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Finds `key` or inserts it with `new_val`, reserving the counts for
+    /// `port` first. `hit` handles a slot already holding the key and returns
+    /// `None` if that slot is dead, in which case probing continues.
+    ///
+    /// No duplicates: a key is only inserted into the first EMPTY slot of its
+    /// probe sequence, after every earlier slot was seen holding something
+    /// else. Slots never return to EMPTY, so for two racing inserters of the
+    /// same key every slot before that first EMPTY one is, and stays,
+    /// non-EMPTY, and both reach the same slot. Their CASes on it are ordered;
+    /// the loser re-reads the slot, finds the key and takes the `hit` path.
+    /// (If an earlier slot was claimed by the other inserter before we read
+    /// it, we read the key there.) Reusing tombstones would break this: the
+    /// two could pick different tombstones.
+    #[inline]
+    fn claim(
+        &self,
+        key: u64,
+        port: PortId,
+        new_val: u64,
+        mut hit: impl FnMut(&Slot) -> Option<Learn>,
+    ) -> Learn {
+        let home = self.home(key);
+        let mut reserved = false;
+        let mut i = 0;
+        while i < self.probe_limit {
+            let slot = self.slot(home, i);
+            // Relaxed: the key word is self-contained; claiming is a CAS below.
+            let k = slot.key.load(Ordering::Relaxed);
+            if k == key {
+                if reserved {
+                    self.release(port);
+                    reserved = false;
+                }
+                match hit(slot) {
+                    Some(outcome) => return outcome,
+                    None => {
+                        i += 1;
+                        continue;
+                    }
+                }
+            }
+            if k == EMPTY {
+                if !reserved {
+                    if let Err(refused) = self.reserve(port) {
+                        return refused;
+                    }
+                    reserved = true;
+                }
+                // Relaxed: the CAS decides ownership of the slot; no other data rides on it.
+                match slot
+                    .key
+                    .compare_exchange(EMPTY, key, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    Ok(_) => {
+                        // Relaxed: only this thread writes a claimed slot's first val; readers
+                        // treat 0 as a miss until then.
+                        slot.val.store(new_val, Ordering::Relaxed);
+                        return Learn::Learned;
+                    }
+                    // Lost the race for this slot: look at it again, it may now hold our key.
+                    Err(_) => continue,
+                }
+            }
+            i += 1;
+        }
+        if reserved {
+            self.release(port);
+        }
+        Learn::TableFull
+    }
+
+    /// Reserves one table entry and one entry for `port`.
+    #[inline]
+    fn reserve(&self, port: PortId) -> Result<(), Learn> {
+        // Relaxed: the RMW alone makes the reservation exact; no data is published.
+        if self.len.fetch_add(1, Ordering::Relaxed) >= self.cfg.max_entries {
+            // Relaxed: undoing our own reservation.
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            return Err(Learn::TableFull);
+        }
+        if !self.reserve_port(port) {
+            // Relaxed: undoing our own reservation.
+            self.len.fetch_sub(1, Ordering::Relaxed);
+            return Err(Learn::PortLimit);
+        }
+        Ok(())
+    }
+
+    #[inline]
+    fn release(&self, port: PortId) {
+        // Relaxed: a plain tally.
+        self.len.fetch_sub(1, Ordering::Relaxed);
+        self.release_port(port);
+    }
+
+    /// Reserves one entry for `port`; false if it is at its limit.
+    #[inline]
+    fn reserve_port(&self, port: PortId) -> bool {
+        let count = &self.port_counts[port.index()];
+        let limit = self.cfg.max_per_port;
+        // Relaxed: the RMW alone makes the reservation exact; no data is published.
+        let before = count.fetch_add(1, Ordering::Relaxed);
+        if limit != 0 && before >= limit {
+            // Relaxed: undoing our own reservation.
+            count.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    #[inline]
+    fn release_port(&self, port: PortId) {
+        // Relaxed: a plain tally.
+        self.port_counts[port.index()].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Kills the entry in `slot` if it is valid and `doomed` holds for its
+    /// val, then gives back its counts. Returns whether this call killed it.
+    fn kill(&self, slot: &Slot, doomed: impl Fn(u64) -> bool) -> bool {
+        // Relaxed: the val word is self-contained; the kill is a CAS below.
+        let mut cur = slot.val.load(Ordering::Relaxed);
+        loop {
+            if cur & VALID == 0 || !doomed(cur) {
+                return false;
+            }
+            // Relaxed: the CAS picks the single thread that owns the kill; it re-checks a
+            // refreshed or moved val.
+            match slot
+                .val
+                .compare_exchange_weak(cur, DEAD, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(seen) => cur = seen,
+            }
+        }
+        // Only the thread whose CAS made the val DEAD gets here, so the key is
+        // tombstoned and the counts returned exactly once.
+        // Relaxed: nobody else writes a claimed key; a reader seeing either K+DEAD or
+        // TOMBSTONE skips the slot.
+        slot.key.store(TOMBSTONE, Ordering::Relaxed);
+        // Relaxed: plain tallies.
+        self.tombstones.fetch_add(1, Ordering::Relaxed);
+        self.release(val_port(cur));
+        true
+    }
+
+    /// Kills every entry whose (key, val) satisfies `doomed`.
+    fn sweep(&self, doomed: impl Fn(u64, u64) -> bool) -> usize {
+        let mut killed = 0;
+        for slot in self.slots.iter() {
+            // Relaxed: see `lookup`.
+            let k = slot.key.load(Ordering::Relaxed);
+            if k != EMPTY && k != TOMBSTONE && self.kill(slot, |v| doomed(k, v)) {
+                killed += 1;
+            }
+        }
+        killed
+    }
+
+    /// Slot holding a live entry for (`vlan`, `mac`), if any.
+    fn find(&self, vlan: VlanId, mac: MacAddr) -> Option<&Slot> {
+        let key = encode_key(vlan, mac);
+        let home = self.home(key);
+        for i in 0..self.probe_limit {
+            let slot = self.slot(home, i);
+            // Relaxed: see `lookup`.
+            let k = slot.key.load(Ordering::Relaxed);
+            if k == key {
+                // Relaxed: see `lookup`.
+                if slot.val.load(Ordering::Relaxed) & VALID != 0 {
+                    return Some(slot);
+                }
+            } else if k == EMPTY {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// Expires dynamic entries last seen more than `max_age_secs` before
+    /// `now`; returns how many. Entries refreshed while the sweep runs
+    /// survive. Control-side.
+    pub fn age(&self, now: u32, max_age_secs: u32) -> usize {
+        self.sweep(|_, v| v & STATIC == 0 && age_of(now, val_last_seen(v)) > max_age_secs)
+    }
+
+    /// Removes every dynamic entry; returns how many. Control-side.
+    pub fn flush(&self) -> usize {
+        self.sweep(|_, v| v & STATIC == 0)
+    }
+
+    /// Removes the dynamic entries pointing to `port` (e.g. on link down);
+    /// returns how many. Control-side.
+    pub fn flush_port(&self, port: PortId) -> usize {
+        self.sweep(|_, v| v & STATIC == 0 && val_port(v) == port)
+    }
+
+    /// Removes the dynamic entries in `vlan`; returns how many. Control-side.
+    pub fn flush_vlan(&self, vlan: VlanId) -> usize {
+        self.sweep(|k, v| v & STATIC == 0 && decode_key(k).0 == VlanId(vlan.0 & 0x0fff))
+    }
+
+    /// Removes the entry for (`vlan`, `mac`), static or dynamic; returns
+    /// whether there was one. Control-side.
+    pub fn remove(&self, vlan: VlanId, mac: MacAddr) -> bool {
+        match self.find(vlan, mac) {
+            Some(slot) => self.kill(slot, |_| true),
+            None => false,
+        }
+    }
+
+    /// Pins (`vlan`, `mac`) to `port`: the entry is never aged, moved by
+    /// learning or flushed; only [`Fdb::remove`] deletes it. Replaces a
+    /// dynamic or static entry for the same address. Control-side.
+    ///
+    /// # Errors
+    ///
+    /// [`FdbError::TableFull`] or [`FdbError::PortLimit`] if the entry does
+    /// not fit, [`FdbError::PortOutOfRange`] if `port` is not below
+    /// [`MAX_PORTS`].
+    pub fn add_static(&self, vlan: VlanId, mac: MacAddr, port: PortId) -> Result<(), FdbError> {
+        if port.index() >= MAX_PORTS {
+            return Err(FdbError::PortOutOfRange { port });
+        }
+        let want = encode_val(port, 0, true);
+        let outcome = self.claim(encode_key(vlan, mac), port, want, |slot| {
+            self.pin(slot, port, want)
+        });
+        match outcome {
+            Learn::TableFull => Err(FdbError::TableFull {
+                max_entries: self.cfg.max_entries,
+            }),
+            Learn::PortLimit => Err(FdbError::PortLimit {
+                port,
+                limit: self.cfg.max_per_port,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Turns the entry in `slot` into the static `want` for `port`.
+    fn pin(&self, slot: &Slot, port: PortId, want: u64) -> Option<Learn> {
+        // Relaxed: the val word is self-contained; the change is a CAS below.
+        let mut cur = slot.val.load(Ordering::Relaxed);
+        loop {
+            if cur == 0 {
+                // A learner is between claiming this slot and storing its val,
+                // a few instructions; wait rather than lose the static entry.
+                std::thread::yield_now();
+                // Relaxed: see above.
+                cur = slot.val.load(Ordering::Relaxed);
+                continue;
+            }
+            if cur & VALID == 0 {
+                return None;
+            }
+            if cur == want {
+                return Some(Learn::Static);
+            }
+            let from = val_port(cur);
+            if from != port && !self.reserve_port(port) {
+                return Some(Learn::PortLimit);
+            }
+            // Relaxed: exclusivity comes from the CAS; the counts are plain tallies.
+            match slot
+                .val
+                .compare_exchange(cur, want, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    if from != port {
+                        self.release_port(from);
+                    }
+                    return Some(Learn::Static);
+                }
+                Err(seen) => {
+                    if from != port {
+                        self.release_port(port);
+                    }
+                    cur = seen;
+                }
+            }
+        }
+    }
+
+    /// Live entries, including inserts still reserving their slot. Exact when
+    /// no learner runs.
+    pub fn len(&self) -> usize {
+        // Relaxed: a statistic.
+        self.len.load(Ordering::Relaxed)
+    }
+
+    /// True if [`Fdb::len`] is 0.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Deleted slots not yet reclaimed by a rebuild.
+    pub fn tombstones(&self) -> usize {
+        // Relaxed: a statistic.
+        self.tombstones.load(Ordering::Relaxed)
+    }
+
+    /// Entries (dynamic and static) pointing to `port`; 0 for ports at or
+    /// beyond [`MAX_PORTS`].
+    pub fn port_count(&self, port: PortId) -> u32 {
+        // Relaxed: a statistic.
+        self.port_counts
+            .get(port.index())
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    /// A snapshot of the live entries, in slot order. Allocates; control-side.
+    ///
+    /// While learners run, the snapshot is not atomic: an address deleted and
+    /// re-learned during the scan may appear twice.
+    pub fn entries(&self) -> Vec<FdbEntry> {
+        let mut out = Vec::with_capacity(self.len());
+        for slot in self.slots.iter() {
+            // Relaxed: see `lookup`.
+            let k = slot.key.load(Ordering::Relaxed);
+            if k == EMPTY || k == TOMBSTONE {
+                continue;
+            }
+            // Relaxed: see `lookup`.
+            let v = slot.val.load(Ordering::Relaxed);
+            if v & VALID == 0 {
+                continue;
+            }
+            let (vlan, mac) = decode_key(k);
+            out.push(FdbEntry {
+                vlan,
+                mac,
+                port: val_port(v),
+                last_seen_secs: val_last_seen(v),
+                is_static: v & STATIC != 0,
+            });
+        }
+        out
+    }
+
+    /// True when tombstones fill more than a quarter of the slots, lengthening
+    /// probes and eventually refusing inserts: time to publish
+    /// [`Fdb::rebuilt`].
+    pub fn needs_rebuild(&self) -> bool {
+        self.tombstones() > self.slots.len() / 4
+    }
+
+    /// A fresh table with the same configuration holding this table's live
+    /// entries and no tombstones. Control-side; allocates.
+    ///
+    /// The caller publishes the result (e.g. with `ArcSwap`) and drops the old
+    /// table once workers have moved on. Entries learned, moved or refreshed
+    /// in the old table after they were copied are not carried over; workers
+    /// simply learn them again from the next frame. Static entries are copied
+    /// first so they keep their place if the new table is tight; a dynamic
+    /// entry that no longer fits within [`MAX_PROBE`] is dropped and
+    /// re-learned later.
+    pub fn rebuilt(&self) -> Fdb {
+        let next = Fdb::new(&self.cfg);
+        let live = self.entries();
+        let statics = live.iter().filter(|e| e.is_static);
+        let dynamics = live.iter().filter(|e| !e.is_static);
+        for e in statics.chain(dynamics) {
+            let val = encode_val(e.port, e.last_seen_secs, e.is_static);
+            // A duplicate can only come from a racy snapshot; keep the first copy.
+            next.claim(encode_key(e.vlan, e.mac), e.port, val, |_| {
+                Some(Learn::Refreshed)
+            });
+        }
+        next
+    }
+}
+
+impl core::fmt::Debug for Fdb {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Fdb")
+            .field("len", &self.len())
+            .field("tombstones", &self.tombstones())
+            .field("slots", &self.slots.len())
+            .field("cfg", &self.cfg)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::{Arc, Barrier};
+    use std::time::{Duration, Instant};
+
+    fn mac(n: u32) -> MacAddr {
+        let b = n.to_be_bytes();
+        MacAddr([0x52, 0x54, b[0], b[1], b[2], b[3]])
+    }
+
+    fn fdb(max_entries: usize, max_per_port: u32) -> Fdb {
+        Fdb::new(&FdbConfig {
+            max_entries,
+            max_per_port,
+            ..FdbConfig::default()
+        })
+    }
+
+    /// Checks the invariants that must hold whenever no thread is learning.
+    fn assert_consistent(t: &Fdb) {
+        let entries = t.entries();
+        let keys: HashSet<(VlanId, MacAddr)> = entries.iter().map(|e| (e.vlan, e.mac)).collect();
+        assert_eq!(keys.len(), entries.len(), "duplicate keys");
+        assert_eq!(t.len(), entries.len());
+        let port_sum: u64 = (0..MAX_PORTS)
+            .map(|p| u64::from(t.port_count(PortId(p as u16))))
+            .sum();
+        assert_eq!(port_sum, t.len() as u64);
+        for e in &entries {
+            assert_eq!(t.lookup(e.vlan, e.mac), Some(e.port));
+        }
+        let dead = t
+            .slots
+            .iter()
+            .filter(|s| s.key.load(Ordering::Relaxed) == TOMBSTONE)
+            .count();
+        assert_eq!(t.tombstones(), dead);
+    }
+
+    #[test]
+    fn fdb_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Fdb>();
+    }
+
+    #[test]
+    fn keys_and_vals_round_trip_and_avoid_the_markers() {
+        let m = MacAddr([0xff; 6]);
+        let k = encode_key(VlanId(4095), m);
+        assert_ne!(k, EMPTY);
+        assert_ne!(k, TOMBSTONE);
+        assert_eq!(decode_key(k), (VlanId(4095), m));
+        assert_eq!(encode_key(VlanId(0), MacAddr([0; 6])), 1);
+        // An out-of-range VLAN is masked instead of colliding with a marker.
+        assert_ne!(encode_key(VlanId(u16::MAX), m), EMPTY);
+        let v = encode_val(PortId(4095), u32::MAX, true);
+        assert_eq!(val_port(v), PortId(4095));
+        assert_eq!(val_last_seen(v), u32::MAX);
+        assert_ne!(v & STATIC, 0);
+        assert_eq!(v & DEAD, 0);
+    }
+
+    #[test]
+    fn slots_are_sized_for_half_load() {
+        assert_eq!(fdb(65536, 0).slot_count(), 131072);
+        assert_eq!(fdb(100, 0).slot_count(), 256);
+        assert_eq!(fdb(0, 0).slot_count(), 2);
+    }
+
+    #[test]
+    fn learns_and_looks_up_by_vlan_and_mac() {
+        let t = fdb(1024, 0);
+        let m = mac(1);
+        assert_eq!(t.lookup(VlanId(1), m), None);
+        assert_eq!(t.learn(VlanId(1), m, PortId(3), 10), Learn::Learned);
+        assert_eq!(t.learn(VlanId(2), m, PortId(4), 10), Learn::Learned);
+        assert_eq!(t.lookup(VlanId(1), m), Some(PortId(3)));
+        assert_eq!(t.lookup(VlanId(2), m), Some(PortId(4)));
+        assert_eq!(t.lookup(VlanId(3), m), None);
+        assert_eq!(t.lookup(VlanId(1), mac(2)), None);
+        assert_eq!(t.learn(VlanId(1), m, PortId(3), 11), Learn::Refreshed);
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.port_count(PortId(3)), 1);
+        assert_eq!(t.port_count(PortId(4)), 1);
+        assert_consistent(&t);
+    }
+
+    #[test]
+    fn refresh_does_not_write_when_time_unchanged() {
+        let cur = encode_val(PortId(3), 100, false);
+        assert_eq!(plan_hit(cur, PortId(3), 100), Hit::Done(Learn::Refreshed));
+        // A lagging clock does not write an older time either.
+        assert_eq!(plan_hit(cur, PortId(3), 99), Hit::Done(Learn::Refreshed));
+        assert_eq!(
+            plan_hit(cur, PortId(3), 101),
+            Hit::Refresh(encode_val(PortId(3), 101, false))
+        );
+        assert_eq!(plan_hit(0, PortId(3), 100), Hit::Pending);
+        assert_eq!(plan_hit(DEAD, PortId(3), 100), Hit::Dead);
+
+        let t = fdb(16, 0);
+        assert_eq!(t.learn(VlanId(1), mac(7), PortId(3), 100), Learn::Learned);
+        let slot = t.find(VlanId(1), mac(7)).unwrap();
+        let before = slot.val.load(Ordering::Relaxed);
+        assert_eq!(t.learn(VlanId(1), mac(7), PortId(3), 100), Learn::Refreshed);
+        assert_eq!(t.learn(VlanId(1), mac(7), PortId(3), 90), Learn::Refreshed);
+        assert_eq!(slot.val.load(Ordering::Relaxed), before);
+        assert_eq!(t.learn(VlanId(1), mac(7), PortId(3), 105), Learn::Refreshed);
+        assert_eq!(t.entries()[0].last_seen_secs, 105);
+    }
+
+    #[test]
+    fn station_move_updates_port_and_counts() {
+        let t = fdb(16, 0);
+        let m = mac(9);
+        assert_eq!(t.learn(VlanId(5), m, PortId(1), 1), Learn::Learned);
+        assert_eq!(
+            t.learn(VlanId(5), m, PortId(2), 1),
+            Learn::Moved { from: PortId(1) }
+        );
+        assert_eq!(t.lookup(VlanId(5), m), Some(PortId(2)));
+        assert_eq!(t.port_count(PortId(1)), 0);
+        assert_eq!(t.port_count(PortId(2)), 1);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.entries()[0].last_seen_secs, 1);
+        assert_consistent(&t);
+    }
+
+    #[test]
+    fn table_full_refuses_new_macs_but_keeps_old() {
+        let t = fdb(4, 0);
+        for n in 0..4 {
+            assert_eq!(t.learn(VlanId(1), mac(n), PortId(1), 0), Learn::Learned);
+        }
+        assert_eq!(t.learn(VlanId(1), mac(4), PortId(1), 0), Learn::TableFull);
+        assert_eq!(t.learn(VlanId(2), mac(0), PortId(1), 0), Learn::TableFull);
+        assert_eq!(
+            t.add_static(VlanId(1), mac(5), PortId(1)),
+            Err(FdbError::TableFull { max_entries: 4 })
+        );
+        assert_eq!(t.lookup(VlanId(1), mac(4)), None);
+        for n in 0..4 {
+            assert_eq!(t.lookup(VlanId(1), mac(n)), Some(PortId(1)));
+            assert_eq!(t.learn(VlanId(1), mac(n), PortId(1), 1), Learn::Refreshed);
+        }
+        // Moves do not need a new entry.
+        assert_eq!(
+            t.learn(VlanId(1), mac(0), PortId(2), 1),
+            Learn::Moved { from: PortId(1) }
+        );
+        assert_eq!(t.len(), 4);
+        assert!(t.remove(VlanId(1), mac(3)));
+        assert_eq!(t.learn(VlanId(1), mac(4), PortId(1), 2), Learn::Learned);
+        assert_consistent(&t);
+    }
+
+    #[test]
+    fn per_port_limit_refuses_only_that_port() {
+        let t = fdb(64, 2);
+        assert_eq!(t.learn(VlanId(1), mac(1), PortId(1), 0), Learn::Learned);
+        assert_eq!(t.learn(VlanId(1), mac(2), PortId(1), 0), Learn::Learned);
+        assert_eq!(t.learn(VlanId(1), mac(3), PortId(1), 0), Learn::PortLimit);
+        assert_eq!(t.learn(VlanId(1), mac(3), PortId(2), 0), Learn::Learned);
+        assert_eq!(t.learn(VlanId(1), mac(4), PortId(2), 0), Learn::Learned);
+        // A move onto a full port is refused and leaves the entry in place.
+        assert_eq!(t.learn(VlanId(1), mac(3), PortId(1), 0), Learn::PortLimit);
+        assert_eq!(t.lookup(VlanId(1), mac(3)), Some(PortId(2)));
+        assert_eq!(
+            t.add_static(VlanId(1), mac(5), PortId(1)),
+            Err(FdbError::PortLimit {
+                port: PortId(1),
+                limit: 2
+            })
+        );
+        assert_eq!(t.learn(VlanId(1), mac(1), PortId(1), 1), Learn::Refreshed);
+        assert_eq!(t.port_count(PortId(1)), 2);
+        assert_eq!(t.port_count(PortId(2)), 2);
+        // Freeing a slot on the port lets it learn again.
+        assert!(t.remove(VlanId(1), mac(1)));
+        assert_eq!(
+            t.learn(VlanId(1), mac(3), PortId(1), 2),
+            Learn::Moved { from: PortId(2) }
+        );
+        assert_consistent(&t);
+    }
+
+    #[test]
+    fn ports_beyond_the_counted_range_are_refused() {
+        let t = fdb(16, 0);
+        let far = PortId(MAX_PORTS as u16);
+        assert_eq!(t.learn(VlanId(1), mac(1), far, 0), Learn::PortLimit);
+        assert_eq!(
+            t.add_static(VlanId(1), mac(1), far),
+            Err(FdbError::PortOutOfRange { port: far })
+        );
+        assert_eq!(t.port_count(far), 0);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn aging_removes_only_old_dynamic_entries() {
+        let t = fdb(64, 0);
+        t.learn(VlanId(1), mac(1), PortId(1), 0);
+        t.learn(VlanId(1), mac(2), PortId(1), 250);
+        t.learn(VlanId(1), mac(3), PortId(2), 0);
+        t.learn(VlanId(1), mac(3), PortId(2), 200);
+        // Seen "after" the control clock: a worker's clock ran slightly ahead.
+        t.learn(VlanId(1), mac(4), PortId(2), 305);
+        t.add_static(VlanId(1), mac(5), PortId(3)).unwrap();
+
+        assert_eq!(t.age(301, 300), 1);
+        assert_eq!(t.lookup(VlanId(1), mac(1)), None);
+        for n in 2..=5 {
+            assert!(t.lookup(VlanId(1), mac(n)).is_some(), "mac {n} aged early");
+        }
+        assert_eq!(t.tombstones(), 1);
+        assert_eq!(t.port_count(PortId(1)), 1);
+        assert_eq!(t.age(301, 300), 0);
+        assert_eq!(t.age(501, 300), 1);
+        assert_eq!(t.age(100_000, 300), 2);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.lookup(VlanId(1), mac(5)), Some(PortId(3)));
+        assert_consistent(&t);
+    }
+
+    #[test]
+    fn static_entries_never_age_or_move() {
+        let t = fdb(64, 0);
+        let m = mac(1);
+        t.learn(VlanId(1), m, PortId(1), 0);
+        // Pinning an existing dynamic entry converts it and moves its count.
+        t.add_static(VlanId(1), m, PortId(2)).unwrap();
+        assert_eq!(t.port_count(PortId(1)), 0);
+        assert_eq!(t.port_count(PortId(2)), 1);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.learn(VlanId(1), m, PortId(3), 10), Learn::Static);
+        assert_eq!(t.learn(VlanId(1), m, PortId(2), 10), Learn::Refreshed);
+        assert_eq!(t.lookup(VlanId(1), m), Some(PortId(2)));
+        assert_eq!(t.age(u32::MAX / 2, 0), 0);
+        assert_eq!(t.flush(), 0);
+        assert_eq!(t.flush_port(PortId(2)), 0);
+        assert_eq!(t.flush_vlan(VlanId(1)), 0);
+        assert_eq!(t.lookup(VlanId(1), m), Some(PortId(2)));
+        let e = t.entries()[0];
+        assert!(e.is_static);
+        assert_eq!(e.last_seen_secs, 0);
+        // Re-pinning elsewhere is allowed; removal is the only way out.
+        t.add_static(VlanId(1), m, PortId(4)).unwrap();
+        assert_eq!(t.lookup(VlanId(1), m), Some(PortId(4)));
+        assert_eq!(t.port_count(PortId(2)), 0);
+        assert_consistent(&t);
+        assert!(t.remove(VlanId(1), m));
+        assert!(!t.remove(VlanId(1), m));
+        assert!(t.is_empty());
+        assert_consistent(&t);
+    }
+
+    #[test]
+    fn flush_port_removes_only_that_port() {
+        let t = fdb(256, 0);
+        for n in 0..30 {
+            t.learn(VlanId(1), mac(n), PortId((n % 3) as u16), 0);
+        }
+        t.add_static(VlanId(1), mac(100), PortId(1)).unwrap();
+        assert_eq!(t.flush_port(PortId(1)), 10);
+        assert_eq!(t.port_count(PortId(1)), 1);
+        for n in 0..30 {
+            let want = (n % 3 != 1).then_some(PortId((n % 3) as u16));
+            assert_eq!(t.lookup(VlanId(1), mac(n)), want);
+        }
+        assert_eq!(t.lookup(VlanId(1), mac(100)), Some(PortId(1)));
+        assert_eq!(t.flush(), 20);
+        assert_eq!(t.len(), 1);
+        assert_consistent(&t);
+    }
+
+    #[test]
+    fn flush_vlan_removes_only_that_vlan() {
+        let t = fdb(256, 0);
+        for n in 0..20 {
+            t.learn(VlanId(10), mac(n), PortId(1), 0);
+            t.learn(VlanId(20), mac(n), PortId(1), 0);
+        }
+        assert_eq!(t.flush_vlan(VlanId(10)), 20);
+        for n in 0..20 {
+            assert_eq!(t.lookup(VlanId(10), mac(n)), None);
+            assert_eq!(t.lookup(VlanId(20), mac(n)), Some(PortId(1)));
+        }
+        assert_consistent(&t);
+    }
+
+    #[test]
+    fn tombstones_are_skipped_by_lookup() {
+        let t = fdb(64, 0);
+        let vlan = VlanId(7);
+        let home = t.home(encode_key(vlan, mac(0)));
+        let chain: Vec<MacAddr> = (0..100_000)
+            .map(mac)
+            .filter(|m| t.home(encode_key(vlan, *m)) == home)
+            .take(3)
+            .collect();
+        assert_eq!(chain.len(), 3, "no colliding keys found");
+        for m in &chain {
+            assert_eq!(t.learn(vlan, *m, PortId(1), 0), Learn::Learned);
+        }
+        // They sit in consecutive slots from the shared home.
+        for (i, m) in chain.iter().enumerate() {
+            let k = t.slot(home, i).key.load(Ordering::Relaxed);
+            assert_eq!(k, encode_key(vlan, *m));
+        }
+
+        assert!(t.remove(vlan, chain[1]));
+        assert_eq!(t.tombstones(), 1);
+        assert_eq!(t.lookup(vlan, chain[1]), None);
+        assert_eq!(t.lookup(vlan, chain[2]), Some(PortId(1)));
+        // Learning past the tombstone finds the existing entry, not a new slot.
+        assert_eq!(t.learn(vlan, chain[2], PortId(1), 1), Learn::Refreshed);
+        assert!(t.remove(vlan, chain[0]));
+        assert_eq!(t.lookup(vlan, chain[2]), Some(PortId(1)));
+        assert_eq!(
+            t.learn(vlan, chain[2], PortId(2), 1),
+            Learn::Moved { from: PortId(1) }
+        );
+        // A removed key comes back in a fresh slot, never in its tombstone.
+        assert_eq!(t.learn(vlan, chain[1], PortId(1), 2), Learn::Learned);
+        assert_eq!(t.slot(home, 1).key.load(Ordering::Relaxed), TOMBSTONE);
+        assert_eq!(t.len(), 2);
+        assert_consistent(&t);
+    }
+
+    #[test]
+    fn rebuilt_table_keeps_live_entries_and_drops_tombstones() {
+        let t = fdb(16, 0);
+        for n in 0..16 {
+            t.learn(VlanId(1), mac(n), PortId((n % 4) as u16), n);
+        }
+        t.remove(VlanId(1), mac(15));
+        t.add_static(VlanId(2), mac(15), PortId(9)).unwrap();
+        for n in 0..9 {
+            assert!(t.remove(VlanId(1), mac(n)));
+        }
+        assert_eq!(t.tombstones(), 10);
+        assert!(t.needs_rebuild());
+
+        let r = t.rebuilt();
+        assert_eq!(r.tombstones(), 0);
+        assert!(!r.needs_rebuild());
+        assert_eq!(r.len(), 7);
+        assert_eq!(r.config(), t.config());
+        for n in 0..9 {
+            assert_eq!(r.lookup(VlanId(1), mac(n)), None);
+        }
+        for n in 9..15 {
+            assert_eq!(r.lookup(VlanId(1), mac(n)), Some(PortId((n % 4) as u16)));
+        }
+        assert_eq!(r.learn(VlanId(2), mac(15), PortId(1), 0), Learn::Static);
+        for p in 0..16 {
+            assert_eq!(r.port_count(PortId(p)), t.port_count(PortId(p)));
+        }
+        let mut before = t.entries();
+        let mut after = r.entries();
+        before.sort_by_key(|e| (e.vlan, e.mac));
+        after.sort_by_key(|e| (e.vlan, e.mac));
+        assert_eq!(before, after);
+        assert_consistent(&r);
+    }
+
+    #[test]
+    fn concurrent_learning_from_two_threads_loses_nothing() {
+        const PER_THREAD: u32 = 20_000;
+        const OVERLAP: u32 = 5_000;
+        let t = Arc::new(fdb(100_000, 0));
+        let start = Arc::new(Barrier::new(2));
+        let workers: Vec<_> = (0..2u32)
+            .map(|w| {
+                let t = Arc::clone(&t);
+                let start = Arc::clone(&start);
+                std::thread::spawn(move || {
+                    // Thread 1's range starts inside thread 0's, so OVERLAP MACs race.
+                    let first = w * (PER_THREAD - OVERLAP);
+                    start.wait();
+                    for n in first..first + PER_THREAD {
+                        let r = t.learn(VlanId(1), mac(n), PortId(w as u16 + 1), 0);
+                        assert!(
+                            matches!(r, Learn::Learned | Learn::Refreshed | Learn::Moved { .. }),
+                            "{r:?}"
+                        );
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().unwrap();
+        }
+        let distinct = 2 * PER_THREAD - OVERLAP;
+        assert_eq!(t.len(), distinct as usize);
+        for n in 0..distinct {
+            assert!(t.lookup(VlanId(1), mac(n)).is_some(), "lost mac {n}");
+        }
+        assert_eq!(t.entries().len(), distinct as usize);
+        assert_eq!(t.port_count(PortId(1)) + t.port_count(PortId(2)), distinct);
+        assert_consistent(&t);
+    }
+
+    #[test]
+    fn concurrent_learn_age_and_lookup_stay_consistent() {
+        const MACS: u32 = 6_000;
+        let table = Arc::new(arc_swap::ArcSwap::from_pointee(fdb(4096, 1500)));
+        let clock = Arc::new(AtomicU32::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for w in 0..2u32 {
+            let (table, clock, stop) = (table.clone(), clock.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut x = 0x9E37_79B9u32.wrapping_mul(w + 1);
+                while !stop.load(Ordering::Relaxed) {
+                    let t = table.load();
+                    let now = clock.load(Ordering::Relaxed);
+                    for _ in 0..32 {
+                        // xorshift32: a cheap stream of MACs and ports.
+                        x ^= x << 13;
+                        x ^= x >> 17;
+                        x ^= x << 5;
+                        let m = mac(x % MACS);
+                        let port = PortId((x >> 20) as u16 % 6);
+                        t.learn(VlanId((x >> 28) as u16 % 2), m, port, now);
+                        t.lookup(VlanId(0), m);
+                    }
+                }
+            }));
+        }
+        {
+            let (table, stop) = (table.clone(), stop.clone());
+            threads.push(std::thread::spawn(move || {
+                let mut n = 0u32;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = table.load();
+                    for i in 0..MACS {
+                        if let Some(p) = t.lookup(VlanId(1), mac(i)) {
+                            assert!(p.0 < 6);
+                        }
+                    }
+                    n = n.wrapping_add(1);
+                    let _ = t.remove(VlanId(0), mac(n % MACS));
+                }
+            }));
+        }
+        let deadline = Instant::now() + Duration::from_millis(500);
+        let mut rebuilds = 0;
+        while Instant::now() < deadline {
+            let now = clock.fetch_add(1, Ordering::Relaxed) + 1;
+            let t = table.load_full();
+            t.age(now, 3);
+            if now % 7 == 3 {
+                t.flush_port(PortId((now % 6) as u16));
+            }
+            if now % 11 == 5 {
+                let _ = t.add_static(VlanId(1), mac(now % MACS), PortId(5));
+            }
+            for p in 0..6 {
+                // Each learner may hold one reservation it is about to roll back.
+                assert!(t.port_count(PortId(p)) <= 1500 + 2);
+            }
+            if t.needs_rebuild() {
+                table.store(Arc::new(t.rebuilt()));
+                rebuilds += 1;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        stop.store(true, Ordering::Relaxed);
+        for th in threads {
+            th.join().unwrap();
+        }
+        assert!(
+            rebuilds > 0,
+            "stress never filled the table with tombstones"
+        );
+        let t = table.load_full();
+        assert!(t.len() <= 4096);
+        assert_consistent(&t);
+    }
+}

@@ -1,0 +1,5 @@
+//! L2 switch: MAC learning, forwarding and flooding.
+//!
+//! Layer: switch. Sees ports only as [`PortId`](crate::PortId).
+
+pub mod fdb;
