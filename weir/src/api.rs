@@ -1,0 +1,365 @@
+//! Control API messages shared by the daemon and the CLI.
+//!
+//! Control plane only. On the wire each [`Request`] and [`Response`] is one
+//! JSON object on one line (see `control`). Requests are tagged by `cmd`:
+//!
+//! ```json
+//! {"cmd":"port-add","name":"p0","type":"tap","iface":"weir0","bridge":"br0"}
+//! {"cmd":"fdb-show","bridge":"br0"}
+//! {"cmd":"stats"}
+//! ```
+//!
+//! Responses are `{"ok":true,"data":...}` or `{"ok":false,"error":"..."}`.
+//! What `data` holds for each request is documented on [`Request`]; the view
+//! structs below are that data, filled by the daemon and printed by the CLI.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+pub use crate::config::PortSpec;
+
+/// A control request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// Create a port, same keys as a config `[[port]]`. Data: none.
+    PortAdd(PortSpec),
+    /// Delete a port. Data: none.
+    PortDel {
+        /// Port name.
+        name: String,
+    },
+    /// Data: `Vec<PortInfo>`, ordered by port id.
+    PortList,
+    /// Create a bridge. Data: none.
+    BridgeAdd {
+        /// Bridge name.
+        name: String,
+    },
+    /// Delete a bridge (its ports stay, detached). Data: none.
+    BridgeDel {
+        /// Bridge name.
+        name: String,
+    },
+    /// Data: `Vec<BridgeInfo>`.
+    BridgeList,
+    /// Data: `Vec<FdbEntryView>` for one bridge, or all if `None`.
+    FdbShow {
+        /// Bridge name, or `None` for every bridge.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bridge: Option<String>,
+    },
+    /// Remove learned entries of one bridge, or all if `None`. Data: none.
+    FdbFlush {
+        /// Bridge name, or `None` for every bridge.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        bridge: Option<String>,
+    },
+    /// Data: `StatsView`.
+    Stats,
+    /// Data: `Vec<WorkerView>`.
+    PmdShow,
+    /// Data: `VersionView`.
+    Version,
+}
+
+impl Request {
+    /// The `cmd` tag, for logs.
+    pub fn cmd(&self) -> &'static str {
+        match self {
+            Request::PortAdd(_) => "port-add",
+            Request::PortDel { .. } => "port-del",
+            Request::PortList => "port-list",
+            Request::BridgeAdd { .. } => "bridge-add",
+            Request::BridgeDel { .. } => "bridge-del",
+            Request::BridgeList => "bridge-list",
+            Request::FdbShow { .. } => "fdb-show",
+            Request::FdbFlush { .. } => "fdb-flush",
+            Request::Stats => "stats",
+            Request::PmdShow => "pmd-show",
+            Request::Version => "version",
+        }
+    }
+}
+
+/// The answer to one request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// Result data on success, if the request returns any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
+    /// Error message on failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// Success without data.
+    pub fn ok() -> Self {
+        Response {
+            ok: true,
+            data: None,
+            error: None,
+        }
+    }
+
+    /// Success carrying `data` (a view struct or a `Vec` of them). Turns into
+    /// an error response if `data` cannot be represented as JSON (a map with
+    /// non-string keys, a failing `Serialize` impl).
+    pub fn with_data<T: Serialize>(data: &T) -> Self {
+        match serde_json::to_value(data) {
+            Ok(value) => Response {
+                ok: true,
+                data: Some(value),
+                error: None,
+            },
+            Err(e) => Response::error(format!("internal error: cannot encode reply: {e}")),
+        }
+    }
+
+    /// Failure with a message for the user.
+    pub fn error(message: impl Into<String>) -> Self {
+        Response {
+            ok: false,
+            data: None,
+            error: Some(message.into()),
+        }
+    }
+
+    /// `Ok(data)` on success, `Err(message)` on failure.
+    ///
+    /// # Errors
+    ///
+    /// The daemon's error message when `ok` is false.
+    pub fn into_result(self) -> Result<Option<serde_json::Value>, String> {
+        if self.ok {
+            Ok(self.data)
+        } else {
+            Err(self
+                .error
+                .unwrap_or_else(|| "request failed (no message)".to_owned()))
+        }
+    }
+
+    /// Decodes `data` into `T`, treating missing data as JSON `null`.
+    ///
+    /// # Errors
+    ///
+    /// The daemon's error message, or a decoding error.
+    pub fn decode<T: DeserializeOwned>(self) -> Result<T, String> {
+        let data = self.into_result()?.unwrap_or(serde_json::Value::Null);
+        serde_json::from_value(data).map_err(|e| format!("unexpected reply from weir: {e}"))
+    }
+}
+
+/// Per-port counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortStatsView {
+    /// Packets received.
+    pub rx_packets: u64,
+    /// Bytes received.
+    pub rx_bytes: u64,
+    /// Packets transmitted.
+    pub tx_packets: u64,
+    /// Bytes transmitted.
+    pub tx_bytes: u64,
+    /// Receive errors reported by the driver.
+    pub rx_errors: u64,
+    /// Transmit errors reported by the driver.
+    pub tx_errors: u64,
+    /// Dropped packets by drop reason name.
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// One port, as listed by `port-list` and `stats`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortInfo {
+    /// Port id.
+    pub id: u16,
+    /// Port name.
+    pub name: String,
+    /// Port type (`tap`, `afpacket`, ...).
+    pub kind: String,
+    /// Bridge the port is attached to.
+    pub bridge: Option<String>,
+    /// Kernel interface, for types that have one.
+    pub iface: Option<String>,
+    /// `"up"` or `"down"`.
+    pub link: String,
+    /// `"ok"` or `"error: <reason>"`.
+    pub state: String,
+    /// Number of queue pairs.
+    pub queues: u16,
+    /// Worker polling the port's first queue, if any.
+    pub worker: Option<u16>,
+    /// Counters.
+    pub stats: PortStatsView,
+}
+
+/// One bridge, as listed by `bridge-list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BridgeInfo {
+    /// Bridge name.
+    pub name: String,
+    /// Names of the attached ports.
+    pub ports: Vec<String>,
+    /// Number of FDB entries.
+    pub fdb_entries: usize,
+}
+
+/// One FDB entry, as listed by `fdb-show`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FdbEntryView {
+    /// Bridge name.
+    pub bridge: String,
+    /// VLAN id (0 when untagged).
+    pub vlan: u16,
+    /// MAC address, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// Port name.
+    pub port: String,
+    /// Seconds since the entry was last refreshed.
+    pub age_secs: u32,
+    /// Whether the entry was configured rather than learned.
+    pub is_static: bool,
+}
+
+/// One worker thread, as listed by `pmd-show` and `stats`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkerView {
+    /// Worker id.
+    pub id: u16,
+    /// CPU the worker is pinned to.
+    pub cpu: usize,
+    /// Queues polled, as `"port:queue"`.
+    pub rx_queues: Vec<String>,
+    /// Cycles spent in bursts that moved packets.
+    pub busy_cycles: u64,
+    /// Cycles spent in empty polls.
+    pub idle_cycles: u64,
+    /// `busy / (busy + idle) * 100`.
+    pub busy_pct: f64,
+    /// Packets received by this worker.
+    pub rx_packets: u64,
+    /// Dropped packets by drop reason name.
+    #[serde(default)]
+    pub drops: BTreeMap<String, u64>,
+}
+
+/// The packet buffer pool.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MempoolView {
+    /// Mbufs in the pool.
+    pub total: u32,
+    /// Mbufs not in use.
+    pub available: u32,
+    /// Whether the pool sits on hugepages.
+    pub hugepages: bool,
+    /// Data room per mbuf in bytes.
+    pub mbuf_size: u32,
+}
+
+/// Everything `stats` reports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatsView {
+    /// Every port with its counters.
+    pub ports: Vec<PortInfo>,
+    /// Every worker.
+    pub workers: Vec<WorkerView>,
+    /// The mbuf pool.
+    pub mempool: MempoolView,
+}
+
+/// The daemon's version, for `version`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionView {
+    /// `CARGO_PKG_VERSION` of the daemon.
+    pub version: String,
+}
+
+impl VersionView {
+    /// This build's version.
+    pub fn current() -> Self {
+        VersionView {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PortType;
+
+    #[test]
+    fn requests_use_cmd_tag() {
+        let json = serde_json::to_string(&Request::PortList).unwrap();
+        assert_eq!(json, r#"{"cmd":"port-list"}"#);
+        let json = serde_json::to_string(&Request::FdbShow {
+            bridge: Some("br0".into()),
+        })
+        .unwrap();
+        assert_eq!(json, r#"{"cmd":"fdb-show","bridge":"br0"}"#);
+        let req: Request = serde_json::from_str(r#"{"cmd":"fdb-flush"}"#).unwrap();
+        assert_eq!(req, Request::FdbFlush { bridge: None });
+    }
+
+    #[test]
+    fn port_add_uses_config_keys() {
+        let mut spec = PortSpec::new("vm1", PortType::VhostUser);
+        spec.socket = Some("/tmp/vm1.sock".into());
+        let req = Request::PortAdd(spec);
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            json,
+            r#"{"cmd":"port-add","name":"vm1","type":"vhost-user","socket":"/tmp/vm1.sock"}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
+    }
+
+    #[test]
+    fn unknown_cmd_and_fields_are_rejected() {
+        let err = serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).unwrap_err();
+        assert!(
+            err.to_string().contains("unknown variant `reboot`"),
+            "{err}"
+        );
+        let err = serde_json::from_str::<Request>(
+            r#"{"cmd":"port-add","name":"p","type":"tap","ifcae":"x"}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("ifcae"), "{err}");
+        let err = serde_json::from_str::<Request>(r#"{"cmd":"port-del","nme":"p"}"#).unwrap_err();
+        assert!(err.to_string().contains("nme"), "{err}");
+        assert!(serde_json::from_str::<Request>(r#"{"name":"p"}"#).is_err());
+    }
+
+    #[test]
+    fn response_shapes() {
+        assert_eq!(
+            serde_json::to_string(&Response::ok()).unwrap(),
+            r#"{"ok":true}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Response::error("no such port `x`")).unwrap(),
+            r#"{"ok":false,"error":"no such port `x`"}"#
+        );
+        let resp = Response::with_data(&VersionView {
+            version: "1.2.3".into(),
+        });
+        assert_eq!(
+            serde_json::to_string(&resp).unwrap(),
+            r#"{"ok":true,"data":{"version":"1.2.3"}}"#
+        );
+        assert_eq!(resp.decode::<VersionView>().unwrap().version, "1.2.3");
+        assert_eq!(
+            Response::error("boom").decode::<VersionView>().unwrap_err(),
+            "boom"
+        );
+    }
+}

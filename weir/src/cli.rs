@@ -1,0 +1,727 @@
+//! Command-line interface: argument definitions and the text output of the
+//! client verbs.
+//!
+//! Control plane only. Client verbs turn into one [`Request`] each; show
+//! verbs print an aligned table, or the reply's raw `data` with `--json`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::api::{BridgeInfo, FdbEntryView, PortInfo, Request, StatsView, WorkerView};
+use crate::config::{PortSpec, PortType, VhostMode, DEFAULT_SOCKET};
+
+/// weir: a userspace poll-mode L2 switch.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Control socket of the daemon [default: /run/weir/weir.sock]
+    #[arg(long, value_name = "PATH", env = "WEIR_SOCKET")]
+    pub socket: Option<PathBuf>,
+
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// `--socket` accepted after a verb too (`weir port list --socket PATH`).
+#[derive(Debug, Clone, Args)]
+pub struct SocketArg {
+    /// Control socket of the daemon (overrides the one before the verb).
+    #[arg(long = "socket", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+/// `--json` for show verbs.
+#[derive(Debug, Clone, Args)]
+pub struct ShowArgs {
+    /// Print the raw JSON reply data instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: SocketArg,
+}
+
+/// Top-level verbs.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground.
+    Run(RunArgs),
+    /// Manage ports.
+    #[command(subcommand)]
+    Port(PortCmd),
+    /// Manage bridges.
+    #[command(subcommand)]
+    Bridge(BridgeCmd),
+    /// Inspect or flush MAC learning tables.
+    #[command(subcommand)]
+    Fdb(FdbCmd),
+    /// Show port, worker and buffer pool counters.
+    Stats(ShowArgs),
+    /// Inspect poll-mode worker threads.
+    #[command(subcommand)]
+    Pmd(PmdCmd),
+    /// Work with configuration files.
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    /// Run a self-contained demonstration.
+    Demo,
+}
+
+/// `weir run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Configuration file.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: PathBuf,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: SocketArg,
+}
+
+/// `weir port ...`.
+#[derive(Debug, Subcommand)]
+pub enum PortCmd {
+    /// Add a port (same keys as a [[port]] table).
+    Add(PortAddArgs),
+    /// Delete a port.
+    Del {
+        /// Port name.
+        name: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: SocketArg,
+    },
+    /// List ports.
+    List(ShowArgs),
+}
+
+/// `weir port add`. Its `--socket` is the vhost-user socket; to pick the
+/// control socket put `--socket` before `port` or set `WEIR_SOCKET`.
+#[derive(Debug, Args)]
+pub struct PortAddArgs {
+    /// Port name.
+    pub name: String,
+    /// Port type.
+    #[arg(long = "type", short = 't', value_name = "TYPE")]
+    pub kind: PortType,
+    /// Interface to attach to (afpacket, afxdp) or create (tap).
+    #[arg(long, value_name = "IF")]
+    pub iface: Option<String>,
+    /// Bridge to attach the port to.
+    #[arg(long, value_name = "BR")]
+    pub bridge: Option<String>,
+    /// Number of queue pairs.
+    #[arg(long, value_name = "N")]
+    pub queues: Option<u16>,
+    /// vhost-user socket path (for the control socket, use `weir --socket PATH port add`).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// vhost-user role.
+    #[arg(long)]
+    pub mode: Option<VhostMode>,
+    /// pcap file replayed as received traffic.
+    #[arg(long, value_name = "P")]
+    pub rx_path: Option<PathBuf>,
+    /// pcap file transmitted traffic is written to.
+    #[arg(long, value_name = "P")]
+    pub tx_path: Option<PathBuf>,
+    /// PCI address of a vfio NIC.
+    #[arg(long, value_name = "ADDR")]
+    pub pci: Option<String>,
+}
+
+impl PortAddArgs {
+    /// The port spec to send.
+    pub fn spec(&self) -> PortSpec {
+        PortSpec {
+            name: self.name.clone(),
+            kind: self.kind,
+            iface: self.iface.clone(),
+            bridge: self.bridge.clone(),
+            queues: self.queues,
+            socket: self.socket.clone(),
+            mode: self.mode,
+            rx_path: self.rx_path.clone(),
+            tx_path: self.tx_path.clone(),
+            pci: self.pci.clone(),
+        }
+    }
+}
+
+/// `weir bridge ...`.
+#[derive(Debug, Subcommand)]
+pub enum BridgeCmd {
+    /// Add a bridge.
+    Add {
+        /// Bridge name.
+        name: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: SocketArg,
+    },
+    /// Delete a bridge.
+    Del {
+        /// Bridge name.
+        name: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: SocketArg,
+    },
+    /// List bridges.
+    List(ShowArgs),
+}
+
+/// `weir fdb ...`.
+#[derive(Debug, Subcommand)]
+pub enum FdbCmd {
+    /// Show MAC table entries.
+    Show {
+        /// Only this bridge.
+        #[arg(long, value_name = "BR")]
+        bridge: Option<String>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        show: ShowArgs,
+    },
+    /// Remove learned entries.
+    Flush {
+        /// Only this bridge.
+        #[arg(long, value_name = "BR")]
+        bridge: Option<String>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: SocketArg,
+    },
+}
+
+/// `weir pmd ...`.
+#[derive(Debug, Subcommand)]
+pub enum PmdCmd {
+    /// Show worker threads, their queues and load.
+    Show(ShowArgs),
+}
+
+/// `weir config ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Parse and validate a configuration file.
+    Check {
+        /// Configuration file.
+        file: PathBuf,
+        /// Do not require afpacket/afxdp interfaces to exist.
+        #[arg(long)]
+        no_iface_check: bool,
+        /// Print the parsed configuration, defaults filled in, as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How a client verb is carried out.
+#[derive(Debug)]
+pub struct ClientCall {
+    /// The request to send.
+    pub request: Request,
+    /// How to print a successful reply.
+    pub output: Output,
+    /// `--socket` given after the verb.
+    pub socket: Option<PathBuf>,
+}
+
+/// How to print a successful reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// Print nothing.
+    Quiet,
+    /// Print the `data` JSON.
+    Json,
+    /// Print a table of ports.
+    Ports,
+    /// Print a table of bridges.
+    Bridges,
+    /// Print a table of FDB entries.
+    Fdb,
+    /// Print the stats tables.
+    Stats,
+    /// Print a table of workers.
+    Workers,
+}
+
+impl Command {
+    /// The request a client verb sends, or `None` for local verbs
+    /// (`run`, `config`, `demo`).
+    pub fn client_call(&self) -> Option<ClientCall> {
+        let show = |request, args: &ShowArgs, table| ClientCall {
+            request,
+            output: if args.json { Output::Json } else { table },
+            socket: args.conn.socket.clone(),
+        };
+        let quiet = |request, conn: &SocketArg| ClientCall {
+            request,
+            output: Output::Quiet,
+            socket: conn.socket.clone(),
+        };
+        Some(match self {
+            Command::Run(_) | Command::Config(_) | Command::Demo => return None,
+            Command::Port(PortCmd::Add(args)) => ClientCall {
+                request: Request::PortAdd(args.spec()),
+                output: Output::Quiet,
+                socket: None,
+            },
+            Command::Port(PortCmd::Del { name, conn }) => {
+                quiet(Request::PortDel { name: name.clone() }, conn)
+            }
+            Command::Port(PortCmd::List(args)) => show(Request::PortList, args, Output::Ports),
+            Command::Bridge(BridgeCmd::Add { name, conn }) => {
+                quiet(Request::BridgeAdd { name: name.clone() }, conn)
+            }
+            Command::Bridge(BridgeCmd::Del { name, conn }) => {
+                quiet(Request::BridgeDel { name: name.clone() }, conn)
+            }
+            Command::Bridge(BridgeCmd::List(args)) => {
+                show(Request::BridgeList, args, Output::Bridges)
+            }
+            Command::Fdb(FdbCmd::Show { bridge, show: args }) => show(
+                Request::FdbShow {
+                    bridge: bridge.clone(),
+                },
+                args,
+                Output::Fdb,
+            ),
+            Command::Fdb(FdbCmd::Flush { bridge, conn }) => quiet(
+                Request::FdbFlush {
+                    bridge: bridge.clone(),
+                },
+                conn,
+            ),
+            Command::Stats(args) => show(Request::Stats, args, Output::Stats),
+            Command::Pmd(PmdCmd::Show(args)) => show(Request::PmdShow, args, Output::Workers),
+        })
+    }
+}
+
+impl Cli {
+    /// The control socket: `--socket` after the verb, else before it (or
+    /// `WEIR_SOCKET`), else `fallback`.
+    pub fn socket_or(&self, after_verb: Option<PathBuf>, fallback: PathBuf) -> PathBuf {
+        after_verb
+            .or_else(|| self.socket.clone())
+            .unwrap_or(fallback)
+    }
+
+    /// The control socket for client verbs.
+    pub fn client_socket(&self, after_verb: Option<PathBuf>) -> PathBuf {
+        self.socket_or(after_verb, PathBuf::from(DEFAULT_SOCKET))
+    }
+}
+
+/// Renders a successful reply's `data` for `output`.
+///
+/// # Errors
+///
+/// If `data` does not have the shape the output expects.
+pub fn render(output: Output, data: Option<serde_json::Value>) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    fn decode<T: serde::de::DeserializeOwned>(
+        data: Option<serde_json::Value>,
+    ) -> anyhow::Result<T> {
+        serde_json::from_value(data.unwrap_or(serde_json::Value::Null))
+            .context("unexpected reply from weir")
+    }
+    Ok(match output {
+        Output::Quiet => String::new(),
+        Output::Json => {
+            let mut s = serde_json::to_string_pretty(&data.unwrap_or(serde_json::Value::Null))?;
+            s.push('\n');
+            s
+        }
+        Output::Ports => render_ports(&decode::<Vec<PortInfo>>(data)?),
+        Output::Bridges => render_bridges(&decode::<Vec<BridgeInfo>>(data)?),
+        Output::Fdb => render_fdb(&decode::<Vec<FdbEntryView>>(data)?),
+        Output::Stats => render_stats(&decode::<StatsView>(data)?),
+        Output::Workers => render_workers(&decode::<Vec<WorkerView>>(data)?),
+    })
+}
+
+/// A text table with aligned columns.
+struct Table {
+    headers: Vec<&'static str>,
+    /// Per column: right-align (numbers).
+    right: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// Columns named with a leading `>` are right-aligned.
+    fn new(headers: &[&'static str]) -> Self {
+        Table {
+            right: headers.iter().map(|h| h.starts_with('>')).collect(),
+            headers: headers.iter().map(|h| h.trim_start_matches('>')).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    fn render(&self) -> String {
+        let width = |s: &str| s.chars().count();
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| width(h)).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(width(cell));
+            }
+        }
+        let mut out = String::new();
+        let header: Vec<String> = self.headers.iter().map(|h| h.to_string()).collect();
+        for row in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                let pad = widths[i].saturating_sub(width(cell));
+                if self.right[i] {
+                    line.push_str(&" ".repeat(pad));
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    line.push_str(&" ".repeat(pad));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn opt(value: &Option<impl ToString>) -> String {
+    value
+        .as_ref()
+        .map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn total_drops(drops: &BTreeMap<String, u64>) -> u64 {
+    drops.values().sum()
+}
+
+/// `name=count` pairs, or `-`.
+fn drop_reasons(drops: &BTreeMap<String, u64>) -> String {
+    let parts: Vec<String> = drops
+        .iter()
+        .filter(|(_, &n)| n > 0)
+        .map(|(reason, n)| format!("{reason}={n}"))
+        .collect();
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(",")
+    }
+}
+
+fn render_ports(ports: &[PortInfo]) -> String {
+    if ports.is_empty() {
+        return "no ports\n".to_owned();
+    }
+    let mut t = Table::new(&[
+        ">ID", "NAME", "TYPE", "BRIDGE", "IFACE", "LINK", ">QUEUES", ">WORKER", ">RX-PKTS",
+        ">TX-PKTS", ">DROPS", "STATE",
+    ]);
+    for p in ports {
+        t.row(vec![
+            p.id.to_string(),
+            p.name.clone(),
+            p.kind.clone(),
+            opt(&p.bridge),
+            opt(&p.iface),
+            p.link.clone(),
+            p.queues.to_string(),
+            opt(&p.worker),
+            p.stats.rx_packets.to_string(),
+            p.stats.tx_packets.to_string(),
+            total_drops(&p.stats.drops).to_string(),
+            p.state.clone(),
+        ]);
+    }
+    t.render()
+}
+
+fn render_bridges(bridges: &[BridgeInfo]) -> String {
+    if bridges.is_empty() {
+        return "no bridges\n".to_owned();
+    }
+    let mut t = Table::new(&["NAME", ">FDB", "PORTS"]);
+    for b in bridges {
+        let ports = if b.ports.is_empty() {
+            "-".to_owned()
+        } else {
+            b.ports.join(",")
+        };
+        t.row(vec![b.name.clone(), b.fdb_entries.to_string(), ports]);
+    }
+    t.render()
+}
+
+fn render_fdb(entries: &[FdbEntryView]) -> String {
+    if entries.is_empty() {
+        return "no FDB entries\n".to_owned();
+    }
+    let mut t = Table::new(&["BRIDGE", ">VLAN", "MAC", "PORT", ">AGE", "TYPE"]);
+    for e in entries {
+        t.row(vec![
+            e.bridge.clone(),
+            e.vlan.to_string(),
+            e.mac.clone(),
+            e.port.clone(),
+            if e.is_static {
+                "-".to_owned()
+            } else {
+                e.age_secs.to_string()
+            },
+            if e.is_static { "static" } else { "learned" }.to_owned(),
+        ]);
+    }
+    t.render()
+}
+
+fn render_workers(workers: &[WorkerView]) -> String {
+    if workers.is_empty() {
+        return "no workers\n".to_owned();
+    }
+    let mut t = Table::new(&[">ID", ">CPU", ">BUSY%", ">RX-PKTS", "RX-QUEUES", "DROPS"]);
+    for w in workers {
+        let queues = if w.rx_queues.is_empty() {
+            "-".to_owned()
+        } else {
+            w.rx_queues.join(",")
+        };
+        t.row(vec![
+            w.id.to_string(),
+            w.cpu.to_string(),
+            format!("{:.1}", w.busy_pct),
+            w.rx_packets.to_string(),
+            queues,
+            drop_reasons(&w.drops),
+        ]);
+    }
+    t.render()
+}
+
+fn render_stats(stats: &StatsView) -> String {
+    let mut out = String::new();
+    if stats.ports.is_empty() {
+        out.push_str("no ports\n");
+    } else {
+        let mut t = Table::new(&[
+            "PORT",
+            ">RX-PKTS",
+            ">RX-BYTES",
+            ">TX-PKTS",
+            ">TX-BYTES",
+            ">RX-ERR",
+            ">TX-ERR",
+            "DROPS",
+        ]);
+        for p in &stats.ports {
+            let s = &p.stats;
+            t.row(vec![
+                p.name.clone(),
+                s.rx_packets.to_string(),
+                s.rx_bytes.to_string(),
+                s.tx_packets.to_string(),
+                s.tx_bytes.to_string(),
+                s.rx_errors.to_string(),
+                s.tx_errors.to_string(),
+                drop_reasons(&s.drops),
+            ]);
+        }
+        out.push_str(&t.render());
+    }
+    out.push('\n');
+    out.push_str(&render_workers(&stats.workers));
+    out.push('\n');
+    let m = &stats.mempool;
+    let _ = writeln!(
+        out,
+        "mempool: {} of {} mbufs free, {} B data room, {}",
+        m.available,
+        m.total,
+        m.mbuf_size,
+        if m.hugepages {
+            "hugepages"
+        } else {
+            "normal pages"
+        }
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{MempoolView, PortStatsView};
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("weir").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn port_add_maps_to_spec() {
+        let cli = parse(&[
+            "port",
+            "add",
+            "vm1",
+            "--type",
+            "vhost-user",
+            "--socket",
+            "/tmp/vm1.sock",
+            "--mode",
+            "client",
+            "--bridge",
+            "br0",
+            "--queues",
+            "2",
+        ]);
+        let call = cli.command.client_call().unwrap();
+        let Request::PortAdd(spec) = call.request else {
+            panic!("{call:?}")
+        };
+        assert_eq!(spec.kind, PortType::VhostUser);
+        assert_eq!(spec.socket, Some(PathBuf::from("/tmp/vm1.sock")));
+        assert_eq!(spec.mode, Some(VhostMode::Client));
+        assert_eq!(spec.queues, Some(2));
+        // --socket after `port add` is the vhost-user socket, not the control one.
+        assert_eq!(
+            cli.client_socket(call.socket),
+            PathBuf::from(DEFAULT_SOCKET)
+        );
+    }
+
+    #[test]
+    fn socket_can_go_before_or_after_the_verb() {
+        let cli = parse(&["--socket", "/a.sock", "port", "list"]);
+        let call = cli.command.client_call().unwrap();
+        assert_eq!(cli.client_socket(call.socket), PathBuf::from("/a.sock"));
+        let cli = parse(&[
+            "--socket", "/a.sock", "fdb", "show", "--socket", "/b.sock", "--json",
+        ]);
+        let call = cli.command.client_call().unwrap();
+        assert_eq!(call.output, Output::Json);
+        assert_eq!(cli.client_socket(call.socket), PathBuf::from("/b.sock"));
+    }
+
+    #[test]
+    fn show_verbs_pick_outputs() {
+        for (args, output) in [
+            (&["port", "list"][..], Output::Ports),
+            (&["bridge", "list"][..], Output::Bridges),
+            (&["fdb", "show", "--bridge", "br0"][..], Output::Fdb),
+            (&["stats"][..], Output::Stats),
+            (&["pmd", "show"][..], Output::Workers),
+            (&["stats", "--json"][..], Output::Json),
+            (&["fdb", "flush"][..], Output::Quiet),
+        ] {
+            let call = parse(args).command.client_call().unwrap();
+            assert_eq!(call.output, output, "{args:?}");
+        }
+        assert!(parse(&["config", "check", "x.toml"])
+            .command
+            .client_call()
+            .is_none());
+    }
+
+    #[test]
+    fn bad_port_type_is_a_usage_error() {
+        let err = Cli::try_parse_from(["weir", "port", "add", "p", "--type", "bogus"]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("vhost-user"), "{msg}");
+    }
+
+    fn port(id: u16, name: &str) -> PortInfo {
+        PortInfo {
+            id,
+            name: name.into(),
+            kind: "tap".into(),
+            bridge: Some("br0".into()),
+            iface: None,
+            link: "up".into(),
+            state: "ok".into(),
+            queues: 1,
+            worker: Some(0),
+            stats: PortStatsView {
+                rx_packets: 12345,
+                drops: BTreeMap::from([("no-mbuf".into(), 3)]),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn port_table_is_aligned() {
+        let out = render_ports(&[port(0, "p0"), port(1, "a-longer-name")]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("ID  NAME "), "{out}");
+        let col = lines[0].find("TYPE").unwrap();
+        assert_eq!(lines[1].find("tap"), Some(col), "{out}");
+        assert_eq!(lines[2].find("tap"), Some(col), "{out}");
+        assert!(lines[1].contains("12345"), "{out}");
+        assert_eq!(render_ports(&[]), "no ports\n");
+    }
+
+    #[test]
+    fn render_checks_reply_shape() {
+        let data = serde_json::to_value(vec![port(0, "p0")]).unwrap();
+        assert!(render(Output::Ports, Some(data.clone()))
+            .unwrap()
+            .contains("p0"));
+        assert!(render(Output::Bridges, Some(data.clone())).is_err());
+        let json = render(Output::Json, Some(data)).unwrap();
+        assert!(json.contains("\"name\": \"p0\""), "{json}");
+    }
+
+    #[test]
+    fn stats_render_all_sections() {
+        let stats = StatsView {
+            ports: vec![port(0, "p0")],
+            workers: vec![WorkerView {
+                id: 0,
+                cpu: 3,
+                rx_queues: vec!["p0:0".into()],
+                busy_cycles: 10,
+                idle_cycles: 30,
+                busy_pct: 25.0,
+                rx_packets: 7,
+                drops: BTreeMap::new(),
+            }],
+            mempool: MempoolView {
+                total: 1024,
+                available: 1000,
+                hugepages: false,
+                mbuf_size: 2048,
+            },
+        };
+        let out = render_stats(&stats);
+        assert!(out.contains("no-mbuf=3"), "{out}");
+        assert!(out.contains("25.0"), "{out}");
+        assert!(out.contains("p0:0"), "{out}");
+        assert!(out.contains("1000 of 1024 mbufs free"), "{out}");
+    }
+}

@@ -1,0 +1,1621 @@
+//! The daemon's TOML configuration: schema, parsing and validation.
+//!
+//! Control-plane only; never on the packet path. Parsing (`Config::parse`)
+//! checks syntax and the schema (unknown keys, types, enum values) and
+//! reports errors as `origin:line:col: message`. Validation
+//! (`Config::validate_with`) checks what the schema cannot: duplicate names,
+//! dangling bridge references, keys required by a port type, CPU lists
+//! against the online CPUs and interfaces against sysfs.
+//!
+//! [`PortSpec`] is shared with the control API (`port add`), so the daemon
+//! builds configured and added ports through one code path and validates both
+//! with [`PortSpec::validate`].
+
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+/// Default control socket path.
+pub const DEFAULT_SOCKET: &str = "/run/weir/weir.sock";
+/// Default number of mbufs in the pool.
+pub const DEFAULT_MBUFS: u32 = 16384;
+/// Largest accepted mbuf pool size.
+pub const MAX_MBUFS: u32 = 16 * 1024 * 1024;
+/// Default mbuf data room in bytes.
+pub const DEFAULT_MBUF_SIZE: u32 = 2048;
+/// Smallest accepted mbuf data room in bytes.
+pub const MIN_MBUF_SIZE: u32 = 256;
+/// Headroom reserved in front of the data room of every mbuf.
+pub const MBUF_HEADROOM: u32 = 128;
+/// Largest accepted mbuf data room: the buffer length (headroom included)
+/// must fit the 16-bit length fields.
+pub const MAX_MBUF_SIZE: u32 = 65535 - MBUF_HEADROOM;
+/// Default and largest burst size.
+pub const MAX_BURST: u16 = 32;
+/// Largest number of queues a port may ask for.
+pub const MAX_QUEUES: u16 = 64;
+/// Largest accepted FDB size.
+pub const MAX_FDB_ENTRIES: u32 = 16 * 1024 * 1024;
+/// CPU ids at or above this are rejected as a typo (Linux `NR_CPUS` limit).
+pub const MAX_CPU_ID: usize = 8192;
+/// Longest Linux interface name (`IFNAMSIZ - 1`).
+pub const MAX_IFACE_LEN: usize = 15;
+/// Longest port or bridge name.
+pub const MAX_NAME_LEN: usize = 32;
+/// What a valid port or bridge name looks like, for error messages.
+pub const NAME_RULE: &str = "1-32 characters from [A-Za-z0-9_.-]";
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[dataplane]`: workers and buffers.
+    #[serde(default)]
+    pub dataplane: DataplaneConfig,
+    /// `[control]`: the control socket.
+    #[serde(default)]
+    pub control: ControlConfig,
+    /// `[fdb]`: MAC learning table limits.
+    #[serde(default)]
+    pub fdb: FdbConfig,
+    /// `[[bridge]]` tables, in file order.
+    #[serde(default, rename = "bridge")]
+    pub bridges: Vec<BridgeSpec>,
+    /// `[[port]]` tables, in file order.
+    #[serde(default, rename = "port")]
+    pub ports: Vec<PortSpec>,
+    /// Where the config came from, to point validation errors at lines.
+    #[serde(skip)]
+    source: Source,
+}
+
+/// `[dataplane]` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataplaneConfig {
+    /// CPUs to run poll-mode workers on, one worker per CPU. `None` means
+    /// the last online CPU (see [`DataplaneConfig::worker_cpus`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workers: Option<CpuList>,
+    /// Number of mbufs in the packet buffer pool.
+    #[serde(default = "default_mbufs")]
+    pub mbufs: u32,
+    /// Data room per mbuf in bytes (headroom not included).
+    #[serde(default = "default_mbuf_size")]
+    pub mbuf_size: u32,
+    /// Whether the pool must, may or must not use hugepages.
+    #[serde(default)]
+    pub hugepages: HugepageMode,
+    /// Packets per rx/tx burst, `1..=32`.
+    #[serde(default = "default_burst")]
+    pub burst: u16,
+}
+
+fn default_mbufs() -> u32 {
+    DEFAULT_MBUFS
+}
+
+fn default_mbuf_size() -> u32 {
+    DEFAULT_MBUF_SIZE
+}
+
+fn default_burst() -> u16 {
+    MAX_BURST
+}
+
+impl Default for DataplaneConfig {
+    fn default() -> Self {
+        DataplaneConfig {
+            workers: None,
+            mbufs: DEFAULT_MBUFS,
+            mbuf_size: DEFAULT_MBUF_SIZE,
+            hugepages: HugepageMode::default(),
+            burst: MAX_BURST,
+        }
+    }
+}
+
+impl DataplaneConfig {
+    /// The CPUs to start workers on: the configured list, or the last
+    /// online CPU of `host` when none is configured.
+    pub fn worker_cpus(&self, host: &Host) -> Vec<usize> {
+        match &self.workers {
+            Some(list) => list.cpus().to_vec(),
+            None => host.online_cpus().last().copied().into_iter().collect(),
+        }
+    }
+}
+
+/// Hugepage policy for the mbuf pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HugepageMode {
+    /// Use hugepages if available, else fall back to normal pages and warn once.
+    #[default]
+    Auto,
+    /// Fail start-up if hugepages cannot be mapped.
+    Required,
+    /// Always use normal pages.
+    Never,
+}
+
+/// `[control]` section.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Path of the control socket. `--socket`/`WEIR_SOCKET` override it.
+    #[serde(default = "default_socket")]
+    pub socket: PathBuf,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_SOCKET)
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            socket: default_socket(),
+        }
+    }
+}
+
+/// `[fdb]` section: limits of the MAC learning table.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdbConfig {
+    /// Most entries over all bridges, `1..=16M`.
+    #[serde(default = "default_fdb_entries")]
+    pub max_entries: u32,
+    /// Most learned entries per port; 0 means no per-port limit.
+    #[serde(default)]
+    pub max_per_port: u32,
+    /// Seconds after which an unrefreshed learned entry expires (at least 1).
+    #[serde(default = "default_aging")]
+    pub aging_secs: u32,
+}
+
+fn default_fdb_entries() -> u32 {
+    65536
+}
+
+fn default_aging() -> u32 {
+    300
+}
+
+impl Default for FdbConfig {
+    fn default() -> Self {
+        FdbConfig {
+            max_entries: default_fdb_entries(),
+            max_per_port: 0,
+            aging_secs: default_aging(),
+        }
+    }
+}
+
+/// One `[[bridge]]` table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeSpec {
+    /// Bridge name ([`NAME_RULE`]).
+    pub name: String,
+}
+
+/// Port driver type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortType {
+    /// `AF_PACKET` socket bound to an existing interface (`iface`).
+    Afpacket,
+    /// `AF_XDP` socket on an existing interface (`iface`).
+    Afxdp,
+    /// TAP interface created by the daemon (`iface` is its name).
+    Tap,
+    /// In-memory ring port, for tests and benchmarks.
+    Ring,
+    /// Replays `rx_path` into the switch and/or captures into `tx_path`.
+    Pcap,
+    /// vhost-user backend for a VM vNIC (`socket`, `mode`).
+    VhostUser,
+    /// NIC bound to `vfio-pci` (`pci`).
+    Vfio,
+}
+
+impl PortType {
+    /// Every type, in schema order.
+    pub const ALL: [PortType; 7] = [
+        PortType::Afpacket,
+        PortType::Afxdp,
+        PortType::Tap,
+        PortType::Ring,
+        PortType::Pcap,
+        PortType::VhostUser,
+        PortType::Vfio,
+    ];
+
+    /// The name used in configs and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PortType::Afpacket => "afpacket",
+            PortType::Afxdp => "afxdp",
+            PortType::Tap => "tap",
+            PortType::Ring => "ring",
+            PortType::Pcap => "pcap",
+            PortType::VhostUser => "vhost-user",
+            PortType::Vfio => "vfio",
+        }
+    }
+
+    /// The type-specific keys this type accepts (besides `name`, `type`,
+    /// `bridge` and `queues`, which every type accepts).
+    pub fn allowed_keys(self) -> &'static [&'static str] {
+        match self {
+            PortType::Afpacket | PortType::Afxdp | PortType::Tap => &["iface"],
+            PortType::Ring => &[],
+            PortType::Pcap => &["rx_path", "tx_path"],
+            PortType::VhostUser => &["socket", "mode"],
+            PortType::Vfio => &["pci"],
+        }
+    }
+}
+
+impl fmt::Display for PortType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for PortType {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PortType::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = PortType::ALL.iter().map(|t| t.as_str()).collect();
+                format!(
+                    "unknown port type `{s}`, expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// Which side of a vhost-user connection the daemon plays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum VhostMode {
+    /// The daemon listens on `socket`; QEMU connects (the default).
+    #[default]
+    Server,
+    /// The daemon connects to a socket QEMU listens on.
+    Client,
+}
+
+impl fmt::Display for VhostMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VhostMode::Server => "server",
+            VhostMode::Client => "client",
+        })
+    }
+}
+
+/// One `[[port]]` table, and the body of a `port-add` request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSpec {
+    /// Port name ([`NAME_RULE`]).
+    pub name: String,
+    /// Driver type.
+    #[serde(rename = "type")]
+    pub kind: PortType,
+    /// Interface to attach to (afpacket, afxdp) or to create (tap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iface: Option<String>,
+    /// Bridge to attach the port to; `None` leaves it unattached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<String>,
+    /// Number of rx/tx queue pairs (`1..=64`); `None` lets the driver choose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queues: Option<u16>,
+    /// vhost-user socket path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<PathBuf>,
+    /// vhost-user role; `None` means [`VhostMode::Server`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<VhostMode>,
+    /// pcap file replayed as received traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_path: Option<PathBuf>,
+    /// pcap file that transmitted traffic is written to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_path: Option<PathBuf>,
+    /// PCI address of a vfio NIC, `DDDD:BB:DD.F` or `BB:DD.F`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pci: Option<String>,
+}
+
+impl PortSpec {
+    /// A spec with only `name` and `type` set.
+    pub fn new(name: impl Into<String>, kind: PortType) -> Self {
+        PortSpec {
+            name: name.into(),
+            kind,
+            iface: None,
+            bridge: None,
+            queues: None,
+            socket: None,
+            mode: None,
+            rx_path: None,
+            tx_path: None,
+            pci: None,
+        }
+    }
+
+    /// Type-specific keys that are set, by config key name.
+    fn present_keys(&self) -> [(&'static str, bool); 6] {
+        [
+            ("iface", self.iface.is_some()),
+            ("socket", self.socket.is_some()),
+            ("mode", self.mode.is_some()),
+            ("rx_path", self.rx_path.is_some()),
+            ("tx_path", self.tx_path.is_some()),
+            ("pci", self.pci.is_some()),
+        ]
+    }
+
+    /// Checks the spec on its own: name, queues, the keys its type requires
+    /// or rejects, and (if `host.check_ifaces`) that afpacket/afxdp
+    /// interfaces exist. Bridge references are not checked here: the caller
+    /// knows which bridges exist.
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, as a [`PortError`].
+    pub fn validate(&self, host: &Host) -> Result<(), PortError> {
+        if !is_valid_name(&self.name) {
+            return Err(PortError::InvalidName {
+                name: self.name.clone(),
+            });
+        }
+        if let Some(queues) = self.queues {
+            if queues == 0 || queues > MAX_QUEUES {
+                return Err(PortError::InvalidQueues { queues });
+            }
+        }
+        let allowed = self.kind.allowed_keys();
+        for (key, present) in self.present_keys() {
+            if present && !allowed.contains(&key) {
+                return Err(PortError::UnexpectedKey {
+                    kind: self.kind,
+                    key,
+                });
+            }
+        }
+        match self.kind {
+            PortType::Afpacket | PortType::Afxdp | PortType::Tap => {
+                let iface = self.iface.as_deref().ok_or(PortError::MissingKey {
+                    kind: self.kind,
+                    keys: "`iface`",
+                })?;
+                check_iface_name(iface)?;
+                if self.kind != PortType::Tap && host.check_ifaces {
+                    let dir = host.sysfs.join("class/net").join(iface);
+                    if !dir.exists() {
+                        return Err(PortError::NoSuchInterface {
+                            iface: iface.to_owned(),
+                            sysfs: dir,
+                        });
+                    }
+                }
+            }
+            PortType::Ring => {}
+            PortType::Pcap => {
+                if self.rx_path.is_none() && self.tx_path.is_none() {
+                    return Err(PortError::MissingKey {
+                        kind: self.kind,
+                        keys: "`rx_path` or `tx_path`",
+                    });
+                }
+            }
+            PortType::VhostUser => {
+                if self.socket.is_none() {
+                    return Err(PortError::MissingKey {
+                        kind: self.kind,
+                        keys: "`socket`",
+                    });
+                }
+            }
+            PortType::Vfio => {
+                let pci = self.pci.as_deref().ok_or(PortError::MissingKey {
+                    kind: self.kind,
+                    keys: "`pci`",
+                })?;
+                if !is_valid_pci(pci) {
+                    return Err(PortError::InvalidPci {
+                        pci: pci.to_owned(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a [`PortSpec`] is invalid on its own.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PortError {
+    /// The name does not match [`NAME_RULE`].
+    #[error("invalid port name `{name}`: must be {NAME_RULE}")]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+    },
+    /// A key the type needs is missing.
+    #[error("port type `{kind}` requires {keys}")]
+    MissingKey {
+        /// The port type.
+        kind: PortType,
+        /// The missing key(s), already quoted.
+        keys: &'static str,
+    },
+    /// A key that the type does not use is set.
+    #[error("key `{key}` does not apply to port type `{kind}`")]
+    UnexpectedKey {
+        /// The port type.
+        kind: PortType,
+        /// The offending key.
+        key: &'static str,
+    },
+    /// `queues` is out of range.
+    #[error("queues = {queues} is out of range (1..={MAX_QUEUES})")]
+    InvalidQueues {
+        /// The rejected value.
+        queues: u16,
+    },
+    /// The interface name cannot be a Linux interface name.
+    #[error("invalid interface name `{iface}`: {reason}")]
+    InvalidIface {
+        /// The rejected name.
+        iface: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// An afpacket/afxdp interface does not exist.
+    #[error("interface `{iface}` does not exist (no {})", sysfs.display())]
+    NoSuchInterface {
+        /// The missing interface.
+        iface: String,
+        /// The sysfs path that was checked.
+        sysfs: PathBuf,
+    },
+    /// The PCI address is malformed.
+    #[error("invalid PCI address `{pci}`: expected DDDD:BB:DD.F or BB:DD.F (hex)")]
+    InvalidPci {
+        /// The rejected address.
+        pci: String,
+    },
+}
+
+impl PortError {
+    /// The config key the error is about, if it is about one key.
+    pub fn key(&self) -> Option<&'static str> {
+        match self {
+            PortError::InvalidName { .. } => Some("name"),
+            PortError::MissingKey { .. } => None,
+            PortError::UnexpectedKey { key, .. } => Some(key),
+            PortError::InvalidQueues { .. } => Some("queues"),
+            PortError::InvalidIface { .. } | PortError::NoSuchInterface { .. } => Some("iface"),
+            PortError::InvalidPci { .. } => Some("pci"),
+        }
+    }
+}
+
+/// Whether `name` is a valid port or bridge name ([`NAME_RULE`]).
+pub fn is_valid_name(name: &str) -> bool {
+    (1..=MAX_NAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// Checks `iface` against the kernel's rules for interface names
+/// (`dev_valid_name`), which also keeps it from escaping `/sys/class/net`.
+fn check_iface_name(iface: &str) -> Result<(), PortError> {
+    let reason = if iface.is_empty() {
+        Some("empty")
+    } else if iface.len() > MAX_IFACE_LEN {
+        Some("longer than 15 bytes")
+    } else if iface == "." || iface == ".." {
+        Some("reserved name")
+    } else if iface
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
+        Some("contains '/', ':', whitespace or a control character")
+    } else {
+        None
+    };
+    match reason {
+        Some(reason) => Err(PortError::InvalidIface {
+            iface: iface.to_owned(),
+            reason,
+        }),
+        None => Ok(()),
+    }
+}
+
+fn is_valid_pci(pci: &str) -> bool {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let parts: Vec<&str> = pci.split(':').collect();
+    let (bus, devfn) = match parts.as_slice() {
+        [domain, bus, devfn] if hex(domain, 4) => (*bus, *devfn),
+        [bus, devfn] => (*bus, *devfn),
+        _ => return false,
+    };
+    match devfn.split_once('.') {
+        Some((dev, func)) => {
+            hex(bus, 2)
+                && hex(dev, 2)
+                && u8::from_str_radix(dev, 16).is_ok_and(|d| d < 32)
+                && func.len() == 1
+                && matches!(func.as_bytes()[0], b'0'..=b'7')
+        }
+        None => false,
+    }
+}
+
+/// A set of CPU ids written as a Linux CPU list (`"1"`, `"0-1"`, `"2,4-5"`).
+/// Sorted, without duplicates, never empty.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuList(Vec<usize>);
+
+impl CpuList {
+    /// The CPU ids, ascending.
+    pub fn cpus(&self) -> &[usize] {
+        &self.0
+    }
+}
+
+impl FromStr for CpuList {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = |why: String| format!("invalid CPU list `{s}`: {why}");
+        let parse_id = |t: &str| -> Result<usize, String> {
+            let t = t.trim();
+            let id: usize = t
+                .parse()
+                .map_err(|_| bad(format!("`{t}` is not a CPU number")))?;
+            if id >= MAX_CPU_ID {
+                return Err(bad(format!(
+                    "CPU {id} is out of range (max {})",
+                    MAX_CPU_ID - 1
+                )));
+            }
+            Ok(id)
+        };
+        let mut cpus = Vec::new();
+        for item in s.split(',') {
+            if item.trim().is_empty() {
+                return Err(bad(
+                    "empty item (expected e.g. \"1\", \"0-1\" or \"2,4-5\")".into(),
+                ));
+            }
+            match item.split_once('-') {
+                Some((lo, hi)) => {
+                    let (lo, hi) = (parse_id(lo)?, parse_id(hi)?);
+                    if lo > hi {
+                        return Err(bad(format!("range {lo}-{hi} is reversed")));
+                    }
+                    cpus.extend(lo..=hi);
+                }
+                None => cpus.push(parse_id(item)?),
+            }
+        }
+        cpus.sort_unstable();
+        cpus.dedup();
+        Ok(CpuList(cpus))
+    }
+}
+
+impl fmt::Display for CpuList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        let mut i = 0;
+        while i < self.0.len() {
+            let start = self.0[i];
+            let mut end = start;
+            while i + 1 < self.0.len() && self.0[i + 1] == end + 1 {
+                i += 1;
+                end = self.0[i];
+            }
+            if !first {
+                f.write_str(",")?;
+            }
+            first = false;
+            if start == end {
+                write!(f, "{start}")?;
+            } else {
+                write!(f, "{start}-{end}")?;
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for CpuList {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for CpuList {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = CpuList;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a CPU list string such as \"1\", \"0-1\" or \"2,4-5\"")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CpuList, E> {
+                v.parse().map_err(E::custom)
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<CpuList, E> {
+                v.to_string().parse().map_err(E::custom)
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<CpuList, E> {
+                v.to_string().parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// The parts of the running machine that validation looks at.
+#[derive(Clone, Debug)]
+pub struct Host {
+    /// Root of sysfs (`/sys`); tests point it at a fake tree.
+    pub sysfs: PathBuf,
+    /// Whether afpacket/afxdp interfaces must exist.
+    pub check_ifaces: bool,
+}
+
+impl Host {
+    /// The real machine: `/sys`, interface checks on.
+    pub fn system() -> Self {
+        Host {
+            sysfs: PathBuf::from("/sys"),
+            check_ifaces: true,
+        }
+    }
+
+    /// Online CPU ids from `<sysfs>/devices/system/cpu/online`, or
+    /// `0..available_parallelism` if that cannot be read.
+    pub fn online_cpus(&self) -> Vec<usize> {
+        let path = self.sysfs.join("devices/system/cpu/online");
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if let Ok(list) = text.trim().parse::<CpuList>() {
+                return list.0;
+            }
+        }
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        (0..n).collect()
+    }
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Host::system()
+    }
+}
+
+/// A position in a config file, printed as `origin:line:col` (1-based).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    /// File name (or another label for where the text came from).
+    pub origin: String,
+    /// `(line, column)`, both 1-based, if known.
+    pub pos: Option<(usize, usize)>,
+}
+
+impl Location {
+    fn new(origin: &str, text: &str, span: Option<Range<usize>>) -> Self {
+        Location {
+            origin: origin.to_owned(),
+            pos: span.map(|s| line_col(text, s.start)),
+        }
+    }
+
+    /// The 1-based line, if known.
+    pub fn line(&self) -> Option<usize> {
+        self.pos.map(|(line, _)| line)
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.pos {
+            Some((line, col)) => write!(f, "{}:{line}:{col}", self.origin),
+            None => f.write_str(&self.origin),
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset` in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let col = before[line_start..].chars().count() + 1;
+    (line, col)
+}
+
+fn first_line_note(line: &Option<usize>) -> String {
+    match line {
+        Some(line) => format!(" (first defined on line {line})"),
+        None => String::new(),
+    }
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// TOML syntax or schema error: unknown key, wrong type, bad enum
+    /// value, missing required key, malformed CPU list.
+    #[error("{at}: {message}")]
+    Parse {
+        /// Where.
+        at: Location,
+        /// What, naming the key.
+        message: String,
+    },
+    /// Two ports share a name.
+    #[error("{at}: duplicate port name `{name}`{}", first_line_note(.first_line))]
+    DuplicatePort {
+        /// The second definition.
+        at: Location,
+        /// The name.
+        name: String,
+        /// Line of the first definition.
+        first_line: Option<usize>,
+    },
+    /// Two bridges share a name.
+    #[error("{at}: duplicate bridge name `{name}`{}", first_line_note(.first_line))]
+    DuplicateBridge {
+        /// The second definition.
+        at: Location,
+        /// The name.
+        name: String,
+        /// Line of the first definition.
+        first_line: Option<usize>,
+    },
+    /// A bridge name does not match [`NAME_RULE`].
+    #[error("{at}: invalid bridge name `{name}`: must be {NAME_RULE}")]
+    InvalidBridgeName {
+        /// Where.
+        at: Location,
+        /// The name.
+        name: String,
+    },
+    /// A port names a bridge that no `[[bridge]]` defines.
+    #[error("{at}: port `{port}` refers to undefined bridge `{bridge}`")]
+    UndefinedBridge {
+        /// The port's `bridge` key.
+        at: Location,
+        /// The port.
+        port: String,
+        /// The missing bridge.
+        bridge: String,
+    },
+    /// A port is invalid on its own.
+    #[error("{at}: port `{port}`: {error}")]
+    Port {
+        /// The offending key, or the port's table.
+        at: Location,
+        /// The port.
+        port: String,
+        /// What is wrong.
+        error: PortError,
+    },
+    /// A worker CPU is not online.
+    #[error("{at}: CPU {cpu} in `dataplane.workers` is not online (online: {online})")]
+    CpuNotPresent {
+        /// The `workers` key.
+        at: Location,
+        /// The missing CPU.
+        cpu: usize,
+        /// The online CPUs.
+        online: String,
+    },
+    /// A number is out of its range.
+    #[error("{at}: `{key}` = {value} is out of range ({range})")]
+    OutOfRange {
+        /// The key.
+        at: Location,
+        /// Dotted key name, e.g. `dataplane.mbufs`.
+        key: &'static str,
+        /// The rejected value.
+        value: u64,
+        /// The accepted range, for the message.
+        range: String,
+    },
+}
+
+/// Where a [`Config`] was parsed from.
+#[derive(Clone, Debug, Default)]
+struct Source {
+    origin: String,
+    text: Option<Arc<str>>,
+}
+
+/// Finds spans in the source text for validation errors.
+struct Locator<'a> {
+    origin: &'a str,
+    text: &'a str,
+    root: Option<DeValue<'a>>,
+}
+
+impl<'a> Locator<'a> {
+    fn new(source: &'a Source) -> Self {
+        let text = source.text.as_deref().unwrap_or("");
+        let root = DeTable::parse(text)
+            .ok()
+            .map(|t| DeValue::Table(t.into_inner()));
+        let origin = if source.origin.is_empty() {
+            "<config>"
+        } else {
+            &source.origin
+        };
+        Locator { origin, text, root }
+    }
+
+    /// Location of `table[idx].key` (or `table.key` when `idx` is `None`),
+    /// falling back to the enclosing table, then to the file.
+    fn at(&self, table: &str, idx: Option<usize>, key: Option<&str>) -> Location {
+        let span = self.root.as_ref().and_then(|root| {
+            let mut node: &Spanned<DeValue<'a>> = root.get(table)?;
+            if let Some(i) = idx {
+                node = node.get_ref().get(i)?;
+            }
+            let keyed = key.and_then(|k| node.get_ref().get(k));
+            Some(keyed.unwrap_or(node).span())
+        });
+        Location::new(self.origin, self.text, span)
+    }
+}
+
+/// The dotted path (`port[1].type`) of the value or key at `span`, for
+/// naming the key in schema errors.
+fn key_path_at(text: &str, span: &Range<usize>) -> Option<String> {
+    fn search(value: &Spanned<DeValue<'_>>, path: &str, span: &Range<usize>) -> Option<String> {
+        match value.get_ref() {
+            DeValue::Table(table) => {
+                for (key, child) in table.iter() {
+                    // An unknown-field error points at the key: name its table.
+                    if key.span() == *span {
+                        return (!path.is_empty()).then(|| path.to_owned());
+                    }
+                    let child_path = if path.is_empty() {
+                        key.get_ref().to_string()
+                    } else {
+                        format!("{path}.{}", key.get_ref())
+                    };
+                    if let Some(found) = search(child, &child_path, span) {
+                        return Some(found);
+                    }
+                }
+            }
+            DeValue::Array(array) => {
+                for (i, child) in array.iter().enumerate() {
+                    if let Some(found) = search(child, &format!("{path}[{i}]"), span) {
+                        return Some(found);
+                    }
+                }
+            }
+            _ => {}
+        }
+        // Deepest match wins: an array of tables shares its span with its
+        // first element.
+        (value.span() == *span && !path.is_empty()).then(|| path.to_owned())
+    }
+    let root = DeTable::parse(text).ok()?;
+    let root = Spanned::new(root.span(), DeValue::Table(root.into_inner()));
+    search(&root, "", span)
+}
+
+impl Config {
+    /// Reads, parses and validates `path` against the running machine.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`] or any parse or validation error.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let config = Config::load_unvalidated(path)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses `path` without [`Config::validate`].
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`] or [`ConfigError::Parse`].
+    pub fn load_unvalidated(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses TOML `text`; `origin` names it in error messages. Checks the
+    /// schema only; call [`Config::validate`] next.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Parse`], pointing at the offending key or value.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            let span = e.span();
+            let message = e.message().trim_end();
+            let message = match span.as_ref().and_then(|s| key_path_at(text, s)) {
+                // Unknown-field and missing-field messages already name the key.
+                Some(path) if !message.contains(&format!("`{path}`")) => {
+                    format!("{path}: {message}")
+                }
+                _ => message.to_owned(),
+            };
+            ConfigError::Parse {
+                at: Location::new(origin, text, span),
+                message,
+            }
+        })?;
+        config.source = Source {
+            origin: origin.to_owned(),
+            text: Some(Arc::from(text)),
+        };
+        Ok(config)
+    }
+
+    /// Where the config was parsed from (empty if built in code).
+    pub fn origin(&self) -> &str {
+        &self.source.origin
+    }
+
+    /// Validates against the running machine ([`Host::system`]).
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, located in the source text.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_with(&Host::system())
+    }
+
+    /// Validates against `host`: value ranges, names, duplicates, bridge
+    /// references, per-type port keys, online CPUs and interfaces.
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, located in the source text.
+    pub fn validate_with(&self, host: &Host) -> Result<(), ConfigError> {
+        let loc = Locator::new(&self.source);
+        self.validate_dataplane(host, &loc)?;
+        self.validate_fdb(&loc)?;
+
+        let mut bridges: Vec<(&str, usize)> = Vec::new();
+        for (i, bridge) in self.bridges.iter().enumerate() {
+            let at = loc.at("bridge", Some(i), Some("name"));
+            if !is_valid_name(&bridge.name) {
+                return Err(ConfigError::InvalidBridgeName {
+                    at,
+                    name: bridge.name.clone(),
+                });
+            }
+            if let Some(&(_, first)) = bridges.iter().find(|(n, _)| *n == bridge.name) {
+                return Err(ConfigError::DuplicateBridge {
+                    at,
+                    name: bridge.name.clone(),
+                    first_line: loc.at("bridge", Some(first), Some("name")).line(),
+                });
+            }
+            bridges.push((&bridge.name, i));
+        }
+
+        let mut ports: Vec<(&str, usize)> = Vec::new();
+        for (i, port) in self.ports.iter().enumerate() {
+            if let Err(error) = port.validate(host) {
+                return Err(ConfigError::Port {
+                    at: loc.at("port", Some(i), error.key()),
+                    port: port.name.clone(),
+                    error,
+                });
+            }
+            if let Some(&(_, first)) = ports.iter().find(|(n, _)| *n == port.name) {
+                return Err(ConfigError::DuplicatePort {
+                    at: loc.at("port", Some(i), Some("name")),
+                    name: port.name.clone(),
+                    first_line: loc.at("port", Some(first), Some("name")).line(),
+                });
+            }
+            ports.push((&port.name, i));
+            if let Some(bridge) = &port.bridge {
+                if !bridges.iter().any(|(n, _)| n == bridge) {
+                    return Err(ConfigError::UndefinedBridge {
+                        at: loc.at("port", Some(i), Some("bridge")),
+                        port: port.name.clone(),
+                        bridge: bridge.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_dataplane(&self, host: &Host, loc: &Locator<'_>) -> Result<(), ConfigError> {
+        let dp = &self.dataplane;
+        let range = |key: &'static str, field: &str, value: u64, lo: u64, hi: u64| {
+            if (lo..=hi).contains(&value) {
+                Ok(())
+            } else {
+                Err(ConfigError::OutOfRange {
+                    at: loc.at("dataplane", None, Some(field)),
+                    key,
+                    value,
+                    range: format!("{lo}..={hi}"),
+                })
+            }
+        };
+        range(
+            "dataplane.mbufs",
+            "mbufs",
+            dp.mbufs.into(),
+            1,
+            MAX_MBUFS.into(),
+        )?;
+        range(
+            "dataplane.mbuf_size",
+            "mbuf_size",
+            dp.mbuf_size.into(),
+            MIN_MBUF_SIZE.into(),
+            MAX_MBUF_SIZE.into(),
+        )?;
+        range(
+            "dataplane.burst",
+            "burst",
+            dp.burst.into(),
+            1,
+            MAX_BURST.into(),
+        )?;
+        if let Some(workers) = &dp.workers {
+            let online = host.online_cpus();
+            if let Some(&cpu) = workers.cpus().iter().find(|c| !online.contains(c)) {
+                return Err(ConfigError::CpuNotPresent {
+                    at: loc.at("dataplane", None, Some("workers")),
+                    cpu,
+                    online: CpuList(online).to_string(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_fdb(&self, loc: &Locator<'_>) -> Result<(), ConfigError> {
+        let checks: [(&'static str, &str, u32, u32, u32); 2] = [
+            (
+                "fdb.max_entries",
+                "max_entries",
+                self.fdb.max_entries,
+                1,
+                MAX_FDB_ENTRIES,
+            ),
+            (
+                "fdb.aging_secs",
+                "aging_secs",
+                self.fdb.aging_secs,
+                1,
+                u32::MAX,
+            ),
+        ];
+        for (key, field, value, lo, hi) in checks {
+            if !(lo..=hi).contains(&value) {
+                return Err(ConfigError::OutOfRange {
+                    at: loc.at("fdb", None, Some(field)),
+                    key,
+                    value: value.into(),
+                    range: format!("{lo}..={hi}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake sysfs with CPUs 0-3 online and interface `veth0`.
+    struct FakeSys(PathBuf);
+
+    impl FakeSys {
+        fn new(tag: &str) -> Self {
+            let dir =
+                std::env::temp_dir().join(format!("weir-config-test-{}-{tag}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(dir.join("class/net/veth0")).unwrap();
+            std::fs::create_dir_all(dir.join("devices/system/cpu")).unwrap();
+            std::fs::write(dir.join("devices/system/cpu/online"), "0-3\n").unwrap();
+            FakeSys(dir)
+        }
+
+        fn host(&self) -> Host {
+            Host {
+                sysfs: self.0.clone(),
+                check_ifaces: true,
+            }
+        }
+    }
+
+    impl Drop for FakeSys {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn parse_err(text: &str) -> ConfigError {
+        Config::parse(text, "t.toml").expect_err("parse should fail")
+    }
+
+    fn validate_err(text: &str, tag: &str) -> ConfigError {
+        let sys = FakeSys::new(tag);
+        let config = Config::parse(text, "t.toml").expect("parse should succeed");
+        config
+            .validate_with(&sys.host())
+            .expect_err("validation should fail")
+    }
+
+    const FULL: &str = r#"
+[dataplane]
+workers = "1-2"
+mbufs = 8192
+mbuf_size = 9216
+hugepages = "never"
+burst = 16
+
+[control]
+socket = "/tmp/weir.sock"
+
+[fdb]
+max_entries = 1024
+max_per_port = 64
+aging_secs = 60
+
+[[bridge]]
+name = "br0"
+
+[[bridge]]
+name = "br1"
+
+[[port]]
+name = "p0"
+type = "afpacket"
+iface = "veth0"
+bridge = "br0"
+queues = 2
+
+[[port]]
+name = "tap0"
+type = "tap"
+iface = "weir-tap0"
+bridge = "br0"
+
+[[port]]
+name = "r0"
+type = "ring"
+
+[[port]]
+name = "cap"
+type = "pcap"
+rx_path = "in.pcap"
+tx_path = "out.pcap"
+bridge = "br1"
+
+[[port]]
+name = "vm1"
+type = "vhost-user"
+socket = "/tmp/vm1.sock"
+mode = "client"
+
+[[port]]
+name = "nic0"
+type = "vfio"
+pci = "0000:03:00.0"
+"#;
+
+    #[test]
+    fn full_config_parses_and_validates() {
+        let sys = FakeSys::new("full");
+        let config = Config::parse(FULL, "t.toml").unwrap();
+        config.validate_with(&sys.host()).unwrap();
+        assert_eq!(config.dataplane.worker_cpus(&sys.host()), vec![1, 2]);
+        assert_eq!(config.dataplane.mbufs, 8192);
+        assert_eq!(config.dataplane.mbuf_size, 9216);
+        assert_eq!(config.dataplane.hugepages, HugepageMode::Never);
+        assert_eq!(config.dataplane.burst, 16);
+        assert_eq!(config.control.socket, PathBuf::from("/tmp/weir.sock"));
+        assert_eq!(config.fdb.max_per_port, 64);
+        assert_eq!(config.bridges.len(), 2);
+        assert_eq!(config.ports.len(), 6);
+        assert_eq!(config.ports[0].kind, PortType::Afpacket);
+        assert_eq!(config.ports[0].queues, Some(2));
+        assert_eq!(config.ports[4].mode, Some(VhostMode::Client));
+        assert_eq!(config.ports[5].pci.as_deref(), Some("0000:03:00.0"));
+        // The JSON dump keeps config key names.
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["port"][0]["type"], "afpacket");
+        assert_eq!(json["dataplane"]["workers"], "1-2");
+    }
+
+    #[test]
+    fn empty_config_gets_defaults() {
+        let sys = FakeSys::new("empty");
+        let config = Config::parse("", "t.toml").unwrap();
+        config.validate_with(&sys.host()).unwrap();
+        assert_eq!(config.dataplane.mbufs, DEFAULT_MBUFS);
+        assert_eq!(config.dataplane.mbuf_size, DEFAULT_MBUF_SIZE);
+        assert_eq!(config.dataplane.burst, 32);
+        assert_eq!(config.dataplane.hugepages, HugepageMode::Auto);
+        assert_eq!(config.control.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(config.fdb.max_entries, 65536);
+        assert_eq!(config.fdb.aging_secs, 300);
+        // Default worker: the last online CPU.
+        assert_eq!(config.dataplane.worker_cpus(&sys.host()), vec![3]);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line_col() {
+        let err = parse_err("[[port]]\nname = \"p0\"\nifcae = \"veth0\"\ntype = \"tap\"\n");
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{msg}");
+        assert!(msg.starts_with("t.toml:3:1: "), "{msg}");
+        assert!(msg.contains("unknown field `ifcae`"), "{msg}");
+        assert!(msg.contains("port[0]"), "{msg}");
+    }
+
+    #[test]
+    fn unknown_section_is_rejected() {
+        let msg = parse_err("[dataplan]\nmbufs = 1\n").to_string();
+        assert!(msg.starts_with("t.toml:1:2: "), "{msg}");
+        assert!(msg.contains("unknown field `dataplan`"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_key() {
+        let msg = parse_err("[dataplane]\nmbufs = \"lots\"\n").to_string();
+        assert!(msg.starts_with("t.toml:2:9: "), "{msg}");
+        assert!(msg.contains("dataplane.mbufs"), "{msg}");
+        assert!(msg.contains("invalid type"), "{msg}");
+    }
+
+    #[test]
+    fn bad_enum_value_lists_accepted_values() {
+        let msg = parse_err("[[port]]\nname = \"p0\"\ntype = \"bogus\"\n").to_string();
+        assert!(msg.starts_with("t.toml:3:8: "), "{msg}");
+        assert!(msg.contains("port[0].type"), "{msg}");
+        assert!(msg.contains("unknown variant `bogus`"), "{msg}");
+        for name in [
+            "afpacket",
+            "afxdp",
+            "tap",
+            "ring",
+            "pcap",
+            "vhost-user",
+            "vfio",
+        ] {
+            assert!(msg.contains(&format!("`{name}`")), "{msg}");
+        }
+        let msg = parse_err("[dataplane]\nhugepages = \"maybe\"\n").to_string();
+        assert!(
+            msg.contains("`auto`") && msg.contains("`required`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn missing_name_points_at_table() {
+        let msg =
+            parse_err("[[bridge]]\nname = \"br0\"\n\n[[port]]\ntype = \"ring\"\n").to_string();
+        assert!(msg.starts_with("t.toml:4:1: "), "{msg}");
+        assert!(msg.contains("missing field `name`"), "{msg}");
+    }
+
+    #[test]
+    fn syntax_error_has_position() {
+        let msg = parse_err("[dataplane]\nmbufs = [1,\n").to_string();
+        assert!(msg.starts_with("t.toml:"), "{msg}");
+        assert!(
+            msg.split(':').nth(1).unwrap().parse::<usize>().is_ok(),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn duplicate_port_is_rejected() {
+        let text = "[[port]]\nname = \"p0\"\ntype = \"ring\"\n\n[[port]]\nname = \"p0\"\ntype = \"ring\"\n";
+        let err = validate_err(text, "dupport");
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::DuplicatePort { .. }), "{msg}");
+        assert!(msg.starts_with("t.toml:6:8: "), "{msg}");
+        assert!(msg.contains("`p0`") && msg.contains("line 2"), "{msg}");
+    }
+
+    #[test]
+    fn duplicate_bridge_is_rejected() {
+        let text = "[[bridge]]\nname = \"br0\"\n[[bridge]]\nname = \"br0\"\n";
+        let err = validate_err(text, "dupbridge");
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::DuplicateBridge { .. }), "{msg}");
+        assert!(msg.starts_with("t.toml:4:8: "), "{msg}");
+    }
+
+    #[test]
+    fn undefined_bridge_is_rejected() {
+        let text = "[[bridge]]\nname = \"br0\"\n\n[[port]]\nname = \"p0\"\ntype = \"ring\"\nbridge = \"br9\"\n";
+        let err = validate_err(text, "undefbridge");
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::UndefinedBridge { .. }), "{msg}");
+        assert!(msg.starts_with("t.toml:7:10: "), "{msg}");
+        assert!(msg.contains("`br9`") && msg.contains("`p0`"), "{msg}");
+    }
+
+    #[test]
+    fn missing_iface_is_rejected() {
+        let text = "[[port]]\nname = \"p0\"\ntype = \"afpacket\"\n";
+        let err = validate_err(text, "noiface");
+        let msg = err.to_string();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Port {
+                    error: PortError::MissingKey { .. },
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        assert!(msg.starts_with("t.toml:1:1: "), "{msg}");
+        assert!(msg.contains("requires `iface`"), "{msg}");
+    }
+
+    #[test]
+    fn missing_keys_per_type() {
+        for (kind, key) in [
+            ("tap", "`iface`"),
+            ("afxdp", "`iface`"),
+            ("pcap", "`rx_path` or `tx_path`"),
+            ("vhost-user", "`socket`"),
+            ("vfio", "`pci`"),
+        ] {
+            let text = format!("[[port]]\nname = \"p0\"\ntype = \"{kind}\"\n");
+            let msg = validate_err(&text, "missingkeys").to_string();
+            assert!(msg.contains(&format!("requires {key}")), "{msg}");
+        }
+    }
+
+    #[test]
+    fn missing_interface_is_rejected() {
+        let text = "[[port]]\nname = \"p0\"\ntype = \"afpacket\"\niface = \"veth9\"\n";
+        let err = validate_err(text, "noif");
+        let msg = err.to_string();
+        assert!(
+            matches!(
+                err,
+                ConfigError::Port {
+                    error: PortError::NoSuchInterface { .. },
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        assert!(msg.starts_with("t.toml:4:9: "), "{msg}");
+        assert!(msg.contains("`veth9` does not exist"), "{msg}");
+
+        // Without interface checks the same config passes.
+        let sys = FakeSys::new("noif-skip");
+        let host = Host {
+            check_ifaces: false,
+            ..sys.host()
+        };
+        Config::parse(text, "t.toml")
+            .unwrap()
+            .validate_with(&host)
+            .unwrap();
+    }
+
+    #[test]
+    fn iface_cannot_escape_sysfs() {
+        let text = "[[port]]\nname = \"p0\"\ntype = \"afpacket\"\niface = \"../net\"\n";
+        let msg = validate_err(text, "escape").to_string();
+        assert!(msg.contains("invalid interface name"), "{msg}");
+    }
+
+    #[test]
+    fn long_tap_name_is_rejected() {
+        let text = "[[port]]\nname = \"t0\"\ntype = \"tap\"\niface = \"a-very-long-tap-name\"\n";
+        let msg = validate_err(text, "longtap").to_string();
+        assert!(msg.starts_with("t.toml:4:9: "), "{msg}");
+        assert!(msg.contains("longer than 15"), "{msg}");
+    }
+
+    #[test]
+    fn key_of_other_type_is_rejected() {
+        let text = "[[port]]\nname = \"t0\"\ntype = \"tap\"\niface = \"t0\"\npci = \"03:00.0\"\n";
+        let msg = validate_err(text, "otherkey").to_string();
+        assert!(msg.starts_with("t.toml:5:7: "), "{msg}");
+        assert!(
+            msg.contains("`pci` does not apply to port type `tap`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn bad_cpu_list_syntax_is_rejected() {
+        for bad in ["", "1,,2", "a", "3-1", "1-", "99999"] {
+            let text = format!("[dataplane]\nworkers = \"{bad}\"\n");
+            let err = parse_err(&text);
+            let msg = err.to_string();
+            assert!(matches!(err, ConfigError::Parse { .. }), "{msg}");
+            assert!(msg.starts_with("t.toml:2:11: "), "{bad}: {msg}");
+            assert!(msg.contains("invalid CPU list"), "{bad}: {msg}");
+            assert!(msg.contains("dataplane.workers"), "{bad}: {msg}");
+        }
+    }
+
+    #[test]
+    fn cpu_list_forms() {
+        let list: CpuList = "2,4-5, 0".parse().unwrap();
+        assert_eq!(list.cpus(), &[0, 2, 4, 5]);
+        assert_eq!(list.to_string(), "0,2,4-5");
+        let config = Config::parse("[dataplane]\nworkers = 1\n", "t.toml").unwrap();
+        assert_eq!(config.dataplane.workers.unwrap().cpus(), &[1]);
+    }
+
+    #[test]
+    fn offline_cpu_is_rejected() {
+        let err = validate_err("[dataplane]\nworkers = \"2-5\"\n", "offline");
+        let msg = err.to_string();
+        assert!(
+            matches!(err, ConfigError::CpuNotPresent { cpu: 4, .. }),
+            "{msg}"
+        );
+        assert!(msg.starts_with("t.toml:2:11: "), "{msg}");
+        assert!(msg.contains("online: 0-3"), "{msg}");
+    }
+
+    #[test]
+    fn zero_mbufs_is_rejected() {
+        let err = validate_err("[dataplane]\nmbufs = 0\n", "mbufs0");
+        let msg = err.to_string();
+        assert!(
+            matches!(
+                err,
+                ConfigError::OutOfRange {
+                    key: "dataplane.mbufs",
+                    ..
+                }
+            ),
+            "{msg}"
+        );
+        assert!(msg.starts_with("t.toml:2:9: "), "{msg}");
+        let msg = validate_err("[dataplane]\nmbufs = 100000000\n", "mbufsbig").to_string();
+        assert!(msg.contains("out of range"), "{msg}");
+    }
+
+    #[test]
+    fn negative_mbufs_is_a_type_error() {
+        let msg = parse_err("[dataplane]\nmbufs = -1\n").to_string();
+        assert!(msg.contains("dataplane.mbufs"), "{msg}");
+    }
+
+    #[test]
+    fn out_of_range_values_are_rejected() {
+        for (text, key) in [
+            ("[dataplane]\nburst = 0\n", "dataplane.burst"),
+            ("[dataplane]\nburst = 33\n", "dataplane.burst"),
+            ("[dataplane]\nmbuf_size = 128\n", "dataplane.mbuf_size"),
+            ("[dataplane]\nmbuf_size = 65535\n", "dataplane.mbuf_size"),
+            ("[fdb]\nmax_entries = 0\n", "fdb.max_entries"),
+            ("[fdb]\naging_secs = 0\n", "fdb.aging_secs"),
+        ] {
+            let msg = validate_err(text, "range").to_string();
+            assert!(msg.starts_with("t.toml:2:"), "{msg}");
+            assert!(msg.contains(key), "{msg}");
+        }
+    }
+
+    #[test]
+    fn bad_port_name_is_rejected() {
+        for bad in ["", "has space", "a/b", &"x".repeat(33)] {
+            let text = format!("[[port]]\nname = \"{bad}\"\ntype = \"ring\"\n");
+            let err = validate_err(&text, "badname");
+            let msg = err.to_string();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Port {
+                        error: PortError::InvalidName { .. },
+                        ..
+                    }
+                ),
+                "{msg}"
+            );
+            assert!(msg.starts_with("t.toml:2:8: "), "{msg}");
+        }
+    }
+
+    #[test]
+    fn bad_bridge_name_is_rejected() {
+        let err = validate_err("[[bridge]]\nname = \"br 0\"\n", "badbridge");
+        assert!(
+            matches!(err, ConfigError::InvalidBridgeName { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn bad_queues_and_pci_are_rejected() {
+        let text = "[[port]]\nname = \"r\"\ntype = \"ring\"\nqueues = 0\n";
+        assert!(validate_err(text, "queues").to_string().contains("queues"));
+        for bad in ["03:00", "0000:03:00.8", "zz:00.0", "0000:03:20.0"] {
+            let text = format!("[[port]]\nname = \"n\"\ntype = \"vfio\"\npci = \"{bad}\"\n");
+            let msg = validate_err(&text, "pci").to_string();
+            assert!(msg.contains("invalid PCI address"), "{bad}: {msg}");
+        }
+        assert!(is_valid_pci("03:00.0"));
+        assert!(is_valid_pci("0000:af:1f.7"));
+    }
+
+    #[test]
+    fn read_error_names_file() {
+        let err = Config::load(Path::new("/nonexistent/weir.toml")).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }));
+        assert!(err.to_string().contains("/nonexistent/weir.toml"));
+    }
+
+    #[test]
+    fn line_col_counts_characters() {
+        let text = "a\nbé c\n";
+        assert_eq!(line_col(text, 0), (1, 1));
+        assert_eq!(line_col(text, 2), (2, 1));
+        // 'c' is at byte 6 but character column 4.
+        assert_eq!(line_col(text, 6), (2, 4));
+    }
+}

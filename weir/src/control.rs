@@ -1,0 +1,839 @@
+//! The control socket: a Unix stream socket carrying one JSON [`Request`]
+//! per line, each answered by one JSON [`Response`] line.
+//!
+//! Control plane only. The server never trusts its peer: lines are read into
+//! a bounded buffer ([`MAX_MESSAGE_BYTES`]), malformed requests get an error
+//! reply and leave the connection usable, idle connections time out, and
+//! each connection has its own thread under a cap
+//! ([`DEFAULT_MAX_CONNECTIONS`]), so a slow client cannot stall others.
+//! The daemon supplies the [`Handler`].
+
+use std::fs;
+use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::api::{Request, Response};
+
+/// Longest request line, newline excluded.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+/// Longest response line the client accepts (FDB dumps can be large).
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+/// A connection idle this long (or stuck mid-line) is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections served at once; more are told so and closed.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
+/// How long the client waits for a reply.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often the accept loop checks the stop flag when idle.
+const ACCEPT_POLL: Duration = Duration::from_millis(25);
+
+/// Answers control requests; implemented by the daemon.
+///
+/// Called concurrently from one thread per connection.
+pub trait Handler: Send + Sync + 'static {
+    /// Handles one request. Errors go in the response, never in a panic.
+    fn handle(&self, req: Request) -> Response;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(Request) -> Response + Send + Sync + 'static,
+{
+    fn handle(&self, req: Request) -> Response {
+        self(req)
+    }
+}
+
+/// A bound control socket, ready to [`serve`](ControlServer::serve).
+///
+/// Dropping it removes the socket file, unless another process has since
+/// replaced it.
+#[derive(Debug)]
+pub struct ControlServer {
+    listener: UnixListener,
+    path: PathBuf,
+    /// `(dev, ino)` of the socket file we created.
+    file_id: (u64, u64),
+    idle_timeout: Duration,
+    max_connections: usize,
+}
+
+impl ControlServer {
+    /// Binds the control socket at `path`.
+    ///
+    /// Creates the parent directory (mode 0755) if missing. An existing
+    /// socket file is replaced only if nothing accepts connections on it;
+    /// any other existing file is left alone. The socket is made mode 0600:
+    /// the control API is for the daemon's owner only.
+    ///
+    /// # Errors
+    ///
+    /// If another daemon answers on `path`, `path` is not a socket, or a
+    /// filesystem or socket call fails.
+    pub fn bind(path: &Path) -> anyhow::Result<Self> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.exists() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(parent)
+                    .with_context(|| format!("creating {}", parent.display()))?;
+                // The mode passed to mkdir is masked by the umask.
+                fs::set_permissions(parent, fs::Permissions::from_mode(0o755))
+                    .with_context(|| format!("setting mode of {}", parent.display()))?;
+            }
+        }
+        remove_stale_socket(path)?;
+        let listener = UnixListener::bind(path)
+            .with_context(|| format!("binding control socket {}", path.display()))?;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("setting mode of {}", path.display()))?;
+        let meta = fs::metadata(path).with_context(|| format!("inspecting {}", path.display()))?;
+        // Non-blocking so the accept loop can notice the stop flag.
+        listener
+            .set_nonblocking(true)
+            .context("making the control socket non-blocking")?;
+        Ok(ControlServer {
+            listener,
+            path: path.to_owned(),
+            file_id: (meta.dev(), meta.ino()),
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        })
+    }
+
+    /// Sets how long a connection may sit idle or mid-line before it is closed.
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Sets how many connections are served at once (at least 1).
+    pub fn with_max_connections(mut self, max: usize) -> Self {
+        self.max_connections = max.max(1);
+        self
+    }
+
+    /// The socket path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Accepts and serves connections until `stop` is set, then removes
+    /// the socket file. Connections already open keep their threads until
+    /// the peer disconnects or the idle timeout closes them.
+    pub fn serve(self, handler: Arc<dyn Handler>, stop: Arc<AtomicBool>) {
+        let active = Arc::new(AtomicUsize::new(0));
+        tracing::info!(socket = %self.path.display(), "control socket listening");
+        // Relaxed: the flag carries no data; it only ends the loop.
+        while !stop.load(Ordering::Relaxed) {
+            let stream = match self.listener.accept() {
+                Ok((stream, _)) => stream,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    thread::sleep(ACCEPT_POLL);
+                    continue;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: back off rather than spin.
+                    tracing::warn!("control socket accept failed: {e}");
+                    thread::sleep(ACCEPT_POLL);
+                    continue;
+                }
+            };
+            // Relaxed: the count is only a limit; no data is published through it.
+            if active.load(Ordering::Relaxed) >= self.max_connections {
+                tracing::warn!(
+                    max = self.max_connections,
+                    "control connection refused: too many connections"
+                );
+                reject(
+                    stream,
+                    &format!(
+                        "too many control connections (max {})",
+                        self.max_connections
+                    ),
+                );
+                continue;
+            }
+            // Relaxed: see above.
+            active.fetch_add(1, Ordering::Relaxed);
+            let guard = ActiveGuard(Arc::clone(&active));
+            let handler = Arc::clone(&handler);
+            let idle = self.idle_timeout;
+            let spawned = thread::Builder::new()
+                .name("weir-control".into())
+                .spawn(move || {
+                    let _guard = guard;
+                    serve_connection(stream, &*handler, idle);
+                });
+            if let Err(e) = spawned {
+                tracing::warn!("cannot start control connection thread: {e}");
+            }
+        }
+        tracing::info!(socket = %self.path.display(), "control socket closed");
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        // Remove only our own socket: a second daemon may have replaced a
+        // file it found dead.
+        if let Ok(meta) = fs::symlink_metadata(&self.path) {
+            if (meta.dev(), meta.ino()) == self.file_id {
+                let _ = fs::remove_file(&self.path);
+            }
+        }
+    }
+}
+
+/// Decrements the connection count when a connection thread ends.
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        // Relaxed: the count is only a limit.
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Removes a socket file at `path` that nothing listens on.
+fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("inspecting {}", path.display())),
+    };
+    if !meta.file_type().is_socket() {
+        bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        );
+    }
+    match UnixStream::connect(path) {
+        Ok(_) => bail!("another weir daemon is running on {}", path.display()),
+        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
+            fs::remove_file(path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
+            tracing::info!(socket = %path.display(), "removed stale control socket");
+            Ok(())
+        }
+        Err(e) => Err(e).with_context(|| format!("checking existing socket {}", path.display())),
+    }
+}
+
+/// Tells a connection over the limit why it is closed.
+fn reject(stream: UnixStream, message: &str) {
+    // A fresh socket's send buffer takes one short line without blocking;
+    // the timeout only guards against surprises.
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+    let _ = write_response(&stream, &Response::error(message));
+}
+
+/// Outcome of [`read_line_bounded`].
+#[derive(Debug, PartialEq, Eq)]
+enum LineRead {
+    /// A line (without its newline) is in the buffer. The last line before
+    /// end of stream may lack the newline.
+    Line,
+    /// End of stream, buffer empty.
+    Eof,
+    /// The line exceeded the limit; the rest of it was not read.
+    TooLong,
+}
+
+/// Reads one `\n`-terminated line into `line` (cleared first), never
+/// holding more than `max` bytes of it. `before_read` runs before each
+/// refill; an error from it aborts the read (used to enforce a deadline).
+fn read_line_bounded<R: Read>(
+    reader: &mut BufReader<R>,
+    line: &mut Vec<u8>,
+    max: usize,
+    mut before_read: impl FnMut() -> io::Result<()>,
+) -> io::Result<LineRead> {
+    line.clear();
+    loop {
+        if reader.buffer().is_empty() {
+            before_read()?;
+        }
+        let chunk = match reader.fill_buf() {
+            Ok(chunk) => chunk,
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if chunk.is_empty() {
+            return Ok(if line.is_empty() {
+                LineRead::Eof
+            } else {
+                LineRead::Line
+            });
+        }
+        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
+            Some(i) => (i, true),
+            None => (chunk.len(), false),
+        };
+        if line.len() + take > max {
+            return Ok(LineRead::TooLong);
+        }
+        line.extend_from_slice(&chunk[..take]);
+        reader.consume(if done { take + 1 } else { take });
+        if done {
+            return Ok(LineRead::Line);
+        }
+    }
+}
+
+fn write_response(mut writer: impl Write, resp: &Response) -> io::Result<()> {
+    let mut buf = serde_json::to_vec(resp).map_err(io::Error::other)?;
+    buf.push(b'\n');
+    writer.write_all(&buf)?;
+    writer.flush()
+}
+
+/// A `before_read` hook for [`read_line_bounded`] that makes the whole line
+/// arrive by `deadline`, so a peer trickling bytes cannot hold a
+/// connection open forever.
+fn deadline_hook(stream: &UnixStream, deadline: Instant) -> impl FnMut() -> io::Result<()> + '_ {
+    move || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(ErrorKind::TimedOut.into());
+        }
+        stream.set_read_timeout(Some(left))
+    }
+}
+
+/// Serves requests on one connection until EOF, an I/O error, a timeout or
+/// an oversized line. Each request line must arrive within `idle_timeout`
+/// of the previous reply.
+fn serve_connection(stream: UnixStream, handler: &dyn Handler, idle_timeout: Duration) {
+    // Accepted sockets should not inherit O_NONBLOCK on Linux; make sure,
+    // since the timeouts below rely on blocking reads.
+    if let Err(e) = stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_write_timeout(Some(idle_timeout)))
+    {
+        tracing::warn!("cannot configure control connection: {e}");
+        return;
+    }
+    let mut reader = BufReader::with_capacity(8 * 1024, &stream);
+    let mut line = Vec::new();
+    loop {
+        let deadline = Instant::now() + idle_timeout;
+        let read = read_line_bounded(
+            &mut reader,
+            &mut line,
+            MAX_MESSAGE_BYTES,
+            deadline_hook(&stream, deadline),
+        );
+        match read {
+            Ok(LineRead::Line) => {}
+            Ok(LineRead::Eof) => return,
+            Ok(LineRead::TooLong) => {
+                tracing::debug!("control request too long; closing connection");
+                let msg = format!("message too long (max {MAX_MESSAGE_BYTES} bytes)");
+                let _ = write_response(&stream, &Response::error(msg));
+                return;
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                tracing::debug!("control connection idle; closing");
+                return;
+            }
+            Err(e) => {
+                tracing::debug!("control connection read failed: {e}");
+                return;
+            }
+        }
+        let Some(resp) = respond(&line, handler) else {
+            continue;
+        };
+        if let Err(e) = write_response(&stream, &resp) {
+            tracing::debug!("control connection write failed: {e}");
+            return;
+        }
+    }
+}
+
+/// Decodes one request line and runs the handler. `None` for a blank line.
+fn respond(line: &[u8], handler: &dyn Handler) -> Option<Response> {
+    let text = match std::str::from_utf8(line) {
+        Ok(text) => text,
+        Err(e) => {
+            return Some(Response::error(format!(
+                "invalid request: not valid UTF-8 (at byte {})",
+                e.valid_up_to()
+            )))
+        }
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let req: Request = match serde_json::from_str(text) {
+        Ok(req) => req,
+        Err(e) => return Some(Response::error(format!("invalid request: {e}"))),
+    };
+    let cmd = req.cmd();
+    tracing::debug!(cmd, "control request");
+    // A handler panic is a daemon bug; report it and keep the connection.
+    Some(
+        panic::catch_unwind(AssertUnwindSafe(|| handler.handle(req))).unwrap_or_else(|_| {
+            tracing::error!(cmd, "control handler panicked");
+            Response::error(format!("internal error while handling `{cmd}`"))
+        }),
+    )
+}
+
+/// A client connection to the daemon; several requests may share it.
+#[derive(Debug)]
+pub struct Client {
+    /// Writes requests; also sets the socket's read timeout.
+    stream: UnixStream,
+    /// Reads replies (a second handle to the same socket).
+    reader: BufReader<UnixStream>,
+    path: PathBuf,
+}
+
+impl Client {
+    /// Connects to the daemon at `socket`.
+    ///
+    /// # Errors
+    ///
+    /// "cannot reach weir at PATH ..." if nothing listens there.
+    pub fn connect(socket: &Path) -> anyhow::Result<Self> {
+        let stream = UnixStream::connect(socket).map_err(|e| {
+            tracing::debug!("connect {}: {e}", socket.display());
+            let path = socket.display();
+            match e.kind() {
+                ErrorKind::NotFound | ErrorKind::ConnectionRefused => anyhow::anyhow!(
+                    "cannot reach weir at {path}: is `weir run` running? \
+                     (set --socket or WEIR_SOCKET)"
+                ),
+                ErrorKind::PermissionDenied => anyhow::anyhow!(
+                    "cannot reach weir at {path}: permission denied \
+                     (the control socket is only open to the daemon's user)"
+                ),
+                _ => anyhow::anyhow!("cannot reach weir at {path}: {e}"),
+            }
+        })?;
+        stream
+            .set_write_timeout(Some(CLIENT_TIMEOUT))
+            .context("configuring the control connection")?;
+        let reader = stream
+            .try_clone()
+            .context("configuring the control connection")?;
+        Ok(Client {
+            stream,
+            reader: BufReader::new(reader),
+            path: socket.to_owned(),
+        })
+    }
+
+    /// Sends `req` and waits for its response.
+    ///
+    /// # Errors
+    ///
+    /// I/O errors, a timeout, or a reply that is not a [`Response`]. A
+    /// request the daemon rejects is an `Ok` response with `ok: false`.
+    pub fn call(&mut self, req: &Request) -> anyhow::Result<Response> {
+        let mut buf = serde_json::to_vec(req).context("encoding request")?;
+        buf.push(b'\n');
+        (&self.stream)
+            .write_all(&buf)
+            .with_context(|| format!("sending request to weir at {}", self.path.display()))?;
+        let mut line = Vec::new();
+        let deadline = Instant::now() + CLIENT_TIMEOUT;
+        let read = read_line_bounded(
+            &mut self.reader,
+            &mut line,
+            MAX_RESPONSE_BYTES,
+            deadline_hook(&self.stream, deadline),
+        );
+        match read {
+            Ok(LineRead::Line) => {}
+            Ok(LineRead::Eof) => bail!(
+                "weir at {} closed the connection without replying",
+                self.path.display()
+            ),
+            Ok(LineRead::TooLong) => {
+                bail!("reply from weir exceeds {MAX_RESPONSE_BYTES} bytes")
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => bail!(
+                "weir at {} did not reply within {} s",
+                self.path.display(),
+                CLIENT_TIMEOUT.as_secs()
+            ),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("reading reply from weir at {}", self.path.display()))
+            }
+        }
+        serde_json::from_slice(&line).context("malformed reply from weir")
+    }
+}
+
+/// Sends one request to the daemon at `socket` and returns its response.
+///
+/// # Errors
+///
+/// See [`Client::connect`] and [`Client::call`].
+pub fn request(socket: &Path, req: &Request) -> anyhow::Result<Response> {
+    Client::connect(socket)?.call(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+    use std::thread::JoinHandle;
+
+    /// A unique temporary directory, removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> Self {
+            static NEXT: AtomicU32 = AtomicU32::new(0);
+            // Relaxed: only uniqueness matters.
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let dir = std::env::temp_dir().join(format!("weir-ctl-{}-{n}", std::process::id()));
+            let _ = fs::remove_dir_all(&dir);
+            fs::create_dir_all(&dir).unwrap();
+            TempDir(dir)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn fake_handler(req: Request) -> Response {
+        match req {
+            Request::PortDel { name } => Response::error(format!("no such port `{name}`")),
+            Request::Version => Response::with_data(&crate::api::VersionView {
+                version: "test".into(),
+            }),
+            Request::Stats => panic!("boom"),
+            other => Response::with_data(&other.cmd()),
+        }
+    }
+
+    struct Running {
+        _dir: TempDir,
+        path: PathBuf,
+        stop: Arc<AtomicBool>,
+        thread: Option<JoinHandle<()>>,
+    }
+
+    impl Running {
+        fn start(configure: impl FnOnce(ControlServer) -> ControlServer) -> Self {
+            let dir = TempDir::new();
+            let path = dir.0.join("run/weir.sock");
+            let server = configure(ControlServer::bind(&path).unwrap());
+            let stop = Arc::new(AtomicBool::new(false));
+            let flag = Arc::clone(&stop);
+            let thread = thread::spawn(move || server.serve(Arc::new(fake_handler), flag));
+            Running {
+                _dir: dir,
+                path,
+                stop,
+                thread: Some(thread),
+            }
+        }
+
+        fn stop(&mut self) {
+            self.stop.store(true, Ordering::Relaxed);
+            if let Some(t) = self.thread.take() {
+                t.join().unwrap();
+            }
+        }
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+
+    /// Writes raw bytes and reads one reply line.
+    fn raw_exchange(stream: &mut UnixStream, bytes: &[u8]) -> Response {
+        stream.write_all(bytes).unwrap();
+        read_reply(stream)
+    }
+
+    fn read_reply(stream: &UnixStream) -> Response {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // The server sends nothing unsolicited, so nothing past this line is
+        // lost when the reader is dropped.
+        let mut line = String::new();
+        BufReader::new(stream).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad reply {line:?}: {e}"))
+    }
+
+    #[test]
+    fn round_trip() {
+        let server = Running::start(|s| s);
+        let resp = request(&server.path, &Request::PortList).unwrap();
+        assert_eq!(resp.decode::<String>().unwrap(), "port-list");
+        let resp = request(&server.path, &Request::PortDel { name: "p9".into() }).unwrap();
+        assert!(!resp.ok);
+        assert_eq!(resp.error.as_deref(), Some("no such port `p9`"));
+    }
+
+    #[test]
+    fn several_requests_share_a_connection() {
+        let server = Running::start(|s| s);
+        let mut client = Client::connect(&server.path).unwrap();
+        for _ in 0..3 {
+            let resp = client.call(&Request::Version).unwrap();
+            assert_eq!(
+                resp.decode::<crate::api::VersionView>().unwrap().version,
+                "test"
+            );
+        }
+    }
+
+    #[test]
+    fn handler_panic_becomes_error() {
+        let server = Running::start(|s| s);
+        let mut client = Client::connect(&server.path).unwrap();
+        let resp = client.call(&Request::Stats).unwrap();
+        assert_eq!(
+            resp.error.as_deref(),
+            Some("internal error while handling `stats`")
+        );
+        assert!(client.call(&Request::BridgeList).unwrap().ok);
+    }
+
+    #[test]
+    fn garbage_gets_error_and_connection_survives() {
+        let server = Running::start(|s| s);
+        let mut stream = UnixStream::connect(&server.path).unwrap();
+        let resp = raw_exchange(&mut stream, b"this is not json\n");
+        assert!(!resp.ok);
+        assert!(resp.error.unwrap().starts_with("invalid request: "));
+        let resp = raw_exchange(&mut stream, b"{\"cmd\":\"reboot\"}\n");
+        assert!(resp.error.unwrap().contains("unknown variant `reboot`"));
+        // Blank lines are skipped, not answered.
+        let resp = raw_exchange(&mut stream, b"\n\r\n{\"cmd\":\"bridge-list\"}\r\n");
+        assert_eq!(resp.data, Some(serde_json::json!("bridge-list")));
+    }
+
+    #[test]
+    fn invalid_utf8_gets_error() {
+        let server = Running::start(|s| s);
+        let mut stream = UnixStream::connect(&server.path).unwrap();
+        let resp = raw_exchange(&mut stream, b"{\"cmd\":\"\xff\xfe\"}\n");
+        assert_eq!(
+            resp.error.as_deref(),
+            Some("invalid request: not valid UTF-8 (at byte 8)")
+        );
+        let resp = raw_exchange(&mut stream, b"{\"cmd\":\"port-list\"}\n");
+        assert!(resp.ok);
+    }
+
+    #[test]
+    fn oversized_line_is_refused_and_server_keeps_serving() {
+        let server = Running::start(|s| s);
+        let mut stream = UnixStream::connect(&server.path).unwrap();
+        // The server may close before taking all of it; that is fine.
+        let _ = stream.write_all(&vec![b'x'; 100 * 1024]);
+        let resp = read_reply(&stream);
+        assert_eq!(
+            resp.error.as_deref(),
+            Some("message too long (max 65536 bytes)")
+        );
+        // The connection is closed afterwards.
+        let mut rest = Vec::new();
+        let n = stream.read_to_end(&mut rest).unwrap_or(0);
+        assert_eq!(n, 0);
+        // Others are still served.
+        assert!(request(&server.path, &Request::PortList).unwrap().ok);
+    }
+
+    #[test]
+    fn line_at_the_limit_is_accepted() {
+        let server = Running::start(|s| s);
+        let mut stream = UnixStream::connect(&server.path).unwrap();
+        let body = r#"{"cmd":"port-list"}"#;
+        let mut line = body.as_bytes().to_vec();
+        line.resize(MAX_MESSAGE_BYTES, b' ');
+        line.push(b'\n');
+        let resp = raw_exchange(&mut stream, &line);
+        assert!(resp.ok, "{resp:?}");
+    }
+
+    #[test]
+    fn stalled_client_does_not_block_others() {
+        let server = Running::start(|s| s);
+        let mut stalled = UnixStream::connect(&server.path).unwrap();
+        stalled.write_all(b"{\"cmd\":\"port-").unwrap();
+        let start = Instant::now();
+        assert!(request(&server.path, &Request::PortList).unwrap().ok);
+        assert!(start.elapsed() < Duration::from_secs(5));
+        // The stalled client can still finish its request.
+        let resp = raw_exchange(&mut stalled, b"list\"}\n");
+        assert!(resp.ok);
+    }
+
+    #[test]
+    fn idle_connection_is_closed() {
+        let server = Running::start(|s| s.with_idle_timeout(Duration::from_millis(200)));
+        let mut stream = UnixStream::connect(&server.path).unwrap();
+        stream.write_all(b"{\"cmd\":").unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        assert_eq!(stream.read(&mut buf).unwrap(), 0);
+    }
+
+    #[test]
+    fn trickling_client_is_cut_off() {
+        let server = Running::start(|s| s.with_idle_timeout(Duration::from_millis(300)));
+        let mut stream = UnixStream::connect(&server.path).unwrap();
+        let start = Instant::now();
+        // One byte every 50 ms never trips a per-read timeout, but the
+        // line as a whole must arrive within the idle timeout.
+        let closed = (0..200).any(|_| {
+            thread::sleep(Duration::from_millis(50));
+            stream.write_all(b" ").is_err()
+        });
+        assert!(closed, "connection never closed");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn connections_over_the_cap_are_refused() {
+        let server = Running::start(|s| s.with_max_connections(1));
+        let mut first = Client::connect(&server.path).unwrap();
+        assert!(first.call(&Request::PortList).unwrap().ok);
+        let mut second = UnixStream::connect(&server.path).unwrap();
+        let resp = read_reply(&second);
+        assert_eq!(
+            resp.error.as_deref(),
+            Some("too many control connections (max 1)")
+        );
+        let mut rest = Vec::new();
+        assert_eq!(second.read_to_end(&mut rest).unwrap_or(0), 0);
+        drop(first);
+        // The slot frees once the first connection's thread ends.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match request(&server.path, &Request::PortList) {
+                Ok(resp) if resp.ok => break,
+                _ if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                other => panic!("slot never freed: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn socket_is_private_and_dir_is_created() {
+        let server = Running::start(|s| s);
+        let mode = fs::metadata(&server.path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let dir_mode = fs::metadata(server.path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o755);
+    }
+
+    #[test]
+    fn socket_is_removed_on_stop() {
+        let mut server = Running::start(|s| s);
+        assert!(server.path.exists());
+        server.stop();
+        assert!(!server.path.exists());
+    }
+
+    #[test]
+    fn stale_socket_is_replaced() {
+        let dir = TempDir::new();
+        let path = dir.0.join("weir.sock");
+        drop(UnixListener::bind(&path).unwrap());
+        assert!(path.exists());
+        let server = ControlServer::bind(&path).unwrap();
+        assert_eq!(server.path(), path);
+    }
+
+    #[test]
+    fn live_socket_is_refused() {
+        let server = Running::start(|s| s);
+        let err = ControlServer::bind(&server.path).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "another weir daemon is running on {}",
+                server.path.display()
+            )
+        );
+        // The running server still works.
+        assert!(request(&server.path, &Request::PortList).unwrap().ok);
+    }
+
+    #[test]
+    fn non_socket_file_is_not_replaced() {
+        let dir = TempDir::new();
+        let path = dir.0.join("weir.sock");
+        fs::write(&path, b"keep me").unwrap();
+        let err = ControlServer::bind(&path).unwrap_err();
+        assert!(err.to_string().contains("is not a socket"), "{err}");
+        assert_eq!(fs::read(&path).unwrap(), b"keep me");
+    }
+
+    #[test]
+    fn missing_daemon_error_names_socket() {
+        let dir = TempDir::new();
+        let path = dir.0.join("none.sock");
+        let err = request(&path, &Request::PortList).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "cannot reach weir at {}: is `weir run` running? (set --socket or WEIR_SOCKET)",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn bounded_reader_stops_at_limit() {
+        let data = b"abc\ndefgh\nij";
+        let mut reader = BufReader::with_capacity(2, &data[..]);
+        let mut line = Vec::new();
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut line, 4, || Ok(())).unwrap(),
+            LineRead::Line
+        );
+        assert_eq!(line, b"abc");
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut line, 4, || Ok(())).unwrap(),
+            LineRead::TooLong
+        );
+        assert!(line.len() <= 4);
+        let mut reader = BufReader::new(&b"ij"[..]);
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut line, 4, || Ok(())).unwrap(),
+            LineRead::Line
+        );
+        assert_eq!(line, b"ij");
+        assert_eq!(
+            read_line_bounded(&mut reader, &mut line, 4, || Ok(())).unwrap(),
+            LineRead::Eof
+        );
+    }
+}

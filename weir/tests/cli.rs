@@ -1,0 +1,264 @@
+//! Runs the built `weir` binary: config checking, client errors, and the
+//! control socket of `weir run`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+
+fn configs_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
+}
+
+/// A unique temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Self {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        // Relaxed: only uniqueness matters.
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("weir-cli-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        fs::write(&path, text).unwrap();
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+fn weir(args: &[&str]) -> Output {
+    Command::new(WEIR)
+        .args(args)
+        .env_remove("WEIR_SOCKET")
+        .output()
+        .expect("running weir")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn every_example_config_checks() {
+    let mut checked = 0;
+    for entry in fs::read_dir(configs_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let path_str = path.to_str().unwrap();
+        // The veth interfaces of this example only exist on a prepared host.
+        let args: Vec<&str> = if path.ends_with("afpacket-veth.toml") {
+            vec!["config", "check", "--no-iface-check", path_str]
+        } else {
+            vec!["config", "check", path_str]
+        };
+        let out = weir(&args);
+        assert!(out.status.success(), "{path_str}: {}", stderr(&out));
+        assert_eq!(stdout(&out), format!("{path_str}: ok\n"));
+        checked += 1;
+    }
+    assert!(checked >= 4, "only {checked} example configs found");
+}
+
+#[test]
+fn config_check_json_dumps_defaults() {
+    let path = configs_dir().join("minimal.toml");
+    let out = weir(&["config", "check", "--json", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["dataplane"]["mbufs"], 16384);
+    assert_eq!(json["port"][1]["iface"], "weir-tap1");
+}
+
+#[test]
+fn malformed_configs_fail_naming_the_key() {
+    let dir = TempDir::new();
+    let cases = [
+        (
+            "unknown.toml",
+            "[[bridge]]\nname = \"br0\"\n\n[[port]]\nname = \"p0\"\ntype = \"tap\"\nifcae = \"t0\"\n",
+            ":7:1: ",
+            "unknown field `ifcae`",
+        ),
+        (
+            "enum.toml",
+            "[[port]]\nname = \"p0\"\ntype = \"bogus\"\n",
+            ":3:8: ",
+            "`vhost-user`",
+        ),
+        (
+            "type.toml",
+            "[dataplane]\nburst = \"many\"\n",
+            ":2:9: ",
+            "dataplane.burst",
+        ),
+        (
+            "bridge.toml",
+            "[[port]]\nname = \"p0\"\ntype = \"ring\"\nbridge = \"nope\"\n",
+            ":4:10: ",
+            "undefined bridge `nope`",
+        ),
+        (
+            "iface.toml",
+            "[[port]]\nname = \"p0\"\ntype = \"afpacket\"\niface = \"weir-no-such0\"\n",
+            ":4:9: ",
+            "interface `weir-no-such0` does not exist",
+        ),
+        (
+            "mbufs.toml",
+            "[dataplane]\nmbufs = 0\n",
+            ":2:9: ",
+            "dataplane.mbufs",
+        ),
+    ];
+    for (name, text, pos, needle) in cases {
+        let path = dir.write(name, text);
+        let out = weir(&["config", "check", path.to_str().unwrap()]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(
+            err.starts_with(&format!("weir: {}{pos}", path.display())),
+            "{name}: {err}"
+        );
+        assert!(err.contains(needle), "{name}: {err}");
+        assert!(stdout(&out).is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn missing_config_file_fails() {
+    let out = weir(&["config", "check", "/nonexistent/weir.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("weir: cannot read config /nonexistent/weir.toml"));
+}
+
+#[test]
+fn client_without_daemon_says_so() {
+    let dir = TempDir::new();
+    let socket = dir.0.join("weir.sock");
+    let expected = format!(
+        "weir: cannot reach weir at {}: is `weir run` running? (set --socket or WEIR_SOCKET)\n",
+        socket.display()
+    );
+    let out = weir(&["port", "list", "--socket", socket.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), expected);
+
+    let out = Command::new(WEIR)
+        .args(["stats", "--json"])
+        .env("WEIR_SOCKET", &socket)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), expected);
+}
+
+/// A `weir run` child, terminated on drop.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &TempDir) -> Self {
+        let config = dir.write(
+            "run.toml",
+            "[dataplane]\nworkers = \"0\"\nmbufs = 1024\nhugepages = \"never\"\n",
+        );
+        let socket = dir.0.join("ctl/weir.sock");
+        let child = Command::new(WEIR)
+            .args(["run", "--config", config.to_str().unwrap(), "--socket"])
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let daemon = Daemon { child, socket };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !daemon.socket.exists() {
+            assert!(Instant::now() < deadline, "weir run never bound its socket");
+            thread::sleep(Duration::from_millis(20));
+        }
+        daemon
+    }
+
+    /// Sends SIGTERM and waits for exit.
+    fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("weir run ignored SIGTERM");
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[test]
+fn run_serves_the_control_socket() {
+    let dir = TempDir::new();
+    let mut daemon = Daemon::start(&dir);
+    let socket = daemon.socket.to_str().unwrap().to_owned();
+
+    // Whatever the daemon answers, the client reaches it.
+    let out = weir(&["--socket", &socket, "stats", "--json"]);
+    let err = stderr(&out);
+    assert!(!err.contains("cannot reach"), "{err}");
+    if !out.status.success() {
+        assert_eq!(out.status.code(), Some(1));
+        assert!(err.starts_with("weir: "), "{err}");
+    }
+
+    // A second daemon on the same socket is refused.
+    let config = dir.0.join("run.toml");
+    let out = weir(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--socket",
+        &socket,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("another weir daemon is running on {socket}")),
+        "{}",
+        stderr(&out)
+    );
+
+    daemon.terminate();
+    assert!(!daemon.socket.exists(), "socket left behind after SIGTERM");
+}
