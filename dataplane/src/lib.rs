@@ -27,3 +27,5 @@ pub mod stats;
 
 pub use port::{Burst, LinkState, Port, MAX_BURST};
 pub use stats::{DropReason, QueueStats};
+pub mod time;
+pub mod worker;

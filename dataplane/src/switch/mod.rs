@@ -1,5 +1,621 @@
-//! L2 switch: MAC learning, forwarding and flooding.
+//! The L2 learning switch: bridges, their forwarding databases, and the per-worker
+//! forwarding stage.
 //!
-//! Layer: switch. Sees ports only as [`PortId`](crate::PortId).
+//! Layer: switch. Sees ports only as [`PortId`]s; depends on `wire`, `mbuf`,
+//! `stats` and `fdb`, never on drivers. [`Forwarder::process`] is the packet path.
+//!
+//! # Tables and publication
+//!
+//! The control plane owns a [`Switch`], which holds the current [`SwitchTables`]
+//! (ports, bridges, each bridge's [`Fdb`]) behind an `ArcSwap`. A change (add or
+//! remove a port or bridge) builds a new `SwitchTables` and publishes it; workers
+//! pick it up at their next poll round without waiting on anything. FDB contents
+//! are different: they change per packet (learning), so each bridge's `Fdb` is a
+//! lock-free concurrent table shared by all workers, and only wholesale
+//! replacements of it (a rebuild) go through publication.
+//!
+//! # Pipeline
+//!
+//! Per received frame, in order: parse L2 (drop `Malformed`) → ingress bridge
+//! (drop `NoBridge`) → learn the source (drop `FdbFull` / `PortMacLimit`) →
+//! link-local destinations dropped (`LinkLocal`) → known unicast: one egress port
+//! (drop `SamePort`, `NoRoute`, `PortDown`) → otherwise flood to every other port of
+//! the bridge whose link is up. Later stages (VLAN port modes, ACLs, policing,
+//! mirroring) slot in between these steps as further match arms on the frame's
+//! [`L2Info`], without changing the output staging.
+//!
+//! Output is staged per egress port in fixed bursts owned by the [`Forwarder`];
+//! the worker flushes them after each input burst, so a stage never holds more
+//! than one input burst's worth of frames per port.
 
 pub mod fdb;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use arrayvec::ArrayVec;
+
+use crate::ids::{BridgeId, PortId, WorkerId};
+use crate::mbuf::Mbuf;
+use crate::port::{Burst, MAX_BURST};
+use crate::ring::Ring;
+use crate::stats::{DropReason, QueueStats};
+use crate::wire::parse_l2;
+pub use fdb::{Fdb, FdbConfig, Learn};
+
+/// Most ports one switch instance supports (bounded by the FDB's port counters).
+pub const MAX_PORTS: usize = fdb::MAX_PORTS;
+
+/// Capacity of each port's handoff ring (frames sent to it by workers that do not
+/// own one of its queues).
+pub const HANDOFF_RING: usize = 1024;
+
+/// What workers need to know about one port. Shared (`Arc`) across table versions.
+#[derive(Debug)]
+pub struct PortEntry {
+    /// The port's id (its index in [`SwitchTables::ports`]).
+    pub id: PortId,
+    /// Port name, for diagnostics.
+    pub name: Arc<str>,
+    /// Bridge the port belongs to, if any.
+    pub bridge: Option<BridgeId>,
+    /// Link state as last seen by the owning worker (true = up).
+    pub link_up: AtomicBool,
+    /// Administratively enabled.
+    pub admin_up: AtomicBool,
+    /// Worker that owns the port's first queue and drains [`PortEntry::handoff`].
+    pub owner: WorkerId,
+    /// Frames for this port from workers that own none of its queues.
+    pub handoff: Ring<Mbuf>,
+}
+
+impl PortEntry {
+    /// A new entry, link down until the owner reports otherwise.
+    pub fn new(id: PortId, name: &str, bridge: Option<BridgeId>, owner: WorkerId) -> PortEntry {
+        PortEntry {
+            id,
+            name: name.into(),
+            bridge,
+            link_up: AtomicBool::new(false),
+            admin_up: AtomicBool::new(true),
+            owner,
+            handoff: Ring::new(HANDOFF_RING),
+        }
+    }
+
+    /// Whether frames may be sent to the port now.
+    #[inline]
+    pub fn is_up(&self) -> bool {
+        // Relaxed: advisory state; a frame sent in the instant after a change is
+        // harmless either way.
+        self.link_up.load(Ordering::Relaxed) && self.admin_up.load(Ordering::Relaxed)
+    }
+}
+
+/// A bridge: a set of ports sharing one FDB.
+#[derive(Debug, Clone)]
+pub struct Bridge {
+    /// The bridge's id (its index in [`SwitchTables::bridges`]).
+    pub id: BridgeId,
+    /// Bridge name.
+    pub name: Arc<str>,
+    /// Member ports, in flood order.
+    pub ports: Vec<PortId>,
+    /// Forwarding database.
+    pub fdb: Arc<Fdb>,
+}
+
+/// One published version of the switch's configuration.
+#[derive(Debug, Clone, Default)]
+pub struct SwitchTables {
+    /// Increases with every publication.
+    pub generation: u64,
+    /// Ports by id.
+    pub ports: Vec<Option<Arc<PortEntry>>>,
+    /// Bridges by id.
+    pub bridges: Vec<Option<Bridge>>,
+}
+
+impl SwitchTables {
+    /// The entry for `id`, if the port exists.
+    #[inline]
+    pub fn port(&self, id: PortId) -> Option<&Arc<PortEntry>> {
+        self.ports.get(id.index()).and_then(Option::as_ref)
+    }
+
+    /// The bridge `id`, if it exists.
+    #[inline]
+    pub fn bridge(&self, id: BridgeId) -> Option<&Bridge> {
+        self.bridges.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    /// Finds a bridge by name.
+    pub fn bridge_by_name(&self, name: &str) -> Option<&Bridge> {
+        self.bridges.iter().flatten().find(|b| &*b.name == name)
+    }
+
+    /// Finds a port by name.
+    pub fn port_by_name(&self, name: &str) -> Option<&Arc<PortEntry>> {
+        self.ports.iter().flatten().find(|p| &*p.name == name)
+    }
+}
+
+/// The control plane's handle on the switch: the published tables and a clock.
+#[derive(Debug)]
+pub struct Switch {
+    tables: ArcSwap<SwitchTables>,
+    now_secs: AtomicU32,
+    epoch: std::time::Instant,
+}
+
+impl Default for Switch {
+    fn default() -> Self {
+        Switch {
+            tables: ArcSwap::from_pointee(SwitchTables::default()),
+            now_secs: AtomicU32::new(0),
+            epoch: std::time::Instant::now(),
+        }
+    }
+}
+
+impl Switch {
+    /// An empty switch.
+    pub fn new() -> Arc<Switch> {
+        Arc::new(Switch::default())
+    }
+
+    /// The current tables.
+    pub fn load(&self) -> Arc<SwitchTables> {
+        self.tables.load_full()
+    }
+
+    /// The publication point, for workers' `arc_swap::Cache`.
+    pub fn tables(&self) -> &ArcSwap<SwitchTables> {
+        &self.tables
+    }
+
+    /// Publishes a modified copy of the current tables; returns the new generation.
+    /// Control-side only: callers serialise updates among themselves.
+    pub fn update(&self, f: impl FnOnce(&mut SwitchTables)) -> u64 {
+        let mut t = (*self.tables.load_full()).clone();
+        f(&mut t);
+        t.generation += 1;
+        let generation = t.generation;
+        self.tables.store(Arc::new(t));
+        generation
+    }
+
+    /// Seconds since the switch started, as last ticked. Workers read this once per
+    /// poll round for FDB timestamps (no clock read per packet).
+    #[inline]
+    pub fn now_secs(&self) -> u32 {
+        // Relaxed: a coarse clock; staleness of one tick is irrelevant.
+        self.now_secs.load(Ordering::Relaxed)
+    }
+
+    /// Advances the coarse clock; called by the control plane's housekeeping tick.
+    pub fn tick(&self) -> u32 {
+        let now = self.epoch.elapsed().as_secs() as u32;
+        // Relaxed: see now_secs.
+        self.now_secs.store(now, Ordering::Relaxed);
+        now
+    }
+
+    /// Ages every bridge's FDB and swaps in rebuilt tables where tombstones have piled
+    /// up. Returns how many entries aged out.
+    pub fn age_fdbs(&self) -> usize {
+        let now = self.tick();
+        let t = self.load();
+        let mut aged = 0;
+        let mut rebuild = false;
+        for b in t.bridges.iter().flatten() {
+            aged += b.fdb.age(now, b.fdb.config().aging_secs);
+            rebuild |= b.fdb.needs_rebuild();
+        }
+        if rebuild {
+            self.update(|t| {
+                for b in t.bridges.iter_mut().flatten() {
+                    if b.fdb.needs_rebuild() {
+                        b.fdb = Arc::new(b.fdb.rebuilt());
+                    }
+                }
+            });
+        }
+        aged
+    }
+}
+
+/// Per-worker forwarding state: output stages per egress port.
+pub struct Forwarder {
+    stages: Vec<Burst>,
+    pending: ArrayVec<PortId, { MAX_BURST * 4 }>,
+    pending_overflow: Vec<PortId>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("stages", &self.stages.len())
+            .finish()
+    }
+}
+
+impl Default for Forwarder {
+    fn default() -> Self {
+        Forwarder::new()
+    }
+}
+
+/// Counts of what one `process` call did, for tests and per-stage accounting.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessSummary {
+    /// Frames sent to exactly one known port.
+    pub unicast: u32,
+    /// Frames flooded.
+    pub flooded: u32,
+    /// Frames dropped (each counted under its reason in the ingress stats).
+    pub dropped: u32,
+}
+
+impl Forwarder {
+    /// A forwarder with no stages yet; they grow (off the packet path) when a
+    /// table with more ports is first seen.
+    pub fn new() -> Forwarder {
+        Forwarder {
+            stages: Vec::new(),
+            pending: ArrayVec::new(),
+            pending_overflow: Vec::with_capacity(MAX_PORTS),
+        }
+    }
+
+    /// Makes sure there is a stage for every port id in `t`. Call when a new table
+    /// generation is seen (allocation happens here, not per packet).
+    pub fn prepare(&mut self, t: &SwitchTables) {
+        if self.stages.len() < t.ports.len() {
+            self.stages.resize_with(t.ports.len(), Burst::new);
+        }
+    }
+
+    #[inline]
+    fn stage(&mut self, out: PortId, m: Mbuf) {
+        let Some(st) = self.stages.get_mut(out.index()) else {
+            return; // table and stages out of step: prepare() not called; frame freed
+        };
+        if st.is_empty() && self.pending.try_push(out).is_err() {
+            self.pending_overflow.push(out);
+        }
+        // At most one input burst per port between flushes, so this always fits.
+        let _ = st.try_push(m);
+    }
+
+    /// Switches one received burst from `in_port`. Frames end up staged per egress
+    /// port (see [`Forwarder::drain`]) or dropped and counted in `in_stats`.
+    #[inline]
+    pub fn process(
+        &mut self,
+        t: &SwitchTables,
+        in_port: PortId,
+        burst: &mut Burst,
+        now: u32,
+        in_stats: &QueueStats,
+    ) -> ProcessSummary {
+        let mut sum = ProcessSummary::default();
+        let bridge = t
+            .port(in_port)
+            .and_then(|p| p.bridge)
+            .and_then(|b| t.bridge(b));
+        let Some(bridge) = bridge else {
+            sum.dropped = burst.len() as u32;
+            in_stats.drop_n(DropReason::NoBridge, burst.len() as u64);
+            burst.clear();
+            return sum;
+        };
+        let fdb = &*bridge.fdb;
+        for m in burst.drain(..) {
+            let Some(l2) = parse_l2(m.data()) else {
+                in_stats.drop_one(DropReason::Malformed);
+                sum.dropped += 1;
+                continue;
+            };
+            if l2.src.is_multicast() {
+                in_stats.drop_one(DropReason::Malformed);
+                sum.dropped += 1;
+                continue;
+            }
+            match fdb.learn(l2.vlan, l2.src, in_port, now) {
+                Learn::TableFull => {
+                    in_stats.drop_one(DropReason::FdbFull);
+                    sum.dropped += 1;
+                    continue;
+                }
+                Learn::PortLimit => {
+                    in_stats.drop_one(DropReason::PortMacLimit);
+                    sum.dropped += 1;
+                    continue;
+                }
+                _ => {}
+            }
+            if l2.dst.is_unicast() {
+                if let Some(out) = fdb.lookup(l2.vlan, l2.dst) {
+                    let reason = if out == in_port {
+                        Some(DropReason::SamePort)
+                    } else {
+                        match t.port(out) {
+                            None => Some(DropReason::NoRoute),
+                            Some(p) if !p.is_up() => Some(DropReason::PortDown),
+                            Some(_) => None,
+                        }
+                    };
+                    match reason {
+                        Some(r) => {
+                            in_stats.drop_one(r);
+                            sum.dropped += 1;
+                        }
+                        None => {
+                            self.stage(out, m);
+                            sum.unicast += 1;
+                        }
+                    }
+                    continue;
+                }
+            } else if l2.dst.is_link_local() {
+                in_stats.drop_one(DropReason::LinkLocal);
+                sum.dropped += 1;
+                continue;
+            }
+            sum.flooded += 1;
+            self.flood(t, bridge, in_port, m, in_stats);
+        }
+        sum
+    }
+
+    /// Sends a copy to every other up port of the bridge; the last one gets the
+    /// original buffer, so a two-port bridge floods without copying.
+    #[inline]
+    fn flood(&mut self, t: &SwitchTables, bridge: &Bridge, in_port: PortId, m: Mbuf, in_stats: &QueueStats) {
+        let mut targets = bridge
+            .ports
+            .iter()
+            .copied()
+            .filter(|&p| p != in_port && t.port(p).is_some_and(|e| e.is_up()));
+        let Some(mut prev) = targets.next() else {
+            return; // nobody to flood to: not a drop, the frame simply has no receiver
+        };
+        for p in targets {
+            match m.try_clone() {
+                Some(c) => self.stage(prev, c),
+                None => in_stats.drop_one(DropReason::NoBuffers),
+            }
+            prev = p;
+        }
+        self.stage(prev, m);
+    }
+
+    /// Hands every non-empty stage to `f` (egress port, frames), in the order the
+    /// ports were first staged. `f` must leave the burst empty (sent, handed off or
+    /// dropped and counted); anything left is freed.
+    #[inline]
+    pub fn drain(&mut self, mut f: impl FnMut(PortId, &mut Burst)) {
+        for i in 0..self.pending.len() {
+            let p = self.pending[i];
+            let st = &mut self.stages[p.index()];
+            f(p, st);
+            st.clear();
+        }
+        self.pending.clear();
+        while let Some(p) = self.pending_overflow.pop() {
+            let st = &mut self.stages[p.index()];
+            f(p, st);
+            st.clear();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{MacAddr, VlanId};
+    use crate::mempool::Mempool;
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([0x02, 0, 0, 0, 0, n])
+    }
+
+    fn frame(pool: &'static Mempool, dst: MacAddr, src: MacAddr) -> Mbuf {
+        let mut m = pool.alloc().unwrap();
+        let mut b = Vec::with_capacity(60);
+        b.extend_from_slice(&dst.0);
+        b.extend_from_slice(&src.0);
+        b.extend_from_slice(&[0x08, 0x00]);
+        b.resize(60, 0xab);
+        m.extend_from_slice(&b).unwrap();
+        m
+    }
+
+    /// A switch with one bridge of `n` ports, all up.
+    fn switch(n: u16, fdb: FdbConfig) -> Arc<Switch> {
+        let sw = Switch::new();
+        sw.update(|t| {
+            t.bridges.push(Some(Bridge {
+                id: BridgeId(0),
+                name: "br0".into(),
+                ports: (0..n).map(PortId).collect(),
+                fdb: Arc::new(Fdb::new(&fdb)),
+            }));
+            for i in 0..n {
+                let e = PortEntry::new(PortId(i), &format!("p{i}"), Some(BridgeId(0)), WorkerId(0));
+                e.link_up.store(true, Ordering::Relaxed);
+                t.ports.push(Some(Arc::new(e)));
+            }
+        });
+        sw
+    }
+
+    fn run(fwd: &mut Forwarder, t: &SwitchTables, in_port: u16, frames: Vec<Mbuf>, st: &QueueStats) -> Vec<(u16, Vec<u8>)> {
+        let mut b: Burst = frames.into_iter().collect();
+        fwd.prepare(t);
+        fwd.process(t, PortId(in_port), &mut b, 1, st);
+        let mut out = Vec::new();
+        fwd.drain(|p, b| {
+            for m in b.drain(..) {
+                out.push((p.0, m.data().to_vec()));
+            }
+        });
+        out
+    }
+
+    #[test]
+    fn unknown_unicast_floods_all_but_ingress() {
+        let pool = Mempool::for_tests(64);
+        let sw = switch(3, FdbConfig::default());
+        let t = sw.load();
+        let st = QueueStats::default();
+        let mut fwd = Forwarder::new();
+        let out = run(&mut fwd, &t, 0, vec![frame(pool, mac(9), mac(1))], &st);
+        let ports: Vec<u16> = out.iter().map(|o| o.0).collect();
+        assert_eq!(ports, vec![1, 2]);
+        assert!(out.iter().all(|o| o.1[..6] == mac(9).0));
+        drop(out);
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn learned_unicast_goes_to_one_port_only() {
+        let pool = Mempool::for_tests(64);
+        let sw = switch(3, FdbConfig::default());
+        let t = sw.load();
+        let st = QueueStats::default();
+        let mut fwd = Forwarder::new();
+        run(&mut fwd, &t, 2, vec![frame(pool, mac(1), mac(2))], &st); // learns mac2@2
+        let out = run(&mut fwd, &t, 0, vec![frame(pool, mac(2), mac(1))], &st);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].0, 2);
+        let fdb = &t.bridges[0].as_ref().unwrap().fdb;
+        assert_eq!(fdb.lookup(VlanId(0), mac(1)), Some(PortId(0)));
+    }
+
+    #[test]
+    fn broadcast_floods_and_link_local_is_dropped() {
+        let pool = Mempool::for_tests(64);
+        let sw = switch(4, FdbConfig::default());
+        let t = sw.load();
+        let st = QueueStats::default();
+        let mut fwd = Forwarder::new();
+        let out = run(&mut fwd, &t, 1, vec![frame(pool, MacAddr::BROADCAST, mac(1))], &st);
+        assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![0, 2, 3]);
+        let stp = MacAddr([0x01, 0x80, 0xc2, 0, 0, 0]);
+        assert!(run(&mut fwd, &t, 1, vec![frame(pool, stp, mac(1))], &st).is_empty());
+        assert_eq!(st.drops(DropReason::LinkLocal), 1);
+    }
+
+    #[test]
+    fn frame_to_its_own_ingress_port_is_dropped() {
+        let pool = Mempool::for_tests(64);
+        let sw = switch(2, FdbConfig::default());
+        let t = sw.load();
+        let st = QueueStats::default();
+        let mut fwd = Forwarder::new();
+        run(&mut fwd, &t, 0, vec![frame(pool, mac(9), mac(1))], &st);
+        run(&mut fwd, &t, 0, vec![frame(pool, mac(9), mac(2))], &st);
+        assert!(run(&mut fwd, &t, 0, vec![frame(pool, mac(2), mac(1))], &st).is_empty());
+        assert_eq!(st.drops(DropReason::SamePort), 1);
+    }
+
+    #[test]
+    fn runt_and_multicast_source_are_malformed() {
+        let pool = Mempool::for_tests(64);
+        let sw = switch(2, FdbConfig::default());
+        let t = sw.load();
+        let st = QueueStats::default();
+        let mut fwd = Forwarder::new();
+        let mut runt = pool.alloc().unwrap();
+        runt.extend_from_slice(&[0xff; 10]).unwrap();
+        let bad_src = frame(pool, mac(1), MacAddr::BROADCAST);
+        assert!(run(&mut fwd, &t, 0, vec![runt, bad_src], &st).is_empty());
+        assert_eq!(st.drops(DropReason::Malformed), 2);
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn fdb_limits_drop_and_count() {
+        let pool = Mempool::for_tests(64);
+        let sw = switch(2, FdbConfig { max_entries: 1000, max_per_port: 2, aging_secs: 300 });
+        let t = sw.load();
+        let st = QueueStats::default();
+        let mut fwd = Forwarder::new();
+        let frames = (1..=4).map(|i| frame(pool, MacAddr::BROADCAST, mac(i))).collect();
+        let out = run(&mut fwd, &t, 0, frames, &st);
+        assert_eq!(out.len(), 2);
+        assert_eq!(st.drops(DropReason::PortMacLimit), 2);
+        let sw = switch(2, FdbConfig { max_entries: 1, max_per_port: 0, aging_secs: 300 });
+        let t = sw.load();
+        let frames = (1..=3).map(|i| frame(pool, MacAddr::BROADCAST, mac(i))).collect();
+        run(&mut fwd, &t, 0, frames, &st);
+        assert_eq!(st.drops(DropReason::FdbFull), 2);
+    }
+
+    #[test]
+    fn down_ports_are_skipped_in_flood_and_dropped_for_unicast() {
+        let pool = Mempool::for_tests(64);
+        let sw = switch(3, FdbConfig::default());
+        let t = sw.load();
+        let st = QueueStats::default();
+        let mut fwd = Forwarder::new();
+        run(&mut fwd, &t, 2, vec![frame(pool, MacAddr::BROADCAST, mac(2))], &st);
+        t.ports[2].as_ref().unwrap().link_up.store(false, Ordering::Relaxed);
+        let out = run(&mut fwd, &t, 0, vec![frame(pool, MacAddr::BROADCAST, mac(1))], &st);
+        assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![1]);
+        assert!(run(&mut fwd, &t, 0, vec![frame(pool, mac(2), mac(1))], &st).is_empty());
+        assert_eq!(st.drops(DropReason::PortDown), 1);
+    }
+
+    #[test]
+    fn port_without_bridge_drops_whole_burst() {
+        let pool = Mempool::for_tests(64);
+        let sw = switch(2, FdbConfig::default());
+        sw.update(|t| {
+            t.ports.push(Some(Arc::new(PortEntry::new(PortId(2), "lone", None, WorkerId(0)))))
+        });
+        let t = sw.load();
+        let st = QueueStats::default();
+        let mut fwd = Forwarder::new();
+        let frames = (0..5).map(|_| frame(pool, MacAddr::BROADCAST, mac(1))).collect();
+        assert!(run(&mut fwd, &t, 2, frames, &st).is_empty());
+        assert_eq!(st.drops(DropReason::NoBridge), 5);
+    }
+
+    #[test]
+    fn vlans_are_separate_learning_domains() {
+        let pool = Mempool::for_tests(64);
+        let sw = switch(3, FdbConfig::default());
+        let t = sw.load();
+        let st = QueueStats::default();
+        let mut fwd = Forwarder::new();
+        let mut tagged = frame(pool, MacAddr::BROADCAST, mac(5));
+        // Insert an 802.1Q tag with VID 7 after the MAC addresses.
+        let mut bytes = tagged.data().to_vec();
+        bytes.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
+        tagged.trim(tagged.len());
+        tagged.extend_from_slice(&bytes).unwrap();
+        run(&mut fwd, &t, 1, vec![tagged], &st);
+        let fdb = &t.bridges[0].as_ref().unwrap().fdb;
+        assert_eq!(fdb.lookup(VlanId(7), mac(5)), Some(PortId(1)));
+        assert_eq!(fdb.lookup(VlanId(0), mac(5)), None);
+    }
+
+    #[test]
+    fn aging_tick_removes_stale_entries() {
+        let pool = Mempool::for_tests(16);
+        let sw = switch(2, FdbConfig { aging_secs: 1, ..FdbConfig::default() });
+        let t = sw.load();
+        let st = QueueStats::default();
+        let mut fwd = Forwarder::new();
+        let mut b: Burst = [frame(pool, MacAddr::BROADCAST, mac(1))].into_iter().collect();
+        fwd.prepare(&t);
+        fwd.process(&t, PortId(0), &mut b, 0, &st);
+        fwd.drain(|_, b| b.clear());
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert_eq!(sw.age_fdbs(), 1);
+    }
+}

@@ -1,0 +1,615 @@
+//! Poll-mode workers: one pinned thread per configured CPU, each polling the port
+//! queues assigned to it: `rx_burst` → [`Forwarder::process`] → `tx_burst`.
+//!
+//! Layer: workers (top of the dataplane). On the packet path. The control plane
+//! talks to a worker only through its command [`Ring`] and the switch's published
+//! tables; the worker never blocks on the control plane.
+//!
+//! Ownership: every port queue (a [`Port`] value) lives on exactly one worker. A
+//! worker sends to an egress port through its own queue of that port if it has one;
+//! otherwise it puts the frames on the port's handoff ring, which the port's owner
+//! (the worker holding its first queue) drains each round.
+//!
+//! Idle behaviour: by default a worker busy-polls. With `idle_sleep_us > 0` it
+//! sleeps that long after [`IDLE_POLLS_BEFORE_SLEEP`] consecutive empty rounds,
+//! which costs latency only when there was no traffic at all (useful on shared
+//! hosts and in tests).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::ids::{PortId, QueueId, WorkerId};
+use crate::port::{Burst, LinkState, Port, MAX_BURST};
+use crate::ring::Ring;
+use crate::stats::{Counter, QueueStats};
+use crate::switch::{Forwarder, Switch, SwitchTables};
+use crate::time::cycles;
+
+/// Empty poll rounds before an idle worker starts sleeping (when enabled).
+pub const IDLE_POLLS_BEFORE_SLEEP: u32 = 2048;
+/// Poll rounds between housekeeping calls on every queue.
+pub const HOUSEKEEPING_EVERY: u64 = 1024;
+
+/// Worker settings.
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Worker index.
+    pub id: WorkerId,
+    /// CPU to pin to (None: not pinned).
+    pub cpu: Option<usize>,
+    /// Microseconds to sleep when idle (0 = pure busy polling).
+    pub idle_sleep_us: u32,
+}
+
+/// A request from the control plane.
+pub enum WorkerCmd {
+    /// Start polling a queue.
+    AddQueue {
+        /// The port it belongs to.
+        port: PortId,
+        /// Its queue index.
+        queue: QueueId,
+        /// The queue itself.
+        dev: Box<dyn Port>,
+    },
+    /// Stop polling every queue of `port` and give them back.
+    RemovePort {
+        /// Which port.
+        port: PortId,
+        /// Where to send the queues.
+        reply: mpsc::Sender<Vec<Box<dyn Port>>>,
+    },
+}
+
+/// Worker-level counters (single writer: the worker).
+#[derive(Debug, Default)]
+pub struct WorkerStats {
+    /// TSC cycles spent in rounds that moved packets.
+    pub busy_cycles: Counter,
+    /// TSC cycles spent in empty rounds.
+    pub idle_cycles: Counter,
+    /// Poll rounds.
+    pub iterations: Counter,
+    /// Frames received from all queues.
+    pub rx_packets: Counter,
+    /// Frames dropped because an egress port's handoff ring was full.
+    pub handoff_full: Counter,
+    /// Frames taken from handoff rings and sent.
+    pub handoff_tx: Counter,
+}
+
+/// State shared between a worker thread and the control plane.
+pub struct WorkerShared {
+    /// Settings.
+    pub cfg: WorkerConfig,
+    cmds: Ring<WorkerCmd>,
+    stop: AtomicBool,
+    seen_generation: AtomicU64,
+    /// Counters.
+    pub stats: WorkerStats,
+    /// CPU the thread is pinned to, if pinning succeeded.
+    pub pinned: AtomicBool,
+    /// Queues polled, updated by the worker when it handles a command.
+    assigned: std::sync::Mutex<Vec<(PortId, QueueId)>>,
+}
+
+impl WorkerShared {
+    /// The (port, queue) pairs this worker polls.
+    pub fn assigned(&self) -> Vec<(PortId, QueueId)> {
+        self.assigned.lock().map(|v| v.clone()).unwrap_or_default()
+    }
+}
+
+/// Control-plane handle on a running worker.
+pub struct WorkerHandle {
+    shared: Arc<WorkerShared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Errors talking to a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// Thread creation failed.
+    #[error("starting worker {id}")]
+    Spawn {
+        /// Worker index.
+        id: u16,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The command ring stayed full.
+    #[error("worker {0} is not taking commands (command ring full)")]
+    Busy(u16),
+    /// No answer in time.
+    #[error("worker {0} did not answer within {1:?}")]
+    Timeout(u16, Duration),
+}
+
+impl WorkerHandle {
+    /// Starts a worker thread polling nothing yet.
+    ///
+    /// # Errors
+    /// If the thread cannot be created.
+    pub fn spawn(cfg: WorkerConfig, switch: Arc<Switch>) -> Result<WorkerHandle, WorkerError> {
+        let id = cfg.id.0;
+        let shared = Arc::new(WorkerShared {
+            cfg,
+            cmds: Ring::new(256),
+            stop: AtomicBool::new(false),
+            seen_generation: AtomicU64::new(0),
+            stats: WorkerStats::default(),
+            pinned: AtomicBool::new(false),
+            assigned: std::sync::Mutex::new(Vec::new()),
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("weir-worker-{id}"))
+            .spawn(move || run(s, switch))
+            .map_err(|source| WorkerError::Spawn { id, source })?;
+        Ok(WorkerHandle {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// The shared state (config and counters).
+    pub fn shared(&self) -> &Arc<WorkerShared> {
+        &self.shared
+    }
+
+    /// Worker index.
+    pub fn id(&self) -> WorkerId {
+        self.shared.cfg.id
+    }
+
+    fn send(&self, mut cmd: WorkerCmd) -> Result<(), WorkerError> {
+        for _ in 0..1000 {
+            match self.shared.cmds.push(cmd) {
+                Ok(()) => return Ok(()),
+                Err(c) => cmd = c,
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Err(WorkerError::Busy(self.shared.cfg.id.0))
+    }
+
+    /// Hands a queue to the worker.
+    ///
+    /// # Errors
+    /// If the worker does not take commands.
+    pub fn add_queue(&self, port: PortId, queue: QueueId, dev: Box<dyn Port>) -> Result<(), WorkerError> {
+        self.send(WorkerCmd::AddQueue { port, queue, dev })
+    }
+
+    /// Takes every queue of `port` away from the worker and returns them.
+    ///
+    /// # Errors
+    /// If the worker does not answer within `timeout`.
+    pub fn remove_port(&self, port: PortId, timeout: Duration) -> Result<Vec<Box<dyn Port>>, WorkerError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(WorkerCmd::RemovePort { port, reply: tx })?;
+        rx.recv_timeout(timeout)
+            .map_err(|_| WorkerError::Timeout(self.shared.cfg.id.0, timeout))
+    }
+
+    /// Waits until the worker has seen table generation `generation` (so it no
+    /// longer uses anything an older table referred to).
+    pub fn wait_generation(&self, generation: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            // Acquire: pairs with the worker's Release store after it switched tables.
+            if self.shared.seen_generation.load(Ordering::Acquire) >= generation {
+                return true;
+            }
+            if Instant::now() >= deadline || self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// Stops the worker and waits for its thread; its queues are dropped.
+    pub fn stop(mut self) {
+        self.stop_inner();
+    }
+
+    fn stop_inner(&mut self) {
+        // Relaxed: the worker polls the flag; join() below synchronises.
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for WorkerHandle {
+    fn drop(&mut self) {
+        self.stop_inner();
+    }
+}
+
+struct LocalQueue {
+    port: PortId,
+    queue: QueueId,
+    dev: Box<dyn Port>,
+    stats: Arc<QueueStats>,
+}
+
+/// The worker's mutable state, kept apart from the forwarder so both can be
+/// borrowed at once.
+struct Queues {
+    list: Vec<LocalQueue>,
+    /// Per port id: index in `list` of the local queue used for tx.
+    tx_index: Vec<Option<usize>>,
+}
+
+impl Queues {
+    fn reindex(&mut self) {
+        self.tx_index.clear();
+        for (i, q) in self.list.iter().enumerate() {
+            let p = q.port.index();
+            if self.tx_index.len() <= p {
+                self.tx_index.resize(p + 1, None);
+            }
+            if self.tx_index[p].is_none() {
+                self.tx_index[p] = Some(i);
+            }
+        }
+    }
+
+    /// Sends `b` to `out` through a local queue or the port's handoff ring; leaves
+    /// `b` empty, counting what could not be sent.
+    #[inline]
+    fn transmit(&mut self, t: &SwitchTables, out: PortId, b: &mut Burst, ws: &WorkerStats) {
+        if let Some(Some(i)) = self.tx_index.get(out.index()) {
+            let q = &mut self.list[*i];
+            let bytes_before: usize = b.iter().map(|m| m.len()).sum();
+            let sent = q.dev.tx_burst(b);
+            let bytes_left: usize = b.iter().map(|m| m.len()).sum();
+            q.stats.tx_packets.add(sent as u64);
+            q.stats.tx_bytes.add((bytes_before - bytes_left) as u64);
+            if !b.is_empty() {
+                q.stats.drop_n(crate::stats::DropReason::TxFull, b.len() as u64);
+                b.clear();
+            }
+        } else if let Some(e) = t.port(out) {
+            e.handoff.enqueue_burst(b);
+            if !b.is_empty() {
+                ws.handoff_full.add(b.len() as u64);
+                b.clear();
+            }
+        } else {
+            b.clear();
+        }
+    }
+}
+
+fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
+    let cfg = shared.cfg.clone();
+    if let Some(cpu) = cfg.cpu {
+        let ok = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+        // Relaxed: informational.
+        shared.pinned.store(ok, Ordering::Relaxed);
+        if !ok {
+            tracing::warn!(worker = cfg.id.0, cpu, "could not pin worker to CPU");
+        }
+    }
+    let mut cache = arc_swap::Cache::new(switch.tables());
+    let mut queues = Queues {
+        list: Vec::new(),
+        tx_index: Vec::new(),
+    };
+    let mut fwd = Forwarder::new();
+    let mut burst = Burst::new();
+    let mut generation = u64::MAX;
+    let mut idle_rounds = 0u32;
+    let ws = &shared.stats;
+    let my_id = cfg.id;
+    let mut round: u64 = 0;
+    // Relaxed: stop is a plain flag; thread join provides the synchronisation.
+    while !shared.stop.load(Ordering::Relaxed) {
+        let start = cycles();
+        round += 1;
+        if let Some(cmd) = shared.cmds.pop() {
+            handle_cmd(cmd, &mut queues);
+            if let Ok(mut a) = shared.assigned.lock() {
+                *a = queues.list.iter().map(|q| (q.port, q.queue)).collect();
+            }
+        }
+        let t: &Arc<SwitchTables> = cache.load();
+        if t.generation != generation {
+            generation = t.generation;
+            fwd.prepare(t);
+            // Release: everything we did under older tables happens before the
+            // control plane sees this generation acknowledged.
+            shared.seen_generation.store(generation, Ordering::Release);
+        }
+        let now = switch.now_secs();
+        let mut moved = 0usize;
+        for qi in 0..queues.list.len() {
+            let q = &mut queues.list[qi];
+            let n = q.dev.rx_burst(&mut burst);
+            if n == 0 {
+                continue;
+            }
+            moved += n;
+            let mut bytes = 0usize;
+            for m in burst.iter_mut() {
+                m.set_port(q.port.0);
+                bytes += m.len();
+            }
+            q.stats.rx_packets.add(n as u64);
+            q.stats.rx_bytes.add(bytes as u64);
+            let (in_port, stats) = (q.port, q.stats.clone());
+            fwd.process(t, in_port, &mut burst, now, &stats);
+            fwd.drain(|out, b| queues.transmit(t, out, b, ws));
+        }
+        ws.rx_packets.add(moved as u64);
+        // Frames other workers handed to ports whose first queue is ours.
+        for qi in 0..queues.list.len() {
+            let port = queues.list[qi].port;
+            if queues.tx_index.get(port.index()) != Some(&Some(qi)) {
+                continue;
+            }
+            let Some(e) = t.port(port) else { continue };
+            if e.owner != my_id || e.handoff.is_empty() {
+                continue;
+            }
+            let n = e.handoff.dequeue_burst(&mut burst, MAX_BURST);
+            ws.handoff_tx.add(n as u64);
+            moved += n;
+            queues.transmit(t, port, &mut burst, ws);
+        }
+        if round % HOUSEKEEPING_EVERY == 0 || idle_rounds > IDLE_POLLS_BEFORE_SLEEP {
+            for q in &mut queues.list {
+                q.dev.housekeeping();
+                if let Some(e) = t.port(q.port) {
+                    if e.owner == my_id {
+                        // Relaxed: advisory link state (see PortEntry::is_up).
+                        e.link_up.store(q.dev.link() == LinkState::Up, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        ws.iterations.inc();
+        let spent = cycles().wrapping_sub(start);
+        if moved > 0 {
+            ws.busy_cycles.add(spent);
+            idle_rounds = 0;
+        } else {
+            ws.idle_cycles.add(spent);
+            idle_rounds = idle_rounds.saturating_add(1);
+            if cfg.idle_sleep_us > 0 && idle_rounds > IDLE_POLLS_BEFORE_SLEEP {
+                std::thread::sleep(Duration::from_micros(cfg.idle_sleep_us as u64));
+            }
+        }
+    }
+    // Give back cached buffers so the pool's level is exact after shutdown.
+    drop(queues);
+    crate::mempool::flush_thread_caches();
+}
+
+fn handle_cmd(cmd: WorkerCmd, queues: &mut Queues) {
+    match cmd {
+        WorkerCmd::AddQueue { port, queue, dev } => {
+            let stats = dev.stats().clone();
+            queues.list.push(LocalQueue {
+                port,
+                queue,
+                dev,
+                stats,
+            });
+            queues.reindex();
+        }
+        WorkerCmd::RemovePort { port, reply } => {
+            let mut removed = Vec::new();
+            let mut i = 0;
+            while i < queues.list.len() {
+                if queues.list[i].port == port {
+                    removed.push(queues.list.remove(i).dev);
+                } else {
+                    i += 1;
+                }
+            }
+            queues.reindex();
+            let _ = reply.send(removed);
+        }
+    }
+}
+
+/// What a worker polls, for `pmd show`.
+pub fn describe_queue(port: PortId, queue: QueueId) -> String {
+    format!("{}:{}", port.0, queue.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{BridgeId, MacAddr};
+    use crate::mbuf::Mbuf;
+    use crate::mempool::Mempool;
+    use crate::switch::{Bridge, Fdb, FdbConfig, PortEntry};
+
+    /// A port backed by two rings: the test pushes into `rx`, reads from `tx`.
+    struct RingPort {
+        rx: Arc<Ring<Mbuf>>,
+        tx: Arc<Ring<Mbuf>>,
+        stats: Arc<QueueStats>,
+    }
+
+    impl Port for RingPort {
+        fn rx_burst(&mut self, b: &mut Burst) -> usize {
+            let room = b.remaining_capacity();
+            self.rx.dequeue_burst(b, room)
+        }
+        fn tx_burst(&mut self, b: &mut Burst) -> usize {
+            self.tx.enqueue_burst(b)
+        }
+        fn stats(&self) -> &Arc<QueueStats> {
+            &self.stats
+        }
+    }
+
+    struct Ends {
+        rx: Arc<Ring<Mbuf>>,
+        tx: Arc<Ring<Mbuf>>,
+        stats: Arc<QueueStats>,
+    }
+
+    fn ring_port() -> (RingPort, Ends) {
+        let (rx, tx) = (Arc::new(Ring::new(1024)), Arc::new(Ring::new(1024)));
+        let stats = Arc::new(QueueStats::default());
+        (
+            RingPort { rx: rx.clone(), tx: tx.clone(), stats: stats.clone() },
+            Ends { rx, tx, stats },
+        )
+    }
+
+    fn frame(pool: &'static Mempool, dst: MacAddr, src: MacAddr) -> Mbuf {
+        let mut m = pool.alloc().unwrap();
+        let mut b = vec![0u8; 60];
+        b[..6].copy_from_slice(&dst.0);
+        b[6..12].copy_from_slice(&src.0);
+        m.extend_from_slice(&b).unwrap();
+        m
+    }
+
+    fn mac(n: u8) -> MacAddr {
+        MacAddr([2, 0, 0, 0, 0, n])
+    }
+
+    fn setup(owners: &[u16]) -> Arc<Switch> {
+        let sw = Switch::new();
+        sw.update(|t| {
+            t.bridges.push(Some(Bridge {
+                id: BridgeId(0),
+                name: "br0".into(),
+                ports: (0..owners.len() as u16).map(PortId).collect(),
+                fdb: Arc::new(Fdb::new(&FdbConfig::default())),
+            }));
+            for (i, &w) in owners.iter().enumerate() {
+                let e = PortEntry::new(PortId(i as u16), &format!("p{i}"), Some(BridgeId(0)), WorkerId(w));
+                t.ports.push(Some(Arc::new(e)));
+            }
+        });
+        sw
+    }
+
+    fn worker(id: u16, sw: &Arc<Switch>) -> WorkerHandle {
+        WorkerHandle::spawn(
+            WorkerConfig { id: WorkerId(id), cpu: None, idle_sleep_us: 50 },
+            sw.clone(),
+        )
+        .unwrap()
+    }
+
+    fn wait_for(ring: &Ring<Mbuf>, n: usize) -> Vec<Mbuf> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut got = Vec::new();
+        while got.len() < n && Instant::now() < deadline {
+            match ring.pop() {
+                Some(m) => got.push(m),
+                None => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn worker_floods_then_forwards_learned_unicast() {
+        let pool = Mempool::for_tests(256);
+        let sw = setup(&[0, 0, 0]);
+        let w = worker(0, &sw);
+        let mut ends = Vec::new();
+        for i in 0..3u16 {
+            let (p, e) = ring_port();
+            w.add_queue(PortId(i), QueueId(0), Box::new(p)).unwrap();
+            ends.push(e);
+        }
+        // Link state is published by housekeeping; wait until all three are up.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !sw.load().ports.iter().flatten().all(|p| p.is_up()) {
+            assert!(Instant::now() < deadline, "ports never came up");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        ends[1].rx.push(frame(pool, MacAddr::BROADCAST, mac(2))).unwrap();
+        assert_eq!(wait_for(&ends[0].tx, 1).len(), 1);
+        assert_eq!(wait_for(&ends[2].tx, 1).len(), 1);
+        ends[0].rx.push(frame(pool, mac(2), mac(1))).unwrap();
+        let got = wait_for(&ends[1].tx, 1);
+        assert_eq!(got[0].data()[..6], mac(2).0);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(ends[2].tx.is_empty(), "learned unicast must not flood");
+        assert_eq!(ends[0].stats.rx_packets.get(), 1);
+        assert_eq!(ends[1].stats.tx_packets.get(), 1);
+        assert_eq!(ends[2].stats.tx_packets.get(), 1);
+        let mut a = w.shared().assigned();
+        a.sort();
+        assert_eq!(a.len(), 3);
+    }
+
+    #[test]
+    fn frames_cross_workers_through_the_handoff_ring() {
+        let pool = Mempool::for_tests(256);
+        let sw = setup(&[0, 1]);
+        let (w0, w1) = (worker(0, &sw), worker(1, &sw));
+        let (pa, a) = ring_port();
+        let (pb, b) = ring_port();
+        w0.add_queue(PortId(0), QueueId(0), Box::new(pa)).unwrap();
+        w1.add_queue(PortId(1), QueueId(0), Box::new(pb)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !sw.load().ports.iter().flatten().all(|p| p.is_up()) {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        for i in 0..100u8 {
+            let mut f = frame(pool, MacAddr::BROADCAST, mac(1));
+            f.data_mut()[20] = i;
+            let mut f = Some(f);
+            while let Some(x) = f.take() {
+                if let Err(x) = a.rx.push(x) {
+                    f = Some(x);
+                    std::thread::yield_now();
+                }
+            }
+        }
+        let got = wait_for(&b.tx, 100);
+        assert_eq!(got.len(), 100);
+        assert!(got.iter().enumerate().all(|(i, m)| m.data()[20] == i as u8), "order kept");
+        assert_eq!(w1.shared().stats.handoff_tx.get(), 100);
+        assert_eq!(b.stats.tx_packets.get(), 100);
+    }
+
+    #[test]
+    fn removed_port_is_returned_and_others_keep_forwarding() {
+        let pool = Mempool::for_tests(256);
+        let sw = setup(&[0, 0, 0]);
+        let w = worker(0, &sw);
+        let mut ends = Vec::new();
+        for i in 0..3u16 {
+            let (p, e) = ring_port();
+            w.add_queue(PortId(i), QueueId(0), Box::new(p)).unwrap();
+            ends.push(e);
+        }
+        let generation = sw.update(|t| {
+            t.ports[2] = None;
+            t.bridges[0].as_mut().unwrap().ports.retain(|p| p.0 != 2);
+        });
+        assert!(w.wait_generation(generation, Duration::from_secs(5)));
+        let removed = w.remove_port(PortId(2), Duration::from_secs(5)).unwrap();
+        assert_eq!(removed.len(), 1);
+        drop(removed);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !sw.load().ports.iter().flatten().all(|p| p.is_up()) {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        ends[0].rx.push(frame(pool, MacAddr::BROADCAST, mac(1))).unwrap();
+        assert_eq!(wait_for(&ends[1].tx, 1).len(), 1);
+        assert!(ends[2].tx.is_empty());
+    }
+}
