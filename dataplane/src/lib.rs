@@ -27,3 +27,5 @@ pub mod stats;
 
 pub use port::{Burst, LinkState, Port, MAX_BURST};
 pub use stats::{DropReason, QueueStats};
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testutil;
