@@ -1,0 +1,645 @@
+//! A port backed by pcap files: receive replays a capture, transmit writes one.
+//!
+//! Layer: ports. Depends on `dataplane` and the `pcap-file` crate. For tests,
+//! benchmarks and debugging (feed a recorded trace through the switch, capture what
+//! a port would have sent), not for line rate: replay copies every frame into an
+//! mbuf and capture goes through a buffered file.
+//!
+//! The receive file is read whole into memory at [`PcapPort::open`] (up to
+//! [`PcapConfig::max_rx_file_bytes`]) and indexed once, so `rx_burst` does no I/O
+//! and no allocation besides mbufs. Replay ignores the recorded timestamps: frames
+//! come as fast as the worker polls. The capture file is written in the classic
+//! pcap format (little-endian, microsecond timestamps, Ethernet link type) through
+//! a `BufWriter`, so a burst normally costs no syscall; the buffer is flushed by
+//! [`Port::housekeeping`] and on drop.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use dataplane::{Burst, DropReason, Mempool, Port, QueueStats};
+use pcap_file::pcap::{PcapHeader, PcapParser};
+use pcap_file::{DataLink, Endianness, TsResolution};
+
+/// Bytes of a pcap record header: seconds, sub-second part, captured length,
+/// original length, each a `u32`.
+const RECORD_HEADER_BYTES: usize = 16;
+
+/// Largest frame written to a capture (the file header's snaplen). Mbuf lengths
+/// are `u16`, so nothing a port transmits is ever cut.
+const TX_SNAPLEN: u32 = 65535;
+
+/// Settings of a [`PcapPort`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PcapConfig {
+    /// Start the replay again after the last frame instead of going quiet.
+    pub loop_rx: bool,
+    /// Refuse receive files larger than this, since they are read into memory.
+    pub max_rx_file_bytes: u64,
+    /// Size of the capture file's write buffer.
+    pub tx_buffer_bytes: usize,
+}
+
+impl Default for PcapConfig {
+    fn default() -> Self {
+        PcapConfig {
+            loop_rx: false,
+            max_rx_file_bytes: 256 << 20,
+            tx_buffer_bytes: 1 << 20,
+        }
+    }
+}
+
+/// Errors opening or flushing a [`PcapPort`]. Each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum PcapError {
+    /// The receive file could not be opened or read.
+    #[error("reading pcap file {}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The receive file exceeds [`PcapConfig::max_rx_file_bytes`].
+    #[error("pcap file {} is larger than the {max_bytes}-byte limit", .path.display())]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        max_bytes: u64,
+    },
+    /// The receive file does not start with a valid pcap header (not a pcap
+    /// file, a pcapng file, or cut short).
+    #[error("{} is not a pcap file", .path.display())]
+    BadHeader {
+        /// The file.
+        path: PathBuf,
+        /// What the parser found.
+        #[source]
+        source: pcap_file::PcapError,
+    },
+    /// The receive file holds something other than Ethernet frames.
+    #[error("pcap file {} has link type {linktype}, only Ethernet (1) is supported", .path.display())]
+    LinkType {
+        /// The file.
+        path: PathBuf,
+        /// The file's link type.
+        linktype: u32,
+    },
+    /// The capture file could not be created.
+    #[error("creating pcap file {}", .path.display())]
+    Create {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing to the capture file failed.
+    #[error("writing pcap file {}", .path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The frames of a receive file, indexed.
+#[derive(Debug)]
+struct Replay {
+    bytes: Vec<u8>,
+    /// Where each complete record's frame lies in `bytes`.
+    frames: Vec<Range<usize>>,
+    /// The file ends inside a record (after `frames`).
+    truncated: bool,
+    /// Index of the next frame to deliver.
+    next: usize,
+    /// The truncation has been counted in `rx_errors` (once, not on every loop).
+    truncation_counted: bool,
+}
+
+/// The capture side.
+#[derive(Debug)]
+struct Capture {
+    path: PathBuf,
+    out: BufWriter<File>,
+}
+
+/// A port that replays one pcap file on receive and writes another on transmit.
+/// Either side is optional: without a receive file the port receives nothing;
+/// without a capture file it discards what it transmits. The link is always up.
+///
+/// Receive: frames are delivered in file order, once or in a loop
+/// ([`PcapConfig::loop_rx`]). A frame longer than an mbuf is skipped and counted as
+/// [`DropReason::Malformed`]; a file that ends inside a record delivers every
+/// complete frame, then counts one `rx_errors`. When the pool is empty the frame
+/// waits for the next poll (a replay loses nothing).
+///
+/// Transmit: every frame is taken and appended to the capture with the time of
+/// its burst; a failed write counts `tx_errors` and loses that frame.
+#[derive(Debug)]
+pub struct PcapPort {
+    pool: &'static Mempool,
+    loop_rx: bool,
+    replay: Option<Replay>,
+    capture: Option<Capture>,
+    stats: Arc<QueueStats>,
+}
+
+impl PcapPort {
+    /// Opens `rx_path` for replay (read and indexed now) and creates or truncates
+    /// `tx_path` for capture (the file header is written now). Received frames
+    /// are copied into buffers from `pool`.
+    ///
+    /// # Errors
+    /// [`PcapError`] naming the file: unreadable, too large, not a pcap file, not
+    /// Ethernet, or a capture file that cannot be created.
+    pub fn open(
+        rx_path: Option<&Path>,
+        tx_path: Option<&Path>,
+        pool: &'static Mempool,
+        cfg: PcapConfig,
+    ) -> Result<PcapPort, PcapError> {
+        let replay = rx_path
+            .map(|p| Replay::load(p, cfg.max_rx_file_bytes))
+            .transpose()?;
+        let capture = tx_path
+            .map(|p| Capture::create(p, cfg.tx_buffer_bytes))
+            .transpose()?;
+        Ok(PcapPort {
+            pool,
+            loop_rx: cfg.loop_rx,
+            replay,
+            capture,
+            stats: Arc::new(QueueStats::default()),
+        })
+    }
+
+    /// Number of complete frames in the receive file (0 without one).
+    pub fn rx_frames(&self) -> usize {
+        self.replay.as_ref().map_or(0, |r| r.frames.len())
+    }
+
+    /// True if the receive file ends inside a record.
+    pub fn rx_truncated(&self) -> bool {
+        self.replay.as_ref().is_some_and(|r| r.truncated)
+    }
+
+    /// Writes buffered capture data to the file.
+    ///
+    /// # Errors
+    /// [`PcapError::Write`] if the file cannot be written.
+    pub fn flush(&mut self) -> Result<(), PcapError> {
+        match &mut self.capture {
+            Some(c) => c.out.flush().map_err(|source| PcapError::Write {
+                path: c.path.clone(),
+                source,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Replay {
+    fn load(path: &Path, max_bytes: u64) -> Result<Replay, PcapError> {
+        let read_err = |source| PcapError::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let file = File::open(path).map_err(read_err)?;
+        let mut bytes = Vec::new();
+        // Read one byte past the limit, so an oversized file is detected without
+        // trusting its metadata (it may be a pipe or still growing).
+        file.take(max_bytes.saturating_add(1))
+            .read_to_end(&mut bytes)
+            .map_err(read_err)?;
+        if bytes.len() as u64 > max_bytes {
+            return Err(PcapError::TooLarge {
+                path: path.to_owned(),
+                max_bytes,
+            });
+        }
+        let (mut rest, parser) =
+            PcapParser::new(&bytes).map_err(|source| PcapError::BadHeader {
+                path: path.to_owned(),
+                source,
+            })?;
+        let datalink = parser.header().datalink;
+        if datalink != DataLink::ETHERNET {
+            return Err(PcapError::LinkType {
+                path: path.to_owned(),
+                linktype: datalink.into(),
+            });
+        }
+        let mut frames = Vec::new();
+        let mut truncated = false;
+        while !rest.is_empty() {
+            let start = bytes.len() - rest.len() + RECORD_HEADER_BYTES;
+            // Raw records: the frame is all we need, and a record header that is
+            // odd but complete (a bad timestamp, orig_len < incl_len) still frames
+            // the data correctly. The only failure left is running out of bytes.
+            match parser.next_raw_packet(rest) {
+                Ok((rem, raw)) => {
+                    frames.push(start..start + raw.data.len());
+                    rest = rem;
+                }
+                Err(_) => {
+                    truncated = true;
+                    break;
+                }
+            }
+        }
+        Ok(Replay {
+            bytes,
+            frames,
+            truncated,
+            next: 0,
+            truncation_counted: false,
+        })
+    }
+}
+
+impl Capture {
+    fn create(path: &Path, buffer_bytes: usize) -> Result<Capture, PcapError> {
+        let file = File::create(path).map_err(|source| PcapError::Create {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut out = BufWriter::with_capacity(buffer_bytes, file);
+        let header = PcapHeader {
+            snaplen: TX_SNAPLEN,
+            datalink: DataLink::ETHERNET,
+            ts_resolution: TsResolution::MicroSecond,
+            endianness: Endianness::Little,
+            ..PcapHeader::default()
+        };
+        header.write_to(&mut out).map_err(|e| PcapError::Write {
+            path: path.to_owned(),
+            source: match e {
+                pcap_file::PcapError::IoError(io) => io,
+                other => std::io::Error::other(other),
+            },
+        })?;
+        Ok(Capture {
+            path: path.to_owned(),
+            out,
+        })
+    }
+
+    /// Appends one record. Written by hand rather than through
+    /// `pcap_file::pcap::PcapWriter` because that writer gives no access to the
+    /// underlying `BufWriter`, which `housekeeping` must flush. The layout is the
+    /// file header's: little-endian `u32` seconds, microseconds, captured length
+    /// and original length, then the frame.
+    fn write_record(&mut self, secs: u32, micros: u32, frame: &[u8]) -> std::io::Result<()> {
+        let len = (frame.len() as u32).to_le_bytes();
+        let mut hdr = [0u8; RECORD_HEADER_BYTES];
+        hdr[0..4].copy_from_slice(&secs.to_le_bytes());
+        hdr[4..8].copy_from_slice(&micros.to_le_bytes());
+        hdr[8..12].copy_from_slice(&len);
+        hdr[12..16].copy_from_slice(&len);
+        self.out.write_all(&hdr)?;
+        self.out.write_all(frame)
+    }
+}
+
+impl Port for PcapPort {
+    fn rx_burst(&mut self, burst: &mut Burst) -> usize {
+        let Some(r) = &mut self.replay else { return 0 };
+        let mut n = 0;
+        // Oversized frames are skipped without filling the burst; bound the work
+        // of one call even if every frame of a looping file is oversized.
+        let mut budget = burst.remaining_capacity() + dataplane::MAX_BURST;
+        while !burst.is_full() && budget > 0 {
+            budget -= 1;
+            if r.next == r.frames.len() {
+                if r.truncated && !r.truncation_counted {
+                    self.stats.rx_errors.inc();
+                    r.truncation_counted = true;
+                }
+                if !self.loop_rx || r.frames.is_empty() {
+                    break;
+                }
+                r.next = 0;
+            }
+            let frame = &r.bytes[r.frames[r.next].clone()];
+            let Some(mut m) = self.pool.alloc() else {
+                break;
+            };
+            r.next += 1;
+            if m.extend_from_slice(frame).is_err() {
+                self.stats.drop_one(DropReason::Malformed);
+                continue;
+            }
+            burst.push(m);
+            n += 1;
+        }
+        n
+    }
+
+    fn tx_burst(&mut self, burst: &mut Burst) -> usize {
+        let n = burst.len();
+        let Some(c) = &mut self.capture else {
+            burst.clear();
+            return n;
+        };
+        // One clock read per burst: every frame of the burst gets its time.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        // The classic format's seconds field runs out in 2106; saturate.
+        let secs = u32::try_from(now.as_secs()).unwrap_or(u32::MAX);
+        let micros = now.subsec_micros();
+        for m in burst.drain(..) {
+            if c.write_record(secs, micros, m.data()).is_err() {
+                self.stats.tx_errors.inc();
+            }
+        }
+        n
+    }
+
+    fn stats(&self) -> &Arc<QueueStats> {
+        &self.stats
+    }
+
+    fn housekeeping(&mut self) {
+        if self.flush().is_err() {
+            self.stats.tx_errors.inc();
+        }
+    }
+}
+
+impl Drop for PcapPort {
+    fn drop(&mut self) {
+        if let Err(e) = self.flush() {
+            tracing::warn!(error = ?e, "pcap capture not fully written");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataplane::testutil::{eth_frame, mac};
+    use dataplane::wire::ethertype;
+    use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    /// A file in the temp directory, removed on drop.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(tag: &str) -> TempFile {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            // Relaxed: only uniqueness matters.
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let name = format!("weir-pcap-{}-{tag}-{n}.pcap", std::process::id());
+            TempFile(std::env::temp_dir().join(name))
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    fn frames(n: u32) -> Vec<Vec<u8>> {
+        (0..n)
+            .map(|i| eth_frame(mac(1), mac(100 + i), ethertype::IPV4, 46 + i as usize))
+            .collect()
+    }
+
+    /// Writes `frames` as a pcap with `pcap-file`; returns the file's bytes.
+    fn write_pcap(path: &Path, frames: &[Vec<u8>]) -> Vec<u8> {
+        let mut w = PcapWriter::new(Vec::new()).unwrap();
+        for (i, f) in frames.iter().enumerate() {
+            let ts = Duration::from_micros(1_000_000 + i as u64);
+            w.write_packet(&PcapPacket::new(ts, f.len() as u32, f))
+                .unwrap();
+        }
+        let bytes = w.into_writer();
+        std::fs::write(path, &bytes).unwrap();
+        bytes
+    }
+
+    fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
+        let mut r = PcapReader::new(File::open(path).unwrap()).unwrap();
+        assert_eq!(r.header().datalink, DataLink::ETHERNET);
+        let mut out = Vec::new();
+        while let Some(p) = r.next_packet() {
+            out.push(p.unwrap().data.into_owned());
+        }
+        out
+    }
+
+    fn rx_all(port: &mut PcapPort, max_polls: usize) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut burst = Burst::new();
+        for _ in 0..max_polls {
+            if port.rx_burst(&mut burst) == 0 {
+                break;
+            }
+            out.extend(burst.drain(..).map(|m| m.data().to_vec()));
+        }
+        out
+    }
+
+    #[test]
+    fn replay_delivers_identical_bytes_once() {
+        let pool = Mempool::for_tests(64);
+        let file = TempFile::new("replay");
+        let want = frames(70);
+        write_pcap(&file.0, &want);
+        let mut port = PcapPort::open(Some(&file.0), None, pool, PcapConfig::default()).unwrap();
+        assert_eq!(port.rx_frames(), 70);
+        assert_eq!(port.link(), dataplane::LinkState::Up);
+        assert_eq!(rx_all(&mut port, 100), want);
+        assert_eq!(port.rx_burst(&mut Burst::new()), 0);
+        assert_eq!(port.stats().snapshot(), Default::default());
+    }
+
+    #[test]
+    fn loop_mode_repeats_the_file() {
+        let pool = Mempool::for_tests(64);
+        let file = TempFile::new("loop");
+        let want = frames(5);
+        write_pcap(&file.0, &want);
+        let cfg = PcapConfig {
+            loop_rx: true,
+            ..PcapConfig::default()
+        };
+        let mut port = PcapPort::open(Some(&file.0), None, pool, cfg).unwrap();
+        let mut burst = Burst::new();
+        assert_eq!(port.rx_burst(&mut burst), 32);
+        for (i, m) in burst.iter().enumerate() {
+            assert_eq!(m.data(), &want[i % 5][..]);
+        }
+        assert_eq!(port.rx_burst(&mut Burst::new()), 32);
+    }
+
+    #[test]
+    fn transmitted_frames_are_captured_byte_exact() {
+        let pool = Mempool::for_tests(64);
+        let file = TempFile::new("tx");
+        let want = frames(40);
+        let mut port = PcapPort::open(None, Some(&file.0), pool, PcapConfig::default()).unwrap();
+        for chunk in want.chunks(32) {
+            let mut burst: Burst = chunk
+                .iter()
+                .map(|f| {
+                    let mut m = pool.alloc().unwrap();
+                    m.extend_from_slice(f).unwrap();
+                    m
+                })
+                .collect();
+            assert_eq!(port.tx_burst(&mut burst), chunk.len());
+            assert!(burst.is_empty());
+        }
+        port.housekeeping();
+        assert_eq!(read_pcap(&file.0), want);
+        assert_eq!(pool.in_use(), 0);
+        // Drop flushes what housekeeping has not.
+        let mut burst = Burst::new();
+        burst.push(pool.alloc().unwrap());
+        burst[0].extend_from_slice(&want[0]).unwrap();
+        port.tx_burst(&mut burst);
+        drop(port);
+        assert_eq!(read_pcap(&file.0).len(), 41);
+    }
+
+    #[test]
+    fn capture_replays_through_a_second_port() {
+        let pool = Mempool::for_tests(64);
+        let (input, output) = (TempFile::new("in"), TempFile::new("out"));
+        let want = frames(10);
+        write_pcap(&input.0, &want);
+        let mut port =
+            PcapPort::open(Some(&input.0), Some(&output.0), pool, PcapConfig::default()).unwrap();
+        let mut burst = Burst::new();
+        port.rx_burst(&mut burst);
+        port.tx_burst(&mut burst);
+        drop(port);
+        let mut again = PcapPort::open(Some(&output.0), None, pool, PcapConfig::default()).unwrap();
+        assert_eq!(rx_all(&mut again, 10), want);
+    }
+
+    #[test]
+    fn garbage_file_is_a_clear_error_naming_it() {
+        let pool = Mempool::for_tests(4);
+        let file = TempFile::new("garbage");
+        std::fs::write(&file.0, b"this is not a capture, just some text\n").unwrap();
+        let err = PcapPort::open(Some(&file.0), None, pool, PcapConfig::default()).unwrap_err();
+        assert!(matches!(err, PcapError::BadHeader { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&*file.0.to_string_lossy()) && msg.contains("not a pcap"),
+            "{msg}"
+        );
+
+        std::fs::write(&file.0, [0xd4, 0xc3, 0xb2]).unwrap();
+        let err = PcapPort::open(Some(&file.0), None, pool, PcapConfig::default()).unwrap_err();
+        assert!(matches!(err, PcapError::BadHeader { .. }), "{err:?}");
+
+        let missing = TempFile::new("missing");
+        let err = PcapPort::open(Some(&missing.0), None, pool, PcapConfig::default()).unwrap_err();
+        assert!(matches!(err, PcapError::Read { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn oversized_and_non_ethernet_files_are_refused() {
+        let pool = Mempool::for_tests(4);
+        let file = TempFile::new("limits");
+        write_pcap(&file.0, &frames(10));
+        let cfg = PcapConfig {
+            max_rx_file_bytes: 100,
+            ..PcapConfig::default()
+        };
+        let err = PcapPort::open(Some(&file.0), None, pool, cfg).unwrap_err();
+        assert!(
+            matches!(err, PcapError::TooLarge { max_bytes: 100, .. }),
+            "{err:?}"
+        );
+
+        let header = PcapHeader {
+            datalink: DataLink::RAW,
+            ..PcapHeader::default()
+        };
+        let w = PcapWriter::with_header(Vec::new(), header).unwrap();
+        std::fs::write(&file.0, w.into_writer()).unwrap();
+        let err = PcapPort::open(Some(&file.0), None, pool, PcapConfig::default()).unwrap_err();
+        assert!(matches!(err, PcapError::LinkType { .. }), "{err}");
+    }
+
+    #[test]
+    fn truncated_file_delivers_complete_frames_then_counts_one_error() {
+        let pool = Mempool::for_tests(64);
+        let file = TempFile::new("trunc");
+        let want = frames(4);
+        let bytes = write_pcap(&file.0, &want);
+        // Cut the last record in the middle of its frame.
+        std::fs::write(&file.0, &bytes[..bytes.len() - 10]).unwrap();
+        let cfg = PcapConfig {
+            loop_rx: true,
+            ..PcapConfig::default()
+        };
+        let mut port = PcapPort::open(Some(&file.0), None, pool, cfg).unwrap();
+        assert!(port.rx_truncated());
+        let mut burst = Burst::new();
+        assert_eq!(port.rx_burst(&mut burst), 32);
+        assert_eq!(burst[0].data(), &want[0][..]);
+        assert_eq!(burst[2].data(), &want[2][..]);
+        assert_eq!(burst[3].data(), &want[0][..]);
+        drop(burst);
+        assert_eq!(port.rx_burst(&mut Burst::new()), 32);
+        assert_eq!(
+            port.stats().rx_errors.get(),
+            1,
+            "counted once, not per loop"
+        );
+
+        // Cut inside a record header, without looping.
+        std::fs::write(&file.0, &bytes[..24 + 16 + want[0].len() + 5]).unwrap();
+        let mut port = PcapPort::open(Some(&file.0), None, pool, PcapConfig::default()).unwrap();
+        assert_eq!(rx_all(&mut port, 10), want[..1]);
+        assert_eq!(port.stats().rx_errors.get(), 1);
+    }
+
+    #[test]
+    fn frame_larger_than_an_mbuf_is_dropped_as_malformed() {
+        let pool = Mempool::for_tests(16);
+        let file = TempFile::new("big");
+        let big = eth_frame(mac(1), mac(2), ethertype::IPV4, 3000);
+        let small = frames(2);
+        write_pcap(&file.0, &[small[0].clone(), big, small[1].clone()]);
+        let mut port = PcapPort::open(Some(&file.0), None, pool, PcapConfig::default()).unwrap();
+        assert_eq!(rx_all(&mut port, 10), small);
+        assert_eq!(port.stats().drops(DropReason::Malformed), 1);
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn looping_over_only_oversized_frames_returns() {
+        let pool = Mempool::for_tests(16);
+        let file = TempFile::new("allbig");
+        write_pcap(&file.0, &[eth_frame(mac(1), mac(2), ethertype::IPV4, 3000)]);
+        let cfg = PcapConfig {
+            loop_rx: true,
+            ..PcapConfig::default()
+        };
+        let mut port = PcapPort::open(Some(&file.0), None, pool, cfg).unwrap();
+        assert_eq!(port.rx_burst(&mut Burst::new()), 0);
+        assert_eq!(
+            port.stats().drops(DropReason::Malformed),
+            (2 * dataplane::MAX_BURST) as u64
+        );
+    }
+}
