@@ -36,8 +36,8 @@ pub const MBUF_HEADROOM: u32 = 128;
 /// Largest accepted mbuf data room: the buffer length (headroom included)
 /// must fit the 16-bit length fields.
 pub const MAX_MBUF_SIZE: u32 = 65535 - MBUF_HEADROOM;
-/// Default and largest burst size.
-pub const MAX_BURST: u16 = 32;
+/// Longest accepted idle sleep of a worker, in microseconds.
+pub const MAX_IDLE_SLEEP_US: u32 = 100_000;
 /// Largest number of queues a port may ask for.
 pub const MAX_QUEUES: u16 = 64;
 /// Largest accepted FDB size.
@@ -92,9 +92,10 @@ pub struct DataplaneConfig {
     /// Whether the pool must, may or must not use hugepages.
     #[serde(default)]
     pub hugepages: HugepageMode,
-    /// Packets per rx/tx burst, `1..=32`.
-    #[serde(default = "default_burst")]
-    pub burst: u16,
+    /// Microseconds a worker sleeps after a long run of empty polls; 0 (the
+    /// default) busy-polls without ever sleeping, for the lowest latency.
+    #[serde(default)]
+    pub idle_sleep_us: u32,
 }
 
 fn default_mbufs() -> u32 {
@@ -105,10 +106,6 @@ fn default_mbuf_size() -> u32 {
     DEFAULT_MBUF_SIZE
 }
 
-fn default_burst() -> u16 {
-    MAX_BURST
-}
-
 impl Default for DataplaneConfig {
     fn default() -> Self {
         DataplaneConfig {
@@ -116,7 +113,7 @@ impl Default for DataplaneConfig {
             mbufs: DEFAULT_MBUFS,
             mbuf_size: DEFAULT_MBUF_SIZE,
             hugepages: HugepageMode::default(),
-            burst: MAX_BURST,
+            idle_sleep_us: 0,
         }
     }
 }
@@ -1108,11 +1105,11 @@ impl Config {
             MAX_MBUF_SIZE.into(),
         )?;
         range(
-            "dataplane.burst",
-            "burst",
-            dp.burst.into(),
-            1,
-            MAX_BURST.into(),
+            "dataplane.idle_sleep_us",
+            "idle_sleep_us",
+            dp.idle_sleep_us.into(),
+            0,
+            MAX_IDLE_SLEEP_US.into(),
         )?;
         if let Some(workers) = &dp.workers {
             let online = host.online_cpus();
@@ -1208,7 +1205,7 @@ workers = "1-2"
 mbufs = 8192
 mbuf_size = 9216
 hugepages = "never"
-burst = 16
+idle_sleep_us = 16
 
 [control]
 socket = "/tmp/weir.sock"
@@ -1269,7 +1266,7 @@ pci = "0000:03:00.0"
         assert_eq!(config.dataplane.mbufs, 8192);
         assert_eq!(config.dataplane.mbuf_size, 9216);
         assert_eq!(config.dataplane.hugepages, HugepageMode::Never);
-        assert_eq!(config.dataplane.burst, 16);
+        assert_eq!(config.dataplane.idle_sleep_us, 16);
         assert_eq!(config.control.socket, PathBuf::from("/tmp/weir.sock"));
         assert_eq!(config.fdb.max_per_port, 64);
         assert_eq!(config.bridges.len(), 2);
@@ -1291,7 +1288,7 @@ pci = "0000:03:00.0"
         config.validate_with(&sys.host()).unwrap();
         assert_eq!(config.dataplane.mbufs, DEFAULT_MBUFS);
         assert_eq!(config.dataplane.mbuf_size, DEFAULT_MBUF_SIZE);
-        assert_eq!(config.dataplane.burst, 32);
+        assert_eq!(config.dataplane.idle_sleep_us, 0);
         assert_eq!(config.dataplane.hugepages, HugepageMode::Auto);
         assert_eq!(config.control.socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(config.fdb.max_entries, 65536);
@@ -1548,8 +1545,7 @@ pci = "0000:03:00.0"
     #[test]
     fn out_of_range_values_are_rejected() {
         for (text, key) in [
-            ("[dataplane]\nburst = 0\n", "dataplane.burst"),
-            ("[dataplane]\nburst = 33\n", "dataplane.burst"),
+            ("[dataplane]\nidle_sleep_us = 100001\n", "dataplane.idle_sleep_us"),
             ("[dataplane]\nmbuf_size = 128\n", "dataplane.mbuf_size"),
             ("[dataplane]\nmbuf_size = 65535\n", "dataplane.mbuf_size"),
             ("[fdb]\nmax_entries = 0\n", "fdb.max_entries"),

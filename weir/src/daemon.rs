@@ -1,24 +1,549 @@
-//! `weir run`: builds the dataplane from a [`Config`] and serves the control
-//! socket until SIGINT or SIGTERM.
+//! `weir run`: builds the dataplane from a [`Config`] (mbuf pool, switch, workers,
+//! bridges, ports), serves the control socket, and tears everything down on
+//! SIGINT or SIGTERM.
 //!
-//! Placeholder: serves the control socket and answers every request with
-//! "not implemented".
+//! Control path only. Requests are handled one at a time under one mutex (the
+//! control plane's own lock); workers never take it: they see changes through the
+//! switch's published tables and their command rings.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{anyhow, bail, Context as _};
+use dataplane::mempool::{HugepagePolicy, MempoolConfig};
+use dataplane::stats::StatsSnapshot;
+use dataplane::switch::{self, Bridge, Fdb, PortEntry, Switch};
+use dataplane::worker::{WorkerConfig, WorkerHandle};
+use dataplane::{BridgeId, DropReason, Mempool, PortId, QueueId, QueueStats, WorkerId};
 
-use crate::api::{Request, Response};
-use crate::config::Config;
-use crate::control::ControlServer;
+use crate::api::{
+    BridgeInfo, FdbEntryView, MempoolView, PortInfo, PortStatsView, Request, Response, StatsView,
+    VersionView, WorkerView,
+};
+use crate::config::{Config, HugepageMode, Host, PortSpec};
+use crate::control::{ControlServer, Handler};
+use crate::ports::{self, OpenedPort};
+
+/// How long control operations wait for a worker to acknowledge.
+const WORKER_TIMEOUT: Duration = Duration::from_secs(5);
+
+struct PortRecord {
+    id: PortId,
+    spec: PortSpec,
+    /// (worker index, queue stats) per queue.
+    queues: Vec<(usize, Arc<QueueStats>)>,
+    keepalive: Option<Box<dyn Send>>,
+    health: Option<Box<dyn Fn() -> Option<String> + Send>>,
+}
+
+struct State {
+    ports: BTreeMap<String, PortRecord>,
+    /// Round-robin cursor for queue placement.
+    next_worker: usize,
+}
+
+/// A running dataplane: the pool, the switch, the workers and the ports.
+pub struct Dataplane {
+    switch: Arc<Switch>,
+    pool: &'static Mempool,
+    workers: Vec<WorkerHandle>,
+    worker_cpus: Vec<usize>,
+    fdb_cfg: switch::FdbConfig,
+    host: Host,
+    state: Mutex<State>,
+}
+
+impl Dataplane {
+    /// Builds the dataplane described by `cfg`: pool, workers, bridges, ports.
+    ///
+    /// # Errors
+    /// If the pool cannot be allocated, a worker cannot start, or any configured
+    /// port cannot be opened (nothing is left running in that case).
+    pub fn start(cfg: &Config, host: Host) -> anyhow::Result<Dataplane> {
+        let pool = Mempool::create(&MempoolConfig {
+            name: "mbufs".into(),
+            n_mbufs: cfg.dataplane.mbufs,
+            data_room: cfg.dataplane.mbuf_size,
+            hugepages: match cfg.dataplane.hugepages {
+                HugepageMode::Auto => HugepagePolicy::Auto,
+                HugepageMode::Required => HugepagePolicy::Required,
+                HugepageMode::Never => HugepagePolicy::Never,
+            },
+            ..MempoolConfig::default()
+        })
+        .context("creating the mbuf pool")?;
+        tracing::info!(
+            mbufs = pool.capacity(),
+            backing = ?pool.backing(),
+            "mbuf pool ready"
+        );
+        let switch = Switch::new();
+        switch.tick();
+        let worker_cpus = cfg.dataplane.worker_cpus(&host);
+        if worker_cpus.is_empty() {
+            bail!("no CPU to run a worker on");
+        }
+        let mut workers = Vec::new();
+        for (i, &cpu) in worker_cpus.iter().enumerate() {
+            let w = WorkerHandle::spawn(
+                WorkerConfig {
+                    id: WorkerId(i as u16),
+                    cpu: Some(cpu),
+                    idle_sleep_us: cfg.dataplane.idle_sleep_us,
+                },
+                switch.clone(),
+            )?;
+            workers.push(w);
+        }
+        tracing::info!(cpus = ?worker_cpus, "workers started");
+        let dp = Dataplane {
+            switch,
+            pool,
+            workers,
+            worker_cpus,
+            fdb_cfg: switch::FdbConfig {
+                max_entries: cfg.fdb.max_entries as usize,
+                max_per_port: cfg.fdb.max_per_port,
+                aging_secs: cfg.fdb.aging_secs,
+            },
+            host,
+            state: Mutex::new(State {
+                ports: BTreeMap::new(),
+                next_worker: 0,
+            }),
+        };
+        for b in &cfg.bridges {
+            dp.bridge_add(&b.name)?;
+        }
+        for p in &cfg.ports {
+            dp.port_add(p.clone())?;
+        }
+        Ok(dp)
+    }
+
+    /// The switch (tables, FDBs, clock).
+    pub fn switch(&self) -> &Arc<Switch> {
+        &self.switch
+    }
+
+    /// The mbuf pool.
+    pub fn pool(&self) -> &'static Mempool {
+        self.pool
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a bridge.
+    ///
+    /// # Errors
+    /// Invalid or duplicate name.
+    pub fn bridge_add(&self, name: &str) -> anyhow::Result<()> {
+        if !crate::config::is_valid_name(name) {
+            bail!("invalid bridge name {name:?}: use 1-32 of A-Z a-z 0-9 _ . -");
+        }
+        let _g = self.lock();
+        if self.switch.load().bridge_by_name(name).is_some() {
+            bail!("bridge {name} already exists");
+        }
+        let fdb = Arc::new(Fdb::new(&self.fdb_cfg));
+        self.switch.update(|t| {
+            let slot = t.bridges.iter().position(Option::is_none).unwrap_or(t.bridges.len());
+            let b = Bridge {
+                id: BridgeId(slot as u16),
+                name: name.into(),
+                ports: Vec::new(),
+                fdb,
+            };
+            if slot == t.bridges.len() {
+                t.bridges.push(Some(b));
+            } else {
+                t.bridges[slot] = Some(b);
+            }
+        });
+        tracing::info!(bridge = name, "bridge added");
+        Ok(())
+    }
+
+    /// Removes a bridge that has no ports.
+    ///
+    /// # Errors
+    /// Unknown bridge, or ports still attached.
+    pub fn bridge_del(&self, name: &str) -> anyhow::Result<()> {
+        let _g = self.lock();
+        let t = self.switch.load();
+        let b = t.bridge_by_name(name).ok_or_else(|| anyhow!("no bridge named {name}"))?;
+        if !b.ports.is_empty() {
+            let names: Vec<String> = b
+                .ports
+                .iter()
+                .filter_map(|p| t.port(*p).map(|e| e.name.to_string()))
+                .collect();
+            bail!("bridge {name} still has ports ({}); delete them first", names.join(", "));
+        }
+        let id = b.id;
+        self.switch.update(|t| t.bridges[id.0 as usize] = None);
+        tracing::info!(bridge = name, "bridge removed");
+        Ok(())
+    }
+
+    /// Opens a port and starts switching on it. Traffic on other ports is not
+    /// interrupted.
+    ///
+    /// # Errors
+    /// Invalid spec, duplicate name, unknown bridge, or the driver fails to open.
+    pub fn port_add(&self, spec: PortSpec) -> anyhow::Result<()> {
+        spec.validate(&self.host)
+            .map_err(|e| anyhow!("port {}: {e}", spec.name))?;
+        let mut st = self.lock();
+        if st.ports.contains_key(&spec.name) {
+            bail!("port {} already exists", spec.name);
+        }
+        let t = self.switch.load();
+        let bridge = match &spec.bridge {
+            Some(b) => Some(
+                t.bridge_by_name(b)
+                    .ok_or_else(|| anyhow!("port {}: no bridge named {b}", spec.name))?
+                    .id,
+            ),
+            None => None,
+        };
+        let used: Vec<bool> = t.ports.iter().map(Option::is_some).collect();
+        let id = used
+            .iter()
+            .position(|u| !u)
+            .unwrap_or(used.len());
+        if id >= switch::MAX_PORTS {
+            bail!("too many ports (max {})", switch::MAX_PORTS);
+        }
+        let id = PortId(id as u16);
+        let OpenedPort {
+            queues,
+            keepalive,
+            health,
+        } = ports::open(&spec, self.pool)?;
+        // Place queues round-robin over workers; the first queue's worker owns the
+        // port's handoff ring.
+        let placement: Vec<usize> = (0..queues.len())
+            .map(|i| (st.next_worker + i) % self.workers.len())
+            .collect();
+        st.next_worker = (st.next_worker + 1) % self.workers.len();
+        let owner = WorkerId(placement[0] as u16);
+        let entry = Arc::new(PortEntry::new(id, &spec.name, bridge, owner));
+        self.switch.update(|t| {
+            if t.ports.len() <= id.index() {
+                t.ports.resize(id.index() + 1, None);
+            }
+            t.ports[id.index()] = Some(entry);
+            if let Some(b) = bridge {
+                if let Some(Some(br)) = t.bridges.get_mut(b.0 as usize) {
+                    br.ports.push(id);
+                }
+            }
+        });
+        let mut qrec = Vec::new();
+        for (q, (dev, w)) in queues.into_iter().zip(placement).enumerate() {
+            qrec.push((w, dev.stats().clone()));
+            self.workers[w].add_queue(id, QueueId(q as u16), dev)?;
+        }
+        tracing::info!(port = %spec.name, kind = %spec.kind, id = id.0, queues = qrec.len(), "port added");
+        st.ports.insert(
+            spec.name.clone(),
+            PortRecord {
+                id,
+                spec,
+                queues: qrec,
+                keepalive,
+                health,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops switching on a port and closes it. Traffic on other ports is not
+    /// interrupted.
+    ///
+    /// # Errors
+    /// Unknown port, or a worker did not give the queues back in time.
+    pub fn port_del(&self, name: &str) -> anyhow::Result<()> {
+        let mut st = self.lock();
+        let rec = st.ports.remove(name).ok_or_else(|| anyhow!("no port named {name}"))?;
+        let id = rec.id;
+        // 1. Unpublish: no worker will learn, forward or hand off to it any more.
+        let generation = self.switch.update(|t| {
+            if let Some(slot) = t.ports.get_mut(id.index()) {
+                *slot = None;
+            }
+            for b in t.bridges.iter_mut().flatten() {
+                b.ports.retain(|p| *p != id);
+                b.fdb.flush_port(id);
+            }
+        });
+        // 2. Wait until every worker runs on the new tables.
+        for w in &self.workers {
+            if !w.wait_generation(generation, WORKER_TIMEOUT) {
+                tracing::warn!(worker = w.id().0, "worker slow to acknowledge table change");
+            }
+        }
+        // Learning may have raced the flush in step 1; flush again now that nobody
+        // can receive from the port.
+        for b in self.switch.load().bridges.iter().flatten() {
+            b.fdb.flush_port(id);
+        }
+        // 3. Take its queues back and close them.
+        let mut workers: Vec<usize> = rec.queues.iter().map(|q| q.0).collect();
+        workers.dedup();
+        for w in workers {
+            let devs = self.workers[w].remove_port(id, WORKER_TIMEOUT)?;
+            drop(devs);
+        }
+        drop(rec.keepalive);
+        tracing::info!(port = name, "port removed");
+        Ok(())
+    }
+
+    fn port_stats(rec: &PortRecord) -> StatsSnapshot {
+        let mut s = StatsSnapshot::default();
+        for (_, q) in &rec.queues {
+            s += q.snapshot();
+        }
+        s
+    }
+
+    fn port_info(&self, rec: &PortRecord, t: &switch::SwitchTables) -> PortInfo {
+        let s = Self::port_stats(rec);
+        let entry = t.port(rec.id);
+        let err = rec.health.as_ref().and_then(|h| h());
+        PortInfo {
+            id: rec.id.0,
+            name: rec.spec.name.clone(),
+            kind: rec.spec.kind.to_string(),
+            bridge: rec.spec.bridge.clone(),
+            iface: rec
+                .spec
+                .iface
+                .clone()
+                .or_else(|| rec.spec.socket.as_ref().map(|p| p.display().to_string())),
+            link: if entry.is_some_and(|e| e.is_up()) { "up" } else { "down" }.into(),
+            state: match err {
+                Some(e) => format!("error: {e}"),
+                None => "ok".into(),
+            },
+            queues: rec.queues.len() as u16,
+            worker: rec.queues.first().map(|q| q.0 as u16),
+            stats: stats_view(&s),
+        }
+    }
+
+    /// Every port, by name.
+    pub fn port_list(&self) -> Vec<PortInfo> {
+        let st = self.lock();
+        let t = self.switch.load();
+        st.ports.values().map(|r| self.port_info(r, &t)).collect()
+    }
+
+    /// Every bridge.
+    pub fn bridge_list(&self) -> Vec<BridgeInfo> {
+        let t = self.switch.load();
+        t.bridges
+            .iter()
+            .flatten()
+            .map(|b| BridgeInfo {
+                name: b.name.to_string(),
+                ports: b
+                    .ports
+                    .iter()
+                    .filter_map(|p| t.port(*p).map(|e| e.name.to_string()))
+                    .collect(),
+                fdb_entries: b.fdb.len(),
+            })
+            .collect()
+    }
+
+    /// FDB contents, of one bridge or all.
+    ///
+    /// # Errors
+    /// Unknown bridge.
+    pub fn fdb_show(&self, bridge: Option<&str>) -> anyhow::Result<Vec<FdbEntryView>> {
+        let t = self.switch.load();
+        if let Some(b) = bridge {
+            if t.bridge_by_name(b).is_none() {
+                bail!("no bridge named {b}");
+            }
+        }
+        let now = self.switch.now_secs();
+        let mut out = Vec::new();
+        for b in t.bridges.iter().flatten() {
+            if bridge.is_some_and(|n| n != &*b.name) {
+                continue;
+            }
+            let mut entries = b.fdb.entries();
+            entries.sort_by_key(|e| (e.vlan, e.mac));
+            for e in entries {
+                out.push(FdbEntryView {
+                    bridge: b.name.to_string(),
+                    vlan: e.vlan.0,
+                    mac: e.mac.to_string(),
+                    port: t
+                        .port(e.port)
+                        .map(|p| p.name.to_string())
+                        .unwrap_or_else(|| format!("#{}", e.port.0)),
+                    age_secs: if e.is_static { 0 } else { now.saturating_sub(e.last_seen_secs) },
+                    is_static: e.is_static,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Flushes dynamic FDB entries of one bridge or all.
+    ///
+    /// # Errors
+    /// Unknown bridge.
+    pub fn fdb_flush(&self, bridge: Option<&str>) -> anyhow::Result<usize> {
+        let t = self.switch.load();
+        if let Some(b) = bridge {
+            if t.bridge_by_name(b).is_none() {
+                bail!("no bridge named {b}");
+            }
+        }
+        Ok(t
+            .bridges
+            .iter()
+            .flatten()
+            .filter(|b| bridge.is_none_or(|n| n == &*b.name))
+            .map(|b| b.fdb.flush())
+            .sum())
+    }
+
+    /// Per-worker view for `pmd show`.
+    pub fn workers(&self) -> Vec<WorkerView> {
+        let t = self.switch.load();
+        self.workers
+            .iter()
+            .zip(&self.worker_cpus)
+            .map(|(w, &cpu)| {
+                let s = &w.shared().stats;
+                let (busy, idle) = (s.busy_cycles.get(), s.idle_cycles.get());
+                let mut drops = BTreeMap::new();
+                if s.handoff_full.get() > 0 {
+                    drops.insert(DropReason::HandoffFull.name().to_string(), s.handoff_full.get());
+                }
+                WorkerView {
+                    id: w.id().0,
+                    cpu,
+                    rx_queues: w
+                        .shared()
+                        .assigned()
+                        .into_iter()
+                        .map(|(p, q)| {
+                            let name = t.port(p).map(|e| e.name.to_string()).unwrap_or_else(|| p.to_string());
+                            format!("{name}:{}", q.0)
+                        })
+                        .collect(),
+                    busy_cycles: busy,
+                    idle_cycles: idle,
+                    busy_pct: if busy + idle == 0 {
+                        0.0
+                    } else {
+                        100.0 * busy as f64 / (busy + idle) as f64
+                    },
+                    rx_packets: s.rx_packets.get(),
+                    drops,
+                }
+            })
+            .collect()
+    }
+
+    /// Everything `weir stats` shows.
+    pub fn stats(&self) -> StatsView {
+        StatsView {
+            ports: self.port_list(),
+            workers: self.workers(),
+            mempool: MempoolView {
+                total: self.pool.capacity(),
+                available: self.pool.available(),
+                hugepages: self.pool.backing() == dataplane::mempool::Backing::Hugepages2M,
+                mbuf_size: self.pool.data_room(),
+            },
+        }
+    }
+
+    /// Stops the workers and closes every port.
+    pub fn shutdown(self) {
+        let Dataplane { workers, state, .. } = self;
+        for w in workers {
+            w.stop();
+        }
+        drop(state);
+    }
+}
+
+fn stats_view(s: &StatsSnapshot) -> PortStatsView {
+    PortStatsView {
+        rx_packets: s.rx_packets,
+        rx_bytes: s.rx_bytes,
+        tx_packets: s.tx_packets,
+        tx_bytes: s.tx_bytes,
+        rx_errors: s.rx_errors,
+        tx_errors: s.tx_errors,
+        drops: DropReason::ALL
+            .iter()
+            .filter(|r| s.drops(**r) > 0)
+            .map(|r| (r.name().to_string(), s.drops(*r)))
+            .collect(),
+    }
+}
+
+fn result<T: serde::Serialize>(r: anyhow::Result<T>) -> Response {
+    match r {
+        Ok(v) => Response::with_data(&v),
+        Err(e) => Response::error(format!("{e:#}")),
+    }
+}
+
+fn done(r: anyhow::Result<()>) -> Response {
+    match r {
+        Ok(()) => Response::ok(),
+        Err(e) => Response::error(format!("{e:#}")),
+    }
+}
+
+impl Handler for Dataplane {
+    fn handle(&self, req: Request) -> Response {
+        match req {
+            Request::PortAdd(spec) => done(self.port_add(spec)),
+            Request::PortDel { name } => done(self.port_del(&name)),
+            Request::PortList => Response::with_data(&self.port_list()),
+            Request::BridgeAdd { name } => done(self.bridge_add(&name)),
+            Request::BridgeDel { name } => done(self.bridge_del(&name)),
+            Request::BridgeList => Response::with_data(&self.bridge_list()),
+            Request::FdbShow { bridge } => result(self.fdb_show(bridge.as_deref())),
+            Request::FdbFlush { bridge } => done(self.fdb_flush(bridge.as_deref()).map(|_| ())),
+            Request::Stats => Response::with_data(&self.stats()),
+            Request::PmdShow => Response::with_data(&self.workers()),
+            Request::Version => Response::with_data(&VersionView::current()),
+        }
+    }
+}
+
+/// Handler wrapper that lets the daemon keep ownership for shutdown.
+struct Shared(Arc<Dataplane>);
+
+impl Handler for Shared {
+    fn handle(&self, req: Request) -> Response {
+        self.0.handle(req)
+    }
+}
 
 /// Runs the daemon in the foreground until SIGINT or SIGTERM.
 ///
 /// # Errors
-///
-/// If the control socket cannot be bound or signal handlers installed.
+/// If the dataplane cannot be built or the control socket bound.
 pub fn run(cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
     tracing::info!(
         config = cfg.origin(),
@@ -32,7 +557,37 @@ pub fn run(cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
-    let handler = |_req: Request| Response::error("not implemented");
-    server.serve(Arc::new(handler), stop);
+    let dp = Arc::new(Dataplane::start(&cfg, Host::system())?);
+    // Housekeeping: the FDB clock, aging and rebuilds, once a second.
+    let hk = {
+        let (dp, stop) = (dp.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("weir-housekeeping".into())
+            .spawn(move || {
+                // Relaxed: a plain flag, checked every 100 ms.
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..10 {
+                        std::thread::sleep(Duration::from_millis(100));
+                        if stop.load(Ordering::Relaxed) {
+                            return;
+                        }
+                    }
+                    let aged = dp.switch.age_fdbs();
+                    if aged > 0 {
+                        tracing::debug!(aged, "fdb entries aged out");
+                    }
+                }
+            })
+            .context("starting housekeeping thread")?
+    };
+    tracing::info!(socket = %socket.display(), "control socket ready");
+    server.serve(Arc::new(Shared(dp.clone())), stop.clone());
+    stop.store(true, Ordering::Relaxed);
+    let _ = hk.join();
+    tracing::info!("shutting down");
+    match Arc::try_unwrap(dp) {
+        Ok(dp) => dp.shutdown(),
+        Err(_) => tracing::warn!("control connections still open at shutdown"),
+    }
     Ok(())
 }

@@ -18,3 +18,5 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod demo;
+pub mod netns;
+pub mod ports;

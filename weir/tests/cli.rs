@@ -108,9 +108,9 @@ fn malformed_configs_fail_naming_the_key() {
         ),
         (
             "type.toml",
-            "[dataplane]\nburst = \"many\"\n",
+            "[dataplane]\nidle_sleep_us = \"many\"\n",
             ":2:9: ",
-            "dataplane.burst",
+            "dataplane.idle_sleep_us",
         ),
         (
             "bridge.toml",

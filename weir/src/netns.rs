@@ -1,0 +1,273 @@
+//! Network namespaces and veth pairs for the demo and the end-to-end tests:
+//! throwaway "hosts" on this machine, removed again on drop.
+//!
+//! Control path only; shells out to `ip` (iproute2) for setup, and uses
+//! `setns(2)` (through rustix) to open sockets inside a namespace from a thread.
+
+use std::fs::File;
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context as _};
+
+/// Runs a command, failing with its stderr if it exits non-zero.
+///
+/// # Errors
+/// The command could not be started or failed.
+pub fn sh(args: &[&str]) -> anyhow::Result<String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Fails with a clear message unless running as root with `ip` available.
+///
+/// # Errors
+/// Not root, or iproute2 missing.
+pub fn require_root_and_ip() -> anyhow::Result<()> {
+    if !rustix::process::geteuid().is_root() {
+        bail!("this needs root (network namespaces, raw sockets): run it with sudo");
+    }
+    sh(&["ip", "-V"]).context("iproute2's `ip` is required: apt-get install iproute2")?;
+    Ok(())
+}
+
+/// Moves the calling thread into the named network namespace.
+///
+/// # Errors
+/// The namespace file cannot be opened or `setns` fails.
+pub fn enter(name: &str) -> anyhow::Result<()> {
+    let f = File::open(format!("/run/netns/{name}"))
+        .with_context(|| format!("opening namespace {name}"))?;
+    rustix::thread::move_into_link_name_space(
+        std::os::fd::AsFd::as_fd(&f),
+        Some(rustix::thread::LinkNameSpaceType::Network),
+    )
+    .with_context(|| format!("entering namespace {name}"))?;
+    Ok(())
+}
+
+/// A network namespace, deleted on drop (with everything inside it).
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates namespace `name` (deleting a leftover of the same name first) and
+    /// brings its loopback up.
+    ///
+    /// # Errors
+    /// `ip netns add` failed.
+    pub fn create(name: &str) -> anyhow::Result<Netns> {
+        let _ = sh(&["ip", "netns", "del", name]);
+        sh(&["ip", "netns", "add", name])?;
+        let ns = Netns { name: name.into() };
+        ns.exec(&["ip", "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs a command inside the namespace.
+    ///
+    /// # Errors
+    /// The command failed.
+    pub fn exec(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut v = vec!["ip", "netns", "exec", &self.name];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    /// Moves the calling thread into this namespace (sockets it opens afterwards
+    /// live there). Use a dedicated thread.
+    ///
+    /// # Errors
+    /// The namespace file cannot be opened or `setns` fails.
+    pub fn enter_current_thread(&self) -> anyhow::Result<()> {
+        enter(&self.name)
+    }
+
+    /// Reads an interface counter inside the namespace, e.g. `rx_packets`.
+    ///
+    /// # Errors
+    /// The interface or counter does not exist.
+    pub fn counter(&self, iface: &str, name: &str) -> anyhow::Result<u64> {
+        let s = self.exec(&["cat", &format!("/sys/class/net/{iface}/statistics/{name}")])?;
+        s.trim().parse().with_context(|| format!("parsing {name} of {iface}"))
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+/// A namespace with one veth pair: `host_if` stays in the root namespace (up, no
+/// address; weir attaches to it), `eth0` inside gets `addr`.
+#[derive(Debug)]
+pub struct VethHost {
+    /// The namespace (dropped after the link).
+    pub ns: Netns,
+    /// Root-namespace end of the pair.
+    pub host_if: String,
+    /// IPv4 address inside, without prefix length.
+    pub ip: String,
+}
+
+impl VethHost {
+    /// Creates namespace `ns_name` and veth `host_if` ↔ `eth0` with `ip/24` inside.
+    ///
+    /// # Errors
+    /// Any `ip` step failed (everything created so far is removed).
+    pub fn create(ns_name: &str, host_if: &str, ip: &str) -> anyhow::Result<VethHost> {
+        let _ = sh(&["ip", "link", "del", host_if]);
+        let ns = Netns::create(ns_name)?;
+        sh(&["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns_name])?;
+        let h = VethHost { ns, host_if: host_if.into(), ip: ip.into() };
+        // Checksum offload on veth leaves partial checksums that a copy through
+        // userspace would carry unfinished; compute them in the stack instead.
+        let _ = h.ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
+        sh(&["ip", "link", "set", host_if, "up"])?;
+        h.ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        h.ns.exec(&["ip", "link", "set", "eth0", "up"])?;
+        Ok(h)
+    }
+
+    /// The MAC address of `eth0` inside.
+    ///
+    /// # Errors
+    /// The interface is gone.
+    pub fn mac(&self) -> anyhow::Result<String> {
+        Ok(self.ns.exec(&["cat", "/sys/class/net/eth0/address"])?.trim().to_string())
+    }
+}
+
+impl Drop for VethHost {
+    fn drop(&mut self) {
+        let _ = sh(&["ip", "link", "del", &self.host_if]);
+    }
+}
+
+/// Moves an existing root-namespace interface (e.g. a TAP weir created) into `ns`
+/// as `eth0` with `ip/24`.
+///
+/// # Errors
+/// Any `ip` step failed.
+pub fn adopt_into(ns: &Netns, iface: &str, ip: &str) -> anyhow::Result<()> {
+    sh(&["ip", "link", "set", iface, "netns", ns.name(), "name", "eth0"])?;
+    let _ = ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
+    ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+    ns.exec(&["ip", "link", "set", "eth0", "up"])?;
+    Ok(())
+}
+
+/// Fills `buf` with the verification pattern for stream offset `offset`: byte `i`
+/// of the stream is byte `i % 8` of `splitmix64(seed + i / 8)`. Both ends compute
+/// it from the offset alone, so the receiver checks every byte without a copy of
+/// the data, whatever sizes the reads come in.
+pub fn pattern_fill(seed: u64, offset: u64, buf: &mut [u8]) {
+    for (k, b) in buf.iter_mut().enumerate() {
+        let i = offset + k as u64;
+        let mut z = seed.wrapping_add(i / 8).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        *b = z.to_le_bytes()[(i % 8) as usize];
+    }
+}
+
+/// Sends `len_bytes` of the [`pattern_fill`] stream from namespace `from` to `to_ip:port` in
+/// namespace `to`, over TCP, and verifies every byte at the receiver. Returns the
+/// elapsed time.
+///
+/// # Errors
+/// Connection failure, a short transfer, or a byte that differs.
+pub fn tcp_transfer(
+    from: &Netns,
+    to: &Netns,
+    to_ip: &str,
+    port: u16,
+    len_bytes: u64,
+) -> anyhow::Result<std::time::Duration> {
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    let seed = 0x5eed_u64 ^ len_bytes;
+    let to_name = to.name().to_string();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receiver = std::thread::spawn(move || -> anyhow::Result<u64> {
+        let r = (|| {
+            enter(&to_name)?;
+            let l = TcpListener::bind(("0.0.0.0", port)).context("listening")?;
+            let _ = ready_tx.send(());
+            let (mut s, _) = l.accept().context("accepting")?;
+            s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            let mut buf = vec![0u8; 1 << 16];
+            let mut want = vec![0u8; 1 << 16];
+            let mut got: u64 = 0;
+            loop {
+                let n = s.read(&mut buf).context("receiving")?;
+                if n == 0 {
+                    break;
+                }
+                pattern_fill(seed, got, &mut want[..n]);
+                if let Some(i) = (0..n).find(|&i| buf[i] != want[i]) {
+                    bail!("byte {} of the stream differs", got + i as u64);
+                }
+                got += n as u64;
+            }
+            Ok(got)
+        })();
+        r
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .map_err(|_| anyhow::anyhow!("receiver did not start"))?;
+    let from_name = from.name().to_string();
+    let to_ip = to_ip.to_string();
+    let start = Instant::now();
+    let sender = std::thread::spawn(move || -> anyhow::Result<()> {
+        let r = (|| {
+            enter(&from_name)?;
+            let mut s = TcpStream::connect_timeout(
+                &format!("{to_ip}:{port}").parse()?,
+                Duration::from_secs(10),
+            )
+            .context("connecting")?;
+            s.set_write_timeout(Some(Duration::from_secs(30)))?;
+            let mut buf = vec![0u8; 1 << 16];
+            let mut sent = 0u64;
+            while sent < len_bytes {
+                let n = (len_bytes - sent).min(buf.len() as u64) as usize;
+                pattern_fill(seed, sent, &mut buf[..n]);
+                s.write_all(&buf[..n]).context("sending")?;
+                sent += n as u64;
+            }
+            s.shutdown(std::net::Shutdown::Write)?;
+            Ok(())
+        })();
+        r
+    });
+    sender.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
+    let got = receiver.join().map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+    if got != len_bytes {
+        bail!("received {got} of {len_bytes} bytes");
+    }
+    Ok(start.elapsed())
+}

@@ -1,0 +1,101 @@
+//! Builds port queues from a [`PortSpec`]: the one place that knows every driver.
+//!
+//! Control path only. Each driver returns one [`Port`] value per queue; the daemon
+//! hands them to workers.
+
+use std::path::Path;
+
+use anyhow::{bail, Context as _};
+use dataplane::{Mempool, Port};
+
+use crate::config::{PortSpec, PortType};
+
+/// A port's queues plus anything that must live as long as the port (a control
+/// thread, a device handle) and a way to ask it for an error state.
+pub struct OpenedPort {
+    /// One value per queue.
+    pub queues: Vec<Box<dyn Port>>,
+    /// Kept alive while the port exists; dropped after its queues are gone.
+    pub keepalive: Option<Box<dyn Send>>,
+    /// Reports a port-level error (None = healthy).
+    pub health: Option<Box<dyn Fn() -> Option<String> + Send>>,
+}
+
+impl OpenedPort {
+    fn plain(queues: Vec<Box<dyn Port>>) -> OpenedPort {
+        OpenedPort {
+            queues,
+            keepalive: None,
+            health: None,
+        }
+    }
+}
+
+fn boxed<P: Port + 'static>(v: Vec<P>) -> Vec<Box<dyn Port>> {
+    v.into_iter().map(|p| Box::new(p) as Box<dyn Port>).collect()
+}
+
+/// Opens every queue of the port described by `spec`.
+///
+/// # Errors
+/// Whatever the driver reports (missing interface, permission, bad file), with the
+/// port name as context.
+pub fn open(spec: &PortSpec, pool: &'static Mempool) -> anyhow::Result<OpenedPort> {
+    let n = spec.queues.unwrap_or(1).max(1) as usize;
+    let name = &spec.name;
+    let iface = || {
+        spec.iface
+            .as_deref()
+            .with_context(|| format!("port {name}: `iface` is required for type {}", spec.kind))
+    };
+    let opened = match spec.kind {
+        PortType::Ring => OpenedPort::plain(
+            (0..n)
+                .map(|_| Box::new(pmd::memport::NullPort::new()) as Box<dyn Port>)
+                .collect(),
+        ),
+        PortType::Pcap => {
+            if n != 1 {
+                bail!("port {name}: pcap ports have exactly one queue");
+            }
+            let port = pmd::pcap::PcapPort::open(
+                spec.rx_path.as_deref().map(Path::new),
+                spec.tx_path.as_deref().map(Path::new),
+                pool,
+                pmd::pcap::PcapConfig::default(),
+            )
+            .with_context(|| format!("port {name}"))?;
+            OpenedPort::plain(vec![Box::new(port)])
+        }
+        PortType::Afpacket => {
+            let cfg = pmd::afpacket::AfPacketConfig::default();
+            let qs = pmd::afpacket::open_queues(iface()?, n, pool, &cfg)
+                .with_context(|| format!("port {name}"))?;
+            OpenedPort::plain(boxed(qs))
+        }
+        PortType::Tap => {
+            let qs = pmd::tap::TapPort::create_queues(iface()?, n, pool)
+                .with_context(|| format!("port {name}"))?;
+            OpenedPort::plain(boxed(qs))
+        }
+        PortType::Afxdp => {
+            let mut qs = Vec::with_capacity(n);
+            for q in 0..n {
+                let cfg = pmd::afxdp::AfXdpConfig {
+                    queue_id: q as u32,
+                    ..Default::default()
+                };
+                qs.push(
+                    pmd::afxdp::AfXdpPort::open(iface()?, pool, &cfg)
+                        .with_context(|| format!("port {name} queue {q}"))?,
+                );
+            }
+            OpenedPort::plain(boxed(qs))
+        }
+        PortType::VhostUser | PortType::Vfio => bail!(
+            "port {name}: type {} is not available in this build of weir yet",
+            spec.kind
+        ),
+    };
+    Ok(opened)
+}
