@@ -29,11 +29,20 @@
 //!
 //! By default the socket binds in copy mode (`XDP_COPY`) and libxdp attaches its
 //! redirect program in generic (SKB) mode (`XDP_FLAGS_SKB_MODE`), which works on
-//! any interface, veth included. Verified on veth pairs: in SKB mode the program
-//! on the receiving veth sees every frame the peer sends, with no XDP program on
-//! the peer; native (driver-mode) XDP on veth would additionally need an XDP
-//! program on the peer end. `AfXdpConfig::zero_copy` asks for driver mode and
-//! `XDP_ZEROCOPY` instead, for NICs whose drivers support it.
+//! any interface, veth included. Checked on veth pairs (Linux 6.18): the program
+//! on the receiving veth sees every frame the peer sends, and frames sent from
+//! the socket reach the peer, with no XDP program on the peer end. That holds for
+//! native (driver-mode) copy-mode XDP on veth too; the rule that a veth peer needs
+//! an XDP program of its own applies to `XDP_REDIRECT` into a veth
+//! (`ndo_xdp_xmit`), which this driver does not use. veth has no zero-copy
+//! support. `AfXdpConfig::zero_copy` asks for driver-mode XDP and `XDP_ZEROCOPY`,
+//! for NICs whose drivers support it.
+//!
+//! libxdp loads its default redirect program through its multi-program dispatcher
+//! when a BPF filesystem is mounted at `/sys/fs/bpf`, and otherwise (with a
+//! warning on stderr) as a single program. With `XDP_FLAGS_UPDATE_IF_NOEXIST`, an
+//! unrelated XDP program already on the interface is left alone and `open` fails
+//! with [`AfXdpError::XdpAttach`].
 //!
 //! # Kicks
 //!

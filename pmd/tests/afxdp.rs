@@ -162,7 +162,12 @@ fn forwarding_between_two_ports_carries_ping() {
     let pool = Mempool::for_tests(2048);
     let mut pa = AfXdpPort::open(&a.host_if, pool, &small_cfg())
         .unwrap_or_else(|e| panic!("open {}: {e:?}", a.host_if));
-    let mut pb = AfXdpPort::open(&b.host_if, pool, &small_cfg())
+    // One port without need_wakeup, so both kick policies carry traffic.
+    let no_wakeup = AfXdpConfig {
+        need_wakeup: false,
+        ..small_cfg()
+    };
+    let mut pb = AfXdpPort::open(&b.host_if, pool, &no_wakeup)
         .unwrap_or_else(|e| panic!("open {}: {e:?}", b.host_if));
 
     let mut ping =
@@ -260,6 +265,106 @@ fn zero_copy_on_veth_is_refused_with_a_reason() {
     // The failed attempt leaves nothing attached: copy mode works right after.
     AfXdpPort::open(&v.host_if, Mempool::for_tests(32), &small_cfg())
         .unwrap_or_else(|e| panic!("copy mode after failed zero-copy: {e:?}"));
+}
+
+/// Floods `count` broadcast pings out of the namespace end, quickly, and waits.
+fn broadcast_pings(v: &VethNs, count: u32) {
+    let bcast = format!("{}.{}.{}.255", v.ns_ip[0], v.ns_ip[1], v.ns_ip[2]);
+    let n = count.to_string();
+    let mut ping = ChildGuard::spawn(v.ns_command(&[
+        "ping", "-b", "-q", "-c", &n, "-i", "0.002", "-W", "1", &bcast,
+    ]));
+    let deadline = Instant::now() + Duration::from_secs(8);
+    while ping.0.try_wait().expect("waiting for ping").is_none() {
+        assert!(Instant::now() < deadline, "broadcast ping did not finish");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Receives until nothing arrives for 200 ms; returns frames received.
+fn drain_rx(port: &mut AfXdpPort) -> usize {
+    let mut burst = Burst::new();
+    let mut total = 0;
+    let mut idle_since = Instant::now();
+    while idle_since.elapsed() < Duration::from_millis(200) {
+        let n = port.rx_burst(&mut burst);
+        burst.clear();
+        port.housekeeping();
+        if n > 0 {
+            total += n;
+            idle_since = Instant::now();
+        } else {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    total
+}
+
+#[test]
+fn frames_beyond_the_rx_ring_count_as_overrun() {
+    let v = VethNs::new([10, 77, 8, 1]);
+    let cfg = AfXdpConfig {
+        frame_count: 64,
+        rx_size: 32,
+        tx_size: 32,
+        fill_size: 32,
+        comp_size: 32,
+        ..AfXdpConfig::default()
+    };
+    let mut port = AfXdpPort::open(&v.host_if, Mempool::for_tests(256), &cfg)
+        .unwrap_or_else(|e| panic!("open {}: {e:?}", v.host_if));
+    // Not polling while 100 frames arrive: 32 receive frames, the rest dropped.
+    broadcast_pings(&v, 100);
+    std::thread::sleep(Duration::from_millis(120));
+    port.housekeeping();
+    let overrun = port.stats().drops(DropReason::RxOverrun);
+    let received = drain_rx(&mut port);
+    assert!(received <= 32, "received {received} with 32 receive frames");
+    assert!(received > 0, "nothing received");
+    assert!(
+        overrun >= 100 - received as u64,
+        "{received} received, only {overrun} counted as overrun"
+    );
+}
+
+#[test]
+fn empty_mempool_counts_no_buffers_and_recycles_frames() {
+    let v = VethNs::new([10, 77, 9, 1]);
+    let pool = Mempool::for_tests(64);
+    let mut port = AfXdpPort::open(&v.host_if, pool, &small_cfg())
+        .unwrap_or_else(|e| panic!("open {}: {e:?}", v.host_if));
+    let held: Vec<_> = std::iter::from_fn(|| pool.alloc()).collect();
+    assert!(!held.is_empty());
+
+    broadcast_pings(&v, 20);
+    assert_eq!(drain_rx(&mut port), 0, "nothing to copy into");
+    let no_buffers = port.stats().drops(DropReason::NoBuffers);
+    assert!(no_buffers >= 20, "NoBuffers = {no_buffers}");
+
+    // The UMEM frames went back to the fill ring: with mbufs back, frames flow.
+    drop(held);
+    broadcast_pings(&v, 20);
+    assert!(drain_rx(&mut port) >= 20);
+}
+
+#[test]
+fn link_follows_the_peer_after_housekeeping() {
+    let v = VethNs::new([10, 77, 10, 1]);
+    let mut port = AfXdpPort::open(&v.host_if, Mempool::for_tests(32), &small_cfg())
+        .unwrap_or_else(|e| panic!("open {}: {e:?}", v.host_if));
+    assert_eq!(port.link(), LinkState::Up);
+    let wait_for = |port: &mut AfXdpPort, want: LinkState| {
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while port.link() != want && Instant::now() < deadline {
+            port.housekeeping();
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(port.link(), want);
+    };
+    v.ns_exec(&["ip", "link", "set", &v.ns_if, "down"]);
+    wait_for(&mut port, LinkState::Down);
+    v.ns_exec(&["ip", "link", "set", &v.ns_if, "up"]);
+    wait_for(&mut port, LinkState::Up);
 }
 
 #[test]
