@@ -1,14 +1,18 @@
 //! weir's port drivers: every [`dataplane::Port`] implementation that is not a VM
-//! vNIC.
+//! vNIC (kernel interfaces, and in-memory and pcap ports for tests and benches).
 //!
-//! Layer: ports. Depends on `dataplane` (for `Port`, `Mbuf`, `Mempool` and the
-//! counters) and never on `vhost-user` or the daemon. Driver code is on the packet
-//! path and follows its rules: no heap allocation, locks or logging per burst.
+//! Layer: ports. Depends on `dataplane` (the port trait, mbufs, mempools, stats);
+//! nothing in `dataplane` depends on this crate, and it never depends on
+//! `vhost-user` or the daemon. The burst functions of every driver are on the
+//! packet path and follow its rules: no heap allocation, no locks, no logging, at
+//! most one syscall per burst where the kernel interface allows batching.
 //!
-//! Unsafe code is denied at the crate root; only the modules at a hardware or OS
-//! boundary may allow it, each with `// SAFETY:` notes.
+//! Unsafe code is denied at the crate root; only the modules at an OS boundary
+//! (`afxdp::umem` for AF_XDP rings and UMEM frames, `sys` for sockets and ioctls)
+//! may allow it, each block with a `// SAFETY:` note.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod afxdp;
 pub mod memport;
 pub mod pcap;
