@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what weir's demo and test suite need on a fresh Debian bookworm host:
+# build tools for the AF_XDP bindings (libbpf via xsk-rs), iproute2 and ping for
+# the namespace tests, and valgrind for the instruction-count benchmark.
+# Idempotent; runs apt only when something is missing. Needs root.
+set -euo pipefail
+
+PKGS=(
+  build-essential pkg-config m4 clang llvm libelf-dev zlib1g-dev   # xsk-rs / libbpf-sys
+  iproute2 iputils-ping ethtool                                    # namespaces, veth, ping
+  valgrind                                                          # benches/callgrind.sh
+)
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "scripts/setup.sh: must run as root (installs packages, creates namespaces)" >&2
+  exit 1
+fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "scripts/setup.sh: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+command -v cargo >/dev/null || { echo "scripts/setup.sh: cargo not found: install Rust (rustup) first" >&2; exit 1; }
+for t in ip ping clang; do
+  command -v "$t" >/dev/null || { echo "scripts/setup.sh: $t still missing after install" >&2; exit 1; }
+done
