@@ -13,6 +13,12 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod afpacket;
 pub mod afxdp;
 pub mod memport;
 pub mod pcap;
+mod sys;
+pub mod tap;
+
+pub use afpacket::{AfPacketConfig, AfPacketError, AfPacketPort};
+pub use tap::{TapError, TapPort};

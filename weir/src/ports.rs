@@ -69,7 +69,7 @@ pub fn open(spec: &PortSpec, pool: &'static Mempool) -> anyhow::Result<OpenedPor
         }
         PortType::Afpacket => {
             let cfg = pmd::afpacket::AfPacketConfig::default();
-            let qs = pmd::afpacket::open_queues(iface()?, n, pool, &cfg)
+            let qs = pmd::afpacket::AfPacketPort::open_queues(iface()?, n, pool, &cfg)
                 .with_context(|| format!("port {name}"))?;
             OpenedPort::plain(boxed(qs))
         }
