@@ -56,6 +56,23 @@ fn is_arp_from(frame: &[u8], src: [u8; 6]) -> bool {
     frame.len() >= 42 && frame[6..12] == src && frame[12..14] == ETHERTYPE_ARP
 }
 
+/// An IP round trip from `from` to `to_ip` (in `to`) and back: a UDP datagram to
+/// a closed port, answered with ICMP port-unreachable. The datagram leaves `from`
+/// with checksum offload, so it only arrives intact if the ports completed it.
+fn assert_ip_round_trip(from: &Netns, to: &Netns, to_ip: &str) {
+    let before = from.snmp("Icmp", "InDestUnreachs");
+    from.send_udp(to_ip);
+    let answered = wait_for(TIMEOUT, || {
+        (from.snmp("Icmp", "InDestUnreachs") > before).then_some(())
+    });
+    assert_eq!(
+        to.snmp("Udp", "InCsumErrors"),
+        0,
+        "datagram arrived with a bad checksum"
+    );
+    assert!(answered.is_some(), "no ICMP answer came back from {to_ip}");
+}
+
 /// Moves frames both ways between two ports on a thread until dropped.
 struct Forwarder<A: Port + 'static, B: Port + 'static> {
     stop: Arc<AtomicBool>,
@@ -256,6 +273,7 @@ fn afpacket_forwarding_loop_connects_two_namespaces() {
         Some(mac1),
         "ns2 learned ns1 from the request"
     );
+    assert_ip_round_trip(&ns1, &ns2, &ip2);
 
     let (a, b) = fwd.finish();
     for p in [a.stats(), b.stats()] {
@@ -288,6 +306,7 @@ fn tap_and_afpacket_ports_connect_two_namespaces() {
         "ns1 resolved {ip2} to ns2's MAC through TAP and AF_PACKET"
     );
     assert_eq!(ns2.neighbour(&ip1), Some(mac1));
+    assert_ip_round_trip(&ns1, &ns2, &ip2);
 
     // And the other way round: ns2 asks, the reply comes back through the TAP.
     ns2.flush_neighbours();
