@@ -10,6 +10,13 @@
 //! creation and is not made persistent, so the kernel removes it when the last
 //! queue closes (an existing persistent TAP is attached to and left in place).
 //!
+//! # Link state
+//! `link()` is `IFF_UP && IFF_RUNNING` as read in `housekeeping` (every 100 ms)
+//! through a socket in the namespace the port was created in. Once the interface
+//! has been moved to another network namespace its flags cannot be read from
+//! there; the port then reports `Up`, since the interface exists and the kernel
+//! keeps its carrier on for as long as a queue is attached.
+//!
 //! # Syscalls per burst
 //! A TAP descriptor moves one frame per `read`/`write`; `readv`/`writev` gather
 //! the pieces of one frame, and there is no batched call for TAP without the

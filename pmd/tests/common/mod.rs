@@ -140,6 +140,26 @@ impl Netns {
         let _ = try_run(&["ip", "netns", "exec", &self.name, "bash", "-c", &script]);
     }
 
+    /// A counter from the namespace's `/proc/net/snmp`, e.g. ("Udp", "NoPorts").
+    pub fn snmp(&self, group: &str, name: &str) -> u64 {
+        let text = self.exec(&["cat", "/proc/net/snmp"]);
+        let prefix = format!("{group}:");
+        let mut rows = text.lines().filter(|l| l.starts_with(&prefix));
+        let (names, values) = (
+            rows.next().expect("header row"),
+            rows.next().expect("value row"),
+        );
+        let col = names
+            .split_whitespace()
+            .position(|n| n == name)
+            .expect("known counter");
+        values
+            .split_whitespace()
+            .nth(col)
+            .and_then(|v| v.parse().ok())
+            .expect("numeric counter")
+    }
+
     /// Forgets every neighbour entry, so the next send ARPs again.
     pub fn flush_neighbours(&self) {
         self.exec(&["ip", "neigh", "flush", "all"]);
@@ -186,11 +206,7 @@ impl Veth {
             ip: ip.to_owned(),
         };
         // No IPv6 on the switch side: keeps the host stack from sending on it.
-        let _ = try_run(&[
-            "sysctl",
-            "-qw",
-            &format!("net.ipv6.conf.{}.disable_ipv6=1", veth.outer),
-        ]);
+        disable_ipv6(&veth.outer);
         run(&["ip", "link", "set", &veth.inner, "netns", &ns.name]);
         run(&["ip", "link", "set", &veth.outer, "up"]);
         ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", &veth.inner]);
@@ -220,11 +236,7 @@ impl LocalVeth {
         run(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]);
         let pair = LocalVeth { a, b };
         for end in [&pair.a, &pair.b] {
-            let _ = try_run(&[
-                "sysctl",
-                "-qw",
-                &format!("net.ipv6.conf.{end}.disable_ipv6=1"),
-            ]);
+            disable_ipv6(end);
             run(&["ip", "link", "set", end, "up"]);
         }
         pair
@@ -235,6 +247,12 @@ impl Drop for LocalVeth {
     fn drop(&mut self) {
         let _ = try_run(&["ip", "link", "del", &self.a]);
     }
+}
+
+/// Turns IPv6 off on a root-namespace interface (best effort: the kernel may lack
+/// IPv6), so the host stack does not send on a switch-side interface.
+fn disable_ipv6(dev: &str) {
+    let _ = std::fs::write(format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6"), "1");
 }
 
 /// Parses "aa:bb:cc:dd:ee:ff".
