@@ -27,7 +27,7 @@ pub mod stats;
 
 pub use port::{Burst, LinkState, Port, MAX_BURST};
 pub use stats::{DropReason, QueueStats};
-pub mod time;
-pub mod worker;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testutil;
+pub mod time;
+pub mod worker;

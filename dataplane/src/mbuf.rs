@@ -183,7 +183,10 @@ impl Mbuf {
     pub fn set_len(&mut self, len: usize) -> Result<(), NoRoom> {
         let cap = self.capacity();
         if len > cap {
-            return Err(NoRoom { wanted: len, room: cap });
+            return Err(NoRoom {
+                wanted: len,
+                room: cap,
+            });
         }
         self.hdr_mut().data_len = len as u16;
         Ok(())
@@ -197,7 +200,10 @@ impl Mbuf {
     pub fn extend_from_slice(&mut self, bytes: &[u8]) -> Result<(), NoRoom> {
         let (len, room) = (self.len(), self.tailroom());
         if bytes.len() > room {
-            return Err(NoRoom { wanted: bytes.len(), room });
+            return Err(NoRoom {
+                wanted: bytes.len(),
+                room,
+            });
         }
         self.room_mut()[len..len + bytes.len()].copy_from_slice(bytes);
         self.hdr_mut().data_len += bytes.len() as u16;
@@ -212,7 +218,10 @@ impl Mbuf {
     pub fn prepend(&mut self, n: usize) -> Result<&mut [u8], NoRoom> {
         let head = self.headroom();
         if n > head {
-            return Err(NoRoom { wanted: n, room: head });
+            return Err(NoRoom {
+                wanted: n,
+                room: head,
+            });
         }
         let h = self.hdr_mut();
         h.data_off -= n as u16;
@@ -352,7 +361,10 @@ mod tests {
         let mut m = pool.alloc().unwrap();
         assert_eq!(
             m.extend_from_slice(&[0; 3000]),
-            Err(NoRoom { wanted: 3000, room: 2048 })
+            Err(NoRoom {
+                wanted: 3000,
+                room: 2048
+            })
         );
         assert!(m.set_len(2049).is_err());
         assert!(m.prepend(129).is_err());
@@ -371,7 +383,10 @@ mod tests {
         m.adj(4);
         drop(m);
         let m = pool.alloc().unwrap();
-        assert_eq!((m.len(), m.headroom(), m.port(), m.user()), (0, 128, u16::MAX, 0));
+        assert_eq!(
+            (m.len(), m.headroom(), m.port(), m.user()),
+            (0, 128, u16::MAX, 0)
+        );
     }
 
     #[test]

@@ -53,7 +53,10 @@ impl<T> Ring<T> {
     /// # Panics
     /// If `capacity` is 0 or above 2^30.
     pub fn new(capacity: usize) -> Ring<T> {
-        assert!(capacity > 0 && capacity <= 1 << 30, "ring capacity {capacity}");
+        assert!(
+            capacity > 0 && capacity <= 1 << 30,
+            "ring capacity {capacity}"
+        );
         let cap = capacity.next_power_of_two();
         let slots = (0..cap)
             .map(|_| UnsafeCell::new(MaybeUninit::uninit()))
@@ -128,7 +131,9 @@ impl<T> Ring<T> {
             std::hint::spin_loop();
         }
         // Release: makes our slot writes visible to consumers that Acquire prod.tail.
-        self.prod.tail.store(start.wrapping_add(n), Ordering::Release);
+        self.prod
+            .tail
+            .store(start.wrapping_add(n), Ordering::Release);
     }
 
     #[inline]
@@ -164,7 +169,9 @@ impl<T> Ring<T> {
             std::hint::spin_loop();
         }
         // Release: our reads of the slots happen before producers may reuse them.
-        self.cons.tail.store(start.wrapping_add(n), Ordering::Release);
+        self.cons
+            .tail
+            .store(start.wrapping_add(n), Ordering::Release);
     }
 
     #[inline]
@@ -325,7 +332,11 @@ mod tests {
     fn two_producers_two_consumers_lose_and_duplicate_nothing() {
         const PER: u64 = 200_000;
         let r = Arc::new(Ring::<u64>::new(64));
-        let seen = Arc::new((0..2 * PER).map(|_| AtomicUsize::new(0)).collect::<Vec<_>>());
+        let seen = Arc::new(
+            (0..2 * PER)
+                .map(|_| AtomicUsize::new(0))
+                .collect::<Vec<_>>(),
+        );
         let mut hs = Vec::new();
         for p in 0..2u64 {
             let r = r.clone();

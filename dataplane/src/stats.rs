@@ -20,8 +20,10 @@ impl Counter {
     pub fn add(&self, n: u64) {
         // Relaxed: readers want an eventually-consistent total, nothing is published
         // through the counter.
-        self.0
-            .store(self.0.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        self.0.store(
+            self.0.load(Ordering::Relaxed).wrapping_add(n),
+            Ordering::Relaxed,
+        );
     }
 
     /// Adds one.

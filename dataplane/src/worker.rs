@@ -181,7 +181,12 @@ impl WorkerHandle {
     ///
     /// # Errors
     /// If the worker does not take commands.
-    pub fn add_queue(&self, port: PortId, queue: QueueId, dev: Box<dyn Port>) -> Result<(), WorkerError> {
+    pub fn add_queue(
+        &self,
+        port: PortId,
+        queue: QueueId,
+        dev: Box<dyn Port>,
+    ) -> Result<(), WorkerError> {
         self.send(WorkerCmd::AddQueue { port, queue, dev })
     }
 
@@ -189,7 +194,11 @@ impl WorkerHandle {
     ///
     /// # Errors
     /// If the worker does not answer within `timeout`.
-    pub fn remove_port(&self, port: PortId, timeout: Duration) -> Result<Vec<Box<dyn Port>>, WorkerError> {
+    pub fn remove_port(
+        &self,
+        port: PortId,
+        timeout: Duration,
+    ) -> Result<Vec<Box<dyn Port>>, WorkerError> {
         let (tx, rx) = mpsc::channel();
         self.send(WorkerCmd::RemovePort { port, reply: tx })?;
         rx.recv_timeout(timeout)
@@ -268,12 +277,17 @@ impl Queues {
         if let Some(Some(i)) = self.tx_index.get(out.index()) {
             let q = &mut self.list[*i];
             let bytes_before: usize = b.iter().map(|m| m.len()).sum();
-            let sent = q.dev.tx_burst(b);
+            // Frames a driver takes but cannot send (too large, a write error) it
+            // counts as tx_errors; they are not transmitted packets.
+            let errors_before = q.stats.tx_errors.get();
+            let taken = q.dev.tx_burst(b);
             let bytes_left: usize = b.iter().map(|m| m.len()).sum();
-            q.stats.tx_packets.add(sent as u64);
+            let failed = q.stats.tx_errors.get().saturating_sub(errors_before) as usize;
+            q.stats.tx_packets.add(taken.saturating_sub(failed) as u64);
             q.stats.tx_bytes.add((bytes_before - bytes_left) as u64);
             if !b.is_empty() {
-                q.stats.drop_n(crate::stats::DropReason::TxFull, b.len() as u64);
+                q.stats
+                    .drop_n(crate::stats::DropReason::TxFull, b.len() as u64);
                 b.clear();
             }
         } else if let Some(e) = t.port(out) {
@@ -370,7 +384,8 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
                 if let Some(e) = t.port(q.port) {
                     if e.owner == my_id {
                         // Relaxed: advisory link state (see PortEntry::is_up).
-                        e.link_up.store(q.dev.link() == LinkState::Up, Ordering::Relaxed);
+                        e.link_up
+                            .store(q.dev.link() == LinkState::Up, Ordering::Relaxed);
                     }
                 }
             }
@@ -464,7 +479,11 @@ mod tests {
         let (rx, tx) = (Arc::new(Ring::new(1024)), Arc::new(Ring::new(1024)));
         let stats = Arc::new(QueueStats::default());
         (
-            RingPort { rx: rx.clone(), tx: tx.clone(), stats: stats.clone() },
+            RingPort {
+                rx: rx.clone(),
+                tx: tx.clone(),
+                stats: stats.clone(),
+            },
             Ends { rx, tx, stats },
         )
     }
@@ -492,7 +511,12 @@ mod tests {
                 fdb: Arc::new(Fdb::new(&FdbConfig::default())),
             }));
             for (i, &w) in owners.iter().enumerate() {
-                let e = PortEntry::new(PortId(i as u16), &format!("p{i}"), Some(BridgeId(0)), WorkerId(w));
+                let e = PortEntry::new(
+                    PortId(i as u16),
+                    &format!("p{i}"),
+                    Some(BridgeId(0)),
+                    WorkerId(w),
+                );
                 t.ports.push(Some(Arc::new(e)));
             }
         });
@@ -501,7 +525,11 @@ mod tests {
 
     fn worker(id: u16, sw: &Arc<Switch>) -> WorkerHandle {
         WorkerHandle::spawn(
-            WorkerConfig { id: WorkerId(id), cpu: None, idle_sleep_us: 50 },
+            WorkerConfig {
+                id: WorkerId(id),
+                cpu: None,
+                idle_sleep_us: 50,
+            },
             sw.clone(),
         )
         .unwrap()
@@ -536,7 +564,10 @@ mod tests {
             assert!(Instant::now() < deadline, "ports never came up");
             std::thread::sleep(Duration::from_millis(1));
         }
-        ends[1].rx.push(frame(pool, MacAddr::BROADCAST, mac(2))).unwrap();
+        ends[1]
+            .rx
+            .push(frame(pool, MacAddr::BROADCAST, mac(2)))
+            .unwrap();
         assert_eq!(wait_for(&ends[0].tx, 1).len(), 1);
         assert_eq!(wait_for(&ends[2].tx, 1).len(), 1);
         ends[0].rx.push(frame(pool, mac(2), mac(1))).unwrap();
@@ -579,7 +610,10 @@ mod tests {
         }
         let got = wait_for(&b.tx, 100);
         assert_eq!(got.len(), 100);
-        assert!(got.iter().enumerate().all(|(i, m)| m.data()[20] == i as u8), "order kept");
+        assert!(
+            got.iter().enumerate().all(|(i, m)| m.data()[20] == i as u8),
+            "order kept"
+        );
         assert_eq!(w1.shared().stats.handoff_tx.get(), 100);
         assert_eq!(b.stats.tx_packets.get(), 100);
     }
@@ -608,7 +642,10 @@ mod tests {
             assert!(Instant::now() < deadline);
             std::thread::sleep(Duration::from_millis(1));
         }
-        ends[0].rx.push(frame(pool, MacAddr::BROADCAST, mac(1))).unwrap();
+        ends[0]
+            .rx
+            .push(frame(pool, MacAddr::BROADCAST, mac(1)))
+            .unwrap();
         assert_eq!(wait_for(&ends[1].tx, 1).len(), 1);
         assert!(ends[2].tx.is_empty());
     }

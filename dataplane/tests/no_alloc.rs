@@ -48,7 +48,9 @@ impl Port for GenSink {
     fn rx_burst(&mut self, b: &mut Burst) -> usize {
         let mut n = 0;
         while !b.is_full() {
-            let Some(mut m) = self.pool.alloc() else { break };
+            let Some(mut m) = self.pool.alloc() else {
+                break;
+            };
             m.extend_from_slice(&self.frame).expect("fits");
             b.push(m);
             n += 1;
@@ -71,7 +73,14 @@ fn gen(pool: &'static Mempool, me: MacAddr, peer: MacAddr) -> (GenSink, Arc<Queu
     frame[6..12].copy_from_slice(&me.0);
     frame[12..14].copy_from_slice(&[0x08, 0x00]);
     let stats = Arc::new(QueueStats::default());
-    (GenSink { pool, frame, stats: stats.clone() }, stats)
+    (
+        GenSink {
+            pool,
+            frame,
+            stats: stats.clone(),
+        },
+        stats,
+    )
 }
 
 #[test]
@@ -91,7 +100,11 @@ fn steady_state_switching_allocates_nothing() {
         }
     });
     let w = WorkerHandle::spawn(
-        WorkerConfig { id: WorkerId(0), cpu: None, idle_sleep_us: 0 },
+        WorkerConfig {
+            id: WorkerId(0),
+            cpu: None,
+            idle_sleep_us: 0,
+        },
         sw.clone(),
     )
     .unwrap();
@@ -117,7 +130,12 @@ fn steady_state_switching_allocates_nothing() {
     let window_drops = drops() - before_drops;
     w.stop();
     assert!(moved > 10_000, "only {moved} packets moved in the window");
-    assert_eq!(after - before, 0, "{} heap allocations while switching {moved} packets", after - before);
+    assert_eq!(
+        after - before,
+        0,
+        "{} heap allocations while switching {moved} packets",
+        after - before
+    );
     // Learned unicast in both directions with both links up: nothing dropped.
     // (Before the first housekeeping round publishes link state, frames to the
     // not-yet-up peer are counted as port-down drops; that is outside the window.)

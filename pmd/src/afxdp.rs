@@ -291,6 +291,7 @@ impl AfXdpPort {
             });
         }
         let params = validate(iface, cfg)?;
+        umem::quiet_bpf_library_logs();
         let sys = PathBuf::from("/sys/class/net").join(iface);
         if !sys.exists() {
             return Err(AfXdpError::NoSuchInterface {

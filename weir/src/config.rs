@@ -1545,7 +1545,10 @@ pci = "0000:03:00.0"
     #[test]
     fn out_of_range_values_are_rejected() {
         for (text, key) in [
-            ("[dataplane]\nidle_sleep_us = 100001\n", "dataplane.idle_sleep_us"),
+            (
+                "[dataplane]\nidle_sleep_us = 100001\n",
+                "dataplane.idle_sleep_us",
+            ),
             ("[dataplane]\nmbuf_size = 128\n", "dataplane.mbuf_size"),
             ("[dataplane]\nmbuf_size = 65535\n", "dataplane.mbuf_size"),
             ("[fdb]\nmax_entries = 0\n", "fdb.max_entries"),

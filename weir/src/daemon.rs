@@ -23,7 +23,7 @@ use crate::api::{
     BridgeInfo, FdbEntryView, MempoolView, PortInfo, PortStatsView, Request, Response, StatsView,
     VersionView, WorkerView,
 };
-use crate::config::{Config, HugepageMode, Host, PortSpec};
+use crate::config::{Config, Host, HugepageMode, PortSpec};
 use crate::control::{ControlServer, Handler};
 use crate::ports::{self, OpenedPort};
 
@@ -63,6 +63,7 @@ impl Dataplane {
     /// If the pool cannot be allocated, a worker cannot start, or any configured
     /// port cannot be opened (nothing is left running in that case).
     pub fn start(cfg: &Config, host: Host) -> anyhow::Result<Dataplane> {
+        raise_memlock_limit();
         let pool = Mempool::create(&MempoolConfig {
             name: "mbufs".into(),
             n_mbufs: cfg.dataplane.mbufs,
@@ -152,7 +153,11 @@ impl Dataplane {
         }
         let fdb = Arc::new(Fdb::new(&self.fdb_cfg));
         self.switch.update(|t| {
-            let slot = t.bridges.iter().position(Option::is_none).unwrap_or(t.bridges.len());
+            let slot = t
+                .bridges
+                .iter()
+                .position(Option::is_none)
+                .unwrap_or(t.bridges.len());
             let b = Bridge {
                 id: BridgeId(slot as u16),
                 name: name.into(),
@@ -176,14 +181,19 @@ impl Dataplane {
     pub fn bridge_del(&self, name: &str) -> anyhow::Result<()> {
         let _g = self.lock();
         let t = self.switch.load();
-        let b = t.bridge_by_name(name).ok_or_else(|| anyhow!("no bridge named {name}"))?;
+        let b = t
+            .bridge_by_name(name)
+            .ok_or_else(|| anyhow!("no bridge named {name}"))?;
         if !b.ports.is_empty() {
             let names: Vec<String> = b
                 .ports
                 .iter()
                 .filter_map(|p| t.port(*p).map(|e| e.name.to_string()))
                 .collect();
-            bail!("bridge {name} still has ports ({}); delete them first", names.join(", "));
+            bail!(
+                "bridge {name} still has ports ({}); delete them first",
+                names.join(", ")
+            );
         }
         let id = b.id;
         self.switch.update(|t| t.bridges[id.0 as usize] = None);
@@ -213,10 +223,7 @@ impl Dataplane {
             None => None,
         };
         let used: Vec<bool> = t.ports.iter().map(Option::is_some).collect();
-        let id = used
-            .iter()
-            .position(|u| !u)
-            .unwrap_or(used.len());
+        let id = used.iter().position(|u| !u).unwrap_or(used.len());
         if id >= switch::MAX_PORTS {
             bail!("too many ports (max {})", switch::MAX_PORTS);
         }
@@ -271,7 +278,10 @@ impl Dataplane {
     /// Unknown port, or a worker did not give the queues back in time.
     pub fn port_del(&self, name: &str) -> anyhow::Result<()> {
         let mut st = self.lock();
-        let rec = st.ports.remove(name).ok_or_else(|| anyhow!("no port named {name}"))?;
+        let rec = st
+            .ports
+            .remove(name)
+            .ok_or_else(|| anyhow!("no port named {name}"))?;
         let id = rec.id;
         // 1. Unpublish: no worker will learn, forward or hand off to it any more.
         let generation = self.switch.update(|t| {
@@ -328,7 +338,12 @@ impl Dataplane {
                 .iface
                 .clone()
                 .or_else(|| rec.spec.socket.as_ref().map(|p| p.display().to_string())),
-            link: if entry.is_some_and(|e| e.is_up()) { "up" } else { "down" }.into(),
+            link: if entry.is_some_and(|e| e.is_up()) {
+                "up"
+            } else {
+                "down"
+            }
+            .into(),
             state: match err {
                 Some(e) => format!("error: {e}"),
                 None => "ok".into(),
@@ -392,7 +407,11 @@ impl Dataplane {
                         .port(e.port)
                         .map(|p| p.name.to_string())
                         .unwrap_or_else(|| format!("#{}", e.port.0)),
-                    age_secs: if e.is_static { 0 } else { now.saturating_sub(e.last_seen_secs) },
+                    age_secs: if e.is_static {
+                        0
+                    } else {
+                        now.saturating_sub(e.last_seen_secs)
+                    },
                     is_static: e.is_static,
                 });
             }
@@ -411,8 +430,7 @@ impl Dataplane {
                 bail!("no bridge named {b}");
             }
         }
-        Ok(t
-            .bridges
+        Ok(t.bridges
             .iter()
             .flatten()
             .filter(|b| bridge.is_none_or(|n| n == &*b.name))
@@ -431,7 +449,10 @@ impl Dataplane {
                 let (busy, idle) = (s.busy_cycles.get(), s.idle_cycles.get());
                 let mut drops = BTreeMap::new();
                 if s.handoff_full.get() > 0 {
-                    drops.insert(DropReason::HandoffFull.name().to_string(), s.handoff_full.get());
+                    drops.insert(
+                        DropReason::HandoffFull.name().to_string(),
+                        s.handoff_full.get(),
+                    );
                 }
                 WorkerView {
                     id: w.id().0,
@@ -441,7 +462,10 @@ impl Dataplane {
                         .assigned()
                         .into_iter()
                         .map(|(p, q)| {
-                            let name = t.port(p).map(|e| e.name.to_string()).unwrap_or_else(|| p.to_string());
+                            let name = t
+                                .port(p)
+                                .map(|e| e.name.to_string())
+                                .unwrap_or_else(|| p.to_string());
                             format!("{name}:{}", q.0)
                         })
                         .collect(),
@@ -480,6 +504,26 @@ impl Dataplane {
             w.stop();
         }
         drop(state);
+    }
+}
+
+/// AF_XDP UMEMs and BPF maps count against `RLIMIT_MEMLOCK`; lift it as far as
+/// we are allowed (unlimited with CAP_SYS_RESOURCE), as DPDK and OVS do.
+fn raise_memlock_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let unlimited = Rlimit {
+        current: None,
+        maximum: None,
+    };
+    if setrlimit(Resource::Memlock, unlimited).is_err() {
+        let cur = getrlimit(Resource::Memlock);
+        let _ = setrlimit(
+            Resource::Memlock,
+            Rlimit {
+                current: cur.maximum,
+                maximum: cur.maximum,
+            },
+        );
     }
 }
 

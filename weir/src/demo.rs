@@ -64,16 +64,29 @@ pub fn run() -> anyhow::Result<()> {
         p.bridge = Some("br0".into());
         p
     };
-    cfg.ports.push(port("host-a", PortType::Afpacket, &a.host_if));
+    cfg.ports
+        .push(port("host-a", PortType::Afpacket, &a.host_if));
     cfg.ports.push(port("host-b", PortType::Afxdp, &b.host_if));
     cfg.ports.push(port("host-c", PortType::Tap, &tap_if));
     let dp = Arc::new(Dataplane::start(&cfg, Host::system()).context("starting the dataplane")?);
     let result = (|| -> anyhow::Result<()> {
         adopt_into(&c_ns, &tap_if, "198.18.10.3")?;
         let hosts = [
-            Host3 { label: "a (af_packet)", ns: &a.ns, ip: a.ip.clone() },
-            Host3 { label: "b (af_xdp)", ns: &b.ns, ip: b.ip.clone() },
-            Host3 { label: "c (tap)", ns: &c_ns, ip: "198.18.10.3".into() },
+            Host3 {
+                label: "a (af_packet)",
+                ns: &a.ns,
+                ip: a.ip.clone(),
+            },
+            Host3 {
+                label: "b (af_xdp)",
+                ns: &b.ns,
+                ip: b.ip.clone(),
+            },
+            Host3 {
+                label: "c (tap)",
+                ns: &c_ns,
+                ip: "198.18.10.3".into(),
+            },
         ];
         wait_links_up(&dp, Duration::from_secs(10))?;
         let ticker = spawn_ticker(dp.clone(), stop.clone());
@@ -85,8 +98,9 @@ pub fn run() -> anyhow::Result<()> {
                     continue;
                 }
                 check_stop()?;
-                let out = x.ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &y.ip])
-                    .with_context(|| format!("ping from {} to {}", x.label, y.label))?;
+                let out =
+                    x.ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &y.ip])
+                        .with_context(|| format!("ping from {} to {}", x.label, y.label))?;
                 let summary = out
                     .lines()
                     .find(|l| l.contains("packets transmitted"))
@@ -96,7 +110,10 @@ pub fn run() -> anyhow::Result<()> {
             }
         }
         check_stop()?;
-        println!("\nTCP, {} MB from a to c, every byte verified:", TRANSFER_BYTES / 1_000_000);
+        println!(
+            "\nTCP, {} MB from a to c, every byte verified:",
+            TRANSFER_BYTES / 1_000_000
+        );
         let took = tcp_transfer(hosts[0].ns, hosts[2].ns, &hosts[2].ip, 5201, TRANSFER_BYTES)?;
         println!(
             "  {} MB in {:.2} s ({:.0} Mbit/s)",
@@ -136,7 +153,11 @@ fn wait_links_up(dp: &Dataplane, timeout: Duration) -> anyhow::Result<()> {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            let down: Vec<_> = ports.iter().filter(|p| p.link != "up").map(|p| p.name.clone()).collect();
+            let down: Vec<_> = ports
+                .iter()
+                .filter(|p| p.link != "up")
+                .map(|p| p.name.clone())
+                .collect();
             bail!("ports still down after {timeout:?}: {}", down.join(", "));
         }
         std::thread::sleep(Duration::from_millis(50));

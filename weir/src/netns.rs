@@ -107,7 +107,9 @@ impl Netns {
     /// The interface or counter does not exist.
     pub fn counter(&self, iface: &str, name: &str) -> anyhow::Result<u64> {
         let s = self.exec(&["cat", &format!("/sys/class/net/{iface}/statistics/{name}")])?;
-        s.trim().parse().with_context(|| format!("parsing {name} of {iface}"))
+        s.trim()
+            .parse()
+            .with_context(|| format!("parsing {name} of {iface}"))
     }
 }
 
@@ -137,8 +139,14 @@ impl VethHost {
     pub fn create(ns_name: &str, host_if: &str, ip: &str) -> anyhow::Result<VethHost> {
         let _ = sh(&["ip", "link", "del", host_if]);
         let ns = Netns::create(ns_name)?;
-        sh(&["ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns_name])?;
-        let h = VethHost { ns, host_if: host_if.into(), ip: ip.into() };
+        sh(&[
+            "ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns_name,
+        ])?;
+        let h = VethHost {
+            ns,
+            host_if: host_if.into(),
+            ip: ip.into(),
+        };
         // Checksum offload on veth leaves partial checksums that a copy through
         // userspace would carry unfinished; compute them in the stack instead.
         let _ = h.ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
@@ -153,7 +161,11 @@ impl VethHost {
     /// # Errors
     /// The interface is gone.
     pub fn mac(&self) -> anyhow::Result<String> {
-        Ok(self.ns.exec(&["cat", "/sys/class/net/eth0/address"])?.trim().to_string())
+        Ok(self
+            .ns
+            .exec(&["cat", "/sys/class/net/eth0/address"])?
+            .trim()
+            .to_string())
     }
 }
 
@@ -169,7 +181,16 @@ impl Drop for VethHost {
 /// # Errors
 /// Any `ip` step failed.
 pub fn adopt_into(ns: &Netns, iface: &str, ip: &str) -> anyhow::Result<()> {
-    sh(&["ip", "link", "set", iface, "netns", ns.name(), "name", "eth0"])?;
+    sh(&[
+        "ip",
+        "link",
+        "set",
+        iface,
+        "netns",
+        ns.name(),
+        "name",
+        "eth0",
+    ])?;
     let _ = ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
     ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
     ns.exec(&["ip", "link", "set", "eth0", "up"])?;
@@ -264,8 +285,12 @@ pub fn tcp_transfer(
         })();
         r
     });
-    sender.join().map_err(|_| anyhow::anyhow!("sender panicked"))??;
-    let got = receiver.join().map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+    sender
+        .join()
+        .map_err(|_| anyhow::anyhow!("sender panicked"))??;
+    let got = receiver
+        .join()
+        .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
     if got != len_bytes {
         bail!("received {got} of {len_bytes} bytes");
     }

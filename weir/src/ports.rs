@@ -32,7 +32,9 @@ impl OpenedPort {
 }
 
 fn boxed<P: Port + 'static>(v: Vec<P>) -> Vec<Box<dyn Port>> {
-    v.into_iter().map(|p| Box::new(p) as Box<dyn Port>).collect()
+    v.into_iter()
+        .map(|p| Box::new(p) as Box<dyn Port>)
+        .collect()
 }
 
 /// Opens every queue of the port described by `spec`.

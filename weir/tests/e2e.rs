@@ -29,7 +29,13 @@ impl Daemon {
         let socket = dir.join("weir.sock");
         let log = std::fs::File::create(dir.join("weir.log")).unwrap();
         let child = Command::new(BIN)
-            .args(["--socket", socket.to_str().unwrap(), "run", "--config", cfg.to_str().unwrap()])
+            .args([
+                "--socket",
+                socket.to_str().unwrap(),
+                "run",
+                "--config",
+                cfg.to_str().unwrap(),
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -41,7 +47,11 @@ impl Daemon {
             if let Ok(Some(st)) = d.child.try_wait() {
                 panic!("weir run exited with {st}: {}", d.log());
             }
-            assert!(Instant::now() < deadline, "weir run did not come up: {}", d.log());
+            assert!(
+                Instant::now() < deadline,
+                "weir run did not come up: {}",
+                d.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         d
@@ -92,7 +102,11 @@ impl Daemon {
         loop {
             let ports = self.ports();
             let up = names.iter().all(|n| {
-                ports.as_array().unwrap().iter().any(|p| p["name"] == *n && p["link"] == "up")
+                ports
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["name"] == *n && p["link"] == "up")
             });
             if up {
                 return;
@@ -110,7 +124,9 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         // SIGINT for a clean shutdown (releases ports, removes the socket), then kill.
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -124,12 +140,24 @@ impl Drop for Daemon {
 }
 
 fn ping(from: &Netns, ip: &str, count: u32, interval: &str) -> Result<String, String> {
-    from.exec(&["ping", "-c", &count.to_string(), "-i", interval, "-W", "2", ip])
-        .map_err(|e| format!("{e:#}"))
+    from.exec(&[
+        "ping",
+        "-c",
+        &count.to_string(),
+        "-i",
+        interval,
+        "-W",
+        "2",
+        ip,
+    ])
+    .map_err(|e| format!("{e:#}"))
 }
 
 fn loss_pct(ping_out: &str) -> f64 {
-    let line = ping_out.lines().find(|l| l.contains("packet loss")).unwrap_or("");
+    let line = ping_out
+        .lines()
+        .find(|l| l.contains("packet loss"))
+        .unwrap_or("");
     line.split(',')
         .find(|f| f.contains("packet loss"))
         .and_then(|f| f.trim().split('%').next())
@@ -184,12 +212,16 @@ bridge = "br0"
     d.wait_up(&["pa", "pb", "pc"]);
 
     // 1. Every pair, both ways.
-    let hosts: [(&str, &Netns, &str); 3] =
-        [("a", &a.ns, "198.18.20.1"), ("b", &b.ns, "198.18.20.2"), ("c", &c, "198.18.20.3")];
+    let hosts: [(&str, &Netns, &str); 3] = [
+        ("a", &a.ns, "198.18.20.1"),
+        ("b", &b.ns, "198.18.20.2"),
+        ("c", &c, "198.18.20.3"),
+    ];
     for (xn, x, _) in &hosts {
         for (yn, _, yip) in &hosts {
             if xn != yn {
-                let out = ping(x, yip, 2, "0.2").unwrap_or_else(|e| panic!("{xn} -> {yn}: {e}\n{}", d.log()));
+                let out = ping(x, yip, 2, "0.2")
+                    .unwrap_or_else(|e| panic!("{xn} -> {yn}: {e}\n{}", d.log()));
                 assert_eq!(loss_pct(&out), 0.0, "{xn} -> {yn}: {out}");
             }
         }
@@ -198,7 +230,10 @@ bridge = "br0"
     let fdb: serde_json::Value = serde_json::from_str(&fdb).unwrap();
     let a_mac = a.mac().unwrap();
     assert!(
-        fdb.as_array().unwrap().iter().any(|e| e["mac"] == a_mac.as_str() && e["port"] == "pa"),
+        fdb.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["mac"] == a_mac.as_str() && e["port"] == "pa"),
         "a's MAC learned on pa: {fdb}"
     );
 
@@ -211,7 +246,10 @@ bridge = "br0"
     let a_rx = d.port_counter("pa", "rx_packets") - a_rx_before;
     let c_tx = d.port_counter("pc", "tx_packets") - c_tx_before;
     assert!(a_rx > 50_000, "the transfer went through pa: {a_rx} frames");
-    assert!(c_tx < 50, "{c_tx} of {a_rx} frames leaked to c: learned unicast must not flood");
+    assert!(
+        c_tx < 50,
+        "{c_tx} of {a_rx} frames leaked to c: learned unicast must not flood"
+    );
     assert!(d.port_counter("pb", "tx_packets") >= a_rx * 9 / 10);
 
     // 3. Hot-add and hot-remove a port while a and c ping each other fast.
@@ -219,7 +257,19 @@ bridge = "br0"
         let name = a.ns.name().to_string();
         std::thread::spawn(move || {
             Command::new("ip")
-                .args(["netns", "exec", &name, "ping", "-c", "300", "-i", "0.01", "-W", "1", "198.18.20.3"])
+                .args([
+                    "netns",
+                    "exec",
+                    &name,
+                    "ping",
+                    "-c",
+                    "300",
+                    "-i",
+                    "0.01",
+                    "-W",
+                    "1",
+                    "198.18.20.3",
+                ])
                 .output()
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default()
@@ -227,14 +277,24 @@ bridge = "br0"
     };
     std::thread::sleep(Duration::from_millis(300));
     let e = VethHost::create(&format!("{tag}-e"), &format!("{tag}e"), "198.18.20.5").unwrap();
-    d.ok(&["port", "add", "pe", "--type", "afpacket", "--iface", &e.host_if, "--bridge", "br0"]);
+    d.ok(&[
+        "port", "add", "pe", "--type", "afpacket", "--iface", &e.host_if, "--bridge", "br0",
+    ]);
     d.wait_up(&["pe"]);
-    let out = ping(&e.ns, "198.18.20.1", 2, "0.2").unwrap_or_else(|err| panic!("hot-added port: {err}"));
+    let out =
+        ping(&e.ns, "198.18.20.1", 2, "0.2").unwrap_or_else(|err| panic!("hot-added port: {err}"));
     assert_eq!(loss_pct(&out), 0.0, "{out}");
     d.ok(&["port", "del", "pe"]);
-    assert!(ping(&e.ns, "198.18.20.1", 1, "0.2").is_err(), "removed port still forwards");
+    assert!(
+        ping(&e.ns, "198.18.20.1", 1, "0.2").is_err(),
+        "removed port still forwards"
+    );
     let fast = pinger.join().unwrap();
-    assert_eq!(loss_pct(&fast), 0.0, "a <-> c lost packets while pe came and went: {fast}");
+    assert_eq!(
+        loss_pct(&fast),
+        0.0,
+        "a <-> c lost packets while pe came and went: {fast}"
+    );
     drop(e);
 
     // 4. Bad input: garbage and oversized control messages, a missing interface.
@@ -244,9 +304,22 @@ bridge = "br0"
     big.push(b'\n');
     let reply = control_roundtrip(&d.socket, &big);
     assert!(reply.contains("too long"), "{reply}");
-    let (ok, _, err) = d.cli(&["port", "add", "px", "--type", "afpacket", "--iface", "nosuchif0", "--bridge", "br0"]);
+    let (ok, _, err) = d.cli(&[
+        "port",
+        "add",
+        "px",
+        "--type",
+        "afpacket",
+        "--iface",
+        "nosuchif0",
+        "--bridge",
+        "br0",
+    ]);
     assert!(!ok);
-    assert!(err.contains("nosuchif0"), "error names the interface: {err}");
+    assert!(
+        err.contains("nosuchif0"),
+        "error names the interface: {err}"
+    );
     assert!(d.alive(), "daemon died: {}", d.log());
     let out = ping(&b.ns, "198.18.20.3", 2, "0.2").expect("still forwarding after bad input");
     assert_eq!(loss_pct(&out), 0.0);

@@ -144,7 +144,9 @@ impl Mempool {
             return Err(invalid("n_mbufs must be 1..=16777216"));
         }
         if cfg.data_room < 64 || cfg.headroom + cfg.data_room > u16::MAX as u32 {
-            return Err(invalid("data_room must be >= 64 and headroom + data_room < 65536"));
+            return Err(invalid(
+                "data_room must be >= 64 and headroom + data_room < 65536",
+            ));
         }
         let stride = (HDR_BYTES + (cfg.headroom + cfg.data_room) as usize).next_multiple_of(64);
         let len = stride * cfg.n_mbufs as usize;
@@ -191,7 +193,8 @@ impl Mempool {
             // starts are multiples of the 64-byte stride from a page-aligned base);
             // no Mbuf exists yet, so nothing else accesses this header.
             unsafe {
-                hdr.as_ptr().write(MbufHdr::new(pool, idx, cfg.headroom as u16, buf_len));
+                hdr.as_ptr()
+                    .write(MbufHdr::new(pool, idx, cfg.headroom as u16, buf_len));
             }
             pool.free.push(idx).expect("ring sized for every buffer");
         }
@@ -298,7 +301,11 @@ impl Mempool {
 
     /// Allocates up to `n` buffers onto the end of `dst`; returns how many.
     #[inline]
-    pub fn alloc_bulk<const N: usize>(&'static self, dst: &mut ArrayVec<Mbuf, N>, n: usize) -> usize {
+    pub fn alloc_bulk<const N: usize>(
+        &'static self,
+        dst: &mut ArrayVec<Mbuf, N>,
+        n: usize,
+    ) -> usize {
         let want = n.min(dst.remaining_capacity());
         let mut got = 0;
         while got < want {

@@ -373,7 +373,14 @@ impl Forwarder {
     /// Sends a copy to every other up port of the bridge; the last one gets the
     /// original buffer, so a two-port bridge floods without copying.
     #[inline]
-    fn flood(&mut self, t: &SwitchTables, bridge: &Bridge, in_port: PortId, m: Mbuf, in_stats: &QueueStats) {
+    fn flood(
+        &mut self,
+        t: &SwitchTables,
+        bridge: &Bridge,
+        in_port: PortId,
+        m: Mbuf,
+        in_stats: &QueueStats,
+    ) {
         let mut targets = bridge
             .ports
             .iter()
@@ -452,7 +459,13 @@ mod tests {
         sw
     }
 
-    fn run(fwd: &mut Forwarder, t: &SwitchTables, in_port: u16, frames: Vec<Mbuf>, st: &QueueStats) -> Vec<(u16, Vec<u8>)> {
+    fn run(
+        fwd: &mut Forwarder,
+        t: &SwitchTables,
+        in_port: u16,
+        frames: Vec<Mbuf>,
+        st: &QueueStats,
+    ) -> Vec<(u16, Vec<u8>)> {
         let mut b: Burst = frames.into_iter().collect();
         fwd.prepare(t);
         fwd.process(t, PortId(in_port), &mut b, 1, st);
@@ -502,7 +515,13 @@ mod tests {
         let t = sw.load();
         let st = QueueStats::default();
         let mut fwd = Forwarder::new();
-        let out = run(&mut fwd, &t, 1, vec![frame(pool, MacAddr::BROADCAST, mac(1))], &st);
+        let out = run(
+            &mut fwd,
+            &t,
+            1,
+            vec![frame(pool, MacAddr::BROADCAST, mac(1))],
+            &st,
+        );
         assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![0, 2, 3]);
         let stp = MacAddr([0x01, 0x80, 0xc2, 0, 0, 0]);
         assert!(run(&mut fwd, &t, 1, vec![frame(pool, stp, mac(1))], &st).is_empty());
@@ -540,17 +559,35 @@ mod tests {
     #[test]
     fn fdb_limits_drop_and_count() {
         let pool = Mempool::for_tests(64);
-        let sw = switch(2, FdbConfig { max_entries: 1000, max_per_port: 2, aging_secs: 300 });
+        let sw = switch(
+            2,
+            FdbConfig {
+                max_entries: 1000,
+                max_per_port: 2,
+                aging_secs: 300,
+            },
+        );
         let t = sw.load();
         let st = QueueStats::default();
         let mut fwd = Forwarder::new();
-        let frames = (1..=4).map(|i| frame(pool, MacAddr::BROADCAST, mac(i))).collect();
+        let frames = (1..=4)
+            .map(|i| frame(pool, MacAddr::BROADCAST, mac(i)))
+            .collect();
         let out = run(&mut fwd, &t, 0, frames, &st);
         assert_eq!(out.len(), 2);
         assert_eq!(st.drops(DropReason::PortMacLimit), 2);
-        let sw = switch(2, FdbConfig { max_entries: 1, max_per_port: 0, aging_secs: 300 });
+        let sw = switch(
+            2,
+            FdbConfig {
+                max_entries: 1,
+                max_per_port: 0,
+                aging_secs: 300,
+            },
+        );
         let t = sw.load();
-        let frames = (1..=3).map(|i| frame(pool, MacAddr::BROADCAST, mac(i))).collect();
+        let frames = (1..=3)
+            .map(|i| frame(pool, MacAddr::BROADCAST, mac(i)))
+            .collect();
         run(&mut fwd, &t, 0, frames, &st);
         assert_eq!(st.drops(DropReason::FdbFull), 2);
     }
@@ -562,9 +599,25 @@ mod tests {
         let t = sw.load();
         let st = QueueStats::default();
         let mut fwd = Forwarder::new();
-        run(&mut fwd, &t, 2, vec![frame(pool, MacAddr::BROADCAST, mac(2))], &st);
-        t.ports[2].as_ref().unwrap().link_up.store(false, Ordering::Relaxed);
-        let out = run(&mut fwd, &t, 0, vec![frame(pool, MacAddr::BROADCAST, mac(1))], &st);
+        run(
+            &mut fwd,
+            &t,
+            2,
+            vec![frame(pool, MacAddr::BROADCAST, mac(2))],
+            &st,
+        );
+        t.ports[2]
+            .as_ref()
+            .unwrap()
+            .link_up
+            .store(false, Ordering::Relaxed);
+        let out = run(
+            &mut fwd,
+            &t,
+            0,
+            vec![frame(pool, MacAddr::BROADCAST, mac(1))],
+            &st,
+        );
         assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![1]);
         assert!(run(&mut fwd, &t, 0, vec![frame(pool, mac(2), mac(1))], &st).is_empty());
         assert_eq!(st.drops(DropReason::PortDown), 1);
@@ -575,12 +628,19 @@ mod tests {
         let pool = Mempool::for_tests(64);
         let sw = switch(2, FdbConfig::default());
         sw.update(|t| {
-            t.ports.push(Some(Arc::new(PortEntry::new(PortId(2), "lone", None, WorkerId(0)))))
+            t.ports.push(Some(Arc::new(PortEntry::new(
+                PortId(2),
+                "lone",
+                None,
+                WorkerId(0),
+            ))))
         });
         let t = sw.load();
         let st = QueueStats::default();
         let mut fwd = Forwarder::new();
-        let frames = (0..5).map(|_| frame(pool, MacAddr::BROADCAST, mac(1))).collect();
+        let frames = (0..5)
+            .map(|_| frame(pool, MacAddr::BROADCAST, mac(1)))
+            .collect();
         assert!(run(&mut fwd, &t, 2, frames, &st).is_empty());
         assert_eq!(st.drops(DropReason::NoBridge), 5);
     }
@@ -607,11 +667,19 @@ mod tests {
     #[test]
     fn aging_tick_removes_stale_entries() {
         let pool = Mempool::for_tests(16);
-        let sw = switch(2, FdbConfig { aging_secs: 1, ..FdbConfig::default() });
+        let sw = switch(
+            2,
+            FdbConfig {
+                aging_secs: 1,
+                ..FdbConfig::default()
+            },
+        );
         let t = sw.load();
         let st = QueueStats::default();
         let mut fwd = Forwarder::new();
-        let mut b: Burst = [frame(pool, MacAddr::BROADCAST, mac(1))].into_iter().collect();
+        let mut b: Burst = [frame(pool, MacAddr::BROADCAST, mac(1))]
+            .into_iter()
+            .collect();
         fwd.prepare(&t);
         fwd.process(&t, PortId(0), &mut b, 0, &st);
         fwd.drain(|_, b| b.clear());

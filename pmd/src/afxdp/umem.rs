@@ -373,3 +373,41 @@ impl Xsk {
         self.rx.fd().xdp_statistics()
     }
 }
+
+/// Silences libbpf's and libxdp's default printers, which write to stderr from
+/// inside the library: harmless notes ("skipping unrecognized data section") and
+/// fallbacks that succeed (no multi-program dispatcher) read like failures to an
+/// operator. Real failures still reach the caller as errors with context. Set
+/// `WEIR_BPF_DEBUG=1` to keep the libraries' own messages. Called once, before the
+/// first socket is opened.
+pub(super) fn quiet_bpf_library_logs() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("WEIR_BPF_DEBUG").is_some() {
+            return;
+        }
+        // SAFETY: both setters only store a function pointer in the library's global
+        // state, which `Once` makes us do before any other thread of ours uses the
+        // library; the callbacks ignore their arguments (never touch the va_list).
+        unsafe {
+            libbpf_sys::libbpf_set_print(Some(quiet_libbpf));
+            libxdp_sys::libxdp_set_print(Some(quiet_libxdp));
+        }
+    });
+}
+
+unsafe extern "C" fn quiet_libbpf(
+    _level: libbpf_sys::libbpf_print_level,
+    _fmt: *const std::os::raw::c_char,
+    _args: *mut libbpf_sys::__va_list_tag,
+) -> std::os::raw::c_int {
+    0
+}
+
+unsafe extern "C" fn quiet_libxdp(
+    _level: libxdp_sys::libxdp_print_level,
+    _fmt: *const std::os::raw::c_char,
+    _args: *mut libxdp_sys::__va_list_tag,
+) -> std::os::raw::c_int {
+    0
+}
