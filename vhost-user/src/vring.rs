@@ -600,3 +600,499 @@ impl SplitRing {
         Ok(Some(true))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    const DESC: u64 = 0x1000;
+    const AVAIL: u64 = 0x2000;
+    const USED: u64 = 0x3000;
+    const BUF: u64 = 0x10000;
+    const MEM_END: u64 = 0x40000;
+
+    /// A guest: one memory region with a ring at fixed addresses.
+    struct Guest {
+        gm: Arc<GuestMemoryMmap>,
+        mem: Arc<GuestMemory>,
+        size: u16,
+        avail_idx: u16,
+    }
+
+    impl Guest {
+        fn new(size: u16) -> Guest {
+            let gm = Arc::new(
+                GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_END as usize)]).unwrap(),
+            );
+            let mem = Arc::new(GuestMemory::new(Arc::clone(&gm)));
+            Guest {
+                gm,
+                mem,
+                size,
+                avail_idx: 0,
+            }
+        }
+
+        fn ring(&self, event_idx: bool, indirect: bool) -> SplitRing {
+            let addrs = RingAddrs {
+                desc: GuestAddr(DESC),
+                avail: GuestAddr(AVAIL),
+                used: GuestAddr(USED),
+            };
+            SplitRing::new(&self.mem, addrs, self.size, event_idx, indirect).unwrap()
+        }
+
+        fn desc_at(&self, table: u64, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&addr.to_le_bytes());
+            b[8..12].copy_from_slice(&len.to_le_bytes());
+            b[12..14].copy_from_slice(&flags.to_le_bytes());
+            b[14..].copy_from_slice(&next.to_le_bytes());
+            self.gm
+                .write_slice(&b, GuestAddress(table + 16 * u64::from(i)))
+                .unwrap();
+        }
+
+        fn desc(&self, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+            self.desc_at(DESC, i, addr, len, flags, next);
+        }
+
+        fn set_avail_idx(&mut self, idx: u16) {
+            self.avail_idx = idx;
+            self.gm.write_obj(idx, GuestAddress(AVAIL + 2)).unwrap();
+        }
+
+        fn push(&mut self, head: u16) {
+            let slot = u64::from(self.avail_idx % self.size);
+            self.gm
+                .write_obj(head, GuestAddress(AVAIL + 4 + 2 * slot))
+                .unwrap();
+            let n = self.avail_idx.wrapping_add(1);
+            self.set_avail_idx(n);
+        }
+
+        fn used_idx(&self) -> u16 {
+            self.gm.read_obj(GuestAddress(USED + 2)).unwrap()
+        }
+
+        fn used_elem(&self, i: u16) -> (u32, u32) {
+            let at = USED + 4 + 8 * u64::from(i % self.size);
+            (
+                self.gm.read_obj(GuestAddress(at)).unwrap(),
+                self.gm.read_obj(GuestAddress(at + 4)).unwrap(),
+            )
+        }
+
+        fn write(&self, addr: u64, bytes: &[u8]) {
+            self.gm.write_slice(bytes, GuestAddress(addr)).unwrap();
+        }
+
+        fn read(&self, addr: u64, n: usize) -> Vec<u8> {
+            let mut v = vec![0u8; n];
+            self.gm.read_slice(&mut v, GuestAddress(addr)).unwrap();
+            v
+        }
+    }
+
+    fn frame(n: usize) -> Vec<u8> {
+        let mut f: Vec<u8> = (0..n).map(|i| i as u8).collect();
+        f[12] = 0x08;
+        f[13] = 0x00;
+        f
+    }
+
+    fn pool() -> &'static Mempool {
+        // One pool for all tests: a process may create only a few pools.
+        static POOL: std::sync::OnceLock<&'static Mempool> = std::sync::OnceLock::new();
+        POOL.get_or_init(|| Mempool::for_tests(1024))
+    }
+
+    fn rx(g: &Guest, ring: &SplitRing, cur: &mut Cursor) -> (Completed, Vec<Vec<u8>>, QueueStats) {
+        let stats = QueueStats::default();
+        let mut burst = Burst::new();
+        let done = ring.dequeue(cur, pool(), &mut burst, &stats);
+        let _ = g;
+        (
+            done,
+            burst.iter().map(|m| m.data().to_vec()).collect(),
+            stats,
+        )
+    }
+
+    /// A TX chain: 12-byte header descriptor, then the frame.
+    fn tx_chain(g: &mut Guest, head: u16, at: u64, f: &[u8]) {
+        g.write(at, &[0u8; NET_HDR_BYTES]);
+        g.write(at + 0x100, f);
+        g.desc(head, at, NET_HDR_BYTES as u32, DESC_F_NEXT, head + 1);
+        g.desc(head + 1, at + 0x100, f.len() as u32, 0, 0);
+        g.push(head);
+    }
+
+    #[test]
+    fn well_formed_tx_chains_are_received_without_header() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        tx_chain(&mut g, 0, BUF, &frame(64));
+        tx_chain(&mut g, 2, BUF + 0x1000, &frame(100));
+        let (done, frames, stats) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, None);
+        assert_eq!(done.frames, 2);
+        assert_eq!(frames, vec![frame(64), frame(100)]);
+        assert_eq!(g.used_idx(), 2);
+        assert_eq!(g.used_elem(0), (0, 0));
+        assert_eq!(g.used_elem(1), (2, 0));
+        assert_eq!(
+            cur,
+            Cursor {
+                last_avail: 2,
+                used_idx: 2
+            }
+        );
+        assert_eq!(stats.snapshot().total_drops(), 0);
+        // Nothing new: nothing happens.
+        let (done, frames, _) = rx(&g, &ring, &mut cur);
+        assert_eq!((done.frames, frames.len(), done.fault), (0, 0, None));
+    }
+
+    #[test]
+    fn header_and_frame_may_be_split_and_include_zero_length_descriptors() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        let f = frame(64);
+        let mut all = vec![0u8; NET_HDR_BYTES];
+        all.extend_from_slice(&f);
+        g.write(BUF, &all);
+        // 5 header bytes | empty | 7 header + 20 frame | rest.
+        g.desc(0, BUF, 5, DESC_F_NEXT, 1);
+        g.desc(1, BUF + 5, 0, DESC_F_NEXT, 2);
+        g.desc(2, BUF + 5, 27, DESC_F_NEXT, 3);
+        g.desc(3, BUF + 32, (all.len() - 32) as u32, 0, 0);
+        g.push(0);
+        let (done, frames, _) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, None);
+        assert_eq!(frames, vec![f]);
+    }
+
+    #[test]
+    fn descriptor_outside_memory_faults_without_consuming() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.desc(0, BUF, NET_HDR_BYTES as u32, DESC_F_NEXT, 1);
+        g.desc(1, MEM_END - 10, 64, 0, 0);
+        g.push(0);
+        let (done, frames, _) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, Some(RingFault::BufferOutOfMemory));
+        assert!(frames.is_empty());
+        assert_eq!(cur.last_avail, 0);
+        assert_eq!(g.used_idx(), 0);
+    }
+
+    #[test]
+    fn huge_length_descriptor_faults() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.desc(0, BUF, u32::MAX, 0, 0);
+        g.push(0);
+        let (done, _, _) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, Some(RingFault::BufferOutOfMemory));
+    }
+
+    #[test]
+    fn frame_larger_than_mbuf_is_dropped_and_ring_continues() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.desc(0, BUF, 0x8000, 0, 0); // inside memory, larger than an mbuf
+        g.push(0);
+        tx_chain(&mut g, 2, BUF + 0x9000, &frame(60));
+        let (done, frames, stats) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, None);
+        assert_eq!(frames, vec![frame(60)]);
+        assert_eq!(stats.drops(DropReason::Malformed), 1);
+        assert_eq!(g.used_idx(), 2);
+    }
+
+    #[test]
+    fn descriptor_loop_is_detected() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.desc(0, BUF, 16, DESC_F_NEXT, 1);
+        g.desc(1, BUF, 16, DESC_F_NEXT, 0);
+        g.push(0);
+        let (done, _, _) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, Some(RingFault::ChainLoop));
+    }
+
+    #[test]
+    fn chain_longer_than_queue_size_is_refused() {
+        // Every descriptor of the table chained, the last back to the first.
+        let mut g = Guest::new(4);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        for i in 0..4 {
+            g.desc(i, BUF, 4, DESC_F_NEXT, (i + 1) % 4);
+        }
+        g.push(0);
+        let (done, _, _) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, Some(RingFault::ChainLoop));
+    }
+
+    #[test]
+    fn next_index_outside_table_faults() {
+        let mut g = Guest::new(4);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.desc(0, BUF, 16, DESC_F_NEXT, 4);
+        g.push(0);
+        assert_eq!(rx(&g, &ring, &mut cur).0.fault, Some(RingFault::DescIndex));
+        let mut g = Guest::new(4);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.push(9); // head outside the table
+        assert_eq!(rx(&g, &ring, &mut cur).0.fault, Some(RingFault::DescIndex));
+    }
+
+    #[test]
+    fn indirect_tables_are_followed_when_valid() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, true);
+        let mut cur = Cursor::default();
+        let table = BUF + 0x8000;
+        g.write(BUF, &[0u8; NET_HDR_BYTES]);
+        g.write(BUF + 0x100, &frame(64));
+        g.desc_at(table, 0, BUF, NET_HDR_BYTES as u32, DESC_F_NEXT, 1);
+        g.desc_at(table, 1, BUF + 0x100, 64, 0, 0);
+        g.desc(0, table, 32, DESC_F_INDIRECT, 0);
+        g.push(0);
+        let (done, frames, _) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, None);
+        assert_eq!(frames, vec![frame(64)]);
+    }
+
+    #[test]
+    fn bad_indirect_tables_fault() {
+        let table = BUF + 0x8000;
+        let cases: [(&str, bool, u64, u32, u16); 5] = [
+            ("not negotiated", false, table, 32, DESC_F_INDIRECT),
+            ("outside memory", true, MEM_END - 16, 32, DESC_F_INDIRECT),
+            ("not a multiple of 16", true, table, 24, DESC_F_INDIRECT),
+            (
+                "larger than the queue",
+                true,
+                table,
+                16 * 9,
+                DESC_F_INDIRECT,
+            ),
+            ("with NEXT", true, table, 32, DESC_F_INDIRECT | DESC_F_NEXT),
+        ];
+        for (what, negotiated, addr, len, flags) in cases {
+            let mut g = Guest::new(8);
+            let ring = g.ring(false, negotiated);
+            let mut cur = Cursor::default();
+            g.desc_at(table, 0, BUF, 12, DESC_F_NEXT, 1);
+            g.desc_at(table, 1, BUF + 0x100, 64, 0, 0);
+            g.desc(0, addr, len, flags, 1);
+            g.push(0);
+            assert_eq!(
+                rx(&g, &ring, &mut cur).0.fault,
+                Some(RingFault::BadIndirect),
+                "{what}"
+            );
+        }
+        // Nested, and a loop inside the table.
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, true);
+        let mut cur = Cursor::default();
+        g.desc_at(table, 0, table, 32, DESC_F_INDIRECT, 0);
+        g.desc(0, table, 32, DESC_F_INDIRECT, 0);
+        g.push(0);
+        assert_eq!(
+            rx(&g, &ring, &mut cur).0.fault,
+            Some(RingFault::BadIndirect)
+        );
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, true);
+        let mut cur = Cursor::default();
+        g.desc_at(table, 0, BUF, 16, DESC_F_NEXT, 1);
+        g.desc_at(table, 1, BUF, 16, DESC_F_NEXT, 0);
+        g.desc(0, table, 32, DESC_F_INDIRECT, 0);
+        g.push(0);
+        assert_eq!(rx(&g, &ring, &mut cur).0.fault, Some(RingFault::ChainLoop));
+    }
+
+    #[test]
+    fn avail_index_jumping_past_queue_size_faults() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.set_avail_idx(9);
+        assert_eq!(
+            rx(&g, &ring, &mut cur).0.fault,
+            Some(RingFault::AvailIdxJump)
+        );
+        let stats = QueueStats::default();
+        let mut burst = Burst::new();
+        let done = ring.enqueue(&mut cur, &mut burst, true, &stats);
+        assert_eq!(done.fault, Some(RingFault::AvailIdxJump));
+    }
+
+    #[test]
+    fn ring_setup_checks_size_and_placement() {
+        let g = Guest::new(8);
+        let a = |desc, avail, used| RingAddrs {
+            desc: GuestAddr(desc),
+            avail: GuestAddr(avail),
+            used: GuestAddr(used),
+        };
+        let ok = a(DESC, AVAIL, USED);
+        assert!(matches!(
+            SplitRing::new(&g.mem, ok, 6, false, false),
+            Err(RingSetupError::BadSize(6))
+        ));
+        assert!(SplitRing::new(&g.mem, ok, 0, false, false).is_err());
+        assert!(matches!(
+            SplitRing::new(&g.mem, a(MEM_END - 16, AVAIL, USED), 8, false, false),
+            Err(RingSetupError::Desc(_))
+        ));
+        assert!(matches!(
+            SplitRing::new(&g.mem, a(DESC, AVAIL + 1, USED), 8, false, false),
+            Err(RingSetupError::Avail(_))
+        ));
+        assert!(matches!(
+            SplitRing::new(&g.mem, a(DESC, AVAIL, MEM_END), 8, false, false),
+            Err(RingSetupError::Used(_))
+        ));
+    }
+
+    fn tx_frames(frames: &[Vec<u8>]) -> Burst {
+        let p = pool();
+        let mut b = Burst::new();
+        for f in frames {
+            let mut m = p.alloc().unwrap();
+            m.extend_from_slice(f).unwrap();
+            b.push(m);
+        }
+        b
+    }
+
+    #[test]
+    fn enqueue_prepends_header_with_num_buffers() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.desc(0, BUF, 2048, DESC_F_WRITE, 0);
+        g.push(0);
+        let mut burst = tx_frames(&[frame(64), frame(64)]);
+        let stats = QueueStats::default();
+        let done = ring.enqueue(&mut cur, &mut burst, true, &stats);
+        assert_eq!((done.frames, done.fault), (1, None));
+        assert_eq!(burst.len(), 1, "second frame stays: no guest buffer");
+        assert_eq!(g.used_idx(), 1);
+        assert_eq!(g.used_elem(0), (0, 76));
+        let mut hdr = [0u8; 12];
+        hdr[10] = 1;
+        assert_eq!(g.read(BUF, 12), hdr);
+        assert_eq!(g.read(BUF + 12, 64), frame(64));
+    }
+
+    #[test]
+    fn mergeable_buffers_span_chains() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        // Three 40-byte buffers; a 64-byte frame + header needs two.
+        for i in 0..3u16 {
+            g.desc(i, BUF + 0x100 * u64::from(i), 40, DESC_F_WRITE, 0);
+            g.push(i);
+        }
+        let mut burst = tx_frames(&[frame(64)]);
+        let stats = QueueStats::default();
+        let done = ring.enqueue(&mut cur, &mut burst, true, &stats);
+        assert_eq!((done.frames, done.fault), (1, None));
+        assert_eq!(g.used_idx(), 2);
+        assert_eq!(g.used_elem(0), (0, 40));
+        assert_eq!(g.used_elem(1), (1, 36));
+        assert_eq!(g.read(BUF + 10, 2), [2, 0], "num_buffers");
+        let mut got = g.read(BUF + 12, 28);
+        got.extend(g.read(BUF + 0x100, 36));
+        assert_eq!(got, frame(64));
+        // A frame that needs more buffers than posted is not taken.
+        let mut burst = tx_frames(&[frame(200)]);
+        let done = ring.enqueue(&mut cur, &mut burst, true, &stats);
+        assert_eq!(done.frames, 0);
+        assert_eq!(burst.len(), 1);
+        assert_eq!(g.used_idx(), 2);
+        assert_eq!(cur.last_avail, 2);
+    }
+
+    #[test]
+    fn without_mergeable_buffers_a_too_small_buffer_drops_the_frame() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.desc(0, BUF, 40, DESC_F_WRITE, 0);
+        g.push(0);
+        let mut burst = tx_frames(&[frame(64)]);
+        let stats = QueueStats::default();
+        let done = ring.enqueue(&mut cur, &mut burst, false, &stats);
+        assert_eq!((done.frames, done.fault), (1, None));
+        assert!(burst.is_empty());
+        assert_eq!(stats.drops(DropReason::Malformed), 1);
+        assert_eq!(g.used_elem(0), (0, 0));
+    }
+
+    #[test]
+    fn rx_buffer_outside_memory_faults() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.desc(0, MEM_END + 0x1000, 2048, DESC_F_WRITE, 0);
+        g.push(0);
+        let mut burst = tx_frames(&[frame(64)]);
+        let stats = QueueStats::default();
+        let done = ring.enqueue(&mut cur, &mut burst, true, &stats);
+        assert_eq!(done.fault, Some(RingFault::BufferOutOfMemory));
+        assert_eq!(burst.len(), 1);
+    }
+
+    #[test]
+    fn event_idx_interrupts_only_when_used_event_is_crossed() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(true, false);
+        let mut cur = Cursor::default();
+        let used_event = AVAIL + 4 + 2 * 8;
+        g.gm.write_obj(5u16, GuestAddress(used_event)).unwrap();
+        tx_chain(&mut g, 0, BUF, &frame(64));
+        let (done, _, _) = rx(&g, &ring, &mut cur);
+        assert_eq!((done.frames, done.notify), (1, false));
+        // avail_event written far ahead: the driver will not kick.
+        let avail_event: u16 = g.gm.read_obj(GuestAddress(USED + 4 + 8 * 8)).unwrap();
+        assert_eq!(avail_event, 1u16.wrapping_add(0x8000));
+        g.gm.write_obj(1u16, GuestAddress(used_event)).unwrap();
+        tx_chain(&mut g, 2, BUF + 0x1000, &frame(64));
+        let (done, _, _) = rx(&g, &ring, &mut cur);
+        assert_eq!((done.frames, done.notify), (1, true));
+    }
+
+    #[test]
+    fn no_interrupt_flag_is_honoured_without_event_idx() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        ring.suppress_kicks(cur);
+        let flags: u16 = g.gm.read_obj(GuestAddress(USED)).unwrap();
+        assert_eq!(flags, USED_F_NO_NOTIFY);
+        tx_chain(&mut g, 0, BUF, &frame(64));
+        assert!(rx(&g, &ring, &mut cur).0.notify);
+        g.gm.write_obj(AVAIL_F_NO_INTERRUPT, GuestAddress(AVAIL))
+            .unwrap();
+        tx_chain(&mut g, 2, BUF + 0x1000, &frame(64));
+        assert!(!rx(&g, &ring, &mut cur).0.notify);
+    }
+}
