@@ -359,7 +359,15 @@ impl VhostUserBackendMut for NetBackend {
         // Per-ring: the library sets it on each vring (`set_queue_event_idx`).
     }
 
-    fn update_memory(&mut self, _mem: Mem) -> io::Result<()> {
+    fn update_memory(&mut self, mem: Mem) -> io::Result<()> {
+        // A region past the end of its file would SIGBUS on access: refuse the
+        // table (GuestMemory also clamps regions, should rings start anyway).
+        if let Err(e) = crate::guest_mem::check_backing(&mem.memory()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("memory region not backed by its file: {e}"),
+            ));
+        }
         // The library already swapped the mapping; re-translate live rings
         // against it (old mappings stay alive until workers drop their rings).
         for b in &self.bindings {

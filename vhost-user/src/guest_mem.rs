@@ -68,6 +68,33 @@ struct HostRegion {
     host: NonNull<u8>,
 }
 
+/// Bytes of `r` that its file actually backs (all of it for anonymous memory).
+fn file_backed_len(r: &vm_memory::GuestRegionMmap) -> u64 {
+    match r.file_offset() {
+        None => r.len(),
+        Some(fo) => match fo.file().metadata() {
+            Ok(md) => md.len().saturating_sub(fo.start()),
+            Err(_) => 0,
+        },
+    }
+}
+
+/// Checks that every region of a new memory table is fully backed by its file.
+///
+/// # Errors
+/// [`OutOfBounds`] naming the first region that extends past its file's end.
+pub fn check_backing(mem: &GuestMemoryMmap) -> Result<(), OutOfBounds> {
+    for r in mem.iter() {
+        if file_backed_len(r) < r.len() {
+            return Err(OutOfBounds {
+                addr: r.start_addr().0,
+                len_bytes: r.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// A read-only table of the guest's memory regions, translated to host addresses.
 pub struct GuestMemory {
     regions: Box<[HostRegion]>,
@@ -100,9 +127,11 @@ impl GuestMemory {
             let Some(host) = NonNull::new(r.as_ptr()) else {
                 continue;
             };
+            // Only bytes backed by the file are usable: touching a mapping past
+            // the end of its file raises SIGBUS.
             regions.push(HostRegion {
                 gpa: r.start_addr().0,
-                len_bytes: r.len(),
+                len_bytes: r.len().min(file_backed_len(r)),
                 host,
             });
         }
