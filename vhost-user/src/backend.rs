@@ -1,0 +1,396 @@
+//! The vhost-user protocol side: a `vhost-user-backend` device for virtio-net that
+//! does no packet work itself, only turns ring state into [`ReadyVring`]s for the
+//! workers and takes them back.
+//!
+//! Layer: protocol/control. Never on the packet path; runs on the device's control
+//! thread and the library's epoll thread.
+//!
+//! `vhost-user-backend` keeps each virtqueue's state in a `VringT` object and
+//! reports ring start/stop only by calling methods on it (`set_queue_ready`,
+//! `set_enabled`, `set_call`, ...). [`CtlVring`] wraps the library's
+//! `VringRwLock` and, around every such change, withdraws the ring from its worker
+//! (confirmed stop) and publishes it again if it is still startable, so changes
+//! never race with a worker using the old state. `GET_VRING_BASE` calls
+//! `set_queue_ready(false)` before reading the position, so it reads what the
+//! worker handed back.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLockReadGuard, RwLockWriteGuard};
+
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost_user_backend::{
+    VhostUserBackendMut, VringRwLock, VringState, VringStateGuard, VringStateMutGuard, VringT,
+};
+use virtio_queue::{Error as VirtQueError, QueueT};
+use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vmm_sys_util::epoll::EventSet;
+use vmm_sys_util::event::{
+    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
+};
+
+use crate::defs::*;
+use crate::guest_mem::{GuestAddr, GuestMemory};
+use crate::shared::{DeviceShared, ReadyVring, VqShared, STOP_TIMEOUT};
+use crate::vring::{Cursor, RingAddrs, SplitRing};
+
+/// The guest memory type the library hands us.
+pub(crate) type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
+
+/// Largest queue size we accept (QEMU's virtio-net allows up to 1024).
+pub(crate) const MAX_QUEUE: u16 = 1024;
+
+/// virtio features offered to the frontend.
+pub(crate) const OFFERED_FEATURES: u64 = F_VERSION_1
+    | F_MRG_RXBUF
+    | F_EVENT_IDX
+    | F_INDIRECT_DESC
+    | F_NOTIFY_ON_EMPTY
+    | F_PROTOCOL_FEATURES;
+
+/// Ties one library vring to the virtqueue state a worker sees.
+pub(crate) struct Binding {
+    /// Virtqueue index (even: guest RX, odd: guest TX).
+    index: u16,
+    vq: Arc<VqShared>,
+    dev: Arc<DeviceShared>,
+    /// Negotiated features (shared by all bindings of a connection).
+    features: Arc<AtomicU64>,
+    /// The library's vring and memory, attached when the library creates it.
+    vring: OnceLock<(VringRwLock<Mem>, Mem)>,
+}
+
+impl std::fmt::Debug for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Binding")
+            .field("index", &self.index)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Binding {
+    pub fn new(
+        index: u16,
+        vq: Arc<VqShared>,
+        dev: Arc<DeviceShared>,
+        features: Arc<AtomicU64>,
+    ) -> Arc<Binding> {
+        Arc::new(Binding {
+            index,
+            vq,
+            dev,
+            features,
+            vring: OnceLock::new(),
+        })
+    }
+
+    /// True once the library created the vring for this binding.
+    pub fn is_attached(&self) -> bool {
+        self.vring.get().is_some()
+    }
+
+    /// Confirmed stop: takes the ring away from the worker and writes its
+    /// position back into the library's state.
+    pub fn stop(&self) {
+        if let Some(last_avail) = self.vq.withdraw(STOP_TIMEOUT) {
+            if let Some((v, _)) = self.vring.get() {
+                v.set_queue_next_avail(last_avail);
+            }
+        }
+    }
+
+    /// Publishes the ring if the frontend has made it startable (ready, enabled,
+    /// memory present) and it is not published yet.
+    pub fn start_if_ready(&self) {
+        let Some((v, mem)) = self.vring.get() else {
+            return;
+        };
+        if self.vq.is_live() {
+            return;
+        }
+        let st = v.get_ref();
+        let q = st.get_queue();
+        if !(q.ready() && st.is_enabled()) {
+            return;
+        }
+        let mem = Arc::new(GuestMemory::new(mem.memory().into_inner()));
+        if mem.is_empty() {
+            return;
+        }
+        let features = self.features.load(Ordering::Relaxed);
+        let addrs = RingAddrs {
+            desc: GuestAddr(q.desc_table()),
+            avail: GuestAddr(q.avail_ring()),
+            used: GuestAddr(q.used_ring()),
+        };
+        let ring = match SplitRing::new(
+            &mem,
+            addrs,
+            q.size(),
+            q.event_idx_enabled(),
+            features & F_INDIRECT_DESC != 0,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                self.dev
+                    .set_error(format!("virtqueue {}: cannot start: {e}", self.index));
+                return;
+            }
+        };
+        let call = match st.get_call().as_ref().map(EventNotifier::try_clone) {
+            None => None,
+            Some(Ok(c)) => Some(c),
+            Some(Err(e)) => {
+                self.dev.set_error(format!(
+                    "virtqueue {}: cannot dup call eventfd: {e}",
+                    self.index
+                ));
+                return;
+            }
+        };
+        let base = Cursor {
+            last_avail: q.next_avail(),
+            used_idx: ring.used_idx(),
+        };
+        ring.suppress_kicks(base);
+        drop(st);
+        tracing::debug!(
+            "virtqueue {} started: size {} avail {} used {}",
+            self.index,
+            ring.size(),
+            base.last_avail,
+            base.used_idx
+        );
+        self.vq.publish(ReadyVring {
+            ring,
+            call,
+            base,
+            mrg_rxbuf: self.index % 2 == 0 && features & F_MRG_RXBUF != 0,
+            pub_gen: 0,
+        });
+    }
+
+    /// Stop, apply a change to the library's state, start again if possible.
+    fn around<R>(&self, change: impl FnOnce() -> R) -> R {
+        self.stop();
+        let r = change();
+        self.start_if_ready();
+        r
+    }
+}
+
+thread_local! {
+    /// Bindings waiting for the library to create their vrings, in index order.
+    static PENDING: RefCell<VecDeque<Arc<Binding>>> = const { RefCell::new(VecDeque::new()) };
+}
+
+/// Runs `f` (which must create the daemon) with `bindings` queued for the vrings
+/// it creates; the library creates them in index order on the calling thread.
+/// Returns `f`'s result and whether every binding was attached.
+pub(crate) fn with_bindings<R>(bindings: &[Arc<Binding>], f: impl FnOnce() -> R) -> (R, bool) {
+    PENDING.with(|p| p.borrow_mut().extend(bindings.iter().cloned()));
+    let r = f();
+    PENDING.with(|p| p.borrow_mut().clear());
+    (r, bindings.iter().all(|b| b.is_attached()))
+}
+
+/// A library vring that keeps the worker's copy in step; see the module docs.
+#[derive(Clone)]
+pub(crate) struct CtlVring {
+    inner: VringRwLock<Mem>,
+    binding: Arc<Binding>,
+}
+
+impl<'a> VringStateGuard<'a, Mem> for CtlVring {
+    type G = RwLockReadGuard<'a, VringState<Mem>>;
+}
+
+impl<'a> VringStateMutGuard<'a, Mem> for CtlVring {
+    type G = RwLockWriteGuard<'a, VringState<Mem>>;
+}
+
+impl VringT<Mem> for CtlVring {
+    fn new(mem: Mem, max_queue_size: u16) -> Result<Self, VirtQueError> {
+        let inner = VringRwLock::new(mem.clone(), max_queue_size)?;
+        let binding = PENDING
+            .with(|p| p.borrow_mut().pop_front())
+            .unwrap_or_else(|| {
+                // Not created through `with_bindings`: a detached queue that no
+                // worker sees (`with_bindings` reports it).
+                Binding::new(u16::MAX, Arc::default(), Arc::default(), Arc::default())
+            });
+        let _ = binding.vring.set((inner.clone(), mem));
+        Ok(CtlVring { inner, binding })
+    }
+
+    fn get_ref(&self) -> <Self as VringStateGuard<'_, Mem>>::G {
+        self.inner.get_ref()
+    }
+
+    fn get_mut(&self) -> <Self as VringStateMutGuard<'_, Mem>>::G {
+        self.inner.get_mut()
+    }
+
+    fn add_used(&self, desc_index: u16, len: u32) -> Result<(), VirtQueError> {
+        self.inner.add_used(desc_index, len)
+    }
+
+    fn signal_used_queue(&self) -> io::Result<()> {
+        self.inner.signal_used_queue()
+    }
+
+    fn enable_notification(&self) -> Result<bool, VirtQueError> {
+        self.inner.enable_notification()
+    }
+
+    fn disable_notification(&self) -> Result<(), VirtQueError> {
+        self.inner.disable_notification()
+    }
+
+    fn needs_notification(&self) -> Result<bool, VirtQueError> {
+        self.inner.needs_notification()
+    }
+
+    fn set_enabled(&self, enabled: bool) {
+        self.binding.around(|| self.inner.set_enabled(enabled))
+    }
+
+    fn set_queue_info(&self, desc: u64, avail: u64, used: u64) -> Result<(), VirtQueError> {
+        self.binding
+            .around(|| self.inner.set_queue_info(desc, avail, used))
+    }
+
+    fn queue_next_avail(&self) -> u16 {
+        self.inner.queue_next_avail()
+    }
+
+    fn set_queue_next_avail(&self, base: u16) {
+        self.binding
+            .around(|| self.inner.set_queue_next_avail(base))
+    }
+
+    fn set_queue_next_used(&self, idx: u16) {
+        self.inner.set_queue_next_used(idx)
+    }
+
+    fn queue_used_idx(&self) -> Result<u16, VirtQueError> {
+        self.inner.queue_used_idx()
+    }
+
+    fn set_queue_size(&self, num: u16) {
+        self.binding.around(|| self.inner.set_queue_size(num))
+    }
+
+    fn set_queue_event_idx(&self, enabled: bool) {
+        self.binding
+            .around(|| self.inner.set_queue_event_idx(enabled))
+    }
+
+    fn set_queue_ready(&self, ready: bool) {
+        self.binding.around(|| self.inner.set_queue_ready(ready))
+    }
+
+    fn set_kick(&self, file: Option<File>) {
+        self.inner.set_kick(file)
+    }
+
+    fn read_kick(&self) -> io::Result<bool> {
+        self.inner.read_kick()
+    }
+
+    fn set_call(&self, file: Option<File>) {
+        self.binding.around(|| self.inner.set_call(file))
+    }
+
+    fn set_err(&self, file: Option<File>) {
+        self.inner.set_err(file)
+    }
+}
+
+/// The virtio-net device as `vhost-user-backend` sees it.
+#[derive(Debug)]
+pub(crate) struct NetBackend {
+    bindings: Vec<Arc<Binding>>,
+    features: Arc<AtomicU64>,
+}
+
+impl NetBackend {
+    pub fn new(bindings: Vec<Arc<Binding>>, features: Arc<AtomicU64>) -> NetBackend {
+        NetBackend { bindings, features }
+    }
+}
+
+impl VhostUserBackendMut for NetBackend {
+    type Bitmap = ();
+    type Vring = CtlVring;
+
+    fn num_queues(&self) -> usize {
+        self.bindings.len()
+    }
+
+    fn max_queue_size(&self) -> usize {
+        usize::from(MAX_QUEUE)
+    }
+
+    fn features(&self) -> u64 {
+        OFFERED_FEATURES
+    }
+
+    fn acked_features(&mut self, features: u64) {
+        // Relaxed: read by the same control thread when rings start.
+        self.features.store(features, Ordering::Relaxed);
+        tracing::debug!("features acked: {features:#x}");
+    }
+
+    fn protocol_features(&self) -> VhostUserProtocolFeatures {
+        VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK
+    }
+
+    fn reset_device(&mut self) {
+        for b in &self.bindings {
+            b.stop();
+        }
+    }
+
+    fn set_event_idx(&mut self, _enabled: bool) {
+        // Per-ring: the library sets it on each vring (`set_queue_event_idx`).
+    }
+
+    fn update_memory(&mut self, mem: Mem) -> io::Result<()> {
+        // A region past the end of its file would SIGBUS on access: refuse the
+        // table (GuestMemory also clamps regions, should rings start anyway).
+        if let Err(e) = crate::guest_mem::check_backing(&mem.memory()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("memory region not backed by its file: {e}"),
+            ));
+        }
+        // The library already swapped the mapping; re-translate live rings
+        // against it (old mappings stay alive until workers drop their rings).
+        for b in &self.bindings {
+            b.around(|| ());
+        }
+        Ok(())
+    }
+
+    fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
+        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()
+    }
+
+    fn handle_event(
+        &mut self,
+        _device_event: u16,
+        _evset: EventSet,
+        _vrings: &[CtlVring],
+        _thread_id: usize,
+    ) -> io::Result<()> {
+        // Kicks are suppressed and workers poll; a stray kick needs no action.
+        Ok(())
+    }
+}
+
+/// The backend object the daemon owns.
+pub(crate) type SharedBackend = Arc<Mutex<NetBackend>>;

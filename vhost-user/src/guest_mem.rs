@@ -1,0 +1,352 @@
+//! The guest-memory boundary: a checked view of the memory regions a vhost-user
+//! frontend shared with us, and the only place in this crate that touches guest
+//! memory through raw pointers.
+//!
+//! Layer: device, memory boundary. On the packet path (every copy and ring access
+//! goes through here).
+//!
+//! Guest memory is untrusted and concurrently written by the guest. Nothing here
+//! hands out Rust references into it: bytes are copied in and out with
+//! `copy_nonoverlapping`, and ring indices are read and written as atomics. A
+//! translation succeeds only if the whole `(address, length)` range lies inside one
+//! region of the memory table; everything else is refused, never clamped.
+//!
+//! Lifetime: [`GuestMemory`] holds the `Arc` of the `vm-memory` mapping it was built
+//! from, and every [`RingArea`] holds an `Arc` of its [`GuestMemory`], so a mapping
+//! stays mapped while any ring built on it can still be used by a worker, even after
+//! the frontend replaced the memory table.
+#![allow(unsafe_code)]
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
+
+use vm_memory::{GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+/// A guest-physical address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct GuestAddr(pub u64);
+
+impl GuestAddr {
+    /// `self + n`, or None on overflow.
+    #[inline]
+    pub fn checked_add(self, n: u64) -> Option<GuestAddr> {
+        self.0.checked_add(n).map(GuestAddr)
+    }
+}
+
+/// A guest range that is not entirely inside one memory region.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("guest range {addr:#x}+{len_bytes} is outside the memory table")]
+pub struct OutOfBounds {
+    /// Start of the refused range.
+    pub addr: u64,
+    /// Its length.
+    pub len_bytes: u64,
+}
+
+/// Why a ring area could not be set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AreaError {
+    /// The range is not inside one region.
+    #[error(transparent)]
+    OutOfBounds(#[from] OutOfBounds),
+    /// The range is not aligned as the spec requires.
+    #[error("guest address {addr:#x} is not {align}-byte aligned")]
+    Misaligned {
+        /// The address.
+        addr: u64,
+        /// Required alignment.
+        align: usize,
+    },
+}
+
+#[derive(Debug)]
+struct HostRegion {
+    gpa: u64,
+    len_bytes: u64,
+    host: NonNull<u8>,
+}
+
+/// Bytes of `r` that its file actually backs (all of it for anonymous memory).
+fn file_backed_len(r: &vm_memory::GuestRegionMmap) -> u64 {
+    match r.file_offset() {
+        None => r.len(),
+        Some(fo) => match fo.file().metadata() {
+            Ok(md) => md.len().saturating_sub(fo.start()),
+            Err(_) => 0,
+        },
+    }
+}
+
+/// Checks that every region of a new memory table is fully backed by its file.
+///
+/// # Errors
+/// [`OutOfBounds`] naming the first region that extends past its file's end.
+pub fn check_backing(mem: &GuestMemoryMmap) -> Result<(), OutOfBounds> {
+    for r in mem.iter() {
+        if file_backed_len(r) < r.len() {
+            return Err(OutOfBounds {
+                addr: r.start_addr().0,
+                len_bytes: r.len(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A read-only table of the guest's memory regions, translated to host addresses.
+pub struct GuestMemory {
+    regions: Box<[HostRegion]>,
+    /// Keeps the mappings behind `regions[..].host` alive.
+    _backing: Arc<GuestMemoryMmap>,
+}
+
+// SAFETY: `GuestMemory` only holds host pointers into mappings owned by `_backing`
+// (which is Send + Sync) and never gives out references into them; every access
+// copies or uses atomics, so sharing it between the control thread and a worker is
+// no different from sharing the `GuestMemoryMmap` itself.
+unsafe impl Send for GuestMemory {}
+// SAFETY: as for Send; all methods take `&self` and perform no unsynchronised
+// mutation of Rust-owned state.
+unsafe impl Sync for GuestMemory {}
+
+impl std::fmt::Debug for GuestMemory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.regions.iter().map(|r| (r.gpa, r.len_bytes)))
+            .finish()
+    }
+}
+
+impl GuestMemory {
+    /// Builds the table from a `vm-memory` mapping (as installed by SET_MEM_TABLE).
+    pub fn new(mem: Arc<GuestMemoryMmap>) -> GuestMemory {
+        let mut regions = Vec::new();
+        for r in mem.iter() {
+            let Some(host) = NonNull::new(r.as_ptr()) else {
+                continue;
+            };
+            // Only bytes backed by the file are usable: touching a mapping past
+            // the end of its file raises SIGBUS.
+            regions.push(HostRegion {
+                gpa: r.start_addr().0,
+                len_bytes: r.len().min(file_backed_len(r)),
+                host,
+            });
+        }
+        GuestMemory {
+            regions: regions.into_boxed_slice(),
+            _backing: mem,
+        }
+    }
+
+    /// True if there are no regions (before the first SET_MEM_TABLE).
+    pub fn is_empty(&self) -> bool {
+        self.regions.is_empty()
+    }
+
+    /// Host address of `addr`, if `[addr, addr + len)` lies inside one region.
+    /// A zero-length range must still start inside a region.
+    #[inline]
+    fn translate(&self, addr: GuestAddr, len_bytes: u64) -> Result<NonNull<u8>, OutOfBounds> {
+        let oob = OutOfBounds {
+            addr: addr.0,
+            len_bytes,
+        };
+        let end = addr.0.checked_add(len_bytes).ok_or(oob)?;
+        for r in self.regions.iter() {
+            if addr.0 >= r.gpa && addr.0 - r.gpa < r.len_bytes && end - r.gpa <= r.len_bytes {
+                let off = (addr.0 - r.gpa) as usize;
+                // SAFETY: off < len_bytes, the size of the mapping starting at
+                // `host`, so the result stays inside that mapping and is non-null.
+                return Ok(unsafe { NonNull::new_unchecked(r.host.as_ptr().add(off)) });
+            }
+        }
+        Err(oob)
+    }
+
+    /// True if `[addr, addr + len)` lies inside one region.
+    #[inline]
+    pub fn contains(&self, addr: GuestAddr, len_bytes: u64) -> bool {
+        self.translate(addr, len_bytes).is_ok()
+    }
+
+    /// Copies `dst.len()` bytes from guest memory at `addr`.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the range is not inside one region; `dst` is untouched.
+    #[inline]
+    pub fn read(&self, addr: GuestAddr, dst: &mut [u8]) -> Result<(), OutOfBounds> {
+        let src = self.translate(addr, dst.len() as u64)?;
+        // SAFETY: `translate` checked that `dst.len()` bytes from `src` lie inside a
+        // live mapping (kept by `_backing`); `dst` is a distinct Rust buffer, so the
+        // ranges cannot overlap. The guest may write concurrently: the bytes are
+        // treated as untrusted input and no invariant depends on them.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr(), dst.len()) };
+        Ok(())
+    }
+
+    /// Copies `src` into guest memory at `addr`.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the range is not inside one region; nothing is written.
+    #[inline]
+    pub fn write(&self, addr: GuestAddr, src: &[u8]) -> Result<(), OutOfBounds> {
+        let dst = self.translate(addr, src.len() as u64)?;
+        // SAFETY: as in `read`; the mapping is shared and writable (vhost-user
+        // regions are mapped read-write), and `src` is a Rust buffer outside it.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_ptr(), src.len()) };
+        Ok(())
+    }
+
+    /// A ring structure (descriptor table, available or used ring) of `len` bytes
+    /// at `addr`, checked once here so the fast path only bounds-checks offsets.
+    ///
+    /// # Errors
+    /// [`AreaError`] if the range is outside one region or misaligned.
+    pub fn area(
+        self: &Arc<Self>,
+        addr: GuestAddr,
+        len_bytes: u64,
+        align: usize,
+    ) -> Result<RingArea, AreaError> {
+        let ptr = self.translate(addr, len_bytes)?;
+        if addr.0 % align as u64 != 0 || ptr.as_ptr() as usize % align != 0 {
+            return Err(AreaError::Misaligned {
+                addr: addr.0,
+                align,
+            });
+        }
+        Ok(RingArea {
+            _mem: Arc::clone(self),
+            ptr,
+            len_bytes: len_bytes as usize,
+        })
+    }
+}
+
+/// A checked, aligned piece of guest memory holding a ring structure.
+///
+/// Offsets passed to its methods come from this crate's own index arithmetic
+/// (already reduced modulo the validated queue size), so an offset out of range is
+/// a bug here, not guest input, and panics.
+pub struct RingArea {
+    /// Keeps the mapping under `ptr` alive.
+    _mem: Arc<GuestMemory>,
+    ptr: NonNull<u8>,
+    len_bytes: usize,
+}
+
+// SAFETY: the area points into a mapping kept alive by `_mem` (Send + Sync) and is
+// accessed only through atomics and copies.
+unsafe impl Send for RingArea {}
+// SAFETY: as for Send.
+unsafe impl Sync for RingArea {}
+
+impl std::fmt::Debug for RingArea {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RingArea({} bytes)", self.len_bytes)
+    }
+}
+
+impl RingArea {
+    #[inline]
+    fn at(&self, off: usize, n: usize) -> *mut u8 {
+        assert!(
+            off + n <= self.len_bytes,
+            "ring offset {off}+{n} beyond {}",
+            self.len_bytes
+        );
+        // SAFETY: bounds asserted above; `ptr` maps `len_bytes` bytes.
+        unsafe { self.ptr.as_ptr().add(off) }
+    }
+
+    /// Loads the little-endian `u16` at `off` (must be even).
+    #[inline]
+    pub fn load_u16(&self, off: usize, order: Ordering) -> u16 {
+        assert!(off % 2 == 0);
+        let p = self.at(off, 2).cast::<AtomicU16>();
+        // SAFETY: `p` is in bounds, 2-byte aligned (area base aligned to at least 2
+        // in `GuestMemory::area`, `off` even) and valid for the mapping's lifetime,
+        // which `_mem` extends past this call. Atomic access tolerates the guest's
+        // concurrent stores.
+        u16::from_le(unsafe { (*p).load(order) })
+    }
+
+    /// Stores `v` as a little-endian `u16` at `off` (must be even).
+    #[inline]
+    pub fn store_u16(&self, off: usize, v: u16, order: Ordering) {
+        assert!(off % 2 == 0);
+        let p = self.at(off, 2).cast::<AtomicU16>();
+        // SAFETY: as in `load_u16`; the mapping is writable.
+        unsafe { (*p).store(v.to_le(), order) }
+    }
+
+    /// Copies `N` bytes at `off` out of the ring (a descriptor, copied before it is
+    /// validated so the guest cannot change it between check and use).
+    #[inline]
+    pub fn read_bytes<const N: usize>(&self, off: usize) -> [u8; N] {
+        let p = self.at(off, N);
+        let mut out = [0u8; N];
+        // SAFETY: `p..p+N` is in bounds (checked by `at`); `out` is a local buffer.
+        unsafe { std::ptr::copy_nonoverlapping(p, out.as_mut_ptr(), N) };
+        out
+    }
+
+    /// Copies `bytes` into the ring at `off` (a used element).
+    #[inline]
+    pub fn write_bytes(&self, off: usize, bytes: &[u8]) {
+        let p = self.at(off, bytes.len());
+        // SAFETY: in bounds (checked by `at`), writable mapping, distinct source.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::GuestAddress;
+
+    fn mem() -> Arc<GuestMemory> {
+        let m = GuestMemoryMmap::from_ranges(&[
+            (GuestAddress(0x1000), 0x1000),
+            (GuestAddress(0x10000), 0x2000),
+        ])
+        .unwrap();
+        Arc::new(GuestMemory::new(Arc::new(m)))
+    }
+
+    #[test]
+    fn ranges_must_sit_inside_one_region() {
+        let m = mem();
+        assert!(m.contains(GuestAddr(0x1000), 0x1000));
+        assert!(!m.contains(GuestAddr(0x1000), 0x1001));
+        assert!(!m.contains(GuestAddr(0xfff), 1));
+        assert!(!m.contains(GuestAddr(0x1fff), 0x10000)); // spans the gap
+        assert!(!m.contains(GuestAddr(u64::MAX), 2)); // overflow
+        assert!(m.contains(GuestAddr(0x11fff), 1));
+        assert!(!m.contains(GuestAddr(0x12000), 0));
+    }
+
+    #[test]
+    fn copies_round_trip_and_refuse_out_of_range() {
+        let m = mem();
+        m.write(GuestAddr(0x10ffe), &[1, 2, 3, 4]).unwrap();
+        let mut b = [0u8; 4];
+        m.read(GuestAddr(0x10ffe), &mut b).unwrap();
+        assert_eq!(b, [1, 2, 3, 4]);
+        assert!(m.write(GuestAddr(0x1ffe), &[0; 4]).is_err());
+        assert!(m.read(GuestAddr(0x11ffe), &mut b).is_err());
+    }
+
+    #[test]
+    fn areas_check_alignment() {
+        let m = mem();
+        assert!(m.area(GuestAddr(0x1001), 16, 2).is_err());
+        let a = m.area(GuestAddr(0x1000), 16, 16).unwrap();
+        a.store_u16(2, 0xabcd, Ordering::Relaxed);
+        assert_eq!(a.load_u16(2, Ordering::Relaxed), 0xabcd);
+        assert_eq!(a.read_bytes::<2>(2), [0xcd, 0xab]);
+    }
+}

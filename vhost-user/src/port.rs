@@ -1,0 +1,131 @@
+//! [`VhostUserPort`]: one queue pair of a vhost-user device as a weir [`Port`].
+//!
+//! Layer: ports. On the packet path. Receiving reads the guest's TX virtqueue
+//! (odd index); transmitting writes the guest's RX virtqueue (even index). Each call
+//! first syncs with the control thread (one atomic load), so a ring withdrawn by
+//! control is released within one burst or housekeeping tick.
+
+use std::sync::Arc;
+
+use dataplane::stats::QueueStats;
+use dataplane::{Burst, DropReason, LinkState, Mempool, Port};
+
+use crate::shared::{PairShared, VqWorker};
+
+/// One queue pair of a vhost-user device, owned by one worker.
+pub struct VhostUserPort {
+    name: String,
+    queue: u16,
+    pair: Arc<PairShared>,
+    pool: &'static Mempool,
+    stats: Arc<QueueStats>,
+    /// Guest TX side (we receive).
+    rx: VqWorker,
+    /// Guest RX side (we transmit).
+    tx: VqWorker,
+}
+
+impl std::fmt::Debug for VhostUserPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VhostUserPort")
+            .field("name", &self.name)
+            .field("queue", &self.queue)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VhostUserPort {
+    pub(crate) fn new(
+        name: &str,
+        queue: u16,
+        pair: Arc<PairShared>,
+        pool: &'static Mempool,
+    ) -> VhostUserPort {
+        VqWorker::attach(&pair.guest_tx);
+        VqWorker::attach(&pair.guest_rx);
+        VhostUserPort {
+            name: name.to_owned(),
+            queue,
+            pair,
+            pool,
+            stats: Arc::new(QueueStats::default()),
+            rx: VqWorker::default(),
+            tx: VqWorker::default(),
+        }
+    }
+
+    /// Device name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Queue pair index within the device.
+    pub fn queue(&self) -> u16 {
+        self.queue
+    }
+}
+
+impl Port for VhostUserPort {
+    fn rx_burst(&mut self, burst: &mut Burst) -> usize {
+        let sh = &self.pair.guest_tx;
+        self.rx.sync(sh);
+        let (pool, stats) = (self.pool, &*self.stats);
+        let Some(done) = self
+            .rx
+            .with_active(sh, |r, cur| r.ring.dequeue(cur, pool, burst, stats))
+        else {
+            return 0;
+        };
+        if done.fault.is_some() {
+            self.stats.drop_one(DropReason::PortError);
+            self.stats.rx_errors.inc();
+        }
+        done.frames
+    }
+
+    fn tx_burst(&mut self, burst: &mut Burst) -> usize {
+        let sh = &self.pair.guest_rx;
+        self.tx.sync(sh);
+        let stats = &*self.stats;
+        let Some(done) = self
+            .tx
+            .with_active(sh, |r, cur| r.ring.enqueue(cur, burst, r.mrg_rxbuf, stats))
+        else {
+            return 0;
+        };
+        if done.fault.is_some() {
+            // The frame being written when the ring broke is lost.
+            if !burst.is_empty() {
+                burst.remove(0);
+                self.stats.drop_one(DropReason::PortError);
+                self.stats.tx_errors.inc();
+                return done.frames + 1;
+            }
+        }
+        done.frames
+    }
+
+    fn link(&self) -> LinkState {
+        if self.pair.guest_tx.usable() && self.pair.guest_rx.usable() {
+            LinkState::Up
+        } else {
+            LinkState::Down
+        }
+    }
+
+    fn stats(&self) -> &Arc<QueueStats> {
+        &self.stats
+    }
+
+    fn housekeeping(&mut self) {
+        self.rx.sync(&self.pair.guest_tx);
+        self.tx.sync(&self.pair.guest_rx);
+    }
+}
+
+impl Drop for VhostUserPort {
+    fn drop(&mut self) {
+        self.rx.detach(&self.pair.guest_tx);
+        self.tx.detach(&self.pair.guest_rx);
+    }
+}

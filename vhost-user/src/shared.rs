@@ -1,0 +1,261 @@
+//! Handing rings from the control thread to the worker that owns a queue, and
+//! taking them back with a confirmed stop.
+//!
+//! Layer: device. The worker side ([`VqWorker::sync`]) is on the packet path: one
+//! atomic load per burst, plus an `ArcSwap` load when the generation changed.
+//!
+//! Protocol, per virtqueue ([`VqShared`]):
+//! - publish (control): store the [`ReadyVring`] in `slot`, then bump `gen`.
+//! - withdraw (control): empty `slot`, bump `gen`, then wait (bounded) until the
+//!   worker stored that generation in `ack_gen`. The worker acks in every
+//!   `rx_burst`/`tx_burst`/`housekeeping`, after storing its ring position in
+//!   `progress`. Only then does control answer the frontend (GET_VRING_BASE,
+//!   memory table change, disconnect), so the frontend never sees an index still in
+//!   use. Memory safety does not depend on the wait: a `ReadyVring` keeps its
+//!   guest mapping alive through `Arc`s.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwapOption;
+use vmm_sys_util::event::EventNotifier;
+
+use crate::vring::{Completed, Cursor, RingFault, SplitRing};
+
+/// How long control waits for a worker to let go of a ring.
+pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A ring ready for a worker: validated addresses, position and call eventfd.
+#[derive(Debug)]
+pub(crate) struct ReadyVring {
+    pub ring: SplitRing,
+    /// The guest's call eventfd (our own dup); None if it polls.
+    pub call: Option<EventNotifier>,
+    /// Where to start.
+    pub base: Cursor,
+    /// MRG_RXBUF negotiated (guest RX queues only).
+    pub mrg_rxbuf: bool,
+    /// The generation this ring was published under.
+    pub pub_gen: u64,
+}
+
+impl ReadyVring {
+    /// Kicks the guest's call eventfd (one syscall; at most once per burst).
+    #[inline]
+    pub fn notify(&self) {
+        if let Some(c) = &self.call {
+            // A failed eventfd write only loses an interrupt the guest would
+            // recover from on its next poll; nothing to count per packet.
+            let _ = c.notify();
+        }
+    }
+}
+
+/// Shared state of one virtqueue.
+#[derive(Debug, Default)]
+pub(crate) struct VqShared {
+    slot: ArcSwapOption<ReadyVring>,
+    gen: AtomicU64,
+    ack_gen: AtomicU64,
+    /// `(pub_gen << 16) | last_avail` of the ring the worker last used.
+    progress: AtomicU64,
+    /// Non-zero [`RingFault`] code once the worker found the ring broken.
+    fault: AtomicU8,
+    /// A worker holds the queue's port value.
+    attached: AtomicBool,
+    /// A ring is published (control's view).
+    live: AtomicBool,
+}
+
+impl VqShared {
+    /// True while a ring is published and not faulted.
+    pub fn usable(&self) -> bool {
+        // Relaxed: link state is advisory.
+        self.live.load(Ordering::Relaxed) && self.fault.load(Ordering::Relaxed) == 0
+    }
+
+    /// Whether a ring is published.
+    pub fn is_live(&self) -> bool {
+        // Relaxed: only the control thread changes `live`.
+        self.live.load(Ordering::Relaxed)
+    }
+
+    /// The fault the worker reported, if any.
+    pub fn fault(&self) -> Option<RingFault> {
+        // Relaxed: a status read.
+        RingFault::from_code(self.fault.load(Ordering::Relaxed))
+    }
+
+    /// Control: hands `ring` to the worker.
+    pub fn publish(&self, mut ring: ReadyVring) {
+        // Relaxed: `gen` has a single writer, the control thread.
+        let g = self.gen.load(Ordering::Relaxed) + 1;
+        ring.pub_gen = g;
+        // Relaxed: ordered before the Release store of `gen` below.
+        self.progress
+            .store(g << 16 | u64::from(ring.base.last_avail), Ordering::Relaxed);
+        self.fault.store(0, Ordering::Relaxed);
+        self.slot.store(Some(Arc::new(ring)));
+        // Release: the worker's Acquire load of `gen` then sees the new slot.
+        self.gen.store(g, Ordering::Release);
+        self.live.store(true, Ordering::Relaxed);
+    }
+
+    /// Control: takes the ring back and returns the position to report to the
+    /// frontend (None if nothing was published). Waits up to `timeout` for the
+    /// worker's ack; on timeout uses the position from its last burst.
+    pub fn withdraw(&self, timeout: Duration) -> Option<u16> {
+        let old = self.slot.swap(None)?;
+        let g = self.gen.load(Ordering::Relaxed) + 1;
+        // Release: pairs with the worker's Acquire load of `gen`.
+        self.gen.store(g, Ordering::Release);
+        self.live.store(false, Ordering::Relaxed);
+        let start = Instant::now();
+        // Acquire: the worker stores `progress` before acking.
+        while self.attached.load(Ordering::Acquire) && self.ack_gen.load(Ordering::Acquire) < g {
+            if start.elapsed() >= timeout {
+                tracing::warn!(
+                    "worker did not release a vhost-user ring within {timeout:?}; \
+                     reporting its last known position"
+                );
+                break;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        // Acquire: see the position stored before the ack.
+        let p = self.progress.load(Ordering::Acquire);
+        Some(if p >> 16 == old.pub_gen {
+            p as u16
+        } else {
+            old.base.last_avail
+        })
+    }
+}
+
+/// Shared state of one queue pair (the value behind one [`crate::VhostUserPort`]).
+#[derive(Debug, Default)]
+pub(crate) struct PairShared {
+    /// Guest TX virtqueue (odd index): what the port receives from.
+    pub guest_tx: Arc<VqShared>,
+    /// Guest RX virtqueue (even index): where the port transmits to.
+    pub guest_rx: Arc<VqShared>,
+}
+
+/// Shared state of a whole device.
+#[derive(Debug, Default)]
+pub(crate) struct DeviceShared {
+    pub pairs: Vec<Arc<PairShared>>,
+    /// A frontend is connected.
+    pub connected: AtomicBool,
+    /// Drop asked the control thread to stop.
+    pub stop: AtomicBool,
+    /// Last control-side error (bad ring setup, failed connection, ...).
+    pub control_error: Mutex<Option<String>>,
+}
+
+impl DeviceShared {
+    pub fn set_error(&self, e: String) {
+        tracing::warn!("{e}");
+        if let Ok(mut g) = self.control_error.lock() {
+            *g = Some(e);
+        }
+    }
+}
+
+/// The worker's side of one virtqueue.
+#[derive(Debug, Default)]
+pub(crate) struct VqWorker {
+    seen_gen: u64,
+    pub ring: Option<Arc<ReadyVring>>,
+    pub cur: Cursor,
+    faulted: bool,
+}
+
+impl VqWorker {
+    /// Marks the queue as attached to a worker.
+    pub fn attach(sh: &VqShared) {
+        // Release: pairs with control's Acquire when deciding to wait.
+        sh.attached.store(true, Ordering::Release);
+    }
+
+    /// Picks up a newly published or withdrawn ring and acks it. Once per burst.
+    #[inline]
+    pub fn sync(&mut self, sh: &VqShared) {
+        // Acquire: pairs with control's Release store after changing `slot`.
+        let g = sh.gen.load(Ordering::Acquire);
+        if g == self.seen_gen {
+            return;
+        }
+        let new = sh.slot.load_full();
+        let same = matches!((&self.ring, &new), (Some(a), Some(b)) if a.pub_gen == b.pub_gen);
+        if !same {
+            self.save_progress(sh);
+            if let Some(r) = &new {
+                self.cur = r.base;
+                self.faulted = false;
+            }
+            self.ring = new;
+        }
+        self.seen_gen = g;
+        // Release: `progress` above is visible to control before the ack.
+        sh.ack_gen.store(g, Ordering::Release);
+    }
+
+    /// Stores our position for control (after a burst that moved it, and when
+    /// leaving a ring).
+    #[inline]
+    pub fn save_progress(&self, sh: &VqShared) {
+        if let Some(r) = &self.ring {
+            // Relaxed: published to control by the Release store of `ack_gen`, or
+            // read only after the worker has gone quiet (stop timeout).
+            sh.progress.store(
+                r.pub_gen << 16 | u64::from(self.cur.last_avail),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Runs `f` on the ring, unless there is none or it faulted; afterwards
+    /// records progress and a fault.
+    #[inline]
+    pub fn with_active(
+        &mut self,
+        sh: &VqShared,
+        f: impl FnOnce(&ReadyVring, &mut Cursor) -> Completed,
+    ) -> Option<Completed> {
+        if self.faulted {
+            return None;
+        }
+        let ring = self.ring.as_deref()?;
+        let done = f(ring, &mut self.cur);
+        if done.notify {
+            ring.notify();
+        }
+        if done.frames > 0 {
+            self.save_progress(sh);
+        }
+        if let Some(fault) = done.fault {
+            self.fault(sh, fault);
+        }
+        Some(done)
+    }
+
+    /// Puts the queue into the error state.
+    pub fn fault(&mut self, sh: &VqShared, f: RingFault) {
+        self.faulted = true;
+        // Relaxed: a status flag for control and link().
+        sh.fault.store(f.code(), Ordering::Relaxed);
+    }
+
+    /// Lets go of the queue (the port is dropped).
+    pub fn detach(&mut self, sh: &VqShared) {
+        self.save_progress(sh);
+        self.ring = None;
+        // Acquire: pairs with control's Release store of `gen`.
+        let g = sh.gen.load(Ordering::Acquire);
+        // Release: progress before the ack, the ack before detaching.
+        sh.ack_gen.store(g, Ordering::Release);
+        sh.attached.store(false, Ordering::Release);
+    }
+}

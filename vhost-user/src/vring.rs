@@ -1,0 +1,1098 @@
+//! weir's split-virtqueue fast path (virtio 1.2 §2.7): moving frames between guest
+//! buffers and mbufs.
+//!
+//! Layer: device. On the packet path; called once per burst by [`crate::port`].
+//! No allocation, locks, logging or syscalls here: the caller kicks the guest's call
+//! eventfd at most once per burst when [`Completed::notify`] says so.
+//!
+//! Everything read from guest memory is untrusted. Per burst the available index is
+//! read once and must not run more than the queue size ahead; every descriptor is
+//! copied out before it is checked; a chain may hold at most as many descriptors as
+//! its table (which also catches loops, since a longer chain must revisit one);
+//! indirect tables must be negotiated, in memory, a multiple of 16 bytes, no larger
+//! than the queue and not nested; every buffer must lie inside one memory region. A
+//! violation is a [`RingFault`]: the caller puts the queue into an error state.
+//! Problems confined to one frame (too long, too short) drop that frame only.
+
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+
+use dataplane::stats::QueueStats;
+use dataplane::{Burst, DropReason, Mempool};
+
+use crate::defs::*;
+use crate::guest_mem::{AreaError, GuestAddr, GuestMemory, RingArea};
+
+/// A guest error that makes a queue unusable until the frontend sets it up again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum RingFault {
+    /// The available index ran more than the queue size ahead of us.
+    AvailIdxJump = 1,
+    /// A head or `next` index is outside its descriptor table.
+    DescIndex = 2,
+    /// A buffer is not inside one region of the memory table.
+    BufferOutOfMemory = 3,
+    /// A chain is longer than its table: it loops.
+    ChainLoop = 4,
+    /// An indirect table is malformed, out of memory, nested, or not negotiated.
+    BadIndirect = 5,
+}
+
+impl RingFault {
+    /// Decodes [`RingFault::code`]; None for 0 or unknown values.
+    pub fn from_code(c: u8) -> Option<RingFault> {
+        Some(match c {
+            1 => RingFault::AvailIdxJump,
+            2 => RingFault::DescIndex,
+            3 => RingFault::BufferOutOfMemory,
+            4 => RingFault::ChainLoop,
+            5 => RingFault::BadIndirect,
+            _ => return None,
+        })
+    }
+
+    /// A non-zero code, for storing in an atomic.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// What the guest did wrong.
+    pub fn describe(self) -> &'static str {
+        match self {
+            RingFault::AvailIdxJump => "available index moved more than the queue size",
+            RingFault::DescIndex => "descriptor index outside the descriptor table",
+            RingFault::BufferOutOfMemory => "descriptor buffer outside guest memory",
+            RingFault::ChainLoop => "descriptor chain loops (longer than its table)",
+            RingFault::BadIndirect => "invalid indirect descriptor table",
+        }
+    }
+}
+
+impl std::fmt::Display for RingFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+/// Why a ring could not be set up from the frontend's addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RingSetupError {
+    /// Size not a power of two in 1..=32768 (virtio 1.2 §2.7).
+    #[error("queue size {0} is not a power of two in 1..=32768")]
+    BadSize(u16),
+    /// The descriptor table is outside memory or misaligned.
+    #[error("descriptor table: {0}")]
+    Desc(#[source] AreaError),
+    /// The available ring is outside memory or misaligned.
+    #[error("available ring: {0}")]
+    Avail(#[source] AreaError),
+    /// The used ring is outside memory or misaligned.
+    #[error("used ring: {0}")]
+    Used(#[source] AreaError),
+}
+
+/// Where the ring addresses point, in guest-physical addresses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingAddrs {
+    /// Descriptor table.
+    pub desc: GuestAddr,
+    /// Available (driver) ring.
+    pub avail: GuestAddr,
+    /// Used (device) ring.
+    pub used: GuestAddr,
+}
+
+/// Our position in a ring; owned by the worker, handed back to control on stop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cursor {
+    /// Next available-ring entry to consume.
+    pub last_avail: u16,
+    /// Next used-ring entry to fill (== the used index we last published).
+    pub used_idx: u16,
+}
+
+/// Result of one burst.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Completed {
+    /// Frames moved (received into the burst, or taken from it).
+    pub frames: usize,
+    /// The guest asked to be told about the used buffers: kick its call eventfd.
+    pub notify: bool,
+    /// The guest broke the ring; work before the fault is still completed.
+    pub fault: Option<RingFault>,
+}
+
+/// A validated split ring in guest memory.
+#[derive(Debug)]
+pub struct SplitRing {
+    mem: Arc<GuestMemory>,
+    desc: RingArea,
+    avail: RingArea,
+    used: RingArea,
+    size: u16,
+    event_idx: bool,
+    indirect: bool,
+}
+
+#[derive(Clone, Copy)]
+struct Desc {
+    addr: u64,
+    len: u32,
+    flags: u16,
+    next: u16,
+}
+
+impl Desc {
+    #[inline]
+    fn parse(b: [u8; 16]) -> Desc {
+        Desc {
+            addr: u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]),
+            len: u32::from_le_bytes([b[8], b[9], b[10], b[11]]),
+            flags: u16::from_le_bytes([b[12], b[13]]),
+            next: u16::from_le_bytes([b[14], b[15]]),
+        }
+    }
+}
+
+/// One buffer of a chain, already checked to be inside guest memory.
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    addr: GuestAddr,
+    len: u32,
+    write: bool,
+}
+
+/// Walks one descriptor chain, yielding checked data segments.
+struct Chain<'a> {
+    ring: &'a SplitRing,
+    /// Indirect table base and entry count, once we switched to one.
+    table: Option<(GuestAddr, u16)>,
+    next: Option<u16>,
+    /// Descriptors still allowed in the current table.
+    budget: u32,
+}
+
+impl<'a> Chain<'a> {
+    fn new(ring: &'a SplitRing, head: u16) -> Result<Chain<'a>, RingFault> {
+        if head >= ring.size {
+            return Err(RingFault::DescIndex);
+        }
+        Ok(Chain {
+            ring,
+            table: None,
+            next: Some(head),
+            budget: u32::from(ring.size),
+        })
+    }
+
+    #[inline]
+    fn next_segment(&mut self) -> Result<Option<Segment>, RingFault> {
+        loop {
+            let Some(idx) = self.next else {
+                return Ok(None);
+            };
+            if self.budget == 0 {
+                return Err(RingFault::ChainLoop);
+            }
+            self.budget -= 1;
+            let d = match self.table {
+                None => Desc::parse(self.ring.desc.read_bytes::<16>(idx as usize * 16)),
+                Some((base, _)) => {
+                    let mut b = [0u8; 16];
+                    let at = base.0 + u64::from(idx) * DESC_BYTES;
+                    self.ring
+                        .mem
+                        .read(GuestAddr(at), &mut b)
+                        .map_err(|_| RingFault::BadIndirect)?;
+                    Desc::parse(b)
+                }
+            };
+            let limit = match self.table {
+                None => self.ring.size,
+                Some((_, n)) => n,
+            };
+            if d.flags & DESC_F_INDIRECT != 0 {
+                // virtio 1.2 §2.7.5.3.1: no INDIRECT inside an indirect table, no
+                // INDIRECT together with NEXT, and only when negotiated.
+                if self.table.is_some() || d.flags & DESC_F_NEXT != 0 || !self.ring.indirect {
+                    return Err(RingFault::BadIndirect);
+                }
+                let n = u64::from(d.len) / DESC_BYTES;
+                if d.len == 0
+                    || u64::from(d.len) % DESC_BYTES != 0
+                    || n > u64::from(self.ring.size)
+                    || !self.ring.mem.contains(GuestAddr(d.addr), u64::from(d.len))
+                {
+                    return Err(RingFault::BadIndirect);
+                }
+                self.table = Some((GuestAddr(d.addr), n as u16));
+                self.next = Some(0);
+                self.budget = n as u32;
+                continue;
+            }
+            self.next = if d.flags & DESC_F_NEXT != 0 {
+                if d.next >= limit {
+                    return Err(RingFault::DescIndex);
+                }
+                Some(d.next)
+            } else {
+                None
+            };
+            if !self.ring.mem.contains(GuestAddr(d.addr), u64::from(d.len)) {
+                return Err(RingFault::BufferOutOfMemory);
+            }
+            return Ok(Some(Segment {
+                addr: GuestAddr(d.addr),
+                len: d.len,
+                write: d.flags & DESC_F_WRITE != 0,
+            }));
+        }
+    }
+}
+
+/// Outcome of copying one guest TX chain.
+enum TxFrame {
+    Ok(usize),
+    Malformed,
+}
+
+impl SplitRing {
+    /// Checks the frontend's ring addresses against `mem` (virtio 1.2 §2.7:
+    /// descriptor table 16-byte, available ring 2-byte, used ring 4-byte aligned).
+    ///
+    /// # Errors
+    /// [`RingSetupError`] naming the structure that does not fit.
+    pub fn new(
+        mem: &Arc<GuestMemory>,
+        addrs: RingAddrs,
+        size: u16,
+        event_idx: bool,
+        indirect: bool,
+    ) -> Result<SplitRing, RingSetupError> {
+        if size == 0 || !size.is_power_of_two() || size > MAX_QUEUE_SIZE {
+            return Err(RingSetupError::BadSize(size));
+        }
+        let desc = mem
+            .area(addrs.desc, desc_table_bytes(size), 16)
+            .map_err(RingSetupError::Desc)?;
+        let avail = mem
+            .area(addrs.avail, avail_ring_bytes(size), 2)
+            .map_err(RingSetupError::Avail)?;
+        let used = mem
+            .area(addrs.used, used_ring_bytes(size), 4)
+            .map_err(RingSetupError::Used)?;
+        Ok(SplitRing {
+            mem: Arc::clone(mem),
+            desc,
+            avail,
+            used,
+            size,
+            event_idx,
+            indirect,
+        })
+    }
+
+    /// Queue size.
+    pub fn size(&self) -> u16 {
+        self.size
+    }
+
+    /// The used index currently in guest memory (where to continue after setup).
+    pub fn used_idx(&self) -> u16 {
+        // Acquire: pairs with our own Release stores from an earlier owner.
+        self.used.load_u16(2, Ordering::Acquire)
+    }
+
+    /// Tells the driver not to kick us: we poll. Without EVENT_IDX that is the used
+    /// ring's NO_NOTIFY flag (virtio 1.2 §2.7.10); with it, an `avail_event` half
+    /// the index space away (refreshed per burst by [`SplitRing::publish`]).
+    pub fn suppress_kicks(&self, cur: Cursor) {
+        if self.event_idx {
+            self.write_avail_event(cur.last_avail);
+        } else {
+            // Relaxed: a hint the driver may read at any time; no data depends on it.
+            self.used.store_u16(0, USED_F_NO_NOTIFY, Ordering::Relaxed);
+        }
+    }
+
+    #[inline]
+    fn write_avail_event(&self, last_avail: u16) {
+        let off = 4 + USED_ELEM_BYTES as usize * self.size as usize;
+        // Relaxed: only a kick-suppression hint.
+        self.used
+            .store_u16(off, last_avail.wrapping_add(0x8000), Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn mask(&self, i: u16) -> usize {
+        (i & (self.size - 1)) as usize
+    }
+
+    /// Reads the driver's available index once and checks it.
+    #[inline]
+    fn pending(&self, cur: &Cursor) -> Result<(u16, u16), RingFault> {
+        // Acquire: ring entries and descriptors written before the index are
+        // visible after it (virtio 1.2 §2.7.13.3).
+        let avail_idx = self.avail.load_u16(2, Ordering::Acquire);
+        let n = avail_idx.wrapping_sub(cur.last_avail);
+        if n > self.size {
+            return Err(RingFault::AvailIdxJump);
+        }
+        Ok((avail_idx, n))
+    }
+
+    #[inline]
+    fn avail_head(&self, i: u16) -> u16 {
+        // Relaxed: ordered by the Acquire load of the available index.
+        self.avail.load_u16(4 + 2 * self.mask(i), Ordering::Relaxed)
+    }
+
+    #[inline]
+    fn put_used(&self, cur: &mut Cursor, head: u16, len: u32) {
+        let off = 4 + USED_ELEM_BYTES as usize * self.mask(cur.used_idx);
+        let mut e = [0u8; 8];
+        e[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+        e[4..].copy_from_slice(&len.to_le_bytes());
+        self.used.write_bytes(off, &e);
+        cur.used_idx = cur.used_idx.wrapping_add(1);
+    }
+
+    /// Makes used entries up to `cur.used_idx` visible (one index store per
+    /// burst) and decides whether the guest wants an interrupt.
+    #[inline]
+    fn publish(&self, cur: &Cursor, old_used: u16) -> bool {
+        if cur.used_idx == old_used {
+            return false;
+        }
+        // Release: the used elements and buffer contents are visible before the
+        // index that hands them to the driver.
+        self.used.store_u16(2, cur.used_idx, Ordering::Release);
+        if self.event_idx {
+            self.write_avail_event(cur.last_avail);
+        }
+        // SeqCst fence: our index store must be ordered before we read the
+        // driver's suppression state, or both sides can miss each other
+        // (virtio 1.2 §2.7.10, the store-load case).
+        fence(Ordering::SeqCst);
+        if self.event_idx {
+            let off = 4 + 2 * self.size as usize;
+            let used_event = self.avail.load_u16(off, Ordering::Relaxed);
+            // vring_need_event: did the index cross used_event in this burst?
+            cur.used_idx.wrapping_sub(used_event).wrapping_sub(1)
+                < cur.used_idx.wrapping_sub(old_used)
+        } else {
+            self.avail.load_u16(0, Ordering::Relaxed) & AVAIL_F_NO_INTERRUPT == 0
+        }
+    }
+
+    /// Guest TX → mbufs: receives up to `burst.remaining_capacity()` frames,
+    /// stripping the virtio-net header. Malformed frames are dropped and counted;
+    /// without free mbufs, the rest stays in the guest ring.
+    ///
+    /// A fault is reported in [`Completed::fault`]: `cur` then points at the
+    /// faulty chain and frames already appended stay in `burst`.
+    pub fn dequeue(
+        &self,
+        cur: &mut Cursor,
+        pool: &'static Mempool,
+        burst: &mut Burst,
+        stats: &QueueStats,
+    ) -> Completed {
+        let pending = match self.pending(cur) {
+            Ok((_, n)) => n,
+            Err(f) => {
+                return Completed {
+                    fault: Some(f),
+                    ..Completed::default()
+                }
+            }
+        };
+        let n = (pending as usize).min(burst.remaining_capacity());
+        let old_used = cur.used_idx;
+        let mut got = 0;
+        let mut fault = None;
+        for _ in 0..n {
+            let head = self.avail_head(cur.last_avail);
+            let Some(mut m) = pool.alloc() else { break };
+            match self.copy_out(head, m.room_mut()) {
+                Err(f) => {
+                    fault = Some(f);
+                    break;
+                }
+                Ok(TxFrame::Ok(len)) => {
+                    // Cannot fail: copy_out wrote at most room_mut().len() bytes.
+                    let _ = m.set_len(len);
+                    burst.push(m);
+                    got += 1;
+                }
+                Ok(TxFrame::Malformed) => stats.drop_one(DropReason::Malformed),
+            }
+            self.put_used(cur, head, 0);
+            cur.last_avail = cur.last_avail.wrapping_add(1);
+        }
+        let notify = self.publish(cur, old_used);
+        Completed {
+            frames: got,
+            notify,
+            fault,
+        }
+    }
+
+    /// Copies one TX chain, minus its virtio-net header, into `room`.
+    fn copy_out(&self, head: u16, room: &mut [u8]) -> Result<TxFrame, RingFault> {
+        let mut chain = Chain::new(self, head)?;
+        let mut hdr_left = NET_HDR_BYTES as u64;
+        let mut written = 0usize;
+        let mut total = 0u64;
+        let mut bad = false;
+        while let Some(seg) = chain.next_segment()? {
+            if seg.write {
+                // virtio 1.2 §2.7.4.2: a TX chain is all device-readable.
+                bad = true;
+                continue;
+            }
+            let skip = hdr_left.min(u64::from(seg.len));
+            hdr_left -= skip;
+            let body = u64::from(seg.len) - skip;
+            total += body;
+            if bad || body == 0 {
+                continue;
+            }
+            if written as u64 + body > room.len() as u64 {
+                bad = true;
+                continue;
+            }
+            let dst = &mut room[written..written + body as usize];
+            self.mem
+                .read(GuestAddr(seg.addr.0 + skip), dst)
+                .map_err(|_| RingFault::BufferOutOfMemory)?;
+            written += body as usize;
+        }
+        if bad || hdr_left > 0 || total < 14 || total > MAX_FRAME_BYTES as u64 {
+            return Ok(TxFrame::Malformed);
+        }
+        Ok(TxFrame::Ok(written))
+    }
+
+    /// mbufs → guest RX: takes frames from the front of `burst` while the guest
+    /// has buffers, prepending a virtio-net header. With `mrg_rxbuf` a frame may
+    /// span several chains (`num_buffers`); without it a frame that does not fit
+    /// one chain is dropped (Malformed). Taken frames are freed.
+    ///
+    /// A fault is reported in [`Completed::fault`]: frames before the faulty one
+    /// were delivered and removed from `burst`; the faulty one is still its first.
+    pub fn enqueue(
+        &self,
+        cur: &mut Cursor,
+        burst: &mut Burst,
+        mrg_rxbuf: bool,
+        stats: &QueueStats,
+    ) -> Completed {
+        let avail_idx = match self.pending(cur) {
+            Ok((i, _)) => i,
+            Err(f) => {
+                return Completed {
+                    fault: Some(f),
+                    ..Completed::default()
+                }
+            }
+        };
+        let old_used = cur.used_idx;
+        let mut taken = 0;
+        let mut fault = None;
+        for m in burst.iter() {
+            match self.copy_in(cur, avail_idx, m.data(), mrg_rxbuf) {
+                Ok(Some(true)) => taken += 1,
+                Ok(Some(false)) => {
+                    stats.drop_one(DropReason::Malformed);
+                    taken += 1;
+                }
+                Ok(None) => break,
+                Err(f) => {
+                    fault = Some(f);
+                    break;
+                }
+            }
+        }
+        let notify = self.publish(cur, old_used);
+        burst.drain(..taken);
+        Completed {
+            frames: taken,
+            notify,
+            fault,
+        }
+    }
+
+    /// Writes one frame. Some(true): delivered; Some(false): consumed but
+    /// dropped (did not fit); None: not enough guest buffers, nothing consumed.
+    fn copy_in(
+        &self,
+        cur: &mut Cursor,
+        avail_idx: u16,
+        frame: &[u8],
+        mrg_rxbuf: bool,
+    ) -> Result<Option<bool>, RingFault> {
+        let mut hdr = [0u8; NET_HDR_BYTES];
+        hdr[NET_HDR_NUM_BUFFERS_OFF..].copy_from_slice(&1u16.to_le_bytes());
+        let total = NET_HDR_BYTES + frame.len();
+        let saved = *cur;
+        let mut done = 0usize;
+        let mut num_buffers = 0u16;
+        // Guest addresses of the two num_buffers bytes, patched if > 1.
+        let mut nb_at = [GuestAddr(0); 2];
+        let mut last_head = 0u16;
+        while done < total {
+            if !mrg_rxbuf && num_buffers == 1 {
+                // One chain must hold the whole frame: hand the buffer back empty
+                // rather than a truncated frame.
+                cur.used_idx = cur.used_idx.wrapping_sub(1);
+                self.put_used(cur, last_head, 0);
+                return Ok(Some(false));
+            }
+            if cur.last_avail == avail_idx {
+                *cur = saved;
+                return Ok(None);
+            }
+            let head = self.avail_head(cur.last_avail);
+            last_head = head;
+            let mut chain = Chain::new(self, head)?;
+            let mut in_chain = 0u32;
+            while let Some(seg) = chain.next_segment()? {
+                if !seg.write || done >= total {
+                    continue;
+                }
+                let mut seg_off = 0u32;
+                while seg_off < seg.len && done < total {
+                    let (src, src_base) = if done < NET_HDR_BYTES {
+                        (&hdr[done..], done)
+                    } else {
+                        (&frame[done - NET_HDR_BYTES..], done)
+                    };
+                    let n = src.len().min((seg.len - seg_off) as usize);
+                    let at = GuestAddr(seg.addr.0 + u64::from(seg_off));
+                    for (k, slot) in nb_at.iter_mut().enumerate() {
+                        let want = NET_HDR_NUM_BUFFERS_OFF + k;
+                        if src_base <= want && want < src_base + n && done < NET_HDR_BYTES {
+                            *slot = GuestAddr(at.0 + (want - src_base) as u64);
+                        }
+                    }
+                    self.mem
+                        .write(at, &src[..n])
+                        .map_err(|_| RingFault::BufferOutOfMemory)?;
+                    done += n;
+                    seg_off += n as u32;
+                    in_chain += n as u32;
+                }
+            }
+            self.put_used(cur, head, in_chain);
+            cur.last_avail = cur.last_avail.wrapping_add(1);
+            num_buffers += 1;
+        }
+        if num_buffers > 1 {
+            let b = num_buffers.to_le_bytes();
+            for (k, at) in nb_at.iter().enumerate() {
+                self.mem
+                    .write(*at, &b[k..k + 1])
+                    .map_err(|_| RingFault::BufferOutOfMemory)?;
+            }
+        }
+        Ok(Some(true))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
+
+    const DESC: u64 = 0x1000;
+    const AVAIL: u64 = 0x2000;
+    const USED: u64 = 0x3000;
+    const BUF: u64 = 0x10000;
+    const MEM_END: u64 = 0x40000;
+
+    /// A guest: one memory region with a ring at fixed addresses.
+    struct Guest {
+        gm: Arc<GuestMemoryMmap>,
+        mem: Arc<GuestMemory>,
+        size: u16,
+        avail_idx: u16,
+    }
+
+    impl Guest {
+        fn new(size: u16) -> Guest {
+            let gm = Arc::new(
+                GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_END as usize)]).unwrap(),
+            );
+            let mem = Arc::new(GuestMemory::new(Arc::clone(&gm)));
+            Guest {
+                gm,
+                mem,
+                size,
+                avail_idx: 0,
+            }
+        }
+
+        fn ring(&self, event_idx: bool, indirect: bool) -> SplitRing {
+            let addrs = RingAddrs {
+                desc: GuestAddr(DESC),
+                avail: GuestAddr(AVAIL),
+                used: GuestAddr(USED),
+            };
+            SplitRing::new(&self.mem, addrs, self.size, event_idx, indirect).unwrap()
+        }
+
+        fn desc_at(&self, table: u64, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+            let mut b = [0u8; 16];
+            b[..8].copy_from_slice(&addr.to_le_bytes());
+            b[8..12].copy_from_slice(&len.to_le_bytes());
+            b[12..14].copy_from_slice(&flags.to_le_bytes());
+            b[14..].copy_from_slice(&next.to_le_bytes());
+            self.gm
+                .write_slice(&b, GuestAddress(table + 16 * u64::from(i)))
+                .unwrap();
+        }
+
+        fn desc(&self, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+            self.desc_at(DESC, i, addr, len, flags, next);
+        }
+
+        fn set_avail_idx(&mut self, idx: u16) {
+            self.avail_idx = idx;
+            self.gm.write_obj(idx, GuestAddress(AVAIL + 2)).unwrap();
+        }
+
+        fn push(&mut self, head: u16) {
+            let slot = u64::from(self.avail_idx % self.size);
+            self.gm
+                .write_obj(head, GuestAddress(AVAIL + 4 + 2 * slot))
+                .unwrap();
+            let n = self.avail_idx.wrapping_add(1);
+            self.set_avail_idx(n);
+        }
+
+        fn used_idx(&self) -> u16 {
+            self.gm.read_obj(GuestAddress(USED + 2)).unwrap()
+        }
+
+        fn used_elem(&self, i: u16) -> (u32, u32) {
+            let at = USED + 4 + 8 * u64::from(i % self.size);
+            (
+                self.gm.read_obj(GuestAddress(at)).unwrap(),
+                self.gm.read_obj(GuestAddress(at + 4)).unwrap(),
+            )
+        }
+
+        fn write(&self, addr: u64, bytes: &[u8]) {
+            self.gm.write_slice(bytes, GuestAddress(addr)).unwrap();
+        }
+
+        fn read(&self, addr: u64, n: usize) -> Vec<u8> {
+            let mut v = vec![0u8; n];
+            self.gm.read_slice(&mut v, GuestAddress(addr)).unwrap();
+            v
+        }
+    }
+
+    fn frame(n: usize) -> Vec<u8> {
+        let mut f: Vec<u8> = (0..n).map(|i| i as u8).collect();
+        f[12] = 0x08;
+        f[13] = 0x00;
+        f
+    }
+
+    fn pool() -> &'static Mempool {
+        // One pool for all tests: a process may create only a few pools.
+        static POOL: std::sync::OnceLock<&'static Mempool> = std::sync::OnceLock::new();
+        POOL.get_or_init(|| Mempool::for_tests(1024))
+    }
+
+    fn rx(g: &Guest, ring: &SplitRing, cur: &mut Cursor) -> (Completed, Vec<Vec<u8>>, QueueStats) {
+        let stats = QueueStats::default();
+        let mut burst = Burst::new();
+        let done = ring.dequeue(cur, pool(), &mut burst, &stats);
+        let _ = g;
+        (
+            done,
+            burst.iter().map(|m| m.data().to_vec()).collect(),
+            stats,
+        )
+    }
+
+    /// A TX chain: 12-byte header descriptor, then the frame.
+    fn tx_chain(g: &mut Guest, head: u16, at: u64, f: &[u8]) {
+        g.write(at, &[0u8; NET_HDR_BYTES]);
+        g.write(at + 0x100, f);
+        g.desc(head, at, NET_HDR_BYTES as u32, DESC_F_NEXT, head + 1);
+        g.desc(head + 1, at + 0x100, f.len() as u32, 0, 0);
+        g.push(head);
+    }
+
+    #[test]
+    fn well_formed_tx_chains_are_received_without_header() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        tx_chain(&mut g, 0, BUF, &frame(64));
+        tx_chain(&mut g, 2, BUF + 0x1000, &frame(100));
+        let (done, frames, stats) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, None);
+        assert_eq!(done.frames, 2);
+        assert_eq!(frames, vec![frame(64), frame(100)]);
+        assert_eq!(g.used_idx(), 2);
+        assert_eq!(g.used_elem(0), (0, 0));
+        assert_eq!(g.used_elem(1), (2, 0));
+        assert_eq!(
+            cur,
+            Cursor {
+                last_avail: 2,
+                used_idx: 2
+            }
+        );
+        assert_eq!(stats.snapshot().total_drops(), 0);
+        // Nothing new: nothing happens.
+        let (done, frames, _) = rx(&g, &ring, &mut cur);
+        assert_eq!((done.frames, frames.len(), done.fault), (0, 0, None));
+    }
+
+    #[test]
+    fn header_and_frame_may_be_split_and_include_zero_length_descriptors() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        let f = frame(64);
+        let mut all = vec![0u8; NET_HDR_BYTES];
+        all.extend_from_slice(&f);
+        g.write(BUF, &all);
+        // 5 header bytes | empty | 7 header + 20 frame | rest.
+        g.desc(0, BUF, 5, DESC_F_NEXT, 1);
+        g.desc(1, BUF + 5, 0, DESC_F_NEXT, 2);
+        g.desc(2, BUF + 5, 27, DESC_F_NEXT, 3);
+        g.desc(3, BUF + 32, (all.len() - 32) as u32, 0, 0);
+        g.push(0);
+        let (done, frames, _) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, None);
+        assert_eq!(frames, vec![f]);
+    }
+
+    #[test]
+    fn descriptor_outside_memory_faults_without_consuming() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.desc(0, BUF, NET_HDR_BYTES as u32, DESC_F_NEXT, 1);
+        g.desc(1, MEM_END - 10, 64, 0, 0);
+        g.push(0);
+        let (done, frames, _) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, Some(RingFault::BufferOutOfMemory));
+        assert!(frames.is_empty());
+        assert_eq!(cur.last_avail, 0);
+        assert_eq!(g.used_idx(), 0);
+    }
+
+    #[test]
+    fn huge_length_descriptor_faults() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.desc(0, BUF, u32::MAX, 0, 0);
+        g.push(0);
+        let (done, _, _) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, Some(RingFault::BufferOutOfMemory));
+    }
+
+    #[test]
+    fn frame_larger_than_mbuf_is_dropped_and_ring_continues() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.desc(0, BUF, 0x8000, 0, 0); // inside memory, larger than an mbuf
+        g.push(0);
+        tx_chain(&mut g, 2, BUF + 0x9000, &frame(60));
+        let (done, frames, stats) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, None);
+        assert_eq!(frames, vec![frame(60)]);
+        assert_eq!(stats.drops(DropReason::Malformed), 1);
+        assert_eq!(g.used_idx(), 2);
+    }
+
+    #[test]
+    fn descriptor_loop_is_detected() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.desc(0, BUF, 16, DESC_F_NEXT, 1);
+        g.desc(1, BUF, 16, DESC_F_NEXT, 0);
+        g.push(0);
+        let (done, _, _) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, Some(RingFault::ChainLoop));
+    }
+
+    #[test]
+    fn chain_longer_than_queue_size_is_refused() {
+        // Every descriptor of the table chained, the last back to the first.
+        let mut g = Guest::new(4);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        for i in 0..4 {
+            g.desc(i, BUF, 4, DESC_F_NEXT, (i + 1) % 4);
+        }
+        g.push(0);
+        let (done, _, _) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, Some(RingFault::ChainLoop));
+    }
+
+    #[test]
+    fn next_index_outside_table_faults() {
+        let mut g = Guest::new(4);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.desc(0, BUF, 16, DESC_F_NEXT, 4);
+        g.push(0);
+        assert_eq!(rx(&g, &ring, &mut cur).0.fault, Some(RingFault::DescIndex));
+        let mut g = Guest::new(4);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.push(9); // head outside the table
+        assert_eq!(rx(&g, &ring, &mut cur).0.fault, Some(RingFault::DescIndex));
+    }
+
+    #[test]
+    fn indirect_tables_are_followed_when_valid() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, true);
+        let mut cur = Cursor::default();
+        let table = BUF + 0x8000;
+        g.write(BUF, &[0u8; NET_HDR_BYTES]);
+        g.write(BUF + 0x100, &frame(64));
+        g.desc_at(table, 0, BUF, NET_HDR_BYTES as u32, DESC_F_NEXT, 1);
+        g.desc_at(table, 1, BUF + 0x100, 64, 0, 0);
+        g.desc(0, table, 32, DESC_F_INDIRECT, 0);
+        g.push(0);
+        let (done, frames, _) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, None);
+        assert_eq!(frames, vec![frame(64)]);
+    }
+
+    #[test]
+    fn bad_indirect_tables_fault() {
+        let table = BUF + 0x8000;
+        let cases: [(&str, bool, u64, u32, u16); 5] = [
+            ("not negotiated", false, table, 32, DESC_F_INDIRECT),
+            ("outside memory", true, MEM_END - 16, 32, DESC_F_INDIRECT),
+            ("not a multiple of 16", true, table, 24, DESC_F_INDIRECT),
+            (
+                "larger than the queue",
+                true,
+                table,
+                16 * 9,
+                DESC_F_INDIRECT,
+            ),
+            ("with NEXT", true, table, 32, DESC_F_INDIRECT | DESC_F_NEXT),
+        ];
+        for (what, negotiated, addr, len, flags) in cases {
+            let mut g = Guest::new(8);
+            let ring = g.ring(false, negotiated);
+            let mut cur = Cursor::default();
+            g.desc_at(table, 0, BUF, 12, DESC_F_NEXT, 1);
+            g.desc_at(table, 1, BUF + 0x100, 64, 0, 0);
+            g.desc(0, addr, len, flags, 1);
+            g.push(0);
+            assert_eq!(
+                rx(&g, &ring, &mut cur).0.fault,
+                Some(RingFault::BadIndirect),
+                "{what}"
+            );
+        }
+        // Nested, and a loop inside the table.
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, true);
+        let mut cur = Cursor::default();
+        g.desc_at(table, 0, table, 32, DESC_F_INDIRECT, 0);
+        g.desc(0, table, 32, DESC_F_INDIRECT, 0);
+        g.push(0);
+        assert_eq!(
+            rx(&g, &ring, &mut cur).0.fault,
+            Some(RingFault::BadIndirect)
+        );
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, true);
+        let mut cur = Cursor::default();
+        g.desc_at(table, 0, BUF, 16, DESC_F_NEXT, 1);
+        g.desc_at(table, 1, BUF, 16, DESC_F_NEXT, 0);
+        g.desc(0, table, 32, DESC_F_INDIRECT, 0);
+        g.push(0);
+        assert_eq!(rx(&g, &ring, &mut cur).0.fault, Some(RingFault::ChainLoop));
+    }
+
+    #[test]
+    fn avail_index_jumping_past_queue_size_faults() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.set_avail_idx(9);
+        assert_eq!(
+            rx(&g, &ring, &mut cur).0.fault,
+            Some(RingFault::AvailIdxJump)
+        );
+        let stats = QueueStats::default();
+        let mut burst = Burst::new();
+        let done = ring.enqueue(&mut cur, &mut burst, true, &stats);
+        assert_eq!(done.fault, Some(RingFault::AvailIdxJump));
+    }
+
+    #[test]
+    fn ring_setup_checks_size_and_placement() {
+        let g = Guest::new(8);
+        let a = |desc, avail, used| RingAddrs {
+            desc: GuestAddr(desc),
+            avail: GuestAddr(avail),
+            used: GuestAddr(used),
+        };
+        let ok = a(DESC, AVAIL, USED);
+        assert!(matches!(
+            SplitRing::new(&g.mem, ok, 6, false, false),
+            Err(RingSetupError::BadSize(6))
+        ));
+        assert!(SplitRing::new(&g.mem, ok, 0, false, false).is_err());
+        assert!(matches!(
+            SplitRing::new(&g.mem, a(MEM_END - 16, AVAIL, USED), 8, false, false),
+            Err(RingSetupError::Desc(_))
+        ));
+        assert!(matches!(
+            SplitRing::new(&g.mem, a(DESC, AVAIL + 1, USED), 8, false, false),
+            Err(RingSetupError::Avail(_))
+        ));
+        assert!(matches!(
+            SplitRing::new(&g.mem, a(DESC, AVAIL, MEM_END), 8, false, false),
+            Err(RingSetupError::Used(_))
+        ));
+    }
+
+    fn tx_frames(frames: &[Vec<u8>]) -> Burst {
+        let p = pool();
+        let mut b = Burst::new();
+        for f in frames {
+            let mut m = p.alloc().unwrap();
+            m.extend_from_slice(f).unwrap();
+            b.push(m);
+        }
+        b
+    }
+
+    #[test]
+    fn enqueue_prepends_header_with_num_buffers() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.desc(0, BUF, 2048, DESC_F_WRITE, 0);
+        g.push(0);
+        let mut burst = tx_frames(&[frame(64), frame(64)]);
+        let stats = QueueStats::default();
+        let done = ring.enqueue(&mut cur, &mut burst, true, &stats);
+        assert_eq!((done.frames, done.fault), (1, None));
+        assert_eq!(burst.len(), 1, "second frame stays: no guest buffer");
+        assert_eq!(g.used_idx(), 1);
+        assert_eq!(g.used_elem(0), (0, 76));
+        let mut hdr = [0u8; 12];
+        hdr[10] = 1;
+        assert_eq!(g.read(BUF, 12), hdr);
+        assert_eq!(g.read(BUF + 12, 64), frame(64));
+    }
+
+    #[test]
+    fn mergeable_buffers_span_chains() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        // Three 40-byte buffers; a 64-byte frame + header needs two.
+        for i in 0..3u16 {
+            g.desc(i, BUF + 0x100 * u64::from(i), 40, DESC_F_WRITE, 0);
+            g.push(i);
+        }
+        let mut burst = tx_frames(&[frame(64)]);
+        let stats = QueueStats::default();
+        let done = ring.enqueue(&mut cur, &mut burst, true, &stats);
+        assert_eq!((done.frames, done.fault), (1, None));
+        assert_eq!(g.used_idx(), 2);
+        assert_eq!(g.used_elem(0), (0, 40));
+        assert_eq!(g.used_elem(1), (1, 36));
+        assert_eq!(g.read(BUF + 10, 2), [2, 0], "num_buffers");
+        let mut got = g.read(BUF + 12, 28);
+        got.extend(g.read(BUF + 0x100, 36));
+        assert_eq!(got, frame(64));
+        // A frame that needs more buffers than posted is not taken.
+        let mut burst = tx_frames(&[frame(200)]);
+        let done = ring.enqueue(&mut cur, &mut burst, true, &stats);
+        assert_eq!(done.frames, 0);
+        assert_eq!(burst.len(), 1);
+        assert_eq!(g.used_idx(), 2);
+        assert_eq!(cur.last_avail, 2);
+    }
+
+    #[test]
+    fn without_mergeable_buffers_a_too_small_buffer_drops_the_frame() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.desc(0, BUF, 40, DESC_F_WRITE, 0);
+        g.push(0);
+        let mut burst = tx_frames(&[frame(64)]);
+        let stats = QueueStats::default();
+        let done = ring.enqueue(&mut cur, &mut burst, false, &stats);
+        assert_eq!((done.frames, done.fault), (1, None));
+        assert!(burst.is_empty());
+        assert_eq!(stats.drops(DropReason::Malformed), 1);
+        assert_eq!(g.used_elem(0), (0, 0));
+    }
+
+    #[test]
+    fn rx_buffer_outside_memory_faults() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.desc(0, MEM_END + 0x1000, 2048, DESC_F_WRITE, 0);
+        g.push(0);
+        let mut burst = tx_frames(&[frame(64)]);
+        let stats = QueueStats::default();
+        let done = ring.enqueue(&mut cur, &mut burst, true, &stats);
+        assert_eq!(done.fault, Some(RingFault::BufferOutOfMemory));
+        assert_eq!(burst.len(), 1);
+    }
+
+    #[test]
+    fn event_idx_interrupts_only_when_used_event_is_crossed() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(true, false);
+        let mut cur = Cursor::default();
+        let used_event = AVAIL + 4 + 2 * 8;
+        g.gm.write_obj(5u16, GuestAddress(used_event)).unwrap();
+        tx_chain(&mut g, 0, BUF, &frame(64));
+        let (done, _, _) = rx(&g, &ring, &mut cur);
+        assert_eq!((done.frames, done.notify), (1, false));
+        // avail_event written far ahead: the driver will not kick.
+        let avail_event: u16 = g.gm.read_obj(GuestAddress(USED + 4 + 8 * 8)).unwrap();
+        assert_eq!(avail_event, 1u16.wrapping_add(0x8000));
+        g.gm.write_obj(1u16, GuestAddress(used_event)).unwrap();
+        tx_chain(&mut g, 2, BUF + 0x1000, &frame(64));
+        let (done, _, _) = rx(&g, &ring, &mut cur);
+        assert_eq!((done.frames, done.notify), (1, true));
+    }
+
+    #[test]
+    fn no_interrupt_flag_is_honoured_without_event_idx() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        ring.suppress_kicks(cur);
+        let flags: u16 = g.gm.read_obj(GuestAddress(USED)).unwrap();
+        assert_eq!(flags, USED_F_NO_NOTIFY);
+        tx_chain(&mut g, 0, BUF, &frame(64));
+        assert!(rx(&g, &ring, &mut cur).0.notify);
+        g.gm.write_obj(AVAIL_F_NO_INTERRUPT, GuestAddress(AVAIL))
+            .unwrap();
+        tx_chain(&mut g, 2, BUF + 0x1000, &frame(64));
+        assert!(!rx(&g, &ring, &mut cur).0.notify);
+    }
+}
