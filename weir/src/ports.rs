@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _};
 use dataplane::{Mempool, Port};
 
-use crate::config::{PortSpec, PortType};
+use crate::config::{PortSpec, PortType, VhostMode};
 
 /// A port's queues plus anything that must live as long as the port (a control
 /// thread, a device handle) and a way to ask it for an error state.
@@ -94,7 +94,31 @@ pub fn open(spec: &PortSpec, pool: &'static Mempool) -> anyhow::Result<OpenedPor
             }
             OpenedPort::plain(boxed(qs))
         }
-        PortType::VhostUser | PortType::Vfio => bail!(
+        PortType::VhostUser => {
+            let socket = spec.socket.clone().with_context(|| {
+                format!("port {name}: `socket` is required for type vhost-user")
+            })?;
+            let mode = match spec.mode.unwrap_or(VhostMode::Server) {
+                VhostMode::Server => vhost_user::Mode::Server,
+                VhostMode::Client => vhost_user::Mode::Client,
+            };
+            let cfg = vhost_user::VhostUserConfig {
+                socket,
+                mode,
+                queues: n as u16,
+            };
+            let mut dev =
+                vhost_user::create(name, &cfg, pool).with_context(|| format!("port {name}"))?;
+            let queues = boxed(dev.take_queues());
+            let dev = std::sync::Arc::new(dev);
+            let probe = dev.clone();
+            OpenedPort {
+                queues,
+                keepalive: Some(Box::new(dev)),
+                health: Some(Box::new(move || probe.error())),
+            }
+        }
+        PortType::Vfio => bail!(
             "port {name}: type {} is not available in this build of weir yet",
             spec.kind
         ),
