@@ -378,7 +378,7 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
             moved += n;
             queues.transmit(t, port, &mut burst, ws);
         }
-        if round % HOUSEKEEPING_EVERY == 0 || idle_rounds > IDLE_POLLS_BEFORE_SLEEP {
+        if round.is_multiple_of(HOUSEKEEPING_EVERY) || idle_rounds > IDLE_POLLS_BEFORE_SLEEP {
             for q in &mut queues.list {
                 q.dev.housekeeping();
                 if let Some(e) = t.port(q.port) {

@@ -109,7 +109,7 @@ fn malformed_configs_fail_naming_the_key() {
         (
             "type.toml",
             "[dataplane]\nidle_sleep_us = \"many\"\n",
-            ":2:9: ",
+            ":2:17: ",
             "dataplane.idle_sleep_us",
         ),
         (
