@@ -19,8 +19,12 @@ fn main() {
 /// Station counts: one that fits in L1/L2, one whose 64 MiB table does not.
 const MACS: [u32; 2] = [1_000, 1_000_000];
 
+/// Bursts per sample: 16 Ki frames, so that 20 samples walk the 64 Ki frames
+/// of the 1 M case several times over instead of timing a few cold bursts.
+const SAMPLE_BURSTS: u32 = 512;
+
 /// Known unicast, buffers recycled: the switch alone.
-#[divan::bench(args = MACS)]
+#[divan::bench(args = MACS, sample_size = SAMPLE_BURSTS)]
 fn unicast_recycled(bencher: Bencher, macs: u32) {
     let mut rig = Rig::new(Scenario::unicast(macs));
     bencher
@@ -30,7 +34,7 @@ fn unicast_recycled(bencher: Bencher, macs: u32) {
 }
 
 /// Known unicast with every buffer allocated from and freed to the mempool.
-#[divan::bench(args = MACS)]
+#[divan::bench(args = MACS, sample_size = SAMPLE_BURSTS)]
 fn unicast_pooled(bencher: Bencher, macs: u32) {
     let mut rig = Rig::new(Scenario::unicast(macs));
     bencher
@@ -41,7 +45,7 @@ fn unicast_pooled(bencher: Bencher, macs: u32) {
 
 /// Broadcast on a 4-port bridge: two copies and the original per frame. Items
 /// are input frames.
-#[divan::bench]
+#[divan::bench(sample_size = SAMPLE_BURSTS)]
 fn flood_recycled(bencher: Bencher) {
     let mut rig = Rig::new(Scenario::broadcast(1_000));
     bencher
@@ -51,7 +55,7 @@ fn flood_recycled(bencher: Bencher) {
 }
 
 /// Known unicast in 802.1Q VLAN 100.
-#[divan::bench]
+#[divan::bench(sample_size = SAMPLE_BURSTS)]
 fn vlan_recycled(bencher: Bencher) {
     let mut rig = Rig::new(Scenario::tagged(1_000));
     bencher
