@@ -186,6 +186,92 @@ pub struct Fdb {
     cfg: FdbConfig,
 }
 
+/// The packet-path face of an [`Fdb`]: the table plus copies of the fields
+/// every probe needs (slot array, hash shift), made once per burst.
+///
+/// [`Fdb::learn`] and [`Fdb::lookup`] go through a fresh view, so results are
+/// the same either way. A caller handling a burst takes one view up front:
+/// the copies then stay in registers across the burst, where the table's own
+/// fields would be reloaded after every atomic slot access.
+#[derive(Clone, Copy)]
+pub struct FdbView<'a> {
+    fdb: &'a Fdb,
+    slots: &'a [Slot],
+    shift: u32,
+}
+
+impl std::fmt::Debug for FdbView<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FdbView").field("fdb", self.fdb).finish()
+    }
+}
+
+impl<'a> FdbView<'a> {
+    /// Home slot of `key`; same as `Fdb::home`.
+    #[inline]
+    fn home(&self, key: u64) -> usize {
+        home_slot(key, self.shift)
+    }
+
+    /// The port `mac` was last seen on in `vlan`, if known.
+    ///
+    /// Loads only; never writes shared memory. At the table's load factor
+    /// most keys sit in their home slot, so that slot is checked inline and
+    /// the rest of the probe runs out of line, which keeps the caller's loop
+    /// small.
+    #[inline]
+    pub fn lookup(&self, vlan: VlanId, mac: MacAddr) -> Option<PortId> {
+        let key = encode_key(vlan, mac);
+        let home = self.home(key);
+        match Fdb::lookup_at(&self.slots[home], key) {
+            Probe::Found(port) => Some(port),
+            Probe::Absent => None,
+            Probe::Next => self.fdb.lookup_rest(key, home),
+        }
+    }
+
+    /// Records that `mac` in `vlan` sent a frame on `port` at `now` (seconds,
+    /// read once per burst by the caller).
+    ///
+    /// The common case, a known station on the same port within the same
+    /// second, costs the probe plus one load and one compare, and writes
+    /// nothing, so the slot's cache line stays shared between cores.
+    ///
+    /// A station seen while its entry is still being inserted by another
+    /// thread reports [`Learn::Refreshed`]. A move onto a port that is at its
+    /// limit is refused with [`Learn::PortLimit`] and leaves the entry where
+    /// it was.
+    #[inline]
+    pub fn learn(&self, vlan: VlanId, mac: MacAddr, port: PortId, now: u32) -> Learn {
+        if port.index() >= MAX_PORTS {
+            return Learn::PortLimit;
+        }
+        let key = encode_key(vlan, mac);
+        let want = encode_val(port, now, false);
+        let home = self.home(key);
+        // The common case, checked inline: the key in its home slot, nothing
+        // to change. Exactly what `claim` and `learn_hit` would conclude from
+        // the same two loads.
+        let slot = &self.slots[home];
+        // Relaxed: as in `claim` and `learn_hit`.
+        if slot.key.load(Ordering::Relaxed) == key && slot.val.load(Ordering::Relaxed) == want {
+            return Learn::Refreshed;
+        }
+        self.fdb.learn_slow(key, home, port, now, want)
+    }
+}
+
+/// What one probed slot says to a lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Probe {
+    /// The key, live, on this port.
+    Found(PortId),
+    /// The key is not in the table (or not visible yet).
+    Absent,
+    /// Not here; go on probing.
+    Next,
+}
+
 /// What a learner should do about a slot already holding its key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Hit {
@@ -201,11 +287,23 @@ enum Hit {
     Move { from: PortId, new: u64 },
 }
 
+/// See `Fdb::home`.
+#[inline]
+fn home_slot(key: u64, shift: u32) -> usize {
+    let h = (key ^ (key >> 29)).wrapping_mul(HASH_MUL);
+    (h >> shift) as usize
+}
+
 #[inline]
 fn encode_key(vlan: VlanId, mac: MacAddr) -> u64 {
+    // Same value as `mac.to_u64()`, written as one 6-byte load and a byte
+    // swap: the per-byte shifts the compiler makes of that cost a dozen
+    // instructions per key on the packet path.
+    let mut word = [0u8; 8];
+    word[2..].copy_from_slice(&mac.0);
     // Masking to 12 bits keeps every key below TOMBSTONE even for an
     // out-of-range VlanId.
-    ((u64::from(vlan.0 & 0x0fff) << 48) | mac.to_u64()) + 1
+    ((u64::from(vlan.0 & 0x0fff) << 48) | u64::from_be_bytes(word)) + 1
 }
 
 fn decode_key(key: u64) -> (VlanId, MacAddr) {
@@ -318,11 +416,11 @@ impl Fdb {
     }
 
     /// Home slot of `key`: Fibonacci hashing after folding the high bits
-    /// (VLAN, OUI) down so they mix as well as the low ones.
+    /// (VLAN, OUI) down so they mix as well as the low ones. Always below the
+    /// slot count: the shift keeps exactly log2(slot count) bits.
     #[inline]
     fn home(&self, key: u64) -> usize {
-        let h = (key ^ (key >> 29)).wrapping_mul(HASH_MUL);
-        (h >> self.shift) as usize
+        home_slot(key, self.shift)
     }
 
     #[inline]
@@ -332,51 +430,72 @@ impl Fdb {
 
     /// The port `mac` was last seen on in `vlan`, if known.
     ///
-    /// Loads only; never writes shared memory.
+    /// Loads only; never writes shared memory. See [`FdbView::lookup`].
     #[inline]
     pub fn lookup(&self, vlan: VlanId, mac: MacAddr) -> Option<PortId> {
-        let key = encode_key(vlan, mac);
-        let home = self.home(key);
-        for i in 0..self.probe_limit {
-            let slot = self.slot(home, i);
-            // Relaxed: a slot only ever holds one key, so no ordering with the val is needed.
-            let k = slot.key.load(Ordering::Relaxed);
-            if k == key {
-                // Relaxed: the val word is self-contained; nothing else is published with it.
-                let v = slot.val.load(Ordering::Relaxed);
-                if v & VALID != 0 {
-                    return Some(val_port(v));
-                }
-                if v == 0 {
-                    // Still being inserted: the only copy, not visible yet.
-                    return None;
-                }
-                // DEAD: a re-learned copy may follow.
-            } else if k == EMPTY {
-                return None;
+        self.view().lookup(vlan, mac)
+    }
+
+    /// The packet-path view of the table, for a run of lookups (a burst).
+    #[inline]
+    pub fn view(&self) -> FdbView<'_> {
+        FdbView {
+            fdb: self,
+            slots: &self.slots,
+            shift: self.shift,
+        }
+    }
+
+    /// What one slot says about `key` for a lookup.
+    #[inline]
+    fn lookup_at(slot: &Slot, key: u64) -> Probe {
+        // Relaxed: a slot only ever holds one key, so no ordering with the val is needed.
+        let k = slot.key.load(Ordering::Relaxed);
+        if k == key {
+            // Relaxed: the val word is self-contained; nothing else is published with it.
+            let v = slot.val.load(Ordering::Relaxed);
+            if v & VALID != 0 {
+                return Probe::Found(val_port(v));
+            }
+            if v == 0 {
+                // Still being inserted: the only copy, not visible yet.
+                return Probe::Absent;
+            }
+            // DEAD: a re-learned copy may follow.
+            Probe::Next
+        } else if k == EMPTY {
+            Probe::Absent
+        } else {
+            Probe::Next
+        }
+    }
+
+    /// The lookup probe after the home slot.
+    #[inline(never)]
+    fn lookup_rest(&self, key: u64, home: usize) -> Option<PortId> {
+        for i in 1..self.probe_limit {
+            match Fdb::lookup_at(self.slot(home, i), key) {
+                Probe::Found(port) => return Some(port),
+                Probe::Absent => return None,
+                Probe::Next => {}
             }
         }
         None
     }
 
     /// Records that `mac` in `vlan` sent a frame on `port` at `now` (seconds,
-    /// read once per burst by the caller).
-    ///
-    /// The common case, a known station on the same port within the same
-    /// second, costs the probe plus one load and one compare, and writes
-    /// nothing, so the slot's cache line stays shared between cores.
-    ///
-    /// A station seen while its entry is still being inserted by another
-    /// thread reports [`Learn::Refreshed`]. A move onto a port that is at its
-    /// limit is refused with [`Learn::PortLimit`] and leaves the entry where
-    /// it was.
+    /// read once per burst by the caller). See [`FdbView::learn`].
     #[inline]
     pub fn learn(&self, vlan: VlanId, mac: MacAddr, port: PortId, now: u32) -> Learn {
-        if port.index() >= MAX_PORTS {
-            return Learn::PortLimit;
-        }
-        let want = encode_val(port, now, false);
-        self.claim(encode_key(vlan, mac), port, want, |slot| {
+        self.view().learn(vlan, mac, port, now)
+    }
+
+    /// Everything but the inline fast path of [`Fdb::learn`]: the full probe
+    /// from the home slot, inserting if the key is absent.
+    #[cold]
+    #[inline(never)]
+    fn learn_slow(&self, key: u64, home: usize, port: PortId, now: u32, want: u64) -> Learn {
+        self.claim(key, home, port, want, |slot| {
             self.learn_hit(slot, port, now, want)
         })
     }
@@ -445,11 +564,11 @@ impl Fdb {
     fn claim(
         &self,
         key: u64,
+        home: usize,
         port: PortId,
         new_val: u64,
         mut hit: impl FnMut(&Slot) -> Option<Learn>,
     ) -> Learn {
-        let home = self.home(key);
         let mut reserved = false;
         let mut i = 0;
         while i < self.probe_limit {
@@ -653,7 +772,8 @@ impl Fdb {
             return Err(FdbError::PortOutOfRange { port });
         }
         let want = encode_val(port, 0, true);
-        let outcome = self.claim(encode_key(vlan, mac), port, want, |slot| {
+        let key = encode_key(vlan, mac);
+        let outcome = self.claim(key, self.home(key), port, want, |slot| {
             self.pin(slot, port, want)
         });
         match outcome {
@@ -793,9 +913,8 @@ impl Fdb {
         for e in statics.chain(dynamics) {
             let val = encode_val(e.port, e.last_seen_secs, e.is_static);
             // A duplicate can only come from a racy snapshot; keep the first copy.
-            next.claim(encode_key(e.vlan, e.mac), e.port, val, |_| {
-                Some(Learn::Refreshed)
-            });
+            let key = encode_key(e.vlan, e.mac);
+            next.claim(key, next.home(key), e.port, val, |_| Some(Learn::Refreshed));
         }
         next
     }

@@ -211,11 +211,20 @@ impl L2Info {
 #[inline]
 pub fn parse_l2(buf: &[u8]) -> Option<L2Info> {
     let (hdr, rest) = buf.split_first_chunk::<HEADER_LEN>()?;
-    // Fixed-size arrays below: indexing compiles without bounds checks.
-    let dst = MacAddr([hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], hdr[5]]);
-    let src = MacAddr([hdr[6], hdr[7], hdr[8], hdr[9], hdr[10], hdr[11]]);
-    let outer = u16::from_be_bytes([hdr[12], hdr[13]]);
-    if ethertype::is_vlan(outer) {
+    // Fixed-size arrays below: indexing compiles without bounds checks. The
+    // addresses are read as two overlapping big-endian words (bytes 0..8 and
+    // 4..12), one load each, rather than byte by byte.
+    let head = u64::from_be_bytes([
+        hdr[0], hdr[1], hdr[2], hdr[3], hdr[4], hdr[5], hdr[6], hdr[7],
+    ]);
+    let mid = u64::from_be_bytes([
+        hdr[4], hdr[5], hdr[6], hdr[7], hdr[8], hdr[9], hdr[10], hdr[11],
+    ]);
+    let (dst, src) = (MacAddr::from_u64(head >> 16), MacAddr::from_u64(mid));
+    // The tag test compares the raw bytes with the constants in wire order,
+    // which saves swapping the field first ([`ethertype::is_vlan`] on it).
+    let outer = [hdr[12], hdr[13]];
+    if outer == ethertype::VLAN.to_be_bytes() || outer == ethertype::QINQ.to_be_bytes() {
         let tag = rest.first_chunk::<{ vlan::HEADER_LEN }>()?;
         Some(L2Info {
             dst,
@@ -229,7 +238,7 @@ pub fn parse_l2(buf: &[u8]) -> Option<L2Info> {
             dst,
             src,
             vlan: VlanId::NONE,
-            ethertype: outer,
+            ethertype: u16::from_be_bytes(outer),
             l3_offset: HEADER_LEN,
         })
     }

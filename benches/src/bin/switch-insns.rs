@@ -1,0 +1,56 @@
+//! Runs the switch core for an exact number of packets, for instruction
+//! counting under `valgrind --tool=callgrind` (see `benches/callgrind.sh`).
+//!
+//! ```text
+//! switch-insns <case> <macs> <packets>
+//!   case: unicast | unicast-pool | flood | vlan
+//! ```
+//!
+//! Set-up (switch, FDB pre-load, frames) costs the same for any packet count,
+//! so the difference of two runs' totals divided by the difference of their
+//! packet counts is the per-packet cost.
+
+use std::hint::black_box;
+
+use anyhow::{bail, Context, Result};
+use weir_benches::{Rig, Scenario, BURST};
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let [case, macs, packets] = args.as_slice() else {
+        bail!("usage: switch-insns <unicast|unicast-pool|flood|vlan> <macs> <packets>");
+    };
+    let macs: u32 = macs
+        .parse()
+        .with_context(|| format!("parsing MAC count {macs:?}"))?;
+    let packets: usize = packets
+        .parse()
+        .with_context(|| format!("parsing packet count {packets:?}"))?;
+    if packets % BURST != 0 {
+        bail!("packet count {packets} is not a multiple of the {BURST}-frame burst");
+    }
+    let (scenario, pooled) = match case.as_str() {
+        "unicast" => (Scenario::unicast(macs), false),
+        "unicast-pool" => (Scenario::unicast(macs), true),
+        "flood" => (Scenario::broadcast(macs), false),
+        "vlan" => (Scenario::tagged(macs), false),
+        other => bail!("unknown case {other:?}"),
+    };
+    let mut rig = Rig::new(scenario);
+    let mut done = 0usize;
+    while done < packets {
+        done += if pooled {
+            black_box(rig.step_pooled())
+        } else {
+            black_box(rig.step_recycled())
+        };
+    }
+    if rig.drops() != 0 {
+        bail!(
+            "{} frames dropped: the case is not forwardable as built",
+            rig.drops()
+        );
+    }
+    println!("{case} macs={macs} packets={done}");
+    Ok(())
+}
