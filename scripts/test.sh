@@ -16,7 +16,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 # Tests that create network namespaces and attach weir to them run as root here;
 # they fail (never skip) when a prerequisite is missing.
-cargo test --workspace --locked --release -- --test-threads=2
+cargo test --workspace --locked --release --no-fail-fast -- --test-threads=2
 
 echo "== example configs"
 cargo build --release --locked -p weir

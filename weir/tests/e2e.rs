@@ -43,7 +43,9 @@ impl Daemon {
             .expect("starting weir run");
         let mut d = Daemon { child, socket, dir };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&d.socket).is_err() {
+        // Ready means answering requests: the socket is bound before the ports
+        // are opened, and requests are served only once they all are.
+        while !d.cli(&["stats"]).0 {
             if let Ok(Some(st)) = d.child.try_wait() {
                 panic!("weir run exited with {st}: {}", d.log());
             }
