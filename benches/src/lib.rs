@@ -206,7 +206,7 @@ pub fn frame_plan(sc: &Scenario) -> Vec<(PortId, Vec<[u8; TEMPLATE_BYTES]>)> {
     let n = u32::from(sc.n_ports);
     assert!(n >= 2, "a bridge needs at least two ports");
     assert!(
-        sc.macs >= n && sc.macs % n == 0,
+        sc.macs >= n && sc.macs.is_multiple_of(n),
         "MAC count {} must be a non-zero multiple of the port count {n}",
         sc.macs
     );
