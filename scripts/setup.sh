@@ -9,6 +9,7 @@ PKGS=(
   build-essential pkg-config m4 clang llvm libelf-dev zlib1g-dev   # xsk-rs / libbpf-sys
   iproute2 iputils-ping ethtool                                    # namespaces, veth, ping
   valgrind                                                          # benches/callgrind.sh
+  dpdk-dev librte-net-vhost23 librte-mempool-ring23 librte-net-virtio23  # testpmd: a real vhost-user peer
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -28,6 +29,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 command -v cargo >/dev/null || { echo "scripts/setup.sh: cargo not found: install Rust (rustup) first" >&2; exit 1; }
-for t in ip ping clang; do
+for t in ip ping clang dpdk-testpmd; do
   command -v "$t" >/dev/null || { echo "scripts/setup.sh: $t still missing after install" >&2; exit 1; }
 done
