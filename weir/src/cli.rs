@@ -136,6 +136,12 @@ pub struct PortAddArgs {
     /// PCI address of a vfio NIC.
     #[arg(long, value_name = "ADDR")]
     pub pci: Option<String>,
+    /// vhost-user server socket permissions, octal (e.g. 0660).
+    #[arg(long, value_name = "MODE")]
+    pub socket_mode: Option<String>,
+    /// vhost-user server socket group (name or number).
+    #[arg(long, value_name = "GROUP")]
+    pub socket_group: Option<String>,
 }
 
 impl PortAddArgs {
@@ -152,6 +158,8 @@ impl PortAddArgs {
             rx_path: self.rx_path.clone(),
             tx_path: self.tx_path.clone(),
             pci: self.pci.clone(),
+            socket_mode: self.socket_mode.clone(),
+            socket_group: self.socket_group.clone(),
         }
     }
 }

@@ -256,7 +256,7 @@ impl PortType {
             PortType::Afpacket | PortType::Afxdp | PortType::Tap => &["iface"],
             PortType::Ring => &[],
             PortType::Pcap => &["rx_path", "tx_path"],
-            PortType::VhostUser => &["socket", "mode"],
+            PortType::VhostUser => &["socket", "mode", "socket_mode", "socket_group"],
             PortType::Vfio => &["pci"],
         }
     }
@@ -338,6 +338,13 @@ pub struct PortSpec {
     /// PCI address of a vfio NIC, `DDDD:BB:DD.F` or `BB:DD.F`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pci: Option<String>,
+    /// Permissions of a vhost-user server socket, octal (e.g. `"0660"`), so a
+    /// QEMU running as another user can connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_mode: Option<String>,
+    /// Group (name or number) to own a vhost-user server socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<String>,
 }
 
 impl PortSpec {
@@ -354,12 +361,30 @@ impl PortSpec {
             rx_path: None,
             tx_path: None,
             pci: None,
+            socket_mode: None,
+            socket_group: None,
+        }
+    }
+
+    /// `socket_mode` as permission bits, if set.
+    ///
+    /// # Errors
+    /// Not an octal number of at most 0o777.
+    pub fn socket_mode_bits(&self) -> Result<Option<u32>, PortError> {
+        let Some(m) = &self.socket_mode else {
+            return Ok(None);
+        };
+        match u32::from_str_radix(m.trim_start_matches("0o"), 8) {
+            Ok(bits) if bits <= 0o777 => Ok(Some(bits)),
+            _ => Err(PortError::InvalidSocketMode { mode: m.clone() }),
         }
     }
 
     /// Type-specific keys that are set, by config key name.
-    fn present_keys(&self) -> [(&'static str, bool); 6] {
+    fn present_keys(&self) -> [(&'static str, bool); 8] {
         [
+            ("socket_mode", self.socket_mode.is_some()),
+            ("socket_group", self.socket_group.is_some()),
             ("iface", self.iface.is_some()),
             ("socket", self.socket.is_some()),
             ("mode", self.mode.is_some()),
@@ -429,6 +454,11 @@ impl PortSpec {
                         kind: self.kind,
                         keys: "`socket`",
                     });
+                }
+                self.socket_mode_bits()?;
+                let client = self.mode == Some(VhostMode::Client);
+                if client && (self.socket_mode.is_some() || self.socket_group.is_some()) {
+                    return Err(PortError::ClientSocketOwner);
                 }
             }
             PortType::Vfio => {
@@ -501,6 +531,18 @@ pub enum PortError {
         /// The rejected address.
         pci: String,
     },
+    /// `socket_mode` is not octal permission bits.
+    #[error("invalid socket_mode `{mode}`: expected octal permissions such as \"0660\"")]
+    InvalidSocketMode {
+        /// The rejected value.
+        mode: String,
+    },
+    /// Ownership keys on a socket weir does not create.
+    #[error(
+        "socket_mode and socket_group apply to server-mode sockets only: in client mode the \
+         frontend (QEMU) creates the socket"
+    )]
+    ClientSocketOwner,
 }
 
 impl PortError {
@@ -513,6 +555,8 @@ impl PortError {
             PortError::InvalidQueues { .. } => Some("queues"),
             PortError::InvalidIface { .. } | PortError::NoSuchInterface { .. } => Some("iface"),
             PortError::InvalidPci { .. } => Some("pci"),
+            PortError::InvalidSocketMode { .. } => Some("socket_mode"),
+            PortError::ClientSocketOwner => None,
         }
     }
 }
@@ -1540,6 +1584,39 @@ pci = "0000:03:00.0"
     fn negative_mbufs_is_a_type_error() {
         let msg = parse_err("[dataplane]\nmbufs = -1\n").to_string();
         assert!(msg.contains("dataplane.mbufs"), "{msg}");
+    }
+
+    #[test]
+    fn vhost_socket_ownership_keys_are_checked() {
+        let mut p = PortSpec::new("vm1", PortType::VhostUser);
+        p.socket = Some("/tmp/vm1.sock".into());
+        p.socket_mode = Some("0660".into());
+        p.socket_group = Some("kvm".into());
+        let host = Host {
+            sysfs: "/nonexistent".into(),
+            check_ifaces: false,
+        };
+        assert_eq!(p.validate(&host), Ok(()));
+        assert_eq!(p.socket_mode_bits(), Ok(Some(0o660)));
+        p.socket_mode = Some("rw-rw----".into());
+        let err = p.validate(&host).unwrap_err();
+        assert_eq!(err.key(), Some("socket_mode"));
+        assert!(err.to_string().contains("0660"), "{err}");
+        p.socket_mode = Some("01777".into());
+        assert!(p.validate(&host).is_err());
+        p.socket_mode = Some("0600".into());
+        p.mode = Some(VhostMode::Client);
+        assert_eq!(p.validate(&host), Err(PortError::ClientSocketOwner));
+        let mut tap = PortSpec::new("t", PortType::Tap);
+        tap.iface = Some("t0".into());
+        tap.socket_mode = Some("0600".into());
+        assert!(matches!(
+            tap.validate(&host),
+            Err(PortError::UnexpectedKey {
+                key: "socket_mode",
+                ..
+            })
+        ));
     }
 
     #[test]

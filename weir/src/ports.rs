@@ -109,6 +109,9 @@ pub fn open(spec: &PortSpec, pool: &'static Mempool) -> anyhow::Result<OpenedPor
             };
             let mut dev =
                 vhost_user::create(name, &cfg, pool).with_context(|| format!("port {name}"))?;
+            if cfg.mode == vhost_user::Mode::Server {
+                set_socket_owner(spec, &cfg.socket).with_context(|| format!("port {name}"))?;
+            }
             let queues = boxed(dev.take_queues());
             let dev = std::sync::Arc::new(dev);
             let probe = dev.clone();
@@ -124,4 +127,35 @@ pub fn open(spec: &PortSpec, pool: &'static Mempool) -> anyhow::Result<OpenedPor
         ),
     };
     Ok(opened)
+}
+
+/// Applies `socket_mode` / `socket_group` to a server socket weir created.
+fn set_socket_owner(spec: &PortSpec, path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Some(bits) = spec.socket_mode_bits()? {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(bits))
+            .with_context(|| format!("setting mode {bits:o} on {}", path.display()))?;
+    }
+    if let Some(group) = &spec.socket_group {
+        let gid = resolve_group(group)?;
+        rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid)))
+            .with_context(|| format!("giving {} to group {group}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// A group name or number to a gid, from `/etc/group`.
+fn resolve_group(group: &str) -> anyhow::Result<u32> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    let text = std::fs::read_to_string("/etc/group").context("reading /etc/group")?;
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            Some((f.next()?, f.nth(1)?))
+        })
+        .find(|(name, _)| *name == group)
+        .and_then(|(_, gid)| gid.parse().ok())
+        .with_context(|| format!("no group named {group}"))
 }
