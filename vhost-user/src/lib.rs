@@ -22,9 +22,13 @@ mod backend;
 mod control;
 pub mod defs;
 pub mod guest_mem;
+pub mod msg;
 pub mod port;
+mod relay;
 mod shared;
 pub mod vring;
 
-pub use control::{create, Mode, VhostUserConfig, VhostUserDevice, VhostUserError};
+pub use control::{
+    create, Mode, VhostUserConfig, VhostUserDevice, VhostUserError, MAX_QUEUE_PAIRS,
+};
 pub use port::VhostUserPort;

@@ -1,9 +1,9 @@
 //! End-to-end against a real vhost-user frontend: DPDK testpmd with
 //! `net_virtio_user`, weir's device in server mode.
 //!
-//! Needs root and the Debian packages `dpdk-dev librte-net-virtio23
-//! librte-mempool-ring23` (testpmd and its virtio-user PMD). Skipped, with a
-//! message, when `dpdk-testpmd` is not installed.
+//! Needs root and the Debian packages `dpdk-dev librte-net-vhost23
+//! librte-mempool-ring23 librte-net-virtio23` (testpmd and its virtio-user PMD).
+//! Fails with a message naming them when `dpdk-testpmd` is not installed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -16,13 +16,18 @@ use vhost_user::{create, Mode, VhostUserConfig, VhostUserPort};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-fn have_testpmd() -> bool {
-    Command::new("sh")
+fn require_testpmd() {
+    let found = Command::new("sh")
         .args(["-c", "command -v dpdk-testpmd"])
         .stdout(Stdio::null())
         .status()
         .map(|s| s.success())
-        .unwrap_or(false)
+        .unwrap_or(false);
+    assert!(
+        found,
+        "dpdk-testpmd is not installed: apt-get install dpdk-dev librte-net-vhost23 \
+         librte-mempool-ring23 librte-net-virtio23"
+    );
 }
 
 struct Testpmd {
@@ -171,10 +176,7 @@ fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn testpmd_virtio_user_both_directions_and_reconnect() {
-    if !have_testpmd() {
-        eprintln!("skipping: dpdk-testpmd not installed (apt-get install dpdk-dev librte-net-virtio23 librte-mempool-ring23)");
-        return;
-    }
+    require_testpmd();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("vu0.sock");
     let pool = Mempool::for_tests(4096);
