@@ -38,6 +38,12 @@ struct Testpmd {
 
 impl Testpmd {
     fn start(sock: &Path, dir: &Path, mode: &str) -> Testpmd {
+        Testpmd::start_with(sock, dir, mode, 1, false)
+    }
+
+    /// `queues` pairs; `server`: virtio-user listens on `sock` (weir in client
+    /// mode connects to it).
+    fn start_with(sock: &Path, dir: &Path, mode: &str, queues: u16, server: bool) -> Testpmd {
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
         let prefix = format!("weirvu{}x{n}", std::process::id());
         let log = dir.join(format!("testpmd-{n}.log"));
@@ -54,10 +60,13 @@ impl Testpmd {
                 &format!("--file-prefix={prefix}"),
                 "--vdev",
                 &format!(
-                    "net_virtio_user0,path={},queues=1,queue_size=256",
-                    sock.display()
+                    "net_virtio_user0,path={},queues={queues},queue_size=256,server={}",
+                    sock.display(),
+                    u8::from(server)
                 ),
                 "--",
+                &format!("--rxq={queues}"),
+                &format!("--txq={queues}"),
                 &format!("--forward-mode={mode}"),
                 "--auto-start",
                 "--stats-period=1",
@@ -243,4 +252,97 @@ fn testpmd_virtio_user_both_directions_and_reconnect() {
     drop(port);
     drop(dev);
     assert!(!sock.exists(), "server socket removed on drop");
+}
+
+#[test]
+fn testpmd_two_queue_pairs_deliver_on_both_ports() {
+    require_testpmd();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("vumq.sock");
+    let pool = Mempool::for_tests(4096);
+    let cfg = VhostUserConfig {
+        socket: sock.clone(),
+        mode: Mode::Server,
+        queues: 2,
+    };
+    let mut dev = create("vumq", &cfg, pool).unwrap();
+    let mut ports = dev.take_queues();
+    assert_eq!(ports.len(), 2);
+    assert_eq!((ports[0].queue(), ports[1].queue()), (0, 1));
+    let tp = Testpmd::start_with(&sock, dir.path(), "txonly", 2, false);
+    let mut got = [0u64; 2];
+    let mut burst = Burst::new();
+    let end = Instant::now() + Duration::from_secs(30);
+    while (got[0] < 500 || got[1] < 500) && Instant::now() < end {
+        let mut idle = true;
+        for (i, p) in ports.iter_mut().enumerate() {
+            let n = p.rx_burst(&mut burst);
+            for m in burst.drain(..) {
+                assert_eq!(m.len(), 64);
+            }
+            got[i] += n as u64;
+            if n > 0 {
+                idle = false;
+            } else {
+                p.housekeeping();
+            }
+        }
+        if idle {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    assert!(
+        got[0] >= 500 && got[1] >= 500,
+        "frames per queue pair {got:?}; error {:?}; testpmd log:\n{}",
+        dev.error(),
+        tp.log()
+    );
+    assert_eq!(dev.link(), LinkState::Up);
+    assert_eq!(dev.error(), None);
+    tp.stop();
+    dataplane::mempool::flush_thread_caches();
+}
+
+#[test]
+fn client_mode_reconnects_after_the_server_restarts() {
+    require_testpmd();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("vucl.sock");
+    let pool = Mempool::for_tests(4096);
+    let cfg = VhostUserConfig {
+        socket: sock.clone(),
+        mode: Mode::Client,
+        queues: 1,
+    };
+    // weir starts first and retries until testpmd listens.
+    let mut dev = create("vucl", &cfg, pool).unwrap();
+    let mut port = dev.take_queues().pop().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(!dev.is_connected());
+    assert_eq!(dev.link(), LinkState::Down);
+    let tp = Testpmd::start_with(&sock, dir.path(), "txonly", 1, true);
+    let got = receive(&mut port, 1000, 30);
+    assert!(got >= 1000, "received {got}; log:\n{}", tp.log());
+    assert_eq!(dev.link(), LinkState::Up);
+    tp.stop();
+    assert!(
+        wait_until(10, || {
+            port.housekeeping();
+            !dev.is_connected()
+        }),
+        "still connected after the server exited"
+    );
+    assert_eq!(dev.link(), LinkState::Down);
+    assert_eq!(port.link(), LinkState::Down);
+    // Down for a while: weir keeps retrying (with backoff) without error.
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = std::fs::remove_file(&sock);
+    let tp = Testpmd::start_with(&sock, dir.path(), "txonly", 1, true);
+    let got = receive(&mut port, 1000, 30);
+    assert!(got >= 1000, "received {got} after restart; log:\n{}", tp.log());
+    assert_eq!(dev.link(), LinkState::Up);
+    tp.stop();
+    drop(port);
+    drop(dev);
+    dataplane::mempool::flush_thread_caches();
 }
