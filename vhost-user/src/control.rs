@@ -357,7 +357,11 @@ impl Control {
 
     /// Waits for the next frontend: accepts (server) or connects with
     /// exponential backoff (client). None when stopping.
-    fn next_frontend(&self, listener: Option<&UnixListener>, backoff: &mut Duration) -> Option<UnixStream> {
+    fn next_frontend(
+        &self,
+        listener: Option<&UnixListener>,
+        backoff: &mut Duration,
+    ) -> Option<UnixStream> {
         loop {
             if self.stopping() {
                 return None;
@@ -441,6 +445,11 @@ impl Control {
             let Some(front) = self.next_frontend(listener.as_ref(), &mut backoff) else {
                 break;
             };
+            // A new frontend starts with a clean slate; errors the relay finds
+            // from here on are its own.
+            if let Ok(mut g) = self.shared.control_error.lock() {
+                *g = None;
+            }
             let relay = match (front.try_clone(), internal.pair(&mut daemon)) {
                 (Ok(front_ctl), Ok(lib)) => {
                     let dev = Arc::clone(&self.shared);
@@ -473,9 +482,6 @@ impl Control {
             if let Some((relay, front_ctl)) = relay {
                 backoff = BACKOFF_MIN;
                 tracing::info!("vhost-user {}: frontend connected", self.name);
-                if let Ok(mut g) = self.shared.control_error.lock() {
-                    *g = None;
-                }
                 // Relaxed: status flag.
                 self.shared.connected.store(true, Ordering::Relaxed);
                 if let Ok(mut g) = self.conn.lock() {

@@ -129,10 +129,7 @@ pub fn net_config(offset: u32, size: u32, queue_pairs: u16) -> Vec<u8> {
     // The library caps `size` at its config limit (256 bytes).
     let mut out = vec![0u8; size.min(256) as usize];
     for (i, b) in out.iter_mut().enumerate() {
-        if let Some(v) = (offset as usize)
-            .checked_add(i)
-            .and_then(|at| cfg.get(at))
-        {
+        if let Some(v) = (offset as usize).checked_add(i).and_then(|at| cfg.get(at)) {
             *b = *v;
         }
     }

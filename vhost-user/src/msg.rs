@@ -483,9 +483,7 @@ mod tests {
             mt(&[a, c], &[file(0x2000), file(0x2000)]),
             Err(Refusal::RegionOverlap { .. })
         ));
-        let nine: Vec<_> = (0..9u64)
-            .map(|i| (i << 20, 0x1000, i << 20, 0))
-            .collect();
+        let nine: Vec<_> = (0..9u64).map(|i| (i << 20, 0x1000, i << 20, 0)).collect();
         assert_eq!(mt(&nine, &[file(0x1000); 9]), Err(Refusal::RegionCount(9)));
         assert!(matches!(mt(&[r], &[]), Err(Refusal::FdCount { .. })));
     }
@@ -499,7 +497,10 @@ mod tests {
         };
         assert_eq!(num(0, 256), Ok(()));
         for bad in [0, 6, 2048, 32769, 65536, u32::MAX] {
-            assert!(matches!(num(1, bad), Err(Refusal::QueueSize { .. })), "{bad}");
+            assert!(
+                matches!(num(1, bad), Err(Refusal::QueueSize { .. })),
+                "{bad}"
+            );
         }
         assert!(matches!(num(3, 256), Err(Refusal::QueueIndex { .. })));
     }

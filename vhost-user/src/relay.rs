@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::fs::{fcntl_getfl, fcntl_setfl, fstat, FileType, OFlags};
 use rustix::net::{
-    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags,
-    SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
 };
 
 use crate::msg::{self, FdKind, Header, Limits, Refusal, HDR_BYTES, MAX_FDS, MAX_PAYLOAD_BYTES};
@@ -86,7 +86,11 @@ fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> std::io::Resu
 }
 
 /// One `recvmsg`, keeping any attached fds (closed on drop if not forwarded).
-fn recv_some(sock: BorrowedFd<'_>, buf: &mut [u8], fds: &mut Vec<OwnedFd>) -> std::io::Result<usize> {
+fn recv_some(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> std::io::Result<usize> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut cmsg = RecvAncillaryBuffer::new(&mut space);
     let r = loop {
@@ -198,11 +202,9 @@ fn send_all(sock: BorrowedFd<'_>, data: &[u8], fds: &[OwnedFd]) -> std::io::Resu
 /// What an attached fd is: `fstat` for files, the `/proc` link name for eventfds.
 pub(crate) fn classify(fd: BorrowedFd<'_>) -> FdKind {
     match fstat(fd) {
-        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
-            FdKind::Regular {
-                len_bytes: u64::try_from(st.st_size).unwrap_or(0),
-            }
-        }
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => FdKind::Regular {
+            len_bytes: u64::try_from(st.st_size).unwrap_or(0),
+        },
         Ok(_) => {
             let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
             match link {

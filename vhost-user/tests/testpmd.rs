@@ -339,7 +339,11 @@ fn client_mode_reconnects_after_the_server_restarts() {
     let _ = std::fs::remove_file(&sock);
     let tp = Testpmd::start_with(&sock, dir.path(), "txonly", 1, true);
     let got = receive(&mut port, 1000, 30);
-    assert!(got >= 1000, "received {got} after restart; log:\n{}", tp.log());
+    assert!(
+        got >= 1000,
+        "received {got} after restart; log:\n{}",
+        tp.log()
+    );
     assert_eq!(dev.link(), LinkState::Up);
     tp.stop();
     drop(port);
