@@ -26,7 +26,7 @@ use vhost_user_backend::{
     VhostUserBackendMut, VringRwLock, VringState, VringStateGuard, VringStateMutGuard, VringT,
 };
 use virtio_queue::{Error as VirtQueError, QueueT};
-use vm_memory::{GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
+use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{
     new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
@@ -49,12 +49,17 @@ pub(crate) const OFFERED_FEATURES: u64 = F_VERSION_1
     | F_EVENT_IDX
     | F_INDIRECT_DESC
     | F_NOTIFY_ON_EMPTY
+    | F_STATUS
+    | F_CTRL_VQ
+    | F_MQ
     | F_PROTOCOL_FEATURES;
 
 /// Ties one library vring to the virtqueue state a worker sees.
 pub(crate) struct Binding {
-    /// Virtqueue index (even: guest RX, odd: guest TX).
+    /// Virtqueue index (even: guest RX, odd: guest TX, last: control).
     index: u16,
+    /// The control virtqueue: served on the control side, never published.
+    ctrl: bool,
     vq: Arc<VqShared>,
     dev: Arc<DeviceShared>,
     /// Negotiated features (shared by all bindings of a connection).
@@ -80,11 +85,77 @@ impl Binding {
     ) -> Arc<Binding> {
         Arc::new(Binding {
             index,
+            ctrl: false,
             vq,
             dev,
             features,
             vring: OnceLock::new(),
         })
+    }
+
+    /// The binding of the control virtqueue.
+    pub fn new_ctrl(index: u16, dev: Arc<DeviceShared>, features: Arc<AtomicU64>) -> Arc<Binding> {
+        Arc::new(Binding {
+            index,
+            ctrl: true,
+            vq: Arc::default(),
+            dev,
+            features,
+            vring: OnceLock::new(),
+        })
+    }
+
+    /// Serves the control virtqueue (on a kick): answers every available
+    /// command with [`ctrl_reply`]. Guest memory is read through `vm-memory`'s
+    /// checked accessors; a malformed chain is completed with no reply.
+    fn serve_ctrl(&self, queue_pairs: u16) {
+        let Some((v, mem)) = self.vring.get() else {
+            return;
+        };
+        let m = mem.memory();
+        let mut st = v.get_mut();
+        if !(st.get_queue().ready() && st.is_enabled()) {
+            return;
+        }
+        let mut completed = false;
+        // Bounded by the queue size per kick; a guest that keeps posting is
+        // served on its next kick.
+        for _ in 0..st.get_queue().size() {
+            let Some(chain) = st.get_queue_mut().pop_descriptor_chain(&*m) else {
+                break;
+            };
+            let head = chain.head_index();
+            let mut cmd = [0u8; 64];
+            let mut n = 0usize;
+            let mut ack_at = None;
+            for d in chain {
+                if d.is_write_only() {
+                    if ack_at.is_none() && d.len() >= 1 {
+                        ack_at = Some(d.addr());
+                    }
+                } else {
+                    let take = (d.len() as usize).min(cmd.len() - n);
+                    if m.read_slice(&mut cmd[n..n + take], d.addr()).is_ok() {
+                        n += take;
+                    }
+                }
+            }
+            let ack = ctrl_reply(&cmd[..n], queue_pairs);
+            let len = match ack_at {
+                Some(a) if m.write_obj(ack, a).is_ok() => 1,
+                _ => 0,
+            };
+            if ack != ctrl::OK {
+                tracing::debug!("control command {:?} refused", &cmd[..n.min(2)]);
+            }
+            if st.get_queue_mut().add_used(&*m, head, len).is_err() {
+                break;
+            }
+            completed = true;
+        }
+        if completed && st.get_queue_mut().needs_notification(&*m).unwrap_or(true) {
+            let _ = st.signal_used_queue();
+        }
     }
 
     /// True once the library created the vring for this binding.
@@ -105,6 +176,9 @@ impl Binding {
     /// Publishes the ring if the frontend has made it startable (ready, enabled,
     /// memory present) and it is not published yet.
     pub fn start_if_ready(&self) {
+        if self.ctrl {
+            return;
+        }
         let Some((v, mem)) = self.vring.get() else {
             return;
         };
@@ -315,11 +389,21 @@ impl VringT<Mem> for CtlVring {
 pub(crate) struct NetBackend {
     bindings: Vec<Arc<Binding>>,
     features: Arc<AtomicU64>,
+    queue_pairs: u16,
 }
 
 impl NetBackend {
-    pub fn new(bindings: Vec<Arc<Binding>>, features: Arc<AtomicU64>) -> NetBackend {
-        NetBackend { bindings, features }
+    /// `bindings`: the data queues in index order, then the control queue.
+    pub fn new(
+        bindings: Vec<Arc<Binding>>,
+        features: Arc<AtomicU64>,
+        queue_pairs: u16,
+    ) -> NetBackend {
+        NetBackend {
+            bindings,
+            features,
+            queue_pairs,
+        }
     }
 }
 
@@ -346,7 +430,18 @@ impl VhostUserBackendMut for NetBackend {
     }
 
     fn protocol_features(&self) -> VhostUserProtocolFeatures {
-        VhostUserProtocolFeatures::MQ | VhostUserProtocolFeatures::REPLY_ACK
+        VhostUserProtocolFeatures::MQ
+            | VhostUserProtocolFeatures::REPLY_ACK
+            | VhostUserProtocolFeatures::CONFIG
+    }
+
+    fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
+        net_config(offset, size, self.queue_pairs)
+    }
+
+    fn set_config(&mut self, _offset: u32, _buf: &[u8]) -> io::Result<()> {
+        // virtio-net's config space is read-only for the driver.
+        Err(io::ErrorKind::PermissionDenied.into())
     }
 
     fn reset_device(&mut self) {
@@ -363,6 +458,14 @@ impl VhostUserBackendMut for NetBackend {
         // A region past the end of its file would SIGBUS on access: refuse the
         // table (GuestMemory also clamps regions, should rings start anyway).
         if let Err(e) = crate::guest_mem::check_backing(&mem.memory()) {
+            // The library installed the table before asking us: take it out
+            // again so nothing (its own ring setup included) touches it.
+            mem.lock()
+                .map_err(|_| io::Error::other("guest memory lock poisoned"))?
+                .replace(GuestMemoryMmap::new());
+            for b in &self.bindings {
+                b.stop();
+            }
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("memory region not backed by its file: {e}"),
@@ -382,12 +485,18 @@ impl VhostUserBackendMut for NetBackend {
 
     fn handle_event(
         &mut self,
-        _device_event: u16,
+        device_event: u16,
         _evset: EventSet,
-        _vrings: &[CtlVring],
+        vrings: &[CtlVring],
         _thread_id: usize,
     ) -> io::Result<()> {
-        // Kicks are suppressed and workers poll; a stray kick needs no action.
+        // Data queues: kicks are suppressed and workers poll, so a stray kick
+        // needs no action. The control queue is served here.
+        if let Some(v) = vrings.get(usize::from(device_event)) {
+            if v.binding.ctrl {
+                v.binding.serve_ctrl(self.queue_pairs);
+            }
+        }
         Ok(())
     }
 }

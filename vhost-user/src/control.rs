@@ -2,11 +2,19 @@
 //! client), one `VhostUserDaemon` per connection, reconnects, and cleanup.
 //!
 //! Layer: control. Not on the packet path.
+//!
+//! Per connection: the control thread accepts (server) or connects (client) the
+//! frontend's socket itself, then hands the library a private socket instead
+//! (an abstract-namespace listener that only this thread connects to) and runs
+//! [`crate::relay`] between the two. Each device has its own control, relay and
+//! library threads, so a frontend that stalls or misbehaves affects only its own
+//! device.
 
+use std::os::linux::net::SocketAddrExt;
 use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::UnixListener;
+use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -16,7 +24,8 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::backend::{with_bindings, Binding, NetBackend, SharedBackend};
+use crate::backend::{with_bindings, Binding, NetBackend, SharedBackend, MAX_QUEUE};
+use crate::msg::Limits;
 use crate::shared::{DeviceShared, PairShared};
 use crate::VhostUserPort;
 
@@ -36,9 +45,14 @@ pub struct VhostUserConfig {
     pub socket: PathBuf,
     /// Server or client.
     pub mode: Mode,
-    /// Queue pairs (only 1 is supported so far).
+    /// Queue pairs, 1..=[`MAX_QUEUE_PAIRS`]. With more than one, VIRTIO_NET_F_MQ
+    /// is offered and the guest picks how many it uses (control queue command
+    /// VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET).
     pub queues: u16,
 }
+
+/// Most queue pairs a device may have.
+pub const MAX_QUEUE_PAIRS: u16 = 8;
 
 /// Errors creating a device.
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +92,7 @@ pub struct VhostUserDevice {
     name: String,
     cfg: VhostUserConfig,
     shared: Arc<DeviceShared>,
-    conn: Arc<Mutex<Option<ShutdownHandle>>>,
+    conn: Arc<Mutex<Option<Conn>>>,
     thread: Option<JoinHandle<()>>,
     ports: Vec<VhostUserPort>,
 }
@@ -103,10 +117,10 @@ pub fn create(
     cfg: &VhostUserConfig,
     pool: &'static Mempool,
 ) -> Result<VhostUserDevice, VhostUserError> {
-    if cfg.queues != 1 {
+    if cfg.queues == 0 || cfg.queues > MAX_QUEUE_PAIRS {
         return Err(VhostUserError::Config {
             name: name.to_owned(),
-            why: "only one queue pair is supported",
+            why: "queues must be 1..=8",
         });
     }
     let listener = match cfg.mode {
@@ -123,6 +137,11 @@ pub fn create(
         ..DeviceShared::default()
     });
     let conn = Arc::new(Mutex::new(None));
+    let internal = Internal::new().map_err(|source| VhostUserError::Socket {
+        name: name.to_owned(),
+        path: cfg.socket.clone(),
+        source,
+    })?;
     let ctl = Control {
         name: name.to_owned(),
         socket: cfg.socket.clone(),
@@ -131,7 +150,7 @@ pub fn create(
     };
     let thread = std::thread::Builder::new()
         .name(format!("vhost-{name}"))
-        .spawn(move || ctl.run(listener))
+        .spawn(move || ctl.run(listener, internal))
         .map_err(|source| VhostUserError::Thread {
             name: name.to_owned(),
             source,
@@ -173,15 +192,17 @@ impl VhostUserDevice {
         &self.name
     }
 
-    /// Up when a frontend is connected, every queue has a started ring, and
-    /// none is in the error state.
+    /// Up when a frontend is connected, the first queue pair has started rings
+    /// (the guest enables further pairs only if it uses them), and no started
+    /// queue is in the error state.
     pub fn link(&self) -> LinkState {
+        let pairs = &self.shared.pairs;
         let up = self.is_connected()
-            && self
-                .shared
-                .pairs
+            && pairs[0].guest_rx.usable()
+            && pairs[0].guest_tx.usable()
+            && pairs
                 .iter()
-                .all(|p| p.guest_rx.usable() && p.guest_tx.usable());
+                .all(|p| p.guest_rx.fault().is_none() && p.guest_tx.fault().is_none());
         if up {
             LinkState::Up
         } else {
@@ -196,7 +217,9 @@ impl VhostUserDevice {
     }
 
     /// Describes the error state: a queue the guest broke, or the last
-    /// control-side failure. None if healthy.
+    /// control-side failure (a refused frontend message, a ring that cannot
+    /// start, a dropped connection). None if healthy. Cleared when a new
+    /// frontend connects.
     pub fn error(&self) -> Option<String> {
         for (i, p) in self.shared.pairs.iter().enumerate() {
             for (vq, sh) in [(2 * i, &p.guest_rx), (2 * i + 1, &p.guest_tx)] {
@@ -223,8 +246,8 @@ impl Drop for VhostUserDevice {
         // Relaxed: the thread polls the flag; the shutdown below wakes it.
         self.shared.stop.store(true, Ordering::Relaxed);
         if let Ok(g) = self.conn.lock() {
-            if let Some(h) = g.as_ref() {
-                h.shutdown();
+            if let Some(c) = g.as_ref() {
+                c.shutdown();
             }
         }
         if let Some(t) = self.thread.take() {
@@ -236,12 +259,90 @@ impl Drop for VhostUserDevice {
     }
 }
 
+/// The live connection: what Drop shuts down to end it.
+struct Conn {
+    lib: Option<ShutdownHandle>,
+    front: UnixStream,
+}
+
+impl Conn {
+    fn shutdown(&self) {
+        if let Some(h) = &self.lib {
+            h.shutdown();
+        }
+        let _ = self.front.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// The private listener the library accepts from. Abstract-namespace sockets
+/// have no file permissions, so after each accept the thread checks that the
+/// library took its own connection (see [`Internal::pair`]).
+struct Internal {
+    addr: SocketAddr,
+    listener: Listener,
+    raw: UnixListener,
+}
+
+impl Internal {
+    fn new() -> std::io::Result<Internal> {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        // Uniqueness, not secrecy: `pair` detects a raced accept.
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let name = format!(
+            "weir-vhost-{}-{}-{:016x}",
+            std::process::id(),
+            // Relaxed: only uniqueness matters.
+            SEQ.fetch_add(1, Ordering::Relaxed),
+            nonce
+        );
+        let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+        let raw = UnixListener::bind_addr(&addr)?;
+        let listener = Listener::from(raw.try_clone()?);
+        Ok(Internal {
+            addr,
+            listener,
+            raw,
+        })
+    }
+
+    /// Drops connections nobody should have made.
+    fn drain(&self) {
+        if self.raw.set_nonblocking(true).is_ok() {
+            while self.raw.accept().is_ok() {}
+            let _ = self.raw.set_nonblocking(false);
+        }
+    }
+
+    /// Connects our end and lets `daemon` accept it. Errors if the daemon may
+    /// have accepted someone else's connection.
+    fn pair(&mut self, daemon: &mut VhostUserDaemon<SharedBackend>) -> Result<UnixStream, String> {
+        self.drain();
+        let ours = UnixStream::connect_addr(&self.addr).map_err(|e| e.to_string())?;
+        daemon
+            .start(&mut self.listener)
+            .map_err(|e| e.to_string())?;
+        // The accept queue is FIFO and was drained: if the library took another
+        // peer, ours is still queued.
+        let _ = self.raw.set_nonblocking(true);
+        let stray = self.raw.accept().is_ok();
+        let _ = self.raw.set_nonblocking(false);
+        if stray {
+            daemon.request_shutdown();
+            let _ = daemon.wait();
+            return Err("private library socket was raced by another process".into());
+        }
+        Ok(ours)
+    }
+}
+
 /// The control thread's state.
 struct Control {
     name: String,
     socket: PathBuf,
     shared: Arc<DeviceShared>,
-    conn: Arc<Mutex<Option<ShutdownHandle>>>,
+    conn: Arc<Mutex<Option<Conn>>>,
 }
 
 const POLL_MS: u64 = 100;
@@ -254,14 +355,50 @@ impl Control {
         self.shared.stop.load(Ordering::Relaxed)
     }
 
-    fn run(self, listener: Option<UnixListener>) {
-        // A second handle on the same socket, for polling with a timeout.
-        let poller = listener.as_ref().and_then(|l| l.try_clone().ok());
-        let mut listener = listener.map(Listener::from);
+    /// Waits for the next frontend: accepts (server) or connects with
+    /// exponential backoff (client). None when stopping.
+    fn next_frontend(
+        &self,
+        listener: Option<&UnixListener>,
+        backoff: &mut Duration,
+    ) -> Option<UnixStream> {
+        loop {
+            if self.stopping() {
+                return None;
+            }
+            let r = match listener {
+                Some(l) => {
+                    if !wait_readable(l, POLL_MS) {
+                        continue;
+                    }
+                    l.accept().map(|(s, _)| s)
+                }
+                None => UnixStream::connect(&self.socket),
+            };
+            match r {
+                Ok(s) => return Some(s),
+                Err(e) => {
+                    if listener.is_some() {
+                        self.shared
+                            .set_error(format!("accepting a connection: {e}"));
+                    }
+                    self.sleep(*backoff);
+                    *backoff = (*backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    fn run(self, listener: Option<UnixListener>, mut internal: Internal) {
         let mut backoff = BACKOFF_MIN;
+        let queue_pairs = self.shared.pairs.len();
+        let lim = Limits {
+            queues: (2 * queue_pairs + 1) as u16,
+            max_queue_size: MAX_QUEUE,
+        };
         while !self.stopping() {
             let features = Arc::new(AtomicU64::new(0));
-            let bindings: Vec<Arc<Binding>> = self
+            let mut bindings: Vec<Arc<Binding>> = self
                 .shared
                 .pairs
                 .iter()
@@ -277,8 +414,17 @@ impl Control {
                     )
                 })
                 .collect();
-            let backend: SharedBackend =
-                Arc::new(Mutex::new(NetBackend::new(bindings.clone(), features)));
+            // The control virtqueue comes last (virtio 1.2 §5.1.2).
+            bindings.push(Binding::new_ctrl(
+                (2 * queue_pairs) as u16,
+                Arc::clone(&self.shared),
+                Arc::clone(&features),
+            ));
+            let backend: SharedBackend = Arc::new(Mutex::new(NetBackend::new(
+                bindings.clone(),
+                features,
+                queue_pairs as u16,
+            )));
             let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
             let (daemon, all_bound) = with_bindings(&bindings, || {
                 VhostUserDaemon::new(self.name.clone(), backend, mem)
@@ -296,56 +442,75 @@ impl Control {
                     return;
                 }
             };
-            // Accept or connect, reusing the daemon until a connection is made.
-            let connected = loop {
-                if self.stopping() {
-                    break false;
+            let Some(front) = self.next_frontend(listener.as_ref(), &mut backoff) else {
+                break;
+            };
+            // A new frontend starts with a clean slate; errors the relay finds
+            // from here on are its own.
+            if let Ok(mut g) = self.shared.control_error.lock() {
+                *g = None;
+            }
+            let relay = match (front.try_clone(), internal.pair(&mut daemon)) {
+                (Ok(front_ctl), Ok(lib)) => {
+                    let dev = Arc::clone(&self.shared);
+                    let name = self.name.clone();
+                    let spawned = std::thread::Builder::new()
+                        .name(format!("vhost-relay-{name}"))
+                        .spawn(move || {
+                            if let Err(e) = crate::relay::run(front, lib, lim, Arc::clone(&dev)) {
+                                dev.set_error(format!("connection dropped: {e}"));
+                            }
+                        });
+                    match spawned {
+                        Ok(t) => Some((t, front_ctl)),
+                        Err(e) => {
+                            self.shared.set_error(format!("starting the relay: {e}"));
+                            daemon.request_shutdown();
+                            None
+                        }
+                    }
                 }
-                let r = match (listener.as_mut(), poller.as_ref()) {
-                    (Some(l), Some(p)) => {
-                        if !wait_readable(p, POLL_MS) {
-                            continue;
-                        }
-                        daemon.start(l)
-                    }
-                    _ => daemon.start_client(&self.socket.to_string_lossy()),
-                };
-                match r {
-                    Ok(()) => break true,
-                    Err(e) => {
-                        if listener.is_some() {
-                            self.shared
-                                .set_error(format!("accepting a connection: {e}"));
-                        }
-                        self.sleep(backoff);
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                    }
+                (Err(e), _) => {
+                    self.shared.set_error(format!("frontend socket: {e}"));
+                    None
+                }
+                (_, Err(e)) => {
+                    self.shared.set_error(format!("library socket: {e}"));
+                    None
                 }
             };
-            if connected {
+            if let Some((relay, front_ctl)) = relay {
                 backoff = BACKOFF_MIN;
                 tracing::info!("vhost-user {}: frontend connected", self.name);
-                if let Ok(mut g) = self.shared.control_error.lock() {
-                    *g = None;
-                }
                 // Relaxed: status flag.
                 self.shared.connected.store(true, Ordering::Relaxed);
                 if let Ok(mut g) = self.conn.lock() {
-                    *g = daemon.shutdown_handle();
+                    let c = Conn {
+                        lib: daemon.shutdown_handle(),
+                        front: front_ctl,
+                    };
                     if self.stopping() {
-                        if let Some(h) = g.as_ref() {
-                            h.shutdown();
-                        }
+                        c.shutdown();
                     }
+                    *g = Some(c);
                 }
                 if let Err(e) = daemon.wait() {
                     tracing::info!("vhost-user {}: connection ended: {e}", self.name);
                 }
+                // The library is gone: end the relay too, then forget the
+                // connection.
                 if let Ok(mut g) = self.conn.lock() {
-                    *g = None;
+                    if let Some(c) = g.take() {
+                        c.shutdown();
+                    }
                 }
+                let _ = relay.join();
                 self.shared.connected.store(false, Ordering::Relaxed);
                 tracing::info!("vhost-user {}: frontend disconnected", self.name);
+            } else {
+                let _ = daemon.wait();
+                self.sleep(backoff);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
             // The frontend is gone: no ring may stay with a worker.
             for b in &bindings {

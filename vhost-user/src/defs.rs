@@ -15,6 +15,12 @@ pub const F_INDIRECT_DESC: u64 = 1 << virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
 pub const F_EVENT_IDX: u64 = 1 << virtio_ring::VIRTIO_RING_F_EVENT_IDX;
 /// virtio 1.2 §5.1.3: VIRTIO_NET_F_MRG_RXBUF.
 pub const F_MRG_RXBUF: u64 = 1 << virtio_net::VIRTIO_NET_F_MRG_RXBUF;
+/// virtio 1.2 §5.1.3: VIRTIO_NET_F_STATUS (config `status` is valid).
+pub const F_STATUS: u64 = 1 << virtio_net::VIRTIO_NET_F_STATUS;
+/// virtio 1.2 §5.1.3: VIRTIO_NET_F_CTRL_VQ (control virtqueue present).
+pub const F_CTRL_VQ: u64 = 1 << virtio_net::VIRTIO_NET_F_CTRL_VQ;
+/// virtio 1.2 §5.1.3: VIRTIO_NET_F_MQ (multiple queue pairs).
+pub const F_MQ: u64 = 1 << virtio_net::VIRTIO_NET_F_MQ;
 /// vhost-user spec "Feature bits": VHOST_USER_F_PROTOCOL_FEATURES (bit 30).
 pub const F_PROTOCOL_FEATURES: u64 = 1 << 30;
 
@@ -61,4 +67,97 @@ pub const fn avail_ring_bytes(size: u16) -> u64 {
 /// (virtio 1.2 §2.7.8).
 pub const fn used_ring_bytes(size: u16) -> u64 {
     6 + USED_ELEM_BYTES * size as u64
+}
+
+/// virtio 1.2 §5.1.4: config `status` bit VIRTIO_NET_S_LINK_UP.
+pub const NET_S_LINK_UP: u16 = 1;
+/// virtio 1.2 §5.1.4: config space layout: `mac[6]`, `status` (le16),
+/// `max_virtqueue_pairs` (le16), `mtu` (le16).
+pub const NET_CONFIG_BYTES: usize = 12;
+/// Offset of `status` in the config space.
+pub const NET_CONFIG_STATUS_OFF: usize = 6;
+/// Offset of `max_virtqueue_pairs` in the config space.
+pub const NET_CONFIG_MAX_PAIRS_OFF: usize = 8;
+
+/// virtio 1.2 §5.1.6.5: control command classes and acks.
+pub mod ctrl {
+    /// VIRTIO_NET_OK.
+    pub const OK: u8 = 0;
+    /// VIRTIO_NET_ERR.
+    pub const ERR: u8 = 1;
+    /// VIRTIO_NET_CTRL_RX (promiscuous / all-multicast modes).
+    pub const CLASS_RX: u8 = 0;
+    /// VIRTIO_NET_CTRL_MAC (MAC filter table, address).
+    pub const CLASS_MAC: u8 = 1;
+    /// VIRTIO_NET_CTRL_VLAN (VLAN filter).
+    pub const CLASS_VLAN: u8 = 2;
+    /// VIRTIO_NET_CTRL_MQ.
+    pub const CLASS_MQ: u8 = 4;
+    /// VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET.
+    pub const MQ_VQ_PAIRS_SET: u8 = 0;
+}
+
+/// The device's answer to one control-queue command (`class`, `command`,
+/// command data): weir forwards everything the switch sends, so RX mode, MAC and
+/// VLAN filter commands are acknowledged and ignored; VQ_PAIRS_SET is
+/// acknowledged when it names 1..=`queue_pairs` pairs (the pairs the guest does
+/// not use simply stay without started rings); anything else is VIRTIO_NET_ERR.
+pub fn ctrl_reply(cmd: &[u8], queue_pairs: u16) -> u8 {
+    match cmd {
+        [ctrl::CLASS_RX | ctrl::CLASS_MAC | ctrl::CLASS_VLAN, _, ..] => ctrl::OK,
+        [ctrl::CLASS_MQ, ctrl::MQ_VQ_PAIRS_SET, lo, hi, ..] => {
+            let n = u16::from_le_bytes([*lo, *hi]);
+            if (1..=queue_pairs).contains(&n) {
+                ctrl::OK
+            } else {
+                ctrl::ERR
+            }
+        }
+        _ => ctrl::ERR,
+    }
+}
+
+/// Bytes `offset..offset + size` of the virtio-net config space (virtio 1.2
+/// §5.1.4): no MAC (VIRTIO_NET_F_MAC is not offered), link up, `queue_pairs`.
+/// Bytes past the structure read as zero.
+pub fn net_config(offset: u32, size: u32, queue_pairs: u16) -> Vec<u8> {
+    let mut cfg = [0u8; NET_CONFIG_BYTES];
+    cfg[NET_CONFIG_STATUS_OFF..NET_CONFIG_STATUS_OFF + 2]
+        .copy_from_slice(&NET_S_LINK_UP.to_le_bytes());
+    cfg[NET_CONFIG_MAX_PAIRS_OFF..NET_CONFIG_MAX_PAIRS_OFF + 2]
+        .copy_from_slice(&queue_pairs.to_le_bytes());
+    // The library caps `size` at its config limit (256 bytes).
+    let mut out = vec![0u8; size.min(256) as usize];
+    for (i, b) in out.iter_mut().enumerate() {
+        if let Some(v) = (offset as usize).checked_add(i).and_then(|at| cfg.get(at)) {
+            *b = *v;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_commands_ack_mq_within_range_and_refuse_unknown() {
+        assert_eq!(ctrl_reply(&[ctrl::CLASS_MQ, 0, 2, 0], 2), ctrl::OK);
+        assert_eq!(ctrl_reply(&[ctrl::CLASS_MQ, 0, 3, 0], 2), ctrl::ERR);
+        assert_eq!(ctrl_reply(&[ctrl::CLASS_MQ, 0, 0, 0], 2), ctrl::ERR);
+        assert_eq!(ctrl_reply(&[ctrl::CLASS_MQ, 0], 2), ctrl::ERR);
+        assert_eq!(ctrl_reply(&[ctrl::CLASS_RX, 0, 1], 1), ctrl::OK);
+        assert_eq!(ctrl_reply(&[ctrl::CLASS_MAC, 1, 0, 0, 0, 0], 1), ctrl::OK);
+        assert_eq!(ctrl_reply(&[9, 0], 1), ctrl::ERR);
+        assert_eq!(ctrl_reply(&[], 1), ctrl::ERR);
+    }
+
+    #[test]
+    fn config_space_reports_link_up_and_queue_pairs() {
+        let c = net_config(0, 12, 4);
+        assert_eq!(&c[6..10], &[1, 0, 4, 0]);
+        assert_eq!(net_config(8, 2, 4), vec![4, 0]);
+        assert_eq!(net_config(u32::MAX, 4, 4), vec![0; 4]);
+        assert_eq!(net_config(0, 10_000, 1).len(), 256);
+    }
 }

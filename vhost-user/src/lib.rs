@@ -4,13 +4,89 @@
 //! Layer: ports. Depends on `dataplane` (the [`Port`](dataplane::Port) trait,
 //! mbufs, stats) and on rust-vmm's `vhost`/`vhost-user-backend` for the protocol.
 //!
-//! Split, bottom to top:
+//! # Design
+//!
+//! ## Protocol and device logic are separate
+//!
+//! Bottom to top:
 //! - [`guest_mem`]: the only unsafe module; checked access to guest memory.
 //! - [`vring`]: weir's split-ring fast path (on the packet path).
 //! - `shared`: handing rings to workers and confirmed stops.
 //! - [`port`]: [`VhostUserPort`], one queue pair as a `Port`.
-//! - `backend` (protocol) and `control` (socket, reconnects): the control thread,
-//!   never on the packet path.
+//! - [`msg`] and `relay` (protocol): framing and weir's own checks of every
+//!   frontend message, before the library sees it.
+//! - `backend` (protocol, virtio-net device model) and `control` (socket,
+//!   reconnects): the control side, never on the packet path.
+//!
+//! The protocol state machine (feature negotiation, memory table, vring
+//! messages, REPLY_ACK) is rust-vmm's `VhostUserDaemon`, one per connection.
+//! weir's backend does no packet work inside it: `backend::CtlVring` wraps the
+//! library's vring state and, around every change the frontend makes, takes
+//! the ring away from its worker and republishes it if it is still startable.
+//! The data path ([`vring`]) is weir's own: it reads guest memory through
+//! [`guest_mem`] only, never through the library.
+//!
+//! ```text
+//!  frontend ──socket──▶ relay ──private socket──▶ VhostUserDaemon ─▶ NetBackend
+//!  (QEMU, virtio-user)  (msg::check,               (protocol)          │ CtlVring
+//!                        deadline, fds)                                ▼
+//!                                                  shared::VqShared (publish / withdraw)
+//!                                                                      │ one atomic per burst
+//!  worker ── rx_burst/tx_burst ── VhostUserPort ── vring::SplitRing ◀──┘
+//! ```
+//!
+//! ## Ring handoff and the confirmed stop
+//!
+//! Control publishes a validated `ReadyVring` (ring addresses checked against
+//! the memory table, size, call eventfd, start position) into an `ArcSwap`
+//! slot and bumps a generation counter. The worker compares the generation
+//! once per burst and picks up the change. To stop a ring (GET_VRING_BASE,
+//! a new memory table, disconnect, any vring change) control empties the slot,
+//! bumps the generation and waits, bounded, until the worker has acked it after
+//! storing its ring position; only then does it answer the frontend, so the
+//! position reported is the one the worker really reached. Memory safety does
+//! not depend on that wait: a ring holds `Arc`s of the mapping it was built
+//! on, so an old mapping lives until the last worker drops it.
+//!
+//! ## Untrusted input
+//!
+//! Everything from the frontend and the guest is hostile until checked:
+//! - Messages: must arrive whole within 2 s of their first byte (else the
+//!   connection is dropped; each device has its own control, relay and library
+//!   threads, so other devices never wait). Memory regions must be 1..=8, non
+//!   empty, not overflowing, not overlapping (guest or frontend address) and
+//!   backed by a regular file at least `mmap_offset + size` long (`fstat`
+//!   before anything maps it: touching a mapping past its file's end raises
+//!   SIGBUS). Queue sizes must be powers of two up to 1024. Vring fd messages
+//!   must carry exactly the fds their NOFD flag promises; a call fd must be an
+//!   eventfd and is made non-blocking (a frontend that saturates the counter
+//!   cannot block a worker; with SIGPIPE ignored by the Rust runtime a broken
+//!   fd only returns an error). Refused messages are answered with a NACK when
+//!   the frontend asked for REPLY_ACK, never forwarded, and their fds closed.
+//! - Rings: see [`vring`]: every descriptor is copied before it is checked,
+//!   chains are bounded by the table size, buffers must lie inside one region,
+//!   and the available index may not run ahead by more than the queue size.
+//!   A violation puts that queue in the error state (`PortError` drop, link
+//!   Down, `error()` text) until the frontend sets the ring up again; it never
+//!   panics.
+//! - Remaining risk: a frontend that shrinks its memory file after the table
+//!   was accepted can still make an access fault (weir does not install a
+//!   SIGBUS handler). QEMU's memfd backend seals its files against that.
+//!
+//! Errors are reported, not fatal: [`VhostUserDevice::error`] gives the last
+//! refused message or broken queue; the device keeps listening (server) or
+//! reconnecting with exponential backoff from 100 ms to 1 s (client).
+//!
+//! ## What is negotiated
+//!
+//! virtio features: VERSION_1, MRG_RXBUF, EVENT_IDX, INDIRECT_DESC,
+//! NOTIFY_ON_EMPTY, STATUS (config `status` reads LINK_UP), CTRL_VQ and MQ
+//! (up to [`MAX_QUEUE_PAIRS`] pairs; `max_virtqueue_pairs` in the config
+//! space). Protocol features: MQ, REPLY_ACK, CONFIG. The control queue is
+//! served on the control side: VQ_PAIRS_SET within range, RX mode, MAC and
+//! VLAN table commands are acknowledged (weir forwards whatever the switch
+//! sends), anything else gets VIRTIO_NET_ERR. Packed rings, dirty logging
+//! (live migration), IOMMU and postcopy are not offered.
 //!
 //! Workers busy-poll the rings; kicks from the guest are suppressed and ignored.
 //! The guest's call eventfd is kicked at most once per burst, only when the guest
@@ -22,9 +98,13 @@ mod backend;
 mod control;
 pub mod defs;
 pub mod guest_mem;
+pub mod msg;
 pub mod port;
+mod relay;
 mod shared;
 pub mod vring;
 
-pub use control::{create, Mode, VhostUserConfig, VhostUserDevice, VhostUserError};
+pub use control::{
+    create, Mode, VhostUserConfig, VhostUserDevice, VhostUserError, MAX_QUEUE_PAIRS,
+};
 pub use port::VhostUserPort;

@@ -1,0 +1,286 @@
+//! The relay between a frontend's socket and the `vhost` library: reads whole
+//! messages from the frontend with a deadline, checks them ([`crate::msg`]), and
+//! forwards only accepted ones (with their fds) to the library's end of a private
+//! socket; the library's replies are copied back unchanged.
+//!
+//! Layer: protocol/control. Never on the packet path; one thread per connection.
+//!
+//! Why a relay: the library blocks reading a payload the header promised, takes
+//! fds as they come and maps regions without looking at the files. Here a message
+//! must arrive whole within [`MSG_TIMEOUT`] (a frontend that stalls mid-message
+//! loses its connection, and only its own device's control is affected), every fd
+//! is classified with `fstat` before anything maps it, refused fds are closed at
+//! once, and writes to the frontend have a timeout (one that never reads cannot
+//! wedge us).
+
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::event::{poll, PollFd, PollFlags, Timespec};
+use rustix::fs::{fcntl_getfl, fcntl_setfl, fstat, FileType, OFlags};
+use rustix::net::{
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+
+use crate::msg::{self, FdKind, Header, Limits, Refusal, HDR_BYTES, MAX_FDS, MAX_PAYLOAD_BYTES};
+use crate::shared::DeviceShared;
+
+/// How long a started message may take to arrive whole, and a write to the
+/// frontend may block.
+pub(crate) const MSG_TIMEOUT: Duration = Duration::from_secs(2);
+/// Poll period (the relay also ends when either socket is shut down).
+const POLL_MS: i64 = 200;
+
+/// Why the relay closed a connection.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RelayError {
+    /// The frontend started a message and did not finish it in time.
+    #[error("frontend sent {got} of {want} bytes of a message within {MSG_TIMEOUT:?}")]
+    Truncated { got: usize, want: usize },
+    /// A message whose framing cannot be trusted.
+    #[error("refused message: {0}")]
+    Framing(#[source] Refusal),
+    /// A socket error.
+    #[error("socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A complete message from the frontend.
+#[derive(Debug)]
+pub(crate) struct Message {
+    pub hdr: Header,
+    pub payload: Vec<u8>,
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Waits until `fd` is readable or `deadline`; false on timeout.
+fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> std::io::Result<bool> {
+    loop {
+        let ms = match deadline {
+            None => POLL_MS,
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Ok(false);
+                }
+                left.as_millis().min(POLL_MS as u128) as i64
+            }
+        };
+        let t = Timespec {
+            tv_sec: 0,
+            tv_nsec: ms * 1_000_000,
+        };
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        match poll(&mut fds, Some(&t)) {
+            Ok(n) if n > 0 => return Ok(true),
+            Ok(_) if deadline.is_none() => return Ok(false),
+            Ok(_) | Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// One `recvmsg`, keeping any attached fds (closed on drop if not forwarded).
+fn recv_some(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> std::io::Result<usize> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut cmsg = RecvAncillaryBuffer::new(&mut space);
+    let r = loop {
+        match recvmsg(
+            sock,
+            &mut [IoSliceMut::new(buf)],
+            &mut cmsg,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => continue,
+            r => break r?,
+        }
+    };
+    for m in cmsg.drain() {
+        if let RecvAncillaryMessage::ScmRights(got) = m {
+            fds.extend(got);
+        }
+    }
+    Ok(r.bytes)
+}
+
+/// Reads exactly `buf.len()` bytes before `deadline`. Returns bytes read (less
+/// only at end of stream).
+fn recv_exact(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    deadline: Instant,
+    already: usize,
+) -> Result<usize, RelayError> {
+    let mut got = 0;
+    while got < buf.len() {
+        if !wait_readable(sock, Some(deadline))? {
+            return Err(RelayError::Truncated {
+                got: already + got,
+                want: already + buf.len(),
+            });
+        }
+        let n = recv_some(sock, &mut buf[got..], fds)?;
+        if n == 0 {
+            break;
+        }
+        got += n;
+    }
+    Ok(got)
+}
+
+/// Reads one message (call when the socket is readable). None at end of stream.
+///
+/// # Errors
+/// [`RelayError::Truncated`] when it does not arrive whole within
+/// [`MSG_TIMEOUT`], [`RelayError::Framing`] for a payload size no valid message
+/// has.
+pub(crate) fn read_message(sock: BorrowedFd<'_>) -> Result<Option<Message>, RelayError> {
+    let mut fds = Vec::new();
+    let mut h = [0u8; HDR_BYTES];
+    let first = recv_some(sock, &mut h, &mut fds)?;
+    if first == 0 {
+        return Ok(None);
+    }
+    let deadline = Instant::now() + MSG_TIMEOUT;
+    if first < HDR_BYTES {
+        let n = recv_exact(sock, &mut h[first..], &mut fds, deadline, first)?;
+        if first + n < HDR_BYTES {
+            return Ok(None);
+        }
+    }
+    let hdr = Header::parse(&h);
+    if hdr.size as usize > MAX_PAYLOAD_BYTES {
+        return Err(RelayError::Framing(Refusal::TooLarge {
+            request: hdr.request,
+            size: hdr.size,
+        }));
+    }
+    let mut payload = vec![0u8; hdr.size as usize];
+    let n = recv_exact(sock, &mut payload, &mut fds, deadline, HDR_BYTES)?;
+    if n < payload.len() {
+        return Ok(None);
+    }
+    Ok(Some(Message { hdr, payload, fds }))
+}
+
+/// Sends `data` and `fds` (fds with the first byte), NOSIGNAL, retrying partial
+/// writes. The socket's write timeout bounds each call.
+fn send_all(sock: BorrowedFd<'_>, data: &[u8], fds: &[OwnedFd]) -> std::io::Result<()> {
+    let borrowed: Vec<BorrowedFd<'_>> = fds.iter().map(|f| f.as_fd()).collect();
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut sent = 0;
+    while sent < data.len() {
+        let mut cmsg = SendAncillaryBuffer::new(&mut space);
+        if sent == 0 && !borrowed.is_empty() {
+            cmsg.push(SendAncillaryMessage::ScmRights(&borrowed));
+        }
+        match sendmsg(
+            sock,
+            &[IoSlice::new(&data[sent..])],
+            &mut cmsg,
+            SendFlags::NOSIGNAL,
+        ) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => sent += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// What an attached fd is: `fstat` for files, the `/proc` link name for eventfds.
+pub(crate) fn classify(fd: BorrowedFd<'_>) -> FdKind {
+    match fstat(fd) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => FdKind::Regular {
+            len_bytes: u64::try_from(st.st_size).unwrap_or(0),
+        },
+        Ok(_) => {
+            let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            match link {
+                Ok(p) if p.as_os_str() == "anon_inode:[eventfd]" => FdKind::EventFd,
+                _ => FdKind::Other,
+            }
+        }
+        Err(_) => FdKind::Other,
+    }
+}
+
+/// Relays one connection until either side closes or a message breaks framing.
+pub(crate) fn run(
+    front: UnixStream,
+    lib: UnixStream,
+    lim: Limits,
+    dev: Arc<DeviceShared>,
+) -> Result<(), RelayError> {
+    front.set_write_timeout(Some(MSG_TIMEOUT))?;
+    lib.set_write_timeout(Some(MSG_TIMEOUT))?;
+    let mut reply = vec![0u8; MAX_PAYLOAD_BYTES + HDR_BYTES];
+    loop {
+        let (f_in, l_in) = {
+            let t = Timespec {
+                tv_sec: 0,
+                tv_nsec: POLL_MS * 1_000_000,
+            };
+            let mut fds = [
+                PollFd::new(&front, PollFlags::IN),
+                PollFd::new(&lib, PollFlags::IN),
+            ];
+            match poll(&mut fds, Some(&t)) {
+                Ok(_) | Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(std::io::Error::from(e).into()),
+            }
+            let ready = |p: &PollFd<'_>| !p.revents().is_empty();
+            (ready(&fds[0]), ready(&fds[1]))
+        };
+        if l_in {
+            let mut fds = Vec::new();
+            let n = recv_some(lib.as_fd(), &mut reply, &mut fds)?;
+            if n == 0 {
+                return Ok(());
+            }
+            send_all(front.as_fd(), &reply[..n], &fds)?;
+        }
+        if f_in {
+            let Some(m) = read_message(front.as_fd())? else {
+                return Ok(());
+            };
+            let kinds: Vec<FdKind> = m.fds.iter().map(|f| classify(f.as_fd())).collect();
+            match msg::check(&m.hdr, &m.payload, &kinds, &lim) {
+                Ok(()) => {
+                    if m.hdr.request == msg::req::SET_VRING_CALL {
+                        // A guest that fills the eventfd counter must not block a
+                        // worker's kick. The flag is shared with the frontend's fd;
+                        // QEMU and DPDK create theirs non-blocking anyway.
+                        for f in &m.fds {
+                            if let Ok(fl) = fcntl_getfl(f) {
+                                let _ = fcntl_setfl(f, fl | OFlags::NONBLOCK);
+                            }
+                        }
+                    }
+                    let mut bytes = m.hdr.to_bytes().to_vec();
+                    bytes.extend_from_slice(&m.payload);
+                    send_all(lib.as_fd(), &bytes, &m.fds)?;
+                }
+                Err(r @ Refusal::Version { .. }) => return Err(RelayError::Framing(r)),
+                Err(r) => {
+                    dev.set_error(format!("refused frontend message: {r}"));
+                    drop(m.fds);
+                    if m.hdr.need_reply() {
+                        send_all(front.as_fd(), &m.hdr.ack(false), &[])?;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,727 @@
+//! A hostile frontend against weir's device socket, while a second device with a
+//! well-behaved frontend keeps forwarding.
+//!
+//! The well-behaved frontend is `vhost::vhost_user::Frontend` over a guest whose
+//! memory is a memfd shared with the device; its rings and frames are written with
+//! `pwrite`, so the test needs no `unsafe`. Malformed messages the library's
+//! frontend refuses to send are written raw: a 12-byte header, the payload, and
+//! fds as SCM_RIGHTS.
+//!
+//! Each case checks that the device reports the problem (`error()`, link Down,
+//! `PortError` drops), that the process survives, that a healthy frontend can use
+//! the same device afterwards, and that the bystander device still forwards.
+//! Cases run one at a time (fd counting needs a quiet process).
+
+use std::fs::File;
+use std::io::{IoSlice, Read};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use dataplane::{Burst, DropReason, LinkState, Mempool, Port};
+use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vhost_user::{create, Mode, VhostUserConfig, VhostUserDevice, VhostUserPort};
+use vmm_sys_util::eventfd::EventFd;
+
+// vhost-user spec message codes.
+const GET_FEATURES: u32 = 1;
+const SET_FEATURES: u32 = 2;
+const SET_OWNER: u32 = 3;
+const SET_MEM_TABLE: u32 = 5;
+const SET_VRING_NUM: u32 = 8;
+const SET_VRING_CALL: u32 = 13;
+const GET_PROTOCOL_FEATURES: u32 = 15;
+const SET_PROTOCOL_FEATURES: u32 = 16;
+const NEED_REPLY: u32 = 0x8;
+const F_VERSION_1: u64 = 1 << 32;
+const F_PROTOCOL_FEATURES: u64 = 1 << 30;
+const PROTO_MQ: u64 = 1 << 0;
+const PROTO_REPLY_ACK: u64 = 1 << 3;
+
+// virtio split-ring flags.
+const DESC_F_NEXT: u16 = 1;
+
+/// Guest memory layout: one memfd-backed region at guest address 0.
+const MEM_BYTES: u64 = 0x10_0000;
+/// The frontend's virtual address of guest address 0 (only translated).
+const UADDR: u64 = 0x7f00_0000_0000;
+const QSIZE: u16 = 8;
+const BUF: u64 = 0x1_0000;
+
+fn pool() -> &'static Mempool {
+    static POOL: OnceLock<&'static Mempool> = OnceLock::new();
+    POOL.get_or_init(|| Mempool::for_tests(2048))
+}
+
+/// Cases run one at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static M: Mutex<()> = Mutex::new(());
+    M.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn memfd(len: u64) -> File {
+    let fd = rustix::fs::memfd_create("guest", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    rustix::fs::ftruncate(&fd, len).unwrap();
+    File::from(fd)
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Ring addresses of virtqueue `vq`.
+fn ring_at(vq: u16) -> (u64, u64, u64) {
+    let base = 0x4000 * u64::from(vq);
+    (base, base + 0x1000, base + 0x2000)
+}
+
+/// A guest: memfd memory with one ring per virtqueue, driven through `pwrite`.
+struct Guest {
+    mem: File,
+    avail_idx: [u16; 2],
+    call: [EventFd; 2],
+    kick: [EventFd; 2],
+}
+
+impl Guest {
+    fn new() -> Guest {
+        // Blocking eventfds, as a careless frontend might pass: weir must make
+        // its writes non-blocking itself.
+        let ev = || EventFd::new(0).unwrap();
+        Guest {
+            mem: memfd(MEM_BYTES),
+            avail_idx: [0; 2],
+            call: [ev(), ev()],
+            kick: [ev(), ev()],
+        }
+    }
+
+    fn write(&self, addr: u64, b: &[u8]) {
+        self.mem.write_all_at(b, addr).unwrap();
+    }
+
+    fn read_u16(&self, addr: u64) -> u16 {
+        let mut b = [0u8; 2];
+        self.mem.read_exact_at(&mut b, addr).unwrap();
+        u16::from_le_bytes(b)
+    }
+
+    fn desc(&self, vq: u16, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&addr.to_le_bytes());
+        b[8..12].copy_from_slice(&len.to_le_bytes());
+        b[12..14].copy_from_slice(&flags.to_le_bytes());
+        b[14..].copy_from_slice(&next.to_le_bytes());
+        self.write(ring_at(vq).0 + 16 * u64::from(i), &b);
+    }
+
+    fn push(&mut self, vq: u16, head: u16) {
+        let (_, avail, _) = ring_at(vq);
+        let k = vq as usize;
+        let slot = u64::from(self.avail_idx[k] % QSIZE);
+        self.write(avail + 4 + 2 * slot, &head.to_le_bytes());
+        self.avail_idx[k] = self.avail_idx[k].wrapping_add(1);
+        self.write(avail + 2, &self.avail_idx[k].to_le_bytes());
+    }
+
+    fn used_idx(&self, vq: u16) -> u16 {
+        self.read_u16(ring_at(vq).2 + 2)
+    }
+
+    /// Posts one well-formed frame on the guest TX queue (vq 1): header and
+    /// frame in one descriptor.
+    fn send_frame(&mut self, seq: u8) {
+        let head = self.avail_idx[1] % QSIZE;
+        let at = BUF + 0x1000 * u64::from(head);
+        let mut b = vec![0u8; 12];
+        b.extend_from_slice(&frame(seq));
+        self.write(at, &b);
+        self.desc(1, head, at, b.len() as u32, 0, 0);
+        self.push(1, head);
+    }
+
+    /// Handshake and both rings through the `vhost` crate's frontend.
+    fn attach(&self, sock: &Path) -> Frontend {
+        let mut fe = Frontend::connect(sock, 3).unwrap();
+        fe.set_owner().unwrap();
+        let offered = fe.get_features().unwrap();
+        assert_ne!(offered & F_PROTOCOL_FEATURES, 0);
+        fe.set_features(F_VERSION_1 | F_PROTOCOL_FEATURES).unwrap();
+        let proto = fe.get_protocol_features().unwrap();
+        fe.set_protocol_features(
+            proto & (VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::MQ),
+        )
+        .unwrap();
+        fe.set_mem_table(&[region(&self.mem, 0, MEM_BYTES)])
+            .unwrap();
+        for vq in 0..2u16 {
+            let (desc, avail, used) = ring_at(vq);
+            let i = usize::from(vq);
+            fe.set_vring_num(i, QSIZE).unwrap();
+            fe.set_vring_addr(
+                i,
+                &VringConfigData {
+                    queue_max_size: QSIZE,
+                    queue_size: QSIZE,
+                    flags: 0,
+                    desc_table_addr: UADDR + desc,
+                    used_ring_addr: UADDR + used,
+                    avail_ring_addr: UADDR + avail,
+                    log_addr: None,
+                },
+            )
+            .unwrap();
+            fe.set_vring_base(i, 0).unwrap();
+            fe.set_vring_call(i, &self.call[i]).unwrap();
+            fe.set_vring_kick(i, &self.kick[i]).unwrap();
+            fe.set_vring_enable(i, true).unwrap();
+        }
+        fe
+    }
+}
+
+fn region(mem: &File, gpa: u64, size: u64) -> VhostUserMemoryRegionInfo {
+    use std::os::fd::AsRawFd;
+    VhostUserMemoryRegionInfo {
+        guest_phys_addr: gpa,
+        memory_size: size,
+        userspace_addr: UADDR + gpa,
+        mmap_offset: 0,
+        mmap_handle: mem.as_raw_fd(),
+    }
+}
+
+fn frame(seq: u8) -> [u8; 64] {
+    let mut f = [0u8; 64];
+    f[..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, seq]);
+    f[12..14].copy_from_slice(&[0x88, 0xb5]);
+    f
+}
+
+/// Polls `port` until `want` frames arrived or `secs` passed.
+fn receive(port: &mut VhostUserPort, want: usize, secs: u64) -> usize {
+    let mut burst = Burst::new();
+    let mut got = 0;
+    let end = Instant::now() + Duration::from_secs(secs);
+    while got < want && Instant::now() < end {
+        let n = port.rx_burst(&mut burst);
+        burst.clear();
+        got += n;
+        if n == 0 {
+            port.housekeeping();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    got
+}
+
+fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// A device, its port and its socket.
+struct Dev {
+    dev: VhostUserDevice,
+    port: VhostUserPort,
+    sock: PathBuf,
+}
+
+fn device(dir: &Path, name: &str) -> Dev {
+    let sock = dir.join(format!("{name}.sock"));
+    let cfg = VhostUserConfig {
+        socket: sock.clone(),
+        mode: Mode::Server,
+        queues: 1,
+    };
+    let mut dev = create(name, &cfg, pool()).unwrap();
+    let port = dev.take_queues().pop().unwrap();
+    Dev { dev, port, sock }
+}
+
+/// The device forwards guest frames from a fresh well-behaved frontend.
+fn assert_serves(d: &mut Dev) {
+    let mut g = Guest::new();
+    let fe = g.attach(&d.sock);
+    assert!(
+        wait_until(5, || {
+            d.port.housekeeping();
+            d.dev.link() == LinkState::Up
+        }),
+        "link not up for a healthy frontend; error {:?}",
+        d.dev.error()
+    );
+    for i in 0..4 {
+        g.send_frame(i);
+    }
+    assert_eq!(receive(&mut d.port, 4, 5), 4, "error {:?}", d.dev.error());
+    assert_eq!(g.used_idx(1), 4);
+    assert_eq!(d.dev.error(), None);
+    drop(fe);
+    assert!(wait_until(5, || {
+        d.port.housekeeping();
+        !d.dev.is_connected()
+    }));
+}
+
+/// Runs `case` against a fresh device while a bystander device with a healthy
+/// frontend forwards before and after; then checks the hostile device still
+/// serves a healthy frontend.
+fn with_bystander(case: impl FnOnce(&mut Dev)) {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut b = device(dir.path(), "bystander");
+    let mut bg = Guest::new();
+    let _bfe = bg.attach(&b.sock);
+    bg.send_frame(1);
+    assert_eq!(receive(&mut b.port, 1, 5), 1);
+
+    let mut h = device(dir.path(), "hostile");
+    case(&mut h);
+    assert_serves(&mut h);
+
+    for i in 0..3 {
+        bg.send_frame(i);
+    }
+    assert_eq!(
+        receive(&mut b.port, 3, 5),
+        3,
+        "bystander stopped forwarding"
+    );
+    assert_eq!(b.dev.error(), None);
+    assert_eq!(b.dev.link(), LinkState::Up);
+}
+
+/// A raw frontend: writes any bytes and fds it likes.
+struct Raw(UnixStream);
+
+impl Raw {
+    fn connect(sock: &Path) -> Raw {
+        let s = UnixStream::connect(sock).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        Raw(s)
+    }
+
+    fn send(&self, request: u32, flags: u32, payload: &[u8], fds: &[BorrowedFd<'_>]) {
+        let mut b = Vec::new();
+        b.extend_from_slice(&request.to_le_bytes());
+        b.extend_from_slice(&(1 | flags).to_le_bytes());
+        b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        b.extend_from_slice(payload);
+        self.send_bytes(&b, fds);
+    }
+
+    fn send_bytes(&self, b: &[u8], fds: &[BorrowedFd<'_>]) {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(16))];
+        let mut cmsg = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() {
+            assert!(cmsg.push(SendAncillaryMessage::ScmRights(fds)));
+        }
+        let n = sendmsg(&self.0, &[IoSlice::new(b)], &mut cmsg, SendFlags::NOSIGNAL).unwrap();
+        assert_eq!(n, b.len());
+    }
+
+    /// Reads one reply: (request, payload).
+    fn reply(&mut self) -> (u32, Vec<u8>) {
+        let mut h = [0u8; 12];
+        self.0.read_exact(&mut h).expect("reply header");
+        let size = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
+        let mut p = vec![0u8; size];
+        self.0.read_exact(&mut p).expect("reply payload");
+        (u32::from_le_bytes([h[0], h[1], h[2], h[3]]), p)
+    }
+
+    fn get_u64(&mut self, request: u32) -> u64 {
+        self.send(request, 0, &[], &[]);
+        let (r, p) = self.reply();
+        assert_eq!(r, request);
+        u64::from_le_bytes(p[..8].try_into().unwrap())
+    }
+
+    /// Sends with NEED_REPLY; true if the backend acked success.
+    fn request(&mut self, request: u32, payload: &[u8], fds: &[BorrowedFd<'_>]) -> bool {
+        self.send(request, NEED_REPLY, payload, fds);
+        let (r, p) = self.reply();
+        assert_eq!(r, request);
+        u64::from_le_bytes(p[..8].try_into().unwrap()) == 0
+    }
+
+    /// SET_OWNER, features, and REPLY_ACK.
+    fn handshake(sock: &Path) -> Raw {
+        let mut r = Raw::connect(sock);
+        r.send(SET_OWNER, 0, &[], &[]);
+        let f = r.get_u64(GET_FEATURES);
+        assert_ne!(f & F_PROTOCOL_FEATURES, 0);
+        r.send(
+            SET_FEATURES,
+            0,
+            &(F_VERSION_1 | F_PROTOCOL_FEATURES).to_le_bytes(),
+            &[],
+        );
+        let p = r.get_u64(GET_PROTOCOL_FEATURES);
+        assert_ne!(p & PROTO_REPLY_ACK, 0);
+        r.send(
+            SET_PROTOCOL_FEATURES,
+            0,
+            &((PROTO_REPLY_ACK | PROTO_MQ) & p).to_le_bytes(),
+            &[],
+        );
+        r
+    }
+
+    /// True once the backend closed the connection.
+    fn closed_within(&mut self, secs: u64) -> bool {
+        self.0
+            .set_read_timeout(Some(Duration::from_secs(secs)))
+            .unwrap();
+        let mut b = [0u8; 64];
+        loop {
+            match self.0.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+fn mem_table(regions: &[(u64, u64, u64, u64)]) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&(regions.len() as u32).to_le_bytes());
+    p.extend_from_slice(&[0; 4]);
+    for &(gpa, size, uaddr, off) in regions {
+        for v in [gpa, size, uaddr, off] {
+            p.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    p
+}
+
+/// Waits (the crate's frontend does not always wait for acks) until the
+/// device's error mentions `what`.
+fn assert_error_mentions(d: &Dev, what: &str) {
+    let has = || d.dev.error().is_some_and(|e| e.contains(what));
+    assert!(
+        wait_until(5, has),
+        "error {:?} does not mention {what:?}",
+        d.dev.error()
+    );
+}
+
+#[test]
+fn region_larger_than_its_memfd_is_refused_before_mapping_and_leaks_no_fd() {
+    with_bystander(|h| {
+        let mem = memfd(0x8000);
+        let mut r = Raw::handshake(&h.sock);
+        let before = open_fds();
+        let t = mem_table(&[(0, MEM_BYTES, UADDR, 0)]);
+        assert!(!r.request(SET_MEM_TABLE, &t, &[mem.as_fd()]));
+        assert_eq!(open_fds(), before, "refused region fd leaked");
+        assert_error_mentions(h, "needs 1048576 bytes of its file, which has 32768");
+        // Through the library's frontend too, then a ring in the unbacked tail:
+        // no mapping exists for it, so the ring never starts.
+        let g = Guest {
+            mem,
+            ..Guest::new()
+        };
+        let fe = Frontend::connect(&h.sock, 3);
+        drop(r);
+        let fe = fe.unwrap();
+        fe.set_owner().unwrap();
+        fe.get_features().unwrap();
+        fe.set_features(F_VERSION_1 | F_PROTOCOL_FEATURES).unwrap();
+        let mut fe = fe;
+        fe.get_protocol_features().unwrap();
+        fe.set_protocol_features(VhostUserProtocolFeatures::REPLY_ACK)
+            .unwrap();
+        // The crate's frontend may not wait for the ack; the device's error
+        // tells.
+        let _ = fe.set_mem_table(&[region(&g.mem, 0, MEM_BYTES)]);
+        fe.set_vring_num(1, QSIZE).unwrap();
+        assert_error_mentions(h, "which has 32768");
+        let tail = 0xc000;
+        let addr = VringConfigData {
+            queue_max_size: QSIZE,
+            queue_size: QSIZE,
+            flags: 0,
+            desc_table_addr: UADDR + tail,
+            used_ring_addr: UADDR + tail + 0x2000,
+            avail_ring_addr: UADDR + tail + 0x1000,
+            log_addr: None,
+        };
+        let _ = fe.set_vring_addr(1, &addr);
+        let _ = fe.set_vring_kick(1, &g.kick[1]);
+        let _ = fe.set_vring_enable(1, true);
+        h.port.housekeeping();
+        assert_eq!(receive(&mut h.port, 1, 1), 0);
+        assert_eq!(h.port.link(), LinkState::Down);
+        assert_eq!(h.dev.link(), LinkState::Down);
+        assert!(h.dev.error().is_some());
+        drop(fe);
+        assert!(wait_until(5, || !h.dev.is_connected()));
+    });
+}
+
+#[test]
+fn malformed_memory_tables_are_refused() {
+    with_bystander(|h| {
+        let mut r = Raw::handshake(&h.sock);
+        let m = [memfd(0x10000), memfd(0x10000)];
+        let fd = |i: usize| m[i].as_fd();
+        let before = open_fds();
+        let cases: [(&str, Vec<u8>, Vec<BorrowedFd<'_>>); 5] = [
+            (
+                "overlap",
+                mem_table(&[
+                    (0, 0x10000, UADDR, 0),
+                    (0x8000, 0x10000, UADDR + 0x10_0000, 0),
+                ]),
+                vec![fd(0), fd(1)],
+            ),
+            (
+                "overflows",
+                mem_table(&[(u64::MAX - 0xfff, 0x10000, UADDR, 0)]),
+                vec![fd(0)],
+            ),
+            ("size 0", mem_table(&[(0, 0, UADDR, 0)]), vec![fd(0)]),
+            (
+                "9 regions",
+                mem_table(
+                    &(0..9u64)
+                        .map(|i| (i << 20, 0x1000, UADDR + (i << 20), 0))
+                        .collect::<Vec<_>>(),
+                ),
+                (0..9).map(|i| fd(i % 2)).collect(),
+            ),
+            (
+                "file descriptors attached",
+                mem_table(&[(0, 0x10000, UADDR, 0)]),
+                vec![],
+            ),
+        ];
+        for (what, t, fds) in cases {
+            assert!(!r.request(SET_MEM_TABLE, &t, &fds), "{what} accepted");
+            assert_error_mentions(h, what);
+        }
+        assert_eq!(open_fds(), before, "refused fds leaked");
+        // The connection survives refusals: a valid table is still accepted.
+        let t = mem_table(&[(0, 0x10000, UADDR, 0)]);
+        assert!(r.request(SET_MEM_TABLE, &t, &[fd(0)]));
+    });
+}
+
+#[test]
+fn absurd_queue_sizes_are_refused() {
+    with_bystander(|h| {
+        let mut r = Raw::handshake(&h.sock);
+        for size in [0u32, 6, 32769, 65536, 65537, u32::MAX] {
+            let mut p = 1u32.to_le_bytes().to_vec();
+            p.extend_from_slice(&size.to_le_bytes());
+            assert!(!r.request(SET_VRING_NUM, &p, &[]), "size {size} accepted");
+            assert_error_mentions(h, &format!("size {size} is not a power of two"));
+            assert_eq!(h.port.link(), LinkState::Down);
+        }
+        let mut p = 1u32.to_le_bytes().to_vec();
+        p.extend_from_slice(&256u32.to_le_bytes());
+        assert!(r.request(SET_VRING_NUM, &p, &[]));
+    });
+}
+
+#[test]
+fn missing_and_wrong_kind_of_fds_are_refused_and_never_block() {
+    with_bystander(|h| {
+        let mut r = Raw::handshake(&h.sock);
+        // SET_VRING_CALL without an fd and without the NOFD flag.
+        assert!(!r.request(SET_VRING_CALL, &1u64.to_le_bytes(), &[]));
+        assert_error_mentions(h, "0 file descriptors attached, 1 expected");
+        // A pipe as call "eventfd": refused (a full pipe would block the worker,
+        // a closed one raise SIGPIPE).
+        let (rd, wr) = rustix::pipe::pipe().unwrap();
+        drop(rd);
+        assert!(!r.request(SET_VRING_CALL, &1u64.to_le_bytes(), &[wr.as_fd()]));
+        assert_error_mentions(h, "call fd is not an eventfd");
+        // With NOFD (polling guest) it is fine.
+        assert!(r.request(SET_VRING_CALL, &(1u64 | 1 << 8).to_le_bytes(), &[]));
+    });
+}
+
+#[test]
+fn full_call_eventfd_does_not_block_the_worker() {
+    with_bystander(|h| {
+        let mut g = Guest::new();
+        let fe = g.attach(&h.sock);
+        // The frontend fills the eventfd counter: a blocking write would hang.
+        g.call[1].write(0xffff_ffff_ffff_fffe).unwrap();
+        assert!(wait_until(5, || {
+            h.port.housekeeping();
+            h.dev.link() == LinkState::Up
+        }));
+        for i in 0..4 {
+            g.send_frame(i);
+        }
+        let t = Instant::now();
+        assert_eq!(receive(&mut h.port, 4, 5), 4);
+        assert!(t.elapsed() < Duration::from_secs(2));
+        drop(fe);
+        assert!(wait_until(5, || !h.dev.is_connected()));
+    });
+}
+
+#[test]
+fn truncated_messages_drop_only_that_connection() {
+    with_bystander(|h| {
+        for (what, bytes) in [
+            ("payload short", {
+                let mut b = Vec::new();
+                b.extend_from_slice(&SET_FEATURES.to_le_bytes());
+                b.extend_from_slice(&1u32.to_le_bytes());
+                b.extend_from_slice(&8u32.to_le_bytes());
+                b.extend_from_slice(&[1, 2, 3]);
+                b
+            }),
+            ("header only", {
+                let mut b = Vec::new();
+                b.extend_from_slice(&SET_MEM_TABLE.to_le_bytes());
+                b.extend_from_slice(&1u32.to_le_bytes());
+                b.extend_from_slice(&40u32.to_le_bytes());
+                b
+            }),
+            ("partial header", vec![2, 0, 0, 0, 1]),
+        ] {
+            let mut r = Raw::connect(&h.sock);
+            assert!(wait_until(5, || h.dev.is_connected()));
+            r.send_bytes(&bytes, &[]);
+            // While this device's control waits, another device's control
+            // completes a whole handshake.
+            let dir = tempfile::tempdir().unwrap();
+            let mut other = device(dir.path(), "other");
+            let t = Instant::now();
+            let g = Guest::new();
+            let fe = g.attach(&other.sock);
+            assert!(
+                t.elapsed() < Duration::from_secs(1),
+                "{what}: other control slow"
+            );
+            assert!(wait_until(5, || {
+                other.port.housekeeping();
+                other.dev.link() == LinkState::Up
+            }));
+            drop(fe);
+            assert!(r.closed_within(5), "{what}: stalled connection not dropped");
+            assert_error_mentions(h, "of a message within");
+            assert!(wait_until(5, || !h.dev.is_connected()));
+        }
+    });
+}
+
+#[test]
+fn bad_descriptors_put_the_queue_in_error_without_crashing() {
+    type Setup = fn(&mut Guest);
+    let cases: [(&str, Setup, &str); 4] = [
+        (
+            "outside memory",
+            |g| {
+                g.desc(1, 0, MEM_BYTES - 8, 64, 0, 0);
+                g.push(1, 0);
+            },
+            "descriptor buffer outside guest memory",
+        ),
+        (
+            "loop",
+            |g| {
+                g.desc(1, 0, BUF, 16, DESC_F_NEXT, 1);
+                g.desc(1, 1, BUF, 16, DESC_F_NEXT, 0);
+                g.push(1, 0);
+            },
+            "descriptor chain loops",
+        ),
+        (
+            "huge length",
+            |g| {
+                g.desc(1, 0, BUF, u32::MAX, 0, 0);
+                g.push(1, 0);
+            },
+            "descriptor buffer outside guest memory",
+        ),
+        (
+            "avail index jump",
+            |g| {
+                g.write(ring_at(1).1 + 2, &100u16.to_le_bytes());
+            },
+            "available index moved",
+        ),
+    ];
+    for (what, setup, err) in cases {
+        with_bystander(|h| {
+            let mut g = Guest::new();
+            let fe = g.attach(&h.sock);
+            assert!(wait_until(5, || {
+                h.port.housekeeping();
+                h.dev.link() == LinkState::Up
+            }));
+            setup(&mut g);
+            let drops = h.port.stats().drops(DropReason::PortError);
+            assert_eq!(receive(&mut h.port, 1, 1), 0, "{what}");
+            assert!(
+                h.port.stats().drops(DropReason::PortError) > drops,
+                "{what}"
+            );
+            assert_error_mentions(h, err);
+            assert_eq!(h.port.link(), LinkState::Down, "{what}");
+            assert_eq!(h.dev.link(), LinkState::Down, "{what}");
+            drop(fe);
+            assert!(wait_until(5, || !h.dev.is_connected()));
+        });
+    }
+}
+
+#[test]
+fn zero_length_frames_are_dropped_and_the_ring_continues() {
+    with_bystander(|h| {
+        let mut g = Guest::new();
+        let fe = g.attach(&h.sock);
+        assert!(wait_until(5, || {
+            h.port.housekeeping();
+            h.dev.link() == LinkState::Up
+        }));
+        g.desc(1, 0, BUF, 0, 0, 0);
+        g.push(1, 0);
+        g.send_frame(7);
+        assert_eq!(receive(&mut h.port, 1, 5), 1);
+        assert!(wait_until(2, || g.used_idx(1) == 2));
+        assert_eq!(h.port.stats().drops(DropReason::Malformed), 1);
+        assert_eq!(h.dev.error(), None);
+        assert_eq!(h.dev.link(), LinkState::Up);
+        drop(fe);
+        assert!(wait_until(5, || !h.dev.is_connected()));
+    });
+}
+
+#[test]
+fn an_idle_frontend_is_not_timed_out() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = device(dir.path(), "idle");
+    let mut g = Guest::new();
+    let mut fe = g.attach(&d.sock);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(d.dev.is_connected());
+    // Still answers after the idle period.
+    assert!(fe.get_queue_num().unwrap() >= 2);
+    g.send_frame(1);
+    assert_eq!(receive(&mut d.port, 1, 5), 1);
+}
