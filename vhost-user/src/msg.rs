@@ -30,6 +30,10 @@ pub const FLAG_NEED_REPLY: u32 = 0x8;
 
 /// vhost-user spec "Front-end message types" used here.
 pub mod req {
+    /// VHOST_USER_SET_FEATURES.
+    pub const SET_FEATURES: u32 = 2;
+    /// VHOST_USER_SET_VRING_ENABLE.
+    pub const SET_VRING_ENABLE: u32 = 18;
     /// VHOST_USER_SET_MEM_TABLE.
     pub const SET_MEM_TABLE: u32 = 5;
     /// VHOST_USER_SET_LOG_BASE.

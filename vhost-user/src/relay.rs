@@ -5,6 +5,13 @@
 //!
 //! Layer: protocol/control. Never on the packet path; one thread per connection.
 //!
+//! Ordering: QEMU's virtio-net (7.2 and later) sends `SET_VRING_ENABLE` when the
+//! device is created and again from `vhost_net_start`, both before `SET_FEATURES`,
+//! and the library refuses that message (dropping the connection) until features
+//! are set. So an enable that comes before `SET_FEATURES` is held back (and acked
+//! here if the frontend asked for a reply); the latest one per ring is forwarded
+//! right after `SET_FEATURES`.
+//!
 //! Why a relay: the library blocks reading a payload the header promised, takes
 //! fds as they come and maps regions without looking at the files. Here a message
 //! must arrive whole within [`MSG_TIMEOUT`] (a frontend that stalls mid-message
@@ -226,6 +233,9 @@ pub(crate) fn run(
     front.set_write_timeout(Some(MSG_TIMEOUT))?;
     lib.set_write_timeout(Some(MSG_TIMEOUT))?;
     let mut reply = vec![0u8; MAX_PAYLOAD_BYTES + HDR_BYTES];
+    let mut features_set = false;
+    // Held-back SET_VRING_ENABLE messages: (ring index, encoded message).
+    let mut held: Vec<(u32, Vec<u8>)> = Vec::new();
     loop {
         let (f_in, l_in) = {
             let t = Timespec {
@@ -268,9 +278,33 @@ pub(crate) fn run(
                             }
                         }
                     }
+                    if m.hdr.request == msg::req::SET_VRING_ENABLE && !features_set {
+                        let mut hdr = m.hdr;
+                        if hdr.need_reply() {
+                            send_all(front.as_fd(), &hdr.ack(true), &[])?;
+                            hdr.flags &= !msg::FLAG_NEED_REPLY;
+                        }
+                        // msg::check guaranteed the 8-byte vring state payload.
+                        let ring = m
+                            .payload
+                            .get(..4)
+                            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .unwrap_or(u32::MAX);
+                        let mut bytes = hdr.to_bytes().to_vec();
+                        bytes.extend_from_slice(&m.payload);
+                        held.retain(|(r, _)| *r != ring);
+                        held.push((ring, bytes));
+                        continue;
+                    }
                     let mut bytes = m.hdr.to_bytes().to_vec();
                     bytes.extend_from_slice(&m.payload);
                     send_all(lib.as_fd(), &bytes, &m.fds)?;
+                    if m.hdr.request == msg::req::SET_FEATURES {
+                        features_set = true;
+                        for (_, b) in held.drain(..) {
+                            send_all(lib.as_fd(), &b, &[])?;
+                        }
+                    }
                 }
                 Err(r @ Refusal::Version { .. }) => return Err(RelayError::Framing(r)),
                 Err(r) => {

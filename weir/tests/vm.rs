@@ -1,0 +1,495 @@
+//! VM end to end: two QEMU guests whose virtio-net NICs are vhost-user ports of
+//! the real `weir run` daemon, in server mode (weir listens) and client mode
+//! (QEMU listens, weir connects and reconnects).
+//!
+//! The guests are built by `scripts/build-guest.sh` (cached in `target/vm-guest`;
+//! the first run downloads Debian packages and installs QEMU if missing) and booted
+//! by `scripts/vm-pair.sh`. They run under TCG, 1 vCPU and 256 MB each, so weir's
+//! worker sleeps when idle (`idle_sleep_us`) to leave them CPU.
+//!
+//! Needs root (CI runs as root); fails, never skips, when something is missing.
+
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_weir");
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("weir/ sits in the repository")
+        .to_path_buf()
+}
+
+/// Builds (or finds cached) the guest kernel and initrd once per test binary.
+fn guest_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = repo_root().join("target/vm-guest");
+        let t0 = Instant::now();
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/build-guest.sh"))
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running scripts/build-guest.sh");
+        assert!(
+            out.status.success(),
+            "scripts/build-guest.sh failed (the VM tests need root, apt and QEMU):\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eprintln!("guest ready in {:.1}s", t0.elapsed().as_secs_f64());
+        dir
+    })
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A `weir run` daemon; SIGINT then SIGKILL on drop.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    dir: PathBuf,
+    starts: u32,
+}
+
+impl Daemon {
+    fn start(dir: &Path, config: &str) -> Daemon {
+        std::fs::write(dir.join("weir.toml"), config).unwrap();
+        let mut d = Daemon {
+            child: Daemon::spawn(dir, 0),
+            socket: dir.join("weir.sock"),
+            dir: dir.to_path_buf(),
+            starts: 1,
+        };
+        d.wait_control();
+        d
+    }
+
+    fn spawn(dir: &Path, n: u32) -> Child {
+        let log = std::fs::File::create(dir.join(format!("weir.{n}.log"))).unwrap();
+        Command::new(BIN)
+            .arg("--socket")
+            .arg(dir.join("weir.sock"))
+            .arg("run")
+            .arg("--config")
+            .arg(dir.join("weir.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting weir run")
+    }
+
+    fn wait_control(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&self.socket).is_err() {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("weir run exited with {st}: {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weir run did not come up: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no cleanup at all, as after a crash.
+    fn kill_hard(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Starts the daemon again with the same configuration.
+    fn restart(&mut self) {
+        assert!(self.child.try_wait().unwrap().is_some(), "still running");
+        self.child = Daemon::spawn(&self.dir, self.starts);
+        self.starts += 1;
+        self.wait_control();
+    }
+
+    /// The current run's log.
+    fn log(&self) -> String {
+        let f = self
+            .dir
+            .join(format!("weir.{}.log", self.starts.saturating_sub(1)));
+        std::fs::read_to_string(f).unwrap_or_default()
+    }
+
+    fn ports(&self) -> serde_json::Value {
+        let out = Command::new(BIN)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(["port", "list", "--json"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "weir port list: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.alive() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One port's link and counters from `port list --json`.
+#[derive(Debug, Default, Clone, Copy)]
+struct PortSample {
+    up: bool,
+    rx: u64,
+    tx: u64,
+}
+
+fn sample(ports: &serde_json::Value, name: &str) -> PortSample {
+    let p = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no port {name} in {ports}"));
+    let n = |k: &str| p["stats"][k].as_u64().unwrap_or(0);
+    PortSample {
+        up: p["link"] == "up",
+        rx: n("rx_packets"),
+        tx: n("tx_packets"),
+    }
+}
+
+/// `scripts/vm-pair.sh` in its own process group; the group is terminated on drop
+/// (the script then kills its QEMUs).
+struct Pair {
+    child: Child,
+    out: PathBuf,
+    dir: PathBuf,
+}
+
+impl Pair {
+    fn start(dir: &Path, args: &[&str]) -> Pair {
+        let out = dir.join("vm-pair.out");
+        let f = std::fs::File::create(&out).unwrap();
+        let work = dir.join("pair");
+        let child = Command::new("bash")
+            .arg(repo_root().join("scripts/vm-pair.sh"))
+            .arg("-g")
+            .arg(guest_dir())
+            .arg("-w")
+            .arg(&work)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .process_group(0)
+            .spawn()
+            .expect("starting scripts/vm-pair.sh");
+        Pair {
+            child,
+            out,
+            dir: work,
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    fn console(&self, guest: &str) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{guest}.console.log")))
+            .unwrap_or_default()
+            .replace('\r', "")
+    }
+
+    /// Echo replies g1 has printed so far.
+    fn replies(&self) -> usize {
+        self.console("g1")
+            .lines()
+            .filter(|l| l.contains("bytes from 198.18.0.2"))
+            .count()
+    }
+
+    fn signal_group(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .args([sig, "--", &format!("-{}", self.child.id())])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        if !self.running() {
+            return;
+        }
+        self.signal_group("-TERM");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.running() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.signal_group("-KILL");
+        let _ = self.child.wait();
+    }
+}
+
+/// One pair of guests at a time: `cargo test` runs tests in parallel, and four
+/// TCG guests on a small host starve each other.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn require_root() {
+    let uid = rustix::process::getuid();
+    assert!(
+        uid.is_root(),
+        "the VM tests need root (QEMU, apt-get, shared guest memory)"
+    );
+}
+
+fn test_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("weir-vm-{tag}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn config(dir: &Path, mode: &str) -> String {
+    let port = |name: &str| {
+        format!(
+            "[[port]]\nname = \"{name}\"\ntype = \"vhost-user\"\nsocket = \"{}\"\n\
+             mode = \"{mode}\"\nbridge = \"br0\"\nqueues = 1\n",
+            dir.join(format!("{name}.sock")).display()
+        )
+    };
+    format!(
+        "[dataplane]\nmbufs = 8192\nidle_sleep_us = 50\n[[bridge]]\nname = \"br0\"\n{}{}",
+        port("vm1"),
+        port("vm2")
+    )
+}
+
+#[test]
+fn vms_ping_and_transfer_server_mode() {
+    require_root();
+    let _one_pair = serial();
+    guest_dir();
+    let t0 = Instant::now();
+    let dir = test_dir("server");
+    let mut d = Daemon::start(&dir, &config(&dir, "server"));
+    let (s1, s2) = (dir.join("vm1.sock"), dir.join("vm2.sock"));
+    let mut pair = Pair::start(
+        &dir,
+        &[
+            "--mode",
+            "server",
+            "-t",
+            "80",
+            "--xfer",
+            "4",
+            "--iperf",
+            "3",
+            s1.to_str().unwrap(),
+            s2.to_str().unwrap(),
+        ],
+    );
+
+    // While the guests run: both links up at once, and the counters moving.
+    let mut both_up_at = None;
+    let mut last = [PortSample::default(); 2];
+    while pair.running() {
+        assert!(d.alive(), "weir died during the run: {}", d.log());
+        let ports = d.ports();
+        let now = [sample(&ports, "vm1"), sample(&ports, "vm2")];
+        if now[0].up && now[1].up {
+            both_up_at.get_or_insert(t0.elapsed());
+            last = now;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "vm-pair.sh hangs");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let ok = pair.child.wait().unwrap().success();
+    let out = pair.output();
+    println!("{out}");
+    println!(
+        "weir, last seen with both links up: vm1 {:?}, vm2 {:?}; both up {both_up_at:?} \
+         after the daemon started",
+        last[0], last[1]
+    );
+    assert!(
+        both_up_at.is_some(),
+        "weir never showed both vhost-user links up while the guests ran.\n\
+         weir log:\n{}\nvm-pair:\n{out}",
+        tail(&d.log(), 30)
+    );
+    assert!(
+        ok,
+        "vm-pair.sh failed:\n{out}\nweir log:\n{}",
+        tail(&d.log(), 30)
+    );
+    for (name, s) in ["vm1", "vm2"].iter().zip(last) {
+        assert!(s.rx > 0 && s.tx > 0, "{name} counters did not move: {s:?}");
+    }
+    let rate = out
+        .lines()
+        .find_map(|l| l.split("g1: iperf3 ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|r| r.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no iperf3 rate in:\n{out}"));
+    assert!(rate > 0.0, "iperf3 rate {rate}");
+    assert!(
+        out.lines().any(|l| l.contains("g1: xfer 4MB want=")),
+        "{out}"
+    );
+    println!("total {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+#[test]
+fn vms_client_mode_survive_weir_restart() {
+    require_root();
+    let _one_pair = serial();
+    guest_dir();
+    let t0 = Instant::now();
+    let dir = test_dir("client");
+    // g2 only answers; g1 pings five times a second until the test ends.
+    std::fs::write(
+        dir.join("g2.sh"),
+        "ip link set eth0 up && ip addr add 198.18.0.2/24 dev eth0 || exit 1\n\
+         echo \"WEIRVM: g2 up\"\nsleep 300\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("g1.sh"),
+        "ip link set eth0 up && ip addr add 198.18.0.1/24 dev eth0 || exit 1\n\
+         echo \"WEIRVM: g1 up\"\nping -i 0.2 -W 1 -c 1500 198.18.0.2\n",
+    )
+    .unwrap();
+    let (s1, s2) = (dir.join("vm1.sock"), dir.join("vm2.sock"));
+    let g1 = dir.join("g1.sh");
+    let g2 = dir.join("g2.sh");
+    // QEMU listens first; weir, started after, connects.
+    let mut pair = Pair::start(
+        &dir,
+        &[
+            "--mode",
+            "client",
+            "-t",
+            "300",
+            "--g1",
+            g1.to_str().unwrap(),
+            "--g2",
+            g2.to_str().unwrap(),
+            s1.to_str().unwrap(),
+            s2.to_str().unwrap(),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(s1.exists() && s2.exists()) {
+        assert!(pair.running(), "vm-pair.sh exited:\n{}", pair.output());
+        assert!(Instant::now() < deadline, "QEMU did not create the sockets");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut d = Daemon::start(&dir, &config(&dir, "client"));
+
+    let wait_replies = |pair: &mut Pair, d: &Daemon, at_least: usize, secs: u64, what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let n = pair.replies();
+            if n >= at_least {
+                return n;
+            }
+            assert!(pair.running(), "vm-pair.sh exited:\n{}", pair.output());
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {n} echo replies after {secs}s (want {at_least}).\nports: {}\n\
+                 weir log:\n{}\ng1 console:\n{}",
+                d.ports(),
+                tail(&d.log(), 30),
+                tail(&pair.console("g1"), 15)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    let first = wait_replies(&mut pair, &d, 10, 60, "before the restart");
+    let ports = d.ports();
+    let before = [sample(&ports, "vm1"), sample(&ports, "vm2")];
+    println!(
+        "{:.1}s: {first} replies; weir run 1: vm1 {:?}, vm2 {:?}",
+        t0.elapsed().as_secs_f64(),
+        before[0],
+        before[1]
+    );
+    assert!(before.iter().all(|s| s.up && s.rx > 0 && s.tx > 0));
+
+    // Kill weir with no chance to clean up; the guests keep running.
+    d.kill_hard();
+    std::thread::sleep(Duration::from_millis(1500));
+    let outage_start = pair.replies();
+    std::thread::sleep(Duration::from_secs(3));
+    let outage_end = pair.replies();
+    println!(
+        "{:.1}s: weir killed; replies {outage_start} -> {outage_end} during 3 s without it",
+        t0.elapsed().as_secs_f64()
+    );
+    assert!(
+        outage_end <= outage_start + 1,
+        "replies kept coming with weir dead: {outage_start} -> {outage_end}"
+    );
+
+    // Same configuration again: weir reconnects to the listening QEMUs.
+    d.restart();
+    let after = wait_replies(&mut pair, &d, outage_end + 10, 45, "after the restart");
+    let ports = d.ports();
+    let counters = [sample(&ports, "vm1"), sample(&ports, "vm2")];
+    println!(
+        "{:.1}s: {after} replies; weir run 2: vm1 {:?}, vm2 {:?}",
+        t0.elapsed().as_secs_f64(),
+        counters[0],
+        counters[1]
+    );
+    assert!(
+        counters.iter().all(|s| s.up && s.rx > 0 && s.tx > 0),
+        "{counters:?}"
+    );
+    assert!(pair.running(), "the guests were not restarted");
+    assert!(d.alive(), "{}", d.log());
+    println!("total {:.1}s", t0.elapsed().as_secs_f64());
+}
