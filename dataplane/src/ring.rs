@@ -94,24 +94,33 @@ impl<T> Ring<T> {
         self.len() == 0
     }
 
-    /// Reserves up to `want` slots for producing; returns (start index, count).
+    /// Reserves up to `want` slots on one side of the ring: `me` is the side
+    /// reserving (producers or consumers), `other` the opposite side, and
+    /// `room(my_head, other_tail)` how many slots that side may take. Returns
+    /// (start index, count).
     #[inline]
-    fn reserve_prod(&self, want: u32) -> (u32, u32) {
-        let cap = self.mask + 1;
+    fn reserve(
+        &self,
+        me: &HeadTail,
+        other: &HeadTail,
+        want: u32,
+        room: impl Fn(u32, u32) -> u32,
+    ) -> (u32, u32) {
         // Relaxed: the CAS below validates the value we build on.
-        let mut head = self.prod.head.load(Ordering::Relaxed);
+        let mut head = me.head.load(Ordering::Relaxed);
         loop {
-            // Acquire: pairs with the consumer's Release on cons.tail, so the
-            // consumer's reads of the slots we are about to overwrite happened before.
-            let cons_tail = self.cons.tail.load(Ordering::Acquire);
-            let free = cap.wrapping_sub(head.wrapping_sub(cons_tail));
-            let n = want.min(free);
+            // Acquire: pairs with the other side's Release on its tail. For a
+            // producer, the consumers' reads of the slots it is about to overwrite
+            // happened before; for a consumer, the slot contents written before
+            // the producers' publication are visible.
+            let other_tail = other.tail.load(Ordering::Acquire);
+            let n = want.min(room(head, other_tail));
             if n == 0 {
                 return (head, 0);
             }
             // Relaxed on both paths: head only arbitrates slot ownership among
-            // producers; data visibility is carried by tail.
-            match self.prod.head.compare_exchange_weak(
+            // threads of the same side; data visibility is carried by tail.
+            match me.head.compare_exchange_weak(
                 head,
                 head.wrapping_add(n),
                 Ordering::Relaxed,
@@ -121,57 +130,46 @@ impl<T> Ring<T> {
                 Err(h) => head = h,
             }
         }
+    }
+
+    /// Publishes `n` slots reserved at `start` on side `me`, in reservation order.
+    #[inline]
+    fn publish(me: &HeadTail, start: u32, n: u32) {
+        // Wait for threads of the same side that reserved before us (FIFO order).
+        // Relaxed: we only need to observe the value; the Release below orders
+        // our slot accesses.
+        while me.tail.load(Ordering::Relaxed) != start {
+            std::hint::spin_loop();
+        }
+        // Release: producers make their slot writes visible to consumers that
+        // Acquire prod.tail; consumers finish their slot reads before producers
+        // may reuse the slots.
+        me.tail.store(start.wrapping_add(n), Ordering::Release);
+    }
+
+    #[inline]
+    fn reserve_prod(&self, want: u32) -> (u32, u32) {
+        let cap = self.mask + 1;
+        self.reserve(&self.prod, &self.cons, want, |head, cons_tail| {
+            cap.wrapping_sub(head.wrapping_sub(cons_tail))
+        })
     }
 
     #[inline]
     fn publish_prod(&self, start: u32, n: u32) {
-        // Wait for producers that reserved before us to publish (FIFO order).
-        // Relaxed: we only need to observe the value; the Release below orders our writes.
-        while self.prod.tail.load(Ordering::Relaxed) != start {
-            std::hint::spin_loop();
-        }
-        // Release: makes our slot writes visible to consumers that Acquire prod.tail.
-        self.prod
-            .tail
-            .store(start.wrapping_add(n), Ordering::Release);
+        Self::publish(&self.prod, start, n);
     }
 
     #[inline]
     fn reserve_cons(&self, want: u32) -> (u32, u32) {
-        // Relaxed: validated by the CAS below.
-        let mut head = self.cons.head.load(Ordering::Relaxed);
-        loop {
-            // Acquire: pairs with the producer's Release on prod.tail, so the slot
-            // contents written before it are visible to us.
-            let prod_tail = self.prod.tail.load(Ordering::Acquire);
-            let avail = prod_tail.wrapping_sub(head);
-            let n = want.min(avail);
-            if n == 0 {
-                return (head, 0);
-            }
-            // Relaxed: head arbitrates slot ownership among consumers only.
-            match self.cons.head.compare_exchange_weak(
-                head,
-                head.wrapping_add(n),
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return (head, n),
-                Err(h) => head = h,
-            }
-        }
+        self.reserve(&self.cons, &self.prod, want, |head, prod_tail| {
+            prod_tail.wrapping_sub(head)
+        })
     }
 
     #[inline]
     fn publish_cons(&self, start: u32, n: u32) {
-        // Relaxed: see publish_prod.
-        while self.cons.tail.load(Ordering::Relaxed) != start {
-            std::hint::spin_loop();
-        }
-        // Release: our reads of the slots happen before producers may reuse them.
-        self.cons
-            .tail
-            .store(start.wrapping_add(n), Ordering::Release);
+        Self::publish(&self.cons, start, n);
     }
 
     #[inline]
