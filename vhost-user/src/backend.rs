@@ -168,7 +168,7 @@ impl Binding {
             ring,
             call,
             base,
-            mrg_rxbuf: self.index % 2 == 0 && features & F_MRG_RXBUF != 0,
+            mrg_rxbuf: self.index.is_multiple_of(2) && features & F_MRG_RXBUF != 0,
             pub_gen: 0,
         });
     }

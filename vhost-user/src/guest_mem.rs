@@ -212,7 +212,7 @@ impl GuestMemory {
         align: usize,
     ) -> Result<RingArea, AreaError> {
         let ptr = self.translate(addr, len_bytes)?;
-        if addr.0 % align as u64 != 0 || ptr.as_ptr() as usize % align != 0 {
+        if !addr.0.is_multiple_of(align as u64) || !(ptr.as_ptr() as usize).is_multiple_of(align) {
             return Err(AreaError::Misaligned {
                 addr: addr.0,
                 align,
@@ -265,7 +265,7 @@ impl RingArea {
     /// Loads the little-endian `u16` at `off` (must be even).
     #[inline]
     pub fn load_u16(&self, off: usize, order: Ordering) -> u16 {
-        assert!(off % 2 == 0);
+        assert!(off.is_multiple_of(2));
         let p = self.at(off, 2).cast::<AtomicU16>();
         // SAFETY: `p` is in bounds, 2-byte aligned (area base aligned to at least 2
         // in `GuestMemory::area`, `off` even) and valid for the mapping's lifetime,
@@ -277,7 +277,7 @@ impl RingArea {
     /// Stores `v` as a little-endian `u16` at `off` (must be even).
     #[inline]
     pub fn store_u16(&self, off: usize, v: u16, order: Ordering) {
-        assert!(off % 2 == 0);
+        assert!(off.is_multiple_of(2));
         let p = self.at(off, 2).cast::<AtomicU16>();
         // SAFETY: as in `load_u16`; the mapping is writable.
         unsafe { (*p).store(v.to_le(), order) }

@@ -26,7 +26,7 @@ fn main() -> Result<()> {
     let packets: usize = packets
         .parse()
         .with_context(|| format!("parsing packet count {packets:?}"))?;
-    if packets % BURST != 0 {
+    if !packets.is_multiple_of(BURST) {
         bail!("packet count {packets} is not a multiple of the {BURST}-frame burst");
     }
     let (scenario, pooled) = match case.as_str() {
