@@ -10,6 +10,13 @@
 # frames) cancels out. Each case is measured REPEATS times (default 3); the
 # table shows min / median / max.
 #
+# Two figures per case: `step`, everything one benchmark step executes, and
+# `switch`, the same minus the benchmark's own sink for recycled cases
+# (`weir_benches::recycle`, which moves the output back into the input burst;
+# callgrind's inclusive count for it). `switch` is Forwarder::process plus
+# Forwarder::drain. The pooled case has no recycle sink: its step includes
+# mbuf alloc, frame fill and free, by design, and both figures are equal.
+#
 # Usage: bash benches/callgrind.sh
 # Environment: P1, P2 (packet counts, multiples of 32), REPEATS; CARGO_TARGET_DIR
 # is honoured if set, otherwise cargo's default (the workspace target/).
@@ -41,7 +48,10 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# Total instructions of one run: callgrind's summary line.
+# Instructions of one run: callgrind's total, then the inclusive count of the
+# benchmark's recycle sink (0 if it never ran). With --inclusive=yes,
+# callgrind_annotate lists a function once per source file its inlined code
+# came from; the line naming the object file (`[...]`) is the whole function.
 count() {
     local case=$1 macs=$2 packets=$3 out="$work/cg.out"
     valgrind --tool=callgrind --callgrind-out-file="$out" \
@@ -49,13 +59,28 @@ count() {
         cat "$work/valgrind.log" >&2
         return 1
     }
-    sed -n 's/^summary: //p' "$out"
+    local total sink
+    total=$(sed -n 's/^summary: //p' "$out")
+    sink=$(callgrind_annotate --inclusive=yes --threshold=100 "$out" 2>/dev/null |
+        awk '/:weir_benches::recycle \[/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
+    echo "$total $sink"
 }
 
 echo "switch core, instructions per packet: (Ir(P2) - Ir(P1)) / (P2 - P1), P1=$p1 P2=$p2, $repeats runs"
 echo "binary: $bin"
 echo
-printf '%-14s %9s %9s %9s %9s\n' case macs min median max
+# min / median / max of the numbers on stdin, one a line.
+summary() {
+    sort -n | awk '
+        { v[NR] = $1 }
+        END {
+            med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+            printf "%8.1f %8.1f %8.1f", v[1], med, v[NR]
+        }'
+}
+
+printf '%-14s %8s %8s %8s %8s   %8s %8s %8s\n' case macs \
+    "step min" median max "switch min" median max
 cases=(
     "unicast 1000"
     "unicast 1000000"
@@ -68,15 +93,15 @@ for c in "${cases[@]}"; do
     read -r case macs <<<"$c"
     per=()
     for _ in $(seq "$repeats"); do
-        a=$(count "$case" "$macs" "$p1")
-        b=$(count "$case" "$macs" "$p2")
-        per+=("$(awk -v a="$a" -v b="$b" -v p1="$p1" -v p2="$p2" \
-            'BEGIN { printf "%.1f", (b - a) / (p2 - p1) }')")
+        read -r a asink <<<"$(count "$case" "$macs" "$p1")"
+        read -r b bsink <<<"$(count "$case" "$macs" "$p2")"
+        per+=("$(awk -v a="$a" -v b="$b" -v as="$asink" -v bs="$bsink" \
+            -v p1="$p1" -v p2="$p2" 'BEGIN {
+                d = p2 - p1
+                printf "%.1f %.1f", (b - a) / d, ((b - bs) - (a - as)) / d
+            }')")
     done
-    printf '%s\n' "${per[@]}" | sort -n | awk -v case="$case" -v macs="$macs" '
-        { v[NR] = $1 }
-        END {
-            med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-            printf "%-14s %9s %9.1f %9.1f %9.1f\n", case, macs, v[1], med, v[NR]
-        }'
+    step=$(printf '%s\n' "${per[@]}" | cut -d' ' -f1 | summary)
+    switch=$(printf '%s\n' "${per[@]}" | cut -d' ' -f2 | summary)
+    printf '%-14s %8s %s   %s\n' "$case" "$macs" "$step" "$switch"
 done

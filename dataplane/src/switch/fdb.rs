@@ -221,7 +221,13 @@ impl<'a> FdbView<'a> {
     /// small.
     #[inline]
     pub fn lookup(&self, vlan: VlanId, mac: MacAddr) -> Option<PortId> {
-        let key = encode_key(vlan, mac);
+        self.lookup_key(FdbKey::new(vlan, mac))
+    }
+
+    /// [`FdbView::lookup`] for a key already made.
+    #[inline]
+    pub fn lookup_key(&self, key: FdbKey) -> Option<PortId> {
+        let key = key.0;
         let home = self.home(key);
         match Fdb::lookup_at(&self.slots[home], key) {
             Probe::Found(port) => Some(port),
@@ -243,10 +249,16 @@ impl<'a> FdbView<'a> {
     /// it was.
     #[inline]
     pub fn learn(&self, vlan: VlanId, mac: MacAddr, port: PortId, now: u32) -> Learn {
-        if port.index() >= MAX_PORTS {
-            return Learn::PortLimit;
-        }
-        let key = encode_key(vlan, mac);
+        self.learn_key(FdbKey::new(vlan, mac), port, now)
+    }
+
+    /// [`FdbView::learn`] for a key already made.
+    #[inline]
+    pub fn learn_key(&self, key: FdbKey, port: PortId, now: u32) -> Learn {
+        // A port at or beyond MAX_PORTS is refused in `learn_slow`: no val
+        // word ever holds such a port (learn and `add_static` refuse it), so
+        // the fast check below cannot pass for one.
+        let key = key.0;
         let want = encode_val(port, now, false);
         let home = self.home(key);
         // The common case, checked inline: the key in its home slot, nothing
@@ -294,16 +306,53 @@ fn home_slot(key: u64, shift: u32) -> usize {
     (h >> shift) as usize
 }
 
+/// A (VLAN, MAC) pair in the table's key form. Made once per address on the
+/// packet path and passed to [`FdbView::learn_key`] / [`FdbView::lookup_key`],
+/// so a caller that already holds the address as a number (see
+/// [`crate::wire::parse_l2_addrs`]) never converts it back to bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FdbKey(u64);
+
+impl FdbKey {
+    /// The key for `mac` in `vlan`.
+    #[inline]
+    pub fn new(vlan: VlanId, mac: MacAddr) -> FdbKey {
+        // Same value as `mac.to_u64()`, written as one 6-byte load and a byte
+        // swap: the per-byte shifts the compiler makes of that cost a dozen
+        // instructions per key on the packet path.
+        let mut word = [0u8; 8];
+        word[2..].copy_from_slice(&mac.0);
+        FdbKey::from_word(vlan, u64::from_be_bytes(word))
+    }
+
+    /// The key for the address `mac` in [`MacAddr::to_u64`] form (the top 16
+    /// bits must be clear) in `vlan`.
+    #[inline]
+    pub fn from_word(vlan: VlanId, mac: u64) -> FdbKey {
+        debug_assert!(mac >> 48 == 0, "MAC word {mac:#x} wider than 48 bits");
+        // Masking to 12 bits keeps every key below TOMBSTONE even for an
+        // out-of-range VlanId. `+`, not `|`: the fields do not overlap, and
+        // a sum folds with the `+ 1` into one address computation.
+        FdbKey((u64::from(vlan.0 & 0x0fff) << 48) + mac + 1)
+    }
+
+    /// The keys of two addresses (a frame's source and destination) in one
+    /// VLAN, same as two [`FdbKey::from_word`] calls; the VLAN part is built
+    /// once.
+    #[inline]
+    pub fn pair(vlan: VlanId, a: u64, b: u64) -> (FdbKey, FdbKey) {
+        debug_assert!(
+            (a | b) >> 48 == 0,
+            "MAC words {a:#x}, {b:#x} wider than 48 bits"
+        );
+        let base = (u64::from(vlan.0 & 0x0fff) << 48) + 1;
+        (FdbKey(base + a), FdbKey(base + b))
+    }
+}
+
 #[inline]
 fn encode_key(vlan: VlanId, mac: MacAddr) -> u64 {
-    // Same value as `mac.to_u64()`, written as one 6-byte load and a byte
-    // swap: the per-byte shifts the compiler makes of that cost a dozen
-    // instructions per key on the packet path.
-    let mut word = [0u8; 8];
-    word[2..].copy_from_slice(&mac.0);
-    // Masking to 12 bits keeps every key below TOMBSTONE even for an
-    // out-of-range VlanId.
-    ((u64::from(vlan.0 & 0x0fff) << 48) | u64::from_be_bytes(word)) + 1
+    FdbKey::new(vlan, mac).0
 }
 
 fn decode_key(key: u64) -> (VlanId, MacAddr) {
@@ -470,7 +519,10 @@ impl Fdb {
         }
     }
 
-    /// The lookup probe after the home slot.
+    /// The lookup probe after the home slot. Cold: at the table's load
+    /// factor most keys sit in their home slot, and marking it so keeps the
+    /// caller's loop state out of the registers a call preserves.
+    #[cold]
     #[inline(never)]
     fn lookup_rest(&self, key: u64, home: usize) -> Option<PortId> {
         for i in 1..self.probe_limit {
@@ -495,6 +547,9 @@ impl Fdb {
     #[cold]
     #[inline(never)]
     fn learn_slow(&self, key: u64, home: usize, port: PortId, now: u32, want: u64) -> Learn {
+        if port.index() >= MAX_PORTS {
+            return Learn::PortLimit;
+        }
         self.claim(key, home, port, want, |slot| {
             self.learn_hit(slot, port, now, want)
         })

@@ -36,13 +36,13 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use arrayvec::ArrayVec;
 
-use crate::ids::{BridgeId, MacAddr, PortId, WorkerId};
+use crate::ids::{BridgeId, PortId, WorkerId};
 use crate::mbuf::Mbuf;
 use crate::port::{Burst, MAX_BURST};
 use crate::ring::Ring;
 use crate::stats::{DropReason, QueueStats};
-use crate::wire::parse_l2;
-pub use fdb::{Fdb, FdbConfig, FdbView, Learn};
+use crate::wire::parse_l2_addrs;
+pub use fdb::{Fdb, FdbConfig, FdbKey, FdbView, Learn};
 
 /// Most ports one switch instance supports (bounded by the FDB's port counters).
 pub const MAX_PORTS: usize = fdb::MAX_PORTS;
@@ -227,26 +227,14 @@ impl Switch {
     }
 }
 
-/// The I/G (group) bit of an address in [`mac_word`] form: set for multicast
-/// and broadcast ([`MacAddr::is_multicast`]).
+/// The I/G (group) bit of an address in [`crate::ids::MacAddr::to_u64`] form: set for multicast
+/// and broadcast ([`crate::ids::MacAddr::is_multicast`]).
 const GROUP_BIT: u64 = 1 << 40;
 
-/// The IEEE 802.1D reserved range 01:80:c2:00:00:00..=0f in [`mac_word`] form
-/// ([`MacAddr::is_link_local`]): the top 44 bits fixed, the last nibble free.
+/// The IEEE 802.1D reserved range 01:80:c2:00:00:00..=0f in [`crate::ids::MacAddr::to_u64`] form
+/// ([`crate::ids::MacAddr::is_link_local`]): the top 44 bits fixed, the last nibble free.
 const LINK_LOCAL: u64 = 0x0180_c200_0000;
 const LINK_LOCAL_MASK: u64 = 0xffff_ffff_fff0;
-
-/// `mac` as a big-endian 48-bit number, the same value as
-/// [`MacAddr::to_u64`]. The address tests on the packet path use this form,
-/// and so does the FDB key: with every use of the address going through the
-/// whole word, the compiler reads it from the frame in one load instead of
-/// byte by byte.
-#[inline(always)]
-fn mac_word(mac: MacAddr) -> u64 {
-    let mut word = [0u8; 8];
-    word[2..].copy_from_slice(&mac.0);
-    u64::from_be_bytes(word)
-}
 
 /// Drops `m`, counting it under `reason`. Out of line so that freeing a
 /// buffer (a call into the pool) is not inlined into the forwarding loop at
@@ -275,11 +263,114 @@ fn unicast_drop_reason(t: &SwitchTables, in_port: PortId, out: PortId) -> DropRe
     }
 }
 
+/// One egress port's output stage.
+struct Stage {
+    frames: Burst,
+    /// The [`Forwarder::burst_seq`] of the last burst in which a known
+    /// unicast frame was staged here: the port was then found up and not the
+    /// ingress port, and `frames` on the pending list. Later frames of that
+    /// burst for the port skip both checks. 0: never.
+    ready: u64,
+}
+
+/// Queues `m` for `out`. Inlined into the per-packet loop: a call here
+/// costs as much as the staging itself.
+///
+/// The staging helpers take the stage slice by value rather than the
+/// [`Forwarder`]: a slice cannot be resized by the calls the loop makes, so
+/// its base and length stay loop-invariant.
+#[inline(always)]
+fn stage(stages: &mut [Stage], pending: &mut Pending, out: PortId, m: Mbuf) {
+    let Some(st) = stages.get_mut(out.index()) else {
+        return; // table and stages out of step: prepare() not called; frame freed
+    };
+    if st.frames.is_empty() && pending.list.try_push(out).is_err() {
+        pending.overflow.push(out);
+    }
+    // At most one input burst per port between flushes, so this always fits.
+    let _ = st.frames.try_push(m);
+}
+
+/// The first known unicast frame of burst `seq` for `out`: checks that the
+/// port may be sent to, stages the frame and marks the stage
+/// [`Stage::ready`], or drops the frame. Returns false if it dropped it.
+///
+/// The tables are fixed for the burst, and link state is sampled here once
+/// per egress port per burst rather than once per frame. Cold: it runs for a
+/// few frames of a burst, and the mark keeps the loop's state in registers
+/// across the other frames.
+#[cold]
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn stage_first(
+    stages: &mut [Stage],
+    pending: &mut Pending,
+    t: &SwitchTables,
+    in_port: PortId,
+    out: PortId,
+    seq: u64,
+    m: Mbuf,
+    in_stats: &QueueStats,
+) -> bool {
+    if out == in_port || !t.port(out).is_some_and(|p| p.is_up()) {
+        discard(m, in_stats, unicast_drop_reason(t, in_port, out));
+        return false;
+    }
+    if let Some(st) = stages.get_mut(out.index()) {
+        st.ready = seq;
+    }
+    stage(stages, pending, out, m);
+    true
+}
+
+/// Sends a copy to every other up port of the bridge; the last one gets the
+/// original buffer, so a two-port bridge floods without copying.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn flood(
+    stages: &mut [Stage],
+    pending: &mut Pending,
+    t: &SwitchTables,
+    bridge: &Bridge,
+    in_port: PortId,
+    m: Mbuf,
+    in_stats: &QueueStats,
+) {
+    let mut targets = bridge
+        .ports
+        .iter()
+        .copied()
+        .filter(|&p| p != in_port && t.port(p).is_some_and(|e| e.is_up()));
+    let Some(mut prev) = targets.next() else {
+        return; // nobody to flood to: not a drop, the frame simply has no receiver
+    };
+    for p in targets {
+        match m.try_clone() {
+            Some(c) => stage(stages, pending, prev, c),
+            None => in_stats.drop_one(DropReason::NoBuffers),
+        }
+        prev = p;
+    }
+    stage(stages, pending, prev, m);
+}
+
 /// Per-worker forwarding state: output stages per egress port.
 pub struct Forwarder {
-    stages: Vec<Burst>,
-    pending: ArrayVec<PortId, { MAX_BURST * 4 }>,
-    pending_overflow: Vec<PortId>,
+    stages: Vec<Stage>,
+    /// Counts `process` calls; see [`Stage::ready`].
+    burst_seq: u64,
+    /// Frames of the current `process` call flooded and dropped. Fields, not
+    /// locals: only the uncommon paths count, and in memory the counts do not
+    /// take registers from the common path.
+    flooded: u32,
+    dropped: u32,
+    pending: Pending,
+}
+
+/// The egress ports with staged frames, in the order they were first staged.
+struct Pending {
+    list: ArrayVec<PortId, { MAX_BURST * 4 }>,
+    overflow: Vec<PortId>,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -313,8 +404,13 @@ impl Forwarder {
     pub fn new() -> Forwarder {
         Forwarder {
             stages: Vec::new(),
-            pending: ArrayVec::new(),
-            pending_overflow: Vec::with_capacity(MAX_PORTS),
+            burst_seq: 0,
+            flooded: 0,
+            dropped: 0,
+            pending: Pending {
+                list: ArrayVec::new(),
+                overflow: Vec::with_capacity(MAX_PORTS),
+            },
         }
     }
 
@@ -322,22 +418,11 @@ impl Forwarder {
     /// generation is seen (allocation happens here, not per packet).
     pub fn prepare(&mut self, t: &SwitchTables) {
         if self.stages.len() < t.ports.len() {
-            self.stages.resize_with(t.ports.len(), Burst::new);
+            self.stages.resize_with(t.ports.len(), || Stage {
+                frames: Burst::new(),
+                ready: 0,
+            });
         }
-    }
-
-    /// Queues `m` for `out`. Inlined into the per-packet loop: a call here
-    /// costs as much as the staging itself.
-    #[inline(always)]
-    fn stage(&mut self, out: PortId, m: Mbuf) {
-        let Some(st) = self.stages.get_mut(out.index()) else {
-            return; // table and stages out of step: prepare() not called; frame freed
-        };
-        if st.is_empty() && self.pending.try_push(out).is_err() {
-            self.pending_overflow.push(out);
-        }
-        // At most one input burst per port between flushes, so this always fits.
-        let _ = st.try_push(m);
     }
 
     /// Switches one received burst from `in_port`. Frames end up staged per egress
@@ -369,82 +454,70 @@ impl Forwarder {
             };
         };
         let fdb = bridge.fdb.view();
-        // Every frame ends up unicast, flooded or dropped, so only the first
-        // two are counted in the loop.
+        self.burst_seq += 1;
+        let seq = self.burst_seq;
+        let stages = &mut self.stages[..];
+        let pending = &mut self.pending;
+        // Every frame ends up unicast, flooded or dropped; the first is the
+        // common case, so only the other two are counted, off its path.
         let total = burst.len() as u32;
-        let (mut unicast, mut flooded) = (0u32, 0u32);
+        self.flooded = 0;
+        self.dropped = 0;
         for m in burst.drain(..) {
-            let Some(l2) = parse_l2(m.data()) else {
+            let Some(l2) = parse_l2_addrs(m.data()) else {
                 discard(m, in_stats, DropReason::Malformed);
+                self.dropped += 1;
                 continue;
             };
-            let (src_word, dst_word) = (mac_word(l2.src), mac_word(l2.dst));
-            if src_word & GROUP_BIT != 0 {
+            if l2.src & GROUP_BIT != 0 {
                 discard(m, in_stats, DropReason::Malformed);
+                self.dropped += 1;
                 continue;
             }
-            match fdb.learn(l2.vlan, l2.src, in_port, now) {
+            let (src_key, dst_key) = FdbKey::pair(l2.vlan, l2.src, l2.dst);
+            match fdb.learn_key(src_key, in_port, now) {
                 Learn::TableFull => {
                     discard(m, in_stats, DropReason::FdbFull);
+                    self.dropped += 1;
                     continue;
                 }
                 Learn::PortLimit => {
                     discard(m, in_stats, DropReason::PortMacLimit);
+                    self.dropped += 1;
                     continue;
                 }
                 _ => {}
             }
-            if dst_word & GROUP_BIT == 0 {
-                if let Some(out) = fdb.lookup(l2.vlan, l2.dst) {
-                    if out != in_port && t.port(out).is_some_and(|p| p.is_up()) {
-                        self.stage(out, m);
-                        unicast += 1;
-                    } else {
-                        discard(m, in_stats, unicast_drop_reason(t, in_port, out));
+            if l2.dst & GROUP_BIT == 0 {
+                if let Some(out) = fdb.lookup_key(dst_key) {
+                    match stages.get_mut(out.index()) {
+                        // Already checked and staged to in this burst. At most
+                        // one input burst per port between flushes, so the
+                        // push always fits.
+                        Some(st) if st.ready == seq => {
+                            let _ = st.frames.try_push(m);
+                        }
+                        _ => {
+                            if !stage_first(stages, pending, t, in_port, out, seq, m, in_stats) {
+                                self.dropped += 1;
+                            }
+                        }
                     }
                     continue;
                 }
-            } else if dst_word & LINK_LOCAL_MASK == LINK_LOCAL {
+            } else if l2.dst & LINK_LOCAL_MASK == LINK_LOCAL {
                 discard(m, in_stats, DropReason::LinkLocal);
+                self.dropped += 1;
                 continue;
             }
-            flooded += 1;
-            self.flood(t, bridge, in_port, m, in_stats);
+            self.flooded += 1;
+            flood(stages, pending, t, bridge, in_port, m, in_stats);
         }
         ProcessSummary {
-            unicast,
-            flooded,
-            dropped: total - unicast - flooded,
+            unicast: total - self.flooded - self.dropped,
+            flooded: self.flooded,
+            dropped: self.dropped,
         }
-    }
-
-    /// Sends a copy to every other up port of the bridge; the last one gets the
-    /// original buffer, so a two-port bridge floods without copying.
-    #[inline(never)]
-    fn flood(
-        &mut self,
-        t: &SwitchTables,
-        bridge: &Bridge,
-        in_port: PortId,
-        m: Mbuf,
-        in_stats: &QueueStats,
-    ) {
-        let mut targets = bridge
-            .ports
-            .iter()
-            .copied()
-            .filter(|&p| p != in_port && t.port(p).is_some_and(|e| e.is_up()));
-        let Some(mut prev) = targets.next() else {
-            return; // nobody to flood to: not a drop, the frame simply has no receiver
-        };
-        for p in targets {
-            match m.try_clone() {
-                Some(c) => self.stage(prev, c),
-                None => in_stats.drop_one(DropReason::NoBuffers),
-            }
-            prev = p;
-        }
-        self.stage(prev, m);
     }
 
     /// Hands every non-empty stage to `f` (egress port, frames), in the order the
@@ -452,15 +525,15 @@ impl Forwarder {
     /// dropped and counted); anything left is freed.
     #[inline]
     pub fn drain(&mut self, mut f: impl FnMut(PortId, &mut Burst)) {
-        for i in 0..self.pending.len() {
-            let p = self.pending[i];
-            let st = &mut self.stages[p.index()];
+        for i in 0..self.pending.list.len() {
+            let p = self.pending.list[i];
+            let st = &mut self.stages[p.index()].frames;
             f(p, st);
             st.clear();
         }
-        self.pending.clear();
-        while let Some(p) = self.pending_overflow.pop() {
-            let st = &mut self.stages[p.index()];
+        self.pending.list.clear();
+        while let Some(p) = self.pending.overflow.pop() {
+            let st = &mut self.stages[p.index()].frames;
             f(p, st);
             st.clear();
         }
@@ -470,7 +543,7 @@ impl Forwarder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::VlanId;
+    use crate::ids::{MacAddr, VlanId};
     use crate::mempool::Mempool;
 
     fn mac(n: u8) -> MacAddr {

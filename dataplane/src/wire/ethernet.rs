@@ -244,6 +244,51 @@ pub fn parse_l2(buf: &[u8]) -> Option<L2Info> {
     }
 }
 
+/// The addresses and outer VLAN of a frame as plain numbers: what the switch
+/// keys its forwarding table on. See [`parse_l2_addrs`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct L2Addrs {
+    /// Destination address as a big-endian 48-bit number
+    /// ([`MacAddr::to_u64`]).
+    pub dst: u64,
+    /// Source address, in the same form.
+    pub src: u64,
+    /// Outer VLAN id, as in [`L2Info::vlan`].
+    pub vlan: VlanId,
+}
+
+/// The switch's cut of [`parse_l2`]: the same frames are accepted and the
+/// same addresses and VLAN reported, but as numbers, and without the
+/// EtherType and L3 offset the switch does not use.
+///
+/// Both addresses come from two overlapping 8-byte big-endian loads (bytes
+/// 0..8 and 4..12), so a caller that hashes or masks them never packs bytes
+/// back into a word.
+#[inline]
+pub fn parse_l2_addrs(buf: &[u8]) -> Option<L2Addrs> {
+    let (hdr, rest) = buf.split_first_chunk::<HEADER_LEN>()?;
+    // Whole-array copies out of fixed positions of a fixed-size array: each
+    // compiles to one load, where building the arrays byte by byte (as
+    // `parse_l2` does) leaves the compiler assembling them from narrower
+    // loads.
+    let (mut head, mut mid, mut outer) = ([0u8; 8], [0u8; 8], [0u8; 2]);
+    head.copy_from_slice(&hdr[0..8]);
+    mid.copy_from_slice(&hdr[4..12]);
+    outer.copy_from_slice(&hdr[12..14]);
+    let vlan = if outer == ethertype::VLAN.to_be_bytes() || outer == ethertype::QINQ.to_be_bytes() {
+        // A tag needs its inner EtherType too, as in `parse_l2`.
+        let tag = rest.first_chunk::<{ vlan::HEADER_LEN }>()?;
+        VlanId((u32::from_be_bytes(*tag) >> 16) as u16 & VID_MASK)
+    } else {
+        VlanId::NONE
+    };
+    Some(L2Addrs {
+        dst: u64::from_be_bytes(head) >> 16,
+        src: u64::from_be_bytes(mid) & 0xffff_ffff_ffff,
+        vlan,
+    })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -413,6 +458,20 @@ pub(crate) mod tests {
         let f = EthFrame::new_checked(&TAGGED_FRAME[..TAGGED_HEADER_LEN]).unwrap();
         assert_eq!(f.vlan(), Some(VlanId(100)));
         assert_eq!(f.l2_info().unwrap().l3_offset, TAGGED_HEADER_LEN);
+    }
+
+    #[test]
+    fn parse_l2_addrs_agrees_with_parse_l2_on_every_prefix() {
+        for frame in [&ARP_REQUEST_FRAME[..], &TAGGED_FRAME, &QINQ_FRAME] {
+            for len in 0..=frame.len() {
+                let full = parse_l2(&frame[..len]).map(|i| L2Addrs {
+                    dst: i.dst.to_u64(),
+                    src: i.src.to_u64(),
+                    vlan: i.vlan,
+                });
+                assert_eq!(parse_l2_addrs(&frame[..len]), full, "len {len}");
+            }
+        }
     }
 
     #[test]

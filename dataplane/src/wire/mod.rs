@@ -23,7 +23,7 @@ pub mod ipv6;
 pub mod vlan;
 
 pub use arp::ArpPacket;
-pub use ethernet::{ethertype, parse_l2, EthFrame, L2Info};
+pub use ethernet::{ethertype, parse_l2, parse_l2_addrs, EthFrame, L2Addrs, L2Info};
 pub use ipv4::{checksum, combine, fold, ones_complement_sum, Ipv4Packet};
 pub use ipv6::Ipv6Packet;
 pub use vlan::VlanTag;
