@@ -69,6 +69,8 @@ pub fn run() -> anyhow::Result<()> {
     cfg.ports.push(port("host-b", PortType::Afxdp, &b.host_if));
     cfg.ports.push(port("host-c", PortType::Tap, &tap_if));
     let dp = Arc::new(Dataplane::start(&cfg, Host::system()).context("starting the dataplane")?);
+    let ticker_stop = Arc::new(AtomicBool::new(false));
+    let ticker = spawn_ticker(Arc::downgrade(&dp), ticker_stop.clone());
     let result = (|| -> anyhow::Result<()> {
         adopt_into(&c_ns, &tap_if, "198.18.10.3")?;
         let hosts = [
@@ -89,7 +91,6 @@ pub fn run() -> anyhow::Result<()> {
             },
         ];
         wait_links_up(&dp, Duration::from_secs(10))?;
-        let ticker = spawn_ticker(dp.clone(), stop.clone());
 
         println!("ping, every pair both ways:");
         for x in &hosts {
@@ -121,18 +122,30 @@ pub fn run() -> anyhow::Result<()> {
             took.as_secs_f64(),
             TRANSFER_BYTES as f64 * 8.0 / took.as_secs_f64() / 1e6
         );
-        stop.store(true, Ordering::Relaxed);
-        let _ = ticker.join();
-        stop.store(false, Ordering::Relaxed);
 
         println!("\nweir fdb show:");
         let fdb = serde_json::to_value(dp.fdb_show(None)?)?;
         println!("{}", render(Output::Fdb, Some(fdb))?);
         println!("weir port list:");
-        let ports = serde_json::to_value(dp.port_list())?;
+        let list = dp.port_list();
+        let ports = serde_json::to_value(&list)?;
         println!("{}", render(Output::Ports, Some(ports))?);
+        for p in &list {
+            if !p.stats.drops.is_empty() {
+                let reasons: Vec<String> = p
+                    .stats
+                    .drops
+                    .iter()
+                    .map(|(r, n)| format!("{r} {n}"))
+                    .collect();
+                println!("drops on {}: {}", p.name, reasons.join(", "));
+            }
+        }
         Ok(())
     })();
+    // Relaxed: a plain flag; join() synchronises.
+    ticker_stop.store(true, Ordering::Relaxed);
+    let _ = ticker.join();
     match Arc::try_unwrap(dp) {
         Ok(dp) => dp.shutdown(),
         Err(_) => tracing::warn!("dataplane still referenced at shutdown"),
@@ -165,11 +178,16 @@ fn wait_links_up(dp: &Dataplane, timeout: Duration) -> anyhow::Result<()> {
 }
 
 /// Keeps the FDB clock running (ages shown by `fdb show`) while the demo runs.
-fn spawn_ticker(dp: Arc<Dataplane>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+fn spawn_ticker(
+    dp: std::sync::Weak<Dataplane>,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         // Relaxed: a plain flag.
         while !stop.load(Ordering::Relaxed) {
+            let Some(dp) = dp.upgrade() else { return };
             dp.switch().age_fdbs();
+            drop(dp);
             std::thread::sleep(Duration::from_millis(200));
         }
     })
