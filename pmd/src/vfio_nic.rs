@@ -1,0 +1,72 @@
+//! Opening a VFIO NIC as weir ports: picks the driver by PCI vendor:device id.
+//!
+//! Layer: ports. Not on the packet path.
+
+use std::sync::Arc;
+
+use dataplane::{Mempool, Port};
+
+use crate::e1000e::{self, E1000ePort};
+use crate::pci::Bar;
+use crate::vfio::{VfioDevice, VfioError};
+use crate::virtio_net::{self, Layout, VirtioNetPort};
+
+/// The devices [`open_vfio`] has drivers for.
+pub const SUPPORTED: &str =
+    "8086:10d3 (Intel 82574L, e1000e), 1af4:1041 (virtio-net, modern PCI, virtio 1.x)";
+
+/// Opens the NIC at PCI address `pci` (e.g. `0000:00:01.0`, bound to vfio-pci)
+/// with `queues` queue pairs, its receive rings filled from `pool`. The pool's
+/// region is DMA-mapped at [`crate::vfio::POOL_IOVA`] in the device's IOMMU
+/// container.
+///
+/// Both drivers support one queue pair for now.
+///
+/// # Errors
+/// [`VfioError::Unsupported`] (listing the supported ids) for other devices,
+/// [`VfioError::TooManyQueues`], and everything [`VfioDevice::open`] and the
+/// drivers report.
+pub fn open_vfio(
+    pci: &str,
+    pool: &'static Mempool,
+    queues: u16,
+) -> Result<Vec<Box<dyn Port>>, VfioError> {
+    let (vendor, device) = crate::vfio::read_pci_id(pci)?;
+    let driver = match (vendor, device) {
+        (e1000e::regs::VENDOR_ID, e1000e::regs::DEVICE_ID_82574L) => "e1000e",
+        (virtio_net::defs::VENDOR_ID, virtio_net::defs::DEVICE_ID_NET_MODERN) => "virtio-net",
+        _ => {
+            return Err(VfioError::Unsupported {
+                pci: pci.into(),
+                vendor,
+                device,
+                supported: SUPPORTED,
+            })
+        }
+    };
+    if queues != 1 {
+        return Err(VfioError::TooManyQueues {
+            driver,
+            max: 1,
+            wanted: queues,
+        });
+    }
+    let dev = Arc::new(VfioDevice::open(pci)?);
+    dev.enable_bus_master()?;
+    let pool_iova = dev.container().map_pool(pool)?;
+    let port: Box<dyn Port> = if driver == "e1000e" {
+        let bar = Bar::map(&dev, 0)?;
+        let ring = dev.container().alloc_dma(e1000e::RING_BYTES)?;
+        let p = E1000ePort::new(bar, ring, pool, pool_iova, pci)?;
+        tracing::info!(%pci, mac = %p.mac(), "e1000e port up");
+        Box::new(p)
+    } else {
+        let layout = Layout::from_config(&*dev, pci)?;
+        let bar = Bar::map(&dev, layout.bar.into())?;
+        let ring = dev.container().alloc_dma(virtio_net::RING_BYTES)?;
+        let p = VirtioNetPort::new(bar, layout, ring, pool, pool_iova, true, pci)?;
+        tracing::info!(%pci, mac = %p.mac(), features = format_args!("{:#x}", p.features()), "virtio-net port up");
+        Box::new(p)
+    };
+    Ok(vec![port])
+}
