@@ -30,7 +30,8 @@ fn frame(pool: &'static Mempool, tag: &str, seq: u32) -> Result<dataplane::Mbuf>
     Ok(m)
 }
 
-/// Sends `n` frames from `a`, and counts the tagged ones `b` receives.
+/// Sends `n` frames from `a` (bursts of up to 32, interleaved with receiving so
+/// that neither ring overflows), and counts the tagged ones `b` receives.
 fn one_way(
     pool: &'static Mempool,
     a: &mut dyn Port,
@@ -38,21 +39,17 @@ fn one_way(
     tag: &str,
     n: u32,
 ) -> Result<u32> {
-    let mut tx = Burst::new();
-    for seq in 0..n {
-        tx.push(frame(pool, tag, seq)?);
-    }
-    let mut sent = 0;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !tx.is_empty() && Instant::now() < deadline {
-        sent += a.tx_burst(&mut tx);
-        a.housekeeping();
-    }
     let want = format!("weir-vfio {tag} seq=");
-    let mut got = 0;
-    let mut rx = Burst::new();
+    let (mut next, mut sent, mut got) = (0u32, 0usize, 0u32);
+    let (mut tx, mut rx) = (Burst::new(), Burst::new());
+    let deadline = Instant::now() + Duration::from_secs(20);
     while got < n && Instant::now() < deadline {
-        b.rx_burst(&mut rx);
+        while next < n && !tx.is_full() {
+            tx.push(frame(pool, tag, next)?);
+            next += 1;
+        }
+        sent += a.tx_burst(&mut tx);
+        let k = b.rx_burst(&mut rx);
         for m in rx.drain(..) {
             let d = m.data();
             if d.len() >= 14
@@ -64,7 +61,9 @@ fn one_way(
         }
         a.housekeeping();
         b.housekeeping();
-        std::thread::sleep(Duration::from_micros(200));
+        if k == 0 {
+            std::thread::sleep(Duration::from_micros(100));
+        }
     }
     println!("VFIO-FWD: {tag}: sent {sent}/{n}, received {got}/{n}");
     Ok(got)
