@@ -5,7 +5,11 @@
 # runs pmd's `vfio_fwd` example, built on the host and shared over 9p, which
 # sends tagged frames from each NIC to the other through weir's drivers.
 #
-#   scripts/vfio-guest-test.sh [--no-build] [--keep] [--timeout SEC] [--frames N]
+#   scripts/vfio-guest-test.sh [--no-build | --bin PATH] [--guest-dir DIR] [--keep]
+#                              [--timeout SEC] [--frames N]
+#
+# --bin uses an already built vfio_fwd (the pmd integration test passes the one
+# cargo built); --no-build takes it from the target dir.
 #
 # PASS needs all of:
 #   * vfio_fwd reports every frame received in both directions (guest side);
@@ -14,30 +18,31 @@
 #     it received from the virtio NIC ("weir-vfio virtio->e1000e").
 # Needs root (9p share, QEMU), qemu-system-x86, and what scripts/vfio-guest/build.sh
 # needs. Runs under TCG (no KVM needed); about a minute on a loaded 2-core host.
-# The guest is cached in $CARGO_TARGET_DIR/vfio-guest (default target/).
+# The guest is cached in $CARGO_TARGET_DIR/vfio-guest (default target/) unless
+# --guest-dir says otherwise; only its initramfs is rebuilt (a few seconds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-build=1 keep=0 timeout=240 frames=600
+build=1 keep=0 timeout=240 frames=600 bin='' guest=''
 while [ $# -gt 0 ]; do
   case $1 in
     --no-build) build=0 ;;
     --keep) keep=1 ;;
     --timeout) timeout=$2; shift ;;
     --frames) frames=$2; shift ;;
-    *) echo "usage: $0 [--no-build] [--keep] [--timeout SEC] [--frames N]" >&2; exit 2 ;;
+    --bin) bin=$2; build=0; shift ;;
+    --guest-dir) guest=$2; shift ;;
+    *) echo "usage: $0 [--no-build | --bin PATH] [--guest-dir DIR] [--keep] [--timeout SEC] [--frames N]" >&2; exit 2 ;;
   esac
   shift
 done
 say() { echo "vfio-guest-test: $*"; }
 
 target=${CARGO_TARGET_DIR:-$PWD/target}
-guest=$target/vfio-guest
-if [ $build = 1 ]; then
-  cargo build --release -p pmd --example vfio_fwd
-  bash scripts/vfio-guest/build.sh "$guest"
-fi
-bin=$target/release/examples/vfio_fwd
+guest=${guest:-$target/vfio-guest}
+[ $build = 1 ] && cargo build --release -p pmd --example vfio_fwd
+bin=${bin:-$target/release/examples/vfio_fwd}
+bash scripts/vfio-guest/build.sh "$guest" >/dev/null
 [ -x "$bin" ] || { say "missing $bin (run without --no-build)"; exit 1; }
 kernel=$guest/vmlinux
 [ -s "$kernel" ] || kernel=$guest/bzImage
