@@ -70,3 +70,37 @@ pub fn open_vfio(
     };
     Ok(vec![port])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unsupported_ids_are_refused_with_the_supported_list() {
+        let pool = Mempool::for_tests(64);
+        for entry in std::fs::read_dir("/sys/bus/pci/devices")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let bdf = entry.file_name().to_string_lossy().into_owned();
+            let Ok(id) = crate::vfio::read_pci_id(&bdf) else {
+                continue;
+            };
+            if matches!(id, (0x8086, 0x10d3) | (0x1af4, 0x1041)) {
+                continue;
+            }
+            let msg = open_vfio(&bdf, pool, 1).err().unwrap().to_string();
+            assert!(msg.contains(&format!("{:04x}:{:04x}", id.0, id.1)), "{msg}");
+            assert!(msg.contains(SUPPORTED), "{msg}");
+            return;
+        }
+    }
+
+    #[test]
+    fn missing_device_is_reported_before_anything_is_opened() {
+        let pool = Mempool::for_tests(64);
+        let e = open_vfio("0000:ff:1f.7", pool, 1).err().unwrap();
+        assert!(matches!(e, VfioError::NoDevice { .. }), "{e}");
+    }
+}

@@ -734,3 +734,62 @@ impl Drop for MmioRegion {
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_device_is_named_with_the_address_format() {
+        let e = VfioDevice::open("0000:ff:1f.7").unwrap_err();
+        assert!(matches!(e, VfioError::NoDevice { .. }), "{e}");
+        assert!(e.to_string().contains("0000:00:01.0"));
+    }
+
+    #[test]
+    fn devices_not_bound_to_vfio_pci_are_refused_with_what_to_do() {
+        // Whatever this host has: each device is either outside any IOMMU group
+        // or bound elsewhere, and the error says how to fix it.
+        for entry in std::fs::read_dir("/sys/bus/pci/devices")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let bdf = entry.file_name().to_string_lossy().into_owned();
+            if link_name(&entry.path().join("driver")).as_deref() == Some("vfio-pci") {
+                continue;
+            }
+            let msg = VfioDevice::open(&bdf).unwrap_err().to_string();
+            assert!(
+                msg.contains("intel_iommu=on") || msg.contains("weir devbind"),
+                "{bdf}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn operator_errors_say_what_to_run() {
+        let e = VfioError::GroupNotViable {
+            group: 7,
+            pci: "0000:00:01.0".into(),
+            others: "0000:00:01.1=snd_hda_intel".into(),
+        };
+        assert!(e.to_string().contains("0000:00:01.1=snd_hda_intel"));
+        let e = VfioError::MemlockLimit {
+            iova: POOL_IOVA,
+            len_bytes: 1 << 20,
+            limit_bytes: 65536,
+        };
+        assert!(e.to_string().contains("ulimit -l"), "{e}");
+        assert!(e.to_string().contains("0x100000000"), "{e}");
+    }
+
+    #[test]
+    fn ioctl_numbers_match_linux_vfio_h() {
+        // _IO(';', 100 + n): values as in <linux/vfio.h>.
+        assert_eq!(VFIO_GET_API_VERSION, 0x3b64);
+        assert_eq!(VFIO_GROUP_GET_DEVICE_FD, 0x3b6a);
+        assert_eq!(VFIO_IOMMU_MAP_DMA, 0x3b71);
+        assert_eq!(VFIO_IOMMU_UNMAP_DMA, 0x3b72);
+    }
+}
