@@ -17,8 +17,8 @@ pub const SUPPORTED: &str =
 
 /// Opens the NIC at PCI address `pci` (e.g. `0000:00:01.0`, bound to vfio-pci)
 /// with `queues` queue pairs, its receive rings filled from `pool`. The pool's
-/// region is DMA-mapped at [`crate::vfio::POOL_IOVA`] in the device's IOMMU
-/// container.
+/// region is DMA-mapped in the process's VFIO container the first time any
+/// device uses it (at [`crate::vfio::POOL_IOVA`] for the first pool).
 ///
 /// Both drivers support one queue pair for now.
 ///

@@ -21,10 +21,13 @@
 //!
 //! # IOVA layout
 //!
-//! One type1v2 container per device. The mbuf pool region is mapped at
-//! [`POOL_IOVA`], so a buffer's bus address is `POOL_IOVA +
-//! Mbuf::data_region_offset()`; descriptor rings live in small anonymous regions
-//! mapped from [`RING_IOVA`] upwards.
+//! One type1v2 container per process, shared by every device opened (as DPDK
+//! does): all devices see the same IOVA space, so a mempool is mapped once
+//! however many NICs use it, and two functions of one NIC that share an IOMMU
+//! group share the group fd. The first mempool region is mapped at
+//! [`POOL_IOVA`] (later ones above it), so a buffer's bus address is the pool's
+//! IOVA plus `Mbuf::data_region_offset()`; descriptor rings live in small
+//! anonymous regions mapped from [`RING_IOVA`] upwards.
 #![allow(unsafe_code)]
 
 pub mod dma;
@@ -36,7 +39,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use dataplane::mempool::{HugepageError, Region};
 use dataplane::Mempool;
@@ -284,12 +287,37 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// A VFIO container with the type1v2 IOMMU backend set; owns the IOMMU mappings.
+/// The process's VFIO container (type1v2 IOMMU backend); owns the IOMMU
+/// mappings, which the kernel removes when the last reference closes it.
 #[derive(Debug)]
 pub struct Container {
     fd: OwnedFd,
-    pci: String,
     next_ring_iova: AtomicU64,
+    /// Set once the first group is attached (the backend needs a group first).
+    iommu_set: Mutex<bool>,
+    /// Mempool regions mapped so far: (start address, IOVA), and the next IOVA.
+    pools: Mutex<(Vec<(usize, Iova)>, Iova)>,
+}
+
+/// The shared container, while any device holds it.
+static CONTAINER: Mutex<Weak<Container>> = Mutex::new(Weak::new());
+
+/// Open groups by number, while any device holds them.
+static GROUPS: Mutex<Vec<(u32, Weak<Group>)>> = Mutex::new(Vec::new());
+
+/// An IOMMU group attached to the shared container.
+#[derive(Debug)]
+struct Group {
+    // Field order: the group fd closes (detaching it) before the container ref
+    // is released.
+    _fd: File,
+    container: Arc<Container>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks leaves consistent data (every
+    // update is a single push or assignment), so poisoning is ignored.
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Container {
@@ -356,22 +384,79 @@ impl Container {
         // back `size`); removing a mapping cannot affect this process's memory.
         let ret = unsafe { libc::ioctl(self.fd.as_raw_fd(), VFIO_IOMMU_UNMAP_DMA, &mut unmap) };
         if let Err(e) = check(ret) {
-            tracing::warn!(pci = %self.pci, %iova, "VFIO_IOMMU_UNMAP_DMA failed: {e}");
+            tracing::warn!(%iova, "VFIO_IOMMU_UNMAP_DMA failed: {e}");
         }
     }
 
-    /// Maps the whole region of `pool` at [`POOL_IOVA`]. Pools live for the rest
-    /// of the process, so the mapping is never removed before the container is
-    /// closed.
+    /// Maps the whole region of `pool` for DMA, once per container, and returns
+    /// its IOVA ([`POOL_IOVA`] for the first pool; later pools follow at 1 GiB
+    /// boundaries). Pools live for the rest of the process, so the mapping is
+    /// never removed before the container is closed.
     ///
     /// # Errors
     /// [`VfioError::MemlockLimit`] or [`VfioError::MapDma`].
     pub fn map_pool(&self, pool: &'static Mempool) -> Result<Iova, VfioError> {
         let region: &'static Region = pool.region();
+        let start = region.as_ptr().as_ptr() as usize;
+        let mut pools = lock(&self.pools);
+        if let Some(&(_, iova)) = pools.0.iter().find(|p| p.0 == start) {
+            return Ok(iova);
+        }
+        let iova = pools.1;
         // SAFETY: the region belongs to a `'static` pool, so it is never unmapped
         // while this process runs.
-        unsafe { self.map_dma(region.as_ptr(), region.len(), POOL_IOVA)? };
-        Ok(POOL_IOVA)
+        unsafe { self.map_dma(region.as_ptr(), region.len(), iova)? };
+        pools.0.push((start, iova));
+        pools.1 = iova.offset((region.len() as u64).div_ceil(1 << 30) << 30);
+        Ok(iova)
+    }
+
+    /// The process's container, opened (and checked for type1v2 support) on
+    /// first use.
+    fn shared() -> Result<Arc<Container>, VfioError> {
+        let mut slot = lock(&CONTAINER);
+        if let Some(c) = slot.upgrade() {
+            return Ok(c);
+        }
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .open("/dev/vfio/vfio")
+            .map_err(|source| VfioError::NoVfio { source })?;
+        let cfd = file.as_raw_fd();
+        let err = |op| {
+            move |source| VfioError::Ioctl {
+                op,
+                pci: "/dev/vfio/vfio".into(),
+                source,
+            }
+        };
+        // SAFETY: VFIO_GET_API_VERSION takes no argument and only returns a value.
+        let api = check(unsafe { libc::ioctl(cfd, VFIO_GET_API_VERSION) })
+            .map_err(err("VFIO_GET_API_VERSION"))?;
+        if api != sys::VFIO_API_VERSION as i32 {
+            return Err(VfioError::ApiVersion(api));
+        }
+        // SAFETY: VFIO_CHECK_EXTENSION takes an integer by value and returns one.
+        let has_type1v2 = check(unsafe {
+            libc::ioctl(
+                cfd,
+                VFIO_CHECK_EXTENSION,
+                sys::VFIO_TYPE1v2_IOMMU as libc::c_ulong,
+            )
+        })
+        .map_err(err("VFIO_CHECK_EXTENSION"))?;
+        if has_type1v2 == 0 {
+            return Err(VfioError::NoType1);
+        }
+        let c = Arc::new(Container {
+            fd: file.into(),
+            next_ring_iova: AtomicU64::new(RING_IOVA.0),
+            iommu_set: Mutex::new(false),
+            pools: Mutex::new((Vec::new(), POOL_IOVA)),
+        });
+        *slot = Arc::downgrade(&c);
+        Ok(c)
     }
 
     /// Allocates `len_bytes` of zeroed anonymous memory for descriptor rings and
@@ -397,12 +482,10 @@ impl Container {
 #[derive(Debug)]
 pub struct VfioDevice {
     pci: String,
+    // Field order: the device fd closes before the group is released.
     device: File,
     config_offset: u64,
-    container: Arc<Container>,
-    // Kept open for the device's lifetime: closing the group detaches it from
-    // the container.
-    _group: OwnedFd,
+    group: Arc<Group>,
 }
 
 fn sysfs_dev(pci: &str) -> PathBuf {
@@ -435,69 +518,35 @@ pub fn read_pci_id(pci: &str) -> Result<(u16, u16), VfioError> {
     Ok((read("vendor")?, read("device")?))
 }
 
-impl VfioDevice {
-    /// Opens `pci` (e.g. `0000:00:01.0`), which must be bound to `vfio-pci`, in a
-    /// new type1v2 container.
-    ///
-    /// # Errors
-    /// See [`VfioError`]: each precondition (IOMMU group, binding, viability,
-    /// VFIO modules) has its own variant telling what to do.
-    pub fn open(pci: &str) -> Result<VfioDevice, VfioError> {
-        let dev = sysfs_dev(pci);
-        if !dev.exists() {
-            return Err(VfioError::NoDevice { pci: pci.into() });
+impl Group {
+    /// The open group `id`, or opens it, checks it is viable and attaches it to
+    /// the shared container (setting the IOMMU backend on the first group).
+    fn get(id: u32, pci: &str) -> Result<Arc<Group>, VfioError> {
+        let mut groups = lock(&GROUPS);
+        groups.retain(|g| g.1.strong_count() > 0);
+        if let Some(g) = groups
+            .iter()
+            .find(|g| g.0 == id)
+            .and_then(|g| g.1.upgrade())
+        {
+            return Ok(g);
         }
-        let group: u32 = link_name(&dev.join("iommu_group"))
-            .and_then(|g| g.parse().ok())
-            .ok_or_else(|| VfioError::NoIommuGroup { pci: pci.into() })?;
-        let driver = link_name(&dev.join("driver"));
-        if driver.as_deref() != Some("vfio-pci") {
-            return Err(VfioError::NotBound {
-                pci: pci.into(),
-                driver: driver.unwrap_or_else(|| "no driver".into()),
-            });
-        }
-
-        let container = File::options()
-            .read(true)
-            .write(true)
-            .open("/dev/vfio/vfio")
-            .map_err(|source| VfioError::NoVfio { source })?;
-        let cfd = container.as_raw_fd();
+        let container = Container::shared()?;
         let ioctl_err = |op| {
             let pci = pci.to_string();
             move |source| VfioError::Ioctl { op, pci, source }
         };
-        // SAFETY: VFIO_GET_API_VERSION takes no argument and only returns a value.
-        let api = check(unsafe { libc::ioctl(cfd, VFIO_GET_API_VERSION) })
-            .map_err(ioctl_err("VFIO_GET_API_VERSION"))?;
-        if api != sys::VFIO_API_VERSION as i32 {
-            return Err(VfioError::ApiVersion(api));
-        }
-        // SAFETY: VFIO_CHECK_EXTENSION takes an integer by value and returns one.
-        let has_type1v2 = check(unsafe {
-            libc::ioctl(
-                cfd,
-                VFIO_CHECK_EXTENSION,
-                sys::VFIO_TYPE1v2_IOMMU as libc::c_ulong,
-            )
-        })
-        .map_err(ioctl_err("VFIO_CHECK_EXTENSION"))?;
-        if has_type1v2 == 0 {
-            return Err(VfioError::NoType1);
-        }
-
-        let gpath = PathBuf::from(format!("/dev/vfio/{group}"));
-        let gfile = File::options()
+        let path = PathBuf::from(format!("/dev/vfio/{id}"));
+        let file = File::options()
             .read(true)
             .write(true)
-            .open(&gpath)
+            .open(&path)
             .map_err(|source| VfioError::OpenGroup {
-                path: gpath.clone(),
+                path: path.clone(),
                 pci: pci.into(),
                 source,
             })?;
-        let gfd = gfile.as_raw_fd();
+        let gfd = file.as_raw_fd();
         let mut status = sys::vfio_group_status {
             argsz: std::mem::size_of::<sys::vfio_group_status>() as u32,
             flags: 0,
@@ -507,56 +556,98 @@ impl VfioDevice {
             .map_err(ioctl_err("VFIO_GROUP_GET_STATUS"))?;
         if status.flags & sys::VFIO_GROUP_FLAGS_VIABLE == 0 {
             return Err(VfioError::GroupNotViable {
-                group,
+                group: id,
                 pci: pci.into(),
-                others: group_members_elsewhere(group),
+                others: group_members_elsewhere(id),
             });
         }
+        let cfd = container.fd.as_raw_fd();
         // SAFETY: VFIO_GROUP_SET_CONTAINER reads an int (the container fd) through
         // the pointer, which is valid for the call.
         check(unsafe { libc::ioctl(gfd, VFIO_GROUP_SET_CONTAINER, &cfd) })
             .map_err(ioctl_err("VFIO_GROUP_SET_CONTAINER"))?;
-        // SAFETY: VFIO_SET_IOMMU takes the backend type by value.
-        check(unsafe {
-            libc::ioctl(
-                cfd,
-                VFIO_SET_IOMMU,
-                sys::VFIO_TYPE1v2_IOMMU as libc::c_ulong,
-            )
-        })
-        .map_err(ioctl_err("VFIO_SET_IOMMU"))?;
+        let mut iommu_set = lock(&container.iommu_set);
+        if !*iommu_set {
+            // SAFETY: VFIO_SET_IOMMU takes the backend type by value.
+            check(unsafe {
+                libc::ioctl(
+                    cfd,
+                    VFIO_SET_IOMMU,
+                    sys::VFIO_TYPE1v2_IOMMU as libc::c_ulong,
+                )
+            })
+            .map_err(ioctl_err("VFIO_SET_IOMMU"))?;
+            *iommu_set = true;
+        }
+        drop(iommu_set);
+        let g = Arc::new(Group {
+            _fd: file,
+            container,
+        });
+        groups.push((id, Arc::downgrade(&g)));
+        Ok(g)
+    }
+}
+
+impl VfioDevice {
+    /// Opens `pci` (e.g. `0000:00:01.0`), which must be bound to `vfio-pci`,
+    /// attaching its IOMMU group to the process's type1v2 container.
+    ///
+    /// # Errors
+    /// See [`VfioError`]: each precondition (IOMMU group, binding, viability,
+    /// VFIO modules) has its own variant telling what to do.
+    pub fn open(pci: &str) -> Result<VfioDevice, VfioError> {
+        let dev = sysfs_dev(pci);
+        if !dev.exists() {
+            return Err(VfioError::NoDevice { pci: pci.into() });
+        }
+        let group_id: u32 = link_name(&dev.join("iommu_group"))
+            .and_then(|g| g.parse().ok())
+            .ok_or_else(|| VfioError::NoIommuGroup { pci: pci.into() })?;
+        let driver = link_name(&dev.join("driver"));
+        if driver.as_deref() != Some("vfio-pci") {
+            return Err(VfioError::NotBound {
+                pci: pci.into(),
+                driver: driver.unwrap_or_else(|| "no driver".into()),
+            });
+        }
+        let group = Group::get(group_id, pci)?;
         let name =
             std::ffi::CString::new(pci).map_err(|_| VfioError::NoDevice { pci: pci.into() })?;
         // SAFETY: VFIO_GROUP_GET_DEVICE_FD reads a NUL-terminated string that lives
         // for the call, and returns a new fd.
-        let dfd = check(unsafe { libc::ioctl(gfd, VFIO_GROUP_GET_DEVICE_FD, name.as_ptr()) })
-            .map_err(ioctl_err("VFIO_GROUP_GET_DEVICE_FD"))?;
+        let dfd = check(unsafe {
+            libc::ioctl(
+                group._fd.as_raw_fd(),
+                VFIO_GROUP_GET_DEVICE_FD,
+                name.as_ptr(),
+            )
+        })
+        .map_err(|source| VfioError::Ioctl {
+            op: "VFIO_GROUP_GET_DEVICE_FD",
+            pci: pci.into(),
+            source,
+        })?;
         // SAFETY: `dfd` is a fresh fd returned by the kernel that nothing else owns.
         let device = unsafe { File::from_raw_fd(dfd) };
-
         let mut dev = VfioDevice {
             pci: pci.into(),
             device,
             config_offset: 0,
-            container: Arc::new(Container {
-                fd: container.into(),
-                pci: pci.into(),
-                next_ring_iova: AtomicU64::new(RING_IOVA.0),
-            }),
-            _group: gfile.into(),
+            group,
         };
         dev.config_offset = dev.region_info(sys::VFIO_PCI_CONFIG_REGION_INDEX)?.offset;
         Ok(dev)
     }
 
+    /// The container (IOMMU mappings) of this device: the process's one.
+    pub fn container(&self) -> &Arc<Container> {
+        &self.group.container
+    }
+
     /// PCI address.
     pub fn pci(&self) -> &str {
         &self.pci
-    }
-
-    /// The container (IOMMU mappings) of this device.
-    pub fn container(&self) -> &Arc<Container> {
-        &self.container
     }
 
     fn region_info(&self, index: u32) -> Result<sys::vfio_region_info, VfioError> {
