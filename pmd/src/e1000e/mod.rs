@@ -122,24 +122,35 @@ impl<R: RegisterFile> E1000ePort<R> {
         }
         assert!(ring.len() >= RING_BYTES, "ring memory too small");
 
-        // Reset (datasheet 4.6, software initialisation): mask interrupts, set
-        // CTRL.RST, wait 1 ms, then poll until the bit self-clears.
+        // Reset (datasheet "Software Initialization Sequence"): mask interrupts,
+        // stop bus mastering so no DMA is in flight, set CTRL.RST, wait 1 ms,
+        // then poll until the bit self-clears and the NVM auto-read is done.
         regs.write32(regs::IMC, u32::MAX);
+        regs.write32(
+            regs::CTRL,
+            regs.read32(regs::CTRL) | regs::CTRL_GIO_MASTER_DISABLE,
+        );
+        // Best effort: a device with a wedged master still gets reset below.
+        let _ = wait_for(&regs, regs::STATUS, regs::STATUS_GIO_MASTER_ENABLE, 0, 10);
         regs.write32(regs::CTRL, regs.read32(regs::CTRL) | regs::CTRL_RST);
         std::thread::sleep(Duration::from_millis(1));
-        let deadline = Instant::now() + Duration::from_millis(100);
-        while regs.read32(regs::CTRL) & regs::CTRL_RST != 0 {
-            if Instant::now() > deadline {
-                return Err(dev_err(
-                    "e1000e reset (CTRL.RST) did not complete in 100 ms",
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(1));
+        if !wait_for(&regs, regs::CTRL, regs::CTRL_RST, 0, 100) {
+            return Err(dev_err(
+                "e1000e reset (CTRL.RST) did not complete in 100 ms",
+            ));
         }
+        // Not fatal: RAH0.AV below tells whether the address was loaded.
+        let _ = wait_for(
+            &regs,
+            regs::EECD,
+            regs::EECD_AUTO_RD,
+            regs::EECD_AUTO_RD,
+            10,
+        );
         // Reset re-enables interrupt causes on some parts; mask again, clear ICR.
         regs.write32(regs::IMC, u32::MAX);
         let _ = regs.read32(regs::ICR);
-        let ctrl = regs.read32(regs::CTRL) & !regs::CTRL_PHY_RST;
+        let ctrl = regs.read32(regs::CTRL) & !(regs::CTRL_PHY_RST | regs::CTRL_GIO_MASTER_DISABLE);
         regs.write32(regs::CTRL, ctrl | regs::CTRL_SLU | regs::CTRL_ASDE);
 
         let (ral, rah) = (regs.read32(regs::RAL0), regs.read32(regs::RAH0));
@@ -239,6 +250,20 @@ impl<R: RegisterFile> E1000ePort<R> {
             self.tx_clean = (self.tx_clean + 1) % TX_DESCS;
             self.tx_used -= 1;
         }
+    }
+}
+
+/// Polls `reg` until `reg & mask == want`, for up to `timeout_ms`.
+fn wait_for<R: RegisterFile>(regs: &R, reg: usize, mask: u32, want: u32, timeout_ms: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+    loop {
+        if regs.read32(reg) & mask == want {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
@@ -407,6 +432,7 @@ mod tests {
                 Box::new(|r, v| r.set32(regs::CTRL, v & !regs::CTRL_RST)),
             );
             bar.set32(regs::STATUS, regs::STATUS_LU);
+            bar.set32(regs::EECD, regs::EECD_AUTO_RD);
             bar.set32(
                 regs::RAL0,
                 u32::from_le_bytes([MAC[0], MAC[1], MAC[2], MAC[3]]),

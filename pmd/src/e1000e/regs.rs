@@ -14,6 +14,8 @@ pub const DEVICE_ID_82574L: u16 = 0x10d3;
 
 /// Device Control (ch. 10, CTRL).
 pub const CTRL: usize = 0x0000;
+/// CTRL: GIO Master Disable: stop issuing DMA before a reset.
+pub const CTRL_GIO_MASTER_DISABLE: u32 = 1 << 2;
 /// CTRL: Set Link Up. Forces the MAC's link indication up (copper, with ASDE).
 pub const CTRL_SLU: u32 = 1 << 6;
 /// CTRL: Auto-Speed Detection Enable.
@@ -28,6 +30,15 @@ pub const CTRL_PHY_RST: u32 = 1 << 31;
 pub const STATUS: usize = 0x0008;
 /// STATUS: Link Up.
 pub const STATUS_LU: u32 = 1 << 1;
+/// STATUS: GIO Master Enable status; clears once outstanding DMA has drained
+/// after CTRL.GIO_MASTER_DISABLE.
+pub const STATUS_GIO_MASTER_ENABLE: u32 = 1 << 19;
+
+/// EEPROM/Flash Control (ch. 10, EECD).
+pub const EECD: usize = 0x0010;
+/// EECD: the NVM auto-read after reset is done (MAC address and defaults are
+/// loaded).
+pub const EECD_AUTO_RD: u32 = 1 << 9;
 
 /// Interrupt Cause Read; reading clears it.
 pub const ICR: usize = 0x00c0;
