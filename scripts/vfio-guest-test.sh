@@ -15,7 +15,9 @@
 #   * vfio_fwd reports every frame received in both directions (guest side);
 #   * QEMU's filter-dump of the e1000e's netdev (a pcap on the host) holds the
 #     frames weir's e1000e driver sent ("weir-vfio e1000e->virtio") and the ones
-#     it received from the virtio NIC ("weir-vfio virtio->e1000e").
+#     it received from the virtio NIC ("weir-vfio virtio->e1000e");
+#   * the virtio driver negotiated MQ (the NIC has mq=on) and so configured its
+#     queue pairs through the control queue.
 # Needs root (9p share, QEMU), qemu-system-x86, and what scripts/vfio-guest/build.sh
 # needs. Runs under TCG (no KVM needed); about a minute on a loaded 2-core host.
 # The guest is cached in $CARGO_TARGET_DIR/vfio-guest (default target/) unless
@@ -89,7 +91,7 @@ qemu-system-x86_64 -machine q35,kernel-irqchip=split -accel tcg -cpu max -smp 1 
   -virtfs "local,path=$work/share,mount_tag=weir,security_model=none,readonly=on" \
   -netdev hubport,id=p0,hubid=0 -netdev hubport,id=p1,hubid=0 \
   -device e1000e,netdev=p0,mac=52:54:00:00:0e:01,romfile= \
-  -device virtio-net-pci,netdev=p1,mac=52:54:00:00:0e:02,disable-legacy=on,iommu_platform=on,romfile= \
+  -device virtio-net-pci,netdev=p1,mac=52:54:00:00:0e:02,disable-legacy=on,iommu_platform=on,mq=on,romfile= \
   -object "filter-dump,id=dump0,netdev=p0,file=$work/e1000e.pcap" \
   > "$work/qemu.log" 2>&1 < /dev/null &
 qemu=$!
@@ -103,9 +105,17 @@ fi
 wait $qemu 2>/dev/null || true
 trap - EXIT
 
-tr -d '\r' < "$work/console.log" | grep -aE 'WEIR-GUEST|VFIO-FWD|Error|panicked' | sed 's/^/  guest: /' || true
+tr -d '\r' < "$work/console.log" | grep -aE 'WEIR-GUEST|VFIO-FWD|port up|Error|panicked' | sed 's/^/  guest: /' || true
 ok=1
 tr -d '\r' < "$work/console.log" | grep -aq 'WEIR-GUEST: rc=0' || { say "guest test failed"; ok=0; }
+# mq=on makes QEMU offer MQ + CTRL_VQ (with one pair behind a hub port): the
+# driver must have negotiated them and had VQ_PAIRS_SET acked on the control queue.
+feat=$(tr -d '\r' < "$work/console.log" | grep -ao 'virtio-net port up.*features=0x[0-9a-f]*' | grep -o '0x[0-9a-f]*$' || true)
+if [ -n "$feat" ] && [ $(( (feat >> 22) & 1 )) = 1 ]; then
+  say "virtio features $feat: MQ negotiated, control queue used"
+else
+  say "virtio features '${feat}': MQ not negotiated"; ok=0
+fi
 for dir in 'e1000e->virtio' 'virtio->e1000e'; do
   n=$(grep -ao "weir-vfio $dir seq=[0-9]*" "$work/e1000e.pcap" 2>/dev/null | sort -u | wc -l)
   say "host pcap: $n distinct frame(s) 'weir-vfio $dir'"

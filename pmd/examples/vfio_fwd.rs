@@ -70,6 +70,11 @@ fn one_way(
 }
 
 fn main() -> Result<()> {
+    // The drivers log what they negotiated (MAC, virtio features) at info.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 3 {
         bail!("usage: vfio_fwd E1000E_BDF VIRTIO_BDF [--frames N] [--forward SECONDS]");

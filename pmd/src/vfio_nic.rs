@@ -20,7 +20,8 @@ pub const SUPPORTED: &str =
 /// region is DMA-mapped in the process's VFIO container the first time any
 /// device uses it (at [`crate::vfio::POOL_IOVA`] for the first pool).
 ///
-/// Both drivers support one queue pair for now.
+/// e1000e supports one queue pair; virtio-net as many as the device offers
+/// (`MQ`), each returned port being one pair.
 ///
 /// # Errors
 /// [`VfioError::Unsupported`] (listing the supported ids) for other devices,
@@ -44,7 +45,7 @@ pub fn open_vfio(
             })
         }
     };
-    if queues != 1 {
+    if queues == 0 || (driver == "e1000e" && queues > 1) {
         return Err(VfioError::TooManyQueues {
             driver,
             max: 1,
@@ -54,21 +55,30 @@ pub fn open_vfio(
     let dev = Arc::new(VfioDevice::open(pci)?);
     dev.enable_bus_master()?;
     let pool_iova = dev.container().map_pool(pool)?;
-    let port: Box<dyn Port> = if driver == "e1000e" {
+    let ports: Vec<Box<dyn Port>> = if driver == "e1000e" {
         let bar = Bar::map(&dev, 0)?;
         let ring = dev.container().alloc_dma(e1000e::RING_BYTES)?;
         let p = E1000ePort::new(bar, ring, pool, pool_iova, pci)?;
         tracing::info!(%pci, mac = %p.mac(), "e1000e port up");
-        Box::new(p)
+        vec![Box::new(p)]
     } else {
         let layout = Layout::from_config(&*dev, pci)?;
-        let bar = Bar::map(&dev, layout.bar.into())?;
-        let ring = dev.container().alloc_dma(virtio_net::RING_BYTES)?;
-        let p = VirtioNetPort::new(bar, layout, ring, pool, pool_iova, true, pci)?;
-        tracing::info!(%pci, mac = %p.mac(), features = format_args!("{:#x}", p.features()), "virtio-net port up");
-        Box::new(p)
+        let bar = Arc::new(Bar::map(&dev, layout.bar.into())?);
+        let ring = dev.container().alloc_dma(virtio_net::ring_bytes(queues))?;
+        let ports = VirtioNetPort::open(bar, layout, ring, pool, pool_iova, queues, true, pci)?;
+        tracing::info!(
+            %pci,
+            mac = %ports[0].mac(),
+            features = format_args!("{:#x}", ports[0].features()),
+            queues,
+            "virtio-net port up"
+        );
+        ports
+            .into_iter()
+            .map(|p| Box::new(p) as Box<dyn Port>)
+            .collect()
     };
-    Ok(vec![port])
+    Ok(ports)
 }
 
 #[cfg(test)]

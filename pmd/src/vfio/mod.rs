@@ -310,7 +310,7 @@ static GROUPS: Mutex<Vec<(u32, Weak<Group>)>> = Mutex::new(Vec::new());
 struct Group {
     // Field order: the group fd closes (detaching it) before the container ref
     // is released.
-    _fd: File,
+    fd: File,
     container: Arc<Container>,
 }
 
@@ -581,7 +581,7 @@ impl Group {
         }
         drop(iommu_set);
         let g = Arc::new(Group {
-            _fd: file,
+            fd: file,
             container,
         });
         groups.push((id, Arc::downgrade(&g)));
@@ -618,7 +618,7 @@ impl VfioDevice {
         // for the call, and returns a new fd.
         let dfd = check(unsafe {
             libc::ioctl(
-                group._fd.as_raw_fd(),
+                group.fd.as_raw_fd(),
                 VFIO_GROUP_GET_DEVICE_FD,
                 name.as_ptr(),
             )

@@ -93,6 +93,10 @@ pub mod feature {
     pub const NET_MAC: u64 = 1 << 5;
     /// Device cfg `status` field (link state) is valid (§5.1.3).
     pub const NET_STATUS: u64 = 1 << 16;
+    /// Control virtqueue available (§5.1.3).
+    pub const NET_CTRL_VQ: u64 = 1 << 17;
+    /// Multiple queue pairs, switched on with a control command (§5.1.3).
+    pub const NET_MQ: u64 = 1 << 22;
     /// Device follows virtio 1.x (§6).
     pub const VERSION_1: u64 = 1 << 32;
     /// Device DMA goes through the platform IOMMU (§6): required when the
@@ -108,16 +112,23 @@ pub mod netcfg {
     pub const STATUS: usize = 6;
     /// `STATUS` bit: link is up.
     pub const STATUS_LINK_UP: u16 = 1;
+    /// le16: most queue pairs (valid with `NET_MQ`).
+    pub const MAX_VIRTQUEUE_PAIRS: usize = 8;
+}
+
+/// Control-queue commands (§5.1.6.5).
+pub mod ctrl_cmd {
+    /// `VIRTIO_NET_CTRL_MQ` class.
+    pub const CLASS_MQ: u8 = 4;
+    /// `VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET`: le16 number of pairs to use.
+    pub const MQ_VQ_PAIRS_SET: u8 = 0;
+    /// Ack value for success (`VIRTIO_NET_OK`).
+    pub const OK: u8 = 0;
 }
 
 /// Bytes of `struct virtio_net_hdr` when `VERSION_1` is negotiated: flags,
 /// gso_type, hdr_len, gso_size, csum_start, csum_offset, num_buffers (§5.1.6).
 pub const NET_HDR_BYTES: usize = 12;
-
-/// Receive queue of pair `n` is `2n`, transmit queue `2n + 1` (§5.1.2).
-pub const RXQ0: u16 = 0;
-/// Transmit queue of the first pair.
-pub const TXQ0: u16 = 1;
 
 /// Split virtqueue layout (§2.6).
 pub mod vring {
@@ -127,6 +138,8 @@ pub mod vring {
     pub const DESC_LEN: usize = 8;
     /// Offset of `flags` in a descriptor.
     pub const DESC_FLAGS: usize = 12;
+    /// Offset of `next` in a descriptor.
+    pub const DESC_NEXT: usize = 14;
     /// Descriptor flag: buffer continues in `next`.
     pub const DESC_F_NEXT: u16 = 1;
     /// Descriptor flag: device writes (receive) rather than reads the buffer.

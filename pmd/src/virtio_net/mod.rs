@@ -20,12 +20,17 @@
 //! driven through VFIO, because without it the device DMAs to guest-physical
 //! addresses and bypasses the IOMMU mapping that gives our IOVAs meaning (QEMU:
 //! `iommu_platform=on`, which in turn needs `disable-legacy=on`). `MAC` and
-//! `STATUS` are taken when offered. No offloads, no mergeable buffers: every
+//! `STATUS` are taken when offered, `MQ` with `CTRL_VQ` when both are. No offloads, no mergeable buffers: every
 //! frame is one 12-byte header plus the Ethernet frame in one buffer.
 //!
 //! # Queues
 //!
-//! One queue pair (receiveq1 = 0, transmitq1 = 1). Receive: every descriptor
+//! Up to `max_virtqueue_pairs` queue pairs (1 without `MQ`), one [`Port`] each:
+//! pair `n` is receiveq `2n` and transmitq `2n + 1`. With `MQ`, the control
+//! queue (index `2 * max_virtqueue_pairs`) carries one command at open,
+//! `VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET`; the device is reset when the last pair is
+//! dropped. Each pair's queues are its own, so pairs run on different workers
+//! without sharing state beyond the BAR (doorbells are per queue). Receive: every descriptor
 //! holds one mbuf (device-writable, the mbuf's whole capacity); the header is
 //! stripped with `Mbuf::adj`. Transmit: the header is prepended into the mbuf's
 //! headroom, so each frame is one device-readable descriptor. Both queues publish
@@ -51,10 +56,7 @@ use dataplane::{Burst, DropReason, LinkState, Mbuf, Mempool, Port, QueueStats};
 use crate::pci::config::CAP_ID_VENDOR;
 use crate::pci::{capabilities, ConfigSpace, RegisterFile};
 use crate::vfio::{DmaMem, Iova, VfioError};
-use defs::{cap, common, feature, netcfg, status, vring, NET_HDR_BYTES};
-
-/// Bytes of ring memory one queue pair needs.
-pub const RING_BYTES: usize = 2 * vring::QUEUE_BYTES;
+use defs::{cap, common, ctrl_cmd, feature, netcfg, status, vring, NET_HDR_BYTES};
 
 /// Where the modern transport's register blocks are, from the PCI capabilities.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,6 +200,19 @@ impl VirtQueue {
     }
 }
 
+/// Resets the device when the last queue pair of it is dropped, which stops
+/// all its DMA before rings and buffers are freed (§2.1.2).
+struct ResetOnDrop<R: RegisterFile> {
+    regs: R,
+    common: usize,
+}
+
+impl<R: RegisterFile> Drop for ResetOnDrop<R> {
+    fn drop(&mut self) {
+        self.regs.write8(self.common + common::DEVICE_STATUS, 0);
+    }
+}
+
 /// One virtio-net queue pair as a [`Port`].
 pub struct VirtioNetPort<R: RegisterFile> {
     regs: R,
@@ -214,33 +229,46 @@ pub struct VirtioNetPort<R: RegisterFile> {
     mac: MacAddr,
     link: LinkState,
     stats: Arc<QueueStats>,
+    _reset: Arc<ResetOnDrop<R>>,
 }
 
 fn pool_addr(pool_iova: Iova, m: &Mbuf) -> u64 {
     pool_iova.offset(m.data_region_offset() as u64).0
 }
 
-impl<R: RegisterFile> VirtioNetPort<R> {
-    /// Resets the device, negotiates features, sets up receiveq1/transmitq1 in
-    /// `ring` (at least [`RING_BYTES`], visible to the device at its IOVA), fills
-    /// the receive queue from `pool` (mapped at `pool_iova`) and sets DRIVER_OK.
+/// Bytes of ring memory [`VirtioNetPort::open`] needs for `queues` pairs: two
+/// queues per pair, then the control queue and a page for its command buffer.
+pub fn ring_bytes(queues: u16) -> usize {
+    (2 * queues as usize + 1) * vring::QUEUE_BYTES + 4096
+}
+
+impl<R: RegisterFile + Clone> VirtioNetPort<R> {
+    /// Resets the device, negotiates features, sets up `queues` receive/transmit
+    /// queue pairs (and, with `MQ`, the control queue, which it uses to enable
+    /// them) in `ring` (at least [`ring_bytes`], visible to the device at its
+    /// IOVA), fills the receive queues from `pool` (mapped at `pool_iova`) and
+    /// sets DRIVER_OK. Returns one port per pair; the device is reset when the
+    /// last of them is dropped.
     ///
     /// `require_access_platform` must be true when the device reaches memory
     /// through an IOMMU mapping (always, under VFIO).
     ///
     /// # Errors
     /// [`VfioError::Device`] when the device does not reset, lacks `VERSION_1` or
-    /// (if required) `ACCESS_PLATFORM`, refuses the features, or offers no
-    /// queues; [`VfioError::PoolTooSmall`], [`VfioError::PoolEmpty`].
-    pub fn new(
+    /// (if required) `ACCESS_PLATFORM`, refuses the features or the queue-pair
+    /// command; [`VfioError::TooManyQueues`] beyond the device's pairs (1 without
+    /// `MQ`); [`VfioError::PoolTooSmall`], [`VfioError::PoolEmpty`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn open(
         regs: R,
         layout: Layout,
         ring: DmaMem,
         pool: &'static Mempool,
         pool_iova: Iova,
+        queues: u16,
         require_access_platform: bool,
         name: &str,
-    ) -> Result<Self, VfioError> {
+    ) -> Result<Vec<Self>, VfioError> {
         let fail = |regs: &R, what| {
             // Tell the device we gave up (§3.1.1 step 8 on failure).
             let st = regs.read8(layout.common + common::DEVICE_STATUS);
@@ -259,7 +287,8 @@ impl<R: RegisterFile> VirtioNetPort<R> {
                 need,
             });
         }
-        assert!(ring.len() >= RING_BYTES, "ring memory too small");
+        assert!(queues >= 1, "at least one queue pair");
+        assert!(ring.len() >= ring_bytes(queues), "ring memory too small");
         let c = layout.common;
 
         // §3.1.1: reset, then ACKNOWLEDGE, DRIVER.
@@ -295,9 +324,29 @@ impl<R: RegisterFile> VirtioNetPort<R> {
                  (QEMU: virtio-net-pci,disable-legacy=on,iommu_platform=on)",
             ));
         }
-        let wanted =
+        let mut wanted =
             feature::VERSION_1 | feature::ACCESS_PLATFORM | feature::NET_MAC | feature::NET_STATUS;
+        // MQ needs the control queue to switch pairs on (§5.1.5.1).
+        let mq = feature::NET_MQ | feature::NET_CTRL_VQ;
+        if offered & mq == mq {
+            wanted |= mq;
+        }
         let features = offered & wanted;
+        let max_pairs = if features & feature::NET_MQ != 0 {
+            regs.read16(layout.device + netcfg::MAX_VIRTQUEUE_PAIRS)
+                .max(1)
+        } else {
+            1
+        };
+        if queues > max_pairs {
+            let st = regs.read8(c + common::DEVICE_STATUS);
+            regs.write8(c + common::DEVICE_STATUS, st | status::FAILED);
+            return Err(VfioError::TooManyQueues {
+                driver: "virtio-net",
+                max: max_pairs,
+                wanted: queues,
+            });
+        }
         for half in 0..2u32 {
             regs.write32(c + common::DRIVER_FEATURE_SELECT, half);
             regs.write32(c + common::DRIVER_FEATURE, (features >> (32 * half)) as u32);
@@ -307,12 +356,22 @@ impl<R: RegisterFile> VirtioNetPort<R> {
         if regs.read8(c + common::DEVICE_STATUS) & status::FEATURES_OK == 0 {
             return Err(fail(&regs, "virtio device refused the negotiated features"));
         }
-        if regs.read16(c + common::NUM_QUEUES) < 2 {
-            return Err(fail(&regs, "virtio-net device has fewer than two queues"));
-        }
 
-        let mut queues = Vec::with_capacity(2);
-        for (k, index) in [defs::RXQ0, defs::TXQ0].into_iter().enumerate() {
+        // Queues: receiveqN = 2(N-1), transmitqN = 2(N-1)+1, controlq = 2 *
+        // max_virtqueue_pairs (§5.1.2); ring memory in that order, control last.
+        let ctrl_index = features & feature::NET_CTRL_VQ != 0;
+        let mut indices: Vec<u16> = (0..2 * queues).collect();
+        if ctrl_index {
+            indices.push(2 * max_pairs);
+        }
+        if regs.read16(c + common::NUM_QUEUES) <= *indices.iter().max().expect("queues") {
+            return Err(fail(
+                &regs,
+                "virtio-net device has fewer queues than it advertises",
+            ));
+        }
+        let mut vqs = Vec::with_capacity(indices.len());
+        for (k, &index) in indices.iter().enumerate() {
             regs.write16(c + common::QUEUE_SELECT, index);
             let max = regs.read16(c + common::QUEUE_SIZE);
             let size = max.min(vring::MAX_QUEUE_SIZE);
@@ -331,7 +390,7 @@ impl<R: RegisterFile> VirtioNetPort<R> {
             regs.write64_split(c + common::QUEUE_DEVICE, at(vring::USED_OFF));
             let notify_off = regs.read16(c + common::QUEUE_NOTIFY_OFF) as usize;
             regs.write16(c + common::QUEUE_ENABLE, 1);
-            queues.push(VirtQueue {
+            vqs.push(VirtQueue {
                 mem: ring.clone(),
                 base,
                 size,
@@ -341,8 +400,7 @@ impl<R: RegisterFile> VirtioNetPort<R> {
                 index,
             });
         }
-        let tx = queues.pop().expect("two queues");
-        let mut rx = queues.pop().expect("two queues");
+        let ctrl = if ctrl_index { vqs.pop() } else { None };
 
         let mac = if features & feature::NET_MAC != 0 {
             let mut b = [0u8; 6];
@@ -355,46 +413,99 @@ impl<R: RegisterFile> VirtioNetPort<R> {
             MacAddr([0x02, 0, 0, 0, 0, 0x01])
         };
 
-        let mut rx_bufs = Vec::with_capacity(rx.size as usize);
-        for id in 0..rx.size {
-            let m = pool.alloc().ok_or_else(|| VfioError::PoolEmpty {
-                pool: pool.name().into(),
-                need: rx.size as usize,
-            })?;
-            rx.set_desc(
-                id,
-                pool_addr(pool_iova, &m),
-                m.capacity() as u32,
-                vring::DESC_F_WRITE,
-            );
-            rx.push_avail(id);
-            rx_bufs.push(Some(m));
+        let reset = Arc::new(ResetOnDrop {
+            regs: regs.clone(),
+            common: c,
+        });
+        let mut ports = Vec::with_capacity(queues as usize);
+        let mut vqs = vqs.into_iter();
+        while let (Some(mut rx), Some(tx)) = (vqs.next(), vqs.next()) {
+            let mut rx_bufs = Vec::with_capacity(rx.size as usize);
+            for id in 0..rx.size {
+                let m = pool.alloc().ok_or_else(|| VfioError::PoolEmpty {
+                    pool: pool.name().into(),
+                    need: rx.size as usize * queues as usize,
+                })?;
+                rx.set_desc(
+                    id,
+                    pool_addr(pool_iova, &m),
+                    m.capacity() as u32,
+                    vring::DESC_F_WRITE,
+                );
+                rx.push_avail(id);
+                rx_bufs.push(Some(m));
+            }
+            rx.publish();
+            let tx_size = tx.size;
+            ports.push(VirtioNetPort {
+                regs: regs.clone(),
+                layout,
+                rx,
+                tx,
+                rx_bufs,
+                tx_bufs: (0..tx_size).map(|_| None).collect(),
+                tx_free: (0..tx_size).rev().collect(),
+                pool,
+                pool_iova,
+                features,
+                mac,
+                link: LinkState::Up,
+                stats: Arc::new(QueueStats::default()),
+                _reset: Arc::clone(&reset),
+            });
         }
-        rx.publish();
         regs.write8(c + common::DEVICE_STATUS, st | status::DRIVER_OK);
-        // The device may not have looked at the ring before DRIVER_OK.
-        regs.write16(rx.notify_at, rx.index);
-
-        let tx_size = tx.size;
-        let mut port = VirtioNetPort {
-            regs,
-            layout,
-            rx,
-            tx,
-            rx_bufs,
-            tx_bufs: (0..tx_size).map(|_| None).collect(),
-            tx_free: (0..tx_size).rev().collect(),
-            pool,
-            pool_iova,
-            features,
-            mac,
-            link: LinkState::Up,
-            stats: Arc::new(QueueStats::default()),
-        };
-        port.refresh_link();
-        Ok(port)
+        if let Some(mut ctrl) = ctrl {
+            let cmd_off = indices.len() * vring::QUEUE_BYTES;
+            if !set_queue_pairs(&regs, &mut ctrl, &ring, cmd_off, queues) {
+                return Err(fail(
+                    &regs,
+                    "virtio-net refused VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET",
+                ));
+            }
+        }
+        for p in &mut ports {
+            // The device may not have looked at the ring before DRIVER_OK.
+            regs.write16(p.rx.notify_at, p.rx.index);
+            p.refresh_link();
+        }
+        Ok(ports)
     }
+}
 
+/// Sends VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET(`pairs`) on the control queue and waits
+/// up to a second for the device's ack (§5.1.6.5.5). The command (class, cmd,
+/// le16 pairs) is one device-readable descriptor, the ack byte a writable one.
+fn set_queue_pairs<R: RegisterFile>(
+    regs: &R,
+    ctrl: &mut VirtQueue,
+    mem: &DmaMem,
+    cmd_off: usize,
+    pairs: u16,
+) -> bool {
+    let ack_off = cmd_off + 16;
+    mem.write_u8(cmd_off, ctrl_cmd::CLASS_MQ);
+    mem.write_u8(cmd_off + 1, ctrl_cmd::MQ_VQ_PAIRS_SET);
+    mem.write_u16(cmd_off + 2, pairs);
+    mem.write_u8(ack_off, 0xff);
+    let iova = |off: usize| mem.iova().offset(off as u64).0;
+    ctrl.set_desc(0, iova(cmd_off), 4, vring::DESC_F_NEXT);
+    mem.write_u16(ctrl.desc_off(0) + vring::DESC_NEXT, 1);
+    ctrl.set_desc(1, iova(ack_off), 1, vring::DESC_F_WRITE);
+    ctrl.push_avail(0);
+    ctrl.publish();
+    regs.write16(ctrl.notify_at, ctrl.index);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        if ctrl.pop_used().is_some() {
+            return mem.read_u8(ack_off) == ctrl_cmd::OK;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    false
+}
+
+impl<R: RegisterFile> VirtioNetPort<R> {
     /// The device's MAC address (from its config space, when it offers one).
     pub fn mac(&self) -> MacAddr {
         self.mac
@@ -539,14 +650,6 @@ impl<R: RegisterFile> Port for VirtioNetPort<R> {
     }
 }
 
-impl<R: RegisterFile> Drop for VirtioNetPort<R> {
-    fn drop(&mut self) {
-        // Reset stops all DMA before rings and buffers are freed (§2.1.2).
-        self.regs
-            .write8(self.layout.common + common::DEVICE_STATUS, 0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicBool;
@@ -588,9 +691,10 @@ mod tests {
         bar: Arc<FakeBar>,
         ring: DmaMem,
         win: Arc<PoolWindow>,
-        queues: Arc<Mutex<[DevQueue; 2]>>,
+        queues: Arc<Mutex<Vec<DevQueue>>>,
         sent: Arc<Mutex<Vec<Vec<u8>>>>,
         stall_tx: Arc<AtomicBool>,
+        cmds: Arc<Mutex<Vec<Vec<u8>>>>,
     }
 
     fn off(ring: &DmaMem, iova: u64) -> usize {
@@ -621,11 +725,13 @@ mod tests {
     impl Fake {
         fn new(pool: &'static Mempool, offered: u64) -> Fake {
             let bar = Arc::new(FakeBar::new(0x4000));
-            let ring = DmaMem::for_tests(RING_BYTES, RING_IOVA);
+            let ring = DmaMem::for_tests(ring_bytes(8), RING_IOVA);
             let win = Arc::new(PoolWindow::new(pool, POOL_IOVA));
-            let queues: Arc<Mutex<[DevQueue; 2]>> = Arc::default();
+            let queues: Arc<Mutex<Vec<DevQueue>>> =
+                Arc::new(Mutex::new((0..16).map(|_| DevQueue::default()).collect()));
             let sent = Arc::new(Mutex::new(Vec::new()));
-            bar.set16(common::NUM_QUEUES, 3);
+            bar.set16(common::NUM_QUEUES, 9);
+            bar.set16(LAYOUT.device + netcfg::MAX_VIRTQUEUE_PAIRS, 4);
             for (i, b) in MAC.iter().enumerate() {
                 bar.set8(LAYOUT.device + netcfg::MAC + i, *b);
             }
@@ -677,6 +783,27 @@ mod tests {
                     }
                 }),
             );
+            // Control queue (index 8 with 4 pairs): ack every command, record it.
+            let (qs, rg) = (queues.clone(), ring.clone());
+            let cmds = Arc::new(Mutex::new(Vec::new()));
+            let cm = cmds.clone();
+            bar.on_write(
+                LAYOUT.notify + 32,
+                Box::new(move |_, _| {
+                    let q = &mut qs.lock().unwrap()[8];
+                    while let Some((id, addr, len)) = pop_avail(&rg, q) {
+                        let d = off(&rg, q.desc) + id as usize * vring::DESC_BYTES;
+                        let next = rg.read_u16(d + vring::DESC_NEXT);
+                        let ack = off(&rg, q.desc) + next as usize * vring::DESC_BYTES;
+                        let a = off(&rg, addr);
+                        cm.lock()
+                            .unwrap()
+                            .push((0..len as usize).map(|i| rg.read_u8(a + i)).collect());
+                        rg.write_u8(off(&rg, rg.read_u64(ack)), ctrl_cmd::OK);
+                        push_used(&rg, q, id, 1);
+                    }
+                }),
+            );
             Fake {
                 bar,
                 ring,
@@ -684,19 +811,29 @@ mod tests {
                 queues,
                 sent,
                 stall_tx,
+                cmds,
             }
         }
 
-        fn port(&self, pool: &'static Mempool) -> Result<VirtioNetPort<Arc<FakeBar>>, VfioError> {
-            VirtioNetPort::new(
+        fn ports(
+            &self,
+            pool: &'static Mempool,
+            queues: u16,
+        ) -> Result<Vec<VirtioNetPort<Arc<FakeBar>>>, VfioError> {
+            VirtioNetPort::open(
                 self.bar.clone(),
                 LAYOUT,
                 self.ring.clone(),
                 pool,
                 POOL_IOVA,
+                queues,
                 true,
                 "fake",
             )
+        }
+
+        fn port(&self, pool: &'static Mempool) -> Result<VirtioNetPort<Arc<FakeBar>>, VfioError> {
+            self.ports(pool, 1).map(|mut v| v.pop().unwrap())
         }
 
         /// A frame arrives from the wire: header + frame into the next buffer.
@@ -913,5 +1050,78 @@ mod tests {
         let mut b = Burst::new();
         assert_eq!(port.rx_burst(&mut b), 0);
         assert_eq!(port.stats().drops(DropReason::PortError), 1);
+    }
+
+    const MQ: u64 = feature::NET_MQ | feature::NET_CTRL_VQ;
+
+    #[test]
+    fn mq_opens_each_pair_and_enables_them_with_a_control_command() {
+        let pool = Mempool::for_tests(1024);
+        let fake = Fake::new(pool, ALL | MQ);
+        let mut ports = fake.ports(pool, 2).unwrap();
+        assert_eq!(ports.len(), 2);
+        assert_eq!(ports[0].features() & MQ, MQ);
+        // VIRTIO_NET_CTRL_MQ, VQ_PAIRS_SET, le16 2.
+        assert_eq!(*fake.cmds.lock().unwrap(), vec![vec![4u8, 0, 2, 0]]);
+        {
+            let qs = fake.queues.lock().unwrap();
+            // receiveq2 (index 2) is set up and filled; controlq is 2 * max pairs.
+            assert_eq!(qs[2].size, 256);
+            let avail = off(&fake.ring, qs[2].avail);
+            assert_eq!(fake.ring.read_u16(avail + vring::AVAIL_IDX), 256);
+            assert_eq!(qs[8].size, 256);
+            assert_eq!(qs[4].size, 0, "pairs beyond the requested ones stay off");
+        }
+        // The second pair transmits on transmitq2 (index 3).
+        fake.bar.clear_writes();
+        let mut b = Burst::new();
+        let mut m = pool.alloc().unwrap();
+        m.extend_from_slice(&frame(1)).unwrap();
+        b.push(m);
+        assert_eq!(ports[1].tx_burst(&mut b), 1);
+        assert_eq!(fake.bar.writes_to(LAYOUT.notify + 12), vec![3]);
+    }
+
+    #[test]
+    fn more_pairs_than_the_device_offers_are_refused() {
+        let pool = Mempool::for_tests(1024);
+        let fake = Fake::new(pool, ALL | MQ);
+        let e = fake.ports(pool, 5).err().unwrap();
+        assert!(
+            matches!(
+                e,
+                VfioError::TooManyQueues {
+                    max: 4,
+                    wanted: 5,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let fake = Fake::new(pool, ALL);
+        let e = fake.ports(pool, 2).err().unwrap();
+        assert!(
+            matches!(
+                e,
+                VfioError::TooManyQueues {
+                    max: 1,
+                    wanted: 2,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn device_is_reset_when_the_last_pair_is_dropped() {
+        let pool = Mempool::for_tests(1024);
+        let fake = Fake::new(pool, ALL | MQ);
+        let mut ports = fake.ports(pool, 2).unwrap();
+        fake.bar.clear_writes();
+        drop(ports.pop());
+        assert!(fake.bar.writes_to(common::DEVICE_STATUS).is_empty());
+        drop(ports);
+        assert_eq!(fake.bar.writes_to(common::DEVICE_STATUS), vec![0]);
     }
 }
