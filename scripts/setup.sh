@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what weir's demo and test suite need on a fresh Debian bookworm host:
 # build tools for the AF_XDP bindings (libbpf via xsk-rs), iproute2 and ping for
-# the namespace tests, and valgrind for the instruction-count benchmark.
+# the namespace tests, valgrind for the instruction-count benchmark, and QEMU for
+# the VFIO driver test in a guest.
 # Idempotent; runs apt only when something is missing. Needs root.
 set -euo pipefail
 
@@ -10,6 +11,7 @@ PKGS=(
   iproute2 iputils-ping ethtool                                    # namespaces, veth, ping
   valgrind                                                          # benches/callgrind.sh
   dpdk-dev librte-net-vhost23 librte-mempool-ring23 librte-net-virtio23  # testpmd: a real vhost-user peer
+  qemu-system-x86 kmod cpio xz-utils                                # VFIO driver guest test
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -29,6 +31,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 command -v cargo >/dev/null || { echo "scripts/setup.sh: cargo not found: install Rust (rustup) first" >&2; exit 1; }
-for t in ip ping clang dpdk-testpmd; do
+for t in ip ping clang dpdk-testpmd qemu-system-x86_64 cpio; do
   command -v "$t" >/dev/null || { echo "scripts/setup.sh: $t still missing after install" >&2; exit 1; }
 done
