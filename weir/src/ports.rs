@@ -121,10 +121,15 @@ pub fn open(spec: &PortSpec, pool: &'static Mempool) -> anyhow::Result<OpenedPor
                 health: Some(Box::new(move || probe.error())),
             }
         }
-        PortType::Vfio => bail!(
-            "port {name}: type {} is not available in this build of weir yet",
-            spec.kind
-        ),
+        PortType::Vfio => {
+            let pci = spec
+                .pci
+                .as_deref()
+                .with_context(|| format!("port {name}: `pci` is required for type vfio"))?;
+            let queues =
+                pmd::open_vfio(pci, pool, n as u16).with_context(|| format!("port {name}"))?;
+            OpenedPort::plain(queues)
+        }
     };
     Ok(opened)
 }
