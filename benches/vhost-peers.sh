@@ -29,8 +29,9 @@
 # Cycles per packet of the switch core:
 #   busy   cycles of polls that moved packets / packets: testpmd --record-core-cycles,
 #          OVS pmd-stats "avg processing cycles per packet", weir `pmd show` busy_cycles
-#   cpu    (weir only) CPU time of the worker thread x TSC rate / packets; includes
-#          empty polls
+#   cpu    CPU time (utime+stime) of the switch's polling thread x TSC rate / packets;
+#          includes empty polls, excludes time the thread was not running (this box
+#          is shared: busy cycles count TSC ticks while preempted, CPU time does not)
 #
 # Usage:
 #   benches/vhost-peers.sh            full run (needs root: apt, hugepages, mounts)
@@ -437,6 +438,13 @@ ours_jiffies() {
     fi
     echo "$g $s"
 }
+# switch_jiffies: CPU time of the switch's polling thread(s), all on VP_SW_CPU
+switch_jiffies() {
+    if [ -n "$WEIR_WORKER" ]; then task_jiffies "/proc/$WEIR_P/task/$WEIR_WORKER"
+    elif [ -n "$OVS_PMD" ]; then task_jiffies "/proc/$OVS_P/task/$OVS_PMD"
+    elif [ -n "$SW_P" ]; then task_jiffies "/proc/$SW_P"
+    else echo 0; fi
+}
 # Waits (at most VP_QUIET_WAIT s) until neither CPU is more than 10 % busy with others.
 wait_quiet() {
     [ "$VP_QUIET_WAIT" -gt 0 ] || return 0
@@ -511,12 +519,11 @@ measure() {
     to_gen "start tx_first $VP_TXFIRST"
     sleep "$VP_WARMUP"
 
-    local c0 c1 o n0 n1 no w0=() w1=() wj0=0 wj1=0 i t0 now target f0 f1 foreign=()
+    local c0 c1 o n0 n1 no w0=() w1=() wj0 wj1 i t0 now target f0 f1 foreign=()
     to_gen "show port stats all"
     [ "$peer" = ovs ] && ovs_appctl dpif-netdev/pmd-stats-clear > /dev/null
-    if [ "$peer" = weir ]; then
-        read -r -a w0 <<< "$(weir_counters)"; wj0=$(task_jiffies "/proc/$WEIR_P/task/$WEIR_WORKER")
-    fi
+    [ "$peer" != weir ] || read -r -a w0 <<< "$(weir_counters)"
+    wj0=$(switch_jiffies)
     read -r -a c0 <<< "$(cpu_jiffies "$VP_GEN_CPU")"; read -r -a c1 <<< "$(cpu_jiffies "$VP_SW_CPU")"
     read -r -a o <<< "$(ours_jiffies)"
     t0=$(date +%s%N)
@@ -533,8 +540,9 @@ measure() {
         foreign+=("$f0 $f1")
         c0=("${n0[@]}"); c1=("${n1[@]}"); o=("${no[@]}")
     done
+    wj1=$(switch_jiffies)
     if [ "$peer" = weir ]; then
-        read -r -a w1 <<< "$(weir_counters)"; wj1=$(task_jiffies "/proc/$WEIR_P/task/$WEIR_WORKER")
+        read -r -a w1 <<< "$(weir_counters)"
         echo "start ${w0[*]} worker_jiffies $wj0; end ${w1[*]} worker_jiffies $wj1" > "$dir/weir-counters.txt"
         "$WEIR" --socket "$RUN/weir.sock" stats > "$dir/weir-stats.txt" 2>&1 || true
         "$WEIR" --socket "$RUN/weir.sock" port list > "$dir/weir-ports.txt" 2>&1 || true
@@ -557,18 +565,20 @@ measure() {
     local mhz gen_cpp sw_busy_cpp=- sw_cpu_cpp=- sw_busy_pct=- pkts
     mhz=$(tp_mhz "$glog"); gen_cpp=$(tp_cycles_per_pkt "$glog")
     pkts=$((totals[VP_DURATION] - totals[0]))
+    # CPU time of the switch thread x TSC rate / packets forwarded in the window
+    sw_cpu_cpp=$(awk -v j=$((wj1 - wj0)) -v hz="$CLK_TCK" -v m="${mhz:-0}" -v p="$pkts" \
+        'BEGIN { if (p > 0 && m > 0) printf "%.1f", j / hz * m * 1e6 / p; else print "-" }')
     case $peer in
         testpmd) sw_busy_cpp=$(tp_cycles_per_pkt "$slog") ;;
         ovs)
             sw_busy_cpp=$(awk '/avg processing cycles per packet/ { print $6; exit }' "$dir/pmd-stats.txt")
             sw_busy_pct=$(awk '/processing cycles:/ { gsub(/[(%)]/, "", $4); print $4; exit }' "$dir/pmd-stats.txt") ;;
         weir)
-            read -r sw_busy_cpp sw_cpu_cpp sw_busy_pct < <(awk -v b=$((w1[0] - w0[0])) -v id=$((w1[1] - w0[1])) \
-                -v r=$((w1[2] - w0[2])) -v j=$((wj1 - wj0)) -v hz="$CLK_TCK" -v m="${mhz:-0}" 'BEGIN {
+            read -r sw_busy_cpp sw_busy_pct < <(awk -v b=$((w1[0] - w0[0])) -v id=$((w1[1] - w0[1])) \
+                -v r=$((w1[2] - w0[2])) 'BEGIN {
                     busy = (r > 0) ? sprintf("%.1f", b / r) : "-"
-                    cpu = (r > 0 && m > 0) ? sprintf("%.1f", j / hz * m * 1e6 / r) : "-"
                     pct = (b + id > 0) ? sprintf("%.1f", 100 * b / (b + id)) : "-"
-                    print busy, cpu, pct }') ;;
+                    print busy, pct }') ;;
     esac
     local res
     res=$(for i in $(seq 1 "$VP_DURATION"); do echo "${pps[$i]} ${foreign[$((i - 1))]}"; done |
@@ -639,7 +649,8 @@ summary() {
     echo
     echo "busy cyc/pkt: TSC cycles of the switch core in polls that moved packets, per forwarded packet"
     echo "(testpmd --record-core-cycles, OVS pmd-stats, weir pmd show busy_cycles / rx_packets)."
-    echo "cpu cyc/pkt: weir worker thread CPU time x TSC rate / packets, empty polls included."
+    echo "cpu cyc/pkt: CPU time of the switch's polling thread x TSC rate / packets (empty polls"
+    echo "included, time preempted by other load excluded)."
     echo "runs: $RUNS_TSV  samples: $SAMPLES_TSV  commands: $CMDLOG"
 }
 
