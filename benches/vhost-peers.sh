@@ -686,11 +686,16 @@ callgrind_weir() {
     ir=$(awk '/^summary:/ { print $2 }' "$f")
     echo "callgrind, ${size} B frames: $pk packets in ${VP_CG_SECONDS} s under valgrind, $ir instructions on the worker thread"
     awk -v i="$ir" -v p="$pk" 'BEGIN { printf "instructions per packet (worker thread): %.1f\n", i / p }'
-    echo "per function (inclusive instructions per packet = Ir / $pk), from $f:"
-    callgrind_annotate --inclusive=yes "$f" 2>/dev/null | awk -v p="$pk" '
-        /^-+$/ { sep++; next }
-        sep >= 3 && $1 ~ /^[0-9,]+$/ { n = $1; gsub(",", "", n); if (n / p < 1) next
-            $1 = ""; printf "%10.1f %s\n", n / p, substr($0, 2); if (++k >= 40) exit }'
+    echo "(includes empty polls; the per-call figures below separate them)"
+    echo "calls, inclusive instructions, per call and per packet, from $f:"
+    awk -v p="$pk" '
+        /^c?fn=\([0-9]+\)/ { match($0, /\([0-9]+\)/); id = substr($0, RSTART, RLENGTH)
+            n = $0; sub(/^c?fn=\([0-9]+\) ?/, "", n); if (n != "") name[id] = n; else n = name[id]
+            if ($0 ~ /^cfn/) cfn = n }
+        /^calls=/ { split($0, a, /[= ]/); calls[cfn] += a[2]; getline; split($0, b, " "); incl[cfn] += b[2] }
+        END { for (k in calls) if (k ~ /rx_burst|tx_burst|SplitRing::|Chain::|VqWorker::sync|Queues::transmit|Forwarder::|drop_in_place<dataplane::mbuf|memcpy/)
+                  printf "%10d calls %14d Ir %9.1f Ir/call %8.1f Ir/pkt  %s\n", calls[k], incl[k], incl[k] / calls[k], incl[k] / p, k }' "$f" |
+        sort -k3 -rn
 }
 
 main() {
