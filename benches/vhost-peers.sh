@@ -25,7 +25,9 @@
 # Each run: VP_WARMUP s, then VP_DURATION samples of 1 s (testpmd's Rx-pps over the
 # exact interval). A sample is dropped when processes outside the benchmark used
 # more than VP_MAX_FOREIGN of either CPU during it (from /proc/stat minus our own
-# threads); a run needs VP_MIN_CLEAN clean samples or it is tried again (VP_TRIES).
+# threads). A run's rate is the mean of its clean samples (of all samples if none
+# is clean); with fewer than VP_MIN_CLEAN clean samples it is flagged "noisy" and
+# tried again, up to VP_TRIES times (the last try counts).
 # Cycles per packet of the switch core:
 #   busy   cycles of polls that moved packets / packets: testpmd --record-core-cycles,
 #          OVS pmd-stats "avg processing cycles per packet", weir `pmd show` busy_cycles
