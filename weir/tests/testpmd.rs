@@ -359,7 +359,8 @@ fn testpmd_pair_through_weir_counts_every_frame() {
     );
     let context = |a: &Testpmd, b: &Testpmd| {
         format!(
-            "\nweir:\n{}\ntestpmd a:\n{}\ntestpmd b:\n{}",
+            "\nweir ports: {}\nweir:\n{}\ntestpmd a:\n{}\ntestpmd b:\n{}",
+            d.json(&["port", "list"]),
             tail(&d.log(), 20),
             tail(&a.log(), 20),
             tail(&b.log(), 20)
