@@ -17,9 +17,12 @@
 #   --iperf SEC     iperf3 duration (default 3; 0 = no iperf3)
 #   --mem-path DIR  back guest RAM with files in DIR, e.g. a hugetlbfs mount such
 #                   as /dev/hugepages (default: memfd)
+#   --smp N         vCPUs per guest (default 1)
+#   --queues N      queue pairs per NIC (default 1); N > 1 turns on virtio-net
+#                   multiqueue, and the guest enables min(N, vCPUs) pairs
 #   --g1 FILE, --g2 FILE  run these guest scripts instead of the built-in ones
 #
-# Each guest: q35, 1 vCPU, 256 MB of shared memory (vhost-user needs the switch to
+# Each guest: q35, 1 vCPU (--smp), 256 MB of shared memory (vhost-user needs the switch to
 # map it), -nodefaults (no other NIC), console on WORKDIR/gN.console.log. Lines the
 # guests print starting with "WEIRVM:" are echoed as results.
 # Exit status 0 (PASS) iff g1's script exits 0 before the deadline. All QEMU
@@ -28,6 +31,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MODE=server GDIR=$ROOT/target/vm-guest W="" DEADLINE=120 XFER=4 IPERF=3 MEMPATH="" G1="" G2=""
+SMP=1 QUEUES=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --mode) MODE=$2; shift 2 ;;
@@ -37,6 +41,8 @@ while [ $# -gt 0 ]; do
     --xfer) XFER=$2; shift 2 ;;
     --iperf) IPERF=$2; shift 2 ;;
     --mem-path) MEMPATH=$2; shift 2 ;;
+    --smp) SMP=$2; shift 2 ;;
+    --queues) QUEUES=$2; shift 2 ;;
     --g1) G1=$2; shift 2 ;;
     --g2) G2=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -47,6 +53,7 @@ done
 [ $# -eq 2 ] || { echo "usage: vm-pair.sh [options] SOCK1 SOCK2 (--help)" >&2; exit 2; }
 SOCK1=$1 SOCK2=$2
 case "$MODE" in server | client) ;; *) echo "vm-pair: --mode server|client" >&2; exit 2 ;; esac
+case "$SMP$QUEUES" in *[!0-9]*) echo "vm-pair: --smp and --queues take numbers" >&2; exit 2 ;; esac
 
 say() { echo "vm-pair: $*"; }
 if [ ! -s "$GDIR/vmlinux" ] || [ ! -s "$GDIR/initrd.img" ]; then
@@ -65,6 +72,10 @@ if [ -w /dev/kvm ] && grep -qwE 'vmx|svm' /proc/cpuinfo; then
 else
   ACCEL=(-accel tcg -cpu max) NIC_EXTRA=",vectors=0"
 fi
+# Multiqueue: the netdev opens QUEUES pairs on the socket (vhost-user MQ), the
+# device offers them with a control queue (VIRTIO_NET_F_MQ, CTRL_VQ).
+NETDEV_EXTRA="" MQ_EXTRA=""
+if [ "$QUEUES" -gt 1 ]; then NETDEV_EXTRA=",queues=$QUEUES" MQ_EXTRA=",mq=on"; fi
 
 # --- guest scripts ------------------------------------------------------------
 if [ -z "$G2" ]; then
@@ -139,15 +150,15 @@ boot() { # NAME MAC SOCKET SCRIPT
   if [ "$MODE" = client ]; then chr=socket,id=vu,path=$sock,server=on,wait=off
   else chr=socket,id=vu,path=$sock,reconnect=1; fi
   rm -f "$W/$name.console.log"
-  qemu-system-x86_64 -machine q35 "${ACCEL[@]}" -smp 1 -m 256 \
+  qemu-system-x86_64 -machine q35 "${ACCEL[@]}" -smp "$SMP" -m 256 \
     -object "$mem" -numa node,memdev=mem \
     -nodefaults -display none -monitor none -no-reboot \
     -kernel "$GDIR/vmlinux" -initrd "$GDIR/initrd.img" \
     -append "console=ttyS0 panic=-1 quiet mitigations=off weir.name=$name" \
     -serial "file:$W/$name.console.log" \
     -fw_cfg "name=opt/weir/script,file=$script" \
-    -chardev "$chr" -netdev vhost-user,id=n0,chardev=vu \
-    -device "virtio-net-pci,netdev=n0,mac=$mac,romfile=$NIC_EXTRA" \
+    -chardev "$chr" -netdev "vhost-user,id=n0,chardev=vu$NETDEV_EXTRA" \
+    -device "virtio-net-pci,netdev=n0,mac=$mac,romfile=$MQ_EXTRA$NIC_EXTRA" \
     > "$W/$name.qemu.log" 2>&1 < /dev/null &
   PIDS+=($!)
 }
@@ -169,7 +180,7 @@ fi
 boot g2 52:54:00:00:00:02 "$SOCK2" "$G2"
 boot g1 52:54:00:00:00:01 "$SOCK1" "$G1"
 if [ "$MODE" = client ]; then wait_sockets || exit 1; fi
-say "mode=$MODE guests g1=${PIDS[1]} g2=${PIDS[0]} workdir=$W"
+say "mode=$MODE smp=$SMP queues=$QUEUES guests g1=${PIDS[1]} g2=${PIDS[0]} workdir=$W"
 
 end=$(($(date +%s) + DEADLINE))
 for p in "${PIDS[@]}"; do

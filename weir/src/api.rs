@@ -197,8 +197,12 @@ pub struct PortInfo {
     pub queues: u16,
     /// Worker polling the port's first queue, if any.
     pub worker: Option<u16>,
-    /// Counters.
+    /// Counters, summed over the queues.
     pub stats: PortStatsView,
+    /// Counters of each queue pair, by queue index (`stats` is their sum).
+    /// Empty in replies from daemons that predate it.
+    #[serde(default)]
+    pub queue_stats: Vec<PortStatsView>,
 }
 
 /// One bridge, as listed by `bridge-list`.
@@ -337,6 +341,17 @@ mod tests {
         let err = serde_json::from_str::<Request>(r#"{"cmd":"port-del","nme":"p"}"#).unwrap_err();
         assert!(err.to_string().contains("nme"), "{err}");
         assert!(serde_json::from_str::<Request>(r#"{"name":"p"}"#).is_err());
+    }
+
+    #[test]
+    fn port_info_without_queue_stats_still_parses() {
+        let json = r#"{"id":0,"name":"p0","kind":"tap","bridge":null,"iface":null,
+            "link":"up","state":"ok","queues":1,"worker":0,
+            "stats":{"rx_packets":1,"rx_bytes":64,"tx_packets":0,"tx_bytes":0,
+            "rx_errors":0,"tx_errors":0}}"#;
+        let p: PortInfo = serde_json::from_str(json).unwrap();
+        assert_eq!(p.stats.rx_packets, 1);
+        assert!(p.queue_stats.is_empty());
     }
 
     #[test]

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::api::{BridgeInfo, FdbEntryView, PortInfo, Request, StatsView, WorkerView};
+use crate::api::{
+    BridgeInfo, FdbEntryView, PortInfo, PortStatsView, Request, StatsView, WorkerView,
+};
 use crate::config::{PortSpec, PortType, VhostMode, DEFAULT_SOCKET};
 
 /// weir: a userspace poll-mode L2 switch.
@@ -540,10 +542,9 @@ fn render_stats(stats: &StatsView) -> String {
             ">TX-ERR",
             "DROPS",
         ]);
-        for p in &stats.ports {
-            let s = &p.stats;
-            t.row(vec![
-                p.name.clone(),
+        let row = |name: String, s: &PortStatsView| {
+            vec![
+                name,
                 s.rx_packets.to_string(),
                 s.rx_bytes.to_string(),
                 s.tx_packets.to_string(),
@@ -551,7 +552,17 @@ fn render_stats(stats: &StatsView) -> String {
                 s.rx_errors.to_string(),
                 s.tx_errors.to_string(),
                 drop_reasons(&s.drops),
-            ]);
+            ]
+        };
+        for p in &stats.ports {
+            t.row(row(p.name.clone(), &p.stats));
+            // Multiqueue ports: one line per queue pair under the total, named
+            // `port:queue` as in `pmd show`.
+            if p.queue_stats.len() > 1 {
+                for (q, s) in p.queue_stats.iter().enumerate() {
+                    t.row(row(format!("  {}:{q}", p.name), s));
+                }
+            }
         }
         out.push_str(&t.render());
     }
@@ -577,7 +588,7 @@ fn render_stats(stats: &StatsView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{MempoolView, PortStatsView};
+    use crate::api::MempoolView;
     use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Cli {
@@ -678,6 +689,7 @@ mod tests {
                 drops: BTreeMap::from([("no-mbuf".into(), 3)]),
                 ..Default::default()
             },
+            queue_stats: Vec::new(),
         }
     }
 
@@ -731,5 +743,40 @@ mod tests {
         assert!(out.contains("25.0"), "{out}");
         assert!(out.contains("p0:0"), "{out}");
         assert!(out.contains("1000 of 1024 mbufs free"), "{out}");
+    }
+
+    #[test]
+    fn stats_show_each_queue_of_a_multiqueue_port() {
+        let mut p = port(0, "vm1");
+        p.queues = 2;
+        p.queue_stats = vec![
+            PortStatsView {
+                rx_packets: 11,
+                ..Default::default()
+            },
+            PortStatsView {
+                rx_packets: 22,
+                ..Default::default()
+            },
+        ];
+        let stats = StatsView {
+            ports: vec![p, port(1, "p1")],
+            workers: Vec::new(),
+            mempool: MempoolView::default(),
+        };
+        let out = render_stats(&stats);
+        let line = |name: &str| {
+            out.lines()
+                .find(|l| l.trim_start().starts_with(name))
+                .unwrap_or_else(|| panic!("no line for {name}:\n{out}"))
+                .to_owned()
+        };
+        assert!(line("vm1:0").contains(" 11 "), "{out}");
+        assert!(line("vm1:1").contains(" 22 "), "{out}");
+        assert!(line("vm1 ").contains("12345"), "{out}");
+        assert!(
+            !out.contains("p1:0"),
+            "one queue, no per-queue lines:\n{out}"
+        );
     }
 }

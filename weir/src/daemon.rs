@@ -316,16 +316,14 @@ impl Dataplane {
         Ok(())
     }
 
-    fn port_stats(rec: &PortRecord) -> StatsSnapshot {
-        let mut s = StatsSnapshot::default();
-        for (_, q) in &rec.queues {
-            s += q.snapshot();
-        }
-        s
-    }
-
     fn port_info(&self, rec: &PortRecord, t: &switch::SwitchTables) -> PortInfo {
-        let s = Self::port_stats(rec);
+        // One snapshot per queue; the port's counters are their sum, so the two
+        // views always agree.
+        let per_queue: Vec<StatsSnapshot> = rec.queues.iter().map(|(_, q)| q.snapshot()).collect();
+        let mut s = StatsSnapshot::default();
+        for q in &per_queue {
+            s += *q;
+        }
         let entry = t.port(rec.id);
         let err = rec.health.as_ref().and_then(|h| h());
         PortInfo {
@@ -351,6 +349,7 @@ impl Dataplane {
             queues: rec.queues.len() as u16,
             worker: rec.queues.first().map(|q| q.0 as u16),
             stats: stats_view(&s),
+            queue_stats: per_queue.iter().map(stats_view).collect(),
         }
     }
 

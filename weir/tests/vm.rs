@@ -1,10 +1,11 @@
 //! VM end to end: two QEMU guests whose virtio-net NICs are vhost-user ports of
 //! the real `weir run` daemon, in server mode (weir listens) and client mode
-//! (QEMU listens, weir connects and reconnects).
+//! (QEMU listens, weir connects and reconnects), and with two queue pairs per
+//! NIC (virtio-net multiqueue) used from two guest CPUs.
 //!
 //! The guests are built by `scripts/build-guest.sh` (cached in `target/vm-guest`;
 //! the first run downloads Debian packages and installs QEMU if missing) and booted
-//! by `scripts/vm-pair.sh`. They run under TCG, 1 vCPU and 256 MB each, so weir's
+//! by `scripts/vm-pair.sh`. They run under TCG, 1 vCPU (2 for multiqueue) and 256 MB each, so weir's
 //! worker sleeps when idle (`idle_sleep_us`) to leave them CPU.
 //!
 //! Needs root (CI runs as root); fails, never skips, when something is missing.
@@ -292,10 +293,15 @@ fn test_dir(tag: &str) -> PathBuf {
 }
 
 fn config(dir: &Path, mode: &str) -> String {
+    config_queues(dir, mode, 1)
+}
+
+/// Two vhost-user ports vm1 and vm2 on bridge br0, `queues` pairs each.
+fn config_queues(dir: &Path, mode: &str, queues: u16) -> String {
     let port = |name: &str| {
         format!(
             "[[port]]\nname = \"{name}\"\ntype = \"vhost-user\"\nsocket = \"{}\"\n\
-             mode = \"{mode}\"\nbridge = \"br0\"\nqueues = 1\n",
+             mode = \"{mode}\"\nbridge = \"br0\"\nqueues = {queues}\n",
             dir.join(format!("{name}.sock")).display()
         )
     };
@@ -491,5 +497,160 @@ fn vms_client_mode_survive_weir_restart() {
     );
     assert!(pair.running(), "the guests were not restarted");
     assert!(d.alive(), "{}", d.log());
+    println!("total {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// Per-queue counters of one port from `port list --json`: (rx, tx) per queue,
+/// and the port's totals.
+fn queue_samples(ports: &serde_json::Value, name: &str) -> (Vec<(u64, u64)>, PortSample, u64) {
+    let p = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no port {name} in {ports}"));
+    let per_queue = p["queue_stats"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no queue_stats for {name}: {p}"))
+        .iter()
+        .map(|q| {
+            (
+                q["rx_packets"].as_u64().unwrap(),
+                q["tx_packets"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    (
+        per_queue,
+        sample(ports, name),
+        p["queues"].as_u64().unwrap_or(0),
+    )
+}
+
+/// Multiqueue: both NICs have two queue pairs (`queues = 2` in weir, `queues=2`
+/// on the netdev, `mq=on` on the device) and the guests two vCPUs, so the guest
+/// driver enables both pairs and its XPS map sends from CPU n on tx queue n. g1
+/// pings g2 from each CPU (`taskset`), then runs iperf3 with 4 streams; weir must
+/// receive on both of vm1's queues.
+#[test]
+fn vm_multiqueue_uses_both_queue_pairs() {
+    const PINGS: u32 = 40;
+    require_root();
+    let _one_pair = serial();
+    guest_dir();
+    let t0 = Instant::now();
+    let dir = test_dir("mq");
+    std::fs::write(
+        dir.join("g2.sh"),
+        "ip link set eth0 up && ip addr add 198.18.0.2/24 dev eth0 || exit 1\n\
+         iperf3 -s -D\n\
+         echo \"WEIRVM: g2 cpus=$(nproc) queues=$(ls /sys/class/net/eth0/queues | tr '\\n' ' ')\"\n\
+         timeout 80 nc -l -p 7777 < /dev/null > /dev/null\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("g1.sh"),
+        format!(
+            r#"ip link set eth0 up && ip addr add 198.18.0.1/24 dev eth0 || exit 1
+Q=/sys/class/net/eth0/queues
+echo "WEIRVM: g1 cpus=$(nproc) queues=$(ls $Q | tr '\n' ' ')xps=$(cat $Q/tx-0/xps_cpus),$(cat $Q/tx-1/xps_cpus 2>/dev/null)"
+[ -d $Q/tx-1 ] && [ -d $Q/rx-1 ] || {{ echo "WEIRVM: FAIL the driver enabled one queue pair"; exit 1; }}
+tries=0
+until ping -c 1 -W 1 198.18.0.2 > /dev/null 2>&1; do
+  tries=$((tries + 1))
+  [ $tries -lt 40 ] || {{ echo "WEIRVM: FAIL no ping reply"; exit 1; }}
+done
+echo "WEIRVM: first reply after $tries tries"
+for c in 0 1; do taskset -c $c ping -c {PINGS} -i 0.05 -W 2 198.18.0.2 > /tmp/ping$c 2>&1 & done
+wait
+fail=0
+for c in 0 1; do
+  rx=$(sed -n 's/.* \([0-9]*\) packets received.*/\1/p' /tmp/ping$c)
+  echo "WEIRVM: cpu$c ping received ${{rx:-0}}/{PINGS}"
+  [ "${{rx:-0}}" -eq {PINGS} ] || fail=1
+done
+timeout 30 iperf3 -c 198.18.0.2 -t 3 -P 4 -f m > /tmp/iperf 2>&1
+rate=$(awk '/SUM.*receiver/ {{print $(NF-2), $(NF-1)}}' /tmp/iperf | tail -n 1)
+echo "WEIRVM: iperf3 ${{rate:-none}}"
+[ -n "$rate" ] || {{ cat /tmp/iperf; fail=1; }}
+echo done | timeout 5 nc 198.18.0.2 7777
+exit $fail
+"#
+        ),
+    )
+    .unwrap();
+    let mut d = Daemon::start(&dir, &config_queues(&dir, "server", 2));
+    let (s1, s2) = (dir.join("vm1.sock"), dir.join("vm2.sock"));
+    let (g1, g2) = (dir.join("g1.sh"), dir.join("g2.sh"));
+    let mut pair = Pair::start(
+        &dir,
+        &[
+            "--mode",
+            "server",
+            "-t",
+            "80",
+            "--smp",
+            "2",
+            "--queues",
+            "2",
+            "--g1",
+            g1.to_str().unwrap(),
+            "--g2",
+            g2.to_str().unwrap(),
+            s1.to_str().unwrap(),
+            s2.to_str().unwrap(),
+        ],
+    );
+    let mut both_up_at = None;
+    while pair.running() {
+        assert!(d.alive(), "weir died during the run: {}", d.log());
+        let ports = d.ports();
+        if sample(&ports, "vm1").up && sample(&ports, "vm2").up {
+            both_up_at.get_or_insert(t0.elapsed());
+        }
+        assert!(t0.elapsed() < Duration::from_secs(100), "vm-pair.sh hangs");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let ok = pair.child.wait().unwrap().success();
+    let out = pair.output();
+    println!("{out}");
+    assert!(
+        ok,
+        "vm-pair.sh failed:\n{out}\nweir log:\n{}",
+        tail(&d.log(), 30)
+    );
+    assert!(
+        both_up_at.is_some(),
+        "weir never showed both links up while the guests ran"
+    );
+    // The counters outlive the connections: read them once the guests are gone.
+    let ports = d.ports();
+    let (vm1_queues, vm1, n1) = queue_samples(&ports, "vm1");
+    let (vm2_queues, vm2, n2) = queue_samples(&ports, "vm2");
+    println!(
+        "weir per queue (rx, tx): vm1 {vm1_queues:?} total {vm1:?}; vm2 {vm2_queues:?} \
+         total {vm2:?}; both up {both_up_at:?} after the daemon started; drops: vm1 {}, vm2 {}",
+        ports[0]["stats"]["drops"], ports[1]["stats"]["drops"]
+    );
+    assert_eq!((n1, n2), (2, 2), "queues per port");
+    assert_eq!(vm1_queues.len(), 2, "{ports}");
+    assert_eq!(vm2_queues.len(), 2, "{ports}");
+    for (i, (rx, _)) in vm1_queues.iter().enumerate() {
+        assert!(
+            *rx > 0,
+            "vm1 queue {i} received nothing; per queue {vm1_queues:?}\ng1:\n{}",
+            tail(&pair.console("g1"), 20)
+        );
+    }
+    // The port's counters are the sum of its queues'.
+    for (q, total) in [(&vm1_queues, vm1), (&vm2_queues, vm2)] {
+        assert_eq!(q.iter().map(|x| x.0).sum::<u64>(), total.rx);
+        assert_eq!(q.iter().map(|x| x.1).sum::<u64>(), total.tx);
+    }
+    assert!(vm2.rx > 0 && vm2.tx > 0 && vm1.tx > 0, "{vm1:?} {vm2:?}");
+    assert!(
+        out.lines().any(|l| l.contains("g1: cpu1 ping received")),
+        "{out}"
+    );
     println!("total {:.1}s", t0.elapsed().as_secs_f64());
 }

@@ -1,0 +1,450 @@
+//! End to end with DPDK as the frontends: the real `weir run` daemon with a
+//! bridge and two vhost-user ports (server mode), and one DPDK testpmd on each
+//! socket (`net_virtio_user`, the client). A transmits a counted number of
+//! bursts (`start tx_first N`, then only receives); B only receives. Every
+//! frame sent at this low rate must arrive: testpmd's and weir's counters must
+//! agree exactly, first for flooded frames (B's MAC unknown), then, after B has
+//! sent and weir learned its MAC, for frames addressed to B.
+//!
+//! Needs root and the Debian packages `dpdk-dev librte-net-vhost23
+//! librte-mempool-ring23 librte-net-virtio23` (`scripts/setup.sh`); fails, never
+//! skips, when `dpdk-testpmd` is missing.
+
+use std::io::Write as _;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_weir");
+
+/// testpmd's default burst (`--burst`), stated explicitly on its command line.
+const BURST: u64 = 32;
+/// Bursts A sends per round.
+const BURSTS: u64 = 10;
+const MAC_A: &str = "02:00:00:00:0a:01";
+const MAC_B: &str = "02:00:00:00:0b:01";
+
+fn require_root_and_testpmd() {
+    assert!(
+        rustix::process::getuid().is_root(),
+        "the testpmd test needs root (DPDK EAL, /var/run/dpdk)"
+    );
+    let found = Command::new("sh")
+        .args(["-c", "command -v dpdk-testpmd"])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "dpdk-testpmd is not installed: apt-get install dpdk-dev librte-net-vhost23 \
+         librte-mempool-ring23 librte-net-virtio23 (scripts/setup.sh)"
+    );
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// A `weir run` daemon; SIGINT then SIGKILL on drop.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    dir: PathBuf,
+}
+
+impl Daemon {
+    fn start(dir: &Path, config: &str) -> Daemon {
+        std::fs::write(dir.join("weir.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("weir.log")).unwrap();
+        let child = Command::new(BIN)
+            .arg("--socket")
+            .arg(dir.join("weir.sock"))
+            .arg("run")
+            .arg("--config")
+            .arg(dir.join("weir.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting weir run");
+        let mut d = Daemon {
+            child,
+            socket: dir.join("weir.sock"),
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while UnixStream::connect(&d.socket).is_err() {
+            if let Ok(Some(st)) = d.child.try_wait() {
+                panic!("weir run exited with {st}: {}", d.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weir did not come up: {}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("weir.log")).unwrap_or_default()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = Command::new(BIN)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .arg("--json")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "weir {args:?}: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 20)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// (link up, rx packets, tx packets, total drops) of one port.
+    fn port(&self, name: &str) -> (bool, u64, u64, u64) {
+        let ports = self.json(&["port", "list"]);
+        let p = ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no port {name} in {ports}"));
+        let drops = p["stats"]["drops"]
+            .as_object()
+            .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+            .unwrap_or(0);
+        (
+            p["link"] == "up",
+            p["stats"]["rx_packets"].as_u64().unwrap(),
+            p["stats"]["tx_packets"].as_u64().unwrap(),
+            drops,
+        )
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An interactive testpmd (`-i`) with one `net_virtio_user` port, driven through
+/// a pipe on its stdin; its output goes to a log file. On drop: `quit`, then
+/// SIGKILL if needed, and its runtime directory `/var/run/dpdk/<prefix>` is
+/// removed.
+struct Testpmd {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    log: PathBuf,
+    prefix: String,
+}
+
+/// Counters from `show port stats 0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct NicStats {
+    rx: u64,
+    tx: u64,
+}
+
+impl Testpmd {
+    fn start(name: &str, sock: &Path, mac: &str, dir: &Path) -> Testpmd {
+        let prefix = format!("weirtp{}{name}", std::process::id());
+        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{prefix}"));
+        let log = dir.join(format!("testpmd-{name}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        // 1024 descriptors: a whole round (BURSTS * BURST frames) fits in the
+        // receiver's ring even when its polling thread is not scheduled for a
+        // while (two testpmds and weir share two cores), so nothing has to drop.
+        // stdbuf: testpmd prints with stdio, fully buffered into a file; line
+        // buffering makes each reply readable as soon as it is printed.
+        let mut child = Command::new("stdbuf")
+            .args([
+                "-oL",
+                "dpdk-testpmd",
+                "-l",
+                "0,1",
+                "--no-pci",
+                "--no-huge",
+                "-m",
+                "512",
+                "--no-telemetry",
+                &format!("--file-prefix={prefix}"),
+                "--vdev",
+                &format!(
+                    "net_virtio_user0,path={},mac={mac},queues=1,queue_size=1024",
+                    sock.display()
+                ),
+                "--",
+                "-i",
+                "--rxd=1024",
+                "--txd=1024",
+                "--total-num-mbufs=4096",
+                "--txpkts=64",
+                &format!("--burst={BURST}"),
+                "--nb-cores=1",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .expect("starting dpdk-testpmd");
+        let stdin = child.stdin.take();
+        Testpmd {
+            child,
+            stdin,
+            log,
+            prefix,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn cmd(&mut self, line: &str) {
+        if let Ok(Some(st)) = self.child.try_wait() {
+            panic!("testpmd exited with {st}:\n{}", tail(&self.log(), 30));
+        }
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .unwrap();
+    }
+
+    /// Runs `show port stats 0` and parses the block it prints.
+    fn stats(&mut self) -> NicStats {
+        const HEADER: &str = "NIC statistics for port 0";
+        let before = self.log().matches(HEADER).count();
+        self.cmd("show port stats 0");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.matches(HEADER).count() > before {
+                let block = &log[log.rfind(HEADER).unwrap()..];
+                let field = |key: &str| {
+                    block
+                        .split(key)
+                        .nth(1)
+                        .and_then(|r| r.split_whitespace().next())
+                        .and_then(|n| n.parse::<u64>().ok())
+                };
+                if let (Some(rx), Some(tx)) = (field("RX-packets:"), field("TX-packets:")) {
+                    return NicStats { rx, tx };
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no port stats from testpmd:\n{}",
+                tail(&log, 30)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Polls the stats until `done` holds or `secs` pass; returns the last.
+    fn wait_stats(&mut self, secs: u64, done: impl Fn(NicStats) -> bool) -> NicStats {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.stats();
+            if done(s) || Instant::now() >= deadline {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Testpmd {
+    fn drop(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = writeln!(stdin, "quit");
+            // Dropping the pipe gives testpmd EOF, which also ends it.
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.prefix));
+    }
+}
+
+fn config(dir: &Path) -> String {
+    let port = |name: &str| {
+        format!(
+            "[[port]]\nname = \"{name}\"\ntype = \"vhost-user\"\nsocket = \"{}\"\n\
+             mode = \"server\"\nbridge = \"br0\"\n",
+            dir.join(format!("{name}.sock")).display()
+        )
+    };
+    format!(
+        "[dataplane]\nmbufs = 4096\nidle_sleep_us = 50\n[[bridge]]\nname = \"br0\"\n{}{}",
+        port("pa"),
+        port("pb")
+    )
+}
+
+#[test]
+fn testpmd_pair_through_weir_counts_every_frame() {
+    require_root_and_testpmd();
+    let t0 = Instant::now();
+    let dir = std::env::temp_dir().join("weir-testpmd");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = Daemon::start(&dir, &config(&dir));
+    let mut b = Testpmd::start("b", &dir.join("pb.sock"), MAC_B, &dir);
+    let mut a = Testpmd::start("a", &dir.join("pa.sock"), MAC_A, &dir);
+
+    // Both frontends have set up their rings: weir shows both links up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(d.port("pa").0 && d.port("pb").0) {
+        assert!(
+            Instant::now() < deadline,
+            "links not up: pa {:?} pb {:?}\nweir:\n{}\ntestpmd a:\n{}\ntestpmd b:\n{}",
+            d.port("pa"),
+            d.port("pb"),
+            tail(&d.log(), 20),
+            tail(&a.log(), 20),
+            tail(&b.log(), 20)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("{:.1}s: both links up", t0.elapsed().as_secs_f64());
+    b.cmd("set fwd rxonly");
+    b.cmd("start");
+    a.cmd("set fwd rxonly");
+
+    // Round 1: A's frames go to testpmd's default peer 02:00:00:00:00:00, which
+    // nobody has: weir floods them to B, the only other port.
+    let round = BURSTS * BURST;
+    a.cmd(&format!("start tx_first {BURSTS}"));
+    b.wait_stats(15, |s| s.rx >= round);
+    // A little longer: nothing extra may arrive.
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, got) = (a.stats(), b.stats());
+    let (pa, pb) = (d.port("pa"), d.port("pb"));
+    println!(
+        "{:.1}s: round 1 (flooded): A {sent:?}, B {got:?}; weir pa {pa:?}, pb {pb:?}",
+        t0.elapsed().as_secs_f64()
+    );
+    let context = |a: &Testpmd, b: &Testpmd| {
+        format!(
+            "\nweir ports: {}\nweir:\n{}\ntestpmd a:\n{}\ntestpmd b:\n{}",
+            d.json(&["port", "list"]),
+            tail(&d.log(), 20),
+            tail(&a.log(), 20),
+            tail(&b.log(), 20)
+        )
+    };
+    assert_eq!(sent.tx, round, "A sent {sent:?}{}", context(&a, &b));
+    assert_eq!(got.rx, round, "B received {got:?}{}", context(&a, &b));
+    assert_eq!((pa.1, pb.2), (round, round), "weir: rx on pa, tx on pb");
+    assert_eq!((pa.2, pb.1, pa.3, pb.3), (0, 0, 0, 0), "weir: nothing else");
+    assert_eq!((sent.rx, got.tx), (0, 0));
+
+    // B sends one burst (to the same unknown peer, flooded to A); weir learns
+    // B's MAC on pb.
+    b.cmd("stop");
+    b.cmd("start tx_first 1");
+    let back = a.wait_stats(15, |s| s.rx >= BURST);
+    assert_eq!(back.rx, BURST, "A received {back:?}{}", context(&a, &b));
+    let fdb = d.json(&["fdb", "show"]);
+    let learned = fdb
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["mac"] == MAC_B)
+        .unwrap_or_else(|| panic!("weir did not learn {MAC_B}: {fdb}"));
+    assert_eq!(learned["port"], "pb", "{fdb}");
+
+    // Round 2: A addresses B, a known unicast destination.
+    a.cmd("stop");
+    a.cmd(&format!("set eth-peer 0 {MAC_B}"));
+    a.cmd(&format!("start tx_first {BURSTS}"));
+    b.wait_stats(15, |s| s.rx >= 2 * round);
+    std::thread::sleep(Duration::from_millis(500));
+    let (sent, got) = (a.stats(), b.stats());
+    let (pa, pb) = (d.port("pa"), d.port("pb"));
+    println!(
+        "{:.1}s: round 2 (to B's MAC): A {sent:?}, B {got:?}; weir pa {pa:?}, pb {pb:?}",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        sent,
+        NicStats {
+            rx: BURST,
+            tx: 2 * round
+        },
+        "A{}",
+        context(&a, &b)
+    );
+    assert_eq!(
+        got,
+        NicStats {
+            rx: 2 * round,
+            tx: BURST
+        },
+        "B{}",
+        context(&a, &b)
+    );
+    assert_eq!(
+        (pa.1, pa.2, pb.1, pb.2, pa.3, pb.3),
+        (2 * round, BURST, BURST, 2 * round, 0, 0),
+        "weir pa (rx, tx), pb (rx, tx), drops"
+    );
+
+    drop(a);
+    drop(b);
+    // Both frontends gone: links down, daemon still fine.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while d.port("pa").0 || d.port("pb").0 {
+        assert!(
+            Instant::now() < deadline,
+            "links still up after testpmd quit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(d);
+    assert!(!dir.join("pa.sock").exists() && !dir.join("pb.sock").exists());
+    let leftover: Vec<_> = std::fs::read_dir("/var/run/dpdk")
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("weirtp{}", std::process::id())))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(leftover.is_empty(), "left in /var/run/dpdk: {leftover:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("total {:.1}s", t0.elapsed().as_secs_f64());
+}
