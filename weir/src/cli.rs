@@ -75,6 +75,80 @@ pub enum Command {
     Config(ConfigCmd),
     /// Run a self-contained demonstration.
     Demo,
+    /// Bind a NIC to vfio-pci for a `vfio` port, or give it back.
+    Devbind(DevbindArgs),
+    /// Create SR-IOV virtual functions and set their MAC/VLAN.
+    Sriov(SriovArgs),
+    /// Check that this host can run a configuration.
+    Doctor(DoctorArgs),
+}
+
+/// `weir devbind`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("what").required(true).args(["pci", "list"]))]
+pub struct DevbindArgs {
+    /// PCI address (e.g. 0000:01:00.0).
+    pub pci: Option<String>,
+    /// Give the device back to the driver it had before `weir devbind`.
+    #[arg(long, requires = "pci")]
+    pub unbind: bool,
+    /// Bind even if one of its kernel interfaces is up.
+    #[arg(long)]
+    pub force: bool,
+    /// List network PCI functions.
+    #[arg(long, conflicts_with_all = ["unbind", "force"])]
+    pub list: bool,
+    /// With --list: print JSON.
+    #[arg(long, requires = "list")]
+    pub json: bool,
+}
+
+/// `weir sriov`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("action").required(true).args(["vfs", "list", "vf"]))]
+pub struct SriovArgs {
+    /// PCI address of the physical function.
+    pub pf: String,
+    /// Set the number of VFs (0 removes them).
+    #[arg(long, value_name = "N")]
+    pub vfs: Option<u32>,
+    /// List the VFs.
+    #[arg(long)]
+    pub list: bool,
+    /// With --list: print JSON.
+    #[arg(long, requires = "list")]
+    pub json: bool,
+    /// The VF to configure (with --mac, --vlan, --spoofchk).
+    #[arg(long, value_name = "K")]
+    pub vf: Option<u32>,
+    /// MAC address of the VF.
+    #[arg(long, value_name = "MAC", requires = "vf")]
+    pub mac: Option<String>,
+    /// VLAN the PF tags the VF's traffic with (0: none).
+    #[arg(long, value_name = "ID", requires = "vf")]
+    pub vlan: Option<u16>,
+    /// MAC spoof checking.
+    #[arg(long, value_name = "on|off", value_parser = parse_on_off, requires = "vf")]
+    pub spoofchk: Option<bool>,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("expected `on` or `off`, not `{s}`")),
+    }
+}
+
+/// `weir doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Configuration file to check the host against.
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the checks as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// `weir run`.
@@ -267,7 +341,7 @@ pub enum Output {
 
 impl Command {
     /// The request a client verb sends, or `None` for local verbs
-    /// (`run`, `config`, `demo`).
+    /// (`run`, `config`, `demo`, `devbind`, `sriov`, `doctor`).
     pub fn client_call(&self) -> Option<ClientCall> {
         let show = |request, args: &ShowArgs, table| ClientCall {
             request,
@@ -280,7 +354,12 @@ impl Command {
             socket: conn.socket.clone(),
         };
         Some(match self {
-            Command::Run(_) | Command::Config(_) | Command::Demo => return None,
+            Command::Run(_)
+            | Command::Config(_)
+            | Command::Demo
+            | Command::Devbind(_)
+            | Command::Sriov(_)
+            | Command::Doctor(_) => return None,
             Command::Port(PortCmd::Add(args)) => ClientCall {
                 request: Request::PortAdd(args.spec()),
                 output: Output::Quiet,

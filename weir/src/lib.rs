@@ -9,6 +9,8 @@
 //! - [`cli`]: command-line arguments and output.
 //! - [`daemon`]: `weir run`.
 //! - [`demo`]: `weir demo`.
+//! - [`nic`]: `weir devbind` and `weir sriov` (sysfs, vfio-pci, SR-IOV).
+//! - [`doctor`]: `weir doctor`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -18,5 +20,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod demo;
+pub mod doctor;
 pub mod netns;
+pub mod nic;
 pub mod ports;

@@ -1,7 +1,8 @@
 //! `weir`: the daemon (`weir run`) and its command-line client.
 //!
 //! Client verbs send one request over the control socket and print the
-//! reply; `run`, `config check` and `demo` work locally. Any error prints
+//! reply; `run`, `config check`, `demo`, `devbind`, `sriov` and `doctor`
+//! work locally. Any error prints
 //! `weir: <message>` on stderr and exits with status 1.
 
 use std::io::Write as _;
@@ -10,9 +11,10 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use weir::cli::{self, Cli, Command, ConfigCmd};
+use weir::cli::{self, Cli, Command, ConfigCmd, DevbindArgs, DoctorArgs, SriovArgs};
 use weir::config::{Config, Host};
-use weir::{control, daemon, demo};
+use weir::nic::{self, Sysfs, SystemRunner};
+use weir::{control, daemon, demo, doctor};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -71,6 +73,9 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             }
         }
         Command::Demo => demo::run(),
+        Command::Devbind(args) => devbind(args),
+        Command::Sriov(args) => sriov(args),
+        Command::Doctor(args) => run_doctor(args),
         Command::Port(_)
         | Command::Bridge(_)
         | Command::Fdb(_)
@@ -86,6 +91,147 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             print(&cli::render(call.output, data)?)
         }
     }
+}
+
+fn devbind(args: &DevbindArgs) -> anyhow::Result<()> {
+    let sys = Sysfs::new("/sys");
+    let state = std::path::Path::new(nic::DEFAULT_STATE_DIR);
+    if args.list {
+        let nics = nic::list_nics(&sys);
+        if args.json {
+            return print(&format!("{}\n", serde_json::to_string_pretty(&nics)?));
+        }
+        if nics.is_empty() {
+            return print("no network PCI functions\n");
+        }
+        let mut out =
+            String::from("PCI           ID         DRIVER      GROUP  NODE  IFACES      WEIR\n");
+        let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+        for n in nics {
+            let ifaces = if n.ifaces.is_empty() {
+                "-".into()
+            } else {
+                n.ifaces.join(",")
+            };
+            out.push_str(&format!(
+                "{:<12}  {:<9}  {:<10}  {:>5}  {:>4}  {:<10}  {}\n",
+                n.pci,
+                n.id,
+                dash(n.driver),
+                dash(n.iommu_group),
+                dash(n.numa_node.map(|x| x.to_string())),
+                ifaces,
+                if n.weir_driver { "yes" } else { "no" },
+            ));
+        }
+        return print(&out);
+    }
+    let Some(pci) = args.pci.as_deref() else {
+        anyhow::bail!("give a PCI address or --list");
+    };
+    if args.unbind {
+        let previous = nic::unbind_vfio(&sys, state, pci)?;
+        let now = sys.driver(pci).unwrap_or_else(|| "no driver".into());
+        let was = previous.unwrap_or_else(|| "unrecorded; kernel probe".into());
+        return print(&format!(
+            "{pci}: released from vfio-pci (restored: {was}; now: {now})\n"
+        ));
+    }
+    let out = nic::bind_vfio(&sys, state, &SystemRunner, pci, args.force)
+        .with_context(|| format!("binding {pci} to vfio-pci"))?;
+    if out.already {
+        return print(&format!("{pci}: already bound to vfio-pci\n"));
+    }
+    match sys.driver(pci).as_deref() {
+        Some(nic::VFIO_PCI) => {}
+        other => anyhow::bail!(
+            "{pci}: vfio-pci did not take the device (driver now: {}); see `dmesg`",
+            other.unwrap_or("none")
+        ),
+    }
+    let was = out.previous.unwrap_or_else(|| "no driver".into());
+    print(&format!(
+        "{pci}: bound to vfio-pci (was {was}; `weir devbind --unbind {pci}` restores it)\n"
+    ))
+}
+
+fn sriov(args: &SriovArgs) -> anyhow::Result<()> {
+    let sys = Sysfs::new("/sys");
+    let pf = args.pf.as_str();
+    if let Some(n) = args.vfs {
+        let writes =
+            nic::set_num_vfs(&sys, pf, n).with_context(|| format!("setting VFs of {pf}"))?;
+        if writes.is_empty() {
+            return print(&format!("{pf}: already has {n} VFs\n"));
+        }
+        return print(&format!("{pf}: {n} VFs\n"));
+    }
+    if let Some(vf) = args.vf {
+        let settings = nic::VfSettings {
+            mac: args.mac.clone(),
+            vlan: args.vlan,
+            spoofchk: args.spoofchk,
+        };
+        let cmd = nic::set_vf(&sys, &SystemRunner, pf, vf, &settings)?;
+        return print(&format!("{}\n", cmd.join(" ")));
+    }
+    let vfs = nic::list_vfs(&sys, &SystemRunner, pf)?;
+    if args.json {
+        return print(&format!("{}\n", serde_json::to_string_pretty(&vfs)?));
+    }
+    if vfs.is_empty() {
+        return print(&format!(
+            "{pf}: no VFs; create them with `weir sriov {pf} --vfs N`\n"
+        ));
+    }
+    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let mut out = String::from(
+        "VF  PCI           DRIVER      GROUP  NODE  MAC                VLAN  SPOOFCHK\n",
+    );
+    for v in vfs {
+        out.push_str(&format!(
+            "{:>2}  {:<12}  {:<10}  {:>5}  {:>4}  {:<17}  {:>4}  {}\n",
+            v.vf,
+            v.pci,
+            dash(v.driver),
+            dash(v.iommu_group),
+            dash(v.numa_node.map(|x| x.to_string())),
+            dash(v.mac),
+            dash(v.vlan.map(|x| x.to_string())),
+            dash(
+                v.spoofchk
+                    .map(|on| if on { "on" } else { "off" }.to_owned())
+            ),
+        ));
+    }
+    print(&out)
+}
+
+fn run_doctor(args: &DoctorArgs) -> anyhow::Result<()> {
+    let env = doctor::DoctorEnv::system();
+    let config = match &args.config {
+        Some(file) => {
+            let config = Config::load_unvalidated(file)?;
+            // Interfaces are one of the checks, not a reason to stop.
+            let host = Host {
+                check_ifaces: false,
+                sysfs: env.sysfs.clone(),
+            };
+            config.validate_with(&host)?;
+            config
+        }
+        None => Config::parse("", "(defaults)")?,
+    };
+    let checks = doctor::run(&env, &config);
+    if args.json {
+        print(&format!("{}\n", serde_json::to_string_pretty(&checks)?))?;
+    } else {
+        print(&doctor::render(&checks))?;
+    }
+    if doctor::failed(&checks) {
+        anyhow::bail!("this host cannot run the configuration yet; apply the fixes above");
+    }
+    Ok(())
 }
 
 /// Writes to stdout; a closed pipe (`weir stats | head`) is not an error.

@@ -146,6 +146,53 @@ fn malformed_configs_fail_naming_the_key() {
 }
 
 #[test]
+fn doctor_prints_every_check() {
+    let config = configs_dir().join("minimal.toml");
+    let out = weir(&["doctor", "--config", config.to_str().unwrap()]);
+    // 0 or 1 depending on the host (hugepages, socket directory); never a crash.
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{out:?}");
+    let text = stdout(&out);
+    for check in [
+        "iommu:",
+        "vfio-pci module:",
+        "hugepages:",
+        "control socket:",
+        "worker CPUs:",
+    ] {
+        assert!(text.contains(check), "no `{check}` in:\n{text}");
+    }
+    assert!(
+        text.lines()
+            .take_while(|l| !l.contains(" checks: "))
+            .all(|l| l.starts_with("ok ") || l.starts_with("warn ") || l.starts_with("FAIL ")),
+        "{text}"
+    );
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    if out.status.code() == Some(1) {
+        assert!(text.contains("FAIL"), "{text}");
+    }
+
+    let out = weir(&["doctor", "--config", config.to_str().unwrap(), "--json"]);
+    let checks: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert!(checks.as_array().is_some_and(|a| a.len() >= 5), "{checks}");
+}
+
+#[test]
+fn devbind_and_sriov_need_an_action() {
+    let out = weir(&["devbind"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = weir(&["sriov", "0000:03:00.0", "--mac", "52:54:00:00:00:01"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let out = weir(&["devbind", "0000:ff:1f.7"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        stderr(&out).contains("no PCI device 0000:ff:1f.7"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn missing_config_file_fails() {
     let out = weir(&["config", "check", "/nonexistent/weir.toml"]);
     assert_eq!(out.status.code(), Some(1));

@@ -1,0 +1,725 @@
+//! `weir doctor`: checks that this host can run a configuration, and says
+//! how to fix what is missing.
+//!
+//! Control plane only; runs locally. Reads sysfs under an injectable root
+//! (see [`DoctorEnv`]) so tests run against a fake tree. A check is `ok`,
+//! `warn` (runs, but slower or less isolated) or `fail` (the configuration
+//! cannot start).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::str::FromStr as _;
+
+use serde::Serialize;
+
+use crate::config::{Config, CpuList, Host, HugepageMode, PortType, MBUF_HEADROOM};
+use crate::nic::{self, dir_names, Sysfs, VFIO_PCI};
+
+/// Bytes per 2 MiB hugepage.
+const HUGEPAGE_BYTES: u64 = 2 << 20;
+/// Per-mbuf overhead besides data room and headroom: the mbuf header.
+const MBUF_HEADER_BYTES: u64 = 64;
+/// UMEM of one AF_XDP queue with `pmd::afxdp::AfXdpConfig::default()`:
+/// 4096 frames of 2048 bytes.
+const AFXDP_UMEM_BYTES: u64 = 4096 * 2048;
+
+/// What the checks look at.
+#[derive(Debug, Clone)]
+pub struct DoctorEnv {
+    /// sysfs root (`/sys`).
+    pub sysfs: PathBuf,
+    /// `/lib/modules/$(uname -r)`, to tell whether vfio-pci can be loaded.
+    pub modules_dir: Option<PathBuf>,
+    /// The locked-memory limit that applies: the hard `RLIMIT_MEMLOCK`
+    /// (ports raise the soft limit to it), `None` when unlimited or the
+    /// process has CAP_IPC_LOCK (root).
+    pub memlock_bytes: Option<u64>,
+}
+
+impl DoctorEnv {
+    /// The running host.
+    pub fn system() -> Self {
+        let modules_dir = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .ok()
+            .map(|r| Path::new("/lib/modules").join(r.trim()));
+        let memlock_bytes = if rustix::process::geteuid().is_root() {
+            None
+        } else {
+            rustix::process::getrlimit(rustix::process::Resource::Memlock).maximum
+        };
+        DoctorEnv {
+            sysfs: PathBuf::from("/sys"),
+            modules_dir,
+            memlock_bytes,
+        }
+    }
+}
+
+/// Outcome of one check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Fine.
+    Ok,
+    /// Runs, but not as well as it could.
+    Warn,
+    /// The configuration cannot run.
+    Fail,
+}
+
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub name: String,
+    /// Result.
+    pub status: Status,
+    /// What was found.
+    pub detail: String,
+    /// The command or change that fixes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+impl Check {
+    fn new(name: impl Into<String>, status: Status, detail: impl Into<String>) -> Self {
+        Check {
+            name: name.into(),
+            status,
+            detail: detail.into(),
+            fix: None,
+        }
+    }
+
+    fn fix(mut self, fix: impl Into<String>) -> Self {
+        self.fix = Some(fix.into());
+        self
+    }
+}
+
+/// Whether any check failed.
+pub fn failed(checks: &[Check]) -> bool {
+    checks.iter().any(|c| c.status == Status::Fail)
+}
+
+/// One line per check: `ok`, `warn` or `FAIL`, what was found, the fix.
+pub fn render(checks: &[Check]) -> String {
+    let mut out = String::new();
+    for c in checks {
+        let status = match c.status {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        };
+        let _ = write!(out, "{status:<4}  {}: {}", c.name, c.detail);
+        if let Some(fix) = &c.fix {
+            let _ = write!(out, "; fix: {fix}");
+        }
+        out.push('\n');
+    }
+    let count = |s| checks.iter().filter(|c| c.status == s).count();
+    let _ = writeln!(
+        out,
+        "{} checks: {} failed, {} warnings",
+        checks.len(),
+        count(Status::Fail),
+        count(Status::Warn)
+    );
+    out
+}
+
+/// 2 MiB pages the mbuf pool of `config` needs: mbufs × (data room +
+/// headroom + header), rounded up. Guest memory is not included.
+pub fn pool_hugepages(config: &Config) -> u64 {
+    pool_bytes(config).div_ceil(HUGEPAGE_BYTES)
+}
+
+fn pool_bytes(config: &Config) -> u64 {
+    let dp = &config.dataplane;
+    u64::from(dp.mbufs) * (u64::from(dp.mbuf_size) + u64::from(MBUF_HEADROOM) + MBUF_HEADER_BYTES)
+}
+
+/// Runs every check for `config` on `env`.
+pub fn run(env: &DoctorEnv, config: &Config) -> Vec<Check> {
+    let sys = Sysfs::new(&env.sysfs);
+    let vfio: Vec<(&str, &str)> = config
+        .ports
+        .iter()
+        .filter(|p| p.kind == PortType::Vfio)
+        .filter_map(|p| Some((p.name.as_str(), p.pci.as_deref()?)))
+        .collect();
+    let mut checks = vec![check_iommu(&sys, !vfio.is_empty())];
+    checks.push(check_vfio_module(env, &sys, !vfio.is_empty()));
+    for (name, pci) in &vfio {
+        checks.push(check_vfio_port(&sys, name, pci));
+    }
+    let nodes: Vec<i32> = vfio
+        .iter()
+        .filter_map(|(_, pci)| sys.numa_node(pci))
+        .filter(|n| *n >= 0)
+        .collect();
+    checks.push(check_hugepages(&sys, config, &nodes));
+    checks.push(check_socket_dir(&config.control.socket));
+    checks.push(check_isolated(&sys, config));
+    for port in &config.ports {
+        if matches!(port.kind, PortType::Afpacket | PortType::Afxdp) {
+            if let Some(iface) = &port.iface {
+                checks.push(check_iface(&sys, &port.name, iface));
+            }
+        }
+    }
+    if let Some(c) = check_memlock(env, config) {
+        checks.push(c);
+    }
+    checks
+}
+
+fn check_iommu(sys: &Sysfs, needed: bool) -> Check {
+    let units = dir_names(&sys.root().join("class/iommu")).len();
+    let groups = dir_names(&sys.root().join("kernel/iommu_groups")).len();
+    if units > 0 || groups > 0 {
+        return Check::new("iommu", Status::Ok, format!("on ({groups} groups)"));
+    }
+    let fix = "boot with `intel_iommu=on` (Intel) or `amd_iommu=on` (AMD) and enable VT-d/AMD-Vi in the firmware";
+    if needed {
+        Check::new("iommu", Status::Fail, "off; vfio ports need it").fix(fix)
+    } else {
+        Check::new(
+            "iommu",
+            Status::Ok,
+            "off (not needed: no vfio ports in the configuration)",
+        )
+    }
+}
+
+fn check_vfio_module(env: &DoctorEnv, sys: &Sysfs, needed: bool) -> Check {
+    const NAME: &str = "vfio-pci module";
+    if sys.has_vfio_pci() || sys.root().join("module/vfio_pci").exists() {
+        return Check::new(NAME, Status::Ok, "loaded");
+    }
+    let available = env.modules_dir.as_ref().is_some_and(|dir| {
+        ["modules.dep", "modules.builtin"].iter().any(|f| {
+            std::fs::read_to_string(dir.join(f))
+                .is_ok_and(|t| t.contains("/vfio-pci.ko") || t.contains("/vfio_pci.ko"))
+        })
+    });
+    if available {
+        Check::new(NAME, Status::Ok, "available, not loaded")
+            .fix("`weir devbind` loads it, or `sudo modprobe vfio-pci`")
+    } else if needed {
+        Check::new(
+            NAME,
+            Status::Fail,
+            "not loaded and not found in the kernel's modules",
+        )
+        .fix("install the kernel's extra modules (vfio-pci), then `sudo modprobe vfio-pci`")
+    } else {
+        Check::new(NAME, Status::Ok, "not loaded (not needed: no vfio ports)")
+    }
+}
+
+fn check_vfio_port(sys: &Sysfs, name: &str, pci: &str) -> Check {
+    let label = format!("port {name} ({pci})");
+    if !sys.device(pci).exists() {
+        return Check::new(label, Status::Fail, "no such PCI device")
+            .fix("fix `pci` in the configuration; `weir devbind --list` shows the NICs");
+    }
+    if let Some(id) = sys.id(pci) {
+        if !nic::weir_supports(&id) {
+            return Check::new(label, Status::Fail, format!("no weir driver for {id}")).fix(
+                format!(
+                    "use a supported NIC ({}) or an afxdp/afpacket port",
+                    pmd::VFIO_SUPPORTED
+                ),
+            );
+        }
+    }
+    let Some(group) = sys.iommu_group(pci) else {
+        return Check::new(label, Status::Fail, "no IOMMU group")
+            .fix("boot with `intel_iommu=on` or `amd_iommu=on` and enable VT-d/AMD-Vi");
+    };
+    let driver = sys.driver(pci);
+    if driver.as_deref() != Some(VFIO_PCI) {
+        return Check::new(
+            label,
+            Status::Fail,
+            format!(
+                "bound to {}, not vfio-pci",
+                driver.as_deref().unwrap_or("no driver")
+            ),
+        )
+        .fix(format!("weir devbind {pci}"));
+    }
+    let blocking: Vec<(String, String)> = sys
+        .group_devices(&group)
+        .into_iter()
+        .filter_map(|other| {
+            let d = sys.driver(&other)?;
+            (d != VFIO_PCI).then_some((other, d))
+        })
+        .collect();
+    if !blocking.is_empty() {
+        let who: Vec<String> = blocking.iter().map(|(p, d)| format!("{p} ({d})")).collect();
+        let fix: Vec<String> = blocking
+            .iter()
+            .map(|(p, _)| format!("weir devbind {p}"))
+            .collect();
+        return Check::new(
+            label,
+            Status::Fail,
+            format!(
+                "IOMMU group {group} not viable: {} bound to a kernel driver",
+                who.join(", ")
+            ),
+        )
+        .fix(fix.join(" && "));
+    }
+    Check::new(
+        label,
+        Status::Ok,
+        format!("bound to vfio-pci, IOMMU group {group} viable"),
+    )
+}
+
+/// Free 2 MiB pages per NUMA node (`None` node: no per-node data).
+fn free_hugepages(sys: &Sysfs) -> Vec<(Option<i32>, u64)> {
+    let read = |p: PathBuf| {
+        std::fs::read_to_string(p)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+    };
+    let node_root = sys.root().join("devices/system/node");
+    let per_node: Vec<(Option<i32>, u64)> = dir_names(&node_root)
+        .into_iter()
+        .filter_map(|n| {
+            let id: i32 = n.strip_prefix("node")?.parse().ok()?;
+            let free = read(
+                node_root
+                    .join(&n)
+                    .join("hugepages/hugepages-2048kB/free_hugepages"),
+            )?;
+            Some((Some(id), free))
+        })
+        .collect();
+    if !per_node.is_empty() {
+        return per_node;
+    }
+    let global = read(
+        sys.root()
+            .join("kernel/mm/hugepages/hugepages-2048kB/free_hugepages"),
+    )
+    .unwrap_or(0);
+    vec![(None, global)]
+}
+
+fn check_hugepages(sys: &Sysfs, config: &Config, nic_nodes: &[i32]) -> Check {
+    const NAME: &str = "hugepages";
+    let mode = config.dataplane.hugepages;
+    if mode == HugepageMode::Never {
+        return Check::new(NAME, Status::Ok, "not used (hugepages = \"never\")");
+    }
+    let need = pool_hugepages(config);
+    let free = free_hugepages(sys);
+    let total: u64 = free.iter().map(|(_, n)| n).sum();
+    let per_node: Vec<String> = free
+        .iter()
+        .map(|(node, n)| match node {
+            Some(id) => format!("node{id} {n}"),
+            None => format!("{n}"),
+        })
+        .collect();
+    let detail = format!(
+        "pool needs {need} x 2 MiB ({} mbufs of {} B); free: {}",
+        config.dataplane.mbufs,
+        config.dataplane.mbuf_size,
+        per_node.join(", ")
+    );
+    let short_status = if mode == HugepageMode::Required {
+        Status::Fail
+    } else {
+        Status::Warn
+    };
+    if total < need {
+        let detail = if mode == HugepageMode::Required {
+            detail
+        } else {
+            format!("{detail}; falls back to normal pages")
+        };
+        return Check::new(NAME, short_status, detail).fix(format!(
+            "echo {} | sudo tee /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages \
+             (adds {} pages; or reserve at boot with `hugepages={}`)",
+            need - total + current_nr(sys),
+            need - total,
+            need
+        ));
+    }
+    // The NICs DMA into the pool; pages on their node avoid cross-socket traffic.
+    for node in nic_nodes {
+        let on_node = free
+            .iter()
+            .find(|(n, _)| *n == Some(*node))
+            .map_or(0, |(_, f)| *f);
+        if on_node < need {
+            return Check::new(
+                NAME,
+                Status::Warn,
+                format!("{detail}; the vfio NICs are on node{node}"),
+            )
+            .fix(format!(
+                "echo {need} | sudo tee /sys/devices/system/node/node{node}/hugepages/hugepages-2048kB/nr_hugepages"
+            ));
+        }
+    }
+    Check::new(NAME, Status::Ok, detail)
+}
+
+fn current_nr(sys: &Sysfs) -> u64 {
+    std::fs::read_to_string(
+        sys.root()
+            .join("kernel/mm/hugepages/hugepages-2048kB/nr_hugepages"),
+    )
+    .ok()
+    .and_then(|s| s.trim().parse().ok())
+    .unwrap_or(0)
+}
+
+fn check_socket_dir(socket: &Path) -> Check {
+    use rustix::fs::{access, Access};
+    const NAME: &str = "control socket";
+    let dir = socket.parent().unwrap_or(Path::new("/"));
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let writable = |p: &Path| access(p, Access::WRITE_OK | Access::EXEC_OK).is_ok();
+    let fix = format!(
+        "run as root, or `sudo install -d -o $USER {}`, or set `[control] socket`",
+        dir.display()
+    );
+    if dir.is_dir() {
+        return if writable(dir) {
+            Check::new(NAME, Status::Ok, format!("{} writable", dir.display()))
+        } else {
+            Check::new(
+                NAME,
+                Status::Fail,
+                format!("{} is not writable", dir.display()),
+            )
+            .fix(fix)
+        };
+    }
+    // `weir run` creates the missing directories under the nearest one that exists.
+    match dir.ancestors().skip(1).find(|a| a.exists()) {
+        Some(parent) if parent.is_dir() && writable(parent) => Check::new(
+            NAME,
+            Status::Ok,
+            format!("{} will be created", dir.display()),
+        ),
+        _ => Check::new(
+            NAME,
+            Status::Fail,
+            format!("{} does not exist and cannot be created", dir.display()),
+        )
+        .fix(fix),
+    }
+}
+
+fn check_isolated(sys: &Sysfs, config: &Config) -> Check {
+    const NAME: &str = "worker CPUs";
+    let host = Host {
+        sysfs: sys.root().to_owned(),
+        check_ifaces: false,
+    };
+    let workers = config.dataplane.worker_cpus(&host);
+    let text =
+        std::fs::read_to_string(sys.root().join("devices/system/cpu/isolated")).unwrap_or_default();
+    let isolated: Vec<usize> = match text.trim() {
+        "" => Vec::new(),
+        t => CpuList::from_str(t)
+            .map(|l| l.cpus().to_vec())
+            .unwrap_or_default(),
+    };
+    let list = |cpus: &[usize]| {
+        cpus.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let shared: Vec<usize> = workers
+        .iter()
+        .copied()
+        .filter(|c| !isolated.contains(c))
+        .collect();
+    if workers.is_empty() {
+        return Check::new(NAME, Status::Warn, "no online CPU found for the workers");
+    }
+    if shared.is_empty() {
+        Check::new(NAME, Status::Ok, format!("{} isolated", list(&workers)))
+    } else {
+        Check::new(
+            NAME,
+            Status::Warn,
+            format!(
+                "CPU {} not isolated; the scheduler may run other tasks there",
+                list(&shared)
+            ),
+        )
+        .fix(format!(
+            "add `isolcpus={0} nohz_full={0} rcu_nocbs={0}` to the kernel command line",
+            list(&workers)
+        ))
+    }
+}
+
+fn check_iface(sys: &Sysfs, port: &str, iface: &str) -> Check {
+    let name = format!("port {port} ({iface})");
+    if sys.root().join("class/net").join(iface).exists() {
+        Check::new(name, Status::Ok, "interface exists")
+    } else {
+        Check::new(name, Status::Fail, "no such interface").fix(format!(
+            "create `{iface}` or fix `iface` of port {port} (`ip link` lists interfaces)"
+        ))
+    }
+}
+
+/// Locked memory: AF_XDP UMEMs count against it, and so does the pool
+/// once VFIO pins it for DMA.
+fn check_memlock(env: &DoctorEnv, config: &Config) -> Option<Check> {
+    let mut need = 0u64;
+    let mut users = Vec::new();
+    for p in &config.ports {
+        if p.kind == PortType::Afxdp {
+            need += u64::from(p.queues.unwrap_or(1)) * AFXDP_UMEM_BYTES;
+            users.push("afxdp");
+        }
+    }
+    if config.ports.iter().any(|p| p.kind == PortType::Vfio) {
+        need += pool_bytes(config);
+        users.push("vfio");
+    }
+    if need == 0 {
+        return None;
+    }
+    users.dedup();
+    let name = "memlock limit";
+    let mib = |b: u64| b.div_ceil(1 << 20);
+    Some(match env.memlock_bytes {
+        None => Check::new(name, Status::Ok, "unlimited (or CAP_IPC_LOCK)"),
+        Some(limit) if limit >= need => Check::new(
+            name,
+            Status::Ok,
+            format!("{} MiB, {} ports need {} MiB", mib(limit), users.join("/"), mib(need)),
+        ),
+        Some(limit) => Check::new(
+            name,
+            Status::Fail,
+            format!(
+                "{} MiB but {} ports need {} MiB",
+                mib(limit),
+                users.join("/"),
+                mib(need)
+            ),
+        )
+        .fix("run as root, `LimitMEMLOCK=infinity` in the systemd unit, or raise the hard limit in /etc/security/limits.conf"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nic::fake::Tree;
+    use std::fs;
+
+    const NIC: &str = "0000:01:00.0";
+
+    /// A host that can run [`config`]: IOMMU on, vfio-pci loaded, the NIC
+    /// bound, enough hugepages, CPU 3 isolated, eth1 present.
+    fn healthy() -> Tree {
+        let t = Tree::new();
+        t.write("class/iommu/dmar0/x", "");
+        t.nic(NIC, "8086:10d3", Some(VFIO_PCI), Some("7"));
+        t.write(
+            "devices/system/node/node0/hugepages/hugepages-2048kB/free_hugepages",
+            "64\n",
+        );
+        t.write(
+            "devices/system/node/node1/hugepages/hugepages-2048kB/free_hugepages",
+            "0\n",
+        );
+        t.write("devices/system/cpu/online", "0-3\n");
+        t.write("devices/system/cpu/isolated", "2-3\n");
+        t.write("class/net/eth1/flags", "0x1003\n");
+        t
+    }
+
+    fn config(t: &Tree, hugepages: &str) -> Config {
+        let text = format!(
+            r#"
+            [dataplane]
+            workers = "3"
+            mbufs = 16384
+            hugepages = "{hugepages}"
+            [control]
+            socket = "{}/run/weir.sock"
+            [[bridge]]
+            name = "br0"
+            [[port]]
+            name = "nic0"
+            type = "vfio"
+            pci = "{NIC}"
+            bridge = "br0"
+            [[port]]
+            name = "up"
+            type = "afxdp"
+            iface = "eth1"
+            bridge = "br0"
+            "#,
+            t.dir.display()
+        );
+        Config::parse(&text, "test.toml").unwrap()
+    }
+
+    fn env(t: &Tree) -> DoctorEnv {
+        DoctorEnv {
+            sysfs: t.path(""),
+            modules_dir: None,
+            memlock_bytes: Some(1 << 30),
+        }
+    }
+
+    fn find<'a>(checks: &'a [Check], name: &str) -> &'a Check {
+        checks
+            .iter()
+            .find(|c| c.name.starts_with(name))
+            .unwrap_or_else(|| panic!("no check {name}: {checks:?}"))
+    }
+
+    #[test]
+    fn pool_size_rounds_up_to_pages() {
+        let t = Tree::new();
+        let c = config(&t, "auto");
+        // 16384 × (2048 + 128 + 64) = 36 700 160 bytes = 17.5 pages.
+        assert_eq!(pool_hugepages(&c), 18);
+    }
+
+    #[test]
+    fn healthy_host_is_all_ok() {
+        let t = healthy();
+        let checks = run(&env(&t), &config(&t, "required"));
+        assert!(
+            checks.iter().all(|c| c.status == Status::Ok),
+            "{}",
+            render(&checks)
+        );
+        assert!(!failed(&checks));
+        assert_eq!(checks.len(), 8, "{}", render(&checks));
+        let out = render(&checks);
+        assert!(out.starts_with("ok    iommu: on"), "{out}");
+        assert!(out.ends_with("8 checks: 0 failed, 0 warnings\n"), "{out}");
+    }
+
+    #[test]
+    fn finds_each_problem_with_its_fix() {
+        let t = Tree::new();
+        t.nic(NIC, "8086:10d3", Some("e1000e"), None);
+        t.write(
+            "devices/system/node/node0/hugepages/hugepages-2048kB/free_hugepages",
+            "4\n",
+        );
+        t.write("kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "4\n");
+        t.write("devices/system/cpu/online", "0-3\n");
+        t.write("devices/system/cpu/isolated", "\n");
+        let mut e = env(&t);
+        e.memlock_bytes = Some(8 << 20);
+        let checks = run(&e, &config(&t, "required"));
+        let out = render(&checks);
+        assert!(failed(&checks));
+
+        let c = find(&checks, "iommu");
+        assert_eq!(c.status, Status::Fail, "{out}");
+        assert!(c.fix.as_ref().unwrap().contains("intel_iommu=on"));
+        assert_eq!(find(&checks, "vfio-pci module").status, Status::Fail);
+        let c = find(&checks, "port nic0");
+        assert_eq!(c.status, Status::Fail);
+        assert_eq!(c.detail, "no IOMMU group");
+        let c = find(&checks, "hugepages");
+        assert_eq!(c.status, Status::Fail, "{out}");
+        assert!(c.fix.as_ref().unwrap().starts_with("echo 18 "), "{out}");
+        let c = find(&checks, "worker CPUs");
+        assert_eq!(c.status, Status::Warn);
+        assert!(c.fix.as_ref().unwrap().contains("isolcpus=3"), "{out}");
+        let c = find(&checks, "port up (eth1)");
+        assert_eq!(c.status, Status::Fail);
+        let c = find(&checks, "memlock");
+        assert_eq!(c.status, Status::Fail, "{out}");
+        assert!(
+            out.contains("FAIL  port up (eth1): no such interface; fix: "),
+            "{out}"
+        );
+
+        // With hugepages = "auto" a shortage is only a warning.
+        let checks = run(&e, &config(&t, "auto"));
+        assert_eq!(find(&checks, "hugepages").status, Status::Warn);
+    }
+
+    #[test]
+    fn vfio_port_must_be_bound_and_group_viable() {
+        let t = healthy();
+        t.set_driver(NIC, Some("e1000e"));
+        let checks = run(&env(&t), &config(&t, "auto"));
+        let c = find(&checks, "port nic0");
+        assert_eq!(c.status, Status::Fail);
+        assert_eq!(c.fix.as_deref(), Some("weir devbind 0000:01:00.0"));
+
+        t.set_driver(NIC, Some(VFIO_PCI));
+        // A second function in the same group, still on its kernel driver.
+        let other = "0000:01:00.1";
+        t.nic(other, "8086:10d3", Some("e1000e"), None);
+        std::os::unix::fs::symlink(
+            t.path(&format!("bus/pci/devices/{other}")),
+            t.path(&format!("kernel/iommu_groups/7/devices/{other}")),
+        )
+        .unwrap();
+        let checks = run(&env(&t), &config(&t, "auto"));
+        let c = find(&checks, "port nic0");
+        assert_eq!(c.status, Status::Fail);
+        assert!(c.detail.contains("0000:01:00.1 (e1000e)"), "{c:?}");
+        assert_eq!(c.fix.as_deref(), Some("weir devbind 0000:01:00.1"));
+
+        // Unsupported device ids are reported before binding.
+        t.write(&format!("bus/pci/devices/{NIC}/device"), "0x1533\n");
+        let checks = run(&env(&t), &config(&t, "auto"));
+        assert!(find(&checks, "port nic0").detail.contains("8086:1533"));
+    }
+
+    #[test]
+    fn iommu_off_is_fine_without_vfio_ports() {
+        let t = Tree::new();
+        let checks = run(&env(&t), &Config::parse("", "empty").unwrap());
+        assert_eq!(find(&checks, "iommu").status, Status::Ok);
+        assert_eq!(find(&checks, "vfio-pci module").status, Status::Ok);
+        assert!(checks.iter().all(|c| !c.name.starts_with("memlock")));
+    }
+
+    #[test]
+    fn socket_dir_must_be_writable_or_creatable() {
+        let t = Tree::new();
+        let sock = t.dir.join("a/b/weir.sock");
+        assert_eq!(check_socket_dir(&sock).status, Status::Ok);
+        fs::create_dir_all(t.dir.join("a/b")).unwrap();
+        assert_eq!(check_socket_dir(&sock).status, Status::Ok);
+        fs::write(t.dir.join("file"), "").unwrap();
+        let c = check_socket_dir(&t.dir.join("file/x/weir.sock"));
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.fix.is_some());
+    }
+
+    #[test]
+    fn json_output_names_status_in_lowercase() {
+        let c = Check::new("iommu", Status::Fail, "off").fix("x");
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["status"], "fail");
+        assert_eq!(v["fix"], "x");
+    }
+}
