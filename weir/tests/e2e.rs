@@ -219,6 +219,15 @@ bridge = "br0"
         ("b", &b.ns, "198.18.20.2"),
         ("c", &c, "198.18.20.3"),
     ];
+    // Warm-up: resolve ARP on every pair first (a loaded machine may take longer
+    // than one ping interval for the first broadcast round trip).
+    for (xn, x, _) in &hosts {
+        for (yn, _, yip) in &hosts {
+            if xn != yn {
+                let _ = ping(x, yip, 1, "0.2");
+            }
+        }
+    }
     for (xn, x, _) in &hosts {
         for (yn, _, yip) in &hosts {
             if xn != yn {
