@@ -323,10 +323,18 @@ fn tap_and_afpacket_ports_connect_two_namespaces() {
     assert_eq!(b.stats().rx_errors.get() + b.stats().tx_errors.get(), 0);
     drop(tap);
     // Not persistent: the interface goes away with its last queue (and ns1 with it).
+    // The kernel unregisters it asynchronously after the last fd closes.
+    let gone = wait_for(TIMEOUT, || {
+        (!common::try_run(&[
+            "ip", "netns", "exec", &ns1.name, "ip", "link", "show", &tap_name,
+        ])
+        .status
+        .success())
+        .then_some(())
+    });
     assert!(
-        !common::try_run(&["ip", "netns", "exec", &ns1.name, "ip", "link", "show", &tap_name])
-            .status
-            .success()
+        gone.is_some(),
+        "{tap_name} still exists after its last queue closed"
     );
 }
 

@@ -100,7 +100,7 @@ pub fn run() -> anyhow::Result<()> {
                 }
                 check_stop()?;
                 let out =
-                    x.ns.exec(&["ping", "-c", "3", "-i", "0.2", "-W", "2", &y.ip])
+                    x.ns.exec(&["ping", "-c", "3", "-i", "0.2", "-w", "5", &y.ip])
                         .with_context(|| format!("ping from {} to {}", x.label, y.label))?;
                 let summary = out
                     .lines()

@@ -141,15 +141,20 @@ impl Drop for Daemon {
     }
 }
 
+/// `ping -c count`, waiting (`-w`) until every reply is in or a deadline passes:
+/// without `-w`, iputils ping gives the last reply only about twice the fastest
+/// round-trip time and counts a reply delayed by a loaded machine as lost.
 fn ping(from: &Netns, ip: &str, count: u32, interval: &str) -> Result<String, String> {
+    let secs = interval.parse::<f64>().unwrap_or(1.0) * f64::from(count);
+    let deadline = (secs.ceil() as u64 + 5).to_string();
     from.exec(&[
         "ping",
         "-c",
         &count.to_string(),
         "-i",
         interval,
-        "-W",
-        "2",
+        "-w",
+        &deadline,
         ip,
     ])
     .map_err(|e| format!("{e:#}"))
@@ -277,8 +282,8 @@ bridge = "br0"
                     "300",
                     "-i",
                     "0.01",
-                    "-W",
-                    "1",
+                    "-w",
+                    "30",
                     "198.18.20.3",
                 ])
                 .output()
