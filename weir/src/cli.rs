@@ -136,6 +136,9 @@ pub struct PortAddArgs {
     /// PCI address of a vfio NIC.
     #[arg(long, value_name = "ADDR")]
     pub pci: Option<String>,
+    /// DPDK device arguments of a dpdk port (e.g. net_pcap0,iface=eth0).
+    #[arg(long, value_name = "DEVARGS")]
+    pub devargs: Option<String>,
     /// vhost-user server socket permissions, octal (e.g. 0660).
     #[arg(long, value_name = "MODE")]
     pub socket_mode: Option<String>,
@@ -158,6 +161,7 @@ impl PortAddArgs {
             rx_path: self.rx_path.clone(),
             tx_path: self.tx_path.clone(),
             pci: self.pci.clone(),
+            devargs: self.devargs.clone(),
             socket_mode: self.socket_mode.clone(),
             socket_group: self.socket_group.clone(),
         }
