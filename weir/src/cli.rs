@@ -284,7 +284,7 @@ impl Command {
         Some(match self {
             Command::Run(_) | Command::Config(_) | Command::Demo => return None,
             Command::Port(PortCmd::Add(args)) => ClientCall {
-                request: Request::PortAdd(args.spec()),
+                request: Request::PortAdd(Box::new(args.spec())),
                 output: Output::Quiet,
                 socket: None,
             },

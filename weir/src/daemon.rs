@@ -563,7 +563,7 @@ fn done(r: anyhow::Result<()>) -> Response {
 impl Handler for Dataplane {
     fn handle(&self, req: Request) -> Response {
         match req {
-            Request::PortAdd(spec) => done(self.port_add(spec)),
+            Request::PortAdd(spec) => done(self.port_add(*spec)),
             Request::PortDel { name } => done(self.port_del(&name)),
             Request::PortList => Response::with_data(&self.port_list()),
             Request::BridgeAdd { name } => done(self.bridge_add(&name)),
