@@ -6,6 +6,10 @@ use std::env;
 use std::path::PathBuf;
 
 fn main() {
+    // Without the `link` feature the crate is empty (a plain workspace build).
+    if env::var_os("CARGO_FEATURE_LINK").is_none() {
+        return;
+    }
     println!("cargo:rerun-if-changed=shim.c");
     println!("cargo:rerun-if-changed=wrapper.h");
     let dpdk = pkg_config::Config::new()
