@@ -11,6 +11,7 @@ PKGS=(
   iproute2 iputils-ping ethtool                                    # namespaces, veth, ping
   valgrind                                                          # benches/callgrind.sh
   dpdk-dev librte-net-vhost23 librte-mempool-ring23 librte-net-virtio23  # testpmd: a real vhost-user peer
+  librte-net-ring23 librte-net-null23                               # dpdk feature tests (net_ring, net_null vdevs)
   qemu-system-x86 kmod cpio xz-utils                                # VFIO driver guest test
 )
 

@@ -12,7 +12,8 @@
 //! [`open_vfio`] picks one by PCI id.
 //!
 //! Unsafe code is denied at the crate root; only the modules at an OS boundary
-//! (`afxdp::umem` for AF_XDP rings and UMEM frames, `sys` for sockets and ioctls,
+//! (`afxdp::umem` for AF_XDP rings and UMEM frames, `dpdk` for DPDK's C API
+//! when the `dpdk` feature is on, `sys` for sockets and ioctls,
 //! `vfio` for VFIO ioctls and DMA memory, `pci::bar` for MMIO) may allow it, each
 //! block with a `// SAFETY:` note.
 #![deny(unsafe_code)]
@@ -20,6 +21,8 @@
 
 pub mod afpacket;
 pub mod afxdp;
+#[cfg(feature = "dpdk")]
+pub mod dpdk;
 pub mod e1000e;
 pub mod memport;
 pub mod pcap;

@@ -25,7 +25,7 @@ pub use crate::config::PortSpec;
 #[serde(tag = "cmd", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
     /// Create a port, same keys as a config `[[port]]`. Data: none.
-    PortAdd(PortSpec),
+    PortAdd(Box<PortSpec>),
     /// Delete a port. Data: none.
     PortDel {
         /// Port name.
@@ -317,7 +317,7 @@ mod tests {
     fn port_add_uses_config_keys() {
         let mut spec = PortSpec::new("vm1", PortType::VhostUser);
         spec.socket = Some("/tmp/vm1.sock".into());
-        let req = Request::PortAdd(spec);
+        let req = Request::PortAdd(Box::new(spec));
         let json = serde_json::to_string(&req).unwrap();
         assert_eq!(
             json,

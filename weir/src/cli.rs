@@ -212,6 +212,9 @@ pub struct PortAddArgs {
     /// PCI address of a vfio NIC.
     #[arg(long, value_name = "ADDR")]
     pub pci: Option<String>,
+    /// DPDK device arguments of a dpdk port (e.g. net_pcap0,iface=eth0).
+    #[arg(long, value_name = "DEVARGS")]
+    pub devargs: Option<String>,
     /// vhost-user server socket permissions, octal (e.g. 0660).
     #[arg(long, value_name = "MODE")]
     pub socket_mode: Option<String>,
@@ -234,6 +237,7 @@ impl PortAddArgs {
             rx_path: self.rx_path.clone(),
             tx_path: self.tx_path.clone(),
             pci: self.pci.clone(),
+            devargs: self.devargs.clone(),
             socket_mode: self.socket_mode.clone(),
             socket_group: self.socket_group.clone(),
         }
@@ -361,7 +365,7 @@ impl Command {
             | Command::Sriov(_)
             | Command::Doctor(_) => return None,
             Command::Port(PortCmd::Add(args)) => ClientCall {
-                request: Request::PortAdd(args.spec()),
+                request: Request::PortAdd(Box::new(args.spec())),
                 output: Output::Quiet,
                 socket: None,
             },

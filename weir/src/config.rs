@@ -64,6 +64,9 @@ pub struct Config {
     /// `[fdb]`: MAC learning table limits.
     #[serde(default)]
     pub fdb: FdbConfig,
+    /// `[dpdk]`: DPDK EAL arguments, for `dpdk` ports.
+    #[serde(default)]
+    pub dpdk: DpdkConfig,
     /// `[[bridge]]` tables, in file order.
     #[serde(default, rename = "bridge")]
     pub bridges: Vec<BridgeSpec>,
@@ -163,6 +166,18 @@ impl Default for ControlConfig {
     }
 }
 
+/// `[dpdk]` section: settings of the DPDK backend (weir built with the `dpdk`
+/// feature), used when the first `dpdk` port opens.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DpdkConfig {
+    /// Extra DPDK EAL arguments, e.g. `["--no-huge", "-m", "512"]` or
+    /// `["-a", "0000:01:00.0"]`. weir always adds `--no-telemetry`, and a
+    /// per-process `--file-prefix` and `-l 0` unless given here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub eal_args: Vec<String>,
+}
+
 /// `[fdb]` section: limits of the MAC learning table.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -222,11 +237,14 @@ pub enum PortType {
     VhostUser,
     /// NIC bound to `vfio-pci` (`pci`).
     Vfio,
+    /// Device driven by one of DPDK's PMDs (`devargs`); needs weir built with
+    /// the `dpdk` feature.
+    Dpdk,
 }
 
 impl PortType {
     /// Every type, in schema order.
-    pub const ALL: [PortType; 7] = [
+    pub const ALL: [PortType; 8] = [
         PortType::Afpacket,
         PortType::Afxdp,
         PortType::Tap,
@@ -234,6 +252,7 @@ impl PortType {
         PortType::Pcap,
         PortType::VhostUser,
         PortType::Vfio,
+        PortType::Dpdk,
     ];
 
     /// The name used in configs and on the command line.
@@ -246,6 +265,7 @@ impl PortType {
             PortType::Pcap => "pcap",
             PortType::VhostUser => "vhost-user",
             PortType::Vfio => "vfio",
+            PortType::Dpdk => "dpdk",
         }
     }
 
@@ -258,6 +278,7 @@ impl PortType {
             PortType::Pcap => &["rx_path", "tx_path"],
             PortType::VhostUser => &["socket", "mode", "socket_mode", "socket_group"],
             PortType::Vfio => &["pci"],
+            PortType::Dpdk => &["devargs"],
         }
     }
 }
@@ -338,6 +359,10 @@ pub struct PortSpec {
     /// PCI address of a vfio NIC, `DDDD:BB:DD.F` or `BB:DD.F`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pci: Option<String>,
+    /// DPDK device arguments of a `dpdk` port: a vdev (`net_ring0`,
+    /// `net_pcap0,iface=eth0`) or a PCI address, with optional `,key=value`s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devargs: Option<String>,
     /// Permissions of a vhost-user server socket, octal (e.g. `"0660"`), so a
     /// QEMU running as another user can connect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -361,6 +386,7 @@ impl PortSpec {
             rx_path: None,
             tx_path: None,
             pci: None,
+            devargs: None,
             socket_mode: None,
             socket_group: None,
         }
@@ -381,7 +407,7 @@ impl PortSpec {
     }
 
     /// Type-specific keys that are set, by config key name.
-    fn present_keys(&self) -> [(&'static str, bool); 8] {
+    fn present_keys(&self) -> [(&'static str, bool); 9] {
         [
             ("socket_mode", self.socket_mode.is_some()),
             ("socket_group", self.socket_group.is_some()),
@@ -391,6 +417,7 @@ impl PortSpec {
             ("rx_path", self.rx_path.is_some()),
             ("tx_path", self.tx_path.is_some()),
             ("pci", self.pci.is_some()),
+            ("devargs", self.devargs.is_some()),
         ]
     }
 
@@ -472,6 +499,18 @@ impl PortSpec {
                     });
                 }
             }
+            PortType::Dpdk => {
+                let devargs = self.devargs.as_deref().ok_or(PortError::MissingKey {
+                    kind: self.kind,
+                    keys: "`devargs`",
+                })?;
+                let name = devargs.split(',').next().unwrap_or_default();
+                if name.is_empty() || devargs.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                    return Err(PortError::InvalidDevargs {
+                        devargs: devargs.to_owned(),
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -537,6 +576,15 @@ pub enum PortError {
         /// The rejected value.
         mode: String,
     },
+    /// `devargs` has no device name or contains whitespace or control characters.
+    #[error(
+        "invalid devargs `{devargs}`: expected a device name (e.g. `net_ring0` or \
+         `0000:01:00.0`) with optional `,key=value` arguments, without whitespace"
+    )]
+    InvalidDevargs {
+        /// The rejected value.
+        devargs: String,
+    },
     /// Ownership keys on a socket weir does not create.
     #[error(
         "socket_mode and socket_group apply to server-mode sockets only: in client mode the \
@@ -555,6 +603,7 @@ impl PortError {
             PortError::InvalidQueues { .. } => Some("queues"),
             PortError::InvalidIface { .. } | PortError::NoSuchInterface { .. } => Some("iface"),
             PortError::InvalidPci { .. } => Some("pci"),
+            PortError::InvalidDevargs { .. } => Some("devargs"),
             PortError::InvalidSocketMode { .. } => Some("socket_mode"),
             PortError::ClientSocketOwner => None,
         }
@@ -1380,6 +1429,7 @@ pci = "0000:03:00.0"
             "pcap",
             "vhost-user",
             "vfio",
+            "dpdk",
         ] {
             assert!(msg.contains(&format!("`{name}`")), "{msg}");
         }
@@ -1464,10 +1514,46 @@ pci = "0000:03:00.0"
             ("pcap", "`rx_path` or `tx_path`"),
             ("vhost-user", "`socket`"),
             ("vfio", "`pci`"),
+            ("dpdk", "`devargs`"),
         ] {
             let text = format!("[[port]]\nname = \"p0\"\ntype = \"{kind}\"\n");
             let msg = validate_err(&text, "missingkeys").to_string();
             assert!(msg.contains(&format!("requires {key}")), "{msg}");
+        }
+    }
+
+    #[test]
+    fn dpdk_port_and_eal_args_parse() {
+        let text = "[dpdk]\neal_args = [\"--no-huge\", \"-m\", \"256\"]\n\n\
+                    [[port]]\nname = \"nic0\"\ntype = \"dpdk\"\n\
+                    devargs = \"net_pcap0,iface=eth0\"\nqueues = 2\n";
+        let config = Config::parse(text, "t.toml").unwrap();
+        let sys = FakeSys::new("dpdk");
+        config.validate_with(&sys.host()).unwrap();
+        assert_eq!(config.dpdk.eal_args, ["--no-huge", "-m", "256"]);
+        assert_eq!(config.ports[0].kind, PortType::Dpdk);
+        assert_eq!(
+            config.ports[0].devargs.as_deref(),
+            Some("net_pcap0,iface=eth0")
+        );
+    }
+
+    #[test]
+    fn dpdk_section_rejects_unknown_keys() {
+        let msg = parse_err("[dpdk]\neal = [\"--no-huge\"]\n").to_string();
+        assert!(msg.contains("unknown field `eal`"), "{msg}");
+        assert!(msg.contains("`eal_args`"), "{msg}");
+    }
+
+    #[test]
+    fn devargs_only_on_dpdk_ports_and_well_formed() {
+        let text = "[[port]]\nname = \"p0\"\ntype = \"ring\"\ndevargs = \"net_null0\"\n";
+        let msg = validate_err(text, "devargs-ring").to_string();
+        assert!(msg.contains("key `devargs` does not apply"), "{msg}");
+        for bad in ["", ",iface=eth0", "net_pcap0, iface=eth0"] {
+            let text = format!("[[port]]\nname = \"p0\"\ntype = \"dpdk\"\ndevargs = \"{bad}\"\n");
+            let msg = validate_err(&text, "devargs-bad").to_string();
+            assert!(msg.contains("invalid devargs"), "{msg}");
         }
     }
 

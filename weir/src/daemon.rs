@@ -52,6 +52,8 @@ pub struct Dataplane {
     workers: Vec<WorkerHandle>,
     worker_cpus: Vec<usize>,
     fdb_cfg: switch::FdbConfig,
+    /// `[dpdk] eal_args`, for the first `dpdk` port.
+    dpdk_eal_args: Vec<String>,
     host: Host,
     state: Mutex<State>,
 }
@@ -110,6 +112,7 @@ impl Dataplane {
                 max_per_port: cfg.fdb.max_per_port,
                 aging_secs: cfg.fdb.aging_secs,
             },
+            dpdk_eal_args: cfg.dpdk.eal_args.clone(),
             host,
             state: Mutex::new(State {
                 ports: BTreeMap::new(),
@@ -232,7 +235,7 @@ impl Dataplane {
             queues,
             keepalive,
             health,
-        } = ports::open(&spec, self.pool)?;
+        } = ports::open(&spec, self.pool, &self.dpdk_eal_args)?;
         // Place queues round-robin over workers; the first queue's worker owns the
         // port's handoff ring.
         let placement: Vec<usize> = (0..queues.len())
@@ -559,7 +562,7 @@ fn done(r: anyhow::Result<()>) -> Response {
 impl Handler for Dataplane {
     fn handle(&self, req: Request) -> Response {
         match req {
-            Request::PortAdd(spec) => done(self.port_add(spec)),
+            Request::PortAdd(spec) => done(self.port_add(*spec)),
             Request::PortDel { name } => done(self.port_del(&name)),
             Request::PortList => Response::with_data(&self.port_list()),
             Request::BridgeAdd { name } => done(self.bridge_add(&name)),

@@ -42,7 +42,14 @@ fn boxed<P: Port + 'static>(v: Vec<P>) -> Vec<Box<dyn Port>> {
 /// # Errors
 /// Whatever the driver reports (missing interface, permission, bad file), with the
 /// port name as context.
-pub fn open(spec: &PortSpec, pool: &'static Mempool) -> anyhow::Result<OpenedPort> {
+///
+/// `eal_args` are the `[dpdk]` EAL arguments, used by the first `dpdk` port (the
+/// EAL is initialised once per process).
+pub fn open(
+    spec: &PortSpec,
+    pool: &'static Mempool,
+    eal_args: &[String],
+) -> anyhow::Result<OpenedPort> {
     let n = spec.queues.unwrap_or(1).max(1) as usize;
     let name = &spec.name;
     let iface = || {
@@ -130,6 +137,25 @@ pub fn open(spec: &PortSpec, pool: &'static Mempool) -> anyhow::Result<OpenedPor
                 pmd::open_vfio(pci, pool, n as u16).with_context(|| format!("port {name}"))?;
             OpenedPort::plain(queues)
         }
+        #[cfg(feature = "dpdk")]
+        PortType::Dpdk => {
+            let devargs = spec
+                .devargs
+                .as_deref()
+                .with_context(|| format!("port {name}: `devargs` is required for type dpdk"))?;
+            pmd::dpdk::eal_init(eal_args).with_context(|| format!("port {name}"))?;
+            let qs = pmd::dpdk::DpdkPort::open(devargs, n as u16, pool)
+                .with_context(|| format!("port {name}"))?;
+            OpenedPort::plain(boxed(qs))
+        }
+        #[cfg(not(feature = "dpdk"))]
+        PortType::Dpdk => {
+            let _ = eal_args;
+            bail!(
+                "port {name}: this weir was built without the dpdk feature: \
+                 cargo build --features dpdk"
+            )
+        }
     };
     Ok(opened)
 }
@@ -163,4 +189,49 @@ fn resolve_group(group: &str) -> anyhow::Result<u32> {
         .find(|(name, _)| *name == group)
         .and_then(|(_, gid)| gid.parse().ok())
         .with_context(|| format!("no group named {group}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dpdk_spec(devargs: &str) -> PortSpec {
+        let mut spec = PortSpec::new("nic0", PortType::Dpdk);
+        spec.devargs = Some(devargs.to_owned());
+        spec
+    }
+
+    #[cfg(not(feature = "dpdk"))]
+    #[test]
+    fn dpdk_port_without_the_feature_says_how_to_build() {
+        let pool = Mempool::for_tests(8);
+        let err = open(&dpdk_spec("net_null0"), pool, &[])
+            .err()
+            .expect("dpdk port must fail without the feature");
+        let msg = format!("{err:#}");
+        assert!(
+            msg.contains("built without the dpdk feature: cargo build --features dpdk"),
+            "{msg}"
+        );
+    }
+
+    /// `net_null` hands out a full burst of `size`-byte frames on every receive
+    /// and discards whatever it transmits.
+    #[cfg(feature = "dpdk")]
+    #[test]
+    fn dpdk_port_opens_through_the_factory() {
+        let pool = Mempool::for_tests(256);
+        let eal: Vec<String> = ["--no-huge", "-m", "256", "--no-pci"]
+            .map(String::from)
+            .to_vec();
+        let mut spec = dpdk_spec("net_null0,size=64");
+        spec.queues = Some(2);
+        let mut opened = open(&spec, pool, &eal).expect("open net_null0");
+        assert_eq!(opened.queues.len(), 2);
+        let mut burst = dataplane::Burst::new();
+        assert!(opened.queues[0].rx_burst(&mut burst) > 0);
+        assert!(burst.iter().all(|m| m.len() == 64));
+        let n = burst.len();
+        assert_eq!(opened.queues[1].tx_burst(&mut burst), n);
+    }
 }
