@@ -1184,11 +1184,10 @@ mod tests {
         h
     }
 
-    fn rx_partial(
-        ring: &SplitRing,
-        cur: &mut Cursor,
-        csum: bool,
-    ) -> (Vec<(Vec<u8>, Option<PartialCsum>)>, QueueStats) {
+    /// Frames received with their checksum metadata.
+    type Received = Vec<(Vec<u8>, Option<PartialCsum>)>;
+
+    fn rx_partial(ring: &SplitRing, cur: &mut Cursor, csum: bool) -> (Received, QueueStats) {
         let stats = QueueStats::default();
         let mut burst = Burst::new();
         let done = ring.dequeue(cur, pool(), &mut burst, csum, &stats);
