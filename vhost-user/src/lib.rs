@@ -117,6 +117,11 @@
 //!   adopts the value as its interface MTU, which is why it is not the full
 //!   data room: guests bridged to 1500-byte kernel ports would send frames
 //!   those ports refuse. Larger frames are still dropped as `Malformed`.
+//!   QEMU does not take either from the backend: it emulates the virtio-net
+//!   config space itself and offers MTU only with its `host_mtu` property
+//!   (announced to backends through the NET_MTU protocol feature, which weir
+//!   does not offer yet); frontends that read the backend's config space
+//!   (CONFIG protocol feature) see the value.
 //! - Segmentation offloads (HOST_TSO4/6, HOST_UFO, GUEST_TSO4/6, GUEST_UFO,
 //!   GSO) are **not offered**: a segmentation-offloaded frame is up to 64 KiB
 //!   and would need chained mbufs, which weir does not have. Guests segment
