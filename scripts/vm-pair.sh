@@ -102,6 +102,8 @@ until ping -c 1 -W 1 198.18.0.2 > /dev/null 2>&1; do
   [ \$tries -lt $DEADLINE ] || { echo "WEIRVM: FAIL no ping reply"; exit 1; }
 done
 echo "WEIRVM: first reply after \$tries tries up=\$(cut -d' ' -f1 /proc/uptime)"
+# Negotiated virtio features, bit 0 first (CSUM is bit 0, GUEST_CSUM 1, MTU 3).
+echo "WEIRVM: virtio features=\$(cat /sys/class/net/eth0/device/features 2>/dev/null) mtu=\$(cat /sys/class/net/eth0/mtu)"
 fail=0
 ping -c 5 -i 0.2 -W 2 198.18.0.2 > /tmp/ping 2>&1
 rx=\$(sed -n 's/.* \([0-9]*\) packets received.*/\1/p' /tmp/ping)

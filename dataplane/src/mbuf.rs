@@ -12,6 +12,7 @@
 use std::ptr::NonNull;
 
 use crate::mempool::Mempool;
+use crate::wire::PartialCsum;
 
 /// Size of the in-buffer header, one cache line.
 pub const HDR_BYTES: usize = 64;
@@ -33,6 +34,9 @@ pub(crate) struct MbufHdr {
     flags: u32,
     /// Free for the current owner (e.g. a timestamp).
     user: u64,
+    /// Checksum offload metadata: the L4 checksum is still to be completed.
+    /// Travels with the frame (kept by `try_clone`); reset on allocation.
+    partial_csum: Option<PartialCsum>,
 }
 
 const _: () = assert!(std::mem::size_of::<MbufHdr>() == HDR_BYTES);
@@ -48,6 +52,7 @@ impl MbufHdr {
             port: u16::MAX,
             flags: 0,
             user: 0,
+            partial_csum: None,
         }
     }
 }
@@ -93,6 +98,7 @@ impl Mbuf {
         h.port = u16::MAX;
         h.flags = 0;
         h.user = 0;
+        h.partial_csum = None;
         m
     }
 
@@ -226,6 +232,13 @@ impl Mbuf {
         let h = self.hdr_mut();
         h.data_off -= n as u16;
         h.data_len += n as u16;
+        // Offsets count from the data start, which moved back by `n`.
+        h.partial_csum = h.partial_csum.and_then(|p| {
+            Some(PartialCsum {
+                start: p.start.checked_add(n as u16)?,
+                offset: p.offset,
+            })
+        });
         Ok(&mut self.data_mut()[..n])
     }
 
@@ -236,6 +249,13 @@ impl Mbuf {
         let h = self.hdr_mut();
         h.data_off += n;
         h.data_len -= n;
+        // Offsets count from the data start; a region cut into is meaningless.
+        h.partial_csum = h.partial_csum.and_then(|p| {
+            Some(PartialCsum {
+                start: p.start.checked_sub(n)?,
+                offset: p.offset,
+            })
+        });
     }
 
     /// Removes `n` bytes from the end of the data (at most all of it).
@@ -281,6 +301,33 @@ impl Mbuf {
         self.hdr_mut().user = v;
     }
 
+    /// Checksum offload metadata: `Some` while the frame's TCP/UDP checksum
+    /// field holds only the pseudo-header sum (reset to `None` on allocation).
+    #[inline]
+    pub fn partial_csum(&self) -> Option<PartialCsum> {
+        self.hdr().partial_csum
+    }
+
+    /// Records (or clears) checksum offload metadata. Offsets count from the
+    /// data start; [`Mbuf::prepend`] and [`Mbuf::adj`] keep them in step.
+    /// Callers validate untrusted offsets first ([`PartialCsum::new_checked`]).
+    #[inline]
+    pub fn set_partial_csum(&mut self, p: Option<PartialCsum>) {
+        self.hdr_mut().partial_csum = p;
+    }
+
+    /// Completes a pending partial checksum in software and clears the
+    /// metadata. Returns true if a checksum was written; false if there was
+    /// none pending, or its offsets no longer fit the data (e.g. after
+    /// [`Mbuf::trim`]), in which case the frame is left alone.
+    #[inline]
+    pub fn complete_csum(&mut self) -> bool {
+        match self.hdr_mut().partial_csum.take() {
+            Some(p) => p.complete(self.data_mut()),
+            None => false,
+        }
+    }
+
     /// The pool this buffer belongs to.
     #[inline]
     pub fn pool(&self) -> &'static Mempool {
@@ -300,8 +347,8 @@ impl Mbuf {
         self.slot_index() as usize * self.pool().stride() + HDR_BYTES + self.headroom()
     }
 
-    /// A copy of this packet in a new buffer from the same pool (data and ingress
-    /// port), or None if the pool is empty.
+    /// A copy of this packet in a new buffer from the same pool (data, ingress
+    /// port and checksum offload metadata), or None if the pool is empty.
     #[inline]
     pub fn try_clone(&self) -> Option<Mbuf> {
         let mut m = self.pool().alloc()?;
@@ -312,6 +359,7 @@ impl Mbuf {
         m.room_mut()[..len].copy_from_slice(self.data());
         m.hdr_mut().data_len = len as u16;
         m.hdr_mut().port = self.port();
+        m.hdr_mut().partial_csum = self.partial_csum();
         Some(m)
     }
 }
@@ -380,12 +428,16 @@ mod tests {
         m.extend_from_slice(&[1; 10]).unwrap();
         m.set_port(3);
         m.set_user(7);
+        m.set_partial_csum(Some(PartialCsum {
+            start: 2,
+            offset: 0,
+        }));
         m.adj(4);
         drop(m);
         let m = pool.alloc().unwrap();
         assert_eq!(
-            (m.len(), m.headroom(), m.port(), m.user()),
-            (0, 128, u16::MAX, 0)
+            (m.len(), m.headroom(), m.port(), m.user(), m.partial_csum()),
+            (0, 128, u16::MAX, 0, None)
         );
     }
 
@@ -395,9 +447,53 @@ mod tests {
         let mut a = pool.alloc().unwrap();
         a.extend_from_slice(b"hello").unwrap();
         a.set_port(2);
+        let p = PartialCsum {
+            start: 1,
+            offset: 2,
+        };
+        a.set_partial_csum(Some(p));
         let b = a.try_clone().unwrap();
         assert_ne!(a.slot_index(), b.slot_index());
         assert_eq!(b.data(), b"hello");
         assert_eq!(b.port(), 2);
+        assert_eq!(b.partial_csum(), Some(p));
+    }
+
+    #[test]
+    fn partial_checksum_follows_the_data_window_and_completes_once() {
+        use crate::wire::offload::tests::partial_udp4;
+        let pool = Mempool::for_tests(4);
+        let mut m = pool.alloc().unwrap();
+        m.extend_from_slice(&partial_udp4()).unwrap();
+        m.set_partial_csum(Some(PartialCsum {
+            start: 34,
+            offset: 6,
+        }));
+        m.prepend(4).unwrap().copy_from_slice(&[0; 4]);
+        assert_eq!(m.partial_csum().map(|p| p.start), Some(38));
+        m.adj(4);
+        assert_eq!(m.partial_csum().map(|p| p.start), Some(34));
+        assert!(m.complete_csum());
+        assert_eq!(m.data()[40..42], [0x64, 0xb0]);
+        assert_eq!(m.partial_csum(), None);
+        assert!(!m.complete_csum(), "nothing left to do");
+        assert_eq!(m.data()[40..42], [0x64, 0xb0]);
+        // Cutting into the region drops the metadata; a trimmed-off field is
+        // never written.
+        m.set_partial_csum(Some(PartialCsum {
+            start: 34,
+            offset: 6,
+        }));
+        m.adj(35);
+        assert_eq!(m.partial_csum(), None);
+        let mut m = pool.alloc().unwrap();
+        m.extend_from_slice(&partial_udp4()).unwrap();
+        m.set_partial_csum(Some(PartialCsum {
+            start: 34,
+            offset: 6,
+        }));
+        m.trim(10);
+        assert!(!m.complete_csum());
+        assert_eq!(m.data(), &partial_udp4()[..37]);
     }
 }

@@ -58,6 +58,24 @@ impl LinkState {
 ///   kicks), never one per packet where a batched call exists.
 /// - Driver-level problems (a malformed descriptor, a kernel error) are counted in
 ///   [`Port::stats`] and never panic.
+///
+/// # Checksum offload
+/// A frame may carry a partial TCP/UDP checksum ([`Mbuf::partial_csum`]), e.g.
+/// from a VM that negotiated VIRTIO_NET_F_CSUM. Who completes it is decided
+/// per egress port, once, by [`Port::accepts_partial_csum`]:
+/// - `false` (the default, every kernel or NIC port): the worker completes
+///   pending checksums in software right before `tx_burst`
+///   ([`complete_partial_csums`]), so such a driver only ever sees finished
+///   frames and needs no offload code.
+/// - `true`: the driver's `tx_burst` takes frames with pending checksums and
+///   must, per frame, either hand the metadata on to its peer (a vhost-user
+///   guest that negotiated VIRTIO_NET_F_GUEST_CSUM) or complete it itself.
+///   The decision sits in the driver because only it knows, at the moment it
+///   writes a frame, what its peer negotiated (a guest may reconnect with
+///   other features between two bursts).
+///
+/// Completion clears the metadata, so a frame's checksum is computed at most
+/// once, and each flood copy is completed (or handed on) independently.
 pub trait Port: Send {
     /// Receives up to `burst.remaining_capacity()` frames.
     fn rx_burst(&mut self, burst: &mut Burst) -> usize;
@@ -78,6 +96,26 @@ pub trait Port: Send {
     /// when idle): reclaim completed transmissions, refill receive rings, refresh
     /// link state. Default: nothing.
     fn housekeeping(&mut self) {}
+
+    /// True if `tx_burst` handles frames that still carry a partial checksum
+    /// (see "Checksum offload" above). Default false: the caller completes them
+    /// first. Called once per burst.
+    fn accepts_partial_csum(&self) -> bool {
+        false
+    }
+}
+
+/// Completes in software every partial checksum pending on the frames of
+/// `burst` (for an egress port that cannot hand the metadata on). Costs one
+/// header check per frame, plus one pass over the L4 segment of each frame
+/// that has a checksum pending.
+#[inline]
+pub fn complete_partial_csums(burst: &mut Burst) {
+    for m in burst.iter_mut() {
+        if m.partial_csum().is_some() {
+            m.complete_csum();
+        }
+    }
 }
 
 impl<P: Port + ?Sized> Port for Box<P> {
@@ -95,5 +133,8 @@ impl<P: Port + ?Sized> Port for Box<P> {
     }
     fn housekeeping(&mut self) {
         (**self).housekeeping()
+    }
+    fn accepts_partial_csum(&self) -> bool {
+        (**self).accepts_partial_csum()
     }
 }

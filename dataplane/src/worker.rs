@@ -276,6 +276,11 @@ impl Queues {
     fn transmit(&mut self, t: &SwitchTables, out: PortId, b: &mut Burst, ws: &WorkerStats) {
         if let Some(Some(i)) = self.tx_index.get(out.index()) {
             let q = &mut self.list[*i];
+            // Partial checksums are finished here, once per frame, for every
+            // port that cannot pass them on (see `Port`, "Checksum offload").
+            if !q.dev.accepts_partial_csum() {
+                crate::port::complete_partial_csums(b);
+            }
             let bytes_before: usize = b.iter().map(|m| m.len()).sum();
             // Frames a driver takes but cannot send (too large, a write error) it
             // counts as tx_errors; they are not transmitted packets.
@@ -454,6 +459,8 @@ mod tests {
         rx: Arc<Ring<Mbuf>>,
         tx: Arc<Ring<Mbuf>>,
         stats: Arc<QueueStats>,
+        /// Claims to pass partial checksums on (like a GUEST_CSUM guest).
+        accepts_partial: bool,
     }
 
     impl Port for RingPort {
@@ -466,6 +473,9 @@ mod tests {
         }
         fn stats(&self) -> &Arc<QueueStats> {
             &self.stats
+        }
+        fn accepts_partial_csum(&self) -> bool {
+            self.accepts_partial
         }
     }
 
@@ -483,6 +493,7 @@ mod tests {
                 rx: rx.clone(),
                 tx: tx.clone(),
                 stats: stats.clone(),
+                accepts_partial: false,
             },
             Ends { rx, tx, stats },
         )
@@ -545,6 +556,48 @@ mod tests {
             }
         }
         got
+    }
+
+    #[test]
+    fn partial_checksums_are_completed_only_for_ports_that_cannot_pass_them_on() {
+        use crate::wire::offload::tests::partial_udp4;
+        use crate::wire::PartialCsum;
+        let pool = Mempool::for_tests(64);
+        let sw = setup(&[0, 0, 0]);
+        let w = worker(0, &sw);
+        let mut ends = Vec::new();
+        for i in 0..3u16 {
+            let (mut p, e) = ring_port();
+            p.accepts_partial = i == 1;
+            w.add_queue(PortId(i), QueueId(0), Box::new(p)).unwrap();
+            ends.push(e);
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !sw.load().ports.iter().flatten().all(|p| p.is_up()) {
+            assert!(Instant::now() < deadline, "ports never came up");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // A broadcast UDP frame with a pending checksum floods to ports 1 and 2:
+        // one of them gets a copy, and the copy must keep the metadata.
+        let partial = PartialCsum {
+            start: 34,
+            offset: 6,
+        };
+        let mut m = pool.alloc().unwrap();
+        m.extend_from_slice(&partial_udp4()).unwrap();
+        m.set_partial_csum(Some(partial));
+        ends[0].rx.push(m).unwrap();
+        let passed = wait_for(&ends[1].tx, 1);
+        let completed = wait_for(&ends[2].tx, 1);
+        assert_eq!(passed.len(), 1);
+        assert_eq!(passed[0].partial_csum(), Some(partial));
+        assert_eq!(passed[0].data(), &partial_udp4()[..]);
+        assert_eq!(completed.len(), 1);
+        assert_eq!(completed[0].partial_csum(), None);
+        let mut want = partial_udp4();
+        want[40..42].copy_from_slice(&[0x64, 0xb0]);
+        assert_eq!(completed[0].data(), &want[..]);
+        w.stop();
     }
 
     #[test]

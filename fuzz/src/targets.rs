@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
+use dataplane::wire::PartialCsum;
 use dataplane::{Burst, Mempool, QueueStats};
 use vhost_user::defs::{ctrl_reply, net_config, MAX_FRAME_BYTES};
 use vhost_user::guest_mem::{GuestAddr, GuestMemory};
@@ -115,8 +116,9 @@ fn le16(d: &[u8], at: usize) -> u16 {
 /// 0x1000, used ring at 0x2000). Flags: 1 EVENT_IDX, 2 indirect, 4 mergeable
 /// buffers, 8 keep descriptor addresses as given (else folded into twice the
 /// memory size, so about half land inside), 16 keep the available index as
-/// given (else at most `size` ahead). Receives one burst, then transmits two
-/// frames.
+/// given (else at most `size` ahead), 32 VIRTIO_NET_F_CSUM, 64
+/// VIRTIO_NET_F_GUEST_CSUM. Receives one burst, then transmits two frames
+/// (with a partial checksum at offsets taken from the input, where they fit).
 pub fn vring_chain(data: &[u8]) {
     if data.len() < 4 {
         return;
@@ -163,7 +165,7 @@ pub fn vring_chain(data: &[u8]) {
     let stats = QueueStats::default();
     let mut burst = Burst::new();
     let before = cur;
-    let done = ring.dequeue(&mut cur, pool(), &mut burst, &stats);
+    let done = ring.dequeue(&mut cur, pool(), &mut burst, flags & 32 != 0, &stats);
     assert_eq!(done.frames, burst.len());
     assert!(cur.last_avail.wrapping_sub(before.last_avail) <= size);
     assert_eq!(
@@ -173,6 +175,10 @@ pub fn vring_chain(data: &[u8]) {
     );
     for m in burst.iter() {
         assert!(m.len() >= 14 && m.len() <= MAX_FRAME_BYTES);
+        if let Some(p) = m.partial_csum() {
+            assert!(flags & 32 != 0, "NEEDS_CSUM honoured without CSUM");
+            assert!(usize::from(p.start) + usize::from(p.offset) + 2 <= m.len());
+        }
     }
     burst.clear();
 
@@ -182,12 +188,14 @@ pub fn vring_chain(data: &[u8]) {
         if let Some(mut m) = pool().alloc() {
             let room = m.room_mut().len();
             let _ = m.extend_from_slice(&vec![0xab; len.min(room)]);
+            let p = PartialCsum::new_checked(le16(data, 6) % 128, le16(data, 8) % 32, m.len());
+            m.set_partial_csum(p);
             tx.push(m);
         }
     }
     let queued = tx.len();
     let before = cur;
-    let done = ring.enqueue(&mut cur, &mut tx, flags & 4 != 0, &stats);
+    let done = ring.enqueue(&mut cur, &mut tx, flags & 4 != 0, flags & 64 != 0, &stats);
     assert_eq!(done.frames + tx.len(), queued);
     assert!(cur.last_avail.wrapping_sub(before.last_avail) <= size);
     tx.clear();
@@ -254,7 +262,7 @@ pub fn vhost_msg(data: &[u8]) {
     }
     assert!(ctrl_reply(payload, lim.queues) <= 1);
     assert_eq!(
-        net_config(hdr.flags, hdr.size, lim.queues).len(),
+        net_config(hdr.flags, hdr.size, lim.queues, 1500).len(),
         hdr.size.min(256) as usize
     );
 }

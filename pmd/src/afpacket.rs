@@ -44,7 +44,7 @@
 //! frames whose checksum field holds only the pseudo-header sum
 //! (`TP_STATUS_CSUMNOTREADY`); nothing downstream would finish it, so `rx_burst`
 //! computes the checksum in software for IPv4 and IPv6 (without extension
-//! headers). A peer with segmentation offload hands over TCP super-frames larger
+//! headers) with [`dataplane::wire::complete_l4_checksum`]. A peer with segmentation offload hands over TCP super-frames larger
 //! than the MTU, which are dropped as `Malformed`; as with other AF_PACKET data
 //! planes, turn it off on the peer for TCP (`ethtool -K <peer> tso off gso off`).
 
@@ -580,81 +580,6 @@ fn copy_frame(out: &mut [u8], data: &[u8], vlan: Option<(u16, u16)>) -> Option<u
     }
 }
 
-/// Finishes the TCP/UDP checksum of a frame handed over with only the
-/// pseudo-header sum in its checksum field (the sender left the rest to a NIC
-/// that this frame never reaches), as the kernel's `skb_checksum_help` would.
-/// Handles IPv4 and IPv6 without extension headers, behind up to two VLAN tags;
-/// returns false and leaves the frame alone otherwise.
-fn complete_l4_checksum(frame: &mut [u8]) -> bool {
-    let be16 = |f: &[u8], off: usize| {
-        f.get(off..off + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]))
-    };
-    let mut l3 = ETH_HLEN;
-    let mut ethertype = be16(frame, 12);
-    for _ in 0..2 {
-        if !matches!(ethertype, Some(0x8100 | 0x88a8)) {
-            break;
-        }
-        ethertype = be16(frame, l3 + 2);
-        l3 += VLAN_HLEN;
-    }
-    let (proto, l4, end) = match ethertype {
-        Some(0x0800) => {
-            let Some(&vihl) = frame.get(l3) else {
-                return false;
-            };
-            let ihl = usize::from(vihl & 0x0f) * 4;
-            let (Some(total), Some(frag)) = (be16(frame, l3 + 2), be16(frame, l3 + 6)) else {
-                return false;
-            };
-            if vihl >> 4 != 4 || ihl < 20 || frag & 0x3fff != 0 {
-                return false;
-            }
-            let Some(&proto) = frame.get(l3 + 9) else {
-                return false;
-            };
-            (proto, l3 + ihl, l3 + usize::from(total))
-        }
-        Some(0x86dd) => {
-            let (Some(payload), Some(&next)) = (be16(frame, l3 + 4), frame.get(l3 + 6)) else {
-                return false;
-            };
-            (next, l3 + 40, l3 + 40 + usize::from(payload))
-        }
-        _ => return false,
-    };
-    let field = match proto {
-        6 => l4 + 16,
-        17 => l4 + 6,
-        _ => return false,
-    };
-    let Some(seg) = frame.get_mut(l4..end) else {
-        return false;
-    };
-    if field + 2 > end {
-        return false;
-    }
-    let mut sum: u64 = 0;
-    let mut words = seg.chunks_exact(2);
-    for w in &mut words {
-        sum += u64::from(u16::from_be_bytes([w[0], w[1]]));
-    }
-    if let [last] = words.remainder() {
-        sum += u64::from(*last) << 8;
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    let mut csum = !(sum as u16);
-    if proto == 17 && csum == 0 {
-        // UDP sends a computed zero as all ones; zero means "no checksum".
-        csum = 0xffff;
-    }
-    seg[field - l4..field - l4 + 2].copy_from_slice(&csum.to_be_bytes());
-    true
-}
-
 impl Port for AfPacketPort {
     fn rx_burst(&mut self, burst: &mut Burst) -> usize {
         let start = burst.len();
@@ -706,7 +631,7 @@ impl Port for AfPacketPort {
                 match copy_frame(m.room_mut(), f.data, f.vlan) {
                     Some(n) if m.set_len(n).is_ok() => {
                         if f.csum_partial {
-                            complete_l4_checksum(m.data_mut());
+                            dataplane::wire::complete_l4_checksum(m.data_mut());
                         }
                         // Cannot fail: `budget` never exceeds the free capacity.
                         let _ = burst.try_push(m);
@@ -885,55 +810,5 @@ mod tests {
             let e = layouts("veth9", &cfg).unwrap_err();
             assert!(e.to_string().contains("veth9"), "{e}");
         }
-    }
-
-    /// 10.0.0.1:40000 -> 10.0.0.2:9 UDP "weir\n", checksum field holding the
-    /// pseudo-header sum 0x1421 as a sender with checksum offload leaves it.
-    fn partial_udp4() -> Vec<u8> {
-        let mut f = vec![
-            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x00,
-        ];
-        f.extend_from_slice(&[
-            0x45, 0, 0, 33, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
-        ]);
-        f.extend_from_slice(&[0x9c, 0x40, 0, 9, 0, 13, 0x14, 0x21]);
-        f.extend_from_slice(b"weir\n");
-        f
-    }
-
-    #[test]
-    fn partial_udp_checksum_is_completed() {
-        let mut f = partial_udp4();
-        assert!(complete_l4_checksum(&mut f));
-        assert_eq!(f[40..42], [0x64, 0xb0]);
-        // Everything else untouched.
-        let mut want = partial_udp4();
-        want[40..42].copy_from_slice(&[0x64, 0xb0]);
-        assert_eq!(f, want);
-    }
-
-    #[test]
-    fn checksum_is_found_behind_a_vlan_tag_and_padding_is_ignored() {
-        let plain = partial_udp4();
-        let mut f = plain[..12].to_vec();
-        f.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
-        f.extend_from_slice(&plain[12..]);
-        f.resize(64, 0xee); // Ethernet padding after the IP datagram
-        assert!(complete_l4_checksum(&mut f));
-        assert_eq!(f[44..46], [0x64, 0xb0]);
-    }
-
-    #[test]
-    fn frames_without_a_known_l4_checksum_are_left_alone() {
-        let mut arp = ARP_START.to_vec();
-        assert!(!complete_l4_checksum(&mut arp));
-        let mut frag = partial_udp4();
-        frag[20] = 0x20; // more fragments
-        let before = frag.clone();
-        assert!(!complete_l4_checksum(&mut frag));
-        assert_eq!(frag, before);
-        let mut short = partial_udp4();
-        short.truncate(40);
-        assert!(!complete_l4_checksum(&mut short));
     }
 }

@@ -43,8 +43,12 @@ pub(crate) type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
 /// Largest queue size we accept (QEMU's virtio-net allows up to 1024).
 pub(crate) const MAX_QUEUE: u16 = 1024;
 
-/// virtio features offered to the frontend.
+/// virtio features offered to the frontend (plus [`F_MTU`] when the mbufs
+/// allow an MTU, see [`guest_mtu`]). No TSO/UFO: a segmentation-offloaded
+/// frame would not fit one mbuf.
 pub(crate) const OFFERED_FEATURES: u64 = F_VERSION_1
+    | F_CSUM
+    | F_GUEST_CSUM
     | F_MRG_RXBUF
     | F_EVENT_IDX
     | F_INDIRECT_DESC
@@ -243,6 +247,11 @@ impl Binding {
             call,
             base,
             mrg_rxbuf: self.index.is_multiple_of(2) && features & F_MRG_RXBUF != 0,
+            csum: if self.index.is_multiple_of(2) {
+                features & F_GUEST_CSUM != 0
+            } else {
+                features & F_CSUM != 0
+            },
             pub_gen: 0,
         });
     }
@@ -390,6 +399,8 @@ pub(crate) struct NetBackend {
     bindings: Vec<Arc<Binding>>,
     features: Arc<AtomicU64>,
     queue_pairs: u16,
+    /// Config-space `mtu`; None: VIRTIO_NET_F_MTU is not offered.
+    mtu: Option<u16>,
 }
 
 impl NetBackend {
@@ -398,11 +409,13 @@ impl NetBackend {
         bindings: Vec<Arc<Binding>>,
         features: Arc<AtomicU64>,
         queue_pairs: u16,
+        mtu: Option<u16>,
     ) -> NetBackend {
         NetBackend {
             bindings,
             features,
             queue_pairs,
+            mtu,
         }
     }
 }
@@ -420,7 +433,10 @@ impl VhostUserBackendMut for NetBackend {
     }
 
     fn features(&self) -> u64 {
-        OFFERED_FEATURES
+        match self.mtu {
+            Some(_) => OFFERED_FEATURES | F_MTU,
+            None => OFFERED_FEATURES,
+        }
     }
 
     fn acked_features(&mut self, features: u64) {
@@ -436,7 +452,7 @@ impl VhostUserBackendMut for NetBackend {
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
-        net_config(offset, size, self.queue_pairs)
+        net_config(offset, size, self.queue_pairs, self.mtu.unwrap_or(0))
     }
 
     fn set_config(&mut self, _offset: u32, _buf: &[u8]) -> io::Result<()> {

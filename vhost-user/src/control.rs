@@ -147,6 +147,7 @@ pub fn create(
         socket: cfg.socket.clone(),
         shared: Arc::clone(&shared),
         conn: Arc::clone(&conn),
+        mtu: crate::defs::guest_mtu(pool.data_room()),
     };
     let thread = std::thread::Builder::new()
         .name(format!("vhost-{name}"))
@@ -343,6 +344,8 @@ struct Control {
     socket: PathBuf,
     shared: Arc<DeviceShared>,
     conn: Arc<Mutex<Option<Conn>>>,
+    /// Offered with VIRTIO_NET_F_MTU (from the pool's data room).
+    mtu: Option<u16>,
 }
 
 const POLL_MS: u64 = 100;
@@ -424,6 +427,7 @@ impl Control {
                 bindings.clone(),
                 features,
                 queue_pairs as u16,
+                self.mtu,
             )));
             let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
             let (daemon, all_bound) = with_bindings(&bindings, || {

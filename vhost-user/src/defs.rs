@@ -13,6 +13,15 @@ pub const F_NOTIFY_ON_EMPTY: u64 = 1 << virtio_config::VIRTIO_F_NOTIFY_ON_EMPTY;
 pub const F_INDIRECT_DESC: u64 = 1 << virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
 /// virtio 1.2 §6: VIRTIO_F_RING_EVENT_IDX.
 pub const F_EVENT_IDX: u64 = 1 << virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+/// virtio 1.2 §5.1.3: VIRTIO_NET_F_CSUM: the device takes frames with a
+/// partial checksum (the driver may set [`NET_HDR_F_NEEDS_CSUM`] on TX).
+pub const F_CSUM: u64 = 1 << virtio_net::VIRTIO_NET_F_CSUM;
+/// virtio 1.2 §5.1.3: VIRTIO_NET_F_GUEST_CSUM: the driver takes frames with a
+/// partial checksum (the device may set [`NET_HDR_F_NEEDS_CSUM`] on RX).
+pub const F_GUEST_CSUM: u64 = 1 << virtio_net::VIRTIO_NET_F_GUEST_CSUM;
+/// virtio 1.2 §5.1.3: VIRTIO_NET_F_MTU: config `mtu` is the largest frame the
+/// driver may send, not counting the Ethernet header.
+pub const F_MTU: u64 = 1 << virtio_net::VIRTIO_NET_F_MTU;
 /// virtio 1.2 §5.1.3: VIRTIO_NET_F_MRG_RXBUF.
 pub const F_MRG_RXBUF: u64 = 1 << virtio_net::VIRTIO_NET_F_MRG_RXBUF;
 /// virtio 1.2 §5.1.3: VIRTIO_NET_F_STATUS (config `status` is valid).
@@ -48,6 +57,21 @@ pub const MAX_QUEUE_SIZE: u16 = 32768;
 pub const NET_HDR_BYTES: usize = 12;
 /// Offset of `num_buffers` in the virtio-net header.
 pub const NET_HDR_NUM_BUFFERS_OFF: usize = 10;
+/// Offset of `flags` (u8) in the virtio-net header (virtio 1.2 §5.1.6).
+pub const NET_HDR_FLAGS_OFF: usize = 0;
+/// Offset of `gso_type` (u8).
+pub const NET_HDR_GSO_TYPE_OFF: usize = 1;
+/// Offset of `csum_start` (le16): where checksumming starts, from the first
+/// byte of the Ethernet header.
+pub const NET_HDR_CSUM_START_OFF: usize = 6;
+/// Offset of `csum_offset` (le16): where, after `csum_start`, the checksum goes.
+pub const NET_HDR_CSUM_OFFSET_OFF: usize = 8;
+/// virtio 1.2 §5.1.6: `flags` bit VIRTIO_NET_HDR_F_NEEDS_CSUM: the checksum
+/// field holds the pseudo-header sum; `csum_start`/`csum_offset` are valid.
+pub const NET_HDR_F_NEEDS_CSUM: u8 = virtio_net::VIRTIO_NET_HDR_F_NEEDS_CSUM as u8;
+/// virtio 1.2 §5.1.6: `gso_type` VIRTIO_NET_HDR_GSO_NONE (the only value weir
+/// accepts: no TSO/UFO feature is offered).
+pub const NET_HDR_GSO_NONE: u8 = virtio_net::VIRTIO_NET_HDR_GSO_NONE as u8;
 
 /// Largest frame accepted from a guest (64 KiB TSO frames are not offered).
 pub const MAX_FRAME_BYTES: usize = 65535;
@@ -78,6 +102,29 @@ pub const NET_CONFIG_BYTES: usize = 12;
 pub const NET_CONFIG_STATUS_OFF: usize = 6;
 /// Offset of `max_virtqueue_pairs` in the config space.
 pub const NET_CONFIG_MAX_PAIRS_OFF: usize = 8;
+/// Offset of `mtu` in the config space.
+pub const NET_CONFIG_MTU_OFF: usize = 10;
+
+/// The MTU offered by default: Ethernet's, so guests bridged to kernel or
+/// physical ports with the usual MTU do not send frames those ports refuse
+/// (a Linux driver adopts the offered `mtu` as its interface MTU).
+pub const DEFAULT_GUEST_MTU: u16 = 1500;
+/// Smallest MTU a driver accepts (IPv4's 68 bytes, RFC 791); below it the
+/// feature is not offered.
+pub const MIN_GUEST_MTU: u16 = 68;
+/// Ethernet header with one 802.1Q tag: a guest's VLAN sub-interface sends
+/// frames of MTU + 18 bytes.
+const ETH_VLAN_HDR_BYTES: u32 = 18;
+
+/// The `mtu` to offer with VIRTIO_NET_F_MTU when every frame must fit an mbuf
+/// data room of `data_room` bytes: [`DEFAULT_GUEST_MTU`], lowered so that a
+/// full frame with one VLAN tag still fits. None (do not offer the feature)
+/// if that leaves less than [`MIN_GUEST_MTU`].
+pub fn guest_mtu(data_room: u32) -> Option<u16> {
+    let fits = data_room.saturating_sub(ETH_VLAN_HDR_BYTES);
+    let mtu = fits.min(u32::from(DEFAULT_GUEST_MTU)) as u16;
+    (mtu >= MIN_GUEST_MTU).then_some(mtu)
+}
 
 /// virtio 1.2 §5.1.6.5: control command classes and acks.
 pub mod ctrl {
@@ -118,14 +165,16 @@ pub fn ctrl_reply(cmd: &[u8], queue_pairs: u16) -> u8 {
 }
 
 /// Bytes `offset..offset + size` of the virtio-net config space (virtio 1.2
-/// §5.1.4): no MAC (VIRTIO_NET_F_MAC is not offered), link up, `queue_pairs`.
-/// Bytes past the structure read as zero.
-pub fn net_config(offset: u32, size: u32, queue_pairs: u16) -> Vec<u8> {
+/// §5.1.4): no MAC (VIRTIO_NET_F_MAC is not offered), link up, `queue_pairs`,
+/// `mtu` (0 when VIRTIO_NET_F_MTU is not offered). Bytes past the structure
+/// read as zero.
+pub fn net_config(offset: u32, size: u32, queue_pairs: u16, mtu: u16) -> Vec<u8> {
     let mut cfg = [0u8; NET_CONFIG_BYTES];
     cfg[NET_CONFIG_STATUS_OFF..NET_CONFIG_STATUS_OFF + 2]
         .copy_from_slice(&NET_S_LINK_UP.to_le_bytes());
     cfg[NET_CONFIG_MAX_PAIRS_OFF..NET_CONFIG_MAX_PAIRS_OFF + 2]
         .copy_from_slice(&queue_pairs.to_le_bytes());
+    cfg[NET_CONFIG_MTU_OFF..NET_CONFIG_MTU_OFF + 2].copy_from_slice(&mtu.to_le_bytes());
     // The library caps `size` at its config limit (256 bytes).
     let mut out = vec![0u8; size.min(256) as usize];
     for (i, b) in out.iter_mut().enumerate() {
@@ -153,11 +202,23 @@ mod tests {
     }
 
     #[test]
-    fn config_space_reports_link_up_and_queue_pairs() {
-        let c = net_config(0, 12, 4);
-        assert_eq!(&c[6..10], &[1, 0, 4, 0]);
-        assert_eq!(net_config(8, 2, 4), vec![4, 0]);
-        assert_eq!(net_config(u32::MAX, 4, 4), vec![0; 4]);
-        assert_eq!(net_config(0, 10_000, 1).len(), 256);
+    fn config_space_reports_link_up_queue_pairs_and_mtu() {
+        let c = net_config(0, 12, 4, 1500);
+        assert_eq!(&c[6..12], &[1, 0, 4, 0, 0xdc, 0x05]);
+        assert_eq!(net_config(8, 2, 4, 1500), vec![4, 0]);
+        assert_eq!(net_config(10, 4, 4, 1500), vec![0xdc, 0x05, 0, 0]);
+        assert_eq!(net_config(u32::MAX, 4, 4, 1500), vec![0; 4]);
+        assert_eq!(net_config(0, 10_000, 1, 1500).len(), 256);
+    }
+
+    #[test]
+    fn offered_mtu_fits_the_data_room_with_a_vlan_tag() {
+        assert_eq!(guest_mtu(2048), Some(1500));
+        assert_eq!(guest_mtu(9216), Some(1500));
+        assert_eq!(guest_mtu(1518), Some(1500));
+        assert_eq!(guest_mtu(1024), Some(1006));
+        assert_eq!(guest_mtu(86), Some(68));
+        assert_eq!(guest_mtu(85), None);
+        assert_eq!(guest_mtu(0), None);
     }
 }

@@ -82,11 +82,50 @@
 //! virtio features: VERSION_1, MRG_RXBUF, EVENT_IDX, INDIRECT_DESC,
 //! NOTIFY_ON_EMPTY, STATUS (config `status` reads LINK_UP), CTRL_VQ and MQ
 //! (up to [`MAX_QUEUE_PAIRS`] pairs; `max_virtqueue_pairs` in the config
-//! space). Protocol features: MQ, REPLY_ACK, CONFIG. The control queue is
+//! space), CSUM, GUEST_CSUM and MTU (see below). Protocol features: MQ,
+//! REPLY_ACK, CONFIG. The control queue is
 //! served on the control side: VQ_PAIRS_SET within range, RX mode, MAC and
 //! VLAN table commands are acknowledged (weir forwards whatever the switch
 //! sends), anything else gets VIRTIO_NET_ERR. Packed rings, dirty logging
 //! (live migration), IOMMU and postcopy are not offered.
+//!
+//! ## Checksum offload and MTU
+//!
+//! - Guest TX with VIRTIO_NET_F_CSUM: a header with NEEDS_CSUM has its
+//!   `csum_start`/`csum_offset` checked against the frame (the two-byte field
+//!   must lie inside it) and recorded on the mbuf
+//!   ([`dataplane::Mbuf::partial_csum`]); the checksum is not computed here.
+//!   Dropped as `Malformed`: offsets outside the frame, NEEDS_CSUM without
+//!   CSUM negotiated, any `gso_type` other than NONE.
+//! - The metadata travels through the switch (flood copies keep it) to the
+//!   egress port. A vhost-user port whose guest negotiated
+//!   VIRTIO_NET_F_GUEST_CSUM gets the frame unchanged with NEEDS_CSUM and the
+//!   offsets in its header; one that did not gets the checksum completed by
+//!   the vring code just before the copy. Every other port (AF_PACKET,
+//!   AF_XDP, TAP, NICs) reports `accepts_partial_csum() == false` and the
+//!   worker completes the checksum before `tx_burst`
+//!   ([`dataplane::Port`], "Checksum offload"). Either way a frame's checksum
+//!   is computed at most once, only when someone needs it; guest-to-guest
+//!   traffic between two GUEST_CSUM guests is never summed by weir.
+//! - DATA_VALID is never set on guest RX: weir verifies no checksums, and
+//!   the frames it finishes itself on the way to a guest go only to guests
+//!   without GUEST_CSUM, which may not be sent DATA_VALID (virtio 1.2
+//!   §5.1.6.4.1).
+//! - VIRTIO_NET_F_MTU: config `mtu` is 1500, lowered so that a frame of that
+//!   MTU plus an Ethernet header and one VLAN tag fits an mbuf's data room
+//!   ([`defs::guest_mtu`]); not offered if that is below 68. A Linux guest
+//!   adopts the value as its interface MTU, which is why it is not the full
+//!   data room: guests bridged to 1500-byte kernel ports would send frames
+//!   those ports refuse. Larger frames are still dropped as `Malformed`.
+//!   QEMU does not take either from the backend: it emulates the virtio-net
+//!   config space itself and offers MTU only with its `host_mtu` property
+//!   (announced to backends through the NET_MTU protocol feature, which weir
+//!   does not offer yet); frontends that read the backend's config space
+//!   (CONFIG protocol feature) see the value.
+//! - Segmentation offloads (HOST_TSO4/6, HOST_UFO, GUEST_TSO4/6, GUEST_UFO,
+//!   GSO) are **not offered**: a segmentation-offloaded frame is up to 64 KiB
+//!   and would need chained mbufs, which weir does not have. Guests segment
+//!   in software (Linux GSO) and still offload the checksum of each segment.
 //!
 //! Workers busy-poll the rings; kicks from the guest are suppressed and ignored.
 //! The guest's call eventfd is kicked at most once per burst, only when the guest

@@ -72,7 +72,7 @@ impl Port for VhostUserPort {
         let (pool, stats) = (self.pool, &*self.stats);
         let Some(done) = self
             .rx
-            .with_active(sh, |r, cur| r.ring.dequeue(cur, pool, burst, stats))
+            .with_active(sh, |r, cur| r.ring.dequeue(cur, pool, burst, r.csum, stats))
         else {
             return 0;
         };
@@ -87,10 +87,9 @@ impl Port for VhostUserPort {
         let sh = &self.pair.guest_rx;
         self.tx.sync(sh);
         let stats = &*self.stats;
-        let Some(done) = self
-            .tx
-            .with_active(sh, |r, cur| r.ring.enqueue(cur, burst, r.mrg_rxbuf, stats))
-        else {
+        let Some(done) = self.tx.with_active(sh, |r, cur| {
+            r.ring.enqueue(cur, burst, r.mrg_rxbuf, r.csum, stats)
+        }) else {
             return 0;
         };
         if done.fault.is_some() {
@@ -120,6 +119,13 @@ impl Port for VhostUserPort {
     fn housekeeping(&mut self) {
         self.rx.sync(&self.pair.guest_tx);
         self.tx.sync(&self.pair.guest_rx);
+    }
+
+    /// Always: `tx_burst` decides per ring, as it writes each frame, whether the
+    /// guest negotiated GUEST_CSUM (metadata into the virtio-net header) or not
+    /// (checksum completed first); see [`SplitRing::enqueue`](crate::vring::SplitRing::enqueue).
+    fn accepts_partial_csum(&self) -> bool {
+        true
     }
 }
 

@@ -36,6 +36,10 @@ pub(crate) struct ReadyVring {
     pub base: Cursor,
     /// MRG_RXBUF negotiated (guest RX queues only).
     pub mrg_rxbuf: bool,
+    /// Partial checksums may cross this ring: on a guest TX queue,
+    /// VIRTIO_NET_F_CSUM was negotiated; on a guest RX queue,
+    /// VIRTIO_NET_F_GUEST_CSUM.
+    pub csum: bool,
     /// The generation this ring was published under.
     pub pub_gen: u64,
 }

@@ -18,6 +18,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use dataplane::stats::QueueStats;
+use dataplane::wire::PartialCsum;
 use dataplane::{Burst, DropReason, Mempool};
 
 use crate::defs::*;
@@ -253,8 +254,58 @@ impl<'a> Chain<'a> {
 
 /// Outcome of copying one guest TX chain.
 enum TxFrame {
-    Ok(usize),
+    /// Frame length and the virtio-net header that came with it.
+    Ok(usize, [u8; NET_HDR_BYTES]),
     Malformed,
+}
+
+/// The offload request in a guest's TX header, checked against the frame
+/// (`len` bytes) and what was negotiated (`csum`: VIRTIO_NET_F_CSUM).
+/// `Err` drops the frame as Malformed: a segmentation request (no TSO/UFO
+/// feature is offered), NEEDS_CSUM without CSUM (virtio 1.2 §5.1.6.2.1 forbids
+/// it), or a checksum field outside the frame.
+#[inline]
+fn tx_offload(
+    hdr: &[u8; NET_HDR_BYTES],
+    len: usize,
+    csum: bool,
+) -> Result<Option<PartialCsum>, ()> {
+    if hdr[NET_HDR_GSO_TYPE_OFF] != NET_HDR_GSO_NONE {
+        return Err(());
+    }
+    // DATA_VALID and RSC_INFO mean nothing on TX (virtio 1.2 §5.1.6.2): ignored.
+    if hdr[NET_HDR_FLAGS_OFF] & NET_HDR_F_NEEDS_CSUM == 0 {
+        return Ok(None);
+    }
+    if !csum {
+        return Err(());
+    }
+    let le16 = |off: usize| u16::from_le_bytes([hdr[off], hdr[off + 1]]);
+    PartialCsum::new_checked(
+        le16(NET_HDR_CSUM_START_OFF),
+        le16(NET_HDR_CSUM_OFFSET_OFF),
+        len,
+    )
+    .map(Some)
+    .ok_or(())
+}
+
+/// The virtio-net header for a frame going to the guest: `num_buffers` 1 (patched
+/// later if the frame spans buffers) and, when the guest negotiated
+/// GUEST_CSUM (`guest_csum`) and the checksum is still partial, NEEDS_CSUM with
+/// its offsets (virtio 1.2 §5.1.6.4).
+#[inline]
+fn rx_header(partial: Option<PartialCsum>, guest_csum: bool) -> [u8; NET_HDR_BYTES] {
+    let mut hdr = [0u8; NET_HDR_BYTES];
+    hdr[NET_HDR_NUM_BUFFERS_OFF..].copy_from_slice(&1u16.to_le_bytes());
+    if let (Some(p), true) = (partial, guest_csum) {
+        hdr[NET_HDR_FLAGS_OFF] = NET_HDR_F_NEEDS_CSUM;
+        hdr[NET_HDR_CSUM_START_OFF..NET_HDR_CSUM_START_OFF + 2]
+            .copy_from_slice(&p.start.to_le_bytes());
+        hdr[NET_HDR_CSUM_OFFSET_OFF..NET_HDR_CSUM_OFFSET_OFF + 2]
+            .copy_from_slice(&p.offset.to_le_bytes());
+    }
+    hdr
 }
 
 impl SplitRing {
@@ -390,6 +441,11 @@ impl SplitRing {
     /// stripping the virtio-net header. Malformed frames are dropped and counted;
     /// without free mbufs, the rest stays in the guest ring.
     ///
+    /// With `csum` (VIRTIO_NET_F_CSUM negotiated), a header asking for a
+    /// checksum (NEEDS_CSUM) puts its checked offsets on the mbuf
+    /// ([`dataplane::Mbuf::partial_csum`]); the egress port completes it or
+    /// hands it on. See `tx_offload` for what is dropped as Malformed.
+    ///
     /// A fault is reported in [`Completed::fault`]: `cur` then points at the
     /// faulty chain and frames already appended stay in `burst`.
     pub fn dequeue(
@@ -397,6 +453,7 @@ impl SplitRing {
         cur: &mut Cursor,
         pool: &'static Mempool,
         burst: &mut Burst,
+        csum: bool,
         stats: &QueueStats,
     ) -> Completed {
         let pending = match self.pending(cur) {
@@ -420,12 +477,16 @@ impl SplitRing {
                     fault = Some(f);
                     break;
                 }
-                Ok(TxFrame::Ok(len)) => {
-                    // Cannot fail: copy_out wrote at most room_mut().len() bytes.
-                    let _ = m.set_len(len);
-                    burst.push(m);
-                    got += 1;
-                }
+                Ok(TxFrame::Ok(len, hdr)) => match tx_offload(&hdr, len, csum) {
+                    Ok(partial) => {
+                        // Cannot fail: copy_out wrote at most room_mut().len() bytes.
+                        let _ = m.set_len(len);
+                        m.set_partial_csum(partial);
+                        burst.push(m);
+                        got += 1;
+                    }
+                    Err(()) => stats.drop_one(DropReason::Malformed),
+                },
                 Ok(TxFrame::Malformed) => stats.drop_one(DropReason::Malformed),
             }
             self.put_used(cur, head, 0);
@@ -439,9 +500,11 @@ impl SplitRing {
         }
     }
 
-    /// Copies one TX chain, minus its virtio-net header, into `room`.
+    /// Copies one TX chain, minus its virtio-net header, into `room`; returns
+    /// the header separately.
     fn copy_out(&self, head: u16, room: &mut [u8]) -> Result<TxFrame, RingFault> {
         let mut chain = Chain::new(self, head)?;
+        let mut hdr = [0u8; NET_HDR_BYTES];
         let mut hdr_left = NET_HDR_BYTES as u64;
         let mut written = 0usize;
         let mut total = 0u64;
@@ -453,6 +516,12 @@ impl SplitRing {
                 continue;
             }
             let skip = hdr_left.min(u64::from(seg.len));
+            if skip > 0 && !bad {
+                let at = NET_HDR_BYTES - hdr_left as usize;
+                self.mem
+                    .read(seg.addr, &mut hdr[at..at + skip as usize])
+                    .map_err(|_| RingFault::BufferOutOfMemory)?;
+            }
             hdr_left -= skip;
             let body = u64::from(seg.len) - skip;
             total += body;
@@ -472,13 +541,18 @@ impl SplitRing {
         if bad || hdr_left > 0 || total < 14 || total > MAX_FRAME_BYTES as u64 {
             return Ok(TxFrame::Malformed);
         }
-        Ok(TxFrame::Ok(written))
+        Ok(TxFrame::Ok(written, hdr))
     }
 
     /// mbufs → guest RX: takes frames from the front of `burst` while the guest
     /// has buffers, prepending a virtio-net header. With `mrg_rxbuf` a frame may
     /// span several chains (`num_buffers`); without it a frame that does not fit
     /// one chain is dropped (Malformed). Taken frames are freed.
+    ///
+    /// A frame whose checksum is still partial goes to the guest as it is, with
+    /// NEEDS_CSUM and its offsets in the header, when `guest_csum`
+    /// (VIRTIO_NET_F_GUEST_CSUM negotiated); otherwise its checksum is completed
+    /// here first, so the guest never sees a partial checksum it did not ask for.
     ///
     /// A fault is reported in [`Completed::fault`]: frames before the faulty one
     /// were delivered and removed from `burst`; the faulty one is still its first.
@@ -487,6 +561,7 @@ impl SplitRing {
         cur: &mut Cursor,
         burst: &mut Burst,
         mrg_rxbuf: bool,
+        guest_csum: bool,
         stats: &QueueStats,
     ) -> Completed {
         let avail_idx = match self.pending(cur) {
@@ -501,8 +576,13 @@ impl SplitRing {
         let old_used = cur.used_idx;
         let mut taken = 0;
         let mut fault = None;
-        for m in burst.iter() {
-            match self.copy_in(cur, avail_idx, m.data(), mrg_rxbuf) {
+        for m in burst.iter_mut() {
+            if !guest_csum && m.partial_csum().is_some() {
+                // Clears the metadata: a frame left in the burst is not redone.
+                m.complete_csum();
+            }
+            let hdr = rx_header(m.partial_csum(), guest_csum);
+            match self.copy_in(cur, avail_idx, &hdr, m.data(), mrg_rxbuf) {
                 Ok(Some(true)) => taken += 1,
                 Ok(Some(false)) => {
                     stats.drop_one(DropReason::Malformed);
@@ -530,11 +610,10 @@ impl SplitRing {
         &self,
         cur: &mut Cursor,
         avail_idx: u16,
+        hdr: &[u8; NET_HDR_BYTES],
         frame: &[u8],
         mrg_rxbuf: bool,
     ) -> Result<Option<bool>, RingFault> {
-        let mut hdr = [0u8; NET_HDR_BYTES];
-        hdr[NET_HDR_NUM_BUFFERS_OFF..].copy_from_slice(&1u16.to_le_bytes());
         let total = NET_HDR_BYTES + frame.len();
         let saved = *cur;
         let mut done = 0usize;
@@ -711,7 +790,7 @@ mod tests {
     fn rx(g: &Guest, ring: &SplitRing, cur: &mut Cursor) -> (Completed, Vec<Vec<u8>>, QueueStats) {
         let stats = QueueStats::default();
         let mut burst = Burst::new();
-        let done = ring.dequeue(cur, pool(), &mut burst, &stats);
+        let done = ring.dequeue(cur, pool(), &mut burst, true, &stats);
         let _ = g;
         (
             done,
@@ -722,7 +801,12 @@ mod tests {
 
     /// A TX chain: 12-byte header descriptor, then the frame.
     fn tx_chain(g: &mut Guest, head: u16, at: u64, f: &[u8]) {
-        g.write(at, &[0u8; NET_HDR_BYTES]);
+        tx_chain_hdr(g, head, at, &[0u8; NET_HDR_BYTES], f);
+    }
+
+    /// A TX chain with the given virtio-net header.
+    fn tx_chain_hdr(g: &mut Guest, head: u16, at: u64, hdr: &[u8; NET_HDR_BYTES], f: &[u8]) {
+        g.write(at, hdr);
         g.write(at + 0x100, f);
         g.desc(head, at, NET_HDR_BYTES as u32, DESC_F_NEXT, head + 1);
         g.desc(head + 1, at + 0x100, f.len() as u32, 0, 0);
@@ -938,7 +1022,7 @@ mod tests {
         );
         let stats = QueueStats::default();
         let mut burst = Burst::new();
-        let done = ring.enqueue(&mut cur, &mut burst, true, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
         assert_eq!(done.fault, Some(RingFault::AvailIdxJump));
     }
 
@@ -990,7 +1074,7 @@ mod tests {
         g.push(0);
         let mut burst = tx_frames(&[frame(64), frame(64)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(&mut cur, &mut burst, true, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
         assert_eq!((done.frames, done.fault), (1, None));
         assert_eq!(burst.len(), 1, "second frame stays: no guest buffer");
         assert_eq!(g.used_idx(), 1);
@@ -1013,7 +1097,7 @@ mod tests {
         }
         let mut burst = tx_frames(&[frame(64)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(&mut cur, &mut burst, true, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
         assert_eq!((done.frames, done.fault), (1, None));
         assert_eq!(g.used_idx(), 2);
         assert_eq!(g.used_elem(0), (0, 40));
@@ -1024,7 +1108,7 @@ mod tests {
         assert_eq!(got, frame(64));
         // A frame that needs more buffers than posted is not taken.
         let mut burst = tx_frames(&[frame(200)]);
-        let done = ring.enqueue(&mut cur, &mut burst, true, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
         assert_eq!(done.frames, 0);
         assert_eq!(burst.len(), 1);
         assert_eq!(g.used_idx(), 2);
@@ -1040,7 +1124,7 @@ mod tests {
         g.push(0);
         let mut burst = tx_frames(&[frame(64)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(&mut cur, &mut burst, false, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, false, false, &stats);
         assert_eq!((done.frames, done.fault), (1, None));
         assert!(burst.is_empty());
         assert_eq!(stats.drops(DropReason::Malformed), 1);
@@ -1056,9 +1140,235 @@ mod tests {
         g.push(0);
         let mut burst = tx_frames(&[frame(64)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(&mut cur, &mut burst, true, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
         assert_eq!(done.fault, Some(RingFault::BufferOutOfMemory));
         assert_eq!(burst.len(), 1);
+    }
+
+    /// 10.0.0.1:40000 -> 10.0.0.2:9 UDP "weir\n", checksum field holding the
+    /// pseudo-header sum 0x1421; complete checksum 0x64b0.
+    fn partial_udp4() -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend_from_slice(&[
+            0x45, 0, 0, 33, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ]);
+        f.extend_from_slice(&[0x9c, 0x40, 0, 9, 0, 13, 0x14, 0x21]);
+        f.extend_from_slice(b"weir\n");
+        f
+    }
+
+    const SRC6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+    const DST6: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+
+    /// fd00::1:40000 -> fd00::2:80 TCP, 5 bytes "weir\n", checksum field
+    /// holding the pseudo-header sum.
+    fn partial_tcp6() -> Vec<u8> {
+        let pseudo = dataplane::wire::ipv6::pseudo_header_sum(SRC6, DST6, 6, 25);
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        f.extend_from_slice(&[0x60, 0, 0, 0, 0, 25, 6, 64]);
+        f.extend_from_slice(&SRC6.octets());
+        f.extend_from_slice(&DST6.octets());
+        f.extend_from_slice(&[
+            0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x18, 0x10, 0, 0, 0, 0, 0,
+        ]);
+        f[70..72].copy_from_slice(&pseudo.to_be_bytes());
+        f.extend_from_slice(b"weir\n");
+        f
+    }
+
+    fn needs_csum_hdr(start: u16, offset: u16) -> [u8; NET_HDR_BYTES] {
+        let mut h = [0u8; NET_HDR_BYTES];
+        h[0] = NET_HDR_F_NEEDS_CSUM;
+        h[6..8].copy_from_slice(&start.to_le_bytes());
+        h[8..10].copy_from_slice(&offset.to_le_bytes());
+        h
+    }
+
+    /// Frames received with their checksum metadata.
+    type Received = Vec<(Vec<u8>, Option<PartialCsum>)>;
+
+    fn rx_partial(ring: &SplitRing, cur: &mut Cursor, csum: bool) -> (Received, QueueStats) {
+        let stats = QueueStats::default();
+        let mut burst = Burst::new();
+        let done = ring.dequeue(cur, pool(), &mut burst, csum, &stats);
+        assert_eq!(done.fault, None);
+        let got = burst
+            .iter()
+            .map(|m| (m.data().to_vec(), m.partial_csum()))
+            .collect();
+        (got, stats)
+    }
+
+    #[test]
+    fn needs_csum_offsets_travel_on_the_mbuf() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        tx_chain_hdr(&mut g, 0, BUF, &needs_csum_hdr(34, 6), &partial_udp4());
+        tx_chain_hdr(
+            &mut g,
+            2,
+            BUF + 0x1000,
+            &needs_csum_hdr(54, 16),
+            &partial_tcp6(),
+        );
+        tx_chain(&mut g, 4, BUF + 0x2000, &frame(64));
+        // A header split 7 | 5 bytes: csum_start straddles descriptors.
+        let mut all = needs_csum_hdr(34, 6).to_vec();
+        all.extend_from_slice(&partial_udp4());
+        g.write(BUF + 0x3000, &all);
+        g.desc(6, BUF + 0x3000, 7, DESC_F_NEXT, 7);
+        g.desc(7, BUF + 0x3007, (all.len() - 7) as u32, 0, 0);
+        g.push(6);
+        let (got, stats) = rx_partial(&ring, &mut cur, true);
+        let p = |start, offset| Some(PartialCsum { start, offset });
+        assert_eq!(
+            got,
+            vec![
+                (partial_udp4(), p(34, 6)),
+                (partial_tcp6(), p(54, 16)),
+                (frame(64), None),
+                (partial_udp4(), p(34, 6)),
+            ]
+        );
+        assert_eq!(stats.snapshot().total_drops(), 0);
+    }
+
+    #[test]
+    fn bad_offload_requests_are_dropped_as_malformed() {
+        let len = partial_udp4().len() as u16; // 47
+        let mut gso = [0u8; NET_HDR_BYTES];
+        gso[1] = 1; // VIRTIO_NET_HDR_GSO_TCPV4: TSO was not offered
+        let cases: [(&str, [u8; NET_HDR_BYTES], bool); 6] = [
+            ("field past the end", needs_csum_hdr(len - 1, 0), true),
+            ("offset past the end", needs_csum_hdr(34, 12), true),
+            ("start past the end", needs_csum_hdr(u16::MAX, 6), true),
+            ("huge offset", needs_csum_hdr(0, u16::MAX), true),
+            ("CSUM not negotiated", needs_csum_hdr(34, 6), false),
+            ("segmentation request", gso, true),
+        ];
+        for (what, hdr, csum) in cases {
+            let mut g = Guest::new(8);
+            let ring = g.ring(false, false);
+            let mut cur = Cursor::default();
+            tx_chain_hdr(&mut g, 0, BUF, &hdr, &partial_udp4());
+            tx_chain(&mut g, 2, BUF + 0x1000, &frame(60));
+            let (got, stats) = rx_partial(&ring, &mut cur, csum);
+            assert_eq!(got, vec![(frame(60), None)], "{what}");
+            assert_eq!(stats.drops(DropReason::Malformed), 1, "{what}");
+            assert_eq!(g.used_idx(), 2, "{what}: the bad chain is still returned");
+        }
+        // The last valid position: the field is the frame's last two bytes.
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        tx_chain_hdr(&mut g, 0, BUF, &needs_csum_hdr(len - 2, 0), &partial_udp4());
+        let (got, _) = rx_partial(&ring, &mut cur, true);
+        assert_eq!(
+            got[0].1,
+            Some(PartialCsum {
+                start: len - 2,
+                offset: 0
+            })
+        );
+    }
+
+    fn tx_partial(frames: &[(Vec<u8>, PartialCsum)]) -> Burst {
+        let mut b = Burst::new();
+        for (f, p) in frames {
+            let mut m = pool().alloc().unwrap();
+            m.extend_from_slice(f).unwrap();
+            m.set_partial_csum(Some(*p));
+            b.push(m);
+        }
+        b
+    }
+
+    #[test]
+    fn guest_csum_guest_gets_needs_csum_and_the_frame_as_is() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        for i in 0..2u16 {
+            g.desc(i, BUF + 0x1000 * u64::from(i), 2048, DESC_F_WRITE, 0);
+            g.push(i);
+        }
+        let (u4, t6) = (partial_udp4(), partial_tcp6());
+        let mut burst = tx_partial(&[
+            (
+                u4.clone(),
+                PartialCsum {
+                    start: 34,
+                    offset: 6,
+                },
+            ),
+            (
+                t6.clone(),
+                PartialCsum {
+                    start: 54,
+                    offset: 16,
+                },
+            ),
+        ]);
+        let stats = QueueStats::default();
+        let done = ring.enqueue(&mut cur, &mut burst, true, true, &stats);
+        assert_eq!((done.frames, done.fault), (2, None));
+        assert_eq!(g.read(BUF, 12), [1, 0, 0, 0, 0, 0, 34, 0, 6, 0, 1, 0]);
+        assert_eq!(g.read(BUF + 12, u4.len()), u4);
+        assert_eq!(
+            g.read(BUF + 0x1000, 12),
+            [1, 0, 0, 0, 0, 0, 54, 0, 16, 0, 1, 0]
+        );
+        assert_eq!(g.read(BUF + 0x1000 + 12, t6.len()), t6);
+    }
+
+    #[test]
+    fn guest_without_guest_csum_gets_completed_checksums() {
+        use dataplane::wire::offload::verify_l4_checksum;
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        for i in 0..2u16 {
+            g.desc(i, BUF + 0x1000 * u64::from(i), 2048, DESC_F_WRITE, 0);
+            g.push(i);
+        }
+        let (u4, t6) = (partial_udp4(), partial_tcp6());
+        let (pu, pt) = (
+            PartialCsum {
+                start: 34,
+                offset: 6,
+            },
+            PartialCsum {
+                start: 54,
+                offset: 16,
+            },
+        );
+        let mut burst = tx_partial(&[(u4.clone(), pu), (t6.clone(), pt)]);
+        let stats = QueueStats::default();
+        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        assert_eq!((done.frames, done.fault), (2, None));
+        assert_eq!(g.read(BUF, 12), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
+        let got = g.read(BUF + 12, u4.len());
+        let mut want = u4.clone();
+        want[40..42].copy_from_slice(&[0x64, 0xb0]);
+        assert_eq!(got, want);
+        let got = g.read(BUF + 0x1000 + 12, t6.len());
+        assert_eq!(
+            g.read(BUF + 0x1000, 12),
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]
+        );
+        assert_eq!(got[..70], t6[..70]);
+        assert_eq!(got[72..], t6[72..]);
+        let pseudo = dataplane::wire::ipv6::pseudo_header_sum(SRC6, DST6, 6, 25);
+        assert!(verify_l4_checksum(&got, pt, pseudo));
+        assert!(!verify_l4_checksum(&t6, pt, pseudo));
+        // A frame that waits for guest buffers is completed once and keeps its
+        // bytes for the next attempt.
+        let mut burst = tx_partial(&[(u4.clone(), pu)]);
+        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        assert_eq!(done.frames, 0);
+        assert_eq!(burst[0].partial_csum(), None);
+        assert_eq!(burst[0].data(), &want[..]);
     }
 
     #[test]

@@ -1,0 +1,337 @@
+//! Checksum offload: finishing TCP/UDP checksums that a sender left partial.
+//!
+//! Layer: wire. No I/O, no allocation. On the packet path: at most one call
+//! per frame, only for frames that carry a partial checksum.
+//!
+//! A sender with checksum offload (a virtio-net driver that negotiated
+//! VIRTIO_NET_F_CSUM, a Linux socket on a veth) leaves the TCP/UDP checksum
+//! field holding only the one's-complement sum of the pseudo header and names
+//! where the checksummed region starts ([`PartialCsum::start`]) and where in it
+//! the field is ([`PartialCsum::offset`]). Whoever cannot hand that promise on
+//! to the next hop completes it: sums from `start` to the end of the frame
+//! (the field included, since it already holds the pseudo-header part) and
+//! stores the inverted sum at `start + offset` (virtio 1.2 §5.1.6.2, as the
+//! kernel's `skb_checksum_help` does). The region is never longer than one
+//! mbuf, so this costs one pass over at most a frame's payload.
+
+use super::ipv4::{fold, ones_complement_sum};
+
+/// Ethernet header length.
+const ETH_HLEN: usize = 14;
+/// One 802.1Q/802.1ad tag.
+const VLAN_HLEN: usize = 4;
+
+/// A partial L4 checksum: the field at `start + offset` holds the
+/// pseudo-header sum; the rest of the sum, from `start` to the end of the
+/// frame, is still to be added. Offsets count from the first byte of the
+/// Ethernet header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PartialCsum {
+    /// Where the checksummed region starts (the L4 header).
+    pub start: u16,
+    /// Where the checksum field is, relative to `start` (16 for TCP, 6 for UDP).
+    pub offset: u16,
+}
+
+impl PartialCsum {
+    /// Checks untrusted offsets against a frame of `frame_len` bytes: the
+    /// two-byte field must lie inside the frame. `None` if it does not.
+    #[inline]
+    pub fn new_checked(start: u16, offset: u16, frame_len: usize) -> Option<PartialCsum> {
+        let field_end = usize::from(start) + usize::from(offset) + 2;
+        (field_end <= frame_len).then_some(PartialCsum { start, offset })
+    }
+
+    /// Completes the checksum in `frame` (see the module docs). Returns false
+    /// and leaves the frame alone if the field does not lie inside it.
+    #[inline]
+    pub fn complete(self, frame: &mut [u8]) -> bool {
+        let start = usize::from(self.start);
+        match frame.get_mut(start..) {
+            Some(region) => fill(region, usize::from(self.offset)),
+            None => false,
+        }
+    }
+}
+
+/// Sums `region` (the field at `field` holding the pseudo-header sum) and
+/// stores the checksum at `field`. False if the field is outside `region`.
+#[inline]
+fn fill(region: &mut [u8], field: usize) -> bool {
+    if field.checked_add(2).is_none_or(|end| end > region.len()) {
+        return false;
+    }
+    let mut csum = !ones_complement_sum(region);
+    if csum == 0 {
+        // A computed zero goes out as all ones: for UDP zero means "no
+        // checksum" (RFC 768); for TCP both are the same one's-complement value.
+        csum = 0xffff;
+    }
+    region[field..field + 2].copy_from_slice(&csum.to_be_bytes());
+    true
+}
+
+/// Finds the TCP or UDP checksum of an Ethernet frame: IPv4 (not a fragment)
+/// or IPv6 without extension headers, behind up to two VLAN tags. Returns the
+/// checksum's place and the end of the IP datagram (Ethernet padding after it
+/// is not summed); `None` for anything else or a truncated frame.
+pub fn locate_l4_checksum(frame: &[u8]) -> Option<(PartialCsum, usize)> {
+    let be16 = |off: usize| {
+        frame
+            .get(off..off + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let mut l3 = ETH_HLEN;
+    let mut ethertype = be16(12)?;
+    for _ in 0..2 {
+        if !matches!(ethertype, 0x8100 | 0x88a8) {
+            break;
+        }
+        ethertype = be16(l3 + 2)?;
+        l3 += VLAN_HLEN;
+    }
+    let (proto, l4, end) = match ethertype {
+        0x0800 => {
+            let vihl = *frame.get(l3)?;
+            let ihl = usize::from(vihl & 0x0f) * 4;
+            let (total, frag) = (be16(l3 + 2)?, be16(l3 + 6)?);
+            if vihl >> 4 != 4 || ihl < 20 || frag & 0x3fff != 0 {
+                return None;
+            }
+            (*frame.get(l3 + 9)?, l3 + ihl, l3 + usize::from(total))
+        }
+        0x86dd => {
+            let payload = be16(l3 + 4)?;
+            (*frame.get(l3 + 6)?, l3 + 40, l3 + 40 + usize::from(payload))
+        }
+        _ => return None,
+    };
+    let offset: u16 = match proto {
+        6 => 16,
+        17 => 6,
+        _ => return None,
+    };
+    if end > frame.len() || l4 + usize::from(offset) + 2 > end {
+        return None;
+    }
+    Some((
+        PartialCsum {
+            start: u16::try_from(l4).ok()?,
+            offset,
+        },
+        end,
+    ))
+}
+
+/// Completes the TCP/UDP checksum of a frame whose checksum field holds only
+/// the pseudo-header sum but which came without offsets (AF_PACKET's
+/// `TP_STATUS_CSUMNOTREADY`): finds the field with [`locate_l4_checksum`] and
+/// sums up to the end of the IP datagram. Returns false and leaves the frame
+/// alone if it is not TCP or UDP over IPv4/IPv6 as described there.
+pub fn complete_l4_checksum(frame: &mut [u8]) -> bool {
+    let Some((p, end)) = locate_l4_checksum(frame) else {
+        return false;
+    };
+    match frame.get_mut(usize::from(p.start)..end) {
+        Some(region) => fill(region, usize::from(p.offset)),
+        None => false,
+    }
+}
+
+/// True if the TCP/UDP checksum at `p` in `frame` verifies, given the
+/// pseudo-header sum `pseudo` (for tests and diagnostics; not on the packet path).
+pub fn verify_l4_checksum(frame: &[u8], p: PartialCsum, pseudo: u16) -> bool {
+    frame.get(usize::from(p.start)..).is_some_and(|region| {
+        fold(u64::from(ones_complement_sum(region)) + u64::from(pseudo)) == 0xffff
+    })
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::wire::{ipv4, ipv6};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    const SRC4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+    const DST4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+    const SRC6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+    const DST6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2);
+
+    /// 10.0.0.1:40000 -> 10.0.0.2:9 UDP "weir\n", checksum field holding the
+    /// pseudo-header sum 0x1421 as a sender with checksum offload leaves it.
+    /// The complete checksum is 0x64b0.
+    pub(crate) fn partial_udp4() -> Vec<u8> {
+        let mut f = vec![
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2, 0, 0, 0, 0, 1, 0x08, 0x00,
+        ];
+        f.extend_from_slice(&[
+            0x45, 0, 0, 33, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ]);
+        f.extend_from_slice(&[0x9c, 0x40, 0, 9, 0, 13, 0x14, 0x21]);
+        f.extend_from_slice(b"weir\n");
+        f
+    }
+
+    /// 10.0.0.1:40000 -> 10.0.0.2:80 TCP PSH segment with 5 bytes "weir\n",
+    /// checksum field holding the pseudo-header sum 0x1422.
+    pub(crate) fn partial_tcp4() -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend_from_slice(&[
+            0x45, 0, 0, 45, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ]);
+        f.extend_from_slice(&[
+            0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x08, 0x10, 0, 0x14, 0x22, 0, 0,
+        ]);
+        f.extend_from_slice(b"weir\n");
+        f
+    }
+
+    /// fd00::1:40000 -> fd00::2:80 TCP, 5 bytes "weir\n", field holding the
+    /// pseudo-header sum 0xfa23.
+    pub(crate) fn partial_tcp6() -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        f.extend_from_slice(&[0x60, 0, 0, 0, 0, 25, 6, 64]);
+        f.extend_from_slice(&SRC6.octets());
+        f.extend_from_slice(&DST6.octets());
+        f.extend_from_slice(&[
+            0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x08, 0x10, 0, 0xfa, 0x23, 0, 0,
+        ]);
+        f.extend_from_slice(b"weir\n");
+        f
+    }
+
+    /// fd00::1:40000 -> fd00::2:9 UDP "weir\n", field holding the
+    /// pseudo-header sum 0xfa22.
+    pub(crate) fn partial_udp6() -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        f.extend_from_slice(&[0x60, 0, 0, 0, 0, 13, 17, 64]);
+        f.extend_from_slice(&SRC6.octets());
+        f.extend_from_slice(&DST6.octets());
+        f.extend_from_slice(&[0x9c, 0x40, 0, 9, 0, 13, 0xfa, 0x22]);
+        f.extend_from_slice(b"weir\n");
+        f
+    }
+
+    fn pseudo4(proto: u8, l4_len: u16) -> u16 {
+        ipv4::pseudo_header_sum(SRC4, DST4, proto, l4_len)
+    }
+
+    fn pseudo6(proto: u8, l4_len: u32) -> u16 {
+        ipv6::pseudo_header_sum(SRC6, DST6, proto, l4_len)
+    }
+
+    #[test]
+    fn fixtures_hold_the_pseudo_header_sum() {
+        assert_eq!(partial_udp4()[40..42], pseudo4(17, 13).to_be_bytes());
+        assert_eq!(partial_tcp4()[50..52], pseudo4(6, 25).to_be_bytes());
+        assert_eq!(partial_tcp6()[70..72], pseudo6(6, 25).to_be_bytes());
+        assert_eq!(partial_udp6()[60..62], pseudo6(17, 13).to_be_bytes());
+    }
+
+    #[test]
+    fn partial_checksums_over_ipv4_and_ipv6_are_completed() {
+        let cases: [(Vec<u8>, u16, u16, u16); 4] = [
+            (partial_udp4(), 34, 6, pseudo4(17, 13)),
+            (partial_tcp4(), 34, 16, pseudo4(6, 25)),
+            (partial_udp6(), 54, 6, pseudo6(17, 13)),
+            (partial_tcp6(), 54, 16, pseudo6(6, 25)),
+        ];
+        for (before, start, offset, pseudo) in cases {
+            let p = PartialCsum::new_checked(start, offset, before.len()).unwrap();
+            let mut f = before.clone();
+            assert!(p.complete(&mut f));
+            assert!(verify_l4_checksum(&f, p, pseudo));
+            // Only the two checksum bytes changed.
+            let field = usize::from(start + offset);
+            let mut want = before.clone();
+            want[field..field + 2].copy_from_slice(&f[field..field + 2]);
+            assert_eq!(f, want);
+            // The parsing path finds the same field and computes the same value.
+            let mut g = before.clone();
+            assert_eq!(locate_l4_checksum(&g).map(|(q, _)| q), Some(p));
+            assert!(complete_l4_checksum(&mut g));
+            assert_eq!(f, g);
+        }
+        let mut f = partial_udp4();
+        assert!(PartialCsum {
+            start: 34,
+            offset: 6
+        }
+        .complete(&mut f));
+        assert_eq!(f[40..42], [0x64, 0xb0]);
+        assert!(!verify_l4_checksum(
+            &partial_udp4(),
+            PartialCsum {
+                start: 34,
+                offset: 6
+            },
+            pseudo4(17, 13)
+        ));
+    }
+
+    #[test]
+    fn offsets_outside_the_frame_are_refused() {
+        let len = partial_udp4().len(); // 47
+        assert!(PartialCsum::new_checked(34, 6, len).is_some());
+        assert!(PartialCsum::new_checked(45, 0, len).is_some());
+        assert!(PartialCsum::new_checked(46, 0, len).is_none());
+        assert!(PartialCsum::new_checked(34, 12, len).is_none());
+        assert!(PartialCsum::new_checked(u16::MAX, u16::MAX, len).is_none());
+        // A stale or forged value never writes outside the frame.
+        let mut f = partial_udp4();
+        assert!(!PartialCsum {
+            start: 46,
+            offset: 0
+        }
+        .complete(&mut f));
+        assert!(!PartialCsum {
+            start: 200,
+            offset: 0
+        }
+        .complete(&mut f));
+        assert!(!PartialCsum {
+            start: 0,
+            offset: u16::MAX
+        }
+        .complete(&mut f));
+        assert_eq!(f, partial_udp4());
+    }
+
+    #[test]
+    fn computed_zero_is_sent_as_all_ones() {
+        // A region whose words sum to 0xffff: checksum 0 becomes 0xffff.
+        let mut r = [0xff, 0x00, 0x00, 0x00, 0x00, 0xff];
+        assert!(fill(&mut r, 2));
+        assert_eq!(r[2..4], [0xff, 0xff]);
+    }
+
+    #[test]
+    fn checksum_is_found_behind_a_vlan_tag_and_padding_is_ignored() {
+        let plain = partial_udp4();
+        let mut f = plain[..12].to_vec();
+        f.extend_from_slice(&[0x81, 0x00, 0x00, 0x05]);
+        f.extend_from_slice(&plain[12..]);
+        f.resize(64, 0xee); // Ethernet padding after the IP datagram
+        assert!(complete_l4_checksum(&mut f));
+        assert_eq!(f[44..46], [0x64, 0xb0]);
+    }
+
+    #[test]
+    fn frames_without_a_known_l4_checksum_are_left_alone() {
+        let mut arp = vec![0xff; 12];
+        arp.extend_from_slice(&[0x08, 0x06]);
+        arp.resize(42, 0);
+        assert!(!complete_l4_checksum(&mut arp));
+        let mut frag = partial_udp4();
+        frag[20] = 0x20; // more fragments
+        let before = frag.clone();
+        assert!(!complete_l4_checksum(&mut frag));
+        assert_eq!(frag, before);
+        let mut short = partial_udp4();
+        short.truncate(40);
+        assert!(!complete_l4_checksum(&mut short));
+        let mut icmp = partial_udp4();
+        icmp[23] = 1;
+        assert!(!complete_l4_checksum(&mut icmp));
+    }
+}
