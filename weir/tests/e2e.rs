@@ -5,141 +5,14 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
 
 use weir::netns::{adopt_into, require_root_and_ip, tcp_transfer, Netns, VethHost};
 
-const BIN: &str = env!("CARGO_BIN_EXE_weir");
-
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    dir: PathBuf,
-}
-
-impl Daemon {
-    fn start(tag: &str, config: &str) -> Daemon {
-        let dir = std::env::temp_dir().join(format!("weir-e2e-{tag}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let cfg = dir.join("weir.toml");
-        std::fs::write(&cfg, config).unwrap();
-        let socket = dir.join("weir.sock");
-        let log = std::fs::File::create(dir.join("weir.log")).unwrap();
-        let child = Command::new(BIN)
-            .args([
-                "--socket",
-                socket.to_str().unwrap(),
-                "run",
-                "--config",
-                cfg.to_str().unwrap(),
-            ])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting weir run");
-        let mut d = Daemon { child, socket, dir };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        // Ready means answering requests: the socket is bound before the ports
-        // are opened, and requests are served only once they all are.
-        while !d.cli(&["stats"]).0 {
-            if let Ok(Some(st)) = d.child.try_wait() {
-                panic!("weir run exited with {st}: {}", d.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "weir run did not come up: {}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("weir.log")).unwrap_or_default()
-    }
-
-    fn cli(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(BIN)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let (ok, out, err) = self.cli(args);
-        assert!(ok, "weir {}: {err}\n{}", args.join(" "), self.log());
-        out
-    }
-
-    fn ports(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["port", "list", "--json"])).unwrap()
-    }
-
-    fn port_counter(&self, name: &str, key: &str) -> u64 {
-        let ports = self.ports();
-        let p = ports
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .unwrap_or_else(|| panic!("no port {name} in {ports}"));
-        p["stats"][key].as_u64().unwrap()
-    }
-
-    fn wait_up(&self, names: &[&str]) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let ports = self.ports();
-            let up = names.iter().all(|n| {
-                ports
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|p| p["name"] == *n && p["link"] == "up")
-            });
-            if up {
-                return;
-            }
-            assert!(Instant::now() < deadline, "ports not up: {ports}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // SIGINT for a clean shutdown (releases ports, removes the socket), then kill.
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::Daemon;
 
 /// `ping -c count`, waiting (`-w`) until every reply is in or a deadline passes:
 /// without `-w`, iputils ping gives the last reply only about twice the fastest
@@ -214,7 +87,9 @@ bridge = "br0"
 "#,
         a.host_if, b.host_if
     );
-    let mut d = Daemon::start(&tag, &config);
+    let dir = std::env::temp_dir().join(format!("weir-e2e-{tag}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut d = Daemon::start(&dir, &config);
     adopt_into(&c, &tap, "198.18.20.3").unwrap();
     d.wait_up(&["pa", "pb", "pc"]);
 

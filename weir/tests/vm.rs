@@ -10,14 +10,14 @@
 //!
 //! Needs root (CI runs as root); fails, never skips, when something is missing.
 
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_weir");
+mod common;
+use common::Daemon;
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -52,121 +52,6 @@ fn guest_dir() -> &'static Path {
 fn tail(text: &str, lines: usize) -> String {
     let v: Vec<&str> = text.lines().collect();
     v[v.len().saturating_sub(lines)..].join("\n")
-}
-
-/// A `weir run` daemon; SIGINT then SIGKILL on drop.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    dir: PathBuf,
-    starts: u32,
-}
-
-impl Daemon {
-    fn start(dir: &Path, config: &str) -> Daemon {
-        std::fs::write(dir.join("weir.toml"), config).unwrap();
-        let mut d = Daemon {
-            child: Daemon::spawn(dir, 0),
-            socket: dir.join("weir.sock"),
-            dir: dir.to_path_buf(),
-            starts: 1,
-        };
-        d.wait_control();
-        d
-    }
-
-    fn spawn(dir: &Path, n: u32) -> Child {
-        let log = std::fs::File::create(dir.join(format!("weir.{n}.log"))).unwrap();
-        Command::new(BIN)
-            .arg("--socket")
-            .arg(dir.join("weir.sock"))
-            .arg("run")
-            .arg("--config")
-            .arg(dir.join("weir.toml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting weir run")
-    }
-
-    fn wait_control(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&self.socket).is_err() {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                panic!("weir run exited with {st}: {}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "weir run did not come up: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL: no cleanup at all, as after a crash.
-    fn kill_hard(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    /// Starts the daemon again with the same configuration.
-    fn restart(&mut self) {
-        assert!(self.child.try_wait().unwrap().is_some(), "still running");
-        self.child = Daemon::spawn(&self.dir, self.starts);
-        self.starts += 1;
-        self.wait_control();
-    }
-
-    /// The current run's log.
-    fn log(&self) -> String {
-        let f = self
-            .dir
-            .join(format!("weir.{}.log", self.starts.saturating_sub(1)));
-        std::fs::read_to_string(f).unwrap_or_default()
-    }
-
-    fn ports(&self) -> serde_json::Value {
-        let out = Command::new(BIN)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(["port", "list", "--json"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "weir port list: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    fn alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if !self.alive() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// One port's link and counters from `port list --json`.

@@ -1,0 +1,176 @@
+//! Shared harness for the end-to-end tests: a `weir run` daemon driven through
+//! its CLI, stopped with SIGINT (then SIGKILL) on drop.
+// Each test binary uses a different subset of these helpers.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `weir` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_weir");
+
+/// A running `weir run` with its config, control socket and logs in `dir`.
+pub struct Daemon {
+    child: Child,
+    /// Control socket.
+    pub socket: PathBuf,
+    dir: PathBuf,
+    starts: u32,
+}
+
+impl Daemon {
+    /// Writes `config` to `dir/weir.toml`, starts the daemon and waits until it
+    /// answers requests (the socket is bound before the ports are opened, and
+    /// requests are served only once they all are).
+    pub fn start(dir: &Path, config: &str) -> Daemon {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join("weir.toml"), config).unwrap();
+        let mut d = Daemon {
+            child: Daemon::spawn(dir, 0),
+            socket: dir.join("weir.sock"),
+            dir: dir.to_path_buf(),
+            starts: 1,
+        };
+        d.wait_ready();
+        d
+    }
+
+    fn spawn(dir: &Path, n: u32) -> Child {
+        let log = std::fs::File::create(dir.join(format!("weir.{n}.log"))).unwrap();
+        Command::new(BIN)
+            .arg("--socket")
+            .arg(dir.join("weir.sock"))
+            .arg("run")
+            .arg("--config")
+            .arg(dir.join("weir.toml"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("starting weir run")
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.cli(&["stats"]).0 {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("weir run exited with {st}: {}", self.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weir run did not come up: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no cleanup at all, as after a crash.
+    pub fn kill_hard(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Starts the daemon again with the same configuration.
+    pub fn restart(&mut self) {
+        assert!(self.child.try_wait().unwrap().is_some(), "still running");
+        self.child = Daemon::spawn(&self.dir, self.starts);
+        self.starts += 1;
+        self.wait_ready();
+    }
+
+    /// The current run's log.
+    pub fn log(&self) -> String {
+        let f = self
+            .dir
+            .join(format!("weir.{}.log", self.starts.saturating_sub(1)));
+        std::fs::read_to_string(f).unwrap_or_default()
+    }
+
+    /// Runs a CLI verb against this daemon: (success, stdout, stderr).
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new(BIN)
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Runs a CLI verb that must succeed; returns its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (ok, out, err) = self.cli(args);
+        assert!(ok, "weir {}: {err}\n{}", args.join(" "), self.log());
+        out
+    }
+
+    /// `weir port list --json`.
+    pub fn ports(&self) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["port", "list", "--json"])).unwrap()
+    }
+
+    /// One counter of one port's totals, e.g. `rx_packets`.
+    pub fn port_counter(&self, name: &str, key: &str) -> u64 {
+        let ports = self.ports();
+        let p = ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("no port {name} in {ports}"));
+        p["stats"][key].as_u64().unwrap()
+    }
+
+    /// Waits until every named port reports link up.
+    pub fn wait_up(&self, names: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let ports = self.ports();
+            let up = names.iter().all(|n| {
+                ports
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["name"] == *n && p["link"] == "up")
+            });
+            if up {
+                return;
+            }
+            assert!(Instant::now() < deadline, "ports not up: {ports}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.alive() {
+            return;
+        }
+        // SIGINT for a clean shutdown (releases ports, removes the socket), then kill.
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
