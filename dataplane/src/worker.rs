@@ -441,11 +441,6 @@ fn handle_cmd(cmd: WorkerCmd, queues: &mut Queues) {
     }
 }
 
-/// What a worker polls, for `pmd show`.
-pub fn describe_queue(port: PortId, queue: QueueId) -> String {
-    format!("{}:{}", port.0, queue.0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -577,13 +577,37 @@ impl Handler for Dataplane {
     }
 }
 
-/// Handler wrapper that lets the daemon keep ownership for shutdown.
-struct Shared(Arc<Dataplane>);
-
-impl Handler for Shared {
-    fn handle(&self, req: Request) -> Response {
-        self.0.handle(req)
-    }
+/// Starts the control-side housekeeping thread: every `period` it advances the
+/// FDB clock, ages the FDBs and swaps in rebuilt tables. It stops when `stop` is
+/// set (checked every 100 ms) or the dataplane is gone.
+///
+/// # Errors
+/// If the thread cannot be created.
+pub fn spawn_housekeeping(
+    dp: std::sync::Weak<Dataplane>,
+    stop: Arc<AtomicBool>,
+    period: Duration,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let step = Duration::from_millis(100).min(period);
+    std::thread::Builder::new()
+        .name("weir-housekeeping".into())
+        .spawn(move || {
+            let mut waited = Duration::ZERO;
+            // Relaxed: a plain flag; the caller joins the thread.
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(step);
+                waited += step;
+                if waited < period {
+                    continue;
+                }
+                waited = Duration::ZERO;
+                let Some(dp) = dp.upgrade() else { return };
+                let aged = dp.switch.age_fdbs();
+                if aged > 0 {
+                    tracing::debug!(aged, "fdb entries aged out");
+                }
+            }
+        })
 }
 
 /// Runs the daemon in the foreground until SIGINT or SIGTERM.
@@ -605,29 +629,10 @@ pub fn run(cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
     }
     let dp = Arc::new(Dataplane::start(&cfg, Host::system())?);
     // Housekeeping: the FDB clock, aging and rebuilds, once a second.
-    let hk = {
-        let (dp, stop) = (dp.clone(), stop.clone());
-        std::thread::Builder::new()
-            .name("weir-housekeeping".into())
-            .spawn(move || {
-                // Relaxed: a plain flag, checked every 100 ms.
-                while !stop.load(Ordering::Relaxed) {
-                    for _ in 0..10 {
-                        std::thread::sleep(Duration::from_millis(100));
-                        if stop.load(Ordering::Relaxed) {
-                            return;
-                        }
-                    }
-                    let aged = dp.switch.age_fdbs();
-                    if aged > 0 {
-                        tracing::debug!(aged, "fdb entries aged out");
-                    }
-                }
-            })
-            .context("starting housekeeping thread")?
-    };
+    let hk = spawn_housekeeping(Arc::downgrade(&dp), stop.clone(), Duration::from_secs(1))
+        .context("starting housekeeping thread")?;
     tracing::info!(socket = %socket.display(), "control socket ready");
-    server.serve(Arc::new(Shared(dp.clone())), stop.clone());
+    server.serve(dp.clone(), stop.clone());
     stop.store(true, Ordering::Relaxed);
     let _ = hk.join();
     tracing::info!("shutting down");

@@ -15,7 +15,7 @@ use anyhow::{bail, Context as _};
 
 use crate::cli::{render, Output};
 use crate::config::{BridgeSpec, Config, Host, PortSpec, PortType};
-use crate::daemon::Dataplane;
+use crate::daemon::{spawn_housekeeping, Dataplane};
 use crate::netns::{adopt_into, require_root_and_ip, tcp_transfer, Netns, VethHost};
 
 /// Bytes moved over TCP by the demo.
@@ -70,7 +70,12 @@ pub fn run() -> anyhow::Result<()> {
     cfg.ports.push(port("host-c", PortType::Tap, &tap_if));
     let dp = Arc::new(Dataplane::start(&cfg, Host::system()).context("starting the dataplane")?);
     let ticker_stop = Arc::new(AtomicBool::new(false));
-    let ticker = spawn_ticker(Arc::downgrade(&dp), ticker_stop.clone());
+    let ticker = spawn_housekeeping(
+        Arc::downgrade(&dp),
+        ticker_stop.clone(),
+        Duration::from_millis(200),
+    )
+    .context("starting the FDB clock")?;
     let result = (|| -> anyhow::Result<()> {
         adopt_into(&c_ns, &tap_if, "198.18.10.3")?;
         let hosts = [
@@ -175,20 +180,4 @@ fn wait_links_up(dp: &Dataplane, timeout: Duration) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// Keeps the FDB clock running (ages shown by `fdb show`) while the demo runs.
-fn spawn_ticker(
-    dp: std::sync::Weak<Dataplane>,
-    stop: Arc<AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        // Relaxed: a plain flag.
-        while !stop.load(Ordering::Relaxed) {
-            let Some(dp) = dp.upgrade() else { return };
-            dp.switch().age_fdbs();
-            drop(dp);
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    })
 }
