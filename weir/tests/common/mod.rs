@@ -111,9 +111,16 @@ impl Daemon {
         out
     }
 
+    /// A show verb with `--json`, parsed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut v = args.to_vec();
+        v.push("--json");
+        serde_json::from_str(&self.ok(&v)).unwrap()
+    }
+
     /// `weir port list --json`.
     pub fn ports(&self) -> serde_json::Value {
-        serde_json::from_str(&self.ok(&["port", "list", "--json"])).unwrap()
+        self.json(&["port", "list"])
     }
 
     /// One counter of one port's totals, e.g. `rx_packets`.

@@ -11,12 +11,12 @@
 //! skips, when `dpdk-testpmd` is missing.
 
 use std::io::Write as _;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_weir");
+mod common;
+use common::Daemon;
 
 /// testpmd's default burst (`--burst`), stated explicitly on its command line.
 const BURST: u64 = 32;
@@ -49,109 +49,25 @@ fn tail(text: &str, lines: usize) -> String {
 }
 
 /// A `weir run` daemon; SIGINT then SIGKILL on drop.
-struct Daemon {
-    child: Child,
-    socket: PathBuf,
-    dir: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Path, config: &str) -> Daemon {
-        std::fs::write(dir.join("weir.toml"), config).unwrap();
-        let log = std::fs::File::create(dir.join("weir.log")).unwrap();
-        let child = Command::new(BIN)
-            .arg("--socket")
-            .arg(dir.join("weir.sock"))
-            .arg("run")
-            .arg("--config")
-            .arg(dir.join("weir.toml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting weir run");
-        let mut d = Daemon {
-            child,
-            socket: dir.join("weir.sock"),
-            dir: dir.to_path_buf(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while UnixStream::connect(&d.socket).is_err() {
-            if let Ok(Some(st)) = d.child.try_wait() {
-                panic!("weir run exited with {st}: {}", d.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "weir did not come up: {}",
-                d.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        d
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("weir.log")).unwrap_or_default()
-    }
-
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let out = Command::new(BIN)
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .arg("--json")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "weir {args:?}: {}\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            tail(&self.log(), 20)
-        );
-        serde_json::from_slice(&out.stdout).unwrap()
-    }
-
-    /// (link up, rx packets, tx packets, total drops) of one port.
-    fn port(&self, name: &str) -> (bool, u64, u64, u64) {
-        let ports = self.json(&["port", "list"]);
-        let p = ports
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .unwrap_or_else(|| panic!("no port {name} in {ports}"));
-        let drops = p["stats"]["drops"]
-            .as_object()
-            .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
-            .unwrap_or(0);
-        (
-            p["link"] == "up",
-            p["stats"]["rx_packets"].as_u64().unwrap(),
-            p["stats"]["tx_packets"].as_u64().unwrap(),
-            drops,
-        )
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// (link up, rx packets, tx packets, total drops) of one port.
+fn port(d: &Daemon, name: &str) -> (bool, u64, u64, u64) {
+    let ports = d.ports();
+    let p = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no port {name} in {ports}"));
+    let drops = p["stats"]["drops"]
+        .as_object()
+        .map(|m| m.values().filter_map(|v| v.as_u64()).sum())
+        .unwrap_or(0);
+    (
+        p["link"] == "up",
+        p["stats"]["rx_packets"].as_u64().unwrap(),
+        p["stats"]["tx_packets"].as_u64().unwrap(),
+        drops,
+    )
 }
 
 /// An interactive testpmd (`-i`) with one `net_virtio_user` port, driven through
@@ -327,12 +243,12 @@ fn testpmd_pair_through_weir_counts_every_frame() {
 
     // Both frontends have set up their rings: weir shows both links up.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !(d.port("pa").0 && d.port("pb").0) {
+    while !(port(&d, "pa").0 && port(&d, "pb").0) {
         assert!(
             Instant::now() < deadline,
             "links not up: pa {:?} pb {:?}\nweir:\n{}\ntestpmd a:\n{}\ntestpmd b:\n{}",
-            d.port("pa"),
-            d.port("pb"),
+            port(&d, "pa"),
+            port(&d, "pb"),
             tail(&d.log(), 20),
             tail(&a.log(), 20),
             tail(&b.log(), 20)
@@ -352,7 +268,7 @@ fn testpmd_pair_through_weir_counts_every_frame() {
     // A little longer: nothing extra may arrive.
     std::thread::sleep(Duration::from_millis(500));
     let (sent, got) = (a.stats(), b.stats());
-    let (pa, pb) = (d.port("pa"), d.port("pb"));
+    let (pa, pb) = (port(&d, "pa"), port(&d, "pb"));
     println!(
         "{:.1}s: round 1 (flooded): A {sent:?}, B {got:?}; weir pa {pa:?}, pb {pb:?}",
         t0.elapsed().as_secs_f64()
@@ -394,7 +310,7 @@ fn testpmd_pair_through_weir_counts_every_frame() {
     b.wait_stats(15, |s| s.rx >= 2 * round);
     std::thread::sleep(Duration::from_millis(500));
     let (sent, got) = (a.stats(), b.stats());
-    let (pa, pb) = (d.port("pa"), d.port("pb"));
+    let (pa, pb) = (port(&d, "pa"), port(&d, "pb"));
     println!(
         "{:.1}s: round 2 (to B's MAC): A {sent:?}, B {got:?}; weir pa {pa:?}, pb {pb:?}",
         t0.elapsed().as_secs_f64()
@@ -427,7 +343,7 @@ fn testpmd_pair_through_weir_counts_every_frame() {
     drop(b);
     // Both frontends gone: links down, daemon still fine.
     let deadline = Instant::now() + Duration::from_secs(10);
-    while d.port("pa").0 || d.port("pb").0 {
+    while port(&d, "pa").0 || port(&d, "pb").0 {
         assert!(
             Instant::now() < deadline,
             "links still up after testpmd quit"
