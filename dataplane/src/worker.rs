@@ -363,8 +363,7 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
             }
             q.stats.rx_packets.add(n as u64);
             q.stats.rx_bytes.add(bytes as u64);
-            let (in_port, stats) = (q.port, q.stats.clone());
-            fwd.process(t, in_port, &mut burst, now, &stats);
+            fwd.process(t, q.port, &mut burst, now, &q.stats);
             fwd.drain(|out, b| queues.transmit(t, out, b, ws));
         }
         ws.rx_packets.add(moved as u64);
