@@ -107,6 +107,15 @@ pub enum VfioError {
         #[source]
         source: io::Error,
     },
+    /// The device is already open in this process (another port drives it).
+    #[error(
+        "{pci} is already driven by this process (another port uses it); \
+         remove that port first"
+    )]
+    AlreadyOpen {
+        /// PCI address.
+        pci: String,
+    },
     /// Other devices of the group are bound to host drivers.
     #[error(
         "IOMMU group {group} of {pci} is not viable: every device in it must be bound to \
@@ -293,14 +302,42 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 pub struct Container {
     fd: OwnedFd,
     next_ring_iova: AtomicU64,
-    /// Set once the first group is attached (the backend needs a group first).
-    iommu_set: Mutex<bool>,
+    /// Groups attached. The IOMMU backend is set when the first one attaches
+    /// (it needs a group first); the kernel releases it, with every mapping, when
+    /// the last one detaches.
+    groups: Mutex<usize>,
     /// Mempool regions mapped so far: (start address, IOVA), and the next IOVA.
     pools: Mutex<(Vec<(usize, Iova)>, Iova)>,
 }
 
 /// The shared container, while any device holds it.
 static CONTAINER: Mutex<Weak<Container>> = Mutex::new(Weak::new());
+
+/// PCI addresses of the devices open in this process. The kernel lets a group
+/// hand out a second fd for a device that is already open; a second driver
+/// instance would then reset the NIC under the first one's rings.
+static OPEN_DEVICES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// This process's claim on a device, released on drop.
+#[derive(Debug)]
+struct DeviceClaim(String);
+
+impl DeviceClaim {
+    fn new(pci: &str) -> Result<DeviceClaim, VfioError> {
+        let mut open = lock(&OPEN_DEVICES);
+        if open.iter().any(|p| p == pci) {
+            return Err(VfioError::AlreadyOpen { pci: pci.into() });
+        }
+        open.push(pci.into());
+        Ok(DeviceClaim(pci.into()))
+    }
+}
+
+impl Drop for DeviceClaim {
+    fn drop(&mut self) {
+        lock(&OPEN_DEVICES).retain(|p| *p != self.0);
+    }
+}
 
 /// Open groups by number, while any device holds them.
 static GROUPS: Mutex<Vec<(u32, Weak<Group>)>> = Mutex::new(Vec::new());
@@ -373,6 +410,12 @@ impl Container {
     }
 
     fn unmap_dma(&self, len_bytes: usize, iova: Iova) {
+        if *lock(&self.groups) == 0 {
+            // The last group's detach released the IOMMU backend and with it
+            // every mapping (a port's device closes before its rings go, so that
+            // it stops DMA first); the container has nothing left to unmap.
+            return;
+        }
         let mut unmap = sys::vfio_iommu_type1_dma_unmap {
             argsz: std::mem::size_of::<sys::vfio_iommu_type1_dma_unmap>() as u32,
             flags: 0,
@@ -452,7 +495,7 @@ impl Container {
         let c = Arc::new(Container {
             fd: file.into(),
             next_ring_iova: AtomicU64::new(RING_IOVA.0),
-            iommu_set: Mutex::new(false),
+            groups: Mutex::new(0),
             pools: Mutex::new((Vec::new(), POOL_IOVA)),
         });
         *slot = Arc::downgrade(&c);
@@ -486,6 +529,8 @@ pub struct VfioDevice {
     device: File,
     config_offset: u64,
     group: Arc<Group>,
+    // Released last, once the device fd is closed.
+    _claim: DeviceClaim,
 }
 
 fn sysfs_dev(pci: &str) -> PathBuf {
@@ -516,6 +561,20 @@ pub fn read_pci_id(pci: &str) -> Result<(u16, u16), VfioError> {
         })
     };
     Ok((read("vendor")?, read("device")?))
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let mut attached = lock(&self.container.groups);
+        *attached = attached.saturating_sub(1);
+        if *attached == 0 {
+            // Closing the fd (after this) detaches the last group: the kernel
+            // drops the backend and its mappings, so pools must be mapped again
+            // should another group attach to this container.
+            let mut pools = lock(&self.container.pools);
+            pools.0.clear();
+        }
+    }
 }
 
 impl Group {
@@ -566,8 +625,8 @@ impl Group {
         // the pointer, which is valid for the call.
         check(unsafe { libc::ioctl(gfd, VFIO_GROUP_SET_CONTAINER, &cfd) })
             .map_err(ioctl_err("VFIO_GROUP_SET_CONTAINER"))?;
-        let mut iommu_set = lock(&container.iommu_set);
-        if !*iommu_set {
+        let mut attached = lock(&container.groups);
+        if *attached == 0 {
             // SAFETY: VFIO_SET_IOMMU takes the backend type by value.
             check(unsafe {
                 libc::ioctl(
@@ -577,9 +636,9 @@ impl Group {
                 )
             })
             .map_err(ioctl_err("VFIO_SET_IOMMU"))?;
-            *iommu_set = true;
         }
-        drop(iommu_set);
+        *attached += 1;
+        drop(attached);
         let g = Arc::new(Group {
             fd: file,
             container,
@@ -611,6 +670,7 @@ impl VfioDevice {
                 driver: driver.unwrap_or_else(|| "no driver".into()),
             });
         }
+        let claim = DeviceClaim::new(pci)?;
         let group = Group::get(group_id, pci)?;
         let name =
             std::ffi::CString::new(pci).map_err(|_| VfioError::NoDevice { pci: pci.into() })?;
@@ -635,6 +695,7 @@ impl VfioDevice {
             device,
             config_offset: 0,
             group,
+            _claim: claim,
         };
         dev.config_offset = dev.region_info(sys::VFIO_PCI_CONFIG_REGION_INDEX)?.offset;
         Ok(dev)
@@ -829,6 +890,21 @@ impl Drop for MmioRegion {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_device_is_claimed_once_until_released() {
+        let first = DeviceClaim::new("0000:fe:1f.7").unwrap();
+        let e = DeviceClaim::new("0000:fe:1f.7").unwrap_err();
+        assert!(matches!(e, VfioError::AlreadyOpen { .. }), "{e}");
+        assert!(e.to_string().contains("another port uses it"), "{e}");
+        let other = DeviceClaim::new("0000:fe:1f.6").unwrap();
+        drop(first);
+        let again = DeviceClaim::new("0000:fe:1f.7").unwrap();
+        drop((again, other));
+        assert!(!lock(&OPEN_DEVICES)
+            .iter()
+            .any(|p| p.starts_with("0000:fe:1f")));
+    }
 
     #[test]
     fn missing_device_is_named_with_the_address_format() {
