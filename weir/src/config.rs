@@ -392,6 +392,15 @@ impl PortSpec {
         }
     }
 
+    /// `pci` in the form sysfs and VFIO name it ([`canonical_pci`]), for `vfio`
+    /// ports with a valid address.
+    pub fn pci_address(&self) -> Option<String> {
+        if self.kind != PortType::Vfio {
+            return None;
+        }
+        canonical_pci(self.pci.as_deref()?)
+    }
+
     /// `socket_mode` as permission bits, if set.
     ///
     /// # Errors
@@ -645,23 +654,26 @@ fn check_iface_name(iface: &str) -> Result<(), PortError> {
 }
 
 fn is_valid_pci(pci: &str) -> bool {
+    canonical_pci(pci).is_some()
+}
+
+/// A PCI address as sysfs names it (`0000:03:00.0`: lower-case hex, with the
+/// domain), from `DDDD:BB:DD.F` or `BB:DD.F` in either case; None if invalid.
+pub fn canonical_pci(pci: &str) -> Option<String> {
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
     let parts: Vec<&str> = pci.split(':').collect();
-    let (bus, devfn) = match parts.as_slice() {
-        [domain, bus, devfn] if hex(domain, 4) => (*bus, *devfn),
-        [bus, devfn] => (*bus, *devfn),
-        _ => return false,
+    let (domain, bus, devfn) = match parts.as_slice() {
+        [domain, bus, devfn] if hex(domain, 4) => (*domain, *bus, *devfn),
+        [bus, devfn] => ("0000", *bus, *devfn),
+        _ => return None,
     };
-    match devfn.split_once('.') {
-        Some((dev, func)) => {
-            hex(bus, 2)
-                && hex(dev, 2)
-                && u8::from_str_radix(dev, 16).is_ok_and(|d| d < 32)
-                && func.len() == 1
-                && matches!(func.as_bytes()[0], b'0'..=b'7')
-        }
-        None => false,
-    }
+    let (dev, func) = devfn.split_once('.')?;
+    let ok = hex(bus, 2)
+        && hex(dev, 2)
+        && u8::from_str_radix(dev, 16).is_ok_and(|d| d < 32)
+        && func.len() == 1
+        && matches!(func.as_bytes()[0], b'0'..=b'7');
+    ok.then(|| format!("{domain}:{bus}:{dev}.{func}").to_ascii_lowercase())
 }
 
 /// A set of CPU ids written as a Linux CPU list (`"1"`, `"0-1"`, `"2,4-5"`).
@@ -896,6 +908,18 @@ pub enum ConfigError {
         name: String,
         /// Line of the first definition.
         first_line: Option<usize>,
+    },
+    /// Two ports name the same PCI function.
+    #[error("{at}: port `{port}` uses PCI function {pci}, as port `{first}` does; a function can back one port only")]
+    DuplicatePci {
+        /// The second port's `pci` key.
+        at: Location,
+        /// The second port.
+        port: String,
+        /// The function, canonical form.
+        pci: String,
+        /// The first port using it.
+        first: String,
     },
     /// Two bridges share a name.
     #[error("{at}: duplicate bridge name `{name}`{}", first_line_note(.first_line))]
@@ -1156,6 +1180,19 @@ impl Config {
                 });
             }
             ports.push((&port.name, i));
+            if let Some(pci) = port.pci_address() {
+                if let Some(first) = self.ports[..i]
+                    .iter()
+                    .find(|p| p.pci_address().as_deref() == Some(pci.as_str()))
+                {
+                    return Err(ConfigError::DuplicatePci {
+                        at: loc.at("port", Some(i), Some("pci")),
+                        port: port.name.clone(),
+                        pci,
+                        first: first.name.clone(),
+                    });
+                }
+            }
             if let Some(bridge) = &port.bridge {
                 if !bridges.iter().any(|(n, _)| n == bridge) {
                     return Err(ConfigError::UndefinedBridge {
@@ -1763,6 +1800,37 @@ pci = "0000:03:00.0"
         }
         assert!(is_valid_pci("03:00.0"));
         assert!(is_valid_pci("0000:af:1f.7"));
+    }
+
+    #[test]
+    fn pci_addresses_are_opened_in_sysfs_form() {
+        assert_eq!(canonical_pci("03:00.0").as_deref(), Some("0000:03:00.0"));
+        assert_eq!(
+            canonical_pci("0000:AF:1F.7").as_deref(),
+            Some("0000:af:1f.7")
+        );
+        assert_eq!(
+            canonical_pci("0001:00:02.0").as_deref(),
+            Some("0001:00:02.0")
+        );
+        assert_eq!(canonical_pci("00:02"), None);
+        let mut spec = PortSpec::new("n", PortType::Vfio);
+        spec.pci = Some("00:0A.0".into());
+        assert_eq!(spec.pci_address().as_deref(), Some("0000:00:0a.0"));
+    }
+
+    #[test]
+    fn two_ports_on_one_pci_function_are_rejected() {
+        let text = "[[port]]\nname = \"a\"\ntype = \"vfio\"\npci = \"0000:00:02.0\"\n\n\
+                    [[port]]\nname = \"b\"\ntype = \"vfio\"\npci = \"00:02.0\"\n";
+        let err = validate_err(text, "duppci");
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::DuplicatePci { .. }), "{msg}");
+        assert!(msg.starts_with("t.toml:9:7: "), "{msg}");
+        assert!(
+            msg.contains("port `b` uses PCI function 0000:00:02.0, as port `a` does"),
+            "{msg}"
+        );
     }
 
     #[test]

@@ -142,11 +142,10 @@ fn pool_bytes(config: &Config) -> u64 {
 /// Runs every check for `config` on `env`.
 pub fn run(env: &DoctorEnv, config: &Config) -> Vec<Check> {
     let sys = Sysfs::new(&env.sysfs);
-    let vfio: Vec<(&str, &str)> = config
+    let vfio: Vec<(&str, String)> = config
         .ports
         .iter()
-        .filter(|p| p.kind == PortType::Vfio)
-        .filter_map(|p| Some((p.name.as_str(), p.pci.as_deref()?)))
+        .filter_map(|p| Some((p.name.as_str(), p.pci_address()?)))
         .collect();
     let mut checks = vec![check_iommu(&sys, !vfio.is_empty())];
     checks.push(check_vfio_module(env, &sys, !vfio.is_empty()));

@@ -129,12 +129,12 @@ pub fn open(
             }
         }
         PortType::Vfio => {
-            let pci = spec
-                .pci
-                .as_deref()
-                .with_context(|| format!("port {name}: `pci` is required for type vfio"))?;
+            // `validate` has checked the address; sysfs wants its full form.
+            let pci = spec.pci_address().with_context(|| {
+                format!("port {name}: a valid `pci` address is required for type vfio")
+            })?;
             let queues =
-                pmd::open_vfio(pci, pool, n as u16).with_context(|| format!("port {name}"))?;
+                pmd::open_vfio(&pci, pool, n as u16).with_context(|| format!("port {name}"))?;
             OpenedPort::plain(queues)
         }
         #[cfg(feature = "dpdk")]
