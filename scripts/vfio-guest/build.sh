@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the guest for the VFIO driver test: Debian's kernel and a busybox
-# initramfs with only the modules the test needs (vfio-pci + type1 IOMMU backend,
-# virtio-pci and 9p for the host share, fw_cfg for the test script).
+# initramfs with only the modules the tests need (vfio-pci + type1 IOMMU backend,
+# virtio-pci and 9p for the host shares, fw_cfg for the test script, e1000 for
+# the kernel-driven peer NICs of scripts/vfio-daemon-test.sh).
 #
 #   scripts/vfio-guest/build.sh OUTDIR
 #
@@ -20,7 +21,7 @@ set -euo pipefail
 out=${1:?usage: build.sh OUTDIR}
 mkdir -p "$out/debs"
 out=$(cd "$out" && pwd)
-modules="vfio_pci vfio_iommu_type1 virtio_pci 9pnet_virtio 9p qemu_fw_cfg"
+modules="vfio_pci vfio_iommu_type1 virtio_pci 9pnet_virtio 9p qemu_fw_cfg e1000"
 
 for tool in apt-get dpkg-deb depmod modprobe cpio gzip xz; do
   command -v "$tool" >/dev/null || { echo "build.sh: $tool missing (apt-get install kmod cpio xz-utils)" >&2; exit 1; }
