@@ -20,6 +20,7 @@
 #     kernel driver (the kernel e1000 NIC A's id is refused first), of a NIC one
 #     of the daemon's ports already drives; and a second `weir run` on the same
 #     NICs.
+# Then it removes and adds the ports at run time and checks traffic again.
 #
 #   scripts/vfio-daemon-test.sh [--no-build | --bin PATH] [--guest-dir DIR] [--keep]
 #                               [--timeout SEC] [--xfer KB]
@@ -238,6 +239,23 @@ say "ok TCP after the bad input verified"
 
 weir port list --json > /mnt/out/ports.json || fail "port list"
 weir stats | sed 's/^/WEIR-GUEST: stats: /'
+
+# Ports removed and added at run time: the virtio NIC alone (its group leaves
+# the container while the e1000e's stays), then both (the container empties),
+# the last one added by its short PCI address.
+weir port del nic1 || fail "port del nic1"
+weir port add nic1 --type vfio --pci $VIRTIO --bridge br0 || fail "port add nic1"
+ping_ok A 10.99.0.2 || fail "ping A -> B after re-adding nic1"
+say "ok ping A -> B after re-adding nic1: $(grep -o '[0-9]* packets transmitted.*' /tmp/ping.txt)"
+weir port del nic0 && weir port del nic1 || fail "port del nic0, nic1"
+weir port add nic0 --type vfio --pci $E1000E --bridge br0 || fail "port add nic0"
+weir port add nic1 --type vfio --pci 00:02.0 --bridge br0 || fail "port add nic1 by 00:02.0"
+ping_ok B 10.99.0.1 || fail "ping B -> A after re-adding both ports"
+say "ok ping B -> A after re-adding both ports: $(grep -o '[0-9]* packets transmitted.*' /tmp/ping.txt)"
+xfer A http://10.99.0.2/blob /tmp/wwwB/blob || fail "TCP transfer after re-adding both ports"
+say "ok TCP after re-adding both ports verified"
+
+weir port list --json > /mnt/out/ports-readded.json || fail "port list"
 weir port list | sed 's/^/WEIR-GUEST: ports: /'
 kill -INT $wpid
 i=0
@@ -288,18 +306,20 @@ tr -d '\r' < "$work/console.log" | grep -aE 'WEIR-GUEST|Error|error|panicked' | 
 ok=1
 tr -d '\r' < "$work/console.log" | grep -aq 'WEIR-GUEST: rc=0' || { say "guest test failed"; ok=0; }
 
-# weir's own counters, from the guest.
-if [ -s "$work/out/ports.json" ]; then
+# weir's own counters, from the guest: after the first run of traffic, and on
+# the ports added again at run time.
+counters() { # FILE MIN
+  [ -s "$work/out/$1" ] || { say "no $1 from the guest"; ok=0; return; }
   for port in nic0 nic1; do
-    line=$(tr -d ' \n' < "$work/out/ports.json" | grep -o "\"name\":\"$port\"[^]]*" | head -n1)
+    line=$(tr -d ' \n' < "$work/out/$1" | grep -o "\"name\":\"$port\"[^]]*" | head -n1)
     rx=$(echo "$line" | grep -o '"rx_packets":[0-9]*' | head -n1 | cut -d: -f2)
     tx=$(echo "$line" | grep -o '"tx_packets":[0-9]*' | head -n1 | cut -d: -f2)
-    say "weir port $port: rx_packets=${rx:-?} tx_packets=${tx:-?}"
-    [ "${rx:-0}" -gt 100 ] && [ "${tx:-0}" -gt 100 ] || ok=0
+    say "$1: weir port $port: rx_packets=${rx:-?} tx_packets=${tx:-?}"
+    [ "${rx:-0}" -ge "$2" ] && [ "${tx:-0}" -ge "$2" ] || ok=0
   done
-else
-  say "no ports.json from the guest"; ok=0
-fi
+}
+counters ports.json 100
+counters ports-readded.json 10
 
 # The frames on the wire, as QEMU saw them at each weir NIC.
 count() { tcpdump -nn -r "$1" "$2" 2>/dev/null | wc -l; }

@@ -6,7 +6,8 @@
 //! with verified checksums, weir's counters, QEMU's packet dumps on the host,
 //! and that bad input (malformed config, wrong or already used PCI address,
 //! unsupported device, device bound to a kernel driver) is refused with a clear
-//! error while the running ports keep forwarding.
+//! error while the running ports keep forwarding, and ports removed and added
+//! at run time.
 //!
 //! Needs root, QEMU, tcpdump and the tools `scripts/setup.sh` installs; fails
 //! (does not skip) without them. TCG only: no KVM needed. About a minute.
@@ -48,6 +49,8 @@ fn daemon_forwards_between_kernel_nics_through_its_vfio_drivers_in_a_viommu_gues
         "ok port add of a NIC a port already drives refused",
         "ok ping A -> B after the bad input",
         "ok TCP after the bad input verified",
+        "ok ping A -> B after re-adding nic1",
+        "ok TCP after re-adding both ports verified",
         "ok weir run stopped",
         "vfio-daemon-test: PASS",
     ] {
