@@ -117,7 +117,12 @@ done
 [ -n "$ifa" ] && [ -n "$ifb" ] || { ls /sys/class/net; fail "kernel e1000 NICs not found"; }
 unshare -n sleep 100000 & nsa=$!
 unshare -n sleep 100000 & nsb=$!
-sleep 1
+# Until unshare has run, the pids are still in this namespace.
+root_ns=$(readlink /proc/self/ns/net) i=0
+while [ "$(readlink /proc/$nsa/ns/net)" = "$root_ns" ] || [ "$(readlink /proc/$nsb/ns/net)" = "$root_ns" ]; do
+  i=$((i + 1)); [ $i -lt 100 ] || fail "network namespaces not created"
+  sleep 0.2
+done
 A() { nsenter -t $nsa -n "$@"; }
 B() { nsenter -t $nsb -n "$@"; }
 ip link set "$ifa" netns $nsa && ip link set "$ifb" netns $nsb || fail "moving NICs to namespaces"
