@@ -19,7 +19,7 @@
 #     device (an rtl8139 10ec:8139 bound to vfio-pci), of a device bound to its
 #     kernel driver (the kernel e1000 NIC A's id is refused first), of a NIC one
 #     of the daemon's ports already drives; and a second `weir run` on the same
-#     NICs.
+#     NICs; more queue pairs than the NIC has.
 # Then it removes and adds the ports at run time and checks traffic again.
 #
 #   scripts/vfio-daemon-test.sh [--no-build | --bin PATH] [--guest-dir DIR] [--keep]
@@ -249,6 +249,10 @@ weir stats | sed 's/^/WEIR-GUEST: stats: /'
 # the container while the e1000e's stays), then both (the container empties),
 # the last one added by its short PCI address.
 weir port del nic1 || fail "port del nic1"
+# The hub gives the NIC one queue pair; the refused open leaves the device
+# FAILED, which the next open's reset must clear.
+expect_err "port add with more queue pairs than the NIC has" "supports 1 queue pair(s); 4 requested" \
+  weir port add nic1 --type vfio --pci $VIRTIO --queues 4 --bridge br0
 weir port add nic1 --type vfio --pci $VIRTIO --bridge br0 || fail "port add nic1"
 ping_ok A 10.99.0.2 || fail "ping A -> B after re-adding nic1"
 say "ok ping A -> B after re-adding nic1: $(grep -o '[0-9]* packets transmitted.*' /tmp/ping.txt)"
