@@ -166,6 +166,70 @@ impl GuestMemory {
         Err(oob)
     }
 
+    /// As `translate`, trying the region `hint` names first and leaving in it
+    /// the region that matched. The hint only orders the search: a stale or
+    /// out-of-range hint costs a full scan, never a wrong answer.
+    #[inline]
+    fn translate_hinted(
+        &self,
+        addr: GuestAddr,
+        len_bytes: u64,
+        hint: &mut RegionHint,
+    ) -> Result<NonNull<u8>, OutOfBounds> {
+        if let Some(r) = self.regions.get(hint.0) {
+            // `addr - gpa < len` and `len_bytes <= len - (addr - gpa)`: the whole
+            // range is inside the region, without computing an end that could
+            // overflow.
+            let off = addr.0.wrapping_sub(r.gpa);
+            if addr.0 >= r.gpa && off < r.len_bytes && len_bytes <= r.len_bytes - off {
+                // SAFETY: off < len_bytes, the size of the mapping starting at
+                // `host`, so the result stays inside that mapping and is non-null.
+                return Ok(unsafe { NonNull::new_unchecked(r.host.as_ptr().add(off as usize)) });
+            }
+        }
+        self.translate_scan(addr, len_bytes, hint)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn translate_scan(
+        &self,
+        addr: GuestAddr,
+        len_bytes: u64,
+        hint: &mut RegionHint,
+    ) -> Result<NonNull<u8>, OutOfBounds> {
+        let ptr = self.translate(addr, len_bytes)?;
+        if let Some(i) = self
+            .regions
+            .iter()
+            .position(|r| addr.0 >= r.gpa && addr.0 - r.gpa < r.len_bytes)
+        {
+            hint.0 = i;
+        }
+        Ok(ptr)
+    }
+
+    /// The guest buffer `[addr, addr + len)`, translated once and checked to lie
+    /// inside one region, for copies at offsets into it. `hint` caches the
+    /// region of the previous lookup (see [`RegionHint`]).
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the range is not inside one region.
+    #[inline]
+    pub fn slice(
+        &self,
+        addr: GuestAddr,
+        len_bytes: u32,
+        hint: &mut RegionHint,
+    ) -> Result<GuestSlice<'_>, OutOfBounds> {
+        let ptr = self.translate_hinted(addr, u64::from(len_bytes), hint)?;
+        Ok(GuestSlice {
+            ptr,
+            len_bytes: len_bytes as usize,
+            _mem: std::marker::PhantomData,
+        })
+    }
+
     /// True if `[addr, addr + len)` lies inside one region.
     #[inline]
     pub fn contains(&self, addr: GuestAddr, len_bytes: u64) -> bool {
@@ -223,6 +287,97 @@ impl GuestMemory {
             ptr,
             len_bytes: len_bytes as usize,
         })
+    }
+}
+
+/// Which region of a [`GuestMemory`] the last lookup hit: consecutive buffers of
+/// a burst usually sit in the same region, so [`GuestMemory::slice`] tries it
+/// first. Worker-local (a plain index, no sharing); any value is safe.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegionHint(usize);
+
+/// A guest buffer checked to lie inside one region of a [`GuestMemory`]
+/// ([`GuestMemory::slice`]): copies at offsets into it are checked against its
+/// length only, without another table lookup.
+///
+/// Like every access here it only copies: the guest may change the bytes at
+/// any time, and nothing refers into them after a call returns.
+pub struct GuestSlice<'a> {
+    ptr: NonNull<u8>,
+    len_bytes: usize,
+    /// The mapping under `ptr` lives as long as this borrow of its table.
+    _mem: std::marker::PhantomData<&'a GuestMemory>,
+}
+
+impl std::fmt::Debug for GuestSlice<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GuestSlice({} bytes)", self.len_bytes)
+    }
+}
+
+impl GuestSlice<'_> {
+    /// Length of the buffer in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len_bytes
+    }
+
+    /// True for a zero-length buffer.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len_bytes == 0
+    }
+
+    /// True if `n` bytes at `off` are inside the buffer.
+    #[inline]
+    fn fits(&self, off: usize, n: usize) -> bool {
+        off <= self.len_bytes && n <= self.len_bytes - off
+    }
+
+    /// Copies `dst.len()` bytes from offset `off` of the buffer.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] (guest address unknown here: 0) if the range does not fit
+    /// the buffer; `dst` is untouched.
+    #[inline]
+    pub fn read_at(&self, off: usize, dst: &mut [u8]) -> Result<(), OutOfBounds> {
+        if !self.fits(off, dst.len()) {
+            return Err(self.oob(off, dst.len()));
+        }
+        // SAFETY: `ptr` maps `len_bytes` bytes (checked against the memory table
+        // in `GuestMemory::slice`; the mapping is kept alive by the table the
+        // `'a` borrow refers to); `off + dst.len() <= len_bytes` was checked just
+        // above; `dst` is a Rust buffer, not guest memory, so they do not
+        // overlap. Concurrent guest writes only make the bytes untrusted.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len())
+        };
+        Ok(())
+    }
+
+    /// Copies `src` to offset `off` of the buffer.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the range does not fit the buffer; nothing is written.
+    #[inline]
+    pub fn write_at(&self, off: usize, src: &[u8]) -> Result<(), OutOfBounds> {
+        if !self.fits(off, src.len()) {
+            return Err(self.oob(off, src.len()));
+        }
+        // SAFETY: as in `read_at`; vhost-user regions are mapped read-write and
+        // `src` is a Rust buffer outside guest memory.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), src.len())
+        };
+        Ok(())
+    }
+
+    #[cold]
+    fn oob(&self, off: usize, n: usize) -> OutOfBounds {
+        OutOfBounds {
+            addr: off as u64,
+            len_bytes: n as u64,
+        }
     }
 }
 
@@ -338,6 +493,44 @@ mod tests {
         assert_eq!(b, [1, 2, 3, 4]);
         assert!(m.write(GuestAddr(0x1ffe), &[0; 4]).is_err());
         assert!(m.read(GuestAddr(0x11ffe), &mut b).is_err());
+    }
+
+    #[test]
+    fn slices_use_the_region_hint_and_check_every_access() {
+        let m = mem();
+        let mut hint = RegionHint::default();
+        // A miss on region 0 finds region 1 and remembers it.
+        let s = m.slice(GuestAddr(0x11000), 0x1000, &mut hint).unwrap();
+        assert_eq!(hint, RegionHint(1));
+        s.write_at(0xffc, &[1, 2, 3, 4]).unwrap();
+        let mut b = [0u8; 4];
+        m.read(GuestAddr(0x11ffc), &mut b).unwrap();
+        assert_eq!(b, [1, 2, 3, 4]);
+        assert!(s.write_at(0xffd, &[0; 4]).is_err(), "past the slice");
+        assert!(s.read_at(usize::MAX, &mut b).is_err());
+        // A hit in the hinted region; then region 0 through a stale hint.
+        assert!(m.slice(GuestAddr(0x10000), 0x2000, &mut hint).is_ok());
+        assert_eq!(hint, RegionHint(1));
+        let s = m.slice(GuestAddr(0x1ffe), 2, &mut hint).unwrap();
+        assert_eq!(hint, RegionHint(0));
+        s.read_at(0, &mut b[..2]).unwrap();
+        // Ranges are checked whatever the hint says.
+        for h in [0, 1, 7] {
+            let mut hint = RegionHint(h);
+            assert!(
+                m.slice(GuestAddr(0x1fff), 2, &mut hint).is_err(),
+                "straddles the end"
+            );
+            assert!(m.slice(GuestAddr(0x11fff), 2, &mut hint).is_err());
+            assert!(
+                m.slice(GuestAddr(0x1fff), 0x10000, &mut hint).is_err(),
+                "spans the gap"
+            );
+            assert!(m.slice(GuestAddr(u64::MAX), u32::MAX, &mut hint).is_err());
+            assert!(m.slice(GuestAddr(0x12000), 0, &mut hint).is_err());
+            assert!(m.slice(GuestAddr(0xfff), 1, &mut hint).is_err());
+            assert!(m.slice(GuestAddr(0x11fff), 1, &mut hint).is_ok());
+        }
     }
 
     #[test]
