@@ -456,6 +456,98 @@ impl RingArea {
         // SAFETY: in bounds (checked by `at`), writable mapping, distinct source.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
     }
+
+    /// The array of `entries` elements of `STRIDE` bytes at `base` in this
+    /// area (a descriptor table, the available or used ring's entries),
+    /// checked once here: `entries` a power of two, the array inside the area,
+    /// and for `STRIDE` >= 2, `base`, `STRIDE` and the address even. None if
+    /// not.
+    pub fn array<const STRIDE: usize>(
+        &self,
+        base: usize,
+        entries: u16,
+    ) -> Option<RingArray<STRIDE>> {
+        let end = STRIDE.checked_mul(entries as usize)?.checked_add(base)?;
+        let aligned = STRIDE < 2
+            || (base.is_multiple_of(2)
+                && STRIDE.is_multiple_of(2)
+                && (self.ptr.as_ptr() as usize).is_multiple_of(2));
+        if !entries.is_power_of_two() || end > self.len_bytes || !aligned {
+            return None;
+        }
+        Some(RingArray {
+            _mem: Arc::clone(&self._mem),
+            // SAFETY: base <= end <= len_bytes, inside the mapping at `ptr`.
+            ptr: unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(base)) },
+            mask: entries - 1,
+        })
+    }
+}
+
+/// An array of ring elements ([`RingArea::array`]): a power-of-two count of
+/// `STRIDE`-byte elements, bounds-checked when it was made. Every index is
+/// reduced modulo the count, so no access can leave the array and none needs
+/// a check of its own (the index is ours or the guest's, either way masked).
+pub struct RingArray<const STRIDE: usize> {
+    /// Keeps the mapping under `ptr` alive.
+    _mem: Arc<GuestMemory>,
+    ptr: NonNull<u8>,
+    mask: u16,
+}
+
+// SAFETY: as for RingArea: a pointer into a mapping kept alive by `_mem`,
+// accessed only through atomics and copies.
+unsafe impl<const STRIDE: usize> Send for RingArray<STRIDE> {}
+// SAFETY: as for Send.
+unsafe impl<const STRIDE: usize> Sync for RingArray<STRIDE> {}
+
+impl<const STRIDE: usize> std::fmt::Debug for RingArray<STRIDE> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RingArray({} x {STRIDE} bytes)",
+            u32::from(self.mask) + 1
+        )
+    }
+}
+
+impl<const STRIDE: usize> RingArray<STRIDE> {
+    #[inline]
+    fn elem(&self, i: u16) -> *mut u8 {
+        // SAFETY: (i & mask) < entries and entries * STRIDE bytes from `ptr` lie
+        // inside the mapping (checked in `RingArea::array`).
+        unsafe { self.ptr.as_ptr().add(usize::from(i & self.mask) * STRIDE) }
+    }
+
+    /// Loads element `i` (mod the count) as a little-endian `u16` (`STRIDE` 2).
+    #[inline]
+    pub fn load_u16(&self, i: u16, order: Ordering) -> u16 {
+        const { assert!(STRIDE == 2) };
+        let p = self.elem(i).cast::<AtomicU16>();
+        // SAFETY: in bounds (see `elem`), 2-byte aligned (base, stride and
+        // address even, checked in `RingArea::array`), mapping alive while
+        // `_mem` is. Atomic access tolerates the guest's concurrent stores.
+        u16::from_le(unsafe { (*p).load(order) })
+    }
+
+    /// Copies element `i` (mod the count) out of the ring (a descriptor,
+    /// copied before it is validated so the guest cannot change it between
+    /// check and use).
+    #[inline]
+    pub fn read(&self, i: u16) -> [u8; STRIDE] {
+        let mut out = [0u8; STRIDE];
+        // SAFETY: STRIDE bytes at `elem(i)` are in bounds (see `elem`); `out` is
+        // a local buffer.
+        unsafe { std::ptr::copy_nonoverlapping(self.elem(i), out.as_mut_ptr(), STRIDE) };
+        out
+    }
+
+    /// Copies `bytes` into element `i` (mod the count) (a used element).
+    #[inline]
+    pub fn write(&self, i: u16, bytes: &[u8; STRIDE]) {
+        // SAFETY: in bounds (see `elem`), writable mapping, distinct source.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.elem(i), STRIDE) };
+    }
 }
 
 #[cfg(test)]
@@ -541,5 +633,24 @@ mod tests {
         a.store_u16(2, 0xabcd, Ordering::Relaxed);
         assert_eq!(a.load_u16(2, Ordering::Relaxed), 0xabcd);
         assert_eq!(a.read_bytes::<2>(2), [0xcd, 0xab]);
+    }
+
+    #[test]
+    fn ring_arrays_are_checked_once_and_wrap_their_index() {
+        let m = mem();
+        let a = m.area(GuestAddr(0x1000), 4 + 2 * 8 + 2, 2).unwrap();
+        assert!(a.array::<2>(4, 6).is_none(), "not a power of two");
+        assert!(a.array::<2>(4, 16).is_none(), "past the area");
+        assert!(a.array::<2>(3, 8).is_none(), "odd base");
+        assert!(a.array::<8>(usize::MAX, 8).is_none(), "overflow");
+        let ring = a.array::<2>(4, 8).unwrap();
+        a.store_u16(4 + 2 * 3, 0x1234, Ordering::Relaxed);
+        assert_eq!(ring.load_u16(3, Ordering::Relaxed), 0x1234);
+        assert_eq!(ring.load_u16(3 + 8 * 100, Ordering::Relaxed), 0x1234);
+        let b = m.area(GuestAddr(0x1100), 4 * 16, 16).unwrap();
+        let t = b.array::<16>(0, 4).unwrap();
+        t.write(5, &[7; 16]);
+        assert_eq!(b.read_bytes::<16>(16), [7; 16]);
+        assert_eq!(t.read(u16::MAX), [0; 16]);
     }
 }

@@ -22,7 +22,9 @@ use dataplane::wire::PartialCsum;
 use dataplane::{Burst, DropReason, Mempool};
 
 use crate::defs::*;
-use crate::guest_mem::{AreaError, GuestAddr, GuestMemory, GuestSlice, RegionHint, RingArea};
+use crate::guest_mem::{
+    AreaError, GuestAddr, GuestMemory, GuestSlice, OutOfBounds, RegionHint, RingArea, RingArray,
+};
 
 /// A guest error that makes a queue unusable until the frontend sets it up again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,9 +130,16 @@ pub struct Completed {
 #[derive(Debug)]
 pub struct SplitRing {
     mem: Arc<GuestMemory>,
-    desc: RingArea,
+    /// The descriptor table.
+    descs: RingArray<16>,
+    /// The available ring: flags, index and `used_event`.
     avail: RingArea,
+    /// Its entries (descriptor heads).
+    avail_heads: RingArray<2>,
+    /// The used ring: flags, index and `avail_event`.
     used: RingArea,
+    /// Its elements (id, len).
+    used_elems: RingArray<8>,
     size: u16,
     event_idx: bool,
     indirect: bool,
@@ -334,11 +343,35 @@ impl SplitRing {
         let used = mem
             .area(addrs.used, used_ring_bytes(size), 4)
             .map_err(RingSetupError::Used)?;
+        // The areas were sized for `size` entries just above; None here would
+        // be an arithmetic bug, reported rather than panicking.
+        let whole = |addr: GuestAddr, len: u64| {
+            AreaError::OutOfBounds(OutOfBounds {
+                addr: addr.0,
+                len_bytes: len,
+            })
+        };
+        let descs = desc.array::<16>(0, size).ok_or(RingSetupError::Desc(whole(
+            addrs.desc,
+            desc_table_bytes(size),
+        )))?;
+        let avail_heads = avail
+            .array::<2>(4, size)
+            .ok_or(RingSetupError::Avail(whole(
+                addrs.avail,
+                avail_ring_bytes(size),
+            )))?;
+        let used_elems = used.array::<8>(4, size).ok_or(RingSetupError::Used(whole(
+            addrs.used,
+            used_ring_bytes(size),
+        )))?;
         Ok(SplitRing {
             mem: Arc::clone(mem),
-            desc,
+            descs,
             avail,
+            avail_heads,
             used,
+            used_elems,
             size,
             event_idx,
             indirect,
@@ -376,11 +409,6 @@ impl SplitRing {
             .store_u16(off, last_avail.wrapping_add(0x8000), Ordering::Relaxed);
     }
 
-    #[inline]
-    fn mask(&self, i: u16) -> usize {
-        (i & (self.size - 1)) as usize
-    }
-
     /// Reads the driver's available index once and checks it.
     #[inline]
     fn pending(&self, cur: &Cursor) -> Result<(u16, u16), RingFault> {
@@ -397,7 +425,7 @@ impl SplitRing {
     /// Descriptor `i` of the ring's own table (`i` < size, from our checks).
     #[inline]
     fn desc(&self, i: u16) -> Desc {
-        Desc::parse(self.desc.read_bytes::<16>(i as usize * DESC_BYTES as usize))
+        Desc::parse(self.descs.read(i))
     }
 
     /// The head descriptor of a chain, with the head index checked.
@@ -412,16 +440,15 @@ impl SplitRing {
     #[inline]
     fn avail_head(&self, i: u16) -> u16 {
         // Relaxed: ordered by the Acquire load of the available index.
-        self.avail.load_u16(4 + 2 * self.mask(i), Ordering::Relaxed)
+        self.avail_heads.load_u16(i, Ordering::Relaxed)
     }
 
     #[inline]
     fn put_used(&self, cur: &mut Cursor, head: u16, len: u32) {
-        let off = 4 + USED_ELEM_BYTES as usize * self.mask(cur.used_idx);
         let mut e = [0u8; 8];
         e[..4].copy_from_slice(&u32::from(head).to_le_bytes());
         e[4..].copy_from_slice(&len.to_le_bytes());
-        self.used.write_bytes(off, &e);
+        self.used_elems.write(cur.used_idx, &e);
         cur.used_idx = cur.used_idx.wrapping_add(1);
     }
 
