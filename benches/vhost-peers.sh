@@ -665,7 +665,10 @@ callgrind_weir() {
     command -v valgrind >/dev/null || apt-get -o DPkg::Lock::Timeout=600 install -y -qq valgrind >/dev/null
     rm -rf "$dir"; mkdir -p "$dir"
     out=$dir/callgrind.out
-    WEIR_WRAP=(valgrind --tool=callgrind --separate-threads=yes --callgrind-out-file="$out")
+    # --fair-sched: valgrind runs one thread at a time; without a fair lock the
+    # busy-polling worker can starve the control threads (late vhost-user
+    # connects, `pmd show` timing out).
+    WEIR_WRAP=(valgrind --tool=callgrind --fair-sched=yes --separate-threads=yes --callgrind-out-file="$out")
     start_gen "$size" "$dir/gen.log" || return 1
     start_weir "$dir" || return 1
     wait_prompt "$dir/gen.log" "$GEN_W" 120 || return 1

@@ -2,7 +2,8 @@
 //! `n` in-memory ports, an FDB pre-loaded with `K` stations, and bursts of
 //! frames between those stations in a pseudo-random order.
 //!
-//! Layer: tooling above `dataplane` and `pmd`; not part of the dataplane. Used
+//! Layer: tooling above `dataplane`, `pmd` and `vhost-user`; not part of the
+//! dataplane. The vhost-user ring rig is in [`vring`]. Used
 //! by the divan benchmark (`benches/switch.rs`) and by the `switch-insns`
 //! binary that `callgrind.sh` runs under valgrind.
 //!
@@ -41,6 +42,8 @@ use dataplane::switch::{
 use dataplane::wire::ethertype;
 use dataplane::{Burst, Mempool, Port, QueueStats, MAX_BURST};
 use pmd::memport::NullPort;
+
+pub mod vring;
 
 /// Frames per input burst.
 pub const BURST: usize = MAX_BURST;
@@ -282,6 +285,22 @@ pub fn small_pool(name: &str, n_mbufs: u32) -> &'static Mempool {
         headroom: 0,
         cache_size: 256,
         hugepages: HugepagePolicy::Never,
+    })
+    .expect("benchmark mempool")
+}
+
+/// The mempool the vring benchmarks dequeue into: the daemon's buffer size
+/// (128 bytes of headroom, 2 048 of data room) and per-thread cache, normal
+/// pages.
+///
+/// # Panics
+/// If the pool cannot be created.
+pub fn vring_pool() -> &'static Mempool {
+    Mempool::create(&MempoolConfig {
+        name: "vring".into(),
+        n_mbufs: 4096,
+        hugepages: HugepagePolicy::Never,
+        ..MempoolConfig::default()
     })
     .expect("benchmark mempool")
 }

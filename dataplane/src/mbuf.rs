@@ -347,6 +347,16 @@ impl Mbuf {
         self.slot_index() as usize * self.pool().stride() + HDR_BYTES + self.headroom()
     }
 
+    /// Gives up the handle without returning the slot to its pool, for the pool's
+    /// bulk free ([`crate::mempool::free_front`]), which puts the index back
+    /// itself.
+    #[inline]
+    pub(crate) fn into_slot_index(self) -> u32 {
+        let idx = self.slot_index();
+        std::mem::forget(self);
+        idx
+    }
+
     /// A copy of this packet in a new buffer from the same pool (data, ingress
     /// port and checksum offload metadata), or None if the pool is empty.
     #[inline]

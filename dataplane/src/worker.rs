@@ -25,7 +25,7 @@ use crate::ids::{PortId, QueueId, WorkerId};
 use crate::port::{Burst, LinkState, Port, MAX_BURST};
 use crate::ring::Ring;
 use crate::stats::{Counter, QueueStats};
-use crate::switch::{Forwarder, Switch, SwitchTables};
+use crate::switch::{Forwarder, PortEntry, Switch, SwitchTables};
 use crate::time::cycles;
 
 /// Empty poll rounds before an idle worker starts sleeping (when enabled).
@@ -254,9 +254,28 @@ struct Queues {
     list: Vec<LocalQueue>,
     /// Per port id: index in `list` of the local queue used for tx.
     tx_index: Vec<Option<usize>>,
+    /// The ports whose handoff ring this worker drains (it owns them and holds
+    /// their first local queue), with that queue's index: worked out when the
+    /// tables or the queues change, not in every round.
+    drains: Vec<(usize, Arc<PortEntry>)>,
 }
 
 impl Queues {
+    /// Rebuilds `drains` for tables `t` (after a queue or table change).
+    fn find_drains(&mut self, t: &SwitchTables, me: WorkerId) {
+        self.drains.clear();
+        for (qi, q) in self.list.iter().enumerate() {
+            if self.tx_index.get(q.port.index()) != Some(&Some(qi)) {
+                continue;
+            }
+            if let Some(e) = t.port(q.port) {
+                if e.owner == me {
+                    self.drains.push((qi, Arc::clone(e)));
+                }
+            }
+        }
+    }
+
     fn reindex(&mut self) {
         self.tx_index.clear();
         for (i, q) in self.list.iter().enumerate() {
@@ -321,7 +340,9 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
     let mut queues = Queues {
         list: Vec::new(),
         tx_index: Vec::new(),
+        drains: Vec::new(),
     };
+    let mut drains_stale = true;
     let mut fwd = Forwarder::new();
     let mut burst = Burst::new();
     let mut generation = u64::MAX;
@@ -335,6 +356,7 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
         round += 1;
         if let Some(cmd) = shared.cmds.pop() {
             handle_cmd(cmd, &mut queues);
+            drains_stale = true;
             if let Ok(mut a) = shared.assigned.lock() {
                 *a = queues.list.iter().map(|q| (q.port, q.queue)).collect();
             }
@@ -343,6 +365,7 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
         if t.generation != generation {
             generation = t.generation;
             fwd.prepare(t);
+            drains_stale = true;
             // Release: everything we did under older tables happens before the
             // control plane sees this generation acknowledged.
             shared.seen_generation.store(generation, Ordering::Release);
@@ -368,20 +391,24 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
         }
         ws.rx_packets.add(moved as u64);
         // Frames other workers handed to ports whose first queue is ours.
-        for qi in 0..queues.list.len() {
-            let port = queues.list[qi].port;
-            if queues.tx_index.get(port.index()) != Some(&Some(qi)) {
+        if drains_stale {
+            queues.find_drains(t, my_id);
+            drains_stale = false;
+        }
+        // Taken out while `transmit` borrows the queues (moves the Vec, no
+        // allocation); put back below.
+        let drains = std::mem::take(&mut queues.drains);
+        for (qi, e) in &drains {
+            if e.handoff.is_empty() {
                 continue;
             }
-            let Some(e) = t.port(port) else { continue };
-            if e.owner != my_id || e.handoff.is_empty() {
-                continue;
-            }
+            let port = queues.list[*qi].port;
             let n = e.handoff.dequeue_burst(&mut burst, MAX_BURST);
             ws.handoff_tx.add(n as u64);
             moved += n;
             queues.transmit(t, port, &mut burst, ws);
         }
+        queues.drains = drains;
         if round.is_multiple_of(HOUSEKEEPING_EVERY) || idle_rounds > IDLE_POLLS_BEFORE_SLEEP {
             for q in &mut queues.list {
                 q.dev.housekeeping();

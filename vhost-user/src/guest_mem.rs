@@ -166,6 +166,70 @@ impl GuestMemory {
         Err(oob)
     }
 
+    /// As `translate`, trying the region `hint` names first and leaving in it
+    /// the region that matched. The hint only orders the search: a stale or
+    /// out-of-range hint costs a full scan, never a wrong answer.
+    #[inline]
+    fn translate_hinted(
+        &self,
+        addr: GuestAddr,
+        len_bytes: u64,
+        hint: &mut RegionHint,
+    ) -> Result<NonNull<u8>, OutOfBounds> {
+        if let Some(r) = self.regions.get(hint.0) {
+            // `addr - gpa < len` and `len_bytes <= len - (addr - gpa)`: the whole
+            // range is inside the region, without computing an end that could
+            // overflow.
+            let off = addr.0.wrapping_sub(r.gpa);
+            if addr.0 >= r.gpa && off < r.len_bytes && len_bytes <= r.len_bytes - off {
+                // SAFETY: off < len_bytes, the size of the mapping starting at
+                // `host`, so the result stays inside that mapping and is non-null.
+                return Ok(unsafe { NonNull::new_unchecked(r.host.as_ptr().add(off as usize)) });
+            }
+        }
+        self.translate_scan(addr, len_bytes, hint)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn translate_scan(
+        &self,
+        addr: GuestAddr,
+        len_bytes: u64,
+        hint: &mut RegionHint,
+    ) -> Result<NonNull<u8>, OutOfBounds> {
+        let ptr = self.translate(addr, len_bytes)?;
+        if let Some(i) = self
+            .regions
+            .iter()
+            .position(|r| addr.0 >= r.gpa && addr.0 - r.gpa < r.len_bytes)
+        {
+            hint.0 = i;
+        }
+        Ok(ptr)
+    }
+
+    /// The guest buffer `[addr, addr + len)`, translated once and checked to lie
+    /// inside one region, for copies at offsets into it. `hint` caches the
+    /// region of the previous lookup (see [`RegionHint`]).
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the range is not inside one region.
+    #[inline]
+    pub fn slice(
+        &self,
+        addr: GuestAddr,
+        len_bytes: u32,
+        hint: &mut RegionHint,
+    ) -> Result<GuestSlice<'_>, OutOfBounds> {
+        let ptr = self.translate_hinted(addr, u64::from(len_bytes), hint)?;
+        Ok(GuestSlice {
+            ptr,
+            len_bytes: len_bytes as usize,
+            _mem: std::marker::PhantomData,
+        })
+    }
+
     /// True if `[addr, addr + len)` lies inside one region.
     #[inline]
     pub fn contains(&self, addr: GuestAddr, len_bytes: u64) -> bool {
@@ -223,6 +287,97 @@ impl GuestMemory {
             ptr,
             len_bytes: len_bytes as usize,
         })
+    }
+}
+
+/// Which region of a [`GuestMemory`] the last lookup hit: consecutive buffers of
+/// a burst usually sit in the same region, so [`GuestMemory::slice`] tries it
+/// first. Worker-local (a plain index, no sharing); any value is safe.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegionHint(usize);
+
+/// A guest buffer checked to lie inside one region of a [`GuestMemory`]
+/// ([`GuestMemory::slice`]): copies at offsets into it are checked against its
+/// length only, without another table lookup.
+///
+/// Like every access here it only copies: the guest may change the bytes at
+/// any time, and nothing refers into them after a call returns.
+pub struct GuestSlice<'a> {
+    ptr: NonNull<u8>,
+    len_bytes: usize,
+    /// The mapping under `ptr` lives as long as this borrow of its table.
+    _mem: std::marker::PhantomData<&'a GuestMemory>,
+}
+
+impl std::fmt::Debug for GuestSlice<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GuestSlice({} bytes)", self.len_bytes)
+    }
+}
+
+impl GuestSlice<'_> {
+    /// Length of the buffer in bytes.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.len_bytes
+    }
+
+    /// True for a zero-length buffer.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len_bytes == 0
+    }
+
+    /// True if `n` bytes at `off` are inside the buffer.
+    #[inline]
+    fn fits(&self, off: usize, n: usize) -> bool {
+        off <= self.len_bytes && n <= self.len_bytes - off
+    }
+
+    /// Copies `dst.len()` bytes from offset `off` of the buffer.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] (guest address unknown here: 0) if the range does not fit
+    /// the buffer; `dst` is untouched.
+    #[inline]
+    pub fn read_at(&self, off: usize, dst: &mut [u8]) -> Result<(), OutOfBounds> {
+        if !self.fits(off, dst.len()) {
+            return Err(self.oob(off, dst.len()));
+        }
+        // SAFETY: `ptr` maps `len_bytes` bytes (checked against the memory table
+        // in `GuestMemory::slice`; the mapping is kept alive by the table the
+        // `'a` borrow refers to); `off + dst.len() <= len_bytes` was checked just
+        // above; `dst` is a Rust buffer, not guest memory, so they do not
+        // overlap. Concurrent guest writes only make the bytes untrusted.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len())
+        };
+        Ok(())
+    }
+
+    /// Copies `src` to offset `off` of the buffer.
+    ///
+    /// # Errors
+    /// [`OutOfBounds`] if the range does not fit the buffer; nothing is written.
+    #[inline]
+    pub fn write_at(&self, off: usize, src: &[u8]) -> Result<(), OutOfBounds> {
+        if !self.fits(off, src.len()) {
+            return Err(self.oob(off, src.len()));
+        }
+        // SAFETY: as in `read_at`; vhost-user regions are mapped read-write and
+        // `src` is a Rust buffer outside guest memory.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.as_ptr().add(off), src.len())
+        };
+        Ok(())
+    }
+
+    #[cold]
+    fn oob(&self, off: usize, n: usize) -> OutOfBounds {
+        OutOfBounds {
+            addr: off as u64,
+            len_bytes: n as u64,
+        }
     }
 }
 
@@ -301,6 +456,98 @@ impl RingArea {
         // SAFETY: in bounds (checked by `at`), writable mapping, distinct source.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
     }
+
+    /// The array of `entries` elements of `STRIDE` bytes at `base` in this
+    /// area (a descriptor table, the available or used ring's entries),
+    /// checked once here: `entries` a power of two, the array inside the area,
+    /// and for `STRIDE` >= 2, `base`, `STRIDE` and the address even. None if
+    /// not.
+    pub fn array<const STRIDE: usize>(
+        &self,
+        base: usize,
+        entries: u16,
+    ) -> Option<RingArray<STRIDE>> {
+        let end = STRIDE.checked_mul(entries as usize)?.checked_add(base)?;
+        let aligned = STRIDE < 2
+            || (base.is_multiple_of(2)
+                && STRIDE.is_multiple_of(2)
+                && (self.ptr.as_ptr() as usize).is_multiple_of(2));
+        if !entries.is_power_of_two() || end > self.len_bytes || !aligned {
+            return None;
+        }
+        Some(RingArray {
+            _mem: Arc::clone(&self._mem),
+            // SAFETY: base <= end <= len_bytes, inside the mapping at `ptr`.
+            ptr: unsafe { NonNull::new_unchecked(self.ptr.as_ptr().add(base)) },
+            mask: entries - 1,
+        })
+    }
+}
+
+/// An array of ring elements ([`RingArea::array`]): a power-of-two count of
+/// `STRIDE`-byte elements, bounds-checked when it was made. Every index is
+/// reduced modulo the count, so no access can leave the array and none needs
+/// a check of its own (the index is ours or the guest's, either way masked).
+pub struct RingArray<const STRIDE: usize> {
+    /// Keeps the mapping under `ptr` alive.
+    _mem: Arc<GuestMemory>,
+    ptr: NonNull<u8>,
+    mask: u16,
+}
+
+// SAFETY: as for RingArea: a pointer into a mapping kept alive by `_mem`,
+// accessed only through atomics and copies.
+unsafe impl<const STRIDE: usize> Send for RingArray<STRIDE> {}
+// SAFETY: as for Send.
+unsafe impl<const STRIDE: usize> Sync for RingArray<STRIDE> {}
+
+impl<const STRIDE: usize> std::fmt::Debug for RingArray<STRIDE> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "RingArray({} x {STRIDE} bytes)",
+            u32::from(self.mask) + 1
+        )
+    }
+}
+
+impl<const STRIDE: usize> RingArray<STRIDE> {
+    #[inline]
+    fn elem(&self, i: u16) -> *mut u8 {
+        // SAFETY: (i & mask) < entries and entries * STRIDE bytes from `ptr` lie
+        // inside the mapping (checked in `RingArea::array`).
+        unsafe { self.ptr.as_ptr().add(usize::from(i & self.mask) * STRIDE) }
+    }
+
+    /// Loads element `i` (mod the count) as a little-endian `u16` (`STRIDE` 2).
+    #[inline]
+    pub fn load_u16(&self, i: u16, order: Ordering) -> u16 {
+        const { assert!(STRIDE == 2) };
+        let p = self.elem(i).cast::<AtomicU16>();
+        // SAFETY: in bounds (see `elem`), 2-byte aligned (base, stride and
+        // address even, checked in `RingArea::array`), mapping alive while
+        // `_mem` is. Atomic access tolerates the guest's concurrent stores.
+        u16::from_le(unsafe { (*p).load(order) })
+    }
+
+    /// Copies element `i` (mod the count) out of the ring (a descriptor,
+    /// copied before it is validated so the guest cannot change it between
+    /// check and use).
+    #[inline]
+    pub fn read(&self, i: u16) -> [u8; STRIDE] {
+        let mut out = [0u8; STRIDE];
+        // SAFETY: STRIDE bytes at `elem(i)` are in bounds (see `elem`); `out` is
+        // a local buffer.
+        unsafe { std::ptr::copy_nonoverlapping(self.elem(i), out.as_mut_ptr(), STRIDE) };
+        out
+    }
+
+    /// Copies `bytes` into element `i` (mod the count) (a used element).
+    #[inline]
+    pub fn write(&self, i: u16, bytes: &[u8; STRIDE]) {
+        // SAFETY: in bounds (see `elem`), writable mapping, distinct source.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.elem(i), STRIDE) };
+    }
 }
 
 #[cfg(test)]
@@ -341,6 +588,44 @@ mod tests {
     }
 
     #[test]
+    fn slices_use_the_region_hint_and_check_every_access() {
+        let m = mem();
+        let mut hint = RegionHint::default();
+        // A miss on region 0 finds region 1 and remembers it.
+        let s = m.slice(GuestAddr(0x11000), 0x1000, &mut hint).unwrap();
+        assert_eq!(hint, RegionHint(1));
+        s.write_at(0xffc, &[1, 2, 3, 4]).unwrap();
+        let mut b = [0u8; 4];
+        m.read(GuestAddr(0x11ffc), &mut b).unwrap();
+        assert_eq!(b, [1, 2, 3, 4]);
+        assert!(s.write_at(0xffd, &[0; 4]).is_err(), "past the slice");
+        assert!(s.read_at(usize::MAX, &mut b).is_err());
+        // A hit in the hinted region; then region 0 through a stale hint.
+        assert!(m.slice(GuestAddr(0x10000), 0x2000, &mut hint).is_ok());
+        assert_eq!(hint, RegionHint(1));
+        let s = m.slice(GuestAddr(0x1ffe), 2, &mut hint).unwrap();
+        assert_eq!(hint, RegionHint(0));
+        s.read_at(0, &mut b[..2]).unwrap();
+        // Ranges are checked whatever the hint says.
+        for h in [0, 1, 7] {
+            let mut hint = RegionHint(h);
+            assert!(
+                m.slice(GuestAddr(0x1fff), 2, &mut hint).is_err(),
+                "straddles the end"
+            );
+            assert!(m.slice(GuestAddr(0x11fff), 2, &mut hint).is_err());
+            assert!(
+                m.slice(GuestAddr(0x1fff), 0x10000, &mut hint).is_err(),
+                "spans the gap"
+            );
+            assert!(m.slice(GuestAddr(u64::MAX), u32::MAX, &mut hint).is_err());
+            assert!(m.slice(GuestAddr(0x12000), 0, &mut hint).is_err());
+            assert!(m.slice(GuestAddr(0xfff), 1, &mut hint).is_err());
+            assert!(m.slice(GuestAddr(0x11fff), 1, &mut hint).is_ok());
+        }
+    }
+
+    #[test]
     fn areas_check_alignment() {
         let m = mem();
         assert!(m.area(GuestAddr(0x1001), 16, 2).is_err());
@@ -348,5 +633,24 @@ mod tests {
         a.store_u16(2, 0xabcd, Ordering::Relaxed);
         assert_eq!(a.load_u16(2, Ordering::Relaxed), 0xabcd);
         assert_eq!(a.read_bytes::<2>(2), [0xcd, 0xab]);
+    }
+
+    #[test]
+    fn ring_arrays_are_checked_once_and_wrap_their_index() {
+        let m = mem();
+        let a = m.area(GuestAddr(0x1000), 4 + 2 * 8 + 2, 2).unwrap();
+        assert!(a.array::<2>(4, 6).is_none(), "not a power of two");
+        assert!(a.array::<2>(4, 16).is_none(), "past the area");
+        assert!(a.array::<2>(3, 8).is_none(), "odd base");
+        assert!(a.array::<8>(usize::MAX, 8).is_none(), "overflow");
+        let ring = a.array::<2>(4, 8).unwrap();
+        a.store_u16(4 + 2 * 3, 0x1234, Ordering::Relaxed);
+        assert_eq!(ring.load_u16(3, Ordering::Relaxed), 0x1234);
+        assert_eq!(ring.load_u16(3 + 8 * 100, Ordering::Relaxed), 0x1234);
+        let b = m.area(GuestAddr(0x1100), 4 * 16, 16).unwrap();
+        let t = b.array::<16>(0, 4).unwrap();
+        t.write(5, &[7; 16]);
+        assert_eq!(b.read_bytes::<16>(16), [7; 16]);
+        assert_eq!(t.read(u16::MAX), [0; 16]);
     }
 }

@@ -183,14 +183,20 @@ impl VqWorker {
         sh.attached.store(true, Ordering::Release);
     }
 
-    /// Picks up a newly published or withdrawn ring and acks it. Once per burst.
+    /// Picks up a newly published or withdrawn ring and acks it. Once per burst:
+    /// one atomic load and compare, inlined; the change itself is out of line.
     #[inline]
     pub fn sync(&mut self, sh: &VqShared) {
         // Acquire: pairs with control's Release store after changing `slot`.
         let g = sh.gen.load(Ordering::Acquire);
-        if g == self.seen_gen {
-            return;
+        if g != self.seen_gen {
+            self.take_change(sh, g);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn take_change(&mut self, sh: &VqShared, g: u64) {
         let new = sh.slot.load_full();
         let same = matches!((&self.ring, &new), (Some(a), Some(b)) if a.pub_gen == b.pub_gen);
         if !same {

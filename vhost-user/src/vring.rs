@@ -22,7 +22,9 @@ use dataplane::wire::PartialCsum;
 use dataplane::{Burst, DropReason, Mempool};
 
 use crate::defs::*;
-use crate::guest_mem::{AreaError, GuestAddr, GuestMemory, RingArea};
+use crate::guest_mem::{
+    AreaError, GuestAddr, GuestMemory, GuestSlice, OutOfBounds, RegionHint, RingArea, RingArray,
+};
 
 /// A guest error that makes a queue unusable until the frontend sets it up again.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,9 +130,16 @@ pub struct Completed {
 #[derive(Debug)]
 pub struct SplitRing {
     mem: Arc<GuestMemory>,
-    desc: RingArea,
+    /// The descriptor table.
+    descs: RingArray<16>,
+    /// The available ring: flags, index and `used_event`.
     avail: RingArea,
+    /// Its entries (descriptor heads).
+    avail_heads: RingArray<2>,
+    /// The used ring: flags, index and `avail_event`.
     used: RingArea,
+    /// Its elements (id, len).
+    used_elems: RingArray<8>,
     size: u16,
     event_idx: bool,
     indirect: bool,
@@ -157,18 +166,21 @@ impl Desc {
 }
 
 /// One buffer of a chain, already checked to be inside guest memory.
-#[derive(Clone, Copy, Debug)]
-struct Segment {
+#[derive(Debug)]
+struct Segment<'a> {
     addr: GuestAddr,
     len: u32,
     write: bool,
+    /// The buffer, translated (once) to host memory.
+    buf: GuestSlice<'a>,
 }
 
 /// Walks one descriptor chain, yielding checked data segments.
 struct Chain<'a> {
     ring: &'a SplitRing,
-    /// Indirect table base and entry count, once we switched to one.
-    table: Option<(GuestAddr, u16)>,
+    /// Indirect table (translated once) and its entry count, once we switched
+    /// to one.
+    table: Option<(GuestSlice<'a>, u16)>,
     next: Option<u16>,
     /// Descriptors still allowed in the current table.
     budget: u32,
@@ -188,7 +200,7 @@ impl<'a> Chain<'a> {
     }
 
     #[inline]
-    fn next_segment(&mut self) -> Result<Option<Segment>, RingFault> {
+    fn next_segment(&mut self, hint: &mut RegionHint) -> Result<Option<Segment<'a>>, RingFault> {
         loop {
             let Some(idx) = self.next else {
                 return Ok(None);
@@ -197,21 +209,14 @@ impl<'a> Chain<'a> {
                 return Err(RingFault::ChainLoop);
             }
             self.budget -= 1;
-            let d = match self.table {
-                None => Desc::parse(self.ring.desc.read_bytes::<16>(idx as usize * 16)),
-                Some((base, _)) => {
+            let (d, limit) = match &self.table {
+                None => (self.ring.desc(idx), self.ring.size),
+                Some((t, n)) => {
                     let mut b = [0u8; 16];
-                    let at = base.0 + u64::from(idx) * DESC_BYTES;
-                    self.ring
-                        .mem
-                        .read(GuestAddr(at), &mut b)
+                    t.read_at(idx as usize * DESC_BYTES as usize, &mut b)
                         .map_err(|_| RingFault::BadIndirect)?;
-                    Desc::parse(b)
+                    (Desc::parse(b), *n)
                 }
-            };
-            let limit = match self.table {
-                None => self.ring.size,
-                Some((_, n)) => n,
             };
             if d.flags & DESC_F_INDIRECT != 0 {
                 // virtio 1.2 §2.7.5.3.1: no INDIRECT inside an indirect table, no
@@ -220,14 +225,16 @@ impl<'a> Chain<'a> {
                     return Err(RingFault::BadIndirect);
                 }
                 let n = u64::from(d.len) / DESC_BYTES;
-                if d.len == 0
-                    || u64::from(d.len) % DESC_BYTES != 0
-                    || n > u64::from(self.ring.size)
-                    || !self.ring.mem.contains(GuestAddr(d.addr), u64::from(d.len))
+                if d.len == 0 || u64::from(d.len) % DESC_BYTES != 0 || n > u64::from(self.ring.size)
                 {
                     return Err(RingFault::BadIndirect);
                 }
-                self.table = Some((GuestAddr(d.addr), n as u16));
+                let table = self
+                    .ring
+                    .mem
+                    .slice(GuestAddr(d.addr), d.len, hint)
+                    .map_err(|_| RingFault::BadIndirect)?;
+                self.table = Some((table, n as u16));
                 self.next = Some(0);
                 self.budget = n as u32;
                 continue;
@@ -240,13 +247,16 @@ impl<'a> Chain<'a> {
             } else {
                 None
             };
-            if !self.ring.mem.contains(GuestAddr(d.addr), u64::from(d.len)) {
-                return Err(RingFault::BufferOutOfMemory);
-            }
+            let buf = self
+                .ring
+                .mem
+                .slice(GuestAddr(d.addr), d.len, hint)
+                .map_err(|_| RingFault::BufferOutOfMemory)?;
             return Ok(Some(Segment {
                 addr: GuestAddr(d.addr),
                 len: d.len,
                 write: d.flags & DESC_F_WRITE != 0,
+                buf,
             }));
         }
     }
@@ -333,11 +343,35 @@ impl SplitRing {
         let used = mem
             .area(addrs.used, used_ring_bytes(size), 4)
             .map_err(RingSetupError::Used)?;
+        // The areas were sized for `size` entries just above; None here would
+        // be an arithmetic bug, reported rather than panicking.
+        let whole = |addr: GuestAddr, len: u64| {
+            AreaError::OutOfBounds(OutOfBounds {
+                addr: addr.0,
+                len_bytes: len,
+            })
+        };
+        let descs = desc.array::<16>(0, size).ok_or(RingSetupError::Desc(whole(
+            addrs.desc,
+            desc_table_bytes(size),
+        )))?;
+        let avail_heads = avail
+            .array::<2>(4, size)
+            .ok_or(RingSetupError::Avail(whole(
+                addrs.avail,
+                avail_ring_bytes(size),
+            )))?;
+        let used_elems = used.array::<8>(4, size).ok_or(RingSetupError::Used(whole(
+            addrs.used,
+            used_ring_bytes(size),
+        )))?;
         Ok(SplitRing {
             mem: Arc::clone(mem),
-            desc,
+            descs,
             avail,
+            avail_heads,
             used,
+            used_elems,
             size,
             event_idx,
             indirect,
@@ -375,11 +409,6 @@ impl SplitRing {
             .store_u16(off, last_avail.wrapping_add(0x8000), Ordering::Relaxed);
     }
 
-    #[inline]
-    fn mask(&self, i: u16) -> usize {
-        (i & (self.size - 1)) as usize
-    }
-
     /// Reads the driver's available index once and checks it.
     #[inline]
     fn pending(&self, cur: &Cursor) -> Result<(u16, u16), RingFault> {
@@ -393,19 +422,33 @@ impl SplitRing {
         Ok((avail_idx, n))
     }
 
+    /// Descriptor `i` of the ring's own table (`i` < size, from our checks).
+    #[inline]
+    fn desc(&self, i: u16) -> Desc {
+        Desc::parse(self.descs.read(i))
+    }
+
+    /// The head descriptor of a chain, with the head index checked.
+    #[inline]
+    fn head_desc(&self, head: u16) -> Result<Desc, RingFault> {
+        if head >= self.size {
+            return Err(RingFault::DescIndex);
+        }
+        Ok(self.desc(head))
+    }
+
     #[inline]
     fn avail_head(&self, i: u16) -> u16 {
         // Relaxed: ordered by the Acquire load of the available index.
-        self.avail.load_u16(4 + 2 * self.mask(i), Ordering::Relaxed)
+        self.avail_heads.load_u16(i, Ordering::Relaxed)
     }
 
     #[inline]
     fn put_used(&self, cur: &mut Cursor, head: u16, len: u32) {
-        let off = 4 + USED_ELEM_BYTES as usize * self.mask(cur.used_idx);
         let mut e = [0u8; 8];
         e[..4].copy_from_slice(&u32::from(head).to_le_bytes());
         e[4..].copy_from_slice(&len.to_le_bytes());
-        self.used.write_bytes(off, &e);
+        self.used_elems.write(cur.used_idx, &e);
         cur.used_idx = cur.used_idx.wrapping_add(1);
     }
 
@@ -448,7 +491,28 @@ impl SplitRing {
     ///
     /// A fault is reported in [`Completed::fault`]: `cur` then points at the
     /// faulty chain and frames already appended stay in `burst`.
+    ///
+    /// An empty ring costs one index load and compare, inlined into the
+    /// caller: most polls of an idle or lightly loaded queue find nothing.
+    #[inline]
     pub fn dequeue(
+        &self,
+        cur: &mut Cursor,
+        pool: &'static Mempool,
+        burst: &mut Burst,
+        csum: bool,
+        stats: &QueueStats,
+    ) -> Completed {
+        // Relaxed: only a hint that something arrived; `dequeue_pending` reads
+        // the index again with Acquire before touching any entry.
+        if self.avail.load_u16(2, Ordering::Relaxed) == cur.last_avail {
+            return Completed::default();
+        }
+        self.dequeue_pending(cur, pool, burst, csum, stats)
+    }
+
+    #[inline(never)]
+    fn dequeue_pending(
         &self,
         cur: &mut Cursor,
         pool: &'static Mempool,
@@ -465,14 +529,21 @@ impl SplitRing {
                 }
             }
         };
-        let n = (pending as usize).min(burst.remaining_capacity());
+        let want = (pending as usize).min(burst.remaining_capacity());
+        if want == 0 {
+            return Completed::default();
+        }
+        // All buffers at once; one that held a dropped frame takes the next.
+        let first = burst.len();
+        let n = pool.alloc_bulk(burst, want);
         let old_used = cur.used_idx;
-        let mut got = 0;
+        let mut hint = RegionHint::default();
+        let mut filled = first;
         let mut fault = None;
         for _ in 0..n {
             let head = self.avail_head(cur.last_avail);
-            let Some(mut m) = pool.alloc() else { break };
-            match self.copy_out(head, m.room_mut()) {
+            let m = &mut burst[filled];
+            match self.copy_out(head, m.room_mut(), &mut hint) {
                 Err(f) => {
                     fault = Some(f);
                     break;
@@ -482,8 +553,7 @@ impl SplitRing {
                         // Cannot fail: copy_out wrote at most room_mut().len() bytes.
                         let _ = m.set_len(len);
                         m.set_partial_csum(partial);
-                        burst.push(m);
-                        got += 1;
+                        filled += 1;
                     }
                     Err(()) => stats.drop_one(DropReason::Malformed),
                 },
@@ -492,24 +562,76 @@ impl SplitRing {
             self.put_used(cur, head, 0);
             cur.last_avail = cur.last_avail.wrapping_add(1);
         }
+        if filled < first + n {
+            // Buffers left over by drops or a fault go back to the pool.
+            burst.truncate(filled);
+        }
         let notify = self.publish(cur, old_used);
         Completed {
-            frames: got,
+            frames: filled - first,
             notify,
             fault,
         }
     }
 
     /// Copies one TX chain, minus its virtio-net header, into `room`; returns
-    /// the header separately.
-    fn copy_out(&self, head: u16, room: &mut [u8]) -> Result<TxFrame, RingFault> {
+    /// the header separately. A chain of one descriptor (how DPDK and Linux
+    /// drivers send a linear frame) takes the direct path.
+    #[inline]
+    fn copy_out(
+        &self,
+        head: u16,
+        room: &mut [u8],
+        hint: &mut RegionHint,
+    ) -> Result<TxFrame, RingFault> {
+        let d = self.head_desc(head)?;
+        if d.flags == 0 {
+            return self.copy_out_single(d, room, hint);
+        }
+        self.copy_out_chain(head, room, hint)
+    }
+
+    /// One device-readable descriptor holding header and frame: one
+    /// translation, two copies. Same checks and outcomes as the chain walk.
+    #[inline]
+    fn copy_out_single(
+        &self,
+        d: Desc,
+        room: &mut [u8],
+        hint: &mut RegionHint,
+    ) -> Result<TxFrame, RingFault> {
+        let oom = |_| RingFault::BufferOutOfMemory;
+        let buf = self
+            .mem
+            .slice(GuestAddr(d.addr), d.len, hint)
+            .map_err(oom)?;
+        let Some(body) = (d.len as usize).checked_sub(NET_HDR_BYTES) else {
+            return Ok(TxFrame::Malformed);
+        };
+        if !(14..=MAX_FRAME_BYTES).contains(&body) || body > room.len() {
+            return Ok(TxFrame::Malformed);
+        }
+        let mut hdr = [0u8; NET_HDR_BYTES];
+        buf.read_at(0, &mut hdr).map_err(oom)?;
+        buf.read_at(NET_HDR_BYTES, &mut room[..body]).map_err(oom)?;
+        Ok(TxFrame::Ok(body, hdr))
+    }
+
+    /// The general TX path: any chain, direct or indirect.
+    fn copy_out_chain(
+        &self,
+        head: u16,
+        room: &mut [u8],
+        hint: &mut RegionHint,
+    ) -> Result<TxFrame, RingFault> {
         let mut chain = Chain::new(self, head)?;
         let mut hdr = [0u8; NET_HDR_BYTES];
         let mut hdr_left = NET_HDR_BYTES as u64;
         let mut written = 0usize;
         let mut total = 0u64;
         let mut bad = false;
-        while let Some(seg) = chain.next_segment()? {
+        let oom = |_| RingFault::BufferOutOfMemory;
+        while let Some(seg) = chain.next_segment(hint)? {
             if seg.write {
                 // virtio 1.2 §2.7.4.2: a TX chain is all device-readable.
                 bad = true;
@@ -518,9 +640,9 @@ impl SplitRing {
             let skip = hdr_left.min(u64::from(seg.len));
             if skip > 0 && !bad {
                 let at = NET_HDR_BYTES - hdr_left as usize;
-                self.mem
-                    .read(seg.addr, &mut hdr[at..at + skip as usize])
-                    .map_err(|_| RingFault::BufferOutOfMemory)?;
+                seg.buf
+                    .read_at(0, &mut hdr[at..at + skip as usize])
+                    .map_err(oom)?;
             }
             hdr_left -= skip;
             let body = u64::from(seg.len) - skip;
@@ -533,9 +655,7 @@ impl SplitRing {
                 continue;
             }
             let dst = &mut room[written..written + body as usize];
-            self.mem
-                .read(GuestAddr(seg.addr.0 + skip), dst)
-                .map_err(|_| RingFault::BufferOutOfMemory)?;
+            seg.buf.read_at(skip as usize, dst).map_err(oom)?;
             written += body as usize;
         }
         if bad || hdr_left > 0 || total < 14 || total > MAX_FRAME_BYTES as u64 {
@@ -574,6 +694,7 @@ impl SplitRing {
             }
         };
         let old_used = cur.used_idx;
+        let mut hint = RegionHint::default();
         let mut taken = 0;
         let mut fault = None;
         for m in burst.iter_mut() {
@@ -582,7 +703,7 @@ impl SplitRing {
                 m.complete_csum();
             }
             let hdr = rx_header(m.partial_csum(), guest_csum);
-            match self.copy_in(cur, avail_idx, &hdr, m.data(), mrg_rxbuf) {
+            match self.copy_in(cur, avail_idx, &hdr, m.data(), mrg_rxbuf, &mut hint) {
                 Ok(Some(true)) => taken += 1,
                 Ok(Some(false)) => {
                     stats.drop_one(DropReason::Malformed);
@@ -596,7 +717,7 @@ impl SplitRing {
             }
         }
         let notify = self.publish(cur, old_used);
-        burst.drain(..taken);
+        dataplane::mempool::free_front(burst, taken);
         Completed {
             frames: taken,
             notify,
@@ -606,6 +727,9 @@ impl SplitRing {
 
     /// Writes one frame. Some(true): delivered; Some(false): consumed but
     /// dropped (did not fit); None: not enough guest buffers, nothing consumed.
+    /// A frame that fits the first chain's single writable descriptor (how DPDK
+    /// and Linux drivers post receive buffers) takes the direct path.
+    #[inline]
     fn copy_in(
         &self,
         cur: &mut Cursor,
@@ -613,6 +737,40 @@ impl SplitRing {
         hdr: &[u8; NET_HDR_BYTES],
         frame: &[u8],
         mrg_rxbuf: bool,
+        hint: &mut RegionHint,
+    ) -> Result<Option<bool>, RingFault> {
+        if cur.last_avail == avail_idx {
+            return Ok(None);
+        }
+        let head = self.avail_head(cur.last_avail);
+        let d = self.head_desc(head)?;
+        let total = NET_HDR_BYTES + frame.len();
+        if d.flags != DESC_F_WRITE || (d.len as usize) < total {
+            return self.copy_in_chain(cur, avail_idx, hdr, frame, mrg_rxbuf, hint);
+        }
+        let oom = |_| RingFault::BufferOutOfMemory;
+        let buf = self
+            .mem
+            .slice(GuestAddr(d.addr), d.len, hint)
+            .map_err(oom)?;
+        buf.write_at(0, hdr).map_err(oom)?;
+        buf.write_at(NET_HDR_BYTES, frame).map_err(oom)?;
+        // total <= d.len, a u32.
+        self.put_used(cur, head, total as u32);
+        cur.last_avail = cur.last_avail.wrapping_add(1);
+        Ok(Some(true))
+    }
+
+    /// The general RX path: any chains, direct or indirect, a frame spanning
+    /// several of them with `mrg_rxbuf`.
+    fn copy_in_chain(
+        &self,
+        cur: &mut Cursor,
+        avail_idx: u16,
+        hdr: &[u8; NET_HDR_BYTES],
+        frame: &[u8],
+        mrg_rxbuf: bool,
+        hint: &mut RegionHint,
     ) -> Result<Option<bool>, RingFault> {
         let total = NET_HDR_BYTES + frame.len();
         let saved = *cur;
@@ -621,6 +779,7 @@ impl SplitRing {
         // Guest addresses of the two num_buffers bytes, patched if > 1.
         let mut nb_at = [GuestAddr(0); 2];
         let mut last_head = 0u16;
+        let oom = |_| RingFault::BufferOutOfMemory;
         while done < total {
             if !mrg_rxbuf && num_buffers == 1 {
                 // One chain must hold the whole frame: hand the buffer back empty
@@ -637,7 +796,7 @@ impl SplitRing {
             last_head = head;
             let mut chain = Chain::new(self, head)?;
             let mut in_chain = 0u32;
-            while let Some(seg) = chain.next_segment()? {
+            while let Some(seg) = chain.next_segment(hint)? {
                 if !seg.write || done >= total {
                     continue;
                 }
@@ -656,9 +815,7 @@ impl SplitRing {
                             *slot = GuestAddr(at.0 + (want - src_base) as u64);
                         }
                     }
-                    self.mem
-                        .write(at, &src[..n])
-                        .map_err(|_| RingFault::BufferOutOfMemory)?;
+                    seg.buf.write_at(seg_off as usize, &src[..n]).map_err(oom)?;
                     done += n;
                     seg_off += n as u32;
                     in_chain += n as u32;
@@ -671,9 +828,7 @@ impl SplitRing {
         if num_buffers > 1 {
             let b = num_buffers.to_le_bytes();
             for (k, at) in nb_at.iter().enumerate() {
-                self.mem
-                    .write(*at, &b[k..k + 1])
-                    .map_err(|_| RingFault::BufferOutOfMemory)?;
+                self.mem.write(*at, &b[k..k + 1]).map_err(oom)?;
             }
         }
         Ok(Some(true))
@@ -699,11 +854,28 @@ mod tests {
         avail_idx: u16,
     }
 
+    /// Where [`Guest::two_regions`] splits memory.
+    const SPLIT: u64 = 0x20000;
+
     impl Guest {
         fn new(size: u16) -> Guest {
-            let gm = Arc::new(
-                GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_END as usize)]).unwrap(),
-            );
+            Guest::with_ranges(size, &[(GuestAddress(0), MEM_END as usize)])
+        }
+
+        /// Memory as two adjacent regions, split at [`SPLIT`]: contiguous for the
+        /// guest, but a buffer across the split is in no single region.
+        fn two_regions(size: u16) -> Guest {
+            Guest::with_ranges(
+                size,
+                &[
+                    (GuestAddress(0), SPLIT as usize),
+                    (GuestAddress(SPLIT), (MEM_END - SPLIT) as usize),
+                ],
+            )
+        }
+
+        fn with_ranges(size: u16, ranges: &[(GuestAddress, usize)]) -> Guest {
+            let gm = Arc::new(GuestMemoryMmap::from_ranges(ranges).unwrap());
             let mem = Arc::new(GuestMemory::new(Arc::clone(&gm)));
             Guest {
                 gm,
@@ -838,6 +1010,180 @@ mod tests {
         // Nothing new: nothing happens.
         let (done, frames, _) = rx(&g, &ring, &mut cur);
         assert_eq!((done.frames, frames.len(), done.fault), (0, 0, None));
+    }
+
+    /// A TX chain of one descriptor: header and frame together.
+    fn tx_single(g: &mut Guest, head: u16, at: u64, f: &[u8]) {
+        let mut all = vec![0u8; NET_HDR_BYTES];
+        all.extend_from_slice(f);
+        g.write(at, &all);
+        g.desc(head, at, all.len() as u32, 0, 0);
+        g.push(head);
+    }
+
+    #[test]
+    fn single_descriptor_tx_frames_are_received_like_chains() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        tx_single(&mut g, 0, BUF, &frame(60));
+        tx_chain(&mut g, 1, BUF + 0x1000, &frame(61));
+        tx_single(&mut g, 3, BUF + 0x2000, &frame(1514));
+        let mut hdr = needs_csum_hdr(34, 6);
+        hdr[NET_HDR_NUM_BUFFERS_OFF] = 7; // ignored on TX
+        let mut all = hdr.to_vec();
+        all.extend_from_slice(&partial_udp4());
+        g.write(BUF + 0x3000, &all);
+        g.desc(4, BUF + 0x3000, all.len() as u32, 0, 0);
+        g.push(4);
+        let (done, frames, stats) = rx(&g, &ring, &mut cur);
+        assert_eq!((done.frames, done.fault), (4, None));
+        assert_eq!(
+            frames,
+            vec![frame(60), frame(61), frame(1514), partial_udp4()]
+        );
+        assert_eq!(stats.snapshot().total_drops(), 0);
+        assert_eq!(g.used_idx(), 4);
+        assert_eq!(g.used_elem(2), (3, 0));
+    }
+
+    #[test]
+    fn bad_single_descriptor_tx_frames_are_dropped() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        // Header only; header cut short; a 13-byte frame; device-writable;
+        // larger than an mbuf; then a good one, which gets a buffer used by a
+        // dropped frame.
+        for (i, len) in [(0u16, 12u32), (1, 11), (2, 25)] {
+            g.desc(i, BUF, len, 0, 0);
+            g.push(i);
+        }
+        g.desc(3, BUF, 100, DESC_F_WRITE, 0);
+        g.push(3);
+        g.desc(4, BUF, 0x8000, 0, 0);
+        g.push(4);
+        tx_single(&mut g, 5, BUF + 0x9000, &frame(64));
+        let (done, frames, stats) = rx(&g, &ring, &mut cur);
+        assert_eq!((done.frames, done.fault), (1, None));
+        assert_eq!(frames, vec![frame(64)]);
+        assert_eq!(stats.drops(DropReason::Malformed), 5);
+        assert_eq!(g.used_idx(), 6);
+    }
+
+    #[test]
+    fn buffers_of_dropped_frames_go_back_to_the_pool() {
+        let pool = Mempool::for_tests(8);
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        g.desc(0, BUF, 12, 0, 0);
+        g.push(0);
+        tx_single(&mut g, 1, BUF + 0x1000, &frame(60));
+        g.desc(2, BUF, 11, 0, 0);
+        g.push(2);
+        g.desc(3, MEM_END, 100, 0, 0); // faults
+        g.push(3);
+        let stats = QueueStats::default();
+        let mut burst = Burst::new();
+        let done = ring.dequeue(&mut cur, pool, &mut burst, false, &stats);
+        assert_eq!(
+            (done.frames, done.fault),
+            (1, Some(RingFault::BufferOutOfMemory))
+        );
+        assert_eq!(pool.in_use(), 1);
+        drop(burst);
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn buffers_in_either_region_are_found_but_never_across_them() {
+        let mut g = Guest::two_regions(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        // Alternating regions (the region hint misses every time), a chain with
+        // one descriptor in each, and one ending exactly at the split.
+        tx_single(&mut g, 0, BUF, &frame(60));
+        tx_single(&mut g, 1, SPLIT + 0x1000, &frame(61));
+        tx_single(&mut g, 2, BUF + 0x1000, &frame(62));
+        g.write(SPLIT - 0x100, &[0u8; NET_HDR_BYTES]);
+        g.write(SPLIT + 0x2000, &frame(63));
+        g.desc(3, SPLIT - 0x100, NET_HDR_BYTES as u32, DESC_F_NEXT, 4);
+        g.desc(4, SPLIT + 0x2000, 63, 0, 0);
+        g.push(3);
+        tx_single(&mut g, 5, SPLIT - 76, &frame(64));
+        let (done, frames, _) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, None);
+        assert_eq!(
+            frames,
+            vec![frame(60), frame(61), frame(62), frame(63), frame(64)]
+        );
+        // One byte more and it straddles the split: a fault, nothing consumed.
+        tx_single(&mut g, 6, SPLIT - 76, &frame(65));
+        let (done, frames, _) = rx(&g, &ring, &mut cur);
+        assert_eq!(done.fault, Some(RingFault::BufferOutOfMemory));
+        assert!(frames.is_empty());
+        assert_eq!(cur.last_avail, 5);
+    }
+
+    #[test]
+    fn rx_buffers_in_either_region_and_across_the_split() {
+        let mut g = Guest::two_regions(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        let at = [BUF, SPLIT + 0x1000, SPLIT - 76];
+        for (i, a) in at.iter().enumerate() {
+            g.desc(i as u16, *a, 76, DESC_F_WRITE, 0);
+            g.push(i as u16);
+        }
+        let stats = QueueStats::default();
+        let mut burst = tx_frames(&[frame(64), frame(64), frame(64)]);
+        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        assert_eq!((done.frames, done.fault), (3, None));
+        for (i, a) in at.iter().enumerate() {
+            assert_eq!(g.used_elem(i as u16), (i as u32, 76));
+            assert_eq!(g.read(a + 12, 64), frame(64));
+        }
+        // A buffer across the split faults before anything is written.
+        g.desc(3, SPLIT - 75, 76, DESC_F_WRITE, 0);
+        g.push(3);
+        g.write(SPLIT - 75, &[0xee; 76]);
+        let mut burst = tx_frames(&[frame(64)]);
+        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        assert_eq!(done.fault, Some(RingFault::BufferOutOfMemory));
+        assert_eq!(burst.len(), 1);
+        assert_eq!(g.read(SPLIT - 75, 76), [0xee; 76]);
+        assert_eq!(g.used_idx(), 3);
+    }
+
+    #[test]
+    fn rx_single_buffer_is_used_exactly_or_falls_back() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        // Exactly header + frame; one byte short (spans two buffers with
+        // MRG_RXBUF); a read-only buffer (skipped: used with length 0, the
+        // frame continues in the next one).
+        g.desc(0, BUF, 76, DESC_F_WRITE, 0);
+        g.desc(1, BUF + 0x1000, 75, DESC_F_WRITE, 0);
+        g.desc(2, BUF + 0x2000, 2048, DESC_F_WRITE, 0);
+        g.desc(3, BUF + 0x3000, 2048, 0, 0);
+        g.desc(4, BUF + 0x4000, 2048, DESC_F_WRITE, 0);
+        for i in 0..5 {
+            g.push(i);
+        }
+        let stats = QueueStats::default();
+        let mut burst = tx_frames(&[frame(64), frame(64), frame(64)]);
+        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        assert_eq!((done.frames, done.fault), (3, None));
+        assert_eq!(g.used_idx(), 5);
+        assert_eq!(g.used_elem(0), (0, 76));
+        assert_eq!(g.read(BUF + 12, 64), frame(64));
+        assert_eq!((g.used_elem(1), g.used_elem(2)), ((1, 75), (2, 1)));
+        assert_eq!(g.read(BUF + 0x1000 + 10, 2), [2, 0], "num_buffers");
+        assert_eq!((g.used_elem(3), g.used_elem(4)), ((3, 0), (4, 76)));
+        assert_eq!(g.read(BUF + 0x4000 + 12, 64), frame(64));
+        assert_eq!(stats.snapshot().total_drops(), 0);
     }
 
     #[test]

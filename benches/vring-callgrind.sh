@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# Instructions per frame through weir's split-ring fast path, counted by
+# callgrind, against an in-process guest (benches/src/vring.rs).
+#
+# For each case, runs `vring-insns` under `valgrind --tool=callgrind` for F1 and
+# F2 frames and reports
+#
+#     (Ir(F2) - Ir(F1)) / (F2 - F1)
+#
+# so that set-up (guest memory, descriptors, the mempool) cancels out. Each case
+# is measured REPEATS times (default 3); the table shows min / median / max.
+#
+# Figures per case:
+#   step     everything one benchmark step executes, per frame
+#   weir     the step minus the guest's own work (`guest_post`, callgrind's
+#            inclusive count): SplitRing::dequeue (guest TX -> mbuf, incl. mbuf
+#            alloc) + SplitRing::enqueue (mbuf -> guest RX, incl. mbuf free)
+#   dequeue, enqueue
+#            callgrind's inclusive count of each, per frame (for dequeue, of its
+#            out-of-line part when the empty-ring check is inlined)
+# The `empty` case is one poll of an empty TX ring per "frame".
+#
+# Usage: bash benches/vring-callgrind.sh
+# Environment: F1, F2 (frame counts, multiples of 32), REPEATS, CASES (e.g.
+# "single:60 chain:60"); CARGO_TARGET_DIR is honoured if set.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+f1=${F1:-65536}
+f2=${F2:-327680}
+repeats=${REPEATS:-3}
+cases=${CASES:-"single:60 single:1514 chain:60 indirect:60 empty:60"}
+
+if ! command -v valgrind >/dev/null 2>&1; then
+    echo "valgrind not found; installing it with apt-get" >&2
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update -qq
+    $sudo apt-get install -y -qq valgrind >/dev/null
+fi
+
+bin=$(cargo build --release --manifest-path "$root/Cargo.toml" -p weir-benches \
+        --bin vring-insns --message-format=json-render-diagnostics |
+      sed -n 's/.*"executable":"\([^"]*vring-insns\)".*/\1/p' | tail -n 1)
+if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+    echo "could not find the vring-insns binary after building" >&2
+    exit 1
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# One run: total, then the inclusive counts of guest_post, SplitRing::dequeue
+# and SplitRing::enqueue (0 if inlined or never run). With --inclusive=yes,
+# callgrind_annotate lists a function once per source file its inlined code
+# came from; the line naming the object file (`[...]`) is the whole function.
+count() {
+    local layout=$1 len=$2 frames=$3 out="$work/cg.out"
+    valgrind --tool=callgrind --callgrind-out-file="$out" \
+        "$bin" "$layout" "$len" "$frames" >/dev/null 2>"$work/valgrind.log" || {
+        cat "$work/valgrind.log" >&2
+        return 1
+    }
+    local total
+    total=$(sed -n 's/^summary: //p' "$out")
+    (cd "$work" && callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$out" 2>/dev/null) |
+        awk -v t="$total" '
+            function n(s) { gsub(",", "", s); return s + 0 }
+            /:weir_benches::vring::guest_post \[/ { g += n($1) }
+            # dequeue is inlined into its caller but for its out-of-line
+            # dequeue_pending; if it shows up itself, it includes the latter.
+            /:vhost_user::vring::SplitRing::dequeue(_pending)? \[/ { if (n($1) > d) d = n($1) }
+            /:vhost_user::vring::SplitRing::enqueue \[/ { e += n($1) }
+            END { print t, g + 0, d + 0, e + 0 }'
+}
+
+summary() {
+    sort -n | awk '
+        { v[NR] = $1 }
+        END {
+            med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+            printf "%7.1f %7.1f %7.1f", v[1], med, v[NR]
+        }'
+}
+
+echo "vring fast path, instructions per frame: (Ir(F2) - Ir(F1)) / (F2 - F1), F1=$f1 F2=$f2, $repeats runs"
+echo "binary: $bin"
+echo
+printf '%-9s %5s | %-23s | %-23s | %7s %7s\n' layout bytes "step min/median/max" \
+    "weir min/median/max" dequeue enqueue
+for c in $cases; do
+    layout=${c%%:*} len=${c##*:}
+    per=()
+    for _ in $(seq "$repeats"); do
+        read -r a ag ad ae <<<"$(count "$layout" "$len" "$f1")"
+        read -r b bg bd be <<<"$(count "$layout" "$len" "$f2")"
+        per+=("$(awk -v a="$a" -v b="$b" -v ag="$ag" -v bg="$bg" -v ad="$ad" -v bd="$bd" \
+            -v ae="$ae" -v be="$be" -v f1="$f1" -v f2="$f2" 'BEGIN {
+                d = f2 - f1
+                printf "%.1f %.1f %.1f %.1f", (b - a) / d, ((b - bg) - (a - ag)) / d,
+                    (bd - ad) / d, (be - ae) / d
+            }')")
+    done
+    step=$(printf '%s\n' "${per[@]}" | cut -d' ' -f1 | summary)
+    weir=$(printf '%s\n' "${per[@]}" | cut -d' ' -f2 | summary)
+    deq=$(printf '%s\n' "${per[@]}" | cut -d' ' -f3 | sort -n | sed -n 1p)
+    enq=$(printf '%s\n' "${per[@]}" | cut -d' ' -f4 | sort -n | sed -n 1p)
+    printf '%-9s %5s | %s | %s | %7.1f %7.1f\n' "$layout" "$len" "$step" "$weir" "$deq" "$enq"
+done
