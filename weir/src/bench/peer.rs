@@ -5,11 +5,14 @@
 //!
 //! Control side only. Both are started as child processes of `weir bench`
 //! from Debian's `dpdk-dev`/`librte-net-vhost23` and
-//! `openvswitch-switch-dpdk` packages (see `scripts/setup.sh`), with
-//! `--no-huge` (the frontends' memory is a memfd the peers map themselves,
-//! and this machine has few hugepages), a private `--file-prefix`, and, for
-//! OVS, a private database, run and log directory. Only the processes
-//! started here are signalled when the run ends.
+//! `openvswitch-switch-dpdk` packages (see `scripts/setup.sh`), with a
+//! private `--file-prefix` and, for OVS, a private database, run and log
+//! directory. testpmd runs with `--no-huge` (the frontends' memory is a memfd
+//! the peers map themselves). OVS always adds `--in-memory`, which DPDK
+//! refuses with `--no-huge`, so for OVS `weir bench` raises the 2 MiB
+//! hugepage count by [`OVS_HUGEPAGES`], mounts a private hugetlbfs, and
+//! undoes both afterwards (root only). Only the processes started here are
+//! signalled when the run ends.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -24,6 +27,67 @@ use crate::cli::BenchPeer;
 const OVS_VSWITCHD: &str = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk";
 const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 const OVS_BRIDGE: &str = "weirbench";
+/// 2 MiB pages added for OVS's DPDK memory (512 MiB).
+pub const OVS_HUGEPAGES: u64 = 256;
+const NR_HUGEPAGES: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+
+/// Hugepages reserved and mounted for a peer; undone by [`Hugepages::release`].
+struct Hugepages {
+    mount: PathBuf,
+    mounted: bool,
+    /// (count before, count we set).
+    raised: Option<(u64, u64)>,
+}
+
+impl Hugepages {
+    fn read_nr() -> anyhow::Result<u64> {
+        std::fs::read_to_string(NR_HUGEPAGES)
+            .with_context(|| format!("reading {NR_HUGEPAGES}"))?
+            .trim()
+            .parse()
+            .with_context(|| format!("parsing {NR_HUGEPAGES}"))
+    }
+
+    fn reserve(mount: PathBuf, pages: u64) -> anyhow::Result<Hugepages> {
+        let mut h = Hugepages {
+            mount,
+            mounted: false,
+            raised: None,
+        };
+        let before = Self::read_nr()?;
+        let want = before + pages;
+        std::fs::write(NR_HUGEPAGES, want.to_string())
+            .with_context(|| format!("raising {NR_HUGEPAGES} (OVS needs root)"))?;
+        h.raised = Some((before, want));
+        if Self::read_nr()? < want {
+            h.release();
+            bail!("the kernel could not reserve {pages} more 2 MiB hugepages");
+        }
+        std::fs::create_dir_all(&h.mount)?;
+        let r = run(Command::new("mount")
+            .args(["-t", "hugetlbfs", "-o", "pagesize=2M", "weirbench"])
+            .arg(&h.mount));
+        if let Err(e) = r {
+            h.release();
+            return Err(e);
+        }
+        h.mounted = true;
+        Ok(h)
+    }
+
+    fn release(&mut self) {
+        if self.mounted {
+            let _ = Command::new("umount").arg(&self.mount).status();
+            self.mounted = false;
+        }
+        if let Some((before, set)) = self.raised.take() {
+            // Only if nobody changed it since.
+            if Self::read_nr().ok() == Some(set) {
+                let _ = std::fs::write(NR_HUGEPAGES, before.to_string());
+            }
+        }
+    }
+}
 
 /// A running peer switch.
 pub struct PeerProcess {
@@ -32,6 +96,7 @@ pub struct PeerProcess {
     /// Children in start order (stopped in reverse).
     children: Vec<(String, Child)>,
     socks: [PathBuf; 2],
+    hugepages: Option<Hugepages>,
 }
 
 fn require(bin: &str, package: &str) -> anyhow::Result<()> {
@@ -85,6 +150,7 @@ impl PeerProcess {
             socks: [dir.path().join("vhu0"), dir.path().join("vhu1")],
             dir,
             children: Vec::new(),
+            hugepages: None,
         };
         let started = match kind {
             BenchPeer::Testpmd => p.start_testpmd(worker_cpu, max_frame, queue_size),
@@ -229,10 +295,14 @@ impl PeerProcess {
         self.spawn("ovsdb-server-console", &mut server)?;
         self.wait_for("ovsdb-server", |p| p.dir.path().join("db.sock").exists())?;
         self.vsctl(&["--no-wait", "init"])?;
+        let huge = Hugepages::reserve(d.join("huge"), OVS_HUGEPAGES)?;
+        let huge_dir = format!("other_config:dpdk-hugepage-dir={}", huge.mount.display());
+        self.hugepages = Some(huge);
         let extra = format!(
-            "other_config:dpdk-extra=--no-pci --no-huge -m 1024 --file-prefix={}",
+            "other_config:dpdk-extra=--no-pci --file-prefix={}",
             self.eal_prefix()
         );
+        let socket_mem = format!("other_config:dpdk-socket-mem={}", OVS_HUGEPAGES * 2);
         let mask = format!("other_config:pmd-cpu-mask={:#x}", 1u128 << cpu);
         self.vsctl(&[
             "--no-wait",
@@ -241,6 +311,8 @@ impl PeerProcess {
             ".",
             "other_config:dpdk-init=true",
             &extra,
+            &huge_dir,
+            &socket_mem,
             &mask,
             "other_config:n-handler-threads=1",
             "other_config:n-revalidator-threads=1",
@@ -336,6 +408,9 @@ impl PeerProcess {
                     Ok(None) => std::thread::sleep(Duration::from_millis(50)),
                 }
             }
+        }
+        if let Some(mut h) = self.hugepages.take() {
+            h.release();
         }
     }
 }
