@@ -54,8 +54,9 @@ use crate::guest_mem::{GuestAddr, GuestMemory, RingArea};
 /// Largest queue size the frontend sets up.
 pub const MAX_QUEUE_SIZE: u16 = 1024;
 /// Bytes of a frame's start that [`VirtioNetFrontend::rx_harvest`] copies out
-/// for the caller (headers and a payload stamp).
-pub const RX_PEEK_BYTES: usize = 64;
+/// for the caller (headers and a payload stamp): with the 12-byte virtio-net
+/// header in front, exactly one 64-byte cache line of a 64-byte aligned buffer.
+pub const RX_PEEK_BYTES: usize = 64 - NET_HDR_BYTES;
 
 const PAGE: u64 = 4096;
 const HUGE_PAGE: u64 = 2 << 20;

@@ -92,6 +92,9 @@ pub enum BenchPeer {
     Testpmd,
     /// OVS-DPDK, two `dpdkvhostuser` ports on a bridge with the NORMAL action.
     Ovs,
+    /// weir's vhost-user ports with the switch taken out (io forwarding):
+    /// the generator's ceiling, and what switching costs on top.
+    Loopback,
 }
 
 /// `weir bench`.

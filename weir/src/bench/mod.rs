@@ -19,6 +19,8 @@
 //! running daemon reached with `--socket`; the peers are started by
 //! [`peer`]. Every switch gets identical traffic; both directions are summed.
 
+pub mod cpu;
+pub mod loopback;
 pub mod peer;
 pub mod plot;
 pub mod report;
@@ -57,6 +59,7 @@ impl Target {
             Target::Weir => "weir",
             Target::Peer(BenchPeer::Testpmd) => "testpmd",
             Target::Peer(BenchPeer::Ovs) => "ovs",
+            Target::Peer(BenchPeer::Loopback) => "loopback",
         }
     }
 }
@@ -152,6 +155,7 @@ enum Sut {
         _dir: TempDir,
     },
     Peer(peer::PeerProcess),
+    Loopback(loopback::Loopback),
 }
 
 /// A private directory under the system temp dir, removed on drop.
@@ -197,6 +201,10 @@ impl Sut {
                 None => Self::in_process(args, max_frame, worker_cpu),
                 Some(s) => Self::daemon(s, args),
             },
+            Target::Peer(BenchPeer::Loopback) => {
+                let (l, socks) = loopback::Loopback::start(worker_cpu, max_frame)?;
+                Ok((Sut::Loopback(l), socks))
+            }
             Target::Peer(p) => {
                 let proc = peer::PeerProcess::start(p, worker_cpu, max_frame, args.queue_size)?;
                 let socks = proc.sockets();
@@ -296,13 +304,27 @@ impl Sut {
                     .ok()??;
                 serde_json::from_value(data).ok()?
             }
-            Sut::Peer(_) => return None,
+            Sut::Peer(_) | Sut::Loopback(_) => return None,
         };
         Some(WorkerCounters {
             busy_cycles: views.iter().map(|w| w.busy_cycles).sum(),
             idle_cycles: views.iter().map(|w| w.idle_cycles).sum(),
             rx_packets: views.iter().map(|w| w.rx_packets).sum(),
         })
+    }
+
+    /// The switch's forwarding threads, for CPU time.
+    fn threads(&self) -> Option<cpu::Threads> {
+        let own = |prefix: &str| cpu::Threads {
+            pid: None,
+            name_prefix: Some(prefix.into()),
+        };
+        match self {
+            Sut::InProcess { .. } => Some(own("weir-worker")),
+            Sut::Loopback(_) => Some(own("bench-loopback")),
+            Sut::Daemon { .. } => None,
+            Sut::Peer(p) => p.threads(),
+        }
     }
 
     fn stop(self) {
@@ -332,6 +354,7 @@ impl Sut {
                 }
             }
             Sut::Peer(p) => p.stop(),
+            Sut::Loopback(l) => l.stop(),
         }
     }
 }
@@ -389,12 +412,14 @@ impl Bench<'_> {
         } else {
             ProgressBar::hidden()
         };
+        let threads = sut.threads();
+        let cpu_before = threads.as_ref().and_then(cpu::Threads::cpu_ns);
         let before = sut.counters();
         let started = Instant::now();
         let res = std::thread::scope(|s| {
             let gen = s.spawn(|| {
                 pin_to(self.gen_cpu);
-                traffic::run_trial(ports, spec, &live)
+                traffic::run_trial(ports, spec, &live, self.tsc_hz)
             });
             let (mut last_rx, mut last_t) = (0u64, Instant::now());
             while !gen.is_finished() {
@@ -413,6 +438,7 @@ impl Bench<'_> {
             gen.join()
         });
         let after = sut.counters();
+        let cpu_after = threads.as_ref().and_then(cpu::Threads::cpu_ns);
         bar.finish_and_clear();
         let res = match res {
             Ok(r) => r,
@@ -422,7 +448,11 @@ impl Bench<'_> {
             (Some(b), Some(a)) => Some(a.since(&b)),
             _ => None,
         };
-        TrialReport::new(spec, &res, cyc, self.tsc_hz)
+        let switch_cpu = match (cpu_before, cpu_after) {
+            (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+            _ => None,
+        };
+        TrialReport::new(spec, &res, cyc, switch_cpu, self.tsc_hz)
     }
 
     /// RFC 2544 §26.1 binary search: the highest offered rate whose loss is
@@ -524,9 +554,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args,
         &sizes,
     );
-    for target in targets {
+    // Repeats are the outer loop: each switch is started afresh per repeat,
+    // so a phase of host noise hits all switches rather than one.
+    for (rep, target) in (0..args.repeat).flat_map(|r| targets.iter().map(move |t| (r, *t))) {
         let name = target.name();
-        eprintln!("weir bench: {name}: starting");
+        eprintln!("weir bench: {name}: starting (repeat {})", rep + 1);
         let (sut, socks) = Sut::start(target, args, max_frame, worker_cpu)
             .with_context(|| format!("starting {name}"))?;
         let result = (|| -> anyhow::Result<()> {
@@ -536,7 +568,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             if got[0] == 0 || got[1] == 0 {
                 bail!("{name} forwarded nothing during warm-up (received {got:?} per side)");
             }
-            for rep in 0..args.repeat {
+            {
                 for mix in &sizes {
                     let base = TrialSpec {
                         sizes: mix.clone(),

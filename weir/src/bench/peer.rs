@@ -144,6 +144,7 @@ impl PeerProcess {
         let dir = TempDir::new(match kind {
             BenchPeer::Testpmd => "testpmd",
             BenchPeer::Ovs => "ovs",
+            BenchPeer::Loopback => bail!("loopback is not a peer process"),
         })?;
         let mut p = PeerProcess {
             kind,
@@ -155,6 +156,7 @@ impl PeerProcess {
         let started = match kind {
             BenchPeer::Testpmd => p.start_testpmd(worker_cpu, max_frame, queue_size),
             BenchPeer::Ovs => p.start_ovs(worker_cpu, max_frame),
+            BenchPeer::Loopback => Ok(()),
         };
         if let Err(e) = started {
             let logs = p.logs();
@@ -162,6 +164,24 @@ impl PeerProcess {
             return Err(e.context(logs));
         }
         Ok(p)
+    }
+
+    /// The forwarding threads: testpmd's whole process, OVS's PMD threads.
+    pub fn threads(&self) -> Option<super::cpu::Threads> {
+        let (child, prefix) = match self.kind {
+            BenchPeer::Testpmd => ("testpmd", None),
+            BenchPeer::Ovs => ("ovs-vswitchd-console", Some("pmd".to_string())),
+            BenchPeer::Loopback => return None,
+        };
+        let pid = self
+            .children
+            .iter()
+            .find(|(n, _)| n == child)
+            .map(|(_, c)| c.id())?;
+        Some(super::cpu::Threads {
+            pid: Some(pid),
+            name_prefix: prefix,
+        })
     }
 
     /// The two vhost-user sockets (port A, port B).
@@ -216,10 +236,7 @@ impl PeerProcess {
     }
 
     fn kind_name(&self) -> &'static str {
-        match self.kind {
-            BenchPeer::Testpmd => "testpmd",
-            BenchPeer::Ovs => "ovs",
-        }
+        super::Target::Peer(self.kind).name()
     }
 
     fn start_testpmd(&mut self, cpu: usize, max_frame: u32, qsize: u16) -> anyhow::Result<()> {

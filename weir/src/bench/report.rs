@@ -73,12 +73,32 @@ pub struct Latency {
 /// The generator's own cost, to show it was not the limit.
 #[derive(Clone, Debug, Serialize)]
 pub struct Generator {
-    /// Generator cycles (in rounds that moved frames) per frame sent and
-    /// received.
+    /// TSC cycles of the generator's rounds that moved frames, per frame
+    /// sent or received (includes time the thread was preempted).
     pub busy_cycles_per_frame: f64,
-    /// Frames per second (tx + rx, in Mpps) the generator could move at
-    /// that cost on one core; compare with the measured rate.
-    pub capacity_mpps: f64,
+    /// Share of the trial's wall time the generator thread was on a CPU,
+    /// percent (below 100: other work took its CPU).
+    pub cpu_share_pct: Option<f64>,
+    /// Generator CPU time per forwarded frame (its send and its receive).
+    pub cpu_ns_per_frame: Option<f64>,
+    /// Forwarded Mpps the generator could sustain with a whole CPU at that
+    /// cost; the measured rate is the generator's if it comes close.
+    pub capacity_mpps: Option<f64>,
+}
+
+/// CPU time of the switch's forwarding threads (any switch, no counters
+/// needed): worker threads of weir, the forwarding process of testpmd, the
+/// PMD threads of OVS.
+#[derive(Clone, Debug, Serialize)]
+pub struct SwitchCpu {
+    /// Share of the trial's wall time they were on a CPU, percent.
+    pub cpu_share_pct: f64,
+    /// CPU time per forwarded frame, ns (a busy-polling switch that is not
+    /// saturated also spends its idle polls here, so this is an upper bound
+    /// of its cost).
+    pub cpu_ns_per_frame: f64,
+    /// The same in TSC cycles.
+    pub cycles_per_frame: f64,
 }
 
 /// One trial's figures (both directions summed).
@@ -110,6 +130,8 @@ pub struct TrialReport {
     pub latency: Latency,
     /// Cycles per packet from the switch's counters (weir only).
     pub switch_cycles: Option<SwitchCycles>,
+    /// CPU time of the switch's forwarding threads (in-process weir and peers).
+    pub switch_cpu: Option<SwitchCpu>,
     /// The generator's own cost.
     pub generator: Generator,
     /// Received frames that were not bench frames.
@@ -122,8 +144,11 @@ impl TrialReport {
         spec: &TrialSpec,
         res: &TrialResult,
         cyc: Option<WorkerCounters>,
+        switch_cpu_ns: Option<u64>,
         tsc_hz: f64,
     ) -> TrialReport {
+        let wall_ns = res.wall.as_nanos().max(1) as f64;
+        let fwd = res.rx_frames.max(1) as f64;
         let secs = res.elapsed.as_secs_f64().max(1e-9);
         let offered = res.tx_frames + res.refused;
         let lost = offered.saturating_sub(res.rx_frames);
@@ -175,13 +200,19 @@ impl TrialReport {
                     / (c.busy_cycles + c.idle_cycles).max(1) as f64,
                 counters: c,
             }),
+            switch_cpu: switch_cpu_ns.map(|ns| SwitchCpu {
+                cpu_share_pct: 100.0 * ns as f64 / wall_ns,
+                cpu_ns_per_frame: ns as f64 / fwd,
+                cycles_per_frame: ns as f64 * tsc_hz / 1e9 / fwd,
+            }),
             generator: Generator {
                 busy_cycles_per_frame: per_frame,
-                capacity_mpps: if per_frame > 0.0 {
-                    tsc_hz / per_frame / 1e6
-                } else {
-                    0.0
-                },
+                cpu_share_pct: res.gen_cpu_ns.map(|ns| 100.0 * ns as f64 / wall_ns),
+                cpu_ns_per_frame: res.gen_cpu_ns.map(|ns| 2.0 * ns as f64 / moved),
+                capacity_mpps: res
+                    .gen_cpu_ns
+                    .filter(|&ns| ns > 0)
+                    .map(|ns| 1e3 / (2.0 * ns as f64 / moved)),
             },
             foreign_frames: res.foreign,
         }
@@ -573,11 +604,16 @@ pub fn line(r: &RunRecord) -> String {
     if let Some(c) = &m.switch_cycles {
         let _ = write!(s, "  {:.0} cyc/pkt busy", c.busy_per_packet);
     }
-    let _ = write!(
-        s,
-        "  (gen {:.0} cyc/frame)",
-        m.generator.busy_cycles_per_frame
-    );
+    if let Some(c) = &m.switch_cpu {
+        let _ = write!(
+            s,
+            "  switch cpu {:.0}% {:.0} cyc/pkt",
+            c.cpu_share_pct, c.cycles_per_frame
+        );
+    }
+    if let (Some(share), Some(cap)) = (m.generator.cpu_share_pct, m.generator.capacity_mpps) {
+        let _ = write!(s, "  gen cpu {share:.0}% max {cap:.1} Mpps");
+    }
     for (name, x) in [("NDR", &r.ndr), ("PDR", &r.pdr)] {
         if let Some(x) = x {
             let _ = write!(s, "  {name} {:.3} Mpps", x.rate_mpps);

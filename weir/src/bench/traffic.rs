@@ -125,6 +125,10 @@ pub struct TrialResult {
     pub latency: Histogram<u64>,
     /// Cycles the generator spent in rounds that moved frames.
     pub gen_busy_cycles: u64,
+    /// On-CPU time of the generator thread over the trial (with the drain).
+    pub gen_cpu_ns: Option<u64>,
+    /// Wall time of the trial including the drain.
+    pub wall: Duration,
     /// Frames sent per side (A, B) and received per side.
     pub per_side: [(u64, u64); 2],
 }
@@ -184,7 +188,12 @@ fn drain(ports: &mut [VirtioNetFrontend; 2], got: &mut [u64; 2]) {
 ///
 /// # Panics
 /// If the latency histogram cannot be created (fixed, valid bounds).
-pub fn run_trial(ports: &mut [VirtioNetFrontend; 2], spec: &TrialSpec, live: &Live) -> TrialResult {
+pub fn run_trial(
+    ports: &mut [VirtioNetFrontend; 2],
+    spec: &TrialSpec,
+    live: &Live,
+    tsc_hz: f64,
+) -> TrialResult {
     let flows = spec.flows.max(1);
     // Everything the loop needs, allocated before it starts.
     let macs: [Vec<[u8; 6]>; 2] = [
@@ -216,14 +225,20 @@ pub fn run_trial(ports: &mut [VirtioNetFrontend; 2], spec: &TrialSpec, live: &Li
     head[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
     head[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(&MAGIC.to_be_bytes());
 
-    let start = Instant::now();
+    // Time is the TSC, read once per round (a clock_gettime per round cost
+    // the generator a quarter of its time); `tsc_hz` was measured against
+    // the monotonic clock.
+    let ns_per_cycle = 1e9 / tsc_hz;
+    let cpu0 = super::cpu::this_thread_ns();
+    let wall0 = Instant::now();
+    let start = cycles();
+    let mut c0 = start;
     let mut round = 0u64;
     let mut now_ns = 0u64;
     let end_ns = spec.duration.as_nanos() as u64;
     let mut sending = true;
     let mut last_rx_ns = 0u64;
     loop {
-        let c0 = cycles();
         let mut moved = 0usize;
         if sending {
             let budget = match spec.rate_pps {
@@ -296,17 +311,19 @@ pub fn run_trial(ports: &mut [VirtioNetFrontend; 2], spec: &TrialSpec, live: &Li
             rx[side] += got as u64;
             moved += got;
         }
+        let c1 = cycles();
         if moved > 0 {
-            busy += cycles().wrapping_sub(c0);
+            busy += c1.wrapping_sub(c0);
             last_rx_ns = now_ns;
         }
+        c0 = c1;
         round += 1;
         if round.is_multiple_of(64) {
             // Relaxed: display only.
             live.tx.store(seq[0] + seq[1], Ordering::Relaxed);
             live.rx.store(rx[0] + rx[1], Ordering::Relaxed);
         }
-        now_ns = start.elapsed().as_nanos() as u64;
+        now_ns = (c1.wrapping_sub(start) as f64 * ns_per_cycle) as u64;
         if sending && now_ns >= end_ns {
             sending = false;
             last_rx_ns = now_ns;
@@ -321,7 +338,13 @@ pub fn run_trial(ports: &mut [VirtioNetFrontend; 2], spec: &TrialSpec, live: &Li
     }
     live.tx.store(seq[0] + seq[1], Ordering::Relaxed);
     live.rx.store(rx[0] + rx[1], Ordering::Relaxed);
+    let gen_cpu_ns = match (cpu0, super::cpu::this_thread_ns()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
     TrialResult {
+        gen_cpu_ns,
+        wall: wall0.elapsed(),
         tx_frames: seq[0] + seq[1],
         rx_frames: rx[0] + rx[1],
         tx_bytes,
