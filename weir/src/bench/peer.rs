@@ -26,7 +26,6 @@ use crate::cli::BenchPeer;
 
 const OVS_VSWITCHD: &str = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk";
 const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
-const OVS_BRIDGE: &str = "weirbench";
 /// 2 MiB pages added for OVS's DPDK memory (512 MiB).
 pub const OVS_HUGEPAGES: u64 = 256;
 const NR_HUGEPAGES: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
@@ -97,6 +96,9 @@ pub struct PeerProcess {
     children: Vec<(String, Child)>,
     socks: [PathBuf; 2],
     hugepages: Option<Hugepages>,
+    /// OVS bridge name, unique per start: the tap of a bridge of the previous
+    /// OVS instance can linger for a moment after it exited.
+    bridge: String,
 }
 
 fn require(bin: &str, package: &str) -> anyhow::Result<()> {
@@ -152,6 +154,12 @@ impl PeerProcess {
             dir,
             children: Vec::new(),
             hugepages: None,
+            bridge: {
+                static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+                // Relaxed: a counter for unique names only.
+                let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                format!("wb{}x{n}", std::process::id() % 100_000)
+            },
         };
         let started = match kind {
             BenchPeer::Testpmd => p.start_testpmd(worker_cpu, max_frame, queue_size),
@@ -354,18 +362,18 @@ impl PeerProcess {
         let mtu = (max_frame.saturating_sub(14)).max(1500).to_string();
         let mut args: Vec<String> = vec![
             "add-br".into(),
-            OVS_BRIDGE.into(),
+            self.bridge.clone(),
             "--".into(),
             "set".into(),
             "bridge".into(),
-            OVS_BRIDGE.into(),
+            self.bridge.clone(),
             "datapath_type=netdev".into(),
         ];
         for i in 0..2 {
             args.extend([
                 "--".to_string(),
                 "add-port".into(),
-                OVS_BRIDGE.into(),
+                self.bridge.clone(),
                 format!("vhu{i}"),
                 "--".into(),
                 "set".into(),
@@ -382,7 +390,7 @@ impl PeerProcess {
         // flooded frame; bench traffic never needs it.
         run(self
             .ovs_cmd("ovs-ofctl")
-            .args(["mod-port", OVS_BRIDGE, OVS_BRIDGE, "no-flood"]))?;
+            .args(["mod-port", &self.bridge, &self.bridge, "no-flood"]))?;
         self.wait_for("OVS's vhost-user sockets", |p| {
             p.socks.iter().all(|s| s.exists())
         })

@@ -309,6 +309,10 @@ pub struct Aggregate {
     pub p99_ns: Spread,
     /// Busy cycles per packet (weir only).
     pub busy_cycles_per_packet: Option<Spread>,
+    /// CPU cycles of the forwarding threads per packet (any switch).
+    pub cpu_cycles_per_packet: Option<Spread>,
+    /// Share of its CPU the switch got, percent.
+    pub switch_cpu_share_pct: Option<Spread>,
 }
 
 /// weir over a peer at one size: per repeat `weir[i] / peer[i]`.
@@ -322,6 +326,8 @@ pub struct Ratio {
     pub rx_mpps: Spread,
     /// NDR, weir / peer.
     pub ndr: Option<Spread>,
+    /// CPU cycles per packet, weir / peer (below 1: weir is cheaper).
+    pub cpu_cycles_per_packet: Option<Spread>,
 }
 
 /// The machine a run was on.
@@ -483,6 +489,12 @@ impl Report {
                     busy_cycles_per_packet: Spread::of(&col(&|r| {
                         r.main.switch_cycles.as_ref().map(|c| c.busy_per_packet)
                     })),
+                    cpu_cycles_per_packet: Spread::of(&col(&|r| {
+                        r.main.switch_cpu.as_ref().map(|c| c.cycles_per_frame)
+                    })),
+                    switch_cpu_share_pct: Spread::of(&col(&|r| {
+                        r.main.switch_cpu.as_ref().map(|c| c.cpu_share_pct)
+                    })),
                 });
                 if sw == "weir" {
                     continue;
@@ -503,6 +515,9 @@ impl Report {
                         size: size.clone(),
                         rx_mpps: rx,
                         ndr: Spread::of(&pair(&|r| r.ndr.as_ref().map(|s| s.rate_mpps))),
+                        cpu_cycles_per_packet: Spread::of(&pair(&|r| {
+                            r.main.switch_cpu.as_ref().map(|c| c.cycles_per_frame)
+                        })),
                     });
                 }
             }
@@ -516,7 +531,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "\n{:<8} {:>5}  {:>23}  {:>8}  {:>17}  {:>17}  {:>9}  {:>9}",
+            "\n{:<8} {:>5}  {:>23}  {:>8}  {:>17}  {:>17}  {:>7}  {:>8}  {:>8}  {:>5}",
             "switch",
             "size",
             "Mpps min/median/max",
@@ -524,16 +539,22 @@ impl Report {
             "NDR Mpps",
             "PDR Mpps",
             "p50 us",
-            "cyc/pkt"
+            "busy cyc",
+            "cpu cyc",
+            "cpu %"
         );
         let opt = |s: &Option<Spread>| {
             s.map(|s| format!("{:.2}/{:.2}/{:.2}", s.min, s.median, s.max))
                 .unwrap_or_else(|| "-".into())
         };
+        let med = |s: &Option<Spread>| {
+            s.map(|s| format!("{:.0}", s.median))
+                .unwrap_or_else(|| "-".into())
+        };
         for a in &self.aggregates {
             let _ = writeln!(
                 out,
-                "{:<8} {:>5}  {:>7.3}/{:>7.3}/{:>7.3}  {:>8.2}  {:>17}  {:>17}  {:>9.1}  {:>9}",
+                "{:<8} {:>5}  {:>7.3}/{:>7.3}/{:>7.3}  {:>8.2}  {:>17}  {:>17}  {:>7.1}  {:>8}  {:>8}  {:>5}",
                 a.switch,
                 a.size,
                 a.rx_mpps.min,
@@ -543,9 +564,9 @@ impl Report {
                 opt(&a.ndr_mpps),
                 opt(&a.pdr_mpps),
                 a.p50_ns.median / 1000.0,
-                a.busy_cycles_per_packet
-                    .map(|c| format!("{:.0}", c.median))
-                    .unwrap_or_else(|| "-".into()),
+                med(&a.busy_cycles_per_packet),
+                med(&a.cpu_cycles_per_packet),
+                med(&a.switch_cpu_share_pct),
             );
         }
         if !self.ratios.is_empty() {
@@ -553,7 +574,7 @@ impl Report {
             for r in &self.ratios {
                 let _ = writeln!(
                     out,
-                    "  vs {:<8} {:>5}: rate {:.2}/{:.2}/{:.2}{}",
+                    "  vs {:<8} {:>5}: rate {:.2}/{:.2}/{:.2}{}{}",
                     r.peer,
                     r.size,
                     r.rx_mpps.min,
@@ -561,6 +582,12 @@ impl Report {
                     r.rx_mpps.max,
                     r.ndr
                         .map(|n| format!("  NDR {:.2}/{:.2}/{:.2}", n.min, n.median, n.max))
+                        .unwrap_or_default(),
+                    r.cpu_cycles_per_packet
+                        .map(|n| format!(
+                            "  cpu cycles/pkt {:.2}/{:.2}/{:.2}",
+                            n.min, n.median, n.max
+                        ))
                         .unwrap_or_default()
                 );
             }
