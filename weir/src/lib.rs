@@ -9,12 +9,14 @@
 //! - [`cli`]: command-line arguments and output.
 //! - [`daemon`]: `weir run`.
 //! - [`demo`]: `weir demo`.
+//! - [`bench`]: `weir bench`.
 //! - [`nic`]: `weir devbind` and `weir sriov` (sysfs, vfio-pci, SR-IOV).
 //! - [`doctor`]: `weir doctor`.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -1,7 +1,7 @@
 //! `weir`: the daemon (`weir run`) and its command-line client.
 //!
 //! Client verbs send one request over the control socket and print the
-//! reply; `run`, `config check`, `demo`, `devbind`, `sriov` and `doctor`
+//! reply; `run`, `config check`, `demo`, `bench`, `devbind`, `sriov` and `doctor`
 //! work locally. Any error prints
 //! `weir: <message>` on stderr and exits with status 1.
 
@@ -14,7 +14,7 @@ use clap::Parser as _;
 use weir::cli::{self, Cli, Command, ConfigCmd, DevbindArgs, DoctorArgs, SriovArgs};
 use weir::config::{Config, Host};
 use weir::nic::{self, Sysfs, SystemRunner};
-use weir::{control, daemon, demo, doctor};
+use weir::{bench, control, daemon, demo, doctor};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -73,6 +73,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             }
         }
         Command::Demo => demo::run(),
+        Command::Bench(args) => bench::run(args),
         Command::Devbind(args) => devbind(args),
         Command::Sriov(args) => sriov(args),
         Command::Doctor(args) => run_doctor(args),

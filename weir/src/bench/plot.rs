@@ -1,0 +1,161 @@
+//! `weir bench --plot FILE.svg`: forwarded Mpps per frame size (median of
+//! the repeats, with min–max bars) per switch, and the one-way latency CDF of
+//! each switch and size (the median-rate run).
+//!
+//! Control side only.
+
+use std::path::Path;
+
+use anyhow::anyhow;
+use plotters::prelude::*;
+
+use super::report::Report;
+
+const COLORS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow!("{e}")
+}
+
+/// Draws `report` into an SVG at `path`.
+///
+/// # Errors
+/// If the file cannot be written.
+pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
+    let root = SVGBackend::new(path, (1280, 520)).into_drawing_area();
+    root.fill(&WHITE).map_err(err)?;
+    let (left, right) = root.split_horizontally(620);
+    let sizes = &report.params.sizes;
+    let switches = &report.params.switches;
+
+    // Throughput per frame size.
+    let top = report
+        .aggregates
+        .iter()
+        .map(|a| a.rx_mpps.max)
+        .fold(0.0f64, f64::max)
+        .max(0.1)
+        * 1.15;
+    let n = sizes.len() as f64;
+    let mut chart = ChartBuilder::on(&left)
+        .caption("forwarded Mpps per frame size", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(52)
+        .build_cartesian_2d(-0.5f64..n - 0.5, 0f64..top)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_labels(sizes.len().max(1))
+        .x_label_formatter(&|x| {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < sizes.len() {
+                sizes[i as usize].clone()
+            } else {
+                String::new()
+            }
+        })
+        .x_desc("frame bytes")
+        .y_desc("Mpps (both directions)")
+        .disable_x_mesh()
+        .draw()
+        .map_err(err)?;
+    let k = switches.len().max(1) as f64;
+    let width = 0.8 / k;
+    for (si, sw) in switches.iter().enumerate() {
+        let color = COLORS[si % COLORS.len()];
+        let bars: Vec<(f64, f64, f64, f64)> = report
+            .aggregates
+            .iter()
+            .filter(|a| &a.switch == sw)
+            .filter_map(|a| {
+                let i = sizes.iter().position(|s| s == &a.size)? as f64;
+                let x0 = i - 0.4 + width * si as f64;
+                Some((x0, a.rx_mpps.median, a.rx_mpps.min, a.rx_mpps.max))
+            })
+            .collect();
+        chart
+            .draw_series(bars.iter().map(|&(x0, med, _, _)| {
+                Rectangle::new([(x0, 0.0), (x0 + width * 0.9, med)], color.filled())
+            }))
+            .map_err(err)?
+            .label(sw.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+        chart
+            .draw_series(bars.iter().map(|&(x0, _, lo, hi)| {
+                let xm = x0 + width * 0.45;
+                PathElement::new(vec![(xm, lo), (xm, hi)], BLACK.stroke_width(2))
+            }))
+            .map_err(err)?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+
+    // Latency CDF.
+    let reps = report.representative();
+    let max_ns = reps
+        .values()
+        .filter_map(|r| r.main.latency.cdf.last().map(|p| p.0))
+        .max()
+        .unwrap_or(1000)
+        .max(1000);
+    let min_ns = reps
+        .values()
+        .filter_map(|r| r.main.latency.cdf.first().map(|p| p.0))
+        .min()
+        .unwrap_or(100)
+        .clamp(1, max_ns / 2);
+    let mut chart = ChartBuilder::on(&right)
+        .caption("one-way latency CDF", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(52)
+        .build_cartesian_2d(
+            ((min_ns as f64 / 1e3)..(max_ns as f64 / 1e3 * 1.2)).log_scale(),
+            0f64..1.0,
+        )
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("latency (us, log)")
+        .y_desc("fraction of frames")
+        .draw()
+        .map_err(err)?;
+    for (i, ((sw, size), r)) in reps.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let pts: Vec<(f64, f64)> = r
+            .main
+            .latency
+            .cdf
+            .iter()
+            .map(|&(ns, q)| (ns.max(1) as f64 / 1e3, q))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
+            .map_err(err)?
+            .label(format!("{sw} {size}"))
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    root.present().map_err(err)?;
+    Ok(())
+}

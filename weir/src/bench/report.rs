@@ -1,0 +1,669 @@
+//! Results of `weir bench`: per-trial figures, min/median/max over repeats,
+//! weir's ratio against each peer, the JSON document and the terminal table.
+//!
+//! Control side only.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::traffic::{SizeMix, TrialResult, TrialSpec};
+use crate::cli::BenchArgs;
+
+/// Bytes on the wire per frame besides the frame itself: preamble and start
+/// delimiter (8) and inter-frame gap (12).
+const L1_OVERHEAD_BYTES: f64 = 20.0;
+/// Latency CDF points kept in the JSON (and drawn).
+const CDF_POINTS: usize = 64;
+
+/// Worker counters of the switch (sums over workers).
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct WorkerCounters {
+    /// TSC cycles in poll rounds that moved packets.
+    pub busy_cycles: u64,
+    /// TSC cycles in empty poll rounds.
+    pub idle_cycles: u64,
+    /// Packets the workers received.
+    pub rx_packets: u64,
+}
+
+impl WorkerCounters {
+    /// The difference `self - earlier`.
+    pub fn since(&self, earlier: &WorkerCounters) -> WorkerCounters {
+        WorkerCounters {
+            busy_cycles: self.busy_cycles.wrapping_sub(earlier.busy_cycles),
+            idle_cycles: self.idle_cycles.wrapping_sub(earlier.idle_cycles),
+            rx_packets: self.rx_packets.wrapping_sub(earlier.rx_packets),
+        }
+    }
+}
+
+/// Cycles per packet from the switch's own counters.
+#[derive(Clone, Debug, Serialize)]
+pub struct SwitchCycles {
+    /// Busy TSC cycles per packet received by the worker (rx, switching, tx
+    /// of the rounds that moved packets).
+    pub busy_per_packet: f64,
+    /// All worker cycles (busy and idle polls) per packet.
+    pub total_per_packet: f64,
+    /// Share of the worker's time in rounds that moved packets, percent.
+    pub busy_pct: f64,
+    /// The raw counter differences.
+    pub counters: WorkerCounters,
+}
+
+/// Latency percentiles, one-way, in nanoseconds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Latency {
+    /// Frames measured.
+    pub samples: u64,
+    /// Median.
+    pub p50_ns: u64,
+    /// 99th percentile.
+    pub p99_ns: u64,
+    /// 99.9th percentile.
+    pub p999_ns: u64,
+    /// Largest.
+    pub max_ns: u64,
+    /// `(latency_ns, fraction of frames at or below it)`, ascending.
+    pub cdf: Vec<(u64, f64)>,
+}
+
+/// The generator's own cost, to show it was not the limit.
+#[derive(Clone, Debug, Serialize)]
+pub struct Generator {
+    /// TSC cycles of the generator's rounds that moved frames, per frame
+    /// sent or received (includes time the thread was preempted).
+    pub busy_cycles_per_frame: f64,
+    /// Share of the trial's wall time the generator thread was on a CPU,
+    /// percent (below 100: other work took its CPU).
+    pub cpu_share_pct: Option<f64>,
+    /// Generator CPU time per forwarded frame (its send and its receive).
+    pub cpu_ns_per_frame: Option<f64>,
+    /// Forwarded Mpps the generator could sustain with a whole CPU at that
+    /// cost; the measured rate is the generator's if it comes close.
+    pub capacity_mpps: Option<f64>,
+}
+
+/// CPU time of the switch's forwarding threads (any switch, no counters
+/// needed): worker threads of weir, the forwarding process of testpmd, the
+/// PMD threads of OVS.
+#[derive(Clone, Debug, Serialize)]
+pub struct SwitchCpu {
+    /// Share of the trial's wall time they were on a CPU, percent.
+    pub cpu_share_pct: f64,
+    /// CPU time per forwarded frame, ns (a busy-polling switch that is not
+    /// saturated also spends its idle polls here, so this is an upper bound
+    /// of its cost).
+    pub cpu_ns_per_frame: f64,
+    /// The same in TSC cycles.
+    pub cycles_per_frame: f64,
+}
+
+/// One trial's figures (both directions summed).
+#[derive(Clone, Debug, Serialize)]
+pub struct TrialReport {
+    /// Offered rate, Mpps; None: as fast as the switch took frames.
+    pub offered_mpps: Option<f64>,
+    /// Sending time, seconds.
+    pub duration_s: f64,
+    /// Frames sent.
+    pub tx_frames: u64,
+    /// Frames received.
+    pub rx_frames: u64,
+    /// Frames due at the offered rate that found the ring full.
+    pub refused_frames: u64,
+    /// Sent or refused, and not received.
+    pub lost_frames: u64,
+    /// `lost / (sent + refused)`, percent.
+    pub loss_pct: f64,
+    /// Sent frames per second, millions.
+    pub tx_mpps: f64,
+    /// Received (forwarded) frames per second, millions.
+    pub rx_mpps: f64,
+    /// Forwarded Gbit/s, frames with FCS.
+    pub rx_gbps: f64,
+    /// Forwarded Gbit/s on an Ethernet wire (plus preamble and gap).
+    pub rx_gbps_l1: f64,
+    /// One-way latency.
+    pub latency: Latency,
+    /// Cycles per packet from the switch's counters (weir only).
+    pub switch_cycles: Option<SwitchCycles>,
+    /// CPU time of the switch's forwarding threads (in-process weir and peers).
+    pub switch_cpu: Option<SwitchCpu>,
+    /// The generator's own cost.
+    pub generator: Generator,
+    /// Received frames that were not bench frames.
+    pub foreign_frames: u64,
+}
+
+impl TrialReport {
+    /// Figures of `res`; `tsc_hz` converts cycles.
+    pub fn new(
+        spec: &TrialSpec,
+        res: &TrialResult,
+        cyc: Option<WorkerCounters>,
+        switch_cpu_ns: Option<u64>,
+        tsc_hz: f64,
+    ) -> TrialReport {
+        let wall_ns = res.wall.as_nanos().max(1) as f64;
+        let fwd = res.rx_frames.max(1) as f64;
+        let secs = res.elapsed.as_secs_f64().max(1e-9);
+        let offered = res.tx_frames + res.refused;
+        let lost = offered.saturating_sub(res.rx_frames);
+        let h = &res.latency;
+        let mut cdf = Vec::new();
+        if !h.is_empty() {
+            for i in 0..=CDF_POINTS {
+                // Denser towards the tail: 0, 0.5, 0.75, ... and linear steps.
+                let q = if i < CDF_POINTS / 2 {
+                    i as f64 / (CDF_POINTS / 2) as f64 * 0.9
+                } else {
+                    1.0 - 0.1 * 0.8f64.powi((i - CDF_POINTS / 2) as i32)
+                };
+                let q = if i == CDF_POINTS { 1.0 } else { q };
+                cdf.push((h.value_at_quantile(q), q));
+            }
+        }
+        let moved = (res.tx_frames + res.rx_frames).max(1) as f64;
+        let per_frame = res.gen_busy_cycles as f64 / moved;
+        let rx_l2 = res.rx_bytes as f64 + 4.0 * res.rx_frames as f64;
+        TrialReport {
+            offered_mpps: spec.rate_pps.map(|r| r / 1e6),
+            duration_s: secs,
+            tx_frames: res.tx_frames,
+            rx_frames: res.rx_frames,
+            refused_frames: res.refused,
+            lost_frames: lost,
+            loss_pct: if offered == 0 {
+                0.0
+            } else {
+                100.0 * lost as f64 / offered as f64
+            },
+            tx_mpps: res.tx_frames as f64 / secs / 1e6,
+            rx_mpps: res.rx_frames as f64 / secs / 1e6,
+            rx_gbps: rx_l2 * 8.0 / secs / 1e9,
+            rx_gbps_l1: (rx_l2 + L1_OVERHEAD_BYTES * res.rx_frames as f64) * 8.0 / secs / 1e9,
+            latency: Latency {
+                samples: h.len(),
+                p50_ns: h.value_at_quantile(0.5),
+                p99_ns: h.value_at_quantile(0.99),
+                p999_ns: h.value_at_quantile(0.999),
+                max_ns: h.max(),
+                cdf,
+            },
+            switch_cycles: cyc.filter(|c| c.rx_packets > 0).map(|c| SwitchCycles {
+                busy_per_packet: c.busy_cycles as f64 / c.rx_packets as f64,
+                total_per_packet: (c.busy_cycles + c.idle_cycles) as f64 / c.rx_packets as f64,
+                busy_pct: 100.0 * c.busy_cycles as f64
+                    / (c.busy_cycles + c.idle_cycles).max(1) as f64,
+                counters: c,
+            }),
+            switch_cpu: switch_cpu_ns.map(|ns| SwitchCpu {
+                cpu_share_pct: 100.0 * ns as f64 / wall_ns,
+                cpu_ns_per_frame: ns as f64 / fwd,
+                cycles_per_frame: ns as f64 * tsc_hz / 1e9 / fwd,
+            }),
+            generator: Generator {
+                busy_cycles_per_frame: per_frame,
+                cpu_share_pct: res.gen_cpu_ns.map(|ns| 100.0 * ns as f64 / wall_ns),
+                cpu_ns_per_frame: res.gen_cpu_ns.map(|ns| 2.0 * ns as f64 / moved),
+                capacity_mpps: res
+                    .gen_cpu_ns
+                    .filter(|&ns| ns > 0)
+                    .map(|ns| 1e3 / (2.0 * ns as f64 / moved)),
+            },
+            foreign_frames: res.foreign,
+        }
+    }
+}
+
+/// An RFC 2544 rate search.
+#[derive(Clone, Debug, Serialize)]
+pub struct Search {
+    /// Loss allowed, percent (0 for NDR).
+    pub max_loss_pct: f64,
+    /// The rate found, Mpps (both directions).
+    pub rate_mpps: f64,
+    /// Trials run.
+    pub trials: u32,
+    /// The trial at that rate (None if even the lowest rate lost frames).
+    pub at_rate: Option<TrialReport>,
+}
+
+/// One measurement of one switch at one frame size.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunRecord {
+    /// `weir`, `testpmd`, `ovs`.
+    pub switch: String,
+    /// Frame size label (`64`, `imix`).
+    pub size: String,
+    /// Mean frame size with FCS.
+    pub mean_frame_bytes: f64,
+    /// Stations per side.
+    pub flows: u32,
+    /// Repeat number, from 1.
+    pub repeat: u32,
+    /// With `--rate N%`: the unlimited trial the percentage refers to.
+    pub max: Option<TrialReport>,
+    /// The measurement at `--rate`.
+    pub main: TrialReport,
+    /// RFC 2544 no-drop rate.
+    pub ndr: Option<Search>,
+    /// RFC 2544 partial-drop rate.
+    pub pdr: Option<Search>,
+}
+
+/// Minimum, median and maximum.
+#[derive(Clone, Copy, Debug, Serialize, PartialEq)]
+pub struct Spread {
+    /// Smallest.
+    pub min: f64,
+    /// Median (mean of the middle two for an even count).
+    pub median: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+impl Spread {
+    /// Of a non-empty list; None if empty.
+    pub fn of(vals: &[f64]) -> Option<Spread> {
+        if vals.is_empty() {
+            return None;
+        }
+        let mut v = vals.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        let median = if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        };
+        Some(Spread {
+            min: v[0],
+            median,
+            max: v[n - 1],
+        })
+    }
+}
+
+/// Per switch and size over the repeats.
+#[derive(Clone, Debug, Serialize)]
+pub struct Aggregate {
+    /// Switch.
+    pub switch: String,
+    /// Size label.
+    pub size: String,
+    /// Forwarded Mpps at `--rate`.
+    pub rx_mpps: Spread,
+    /// Forwarded Gbit/s.
+    pub rx_gbps: Spread,
+    /// NDR, Mpps.
+    pub ndr_mpps: Option<Spread>,
+    /// PDR, Mpps.
+    pub pdr_mpps: Option<Spread>,
+    /// Median latency, ns.
+    pub p50_ns: Spread,
+    /// 99th percentile latency, ns.
+    pub p99_ns: Spread,
+    /// Busy cycles per packet (weir only).
+    pub busy_cycles_per_packet: Option<Spread>,
+    /// CPU cycles of the forwarding threads per packet (any switch).
+    pub cpu_cycles_per_packet: Option<Spread>,
+    /// Share of its CPU the switch got, percent.
+    pub switch_cpu_share_pct: Option<Spread>,
+}
+
+/// weir over a peer at one size: per repeat `weir[i] / peer[i]`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Ratio {
+    /// The peer.
+    pub peer: String,
+    /// Size label.
+    pub size: String,
+    /// Forwarded rate at `--rate`, weir / peer.
+    pub rx_mpps: Spread,
+    /// NDR, weir / peer.
+    pub ndr: Option<Spread>,
+    /// CPU cycles per packet, weir / peer (below 1: weir is cheaper).
+    pub cpu_cycles_per_packet: Option<Spread>,
+}
+
+/// The machine a run was on.
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    /// CPU model from /proc/cpuinfo.
+    pub cpu_model: String,
+    /// Online CPUs.
+    pub cpus: usize,
+    /// Measured TSC rate.
+    pub tsc_hz: f64,
+    /// Kernel release.
+    pub kernel: String,
+    /// CPU of the switch's worker (testpmd's forwarding lcore, OVS's PMD).
+    pub worker_cpu: usize,
+    /// CPU of the generator.
+    pub generator_cpu: usize,
+}
+
+impl Machine {
+    /// This host.
+    pub fn current(tsc_hz: f64, worker_cpu: usize, generator_cpu: usize) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_string())
+            .unwrap_or_default();
+        Machine {
+            cpu_model,
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            tsc_hz,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .unwrap_or_default()
+                .trim()
+                .to_string(),
+            worker_cpu,
+            generator_cpu,
+        }
+    }
+}
+
+/// The parameters of the invocation, for the JSON.
+#[derive(Clone, Debug, Serialize)]
+pub struct Params {
+    /// Sizes.
+    pub sizes: Vec<String>,
+    /// Stations per side.
+    pub flows: u32,
+    /// `--rate`.
+    pub rate: String,
+    /// Seconds per measurement.
+    pub duration_s: f64,
+    /// Repeats.
+    pub repeat: u32,
+    /// NDR/PDR searched.
+    pub ndr: bool,
+    /// Seconds per search trial.
+    pub trial_s: f64,
+    /// Search resolution, percent of the maximum.
+    pub resolution_pct: f64,
+    /// PDR loss, percent.
+    pub pdr_loss_pct: f64,
+    /// Descriptors per virtqueue.
+    pub queue_size: u16,
+    /// Switches.
+    pub switches: Vec<String>,
+    /// A running daemon was measured (its socket) rather than an in-process switch.
+    pub daemon_socket: Option<String>,
+}
+
+/// The whole result of `weir bench` (the `--json` document).
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// weir's version.
+    pub version: String,
+    /// The machine.
+    pub machine: Machine,
+    /// The invocation.
+    pub params: Params,
+    /// Whether the frontends' shared memory was on hugetlb pages.
+    pub hugepages: bool,
+    /// Every measurement.
+    pub runs: Vec<RunRecord>,
+    /// Per switch and size, over the repeats.
+    pub aggregates: Vec<Aggregate>,
+    /// weir against each peer.
+    pub ratios: Vec<Ratio>,
+}
+
+impl Report {
+    /// An empty report for this invocation.
+    pub fn new(machine: Machine, args: &BenchArgs, sizes: &[SizeMix]) -> Report {
+        let mut switches = vec!["weir".to_string()];
+        for p in &args.peer {
+            let n = super::Target::Peer(*p).name().to_string();
+            if !switches.contains(&n) {
+                switches.push(n);
+            }
+        }
+        Report {
+            version: env!("CARGO_PKG_VERSION").into(),
+            machine,
+            params: Params {
+                sizes: sizes.iter().map(|s| s.label.clone()).collect(),
+                flows: args.flows,
+                rate: args.rate.clone(),
+                duration_s: args.duration,
+                repeat: args.repeat,
+                ndr: args.ndr,
+                trial_s: args.trial,
+                resolution_pct: args.resolution,
+                pdr_loss_pct: args.pdr_loss,
+                queue_size: args.queue_size,
+                switches,
+                daemon_socket: args.socket.as_ref().map(|p| p.display().to_string()),
+            },
+            hugepages: false,
+            runs: Vec::new(),
+            aggregates: Vec::new(),
+            ratios: Vec::new(),
+        }
+    }
+
+    fn runs_of<'a>(
+        &'a self,
+        switch: &'a str,
+        size: &'a str,
+    ) -> impl Iterator<Item = &'a RunRecord> {
+        self.runs
+            .iter()
+            .filter(move |r| r.switch == switch && r.size == size)
+    }
+
+    /// Computes the aggregates and ratios from the runs.
+    pub fn finish(&mut self) {
+        let mut aggregates = Vec::new();
+        let mut ratios = Vec::new();
+        for sw in &self.params.switches {
+            for size in &self.params.sizes {
+                let runs: Vec<&RunRecord> = self.runs_of(sw, size).collect();
+                let col = |f: &dyn Fn(&RunRecord) -> Option<f64>| -> Vec<f64> {
+                    runs.iter().filter_map(|r| f(r)).collect()
+                };
+                let Some(rx_mpps) = Spread::of(&col(&|r| Some(r.main.rx_mpps))) else {
+                    continue;
+                };
+                aggregates.push(Aggregate {
+                    switch: sw.clone(),
+                    size: size.clone(),
+                    rx_mpps,
+                    rx_gbps: Spread::of(&col(&|r| Some(r.main.rx_gbps))).unwrap_or(rx_mpps),
+                    ndr_mpps: Spread::of(&col(&|r| r.ndr.as_ref().map(|s| s.rate_mpps))),
+                    pdr_mpps: Spread::of(&col(&|r| r.pdr.as_ref().map(|s| s.rate_mpps))),
+                    p50_ns: Spread::of(&col(&|r| Some(r.main.latency.p50_ns as f64)))
+                        .unwrap_or(rx_mpps),
+                    p99_ns: Spread::of(&col(&|r| Some(r.main.latency.p99_ns as f64)))
+                        .unwrap_or(rx_mpps),
+                    busy_cycles_per_packet: Spread::of(&col(&|r| {
+                        r.main.switch_cycles.as_ref().map(|c| c.busy_per_packet)
+                    })),
+                    cpu_cycles_per_packet: Spread::of(&col(&|r| {
+                        r.main.switch_cpu.as_ref().map(|c| c.cycles_per_frame)
+                    })),
+                    switch_cpu_share_pct: Spread::of(&col(&|r| {
+                        r.main.switch_cpu.as_ref().map(|c| c.cpu_share_pct)
+                    })),
+                });
+                if sw == "weir" {
+                    continue;
+                }
+                let weir: Vec<&RunRecord> = self.runs_of("weir", size).collect();
+                let pair = |f: &dyn Fn(&RunRecord) -> Option<f64>| -> Vec<f64> {
+                    weir.iter()
+                        .zip(&runs)
+                        .filter_map(|(w, p)| match (f(w), f(p)) {
+                            (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+                            _ => None,
+                        })
+                        .collect()
+                };
+                if let Some(rx) = Spread::of(&pair(&|r| Some(r.main.rx_mpps))) {
+                    ratios.push(Ratio {
+                        peer: sw.clone(),
+                        size: size.clone(),
+                        rx_mpps: rx,
+                        ndr: Spread::of(&pair(&|r| r.ndr.as_ref().map(|s| s.rate_mpps))),
+                        cpu_cycles_per_packet: Spread::of(&pair(&|r| {
+                            r.main.switch_cpu.as_ref().map(|c| c.cycles_per_frame)
+                        })),
+                    });
+                }
+            }
+        }
+        self.aggregates = aggregates;
+        self.ratios = ratios;
+    }
+
+    /// The terminal summary.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "\n{:<8} {:>5}  {:>23}  {:>8}  {:>17}  {:>17}  {:>7}  {:>8}  {:>8}  {:>5}",
+            "switch",
+            "size",
+            "Mpps min/median/max",
+            "Gbps",
+            "NDR Mpps",
+            "PDR Mpps",
+            "p50 us",
+            "busy cyc",
+            "cpu cyc",
+            "cpu %"
+        );
+        let opt = |s: &Option<Spread>| {
+            s.map(|s| format!("{:.2}/{:.2}/{:.2}", s.min, s.median, s.max))
+                .unwrap_or_else(|| "-".into())
+        };
+        let med = |s: &Option<Spread>| {
+            s.map(|s| format!("{:.0}", s.median))
+                .unwrap_or_else(|| "-".into())
+        };
+        for a in &self.aggregates {
+            let _ = writeln!(
+                out,
+                "{:<8} {:>5}  {:>7.3}/{:>7.3}/{:>7.3}  {:>8.2}  {:>17}  {:>17}  {:>7.1}  {:>8}  {:>8}  {:>5}",
+                a.switch,
+                a.size,
+                a.rx_mpps.min,
+                a.rx_mpps.median,
+                a.rx_mpps.max,
+                a.rx_gbps.median,
+                opt(&a.ndr_mpps),
+                opt(&a.pdr_mpps),
+                a.p50_ns.median / 1000.0,
+                med(&a.busy_cycles_per_packet),
+                med(&a.cpu_cycles_per_packet),
+                med(&a.switch_cpu_share_pct),
+            );
+        }
+        if !self.ratios.is_empty() {
+            let _ = writeln!(out, "\nweir / peer (per repeat; min/median/max):");
+            for r in &self.ratios {
+                let _ = writeln!(
+                    out,
+                    "  vs {:<8} {:>5}: rate {:.2}/{:.2}/{:.2}{}{}",
+                    r.peer,
+                    r.size,
+                    r.rx_mpps.min,
+                    r.rx_mpps.median,
+                    r.rx_mpps.max,
+                    r.ndr
+                        .map(|n| format!("  NDR {:.2}/{:.2}/{:.2}", n.min, n.median, n.max))
+                        .unwrap_or_default(),
+                    r.cpu_cycles_per_packet
+                        .map(|n| format!(
+                            "  cpu cycles/pkt {:.2}/{:.2}/{:.2}",
+                            n.min, n.median, n.max
+                        ))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        out
+    }
+
+    /// Per (switch, size) the median-rate run, for plots.
+    pub fn representative(&self) -> BTreeMap<(String, String), &RunRecord> {
+        let mut out = BTreeMap::new();
+        for a in &self.aggregates {
+            let best = self.runs_of(&a.switch, &a.size).min_by(|x, y| {
+                (x.main.rx_mpps - a.rx_mpps.median)
+                    .abs()
+                    .total_cmp(&(y.main.rx_mpps - a.rx_mpps.median).abs())
+            });
+            if let Some(r) = best {
+                out.insert((a.switch.clone(), a.size.clone()), r);
+            }
+        }
+        out
+    }
+}
+
+/// One line per measurement, printed as it completes.
+pub fn line(r: &RunRecord) -> String {
+    let m = &r.main;
+    let mut s = format!(
+        "{:<8} {:>5} #{:<2} rx {:7.3} Mpps {:6.2} Gbps  tx {:7.3} Mpps  loss {:6.3}%  lat p50 {:.1} p99 {:.1} max {:.1} us",
+        r.switch,
+        r.size,
+        r.repeat,
+        m.rx_mpps,
+        m.rx_gbps,
+        m.tx_mpps,
+        m.loss_pct,
+        m.latency.p50_ns as f64 / 1e3,
+        m.latency.p99_ns as f64 / 1e3,
+        m.latency.max_ns as f64 / 1e3,
+    );
+    if let Some(c) = &m.switch_cycles {
+        let _ = write!(s, "  {:.0} cyc/pkt busy", c.busy_per_packet);
+    }
+    if let Some(c) = &m.switch_cpu {
+        let _ = write!(
+            s,
+            "  switch cpu {:.0}% {:.0} cyc/pkt",
+            c.cpu_share_pct, c.cycles_per_frame
+        );
+    }
+    if let (Some(share), Some(cap)) = (m.generator.cpu_share_pct, m.generator.capacity_mpps) {
+        let _ = write!(s, "  gen cpu {share:.0}% max {cap:.1} Mpps");
+    }
+    for (name, x) in [("NDR", &r.ndr), ("PDR", &r.pdr)] {
+        if let Some(x) = x {
+            let _ = write!(s, "  {name} {:.3} Mpps", x.rate_mpps);
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spread_takes_min_median_max() {
+        assert_eq!(
+            Spread::of(&[3.0, 1.0, 2.0]),
+            Some(Spread {
+                min: 1.0,
+                median: 2.0,
+                max: 3.0
+            })
+        );
+        assert_eq!(Spread::of(&[4.0, 1.0]).map(|s| s.median), Some(2.5));
+        assert_eq!(Spread::of(&[]), None);
+    }
+}

@@ -1,0 +1,379 @@
+//! The traffic generator of `weir bench`: one thread drives two frontends
+//! (port A and port B), sending A→B and B→A at once and receiving both.
+//!
+//! Control side of weir, but its loop is a fast path of its own: the numbers
+//! are only as good as the generator is fast, so the loop allocates nothing,
+//! takes no locks, reads the clock once per round (not per frame) and makes a
+//! syscall only for a kick the device asked for. Its own busy cycles per frame
+//! are counted and reported, so a run shows whether the generator or the
+//! switch was the limit.
+//!
+//! Every frame carries, after its Ethernet header, a magic number, the sending
+//! side, a sequence number and the send time (nanoseconds since the trial
+//! started, taken once per burst); the receiver records `now - sent` in an
+//! hdrhistogram.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dataplane::time::cycles;
+use hdrhistogram::Histogram;
+use vhost_user::frontend::{VirtioNetFrontend, RX_PEEK_BYTES};
+
+/// EtherType of bench frames: IEEE 802 local experimental 1.
+pub const ETHERTYPE: u16 = 0x88b5;
+/// Marks a bench payload.
+const MAGIC: u32 = 0x7765_6972; // "weir"
+/// Bytes written per frame: Ethernet header, magic, side, seq, timestamp.
+const HEAD_BYTES: usize = 14 + 4 + 4 + 8 + 8;
+const OFF_MAGIC: usize = 14;
+const OFF_SIDE: usize = 18;
+const OFF_SEQ: usize = 22;
+const OFF_TS: usize = 30;
+/// Frames per burst per side.
+const BURST: usize = 32;
+/// Highest latency the histogram tracks (larger values are clamped).
+const MAX_LATENCY_NS: u64 = 10_000_000_000;
+
+/// Frame sizes of one trial, cycled per frame.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SizeMix {
+    /// Label for reports: `64`, `imix`.
+    pub label: String,
+    /// Frame lengths without FCS, one per frame, repeating.
+    pub pattern: Vec<u32>,
+}
+
+impl SizeMix {
+    /// One fixed size; `bytes` counts the 4-byte FCS, as RFC 2544 sizes do.
+    pub fn fixed(bytes: u32) -> SizeMix {
+        SizeMix {
+            label: bytes.to_string(),
+            pattern: vec![bytes - 4],
+        }
+    }
+
+    /// Simple IMIX: 7 x 64, 4 x 570, 1 x 1518 bytes (with FCS), interleaved.
+    pub fn imix() -> SizeMix {
+        let p = [64, 570, 64, 64, 570, 64, 1518, 64, 570, 64, 570, 64];
+        SizeMix {
+            label: "imix".into(),
+            pattern: p.iter().map(|b| b - 4).collect(),
+        }
+    }
+
+    /// Average frame size in bytes, FCS included.
+    pub fn mean_bytes(&self) -> f64 {
+        self.pattern.iter().map(|&b| f64::from(b + 4)).sum::<f64>() / self.pattern.len() as f64
+    }
+
+    /// Largest frame without FCS.
+    pub fn max_frame(&self) -> u32 {
+        self.pattern.iter().copied().max().unwrap_or(60)
+    }
+}
+
+/// The MAC address of station `i` on side `side` (0 = A, 1 = B):
+/// `02:77:0a|0b:ii:ii:ii`, locally administered.
+pub fn station_mac(side: usize, i: u32) -> [u8; 6] {
+    let [_, a, b, c] = i.to_be_bytes();
+    [0x02, 0x77, 0x0a + side as u8, a, b, c]
+}
+
+/// What one trial does.
+#[derive(Clone, Debug)]
+pub struct TrialSpec {
+    /// Frame sizes.
+    pub sizes: SizeMix,
+    /// Stations per side; frame `k` of a side goes from its station `k % flows`
+    /// to the other side's station `k % flows`.
+    pub flows: u32,
+    /// Offered frames per second, both directions together; None: as fast
+    /// as the switch takes them.
+    pub rate_pps: Option<f64>,
+    /// How long to send.
+    pub duration: Duration,
+}
+
+/// Live counters the main thread reads for the progress display.
+#[derive(Debug, Default)]
+pub struct Live {
+    /// Frames sent so far in this trial.
+    pub tx: AtomicU64,
+    /// Frames received so far in this trial.
+    pub rx: AtomicU64,
+}
+
+/// What one trial measured (both directions summed).
+#[derive(Debug)]
+pub struct TrialResult {
+    /// Frames handed to the switch.
+    pub tx_frames: u64,
+    /// Frames received back.
+    pub rx_frames: u64,
+    /// Bytes sent/received (frames without FCS).
+    pub tx_bytes: u64,
+    /// See `tx_bytes`.
+    pub rx_bytes: u64,
+    /// Frames the rate asked for that could not be queued (ring full).
+    pub refused: u64,
+    /// Received frames without the bench payload (ignored).
+    pub foreign: u64,
+    /// Length of the sending phase.
+    pub elapsed: Duration,
+    /// One-way latency in nanoseconds.
+    pub latency: Histogram<u64>,
+    /// Cycles the generator spent in rounds that moved frames.
+    pub gen_busy_cycles: u64,
+    /// On-CPU time of the generator thread over the trial (with the drain).
+    pub gen_cpu_ns: Option<u64>,
+    /// Wall time of the trial including the drain.
+    pub wall: Duration,
+    /// Frames sent per side (A, B) and received per side.
+    pub per_side: [(u64, u64); 2],
+}
+
+/// Sends frames of `mix` from every station of each side (broadcast) until
+/// the other side has received from each one at least once, so a learning
+/// switch knows every station before a trial. Gives up after `timeout`.
+///
+/// Returns frames received on each side.
+pub fn warm_up(ports: &mut [VirtioNetFrontend; 2], flows: u32, timeout: Duration) -> [u64; 2] {
+    let end = Instant::now() + timeout;
+    let mut got = [0u64; 2];
+    let mut round = 0u32;
+    loop {
+        // One round: a broadcast from every station of both sides.
+        for side in 0..2 {
+            let mut i = 0;
+            while i < flows {
+                ports[side].tx_reclaim();
+                let mut head = [0u8; HEAD_BYTES];
+                head[..6].copy_from_slice(&[0xff; 6]);
+                head[6..12].copy_from_slice(&station_mac(side, i));
+                head[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
+                if ports[side].tx_push(&head, 60) {
+                    i += 1;
+                } else {
+                    ports[side].tx_publish();
+                    drain(ports, &mut got);
+                    if Instant::now() > end {
+                        return got;
+                    }
+                }
+            }
+            ports[side].tx_publish();
+        }
+        round += 1;
+        let settle = Instant::now() + Duration::from_millis(100);
+        while Instant::now() < settle {
+            drain(ports, &mut got);
+            std::thread::yield_now();
+        }
+        if (got[0] >= u64::from(flows) && got[1] >= u64::from(flows)) || Instant::now() > end {
+            return got;
+        }
+        let _ = round;
+    }
+}
+
+fn drain(ports: &mut [VirtioNetFrontend; 2], got: &mut [u64; 2]) {
+    for (side, p) in ports.iter_mut().enumerate() {
+        got[side] += p.rx_harvest(usize::MAX, |_, _| {}) as u64;
+        p.tx_reclaim();
+    }
+}
+
+/// Runs one trial on the calling thread (pin it first).
+///
+/// # Panics
+/// If the latency histogram cannot be created (fixed, valid bounds).
+pub fn run_trial(
+    ports: &mut [VirtioNetFrontend; 2],
+    spec: &TrialSpec,
+    live: &Live,
+    tsc_hz: f64,
+) -> TrialResult {
+    let flows = spec.flows.max(1);
+    // Everything the loop needs, allocated before it starts.
+    let macs: [Vec<[u8; 6]>; 2] = [
+        (0..flows).map(|i| station_mac(0, i)).collect(),
+        (0..flows).map(|i| station_mac(1, i)).collect(),
+    ];
+    let pattern = &spec.sizes.pattern;
+    let mut latency = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3)
+        .expect("constant histogram bounds are valid");
+    let mut template = vec![0u8; spec.sizes.max_frame() as usize];
+    template[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
+    for p in ports.iter_mut() {
+        p.tx_reclaim();
+        p.tx_fill_all(&template);
+    }
+    live.tx.store(0, Ordering::Relaxed);
+    live.rx.store(0, Ordering::Relaxed);
+
+    let mut seq = [0u64; 2];
+    let mut flow = [0u32; 2];
+    let mut size_at = [0usize; 2];
+    let mut tx_bytes = 0u64;
+    let mut rx = [0u64; 2];
+    let mut rx_bytes = 0u64;
+    let mut foreign = 0u64;
+    let mut refused = 0u64;
+    let mut busy = 0u64;
+    let mut head = [0u8; HEAD_BYTES];
+    head[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
+    head[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(&MAGIC.to_be_bytes());
+
+    // Time is the TSC, read once per round (a clock_gettime per round cost
+    // the generator a quarter of its time); `tsc_hz` was measured against
+    // the monotonic clock.
+    let ns_per_cycle = 1e9 / tsc_hz;
+    let cpu0 = super::cpu::this_thread_ns();
+    let wall0 = Instant::now();
+    let start = cycles();
+    let mut c0 = start;
+    let mut round = 0u64;
+    let mut now_ns = 0u64;
+    let end_ns = spec.duration.as_nanos() as u64;
+    let mut sending = true;
+    let mut last_rx_ns = 0u64;
+    loop {
+        let mut moved = 0usize;
+        if sending {
+            let budget = match spec.rate_pps {
+                Some(r) => {
+                    let due = (r * now_ns as f64 / 1e9) as u64;
+                    due.saturating_sub(seq[0] + seq[1] + refused)
+                }
+                None => u64::MAX,
+            };
+            for side in 0..2 {
+                let p = &mut ports[side];
+                p.tx_reclaim();
+                let share = if spec.rate_pps.is_some() {
+                    // Split the due frames between the sides, A first.
+                    (budget / 2 + (budget % 2) * (side == 0) as u64).min(BURST as u64) as usize
+                } else {
+                    BURST
+                };
+                let n = share.min(p.tx_free());
+                if spec.rate_pps.is_some() && n < share {
+                    // Due but no room: the switch did not keep up; RFC 2544
+                    // counts these as lost.
+                    refused += (share - n) as u64;
+                }
+                head[OFF_SIDE] = side as u8;
+                head[OFF_TS..OFF_TS + 8].copy_from_slice(&now_ns.to_le_bytes());
+                for _ in 0..n {
+                    let f = flow[side] as usize;
+                    head[..6].copy_from_slice(&macs[1 - side][f]);
+                    head[6..12].copy_from_slice(&macs[side][f]);
+                    head[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&seq[side].to_le_bytes());
+                    let len = pattern[size_at[side]];
+                    p.tx_push(&head, len);
+                    tx_bytes += u64::from(len);
+                    seq[side] += 1;
+                    flow[side] += 1;
+                    if flow[side] == flows {
+                        flow[side] = 0;
+                    }
+                    size_at[side] += 1;
+                    if size_at[side] == pattern.len() {
+                        size_at[side] = 0;
+                    }
+                }
+                p.tx_publish();
+                moved += n;
+            }
+        } else {
+            for p in ports.iter_mut() {
+                p.tx_reclaim();
+            }
+        }
+        for side in 0..2 {
+            let got = ports[side].rx_harvest(BURST * 2, |len, peek: &[u8; RX_PEEK_BYTES]| {
+                rx_bytes += u64::from(len);
+                let magic = u32::from_be_bytes([
+                    peek[OFF_MAGIC],
+                    peek[OFF_MAGIC + 1],
+                    peek[OFF_MAGIC + 2],
+                    peek[OFF_MAGIC + 3],
+                ]);
+                if magic != MAGIC {
+                    foreign += 1;
+                    return;
+                }
+                let mut ts = [0u8; 8];
+                ts.copy_from_slice(&peek[OFF_TS..OFF_TS + 8]);
+                latency.saturating_record(now_ns.saturating_sub(u64::from_le_bytes(ts)).max(1));
+            });
+            rx[side] += got as u64;
+            moved += got;
+        }
+        let c1 = cycles();
+        if moved > 0 {
+            busy += c1.wrapping_sub(c0);
+            last_rx_ns = now_ns;
+        }
+        c0 = c1;
+        round += 1;
+        if round.is_multiple_of(64) {
+            // Relaxed: display only.
+            live.tx.store(seq[0] + seq[1], Ordering::Relaxed);
+            live.rx.store(rx[0] + rx[1], Ordering::Relaxed);
+        }
+        now_ns = (c1.wrapping_sub(start) as f64 * ns_per_cycle) as u64;
+        if sending && now_ns >= end_ns {
+            sending = false;
+            last_rx_ns = now_ns;
+        }
+        // After sending: wait until nothing arrived for 50 ms (frames still in
+        // the switch's rings), at most 2 s.
+        if !sending
+            && (now_ns.saturating_sub(last_rx_ns) > 50_000_000 || now_ns > end_ns + 2_000_000_000)
+        {
+            break;
+        }
+    }
+    live.tx.store(seq[0] + seq[1], Ordering::Relaxed);
+    live.rx.store(rx[0] + rx[1], Ordering::Relaxed);
+    let gen_cpu_ns = match (cpu0, super::cpu::this_thread_ns()) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    TrialResult {
+        gen_cpu_ns,
+        wall: wall0.elapsed(),
+        tx_frames: seq[0] + seq[1],
+        rx_frames: rx[0] + rx[1],
+        tx_bytes,
+        rx_bytes,
+        refused,
+        foreign,
+        elapsed: spec.duration,
+        latency,
+        gen_busy_cycles: busy,
+        per_side: [(seq[0], rx[0]), (seq[1], rx[1])],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imix_averages_the_simple_mix() {
+        let m = SizeMix::imix();
+        assert_eq!(m.pattern.len(), 12);
+        assert!((m.mean_bytes() - (7.0 * 64.0 + 4.0 * 570.0 + 1518.0) / 12.0).abs() < 1e-9);
+        assert_eq!(m.max_frame(), 1514);
+        assert_eq!(SizeMix::fixed(64).pattern, vec![60]);
+    }
+
+    #[test]
+    fn stations_differ_per_side_and_index() {
+        assert_eq!(station_mac(0, 0x010203), [0x02, 0x77, 0x0a, 1, 2, 3]);
+        assert_eq!(station_mac(1, 0), [0x02, 0x77, 0x0b, 0, 0, 0]);
+    }
+}
