@@ -333,7 +333,7 @@ impl FdbKey {
         // Masking to 12 bits keeps every key below TOMBSTONE even for an
         // out-of-range VlanId. `+`, not `|`: the fields do not overlap, and
         // a sum folds with the `+ 1` into one address computation.
-        FdbKey((u64::from(vlan.0 & 0x0fff) << 48) + mac + 1)
+        FdbKey(vlan_bits(vlan) + mac + 1)
     }
 
     /// The keys of two addresses (a frame's source and destination) in one
@@ -345,9 +345,19 @@ impl FdbKey {
             (a | b) >> 48 == 0,
             "MAC words {a:#x}, {b:#x} wider than 48 bits"
         );
-        let base = (u64::from(vlan.0 & 0x0fff) << 48) + 1;
+        let base = vlan_bits(vlan) + 1;
         (FdbKey(base + a), FdbKey(base + b))
     }
+}
+
+/// The VLAN part of a key: the 12-bit id in the top 16 bits, byte-swapped.
+/// Frames carry the id big-endian; parsing it swaps it to host order, and the
+/// swap here undoes that one, so the compiler loads the tag's bytes and
+/// shifts them into place with no swap at all. The top byte is at most
+/// 0xff and the next at most 0x0f, so a key stays below `TOMBSTONE`.
+#[inline]
+fn vlan_bits(vlan: VlanId) -> u64 {
+    u64::from((vlan.0 & 0x0fff).swap_bytes()) << 48
 }
 
 #[inline]
@@ -357,7 +367,7 @@ fn encode_key(vlan: VlanId, mac: MacAddr) -> u64 {
 
 fn decode_key(key: u64) -> (VlanId, MacAddr) {
     let k = key - 1;
-    (VlanId((k >> 48) as u16), MacAddr::from_u64(k))
+    (VlanId(((k >> 48) as u16).swap_bytes()), MacAddr::from_u64(k & 0xffff_ffff_ffff))
 }
 
 #[inline]

@@ -266,6 +266,19 @@ pub struct L2Addrs {
 /// back into a word.
 #[inline]
 pub fn parse_l2_addrs(buf: &[u8]) -> Option<L2Addrs> {
+    // Every real frame is long enough for a tag (the Ethernet minimum is 60
+    // bytes): one length test covers the header and a tag, and only shorter
+    // buffers go the way that tests again.
+    match buf.first_chunk::<{ HEADER_LEN + vlan::HEADER_LEN }>() {
+        Some(long) => l2_addrs(long),
+        None => l2_addrs(buf),
+    }
+}
+
+/// [`parse_l2_addrs`] proper; inlined into both of its cases so that for the
+/// long one the compiler drops the tag's length test.
+#[inline(always)]
+fn l2_addrs(buf: &[u8]) -> Option<L2Addrs> {
     let (hdr, rest) = buf.split_first_chunk::<HEADER_LEN>()?;
     // Whole-array copies out of fixed positions of a fixed-size array: each
     // compiles to one load, where building the arrays byte by byte (as
@@ -276,9 +289,7 @@ pub fn parse_l2_addrs(buf: &[u8]) -> Option<L2Addrs> {
     mid.copy_from_slice(&hdr[4..12]);
     outer.copy_from_slice(&hdr[12..14]);
     let vlan = if outer == ethertype::VLAN.to_be_bytes() || outer == ethertype::QINQ.to_be_bytes() {
-        // A tag needs its inner EtherType too, as in `parse_l2`.
-        let tag = rest.first_chunk::<{ vlan::HEADER_LEN }>()?;
-        VlanId((u32::from_be_bytes(*tag) >> 16) as u16 & VID_MASK)
+        tag_vid(rest)?
     } else {
         VlanId::NONE
     };
@@ -287,6 +298,17 @@ pub fn parse_l2_addrs(buf: &[u8]) -> Option<L2Addrs> {
         src: u64::from_be_bytes(mid) & 0xffff_ffff_ffff,
         vlan,
     })
+}
+
+/// The VLAN id of the tag at the start of `rest` (what follows the outer
+/// EtherType). A tag needs its inner EtherType too, as in `parse_l2`; the
+/// TCI is copied out whole so that it compiles to one 16-bit load.
+#[inline(always)]
+fn tag_vid(rest: &[u8]) -> Option<VlanId> {
+    let tag = rest.first_chunk::<{ vlan::HEADER_LEN }>()?;
+    let mut tci = [0u8; 2];
+    tci.copy_from_slice(&tag[..2]);
+    Some(VlanId(u16::from_be_bytes(tci) & VID_MASK))
 }
 
 #[cfg(test)]
