@@ -48,7 +48,6 @@ fn tail(text: &str, lines: usize) -> String {
     v[v.len().saturating_sub(lines)..].join("\n")
 }
 
-/// A `weir run` daemon; SIGINT then SIGKILL on drop.
 /// (link up, rx packets, tx packets, total drops) of one port.
 fn port(d: &Daemon, name: &str) -> (bool, u64, u64, u64) {
     let ports = d.ports();
@@ -256,6 +255,15 @@ fn testpmd_pair_through_weir_counts_every_frame() {
         std::thread::sleep(Duration::from_millis(100));
     }
     println!("{:.1}s: both links up", t0.elapsed().as_secs_f64());
+    // A link is up once the frontend has set up its rings (at DRIVER_OK), but
+    // testpmd posts its receive buffers only later, when it starts the port,
+    // and under CPU load that can be seconds later. Frames weir forwards to B
+    // before then meet an empty ring and are dropped (`tx-full`), correctly.
+    // testpmd starts its ports before it reads its first command, so a reply
+    // from each means B's receive ring is filled and A is ready to send.
+    b.stats();
+    a.stats();
+    println!("{:.1}s: both testpmds ready", t0.elapsed().as_secs_f64());
     b.cmd("set fwd rxonly");
     b.cmd("start");
     a.cmd("set fwd rxonly");
