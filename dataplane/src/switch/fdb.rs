@@ -367,7 +367,10 @@ fn encode_key(vlan: VlanId, mac: MacAddr) -> u64 {
 
 fn decode_key(key: u64) -> (VlanId, MacAddr) {
     let k = key - 1;
-    (VlanId(((k >> 48) as u16).swap_bytes()), MacAddr::from_u64(k & 0xffff_ffff_ffff))
+    (
+        VlanId(((k >> 48) as u16).swap_bytes()),
+        MacAddr::from_u64(k & 0xffff_ffff_ffff),
+    )
 }
 
 #[inline]
