@@ -201,32 +201,9 @@ impl Drop for Testpmd {
             let _ = writeln!(stdin, "quit");
             // Dropping the pipe gives testpmd EOF, which also ends it.
         }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        common::reap(&mut self.child, Duration::from_secs(10));
         let _ = std::fs::remove_dir_all(format!("/var/run/dpdk/{}", self.prefix));
     }
-}
-
-fn config(dir: &Path) -> String {
-    let port = |name: &str| {
-        format!(
-            "[[port]]\nname = \"{name}\"\ntype = \"vhost-user\"\nsocket = \"{}\"\n\
-             mode = \"server\"\nbridge = \"br0\"\n",
-            dir.join(format!("{name}.sock")).display()
-        )
-    };
-    format!(
-        "[dataplane]\nmbufs = 4096\nidle_sleep_us = 50\n[[bridge]]\nname = \"br0\"\n{}{}",
-        port("pa"),
-        port("pb")
-    )
 }
 
 #[test]
@@ -236,7 +213,10 @@ fn testpmd_pair_through_weir_counts_every_frame() {
     let dir = std::env::temp_dir().join("weir-testpmd");
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let d = Daemon::start(&dir, &config(&dir));
+    let d = Daemon::start(
+        &dir,
+        &common::vhost_config(&dir, &["pa", "pb"], "server", 1, 4096),
+    );
     let mut b = Testpmd::start("b", &dir.join("pb.sock"), MAC_B, &dir);
     let mut a = Testpmd::start("a", &dir.join("pa.sock"), MAC_A, &dir);
 

@@ -183,18 +183,7 @@ fn config(dir: &Path, mode: &str) -> String {
 
 /// Two vhost-user ports vm1 and vm2 on bridge br0, `queues` pairs each.
 fn config_queues(dir: &Path, mode: &str, queues: u16) -> String {
-    let port = |name: &str| {
-        format!(
-            "[[port]]\nname = \"{name}\"\ntype = \"vhost-user\"\nsocket = \"{}\"\n\
-             mode = \"{mode}\"\nbridge = \"br0\"\nqueues = {queues}\n",
-            dir.join(format!("{name}.sock")).display()
-        )
-    };
-    format!(
-        "[dataplane]\nmbufs = 8192\nidle_sleep_us = 50\n[[bridge]]\nname = \"br0\"\n{}{}",
-        port("vm1"),
-        port("vm2")
-    )
+    common::vhost_config(dir, &["vm1", "vm2"], mode, queues, 8192)
 }
 
 #[test]

@@ -170,14 +170,35 @@ impl Drop for Daemon {
         let _ = Command::new("kill")
             .args(["-INT", &self.child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        reap(&mut self.child, Duration::from_secs(10));
     }
+}
+
+/// Waits up to `grace` for `child` to exit by itself, then kills it; either
+/// way it is reaped.
+pub fn reap(child: &mut Child, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A daemon config: one bridge br0 and a vhost-user port per name, socket
+/// `<dir>/<name>.sock`, in `mode` with `queues` pairs, over a pool of `mbufs`.
+pub fn vhost_config(dir: &Path, names: &[&str], mode: &str, queues: u16, mbufs: u32) -> String {
+    let mut cfg =
+        format!("[dataplane]\nmbufs = {mbufs}\nidle_sleep_us = 50\n[[bridge]]\nname = \"br0\"\n");
+    for name in names {
+        cfg += &format!(
+            "[[port]]\nname = \"{name}\"\ntype = \"vhost-user\"\nsocket = \"{}\"\n\
+             mode = \"{mode}\"\nbridge = \"br0\"\nqueues = {queues}\n",
+            dir.join(format!("{name}.sock")).display()
+        );
+    }
+    cfg
 }
