@@ -99,6 +99,17 @@ pub struct DataplaneConfig {
     /// default) busy-polls without ever sleeping, for the lowest latency.
     #[serde(default)]
     pub idle_sleep_us: u32,
+    /// Buffers of 64 KiB for TSO frames from VMs (vhost-user HOST_TSO4/6);
+    /// 0 turns TSO off on every vhost-user port.
+    #[serde(default = "default_tso_mbufs")]
+    pub tso_mbufs: u32,
+}
+
+/// Default number of 64 KiB TSO buffers (16 MiB).
+pub const DEFAULT_TSO_MBUFS: u32 = 256;
+
+fn default_tso_mbufs() -> u32 {
+    DEFAULT_TSO_MBUFS
 }
 
 fn default_mbufs() -> u32 {
@@ -117,6 +128,7 @@ impl Default for DataplaneConfig {
             mbuf_size: DEFAULT_MBUF_SIZE,
             hugepages: HugepageMode::default(),
             idle_sleep_us: 0,
+            tso_mbufs: DEFAULT_TSO_MBUFS,
         }
     }
 }
