@@ -1190,7 +1190,7 @@ mod tests {
         g.push(3);
         let stats = QueueStats::default();
         let mut burst = Burst::new();
-        let done = ring.dequeue(&mut cur, pool, &mut burst, false, &stats);
+        let done = ring.dequeue(&mut cur, pool, &mut burst, csum_only(false), None, &stats);
         assert_eq!(
             (done.frames, done.fault),
             (1, Some(RingFault::BufferOutOfMemory))
@@ -1242,7 +1242,7 @@ mod tests {
         }
         let stats = QueueStats::default();
         let mut burst = tx_frames(&[frame(64), frame(64), frame(64)]);
-        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
         assert_eq!((done.frames, done.fault), (3, None));
         for (i, a) in at.iter().enumerate() {
             assert_eq!(g.used_elem(i as u16), (i as u32, 76));
@@ -1253,7 +1253,7 @@ mod tests {
         g.push(3);
         g.write(SPLIT - 75, &[0xee; 76]);
         let mut burst = tx_frames(&[frame(64)]);
-        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
         assert_eq!(done.fault, Some(RingFault::BufferOutOfMemory));
         assert_eq!(burst.len(), 1);
         assert_eq!(g.read(SPLIT - 75, 76), [0xee; 76]);
@@ -1278,7 +1278,7 @@ mod tests {
         }
         let stats = QueueStats::default();
         let mut burst = tx_frames(&[frame(64), frame(64), frame(64)]);
-        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
         assert_eq!((done.frames, done.fault), (3, None));
         assert_eq!(g.used_idx(), 5);
         assert_eq!(g.used_elem(0), (0, 76));
