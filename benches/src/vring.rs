@@ -42,7 +42,7 @@ use dataplane::stats::QueueStats;
 use dataplane::{Burst, Mempool, MAX_BURST};
 use vhost_user::defs::{DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, NET_HDR_BYTES};
 use vhost_user::guest_mem::{GuestAddr, GuestMemory};
-use vhost_user::vring::{Cursor, RingAddrs, SplitRing};
+use vhost_user::vring::{Cursor, Offload, RingAddrs, SplitRing};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Frames per burst.
@@ -306,12 +306,17 @@ impl VringRig {
             &mut self.tx_cur,
             self.pool,
             &mut self.burst,
-            false,
+            Offload::default(),
+            None,
             &self.stats,
         );
-        let done = self
-            .dev_rx
-            .enqueue(&mut self.rx_cur, &mut self.burst, true, false, &self.stats);
+        let done = self.dev_rx.enqueue(
+            &mut self.rx_cur,
+            &mut self.burst,
+            true,
+            Offload::default(),
+            &self.stats,
+        );
         self.moved += done.frames as u64;
         done.frames
     }
@@ -324,7 +329,8 @@ impl VringRig {
                 &mut self.tx_cur,
                 self.pool,
                 &mut self.burst,
-                false,
+                Offload::default(),
+                None,
                 &self.stats,
             )
             .frames

@@ -12,7 +12,7 @@
 use std::ptr::NonNull;
 
 use crate::mempool::Mempool;
-use crate::wire::PartialCsum;
+use crate::wire::{Gso, PartialCsum};
 
 /// Size of the in-buffer header, one cache line.
 pub const HDR_BYTES: usize = 64;
@@ -37,6 +37,10 @@ pub(crate) struct MbufHdr {
     /// Checksum offload metadata: the L4 checksum is still to be completed.
     /// Travels with the frame (kept by `try_clone`); reset on allocation.
     partial_csum: Option<PartialCsum>,
+    /// Segmentation offload metadata: the frame is a TSO frame, to be cut
+    /// into segments by whoever cannot pass it on whole. Travels with the
+    /// frame (kept by `try_clone`); reset on allocation.
+    gso: Option<Gso>,
 }
 
 const _: () = assert!(std::mem::size_of::<MbufHdr>() == HDR_BYTES);
@@ -53,6 +57,7 @@ impl MbufHdr {
             flags: 0,
             user: 0,
             partial_csum: None,
+            gso: None,
         }
     }
 }
@@ -99,6 +104,7 @@ impl Mbuf {
         h.flags = 0;
         h.user = 0;
         h.partial_csum = None;
+        h.gso = None;
         m
     }
 
@@ -316,6 +322,21 @@ impl Mbuf {
         self.hdr_mut().partial_csum = p;
     }
 
+    /// Segmentation offload metadata: `Some` for a TSO frame that is larger
+    /// than one wire frame (reset to `None` on allocation).
+    #[inline]
+    pub fn gso(&self) -> Option<Gso> {
+        self.hdr().gso
+    }
+
+    /// Records (or clears) segmentation offload metadata. The frame's headers
+    /// are parsed again when it is segmented ([`crate::wire::TsoPlan`]), so
+    /// [`Mbuf::prepend`] and [`Mbuf::adj`] need not adjust anything.
+    #[inline]
+    pub fn set_gso(&mut self, g: Option<Gso>) {
+        self.hdr_mut().gso = g;
+    }
+
     /// Completes a pending partial checksum in software and clears the
     /// metadata. Returns true if a checksum was written; false if there was
     /// none pending, or its offsets no longer fit the data (e.g. after
@@ -370,6 +391,7 @@ impl Mbuf {
         m.hdr_mut().data_len = len as u16;
         m.hdr_mut().port = self.port();
         m.hdr_mut().partial_csum = self.partial_csum();
+        m.hdr_mut().gso = self.gso();
         Some(m)
     }
 }
@@ -467,6 +489,15 @@ mod tests {
         assert_eq!(b.data(), b"hello");
         assert_eq!(b.port(), 2);
         assert_eq!(b.partial_csum(), Some(p));
+        assert_eq!(b.gso(), None);
+        let g = Gso {
+            kind: crate::wire::GsoKind::Tcp6,
+            mss: 1440,
+        };
+        a.set_gso(Some(g));
+        assert_eq!(a.try_clone().unwrap().gso(), Some(g));
+        drop(a);
+        assert_eq!(pool.alloc().unwrap().gso(), None, "reset on allocation");
     }
 
     #[test]

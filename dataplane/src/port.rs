@@ -16,6 +16,7 @@ use arrayvec::ArrayVec;
 
 use crate::mbuf::Mbuf;
 use crate::stats::QueueStats;
+use crate::wire::GsoKind;
 
 /// Most packets moved by one `rx_burst`/`tx_burst` call.
 pub const MAX_BURST: usize = 32;
@@ -76,6 +77,15 @@ impl LinkState {
 ///
 /// Completion clears the metadata, so a frame's checksum is computed at most
 /// once, and each flood copy is completed (or handed on) independently.
+///
+/// # Segmentation offload
+/// A frame may be a TSO frame of up to 64 KiB ([`Mbuf::gso`]), e.g. from a VM
+/// that negotiated VIRTIO_NET_F_HOST_TSO4. [`Port::accepts_gso`] says, per
+/// kind and burst, whether the driver can hand it on whole (a vhost-user guest
+/// that negotiated GUEST_TSO4/6). If not (the default), the worker cuts it into
+/// MSS-sized frames with complete checksums before `tx_burst`
+/// ([`crate::wire::TsoPlan`]). A driver that said yes but finds, writing the
+/// frame, that its peer changed features since, drops it and counts it.
 pub trait Port: Send {
     /// Receives up to `burst.remaining_capacity()` frames.
     fn rx_burst(&mut self, burst: &mut Burst) -> usize;
@@ -101,6 +111,14 @@ pub trait Port: Send {
     /// (see "Checksum offload" above). Default false: the caller completes them
     /// first. Called once per burst.
     fn accepts_partial_csum(&self) -> bool {
+        false
+    }
+
+    /// True if `tx_burst` can pass TSO frames of `kind` on whole (see
+    /// "Segmentation offload" above). Default false: the caller segments them
+    /// first. Called at most once per TSO frame.
+    fn accepts_gso(&self, kind: GsoKind) -> bool {
+        let _ = kind;
         false
     }
 }
@@ -136,5 +154,8 @@ impl<P: Port + ?Sized> Port for Box<P> {
     }
     fn accepts_partial_csum(&self) -> bool {
         (**self).accepts_partial_csum()
+    }
+    fn accepts_gso(&self, kind: GsoKind) -> bool {
+        (**self).accepts_gso(kind)
     }
 }

@@ -295,24 +295,13 @@ impl Queues {
     fn transmit(&mut self, t: &SwitchTables, out: PortId, b: &mut Burst, ws: &WorkerStats) {
         if let Some(Some(i)) = self.tx_index.get(out.index()) {
             let q = &mut self.list[*i];
-            // Partial checksums are finished here, once per frame, for every
-            // port that cannot pass them on (see `Port`, "Checksum offload").
-            if !q.dev.accepts_partial_csum() {
-                crate::port::complete_partial_csums(b);
-            }
-            let bytes_before: usize = b.iter().map(|m| m.len()).sum();
-            // Frames a driver takes but cannot send (too large, a write error) it
-            // counts as tx_errors; they are not transmitted packets.
-            let errors_before = q.stats.tx_errors.get();
-            let taken = q.dev.tx_burst(b);
-            let bytes_left: usize = b.iter().map(|m| m.len()).sum();
-            let failed = q.stats.tx_errors.get().saturating_sub(errors_before) as usize;
-            q.stats.tx_packets.add(taken.saturating_sub(failed) as u64);
-            q.stats.tx_bytes.add((bytes_before - bytes_left) as u64);
-            if !b.is_empty() {
-                q.stats
-                    .drop_n(crate::stats::DropReason::TxFull, b.len() as u64);
-                b.clear();
+            let needs_segmenting = b
+                .iter()
+                .any(|m| m.gso().is_some_and(|g| !q.dev.accepts_gso(g.kind)));
+            if needs_segmenting {
+                segment_and_send(q, b);
+            } else {
+                send_local(q, b);
             }
         } else if let Some(e) = t.port(out) {
             e.handoff.enqueue_burst(b);
@@ -324,6 +313,78 @@ impl Queues {
             b.clear();
         }
     }
+}
+
+/// Sends `b` on a local queue; leaves `b` empty, counting what could not be sent.
+#[inline]
+fn send_local(q: &mut LocalQueue, b: &mut Burst) {
+    // Partial checksums are finished here, once per frame, for every
+    // port that cannot pass them on (see `Port`, "Checksum offload").
+    if !q.dev.accepts_partial_csum() {
+        crate::port::complete_partial_csums(b);
+    }
+    let bytes_before: usize = b.iter().map(|m| m.len()).sum();
+    // Frames a driver takes but cannot send (too large, a write error) it
+    // counts as tx_errors; they are not transmitted packets.
+    let errors_before = q.stats.tx_errors.get();
+    let taken = q.dev.tx_burst(b);
+    let bytes_left: usize = b.iter().map(|m| m.len()).sum();
+    let failed = q.stats.tx_errors.get().saturating_sub(errors_before) as usize;
+    q.stats.tx_packets.add(taken.saturating_sub(failed) as u64);
+    q.stats.tx_bytes.add((bytes_before - bytes_left) as u64);
+    if !b.is_empty() {
+        q.stats
+            .drop_n(crate::stats::DropReason::TxFull, b.len() as u64);
+        b.clear();
+    }
+}
+
+/// The slow path of [`Queues::transmit`] for a burst holding TSO frames the
+/// port cannot take whole (see `Port`, "Segmentation offload"): each such frame
+/// is cut into segments allocated from its pool's segment pool, and everything
+/// goes out in order, a burst at a time. A frame that does not parse is dropped
+/// as `Malformed`; segments that cannot be allocated (or do not fit a buffer)
+/// are dropped as `NoBuffers`. No heap allocation: the second burst lives on
+/// the stack.
+#[cold]
+fn segment_and_send(q: &mut LocalQueue, b: &mut Burst) {
+    use crate::stats::DropReason;
+    use crate::wire::TsoPlan;
+    let mut out = Burst::new();
+    for m in b.drain(..) {
+        let gso = match m.gso() {
+            Some(g) if !q.dev.accepts_gso(g.kind) => g,
+            _ => {
+                if out.is_full() {
+                    send_local(q, &mut out);
+                }
+                out.push(m);
+                continue;
+            }
+        };
+        let Ok(plan) = TsoPlan::new(m.data(), gso) else {
+            q.stats.drop_one(DropReason::Malformed);
+            continue;
+        };
+        let pool = m.pool().segment_pool();
+        for i in 0..plan.segments() {
+            if out.is_full() {
+                send_local(q, &mut out);
+            }
+            let Some(mut seg) = pool.alloc() else {
+                q.stats.drop_one(DropReason::NoBuffers);
+                continue;
+            };
+            let n = plan.write_segment(m.data(), i, seg.room_mut());
+            if n == 0 || seg.set_len(n).is_err() {
+                q.stats.drop_one(DropReason::NoBuffers);
+                continue;
+            }
+            seg.set_port(m.port());
+            out.push(seg);
+        }
+    }
+    send_local(q, &mut out);
 }
 
 fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {

@@ -14,7 +14,7 @@ use dataplane::{Burst, Mempool, QueueStats};
 use vhost_user::defs::{ctrl_reply, net_config, MAX_FRAME_BYTES};
 use vhost_user::guest_mem::{GuestAddr, GuestMemory};
 use vhost_user::msg::{self, FdKind, Header, Limits, HDR_BYTES};
-use vhost_user::vring::{Cursor, RingAddrs, SplitRing};
+use vhost_user::vring::{Cursor, Offload, RingAddrs, SplitRing};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Guest memory of the ring target: descriptor table, available and used
@@ -165,7 +165,14 @@ pub fn vring_chain(data: &[u8]) {
     let stats = QueueStats::default();
     let mut burst = Burst::new();
     let before = cur;
-    let done = ring.dequeue(&mut cur, pool(), &mut burst, flags & 32 != 0, &stats);
+    // TSO requests are parsed and checked; without a large-buffer pool an
+    // oversize frame is dropped.
+    let off = Offload {
+        csum: flags & 32 != 0,
+        tso4: flags & 128 != 0,
+        tso6: flags & 128 != 0,
+    };
+    let done = ring.dequeue(&mut cur, pool(), &mut burst, off, None, &stats);
     assert_eq!(done.frames, burst.len());
     assert!(cur.last_avail.wrapping_sub(before.last_avail) <= size);
     assert_eq!(
@@ -195,7 +202,11 @@ pub fn vring_chain(data: &[u8]) {
     }
     let queued = tx.len();
     let before = cur;
-    let done = ring.enqueue(&mut cur, &mut tx, flags & 4 != 0, flags & 64 != 0, &stats);
+    let off = Offload {
+        csum: flags & 64 != 0,
+        ..Offload::default()
+    };
+    let done = ring.enqueue(&mut cur, &mut tx, flags & 4 != 0, off, &stats);
     assert_eq!(done.frames + tx.len(), queued);
     assert!(cur.last_avail.wrapping_sub(before.last_avail) <= size);
     tx.clear();

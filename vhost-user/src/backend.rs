@@ -35,7 +35,7 @@ use vmm_sys_util::event::{
 use crate::defs::*;
 use crate::guest_mem::{GuestAddr, GuestMemory};
 use crate::shared::{DeviceShared, ReadyVring, VqShared, STOP_TIMEOUT};
-use crate::vring::{Cursor, RingAddrs, SplitRing};
+use crate::vring::{Cursor, Offload, RingAddrs, SplitRing};
 
 /// The guest memory type the library hands us.
 pub(crate) type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
@@ -43,9 +43,9 @@ pub(crate) type Mem = GuestMemoryAtomic<GuestMemoryMmap>;
 /// Largest queue size we accept (QEMU's virtio-net allows up to 1024).
 pub(crate) const MAX_QUEUE: u16 = 1024;
 
-/// virtio features offered to the frontend (plus [`F_MTU`] when the mbufs
-/// allow an MTU, see [`guest_mtu`]). No TSO/UFO: a segmentation-offloaded
-/// frame would not fit one mbuf.
+/// virtio features offered to the frontend, plus [`F_MTU`] when the mbufs
+/// allow an MTU (see [`guest_mtu`]) and [`F_TSO_ALL`] when the daemon has a
+/// pool of large buffers for TSO frames. No UFO.
 pub(crate) const OFFERED_FEATURES: u64 = F_VERSION_1
     | F_CSUM
     | F_GUEST_CSUM
@@ -247,10 +247,18 @@ impl Binding {
             call,
             base,
             mrg_rxbuf: self.index.is_multiple_of(2) && features & F_MRG_RXBUF != 0,
-            csum: if self.index.is_multiple_of(2) {
-                features & F_GUEST_CSUM != 0
+            off: if self.index.is_multiple_of(2) {
+                Offload {
+                    csum: features & F_GUEST_CSUM != 0,
+                    tso4: features & F_GUEST_TSO4 != 0,
+                    tso6: features & F_GUEST_TSO6 != 0,
+                }
             } else {
-                features & F_CSUM != 0
+                Offload {
+                    csum: features & F_CSUM != 0,
+                    tso4: features & F_HOST_TSO4 != 0,
+                    tso6: features & F_HOST_TSO6 != 0,
+                }
             },
             pub_gen: 0,
         });
@@ -401,6 +409,8 @@ pub(crate) struct NetBackend {
     queue_pairs: u16,
     /// Config-space `mtu`; None: VIRTIO_NET_F_MTU is not offered.
     mtu: Option<u16>,
+    /// Offer HOST_TSO4/6 and GUEST_TSO4/6 (a TSO buffer pool exists).
+    tso: bool,
 }
 
 impl NetBackend {
@@ -410,12 +420,14 @@ impl NetBackend {
         features: Arc<AtomicU64>,
         queue_pairs: u16,
         mtu: Option<u16>,
+        tso: bool,
     ) -> NetBackend {
         NetBackend {
             bindings,
             features,
             queue_pairs,
             mtu,
+            tso,
         }
     }
 }
@@ -433,10 +445,9 @@ impl VhostUserBackendMut for NetBackend {
     }
 
     fn features(&self) -> u64 {
-        match self.mtu {
-            Some(_) => OFFERED_FEATURES | F_MTU,
-            None => OFFERED_FEATURES,
-        }
+        let mtu = if self.mtu.is_some() { F_MTU } else { 0 };
+        let tso = if self.tso { F_TSO_ALL } else { 0 };
+        OFFERED_FEATURES | mtu | tso
     }
 
     fn acked_features(&mut self, features: u64) {

@@ -117,6 +117,22 @@ pub fn create(
     cfg: &VhostUserConfig,
     pool: &'static Mempool,
 ) -> Result<VhostUserDevice, VhostUserError> {
+    create_with_tso(name, cfg, pool, None)
+}
+
+/// [`create`], with `tso_pool`, a pool of buffers large enough for 64 KiB TSO
+/// frames: HOST_TSO4/6 and GUEST_TSO4/6 are offered, and TSO frames from the
+/// guest are received into that pool (see docs/vhost-user.md). Its segment
+/// pool ([`Mempool::set_segment_pool`]) should be `pool`.
+///
+/// # Errors
+/// As [`create`].
+pub fn create_with_tso(
+    name: &str,
+    cfg: &VhostUserConfig,
+    pool: &'static Mempool,
+    tso_pool: Option<&'static Mempool>,
+) -> Result<VhostUserDevice, VhostUserError> {
     if cfg.queues == 0 || cfg.queues > MAX_QUEUE_PAIRS {
         return Err(VhostUserError::Config {
             name: name.to_owned(),
@@ -148,6 +164,7 @@ pub fn create(
         shared: Arc::clone(&shared),
         conn: Arc::clone(&conn),
         mtu: crate::defs::guest_mtu(pool.data_room()),
+        tso: tso_pool.is_some(),
     };
     let thread = std::thread::Builder::new()
         .name(format!("vhost-{name}"))
@@ -159,7 +176,7 @@ pub fn create(
     let ports = pairs
         .into_iter()
         .enumerate()
-        .map(|(q, p)| VhostUserPort::new(name, q as u16, p, pool))
+        .map(|(q, p)| VhostUserPort::new(name, q as u16, p, pool, tso_pool))
         .collect();
     Ok(VhostUserDevice {
         name: name.to_owned(),
@@ -346,6 +363,8 @@ struct Control {
     conn: Arc<Mutex<Option<Conn>>>,
     /// Offered with VIRTIO_NET_F_MTU (from the pool's data room).
     mtu: Option<u16>,
+    /// Offer the TSO features.
+    tso: bool,
 }
 
 const POLL_MS: u64 = 100;
@@ -428,6 +447,7 @@ impl Control {
                 features,
                 queue_pairs as u16,
                 self.mtu,
+                self.tso,
             )));
             let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
             let (daemon, all_bound) = with_bindings(&bindings, || {

@@ -73,7 +73,29 @@ pub const NET_HDR_F_NEEDS_CSUM: u8 = virtio_net::VIRTIO_NET_HDR_F_NEEDS_CSUM as 
 /// accepts: no TSO/UFO feature is offered).
 pub const NET_HDR_GSO_NONE: u8 = virtio_net::VIRTIO_NET_HDR_GSO_NONE as u8;
 
-/// Largest frame accepted from a guest (64 KiB TSO frames are not offered).
+/// virtio 1.2 §5.1.3: the driver may send TSO frames over IPv4 (HOST_TSO4)
+/// and IPv6 (HOST_TSO6); it takes them (GUEST_TSO4, GUEST_TSO6).
+pub const F_HOST_TSO4: u64 = 1 << virtio_net::VIRTIO_NET_F_HOST_TSO4;
+/// See [`F_HOST_TSO4`].
+pub const F_HOST_TSO6: u64 = 1 << virtio_net::VIRTIO_NET_F_HOST_TSO6;
+/// See [`F_HOST_TSO4`].
+pub const F_GUEST_TSO4: u64 = 1 << virtio_net::VIRTIO_NET_F_GUEST_TSO4;
+/// See [`F_HOST_TSO4`].
+pub const F_GUEST_TSO6: u64 = 1 << virtio_net::VIRTIO_NET_F_GUEST_TSO6;
+/// All four TSO features, offered when the daemon has a TSO buffer pool.
+pub const F_TSO_ALL: u64 = F_HOST_TSO4 | F_HOST_TSO6 | F_GUEST_TSO4 | F_GUEST_TSO6;
+/// virtio 1.2 §5.1.6: `gso_type` TCPV4 / TCPV6.
+pub const NET_HDR_GSO_TCPV4: u8 = virtio_net::VIRTIO_NET_HDR_GSO_TCPV4 as u8;
+/// See [`NET_HDR_GSO_TCPV4`].
+pub const NET_HDR_GSO_TCPV6: u8 = virtio_net::VIRTIO_NET_HDR_GSO_TCPV6 as u8;
+/// `gso_type` bit ECN (not offered: such a frame is refused).
+pub const NET_HDR_GSO_ECN: u8 = virtio_net::VIRTIO_NET_HDR_GSO_ECN as u8;
+/// Offset of `hdr_len` (le16) in the virtio-net header.
+pub const NET_HDR_HDR_LEN_OFF: usize = 2;
+/// Offset of `gso_size` (le16) in the virtio-net header.
+pub const NET_HDR_GSO_SIZE_OFF: usize = 4;
+
+/// Largest frame accepted from a guest (a 64 KiB TSO frame).
 pub const MAX_FRAME_BYTES: usize = 65535;
 
 /// Size of the descriptor table in bytes (virtio 1.2 §2.7.5).

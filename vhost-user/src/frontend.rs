@@ -46,8 +46,8 @@ use vmm_sys_util::eventfd::EventFd;
 
 use crate::defs::{
     avail_ring_bytes, desc_table_bytes, used_ring_bytes, AVAIL_F_NO_INTERRUPT, DESC_BYTES,
-    DESC_F_WRITE, F_MRG_RXBUF, F_PROTOCOL_FEATURES, F_VERSION_1, NET_HDR_BYTES, USED_ELEM_BYTES,
-    USED_F_NO_NOTIFY,
+    DESC_F_WRITE, F_MRG_RXBUF, F_PROTOCOL_FEATURES, F_VERSION_1, MAX_FRAME_BYTES, NET_HDR_BYTES,
+    USED_ELEM_BYTES, USED_F_NO_NOTIFY,
 };
 use crate::guest_mem::{GuestAddr, GuestMemory, RingArea};
 
@@ -306,15 +306,29 @@ impl VirtioNetFrontend {
     /// # Errors
     /// Bad configuration, no shared memory, or the device refused a step.
     pub fn connect(socket: &Path, cfg: &FrontendConfig) -> Result<Self, FrontendError> {
+        Self::connect_with_features(socket, cfg, 0)
+    }
+
+    /// [`connect`](Self::connect), also negotiating the bits of `extra`
+    /// (e.g. CSUM and HOST_TSO4) that the device offers. Frames then go out
+    /// with a header of the caller's choosing ([`tx_send`](Self::tx_send)).
+    ///
+    /// # Errors
+    /// As [`connect`](Self::connect).
+    pub fn connect_with_features(
+        socket: &Path,
+        cfg: &FrontendConfig,
+        extra: u64,
+    ) -> Result<Self, FrontendError> {
         let q = cfg.queue_size;
         if !(2..=MAX_QUEUE_SIZE).contains(&q) || !q.is_power_of_two() {
             return Err(FrontendError::Config(
                 "queue size must be a power of two in 2..=1024",
             ));
         }
-        if !(60..=16_384).contains(&cfg.max_frame_bytes) {
+        if !(60..=MAX_FRAME_BYTES as u32).contains(&cfg.max_frame_bytes) {
             return Err(FrontendError::Config(
-                "max frame size must be in 60..=16384",
+                "max frame size must be in 60..=65535",
             ));
         }
         let buf_bytes = round_up(u64::from(cfg.max_frame_bytes) + NET_HDR_BYTES as u64, 64) as u32;
@@ -370,7 +384,7 @@ impl VirtioNetFrontend {
                 });
             }
         }
-        let features = offered & (F_VERSION_1 | F_PROTOCOL_FEATURES | F_MRG_RXBUF);
+        let features = offered & (F_VERSION_1 | F_PROTOCOL_FEATURES | F_MRG_RXBUF | extra);
         ctl.set_features(features).map_err(proto("SET_FEATURES"))?;
         let pf = ctl
             .get_protocol_features()
@@ -540,6 +554,62 @@ impl VirtioNetFrontend {
     #[inline]
     pub fn tx_publish(&mut self) {
         self.tx.publish();
+    }
+
+    /// Queues one whole frame after the virtio-net header `hdr` (e.g. with
+    /// NEEDS_CSUM and a TSO request). Not visible to the device until
+    /// [`tx_publish`](Self::tx_publish). False if no descriptor is free or
+    /// the frame does not fit a buffer.
+    pub fn tx_send(&mut self, hdr: &[u8; NET_HDR_BYTES], frame: &[u8]) -> bool {
+        if frame.len() + NET_HDR_BYTES > self.tx.buf_bytes as usize {
+            return false;
+        }
+        let Some(id) = self.tx.free.pop() else {
+            return false;
+        };
+        let at = self.tx.buf_addr(id);
+        // Inside the region by construction (checked against buf_bytes above).
+        let _ = self.mem.write(GuestAddr(at), hdr);
+        let _ = self.mem.write(GuestAddr(at + NET_HDR_BYTES as u64), frame);
+        // Fits a u32: at most buf_bytes.
+        self.tx
+            .write_desc(id, (frame.len() + NET_HDR_BYTES) as u32, 0);
+        self.tx.push_avail(id);
+        self.stats.tx_frames += 1;
+        true
+    }
+
+    /// Consumes up to `max` received frames whole: `f(header, frame)` gets
+    /// each frame's virtio-net header and bytes (copied out; not for
+    /// benchmarks). Frames spanning several buffers are not joined: each
+    /// buffer is one call. Returns how many buffers were consumed.
+    pub fn rx_take(&mut self, max: usize, mut f: impl FnMut(&[u8; NET_HDR_BYTES], &[u8])) -> usize {
+        let n = self
+            .rx
+            .pending_used()
+            .min(max.min(usize::from(u16::MAX)) as u16);
+        let mut hdr = [0u8; NET_HDR_BYTES];
+        let mut frame = vec![0u8; self.rx.buf_bytes as usize];
+        for k in 0..n {
+            let Some((id, len)) = self.rx.used_elem(k) else {
+                self.stats.bad_used += 1;
+                continue;
+            };
+            if len > self.rx.buf_bytes || len < NET_HDR_BYTES as u32 {
+                self.stats.bad_used += 1;
+            } else {
+                let at = self.rx.buf_addr(id);
+                let body = &mut frame[..len as usize - NET_HDR_BYTES];
+                let _ = self.mem.read(GuestAddr(at), &mut hdr);
+                let _ = self.mem.read(GuestAddr(at + NET_HDR_BYTES as u64), body);
+                f(&hdr, body);
+                self.stats.rx_frames += 1;
+            }
+            self.rx.push_avail(id);
+        }
+        self.rx.last_used = self.rx.last_used.wrapping_add(n);
+        self.rx.publish();
+        usize::from(n)
     }
 
     /// Consumes up to `max` received frames: `f(frame_len_bytes, peek)` gets

@@ -147,6 +147,7 @@ mod shared;
 pub mod vring;
 
 pub use control::{
-    create, Mode, VhostUserConfig, VhostUserDevice, VhostUserError, MAX_QUEUE_PAIRS,
+    create, create_with_tso, Mode, VhostUserConfig, VhostUserDevice, VhostUserError,
+    MAX_QUEUE_PAIRS,
 };
 pub use port::VhostUserPort;

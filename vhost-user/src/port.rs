@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use dataplane::stats::QueueStats;
+use dataplane::wire::GsoKind;
 use dataplane::{Burst, DropReason, LinkState, Mempool, Port};
 
 use crate::shared::{PairShared, VqWorker};
@@ -18,6 +19,8 @@ pub struct VhostUserPort {
     queue: u16,
     pair: Arc<PairShared>,
     pool: &'static Mempool,
+    /// Large buffers for TSO frames from the guest (None: TSO not offered).
+    tso_pool: Option<&'static Mempool>,
     stats: Arc<QueueStats>,
     /// Guest TX side (we receive).
     rx: VqWorker,
@@ -40,6 +43,7 @@ impl VhostUserPort {
         queue: u16,
         pair: Arc<PairShared>,
         pool: &'static Mempool,
+        tso_pool: Option<&'static Mempool>,
     ) -> VhostUserPort {
         VqWorker::attach(&pair.guest_tx);
         VqWorker::attach(&pair.guest_rx);
@@ -48,6 +52,7 @@ impl VhostUserPort {
             queue,
             pair,
             pool,
+            tso_pool,
             stats: Arc::new(QueueStats::default()),
             rx: VqWorker::default(),
             tx: VqWorker::default(),
@@ -69,11 +74,11 @@ impl Port for VhostUserPort {
     fn rx_burst(&mut self, burst: &mut Burst) -> usize {
         let sh = &self.pair.guest_tx;
         self.rx.sync(sh);
-        let (pool, stats) = (self.pool, &*self.stats);
-        let Some(done) = self
-            .rx
-            .with_active(sh, |r, cur| r.ring.dequeue(cur, pool, burst, r.csum, stats))
-        else {
+        let (pool, stats, tso_pool) = (self.pool, &*self.stats, self.tso_pool);
+        let Some(done) = self.rx.with_active(sh, |r, cur| {
+            let big = tso_pool.filter(|_| r.off.tso4 || r.off.tso6);
+            r.ring.dequeue(cur, pool, burst, r.off, big, stats)
+        }) else {
             return 0;
         };
         if done.fault.is_some() {
@@ -88,7 +93,7 @@ impl Port for VhostUserPort {
         self.tx.sync(sh);
         let stats = &*self.stats;
         let Some(done) = self.tx.with_active(sh, |r, cur| {
-            r.ring.enqueue(cur, burst, r.mrg_rxbuf, r.csum, stats)
+            r.ring.enqueue(cur, burst, r.mrg_rxbuf, r.off, stats)
         }) else {
             return 0;
         };
@@ -126,6 +131,12 @@ impl Port for VhostUserPort {
     /// (checksum completed first); see [`SplitRing::enqueue`](crate::vring::SplitRing::enqueue).
     fn accepts_partial_csum(&self) -> bool {
         true
+    }
+
+    /// As the guest negotiated GUEST_TSO4/6 on the ring last synced (a ring
+    /// renegotiated since is handled in `enqueue`).
+    fn accepts_gso(&self, kind: GsoKind) -> bool {
+        self.tx.ring.as_ref().is_some_and(|r| r.off.tso(kind))
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use vmm_sys_util::event::EventNotifier;
 
-use crate::vring::{Completed, Cursor, RingFault, SplitRing};
+use crate::vring::{Completed, Cursor, Offload, RingFault, SplitRing};
 
 /// How long control waits for a worker to let go of a ring.
 pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -36,10 +36,10 @@ pub(crate) struct ReadyVring {
     pub base: Cursor,
     /// MRG_RXBUF negotiated (guest RX queues only).
     pub mrg_rxbuf: bool,
-    /// Partial checksums may cross this ring: on a guest TX queue,
-    /// VIRTIO_NET_F_CSUM was negotiated; on a guest RX queue,
-    /// VIRTIO_NET_F_GUEST_CSUM.
-    pub csum: bool,
+    /// Offloads that may cross this ring: on a guest TX queue
+    /// VIRTIO_NET_F_CSUM and HOST_TSO4/6, on a guest RX queue GUEST_CSUM and
+    /// GUEST_TSO4/6, as negotiated.
+    pub off: Offload,
     /// The generation this ring was published under.
     pub pub_gen: u64,
 }

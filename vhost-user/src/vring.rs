@@ -18,7 +18,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use dataplane::stats::QueueStats;
-use dataplane::wire::PartialCsum;
+use dataplane::wire::{Gso, GsoKind, PartialCsum, TsoPlan};
 use dataplane::{Burst, DropReason, Mempool};
 
 use crate::defs::*;
@@ -266,13 +266,72 @@ impl<'a> Chain<'a> {
 enum TxFrame {
     /// Frame length and the virtio-net header that came with it.
     Ok(usize, [u8; NET_HDR_BYTES]),
+    /// Well formed, but longer than the buffer it was copied into.
+    Oversize,
     Malformed,
+}
+
+/// Offloads negotiated on one ring: on a guest TX queue what the guest may
+/// send (CSUM, HOST_TSO4/6), on a guest RX queue what it takes (GUEST_CSUM,
+/// GUEST_TSO4/6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Offload {
+    /// Partial checksums (NEEDS_CSUM).
+    pub csum: bool,
+    /// TSO frames, TCP over IPv4.
+    pub tso4: bool,
+    /// TSO frames, TCP over IPv6.
+    pub tso6: bool,
+}
+
+impl Offload {
+    /// Whether TSO frames of `kind` may cross this ring.
+    #[inline]
+    pub fn tso(&self, kind: GsoKind) -> bool {
+        match kind {
+            GsoKind::Tcp4 => self.tso4,
+            GsoKind::Tcp6 => self.tso6,
+        }
+    }
+}
+
+/// The segmentation request in a guest's TX header: None for GSO_NONE;
+/// `Err` for a kind not negotiated, ECN, a zero `gso_size`, or no NEEDS_CSUM
+/// (virtio 1.2 §5.1.6.2.1: TSO frames must ask for a checksum).
+#[inline]
+fn tx_gso(hdr: &[u8; NET_HDR_BYTES], off: Offload) -> Result<Option<Gso>, ()> {
+    let kind = match hdr[NET_HDR_GSO_TYPE_OFF] {
+        NET_HDR_GSO_NONE => return Ok(None),
+        NET_HDR_GSO_TCPV4 if off.tso4 => GsoKind::Tcp4,
+        NET_HDR_GSO_TCPV6 if off.tso6 => GsoKind::Tcp6,
+        _ => return Err(()),
+    };
+    let mss = u16::from_le_bytes([hdr[NET_HDR_GSO_SIZE_OFF], hdr[NET_HDR_GSO_SIZE_OFF + 1]]);
+    if mss == 0 || hdr[NET_HDR_FLAGS_OFF] & NET_HDR_F_NEEDS_CSUM == 0 {
+        return Err(());
+    }
+    Ok(Some(Gso { kind, mss }))
+}
+
+/// Adds a TSO frame's segmentation request to the header of a frame going to
+/// a guest that negotiated GUEST_TSO for its kind (virtio 1.2 §5.1.6.4).
+/// `Err` if the frame's headers do not parse (it is dropped).
+#[inline]
+fn rx_gso_header(hdr: &mut [u8; NET_HDR_BYTES], frame: &[u8], g: Gso) -> Result<(), ()> {
+    let plan = TsoPlan::new(frame, g).map_err(|_| ())?;
+    hdr[NET_HDR_GSO_TYPE_OFF] = match g.kind {
+        GsoKind::Tcp4 => NET_HDR_GSO_TCPV4,
+        GsoKind::Tcp6 => NET_HDR_GSO_TCPV6,
+    };
+    hdr[NET_HDR_HDR_LEN_OFF..NET_HDR_HDR_LEN_OFF + 2]
+        .copy_from_slice(&(plan.hdr_len() as u16).to_le_bytes());
+    hdr[NET_HDR_GSO_SIZE_OFF..NET_HDR_GSO_SIZE_OFF + 2].copy_from_slice(&g.mss.to_le_bytes());
+    Ok(())
 }
 
 /// The offload request in a guest's TX header, checked against the frame
 /// (`len` bytes) and what was negotiated (`csum`: VIRTIO_NET_F_CSUM).
-/// `Err` drops the frame as Malformed: a segmentation request (no TSO/UFO
-/// feature is offered), NEEDS_CSUM without CSUM (virtio 1.2 §5.1.6.2.1 forbids
+/// `Err` drops the frame as Malformed: NEEDS_CSUM without CSUM (virtio 1.2 §5.1.6.2.1 forbids
 /// it), or a checksum field outside the frame.
 #[inline]
 fn tx_offload(
@@ -280,9 +339,6 @@ fn tx_offload(
     len: usize,
     csum: bool,
 ) -> Result<Option<PartialCsum>, ()> {
-    if hdr[NET_HDR_GSO_TYPE_OFF] != NET_HDR_GSO_NONE {
-        return Err(());
-    }
     // DATA_VALID and RSC_INFO mean nothing on TX (virtio 1.2 §5.1.6.2): ignored.
     if hdr[NET_HDR_FLAGS_OFF] & NET_HDR_F_NEEDS_CSUM == 0 {
         return Ok(None);
@@ -500,7 +556,8 @@ impl SplitRing {
         cur: &mut Cursor,
         pool: &'static Mempool,
         burst: &mut Burst,
-        csum: bool,
+        off: Offload,
+        gso_pool: Option<&'static Mempool>,
         stats: &QueueStats,
     ) -> Completed {
         // Relaxed: only a hint that something arrived; `dequeue_pending` reads
@@ -508,7 +565,7 @@ impl SplitRing {
         if self.avail.load_u16(2, Ordering::Relaxed) == cur.last_avail {
             return Completed::default();
         }
-        self.dequeue_pending(cur, pool, burst, csum, stats)
+        self.dequeue_pending(cur, pool, burst, off, gso_pool, stats)
     }
 
     #[inline(never)]
@@ -517,9 +574,11 @@ impl SplitRing {
         cur: &mut Cursor,
         pool: &'static Mempool,
         burst: &mut Burst,
-        csum: bool,
+        off: Offload,
+        gso_pool: Option<&'static Mempool>,
         stats: &QueueStats,
     ) -> Completed {
+        let csum = off.csum;
         let pending = match self.pending(cur) {
             Ok((_, n)) => n,
             Err(f) => {
@@ -542,22 +601,38 @@ impl SplitRing {
         let mut fault = None;
         for _ in 0..n {
             let head = self.avail_head(cur.last_avail);
+            let mut copied = self.copy_out(head, burst[filled].room_mut(), &mut hint);
+            if let (Ok(TxFrame::Oversize), Some(big)) = (&copied, gso_pool) {
+                // A TSO frame: copy it again into a large buffer (see
+                // docs/vhost-user.md, "Segmentation offload"). The small
+                // buffer goes back to its pool.
+                match big.alloc() {
+                    Some(b) => {
+                        drop(std::mem::replace(&mut burst[filled], b));
+                        copied = self.copy_out(head, burst[filled].room_mut(), &mut hint);
+                    }
+                    None => break,
+                }
+            }
             let m = &mut burst[filled];
-            match self.copy_out(head, m.room_mut(), &mut hint) {
+            match copied {
                 Err(f) => {
                     fault = Some(f);
                     break;
                 }
-                Ok(TxFrame::Ok(len, hdr)) => match tx_offload(&hdr, len, csum) {
-                    Ok(partial) => {
-                        // Cannot fail: copy_out wrote at most room_mut().len() bytes.
-                        let _ = m.set_len(len);
-                        m.set_partial_csum(partial);
-                        filled += 1;
+                Ok(TxFrame::Ok(len, hdr)) => {
+                    match (tx_offload(&hdr, len, csum), tx_gso(&hdr, off)) {
+                        (Ok(partial), Ok(gso)) => {
+                            // Cannot fail: copy_out wrote at most room_mut().len() bytes.
+                            let _ = m.set_len(len);
+                            m.set_partial_csum(partial);
+                            m.set_gso(gso);
+                            filled += 1;
+                        }
+                        _ => stats.drop_one(DropReason::Malformed),
                     }
-                    Err(()) => stats.drop_one(DropReason::Malformed),
-                },
-                Ok(TxFrame::Malformed) => stats.drop_one(DropReason::Malformed),
+                }
+                Ok(TxFrame::Oversize | TxFrame::Malformed) => stats.drop_one(DropReason::Malformed),
             }
             self.put_used(cur, head, 0);
             cur.last_avail = cur.last_avail.wrapping_add(1);
@@ -608,8 +683,12 @@ impl SplitRing {
         let Some(body) = (d.len as usize).checked_sub(NET_HDR_BYTES) else {
             return Ok(TxFrame::Malformed);
         };
-        if !(14..=MAX_FRAME_BYTES).contains(&body) || body > room.len() {
+        if !(14..=MAX_FRAME_BYTES).contains(&body) {
             return Ok(TxFrame::Malformed);
+        }
+        if body > room.len() {
+            // Longer than a normal mbuf: a TSO frame for the large pool.
+            return Ok(TxFrame::Oversize);
         }
         let mut hdr = [0u8; NET_HDR_BYTES];
         buf.read_at(0, &mut hdr).map_err(oom)?;
@@ -630,6 +709,7 @@ impl SplitRing {
         let mut written = 0usize;
         let mut total = 0u64;
         let mut bad = false;
+        let mut over = false;
         let oom = |_| RingFault::BufferOutOfMemory;
         while let Some(seg) = chain.next_segment(hint)? {
             if seg.write {
@@ -647,11 +727,11 @@ impl SplitRing {
             hdr_left -= skip;
             let body = u64::from(seg.len) - skip;
             total += body;
-            if bad || body == 0 {
+            if bad || over || body == 0 {
                 continue;
             }
             if written as u64 + body > room.len() as u64 {
-                bad = true;
+                over = true;
                 continue;
             }
             let dst = &mut room[written..written + body as usize];
@@ -660,6 +740,9 @@ impl SplitRing {
         }
         if bad || hdr_left > 0 || total < 14 || total > MAX_FRAME_BYTES as u64 {
             return Ok(TxFrame::Malformed);
+        }
+        if over {
+            return Ok(TxFrame::Oversize);
         }
         Ok(TxFrame::Ok(written, hdr))
     }
@@ -681,9 +764,10 @@ impl SplitRing {
         cur: &mut Cursor,
         burst: &mut Burst,
         mrg_rxbuf: bool,
-        guest_csum: bool,
+        off: Offload,
         stats: &QueueStats,
     ) -> Completed {
+        let guest_csum = off.csum;
         let avail_idx = match self.pending(cur) {
             Ok((i, _)) => i,
             Err(f) => {
@@ -702,7 +786,20 @@ impl SplitRing {
                 // Clears the metadata: a frame left in the burst is not redone.
                 m.complete_csum();
             }
-            let hdr = rx_header(m.partial_csum(), guest_csum);
+            let mut hdr = rx_header(m.partial_csum(), guest_csum);
+            if let Some(g) = m.gso() {
+                // The worker segments TSO frames for guests without GUEST_TSO
+                // (Port::accepts_gso); one still here means the guest
+                // renegotiated since: it stays in the burst (tx-full).
+                if !off.tso(g.kind) {
+                    break;
+                }
+                if rx_gso_header(&mut hdr, m.data(), g).is_err() {
+                    stats.drop_one(DropReason::Malformed);
+                    taken += 1;
+                    continue;
+                }
+            }
             match self.copy_in(cur, avail_idx, &hdr, m.data(), mrg_rxbuf, &mut hint) {
                 Ok(Some(true)) => taken += 1,
                 Ok(Some(false)) => {
@@ -846,6 +943,13 @@ mod tests {
     const BUF: u64 = 0x10000;
     const MEM_END: u64 = 0x40000;
 
+    fn csum_only(csum: bool) -> Offload {
+        Offload {
+            csum,
+            ..Offload::default()
+        }
+    }
+
     /// A guest: one memory region with a ring at fixed addresses.
     struct Guest {
         gm: Arc<GuestMemoryMmap>,
@@ -962,7 +1066,7 @@ mod tests {
     fn rx(g: &Guest, ring: &SplitRing, cur: &mut Cursor) -> (Completed, Vec<Vec<u8>>, QueueStats) {
         let stats = QueueStats::default();
         let mut burst = Burst::new();
-        let done = ring.dequeue(cur, pool(), &mut burst, true, &stats);
+        let done = ring.dequeue(cur, pool(), &mut burst, csum_only(true), None, &stats);
         let _ = g;
         (
             done,
@@ -1086,7 +1190,7 @@ mod tests {
         g.push(3);
         let stats = QueueStats::default();
         let mut burst = Burst::new();
-        let done = ring.dequeue(&mut cur, pool, &mut burst, false, &stats);
+        let done = ring.dequeue(&mut cur, pool, &mut burst, csum_only(false), None, &stats);
         assert_eq!(
             (done.frames, done.fault),
             (1, Some(RingFault::BufferOutOfMemory))
@@ -1138,7 +1242,7 @@ mod tests {
         }
         let stats = QueueStats::default();
         let mut burst = tx_frames(&[frame(64), frame(64), frame(64)]);
-        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
         assert_eq!((done.frames, done.fault), (3, None));
         for (i, a) in at.iter().enumerate() {
             assert_eq!(g.used_elem(i as u16), (i as u32, 76));
@@ -1149,7 +1253,7 @@ mod tests {
         g.push(3);
         g.write(SPLIT - 75, &[0xee; 76]);
         let mut burst = tx_frames(&[frame(64)]);
-        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
         assert_eq!(done.fault, Some(RingFault::BufferOutOfMemory));
         assert_eq!(burst.len(), 1);
         assert_eq!(g.read(SPLIT - 75, 76), [0xee; 76]);
@@ -1174,7 +1278,7 @@ mod tests {
         }
         let stats = QueueStats::default();
         let mut burst = tx_frames(&[frame(64), frame(64), frame(64)]);
-        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
         assert_eq!((done.frames, done.fault), (3, None));
         assert_eq!(g.used_idx(), 5);
         assert_eq!(g.used_elem(0), (0, 76));
@@ -1368,7 +1472,7 @@ mod tests {
         );
         let stats = QueueStats::default();
         let mut burst = Burst::new();
-        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
         assert_eq!(done.fault, Some(RingFault::AvailIdxJump));
     }
 
@@ -1420,7 +1524,7 @@ mod tests {
         g.push(0);
         let mut burst = tx_frames(&[frame(64), frame(64)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
         assert_eq!((done.frames, done.fault), (1, None));
         assert_eq!(burst.len(), 1, "second frame stays: no guest buffer");
         assert_eq!(g.used_idx(), 1);
@@ -1443,7 +1547,7 @@ mod tests {
         }
         let mut burst = tx_frames(&[frame(64)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
         assert_eq!((done.frames, done.fault), (1, None));
         assert_eq!(g.used_idx(), 2);
         assert_eq!(g.used_elem(0), (0, 40));
@@ -1454,7 +1558,7 @@ mod tests {
         assert_eq!(got, frame(64));
         // A frame that needs more buffers than posted is not taken.
         let mut burst = tx_frames(&[frame(200)]);
-        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
         assert_eq!(done.frames, 0);
         assert_eq!(burst.len(), 1);
         assert_eq!(g.used_idx(), 2);
@@ -1470,7 +1574,7 @@ mod tests {
         g.push(0);
         let mut burst = tx_frames(&[frame(64)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(&mut cur, &mut burst, false, false, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, false, csum_only(false), &stats);
         assert_eq!((done.frames, done.fault), (1, None));
         assert!(burst.is_empty());
         assert_eq!(stats.drops(DropReason::Malformed), 1);
@@ -1486,7 +1590,7 @@ mod tests {
         g.push(0);
         let mut burst = tx_frames(&[frame(64)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
         assert_eq!(done.fault, Some(RingFault::BufferOutOfMemory));
         assert_eq!(burst.len(), 1);
     }
@@ -1536,7 +1640,7 @@ mod tests {
     fn rx_partial(ring: &SplitRing, cur: &mut Cursor, csum: bool) -> (Received, QueueStats) {
         let stats = QueueStats::default();
         let mut burst = Burst::new();
-        let done = ring.dequeue(cur, pool(), &mut burst, csum, &stats);
+        let done = ring.dequeue(cur, pool(), &mut burst, csum_only(csum), None, &stats);
         assert_eq!(done.fault, None);
         let got = burst
             .iter()
@@ -1657,7 +1761,7 @@ mod tests {
             ),
         ]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(&mut cur, &mut burst, true, true, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(true), &stats);
         assert_eq!((done.frames, done.fault), (2, None));
         assert_eq!(g.read(BUF, 12), [1, 0, 0, 0, 0, 0, 34, 0, 6, 0, 1, 0]);
         assert_eq!(g.read(BUF + 12, u4.len()), u4);
@@ -1691,7 +1795,7 @@ mod tests {
         );
         let mut burst = tx_partial(&[(u4.clone(), pu), (t6.clone(), pt)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
         assert_eq!((done.frames, done.fault), (2, None));
         assert_eq!(g.read(BUF, 12), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
         let got = g.read(BUF + 12, u4.len());
@@ -1711,7 +1815,7 @@ mod tests {
         // A frame that waits for guest buffers is completed once and keeps its
         // bytes for the next attempt.
         let mut burst = tx_partial(&[(u4.clone(), pu)]);
-        let done = ring.enqueue(&mut cur, &mut burst, true, false, &stats);
+        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
         assert_eq!(done.frames, 0);
         assert_eq!(burst[0].partial_csum(), None);
         assert_eq!(burst[0].data(), &want[..]);

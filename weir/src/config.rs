@@ -38,6 +38,8 @@ pub const MBUF_HEADROOM: u32 = 128;
 pub const MAX_MBUF_SIZE: u32 = 65535 - MBUF_HEADROOM;
 /// Longest accepted idle sleep of a worker, in microseconds.
 pub const MAX_IDLE_SLEEP_US: u32 = 100_000;
+/// Most 64 KiB TSO buffers (1 GiB).
+pub const MAX_TSO_MBUFS: u32 = 16_384;
 /// Largest number of queues a port may ask for.
 pub const MAX_QUEUES: u16 = 64;
 /// Largest accepted FDB size.
@@ -99,6 +101,17 @@ pub struct DataplaneConfig {
     /// default) busy-polls without ever sleeping, for the lowest latency.
     #[serde(default)]
     pub idle_sleep_us: u32,
+    /// Buffers of 64 KiB for TSO frames from VMs (vhost-user HOST_TSO4/6);
+    /// 0 turns TSO off on every vhost-user port.
+    #[serde(default = "default_tso_mbufs")]
+    pub tso_mbufs: u32,
+}
+
+/// Default number of 64 KiB TSO buffers (16 MiB).
+pub const DEFAULT_TSO_MBUFS: u32 = 256;
+
+fn default_tso_mbufs() -> u32 {
+    DEFAULT_TSO_MBUFS
 }
 
 fn default_mbufs() -> u32 {
@@ -117,6 +130,7 @@ impl Default for DataplaneConfig {
             mbuf_size: DEFAULT_MBUF_SIZE,
             hugepages: HugepageMode::default(),
             idle_sleep_us: 0,
+            tso_mbufs: DEFAULT_TSO_MBUFS,
         }
     }
 }
@@ -1241,6 +1255,13 @@ impl Config {
             0,
             MAX_IDLE_SLEEP_US.into(),
         )?;
+        range(
+            "dataplane.tso_mbufs",
+            "tso_mbufs",
+            dp.tso_mbufs.into(),
+            0,
+            MAX_TSO_MBUFS.into(),
+        )?;
         if let Some(workers) = &dp.workers {
             let online = host.online_cpus();
             if let Some(&cpu) = workers.cpus().iter().find(|c| !online.contains(c)) {
@@ -1336,6 +1357,7 @@ mbufs = 8192
 mbuf_size = 9216
 hugepages = "never"
 idle_sleep_us = 16
+tso_mbufs = 0
 
 [control]
 socket = "/tmp/weir.sock"
@@ -1397,6 +1419,7 @@ pci = "0000:03:00.0"
         assert_eq!(config.dataplane.mbuf_size, 9216);
         assert_eq!(config.dataplane.hugepages, HugepageMode::Never);
         assert_eq!(config.dataplane.idle_sleep_us, 16);
+        assert_eq!(config.dataplane.tso_mbufs, 0);
         assert_eq!(config.control.socket, PathBuf::from("/tmp/weir.sock"));
         assert_eq!(config.fdb.max_per_port, 64);
         assert_eq!(config.bridges.len(), 2);
@@ -1419,6 +1442,7 @@ pci = "0000:03:00.0"
         assert_eq!(config.dataplane.mbufs, DEFAULT_MBUFS);
         assert_eq!(config.dataplane.mbuf_size, DEFAULT_MBUF_SIZE);
         assert_eq!(config.dataplane.idle_sleep_us, 0);
+        assert_eq!(config.dataplane.tso_mbufs, DEFAULT_TSO_MBUFS);
         assert_eq!(config.dataplane.hugepages, HugepageMode::Auto);
         assert_eq!(config.control.socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(config.fdb.max_entries, 65536);
@@ -1750,6 +1774,7 @@ pci = "0000:03:00.0"
                 "dataplane.idle_sleep_us",
             ),
             ("[dataplane]\nmbuf_size = 128\n", "dataplane.mbuf_size"),
+            ("[dataplane]\ntso_mbufs = 16385\n", "dataplane.tso_mbufs"),
             ("[dataplane]\nmbuf_size = 65535\n", "dataplane.mbuf_size"),
             ("[fdb]\nmax_entries = 0\n", "fdb.max_entries"),
             ("[fdb]\naging_secs = 0\n", "fdb.aging_secs"),

@@ -45,10 +45,16 @@ struct State {
     next_worker: usize,
 }
 
+/// Data room of a TSO buffer: the largest a 16-bit mbuf length allows after
+/// the default headroom; a Linux guest's TSO frames stay below it.
+const TSO_DATA_ROOM: u32 = 65535 - 128;
+
 /// A running dataplane: the pool, the switch, the workers and the ports.
 pub struct Dataplane {
     switch: Arc<Switch>,
     pool: &'static Mempool,
+    /// Large buffers for TSO frames (None: TSO off).
+    tso_pool: Option<&'static Mempool>,
     workers: Vec<WorkerHandle>,
     worker_cpus: Vec<usize>,
     fdb_cfg: switch::FdbConfig,
@@ -78,6 +84,25 @@ impl Dataplane {
             ..MempoolConfig::default()
         })
         .context("creating the mbuf pool")?;
+        // TSO frames from VMs (up to 64 KiB) get buffers of their own; their
+        // segments are cut into the normal pool (docs/vhost-user.md).
+        let tso_pool = if cfg.dataplane.tso_mbufs == 0 {
+            None
+        } else {
+            let p = Mempool::create(&MempoolConfig {
+                name: "tso".into(),
+                n_mbufs: cfg.dataplane.tso_mbufs,
+                data_room: TSO_DATA_ROOM,
+                hugepages: HugepagePolicy::Auto,
+                // Few, large buffers: a small per-thread cache, so one
+                // worker cannot hold them all.
+                cache_size: 8,
+                ..MempoolConfig::default()
+            })
+            .context("creating the TSO buffer pool")?;
+            p.set_segment_pool(pool);
+            Some(p)
+        };
         tracing::info!(
             mbufs = pool.capacity(),
             backing = ?pool.backing(),
@@ -105,6 +130,7 @@ impl Dataplane {
         let dp = Dataplane {
             switch,
             pool,
+            tso_pool,
             workers,
             worker_cpus,
             fdb_cfg: switch::FdbConfig {
@@ -235,7 +261,7 @@ impl Dataplane {
             queues,
             keepalive,
             health,
-        } = ports::open(&spec, self.pool, &self.dpdk_eal_args)?;
+        } = ports::open(&spec, self.pool, self.tso_pool, &self.dpdk_eal_args)?;
         // Place queues round-robin over workers; the first queue's worker owns the
         // port's handoff ring.
         let placement: Vec<usize> = (0..queues.len())

@@ -48,6 +48,7 @@ fn boxed<P: Port + 'static>(v: Vec<P>) -> Vec<Box<dyn Port>> {
 pub fn open(
     spec: &PortSpec,
     pool: &'static Mempool,
+    tso_pool: Option<&'static Mempool>,
     eal_args: &[String],
 ) -> anyhow::Result<OpenedPort> {
     let n = spec.queues.unwrap_or(1).max(1) as usize;
@@ -114,8 +115,8 @@ pub fn open(
                 mode,
                 queues: n as u16,
             };
-            let mut dev =
-                vhost_user::create(name, &cfg, pool).with_context(|| format!("port {name}"))?;
+            let mut dev = vhost_user::create_with_tso(name, &cfg, pool, tso_pool)
+                .with_context(|| format!("port {name}"))?;
             if cfg.mode == vhost_user::Mode::Server {
                 set_socket_owner(spec, &cfg.socket).with_context(|| format!("port {name}"))?;
             }
@@ -205,7 +206,7 @@ mod tests {
     #[test]
     fn dpdk_port_without_the_feature_says_how_to_build() {
         let pool = Mempool::for_tests(8);
-        let err = open(&dpdk_spec("net_null0"), pool, &[])
+        let err = open(&dpdk_spec("net_null0"), pool, None, &[])
             .err()
             .expect("dpdk port must fail without the feature");
         let msg = format!("{err:#}");
@@ -226,7 +227,7 @@ mod tests {
             .to_vec();
         let mut spec = dpdk_spec("net_null0,size=64");
         spec.queues = Some(2);
-        let mut opened = open(&spec, pool, &eal).expect("open net_null0");
+        let mut opened = open(&spec, pool, None, &eal).expect("open net_null0");
         assert_eq!(opened.queues.len(), 2);
         let mut burst = dataplane::Burst::new();
         assert!(opened.queues[0].rx_burst(&mut burst) > 0);

@@ -116,6 +116,9 @@ pub struct Mempool {
     alloc_failures: AtomicU64,
     /// Fill level of each thread's cache, so `available()` is exact when quiescent.
     cache_levels: Mutex<Vec<Arc<AtomicU32>>>,
+    /// Where segments of this pool's TSO frames are allocated (see
+    /// [`Mempool::set_segment_pool`]).
+    segment_pool: std::sync::OnceLock<&'static Mempool>,
 }
 
 impl std::fmt::Debug for Mempool {
@@ -130,6 +133,21 @@ impl std::fmt::Debug for Mempool {
 }
 
 impl Mempool {
+    /// Names the pool that segments of this pool's TSO frames are cut into
+    /// (a large-buffer pool for TSO frames sets the normal pool here, so that
+    /// segmenting does not spend large buffers on MTU-sized frames). Set once
+    /// at start-up; later calls are ignored.
+    pub fn set_segment_pool(&self, pool: &'static Mempool) {
+        let _ = self.segment_pool.set(pool);
+    }
+
+    /// The pool segments of this pool's TSO frames are allocated from: the one
+    /// given to [`Mempool::set_segment_pool`], or this pool itself.
+    #[inline]
+    pub fn segment_pool(&'static self) -> &'static Mempool {
+        self.segment_pool.get().copied().unwrap_or(self)
+    }
+
     /// Allocates and initialises a pool that lives for the rest of the process.
     ///
     /// # Errors
@@ -185,6 +203,7 @@ impl Mempool {
             free: Ring::new(cfg.n_mbufs as usize),
             alloc_failures: AtomicU64::new(0),
             cache_levels: Mutex::new(Vec::new()),
+            segment_pool: std::sync::OnceLock::new(),
         }));
         let buf_len = (cfg.headroom + cfg.data_room) as u16;
         for idx in 0..pool.n {

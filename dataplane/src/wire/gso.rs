@@ -1,0 +1,469 @@
+//! TCP segmentation offload (TSO/GSO): splitting one large TCP frame into
+//! MSS-sized segments in software.
+//!
+//! Layer: wire. No I/O, no allocation. On the packet path, but only for frames
+//! that carry [`Gso`] metadata and go to a port that cannot take them whole.
+//!
+//! A sender with segmentation offload (a virtio-net driver that negotiated
+//! VIRTIO_NET_F_HOST_TSO4/6) hands over one frame of up to 64 KiB: Ethernet,
+//! IP and TCP headers once, then the payload of many segments, with the TCP
+//! checksum left partial. [`TsoPlan::new`] parses and checks the headers once;
+//! [`TsoPlan::write_segment`] writes segment `i` as a complete frame, the way
+//! the kernel's `tcp_gso_segment` does:
+//! - every segment repeats the headers; its payload is `mss` bytes of the
+//!   original payload (the last one the rest);
+//! - TCP sequence number advanced by the payload before it; FIN and PSH only
+//!   on the last segment, CWR only on the first;
+//! - IPv4: total length and header checksum per segment, the identification
+//!   incremented per segment; IPv6: payload length per segment;
+//! - the TCP checksum complete (pseudo header included) in every segment.
+//!
+//! The headers come from an untrusted sender: every length is checked against
+//! the frame, and what does not parse as one of the forms below is refused
+//! ([`GsoError`]), never guessed at. The sender's `hdr_len` hint (virtio) is not
+//! needed: the headers are parsed here.
+
+use super::ipv4::{fold, ones_complement_sum};
+
+/// Ethernet header length.
+const ETH_HLEN: usize = 14;
+/// One 802.1Q/802.1ad tag.
+const VLAN_HLEN: usize = 4;
+/// IPv6 fixed header length.
+const IPV6_HLEN: usize = 40;
+/// Smallest TCP header.
+const TCP_HLEN: usize = 20;
+/// TCP protocol number (IPv4 protocol / IPv6 next header).
+const PROTO_TCP: u8 = 6;
+/// TCP flag bits (RFC 9293 §3.1, RFC 3168 §6.1).
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
+/// Offsets in the TCP header.
+const TCP_SEQ: usize = 4;
+const TCP_FLAGS: usize = 13;
+const TCP_CSUM: usize = 16;
+
+/// Which kind of segmentation a frame asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GsoKind {
+    /// TCP over IPv4 (virtio VIRTIO_NET_HDR_GSO_TCPV4).
+    Tcp4,
+    /// TCP over IPv6 (virtio VIRTIO_NET_HDR_GSO_TCPV6).
+    Tcp6,
+}
+
+/// Segmentation metadata carried on an mbuf: the frame is larger than one
+/// wire frame and must be cut into segments of at most `mss` payload bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gso {
+    /// TCP over IPv4 or IPv6.
+    pub kind: GsoKind,
+    /// Payload bytes per segment (the sender's MSS, virtio `gso_size`).
+    pub mss: u16,
+}
+
+/// Why a GSO frame cannot be segmented.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GsoError {
+    /// Headers truncated, or lengths that do not fit the frame.
+    #[error("truncated or inconsistent headers")]
+    Malformed,
+    /// Not TCP over the IP version the metadata names (or IPv4 fragment,
+    /// IPv6 extension headers, unknown EtherType).
+    #[error("not TCP over the announced IP version")]
+    Unsupported,
+    /// An MSS of zero.
+    #[error("zero MSS")]
+    ZeroMss,
+}
+
+/// A checked GSO frame: where its headers are and how it splits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TsoPlan {
+    kind: GsoKind,
+    /// Offset of the IP header.
+    l3: usize,
+    /// Offset of the TCP header.
+    l4: usize,
+    /// All headers: Ethernet through TCP options.
+    hdr_len: usize,
+    /// Payload bytes (after the TCP header, up to the end of the IP datagram).
+    payload: usize,
+    mss: usize,
+}
+
+impl TsoPlan {
+    /// Parses `frame`'s headers: Ethernet, up to two VLAN tags, IPv4 (not a
+    /// fragment) or IPv6 (no extension headers) as `gso.kind` says, TCP.
+    ///
+    /// # Errors
+    /// [`GsoError`] if the frame is not such a frame or its lengths do not fit.
+    pub fn new(frame: &[u8], gso: Gso) -> Result<TsoPlan, GsoError> {
+        if gso.mss == 0 {
+            return Err(GsoError::ZeroMss);
+        }
+        let be16 = |off: usize| {
+            frame
+                .get(off..off + 2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                .ok_or(GsoError::Malformed)
+        };
+        let mut l3 = ETH_HLEN;
+        let mut ethertype = be16(12)?;
+        for _ in 0..2 {
+            if !matches!(ethertype, 0x8100 | 0x88a8) {
+                break;
+            }
+            ethertype = be16(l3 + 2)?;
+            l3 += VLAN_HLEN;
+        }
+        let (l4, end) = match (gso.kind, ethertype) {
+            (GsoKind::Tcp4, 0x0800) => {
+                let vihl = *frame.get(l3).ok_or(GsoError::Malformed)?;
+                let ihl = usize::from(vihl & 0x0f) * 4;
+                let (total, frag) = (usize::from(be16(l3 + 2)?), be16(l3 + 6)?);
+                if vihl >> 4 != 4 || ihl < 20 {
+                    return Err(GsoError::Malformed);
+                }
+                // MF set or a non-zero offset: a fragment, not a TCP segment.
+                if frag & 0x3fff != 0 || *frame.get(l3 + 9).ok_or(GsoError::Malformed)? != PROTO_TCP
+                {
+                    return Err(GsoError::Unsupported);
+                }
+                if total < ihl {
+                    return Err(GsoError::Malformed);
+                }
+                (l3 + ihl, l3 + total)
+            }
+            (GsoKind::Tcp6, 0x86dd) => {
+                let payload = usize::from(be16(l3 + 4)?);
+                if *frame.get(l3 + 6).ok_or(GsoError::Malformed)? != PROTO_TCP {
+                    return Err(GsoError::Unsupported);
+                }
+                (l3 + IPV6_HLEN, l3 + IPV6_HLEN + payload)
+            }
+            _ => return Err(GsoError::Unsupported),
+        };
+        let doff = usize::from(*frame.get(l4 + 12).ok_or(GsoError::Malformed)? >> 4) * 4;
+        let hdr_len = l4 + doff;
+        if doff < TCP_HLEN || hdr_len > end || end > frame.len() {
+            return Err(GsoError::Malformed);
+        }
+        Ok(TsoPlan {
+            kind: gso.kind,
+            l3,
+            l4,
+            hdr_len,
+            payload: end - hdr_len,
+            mss: usize::from(gso.mss),
+        })
+    }
+
+    /// Number of segments (at least one, even with no payload).
+    pub fn segments(&self) -> usize {
+        self.payload.div_ceil(self.mss).max(1)
+    }
+
+    /// Length of the headers every segment repeats.
+    pub fn hdr_len(&self) -> usize {
+        self.hdr_len
+    }
+
+    /// Length in bytes of segment `i`'s frame (0 if there is no such segment).
+    pub fn segment_len(&self, i: usize) -> usize {
+        if i >= self.segments() {
+            return 0;
+        }
+        let from = i * self.mss;
+        self.hdr_len + (self.payload - from).min(self.mss)
+    }
+
+    /// The longest segment frame (what every output buffer must hold).
+    pub fn max_segment_len(&self) -> usize {
+        self.segment_len(0)
+    }
+
+    /// Writes segment `i` of `frame` (the frame this plan was made from) into
+    /// `out` as a complete frame and returns its length; 0, with `out` left
+    /// alone, if `i` is out of range or `out` is too short.
+    pub fn write_segment(&self, frame: &[u8], i: usize, out: &mut [u8]) -> usize {
+        let len = self.segment_len(i);
+        if len == 0 || out.len() < len || frame.len() < self.hdr_len + self.payload {
+            return 0;
+        }
+        let from = self.hdr_len + i * self.mss;
+        let data = len - self.hdr_len;
+        let out = &mut out[..len];
+        out[..self.hdr_len].copy_from_slice(&frame[..self.hdr_len]);
+        out[self.hdr_len..].copy_from_slice(&frame[from..from + data]);
+        let last = i + 1 == self.segments();
+        let l4_len = len - self.l4;
+        // IP lengths (and the IPv4 id and header checksum).
+        let l3 = self.l3;
+        let pseudo = match self.kind {
+            GsoKind::Tcp4 => {
+                let ihl = self.l4 - l3;
+                put16(out, l3 + 2, (len - l3) as u16);
+                let id = u16::from_be_bytes([out[l3 + 4], out[l3 + 5]]);
+                put16(out, l3 + 4, id.wrapping_add(i as u16));
+                put16(out, l3 + 10, 0);
+                let csum = !ones_complement_sum(&out[l3..l3 + ihl]);
+                put16(out, l3 + 10, csum);
+                // Source, destination, protocol and TCP length (RFC 9293 §3.1).
+                let addrs = u64::from(ones_complement_sum(&out[l3 + 12..l3 + 20]));
+                fold(addrs + u64::from(PROTO_TCP) + l4_len as u64)
+            }
+            GsoKind::Tcp6 => {
+                put16(out, l3 + 4, (len - l3 - IPV6_HLEN) as u16);
+                // Source, destination, length, next header (RFC 8200 §8.1).
+                let addrs = u64::from(ones_complement_sum(&out[l3 + 8..l3 + 40]));
+                fold(addrs + u64::from(PROTO_TCP) + l4_len as u64)
+            }
+        };
+        // TCP: sequence number, flags, checksum.
+        let l4 = self.l4;
+        let seq = u32::from_be_bytes([
+            out[l4 + TCP_SEQ],
+            out[l4 + TCP_SEQ + 1],
+            out[l4 + TCP_SEQ + 2],
+            out[l4 + TCP_SEQ + 3],
+        ]);
+        let seq = seq.wrapping_add((i * self.mss) as u32);
+        out[l4 + TCP_SEQ..l4 + TCP_SEQ + 4].copy_from_slice(&seq.to_be_bytes());
+        if !last {
+            out[l4 + TCP_FLAGS] &= !(TCP_FIN | TCP_PSH);
+        }
+        if i > 0 {
+            out[l4 + TCP_FLAGS] &= !TCP_CWR;
+        }
+        put16(out, l4 + TCP_CSUM, 0);
+        let sum = fold(u64::from(ones_complement_sum(&out[l4..])) + u64::from(pseudo));
+        put16(out, l4 + TCP_CSUM, !sum);
+        len
+    }
+}
+
+#[inline]
+fn put16(buf: &mut [u8], off: usize, v: u16) {
+    buf[off..off + 2].copy_from_slice(&v.to_be_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ipv4::{self, Ipv4Packet};
+    use crate::wire::ipv6;
+    use crate::wire::offload::verify_l4_checksum;
+    use crate::wire::PartialCsum;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// 10.0.0.1:40000 -> 10.0.0.2:80, id 0x1234, seq 0x01020304, ack 7, flags
+    /// `flags`, window 0x1000, `payload`; the TCP checksum field holds only the
+    /// pseudo-header sum, as a TSO sender leaves it.
+    fn tcp4(payload: &[u8], flags: u8) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        let total = (20 + 20 + payload.len()) as u16;
+        f.extend_from_slice(&[0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0]);
+        f[16..18].copy_from_slice(&total.to_be_bytes());
+        f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        f.extend_from_slice(&[0x9c, 0x40, 0, 80, 1, 2, 3, 4, 0, 0, 0, 7, 0x50, flags]);
+        f.extend_from_slice(&[0x10, 0, 0, 0, 0, 0]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn tcp6(payload: &[u8], flags: u8) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+        let plen = (20 + payload.len()) as u16;
+        f.extend_from_slice(&[0x60, 0, 0, 0]);
+        f.extend_from_slice(&plen.to_be_bytes());
+        f.extend_from_slice(&[6, 64]);
+        f.extend_from_slice(&Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).octets());
+        f.extend_from_slice(&Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2).octets());
+        f.extend_from_slice(&[0x9c, 0x40, 0, 80, 1, 2, 3, 4, 0, 0, 0, 7, 0x50, flags]);
+        f.extend_from_slice(&[0x10, 0, 0, 0, 0, 0]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn segments(frame: &[u8], gso: Gso) -> Vec<Vec<u8>> {
+        let plan = TsoPlan::new(frame, gso).unwrap();
+        (0..plan.segments())
+            .map(|i| {
+                let mut out = vec![0u8; 2048];
+                let n = plan.write_segment(frame, i, &mut out);
+                assert_eq!(n, plan.segment_len(i));
+                out.truncate(n);
+                out
+            })
+            .collect()
+    }
+
+    fn verify4(seg: &[u8]) -> bool {
+        let ip = Ipv4Packet::new_checked(&seg[14..]).unwrap();
+        let l4_len = seg.len() - 34;
+        let pseudo = ipv4::pseudo_header_sum(ip.src(), ip.dst(), 6, l4_len as u16);
+        ip.verify_checksum()
+            && verify_l4_checksum(
+                seg,
+                PartialCsum {
+                    start: 34,
+                    offset: 16,
+                },
+                pseudo,
+            )
+    }
+
+    #[test]
+    fn ipv4_frame_splits_into_exact_segments() {
+        let payload: Vec<u8> = (0..25u8).collect();
+        // PSH|ACK|FIN|CWR.
+        let frame = tcp4(&payload, 0x80 | 0x18 | 0x01);
+        let segs = segments(
+            &frame,
+            Gso {
+                kind: GsoKind::Tcp4,
+                mss: 10,
+            },
+        );
+        assert_eq!(segs.len(), 3);
+        // Segment 0: 10 bytes, id 0x1234, seq 0x01020304, CWR|ACK, total 50.
+        #[rustfmt::skip]
+        let mut want0 = vec![
+            2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00,
+            0x45, 0, 0, 50, 0x12, 0x34, 0x40, 0, 64, 6, 0x00, 0x00,
+            10, 0, 0, 1, 10, 0, 0, 2,
+            0x9c, 0x40, 0, 80, 1, 2, 3, 4, 0, 0, 0, 7, 0x50, 0x90,
+            0x10, 0, 0x00, 0x00, 0, 0,
+        ];
+        want0.extend_from_slice(&payload[..10]);
+        // IPv4 header checksum of the header above, computed by hand:
+        // 4500+0032+1234+4000+4006+0a00+0001+0a00+0002 = 0xeb6f, inverted
+        // 0x1490.
+        want0[24..26].copy_from_slice(&[0x14, 0x90]);
+        let tcp_csum = [segs[0][50], segs[0][51]];
+        want0[50..52].copy_from_slice(&tcp_csum);
+        assert_eq!(segs[0], want0);
+        // Segment 1: id +1, seq +10, ACK only (no FIN, PSH, CWR).
+        assert_eq!(&segs[1][18..20], &[0x12, 0x35]);
+        assert_eq!(&segs[1][38..42], &[1, 2, 3, 14]);
+        assert_eq!(segs[1][47], 0x10);
+        assert_eq!(&segs[1][54..], &payload[10..20]);
+        // Segment 2: the last 5 bytes, PSH|ACK|FIN kept, total 45.
+        assert_eq!(segs[2].len(), 54 + 5);
+        assert_eq!(&segs[2][16..18], &[0, 45]);
+        assert_eq!(&segs[2][38..42], &[1, 2, 3, 24]);
+        assert_eq!(segs[2][47], 0x19);
+        assert_eq!(&segs[2][54..], &payload[20..]);
+        for s in &segs {
+            assert!(verify4(s), "checksums of {s:02x?}");
+        }
+    }
+
+    #[test]
+    fn ipv6_segments_carry_payload_length_and_checksum() {
+        let payload: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+        let frame = tcp6(&payload, 0x18);
+        let segs = segments(
+            &frame,
+            Gso {
+                kind: GsoKind::Tcp6,
+                mss: 1440,
+            },
+        );
+        assert_eq!(
+            segs.iter().map(Vec::len).collect::<Vec<_>>(),
+            [74 + 1440, 74 + 1440, 74 + 120]
+        );
+        let mut joined = Vec::new();
+        for (i, s) in segs.iter().enumerate() {
+            let plen = u16::from_be_bytes([s[18], s[19]]) as usize;
+            assert_eq!(plen, s.len() - 54);
+            let seq = u32::from_be_bytes([s[58], s[59], s[60], s[61]]);
+            assert_eq!(seq, 0x01020304 + 1440 * i as u32);
+            assert_eq!(s[67], if i == 2 { 0x18 } else { 0x10 });
+            let src = Ipv6Addr::from(<[u8; 16]>::try_from(&s[22..38]).unwrap());
+            let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&s[38..54]).unwrap());
+            let pseudo = ipv6::pseudo_header_sum(src, dst, 6, plen as u32);
+            let p = PartialCsum {
+                start: 54,
+                offset: 16,
+            };
+            assert!(verify_l4_checksum(s, p, pseudo), "segment {i}");
+            joined.extend_from_slice(&s[74..]);
+        }
+        assert_eq!(joined, payload);
+    }
+
+    #[test]
+    fn vlan_tagged_frame_and_small_payload_make_one_segment() {
+        let mut frame = tcp4(b"hi", 0x18);
+        frame.splice(12..12, [0x81, 0x00, 0x00, 0x05]);
+        let plan = TsoPlan::new(
+            &frame,
+            Gso {
+                kind: GsoKind::Tcp4,
+                mss: 1000,
+            },
+        )
+        .unwrap();
+        assert_eq!((plan.segments(), plan.hdr_len()), (1, 58));
+        let mut out = [0u8; 100];
+        assert_eq!(plan.write_segment(&frame, 0, &mut out), 60);
+        let ip = Ipv4Packet::new_checked(&out[18..60]).unwrap();
+        assert!(ip.verify_checksum());
+        let pseudo = ipv4::pseudo_header_sum(
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::new(10, 0, 0, 2),
+            6,
+            22,
+        );
+        let p = PartialCsum {
+            start: 38,
+            offset: 16,
+        };
+        assert!(verify_l4_checksum(&out[..60], p, pseudo));
+        assert_eq!(plan.write_segment(&frame, 1, &mut out), 0);
+        assert_eq!(plan.write_segment(&frame, 0, &mut out[..59]), 0);
+    }
+
+    #[test]
+    fn bad_headers_are_refused() {
+        let g4 = Gso {
+            kind: GsoKind::Tcp4,
+            mss: 100,
+        };
+        let frame = tcp4(&[0; 300], 0x10);
+        assert_eq!(
+            TsoPlan::new(&frame, Gso { mss: 0, ..g4 }),
+            Err(GsoError::ZeroMss)
+        );
+        assert_eq!(
+            TsoPlan::new(
+                &frame,
+                Gso {
+                    kind: GsoKind::Tcp6,
+                    mss: 100
+                }
+            ),
+            Err(GsoError::Unsupported)
+        );
+        // Truncated anywhere: never a panic, always refused.
+        for n in 0..54 {
+            assert!(TsoPlan::new(&frame[..n], g4).is_err(), "{n} bytes");
+        }
+        // Total length past the frame.
+        assert_eq!(TsoPlan::new(&frame[..200], g4), Err(GsoError::Malformed));
+        // UDP, a fragment, a TCP data offset below 5 words.
+        let mut udp = frame.clone();
+        udp[23] = 17;
+        assert_eq!(TsoPlan::new(&udp, g4), Err(GsoError::Unsupported));
+        let mut frag = frame.clone();
+        frag[20] = 0x20;
+        assert_eq!(TsoPlan::new(&frag, g4), Err(GsoError::Unsupported));
+        let mut doff = frame.clone();
+        doff[46] = 0x40;
+        assert_eq!(TsoPlan::new(&doff, g4), Err(GsoError::Malformed));
+    }
+}
