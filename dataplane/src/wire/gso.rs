@@ -25,10 +25,6 @@
 
 use super::ipv4::{fold, ones_complement_sum};
 
-/// Ethernet header length.
-const ETH_HLEN: usize = 14;
-/// One 802.1Q/802.1ad tag.
-const VLAN_HLEN: usize = 4;
 /// IPv6 fixed header length.
 const IPV6_HLEN: usize = 40;
 /// Smallest TCP header.
@@ -109,15 +105,7 @@ impl TsoPlan {
                 .map(|b| u16::from_be_bytes([b[0], b[1]]))
                 .ok_or(GsoError::Malformed)
         };
-        let mut l3 = ETH_HLEN;
-        let mut ethertype = be16(12)?;
-        for _ in 0..2 {
-            if !matches!(ethertype, 0x8100 | 0x88a8) {
-                break;
-            }
-            ethertype = be16(l3 + 2)?;
-            l3 += VLAN_HLEN;
-        }
+        let (l3, ethertype) = super::offload::l3_start(frame).ok_or(GsoError::Malformed)?;
         let (l4, end) = match (gso.kind, ethertype) {
             (GsoKind::Tcp4, 0x0800) => {
                 let vihl = *frame.get(l3).ok_or(GsoError::Malformed)?;

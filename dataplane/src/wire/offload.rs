@@ -21,6 +21,27 @@ const ETH_HLEN: usize = 14;
 /// One 802.1Q/802.1ad tag.
 const VLAN_HLEN: usize = 4;
 
+/// Where the IP header of an Ethernet frame starts, behind up to two VLAN
+/// tags (802.1Q or 802.1ad), and the EtherType that names it; `None` if the
+/// frame ends first.
+pub(crate) fn l3_start(frame: &[u8]) -> Option<(usize, u16)> {
+    let be16 = |off: usize| {
+        frame
+            .get(off..off + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let mut l3 = ETH_HLEN;
+    let mut ethertype = be16(12)?;
+    for _ in 0..2 {
+        if !matches!(ethertype, 0x8100 | 0x88a8) {
+            break;
+        }
+        ethertype = be16(l3 + 2)?;
+        l3 += VLAN_HLEN;
+    }
+    Some((l3, ethertype))
+}
+
 /// A partial L4 checksum: the field at `start + offset` holds the
 /// pseudo-header sum; the rest of the sum, from `start` to the end of the
 /// frame, is still to be added. Offsets count from the first byte of the
@@ -81,15 +102,7 @@ pub fn locate_l4_checksum(frame: &[u8]) -> Option<(PartialCsum, usize)> {
             .get(off..off + 2)
             .map(|b| u16::from_be_bytes([b[0], b[1]]))
     };
-    let mut l3 = ETH_HLEN;
-    let mut ethertype = be16(12)?;
-    for _ in 0..2 {
-        if !matches!(ethertype, 0x8100 | 0x88a8) {
-            break;
-        }
-        ethertype = be16(l3 + 2)?;
-        l3 += VLAN_HLEN;
-    }
+    let (l3, ethertype) = l3_start(frame)?;
     let (proto, l4, end) = match ethertype {
         0x0800 => {
             let vihl = *frame.get(l3)?;
