@@ -152,7 +152,9 @@ type = "vfio"
 pci = "$VIRTIO"
 bridge = "br0"
 TOML
-echo 16 > /proc/sys/vm/nr_hugepages
+# Two pools per run (mbufs, and the 64 KiB TSO buffers: 12 pages), and a
+# second run that must fail quietly: room for both.
+echo 40 > /proc/sys/vm/nr_hugepages
 
 # Bad input before the daemon runs.
 printf '[dataplane]\nmbufs = 2048\n[[port]]\nname = "nic0"\ntype = "vfio"\npci = "0000:00:01.0\n' > /tmp/bad.toml
