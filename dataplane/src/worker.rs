@@ -628,6 +628,16 @@ mod tests {
         .unwrap()
     }
 
+    /// Waits until every port of `sw` is up (link state is published by the
+    /// workers' housekeeping).
+    fn wait_all_up(sw: &Switch) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !sw.load().ports.iter().flatten().all(|p| p.is_up()) {
+            assert!(Instant::now() < deadline, "ports never came up");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     fn wait_for(ring: &Ring<Mbuf>, n: usize) -> Vec<Mbuf> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut got = Vec::new();
@@ -654,11 +664,7 @@ mod tests {
             w.add_queue(PortId(i), QueueId(0), Box::new(p)).unwrap();
             ends.push(e);
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !sw.load().ports.iter().flatten().all(|p| p.is_up()) {
-            assert!(Instant::now() < deadline, "ports never came up");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_all_up(&sw);
         // A broadcast UDP frame with a pending checksum floods to ports 1 and 2:
         // one of them gets a copy, and the copy must keep the metadata.
         let partial = PartialCsum {
@@ -694,11 +700,7 @@ mod tests {
             ends.push(e);
         }
         // Link state is published by housekeeping; wait until all three are up.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !sw.load().ports.iter().flatten().all(|p| p.is_up()) {
-            assert!(Instant::now() < deadline, "ports never came up");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_all_up(&sw);
         ends[1]
             .rx
             .push(frame(pool, MacAddr::BROADCAST, mac(2)))
@@ -727,11 +729,7 @@ mod tests {
         let (pb, b) = ring_port();
         w0.add_queue(PortId(0), QueueId(0), Box::new(pa)).unwrap();
         w1.add_queue(PortId(1), QueueId(0), Box::new(pb)).unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !sw.load().ports.iter().flatten().all(|p| p.is_up()) {
-            assert!(Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_all_up(&sw);
         for i in 0..100u8 {
             let mut f = frame(pool, MacAddr::BROADCAST, mac(1));
             f.data_mut()[20] = i;
@@ -772,11 +770,7 @@ mod tests {
         let removed = w.remove_port(PortId(2), Duration::from_secs(5)).unwrap();
         assert_eq!(removed.len(), 1);
         drop(removed);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !sw.load().ports.iter().flatten().all(|p| p.is_up()) {
-            assert!(Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(1));
-        }
+        wait_all_up(&sw);
         ends[0]
             .rx
             .push(frame(pool, MacAddr::BROADCAST, mac(1)))
