@@ -27,23 +27,10 @@ p1=${P1:-131072}
 p2=${P2:-655360}
 repeats=${REPEATS:-3}
 
-if ! command -v valgrind >/dev/null 2>&1; then
-    echo "valgrind not found; installing it with apt-get" >&2
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq valgrind >/dev/null
-fi
-
-# Build, and take the binary's path from cargo itself, so any target directory
-# (CARGO_TARGET_DIR, .cargo/config) works.
-bin=$(cargo build --release --manifest-path "$root/Cargo.toml" -p weir-benches \
-        --bin switch-insns --message-format=json-render-diagnostics |
-      sed -n 's/.*"executable":"\([^"]*switch-insns\)".*/\1/p' | tail -n 1)
-if [ -z "$bin" ] || [ ! -x "$bin" ]; then
-    echo "could not find the switch-insns binary after building" >&2
-    exit 1
-fi
+# shellcheck source=benches/lib.sh
+. "$root/benches/lib.sh"
+need_valgrind
+bin=$(build_bench_bin switch-insns)
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -69,16 +56,6 @@ count() {
 echo "switch core, instructions per packet: (Ir(P2) - Ir(P1)) / (P2 - P1), P1=$p1 P2=$p2, $repeats runs"
 echo "binary: $bin"
 echo
-# min / median / max of the numbers on stdin, one a line.
-summary() {
-    sort -n | awk '
-        { v[NR] = $1 }
-        END {
-            med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-            printf "%8.1f %8.1f %8.1f", v[1], med, v[NR]
-        }'
-}
-
 printf '%-14s %8s %8s %8s %8s   %8s %8s %8s\n' case macs \
     "step min" median max "switch min" median max
 cases=(
@@ -101,7 +78,7 @@ for c in "${cases[@]}"; do
                 printf "%.1f %.1f", (b - a) / d, ((b - bs) - (a - as)) / d
             }')")
     done
-    step=$(printf '%s\n' "${per[@]}" | cut -d' ' -f1 | summary)
-    switch=$(printf '%s\n' "${per[@]}" | cut -d' ' -f2 | summary)
+    step=$(printf '%s\n' "${per[@]}" | cut -d' ' -f1 | summary 8)
+    switch=$(printf '%s\n' "${per[@]}" | cut -d' ' -f2 | summary 8)
     printf '%-14s %8s %s   %s\n' "$case" "$macs" "$step" "$switch"
 done

@@ -31,21 +31,10 @@ f2=${F2:-327680}
 repeats=${REPEATS:-3}
 cases=${CASES:-"single:60 single:1514 chain:60 indirect:60 empty:60"}
 
-if ! command -v valgrind >/dev/null 2>&1; then
-    echo "valgrind not found; installing it with apt-get" >&2
-    sudo=""
-    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
-    $sudo apt-get update -qq
-    $sudo apt-get install -y -qq valgrind >/dev/null
-fi
-
-bin=$(cargo build --release --manifest-path "$root/Cargo.toml" -p weir-benches \
-        --bin vring-insns --message-format=json-render-diagnostics |
-      sed -n 's/.*"executable":"\([^"]*vring-insns\)".*/\1/p' | tail -n 1)
-if [ -z "$bin" ] || [ ! -x "$bin" ]; then
-    echo "could not find the vring-insns binary after building" >&2
-    exit 1
-fi
+# shellcheck source=benches/lib.sh
+. "$root/benches/lib.sh"
+need_valgrind
+bin=$(build_bench_bin vring-insns)
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -74,15 +63,6 @@ count() {
             END { print t, g + 0, d + 0, e + 0 }'
 }
 
-summary() {
-    sort -n | awk '
-        { v[NR] = $1 }
-        END {
-            med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
-            printf "%7.1f %7.1f %7.1f", v[1], med, v[NR]
-        }'
-}
-
 echo "vring fast path, instructions per frame: (Ir(F2) - Ir(F1)) / (F2 - F1), F1=$f1 F2=$f2, $repeats runs"
 echo "binary: $bin"
 echo
@@ -101,8 +81,8 @@ for c in $cases; do
                     (bd - ad) / d, (be - ae) / d
             }')")
     done
-    step=$(printf '%s\n' "${per[@]}" | cut -d' ' -f1 | summary)
-    weir=$(printf '%s\n' "${per[@]}" | cut -d' ' -f2 | summary)
+    step=$(printf '%s\n' "${per[@]}" | cut -d' ' -f1 | summary 7)
+    weir=$(printf '%s\n' "${per[@]}" | cut -d' ' -f2 | summary 7)
     deq=$(printf '%s\n' "${per[@]}" | cut -d' ' -f3 | sort -n | sed -n 1p)
     enq=$(printf '%s\n' "${per[@]}" | cut -d' ' -f4 | sort -n | sed -n 1p)
     printf '%-9s %5s | %s | %s | %7.1f %7.1f\n' "$layout" "$len" "$step" "$weir" "$deq" "$enq"

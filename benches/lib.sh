@@ -1,0 +1,43 @@
+# shellcheck shell=bash
+# Shared by the callgrind scripts in benches/ (sourced, not run).
+#
+#   need_valgrind          installs valgrind with apt-get if it is missing
+#   build_bench_bin NAME   builds weir-benches' binary NAME (release) and prints
+#                          its path, taken from cargo itself so that any target
+#                          directory (CARGO_TARGET_DIR, .cargo/config) works
+#   summary [WIDTH]        min / median / max of the numbers on stdin, one a line,
+#                          each printed WIDTH wide (default 8)
+#
+# Expects `root` (the workspace root) to be set by the caller.
+# shellcheck disable=SC2154
+
+need_valgrind() {
+    if ! command -v valgrind >/dev/null 2>&1; then
+        echo "valgrind not found; installing it with apt-get" >&2
+        local sudo=""
+        if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+        $sudo apt-get update -qq
+        $sudo apt-get install -y -qq valgrind >/dev/null
+    fi
+}
+
+build_bench_bin() {
+    local name=$1 bin
+    bin=$(cargo build --release --manifest-path "$root/Cargo.toml" -p weir-benches \
+            --bin "$name" --message-format=json-render-diagnostics |
+          sed -n "s/.*\"executable\":\"\\([^\"]*$name\\)\".*/\\1/p" | tail -n 1)
+    if [ -z "$bin" ] || [ ! -x "$bin" ]; then
+        echo "could not find the $name binary after building" >&2
+        return 1
+    fi
+    echo "$bin"
+}
+
+summary() {
+    sort -n | awk -v w="${1:-8}" '
+        { v[NR] = $1 }
+        END {
+            med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+            printf "%*.1f %*.1f %*.1f", w, v[1], w, med, w, v[NR]
+        }'
+}
