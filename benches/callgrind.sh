@@ -63,9 +63,18 @@ cases=(
     "unicast 1000000"
     "unicast-pool 1000"
     "unicast-pool 1000000"
+    "unicast-run8 1000"
+    "unicast-run32 1000"
     "flood 1000"
     "vlan 1000"
 )
+# CASES="unicast:1000 vlan:1000" measures only those.
+if [ -n "${CASES:-}" ]; then
+    read -r -a cases <<<"${CASES//:/ }"
+    pairs=()
+    for ((i = 0; i + 1 < ${#cases[@]}; i += 2)); do pairs+=("${cases[i]} ${cases[i + 1]}"); done
+    cases=("${pairs[@]}")
+fi
 for c in "${cases[@]}"; do
     read -r case macs <<<"$c"
     per=()

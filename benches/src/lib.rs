@@ -85,6 +85,10 @@ pub struct Scenario {
     pub n_ports: u16,
     /// 802.1Q VLAN the frames are tagged with, if any.
     pub vlan: Option<VlanId>,
+    /// Consecutive frames of a burst with the same source and destination (a
+    /// few flows per burst, as a VM's TCP streams send them); 1: every frame
+    /// its own pair.
+    pub pair_run: u32,
 }
 
 impl Scenario {
@@ -95,6 +99,16 @@ impl Scenario {
             macs,
             n_ports: 4,
             vlan: None,
+            pair_run: 1,
+        }
+    }
+
+    /// Known unicast, untagged, in runs of `run` frames with one source and
+    /// destination (a divisor of the burst size).
+    pub fn unicast_runs(macs: u32, run: u32) -> Scenario {
+        Scenario {
+            pair_run: run.max(1),
+            ..Scenario::unicast(macs)
         }
     }
 
@@ -221,16 +235,19 @@ pub fn frame_plan(sc: &Scenario) -> Vec<(PortId, Vec<[u8; TEMPLATE_BYTES]>)> {
     (0..bursts)
         .map(|b| {
             let p = b as u32 % n;
+            let (mut src, mut dst) = (MacAddr::BROADCAST, MacAddr::BROADCAST);
             let frames = (0..BURST as u32)
                 .map(|j| {
-                    let src = station_mac(src_walk.next() * n + p);
-                    let dst = match sc.traffic {
-                        Traffic::Broadcast => MacAddr::BROADCAST,
-                        Traffic::Unicast => {
-                            let q = (p + 1 + j % (n - 1)) % n;
-                            station_mac(dst_walk.next() * n + q)
-                        }
-                    };
+                    if j % sc.pair_run == 0 {
+                        src = station_mac(src_walk.next() * n + p);
+                        dst = match sc.traffic {
+                            Traffic::Broadcast => MacAddr::BROADCAST,
+                            Traffic::Unicast => {
+                                let q = (p + 1 + j / sc.pair_run % (n - 1)) % n;
+                                station_mac(dst_walk.next() * n + q)
+                            }
+                        };
+                    }
                     seq += 1;
                     write_frame(dst, src, sc.vlan, seq)
                 })

@@ -32,6 +32,9 @@ use crate::time::cycles;
 pub const IDLE_POLLS_BEFORE_SLEEP: u32 = 2048;
 /// Poll rounds between housekeeping calls on every queue.
 pub const HOUSEKEEPING_EVERY: u64 = 1024;
+/// One poll round in this many is timed stage by stage (see
+/// [`WorkerStats::rx_cycles`]); a power of two.
+pub const STAGE_SAMPLE_EVERY: u64 = 16;
 
 /// Worker settings.
 #[derive(Clone, Debug)]
@@ -79,6 +82,22 @@ pub struct WorkerStats {
     pub handoff_full: Counter,
     /// Frames taken from handoff rings and sent.
     pub handoff_tx: Counter,
+    /// Rounds that moved packets: `rx_packets / busy_rounds` is the mean burst.
+    pub busy_rounds: Counter,
+    /// Per-stage TSC cycles, measured in one poll round of every
+    /// [`STAGE_SAMPLE_EVERY`] (four clock reads per queue that received
+    /// something; the other rounds read the clock twice in all), for bursts
+    /// that received frames: `rx_burst` (the port driver, guest or NIC ring
+    /// to mbufs) ...
+    pub rx_cycles: Counter,
+    /// ... the switch (parse, learn, look up, stage) ...
+    pub switch_cycles: Counter,
+    /// ... and transmission of the staged frames (the egress drivers, mbufs
+    /// to rings, handoffs to other workers). Handoff rings drained in a
+    /// sampled round count as tx too.
+    pub tx_cycles: Counter,
+    /// Frames received in the sampled rounds: divide the stage cycles by this.
+    pub sampled_packets: Counter,
 }
 
 /// State shared between a worker thread and the control plane.
@@ -294,15 +313,7 @@ impl Queues {
     #[inline]
     fn transmit(&mut self, t: &SwitchTables, out: PortId, b: &mut Burst, ws: &WorkerStats) {
         if let Some(Some(i)) = self.tx_index.get(out.index()) {
-            let q = &mut self.list[*i];
-            let needs_segmenting = b
-                .iter()
-                .any(|m| m.gso().is_some_and(|g| !q.dev.accepts_gso(g.kind)));
-            if needs_segmenting {
-                segment_and_send(q, b);
-            } else {
-                send_local(q, b);
-            }
+            send_local(&mut self.list[*i], b);
         } else if let Some(e) = t.port(out) {
             e.handoff.enqueue_burst(b);
             if !b.is_empty() {
@@ -315,20 +326,40 @@ impl Queues {
     }
 }
 
-/// Sends `b` on a local queue; leaves `b` empty, counting what could not be sent.
+/// Sends `b` on a local queue; leaves `b` empty, counting what could not be
+/// sent. TSO frames the port cannot take whole are segmented first
+/// ([`segment_and_send`]). One pass over the burst before the driver sees it
+/// (bytes, and whether any frame is a TSO frame), and another after it only
+/// when the driver left frames behind.
 #[inline]
 fn send_local(q: &mut LocalQueue, b: &mut Burst) {
+    let mut bytes_before = 0usize;
+    let mut any_gso = false;
+    for m in b.iter() {
+        bytes_before += m.len();
+        any_gso |= m.gso().is_some();
+    }
+    if any_gso
+        && b.iter()
+            .any(|m| m.gso().is_some_and(|g| !q.dev.accepts_gso(g.kind)))
+    {
+        segment_and_send(q, b);
+        return;
+    }
     // Partial checksums are finished here, once per frame, for every
     // port that cannot pass them on (see `Port`, "Checksum offload").
     if !q.dev.accepts_partial_csum() {
         crate::port::complete_partial_csums(b);
     }
-    let bytes_before: usize = b.iter().map(|m| m.len()).sum();
     // Frames a driver takes but cannot send (too large, a write error) it
     // counts as tx_errors; they are not transmitted packets.
     let errors_before = q.stats.tx_errors.get();
     let taken = q.dev.tx_burst(b);
-    let bytes_left: usize = b.iter().map(|m| m.len()).sum();
+    let bytes_left: usize = if b.is_empty() {
+        0
+    } else {
+        b.iter().map(|m| m.len()).sum()
+    };
     let failed = q.stats.tx_errors.get().saturating_sub(errors_before) as usize;
     q.stats.tx_packets.add(taken.saturating_sub(failed) as u64);
     q.stats.tx_bytes.add((bytes_before - bytes_left) as u64);
@@ -339,7 +370,7 @@ fn send_local(q: &mut LocalQueue, b: &mut Burst) {
     }
 }
 
-/// The slow path of [`Queues::transmit`] for a burst holding TSO frames the
+/// The slow path of [`send_local`] for a burst holding TSO frames the
 /// port cannot take whole (see `Port`, "Segmentation offload"): each such frame
 /// is cut into segments allocated from its pool's segment pool, and everything
 /// goes out in order, a burst at a time. A frame that does not parse is dropped
@@ -347,6 +378,7 @@ fn send_local(q: &mut LocalQueue, b: &mut Burst) {
 /// are dropped as `NoBuffers`. No heap allocation: the second burst lives on
 /// the stack.
 #[cold]
+#[inline(never)]
 fn segment_and_send(q: &mut LocalQueue, b: &mut Burst) {
     use crate::stats::DropReason;
     use crate::wire::TsoPlan;
@@ -433,12 +465,15 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
         }
         let now = switch.now_secs();
         let mut moved = 0usize;
+        let sample = round & (STAGE_SAMPLE_EVERY - 1) == 0;
         for qi in 0..queues.list.len() {
             let q = &mut queues.list[qi];
+            let t0 = if sample { cycles() } else { 0 };
             let n = q.dev.rx_burst(&mut burst);
             if n == 0 {
                 continue;
             }
+            let t1 = if sample { cycles() } else { 0 };
             moved += n;
             let mut bytes = 0usize;
             for m in burst.iter_mut() {
@@ -448,7 +483,15 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
             q.stats.rx_packets.add(n as u64);
             q.stats.rx_bytes.add(bytes as u64);
             fwd.process(t, q.port, &mut burst, now, &q.stats);
+            let t2 = if sample { cycles() } else { 0 };
             fwd.drain(|out, b| queues.transmit(t, out, b, ws));
+            if sample {
+                let t3 = cycles();
+                ws.rx_cycles.add(t1.wrapping_sub(t0));
+                ws.switch_cycles.add(t2.wrapping_sub(t1));
+                ws.tx_cycles.add(t3.wrapping_sub(t2));
+                ws.sampled_packets.add(n as u64);
+            }
         }
         ws.rx_packets.add(moved as u64);
         // Frames other workers handed to ports whose first queue is ours.
@@ -463,11 +506,15 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
             if e.handoff.is_empty() {
                 continue;
             }
+            let t0 = if sample { cycles() } else { 0 };
             let port = queues.list[*qi].port;
             let n = e.handoff.dequeue_burst(&mut burst, MAX_BURST);
             ws.handoff_tx.add(n as u64);
             moved += n;
             queues.transmit(t, port, &mut burst, ws);
+            if sample {
+                ws.tx_cycles.add(cycles().wrapping_sub(t0));
+            }
         }
         queues.drains = drains;
         if round.is_multiple_of(HOUSEKEEPING_EVERY) || idle_rounds > IDLE_POLLS_BEFORE_SLEEP {
@@ -485,6 +532,7 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
         ws.iterations.inc();
         let spent = cycles().wrapping_sub(start);
         if moved > 0 {
+            ws.busy_rounds.inc();
             ws.busy_cycles.add(spent);
             idle_rounds = 0;
         } else {

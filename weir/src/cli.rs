@@ -670,8 +670,26 @@ fn render_workers(workers: &[WorkerView]) -> String {
     if workers.is_empty() {
         return "no workers\n".to_owned();
     }
-    let mut t = Table::new(&[">ID", ">CPU", ">BUSY%", ">RX-PKTS", "RX-QUEUES", "DROPS"]);
+    let mut t = Table::new(&[
+        ">ID",
+        ">CPU",
+        ">BUSY%",
+        ">RX-PKTS",
+        ">BURST",
+        "CYC/PKT RX+SW+TX",
+        "RX-QUEUES",
+        "DROPS",
+    ]);
     for w in workers {
+        let burst = if w.busy_rounds == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.1}", w.rx_packets as f64 / w.busy_rounds as f64)
+        };
+        let stages = match w.stages.per_packet() {
+            Some((rx, sw, tx)) => format!("{rx:.0}+{sw:.0}+{tx:.0}"),
+            None => "-".to_owned(),
+        };
         let queues = if w.rx_queues.is_empty() {
             "-".to_owned()
         } else {
@@ -682,6 +700,8 @@ fn render_workers(workers: &[WorkerView]) -> String {
             w.cpu.to_string(),
             format!("{:.1}", w.busy_pct),
             w.rx_packets.to_string(),
+            burst,
+            stages,
             queues,
             drop_reasons(&w.drops),
         ]);
@@ -750,7 +770,7 @@ fn render_stats(stats: &StatsView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::MempoolView;
+    use crate::api::{MempoolView, StageCycles};
     use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Cli {
@@ -892,6 +912,13 @@ mod tests {
                 busy_pct: 25.0,
                 rx_packets: 7,
                 drops: BTreeMap::new(),
+                busy_rounds: 2,
+                stages: StageCycles {
+                    rx: 100,
+                    switch: 40,
+                    tx: 60,
+                    packets: 4,
+                },
             }],
             mempool: MempoolView {
                 total: 1024,
@@ -903,6 +930,8 @@ mod tests {
         let out = render_stats(&stats);
         assert!(out.contains("no-mbuf=3"), "{out}");
         assert!(out.contains("25.0"), "{out}");
+        assert!(out.contains("25+10+15"), "{out}");
+        assert!(out.contains("3.5"), "{out}");
         assert!(out.contains("p0:0"), "{out}");
         assert!(out.contains("1000 of 1024 mbufs free"), "{out}");
     }

@@ -20,8 +20,8 @@ use dataplane::worker::{WorkerConfig, WorkerHandle};
 use dataplane::{BridgeId, DropReason, Mempool, PortId, QueueId, QueueStats, WorkerId};
 
 use crate::api::{
-    BridgeInfo, FdbEntryView, MempoolView, PortInfo, PortStatsView, Request, Response, StatsView,
-    VersionView, WorkerView,
+    BridgeInfo, FdbEntryView, MempoolView, PortInfo, PortStatsView, Request, Response, StageCycles,
+    StatsView, VersionView, WorkerView,
 };
 use crate::config::{Config, Host, HugepageMode, PortSpec};
 use crate::control::{ControlServer, Handler};
@@ -506,6 +506,13 @@ impl Dataplane {
                     },
                     rx_packets: s.rx_packets.get(),
                     drops,
+                    busy_rounds: s.busy_rounds.get(),
+                    stages: StageCycles {
+                        rx: s.rx_cycles.get(),
+                        switch: s.switch_cycles.get(),
+                        tx: s.tx_cycles.get(),
+                        packets: s.sampled_packets.get(),
+                    },
                 }
             })
             .collect()

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! switch-insns <case> <macs> <packets>
-//!   case: unicast | unicast-pool | flood | vlan
+//!   case: unicast | unicast-pool | unicast-run8 | unicast-run32 | flood | vlan
 //! ```
 //!
 //! Set-up (switch, FDB pre-load, frames) costs the same for any packet count,
@@ -18,7 +18,9 @@ use weir_benches::{Rig, Scenario, BURST};
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [case, macs, packets] = args.as_slice() else {
-        bail!("usage: switch-insns <unicast|unicast-pool|flood|vlan> <macs> <packets>");
+        bail!(
+            "usage: switch-insns <unicast|unicast-pool|unicast-run8|unicast-run32|flood|vlan> <macs> <packets>"
+        );
     };
     let macs: u32 = macs
         .parse()
@@ -32,6 +34,8 @@ fn main() -> Result<()> {
     let (scenario, pooled) = match case.as_str() {
         "unicast" => (Scenario::unicast(macs), false),
         "unicast-pool" => (Scenario::unicast(macs), true),
+        "unicast-run8" => (Scenario::unicast_runs(macs, 8), false),
+        "unicast-run32" => (Scenario::unicast_runs(macs, 32), false),
         "flood" => (Scenario::broadcast(macs), false),
         "vlan" => (Scenario::tagged(macs), false),
         other => bail!("unknown case {other:?}"),

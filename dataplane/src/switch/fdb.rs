@@ -314,6 +314,12 @@ fn home_slot(key: u64, shift: u32) -> usize {
 pub struct FdbKey(u64);
 
 impl FdbKey {
+    /// The key as a word: never 0, so 0 can stand for "no key".
+    #[inline]
+    pub fn raw(self) -> u64 {
+        self.0
+    }
+
     /// The key for `mac` in `vlan`.
     #[inline]
     pub fn new(vlan: VlanId, mac: MacAddr) -> FdbKey {

@@ -463,6 +463,14 @@ impl Forwarder {
         let total = burst.len() as u32;
         self.flooded = 0;
         self.dropped = 0;
+        // The keys of the last frame staged as known unicast, and its stage: a
+        // frame with the same source and destination (the usual case, a burst
+        // from one station to one peer) needs neither the learning probe nor
+        // the lookup. The source was refreshed at this same `now`, and the
+        // destination's stage was checked in this burst. Any other frame
+        // clears it before it learns, so a learn that moves the cached
+        // destination can never be bypassed. 0 is no key (keys are >= 1).
+        let (mut last_src, mut last_dst, mut last_out) = (0u64, 0u64, 0usize);
         for m in burst.drain(..) {
             let Some(l2) = parse_l2_addrs(m.data()) else {
                 discard(m, in_stats, DropReason::Malformed);
@@ -475,6 +483,13 @@ impl Forwarder {
                 continue;
             }
             let (src_key, dst_key) = FdbKey::pair(l2.vlan, l2.src, l2.dst);
+            if src_key.raw() == last_src && dst_key.raw() == last_dst {
+                if let Some(st) = stages.get_mut(last_out) {
+                    let _ = st.frames.try_push(m);
+                }
+                continue;
+            }
+            last_src = 0;
             match fdb.learn_key(src_key, in_port, now) {
                 Learn::TableFull => {
                     discard(m, in_stats, DropReason::FdbFull);
@@ -500,9 +515,11 @@ impl Forwarder {
                         _ => {
                             if !stage_first(stages, pending, t, in_port, out, seq, m, in_stats) {
                                 self.dropped += 1;
+                                continue;
                             }
                         }
                     }
+                    (last_src, last_dst, last_out) = (src_key.raw(), dst_key.raw(), out.index());
                     continue;
                 }
             } else if l2.dst & LINK_LOCAL_MASK == LINK_LOCAL {
@@ -627,6 +644,38 @@ mod tests {
         assert_eq!(out[0].0, 2);
         let fdb = &t.bridges[0].as_ref().unwrap().fdb;
         assert_eq!(fdb.lookup(VlanId(0), mac(1)), Some(PortId(0)));
+    }
+
+    #[test]
+    fn repeated_pairs_in_a_burst_forward_like_the_first_and_see_moves() {
+        let pool = Mempool::for_tests(64);
+        let sw = switch(3, FdbConfig::default());
+        let t = sw.load();
+        let st = QueueStats::default();
+        let mut fwd = Forwarder::new();
+        // mac2 on port 2, mac3 on port 1.
+        run(&mut fwd, &t, 2, vec![frame(pool, mac(1), mac(2))], &st);
+        run(&mut fwd, &t, 1, vec![frame(pool, mac(1), mac(3))], &st);
+        // From port 0: 1->2 twice, 1->3, 1->2 again; then mac2 moves to port 0
+        // (it sends from there) and 1->2 must now be a same-port drop.
+        let burst = vec![
+            frame(pool, mac(2), mac(1)),
+            frame(pool, mac(2), mac(1)),
+            frame(pool, mac(3), mac(1)),
+            frame(pool, mac(2), mac(1)),
+            frame(pool, mac(3), mac(2)),
+            frame(pool, mac(2), mac(1)),
+            frame(pool, mac(2), mac(1)),
+        ];
+        let out = run(&mut fwd, &t, 0, burst, &st);
+        let ports: Vec<(u16, u8)> = out.iter().map(|o| (o.0, o.1[11])).collect();
+        assert_eq!(ports, vec![(2, 1), (2, 1), (2, 1), (1, 1), (1, 2)]);
+        assert_eq!(st.drops(DropReason::SamePort), 2);
+        let fdb = &t.bridges[0].as_ref().unwrap().fdb;
+        assert_eq!(fdb.lookup(VlanId(0), mac(2)), Some(PortId(0)));
+        assert_eq!(fdb.lookup(VlanId(0), mac(1)), Some(PortId(0)));
+        drop(out);
+        assert_eq!(pool.in_use(), 0);
     }
 
     #[test]
