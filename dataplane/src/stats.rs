@@ -89,6 +89,9 @@ drop_reasons! {
     RxOverrun => "rx-overrun",
     /// The port is in an error state (for example a misbehaving peer).
     PortError => "port-error",
+    /// A segmentation offload (TSO) frame from a guest found the pool of
+    /// large buffers empty.
+    NoTsoBuffers => "no-tso-buffers",
 }
 
 /// Counters of one port queue. Written only by the worker that owns the queue;

@@ -268,6 +268,8 @@ enum TxFrame {
     Ok(usize, [u8; NET_HDR_BYTES]),
     /// Well formed, but longer than the buffer it was copied into.
     Oversize,
+    /// Longer than a normal buffer, and the pool of large buffers is empty.
+    NoLargeBuffer,
     Malformed,
 }
 
@@ -538,7 +540,10 @@ impl SplitRing {
 
     /// Guest TX → mbufs: receives up to `burst.remaining_capacity()` frames,
     /// stripping the virtio-net header. Malformed frames are dropped and counted;
-    /// without free mbufs, the rest stays in the guest ring.
+    /// without free mbufs, the rest stays in the guest ring. A frame longer
+    /// than a normal mbuf (a TSO frame) is copied into a buffer of `gso_pool`;
+    /// with that pool empty it is dropped and counted as
+    /// [`DropReason::NoTsoBuffers`], and the ring goes on.
     ///
     /// With `csum` (VIRTIO_NET_F_CSUM negotiated), a header asking for a
     /// checksum (NEEDS_CSUM) puts its checked offsets on the mbuf
@@ -606,13 +611,19 @@ impl SplitRing {
                 // A TSO frame: copy it again into a large buffer (see
                 // docs/vhost-user.md, "Segmentation offload"). The small
                 // buffer goes back to its pool.
-                match big.alloc() {
+                // An empty large pool drops the frame (counted) rather than
+                // leaving it at the head of the ring: the pool is shared by
+                // every vhost-user port and its buffers may be held elsewhere
+                // (other guests' frames, handoff rings, other workers' caches),
+                // so waiting would stall this queue's small frames too, perhaps
+                // for good; a dropped TCP segment is only retransmitted.
+                copied = match big.alloc() {
                     Some(b) => {
                         drop(std::mem::replace(&mut burst[filled], b));
-                        copied = self.copy_out(head, burst[filled].room_mut(), &mut hint);
+                        self.copy_out(head, burst[filled].room_mut(), &mut hint)
                     }
-                    None => break,
-                }
+                    None => Ok(TxFrame::NoLargeBuffer),
+                };
             }
             let m = &mut burst[filled];
             match copied {
@@ -633,6 +644,7 @@ impl SplitRing {
                     }
                 }
                 Ok(TxFrame::Oversize | TxFrame::Malformed) => stats.drop_one(DropReason::Malformed),
+                Ok(TxFrame::NoLargeBuffer) => stats.drop_one(DropReason::NoTsoBuffers),
             }
             self.put_used(cur, head, 0);
             cur.last_avail = cur.last_avail.wrapping_add(1);
@@ -1349,6 +1361,51 @@ mod tests {
         assert_eq!(frames, vec![frame(60)]);
         assert_eq!(stats.drops(DropReason::Malformed), 1);
         assert_eq!(g.used_idx(), 2);
+    }
+
+    #[test]
+    fn tso_frame_without_a_large_buffer_is_dropped_and_counted() {
+        // A large pool of one buffer: the first long frame takes it (it stays
+        // in the burst), the second finds the pool empty and is dropped, and
+        // the small frame behind it still gets through.
+        static BIG: std::sync::OnceLock<&'static Mempool> = std::sync::OnceLock::new();
+        let big = *BIG.get_or_init(|| {
+            Mempool::create(&dataplane::mempool::MempoolConfig {
+                name: "large-test".into(),
+                n_mbufs: 1,
+                data_room: 65535 - 128,
+                hugepages: dataplane::mempool::HugepagePolicy::Never,
+                cache_size: 1,
+                ..dataplane::mempool::MempoolConfig::default()
+            })
+            .expect("large pool")
+        });
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        tx_single(&mut g, 0, BUF, &frame(4000));
+        tx_single(&mut g, 1, BUF + 0x2000, &frame(5000));
+        tx_single(&mut g, 2, BUF + 0x4000, &frame(60));
+        let stats = QueueStats::default();
+        let mut burst = Burst::new();
+        let done = ring.dequeue(
+            &mut cur,
+            pool(),
+            &mut burst,
+            Offload::default(),
+            Some(big),
+            &stats,
+        );
+        assert_eq!((done.frames, done.fault), (2, None));
+        let frames: Vec<Vec<u8>> = burst.iter().map(|m| m.data().to_vec()).collect();
+        assert_eq!(frames, vec![frame(4000), frame(60)]);
+        assert!(std::ptr::eq(burst[0].pool(), big));
+        assert_eq!(stats.drops(DropReason::NoTsoBuffers), 1);
+        assert_eq!(stats.snapshot().total_drops(), 1);
+        assert_eq!(g.used_idx(), 3);
+        assert_eq!(g.used_elem(1), (1, 0));
+        drop(burst);
+        assert_eq!(big.in_use(), 0);
     }
 
     #[test]
