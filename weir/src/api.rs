@@ -312,6 +312,10 @@ pub struct StatsView {
     pub workers: Vec<WorkerView>,
     /// The mbuf pool.
     pub mempool: MempoolView,
+    /// The pool of 64 KiB buffers for TSO frames from VMs, once created
+    /// (with the first vhost-user port; absent with `tso_mbufs = 0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tso_pool: Option<MempoolView>,
 }
 
 /// The daemon's version, for `version`.

@@ -764,6 +764,20 @@ fn render_stats(stats: &StatsView) -> String {
             "normal pages"
         }
     );
+    if let Some(t) = &stats.tso_pool {
+        let _ = writeln!(
+            out,
+            "tso pool: {} of {} buffers free, {} B data room, {}",
+            t.available,
+            t.total,
+            t.mbuf_size,
+            if t.hugepages {
+                "hugepages"
+            } else {
+                "normal pages"
+            }
+        );
+    }
     out
 }
 
@@ -926,8 +940,18 @@ mod tests {
                 hugepages: false,
                 mbuf_size: 2048,
             },
+            tso_pool: Some(MempoolView {
+                total: 256,
+                available: 250,
+                hugepages: true,
+                mbuf_size: 65407,
+            }),
         };
         let out = render_stats(&stats);
+        assert!(
+            out.contains("tso pool: 250 of 256 buffers free, 65407 B data room, hugepages"),
+            "{out}"
+        );
         assert!(out.contains("no-mbuf=3"), "{out}");
         assert!(out.contains("25.0"), "{out}");
         assert!(out.contains("25+10+15"), "{out}");
@@ -954,6 +978,7 @@ mod tests {
             ports: vec![p, port(1, "p1")],
             workers: Vec::new(),
             mempool: MempoolView::default(),
+            tso_pool: None,
         };
         let out = render_stats(&stats);
         let line = |name: &str| {

@@ -23,7 +23,7 @@ use crate::api::{
     BridgeInfo, FdbEntryView, MempoolView, PortInfo, PortStatsView, Request, Response, StageCycles,
     StatsView, VersionView, WorkerView,
 };
-use crate::config::{Config, Host, HugepageMode, PortSpec};
+use crate::config::{Config, Host, HugepageMode, PortSpec, PortType};
 use crate::control::{ControlServer, Handler};
 use crate::ports::{self, OpenedPort};
 
@@ -43,6 +43,9 @@ struct State {
     ports: BTreeMap<String, PortRecord>,
     /// Round-robin cursor for queue placement.
     next_worker: usize,
+    /// Large buffers for TSO frames, created with the first vhost-user port
+    /// (None: not yet, TSO off, or it could not be created).
+    tso_pool: Option<&'static Mempool>,
 }
 
 /// Data room of a TSO buffer: the largest a 16-bit mbuf length allows after
@@ -53,8 +56,10 @@ const TSO_DATA_ROOM: u32 = 65535 - 128;
 pub struct Dataplane {
     switch: Arc<Switch>,
     pool: &'static Mempool,
-    /// Large buffers for TSO frames (None: TSO off).
-    tso_pool: Option<&'static Mempool>,
+    /// `[dataplane] tso_mbufs` (0: TSO off).
+    tso_mbufs: u32,
+    /// `[dataplane] hugepages`, for the pools.
+    hugepages: HugepagePolicy,
     workers: Vec<WorkerHandle>,
     worker_cpus: Vec<usize>,
     fdb_cfg: switch::FdbConfig,
@@ -72,37 +77,19 @@ impl Dataplane {
     /// port cannot be opened (nothing is left running in that case).
     pub fn start(cfg: &Config, host: Host) -> anyhow::Result<Dataplane> {
         raise_memlock_limit();
+        let hugepages = match cfg.dataplane.hugepages {
+            HugepageMode::Auto => HugepagePolicy::Auto,
+            HugepageMode::Required => HugepagePolicy::Required,
+            HugepageMode::Never => HugepagePolicy::Never,
+        };
         let pool = Mempool::create(&MempoolConfig {
             name: "mbufs".into(),
             n_mbufs: cfg.dataplane.mbufs,
             data_room: cfg.dataplane.mbuf_size,
-            hugepages: match cfg.dataplane.hugepages {
-                HugepageMode::Auto => HugepagePolicy::Auto,
-                HugepageMode::Required => HugepagePolicy::Required,
-                HugepageMode::Never => HugepagePolicy::Never,
-            },
+            hugepages,
             ..MempoolConfig::default()
         })
         .context("creating the mbuf pool")?;
-        // TSO frames from VMs (up to 64 KiB) get buffers of their own; their
-        // segments are cut into the normal pool (docs/vhost-user.md).
-        let tso_pool = if cfg.dataplane.tso_mbufs == 0 {
-            None
-        } else {
-            let p = Mempool::create(&MempoolConfig {
-                name: "tso".into(),
-                n_mbufs: cfg.dataplane.tso_mbufs,
-                data_room: TSO_DATA_ROOM,
-                hugepages: HugepagePolicy::Auto,
-                // Few, large buffers: a small per-thread cache, so one
-                // worker cannot hold them all.
-                cache_size: 8,
-                ..MempoolConfig::default()
-            })
-            .context("creating the TSO buffer pool")?;
-            p.set_segment_pool(pool);
-            Some(p)
-        };
         tracing::info!(
             mbufs = pool.capacity(),
             backing = ?pool.backing(),
@@ -130,7 +117,8 @@ impl Dataplane {
         let dp = Dataplane {
             switch,
             pool,
-            tso_pool,
+            tso_mbufs: cfg.dataplane.tso_mbufs,
+            hugepages,
             workers,
             worker_cpus,
             fdb_cfg: switch::FdbConfig {
@@ -143,6 +131,7 @@ impl Dataplane {
             state: Mutex::new(State {
                 ports: BTreeMap::new(),
                 next_worker: 0,
+                tso_pool: None,
             }),
         };
         for b in &cfg.bridges {
@@ -166,6 +155,58 @@ impl Dataplane {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The TSO buffer pool for a new port: only vhost-user ports take TSO
+    /// frames, so the pool is created with the first of them (at start or by
+    /// `port add`), never for a daemon without one. If it cannot be created
+    /// (hugepages short with `hugepages = "required"`, or no memory), the port
+    /// comes up without offering TSO and one warning says so; the next
+    /// vhost-user port tries again.
+    fn tso_pool_for(&self, st: &mut State, spec: &PortSpec) -> Option<&'static Mempool> {
+        if spec.kind != PortType::VhostUser || self.tso_mbufs == 0 {
+            return None;
+        }
+        if st.tso_pool.is_none() {
+            // TSO frames from VMs (up to 64 KiB) get buffers of their own;
+            // their segments are cut into the normal pool (docs/vhost-user.md).
+            match Mempool::create(&MempoolConfig {
+                name: "tso".into(),
+                n_mbufs: self.tso_mbufs,
+                data_room: TSO_DATA_ROOM,
+                hugepages: self.hugepages,
+                // Few, large buffers: a small per-thread cache, so one
+                // worker cannot hold them all.
+                cache_size: 8,
+                ..MempoolConfig::default()
+            }) {
+                Ok(p) => {
+                    p.set_segment_pool(self.pool);
+                    tracing::info!(
+                        buffers = p.capacity(),
+                        backing = ?p.backing(),
+                        "TSO buffer pool ready"
+                    );
+                    st.tso_pool = Some(p);
+                }
+                Err(e) => {
+                    let fix = if self.hugepages == HugepagePolicy::Required {
+                        "reserve more 2 MiB hugepages or lower [dataplane] tso_mbufs"
+                    } else {
+                        "lower [dataplane] tso_mbufs"
+                    };
+                    tracing::warn!(
+                        "port {} comes up without TSO (HOST_TSO4/6, GUEST_TSO4/6): no \
+                         memory for {} TSO buffers of 64 KiB ({:#}); {fix} \
+                         (tso_mbufs = 0 turns TSO off without this warning)",
+                        spec.name,
+                        self.tso_mbufs,
+                        anyhow::Error::from(e),
+                    );
+                }
+            }
+        }
+        st.tso_pool
     }
 
     /// Adds a bridge.
@@ -257,11 +298,12 @@ impl Dataplane {
             bail!("too many ports (max {})", switch::MAX_PORTS);
         }
         let id = PortId(id as u16);
+        let tso_pool = self.tso_pool_for(&mut st, &spec);
         let OpenedPort {
             queues,
             keepalive,
             health,
-        } = ports::open(&spec, self.pool, self.tso_pool, &self.dpdk_eal_args)?;
+        } = ports::open(&spec, self.pool, tso_pool, &self.dpdk_eal_args)?;
         // Place queues round-robin over workers; the first queue's worker owns the
         // port's handoff ring.
         let placement: Vec<usize> = (0..queues.len())
@@ -520,6 +562,7 @@ impl Dataplane {
 
     /// Everything `weir stats` shows.
     pub fn stats(&self) -> StatsView {
+        let tso_pool = self.lock().tso_pool;
         StatsView {
             ports: self.port_list(),
             workers: self.workers(),
@@ -529,6 +572,12 @@ impl Dataplane {
                 hugepages: self.pool.backing() == dataplane::mempool::Backing::Hugepages2M,
                 mbuf_size: self.pool.data_room(),
             },
+            tso_pool: tso_pool.map(|p| MempoolView {
+                total: p.capacity(),
+                available: p.available(),
+                hugepages: p.backing() == dataplane::mempool::Backing::Hugepages2M,
+                mbuf_size: p.data_room(),
+            }),
         }
     }
 

@@ -17,6 +17,8 @@ pub struct Daemon {
     pub socket: PathBuf,
     dir: PathBuf,
     starts: u32,
+    /// `RLIMIT_AS` of the daemon in KiB, if limited.
+    address_space_kib: Option<u64>,
 }
 
 impl Daemon {
@@ -24,22 +26,39 @@ impl Daemon {
     /// answers requests (the socket is bound before the ports are opened, and
     /// requests are served only once they all are).
     pub fn start(dir: &Path, config: &str) -> Daemon {
+        Daemon::start_limited(dir, config, None)
+    }
+
+    /// [`start`](Self::start) with the daemon's address space limited to
+    /// `address_space_kib` (`ulimit -v`), so that large allocations fail.
+    pub fn start_limited(dir: &Path, config: &str, address_space_kib: Option<u64>) -> Daemon {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("weir.toml"), config).unwrap();
         let mut d = Daemon {
-            child: Daemon::spawn(dir, 0),
+            child: Daemon::spawn(dir, 0, address_space_kib),
             socket: dir.join("weir.sock"),
             dir: dir.to_path_buf(),
             starts: 1,
+            address_space_kib,
         };
         d.wait_ready();
         d
     }
 
-    fn spawn(dir: &Path, n: u32) -> Child {
+    fn spawn(dir: &Path, n: u32, address_space_kib: Option<u64>) -> Child {
         let log = std::fs::File::create(dir.join(format!("weir.{n}.log"))).unwrap();
-        Command::new(BIN)
-            .arg("--socket")
+        let mut cmd = match address_space_kib {
+            None => Command::new(BIN),
+            Some(kib) => {
+                // The shell sets the limit, then becomes the daemon (same pid).
+                let mut c = Command::new("sh");
+                c.args(["-c", "ulimit -v \"$1\" && shift && exec \"$@\"", "sh"])
+                    .arg(kib.to_string())
+                    .arg(BIN);
+                c
+            }
+        };
+        cmd.arg("--socket")
             .arg(dir.join("weir.sock"))
             .arg("run")
             .arg("--config")
@@ -75,7 +94,7 @@ impl Daemon {
     /// Starts the daemon again with the same configuration.
     pub fn restart(&mut self) {
         assert!(self.child.try_wait().unwrap().is_some(), "still running");
-        self.child = Daemon::spawn(&self.dir, self.starts);
+        self.child = Daemon::spawn(&self.dir, self.starts, self.address_space_kib);
         self.starts += 1;
         self.wait_ready();
     }
