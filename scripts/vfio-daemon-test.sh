@@ -152,8 +152,8 @@ type = "vfio"
 pci = "$VIRTIO"
 bridge = "br0"
 TOML
-# Two pools per run (mbufs, and the 64 KiB TSO buffers: 12 pages), and a
-# second run that must fail quietly: room for both.
+# The mbuf pool of each run (no vhost-user port, so no pool of 64 KiB TSO
+# buffers), and a second run that must fail quietly: room for both, with slack.
 echo 40 > /proc/sys/vm/nr_hugepages
 
 # Bad input before the daemon runs.
