@@ -7,7 +7,7 @@
 //! a vhost-user port does, a guest TSO frame that finds it empty is dropped and
 //! counted, and a pool that cannot be created leaves the port up without TSO.
 //!
-//! Needs root (the daemon pins its worker) and nothing else: no hugepages.
+//! Needs no root and no hugepages (the pools use normal pages).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -71,13 +71,6 @@ impl Drop for TestDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
-}
-
-fn require_root() {
-    assert!(
-        rustix::process::getuid().is_root(),
-        "the TSO daemon test needs root (worker pinning, socket ownership)"
-    );
 }
 
 fn sum16(bytes: &[u8]) -> u32 {
@@ -354,7 +347,6 @@ fn wait_learned(d: &Daemon, mac: &str, port: &str) {
 
 #[test]
 fn tso_frames_are_segmented_for_a_plain_guest_and_whole_for_a_tso_guest() {
-    require_root();
     let tmp = TestDir::new("segment");
     let dir = tmp.path();
     // A non-vhost-user port needs no TSO buffers: none are made for it.
@@ -452,7 +444,6 @@ fn tso_frames_are_segmented_for_a_plain_guest_and_whole_for_a_tso_guest() {
 
 #[test]
 fn tso_frame_that_finds_no_large_buffer_is_dropped_and_counted() {
-    require_root();
     let tmp = TestDir::new("nobuf");
     let dir = tmp.path();
     // One large buffer; the pool is made at start for the configured ports.
@@ -488,7 +479,6 @@ fn tso_frame_that_finds_no_large_buffer_is_dropped_and_counted() {
 
 #[test]
 fn port_without_memory_for_tso_buffers_comes_up_without_tso() {
-    require_root();
     let tmp = TestDir::new("nomem");
     let dir = tmp.path();
     // 16384 buffers of 64 KiB (1 GiB) cannot be mapped under a 768 MiB
