@@ -631,6 +631,16 @@ impl SplitRing {
                     fault = Some(f);
                     break;
                 }
+                // No offload asked for (flags and gso_type both 0: how
+                // drivers send most frames): a fresh mbuf has no offload
+                // metadata, so only the length is set.
+                Ok(TxFrame::Ok(len, hdr))
+                    if hdr[NET_HDR_FLAGS_OFF] | hdr[NET_HDR_GSO_TYPE_OFF] == 0 =>
+                {
+                    // Cannot fail: copy_out wrote at most room_mut().len() bytes.
+                    let _ = m.set_len(len);
+                    filled += 1;
+                }
                 Ok(TxFrame::Ok(len, hdr)) => {
                     match (tx_offload(&hdr, len, csum), tx_gso(&hdr, off)) {
                         (Ok(partial), Ok(gso)) => {
