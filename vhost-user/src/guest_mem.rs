@@ -15,7 +15,14 @@
 //! from, and every [`RingArea`] holds an `Arc` of its [`GuestMemory`], so a mapping
 //! stays mapped while any ring built on it can still be used by a worker, even after
 //! the frontend replaced the memory table.
+//!
+//! Shrinking files: a table built with [`GuestMemory::guarded`] registers its
+//! mappings with [`guard`], whose SIGBUS handler replaces a mapping with zero
+//! pages when its file was truncated under it, instead of letting the process
+//! die; [`GuestMemory::lost`] then reports it.
 #![allow(unsafe_code)]
+
+pub mod guard;
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU16, Ordering};
@@ -98,6 +105,10 @@ pub fn check_backing(mem: &GuestMemoryMmap) -> Result<(), OutOfBounds> {
 /// A read-only table of the guest's memory regions, translated to host addresses.
 pub struct GuestMemory {
     regions: Box<[HostRegion]>,
+    /// SIGBUS registrations of the mappings (empty for an unguarded table).
+    /// Dropped before `_backing`, so a mapping is never registered after it
+    /// may have been unmapped.
+    guards: Box<[guard::Guard]>,
     /// Keeps the mappings behind `regions[..].host` alive.
     _backing: Arc<GuestMemoryMmap>,
 }
@@ -137,8 +148,39 @@ impl GuestMemory {
         }
         GuestMemory {
             regions: regions.into_boxed_slice(),
+            guards: Box::default(),
             _backing: mem,
         }
+    }
+
+    /// As [`GuestMemory::new`], with every mapping registered with the SIGBUS
+    /// [`guard`] for as long as the table lives: the form for memory shared by
+    /// a frontend, which may shrink its files under us.
+    ///
+    /// # Errors
+    /// [`guard::GuardError`] if the handler cannot be installed or too many
+    /// mappings are guarded already.
+    pub fn guarded(mem: Arc<GuestMemoryMmap>) -> Result<GuestMemory, guard::GuardError> {
+        let mut guards = Vec::with_capacity(mem.num_regions());
+        for r in mem.iter() {
+            // SAFETY: each `GuestRegionMmap` is one whole mapping of `len()`
+            // bytes at `as_ptr()`, unmapped only when the last `Arc` of `mem`
+            // goes; the guards are dropped before the `Arc` this table keeps
+            // (field order). All access through this crate copies or uses
+            // atomics, so contents turning to zeros is only untrusted input.
+            guards.push(unsafe { guard::Guard::register(r.as_ptr(), r.len() as usize) }?);
+        }
+        let mut table = GuestMemory::new(mem);
+        table.guards = guards.into_boxed_slice();
+        Ok(table)
+    }
+
+    /// True once a mapping of this table faulted (its file shrank) and was
+    /// replaced with zero pages: what it reads is no longer the guest's.
+    /// Only meaningful for a [`GuestMemory::guarded`] table.
+    #[cold]
+    pub fn lost(&self) -> bool {
+        self.guards.iter().any(guard::Guard::poisoned)
     }
 
     /// True if there are no regions (before the first SET_MEM_TABLE).
@@ -623,6 +665,46 @@ mod tests {
             assert!(m.slice(GuestAddr(0xfff), 1, &mut hint).is_err());
             assert!(m.slice(GuestAddr(0x11fff), 1, &mut hint).is_ok());
         }
+    }
+
+    #[test]
+    fn a_file_shrunk_under_a_guarded_table_reads_zeros_instead_of_killing_us() {
+        let _s = guard::tests::SERIAL
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let fd = rustix::fs::memfd_create("guest", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, 0x4000).unwrap();
+        let file = std::fs::File::from(fd);
+        let gm = GuestMemoryMmap::from_ranges_with_files([(
+            GuestAddress(0x1000),
+            0x4000,
+            Some(vm_memory::FileOffset::new(file.try_clone().unwrap(), 0)),
+        )])
+        .unwrap();
+        let m = Arc::new(GuestMemory::guarded(Arc::new(gm)).unwrap());
+        let ring = m.area(GuestAddr(0x1000), 16, 16).unwrap();
+        m.write(GuestAddr(0x3000), &[7; 8]).unwrap();
+        ring.store_u16(2, 0xabcd, Ordering::Relaxed);
+        assert!(!m.lost());
+        let epoch = guard::epoch();
+        // The frontend shrinks the file: the next access raises SIGBUS.
+        rustix::fs::ftruncate(&file, 0).unwrap();
+        let mut b = [1u8; 8];
+        m.read(GuestAddr(0x3000), &mut b).unwrap();
+        assert_eq!(b, [0; 8], "zero pages replaced the mapping");
+        assert!(m.lost());
+        assert!(guard::epoch() > epoch);
+        // Everything else still works on the zero pages.
+        assert_eq!(ring.load_u16(2, Ordering::Relaxed), 0);
+        ring.store_u16(2, 1, Ordering::Relaxed);
+        m.write(GuestAddr(0x4ff8), &[1; 8]).unwrap();
+        // The frontend's file is no longer written through the old mapping.
+        rustix::fs::ftruncate(&file, 0x4000).unwrap();
+        let mut f = [9u8; 2];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut f, 2).unwrap();
+        assert_eq!(f, [0, 0]);
+        // An unguarded table of another mapping is not affected.
+        assert!(!mem().lost());
     }
 
     #[test]
