@@ -33,6 +33,7 @@ use vmm_sys_util::event::{
 };
 
 use crate::defs::*;
+use crate::guest_mem::guard::GuardError;
 use crate::guest_mem::{GuestAddr, GuestMemory};
 use crate::shared::{DeviceShared, ReadyVring, VqShared, STOP_TIMEOUT};
 use crate::vring::{Cursor, Offload, RingAddrs, SplitRing};
@@ -58,6 +59,35 @@ pub(crate) const OFFERED_FEATURES: u64 = F_VERSION_1
     | F_MQ
     | F_PROTOCOL_FEATURES;
 
+/// The connection's current memory table as weir reads it: guarded against
+/// shrinking files ([`GuestMemory::guarded`]) and shared by every ring built
+/// on it, so one table is one set of SIGBUS registrations and a table lost to
+/// a shrunk file stays lost until the frontend sends a new one.
+#[derive(Debug, Default)]
+pub(crate) struct Table(Mutex<Option<Arc<GuestMemory>>>);
+
+impl Table {
+    /// The guarded table for `mmap`: the current one if it was built from
+    /// the same mapping, else a new one that replaces it.
+    fn for_mapping(&self, mmap: Arc<GuestMemoryMmap>) -> Result<Arc<GuestMemory>, GuardError> {
+        let mut cur = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(t) = cur.as_ref().filter(|t| t.backed_by(&mmap)) {
+            return Ok(Arc::clone(t));
+        }
+        // Let go of the old table's registrations first (rings still using
+        // it keep theirs until they stop).
+        *cur = None;
+        let t = Arc::new(GuestMemory::guarded(mmap)?);
+        *cur = Some(Arc::clone(&t));
+        Ok(t)
+    }
+
+    /// Forgets the current table.
+    fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 /// Ties one library vring to the virtqueue state a worker sees.
 pub(crate) struct Binding {
     /// Virtqueue index (even: guest RX, odd: guest TX, last: control).
@@ -68,6 +98,8 @@ pub(crate) struct Binding {
     dev: Arc<DeviceShared>,
     /// Negotiated features (shared by all bindings of a connection).
     features: Arc<AtomicU64>,
+    /// The connection's guarded memory table (shared likewise).
+    table: Arc<Table>,
     /// The library's vring and memory, attached when the library creates it.
     vring: OnceLock<(VringRwLock<Mem>, Mem)>,
 }
@@ -86,6 +118,7 @@ impl Binding {
         vq: Arc<VqShared>,
         dev: Arc<DeviceShared>,
         features: Arc<AtomicU64>,
+        table: Arc<Table>,
     ) -> Arc<Binding> {
         Arc::new(Binding {
             index,
@@ -93,6 +126,7 @@ impl Binding {
             vq,
             dev,
             features,
+            table,
             vring: OnceLock::new(),
         })
     }
@@ -105,6 +139,7 @@ impl Binding {
             vq: Arc::default(),
             dev,
             features,
+            table: Arc::default(),
             vring: OnceLock::new(),
         })
     }
@@ -194,8 +229,23 @@ impl Binding {
         if !(q.ready() && st.is_enabled()) {
             return;
         }
-        let mem = Arc::new(GuestMemory::new(mem.memory().into_inner()));
+        let mem = match self.table.for_mapping(mem.memory().into_inner()) {
+            Ok(m) => m,
+            Err(e) => {
+                self.dev
+                    .set_error(format!("virtqueue {}: cannot start: {e}", self.index));
+                return;
+            }
+        };
         if mem.is_empty() {
+            return;
+        }
+        if mem.lost() {
+            self.dev.set_error(format!(
+                "virtqueue {}: cannot start: guest memory was lost to a shrunk file; \
+                 waiting for a new memory table",
+                self.index
+            ));
             return;
         }
         let features = self.features.load(Ordering::Relaxed);
@@ -311,7 +361,13 @@ impl VringT<Mem> for CtlVring {
             .unwrap_or_else(|| {
                 // Not created through `with_bindings`: a detached queue that no
                 // worker sees (`with_bindings` reports it).
-                Binding::new(u16::MAX, Arc::default(), Arc::default(), Arc::default())
+                Binding::new(
+                    u16::MAX,
+                    Arc::default(),
+                    Arc::default(),
+                    Arc::default(),
+                    Arc::default(),
+                )
             });
         let _ = binding.vring.set((inner.clone(), mem));
         Ok(CtlVring { inner, binding })
@@ -406,6 +462,8 @@ impl VringT<Mem> for CtlVring {
 pub(crate) struct NetBackend {
     bindings: Vec<Arc<Binding>>,
     features: Arc<AtomicU64>,
+    /// The guarded memory table the data bindings share.
+    table: Arc<Table>,
     queue_pairs: u16,
     /// Config-space `mtu`; None: VIRTIO_NET_F_MTU is not offered.
     mtu: Option<u16>,
@@ -418,6 +476,7 @@ impl NetBackend {
     pub fn new(
         bindings: Vec<Arc<Binding>>,
         features: Arc<AtomicU64>,
+        table: Arc<Table>,
         queue_pairs: u16,
         mtu: Option<u16>,
         tso: bool,
@@ -425,6 +484,7 @@ impl NetBackend {
         NetBackend {
             bindings,
             features,
+            table,
             queue_pairs,
             mtu,
             tso,
@@ -484,19 +544,27 @@ impl VhostUserBackendMut for NetBackend {
     fn update_memory(&mut self, mem: Mem) -> io::Result<()> {
         // A region past the end of its file would SIGBUS on access: refuse the
         // table (GuestMemory also clamps regions, should rings start anyway).
-        if let Err(e) = crate::guest_mem::check_backing(&mem.memory()) {
+        // A file that shrinks later is caught by the SIGBUS guard, which the
+        // table is registered with here, before any ring or the library's
+        // control-queue code can touch it.
+        let refused = match crate::guest_mem::check_backing(&mem.memory()) {
+            Err(e) => Some(format!("memory region not backed by its file: {e}")),
+            Ok(()) => match self.table.for_mapping(mem.memory().into_inner()) {
+                Err(e) => Some(format!("memory table not accepted: {e}")),
+                Ok(_) => None,
+            },
+        };
+        if let Some(why) = refused {
             // The library installed the table before asking us: take it out
             // again so nothing (its own ring setup included) touches it.
             mem.lock()
                 .map_err(|_| io::Error::other("guest memory lock poisoned"))?
                 .replace(GuestMemoryMmap::new());
+            self.table.clear();
             for b in &self.bindings {
                 b.stop();
             }
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("memory region not backed by its file: {e}"),
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
         }
         // The library already swapped the mapping; re-translate live rings
         // against it (old mappings stay alive until workers drop their rings).

@@ -24,7 +24,7 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::backend::{with_bindings, Binding, NetBackend, SharedBackend, MAX_QUEUE};
+use crate::backend::{with_bindings, Binding, NetBackend, SharedBackend, Table, MAX_QUEUE};
 use crate::msg::Limits;
 use crate::shared::{DeviceShared, PairShared};
 use crate::VhostUserPort;
@@ -420,6 +420,7 @@ impl Control {
         };
         while !self.stopping() {
             let features = Arc::new(AtomicU64::new(0));
+            let table = Arc::new(Table::default());
             let mut bindings: Vec<Arc<Binding>> = self
                 .shared
                 .pairs
@@ -433,6 +434,7 @@ impl Control {
                         vq,
                         Arc::clone(&self.shared),
                         Arc::clone(&features),
+                        Arc::clone(&table),
                     )
                 })
                 .collect();
@@ -445,6 +447,7 @@ impl Control {
             let backend: SharedBackend = Arc::new(Mutex::new(NetBackend::new(
                 bindings.clone(),
                 features,
+                table,
                 queue_pairs as u16,
                 self.mtu,
                 self.tso,

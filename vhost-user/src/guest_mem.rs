@@ -175,6 +175,12 @@ impl GuestMemory {
         Ok(table)
     }
 
+    /// True if this table was built from `mem` (the same mapping, not just
+    /// the same layout).
+    pub fn backed_by(&self, mem: &Arc<GuestMemoryMmap>) -> bool {
+        Arc::ptr_eq(&self._backing, mem)
+    }
+
     /// True once a mapping of this table faulted (its file shrank) and was
     /// replaced with zero pages: what it reads is no longer the guest's.
     /// Only meaningful for a [`GuestMemory::guarded`] table.

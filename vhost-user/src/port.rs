@@ -12,6 +12,7 @@ use dataplane::wire::GsoKind;
 use dataplane::{Burst, DropReason, LinkState, Mempool, Port};
 
 use crate::shared::{PairShared, VqWorker};
+use crate::vring::RingFault;
 
 /// One queue pair of a vhost-user device, owned by one worker.
 pub struct VhostUserPort {
@@ -75,6 +76,7 @@ impl Port for VhostUserPort {
         let sh = &self.pair.guest_tx;
         self.rx.sync(sh);
         let (pool, stats, tso_pool) = (self.pool, &*self.stats, self.tso_pool);
+        let before = burst.len();
         let Some(done) = self.rx.with_active(sh, |r, cur| {
             let big = tso_pool.filter(|_| r.off.tso4 || r.off.tso6);
             r.ring.dequeue(cur, pool, burst, r.off, big, stats)
@@ -84,6 +86,14 @@ impl Port for VhostUserPort {
         if done.fault.is_some() {
             self.stats.drop_one(DropReason::PortError);
             self.stats.rx_errors.inc();
+        }
+        if done.fault == Some(RingFault::MemoryLost) {
+            // This burst may have copied zero pages rather than guest frames.
+            for _ in before..burst.len() {
+                self.stats.drop_one(DropReason::PortError);
+            }
+            burst.truncate(before);
+            return 0;
         }
         done.frames
     }

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use vmm_sys_util::event::EventNotifier;
 
+use crate::guest_mem::guard;
 use crate::vring::{Completed, Cursor, Offload, RingFault, SplitRing};
 
 /// How long control waits for a worker to let go of a ring.
@@ -174,6 +175,8 @@ pub(crate) struct VqWorker {
     pub ring: Option<Arc<ReadyVring>>,
     pub cur: Cursor,
     faulted: bool,
+    /// The SIGBUS guard's epoch when we last checked our ring's memory.
+    seen_epoch: u64,
 }
 
 impl VqWorker {
@@ -227,7 +230,9 @@ impl VqWorker {
     }
 
     /// Runs `f` on the ring, unless there is none or it faulted; afterwards
-    /// records progress and a fault.
+    /// records progress and a fault. A ring whose memory was lost to a shrunk
+    /// file (the guard's epoch moved and the ring's table is poisoned) reports
+    /// [`RingFault::MemoryLost`], whatever `f` found on the zero pages.
     #[inline]
     pub fn with_active(
         &mut self,
@@ -238,7 +243,16 @@ impl VqWorker {
             return None;
         }
         let ring = self.ring.as_deref()?;
-        let done = f(ring, &mut self.cur);
+        let mut done = f(ring, &mut self.cur);
+        // After the burst, so a fault during it is seen now: one load of a
+        // rarely written word; the table is asked only when it moved.
+        let epoch = guard::epoch();
+        if epoch != self.seen_epoch {
+            self.seen_epoch = epoch;
+            if ring.ring.memory_lost() {
+                done.fault = Some(RingFault::MemoryLost);
+            }
+        }
         if done.notify {
             ring.notify();
         }

@@ -40,6 +40,10 @@ pub enum RingFault {
     ChainLoop = 4,
     /// An indirect table is malformed, out of memory, nested, or not negotiated.
     BadIndirect = 5,
+    /// The frontend shrank a memory file under the ring's mapping: an access
+    /// raised SIGBUS and the mapping now holds zero pages
+    /// ([`crate::guest_mem::guard`]).
+    MemoryLost = 6,
 }
 
 impl RingFault {
@@ -51,6 +55,7 @@ impl RingFault {
             3 => RingFault::BufferOutOfMemory,
             4 => RingFault::ChainLoop,
             5 => RingFault::BadIndirect,
+            6 => RingFault::MemoryLost,
             _ => return None,
         })
     }
@@ -68,6 +73,9 @@ impl RingFault {
             RingFault::BufferOutOfMemory => "descriptor buffer outside guest memory",
             RingFault::ChainLoop => "descriptor chain loops (longer than its table)",
             RingFault::BadIndirect => "invalid indirect descriptor table",
+            RingFault::MemoryLost => {
+                "guest memory file shrunk under its mapping (SIGBUS caught; mapping replaced)"
+            }
         }
     }
 }
@@ -434,6 +442,13 @@ impl SplitRing {
             event_idx,
             indirect,
         })
+    }
+
+    /// True once the memory the ring lives in was lost to a shrunk file (see
+    /// [`GuestMemory::lost`]).
+    #[cold]
+    pub fn memory_lost(&self) -> bool {
+        self.mem.lost()
     }
 
     /// Queue size.

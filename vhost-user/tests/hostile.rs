@@ -725,3 +725,39 @@ fn an_idle_frontend_is_not_timed_out() {
     g.send_frame(1);
     assert_eq!(receive(&mut d.port, 1, 5), 1);
 }
+
+#[test]
+fn memory_file_shrunk_under_weir_puts_only_that_port_in_error() {
+    with_bystander(|h| {
+        let mut g = Guest::new();
+        let mut fe = g.attach(&h.sock);
+        assert!(wait_until(5, || {
+            h.port.housekeeping();
+            h.dev.link() == LinkState::Up
+        }));
+        for i in 0..4 {
+            g.send_frame(i);
+        }
+        assert_eq!(receive(&mut h.port, 4, 5), 4);
+        // The frontend truncates the memfd weir has mapped: the next access
+        // to the ring raises SIGBUS. Without the guard the test process dies.
+        g.mem.set_len(0).unwrap();
+        let drops = h.port.stats().drops(DropReason::PortError);
+        assert_eq!(receive(&mut h.port, 1, 1), 0);
+        assert!(h.port.stats().drops(DropReason::PortError) > drops);
+        assert_error_mentions(h, "guest memory file shrunk under its mapping");
+        assert_eq!(h.port.link(), LinkState::Down);
+        assert_eq!(h.dev.link(), LinkState::Down);
+        // Transmitting to the guest does not fault again or crash either.
+        let mut burst = Burst::new();
+        assert_eq!(h.port.tx_burst(&mut burst), 0);
+        // Setting the ring up again on the same (lost) table does not start it.
+        fe.set_vring_enable(1, false).unwrap();
+        fe.set_vring_enable(1, true).unwrap();
+        h.port.housekeeping();
+        assert_eq!(receive(&mut h.port, 1, 1), 0);
+        assert_eq!(h.dev.link(), LinkState::Down);
+        drop(fe);
+        assert!(wait_until(5, || !h.dev.is_connected()));
+    });
+}

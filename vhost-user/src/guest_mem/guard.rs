@@ -85,8 +85,9 @@ unsafe impl Sync for Prev {}
 /// asks its memory table whether it was hit.
 #[inline]
 pub fn epoch() -> u64 {
-    // Relaxed: a hint; the poisoned flag itself is read from the slot.
-    EPOCH.load(Ordering::Relaxed)
+    // Acquire: pairs with the handler's Release increment, so the poisoned
+    // flag it set before is visible to the check that follows.
+    EPOCH.load(Ordering::Acquire)
 }
 
 /// Why a mapping could not be guarded.
