@@ -9,7 +9,8 @@
 //! ## Protocol and device logic are separate
 //!
 //! Bottom to top:
-//! - [`guest_mem`]: the only unsafe module; checked access to guest memory.
+//! - [`guest_mem`]: the only unsafe module; checked access to guest memory,
+//!   and its SIGBUS guard against memory files that shrink.
 //! - [`vring`]: weir's split-ring fast path (on the packet path).
 //! - `shared`: handing rings to workers and confirmed stops.
 //! - [`port`]: [`VhostUserPort`], one queue pair as a `Port`.
@@ -71,9 +72,13 @@
 //!   A violation puts that queue in the error state (`PortError` drop, link
 //!   Down, `error()` text) until the frontend sets the ring up again; it never
 //!   panics.
-//! - Remaining risk: a frontend that shrinks its memory file after the table
-//!   was accepted can still make an access fault (weir does not install a
-//!   SIGBUS handler). QEMU's memfd backend seals its files against that.
+//! - Memory files that shrink after the table was accepted: every accepted
+//!   table is registered with [`guest_mem::guard`], whose SIGBUS handler
+//!   replaces a mapping that faulted with zero pages (the access completes
+//!   harmlessly) and marks it lost; the worker sees that after its burst and
+//!   puts the queue in the error state (`MemoryLost`). Faults outside guest
+//!   memory go to the previous handler. Files sealed with `F_SEAL_SHRINK`
+//!   (QEMU's memfd backend by default) cannot shrink at all.
 //!
 //! Errors are reported, not fatal: [`VhostUserDevice::error`] gives the last
 //! refused message or broken queue; the device keeps listening (server) or
@@ -122,7 +127,8 @@
 //!   QEMU does not take either from the backend: it emulates the virtio-net
 //!   config space itself and offers MTU only with its `host_mtu` property
 //!   (announced to backends through the NET_MTU protocol feature, which weir
-//!   does not offer yet); frontends that read the backend's config space
+//!   does not offer: `vhost` 0.18's request handler does not dispatch
+//!   NET_SET_MTU to backends); frontends that read the backend's config space
 //!   (CONFIG protocol feature) see the value.
 //! - Segmentation offloads (HOST_TSO4/6, HOST_UFO, GUEST_TSO4/6, GUEST_UFO,
 //!   GSO) are **not offered**: a segmentation-offloaded frame is up to 64 KiB
