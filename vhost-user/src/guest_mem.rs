@@ -713,6 +713,64 @@ mod tests {
         assert!(!mem().lost());
     }
 
+    /// A table over a memfd of `len` bytes, and the memfd.
+    fn memfd_table(len: usize) -> (std::fs::File, GuestMemoryMmap) {
+        let fd = rustix::fs::memfd_create("guest", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+        rustix::fs::ftruncate(&fd, len as u64).unwrap();
+        let file = std::fs::File::from(fd);
+        let gm = GuestMemoryMmap::from_ranges_with_files([(
+            GuestAddress(0),
+            len,
+            Some(vm_memory::FileOffset::new(file.try_clone().unwrap(), 0)),
+        )])
+        .unwrap();
+        (file, gm)
+    }
+
+    #[test]
+    fn a_fault_outside_guarded_memory_still_kills_the_process() {
+        const CHILD: &str = "WEIR_GUARD_TEST_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            // In the child: the handler is installed (one guarded table), and
+            // an unguarded mapping whose file shrank is touched.
+            let (_g, guarded) = memfd_table(0x1000);
+            let _guarded = GuestMemory::guarded(Arc::new(guarded)).unwrap();
+            let (file, gm) = memfd_table(0x1000);
+            let m = GuestMemory::new(Arc::new(gm));
+            rustix::fs::ftruncate(&file, 0).unwrap();
+            let mut b = [0u8; 8];
+            let _ = m.read(GuestAddr(0), &mut b);
+            std::hint::black_box(b);
+            std::process::exit(0);
+        }
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "guest_mem::tests::a_fault_outside_guarded_memory_still_kills_the_process",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // A handler that swallowed the fault would leave the child re-faulting
+        // forever: give up on it eventually (a hang guard, not a measurement).
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if std::time::Instant::now() > end {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the child never died: its fault was swallowed");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        };
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGBUS), "child: {status:?}");
+    }
+
     #[test]
     fn areas_check_alignment() {
         let m = mem();
