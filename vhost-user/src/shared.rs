@@ -207,6 +207,9 @@ impl VqWorker {
             if let Some(r) = &new {
                 self.cur = r.base;
                 self.faulted = false;
+                // Check the new ring's memory after its first burst, even if
+                // the epoch moved before we took it.
+                self.seen_epoch = u64::MAX;
             }
             self.ring = new;
         }
