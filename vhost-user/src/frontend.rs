@@ -528,6 +528,12 @@ impl VirtioNetFrontend {
         self.tx.free.len()
     }
 
+    /// Tx descriptors handed to the device and not yet returned: frames the
+    /// device has not taken (yet).
+    pub fn tx_in_flight(&self) -> usize {
+        usize::from(self.tx.size) - self.tx.free.len()
+    }
+
     /// Queues one frame of `len_bytes` (clamped to the buffer): `head` is
     /// written over the frame's first bytes, the rest keeps what
     /// [`tx_fill_all`](Self::tx_fill_all) put there. Not visible to the
@@ -577,6 +583,12 @@ impl VirtioNetFrontend {
         self.tx.push_avail(id);
         self.stats.tx_frames += 1;
         true
+    }
+
+    /// Received frames waiting to be consumed.
+    #[inline]
+    pub fn rx_pending(&self) -> usize {
+        usize::from(self.rx.pending_used())
     }
 
     /// Consumes up to `max` received frames whole: `f(header, frame)` gets

@@ -439,6 +439,14 @@ impl Client {
         })
     }
 
+    /// Process id of the daemon at the other end (the socket's peer
+    /// credentials, `SO_PEERCRED`); None if the kernel does not say.
+    pub fn peer_pid(&self) -> Option<u32> {
+        rustix::net::sockopt::socket_peercred(&self.stream)
+            .ok()
+            .map(|c| c.pid.as_raw_nonzero().get().unsigned_abs())
+    }
+
     /// Sends `req` and waits for its response.
     ///
     /// # Errors

@@ -1,10 +1,17 @@
-//! `weir bench` smoke test: a short run through an in-process switch over two
+//! `weir bench` smoke tests: a short run through an in-process switch over two
 //! vhost-user ports (weir's own frontend on each), with an RFC 2544 search,
-//! writing JSON and an SVG. It asserts only that frames were forwarded and
-//! that the outputs are well-formed; it never compares a rate to a threshold.
+//! writing JSON and an SVG; and runs against a `weir run` daemon (`--socket`),
+//! which must get back exactly the ports and bridge it had, also after
+//! Ctrl-C. They assert only that frames were forwarded and that the outputs
+//! are well-formed; they never compare a rate to a threshold.
 
-use std::process::Command;
+mod common;
 
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{vhost_config, Daemon, BIN};
 use serde_json::Value;
 
 #[test]
@@ -13,7 +20,7 @@ fn short_bench_forwards_frames_and_writes_json_and_svg() {
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("bench.json");
     let svg = dir.join("bench.svg");
-    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+    let out = Command::new(BIN)
         .args(["bench", "--quiet", "--duration", "1", "--size", "64,imix"])
         .args(["--flows", "4", "--repeat", "2", "--ndr", "--trial", "0.2"])
         .args(["--resolution", "25", "--json"])
@@ -72,5 +79,124 @@ fn short_bench_forwards_frames_and_writes_json_and_svg() {
         svg.starts_with("<svg") && svg.contains("latency"),
         "not our SVG"
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Port names and bridge names the daemon has.
+fn daemon_state(d: &Daemon) -> (Vec<String>, Vec<String>) {
+    let names = |v: Value| -> Vec<String> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    (names(d.ports()), names(d.json(&["bridge", "list"])))
+}
+
+fn bench_against(d: &Daemon, dir: &Path, extra: &[&str]) -> Value {
+    let json = dir.join("bench.json");
+    let out = Command::new(BIN)
+        .args(["bench", "--quiet", "--duration", "0.5", "--socket"])
+        .arg(&d.socket)
+        .args(extra)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "weir bench --socket failed:\n{}\n{}\ndaemon: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        d.log()
+    );
+    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+}
+
+#[test]
+fn bench_against_a_daemon_reports_its_cpu_and_removes_what_it_added() {
+    let dir = std::env::temp_dir().join(format!("weir-bench-daemon-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = Daemon::start(&dir, &vhost_config(&dir, &[], "server", 1, 4096));
+    let before = daemon_state(&d);
+    assert_eq!(before, (vec![], vec!["br0".to_owned()]));
+
+    // A bridge of its own ("bench"), created and removed again.
+    let report = bench_against(&d, &dir, &[]);
+    let m = &report["runs"][0]["main"];
+    assert!(
+        m["rx_frames"].as_u64().unwrap() > 0,
+        "nothing forwarded: {m}"
+    );
+    assert!(m["switch_cycles"]["busy_per_packet"].is_f64(), "{m}");
+    assert!(
+        m["switch_cpu"]["cycles_per_frame"].is_f64(),
+        "no CPU time of the daemon's workers: {m}"
+    );
+    assert!(m["loss"]["switch_rx"].as_u64().unwrap() > 0, "{m}");
+    assert_eq!(daemon_state(&d), before, "bench left ports or a bridge");
+
+    // The daemon's own bridge: the bench's ports go, the bridge stays.
+    bench_against(&d, &dir, &["--bridge", "br0"]);
+    assert_eq!(daemon_state(&d), before, "bench left ports or removed br0");
+    drop(d);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn interrupted_bench_removes_its_ports_from_the_daemon() {
+    let dir = std::env::temp_dir().join(format!("weir-bench-int-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = Daemon::start(&dir, &vhost_config(&dir, &[], "server", 1, 4096));
+    let before = daemon_state(&d);
+    let mut bench = Command::new(BIN)
+        .args(["bench", "--quiet", "--duration", "600", "--socket"])
+        .arg(&d.socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt once the bench's ports forward traffic.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ports = d.ports();
+        let busy = ports.as_array().unwrap().iter().any(|p| {
+            p["name"].as_str().unwrap().starts_with("bench-")
+                && p["stats"]["rx_packets"].as_u64().unwrap() > 0
+        });
+        if busy {
+            break;
+        }
+        assert!(
+            bench.try_wait().unwrap().is_none(),
+            "bench exited before sending"
+        );
+        assert!(Instant::now() < deadline, "bench never sent: {ports}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &bench.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let exit = loop {
+        if let Some(st) = bench.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > deadline {
+            common::reap(&mut bench, Duration::ZERO);
+            panic!("bench did not stop after SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut bench.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!exit.success(), "an interrupted run is not a result");
+    assert!(err.contains("interrupted"), "{err}");
+    assert_eq!(daemon_state(&d), before, "bench left ports or a bridge");
+    drop(d);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -35,12 +35,14 @@ use anyhow::{anyhow, bail, Context as _};
 use indicatif::{ProgressBar, ProgressStyle};
 use vhost_user::frontend::{FrontendConfig, VirtioNetFrontend};
 
-use crate::api::{Request, WorkerView};
+use crate::api::{BridgeInfo, PortInfo, Request, WorkerView};
 use crate::cli::{BenchArgs, BenchPeer};
 use crate::config::{BridgeSpec, Config, CpuList, Host, PortSpec, PortType};
 use crate::control;
 use crate::daemon::{spawn_housekeeping, Dataplane};
-use report::{Machine, Report, RunRecord, Search, TrialReport, WorkerCounters};
+use report::{
+    Machine, PortDelta, Report, RunRecord, Search, SearchStep, TrialReport, WorkerCounters,
+};
 use traffic::{Live, SizeMix, TrialSpec};
 
 /// Which switch a measurement is about.
@@ -150,8 +152,10 @@ enum Sut {
         _dir: TempDir,
     },
     Daemon {
-        socket: PathBuf,
-        names: [String; 2],
+        /// Removes what the bench added when dropped.
+        lease: DaemonLease,
+        /// The daemon's process, for the CPU time of its workers.
+        pid: Option<u32>,
         _dir: TempDir,
     },
     Peer(peer::PeerProcess),
@@ -257,35 +261,46 @@ impl Sut {
 
     fn daemon(socket: &Path, args: &BenchArgs) -> anyhow::Result<(Sut, [PathBuf; 2])> {
         let dir = TempDir::new("daemon")?;
-        let call = |req: &Request| -> anyhow::Result<Option<serde_json::Value>> {
-            control::request(socket, req)?
-                .into_result()
-                .map_err(anyhow::Error::msg)
-        };
-        let bridges = call(&Request::BridgeList)?.unwrap_or_default();
+        let mut client = control::Client::connect(socket)?;
+        let pid = client.peer_pid();
+        if pid.is_none() {
+            tracing::warn!("the daemon's process id is unknown; its CPU time is not reported");
+        }
+        let bridges = call(&mut client, &Request::BridgeList)?.unwrap_or_default();
         let exists = bridges
             .as_array()
             .is_some_and(|a| a.iter().any(|b| b["name"] == args.bridge.as_str()));
+        // From here on, whatever was added is removed again on any exit.
+        let mut lease = DaemonLease {
+            socket: socket.to_path_buf(),
+            ports: Vec::new(),
+            bridge: None,
+        };
         if !exists {
-            call(&Request::BridgeAdd {
-                name: args.bridge.clone(),
-            })
+            call(
+                &mut client,
+                &Request::BridgeAdd {
+                    name: args.bridge.clone(),
+                },
+            )
             .context("creating the bench bridge")?;
+            lease.bridge = Some(args.bridge.clone());
         }
         let tag = std::process::id() % 100_000;
-        let names = PORT_NAMES.map(|n| format!("{n}-{tag}"));
         let socks = PORT_NAMES.map(|n| dir.path().join(format!("{n}.sock")));
-        for (name, sock) in names.iter().zip(&socks) {
+        for (base, sock) in PORT_NAMES.iter().zip(&socks) {
+            let name = format!("{base}-{tag}");
             let mut p = PortSpec::new(name.clone(), PortType::VhostUser);
             p.socket = Some(sock.clone());
             p.bridge = Some(args.bridge.clone());
-            call(&Request::PortAdd(Box::new(p)))
+            call(&mut client, &Request::PortAdd(Box::new(p)))
                 .with_context(|| format!("adding port {name} to the daemon"))?;
+            lease.ports.push(name);
         }
         Ok((
             Sut::Daemon {
-                socket: socket.to_path_buf(),
-                names,
+                lease,
+                pid,
                 _dir: dir,
             },
             socks,
@@ -297,8 +312,8 @@ impl Sut {
     fn counters(&self) -> Option<WorkerCounters> {
         let views: Vec<WorkerView> = match self {
             Sut::InProcess { dp, .. } => dp.workers(),
-            Sut::Daemon { socket, .. } => {
-                let data = control::request(socket, &Request::PmdShow)
+            Sut::Daemon { lease, .. } => {
+                let data = control::request(&lease.socket, &Request::PmdShow)
                     .ok()?
                     .into_result()
                     .ok()??;
@@ -313,6 +328,34 @@ impl Sut {
         })
     }
 
+    /// Counters of the two bench ports (weir only): rx, tx and drops by
+    /// reason, summed.
+    fn port_counters(&self) -> Option<PortDelta> {
+        let (infos, names): (Vec<PortInfo>, Vec<String>) = match self {
+            Sut::InProcess { dp, .. } => (
+                dp.port_list(),
+                PORT_NAMES.iter().map(|n| n.to_string()).collect(),
+            ),
+            Sut::Daemon { lease, .. } => {
+                let data = control::request(&lease.socket, &Request::PortList)
+                    .ok()?
+                    .into_result()
+                    .ok()??;
+                (serde_json::from_value(data).ok()?, lease.ports.clone())
+            }
+            Sut::Peer(_) | Sut::Loopback(_) => return None,
+        };
+        let mut sum = PortDelta::default();
+        for p in infos.iter().filter(|p| names.contains(&p.name)) {
+            sum.rx_packets += p.stats.rx_packets;
+            sum.tx_packets += p.stats.tx_packets;
+            for (reason, n) in &p.stats.drops {
+                *sum.drops.entry(reason.clone()).or_default() += n;
+            }
+        }
+        Some(sum)
+    }
+
     /// The switch's forwarding threads, for CPU time.
     fn threads(&self) -> Option<cpu::Threads> {
         let own = |prefix: &str| cpu::Threads {
@@ -322,7 +365,10 @@ impl Sut {
         match self {
             Sut::InProcess { .. } => Some(own("weir-worker")),
             Sut::Loopback(_) => Some(own("bench-loopback")),
-            Sut::Daemon { .. } => None,
+            Sut::Daemon { pid, .. } => pid.map(|pid| cpu::Threads {
+                pid: Some(pid),
+                name_prefix: Some("weir-worker".into()),
+            }),
             Sut::Peer(p) => p.threads(),
         }
     }
@@ -345,16 +391,66 @@ impl Sut {
                     Err(_) => tracing::warn!("dataplane still referenced at shutdown"),
                 }
             }
-            Sut::Daemon { socket, names, .. } => {
-                for n in names {
-                    if let Err(e) = control::request(&socket, &Request::PortDel { name: n.clone() })
-                    {
-                        tracing::warn!(port = %n, "removing bench port: {e:#}");
-                    }
-                }
-            }
+            // Dropping the lease removes the ports and bridge.
+            Sut::Daemon { lease, .. } => drop(lease),
             Sut::Peer(p) => p.stop(),
             Sut::Loopback(l) => l.stop(),
+        }
+    }
+}
+
+/// One control request; the daemon's refusal becomes an error.
+fn call(client: &mut control::Client, req: &Request) -> anyhow::Result<Option<serde_json::Value>> {
+    client
+        .call(req)?
+        .into_result()
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("{} request", req.cmd()))
+}
+
+/// The ports (and the bridge, if it created it) `weir bench` added to a
+/// running daemon; dropping it removes them, so they go on success, on an
+/// error, on Ctrl-C and when unwinding from a panic.
+struct DaemonLease {
+    socket: PathBuf,
+    ports: Vec<String>,
+    bridge: Option<String>,
+}
+
+impl Drop for DaemonLease {
+    fn drop(&mut self) {
+        let mut client = match control::Client::connect(&self.socket) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("cannot remove the bench ports: {e:#}");
+                return;
+            }
+        };
+        for name in self.ports.drain(..) {
+            if let Err(e) = call(&mut client, &Request::PortDel { name: name.clone() }) {
+                tracing::warn!(port = %name, "removing bench port: {e:#}");
+            }
+        }
+        let Some(bridge) = self.bridge.take() else {
+            return;
+        };
+        // Ports someone else attached meanwhile would be left detached: keep
+        // the bridge then.
+        let others = call(&mut client, &Request::BridgeList)
+            .ok()
+            .flatten()
+            .and_then(|v| serde_json::from_value::<Vec<BridgeInfo>>(v).ok())
+            .and_then(|bs| bs.into_iter().find(|b| b.name == bridge))
+            .map_or(0, |b| b.ports.len());
+        if others > 0 {
+            tracing::warn!(%bridge, "bench bridge kept: {others} other ports joined it");
+        } else if let Err(e) = call(
+            &mut client,
+            &Request::BridgeDel {
+                name: bridge.clone(),
+            },
+        ) {
+            tracing::warn!(%bridge, "removing bench bridge: {e:#}");
         }
     }
 }
@@ -364,11 +460,14 @@ fn connect_ports(
     socks: &[PathBuf; 2],
     cfg: &FrontendConfig,
     timeout: Duration,
+    stop: &AtomicBool,
 ) -> anyhow::Result<[VirtioNetFrontend; 2]> {
     let end = Instant::now() + timeout;
     let connect = |s: &Path| loop {
         match VirtioNetFrontend::connect(s, cfg) {
             Ok(f) => return Ok(f),
+            // Relaxed: a plain flag.
+            Err(_) if stop.load(Ordering::Relaxed) => bail!("interrupted"),
             Err(e) if Instant::now() < end => {
                 tracing::debug!("{}: {e:#}; retrying", s.display());
                 std::thread::sleep(Duration::from_millis(200));
@@ -388,6 +487,8 @@ struct Bench<'a> {
     gen_cpu: usize,
     tsc_hz: f64,
     progress: bool,
+    /// Set by SIGINT/SIGTERM: end the current trial and clean up.
+    stop: Arc<AtomicBool>,
 }
 
 impl Bench<'_> {
@@ -398,7 +499,7 @@ impl Bench<'_> {
         sut: &Sut,
         spec: &TrialSpec,
         label: &str,
-    ) -> TrialReport {
+    ) -> anyhow::Result<TrialReport> {
         let live = Live::default();
         let bar = if self.progress {
             let b = ProgressBar::new(spec.duration.as_millis() as u64);
@@ -415,11 +516,12 @@ impl Bench<'_> {
         let threads = sut.threads();
         let cpu_before = threads.as_ref().and_then(cpu::Threads::cpu_ns);
         let before = sut.counters();
+        let ports_before = sut.port_counters();
         let started = Instant::now();
         let res = std::thread::scope(|s| {
             let gen = s.spawn(|| {
                 pin_to(self.gen_cpu);
-                traffic::run_trial(ports, spec, &live, self.tsc_hz)
+                traffic::run_trial(ports, spec, &live, self.tsc_hz, &self.stop)
             });
             let (mut last_rx, mut last_t) = (0u64, Instant::now());
             while !gen.is_finished() {
@@ -438,12 +540,17 @@ impl Bench<'_> {
             gen.join()
         });
         let after = sut.counters();
+        let ports_after = sut.port_counters();
         let cpu_after = threads.as_ref().and_then(cpu::Threads::cpu_ns);
         bar.finish_and_clear();
         let res = match res {
             Ok(r) => r,
             Err(p) => std::panic::resume_unwind(p),
         };
+        // Relaxed: a plain flag; the generator thread was joined.
+        if self.stop.load(Ordering::Relaxed) {
+            bail!("interrupted");
+        }
         let cyc = match (before, after) {
             (Some(b), Some(a)) => Some(a.since(&b)),
             _ => None,
@@ -452,7 +559,15 @@ impl Bench<'_> {
             (Some(b), Some(a)) => Some(a.saturating_sub(b)),
             _ => None,
         };
-        TrialReport::new(spec, &res, cyc, switch_cpu, self.tsc_hz)
+        let ports = match (ports_before, ports_after) {
+            (Some(b), Some(a)) => Some(a.since(&b)),
+            _ => None,
+        };
+        let t = TrialReport::new(spec, &res, cyc, switch_cpu, ports.as_ref(), self.tsc_hz);
+        if t.lost_frames > 0 {
+            tracing::info!(label, lost = t.lost_frames, "{}", t.loss.summary());
+        }
+        Ok(t)
     }
 
     /// RFC 2544 §26.1 binary search: the highest offered rate whose loss is
@@ -466,11 +581,12 @@ impl Bench<'_> {
         max_pps: f64,
         max_loss_pct: f64,
         label: &str,
-    ) -> Search {
+    ) -> anyhow::Result<Search> {
         let step = max_pps * self.args.resolution / 100.0;
         let (mut lo, mut hi) = (0.0f64, max_pps);
         let mut best: Option<TrialReport> = None;
         let mut trials = 0u32;
+        let mut steps = Vec::new();
         let mut rate = hi;
         loop {
             let spec = TrialSpec {
@@ -478,8 +594,17 @@ impl Bench<'_> {
                 duration: Duration::from_secs_f64(self.args.trial),
                 ..base.clone()
             };
-            let t = self.trial(ports, sut, &spec, &format!("{label} {:.2}Mpps", rate / 1e6));
+            let t = self.trial(ports, sut, &spec, &format!("{label} {:.2}Mpps", rate / 1e6))?;
             trials += 1;
+            steps.push(SearchStep {
+                offered_mpps: rate / 1e6,
+                loss_pct: t.loss_pct,
+                loss: if t.lost_frames > 0 {
+                    t.loss.summary()
+                } else {
+                    String::new()
+                },
+            });
             if t.loss_pct <= max_loss_pct {
                 lo = rate;
                 best = Some(t);
@@ -491,12 +616,13 @@ impl Bench<'_> {
             }
             rate = (lo + hi) / 2.0;
         }
-        Search {
+        Ok(Search {
             max_loss_pct,
             rate_mpps: lo / 1e6,
             trials,
             at_rate: best,
-        }
+            steps,
+        })
     }
 }
 
@@ -537,11 +663,21 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         max_frame_bytes: max_frame,
         hugepages: true,
     };
+    // The first SIGINT/SIGTERM ends the run cleanly (a daemon gets its bench
+    // ports back, peers are stopped); a second one exits at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(sig, 130, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+        signal_hook::flag::register(sig, Arc::clone(&stop))
+            .context("installing signal handlers")?;
+    }
     let bench = Bench {
         args,
         gen_cpu,
         tsc_hz: tsc_hz(),
         progress: !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        stop,
     };
     let mut targets = vec![Target::Weir];
     for p in &args.peer {
@@ -562,9 +698,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let (sut, socks) = Sut::start(target, args, max_frame, worker_cpu)
             .with_context(|| format!("starting {name}"))?;
         let result = (|| -> anyhow::Result<()> {
-            let mut ports = connect_ports(&socks, &fe_cfg, Duration::from_secs(30))?;
+            let mut ports = connect_ports(&socks, &fe_cfg, Duration::from_secs(30), &bench.stop)?;
             report.hugepages = ports.iter().all(VirtioNetFrontend::hugepages);
-            let got = traffic::warm_up(&mut ports, args.flows, Duration::from_secs(20));
+            let got =
+                traffic::warm_up(&mut ports, args.flows, Duration::from_secs(20), &bench.stop);
+            // Relaxed: a plain flag.
+            if bench.stop.load(Ordering::Relaxed) {
+                bail!("interrupted");
+            }
             if got[0] == 0 || got[1] == 0 {
                 bail!("{name} forwarded nothing during warm-up (received {got:?} per side)");
             }
@@ -579,7 +720,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                     let label = format!("{name} {} #{}", mix.label, rep + 1);
                     let mut max = None;
                     let main = match rate {
-                        Rate::Max => bench.trial(&mut ports, &sut, &base, &label),
+                        Rate::Max => bench.trial(&mut ports, &sut, &base, &label)?,
                         Rate::Mpps(m) => bench.trial(
                             &mut ports,
                             &sut,
@@ -588,9 +729,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                                 ..base.clone()
                             },
                             &label,
-                        ),
+                        )?,
                         Rate::Percent(p) => {
-                            let m = bench.trial(&mut ports, &sut, &base, &label);
+                            let m = bench.trial(&mut ports, &sut, &base, &label)?;
                             let r = m.rx_mpps * 1e6 * p / 100.0;
                             max = Some(m);
                             bench.trial(
@@ -601,7 +742,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                                     ..base.clone()
                                 },
                                 &label,
-                            )
+                            )?
                         }
                     };
                     let (mut ndr, mut pdr) = (None, None);
@@ -614,7 +755,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                             top,
                             0.0,
                             &format!("{label} NDR"),
-                        );
+                        )?;
                         let p = bench.search(
                             &mut ports,
                             &sut,
@@ -622,7 +763,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                             top,
                             args.pdr_loss,
                             &format!("{label} PDR"),
-                        );
+                        )?;
                         ndr = Some(n);
                         pdr = Some(p);
                     }

@@ -136,6 +136,121 @@ pub struct TrialReport {
     pub generator: Generator,
     /// Received frames that were not bench frames.
     pub foreign_frames: u64,
+    /// Where lost frames went.
+    pub loss: Loss,
+}
+
+/// Counters of the switch's two bench ports over one trial (weir only).
+#[derive(Clone, Debug, Default)]
+pub struct PortDelta {
+    /// Frames the ports received from the generator.
+    pub rx_packets: u64,
+    /// Frames the ports sent to the generator.
+    pub tx_packets: u64,
+    /// Drops by reason name, both ports.
+    pub drops: BTreeMap<String, u64>,
+}
+
+impl PortDelta {
+    /// The difference `self - earlier`.
+    pub fn since(&self, earlier: &PortDelta) -> PortDelta {
+        PortDelta {
+            rx_packets: self.rx_packets.saturating_sub(earlier.rx_packets),
+            tx_packets: self.tx_packets.saturating_sub(earlier.tx_packets),
+            drops: self
+                .drops
+                .iter()
+                .map(|(r, n)| {
+                    let was = earlier.drops.get(r).copied().unwrap_or(0);
+                    (r.clone(), n.saturating_sub(was))
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
+}
+
+/// Where the frames of one trial that did not come back went.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Loss {
+    /// Sent by port A, not received on port B.
+    pub a_to_b: u64,
+    /// Sent by port B, not received on port A.
+    pub b_to_a: u64,
+    /// Due at the offered rate but not sent: the generator's tx ring was full.
+    pub refused: u64,
+    /// Still in the generator's tx rings when the trial ended: the switch
+    /// never took them.
+    pub unconsumed: u64,
+    /// Frames the switch took (its bench ports' rx counters; weir only).
+    pub switch_rx: Option<u64>,
+    /// Frames the switch handed to the generator (its tx counters).
+    pub switch_tx: Option<u64>,
+    /// The switch's drops on its bench ports, by reason.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub switch_drops: BTreeMap<String, u64>,
+    /// Taken by the switch, neither sent nor counted as dropped: still held
+    /// when the trial ended.
+    pub switch_held: Option<u64>,
+    /// Sent by the switch but not received by the generator.
+    pub after_switch: Option<u64>,
+    /// Frames not offered because they came due while the generator was off
+    /// its CPU (not counted as sent or lost).
+    pub skipped: u64,
+    /// Times the generator was off its CPU for 200 µs or more.
+    pub generator_stalls: u64,
+    /// The longest of those, ns.
+    pub generator_stall_max_ns: u64,
+}
+
+impl Loss {
+    fn new(res: &TrialResult, ports: Option<&PortDelta>) -> Loss {
+        let [(a_tx, a_rx), (b_tx, b_rx)] = res.per_side;
+        let dropped: u64 = ports.map_or(0, |p| p.drops.values().sum());
+        Loss {
+            a_to_b: a_tx.saturating_sub(b_rx),
+            b_to_a: b_tx.saturating_sub(a_rx),
+            refused: res.refused,
+            unconsumed: res.tx_unconsumed,
+            switch_rx: ports.map(|p| p.rx_packets),
+            switch_tx: ports.map(|p| p.tx_packets),
+            switch_drops: ports.map(|p| p.drops.clone()).unwrap_or_default(),
+            switch_held: ports.map(|p| p.rx_packets.saturating_sub(p.tx_packets + dropped)),
+            after_switch: ports.map(|p| p.tx_packets.saturating_sub(res.rx_frames)),
+            skipped: res.skipped,
+            generator_stalls: res.stalls,
+            generator_stall_max_ns: res.stall_max_ns,
+        }
+    }
+
+    /// One line: each place frames were lost, with the count.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        if self.refused > 0 {
+            parts.push(format!("{} refused (tx ring full)", self.refused));
+        }
+        if self.unconsumed > 0 {
+            parts.push(format!("{} not taken from tx ring", self.unconsumed));
+        }
+        for (reason, n) in self.switch_drops.iter().filter(|(_, n)| **n > 0) {
+            parts.push(format!("{n} dropped by switch: {reason}"));
+        }
+        if let Some(n) = self.switch_held.filter(|&n| n > 0) {
+            parts.push(format!("{n} held in switch"));
+        }
+        if let Some(n) = self.after_switch.filter(|&n| n > 0) {
+            parts.push(format!("{n} sent by switch, not received"));
+        }
+        if self.generator_stalls > 0 {
+            parts.push(format!(
+                "generator off CPU {} times (longest {:.1} ms, {} frames not offered)",
+                self.generator_stalls,
+                self.generator_stall_max_ns as f64 / 1e6,
+                self.skipped
+            ));
+        }
+        parts.join(", ")
+    }
 }
 
 impl TrialReport {
@@ -145,6 +260,7 @@ impl TrialReport {
         res: &TrialResult,
         cyc: Option<WorkerCounters>,
         switch_cpu_ns: Option<u64>,
+        ports: Option<&PortDelta>,
         tsc_hz: f64,
     ) -> TrialReport {
         let wall_ns = res.wall.as_nanos().max(1) as f64;
@@ -215,6 +331,7 @@ impl TrialReport {
                     .map(|ns| 1e3 / (2.0 * ns as f64 / moved)),
             },
             foreign_frames: res.foreign,
+            loss: Loss::new(res, ports),
         }
     }
 }
@@ -230,6 +347,19 @@ pub struct Search {
     pub trials: u32,
     /// The trial at that rate (None if even the lowest rate lost frames).
     pub at_rate: Option<TrialReport>,
+    /// Every trial of the search, in order.
+    pub steps: Vec<SearchStep>,
+}
+
+/// One trial of a rate search, in brief.
+#[derive(Clone, Debug, Serialize)]
+pub struct SearchStep {
+    /// Offered rate, Mpps.
+    pub offered_mpps: f64,
+    /// Loss, percent.
+    pub loss_pct: f64,
+    /// Where the lost frames went ([`Loss::summary`]); empty if none.
+    pub loss: String,
 }
 
 /// One measurement of one switch at one frame size.

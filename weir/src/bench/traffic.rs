@@ -13,7 +13,7 @@
 //! started, taken once per burst); the receiver records `now - sent` in an
 //! hdrhistogram.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dataplane::time::cycles;
@@ -32,6 +32,9 @@ const OFF_SEQ: usize = 22;
 const OFF_TS: usize = 30;
 /// Frames per burst per side.
 const BURST: usize = 32;
+/// A round longer than this means the generator thread was off its CPU (a
+/// round moves at most a few hundred frames, a few microseconds of work).
+const STALL_NS: u64 = 200_000;
 /// Highest latency the histogram tracks (larger values are clamped).
 const MAX_LATENCY_NS: u64 = 10_000_000_000;
 
@@ -117,6 +120,14 @@ pub struct TrialResult {
     pub rx_bytes: u64,
     /// Frames the rate asked for that could not be queued (ring full).
     pub refused: u64,
+    /// Frames that came due while the generator was off its CPU (a stall);
+    /// never offered, so neither sent nor lost: the offered rate was that
+    /// much lower.
+    pub skipped: u64,
+    /// Rounds in which the generator was off its CPU ([`STALL_NS`] or more).
+    pub stalls: u64,
+    /// The longest such round, ns.
+    pub stall_max_ns: u64,
     /// Received frames without the bench payload (ignored).
     pub foreign: u64,
     /// Length of the sending phase.
@@ -131,14 +142,22 @@ pub struct TrialResult {
     pub wall: Duration,
     /// Frames sent per side (A, B) and received per side.
     pub per_side: [(u64, u64); 2],
+    /// Frames still in the tx rings when the trial ended (published, not
+    /// taken by the switch), both sides.
+    pub tx_unconsumed: u64,
 }
 
 /// Sends frames of `mix` from every station of each side (broadcast) until
 /// the other side has received from each one at least once, so a learning
 /// switch knows every station before a trial. Gives up after `timeout`.
 ///
-/// Returns frames received on each side.
-pub fn warm_up(ports: &mut [VirtioNetFrontend; 2], flows: u32, timeout: Duration) -> [u64; 2] {
+/// Returns frames received on each side; stops early once `stop` is set.
+pub fn warm_up(
+    ports: &mut [VirtioNetFrontend; 2],
+    flows: u32,
+    timeout: Duration,
+    stop: &AtomicBool,
+) -> [u64; 2] {
     let end = Instant::now() + timeout;
     let mut got = [0u64; 2];
     let mut round = 0u32;
@@ -157,7 +176,8 @@ pub fn warm_up(ports: &mut [VirtioNetFrontend; 2], flows: u32, timeout: Duration
                 } else {
                     ports[side].tx_publish();
                     drain(ports, &mut got);
-                    if Instant::now() > end {
+                    // Relaxed: a plain flag.
+                    if Instant::now() > end || stop.load(Ordering::Relaxed) {
                         return got;
                     }
                 }
@@ -170,7 +190,11 @@ pub fn warm_up(ports: &mut [VirtioNetFrontend; 2], flows: u32, timeout: Duration
             drain(ports, &mut got);
             std::thread::yield_now();
         }
-        if (got[0] >= u64::from(flows) && got[1] >= u64::from(flows)) || Instant::now() > end {
+        if (got[0] >= u64::from(flows) && got[1] >= u64::from(flows))
+            || Instant::now() > end
+            // Relaxed: a plain flag.
+            || stop.load(Ordering::Relaxed)
+        {
             return got;
         }
         let _ = round;
@@ -184,7 +208,96 @@ fn drain(ports: &mut [VirtioNetFrontend; 2], got: &mut [u64; 2]) {
     }
 }
 
-/// Runs one trial on the calling thread (pin it first).
+/// The sending half of a trial's state.
+struct Sender<'a> {
+    macs: &'a [Vec<[u8; 6]>; 2],
+    pattern: &'a [u32],
+    flows: u32,
+    /// Frames sent per side (the next sequence number).
+    seq: [u64; 2],
+    /// Station of the next frame per side.
+    flow: [u32; 2],
+    /// Index into `pattern` of the next frame per side.
+    size_at: [usize; 2],
+    tx_bytes: u64,
+    /// The bytes written into each frame; the rest was filled in advance.
+    head: [u8; HEAD_BYTES],
+}
+
+impl Sender<'_> {
+    /// Queues and publishes `n` frames (at most the free descriptors) on
+    /// `side`'s port. Not inlined: its cost per frame is what the generator
+    /// callgrind script measures.
+    #[inline(never)]
+    fn send_burst(&mut self, p: &mut VirtioNetFrontend, side: usize, n: usize, now_ns: u64) {
+        let head = &mut self.head;
+        head[OFF_SIDE] = side as u8;
+        head[OFF_TS..OFF_TS + 8].copy_from_slice(&now_ns.to_le_bytes());
+        for _ in 0..n {
+            let f = self.flow[side] as usize;
+            head[..6].copy_from_slice(&self.macs[1 - side][f]);
+            head[6..12].copy_from_slice(&self.macs[side][f]);
+            head[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&self.seq[side].to_le_bytes());
+            let len = self.pattern[self.size_at[side]];
+            p.tx_push(head, len);
+            self.tx_bytes += u64::from(len);
+            self.seq[side] += 1;
+            self.flow[side] += 1;
+            if self.flow[side] == self.flows {
+                self.flow[side] = 0;
+            }
+            self.size_at[side] += 1;
+            if self.size_at[side] == self.pattern.len() {
+                self.size_at[side] = 0;
+            }
+        }
+        p.tx_publish();
+    }
+}
+
+/// The receiving half of a trial's state.
+struct Receiver {
+    latency: Histogram<u64>,
+    /// Frames received per side.
+    rx: [u64; 2],
+    rx_bytes: u64,
+    foreign: u64,
+}
+
+impl Receiver {
+    /// Takes up to two bursts of frames from `side`'s port and records their
+    /// latency; returns how many. Not inlined, as [`Sender::send_burst`].
+    #[inline(never)]
+    fn harvest(&mut self, p: &mut VirtioNetFrontend, side: usize, now_ns: u64) -> usize {
+        let Receiver {
+            latency,
+            rx_bytes,
+            foreign,
+            ..
+        } = self;
+        let got = p.rx_harvest(BURST * 2, |len, peek: &[u8; RX_PEEK_BYTES]| {
+            *rx_bytes += u64::from(len);
+            let magic = u32::from_be_bytes([
+                peek[OFF_MAGIC],
+                peek[OFF_MAGIC + 1],
+                peek[OFF_MAGIC + 2],
+                peek[OFF_MAGIC + 3],
+            ]);
+            if magic != MAGIC {
+                *foreign += 1;
+                return;
+            }
+            let mut ts = [0u8; 8];
+            ts.copy_from_slice(&peek[OFF_TS..OFF_TS + 8]);
+            latency.saturating_record(now_ns.saturating_sub(u64::from_le_bytes(ts)).max(1));
+        });
+        self.rx[side] += got as u64;
+        got
+    }
+}
+
+/// Runs one trial on the calling thread (pin it first). Once `stop` is set
+/// (Ctrl-C) it returns within a few rounds, without the drain.
 ///
 /// # Panics
 /// If the latency histogram cannot be created (fixed, valid bounds).
@@ -193,6 +306,7 @@ pub fn run_trial(
     spec: &TrialSpec,
     live: &Live,
     tsc_hz: f64,
+    stop: &AtomicBool,
 ) -> TrialResult {
     let flows = spec.flows.max(1);
     // Everything the loop needs, allocated before it starts.
@@ -201,7 +315,7 @@ pub fn run_trial(
         (0..flows).map(|i| station_mac(1, i)).collect(),
     ];
     let pattern = &spec.sizes.pattern;
-    let mut latency = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3)
+    let latency = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3)
         .expect("constant histogram bounds are valid");
     let mut template = vec![0u8; spec.sizes.max_frame() as usize];
     template[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
@@ -212,18 +326,28 @@ pub fn run_trial(
     live.tx.store(0, Ordering::Relaxed);
     live.rx.store(0, Ordering::Relaxed);
 
-    let mut seq = [0u64; 2];
-    let mut flow = [0u32; 2];
-    let mut size_at = [0usize; 2];
-    let mut tx_bytes = 0u64;
-    let mut rx = [0u64; 2];
-    let mut rx_bytes = 0u64;
-    let mut foreign = 0u64;
+    let mut tx = Sender {
+        macs: &macs,
+        pattern,
+        flows,
+        seq: [0; 2],
+        flow: [0; 2],
+        size_at: [0; 2],
+        tx_bytes: 0,
+        head: [0; HEAD_BYTES],
+    };
+    tx.head[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
+    tx.head[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(&MAGIC.to_be_bytes());
+    let mut rcv = Receiver {
+        latency,
+        rx: [0; 2],
+        rx_bytes: 0,
+        foreign: 0,
+    };
     let mut refused = 0u64;
+    let mut skipped = 0u64;
+    let (mut stalls, mut stall_max_ns) = (0u64, 0u64);
     let mut busy = 0u64;
-    let mut head = [0u8; HEAD_BYTES];
-    head[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
-    head[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(&MAGIC.to_be_bytes());
 
     // Time is the TSC, read once per round (a clock_gettime per round cost
     // the generator a quarter of its time); `tsc_hz` was measured against
@@ -244,12 +368,11 @@ pub fn run_trial(
             let budget = match spec.rate_pps {
                 Some(r) => {
                     let due = (r * now_ns as f64 / 1e9) as u64;
-                    due.saturating_sub(seq[0] + seq[1] + refused)
+                    due.saturating_sub(tx.seq[0] + tx.seq[1] + refused + skipped)
                 }
                 None => u64::MAX,
             };
-            for side in 0..2 {
-                let p = &mut ports[side];
+            for (side, p) in ports.iter_mut().enumerate() {
                 p.tx_reclaim();
                 let share = if spec.rate_pps.is_some() {
                     // Split the due frames between the sides, A first.
@@ -263,27 +386,9 @@ pub fn run_trial(
                     // counts these as lost.
                     refused += (share - n) as u64;
                 }
-                head[OFF_SIDE] = side as u8;
-                head[OFF_TS..OFF_TS + 8].copy_from_slice(&now_ns.to_le_bytes());
-                for _ in 0..n {
-                    let f = flow[side] as usize;
-                    head[..6].copy_from_slice(&macs[1 - side][f]);
-                    head[6..12].copy_from_slice(&macs[side][f]);
-                    head[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&seq[side].to_le_bytes());
-                    let len = pattern[size_at[side]];
-                    p.tx_push(&head, len);
-                    tx_bytes += u64::from(len);
-                    seq[side] += 1;
-                    flow[side] += 1;
-                    if flow[side] == flows {
-                        flow[side] = 0;
-                    }
-                    size_at[side] += 1;
-                    if size_at[side] == pattern.len() {
-                        size_at[side] = 0;
-                    }
+                if n > 0 {
+                    tx.send_burst(p, side, n, now_ns);
                 }
-                p.tx_publish();
                 moved += n;
             }
         } else {
@@ -291,25 +396,10 @@ pub fn run_trial(
                 p.tx_reclaim();
             }
         }
-        for side in 0..2 {
-            let got = ports[side].rx_harvest(BURST * 2, |len, peek: &[u8; RX_PEEK_BYTES]| {
-                rx_bytes += u64::from(len);
-                let magic = u32::from_be_bytes([
-                    peek[OFF_MAGIC],
-                    peek[OFF_MAGIC + 1],
-                    peek[OFF_MAGIC + 2],
-                    peek[OFF_MAGIC + 3],
-                ]);
-                if magic != MAGIC {
-                    foreign += 1;
-                    return;
-                }
-                let mut ts = [0u8; 8];
-                ts.copy_from_slice(&peek[OFF_TS..OFF_TS + 8]);
-                latency.saturating_record(now_ns.saturating_sub(u64::from_le_bytes(ts)).max(1));
-            });
-            rx[side] += got as u64;
-            moved += got;
+        for (side, p) in ports.iter_mut().enumerate() {
+            if p.rx_pending() > 0 {
+                moved += rcv.harvest(p, side, now_ns);
+            }
         }
         let c1 = cycles();
         if moved > 0 {
@@ -320,10 +410,26 @@ pub fn run_trial(
         round += 1;
         if round.is_multiple_of(64) {
             // Relaxed: display only.
-            live.tx.store(seq[0] + seq[1], Ordering::Relaxed);
-            live.rx.store(rx[0] + rx[1], Ordering::Relaxed);
+            live.tx.store(tx.seq[0] + tx.seq[1], Ordering::Relaxed);
+            live.rx.store(rcv.rx[0] + rcv.rx[1], Ordering::Relaxed);
+            // Relaxed: a plain flag, checked every 64 rounds.
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
         }
+        let was_ns = now_ns;
         now_ns = (c1.wrapping_sub(start) as f64 * ns_per_cycle) as u64;
+        if now_ns.saturating_sub(was_ns) >= STALL_NS {
+            // Off the CPU: a generator on its own CPU would have sent the
+            // frames due meanwhile evenly; sending them now as one burst
+            // would overflow the ring and count as the switch's loss.
+            stalls += 1;
+            stall_max_ns = stall_max_ns.max(now_ns - was_ns);
+            if let (Some(r), true) = (spec.rate_pps, sending) {
+                let due = |ns: u64| (r * ns.min(end_ns) as f64 / 1e9) as u64;
+                skipped += due(now_ns) - due(was_ns);
+            }
+        }
         if sending && now_ns >= end_ns {
             sending = false;
             last_rx_ns = now_ns;
@@ -336,8 +442,8 @@ pub fn run_trial(
             break;
         }
     }
-    live.tx.store(seq[0] + seq[1], Ordering::Relaxed);
-    live.rx.store(rx[0] + rx[1], Ordering::Relaxed);
+    live.tx.store(tx.seq[0] + tx.seq[1], Ordering::Relaxed);
+    live.rx.store(rcv.rx[0] + rcv.rx[1], Ordering::Relaxed);
     let gen_cpu_ns = match (cpu0, super::cpu::this_thread_ns()) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
@@ -345,16 +451,20 @@ pub fn run_trial(
     TrialResult {
         gen_cpu_ns,
         wall: wall0.elapsed(),
-        tx_frames: seq[0] + seq[1],
-        rx_frames: rx[0] + rx[1],
-        tx_bytes,
-        rx_bytes,
+        tx_frames: tx.seq[0] + tx.seq[1],
+        rx_frames: rcv.rx[0] + rcv.rx[1],
+        tx_bytes: tx.tx_bytes,
+        rx_bytes: rcv.rx_bytes,
         refused,
-        foreign,
+        skipped,
+        stalls,
+        stall_max_ns,
+        foreign: rcv.foreign,
         elapsed: spec.duration,
-        latency,
+        latency: rcv.latency,
         gen_busy_cycles: busy,
-        per_side: [(seq[0], rx[0]), (seq[1], rx[1])],
+        per_side: [(tx.seq[0], rcv.rx[0]), (tx.seq[1], rcv.rx[1])],
+        tx_unconsumed: ports.iter().map(|p| p.tx_in_flight() as u64).sum(),
     }
 }
 
