@@ -143,8 +143,9 @@ pub struct BenchArgs {
     /// Write the results as JSON to this file (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Draw throughput per frame size and the latency CDF (SVG).
-    #[arg(long, value_name = "FILE.svg")]
+    /// Draw throughput per frame size and the latency CDF (SVG or PNG, by
+    /// the file name's extension).
+    #[arg(long, value_name = "FILE.svg|FILE.png")]
     pub plot: Option<PathBuf>,
     /// Descriptors per virtqueue of the traffic ports.
     #[arg(long, default_value_t = 256)]

@@ -137,9 +137,28 @@ fn bench_against_a_daemon_reports_its_cpu_and_removes_what_it_added() {
     assert!(m["loss"]["switch_rx"].as_u64().unwrap() > 0, "{m}");
     assert_eq!(daemon_state(&d), before, "bench left ports or a bridge");
 
-    // The daemon's own bridge: the bench's ports go, the bridge stays.
-    bench_against(&d, &dir, &["--bridge", "br0"]);
+    // The daemon's own bridge: the bench's ports go, the bridge stays. This
+    // run draws a PNG.
+    let png = dir.join("bench.png");
+    bench_against(
+        &d,
+        &dir,
+        &["--bridge", "br0", "--plot", png.to_str().unwrap()],
+    );
     assert_eq!(daemon_state(&d), before, "bench left ports or removed br0");
+    let png = std::fs::read(&png).unwrap();
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    // IHDR: width and height, big-endian, after the signature and chunk head.
+    assert_eq!(png[16..24], [0, 0, 5, 0, 0, 0, 2, 8], "not 1280 x 520");
+    // Drawn, not blank: black pixels (axes, text) and coloured ones (bars).
+    let mut dec = png::Decoder::new(std::io::Cursor::new(png))
+        .read_info()
+        .unwrap();
+    let mut rgb = vec![0u8; dec.output_buffer_size()];
+    dec.next_frame(&mut rgb).unwrap();
+    let px = || rgb.chunks_exact(3);
+    assert!(px().any(|p| p == [0, 0, 0]), "no black pixels");
+    assert!(px().any(|p| p == [31, 119, 180]), "no bar in weir's colour");
     drop(d);
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -645,6 +645,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if args.repeat == 0 {
         bail!("--repeat must be at least 1");
     }
+    if let Some(p) = &args.plot {
+        plot::format(p)?;
+    }
     let cpus = Host::system().online_cpus();
     let worker_cpu = args
         .worker_cpu

@@ -1,12 +1,20 @@
-//! `weir bench --plot FILE.svg`: forwarded Mpps per frame size (median of
-//! the repeats, with min–max bars) per switch, and the one-way latency CDF of
-//! each switch and size (the median-rate run).
+//! `weir bench --plot FILE.svg|FILE.png`: forwarded Mpps per frame size
+//! (median of the repeats, with min–max bars) per switch, and the one-way
+//! latency CDF of each switch and size (the median-rate run).
+//!
+//! The format follows the extension. Text is laid out (and, in a PNG,
+//! rasterised) with the Ubuntu Light font that the `epaint_default_fonts`
+//! crate embeds, through plotters' `ab_glyph` feature: no system fonts,
+//! fontconfig or freetype are needed. The PNG is encoded with the `png`
+//! crate from plotters' RGB buffer.
 //!
 //! Control side only.
 
 use std::path::Path;
+use std::sync::OnceLock;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, bail, Context as _};
+use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::report::Report;
@@ -24,12 +32,94 @@ fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("{e}")
 }
 
-/// Draws `report` into an SVG at `path`.
+/// Picture size in pixels (SVG user units).
+const SIZE: (u32, u32) = (1280, 520);
+
+/// Registers the embedded font as "sans-serif", once per process.
+fn register_font() -> anyhow::Result<()> {
+    static LOADED: OnceLock<bool> = OnceLock::new();
+    let ok = *LOADED.get_or_init(|| {
+        plotters::style::register_font(
+            "sans-serif",
+            FontStyle::Normal,
+            epaint_default_fonts::UBUNTU_LIGHT,
+        )
+        .is_ok()
+    });
+    if !ok {
+        bail!("the embedded font does not load");
+    }
+    Ok(())
+}
+
+/// Picture formats `--plot` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// `.svg`
+    Svg,
+    /// `.png`
+    Png,
+}
+
+/// The format `path`'s extension asks for (checked before measuring).
 ///
 /// # Errors
-/// If the file cannot be written.
+/// An extension other than `.svg` or `.png` (any case).
+pub fn format(path: &Path) -> anyhow::Result<Format> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("svg") => Ok(Format::Svg),
+        Some("png") => Ok(Format::Png),
+        _ => bail!(
+            "--plot {}: the file name must end in .svg or .png",
+            path.display()
+        ),
+    }
+}
+
+/// Draws `report` into `path`: an SVG for `.svg`, a PNG for `.png`.
+///
+/// # Errors
+/// Another extension, or the file cannot be written.
 pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
-    let root = SVGBackend::new(path, (1280, 520)).into_drawing_area();
+    let fmt = format(path)?;
+    register_font()?;
+    match fmt {
+        Format::Svg => {
+            let root = SVGBackend::new(path, SIZE).into_drawing_area();
+            draw_on(report, &root)?;
+            root.present().map_err(err)
+        }
+        Format::Png => {
+            let mut rgb = vec![0u8; SIZE.0 as usize * SIZE.1 as usize * 3];
+            {
+                let root = BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area();
+                draw_on(report, &root)?;
+                root.present().map_err(err)?;
+            }
+            write_png(path, &rgb)
+        }
+    }
+}
+
+/// Writes an RGB buffer of [`SIZE`] as a PNG.
+fn write_png(path: &Path, rgb: &[u8]) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path)?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), SIZE.0, SIZE.1);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut w = enc.write_header().context("writing the PNG header")?;
+    w.write_image_data(rgb).context("writing the PNG data")?;
+    w.finish().context("finishing the PNG")
+}
+
+fn draw_on<DB: DrawingBackend>(
+    report: &Report,
+    root: &DrawingArea<DB, Shift>,
+) -> anyhow::Result<()> {
     root.fill(&WHITE).map_err(err)?;
     let (left, right) = root.split_horizontally(620);
     let sizes = &report.params.sizes;
@@ -156,6 +246,18 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
         .border_style(BLACK)
         .draw()
         .map_err(err)?;
-    root.present().map_err(err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plot_format_follows_the_extension() {
+        assert_eq!(format(Path::new("a/b.svg")).unwrap(), Format::Svg);
+        assert_eq!(format(Path::new("b.PNG")).unwrap(), Format::Png);
+        assert!(format(Path::new("b.pdf")).is_err());
+        assert!(format(Path::new("b")).is_err());
+    }
 }
