@@ -771,6 +771,9 @@ pub fn line(r: &RunRecord) -> String {
     if let (Some(share), Some(cap)) = (m.generator.cpu_share_pct, m.generator.capacity_mpps) {
         let _ = write!(s, "  gen cpu {share:.0}% max {cap:.1} Mpps");
     }
+    if m.lost_frames > 0 {
+        let _ = write!(s, "  lost: {}", m.loss.summary());
+    }
     for (name, x) in [("NDR", &r.ndr), ("PDR", &r.pdr)] {
         if let Some(x) = x {
             let _ = write!(s, "  {name} {:.3} Mpps", x.rate_mpps);
@@ -795,5 +798,64 @@ mod tests {
         );
         assert_eq!(Spread::of(&[4.0, 1.0]).map(|s| s.median), Some(2.5));
         assert_eq!(Spread::of(&[]), None);
+    }
+
+    #[test]
+    fn loss_splits_by_direction_and_switch_counters() {
+        let res = TrialResult {
+            tx_frames: 2000,
+            rx_frames: 1990,
+            tx_bytes: 120_000,
+            rx_bytes: 119_400,
+            refused: 5,
+            skipped: 40,
+            stalls: 2,
+            stall_max_ns: 3_000_000,
+            foreign: 0,
+            elapsed: std::time::Duration::from_secs(1),
+            latency: hdrhistogram::Histogram::new(3).unwrap(),
+            gen_busy_cycles: 0,
+            gen_cpu_ns: None,
+            wall: std::time::Duration::from_secs(1),
+            // A sent 1000, B received 996; B sent 1000, A received 994.
+            per_side: [(1000, 994), (1000, 996)],
+            tx_unconsumed: 1,
+        };
+        let ports = PortDelta {
+            rx_packets: 1999,
+            tx_packets: 1992,
+            drops: BTreeMap::from([("tx-full".to_owned(), 3)]),
+        };
+        let l = Loss::new(&res, Some(&ports));
+        assert_eq!((l.a_to_b, l.b_to_a), (4, 6));
+        assert_eq!(l.unconsumed, 1);
+        assert_eq!(l.switch_held, Some(4), "1999 taken - 1992 sent - 3 dropped");
+        assert_eq!(l.after_switch, Some(2), "1992 sent - 1990 received");
+        assert_eq!(
+            l.summary(),
+            "5 refused (tx ring full), 1 not taken from tx ring, \
+             3 dropped by switch: tx-full, 4 held in switch, \
+             2 sent by switch, not received, \
+             generator off CPU 2 times (longest 3.0 ms, 40 frames not offered)"
+        );
+        let peer = Loss::new(&res, None);
+        assert_eq!((peer.switch_rx, peer.switch_held), (None, None));
+    }
+
+    #[test]
+    fn port_deltas_subtract_and_keep_only_new_drops() {
+        let before = PortDelta {
+            rx_packets: 10,
+            tx_packets: 8,
+            drops: BTreeMap::from([("tx-full".to_owned(), 2), ("no-buffers".to_owned(), 1)]),
+        };
+        let after = PortDelta {
+            rx_packets: 30,
+            tx_packets: 25,
+            drops: BTreeMap::from([("tx-full".to_owned(), 5), ("no-buffers".to_owned(), 1)]),
+        };
+        let d = after.since(&before);
+        assert_eq!((d.rx_packets, d.tx_packets), (20, 17));
+        assert_eq!(d.drops, BTreeMap::from([("tx-full".to_owned(), 3)]));
     }
 }
