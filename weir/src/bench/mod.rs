@@ -35,7 +35,7 @@ use anyhow::{anyhow, bail, Context as _};
 use indicatif::{ProgressBar, ProgressStyle};
 use vhost_user::frontend::{FrontendConfig, VirtioNetFrontend};
 
-use crate::api::{BridgeInfo, PortInfo, Request, WorkerView};
+use crate::api::{BridgeInfo, PortInfo, Request, StageCycles, WorkerView};
 use crate::cli::{BenchArgs, BenchPeer};
 use crate::config::{BridgeSpec, Config, CpuList, Host, PortSpec, PortType};
 use crate::control;
@@ -325,6 +325,14 @@ impl Sut {
             busy_cycles: views.iter().map(|w| w.busy_cycles).sum(),
             idle_cycles: views.iter().map(|w| w.idle_cycles).sum(),
             rx_packets: views.iter().map(|w| w.rx_packets).sum(),
+            stages: views
+                .iter()
+                .fold(StageCycles::default(), |a, w| StageCycles {
+                    rx: a.rx + w.stages.rx,
+                    switch: a.switch + w.stages.switch,
+                    tx: a.tx + w.stages.tx,
+                    packets: a.packets + w.stages.packets,
+                }),
         })
     }
 

@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::api::StageCycles;
+
 use super::traffic::{SizeMix, TrialResult, TrialSpec};
 use crate::cli::BenchArgs;
 
@@ -26,17 +28,37 @@ pub struct WorkerCounters {
     pub idle_cycles: u64,
     /// Packets the workers received.
     pub rx_packets: u64,
+    /// Per-stage cycles of the sampled rounds (see `weir pmd show`).
+    pub stages: StageCycles,
 }
 
 impl WorkerCounters {
     /// The difference `self - earlier`.
     pub fn since(&self, earlier: &WorkerCounters) -> WorkerCounters {
+        let (a, b) = (&self.stages, &earlier.stages);
         WorkerCounters {
             busy_cycles: self.busy_cycles.wrapping_sub(earlier.busy_cycles),
             idle_cycles: self.idle_cycles.wrapping_sub(earlier.idle_cycles),
             rx_packets: self.rx_packets.wrapping_sub(earlier.rx_packets),
+            stages: StageCycles {
+                rx: a.rx.wrapping_sub(b.rx),
+                switch: a.switch.wrapping_sub(b.switch),
+                tx: a.tx.wrapping_sub(b.tx),
+                packets: a.packets.wrapping_sub(b.packets),
+            },
         }
     }
+}
+
+/// Cycles per packet by stage, from one poll round in 16.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct StagePerPacket {
+    /// Receiving: the ports' `rx_burst` (guest ring to mbufs).
+    pub rx: f64,
+    /// Switching: parse, learn, look up, stage.
+    pub switch: f64,
+    /// Transmitting: `tx_burst` (mbufs to guest ring) and handoffs.
+    pub tx: f64,
 }
 
 /// Cycles per packet from the switch's own counters.
@@ -49,6 +71,8 @@ pub struct SwitchCycles {
     pub total_per_packet: f64,
     /// Share of the worker's time in rounds that moved packets, percent.
     pub busy_pct: f64,
+    /// The busy cycles split by stage (None if no round was sampled).
+    pub stages: Option<StagePerPacket>,
     /// The raw counter differences.
     pub counters: WorkerCounters,
 }
@@ -314,6 +338,10 @@ impl TrialReport {
                 total_per_packet: (c.busy_cycles + c.idle_cycles) as f64 / c.rx_packets as f64,
                 busy_pct: 100.0 * c.busy_cycles as f64
                     / (c.busy_cycles + c.idle_cycles).max(1) as f64,
+                stages: c
+                    .stages
+                    .per_packet()
+                    .map(|(rx, switch, tx)| StagePerPacket { rx, switch, tx }),
                 counters: c,
             }),
             switch_cpu: switch_cpu_ns.map(|ns| SwitchCpu {
@@ -760,6 +788,13 @@ pub fn line(r: &RunRecord) -> String {
     );
     if let Some(c) = &m.switch_cycles {
         let _ = write!(s, "  {:.0} cyc/pkt busy", c.busy_per_packet);
+        if let Some(st) = &c.stages {
+            let _ = write!(
+                s,
+                " (rx {:.0} + switch {:.0} + tx {:.0})",
+                st.rx, st.switch, st.tx
+            );
+        }
     }
     if let Some(c) = &m.switch_cpu {
         let _ = write!(
