@@ -11,6 +11,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use dataplane::mempool::{HugepagePolicy, MempoolConfig};
+use dataplane::testutil::inet::{fold, sum16, tcp_pseudo_sum};
 use dataplane::wire::{Gso, GsoKind, TsoPlan};
 use dataplane::{Burst, LinkState, Mempool, Port};
 use vhost_user::defs::{
@@ -46,20 +47,6 @@ fn tso_pool() -> &'static Mempool {
     })
 }
 
-fn sum16(bytes: &[u8]) -> u32 {
-    bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
 fn payload_byte(i: usize) -> u8 {
     (i * 7 + i / 251) as u8
 }
@@ -91,17 +78,13 @@ fn tso_frame(kind: GsoKind) -> (Vec<u8>, usize) {
     f.extend_from_slice(&SEQ.to_be_bytes());
     f.extend_from_slice(&[0, 0, 0, 1, 0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
     f.extend((0..PAYLOAD).map(payload_byte));
-    let pseudo = fold(pseudo_sum(&f, kind, 20 + PAYLOAD));
+    let pseudo = fold(tcp_pseudo_sum(
+        &f,
+        matches!(kind, GsoKind::Tcp6),
+        20 + PAYLOAD,
+    ));
     f[l4 + 16..l4 + 18].copy_from_slice(&pseudo.to_be_bytes());
     (f, l4)
-}
-
-fn pseudo_sum(f: &[u8], kind: GsoKind, l4_len: usize) -> u32 {
-    let addrs = match kind {
-        GsoKind::Tcp4 => &f[26..34],
-        GsoKind::Tcp6 => &f[22..54],
-    };
-    sum16(addrs) + 6 + l4_len as u32
 }
 
 fn wait_up(dev: &VhostUserDevice, port: &mut VhostUserPort) {
@@ -238,7 +221,7 @@ fn run(kind: GsoKind) {
         }
         let seq = u32::from_be_bytes(s[l4 + 4..l4 + 8].try_into().unwrap());
         assert_eq!(seq, SEQ + (i * usize::from(MSS)) as u32, "segment {i} seq");
-        let tcp = fold(sum16(&s[l4..]) + pseudo_sum(s, kind, l4_len));
+        let tcp = fold(sum16(&s[l4..]) + tcp_pseudo_sum(s, matches!(kind, GsoKind::Tcp6), l4_len));
         assert_eq!(tcp, 0xffff, "segment {i} TCP checksum");
         payload.extend_from_slice(&s[l4 + 20..]);
     }

@@ -50,13 +50,7 @@ fn tail(text: &str, lines: usize) -> String {
 
 /// (link up, rx packets, tx packets, total drops) of one port.
 fn port(d: &Daemon, name: &str) -> (bool, u64, u64, u64) {
-    let ports = d.ports();
-    let p = ports
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no port {name} in {ports}"));
+    let p = d.port_json(name);
     let drops = p["stats"]["drops"]
         .as_object()
         .map(|m| m.values().filter_map(|v| v.as_u64()).sum())

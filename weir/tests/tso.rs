@@ -12,6 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use dataplane::testutil::inet::{fold, sum16, tcp_pseudo_sum};
+
 use vhost_user::defs::{
     F_CSUM, F_GUEST_CSUM, F_GUEST_TSO4, F_GUEST_TSO6, F_HOST_TSO4, F_HOST_TSO6, NET_HDR_BYTES,
     NET_HDR_F_NEEDS_CSUM, NET_HDR_GSO_TCPV4, NET_HDR_GSO_TCPV6,
@@ -73,29 +75,6 @@ impl Drop for TestDir {
     }
 }
 
-fn sum16(bytes: &[u8]) -> u32 {
-    bytes
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum()
-}
-
-fn fold(mut s: u32) -> u16 {
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    s as u16
-}
-
-/// TCP pseudo-header sum of frame `f` for a TCP segment of `l4_len` bytes.
-fn pseudo_sum(f: &[u8], ip: Ip, l4_len: usize) -> u32 {
-    let addrs = match ip {
-        Ip::V4 => &f[26..34],
-        Ip::V6 => &f[22..54],
-    };
-    sum16(addrs) + 6 + l4_len as u32
-}
-
 /// Payload byte `i` of frame `tag`: a pattern that differs per frame and
 /// does not repeat with the MSS.
 fn payload_byte(tag: u8, i: usize) -> u8 {
@@ -134,7 +113,7 @@ fn tso_frame(ip: Ip, dst: [u8; 6], tag: u8) -> Vec<u8> {
     f.extend_from_slice(&[0, 0, 0, 1, 0x50, TCP_FIN | TCP_PSH | TCP_ACK, 0xff, 0xff]);
     f.extend_from_slice(&[0, 0, 0, 0]);
     f.extend((0..PAYLOAD).map(|i| payload_byte(tag, i)));
-    let pseudo = fold(pseudo_sum(&f, ip, 20 + PAYLOAD));
+    let pseudo = fold(tcp_pseudo_sum(&f, matches!(ip, Ip::V6), 20 + PAYLOAD));
     f[l4 + 16..l4 + 18].copy_from_slice(&pseudo.to_be_bytes());
     f
 }
@@ -283,7 +262,7 @@ fn check_segments(ip: Ip, frame: &[u8], segs: &[([u8; NET_HDR_BYTES], Vec<u8>)])
             TCP_ACK
         };
         assert_eq!(flags, want, "{ip:?} segment {i} TCP flags");
-        let tcp = fold(sum16(&s[l4..]) + pseudo_sum(s, ip, l4_len));
+        let tcp = fold(sum16(&s[l4..]) + tcp_pseudo_sum(s, matches!(ip, Ip::V6), l4_len));
         assert_eq!(tcp, 0xffff, "{ip:?} segment {i} TCP checksum");
         payload.extend_from_slice(&s[l4 + 20..]);
     }

@@ -74,14 +74,7 @@ fn receives(fe: &mut VirtioNetFrontend, want: &[u8], secs: u64) -> bool {
 
 /// (link, state, port-error drops) of one port.
 fn port(d: &Daemon, name: &str) -> (String, String, u64) {
-    let ports = d.ports();
-    let p = ports
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no port {name} in {ports}"))
-        .clone();
+    let p = d.port_json(name);
     (
         p["link"].as_str().unwrap().to_owned(),
         p["state"].as_str().unwrap().to_owned(),

@@ -142,16 +142,21 @@ impl Daemon {
         self.json(&["port", "list"])
     }
 
-    /// One counter of one port's totals, e.g. `rx_packets`.
-    pub fn port_counter(&self, name: &str, key: &str) -> u64 {
+    /// One port's entry of `weir port list --json`.
+    pub fn port_json(&self, name: &str) -> serde_json::Value {
         let ports = self.ports();
-        let p = ports
+        ports
             .as_array()
             .unwrap()
             .iter()
             .find(|p| p["name"] == name)
-            .unwrap_or_else(|| panic!("no port {name} in {ports}"));
-        p["stats"][key].as_u64().unwrap()
+            .unwrap_or_else(|| panic!("no port {name} in {ports}"))
+            .clone()
+    }
+
+    /// One counter of one port's totals, e.g. `rx_packets`.
+    pub fn port_counter(&self, name: &str, key: &str) -> u64 {
+        self.port_json(name)["stats"][key].as_u64().unwrap()
     }
 
     /// Waits until every named port reports link up.
