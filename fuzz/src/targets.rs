@@ -244,6 +244,8 @@ pub fn vhost_msg(data: &[u8]) {
     let lim = Limits {
         queues: 1 + u16::from(first / 5 % 17),
         max_queue_size: 1024,
+        // 0: NET_MTU not offered; else a data room's limit.
+        max_mtu: [0, 1006, 2030, 9198][usize::from(first % 4)],
     };
     let r = msg::check(&hdr, payload, &kinds, &lim);
     if r.is_ok() && hdr.request == msg::req::SET_MEM_TABLE {
@@ -265,6 +267,13 @@ pub fn vhost_msg(data: &[u8]) {
     if r.is_ok() && hdr.request == msg::req::SET_VRING_CALL {
         let v = u64::from_le_bytes(payload[..8].try_into().unwrap());
         assert!(v & msg::VRING_NOFD != 0 || kinds == [FdKind::EventFd]);
+    }
+    if r.is_ok() && hdr.request == msg::req::NET_SET_MTU {
+        let v = u64::from_le_bytes(payload[..8].try_into().unwrap());
+        assert!(
+            (68..=u64::from(lim.max_mtu)).contains(&v),
+            "accepted MTU {v}"
+        );
     }
     let ack = hdr.ack(r.is_ok());
     assert_eq!(ack.len(), HDR_BYTES + 8);

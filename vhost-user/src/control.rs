@@ -164,6 +164,7 @@ pub fn create_with_tso(
         shared: Arc::clone(&shared),
         conn: Arc::clone(&conn),
         mtu: crate::defs::guest_mtu(pool.data_room()),
+        max_mtu: crate::defs::max_guest_mtu(pool.data_room()),
         tso: tso_pool.is_some(),
     };
     let thread = std::thread::Builder::new()
@@ -251,6 +252,14 @@ impl VhostUserDevice {
             .lock()
             .ok()
             .and_then(|g| g.clone())
+    }
+
+    /// The MTU the frontend set with VHOST_USER_NET_SET_MTU (QEMU's `host_mtu`),
+    /// if it did. Recorded for display; frames are still limited only by the
+    /// mbuf data room. Cleared when a new frontend connects.
+    pub fn mtu(&self) -> Option<u16> {
+        // Relaxed: a status read.
+        Some(self.shared.mtu.load(Ordering::Relaxed)).filter(|&m| m != 0)
     }
 
     /// The device's queue pairs as ports (once; later calls return nothing).
@@ -363,6 +372,9 @@ struct Control {
     conn: Arc<Mutex<Option<Conn>>>,
     /// Offered with VIRTIO_NET_F_MTU (from the pool's data room).
     mtu: Option<u16>,
+    /// Largest MTU a frontend may set with NET_SET_MTU (NET_MTU is offered only
+    /// along with VIRTIO_NET_F_MTU).
+    max_mtu: Option<u16>,
     /// Offer the TSO features.
     tso: bool,
 }
@@ -417,6 +429,7 @@ impl Control {
         let lim = Limits {
             queues: (2 * queue_pairs + 1) as u16,
             max_queue_size: MAX_QUEUE,
+            max_mtu: self.mtu.and(self.max_mtu).unwrap_or(0),
         };
         while !self.stopping() {
             let features = Arc::new(AtomicU64::new(0));
@@ -477,6 +490,8 @@ impl Control {
             if let Ok(mut g) = self.shared.control_error.lock() {
                 *g = None;
             }
+            // Relaxed: a status value; the relay below sets it again.
+            self.shared.mtu.store(0, Ordering::Relaxed);
             let relay = match (front.try_clone(), internal.pair(&mut daemon)) {
                 (Ok(front_ctl), Ok(lib)) => {
                     let dev = Arc::clone(&self.shared);

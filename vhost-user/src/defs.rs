@@ -148,6 +148,18 @@ pub fn guest_mtu(data_room: u32) -> Option<u16> {
     (mtu >= MIN_GUEST_MTU).then_some(mtu)
 }
 
+/// The largest MTU a frontend may set with VHOST_USER_NET_SET_MTU (QEMU's
+/// `host_mtu`) for a data room of `data_room` bytes: a frame of that MTU with
+/// an Ethernet header and one VLAN tag must fit one mbuf. Unlike
+/// [`guest_mtu`] not capped at 1500: the frontend's user asked for it. None
+/// if that leaves less than [`MIN_GUEST_MTU`].
+pub fn max_guest_mtu(data_room: u32) -> Option<u16> {
+    let fits = data_room
+        .saturating_sub(ETH_VLAN_HDR_BYTES)
+        .min(u32::from(u16::MAX)) as u16;
+    (fits >= MIN_GUEST_MTU).then_some(fits)
+}
+
 /// virtio 1.2 §5.1.6.5: control command classes and acks.
 pub mod ctrl {
     /// VIRTIO_NET_OK.
@@ -242,5 +254,14 @@ mod tests {
         assert_eq!(guest_mtu(86), Some(68));
         assert_eq!(guest_mtu(85), None);
         assert_eq!(guest_mtu(0), None);
+    }
+
+    #[test]
+    fn max_guest_mtu_is_the_data_room_less_a_vlan_tagged_header() {
+        assert_eq!(max_guest_mtu(2048), Some(2030));
+        assert_eq!(max_guest_mtu(9216), Some(9198));
+        assert_eq!(max_guest_mtu(86), Some(68));
+        assert_eq!(max_guest_mtu(85), None);
+        assert_eq!(max_guest_mtu(u32::MAX), Some(u16::MAX));
     }
 }

@@ -90,7 +90,7 @@
 //! NOTIFY_ON_EMPTY, STATUS (config `status` reads LINK_UP), CTRL_VQ and MQ
 //! (up to [`MAX_QUEUE_PAIRS`] pairs; `max_virtqueue_pairs` in the config
 //! space), CSUM, GUEST_CSUM and MTU (see below). Protocol features: MQ,
-//! REPLY_ACK, CONFIG. The control queue is
+//! REPLY_ACK, CONFIG, NET_MTU. The control queue is
 //! served on the control side: VQ_PAIRS_SET within range, RX mode, MAC and
 //! VLAN table commands are acknowledged (weir forwards whatever the switch
 //! sends), anything else gets VIRTIO_NET_ERR. Packed rings, dirty logging
@@ -125,11 +125,16 @@
 //!   data room: guests bridged to 1500-byte kernel ports would send frames
 //!   those ports refuse. Larger frames are still dropped as `Malformed`.
 //!   QEMU does not take either from the backend: it emulates the virtio-net
-//!   config space itself and offers MTU only with its `host_mtu` property
-//!   (announced to backends through the NET_MTU protocol feature, which weir
-//!   does not offer: `vhost` 0.18's request handler does not dispatch
-//!   NET_SET_MTU to backends); frontends that read the backend's config space
-//!   (CONFIG protocol feature) see the value.
+//!   config space itself and offers MTU only with its `host_mtu` property,
+//!   which it announces with VHOST_USER_NET_SET_MTU to backends offering the
+//!   NET_MTU protocol feature. `vhost` 0.18's request handler answers that
+//!   message as invalid, so the relay (`relay`) serves the feature: it adds
+//!   NET_MTU to the library's protocol features, and accepts an MTU in
+//!   68..=[`defs::max_guest_mtu`] (the data room less a VLAN-tagged
+//!   Ethernet header) or refuses it like any refused message. The accepted
+//!   value is shown by [`VhostUserDevice::mtu`], not enforced per frame.
+//!   Frontends that read the backend's config space (CONFIG protocol
+//!   feature) see the offered `mtu`.
 //! - Segmentation offloads (HOST_TSO4/6, HOST_UFO, GUEST_TSO4/6, GUEST_UFO,
 //!   GSO) are **not offered**: a segmentation-offloaded frame is up to 64 KiB
 //!   and would need chained mbufs, which weir does not have. Guests segment

@@ -11,6 +11,8 @@
 //! as a call "eventfd" (a full pipe blocks the writer). [`check`] refuses such
 //! messages; the relay then answers them itself and never forwards them.
 
+use crate::defs::MIN_GUEST_MTU;
+
 /// vhost-user spec "Header": request (u32), flags (u32), size (u32).
 pub const HDR_BYTES: usize = 12;
 /// Largest payload the library accepts (vhost crate `MAX_MSG_SIZE`).
@@ -32,8 +34,14 @@ pub const FLAG_NEED_REPLY: u32 = 0x8;
 pub mod req {
     /// VHOST_USER_SET_FEATURES.
     pub const SET_FEATURES: u32 = 2;
+    /// VHOST_USER_GET_PROTOCOL_FEATURES.
+    pub const GET_PROTOCOL_FEATURES: u32 = 15;
+    /// VHOST_USER_SET_PROTOCOL_FEATURES.
+    pub const SET_PROTOCOL_FEATURES: u32 = 16;
     /// VHOST_USER_SET_VRING_ENABLE.
     pub const SET_VRING_ENABLE: u32 = 18;
+    /// VHOST_USER_NET_SET_MTU.
+    pub const NET_SET_MTU: u32 = 20;
     /// VHOST_USER_SET_MEM_TABLE.
     pub const SET_MEM_TABLE: u32 = 5;
     /// VHOST_USER_SET_LOG_BASE.
@@ -50,6 +58,14 @@ pub mod req {
     pub const SET_VRING_ERR: u32 = 14;
     /// VHOST_USER_ADD_MEM_REG.
     pub const ADD_MEM_REG: u32 = 37;
+}
+
+/// vhost-user spec "Protocol features" bits the relay looks at.
+pub mod proto {
+    /// VHOST_USER_PROTOCOL_F_REPLY_ACK.
+    pub const REPLY_ACK: u64 = 1 << 3;
+    /// VHOST_USER_PROTOCOL_F_NET_MTU.
+    pub const NET_MTU: u64 = 1 << 4;
 }
 
 /// vhost-user spec: bit 8 of a vring fd message's u64 says "no fd attached".
@@ -229,6 +245,22 @@ pub enum Refusal {
     /// A dirty-log fd (live migration logging is not offered).
     #[error("message {0}: dirty logging is not supported")]
     Unsupported(u32),
+    /// A request whose protocol feature the frontend did not ack.
+    #[error("message {request}: protocol feature {feature} was not negotiated")]
+    NotNegotiated {
+        /// Request code.
+        request: u32,
+        /// The feature's name.
+        feature: &'static str,
+    },
+    /// NET_SET_MTU outside what weir's buffers hold.
+    #[error("NET_SET_MTU {mtu}: outside {MIN_GUEST_MTU}..={max} (mbuf data room)")]
+    Mtu {
+        /// The requested MTU.
+        mtu: u64,
+        /// Largest accepted (0 when NET_MTU is not offered).
+        max: u16,
+    },
 }
 
 /// The device's limits the checks need.
@@ -238,6 +270,9 @@ pub struct Limits {
     pub queues: u16,
     /// Largest queue size.
     pub max_queue_size: u16,
+    /// Largest MTU NET_SET_MTU may set ([`crate::defs::max_guest_mtu`]); 0 when
+    /// NET_MTU is not offered.
+    pub max_mtu: u16,
 }
 
 fn u32_at(p: &[u8], off: usize) -> Option<u32> {
@@ -245,7 +280,8 @@ fn u32_at(p: &[u8], off: usize) -> Option<u32> {
     Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
 }
 
-fn u64_at(p: &[u8], off: usize) -> Option<u64> {
+/// The little-endian u64 at `off`, if `p` holds one.
+pub(crate) fn u64_at(p: &[u8], off: usize) -> Option<u64> {
     let b = p.get(off..off + 8)?;
     let mut a = [0u8; 8];
     a.copy_from_slice(b);
@@ -373,6 +409,11 @@ pub fn check(hdr: &Header, payload: &[u8], fds: &[FdKind], lim: &Limits) -> Resu
             r.check(fds[0])
         }
         req::SET_LOG_BASE | req::SET_LOG_FD => Err(Refusal::Unsupported(request)),
+        req::NET_SET_MTU => {
+            let mtu = u64_at(payload, 0).ok_or(short)?;
+            fd_count(0)?;
+            net_mtu(mtu, lim).map(|_| ())
+        }
         req::SET_VRING_NUM => {
             let index = u32_at(payload, 0).ok_or(short)?;
             let size = u32_at(payload, 4).ok_or(short)?;
@@ -414,6 +455,21 @@ pub fn check(hdr: &Header, payload: &[u8], fds: &[FdKind], lim: &Limits) -> Resu
     }
 }
 
+/// The MTU of a NET_SET_MTU payload `mtu`, if weir's buffers hold frames of
+/// that size: [`MIN_GUEST_MTU`]..=`lim.max_mtu`.
+///
+/// # Errors
+/// [`Refusal::Mtu`] outside that range (always, when NET_MTU is not offered).
+pub fn net_mtu(mtu: u64, lim: &Limits) -> Result<u16, Refusal> {
+    match u16::try_from(mtu) {
+        Ok(m) if (MIN_GUEST_MTU..=lim.max_mtu).contains(&m) => Ok(m),
+        _ => Err(Refusal::Mtu {
+            mtu,
+            max: lim.max_mtu,
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -421,6 +477,7 @@ mod tests {
     const LIM: Limits = Limits {
         queues: 3,
         max_queue_size: 1024,
+        max_mtu: 2030,
     };
 
     fn hdr(request: u32, size: usize) -> Header {
@@ -551,5 +608,31 @@ mod tests {
             check(&bad, &[0; 8], &[], &LIM),
             Err(Refusal::Version { .. })
         ));
+    }
+
+    #[test]
+    fn net_set_mtu_is_checked_against_the_data_room() {
+        let mtu = |v: u64| check(&hdr(req::NET_SET_MTU, 8), &v.to_le_bytes(), &[], &LIM);
+        assert_eq!(mtu(68), Ok(()));
+        assert_eq!(mtu(1500), Ok(()));
+        assert_eq!(mtu(2030), Ok(()));
+        for v in [0, 67, 2031, 65535, 65536, u64::MAX] {
+            assert_eq!(mtu(v), Err(Refusal::Mtu { mtu: v, max: 2030 }), "{v}");
+        }
+        assert!(matches!(
+            check(&hdr(req::NET_SET_MTU, 4), &[0xdc, 5, 0, 0], &[], &LIM),
+            Err(Refusal::Short { .. })
+        ));
+        assert!(matches!(
+            check(
+                &hdr(req::NET_SET_MTU, 8),
+                &1500u64.to_le_bytes(),
+                &[FdKind::EventFd],
+                &LIM
+            ),
+            Err(Refusal::FdCount { .. })
+        ));
+        let off = Limits { max_mtu: 0, ..LIM };
+        assert_eq!(net_mtu(1500, &off), Err(Refusal::Mtu { mtu: 1500, max: 0 }));
     }
 }

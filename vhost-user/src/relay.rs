@@ -1,7 +1,16 @@
 //! The relay between a frontend's socket and the `vhost` library: reads whole
 //! messages from the frontend with a deadline, checks them ([`crate::msg`]), and
 //! forwards only accepted ones (with their fds) to the library's end of a private
-//! socket; the library's replies are copied back unchanged.
+//! socket; the library's replies are copied back, message by message.
+//!
+//! NET_MTU: the library does not dispatch VHOST_USER_NET_SET_MTU, so the relay
+//! serves that protocol feature itself. It adds the NET_MTU bit to the
+//! library's GET_PROTOCOL_FEATURES reply (when VIRTIO_NET_F_MTU is offered),
+//! notes whether SET_PROTOCOL_FEATURES acked it (and REPLY_ACK) and forwards
+//! the features without it, and answers NET_SET_MTU itself: an MTU in
+//! 68..=[`Limits::max_mtu`] is stored in [`DeviceShared::mtu`] and acked; one
+//! outside, or any NET_SET_MTU without NET_MTU acked, is refused like the
+//! other messages [`msg::check`] refuses.
 //!
 //! Layer: protocol/control. Never on the packet path; one thread per connection.
 //!
@@ -232,8 +241,9 @@ pub(crate) fn run(
 ) -> Result<(), RelayError> {
     front.set_write_timeout(Some(MSG_TIMEOUT))?;
     lib.set_write_timeout(Some(MSG_TIMEOUT))?;
-    let mut reply = vec![0u8; MAX_PAYLOAD_BYTES + HDR_BYTES];
     let mut features_set = false;
+    // Protocol features the frontend acked that the relay itself acts on.
+    let mut acked_proto = 0u64;
     // Held-back SET_VRING_ENABLE messages: (ring index, encoded message).
     let mut held: Vec<(u32, Vec<u8>)> = Vec::new();
     loop {
@@ -254,19 +264,53 @@ pub(crate) fn run(
             (ready(&fds[0]), ready(&fds[1]))
         };
         if l_in {
-            let mut fds = Vec::new();
-            let n = recv_some(lib.as_fd(), &mut reply, &mut fds)?;
-            if n == 0 {
+            let Some(mut r) = read_message(lib.as_fd())? else {
                 return Ok(());
+            };
+            if r.hdr.request == msg::req::GET_PROTOCOL_FEATURES
+                && r.hdr.flags & msg::FLAG_REPLY != 0
+                && lim.max_mtu != 0
+            {
+                if let Some(b) = r.payload.get_mut(..8) {
+                    let mut v = [0u8; 8];
+                    v.copy_from_slice(b);
+                    let offered = u64::from_le_bytes(v) | msg::proto::NET_MTU;
+                    b.copy_from_slice(&offered.to_le_bytes());
+                }
             }
-            send_all(front.as_fd(), &reply[..n], &fds)?;
+            let mut bytes = r.hdr.to_bytes().to_vec();
+            bytes.extend_from_slice(&r.payload);
+            send_all(front.as_fd(), &bytes, &r.fds)?;
         }
         if f_in {
             let Some(m) = read_message(front.as_fd())? else {
                 return Ok(());
             };
             let kinds: Vec<FdKind> = m.fds.iter().map(|f| classify(f.as_fd())).collect();
-            match msg::check(&m.hdr, &m.payload, &kinds, &lim) {
+            let unacked_mtu =
+                m.hdr.request == msg::req::NET_SET_MTU && acked_proto & msg::proto::NET_MTU == 0;
+            let verdict = msg::check(&m.hdr, &m.payload, &kinds, &lim).and(if unacked_mtu {
+                Err(Refusal::NotNegotiated {
+                    request: m.hdr.request,
+                    feature: "NET_MTU",
+                })
+            } else {
+                Ok(())
+            });
+            match verdict {
+                Ok(()) if m.hdr.request == msg::req::NET_SET_MTU => {
+                    // The library does not dispatch NET_SET_MTU; weir answers it.
+                    // msg::check guaranteed the u64 payload within range.
+                    let mtu = msg::u64_at(&m.payload, 0)
+                        .and_then(|v| msg::net_mtu(v, &lim).ok())
+                        .unwrap_or(0);
+                    // Relaxed: a status value for `VhostUserDevice::mtu`.
+                    dev.mtu.store(mtu, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!("frontend set MTU {mtu}");
+                    if m.hdr.need_reply() && acked_proto & msg::proto::REPLY_ACK != 0 {
+                        send_all(front.as_fd(), &m.hdr.ack(true), &[])?;
+                    }
+                }
                 Ok(()) => {
                     if m.hdr.request == msg::req::SET_VRING_CALL {
                         // A guest that fills the eventfd counter must not block a
@@ -296,8 +340,24 @@ pub(crate) fn run(
                         held.push((ring, bytes));
                         continue;
                     }
+                    let mut payload = m.payload;
+                    if m.hdr.request == msg::req::SET_PROTOCOL_FEATURES {
+                        if let Some(b) = payload.get_mut(..8) {
+                            let mut v = [0u8; 8];
+                            v.copy_from_slice(b);
+                            let mut acked = u64::from_le_bytes(v);
+                            if lim.max_mtu == 0 {
+                                acked &= !msg::proto::NET_MTU;
+                            }
+                            acked_proto = acked;
+                            // The library never offered NET_MTU and needs not
+                            // know it was acked; the relay serves it.
+                            v = (acked & !msg::proto::NET_MTU).to_le_bytes();
+                            b.copy_from_slice(&v);
+                        }
+                    }
                     let mut bytes = m.hdr.to_bytes().to_vec();
-                    bytes.extend_from_slice(&m.payload);
+                    bytes.extend_from_slice(&payload);
                     send_all(lib.as_fd(), &bytes, &m.fds)?;
                     if m.hdr.request == msg::req::SET_FEATURES {
                         features_set = true;

@@ -14,7 +14,7 @@
 //!   use. Memory safety does not depend on the wait: a `ReadyVring` keeps its
 //!   guest mapping alive through `Arc`s.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -157,6 +157,8 @@ pub(crate) struct DeviceShared {
     pub stop: AtomicBool,
     /// Last control-side error (bad ring setup, failed connection, ...).
     pub control_error: Mutex<Option<String>>,
+    /// MTU set by the frontend with NET_SET_MTU; 0 if none.
+    pub mtu: AtomicU16,
 }
 
 impl DeviceShared {

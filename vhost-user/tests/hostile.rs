@@ -39,11 +39,13 @@ const SET_VRING_NUM: u32 = 8;
 const SET_VRING_CALL: u32 = 13;
 const GET_PROTOCOL_FEATURES: u32 = 15;
 const SET_PROTOCOL_FEATURES: u32 = 16;
+const NET_SET_MTU: u32 = 20;
 const NEED_REPLY: u32 = 0x8;
 const F_VERSION_1: u64 = 1 << 32;
 const F_PROTOCOL_FEATURES: u64 = 1 << 30;
 const PROTO_MQ: u64 = 1 << 0;
 const PROTO_REPLY_ACK: u64 = 1 << 3;
+const PROTO_NET_MTU: u64 = 1 << 4;
 
 // virtio split-ring flags.
 const DESC_F_NEXT: u16 = 1;
@@ -759,5 +761,82 @@ fn memory_file_shrunk_under_weir_puts_only_that_port_in_error() {
         assert_eq!(h.dev.link(), LinkState::Down);
         drop(fe);
         assert!(wait_until(5, || !h.dev.is_connected()));
+    });
+}
+
+/// The library still answers on this connection: the port's control is alive.
+fn assert_answers(r: &mut Raw) {
+    assert_ne!(r.get_u64(GET_FEATURES) & F_VERSION_1, 0);
+}
+
+#[test]
+fn net_mtu_is_offered_and_net_set_mtu_is_checked_against_the_data_room() {
+    // Ethernet header and one VLAN tag must fit the data room with the MTU.
+    let max = u64::from(pool().data_room()) - 18;
+    with_bystander(|h| {
+        let mut r = Raw::connect(&h.sock);
+        r.send(SET_OWNER, 0, &[], &[]);
+        assert_answers(&mut r);
+        r.send(
+            SET_FEATURES,
+            0,
+            &(F_VERSION_1 | F_PROTOCOL_FEATURES).to_le_bytes(),
+            &[],
+        );
+        let p = r.get_u64(GET_PROTOCOL_FEATURES);
+        assert_ne!(p & PROTO_NET_MTU, 0, "NET_MTU not offered: {p:#x}");
+        assert_ne!(p & PROTO_REPLY_ACK, 0);
+        // The library takes the acked set (NET_MTU included) without complaint.
+        let acked = PROTO_REPLY_ACK | PROTO_MQ | PROTO_NET_MTU;
+        assert!(r.request(SET_PROTOCOL_FEATURES, &acked.to_le_bytes(), &[]));
+        assert_eq!(h.dev.mtu(), None);
+
+        assert!(r.request(NET_SET_MTU, &1500u64.to_le_bytes(), &[]));
+        assert_eq!(h.dev.mtu(), Some(1500));
+        assert_eq!(h.dev.error(), None);
+        assert_answers(&mut r);
+        assert!(r.request(NET_SET_MTU, &max.to_le_bytes(), &[]));
+        assert_eq!(h.dev.mtu(), Some(max as u16));
+        assert!(r.request(NET_SET_MTU, &68u64.to_le_bytes(), &[]));
+        assert_eq!(h.dev.mtu(), Some(68));
+
+        for bad in [max + 1, 9000, 65536, u64::MAX, 67, 0] {
+            assert!(
+                !r.request(NET_SET_MTU, &bad.to_le_bytes(), &[]),
+                "MTU {bad} accepted"
+            );
+            assert_error_mentions(h, &format!("NET_SET_MTU {bad}: outside 68..={max}"));
+            assert_eq!(h.dev.mtu(), Some(68), "refused MTU {bad} was stored");
+            assert_answers(&mut r);
+        }
+        // A short payload is refused too.
+        assert!(!r.request(NET_SET_MTU, &1500u32.to_le_bytes(), &[]));
+        assert_error_mentions(h, "payload of 4 bytes is too short");
+        assert_answers(&mut r);
+
+        // Without NEED_REPLY nothing comes back; the next reply is the next
+        // request's.
+        r.send(NET_SET_MTU, 0, &1400u64.to_le_bytes(), &[]);
+        assert_answers(&mut r);
+        assert_eq!(h.dev.mtu(), Some(1400));
+
+        // A new frontend starts without an MTU.
+        drop(r);
+        assert!(wait_until(5, || !h.dev.is_connected()));
+        let mut r = Raw::handshake(&h.sock);
+        assert_answers(&mut r);
+        assert_eq!(h.dev.mtu(), None);
+    });
+}
+
+#[test]
+fn net_set_mtu_without_net_mtu_acked_is_refused() {
+    with_bystander(|h| {
+        // Acks REPLY_ACK and MQ, not NET_MTU.
+        let mut r = Raw::handshake(&h.sock);
+        assert!(!r.request(NET_SET_MTU, &1500u64.to_le_bytes(), &[]));
+        assert_error_mentions(h, "protocol feature NET_MTU was not negotiated");
+        assert_eq!(h.dev.mtu(), None);
+        assert_answers(&mut r);
     });
 }
