@@ -203,6 +203,11 @@ pub struct PortInfo {
     /// Empty in replies from daemons that predate it.
     #[serde(default)]
     pub queue_stats: Vec<PortStatsView>,
+    /// MTU the port's peer set (a vhost-user frontend's NET_SET_MTU, e.g.
+    /// QEMU's `host_mtu`); None if it set none. Absent from replies of daemons
+    /// that predate it.
+    #[serde(default)]
+    pub mtu: Option<u16>,
 }
 
 /// One bridge, as listed by `bridge-list`.
@@ -391,6 +396,7 @@ mod tests {
         let p: PortInfo = serde_json::from_str(json).unwrap();
         assert_eq!(p.stats.rx_packets, 1);
         assert!(p.queue_stats.is_empty());
+        assert_eq!(p.mtu, None);
     }
 
     #[test]

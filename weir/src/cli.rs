@@ -607,7 +607,7 @@ fn render_ports(ports: &[PortInfo]) -> String {
         return "no ports\n".to_owned();
     }
     let mut t = Table::new(&[
-        ">ID", "NAME", "TYPE", "BRIDGE", "IFACE", "LINK", ">QUEUES", ">WORKER", ">RX-PKTS",
+        ">ID", "NAME", "TYPE", "BRIDGE", "IFACE", "LINK", ">MTU", ">QUEUES", ">WORKER", ">RX-PKTS",
         ">TX-PKTS", ">DROPS", "STATE",
     ]);
     for p in ports {
@@ -618,6 +618,7 @@ fn render_ports(ports: &[PortInfo]) -> String {
             opt(&p.bridge),
             opt(&p.iface),
             p.link.clone(),
+            opt(&p.mtu),
             p.queues.to_string(),
             opt(&p.worker),
             p.stats.rx_packets.to_string(),
@@ -887,6 +888,7 @@ mod tests {
                 ..Default::default()
             },
             queue_stats: Vec::new(),
+            mtu: None,
         }
     }
 
@@ -901,6 +903,24 @@ mod tests {
         assert_eq!(lines[2].find("tap"), Some(col), "{out}");
         assert!(lines[1].contains("12345"), "{out}");
         assert_eq!(render_ports(&[]), "no ports\n");
+    }
+
+    #[test]
+    fn port_table_shows_the_mtu_a_frontend_set() {
+        let vm = PortInfo {
+            kind: "vhost-user".into(),
+            mtu: Some(1400),
+            ..port(1, "vm1")
+        };
+        let out = render_ports(&[port(0, "p0"), vm]);
+        let lines: Vec<&str> = out.lines().collect();
+        let end = lines[0].find("MTU").unwrap() + "MTU".len();
+        assert_eq!(
+            lines[1][..end].trim_end().chars().last(),
+            Some('-'),
+            "{out}"
+        );
+        assert_eq!(&lines[2][end - 4..end], "1400", "{out}");
     }
 
     #[test]

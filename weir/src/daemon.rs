@@ -37,6 +37,7 @@ struct PortRecord {
     queues: Vec<(usize, Arc<QueueStats>)>,
     keepalive: Option<Box<dyn Send>>,
     health: Option<Box<dyn Fn() -> Option<String> + Send>>,
+    mtu: Option<Box<dyn Fn() -> Option<u16> + Send>>,
 }
 
 struct State {
@@ -303,6 +304,7 @@ impl Dataplane {
             queues,
             keepalive,
             health,
+            mtu,
         } = ports::open(&spec, self.pool, tso_pool, &self.dpdk_eal_args)?;
         // Place queues round-robin over workers; the first queue's worker owns the
         // port's handoff ring.
@@ -337,6 +339,7 @@ impl Dataplane {
                 queues: qrec,
                 keepalive,
                 health,
+                mtu,
             },
         );
         Ok(())
@@ -421,6 +424,7 @@ impl Dataplane {
             worker: rec.queues.first().map(|q| q.0 as u16),
             stats: stats_view(&s),
             queue_stats: per_queue.iter().map(stats_view).collect(),
+            mtu: rec.mtu.as_ref().and_then(|m| m()),
         }
     }
 

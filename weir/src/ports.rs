@@ -19,6 +19,9 @@ pub struct OpenedPort {
     pub keepalive: Option<Box<dyn Send>>,
     /// Reports a port-level error (None = healthy).
     pub health: Option<Box<dyn Fn() -> Option<String> + Send>>,
+    /// Reports the MTU the port's peer set, if any (a vhost-user frontend's
+    /// NET_SET_MTU).
+    pub mtu: Option<Box<dyn Fn() -> Option<u16> + Send>>,
 }
 
 impl OpenedPort {
@@ -27,6 +30,7 @@ impl OpenedPort {
             queues,
             keepalive: None,
             health: None,
+            mtu: None,
         }
     }
 }
@@ -123,10 +127,12 @@ pub fn open(
             let queues = boxed(dev.take_queues());
             let dev = std::sync::Arc::new(dev);
             let probe = dev.clone();
+            let mtu_probe = dev.clone();
             OpenedPort {
                 queues,
                 keepalive: Some(Box::new(dev)),
                 health: Some(Box::new(move || probe.error())),
+                mtu: Some(Box::new(move || mtu_probe.mtu())),
             }
         }
         PortType::Vfio => {
