@@ -20,6 +20,8 @@
 #   --smp N         vCPUs per guest (default 1)
 #   --queues N      queue pairs per NIC (default 1); N > 1 turns on virtio-net
 #                   multiqueue, and the guest enables min(N, vCPUs) pairs
+#   --host-mtu N    give both NICs QEMU's host_mtu=N (VIRTIO_NET_F_MTU; QEMU
+#                   tells the switch with VHOST_USER_NET_SET_MTU)
 #   --g1 FILE, --g2 FILE  run these guest scripts instead of the built-in ones
 #
 # Each guest: q35, 1 vCPU (--smp), 256 MB of shared memory (vhost-user needs the switch to
@@ -31,7 +33,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MODE=server GDIR=$ROOT/target/vm-guest W="" DEADLINE=120 XFER=4 IPERF=3 MEMPATH="" G1="" G2=""
-SMP=1 QUEUES=1
+SMP=1 QUEUES=1 HOST_MTU=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --mode) MODE=$2; shift 2 ;;
@@ -43,6 +45,7 @@ while [ $# -gt 0 ]; do
     --mem-path) MEMPATH=$2; shift 2 ;;
     --smp) SMP=$2; shift 2 ;;
     --queues) QUEUES=$2; shift 2 ;;
+    --host-mtu) HOST_MTU=$2; shift 2 ;;
     --g1) G1=$2; shift 2 ;;
     --g2) G2=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -53,7 +56,7 @@ done
 [ $# -eq 2 ] || { echo "usage: vm-pair.sh [options] SOCK1 SOCK2 (--help)" >&2; exit 2; }
 SOCK1=$1 SOCK2=$2
 case "$MODE" in server | client) ;; *) echo "vm-pair: --mode server|client" >&2; exit 2 ;; esac
-case "$SMP$QUEUES" in *[!0-9]*) echo "vm-pair: --smp and --queues take numbers" >&2; exit 2 ;; esac
+case "$SMP$QUEUES$HOST_MTU" in *[!0-9]*) echo "vm-pair: --smp, --queues and --host-mtu take numbers" >&2; exit 2 ;; esac
 
 say() { echo "vm-pair: $*"; }
 if [ ! -s "$GDIR/vmlinux" ] || [ ! -s "$GDIR/initrd.img" ]; then
@@ -76,6 +79,7 @@ fi
 # device offers them with a control queue (VIRTIO_NET_F_MQ, CTRL_VQ).
 NETDEV_EXTRA="" MQ_EXTRA=""
 if [ "$QUEUES" -gt 1 ]; then NETDEV_EXTRA=",queues=$QUEUES" MQ_EXTRA=",mq=on"; fi
+if [ -n "$HOST_MTU" ]; then NIC_EXTRA="$NIC_EXTRA,host_mtu=$HOST_MTU"; fi
 
 # --- guest scripts ------------------------------------------------------------
 if [ -z "$G2" ]; then

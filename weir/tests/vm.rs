@@ -261,7 +261,8 @@ fn vms_ping_and_transfer_server_mode() {
     // Checksum offload and TSO were negotiated, so the TCP transfers above ran
     // with partial checksums and 64 KiB TSO frames relayed guest to guest
     // (both guests take TSO: frames pass whole). (QEMU emulates the config
-    // space and offers MTU only with its own `host_mtu`: not checked here.)
+    // space and offers MTU only with its own `host_mtu`: see
+    // `vms_with_host_mtu_tell_weir_their_mtu`.)
     let features = out
         .lines()
         .find_map(|l| l.split("g1: virtio features=").nth(1))
@@ -542,4 +543,65 @@ exit $fail
         "{out}"
     );
     println!("total {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+#[test]
+fn vms_with_host_mtu_tell_weir_their_mtu() {
+    require_root();
+    let _one_pair = serial();
+    guest_dir();
+    let dir = test_dir("mtu");
+    let mut d = Daemon::start(&dir, &config(&dir, "server"));
+    let (s1, s2) = (dir.join("vm1.sock"), dir.join("vm2.sock"));
+    let t0 = Instant::now();
+    let mut pair = Pair::start(
+        &dir,
+        &[
+            "--host-mtu",
+            "1400",
+            "-t",
+            "80",
+            "--xfer",
+            "1",
+            "--iperf",
+            "0",
+            s1.to_str().unwrap(),
+            s2.to_str().unwrap(),
+        ],
+    );
+    // QEMU sends VHOST_USER_NET_SET_MTU before it starts the rings; weir shows
+    // it while the guests run.
+    let mut seen = [None, None];
+    while pair.running() {
+        assert!(d.alive(), "weir died during the run: {}", d.log());
+        let ports = d.ports();
+        for (i, name) in ["vm1", "vm2"].iter().enumerate() {
+            let p = ports
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == *name)
+                .unwrap();
+            if let Some(m) = p["mtu"].as_u64() {
+                seen[i] = Some(m);
+            }
+        }
+        assert!(t0.elapsed() < Duration::from_secs(120), "vm-pair.sh hangs");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let ok = pair.child.wait().unwrap().success();
+    let out = pair.output();
+    println!("{out}");
+    assert!(
+        ok,
+        "vm-pair.sh failed:\n{out}\nweir log:\n{}",
+        tail(&d.log(), 30)
+    );
+    assert_eq!(seen, [Some(1400), Some(1400)], "{}", tail(&d.log(), 30));
+    // The guest adopted the MTU QEMU offered.
+    let features = out
+        .lines()
+        .find_map(|l| l.split("g1: virtio features=").nth(1))
+        .unwrap_or_else(|| panic!("no virtio features in:\n{out}"));
+    assert!(features.ends_with("mtu=1400"), "{features}");
 }
