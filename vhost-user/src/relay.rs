@@ -350,7 +350,7 @@ pub(crate) fn run(
                                 acked &= !msg::proto::NET_MTU;
                             }
                             acked_proto = acked;
-                            // The library never offered NET_MTU and needs not
+                            // The library never offered NET_MTU and need not
                             // know it was acked; the relay serves it.
                             v = (acked & !msg::proto::NET_MTU).to_le_bytes();
                             b.copy_from_slice(&v);
