@@ -118,6 +118,15 @@ impl Pair {
         std::fs::read_to_string(&self.out).unwrap_or_default()
     }
 
+    /// Waits for vm-pair.sh to end; prints its output and returns it with
+    /// whether the script succeeded.
+    fn finish(&mut self) -> (bool, String) {
+        let ok = self.child.wait().unwrap().success();
+        let out = self.output();
+        println!("{out}");
+        (ok, out)
+    }
+
     fn console(&self, guest: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{guest}.console.log")))
             .unwrap_or_default()
@@ -153,6 +162,16 @@ impl Drop for Pair {
         self.signal_group("-KILL");
         let _ = self.child.wait();
     }
+}
+
+/// Fails the test with the script's output and weir's log unless vm-pair.sh
+/// succeeded.
+fn pair_ok(ok: bool, out: &str, d: &Daemon) {
+    assert!(
+        ok,
+        "vm-pair.sh failed:\n{out}\nweir log:\n{}",
+        tail(&d.log(), 30)
+    );
 }
 
 /// One pair of guests at a time: `cargo test` runs tests in parallel, and four
@@ -225,9 +244,7 @@ fn vms_ping_and_transfer_server_mode() {
         assert!(t0.elapsed() < Duration::from_secs(120), "vm-pair.sh hangs");
         std::thread::sleep(Duration::from_millis(500));
     }
-    let ok = pair.child.wait().unwrap().success();
-    let out = pair.output();
-    println!("{out}");
+    let (ok, out) = pair.finish();
     println!(
         "weir, last seen with both links up: vm1 {:?}, vm2 {:?}; both up {both_up_at:?} \
          after the daemon started",
@@ -239,11 +256,7 @@ fn vms_ping_and_transfer_server_mode() {
          weir log:\n{}\nvm-pair:\n{out}",
         tail(&d.log(), 30)
     );
-    assert!(
-        ok,
-        "vm-pair.sh failed:\n{out}\nweir log:\n{}",
-        tail(&d.log(), 30)
-    );
+    pair_ok(ok, &out, &d);
     for (name, s) in ["vm1", "vm2"].iter().zip(last) {
         assert!(s.rx > 0 && s.tx > 0, "{name} counters did not move: {s:?}");
     }
@@ -501,14 +514,8 @@ exit $fail
         assert!(t0.elapsed() < Duration::from_secs(100), "vm-pair.sh hangs");
         std::thread::sleep(Duration::from_millis(500));
     }
-    let ok = pair.child.wait().unwrap().success();
-    let out = pair.output();
-    println!("{out}");
-    assert!(
-        ok,
-        "vm-pair.sh failed:\n{out}\nweir log:\n{}",
-        tail(&d.log(), 30)
-    );
+    let (ok, out) = pair.finish();
+    pair_ok(ok, &out, &d);
     assert!(
         both_up_at.is_some(),
         "weir never showed both links up while the guests ran"
@@ -589,14 +596,8 @@ fn vms_with_host_mtu_tell_weir_their_mtu() {
         assert!(t0.elapsed() < Duration::from_secs(120), "vm-pair.sh hangs");
         std::thread::sleep(Duration::from_millis(500));
     }
-    let ok = pair.child.wait().unwrap().success();
-    let out = pair.output();
-    println!("{out}");
-    assert!(
-        ok,
-        "vm-pair.sh failed:\n{out}\nweir log:\n{}",
-        tail(&d.log(), 30)
-    );
+    let (ok, out) = pair.finish();
+    pair_ok(ok, &out, &d);
     assert_eq!(seen, [Some(1400), Some(1400)], "{}", tail(&d.log(), 30));
     // The guest adopted the MTU QEMU offered.
     let features = out
