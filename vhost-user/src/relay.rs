@@ -46,6 +46,14 @@ use rustix::net::{
 use crate::msg::{self, FdKind, Header, Limits, Refusal, HDR_BYTES, MAX_FDS, MAX_PAYLOAD_BYTES};
 use crate::shared::DeviceShared;
 
+/// Replaces the little-endian u64 at the start of a feature message's
+/// payload with `f` of it; a payload too short to hold one is left alone.
+fn update_u64(payload: &mut [u8], f: impl FnOnce(u64) -> u64) {
+    if let Some(v) = msg::u64_at(payload, 0) {
+        payload[..8].copy_from_slice(&f(v).to_le_bytes());
+    }
+}
+
 /// How long a started message may take to arrive whole, and a write to the
 /// frontend may block.
 pub(crate) const MSG_TIMEOUT: Duration = Duration::from_secs(2);
@@ -271,12 +279,7 @@ pub(crate) fn run(
                 && r.hdr.flags & msg::FLAG_REPLY != 0
                 && lim.max_mtu != 0
             {
-                if let Some(b) = r.payload.get_mut(..8) {
-                    let mut v = [0u8; 8];
-                    v.copy_from_slice(b);
-                    let offered = u64::from_le_bytes(v) | msg::proto::NET_MTU;
-                    b.copy_from_slice(&offered.to_le_bytes());
-                }
+                update_u64(&mut r.payload, |offered| offered | msg::proto::NET_MTU);
             }
             let mut bytes = r.hdr.to_bytes().to_vec();
             bytes.extend_from_slice(&r.payload);
@@ -342,19 +345,15 @@ pub(crate) fn run(
                     }
                     let mut payload = m.payload;
                     if m.hdr.request == msg::req::SET_PROTOCOL_FEATURES {
-                        if let Some(b) = payload.get_mut(..8) {
-                            let mut v = [0u8; 8];
-                            v.copy_from_slice(b);
-                            let mut acked = u64::from_le_bytes(v);
+                        update_u64(&mut payload, |mut acked| {
                             if lim.max_mtu == 0 {
                                 acked &= !msg::proto::NET_MTU;
                             }
                             acked_proto = acked;
                             // The library never offered NET_MTU and need not
                             // know it was acked; the relay serves it.
-                            v = (acked & !msg::proto::NET_MTU).to_le_bytes();
-                            b.copy_from_slice(&v);
-                        }
+                            acked & !msg::proto::NET_MTU
+                        });
                     }
                     let mut bytes = m.hdr.to_bytes().to_vec();
                     bytes.extend_from_slice(&payload);
