@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::api::{
-    BridgeInfo, FdbEntryView, PortInfo, PortStatsView, Request, StatsView, WorkerView,
+    BridgeInfo, FdbEntryView, MempoolView, PortInfo, PortStatsView, Request, StatsView, WorkerView,
 };
 use crate::config::{PortSpec, PortType, VhostMode, DEFAULT_SOCKET};
 
@@ -711,6 +711,22 @@ fn render_workers(workers: &[WorkerView]) -> String {
     t.render()
 }
 
+/// One line of `weir stats` for a buffer pool.
+fn pool_line(out: &mut String, label: &str, unit: &str, m: &MempoolView) {
+    let _ = writeln!(
+        out,
+        "{label}: {} of {} {unit} free, {} B data room, {}",
+        m.available,
+        m.total,
+        m.mbuf_size,
+        if m.hugepages {
+            "hugepages"
+        } else {
+            "normal pages"
+        }
+    );
+}
+
 fn render_stats(stats: &StatsView) -> String {
     let mut out = String::new();
     if stats.ports.is_empty() {
@@ -753,32 +769,9 @@ fn render_stats(stats: &StatsView) -> String {
     out.push('\n');
     out.push_str(&render_workers(&stats.workers));
     out.push('\n');
-    let m = &stats.mempool;
-    let _ = writeln!(
-        out,
-        "mempool: {} of {} mbufs free, {} B data room, {}",
-        m.available,
-        m.total,
-        m.mbuf_size,
-        if m.hugepages {
-            "hugepages"
-        } else {
-            "normal pages"
-        }
-    );
+    pool_line(&mut out, "mempool", "mbufs", &stats.mempool);
     if let Some(t) = &stats.tso_pool {
-        let _ = writeln!(
-            out,
-            "tso pool: {} of {} buffers free, {} B data room, {}",
-            t.available,
-            t.total,
-            t.mbuf_size,
-            if t.hugepages {
-                "hugepages"
-            } else {
-                "normal pages"
-            }
-        );
+        pool_line(&mut out, "tso pool", "buffers", t);
     }
     out
 }
@@ -786,7 +779,7 @@ fn render_stats(stats: &StatsView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{MempoolView, StageCycles};
+    use crate::api::StageCycles;
     use clap::CommandFactory;
 
     fn parse(args: &[&str]) -> Cli {

@@ -570,18 +570,8 @@ impl Dataplane {
         StatsView {
             ports: self.port_list(),
             workers: self.workers(),
-            mempool: MempoolView {
-                total: self.pool.capacity(),
-                available: self.pool.available(),
-                hugepages: self.pool.backing() == dataplane::mempool::Backing::Hugepages2M,
-                mbuf_size: self.pool.data_room(),
-            },
-            tso_pool: tso_pool.map(|p| MempoolView {
-                total: p.capacity(),
-                available: p.available(),
-                hugepages: p.backing() == dataplane::mempool::Backing::Hugepages2M,
-                mbuf_size: p.data_room(),
-            }),
+            mempool: pool_view(self.pool),
+            tso_pool: tso_pool.map(pool_view),
         }
     }
 
@@ -727,4 +717,14 @@ pub fn run(cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("control connections still open at shutdown"),
     }
     Ok(())
+}
+
+/// A pool's fill level and backing, as `weir stats` shows it.
+fn pool_view(p: &Mempool) -> MempoolView {
+    MempoolView {
+        total: p.capacity(),
+        available: p.available(),
+        hugepages: p.backing() == dataplane::mempool::Backing::Hugepages2M,
+        mbuf_size: p.data_room(),
+    }
 }
