@@ -329,20 +329,17 @@ impl Queues {
 /// Sends `b` on a local queue; leaves `b` empty, counting what could not be
 /// sent. TSO frames the port cannot take whole are segmented first
 /// ([`segment_and_send`]). One pass over the burst before the driver sees it
-/// (bytes, and whether any frame is a TSO frame), and another after it only
+/// (bytes, and whether any frame needs segmenting), and another after it only
 /// when the driver left frames behind.
 #[inline]
 fn send_local(q: &mut LocalQueue, b: &mut Burst) {
     let mut bytes_before = 0usize;
-    let mut any_gso = false;
+    let mut needs_segmenting = false;
     for m in b.iter() {
         bytes_before += m.len();
-        any_gso |= m.gso().is_some();
+        needs_segmenting |= m.gso().is_some_and(|g| !q.dev.accepts_gso(g.kind));
     }
-    if any_gso
-        && b.iter()
-            .any(|m| m.gso().is_some_and(|g| !q.dev.accepts_gso(g.kind)))
-    {
+    if needs_segmenting {
         segment_and_send(q, b);
         return;
     }

@@ -89,9 +89,8 @@ impl Port for VhostUserPort {
         }
         if done.fault == Some(RingFault::MemoryLost) {
             // This burst may have copied zero pages rather than guest frames.
-            for _ in before..burst.len() {
-                self.stats.drop_one(DropReason::PortError);
-            }
+            self.stats
+                .drop_n(DropReason::PortError, (burst.len() - before) as u64);
             burst.truncate(before);
             return 0;
         }
