@@ -678,15 +678,7 @@ mod tests {
         let _s = guard::tests::SERIAL
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let fd = rustix::fs::memfd_create("guest", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-        rustix::fs::ftruncate(&fd, 0x4000).unwrap();
-        let file = std::fs::File::from(fd);
-        let gm = GuestMemoryMmap::from_ranges_with_files([(
-            GuestAddress(0x1000),
-            0x4000,
-            Some(vm_memory::FileOffset::new(file.try_clone().unwrap(), 0)),
-        )])
-        .unwrap();
+        let (file, gm) = memfd_table(GuestAddress(0x1000), 0x4000);
         let m = Arc::new(GuestMemory::guarded(Arc::new(gm)).unwrap());
         let ring = m.area(GuestAddr(0x1000), 16, 16).unwrap();
         m.write(GuestAddr(0x3000), &[7; 8]).unwrap();
@@ -713,13 +705,14 @@ mod tests {
         assert!(!mem().lost());
     }
 
-    /// A table over a memfd of `len` bytes, and the memfd.
-    fn memfd_table(len: usize) -> (std::fs::File, GuestMemoryMmap) {
+    /// A table over a memfd of `len` bytes at guest address `base`, and the
+    /// memfd.
+    fn memfd_table(base: GuestAddress, len: usize) -> (std::fs::File, GuestMemoryMmap) {
         let fd = rustix::fs::memfd_create("guest", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
         rustix::fs::ftruncate(&fd, len as u64).unwrap();
         let file = std::fs::File::from(fd);
         let gm = GuestMemoryMmap::from_ranges_with_files([(
-            GuestAddress(0),
+            base,
             len,
             Some(vm_memory::FileOffset::new(file.try_clone().unwrap(), 0)),
         )])
@@ -733,9 +726,9 @@ mod tests {
         if std::env::var_os(CHILD).is_some() {
             // In the child: the handler is installed (one guarded table), and
             // an unguarded mapping whose file shrank is touched.
-            let (_g, guarded) = memfd_table(0x1000);
+            let (_g, guarded) = memfd_table(GuestAddress(0), 0x1000);
             let _guarded = GuestMemory::guarded(Arc::new(guarded)).unwrap();
-            let (file, gm) = memfd_table(0x1000);
+            let (file, gm) = memfd_table(GuestAddress(0), 0x1000);
             let m = GuestMemory::new(Arc::new(gm));
             rustix::fs::ftruncate(&file, 0).unwrap();
             let mut b = [0u8; 8];
