@@ -354,6 +354,25 @@ fn flood(
     stage(stages, pending, prev, m);
 }
 
+/// Learns the source of `m`; on a refusal drops `m`, counted, and returns
+/// None.
+#[inline(always)]
+fn learn_or_discard(
+    fdb: &FdbView<'_>,
+    src: FdbKey,
+    in_port: PortId,
+    now: u32,
+    m: Mbuf,
+    in_stats: &QueueStats,
+) -> Option<Mbuf> {
+    match fdb.learn_key(src, in_port, now) {
+        Learn::TableFull => discard(m, in_stats, DropReason::FdbFull),
+        Learn::PortLimit => discard(m, in_stats, DropReason::PortMacLimit),
+        _ => return Some(m),
+    }
+    None
+}
+
 /// Per-worker forwarding state: output stages per egress port.
 pub struct Forwarder {
     stages: Vec<Stage>,
@@ -477,12 +496,30 @@ impl Forwarder {
                 self.dropped += 1;
                 continue;
             };
-            if l2.src & GROUP_BIT != 0 {
-                discard(m, in_stats, DropReason::Malformed);
-                self.dropped += 1;
+            let (src_key, dst_key) = FdbKey::pair(l2.vlan, l2.src, l2.dst);
+            // One test for both group bits: a group source (malformed) and a
+            // group destination (flood or link-local) both leave the unicast
+            // path here.
+            if (l2.src | l2.dst) & GROUP_BIT != 0 {
+                last_src = 0;
+                if l2.src & GROUP_BIT != 0 {
+                    discard(m, in_stats, DropReason::Malformed);
+                    self.dropped += 1;
+                    continue;
+                }
+                let Some(m) = learn_or_discard(&fdb, src_key, in_port, now, m, in_stats) else {
+                    self.dropped += 1;
+                    continue;
+                };
+                if l2.dst & LINK_LOCAL_MASK == LINK_LOCAL {
+                    discard(m, in_stats, DropReason::LinkLocal);
+                    self.dropped += 1;
+                    continue;
+                }
+                self.flooded += 1;
+                flood(stages, pending, t, bridge, in_port, m, in_stats);
                 continue;
             }
-            let (src_key, dst_key) = FdbKey::pair(l2.vlan, l2.src, l2.dst);
             if src_key.raw() == last_src && dst_key.raw() == last_dst {
                 if let Some(st) = stages.get_mut(last_out) {
                     let _ = st.frames.try_push(m);
@@ -490,41 +527,26 @@ impl Forwarder {
                 continue;
             }
             last_src = 0;
-            match fdb.learn_key(src_key, in_port, now) {
-                Learn::TableFull => {
-                    discard(m, in_stats, DropReason::FdbFull);
-                    self.dropped += 1;
-                    continue;
-                }
-                Learn::PortLimit => {
-                    discard(m, in_stats, DropReason::PortMacLimit);
-                    self.dropped += 1;
-                    continue;
-                }
-                _ => {}
-            }
-            if l2.dst & GROUP_BIT == 0 {
-                if let Some(out) = fdb.lookup_key(dst_key) {
-                    match stages.get_mut(out.index()) {
-                        // Already checked and staged to in this burst. At most
-                        // one input burst per port between flushes, so the
-                        // push always fits.
-                        Some(st) if st.ready == seq => {
-                            let _ = st.frames.try_push(m);
-                        }
-                        _ => {
-                            if !stage_first(stages, pending, t, in_port, out, seq, m, in_stats) {
-                                self.dropped += 1;
-                                continue;
-                            }
+            let Some(m) = learn_or_discard(&fdb, src_key, in_port, now, m, in_stats) else {
+                self.dropped += 1;
+                continue;
+            };
+            if let Some(out) = fdb.lookup_key(dst_key) {
+                match stages.get_mut(out.index()) {
+                    // Already checked and staged to in this burst. At most
+                    // one input burst per port between flushes, so the
+                    // push always fits.
+                    Some(st) if st.ready == seq => {
+                        let _ = st.frames.try_push(m);
+                    }
+                    _ => {
+                        if !stage_first(stages, pending, t, in_port, out, seq, m, in_stats) {
+                            self.dropped += 1;
+                            continue;
                         }
                     }
-                    (last_src, last_dst, last_out) = (src_key.raw(), dst_key.raw(), out.index());
-                    continue;
                 }
-            } else if l2.dst & LINK_LOCAL_MASK == LINK_LOCAL {
-                discard(m, in_stats, DropReason::LinkLocal);
-                self.dropped += 1;
+                (last_src, last_dst, last_out) = (src_key.raw(), dst_key.raw(), out.index());
                 continue;
             }
             self.flooded += 1;
