@@ -497,6 +497,14 @@ impl Forwarder {
                 continue;
             };
             let (src_key, dst_key) = FdbKey::pair(l2.vlan, l2.src, l2.dst);
+            // Same addresses as the last known unicast frame (whose group
+            // bits were clear): same stage.
+            if src_key.raw() == last_src && dst_key.raw() == last_dst {
+                if let Some(st) = stages.get_mut(last_out) {
+                    let _ = st.frames.try_push(m);
+                }
+                continue;
+            }
             // One test for both group bits: a group source (malformed) and a
             // group destination (flood or link-local) both leave the unicast
             // path here.
@@ -518,12 +526,6 @@ impl Forwarder {
                 }
                 self.flooded += 1;
                 flood(stages, pending, t, bridge, in_port, m, in_stats);
-                continue;
-            }
-            if src_key.raw() == last_src && dst_key.raw() == last_dst {
-                if let Some(st) = stages.get_mut(last_out) {
-                    let _ = st.frames.try_push(m);
-                }
                 continue;
             }
             last_src = 0;
