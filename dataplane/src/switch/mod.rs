@@ -291,36 +291,37 @@ fn stage(stages: &mut [Stage], pending: &mut Pending, out: PortId, m: Mbuf) {
     let _ = st.frames.try_push(m);
 }
 
-/// The first known unicast frame of burst `seq` for `out`: checks that the
-/// port may be sent to, stages the frame and marks the stage
-/// [`Stage::ready`], or drops the frame. Returns false if it dropped it.
+/// Opens the stage of `out` for burst `seq`, before its first known unicast
+/// frame: checks that the port may be sent to, puts it on the pending list
+/// and marks the stage [`Stage::ready`]. Returns the drop reason if it may
+/// not be sent to.
 ///
 /// The tables are fixed for the burst, and link state is sampled here once
 /// per egress port per burst rather than once per frame. Cold: it runs for a
 /// few frames of a burst, and the mark keeps the loop's state in registers
-/// across the other frames.
+/// across the other frames. The frame itself stays with the caller, so the
+/// call passes only what the check needs.
 #[cold]
 #[inline(never)]
-#[allow(clippy::too_many_arguments)]
-fn stage_first(
+fn open_stage(
     stages: &mut [Stage],
     pending: &mut Pending,
     t: &SwitchTables,
     in_port: PortId,
     out: PortId,
     seq: u64,
-    m: Mbuf,
-    in_stats: &QueueStats,
-) -> bool {
+) -> Result<(), DropReason> {
     if out == in_port || !t.port(out).is_some_and(|p| p.is_up()) {
-        discard(m, in_stats, unicast_drop_reason(t, in_port, out));
-        return false;
+        return Err(unicast_drop_reason(t, in_port, out));
     }
-    if let Some(st) = stages.get_mut(out.index()) {
-        st.ready = seq;
+    let Some(st) = stages.get_mut(out.index()) else {
+        return Err(DropReason::NoRoute); // prepare() not called
+    };
+    st.ready = seq;
+    if st.frames.is_empty() && pending.list.try_push(out).is_err() {
+        pending.overflow.push(out);
     }
-    stage(stages, pending, out, m);
-    true
+    Ok(())
 }
 
 /// Sends a copy to every other up port of the bridge; the last one gets the
@@ -535,18 +536,25 @@ impl Forwarder {
             };
             if let Some(out) = fdb.lookup_key(dst_key) {
                 match stages.get_mut(out.index()) {
-                    // Already checked and staged to in this burst. At most
-                    // one input burst per port between flushes, so the
-                    // push always fits.
+                    // Already checked and opened in this burst. At most one
+                    // input burst per port between flushes, so the push
+                    // always fits.
                     Some(st) if st.ready == seq => {
                         let _ = st.frames.try_push(m);
                     }
-                    _ => {
-                        if !stage_first(stages, pending, t, in_port, out, seq, m, in_stats) {
+                    // The first frame of this burst for `out`.
+                    _ => match open_stage(stages, pending, t, in_port, out, seq) {
+                        Ok(()) => {
+                            if let Some(st) = stages.get_mut(out.index()) {
+                                let _ = st.frames.try_push(m);
+                            }
+                        }
+                        Err(why) => {
+                            discard(m, in_stats, why);
                             self.dropped += 1;
                             continue;
                         }
-                    }
+                    },
                 }
                 (last_src, last_dst, last_out) = (src_key.raw(), dst_key.raw(), out.index());
                 continue;
