@@ -140,6 +140,11 @@ pub struct BenchArgs {
     /// Loss allowed at the PDR, percent.
     #[arg(long, default_value_t = 0.5)]
     pub pdr_loss: f64,
+    /// Also measure latency at this percentage of the NDR found (implies
+    /// `--ndr`): RFC 2544's latency test runs at the throughput rate (100);
+    /// a load of 50 shows the latency with headroom left.
+    #[arg(long, value_name = "PERCENT")]
+    pub latency_at: Option<f64>,
     /// Write the results as JSON to this file (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,

@@ -22,7 +22,8 @@ fn short_bench_forwards_frames_and_writes_json_and_svg() {
     let svg = dir.join("bench.svg");
     let out = Command::new(BIN)
         .args(["bench", "--quiet", "--duration", "1", "--size", "64,imix"])
-        .args(["--flows", "4", "--repeat", "2", "--ndr", "--trial", "0.2"])
+        .args(["--flows", "4", "--repeat", "2", "--latency-at", "50"])
+        .args(["--trial", "0.2"])
         .args(["--resolution", "25", "--json"])
         .arg(&json)
         .arg("--plot")
@@ -40,6 +41,8 @@ fn short_bench_forwards_frames_and_writes_json_and_svg() {
 
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["params"]["sizes"], serde_json::json!(["64", "imix"]));
+    assert_eq!(report["params"]["ndr"], true, "--latency-at implies --ndr");
+    assert_eq!(report["params"]["latency_at_pct_of_ndr"], 50.0);
     assert!(report["machine"]["tsc_hz"].as_f64().unwrap() > 0.0);
     let runs = report["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 4, "2 sizes x 2 repeats");
@@ -66,6 +69,18 @@ fn short_bench_forwards_frames_and_writes_json_and_svg() {
             assert!(r[s]["rate_mpps"].is_f64(), "{s} in {r}");
             assert!(r[s]["trials"].as_u64().unwrap() >= 1);
         }
+        // The latency trial runs at half the NDR found; with an NDR of 0 (a
+        // host too noisy for any lossless trial) there is none.
+        let ndr = r["ndr"]["rate_mpps"].as_f64().unwrap();
+        let at = &r["at_ndr"];
+        if ndr > 0.0 {
+            assert_eq!(at["pct_of_ndr"], 50.0, "{r}");
+            let offered = at["trial"]["offered_mpps"].as_f64().unwrap();
+            assert!((offered - ndr / 2.0).abs() < 1e-6 * ndr, "{at}");
+            assert!(at["trial"]["latency"]["p99_ns"].is_u64(), "{at}");
+        } else {
+            assert!(at.is_null(), "{r}");
+        }
     }
     let aggs = report["aggregates"].as_array().unwrap();
     assert_eq!(aggs.len(), 2);
@@ -80,6 +95,19 @@ fn short_bench_forwards_frames_and_writes_json_and_svg() {
         "not our SVG"
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn latency_at_outside_0_to_100_percent_is_refused() {
+    for bad in ["0", "150", "-5"] {
+        let out = Command::new(BIN)
+            .args(["bench", "--quiet", &format!("--latency-at={bad}")])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "--latency-at {bad} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--latency-at"), "{err}");
+    }
 }
 
 /// Port names and bridge names the daemon has.

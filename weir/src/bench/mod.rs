@@ -647,6 +647,11 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if !(args.resolution > 0.0 && args.resolution <= 50.0) {
         bail!("--resolution must be in (0, 50] percent");
     }
+    if let Some(p) = args.latency_at {
+        if !(p > 0.0 && p <= 100.0) {
+            bail!("--latency-at must be in (0, 100] percent of the NDR");
+        }
+    }
     if args.flows == 0 || args.flows > 1 << 20 {
         bail!("--flows must be 1..=1048576");
     }
@@ -756,8 +761,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                             )?
                         }
                     };
-                    let (mut ndr, mut pdr) = (None, None);
-                    if args.ndr {
+                    let (mut ndr, mut pdr, mut at_ndr) = (None, None, None);
+                    if args.ndr || args.latency_at.is_some() {
                         let top = max.as_ref().unwrap_or(&main).rx_mpps.max(main.tx_mpps) * 1e6;
                         let n = bench.search(
                             &mut ports,
@@ -775,6 +780,22 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                             args.pdr_loss,
                             &format!("{label} PDR"),
                         )?;
+                        if let Some(pct) = args.latency_at.filter(|_| n.rate_mpps > 0.0) {
+                            let rate = n.rate_mpps * 1e6 * pct / 100.0;
+                            let trial = bench.trial(
+                                &mut ports,
+                                &sut,
+                                &TrialSpec {
+                                    rate_pps: Some(rate),
+                                    ..base.clone()
+                                },
+                                &format!("{label} {pct}% of NDR"),
+                            )?;
+                            at_ndr = Some(report::AtNdr {
+                                pct_of_ndr: pct,
+                                trial,
+                            });
+                        }
                         ndr = Some(n);
                         pdr = Some(p);
                     }
@@ -788,6 +809,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                         main,
                         ndr,
                         pdr,
+                        at_ndr,
                     };
                     eprintln!("{}", report::line(&rec));
                     report.runs.push(rec);

@@ -411,6 +411,18 @@ pub struct RunRecord {
     pub ndr: Option<Search>,
     /// RFC 2544 partial-drop rate.
     pub pdr: Option<Search>,
+    /// With `--latency-at`: the trial at that share of the NDR (none if the
+    /// NDR was 0).
+    pub at_ndr: Option<AtNdr>,
+}
+
+/// A trial at a share of the NDR (`--latency-at`), for its latency.
+#[derive(Clone, Debug, Serialize)]
+pub struct AtNdr {
+    /// Offered load, percent of the NDR.
+    pub pct_of_ndr: f64,
+    /// The measurement.
+    pub trial: TrialReport,
 }
 
 /// Minimum, median and maximum.
@@ -465,6 +477,13 @@ pub struct Aggregate {
     pub p50_ns: Spread,
     /// 99th percentile latency, ns.
     pub p99_ns: Spread,
+    /// With `--latency-at`: p50, p99 and p99.9 latency at that share of the
+    /// NDR, ns.
+    pub at_ndr_p50_ns: Option<Spread>,
+    /// See `at_ndr_p50_ns`.
+    pub at_ndr_p99_ns: Option<Spread>,
+    /// See `at_ndr_p50_ns`.
+    pub at_ndr_p999_ns: Option<Spread>,
     /// Busy cycles per packet (weir only).
     pub busy_cycles_per_packet: Option<Spread>,
     /// CPU cycles of the forwarding threads per packet (any switch).
@@ -549,6 +568,8 @@ pub struct Params {
     pub resolution_pct: f64,
     /// PDR loss, percent.
     pub pdr_loss_pct: f64,
+    /// `--latency-at`: latency measured at this percentage of the NDR.
+    pub latency_at_pct_of_ndr: Option<f64>,
     /// Descriptors per virtqueue.
     pub queue_size: u16,
     /// Switches.
@@ -595,10 +616,11 @@ impl Report {
                 rate: args.rate.clone(),
                 duration_s: args.duration,
                 repeat: args.repeat,
-                ndr: args.ndr,
+                ndr: args.ndr || args.latency_at.is_some(),
                 trial_s: args.trial,
                 resolution_pct: args.resolution,
                 pdr_loss_pct: args.pdr_loss,
+                latency_at_pct_of_ndr: args.latency_at,
                 queue_size: args.queue_size,
                 switches,
                 daemon_socket: args.socket.as_ref().map(|p| p.display().to_string()),
@@ -644,6 +666,15 @@ impl Report {
                         .unwrap_or(rx_mpps),
                     p99_ns: Spread::of(&col(&|r| Some(r.main.latency.p99_ns as f64)))
                         .unwrap_or(rx_mpps),
+                    at_ndr_p50_ns: Spread::of(&col(&|r| {
+                        r.at_ndr.as_ref().map(|a| a.trial.latency.p50_ns as f64)
+                    })),
+                    at_ndr_p99_ns: Spread::of(&col(&|r| {
+                        r.at_ndr.as_ref().map(|a| a.trial.latency.p99_ns as f64)
+                    })),
+                    at_ndr_p999_ns: Spread::of(&col(&|r| {
+                        r.at_ndr.as_ref().map(|a| a.trial.latency.p999_ns as f64)
+                    })),
                     busy_cycles_per_packet: Spread::of(&col(&|r| {
                         r.main.switch_cycles.as_ref().map(|c| c.busy_per_packet)
                     })),
@@ -726,6 +757,34 @@ impl Report {
                 med(&a.cpu_cycles_per_packet),
                 med(&a.switch_cpu_share_pct),
             );
+        }
+        if let Some(pct) = self.params.latency_at_pct_of_ndr {
+            let _ = writeln!(
+                out,
+                "\nlatency at {pct}% of NDR, us (per repeat; min/median/max):"
+            );
+            let us = |s: &Option<Spread>| {
+                s.map(|s| {
+                    format!(
+                        "{:.1}/{:.1}/{:.1}",
+                        s.min / 1e3,
+                        s.median / 1e3,
+                        s.max / 1e3
+                    )
+                })
+                .unwrap_or_else(|| "- (NDR 0)".into())
+            };
+            for a in &self.aggregates {
+                let _ = writeln!(
+                    out,
+                    "  {:<8} {:>5}: p50 {}  p99 {}  p99.9 {}",
+                    a.switch,
+                    a.size,
+                    us(&a.at_ndr_p50_ns),
+                    us(&a.at_ndr_p99_ns),
+                    us(&a.at_ndr_p999_ns)
+                );
+            }
         }
         if !self.ratios.is_empty() {
             let _ = writeln!(out, "\nweir / peer (per repeat; min/median/max):");
@@ -813,6 +872,20 @@ pub fn line(r: &RunRecord) -> String {
         if let Some(x) = x {
             let _ = write!(s, "  {name} {:.3} Mpps", x.rate_mpps);
         }
+    }
+    if let Some(a) = &r.at_ndr {
+        let l = &a.trial.latency;
+        let _ = write!(
+            s,
+            "  at {}% NDR ({:.3} Mpps, loss {:.3}%): p50 {:.1} p99 {:.1} p99.9 {:.1} max {:.1} us",
+            a.pct_of_ndr,
+            a.trial.offered_mpps.unwrap_or(0.0),
+            a.trial.loss_pct,
+            l.p50_ns as f64 / 1e3,
+            l.p99_ns as f64 / 1e3,
+            l.p999_ns as f64 / 1e3,
+            l.max_ns as f64 / 1e3,
+        );
     }
     s
 }
