@@ -703,6 +703,13 @@ pub fn run(cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
         signal_hook::flag::register(signal, Arc::clone(&stop))
             .context("installing signal handlers")?;
     }
+    // Every thread started from here on (control, vhost-user, housekeeping)
+    // inherits this thread's mask; workers pin themselves to their CPU.
+    if let Some((_, cpus)) =
+        crate::affinity::confine_off(&cfg.dataplane.worker_cpus(&Host::system()))
+    {
+        tracing::info!(?cpus, "control threads kept off the workers' CPUs");
+    }
     let dp = Arc::new(Dataplane::start(&cfg, Host::system())?);
     // Housekeeping: the FDB clock, aging and rebuilds, once a second.
     let hk = spawn_housekeeping(Arc::downgrade(&dp), stop.clone(), Duration::from_secs(1))

@@ -15,6 +15,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod affinity;
 pub mod api;
 pub mod bench;
 pub mod cli;

@@ -199,6 +199,7 @@ impl Sut {
         args: &BenchArgs,
         max_frame: u32,
         worker_cpu: usize,
+        confined: Option<&crate::affinity::Confined>,
     ) -> anyhow::Result<(Sut, [PathBuf; 2])> {
         match target {
             Target::Weir => match &args.socket {
@@ -210,6 +211,9 @@ impl Sut {
                 Ok((Sut::Loopback(l), socks))
             }
             Target::Peer(p) => {
+                // The peer picks its own CPUs (EAL lcores, pmd-cpu-mask) from
+                // the mask it is started with: give it the whole one.
+                let _whole = confined.map(crate::affinity::Confined::widen);
                 let proc = peer::PeerProcess::start(p, worker_cpu, max_frame, args.queue_size)?;
                 let socks = proc.sockets();
                 Ok((Sut::Peer(proc), socks))
@@ -673,6 +677,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     if gen_cpu == worker_cpu {
         eprintln!("weir bench: generator and worker share CPU {gen_cpu}; figures will be low");
     }
+    // The bench's own threads (vhost-user control, housekeeping, progress)
+    // stay off the worker's CPU; the generator pins itself to its own.
+    let confined = crate::affinity::confine_off(&[worker_cpu]);
     let max_frame = sizes.iter().map(SizeMix::max_frame).max().unwrap_or(60);
     let fe_cfg = FrontendConfig {
         queue_size: args.queue_size,
@@ -711,8 +718,14 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     for (rep, target) in (0..args.repeat).flat_map(|r| targets.iter().map(move |t| (r, *t))) {
         let name = target.name();
         eprintln!("weir bench: {name}: starting (repeat {})", rep + 1);
-        let (sut, socks) = Sut::start(target, args, max_frame, worker_cpu)
-            .with_context(|| format!("starting {name}"))?;
+        let (sut, socks) = Sut::start(
+            target,
+            args,
+            max_frame,
+            worker_cpu,
+            confined.as_ref().map(|c| &c.0),
+        )
+        .with_context(|| format!("starting {name}"))?;
         let result = (|| -> anyhow::Result<()> {
             let mut ports = connect_ports(&socks, &fe_cfg, Duration::from_secs(30), &bench.stop)?;
             report.hugepages = ports.iter().all(VirtioNetFrontend::hugepages);

@@ -45,6 +45,11 @@ impl Daemon {
         d
     }
 
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn spawn(dir: &Path, n: u32, address_space_kib: Option<u64>) -> Child {
         let log = std::fs::File::create(dir.join(format!("weir.{n}.log"))).unwrap();
         let mut cmd = match address_space_kib {
