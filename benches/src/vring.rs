@@ -315,6 +315,7 @@ impl VringRig {
             &mut self.burst,
             true,
             Offload::default(),
+            usize::MAX,
             &self.stats,
         );
         self.moved += done.frames as u64;

@@ -92,6 +92,9 @@ drop_reasons! {
     /// A segmentation offload (TSO) frame from a guest found the pool of
     /// large buffers empty.
     NoTsoBuffers => "no-tso-buffers",
+    /// Longer than the egress port's MTU allows (the MTU its guest set, plus
+    /// the Ethernet header and one VLAN tag for a tagged frame).
+    MtuExceeded => "mtu-exceeded",
 }
 
 /// Counters of one port queue. Written only by the worker that owns the queue;

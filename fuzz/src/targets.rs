@@ -14,7 +14,7 @@ use dataplane::{Burst, Mempool, QueueStats};
 use vhost_user::defs::{ctrl_reply, net_config, MAX_FRAME_BYTES};
 use vhost_user::guest_mem::{GuestAddr, GuestMemory};
 use vhost_user::msg::{self, FdKind, Header, Limits, HDR_BYTES};
-use vhost_user::vring::{Cursor, Offload, RingAddrs, SplitRing};
+use vhost_user::vring::{max_frame, Cursor, Offload, RingAddrs, SplitRing};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Guest memory of the ring target: descriptor table, available and used
@@ -206,7 +206,12 @@ pub fn vring_chain(data: &[u8]) {
         csum: flags & 64 != 0,
         ..Offload::default()
     };
-    let done = ring.enqueue(&mut cur, &mut tx, flags & 4 != 0, off, &stats);
+    // Sometimes a guest MTU (68.. bytes) that some frames exceed.
+    let max = match data.get(12).copied().unwrap_or(0) {
+        m if m & 1 != 0 => max_frame(68 + u16::from(m) * 8),
+        _ => usize::MAX,
+    };
+    let done = ring.enqueue(&mut cur, &mut tx, flags & 4 != 0, off, max, &stats);
     assert_eq!(done.frames + tx.len(), queued);
     assert!(cur.last_avail.wrapping_sub(before.last_avail) <= size);
     tx.clear();

@@ -177,7 +177,9 @@ pub fn create_with_tso(
     let ports = pairs
         .into_iter()
         .enumerate()
-        .map(|(q, p)| VhostUserPort::new(name, q as u16, p, pool, tso_pool))
+        .map(|(q, p)| {
+            VhostUserPort::new(name, q as u16, p, Arc::clone(&shared.mtu), pool, tso_pool)
+        })
         .collect();
     Ok(VhostUserDevice {
         name: name.to_owned(),

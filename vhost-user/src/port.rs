@@ -5,6 +5,7 @@
 //! first syncs with the control thread (one atomic load), so a ring withdrawn by
 //! control is released within one burst or housekeeping tick.
 
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
 use dataplane::stats::QueueStats;
@@ -12,13 +13,15 @@ use dataplane::wire::GsoKind;
 use dataplane::{Burst, DropReason, LinkState, Mempool, Port};
 
 use crate::shared::{PairShared, VqWorker};
-use crate::vring::RingFault;
+use crate::vring::{max_frame, RingFault};
 
 /// One queue pair of a vhost-user device, owned by one worker.
 pub struct VhostUserPort {
     name: String,
     queue: u16,
     pair: Arc<PairShared>,
+    /// The MTU the guest set (NET_SET_MTU), 0 if none.
+    mtu: Arc<AtomicU16>,
     pool: &'static Mempool,
     /// Large buffers for TSO frames from the guest (None: TSO not offered).
     tso_pool: Option<&'static Mempool>,
@@ -43,6 +46,7 @@ impl VhostUserPort {
         name: &str,
         queue: u16,
         pair: Arc<PairShared>,
+        mtu: Arc<AtomicU16>,
         pool: &'static Mempool,
         tso_pool: Option<&'static Mempool>,
     ) -> VhostUserPort {
@@ -52,6 +56,7 @@ impl VhostUserPort {
             name: name.to_owned(),
             queue,
             pair,
+            mtu,
             pool,
             tso_pool,
             stats: Arc::new(QueueStats::default()),
@@ -101,8 +106,11 @@ impl Port for VhostUserPort {
         let sh = &self.pair.guest_rx;
         self.tx.sync(sh);
         let stats = &*self.stats;
+        // Relaxed: set once per connection, before the rings start; a burst
+        // sent under the previous value would be harmless.
+        let max = max_frame(self.mtu.load(Ordering::Relaxed));
         let Some(done) = self.tx.with_active(sh, |r, cur| {
-            r.ring.enqueue(cur, burst, r.mrg_rxbuf, r.off, stats)
+            r.ring.enqueue(cur, burst, r.mrg_rxbuf, r.off, max, stats)
         }) else {
             return 0;
         };

@@ -157,8 +157,9 @@ pub(crate) struct DeviceShared {
     pub stop: AtomicBool,
     /// Last control-side error (bad ring setup, failed connection, ...).
     pub control_error: Mutex<Option<String>>,
-    /// MTU set by the frontend with NET_SET_MTU; 0 if none.
-    pub mtu: AtomicU16,
+    /// MTU set by the frontend with NET_SET_MTU; 0 if none. Shared with the
+    /// device's ports, which drop longer frames on the way to the guest.
+    pub mtu: Arc<AtomicU16>,
 }
 
 impl DeviceShared {

@@ -384,6 +384,26 @@ fn rx_header(partial: Option<PartialCsum>, guest_csum: bool) -> [u8; NET_HDR_BYT
     hdr
 }
 
+/// The longest untagged frame a guest with MTU `mtu` takes (its Ethernet
+/// header included), for [`SplitRing::enqueue`]; no limit for an MTU of 0
+/// (none set).
+pub fn max_frame(mtu: u16) -> usize {
+    match mtu {
+        0 => usize::MAX,
+        m => usize::from(m) + dataplane::wire::ethernet::HEADER_LEN,
+    }
+}
+
+/// Whether `m`, longer than `max_frame`, exceeds the guest's MTU: a tagged
+/// frame may be one VLAN tag longer; a segmentation offload frame is the
+/// guest's to take apart (GUEST_TSO) and is never held to it.
+#[cold]
+fn over_mtu(m: &dataplane::Mbuf, max_frame: usize) -> bool {
+    let d = m.data();
+    let tagged = matches!(d.get(12..14), Some([0x81, 0x00] | [0x88, 0xa8]));
+    m.gso().is_none() && (!tagged || d.len() > max_frame + dataplane::wire::vlan::HEADER_LEN)
+}
+
 impl SplitRing {
     /// Checks the frontend's ring addresses against `mem` (virtio 1.2 §2.7:
     /// descriptor table 16-byte, available ring 2-byte, used ring 4-byte aligned).
@@ -794,6 +814,10 @@ impl SplitRing {
     /// (VIRTIO_NET_F_GUEST_CSUM negotiated); otherwise its checksum is completed
     /// here first, so the guest never sees a partial checksum it did not ask for.
     ///
+    /// A frame longer than `max_frame` (see [`max_frame`]: the guest's MTU
+    /// plus the Ethernet header, one tag more for a tagged frame) is dropped
+    /// and counted as [`DropReason::MtuExceeded`]; `usize::MAX` for none.
+    ///
     /// A fault is reported in [`Completed::fault`]: frames before the faulty one
     /// were delivered and removed from `burst`; the faulty one is still its first.
     pub fn enqueue(
@@ -802,6 +826,7 @@ impl SplitRing {
         burst: &mut Burst,
         mrg_rxbuf: bool,
         off: Offload,
+        max_frame: usize,
         stats: &QueueStats,
     ) -> Completed {
         let guest_csum = off.csum;
@@ -819,6 +844,11 @@ impl SplitRing {
         let mut taken = 0;
         let mut fault = None;
         for m in burst.iter_mut() {
+            if m.len() > max_frame && over_mtu(m, max_frame) {
+                stats.drop_one(DropReason::MtuExceeded);
+                taken += 1;
+                continue;
+            }
             if !guest_csum && m.partial_csum().is_some() {
                 // Clears the metadata: a frame left in the burst is not redone.
                 m.complete_csum();
@@ -1279,7 +1309,14 @@ mod tests {
         }
         let stats = QueueStats::default();
         let mut burst = tx_frames(&[frame(64), frame(64), frame(64)]);
-        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
+        let done = ring.enqueue(
+            &mut cur,
+            &mut burst,
+            true,
+            csum_only(false),
+            usize::MAX,
+            &stats,
+        );
         assert_eq!((done.frames, done.fault), (3, None));
         for (i, a) in at.iter().enumerate() {
             assert_eq!(g.used_elem(i as u16), (i as u32, 76));
@@ -1290,7 +1327,14 @@ mod tests {
         g.push(3);
         g.write(SPLIT - 75, &[0xee; 76]);
         let mut burst = tx_frames(&[frame(64)]);
-        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
+        let done = ring.enqueue(
+            &mut cur,
+            &mut burst,
+            true,
+            csum_only(false),
+            usize::MAX,
+            &stats,
+        );
         assert_eq!(done.fault, Some(RingFault::BufferOutOfMemory));
         assert_eq!(burst.len(), 1);
         assert_eq!(g.read(SPLIT - 75, 76), [0xee; 76]);
@@ -1315,7 +1359,14 @@ mod tests {
         }
         let stats = QueueStats::default();
         let mut burst = tx_frames(&[frame(64), frame(64), frame(64)]);
-        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
+        let done = ring.enqueue(
+            &mut cur,
+            &mut burst,
+            true,
+            csum_only(false),
+            usize::MAX,
+            &stats,
+        );
         assert_eq!((done.frames, done.fault), (3, None));
         assert_eq!(g.used_idx(), 5);
         assert_eq!(g.used_elem(0), (0, 76));
@@ -1554,7 +1605,14 @@ mod tests {
         );
         let stats = QueueStats::default();
         let mut burst = Burst::new();
-        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
+        let done = ring.enqueue(
+            &mut cur,
+            &mut burst,
+            true,
+            csum_only(false),
+            usize::MAX,
+            &stats,
+        );
         assert_eq!(done.fault, Some(RingFault::AvailIdxJump));
     }
 
@@ -1598,6 +1656,44 @@ mod tests {
     }
 
     #[test]
+    fn frames_longer_than_the_guest_mtu_are_dropped_and_counted() {
+        let mut g = Guest::new(8);
+        let ring = g.ring(false, false);
+        let mut cur = Cursor::default();
+        for i in 0..4u16 {
+            g.desc(i, BUF + u64::from(i) * 2048, 2048, DESC_F_WRITE, 0);
+            g.push(i);
+        }
+        let tagged = |n: usize| {
+            let mut f = frame(n);
+            f[12..16].copy_from_slice(&[0x81, 0x00, 0x00, 0x64]);
+            f
+        };
+        // MTU 1400: 1414 bytes untagged, 1418 tagged.
+        let frames = [
+            frame(1414),
+            frame(1415),
+            tagged(1418),
+            tagged(1419),
+            frame(60),
+        ];
+        let mut burst = tx_frames(&frames);
+        let stats = QueueStats::default();
+        let max = max_frame(1400);
+        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), max, &stats);
+        assert_eq!((done.frames, done.fault), (5, None), "all taken");
+        assert!(burst.is_empty());
+        assert_eq!(stats.drops(DropReason::MtuExceeded), 2);
+        assert_eq!(g.used_idx(), 3, "only the three that fit used a buffer");
+        assert_eq!(g.used_elem(0), (0, 12 + 1414));
+        assert_eq!(g.used_elem(1), (1, 12 + 1418));
+        assert_eq!(g.used_elem(2), (2, 12 + 60));
+        assert_eq!(g.read(BUF + 2048 + 12, 1418), tagged(1418));
+        // No MTU set: no limit but the buffers.
+        assert_eq!(max_frame(0), usize::MAX);
+    }
+
+    #[test]
     fn enqueue_prepends_header_with_num_buffers() {
         let mut g = Guest::new(8);
         let ring = g.ring(false, false);
@@ -1606,7 +1702,14 @@ mod tests {
         g.push(0);
         let mut burst = tx_frames(&[frame(64), frame(64)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
+        let done = ring.enqueue(
+            &mut cur,
+            &mut burst,
+            true,
+            csum_only(false),
+            usize::MAX,
+            &stats,
+        );
         assert_eq!((done.frames, done.fault), (1, None));
         assert_eq!(burst.len(), 1, "second frame stays: no guest buffer");
         assert_eq!(g.used_idx(), 1);
@@ -1629,7 +1732,14 @@ mod tests {
         }
         let mut burst = tx_frames(&[frame(64)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
+        let done = ring.enqueue(
+            &mut cur,
+            &mut burst,
+            true,
+            csum_only(false),
+            usize::MAX,
+            &stats,
+        );
         assert_eq!((done.frames, done.fault), (1, None));
         assert_eq!(g.used_idx(), 2);
         assert_eq!(g.used_elem(0), (0, 40));
@@ -1640,7 +1750,14 @@ mod tests {
         assert_eq!(got, frame(64));
         // A frame that needs more buffers than posted is not taken.
         let mut burst = tx_frames(&[frame(200)]);
-        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
+        let done = ring.enqueue(
+            &mut cur,
+            &mut burst,
+            true,
+            csum_only(false),
+            usize::MAX,
+            &stats,
+        );
         assert_eq!(done.frames, 0);
         assert_eq!(burst.len(), 1);
         assert_eq!(g.used_idx(), 2);
@@ -1656,7 +1773,14 @@ mod tests {
         g.push(0);
         let mut burst = tx_frames(&[frame(64)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(&mut cur, &mut burst, false, csum_only(false), &stats);
+        let done = ring.enqueue(
+            &mut cur,
+            &mut burst,
+            false,
+            csum_only(false),
+            usize::MAX,
+            &stats,
+        );
         assert_eq!((done.frames, done.fault), (1, None));
         assert!(burst.is_empty());
         assert_eq!(stats.drops(DropReason::Malformed), 1);
@@ -1672,7 +1796,14 @@ mod tests {
         g.push(0);
         let mut burst = tx_frames(&[frame(64)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
+        let done = ring.enqueue(
+            &mut cur,
+            &mut burst,
+            true,
+            csum_only(false),
+            usize::MAX,
+            &stats,
+        );
         assert_eq!(done.fault, Some(RingFault::BufferOutOfMemory));
         assert_eq!(burst.len(), 1);
     }
@@ -1843,7 +1974,14 @@ mod tests {
             ),
         ]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(true), &stats);
+        let done = ring.enqueue(
+            &mut cur,
+            &mut burst,
+            true,
+            csum_only(true),
+            usize::MAX,
+            &stats,
+        );
         assert_eq!((done.frames, done.fault), (2, None));
         assert_eq!(g.read(BUF, 12), [1, 0, 0, 0, 0, 0, 34, 0, 6, 0, 1, 0]);
         assert_eq!(g.read(BUF + 12, u4.len()), u4);
@@ -1877,7 +2015,14 @@ mod tests {
         );
         let mut burst = tx_partial(&[(u4.clone(), pu), (t6.clone(), pt)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
+        let done = ring.enqueue(
+            &mut cur,
+            &mut burst,
+            true,
+            csum_only(false),
+            usize::MAX,
+            &stats,
+        );
         assert_eq!((done.frames, done.fault), (2, None));
         assert_eq!(g.read(BUF, 12), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
         let got = g.read(BUF + 12, u4.len());
@@ -1897,7 +2042,14 @@ mod tests {
         // A frame that waits for guest buffers is completed once and keeps its
         // bytes for the next attempt.
         let mut burst = tx_partial(&[(u4.clone(), pu)]);
-        let done = ring.enqueue(&mut cur, &mut burst, true, csum_only(false), &stats);
+        let done = ring.enqueue(
+            &mut cur,
+            &mut burst,
+            true,
+            csum_only(false),
+            usize::MAX,
+            &stats,
+        );
         assert_eq!(done.frames, 0);
         assert_eq!(burst[0].partial_csum(), None);
         assert_eq!(burst[0].data(), &want[..]);
