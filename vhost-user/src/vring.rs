@@ -1309,14 +1309,7 @@ mod tests {
         }
         let stats = QueueStats::default();
         let mut burst = tx_frames(&[frame(64), frame(64), frame(64)]);
-        let done = ring.enqueue(
-            &mut cur,
-            &mut burst,
-            true,
-            csum_only(false),
-            usize::MAX,
-            &stats,
-        );
+        let done = enqueue(&ring, &mut cur, &mut burst, &stats);
         assert_eq!((done.frames, done.fault), (3, None));
         for (i, a) in at.iter().enumerate() {
             assert_eq!(g.used_elem(i as u16), (i as u32, 76));
@@ -1327,14 +1320,7 @@ mod tests {
         g.push(3);
         g.write(SPLIT - 75, &[0xee; 76]);
         let mut burst = tx_frames(&[frame(64)]);
-        let done = ring.enqueue(
-            &mut cur,
-            &mut burst,
-            true,
-            csum_only(false),
-            usize::MAX,
-            &stats,
-        );
+        let done = enqueue(&ring, &mut cur, &mut burst, &stats);
         assert_eq!(done.fault, Some(RingFault::BufferOutOfMemory));
         assert_eq!(burst.len(), 1);
         assert_eq!(g.read(SPLIT - 75, 76), [0xee; 76]);
@@ -1359,14 +1345,7 @@ mod tests {
         }
         let stats = QueueStats::default();
         let mut burst = tx_frames(&[frame(64), frame(64), frame(64)]);
-        let done = ring.enqueue(
-            &mut cur,
-            &mut burst,
-            true,
-            csum_only(false),
-            usize::MAX,
-            &stats,
-        );
+        let done = enqueue(&ring, &mut cur, &mut burst, &stats);
         assert_eq!((done.frames, done.fault), (3, None));
         assert_eq!(g.used_idx(), 5);
         assert_eq!(g.used_elem(0), (0, 76));
@@ -1605,14 +1584,7 @@ mod tests {
         );
         let stats = QueueStats::default();
         let mut burst = Burst::new();
-        let done = ring.enqueue(
-            &mut cur,
-            &mut burst,
-            true,
-            csum_only(false),
-            usize::MAX,
-            &stats,
-        );
+        let done = enqueue(&ring, &mut cur, &mut burst, &stats);
         assert_eq!(done.fault, Some(RingFault::AvailIdxJump));
     }
 
@@ -1642,6 +1614,16 @@ mod tests {
             SplitRing::new(&g.mem, a(DESC, AVAIL, MEM_END), 8, false, false),
             Err(RingSetupError::Used(_))
         ));
+    }
+
+    /// `enqueue` as most tests call it: mergeable buffers, no offloads, no MTU.
+    fn enqueue(
+        ring: &SplitRing,
+        cur: &mut Cursor,
+        burst: &mut Burst,
+        stats: &QueueStats,
+    ) -> Completed {
+        ring.enqueue(cur, burst, true, csum_only(false), usize::MAX, stats)
     }
 
     fn tx_frames(frames: &[Vec<u8>]) -> Burst {
@@ -1702,14 +1684,7 @@ mod tests {
         g.push(0);
         let mut burst = tx_frames(&[frame(64), frame(64)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(
-            &mut cur,
-            &mut burst,
-            true,
-            csum_only(false),
-            usize::MAX,
-            &stats,
-        );
+        let done = enqueue(&ring, &mut cur, &mut burst, &stats);
         assert_eq!((done.frames, done.fault), (1, None));
         assert_eq!(burst.len(), 1, "second frame stays: no guest buffer");
         assert_eq!(g.used_idx(), 1);
@@ -1732,14 +1707,7 @@ mod tests {
         }
         let mut burst = tx_frames(&[frame(64)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(
-            &mut cur,
-            &mut burst,
-            true,
-            csum_only(false),
-            usize::MAX,
-            &stats,
-        );
+        let done = enqueue(&ring, &mut cur, &mut burst, &stats);
         assert_eq!((done.frames, done.fault), (1, None));
         assert_eq!(g.used_idx(), 2);
         assert_eq!(g.used_elem(0), (0, 40));
@@ -1750,14 +1718,7 @@ mod tests {
         assert_eq!(got, frame(64));
         // A frame that needs more buffers than posted is not taken.
         let mut burst = tx_frames(&[frame(200)]);
-        let done = ring.enqueue(
-            &mut cur,
-            &mut burst,
-            true,
-            csum_only(false),
-            usize::MAX,
-            &stats,
-        );
+        let done = enqueue(&ring, &mut cur, &mut burst, &stats);
         assert_eq!(done.frames, 0);
         assert_eq!(burst.len(), 1);
         assert_eq!(g.used_idx(), 2);
@@ -1796,14 +1757,7 @@ mod tests {
         g.push(0);
         let mut burst = tx_frames(&[frame(64)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(
-            &mut cur,
-            &mut burst,
-            true,
-            csum_only(false),
-            usize::MAX,
-            &stats,
-        );
+        let done = enqueue(&ring, &mut cur, &mut burst, &stats);
         assert_eq!(done.fault, Some(RingFault::BufferOutOfMemory));
         assert_eq!(burst.len(), 1);
     }
@@ -2015,14 +1969,7 @@ mod tests {
         );
         let mut burst = tx_partial(&[(u4.clone(), pu), (t6.clone(), pt)]);
         let stats = QueueStats::default();
-        let done = ring.enqueue(
-            &mut cur,
-            &mut burst,
-            true,
-            csum_only(false),
-            usize::MAX,
-            &stats,
-        );
+        let done = enqueue(&ring, &mut cur, &mut burst, &stats);
         assert_eq!((done.frames, done.fault), (2, None));
         assert_eq!(g.read(BUF, 12), [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0]);
         let got = g.read(BUF + 12, u4.len());
@@ -2042,14 +1989,7 @@ mod tests {
         // A frame that waits for guest buffers is completed once and keeps its
         // bytes for the next attempt.
         let mut burst = tx_partial(&[(u4.clone(), pu)]);
-        let done = ring.enqueue(
-            &mut cur,
-            &mut burst,
-            true,
-            csum_only(false),
-            usize::MAX,
-            &stats,
-        );
+        let done = enqueue(&ring, &mut cur, &mut burst, &stats);
         assert_eq!(done.frames, 0);
         assert_eq!(burst[0].partial_csum(), None);
         assert_eq!(burst[0].data(), &want[..]);

@@ -456,6 +456,23 @@ impl Spread {
             max: v[n - 1],
         })
     }
+
+    /// `min/median/max`, each divided by `unit` and shown with `digits`
+    /// decimals.
+    pub fn show(&self, unit: f64, digits: usize) -> String {
+        format!(
+            "{:.d$}/{:.d$}/{:.d$}",
+            self.min / unit,
+            self.median / unit,
+            self.max / unit,
+            d = digits
+        )
+    }
+}
+
+/// [`Spread::show`] of `s`, or `none` without one.
+fn show_or(s: &Option<Spread>, unit: f64, digits: usize, none: &str) -> String {
+    s.map_or_else(|| none.to_owned(), |s| s.show(unit, digits))
 }
 
 /// Per switch and size over the repeats.
@@ -732,10 +749,6 @@ impl Report {
             "cpu cyc",
             "cpu %"
         );
-        let opt = |s: &Option<Spread>| {
-            s.map(|s| format!("{:.2}/{:.2}/{:.2}", s.min, s.median, s.max))
-                .unwrap_or_else(|| "-".into())
-        };
         let med = |s: &Option<Spread>| {
             s.map(|s| format!("{:.0}", s.median))
                 .unwrap_or_else(|| "-".into())
@@ -750,8 +763,8 @@ impl Report {
                 a.rx_mpps.median,
                 a.rx_mpps.max,
                 a.rx_gbps.median,
-                opt(&a.ndr_mpps),
-                opt(&a.pdr_mpps),
+                show_or(&a.ndr_mpps, 1.0, 2, "-"),
+                show_or(&a.pdr_mpps, 1.0, 2, "-"),
                 a.p50_ns.median / 1000.0,
                 med(&a.busy_cycles_per_packet),
                 med(&a.cpu_cycles_per_packet),
@@ -763,17 +776,7 @@ impl Report {
                 out,
                 "\nlatency at {pct}% of NDR, us (per repeat; min/median/max):"
             );
-            let us = |s: &Option<Spread>| {
-                s.map(|s| {
-                    format!(
-                        "{:.1}/{:.1}/{:.1}",
-                        s.min / 1e3,
-                        s.median / 1e3,
-                        s.max / 1e3
-                    )
-                })
-                .unwrap_or_else(|| "- (NDR 0)".into())
-            };
+            let us = |s: &Option<Spread>| show_or(s, 1e3, 1, "- (NDR 0)");
             for a in &self.aggregates {
                 let _ = writeln!(
                     out,
@@ -791,20 +794,15 @@ impl Report {
             for r in &self.ratios {
                 let _ = writeln!(
                     out,
-                    "  vs {:<8} {:>5}: rate {:.2}/{:.2}/{:.2}{}{}",
+                    "  vs {:<8} {:>5}: rate {}{}{}",
                     r.peer,
                     r.size,
-                    r.rx_mpps.min,
-                    r.rx_mpps.median,
-                    r.rx_mpps.max,
+                    r.rx_mpps.show(1.0, 2),
                     r.ndr
-                        .map(|n| format!("  NDR {:.2}/{:.2}/{:.2}", n.min, n.median, n.max))
+                        .map(|n| format!("  NDR {}", n.show(1.0, 2)))
                         .unwrap_or_default(),
                     r.cpu_cycles_per_packet
-                        .map(|n| format!(
-                            "  cpu cycles/pkt {:.2}/{:.2}/{:.2}",
-                            n.min, n.median, n.max
-                        ))
+                        .map(|n| format!("  cpu cycles/pkt {}", n.show(1.0, 2)))
                         .unwrap_or_default()
                 );
             }
@@ -906,6 +904,10 @@ mod tests {
         );
         assert_eq!(Spread::of(&[4.0, 1.0]).map(|s| s.median), Some(2.5));
         assert_eq!(Spread::of(&[]), None);
+        let s = Spread::of(&[9_870.0, 19_520.0, 25_580.0]);
+        assert_eq!(s.unwrap().show(1e3, 1), "9.9/19.5/25.6");
+        assert_eq!(show_or(&s, 1.0, 0, "-"), "9870/19520/25580");
+        assert_eq!(show_or(&None, 1.0, 2, "- (NDR 0)"), "- (NDR 0)");
     }
 
     #[test]
