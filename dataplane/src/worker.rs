@@ -463,14 +463,17 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
         let now = switch.now_secs();
         let mut moved = 0usize;
         let sample = round & (STAGE_SAMPLE_EVERY - 1) == 0;
+        // A stage boundary's time in a sampled round; 0 (no clock read) in
+        // the others.
+        let stamp = || if sample { cycles() } else { 0 };
         for qi in 0..queues.list.len() {
             let q = &mut queues.list[qi];
-            let t0 = if sample { cycles() } else { 0 };
+            let t0 = stamp();
             let n = q.dev.rx_burst(&mut burst);
             if n == 0 {
                 continue;
             }
-            let t1 = if sample { cycles() } else { 0 };
+            let t1 = stamp();
             moved += n;
             let mut bytes = 0usize;
             for m in burst.iter_mut() {
@@ -480,7 +483,7 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
             q.stats.rx_packets.add(n as u64);
             q.stats.rx_bytes.add(bytes as u64);
             fwd.process(t, q.port, &mut burst, now, &q.stats);
-            let t2 = if sample { cycles() } else { 0 };
+            let t2 = stamp();
             fwd.drain(|out, b| queues.transmit(t, out, b, ws));
             if sample {
                 let t3 = cycles();
@@ -503,7 +506,7 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
             if e.handoff.is_empty() {
                 continue;
             }
-            let t0 = if sample { cycles() } else { 0 };
+            let t0 = stamp();
             let port = queues.list[*qi].port;
             let n = e.handoff.dequeue_burst(&mut burst, MAX_BURST);
             ws.handoff_tx.add(n as u64);
