@@ -470,6 +470,31 @@ impl Spread {
     }
 }
 
+/// How much a switch's cpu cycles per packet may vary across repeats before
+/// the summary says the host's speed changed under the run.
+pub const UNSTEADY: f64 = 1.5;
+
+/// One line per switch and size whose cpu cycles per packet varied more than
+/// [`UNSTEADY`]× across the repeats.
+fn unsteady(aggregates: &[Aggregate]) -> Vec<String> {
+    aggregates
+        .iter()
+        .filter_map(|a| {
+            let c = a.cpu_cycles_per_packet?;
+            (c.min > 0.0 && c.max / c.min > UNSTEADY).then(|| {
+                format!(
+                    "{} {}: cpu cycles/pkt {:.0}-{:.0} across repeats (x{:.1})",
+                    a.switch,
+                    a.size,
+                    c.min,
+                    c.max,
+                    c.max / c.min
+                )
+            })
+        })
+        .collect()
+}
+
 /// [`Spread::show`] of `s`, or `none` without one.
 fn show_or(s: &Option<Spread>, unit: f64, digits: usize, none: &str) -> String {
     s.map_or_else(|| none.to_owned(), |s| s.show(unit, digits))
@@ -612,6 +637,10 @@ pub struct Report {
     pub aggregates: Vec<Aggregate>,
     /// weir against each peer.
     pub ratios: Vec<Ratio>,
+    /// Switches and sizes whose cycles per packet varied more than
+    /// [`UNSTEADY`]× across the repeats: the host's speed changed under the
+    /// run (see docs/benchmarks.md, "The host's phases").
+    pub unsteady: Vec<String>,
 }
 
 impl Report {
@@ -646,6 +675,7 @@ impl Report {
             runs: Vec::new(),
             aggregates: Vec::new(),
             ratios: Vec::new(),
+            unsteady: Vec::new(),
         }
     }
 
@@ -729,6 +759,7 @@ impl Report {
             }
         }
         self.aggregates = aggregates;
+        self.unsteady = unsteady(&self.aggregates);
         self.ratios = ratios;
     }
 
@@ -770,6 +801,17 @@ impl Report {
                 med(&a.cpu_cycles_per_packet),
                 med(&a.switch_cpu_share_pct),
             );
+        }
+        if !self.unsteady.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nthe host's speed changed during the run (cycles per packet differ by more than \
+                 {UNSTEADY}x between repeats; ratios pair whatever phases the repeats caught, see \
+                 docs/benchmarks.md, \"The host's phases\"):"
+            );
+            for l in &self.unsteady {
+                let _ = writeln!(out, "  {l}");
+            }
         }
         if let Some(pct) = self.params.latency_at_pct_of_ndr {
             let _ = writeln!(
@@ -908,6 +950,40 @@ mod tests {
         assert_eq!(s.unwrap().show(1e3, 1), "9.9/19.5/25.6");
         assert_eq!(show_or(&s, 1.0, 0, "-"), "9870/19520/25580");
         assert_eq!(show_or(&None, 1.0, 2, "- (NDR 0)"), "- (NDR 0)");
+    }
+
+    #[test]
+    fn repeats_that_differ_by_more_than_half_again_are_called_unsteady() {
+        let agg = |switch: &str, cycles: &[f64]| {
+            let one = Spread::of(&[1.0]).unwrap();
+            Aggregate {
+                switch: switch.into(),
+                size: "64".into(),
+                rx_mpps: one,
+                rx_gbps: one,
+                ndr_mpps: None,
+                pdr_mpps: None,
+                p50_ns: one,
+                p99_ns: one,
+                at_ndr_p50_ns: None,
+                at_ndr_p99_ns: None,
+                at_ndr_p999_ns: None,
+                busy_cycles_per_packet: None,
+                cpu_cycles_per_packet: Spread::of(cycles),
+                switch_cpu_share_pct: None,
+            }
+        };
+        let lines = unsteady(&[
+            agg("weir", &[145.0, 162.0, 567.0]),
+            agg("testpmd", &[222.0, 245.0, 257.0]),
+            agg("ovs", &[200.0, 300.0]),
+            agg("loopback", &[]),
+        ]);
+        assert_eq!(
+            lines,
+            ["weir 64: cpu cycles/pkt 145-567 across repeats (x3.9)"],
+            "x1.16 and exactly x1.5 are steady; no figures, no verdict"
+        );
     }
 
     #[test]
