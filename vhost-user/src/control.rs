@@ -257,8 +257,9 @@ impl VhostUserDevice {
     }
 
     /// The MTU the frontend set with VHOST_USER_NET_SET_MTU (QEMU's `host_mtu`),
-    /// if it did. Recorded for display; frames are still limited only by the
-    /// mbuf data room. Cleared when a new frontend connects.
+    /// if it did. Frames to the guest longer than it allows are dropped as
+    /// `mtu-exceeded`; frames from the guest are limited only by the mbuf
+    /// data room. Cleared when a new frontend connects.
     pub fn mtu(&self) -> Option<u16> {
         // Relaxed: a status read.
         Some(self.shared.mtu.load(Ordering::Relaxed)).filter(|&m| m != 0)

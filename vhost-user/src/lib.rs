@@ -132,13 +132,16 @@
 //!   NET_MTU to the library's protocol features, and accepts an MTU in
 //!   68..=[`defs::max_guest_mtu`] (the data room less a VLAN-tagged
 //!   Ethernet header) or refuses it like any refused message. The accepted
-//!   value is shown by [`VhostUserDevice::mtu`], not enforced per frame.
+//!   value is shown by [`VhostUserDevice::mtu`] and enforced towards the
+//!   guest: longer frames to it are dropped as `mtu-exceeded` (a tagged frame
+//!   may be one tag longer; segmentation offload frames are exempt).
 //!   Frontends that read the backend's config space (CONFIG protocol
 //!   feature) see the offered `mtu`.
-//! - Segmentation offloads (HOST_TSO4/6, HOST_UFO, GUEST_TSO4/6, GUEST_UFO,
-//!   GSO) are **not offered**: a segmentation-offloaded frame is up to 64 KiB
-//!   and would need chained mbufs, which weir does not have. Guests segment
-//!   in software (Linux GSO) and still offload the checksum of each segment.
+//! - Segmentation offloads: HOST_TSO4/6 and GUEST_TSO4/6 are offered when
+//!   the device has a pool of large buffers ([`create_with_tso`]): a guest's
+//!   TSO frame of up to 64 KiB is copied into one such buffer, and handed
+//!   whole to a guest with GUEST_TSO or cut into segments by the worker for
+//!   any other port. UFO and the other GSO types are not offered.
 //!
 //! Workers busy-poll the rings; kicks from the guest are suppressed and ignored.
 //! The guest's call eventfd is kicked at most once per burst, only when the guest

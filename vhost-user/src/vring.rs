@@ -399,9 +399,11 @@ pub fn max_frame(mtu: u16) -> usize {
 /// guest's to take apart (GUEST_TSO) and is never held to it.
 #[cold]
 fn over_mtu(m: &dataplane::Mbuf, max_frame: usize) -> bool {
+    use dataplane::wire::{ethertype, vlan};
     let d = m.data();
-    let tagged = matches!(d.get(12..14), Some([0x81, 0x00] | [0x88, 0xa8]));
-    m.gso().is_none() && (!tagged || d.len() > max_frame + dataplane::wire::vlan::HEADER_LEN)
+    let tagged =
+        matches!(d.get(12..14), Some(&[a, b]) if ethertype::is_vlan(u16::from_be_bytes([a, b])));
+    m.gso().is_none() && (!tagged || d.len() > max_frame + vlan::HEADER_LEN)
 }
 
 impl SplitRing {

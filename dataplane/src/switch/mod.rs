@@ -284,11 +284,18 @@ fn stage(stages: &mut [Stage], pending: &mut Pending, out: PortId, m: Mbuf) {
     let Some(st) = stages.get_mut(out.index()) else {
         return; // table and stages out of step: prepare() not called; frame freed
     };
+    pend(st, pending, out);
+    // At most one input burst per port between flushes, so this always fits.
+    let _ = st.frames.try_push(m);
+}
+
+/// Puts `out` on the pending list if its stage `st` holds nothing yet (the
+/// first frame of a flush for it is about to be staged).
+#[inline(always)]
+fn pend(st: &Stage, pending: &mut Pending, out: PortId) {
     if st.frames.is_empty() && pending.list.try_push(out).is_err() {
         pending.overflow.push(out);
     }
-    // At most one input burst per port between flushes, so this always fits.
-    let _ = st.frames.try_push(m);
 }
 
 /// Opens the stage of `out` for burst `seq`, before its first known unicast
@@ -318,9 +325,7 @@ fn open_stage(
         return Err(DropReason::NoRoute); // prepare() not called
     };
     st.ready = seq;
-    if st.frames.is_empty() && pending.list.try_push(out).is_err() {
-        pending.overflow.push(out);
-    }
+    pend(st, pending, out);
     Ok(())
 }
 
