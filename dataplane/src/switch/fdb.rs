@@ -15,9 +15,9 @@
 //!
 //! ```text
 //!   key word                         val word
-//!   0          EMPTY                 0             claimed, not yet valid
-//!   1..        (vlan << 48 | mac)+1  bit 63        valid
-//!   u64::MAX   TOMBSTONE             bit 62        static (never aged or moved)
+//!   u64::MAX   EMPTY                 0             claimed, not yet valid
+//!   ..MAX-1    mac << 16 | vlan      bit 63        valid
+//!   u64::MAX-1 TOMBSTONE             bit 62        static (never aged or moved)
 //!                                    bit 61        dead (being deleted)
 //!                                    bits 32..48   port
 //!                                    bits 0..32    last seen, seconds
@@ -62,16 +62,28 @@ pub const MAX_PORTS: usize = 4096;
 /// Longest probe sequence, in slots, for lookups and inserts.
 pub const MAX_PROBE: usize = 32;
 
-const EMPTY: u64 = 0;
-const TOMBSTONE: u64 = u64::MAX;
+/// The two key words no (VLAN, MAC) pair can take: the VLAN part of a key
+/// is at most 0xff0f in its low 16 bits (see `vlan_bits`). At the top of the
+/// range rather than at 0, so that a key needs no offset to stay clear of
+/// them: one instruction less per tagged frame.
+const EMPTY: u64 = u64::MAX;
+const TOMBSTONE: u64 = u64::MAX - 1;
 
 const VALID: u64 = 1 << 63;
 const STATIC: u64 = 1 << 62;
 const DEAD: u64 = 1 << 61;
 const PORT_SHIFT: u32 = 32;
 
-/// Multiplier for Fibonacci hashing: 2^64 divided by the golden ratio.
-const HASH_MUL: u64 = 0x9E37_79B9_7F4A_7C15;
+/// Multiplier for Fibonacci hashing of keys laid out as `mac << 16 | vlan`.
+///
+/// The MAC sits 16 bits up, so the product's MAC part is the MAC times the
+/// multiplier's low 48 bits, shifted: those are 2^48/φ (rounded to odd),
+/// the Fibonacci multiplier of a 48-bit word. The whole word multiplies the
+/// VLAN part; its top 16 bits (the same digits again) carry the VLAN into
+/// the top of the product. The 64-bit 2^64/φ would put a poor multiplier,
+/// its low 48 bits, on the MAC: sequential addresses then fill a 2 M-slot
+/// table in long runs, and a million of them do not fit.
+const HASH_MUL: u64 = 0x9E37_9E37_79B9_7F4B;
 
 /// Sizing and limits for an [`Fdb`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -313,7 +325,11 @@ fn home_slot(key: u64, shift: u32) -> usize {
 pub struct FdbKey(u64);
 
 impl FdbKey {
-    /// The key as a word: never 0, so 0 can stand for "no key".
+    /// A word no key takes ([`FdbKey::raw`] never returns it), for callers
+    /// that keep a key in a plain word and need a "no key" value.
+    pub const NONE_RAW: u64 = EMPTY;
+
+    /// The key as a word: never [`FdbKey::NONE_RAW`].
     #[inline]
     pub fn raw(self) -> u64 {
         self.0
@@ -335,10 +351,7 @@ impl FdbKey {
     #[inline]
     pub fn from_word(vlan: VlanId, mac: u64) -> FdbKey {
         debug_assert!(mac >> 48 == 0, "MAC word {mac:#x} wider than 48 bits");
-        // Masking to 12 bits keeps every key below TOMBSTONE even for an
-        // out-of-range VlanId. `+`, not `|`: the fields do not overlap, and
-        // a sum folds with the `+ 1` into one address computation.
-        FdbKey(vlan_bits(vlan) + mac + 1)
+        FdbKey(mac << 16 | vlan_bits(vlan))
     }
 
     /// The keys of two addresses (a frame's source and destination) in one
@@ -350,19 +363,25 @@ impl FdbKey {
             (a | b) >> 48 == 0,
             "MAC words {a:#x}, {b:#x} wider than 48 bits"
         );
-        let base = vlan_bits(vlan) + 1;
-        (FdbKey(base + a), FdbKey(base + b))
+        let v = vlan_bits(vlan);
+        (FdbKey(a << 16 | v), FdbKey(b << 16 | v))
     }
 }
 
-/// The VLAN part of a key: the 12-bit id in the top 16 bits, byte-swapped.
-/// Frames carry the id big-endian; parsing it swaps it to host order, and the
-/// swap here undoes that one, so the compiler loads the tag's bytes and
-/// shifts them into place with no swap at all. The top byte is at most
-/// 0xff and the next at most 0x0f, so a key stays below `TOMBSTONE`.
+/// The VLAN part of a key: the 12-bit id in the low 16 bits, byte-swapped;
+/// the MAC sits above it, in the top 48.
+///
+/// Both halves fall out of a frame's bytes as they are: a big-endian load of
+/// its first eight bytes holds the destination in its top 48 bits, one of
+/// bytes 4..12 the source in its low 48 (one shift away), and the tag's
+/// bytes loaded little-endian are the id swapped, which the swap here
+/// matches. So the switch builds a key with no shift of the destination or
+/// of the tag. Masking to 12 bits keeps the low 16 bits at or below 0xff0f,
+/// and with them every key below `TOMBSTONE`, even for an out-of-range
+/// VlanId.
 #[inline]
 fn vlan_bits(vlan: VlanId) -> u64 {
-    u64::from((vlan.0 & 0x0fff).swap_bytes()) << 48
+    u64::from((vlan.0 & 0x0fff).swap_bytes())
 }
 
 #[inline]
@@ -371,10 +390,9 @@ fn encode_key(vlan: VlanId, mac: MacAddr) -> u64 {
 }
 
 fn decode_key(key: u64) -> (VlanId, MacAddr) {
-    let k = key - 1;
     (
-        VlanId(((k >> 48) as u16).swap_bytes()),
-        MacAddr::from_u64(k & 0xffff_ffff_ffff),
+        VlanId((key as u16).swap_bytes()),
+        MacAddr::from_u64(key >> 16),
     )
 }
 
@@ -483,10 +501,11 @@ impl Fdb {
     }
 
     /// Home slot of `key`: Fibonacci hashing, the top log2(slot count) bits
-    /// of the key times 2^64/φ. Every key bit reaches those top bits, the VLAN
-    /// and OUI bits included (a product's bit i depends on every key bit at
-    /// or below i), so no folding step is needed; the test
-    /// `structured_mac_families_fill_the_table` holds the spread to that.
+    /// of the key times [`HASH_MUL`]. Every key bit reaches those top bits,
+    /// the VLAN and OUI bits included (a product's bit i depends on every key
+    /// bit at or below i), so no folding step is needed; the tests
+    /// `structured_mac_families_fill_the_table` and
+    /// `a_million_sequential_stations_fit` hold the spread to that.
     /// Always below the slot count: the shift keeps exactly log2(slot count)
     /// bits.
     #[inline]
@@ -1063,14 +1082,38 @@ mod tests {
         assert_ne!(k, EMPTY);
         assert_ne!(k, TOMBSTONE);
         assert_eq!(decode_key(k), (VlanId(4095), m));
-        assert_eq!(encode_key(VlanId(0), MacAddr([0; 6])), 1);
+        // The zero address in VLAN 0 is an ordinary key.
+        let zero = encode_key(VlanId(0), MacAddr([0; 6]));
+        assert_eq!(decode_key(zero), (VlanId(0), MacAddr([0; 6])));
         // An out-of-range VLAN is masked instead of colliding with a marker.
-        assert_ne!(encode_key(VlanId(u16::MAX), m), EMPTY);
+        for marker in [EMPTY, TOMBSTONE, FdbKey::NONE_RAW] {
+            assert_ne!(encode_key(VlanId(u16::MAX), m), marker);
+            assert_ne!(zero, marker);
+        }
         let v = encode_val(PortId(4095), u32::MAX, true);
         assert_eq!(val_port(v), PortId(4095));
         assert_eq!(val_last_seen(v), u32::MAX);
         assert_ne!(v & STATIC, 0);
         assert_eq!(v & DEAD, 0);
+    }
+
+    /// The key words at the ends of the range: the zero address in VLAN 0
+    /// (key 0) and the all-ones address in VLAN 4095 (the largest key) are
+    /// learned, found, aged and deleted like any other.
+    #[test]
+    fn the_extreme_keys_are_ordinary_stations() {
+        let t = fdb(16, 0);
+        let low = (VlanId(0), MacAddr([0; 6]));
+        let high = (VlanId(4095), MacAddr([0xff; 6]));
+        assert_eq!(t.learn(low.0, low.1, PortId(1), 5), Learn::Learned);
+        assert_eq!(t.learn(high.0, high.1, PortId(2), 5), Learn::Learned);
+        assert_eq!(t.lookup(low.0, low.1), Some(PortId(1)));
+        assert_eq!(t.lookup(high.0, high.1), Some(PortId(2)));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.age(400, 300), 2);
+        assert_eq!(t.lookup(low.0, low.1), None);
+        assert_eq!(t.lookup(high.0, high.1), None);
+        assert_eq!(t.len(), 0);
     }
 
     #[test]
@@ -1152,6 +1195,30 @@ mod tests {
             let mean = distance as f64 / keys.len() as f64;
             assert!(mean <= 1.0, "{name}: mean distance {mean:.2}");
         }
+    }
+
+    /// The benchmarks' 1 M station case at full size: a million sequential
+    /// addresses under one OUI fill a table sized for them (2 M slots) with
+    /// every one learned and found, and stay close to their home slots. A
+    /// multiplier that is poor for the MAC's part of the key fails this long
+    /// before the smaller families above notice.
+    #[test]
+    fn a_million_sequential_stations_fit() {
+        const N: u32 = 1 << 20;
+        let t = fdb(N as usize, 0);
+        let station = |i: u32| MacAddr::from_u64(0x0200_0000_0000 | u64::from(i));
+        let mut distance = 0usize;
+        for i in 0..N {
+            let m = station(i);
+            assert_eq!(t.learn(VlanId(0), m, PortId(1), 1), Learn::Learned, "{m:?}");
+            let key = encode_key(VlanId(0), m);
+            distance += (0..MAX_PROBE)
+                .find(|&d| t.slot(t.home(key), d).key.load(Ordering::Relaxed) == key)
+                .expect("a learned key is within the probe limit");
+        }
+        assert!((0..N).all(|i| t.lookup(VlanId(0), station(i)) == Some(PortId(1))));
+        let mean = distance as f64 / f64::from(N);
+        assert!(mean <= 1.0, "mean distance {mean:.2}");
     }
 
     #[test]

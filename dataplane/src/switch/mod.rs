@@ -494,33 +494,26 @@ impl Forwarder {
         // the lookup. The source was refreshed at this same `now`, and the
         // destination's stage was checked in this burst. Any other frame
         // clears it before it learns, so a learn that moves the cached
-        // destination can never be bypassed. 0 is no key (keys are >= 1).
-        let (mut last_src, mut last_dst, mut last_out) = (0u64, 0u64, 0usize);
+        // destination can never be bypassed.
+        const NO_KEY: u64 = FdbKey::NONE_RAW;
+        let (mut last_src, mut last_dst, mut last_out) = (NO_KEY, NO_KEY, 0usize);
         for m in burst.drain(..) {
             let Some(l2) = parse_l2_addrs(m.data()) else {
                 discard(m, in_stats, DropReason::Malformed);
                 self.dropped += 1;
                 continue;
             };
-            let (src_key, dst_key) = FdbKey::pair(l2.vlan, l2.src, l2.dst);
-            // Same addresses as the last known unicast frame (whose group
-            // bits were clear): same stage.
-            if src_key.raw() == last_src && dst_key.raw() == last_dst {
-                if let Some(st) = stages.get_mut(last_out) {
-                    let _ = st.frames.try_push(m);
-                }
-                continue;
-            }
             // One test for both group bits: a group source (malformed) and a
             // group destination (flood or link-local) both leave the unicast
             // path here.
-            if (l2.src | l2.dst) & GROUP_BIT != 0 {
-                last_src = 0;
+            if l2.group {
+                last_src = NO_KEY;
                 if l2.src & GROUP_BIT != 0 {
                     discard(m, in_stats, DropReason::Malformed);
                     self.dropped += 1;
                     continue;
                 }
+                let src_key = FdbKey::from_word(l2.vlan, l2.src);
                 let Some(m) = learn_or_discard(&fdb, src_key, in_port, now, m, in_stats) else {
                     self.dropped += 1;
                     continue;
@@ -534,7 +527,15 @@ impl Forwarder {
                 flood(stages, pending, t, bridge, in_port, m, in_stats);
                 continue;
             }
-            last_src = 0;
+            let (src_key, dst_key) = FdbKey::pair(l2.vlan, l2.src, l2.dst);
+            // Same addresses as the last known unicast frame: same stage.
+            if src_key.raw() == last_src && dst_key.raw() == last_dst {
+                if let Some(st) = stages.get_mut(last_out) {
+                    let _ = st.frames.try_push(m);
+                }
+                continue;
+            }
+            last_src = NO_KEY;
             let Some(m) = learn_or_discard(&fdb, src_key, in_port, now, m, in_stats) else {
                 self.dropped += 1;
                 continue;
