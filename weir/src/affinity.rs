@@ -10,7 +10,19 @@
 //! thread that starts everything is enough: workers then pin themselves to
 //! their own CPU, and every other thread stays on the rest. Processes spawned
 //! meanwhile inherit it too, which is why [`Confined::widen`] exists.
+//!
+//! Other processes, and the kernel's own movable threads, are not weir's to
+//! move by default. `weir bench --isolate` asks for it: [`isolate_others`]
+//! moves every thread of the host that may run elsewhere off the workers'
+//! CPUs for the length of the run, and puts each back when the returned
+//! [`Isolation`] is dropped. That is what a host set up for poll-mode work
+//! has from its boot parameters (`isolcpus`) or a tuning profile; here it is
+//! done for one run, so that a benchmark measures the switch rather than
+//! the memory-compaction and monitoring threads that visit its CPU.
 
+use std::path::Path;
+
+use rustix::process::Pid;
 use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
 
 /// The calling thread's mask before [`confine_off`] changed it, for
@@ -84,6 +96,124 @@ impl Drop for Widened {
     }
 }
 
+/// Threads of other processes moved off the workers' CPUs by
+/// [`isolate_others`]; dropping it gives each its earlier mask back.
+#[derive(Debug)]
+pub struct Isolation {
+    moved: Vec<(Pid, CpuSet)>,
+    /// What was done, for the report.
+    pub summary: IsolationSummary,
+}
+
+/// Counts of what [`isolate_others`] found, by outcome.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IsolationSummary {
+    /// Threads moved off the workers' CPUs.
+    pub moved: usize,
+    /// Threads allowed only on workers' CPUs: pinned there by someone, and
+    /// left alone.
+    pub pinned: usize,
+    /// Threads the kernel would not move: per-CPU kernel threads (which
+    /// serve that CPU) and, without root, other users' processes.
+    pub refused: usize,
+}
+
+/// Moves every thread on the host that is allowed on one of `workers` and
+/// on some other CPU too, except the calling process's own (see
+/// [`confine_off`]), to its allowed CPUs minus `workers`.
+///
+/// # Errors
+/// If `/proc` cannot be read, or `workers` covers every online CPU (there
+/// would be nowhere to move anything to).
+pub fn isolate_others(workers: &[usize], online: &[usize]) -> anyhow::Result<Isolation> {
+    if online.iter().all(|c| workers.contains(c)) {
+        anyhow::bail!(
+            "cannot isolate CPUs {workers:?}: no other CPU is online to move the host's threads to"
+        );
+    }
+    let me = std::process::id();
+    let mut iso = Isolation {
+        moved: Vec::new(),
+        summary: IsolationSummary::default(),
+    };
+    for tid in all_threads(Path::new("/proc"))? {
+        if tid.process == me {
+            continue;
+        }
+        let Some(pid) = Pid::from_raw(tid.thread) else {
+            continue;
+        };
+        // A thread that exited meanwhile has nothing to move.
+        let Ok(before) = sched_getaffinity(Some(pid)) else {
+            continue;
+        };
+        let mut after = before;
+        let mut touches = false;
+        for &w in workers {
+            if w < CpuSet::MAX_CPU && after.is_set(w) {
+                after.unset(w);
+                touches = true;
+            }
+        }
+        if !touches {
+            continue;
+        }
+        if !(0..CpuSet::MAX_CPU).any(|c| after.is_set(c)) {
+            iso.summary.pinned += 1;
+            continue;
+        }
+        match sched_setaffinity(Some(pid), &after) {
+            Ok(()) => {
+                iso.moved.push((pid, before));
+                iso.summary.moved += 1;
+            }
+            Err(rustix::io::Errno::SRCH) => {}
+            Err(_) => iso.summary.refused += 1,
+        }
+    }
+    tracing::debug!(summary = ?iso.summary, ?workers, "host threads moved off the worker CPUs");
+    Ok(iso)
+}
+
+impl Drop for Isolation {
+    fn drop(&mut self) {
+        for (pid, before) in self.moved.drain(..) {
+            // A thread that has exited since is simply gone.
+            let _ = sched_setaffinity(Some(pid), &before);
+        }
+    }
+}
+
+/// A thread of some process, as listed under `/proc`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ThreadId {
+    process: u32,
+    thread: i32,
+}
+
+/// Every thread listed under `proc` (`/proc/<pid>/task/<tid>`). Processes
+/// that exit while being listed are skipped.
+fn all_threads(proc: &Path) -> anyhow::Result<Vec<ThreadId>> {
+    use anyhow::Context;
+    let numeric = |name: &std::ffi::OsStr| name.to_str().and_then(|n| n.parse::<u32>().ok());
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(proc).with_context(|| format!("listing {}", proc.display()))? {
+        let Ok(e) = e else { continue };
+        let Some(process) = numeric(&e.file_name()) else {
+            continue;
+        };
+        let Ok(tasks) = std::fs::read_dir(e.path().join("task")) else {
+            continue;
+        };
+        for t in tasks.flatten() {
+            if let Some(thread) = numeric(&t.file_name()).and_then(|t| i32::try_from(t).ok()) {
+                out.push(ThreadId { process, thread });
+            }
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +246,66 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    fn cpus_of(pid: u32) -> Vec<usize> {
+        let s = sched_getaffinity(Pid::from_raw(pid as i32)).unwrap();
+        (0..CpuSet::MAX_CPU).filter(|&c| s.is_set(c)).collect()
+    }
+
+    /// A child process allowed everywhere is moved off the isolated CPU
+    /// while the guard lives and gets its mask back when it is dropped; one
+    /// pinned to that CPU is left where it is.
+    #[test]
+    fn isolation_moves_other_processes_and_puts_them_back() {
+        let all = allowed();
+        assert!(all.len() >= 2, "the test needs two CPUs, has {all:?}");
+        let worker = *all.last().unwrap();
+        let mut free = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let mut pinned = std::process::Command::new("taskset")
+            .args(["-c", &worker.to_string(), "sleep", "30"])
+            .spawn()
+            .unwrap();
+        // taskset pins, then execs sleep: wait until the pin is visible.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while cpus_of(pinned.id()) != [worker] {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "taskset never pinned its child"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let before = cpus_of(free.id());
+        assert!(before.contains(&worker));
+        {
+            let iso = isolate_others(&[worker], &all).unwrap();
+            assert!(iso.summary.moved >= 1, "{:?}", iso.summary);
+            assert!(iso.summary.pinned >= 1, "{:?}", iso.summary);
+            let during = cpus_of(free.id());
+            assert!(
+                !during.contains(&worker),
+                "still allowed on {worker}: {during:?}"
+            );
+            assert_eq!(during.len(), before.len() - 1);
+            assert_eq!(cpus_of(pinned.id()), [worker]);
+            // This process's own threads are confine_off's business.
+            assert_eq!(allowed(), all);
+        }
+        assert_eq!(cpus_of(free.id()), before, "mask given back");
+        for c in [&mut free, &mut pinned] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    #[test]
+    fn isolating_every_online_cpu_is_refused() {
+        let all = allowed();
+        let e = isolate_others(&all, &all).unwrap_err().to_string();
+        assert!(e.contains("no other CPU"), "{e}");
     }
 
     #[test]

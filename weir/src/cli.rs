@@ -165,6 +165,13 @@ pub struct BenchArgs {
     /// No live progress display.
     #[arg(long)]
     pub quiet: bool,
+    /// For the length of the run, move every other thread on the host that
+    /// may run elsewhere (other processes, movable kernel threads) off the
+    /// worker's CPU, and put each back at the end: what `isolcpus` or a
+    /// CPU-partitioning profile gives a host set up for poll-mode work.
+    /// Moving other users' threads needs root.
+    #[arg(long)]
+    pub isolate: bool,
 }
 
 /// `weir devbind`.

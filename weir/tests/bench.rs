@@ -23,7 +23,7 @@ fn short_bench_forwards_frames_and_writes_json_and_svg() {
     let out = Command::new(BIN)
         .args(["bench", "--quiet", "--duration", "1", "--size", "64,imix"])
         .args(["--flows", "4", "--repeat", "2", "--latency-at", "50"])
-        .args(["--trial", "0.2"])
+        .args(["--trial", "0.2", "--isolate"])
         .args(["--resolution", "25", "--json"])
         .arg(&json)
         .arg("--plot")
@@ -44,6 +44,14 @@ fn short_bench_forwards_frames_and_writes_json_and_svg() {
     assert_eq!(report["params"]["ndr"], true, "--latency-at implies --ndr");
     assert_eq!(report["params"]["latency_at_pct_of_ndr"], 50.0);
     assert!(report["machine"]["tsc_hz"].as_f64().unwrap() > 0.0);
+    // --isolate reports what it did (the moving itself is tested in
+    // weir::affinity's unit tests, with processes of its own).
+    let iso = &report["isolation"];
+    for k in ["moved", "pinned", "refused"] {
+        assert!(iso[k].is_u64(), "{k} in {iso}");
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--isolate: moved"), "{stderr}");
     let runs = report["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 4, "2 sizes x 2 repeats");
     for r in runs {
@@ -152,6 +160,7 @@ fn bench_against_a_daemon_reports_its_cpu_and_removes_what_it_added() {
 
     // A bridge of its own ("bench"), created and removed again.
     let report = bench_against(&d, &dir, &[]);
+    assert!(report["isolation"].is_null(), "no --isolate, nothing moved");
     let m = &report["runs"][0]["main"];
     assert!(
         m["rx_frames"].as_u64().unwrap() > 0,

@@ -680,6 +680,25 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     // The bench's own threads (vhost-user control, housekeeping, progress)
     // stay off the worker's CPU; the generator pins itself to its own.
     let confined = crate::affinity::confine_off(&[worker_cpu]);
+    let isolation = if args.isolate {
+        let iso = crate::affinity::isolate_others(&[worker_cpu], &cpus)?;
+        let s = iso.summary;
+        eprintln!(
+            "weir bench: --isolate: moved {} threads off CPU {worker_cpu}; left {} pinned there \
+             and {} the kernel would not move (per-CPU kernel threads{})",
+            s.moved,
+            s.pinned,
+            s.refused,
+            if rustix::process::geteuid().is_root() {
+                ""
+            } else {
+                ", other users' processes: not root"
+            },
+        );
+        Some(iso)
+    } else {
+        None
+    };
     let max_frame = sizes.iter().map(SizeMix::max_frame).max().unwrap_or(60);
     let fe_cfg = FrontendConfig {
         queue_size: args.queue_size,
@@ -713,6 +732,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args,
         &sizes,
     );
+    report.isolation = isolation.as_ref().map(|i| i.summary);
     // Repeats are the outer loop: each switch is started afresh per repeat,
     // so a phase of host noise hits all switches rather than one.
     for (rep, target) in (0..args.repeat).flat_map(|r| targets.iter().map(move |t| (r, *t))) {

@@ -631,6 +631,9 @@ pub struct Report {
     pub params: Params,
     /// Whether the frontends' shared memory was on hugetlb pages.
     pub hugepages: bool,
+    /// `--isolate`: the host's threads moved off the worker's CPU for the
+    /// run, and those that could not be.
+    pub isolation: Option<crate::affinity::IsolationSummary>,
     /// Every measurement.
     pub runs: Vec<RunRecord>,
     /// Per switch and size, over the repeats.
@@ -672,6 +675,7 @@ impl Report {
                 daemon_socket: args.socket.as_ref().map(|p| p.display().to_string()),
             },
             hugepages: false,
+            isolation: None,
             runs: Vec::new(),
             aggregates: Vec::new(),
             ratios: Vec::new(),
