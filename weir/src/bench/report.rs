@@ -495,6 +495,29 @@ fn unsteady(aggregates: &[Aggregate]) -> Vec<String> {
         .collect()
 }
 
+/// One line per latency trial that lost frames: at a share of an NDR (a
+/// rate found loss-free) loss means the host slowed down after the search,
+/// and the trial measured a queue filling up rather than the switch.
+fn overloaded_latency_trials(runs: &[RunRecord]) -> Vec<String> {
+    runs.iter()
+        .filter_map(|r| {
+            let at = r.at_ndr.as_ref()?;
+            (at.trial.loss_pct > 0.0).then(|| {
+                format!(
+                    "{} {} #{}: the latency trial at {}% of the NDR ({:.2} Mpps) lost {:.3}%: \
+                     the host slowed after the search",
+                    r.switch,
+                    r.size,
+                    r.repeat,
+                    at.pct_of_ndr,
+                    at.trial.offered_mpps.unwrap_or(0.0),
+                    at.trial.loss_pct
+                )
+            })
+        })
+        .collect()
+}
+
 /// [`Spread::show`] of `s`, or `none` without one.
 fn show_or(s: &Option<Spread>, unit: f64, digits: usize, none: &str) -> String {
     s.map_or_else(|| none.to_owned(), |s| s.show(unit, digits))
@@ -641,8 +664,9 @@ pub struct Report {
     /// weir against each peer.
     pub ratios: Vec<Ratio>,
     /// Switches and sizes whose cycles per packet varied more than
-    /// [`UNSTEADY`]× across the repeats: the host's speed changed under the
-    /// run (see docs/benchmarks.md, "The host's phases").
+    /// [`UNSTEADY`]× across the repeats, and latency trials below the NDR
+    /// that lost frames: the host's speed changed under the run (see
+    /// docs/benchmarks.md, "The host's phases").
     pub unsteady: Vec<String>,
 }
 
@@ -764,6 +788,7 @@ impl Report {
         }
         self.aggregates = aggregates;
         self.unsteady = unsteady(&self.aggregates);
+        self.unsteady.extend(overloaded_latency_trials(&self.runs));
         self.ratios = ratios;
     }
 
@@ -810,8 +835,9 @@ impl Report {
             let _ = writeln!(
                 out,
                 "\nthe host's speed changed during the run (cycles per packet differ by more than \
-                 {UNSTEADY}x between repeats; ratios pair whatever phases the repeats caught, see \
-                 docs/benchmarks.md, \"The host's phases\"):"
+                 {UNSTEADY}x between repeats, or a latency trial below the NDR lost frames; \
+                 ratios pair whatever phases the repeats caught, see docs/benchmarks.md, \
+                 \"The host's phases\"):"
             );
             for l in &self.unsteady {
                 let _ = writeln!(out, "  {l}");
@@ -987,6 +1013,66 @@ mod tests {
             lines,
             ["weir 64: cpu cycles/pkt 145-567 across repeats (x3.9)"],
             "x1.16 and exactly x1.5 are steady; no figures, no verdict"
+        );
+    }
+
+    /// A latency trial below the NDR that lost frames is named; one that
+    /// lost nothing, and a run without one, are not.
+    #[test]
+    fn latency_trials_that_lost_frames_are_called_overloaded() {
+        let trial = |sent: u64, got: u64| {
+            let res = TrialResult {
+                tx_frames: sent,
+                rx_frames: got,
+                tx_bytes: 60 * sent,
+                rx_bytes: 60 * got,
+                refused: 0,
+                skipped: 0,
+                stalls: 0,
+                stall_max_ns: 0,
+                foreign: 0,
+                elapsed: std::time::Duration::from_secs(1),
+                latency: hdrhistogram::Histogram::new(3).unwrap(),
+                gen_busy_cycles: 0,
+                gen_cpu_ns: None,
+                wall: std::time::Duration::from_secs(1),
+                per_side: [(sent / 2, got / 2), (sent / 2, got / 2)],
+                tx_unconsumed: 0,
+            };
+            let spec = TrialSpec {
+                sizes: SizeMix::fixed(64),
+                flows: 1,
+                rate_pps: Some(sent as f64),
+                duration: std::time::Duration::from_secs(1),
+            };
+            TrialReport::new(&spec, &res, None, None, None, 2.5e9)
+        };
+        let run = |repeat: u32, at: Option<TrialReport>| RunRecord {
+            switch: "weir".into(),
+            size: "64".into(),
+            mean_frame_bytes: 64.0,
+            flows: 1,
+            repeat,
+            max: None,
+            main: trial(1000, 1000),
+            ndr: None,
+            pdr: None,
+            at_ndr: at.map(|trial| AtNdr {
+                pct_of_ndr: 50.0,
+                trial,
+            }),
+        };
+        let runs = [
+            run(1, Some(trial(2_000_000, 2_000_000))),
+            run(2, Some(trial(4_000_000, 3_000_000))),
+            run(3, None),
+        ];
+        assert_eq!(
+            overloaded_latency_trials(&runs),
+            [
+                "weir 64 #2: the latency trial at 50% of the NDR (4.00 Mpps) lost 25.000%: \
+              the host slowed after the search"
+            ]
         );
     }
 
