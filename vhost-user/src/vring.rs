@@ -711,7 +711,12 @@ impl SplitRing {
     /// Copies one TX chain, minus its virtio-net header, into `room`; returns
     /// the header separately. A chain of one descriptor (how DPDK and Linux
     /// drivers send a linear frame) takes the direct path.
-    #[inline]
+    ///
+    /// Inlined into `dequeue_pending` with the direct path, while the chain
+    /// walk stays out of line: the loop then makes no call per frame but the
+    /// buffer copy (benches/vring-callgrind.sh: dequeue of a single 60-byte
+    /// descriptor 176.3 → 152.6 instructions).
+    #[inline(always)]
     fn copy_out(
         &self,
         head: u16,
@@ -755,7 +760,9 @@ impl SplitRing {
         Ok(TxFrame::Ok(body, hdr))
     }
 
-    /// The general TX path: any chain, direct or indirect.
+    /// The general TX path: any chain, direct or indirect. Out of line, see
+    /// `copy_out`.
+    #[inline(never)]
     fn copy_out_chain(
         &self,
         head: u16,
@@ -928,7 +935,10 @@ impl SplitRing {
     }
 
     /// The general RX path: any chains, direct or indirect, a frame spanning
-    /// several of them with `mrg_rxbuf`.
+    /// several of them with `mrg_rxbuf`. Out of line, so that `enqueue`'s loop
+    /// over single-descriptor buffers stays small (147.5 → 132.5 instructions
+    /// per 60-byte frame; chains pay 47 more).
+    #[inline(never)]
     fn copy_in_chain(
         &self,
         cur: &mut Cursor,
