@@ -504,13 +504,14 @@ fn overloaded_latency_trials(runs: &[RunRecord]) -> Vec<String> {
             let at = r.at_ndr.as_ref()?;
             (at.trial.loss_pct > 0.0).then(|| {
                 format!(
-                    "{} {} #{}: the latency trial at {}% of the NDR ({:.2} Mpps) lost {:.3}%: \
-                     the host slowed after the search",
+                    "{} {} #{}: the latency trial at {}% of the NDR ({:.2} Mpps) lost {} frames \
+                     ({:.4}%): the host slowed after the search",
                     r.switch,
                     r.size,
                     r.repeat,
                     at.pct_of_ndr,
                     at.trial.offered_mpps.unwrap_or(0.0),
+                    at.trial.lost_frames,
                     at.trial.loss_pct
                 )
             })
@@ -1070,8 +1071,8 @@ mod tests {
         assert_eq!(
             overloaded_latency_trials(&runs),
             [
-                "weir 64 #2: the latency trial at 50% of the NDR (4.00 Mpps) lost 25.000%: \
-              the host slowed after the search"
+                "weir 64 #2: the latency trial at 50% of the NDR (4.00 Mpps) lost 1000000 \
+                 frames (25.0000%): the host slowed after the search"
             ]
         );
     }
