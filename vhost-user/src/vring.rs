@@ -372,8 +372,7 @@ fn tx_offload(
 /// its offsets (virtio 1.2 §5.1.6.4).
 #[inline]
 fn rx_header(partial: Option<PartialCsum>, guest_csum: bool) -> [u8; NET_HDR_BYTES] {
-    let mut hdr = [0u8; NET_HDR_BYTES];
-    hdr[NET_HDR_NUM_BUFFERS_OFF..].copy_from_slice(&1u16.to_le_bytes());
+    let mut hdr = PLAIN_RX_HEADER;
     if let (Some(p), true) = (partial, guest_csum) {
         hdr[NET_HDR_FLAGS_OFF] = NET_HDR_F_NEEDS_CSUM;
         hdr[NET_HDR_CSUM_START_OFF..NET_HDR_CSUM_START_OFF + 2]
@@ -383,6 +382,14 @@ fn rx_header(partial: Option<PartialCsum>, guest_csum: bool) -> [u8; NET_HDR_BYT
     }
     hdr
 }
+
+/// [`rx_header`] of a frame without offload metadata: no flags, no GSO,
+/// one buffer.
+const PLAIN_RX_HEADER: [u8; NET_HDR_BYTES] = {
+    let mut hdr = [0u8; NET_HDR_BYTES];
+    hdr[NET_HDR_NUM_BUFFERS_OFF] = 1;
+    hdr
+};
 
 /// The longest untagged frame a guest with MTU `mtu` takes (its Ethernet
 /// header included), for [`SplitRing::enqueue`]; no limit for an MTU of 0
@@ -862,21 +869,32 @@ impl SplitRing {
                 // Clears the metadata: a frame left in the burst is not redone.
                 m.complete_csum();
             }
-            let mut hdr = rx_header(m.partial_csum(), guest_csum);
-            if let Some(g) = m.gso() {
-                // The worker segments TSO frames for guests without GUEST_TSO
-                // (Port::accepts_gso); one still here means the guest
-                // renegotiated since: it stays in the burst (tx-full).
-                if !off.tso(g.kind) {
-                    break;
+            // A frame with no offload metadata (most) gets the constant
+            // header; only the others build one.
+            let built;
+            let hdr = match (m.partial_csum(), m.gso()) {
+                (None, None) => &PLAIN_RX_HEADER,
+                (partial, gso) => {
+                    let mut h = rx_header(partial, guest_csum);
+                    if let Some(g) = gso {
+                        // The worker segments TSO frames for guests without
+                        // GUEST_TSO (Port::accepts_gso); one still here means
+                        // the guest renegotiated since: it stays in the burst
+                        // (tx-full).
+                        if !off.tso(g.kind) {
+                            break;
+                        }
+                        if rx_gso_header(&mut h, m.data(), g).is_err() {
+                            stats.drop_one(DropReason::Malformed);
+                            taken += 1;
+                            continue;
+                        }
+                    }
+                    built = h;
+                    &built
                 }
-                if rx_gso_header(&mut hdr, m.data(), g).is_err() {
-                    stats.drop_one(DropReason::Malformed);
-                    taken += 1;
-                    continue;
-                }
-            }
-            match self.copy_in(cur, avail_idx, &hdr, m.data(), mrg_rxbuf, &mut hint) {
+            };
+            match self.copy_in(cur, avail_idx, hdr, m.data(), mrg_rxbuf, &mut hint) {
                 Ok(Some(true)) => taken += 1,
                 Ok(Some(false)) => {
                     stats.drop_one(DropReason::Malformed);
