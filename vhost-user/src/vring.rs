@@ -627,7 +627,6 @@ impl SplitRing {
         gso_pool: Option<&'static Mempool>,
         stats: &QueueStats,
     ) -> Completed {
-        let csum = off.csum;
         let pending = match self.pending(cur) {
             Ok((_, n)) => n,
             Err(f) => {
@@ -650,34 +649,13 @@ impl SplitRing {
         let mut fault = None;
         for _ in 0..n {
             let head = self.avail_head(cur.last_avail);
-            let mut copied = self.copy_out(head, burst[filled].room_mut(), &mut hint);
-            if let (Ok(TxFrame::Oversize), Some(big)) = (&copied, gso_pool) {
-                // A TSO frame: copy it again into a large buffer (see
-                // docs/vhost-user.md, "Segmentation offload"). The small
-                // buffer goes back to its pool.
-                // An empty large pool drops the frame (counted) rather than
-                // leaving it at the head of the ring: the pool is shared by
-                // every vhost-user port and its buffers may be held elsewhere
-                // (other guests' frames, handoff rings, other workers' caches),
-                // so waiting would stall this queue's small frames too, perhaps
-                // for good; a dropped TCP segment is only retransmitted.
-                copied = match big.alloc() {
-                    Some(b) => {
-                        drop(std::mem::replace(&mut burst[filled], b));
-                        self.copy_out(head, burst[filled].room_mut(), &mut hint)
-                    }
-                    None => Ok(TxFrame::NoLargeBuffer),
-                };
-            }
             let m = &mut burst[filled];
-            match copied {
-                Err(f) => {
-                    fault = Some(f);
-                    break;
-                }
+            match self.copy_out(head, m.room_mut(), &mut hint) {
                 // No offload asked for (flags and gso_type both 0: how
                 // drivers send most frames): a fresh mbuf has no offload
-                // metadata, so only the length is set.
+                // metadata, so only the length is set. Tested here, on the
+                // inlined copy's result, so that the common frame's result
+                // never goes through memory.
                 Ok(TxFrame::Ok(len, hdr))
                     if hdr[NET_HDR_FLAGS_OFF] | hdr[NET_HDR_GSO_TYPE_OFF] == 0 =>
                 {
@@ -685,20 +663,16 @@ impl SplitRing {
                     let _ = m.set_len(len);
                     filled += 1;
                 }
-                Ok(TxFrame::Ok(len, hdr)) => {
-                    match (tx_offload(&hdr, len, csum), tx_gso(&hdr, off)) {
-                        (Ok(partial), Ok(gso)) => {
-                            // Cannot fail: copy_out wrote at most room_mut().len() bytes.
-                            let _ = m.set_len(len);
-                            m.set_partial_csum(partial);
-                            m.set_gso(gso);
-                            filled += 1;
+                other => {
+                    match self.dequeue_other(other, head, m, gso_pool, off, &mut hint, stats) {
+                        Ok(true) => filled += 1,
+                        Ok(false) => {}
+                        Err(f) => {
+                            fault = Some(f);
+                            break;
                         }
-                        _ => stats.drop_one(DropReason::Malformed),
                     }
                 }
-                Ok(TxFrame::Oversize | TxFrame::Malformed) => stats.drop_one(DropReason::Malformed),
-                Ok(TxFrame::NoLargeBuffer) => stats.drop_one(DropReason::NoTsoBuffers),
             }
             self.put_used(cur, head, 0);
             cur.last_avail = cur.last_avail.wrapping_add(1);
@@ -712,6 +686,66 @@ impl SplitRing {
             frames: filled - first,
             notify,
             fault,
+        }
+    }
+
+    /// What `dequeue_pending` does with a frame other than a plain one:
+    /// copies a TSO frame again into a large buffer, puts offload metadata on
+    /// the mbuf, or counts a drop. Ok(true): `m` holds the frame; Ok(false):
+    /// dropped (counted), `m` free for the next; Err: the ring is faulty.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn dequeue_other(
+        &self,
+        mut copied: Result<TxFrame, RingFault>,
+        head: u16,
+        m: &mut dataplane::Mbuf,
+        gso_pool: Option<&'static Mempool>,
+        off: Offload,
+        hint: &mut RegionHint,
+        stats: &QueueStats,
+    ) -> Result<bool, RingFault> {
+        if let (Ok(TxFrame::Oversize), Some(big)) = (&copied, gso_pool) {
+            // A TSO frame: copy it again into a large buffer (see
+            // docs/vhost-user.md, "Segmentation offload"). The small
+            // buffer goes back to its pool.
+            // An empty large pool drops the frame (counted) rather than
+            // leaving it at the head of the ring: the pool is shared by
+            // every vhost-user port and its buffers may be held elsewhere
+            // (other guests' frames, handoff rings, other workers' caches),
+            // so waiting would stall this queue's small frames too, perhaps
+            // for good; a dropped TCP segment is only retransmitted.
+            copied = match big.alloc() {
+                Some(b) => {
+                    drop(std::mem::replace(m, b));
+                    self.copy_out(head, m.room_mut(), hint)
+                }
+                None => Ok(TxFrame::NoLargeBuffer),
+            };
+        }
+        match copied? {
+            TxFrame::Ok(len, hdr) => match (tx_offload(&hdr, len, off.csum), tx_gso(&hdr, off)) {
+                (Ok(partial), Ok(gso)) => {
+                    // Cannot fail: copy_out wrote at most room_mut().len() bytes.
+                    let _ = m.set_len(len);
+                    m.set_partial_csum(partial);
+                    m.set_gso(gso);
+                    Ok(true)
+                }
+                _ => {
+                    stats.drop_one(DropReason::Malformed);
+                    Ok(false)
+                }
+            },
+            TxFrame::Oversize | TxFrame::Malformed => {
+                stats.drop_one(DropReason::Malformed);
+                Ok(false)
+            }
+            TxFrame::NoLargeBuffer => {
+                stats.drop_one(DropReason::NoTsoBuffers);
+                Ok(false)
+            }
         }
     }
 
