@@ -496,7 +496,7 @@ fn unsteady(aggregates: &[Aggregate]) -> Vec<String> {
 }
 
 /// One line per latency trial that lost frames: at a share of an NDR (a
-/// rate found loss-free) loss means the host slowed down after the search,
+/// rate found loss-free) loss means the host slowed or stalled after the search,
 /// and the trial measured a queue filling up rather than the switch.
 fn overloaded_latency_trials(runs: &[RunRecord]) -> Vec<String> {
     runs.iter()
@@ -505,7 +505,7 @@ fn overloaded_latency_trials(runs: &[RunRecord]) -> Vec<String> {
             (at.trial.loss_pct > 0.0).then(|| {
                 format!(
                     "{} {} #{}: the latency trial at {}% of the NDR ({:.2} Mpps) lost {} frames \
-                     ({:.4}%): the host slowed after the search",
+                     ({:.4}%): the host slowed or stalled after the search",
                     r.switch,
                     r.size,
                     r.repeat,
@@ -1072,7 +1072,7 @@ mod tests {
             overloaded_latency_trials(&runs),
             [
                 "weir 64 #2: the latency trial at 50% of the NDR (4.00 Mpps) lost 1000000 \
-                 frames (25.0000%): the host slowed after the search"
+                 frames (25.0000%): the host slowed or stalled after the search"
             ]
         );
     }
