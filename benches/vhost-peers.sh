@@ -15,7 +15,8 @@
 # learning bridge (weir, OVS NORMAL) learns both stations and forwards unicast.
 # Mpps = frames the generator receives per second on both ports (= forwarded).
 #
-# Peers, interleaved inside every rep so that slow phases of the host hit all:
+# Peers, interleaved inside every rep so that slow phases of the host hit all
+# (their order rotated from rep to rep):
 #   weir     target/release/weir, one worker on VP_SW_CPU, two vhost-user client ports
 #            on one bridge (MAC learning)
 #   testpmd  dpdk-testpmd, two net_vhost client ports, forward-mode io
@@ -618,7 +619,7 @@ run_one() { # run_one PEER SIZE REP: one measurement, tried again if noisy or fa
 # ------------------------------------------------------------------ summary
 summary() {
     echo "vhost-user forwarding, both directions summed; switch on cpu$VP_SW_CPU, generator on cpu$VP_GEN_CPU"
-    echo "$VP_REPS reps x $VP_DURATION s per peer and size, peers interleaved; frame sizes include the FCS"
+    echo "$VP_REPS reps x $VP_DURATION s per peer and size, peers interleaved (order rotated per rep); frame sizes include the FCS"
     echo
     awk -F'\t' -v peers="$VP_PEERS" -v sizes="$VP_SIZES" '
         function sort(a, m,   i, j, t) { for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] + 0 < a[i] + 0) { t = a[i]; a[i] = a[j]; a[j] = t } }
@@ -714,9 +715,17 @@ main() {
         callgrind_weir "$VP_SIZES" | tee "$VP_DIR/callgrind.txt"
         return
     fi
+    # The order of the peers rotates from rep to rep, so that none always
+    # runs first after the pause between reps (the host's speed class can
+    # change whenever its CPUs idle; see docs/benchmarks.md).
+    local -a order
+    read -r -a order <<<"$VP_PEERS"
+    local n=${#order[@]} i
     for rep in $(seq 1 "$VP_REPS"); do
         for size in $VP_SIZES; do
-            for peer in $VP_PEERS; do run_one "$peer" "$size" "$rep"; done
+            for ((i = 0; i < n; i++)); do
+                run_one "${order[(i + rep - 1) % n]}" "$size" "$rep"
+            done
         done
     done
     summary | tee "$VP_DIR/summary.txt"
