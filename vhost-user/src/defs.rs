@@ -13,6 +13,10 @@ pub const F_NOTIFY_ON_EMPTY: u64 = 1 << virtio_config::VIRTIO_F_NOTIFY_ON_EMPTY;
 pub const F_INDIRECT_DESC: u64 = 1 << virtio_ring::VIRTIO_RING_F_INDIRECT_DESC;
 /// virtio 1.2 §6: VIRTIO_F_RING_EVENT_IDX.
 pub const F_EVENT_IDX: u64 = 1 << virtio_ring::VIRTIO_RING_F_EVENT_IDX;
+/// virtio 1.2 §6 and §2.7.9: VIRTIO_F_IN_ORDER: the device uses buffers in
+/// the order they were made available, so the driver may reclaim and
+/// refill them without a free list.
+pub const F_IN_ORDER: u64 = 1 << virtio_config::VIRTIO_F_IN_ORDER;
 /// virtio 1.2 §5.1.3: VIRTIO_NET_F_CSUM: the device takes frames with a
 /// partial checksum (the driver may set [`NET_HDR_F_NEEDS_CSUM`] on TX).
 pub const F_CSUM: u64 = 1 << virtio_net::VIRTIO_NET_F_CSUM;
