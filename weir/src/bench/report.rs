@@ -1017,29 +1017,35 @@ mod tests {
         );
     }
 
+    /// A one-second trial of 60-byte frames that sent `sent` and got `got`
+    /// back, split evenly between the sides, with nothing else to report.
+    fn plain_result(sent: u64, got: u64) -> TrialResult {
+        TrialResult {
+            tx_frames: sent,
+            rx_frames: got,
+            tx_bytes: 60 * sent,
+            rx_bytes: 60 * got,
+            refused: 0,
+            skipped: 0,
+            stalls: 0,
+            stall_max_ns: 0,
+            foreign: 0,
+            elapsed: std::time::Duration::from_secs(1),
+            latency: hdrhistogram::Histogram::new(3).unwrap(),
+            gen_busy_cycles: 0,
+            gen_cpu_ns: None,
+            wall: std::time::Duration::from_secs(1),
+            per_side: [(sent / 2, got / 2), (sent / 2, got / 2)],
+            tx_unconsumed: 0,
+        }
+    }
+
     /// A latency trial below the NDR that lost frames is named; one that
     /// lost nothing, and a run without one, are not.
     #[test]
     fn latency_trials_that_lost_frames_are_called_overloaded() {
         let trial = |sent: u64, got: u64| {
-            let res = TrialResult {
-                tx_frames: sent,
-                rx_frames: got,
-                tx_bytes: 60 * sent,
-                rx_bytes: 60 * got,
-                refused: 0,
-                skipped: 0,
-                stalls: 0,
-                stall_max_ns: 0,
-                foreign: 0,
-                elapsed: std::time::Duration::from_secs(1),
-                latency: hdrhistogram::Histogram::new(3).unwrap(),
-                gen_busy_cycles: 0,
-                gen_cpu_ns: None,
-                wall: std::time::Duration::from_secs(1),
-                per_side: [(sent / 2, got / 2), (sent / 2, got / 2)],
-                tx_unconsumed: 0,
-            };
+            let res = plain_result(sent, got);
             let spec = TrialSpec {
                 sizes: SizeMix::fixed(64),
                 flows: 1,
@@ -1080,23 +1086,14 @@ mod tests {
     #[test]
     fn loss_splits_by_direction_and_switch_counters() {
         let res = TrialResult {
-            tx_frames: 2000,
-            rx_frames: 1990,
-            tx_bytes: 120_000,
-            rx_bytes: 119_400,
             refused: 5,
             skipped: 40,
             stalls: 2,
             stall_max_ns: 3_000_000,
-            foreign: 0,
-            elapsed: std::time::Duration::from_secs(1),
-            latency: hdrhistogram::Histogram::new(3).unwrap(),
-            gen_busy_cycles: 0,
-            gen_cpu_ns: None,
-            wall: std::time::Duration::from_secs(1),
             // A sent 1000, B received 996; B sent 1000, A received 994.
             per_side: [(1000, 994), (1000, 996)],
             tx_unconsumed: 1,
+            ..plain_result(2000, 1990)
         };
         let ports = PortDelta {
             rx_packets: 1999,
