@@ -163,11 +163,12 @@ impl GuestMemory {
     pub fn guarded(mem: Arc<GuestMemoryMmap>) -> Result<GuestMemory, guard::GuardError> {
         let mut guards = Vec::with_capacity(mem.num_regions());
         for r in mem.iter() {
-            // SAFETY: each `GuestRegionMmap` is one whole mapping of `len()`
-            // bytes at `as_ptr()`, unmapped only when the last `Arc` of `mem`
-            // goes; the guards are dropped before the `Arc` this table keeps
-            // (field order). All access through this crate copies or uses
-            // atomics, so contents turning to zeros is only untrusted input.
+            // Each region is one whole mapping of `len()` bytes at `as_ptr()`,
+            // unmapped only when the last `Arc` of `mem` goes, and the guards
+            // are dropped before the `Arc` this table keeps (field order).
+            // SAFETY: the mapping outlives its guard (above); all access through
+            // this crate copies or uses atomics, so contents turning to zeros is
+            // only untrusted input.
             guards.push(unsafe { guard::Guard::register(r.as_ptr(), r.len() as usize) }?);
         }
         let mut table = GuestMemory::new(mem);
@@ -291,10 +292,10 @@ impl GuestMemory {
     #[inline]
     pub fn read(&self, addr: GuestAddr, dst: &mut [u8]) -> Result<(), OutOfBounds> {
         let src = self.translate(addr, dst.len() as u64)?;
-        // SAFETY: `translate` checked that `dst.len()` bytes from `src` lie inside a
-        // live mapping (kept by `_backing`); `dst` is a distinct Rust buffer, so the
-        // ranges cannot overlap. The guest may write concurrently: the bytes are
-        // treated as untrusted input and no invariant depends on them.
+        // The guest may write concurrently: the bytes are untrusted input and
+        // no invariant depends on them.
+        // SAFETY: `translate` checked that `dst.len()` bytes from `src` lie in a
+        // live mapping (kept by `_backing`); `dst` is a distinct Rust buffer.
         unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr(), dst.len()) };
         Ok(())
     }
@@ -392,11 +393,11 @@ impl GuestSlice<'_> {
         if !self.fits(off, dst.len()) {
             return Err(self.oob(off, dst.len()));
         }
-        // SAFETY: `ptr` maps `len_bytes` bytes (checked against the memory table
-        // in `GuestMemory::slice`; the mapping is kept alive by the table the
-        // `'a` borrow refers to); `off + dst.len() <= len_bytes` was checked just
-        // above; `dst` is a Rust buffer, not guest memory, so they do not
-        // overlap. Concurrent guest writes only make the bytes untrusted.
+        // `ptr` maps `len_bytes` bytes (checked against the memory table in
+        // `GuestMemory::slice`, kept alive by the table the `'a` borrow refers
+        // to). Concurrent guest writes only make the bytes untrusted.
+        // SAFETY: `off + dst.len() <= len_bytes` was checked just above; `dst`
+        // is a Rust buffer, not guest memory, so the two do not overlap.
         unsafe {
             std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), dst.as_mut_ptr(), dst.len())
         };
@@ -470,10 +471,9 @@ impl RingArea {
     pub fn load_u16(&self, off: usize, order: Ordering) -> u16 {
         assert!(off.is_multiple_of(2));
         let p = self.at(off, 2).cast::<AtomicU16>();
-        // SAFETY: `p` is in bounds, 2-byte aligned (area base aligned to at least 2
-        // in `GuestMemory::area`, `off` even) and valid for the mapping's lifetime,
-        // which `_mem` extends past this call. Atomic access tolerates the guest's
-        // concurrent stores.
+        // Atomic access tolerates the guest's concurrent stores.
+        // SAFETY: `p` is in bounds, 2-byte aligned (area base aligned to at least
+        // 2 in `GuestMemory::area`, `off` even) and valid while `_mem` lives.
         u16::from_le(unsafe { (*p).load(order) })
     }
 

@@ -208,10 +208,10 @@ impl Xsk {
         if self.rx_spare.is_empty() {
             return;
         }
-        // SAFETY: every descriptor in `rx_spare` came from this UMEM (`Umem::new` or
-        // this socket's rx ring) and is held by us, not by the kernel; producing it
-        // hands it over, and it is removed from `rx_spare` below so we never touch
-        // it again until the rx ring returns it.
+        // Producing a descriptor hands it to the kernel; it is removed from
+        // `rx_spare` below, untouched until the rx ring returns it.
+        // SAFETY: every descriptor in `rx_spare` came from this UMEM (`Umem::new`
+        // or this socket's rx ring) and is held by us, not by the kernel.
         let n = unsafe { self.fill.produce(&self.rx_spare) };
         let left = self.rx_spare.len() - n;
         // `produce` takes from the front; keep the tail.

@@ -320,11 +320,10 @@ impl RingMap {
     /// `off` must be 4-aligned and `off + 4 <= len` (checked by callers).
     fn status_at(&self, off: usize) -> &AtomicU32 {
         debug_assert!(off.is_multiple_of(4) && off + 4 <= self.len);
-        // SAFETY: in bounds and 4-aligned (blocks are page-aligned, frames are
-        // 16-byte multiples, status fields are at 4-aligned offsets); the kernel
-        // accesses this word only with 32-bit loads/stores, so treating it as an
-        // atomic is sound; the reference lives no longer than `&self`, and the
-        // mapping lives as long as `self`.
+        // Blocks are page-aligned, frames 16-byte multiples, status fields at
+        // 4-aligned offsets; the kernel uses only 32-bit loads/stores on it.
+        // SAFETY: in bounds and 4-aligned (above), so an atomic view is sound;
+        // the reference lives no longer than `&self`, the mapping as `self`.
         unsafe { AtomicU32::from_ptr(self.base.as_ptr().add(off).cast::<u32>()) }
     }
 
@@ -350,10 +349,10 @@ impl RingMap {
         if status & libc::TP_STATUS_USER == 0 {
             return None;
         }
+        // `rx_release` needs `&mut self`, so the block stays ours while this
+        // shared borrow of `self` lives.
         // SAFETY: [off, off + block_size) is inside the receive ring (idx <
-        // block_count); the block is ours (status USER) so the kernel does not
-        // write it while this shared borrow of `self` lives, and `rx_release`
-        // needs `&mut self`.
+        // block_count) and ours (status USER): the kernel does not write it.
         Some(unsafe { std::slice::from_raw_parts(self.base.as_ptr().add(off), self.rx.block_size) })
     }
 
@@ -412,11 +411,10 @@ impl RingMap {
             return false;
         }
         let len = frame.len() as u32;
+        // The header words written are 4-aligned inside the 48-byte header, the
+        // data fits after it (checked above), and neither overlaps the status.
         // SAFETY: the slot [off, off + frame_size) is inside the transmit ring
-        // (`tx_frame_off`) and is ours (status AVAILABLE: the kernel neither reads
-        // nor writes it until we request sending). The header words written are
-        // 4-aligned inside the 48-byte header and the data fits after it (checked
-        // above); none of these bytes overlap the status word.
+        // (`tx_frame_off`) and ours (AVAILABLE: the kernel leaves it alone).
         unsafe {
             let p = self.base.as_ptr().add(off);
             p.cast::<u32>().write(0); // tp_next_offset: must be 0 on transmit

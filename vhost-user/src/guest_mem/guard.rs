@@ -266,10 +266,10 @@ fn rescue(addr: usize) -> bool {
 /// whole huge pages, and once one page is gone the rest is no longer the
 /// frontend's memory anyway.
 fn zero_fill(start: usize, len: usize) -> bool {
-    // SAFETY: `start..start + len` is a whole mapping registered under the
-    // contract of `Guard::register` (still mapped, accessed only by
-    // guest-memory accessors that accept any contents); MAP_FIXED replaces it
-    // in place with memory of the same size and protection.
+    // The mapping is accessed only by guest-memory accessors that accept any
+    // contents, so new zero pages in its place break nothing.
+    // SAFETY: `start..start + len` is a whole, still mapped mapping registered
+    // under `Guard::register`'s contract; MAP_FIXED replaces it in place.
     let p = unsafe {
         libc::mmap(
             start as *mut libc::c_void,
@@ -291,11 +291,10 @@ fn chain(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
         let h = prev.sa_sigaction;
         if h != libc::SIG_DFL && h != libc::SIG_IGN {
             if prev.sa_flags & libc::SA_SIGINFO != 0 {
-                // SAFETY: with SA_SIGINFO the previous disposition's handler
-                // has this signature (sigaction(2)); it was installed by the
-                // process for this signal.
-                let f: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) =
-                    unsafe { std::mem::transmute(h) };
+                type Handler = extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void);
+                // SAFETY: with SA_SIGINFO the previous handler, installed by the
+                // process for this signal, has this signature (sigaction(2)).
+                let f: Handler = unsafe { std::mem::transmute(h) };
                 f(sig, info, ctx);
             } else {
                 // SAFETY: without SA_SIGINFO the handler takes the signal
