@@ -47,13 +47,8 @@ pub fn confine_off(workers: &[usize]) -> Option<(Confined, Vec<usize>)> {
             return None;
         }
     };
-    let mut rest = before;
-    for &w in workers {
-        if w < CpuSet::MAX_CPU {
-            rest.unset(w);
-        }
-    }
-    let left: Vec<usize> = (0..CpuSet::MAX_CPU).filter(|&c| rest.is_set(c)).collect();
+    let rest = without(before, workers);
+    let left = cpus(&rest);
     if left.is_empty() {
         tracing::info!(
             ?workers,
@@ -67,6 +62,19 @@ pub fn confine_off(workers: &[usize]) -> Option<(Confined, Vec<usize>)> {
     }
     tracing::debug!(cpus = ?left, "control threads confined");
     Some((Confined { before }, left))
+}
+
+/// `set` without the CPUs in `workers`.
+fn without(mut set: CpuSet, workers: &[usize]) -> CpuSet {
+    for &w in workers.iter().filter(|&&w| w < CpuSet::MAX_CPU) {
+        set.unset(w);
+    }
+    set
+}
+
+/// The CPUs in `set`, ascending.
+fn cpus(set: &CpuSet) -> Vec<usize> {
+    (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect()
 }
 
 impl Confined {
@@ -147,18 +155,11 @@ pub fn isolate_others(workers: &[usize], online: &[usize]) -> anyhow::Result<Iso
         let Ok(before) = sched_getaffinity(Some(pid)) else {
             continue;
         };
-        let mut after = before;
-        let mut touches = false;
-        for &w in workers {
-            if w < CpuSet::MAX_CPU && after.is_set(w) {
-                after.unset(w);
-                touches = true;
-            }
-        }
-        if !touches {
+        let after = without(before, workers);
+        if after == before {
             continue;
         }
-        if !(0..CpuSet::MAX_CPU).any(|c| after.is_set(c)) {
+        if cpus(&after).is_empty() {
             iso.summary.pinned += 1;
             continue;
         }
@@ -219,8 +220,7 @@ mod tests {
     use super::*;
 
     fn allowed() -> Vec<usize> {
-        let s = sched_getaffinity(None).unwrap();
-        (0..CpuSet::MAX_CPU).filter(|&c| s.is_set(c)).collect()
+        cpus(&sched_getaffinity(None).unwrap())
     }
 
     #[test]
@@ -249,8 +249,7 @@ mod tests {
     }
 
     fn cpus_of(pid: u32) -> Vec<usize> {
-        let s = sched_getaffinity(Pid::from_raw(pid as i32)).unwrap();
-        (0..CpuSet::MAX_CPU).filter(|&c| s.is_set(c)).collect()
+        cpus(&sched_getaffinity(Pid::from_raw(pid as i32)).unwrap())
     }
 
     /// A child process allowed everywhere is moved off the isolated CPU
