@@ -1123,6 +1123,14 @@ mod tests {
         assert_eq!(fdb(0, 0).slot_count(), 2);
     }
 
+    /// How many slots past its home slot the learned (`vlan`, `mac`) sits.
+    fn home_distance(t: &Fdb, vlan: VlanId, mac: MacAddr) -> usize {
+        let key = encode_key(vlan, mac);
+        (0..MAX_PROBE)
+            .find(|&i| t.slot(t.home(key), i).key.load(Ordering::Relaxed) == key)
+            .expect("a learned key is within the probe limit")
+    }
+
     /// Address sets the way real tables fill up: sequential and random NIC
     /// parts under one OUI (QEMU's 52:54:00), fully random locally
     /// administered addresses, addresses differing only in their OUI or in
@@ -1186,11 +1194,7 @@ mod tests {
                     matches!(learned, Learn::Learned | Learn::Refreshed),
                     "{name}: {m:?} in {vlan:?} refused: {learned:?}"
                 );
-                let key = encode_key(vlan, m);
-                let at = (0..MAX_PROBE)
-                    .find(|&i| t.slot(t.home(key), i).key.load(Ordering::Relaxed) == key)
-                    .expect("a learned key is within the probe limit");
-                distance += at;
+                distance += home_distance(&t, vlan, m);
             }
             let mean = distance as f64 / keys.len() as f64;
             assert!(mean <= 1.0, "{name}: mean distance {mean:.2}");
@@ -1211,10 +1215,7 @@ mod tests {
         for i in 0..N {
             let m = station(i);
             assert_eq!(t.learn(VlanId(0), m, PortId(1), 1), Learn::Learned, "{m:?}");
-            let key = encode_key(VlanId(0), m);
-            distance += (0..MAX_PROBE)
-                .find(|&d| t.slot(t.home(key), d).key.load(Ordering::Relaxed) == key)
-                .expect("a learned key is within the probe limit");
+            distance += home_distance(&t, VlanId(0), m);
         }
         assert!((0..N).all(|i| t.lookup(VlanId(0), station(i)) == Some(PortId(1))));
         let mean = distance as f64 / f64::from(N);
