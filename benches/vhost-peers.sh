@@ -35,6 +35,10 @@
 #   cpu    CPU time (utime+stime) of the switch's polling thread x TSC rate / packets;
 #          includes empty polls, excludes time the thread was not running (this box
 #          is shared: busy cycles count TSC ticks while preempted, CPU time does not)
+# Host state: right before and after each run, the round trip of one cache line
+# between the two CPUs (benches/src/bin/cpu-handshake.rs; runs.tsv
+# handshake_before_ns / handshake_after_ns). On a VM it shows where the hypervisor
+# has put the two vCPUs (on this host 60-70 ns or 320-360 ns).
 #
 # Usage:
 #   benches/vhost-peers.sh            full run (needs root: apt, hugepages, mounts)
@@ -115,6 +119,7 @@ SW_W=""; SW_P=""; SW_FIFO_OPEN=0
 WEIR_W=""; WEIR_P=""; WEIR_WORKER=""
 OVSDB_W=""; OVSDB_P=""; OVS_W=""; OVS_P=""; OVS_PMD=""
 WEIR=""
+PROBE=""
 
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -223,6 +228,18 @@ build_weir() {
     if [ -z "$WEIR" ] || [ ! -x "$WEIR" ]; then die "no weir binary after cargo build"; fi
 }
 
+build_probe() {
+    log "cargo build --release -p weir-benches --bin cpu-handshake"
+    PROBE=$(cargo build --release --manifest-path "$ROOT/Cargo.toml" -p weir-benches --bin cpu-handshake \
+                --message-format=json-render-diagnostics |
+            sed -n 's/.*"executable":"\([^"]*\/cpu-handshake\)".*/\1/p' | tail -n 1)
+    if [ -z "$PROBE" ] || [ ! -x "$PROBE" ]; then die "no cpu-handshake binary after cargo build"; fi
+}
+
+# Median ns of a cache-line round trip between the two CPUs (benches/src/bin/cpu-handshake.rs):
+# the host's state, which sets what every ring and buffer transfer costs.
+handshake() { "$PROBE" "$VP_GEN_CPU" "$VP_SW_CPU" 20000 5 2>/dev/null | awk '{ print $2 }' || echo -; }
+
 setup() {
     [ "$(id -u)" = 0 ] || die "run as root (apt, hugepages, hugetlbfs mount)"
     [ "$VP_GEN_CPU" != "$VP_SW_CPU" ] || die "VP_GEN_CPU and VP_SW_CPU must differ"
@@ -232,6 +249,7 @@ setup() {
     done
     install_packages
     has_peer weir && build_weir
+    build_probe
     mkdir -p "$RUN" "$LOGS"
     : > "$CMDLOG"
     HP_ORIG=$(cat "$HP_SYS/nr_hugepages")
@@ -248,7 +266,7 @@ setup() {
     mount -t hugetlbfs -o pagesize=2M nodev "$HUGE"
     MOUNTED=1
     rm -f "$RUN"/*.sock "$RUN"/*.fifo
-    printf 'peer\tsize\trep\ttry\tmpps\tclean\tsamples\tforeign_max_pct\tflag\tsw_busy_cyc_pkt\tsw_cpu_cyc_pkt\tsw_busy_pct\tgen_cyc_pkt\ttsc_mhz\n' > "$RUNS_TSV"
+    printf 'peer\tsize\trep\ttry\tmpps\tclean\tsamples\tforeign_max_pct\tflag\tsw_busy_cyc_pkt\tsw_cpu_cyc_pkt\tsw_busy_pct\tgen_cyc_pkt\ttsc_mhz\thandshake_before_ns\thandshake_after_ns\n' > "$RUNS_TSV"
     printf 'peer\tsize\trep\ttry\tsecond\trx_pps\tforeign_gen\tforeign_sw\tclean\n' > "$SAMPLES_TSV"
 }
 
@@ -480,7 +498,8 @@ rx_pps_per_show() {
 # rx_total_per_show LOG: cumulative RX-packets over all ports, one line per show
 rx_total_per_show() {
     strip_echo "$1" | awk '
-        /NIC statistics for port +0 / { n++; inb = 1 }
+        /NIC statistics for port +0 / { n++ }
+        /NIC statistics for port / { inb = 1 }
         inb && match($0, /RX-packets: +[0-9]+/) { split(substr($0, RSTART, RLENGTH), a, " "); rx[n] += a[2] }
         /^ *#+ *$/ { inb = 0 }
         END { for (i = 1; i <= n; i++) print rx[i] + 0 }'
@@ -509,6 +528,8 @@ measure() {
     local glog=$dir/gen.log slog=$dir/switch.log
     : > "$slog"
     wait_quiet
+    local hs0 hs1
+    hs0=$(handshake)
     if [ "$peer" = ovs ]; then start_ovs || return 2; fi   # its ports reconnect by themselves
     start_gen "$size" "$glog" || return 2
     case $peer in
@@ -556,6 +577,7 @@ measure() {
     sleep 1
     stop_gen
     stop_switch
+    hs1=$(handshake)
 
     # ---- evaluate
     local pps totals
@@ -596,12 +618,12 @@ measure() {
     local flag=ok
     [ "${r[1]}" -ge "$VP_MIN_CLEAN" ] || flag=noisy
     [ "$pkts" -gt 0 ] || flag=nothing-forwarded
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$peer" "$size" "$rep" "$try" \
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$peer" "$size" "$rep" "$try" \
         "${r[0]}" "${r[1]}" "${r[2]}" "${r[3]}" "$flag" "${sw_busy_cpp:--}" "$sw_cpu_cpp" "${sw_busy_pct:--}" \
-        "${gen_cpp:--}" "${mhz:--}" >> "$RUNS_TSV"
-    log "$(printf '%-8s %5sB rep %s try %s: %7s Mpps  switch %s busy cyc/pkt (cpu %s, busy %s%%)  gen %s cyc/pkt  clean %s/%s  foreign max %s%%  %s' \
+        "${gen_cpp:--}" "${mhz:--}" "$hs0" "$hs1" >> "$RUNS_TSV"
+    log "$(printf '%-8s %5sB rep %s try %s: %7s Mpps  switch %s busy cyc/pkt (cpu %s, busy %s%%)  gen %s cyc/pkt  clean %s/%s  foreign max %s%%  handshake %s/%s ns  %s' \
         "$peer" "$size" "$rep" "$try" "${r[0]}" "${sw_busy_cpp:--}" "$sw_cpu_cpp" "${sw_busy_pct:--}" \
-        "${gen_cpp:--}" "${r[1]}" "${r[2]}" "${r[3]}" "$flag")"
+        "${gen_cpp:--}" "${r[1]}" "${r[2]}" "${r[3]}" "$hs0" "$hs1" "$flag")"
     [ "$flag" = ok ]
 }
 
