@@ -295,6 +295,17 @@ pub struct Offload {
 }
 
 impl Offload {
+    /// Whether any offload was negotiated for this ring. Without one the
+    /// virtio-net header carries nothing for the device: a TX header is
+    /// then not read at all (its cache line is the guest's, and reading it
+    /// would move it to our CPU for nothing), and NEEDS_CSUM or a GSO type
+    /// set there against the negotiation is ignored (as DPDK's vhost library
+    /// does): the frame is forwarded as it is.
+    #[inline]
+    pub fn any(&self) -> bool {
+        self.csum | self.tso4 | self.tso6
+    }
+
     /// Whether TSO frames of `kind` may cross this ring.
     #[inline]
     pub fn tso(&self, kind: GsoKind) -> bool {
@@ -645,12 +656,13 @@ impl SplitRing {
         let n = pool.alloc_bulk(burst, want);
         let old_used = cur.used_idx;
         let mut hint = RegionHint::default();
+        let offloads = off.any();
         let mut filled = first;
         let mut fault = None;
         for _ in 0..n {
             let head = self.avail_head(cur.last_avail);
             let m = &mut burst[filled];
-            match self.copy_out(head, m.room_mut(), &mut hint) {
+            match self.copy_out(head, m.room_mut(), &mut hint, offloads) {
                 // No offload asked for (flags and gso_type both 0: how
                 // drivers send most frames): a fresh mbuf has no offload
                 // metadata, so only the length is set. Tested here, on the
@@ -719,7 +731,7 @@ impl SplitRing {
             copied = match big.alloc() {
                 Some(b) => {
                     drop(std::mem::replace(m, b));
-                    self.copy_out(head, m.room_mut(), hint)
+                    self.copy_out(head, m.room_mut(), hint, off.any())
                 }
                 None => Ok(TxFrame::NoLargeBuffer),
             };
@@ -763,22 +775,25 @@ impl SplitRing {
         head: u16,
         room: &mut [u8],
         hint: &mut RegionHint,
+        read_hdr: bool,
     ) -> Result<TxFrame, RingFault> {
         let d = self.head_desc(head)?;
         if d.flags == 0 {
-            return self.copy_out_single(d, room, hint);
+            return self.copy_out_single(d, room, hint, read_hdr);
         }
-        self.copy_out_chain(head, room, hint)
+        self.copy_out_chain(head, room, hint, read_hdr)
     }
 
     /// One device-readable descriptor holding header and frame: one
-    /// translation, two copies. Same checks and outcomes as the chain walk.
+    /// translation, two copies (one without `read_hdr`). Same checks and
+    /// outcomes as the chain walk.
     #[inline]
     fn copy_out_single(
         &self,
         d: Desc,
         room: &mut [u8],
         hint: &mut RegionHint,
+        read_hdr: bool,
     ) -> Result<TxFrame, RingFault> {
         let oom = |_| RingFault::BufferOutOfMemory;
         let buf = self
@@ -796,7 +811,9 @@ impl SplitRing {
             return Ok(TxFrame::Oversize);
         }
         let mut hdr = [0u8; NET_HDR_BYTES];
-        buf.read_at(0, &mut hdr).map_err(oom)?;
+        if read_hdr {
+            buf.read_at(0, &mut hdr).map_err(oom)?;
+        }
         buf.read_at(NET_HDR_BYTES, &mut room[..body]).map_err(oom)?;
         Ok(TxFrame::Ok(body, hdr))
     }
@@ -809,6 +826,7 @@ impl SplitRing {
         head: u16,
         room: &mut [u8],
         hint: &mut RegionHint,
+        read_hdr: bool,
     ) -> Result<TxFrame, RingFault> {
         let mut chain = Chain::new(self, head)?;
         let mut hdr = [0u8; NET_HDR_BYTES];
@@ -825,7 +843,7 @@ impl SplitRing {
                 continue;
             }
             let skip = hdr_left.min(u64::from(seg.len));
-            if skip > 0 && !bad {
+            if skip > 0 && !bad && read_hdr {
                 let at = NET_HDR_BYTES - hdr_left as usize;
                 seg.buf
                     .read_at(0, &mut hdr[at..at + skip as usize])
@@ -1909,9 +1927,13 @@ mod tests {
     type Received = Vec<(Vec<u8>, Option<PartialCsum>)>;
 
     fn rx_partial(ring: &SplitRing, cur: &mut Cursor, csum: bool) -> (Received, QueueStats) {
+        rx_with(ring, cur, csum_only(csum))
+    }
+
+    fn rx_with(ring: &SplitRing, cur: &mut Cursor, off: Offload) -> (Received, QueueStats) {
         let stats = QueueStats::default();
         let mut burst = Burst::new();
-        let done = ring.dequeue(cur, pool(), &mut burst, csum_only(csum), None, &stats);
+        let done = ring.dequeue(cur, pool(), &mut burst, off, None, &stats);
         assert_eq!(done.fault, None);
         let got = burst
             .iter()
@@ -1960,21 +1982,41 @@ mod tests {
         let len = partial_udp4().len() as u16; // 47
         let mut gso = [0u8; NET_HDR_BYTES];
         gso[1] = 1; // VIRTIO_NET_HDR_GSO_TCPV4: TSO was not offered
-        let cases: [(&str, [u8; NET_HDR_BYTES], bool); 6] = [
-            ("field past the end", needs_csum_hdr(len - 1, 0), true),
-            ("offset past the end", needs_csum_hdr(34, 12), true),
-            ("start past the end", needs_csum_hdr(u16::MAX, 6), true),
-            ("huge offset", needs_csum_hdr(0, u16::MAX), true),
-            ("CSUM not negotiated", needs_csum_hdr(34, 6), false),
-            ("segmentation request", gso, true),
+        let tso_without_csum = Offload {
+            tso4: true,
+            ..Offload::default()
+        };
+        let cases: [(&str, [u8; NET_HDR_BYTES], Offload); 6] = [
+            (
+                "field past the end",
+                needs_csum_hdr(len - 1, 0),
+                csum_only(true),
+            ),
+            (
+                "offset past the end",
+                needs_csum_hdr(34, 12),
+                csum_only(true),
+            ),
+            (
+                "start past the end",
+                needs_csum_hdr(u16::MAX, 6),
+                csum_only(true),
+            ),
+            ("huge offset", needs_csum_hdr(0, u16::MAX), csum_only(true)),
+            (
+                "CSUM not negotiated",
+                needs_csum_hdr(34, 6),
+                tso_without_csum,
+            ),
+            ("segmentation request", gso, csum_only(true)),
         ];
-        for (what, hdr, csum) in cases {
+        for (what, hdr, off) in cases {
             let mut g = Guest::new(8);
             let ring = g.ring(false, false);
             let mut cur = Cursor::default();
             tx_chain_hdr(&mut g, 0, BUF, &hdr, &partial_udp4());
             tx_chain(&mut g, 2, BUF + 0x1000, &frame(60));
-            let (got, stats) = rx_partial(&ring, &mut cur, csum);
+            let (got, stats) = rx_with(&ring, &mut cur, off);
             assert_eq!(got, vec![(frame(60), None)], "{what}");
             assert_eq!(stats.drops(DropReason::Malformed), 1, "{what}");
             assert_eq!(g.used_idx(), 2, "{what}: the bad chain is still returned");
@@ -1992,6 +2034,39 @@ mod tests {
                 offset: 0
             })
         );
+    }
+
+    #[test]
+    fn without_offloads_the_tx_header_is_ignored() {
+        let mut gso = [0u8; NET_HDR_BYTES];
+        gso[1] = 1; // VIRTIO_NET_HDR_GSO_TCPV4
+        let mut garbage = [0xa5u8; NET_HDR_BYTES];
+        garbage[0] = NET_HDR_F_NEEDS_CSUM | 0xa4;
+        for hdr in [
+            needs_csum_hdr(34, 6),
+            needs_csum_hdr(u16::MAX, 6),
+            gso,
+            garbage,
+        ] {
+            let mut g = Guest::new(8);
+            let ring = g.ring(false, false);
+            let mut cur = Cursor::default();
+            // One chain and one single-descriptor frame: both paths.
+            tx_chain_hdr(&mut g, 0, BUF, &hdr, &partial_udp4());
+            let mut single = hdr.to_vec();
+            single.extend_from_slice(&frame(60));
+            g.write(BUF + 0x1000, &single);
+            g.desc(2, BUF + 0x1000, single.len() as u32, 0, 0);
+            g.push(2);
+            let (got, stats) = rx_with(&ring, &mut cur, Offload::default());
+            assert_eq!(
+                got,
+                vec![(partial_udp4(), None), (frame(60), None)],
+                "{hdr:?}"
+            );
+            assert_eq!(stats.drops(DropReason::Malformed), 0, "{hdr:?}");
+            assert_eq!(g.used_idx(), 2);
+        }
     }
 
     fn tx_partial(frames: &[(Vec<u8>, PartialCsum)]) -> Burst {
