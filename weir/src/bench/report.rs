@@ -221,7 +221,8 @@ pub struct Loss {
     /// Frames not offered because they came due while the generator was off
     /// its CPU (not counted as sent or lost).
     pub skipped: u64,
-    /// Times the generator was off its CPU for 200 µs or more.
+    /// Times the generator was off its CPU (rounds of 20 µs or more not
+    /// explained by the frames they moved).
     pub generator_stalls: u64,
     /// The longest of those, ns.
     pub generator_stall_max_ns: u64,
