@@ -80,6 +80,10 @@ fn short_bench_forwards_frames_and_writes_json_and_svg() {
         // The latency trial runs at half the NDR found; with an NDR of 0 (a
         // host too noisy for any lossless trial) there is none.
         let ndr = r["ndr"]["rate_mpps"].as_f64().unwrap();
+        // A rate without loss is within the PDR's loss limit: the PDR search
+        // starts from the NDR and never reports less.
+        let pdr = r["pdr"]["rate_mpps"].as_f64().unwrap();
+        assert!(pdr >= ndr, "PDR {pdr} below NDR {ndr}: {r}");
         let at = &r["at_ndr"];
         if ndr > 0.0 {
             assert_eq!(at["pct_of_ndr"], 50.0, "{r}");

@@ -585,6 +585,11 @@ impl Bench<'_> {
     /// RFC 2544 §26.1 binary search: the highest offered rate whose loss is
     /// at most `max_loss_pct`, between 0 and `max_pps`, to `resolution` of
     /// `max_pps`.
+    /// Binary search for the highest rate up to `max_pps` that loses at most
+    /// `max_loss_pct`. `floor`, a search with a stricter loss limit (the NDR
+    /// for the PDR), is a rate known to pass: the search starts above it and
+    /// never reports less, so the PDR is never below the NDR of the same run.
+    #[allow(clippy::too_many_arguments)]
     fn search(
         &self,
         ports: &mut [VirtioNetFrontend; 2],
@@ -592,11 +597,15 @@ impl Bench<'_> {
         base: &TrialSpec,
         max_pps: f64,
         max_loss_pct: f64,
+        floor: Option<&Search>,
         label: &str,
     ) -> anyhow::Result<Search> {
         let step = max_pps * self.args.resolution / 100.0;
-        let (mut lo, mut hi) = (0.0f64, max_pps);
-        let mut best: Option<TrialReport> = None;
+        let (mut lo, mut hi) = (
+            floor.map_or(0.0, |f| (f.rate_mpps * 1e6).min(max_pps)),
+            max_pps,
+        );
+        let mut best: Option<TrialReport> = floor.and_then(|f| f.at_rate.clone());
         let mut trials = 0u32;
         let mut steps = Vec::new();
         let mut rate = hi;
@@ -803,16 +812,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                             &base,
                             top,
                             0.0,
+                            None,
                             &format!("{label} NDR"),
                         )?;
-                        let p = bench.search(
-                            &mut ports,
-                            &sut,
-                            &base,
-                            top,
-                            args.pdr_loss,
-                            &format!("{label} PDR"),
-                        )?;
+                        // The latency trial right after the search it depends
+                        // on, so that the host has the least time to change
+                        // speed in between; the PDR search comes last.
                         if let Some(pct) = args.latency_at.filter(|_| n.rate_mpps > 0.0) {
                             let rate = n.rate_mpps * 1e6 * pct / 100.0;
                             let trial = bench.trial(
@@ -829,6 +834,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                                 trial,
                             });
                         }
+                        let p = bench.search(
+                            &mut ports,
+                            &sut,
+                            &base,
+                            top,
+                            args.pdr_loss,
+                            Some(&n),
+                            &format!("{label} PDR"),
+                        )?;
                         ndr = Some(n);
                         pdr = Some(p);
                     }
