@@ -674,11 +674,15 @@ mod tests {
     }
 
     fn worker(id: u16, sw: &Arc<Switch>) -> WorkerHandle {
+        worker_sleeping(id, sw, 50)
+    }
+
+    fn worker_sleeping(id: u16, sw: &Arc<Switch>, idle_sleep_us: u32) -> WorkerHandle {
         WorkerHandle::spawn(
             WorkerConfig {
                 id: WorkerId(id),
                 cpu: None,
-                idle_sleep_us: 50,
+                idle_sleep_us,
             },
             sw.clone(),
         )
@@ -748,15 +752,8 @@ mod tests {
     #[test]
     fn busy_and_idle_cycles_add_up_to_the_time_that_passed() {
         let sw = setup(&[0]);
-        let w = WorkerHandle::spawn(
-            WorkerConfig {
-                id: WorkerId(0),
-                cpu: None,
-                idle_sleep_us: 0,
-            },
-            sw.clone(),
-        )
-        .unwrap();
+        // Busy polling: every round is counted, none sleeps.
+        let w = worker_sleeping(0, &sw, 0);
         let (p, _end) = ring_port();
         w.add_queue(PortId(0), QueueId(0), Box::new(p)).unwrap();
         wait_all_up(&sw);
