@@ -38,7 +38,7 @@
 # Host state: right before and after each run, the round trip of one cache line
 # between the two CPUs (benches/src/bin/cpu-handshake.rs; runs.tsv
 # handshake_before_ns / handshake_after_ns). On a VM it shows where the hypervisor
-# has put the two vCPUs (on this host 60-70 ns or 320-360 ns).
+# has put the two vCPUs (on this host 60-75 ns or 310-370 ns).
 #
 # Usage:
 #   benches/vhost-peers.sh            full run (needs root: apt, hugepages, mounts)
@@ -218,27 +218,30 @@ install_packages() {
     apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
 }
 
-build_weir() {
-    if [ -n "${WEIR_BIN:-}" ]; then WEIR=$WEIR_BIN; [ -x "$WEIR" ] || die "WEIR_BIN=$WEIR is not executable"; return; fi
-    log "cargo build --release -p weir"
-    # cargo names the binary it built; that honours CARGO_TARGET_DIR and .cargo/config
-    WEIR=$(cargo build --release --manifest-path "$ROOT/Cargo.toml" -p weir --bin weir \
+# cargo_bin PACKAGE BIN: builds one release binary and prints its path (cargo names
+# the binary it built; that honours CARGO_TARGET_DIR and .cargo/config)
+cargo_bin() {
+    local path
+    log "cargo build --release -p $1 --bin $2"
+    path=$(cargo build --release --manifest-path "$ROOT/Cargo.toml" -p "$1" --bin "$2" \
                --message-format=json-render-diagnostics |
-           sed -n 's/.*"executable":"\([^"]*\/weir\)".*/\1/p' | tail -n 1)
-    if [ -z "$WEIR" ] || [ ! -x "$WEIR" ]; then die "no weir binary after cargo build"; fi
+           sed -n "s/.*\"executable\":\"\\([^\"]*\\/$2\\)\".*/\\1/p" | tail -n 1)
+    if [ -z "$path" ] || [ ! -x "$path" ]; then die "no $2 binary after cargo build"; fi
+    echo "$path"
 }
 
-build_probe() {
-    log "cargo build --release -p weir-benches --bin cpu-handshake"
-    PROBE=$(cargo build --release --manifest-path "$ROOT/Cargo.toml" -p weir-benches --bin cpu-handshake \
-                --message-format=json-render-diagnostics |
-            sed -n 's/.*"executable":"\([^"]*\/cpu-handshake\)".*/\1/p' | tail -n 1)
-    if [ -z "$PROBE" ] || [ ! -x "$PROBE" ]; then die "no cpu-handshake binary after cargo build"; fi
+build_weir() {
+    if [ -n "${WEIR_BIN:-}" ]; then WEIR=$WEIR_BIN; [ -x "$WEIR" ] || die "WEIR_BIN=$WEIR is not executable"; return; fi
+    WEIR=$(cargo_bin weir weir)
 }
 
 # Median ns of a cache-line round trip between the two CPUs (benches/src/bin/cpu-handshake.rs):
-# the host's state, which sets what every ring and buffer transfer costs.
-handshake() { "$PROBE" "$VP_GEN_CPU" "$VP_SW_CPU" 20000 5 2>/dev/null | awk '{ print $2 }' || echo -; }
+# the host's state, which sets what every ring and buffer transfer costs; - if it failed.
+handshake() {
+    local ns
+    ns=$("$PROBE" "$VP_GEN_CPU" "$VP_SW_CPU" 20000 5 2>/dev/null | awk '{ print $2 }') || ns=""
+    echo "${ns:--}"
+}
 
 setup() {
     [ "$(id -u)" = 0 ] || die "run as root (apt, hugepages, hugetlbfs mount)"
@@ -249,7 +252,7 @@ setup() {
     done
     install_packages
     has_peer weir && build_weir
-    build_probe
+    PROBE=$(cargo_bin weir-benches cpu-handshake)
     mkdir -p "$RUN" "$LOGS"
     : > "$CMDLOG"
     HP_ORIG=$(cat "$HP_SYS/nr_hugepages")

@@ -1267,7 +1267,11 @@ mod tests {
 
     /// A TX chain of one descriptor: header and frame together.
     fn tx_single(g: &mut Guest, head: u16, at: u64, f: &[u8]) {
-        let mut all = vec![0u8; NET_HDR_BYTES];
+        tx_single_hdr(g, head, at, &[0; NET_HDR_BYTES], f);
+    }
+
+    fn tx_single_hdr(g: &mut Guest, head: u16, at: u64, hdr: &[u8; NET_HDR_BYTES], f: &[u8]) {
+        let mut all = hdr.to_vec();
         all.extend_from_slice(f);
         g.write(at, &all);
         g.desc(head, at, all.len() as u32, 0, 0);
@@ -2053,11 +2057,7 @@ mod tests {
             let mut cur = Cursor::default();
             // One chain and one single-descriptor frame: both paths.
             tx_chain_hdr(&mut g, 0, BUF, &hdr, &partial_udp4());
-            let mut single = hdr.to_vec();
-            single.extend_from_slice(&frame(60));
-            g.write(BUF + 0x1000, &single);
-            g.desc(2, BUF + 0x1000, single.len() as u32, 0, 0);
-            g.push(2);
+            tx_single_hdr(&mut g, 2, BUF + 0x1000, &hdr, &frame(60));
             let (got, stats) = rx_with(&ring, &mut cur, Offload::default());
             assert_eq!(
                 got,

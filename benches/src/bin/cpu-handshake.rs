@@ -61,10 +61,18 @@ fn main() -> anyhow::Result<()> {
 
     let line = Arc::new(Line(AtomicU64::new(0)));
     let total = 2 * trips * batches;
+    // The peer reports whether it could pin itself before the first turn:
+    // without that, a failure there would leave this thread waiting forever.
+    let (pinned_tx, pinned_rx) = std::sync::mpsc::channel();
     let peer = {
         let line = Arc::clone(&line);
         std::thread::spawn(move || -> anyhow::Result<()> {
-            pin(b)?;
+            let pinned = pin(b);
+            let ok = pinned.is_ok();
+            let _ = pinned_tx.send(pinned);
+            if !ok {
+                return Ok(());
+            }
             // The main thread writes the odd values, this one the even ones.
             let mut v = 1;
             while v < total {
@@ -76,6 +84,9 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         })
     };
+    pinned_rx
+        .recv()
+        .map_err(|_| anyhow::anyhow!("the thread for CPU {b} ended before its first turn"))??;
     pin(a)?;
     let mut per_trip = Vec::with_capacity(batches as usize);
     let mut v = 0;

@@ -583,12 +583,11 @@ impl Bench<'_> {
     }
 
     /// RFC 2544 §26.1 binary search: the highest offered rate whose loss is
-    /// at most `max_loss_pct`, between 0 and `max_pps`, to `resolution` of
-    /// `max_pps`.
-    /// Binary search for the highest rate up to `max_pps` that loses at most
-    /// `max_loss_pct`. `floor`, a search with a stricter loss limit (the NDR
-    /// for the PDR), is a rate known to pass: the search starts above it and
-    /// never reports less, so the PDR is never below the NDR of the same run.
+    /// at most `max_loss_pct`, up to `max_pps`, to `resolution` of `max_pps`.
+    /// The search starts from 0, or from `floor`, a search with a stricter
+    /// loss limit (the NDR for the PDR): its rate is known to pass, and the
+    /// result is never below it, so the PDR is never below the NDR of the
+    /// same repeat.
     #[allow(clippy::too_many_arguments)]
     fn search(
         &self,

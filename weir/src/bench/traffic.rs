@@ -51,6 +51,7 @@ const WORK_NS_PER_FRAME: u64 = 1_000;
 fn is_stall(round_ns: u64, moved: usize) -> bool {
     round_ns >= STALL_MIN_NS && round_ns >= moved as u64 * WORK_NS_PER_FRAME
 }
+
 /// One frame in this many (by sequence number) has its latency recorded:
 /// recording costs the receiver more than the rest of its per-frame work,
 /// and at Mpps rates the sample is still hundreds of thousands per second.
@@ -447,7 +448,8 @@ pub fn run_trial(
         if is_stall(now_ns.saturating_sub(was_ns), moved) {
             // Off the CPU: a generator on its own CPU would have sent the
             // frames due meanwhile evenly; sending them now as one burst
-            // would overflow the ring and count as the switch's loss.
+            // would queue them in the switch or overflow the ring (counted
+            // as the switch's loss).
             stalls += 1;
             stall_max_ns = stall_max_ns.max(now_ns - was_ns);
             if let (Some(r), true) = (spec.rate_pps, sending) {
