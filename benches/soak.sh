@@ -221,18 +221,19 @@ sample
 read -r _ _ RSS1 FDS1 THR1 MAPS1 POOL1 TSO1 _ < <(tail -n 1 "$OUT/samples.tsv")
 
 gnuplot <<EOF 2>/dev/null || log "gnuplot failed; the data is in $OUT/*.tsv"
-set terminal pngcairo size 1200,900
+set terminal pngcairo size 1200,1200
 set output "$OUT/soak.png"
-set multiplot layout 3,1 title "weir soak: healthy traffic at $SOAK_RATE with a hostile tenant"
+set multiplot layout 4,1 title "weir soak: healthy traffic at $SOAK_RATE with a hostile tenant"
 set datafile separator "\t"
 set key top left
 set xlabel "seconds"
 set ylabel "healthy Mpps"
 plot "$OUT/healthy.tsv" using 1:3 every ::1 with linespoints title "forwarded"
 set ylabel "count"
-plot "$OUT/samples.tsv" using 1:4 every ::1 with lines title "fds", "" using 1:5 every ::1 with lines title "threads", "" using 1:9 every ::1 with lines title "fdb entries"
-set ylabel "KiB / mbufs"
-plot "$OUT/samples.tsv" using 1:3 every ::1 with lines title "RSS KiB", "" using 1:7 every ::1 with lines title "free mbufs"
+plot "$OUT/samples.tsv" using 1:4 every ::1 with lines title "fds", "" using 1:5 every ::1 with lines title "threads", "" using 1:6 every ::1 with lines title "mapped regions"
+plot "$OUT/samples.tsv" using 1:9 every ::1 with lines title "fdb entries", "" using 1:7 every ::1 with lines title "free mbufs", "" using 1:8 every ::1 with lines title "free TSO mbufs"
+set ylabel "KiB"
+plot "$OUT/samples.tsv" using 1:3 every ::1 with lines title "RSS"
 unset multiplot
 EOF
 
