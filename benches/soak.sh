@@ -177,8 +177,10 @@ measure() {
     taskset -c "$SOAK_GEN_CPU" "$WEIR" bench --socket "$CTRL" --bridge br0 --rate "$SOAK_RATE" \
         --duration "$SOAK_CHUNK" --quiet --json "$json" --gen-cpu "$SOAK_GEN_CPU" \
         --worker-cpu "$SOAK_SW_CPU" >> "$OUT/bench.log" 2>&1 || die "weir bench failed (bench.log)"
-    mpps=$(jq -r '[.. | objects | select(has("rx_mpps")) | .rx_mpps][0]' "$json")
-    loss=$(jq -r '[.. | objects | select(has("loss_pct")) | .loss_pct][0]' "$json")
+    # Bench frames only: floods from the attackers reach the bench ports too
+    # and are counted apart as foreign.
+    mpps=$(jq -r '.runs[0].main | (.rx_frames - .foreign_frames) / .duration_s / 1e6' "$json")
+    loss=$(jq -r '.runs[0].main.loss_pct' "$json")
     echo -e "$t\t$phase\t$mpps\t$loss" >> "$OUT/healthy.tsv"
     echo "$mpps"
 }
