@@ -895,8 +895,6 @@ mod tests {
             );
         }
         let fdb = &t.bridges[0].as_ref().unwrap().fdb;
-        assert!(fdb.port_count(PortId(0)) <= cfg.max_per_port);
-        assert!(st.unlearned(Unlearned::PortMacLimit) > 0);
         let now = bursts as u32;
         let station = mac(77);
         let st1 = QueueStats::default();
@@ -921,6 +919,8 @@ mod tests {
         );
         assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![1]);
         assert_eq!(total_drops(&st1) + total_drops(&st2), 0);
+        assert!(fdb.port_count(PortId(0)) <= cfg.max_per_port);
+        assert!(st.unlearned(Unlearned::PortMacLimit) > 0);
     }
 
     /// Ports that together fill the table: a station on a third port is
