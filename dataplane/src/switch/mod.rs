@@ -1090,19 +1090,27 @@ mod tests {
     /// different threads. Races a rebuild on every tick against a stream of
     /// updates: no update may be undone by a rebuild, and every publication
     /// gets its own generation (a shared one would let `wait_generation`
-    /// return before workers saw the change).
+    /// return before workers saw the change). The table holds enough live
+    /// entries that each rebuild takes a while (milliseconds) to copy them.
     #[test]
     fn rebuilds_never_publish_over_a_concurrent_update() {
-        const REBUILDS: u32 = 40;
+        const REBUILDS: u32 = 20;
+        const LIVE: u64 = 30_000;
         let sw = switch(
             1,
             FdbConfig {
-                max_entries: 4096,
+                max_entries: 65536,
                 max_per_port: 0,
                 learn_per_sec: 0,
                 ..FdbConfig::default()
             },
         );
+        let fdb = Arc::clone(&sw.load().bridges[0].as_ref().unwrap().fdb);
+        for i in 0..LIVE {
+            let m = MacAddr::from_u64(0x0600_0000_0000 | i);
+            assert_eq!(fdb.learn(VlanId(0), m, PortId(0), 0), Learn::Learned);
+        }
+        drop(fdb);
         let first = sw.load().generation;
         let rebuilt = Arc::new(AtomicU32::new(0));
         let rebuilder = {
