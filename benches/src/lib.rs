@@ -154,6 +154,7 @@ impl Scenario {
             max_entries: (self.macs as usize * 2).max(1024),
             max_per_port: 0,
             aging_secs: 300,
+            learn_per_sec: 0,
         }
     }
 }

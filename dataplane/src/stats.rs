@@ -67,10 +67,6 @@ drop_reasons! {
     Malformed => "malformed",
     /// No free mbuf (receive refill or flood copy).
     NoBuffers => "no-buffers",
-    /// Source MAC not learned because the FDB is full, and the frame is dropped.
-    FdbFull => "fdb-full",
-    /// Source MAC is new and the ingress port is at its MAC limit.
-    PortMacLimit => "port-mac-limit",
     /// Destination was learned on the ingress port itself.
     SamePort => "same-port",
     /// IEEE 802.1D link-local group address (STP, LACP, pause), never forwarded.
@@ -97,6 +93,42 @@ drop_reasons! {
     MtuExceeded => "mtu-exceeded",
 }
 
+/// Why a frame's source address was not learned. The frame itself is
+/// forwarded all the same (a switch that dropped it would let one port's MAC
+/// flood cut every new station off); replies to it are flooded until the
+/// address is learned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum Unlearned {
+    /// The FDB holds its `max_entries`, or the address's probe window is full.
+    FdbFull,
+    /// The ingress port owns its `max_per_port` entries.
+    PortMacLimit,
+    /// The ingress port learned its `learn_per_sec` new addresses or moves
+    /// this second.
+    LearnRate,
+}
+
+impl Unlearned {
+    /// Every reason, in counter order.
+    pub const ALL: &'static [Unlearned] = &[
+        Unlearned::FdbFull,
+        Unlearned::PortMacLimit,
+        Unlearned::LearnRate,
+    ];
+    /// Number of reasons.
+    pub const COUNT: usize = Unlearned::ALL.len();
+
+    /// Stable name used in stats output and the control API.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unlearned::FdbFull => "fdb-full",
+            Unlearned::PortMacLimit => "port-mac-limit",
+            Unlearned::LearnRate => "learn-rate",
+        }
+    }
+}
+
 /// Counters of one port queue. Written only by the worker that owns the queue;
 /// summed over queues by the control plane.
 #[derive(Debug, Default)]
@@ -114,6 +146,7 @@ pub struct QueueStats {
     /// Transmit errors reported by the driver.
     pub tx_errors: Counter,
     drops: [Counter; DropReason::COUNT],
+    unlearned: [Counter; Unlearned::COUNT],
 }
 
 impl QueueStats {
@@ -134,10 +167,25 @@ impl QueueStats {
         self.drops[reason as usize].get()
     }
 
+    /// Counts one received frame whose source was not learned, for `reason`.
+    #[inline]
+    pub fn unlearned_one(&self, reason: Unlearned) {
+        self.unlearned[reason as usize].inc();
+    }
+
+    /// Frames so far whose source was not learned for `reason`.
+    pub fn unlearned(&self, reason: Unlearned) -> u64 {
+        self.unlearned[reason as usize].get()
+    }
+
     /// A plain copy of every counter.
     pub fn snapshot(&self) -> StatsSnapshot {
         let mut drops = [0; DropReason::COUNT];
         for (d, c) in drops.iter_mut().zip(&self.drops) {
+            *d = c.get();
+        }
+        let mut unlearned = [0; Unlearned::COUNT];
+        for (d, c) in unlearned.iter_mut().zip(&self.unlearned) {
             *d = c.get();
         }
         StatsSnapshot {
@@ -148,6 +196,7 @@ impl QueueStats {
             rx_errors: self.rx_errors.get(),
             tx_errors: self.tx_errors.get(),
             drops,
+            unlearned,
         }
     }
 }
@@ -169,12 +218,20 @@ pub struct StatsSnapshot {
     pub tx_errors: u64,
     /// Drops, indexed by `DropReason as usize`.
     pub drops: [u64; DropReason::COUNT],
+    /// Frames forwarded with their source not learned, indexed by
+    /// `Unlearned as usize`.
+    pub unlearned: [u64; Unlearned::COUNT],
 }
 
 impl StatsSnapshot {
     /// Drops for one reason.
     pub fn drops(&self, reason: DropReason) -> u64 {
         self.drops[reason as usize]
+    }
+
+    /// Frames forwarded with their source not learned, for one reason.
+    pub fn unlearned(&self, reason: Unlearned) -> u64 {
+        self.unlearned[reason as usize]
     }
 
     /// All drops.
@@ -192,6 +249,9 @@ impl std::ops::AddAssign for StatsSnapshot {
         self.rx_errors += o.rx_errors;
         self.tx_errors += o.tx_errors;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
+            *a += b;
+        }
+        for (a, b) in self.unlearned.iter_mut().zip(o.unlearned) {
             *a += b;
         }
     }

@@ -174,6 +174,10 @@ pub struct PortStatsView {
     /// Dropped packets by drop reason name.
     #[serde(default)]
     pub drops: BTreeMap<String, u64>,
+    /// Packets forwarded with their source address not learned, by reason
+    /// name (`fdb-full`, `port-mac-limit`, `learn-rate`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub unlearned: BTreeMap<String, u64>,
 }
 
 /// One port, as listed by `port-list` and `stats`.

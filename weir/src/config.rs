@@ -199,12 +199,25 @@ pub struct FdbConfig {
     /// Most entries over all bridges, `1..=16M`.
     #[serde(default = "default_fdb_entries")]
     pub max_entries: u32,
-    /// Most learned entries per port; 0 means no per-port limit.
-    #[serde(default)]
+    /// Most learned entries per port; 0 means no per-port limit. Default
+    /// 4096, so that one port cannot fill the default table.
+    #[serde(default = "default_max_per_port")]
     pub max_per_port: u32,
     /// Seconds after which an unrefreshed learned entry expires (at least 1).
     #[serde(default = "default_aging")]
     pub aging_secs: u32,
+    /// New addresses plus station moves one port may learn per second; 0
+    /// means no limit. Default 1024.
+    #[serde(default = "default_learn_per_sec")]
+    pub learn_per_sec: u32,
+}
+
+fn default_max_per_port() -> u32 {
+    dataplane::switch::fdb::DEFAULT_MAX_PER_PORT
+}
+
+fn default_learn_per_sec() -> u32 {
+    dataplane::switch::fdb::DEFAULT_LEARN_PER_SEC
 }
 
 fn default_fdb_entries() -> u32 {
@@ -219,8 +232,9 @@ impl Default for FdbConfig {
     fn default() -> Self {
         FdbConfig {
             max_entries: default_fdb_entries(),
-            max_per_port: 0,
+            max_per_port: default_max_per_port(),
             aging_secs: default_aging(),
+            learn_per_sec: default_learn_per_sec(),
         }
     }
 }
@@ -1446,7 +1460,9 @@ pci = "0000:03:00.0"
         assert_eq!(config.dataplane.hugepages, HugepageMode::Auto);
         assert_eq!(config.control.socket, PathBuf::from(DEFAULT_SOCKET));
         assert_eq!(config.fdb.max_entries, 65536);
+        assert_eq!(config.fdb.max_per_port, 4096);
         assert_eq!(config.fdb.aging_secs, 300);
+        assert_eq!(config.fdb.learn_per_sec, 1024);
         // Default worker: the last online CPU.
         assert_eq!(config.dataplane.worker_cpus(&sys.host()), vec![3]);
     }

@@ -126,6 +126,7 @@ impl Dataplane {
                 max_entries: cfg.fdb.max_entries as usize,
                 max_per_port: cfg.fdb.max_per_port,
                 aging_secs: cfg.fdb.aging_secs,
+                learn_per_sec: cfg.fdb.learn_per_sec,
             },
             dpdk_eal_args: cfg.dpdk.eal_args.clone(),
             host,
@@ -617,6 +618,11 @@ fn stats_view(s: &StatsSnapshot) -> PortStatsView {
             .iter()
             .filter(|r| s.drops(**r) > 0)
             .map(|r| (r.name().to_string(), s.drops(*r)))
+            .collect(),
+        unlearned: dataplane::stats::Unlearned::ALL
+            .iter()
+            .filter(|r| s.unlearned(**r) > 0)
+            .map(|r| (r.name().to_string(), s.unlearned(*r)))
             .collect(),
     }
 }

@@ -49,7 +49,10 @@
 //! latest value. A new table is published by the caller (e.g. `ArcSwap`),
 //! which provides its own release/acquire.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use crossbeam_utils::CachePadded;
 
@@ -74,6 +77,10 @@ const STATIC: u64 = 1 << 62;
 const DEAD: u64 = 1 << 61;
 const PORT_SHIFT: u32 = 32;
 
+/// A learning budget word that matches no second (see
+/// [`Fdb::take_learn_token`]): the first learn of a port starts a new one.
+const NO_BUDGET: u64 = u64::MAX;
+
 /// Multiplier for Fibonacci hashing of keys laid out as `mac << 16 | vlan`.
 ///
 /// The MAC sits 16 bits up, so the product's MAC part is the MAC times the
@@ -85,6 +92,21 @@ const PORT_SHIFT: u32 = 32;
 /// table in long runs, and a million of them do not fit.
 const HASH_MUL: u64 = 0x9E37_9E37_79B9_7F4B;
 
+/// The hash key of every table [`Fdb::new`] makes in this process: random,
+/// drawn once from std's `RandomState` (which the OS seeds).
+///
+/// XORed into a key before the multiply. The multiplier is public, so
+/// without a key anyone can compute which addresses share a home slot and
+/// aim a few dozen of them at a station's probe window to keep it out of the
+/// table. With it, where an address lands depends on bits a guest never
+/// sees. An XOR keeps the multiplier's spread of structured address sets
+/// (sequential addresses stay sequential, only their base moves), which a
+/// random multiplier would not; and it costs one instruction per key.
+fn process_hash_key() -> u64 {
+    static KEY: OnceLock<u64> = OnceLock::new();
+    *KEY.get_or_init(|| RandomState::new().hash_one(0u64))
+}
+
 /// Sizing and limits for an [`Fdb`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FdbConfig {
@@ -95,14 +117,28 @@ pub struct FdbConfig {
     /// Age after which the control plane should expire a dynamic entry. The
     /// table itself only stores it; pass it to [`Fdb::age`].
     pub aging_secs: u32,
+    /// Most new addresses plus station moves one port may learn per second
+    /// (of the caller's clock); 0 means unlimited. Refreshing a known
+    /// station is never limited.
+    pub learn_per_sec: u32,
 }
+
+/// Default of [`FdbConfig::max_per_port`]: a sixteenth of the default table,
+/// so that no fewer than 16 ports can fill it, and far more than one VM,
+/// container or host uplink shows in practice.
+pub const DEFAULT_MAX_PER_PORT: u32 = 4096;
+
+/// Default of [`FdbConfig::learn_per_sec`]: fills a port's default share in
+/// four seconds; a MAC flood learns no faster.
+pub const DEFAULT_LEARN_PER_SEC: u32 = 1024;
 
 impl Default for FdbConfig {
     fn default() -> Self {
         FdbConfig {
             max_entries: 65536,
-            max_per_port: 0,
+            max_per_port: DEFAULT_MAX_PER_PORT,
             aging_secs: 300,
+            learn_per_sec: DEFAULT_LEARN_PER_SEC,
         }
     }
 }
@@ -127,6 +163,22 @@ pub enum Learn {
     PortLimit,
     /// Not learned: a static entry pins this address to another port.
     Static,
+    /// Not learned: the port has used up [`FdbConfig::learn_per_sec`] for
+    /// this second (new addresses and moves alike).
+    RateLimited,
+}
+
+impl Learn {
+    /// True if the address was not learned for lack of room or budget
+    /// ([`Learn::TableFull`], [`Learn::PortLimit`], [`Learn::RateLimited`]):
+    /// the frame is still forwarded, its source just stays unknown.
+    #[inline]
+    pub fn is_refused(self) -> bool {
+        matches!(
+            self,
+            Learn::TableFull | Learn::PortLimit | Learn::RateLimited
+        )
+    }
 }
 
 /// Why [`Fdb::add_static`] failed.
@@ -195,7 +247,27 @@ pub struct Fdb {
     len: CachePadded<AtomicUsize>,
     tombstones: CachePadded<AtomicUsize>,
     port_counts: Box<[AtomicU32]>,
+    /// Per port: the second of its learning budget (high half) and the
+    /// learns left in it (low half); see [`Fdb::take_learn_token`].
+    learn_budget: Box<[AtomicU64]>,
+    /// Set by learners when a refusal calls for the control plane (see
+    /// [`Pressure`]); read and cleared by [`Fdb::relieve`].
+    pressure: CachePadded<Pressure>,
+    hash_key: u64,
     cfg: FdbConfig,
+}
+
+/// What learners could not fix themselves. Each flag is written only when it
+/// is not already set, so a flood of refusals does not keep a shared cache
+/// line bouncing.
+#[derive(Default)]
+struct Pressure {
+    /// A new address was refused because the table holds `max_entries`:
+    /// room should be made by evicting from the port with most entries.
+    full: AtomicBool,
+    /// A new address found its whole probe window taken while some of it
+    /// was tombstones: a rebuild would let it in.
+    window: AtomicBool,
 }
 
 /// The packet-path face of an [`Fdb`]: the table plus copies of the fields
@@ -209,6 +281,7 @@ pub struct Fdb {
 pub struct FdbView<'a> {
     fdb: &'a Fdb,
     slots: &'a [Slot],
+    hash_key: u64,
     shift: u32,
 }
 
@@ -222,7 +295,7 @@ impl<'a> FdbView<'a> {
     /// Home slot of `key`; same as `Fdb::home`.
     #[inline]
     fn home(&self, key: u64) -> usize {
-        home_slot(key, self.shift)
+        home_slot(key, self.hash_key, self.shift)
     }
 
     /// The port `mac` was last seen on in `vlan`, if known.
@@ -313,8 +386,8 @@ enum Hit {
 
 /// See `Fdb::home`.
 #[inline]
-fn home_slot(key: u64, shift: u32) -> usize {
-    (key.wrapping_mul(HASH_MUL) >> shift) as usize
+fn home_slot(key: u64, hash_key: u64, shift: u32) -> usize {
+    ((key ^ hash_key).wrapping_mul(HASH_MUL) >> shift) as usize
 }
 
 /// A (VLAN, MAC) pair in the table's key form. Made once per address on the
@@ -424,6 +497,17 @@ fn age_of(now: u32, last_seen: u32) -> u32 {
     }
 }
 
+/// Sets `flag` unless it is set already: the load keeps a stream of
+/// refusals from writing the shared line again and again.
+#[inline]
+fn raise(flag: &AtomicBool) {
+    // Relaxed: a hint for the control plane, nothing is published with it.
+    if !flag.load(Ordering::Relaxed) {
+        // Relaxed: as above.
+        flag.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Decides a learn that found its key, from the val word alone. Pure, so the
 /// "no write when nothing changed" rule is testable.
 #[inline]
@@ -465,6 +549,17 @@ impl Fdb {
     ///
     /// If the slot count overflows `usize`.
     pub fn new(cfg: &FdbConfig) -> Fdb {
+        Fdb::with_hash_key(cfg, process_hash_key())
+    }
+
+    /// [`Fdb::new`] with a given hash key instead of the process's random
+    /// one: for tests and benchmarks that need the same layout on every run.
+    /// A table facing untrusted senders must use [`Fdb::new`].
+    ///
+    /// # Panics
+    ///
+    /// As [`Fdb::new`].
+    pub fn with_hash_key(cfg: &FdbConfig, hash_key: u64) -> Fdb {
         let slot_count = cfg
             .max_entries
             .max(1)
@@ -478,6 +573,8 @@ impl Fdb {
             })
             .collect();
         let port_counts: Box<[AtomicU32]> = (0..MAX_PORTS).map(|_| AtomicU32::new(0)).collect();
+        let learn_budget: Box<[AtomicU64]> =
+            (0..MAX_PORTS).map(|_| AtomicU64::new(NO_BUDGET)).collect();
         Fdb {
             slots,
             mask: slot_count - 1,
@@ -486,6 +583,9 @@ impl Fdb {
             len: CachePadded::new(AtomicUsize::new(0)),
             tombstones: CachePadded::new(AtomicUsize::new(0)),
             port_counts,
+            learn_budget,
+            pressure: CachePadded::new(Pressure::default()),
+            hash_key,
             cfg: cfg.clone(),
         }
     }
@@ -501,7 +601,7 @@ impl Fdb {
     }
 
     /// Home slot of `key`: Fibonacci hashing, the top log2(slot count) bits
-    /// of the key times [`HASH_MUL`]. Every key bit reaches those top bits,
+    /// of the key, XORed with the table's hash key, times [`HASH_MUL`]. Every key bit reaches those top bits,
     /// the VLAN and OUI bits included (a product's bit i depends on every key
     /// bit at or below i), so no folding step is needed; the tests
     /// `structured_mac_families_fill_the_table` and
@@ -510,7 +610,7 @@ impl Fdb {
     /// bits.
     #[inline]
     fn home(&self, key: u64) -> usize {
-        home_slot(key, self.shift)
+        home_slot(key, self.hash_key, self.shift)
     }
 
     #[inline]
@@ -532,6 +632,7 @@ impl Fdb {
         FdbView {
             fdb: self,
             slots: &self.slots,
+            hash_key: self.hash_key,
             shift: self.shift,
         }
     }
@@ -591,7 +692,7 @@ impl Fdb {
         if port.index() >= MAX_PORTS {
             return Learn::PortLimit;
         }
-        self.claim(key, home, port, want, |slot| {
+        self.claim(key, home, port, want, Some(now), |slot| {
             self.learn_hit(slot, port, now, want)
         })
     }
@@ -605,6 +706,8 @@ impl Fdb {
         if cur == want {
             return Some(Learn::Refreshed);
         }
+        // A move is paid for once, however often its CAS is retried.
+        let mut paid = false;
         loop {
             match plan_hit(cur, port, now) {
                 Hit::Pending => return Some(Learn::Refreshed),
@@ -621,6 +724,10 @@ impl Fdb {
                     Err(seen) => cur = seen,
                 },
                 Hit::Move { from, new } => {
+                    if !paid && !self.take_learn_token(port, now) {
+                        return Some(Learn::RateLimited);
+                    }
+                    paid = true;
                     if !self.reserve_port(port) {
                         return Some(Learn::PortLimit);
                     }
@@ -645,7 +752,9 @@ impl Fdb {
 
     /// Finds `key` or inserts it with `new_val`, reserving the counts for
     /// `port` first. `hit` handles a slot already holding the key and returns
-    /// `None` if that slot is dead, in which case probing continues.
+    /// `None` if that slot is dead, in which case probing continues. With
+    /// `learn_now`, an insert also takes one of the port's learning tokens
+    /// for that second (see [`Fdb::take_learn_token`]).
     ///
     /// No duplicates: a key is only inserted into the first EMPTY slot of its
     /// probe sequence, after every earlier slot was seen holding something
@@ -663,14 +772,17 @@ impl Fdb {
         home: usize,
         port: PortId,
         new_val: u64,
+        learn_now: Option<u32>,
         mut hit: impl FnMut(&Slot) -> Option<Learn>,
     ) -> Learn {
         let mut reserved = false;
+        let mut tombstones = false;
         let mut i = 0;
         while i < self.probe_limit {
             let slot = self.slot(home, i);
             // Relaxed: the key word is self-contained; claiming is a CAS below.
             let k = slot.key.load(Ordering::Relaxed);
+            tombstones |= k == TOMBSTONE;
             if k == key {
                 if reserved {
                     self.release(port);
@@ -686,7 +798,17 @@ impl Fdb {
             }
             if k == EMPTY {
                 if !reserved {
+                    // The port's rate first: a port over it then never
+                    // touches the shared table count.
+                    if let Some(now) = learn_now {
+                        if !self.take_learn_token(port, now) {
+                            return Learn::RateLimited;
+                        }
+                    }
                     if let Err(refused) = self.reserve(port) {
+                        if refused == Learn::TableFull {
+                            raise(&self.pressure.full);
+                        }
                         return refused;
                     }
                     reserved = true;
@@ -711,7 +833,42 @@ impl Fdb {
         if reserved {
             self.release(port);
         }
+        if tombstones {
+            raise(&self.pressure.window);
+        }
         Learn::TableFull
+    }
+
+    /// Takes one of `port`'s [`FdbConfig::learn_per_sec`] learns for second
+    /// `now`; false if the port has used them all.
+    ///
+    /// A fixed window per second of the workers' coarse clock: cheap (one
+    /// CAS on the learning path only; refreshes never come here) and exact
+    /// enough. A worker whose clock lags a second behind another's spends
+    /// from the newer second rather than starting the old one again.
+    #[inline]
+    fn take_learn_token(&self, port: PortId, now: u32) -> bool {
+        let rate = self.cfg.learn_per_sec;
+        if rate == 0 {
+            return true;
+        }
+        let budget = &self.learn_budget[port.index()];
+        // Relaxed: the word is self-contained; the decision is the CAS below.
+        let mut cur = budget.load(Ordering::Relaxed);
+        loop {
+            let next = if cur == NO_BUDGET || age_of(now, (cur >> PORT_SHIFT) as u32) > 0 {
+                u64::from(now) << PORT_SHIFT | u64::from(rate - 1)
+            } else if cur as u32 == 0 {
+                return false;
+            } else {
+                cur - 1
+            };
+            // Relaxed: as above.
+            match budget.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(seen) => cur = seen,
+            }
+        }
     }
 
     /// Reserves one table entry and one entry for `port`.
@@ -869,7 +1026,7 @@ impl Fdb {
         }
         let want = encode_val(port, 0, true);
         let key = encode_key(vlan, mac);
-        let outcome = self.claim(key, self.home(key), port, want, |slot| {
+        let outcome = self.claim(key, self.home(key), port, want, None, |slot| {
             self.pin(slot, port, want)
         });
         match outcome {
@@ -985,10 +1142,85 @@ impl Fdb {
     }
 
     /// True when tombstones fill more than a quarter of the slots, lengthening
-    /// probes and eventually refusing inserts: time to publish
-    /// [`Fdb::rebuilt`].
+    /// probes and eventually refusing inserts, or when a new address found
+    /// its probe window full and tombstones in it (or [`Fdb::make_room`]
+    /// just evicted): time to publish [`Fdb::rebuilt`].
     pub fn needs_rebuild(&self) -> bool {
-        self.tombstones() > self.slots.len() / 4
+        let tombstones = self.tombstones();
+        // Relaxed: a hint; a flag raised just after this read is seen next tick.
+        tombstones > self.slots.len() / 4
+            || (tombstones > 0 && self.pressure.window.load(Ordering::Relaxed))
+    }
+
+    /// If a learner was refused for a full table since the last call, evicts
+    /// dynamic entries until a sixty-fourth of `max_entries` (at least one)
+    /// is free again, each from the port that then owns the most entries,
+    /// oldest first (as Open vSwitch evicts from its busiest port). A port
+    /// that floods the table with addresses so loses its own entries, not
+    /// those of the stations on other ports. Returns how many were evicted;
+    /// when any were, [`Fdb::needs_rebuild`] turns true so that their slots
+    /// become usable. Control-side; allocates.
+    pub fn make_room(&self) -> usize {
+        // Relaxed: a hint; see `Pressure`.
+        if !self.pressure.full.swap(false, Ordering::Relaxed) {
+            return 0;
+        }
+        let headroom = (self.cfg.max_entries / 64).max(1);
+        let free = self.cfg.max_entries.saturating_sub(self.len());
+        if free >= headroom {
+            return 0;
+        }
+        let evicted = self.evict_fair(headroom - free);
+        if evicted > 0 {
+            raise(&self.pressure.window);
+        }
+        evicted
+    }
+
+    /// Evicts up to `n` dynamic entries, one at a time from the port owning
+    /// the most entries (static ones count, but are never evicted), oldest
+    /// first. Returns how many.
+    fn evict_fair(&self, n: usize) -> usize {
+        use std::collections::{BinaryHeap, HashMap};
+        let mut dynamic: HashMap<PortId, Vec<FdbEntry>> = HashMap::new();
+        let mut owned: HashMap<PortId, u32> = HashMap::new();
+        for e in self.entries() {
+            *owned.entry(e.port).or_default() += 1;
+            if !e.is_static {
+                dynamic.entry(e.port).or_default().push(e);
+            }
+        }
+        for list in dynamic.values_mut() {
+            // Newest first, so that `pop` takes the oldest.
+            list.sort_unstable_by_key(|e| std::cmp::Reverse(e.last_seen_secs));
+        }
+        let mut heap: BinaryHeap<(u32, PortId)> = dynamic
+            .keys()
+            .map(|p| (owned.get(p).copied().unwrap_or(0), *p))
+            .collect();
+        let mut evicted = 0;
+        while evicted < n {
+            let Some((count, port)) = heap.pop() else {
+                break;
+            };
+            let Some(list) = dynamic.get_mut(&port) else {
+                continue;
+            };
+            let Some(e) = list.pop() else {
+                continue;
+            };
+            // Only if still dynamic and on that port: a learner may have
+            // moved it since the snapshot.
+            if let Some(slot) = self.find(e.vlan, e.mac) {
+                if self.kill(slot, |v| v & STATIC == 0 && val_port(v) == port) {
+                    evicted += 1;
+                }
+            }
+            if !list.is_empty() {
+                heap.push((count.saturating_sub(1), port));
+            }
+        }
+        evicted
     }
 
     /// A fresh table with the same configuration holding this table's live
@@ -1002,7 +1234,7 @@ impl Fdb {
     /// entry that no longer fits within [`MAX_PROBE`] is dropped and
     /// re-learned later.
     pub fn rebuilt(&self) -> Fdb {
-        let next = Fdb::new(&self.cfg);
+        let next = Fdb::with_hash_key(&self.cfg, self.hash_key);
         let live = self.entries();
         let statics = live.iter().filter(|e| e.is_static);
         let dynamics = live.iter().filter(|e| !e.is_static);
@@ -1010,7 +1242,9 @@ impl Fdb {
             let val = encode_val(e.port, e.last_seen_secs, e.is_static);
             // A duplicate can only come from a racy snapshot; keep the first copy.
             let key = encode_key(e.vlan, e.mac);
-            next.claim(key, next.home(key), e.port, val, |_| Some(Learn::Refreshed));
+            next.claim(key, next.home(key), e.port, val, None, |_| {
+                Some(Learn::Refreshed)
+            });
         }
         next
     }
@@ -1040,12 +1274,18 @@ mod tests {
         MacAddr([0x52, 0x54, b[0], b[1], b[2], b[3]])
     }
 
+    /// A table with the key of the unkeyed hash (0), so that layouts are the
+    /// same on every run, and no learning rate limit.
     fn fdb(max_entries: usize, max_per_port: u32) -> Fdb {
-        Fdb::new(&FdbConfig {
-            max_entries,
-            max_per_port,
-            ..FdbConfig::default()
-        })
+        Fdb::with_hash_key(
+            &FdbConfig {
+                max_entries,
+                max_per_port,
+                learn_per_sec: 0,
+                ..FdbConfig::default()
+            },
+            0,
+        )
     }
 
     /// Checks the invariants that must hold whenever no thread is learning.
@@ -1518,6 +1758,155 @@ mod tests {
         after.sort_by_key(|e| (e.vlan, e.mac));
         assert_eq!(before, after);
         assert_consistent(&r);
+    }
+
+    /// `count` addresses in VLAN 0 whose home slot, under the public hash
+    /// with no key (0), is that of the key `victim` in a table of `slots`
+    /// slots: what anyone who reads the multiplier can compute.
+    fn crafted_collisions(victim: u64, slots: usize, count: usize) -> Vec<MacAddr> {
+        let shift = 64 - slots.trailing_zeros();
+        let home = |k: u64| k.wrapping_mul(HASH_MUL) >> shift;
+        (0u64..1 << 40)
+            .map(|i| MacAddr::from_u64(0x0200_0000_0000 | i))
+            .map(|m| (m, encode_key(VlanId(0), m)))
+            .filter(|&(_, k)| k != victim && home(k) == home(victim))
+            .map(|(m, _)| m)
+            .take(count)
+            .collect()
+    }
+
+    fn attack_config() -> FdbConfig {
+        FdbConfig {
+            max_entries: 4096,
+            max_per_port: 0,
+            learn_per_sec: 0,
+            ..FdbConfig::default()
+        }
+    }
+
+    /// An attacker fills a station's probe window with addresses that share
+    /// its home slot under the unkeyed hash: with no key the station cannot
+    /// be learned; with the process's key the same addresses scatter.
+    #[test]
+    fn crafted_collisions_cannot_keep_a_station_out() {
+        let cfg = attack_config();
+        let victim = MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+        let slots = Fdb::new(&cfg).slot_count();
+        let crafted = crafted_collisions(encode_key(VlanId(0), victim), slots, MAX_PROBE);
+        assert_eq!(crafted.len(), MAX_PROBE);
+
+        let unkeyed = Fdb::with_hash_key(&cfg, 0);
+        for m in &crafted {
+            assert_eq!(unkeyed.learn(VlanId(0), *m, PortId(1), 0), Learn::Learned);
+        }
+        assert_eq!(
+            unkeyed.learn(VlanId(0), victim, PortId(2), 0),
+            Learn::TableFull,
+            "the crafted set does not attack the unkeyed hash"
+        );
+
+        let keyed = Fdb::new(&cfg);
+        for m in &crafted {
+            assert_eq!(keyed.learn(VlanId(0), *m, PortId(1), 0), Learn::Learned);
+        }
+        assert_eq!(keyed.learn(VlanId(0), victim, PortId(2), 0), Learn::Learned);
+        assert_eq!(keyed.lookup(VlanId(0), victim), Some(PortId(2)));
+    }
+
+    /// The crafted addresses age out, leaving tombstones in the station's
+    /// window: the refused learn asks for a rebuild, which lets it in.
+    #[test]
+    fn tombstones_filling_a_window_ask_for_a_rebuild() {
+        let cfg = attack_config();
+        let victim = MacAddr([0x52, 0x54, 0x00, 0x65, 0x43, 0x21]);
+        let t = Fdb::with_hash_key(&cfg, 0);
+        let crafted = crafted_collisions(encode_key(VlanId(0), victim), t.slot_count(), MAX_PROBE);
+        for m in &crafted {
+            assert_eq!(t.learn(VlanId(0), *m, PortId(1), 0), Learn::Learned);
+        }
+        assert_eq!(t.age(1000, 300), MAX_PROBE);
+        assert_eq!(t.tombstones(), MAX_PROBE);
+        assert!(!t.needs_rebuild());
+        assert_eq!(
+            t.learn(VlanId(0), victim, PortId(2), 1000),
+            Learn::TableFull
+        );
+        assert!(
+            t.needs_rebuild(),
+            "a window of tombstones refused a station"
+        );
+        let r = t.rebuilt();
+        assert!(!r.needs_rebuild());
+        assert_eq!(r.learn(VlanId(0), victim, PortId(2), 1000), Learn::Learned);
+    }
+
+    #[test]
+    fn make_room_evicts_the_oldest_of_the_busiest_ports() {
+        let t = fdb(256, 0);
+        let station = |p: u32, i: u32| mac(p * 1000 + i);
+        for (p, n) in [(1u32, 101u32), (2, 100), (3, 55)] {
+            for i in 0..n {
+                assert_eq!(
+                    t.learn(VlanId(1), station(p, i), PortId(p as u16), i),
+                    Learn::Learned
+                );
+            }
+        }
+        assert_eq!(t.len(), 256);
+        assert_eq!(t.make_room(), 0, "nobody was refused yet");
+        assert_eq!(
+            t.learn(VlanId(1), station(4, 0), PortId(4), 200),
+            Learn::TableFull
+        );
+        // A sixty-fourth of the table: 4, taken from ports 1 and 2 in turn
+        // as each becomes the largest; port 3 keeps all its entries.
+        assert_eq!(t.make_room(), 4);
+        assert_eq!(t.port_count(PortId(1)), 99);
+        assert_eq!(t.port_count(PortId(2)), 98);
+        assert_eq!(t.port_count(PortId(3)), 55);
+        assert_eq!(t.lookup(VlanId(1), station(1, 0)), None);
+        assert_eq!(t.lookup(VlanId(1), station(1, 1)), None);
+        assert_eq!(t.lookup(VlanId(1), station(1, 2)), Some(PortId(1)));
+        assert_eq!(t.lookup(VlanId(1), station(2, 1)), None);
+        assert_eq!(t.lookup(VlanId(1), station(2, 2)), Some(PortId(2)));
+        assert_eq!(t.make_room(), 0, "one round per refusal");
+        assert!(t.needs_rebuild());
+        assert_consistent(&t);
+        let r = t.rebuilt();
+        assert_eq!(
+            r.learn(VlanId(1), station(4, 0), PortId(4), 200),
+            Learn::Learned
+        );
+        assert_consistent(&r);
+    }
+
+    #[test]
+    fn learning_rate_limits_new_addresses_and_moves_per_port() {
+        let t = Fdb::with_hash_key(
+            &FdbConfig {
+                learn_per_sec: 3,
+                ..FdbConfig::default()
+            },
+            0,
+        );
+        for i in 0..3 {
+            assert_eq!(t.learn(VlanId(1), mac(i), PortId(1), 7), Learn::Learned);
+        }
+        assert_eq!(t.learn(VlanId(1), mac(3), PortId(1), 7), Learn::RateLimited);
+        assert_eq!(t.learn(VlanId(1), mac(3), PortId(2), 7), Learn::Learned);
+        assert_eq!(t.learn(VlanId(1), mac(3), PortId(1), 7), Learn::RateLimited);
+        assert_eq!(t.lookup(VlanId(1), mac(3)), Some(PortId(2)));
+        // Refreshes are free, even a second later.
+        assert_eq!(t.learn(VlanId(1), mac(0), PortId(1), 8), Learn::Refreshed);
+        // A lagging clock spends from the newer second.
+        assert_eq!(
+            t.learn(VlanId(1), mac(3), PortId(1), 8),
+            Learn::Moved { from: PortId(2) }
+        );
+        assert_eq!(t.learn(VlanId(1), mac(4), PortId(1), 7), Learn::Learned);
+        assert_eq!(t.learn(VlanId(1), mac(5), PortId(1), 8), Learn::Learned);
+        assert_eq!(t.learn(VlanId(1), mac(6), PortId(1), 8), Learn::RateLimited);
+        assert_consistent(&t);
     }
 
     #[test]
