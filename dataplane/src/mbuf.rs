@@ -41,7 +41,15 @@ pub(crate) struct MbufHdr {
     /// into segments by whoever cannot pass it on whole. Travels with the
     /// frame (kept by `try_clone`); reset on allocation.
     gso: Option<Gso>,
+    /// The pool share this buffer is charged to ([`crate::mempool::PoolShare`]),
+    /// or [`NO_SHARE`]. Always `NO_SHARE` while the slot is free: set by a
+    /// charged allocation, cleared when the buffer is refunded on free, so a
+    /// plain allocation need not write it.
+    share: u16,
 }
+
+/// [`MbufHdr::share`] of a buffer charged to no share.
+pub(crate) const NO_SHARE: u16 = u16::MAX;
 
 const _: () = assert!(std::mem::size_of::<MbufHdr>() == HDR_BYTES);
 
@@ -58,6 +66,7 @@ impl MbufHdr {
             user: 0,
             partial_csum: None,
             gso: None,
+            share: NO_SHARE,
         }
     }
 }
@@ -372,17 +381,48 @@ impl Mbuf {
     /// bulk free ([`crate::mempool::free_front`]), which puts the index back
     /// itself.
     #[inline]
+    ///
+    /// Only for buffers of pools without shares (a charged buffer refunds
+    /// its share on drop; `free_front` leaves those to drop).
     pub(crate) fn into_slot_index(self) -> u32 {
         let idx = self.slot_index();
         std::mem::forget(self);
         idx
     }
 
+    /// Charges this buffer (just allocated, charged to nothing) to share
+    /// `share` of its pool.
+    #[inline]
+    pub(crate) fn set_share(&mut self, share: u16) {
+        debug_assert_eq!(self.hdr().share, NO_SHARE);
+        self.hdr_mut().share = share;
+    }
+
+    /// Whether this buffer is charged to a share of its pool that is used up
+    /// now, so that [`Mbuf::try_clone`] fails for that reason rather than an
+    /// empty pool. For counting the drop; off the packet path's common case.
+    #[cold]
+    pub fn share_exhausted(&self) -> bool {
+        let share = self.hdr().share;
+        share != NO_SHARE && self.pool().share_exhausted(share)
+    }
+
     /// A copy of this packet in a new buffer from the same pool (data, ingress
     /// port and checksum offload metadata), or None if the pool is empty.
     #[inline]
+    ///
+    /// A buffer charged to a port's share of its pool
+    /// ([`crate::mempool::PoolShare`]) has its copy charged to the same share,
+    /// and gets None when that share is used up ([`Mbuf::share_exhausted`]
+    /// tells the two apart): a frame flooded to many ports costs its sender,
+    /// not the pool's other users.
     pub fn try_clone(&self) -> Option<Mbuf> {
-        let mut m = self.pool().alloc()?;
+        let share = self.hdr().share;
+        let mut m = if share == NO_SHARE {
+            self.pool().alloc()?
+        } else {
+            self.pool().alloc_charged(share).ok()?
+        };
         let len = self.len();
         if len > m.capacity() {
             return None;
@@ -399,7 +439,11 @@ impl Mbuf {
 impl Drop for Mbuf {
     #[inline]
     fn drop(&mut self) {
-        let (pool, idx) = (self.hdr().pool, self.hdr().idx);
+        let (pool, idx, share) = (self.hdr().pool, self.hdr().idx, self.hdr().share);
+        if share != NO_SHARE {
+            self.hdr_mut().share = NO_SHARE;
+            pool.refund(share);
+        }
         pool.put(idx);
     }
 }

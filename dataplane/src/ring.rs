@@ -209,10 +209,17 @@ impl<T> Ring<T> {
     /// their order. Returns how many moved; the rest stay in `src`.
     #[inline]
     pub fn enqueue_burst<const N: usize>(&self, src: &mut ArrayVec<T, N>) -> usize {
-        if src.is_empty() {
+        self.enqueue_burst_max(src, src.len())
+    }
+
+    /// As [`Ring::enqueue_burst`], moving at most `max` items.
+    #[inline]
+    pub fn enqueue_burst_max<const N: usize>(&self, src: &mut ArrayVec<T, N>, max: usize) -> usize {
+        let want = max.min(src.len());
+        if want == 0 {
             return 0;
         }
-        let (start, n) = self.reserve_prod(src.len() as u32);
+        let (start, n) = self.reserve_prod(want as u32);
         if n == 0 {
             return 0;
         }

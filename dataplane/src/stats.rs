@@ -91,6 +91,10 @@ drop_reasons! {
     /// Longer than the egress port's MTU allows (the MTU its guest set, plus
     /// the Ethernet header and one VLAN tag for a tagged frame).
     MtuExceeded => "mtu-exceeded",
+    /// The ingress port holds its whole share of a buffer pool (the TSO
+    /// pool): a frame or a flood copy past it is dropped, so that one port
+    /// cannot take buffers every other port needs.
+    PoolShare => "pool-share",
 }
 
 /// Why a frame's source address was not learned. The frame itself is

@@ -78,7 +78,8 @@ pub struct WorkerStats {
     pub iterations: Counter,
     /// Frames received from all queues.
     pub rx_packets: Counter,
-    /// Frames dropped because an egress port's handoff ring was full.
+    /// Frames dropped because an egress port's handoff ring, or the handoff
+    /// budget of its owner ([`crate::switch::HandoffBudget`]), was full.
     pub handoff_full: Counter,
     /// Frames taken from handoff rings and sent.
     pub handoff_tx: Counter,
@@ -315,7 +316,7 @@ impl Queues {
         if let Some(Some(i)) = self.tx_index.get(out.index()) {
             send_local(&mut self.list[*i], b);
         } else if let Some(e) = t.port(out) {
-            e.handoff.enqueue_burst(b);
+            e.hand_off(b);
             if !b.is_empty() {
                 ws.handoff_full.add(b.len() as u64);
                 b.clear();
@@ -514,7 +515,7 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
             }
             let t0 = stamp();
             let port = queues.list[*qi].port;
-            let n = e.handoff.dequeue_burst(&mut burst, MAX_BURST);
+            let n = e.take_handoff(&mut burst, MAX_BURST);
             ws.handoff_tx.add(n as u64);
             moved += n;
             queues.transmit(t, port, &mut burst, ws);
@@ -591,7 +592,7 @@ mod tests {
     use crate::ids::{BridgeId, MacAddr};
     use crate::mbuf::Mbuf;
     use crate::mempool::Mempool;
-    use crate::switch::{Bridge, Fdb, FdbConfig, PortEntry};
+    use crate::switch::{Bridge, Fdb, FdbConfig, HandoffBudget, PortEntry};
 
     /// A port backed by two rings: the test pushes into `rx`, reads from `tx`.
     struct RingPort {
@@ -809,6 +810,127 @@ mod tests {
         let mut a = w.shared().assigned();
         a.sort();
         assert_eq!(a.len(), 3);
+    }
+
+    /// A port whose `rx_burst` blocks its worker once `stall` is set (a
+    /// worker stuck in a driver), until `release` is; `stalled` tells the
+    /// test it happened.
+    struct StallingPort {
+        stall: Arc<AtomicBool>,
+        stalled: Arc<AtomicBool>,
+        release: Arc<AtomicBool>,
+        stats: Arc<QueueStats>,
+    }
+
+    impl Port for StallingPort {
+        fn rx_burst(&mut self, _: &mut Burst) -> usize {
+            if self.stall.load(Ordering::Acquire) {
+                self.stalled.store(true, Ordering::Release);
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while !self.release.load(Ordering::Acquire) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            0
+        }
+        fn tx_burst(&mut self, b: &mut Burst) -> usize {
+            let n = b.len();
+            b.clear();
+            n
+        }
+        fn stats(&self) -> &Arc<QueueStats> {
+            &self.stats
+        }
+    }
+
+    #[test]
+    fn a_stuck_worker_pins_no_more_than_its_handoff_budget() {
+        // Ports 0 and 1 on worker 0; ports 2-6 on worker 1, whose handoff
+        // rings share a budget of 64 frames (as the daemon sizes it: a
+        // quarter of the pool over two workers).
+        let pool = Mempool::for_tests(512);
+        let owners = [0, 0, 1, 1, 1, 1, 1];
+        let budgets = [HandoffBudget::new(64), HandoffBudget::new(64)];
+        let sw = Switch::new();
+        sw.update(|t| {
+            t.bridges.push(Some(Bridge {
+                id: BridgeId(0),
+                name: "br0".into(),
+                ports: (0..owners.len() as u16).map(PortId).collect(),
+                fdb: Arc::new(Fdb::new(&FdbConfig::default())),
+            }));
+            for (i, &w) in owners.iter().enumerate() {
+                let e = PortEntry::new(
+                    PortId(i as u16),
+                    &format!("p{i}"),
+                    Some(BridgeId(0)),
+                    WorkerId(w),
+                )
+                .with_handoff_budget(budgets[w as usize].clone());
+                t.ports.push(Some(Arc::new(e)));
+            }
+        });
+        let (w0, w1) = (worker(0, &sw), worker(1, &sw));
+        let (p0, a) = ring_port();
+        let (p1, b) = ring_port();
+        w0.add_queue(PortId(0), QueueId(0), Box::new(p0)).unwrap();
+        w0.add_queue(PortId(1), QueueId(0), Box::new(p1)).unwrap();
+        let mut far = Vec::new();
+        for i in 2..6u16 {
+            let (p, e) = ring_port();
+            w1.add_queue(PortId(i), QueueId(0), Box::new(p)).unwrap();
+            far.push(e);
+        }
+        let [stall, stalled, release] = [(); 3].map(|_| Arc::new(AtomicBool::new(false)));
+        let staller = StallingPort {
+            stall: stall.clone(),
+            stalled: stalled.clone(),
+            release: release.clone(),
+            stats: Arc::new(QueueStats::default()),
+        };
+        w1.add_queue(PortId(6), QueueId(0), Box::new(staller))
+            .unwrap();
+        wait_all_up(&sw);
+        stall.store(true, Ordering::Release);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !stalled.load(Ordering::Acquire) {
+            assert!(Instant::now() < deadline, "worker 1 never stalled");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Port 0 broadcasts: each frame goes to port 1 (same worker) and is
+        // handed off to ports 2-6, which nobody drains now. Without a
+        // budget their rings (1024 each) take the whole pool after about a
+        // hundred frames, and port 1 starves with them.
+        const FRAMES: usize = 2000;
+        let (mut sent, mut got) = (0usize, 0usize);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while got < FRAMES && Instant::now() < deadline {
+            if sent < FRAMES && a.rx.len() < 64 {
+                if let Some(mut m) = pool.alloc() {
+                    m.extend_from_slice(&[0xff; 6]).unwrap();
+                    m.extend_from_slice(&mac(1).0).unwrap();
+                    m.extend_from_slice(&[0; 48]).unwrap();
+                    if a.rx.push(m).is_ok() {
+                        sent += 1;
+                    }
+                }
+            }
+            match b.tx.pop() {
+                Some(_) => got += 1,
+                None => std::thread::yield_now(),
+            }
+        }
+        let held = budgets[1].held();
+        release.store(true, Ordering::Release);
+        assert_eq!(got, FRAMES, "port 1 starved: {sent} sent, pool {pool:?}");
+        assert!(held <= 64, "{held} frames held in handoff rings");
+        assert!(w0.shared().stats.handoff_full.get() > 0);
+        assert!(far.iter().all(|e| e.tx.is_empty()));
+        // Once worker 1 runs again it drains what it held.
+        w1.stop();
+        w0.stop();
+        drop(sw);
+        assert_eq!(budgets[1].held(), 0);
     }
 
     #[test]

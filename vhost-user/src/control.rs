@@ -122,8 +122,9 @@ pub fn create(
 
 /// [`create`], with `tso_pool`, a pool of buffers large enough for 64 KiB TSO
 /// frames: HOST_TSO4/6 and GUEST_TSO4/6 are offered, and TSO frames from the
-/// guest are received into that pool (see docs/vhost-user.md). Its segment
-/// pool ([`Mempool::set_segment_pool`]) should be `pool`.
+/// guest are received into that pool (see docs/vhost-user.md), charged to
+/// one share of it for the device (see [`Mempool::share`]). Its segment pool
+/// ([`Mempool::set_segment_pool`]) should be `pool`.
 ///
 /// # Errors
 /// As [`create`].
@@ -174,11 +175,16 @@ pub fn create_with_tso(
             name: name.to_owned(),
             source,
         })?;
+    // One share of the TSO pool for the whole device, whichever worker polls
+    // each of its queues: a guest cannot take more TSO buffers than the pool
+    // allows one port (its `port_share`).
+    let tso_share = tso_pool.map(|p| Arc::new(p.share()));
     let ports = pairs
         .into_iter()
         .enumerate()
         .map(|(q, p)| {
-            VhostUserPort::new(name, q as u16, p, Arc::clone(&shared.mtu), pool, tso_pool)
+            let tso = tso_share.clone();
+            VhostUserPort::new(name, q as u16, p, Arc::clone(&shared.mtu), pool, tso)
         })
         .collect();
     Ok(VhostUserDevice {

@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 
+use dataplane::mempool::PoolShare;
 use dataplane::stats::QueueStats;
 use dataplane::wire::GsoKind;
 use dataplane::{Burst, DropReason, LinkState, Mempool, Port};
@@ -23,8 +24,9 @@ pub struct VhostUserPort {
     /// The MTU the guest set (NET_SET_MTU), 0 if none.
     mtu: Arc<AtomicU16>,
     pool: &'static Mempool,
-    /// Large buffers for TSO frames from the guest (None: TSO not offered).
-    tso_pool: Option<&'static Mempool>,
+    /// The device's share of the pool of large buffers for TSO frames from
+    /// the guest (None: TSO not offered); shared by its queues.
+    tso_pool: Option<Arc<PoolShare>>,
     stats: Arc<QueueStats>,
     /// Guest TX side (we receive).
     rx: VqWorker,
@@ -48,7 +50,7 @@ impl VhostUserPort {
         pair: Arc<PairShared>,
         mtu: Arc<AtomicU16>,
         pool: &'static Mempool,
-        tso_pool: Option<&'static Mempool>,
+        tso_pool: Option<Arc<PoolShare>>,
     ) -> VhostUserPort {
         VqWorker::attach(&pair.guest_tx);
         VqWorker::attach(&pair.guest_rx);
@@ -80,7 +82,7 @@ impl Port for VhostUserPort {
     fn rx_burst(&mut self, burst: &mut Burst) -> usize {
         let sh = &self.pair.guest_tx;
         self.rx.sync(sh);
-        let (pool, stats, tso_pool) = (self.pool, &*self.stats, self.tso_pool);
+        let (pool, stats, tso_pool) = (self.pool, &*self.stats, self.tso_pool.as_deref());
         let before = burst.len();
         let Some(done) = self.rx.with_active(sh, |r, cur| {
             let big = tso_pool.filter(|_| r.off.tso4 || r.off.tso6);

@@ -17,6 +17,7 @@
 use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
+use dataplane::mempool::{AllocError, PoolShare};
 use dataplane::stats::QueueStats;
 use dataplane::wire::{Gso, GsoKind, PartialCsum, TsoPlan};
 use dataplane::{Burst, DropReason, Mempool};
@@ -596,9 +597,10 @@ impl SplitRing {
     /// Guest TX → mbufs: receives up to `burst.remaining_capacity()` frames,
     /// stripping the virtio-net header. Malformed frames are dropped and counted;
     /// without free mbufs, the rest stays in the guest ring. A frame longer
-    /// than a normal mbuf (a TSO frame) is copied into a buffer of `gso_pool`;
-    /// with that pool empty it is dropped and counted as
-    /// [`DropReason::NoTsoBuffers`], and the ring goes on.
+    /// than a normal mbuf (a TSO frame) is copied into a buffer of `gso_pool`
+    /// (the port's share of the large-buffer pool); with that pool empty it is
+    /// dropped and counted as [`DropReason::NoTsoBuffers`], with the share
+    /// used up as [`DropReason::PoolShare`], and the ring goes on.
     ///
     /// With `csum` (VIRTIO_NET_F_CSUM negotiated), a header asking for a
     /// checksum (NEEDS_CSUM) puts its checked offsets on the mbuf
@@ -617,7 +619,7 @@ impl SplitRing {
         pool: &'static Mempool,
         burst: &mut Burst,
         off: Offload,
-        gso_pool: Option<&'static Mempool>,
+        gso_pool: Option<&PoolShare>,
         stats: &QueueStats,
     ) -> Completed {
         // Relaxed: only a hint that something arrived; `dequeue_pending` reads
@@ -635,7 +637,7 @@ impl SplitRing {
         pool: &'static Mempool,
         burst: &mut Burst,
         off: Offload,
-        gso_pool: Option<&'static Mempool>,
+        gso_pool: Option<&PoolShare>,
         stats: &QueueStats,
     ) -> Completed {
         let pending = match self.pending(cur) {
@@ -713,7 +715,7 @@ impl SplitRing {
         mut copied: Result<TxFrame, RingFault>,
         head: u16,
         m: &mut dataplane::Mbuf,
-        gso_pool: Option<&'static Mempool>,
+        gso_pool: Option<&PoolShare>,
         off: Offload,
         hint: &mut RegionHint,
         stats: &QueueStats,
@@ -728,12 +730,18 @@ impl SplitRing {
             // (other guests' frames, handoff rings, other workers' caches),
             // so waiting would stall this queue's small frames too, perhaps
             // for good; a dropped TCP segment is only retransmitted.
+            // The buffer is charged to this port's share of the pool, so
+            // that one guest cannot take them all (docs/vhost-user.md).
             copied = match big.alloc() {
-                Some(b) => {
+                Ok(b) => {
                     drop(std::mem::replace(m, b));
                     self.copy_out(head, m.room_mut(), hint, off.any())
                 }
-                None => Ok(TxFrame::NoLargeBuffer),
+                Err(AllocError::Empty) => Ok(TxFrame::NoLargeBuffer),
+                Err(AllocError::OverShare) => {
+                    stats.drop_one(DropReason::PoolShare);
+                    return Ok(false);
+                }
             };
         }
         match copied? {
@@ -1574,7 +1582,7 @@ mod tests {
             pool(),
             &mut burst,
             Offload::default(),
-            Some(big),
+            Some(&big.share()),
             &stats,
         );
         assert_eq!((done.frames, done.fault), (2, None));
@@ -1586,6 +1594,60 @@ mod tests {
         assert_eq!(g.used_idx(), 3);
         assert_eq!(g.used_elem(1), (1, 0));
         drop(burst);
+        assert_eq!(big.in_use(), 0);
+    }
+
+    #[test]
+    fn tso_frames_past_the_port_share_are_dropped_and_other_ports_still_get_buffers() {
+        // A large pool of 4 in shares of 2: the first guest's TSO frames held
+        // (a slow egress, a handoff ring) stop at its share; the second
+        // guest's still get buffers.
+        static BIG: std::sync::OnceLock<&'static Mempool> = std::sync::OnceLock::new();
+        let big = *BIG.get_or_init(|| {
+            Mempool::create(&dataplane::mempool::MempoolConfig {
+                name: "large-shared-test".into(),
+                n_mbufs: 4,
+                data_room: 65535 - 128,
+                hugepages: dataplane::mempool::HugepagePolicy::Never,
+                cache_size: 1,
+                port_share: 2,
+                ..dataplane::mempool::MempoolConfig::default()
+            })
+            .expect("large pool")
+        });
+        let mut held = Vec::new();
+        for (guest, frames) in [(0, 4u16), (1, 2)] {
+            let share = big.share();
+            let mut g = Guest::new(8);
+            let ring = g.ring(false, false);
+            let mut cur = Cursor::default();
+            for i in 0..frames {
+                tx_single(
+                    &mut g,
+                    i,
+                    BUF + 0x2000 * i as u64,
+                    &frame(4000 + i as usize),
+                );
+            }
+            let stats = QueueStats::default();
+            let mut burst = Burst::new();
+            let done = ring.dequeue(
+                &mut cur,
+                pool(),
+                &mut burst,
+                Offload::default(),
+                Some(&share),
+                &stats,
+            );
+            assert_eq!((done.frames, done.fault), (2, None), "guest {guest}");
+            assert_eq!(share.held(), 2);
+            let dropped = if guest == 0 { 2 } else { 0 };
+            assert_eq!(stats.drops(DropReason::PoolShare), dropped);
+            assert_eq!(stats.drops(DropReason::NoTsoBuffers), 0);
+            assert_eq!(g.used_idx(), frames);
+            held.push((share, burst));
+        }
+        drop(held);
         assert_eq!(big.in_use(), 0);
     }
 

@@ -15,9 +15,9 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context as _};
 use dataplane::mempool::{HugepagePolicy, MempoolConfig};
 use dataplane::stats::StatsSnapshot;
-use dataplane::switch::{self, Bridge, Fdb, PortEntry, Switch};
+use dataplane::switch::{self, Bridge, Fdb, HandoffBudget, PortEntry, Switch};
 use dataplane::worker::{WorkerConfig, WorkerHandle};
-use dataplane::{BridgeId, DropReason, Mempool, PortId, QueueId, QueueStats, WorkerId};
+use dataplane::{BridgeId, DropReason, Mempool, PortId, QueueId, QueueStats, WorkerId, MAX_BURST};
 
 use crate::api::{
     BridgeInfo, FdbEntryView, MempoolView, PortInfo, PortStatsView, Request, Response, StageCycles,
@@ -53,6 +53,20 @@ struct State {
 /// the default headroom; a Linux guest's TSO frames stay below it.
 const TSO_DATA_ROOM: u32 = 65535 - 128;
 
+/// Most TSO buffers one port may hold: a quarter of the pool, and at least two
+/// bursts' worth (a pool too small for both is not shared out).
+fn tso_port_share(tso_mbufs: u32) -> u32 {
+    (tso_mbufs / 4).max((2 * MAX_BURST as u32).min(tso_mbufs))
+}
+
+/// Frames the handoff rings of one worker's ports may hold together: the
+/// workers' budgets add up to at most a quarter of the pool, so that stuck
+/// workers never pin the buffers the others receive into; at least two
+/// bursts.
+fn handoff_budget(mbufs: u32, workers: usize) -> u32 {
+    (mbufs / 4 / workers.max(1) as u32).max(2 * MAX_BURST as u32)
+}
+
 /// A running dataplane: the pool, the switch, the workers and the ports.
 pub struct Dataplane {
     switch: Arc<Switch>,
@@ -62,6 +76,8 @@ pub struct Dataplane {
     /// `[dataplane] hugepages`, for the pools.
     hugepages: HugepagePolicy,
     workers: Vec<WorkerHandle>,
+    /// Per worker: the budget of the handoff rings of the ports it owns.
+    handoff_budgets: Vec<Arc<HandoffBudget>>,
     worker_cpus: Vec<usize>,
     fdb_cfg: switch::FdbConfig,
     /// `[dpdk] eal_args`, for the first `dpdk` port.
@@ -115,12 +131,17 @@ impl Dataplane {
             workers.push(w);
         }
         tracing::info!(cpus = ?worker_cpus, "workers started");
+        let handoff_limit = handoff_budget(pool.capacity(), workers.len());
+        let handoff_budgets = (0..workers.len())
+            .map(|_| HandoffBudget::new(handoff_limit))
+            .collect();
         let dp = Dataplane {
             switch,
             pool,
             tso_mbufs: cfg.dataplane.tso_mbufs,
             hugepages,
             workers,
+            handoff_budgets,
             worker_cpus,
             fdb_cfg: switch::FdbConfig {
                 max_entries: cfg.fdb.max_entries as usize,
@@ -180,6 +201,8 @@ impl Dataplane {
                 // Few, large buffers: a small per-thread cache, so one
                 // worker cannot hold them all.
                 cache_size: 8,
+                // Nor can one port (docs/vhost-user.md, "Segmentation offload").
+                port_share: tso_port_share(self.tso_mbufs),
                 ..MempoolConfig::default()
             }) {
                 Ok(p) => {
@@ -314,7 +337,10 @@ impl Dataplane {
             .collect();
         st.next_worker = (st.next_worker + 1) % self.workers.len();
         let owner = WorkerId(placement[0] as u16);
-        let entry = Arc::new(PortEntry::new(id, &spec.name, bridge, owner));
+        let entry = Arc::new(
+            PortEntry::new(id, &spec.name, bridge, owner)
+                .with_handoff_budget(Arc::clone(&self.handoff_budgets[placement[0]])),
+        );
         self.switch.update(|t| {
             if t.ports.len() <= id.index() {
                 t.ports.resize(id.index() + 1, None);

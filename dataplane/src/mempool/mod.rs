@@ -16,6 +16,19 @@
 //! per `cache_size / 2` buffers. Pools live for the rest of the process: `create`
 //! returns `&'static Mempool`, which is what lets an [`Mbuf`] return itself to its
 //! pool on drop without a reference count.
+//!
+//! # Per-port shares
+//!
+//! A pool created with [`MempoolConfig::port_share`] keeps a count of the
+//! buffers each of its users holds (a [`PoolShare`], one per port) and refuses
+//! a charged allocation beyond that share, so that one port cannot take the
+//! whole pool. A charged buffer records its share in its header; its copies
+//! ([`Mbuf::try_clone`], flooding) are charged to the same share, and it is
+//! refunded when it is freed, on whatever thread that happens. Each share's
+//! count is an atomic in a cache line of its own: one read-modify-write on
+//! alloc and one on free, which suits pools of few, large buffers (TSO frames,
+//! each a copy of up to 64 KiB). Pools without shares pay one test of the
+//! header on free and nothing on alloc.
 #![allow(unsafe_code)]
 
 pub mod hugepage;
@@ -58,6 +71,9 @@ pub struct MempoolConfig {
     pub cache_size: u32,
     /// Hugepage policy.
     pub hugepages: HugepagePolicy,
+    /// Most buffers one [`PoolShare`] may hold at once (0: no shares, every
+    /// allocation is uncharged). See the module docs, "Per-port shares".
+    pub port_share: u32,
 }
 
 impl Default for MempoolConfig {
@@ -69,6 +85,7 @@ impl Default for MempoolConfig {
             headroom: 128,
             cache_size: 256,
             hugepages: HugepagePolicy::Auto,
+            port_share: 0,
         }
     }
 }
@@ -100,6 +117,42 @@ pub enum MempoolError {
 
 /// Most pools one process may create.
 pub const MAX_POOLS: usize = 64;
+
+/// Most [`PoolShare`]s one pool keeps at once (as many as the switch has
+/// ports).
+pub const MAX_SHARES: usize = 4096;
+
+/// Why a charged allocation ([`PoolShare::alloc`]) failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AllocError {
+    /// The pool has no free buffer.
+    #[error("the pool is empty")]
+    Empty,
+    /// The share already holds as many buffers as it may.
+    #[error("the port holds its whole share of the pool")]
+    OverShare,
+}
+
+/// One share's count of buffers held, in a cache line of its own: shares
+/// are charged and refunded by different threads, and neighbours must not
+/// bounce each other's lines.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct ShareCount {
+    held: AtomicU32,
+}
+
+/// The per-port shares of a pool (see the module docs).
+#[derive(Debug)]
+struct Shares {
+    /// Most buffers one share may hold.
+    limit: u32,
+    counts: Box<[ShareCount]>,
+    /// Which counts belong to a live [`PoolShare`] (control path only).
+    taken: Mutex<Vec<bool>>,
+    /// Charged allocations refused because the share was used up.
+    refused: AtomicU64,
+}
 static NEXT_POOL_ID: AtomicU16 = AtomicU16::new(0);
 
 /// A pool of fixed-size packet buffers. See the module docs.
@@ -119,6 +172,8 @@ pub struct Mempool {
     /// Where segments of this pool's TSO frames are allocated (see
     /// [`Mempool::set_segment_pool`]).
     segment_pool: std::sync::OnceLock<&'static Mempool>,
+    /// Per-port shares, if the pool was created with `port_share`.
+    shares: Option<Shares>,
 }
 
 impl std::fmt::Debug for Mempool {
@@ -204,6 +259,12 @@ impl Mempool {
             alloc_failures: AtomicU64::new(0),
             cache_levels: Mutex::new(Vec::new()),
             segment_pool: std::sync::OnceLock::new(),
+            shares: (cfg.port_share > 0).then(|| Shares {
+                limit: cfg.port_share,
+                counts: (0..MAX_SHARES).map(|_| ShareCount::default()).collect(),
+                taken: Mutex::new(vec![false; MAX_SHARES]),
+                refused: AtomicU64::new(0),
+            }),
         }));
         let buf_len = (cfg.headroom + cfg.data_room) as u16;
         for idx in 0..pool.n {
@@ -364,6 +425,101 @@ impl Mempool {
         unsafe { Mbuf::from_raw_reset(hdr, self.headroom as u16) }
     }
 
+    /// A share of this pool for one port (control path). Without shares
+    /// (no `port_share`), or with all [`MAX_SHARES`] in use, the share charges
+    /// nothing and its allocations are plain ones.
+    pub fn share(&'static self) -> PoolShare {
+        let slot = self.shares.as_ref().and_then(|s| {
+            let mut taken = s.taken.lock().unwrap_or_else(|e| e.into_inner());
+            // A slot given up while its buffers are still out is not reused
+            // until they are back, so that they are refunded to the right count.
+            // Relaxed: a count; a stale non-zero only skips the slot.
+            let i = (0..MAX_SHARES)
+                .find(|&i| !taken[i] && s.counts[i].held.load(Ordering::Relaxed) == 0)?;
+            taken[i] = true;
+            Some(i as u16)
+        });
+        if slot.is_none() && self.shares.is_some() {
+            tracing::warn!(pool = %self.name, "no free share: a port's buffers go uncounted");
+        }
+        PoolShare {
+            pool: self,
+            slot: slot.unwrap_or(crate::mbuf::NO_SHARE),
+        }
+    }
+
+    /// Most buffers one share may hold (None: the pool has no shares).
+    pub fn share_limit(&self) -> Option<u32> {
+        self.shares.as_ref().map(|s| s.limit)
+    }
+
+    /// Charged allocations refused so far because the share was used up.
+    pub fn share_refusals(&self) -> u64 {
+        // Relaxed: a statistic.
+        self.shares
+            .as_ref()
+            .map_or(0, |s| s.refused.load(Ordering::Relaxed))
+    }
+
+    /// Allocates one buffer charged to share `share` (a slot of a live or
+    /// retiring [`PoolShare`] of this pool).
+    #[inline]
+    pub(crate) fn alloc_charged(&'static self, share: u16) -> Result<Mbuf, AllocError> {
+        let Some(s) = self
+            .shares
+            .as_ref()
+            .filter(|_| share != crate::mbuf::NO_SHARE)
+        else {
+            return self.alloc().ok_or(AllocError::Empty);
+        };
+        let count = &s.counts[share as usize].held;
+        // Reserve first, then allocate: several workers may charge one share
+        // (a port with queues on several workers), and the limit holds
+        // exactly. Relaxed: the count bounds buffers; no data is published
+        // through it (the buffer itself travels through rings that do).
+        if count.fetch_add(1, Ordering::Relaxed) >= s.limit {
+            count.fetch_sub(1, Ordering::Relaxed);
+            // Relaxed: a statistic.
+            s.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(AllocError::OverShare);
+        }
+        match self.alloc() {
+            Some(mut m) => {
+                m.set_share(share);
+                Ok(m)
+            }
+            None => {
+                // Relaxed: as above.
+                count.fetch_sub(1, Ordering::Relaxed);
+                Err(AllocError::Empty)
+            }
+        }
+    }
+
+    /// Gives back one buffer's charge to share `share` (its header field is
+    /// already cleared).
+    #[inline]
+    pub(crate) fn refund(&self, share: u16) {
+        if let Some(c) = self
+            .shares
+            .as_ref()
+            .and_then(|s| s.counts.get(share as usize))
+        {
+            // Relaxed: see `alloc_charged`.
+            c.held.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether share `share` holds its whole limit now.
+    pub(crate) fn share_exhausted(&self, share: u16) -> bool {
+        self.shares.as_ref().is_some_and(|s| {
+            s.counts
+                .get(share as usize)
+                // Relaxed: a statistic-grade check (classifying a drop).
+                .is_some_and(|c| c.held.load(Ordering::Relaxed) >= s.limit)
+        })
+    }
+
     /// Returns a buffer's slot to the pool. Called from `Mbuf::drop` only.
     #[inline]
     pub(crate) fn put(&'static self, idx: u32) {
@@ -385,7 +541,8 @@ pub fn free_front<const N: usize>(bufs: &mut ArrayVec<Mbuf, N>, n: usize) {
     let n = n.min(bufs.len());
     let Some(first) = bufs.first() else { return };
     let pool = first.pool();
-    if !bufs[..n].iter().all(|m| std::ptr::eq(m.pool(), pool)) {
+    // A pool with shares: each buffer refunds its own share as it drops.
+    if pool.shares.is_some() || !bufs[..n].iter().all(|m| std::ptr::eq(m.pool(), pool)) {
         bufs.drain(..n);
         return;
     }
@@ -398,6 +555,54 @@ pub fn free_front<const N: usize>(bufs: &mut ArrayVec<Mbuf, N>, n: usize) {
     if done.is_none() {
         // No usable thread cache (thread exiting): each returns by itself.
         bufs.drain(..n);
+    }
+}
+
+/// One port's share of a pool: allocations through it are charged to the
+/// port and refused beyond the pool's `port_share` (see the module docs). A
+/// port's queues may share one (`Arc`); dropping it gives the share up once
+/// every buffer charged to it is back.
+#[derive(Debug)]
+pub struct PoolShare {
+    pool: &'static Mempool,
+    slot: u16,
+}
+
+impl PoolShare {
+    /// The pool.
+    pub fn pool(&self) -> &'static Mempool {
+        self.pool
+    }
+
+    /// Allocates one buffer charged to this share.
+    ///
+    /// # Errors
+    /// [`AllocError::OverShare`] if the share holds its limit already,
+    /// [`AllocError::Empty`] if the pool has no free buffer.
+    #[inline]
+    pub fn alloc(&self) -> Result<Mbuf, AllocError> {
+        self.pool.alloc_charged(self.slot)
+    }
+
+    /// Buffers charged to this share and not yet freed.
+    pub fn held(&self) -> u32 {
+        self.pool
+            .shares
+            .as_ref()
+            .and_then(|s| s.counts.get(self.slot as usize))
+            // Relaxed: a statistic.
+            .map_or(0, |c| c.held.load(Ordering::Relaxed))
+    }
+}
+
+impl Drop for PoolShare {
+    fn drop(&mut self) {
+        if let Some(s) = &self.pool.shares {
+            let mut taken = s.taken.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(t) = taken.get_mut(self.slot as usize) {
+                *t = false;
+            }
+        }
     }
 }
 
@@ -571,6 +776,83 @@ mod tests {
         assert!(b.is_empty());
         assert_eq!((pool.in_use(), other.in_use()), (0, 0));
         free_front(&mut b, 1);
+    }
+
+    fn shared_pool(n_mbufs: u32, port_share: u32) -> &'static Mempool {
+        Mempool::create(&MempoolConfig {
+            name: "shared".into(),
+            n_mbufs,
+            hugepages: HugepagePolicy::Never,
+            cache_size: 4,
+            port_share,
+            ..MempoolConfig::default()
+        })
+        .expect("test mempool")
+    }
+
+    #[test]
+    fn a_port_past_its_share_is_refused_and_another_port_still_allocates() {
+        let pool = shared_pool(16, 4);
+        let (a, b) = (pool.share(), pool.share());
+        let held: Vec<Mbuf> = (0..4).map(|_| a.alloc().unwrap()).collect();
+        assert_eq!(a.alloc().unwrap_err(), AllocError::OverShare);
+        assert_eq!((a.held(), pool.share_refusals()), (4, 1));
+        // A copy of a charged buffer is charged too: refused as well.
+        assert!(held[0].try_clone().is_none());
+        assert!(held[0].share_exhausted());
+        assert_eq!(pool.share_refusals(), 2);
+        let other: Vec<Mbuf> = (0..4).map(|_| b.alloc().unwrap()).collect();
+        assert_eq!((b.held(), pool.in_use()), (4, 8));
+        // Freed on another thread (a worker that sent the frames): refunded.
+        std::thread::spawn(move || drop(held)).join().unwrap();
+        assert_eq!(a.held(), 0);
+        let copy = {
+            let m = a.alloc().unwrap();
+            m.try_clone().unwrap()
+        };
+        assert_eq!(a.held(), 1);
+        drop((copy, other));
+        assert_eq!((a.held(), b.held(), pool.in_use()), (0, 0, 0));
+        // Plain allocations are charged to nobody.
+        let plain: Vec<Mbuf> = (0..16).map(|_| pool.alloc().unwrap()).collect();
+        assert_eq!(a.alloc().unwrap_err(), AllocError::Empty);
+        drop(plain);
+    }
+
+    #[test]
+    fn a_share_given_up_with_buffers_out_is_not_reused_until_they_return() {
+        let pool = shared_pool(16, 2);
+        let a = pool.share();
+        let out = a.alloc().unwrap();
+        let slot = a.slot;
+        drop(a);
+        let b = pool.share();
+        assert_ne!(b.slot, slot);
+        drop(out);
+        let c = pool.share();
+        let (x, y) = (c.alloc().unwrap(), c.alloc().unwrap());
+        assert_eq!(c.alloc().unwrap_err(), AllocError::OverShare);
+        drop((x, y, b, c));
+        assert_eq!(pool.in_use(), 0);
+        // A pool without shares: a share that charges nothing.
+        let plain = Mempool::for_tests(2).share();
+        let v = (plain.alloc().unwrap(), plain.alloc().unwrap());
+        assert_eq!(
+            (plain.held(), plain.alloc().unwrap_err()),
+            (0, AllocError::Empty)
+        );
+        drop(v);
+    }
+
+    #[test]
+    fn free_front_refunds_charged_buffers() {
+        let pool = shared_pool(16, 8);
+        let a = pool.share();
+        let mut b: ArrayVec<Mbuf, 8> = (0..8).map(|_| a.alloc().unwrap()).collect();
+        free_front(&mut b, 5);
+        assert_eq!((a.held(), b.len()), (3, 3));
+        drop(b);
+        assert_eq!((a.held(), pool.in_use()), (0, 0));
     }
 
     #[test]

@@ -54,6 +54,45 @@ pub const MAX_PORTS: usize = fdb::MAX_PORTS;
 /// own one of its queues).
 pub const HANDOFF_RING: usize = 1024;
 
+/// How many frames the handoff rings of a group of ports (those of one owner
+/// worker) may hold together. Frames in a handoff ring hold pool buffers until
+/// the owner drains them; an owner that stops draining (stuck, or starved of
+/// CPU) would otherwise pin up to [`HANDOFF_RING`] buffers per port, and with
+/// enough ports the whole pool, stopping every worker's traffic. With a budget
+/// it pins at most `limit`: frames handed off past it are dropped and counted
+/// (`handoff_full`), and every other port keeps its buffers.
+///
+/// The count is one atomic in a cache line of its own, changed once per
+/// handed-off burst by the sender and once per drained burst by the owner,
+/// never per frame.
+#[derive(Debug)]
+#[repr(align(64))]
+pub struct HandoffBudget {
+    held: AtomicU32,
+    limit: u32,
+}
+
+impl HandoffBudget {
+    /// A budget of `limit` frames.
+    pub fn new(limit: u32) -> Arc<HandoffBudget> {
+        Arc::new(HandoffBudget {
+            held: AtomicU32::new(0),
+            limit,
+        })
+    }
+
+    /// Frames held now by the rings sharing this budget.
+    pub fn held(&self) -> u32 {
+        // Relaxed: a statistic.
+        self.held.load(Ordering::Relaxed)
+    }
+
+    /// Most frames the rings may hold together.
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+}
+
 /// What workers need to know about one port. Shared (`Arc`) across table versions.
 #[derive(Debug)]
 pub struct PortEntry {
@@ -69,8 +108,12 @@ pub struct PortEntry {
     pub admin_up: AtomicBool,
     /// Worker that owns the port's first queue and drains [`PortEntry::handoff`].
     pub owner: WorkerId,
-    /// Frames for this port from workers that own none of its queues.
+    /// Frames for this port from workers that own none of its queues: put
+    /// there by [`PortEntry::hand_off`], taken by [`PortEntry::take_handoff`].
     pub handoff: Ring<Mbuf>,
+    /// What the frames in `handoff` count against (shared by the ports of one
+    /// owner; see [`HandoffBudget`]).
+    handoff_budget: Arc<HandoffBudget>,
 }
 
 impl PortEntry {
@@ -84,7 +127,61 @@ impl PortEntry {
             admin_up: AtomicBool::new(true),
             owner,
             handoff: Ring::new(HANDOFF_RING),
+            handoff_budget: HandoffBudget::new(HANDOFF_RING as u32),
         }
+    }
+
+    /// Counts this port's handoff ring against `budget` (shared with the
+    /// other ports of the same owner) instead of a budget of its own.
+    #[must_use]
+    pub fn with_handoff_budget(mut self, budget: Arc<HandoffBudget>) -> PortEntry {
+        self.handoff_budget = budget;
+        self
+    }
+
+    /// The budget this port's handoff ring counts against.
+    pub fn handoff_budget(&self) -> &Arc<HandoffBudget> {
+        &self.handoff_budget
+    }
+
+    /// Puts frames from the front of `b` on the handoff ring, as many as the
+    /// ring and the budget allow; returns how many. The rest stay in `b`.
+    #[inline]
+    pub fn hand_off(&self, b: &mut Burst) -> usize {
+        let n = b.len() as u32;
+        if n == 0 {
+            return 0;
+        }
+        let budget = &self.handoff_budget;
+        // Reserve first, so that senders on several workers cannot together
+        // pass the limit; give back what did not go. Relaxed: the count
+        // bounds buffers; the frames are published by the ring.
+        let before = budget.held.fetch_add(n, Ordering::Relaxed);
+        let room = budget.limit.saturating_sub(before).min(n) as usize;
+        let sent = if room == 0 {
+            0
+        } else {
+            self.handoff.enqueue_burst_max(b, room)
+        };
+        if sent < n as usize {
+            // Relaxed: as above.
+            budget.held.fetch_sub(n - sent as u32, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// Takes up to `max` frames off the handoff ring onto `b` (the owner
+    /// draining it); returns how many.
+    #[inline]
+    pub fn take_handoff(&self, b: &mut Burst, max: usize) -> usize {
+        let n = self.handoff.dequeue_burst(b, max);
+        if n > 0 {
+            // Relaxed: see `hand_off`.
+            self.handoff_budget
+                .held
+                .fetch_sub(n as u32, Ordering::Relaxed);
+        }
+        n
     }
 
     /// Whether frames may be sent to the port now.
@@ -94,6 +191,19 @@ impl PortEntry {
         // harmless either way. `&`, not `&&`: both loads are cheap and side-effect
         // free, and one test is cheaper than two branches on the packet path.
         self.link_up.load(Ordering::Relaxed) & self.admin_up.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for PortEntry {
+    /// Frames still in the ring (a port removed under traffic) are freed
+    /// with it; their count goes back to the budget, which the owner's other
+    /// ports keep using.
+    fn drop(&mut self) {
+        let n = self.handoff.len() as u32;
+        if n > 0 {
+            // Relaxed: see `hand_off`; nobody else holds this entry now.
+            self.handoff_budget.held.fetch_sub(n, Ordering::Relaxed);
+        }
     }
 }
 
@@ -376,6 +486,7 @@ fn flood(
     for p in targets {
         match m.try_clone() {
             Some(c) => stage(stages, pending, prev, c),
+            None if m.share_exhausted() => in_stats.drop_one(DropReason::PoolShare),
             None => in_stats.drop_one(DropReason::NoBuffers),
         }
         prev = p;
@@ -693,6 +804,53 @@ mod tests {
             }
         });
         out
+    }
+
+    #[test]
+    fn flood_copies_count_against_the_senders_share_and_leave_the_pool_to_others() {
+        use crate::mempool::{HugepagePolicy, MempoolConfig};
+        // A pool of 32 (like the TSO pool, of few buffers) in shares of 12.
+        let pool = Mempool::create(&MempoolConfig {
+            name: "shared-flood".into(),
+            n_mbufs: 32,
+            hugepages: HugepagePolicy::Never,
+            cache_size: 4,
+            port_share: 12,
+            ..MempoolConfig::default()
+        })
+        .unwrap();
+        let (sender, other) = (pool.share(), pool.share());
+        let sw = switch(5, FdbConfig::default());
+        let t = sw.load();
+        let st = QueueStats::default();
+        let mut fwd = Forwarder::new();
+        fwd.prepare(&t);
+        // Port 0 floods 8 broadcasts to 4 ports: 24 copies wanted, while the
+        // staged frames hold their buffers (as a slow egress would).
+        let mut bytes = [0xab; 60];
+        bytes[..6].copy_from_slice(&MacAddr::BROADCAST.0);
+        bytes[6..12].copy_from_slice(&mac(1).0);
+        let mut b: Burst = (0..8)
+            .map(|_| {
+                let mut m = sender.alloc().unwrap();
+                m.extend_from_slice(&bytes).unwrap();
+                m
+            })
+            .collect();
+        fwd.process(&t, PortId(0), &mut b, 1, &st);
+        assert_eq!(sender.held(), 12, "the sender's share, no more");
+        assert_eq!(st.drops(DropReason::PoolShare), 20);
+        assert_eq!(st.drops(DropReason::NoBuffers), 0);
+        // Another port's frames still find buffers.
+        let theirs: Vec<Mbuf> = (0..12).map(|_| other.alloc().unwrap()).collect();
+        let mut sent = 0;
+        fwd.drain(|_, b| {
+            sent += b.len();
+            b.clear();
+        });
+        assert_eq!(sent, 12);
+        drop(theirs);
+        assert_eq!((sender.held(), pool.in_use()), (0, 0));
     }
 
     #[test]
