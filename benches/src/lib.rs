@@ -303,6 +303,7 @@ pub fn small_pool(name: &str, n_mbufs: u32) -> &'static Mempool {
         headroom: 0,
         cache_size: 256,
         hugepages: HugepagePolicy::Never,
+        port_share: 0,
     })
     .expect("benchmark mempool")
 }
