@@ -266,3 +266,91 @@ fn tso4_frame_is_segmented_or_delivered_whole() {
 fn tso6_frame_is_segmented_or_delivered_whole() {
     run(GsoKind::Tcp6);
 }
+
+/// A TSO pool of 12 buffers in shares of 4 (the daemon gives each port a
+/// quarter of its pool).
+fn shared_tso_pool() -> &'static Mempool {
+    static POOL: OnceLock<&'static Mempool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let p = Mempool::create(&MempoolConfig {
+            name: "tso-shared-test".into(),
+            n_mbufs: 12,
+            data_room: 65535 - 128,
+            hugepages: HugepagePolicy::Never,
+            cache_size: 1,
+            port_share: 4,
+            ..MempoolConfig::default()
+        })
+        .expect("tso pool");
+        p.set_segment_pool(pool());
+        p
+    })
+}
+
+fn tso_hdr(l4: usize) -> [u8; NET_HDR_BYTES] {
+    let mut hdr = [0u8; NET_HDR_BYTES];
+    hdr[0] = NET_HDR_F_NEEDS_CSUM;
+    hdr[1] = NET_HDR_GSO_TCPV4;
+    hdr[2..4].copy_from_slice(&((l4 + 20) as u16).to_le_bytes());
+    hdr[4..6].copy_from_slice(&MSS.to_le_bytes());
+    hdr[6..8].copy_from_slice(&(l4 as u16).to_le_bytes());
+    hdr[8..10].copy_from_slice(&16u16.to_le_bytes());
+    hdr
+}
+
+#[test]
+fn a_guest_holding_tso_buffers_stops_at_its_share_and_another_guest_still_sends_tso() {
+    use dataplane::DropReason;
+    let dir = tempfile::tempdir().unwrap();
+    let device = |name: &str| {
+        let cfg = VhostUserConfig {
+            socket: dir.path().join(format!("{name}.sock")),
+            mode: Mode::Server,
+            queues: 1,
+        };
+        let mut dev = create_with_tso(name, &cfg, pool(), Some(shared_tso_pool())).unwrap();
+        let port = dev.take_queues().pop().unwrap();
+        (dev, port, cfg.socket)
+    };
+    let (dev_a, mut port_a, sock_a) = device("a");
+    let (dev_b, mut port_b, sock_b) = device("b");
+    let features = F_CSUM | F_HOST_TSO4 | F_HOST_TSO6;
+    let mut fe_a = VirtioNetFrontend::connect_with_features(&sock_a, &big(), features).unwrap();
+    let mut fe_b = VirtioNetFrontend::connect_with_features(&sock_b, &big(), features).unwrap();
+    wait_up(&dev_a, &mut port_a);
+    wait_up(&dev_b, &mut port_b);
+    let (frame, l4) = tso_frame(GsoKind::Tcp4);
+    let hdr = tso_hdr(l4);
+
+    // Guest a sends 12 TSO frames, as many as the pool holds, and its
+    // frames stay held (a slow egress, a stuck worker's handoff ring).
+    for _ in 0..12 {
+        assert!(fe_a.tx_send(&hdr, &frame));
+    }
+    fe_a.tx_publish();
+    let mut held = Burst::new();
+    let a = port_a.stats().clone();
+    let end = Instant::now() + Duration::from_secs(5);
+    while held.len() as u64 + a.snapshot().total_drops() < 12 {
+        assert!(Instant::now() < end, "guest a's frames not received");
+        port_a.rx_burst(&mut held);
+    }
+    assert_eq!(held.len(), 4, "guest a holds its share");
+    assert_eq!(a.drops(DropReason::PoolShare), 8);
+
+    // Guest b's TSO frame still finds a large buffer.
+    assert!(fe_b.tx_send(&hdr, &frame));
+    fe_b.tx_publish();
+    let mut got = Burst::new();
+    let b = port_b.stats().clone();
+    let end = Instant::now() + Duration::from_secs(5);
+    while got.is_empty() && b.snapshot().total_drops() == 0 {
+        assert!(Instant::now() < end, "guest b's frame not received");
+        port_b.rx_burst(&mut got);
+    }
+    assert_eq!(b.snapshot().total_drops(), 0, "{:?}", b.snapshot());
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].data(), &frame[..]);
+    drop((held, got));
+    assert_eq!(shared_tso_pool().in_use(), 0);
+}
