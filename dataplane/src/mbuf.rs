@@ -48,6 +48,13 @@ pub(crate) struct MbufHdr {
     share: u16,
 }
 
+impl MbufHdr {
+    /// Marks the buffer as charged to no share (it is being freed).
+    pub(crate) fn clear_share(&mut self) {
+        self.share = NO_SHARE;
+    }
+}
+
 /// [`MbufHdr::share`] of a buffer charged to no share.
 pub(crate) const NO_SHARE: u16 = u16::MAX;
 
@@ -439,12 +446,8 @@ impl Mbuf {
 impl Drop for Mbuf {
     #[inline]
     fn drop(&mut self) {
-        let (pool, idx, share) = (self.hdr().pool, self.hdr().idx, self.hdr().share);
-        if share != NO_SHARE {
-            self.hdr_mut().share = NO_SHARE;
-            pool.refund(share);
-        }
-        pool.put(idx);
+        let h = self.hdr();
+        h.pool.put(h.idx, h.share);
     }
 }
 

@@ -520,9 +520,25 @@ impl Mempool {
         })
     }
 
-    /// Returns a buffer's slot to the pool. Called from `Mbuf::drop` only.
+    /// Gives the charge of the buffer in slot `idx` back to share `share`,
+    /// and clears its header's record of it (the state of a free slot).
+    #[cold]
+    #[inline(never)]
+    fn refund_slot(&self, idx: u32, share: u16) {
+        // SAFETY: idx < n (the buffer being freed is ours), so the header is
+        // in bounds and initialised; its Mbuf is being dropped, so nothing
+        // else accesses it.
+        unsafe { (*self.hdr_ptr(idx).as_ptr()).clear_share() };
+        self.refund(share);
+    }
+
+    /// Returns a buffer's slot to the pool, refunding `share` (the header's
+    /// record of it) if it is charged to one. Called from `Mbuf::drop` only.
     #[inline]
-    pub(crate) fn put(&'static self, idx: u32) {
+    pub(crate) fn put(&'static self, idx: u32, share: u16) {
+        if share != crate::mbuf::NO_SHARE {
+            self.refund_slot(idx, share);
+        }
         if with_cache(self, |c| c.push(idx)).is_none() {
             // No usable thread cache (thread exiting): straight to the shared ring.
             if self.free.push(idx).is_err() {
