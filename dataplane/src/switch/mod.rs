@@ -65,10 +65,16 @@ pub const HANDOFF_RING: usize = 1024;
 /// The count is one atomic in a cache line of its own, changed once per
 /// handed-off burst by the sender and once per drained burst by the owner,
 /// never per frame.
+///
+/// Within the budget each port's ring holds at most an equal part of it
+/// (`limit / ports`, at least one burst), so that one port fed faster than
+/// its owner drains it leaves the others their part.
 #[derive(Debug)]
 #[repr(align(64))]
 pub struct HandoffBudget {
     held: AtomicU32,
+    /// Ports counting against the budget (entries alive).
+    ports: AtomicU32,
     limit: u32,
 }
 
@@ -77,8 +83,18 @@ impl HandoffBudget {
     pub fn new(limit: u32) -> Arc<HandoffBudget> {
         Arc::new(HandoffBudget {
             held: AtomicU32::new(0),
+            ports: AtomicU32::new(0),
             limit,
         })
+    }
+
+    /// Most frames one port's ring may hold now.
+    #[inline]
+    fn port_part(&self) -> u32 {
+        // Relaxed: the count changes only with ports added or removed; a
+        // stale value misjudges one burst.
+        let ports = self.ports.load(Ordering::Relaxed).max(1);
+        (self.limit / ports).max(MAX_BURST as u32)
     }
 
     /// Frames held now by the rings sharing this budget.
@@ -90,6 +106,13 @@ impl HandoffBudget {
     /// Most frames the rings may hold together.
     pub fn limit(&self) -> u32 {
         self.limit
+    }
+
+    /// `budget`, with one more port counting against it.
+    fn joined(budget: Arc<HandoffBudget>) -> Arc<HandoffBudget> {
+        // Relaxed: see `port_part`.
+        budget.ports.fetch_add(1, Ordering::Relaxed);
+        budget
     }
 }
 
@@ -127,7 +150,7 @@ impl PortEntry {
             admin_up: AtomicBool::new(true),
             owner,
             handoff: Ring::new(HANDOFF_RING),
-            handoff_budget: HandoffBudget::new(HANDOFF_RING as u32),
+            handoff_budget: HandoffBudget::joined(HandoffBudget::new(HANDOFF_RING as u32)),
         }
     }
 
@@ -135,7 +158,10 @@ impl PortEntry {
     /// other ports of the same owner) instead of a budget of its own.
     #[must_use]
     pub fn with_handoff_budget(mut self, budget: Arc<HandoffBudget>) -> PortEntry {
-        self.handoff_budget = budget;
+        // The old budget is this entry's own, with nothing held yet.
+        // Relaxed: see `port_part`.
+        self.handoff_budget.ports.fetch_sub(1, Ordering::Relaxed);
+        self.handoff_budget = HandoffBudget::joined(budget);
         self
     }
 
@@ -153,11 +179,17 @@ impl PortEntry {
             return 0;
         }
         let budget = &self.handoff_budget;
+        // This port's part first (a snapshot of its ring: concurrent senders
+        // may pass it by a burst each, the total below holds exactly).
+        let part = budget.port_part().saturating_sub(self.handoff.len() as u32);
+        if part == 0 {
+            return 0;
+        }
         // Reserve first, so that senders on several workers cannot together
         // pass the limit; give back what did not go. Relaxed: the count
         // bounds buffers; the frames are published by the ring.
         let before = budget.held.fetch_add(n, Ordering::Relaxed);
-        let room = budget.limit.saturating_sub(before).min(n) as usize;
+        let room = budget.limit.saturating_sub(before).min(n).min(part) as usize;
         let sent = if room == 0 {
             0
         } else {
@@ -204,6 +236,8 @@ impl Drop for PortEntry {
             // Relaxed: see `hand_off`; nobody else holds this entry now.
             self.handoff_budget.held.fetch_sub(n, Ordering::Relaxed);
         }
+        // Relaxed: see `port_part`.
+        self.handoff_budget.ports.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -804,6 +838,38 @@ mod tests {
             }
         });
         out
+    }
+
+    #[test]
+    fn ports_sharing_a_handoff_budget_each_keep_their_part() {
+        let pool = Mempool::for_tests(256);
+        let budget = HandoffBudget::new(128);
+        let entry = |i| {
+            PortEntry::new(PortId(i), "p", None, WorkerId(1)).with_handoff_budget(budget.clone())
+        };
+        let (x, y) = (entry(0), entry(1));
+        let burst = || -> Burst { (0..MAX_BURST).map(|_| pool.alloc().unwrap()).collect() };
+        // Nobody drains: x is fed four bursts and keeps half the budget.
+        let mut sent_x = 0;
+        for _ in 0..4 {
+            let mut b = burst();
+            sent_x += x.hand_off(&mut b);
+        }
+        assert_eq!((sent_x, budget.held()), (64, 64));
+        // y still gets its half; then both are full.
+        let (mut b1, mut b2) = (burst(), burst());
+        assert_eq!(y.hand_off(&mut b1) + y.hand_off(&mut b2), 64);
+        let mut b = burst();
+        assert_eq!((x.hand_off(&mut b), y.hand_off(&mut b)), (0, 0));
+        assert_eq!(budget.held(), 128);
+        // Draining gives the budget back; a removed port's frames too.
+        let mut out = Burst::new();
+        assert_eq!(x.take_handoff(&mut out, MAX_BURST), 32);
+        assert_eq!(budget.held(), 96);
+        drop((out, b, b1, b2, x));
+        assert_eq!(budget.held(), 64);
+        drop(y);
+        assert_eq!((budget.held(), pool.in_use()), (0, 0));
     }
 
     #[test]
