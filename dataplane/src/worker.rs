@@ -310,15 +310,29 @@ impl Queues {
     }
 
     /// Sends `b` to `out` through a local queue or the port's handoff ring; leaves
-    /// `b` empty, counting what could not be sent.
+    /// `b` empty, counting what could not be sent. Frames the handoff ring or
+    /// its budget refuses count as `handoff_full` for the worker and, when
+    /// they came from local queue `from`, as `HandoffFull` drops of that
+    /// port.
     #[inline]
-    fn transmit(&mut self, t: &SwitchTables, out: PortId, b: &mut Burst, ws: &WorkerStats) {
+    fn transmit(
+        &mut self,
+        t: &SwitchTables,
+        out: PortId,
+        b: &mut Burst,
+        ws: &WorkerStats,
+        from: Option<usize>,
+    ) {
         if let Some(Some(i)) = self.tx_index.get(out.index()) {
             send_local(&mut self.list[*i], b);
         } else if let Some(e) = t.port(out) {
             e.hand_off(b);
             if !b.is_empty() {
                 ws.handoff_full.add(b.len() as u64);
+                if let Some(q) = from.and_then(|i| self.list.get(i)) {
+                    q.stats
+                        .drop_n(crate::stats::DropReason::HandoffFull, b.len() as u64);
+                }
                 b.clear();
             }
         } else {
@@ -491,7 +505,7 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
             q.stats.rx_bytes.add(bytes as u64);
             fwd.process(t, q.port, &mut burst, now, &q.stats);
             let t2 = stamp();
-            fwd.drain(|out, b| queues.transmit(t, out, b, ws));
+            fwd.drain(|out, b| queues.transmit(t, out, b, ws, Some(qi)));
             if sample {
                 let t3 = cycles();
                 ws.rx_cycles.add(t1.wrapping_sub(t0));
@@ -518,7 +532,7 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
             let n = e.take_handoff(&mut burst, MAX_BURST);
             ws.handoff_tx.add(n as u64);
             moved += n;
-            queues.transmit(t, port, &mut burst, ws);
+            queues.transmit(t, port, &mut burst, ws, None);
             if sample {
                 ws.tx_cycles.add(cycles().wrapping_sub(t0));
             }
@@ -924,7 +938,12 @@ mod tests {
         release.store(true, Ordering::Release);
         assert_eq!(got, FRAMES, "port 1 starved: {sent} sent, pool {pool:?}");
         assert!(held <= 64, "{held} frames held in handoff rings");
-        assert!(w0.shared().stats.handoff_full.get() > 0);
+        let refused = w0.shared().stats.handoff_full.get();
+        assert!(refused > 0);
+        assert_eq!(
+            a.stats.drops(crate::stats::DropReason::HandoffFull),
+            refused
+        );
         assert!(far.iter().all(|e| e.tx.is_empty()));
         // Once worker 1 runs again it drains what it held.
         w1.stop();
