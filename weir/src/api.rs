@@ -310,6 +310,10 @@ pub struct MempoolView {
     pub hugepages: bool,
     /// Data room per mbuf in bytes.
     pub mbuf_size: u32,
+    /// Most buffers one port may hold (pools shared out per port: the TSO
+    /// pool); absent for a pool without shares.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_share: Option<u32>,
 }
 
 /// Everything `stats` reports.

@@ -725,7 +725,7 @@ fn render_workers(workers: &[WorkerView]) -> String {
 
 /// One line of `weir stats` for a buffer pool.
 fn pool_line(out: &mut String, label: &str, unit: &str, m: &MempoolView) {
-    let _ = writeln!(
+    let _ = write!(
         out,
         "{label}: {} of {} {unit} free, {} B data room, {}",
         m.available,
@@ -737,6 +737,10 @@ fn pool_line(out: &mut String, label: &str, unit: &str, m: &MempoolView) {
             "normal pages"
         }
     );
+    if let Some(n) = m.port_share {
+        let _ = write!(out, ", at most {n} per port");
+    }
+    out.push('\n');
 }
 
 fn render_stats(stats: &StatsView) -> String {
@@ -965,17 +969,22 @@ mod tests {
                 available: 1000,
                 hugepages: false,
                 mbuf_size: 2048,
+                port_share: None,
             },
             tso_pool: Some(MempoolView {
                 total: 256,
                 available: 250,
                 hugepages: true,
                 mbuf_size: 65407,
+                port_share: Some(64),
             }),
         };
         let out = render_stats(&stats);
         assert!(
-            out.contains("tso pool: 250 of 256 buffers free, 65407 B data room, hugepages"),
+            out.contains(
+                "tso pool: 250 of 256 buffers free, 65407 B data room, hugepages, \
+                 at most 64 per port\n"
+            ),
             "{out}"
         );
         assert!(out.contains("no-mbuf=3"), "{out}");
@@ -983,7 +992,10 @@ mod tests {
         assert!(out.contains("25+10+15"), "{out}");
         assert!(out.contains("3.5"), "{out}");
         assert!(out.contains("p0:0"), "{out}");
-        assert!(out.contains("1000 of 1024 mbufs free"), "{out}");
+        assert!(
+            out.contains("1000 of 1024 mbufs free, 2048 B data room, normal pages\n"),
+            "{out}"
+        );
     }
 
     #[test]

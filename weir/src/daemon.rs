@@ -54,9 +54,10 @@ struct State {
 const TSO_DATA_ROOM: u32 = 65535 - 128;
 
 /// Most TSO buffers one port may hold: a quarter of the pool, and at least two
-/// bursts' worth (a pool too small for both is not shared out).
+/// bursts' worth (a pool of no more than that is not shared out: the share
+/// would be the whole pool).
 fn tso_port_share(tso_mbufs: u32) -> u32 {
-    (tso_mbufs / 4).max((2 * MAX_BURST as u32).min(tso_mbufs))
+    (tso_mbufs / 4).max(2 * MAX_BURST as u32)
 }
 
 /// Frames the handoff rings of one worker's ports may hold together: the
@@ -765,5 +766,6 @@ fn pool_view(p: &Mempool) -> MempoolView {
         available: p.available(),
         hugepages: p.backing() == dataplane::mempool::Backing::Hugepages2M,
         mbuf_size: p.data_room(),
+        port_share: p.share_limit(),
     }
 }

@@ -487,3 +487,67 @@ fn port_without_memory_for_tso_buffers_comes_up_without_tso() {
         "names the setting: {log}"
     );
 }
+
+#[test]
+fn a_guest_flooding_tso_frames_is_held_to_its_share_of_the_tso_pool() {
+    let tmp = TestDir::new("share");
+    let dir = tmp.path();
+    let names = ["a", "b", "c", "d", "e", "f"];
+    let d = Daemon::start(dir, &config(dir, 256, &names, ""));
+    let pool = tso_pool(&d);
+    assert_eq!(
+        pool["port_share"], 64,
+        "a quarter of the pool per port: {pool}"
+    );
+    let text = d.ok(&["stats"]);
+    assert!(
+        text.contains("buffers free, 65407 B data room, normal pages, at most 64 per port"),
+        "{text}"
+    );
+    let host_tso = F_CSUM | F_HOST_TSO4 | F_HOST_TSO6;
+    let mut fe_a =
+        VirtioNetFrontend::connect_with_features(&sock(dir, "a"), &large(), host_tso).unwrap();
+    let mut fe_b =
+        VirtioNetFrontend::connect_with_features(&sock(dir, "b"), &large(), host_tso).unwrap();
+    let mut others: Vec<VirtioNetFrontend> = names[2..]
+        .iter()
+        .map(|n| VirtioNetFrontend::connect(&sock(dir, n), &plain()).unwrap())
+        .collect();
+    d.wait_up(&names);
+    let none = [0u8; NET_HDR_BYTES];
+    send(&mut others[0], &[(none, hello(MAC_C))]);
+    wait_learned(&d, "02:00:00:00:00:0c", "c");
+
+    // A broadcasts 16 TSO frames in one burst: 16 large buffers, and 4 copies
+    // of each for the other 5 ports, 80 in all while the burst is switched.
+    // Its share is 64: the last 16 copies are refused and counted.
+    let frames: Vec<_> = (0..16)
+        .map(|i| (tso_hdr(Ip::V4), tso_frame(Ip::V4, [0xff; 6], i)))
+        .collect();
+    send(&mut fe_a, &frames);
+    let end = Instant::now() + Duration::from_secs(5);
+    while drops(&d, "a")["pool-share"] != 16 || tso_pool(&d)["available"] != 256 {
+        assert!(
+            Instant::now() < end,
+            "drops on a {}, pool {}",
+            drops(&d, "a"),
+            tso_pool(&d)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(drops(&d, "a"), serde_json::json!({"pool-share": 16}));
+    assert_eq!(d.port_counter("a", "rx_packets"), 16);
+
+    // B's TSO frames still get large buffers.
+    while others[0].rx_take(usize::MAX, |_, _| ()) > 0 {}
+    let to_c = tso_frame(Ip::V4, MAC_C, 99);
+    send(&mut fe_b, &[(tso_hdr(Ip::V4), to_c.clone())]);
+    check_segments(Ip::V4, &to_c, &take(&mut others[0], SEGMENTS, "C segments"));
+    // (B's only drops are the flood it could not take into its ring.)
+    let b = drops(&d, "b");
+    assert!(
+        b["pool-share"].is_null() && b["no-tso-buffers"].is_null(),
+        "{b}"
+    );
+    assert_eq!(d.port_counter("b", "rx_packets"), 1);
+}

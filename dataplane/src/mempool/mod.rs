@@ -71,8 +71,9 @@ pub struct MempoolConfig {
     pub cache_size: u32,
     /// Hugepage policy.
     pub hugepages: HugepagePolicy,
-    /// Most buffers one [`PoolShare`] may hold at once (0: no shares, every
-    /// allocation is uncharged). See the module docs, "Per-port shares".
+    /// Most buffers one [`PoolShare`] may hold at once (0, or the whole pool
+    /// or more: no shares, every allocation is uncharged). See the module
+    /// docs, "Per-port shares".
     pub port_share: u32,
 }
 
@@ -259,7 +260,7 @@ impl Mempool {
             alloc_failures: AtomicU64::new(0),
             cache_levels: Mutex::new(Vec::new()),
             segment_pool: std::sync::OnceLock::new(),
-            shares: (cfg.port_share > 0).then(|| Shares {
+            shares: (cfg.port_share > 0 && cfg.port_share < cfg.n_mbufs).then(|| Shares {
                 limit: cfg.port_share,
                 counts: (0..MAX_SHARES).map(|_| ShareCount::default()).collect(),
                 taken: Mutex::new(vec![false; MAX_SHARES]),
