@@ -387,10 +387,10 @@ impl Mbuf {
     /// Gives up the handle without returning the slot to its pool, for the pool's
     /// bulk free ([`crate::mempool::free_front`]), which puts the index back
     /// itself.
-    #[inline]
     ///
     /// Only for buffers of pools without shares (a charged buffer refunds
     /// its share on drop; `free_front` leaves those to drop).
+    #[inline]
     pub(crate) fn into_slot_index(self) -> u32 {
         let idx = self.slot_index();
         std::mem::forget(self);
@@ -416,13 +416,13 @@ impl Mbuf {
 
     /// A copy of this packet in a new buffer from the same pool (data, ingress
     /// port and checksum offload metadata), or None if the pool is empty.
-    #[inline]
     ///
     /// A buffer charged to a port's share of its pool
     /// ([`crate::mempool::PoolShare`]) has its copy charged to the same share,
     /// and gets None when that share is used up ([`Mbuf::share_exhausted`]
     /// tells the two apart): a frame flooded to many ports costs its sender,
     /// not the pool's other users.
+    #[inline]
     pub fn try_clone(&self) -> Option<Mbuf> {
         let share = self.hdr().share;
         let mut m = if share == NO_SHARE {
