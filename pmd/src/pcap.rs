@@ -28,6 +28,9 @@ use pcap_file::{DataLink, Endianness, TsResolution};
 /// original length, each a `u32`.
 const RECORD_HEADER_BYTES: usize = 16;
 
+/// Bytes of the pcap file header.
+const PCAP_HEADER_BYTES: u64 = 24;
+
 /// Largest frame written to a capture (the file header's snaplen). Mbuf lengths
 /// are `u16`, so nothing a port transmits is ever cut.
 const TX_SNAPLEN: u32 = 65535;
@@ -41,7 +44,13 @@ pub struct PcapConfig {
     pub max_rx_file_bytes: u64,
     /// Size of the capture file's write buffer.
     pub tx_buffer_bytes: usize,
+    /// Largest the capture file may grow, header included. Frames that would
+    /// take it past this are not written and are counted in `tx_errors`.
+    pub max_tx_file_bytes: u64,
 }
+
+/// Default [`PcapConfig::max_tx_file_bytes`]: 1 GiB.
+pub const DEFAULT_MAX_TX_FILE_BYTES: u64 = 1 << 30;
 
 impl Default for PcapConfig {
     fn default() -> Self {
@@ -49,6 +58,7 @@ impl Default for PcapConfig {
             loop_rx: false,
             max_rx_file_bytes: 256 << 20,
             tx_buffer_bytes: 1 << 20,
+            max_tx_file_bytes: DEFAULT_MAX_TX_FILE_BYTES,
         }
     }
 }
@@ -91,6 +101,20 @@ pub enum PcapError {
         /// The file's link type.
         linktype: u32,
     },
+    /// The path is not a regular file (a FIFO, a device, a directory, a
+    /// socket, or a symlink, which is never followed).
+    #[error("pcap file {} is not a regular file (symlinks are not followed); refusing it", .path.display())]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An existing capture file belongs to another user, who could read what
+    /// weir writes into it.
+    #[error("pcap file {} belongs to another user; refusing to write traffic into it", .path.display())]
+    NotOwned {
+        /// The file.
+        path: PathBuf,
+    },
     /// The capture file could not be created.
     #[error("creating pcap file {}", .path.display())]
     Create {
@@ -130,6 +154,34 @@ struct Replay {
 struct Capture {
     path: PathBuf,
     out: BufWriter<File>,
+    /// Bytes written to the file so far (header included).
+    written: u64,
+    /// [`PcapConfig::max_tx_file_bytes`].
+    max_bytes: u64,
+    /// The cap has been reached (logged once).
+    full: bool,
+}
+
+/// Opens `path` without following a final symlink and without blocking (a
+/// FIFO would otherwise block `open` until a peer appears), and refuses it
+/// unless it is a regular file. `create` creates it with mode 0600 if absent.
+fn open_regular(path: &Path, write: bool) -> Result<File, std::io::Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    if write {
+        o.write(true).create(true).mode(0o600);
+    } else {
+        o.read(true);
+    }
+    o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+    o.open(path)
+}
+
+/// Whether `e` says the path is not a regular file: `ELOOP` is what
+/// `O_NOFOLLOW` reports for a symlink, `ENXIO` what a non-blocking write open
+/// of a FIFO without a reader reports.
+fn is_not_regular_refusal(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENXIO))
 }
 
 /// A port that replays one pcap file on receive and writes another on transmit.
@@ -171,7 +223,7 @@ impl PcapPort {
             .map(|p| Replay::load(p, cfg.max_rx_file_bytes))
             .transpose()?;
         let capture = tx_path
-            .map(|p| Capture::create(p, cfg.tx_buffer_bytes))
+            .map(|p| Capture::create(p, cfg.tx_buffer_bytes, cfg.max_tx_file_bytes))
             .transpose()?;
         Ok(PcapPort {
             pool,
@@ -213,7 +265,20 @@ impl Replay {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(read_err)?;
+        let file = match open_regular(path, false) {
+            Ok(f) => f,
+            Err(e) if is_not_regular_refusal(&e) => {
+                return Err(PcapError::NotRegular {
+                    path: path.to_owned(),
+                })
+            }
+            Err(e) => return Err(read_err(e)),
+        };
+        if !file.metadata().map_err(read_err)?.is_file() {
+            return Err(PcapError::NotRegular {
+                path: path.to_owned(),
+            });
+        }
         let mut bytes = Vec::new();
         // Read one byte past the limit, so an oversized file is detected without
         // trusting its metadata (it may be a pipe or still growing).
@@ -267,11 +332,38 @@ impl Replay {
 }
 
 impl Capture {
-    fn create(path: &Path, buffer_bytes: usize) -> Result<Capture, PcapError> {
-        let file = File::create(path).map_err(|source| PcapError::Create {
+    fn create(path: &Path, buffer_bytes: usize, max_bytes: u64) -> Result<Capture, PcapError> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let create_err = |source| PcapError::Create {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let file = match open_regular(path, true) {
+            Ok(f) => f,
+            Err(e) if is_not_regular_refusal(&e) => {
+                return Err(PcapError::NotRegular {
+                    path: path.to_owned(),
+                })
+            }
+            Err(e) => return Err(create_err(e)),
+        };
+        // Everything from here on goes through the descriptor, so nothing
+        // swapped in at the path since the open is touched.
+        let md = file.metadata().map_err(create_err)?;
+        if !md.is_file() {
+            return Err(PcapError::NotRegular {
+                path: path.to_owned(),
+            });
+        }
+        if md.uid() != rustix::process::geteuid().as_raw() {
+            return Err(PcapError::NotOwned {
+                path: path.to_owned(),
+            });
+        }
+        // Tenant traffic: an existing file's wider mode is narrowed too.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(create_err)?;
+        file.set_len(0).map_err(create_err)?;
         let mut out = BufWriter::with_capacity(buffer_bytes, file);
         let header = PcapHeader {
             snaplen: TX_SNAPLEN,
@@ -290,6 +382,9 @@ impl Capture {
         Ok(Capture {
             path: path.to_owned(),
             out,
+            written: PCAP_HEADER_BYTES,
+            max_bytes,
+            full: false,
         })
     }
 
@@ -299,6 +394,19 @@ impl Capture {
     /// file header's: little-endian `u32` seconds, microseconds, captured length
     /// and original length, then the frame.
     fn write_record(&mut self, secs: u32, micros: u32, frame: &[u8]) -> std::io::Result<()> {
+        let record = (RECORD_HEADER_BYTES + frame.len()) as u64;
+        if self.written + record > self.max_bytes {
+            if !self.full {
+                self.full = true;
+                tracing::warn!(
+                    file = %self.path.display(),
+                    max_bytes = self.max_bytes,
+                    "pcap capture reached its size limit; further frames are counted in tx_errors"
+                );
+            }
+            return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        }
+        self.written += record;
         let len = (frame.len() as u32).to_le_bytes();
         let mut hdr = [0u8; RECORD_HEADER_BYTES];
         hdr[0..4].copy_from_slice(&secs.to_le_bytes());
@@ -641,5 +749,103 @@ mod tests {
             port.stats().drops(DropReason::Malformed),
             (2 * dataplane::MAX_BURST) as u64
         );
+    }
+
+    fn tx_frames(port: &mut PcapPort, pool: &'static Mempool, frames: &[Vec<u8>]) {
+        for chunk in frames.chunks(32) {
+            let mut burst: Burst = chunk
+                .iter()
+                .map(|f| {
+                    let mut m = pool.alloc().unwrap();
+                    m.extend_from_slice(f).unwrap();
+                    m
+                })
+                .collect();
+            port.tx_burst(&mut burst);
+        }
+    }
+
+    #[test]
+    fn capture_file_is_private_and_a_symlink_is_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let pool = Mempool::for_tests(64);
+        let file = TempFile::new("private");
+        let port = PcapPort::open(None, Some(&file.0), pool, PcapConfig::default()).unwrap();
+        let mode = std::fs::metadata(&file.0).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(port);
+        // An existing file's wider mode is narrowed.
+        std::fs::set_permissions(&file.0, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(PcapPort::open(None, Some(&file.0), pool, PcapConfig::default()).unwrap());
+        let mode = std::fs::metadata(&file.0).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let target = TempFile::new("victim");
+        std::fs::write(&target.0, b"precious").unwrap();
+        let link = TempFile::new("link");
+        std::os::unix::fs::symlink(&target.0, &link.0).unwrap();
+        let err = PcapPort::open(None, Some(&link.0), pool, PcapConfig::default()).unwrap_err();
+        assert!(matches!(err, PcapError::NotRegular { .. }), "{err}");
+        let err = PcapPort::open(Some(&link.0), None, pool, PcapConfig::default()).unwrap_err();
+        assert!(matches!(err, PcapError::NotRegular { .. }), "{err}");
+        assert_eq!(std::fs::read(&target.0).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn fifo_is_refused_at_once_on_either_side() {
+        let pool = Mempool::for_tests(64);
+        let fifo = TempFile::new("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo.0,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // Opening a FIFO without O_NONBLOCK waits for a peer forever: run it
+        // on a thread and bound the wait.
+        let path = fifo.0.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rx_side = PcapPort::open(Some(&path), None, pool, PcapConfig::default());
+            let tx_side = PcapPort::open(None, Some(&path), pool, PcapConfig::default());
+            let _ = tx.send((rx_side.err(), tx_side.err()));
+        });
+        let (rx_err, tx_err) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("opening a FIFO blocked");
+        assert!(
+            matches!(rx_err, Some(PcapError::NotRegular { .. })),
+            "{rx_err:?}"
+        );
+        assert!(
+            matches!(tx_err, Some(PcapError::NotRegular { .. })),
+            "{tx_err:?}"
+        );
+    }
+
+    #[test]
+    fn capture_stops_at_max_bytes_and_counts_the_rest() {
+        let pool = Mempool::for_tests(64);
+        let file = TempFile::new("cap");
+        let want = frames(40);
+        // Room for the header and exactly the first 10 records.
+        let max: u64 = 24
+            + want[..10]
+                .iter()
+                .map(|f| (RECORD_HEADER_BYTES + f.len()) as u64)
+                .sum::<u64>();
+        let cfg = PcapConfig {
+            max_tx_file_bytes: max,
+            ..PcapConfig::default()
+        };
+        let mut port = PcapPort::open(None, Some(&file.0), pool, cfg).unwrap();
+        tx_frames(&mut port, pool, &want);
+        port.housekeeping();
+        assert_eq!(read_pcap(&file.0), want[..10].to_vec());
+        assert_eq!(std::fs::metadata(&file.0).unwrap().len(), max);
+        assert_eq!(port.stats().tx_errors.get(), 30);
+        assert_eq!(pool.in_use(), 0);
     }
 }
