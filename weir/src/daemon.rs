@@ -73,6 +73,8 @@ pub struct Dataplane {
     state: Mutex<State>,
     /// How long a port removal waits for each worker.
     worker_timeout: Duration,
+    /// The control socket's path (normalised): never a port's.
+    control_socket: PathBuf,
 }
 
 impl Dataplane {
@@ -141,6 +143,7 @@ impl Dataplane {
                 stuck: Vec::new(),
             }),
             worker_timeout: WORKER_TIMEOUT,
+            control_socket: cfg.control.socket.components().collect(),
         };
         for b in &cfg.bridges {
             dp.bridge_add(&b.name)?;
@@ -399,6 +402,17 @@ impl Dataplane {
     fn check_new_port(&self, st: &State, spec: &PortSpec) -> anyhow::Result<()> {
         if st.ports.contains_key(&spec.name) {
             bail!("port {} already exists", spec.name);
+        }
+        if let Some((key, path)) = spec
+            .paths()
+            .into_iter()
+            .find(|(_, p)| *p == self.control_socket)
+        {
+            bail!(
+                "port {}: `{key}` {} is the control socket's path",
+                spec.name,
+                path.display()
+            );
         }
         for rec in st.ports.values().chain(&st.stuck) {
             if let Some((key, other_key, path)) = spec.path_conflict(&rec.spec) {
@@ -783,7 +797,7 @@ pub fn spawn_housekeeping(
 ///
 /// # Errors
 /// If the dataplane cannot be built or the control socket bound.
-pub fn run(cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
+pub fn run(mut cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
     tracing::info!(
         config = cfg.origin(),
         ports = cfg.ports.len(),
@@ -803,6 +817,9 @@ pub fn run(cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
     {
         tracing::info!(?cpus, "control threads kept off the workers' CPUs");
     }
+    // The socket in use (`--socket` may override the config's): no port may
+    // take its path.
+    cfg.control.socket = socket.clone();
     let dp = Arc::new(Dataplane::start(&cfg, Host::system())?);
     // Housekeeping: the FDB clock, aging and rebuilds, once a second.
     let hk = spawn_housekeeping(Arc::downgrade(&dp), stop.clone(), Duration::from_secs(1))
