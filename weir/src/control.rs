@@ -74,8 +74,10 @@ impl ControlServer {
     ///
     /// Creates the parent directory (mode 0755) if missing. An existing
     /// socket file is replaced only if nothing accepts connections on it;
-    /// any other existing file is left alone. The socket is made mode 0600:
-    /// the control API is for the daemon's owner only.
+    /// any other existing file (a symlink included) is left alone. The socket
+    /// has mode 0600 from the moment it appears
+    /// ([`vhost_user::socket_path::bind`]): the control API is for the
+    /// daemon's owner only.
     ///
     /// # Errors
     ///
