@@ -895,6 +895,8 @@ mod tests {
         cfg.dataplane.mbufs = 256;
         cfg.dataplane.tso_mbufs = 0;
         cfg.dataplane.hugepages = HugepageMode::Never;
+        // Other tests share the CPU: the worker sleeps when idle.
+        cfg.dataplane.idle_sleep_us = 50;
         cfg.fdb.max_entries = 64;
         let mut dp = Dataplane::start(&cfg, Host::system()).unwrap();
         dp.worker_timeout = Duration::from_millis(300);
