@@ -499,7 +499,8 @@ impl CaptureFile {
     fn run(&mut self, ring: &Ring<Mbuf>, shared: &CaptureShared) {
         let mut batch = Burst::new();
         let mut done = 0u64;
-        let mut dirty = false;
+        // The file header is still in the buffer.
+        let mut dirty = true;
         loop {
             #[cfg(test)]
             if shared.paused.load(Ordering::Relaxed) {

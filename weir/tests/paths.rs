@@ -349,12 +349,23 @@ fn a_capture_stops_at_max_bytes_and_counts_the_rest() {
     std::fs::write(&input, broadcast_pcap(200, 100)).unwrap();
     let cfg = format!(
         "{BASE}[[port]]\nname = \"out\"\ntype = \"pcap\"\ntx_path = \"{}\"\nmax_bytes = 4096\n\
-         bridge = \"br0\"\n[[port]]\nname = \"in\"\ntype = \"pcap\"\nrx_path = \"{}\"\n\
          bridge = \"br0\"\n",
         out.display(),
-        input.display()
     );
     let d = Daemon::start(&dir.0, &cfg);
+    // The replay runs once: start it only when the capture port forwards.
+    d.wait_up(&["out"]);
+    d.ok(&[
+        "port",
+        "add",
+        "in",
+        "--type",
+        "pcap",
+        "--bridge",
+        "br0",
+        "--rx-path",
+        input.to_str().unwrap(),
+    ]);
     // 24-byte header, then 116-byte records: 35 fit in 4096 bytes.
     let fit: u64 = 35;
     let want_len = 24 + fit * 116;
@@ -369,7 +380,8 @@ fn a_capture_stops_at_max_bytes_and_counts_the_rest() {
         }
         assert!(
             Instant::now() < deadline,
-            "tx_errors {errors}, file {len} bytes: {p}"
+            "tx_errors {errors}, file {len} bytes: {p}\nin: {}",
+            d.port_json("in")
         );
         std::thread::sleep(Duration::from_millis(50));
     }
