@@ -9,24 +9,43 @@
 //! [`PcapConfig::max_rx_file_bytes`]) and indexed once, so `rx_burst` does no I/O
 //! and no allocation besides mbufs. Replay ignores the recorded timestamps: frames
 //! come as fast as the worker polls. The capture file is written in the classic
-//! pcap format (little-endian, microsecond timestamps, Ethernet link type) through
-//! a `BufWriter`, so a burst normally costs no syscall; the buffer is flushed by
-//! [`Port::housekeeping`] and on drop.
+//! pcap format (little-endian, microsecond timestamps, Ethernet link type) by a
+//! thread of its own: `tx_burst` only moves the mbufs into a bounded ring
+//! ([`CAPTURE_RING`]), so a slow or stuck file never holds up the worker; what
+//! does not fit is dropped as [`DropReason::TxFull`]. The writer stamps frames
+//! with the time it takes them (within a millisecond of their transmission),
+//! writes through a `BufWriter`, and flushes whenever the ring runs dry and on
+//! drop.
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use dataplane::{Burst, DropReason, Mempool, Port, QueueStats};
+use dataplane::ring::Ring;
+use dataplane::{Burst, DropReason, Mbuf, Mempool, Port, QueueStats};
 use pcap_file::pcap::{PcapHeader, PcapParser};
 use pcap_file::{DataLink, Endianness, TsResolution};
 
 /// Bytes of a pcap record header: seconds, sub-second part, captured length,
 /// original length, each a `u32`.
 const RECORD_HEADER_BYTES: usize = 16;
+
+/// Bytes of the pcap file header.
+const PCAP_HEADER_BYTES: u64 = 24;
+
+/// Frames waiting for the capture writer, at most (mbufs held from the pool).
+pub const CAPTURE_RING: usize = 256;
+
+/// How long the capture writer sleeps when it finds nothing to write.
+const WRITER_IDLE: Duration = Duration::from_millis(1);
+
+/// How long [`PcapPort::flush`] waits for the writer.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest frame written to a capture (the file header's snaplen). Mbuf lengths
 /// are `u16`, so nothing a port transmits is ever cut.
@@ -41,7 +60,13 @@ pub struct PcapConfig {
     pub max_rx_file_bytes: u64,
     /// Size of the capture file's write buffer.
     pub tx_buffer_bytes: usize,
+    /// Largest the capture file may grow, header included. Frames that would
+    /// take it past this are not written and are counted in `tx_errors`.
+    pub max_tx_file_bytes: u64,
 }
+
+/// Default [`PcapConfig::max_tx_file_bytes`]: 1 GiB.
+pub const DEFAULT_MAX_TX_FILE_BYTES: u64 = 1 << 30;
 
 impl Default for PcapConfig {
     fn default() -> Self {
@@ -49,6 +74,7 @@ impl Default for PcapConfig {
             loop_rx: false,
             max_rx_file_bytes: 256 << 20,
             tx_buffer_bytes: 1 << 20,
+            max_tx_file_bytes: DEFAULT_MAX_TX_FILE_BYTES,
         }
     }
 }
@@ -91,6 +117,20 @@ pub enum PcapError {
         /// The file's link type.
         linktype: u32,
     },
+    /// The path is not a regular file (a FIFO, a device, a directory, a
+    /// socket, or a symlink, which is never followed).
+    #[error("pcap file {} is not a regular file (symlinks are not followed); refusing it", .path.display())]
+    NotRegular {
+        /// The file.
+        path: PathBuf,
+    },
+    /// An existing capture file belongs to another user, who could read what
+    /// weir writes into it.
+    #[error("pcap file {} belongs to another user; refusing to write traffic into it", .path.display())]
+    NotOwned {
+        /// The file.
+        path: PathBuf,
+    },
     /// The capture file could not be created.
     #[error("creating pcap file {}", .path.display())]
     Create {
@@ -99,6 +139,12 @@ pub enum PcapError {
         /// Cause.
         #[source]
         source: std::io::Error,
+    },
+    /// The capture writer did not catch up in time.
+    #[error("pcap file {}: the writer did not catch up within {} s", .path.display(), FLUSH_TIMEOUT.as_secs())]
+    FlushTimeout {
+        /// The file.
+        path: PathBuf,
     },
     /// Writing to the capture file failed.
     #[error("writing pcap file {}", .path.display())]
@@ -125,11 +171,68 @@ struct Replay {
     truncation_counted: bool,
 }
 
-/// The capture side.
+/// The capture side, as the worker holds it.
 #[derive(Debug)]
 struct Capture {
     path: PathBuf,
+    ring: Arc<Ring<Mbuf>>,
+    shared: Arc<CaptureShared>,
+    thread: Option<JoinHandle<()>>,
+    /// Frames put into the ring so far.
+    queued: u64,
+    /// `shared.failed` already added to `tx_errors`.
+    failed_counted: u64,
+}
+
+/// What the worker and the writer share.
+#[derive(Debug, Default)]
+struct CaptureShared {
+    /// Set to end the writer once the ring is empty.
+    stop: AtomicBool,
+    /// Frames the writer has taken from the ring and either written and
+    /// flushed, or failed.
+    done: AtomicU64,
+    /// Frames not written: past `max_bytes`, or a write error.
+    failed: AtomicU64,
+    /// Tests: the writer takes nothing while set (a file that does not
+    /// accept writes).
+    #[cfg(test)]
+    paused: AtomicBool,
+}
+
+/// The capture file, owned by the writer thread.
+#[derive(Debug)]
+struct CaptureFile {
+    path: PathBuf,
     out: BufWriter<File>,
+    /// Bytes written to the file so far (header included).
+    written: u64,
+    /// [`PcapConfig::max_tx_file_bytes`].
+    max_bytes: u64,
+    /// The cap has been reached (logged once).
+    full: bool,
+}
+
+/// Opens `path` without following a final symlink and without blocking (a
+/// FIFO would otherwise block `open` until a peer appears), and refuses it
+/// unless it is a regular file. `create` creates it with mode 0600 if absent.
+fn open_regular(path: &Path, write: bool) -> Result<File, std::io::Error> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut o = std::fs::OpenOptions::new();
+    if write {
+        o.write(true).create(true).mode(0o600);
+    } else {
+        o.read(true);
+    }
+    o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+    o.open(path)
+}
+
+/// Whether `e` says the path is not a regular file: `ELOOP` is what
+/// `O_NOFOLLOW` reports for a symlink, `ENXIO` what a non-blocking write open
+/// of a FIFO without a reader reports.
+fn is_not_regular_refusal(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENXIO))
 }
 
 /// A port that replays one pcap file on receive and writes another on transmit.
@@ -171,7 +274,7 @@ impl PcapPort {
             .map(|p| Replay::load(p, cfg.max_rx_file_bytes))
             .transpose()?;
         let capture = tx_path
-            .map(|p| Capture::create(p, cfg.tx_buffer_bytes))
+            .map(|p| Capture::create(p, cfg.tx_buffer_bytes, cfg.max_tx_file_bytes))
             .transpose()?;
         Ok(PcapPort {
             pool,
@@ -192,18 +295,29 @@ impl PcapPort {
         self.replay.as_ref().is_some_and(|r| r.truncated)
     }
 
-    /// Writes buffered capture data to the file.
+    /// Waits until every frame transmitted so far is in the file (or counted
+    /// as failed) and the file is flushed, then counts the failures in
+    /// `tx_errors`. Blocks: for the control thread and tests, never a worker.
     ///
     /// # Errors
-    /// [`PcapError::Write`] if the file cannot be written.
+    /// [`PcapError::FlushTimeout`] if the writer does not catch up within
+    /// 10 s (a stuck file).
     pub fn flush(&mut self) -> Result<(), PcapError> {
-        match &mut self.capture {
-            Some(c) => c.out.flush().map_err(|source| PcapError::Write {
-                path: c.path.clone(),
-                source,
-            }),
-            None => Ok(()),
+        let Some(c) = &mut self.capture else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + FLUSH_TIMEOUT;
+        // Acquire: pairs with the writer's Release after its flush.
+        while c.shared.done.load(Ordering::Acquire) < c.queued {
+            if Instant::now() > deadline || c.thread.as_ref().is_none_or(|t| t.is_finished()) {
+                return Err(PcapError::FlushTimeout {
+                    path: c.path.clone(),
+                });
+            }
+            std::thread::sleep(WRITER_IDLE);
         }
+        c.count_failures(&self.stats);
+        Ok(())
     }
 }
 
@@ -213,7 +327,20 @@ impl Replay {
             path: path.to_owned(),
             source,
         };
-        let file = File::open(path).map_err(read_err)?;
+        let file = match open_regular(path, false) {
+            Ok(f) => f,
+            Err(e) if is_not_regular_refusal(&e) => {
+                return Err(PcapError::NotRegular {
+                    path: path.to_owned(),
+                })
+            }
+            Err(e) => return Err(read_err(e)),
+        };
+        if !file.metadata().map_err(read_err)?.is_file() {
+            return Err(PcapError::NotRegular {
+                path: path.to_owned(),
+            });
+        }
         let mut bytes = Vec::new();
         // Read one byte past the limit, so an oversized file is detected without
         // trusting its metadata (it may be a pipe or still growing).
@@ -267,11 +394,82 @@ impl Replay {
 }
 
 impl Capture {
-    fn create(path: &Path, buffer_bytes: usize) -> Result<Capture, PcapError> {
-        let file = File::create(path).map_err(|source| PcapError::Create {
+    /// Opens the file (here, on the caller's thread) and starts its writer.
+    fn create(path: &Path, buffer_bytes: usize, max_bytes: u64) -> Result<Capture, PcapError> {
+        let mut file = CaptureFile::create(path, buffer_bytes, max_bytes)?;
+        let ring = Arc::new(Ring::new(CAPTURE_RING));
+        let shared = Arc::new(CaptureShared::default());
+        let (r, sh) = (Arc::clone(&ring), Arc::clone(&shared));
+        let thread = std::thread::Builder::new()
+            .name("weir-pcap".into())
+            .spawn(move || file.run(&r, &sh))
+            .map_err(|source| PcapError::Create {
+                path: path.to_owned(),
+                source,
+            })?;
+        Ok(Capture {
+            path: path.to_owned(),
+            ring,
+            shared,
+            thread: Some(thread),
+            queued: 0,
+            failed_counted: 0,
+        })
+    }
+
+    /// Adds the writer's new failures to `tx_errors` (worker or control, the
+    /// port's one writer of its counters).
+    fn count_failures(&mut self, stats: &QueueStats) {
+        // Relaxed: a statistic.
+        let failed = self.shared.failed.load(Ordering::Relaxed);
+        stats.tx_errors.add(failed - self.failed_counted);
+        self.failed_counted = failed;
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        // Relaxed: the writer polls the flag; join() synchronises.
+        self.shared.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl CaptureFile {
+    fn create(path: &Path, buffer_bytes: usize, max_bytes: u64) -> Result<CaptureFile, PcapError> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let create_err = |source| PcapError::Create {
             path: path.to_owned(),
             source,
-        })?;
+        };
+        let file = match open_regular(path, true) {
+            Ok(f) => f,
+            Err(e) if is_not_regular_refusal(&e) => {
+                return Err(PcapError::NotRegular {
+                    path: path.to_owned(),
+                })
+            }
+            Err(e) => return Err(create_err(e)),
+        };
+        // Everything from here on goes through the descriptor, so nothing
+        // swapped in at the path since the open is touched.
+        let md = file.metadata().map_err(create_err)?;
+        if !md.is_file() {
+            return Err(PcapError::NotRegular {
+                path: path.to_owned(),
+            });
+        }
+        if md.uid() != rustix::process::geteuid().as_raw() {
+            return Err(PcapError::NotOwned {
+                path: path.to_owned(),
+            });
+        }
+        // Tenant traffic: an existing file's wider mode is narrowed too.
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(create_err)?;
+        file.set_len(0).map_err(create_err)?;
         let mut out = BufWriter::with_capacity(buffer_bytes, file);
         let header = PcapHeader {
             snaplen: TX_SNAPLEN,
@@ -287,18 +485,83 @@ impl Capture {
                 other => std::io::Error::other(other),
             },
         })?;
-        Ok(Capture {
+        Ok(CaptureFile {
             path: path.to_owned(),
             out,
+            written: PCAP_HEADER_BYTES,
+            max_bytes,
+            full: false,
         })
+    }
+
+    /// The writer thread: drains the ring into the file until stopped and
+    /// empty, flushing whenever the ring runs dry.
+    fn run(&mut self, ring: &Ring<Mbuf>, shared: &CaptureShared) {
+        let mut batch = Burst::new();
+        let mut done = 0u64;
+        // The file header is still in the buffer.
+        let mut dirty = true;
+        loop {
+            #[cfg(test)]
+            if shared.paused.load(Ordering::Relaxed) {
+                std::thread::sleep(WRITER_IDLE);
+                continue;
+            }
+            let n = ring.dequeue_burst(&mut batch, dataplane::MAX_BURST);
+            if n > 0 {
+                // One clock read per batch: every frame of it gets its time.
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                // The classic format's seconds field runs out in 2106; saturate.
+                let secs = u32::try_from(now.as_secs()).unwrap_or(u32::MAX);
+                let micros = now.subsec_micros();
+                for m in batch.drain(..) {
+                    if self.write_record(secs, micros, m.data()).is_err() {
+                        // Relaxed: a statistic.
+                        shared.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                done += n as u64;
+                dirty = true;
+                continue;
+            }
+            if dirty {
+                if let Err(e) = self.out.flush() {
+                    tracing::warn!(file = %self.path.display(), error = %e, "pcap capture not fully written");
+                }
+                dirty = false;
+            }
+            // Release: the frames counted are in the file (flushed) and their
+            // mbufs are back in the pool.
+            shared.done.store(done, Ordering::Release);
+            // Relaxed: see Capture::drop.
+            if shared.stop.load(Ordering::Relaxed) && ring.is_empty() {
+                return;
+            }
+            std::thread::sleep(WRITER_IDLE);
+        }
     }
 
     /// Appends one record. Written by hand rather than through
     /// `pcap_file::pcap::PcapWriter` because that writer gives no access to the
-    /// underlying `BufWriter`, which `housekeeping` must flush. The layout is the
+    /// underlying `BufWriter`, which the writer flushes when idle. The layout is the
     /// file header's: little-endian `u32` seconds, microseconds, captured length
     /// and original length, then the frame.
     fn write_record(&mut self, secs: u32, micros: u32, frame: &[u8]) -> std::io::Result<()> {
+        let record = (RECORD_HEADER_BYTES + frame.len()) as u64;
+        if self.written + record > self.max_bytes {
+            if !self.full {
+                self.full = true;
+                tracing::warn!(
+                    file = %self.path.display(),
+                    max_bytes = self.max_bytes,
+                    "pcap capture reached its size limit; further frames are counted in tx_errors"
+                );
+            }
+            return Err(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        }
+        self.written += record;
         let len = (frame.len() as u32).to_le_bytes();
         let mut hdr = [0u8; RECORD_HEADER_BYTES];
         hdr[0..4].copy_from_slice(&secs.to_le_bytes());
@@ -350,17 +613,12 @@ impl Port for PcapPort {
             burst.clear();
             return n;
         };
-        // One clock read per burst: every frame of the burst gets its time.
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        // The classic format's seconds field runs out in 2106; saturate.
-        let secs = u32::try_from(now.as_secs()).unwrap_or(u32::MAX);
-        let micros = now.subsec_micros();
-        for m in burst.drain(..) {
-            if c.write_record(secs, micros, m.data()).is_err() {
-                self.stats.tx_errors.inc();
-            }
+        // The writer thread does the I/O; a full ring (a slow file) drops.
+        let moved = c.ring.enqueue_burst(burst);
+        c.queued += moved as u64;
+        if !burst.is_empty() {
+            self.stats.drop_n(DropReason::TxFull, burst.len() as u64);
+            burst.clear();
         }
         n
     }
@@ -370,16 +628,8 @@ impl Port for PcapPort {
     }
 
     fn housekeeping(&mut self) {
-        if self.flush().is_err() {
-            self.stats.tx_errors.inc();
-        }
-    }
-}
-
-impl Drop for PcapPort {
-    fn drop(&mut self) {
-        if let Err(e) = self.flush() {
-            tracing::warn!(error = ?e, "pcap capture not fully written");
+        if let Some(c) = &mut self.capture {
+            c.count_failures(&self.stats);
         }
     }
 }
@@ -504,10 +754,10 @@ mod tests {
             assert_eq!(port.tx_burst(&mut burst), chunk.len());
             assert!(burst.is_empty());
         }
-        port.housekeeping();
+        port.flush().unwrap();
         assert_eq!(read_pcap(&file.0), want);
         assert_eq!(pool.in_use(), 0);
-        // Drop flushes what housekeeping has not.
+        // Drop writes what is still queued.
         let mut burst = Burst::new();
         burst.push(pool.alloc().unwrap());
         burst[0].extend_from_slice(&want[0]).unwrap();
@@ -641,5 +891,128 @@ mod tests {
             port.stats().drops(DropReason::Malformed),
             (2 * dataplane::MAX_BURST) as u64
         );
+    }
+
+    fn tx_frames(port: &mut PcapPort, pool: &'static Mempool, frames: &[Vec<u8>]) {
+        for chunk in frames.chunks(32) {
+            let mut burst: Burst = chunk
+                .iter()
+                .map(|f| {
+                    let mut m = pool.alloc().unwrap();
+                    m.extend_from_slice(f).unwrap();
+                    m
+                })
+                .collect();
+            port.tx_burst(&mut burst);
+        }
+    }
+
+    #[test]
+    fn capture_file_is_private_and_a_symlink_is_not_followed() {
+        use std::os::unix::fs::PermissionsExt;
+        let pool = Mempool::for_tests(64);
+        let file = TempFile::new("private");
+        let port = PcapPort::open(None, Some(&file.0), pool, PcapConfig::default()).unwrap();
+        let mode = std::fs::metadata(&file.0).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(port);
+        // An existing file's wider mode is narrowed.
+        std::fs::set_permissions(&file.0, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(PcapPort::open(None, Some(&file.0), pool, PcapConfig::default()).unwrap());
+        let mode = std::fs::metadata(&file.0).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+
+        let target = TempFile::new("victim");
+        std::fs::write(&target.0, b"precious").unwrap();
+        let link = TempFile::new("link");
+        std::os::unix::fs::symlink(&target.0, &link.0).unwrap();
+        let err = PcapPort::open(None, Some(&link.0), pool, PcapConfig::default()).unwrap_err();
+        assert!(matches!(err, PcapError::NotRegular { .. }), "{err}");
+        let err = PcapPort::open(Some(&link.0), None, pool, PcapConfig::default()).unwrap_err();
+        assert!(matches!(err, PcapError::NotRegular { .. }), "{err}");
+        assert_eq!(std::fs::read(&target.0).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn fifo_is_refused_at_once_on_either_side() {
+        let pool = Mempool::for_tests(64);
+        let fifo = TempFile::new("fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo.0,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        // Opening a FIFO without O_NONBLOCK waits for a peer forever: run it
+        // on a thread and bound the wait.
+        let path = fifo.0.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rx_side = PcapPort::open(Some(&path), None, pool, PcapConfig::default());
+            let tx_side = PcapPort::open(None, Some(&path), pool, PcapConfig::default());
+            let _ = tx.send((rx_side.err(), tx_side.err()));
+        });
+        let (rx_err, tx_err) = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("opening a FIFO blocked");
+        assert!(
+            matches!(rx_err, Some(PcapError::NotRegular { .. })),
+            "{rx_err:?}"
+        );
+        assert!(
+            matches!(tx_err, Some(PcapError::NotRegular { .. })),
+            "{tx_err:?}"
+        );
+    }
+
+    #[test]
+    fn capture_stops_at_max_bytes_and_counts_the_rest() {
+        let pool = Mempool::for_tests(64);
+        let file = TempFile::new("cap");
+        let want = frames(40);
+        // Room for the header and exactly the first 10 records.
+        let max: u64 = 24
+            + want[..10]
+                .iter()
+                .map(|f| (RECORD_HEADER_BYTES + f.len()) as u64)
+                .sum::<u64>();
+        let cfg = PcapConfig {
+            max_tx_file_bytes: max,
+            ..PcapConfig::default()
+        };
+        let mut port = PcapPort::open(None, Some(&file.0), pool, cfg).unwrap();
+        tx_frames(&mut port, pool, &want);
+        port.flush().unwrap();
+        assert_eq!(read_pcap(&file.0), want[..10].to_vec());
+        assert_eq!(std::fs::metadata(&file.0).unwrap().len(), max);
+        assert_eq!(port.stats().tx_errors.get(), 30);
+        assert_eq!(pool.in_use(), 0);
+    }
+
+    #[test]
+    fn a_stalled_capture_file_never_holds_up_transmit() {
+        let pool = Mempool::for_tests(1024);
+        let file = TempFile::new("stall");
+        let mut port = PcapPort::open(None, Some(&file.0), pool, PcapConfig::default()).unwrap();
+        let shared = Arc::clone(&port.capture.as_ref().unwrap().shared);
+        // Relaxed: a test flag.
+        shared.paused.store(true, Ordering::Relaxed);
+        let want = frames(32);
+        for _ in 0..20 {
+            tx_frames(&mut port, pool, &want);
+        }
+        // Transmit returned every time: the worker only queued. What did not
+        // fit is dropped, and only the queue's worth of mbufs is held.
+        assert_eq!(pool.in_use() as usize, CAPTURE_RING);
+        assert_eq!(
+            port.stats().drops(DropReason::TxFull),
+            (20 * 32 - CAPTURE_RING) as u64
+        );
+        shared.paused.store(false, Ordering::Relaxed);
+        port.flush().unwrap();
+        assert_eq!(read_pcap(&file.0).len(), CAPTURE_RING);
+        assert_eq!(pool.in_use(), 0);
     }
 }

@@ -5,16 +5,14 @@
 //!
 //! Per connection: the control thread accepts (server) or connects (client) the
 //! frontend's socket itself, then hands the library a private socket instead
-//! (an abstract-namespace listener that only this thread connects to) and runs
+//! (a listener nobody else can reach: [`crate::socket_path::private_listener`]) and runs
 //! [`crate::relay`] between the two. Each device has its own control, relay and
 //! library threads, so a frontend that stalls or misbehaves affects only its own
 //! device.
 
-use std::os::linux::net::SocketAddrExt;
-use std::os::unix::fs::FileTypeExt;
-use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,6 +25,7 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 use crate::backend::{with_bindings, Binding, NetBackend, SharedBackend, Table, MAX_QUEUE};
 use crate::msg::Limits;
 use crate::shared::{DeviceShared, PairShared};
+use crate::socket_path::SocketOwner;
 use crate::VhostUserPort;
 
 /// Which side opens the socket.
@@ -95,6 +94,8 @@ pub struct VhostUserDevice {
     conn: Arc<Mutex<Option<Conn>>>,
     thread: Option<JoinHandle<()>>,
     ports: Vec<VhostUserPort>,
+    /// `(dev, ino)` of the server socket file this device created.
+    socket_id: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for VhostUserDevice {
@@ -134,19 +135,42 @@ pub fn create_with_tso(
     pool: &'static Mempool,
     tso_pool: Option<&'static Mempool>,
 ) -> Result<VhostUserDevice, VhostUserError> {
+    create_with_owner(name, cfg, pool, tso_pool, SocketOwner::default())
+}
+
+/// [`create_with_tso`], with the mode and group a server socket is created
+/// with (ignored in client mode). The socket appears at its path with them
+/// already set; a live socket, a symlink or any other file at the path is
+/// refused and left alone, a stale socket is replaced (see
+/// [`crate::socket_path::bind`]).
+///
+/// # Errors
+/// As [`create`].
+pub fn create_with_owner(
+    name: &str,
+    cfg: &VhostUserConfig,
+    pool: &'static Mempool,
+    tso_pool: Option<&'static Mempool>,
+    owner: SocketOwner,
+) -> Result<VhostUserDevice, VhostUserError> {
     if cfg.queues == 0 || cfg.queues > MAX_QUEUE_PAIRS {
         return Err(VhostUserError::Config {
             name: name.to_owned(),
             why: "queues must be 1..=8",
         });
     }
-    let listener = match cfg.mode {
-        Mode::Server => Some(bind(&cfg.socket).map_err(|source| VhostUserError::Socket {
-            name: name.to_owned(),
-            path: cfg.socket.clone(),
-            source,
-        })?),
-        Mode::Client => None,
+    let (listener, socket_id) = match cfg.mode {
+        Mode::Server => {
+            let b = crate::socket_path::bind(&cfg.socket, owner).map_err(|e| {
+                VhostUserError::Socket {
+                    name: name.to_owned(),
+                    path: cfg.socket.clone(),
+                    source: std::io::Error::other(e),
+                }
+            })?;
+            (Some(b.listener), Some(b.file_id))
+        }
+        Mode::Client => (None, None),
     };
     let pairs: Vec<Arc<PairShared>> = (0..cfg.queues).map(|_| Arc::default()).collect();
     let shared = Arc::new(DeviceShared {
@@ -194,23 +218,8 @@ pub fn create_with_tso(
         conn,
         thread: Some(thread),
         ports,
+        socket_id,
     })
-}
-
-/// Binds the server socket, replacing a stale socket file (never another kind of
-/// file).
-fn bind(path: &Path) -> std::io::Result<UnixListener> {
-    if let Ok(md) = std::fs::symlink_metadata(path) {
-        if md.file_type().is_socket() {
-            std::fs::remove_file(path)?;
-        } else {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "path exists and is not a socket",
-            ));
-        }
-    }
-    UnixListener::bind(path)
 }
 
 impl VhostUserDevice {
@@ -289,8 +298,10 @@ impl Drop for VhostUserDevice {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        if self.cfg.mode == Mode::Server {
-            let _ = std::fs::remove_file(&self.cfg.socket);
+        // Only the file this device created: the path may have been taken
+        // over since by something that is not ours to remove.
+        if let Some(id) = self.socket_id {
+            crate::socket_path::remove_if_ours(&self.cfg.socket, id);
         }
     }
 }
@@ -310,65 +321,28 @@ impl Conn {
     }
 }
 
-/// The private listener the library accepts from. Abstract-namespace sockets
-/// have no file permissions, so after each accept the thread checks that the
-/// library took its own connection (see [`Internal::pair`]).
+/// Pairs the relay with the library. The library accepts its end of the
+/// connection only from a [`Listener`]; each pairing gets a fresh listener
+/// that has exactly the relay's connection queued and no name left for anyone
+/// else to connect to ([`crate::socket_path::private_listener`]), so the
+/// library can only ever accept the relay.
 struct Internal {
-    addr: SocketAddr,
-    listener: Listener,
-    raw: UnixListener,
+    tmp: PathBuf,
 }
 
 impl Internal {
     fn new() -> std::io::Result<Internal> {
-        static SEQ: AtomicU32 = AtomicU32::new(0);
-        // Uniqueness, not secrecy: `pair` detects a raced accept.
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let name = format!(
-            "weir-vhost-{}-{}-{:016x}",
-            std::process::id(),
-            // Relaxed: only uniqueness matters.
-            SEQ.fetch_add(1, Ordering::Relaxed),
-            nonce
-        );
-        let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
-        let raw = UnixListener::bind_addr(&addr)?;
-        let listener = Listener::from(raw.try_clone()?);
         Ok(Internal {
-            addr,
-            listener,
-            raw,
+            tmp: std::env::temp_dir(),
         })
     }
 
-    /// Drops connections nobody should have made.
-    fn drain(&self) {
-        if self.raw.set_nonblocking(true).is_ok() {
-            while self.raw.accept().is_ok() {}
-            let _ = self.raw.set_nonblocking(false);
-        }
-    }
-
-    /// Connects our end and lets `daemon` accept it. Errors if the daemon may
-    /// have accepted someone else's connection.
+    /// Connects our end and lets `daemon` accept it.
     fn pair(&mut self, daemon: &mut VhostUserDaemon<SharedBackend>) -> Result<UnixStream, String> {
-        self.drain();
-        let ours = UnixStream::connect_addr(&self.addr).map_err(|e| e.to_string())?;
-        daemon
-            .start(&mut self.listener)
-            .map_err(|e| e.to_string())?;
-        // The accept queue is FIFO and was drained: if the library took another
-        // peer, ours is still queued.
-        let _ = self.raw.set_nonblocking(true);
-        let stray = self.raw.accept().is_ok();
-        let _ = self.raw.set_nonblocking(false);
-        if stray {
-            daemon.request_shutdown();
-            let _ = daemon.wait();
-            return Err("private library socket was raced by another process".into());
-        }
+        let (raw, ours) =
+            crate::socket_path::private_listener(&self.tmp).map_err(|e| e.to_string())?;
+        let mut listener = Listener::from(raw);
+        daemon.start(&mut listener).map_err(|e| e.to_string())?;
         Ok(ours)
     }
 }

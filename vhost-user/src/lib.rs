@@ -158,10 +158,12 @@ pub mod msg;
 pub mod port;
 mod relay;
 mod shared;
+pub mod socket_path;
 pub mod vring;
 
 pub use control::{
-    create, create_with_tso, Mode, VhostUserConfig, VhostUserDevice, VhostUserError,
-    MAX_QUEUE_PAIRS,
+    create, create_with_owner, create_with_tso, Mode, VhostUserConfig, VhostUserDevice,
+    VhostUserError, MAX_QUEUE_PAIRS,
 };
 pub use port::VhostUserPort;
+pub use socket_path::SocketOwner;

@@ -255,6 +255,8 @@ pub struct RunArgs {
 
 /// `weir port ...`.
 #[derive(Debug, Subcommand)]
+// Parsed once per command line; the size of `Add` does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum PortCmd {
     /// Add a port (same keys as a [[port]] table).
     Add(PortAddArgs),
@@ -312,6 +314,9 @@ pub struct PortAddArgs {
     /// vhost-user server socket group (name or number).
     #[arg(long, value_name = "GROUP")]
     pub socket_group: Option<String>,
+    /// Largest size of a pcap capture file, in bytes (default 1 GiB).
+    #[arg(long, value_name = "BYTES")]
+    pub max_bytes: Option<u64>,
 }
 
 impl PortAddArgs {
@@ -331,6 +336,7 @@ impl PortAddArgs {
             devargs: self.devargs.clone(),
             socket_mode: self.socket_mode.clone(),
             socket_group: self.socket_group.clone(),
+            max_bytes: self.max_bytes,
         }
     }
 }

@@ -50,6 +50,13 @@ pub const MAX_CPU_ID: usize = 8192;
 pub const MAX_IFACE_LEN: usize = 15;
 /// Longest port or bridge name.
 pub const MAX_NAME_LEN: usize = 32;
+/// Most bridges a daemon holds (config and `bridge add` together), well
+/// inside what a 16-bit bridge id can name.
+pub const MAX_BRIDGES: usize = 4096;
+/// Smallest accepted `max_bytes` of a pcap capture file.
+pub const MIN_PCAP_MAX_BYTES: u64 = 4096;
+/// Default `max_bytes` of a pcap capture file (1 GiB).
+pub const DEFAULT_PCAP_MAX_BYTES: u64 = 1 << 30;
 /// What a valid port or bridge name looks like, for error messages.
 pub const NAME_RULE: &str = "1-32 characters from [A-Za-z0-9_.-]";
 
@@ -303,7 +310,7 @@ impl PortType {
         match self {
             PortType::Afpacket | PortType::Afxdp | PortType::Tap => &["iface"],
             PortType::Ring => &[],
-            PortType::Pcap => &["rx_path", "tx_path"],
+            PortType::Pcap => &["rx_path", "tx_path", "max_bytes"],
             PortType::VhostUser => &["socket", "mode", "socket_mode", "socket_group"],
             PortType::Vfio => &["pci"],
             PortType::Dpdk => &["devargs"],
@@ -398,6 +405,10 @@ pub struct PortSpec {
     /// Group (name or number) to own a vhost-user server socket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket_group: Option<String>,
+    /// Largest size of a pcap port's capture file (`tx_path`), in bytes;
+    /// `None` means [`DEFAULT_PCAP_MAX_BYTES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
 }
 
 impl PortSpec {
@@ -417,7 +428,44 @@ impl PortSpec {
             devargs: None,
             socket_mode: None,
             socket_group: None,
+            max_bytes: None,
         }
+    }
+
+    /// The files and sockets this port creates or uses by path, normalised
+    /// lexically (`a//b/./c` is `a/b/c`): a vhost-user socket and pcap files.
+    pub fn paths(&self) -> Vec<(&'static str, PathBuf)> {
+        let norm = |p: &PathBuf| p.components().collect::<PathBuf>();
+        let mut v = Vec::new();
+        if let Some(p) = &self.socket {
+            v.push(("socket", norm(p)));
+        }
+        if let Some(p) = &self.rx_path {
+            v.push(("rx_path", norm(p)));
+        }
+        if let Some(p) = &self.tx_path {
+            v.push(("tx_path", norm(p)));
+        }
+        v
+    }
+
+    /// Whether this port and `other` would use one path in conflicting
+    /// ways: any two uses of one path, except two ports replaying the same
+    /// `rx_path`. Returns the two keys.
+    pub fn path_conflict(&self, other: &PortSpec) -> Option<(&'static str, &'static str, PathBuf)> {
+        for (k1, p1) in self.paths() {
+            for (k2, p2) in other.paths() {
+                if p1 == p2 && !(k1 == "rx_path" && k2 == "rx_path") {
+                    return Some((k1, k2, p1));
+                }
+            }
+        }
+        None
+    }
+
+    /// `max_bytes`, or its default.
+    pub fn pcap_max_bytes(&self) -> u64 {
+        self.max_bytes.unwrap_or(DEFAULT_PCAP_MAX_BYTES)
     }
 
     /// `pci` in the form sysfs and VFIO name it ([`canonical_pci`]), for `vfio`
@@ -444,8 +492,9 @@ impl PortSpec {
     }
 
     /// Type-specific keys that are set, by config key name.
-    fn present_keys(&self) -> [(&'static str, bool); 9] {
+    fn present_keys(&self) -> [(&'static str, bool); 10] {
         [
+            ("max_bytes", self.max_bytes.is_some()),
             ("socket_mode", self.socket_mode.is_some()),
             ("socket_group", self.socket_group.is_some()),
             ("iface", self.iface.is_some()),
@@ -509,6 +558,17 @@ impl PortSpec {
                     return Err(PortError::MissingKey {
                         kind: self.kind,
                         keys: "`rx_path` or `tx_path`",
+                    });
+                }
+                if let Some(b) = self.max_bytes {
+                    if b < MIN_PCAP_MAX_BYTES {
+                        return Err(PortError::InvalidMaxBytes { max_bytes: b });
+                    }
+                }
+                if self.rx_path.is_some() && self.rx_path == self.tx_path {
+                    return Err(PortError::SamePath {
+                        first: "rx_path",
+                        second: "tx_path",
                     });
                 }
             }
@@ -622,6 +682,20 @@ pub enum PortError {
         /// The rejected value.
         devargs: String,
     },
+    /// `max_bytes` is below [`MIN_PCAP_MAX_BYTES`].
+    #[error("max_bytes = {max_bytes} is too small (at least {MIN_PCAP_MAX_BYTES})")]
+    InvalidMaxBytes {
+        /// The rejected value.
+        max_bytes: u64,
+    },
+    /// Two keys of the port name one path.
+    #[error("`{first}` and `{second}` name the same file")]
+    SamePath {
+        /// The first key.
+        first: &'static str,
+        /// The second key.
+        second: &'static str,
+    },
     /// Ownership keys on a socket weir does not create.
     #[error(
         "socket_mode and socket_group apply to server-mode sockets only: in client mode the \
@@ -643,6 +717,8 @@ impl PortError {
             PortError::InvalidDevargs { .. } => Some("devargs"),
             PortError::InvalidSocketMode { .. } => Some("socket_mode"),
             PortError::ClientSocketOwner => None,
+            PortError::InvalidMaxBytes { .. } => Some("max_bytes"),
+            PortError::SamePath { second, .. } => Some(second),
         }
     }
 }
@@ -967,6 +1043,26 @@ pub enum ConfigError {
         /// The name.
         name: String,
     },
+    /// Two ports use one path (socket or capture file), or a port uses the
+    /// control socket's path.
+    #[error("{at}: port `{port}`: {what}")]
+    DuplicatePath {
+        /// The second use.
+        at: Location,
+        /// The second port.
+        port: String,
+        /// The key, the path and its first user, e.g. ``"`socket` /run/a.sock
+        /// is already used as `socket` of port `p0`"``.
+        what: String,
+    },
+    /// More bridges than [`MAX_BRIDGES`].
+    #[error("{at}: {count} bridges, more than the {MAX_BRIDGES} a daemon can hold")]
+    TooManyBridges {
+        /// The first bridge over the limit.
+        at: Location,
+        /// How many the config defines.
+        count: usize,
+    },
     /// A port names a bridge that no `[[bridge]]` defines.
     #[error("{at}: port `{port}` refers to undefined bridge `{bridge}`")]
     UndefinedBridge {
@@ -1172,6 +1268,12 @@ impl Config {
         self.validate_dataplane(host, &loc)?;
         self.validate_fdb(&loc)?;
 
+        if self.bridges.len() > MAX_BRIDGES {
+            return Err(ConfigError::TooManyBridges {
+                at: loc.at("bridge", Some(MAX_BRIDGES), None),
+                count: self.bridges.len(),
+            });
+        }
         let mut bridges: Vec<(&str, usize)> = Vec::new();
         for (i, bridge) in self.bridges.iter().enumerate() {
             let at = loc.at("bridge", Some(i), Some("name"));
@@ -1208,6 +1310,34 @@ impl Config {
                 });
             }
             ports.push((&port.name, i));
+            // A socket or capture file shared by two ports lets one take the
+            // other over (a server bind replaces, a capture truncates), and
+            // the control socket's path is never a port's.
+            let control = self.control.socket.components().collect::<PathBuf>();
+            if let Some((key, _)) = port.paths().into_iter().find(|(_, p)| *p == control) {
+                return Err(ConfigError::DuplicatePath {
+                    at: loc.at("port", Some(i), Some(key)),
+                    port: port.name.clone(),
+                    what: format!(
+                        "`{key}` {} is already used as `control.socket`",
+                        control.display()
+                    ),
+                });
+            }
+            if let Some((first, (key, other_key, path))) = self.ports[..i]
+                .iter()
+                .find_map(|p| port.path_conflict(p).map(|c| (p, c)))
+            {
+                return Err(ConfigError::DuplicatePath {
+                    at: loc.at("port", Some(i), Some(key)),
+                    port: port.name.clone(),
+                    what: format!(
+                        "`{key}` {} is already used as `{other_key}` of port `{}`",
+                        path.display(),
+                        first.name
+                    ),
+                });
+            }
             if let Some(pci) = port.pci_address() {
                 if let Some(first) = self.ports[..i]
                     .iter()
@@ -1888,5 +2018,88 @@ pci = "0000:03:00.0"
         assert_eq!(line_col(text, 2), (2, 1));
         // 'c' is at byte 6 but character column 4.
         assert_eq!(line_col(text, 6), (2, 4));
+    }
+
+    #[test]
+    fn two_ports_on_one_socket_path_are_rejected() {
+        let text = "[[port]]\nname = \"a\"\ntype = \"vhost-user\"\nsocket = \"/run/x/vm.sock\"\n\n\
+                    [[port]]\nname = \"b\"\ntype = \"vhost-user\"\nmode = \"client\"\n\
+                    socket = \"/run/x//./vm.sock\"\n";
+        let err = validate_err(text, "dupsock");
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::DuplicatePath { .. }), "{msg}");
+        assert!(
+            msg.contains(
+                "port `b`: `socket` /run/x/vm.sock is already used as `socket` of port `a`"
+            ),
+            "{msg}"
+        );
+        // A capture file on a socket's path, or two ports capturing into one
+        // file, are refused too; two ports replaying one file are fine.
+        let text = "[[port]]\nname = \"a\"\ntype = \"vhost-user\"\nsocket = \"/tmp/f\"\n\n\
+                    [[port]]\nname = \"b\"\ntype = \"pcap\"\ntx_path = \"/tmp/f\"\n";
+        assert!(matches!(
+            validate_err(text, "dupsock2"),
+            ConfigError::DuplicatePath { .. }
+        ));
+        let text = "[[port]]\nname = \"a\"\ntype = \"pcap\"\nrx_path = \"/tmp/in\"\n\n\
+                    [[port]]\nname = \"b\"\ntype = \"pcap\"\nrx_path = \"/tmp/in\"\n";
+        let sys = FakeSys::new("duprx");
+        Config::parse(text, "t.toml")
+            .unwrap()
+            .validate_with(&sys.host())
+            .unwrap();
+    }
+
+    #[test]
+    fn a_port_on_the_control_socket_path_is_rejected() {
+        let text = "[control]\nsocket = \"/run/weir/ctl.sock\"\n\
+                    [[port]]\nname = \"a\"\ntype = \"vhost-user\"\nsocket = \"/run/weir/ctl.sock\"\n";
+        let err = validate_err(text, "ctlsock");
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::DuplicatePath { .. }), "{msg}");
+        assert!(
+            msg.contains("/run/weir/ctl.sock is already used as `control.socket`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn pcap_max_bytes_is_checked() {
+        let mut p = PortSpec::new("p", PortType::Pcap);
+        p.tx_path = Some("/tmp/out.pcap".into());
+        assert_eq!(p.pcap_max_bytes(), DEFAULT_PCAP_MAX_BYTES);
+        p.max_bytes = Some(100);
+        let err = p.validate(&Host::default()).unwrap_err();
+        assert_eq!(err.key(), Some("max_bytes"));
+        p.max_bytes = Some(1 << 20);
+        p.validate(&Host::default()).unwrap();
+        p.rx_path = p.tx_path.clone();
+        assert!(matches!(
+            p.validate(&Host::default()),
+            Err(PortError::SamePath { .. })
+        ));
+        let mut v = PortSpec::new("v", PortType::VhostUser);
+        v.socket = Some("/tmp/v.sock".into());
+        v.max_bytes = Some(1 << 20);
+        assert!(matches!(
+            v.validate(&Host::default()),
+            Err(PortError::UnexpectedKey {
+                key: "max_bytes",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn more_bridges_than_the_limit_are_rejected() {
+        let mut text = String::new();
+        for i in 0..=MAX_BRIDGES {
+            text += &format!("[[bridge]]\nname = \"b{i}\"\n");
+        }
+        let err = validate_err(&text, "bridges");
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::TooManyBridges { .. }), "{msg}");
+        assert!(msg.contains("4097 bridges, more than the 4096"), "{msg}");
     }
 }

@@ -10,7 +10,7 @@
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -20,6 +20,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
+
+use vhost_user::socket_path::SocketPathError;
 
 use crate::api::{Request, Response};
 
@@ -72,8 +74,10 @@ impl ControlServer {
     ///
     /// Creates the parent directory (mode 0755) if missing. An existing
     /// socket file is replaced only if nothing accepts connections on it;
-    /// any other existing file is left alone. The socket is made mode 0600:
-    /// the control API is for the daemon's owner only.
+    /// any other existing file (a symlink included) is left alone. The socket
+    /// has mode 0600 from the moment it appears
+    /// ([`vhost_user::socket_path::bind`]): the control API is for the
+    /// daemon's owner only.
     ///
     /// # Errors
     ///
@@ -92,12 +96,19 @@ impl ControlServer {
                     .with_context(|| format!("setting mode of {}", parent.display()))?;
             }
         }
-        remove_stale_socket(path)?;
-        let listener = UnixListener::bind(path)
-            .with_context(|| format!("binding control socket {}", path.display()))?;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("setting mode of {}", path.display()))?;
-        let meta = fs::metadata(path).with_context(|| format!("inspecting {}", path.display()))?;
+        // Created with mode 0600 before it appears at `path` (no window with
+        // the umask's mode); a live socket or any other file is left alone.
+        let bound = match vhost_user::socket_path::bind(path, vhost_user::SocketOwner::default()) {
+            Ok(b) => b,
+            Err(SocketPathError::Live { .. }) => {
+                bail!("another weir daemon is running on {}", path.display())
+            }
+            Err(e @ SocketPathError::Io { .. }) => {
+                return Err(e).with_context(|| format!("binding control socket {}", path.display()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let listener = bound.listener;
         // Non-blocking so the accept loop can notice the stop flag.
         listener
             .set_nonblocking(true)
@@ -105,7 +116,7 @@ impl ControlServer {
         Ok(ControlServer {
             listener,
             path: path.to_owned(),
-            file_id: (meta.dev(), meta.ino()),
+            file_id: bound.file_id,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
         })
@@ -188,11 +199,7 @@ impl Drop for ControlServer {
     fn drop(&mut self) {
         // Remove only our own socket: a second daemon may have replaced a
         // file it found dead.
-        if let Ok(meta) = fs::symlink_metadata(&self.path) {
-            if (meta.dev(), meta.ino()) == self.file_id {
-                let _ = fs::remove_file(&self.path);
-            }
-        }
+        vhost_user::socket_path::remove_if_ours(&self.path, self.file_id);
     }
 }
 
@@ -203,31 +210,6 @@ impl Drop for ActiveGuard {
     fn drop(&mut self) {
         // Relaxed: the count is only a limit.
         self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// Removes a socket file at `path` that nothing listens on.
-fn remove_stale_socket(path: &Path) -> anyhow::Result<()> {
-    let meta = match fs::symlink_metadata(path) {
-        Ok(meta) => meta,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e).with_context(|| format!("inspecting {}", path.display())),
-    };
-    if !meta.file_type().is_socket() {
-        bail!(
-            "{} exists and is not a socket; refusing to replace it",
-            path.display()
-        );
-    }
-    match UnixStream::connect(path) {
-        Ok(_) => bail!("another weir daemon is running on {}", path.display()),
-        Err(e) if e.kind() == ErrorKind::ConnectionRefused => {
-            fs::remove_file(path)
-                .with_context(|| format!("removing stale socket {}", path.display()))?;
-            tracing::info!(socket = %path.display(), "removed stale control socket");
-            Ok(())
-        }
-        Err(e) => Err(e).with_context(|| format!("checking existing socket {}", path.display())),
     }
 }
 

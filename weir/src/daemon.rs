@@ -23,7 +23,7 @@ use crate::api::{
     BridgeInfo, FdbEntryView, MempoolView, PortInfo, PortStatsView, Request, Response, StageCycles,
     StatsView, VersionView, WorkerView,
 };
-use crate::config::{Config, Host, HugepageMode, PortSpec, PortType};
+use crate::config::{Config, Host, HugepageMode, PortSpec, PortType, MAX_BRIDGES};
 use crate::control::{ControlServer, Handler};
 use crate::ports::{self, OpenedPort};
 
@@ -47,6 +47,9 @@ struct State {
     /// Large buffers for TSO frames, created with the first vhost-user port
     /// (None: not yet, TSO off, or it could not be created).
     tso_pool: Option<&'static Mempool>,
+    /// Ports a worker did not give back on `port del`: their ids and paths
+    /// stay reserved.
+    stuck: Vec<PortRecord>,
 }
 
 /// Data room of a TSO buffer: the largest a 16-bit mbuf length allows after
@@ -85,6 +88,10 @@ pub struct Dataplane {
     dpdk_eal_args: Vec<String>,
     host: Host,
     state: Mutex<State>,
+    /// How long a port removal waits for each worker.
+    worker_timeout: Duration,
+    /// The control socket's path (normalised): never a port's.
+    control_socket: PathBuf,
 }
 
 impl Dataplane {
@@ -156,7 +163,10 @@ impl Dataplane {
                 ports: BTreeMap::new(),
                 next_worker: 0,
                 tso_pool: None,
+                stuck: Vec::new(),
             }),
+            worker_timeout: WORKER_TIMEOUT,
+            control_socket: cfg.control.socket.components().collect(),
         };
         for b in &cfg.bridges {
             dp.bridge_add(&b.name)?;
@@ -244,8 +254,13 @@ impl Dataplane {
             bail!("invalid bridge name {name:?}: use 1-32 of A-Z a-z 0-9 _ . -");
         }
         let _g = self.lock();
-        if self.switch.load().bridge_by_name(name).is_some() {
+        let t = self.switch.load();
+        if t.bridge_by_name(name).is_some() {
             bail!("bridge {name} already exists");
+        }
+        // Slots are reused, so the id of a new bridge stays below this too.
+        if t.bridges.iter().flatten().count() >= MAX_BRIDGES {
+            bail!("too many bridges (max {MAX_BRIDGES}); delete one first");
         }
         let fdb = Arc::new(Fdb::new(&self.fdb_cfg));
         self.switch.update(|t| {
@@ -305,10 +320,23 @@ impl Dataplane {
     pub fn port_add(&self, spec: PortSpec) -> anyhow::Result<()> {
         spec.validate(&self.host)
             .map_err(|e| anyhow!("port {}: {e}", spec.name))?;
+        // A pcap port's files are opened (and a replay file read) before the
+        // control lock is taken, so that a slow or odd file never stalls other
+        // requests; the checks run again under the lock below.
+        let preopened = if spec.kind == PortType::Pcap {
+            self.check_new_port(&self.lock(), &spec)?;
+            Some(ports::open(&spec, self.pool, None, &self.dpdk_eal_args)?)
+        } else {
+            None
+        };
+        self.add_opened(spec, preopened)
+    }
+
+    /// [`port_add`](Self::port_add) after validation, with the port already
+    /// opened or (None) to be opened under the lock.
+    fn add_opened(&self, spec: PortSpec, preopened: Option<OpenedPort>) -> anyhow::Result<()> {
         let mut st = self.lock();
-        if st.ports.contains_key(&spec.name) {
-            bail!("port {} already exists", spec.name);
-        }
+        self.check_new_port(&st, &spec)?;
         let t = self.switch.load();
         let bridge = match &spec.bridge {
             Some(b) => Some(
@@ -318,7 +346,17 @@ impl Dataplane {
             ),
             None => None,
         };
-        let used: Vec<bool> = t.ports.iter().map(Option::is_some).collect();
+        // Ids of ports whose queues a worker never gave back stay taken: the
+        // worker may still run them under that id.
+        let used: Vec<bool> = (0..t
+            .ports
+            .len()
+            .max(st.stuck.iter().map(|r| r.id.index() + 1).max().unwrap_or(0)))
+            .map(|i| {
+                t.ports.get(i).is_some_and(Option::is_some)
+                    || st.stuck.iter().any(|r| r.id.index() == i)
+            })
+            .collect();
         let id = used.iter().position(|u| !u).unwrap_or(used.len());
         if id >= switch::MAX_PORTS {
             bail!("too many ports (max {})", switch::MAX_PORTS);
@@ -330,7 +368,10 @@ impl Dataplane {
             keepalive,
             health,
             mtu,
-        } = ports::open(&spec, self.pool, tso_pool, &self.dpdk_eal_args)?;
+        } = match preopened {
+            Some(p) => p,
+            None => ports::open(&spec, self.pool, tso_pool, &self.dpdk_eal_args)?,
+        };
         // Place queues round-robin over workers; the first queue's worker owns the
         // port's handoff ring.
         let placement: Vec<usize> = (0..queues.len())
@@ -354,22 +395,63 @@ impl Dataplane {
             }
         });
         let mut qrec = Vec::new();
+        let mut failed = None;
         for (q, (dev, w)) in queues.into_iter().zip(placement).enumerate() {
             qrec.push((w, dev.stats().clone()));
-            self.workers[w].add_queue(id, QueueId(q as u16), dev)?;
+            if let Err(e) = self.workers[w].add_queue(id, QueueId(q as u16), dev) {
+                failed = Some(e);
+                break;
+            }
         }
-        tracing::info!(port = %spec.name, kind = %spec.kind, id = id.0, queues = qrec.len(), "port added");
-        st.ports.insert(
-            spec.name.clone(),
-            PortRecord {
-                id,
-                spec,
-                queues: qrec,
-                keepalive,
-                health,
-                mtu,
-            },
-        );
+        let rec = PortRecord {
+            id,
+            spec,
+            queues: qrec,
+            keepalive,
+            health,
+            mtu,
+        };
+        if let Some(e) = failed {
+            // Take back what was placed, as `port del` would; the id stays
+            // reserved if a worker keeps a queue.
+            let name = rec.spec.name.clone();
+            if let Err(e2) = self.retire(&mut st, rec) {
+                tracing::warn!(port = %name, "{e2:#}");
+            }
+            return Err(anyhow::Error::from(e).context(format!("port {name}: starting its queues")));
+        }
+        tracing::info!(port = %rec.spec.name, kind = %rec.spec.kind, id = id.0, queues = rec.queues.len(), "port added");
+        st.ports.insert(rec.spec.name.clone(), rec);
+        Ok(())
+    }
+
+    /// Refuses a port whose name is taken, or whose socket or capture file
+    /// another port uses.
+    fn check_new_port(&self, st: &State, spec: &PortSpec) -> anyhow::Result<()> {
+        if st.ports.contains_key(&spec.name) {
+            bail!("port {} already exists", spec.name);
+        }
+        if let Some((key, path)) = spec
+            .paths()
+            .into_iter()
+            .find(|(_, p)| *p == self.control_socket)
+        {
+            bail!(
+                "port {}: `{key}` {} is the control socket's path",
+                spec.name,
+                path.display()
+            );
+        }
+        for rec in st.ports.values().chain(&st.stuck) {
+            if let Some((key, other_key, path)) = spec.path_conflict(&rec.spec) {
+                bail!(
+                    "port {}: `{key}` {} is already used as `{other_key}` of port {}",
+                    spec.name,
+                    path.display(),
+                    rec.spec.name
+                );
+            }
+        }
         Ok(())
     }
 
@@ -384,6 +466,16 @@ impl Dataplane {
             .ports
             .remove(name)
             .ok_or_else(|| anyhow!("no port named {name}"))?;
+        self.retire(&mut st, rec)?;
+        tracing::info!(port = name, "port removed");
+        Ok(())
+    }
+
+    /// Unpublishes a port and takes its queues back from every worker. If a
+    /// worker does not give them back in time, the record (its id, its
+    /// socket path, its device) is kept in `st.stuck`, so that no new port
+    /// gets an id a worker may still be running.
+    fn retire(&self, st: &mut State, rec: PortRecord) -> anyhow::Result<()> {
         let id = rec.id;
         // 1. Unpublish: no worker will learn, forward or hand off to it any more.
         let generation = self.switch.update(|t| {
@@ -397,7 +489,7 @@ impl Dataplane {
         });
         // 2. Wait until every worker runs on the new tables.
         for w in &self.workers {
-            if !w.wait_generation(generation, WORKER_TIMEOUT) {
+            if !w.wait_generation(generation, self.worker_timeout) {
                 tracing::warn!(worker = w.id().0, "worker slow to acknowledge table change");
             }
         }
@@ -406,15 +498,30 @@ impl Dataplane {
         for b in self.switch.load().bridges.iter().flatten() {
             b.fdb.flush_port(id);
         }
-        // 3. Take its queues back and close them.
+        // 3. Take its queues back and close them; ask every worker even if
+        // one fails.
         let mut workers: Vec<usize> = rec.queues.iter().map(|q| q.0).collect();
+        workers.sort_unstable();
         workers.dedup();
+        let mut first_err = None;
         for w in workers {
-            let devs = self.workers[w].remove_port(id, WORKER_TIMEOUT)?;
-            drop(devs);
+            match self.workers[w].remove_port(id, self.worker_timeout) {
+                Ok(devs) => drop(devs),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            let name = rec.spec.name.clone();
+            st.stuck.push(rec);
+            return Err(anyhow::Error::from(e).context(format!(
+                "port {name}: a worker did not give its queues back; its id {} and \
+                 paths stay reserved until weir restarts",
+                id.0
+            )));
         }
         drop(rec.keepalive);
-        tracing::info!(port = name, "port removed");
         Ok(())
     }
 
@@ -723,7 +830,7 @@ pub fn spawn_housekeeping(
 ///
 /// # Errors
 /// If the dataplane cannot be built or the control socket bound.
-pub fn run(cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
+pub fn run(mut cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
     tracing::info!(
         config = cfg.origin(),
         ports = cfg.ports.len(),
@@ -743,6 +850,9 @@ pub fn run(cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
     {
         tracing::info!(?cpus, "control threads kept off the workers' CPUs");
     }
+    // The socket in use (`--socket` may override the config's): no port may
+    // take its path.
+    cfg.control.socket = socket.clone();
     let dp = Arc::new(Dataplane::start(&cfg, Host::system())?);
     // Housekeeping: the FDB clock, aging and rebuilds, once a second.
     let hk = spawn_housekeeping(Arc::downgrade(&dp), stop.clone(), Duration::from_secs(1))
@@ -767,5 +877,128 @@ fn pool_view(p: &Mempool) -> MempoolView {
         hugepages: p.backing() == dataplane::mempool::Backing::Hugepages2M,
         mbuf_size: p.data_room(),
         port_share: p.share_limit(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dataplane::{Burst, Port};
+    use std::sync::atomic::AtomicBool;
+
+    /// A queue whose `rx_burst` does not return while `hold` is set: a worker
+    /// stuck on it answers no command.
+    struct Stuck {
+        hold: Arc<AtomicBool>,
+        entered: Arc<AtomicBool>,
+        stats: Arc<QueueStats>,
+    }
+
+    impl Port for Stuck {
+        fn rx_burst(&mut self, _burst: &mut Burst) -> usize {
+            // Relaxed: test flags polled in a loop.
+            self.entered.store(true, Ordering::Relaxed);
+            while self.hold.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            0
+        }
+
+        fn tx_burst(&mut self, burst: &mut Burst) -> usize {
+            let n = burst.len();
+            burst.clear();
+            n
+        }
+
+        fn stats(&self) -> &Arc<QueueStats> {
+            &self.stats
+        }
+    }
+
+    struct Release(Arc<AtomicBool>);
+
+    impl Drop for Release {
+        fn drop(&mut self) {
+            // Relaxed: a test flag.
+            self.0.store(false, Ordering::Relaxed);
+        }
+    }
+
+    fn small_dataplane() -> Dataplane {
+        let mut cfg = Config::default();
+        cfg.dataplane.mbufs = 256;
+        cfg.dataplane.tso_mbufs = 0;
+        cfg.dataplane.hugepages = HugepageMode::Never;
+        // Other tests share the CPU: the worker sleeps when idle.
+        cfg.dataplane.idle_sleep_us = 50;
+        cfg.fdb.max_entries = 64;
+        let mut dp = Dataplane::start(&cfg, Host::system()).unwrap();
+        dp.worker_timeout = Duration::from_millis(300);
+        dp
+    }
+
+    fn port_id(dp: &Dataplane, name: &str) -> u16 {
+        dp.port_list()
+            .into_iter()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no port {name}"))
+            .id
+    }
+
+    #[test]
+    fn port_whose_worker_does_not_give_it_back_keeps_its_id_reserved() {
+        let dp = small_dataplane();
+        let hold = Arc::new(AtomicBool::new(true));
+        let entered = Arc::new(AtomicBool::new(false));
+        let stuck = OpenedPort {
+            queues: vec![Box::new(Stuck {
+                hold: Arc::clone(&hold),
+                entered: Arc::clone(&entered),
+                stats: Arc::default(),
+            })],
+            keepalive: None,
+            health: None,
+            mtu: None,
+        };
+        // Declared after `dp`, so dropped first: a failed assertion releases
+        // the worker before the dataplane joins it.
+        let _release = Release(Arc::clone(&hold));
+        dp.add_opened(PortSpec::new("p0", PortType::Ring), Some(stuck))
+            .unwrap();
+        let stuck_id = port_id(&dp, "p0");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // Relaxed: a test flag.
+        while !entered.load(Ordering::Relaxed) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "worker never polled p0"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let err = dp.port_del("p0").unwrap_err();
+        assert!(format!("{err:#}").contains("stay reserved"), "{err:#}");
+        // The worker still runs p0's queue under its id: a new port must not
+        // get that id.
+        dp.port_add(PortSpec::new("p1", PortType::Ring)).unwrap();
+        assert_ne!(port_id(&dp, "p1"), stuck_id);
+        hold.store(false, Ordering::Relaxed);
+        dp.shutdown();
+    }
+
+    #[test]
+    fn bridges_past_the_limit_are_refused() {
+        let dp = small_dataplane();
+        for i in 0..MAX_BRIDGES {
+            dp.bridge_add(&format!("b{i}")).unwrap();
+        }
+        let err = dp.bridge_add("one-more").unwrap_err();
+        assert!(err.to_string().contains("too many bridges"), "{err}");
+        // A freed slot can be used again, and ids stay below the limit.
+        dp.bridge_del("b7").unwrap();
+        dp.bridge_add("again").unwrap();
+        let t = dp.switch.load();
+        assert!(t.bridges.len() <= MAX_BRIDGES);
+        assert_eq!(t.bridge_by_name("again").unwrap().id.0, 7);
+        dp.shutdown();
     }
 }

@@ -76,7 +76,10 @@ pub fn open(
                 spec.rx_path.as_deref().map(Path::new),
                 spec.tx_path.as_deref().map(Path::new),
                 pool,
-                pmd::pcap::PcapConfig::default(),
+                pmd::pcap::PcapConfig {
+                    max_tx_file_bytes: spec.pcap_max_bytes(),
+                    ..pmd::pcap::PcapConfig::default()
+                },
             )
             .with_context(|| format!("port {name}"))?;
             OpenedPort::plain(vec![Box::new(port)])
@@ -119,11 +122,9 @@ pub fn open(
                 mode,
                 queues: n as u16,
             };
-            let mut dev = vhost_user::create_with_tso(name, &cfg, pool, tso_pool)
+            let owner = socket_owner(spec).with_context(|| format!("port {name}"))?;
+            let mut dev = vhost_user::create_with_owner(name, &cfg, pool, tso_pool, owner)
                 .with_context(|| format!("port {name}"))?;
-            if cfg.mode == vhost_user::Mode::Server {
-                set_socket_owner(spec, &cfg.socket).with_context(|| format!("port {name}"))?;
-            }
             let queues = boxed(dev.take_queues());
             let dev = std::sync::Arc::new(dev);
             let probe = dev.clone();
@@ -167,19 +168,18 @@ pub fn open(
     Ok(opened)
 }
 
-/// Applies `socket_mode` / `socket_group` to a server socket weir created.
-fn set_socket_owner(spec: &PortSpec, path: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
+/// The mode and group a server socket is created with: `socket_mode`
+/// (default 0600, the daemon's user only) and `socket_group`. They are set
+/// before the socket appears at its path, never by path afterwards.
+fn socket_owner(spec: &PortSpec) -> anyhow::Result<vhost_user::SocketOwner> {
+    let mut owner = vhost_user::SocketOwner::default();
     if let Some(bits) = spec.socket_mode_bits()? {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(bits))
-            .with_context(|| format!("setting mode {bits:o} on {}", path.display()))?;
+        owner.mode = bits;
     }
     if let Some(group) = &spec.socket_group {
-        let gid = resolve_group(group)?;
-        rustix::fs::chown(path, None, Some(rustix::fs::Gid::from_raw(gid)))
-            .with_context(|| format!("giving {} to group {group}", path.display()))?;
+        owner.gid = Some(resolve_group(group)?);
     }
-    Ok(())
+    Ok(owner)
 }
 
 /// A group name or number to a gid, from `/etc/group`.
