@@ -95,6 +95,9 @@ drop_reasons! {
     /// Longer than the egress port's MTU allows (the MTU its guest set, plus
     /// the Ethernet header and one VLAN tag for a tagged frame).
     MtuExceeded => "mtu-exceeded",
+    /// A segmentation offload (TSO) frame asked for segments of fewer
+    /// payload bytes than [`crate::wire::gso::MIN_MSS`].
+    TsoMssTooSmall => "tso-mss-too-small",
 }
 
 /// Counters of one port queue. Written only by the worker that owns the queue;

@@ -18,6 +18,7 @@ use std::sync::atomic::{fence, Ordering};
 use std::sync::Arc;
 
 use dataplane::stats::QueueStats;
+use dataplane::wire::gso::MIN_MSS;
 use dataplane::wire::{Gso, GsoKind, PartialCsum, TsoPlan};
 use dataplane::{Burst, DropReason, Mempool};
 
@@ -317,19 +318,24 @@ impl Offload {
 }
 
 /// The segmentation request in a guest's TX header: None for GSO_NONE;
-/// `Err` for a kind not negotiated, ECN, a zero `gso_size`, or no NEEDS_CSUM
-/// (virtio 1.2 §5.1.6.2.1: TSO frames must ask for a checksum).
+/// `Err(Malformed)` for a kind not negotiated, ECN, or no NEEDS_CSUM (virtio
+/// 1.2 §5.1.6.2.1: TSO frames must ask for a checksum);
+/// `Err(TsoMssTooSmall)` for a `gso_size` below [`MIN_MSS`] (zero included),
+/// which would make one frame thousands of segments.
 #[inline]
-fn tx_gso(hdr: &[u8; NET_HDR_BYTES], off: Offload) -> Result<Option<Gso>, ()> {
+fn tx_gso(hdr: &[u8; NET_HDR_BYTES], off: Offload) -> Result<Option<Gso>, DropReason> {
     let kind = match hdr[NET_HDR_GSO_TYPE_OFF] {
         NET_HDR_GSO_NONE => return Ok(None),
         NET_HDR_GSO_TCPV4 if off.tso4 => GsoKind::Tcp4,
         NET_HDR_GSO_TCPV6 if off.tso6 => GsoKind::Tcp6,
-        _ => return Err(()),
+        _ => return Err(DropReason::Malformed),
     };
     let mss = u16::from_le_bytes([hdr[NET_HDR_GSO_SIZE_OFF], hdr[NET_HDR_GSO_SIZE_OFF + 1]]);
-    if mss == 0 || hdr[NET_HDR_FLAGS_OFF] & NET_HDR_F_NEEDS_CSUM == 0 {
-        return Err(());
+    if hdr[NET_HDR_FLAGS_OFF] & NET_HDR_F_NEEDS_CSUM == 0 {
+        return Err(DropReason::Malformed);
+    }
+    if mss < MIN_MSS {
+        return Err(DropReason::TsoMssTooSmall);
     }
     Ok(Some(Gso { kind, mss }))
 }
@@ -745,8 +751,12 @@ impl SplitRing {
                     m.set_gso(gso);
                     Ok(true)
                 }
-                _ => {
+                (Err(()), _) => {
                     stats.drop_one(DropReason::Malformed);
+                    Ok(false)
+                }
+                (Ok(_), Err(reason)) => {
+                    stats.drop_one(reason);
                     Ok(false)
                 }
             },
