@@ -98,6 +98,10 @@ drop_reasons! {
     /// A segmentation offload (TSO) frame asked for segments of fewer
     /// payload bytes than [`crate::wire::gso::MIN_MSS`].
     TsoMssTooSmall => "tso-mss-too-small",
+    /// A guest's descriptor chain (or, for one frame to a guest with
+    /// mergeable buffers, its chains together) held more buffers than one
+    /// frame may take (256).
+    ChainTooLong => "chain-too-long",
 }
 
 /// Counters of one port queue. Written only by the worker that owns the queue;
