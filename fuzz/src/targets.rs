@@ -522,10 +522,13 @@ pub fn tso_header(data: &[u8]) {
     };
     let gso = m.gso();
     let queued = burst.len();
+    let drops = stats.snapshot().total_drops();
     let done = ring.enqueue(&mut cur, &mut burst, false, rx_off, usize::MAX, &stats);
     assert_eq!(done.fault, None);
     assert_eq!(done.frames + burst.len(), queued);
-    if let (Some(g), 1, true) = (gso, done.frames, rx_off.tso4) {
+    // Taken and not dropped (a frame whose headers do not parse is).
+    let delivered = done.frames == 1 && stats.snapshot().total_drops() == drops;
+    if let (Some(g), true, true) = (gso, delivered, rx_off.tso4) {
         let size: u16 = gm
             .read_obj(GuestAddress(TSO_RX_BUF + NET_HDR_GSO_SIZE_OFF as u64))
             .unwrap();
