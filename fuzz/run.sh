@@ -25,12 +25,21 @@ if [[ "${FUZZ_REPLAY:-0}" != 1 ]] && cargo fuzz --version >/dev/null 2>&1; then
         mkdir -p "corpus/$t"
         start=$(date +%s)
         log=$(mktemp)
-        RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "corpus/$t" -- \
-            -runs="$runs" -rss_limit_mb=2048 -print_final_stats=1 2>&1 | tee "$log" |
-            grep -v '^#[0-9]*\s*\(NEW\|REDUCE\|pulse\)' || true
-        rc=${PIPESTATUS[0]}
+        rc_file=$(mktemp)
+        # The exit status goes through a file: the pipe's own status is the
+        # filter's. Progress lines stay in the log only.
+        echo 1 >"$rc_file"
+        {
+            if RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" "corpus/$t" -- \
+                -runs="$runs" -rss_limit_mb=2048 -print_final_stats=1; then
+                echo 0 >"$rc_file"
+            else
+                echo $? >"$rc_file"
+            fi
+        } 2>&1 | tee "$log" | grep -v '^#[0-9]*\s*\(NEW\|REDUCE\|pulse\)' || true
+        rc=$(cat "$rc_file")
         execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
-        rm -f "$log"
+        rm -f "$log" "$rc_file"
         [[ $rc -eq 0 ]] || { echo "fuzz: $t failed (exit $rc)"; exit 1; }
         report+=("$t: ${execs:-?} executions in $(($(date +%s) - start)) s (libFuzzer)")
     done
