@@ -95,6 +95,13 @@ drop_reasons! {
     /// pool): a frame or a flood copy past it is dropped, so that one port
     /// cannot take buffers every other port needs.
     PoolShare => "pool-share",
+    /// A segmentation offload (TSO) frame asked for segments of fewer
+    /// payload bytes than [`crate::wire::gso::MIN_MSS`].
+    TsoMssTooSmall => "tso-mss-too-small",
+    /// A guest's descriptor chain (or, for one frame to a guest with
+    /// mergeable buffers, its chains together) held more buffers than one
+    /// frame may take (256).
+    ChainTooLong => "chain-too-long",
 }
 
 /// Why a frame's source address was not learned. The frame itself is

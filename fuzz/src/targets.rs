@@ -9,12 +9,24 @@
 use std::cell::RefCell;
 use std::sync::{Arc, OnceLock};
 
-use dataplane::wire::PartialCsum;
-use dataplane::{Burst, Mempool, QueueStats};
-use vhost_user::defs::{ctrl_reply, net_config, MAX_FRAME_BYTES};
+use dataplane::mempool::{HugepagePolicy, MempoolConfig};
+use dataplane::switch::{Bridge, Fdb, FdbConfig, Forwarder, PortEntry, Switch};
+use dataplane::wire::gso::MIN_MSS;
+use dataplane::wire::vlan;
+use dataplane::wire::{
+    complete_l4_checksum, parse_l2, parse_l2_addrs, ArpPacket, EthFrame, Gso, GsoKind, Ipv4Packet,
+    Ipv6Packet, PartialCsum, TsoPlan, VlanTag,
+};
+use dataplane::{BridgeId, Burst, DropReason, Mempool, PortId, QueueStats, WorkerId};
+use vhost_user::defs::{
+    ctrl_reply, net_config, DESC_F_WRITE, MAX_FRAME_BYTES, NET_HDR_BYTES, NET_HDR_GSO_NONE,
+    NET_HDR_GSO_SIZE_OFF, NET_HDR_GSO_TCPV4, NET_HDR_GSO_TCPV6, NET_HDR_GSO_TYPE_OFF,
+};
 use vhost_user::guest_mem::{GuestAddr, GuestMemory};
 use vhost_user::msg::{self, FdKind, Header, Limits, HDR_BYTES};
-use vhost_user::vring::{max_frame, Cursor, Offload, RingAddrs, SplitRing};
+use vhost_user::vring::{
+    max_frame, Cursor, Offload, RingAddrs, SplitRing, BURST_DESC_BUDGET, MAX_FRAME_DESCS,
+};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Guest memory of the ring target: descriptor table, available and used
@@ -31,17 +43,28 @@ pub enum Target {
     VringChain,
     /// [`vhost_msg`].
     VhostMsg,
+    /// [`tso_header`].
+    TsoHeader,
+    /// [`switch_frame`].
+    SwitchFrame,
 }
 
 impl Target {
     /// Every target.
-    pub const ALL: [Target; 2] = [Target::VringChain, Target::VhostMsg];
+    pub const ALL: [Target; 4] = [
+        Target::VringChain,
+        Target::VhostMsg,
+        Target::TsoHeader,
+        Target::SwitchFrame,
+    ];
 
     /// Its name (the cargo-fuzz target name).
     pub fn name(self) -> &'static str {
         match self {
             Target::VringChain => "vring_chain",
             Target::VhostMsg => "vhost_msg",
+            Target::TsoHeader => "tso_header",
+            Target::SwitchFrame => "switch_frame",
         }
     }
 
@@ -50,6 +73,8 @@ impl Target {
         match self {
             Target::VringChain => vring_chain(data),
             Target::VhostMsg => vhost_msg(data),
+            Target::TsoHeader => tso_header(data),
+            Target::SwitchFrame => switch_frame(data),
         }
     }
 
@@ -58,6 +83,8 @@ impl Target {
         match self {
             Target::VringChain => 0x3200,
             Target::VhostMsg => 600,
+            Target::TsoHeader => 3000,
+            Target::SwitchFrame => 2000,
         }
     }
 }
@@ -174,6 +201,11 @@ pub fn vring_chain(data: &[u8]) {
     };
     let done = ring.dequeue(&mut cur, pool(), &mut burst, off, None, &stats);
     assert_eq!(done.frames, burst.len());
+    assert!(
+        done.descs_walked <= BURST_DESC_BUDGET + 2 * (MAX_FRAME_DESCS + 2),
+        "{} descriptors read in one burst",
+        done.descs_walked
+    );
     assert!(cur.last_avail.wrapping_sub(before.last_avail) <= size);
     assert_eq!(
         cur.used_idx.wrapping_sub(before.used_idx),
@@ -213,6 +245,7 @@ pub fn vring_chain(data: &[u8]) {
     };
     let done = ring.enqueue(&mut cur, &mut tx, flags & 4 != 0, off, max, &stats);
     assert_eq!(done.frames + tx.len(), queued);
+    assert!(done.descs_walked <= BURST_DESC_BUDGET + 2 * (MAX_FRAME_DESCS + 2));
     assert!(cur.last_avail.wrapping_sub(before.last_avail) <= size);
     tx.clear();
 }
@@ -290,4 +323,368 @@ pub fn vhost_msg(data: &[u8]) {
         net_config(hdr.flags, hdr.size, lim.queues, 1500).len(),
         hdr.size.min(256) as usize
     );
+}
+
+/// Guest memory of [`tso_header`]: a ring of two descriptors (a TX chain and
+/// an RX buffer), each buffer large enough for a 64 KiB frame.
+const TSO_MEM_BYTES: usize = 0x3_0000;
+const TSO_TX_BUF: u64 = 0x4000;
+const TSO_RX_BUF: u64 = 0x1_8000;
+
+fn large_pool() -> &'static Mempool {
+    static POOL: OnceLock<&'static Mempool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        Mempool::create(&MempoolConfig {
+            name: "fuzz-large".into(),
+            n_mbufs: 4,
+            data_room: 65535 - 128,
+            hugepages: HugepagePolicy::Never,
+            cache_size: 1,
+            ..MempoolConfig::default()
+        })
+        .expect("large pool")
+    })
+}
+
+thread_local! {
+    static TSO_GUEST: RefCell<Option<Arc<GuestMemoryMmap>>> = const { RefCell::new(None) };
+    /// Where segments are written.
+    static SEGMENT: RefCell<Vec<u8>> = RefCell::new(vec![0u8; 65536]);
+}
+
+/// A TCP frame template for [`tso_header`]: Ethernet, IPv4 or IPv6, TCP,
+/// `payload` bytes, with lengths that agree.
+fn tcp_template(v6: bool, payload: usize, out: &mut Vec<u8>) {
+    out.clear();
+    out.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1]);
+    if v6 {
+        out.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+        out.extend_from_slice(&((20 + payload) as u16).to_be_bytes());
+        out.extend_from_slice(&[6, 64]);
+        out.extend_from_slice(&[0xfd; 32]);
+    } else {
+        out.extend_from_slice(&[0x08, 0x00, 0x45, 0]);
+        out.extend_from_slice(&((40 + payload) as u16).to_be_bytes());
+        out.extend_from_slice(&[0x12, 0x34, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+    }
+    out.extend_from_slice(&[0x9c, 0x40, 0, 80, 1, 2, 3, 4, 0, 0, 0, 7, 0x50, 0x18]);
+    out.extend_from_slice(&[0x10, 0, 0, 0, 0, 0]);
+}
+
+/// Checks a TSO plan the way the worker uses it: every segment is written
+/// whole, no longer than the MSS allows, and the payloads add up.
+fn check_plan(frame: &[u8], gso: Gso) {
+    let Ok(plan) = TsoPlan::new(frame, gso) else {
+        return;
+    };
+    assert!(
+        gso.mss >= MIN_MSS,
+        "segmentation planned for mss {}",
+        gso.mss
+    );
+    let n = plan.segments();
+    assert!(n <= 65535 / usize::from(MIN_MSS) + 1, "{n} segments");
+    let hdr = plan.hdr_len();
+    assert!(plan.max_segment_len() <= hdr + usize::from(gso.mss));
+    SEGMENT.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let mut payload = 0;
+        for i in 0..n {
+            let len = plan.write_segment(frame, i, &mut buf[..]);
+            assert_eq!(len, plan.segment_len(i), "segment {i}");
+            assert!(len >= hdr && len <= plan.max_segment_len());
+            payload += len - hdr;
+        }
+        assert_eq!(plan.write_segment(frame, n, &mut buf[..]), 0);
+        assert!(payload <= frame.len() - hdr);
+    });
+}
+
+/// Input: `[flags, mss (le16), payload length (le16), frame tweaks...]`.
+/// A guest's TSO frame through every path that reads GSO metadata: the
+/// virtio-net TX header (flags 1: NEEDS_CSUM; 2/4: GSO type TCPv4/TCPv6 in
+/// the header; 8/16: HOST_TSO4/6 negotiated; 32: CSUM negotiated), the
+/// segmentation the worker does ([`TsoPlan`]), and the header written for a
+/// guest that takes TSO frames whole (64: GUEST_TSO4/6 and GUEST_CSUM on the
+/// RX side). Flags 128: an IPv6 template (else IPv4). The frame is a TCP
+/// template of the given payload length whose bytes are then overwritten
+/// from the input's fifth byte on, at offsets the tweaks name.
+pub fn tso_header(data: &[u8]) {
+    if data.len() < 5 {
+        return;
+    }
+    let flags = data[0];
+    let mss = le16(data, 1);
+    let payload = usize::from(le16(data, 3)) % 65000;
+    let mut frame = Vec::new();
+    tcp_template(flags & 128 != 0, payload, &mut frame);
+    frame.resize(frame.len() + payload, 0x5a);
+    frame.truncate(MAX_FRAME_BYTES);
+    // Tweaks: (offset, byte) pairs.
+    for t in data[5..].chunks_exact(2) {
+        let at = usize::from(t[0]) % 80;
+        if let Some(b) = frame.get_mut(at) {
+            *b = t[1];
+        }
+    }
+    let kind = if flags & 4 != 0 {
+        GsoKind::Tcp6
+    } else {
+        GsoKind::Tcp4
+    };
+    // The segmentation itself, on any MSS.
+    check_plan(&frame, Gso { kind, mss });
+
+    // The virtio-net header the guest sends with it.
+    let mut hdr = [0u8; NET_HDR_BYTES];
+    hdr[0] = flags & 1;
+    hdr[NET_HDR_GSO_TYPE_OFF] = match flags & 6 {
+        0 => NET_HDR_GSO_NONE,
+        2 => NET_HDR_GSO_TCPV4,
+        4 => NET_HDR_GSO_TCPV6,
+        _ => 0x81, // ECN with TCPv4: refused
+    };
+    hdr[NET_HDR_GSO_SIZE_OFF..NET_HDR_GSO_SIZE_OFF + 2].copy_from_slice(&mss.to_le_bytes());
+    let l4 = if flags & 128 != 0 { 54u16 } else { 34 };
+    hdr[6..8].copy_from_slice(&l4.to_le_bytes());
+    hdr[8..10].copy_from_slice(&16u16.to_le_bytes());
+
+    let gm = TSO_GUEST.with(|g| {
+        let mut g = g.borrow_mut();
+        let gm = g.get_or_insert_with(|| {
+            Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), TSO_MEM_BYTES)]).unwrap())
+        });
+        Arc::clone(gm)
+    });
+    // Descriptor 0: the TX chain, header and frame in one buffer; descriptor
+    // 1: the RX buffer. Available ring: [0], index 1.
+    gm.write_slice(&[0u8; 0x3000], GuestAddress(0)).unwrap();
+    gm.write_slice(&hdr, GuestAddress(TSO_TX_BUF)).unwrap();
+    gm.write_slice(&frame, GuestAddress(TSO_TX_BUF + NET_HDR_BYTES as u64))
+        .unwrap();
+    let desc = |i: u64, addr: u64, len: u32, flags: u16| {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&addr.to_le_bytes());
+        b[8..12].copy_from_slice(&len.to_le_bytes());
+        b[12..14].copy_from_slice(&flags.to_le_bytes());
+        gm.write_slice(&b, GuestAddress(DESC + 16 * i)).unwrap();
+    };
+    desc(0, TSO_TX_BUF, (NET_HDR_BYTES + frame.len()) as u32, 0);
+    desc(1, TSO_RX_BUF, 0x1_0100, DESC_F_WRITE);
+    gm.write_obj(0u16, GuestAddress(AVAIL + 4)).unwrap();
+    gm.write_obj(1u16, GuestAddress(AVAIL + 2)).unwrap();
+    let mem = Arc::new(GuestMemory::new(Arc::clone(&gm)));
+    let addrs = RingAddrs {
+        desc: GuestAddr(DESC),
+        avail: GuestAddr(AVAIL),
+        used: GuestAddr(USED),
+    };
+    let ring = SplitRing::new(&mem, addrs, 2, false, false).expect("fixed layout");
+    let mut cur = Cursor::default();
+    let off = Offload {
+        csum: flags & 32 != 0,
+        tso4: flags & 8 != 0,
+        tso6: flags & 16 != 0,
+    };
+    let stats = QueueStats::default();
+    let mut burst = Burst::new();
+    let large = large_pool().share();
+    let done = ring.dequeue(&mut cur, pool(), &mut burst, off, Some(&large), &stats);
+    assert_eq!(done.fault, None);
+    assert_eq!(done.frames + stats.snapshot().total_drops() as usize, 1);
+    let Some(m) = burst.first() else {
+        return;
+    };
+    assert_eq!(m.data(), &frame[..]);
+    if let Some(g) = m.gso() {
+        assert!(g.mss >= MIN_MSS, "accepted mss {}", g.mss);
+        assert!(off.tso(g.kind), "accepted {:?} without negotiation", g.kind);
+        assert!(m.partial_csum().is_some(), "TSO without NEEDS_CSUM");
+        check_plan(m.data(), g);
+    } else {
+        assert_eq!(stats.drops(DropReason::TsoMssTooSmall), 0);
+    }
+
+    // To a guest that takes TSO frames whole: the frame and its request go
+    // into the RX buffer's header.
+    gm.write_obj(1u16, GuestAddress(AVAIL + 4 + 2)).unwrap();
+    gm.write_obj(2u16, GuestAddress(AVAIL + 2)).unwrap();
+    let rx_off = Offload {
+        csum: flags & 64 != 0,
+        tso4: flags & 64 != 0,
+        tso6: flags & 64 != 0,
+    };
+    let gso = m.gso();
+    let queued = burst.len();
+    let drops = stats.snapshot().total_drops();
+    let done = ring.enqueue(&mut cur, &mut burst, false, rx_off, usize::MAX, &stats);
+    assert_eq!(done.fault, None);
+    assert_eq!(done.frames + burst.len(), queued);
+    // Taken and not dropped (a frame whose headers do not parse is).
+    let delivered = done.frames == 1 && stats.snapshot().total_drops() == drops;
+    if let (Some(g), true, true) = (gso, delivered, rx_off.tso4) {
+        let size: u16 = gm
+            .read_obj(GuestAddress(TSO_RX_BUF + NET_HDR_GSO_SIZE_OFF as u64))
+            .unwrap();
+        let kind: u8 = gm
+            .read_obj(GuestAddress(TSO_RX_BUF + NET_HDR_GSO_TYPE_OFF as u64))
+            .unwrap();
+        if kind != NET_HDR_GSO_NONE {
+            assert_eq!(size, g.mss);
+        }
+    }
+    burst.clear();
+}
+
+fn switch_pool() -> &'static Mempool {
+    static POOL: OnceLock<&'static Mempool> = OnceLock::new();
+    POOL.get_or_init(|| Mempool::for_tests(256))
+}
+
+/// Runs the wire parsers the switch and the ports use on one frame; none
+/// may panic, and what they agree on must agree.
+fn parse_frame(f: &[u8]) {
+    let l2 = parse_l2(f);
+    let addrs = parse_l2_addrs(f);
+    if let (Some(a), Some(b)) = (l2, addrs) {
+        assert_eq!((a.dst.to_u64(), a.src.to_u64()), (b.dst, b.src));
+        assert_eq!(a.vlan, b.vlan);
+    }
+    let Ok(eth) = EthFrame::new_checked(f) else {
+        return;
+    };
+    let _ = (
+        eth.dst(),
+        eth.src(),
+        eth.vlan(),
+        eth.l2_info().map(|i| i.is_tagged()),
+    );
+    let mut ethertype = eth.ethertype();
+    let mut payload = eth.payload();
+    for _ in 0..2 {
+        if !matches!(ethertype, 0x8100 | 0x88a8) {
+            break;
+        }
+        let Ok(tag) = VlanTag::new_checked(payload) else {
+            return;
+        };
+        let _ = (tag.pcp(), tag.dei(), tag.vid());
+        assert_eq!(tag.payload().len() + vlan::HEADER_LEN, payload.len());
+        ethertype = tag.ethertype();
+        payload = &payload[vlan::HEADER_LEN..];
+    }
+    match ethertype {
+        0x0806 => {
+            if let Ok(arp) = ArpPacket::new_checked(payload) {
+                let _ = (arp.sender_hw(), arp.sender_ip(), arp.target_ip());
+                let _ = (arp.opcode(), arp.is_gratuitous());
+            }
+        }
+        0x0800 => {
+            if let Ok(ip) = Ipv4Packet::new_checked(payload) {
+                let _ = (ip.src(), ip.dst(), ip.protocol(), ip.is_fragment());
+                let _ = (ip.options().len(), ip.payload().len(), ip.verify_checksum());
+                assert!(ip.header_len() >= 20 && ip.header_len() <= payload.len());
+            }
+        }
+        0x86dd => {
+            if let Ok(ip) = Ipv6Packet::new_checked(payload) {
+                let _ = (ip.src(), ip.next_header(), ip.payload().len());
+                assert!(ip.total_len() <= payload.len());
+            }
+        }
+        _ => {}
+    }
+    let mut copy = f.to_vec();
+    if !complete_l4_checksum(&mut copy) {
+        assert_eq!(copy, f, "a frame without a checksum to complete changed");
+    }
+}
+
+/// Input: `[ingress port and flags, then frames: (length le16, bytes)...]`,
+/// up to a burst of 32 frames. Each frame goes through the wire parsers,
+/// then the burst through a bridge of four ports (port 3's link down when
+/// flag 4 is set) with a small FDB (8 entries, so that it fills): every frame
+/// must be forwarded, flooded or dropped and counted, never sent back out its
+/// ingress port, never changed, and no buffer may leak.
+pub fn switch_frame(data: &[u8]) {
+    let Some((&first, mut rest)) = data.split_first() else {
+        return;
+    };
+    let in_port = u16::from(first % 4);
+    let sw = Switch::new();
+    sw.update(|t| {
+        t.bridges.push(Some(Bridge {
+            id: BridgeId(0),
+            name: "br0".into(),
+            ports: (0..4).map(PortId).collect(),
+            fdb: Arc::new(Fdb::new(&FdbConfig {
+                max_entries: 8,
+                max_per_port: u32::from(first >> 4),
+                aging_secs: 300,
+                ..FdbConfig::default()
+            })),
+        }));
+        for i in 0..4 {
+            let e = PortEntry::new(PortId(i), &format!("p{i}"), Some(BridgeId(0)), WorkerId(0));
+            let up = !(i == 3 && first & 4 != 0);
+            e.link_up.store(up, std::sync::atomic::Ordering::Relaxed);
+            t.ports.push(Some(Arc::new(e)));
+        }
+    });
+    let t = sw.load();
+    let pool = switch_pool();
+    let before = pool.in_use();
+    let mut inputs = Vec::new();
+    let mut burst = Burst::new();
+    while rest.len() >= 2 && !burst.is_full() {
+        let len = usize::from(le16(rest, 0)) % 1600;
+        let f = &rest[2..(2 + len).min(rest.len())];
+        rest = &rest[(2 + len).min(rest.len())..];
+        parse_frame(f);
+        let Some(mut m) = pool.alloc() else {
+            break;
+        };
+        if m.extend_from_slice(f).is_err() {
+            continue;
+        }
+        inputs.push(f.to_vec());
+        burst.push(m);
+    }
+    let n = burst.len() as u32;
+    let stats = QueueStats::default();
+    let mut fwd = Forwarder::new();
+    fwd.prepare(&t);
+    // Twice: the second pass meets what the first one learned.
+    for pass in 0..2 {
+        let mut b = Burst::new();
+        for m in burst.iter() {
+            let Some(mut c) = pool.alloc() else {
+                break;
+            };
+            c.extend_from_slice(m.data()).unwrap();
+            b.push(c);
+        }
+        let k = b.len() as u32;
+        let drops_before = stats.snapshot().total_drops();
+        let sum = fwd.process(&t, PortId(in_port), &mut b, 1 + pass, &stats);
+        assert!(b.is_empty());
+        assert_eq!(sum.unicast + sum.flooded + sum.dropped, k);
+        assert_eq!(
+            stats.snapshot().total_drops() - drops_before,
+            u64::from(sum.dropped)
+        );
+        fwd.drain(|p, out| {
+            assert_ne!(p.0, in_port, "a frame went back out its ingress port");
+            for m in out.drain(..) {
+                assert!(
+                    inputs.iter().any(|f| f[..] == *m.data()),
+                    "a forwarded frame changed"
+                );
+            }
+        });
+    }
+    assert!(n as usize == inputs.len());
+    burst.clear();
+    assert_eq!(pool.in_use(), before, "mbufs leaked");
 }

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use dataplane::mempool::{HugepagePolicy, MempoolConfig};
 use dataplane::testutil::inet::{fold, sum16, tcp_pseudo_sum};
+use dataplane::wire::gso::MIN_MSS;
 use dataplane::wire::{Gso, GsoKind, TsoPlan};
-use dataplane::{Burst, LinkState, Mempool, Port};
+use dataplane::{Burst, DropReason, LinkState, Mempool, Port};
 use vhost_user::defs::{
     F_CSUM, F_GUEST_CSUM, F_GUEST_TSO4, F_GUEST_TSO6, F_HOST_TSO4, F_HOST_TSO6, NET_HDR_BYTES,
     NET_HDR_F_NEEDS_CSUM, NET_HDR_GSO_TCPV4, NET_HDR_GSO_TCPV6,
@@ -118,6 +119,22 @@ fn big() -> FrontendConfig {
     }
 }
 
+/// The virtio-net header of a TSO frame whose TCP header is at `l4`:
+/// NEEDS_CSUM, the GSO type of `kind`, `mss`.
+fn tso_hdr(kind: GsoKind, l4: usize, mss: u16) -> [u8; NET_HDR_BYTES] {
+    let mut hdr = [0u8; NET_HDR_BYTES];
+    hdr[0] = NET_HDR_F_NEEDS_CSUM;
+    hdr[1] = match kind {
+        GsoKind::Tcp4 => NET_HDR_GSO_TCPV4,
+        GsoKind::Tcp6 => NET_HDR_GSO_TCPV6,
+    };
+    hdr[2..4].copy_from_slice(&((l4 + 20) as u16).to_le_bytes());
+    hdr[4..6].copy_from_slice(&mss.to_le_bytes());
+    hdr[6..8].copy_from_slice(&(l4 as u16).to_le_bytes());
+    hdr[8..10].copy_from_slice(&16u16.to_le_bytes());
+    hdr
+}
+
 fn run(kind: GsoKind) {
     let dir = tempfile::tempdir().unwrap();
     let (dev_a, mut port_a, sock_a) = device(dir.path(), "a");
@@ -153,16 +170,7 @@ fn run(kind: GsoKind) {
     );
 
     let (frame, l4) = tso_frame(kind);
-    let mut hdr = [0u8; NET_HDR_BYTES];
-    hdr[0] = NET_HDR_F_NEEDS_CSUM;
-    hdr[1] = match kind {
-        GsoKind::Tcp4 => NET_HDR_GSO_TCPV4,
-        GsoKind::Tcp6 => NET_HDR_GSO_TCPV6,
-    };
-    hdr[2..4].copy_from_slice(&((l4 + 20) as u16).to_le_bytes());
-    hdr[4..6].copy_from_slice(&MSS.to_le_bytes());
-    hdr[6..8].copy_from_slice(&(l4 as u16).to_le_bytes());
-    hdr[8..10].copy_from_slice(&16u16.to_le_bytes());
+    let hdr = tso_hdr(kind, l4, MSS);
     assert!(fe_a.tx_send(&hdr, &frame));
     fe_a.tx_publish();
 
@@ -287,17 +295,6 @@ fn shared_tso_pool() -> &'static Mempool {
     })
 }
 
-fn tso_hdr(l4: usize) -> [u8; NET_HDR_BYTES] {
-    let mut hdr = [0u8; NET_HDR_BYTES];
-    hdr[0] = NET_HDR_F_NEEDS_CSUM;
-    hdr[1] = NET_HDR_GSO_TCPV4;
-    hdr[2..4].copy_from_slice(&((l4 + 20) as u16).to_le_bytes());
-    hdr[4..6].copy_from_slice(&MSS.to_le_bytes());
-    hdr[6..8].copy_from_slice(&(l4 as u16).to_le_bytes());
-    hdr[8..10].copy_from_slice(&16u16.to_le_bytes());
-    hdr
-}
-
 #[test]
 fn a_guest_holding_tso_buffers_stops_at_its_share_and_another_guest_still_sends_tso() {
     use dataplane::DropReason;
@@ -320,7 +317,7 @@ fn a_guest_holding_tso_buffers_stops_at_its_share_and_another_guest_still_sends_
     wait_up(&dev_a, &mut port_a);
     wait_up(&dev_b, &mut port_b);
     let (frame, l4) = tso_frame(GsoKind::Tcp4);
-    let hdr = tso_hdr(l4);
+    let hdr = tso_hdr(GsoKind::Tcp4, l4, MSS);
 
     // Guest a sends 12 TSO frames, as many as the pool holds, and its
     // frames stay held (a slow egress, a stuck worker's handoff ring).
@@ -353,4 +350,48 @@ fn a_guest_holding_tso_buffers_stops_at_its_share_and_another_guest_still_sends_
     assert_eq!(got[0].data(), &frame[..]);
     drop((held, got));
     assert_eq!(shared_tso_pool().in_use(), 0);
+}
+
+/// A guest asking for segments of 1 byte (one frame would become ~20 000
+/// segments here, ~65 000 at 64 KiB) or of anything below the floor is
+/// refused and counted as `tso-mss-too-small`; the floor itself and the
+/// frames behind still pass.
+#[test]
+fn tso_frame_with_an_mss_below_the_floor_is_dropped_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (dev, mut port, sock) = device(dir.path(), "a");
+    let mut fe =
+        VirtioNetFrontend::connect_with_features(&sock, &big(), F_CSUM | F_HOST_TSO4 | F_HOST_TSO6)
+            .unwrap();
+    wait_up(&dev, &mut port);
+    let mut want = Vec::new();
+    for kind in [GsoKind::Tcp4, GsoKind::Tcp6] {
+        let (frame, l4) = tso_frame(kind);
+        for mss in [1, MIN_MSS - 1, 0, MIN_MSS] {
+            assert!(fe.tx_send(&tso_hdr(kind, l4, mss), &frame));
+        }
+        want.push((frame, Gso { kind, mss: MIN_MSS }));
+    }
+    fe.tx_publish();
+    let mut got = Vec::new();
+    let end = Instant::now() + Duration::from_secs(5);
+    // Until all eight frames are accounted for, as received or dropped.
+    while got.len() as u64 + port.stats().snapshot().total_drops() < 8 {
+        assert!(Instant::now() < end, "frames not taken: {} got", got.len());
+        let mut burst = Burst::new();
+        port.rx_burst(&mut burst);
+        got.extend(burst.iter().map(|m| (m.data().to_vec(), m.gso().unwrap())));
+    }
+    let gso: Vec<Gso> = got.iter().map(|(_, g)| *g).collect();
+    let want_gso: Vec<Gso> = want.iter().map(|(_, g)| *g).collect();
+    assert_eq!(gso, want_gso, "only the frames at the floor pass");
+    assert!(got == want, "frames changed on the way");
+    let stats = port.stats().snapshot();
+    assert_eq!(
+        stats.drops(DropReason::TsoMssTooSmall),
+        6,
+        "1, 47 and 0 bytes"
+    );
+    assert_eq!(stats.total_drops(), 6);
+    assert_eq!(dev.error(), None);
 }

@@ -40,6 +40,17 @@ const TCP_SEQ: usize = 4;
 const TCP_FLAGS: usize = 13;
 const TCP_CSUM: usize = 16;
 
+/// The smallest MSS (payload bytes per segment) a GSO frame may ask for.
+///
+/// Each segment costs a buffer and a pass over its headers, so the MSS sets
+/// how much work one frame can demand: at 1 byte, one 64 KiB frame would be
+/// about 65 000 segments. 48 is Linux's default floor for the MSS it sends
+/// with (`net.ipv4.tcp_min_snd_mss`), so no Linux sender goes below it;
+/// a 64 KiB frame then makes at most 1365 segments, about what the same
+/// bytes cost as minimum-size frames. Below it a frame is refused
+/// ([`GsoError::MssTooSmall`]); the port that accepts the metadata counts it.
+pub const MIN_MSS: u16 = 48;
+
 /// Which kind of segmentation a frame asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GsoKind {
@@ -69,9 +80,9 @@ pub enum GsoError {
     /// IPv6 extension headers, unknown EtherType).
     #[error("not TCP over the announced IP version")]
     Unsupported,
-    /// An MSS of zero.
-    #[error("zero MSS")]
-    ZeroMss,
+    /// An MSS below [`MIN_MSS`] (zero included).
+    #[error("MSS below {MIN_MSS} bytes")]
+    MssTooSmall,
 }
 
 /// A checked GSO frame: where its headers are and how it splits.
@@ -96,8 +107,8 @@ impl TsoPlan {
     /// # Errors
     /// [`GsoError`] if the frame is not such a frame or its lengths do not fit.
     pub fn new(frame: &[u8], gso: Gso) -> Result<TsoPlan, GsoError> {
-        if gso.mss == 0 {
-            return Err(GsoError::ZeroMss);
+        if gso.mss < MIN_MSS {
+            return Err(GsoError::MssTooSmall);
         }
         let be16 = |off: usize| {
             frame
@@ -305,45 +316,45 @@ mod tests {
 
     #[test]
     fn ipv4_frame_splits_into_exact_segments() {
-        let payload: Vec<u8> = (0..25u8).collect();
+        let payload: Vec<u8> = (0..120u8).collect();
         // PSH|ACK|FIN|CWR.
         let frame = tcp4(&payload, 0x80 | 0x18 | 0x01);
         let segs = segments(
             &frame,
             Gso {
                 kind: GsoKind::Tcp4,
-                mss: 10,
+                mss: MIN_MSS,
             },
         );
         assert_eq!(segs.len(), 3);
-        // Segment 0: 10 bytes, id 0x1234, seq 0x01020304, CWR|ACK, total 50.
+        // Segment 0: 48 bytes, id 0x1234, seq 0x01020304, CWR|ACK, total 88.
         #[rustfmt::skip]
         let mut want0 = vec![
             2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00,
-            0x45, 0, 0, 50, 0x12, 0x34, 0x40, 0, 64, 6, 0x00, 0x00,
+            0x45, 0, 0, 88, 0x12, 0x34, 0x40, 0, 64, 6, 0x00, 0x00,
             10, 0, 0, 1, 10, 0, 0, 2,
             0x9c, 0x40, 0, 80, 1, 2, 3, 4, 0, 0, 0, 7, 0x50, 0x90,
             0x10, 0, 0x00, 0x00, 0, 0,
         ];
-        want0.extend_from_slice(&payload[..10]);
+        want0.extend_from_slice(&payload[..48]);
         // IPv4 header checksum of the header above, computed by hand:
-        // 4500+0032+1234+4000+4006+0a00+0001+0a00+0002 = 0xeb6f, inverted
-        // 0x1490.
-        want0[24..26].copy_from_slice(&[0x14, 0x90]);
+        // 4500+0058+1234+4000+4006+0a00+0001+0a00+0002 = 0xeb95, inverted
+        // 0x146a.
+        want0[24..26].copy_from_slice(&[0x14, 0x6a]);
         let tcp_csum = [segs[0][50], segs[0][51]];
         want0[50..52].copy_from_slice(&tcp_csum);
         assert_eq!(segs[0], want0);
-        // Segment 1: id +1, seq +10, ACK only (no FIN, PSH, CWR).
+        // Segment 1: id +1, seq +48, ACK only (no FIN, PSH, CWR).
         assert_eq!(&segs[1][18..20], &[0x12, 0x35]);
-        assert_eq!(&segs[1][38..42], &[1, 2, 3, 14]);
+        assert_eq!(&segs[1][38..42], &[1, 2, 3, 0x34]);
         assert_eq!(segs[1][47], 0x10);
-        assert_eq!(&segs[1][54..], &payload[10..20]);
-        // Segment 2: the last 5 bytes, PSH|ACK|FIN kept, total 45.
-        assert_eq!(segs[2].len(), 54 + 5);
-        assert_eq!(&segs[2][16..18], &[0, 45]);
-        assert_eq!(&segs[2][38..42], &[1, 2, 3, 24]);
+        assert_eq!(&segs[1][54..], &payload[48..96]);
+        // Segment 2: the last 24 bytes, PSH|ACK|FIN kept, total 64.
+        assert_eq!(segs[2].len(), 54 + 24);
+        assert_eq!(&segs[2][16..18], &[0, 64]);
+        assert_eq!(&segs[2][38..42], &[1, 2, 3, 0x64]);
         assert_eq!(segs[2][47], 0x19);
-        assert_eq!(&segs[2][54..], &payload[20..]);
+        assert_eq!(&segs[2][54..], &payload[96..]);
         for s in &segs {
             assert!(verify4(s), "checksums of {s:02x?}");
         }
@@ -423,10 +434,14 @@ mod tests {
             mss: 100,
         };
         let frame = tcp4(&[0; 300], 0x10);
-        assert_eq!(
-            TsoPlan::new(&frame, Gso { mss: 0, ..g4 }),
-            Err(GsoError::ZeroMss)
-        );
+        for mss in [0, 1, MIN_MSS - 1] {
+            assert_eq!(
+                TsoPlan::new(&frame, Gso { mss, ..g4 }),
+                Err(GsoError::MssTooSmall),
+                "mss {mss}"
+            );
+        }
+        assert!(TsoPlan::new(&frame, Gso { mss: MIN_MSS, ..g4 }).is_ok());
         assert_eq!(
             TsoPlan::new(
                 &frame,

@@ -2,7 +2,8 @@
 //! inputs, or on the files named on the command line (a crash reproducer).
 //!
 //! `replay [--iters N] [--seconds S] [TARGET] [FILE...]`; TARGET is
-//! `vring_chain`, `vhost_msg` or `all` (default).
+//! a target's name (`vring_chain`, `vhost_msg`, `tso_header`,
+//! `switch_frame`) or `all` (default).
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ fn main() {
         match a.as_str() {
             "--iters" => iters = args.next().and_then(|v| v.parse().ok()).expect("--iters N"),
             "--seconds" => secs = args.next().and_then(|v| v.parse().ok()),
-            t if files.is_empty() && ["all", "vring_chain", "vhost_msg"].contains(&t) => {
+            t if files.is_empty() && (t == "all" || Target::ALL.iter().any(|x| x.name() == t)) => {
                 target = t.to_owned()
             }
             f => files.push(f.to_owned()),
