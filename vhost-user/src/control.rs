@@ -26,7 +26,9 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::backend::{with_bindings, Binding, NetBackend, SharedBackend, Table, MAX_QUEUE};
 use crate::msg::Limits;
-use crate::shared::{DeviceShared, PairShared};
+use crate::notify::Notifier;
+use crate::shared::{DeviceShared, PairShared, VqShared};
+use crate::sys::ExitEvent;
 use crate::VhostUserPort;
 
 /// Which side opens the socket.
@@ -148,8 +150,20 @@ pub fn create_with_tso(
         Mode::Client => None,
     };
     let pairs: Vec<Arc<PairShared>> = (0..cfg.queues).map(|_| Arc::default()).collect();
+    let ctrl: Arc<VqShared> = Arc::default();
+    let vqs = pairs
+        .iter()
+        .flat_map(|p| [Arc::clone(&p.guest_rx), Arc::clone(&p.guest_tx)])
+        .chain([Arc::clone(&ctrl)])
+        .collect();
+    let notifier = Notifier::start(name, vqs).map_err(|source| VhostUserError::Thread {
+        name: name.to_owned(),
+        source,
+    })?;
     let shared = Arc::new(DeviceShared {
         pairs: pairs.clone(),
+        ctrl,
+        doorbell: Some(notifier.doorbell()),
         ..DeviceShared::default()
     });
     let conn = Arc::new(Mutex::new(None));
@@ -166,6 +180,7 @@ pub fn create_with_tso(
         mtu: crate::defs::guest_mtu(pool.data_room()),
         max_mtu: crate::defs::max_guest_mtu(pool.data_room()),
         tso: tso_pool.is_some(),
+        notifier,
     };
     let thread = std::thread::Builder::new()
         .name(format!("vhost-{name}"))
@@ -380,6 +395,8 @@ struct Control {
     max_mtu: Option<u16>,
     /// Offer the TSO features.
     tso: bool,
+    /// The device's interrupt thread.
+    notifier: Notifier,
 }
 
 const POLL_MS: u64 = 100;
@@ -460,6 +477,15 @@ impl Control {
                 Arc::clone(&self.shared),
                 Arc::clone(&features),
             ));
+            let exit = match ExitEvent::new() {
+                Ok(e) => Arc::new(Mutex::new(Some(e))),
+                Err(e) => {
+                    self.shared
+                        .set_error(format!("creating the library's exit event: {e}"));
+                    self.sleep(BACKOFF_MAX);
+                    continue;
+                }
+            };
             let backend: SharedBackend = Arc::new(Mutex::new(NetBackend::new(
                 bindings.clone(),
                 features,
@@ -467,6 +493,7 @@ impl Control {
                 queue_pairs as u16,
                 self.mtu,
                 self.tso,
+                Arc::clone(&exit),
             )));
             let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
             let (daemon, all_bound) = with_bindings(&bindings, || {
@@ -557,12 +584,20 @@ impl Control {
                 self.sleep(backoff);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
-            // The frontend is gone: no ring may stay with a worker.
+            // The frontend is gone: no ring may stay with a worker, and no
+            // interrupt may stay blocked in its eventfds.
             for b in &bindings {
                 b.stop();
             }
+            self.notifier.unstick();
             for h in daemon.get_epoll_handlers() {
                 h.send_exit_event();
+            }
+            // Joins the library's threads; then the fd it leaked can go.
+            drop(daemon);
+            let handed = exit.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(e) = handed {
+                e.reclaim();
             }
         }
     }

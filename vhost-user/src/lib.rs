@@ -155,9 +155,11 @@ pub mod defs;
 pub mod frontend;
 pub mod guest_mem;
 pub mod msg;
+mod notify;
 pub mod port;
 mod relay;
 mod shared;
+mod sys;
 pub mod vring;
 
 pub use control::{

@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::fs::{fcntl_getfl, fcntl_setfl, fstat, FileType, OFlags};
 use rustix::net::{
-    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
 };
 
 use crate::msg::{self, FdKind, Header, Limits, Refusal, HDR_BYTES, MAX_FDS, MAX_PAYLOAD_BYTES};
@@ -69,6 +69,10 @@ pub(crate) enum RelayError {
     /// A message whose framing cannot be trusted.
     #[error("refused message: {0}")]
     Framing(#[source] Refusal),
+    /// More fds than one message may carry (or a control message the
+    /// kernel had to truncate): they are closed and the connection dropped.
+    #[error("frontend attached more than {MAX_FDS} file descriptors to one message")]
+    TooManyFds,
     /// A socket error.
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
@@ -110,11 +114,15 @@ fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> std::io::Resu
 }
 
 /// One `recvmsg`, keeping any attached fds (closed on drop if not forwarded).
+/// A message's fds may come with any of its bytes, but all of them together
+/// may not be more than [`MAX_FDS`]: past that the message is broken and the
+/// fds are closed at once, so one frontend never holds more of weir's fds than
+/// one message's worth while a message arrives.
 fn recv_some(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
-) -> std::io::Result<usize> {
+) -> Result<usize, RelayError> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut cmsg = RecvAncillaryBuffer::new(&mut space);
     let r = loop {
@@ -125,13 +133,17 @@ fn recv_some(
             RecvFlags::CMSG_CLOEXEC,
         ) {
             Err(rustix::io::Errno::INTR) => continue,
-            r => break r?,
+            r => break r.map_err(std::io::Error::from)?,
         }
     };
     for m in cmsg.drain() {
         if let RecvAncillaryMessage::ScmRights(got) = m {
             fds.extend(got);
         }
+    }
+    if fds.len() > MAX_FDS || r.flags.contains(ReturnFlags::CTRUNC) {
+        fds.clear();
+        return Err(RelayError::TooManyFds);
     }
     Ok(r.bytes)
 }
@@ -240,6 +252,14 @@ pub(crate) fn classify(fd: BorrowedFd<'_>) -> FdKind {
     }
 }
 
+/// How many more fds the process may open (`RLIMIT_NOFILE` less those open);
+/// None if unknown. Read only for messages that carry fds (a directory scan).
+fn fds_free() -> Option<u64> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current?;
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    Some(limit.saturating_sub(open))
+}
+
 /// Relays one connection until either side closes or a message breaks framing.
 pub(crate) fn run(
     front: UnixStream,
@@ -290,16 +310,29 @@ pub(crate) fn run(
                 return Ok(());
             };
             let kinds: Vec<FdKind> = m.fds.iter().map(|f| classify(f.as_fd())).collect();
+            let short_of_fds = if m.fds.is_empty() {
+                None
+            } else {
+                fds_free().filter(|&free| free < msg::FD_RESERVE)
+            };
             let unacked_mtu =
                 m.hdr.request == msg::req::NET_SET_MTU && acked_proto & msg::proto::NET_MTU == 0;
-            let verdict = msg::check(&m.hdr, &m.payload, &kinds, &lim).and(if unacked_mtu {
-                Err(Refusal::NotNegotiated {
-                    request: m.hdr.request,
-                    feature: "NET_MTU",
+            let verdict = msg::check(&m.hdr, &m.payload, &kinds, &lim)
+                .and(if unacked_mtu {
+                    Err(Refusal::NotNegotiated {
+                        request: m.hdr.request,
+                        feature: "NET_MTU",
+                    })
+                } else {
+                    Ok(())
                 })
-            } else {
-                Ok(())
-            });
+                .and(match short_of_fds {
+                    Some(free) => Err(Refusal::FdReserve {
+                        request: m.hdr.request,
+                        free,
+                    }),
+                    None => Ok(()),
+                });
             match verdict {
                 Ok(()) if m.hdr.request == msg::req::NET_SET_MTU => {
                     // The library does not dispatch NET_SET_MTU; weir answers it.
