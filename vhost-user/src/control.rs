@@ -56,6 +56,19 @@ pub struct VhostUserConfig {
 /// Most queue pairs a device may have.
 pub const MAX_QUEUE_PAIRS: u16 = 8;
 
+/// Most fds one device with `queues` queue pairs holds, whatever its frontend
+/// does: sockets, the library's epoll and eventfds, two memory tables of
+/// [`crate::msg::MAX_REGIONS`] (the old one until every ring moved to the
+/// new), kick, call and error fds and weir's copy of the call per virtqueue,
+/// and one message's [`crate::msg::MAX_FDS`] while it arrives. A frontend
+/// cannot make the device hold more: every message that carries fds either
+/// replaces what an earlier one gave, or is refused and its fds closed. For
+/// sizing `RLIMIT_NOFILE`.
+pub const fn max_fds(queues: u16) -> u64 {
+    let vqs = 2 * queues as u64 + 1;
+    16 + 2 * crate::msg::MAX_REGIONS as u64 + crate::msg::MAX_FDS as u64 + 4 * vqs
+}
+
 /// Errors creating a device.
 #[derive(Debug, thiserror::Error)]
 pub enum VhostUserError {

@@ -163,7 +163,7 @@ mod sys;
 pub mod vring;
 
 pub use control::{
-    create, create_with_tso, Mode, VhostUserConfig, VhostUserDevice, VhostUserError,
+    create, create_with_tso, max_fds, Mode, VhostUserConfig, VhostUserDevice, VhostUserError,
     MAX_QUEUE_PAIRS,
 };
 pub use port::VhostUserPort;
