@@ -252,6 +252,25 @@ pub(crate) fn classify(fd: BorrowedFd<'_>) -> FdKind {
     }
 }
 
+/// Replaces the guest's kick eventfd of a data virtqueue with one of weir's
+/// own that nobody writes. Workers poll data queues and ignore kicks, and the
+/// library would read the guest's eventfd on its epoll thread: a frontend
+/// that clears O_NONBLOCK on it and reads its own kick first would block that
+/// thread, which the control thread joins at disconnect. The control queue
+/// (the last, `queues - 1`) keeps its kick: it is served on kicks.
+fn private_kick(payload: &[u8], fds: &mut [OwnedFd], queues: u16) -> std::io::Result<()> {
+    let index = msg::u64_at(payload, 0).map_or(u64::MAX, |v| v & msg::VRING_IDX_MASK);
+    if index + 1 < u64::from(queues) {
+        if let Some(fd) = fds.first_mut() {
+            *fd = rustix::event::eventfd(
+                0,
+                rustix::event::EventfdFlags::NONBLOCK | rustix::event::EventfdFlags::CLOEXEC,
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// How many more fds the process may open (`RLIMIT_NOFILE` less those open);
 /// None if unknown. Read only for messages that carry fds (a directory scan).
 fn fds_free() -> Option<u64> {
@@ -306,7 +325,7 @@ pub(crate) fn run(
             send_all(front.as_fd(), &bytes, &r.fds)?;
         }
         if f_in {
-            let Some(m) = read_message(front.as_fd())? else {
+            let Some(mut m) = read_message(front.as_fd())? else {
                 return Ok(());
             };
             let kinds: Vec<FdKind> = m.fds.iter().map(|f| classify(f.as_fd())).collect();
@@ -348,10 +367,15 @@ pub(crate) fn run(
                     }
                 }
                 Ok(()) => {
-                    if m.hdr.request == msg::req::SET_VRING_CALL {
-                        // A guest that fills the eventfd counter must not block a
-                        // worker's kick. The flag is shared with the frontend's fd;
-                        // QEMU and DPDK create theirs non-blocking anyway.
+                    if m.hdr.request == msg::req::SET_VRING_CALL
+                        || m.hdr.request == msg::req::SET_VRING_KICK
+                    {
+                        // Best effort, for frontends that pass blocking
+                        // eventfds by mistake (QEMU and DPDK make theirs
+                        // non-blocking). The flag is shared with the
+                        // frontend, which can clear it again: calls are
+                        // written only by the interrupt thread (`notify`),
+                        // which the control thread can interrupt.
                         for f in &m.fds {
                             if let Ok(fl) = fcntl_getfl(f) {
                                 let _ = fcntl_setfl(f, fl | OFlags::NONBLOCK);
@@ -390,6 +414,9 @@ pub(crate) fn run(
                     }
                     let mut bytes = m.hdr.to_bytes().to_vec();
                     bytes.extend_from_slice(&payload);
+                    if m.hdr.request == msg::req::SET_VRING_KICK {
+                        private_kick(&payload, &mut m.fds, lim.queues)?;
+                    }
                     send_all(lib.as_fd(), &bytes, &m.fds)?;
                     if m.hdr.request == msg::req::SET_FEATURES {
                         features_set = true;

@@ -430,6 +430,7 @@ fn reconnect_soak_returns_fds_threads_mappings_and_mbufs_to_baseline() {
     // The first session installs what lives for the process (the SIGBUS
     // handler, the pool's thread caches).
     session(&d, 2);
+    settled_fds();
     let base = level();
     let pool_base = pool().available();
     for i in 0..500 {
@@ -585,6 +586,21 @@ fn a_blocking_full_call_eventfd_never_blocks_the_worker_or_shutdown() {
     drop(bfe);
 }
 
+/// The process's fd count once it held still for 50 ms (bounded: 5 s).
+fn settled_fds() -> usize {
+    let mut last = open_fds();
+    let mut since = Instant::now();
+    let end = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < end && since.elapsed() < Duration::from_millis(50) {
+        std::thread::sleep(Duration::from_millis(1));
+        let now = open_fds();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    last
+}
+
 /// A message spread over many `recvmsg` calls, each carrying fds: weir must
 /// not hold more than one message's worth of them, and drops the connection.
 #[test]
@@ -594,7 +610,10 @@ fn fds_spread_over_one_message_are_bounded_and_closed() {
     let (d, port) = device(dir.path(), "fds");
     let w = Worker::spawn(vec![(port, Arc::clone(&d.rx))]);
     let ev = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-    let base = open_fds();
+    // Idle: after a session, the device has built the library instance for
+    // the next connection once the count stops moving.
+    session(&d, 2);
+    let base = settled_fds();
     let fds: Vec<BorrowedFd<'_>> = (0..32).map(|_| borrow(&ev)).collect();
     let mut r = Raw::connect(&d.sock);
     assert!(wait_until(5, || d.dev.is_connected()));
@@ -639,5 +658,51 @@ fn fds_spread_over_one_message_are_bounded_and_closed() {
         open_fds()
     );
     session(&d, 2);
+    assert!(w.stop(), "worker did not stop");
+}
+
+/// The `eventfd-id` of an open fd (unique among live eventfds).
+fn eventfd_id(fd: &str) -> Option<String> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).ok()?;
+    info.lines()
+        .find_map(|l| l.strip_prefix("eventfd-id:"))
+        .map(|v| v.trim().to_owned())
+}
+
+/// How many of this process's fds refer to the eventfd behind `ev`.
+fn references(ev: &EventFd) -> usize {
+    use std::os::fd::AsRawFd;
+    let id = eventfd_id(&ev.as_raw_fd().to_string()).unwrap();
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| eventfd_id(&e.file_name().to_string_lossy()).as_deref() == Some(&*id))
+        .count()
+}
+
+/// A data queue's kick is never read by weir (workers poll): weir keeps no
+/// reference to the guest's eventfd, so a frontend that makes it blocking and
+/// reads it first cannot block a thread of weir's in a read.
+#[test]
+fn weir_keeps_no_reference_to_a_data_queue_kick() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (d, port) = device(dir.path(), "kick");
+    let w = Worker::spawn(vec![(port, Arc::clone(&d.rx))]);
+    let mut g = Guest::new();
+    let mut fe = g.attach(&d.sock);
+    Guest::enable(&mut fe);
+    assert!(wait_until(5, || d.dev.link() == LinkState::Up));
+    for kick in g.kick.iter().flatten() {
+        assert_eq!(references(kick), 1, "weir holds the guest's kick eventfd");
+        // Kicks are harmless: frames still flow.
+        kick.write(1).unwrap();
+    }
+    for i in 0..2 {
+        g.send_frame(i);
+    }
+    assert!(wait_until(5, || d.rx.load(Ordering::Relaxed) == 2));
+    drop(fe);
+    assert!(wait_until(5, || !d.dev.is_connected()));
     assert!(w.stop(), "worker did not stop");
 }
