@@ -28,14 +28,13 @@ use vhost_user_backend::{
 use virtio_queue::{Error as VirtQueError, QueueT};
 use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
-use vmm_sys_util::event::{
-    new_event_consumer_and_notifier, EventConsumer, EventFlag, EventNotifier,
-};
+use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
 use crate::defs::*;
 use crate::guest_mem::guard::GuardError;
 use crate::guest_mem::{GuestAddr, GuestMemory};
 use crate::shared::{DeviceShared, ReadyVring, VqShared, STOP_TIMEOUT};
+use crate::sys::ExitEvent;
 use crate::vring::{Cursor, Offload, RingAddrs, SplitRing};
 
 /// The guest memory type the library hands us.
@@ -142,7 +141,7 @@ impl Binding {
         Arc::new(Binding {
             index,
             ctrl: true,
-            vq: Arc::default(),
+            vq: Arc::clone(&dev.ctrl),
             dev,
             features,
             table: Arc::default(),
@@ -199,7 +198,13 @@ impl Binding {
             completed = true;
         }
         if completed && st.get_queue_mut().needs_notification(&*m).unwrap_or(true) {
-            let _ = st.signal_used_queue();
+            // Through the interrupt thread: this thread is joined at
+            // disconnect and must never block in a guest's eventfd.
+            let call = st.get_call().as_ref().and_then(|c| c.try_clone().ok());
+            if let (Some(c), Some(bell)) = (call, &self.dev.doorbell) {
+                self.vq.set_call(Some(c));
+                bell.request(&self.vq);
+            }
         }
     }
 
@@ -211,6 +216,10 @@ impl Binding {
     /// Confirmed stop: takes the ring away from the worker and writes its
     /// position back into the library's state.
     pub fn stop(&self) {
+        if self.ctrl {
+            self.vq.set_call(None);
+            return;
+        }
         if let Some(last_avail) = self.vq.withdraw(STOP_TIMEOUT) {
             if let Some((v, _)) = self.vring.get() {
                 v.set_queue_next_avail(last_avail);
@@ -298,9 +307,11 @@ impl Binding {
             base.last_avail,
             base.used_idx
         );
+        let doorbell = call.as_ref().and(self.dev.doorbell.clone());
         self.vq.publish(ReadyVring {
             ring,
             call,
+            doorbell,
             base,
             mrg_rxbuf: self.index.is_multiple_of(2) && features & F_MRG_RXBUF != 0,
             off: if self.index.is_multiple_of(2) {
@@ -475,6 +486,8 @@ pub(crate) struct NetBackend {
     mtu: Option<u16>,
     /// Offer HOST_TSO4/6 and GUEST_TSO4/6 (a TSO buffer pool exists).
     tso: bool,
+    /// The connection's exit event for the library's epoll thread.
+    exit: Arc<Mutex<Option<ExitEvent>>>,
 }
 
 impl NetBackend {
@@ -486,6 +499,7 @@ impl NetBackend {
         queue_pairs: u16,
         mtu: Option<u16>,
         tso: bool,
+        exit: Arc<Mutex<Option<ExitEvent>>>,
     ) -> NetBackend {
         NetBackend {
             bindings,
@@ -494,6 +508,7 @@ impl NetBackend {
             queue_pairs,
             mtu,
             tso,
+            exit,
         }
     }
 }
@@ -581,7 +596,13 @@ impl VhostUserBackendMut for NetBackend {
     }
 
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
-        new_event_consumer_and_notifier(EventFlag::NONBLOCK | EventFlag::CLOEXEC).ok()
+        // The library keeps the consumer's fd without ever closing it; the
+        // control thread closes it after the connection (`ExitEvent::reclaim`).
+        self.exit
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+            .and_then(ExitEvent::hand_out)
     }
 
     fn handle_event(

@@ -24,8 +24,10 @@ use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
 use crate::backend::{with_bindings, Binding, NetBackend, SharedBackend, Table, MAX_QUEUE};
 use crate::msg::Limits;
-use crate::shared::{DeviceShared, PairShared};
+use crate::notify::Notifier;
+use crate::shared::{DeviceShared, PairShared, VqShared};
 use crate::socket_path::SocketOwner;
+use crate::sys::ExitEvent;
 use crate::VhostUserPort;
 
 /// Which side opens the socket.
@@ -52,6 +54,19 @@ pub struct VhostUserConfig {
 
 /// Most queue pairs a device may have.
 pub const MAX_QUEUE_PAIRS: u16 = 8;
+
+/// Most fds one device with `queues` queue pairs holds, whatever its frontend
+/// does: sockets, the library's epoll and eventfds, two memory tables of
+/// [`crate::msg::MAX_REGIONS`] (the old one until every ring moved to the
+/// new), kick, call and error fds and weir's copy of the call per virtqueue,
+/// and one message's [`crate::msg::MAX_FDS`] while it arrives. A frontend
+/// cannot make the device hold more: every message that carries fds either
+/// replaces what an earlier one gave, or is refused and its fds closed. For
+/// sizing `RLIMIT_NOFILE`.
+pub const fn max_fds(queues: u16) -> u64 {
+    let vqs = 2 * queues as u64 + 1;
+    16 + 2 * crate::msg::MAX_REGIONS as u64 + crate::msg::MAX_FDS as u64 + 4 * vqs
+}
 
 /// Errors creating a device.
 #[derive(Debug, thiserror::Error)]
@@ -173,8 +188,20 @@ pub fn create_with_owner(
         Mode::Client => (None, None),
     };
     let pairs: Vec<Arc<PairShared>> = (0..cfg.queues).map(|_| Arc::default()).collect();
+    let ctrl: Arc<VqShared> = Arc::default();
+    let vqs = pairs
+        .iter()
+        .flat_map(|p| [Arc::clone(&p.guest_rx), Arc::clone(&p.guest_tx)])
+        .chain([Arc::clone(&ctrl)])
+        .collect();
+    let notifier = Notifier::start(name, vqs).map_err(|source| VhostUserError::Thread {
+        name: name.to_owned(),
+        source,
+    })?;
     let shared = Arc::new(DeviceShared {
         pairs: pairs.clone(),
+        ctrl,
+        doorbell: Some(notifier.doorbell()),
         ..DeviceShared::default()
     });
     let conn = Arc::new(Mutex::new(None));
@@ -191,6 +218,7 @@ pub fn create_with_owner(
         mtu: crate::defs::guest_mtu(pool.data_room()),
         max_mtu: crate::defs::max_guest_mtu(pool.data_room()),
         tso: tso_pool.is_some(),
+        notifier,
     };
     let thread = std::thread::Builder::new()
         .name(format!("vhost-{name}"))
@@ -360,6 +388,8 @@ struct Control {
     max_mtu: Option<u16>,
     /// Offer the TSO features.
     tso: bool,
+    /// The device's interrupt thread.
+    notifier: Notifier,
 }
 
 const POLL_MS: u64 = 100;
@@ -440,6 +470,15 @@ impl Control {
                 Arc::clone(&self.shared),
                 Arc::clone(&features),
             ));
+            let exit = match ExitEvent::new() {
+                Ok(e) => Arc::new(Mutex::new(Some(e))),
+                Err(e) => {
+                    self.shared
+                        .set_error(format!("creating the library's exit event: {e}"));
+                    self.sleep(BACKOFF_MAX);
+                    continue;
+                }
+            };
             let backend: SharedBackend = Arc::new(Mutex::new(NetBackend::new(
                 bindings.clone(),
                 features,
@@ -447,6 +486,7 @@ impl Control {
                 queue_pairs as u16,
                 self.mtu,
                 self.tso,
+                Arc::clone(&exit),
             )));
             let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
             let (daemon, all_bound) = with_bindings(&bindings, || {
@@ -537,12 +577,20 @@ impl Control {
                 self.sleep(backoff);
                 backoff = (backoff * 2).min(BACKOFF_MAX);
             }
-            // The frontend is gone: no ring may stay with a worker.
+            // The frontend is gone: no ring may stay with a worker, and no
+            // interrupt may stay blocked in its eventfds.
             for b in &bindings {
                 b.stop();
             }
+            self.notifier.unstick();
             for h in daemon.get_epoll_handlers() {
                 h.send_exit_event();
+            }
+            // Joins the library's threads; then the fd it leaked can go.
+            drop(daemon);
+            let handed = exit.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(e) = handed {
+                e.reclaim();
             }
         }
     }

@@ -61,11 +61,17 @@
 //!   backed by a regular file at least `mmap_offset + size` long (`fstat`
 //!   before anything maps it: touching a mapping past its file's end raises
 //!   SIGBUS). Queue sizes must be powers of two up to 1024. Vring fd messages
-//!   must carry exactly the fds their NOFD flag promises; a call fd must be an
-//!   eventfd and is made non-blocking (a frontend that saturates the counter
-//!   cannot block a worker; with SIGPIPE ignored by the Rust runtime a broken
-//!   fd only returns an error). Refused messages are answered with a NACK when
-//!   the frontend asked for REPLY_ACK, never forwarded, and their fds closed.
+//!   must carry exactly the fds their NOFD flag promises, other messages
+//!   none, and no message more than [`msg::MAX_FDS`] however its bytes are
+//!   split (else the connection is dropped and the fds closed at once); a
+//!   call fd must be an eventfd. Refused messages are answered with a NACK
+//!   when the frontend asked for REPLY_ACK, never forwarded, and their fds
+//!   closed.
+//! - Call eventfds: the frontend shares their O_NONBLOCK flag and counter, so
+//!   a write to one may block whatever weir set. Only the device's interrupt
+//!   thread (`notify`) writes them; workers ask it with an atomic flag and a
+//!   write to weir's own eventfd, and the control thread interrupts a blocked
+//!   write (a signal, `sys`) at disconnect and shutdown.
 //! - Rings: see [`vring`]: every descriptor is copied before it is checked,
 //!   chains are bounded by the table size, buffers must lie inside one region,
 //!   and the available index may not run ahead by more than the queue size.
@@ -145,7 +151,8 @@
 //!
 //! Workers busy-poll the rings; kicks from the guest are suppressed and ignored.
 //! The guest's call eventfd is kicked at most once per burst, only when the guest
-//! asked for it (EVENT_IDX `used_event` or the NO_INTERRUPT flag).
+//! asked for it (EVENT_IDX `used_event` or the NO_INTERRUPT flag), by the
+//! device's interrupt thread.
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -155,14 +162,16 @@ pub mod defs;
 pub mod frontend;
 pub mod guest_mem;
 pub mod msg;
+mod notify;
 pub mod port;
 mod relay;
 mod shared;
 pub mod socket_path;
+mod sys;
 pub mod vring;
 
 pub use control::{
-    create, create_with_owner, create_with_tso, Mode, VhostUserConfig, VhostUserDevice,
+    create, create_with_owner, create_with_tso, max_fds, Mode, VhostUserConfig, VhostUserDevice,
     VhostUserError, MAX_QUEUE_PAIRS,
 };
 pub use port::VhostUserPort;

@@ -19,6 +19,9 @@ pub const HDR_BYTES: usize = 12;
 pub const MAX_PAYLOAD_BYTES: usize = 0x1000;
 /// Most fds one message may carry (vhost crate `MAX_ATTACHED_FD_ENTRIES`).
 pub const MAX_FDS: usize = 32;
+/// fds a relay leaves free for the rest of the process: a message whose fds
+/// would cut into them is refused ([`Refusal::FdReserve`]).
+pub const FD_RESERVE: u64 = 64;
 /// vhost-user spec: `VHOST_MEMORY_BASELINE_NREGIONS`, the most regions in one
 /// SET_MEM_TABLE.
 pub const MAX_REGIONS: usize = 8;
@@ -245,6 +248,16 @@ pub enum Refusal {
     /// A dirty-log fd (live migration logging is not offered).
     #[error("message {0}: dirty logging is not supported")]
     Unsupported(u32),
+    /// Keeping the message's fds would leave fewer than [`FD_RESERVE`] fds
+    /// free for the process (`RLIMIT_NOFILE`): the reserve keeps the control
+    /// socket and the other ports working.
+    #[error("message {request}: refused, only {free} file descriptors left")]
+    FdReserve {
+        /// Request code.
+        request: u32,
+        /// fds the process could still open.
+        free: u64,
+    },
     /// A request whose protocol feature the frontend did not ack.
     #[error("message {request}: protocol feature {feature} was not negotiated")]
     NotNegotiated {
@@ -451,7 +464,24 @@ pub fn check(hdr: &Header, payload: &[u8], fds: &[FdKind], lim: &Limits) -> Resu
             }
             Ok(())
         }
-        _ => Ok(()),
+        req::SET_VRING_ENABLE => {
+            // The relay may hold this message until SET_FEATURES, one per
+            // ring: the index bounds what it holds.
+            let index = u32_at(payload, 0).ok_or(short)?;
+            u32_at(payload, 4).ok_or(short)?;
+            fd_count(0)?;
+            if index >= u32::from(lim.queues) {
+                return Err(Refusal::QueueIndex {
+                    index: u64::from(index),
+                    queues: lim.queues,
+                });
+            }
+            Ok(())
+        }
+        // Every other message weir accepts carries no fd: the ones that do
+        // (SET_BACKEND_REQ_FD, SET_INFLIGHT_FD, ...) belong to protocol
+        // features weir does not offer.
+        _ => fd_count(0),
     }
 }
 
@@ -589,6 +619,47 @@ mod tests {
             check(&hdr(req::SET_VRING_CALL, 2), &[1, 0], &[], &LIM),
             Err(Refusal::Short { .. })
         ));
+    }
+
+    #[test]
+    fn held_vring_enables_name_an_existing_ring() {
+        let enable = |index: u32, payload_len: usize| {
+            let mut p = index.to_le_bytes().to_vec();
+            p.extend_from_slice(&1u32.to_le_bytes());
+            p.truncate(payload_len);
+            check(&hdr(req::SET_VRING_ENABLE, p.len()), &p, &[], &LIM)
+        };
+        assert_eq!(enable(2, 8), Ok(()));
+        assert!(matches!(enable(3, 8), Err(Refusal::QueueIndex { .. })));
+        assert!(matches!(
+            enable(u32::MAX, 8),
+            Err(Refusal::QueueIndex { .. })
+        ));
+        assert!(matches!(enable(0, 4), Err(Refusal::Short { .. })));
+    }
+
+    #[test]
+    fn messages_that_take_no_fds_carry_none() {
+        for request in [
+            req::SET_FEATURES,
+            3,
+            1,
+            req::SET_VRING_NUM,
+            req::SET_VRING_ENABLE,
+        ] {
+            let r = check(&hdr(request, 8), &[0; 8], &[FdKind::EventFd], &LIM);
+            assert!(
+                matches!(
+                    r,
+                    Err(Refusal::FdCount {
+                        want: 0,
+                        got: 1,
+                        ..
+                    })
+                ),
+                "request {request}: {r:?}"
+            );
+        }
     }
 
     #[test]

@@ -39,8 +39,8 @@ use std::time::{Duration, Instant};
 use rustix::event::{poll, PollFd, PollFlags, Timespec};
 use rustix::fs::{fcntl_getfl, fcntl_setfl, fstat, FileType, OFlags};
 use rustix::net::{
-    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags,
+    recvmsg, sendmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags,
 };
 
 use crate::msg::{self, FdKind, Header, Limits, Refusal, HDR_BYTES, MAX_FDS, MAX_PAYLOAD_BYTES};
@@ -69,6 +69,10 @@ pub(crate) enum RelayError {
     /// A message whose framing cannot be trusted.
     #[error("refused message: {0}")]
     Framing(#[source] Refusal),
+    /// More fds than one message may carry (or a control message the
+    /// kernel had to truncate): they are closed and the connection dropped.
+    #[error("frontend attached more than {MAX_FDS} file descriptors to one message")]
+    TooManyFds,
     /// A socket error.
     #[error("socket: {0}")]
     Io(#[from] std::io::Error),
@@ -110,11 +114,15 @@ fn wait_readable(fd: BorrowedFd<'_>, deadline: Option<Instant>) -> std::io::Resu
 }
 
 /// One `recvmsg`, keeping any attached fds (closed on drop if not forwarded).
+/// A message's fds may come with any of its bytes, but all of them together
+/// may not be more than [`MAX_FDS`]: past that the message is broken and the
+/// fds are closed at once, so one frontend never holds more of weir's fds than
+/// one message's worth while a message arrives.
 fn recv_some(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
     fds: &mut Vec<OwnedFd>,
-) -> std::io::Result<usize> {
+) -> Result<usize, RelayError> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut cmsg = RecvAncillaryBuffer::new(&mut space);
     let r = loop {
@@ -125,13 +133,17 @@ fn recv_some(
             RecvFlags::CMSG_CLOEXEC,
         ) {
             Err(rustix::io::Errno::INTR) => continue,
-            r => break r?,
+            r => break r.map_err(std::io::Error::from)?,
         }
     };
     for m in cmsg.drain() {
         if let RecvAncillaryMessage::ScmRights(got) = m {
             fds.extend(got);
         }
+    }
+    if fds.len() > MAX_FDS || r.flags.contains(ReturnFlags::CTRUNC) {
+        fds.clear();
+        return Err(RelayError::TooManyFds);
     }
     Ok(r.bytes)
 }
@@ -240,6 +252,33 @@ pub(crate) fn classify(fd: BorrowedFd<'_>) -> FdKind {
     }
 }
 
+/// Replaces the guest's kick eventfd of a data virtqueue with one of weir's
+/// own that nobody writes. Workers poll data queues and ignore kicks, and the
+/// library would read the guest's eventfd on its epoll thread: a frontend
+/// that clears O_NONBLOCK on it and reads its own kick first would block that
+/// thread, which the control thread joins at disconnect. The control queue
+/// (the last, `queues - 1`) keeps its kick: it is served on kicks.
+fn private_kick(payload: &[u8], fds: &mut [OwnedFd], queues: u16) -> std::io::Result<()> {
+    let index = msg::u64_at(payload, 0).map_or(u64::MAX, |v| v & msg::VRING_IDX_MASK);
+    if index + 1 < u64::from(queues) {
+        if let Some(fd) = fds.first_mut() {
+            *fd = rustix::event::eventfd(
+                0,
+                rustix::event::EventfdFlags::NONBLOCK | rustix::event::EventfdFlags::CLOEXEC,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// How many more fds the process may open (`RLIMIT_NOFILE` less those open);
+/// None if unknown. Read only for messages that carry fds (a directory scan).
+fn fds_free() -> Option<u64> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current?;
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    Some(limit.saturating_sub(open))
+}
+
 /// Relays one connection until either side closes or a message breaks framing.
 pub(crate) fn run(
     front: UnixStream,
@@ -286,20 +325,33 @@ pub(crate) fn run(
             send_all(front.as_fd(), &bytes, &r.fds)?;
         }
         if f_in {
-            let Some(m) = read_message(front.as_fd())? else {
+            let Some(mut m) = read_message(front.as_fd())? else {
                 return Ok(());
             };
             let kinds: Vec<FdKind> = m.fds.iter().map(|f| classify(f.as_fd())).collect();
+            let short_of_fds = if m.fds.is_empty() {
+                None
+            } else {
+                fds_free().filter(|&free| free < msg::FD_RESERVE)
+            };
             let unacked_mtu =
                 m.hdr.request == msg::req::NET_SET_MTU && acked_proto & msg::proto::NET_MTU == 0;
-            let verdict = msg::check(&m.hdr, &m.payload, &kinds, &lim).and(if unacked_mtu {
-                Err(Refusal::NotNegotiated {
-                    request: m.hdr.request,
-                    feature: "NET_MTU",
+            let verdict = msg::check(&m.hdr, &m.payload, &kinds, &lim)
+                .and(if unacked_mtu {
+                    Err(Refusal::NotNegotiated {
+                        request: m.hdr.request,
+                        feature: "NET_MTU",
+                    })
+                } else {
+                    Ok(())
                 })
-            } else {
-                Ok(())
-            });
+                .and(match short_of_fds {
+                    Some(free) => Err(Refusal::FdReserve {
+                        request: m.hdr.request,
+                        free,
+                    }),
+                    None => Ok(()),
+                });
             match verdict {
                 Ok(()) if m.hdr.request == msg::req::NET_SET_MTU => {
                     // The library does not dispatch NET_SET_MTU; weir answers it.
@@ -315,10 +367,15 @@ pub(crate) fn run(
                     }
                 }
                 Ok(()) => {
-                    if m.hdr.request == msg::req::SET_VRING_CALL {
-                        // A guest that fills the eventfd counter must not block a
-                        // worker's kick. The flag is shared with the frontend's fd;
-                        // QEMU and DPDK create theirs non-blocking anyway.
+                    if m.hdr.request == msg::req::SET_VRING_CALL
+                        || m.hdr.request == msg::req::SET_VRING_KICK
+                    {
+                        // Best effort, for frontends that pass blocking
+                        // eventfds by mistake (QEMU and DPDK make theirs
+                        // non-blocking). The flag is shared with the
+                        // frontend, which can clear it again: calls are
+                        // written only by the interrupt thread (`notify`),
+                        // which the control thread can interrupt.
                         for f in &m.fds {
                             if let Ok(fl) = fcntl_getfl(f) {
                                 let _ = fcntl_setfl(f, fl | OFlags::NONBLOCK);
@@ -357,6 +414,9 @@ pub(crate) fn run(
                     }
                     let mut bytes = m.hdr.to_bytes().to_vec();
                     bytes.extend_from_slice(&payload);
+                    if m.hdr.request == msg::req::SET_VRING_KICK {
+                        private_kick(&payload, &mut m.fds, lim.queues)?;
+                    }
                     send_all(lib.as_fd(), &bytes, &m.fds)?;
                     if m.hdr.request == msg::req::SET_FEATURES {
                         features_set = true;

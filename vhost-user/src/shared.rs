@@ -22,6 +22,7 @@ use arc_swap::ArcSwapOption;
 use vmm_sys_util::event::EventNotifier;
 
 use crate::guest_mem::guard;
+use crate::notify::Doorbell;
 use crate::vring::{Completed, Cursor, Offload, RingFault, SplitRing};
 
 /// How long control waits for a worker to let go of a ring.
@@ -31,8 +32,12 @@ pub(crate) const STOP_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub(crate) struct ReadyVring {
     pub ring: SplitRing,
-    /// The guest's call eventfd (our own dup); None if it polls.
+    /// The guest's call eventfd (our own dup); None if it polls. Moved into
+    /// [`VqShared`] by `publish`, for the device's interrupt thread: a worker
+    /// never writes it.
     pub call: Option<EventNotifier>,
+    /// Where the worker asks for an interrupt (None if the guest polls).
+    pub doorbell: Option<Arc<Doorbell>>,
     /// Where to start.
     pub base: Cursor,
     /// MRG_RXBUF negotiated (guest RX queues only).
@@ -46,13 +51,12 @@ pub(crate) struct ReadyVring {
 }
 
 impl ReadyVring {
-    /// Kicks the guest's call eventfd (one syscall; at most once per burst).
+    /// Asks the device's interrupt thread to kick the guest (at most once per
+    /// burst; never blocks, whatever the guest did to its eventfd).
     #[inline]
-    pub fn notify(&self) {
-        if let Some(c) = &self.call {
-            // A failed eventfd write only loses an interrupt the guest would
-            // recover from on its next poll; nothing to count per packet.
-            let _ = c.notify();
+    pub fn notify(&self, sh: &VqShared) {
+        if let Some(d) = &self.doorbell {
+            d.request(sh);
         }
     }
 }
@@ -71,6 +75,11 @@ pub(crate) struct VqShared {
     attached: AtomicBool,
     /// A ring is published (control's view).
     live: AtomicBool,
+    /// The guest's call eventfd while a ring is published (the control queue:
+    /// while the connection lasts); written only by the interrupt thread.
+    call: ArcSwapOption<EventNotifier>,
+    /// An interrupt was asked for and not yet sent.
+    irq: AtomicBool,
 }
 
 impl VqShared {
@@ -92,6 +101,31 @@ impl VqShared {
         RingFault::from_code(self.fault.load(Ordering::Relaxed))
     }
 
+    /// Worker: marks an interrupt pending; true if one already was.
+    #[inline]
+    pub fn request_irq(&self) -> bool {
+        // AcqRel: the used ring the worker published before is visible to the
+        // interrupt thread that takes the flag, and so to the guest it kicks.
+        self.irq.swap(true, Ordering::AcqRel)
+    }
+
+    /// Interrupt thread: takes a pending interrupt and the fd to kick for it.
+    pub fn take_irq(&self) -> Option<Arc<EventNotifier>> {
+        // Relaxed first: most queues have nothing pending.
+        if !self.irq.load(Ordering::Relaxed) {
+            return None;
+        }
+        // AcqRel: pairs with `request_irq`.
+        self.irq.swap(false, Ordering::AcqRel);
+        self.call.load_full()
+    }
+
+    /// Control: the call eventfd the interrupt thread kicks (the control
+    /// queue's, which is never published).
+    pub fn set_call(&self, call: Option<EventNotifier>) {
+        self.call.store(call.map(Arc::new));
+    }
+
     /// Control: hands `ring` to the worker.
     pub fn publish(&self, mut ring: ReadyVring) {
         // Relaxed: `gen` has a single writer, the control thread.
@@ -101,6 +135,7 @@ impl VqShared {
         self.progress
             .store(g << 16 | u64::from(ring.base.last_avail), Ordering::Relaxed);
         self.fault.store(0, Ordering::Relaxed);
+        self.set_call(ring.call.take());
         self.slot.store(Some(Arc::new(ring)));
         // Release: the worker's Acquire load of `gen` then sees the new slot.
         self.gen.store(g, Ordering::Release);
@@ -112,6 +147,9 @@ impl VqShared {
     /// worker's ack; on timeout uses the position from its last burst.
     pub fn withdraw(&self, timeout: Duration) -> Option<u16> {
         let old = self.slot.swap(None)?;
+        // No interrupt for a stopped ring (the interrupt thread may still
+        // hold the fd for a moment; `Notifier::unstick` ends a blocked write).
+        self.set_call(None);
         let g = self.gen.load(Ordering::Relaxed) + 1;
         // Release: pairs with the worker's Acquire load of `gen`.
         self.gen.store(g, Ordering::Release);
@@ -151,6 +189,11 @@ pub(crate) struct PairShared {
 #[derive(Debug, Default)]
 pub(crate) struct DeviceShared {
     pub pairs: Vec<Arc<PairShared>>,
+    /// The control virtqueue (served on the control side; only its
+    /// interrupts go through [`VqShared`]).
+    pub ctrl: Arc<VqShared>,
+    /// The device's interrupt thread's doorbell.
+    pub doorbell: Option<Arc<Doorbell>>,
     /// A frontend is connected.
     pub connected: AtomicBool,
     /// Drop asked the control thread to stop.
@@ -260,7 +303,7 @@ impl VqWorker {
             }
         }
         if done.notify {
-            ring.notify();
+            ring.notify(sh);
         }
         if done.frames > 0 {
             self.save_progress(sh);

@@ -837,6 +837,7 @@ pub fn run(mut cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
         bridges = cfg.bridges.len(),
         "starting"
     );
+    raise_fd_limit(&cfg);
     let server = ControlServer::bind(&socket)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -867,6 +868,59 @@ pub fn run(mut cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("control connections still open at shutdown"),
     }
     Ok(())
+}
+
+/// fds for everything but the ports (control socket and its clients, logs,
+/// pools, workers), and for ports added at run time.
+const FD_BASE: u64 = 1024;
+
+/// fds the configuration's ports may hold at most (vhost-user devices by
+/// [`vhost_user::max_fds`], whatever their frontends do), plus [`FD_BASE`].
+fn fds_needed(cfg: &Config) -> u64 {
+    let ports: u64 = cfg
+        .ports
+        .iter()
+        .map(|p| {
+            let queues = p.queues.unwrap_or(1).max(1);
+            match p.kind {
+                PortType::VhostUser => vhost_user::max_fds(queues),
+                _ => 8 + 4 * u64::from(queues),
+            }
+        })
+        .sum();
+    FD_BASE + ports
+}
+
+/// Raises the soft `RLIMIT_NOFILE` towards what the configuration needs (up
+/// to the hard limit; never lowers it). The common default soft limit of
+/// 1024 is too low for a few dozen VMs, and a frontend that ran the daemon out
+/// of fds would stop the control socket and every other port.
+fn raise_fd_limit(cfg: &Config) {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let need = fds_needed(cfg);
+    let lim = getrlimit(Resource::Nofile);
+    let (Some(soft), hard) = (lim.current, lim.maximum) else {
+        return;
+    };
+    let target = hard.map_or(need, |h| need.min(h));
+    if hard.is_some_and(|h| need > h) {
+        tracing::warn!(
+            need,
+            hard = hard.unwrap_or(0),
+            "the configuration may need more file descriptors than RLIMIT_NOFILE allows"
+        );
+    }
+    if target <= soft {
+        return;
+    }
+    let new = rustix::process::Rlimit {
+        current: Some(target),
+        maximum: hard,
+    };
+    match setrlimit(Resource::Nofile, new) {
+        Ok(()) => tracing::info!(from = soft, to = target, "raised RLIMIT_NOFILE"),
+        Err(e) => tracing::warn!(%e, "cannot raise RLIMIT_NOFILE"),
+    }
 }
 
 /// A pool's fill level and backing, as `weir stats` shows it.

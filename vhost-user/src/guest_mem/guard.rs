@@ -31,9 +31,13 @@ use std::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 /// How many mappings can be guarded at once (process-wide): a vhost-user
-/// memory table has at most 8 regions, and each connection keeps one table
-/// guarded, plus old tables still held by rings for a moment.
-pub const SLOTS: usize = 256;
+/// memory table has at most [`MAX_REGIONS`](crate::msg::MAX_REGIONS)
+/// regions, and each connection keeps one table guarded plus, for a moment,
+/// the old one its rings still hold; one connection per device, and at most
+/// [`MAX_PORTS`](dataplane::switch::MAX_PORTS) ports; 256 more for guarded
+/// tables outside ports (tests, tools). 24 bytes a slot (1.5 MiB of zeroed
+/// static memory, touched only as far as it is used, and by a SIGBUS).
+pub const SLOTS: usize = dataplane::switch::MAX_PORTS * 2 * crate::msg::MAX_REGIONS + 256;
 
 const STATUS_MASK: u64 = 0b11;
 const FREE: u64 = 0;
@@ -60,6 +64,10 @@ impl Slot {
 }
 
 static REGISTRY: [Slot; SLOTS] = [const { Slot::new() }; SLOTS];
+
+/// Where `register` starts looking for a free slot (so that filling the
+/// registry costs O(slots), not O(slots²)).
+static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// Bumped by the handler each time it poisons a mapping.
 static EPOCH: AtomicU64 = AtomicU64::new(0);
@@ -124,7 +132,10 @@ impl Guard {
     /// full.
     pub unsafe fn register(start: *mut u8, len_bytes: usize) -> Result<Guard, GuardError> {
         install()?;
-        for (i, s) in REGISTRY.iter().enumerate() {
+        // Relaxed: only a hint.
+        let from = NEXT.load(Ordering::Relaxed) % SLOTS;
+        for i in (from..SLOTS).chain(0..from) {
+            let s = &REGISTRY[i];
             // Relaxed: the compare-exchange below decides.
             let st = s.state.load(Ordering::Relaxed);
             if st & STATUS_MASK != FREE {
@@ -145,6 +156,8 @@ impl Guard {
             s.len_bytes.store(len_bytes, Ordering::Relaxed);
             // Release: the handler's Acquire load of LIVE sees the range.
             s.state.store(gen | LIVE, Ordering::Release);
+            // Relaxed: only a hint.
+            NEXT.store(i + 1, Ordering::Relaxed);
             return Ok(Guard {
                 slot: i,
                 live: gen | LIVE,
@@ -356,6 +369,23 @@ pub(crate) mod tests {
             FREE
         );
         assert!(!rescue(base as usize + 0x1000), "unregistered");
+    }
+
+    #[test]
+    fn the_registry_holds_two_full_tables_for_every_port() {
+        let _s = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        // Every port's device with a table of the most regions, and the
+        // table it is replacing.
+        let want = dataplane::switch::MAX_PORTS * 2 * crate::msg::MAX_REGIONS;
+        let held: Vec<Guard> = (0..want)
+            .map(|i| {
+                // SAFETY: no fault is ever raised in these ranges (never
+                // mapped or touched); only the registry is tested.
+                unsafe { Guard::register((0x1000 * (i + 1)) as *mut u8, 0x1000) }
+                    .unwrap_or_else(|e| panic!("mapping {i} of {want}: {e}"))
+            })
+            .collect();
+        assert_eq!(held.len(), want);
     }
 
     #[test]

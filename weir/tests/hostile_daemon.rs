@@ -1,0 +1,387 @@
+//! A hostile vhost-user frontend against the real `weir run` daemon: three
+//! vhost-user ports on one bridge and one worker, two of them healthy guests.
+//!
+//! The guests are memfds written with `pwrite` and set up through the `vhost`
+//! crate's frontend; they ask for interrupts (avail flags 0, no EVENT_IDX), as
+//! an interrupt-driven guest does.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+mod common;
+use common::Daemon;
+
+const F_VERSION_1: u64 = 1 << 32;
+const F_PROTOCOL_FEATURES: u64 = 1 << 30;
+const DESC_F_WRITE: u16 = 2;
+const MEM_BYTES: u64 = 0x10_0000;
+const UADDR: u64 = 0x7f00_0000_0000;
+const QSIZE: u16 = 8;
+/// Guest TX buffers; guest RX buffers follow.
+const TX_BUF: u64 = 0x1_0000;
+const RX_BUF: u64 = 0x2_0000;
+const EVENTFD_FULL: u64 = 0xffff_ffff_ffff_fffe;
+
+fn memfd(len: u64) -> File {
+    let fd = rustix::fs::memfd_create("guest", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    rustix::fs::ftruncate(&fd, len).unwrap();
+    File::from(fd)
+}
+
+fn ring_at(vq: u16) -> (u64, u64, u64) {
+    let base = 0x4000 * u64::from(vq);
+    (base, base + 0x1000, base + 0x2000)
+}
+
+fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f()
+}
+
+/// A broadcast frame from guest `src`.
+fn frame(src: u8, seq: u8) -> [u8; 64] {
+    let mut f = [0u8; 64];
+    f[..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, src, seq]);
+    f[12..14].copy_from_slice(&[0x88, 0xb5]);
+    f
+}
+
+struct Guest {
+    mem: File,
+    avail_idx: [u16; 2],
+    call: [Option<EventFd>; 2],
+    kick: [Option<EventFd>; 2],
+    fe: Option<Frontend>,
+}
+
+impl Guest {
+    /// Connects and sets up both rings, RX buffers posted; `flags` for the
+    /// eventfds (0: blocking).
+    fn attach(sock: &Path, flags: i32) -> Guest {
+        let ev = || Some(EventFd::new(flags).unwrap());
+        let mut g = Guest {
+            mem: memfd(MEM_BYTES),
+            avail_idx: [0; 2],
+            call: [ev(), ev()],
+            kick: [ev(), ev()],
+            fe: None,
+        };
+        let mut fe = Frontend::connect(sock, 3).unwrap();
+        fe.set_owner().unwrap();
+        fe.get_features().unwrap();
+        fe.set_features(F_VERSION_1 | F_PROTOCOL_FEATURES).unwrap();
+        let proto = fe.get_protocol_features().unwrap();
+        fe.set_protocol_features(proto & VhostUserProtocolFeatures::REPLY_ACK)
+            .unwrap();
+        {
+            use std::os::fd::AsRawFd;
+            fe.set_mem_table(&[VhostUserMemoryRegionInfo {
+                guest_phys_addr: 0,
+                memory_size: MEM_BYTES,
+                userspace_addr: UADDR,
+                mmap_offset: 0,
+                mmap_handle: g.mem.as_raw_fd(),
+            }])
+            .unwrap();
+        }
+        for vq in 0..2u16 {
+            let (desc, avail, used) = ring_at(vq);
+            let i = usize::from(vq);
+            fe.set_vring_num(i, QSIZE).unwrap();
+            fe.set_vring_addr(
+                i,
+                &VringConfigData {
+                    queue_max_size: QSIZE,
+                    queue_size: QSIZE,
+                    flags: 0,
+                    desc_table_addr: UADDR + desc,
+                    used_ring_addr: UADDR + used,
+                    avail_ring_addr: UADDR + avail,
+                    log_addr: None,
+                },
+            )
+            .unwrap();
+            fe.set_vring_base(i, 0).unwrap();
+            fe.set_vring_call(i, g.call[i].as_ref().unwrap()).unwrap();
+            fe.set_vring_kick(i, g.kick[i].as_ref().unwrap()).unwrap();
+        }
+        for head in 0..QSIZE {
+            g.desc(
+                0,
+                head,
+                RX_BUF + 0x800 * u64::from(head),
+                0x800,
+                DESC_F_WRITE,
+            );
+            g.push(0, head);
+        }
+        g.fe = Some(fe);
+        g
+    }
+
+    fn enable(&mut self) {
+        let fe = self.fe.as_mut().unwrap();
+        for vq in 0..2 {
+            fe.set_vring_enable(vq, true).unwrap();
+        }
+    }
+
+    fn write(&self, addr: u64, b: &[u8]) {
+        self.mem.write_all_at(b, addr).unwrap();
+    }
+
+    fn desc(&self, vq: u16, i: u16, addr: u64, len: u32, flags: u16) {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&addr.to_le_bytes());
+        b[8..12].copy_from_slice(&len.to_le_bytes());
+        b[12..14].copy_from_slice(&flags.to_le_bytes());
+        self.write(ring_at(vq).0 + 16 * u64::from(i), &b);
+    }
+
+    fn push(&mut self, vq: u16, head: u16) {
+        let (_, avail, _) = ring_at(vq);
+        let k = vq as usize;
+        let slot = u64::from(self.avail_idx[k] % QSIZE);
+        self.write(avail + 4 + 2 * slot, &head.to_le_bytes());
+        self.avail_idx[k] = self.avail_idx[k].wrapping_add(1);
+        self.write(avail + 2, &self.avail_idx[k].to_le_bytes());
+    }
+
+    fn used_idx(&self, vq: u16) -> u16 {
+        let mut b = [0u8; 2];
+        self.mem.read_exact_at(&mut b, ring_at(vq).2 + 2).unwrap();
+        u16::from_le_bytes(b)
+    }
+
+    /// Sends one frame (at most QSIZE in all: TX buffers are not recycled).
+    fn send(&mut self, src: u8, seq: u8) {
+        let head = self.avail_idx[1] % QSIZE;
+        let at = TX_BUF + 0x800 * u64::from(head);
+        let mut b = vec![0u8; 12];
+        b.extend_from_slice(&frame(src, seq));
+        self.write(at, &b);
+        self.desc(1, head, at, b.len() as u32, 0);
+        self.push(1, head);
+    }
+}
+
+/// Clears O_NONBLOCK on the file description behind `ev` (weir's copy shares
+/// it) and fills the counter, so that a write of 1 blocks.
+fn make_blocking_and_full(ev: &EventFd) {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: `ev` owns the fd and outlives the borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(ev.as_raw_fd()) };
+    let fl = rustix::fs::fcntl_getfl(fd).unwrap();
+    rustix::fs::fcntl_setfl(fd, fl - rustix::fs::OFlags::NONBLOCK).unwrap();
+    ev.write(EVENTFD_FULL).unwrap();
+}
+
+/// The first message of a new frontend is answered.
+fn answers(sock: &Path) -> bool {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut m = Vec::new();
+    for (req, size) in [(3u32, 0u32), (1, 0)] {
+        m.extend_from_slice(&req.to_le_bytes());
+        m.extend_from_slice(&1u32.to_le_bytes());
+        m.extend_from_slice(&size.to_le_bytes());
+    }
+    use std::io::Write;
+    s.write_all(&m).unwrap();
+    let mut h = [0u8; 20];
+    s.read_exact(&mut h).is_ok() && h[..4] == 1u32.to_le_bytes()
+}
+
+/// A fresh directory for one test's sockets and logs.
+fn test_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("weir-hostile-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn fds_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .count()
+}
+
+fn sigterm_exits_within(d: &mut Daemon, secs: u64) -> bool {
+    Command::new("kill")
+        .args(["-TERM", &d.pid().to_string()])
+        .status()
+        .unwrap();
+    wait_until(secs, || !d.alive())
+}
+
+#[test]
+fn a_guest_that_blocks_its_call_eventfd_stalls_neither_the_worker_nor_sigterm() {
+    let dir = test_dir("irq");
+    let cfg = common::vhost_config(dir.as_path(), &["a", "b", "h"], "server", 1, 4096);
+    let mut d = Daemon::start(dir.as_path(), &cfg);
+    let sock = |n: &str| dir.as_path().join(format!("{n}.sock"));
+    let mut a = Guest::attach(&sock("a"), EFD_NONBLOCK);
+    let mut b = Guest::attach(&sock("b"), EFD_NONBLOCK);
+    let mut h = Guest::attach(&sock("h"), EFD_NONBLOCK);
+    for g in [&mut a, &mut b, &mut h] {
+        g.enable();
+    }
+    d.wait_up(&["a", "b", "h"]);
+    for call in h.call.iter().flatten() {
+        make_blocking_and_full(call);
+    }
+    // The hostile guest's frames are flooded to a and b, and it wants an
+    // interrupt for them.
+    for i in 0..2 {
+        h.send(3, i);
+    }
+    assert!(
+        wait_until(5, || h.used_idx(1) == 2),
+        "hostile frames not taken"
+    );
+    // Its neighbours on the same worker still forward to each other.
+    let before = b.used_idx(0);
+    for i in 0..2 {
+        a.send(1, i);
+    }
+    assert!(
+        wait_until(5, || b.used_idx(0) >= before.wrapping_add(2)),
+        "a -> b stopped (b got {} frames)",
+        b.used_idx(0).wrapping_sub(before)
+    );
+    let t = Instant::now();
+    assert!(
+        sigterm_exits_within(&mut d, 5),
+        "weir run still running 5 s after SIGTERM"
+    );
+    assert!(t.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn reconnects_and_closed_eventfds_leave_no_fds_and_no_wedged_port() {
+    let dir = test_dir("reconnect");
+    let cfg = common::vhost_config(dir.as_path(), &["a", "b"], "server", 1, 4096);
+    let d = Daemon::start(dir.as_path(), &cfg);
+    let sock = |n: &str| dir.as_path().join(format!("{n}.sock"));
+    let mut b = Guest::attach(&sock("b"), EFD_NONBLOCK);
+    b.enable();
+    let session = |closes: bool, seq: u8| {
+        // Blocking eventfds, as a careless or hostile frontend passes them.
+        let mut g = Guest::attach(&sock("a"), 0);
+        if closes {
+            g.call = [None, None];
+            g.kick = [None, None];
+        }
+        g.enable();
+        d.wait_up(&["a"]);
+        for i in 0..2 {
+            g.send(1, seq.wrapping_add(i));
+        }
+        assert!(wait_until(5, || g.used_idx(1) == 2), "frames not taken");
+        drop(g);
+        assert!(
+            wait_until(5, || d.port_json("a")["link"] == "down"),
+            "disconnect not seen"
+        );
+    };
+    session(false, 0);
+    let pid = d.pid();
+    let (fds, threads) = (fds_of(pid), threads_of(pid));
+    for i in 0..10 {
+        session(i % 2 == 1, 2 * i);
+        assert!(
+            answers(&sock("a")),
+            "cycle {i}: a new frontend got no reply"
+        );
+    }
+    assert!(
+        // At most: the baseline may include a control client's thread.
+        wait_until(5, || fds_of(pid) <= fds && threads_of(pid) <= threads),
+        "daemon holds {} fds and {} threads, {fds} and {threads} at the baseline",
+        fds_of(pid),
+        threads_of(pid)
+    );
+    let a = d.port_json("a");
+    assert_eq!(a["state"], "ok", "{a}");
+    let mut g = Guest::attach(&sock("a"), EFD_NONBLOCK);
+    g.enable();
+    d.wait_up(&["a", "b"]);
+}
+
+#[test]
+fn the_daemon_raises_its_soft_fd_limit_to_what_the_config_needs() {
+    let dir = test_dir("nofile");
+    let names: Vec<String> = (0..8).map(|i| format!("vm{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let cfg = common::vhost_config(dir.as_path(), &names, "server", 8, 4096);
+    std::fs::write(dir.as_path().join("weir.toml"), cfg).unwrap();
+    let log = File::create(dir.as_path().join("weir.log")).unwrap();
+    // The common default soft limit; the hard limit stays as it is.
+    let mut child = Command::new("sh")
+        .args(["-c", "ulimit -Sn 1024 && exec \"$@\"", "sh", common::BIN])
+        .arg("--socket")
+        .arg(dir.as_path().join("weir.sock"))
+        .arg("run")
+        .arg("--config")
+        .arg(dir.as_path().join("weir.toml"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Ready: the limit is read after `sh` became the daemon and it started.
+    let sock = dir.join("weir.sock");
+    let ready = wait_until(20, || {
+        Command::new(common::BIN)
+            .arg("--socket")
+            .arg(&sock)
+            .arg("stats")
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let soft: Option<u64> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse().ok());
+    let hard: u64 = {
+        let l = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+        l.maximum.unwrap_or(u64::MAX)
+    };
+    // 8 devices of 8 queue pairs, whatever their frontends do.
+    let need = (8 * vhost_user::max_fds(8)).min(hard);
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    common::reap(&mut child, Duration::from_secs(10));
+    assert!(ready, "weir run did not come up");
+    assert!(
+        soft.is_some_and(|s| s >= need),
+        "soft RLIMIT_NOFILE {soft:?}, need {need}: {}",
+        std::fs::read_to_string(dir.as_path().join("weir.log")).unwrap_or_default()
+    );
+}
