@@ -168,6 +168,8 @@ mod relay;
 mod shared;
 pub mod socket_path;
 mod sys;
+#[cfg(feature = "test-utils")]
+pub mod testguest;
 pub mod vring;
 
 pub use control::{

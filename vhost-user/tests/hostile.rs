@@ -13,22 +13,17 @@
 //! Cases run one at a time (fd counting needs a quiet process).
 
 use std::fs::File;
-use std::io::{IoSlice, Read};
-use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::FileExt;
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use dataplane::{Burst, DropReason, LinkState, Mempool, Port};
-use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
-use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vhost::{VhostBackend, VringConfigData};
+use vhost_user::testguest::{self, region, ring_at, Guest, Handshake, Layout, NEED_REPLY, UADDR};
 use vhost_user::{create, Mode, VhostUserConfig, VhostUserDevice, VhostUserPort};
-use vmm_sys_util::eventfd::EventFd;
 
 // vhost-user spec message codes.
 const GET_FEATURES: u32 = 1;
@@ -40,7 +35,6 @@ const SET_VRING_CALL: u32 = 13;
 const GET_PROTOCOL_FEATURES: u32 = 15;
 const SET_PROTOCOL_FEATURES: u32 = 16;
 const NET_SET_MTU: u32 = 20;
-const NEED_REPLY: u32 = 0x8;
 const F_VERSION_1: u64 = 1 << 32;
 const F_PROTOCOL_FEATURES: u64 = 1 << 30;
 const PROTO_MQ: u64 = 1 << 0;
@@ -52,10 +46,14 @@ const DESC_F_NEXT: u16 = 1;
 
 /// Guest memory layout: one memfd-backed region at guest address 0.
 const MEM_BYTES: u64 = 0x10_0000;
-/// The frontend's virtual address of guest address 0 (only translated).
-const UADDR: u64 = 0x7f00_0000_0000;
 const QSIZE: u16 = 8;
 const BUF: u64 = 0x1_0000;
+const LAYOUT: Layout = Layout {
+    mem_bytes: MEM_BYTES,
+    queue_size: QSIZE,
+    tx_buf: BUF,
+    tx_stride: 0x1000,
+};
 
 fn pool() -> &'static Mempool {
     static POOL: OnceLock<&'static Mempool> = OnceLock::new();
@@ -69,143 +67,31 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 }
 
 fn memfd(len: u64) -> File {
-    let fd = rustix::fs::memfd_create("guest", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-    rustix::fs::ftruncate(&fd, len).unwrap();
-    File::from(fd)
+    testguest::memfd(len).unwrap()
 }
 
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
-/// Ring addresses of virtqueue `vq`.
-fn ring_at(vq: u16) -> (u64, u64, u64) {
-    let base = 0x4000 * u64::from(vq);
-    (base, base + 0x1000, base + 0x2000)
+/// A guest with blocking eventfds, as a careless frontend might pass: weir
+/// must make its writes non-blocking itself.
+fn guest() -> Guest {
+    Guest::new(LAYOUT, 0).unwrap()
 }
 
-/// A guest: memfd memory with one ring per virtqueue, driven through `pwrite`.
-struct Guest {
-    mem: File,
-    avail_idx: [u16; 2],
-    call: [EventFd; 2],
-    kick: [EventFd; 2],
-}
-
-impl Guest {
-    fn new() -> Guest {
-        // Blocking eventfds, as a careless frontend might pass: weir must make
-        // its writes non-blocking itself.
-        let ev = || EventFd::new(0).unwrap();
-        Guest {
-            mem: memfd(MEM_BYTES),
-            avail_idx: [0; 2],
-            call: [ev(), ev()],
-            kick: [ev(), ev()],
-        }
-    }
-
-    fn write(&self, addr: u64, b: &[u8]) {
-        self.mem.write_all_at(b, addr).unwrap();
-    }
-
-    fn read_u16(&self, addr: u64) -> u16 {
-        let mut b = [0u8; 2];
-        self.mem.read_exact_at(&mut b, addr).unwrap();
-        u16::from_le_bytes(b)
-    }
-
-    fn desc(&self, vq: u16, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&addr.to_le_bytes());
-        b[8..12].copy_from_slice(&len.to_le_bytes());
-        b[12..14].copy_from_slice(&flags.to_le_bytes());
-        b[14..].copy_from_slice(&next.to_le_bytes());
-        self.write(ring_at(vq).0 + 16 * u64::from(i), &b);
-    }
-
-    fn push(&mut self, vq: u16, head: u16) {
-        let (_, avail, _) = ring_at(vq);
-        let k = vq as usize;
-        let slot = u64::from(self.avail_idx[k] % QSIZE);
-        self.write(avail + 4 + 2 * slot, &head.to_le_bytes());
-        self.avail_idx[k] = self.avail_idx[k].wrapping_add(1);
-        self.write(avail + 2, &self.avail_idx[k].to_le_bytes());
-    }
-
-    fn used_idx(&self, vq: u16) -> u16 {
-        self.read_u16(ring_at(vq).2 + 2)
-    }
-
-    /// Posts one well-formed frame on the guest TX queue (vq 1): header and
-    /// frame in one descriptor.
-    fn send_frame(&mut self, seq: u8) {
-        let head = self.avail_idx[1] % QSIZE;
-        let at = BUF + 0x1000 * u64::from(head);
-        let mut b = vec![0u8; 12];
-        b.extend_from_slice(&frame(seq));
-        self.write(at, &b);
-        self.desc(1, head, at, b.len() as u32, 0, 0);
-        self.push(1, head);
-    }
-
-    /// Handshake and both rings through the `vhost` crate's frontend.
-    fn attach(&self, sock: &Path) -> Frontend {
-        let mut fe = Frontend::connect(sock, 3).unwrap();
-        fe.set_owner().unwrap();
-        let offered = fe.get_features().unwrap();
-        assert_ne!(offered & F_PROTOCOL_FEATURES, 0);
-        fe.set_features(F_VERSION_1 | F_PROTOCOL_FEATURES).unwrap();
-        let proto = fe.get_protocol_features().unwrap();
-        fe.set_protocol_features(
-            proto & (VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::MQ),
-        )
-        .unwrap();
-        fe.set_mem_table(&[region(&self.mem, 0, MEM_BYTES)])
-            .unwrap();
-        for vq in 0..2u16 {
-            let (desc, avail, used) = ring_at(vq);
-            let i = usize::from(vq);
-            fe.set_vring_num(i, QSIZE).unwrap();
-            fe.set_vring_addr(
-                i,
-                &VringConfigData {
-                    queue_max_size: QSIZE,
-                    queue_size: QSIZE,
-                    flags: 0,
-                    desc_table_addr: UADDR + desc,
-                    used_ring_addr: UADDR + used,
-                    avail_ring_addr: UADDR + avail,
-                    log_addr: None,
-                },
-            )
-            .unwrap();
-            fe.set_vring_base(i, 0).unwrap();
-            fe.set_vring_call(i, &self.call[i]).unwrap();
-            fe.set_vring_kick(i, &self.kick[i]).unwrap();
-            fe.set_vring_enable(i, true).unwrap();
-        }
-        fe
-    }
-}
-
-fn region(mem: &File, gpa: u64, size: u64) -> VhostUserMemoryRegionInfo {
-    use std::os::fd::AsRawFd;
-    VhostUserMemoryRegionInfo {
-        guest_phys_addr: gpa,
-        memory_size: size,
-        userspace_addr: UADDR + gpa,
-        mmap_offset: 0,
-        mmap_handle: mem.as_raw_fd(),
-    }
+/// Handshake and both rings, enabled, through the `vhost` crate's frontend.
+fn attach(g: &Guest, sock: &Path) -> Frontend {
+    let how = Handshake {
+        features: 0,
+        protocol: VhostUserProtocolFeatures::REPLY_ACK | VhostUserProtocolFeatures::MQ,
+        enable: true,
+    };
+    g.attach(sock, &how).unwrap()
 }
 
 fn frame(seq: u8) -> [u8; 64] {
-    let mut f = [0u8; 64];
-    f[..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, seq]);
-    f[12..14].copy_from_slice(&[0x88, 0xb5]);
-    f
+    testguest::frame([0x02, 0, 0, 0, 0, seq])
 }
 
 /// Polls `port` until `want` frames arrived or `secs` passed.
@@ -257,8 +143,8 @@ fn device(dir: &Path, name: &str) -> Dev {
 
 /// The device forwards guest frames from a fresh well-behaved frontend.
 fn assert_serves(d: &mut Dev) {
-    let mut g = Guest::new();
-    let fe = g.attach(&d.sock);
+    let mut g = guest();
+    let fe = attach(&g, &d.sock);
     assert!(
         wait_until(5, || {
             d.port.housekeeping();
@@ -268,7 +154,7 @@ fn assert_serves(d: &mut Dev) {
         d.dev.error()
     );
     for i in 0..4 {
-        g.send_frame(i);
+        g.send_frame(&frame(i));
     }
     assert_eq!(receive(&mut d.port, 4, 5), 4, "error {:?}", d.dev.error());
     assert_eq!(g.used_idx(1), 4);
@@ -287,9 +173,9 @@ fn with_bystander(case: impl FnOnce(&mut Dev)) {
     let _s = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut b = device(dir.path(), "bystander");
-    let mut bg = Guest::new();
-    let _bfe = bg.attach(&b.sock);
-    bg.send_frame(1);
+    let mut bg = guest();
+    let _bfe = attach(&bg, &b.sock);
+    bg.send_frame(&frame(1));
     assert_eq!(receive(&mut b.port, 1, 5), 1);
 
     let mut h = device(dir.path(), "hostile");
@@ -297,7 +183,7 @@ fn with_bystander(case: impl FnOnce(&mut Dev)) {
     assert_serves(&mut h);
 
     for i in 0..3 {
-        bg.send_frame(i);
+        bg.send_frame(&frame(i));
     }
     assert_eq!(
         receive(&mut b.port, 3, 5),
@@ -308,43 +194,25 @@ fn with_bystander(case: impl FnOnce(&mut Dev)) {
     assert_eq!(b.dev.link(), LinkState::Up);
 }
 
-/// A raw frontend: writes any bytes and fds it likes.
-struct Raw(UnixStream);
+/// A raw frontend whose every message must go through.
+struct Raw(testguest::RawFrontend);
 
 impl Raw {
     fn connect(sock: &Path) -> Raw {
-        let s = UnixStream::connect(sock).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        Raw(s)
+        Raw(testguest::RawFrontend::connect(sock).unwrap())
     }
 
     fn send(&self, request: u32, flags: u32, payload: &[u8], fds: &[BorrowedFd<'_>]) {
-        let mut b = Vec::new();
-        b.extend_from_slice(&request.to_le_bytes());
-        b.extend_from_slice(&(1 | flags).to_le_bytes());
-        b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        b.extend_from_slice(payload);
-        self.send_bytes(&b, fds);
+        self.0.send(request, flags, payload, fds).unwrap();
     }
 
     fn send_bytes(&self, b: &[u8], fds: &[BorrowedFd<'_>]) {
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(16))];
-        let mut cmsg = SendAncillaryBuffer::new(&mut space);
-        if !fds.is_empty() {
-            assert!(cmsg.push(SendAncillaryMessage::ScmRights(fds)));
-        }
-        let n = sendmsg(&self.0, &[IoSlice::new(b)], &mut cmsg, SendFlags::NOSIGNAL).unwrap();
-        assert_eq!(n, b.len());
+        self.0.send_bytes(b, fds).unwrap();
     }
 
     /// Reads one reply: (request, payload).
     fn reply(&mut self) -> (u32, Vec<u8>) {
-        let mut h = [0u8; 12];
-        self.0.read_exact(&mut h).expect("reply header");
-        let size = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
-        let mut p = vec![0u8; size];
-        self.0.read_exact(&mut p).expect("reply payload");
-        (u32::from_le_bytes([h[0], h[1], h[2], h[3]]), p)
+        self.0.reply().expect("reply")
     }
 
     fn get_u64(&mut self, request: u32) -> u64 {
@@ -387,17 +255,7 @@ impl Raw {
 
     /// True once the backend closed the connection.
     fn closed_within(&mut self, secs: u64) -> bool {
-        self.0
-            .set_read_timeout(Some(Duration::from_secs(secs)))
-            .unwrap();
-        let mut b = [0u8; 64];
-        loop {
-            match self.0.read(&mut b) {
-                Ok(0) => return true,
-                Ok(_) => continue,
-                Err(_) => return false,
-            }
-        }
+        self.0.closed_within(Duration::from_secs(secs))
     }
 }
 
@@ -436,10 +294,7 @@ fn region_larger_than_its_memfd_is_refused_before_mapping_and_leaks_no_fd() {
         assert_error_mentions(h, "needs 1048576 bytes of its file, which has 32768");
         // Through the library's frontend too, then a ring in the unbacked tail:
         // no mapping exists for it, so the ring never starts.
-        let g = Guest {
-            mem,
-            ..Guest::new()
-        };
+        let g = Guest { mem, ..guest() };
         let fe = Frontend::connect(&h.sock, 3);
         drop(r);
         let fe = fe.unwrap();
@@ -466,7 +321,7 @@ fn region_larger_than_its_memfd_is_refused_before_mapping_and_leaks_no_fd() {
             log_addr: None,
         };
         let _ = fe.set_vring_addr(1, &addr);
-        let _ = fe.set_vring_kick(1, &g.kick[1]);
+        let _ = fe.set_vring_kick(1, g.kick[1].as_ref().unwrap());
         let _ = fe.set_vring_enable(1, true);
         h.port.housekeeping();
         assert_eq!(receive(&mut h.port, 1, 1), 0);
@@ -564,16 +419,20 @@ fn missing_and_wrong_kind_of_fds_are_refused_and_never_block() {
 #[test]
 fn full_call_eventfd_does_not_block_the_worker() {
     with_bystander(|h| {
-        let mut g = Guest::new();
-        let fe = g.attach(&h.sock);
+        let mut g = guest();
+        let fe = attach(&g, &h.sock);
         // The frontend fills the eventfd counter: a blocking write would hang.
-        g.call[1].write(0xffff_ffff_ffff_fffe).unwrap();
+        g.call[1]
+            .as_ref()
+            .unwrap()
+            .write(0xffff_ffff_ffff_fffe)
+            .unwrap();
         assert!(wait_until(5, || {
             h.port.housekeeping();
             h.dev.link() == LinkState::Up
         }));
         for i in 0..4 {
-            g.send_frame(i);
+            g.send_frame(&frame(i));
         }
         let t = Instant::now();
         assert_eq!(receive(&mut h.port, 4, 5), 4);
@@ -612,8 +471,8 @@ fn truncated_messages_drop_only_that_connection() {
             let dir = tempfile::tempdir().unwrap();
             let mut other = device(dir.path(), "other");
             let t = Instant::now();
-            let g = Guest::new();
-            let fe = g.attach(&other.sock);
+            let g = guest();
+            let fe = attach(&g, &other.sock);
             assert!(
                 t.elapsed() < Duration::from_secs(1),
                 "{what}: other control slow"
@@ -669,8 +528,8 @@ fn bad_descriptors_put_the_queue_in_error_without_crashing() {
     ];
     for (what, setup, err) in cases {
         with_bystander(|h| {
-            let mut g = Guest::new();
-            let fe = g.attach(&h.sock);
+            let mut g = guest();
+            let fe = attach(&g, &h.sock);
             assert!(wait_until(5, || {
                 h.port.housekeeping();
                 h.dev.link() == LinkState::Up
@@ -694,15 +553,15 @@ fn bad_descriptors_put_the_queue_in_error_without_crashing() {
 #[test]
 fn zero_length_frames_are_dropped_and_the_ring_continues() {
     with_bystander(|h| {
-        let mut g = Guest::new();
-        let fe = g.attach(&h.sock);
+        let mut g = guest();
+        let fe = attach(&g, &h.sock);
         assert!(wait_until(5, || {
             h.port.housekeeping();
             h.dev.link() == LinkState::Up
         }));
         g.desc(1, 0, BUF, 0, 0, 0);
         g.push(1, 0);
-        g.send_frame(7);
+        g.send_frame(&frame(7));
         assert_eq!(receive(&mut h.port, 1, 5), 1);
         assert!(wait_until(2, || g.used_idx(1) == 2));
         assert_eq!(h.port.stats().drops(DropReason::Malformed), 1);
@@ -718,27 +577,27 @@ fn an_idle_frontend_is_not_timed_out() {
     let _s = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut d = device(dir.path(), "idle");
-    let mut g = Guest::new();
-    let mut fe = g.attach(&d.sock);
+    let mut g = guest();
+    let mut fe = attach(&g, &d.sock);
     std::thread::sleep(Duration::from_secs(3));
     assert!(d.dev.is_connected());
     // Still answers after the idle period.
     assert!(fe.get_queue_num().unwrap() >= 2);
-    g.send_frame(1);
+    g.send_frame(&frame(1));
     assert_eq!(receive(&mut d.port, 1, 5), 1);
 }
 
 #[test]
 fn memory_file_shrunk_under_weir_puts_only_that_port_in_error() {
     with_bystander(|h| {
-        let mut g = Guest::new();
-        let mut fe = g.attach(&h.sock);
+        let mut g = guest();
+        let mut fe = attach(&g, &h.sock);
         assert!(wait_until(5, || {
             h.port.housekeeping();
             h.dev.link() == LinkState::Up
         }));
         for i in 0..4 {
-            g.send_frame(i);
+            g.send_frame(&frame(i));
         }
         assert_eq!(receive(&mut h.port, 4, 5), 4);
         // The frontend truncates the memfd weir has mapped: the next access

@@ -6,42 +6,29 @@
 //! an interrupt-driven guest does.
 
 use std::fs::File;
-use std::io::Read;
-use std::os::unix::fs::FileExt;
-use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
-use vhost::vhost_user::{Frontend, VhostUserFrontend};
-use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vhost::vhost_user::Frontend;
+use vhost_user::testguest::{self, Guest, Handshake, Layout, RawFrontend};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 mod common;
 use common::Daemon;
 
-const F_VERSION_1: u64 = 1 << 32;
-const F_PROTOCOL_FEATURES: u64 = 1 << 30;
 const DESC_F_WRITE: u16 = 2;
-const MEM_BYTES: u64 = 0x10_0000;
-const UADDR: u64 = 0x7f00_0000_0000;
 const QSIZE: u16 = 8;
 /// Guest TX buffers; guest RX buffers follow.
-const TX_BUF: u64 = 0x1_0000;
+const LAYOUT: Layout = Layout {
+    mem_bytes: 0x10_0000,
+    queue_size: QSIZE,
+    tx_buf: 0x1_0000,
+    tx_stride: 0x800,
+};
 const RX_BUF: u64 = 0x2_0000;
 const EVENTFD_FULL: u64 = 0xffff_ffff_ffff_fffe;
-
-fn memfd(len: u64) -> File {
-    let fd = rustix::fs::memfd_create("guest", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
-    rustix::fs::ftruncate(&fd, len).unwrap();
-    File::from(fd)
-}
-
-fn ring_at(vq: u16) -> (u64, u64, u64) {
-    let base = 0x4000 * u64::from(vq);
-    (base, base + 0x1000, base + 0x2000)
-}
 
 fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + Duration::from_secs(secs);
@@ -54,74 +41,23 @@ fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
     f()
 }
 
-/// A broadcast frame from guest `src`.
-fn frame(src: u8, seq: u8) -> [u8; 64] {
-    let mut f = [0u8; 64];
-    f[..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, src, seq]);
-    f[12..14].copy_from_slice(&[0x88, 0xb5]);
-    f
+/// A guest and its frontend; dropping it disconnects.
+struct Vm {
+    g: Guest,
+    fe: Frontend,
 }
 
-struct Guest {
-    mem: File,
-    avail_idx: [u16; 2],
-    call: [Option<EventFd>; 2],
-    kick: [Option<EventFd>; 2],
-    fe: Option<Frontend>,
-}
-
-impl Guest {
+impl Vm {
     /// Connects and sets up both rings, RX buffers posted; `flags` for the
     /// eventfds (0: blocking).
-    fn attach(sock: &Path, flags: i32) -> Guest {
-        let ev = || Some(EventFd::new(flags).unwrap());
-        let mut g = Guest {
-            mem: memfd(MEM_BYTES),
-            avail_idx: [0; 2],
-            call: [ev(), ev()],
-            kick: [ev(), ev()],
-            fe: None,
+    fn attach(sock: &Path, flags: i32) -> Vm {
+        let mut g = Guest::new(LAYOUT, flags).unwrap();
+        let how = Handshake {
+            features: 0,
+            protocol: VhostUserProtocolFeatures::REPLY_ACK,
+            enable: false,
         };
-        let mut fe = Frontend::connect(sock, 3).unwrap();
-        fe.set_owner().unwrap();
-        fe.get_features().unwrap();
-        fe.set_features(F_VERSION_1 | F_PROTOCOL_FEATURES).unwrap();
-        let proto = fe.get_protocol_features().unwrap();
-        fe.set_protocol_features(proto & VhostUserProtocolFeatures::REPLY_ACK)
-            .unwrap();
-        {
-            use std::os::fd::AsRawFd;
-            fe.set_mem_table(&[VhostUserMemoryRegionInfo {
-                guest_phys_addr: 0,
-                memory_size: MEM_BYTES,
-                userspace_addr: UADDR,
-                mmap_offset: 0,
-                mmap_handle: g.mem.as_raw_fd(),
-            }])
-            .unwrap();
-        }
-        for vq in 0..2u16 {
-            let (desc, avail, used) = ring_at(vq);
-            let i = usize::from(vq);
-            fe.set_vring_num(i, QSIZE).unwrap();
-            fe.set_vring_addr(
-                i,
-                &VringConfigData {
-                    queue_max_size: QSIZE,
-                    queue_size: QSIZE,
-                    flags: 0,
-                    desc_table_addr: UADDR + desc,
-                    used_ring_addr: UADDR + used,
-                    avail_ring_addr: UADDR + avail,
-                    log_addr: None,
-                },
-            )
-            .unwrap();
-            fe.set_vring_base(i, 0).unwrap();
-            fe.set_vring_call(i, g.call[i].as_ref().unwrap()).unwrap();
-            fe.set_vring_kick(i, g.kick[i].as_ref().unwrap()).unwrap();
-        }
+        let fe = g.attach(sock, &how).unwrap();
         for head in 0..QSIZE {
             g.desc(
                 0,
@@ -129,56 +65,22 @@ impl Guest {
                 RX_BUF + 0x800 * u64::from(head),
                 0x800,
                 DESC_F_WRITE,
+                0,
             );
             g.push(0, head);
         }
-        g.fe = Some(fe);
-        g
+        Vm { g, fe }
     }
 
     fn enable(&mut self) {
-        let fe = self.fe.as_mut().unwrap();
-        for vq in 0..2 {
-            fe.set_vring_enable(vq, true).unwrap();
-        }
+        Guest::enable(&mut self.fe).unwrap();
     }
 
-    fn write(&self, addr: u64, b: &[u8]) {
-        self.mem.write_all_at(b, addr).unwrap();
-    }
-
-    fn desc(&self, vq: u16, i: u16, addr: u64, len: u32, flags: u16) {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&addr.to_le_bytes());
-        b[8..12].copy_from_slice(&len.to_le_bytes());
-        b[12..14].copy_from_slice(&flags.to_le_bytes());
-        self.write(ring_at(vq).0 + 16 * u64::from(i), &b);
-    }
-
-    fn push(&mut self, vq: u16, head: u16) {
-        let (_, avail, _) = ring_at(vq);
-        let k = vq as usize;
-        let slot = u64::from(self.avail_idx[k] % QSIZE);
-        self.write(avail + 4 + 2 * slot, &head.to_le_bytes());
-        self.avail_idx[k] = self.avail_idx[k].wrapping_add(1);
-        self.write(avail + 2, &self.avail_idx[k].to_le_bytes());
-    }
-
-    fn used_idx(&self, vq: u16) -> u16 {
-        let mut b = [0u8; 2];
-        self.mem.read_exact_at(&mut b, ring_at(vq).2 + 2).unwrap();
-        u16::from_le_bytes(b)
-    }
-
-    /// Sends one frame (at most QSIZE in all: TX buffers are not recycled).
+    /// Sends one broadcast frame from guest `src` (at most QSIZE in all: TX
+    /// buffers are not recycled).
     fn send(&mut self, src: u8, seq: u8) {
-        let head = self.avail_idx[1] % QSIZE;
-        let at = TX_BUF + 0x800 * u64::from(head);
-        let mut b = vec![0u8; 12];
-        b.extend_from_slice(&frame(src, seq));
-        self.write(at, &b);
-        self.desc(1, head, at, b.len() as u32, 0);
-        self.push(1, head);
+        self.g
+            .send_frame(&testguest::frame([0x02, 0, 0, 0, src, seq]));
     }
 }
 
@@ -195,18 +97,7 @@ fn make_blocking_and_full(ev: &EventFd) {
 
 /// The first message of a new frontend is answered.
 fn answers(sock: &Path) -> bool {
-    let mut s = UnixStream::connect(sock).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let mut m = Vec::new();
-    for (req, size) in [(3u32, 0u32), (1, 0)] {
-        m.extend_from_slice(&req.to_le_bytes());
-        m.extend_from_slice(&1u32.to_le_bytes());
-        m.extend_from_slice(&size.to_le_bytes());
-    }
-    use std::io::Write;
-    s.write_all(&m).unwrap();
-    let mut h = [0u8; 20];
-    s.read_exact(&mut h).is_ok() && h[..4] == 1u32.to_le_bytes()
+    RawFrontend::connect(sock).unwrap().answers()
 }
 
 /// A fresh directory for one test's sockets and logs.
@@ -243,14 +134,14 @@ fn a_guest_that_blocks_its_call_eventfd_stalls_neither_the_worker_nor_sigterm() 
     let cfg = common::vhost_config(dir.as_path(), &["a", "b", "h"], "server", 1, 4096);
     let mut d = Daemon::start(dir.as_path(), &cfg);
     let sock = |n: &str| dir.as_path().join(format!("{n}.sock"));
-    let mut a = Guest::attach(&sock("a"), EFD_NONBLOCK);
-    let mut b = Guest::attach(&sock("b"), EFD_NONBLOCK);
-    let mut h = Guest::attach(&sock("h"), EFD_NONBLOCK);
+    let mut a = Vm::attach(&sock("a"), EFD_NONBLOCK);
+    let mut b = Vm::attach(&sock("b"), EFD_NONBLOCK);
+    let mut h = Vm::attach(&sock("h"), EFD_NONBLOCK);
     for g in [&mut a, &mut b, &mut h] {
         g.enable();
     }
     d.wait_up(&["a", "b", "h"]);
-    for call in h.call.iter().flatten() {
+    for call in h.g.call.iter().flatten() {
         make_blocking_and_full(call);
     }
     // The hostile guest's frames are flooded to a and b, and it wants an
@@ -259,18 +150,18 @@ fn a_guest_that_blocks_its_call_eventfd_stalls_neither_the_worker_nor_sigterm() 
         h.send(3, i);
     }
     assert!(
-        wait_until(5, || h.used_idx(1) == 2),
+        wait_until(5, || h.g.used_idx(1) == 2),
         "hostile frames not taken"
     );
     // Its neighbours on the same worker still forward to each other.
-    let before = b.used_idx(0);
+    let before = b.g.used_idx(0);
     for i in 0..2 {
         a.send(1, i);
     }
     assert!(
-        wait_until(5, || b.used_idx(0) >= before.wrapping_add(2)),
+        wait_until(5, || b.g.used_idx(0) >= before.wrapping_add(2)),
         "a -> b stopped (b got {} frames)",
-        b.used_idx(0).wrapping_sub(before)
+        b.g.used_idx(0).wrapping_sub(before)
     );
     let t = Instant::now();
     assert!(
@@ -286,21 +177,21 @@ fn reconnects_and_closed_eventfds_leave_no_fds_and_no_wedged_port() {
     let cfg = common::vhost_config(dir.as_path(), &["a", "b"], "server", 1, 4096);
     let d = Daemon::start(dir.as_path(), &cfg);
     let sock = |n: &str| dir.as_path().join(format!("{n}.sock"));
-    let mut b = Guest::attach(&sock("b"), EFD_NONBLOCK);
+    let mut b = Vm::attach(&sock("b"), EFD_NONBLOCK);
     b.enable();
     let session = |closes: bool, seq: u8| {
         // Blocking eventfds, as a careless or hostile frontend passes them.
-        let mut g = Guest::attach(&sock("a"), 0);
+        let mut g = Vm::attach(&sock("a"), 0);
         if closes {
-            g.call = [None, None];
-            g.kick = [None, None];
+            g.g.call = [None, None];
+            g.g.kick = [None, None];
         }
         g.enable();
         d.wait_up(&["a"]);
         for i in 0..2 {
             g.send(1, seq.wrapping_add(i));
         }
-        assert!(wait_until(5, || g.used_idx(1) == 2), "frames not taken");
+        assert!(wait_until(5, || g.g.used_idx(1) == 2), "frames not taken");
         drop(g);
         assert!(
             wait_until(5, || d.port_json("a")["link"] == "down"),
@@ -326,7 +217,7 @@ fn reconnects_and_closed_eventfds_leave_no_fds_and_no_wedged_port() {
     );
     let a = d.port_json("a");
     assert_eq!(a["state"], "ok", "{a}");
-    let mut g = Guest::attach(&sock("a"), EFD_NONBLOCK);
+    let mut g = Vm::attach(&sock("a"), EFD_NONBLOCK);
     g.enable();
     d.wait_up(&["a", "b"]);
 }

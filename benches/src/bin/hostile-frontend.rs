@@ -14,34 +14,31 @@
 //! `cycle N attack NAME ok|refused|error: ...`; exits 0 at the end (an attack
 //! being refused is the expected outcome, not a failure).
 
-use std::fs::File;
-use std::io::{IoSlice, Write};
-use std::mem::MaybeUninit;
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
-use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
-use vhost::vhost_user::{Frontend, VhostUserFrontend};
-use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vhost::vhost_user::Frontend;
 use vhost_user::defs::{
-    DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, F_CSUM, F_HOST_TSO4, F_INDIRECT_DESC,
-    F_PROTOCOL_FEATURES, F_VERSION_1, NET_HDR_BYTES,
+    DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, F_CSUM, F_HOST_TSO4, F_INDIRECT_DESC, NET_HDR_BYTES,
 };
-use vmm_sys_util::eventfd::EventFd;
+use vhost_user::testguest::{self, Guest, Handshake, Layout, RawFrontend};
 
-/// Guest memory: one memfd at guest address 0.
-const MEM_BYTES: u64 = 0x60_0000;
-/// The frontend's virtual address of guest address 0 (only translated).
-const UADDR: u64 = 0x7f00_0000_0000;
 /// Descriptors per virtqueue.
 const QSIZE: u16 = 256;
 /// Per-descriptor TX frame buffers start here, 2 KiB each.
 const TX_BUF: u64 = 0x10_0000;
+/// Guest memory: one memfd at guest address 0.
+const LAYOUT: Layout = Layout {
+    mem_bytes: 0x60_0000,
+    queue_size: QSIZE,
+    tx_buf: TX_BUF,
+    tx_stride: 0x800,
+};
 /// Receive buffers, 2 KiB each.
 const RX_BUF: u64 = 0x20_0000;
 /// One 64 KiB TSO frame.
@@ -96,29 +93,29 @@ fn main() -> Result<()> {
 fn run(sock: &Path, attack: &str) -> Result<()> {
     match attack {
         "reconnect" => {
-            let mut g = Guest::new()?;
-            let fe = g.attach(sock, 0)?;
+            let mut g = Guest::new(LAYOUT, 0)?;
+            let fe = attach(&g, sock, 0)?;
             for i in 0..8 {
-                g.tx_frame(i, &frame(64, i as u8));
+                tx_frame(&mut g, &frame(i as u8));
             }
             std::thread::sleep(Duration::from_millis(20));
             drop(fe);
         }
         "closed-fds" => {
-            let mut g = Guest::new()?;
-            let fe = g.attach(sock, 0)?;
+            let mut g = Guest::new(LAYOUT, 0)?;
+            let fe = attach(&g, sock, 0)?;
             // Our copies of the kick and call eventfds go away; weir holds its own.
-            g.kick = None;
-            g.call = None;
+            g.kick = [None, None];
+            g.call = [None, None];
             for i in 0..8 {
-                g.tx_frame(i, &frame(64, i as u8));
+                tx_frame(&mut g, &frame(i as u8));
             }
             std::thread::sleep(Duration::from_millis(20));
             drop(fe);
         }
         "blocking-call" => {
-            let mut g = Guest::new()?;
-            let fe = g.attach(sock, 0)?;
+            let mut g = Guest::new(LAYOUT, 0)?;
+            let fe = attach(&g, sock, 0)?;
             for call in g.call.iter().flatten() {
                 // Clear O_NONBLOCK on the description weir shares, and fill the
                 // counter so that one more signal would block its writer.
@@ -127,16 +124,16 @@ fn run(sock: &Path, attack: &str) -> Result<()> {
                 rustix::fs::fcntl_setfl(fd, rustix::fs::OFlags::empty())?;
                 call.write(0xffff_ffff_ffff_fffe)?;
             }
-            g.post_rx(64);
+            post_rx(&mut g, 64);
             for i in 0..64 {
-                g.tx_frame(i, &frame(64, i as u8));
+                tx_frame(&mut g, &frame(i as u8));
             }
             std::thread::sleep(Duration::from_millis(500));
             drop(fe);
         }
         "indirect" => {
-            let mut g = Guest::new()?;
-            let fe = g.attach(sock, F_INDIRECT_DESC)?;
+            let mut g = Guest::new(LAYOUT, 0)?;
+            let fe = attach(&g, sock, F_INDIRECT_DESC)?;
             // Every head is an indirect table of 256 descriptors chained through
             // each other in a loop; the last one points back at the first.
             for h in 0..QSIZE {
@@ -153,8 +150,8 @@ fn run(sock: &Path, attack: &str) -> Result<()> {
             drop(fe);
         }
         "zero-len" => {
-            let mut g = Guest::new()?;
-            let fe = g.attach(sock, 0)?;
+            let mut g = Guest::new(LAYOUT, 0)?;
+            let fe = attach(&g, sock, 0)?;
             // One chain through the whole ring, every descriptor empty.
             for i in 0..QSIZE {
                 g.desc(1, i, TX_BUF, 0, DESC_F_NEXT, (i + 1) % QSIZE);
@@ -168,8 +165,8 @@ fn run(sock: &Path, attack: &str) -> Result<()> {
         }
         "tso-mss1" => {
             let want = F_CSUM | F_HOST_TSO4;
-            let mut g = Guest::new()?;
-            let fe = g.attach(sock, want)?;
+            let mut g = Guest::new(LAYOUT, 0)?;
+            let fe = attach(&g, sock, want)?;
             let f = tso_frame(65_000);
             let mut hdr = [0u8; NET_HDR_BYTES];
             hdr[0] = 1; // NEEDS_CSUM
@@ -192,14 +189,14 @@ fn run(sock: &Path, attack: &str) -> Result<()> {
         "fd-flood" => {
             // Messages carrying as many fds as one SCM_RIGHTS takes, again
             // and again, without waiting for any answer.
-            let s = UnixStream::connect(sock)?;
+            let s = RawFrontend(UnixStream::connect(sock)?);
             let ev: Vec<_> = (0..250)
                 .map(|_| rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC))
                 .collect::<Result<_, _>>()?;
             let fds: Vec<BorrowedFd<'_>> = ev.iter().map(|e| e.as_fd()).collect();
             for _ in 0..64 {
                 // GET_FEATURES carries no fd: each message's fds are surplus.
-                if send_raw(&s, 1, &[], &fds).is_err() {
+                if s.send(1, 0, &[], &fds).is_err() {
                     break;
                 }
             }
@@ -223,144 +220,30 @@ fn run(sock: &Path, attack: &str) -> Result<()> {
     Ok(())
 }
 
-/// A raw vhost-user message with `fds` attached.
-fn send_raw(s: &UnixStream, request: u32, payload: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
-    let mut b = Vec::with_capacity(12 + payload.len());
-    b.extend_from_slice(&request.to_le_bytes());
-    b.extend_from_slice(&1u32.to_le_bytes());
-    b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    b.extend_from_slice(payload);
-    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(250))];
-    let mut cmsg = SendAncillaryBuffer::new(&mut space);
-    if !fds.is_empty() && !cmsg.push(SendAncillaryMessage::ScmRights(fds)) {
-        bail!("{} fds do not fit one message", fds.len());
+/// `n` receive buffers on the RX queue (vq 0) of `g`.
+fn post_rx(g: &mut Guest, n: u16) {
+    for i in 0..n.min(QSIZE) {
+        g.desc(0, i, RX_BUF + 0x800 * u64::from(i), 0x800, DESC_F_WRITE, 0);
+        g.push(0, i);
     }
-    sendmsg(s, &[IoSlice::new(&b)], &mut cmsg, SendFlags::NOSIGNAL)?;
-    Ok(())
+    g.kick(0);
 }
 
-/// Ring addresses (descriptors, available, used) of virtqueue `vq`.
-fn ring_at(vq: u16) -> (u64, u64, u64) {
-    let base = 0x4000 * u64::from(vq);
-    (base, base + 0x1000, base + 0x2000)
+/// A valid handshake and both rings enabled, with `want` features on top of
+/// VERSION_1 where weir offers them.
+fn attach(g: &Guest, sock: &Path, want: u64) -> Result<Frontend> {
+    let how = Handshake {
+        features: want,
+        protocol: VhostUserProtocolFeatures::MQ,
+        enable: true,
+    };
+    Ok(g.attach_with(connect(sock)?, &how)?)
 }
 
-/// A guest: memfd memory with the RX and TX rings, written with `pwrite`.
-struct Guest {
-    mem: File,
-    avail_idx: [u16; 2],
-    call: Option<[EventFd; 2]>,
-    kick: Option<[EventFd; 2]>,
-}
-
-impl Guest {
-    fn new() -> Result<Guest> {
-        let fd = rustix::fs::memfd_create("hostile-guest", rustix::fs::MemfdFlags::CLOEXEC)?;
-        rustix::fs::ftruncate(&fd, MEM_BYTES)?;
-        Ok(Guest {
-            mem: File::from(fd),
-            avail_idx: [0; 2],
-            call: Some([EventFd::new(0)?, EventFd::new(0)?]),
-            kick: Some([EventFd::new(0)?, EventFd::new(0)?]),
-        })
-    }
-
-    fn write(&self, addr: u64, b: &[u8]) {
-        // Guest memory writes cannot fail short of a bug in this program's layout.
-        self.mem.write_all_at(b, addr).expect("guest memory write");
-    }
-
-    fn put_desc(&self, at: u64, addr: u64, len: u32, flags: u16, next: u16) {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&addr.to_le_bytes());
-        b[8..12].copy_from_slice(&len.to_le_bytes());
-        b[12..14].copy_from_slice(&flags.to_le_bytes());
-        b[14..].copy_from_slice(&next.to_le_bytes());
-        self.write(at, &b);
-    }
-
-    fn desc(&self, vq: u16, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        self.put_desc(ring_at(vq).0 + 16 * u64::from(i), addr, len, flags, next);
-    }
-
-    fn push(&mut self, vq: u16, head: u16) {
-        let (_, avail, _) = ring_at(vq);
-        let k = usize::from(vq);
-        let slot = u64::from(self.avail_idx[k] % QSIZE);
-        self.write(avail + 4 + 2 * slot, &head.to_le_bytes());
-        self.avail_idx[k] = self.avail_idx[k].wrapping_add(1);
-        self.write(avail + 2, &self.avail_idx[k].to_le_bytes());
-    }
-
-    fn kick(&self, vq: usize) {
-        if let Some(k) = &self.kick {
-            let _ = k[vq].write(1);
-        }
-    }
-
-    /// One frame on the TX queue (vq 1) in descriptor `i`'s buffer.
-    fn tx_frame(&mut self, i: u16, f: &[u8]) {
-        let head = i % QSIZE;
-        let at = TX_BUF + 0x800 * u64::from(head);
-        let mut b = vec![0u8; NET_HDR_BYTES];
-        b.extend_from_slice(f);
-        self.write(at, &b);
-        self.desc(1, head, at, b.len() as u32, 0, 0);
-        self.push(1, head);
-        self.kick(1);
-    }
-
-    /// `n` receive buffers on the RX queue (vq 0).
-    fn post_rx(&mut self, n: u16) {
-        for i in 0..n.min(QSIZE) {
-            self.desc(0, i, RX_BUF + 0x800 * u64::from(i), 0x800, DESC_F_WRITE, 0);
-            self.push(0, i);
-        }
-        self.kick(0);
-    }
-
-    /// A valid handshake and both rings enabled, with `want` features on top of
-    /// VERSION_1 where weir offers them.
-    fn attach(&self, sock: &Path, want: u64) -> Result<Frontend> {
-        let mut fe = connect(sock)?;
-        fe.set_owner()?;
-        let offered = fe.get_features()?;
-        fe.set_features(F_VERSION_1 | F_PROTOCOL_FEATURES | (offered & want))?;
-        let proto = fe.get_protocol_features()?;
-        fe.set_protocol_features(proto & VhostUserProtocolFeatures::MQ)?;
-        fe.set_mem_table(&[VhostUserMemoryRegionInfo {
-            guest_phys_addr: 0,
-            memory_size: MEM_BYTES,
-            userspace_addr: UADDR,
-            mmap_offset: 0,
-            mmap_handle: self.mem.as_raw_fd(),
-        }])?;
-        let (Some(call), Some(kick)) = (&self.call, &self.kick) else {
-            bail!("guest without eventfds");
-        };
-        for vq in 0..2u16 {
-            let (desc, avail, used) = ring_at(vq);
-            let i = usize::from(vq);
-            fe.set_vring_num(i, QSIZE)?;
-            fe.set_vring_addr(
-                i,
-                &VringConfigData {
-                    queue_max_size: QSIZE,
-                    queue_size: QSIZE,
-                    flags: 0,
-                    desc_table_addr: UADDR + desc,
-                    used_ring_addr: UADDR + used,
-                    avail_ring_addr: UADDR + avail,
-                    log_addr: None,
-                },
-            )?;
-            fe.set_vring_base(i, 0)?;
-            fe.set_vring_call(i, &call[i])?;
-            fe.set_vring_kick(i, &kick[i])?;
-            fe.set_vring_enable(i, true)?;
-        }
-        Ok(fe)
-    }
+/// One frame on the TX queue (vq 1), kicked.
+fn tx_frame(g: &mut Guest, f: &[u8]) {
+    g.send_frame(f);
+    g.kick(1);
 }
 
 /// Connects, retrying for a few seconds while weir still tears down the
@@ -378,13 +261,9 @@ fn connect(sock: &Path) -> Result<Frontend> {
     }
 }
 
-/// A broadcast frame of `len` bytes (without FCS) from a fixed guest MAC.
-fn frame(len: usize, seq: u8) -> Vec<u8> {
-    let mut f = vec![0u8; len];
-    f[..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&[0x02, 0x66, 0, 0, 0, seq]);
-    f[12..14].copy_from_slice(&[0x88, 0xb5]);
-    f
+/// A 64-byte broadcast frame from a fixed guest MAC.
+fn frame(seq: u8) -> [u8; 64] {
+    testguest::frame([0x02, 0x66, 0, 0, 0, seq])
 }
 
 /// An IPv4 TCP frame with `payload` bytes, addressed to a MAC nobody has, so

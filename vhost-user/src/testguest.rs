@@ -1,0 +1,366 @@
+//! A guest and two frontends for tests that drive a vhost-user device from
+//! outside, as a VM or a hostile tenant would (feature `test-utils`).
+//!
+//! [`Guest`] is guest memory in one memfd shared with the device as one region
+//! at guest address 0, its rings and frames written with `pwrite`, so that no
+//! test needs `unsafe`. It sets itself up through the `vhost` crate's
+//! `Frontend`. [`RawFrontend`] writes any message the library's frontend
+//! refuses to send: a 12-byte header, a payload, and fds as SCM_RIGHTS.
+//!
+//! Layer: ports (test and benchmark traffic only, never linked into weir).
+//!
+//! # Memory
+//!
+//! ```text
+//!  0x0000  vq 0 (rx): descriptors | +0x1000 avail | +0x2000 used
+//!  0x4000  vq 1 (tx): descriptors | +0x1000 avail | +0x2000 used
+//!  ....    tx buffers from `Layout::tx_buf`, one per descriptor
+//! ```
+//!
+//! Queues of up to 256 descriptors fit this layout.
+
+use std::fs::File;
+use std::io::{self, IoSlice, Read};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::os::unix::fs::FileExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+use vhost::vhost_user::message::VhostUserProtocolFeatures;
+use vhost::vhost_user::{Frontend, VhostUserFrontend};
+use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::defs::{F_PROTOCOL_FEATURES, F_VERSION_1, NET_HDR_BYTES};
+
+/// The frontend's virtual address of guest address 0 (only translated, never
+/// mapped).
+pub const UADDR: u64 = 0x7f00_0000_0000;
+
+/// vhost-user spec: the message flag asking for a reply to any request.
+pub const NEED_REPLY: u32 = 0x8;
+
+/// The largest number of fds one SCM_RIGHTS message carries (Linux
+/// `SCM_MAX_FD`).
+const MAX_FDS: usize = 253;
+
+/// Ring addresses (descriptors, available, used) of virtqueue `vq`.
+pub fn ring_at(vq: u16) -> (u64, u64, u64) {
+    let base = 0x4000 * u64::from(vq);
+    (base, base + 0x1000, base + 0x2000)
+}
+
+/// A 64-byte broadcast frame (EtherType 0x88b5, local experimental) from
+/// `src`.
+pub fn frame(src: [u8; 6]) -> [u8; 64] {
+    let mut f = [0u8; 64];
+    f[..6].copy_from_slice(&[0xff; 6]);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&[0x88, 0xb5]);
+    f
+}
+
+/// An anonymous memfd of `len` bytes.
+pub fn memfd(len: u64) -> io::Result<File> {
+    let fd = rustix::fs::memfd_create("guest", rustix::fs::MemfdFlags::CLOEXEC)?;
+    rustix::fs::ftruncate(&fd, len)?;
+    Ok(File::from(fd))
+}
+
+/// The one memory region of guest address `gpa` and `size` bytes, backed by
+/// `mem` from its start.
+pub fn region(mem: &File, gpa: u64, size: u64) -> VhostUserMemoryRegionInfo {
+    VhostUserMemoryRegionInfo {
+        guest_phys_addr: gpa,
+        memory_size: size,
+        userspace_addr: UADDR + gpa,
+        mmap_offset: 0,
+        mmap_handle: mem.as_raw_fd(),
+    }
+}
+
+/// Where a [`Guest`] keeps what.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    /// Bytes of guest memory.
+    pub mem_bytes: u64,
+    /// Descriptors per virtqueue (at most 256).
+    pub queue_size: u16,
+    /// Guest address of the first TX buffer.
+    pub tx_buf: u64,
+    /// Bytes from one TX buffer to the next.
+    pub tx_stride: u64,
+}
+
+/// How [`Guest::attach`] sets the device up.
+#[derive(Debug, Clone, Copy)]
+pub struct Handshake {
+    /// Features acked on top of VERSION_1 and PROTOCOL_FEATURES, where offered.
+    pub features: u64,
+    /// Protocol features acked, where offered.
+    pub protocol: VhostUserProtocolFeatures,
+    /// Enable each ring once it is set up; otherwise see [`Guest::enable`].
+    pub enable: bool,
+}
+
+/// A guest: memfd memory with one ring per virtqueue (RX and TX), driven
+/// through `pwrite`. It asks for interrupts (avail flags 0, no EVENT_IDX).
+#[derive(Debug)]
+pub struct Guest {
+    /// The guest memory.
+    pub mem: File,
+    /// Where things are in it.
+    pub layout: Layout,
+    /// The next available index per virtqueue.
+    pub avail_idx: [u16; 2],
+    /// Call eventfds per virtqueue; a test may drop them once passed.
+    pub call: [Option<EventFd>; 2],
+    /// Kick eventfds per virtqueue; a test may drop them once passed.
+    pub kick: [Option<EventFd>; 2],
+}
+
+impl Guest {
+    /// A guest with zeroed memory; its eventfds are created with
+    /// `eventfd_flags` (0: blocking, as a careless frontend passes them).
+    pub fn new(layout: Layout, eventfd_flags: i32) -> io::Result<Guest> {
+        let ev = || EventFd::new(eventfd_flags).map(Some);
+        Ok(Guest {
+            mem: memfd(layout.mem_bytes)?,
+            layout,
+            avail_idx: [0; 2],
+            call: [ev()?, ev()?],
+            kick: [ev()?, ev()?],
+        })
+    }
+
+    /// Writes `b` at guest address `addr`.
+    ///
+    /// # Panics
+    /// If the write fails (an address outside the memfd's size).
+    pub fn write(&self, addr: u64, b: &[u8]) {
+        self.mem.write_all_at(b, addr).expect("guest memory write");
+    }
+
+    /// Reads the little-endian u16 at guest address `addr`.
+    ///
+    /// # Panics
+    /// If the read fails.
+    pub fn read_u16(&self, addr: u64) -> u16 {
+        let mut b = [0u8; 2];
+        self.mem
+            .read_exact_at(&mut b, addr)
+            .expect("guest memory read");
+        u16::from_le_bytes(b)
+    }
+
+    /// Writes a descriptor at guest address `at` (a ring's or an indirect
+    /// table's entry).
+    pub fn put_desc(&self, at: u64, addr: u64, len: u32, flags: u16, next: u16) {
+        let mut b = [0u8; 16];
+        b[..8].copy_from_slice(&addr.to_le_bytes());
+        b[8..12].copy_from_slice(&len.to_le_bytes());
+        b[12..14].copy_from_slice(&flags.to_le_bytes());
+        b[14..].copy_from_slice(&next.to_le_bytes());
+        self.write(at, &b);
+    }
+
+    /// Writes descriptor `i` of virtqueue `vq`.
+    pub fn desc(&self, vq: u16, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
+        self.put_desc(ring_at(vq).0 + 16 * u64::from(i), addr, len, flags, next);
+    }
+
+    /// Makes chain `head` of virtqueue `vq` available.
+    pub fn push(&mut self, vq: u16, head: u16) {
+        let (_, avail, _) = ring_at(vq);
+        let k = usize::from(vq);
+        let slot = u64::from(self.avail_idx[k] % self.layout.queue_size);
+        self.write(avail + 4 + 2 * slot, &head.to_le_bytes());
+        self.avail_idx[k] = self.avail_idx[k].wrapping_add(1);
+        self.write(avail + 2, &self.avail_idx[k].to_le_bytes());
+    }
+
+    /// The device's used index of virtqueue `vq`.
+    pub fn used_idx(&self, vq: u16) -> u16 {
+        self.read_u16(ring_at(vq).2 + 2)
+    }
+
+    /// Signals the kick eventfd of virtqueue `vq`, if the guest still has it.
+    pub fn kick(&self, vq: u16) {
+        if let Some(k) = &self.kick[usize::from(vq)] {
+            let _ = k.write(1);
+        }
+    }
+
+    /// Posts `f` on the TX queue (vq 1) behind a zeroed virtio-net header, in
+    /// one descriptor: the next slot's and its buffer (TX buffers are reused
+    /// once the ring wraps, completed or not).
+    pub fn send_frame(&mut self, f: &[u8]) {
+        let head = self.avail_idx[1] % self.layout.queue_size;
+        let at = self.layout.tx_buf + self.layout.tx_stride * u64::from(head);
+        let mut b = vec![0u8; NET_HDR_BYTES];
+        b.extend_from_slice(f);
+        self.write(at, &b);
+        self.desc(1, head, at, b.len() as u32, 0, 0);
+        self.push(1, head);
+    }
+
+    /// Connects to `sock` and sets the device up (see [`Guest::attach_with`]).
+    pub fn attach(&self, sock: &Path, how: &Handshake) -> Result<Frontend, vhost::Error> {
+        self.attach_with(Frontend::connect(sock, 3)?, how)
+    }
+
+    /// The handshake through `fe`: owner, features, protocol features, the
+    /// memory table, and both rings with the guest's eventfds. A device that
+    /// does not offer PROTOCOL_FEATURES is a `FeatureMismatch`; a guest
+    /// whose eventfds are gone, `InvalidParam` (both vhost-user protocol
+    /// errors).
+    pub fn attach_with(&self, mut fe: Frontend, how: &Handshake) -> Result<Frontend, vhost::Error> {
+        use vhost::vhost_user::Error;
+        let protocol = |e: Error| vhost::Error::VhostUserProtocol(e);
+        fe.set_owner()?;
+        let offered = fe.get_features()?;
+        if offered & F_PROTOCOL_FEATURES == 0 {
+            return Err(protocol(Error::FeatureMismatch));
+        }
+        fe.set_features(F_VERSION_1 | F_PROTOCOL_FEATURES | (offered & how.features))?;
+        let proto = fe.get_protocol_features()?;
+        fe.set_protocol_features(proto & how.protocol)?;
+        fe.set_mem_table(&[region(&self.mem, 0, self.layout.mem_bytes)])?;
+        let size = self.layout.queue_size;
+        for vq in 0..2u16 {
+            let (desc, avail, used) = ring_at(vq);
+            let i = usize::from(vq);
+            let (Some(call), Some(kick)) = (&self.call[i], &self.kick[i]) else {
+                return Err(protocol(Error::InvalidParam));
+            };
+            fe.set_vring_num(i, size)?;
+            fe.set_vring_addr(
+                i,
+                &VringConfigData {
+                    queue_max_size: size,
+                    queue_size: size,
+                    flags: 0,
+                    desc_table_addr: UADDR + desc,
+                    used_ring_addr: UADDR + used,
+                    avail_ring_addr: UADDR + avail,
+                    log_addr: None,
+                },
+            )?;
+            fe.set_vring_base(i, 0)?;
+            fe.set_vring_call(i, call)?;
+            fe.set_vring_kick(i, kick)?;
+            if how.enable {
+                fe.set_vring_enable(i, true)?;
+            }
+        }
+        Ok(fe)
+    }
+
+    /// Enables both rings.
+    pub fn enable(fe: &mut Frontend) -> Result<(), vhost::Error> {
+        for vq in 0..2 {
+            fe.set_vring_enable(vq, true)?;
+        }
+        Ok(())
+    }
+}
+
+/// A raw frontend: writes any bytes and fds it likes.
+#[derive(Debug)]
+pub struct RawFrontend(pub UnixStream);
+
+impl RawFrontend {
+    /// Connects to `sock`; replies are waited for 5 s at most.
+    pub fn connect(sock: &Path) -> io::Result<RawFrontend> {
+        let s = UnixStream::connect(sock)?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(RawFrontend(s))
+    }
+
+    /// A message header: `request`, version 1 with `flags`, and a payload of
+    /// `size` bytes.
+    pub fn header(request: u32, flags: u32, size: u32) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        b[..4].copy_from_slice(&request.to_le_bytes());
+        b[4..8].copy_from_slice(&(1 | flags).to_le_bytes());
+        b[8..].copy_from_slice(&size.to_le_bytes());
+        b
+    }
+
+    /// Sends `b` with `fds` attached (at most 253), all in one `sendmsg`.
+    pub fn send_bytes(&self, b: &[u8], fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+        let mut cmsg = SendAncillaryBuffer::new(&mut space);
+        if !fds.is_empty() && !cmsg.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} fds do not fit one message", fds.len()),
+            ));
+        }
+        let n = sendmsg(&self.0, &[IoSlice::new(b)], &mut cmsg, SendFlags::NOSIGNAL)?;
+        if n != b.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                format!("{n} of {} bytes sent", b.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends one message: header and `payload`, `fds` attached.
+    pub fn send(
+        &self,
+        request: u32,
+        flags: u32,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> io::Result<()> {
+        let mut b = RawFrontend::header(request, flags, payload.len() as u32).to_vec();
+        b.extend_from_slice(payload);
+        self.send_bytes(&b, fds)
+    }
+
+    /// Reads one reply: (request, payload).
+    pub fn reply(&mut self) -> io::Result<(u32, Vec<u8>)> {
+        let mut h = [0u8; 12];
+        self.0.read_exact(&mut h)?;
+        let size = u32::from_le_bytes([h[8], h[9], h[10], h[11]]) as usize;
+        let mut p = vec![0u8; size];
+        self.0.read_exact(&mut p)?;
+        Ok((u32::from_le_bytes([h[0], h[1], h[2], h[3]]), p))
+    }
+
+    /// SET_OWNER, then GET_FEATURES: true if the reply came within the read
+    /// timeout.
+    pub fn answers(&mut self) -> bool {
+        const SET_OWNER: u32 = 3;
+        const GET_FEATURES: u32 = 1;
+        if self.send(SET_OWNER, 0, &[], &[]).is_err()
+            || self.send(GET_FEATURES, 0, &[], &[]).is_err()
+        {
+            return false;
+        }
+        let mut h = [0u8; 20];
+        self.0.read_exact(&mut h).is_ok()
+            && u32::from_le_bytes([h[0], h[1], h[2], h[3]]) == GET_FEATURES
+    }
+
+    /// True once the backend closed the connection within `wait`; what it
+    /// sent before is skipped.
+    pub fn closed_within(&mut self, wait: Duration) -> bool {
+        if self.0.set_read_timeout(Some(wait)).is_err() {
+            return false;
+        }
+        let mut b = [0u8; 64];
+        loop {
+            match self.0.read(&mut b) {
+                Ok(0) => return true,
+                Ok(_) => continue,
+                Err(_) => return false,
+            }
+        }
+    }
+}
