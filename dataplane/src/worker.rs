@@ -667,6 +667,12 @@ mod tests {
     }
 
     fn setup(owners: &[u16]) -> Arc<Switch> {
+        setup_with(owners, |_, e| e)
+    }
+
+    /// One bridge of ports `p0`.. owned by `owners`' workers, each entry
+    /// passed through `entry` (with its worker) first.
+    fn setup_with(owners: &[u16], entry: impl Fn(u16, PortEntry) -> PortEntry) -> Arc<Switch> {
         let sw = Switch::new();
         sw.update(|t| {
             t.bridges.push(Some(Bridge {
@@ -682,7 +688,7 @@ mod tests {
                     Some(BridgeId(0)),
                     WorkerId(w),
                 );
-                t.ports.push(Some(Arc::new(e)));
+                t.ports.push(Some(Arc::new(entry(w, e))));
             }
         });
         sw
@@ -865,24 +871,8 @@ mod tests {
         let pool = Mempool::for_tests(512);
         let owners = [0, 0, 1, 1, 1, 1, 1];
         let budgets = [HandoffBudget::new(64), HandoffBudget::new(64)];
-        let sw = Switch::new();
-        sw.update(|t| {
-            t.bridges.push(Some(Bridge {
-                id: BridgeId(0),
-                name: "br0".into(),
-                ports: (0..owners.len() as u16).map(PortId).collect(),
-                fdb: Arc::new(Fdb::new(&FdbConfig::default())),
-            }));
-            for (i, &w) in owners.iter().enumerate() {
-                let e = PortEntry::new(
-                    PortId(i as u16),
-                    &format!("p{i}"),
-                    Some(BridgeId(0)),
-                    WorkerId(w),
-                )
-                .with_handoff_budget(budgets[w as usize].clone());
-                t.ports.push(Some(Arc::new(e)));
-            }
+        let sw = setup_with(&owners, |w, e| {
+            e.with_handoff_budget(budgets[usize::from(w)].clone())
         });
         let (w0, w1) = (worker(0, &sw), worker(1, &sw));
         let (p0, a) = ring_port();
