@@ -1676,23 +1676,28 @@ mod tests {
         assert_eq!(g.used_idx(), 2);
     }
 
+    /// A pool of `n_mbufs` 64 KiB buffers (TSO frames) in shares of
+    /// `port_share` (0: none), on normal pages.
+    fn large_pool(name: &str, n_mbufs: u32, port_share: u32) -> &'static Mempool {
+        Mempool::create(&dataplane::mempool::MempoolConfig {
+            name: name.into(),
+            n_mbufs,
+            data_room: 65535 - 128,
+            hugepages: dataplane::mempool::HugepagePolicy::Never,
+            cache_size: 1,
+            port_share,
+            ..dataplane::mempool::MempoolConfig::default()
+        })
+        .expect("large pool")
+    }
+
     #[test]
     fn tso_frame_without_a_large_buffer_is_dropped_and_counted() {
         // A large pool of one buffer: the first long frame takes it (it stays
         // in the burst), the second finds the pool empty and is dropped, and
         // the small frame behind it still gets through.
         static BIG: std::sync::OnceLock<&'static Mempool> = std::sync::OnceLock::new();
-        let big = *BIG.get_or_init(|| {
-            Mempool::create(&dataplane::mempool::MempoolConfig {
-                name: "large-test".into(),
-                n_mbufs: 1,
-                data_room: 65535 - 128,
-                hugepages: dataplane::mempool::HugepagePolicy::Never,
-                cache_size: 1,
-                ..dataplane::mempool::MempoolConfig::default()
-            })
-            .expect("large pool")
-        });
+        let big = *BIG.get_or_init(|| large_pool("large-test", 1, 0));
         let mut g = Guest::new(8);
         let ring = g.ring(false, false);
         let mut cur = Cursor::default();
@@ -1727,18 +1732,7 @@ mod tests {
         // (a slow egress, a handoff ring) stop at its share; the second
         // guest's still get buffers.
         static BIG: std::sync::OnceLock<&'static Mempool> = std::sync::OnceLock::new();
-        let big = *BIG.get_or_init(|| {
-            Mempool::create(&dataplane::mempool::MempoolConfig {
-                name: "large-shared-test".into(),
-                n_mbufs: 4,
-                data_room: 65535 - 128,
-                hugepages: dataplane::mempool::HugepagePolicy::Never,
-                cache_size: 1,
-                port_share: 2,
-                ..dataplane::mempool::MempoolConfig::default()
-            })
-            .expect("large pool")
-        });
+        let big = *BIG.get_or_init(|| large_pool("large-shared-test", 4, 2));
         let mut held = Vec::new();
         for (guest, frames) in [(0, 4u16), (1, 2)] {
             let share = big.share();
