@@ -743,14 +743,7 @@ mod tests {
         let want = frames(40);
         let mut port = PcapPort::open(None, Some(&file.0), pool, PcapConfig::default()).unwrap();
         for chunk in want.chunks(32) {
-            let mut burst: Burst = chunk
-                .iter()
-                .map(|f| {
-                    let mut m = pool.alloc().unwrap();
-                    m.extend_from_slice(f).unwrap();
-                    m
-                })
-                .collect();
+            let mut burst = burst_of(pool, chunk);
             assert_eq!(port.tx_burst(&mut burst), chunk.len());
             assert!(burst.is_empty());
         }
@@ -893,16 +886,21 @@ mod tests {
         );
     }
 
+    /// `frames` in mbufs of `pool`.
+    fn burst_of(pool: &'static Mempool, frames: &[Vec<u8>]) -> Burst {
+        frames
+            .iter()
+            .map(|f| {
+                let mut m = pool.alloc().unwrap();
+                m.extend_from_slice(f).unwrap();
+                m
+            })
+            .collect()
+    }
+
     fn tx_frames(port: &mut PcapPort, pool: &'static Mempool, frames: &[Vec<u8>]) {
         for chunk in frames.chunks(32) {
-            let mut burst: Burst = chunk
-                .iter()
-                .map(|f| {
-                    let mut m = pool.alloc().unwrap();
-                    m.extend_from_slice(f).unwrap();
-                    m
-                })
-                .collect();
+            let mut burst = burst_of(pool, chunk);
             port.tx_burst(&mut burst);
         }
     }
