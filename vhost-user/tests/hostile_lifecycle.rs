@@ -179,10 +179,9 @@ fn raw(sock: &Path) -> RawFrontend {
     RawFrontend::connect(sock).unwrap()
 }
 
-/// One well-behaved session: setup, `frames` frames through the worker,
-/// disconnect, and the device seen idle again.
-fn session(d: &Dev, frames: u8) {
-    let mut g = guest();
+/// A guest attached to `d` with both rings enabled, once the link is up.
+fn connected(d: &Dev) -> (Guest, Frontend) {
+    let g = guest();
     let mut fe = attach(&g, &d.sock);
     enable(&mut fe);
     assert!(
@@ -190,6 +189,13 @@ fn session(d: &Dev, frames: u8) {
         "link not up; error {:?}",
         d.dev.error()
     );
+    (g, fe)
+}
+
+/// One well-behaved session: setup, `frames` frames through the worker,
+/// disconnect, and the device seen idle again.
+fn session(d: &Dev, frames: u8) {
+    let (mut g, fe) = connected(d);
     let before = d.rx.load(Ordering::Relaxed);
     for i in 0..frames {
         g.send_frame(&frame(i));
@@ -332,15 +338,9 @@ fn a_blocking_full_call_eventfd_never_blocks_the_worker_or_shutdown() {
         (b_port, Arc::clone(&b.rx)),
         (h_port, Arc::clone(&h.rx)),
     ]);
-    let mut bg = guest();
-    let mut bfe = attach(&bg, &b.sock);
-    enable(&mut bfe);
-    assert!(wait_until(5, || b.dev.link() == LinkState::Up));
+    let (mut bg, bfe) = connected(&b);
 
-    let mut g = guest();
-    let mut fe = attach(&g, &h.sock);
-    enable(&mut fe);
-    assert!(wait_until(5, || h.dev.link() == LinkState::Up));
+    let (mut g, fe) = connected(&h);
     for call in g.call.iter().flatten() {
         make_blocking_and_full(call);
     }
@@ -369,10 +369,7 @@ fn a_blocking_full_call_eventfd_never_blocks_the_worker_or_shutdown() {
     drop(r);
     // A guest that keeps its counter full while connected: shutting the
     // device down still completes.
-    let mut g2 = guest();
-    let mut fe2 = attach(&g2, &h.sock);
-    enable(&mut fe2);
-    assert!(wait_until(5, || h.dev.link() == LinkState::Up));
+    let (mut g2, fe2) = connected(&h);
     for call in g2.call.iter().flatten() {
         make_blocking_and_full(call);
     }
@@ -506,10 +503,7 @@ fn weir_keeps_no_reference_to_a_data_queue_kick() {
     let dir = tempfile::tempdir().unwrap();
     let (d, port) = device(dir.path(), "kick");
     let w = Worker::spawn(vec![(port, Arc::clone(&d.rx))]);
-    let mut g = guest();
-    let mut fe = attach(&g, &d.sock);
-    enable(&mut fe);
-    assert!(wait_until(5, || d.dev.link() == LinkState::Up));
+    let (mut g, fe) = connected(&d);
     for kick in g.kick.iter().flatten() {
         assert_eq!(references(kick), 1, "weir holds the guest's kick eventfd");
         // Kicks are harmless: frames still flow.
