@@ -68,6 +68,21 @@ pub fn vlan_frame(dst: MacAddr, src: MacAddr, vid: VlanId, payload_len: usize) -
     f
 }
 
+/// `frames` copied into mbufs of `pool`, as one burst.
+///
+/// # Panics
+/// If the pool runs out or a frame does not fit an mbuf.
+pub fn burst_of(pool: &'static Mempool, frames: &[Vec<u8>]) -> Burst {
+    frames
+        .iter()
+        .map(|f| {
+            let mut m = pool.alloc().unwrap();
+            m.extend_from_slice(f).unwrap();
+            m
+        })
+        .collect()
+}
+
 /// Locks a mutex, ignoring poisoning: a test that panicked while holding it has
 /// already failed, and the data (plain frame lists) stays usable.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -293,17 +308,6 @@ impl Port for LoopbackPort {
 mod tests {
     use super::*;
     use crate::wire::ethernet::EthFrame;
-
-    fn burst_of(pool: &'static Mempool, frames: &[Vec<u8>]) -> Burst {
-        frames
-            .iter()
-            .map(|f| {
-                let mut m = pool.alloc().unwrap();
-                m.extend_from_slice(f).unwrap();
-                m
-            })
-            .collect()
-    }
 
     #[test]
     fn frame_builders_are_byte_exact() {

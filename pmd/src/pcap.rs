@@ -637,7 +637,7 @@ impl Port for PcapPort {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane::testutil::{eth_frame, mac};
+    use dataplane::testutil::{burst_of, eth_frame, mac};
     use dataplane::wire::ethertype;
     use pcap_file::pcap::{PcapPacket, PcapReader, PcapWriter};
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -884,18 +884,6 @@ mod tests {
             port.stats().drops(DropReason::Malformed),
             (2 * dataplane::MAX_BURST) as u64
         );
-    }
-
-    /// `frames` in mbufs of `pool`.
-    fn burst_of(pool: &'static Mempool, frames: &[Vec<u8>]) -> Burst {
-        frames
-            .iter()
-            .map(|f| {
-                let mut m = pool.alloc().unwrap();
-                m.extend_from_slice(f).unwrap();
-                m
-            })
-            .collect()
     }
 
     fn tx_frames(port: &mut PcapPort, pool: &'static Mempool, frames: &[Vec<u8>]) {

@@ -1356,6 +1356,26 @@ mod tests {
         )
     }
 
+    /// Dequeues without offloads, large frames into buffers of `share`: what
+    /// completed, the burst and the counters.
+    fn rx_large(
+        ring: &SplitRing,
+        cur: &mut Cursor,
+        share: &dataplane::mempool::PoolShare,
+    ) -> (Completed, Burst, QueueStats) {
+        let stats = QueueStats::default();
+        let mut burst = Burst::new();
+        let done = ring.dequeue(
+            cur,
+            pool(),
+            &mut burst,
+            Offload::default(),
+            Some(share),
+            &stats,
+        );
+        (done, burst, stats)
+    }
+
     /// A TX chain: 12-byte header descriptor, then the frame.
     fn tx_chain(g: &mut Guest, head: u16, at: u64, f: &[u8]) {
         tx_chain_hdr(g, head, at, &[0u8; NET_HDR_BYTES], f);
@@ -1704,16 +1724,7 @@ mod tests {
         tx_single(&mut g, 0, BUF, &frame(4000));
         tx_single(&mut g, 1, BUF + 0x2000, &frame(5000));
         tx_single(&mut g, 2, BUF + 0x4000, &frame(60));
-        let stats = QueueStats::default();
-        let mut burst = Burst::new();
-        let done = ring.dequeue(
-            &mut cur,
-            pool(),
-            &mut burst,
-            Offload::default(),
-            Some(&big.share()),
-            &stats,
-        );
+        let (done, burst, stats) = rx_large(&ring, &mut cur, &big.share());
         assert_eq!((done.frames, done.fault), (2, None));
         let frames: Vec<Vec<u8>> = burst.iter().map(|m| m.data().to_vec()).collect();
         assert_eq!(frames, vec![frame(4000), frame(60)]);
@@ -1747,16 +1758,7 @@ mod tests {
                     &frame(4000 + i as usize),
                 );
             }
-            let stats = QueueStats::default();
-            let mut burst = Burst::new();
-            let done = ring.dequeue(
-                &mut cur,
-                pool(),
-                &mut burst,
-                Offload::default(),
-                Some(&share),
-                &stats,
-            );
+            let (done, burst, stats) = rx_large(&ring, &mut cur, &share);
             assert_eq!((done.frames, done.fault), (2, None), "guest {guest}");
             assert_eq!(share.held(), 2);
             let dropped = if guest == 0 { 2 } else { 0 };
