@@ -1024,6 +1024,81 @@ mod tests {
     }
 
     #[test]
+    fn virtio_net_header_is_read_in_front_of_the_frame() {
+        let mut block = vec![0u8; 512];
+        frame_hdr(&mut block, 0, &ARP_START, 0, 0, 0);
+        // frame_hdr puts the frame at 68: the header occupies 58..68.
+        let h = [vnet::F_NEEDS_CSUM, 1, 54, 0, 0xa8, 5, 34, 0, 16, 0];
+        block[58..68].copy_from_slice(&h);
+        assert_eq!(parse_frame(&block, 0, true).unwrap().vnet_hdr, Some(&h));
+        assert_eq!(parse_frame(&block, 0, false).unwrap().vnet_hdr, None);
+        // A frame with no room for a header in front of it is refused.
+        block[PH_MAC..][..2].copy_from_slice(&4u16.to_ne_bytes());
+        assert!(parse_frame(&block, 0, true).is_none());
+    }
+
+    #[test]
+    fn kernel_header_maps_onto_offload_metadata() {
+        use dataplane::wire::{Gso, GsoKind, PartialCsum};
+        let tso = [
+            vnet::F_NEEDS_CSUM,
+            vnet::GSO_TCPV4,
+            54,
+            0,
+            0xa8,
+            5,
+            34,
+            0,
+            16,
+            0,
+        ];
+        let m = rx_meta(&tso, 9000, false).unwrap();
+        assert_eq!(
+            m.partial,
+            Some(PartialCsum {
+                start: 34,
+                offset: 16
+            })
+        );
+        assert_eq!(
+            m.gso,
+            Some(Gso {
+                kind: GsoKind::Tcp4,
+                mss: 1448
+            })
+        );
+        // With the stripped tag put back, the checksum starts 4 bytes later.
+        let m = rx_meta(&tso, 9004, true).unwrap();
+        assert_eq!(m.partial.map(|p| p.start), Some(38));
+        // The kernel's ECN bit is taken; CWR handling is the segmenter's.
+        let mut ecn = tso;
+        ecn[1] |= vnet::GSO_ECN;
+        assert_eq!(rx_meta(&ecn, 9000, false).unwrap().gso, m.gso);
+        // Refused, so counted as malformed by rx_burst: UDP segmentation, an
+        // unknown type, no checksum request, offsets past the end (also when
+        // the tag moves them there, or would overflow).
+        for (h, len, tagged) in [
+            (
+                [1, vnet::GSO_UDP_L4, 42, 0, 0xc8, 5, 34, 0, 6, 0],
+                9000,
+                false,
+            ),
+            ([1, 0x22, 54, 0, 0xa8, 5, 34, 0, 16, 0], 9000, false),
+            (
+                [0, vnet::GSO_TCPV6, 74, 0, 0x94, 5, 0, 0, 0, 0],
+                9000,
+                false,
+            ),
+            ([1, 0, 0, 0, 0, 0, 34, 0, 16, 0], 51, false),
+            ([1, 0, 0, 0, 0, 0, 34, 0, 16, 0], 55, true),
+            ([1, 0, 0, 0, 0, 0, 0xfe, 0xff, 0, 0], 9000, true),
+        ] {
+            assert!(rx_meta(&h, len, tagged).is_err(), "{h:?} len {len}");
+        }
+        assert!(rx_meta(&[1, 0, 0, 0, 0, 0, 34, 0, 16, 0], 52, false).is_ok());
+    }
+
+    #[test]
     fn ring_geometry_is_checked() {
         let page = rustix::param::page_size();
         let (rx, tx) = layouts("x", &AfPacketConfig::default()).unwrap();

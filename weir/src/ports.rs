@@ -97,7 +97,7 @@ pub fn open(
             OpenedPort::plain(boxed(qs))
         }
         PortType::Tap => {
-            let qs = pmd::tap::TapPort::create_queues(iface()?, n, pool)
+            let qs = pmd::tap::TapPort::create_queues_with_tso(iface()?, n, pool, tso_pool)
                 .with_context(|| format!("port {name}"))?;
             OpenedPort::plain(boxed(qs))
         }

@@ -55,14 +55,19 @@ fn drops(d: &Daemon, port: &str) -> serde_json::Value {
 }
 
 /// Ping and a verified TCP transfer of `len_bytes` between every ordered pair of
-/// `hosts`, on TCP ports from `first_port` up.
+/// `hosts` (named "a", "b", "c", behind ports "pa", "pb", "pc"), on TCP ports
+/// from `first_port` up. With `tso`, transfers between the AF_PACKET and TAP
+/// ports must cross as super-frames.
 fn every_pair_transfers(
     d: &Daemon,
     hosts: &[(&str, &Netns, &str)],
     len_bytes: u64,
     first_port: u16,
     what: &str,
+    tso: bool,
 ) {
+    // Ports whose kernel peer sends and takes TSO super-frames.
+    let tso_ports = ["a", "c"];
     let mut port = first_port;
     for (xn, x, _) in hosts {
         for (yn, y, yip) in hosts {
@@ -72,8 +77,23 @@ fn every_pair_transfers(
             let out = ping(x, yip, 2, "0.2")
                 .unwrap_or_else(|e| panic!("{what}: ping {xn} -> {yn}: {e}\n{}", d.log()));
             assert_eq!(loss_pct(&out), 0.0, "{what}: {xn} -> {yn}: {out}");
+            let egress = format!("p{yn}");
+            let (pkts, bytes) = (
+                d.port_counter(&egress, "tx_packets"),
+                d.port_counter(&egress, "tx_bytes"),
+            );
             let t = tcp_transfer(x, y, yip, port, len_bytes)
                 .unwrap_or_else(|e| panic!("{what}: TCP {xn} -> {yn}: {e:#}\n{}", d.log()));
+            let pkts = d.port_counter(&egress, "tx_packets") - pkts;
+            let bytes = d.port_counter(&egress, "tx_bytes") - bytes;
+            if tso && tso_ports.contains(xn) && tso_ports.contains(yn) {
+                // Super-frames crossed whole: far fewer frames than MTU-sized
+                // segments would need.
+                assert!(
+                    bytes / pkts.max(1) > 3000,
+                    "{what}: {xn} -> {yn}: {pkts} frames for {bytes} bytes, not TSO frames"
+                );
+            }
             eprintln!(
                 "{what}: {xn} -> {yn}: {len_bytes} B in {:.2} s ({:.0} Mbit/s)",
                 t.as_secs_f64(),
@@ -188,7 +208,7 @@ bridge = "br0"
         "{c_tx} frames of a's {a_rx} bytes leaked to c: learned unicast must not flood"
     );
     assert!(d.port_counter("pb", "tx_bytes") - b_tx_before >= a_rx * 9 / 10);
-    every_pair_transfers(&d, &hosts, TRANSFER_BYTES, 5300, "default offloads");
+    every_pair_transfers(&d, &hosts, TRANSFER_BYTES, 5300, "default offloads", true);
     for p in ports {
         let drops = drops(&d, p);
         for reason in ["malformed", "no-tso-buffers", "mtu-exceeded"] {
@@ -203,7 +223,7 @@ bridge = "br0"
     for (_, ns, _) in &hosts {
         ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]).unwrap();
     }
-    every_pair_transfers(&d, &hosts, TRANSFER_BYTES, 5400, "tx off");
+    every_pair_transfers(&d, &hosts, TRANSFER_BYTES, 5400, "tx off", false);
 
     // 3. Hot-add and hot-remove a port while a and c ping each other fast.
     let pinger = {
