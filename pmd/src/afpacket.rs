@@ -138,8 +138,9 @@ pub struct AfPacketConfig {
 
 impl Default for AfPacketConfig {
     /// 16 x 256 KiB receive blocks (4 MiB per queue), 512 transmit slots of
-    /// 2 KiB, 1 ms block timeout, offloads on with 32 TSO transmit slots
-    /// (2.2 MiB, only with a TSO pool).
+    /// 2 KiB, 1 ms block timeout, offloads on with 32 TSO transmit slots of
+    /// 68 KiB (only with a TSO pool; the kernel may allocate each in a
+    /// 128 KiB block, so up to 4 MiB per queue).
     fn default() -> Self {
         AfPacketConfig {
             block_size: 256 * 1024,
