@@ -40,13 +40,31 @@
 //!   than the MTU or a transmit slot; such frames are taken and dropped.
 //!
 //! # Checksums and offloads
-//! A peer with checksum offload (veth has it on by default) hands over TCP/UDP
-//! frames whose checksum field holds only the pseudo-header sum
-//! (`TP_STATUS_CSUMNOTREADY`); nothing downstream would finish it, so `rx_burst`
-//! computes the checksum in software for IPv4 and IPv6 (without extension
-//! headers) with [`dataplane::wire::complete_l4_checksum`]. A peer with segmentation offload hands over TCP super-frames larger
-//! than the MTU, which are dropped as `Malformed`; as with other AF_PACKET data
-//! planes, turn it off on the peer for TCP (`ethtool -K <peer> tso off gso off`).
+//! The kernel hands a packet socket what the peer's stack sent: with the
+//! offloads Linux enables by default on a veth, TCP/UDP frames whose checksum
+//! holds only the pseudo-header sum and TCP super-frames (TSO/GSO) of up to
+//! 64 KiB. With [`AfPacketConfig::offloads`] (the default) the socket uses
+//! `PACKET_VNET_HDR`: every received frame comes with a `virtio_net_hdr`,
+//! mapped onto the mbuf's metadata exactly as vhost-user maps a guest's
+//! ([`dataplane::wire::vnet`]): NEEDS_CSUM becomes [`dataplane::Mbuf::partial_csum`]
+//! (its start moved by 4 when a stripped VLAN tag is put back), a TCP GSO
+//! type becomes [`dataplane::Mbuf::gso`]. A super-frame longer than a normal
+//! mbuf is copied into a buffer of the TSO pool (`open_queues_with_tso`);
+//! without one, or with it empty, it is dropped as `NoTsoBuffers`. A header
+//! weir refuses (UDP GSO, an unknown GSO type, offsets outside the frame) drops
+//! the frame as `Malformed`.
+//!
+//! On transmit every frame gets a header too, so the port accepts partial
+//! checksums (the kernel, or the peer's stack, finishes them) and, with a TSO
+//! pool, TSO frames: those go whole through a second, transmit-only socket whose
+//! ring has 64 KiB slots, and the kernel segments them only if the interface
+//! cannot take them (a veth takes them whole). When a burst moves from one ring
+//! to the other, the ring left is kicked first, so frames leave in order.
+//!
+//! Without `offloads` (or on a kernel that refuses `PACKET_VNET_HDR`),
+//! partial checksums are completed in software (`TP_STATUS_CSUMNOTREADY`,
+//! [`dataplane::wire::complete_l4_checksum`]) and super-frames are dropped as
+//! `Malformed`.
 
 use std::io;
 use std::sync::Arc;
@@ -55,7 +73,9 @@ use std::time::{Duration, Instant};
 use dataplane::{Burst, DropReason, LinkState, Mempool, Port, QueueStats};
 
 use crate::sys::netdev::{self, IfName};
-use crate::sys::packet::{PacketSocket, RingLayout, RingMap, TX_DATA_OFF};
+use dataplane::wire::vnet::{self, VnetAccept, VNET_HDR_LEN};
+
+use crate::sys::packet::{PacketSocket, RingLayout, RingMap, PACKET_VNET_HDR, TX_DATA_OFF};
 
 /// How often `housekeeping` refreshes link state, MTU and kernel drop counters.
 const REFRESH_PERIOD: Duration = Duration::from_millis(100);
@@ -65,6 +85,17 @@ const ETH_HLEN: usize = 14;
 const VLAN_HLEN: usize = 4;
 /// Default 802.1Q tag protocol identifier.
 const TPID_8021Q: u16 = 0x8100;
+/// Largest TSO frame: an IP datagram of 64 KiB behind an Ethernet header and
+/// a VLAN tag.
+const TSO_MAX_FRAME: usize = 65535 + ETH_HLEN + VLAN_HLEN;
+/// What the kernel may put in a received frame's header: every TCP GSO kind
+/// (the segmenter keeps CWR on the first segment, which is all ECN asks).
+const KERNEL_ACCEPT: VnetAccept = VnetAccept {
+    csum: true,
+    tso4: true,
+    tso6: true,
+    ecn: true,
+};
 
 // Layout of `tpacket_block_desc` / `tpacket3_hdr` (linux/if_packet.h).
 const BD_NUM_PKTS: usize = 12;
@@ -97,11 +128,19 @@ pub struct AfPacketConfig {
     /// Longest a partly filled receive block waits before the kernel hands it
     /// over, in milliseconds. Bounds the added latency at low rates.
     pub block_timeout_ms: u32,
+    /// Exchange checksum and segmentation offload metadata with the kernel
+    /// (`PACKET_VNET_HDR`; see the module docs).
+    pub offloads: bool,
+    /// Transmit slots of 64 KiB for TSO frames (a second socket, only with a
+    /// TSO pool and `offloads`).
+    pub tso_tx_frames: usize,
 }
 
 impl Default for AfPacketConfig {
     /// 16 x 256 KiB receive blocks (4 MiB per queue), 512 transmit slots of
-    /// 2 KiB, 1 ms block timeout.
+    /// 2 KiB, 1 ms block timeout, offloads on with 32 TSO transmit slots of
+    /// 68 KiB (only with a TSO pool; the kernel may allocate each in a
+    /// 128 KiB block, so up to 4 MiB per queue).
     fn default() -> Self {
         AfPacketConfig {
             block_size: 256 * 1024,
@@ -110,6 +149,8 @@ impl Default for AfPacketConfig {
             tx_frames: 512,
             fanout_group: None,
             block_timeout_ms: 1,
+            offloads: true,
+            tso_tx_frames: 32,
         }
     }
 }
@@ -245,6 +286,12 @@ pub struct AfPacketPort {
     tx_max_len: usize,
     /// A `send()` kick failed; retry from `housekeeping`.
     kick_pending: bool,
+    /// `PACKET_VNET_HDR` is on: frames carry a virtio-net header both ways.
+    vnet: bool,
+    /// Buffers for received super-frames longer than a normal mbuf.
+    tso_pool: Option<&'static Mempool>,
+    /// The transmit-only socket for TSO frames.
+    tso_tx: Option<TsoTx>,
     link: LinkState,
     last_refresh: Instant,
 }
@@ -260,7 +307,7 @@ impl AfPacketPort {
         pool: &'static Mempool,
         cfg: &AfPacketConfig,
     ) -> Result<AfPacketPort, AfPacketError> {
-        let mut ports = Self::open_inner(iface, 1, pool, cfg)?;
+        let mut ports = Self::open_inner(iface, 1, pool, None, cfg)?;
         ports.pop().ok_or_else(|| AfPacketError::NoQueues {
             iface: iface.to_owned(),
         })
@@ -280,13 +327,30 @@ impl AfPacketPort {
         pool: &'static Mempool,
         cfg: &AfPacketConfig,
     ) -> Result<Vec<AfPacketPort>, AfPacketError> {
-        Self::open_inner(iface, n_queues, pool, cfg)
+        Self::open_inner(iface, n_queues, pool, None, cfg)
+    }
+
+    /// As [`AfPacketPort::open_queues`], with `tso_pool` holding buffers for
+    /// received TSO super-frames; with it (and [`AfPacketConfig::offloads`])
+    /// each queue also transmits TSO frames whole (see the module docs).
+    ///
+    /// # Errors
+    /// As [`AfPacketPort::open_queues`].
+    pub fn open_queues_with_tso(
+        iface: &str,
+        n_queues: usize,
+        pool: &'static Mempool,
+        tso_pool: Option<&'static Mempool>,
+        cfg: &AfPacketConfig,
+    ) -> Result<Vec<AfPacketPort>, AfPacketError> {
+        Self::open_inner(iface, n_queues, pool, tso_pool, cfg)
     }
 
     fn open_inner(
         iface: &str,
         n_queues: usize,
         pool: &'static Mempool,
+        tso_pool: Option<&'static Mempool>,
         cfg: &AfPacketConfig,
     ) -> Result<Vec<AfPacketPort>, AfPacketError> {
         let name = IfName::new(iface).ok_or_else(|| AfPacketError::InvalidName {
@@ -302,7 +366,7 @@ impl AfPacketPort {
         let mut group = cfg.fanout_group;
         let mut ports = Vec::with_capacity(n_queues);
         for _ in 0..n_queues {
-            let mut port = Self::open_one(name, pool, cfg, rx, tx)?;
+            let mut port = Self::open_one(name, pool, tso_pool, cfg, rx, tx)?;
             if use_fanout {
                 let id =
                     port.sock
@@ -332,6 +396,7 @@ impl AfPacketPort {
     fn open_one(
         name: IfName,
         pool: &'static Mempool,
+        tso_pool: Option<&'static Mempool>,
         cfg: &AfPacketConfig,
         rx: RingLayout,
         tx: RingLayout,
@@ -378,6 +443,9 @@ impl AfPacketPort {
                 source,
             }
         };
+        // Both options must precede the rings. A kernel without
+        // PACKET_VNET_HDR on ring sockets leaves the port without offloads.
+        let vnet = cfg.offloads && sock.set_int(PACKET_VNET_HDR, 1).is_ok();
         // The kernel refuses PACKET_LOSS once a ring exists.
         sock.set_int(libc::PACKET_LOSS, 1)
             .map_err(sock_err("setting PACKET_LOSS"))?;
@@ -396,6 +464,18 @@ impl AfPacketPort {
                 source,
             })?;
         sock.bind(ifindex).map_err(sock_err("bind"))?;
+        let tso_tx = match tso_pool {
+            Some(_) if vnet && cfg.tso_tx_frames > 0 => {
+                Some(TsoTx::open(ifindex, cfg.tso_tx_frames).map_err(|source| {
+                    AfPacketError::Socket {
+                        iface: iface.to_owned(),
+                        op: "setting up the TSO transmit socket",
+                        source,
+                    }
+                })?)
+            }
+            _ => None,
+        };
         let mut port = AfPacketPort {
             sock,
             rings,
@@ -410,6 +490,9 @@ impl AfPacketPort {
             tx_head: 0,
             tx_max_len: 0,
             kick_pending: false,
+            vnet,
+            tso_pool,
+            tso_tx,
             link: LinkState::Down,
             last_refresh: Instant::now(),
         };
@@ -425,6 +508,11 @@ impl AfPacketPort {
     /// The interface index.
     pub fn ifindex(&self) -> u32 {
         self.ifindex
+    }
+
+    /// Whether frames carry a virtio-net header (`PACKET_VNET_HDR`).
+    pub fn offloads(&self) -> bool {
+        self.vnet
     }
 
     /// The fanout group this queue belongs to, if any.
@@ -450,6 +538,56 @@ impl AfPacketPort {
             self.stats
                 .drop_n(DropReason::RxOverrun, u64::from(st.drops));
         }
+    }
+}
+
+/// The transmit-only socket of a queue that sends TSO frames whole: a ring
+/// of slots that each hold a virtio-net header and a 64 KiB frame. Bound with
+/// protocol 0, so the kernel gives it no received frame.
+#[derive(Debug)]
+struct TsoTx {
+    sock: PacketSocket,
+    rings: RingMap,
+    head: usize,
+    /// Frames queued since the last kick.
+    queued: usize,
+    kick_pending: bool,
+}
+
+impl TsoTx {
+    fn open(ifindex: u32, frames: usize) -> io::Result<TsoTx> {
+        let page = rustix::param::page_size();
+        let slot = (TX_DATA_OFF + VNET_HDR_LEN + TSO_MAX_FRAME).div_ceil(page) * page;
+        let tx = RingLayout {
+            block_size: slot,
+            block_count: frames,
+            frame_size: slot,
+        };
+        let no_rx = RingLayout {
+            block_size: 0,
+            block_count: 0,
+            frame_size: 0,
+        };
+        let sock = PacketSocket::new()?;
+        sock.set_version_v3()?;
+        sock.set_int(PACKET_VNET_HDR, 1)?;
+        sock.set_int(libc::PACKET_LOSS, 1)?;
+        sock.set_tx_ring(&tx)?;
+        sock.set_int(libc::PACKET_QDISC_BYPASS, 1)?;
+        let rings = sock.map_rings(no_rx, tx)?;
+        sock.bind_tx_only(ifindex)?;
+        Ok(TsoTx {
+            sock,
+            rings,
+            head: 0,
+            queued: 0,
+            kick_pending: false,
+        })
+    }
+
+    fn kick(&mut self) {
+        self.queued = 0;
+        self.kick_pending = self.sock.kick_tx().is_err();
     }
 }
 
@@ -524,11 +662,14 @@ struct RxFrame<'a> {
     next: usize,
     /// The L4 checksum holds only the pseudo-header sum (`TP_STATUS_CSUMNOTREADY`).
     csum_partial: bool,
+    /// The virtio-net header in front of the frame (`PACKET_VNET_HDR`).
+    vnet_hdr: Option<&'a [u8; VNET_HDR_LEN]>,
 }
 
-/// Parses the frame header at `off` in `block`; `None` if it points outside.
+/// Parses the frame header at `off` in `block`, and with `vnet` the
+/// virtio-net header right before the frame; `None` if either lies outside.
 #[inline]
-fn parse_frame(block: &[u8], off: usize) -> Option<RxFrame<'_>> {
+fn parse_frame(block: &[u8], off: usize, vnet: bool) -> Option<RxFrame<'_>> {
     let hdr = block.get(off..)?;
     let next = rd_u32(hdr, PH_NEXT_OFFSET)? as usize;
     let snaplen = rd_u32(hdr, PH_SNAPLEN)? as usize;
@@ -548,13 +689,44 @@ fn parse_frame(block: &[u8], off: usize) -> Option<RxFrame<'_>> {
         None
     };
     let csum_partial = status & libc::TP_STATUS_CSUMNOTREADY != 0;
+    let vnet_hdr = if vnet {
+        Some(
+            hdr.get(mac.checked_sub(VNET_HDR_LEN)?..mac)?
+                .try_into()
+                .ok()?,
+        )
+    } else {
+        None
+    };
     Some(RxFrame {
         data,
         wire_len,
         vlan,
         next,
         csum_partial,
+        vnet_hdr,
     })
+}
+
+/// The offload metadata of a received frame of `len` bytes from its
+/// virtio-net header. The kernel counts `csum_start` from the frame without a
+/// tag it stripped; `tagged`: that tag is put back, 4 bytes in front.
+#[inline]
+fn rx_meta(
+    hdr: &[u8; VNET_HDR_LEN],
+    len: usize,
+    tagged: bool,
+) -> Result<vnet::VnetMeta, vnet::VnetError> {
+    if !tagged || hdr[vnet::FLAGS_OFF] & vnet::F_NEEDS_CSUM == 0 {
+        return vnet::decode(hdr, len, KERNEL_ACCEPT);
+    }
+    let mut h = *hdr;
+    let at = vnet::CSUM_START_OFF;
+    let start = u16::from_le_bytes([h[at], h[at + 1]])
+        .checked_add(VLAN_HLEN as u16)
+        .ok_or(vnet::VnetError::CsumOutsideFrame)?;
+    h[at..at + 2].copy_from_slice(&start.to_le_bytes());
+    vnet::decode(&h, len, KERNEL_ACCEPT)
 }
 
 /// Copies `data` into `out`, inserting the tag `(tpid, tci)` after the two MAC
@@ -602,7 +774,7 @@ impl Port for AfPacketPort {
             }
             while self.rx_left > 0 && budget > 0 {
                 budget -= 1;
-                let Some(f) = parse_frame(block, self.rx_off) else {
+                let Some(f) = parse_frame(block, self.rx_off, self.vnet) else {
                     // Inconsistent descriptor: skip the rest of the block.
                     self.stats.rx_errors.inc();
                     self.rx_left = 0;
@@ -617,20 +789,45 @@ impl Port for AfPacketPort {
                     self.rx_off += f.next;
                 }
                 let len = f.data.len() + if f.vlan.is_some() { VLAN_HLEN } else { 0 };
-                if f.data.len() < f.wire_len
-                    || f.data.len() < ETH_HLEN
-                    || len > self.pool.data_room() as usize
-                {
+                if f.data.len() < f.wire_len || f.data.len() < ETH_HLEN {
                     self.stats.drop_one(DropReason::Malformed);
                     continue;
                 }
-                let Some(mut m) = self.pool.alloc() else {
-                    self.stats.drop_one(DropReason::NoBuffers);
+                let meta = match f.vnet_hdr.map(|h| rx_meta(h, len, f.vlan.is_some())) {
+                    None => vnet::VnetMeta::default(),
+                    Some(Ok(meta)) => meta,
+                    Some(Err(_)) => {
+                        self.stats.drop_one(DropReason::Malformed);
+                        continue;
+                    }
+                };
+                let (pool, empty) = if len <= self.pool.data_room() as usize {
+                    (self.pool, DropReason::NoBuffers)
+                } else {
+                    match (meta.gso, self.tso_pool) {
+                        (Some(_), Some(p)) if len <= p.data_room() as usize => {
+                            (p, DropReason::NoTsoBuffers)
+                        }
+                        (Some(_), None) => {
+                            self.stats.drop_one(DropReason::NoTsoBuffers);
+                            continue;
+                        }
+                        _ => {
+                            self.stats.drop_one(DropReason::Malformed);
+                            continue;
+                        }
+                    }
+                };
+                let Some(mut m) = pool.alloc() else {
+                    self.stats.drop_one(empty);
                     continue;
                 };
                 match copy_frame(m.room_mut(), f.data, f.vlan) {
                     Some(n) if m.set_len(n).is_ok() => {
-                        if f.csum_partial {
+                        if f.vnet_hdr.is_some() {
+                            m.set_partial_csum(meta.partial);
+                            m.set_gso(meta.gso);
+                        } else if f.csum_partial {
                             dataplane::wire::complete_l4_checksum(m.data_mut());
                         }
                         // Cannot fail: `budget` never exceeds the free capacity.
@@ -655,13 +852,49 @@ impl Port for AfPacketPort {
         let mut queued = 0;
         for m in burst.iter() {
             let len = m.len();
+            let hdr = if self.vnet {
+                match vnet::encode(m.partial_csum(), m.gso(), m.data()) {
+                    Ok(h) => Some(h),
+                    Err(_) => {
+                        self.stats.tx_errors.inc();
+                        taken += 1;
+                        continue;
+                    }
+                }
+            } else {
+                None
+            };
+            let prefix: &[u8] = hdr.as_ref().map_or(&[], |h| &h[..]);
+            if m.gso().is_some() {
+                // Only offered with the TSO socket (`accepts_gso`).
+                let Some(t) = self.tso_tx.as_mut().filter(|_| len <= TSO_MAX_FRAME) else {
+                    self.stats.tx_errors.inc();
+                    taken += 1;
+                    continue;
+                };
+                if queued > 0 {
+                    // Frames before this one leave first.
+                    self.kick_pending = self.sock.kick_tx().is_err();
+                    queued = 0;
+                }
+                if !t.rings.tx_queue(t.head, prefix, m.data()) {
+                    break;
+                }
+                t.head = (t.head + 1) % t.rings.tx_frame_count();
+                t.queued += 1;
+                taken += 1;
+                continue;
+            }
             if !(ETH_HLEN..=self.tx_max_len).contains(&len) {
                 // The kernel would reject it; drop it here where it can be counted.
                 self.stats.tx_errors.inc();
                 taken += 1;
                 continue;
             }
-            if !self.rings.tx_queue(self.tx_head, m.data()) {
+            if let Some(t) = self.tso_tx.as_mut().filter(|t| t.queued > 0) {
+                t.kick();
+            }
+            if !self.rings.tx_queue(self.tx_head, prefix, m.data()) {
                 // Next slot still owned by the kernel: the ring is full.
                 break;
             }
@@ -670,6 +903,13 @@ impl Port for AfPacketPort {
             queued += 1;
         }
         burst.drain(..taken);
+        if let Some(t) = self
+            .tso_tx
+            .as_mut()
+            .filter(|t| t.queued > 0 || t.kick_pending)
+        {
+            t.kick();
+        }
         if queued > 0 || self.kick_pending {
             // Frames stay requested in the ring if this fails (e.g. ENOBUFS); the
             // next burst or housekeeping kicks again.
@@ -686,9 +926,20 @@ impl Port for AfPacketPort {
         &self.stats
     }
 
+    fn accepts_partial_csum(&self) -> bool {
+        self.vnet
+    }
+
+    fn accepts_gso(&self, _kind: dataplane::wire::GsoKind) -> bool {
+        self.tso_tx.is_some()
+    }
+
     fn housekeeping(&mut self) {
         if self.kick_pending {
             self.kick_pending = self.sock.kick_tx().is_err();
+        }
+        if let Some(t) = self.tso_tx.as_mut().filter(|t| t.kick_pending) {
+            t.kick();
         }
         if self.last_refresh.elapsed() >= REFRESH_PERIOD {
             self.refresh();
@@ -728,7 +979,7 @@ mod tests {
             0x2005,
             0,
         );
-        let f = parse_frame(&block, 48).unwrap();
+        let f = parse_frame(&block, 48, false).unwrap();
         assert_eq!(f.vlan, Some((0x8100, 0x2005)));
         let mut out = [0u8; 64];
         let n = copy_frame(&mut out, f.data, f.vlan).unwrap();
@@ -746,7 +997,7 @@ mod tests {
         let mut block = vec![0u8; 512];
         let st = libc::TP_STATUS_VLAN_VALID | libc::TP_STATUS_VLAN_TPID_VALID;
         frame_hdr(&mut block, 0, &ARP_START, st, 7, 0x88a8);
-        let f = parse_frame(&block, 0).unwrap();
+        let f = parse_frame(&block, 0, false).unwrap();
         assert_eq!(f.vlan, Some((0x88a8, 7)));
     }
 
@@ -754,7 +1005,7 @@ mod tests {
     fn untagged_frames_are_copied_unchanged() {
         let mut block = vec![0u8; 512];
         frame_hdr(&mut block, 0, &ARP_START, 0, 0, 0);
-        let f = parse_frame(&block, 0).unwrap();
+        let f = parse_frame(&block, 0, false).unwrap();
         assert_eq!(f.vlan, None);
         let mut out = [0u8; 16];
         assert_eq!(copy_frame(&mut out, f.data, f.vlan), Some(16));
@@ -768,9 +1019,84 @@ mod tests {
         let mut block = vec![0u8; 128];
         frame_hdr(&mut block, 0, &ARP_START, 0, 0, 0);
         block[PH_SNAPLEN..][..4].copy_from_slice(&1000u32.to_ne_bytes());
-        assert!(parse_frame(&block, 0).is_none());
-        assert!(parse_frame(&block, 120).is_none());
-        assert!(parse_frame(&block, usize::MAX).is_none());
+        assert!(parse_frame(&block, 0, false).is_none());
+        assert!(parse_frame(&block, 120, false).is_none());
+        assert!(parse_frame(&block, usize::MAX, false).is_none());
+    }
+
+    #[test]
+    fn virtio_net_header_is_read_in_front_of_the_frame() {
+        let mut block = vec![0u8; 512];
+        frame_hdr(&mut block, 0, &ARP_START, 0, 0, 0);
+        // frame_hdr puts the frame at 68: the header occupies 58..68.
+        let h = [vnet::F_NEEDS_CSUM, 1, 54, 0, 0xa8, 5, 34, 0, 16, 0];
+        block[58..68].copy_from_slice(&h);
+        assert_eq!(parse_frame(&block, 0, true).unwrap().vnet_hdr, Some(&h));
+        assert_eq!(parse_frame(&block, 0, false).unwrap().vnet_hdr, None);
+        // A frame with no room for a header in front of it is refused.
+        block[PH_MAC..][..2].copy_from_slice(&4u16.to_ne_bytes());
+        assert!(parse_frame(&block, 0, true).is_none());
+    }
+
+    #[test]
+    fn kernel_header_maps_onto_offload_metadata() {
+        use dataplane::wire::{Gso, GsoKind, PartialCsum};
+        let tso = [
+            vnet::F_NEEDS_CSUM,
+            vnet::GSO_TCPV4,
+            54,
+            0,
+            0xa8,
+            5,
+            34,
+            0,
+            16,
+            0,
+        ];
+        let m = rx_meta(&tso, 9000, false).unwrap();
+        assert_eq!(
+            m.partial,
+            Some(PartialCsum {
+                start: 34,
+                offset: 16
+            })
+        );
+        assert_eq!(
+            m.gso,
+            Some(Gso {
+                kind: GsoKind::Tcp4,
+                mss: 1448
+            })
+        );
+        // With the stripped tag put back, the checksum starts 4 bytes later.
+        let m = rx_meta(&tso, 9004, true).unwrap();
+        assert_eq!(m.partial.map(|p| p.start), Some(38));
+        // The kernel's ECN bit is taken; CWR handling is the segmenter's.
+        let mut ecn = tso;
+        ecn[1] |= vnet::GSO_ECN;
+        assert_eq!(rx_meta(&ecn, 9000, false).unwrap().gso, m.gso);
+        // Refused, so counted as malformed by rx_burst: UDP segmentation, an
+        // unknown type, no checksum request, offsets past the end (also when
+        // the tag moves them there, or would overflow).
+        for (h, len, tagged) in [
+            (
+                [1, vnet::GSO_UDP_L4, 42, 0, 0xc8, 5, 34, 0, 6, 0],
+                9000,
+                false,
+            ),
+            ([1, 0x22, 54, 0, 0xa8, 5, 34, 0, 16, 0], 9000, false),
+            (
+                [0, vnet::GSO_TCPV6, 74, 0, 0x94, 5, 0, 0, 0, 0],
+                9000,
+                false,
+            ),
+            ([1, 0, 0, 0, 0, 0, 34, 0, 16, 0], 51, false),
+            ([1, 0, 0, 0, 0, 0, 34, 0, 16, 0], 55, true),
+            ([1, 0, 0, 0, 0, 0, 0xfe, 0xff, 0, 0], 9000, true),
+        ] {
+            assert!(rx_meta(&h, len, tagged).is_err(), "{h:?} len {len}");
+        }
+        assert!(rx_meta(&[1, 0, 0, 0, 0, 0, 34, 0, 16, 0], 52, false).is_ok());
     }
 
     #[test]

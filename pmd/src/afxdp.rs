@@ -44,6 +44,24 @@
 //! unrelated XDP program already on the interface is left alone and `open` fails
 //! with [`AfXdpError::XdpAttach`].
 //!
+//! # Checksums
+//!
+//! AF_XDP hands over bare frames: no checksum state, no segmentation
+//! request. A veth peer with Linux's default offloads still sends TCP/UDP
+//! frames whose checksum field holds only the pseudo-header sum (the skb is
+//! `CHECKSUM_PARTIAL`, and copying it into the UMEM does not finish it);
+//! forwarded as they are, the receiver drops them and TCP never connects.
+//! Super-frames do not occur: attaching an XDP program to a veth takes the
+//! segmentation offloads off its peer. So `rx_burst` recognises a partial
+//! checksum by its value ([`dataplane::wire::complete_unmarked_partial_csum`]:
+//! the field equals the pseudo-header sum and the checksum does not verify)
+//! and completes it. That costs a pseudo-header sum per TCP/UDP frame and one
+//! pass over the segment only for the partial ones; it needs no privilege
+//! over the peer, works for a peer in any namespace or one weir did not
+//! create, and leaves the peer's own settings alone (turning its checksum
+//! offload off with `SIOCETHTOOL` would need weir to find and enter the peer's
+//! namespace, and would change an interface weir does not own).
+//!
 //! # Kicks
 //!
 //! At most one syscall per burst: `rx_burst` calls `poll` only when the kernel set
@@ -290,7 +308,7 @@ impl AfXdpPort {
                 iface: iface.to_owned(),
             });
         }
-        let params = validate(iface, cfg)?;
+        let mut params = validate(iface, cfg)?;
         umem::quiet_bpf_library_logs();
         let sys = PathBuf::from("/sys/class/net").join(iface);
         if !sys.exists() {
@@ -305,6 +323,10 @@ impl AfXdpPort {
             });
         }
         let link = LinkWatch::open(iface)?;
+        // On a veth, copy mode attaches in the driver hook: the kernel then
+        // takes segmentation offload off the peer, whose super-frames a
+        // UMEM frame could not hold (module docs, "Checksums").
+        params.native_copy = !cfg.zero_copy && is_veth(iface);
 
         let umem_bytes = u64::from(cfg.frame_count) * u64::from(cfg.frame_size);
         raise_memlock(umem_bytes);
@@ -396,6 +418,10 @@ impl Port for AfXdpPort {
                 stats.drop_one(DropReason::Malformed);
                 return;
             }
+            // No metadata comes with the frame: a partial checksum left by a
+            // peer's checksum offload is recognised by its value (module
+            // docs, "Checksums").
+            dataplane::wire::complete_unmarked_partial_csum(m.data_mut());
             // Cannot fail: the ring gave at most `room` frames.
             if burst.try_push(m).is_err() {
                 stats.drop_one(DropReason::NoBuffers);
@@ -524,6 +550,16 @@ fn valid_ifname(name: &str) -> bool {
             .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace())
 }
 
+/// True if `iface` is a veth (false if that cannot be read).
+fn is_veth(iface: &str) -> bool {
+    let Some(name) = crate::sys::netdev::IfName::new(iface) else {
+        return false;
+    };
+    crate::sys::netdev::control_socket()
+        .and_then(|s| crate::sys::netdev::is_veth(std::os::fd::AsFd::as_fd(&s), &name))
+        .unwrap_or(false)
+}
+
 fn validate(iface: &str, cfg: &AfXdpConfig) -> Result<XskParams, AfXdpError> {
     let bad = |why| AfXdpError::InvalidConfig {
         iface: iface.to_owned(),
@@ -552,6 +588,7 @@ fn validate(iface: &str, cfg: &AfXdpConfig) -> Result<XskParams, AfXdpError> {
         fill_size: ring(cfg.fill_size, not_pow2)?,
         comp_size: ring(cfg.comp_size, not_pow2)?,
         zero_copy: cfg.zero_copy,
+        native_copy: false,
         need_wakeup: cfg.need_wakeup,
     })
 }

@@ -24,6 +24,18 @@
 //! that returns `EAGAIN`, and `tx_burst` one `write` per frame: the per-frame
 //! syscall is inherent to this port type.
 //!
+//! # Offloads
+//! Each queue is opened with `IFF_VNET_HDR`: every frame read or written
+//! starts with a `virtio_net_hdr`, mapped onto the mbuf's metadata as
+//! vhost-user and AF_PACKET map theirs ([`dataplane::wire::vnet`]).
+//! `TUNSETOFFLOAD` tells the kernel it may hand over partial checksums
+//! (`TUN_F_CSUM`) and, with a TSO pool (`create_queues_with_tso`), TCP
+//! super-frames (`TUN_F_TSO4/6`, `TUN_F_TSO_ECN`), which are read into a
+//! buffer of that pool. Written frames carry their metadata in the header, so
+//! the port accepts partial checksums and TSO frames: the stack behind the
+//! TAP takes both as they are. A header weir refuses drops the frame as
+//! `Malformed`.
+//!
 //! # Drops and errors
 //! - `NoBuffers`: a frame was pending while the mempool was empty; it is read
 //!   into a small scratch buffer and dropped, so the kernel queue keeps draining.
@@ -37,7 +49,8 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use dataplane::{Burst, DropReason, LinkState, Mempool, Port, QueueStats};
+use dataplane::wire::vnet::{self, VnetAccept, VNET_HDR_LEN};
+use dataplane::{Burst, DropReason, LinkState, Mbuf, Mempool, Port, QueueStats};
 use rustix::io::Errno;
 
 use crate::sys::netdev::{self, IfName};
@@ -129,6 +142,12 @@ pub struct TapPort {
     /// Receives (and so discards) a frame when the pool is empty; the kernel
     /// truncates to fit, so a few bytes suffice.
     scratch: [u8; 64],
+    /// What the kernel was told it may send (`TUNSETOFFLOAD`).
+    accept: VnetAccept,
+    /// Buffers for super-frames longer than a normal mbuf.
+    tso_pool: Option<&'static Mempool>,
+    /// A TSO buffer kept ready for the next read.
+    tso_spare: Option<Mbuf>,
 }
 
 impl TapPort {
@@ -155,6 +174,21 @@ impl TapPort {
         n: usize,
         pool: &'static Mempool,
     ) -> Result<Vec<TapPort>, TapError> {
+        Self::create_queues_with_tso(name, n, pool, None)
+    }
+
+    /// As [`TapPort::create_queues`], with `tso_pool` holding buffers for TSO
+    /// super-frames from the kernel; without it the kernel is asked for
+    /// partial checksums only and segments before handing frames over.
+    ///
+    /// # Errors
+    /// As [`TapPort::create_queues`].
+    pub fn create_queues_with_tso(
+        name: &str,
+        n: usize,
+        pool: &'static Mempool,
+        tso_pool: Option<&'static Mempool>,
+    ) -> Result<Vec<TapPort>, TapError> {
         let mut ifname = IfName::new(name).ok_or_else(|| TapError::InvalidName {
             name: name.to_owned(),
         })?;
@@ -165,8 +199,23 @@ impl TapPort {
         }
         let mut queues = Vec::with_capacity(n);
         for _ in 0..n {
-            let (fd, actual) =
-                tun::open_tap(&ifname, n > 1).map_err(|e| map_tun_error(ifname.as_str(), e))?;
+            let (fd, actual) = tun::open_tap(&ifname, n > 1, true)
+                .map_err(|e| map_tun_error(ifname.as_str(), e))?;
+            let tso = tso_pool.is_some();
+            let mut offload = tun::TUN_F_CSUM;
+            if tso {
+                offload |= tun::TUN_F_TSO4 | tun::TUN_F_TSO6 | tun::TUN_F_TSO_ECN;
+            }
+            // A kernel that refuses leaves the frames it sends complete.
+            let accept = match tun::set_offload(&fd, offload) {
+                Ok(()) => VnetAccept {
+                    csum: true,
+                    tso4: tso,
+                    tso6: tso,
+                    ecn: tso,
+                },
+                Err(_) => VnetAccept::default(),
+            };
             // Later queues attach to the interface the first one created.
             ifname = actual;
             let ctl = netdev::control_socket().map_err(|source| TapError::BringUp {
@@ -182,6 +231,9 @@ impl TapPort {
                 link: LinkState::Down,
                 last_refresh: Instant::now(),
                 scratch: [0; 64],
+                accept,
+                tso_pool,
+                tso_spare: None,
             });
         }
         if let Some(first) = queues.first_mut() {
@@ -229,13 +281,80 @@ fn map_tun_error(name: &str, e: TunError) -> TapError {
     }
 }
 
+impl TapPort {
+    /// Reads one frame with its virtio-net header into `m`, or into the TSO
+    /// spare when it is longer than `m`. Returns the mbuf holding the frame,
+    /// `Ok(None)` for a frame dropped (counted), or the read error.
+    fn read_vnet(&mut self, mut m: Mbuf) -> Result<Option<Mbuf>, Errno> {
+        use std::io::IoSliceMut;
+        if self.tso_spare.is_none() {
+            self.tso_spare = self.tso_pool.and_then(|p| p.alloc());
+        }
+        let mut hdr = [0u8; VNET_HDR_LEN];
+        let small = m.room_mut().len();
+        let n = match self.tso_spare.as_mut() {
+            Some(big) if big.capacity() > small => {
+                let tail = &mut big.room_mut()[small..];
+                let mut iov = [
+                    IoSliceMut::new(&mut hdr),
+                    IoSliceMut::new(m.room_mut()),
+                    IoSliceMut::new(tail),
+                ];
+                rustix::io::readv(&self.fd, &mut iov)?
+            }
+            _ => {
+                let mut iov = [IoSliceMut::new(&mut hdr), IoSliceMut::new(m.room_mut())];
+                rustix::io::readv(&self.fd, &mut iov)?
+            }
+        };
+        let Some(len) = n.checked_sub(VNET_HDR_LEN) else {
+            self.stats.drop_one(DropReason::Malformed);
+            return Ok(None);
+        };
+        let meta = match vnet::decode(&hdr, len, self.accept) {
+            Ok(meta) => meta,
+            Err(_) => {
+                self.stats.drop_one(DropReason::Malformed);
+                return Ok(None);
+            }
+        };
+        if len > small {
+            // Only a super-frame may be longer than a normal mbuf.
+            let big = match (meta.gso, self.tso_spare.take()) {
+                (Some(_), Some(mut big)) => {
+                    big.room_mut()[..small].copy_from_slice(m.room_mut());
+                    big
+                }
+                (Some(_), None) => {
+                    self.stats.drop_one(DropReason::NoTsoBuffers);
+                    return Ok(None);
+                }
+                (None, spare) => {
+                    self.tso_spare = spare;
+                    self.stats.drop_one(DropReason::Malformed);
+                    return Ok(None);
+                }
+            };
+            m = big;
+        }
+        if m.set_len(len).is_err() {
+            // Longer than the TSO buffer too: the kernel truncated it.
+            self.stats.drop_one(DropReason::Malformed);
+            return Ok(None);
+        }
+        m.set_partial_csum(meta.partial);
+        m.set_gso(meta.gso);
+        Ok(Some(m))
+    }
+}
+
 impl Port for TapPort {
     fn rx_burst(&mut self, burst: &mut Burst) -> usize {
         let start = burst.len();
         let mut budget = burst.remaining_capacity();
         while budget > 0 {
             budget -= 1;
-            let Some(mut m) = self.pool.alloc() else {
+            let Some(m) = self.pool.alloc() else {
                 match rustix::io::read(&self.fd, &mut self.scratch) {
                     Ok(_) => {
                         self.stats.drop_one(DropReason::NoBuffers);
@@ -249,15 +368,12 @@ impl Port for TapPort {
                     }
                 }
             };
-            match rustix::io::read(&self.fd, m.room_mut()) {
-                Ok(n) => {
-                    if m.set_len(n).is_ok() {
-                        // Cannot fail: `budget` never exceeds the free capacity.
-                        let _ = burst.try_push(m);
-                    } else {
-                        self.stats.drop_one(DropReason::Malformed);
-                    }
+            match self.read_vnet(m) {
+                Ok(Some(m)) => {
+                    // Cannot fail: `budget` never exceeds the free capacity.
+                    let _ = burst.try_push(m);
                 }
+                Ok(None) => {}
                 Err(Errno::AGAIN) => break,
                 Err(Errno::INTR) => {}
                 Err(_) => {
@@ -272,7 +388,13 @@ impl Port for TapPort {
     fn tx_burst(&mut self, burst: &mut Burst) -> usize {
         let mut taken = 0;
         for m in burst.iter() {
-            match rustix::io::write(&self.fd, m.data()) {
+            let Ok(hdr) = vnet::encode(m.partial_csum(), m.gso(), m.data()) else {
+                self.stats.tx_errors.inc();
+                taken += 1;
+                continue;
+            };
+            let iov = [std::io::IoSlice::new(&hdr), std::io::IoSlice::new(m.data())];
+            match rustix::io::writev(&self.fd, &iov) {
                 Ok(_) => taken += 1,
                 Err(Errno::AGAIN) | Err(Errno::INTR) => break,
                 Err(_) => {
@@ -283,6 +405,14 @@ impl Port for TapPort {
         }
         burst.drain(..taken);
         taken
+    }
+
+    fn accepts_partial_csum(&self) -> bool {
+        true
+    }
+
+    fn accepts_gso(&self, _kind: dataplane::wire::GsoKind) -> bool {
+        true
     }
 
     fn link(&self) -> LinkState {

@@ -26,8 +26,7 @@ use std::sync::Arc;
 
 use dataplane::mempool::{AllocError, PoolShare};
 use dataplane::stats::QueueStats;
-use dataplane::wire::gso::MIN_MSS;
-use dataplane::wire::{Gso, GsoKind, PartialCsum, TsoPlan};
+use dataplane::wire::{vnet, Gso, GsoKind, PartialCsum};
 use dataplane::{Burst, DropReason, Mempool};
 
 use crate::defs::*;
@@ -387,6 +386,18 @@ impl Offload {
         self.csum | self.tso4 | self.tso6
     }
 
+    /// What a guest's TX header may ask for on this ring (vhost-user offers
+    /// no ECN: VIRTIO_NET_F_HOST_ECN is not negotiated).
+    #[inline]
+    pub fn accept(&self) -> vnet::VnetAccept {
+        vnet::VnetAccept {
+            csum: self.csum,
+            tso4: self.tso4,
+            tso6: self.tso6,
+            ecn: false,
+        }
+    }
+
     /// Whether TSO frames of `kind` may cross this ring.
     #[inline]
     pub fn tso(&self, kind: GsoKind) -> bool {
@@ -400,24 +411,23 @@ impl Offload {
 /// The segmentation request in a guest's TX header: None for GSO_NONE;
 /// `Err(Malformed)` for a kind not negotiated, ECN, or no NEEDS_CSUM (virtio
 /// 1.2 §5.1.6.2.1: TSO frames must ask for a checksum);
-/// `Err(TsoMssTooSmall)` for a `gso_size` below [`MIN_MSS`] (zero included),
+/// `Err(TsoMssTooSmall)` for a `gso_size` below
+/// [`MIN_MSS`](dataplane::wire::gso::MIN_MSS) (zero included),
 /// which would make one frame thousands of segments.
 #[inline]
 fn tx_gso(hdr: &[u8; NET_HDR_BYTES], off: Offload) -> Result<Option<Gso>, DropReason> {
-    let kind = match hdr[NET_HDR_GSO_TYPE_OFF] {
-        NET_HDR_GSO_NONE => return Ok(None),
-        NET_HDR_GSO_TCPV4 if off.tso4 => GsoKind::Tcp4,
-        NET_HDR_GSO_TCPV6 if off.tso6 => GsoKind::Tcp6,
-        _ => return Err(DropReason::Malformed),
-    };
-    let mss = u16::from_le_bytes([hdr[NET_HDR_GSO_SIZE_OFF], hdr[NET_HDR_GSO_SIZE_OFF + 1]]);
-    if hdr[NET_HDR_FLAGS_OFF] & NET_HDR_F_NEEDS_CSUM == 0 {
-        return Err(DropReason::Malformed);
-    }
-    if mss < MIN_MSS {
-        return Err(DropReason::TsoMssTooSmall);
-    }
-    Ok(Some(Gso { kind, mss }))
+    // The mapping is the one kernel ports use ([`dataplane::wire::vnet`]).
+    vnet::decode_gso(vnet_part(hdr), off.accept()).map_err(|e| match e {
+        vnet::VnetError::MssTooSmall => DropReason::TsoMssTooSmall,
+        _ => DropReason::Malformed,
+    })
+}
+
+/// The fields of a virtio-net header before `num_buffers`.
+#[inline]
+fn vnet_part(hdr: &[u8; NET_HDR_BYTES]) -> &[u8; vnet::VNET_HDR_LEN] {
+    // Cannot fail: NET_HDR_BYTES > VNET_HDR_LEN.
+    hdr.first_chunk().unwrap_or(&[0; vnet::VNET_HDR_LEN])
 }
 
 /// Adds a TSO frame's segmentation request to the header of a frame going to
@@ -425,14 +435,9 @@ fn tx_gso(hdr: &[u8; NET_HDR_BYTES], off: Offload) -> Result<Option<Gso>, DropRe
 /// `Err` if the frame's headers do not parse (it is dropped).
 #[inline]
 fn rx_gso_header(hdr: &mut [u8; NET_HDR_BYTES], frame: &[u8], g: Gso) -> Result<(), ()> {
-    let plan = TsoPlan::new(frame, g).map_err(|_| ())?;
-    hdr[NET_HDR_GSO_TYPE_OFF] = match g.kind {
-        GsoKind::Tcp4 => NET_HDR_GSO_TCPV4,
-        GsoKind::Tcp6 => NET_HDR_GSO_TCPV6,
-    };
-    hdr[NET_HDR_HDR_LEN_OFF..NET_HDR_HDR_LEN_OFF + 2]
-        .copy_from_slice(&(plan.hdr_len() as u16).to_le_bytes());
-    hdr[NET_HDR_GSO_SIZE_OFF..NET_HDR_GSO_SIZE_OFF + 2].copy_from_slice(&g.mss.to_le_bytes());
+    let mut h = *vnet_part(hdr);
+    vnet::encode_gso(&mut h, frame, g).map_err(|_| ())?;
+    hdr[..vnet::VNET_HDR_LEN].copy_from_slice(&h);
     Ok(())
 }
 
@@ -447,20 +452,7 @@ fn tx_offload(
     csum: bool,
 ) -> Result<Option<PartialCsum>, ()> {
     // DATA_VALID and RSC_INFO mean nothing on TX (virtio 1.2 §5.1.6.2): ignored.
-    if hdr[NET_HDR_FLAGS_OFF] & NET_HDR_F_NEEDS_CSUM == 0 {
-        return Ok(None);
-    }
-    if !csum {
-        return Err(());
-    }
-    let le16 = |off: usize| u16::from_le_bytes([hdr[off], hdr[off + 1]]);
-    PartialCsum::new_checked(
-        le16(NET_HDR_CSUM_START_OFF),
-        le16(NET_HDR_CSUM_OFFSET_OFF),
-        len,
-    )
-    .map(Some)
-    .ok_or(())
+    vnet::decode_csum(vnet_part(hdr), len, csum).map_err(|_| ())
 }
 
 /// The virtio-net header for a frame going to the guest: `num_buffers` 1 (patched
@@ -471,11 +463,9 @@ fn tx_offload(
 fn rx_header(partial: Option<PartialCsum>, guest_csum: bool) -> [u8; NET_HDR_BYTES] {
     let mut hdr = PLAIN_RX_HEADER;
     if let (Some(p), true) = (partial, guest_csum) {
-        hdr[NET_HDR_FLAGS_OFF] = NET_HDR_F_NEEDS_CSUM;
-        hdr[NET_HDR_CSUM_START_OFF..NET_HDR_CSUM_START_OFF + 2]
-            .copy_from_slice(&p.start.to_le_bytes());
-        hdr[NET_HDR_CSUM_OFFSET_OFF..NET_HDR_CSUM_OFFSET_OFF + 2]
-            .copy_from_slice(&p.offset.to_le_bytes());
+        let mut h = [0u8; vnet::VNET_HDR_LEN];
+        vnet::encode_csum(&mut h, p);
+        hdr[..vnet::VNET_HDR_LEN].copy_from_slice(&h);
     }
     hdr
 }

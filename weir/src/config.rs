@@ -108,8 +108,9 @@ pub struct DataplaneConfig {
     /// default) busy-polls without ever sleeping, for the lowest latency.
     #[serde(default)]
     pub idle_sleep_us: u32,
-    /// Buffers of 64 KiB for TSO frames from VMs (vhost-user HOST_TSO4/6);
-    /// 0 turns TSO off on every vhost-user port.
+    /// Buffers of 64 KiB for TSO frames from VMs (vhost-user HOST_TSO4/6)
+    /// and from the kernel behind `afpacket` and `tap` ports; 0 turns TSO off
+    /// on every such port (docs/operations.md, "Kernel ports and offloads").
     #[serde(default = "default_tso_mbufs")]
     pub tso_mbufs: u32,
 }

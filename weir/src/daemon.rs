@@ -191,18 +191,24 @@ impl Dataplane {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The TSO buffer pool for a new port: only vhost-user ports take TSO
-    /// frames, so the pool is created with the first of them (at start or by
-    /// `port add`), never for a daemon without one. If it cannot be created
+    /// The TSO buffer pool for a new port: vhost-user ports (TSO frames from
+    /// VMs) and AF_PACKET and TAP ports (super-frames from the kernel, with
+    /// its default offloads) take TSO frames, so the pool is created with the
+    /// first of them (at start or by `port add`), never for a daemon without
+    /// one. If it cannot be created
     /// (hugepages short with `hugepages = "required"`, or no memory), the port
     /// comes up without offering TSO and one warning says so; the next
     /// vhost-user port tries again.
     fn tso_pool_for(&self, st: &mut State, spec: &PortSpec) -> Option<&'static Mempool> {
-        if spec.kind != PortType::VhostUser || self.tso_mbufs == 0 {
+        let takes_tso = matches!(
+            spec.kind,
+            PortType::VhostUser | PortType::Afpacket | PortType::Tap
+        );
+        if !takes_tso || self.tso_mbufs == 0 {
             return None;
         }
         if st.tso_pool.is_none() {
-            // TSO frames from VMs (up to 64 KiB) get buffers of their own;
+            // TSO frames (up to 64 KiB) get buffers of their own;
             // their segments are cut into the normal pool (docs/vhost-user.md).
             match Mempool::create(&MempoolConfig {
                 name: "tso".into(),
@@ -232,7 +238,7 @@ impl Dataplane {
                         "lower [dataplane] tso_mbufs"
                     };
                     tracing::warn!(
-                        "port {} comes up without TSO (HOST_TSO4/6, GUEST_TSO4/6): no \
+                        "port {} comes up without TSO: no \
                          memory for {} TSO buffers of 64 KiB ({:#}); {fix} \
                          (tso_mbufs = 0 turns TSO off without this warning)",
                         spec.name,

@@ -147,9 +147,6 @@ impl VethHost {
             host_if: host_if.into(),
             ip: ip.into(),
         };
-        // Checksum offload on veth leaves partial checksums that a copy through
-        // userspace would carry unfinished; compute them in the stack instead.
-        let _ = h.ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
         sh(&["ip", "link", "set", host_if, "up"])?;
         h.ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         h.ns.exec(&["ip", "link", "set", "eth0", "up"])?;
@@ -191,7 +188,6 @@ pub fn adopt_into(ns: &Netns, iface: &str, ip: &str) -> anyhow::Result<()> {
         "name",
         "eth0",
     ])?;
-    let _ = ns.exec(&["ethtool", "-K", "eth0", "tx", "off"]);
     ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
     ns.exec(&["ip", "link", "set", "eth0", "up"])?;
     Ok(())

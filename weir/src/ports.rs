@@ -86,12 +86,18 @@ pub fn open(
         }
         PortType::Afpacket => {
             let cfg = pmd::afpacket::AfPacketConfig::default();
-            let qs = pmd::afpacket::AfPacketPort::open_queues(iface()?, n, pool, &cfg)
-                .with_context(|| format!("port {name}"))?;
+            let qs = pmd::afpacket::AfPacketPort::open_queues_with_tso(
+                iface()?,
+                n,
+                pool,
+                tso_pool,
+                &cfg,
+            )
+            .with_context(|| format!("port {name}"))?;
             OpenedPort::plain(boxed(qs))
         }
         PortType::Tap => {
-            let qs = pmd::tap::TapPort::create_queues(iface()?, n, pool)
+            let qs = pmd::tap::TapPort::create_queues_with_tso(iface()?, n, pool, tso_pool)
                 .with_context(|| format!("port {name}"))?;
             OpenedPort::plain(boxed(qs))
         }

@@ -23,13 +23,14 @@ pub mod ipv4;
 pub mod ipv6;
 pub mod offload;
 pub mod vlan;
+pub mod vnet;
 
 pub use arp::ArpPacket;
 pub use ethernet::{ethertype, parse_l2, parse_l2_addrs, EthFrame, L2Addrs, L2Info};
 pub use gso::{Gso, GsoKind, TsoPlan};
 pub use ipv4::{checksum, combine, fold, ones_complement_sum, Ipv4Packet};
 pub use ipv6::Ipv6Packet;
-pub use offload::{complete_l4_checksum, PartialCsum};
+pub use offload::{complete_l4_checksum, complete_unmarked_partial_csum, PartialCsum};
 pub use vlan::VlanTag;
 
 use crate::ids::MacAddr;

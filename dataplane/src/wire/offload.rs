@@ -151,6 +151,48 @@ pub fn complete_l4_checksum(frame: &mut [u8]) -> bool {
     }
 }
 
+/// Completes the TCP/UDP checksum of a frame that came without any offload
+/// metadata (AF_XDP in copy mode hands over what a veth peer with checksum
+/// offload sent: TCP/UDP checksums holding only the pseudo-header sum), when
+/// it can be recognised as partial: the checksum field equals the
+/// pseudo-header sum of the datagram, and the checksum does not verify as it
+/// stands. Anything else, a correct checksum included, is left alone.
+///
+/// Cost: a pseudo-header sum (a few adds) per TCP/UDP frame; the pass over
+/// the segment only for frames whose field matches, which are the partial
+/// ones (a complete checksum equals the pseudo-header sum once in 65536
+/// frames, and then verifies and is kept). A frame corrupted on the way
+/// whose field happens to equal that sum would be given a fresh checksum; on
+/// the links this serves (veth, a host's own stack) there is no wire to
+/// corrupt it. Returns true if a checksum was written.
+pub fn complete_unmarked_partial_csum(frame: &mut [u8]) -> bool {
+    let Some((p, end)) = locate_l4_checksum(frame) else {
+        return false;
+    };
+    let Some((l3, ethertype)) = l3_start(frame) else {
+        return false;
+    };
+    let start = usize::from(p.start);
+    let field = start + usize::from(p.offset);
+    let l4_len = (end - start) as u64;
+    let (addrs, proto) = match ethertype {
+        0x0800 => (frame.get(l3 + 12..l3 + 20), frame.get(l3 + 9)),
+        _ => (frame.get(l3 + 8..l3 + 40), frame.get(l3 + 6)),
+    };
+    let (Some(addrs), Some(&proto)) = (addrs, proto) else {
+        return false;
+    };
+    let pseudo = fold(u64::from(ones_complement_sum(addrs)) + u64::from(proto) + l4_len);
+    if frame[field..field + 2] != pseudo.to_be_bytes() {
+        return false;
+    }
+    let region = &mut frame[start..end];
+    if fold(u64::from(ones_complement_sum(region)) + u64::from(pseudo)) == 0xffff {
+        return false;
+    }
+    fill(region, usize::from(p.offset))
+}
+
 /// True if the TCP/UDP checksum at `p` in `frame` verifies, given the
 /// pseudo-header sum `pseudo` (for tests and diagnostics; not on the packet path).
 pub fn verify_l4_checksum(frame: &[u8], p: PartialCsum, pseudo: u16) -> bool {
@@ -327,6 +369,56 @@ pub(crate) mod tests {
         f.resize(64, 0xee); // Ethernet padding after the IP datagram
         assert!(complete_l4_checksum(&mut f));
         assert_eq!(f[44..46], [0x64, 0xb0]);
+    }
+
+    #[test]
+    fn unmarked_partial_checksums_are_recognised_and_completed() {
+        let cases: [(Vec<u8>, u16, u16, u16); 4] = [
+            (partial_udp4(), 34, 6, pseudo4(17, 13)),
+            (partial_tcp4(), 34, 16, pseudo4(6, 25)),
+            (partial_udp6(), 54, 6, pseudo6(17, 13)),
+            (partial_tcp6(), 54, 16, pseudo6(6, 25)),
+        ];
+        for (before, start, offset, pseudo) in cases {
+            let p = PartialCsum { start, offset };
+            let mut f = before.clone();
+            assert!(complete_unmarked_partial_csum(&mut f));
+            assert!(verify_l4_checksum(&f, p, pseudo));
+            // Complete now: a second pass leaves it alone.
+            let done = f.clone();
+            assert!(!complete_unmarked_partial_csum(&mut f));
+            assert_eq!(f, done);
+            // A field holding anything but the pseudo-header sum (a correct
+            // or a corrupted checksum) is not touched.
+            let mut g = before.clone();
+            let field = usize::from(start + offset);
+            g[field] ^= 0x40;
+            let bad = g.clone();
+            assert!(!complete_unmarked_partial_csum(&mut g));
+            assert_eq!(g, bad);
+        }
+    }
+
+    #[test]
+    fn complete_checksum_equal_to_the_pseudo_header_sum_is_kept() {
+        // Find a payload whose complete checksum equals the pseudo-header sum:
+        // the field then matches, but the checksum verifies and is kept.
+        let pseudo = pseudo4(17, 13);
+        let p = PartialCsum {
+            start: 34,
+            offset: 6,
+        };
+        let found = (0..=u16::MAX).find_map(|w| {
+            let mut f = partial_udp4();
+            f[42..44].copy_from_slice(&w.to_be_bytes());
+            assert!(p.complete(&mut f));
+            (f[40..42] == pseudo.to_be_bytes()).then_some(f)
+        });
+        let mut f = found.expect("some payload word gives that checksum");
+        let before = f.clone();
+        assert!(verify_l4_checksum(&f, p, pseudo));
+        assert!(!complete_unmarked_partial_csum(&mut f));
+        assert_eq!(f, before);
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub(super) struct XskParams {
     pub fill_size: QueueSize,
     pub comp_size: QueueSize,
     pub zero_copy: bool,
+    /// Copy mode with the XDP program in the driver hook (veth).
+    pub native_copy: bool,
     pub need_wakeup: bool,
 }
 
@@ -148,9 +150,12 @@ impl Xsk {
             Umem::new(umem_cfg, params.frame_count, false).map_err(OpenError::Umem)?;
 
         // Copy mode runs the XDP program in the generic (skb) hook, which every
-        // driver has, veth included; zero-copy needs driver support.
+        // driver has; on a veth in the driver hook (see the module docs,
+        // "Checksums"); zero-copy needs driver support.
         let (xdp_mode, bind_mode) = if params.zero_copy {
             (XdpFlags::XDP_FLAGS_DRV_MODE, BindFlags::XDP_ZEROCOPY)
+        } else if params.native_copy {
+            (XdpFlags::XDP_FLAGS_DRV_MODE, BindFlags::XDP_COPY)
         } else {
             (XdpFlags::XDP_FLAGS_SKB_MODE, BindFlags::XDP_COPY)
         };

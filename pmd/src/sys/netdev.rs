@@ -153,6 +153,37 @@ pub(crate) fn if_mtu(sock: BorrowedFd<'_>, name: &IfName) -> io::Result<u32> {
     Ok(mtu.max(0) as u32)
 }
 
+/// `ETHTOOL_GDRVINFO` (linux/ethtool.h).
+const ETHTOOL_GDRVINFO: u32 = 3;
+/// Size of `struct ethtool_drvinfo`: `cmd`, five 32-byte strings, 12
+/// reserved bytes, five u32 counts.
+const DRVINFO_BYTES: usize = 4 + 5 * 32 + 12 + 5 * 4;
+
+/// True if interface `name` is driven by the veth driver (`SIOCETHTOOL`
+/// `ETHTOOL_GDRVINFO`, what `ethtool -i` shows).
+pub(crate) fn is_veth(sock: BorrowedFd<'_>, name: &IfName) -> io::Result<bool> {
+    let mut info = [0u8; DRVINFO_BYTES];
+    info[..4].copy_from_slice(&ETHTOOL_GDRVINFO.to_ne_bytes());
+    let mut req = name.to_ifreq();
+    req.ifr_ifru.ifru_data = info.as_mut_ptr().cast();
+    // SAFETY: SIOCETHTOOL reads the name and `ifru_data` from `req`, then
+    // reads `cmd` from and writes at most `sizeof(struct ethtool_drvinfo)`
+    // bytes into the buffer `ifru_data` points to; `info` is that large,
+    // 4-aligned enough for the kernel's byte copies, and outlives the call.
+    let rc = unsafe {
+        libc::ioctl(
+            sock.as_raw_fd(),
+            libc::SIOCETHTOOL,
+            &mut req as *mut libc::ifreq,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let driver = &info[4..36];
+    Ok(driver.starts_with(b"veth\0"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

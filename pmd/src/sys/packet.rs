@@ -36,6 +36,10 @@ const FRAME_LEN_OFF: usize = 16;
 pub(crate) const TX_DATA_OFF: usize = libc::TPACKET3_HDRLEN - size_of::<libc::sockaddr_ll>();
 
 const _: () = assert!(TX_DATA_OFF == 48);
+
+/// `PACKET_VNET_HDR` (linux/if_packet.h): every frame, received or sent,
+/// is preceded by a `struct virtio_net_hdr`.
+pub(crate) const PACKET_VNET_HDR: libc::c_int = 15;
 const _: () = assert!(size_of::<libc::tpacket3_hdr>() == 48);
 
 /// Shape of one ring: `block_count` blocks of `block_size` bytes, each cut into
@@ -222,10 +226,20 @@ impl PacketSocket {
 
     /// Binds to interface `ifindex`, receiving every protocol (`ETH_P_ALL`).
     pub(crate) fn bind(&self, ifindex: u32) -> io::Result<()> {
+        self.bind_proto(ifindex, libc::ETH_P_ALL as u16)
+    }
+
+    /// Binds to interface `ifindex` for transmitting only: with protocol 0 the
+    /// kernel hands the socket no received frame at all.
+    pub(crate) fn bind_tx_only(&self, ifindex: u32) -> io::Result<()> {
+        self.bind_proto(ifindex, 0)
+    }
+
+    fn bind_proto(&self, ifindex: u32, proto: u16) -> io::Result<()> {
         // SAFETY: `sockaddr_ll` is plain old data; all-zero is a valid value.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        sll.sll_protocol = proto.to_be();
         sll.sll_ifindex =
             i32::try_from(ifindex).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // SAFETY: `sll` is a valid, initialised `sockaddr_ll` living for the call,
@@ -391,15 +405,17 @@ impl RingMap {
         )
     }
 
-    /// Copies `frame` into transmit slot `idx` and marks it for sending, if the
-    /// slot is free (the kernel is done with it) and the frame fits. Returns
+    /// Copies `prefix` (a virtio-net header with `PACKET_VNET_HDR`, else
+    /// empty) and `frame` into transmit slot `idx` and marks it for sending, if
+    /// the slot is free (the kernel is done with it) and both fit. Returns
     /// whether it was queued.
     #[inline]
-    pub(crate) fn tx_queue(&mut self, idx: usize, frame: &[u8]) -> bool {
+    pub(crate) fn tx_queue(&mut self, idx: usize, prefix: &[u8], frame: &[u8]) -> bool {
         let Some(off) = self.tx_frame_off(idx) else {
             return false;
         };
-        if frame.len() > self.tx_data_capacity() {
+        let total = prefix.len() + frame.len();
+        if total > self.tx_data_capacity() {
             return false;
         }
         let status = self.status_at(off + FRAME_STATUS_OFF);
@@ -410,7 +426,7 @@ impl RingMap {
         if status.load(Ordering::Acquire) & busy != 0 {
             return false;
         }
-        let len = frame.len() as u32;
+        let len = total as u32;
         // The header words written are 4-aligned inside the 48-byte header, the
         // data fits after it (checked above), and neither overlaps the status.
         // SAFETY: the slot [off, off + frame_size) is inside the transmit ring
@@ -420,7 +436,9 @@ impl RingMap {
             p.cast::<u32>().write(0); // tp_next_offset: must be 0 on transmit
             p.add(FRAME_SNAPLEN_OFF).cast::<u32>().write(len);
             p.add(FRAME_LEN_OFF).cast::<u32>().write(len);
-            std::ptr::copy_nonoverlapping(frame.as_ptr(), p.add(TX_DATA_OFF), frame.len());
+            let data = p.add(TX_DATA_OFF);
+            std::ptr::copy_nonoverlapping(prefix.as_ptr(), data, prefix.len());
+            std::ptr::copy_nonoverlapping(frame.as_ptr(), data.add(prefix.len()), frame.len());
         }
         // Release: the header and data are visible before the kernel sees the
         // request (the kick syscall that follows orders this as well).
