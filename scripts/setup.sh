@@ -9,6 +9,7 @@ set -euo pipefail
 PKGS=(
   build-essential pkg-config m4 clang llvm libelf-dev zlib1g-dev   # xsk-rs / libbpf-sys
   iproute2 iputils-ping ethtool                                    # namespaces, veth, ping
+  python3                                                           # raw-socket MAC flood in weir/tests/fdb_flood.rs
   valgrind                                                          # benches/callgrind.sh
   dpdk-dev librte-net-vhost23 librte-mempool-ring23 librte-net-virtio23  # testpmd: a real vhost-user peer
   librte-net-ring23 librte-net-null23                               # dpdk feature tests (net_ring, net_null vdevs)
@@ -32,6 +33,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 command -v cargo >/dev/null || { echo "scripts/setup.sh: cargo not found: install Rust (rustup) first" >&2; exit 1; }
-for t in ip ping clang dpdk-testpmd qemu-system-x86_64 cpio tcpdump; do
+for t in ip ping python3 clang dpdk-testpmd qemu-system-x86_64 cpio tcpdump; do
   command -v "$t" >/dev/null || { echo "scripts/setup.sh: $t still missing after install" >&2; exit 1; }
 done
