@@ -26,13 +26,14 @@
 #   - the daemon died, or the evil port cannot serve a well-behaved frontend at
 #     the end (one clean `reconnect` cycle of hostile-frontend).
 #
-# The offered rate (SOAK_RATE) is meant to sit well below what weir forwards on
+# The offered rate (SOAK_RATE) is meant to sit well below what weir forwards and
+# what the generator sustains on
 # this host, so that a lower rate under attack means harm done by the attacker
-# and not a saturated worker; the attackers run niced on the generator's CPU.
+# and not a saturated worker; the attackers run at nice 19 on the generator's CPU.
 #
 # Usage: benches/soak.sh [--duration SECONDS] [--out DIR]   (root: namespaces, apt)
 # Environment (defaults in brackets):
-#   SOAK_RATE [0.5mpps]  SOAK_CHUNK [10]  SOAK_BASELINE_CHUNKS [3]  SOAK_INTERVAL [2]
+#   SOAK_RATE [0.2mpps]  SOAK_CHUNK [10]  SOAK_BASELINE_CHUNKS [3]  SOAK_INTERVAL [2]
 #   SOAK_SETTLE [5]  SOAK_SW_CPU [last CPU]  SOAK_GEN_CPU [0]  SOAK_FLOOD_GAP_US [100]
 #   SOAK_RSS_SLACK_KB [16384]  WEIR_BIN [built with cargo]
 # Output in DIR [/tmp/weir-soak]: samples.tsv (one line per sample), healthy.tsv
@@ -54,7 +55,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # shellcheck source=benches/lib.sh
 . "$root/benches/lib.sh"
 
-SOAK_RATE=${SOAK_RATE:-0.5mpps}
+SOAK_RATE=${SOAK_RATE:-0.2mpps}
 SOAK_CHUNK=${SOAK_CHUNK:-10}
 SOAK_BASELINE_CHUNKS=${SOAK_BASELINE_CHUNKS:-3}
 SOAK_INTERVAL=${SOAK_INTERVAL:-2}
@@ -195,9 +196,9 @@ read -r _ _ RSS0 FDS0 THR0 MAPS0 POOL0 TSO0 _ < <(tail -n 1 "$OUT/samples.tsv")
 
 log "attack: ${DURATION}s (hostile frontend on evil, MAC flood from $NS)"
 echo attack > "$PHASE_FILE"
-nice -n 10 taskset -c "$SOAK_GEN_CPU" "$HOSTILE" "$EVIL" "$DURATION" > "$OUT/hostile.log" 2>&1 &
+nice -n 19 taskset -c "$SOAK_GEN_CPU" "$HOSTILE" "$EVIL" "$DURATION" > "$OUT/hostile.log" 2>&1 &
 HPID=$!; PIDS+=("$HPID")
-ip netns exec "$NS" nice -n 10 taskset -c "$SOAK_GEN_CPU" \
+ip netns exec "$NS" nice -n 19 taskset -c "$SOAK_GEN_CPU" \
     mausezahn eth0 -q -a rand -b ff:ff:ff:ff:ff:ff -t udp "dp=9" -c 0 -d "${SOAK_FLOOD_GAP_US}usec" \
     > "$OUT/flood.log" 2>&1 &
 FPID=$!; PIDS+=("$FPID")

@@ -506,6 +506,10 @@ impl Control {
                 }
             };
             let Some(front) = self.next_frontend(listener.as_ref(), &mut backoff) else {
+                // Stopping before a frontend came: the library has taken its
+                // exit event already, so the fd it keeps must go here too.
+                drop(daemon);
+                reclaim_exit_event(&exit);
                 break;
             };
             // A new frontend starts with a clean slate; errors the relay finds
@@ -588,10 +592,7 @@ impl Control {
             }
             // Joins the library's threads; then the fd it leaked can go.
             drop(daemon);
-            let handed = exit.lock().unwrap_or_else(|e| e.into_inner()).take();
-            if let Some(e) = handed {
-                e.reclaim();
-            }
+            reclaim_exit_event(&exit);
         }
     }
 
@@ -613,4 +614,13 @@ fn wait_readable(l: &UnixListener, ms: u64) -> bool {
         tv_nsec: (ms * 1_000_000) as _,
     };
     matches!(poll(&mut fds, Some(&t)), Ok(n) if n > 0)
+}
+
+/// Closes the copy of the exit event that the vhost-user library keeps and
+/// never closes, once the library that took it is gone.
+fn reclaim_exit_event(exit: &Mutex<Option<ExitEvent>>) {
+    let handed = exit.lock().unwrap_or_else(|e| e.into_inner()).take();
+    if let Some(e) = handed {
+        e.reclaim();
+    }
 }

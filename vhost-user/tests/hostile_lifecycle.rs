@@ -269,6 +269,46 @@ fn reconnect_soak_returns_fds_threads_mappings_and_mbufs_to_baseline() {
     assert_eq!(d.dev.error(), None);
 }
 
+/// `port add` and `port del` over and over (as `weir bench --socket` does for
+/// every measurement), with and without a frontend in between: a device
+/// dropped while it waits for its next frontend leaves nothing behind either.
+#[test]
+fn devices_added_and_removed_leave_no_fds_threads_or_mappings() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let cycle = |name: &str, with_session: bool| {
+        let (d, port) = device(dir.path(), name);
+        if with_session {
+            session_without_worker(&d, port);
+        } else {
+            drop(port);
+        }
+    };
+    // What lives for the process is installed by the first devices: the
+    // SIGBUS handler, and the C library's per-thread heaps (bounded by the
+    // number of CPUs) and cached thread stacks, which show as mappings.
+    for i in 0..WARM_DEVICES {
+        cycle(&format!("warm{i}"), i % 2 == 1);
+    }
+    settled_fds();
+    let base = level();
+    for i in 0..40 {
+        cycle(&format!("d{i}"), i % 2 == 1);
+    }
+    assert_eq!(settles_at(base), base, "after 40 devices added and removed");
+}
+
+/// Devices added and removed before the baseline is taken.
+const WARM_DEVICES: usize = 40;
+
+/// One session whose frames are taken by a short-lived worker, which is gone
+/// again when this returns.
+fn session_without_worker(d: &Dev, port: VhostUserPort) {
+    let w = Worker::spawn(vec![(port, Arc::clone(&d.rx))]);
+    session(d, 2);
+    assert!(w.stop(), "worker did not stop");
+}
+
 #[test]
 fn a_frontend_that_closes_its_eventfds_does_not_wedge_the_port() {
     let _s = serial();
