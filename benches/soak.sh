@@ -27,9 +27,9 @@
 #     the end (one clean `reconnect` cycle of hostile-frontend).
 #
 # The offered rate (SOAK_RATE) is meant to sit well below what weir forwards and
-# what the generator sustains on
-# this host, so that a lower rate under attack means harm done by the attacker
-# and not a saturated worker; the attackers run at nice 19 on the generator's CPU.
+# what the generator sustains on this host, so that a lower rate under attack
+# means harm done by the attacker and not a saturated worker or a starved
+# generator; the attackers run at nice 19 on the generator's CPU.
 #
 # Usage: benches/soak.sh [--duration SECONDS] [--out DIR]   (root: namespaces, apt)
 # Environment (defaults in brackets):
