@@ -156,6 +156,17 @@ pub struct QueueStats {
     pub rx_errors: Counter,
     /// Transmit errors reported by the driver.
     pub tx_errors: Counter,
+    /// Segmentation offload (TSO) super-frames received, each counted once
+    /// also in `rx_packets`.
+    pub rx_tso_packets: Counter,
+    /// TSO super-frames handed whole to the port (its peer or the kernel
+    /// segments them, if anyone does), each counted once also in
+    /// `tx_packets`.
+    pub tx_tso_packets: Counter,
+    /// TSO super-frames weir cut into segments on this port: on transmit to
+    /// a port that cannot take them whole (the segments are counted in
+    /// `tx_packets`), or on receive by a port without buffers for them.
+    pub tso_segmented: Counter,
     drops: [Counter; DropReason::COUNT],
     unlearned: [Counter; Unlearned::COUNT],
 }
@@ -206,6 +217,9 @@ impl QueueStats {
             tx_bytes: self.tx_bytes.get(),
             rx_errors: self.rx_errors.get(),
             tx_errors: self.tx_errors.get(),
+            rx_tso_packets: self.rx_tso_packets.get(),
+            tx_tso_packets: self.tx_tso_packets.get(),
+            tso_segmented: self.tso_segmented.get(),
             drops,
             unlearned,
         }
@@ -227,6 +241,12 @@ pub struct StatsSnapshot {
     pub rx_errors: u64,
     /// Transmit errors.
     pub tx_errors: u64,
+    /// TSO super-frames received.
+    pub rx_tso_packets: u64,
+    /// TSO super-frames transmitted whole.
+    pub tx_tso_packets: u64,
+    /// TSO super-frames cut into segments by weir.
+    pub tso_segmented: u64,
     /// Drops, indexed by `DropReason as usize`.
     pub drops: [u64; DropReason::COUNT],
     /// Frames forwarded with their source not learned, indexed by
@@ -259,6 +279,9 @@ impl std::ops::AddAssign for StatsSnapshot {
         self.tx_bytes += o.tx_bytes;
         self.rx_errors += o.rx_errors;
         self.tx_errors += o.tx_errors;
+        self.rx_tso_packets += o.rx_tso_packets;
+        self.tx_tso_packets += o.tx_tso_packets;
+        self.tso_segmented += o.tso_segmented;
         for (a, b) in self.drops.iter_mut().zip(o.drops) {
             *a += b;
         }

@@ -349,10 +349,14 @@ impl Queues {
 #[inline]
 fn send_local(q: &mut LocalQueue, b: &mut Burst) {
     let mut bytes_before = 0usize;
+    let mut tso_before = 0usize;
     let mut needs_segmenting = false;
     for m in b.iter() {
         bytes_before += m.len();
-        needs_segmenting |= m.gso().is_some_and(|g| !q.dev.accepts_gso(g.kind));
+        if let Some(g) = m.gso() {
+            tso_before += 1;
+            needs_segmenting |= !q.dev.accepts_gso(g.kind);
+        }
     }
     if needs_segmenting {
         segment_and_send(q, b);
@@ -367,14 +371,19 @@ fn send_local(q: &mut LocalQueue, b: &mut Burst) {
     // counts as tx_errors; they are not transmitted packets.
     let errors_before = q.stats.tx_errors.get();
     let taken = q.dev.tx_burst(b);
-    let bytes_left: usize = if b.is_empty() {
-        0
+    let (bytes_left, tso_left) = if b.is_empty() {
+        (0, 0)
     } else {
-        b.iter().map(|m| m.len()).sum()
+        b.iter().fold((0usize, 0usize), |(n, t), m| {
+            (n + m.len(), t + usize::from(m.gso().is_some()))
+        })
     };
     let failed = q.stats.tx_errors.get().saturating_sub(errors_before) as usize;
     q.stats.tx_packets.add(taken.saturating_sub(failed) as u64);
     q.stats.tx_bytes.add((bytes_before - bytes_left) as u64);
+    if tso_before > 0 {
+        q.stats.tx_tso_packets.add((tso_before - tso_left) as u64);
+    }
     if !b.is_empty() {
         q.stats
             .drop_n(crate::stats::DropReason::TxFull, b.len() as u64);
@@ -410,6 +419,7 @@ fn segment_and_send(q: &mut LocalQueue, b: &mut Burst) {
             q.stats.drop_one(DropReason::Malformed);
             continue;
         };
+        q.stats.tso_segmented.inc();
         let pool = m.pool().segment_pool();
         for i in 0..plan.segments() {
             if out.is_full() {
@@ -497,12 +507,17 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
             let t1 = stamp();
             moved += n;
             let mut bytes = 0usize;
+            let mut tso = 0usize;
             for m in burst.iter_mut() {
                 m.set_port(q.port.0);
                 bytes += m.len();
+                tso += usize::from(m.gso().is_some());
             }
             q.stats.rx_packets.add(n as u64);
             q.stats.rx_bytes.add(bytes as u64);
+            if tso > 0 {
+                q.stats.rx_tso_packets.add(tso as u64);
+            }
             fwd.process(t, q.port, &mut burst, now, &q.stats);
             let t2 = stamp();
             fwd.drain(|out, b| queues.transmit(t, out, b, ws, Some(qi)));

@@ -49,8 +49,12 @@
 //! ([`dataplane::wire::vnet`]): NEEDS_CSUM becomes [`dataplane::Mbuf::partial_csum`]
 //! (its start moved by 4 when a stripped VLAN tag is put back), a TCP GSO
 //! type becomes [`dataplane::Mbuf::gso`]. A super-frame longer than a normal
-//! mbuf is copied into a buffer of the TSO pool (`open_queues_with_tso`);
-//! without one, or with it empty, it is dropped as `NoTsoBuffers`. A header
+//! mbuf is copied into a buffer of the TSO pool (`open_queues_with_tso`),
+//! and dropped as `NoTsoBuffers` when that pool (or the port's share of it)
+//! is empty. Without a pool (`tso_mbufs = 0`) weir cuts the super-frame into
+//! segments on receive, straight from the ring into normal mbufs with their
+//! checksums complete (counted in `tso_segmented`); a frame whose segments
+//! do not all fit the burst stays in the ring until the rest are out. A header
 //! weir refuses (UDP GSO, an unknown GSO type, offsets outside the frame) drops
 //! the frame as `Malformed`.
 //!
@@ -73,7 +77,9 @@ use std::time::{Duration, Instant};
 use dataplane::{Burst, DropReason, LinkState, Mempool, Port, QueueStats};
 
 use crate::sys::netdev::{self, IfName};
+use dataplane::wire::gso::GsoError;
 use dataplane::wire::vnet::{self, VnetAccept, VNET_HDR_LEN};
+use dataplane::wire::{Gso, TsoPlan};
 
 use crate::sys::packet::{PacketSocket, RingLayout, RingMap, PACKET_VNET_HDR, TX_DATA_OFF};
 
@@ -280,6 +286,10 @@ pub struct AfPacketPort {
     rx_left: u32,
     /// Offset in `rx_block` of the next frame's header.
     rx_off: usize,
+    /// Segments of the frame at `rx_off` already delivered: a super-frame
+    /// segmented on receive (no TSO pool) that did not fit one burst stays
+    /// in the ring until its last segment is out.
+    rx_seg_next: usize,
     /// Next transmit slot to fill.
     tx_head: usize,
     /// Largest frame the interface and a slot accept.
@@ -487,6 +497,7 @@ impl AfPacketPort {
             rx_block: 0,
             rx_left: 0,
             rx_off: 0,
+            rx_seg_next: 0,
             tx_head: 0,
             tx_max_len: 0,
             kick_pending: false,
@@ -752,6 +763,67 @@ fn copy_frame(out: &mut [u8], data: &[u8], vlan: Option<(u16, u16)>) -> Option<u
     }
 }
 
+/// Cuts the received super-frame `f` into normal mbufs from `pool`, from
+/// segment `from` on, as many as `burst` has room for; each segment leaves
+/// with its checksums complete. Returns the next segment when the burst
+/// filled first; `None` when the frame is done (delivered, or dropped and
+/// counted).
+fn segment_frame(
+    pool: &'static Mempool,
+    stats: &QueueStats,
+    f: &RxFrame<'_>,
+    gso: Gso,
+    from: usize,
+    burst: &mut Burst,
+) -> Option<usize> {
+    if burst.remaining_capacity() == 0 {
+        return Some(from);
+    }
+    let plan = match TsoPlan::new(f.data, gso) {
+        Ok(p) => p,
+        Err(GsoError::MssTooSmall) => {
+            stats.drop_one(DropReason::TsoMssTooSmall);
+            return None;
+        }
+        Err(_) => {
+            stats.drop_one(DropReason::Malformed);
+            return None;
+        }
+    };
+    let tag = if f.vlan.is_some() { VLAN_HLEN } else { 0 };
+    if plan.max_segment_len() + tag > pool.data_room() as usize {
+        stats.drop_one(DropReason::Malformed);
+        return None;
+    }
+    if from == 0 {
+        stats.tso_segmented.inc();
+    }
+    for i in from..plan.segments() {
+        if burst.remaining_capacity() == 0 {
+            return Some(i);
+        }
+        let Some(mut m) = pool.alloc() else {
+            stats.drop_one(DropReason::NoBuffers);
+            continue;
+        };
+        let room = m.room_mut();
+        let n = plan.write_segment(f.data, i, &mut room[tag..]);
+        if let Some((tpid, tci)) = f.vlan.filter(|_| n > 0) {
+            // The kernel stripped the tag: put it back behind the addresses.
+            room.copy_within(tag..tag + 12, 0);
+            room[12..14].copy_from_slice(&tpid.to_be_bytes());
+            room[14..16].copy_from_slice(&tci.to_be_bytes());
+        }
+        if n == 0 || m.set_len(n + tag).is_err() {
+            stats.drop_one(DropReason::Malformed);
+            continue;
+        }
+        // Cannot fail: checked above.
+        let _ = burst.try_push(m);
+    }
+    None
+}
+
 impl Port for AfPacketPort {
     fn rx_burst(&mut self, burst: &mut Burst) -> usize {
         let start = burst.len();
@@ -774,6 +846,7 @@ impl Port for AfPacketPort {
             }
             while self.rx_left > 0 && budget > 0 {
                 budget -= 1;
+                let (left_before, off_before) = (self.rx_left, self.rx_off);
                 let Some(f) = parse_frame(block, self.rx_off, self.vnet) else {
                     // Inconsistent descriptor: skip the rest of the block.
                     self.stats.rx_errors.inc();
@@ -808,8 +881,21 @@ impl Port for AfPacketPort {
                         (Some(_), Some(p)) if len <= p.data_room() as usize => {
                             (p, DropReason::NoTsoBuffers)
                         }
-                        (Some(_), None) => {
-                            self.stats.drop_one(DropReason::NoTsoBuffers);
+                        (Some(gso), None) => {
+                            let from = self.rx_seg_next;
+                            match segment_frame(self.pool, &self.stats, &f, gso, from, burst) {
+                                Some(next) => {
+                                    // The burst is full: the rest of this
+                                    // frame's segments go out next time.
+                                    self.rx_seg_next = next;
+                                    (self.rx_left, self.rx_off) = (left_before, off_before);
+                                    budget = 0;
+                                }
+                                None => {
+                                    self.rx_seg_next = 0;
+                                    budget = budget.min(burst.remaining_capacity());
+                                }
+                            }
                             continue;
                         }
                         _ => {

@@ -171,6 +171,18 @@ pub struct PortStatsView {
     pub rx_errors: u64,
     /// Transmit errors reported by the driver.
     pub tx_errors: u64,
+    /// Segmentation offload (TSO) super-frames received (also in
+    /// `rx_packets`).
+    #[serde(default)]
+    pub rx_tso_packets: u64,
+    /// TSO super-frames handed whole to the port (also in `tx_packets`).
+    #[serde(default)]
+    pub tx_tso_packets: u64,
+    /// TSO super-frames weir cut into segments on this port (on transmit to a
+    /// port that cannot take them whole, or on receive without buffers for
+    /// them).
+    #[serde(default)]
+    pub tso_segmented: u64,
     /// Dropped packets by drop reason name.
     #[serde(default)]
     pub drops: BTreeMap<String, u64>,

@@ -749,6 +749,26 @@ fn pool_line(out: &mut String, label: &str, unit: &str, m: &MempoolView) {
     out.push('\n');
 }
 
+/// Segmentation offload per port, for the ports that saw any: super-frames
+/// in, out whole, and cut into segments by weir.
+fn render_tso(out: &mut String, ports: &[PortInfo]) {
+    let busy = |s: &PortStatsView| s.rx_tso_packets + s.tx_tso_packets + s.tso_segmented > 0;
+    if !ports.iter().any(|p| busy(&p.stats)) {
+        return;
+    }
+    let mut t = Table::new(&["PORT", ">RX-TSO", ">TX-TSO", ">SEGMENTED"]);
+    for p in ports.iter().filter(|p| busy(&p.stats)) {
+        t.row(vec![
+            p.name.clone(),
+            p.stats.rx_tso_packets.to_string(),
+            p.stats.tx_tso_packets.to_string(),
+            p.stats.tso_segmented.to_string(),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&t.render());
+}
+
 fn render_stats(stats: &StatsView) -> String {
     let mut out = String::new();
     if stats.ports.is_empty() {
@@ -787,6 +807,7 @@ fn render_stats(stats: &StatsView) -> String {
             }
         }
         out.push_str(&t.render());
+        render_tso(&mut out, &stats.ports);
     }
     out.push('\n');
     out.push_str(&render_workers(&stats.workers));

@@ -754,6 +754,9 @@ fn stats_view(s: &StatsSnapshot) -> PortStatsView {
         tx_bytes: s.tx_bytes,
         rx_errors: s.rx_errors,
         tx_errors: s.tx_errors,
+        rx_tso_packets: s.rx_tso_packets,
+        tx_tso_packets: s.tx_tso_packets,
+        tso_segmented: s.tso_segmented,
         drops: DropReason::ALL
             .iter()
             .filter(|r| s.drops(**r) > 0)
