@@ -23,6 +23,9 @@
 #   --host-mtu N    give both NICs QEMU's host_mtu=N (VIRTIO_NET_F_MTU; QEMU
 #                   tells the switch with VHOST_USER_NET_SET_MTU)
 #   --g1 FILE, --g2 FILE  run these guest scripts instead of the built-in ones
+#   --one           boot g1 alone, on SOCK1 (give one socket): its peer is not
+#                   a guest (for example a network namespace on a kernel port);
+#                   use with --g1
 #
 # Each guest: q35, 1 vCPU (--smp), 256 MB of shared memory (vhost-user needs the switch to
 # map it), -nodefaults (no other NIC), console on WORKDIR/gN.console.log. Lines the
@@ -33,7 +36,7 @@ set -uo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MODE=server GDIR=$ROOT/target/vm-guest W="" DEADLINE=120 XFER=4 IPERF=3 MEMPATH="" G1="" G2=""
-SMP=1 QUEUES=1 HOST_MTU=""
+SMP=1 QUEUES=1 HOST_MTU="" ONE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --mode) MODE=$2; shift 2 ;;
@@ -48,13 +51,20 @@ while [ $# -gt 0 ]; do
     --host-mtu) HOST_MTU=$2; shift 2 ;;
     --g1) G1=$2; shift 2 ;;
     --g2) G2=$2; shift 2 ;;
+    --one) ONE=1; shift ;;
     -h | --help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     -*) echo "vm-pair: unknown option $1" >&2; exit 2 ;;
     *) break ;;
   esac
 done
-[ $# -eq 2 ] || { echo "usage: vm-pair.sh [options] SOCK1 SOCK2 (--help)" >&2; exit 2; }
-SOCK1=$1 SOCK2=$2
+if [ $ONE = 1 ]; then
+  [ $# -eq 1 ] || { echo "usage: vm-pair.sh --one [options] SOCK1 (--help)" >&2; exit 2; }
+  [ -n "$G1" ] || { echo "vm-pair: --one needs --g1 (the built-in g1 talks to g2)" >&2; exit 2; }
+  SOCK1=$1 SOCK2=""
+else
+  [ $# -eq 2 ] || { echo "usage: vm-pair.sh [options] SOCK1 SOCK2 (--help)" >&2; exit 2; }
+  SOCK1=$1 SOCK2=$2
+fi
 case "$MODE" in server | client) ;; *) echo "vm-pair: --mode server|client" >&2; exit 2 ;; esac
 case "$SMP$QUEUES$HOST_MTU" in *[!0-9]*) echo "vm-pair: --smp, --queues and --host-mtu take numbers" >&2; exit 2 ;; esac
 
@@ -171,7 +181,7 @@ boot() { # NAME MAC SOCKET SCRIPT
 
 wait_sockets() {
   local end=$(($(date +%s) + 30))
-  until [ -S "$SOCK1" ] && [ -S "$SOCK2" ]; do
+  until [ -S "$SOCK1" ] && { [ -z "$SOCK2" ] || [ -S "$SOCK2" ]; }; do
     [ "$(date +%s)" -lt $end ] || { say "sockets $SOCK1 $SOCK2 did not appear"; return 1; }
     sleep 0.1
   done
@@ -183,10 +193,10 @@ if [ "$MODE" = server ]; then
 else
   rm -f "$SOCK1" "$SOCK2"
 fi
-boot g2 52:54:00:00:00:02 "$SOCK2" "$G2"
+if [ $ONE = 0 ]; then boot g2 52:54:00:00:00:02 "$SOCK2" "$G2"; fi
 boot g1 52:54:00:00:00:01 "$SOCK1" "$G1"
 if [ "$MODE" = client ]; then wait_sockets || exit 1; fi
-say "mode=$MODE smp=$SMP queues=$QUEUES guests g1=${PIDS[1]} g2=${PIDS[0]} workdir=$W"
+say "mode=$MODE smp=$SMP queues=$QUEUES guests ${PIDS[*]} (g1 last) workdir=$W"
 
 end=$(($(date +%s) + DEADLINE))
 for p in "${PIDS[@]}"; do
@@ -197,8 +207,10 @@ for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && timed_out=1; done
 cleanup
 wall=$(echo "$(date +%s.%N) $T0" | awk '{printf "%.1f", $1 - $2}')
 
-for g in g1 g2; do
-  tr -d '\r' < "$W/$g.console.log" 2>/dev/null | grep -a '^WEIRVM:' | sed "s/^WEIRVM:/vm-pair: $g:/"
+GUESTS="g1 g2"
+[ $ONE = 1 ] && GUESTS=g1
+for g in $GUESTS; do
+  tr -d '\r' 2>/dev/null < "$W/$g.console.log" | grep -a '^WEIRVM:' | sed "s/^WEIRVM:/vm-pair: $g:/"
 done
 rc=$(tr -d '\r' < "$W/g1.console.log" 2>/dev/null | sed -n 's/^WEIRVM: rc=\([0-9]*\).*/\1/p' | tail -n 1)
 if [ "$rc" = 0 ] && [ $timed_out = 0 ]; then
