@@ -96,7 +96,8 @@ drop_reasons! {
     /// cannot take buffers every other port needs.
     PoolShare => "pool-share",
     /// A segmentation offload (TSO) frame asked for segments of fewer
-    /// payload bytes than [`crate::wire::gso::MIN_MSS`].
+    /// payload bytes than [`crate::wire::gso::MIN_MSS`], or a UDP train for
+    /// more than [`crate::wire::gso::MAX_UDP_SEGMENTS`] datagrams.
     TsoMssTooSmall => "tso-mss-too-small",
     /// A guest's descriptor chain (or, for one frame to a guest with
     /// mergeable buffers, its chains together) held more buffers than one

@@ -415,9 +415,17 @@ fn segment_and_send(q: &mut LocalQueue, b: &mut Burst) {
                 continue;
             }
         };
-        let Ok(plan) = TsoPlan::new(m.data(), gso) else {
-            q.stats.drop_one(DropReason::Malformed);
-            continue;
+        let plan = match TsoPlan::new(m.data(), gso) {
+            Ok(p) => p,
+            Err(crate::wire::gso::GsoError::MssTooSmall) => {
+                // A UDP train of too many datagrams.
+                q.stats.drop_one(DropReason::TsoMssTooSmall);
+                continue;
+            }
+            Err(_) => {
+                q.stats.drop_one(DropReason::Malformed);
+                continue;
+            }
         };
         q.stats.tso_segmented.inc();
         let pool = m.pool().segment_pool();

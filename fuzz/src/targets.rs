@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use dataplane::mempool::{HugepagePolicy, MempoolConfig};
 use dataplane::switch::{Bridge, Fdb, FdbConfig, Forwarder, PortEntry, Switch};
-use dataplane::wire::gso::MIN_MSS;
+use dataplane::wire::gso::{MAX_UDP_SEGMENTS, MIN_MSS};
 use dataplane::wire::vlan;
 use dataplane::wire::{
     complete_l4_checksum, parse_l2, parse_l2_addrs, ArpPacket, EthFrame, Gso, GsoKind, Ipv4Packet,
@@ -377,13 +377,17 @@ fn check_plan(frame: &[u8], gso: Gso) {
     let Ok(plan) = TsoPlan::new(frame, gso) else {
         return;
     };
-    assert!(
-        gso.mss >= MIN_MSS,
-        "segmentation planned for mss {}",
-        gso.mss
-    );
     let n = plan.segments();
-    assert!(n <= 65535 / usize::from(MIN_MSS) + 1, "{n} segments");
+    if gso.kind == GsoKind::Udp {
+        assert!(gso.mss > 0 && n <= MAX_UDP_SEGMENTS, "{n} UDP segments");
+    } else {
+        assert!(
+            gso.mss >= MIN_MSS,
+            "segmentation planned for mss {}",
+            gso.mss
+        );
+        assert!(n <= 65535 / usize::from(MIN_MSS) + 1, "{n} segments");
+    }
     let hdr = plan.hdr_len();
     assert!(plan.max_segment_len() <= hdr + usize::from(gso.mss));
     SEGMENT.with(|buf| {
@@ -432,8 +436,16 @@ pub fn tso_header(data: &[u8]) {
     } else {
         GsoKind::Tcp4
     };
-    // The segmentation itself, on any MSS.
+    // The segmentation itself, on any MSS; and as a UDP train (the tweaks
+    // can make the template UDP).
     check_plan(&frame, Gso { kind, mss });
+    check_plan(
+        &frame,
+        Gso {
+            kind: GsoKind::Udp,
+            mss,
+        },
+    );
 
     // The virtio-net header the guest sends with it.
     let mut hdr = [0u8; NET_HDR_BYTES];

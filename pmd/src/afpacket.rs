@@ -48,19 +48,21 @@
 //! mapped onto the mbuf's metadata exactly as vhost-user maps a guest's
 //! ([`dataplane::wire::vnet`]): NEEDS_CSUM becomes [`dataplane::Mbuf::partial_csum`]
 //! (its start moved by 4 when a stripped VLAN tag is put back), a TCP GSO
-//! type becomes [`dataplane::Mbuf::gso`]. A super-frame longer than a normal
+//! or UDP (`UDP_SEGMENT`) GSO type becomes [`dataplane::Mbuf::gso`]. A super-frame longer than a normal
 //! mbuf is copied into a buffer of the TSO pool (`open_queues_with_tso`),
 //! and dropped as `NoTsoBuffers` when that pool (or the port's share of it)
 //! is empty. Without a pool (`tso_mbufs = 0`) weir cuts the super-frame into
 //! segments on receive, straight from the ring into normal mbufs with their
 //! checksums complete (counted in `tso_segmented`); a frame whose segments
 //! do not all fit the burst stays in the ring until the rest are out. A header
-//! weir refuses (UDP GSO, an unknown GSO type, offsets outside the frame) drops
+//! weir refuses (UFO, an unknown GSO type, offsets outside the frame) drops
 //! the frame as `Malformed`.
 //!
 //! On transmit every frame gets a header too, so the port accepts partial
 //! checksums (the kernel, or the peer's stack, finishes them) and, with a TSO
-//! pool, TSO frames: those go whole through a second, transmit-only socket whose
+//! pool, TCP TSO frames (UDP trains are cut into datagrams by the worker, since
+//! not every kernel takes GSO_UDP_L4 from a packet socket): those go whole
+//! through a second, transmit-only socket whose
 //! ring has 64 KiB slots, and the kernel segments them only if the interface
 //! cannot take them (a veth takes them whole). When a burst moves from one ring
 //! to the other, the ring left is kicked first, so frames leave in order.
@@ -100,6 +102,7 @@ const KERNEL_ACCEPT: VnetAccept = VnetAccept {
     csum: true,
     tso4: true,
     tso6: true,
+    uso: true,
     ecn: true,
 };
 
@@ -1016,8 +1019,10 @@ impl Port for AfPacketPort {
         self.vnet
     }
 
-    fn accepts_gso(&self, _kind: dataplane::wire::GsoKind) -> bool {
-        self.tso_tx.is_some()
+    fn accepts_gso(&self, kind: dataplane::wire::GsoKind) -> bool {
+        // UDP trains are cut by weir: not every kernel takes GSO_UDP_L4
+        // from a packet socket.
+        self.tso_tx.is_some() && kind != dataplane::wire::GsoKind::Udp
     }
 
     fn housekeeping(&mut self) {
@@ -1161,15 +1166,20 @@ mod tests {
         let mut ecn = tso;
         ecn[1] |= vnet::GSO_ECN;
         assert_eq!(rx_meta(&ecn, 9000, false).unwrap().gso, m.gso);
-        // Refused, so counted as malformed by rx_burst: UDP segmentation, an
-        // unknown type, no checksum request, offsets past the end (also when
-        // the tag moves them there, or would overflow).
+        // UDP segmentation (UDP_SEGMENT) is taken.
+        let uso = [1, vnet::GSO_UDP_L4, 42, 0, 0xc8, 5, 34, 0, 6, 0];
+        assert_eq!(
+            rx_meta(&uso, 9000, false).unwrap().gso,
+            Some(Gso {
+                kind: GsoKind::Udp,
+                mss: 1480
+            })
+        );
+        // Refused, so counted as malformed by rx_burst: UFO, an unknown
+        // type, no checksum request, offsets past the end (also when the tag
+        // moves them there, or would overflow).
         for (h, len, tagged) in [
-            (
-                [1, vnet::GSO_UDP_L4, 42, 0, 0xc8, 5, 34, 0, 6, 0],
-                9000,
-                false,
-            ),
+            ([1, vnet::GSO_UDP, 42, 0, 0xc8, 5, 34, 0, 6, 0], 9000, false),
             ([1, 0x22, 54, 0, 0xa8, 5, 34, 0, 16, 0], 9000, false),
             (
                 [0, vnet::GSO_TCPV6, 74, 0, 0x94, 5, 0, 0, 0, 0],

@@ -212,6 +212,9 @@ impl TapPort {
                     csum: true,
                     tso4: tso,
                     tso6: tso,
+                    // TUN_F_USO4/6 are not set: the kernel segments UDP
+                    // before handing it over.
+                    uso: false,
                     ecn: tso,
                 },
                 Err(_) => VnetAccept::default(),
@@ -411,8 +414,10 @@ impl Port for TapPort {
         true
     }
 
-    fn accepts_gso(&self, _kind: dataplane::wire::GsoKind) -> bool {
-        true
+    fn accepts_gso(&self, kind: dataplane::wire::GsoKind) -> bool {
+        // UDP trains are cut by weir: not every kernel takes GSO_UDP_L4
+        // from a TAP.
+        kind != dataplane::wire::GsoKind::Udp
     }
 
     fn link(&self) -> LinkState {

@@ -394,6 +394,8 @@ impl Offload {
             csum: self.csum,
             tso4: self.tso4,
             tso6: self.tso6,
+            // GUEST_USO/HOST_USO are not offered.
+            uso: false,
             ecn: false,
         }
     }
@@ -404,6 +406,7 @@ impl Offload {
         match kind {
             GsoKind::Tcp4 => self.tso4,
             GsoKind::Tcp6 => self.tso6,
+            GsoKind::Udp => false,
         }
     }
 }

@@ -74,6 +74,7 @@ fn tso_frame(kind: GsoKind) -> (Vec<u8>, usize) {
             f.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
             54
         }
+        GsoKind::Udp => unreachable!("TCP frames only"),
     };
     f.extend_from_slice(&[0x30, 0x39, 0x00, 0x50]);
     f.extend_from_slice(&SEQ.to_be_bytes());
@@ -127,6 +128,7 @@ fn tso_hdr(kind: GsoKind, l4: usize, mss: u16) -> [u8; NET_HDR_BYTES] {
     hdr[1] = match kind {
         GsoKind::Tcp4 => NET_HDR_GSO_TCPV4,
         GsoKind::Tcp6 => NET_HDR_GSO_TCPV6,
+        GsoKind::Udp => unreachable!("TCP frames only"),
     };
     hdr[2..4].copy_from_slice(&((l4 + 20) as u16).to_le_bytes());
     hdr[4..6].copy_from_slice(&mss.to_le_bytes());
@@ -226,6 +228,7 @@ fn run(kind: GsoKind) {
             GsoKind::Tcp6 => {
                 assert_eq!(usize::from(u16::from_be_bytes([s[18], s[19]])), l4_len);
             }
+            GsoKind::Udp => unreachable!("TCP frames only"),
         }
         let seq = u32::from_be_bytes(s[l4 + 4..l4 + 8].try_into().unwrap());
         assert_eq!(seq, SEQ + (i * usize::from(MSS)) as u32, "segment {i} seq");

@@ -1,5 +1,5 @@
-//! TCP segmentation offload (TSO/GSO): splitting one large TCP frame into
-//! MSS-sized segments in software.
+//! Segmentation offload (TSO/GSO, and UDP's USO): splitting one large TCP or
+//! UDP frame into MSS-sized segments in software.
 //!
 //! Layer: wire. No I/O, no allocation. On the packet path, but only for frames
 //! that carry [`Gso`] metadata and go to a port that cannot take them whole.
@@ -18,6 +18,11 @@
 //!   incremented per segment; IPv6: payload length per segment;
 //! - the TCP checksum complete (pseudo header included) in every segment.
 //!
+//! A UDP frame with a segmentation request (Linux's `UDP_SEGMENT`, virtio
+//! `GSO_UDP_L4`) is a train of datagrams sharing one header: each segment is
+//! a UDP datagram of its own with `mss` payload bytes (the last one the
+//! rest), its UDP length and complete checksum, and its IP header as above.
+//!
 //! The headers come from an untrusted sender: every length is checked against
 //! the frame, and what does not parse as one of the forms below is refused
 //! ([`GsoError`]), never guessed at. The sender's `hdr_len` hint (virtio) is not
@@ -31,6 +36,18 @@ const IPV6_HLEN: usize = 40;
 const TCP_HLEN: usize = 20;
 /// TCP protocol number (IPv4 protocol / IPv6 next header).
 const PROTO_TCP: u8 = 6;
+/// UDP protocol number.
+const PROTO_UDP: u8 = 17;
+/// UDP header length.
+const UDP_HLEN: usize = 8;
+/// Offsets in the UDP header.
+const UDP_LEN: usize = 4;
+const UDP_CSUM: usize = 6;
+/// The most datagrams one UDP segmentation request may make (Linux's
+/// `UDP_MAX_SEGMENTS`, 128 since 6.4; 64 before). UDP senders may use
+/// segment sizes below [`MIN_MSS`], so their work is bounded by this count
+/// instead.
+pub const MAX_UDP_SEGMENTS: usize = 128;
 /// TCP flag bits (RFC 9293 §3.1, RFC 3168 §6.1).
 const TCP_FIN: u8 = 0x01;
 const TCP_PSH: u8 = 0x08;
@@ -58,13 +75,16 @@ pub enum GsoKind {
     Tcp4,
     /// TCP over IPv6 (virtio VIRTIO_NET_HDR_GSO_TCPV6).
     Tcp6,
+    /// UDP datagrams over IPv4 or IPv6, the version from the frame (virtio
+    /// VIRTIO_NET_HDR_GSO_UDP_L4, Linux `UDP_SEGMENT`).
+    Udp,
 }
 
 /// Segmentation metadata carried on an mbuf: the frame is larger than one
 /// wire frame and must be cut into segments of at most `mss` payload bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gso {
-    /// TCP over IPv4 or IPv6.
+    /// TCP over IPv4 or IPv6, or UDP.
     pub kind: GsoKind,
     /// Payload bytes per segment (the sender's MSS, virtio `gso_size`).
     pub mss: u16,
@@ -80,8 +100,9 @@ pub enum GsoError {
     /// IPv6 extension headers, unknown EtherType).
     #[error("not TCP over the announced IP version")]
     Unsupported,
-    /// An MSS below [`MIN_MSS`] (zero included).
-    #[error("MSS below {MIN_MSS} bytes")]
+    /// An MSS below [`MIN_MSS`] (zero included), or for UDP a segment size
+    /// that would make more than [`MAX_UDP_SEGMENTS`] datagrams.
+    #[error("MSS below {MIN_MSS} bytes (UDP: over {MAX_UDP_SEGMENTS} segments)")]
     MssTooSmall,
 }
 
@@ -89,27 +110,33 @@ pub enum GsoError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TsoPlan {
     kind: GsoKind,
+    /// IPv4 (else IPv6).
+    v4: bool,
     /// Offset of the IP header.
     l3: usize,
-    /// Offset of the TCP header.
+    /// Offset of the TCP or UDP header.
     l4: usize,
-    /// All headers: Ethernet through TCP options.
+    /// All headers: Ethernet through TCP options (or the UDP header).
     hdr_len: usize,
-    /// Payload bytes (after the TCP header, up to the end of the IP datagram).
+    /// Payload bytes (after the TCP or UDP header, up to the end of the IP
+    /// datagram).
     payload: usize,
     mss: usize,
 }
 
 impl TsoPlan {
     /// Parses `frame`'s headers: Ethernet, up to two VLAN tags, IPv4 (not a
-    /// fragment) or IPv6 (no extension headers) as `gso.kind` says, TCP.
+    /// fragment) or IPv6 (no extension headers) as `gso.kind` says, TCP (or
+    /// UDP over either IP version).
     ///
     /// # Errors
     /// [`GsoError`] if the frame is not such a frame or its lengths do not fit.
     pub fn new(frame: &[u8], gso: Gso) -> Result<TsoPlan, GsoError> {
-        if gso.mss < MIN_MSS {
+        let udp = gso.kind == GsoKind::Udp;
+        if gso.mss == 0 || (!udp && gso.mss < MIN_MSS) {
             return Err(GsoError::MssTooSmall);
         }
+        let proto = if udp { PROTO_UDP } else { PROTO_TCP };
         let be16 = |off: usize| {
             frame
                 .get(off..off + 2)
@@ -118,7 +145,7 @@ impl TsoPlan {
         };
         let (l3, ethertype) = super::offload::l3_start(frame).ok_or(GsoError::Malformed)?;
         let (l4, end) = match (gso.kind, ethertype) {
-            (GsoKind::Tcp4, 0x0800) => {
+            (GsoKind::Tcp4 | GsoKind::Udp, 0x0800) => {
                 let vihl = *frame.get(l3).ok_or(GsoError::Malformed)?;
                 let ihl = usize::from(vihl & 0x0f) * 4;
                 let (total, frag) = (usize::from(be16(l3 + 2)?), be16(l3 + 6)?);
@@ -126,8 +153,7 @@ impl TsoPlan {
                     return Err(GsoError::Malformed);
                 }
                 // MF set or a non-zero offset: a fragment, not a TCP segment.
-                if frag & 0x3fff != 0 || *frame.get(l3 + 9).ok_or(GsoError::Malformed)? != PROTO_TCP
-                {
+                if frag & 0x3fff != 0 || *frame.get(l3 + 9).ok_or(GsoError::Malformed)? != proto {
                     return Err(GsoError::Unsupported);
                 }
                 if total < ihl {
@@ -135,22 +161,30 @@ impl TsoPlan {
                 }
                 (l3 + ihl, l3 + total)
             }
-            (GsoKind::Tcp6, 0x86dd) => {
+            (GsoKind::Tcp6 | GsoKind::Udp, 0x86dd) => {
                 let payload = usize::from(be16(l3 + 4)?);
-                if *frame.get(l3 + 6).ok_or(GsoError::Malformed)? != PROTO_TCP {
+                if *frame.get(l3 + 6).ok_or(GsoError::Malformed)? != proto {
                     return Err(GsoError::Unsupported);
                 }
                 (l3 + IPV6_HLEN, l3 + IPV6_HLEN + payload)
             }
             _ => return Err(GsoError::Unsupported),
         };
-        let doff = usize::from(*frame.get(l4 + 12).ok_or(GsoError::Malformed)? >> 4) * 4;
-        let hdr_len = l4 + doff;
-        if doff < TCP_HLEN || hdr_len > end || end > frame.len() {
+        let l4_hlen = if udp {
+            UDP_HLEN
+        } else {
+            usize::from(*frame.get(l4 + 12).ok_or(GsoError::Malformed)? >> 4) * 4
+        };
+        let hdr_len = l4 + l4_hlen;
+        if (!udp && l4_hlen < TCP_HLEN) || hdr_len > end || end > frame.len() {
             return Err(GsoError::Malformed);
+        }
+        if udp && (end - hdr_len).div_ceil(usize::from(gso.mss)) > MAX_UDP_SEGMENTS {
+            return Err(GsoError::MssTooSmall);
         }
         Ok(TsoPlan {
             kind: gso.kind,
+            v4: ethertype == 0x0800,
             l3,
             l4,
             hdr_len,
@@ -200,28 +234,40 @@ impl TsoPlan {
         let l4_len = len - self.l4;
         // IP lengths (and the IPv4 id and header checksum).
         let l3 = self.l3;
-        let pseudo = match self.kind {
-            GsoKind::Tcp4 => {
-                let ihl = self.l4 - l3;
-                put16(out, l3 + 2, (len - l3) as u16);
-                let id = u16::from_be_bytes([out[l3 + 4], out[l3 + 5]]);
-                put16(out, l3 + 4, id.wrapping_add(i as u16));
-                put16(out, l3 + 10, 0);
-                let csum = !ones_complement_sum(&out[l3..l3 + ihl]);
-                put16(out, l3 + 10, csum);
-                // Source, destination, protocol and TCP length (RFC 9293 §3.1).
-                let addrs = u64::from(ones_complement_sum(&out[l3 + 12..l3 + 20]));
-                fold(addrs + u64::from(PROTO_TCP) + l4_len as u64)
-            }
-            GsoKind::Tcp6 => {
-                put16(out, l3 + 4, (len - l3 - IPV6_HLEN) as u16);
-                // Source, destination, length, next header (RFC 8200 §8.1).
-                let addrs = u64::from(ones_complement_sum(&out[l3 + 8..l3 + 40]));
-                fold(addrs + u64::from(PROTO_TCP) + l4_len as u64)
-            }
+        let proto = if self.kind == GsoKind::Udp {
+            PROTO_UDP
+        } else {
+            PROTO_TCP
         };
-        // TCP: sequence number, flags, checksum.
+        let pseudo = if self.v4 {
+            let ihl = self.l4 - l3;
+            put16(out, l3 + 2, (len - l3) as u16);
+            let id = u16::from_be_bytes([out[l3 + 4], out[l3 + 5]]);
+            put16(out, l3 + 4, id.wrapping_add(i as u16));
+            put16(out, l3 + 10, 0);
+            let csum = !ones_complement_sum(&out[l3..l3 + ihl]);
+            put16(out, l3 + 10, csum);
+            // Source, destination, protocol and TCP/UDP length (RFC 9293
+            // §3.1, RFC 768).
+            let addrs = u64::from(ones_complement_sum(&out[l3 + 12..l3 + 20]));
+            fold(addrs + u64::from(proto) + l4_len as u64)
+        } else {
+            put16(out, l3 + 4, (len - l3 - IPV6_HLEN) as u16);
+            // Source, destination, length, next header (RFC 8200 §8.1).
+            let addrs = u64::from(ones_complement_sum(&out[l3 + 8..l3 + 40]));
+            fold(addrs + u64::from(proto) + l4_len as u64)
+        };
         let l4 = self.l4;
+        if self.kind == GsoKind::Udp {
+            // UDP: length and checksum; a computed 0 goes out as 0xffff
+            // (RFC 768; 0 would mean "no checksum").
+            put16(out, l4 + UDP_LEN, l4_len as u16);
+            put16(out, l4 + UDP_CSUM, 0);
+            let sum = !fold(u64::from(ones_complement_sum(&out[l4..])) + u64::from(pseudo));
+            put16(out, l4 + UDP_CSUM, if sum == 0 { 0xffff } else { sum });
+            return len;
+        }
+        // TCP: sequence number, flags, checksum.
         let seq = u32::from_be_bytes([
             out[l4 + TCP_SEQ],
             out[l4 + TCP_SEQ + 1],
@@ -393,6 +439,113 @@ mod tests {
             joined.extend_from_slice(&s[74..]);
         }
         assert_eq!(joined, payload);
+    }
+
+    /// A UDP train: Ethernet, IPv4 (or IPv6 with `v6`), UDP
+    /// 10.0.0.1:5000 -> 10.0.0.2:6000 (the v6 pair as in `tcp6`), `payload`,
+    /// the UDP checksum field left holding the pseudo-header sum.
+    fn udp(payload: &[u8], v6: bool) -> Vec<u8> {
+        let udp_len = (8 + payload.len()) as u16;
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+        if v6 {
+            f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+            f.extend_from_slice(&udp_len.to_be_bytes());
+            f.extend_from_slice(&[17, 64]);
+            f.extend_from_slice(&Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1).octets());
+            f.extend_from_slice(&Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2).octets());
+        } else {
+            f.extend_from_slice(&[0x08, 0x00, 0x45, 0, 0, 0, 0x12, 0x34, 0x40, 0, 64, 17, 0, 0]);
+            f[16..18].copy_from_slice(&(20 + udp_len).to_be_bytes());
+            f.extend_from_slice(&[10, 0, 0, 1, 10, 0, 0, 2]);
+        }
+        f.extend_from_slice(&[0x13, 0x88, 0x17, 0x70]);
+        f.extend_from_slice(&udp_len.to_be_bytes());
+        f.extend_from_slice(&[0, 0]);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    #[test]
+    fn udp_train_splits_into_datagrams_with_their_own_length_and_checksum() {
+        let payload: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+        for v6 in [false, true] {
+            let frame = udp(&payload, v6);
+            let (l4, mss) = (if v6 { 54 } else { 34 }, 1200);
+            let segs = segments(
+                &frame,
+                Gso {
+                    kind: GsoKind::Udp,
+                    mss,
+                },
+            );
+            assert_eq!(
+                segs.iter().map(|s| s.len() - l4 - 8).collect::<Vec<_>>(),
+                [1200, 1200, 600],
+                "v6 {v6}"
+            );
+            let mut joined = Vec::new();
+            for (i, s) in segs.iter().enumerate() {
+                let udp_len = s.len() - l4;
+                assert_eq!(
+                    usize::from(u16::from_be_bytes([s[l4 + 4], s[l4 + 5]])),
+                    udp_len
+                );
+                let pseudo = if v6 {
+                    assert_eq!(usize::from(u16::from_be_bytes([s[18], s[19]])), udp_len);
+                    let src = Ipv6Addr::from(<[u8; 16]>::try_from(&s[22..38]).unwrap());
+                    let dst = Ipv6Addr::from(<[u8; 16]>::try_from(&s[38..54]).unwrap());
+                    ipv6::pseudo_header_sum(src, dst, 17, udp_len as u32)
+                } else {
+                    let ip = Ipv4Packet::new_checked(&s[14..]).unwrap();
+                    assert!(ip.verify_checksum(), "segment {i} IP checksum");
+                    assert_eq!(usize::from(ip.total_len()), s.len() - 14);
+                    assert_eq!(&s[18..20], &(0x1234 + i as u16).to_be_bytes());
+                    ipv4::pseudo_header_sum(ip.src(), ip.dst(), 17, udp_len as u16)
+                };
+                let p = PartialCsum {
+                    start: l4 as u16,
+                    offset: 6,
+                };
+                assert!(verify_l4_checksum(s, p, pseudo), "v6 {v6} segment {i}");
+                assert_ne!(&s[l4 + 6..l4 + 8], &[0, 0], "0 would mean no checksum");
+                joined.extend_from_slice(&s[l4 + 8..]);
+            }
+            assert_eq!(joined, payload);
+        }
+    }
+
+    #[test]
+    fn udp_trains_may_use_small_segments_but_not_too_many() {
+        let gso = |mss| Gso {
+            kind: GsoKind::Udp,
+            mss,
+        };
+        // 64 datagrams of 20 bytes (below the TCP floor): fine.
+        let frame = udp(&[7u8; 64 * 20], false);
+        assert_eq!(TsoPlan::new(&frame, gso(20)).unwrap().segments(), 64);
+        // More than MAX_UDP_SEGMENTS, or a zero size: refused.
+        let frame = udp(&[7u8; MAX_UDP_SEGMENTS * 8 + 1], false);
+        assert_eq!(TsoPlan::new(&frame, gso(8)), Err(GsoError::MssTooSmall));
+        assert_eq!(TsoPlan::new(&frame, gso(0)), Err(GsoError::MssTooSmall));
+        // A TCP frame asking for UDP segmentation, and the reverse: refused.
+        assert_eq!(
+            TsoPlan::new(&tcp4(&[1; 100], 0x10), gso(48)),
+            Err(GsoError::Unsupported)
+        );
+        let tcp = Gso {
+            kind: GsoKind::Tcp4,
+            mss: 48,
+        };
+        assert_eq!(
+            TsoPlan::new(&udp(&[1; 100], false), tcp),
+            Err(GsoError::Unsupported)
+        );
+        // A UDP header cut short.
+        let frame = udp(&[], false);
+        assert_eq!(
+            TsoPlan::new(&frame[..frame.len() - 2], gso(48)),
+            Err(GsoError::Malformed)
+        );
     }
 
     #[test]

@@ -64,6 +64,9 @@ pub struct VnetAccept {
     pub tso4: bool,
     /// GSO type TCPV6.
     pub tso6: bool,
+    /// GSO type UDP_L4 (UDP segmentation: Linux `UDP_SEGMENT` senders
+    /// behind a packet socket).
+    pub uso: bool,
     /// The ECN bit on a TCP GSO type. Segmenting such a frame
     /// ([`TsoPlan`]) keeps CWR on the first segment only, as RFC 3168 asks,
     /// so the bit needs nothing more; vhost-user does not offer it
@@ -81,11 +84,11 @@ pub enum VnetError {
     /// The checksum field lies outside the frame.
     #[error("checksum field outside the frame")]
     CsumOutsideFrame,
-    /// A GSO type that is unknown or not accepted (UFO, USO, ECN where not
+    /// A GSO type that is unknown or not accepted (UFO, USO or ECN where not
     /// offered, a TCP kind not negotiated).
     #[error("GSO type {0:#04x} not accepted")]
     GsoType(u8),
-    /// A GSO frame with a `gso_size` below [`MIN_MSS`] (zero included),
+    /// A GSO frame with a `gso_size` of zero or, for TCP, below [`MIN_MSS`],
     /// which would make one frame thousands of segments.
     #[error("GSO frame with gso_size below {MIN_MSS}")]
     MssTooSmall,
@@ -140,8 +143,8 @@ pub fn decode_csum(
 /// a hint (the segmenter parses the headers itself) and is not checked.
 ///
 /// # Errors
-/// A GSO type that is not TCP, or not accepted, a GSO frame without
-/// NEEDS_CSUM, or a `gso_size` below [`MIN_MSS`].
+/// A GSO type that is unknown (UFO) or not accepted, a GSO frame without
+/// NEEDS_CSUM, or a `gso_size` of zero or, for TCP, below [`MIN_MSS`].
 #[inline]
 pub fn decode_gso(hdr: &[u8; VNET_HDR_LEN], accept: VnetAccept) -> Result<Option<Gso>, VnetError> {
     let t = hdr[GSO_TYPE_OFF];
@@ -152,13 +155,16 @@ pub fn decode_gso(hdr: &[u8; VNET_HDR_LEN], accept: VnetAccept) -> Result<Option
     let kind = match t & !GSO_ECN {
         GSO_TCPV4 if accept.tso4 && ecn_ok => GsoKind::Tcp4,
         GSO_TCPV6 if accept.tso6 && ecn_ok => GsoKind::Tcp6,
+        GSO_UDP_L4 if accept.uso => GsoKind::Udp,
         _ => return Err(VnetError::GsoType(t)),
     };
     if hdr[FLAGS_OFF] & F_NEEDS_CSUM == 0 {
         return Err(VnetError::GsoWithoutCsum);
     }
     let mss = le16(hdr, GSO_SIZE_OFF);
-    if mss < MIN_MSS {
+    // UDP senders may use small segments; the segment count bounds their
+    // work instead (`TsoPlan::new`).
+    if mss == 0 || (kind != GsoKind::Udp && mss < MIN_MSS) {
         return Err(VnetError::MssTooSmall);
     }
     Ok(Some(Gso { kind, mss }))
@@ -201,6 +207,7 @@ pub fn encode_gso(hdr: &mut [u8; VNET_HDR_LEN], frame: &[u8], g: Gso) -> Result<
     hdr[GSO_TYPE_OFF] = match g.kind {
         GsoKind::Tcp4 => GSO_TCPV4,
         GsoKind::Tcp6 => GSO_TCPV6,
+        GsoKind::Udp => GSO_UDP_L4,
     };
     hdr[HDR_LEN_OFF..HDR_LEN_OFF + 2].copy_from_slice(&(plan.hdr_len() as u16).to_le_bytes());
     hdr[GSO_SIZE_OFF..GSO_SIZE_OFF + 2].copy_from_slice(&g.mss.to_le_bytes());
@@ -243,6 +250,7 @@ mod tests {
         csum: true,
         tso4: true,
         tso6: true,
+        uso: true,
         ecn: true,
     };
 
@@ -318,7 +326,11 @@ mod tests {
             mss: 1428,
         };
         type Case = (u8, u16, VnetAccept, Result<Option<Gso>, VnetError>);
-        let cases: [Case; 16] = [
+        let udp = |mss| Gso {
+            kind: GsoKind::Udp,
+            mss,
+        };
+        let cases: [Case; 19] = [
             (GSO_NONE, 0, ALL, Ok(None)),
             (GSO_TCPV6, MIN_MSS - 1, ALL, Err(VnetError::MssTooSmall)),
             (
@@ -335,7 +347,16 @@ mod tests {
             (GSO_TCPV4 | GSO_ECN, 1448, ALL, Ok(Some(tcp4))),
             (GSO_TCPV6 | GSO_ECN, 1428, ALL, Ok(Some(tcp6))),
             (GSO_UDP, 1472, ALL, Err(VnetError::GsoType(GSO_UDP))),
-            (GSO_UDP_L4, 1472, ALL, Err(VnetError::GsoType(GSO_UDP_L4))),
+            (GSO_UDP_L4, 1472, ALL, Ok(Some(udp(1472)))),
+            // UDP may use small segments (their number is bounded instead).
+            (GSO_UDP_L4, 8, ALL, Ok(Some(udp(8)))),
+            (GSO_UDP_L4, 0, ALL, Err(VnetError::MssTooSmall)),
+            (
+                GSO_UDP_L4,
+                1472,
+                VnetAccept { uso: false, ..ALL },
+                Err(VnetError::GsoType(GSO_UDP_L4)),
+            ),
             (2, 1448, ALL, Err(VnetError::GsoType(2))),
             (0x7f, 1448, ALL, Err(VnetError::GsoType(0x7f))),
             (GSO_ECN, 1448, ALL, Err(VnetError::GsoType(GSO_ECN))),
