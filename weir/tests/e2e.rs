@@ -126,30 +126,13 @@ fn three_namespaces_switch_through_afpacket_afxdp_and_tap() {
     let b = VethHost::create(&format!("{tag}-b"), &format!("{tag}b"), "198.18.20.2").unwrap();
     let c = Netns::create(&format!("{tag}-c")).unwrap();
     let tap = format!("{tag}c");
-    let config = format!(
-        r#"
-[dataplane]
-mbufs = 8192
-idle_sleep_us = 20
-[[bridge]]
-name = "br0"
-[[port]]
-name = "pa"
-type = "afpacket"
-iface = "{}"
-bridge = "br0"
-[[port]]
-name = "pb"
-type = "afxdp"
-iface = "{}"
-bridge = "br0"
-[[port]]
-name = "pc"
-type = "tap"
-iface = "{tap}"
-bridge = "br0"
-"#,
-        a.host_if, b.host_if
+    let config = common::kernel_config(
+        "",
+        &[
+            ("pa", "afpacket", &a.host_if),
+            ("pb", "afxdp", &b.host_if),
+            ("pc", "tap", &tap),
+        ],
     );
     let dir = std::env::temp_dir().join(format!("weir-e2e-{tag}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -319,26 +302,12 @@ fn afpacket_without_tso_buffers_segments_on_receive() {
     let tag = format!("wn{}", std::process::id() % 100_000);
     let a = VethHost::create(&format!("{tag}-a"), &format!("{tag}a"), "198.18.21.1").unwrap();
     let b = VethHost::create(&format!("{tag}-b"), &format!("{tag}b"), "198.18.21.2").unwrap();
-    let config = format!(
-        r#"
-[dataplane]
-mbufs = 8192
-tso_mbufs = 0
-idle_sleep_us = 20
-[[bridge]]
-name = "br0"
-[[port]]
-name = "pa"
-type = "afpacket"
-iface = "{}"
-bridge = "br0"
-[[port]]
-name = "pb"
-type = "afpacket"
-iface = "{}"
-bridge = "br0"
-"#,
-        a.host_if, b.host_if
+    let config = common::kernel_config(
+        "tso_mbufs = 0",
+        &[
+            ("pa", "afpacket", &a.host_if),
+            ("pb", "afpacket", &b.host_if),
+        ],
     );
     let dir = std::env::temp_dir().join(format!("weir-e2e-{tag}"));
     let _ = std::fs::remove_dir_all(&dir);
@@ -386,30 +355,13 @@ fn udp_segmentation_from_a_namespace_arrives_as_datagrams() {
     let b = VethHost::create(&format!("{tag}-b"), &format!("{tag}b"), "198.18.22.2").unwrap();
     let c = Netns::create(&format!("{tag}-c")).unwrap();
     let tap = format!("{tag}c");
-    let config = format!(
-        r#"
-[dataplane]
-mbufs = 8192
-idle_sleep_us = 20
-[[bridge]]
-name = "br0"
-[[port]]
-name = "pa"
-type = "afpacket"
-iface = "{}"
-bridge = "br0"
-[[port]]
-name = "pb"
-type = "afpacket"
-iface = "{}"
-bridge = "br0"
-[[port]]
-name = "pc"
-type = "tap"
-iface = "{tap}"
-bridge = "br0"
-"#,
-        a.host_if, b.host_if
+    let config = common::kernel_config(
+        "",
+        &[
+            ("pa", "afpacket", &a.host_if),
+            ("pb", "afpacket", &b.host_if),
+            ("pc", "tap", &tap),
+        ],
     );
     let dir = std::env::temp_dir().join(format!("weir-e2e-{tag}"));
     let _ = std::fs::remove_dir_all(&dir);

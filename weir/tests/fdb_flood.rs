@@ -60,28 +60,12 @@ fn mac_flood_leaves_a_new_station_reachable_and_learnable() {
     let a = VethHost::create(&format!("{tag}-a"), &format!("{tag}a"), "198.18.22.1").unwrap();
     let b = VethHost::create(&format!("{tag}-b"), &format!("{tag}b"), "198.18.22.2").unwrap();
     // A small table, and no per-port limit: the one port can fill it alone.
-    let config = format!(
-        r#"
-[dataplane]
-mbufs = 8192
-idle_sleep_us = 20
-[fdb]
-max_entries = 2048
-max_per_port = 0
-[[bridge]]
-name = "br0"
-[[port]]
-name = "pa"
-type = "afpacket"
-iface = "{}"
-bridge = "br0"
-[[port]]
-name = "pb"
-type = "afpacket"
-iface = "{}"
-bridge = "br0"
-"#,
-        a.host_if, b.host_if
+    let config = common::kernel_config(
+        "[fdb]\nmax_entries = 2048\nmax_per_port = 0",
+        &[
+            ("pa", "afpacket", &a.host_if),
+            ("pb", "afpacket", &b.host_if),
+        ],
     );
     let dir = std::env::temp_dir().join(format!("weir-fdb-flood-{tag}"));
     let _ = std::fs::remove_dir_all(&dir);

@@ -231,3 +231,19 @@ pub fn vhost_config(dir: &Path, names: &[&str], mode: &str, queues: u16, mbufs: 
     }
     cfg
 }
+
+/// A daemon config with one bridge `br0` and kernel-interface ports, each
+/// `(name, type, iface)`. `extra` goes right after the `[dataplane]` defaults
+/// (more `[dataplane]` keys, then any other tables, such as `[fdb]`).
+#[allow(dead_code)]
+pub fn kernel_config(extra: &str, ports: &[(&str, &str, &str)]) -> String {
+    let mut cfg = format!(
+        "[dataplane]\nmbufs = 8192\nidle_sleep_us = 20\n{extra}\n[[bridge]]\nname = \"br0\"\n"
+    );
+    for (name, kind, iface) in ports {
+        cfg += &format!(
+            "[[port]]\nname = \"{name}\"\ntype = \"{kind}\"\niface = \"{iface}\"\nbridge = \"br0\"\n"
+        );
+    }
+    cfg
+}
