@@ -1060,4 +1060,38 @@ mod tests {
             "one queue, no per-queue lines:\n{out}"
         );
     }
+
+    #[test]
+    fn stats_show_a_tso_table_only_for_ports_that_saw_super_frames() {
+        let mut vm = port(0, "vm");
+        vm.stats.rx_tso_packets = 9408;
+        vm.stats.tx_tso_packets = 10272;
+        let mut pa = port(1, "pa");
+        pa.stats.tso_segmented = 7;
+        let mut stats = StatsView {
+            ports: vec![vm, pa, port(2, "quiet")],
+            workers: Vec::new(),
+            mempool: MempoolView::default(),
+            tso_pool: None,
+        };
+        let out = render_stats(&stats);
+        let header = out
+            .lines()
+            .position(|l| l.starts_with("PORT") && l.contains("RX-TSO"))
+            .unwrap_or_else(|| panic!("no TSO table:\n{out}"));
+        let rows: Vec<Vec<&str>> = out.lines().collect::<Vec<_>>()[header + 1..]
+            .iter()
+            .take_while(|l| !l.is_empty())
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [vec!["vm", "9408", "10272", "0"], vec!["pa", "0", "0", "7"]],
+            "{out}"
+        );
+        for p in &mut stats.ports {
+            p.stats = PortStatsView::default();
+        }
+        assert!(!render_stats(&stats).contains("RX-TSO"));
+    }
 }
