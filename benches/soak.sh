@@ -296,6 +296,15 @@ if [ "$SOAK_VMS" = 1 ]; then
     GCPU0=$(guest_cpu_s) GT0=$(elapsed)
 fi
 
+# The daemon's open fds: number, target, and an eventfd's id (its inode is
+# shared by all).
+fd_list() {
+    local f
+    for f in "/proc/$WEIR_PID/fd/"*; do
+        echo "${f##*/} $(readlink "$f") $(awk '/^eventfd-id/ { print "eventfd-id=" $2 }' "/proc/$WEIR_PID/fdinfo/${f##*/}" 2>/dev/null)"
+    done | sort -n
+}
+
 # min median max of the numbers on stdin, three decimals.
 stat3() {
     sort -n | awk '{ v[NR] = $1 } END {
@@ -330,7 +339,7 @@ log "baseline median ${BASE} Mpps"
 sample
 read -r _ _ RSS0 FDS0 THR0 MAPS0 POOL0 TSO0 _ < <(tail -n 1 "$OUT/samples.tsv")
 cp "/proc/$WEIR_PID/maps" "$OUT/maps-baseline.txt"
-ls -l "/proc/$WEIR_PID/fd" > "$OUT/fds-baseline.txt"
+fd_list > "$OUT/fds-baseline.txt"
 
 log "attack: ${DURATION}s (hostile frontend on evil, MAC flood from $NS)"
 phase attack
@@ -371,7 +380,7 @@ sleep "$SOAK_INTERVAL"
 sample
 read -r _ _ RSS1 FDS1 THR1 MAPS1 POOL1 TSO1 _ < <(tail -n 1 "$OUT/samples.tsv")
 cp "/proc/$WEIR_PID/maps" "$OUT/maps-after.txt"
-ls -l "/proc/$WEIR_PID/fd" > "$OUT/fds-after.txt"
+fd_list > "$OUT/fds-after.txt"
 # Mappings with a name (guest memory files, hugepages, the binary and its
 # libraries) must all be back. Anonymous ones are left to the RSS check: the C
 # library keeps per-thread heaps (at most 8 per CPU) and the stacks of ended
@@ -436,9 +445,10 @@ fail=()
 worst=$(printf '%s\n' "${attack[@]}" "$after" | sort -n | head -n 1)
 awk -v w="$worst" -v b="$BASE" 'BEGIN { exit !(w >= 0.9 * b) }' ||
     fail+=("healthy rate fell to $worst Mpps, below 90 % of the baseline $BASE")
-fd_targets() { awk 'NR > 1 { print $NF }' "$1" | sed 's/[0-9]\+/N/g' | sort | uniq -c; }
+fd_kinds() { awk '{ print $2 }' "$1" | sed 's/[0-9]\+/N/g' | sort | uniq -c; }
 [ "$FDS1" -le "$FDS0" ] ||
-    fail+=("fds $FDS0 -> $FDS1 (more: $(diff <(fd_targets "$OUT/fds-baseline.txt") <(fd_targets "$OUT/fds-after.txt") | sed -n 's/^> *//p' | paste -sd, -))")
+    fail+=("fds $FDS0 -> $FDS1 (more: $({ diff <(fd_kinds "$OUT/fds-baseline.txt") <(fd_kinds "$OUT/fds-after.txt") || true; } |
+        sed -n 's/^> *//p' | paste -sd, -))")
 [ "$THR1" -le "$THR0" ] || fail+=("threads $THR0 -> $THR1")
 [ "$MAPS1" -le "$MAPS0" ] || fail+=("named mappings $MAPS0 -> $MAPS1")
 [ "$POOL1" = "-" ] || [ "$POOL1" -ge "$POOL0" ] || fail+=("free mbufs $POOL0 -> $POOL1")
