@@ -41,13 +41,14 @@
 # means harm done by the attacker and not a saturated worker or a starved
 # generator. The worker's CPU is left to the worker: the attackers (nice 19)
 # and the guests (QEMU, under TCG without KVM; nice SOAK_VM_NICE) run on the
-# generator's CPU, at lower priority than the generator. The guests' load is
-# kept light (both together use about 6 % of a CPU, the flood's broadcasts
-# included), so the rate stays what it was without them. Other load on the
-# host counts: with autogroup scheduling (sched_autogroup_enabled, the
-# default), a busy process of another session gets as much CPU as the whole
-# soak, nice 19 or not; the summary shows the CPU share the generator and the
-# worker got.
+# generator's CPU. On 2 vCPUs that CPU is the limit: the generator falls short
+# of 0.2 Mpps, and when preempted it skips the frames it missed, so what it
+# sends follows its CPU share at any SOAK_RATE (0.12 Mpps gave the same ratio).
+# The guests use about 8 % of a CPU over a run, including the flood's
+# broadcasts, which reach them (weir has no storm control). Other load on the host
+# counts too: with autogroup scheduling (sched_autogroup_enabled, the default),
+# a busy process of another session gets as much CPU as the whole soak, nice 19
+# or not. The summary shows the CPU share the generator and the worker got.
 #
 # Usage: benches/soak.sh [--duration SECONDS] [--out DIR]   (root: namespaces, apt, QEMU)
 # Environment (defaults in brackets):
