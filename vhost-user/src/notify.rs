@@ -153,8 +153,9 @@ fn run(bell: &Doorbell, stop: &AtomicBool, busy: &AtomicBool, vqs: &[Arc<VqShare
                     break;
                 }
                 // May block (a guest's own doing) until the control side
-                // interrupts it; the interrupt is then dropped.
-                let _ = call.notify();
+                // interrupts it; the interrupt is then dropped. One write,
+                // never retried: EINTR must end it.
+                let _ = crate::sys::signal_call_once(&call);
                 busy.store(false, Ordering::Release);
             }
         }

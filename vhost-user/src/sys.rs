@@ -119,6 +119,22 @@ pub(crate) fn install_interrupt() -> bool {
     })
 }
 
+/// Adds 1 to the guest's call eventfd `call` with exactly one `write(2)`.
+/// An [`interrupt`] ends a write blocked in a full counter with EINTR, which
+/// is returned here: `EventNotifier::notify` goes through `write_all`,
+/// which retries on EINTR and so would block again, for good.
+pub(crate) fn signal_call_once(call: &EventNotifier) -> std::io::Result<()> {
+    let one = 1u64.to_ne_bytes();
+    // SAFETY: `call` owns the fd and is borrowed for the whole call, so the
+    // fd stays open; the buffer is 8 initialised bytes.
+    let n = unsafe { libc::write(call.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    if n == one.len() as isize {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Interrupts whatever blocking call `thread` is in (see the module docs).
 pub(crate) fn interrupt(thread: &std::thread::JoinHandle<()>) {
     use std::os::unix::thread::JoinHandleExt;

@@ -430,10 +430,31 @@ fn a_blocking_full_call_eventfd_never_blocks_the_worker_or_shutdown() {
         "device shutdown blocked by a guest eventfd"
     );
     assert!(t.elapsed() < Duration::from_secs(5));
+    // ... and its interrupt thread ended rather than being left behind,
+    // blocked for good in the write (with the fd) while the guest lives.
+    assert!(
+        wait_until(5, || threads_named("vhost-irq-hosti") == 0),
+        "the hostile port's interrupt thread outlived its device"
+    );
     drop(fe2);
     assert!(w.alive_within(5), "the worker is blocked");
     assert!(w.stop(), "worker did not stop");
     drop(bfe);
+}
+
+/// Threads of this process whose name (as the kernel keeps it: 15 bytes)
+/// starts with `prefix`.
+fn threads_named(prefix: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.flatten()
+                .filter(|t| {
+                    std::fs::read_to_string(t.path().join("comm"))
+                        .is_ok_and(|c| c.starts_with(prefix))
+                })
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// The process's fd count once it held still for 50 ms (bounded: 5 s).
