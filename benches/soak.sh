@@ -47,7 +47,7 @@
 # The guests use about 8 % of a CPU over a run, including the flood's
 # broadcasts, which reach them (weir has no storm control). Other load on the host
 # counts too: with autogroup scheduling (sched_autogroup_enabled, the default),
-# a busy process of another session gets as much CPU as the whole soak, nice 19
+# a busy process of another login session gets as much CPU as the whole soak, nice 19
 # or not. The summary shows the CPU share the generator and the worker got.
 #
 # Usage: benches/soak.sh [--duration SECONDS] [--out DIR]   (root: namespaces, apt, QEMU)
