@@ -105,6 +105,19 @@ drop_reasons! {
     ChainTooLong => "chain-too-long",
 }
 
+impl From<crate::wire::gso::GsoError> for DropReason {
+    /// Where a frame that cannot be segmented is counted: an MSS under the
+    /// floor (or a UDP train of too many datagrams) apart, as malformed.
+    fn from(e: crate::wire::gso::GsoError) -> DropReason {
+        match e {
+            crate::wire::gso::GsoError::MssTooSmall => DropReason::TsoMssTooSmall,
+            crate::wire::gso::GsoError::Malformed | crate::wire::gso::GsoError::Unsupported => {
+                DropReason::Malformed
+            }
+        }
+    }
+}
+
 /// Why a frame's source address was not learned. The frame itself is
 /// forwarded all the same (a switch that dropped it would let one port's MAC
 /// flood cut every new station off); replies to it are flooded until the
@@ -295,6 +308,20 @@ impl std::ops::AddAssign for StatsSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_that_cannot_be_segmented_is_counted_by_why() {
+        use crate::wire::gso::GsoError;
+        assert_eq!(
+            DropReason::from(GsoError::MssTooSmall),
+            DropReason::TsoMssTooSmall
+        );
+        assert_eq!(DropReason::from(GsoError::Malformed), DropReason::Malformed);
+        assert_eq!(
+            DropReason::from(GsoError::Unsupported),
+            DropReason::Malformed
+        );
+    }
 
     #[test]
     fn snapshots_sum_per_reason() {

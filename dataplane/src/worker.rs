@@ -417,13 +417,8 @@ fn segment_and_send(q: &mut LocalQueue, b: &mut Burst) {
         };
         let plan = match TsoPlan::new(m.data(), gso) {
             Ok(p) => p,
-            Err(crate::wire::gso::GsoError::MssTooSmall) => {
-                // A UDP train of too many datagrams.
-                q.stats.drop_one(DropReason::TsoMssTooSmall);
-                continue;
-            }
-            Err(_) => {
-                q.stats.drop_one(DropReason::Malformed);
+            Err(e) => {
+                q.stats.drop_one(e.into());
                 continue;
             }
         };

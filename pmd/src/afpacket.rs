@@ -47,11 +47,11 @@
 //! `PACKET_VNET_HDR`: every received frame comes with a `virtio_net_hdr`,
 //! mapped onto the mbuf's metadata exactly as vhost-user maps a guest's
 //! ([`dataplane::wire::vnet`]): NEEDS_CSUM becomes [`dataplane::Mbuf::partial_csum`]
-//! (its start moved by 4 when a stripped VLAN tag is put back), a TCP GSO
-//! or UDP (`UDP_SEGMENT`) GSO type becomes [`dataplane::Mbuf::gso`]. A super-frame longer than a normal
-//! mbuf is copied into a buffer of the TSO pool (`open_queues_with_tso`),
-//! and dropped as `NoTsoBuffers` when that pool (or the port's share of it)
-//! is empty. Without a pool (`tso_mbufs = 0`) weir cuts the super-frame into
+//! (its start moved by 4 when a stripped VLAN tag is put back), a TCP or UDP
+//! (`UDP_SEGMENT`) GSO type becomes [`dataplane::Mbuf::gso`]. A super-frame
+//! longer than a normal mbuf is copied into a buffer of the TSO pool
+//! (`open_queues_with_tso`), and dropped as `NoTsoBuffers` when that pool (or
+//! the port's share of it) is empty. Without a pool (`tso_mbufs = 0`) weir cuts the super-frame into
 //! segments on receive, straight from the ring into normal mbufs with their
 //! checksums complete (counted in `tso_segmented`); a frame whose segments
 //! do not all fit the burst stays in the ring until the rest are out. A header
@@ -62,10 +62,10 @@
 //! checksums (the kernel, or the peer's stack, finishes them) and, with a TSO
 //! pool, TCP TSO frames (UDP trains are cut into datagrams by the worker, since
 //! not every kernel takes GSO_UDP_L4 from a packet socket): those go whole
-//! through a second, transmit-only socket whose
-//! ring has 64 KiB slots, and the kernel segments them only if the interface
-//! cannot take them (a veth takes them whole). When a burst moves from one ring
-//! to the other, the ring left is kicked first, so frames leave in order.
+//! through a second, transmit-only socket whose ring has 64 KiB slots, and
+//! the kernel segments them only if the interface cannot take them (a veth
+//! takes them whole). When a burst moves from one ring to the other, the ring
+//! left is kicked first, so frames leave in order.
 //!
 //! Without `offloads` (or on a kernel that refuses `PACKET_VNET_HDR`),
 //! partial checksums are completed in software (`TP_STATUS_CSUMNOTREADY`,
@@ -79,7 +79,6 @@ use std::time::{Duration, Instant};
 use dataplane::{Burst, DropReason, LinkState, Mempool, Port, QueueStats};
 
 use crate::sys::netdev::{self, IfName};
-use dataplane::wire::gso::GsoError;
 use dataplane::wire::vnet::{self, VnetAccept, VNET_HDR_LEN};
 use dataplane::wire::{Gso, TsoPlan};
 
@@ -784,12 +783,8 @@ fn segment_frame(
     }
     let plan = match TsoPlan::new(f.data, gso) {
         Ok(p) => p,
-        Err(GsoError::MssTooSmall) => {
-            stats.drop_one(DropReason::TsoMssTooSmall);
-            return None;
-        }
-        Err(_) => {
-            stats.drop_one(DropReason::Malformed);
+        Err(e) => {
+            stats.drop_one(e.into());
             return None;
         }
     };

@@ -80,6 +80,16 @@ pub enum GsoKind {
     Udp,
 }
 
+impl GsoKind {
+    /// The IP protocol number of the segments.
+    fn proto(self) -> u8 {
+        match self {
+            GsoKind::Tcp4 | GsoKind::Tcp6 => PROTO_TCP,
+            GsoKind::Udp => PROTO_UDP,
+        }
+    }
+}
+
 /// Segmentation metadata carried on an mbuf: the frame is larger than one
 /// wire frame and must be cut into segments of at most `mss` payload bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,7 +146,7 @@ impl TsoPlan {
         if gso.mss == 0 || (!udp && gso.mss < MIN_MSS) {
             return Err(GsoError::MssTooSmall);
         }
-        let proto = if udp { PROTO_UDP } else { PROTO_TCP };
+        let proto = gso.kind.proto();
         let be16 = |off: usize| {
             frame
                 .get(off..off + 2)
@@ -234,11 +244,7 @@ impl TsoPlan {
         let l4_len = len - self.l4;
         // IP lengths (and the IPv4 id and header checksum).
         let l3 = self.l3;
-        let proto = if self.kind == GsoKind::Udp {
-            PROTO_UDP
-        } else {
-            PROTO_TCP
-        };
+        let proto = self.kind.proto();
         let pseudo = if self.v4 {
             let ihl = self.l4 - l3;
             put16(out, l3 + 2, (len - l3) as u16);
