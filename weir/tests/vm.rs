@@ -164,6 +164,27 @@ impl Drop for Pair {
     }
 }
 
+/// What g1 printed of its NIC: the negotiated virtio feature bits, bit 0
+/// first, then ` mtu=N`.
+fn g1_features(out: &str) -> &str {
+    out.lines()
+        .find_map(|l| l.split("g1: virtio features=").nth(1))
+        .unwrap_or_else(|| panic!("no virtio features in:\n{out}"))
+}
+
+/// Whether feature bit `n` is set in [`g1_features`].
+fn feature(features: &str, n: usize) -> bool {
+    features.as_bytes().get(n) == Some(&b'1')
+}
+
+/// TSO both ways: GUEST_TSO4/6 (bits 7, 8) and HOST_TSO4/6 (11, 12).
+fn assert_tso_negotiated(features: &str) {
+    assert!(
+        [7, 8, 11, 12].iter().all(|&n| feature(features, n)),
+        "GUEST_TSO4/6, HOST_TSO4/6: {features}"
+    );
+}
+
 /// Fails the test with the script's output and weir's log unless vm-pair.sh
 /// succeeded.
 fn pair_ok(ok: bool, out: &str, d: &Daemon) {
@@ -276,16 +297,12 @@ fn vms_ping_and_transfer_server_mode() {
     // (both guests take TSO: frames pass whole). (QEMU emulates the config
     // space and offers MTU only with its own `host_mtu`: see
     // `vms_with_host_mtu_tell_weir_their_mtu`.)
-    let features = out
-        .lines()
-        .find_map(|l| l.split("g1: virtio features=").nth(1))
-        .unwrap_or_else(|| panic!("no virtio features in:\n{out}"));
-    let bit = |n: usize| features.as_bytes().get(n) == Some(&b'1');
-    assert!(bit(0) && bit(1), "CSUM, GUEST_CSUM: {features}");
+    let features = g1_features(&out);
     assert!(
-        bit(7) && bit(8) && bit(11) && bit(12),
-        "GUEST_TSO4/6, HOST_TSO4/6: {features}"
+        feature(features, 0) && feature(features, 1),
+        "CSUM, GUEST_CSUM: {features}"
     );
+    assert_tso_negotiated(features);
     assert!(features.ends_with("mtu=1500"), "{features}");
     println!("total {:.1}s", t0.elapsed().as_secs_f64());
 }
@@ -606,10 +623,7 @@ fn vms_with_host_mtu_tell_weir_their_mtu() {
         assert!(drops.get("mtu-exceeded").is_none(), "{name}: {drops}");
     }
     // The guest adopted the MTU QEMU offered.
-    let features = out
-        .lines()
-        .find_map(|l| l.split("g1: virtio features=").nth(1))
-        .unwrap_or_else(|| panic!("no virtio features in:\n{out}"));
+    let features = g1_features(&out);
     assert!(features.ends_with("mtu=1400"), "{features}");
 }
 
@@ -782,15 +796,8 @@ exit $fail
         "VM -> namespace transfer"
     );
     assert!(out.contains(&format!("g1: down got={want}")), "{out}");
-    let features = out
-        .lines()
-        .find_map(|l| l.split("g1: virtio features=").nth(1))
-        .unwrap_or_else(|| panic!("no virtio features in:\n{out}"));
-    let bit = |n: usize| features.as_bytes().get(n) == Some(&b'1');
-    assert!(
-        bit(7) && bit(8) && bit(11) && bit(12),
-        "GUEST_TSO4/6, HOST_TSO4/6: {features}"
-    );
+    let features = g1_features(&out);
+    assert_tso_negotiated(features);
 
     // Super-frames both ways, none segmented by weir, nothing malformed.
     let n = |port: &str, key: &str| d.port_counter(port, key);
