@@ -122,6 +122,13 @@ pub struct BenchArgs {
     /// takes frames), `<N>mpps`, or `<N>%` of the measured maximum.
     #[arg(long, default_value = "max")]
     pub rate: String,
+    /// With a rate: frames that come due while the generator is off its CPU
+    /// are sent when it is back, as a source with a queue would, instead of
+    /// being skipped. The offered rate then holds on a CPU the generator
+    /// shares (a soak under load), at the cost of bursts after each stall:
+    /// not for latency or NDR figures.
+    #[arg(long, conflicts_with_all = ["ndr", "latency_at"])]
+    pub catch_up: bool,
     /// Seconds per measurement.
     #[arg(long, default_value_t = 5.0)]
     pub duration: f64,

@@ -122,6 +122,54 @@ fn latency_at_outside_0_to_100_percent_is_refused() {
     }
 }
 
+/// With `--catch-up`, every frame the rate asks for is sent or accounted
+/// for: `--isolate` puts every other thread of the host on the generator's
+/// CPU, so it is preempted, and the frames due meanwhile are sent late, never
+/// skipped.
+#[test]
+fn catch_up_sends_every_frame_the_rate_asks_for() {
+    let dir = std::env::temp_dir().join(format!("weir-bench-catchup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("bench.json");
+    let out = Command::new(BIN)
+        .args(["bench", "--quiet", "--duration", "1", "--rate", "0.1mpps"])
+        .args(["--catch-up", "--isolate", "--json"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "weir bench failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let m = &report["runs"][0]["main"];
+    let loss = &m["loss"];
+    assert_eq!(loss["skipped"], 0, "{m}");
+    // 0.1 Mpps for one second: sent, refused or still owed at the end.
+    let accounted = m["tx_frames"].as_u64().unwrap()
+        + loss["refused"].as_u64().unwrap()
+        + loss["unsent"].as_u64().unwrap();
+    assert_eq!(accounted, 100_000, "{m}");
+    assert!(loss["late"].is_u64(), "{m}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn catch_up_is_refused_with_a_search() {
+    for extra in [&["--ndr"][..], &["--latency-at", "50"]] {
+        let out = Command::new(BIN)
+            .args(["bench", "--quiet", "--catch-up"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "--catch-up {extra:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--catch-up"), "{err}");
+    }
+}
+
 /// Port names and bridge names the daemon has.
 fn daemon_state(d: &Daemon) -> (Vec<String>, Vec<String>) {
     let names = |v: Value| -> Vec<String> {

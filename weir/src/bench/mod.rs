@@ -611,6 +611,8 @@ impl Bench<'_> {
         loop {
             let spec = TrialSpec {
                 rate_pps: Some(rate),
+                // A search measures loss at a rate: stalls skip, never burst.
+                catch_up: false,
                 duration: Duration::from_secs_f64(self.args.trial),
                 ..base.clone()
             };
@@ -772,6 +774,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
                         sizes: mix.clone(),
                         flows: args.flows,
                         rate_pps: None,
+                        catch_up: args.catch_up,
                         duration: Duration::from_secs_f64(args.duration),
                     };
                     let label = format!("{name} {} #{}", mix.label, rep + 1);

@@ -221,6 +221,12 @@ pub struct Loss {
     /// Frames not offered because they came due while the generator was off
     /// its CPU (not counted as sent or lost).
     pub skipped: u64,
+    /// With `--catch-up`: frames that came due while the generator was off
+    /// its CPU and were sent late, on its return.
+    pub late: u64,
+    /// With `--catch-up`: frames due by the end but never sent (the tx rings
+    /// stayed full): the switch did not take the offered rate.
+    pub unsent: u64,
     /// Times the generator was off its CPU (rounds of 20 µs or more not
     /// explained by the frames they moved).
     pub generator_stalls: u64,
@@ -243,6 +249,8 @@ impl Loss {
             switch_held: ports.map(|p| p.rx_packets.saturating_sub(p.tx_packets + dropped)),
             after_switch: ports.map(|p| p.tx_packets.saturating_sub(res.rx_frames)),
             skipped: res.skipped,
+            late: res.late,
+            unsent: res.unsent,
             generator_stalls: res.stalls,
             generator_stall_max_ns: res.stall_max_ns,
         }
@@ -266,12 +274,19 @@ impl Loss {
         if let Some(n) = self.after_switch.filter(|&n| n > 0) {
             parts.push(format!("{n} sent by switch, not received"));
         }
+        if self.unsent > 0 {
+            parts.push(format!("{} due but never sent (tx ring full)", self.unsent));
+        }
         if self.generator_stalls > 0 {
+            let missed = if self.late > 0 {
+                format!("{} frames sent late", self.late)
+            } else {
+                format!("{} frames not offered", self.skipped)
+            };
             parts.push(format!(
-                "generator off CPU {} times (longest {:.1} ms, {} frames not offered)",
+                "generator off CPU {} times (longest {:.1} ms, {missed})",
                 self.generator_stalls,
                 self.generator_stall_max_ns as f64 / 1e6,
-                self.skipped
             ));
         }
         parts.join(", ")
@@ -1028,6 +1043,8 @@ mod tests {
             rx_bytes: 60 * got,
             refused: 0,
             skipped: 0,
+            late: 0,
+            unsent: 0,
             stalls: 0,
             stall_max_ns: 0,
             foreign: 0,
@@ -1051,6 +1068,7 @@ mod tests {
                 sizes: SizeMix::fixed(64),
                 flows: 1,
                 rate_pps: Some(sent as f64),
+                catch_up: false,
                 duration: std::time::Duration::from_secs(1),
             };
             TrialReport::new(&spec, &res, None, None, None, 2.5e9)
@@ -1089,6 +1107,8 @@ mod tests {
         let res = TrialResult {
             refused: 5,
             skipped: 40,
+            late: 0,
+            unsent: 0,
             stalls: 2,
             stall_max_ns: 3_000_000,
             // A sent 1000, B received 996; B sent 1000, A received 994.

@@ -42,6 +42,9 @@ const BURST: usize = 32;
 /// generator's (p99 at 1.5 Mpps: 3.9-24 µs with only 200 µs gaps counted as
 /// stalls, 0.7-1.9 µs with this rule; docs/benchmarks.md).
 const STALL_MIN_NS: u64 = 20_000;
+/// How long a generator catching up ([`TrialSpec::catch_up`]) may go on
+/// sending after the end, for frames that came due by then.
+const CATCH_UP_GRACE_NS: u64 = 1_000_000_000;
 /// Generous time per frame moved in a round, for telling long rounds of
 /// work from stalls (see [`STALL_MIN_NS`]).
 const WORK_NS_PER_FRAME: u64 = 1_000;
@@ -115,6 +118,11 @@ pub struct TrialSpec {
     /// Offered frames per second, both directions together; None: as fast
     /// as the switch takes them.
     pub rate_pps: Option<f64>,
+    /// With a rate: frames that come due while the generator is off its CPU
+    /// are sent when it is back (a source with a queue) instead of skipped.
+    /// The offered rate then holds whatever share of its CPU the generator
+    /// gets, at the cost of bursts after each stall.
+    pub catch_up: bool,
     /// How long to send.
     pub duration: Duration,
 }
@@ -145,6 +153,12 @@ pub struct TrialResult {
     /// never offered, so neither sent nor lost: the offered rate was that
     /// much lower.
     pub skipped: u64,
+    /// With [`TrialSpec::catch_up`]: frames that came due during a stall and
+    /// were sent late instead of skipped.
+    pub late: u64,
+    /// With [`TrialSpec::catch_up`]: frames still due when sending ended
+    /// (the switch's rings stayed full or the generator never caught up).
+    pub unsent: u64,
     /// Rounds in which the generator was off its CPU (see [`STALL_MIN_NS`]).
     pub stalls: u64,
     /// The longest such round, ns.
@@ -371,7 +385,7 @@ pub fn run_trial(
         foreign: 0,
     };
     let mut refused = 0u64;
-    let mut skipped = 0u64;
+    let (mut skipped, mut late) = (0u64, 0u64);
     let (mut stalls, mut stall_max_ns) = (0u64, 0u64);
     let mut busy = 0u64;
 
@@ -387,13 +401,16 @@ pub fn run_trial(
     let mut now_ns = 0u64;
     let end_ns = spec.duration.as_nanos() as u64;
     let mut sending = true;
+    let mut stopped_ns = u64::MAX;
     let mut last_rx_ns = 0u64;
     loop {
         let mut moved = 0usize;
         if sending {
             let budget = match spec.rate_pps {
                 Some(r) => {
-                    let due = (r * now_ns as f64 / 1e9) as u64;
+                    // Past the end only when catching up: what came due by
+                    // the end is still owed.
+                    let due = (r * now_ns.min(end_ns) as f64 / 1e9) as u64;
                     due.saturating_sub(tx.seq[0] + tx.seq[1] + refused + skipped)
                 }
                 None => u64::MAX,
@@ -407,9 +424,9 @@ pub fn run_trial(
                     BURST
                 };
                 let n = share.min(p.tx_free());
-                if spec.rate_pps.is_some() && n < share {
+                if spec.rate_pps.is_some() && n < share && !spec.catch_up {
                     // Due but no room: the switch did not keep up; RFC 2544
-                    // counts these as lost.
+                    // counts these as lost. (Catching up, they stay due.)
                     refused += (share - n) as u64;
                 }
                 if n > 0 {
@@ -454,17 +471,34 @@ pub fn run_trial(
             stall_max_ns = stall_max_ns.max(now_ns - was_ns);
             if let (Some(r), true) = (spec.rate_pps, sending) {
                 let due = |ns: u64| (r * ns.min(end_ns) as f64 / 1e9) as u64;
-                skipped += due(now_ns) - due(was_ns);
+                let missed = due(now_ns) - due(was_ns);
+                if spec.catch_up {
+                    late += missed;
+                } else {
+                    skipped += missed;
+                }
             }
         }
-        if sending && now_ns >= end_ns {
+        // Catching up, sending goes on past the end until what came due by
+        // then is sent, for at most a second (the rest is `unsent`).
+        let owed = || {
+            spec.rate_pps.is_some_and(|r| {
+                (r * end_ns as f64 / 1e9) as u64 > tx.seq[0] + tx.seq[1] + refused + skipped
+            })
+        };
+        if sending
+            && now_ns >= end_ns
+            && (!spec.catch_up || now_ns >= end_ns + CATCH_UP_GRACE_NS || !owed())
+        {
             sending = false;
             last_rx_ns = now_ns;
+            stopped_ns = now_ns;
         }
         // After sending: wait until nothing arrived for 50 ms (frames still in
         // the switch's rings), at most 2 s.
         if !sending
-            && (now_ns.saturating_sub(last_rx_ns) > 50_000_000 || now_ns > end_ns + 2_000_000_000)
+            && (now_ns.saturating_sub(last_rx_ns) > 50_000_000
+                || now_ns > stopped_ns + 2_000_000_000)
         {
             break;
         }
@@ -484,6 +518,12 @@ pub fn run_trial(
         rx_bytes: rcv.rx_bytes,
         refused,
         skipped,
+        late,
+        unsent: match (spec.rate_pps, spec.catch_up) {
+            (Some(r), true) => ((r * end_ns as f64 / 1e9) as u64)
+                .saturating_sub(tx.seq[0] + tx.seq[1] + refused + skipped),
+            _ => 0,
+        },
         stalls,
         stall_max_ns,
         foreign: rcv.foreign,
