@@ -3,7 +3,7 @@
 # callgrind on a short real run (in-process weir, 64 B, one flow).
 #
 # The generator's work per frame is in two out-of-line functions of
-# weir/src/bench/traffic.rs, each called only when there is work: Sender's
+# weir-bench/src/traffic.rs, each called only when there is work: Sender's
 # `send_burst` (write the frame's first bytes, the descriptor and the avail
 # slot, publish) and Receiver's `harvest` (read the used ring, peek at the
 # frame, record its latency, repost the buffer). The loop's empty polls are

@@ -19,9 +19,9 @@ echo "== cargo test"
 cargo test --workspace --locked --release --no-fail-fast -- --test-threads=2
 
 echo "== dpdk feature (system libdpdk, net_ring/net_null vdevs, no hugepages)"
-cargo clippy -p pmd -p weir --all-targets --locked --features pmd/dpdk,weir/dpdk -- -D warnings
+cargo clippy -p pmd -p weir-control -p weir --all-targets --locked --features pmd/dpdk,weir-control/dpdk,weir/dpdk -- -D warnings
 cargo test --release --locked -p pmd --features dpdk
-cargo test --release --locked -p weir --features dpdk ports::
+cargo test --release --locked -p weir-control --features dpdk ports::
 
 echo "== example configs"
 cargo build --release --locked -p weir

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use crate::cli::{render, Output};
-use crate::config::{BridgeSpec, Config, Host, PortSpec, PortType};
-use crate::daemon::{spawn_housekeeping, Dataplane};
-use crate::netns::{adopt_into, require_root_and_ip, tcp_transfer, Netns, VethHost};
+use weir_config::{BridgeSpec, Config, Host, PortSpec, PortType};
+use weir_control::{spawn_housekeeping, Dataplane};
+use weir_testkit::{adopt_into, require_root_and_ip, tcp_transfer, Netns, VethHost};
 
 /// Bytes moved over TCP by the demo.
 const TRANSFER_BYTES: u64 = 100 * 1000 * 1000;

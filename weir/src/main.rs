@@ -11,10 +11,13 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use weir::cli::{self, Cli, Command, ConfigCmd, DevbindArgs, DoctorArgs, SriovArgs};
-use weir::config::{Config, Host};
-use weir::nic::{self, Sysfs, SystemRunner};
-use weir::{bench, control, daemon, demo, doctor};
+use cli::{Cli, Command, ConfigCmd, DevbindArgs, DoctorArgs, SriovArgs};
+use weir_config::{Config, Host};
+use weir_host::doctor;
+use weir_host::nic::{self, Sysfs, SystemRunner};
+
+mod cli;
+mod demo;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -51,7 +54,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Run(args) => {
             let config = Config::load(&args.config)?;
             let socket = cli.socket_or(args.conn.socket.clone(), config.control.socket.clone());
-            daemon::run(config, socket)
+            weir_control::run(config, socket)
         }
         Command::Config(ConfigCmd::Check {
             file,
@@ -73,7 +76,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             }
         }
         Command::Demo => demo::run(),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench { args } => bench(args),
         Command::Devbind(args) => devbind(args),
         Command::Sriov(args) => sriov(args),
         Command::Doctor(args) => run_doctor(args),
@@ -86,12 +89,31 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
                 anyhow::bail!("no request for this command");
             };
             let socket = cli.client_socket(call.socket);
-            let data = control::request(&socket, &call.request)?
+            let data = weir_api::request(&socket, &call.request)?
                 .into_result()
                 .map_err(anyhow::Error::msg)?;
             print(&cli::render(call.output, data)?)
         }
     }
+}
+
+/// `weir bench ARGS`: runs `weir-bench ARGS`, found beside this binary (the
+/// benchmark is a program of its own, so that the daemon links none of its
+/// plotting and progress-display crates), else on `PATH`.
+fn bench(args: &[std::ffi::OsString]) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt as _;
+    let beside = std::env::current_exe()
+        .ok()
+        .map(|exe| exe.with_file_name("weir-bench"))
+        .filter(|p| p.is_file());
+    let program = beside.unwrap_or_else(|| "weir-bench".into());
+    let err = std::process::Command::new(&program).args(args).exec();
+    Err(err).with_context(|| {
+        format!(
+            "running {} (`weir bench` needs the weir-bench binary installed beside weir)",
+            program.display()
+        )
+    })
 }
 
 fn devbind(args: &DevbindArgs) -> anyhow::Result<()> {

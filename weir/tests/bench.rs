@@ -45,7 +45,7 @@ fn short_bench_forwards_frames_and_writes_json_and_svg() {
     assert_eq!(report["params"]["latency_at_pct_of_ndr"], 50.0);
     assert!(report["machine"]["tsc_hz"].as_f64().unwrap() > 0.0);
     // --isolate reports what it did (the moving itself is tested in
-    // weir::affinity's unit tests, with processes of its own).
+    // weir_host::affinity's unit tests, with processes of its own).
     let iso = &report["isolation"];
     for k in ["moved", "pinned", "refused"] {
         assert!(iso[k].is_u64(), "{k} in {iso}");

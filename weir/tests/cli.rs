@@ -309,3 +309,25 @@ fn run_serves_the_control_socket() {
     daemon.terminate();
     assert!(!daemon.socket.exists(), "socket left behind after SIGTERM");
 }
+
+/// The benchmark is a program of its own: the daemon's binary holds none of
+/// its plotting, font or progress-display code, and `weir bench` runs it.
+#[test]
+fn bench_is_a_separate_program_that_weir_bench_runs() {
+    let daemon = fs::read(WEIR).unwrap();
+    let bench = fs::read(env!("CARGO_BIN_EXE_weir-bench")).unwrap();
+    for name in ["plotters", "indicatif", "ab_glyph", "hdrhistogram"] {
+        let holds = |bin: &[u8]| bin.windows(name.len()).any(|w| w == name.as_bytes());
+        assert!(!holds(&daemon), "the weir binary links {name}");
+        assert!(
+            holds(&bench),
+            "weir-bench does not link {name}: is the check still meaningful?"
+        );
+    }
+    let out = weir(&["bench", "--help"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("--catch-up"), "{}", stdout(&out));
+    let out = weir(&["bench", "--no-such-flag"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--no-such-flag"), "{}", stderr(&out));
+}

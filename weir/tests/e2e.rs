@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use weir::netns::{adopt_into, require_root_and_ip, tcp_transfer, Netns, VethHost};
+use weir_testkit::{adopt_into, require_root_and_ip, tcp_transfer, Netns, VethHost};
 
 mod common;
 use common::Daemon;

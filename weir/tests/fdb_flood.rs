@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use weir::netns::{require_root_and_ip, VethHost};
+use weir_testkit::{require_root_and_ip, VethHost};
 
 mod common;
 use common::Daemon;

@@ -632,7 +632,7 @@ fn vms_with_host_mtu_tell_weir_their_mtu() {
 struct NsProcess(Child);
 
 impl NsProcess {
-    fn start(ns: &weir::netns::Netns, args: &[&str], log: &Path) -> NsProcess {
+    fn start(ns: &weir_testkit::Netns, args: &[&str], log: &Path) -> NsProcess {
         let f = std::fs::File::create(log).unwrap();
         let child = Command::new("ip")
             .args(["netns", "exec", ns.name()])
@@ -672,13 +672,13 @@ fn md5_of(path: &Path) -> String {
 #[test]
 fn vm_and_namespace_on_afpacket_exchange_tso_frames() {
     require_root();
-    weir::netns::require_root_and_ip().expect("needs root and iproute2");
+    weir_testkit::require_root_and_ip().expect("needs root and iproute2");
     let _one_pair = serial();
     guest_dir();
     let t0 = Instant::now();
     let dir = test_dir("afpacket");
     let tag = format!("wv{}", std::process::id() % 100_000);
-    let ns = weir::netns::VethHost::create(&format!("{tag}-n"), &format!("{tag}n"), "198.18.0.2")
+    let ns = weir_testkit::VethHost::create(&format!("{tag}-n"), &format!("{tag}n"), "198.18.0.2")
         .unwrap();
     let config = common::vhost_config(&dir, &["vm"], "server", 1, 8192)
         + &format!(
@@ -691,7 +691,7 @@ fn vm_and_namespace_on_afpacket_exchange_tso_frames() {
     let www = dir.join("www");
     std::fs::create_dir_all(&www).unwrap();
     let mut blob = vec![0u8; 8 << 20];
-    weir::netns::pattern_fill(u64::from(std::process::id()), 0, &mut blob);
+    weir_testkit::pattern_fill(u64::from(std::process::id()), 0, &mut blob);
     std::fs::write(www.join("blob"), &blob).unwrap();
     let want = md5_of(&www.join("blob"));
     let _http = NsProcess::start(

@@ -8,10 +8,10 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::api::StageCycles;
+use weir_api::StageCycles;
 
 use super::traffic::{SizeMix, TrialResult, TrialSpec};
-use crate::cli::BenchArgs;
+use crate::args::BenchArgs;
 
 /// Bytes on the wire per frame besides the frame itself: preamble and start
 /// delimiter (8) and inter-frame gap (12).
@@ -673,7 +673,7 @@ pub struct Report {
     pub hugepages: bool,
     /// `--isolate`: the host's threads moved off the worker's CPU for the
     /// run, and those that could not be.
-    pub isolation: Option<crate::affinity::IsolationSummary>,
+    pub isolation: Option<weir_host::affinity::IsolationSummary>,
     /// Every measurement.
     pub runs: Vec<RunRecord>,
     /// Per switch and size, over the repeats.

@@ -1,5 +1,7 @@
-//! `weir bench`: forwarding rate, loss, RFC 2544 NDR/PDR, latency and cycles
-//! per packet, through the real vhost-user path, with no hardware and no root.
+//! `weir-bench` (also run as `weir bench`): forwarding rate, loss, RFC 2544
+//! NDR/PDR, latency and cycles per packet, through the real vhost-user path,
+//! with no hardware and no root. Its own binary, so that the daemon links
+//! none of its plotting, font and progress-display crates.
 //!
 //! Control side; the generator in [`traffic`] has a fast path of its own.
 //!
@@ -19,6 +21,7 @@
 //! running daemon reached with `--socket`; the peers are started by
 //! [`peer`]. Every switch gets identical traffic; both directions are summed.
 
+pub mod args;
 pub mod cpu;
 pub mod loopback;
 pub mod peer;
@@ -35,15 +38,38 @@ use anyhow::{anyhow, bail, Context as _};
 use indicatif::{ProgressBar, ProgressStyle};
 use vhost_user::frontend::{FrontendConfig, VirtioNetFrontend};
 
-use crate::api::{BridgeInfo, PortInfo, Request, StageCycles, WorkerView};
-use crate::cli::{BenchArgs, BenchPeer};
-use crate::config::{BridgeSpec, Config, CpuList, Host, PortSpec, PortType};
-use crate::control;
-use crate::daemon::{spawn_housekeeping, Dataplane};
+pub use args::{BenchArgs, BenchCli, BenchPeer};
 use report::{
     Machine, PortDelta, Report, RunRecord, Search, SearchStep, TrialReport, WorkerCounters,
 };
 use traffic::{Live, SizeMix, TrialSpec};
+use weir_api::{self as control, BridgeInfo, PortInfo, Request, StageCycles, WorkerView};
+use weir_config::{BridgeSpec, Config, CpuList, Host, PortSpec, PortType};
+use weir_control::{spawn_housekeeping, Dataplane};
+
+/// `weir-bench`'s `main`: parses the command line, runs, and reports an
+/// error as `weir bench: <message>` with exit status 1.
+pub fn main() -> std::process::ExitCode {
+    use clap::Parser as _;
+    let cli = BenchCli::parse();
+    let level = match cli.verbose {
+        0 => tracing::Level::WARN,
+        1 => tracing::Level::DEBUG,
+        _ => tracing::Level::TRACE,
+    };
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match run(&cli.args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("weir bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
 
 /// Which switch a measurement is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,7 +225,7 @@ impl Sut {
         args: &BenchArgs,
         max_frame: u32,
         worker_cpu: usize,
-        confined: Option<&crate::affinity::Confined>,
+        confined: Option<&weir_host::affinity::Confined>,
     ) -> anyhow::Result<(Sut, [PathBuf; 2])> {
         match target {
             Target::Weir => match &args.socket {
@@ -213,7 +239,7 @@ impl Sut {
             Target::Peer(p) => {
                 // The peer picks its own CPUs (EAL lcores, pmd-cpu-mask) from
                 // the mask it is started with: give it the whole one.
-                let _whole = confined.map(crate::affinity::Confined::widen);
+                let _whole = confined.map(weir_host::affinity::Confined::widen);
                 let proc = peer::PeerProcess::start(p, worker_cpu, max_frame, args.queue_size)?;
                 let socks = proc.sockets();
                 Ok((Sut::Peer(proc), socks))
@@ -689,9 +715,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
     // The bench's own threads (vhost-user control, housekeeping, progress)
     // stay off the worker's CPU; the generator pins itself to its own.
-    let confined = crate::affinity::confine_off(&[worker_cpu]);
+    let confined = weir_host::affinity::confine_off(&[worker_cpu]);
     let isolation = if args.isolate {
-        let iso = crate::affinity::isolate_others(&[worker_cpu], &cpus)?;
+        let iso = weir_host::affinity::isolate_others(&[worker_cpu], &cpus)?;
         let s = iso.summary;
         eprintln!(
             "weir bench: --isolate: moved {} threads off CPU {worker_cpu}; left {} pinned there \

@@ -126,6 +126,28 @@ pub struct IsolationSummary {
     pub refused: usize,
 }
 
+/// Why [`isolate_others`] could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum IsolateError {
+    /// Every online CPU is a worker's.
+    #[error(
+        "cannot isolate CPUs {workers:?}: no other CPU is online to move the host's threads to"
+    )]
+    NoOtherCpu {
+        /// The CPUs to isolate.
+        workers: Vec<usize>,
+    },
+    /// The thread list could not be read.
+    #[error("listing {}: {source}", path.display())]
+    Proc {
+        /// The directory listed.
+        path: std::path::PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Moves every thread on the host that is allowed on one of `workers` and
 /// on some other CPU too, except the calling process's own (see
 /// [`confine_off`]), to its allowed CPUs minus `workers`.
@@ -133,18 +155,23 @@ pub struct IsolationSummary {
 /// # Errors
 /// If `/proc` cannot be read, or `workers` covers every online CPU (there
 /// would be nowhere to move anything to).
-pub fn isolate_others(workers: &[usize], online: &[usize]) -> anyhow::Result<Isolation> {
+pub fn isolate_others(workers: &[usize], online: &[usize]) -> Result<Isolation, IsolateError> {
     if online.iter().all(|c| workers.contains(c)) {
-        anyhow::bail!(
-            "cannot isolate CPUs {workers:?}: no other CPU is online to move the host's threads to"
-        );
+        return Err(IsolateError::NoOtherCpu {
+            workers: workers.to_vec(),
+        });
     }
     let me = std::process::id();
     let mut iso = Isolation {
         moved: Vec::new(),
         summary: IsolationSummary::default(),
     };
-    for tid in all_threads(Path::new("/proc"))? {
+    let proc = Path::new("/proc");
+    let threads = all_threads(proc).map_err(|source| IsolateError::Proc {
+        path: proc.to_owned(),
+        source,
+    })?;
+    for tid in threads {
         if tid.process == me {
             continue;
         }
@@ -194,11 +221,10 @@ struct ThreadId {
 
 /// Every thread listed under `proc` (`/proc/<pid>/task/<tid>`). Processes
 /// that exit while being listed are skipped.
-fn all_threads(proc: &Path) -> anyhow::Result<Vec<ThreadId>> {
-    use anyhow::Context;
+fn all_threads(proc: &Path) -> std::io::Result<Vec<ThreadId>> {
     let numeric = |name: &std::ffi::OsStr| name.to_str().and_then(|n| n.parse::<u32>().ok());
     let mut out = Vec::new();
-    for e in std::fs::read_dir(proc).with_context(|| format!("listing {}", proc.display()))? {
+    for e in std::fs::read_dir(proc)? {
         let Ok(e) = e else { continue };
         let Some(process) = numeric(&e.file_name()) else {
             continue;

@@ -9,7 +9,7 @@
 //! The daemon supplies the [`Handler`].
 
 use std::fs;
-use std::io::{self, BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{self, BufReader, ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{self, AssertUnwindSafe};
@@ -23,18 +23,13 @@ use anyhow::{bail, Context as _};
 
 use vhost_user::socket_path::SocketPathError;
 
-use crate::api::{Request, Response};
+use weir_api::framing::{deadline_hook, read_line_bounded, LineRead, MAX_MESSAGE_BYTES};
+use weir_api::{Request, Response};
 
-/// Longest request line, newline excluded.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
-/// Longest response line the client accepts (FDB dumps can be large).
-pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// A connection idle this long (or stuck mid-line) is closed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once; more are told so and closed.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
-/// How long the client waits for a reply.
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often the accept loop checks the stop flag when idle.
 const ACCEPT_POLL: Duration = Duration::from_millis(25);
 
@@ -222,77 +217,11 @@ fn reject(stream: UnixStream, message: &str) {
     let _ = write_response(&stream, &Response::error(message));
 }
 
-/// Outcome of [`read_line_bounded`].
-#[derive(Debug, PartialEq, Eq)]
-enum LineRead {
-    /// A line (without its newline) is in the buffer. The last line before
-    /// end of stream may lack the newline.
-    Line,
-    /// End of stream, buffer empty.
-    Eof,
-    /// The line exceeded the limit; the rest of it was not read.
-    TooLong,
-}
-
-/// Reads one `\n`-terminated line into `line` (cleared first), never
-/// holding more than `max` bytes of it. `before_read` runs before each
-/// refill; an error from it aborts the read (used to enforce a deadline).
-fn read_line_bounded<R: Read>(
-    reader: &mut BufReader<R>,
-    line: &mut Vec<u8>,
-    max: usize,
-    mut before_read: impl FnMut() -> io::Result<()>,
-) -> io::Result<LineRead> {
-    line.clear();
-    loop {
-        if reader.buffer().is_empty() {
-            before_read()?;
-        }
-        let chunk = match reader.fill_buf() {
-            Ok(chunk) => chunk,
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if chunk.is_empty() {
-            return Ok(if line.is_empty() {
-                LineRead::Eof
-            } else {
-                LineRead::Line
-            });
-        }
-        let (take, done) = match chunk.iter().position(|&b| b == b'\n') {
-            Some(i) => (i, true),
-            None => (chunk.len(), false),
-        };
-        if line.len() + take > max {
-            return Ok(LineRead::TooLong);
-        }
-        line.extend_from_slice(&chunk[..take]);
-        reader.consume(if done { take + 1 } else { take });
-        if done {
-            return Ok(LineRead::Line);
-        }
-    }
-}
-
 fn write_response(mut writer: impl Write, resp: &Response) -> io::Result<()> {
     let mut buf = serde_json::to_vec(resp).map_err(io::Error::other)?;
     buf.push(b'\n');
     writer.write_all(&buf)?;
     writer.flush()
-}
-
-/// A `before_read` hook for [`read_line_bounded`] that makes the whole line
-/// arrive by `deadline`, so a peer trickling bytes cannot hold a
-/// connection open forever.
-fn deadline_hook(stream: &UnixStream, deadline: Instant) -> impl FnMut() -> io::Result<()> + '_ {
-    move || {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ErrorKind::TimedOut.into());
-        }
-        stream.set_read_timeout(Some(left))
-    }
 }
 
 /// Serves requests on one connection until EOF, an I/O error, a timeout or
@@ -376,116 +305,13 @@ fn respond(line: &[u8], handler: &dyn Handler) -> Option<Response> {
     )
 }
 
-/// A client connection to the daemon; several requests may share it.
-#[derive(Debug)]
-pub struct Client {
-    /// Writes requests; also sets the socket's read timeout.
-    stream: UnixStream,
-    /// Reads replies (a second handle to the same socket).
-    reader: BufReader<UnixStream>,
-    path: PathBuf,
-}
-
-impl Client {
-    /// Connects to the daemon at `socket`.
-    ///
-    /// # Errors
-    ///
-    /// "cannot reach weir at PATH ..." if nothing listens there.
-    pub fn connect(socket: &Path) -> anyhow::Result<Self> {
-        let stream = UnixStream::connect(socket).map_err(|e| {
-            tracing::debug!("connect {}: {e}", socket.display());
-            let path = socket.display();
-            match e.kind() {
-                ErrorKind::NotFound | ErrorKind::ConnectionRefused => anyhow::anyhow!(
-                    "cannot reach weir at {path}: is `weir run` running? \
-                     (set --socket or WEIR_SOCKET)"
-                ),
-                ErrorKind::PermissionDenied => anyhow::anyhow!(
-                    "cannot reach weir at {path}: permission denied \
-                     (the control socket is only open to the daemon's user)"
-                ),
-                _ => anyhow::anyhow!("cannot reach weir at {path}: {e}"),
-            }
-        })?;
-        stream
-            .set_write_timeout(Some(CLIENT_TIMEOUT))
-            .context("configuring the control connection")?;
-        let reader = stream
-            .try_clone()
-            .context("configuring the control connection")?;
-        Ok(Client {
-            stream,
-            reader: BufReader::new(reader),
-            path: socket.to_owned(),
-        })
-    }
-
-    /// Process id of the daemon at the other end (the socket's peer
-    /// credentials, `SO_PEERCRED`); None if the kernel does not say.
-    pub fn peer_pid(&self) -> Option<u32> {
-        rustix::net::sockopt::socket_peercred(&self.stream)
-            .ok()
-            .map(|c| c.pid.as_raw_nonzero().get().unsigned_abs())
-    }
-
-    /// Sends `req` and waits for its response.
-    ///
-    /// # Errors
-    ///
-    /// I/O errors, a timeout, or a reply that is not a [`Response`]. A
-    /// request the daemon rejects is an `Ok` response with `ok: false`.
-    pub fn call(&mut self, req: &Request) -> anyhow::Result<Response> {
-        let mut buf = serde_json::to_vec(req).context("encoding request")?;
-        buf.push(b'\n');
-        (&self.stream)
-            .write_all(&buf)
-            .with_context(|| format!("sending request to weir at {}", self.path.display()))?;
-        let mut line = Vec::new();
-        let deadline = Instant::now() + CLIENT_TIMEOUT;
-        let read = read_line_bounded(
-            &mut self.reader,
-            &mut line,
-            MAX_RESPONSE_BYTES,
-            deadline_hook(&self.stream, deadline),
-        );
-        match read {
-            Ok(LineRead::Line) => {}
-            Ok(LineRead::Eof) => bail!(
-                "weir at {} closed the connection without replying",
-                self.path.display()
-            ),
-            Ok(LineRead::TooLong) => {
-                bail!("reply from weir exceeds {MAX_RESPONSE_BYTES} bytes")
-            }
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => bail!(
-                "weir at {} did not reply within {} s",
-                self.path.display(),
-                CLIENT_TIMEOUT.as_secs()
-            ),
-            Err(e) => {
-                return Err(e)
-                    .with_context(|| format!("reading reply from weir at {}", self.path.display()))
-            }
-        }
-        serde_json::from_slice(&line).context("malformed reply from weir")
-    }
-}
-
-/// Sends one request to the daemon at `socket` and returns its response.
-///
-/// # Errors
-///
-/// See [`Client::connect`] and [`Client::call`].
-pub fn request(socket: &Path, req: &Request) -> anyhow::Result<Response> {
-    Client::connect(socket)?.call(req)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, Read};
     use std::sync::atomic::AtomicU32;
     use std::thread::JoinHandle;
+    use weir_api::{request, Client};
 
     /// A unique temporary directory, removed on drop.
     struct TempDir(PathBuf);
@@ -511,7 +337,7 @@ mod tests {
     fn fake_handler(req: Request) -> Response {
         match req {
             Request::PortDel { name } => Response::error(format!("no such port `{name}`")),
-            Request::Version => Response::with_data(&crate::api::VersionView {
+            Request::Version => Response::with_data(&weir_api::VersionView {
                 version: "test".into(),
             }),
             Request::Stats => panic!("boom"),
@@ -590,7 +416,7 @@ mod tests {
         for _ in 0..3 {
             let resp = client.call(&Request::Version).unwrap();
             assert_eq!(
-                resp.decode::<crate::api::VersionView>().unwrap().version,
+                resp.decode::<weir_api::VersionView>().unwrap().version,
                 "test"
             );
         }
@@ -784,46 +610,5 @@ mod tests {
         let err = ControlServer::bind(&path).unwrap_err();
         assert!(err.to_string().contains("is not a socket"), "{err}");
         assert_eq!(fs::read(&path).unwrap(), b"keep me");
-    }
-
-    #[test]
-    fn missing_daemon_error_names_socket() {
-        let dir = TempDir::new();
-        let path = dir.0.join("none.sock");
-        let err = request(&path, &Request::PortList).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!(
-                "cannot reach weir at {}: is `weir run` running? (set --socket or WEIR_SOCKET)",
-                path.display()
-            )
-        );
-    }
-
-    #[test]
-    fn bounded_reader_stops_at_limit() {
-        let data = b"abc\ndefgh\nij";
-        let mut reader = BufReader::with_capacity(2, &data[..]);
-        let mut line = Vec::new();
-        assert_eq!(
-            read_line_bounded(&mut reader, &mut line, 4, || Ok(())).unwrap(),
-            LineRead::Line
-        );
-        assert_eq!(line, b"abc");
-        assert_eq!(
-            read_line_bounded(&mut reader, &mut line, 4, || Ok(())).unwrap(),
-            LineRead::TooLong
-        );
-        assert!(line.len() <= 4);
-        let mut reader = BufReader::new(&b"ij"[..]);
-        assert_eq!(
-            read_line_bounded(&mut reader, &mut line, 4, || Ok(())).unwrap(),
-            LineRead::Line
-        );
-        assert_eq!(line, b"ij");
-        assert_eq!(
-            read_line_bounded(&mut reader, &mut line, 4, || Ok(())).unwrap(),
-            LineRead::Eof
-        );
     }
 }

@@ -1,4 +1,6 @@
-//! The daemon's TOML configuration: schema, parsing and validation.
+//! weir's configuration: the TOML schema, parsing and validation. Linked by
+//! the control API (a `port add` carries a [`PortSpec`]), the runtime, the host
+//! checks (`weir doctor`) and the CLI.
 //!
 //! Control-plane only; never on the packet path. Parsing (`Config::parse`)
 //! checks syntax and the schema (unknown keys, types, enum values) and
@@ -256,7 +258,7 @@ pub struct BridgeSpec {
 }
 
 /// Port driver type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum PortType {
     /// `AF_PACKET` socket bound to an existing interface (`iface`).
@@ -343,7 +345,7 @@ impl FromStr for PortType {
 }
 
 /// Which side of a vhost-user connection the daemon plays.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VhostMode {
     /// The daemon listens on `socket`; QEMU connects (the default).
@@ -353,12 +355,30 @@ pub enum VhostMode {
     Client,
 }
 
-impl fmt::Display for VhostMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl VhostMode {
+    /// The name used in configs and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
             VhostMode::Server => "server",
             VhostMode::Client => "client",
-        })
+        }
+    }
+}
+
+impl fmt::Display for VhostMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for VhostMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [VhostMode::Server, VhostMode::Client]
+            .into_iter()
+            .find(|m| m.as_str() == s)
+            .ok_or_else(|| format!("unknown vhost-user mode `{s}`, expected server or client"))
     }
 }
 

@@ -12,8 +12,8 @@ use std::str::FromStr as _;
 
 use serde::Serialize;
 
-use crate::config::{Config, CpuList, Host, HugepageMode, PortType, MBUF_HEADROOM};
 use crate::nic::{self, dir_names, Sysfs, VFIO_PCI};
+use weir_config::{Config, CpuList, Host, HugepageMode, PortType, MBUF_HEADROOM};
 
 /// Bytes per 2 MiB hugepage.
 const HUGEPAGE_BYTES: u64 = 2 << 20;

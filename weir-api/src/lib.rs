@@ -1,7 +1,12 @@
-//! Control API messages shared by the daemon and the CLI.
+//! weir's control API: the requests, responses and views that the daemon's
+//! control socket carries, and a blocking [`Client`]. This is the crate a
+//! controller, the CNI plugin, tests and the `weir` CLI link to drive a
+//! running daemon; it knows nothing of the dataplane (serde and the socket
+//! only). Port specifications are [`weir_config::PortSpec`], the same keys as
+//! a config file's `[[port]]`.
 //!
 //! Control plane only. On the wire each [`Request`] and [`Response`] is one
-//! JSON object on one line (see `control`). Requests are tagged by `cmd`:
+//! JSON object on one line ([`framing`]). Requests are tagged by `cmd`:
 //!
 //! ```json
 //! {"cmd":"port-add","name":"p0","type":"tap","iface":"weir0","bridge":"br0"}
@@ -18,7 +23,12 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-pub use crate::config::PortSpec;
+use weir_config::PortSpec;
+
+pub mod client;
+pub mod framing;
+
+pub use client::{request, Client, ClientError, CLIENT_TIMEOUT};
 
 /// A control request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -362,7 +372,7 @@ impl VersionView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PortType;
+    use weir_config::PortType;
 
     #[test]
     fn requests_use_cmd_tag() {

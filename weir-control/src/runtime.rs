@@ -19,13 +19,13 @@ use dataplane::switch::{self, Bridge, Fdb, HandoffBudget, PortEntry, Switch};
 use dataplane::worker::{WorkerConfig, WorkerHandle};
 use dataplane::{BridgeId, DropReason, Mempool, PortId, QueueId, QueueStats, WorkerId, MAX_BURST};
 
-use crate::api::{
+use crate::ports::{self, OpenedPort};
+use crate::server::{ControlServer, Handler};
+use weir_api::{
     BridgeInfo, FdbEntryView, MempoolView, PortInfo, PortStatsView, Request, Response, StageCycles,
     StatsView, VersionView, WorkerView,
 };
-use crate::config::{Config, Host, HugepageMode, PortSpec, PortType, MAX_BRIDGES};
-use crate::control::{ControlServer, Handler};
-use crate::ports::{self, OpenedPort};
+use weir_config::{Config, Host, HugepageMode, PortSpec, PortType, MAX_BRIDGES};
 
 /// How long control operations wait for a worker to acknowledge.
 const WORKER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -256,7 +256,7 @@ impl Dataplane {
     /// # Errors
     /// Invalid or duplicate name.
     pub fn bridge_add(&self, name: &str) -> anyhow::Result<()> {
-        if !crate::config::is_valid_name(name) {
+        if !weir_config::is_valid_name(name) {
             bail!("invalid bridge name {name:?}: use 1-32 of A-Z a-z 0-9 _ . -");
         }
         let _g = self.lock();
@@ -856,7 +856,7 @@ pub fn run(mut cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
     // Every thread started from here on (control, vhost-user, housekeeping)
     // inherits this thread's mask; workers pin themselves to their CPU.
     if let Some((_, cpus)) =
-        crate::affinity::confine_off(&cfg.dataplane.worker_cpus(&Host::system()))
+        weir_host::affinity::confine_off(&cfg.dataplane.worker_cpus(&Host::system()))
     {
         tracing::info!(?cpus, "control threads kept off the workers' CPUs");
     }

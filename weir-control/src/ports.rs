@@ -8,7 +8,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _};
 use dataplane::{Mempool, Port};
 
-use crate::config::{PortSpec, PortType, VhostMode};
+use weir_config::{PortSpec, PortType, VhostMode};
 
 /// A port's queues plus anything that must live as long as the port (a control
 /// thread, a device handle) and a way to ask it for an error state.

@@ -1,5 +1,6 @@
-//! Network namespaces and veth pairs for the demo and the end-to-end tests:
-//! throwaway "hosts" on this machine, removed again on drop.
+//! Network namespaces, veth pairs and verified TCP transfers for `weir demo`,
+//! the benchmarks and the end-to-end tests: throwaway "hosts" on this
+//! machine, removed again on drop.
 //!
 //! Control path only; shells out to `ip` (iproute2) for setup, and uses
 //! `setns(2)` (through rustix) to open sockets inside a namespace from a thread.
@@ -7,13 +8,50 @@
 use std::fs::File;
 use std::process::{Command, Stdio};
 
-use anyhow::{bail, Context as _};
+use std::fmt::Display;
+
+/// What failed, with the context it failed in (a message for people: these
+/// helpers set up demos and tests, they are not matched on).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Error(String);
+
+/// Result of this crate's helpers.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Adds what was being done to an error.
+trait Context<T> {
+    fn context(self, what: impl Display) -> Result<T>;
+    fn with_context<D: Display>(self, what: impl FnOnce() -> D) -> Result<T>;
+}
+
+impl<T, E: Display> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl Display) -> Result<T> {
+        self.map_err(|e| Error(format!("{what}: {e}")))
+    }
+    fn with_context<D: Display>(self, what: impl FnOnce() -> D) -> Result<T> {
+        self.map_err(|e| Error(format!("{}: {e}", what())))
+    }
+}
+
+/// Returns early with an [`Error`] made from a format string.
+macro_rules! bail {
+    ($($arg:tt)*) => {
+        return Err(Error(format!($($arg)*)))
+    };
+}
+
+impl Error {
+    fn from_msg(msg: &str) -> Error {
+        Error(msg.to_owned())
+    }
+}
 
 /// Runs a command, failing with its stderr if it exits non-zero.
 ///
 /// # Errors
 /// The command could not be started or failed.
-pub fn sh(args: &[&str]) -> anyhow::Result<String> {
+pub fn sh(args: &[&str]) -> Result<String> {
     let out = Command::new(args[0])
         .args(&args[1..])
         .stdin(Stdio::null())
@@ -34,7 +72,7 @@ pub fn sh(args: &[&str]) -> anyhow::Result<String> {
 ///
 /// # Errors
 /// Not root, or iproute2 missing.
-pub fn require_root_and_ip() -> anyhow::Result<()> {
+pub fn require_root_and_ip() -> Result<()> {
     if !rustix::process::geteuid().is_root() {
         bail!("this needs root (network namespaces, raw sockets): run it with sudo");
     }
@@ -46,7 +84,7 @@ pub fn require_root_and_ip() -> anyhow::Result<()> {
 ///
 /// # Errors
 /// The namespace file cannot be opened or `setns` fails.
-pub fn enter(name: &str) -> anyhow::Result<()> {
+pub fn enter(name: &str) -> Result<()> {
     let f = File::open(format!("/run/netns/{name}"))
         .with_context(|| format!("opening namespace {name}"))?;
     rustix::thread::move_into_link_name_space(
@@ -69,7 +107,7 @@ impl Netns {
     ///
     /// # Errors
     /// `ip netns add` failed.
-    pub fn create(name: &str) -> anyhow::Result<Netns> {
+    pub fn create(name: &str) -> Result<Netns> {
         let _ = sh(&["ip", "netns", "del", name]);
         sh(&["ip", "netns", "add", name])?;
         let ns = Netns { name: name.into() };
@@ -86,7 +124,7 @@ impl Netns {
     ///
     /// # Errors
     /// The command failed.
-    pub fn exec(&self, args: &[&str]) -> anyhow::Result<String> {
+    pub fn exec(&self, args: &[&str]) -> Result<String> {
         let mut v = vec!["ip", "netns", "exec", &self.name];
         v.extend_from_slice(args);
         sh(&v)
@@ -97,7 +135,7 @@ impl Netns {
     ///
     /// # Errors
     /// The namespace file cannot be opened or `setns` fails.
-    pub fn enter_current_thread(&self) -> anyhow::Result<()> {
+    pub fn enter_current_thread(&self) -> Result<()> {
         enter(&self.name)
     }
 
@@ -105,7 +143,7 @@ impl Netns {
     ///
     /// # Errors
     /// The interface or counter does not exist.
-    pub fn counter(&self, iface: &str, name: &str) -> anyhow::Result<u64> {
+    pub fn counter(&self, iface: &str, name: &str) -> Result<u64> {
         let s = self.exec(&["cat", &format!("/sys/class/net/{iface}/statistics/{name}")])?;
         s.trim()
             .parse()
@@ -136,7 +174,7 @@ impl VethHost {
     ///
     /// # Errors
     /// Any `ip` step failed (everything created so far is removed).
-    pub fn create(ns_name: &str, host_if: &str, ip: &str) -> anyhow::Result<VethHost> {
+    pub fn create(ns_name: &str, host_if: &str, ip: &str) -> Result<VethHost> {
         let _ = sh(&["ip", "link", "del", host_if]);
         let ns = Netns::create(ns_name)?;
         sh(&[
@@ -157,7 +195,7 @@ impl VethHost {
     ///
     /// # Errors
     /// The interface is gone.
-    pub fn mac(&self) -> anyhow::Result<String> {
+    pub fn mac(&self) -> Result<String> {
         Ok(self
             .ns
             .exec(&["cat", "/sys/class/net/eth0/address"])?
@@ -177,7 +215,7 @@ impl Drop for VethHost {
 ///
 /// # Errors
 /// Any `ip` step failed.
-pub fn adopt_into(ns: &Netns, iface: &str, ip: &str) -> anyhow::Result<()> {
+pub fn adopt_into(ns: &Netns, iface: &str, ip: &str) -> Result<()> {
     sh(&[
         "ip",
         "link",
@@ -220,7 +258,7 @@ pub fn tcp_transfer(
     to_ip: &str,
     port: u16,
     len_bytes: u64,
-) -> anyhow::Result<std::time::Duration> {
+) -> Result<std::time::Duration> {
     use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
     use std::time::{Duration, Instant};
@@ -228,13 +266,14 @@ pub fn tcp_transfer(
     let seed = 0x5eed_u64 ^ len_bytes;
     let to_name = to.name().to_string();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let receiver = std::thread::spawn(move || -> anyhow::Result<u64> {
+    let receiver = std::thread::spawn(move || -> Result<u64> {
         let r = (|| {
             enter(&to_name)?;
             let l = TcpListener::bind(("0.0.0.0", port)).context("listening")?;
             let _ = ready_tx.send(());
             let (mut s, _) = l.accept().context("accepting")?;
-            s.set_read_timeout(Some(Duration::from_secs(30)))?;
+            s.set_read_timeout(Some(Duration::from_secs(30)))
+                .context("setting a timeout")?;
             let mut buf = vec![0u8; 1 << 16];
             let mut want = vec![0u8; 1 << 16];
             let mut got: u64 = 0;
@@ -255,19 +294,20 @@ pub fn tcp_transfer(
     });
     ready_rx
         .recv_timeout(Duration::from_secs(10))
-        .map_err(|_| anyhow::anyhow!("receiver did not start"))?;
+        .map_err(|_| Error::from_msg("receiver did not start"))?;
     let from_name = from.name().to_string();
     let to_ip = to_ip.to_string();
     let start = Instant::now();
-    let sender = std::thread::spawn(move || -> anyhow::Result<()> {
+    let sender = std::thread::spawn(move || -> Result<()> {
         let r = (|| {
             enter(&from_name)?;
             let mut s = TcpStream::connect_timeout(
-                &format!("{to_ip}:{port}").parse()?,
+                &format!("{to_ip}:{port}").parse().context("peer address")?,
                 Duration::from_secs(10),
             )
             .context("connecting")?;
-            s.set_write_timeout(Some(Duration::from_secs(30)))?;
+            s.set_write_timeout(Some(Duration::from_secs(30)))
+                .context("setting a timeout")?;
             let mut buf = vec![0u8; 1 << 16];
             let mut sent = 0u64;
             while sent < len_bytes {
@@ -276,17 +316,18 @@ pub fn tcp_transfer(
                 s.write_all(&buf[..n]).context("sending")?;
                 sent += n as u64;
             }
-            s.shutdown(std::net::Shutdown::Write)?;
+            s.shutdown(std::net::Shutdown::Write)
+                .context("closing the stream")?;
             Ok(())
         })();
         r
     });
     sender
         .join()
-        .map_err(|_| anyhow::anyhow!("sender panicked"))??;
+        .map_err(|_| Error::from_msg("sender panicked"))??;
     let got = receiver
         .join()
-        .map_err(|_| anyhow::anyhow!("receiver panicked"))??;
+        .map_err(|_| Error::from_msg("receiver panicked"))??;
     if got != len_bytes {
         bail!("received {got} of {len_bytes} bytes");
     }
