@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 
-use crate::cli::{render, Output};
+use crate::cli::Output;
+use crate::render::render;
 use weir_config::{BridgeSpec, Config, Host, PortSpec, PortType};
 use weir_control::{spawn_housekeeping, Dataplane};
 use weir_testkit::{adopt_into, require_root_and_ip, tcp_transfer, Netns, VethHost};

@@ -18,6 +18,7 @@ use weir_host::nic::{self, Sysfs, SystemRunner};
 
 mod cli;
 mod demo;
+mod render;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -92,7 +93,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             let data = weir_api::request(&socket, &call.request)?
                 .into_result()
                 .map_err(anyhow::Error::msg)?;
-            print(&cli::render(call.output, data)?)
+            print(&render::render(call.output, data)?)
         }
     }
 }
@@ -127,27 +128,7 @@ fn devbind(args: &DevbindArgs) -> anyhow::Result<()> {
         if nics.is_empty() {
             return print("no network PCI functions\n");
         }
-        let mut out =
-            String::from("PCI           ID         DRIVER      GROUP  NODE  IFACES      WEIR\n");
-        let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-        for n in nics {
-            let ifaces = if n.ifaces.is_empty() {
-                "-".into()
-            } else {
-                n.ifaces.join(",")
-            };
-            out.push_str(&format!(
-                "{:<12}  {:<9}  {:<10}  {:>5}  {:>4}  {:<10}  {}\n",
-                n.pci,
-                n.id,
-                dash(n.driver),
-                dash(n.iommu_group),
-                dash(n.numa_node.map(|x| x.to_string())),
-                ifaces,
-                if n.weir_driver { "yes" } else { "no" },
-            ));
-        }
-        return print(&out);
+        return print(&render::nics(&nics));
     }
     let Some(pci) = args.pci.as_deref() else {
         anyhow::bail!("give a PCI address or --list");
@@ -207,27 +188,7 @@ fn sriov(args: &SriovArgs) -> anyhow::Result<()> {
             "{pf}: no VFs; create them with `weir sriov {pf} --vfs N`\n"
         ));
     }
-    let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-    let mut out = String::from(
-        "VF  PCI           DRIVER      GROUP  NODE  MAC                VLAN  SPOOFCHK\n",
-    );
-    for v in vfs {
-        out.push_str(&format!(
-            "{:>2}  {:<12}  {:<10}  {:>5}  {:>4}  {:<17}  {:>4}  {}\n",
-            v.vf,
-            v.pci,
-            dash(v.driver),
-            dash(v.iommu_group),
-            dash(v.numa_node.map(|x| x.to_string())),
-            dash(v.mac),
-            dash(v.vlan.map(|x| x.to_string())),
-            dash(
-                v.spoofchk
-                    .map(|on| if on { "on" } else { "off" }.to_owned())
-            ),
-        ));
-    }
-    print(&out)
+    print(&render::vfs(&vfs))
 }
 
 fn run_doctor(args: &DoctorArgs) -> anyhow::Result<()> {

@@ -1,0 +1,599 @@
+//! Text output of the client verbs: one [`Table`] renderer for every table
+//! the CLI prints (ports, bridges, FDB, workers, stats, NICs, VFs).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use weir_api::{
+    BridgeInfo, FdbEntryView, MempoolView, PortInfo, PortStatsView, StatsView, WorkerView,
+};
+use weir_host::nic::{PciNic, VfInfo};
+
+use crate::cli::Output;
+
+/// Renders a successful reply's `data` for `output`.
+///
+/// # Errors
+///
+/// If `data` does not have the shape the output expects.
+pub fn render(output: Output, data: Option<serde_json::Value>) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    fn decode<T: serde::de::DeserializeOwned>(
+        data: Option<serde_json::Value>,
+    ) -> anyhow::Result<T> {
+        serde_json::from_value(data.unwrap_or(serde_json::Value::Null))
+            .context("unexpected reply from weir")
+    }
+    Ok(match output {
+        Output::Quiet => String::new(),
+        Output::Json => {
+            let mut s = serde_json::to_string_pretty(&data.unwrap_or(serde_json::Value::Null))?;
+            s.push('\n');
+            s
+        }
+        Output::Ports => render_ports(&decode::<Vec<PortInfo>>(data)?),
+        Output::Bridges => render_bridges(&decode::<Vec<BridgeInfo>>(data)?),
+        Output::Fdb => render_fdb(&decode::<Vec<FdbEntryView>>(data)?),
+        Output::Stats => render_stats(&decode::<StatsView>(data)?),
+        Output::Workers => render_workers(&decode::<Vec<WorkerView>>(data)?),
+    })
+}
+
+/// A text table with aligned columns.
+pub struct Table {
+    headers: Vec<&'static str>,
+    /// Per column: right-align (numbers).
+    right: Vec<bool>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// Columns named with a leading `>` are right-aligned.
+    pub fn new(headers: &[&'static str]) -> Self {
+        Table {
+            right: headers.iter().map(|h| h.starts_with('>')).collect(),
+            headers: headers.iter().map(|h| h.trim_start_matches('>')).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        self.rows.push(cells);
+    }
+
+    pub fn render(&self) -> String {
+        let width = |s: &str| s.chars().count();
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| width(h)).collect();
+        for row in &self.rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(width(cell));
+            }
+        }
+        let mut out = String::new();
+        let header: Vec<String> = self.headers.iter().map(|h| h.to_string()).collect();
+        for row in std::iter::once(&header).chain(&self.rows) {
+            let mut line = String::new();
+            for (i, cell) in row.iter().enumerate() {
+                if i > 0 {
+                    line.push_str("  ");
+                }
+                let pad = widths[i].saturating_sub(width(cell));
+                if self.right[i] {
+                    line.push_str(&" ".repeat(pad));
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    line.push_str(&" ".repeat(pad));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn opt(value: &Option<impl ToString>) -> String {
+    value
+        .as_ref()
+        .map_or_else(|| "-".to_owned(), |v| v.to_string())
+}
+
+fn total_drops(drops: &BTreeMap<String, u64>) -> u64 {
+    drops.values().sum()
+}
+
+/// `name=count` pairs, or `-`.
+fn drop_reasons(drops: &BTreeMap<String, u64>) -> String {
+    let parts: Vec<String> = drops
+        .iter()
+        .filter(|(_, &n)| n > 0)
+        .map(|(reason, n)| format!("{reason}={n}"))
+        .collect();
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(",")
+    }
+}
+
+fn render_ports(ports: &[PortInfo]) -> String {
+    if ports.is_empty() {
+        return "no ports\n".to_owned();
+    }
+    let mut t = Table::new(&[
+        ">ID", "NAME", "TYPE", "BRIDGE", "IFACE", "LINK", ">MTU", ">QUEUES", ">WORKER", ">RX-PKTS",
+        ">TX-PKTS", ">DROPS", "STATE",
+    ]);
+    for p in ports {
+        t.row(vec![
+            p.id.to_string(),
+            p.name.clone(),
+            p.kind.clone(),
+            opt(&p.bridge),
+            opt(&p.iface),
+            p.link.clone(),
+            opt(&p.mtu),
+            p.queues.to_string(),
+            opt(&p.worker),
+            p.stats.rx_packets.to_string(),
+            p.stats.tx_packets.to_string(),
+            total_drops(&p.stats.drops).to_string(),
+            p.state.clone(),
+        ]);
+    }
+    t.render()
+}
+
+fn render_bridges(bridges: &[BridgeInfo]) -> String {
+    if bridges.is_empty() {
+        return "no bridges\n".to_owned();
+    }
+    let mut t = Table::new(&["NAME", ">FDB", "PORTS"]);
+    for b in bridges {
+        let ports = if b.ports.is_empty() {
+            "-".to_owned()
+        } else {
+            b.ports.join(",")
+        };
+        t.row(vec![b.name.clone(), b.fdb_entries.to_string(), ports]);
+    }
+    t.render()
+}
+
+fn render_fdb(entries: &[FdbEntryView]) -> String {
+    if entries.is_empty() {
+        return "no FDB entries\n".to_owned();
+    }
+    let mut t = Table::new(&["BRIDGE", ">VLAN", "MAC", "PORT", ">AGE", "TYPE"]);
+    for e in entries {
+        t.row(vec![
+            e.bridge.clone(),
+            e.vlan.to_string(),
+            e.mac.clone(),
+            e.port.clone(),
+            if e.is_static {
+                "-".to_owned()
+            } else {
+                e.age_secs.to_string()
+            },
+            if e.is_static { "static" } else { "learned" }.to_owned(),
+        ]);
+    }
+    t.render()
+}
+
+fn render_workers(workers: &[WorkerView]) -> String {
+    if workers.is_empty() {
+        return "no workers\n".to_owned();
+    }
+    let mut t = Table::new(&[
+        ">ID",
+        ">CPU",
+        ">BUSY%",
+        ">RX-PKTS",
+        ">BURST",
+        "CYC/PKT RX+SW+TX",
+        "RX-QUEUES",
+        "DROPS",
+    ]);
+    for w in workers {
+        let burst = if w.busy_rounds == 0 {
+            "-".to_owned()
+        } else {
+            format!("{:.1}", w.rx_packets as f64 / w.busy_rounds as f64)
+        };
+        let stages = match w.stages.per_packet() {
+            Some((rx, sw, tx)) => format!("{rx:.0}+{sw:.0}+{tx:.0}"),
+            None => "-".to_owned(),
+        };
+        let queues = if w.rx_queues.is_empty() {
+            "-".to_owned()
+        } else {
+            w.rx_queues.join(",")
+        };
+        t.row(vec![
+            w.id.to_string(),
+            w.cpu.to_string(),
+            format!("{:.1}", w.busy_pct),
+            w.rx_packets.to_string(),
+            burst,
+            stages,
+            queues,
+            drop_reasons(&w.drops),
+        ]);
+    }
+    t.render()
+}
+
+/// One line of `weir stats` for a buffer pool.
+fn pool_line(out: &mut String, label: &str, unit: &str, m: &MempoolView) {
+    let _ = write!(
+        out,
+        "{label}: {} of {} {unit} free, {} B data room, {}",
+        m.available,
+        m.total,
+        m.mbuf_size,
+        if m.hugepages {
+            "hugepages"
+        } else {
+            "normal pages"
+        }
+    );
+    if let Some(n) = m.port_share {
+        let _ = write!(out, ", at most {n} per port");
+    }
+    out.push('\n');
+}
+
+/// Segmentation offload per port, for the ports that saw any: super-frames
+/// in, out whole, and cut into segments by weir.
+fn render_tso(out: &mut String, ports: &[PortInfo]) {
+    let busy = |s: &PortStatsView| s.rx_tso_packets + s.tx_tso_packets + s.tso_segmented > 0;
+    if !ports.iter().any(|p| busy(&p.stats)) {
+        return;
+    }
+    let mut t = Table::new(&["PORT", ">RX-TSO", ">TX-TSO", ">SEGMENTED"]);
+    for p in ports.iter().filter(|p| busy(&p.stats)) {
+        t.row(vec![
+            p.name.clone(),
+            p.stats.rx_tso_packets.to_string(),
+            p.stats.tx_tso_packets.to_string(),
+            p.stats.tso_segmented.to_string(),
+        ]);
+    }
+    out.push('\n');
+    out.push_str(&t.render());
+}
+
+fn render_stats(stats: &StatsView) -> String {
+    let mut out = String::new();
+    if stats.ports.is_empty() {
+        out.push_str("no ports\n");
+    } else {
+        let mut t = Table::new(&[
+            "PORT",
+            ">RX-PKTS",
+            ">RX-BYTES",
+            ">TX-PKTS",
+            ">TX-BYTES",
+            ">RX-ERR",
+            ">TX-ERR",
+            "DROPS",
+        ]);
+        let row = |name: String, s: &PortStatsView| {
+            vec![
+                name,
+                s.rx_packets.to_string(),
+                s.rx_bytes.to_string(),
+                s.tx_packets.to_string(),
+                s.tx_bytes.to_string(),
+                s.rx_errors.to_string(),
+                s.tx_errors.to_string(),
+                drop_reasons(&s.drops),
+            ]
+        };
+        for p in &stats.ports {
+            t.row(row(p.name.clone(), &p.stats));
+            // Multiqueue ports: one line per queue pair under the total, named
+            // `port:queue` as in `pmd show`.
+            if p.queue_stats.len() > 1 {
+                for (q, s) in p.queue_stats.iter().enumerate() {
+                    t.row(row(format!("  {}:{q}", p.name), s));
+                }
+            }
+        }
+        out.push_str(&t.render());
+        render_tso(&mut out, &stats.ports);
+    }
+    out.push('\n');
+    out.push_str(&render_workers(&stats.workers));
+    out.push('\n');
+    pool_line(&mut out, "mempool", "mbufs", &stats.mempool);
+    if let Some(t) = &stats.tso_pool {
+        pool_line(&mut out, "tso pool", "buffers", t);
+    }
+    out
+}
+
+/// `weir devbind --list`.
+pub fn nics(nics: &[PciNic]) -> String {
+    let mut t = Table::new(&["PCI", "ID", "DRIVER", ">GROUP", ">NODE", "IFACES", "WEIR"]);
+    for n in nics {
+        t.row(vec![
+            n.pci.clone(),
+            n.id.clone(),
+            opt(&n.driver),
+            opt(&n.iommu_group),
+            opt(&n.numa_node),
+            if n.ifaces.is_empty() {
+                "-".into()
+            } else {
+                n.ifaces.join(",")
+            },
+            if n.weir_driver { "yes" } else { "no" }.into(),
+        ]);
+    }
+    t.render()
+}
+
+/// `weir sriov PF` (the list of its VFs).
+pub fn vfs(vfs: &[VfInfo]) -> String {
+    let mut t = Table::new(&[
+        ">VF", "PCI", "DRIVER", ">GROUP", ">NODE", "MAC", ">VLAN", "SPOOFCHK",
+    ]);
+    for v in vfs {
+        t.row(vec![
+            v.vf.to_string(),
+            v.pci.clone(),
+            opt(&v.driver),
+            opt(&v.iommu_group),
+            opt(&v.numa_node),
+            opt(&v.mac),
+            opt(&v.vlan),
+            opt(&v.spoofchk.map(|on| if on { "on" } else { "off" })),
+        ]);
+    }
+    t.render()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weir_api::StageCycles;
+
+    fn port(id: u16, name: &str) -> PortInfo {
+        PortInfo {
+            id,
+            name: name.into(),
+            kind: "tap".into(),
+            bridge: Some("br0".into()),
+            iface: None,
+            link: "up".into(),
+            state: "ok".into(),
+            queues: 1,
+            worker: Some(0),
+            stats: PortStatsView {
+                rx_packets: 12345,
+                drops: BTreeMap::from([("no-mbuf".into(), 3)]),
+                ..Default::default()
+            },
+            queue_stats: Vec::new(),
+            mtu: None,
+        }
+    }
+
+    #[test]
+    fn port_table_is_aligned() {
+        let out = render_ports(&[port(0, "p0"), port(1, "a-longer-name")]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[0].starts_with("ID  NAME "), "{out}");
+        let col = lines[0].find("TYPE").unwrap();
+        assert_eq!(lines[1].find("tap"), Some(col), "{out}");
+        assert_eq!(lines[2].find("tap"), Some(col), "{out}");
+        assert!(lines[1].contains("12345"), "{out}");
+        assert_eq!(render_ports(&[]), "no ports\n");
+    }
+
+    #[test]
+    fn port_table_shows_the_mtu_a_frontend_set() {
+        let vm = PortInfo {
+            kind: "vhost-user".into(),
+            mtu: Some(1400),
+            ..port(1, "vm1")
+        };
+        let out = render_ports(&[port(0, "p0"), vm]);
+        let lines: Vec<&str> = out.lines().collect();
+        let end = lines[0].find("MTU").unwrap() + "MTU".len();
+        assert_eq!(
+            lines[1][..end].trim_end().chars().last(),
+            Some('-'),
+            "{out}"
+        );
+        assert_eq!(&lines[2][end - 4..end], "1400", "{out}");
+    }
+
+    #[test]
+    fn render_checks_reply_shape() {
+        let data = serde_json::to_value(vec![port(0, "p0")]).unwrap();
+        assert!(render(Output::Ports, Some(data.clone()))
+            .unwrap()
+            .contains("p0"));
+        assert!(render(Output::Bridges, Some(data.clone())).is_err());
+        let json = render(Output::Json, Some(data)).unwrap();
+        assert!(json.contains("\"name\": \"p0\""), "{json}");
+    }
+
+    #[test]
+    fn stats_render_all_sections() {
+        let stats = StatsView {
+            ports: vec![port(0, "p0")],
+            workers: vec![WorkerView {
+                id: 0,
+                cpu: 3,
+                rx_queues: vec!["p0:0".into()],
+                busy_cycles: 10,
+                idle_cycles: 30,
+                busy_pct: 25.0,
+                rx_packets: 7,
+                drops: BTreeMap::new(),
+                busy_rounds: 2,
+                stages: StageCycles {
+                    rx: 100,
+                    switch: 40,
+                    tx: 60,
+                    packets: 4,
+                },
+            }],
+            mempool: MempoolView {
+                total: 1024,
+                available: 1000,
+                hugepages: false,
+                mbuf_size: 2048,
+                port_share: None,
+            },
+            tso_pool: Some(MempoolView {
+                total: 256,
+                available: 250,
+                hugepages: true,
+                mbuf_size: 65407,
+                port_share: Some(64),
+            }),
+        };
+        let out = render_stats(&stats);
+        assert!(
+            out.contains(
+                "tso pool: 250 of 256 buffers free, 65407 B data room, hugepages, \
+                 at most 64 per port\n"
+            ),
+            "{out}"
+        );
+        assert!(out.contains("no-mbuf=3"), "{out}");
+        assert!(out.contains("25.0"), "{out}");
+        assert!(out.contains("25+10+15"), "{out}");
+        assert!(out.contains("3.5"), "{out}");
+        assert!(out.contains("p0:0"), "{out}");
+        assert!(
+            out.contains("1000 of 1024 mbufs free, 2048 B data room, normal pages\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn stats_show_each_queue_of_a_multiqueue_port() {
+        let mut p = port(0, "vm1");
+        p.queues = 2;
+        p.queue_stats = vec![
+            PortStatsView {
+                rx_packets: 11,
+                ..Default::default()
+            },
+            PortStatsView {
+                rx_packets: 22,
+                ..Default::default()
+            },
+        ];
+        let stats = StatsView {
+            ports: vec![p, port(1, "p1")],
+            workers: Vec::new(),
+            mempool: MempoolView::default(),
+            tso_pool: None,
+        };
+        let out = render_stats(&stats);
+        let line = |name: &str| {
+            out.lines()
+                .find(|l| l.trim_start().starts_with(name))
+                .unwrap_or_else(|| panic!("no line for {name}:\n{out}"))
+                .to_owned()
+        };
+        assert!(line("vm1:0").contains(" 11 "), "{out}");
+        assert!(line("vm1:1").contains(" 22 "), "{out}");
+        assert!(line("vm1 ").contains("12345"), "{out}");
+        assert!(
+            !out.contains("p1:0"),
+            "one queue, no per-queue lines:\n{out}"
+        );
+    }
+
+    #[test]
+    fn stats_show_a_tso_table_only_for_ports_that_saw_super_frames() {
+        let mut vm = port(0, "vm");
+        vm.stats.rx_tso_packets = 9408;
+        vm.stats.tx_tso_packets = 10272;
+        let mut pa = port(1, "pa");
+        pa.stats.tso_segmented = 7;
+        let mut stats = StatsView {
+            ports: vec![vm, pa, port(2, "quiet")],
+            workers: Vec::new(),
+            mempool: MempoolView::default(),
+            tso_pool: None,
+        };
+        let out = render_stats(&stats);
+        let header = out
+            .lines()
+            .position(|l| l.starts_with("PORT") && l.contains("RX-TSO"))
+            .unwrap_or_else(|| panic!("no TSO table:\n{out}"));
+        let rows: Vec<Vec<&str>> = out.lines().collect::<Vec<_>>()[header + 1..]
+            .iter()
+            .take_while(|l| !l.is_empty())
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows,
+            [vec!["vm", "9408", "10272", "0"], vec!["pa", "0", "0", "7"]],
+            "{out}"
+        );
+        for p in &mut stats.ports {
+            p.stats = PortStatsView::default();
+        }
+        assert!(!render_stats(&stats).contains("RX-TSO"));
+    }
+
+    #[test]
+    fn nic_and_vf_tables_align_their_columns() {
+        let nic = |pci: &str, driver: Option<&str>, ifaces: &[&str]| PciNic {
+            pci: pci.into(),
+            id: "8086:10fb".into(),
+            driver: driver.map(Into::into),
+            iommu_group: Some("12".into()),
+            numa_node: None,
+            ifaces: ifaces.iter().map(|s| s.to_string()).collect(),
+            weir_driver: true,
+        };
+        let out = nics(&[
+            nic("0000:01:00.0", Some("vfio-pci"), &[]),
+            nic("0000:01:00.1", Some("ixgbe"), &["enp1s0f1", "x"]),
+        ]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "PCI           ID         DRIVER    GROUP  NODE  IFACES      WEIR"
+        );
+        assert_eq!(
+            lines[1],
+            "0000:01:00.0  8086:10fb  vfio-pci     12     -  -           yes"
+        );
+        assert_eq!(
+            lines[2],
+            "0000:01:00.1  8086:10fb  ixgbe        12     -  enp1s0f1,x  yes"
+        );
+        let out = vfs(&[VfInfo {
+            vf: 3,
+            pci: "0000:01:10.1".into(),
+            driver: None,
+            iommu_group: None,
+            numa_node: Some(0),
+            mac: Some("02:00:00:00:00:03".into()),
+            vlan: Some(100),
+            spoofchk: Some(true),
+        }]);
+        assert_eq!(
+            out,
+            concat!(
+                "VF  PCI           DRIVER  GROUP  NODE  MAC                VLAN  SPOOFCHK\n",
+                " 3  0000:01:10.1  -           -     0  02:00:00:00:00:03   100  on\n",
+            )
+        );
+    }
+}
