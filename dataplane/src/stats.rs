@@ -240,8 +240,13 @@ impl QueueStats {
     }
 }
 
-/// A copy of [`QueueStats`], summable across queues.
+/// A copy of [`QueueStats`], summable across queues. With the `serde`
+/// feature it is what the control API reports for a port or a queue: drops
+/// and unlearned sources as maps from reason name to count, listing only the
+/// reasons that occurred (`unlearned` left out when none did).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 pub struct StatsSnapshot {
     /// Frames received.
     pub rx_packets: u64,
@@ -262,10 +267,91 @@ pub struct StatsSnapshot {
     /// TSO super-frames cut into segments by weir.
     pub tso_segmented: u64,
     /// Drops, indexed by `DropReason as usize`.
+    #[cfg_attr(feature = "serde", serde(with = "by_name::drops"))]
     pub drops: [u64; DropReason::COUNT],
     /// Frames forwarded with their source not learned, indexed by
     /// `Unlearned as usize`.
+    #[cfg_attr(
+        feature = "serde",
+        serde(with = "by_name::unlearned", skip_serializing_if = "by_name::all_zero")
+    )]
     pub unlearned: [u64; Unlearned::COUNT],
+}
+
+/// Counter arrays indexed by a reason, on the wire as `{"name": count}` maps
+/// of the reasons that occurred. Names this build does not know are ignored
+/// (a client older than the daemon).
+#[cfg(feature = "serde")]
+mod by_name {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    fn serialize<S: Serializer, const N: usize>(
+        counts: &[u64; N],
+        name: impl Fn(usize) -> &'static str,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.collect_map(
+            counts
+                .iter()
+                .enumerate()
+                .filter(|(_, &n)| n > 0)
+                .map(|(i, n)| (name(i), n)),
+        )
+    }
+
+    fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        d: D,
+        index: impl Fn(&str) -> Option<usize>,
+    ) -> Result<[u64; N], D::Error> {
+        let mut counts = [0; N];
+        for (name, n) in BTreeMap::<String, u64>::deserialize(d)? {
+            if let Some(i) = index(&name) {
+                counts[i] = n;
+            }
+        }
+        Ok(counts)
+    }
+
+    #[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if signature
+    pub(super) fn all_zero<const N: usize>(counts: &[u64; N]) -> bool {
+        counts.iter().all(|&n| n == 0)
+    }
+
+    pub(super) mod drops {
+        use super::super::DropReason;
+        use serde::{Deserializer, Serializer};
+
+        const N: usize = DropReason::COUNT;
+
+        pub(crate) fn serialize<S: Serializer>(c: &[u64; N], s: S) -> Result<S::Ok, S::Error> {
+            super::serialize(c, |i| DropReason::ALL[i].name(), s)
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u64; N], D::Error> {
+            super::deserialize(d, |name| {
+                DropReason::ALL.iter().position(|r| r.name() == name)
+            })
+        }
+    }
+
+    pub(super) mod unlearned {
+        use super::super::Unlearned;
+        use serde::{Deserializer, Serializer};
+
+        const N: usize = Unlearned::COUNT;
+
+        pub(crate) fn serialize<S: Serializer>(c: &[u64; N], s: S) -> Result<S::Ok, S::Error> {
+            super::serialize(c, |i| Unlearned::ALL[i].name(), s)
+        }
+
+        pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u64; N], D::Error> {
+            super::deserialize(d, |name| {
+                Unlearned::ALL.iter().position(|r| r.name() == name)
+            })
+        }
+    }
 }
 
 impl StatsSnapshot {
@@ -282,6 +368,15 @@ impl StatsSnapshot {
     /// All drops.
     pub fn total_drops(&self) -> u64 {
         self.drops.iter().sum()
+    }
+
+    /// The reasons frames were dropped for, by name, with their counts
+    /// (only those that occurred).
+    pub fn drops_by_name(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        DropReason::ALL
+            .iter()
+            .map(|r| (r.name(), self.drops(*r)))
+            .filter(|&(_, n)| n > 0)
     }
 }
 

@@ -387,8 +387,8 @@ impl Sut {
         for p in infos.iter().filter(|p| names.contains(&p.name)) {
             sum.rx_packets += p.stats.rx_packets;
             sum.tx_packets += p.stats.tx_packets;
-            for (reason, n) in &p.stats.drops {
-                *sum.drops.entry(reason.clone()).or_default() += n;
+            for (reason, n) in p.stats.drops_by_name() {
+                *sum.drops.entry(reason.to_owned()).or_default() += n;
             }
         }
         Some(sum)

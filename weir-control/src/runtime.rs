@@ -22,8 +22,8 @@ use dataplane::{BridgeId, DropReason, Mempool, PortId, QueueId, QueueStats, Work
 use crate::ports::{self, OpenedPort};
 use crate::server::{ControlServer, Handler};
 use weir_api::{
-    BridgeInfo, FdbEntryView, MempoolView, PortInfo, PortStatsView, Request, Response, StageCycles,
-    StatsView, VersionView, WorkerView,
+    BridgeInfo, FdbEntryView, MempoolView, PortInfo, Request, Response, StageCycles, StatsView,
+    VersionView, WorkerView,
 };
 use weir_config::{Config, Host, HugepageMode, PortSpec, PortType, MAX_BRIDGES};
 
@@ -563,8 +563,8 @@ impl Dataplane {
             },
             queues: rec.queues.len() as u16,
             worker: rec.queues.first().map(|q| q.0 as u16),
-            stats: stats_view(&s),
-            queue_stats: per_queue.iter().map(stats_view).collect(),
+            stats: s,
+            queue_stats: per_queue,
             mtu: rec.mtu.as_ref().and_then(|m| m()),
         }
     }
@@ -743,30 +743,6 @@ fn raise_memlock_limit() {
                 maximum: cur.maximum,
             },
         );
-    }
-}
-
-fn stats_view(s: &StatsSnapshot) -> PortStatsView {
-    PortStatsView {
-        rx_packets: s.rx_packets,
-        rx_bytes: s.rx_bytes,
-        tx_packets: s.tx_packets,
-        tx_bytes: s.tx_bytes,
-        rx_errors: s.rx_errors,
-        tx_errors: s.tx_errors,
-        rx_tso_packets: s.rx_tso_packets,
-        tx_tso_packets: s.tx_tso_packets,
-        tso_segmented: s.tso_segmented,
-        drops: DropReason::ALL
-            .iter()
-            .filter(|r| s.drops(**r) > 0)
-            .map(|r| (r.name().to_string(), s.drops(*r)))
-            .collect(),
-        unlearned: dataplane::stats::Unlearned::ALL
-            .iter()
-            .filter(|r| s.unlearned(**r) > 0)
-            .map(|r| (r.name().to_string(), s.unlearned(*r)))
-            .collect(),
     }
 }
 

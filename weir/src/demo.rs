@@ -137,13 +137,12 @@ pub fn run() -> anyhow::Result<()> {
         let ports = serde_json::to_value(&list)?;
         println!("{}", render(Output::Ports, Some(ports))?);
         for p in &list {
-            if !p.stats.drops.is_empty() {
-                let reasons: Vec<String> = p
-                    .stats
-                    .drops
-                    .iter()
-                    .map(|(r, n)| format!("{r} {n}"))
-                    .collect();
+            let reasons: Vec<String> = p
+                .stats
+                .drops_by_name()
+                .map(|(r, n)| format!("{r} {n}"))
+                .collect();
+            if !reasons.is_empty() {
                 println!("drops on {}: {}", p.name, reasons.join(", "));
             }
         }

@@ -1,7 +1,6 @@
 //! Text output of the client verbs: one [`Table`] renderer for every table
 //! the CLI prints (ports, bridges, FDB, workers, stats, NICs, VFs).
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use weir_api::{
@@ -99,15 +98,11 @@ fn opt(value: &Option<impl ToString>) -> String {
         .map_or_else(|| "-".to_owned(), |v| v.to_string())
 }
 
-fn total_drops(drops: &BTreeMap<String, u64>) -> u64 {
-    drops.values().sum()
-}
-
 /// `name=count` pairs, or `-`.
-fn drop_reasons(drops: &BTreeMap<String, u64>) -> String {
+fn drop_reasons<'a>(drops: impl IntoIterator<Item = (&'a str, u64)>) -> String {
     let parts: Vec<String> = drops
-        .iter()
-        .filter(|(_, &n)| n > 0)
+        .into_iter()
+        .filter(|&(_, n)| n > 0)
         .map(|(reason, n)| format!("{reason}={n}"))
         .collect();
     if parts.is_empty() {
@@ -138,7 +133,7 @@ fn render_ports(ports: &[PortInfo]) -> String {
             opt(&p.worker),
             p.stats.rx_packets.to_string(),
             p.stats.tx_packets.to_string(),
-            total_drops(&p.stats.drops).to_string(),
+            p.stats.total_drops().to_string(),
             p.state.clone(),
         ]);
     }
@@ -220,7 +215,7 @@ fn render_workers(workers: &[WorkerView]) -> String {
             burst,
             stages,
             queues,
-            drop_reasons(&w.drops),
+            drop_reasons(w.drops.iter().map(|(r, n)| (r.as_str(), *n))),
         ]);
     }
     t.render()
@@ -290,7 +285,7 @@ fn render_stats(stats: &StatsView) -> String {
                 s.tx_bytes.to_string(),
                 s.rx_errors.to_string(),
                 s.tx_errors.to_string(),
-                drop_reasons(&s.drops),
+                drop_reasons(s.drops_by_name()),
             ]
         };
         for p in &stats.ports {
@@ -359,7 +354,10 @@ pub fn vfs(vfs: &[VfInfo]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use dataplane::DropReason;
     use weir_api::StageCycles;
 
     fn port(id: u16, name: &str) -> PortInfo {
@@ -373,10 +371,13 @@ mod tests {
             state: "ok".into(),
             queues: 1,
             worker: Some(0),
-            stats: PortStatsView {
-                rx_packets: 12345,
-                drops: BTreeMap::from([("no-mbuf".into(), 3)]),
-                ..Default::default()
+            stats: {
+                let mut s = PortStatsView {
+                    rx_packets: 12345,
+                    ..Default::default()
+                };
+                s.drops[DropReason::NoBuffers as usize] = 3;
+                s
             },
             queue_stats: Vec::new(),
             mtu: None,
@@ -469,7 +470,7 @@ mod tests {
             ),
             "{out}"
         );
-        assert!(out.contains("no-mbuf=3"), "{out}");
+        assert!(out.contains("no-buffers=3"), "{out}");
         assert!(out.contains("25.0"), "{out}");
         assert!(out.contains("25+10+15"), "{out}");
         assert!(out.contains("3.5"), "{out}");
