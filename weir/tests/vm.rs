@@ -86,7 +86,13 @@ struct Pair {
 }
 
 impl Pair {
-    fn start(dir: &Path, args: &[&str]) -> Pair {
+    /// Starts vm-pair.sh with `args`, words separated by spaces; a word
+    /// `@/name` stands for `dir/name`.
+    fn start(dir: &Path, args: &str) -> Pair {
+        let args = args.split_whitespace().map(|w| match w.strip_prefix("@/") {
+            Some(name) => dir.join(name).into_os_string(),
+            None => w.into(),
+        });
         let out = dir.join("vm-pair.out");
         let f = std::fs::File::create(&out).unwrap();
         let work = dir.join("pair");
@@ -202,6 +208,16 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// What every test here does first: checks for root, waits for its turn
+/// ([`serial`]), makes sure the guest image exists, and gives it an empty
+/// directory named after `tag`.
+fn begin(tag: &str) -> (std::sync::MutexGuard<'static, ()>, PathBuf) {
+    require_root();
+    let turn = serial();
+    guest_dir();
+    (turn, test_dir(tag))
+}
+
 fn require_root() {
     let uid = rustix::process::getuid();
     assert!(
@@ -228,27 +244,12 @@ fn config_queues(dir: &Path, mode: &str, queues: u16) -> String {
 
 #[test]
 fn vms_ping_and_transfer_server_mode() {
-    require_root();
-    let _one_pair = serial();
-    guest_dir();
+    let (_one_pair, dir) = begin("server");
     let t0 = Instant::now();
-    let dir = test_dir("server");
     let mut d = Daemon::start(&dir, &config(&dir, "server"));
-    let (s1, s2) = (dir.join("vm1.sock"), dir.join("vm2.sock"));
     let mut pair = Pair::start(
         &dir,
-        &[
-            "--mode",
-            "server",
-            "-t",
-            "80",
-            "--xfer",
-            "4",
-            "--iperf",
-            "3",
-            s1.to_str().unwrap(),
-            s2.to_str().unwrap(),
-        ],
+        "--mode server -t 80 --xfer 4 --iperf 3 @/vm1.sock @/vm2.sock",
     );
 
     // While the guests run: both links up at once, and the counters moving.
@@ -309,11 +310,8 @@ fn vms_ping_and_transfer_server_mode() {
 
 #[test]
 fn vms_client_mode_survive_weir_restart() {
-    require_root();
-    let _one_pair = serial();
-    guest_dir();
+    let (_one_pair, dir) = begin("client");
     let t0 = Instant::now();
-    let dir = test_dir("client");
     // g2 only answers; g1 pings five times a second until the test ends.
     std::fs::write(
         dir.join("g2.sh"),
@@ -328,23 +326,10 @@ fn vms_client_mode_survive_weir_restart() {
     )
     .unwrap();
     let (s1, s2) = (dir.join("vm1.sock"), dir.join("vm2.sock"));
-    let g1 = dir.join("g1.sh");
-    let g2 = dir.join("g2.sh");
     // QEMU listens first; weir, started after, connects.
     let mut pair = Pair::start(
         &dir,
-        &[
-            "--mode",
-            "client",
-            "-t",
-            "300",
-            "--g1",
-            g1.to_str().unwrap(),
-            "--g2",
-            g2.to_str().unwrap(),
-            s1.to_str().unwrap(),
-            s2.to_str().unwrap(),
-        ],
+        "--mode client -t 300 --g1 @/g1.sh --g2 @/g2.sh @/vm1.sock @/vm2.sock",
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     while !(s1.exists() && s2.exists()) {
@@ -455,11 +440,8 @@ fn queue_samples(ports: &serde_json::Value, name: &str) -> (Vec<(u64, u64)>, Por
 #[test]
 fn vm_multiqueue_uses_both_queue_pairs() {
     const PINGS: u32 = 40;
-    require_root();
-    let _one_pair = serial();
-    guest_dir();
+    let (_one_pair, dir) = begin("mq");
     let t0 = Instant::now();
-    let dir = test_dir("mq");
     std::fs::write(
         dir.join("g2.sh"),
         "ip link set eth0 up && ip addr add 198.18.0.2/24 dev eth0 || exit 1\n\
@@ -500,26 +482,9 @@ exit $fail
     )
     .unwrap();
     let mut d = Daemon::start(&dir, &config_queues(&dir, "server", 2));
-    let (s1, s2) = (dir.join("vm1.sock"), dir.join("vm2.sock"));
-    let (g1, g2) = (dir.join("g1.sh"), dir.join("g2.sh"));
     let mut pair = Pair::start(
         &dir,
-        &[
-            "--mode",
-            "server",
-            "-t",
-            "80",
-            "--smp",
-            "2",
-            "--queues",
-            "2",
-            "--g1",
-            g1.to_str().unwrap(),
-            "--g2",
-            g2.to_str().unwrap(),
-            s1.to_str().unwrap(),
-            s2.to_str().unwrap(),
-        ],
+        "--mode server -t 80 --smp 2 --queues 2 --g1 @/g1.sh --g2 @/g2.sh @/vm1.sock @/vm2.sock",
     );
     let mut both_up_at = None;
     while pair.running() {
@@ -571,27 +536,12 @@ exit $fail
 
 #[test]
 fn vms_with_host_mtu_tell_weir_their_mtu() {
-    require_root();
-    let _one_pair = serial();
-    guest_dir();
-    let dir = test_dir("mtu");
+    let (_one_pair, dir) = begin("mtu");
     let mut d = Daemon::start(&dir, &config(&dir, "server"));
-    let (s1, s2) = (dir.join("vm1.sock"), dir.join("vm2.sock"));
     let t0 = Instant::now();
     let mut pair = Pair::start(
         &dir,
-        &[
-            "--host-mtu",
-            "1400",
-            "-t",
-            "80",
-            "--xfer",
-            "1",
-            "--iperf",
-            "0",
-            s1.to_str().unwrap(),
-            s2.to_str().unwrap(),
-        ],
+        "--host-mtu 1400 -t 80 --xfer 1 --iperf 0 @/vm1.sock @/vm2.sock",
     );
     // QEMU sends VHOST_USER_NET_SET_MTU before it starts the rings; weir shows
     // it while the guests run.
@@ -671,12 +621,9 @@ fn md5_of(path: &Path) -> String {
 /// none cut by weir.
 #[test]
 fn vm_and_namespace_on_afpacket_exchange_tso_frames() {
-    require_root();
     weir_testkit::require_root_and_ip().expect("needs root and iproute2");
-    let _one_pair = serial();
-    guest_dir();
+    let (_one_pair, dir) = begin("afpacket");
     let t0 = Instant::now();
-    let dir = test_dir("afpacket");
     let tag = format!("wv{}", std::process::id() % 100_000);
     let ns = weir_testkit::VethHost::create(&format!("{tag}-n"), &format!("{tag}n"), "198.18.0.2")
         .unwrap();
@@ -742,20 +689,7 @@ exit $fail
         .replace("WANT", &want),
     )
     .unwrap();
-    let sock = dir.join("vm.sock");
-    let mut pair = Pair::start(
-        &dir,
-        &[
-            "--one",
-            "--mode",
-            "server",
-            "-t",
-            "200",
-            "--g1",
-            g1.to_str().unwrap(),
-            sock.to_str().unwrap(),
-        ],
-    );
+    let mut pair = Pair::start(&dir, "--one --mode server -t 200 --g1 @/g1.sh @/vm.sock");
 
     // The upload: once the guest serves, fetch its blob from the namespace.
     let mut up = None;
