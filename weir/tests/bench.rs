@@ -14,32 +14,74 @@ use std::time::{Duration, Instant};
 use common::{vhost_config, Daemon, BIN};
 use serde_json::Value;
 
+/// Runs `weir bench --quiet ARGS --json JSON`; fails the test with its output
+/// and `context()` unless it succeeds.
+fn bench(args: &[&str], json: &Path, context: impl Fn() -> String) -> Ran {
+    let out = Command::new(BIN)
+        .args(["bench", "--quiet"])
+        .args(args)
+        .arg("--json")
+        .arg(json)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "weir bench {args:?} failed:\n{stdout}\n{stderr}\n{}",
+        context()
+    );
+    let report = serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+    Ran {
+        stdout,
+        stderr,
+        report,
+    }
+}
+
+/// What a successful [`bench`] printed and wrote.
+struct Ran {
+    stdout: String,
+    stderr: String,
+    report: Value,
+}
+
+/// Runs `weir bench --quiet ARGS`, which must fail; returns its stderr.
+fn bench_refused(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(["bench", "--quiet"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "weir bench {args:?} accepted");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 #[test]
 fn short_bench_forwards_frames_and_writes_json_and_svg() {
     let dir = std::env::temp_dir().join(format!("weir-bench-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("bench.json");
     let svg = dir.join("bench.svg");
-    let out = Command::new(BIN)
-        .args(["bench", "--quiet", "--duration", "1", "--size", "64,imix"])
-        .args(["--flows", "4", "--repeat", "2", "--latency-at", "50"])
-        .args(["--trial", "0.2", "--isolate"])
-        .args(["--resolution", "25", "--json"])
-        .arg(&json)
-        .arg("--plot")
-        .arg(&svg)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "weir bench failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let plot = format!("--plot={}", svg.display());
+    let ran = bench(
+        &[
+            "--duration=1",
+            "--size=64,imix",
+            "--flows=4",
+            "--repeat=2",
+            "--latency-at=50",
+            "--trial=0.2",
+            "--isolate",
+            "--resolution=25",
+            &plot,
+        ],
+        &json,
+        String::new,
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains("Mpps min/median/max"), "{stdout}");
+    assert!(ran.stdout.contains("Mpps min/median/max"), "{}", ran.stdout);
+    let report = &ran.report;
 
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["params"]["sizes"], serde_json::json!(["64", "imix"]));
     assert_eq!(report["params"]["ndr"], true, "--latency-at implies --ndr");
     assert_eq!(report["params"]["latency_at_pct_of_ndr"], 50.0);
@@ -50,8 +92,7 @@ fn short_bench_forwards_frames_and_writes_json_and_svg() {
     for k in ["moved", "pinned", "refused"] {
         assert!(iso[k].is_u64(), "{k} in {iso}");
     }
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("--isolate: moved"), "{stderr}");
+    assert!(ran.stderr.contains("--isolate: moved"), "{}", ran.stderr);
     let runs = report["runs"].as_array().unwrap();
     assert_eq!(runs.len(), 4, "2 sizes x 2 repeats");
     for r in runs {
@@ -112,12 +153,7 @@ fn short_bench_forwards_frames_and_writes_json_and_svg() {
 #[test]
 fn latency_at_outside_0_to_100_percent_is_refused() {
     for bad in ["0", "150", "-5"] {
-        let out = Command::new(BIN)
-            .args(["bench", "--quiet", &format!("--latency-at={bad}")])
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "--latency-at {bad} accepted");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = bench_refused(&[&format!("--latency-at={bad}")]);
         assert!(err.contains("--latency-at"), "{err}");
     }
 }
@@ -131,19 +167,12 @@ fn catch_up_sends_every_frame_the_rate_asks_for() {
     let dir = std::env::temp_dir().join(format!("weir-bench-catchup-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("bench.json");
-    let out = Command::new(BIN)
-        .args(["bench", "--quiet", "--duration", "1", "--rate", "0.1mpps"])
-        .args(["--catch-up", "--isolate", "--json"])
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "weir bench failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let report = bench(
+        &["--duration=1", "--rate=0.1mpps", "--catch-up", "--isolate"],
+        &json,
+        String::new,
+    )
+    .report;
     let m = &report["runs"][0]["main"];
     let loss = &m["loss"];
     assert_eq!(loss["skipped"], 0, "{m}");
@@ -159,13 +188,7 @@ fn catch_up_sends_every_frame_the_rate_asks_for() {
 #[test]
 fn catch_up_is_refused_with_a_search() {
     for extra in [&["--ndr"][..], &["--latency-at", "50"]] {
-        let out = Command::new(BIN)
-            .args(["bench", "--quiet", "--catch-up"])
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "--catch-up {extra:?} accepted");
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = bench_refused(&[&["--catch-up"][..], extra].concat());
         assert!(err.contains("--catch-up"), "{err}");
     }
 }
@@ -184,22 +207,9 @@ fn daemon_state(d: &Daemon) -> (Vec<String>, Vec<String>) {
 
 fn bench_against(d: &Daemon, dir: &Path, extra: &[&str]) -> Value {
     let json = dir.join("bench.json");
-    let out = Command::new(BIN)
-        .args(["bench", "--quiet", "--duration", "0.5", "--socket"])
-        .arg(&d.socket)
-        .args(extra)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "weir bench --socket failed:\n{}\n{}\ndaemon: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        d.log()
-    );
-    serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap()
+    let socket = format!("--socket={}", d.socket.display());
+    let args = [&["--duration=0.5", &socket][..], extra].concat();
+    bench(&args, &json, || format!("daemon: {}", d.log())).report
 }
 
 #[test]
