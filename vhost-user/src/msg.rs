@@ -518,24 +518,12 @@ mod tests {
         }
     }
 
-    fn mem_table(regions: &[(u64, u64, u64, u64)]) -> Vec<u8> {
-        let mut p = Vec::new();
-        p.extend_from_slice(&(regions.len() as u32).to_le_bytes());
-        p.extend_from_slice(&[0; 4]);
-        for &(gpa, size, uaddr, off) in regions {
-            for v in [gpa, size, uaddr, off] {
-                p.extend_from_slice(&v.to_le_bytes());
-            }
-        }
-        p
-    }
-
     fn file(len_bytes: u64) -> FdKind {
         FdKind::Regular { len_bytes }
     }
 
     fn mt(regions: &[(u64, u64, u64, u64)], fds: &[FdKind]) -> Result<(), Refusal> {
-        let p = mem_table(regions);
+        let p = crate::testguest::mem_table_payload(regions);
         check(&hdr(req::SET_MEM_TABLE, p.len()), &p, fds, &LIM)
     }
 

@@ -25,7 +25,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
@@ -363,4 +363,39 @@ impl RawFrontend {
             }
         }
     }
+}
+
+/// The payload of a SET_MEM_TABLE message: a region count, padding, then each
+/// region as (guest address, size, user address, mmap offset).
+pub fn mem_table_payload(regions: &[(u64, u64, u64, u64)]) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.extend_from_slice(&(regions.len() as u32).to_le_bytes());
+    p.extend_from_slice(&[0; 4]);
+    for &(gpa, size, uaddr, off) in regions {
+        for v in [gpa, size, uaddr, off] {
+            p.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    p
+}
+
+/// A device listening on `socket` with one queue pair.
+pub fn server_config(socket: PathBuf) -> crate::VhostUserConfig {
+    crate::VhostUserConfig {
+        socket,
+        mode: crate::Mode::Server,
+        queues: 1,
+    }
+}
+
+/// Holds the process's test cases to one at a time (fd, thread and mapping
+/// counts need a quiet process); a panicked case does not poison it.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    M.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// File descriptors the process holds.
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
 }

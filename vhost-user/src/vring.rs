@@ -164,6 +164,17 @@ pub struct Completed {
     pub descs_walked: u32,
 }
 
+impl Completed {
+    /// A burst that did nothing but find `fault`.
+    #[inline]
+    fn faulted(fault: RingFault) -> Completed {
+        Completed {
+            fault: Some(fault),
+            ..Completed::default()
+        }
+    }
+}
+
 /// State of the descriptor walks of one burst.
 #[derive(Default)]
 struct Walk {
@@ -720,12 +731,7 @@ impl SplitRing {
     ) -> Completed {
         let pending = match self.pending(cur) {
             Ok((_, n)) => n,
-            Err(f) => {
-                return Completed {
-                    fault: Some(f),
-                    ..Completed::default()
-                }
-            }
+            Err(f) => return Completed::faulted(f),
         };
         let want = (pending as usize).min(burst.remaining_capacity());
         if want == 0 {
@@ -1003,12 +1009,7 @@ impl SplitRing {
         let guest_csum = off.csum;
         let avail_idx = match self.pending(cur) {
             Ok((i, _)) => i,
-            Err(f) => {
-                return Completed {
-                    fault: Some(f),
-                    ..Completed::default()
-                }
-            }
+            Err(f) => return Completed::faulted(f),
         };
         let old_used = cur.used_idx;
         let mut walk = Walk::default();
@@ -1263,6 +1264,12 @@ mod tests {
             }
         }
 
+        /// The guest with its ring set up and a device cursor at the start.
+        fn queue(self, event_idx: bool, indirect: bool) -> (Guest, SplitRing, Cursor) {
+            let ring = self.ring(event_idx, indirect);
+            (self, ring, Cursor::default())
+        }
+
         fn ring(&self, event_idx: bool, indirect: bool) -> SplitRing {
             let addrs = RingAddrs {
                 desc: GuestAddr(DESC),
@@ -1285,6 +1292,20 @@ mod tests {
 
         fn desc(&self, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
             self.desc_at(DESC, i, addr, len, flags, next);
+        }
+
+        /// Makes descriptors `0..n` available as device-writable buffers of
+        /// `len` bytes, `stride` bytes apart from [`BUF`].
+        fn post_writable(&mut self, n: u16, stride: u64, len: u32) {
+            for i in 0..n {
+                self.post(i, BUF + stride * u64::from(i), len, DESC_F_WRITE);
+            }
+        }
+
+        /// Makes descriptor `i` available as a chain of its own.
+        fn post(&mut self, i: u16, addr: u64, len: u32, flags: u16) {
+            self.desc(i, addr, len, flags, 0);
+            self.push(i);
         }
 
         fn set_avail_idx(&mut self, idx: u16) {
@@ -1349,6 +1370,11 @@ mod tests {
         )
     }
 
+    /// The fault `rx` stopped at, if any.
+    fn rx_fault(g: &Guest, ring: &SplitRing, cur: &mut Cursor) -> Option<RingFault> {
+        rx(g, ring, cur).0.fault
+    }
+
     /// Dequeues without offloads, large frames into buffers of `share`: what
     /// completed, the burst and the counters.
     fn rx_large(
@@ -1385,9 +1411,7 @@ mod tests {
 
     #[test]
     fn well_formed_tx_chains_are_received_without_header() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
         tx_chain(&mut g, 0, BUF, &frame(64));
         tx_chain(&mut g, 2, BUF + 0x1000, &frame(100));
         let (done, frames, stats) = rx(&g, &ring, &mut cur);
@@ -1419,15 +1443,12 @@ mod tests {
         let mut all = hdr.to_vec();
         all.extend_from_slice(f);
         g.write(at, &all);
-        g.desc(head, at, all.len() as u32, 0, 0);
-        g.push(head);
+        g.post(head, at, all.len() as u32, 0);
     }
 
     #[test]
     fn single_descriptor_tx_frames_are_received_like_chains() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
         tx_single(&mut g, 0, BUF, &frame(60));
         tx_chain(&mut g, 1, BUF + 0x1000, &frame(61));
         tx_single(&mut g, 3, BUF + 0x2000, &frame(1514));
@@ -1436,8 +1457,7 @@ mod tests {
         let mut all = hdr.to_vec();
         all.extend_from_slice(&partial_udp4());
         g.write(BUF + 0x3000, &all);
-        g.desc(4, BUF + 0x3000, all.len() as u32, 0, 0);
-        g.push(4);
+        g.post(4, BUF + 0x3000, all.len() as u32, 0);
         let (done, frames, stats) = rx(&g, &ring, &mut cur);
         assert_eq!((done.frames, done.fault), (4, None));
         assert_eq!(
@@ -1451,20 +1471,15 @@ mod tests {
 
     #[test]
     fn bad_single_descriptor_tx_frames_are_dropped() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
         // Header only; header cut short; a 13-byte frame; device-writable;
         // larger than an mbuf; then a good one, which gets a buffer used by a
         // dropped frame.
         for (i, len) in [(0u16, 12u32), (1, 11), (2, 25)] {
-            g.desc(i, BUF, len, 0, 0);
-            g.push(i);
+            g.post(i, BUF, len, 0);
         }
-        g.desc(3, BUF, 100, DESC_F_WRITE, 0);
-        g.push(3);
-        g.desc(4, BUF, 0x8000, 0, 0);
-        g.push(4);
+        g.post(3, BUF, 100, DESC_F_WRITE);
+        g.post(4, BUF, 0x8000, 0);
         tx_single(&mut g, 5, BUF + 0x9000, &frame(64));
         let (done, frames, stats) = rx(&g, &ring, &mut cur);
         assert_eq!((done.frames, done.fault), (1, None));
@@ -1479,9 +1494,7 @@ mod tests {
     /// so that the two orders differ.
     #[test]
     fn used_entries_follow_the_available_order() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
         let order = [5u16, 2, 7, 0];
         for (k, &head) in order.iter().enumerate() {
             let at = BUF + 0x1000 * u64::from(head);
@@ -1498,12 +1511,9 @@ mod tests {
         let ids: Vec<u32> = (0..4).map(|i| g.used_elem(i).0).collect();
         assert_eq!(ids, order.map(u32::from));
 
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
         for &head in &order {
-            g.desc(head, BUF + 0x1000 * u64::from(head), 2048, DESC_F_WRITE, 0);
-            g.push(head);
+            g.post(head, BUF + 0x1000 * u64::from(head), 2048, DESC_F_WRITE);
         }
         let stats = QueueStats::default();
         let mut burst = tx_frames(&[frame(64), frame(60), frame(64), frame(60)]);
@@ -1516,14 +1526,10 @@ mod tests {
     #[test]
     fn buffers_of_dropped_frames_go_back_to_the_pool() {
         let pool = Mempool::for_tests(8);
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
-        g.desc(0, BUF, 12, 0, 0);
-        g.push(0);
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
+        g.post(0, BUF, 12, 0);
         tx_single(&mut g, 1, BUF + 0x1000, &frame(60));
-        g.desc(2, BUF, 11, 0, 0);
-        g.push(2);
+        g.post(2, BUF, 11, 0);
         g.desc(3, MEM_END, 100, 0, 0); // faults
         g.push(3);
         let stats = QueueStats::default();
@@ -1540,9 +1546,7 @@ mod tests {
 
     #[test]
     fn buffers_in_either_region_are_found_but_never_across_them() {
-        let mut g = Guest::two_regions(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::two_regions(8).queue(false, false);
         // Alternating regions (the region hint misses every time), a chain with
         // one descriptor in each, and one ending exactly at the split.
         tx_single(&mut g, 0, BUF, &frame(60));
@@ -1570,13 +1574,10 @@ mod tests {
 
     #[test]
     fn rx_buffers_in_either_region_and_across_the_split() {
-        let mut g = Guest::two_regions(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::two_regions(8).queue(false, false);
         let at = [BUF, SPLIT + 0x1000, SPLIT - 76];
         for (i, a) in at.iter().enumerate() {
-            g.desc(i as u16, *a, 76, DESC_F_WRITE, 0);
-            g.push(i as u16);
+            g.post(i as u16, *a, 76, DESC_F_WRITE);
         }
         let stats = QueueStats::default();
         let mut burst = tx_frames(&[frame(64), frame(64), frame(64)]);
@@ -1587,8 +1588,7 @@ mod tests {
             assert_eq!(g.read(a + 12, 64), frame(64));
         }
         // A buffer across the split faults before anything is written.
-        g.desc(3, SPLIT - 75, 76, DESC_F_WRITE, 0);
-        g.push(3);
+        g.post(3, SPLIT - 75, 76, DESC_F_WRITE);
         g.write(SPLIT - 75, &[0xee; 76]);
         let mut burst = tx_frames(&[frame(64)]);
         let done = enqueue(&ring, &mut cur, &mut burst, &stats);
@@ -1600,9 +1600,7 @@ mod tests {
 
     #[test]
     fn rx_single_buffer_is_used_exactly_or_falls_back() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
         // Exactly header + frame; one byte short (spans two buffers with
         // MRG_RXBUF); a read-only buffer (skipped: used with length 0, the
         // frame continues in the next one).
@@ -1630,9 +1628,7 @@ mod tests {
 
     #[test]
     fn header_and_frame_may_be_split_and_include_zero_length_descriptors() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
         let f = frame(64);
         let mut all = vec![0u8; NET_HDR_BYTES];
         all.extend_from_slice(&f);
@@ -1650,9 +1646,7 @@ mod tests {
 
     #[test]
     fn descriptor_outside_memory_faults_without_consuming() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
         g.desc(0, BUF, NET_HDR_BYTES as u32, DESC_F_NEXT, 1);
         g.desc(1, MEM_END - 10, 64, 0, 0);
         g.push(0);
@@ -1665,20 +1659,17 @@ mod tests {
 
     #[test]
     fn huge_length_descriptor_faults() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
-        g.desc(0, BUF, u32::MAX, 0, 0);
-        g.push(0);
-        let (done, _, _) = rx(&g, &ring, &mut cur);
-        assert_eq!(done.fault, Some(RingFault::BufferOutOfMemory));
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
+        g.post(0, BUF, u32::MAX, 0);
+        assert_eq!(
+            rx_fault(&g, &ring, &mut cur),
+            Some(RingFault::BufferOutOfMemory)
+        );
     }
 
     #[test]
     fn frame_larger_than_mbuf_is_dropped_and_ring_continues() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
         g.desc(0, BUF, 0x8000, 0, 0); // inside memory, larger than an mbuf
         g.push(0);
         tx_chain(&mut g, 2, BUF + 0x9000, &frame(60));
@@ -1711,9 +1702,7 @@ mod tests {
         // the small frame behind it still gets through.
         static BIG: std::sync::OnceLock<&'static Mempool> = std::sync::OnceLock::new();
         let big = *BIG.get_or_init(|| large_pool("large-test", 1, 0));
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
         tx_single(&mut g, 0, BUF, &frame(4000));
         tx_single(&mut g, 1, BUF + 0x2000, &frame(5000));
         tx_single(&mut g, 2, BUF + 0x4000, &frame(60));
@@ -1740,9 +1729,7 @@ mod tests {
         let mut held = Vec::new();
         for (guest, frames) in [(0, 4u16), (1, 2)] {
             let share = big.share();
-            let mut g = Guest::new(8);
-            let ring = g.ring(false, false);
-            let mut cur = Cursor::default();
+            let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
             for i in 0..frames {
                 tx_single(
                     &mut g,
@@ -1766,57 +1753,44 @@ mod tests {
 
     #[test]
     fn descriptor_loop_is_detected() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
         g.desc(0, BUF, 16, DESC_F_NEXT, 1);
         g.desc(1, BUF, 16, DESC_F_NEXT, 0);
         g.push(0);
-        let (done, _, _) = rx(&g, &ring, &mut cur);
-        assert_eq!(done.fault, Some(RingFault::ChainLoop));
+        assert_eq!(rx_fault(&g, &ring, &mut cur), Some(RingFault::ChainLoop));
     }
 
     #[test]
     fn chain_longer_than_queue_size_is_refused() {
         // Every descriptor of the table chained, the last back to the first.
-        let mut g = Guest::new(4);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(4).queue(false, false);
         for i in 0..4 {
             g.desc(i, BUF, 4, DESC_F_NEXT, (i + 1) % 4);
         }
         g.push(0);
-        let (done, _, _) = rx(&g, &ring, &mut cur);
-        assert_eq!(done.fault, Some(RingFault::ChainLoop));
+        assert_eq!(rx_fault(&g, &ring, &mut cur), Some(RingFault::ChainLoop));
     }
 
     #[test]
     fn next_index_outside_table_faults() {
-        let mut g = Guest::new(4);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(4).queue(false, false);
         g.desc(0, BUF, 16, DESC_F_NEXT, 4);
         g.push(0);
-        assert_eq!(rx(&g, &ring, &mut cur).0.fault, Some(RingFault::DescIndex));
-        let mut g = Guest::new(4);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        assert_eq!(rx_fault(&g, &ring, &mut cur), Some(RingFault::DescIndex));
+        let (mut g, ring, mut cur) = Guest::new(4).queue(false, false);
         g.push(9); // head outside the table
-        assert_eq!(rx(&g, &ring, &mut cur).0.fault, Some(RingFault::DescIndex));
+        assert_eq!(rx_fault(&g, &ring, &mut cur), Some(RingFault::DescIndex));
     }
 
     #[test]
     fn indirect_tables_are_followed_when_valid() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, true);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, true);
         let table = BUF + 0x8000;
         g.write(BUF, &[0u8; NET_HDR_BYTES]);
         g.write(BUF + 0x100, &frame(64));
         g.desc_at(table, 0, BUF, NET_HDR_BYTES as u32, DESC_F_NEXT, 1);
         g.desc_at(table, 1, BUF + 0x100, 64, 0, 0);
-        g.desc(0, table, 32, DESC_F_INDIRECT, 0);
-        g.push(0);
+        g.post(0, table, 32, DESC_F_INDIRECT);
         let (done, frames, _) = rx(&g, &ring, &mut cur);
         assert_eq!(done.fault, None);
         assert_eq!(frames, vec![frame(64)]);
@@ -1839,50 +1813,34 @@ mod tests {
             ("with NEXT", true, table, 32, DESC_F_INDIRECT | DESC_F_NEXT),
         ];
         for (what, negotiated, addr, len, flags) in cases {
-            let mut g = Guest::new(8);
-            let ring = g.ring(false, negotiated);
-            let mut cur = Cursor::default();
+            let (mut g, ring, mut cur) = Guest::new(8).queue(false, negotiated);
             g.desc_at(table, 0, BUF, 12, DESC_F_NEXT, 1);
             g.desc_at(table, 1, BUF + 0x100, 64, 0, 0);
             g.desc(0, addr, len, flags, 1);
             g.push(0);
             assert_eq!(
-                rx(&g, &ring, &mut cur).0.fault,
+                rx_fault(&g, &ring, &mut cur),
                 Some(RingFault::BadIndirect),
                 "{what}"
             );
         }
         // Nested, and a loop inside the table.
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, true);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, true);
         g.desc_at(table, 0, table, 32, DESC_F_INDIRECT, 0);
-        g.desc(0, table, 32, DESC_F_INDIRECT, 0);
-        g.push(0);
-        assert_eq!(
-            rx(&g, &ring, &mut cur).0.fault,
-            Some(RingFault::BadIndirect)
-        );
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, true);
-        let mut cur = Cursor::default();
+        g.post(0, table, 32, DESC_F_INDIRECT);
+        assert_eq!(rx_fault(&g, &ring, &mut cur), Some(RingFault::BadIndirect));
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, true);
         g.desc_at(table, 0, BUF, 16, DESC_F_NEXT, 1);
         g.desc_at(table, 1, BUF, 16, DESC_F_NEXT, 0);
-        g.desc(0, table, 32, DESC_F_INDIRECT, 0);
-        g.push(0);
-        assert_eq!(rx(&g, &ring, &mut cur).0.fault, Some(RingFault::ChainLoop));
+        g.post(0, table, 32, DESC_F_INDIRECT);
+        assert_eq!(rx_fault(&g, &ring, &mut cur), Some(RingFault::ChainLoop));
     }
 
     #[test]
     fn avail_index_jumping_past_queue_size_faults() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
         g.set_avail_idx(9);
-        assert_eq!(
-            rx(&g, &ring, &mut cur).0.fault,
-            Some(RingFault::AvailIdxJump)
-        );
+        assert_eq!(rx_fault(&g, &ring, &mut cur), Some(RingFault::AvailIdxJump));
         let stats = QueueStats::default();
         let mut burst = Burst::new();
         let done = enqueue(&ring, &mut cur, &mut burst, &stats);
@@ -1940,13 +1898,8 @@ mod tests {
 
     #[test]
     fn frames_longer_than_the_guest_mtu_are_dropped_and_counted() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
-        for i in 0..4u16 {
-            g.desc(i, BUF + u64::from(i) * 2048, 2048, DESC_F_WRITE, 0);
-            g.push(i);
-        }
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
+        g.post_writable(4, 2048, 2048);
         let tagged = |n: usize| {
             let mut f = frame(n);
             f[12..16].copy_from_slice(&[0x81, 0x00, 0x00, 0x64]);
@@ -1978,11 +1931,8 @@ mod tests {
 
     #[test]
     fn enqueue_prepends_header_with_num_buffers() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
-        g.desc(0, BUF, 2048, DESC_F_WRITE, 0);
-        g.push(0);
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
+        g.post(0, BUF, 2048, DESC_F_WRITE);
         let mut burst = tx_frames(&[frame(64), frame(64)]);
         let stats = QueueStats::default();
         let done = enqueue(&ring, &mut cur, &mut burst, &stats);
@@ -1998,14 +1948,9 @@ mod tests {
 
     #[test]
     fn mergeable_buffers_span_chains() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
         // Three 40-byte buffers; a 64-byte frame + header needs two.
-        for i in 0..3u16 {
-            g.desc(i, BUF + 0x100 * u64::from(i), 40, DESC_F_WRITE, 0);
-            g.push(i);
-        }
+        g.post_writable(3, 0x100, 40);
         let mut burst = tx_frames(&[frame(64)]);
         let stats = QueueStats::default();
         let done = enqueue(&ring, &mut cur, &mut burst, &stats);
@@ -2028,11 +1973,8 @@ mod tests {
 
     #[test]
     fn without_mergeable_buffers_a_too_small_buffer_drops_the_frame() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
-        g.desc(0, BUF, 40, DESC_F_WRITE, 0);
-        g.push(0);
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
+        g.post(0, BUF, 40, DESC_F_WRITE);
         let mut burst = tx_frames(&[frame(64)]);
         let stats = QueueStats::default();
         let done = ring.enqueue(
@@ -2051,11 +1993,8 @@ mod tests {
 
     #[test]
     fn rx_buffer_outside_memory_faults() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
-        g.desc(0, MEM_END + 0x1000, 2048, DESC_F_WRITE, 0);
-        g.push(0);
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
+        g.post(0, MEM_END + 0x1000, 2048, DESC_F_WRITE);
         let mut burst = tx_frames(&[frame(64)]);
         let stats = QueueStats::default();
         let done = enqueue(&ring, &mut cur, &mut burst, &stats);
@@ -2094,6 +2033,17 @@ mod tests {
         f
     }
 
+    /// Where the checksums of [`partial_udp4`] and [`partial_tcp6`] start
+    /// and are stored.
+    const UDP4_CSUM: PartialCsum = PartialCsum {
+        start: 34,
+        offset: 6,
+    };
+    const TCP6_CSUM: PartialCsum = PartialCsum {
+        start: 54,
+        offset: 16,
+    };
+
     fn needs_csum_hdr(start: u16, offset: u16) -> [u8; NET_HDR_BYTES] {
         let mut h = [0u8; NET_HDR_BYTES];
         h[0] = NET_HDR_F_NEEDS_CSUM;
@@ -2123,9 +2073,7 @@ mod tests {
 
     #[test]
     fn needs_csum_offsets_travel_on_the_mbuf() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
         tx_chain_hdr(&mut g, 0, BUF, &needs_csum_hdr(34, 6), &partial_udp4());
         tx_chain_hdr(
             &mut g,
@@ -2190,9 +2138,7 @@ mod tests {
             ("segmentation request", gso, csum_only(true)),
         ];
         for (what, hdr, off) in cases {
-            let mut g = Guest::new(8);
-            let ring = g.ring(false, false);
-            let mut cur = Cursor::default();
+            let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
             tx_chain_hdr(&mut g, 0, BUF, &hdr, &partial_udp4());
             tx_chain(&mut g, 2, BUF + 0x1000, &frame(60));
             let (got, stats) = rx_with(&ring, &mut cur, off);
@@ -2201,9 +2147,7 @@ mod tests {
             assert_eq!(g.used_idx(), 2, "{what}: the bad chain is still returned");
         }
         // The last valid position: the field is the frame's last two bytes.
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
         tx_chain_hdr(&mut g, 0, BUF, &needs_csum_hdr(len - 2, 0), &partial_udp4());
         let (got, _) = rx_partial(&ring, &mut cur, true);
         assert_eq!(
@@ -2227,9 +2171,7 @@ mod tests {
             gso,
             garbage,
         ] {
-            let mut g = Guest::new(8);
-            let ring = g.ring(false, false);
-            let mut cur = Cursor::default();
+            let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
             // One chain and one single-descriptor frame: both paths.
             tx_chain_hdr(&mut g, 0, BUF, &hdr, &partial_udp4());
             tx_single_hdr(&mut g, 2, BUF + 0x1000, &hdr, &frame(60));
@@ -2257,30 +2199,10 @@ mod tests {
 
     #[test]
     fn guest_csum_guest_gets_needs_csum_and_the_frame_as_is() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
-        for i in 0..2u16 {
-            g.desc(i, BUF + 0x1000 * u64::from(i), 2048, DESC_F_WRITE, 0);
-            g.push(i);
-        }
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
+        g.post_writable(2, 0x1000, 2048);
         let (u4, t6) = (partial_udp4(), partial_tcp6());
-        let mut burst = tx_partial(&[
-            (
-                u4.clone(),
-                PartialCsum {
-                    start: 34,
-                    offset: 6,
-                },
-            ),
-            (
-                t6.clone(),
-                PartialCsum {
-                    start: 54,
-                    offset: 16,
-                },
-            ),
-        ]);
+        let mut burst = tx_partial(&[(u4.clone(), UDP4_CSUM), (t6.clone(), TCP6_CSUM)]);
         let stats = QueueStats::default();
         let done = ring.enqueue(
             &mut cur,
@@ -2303,24 +2225,10 @@ mod tests {
     #[test]
     fn guest_without_guest_csum_gets_completed_checksums() {
         use dataplane::wire::offload::verify_l4_checksum;
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
-        for i in 0..2u16 {
-            g.desc(i, BUF + 0x1000 * u64::from(i), 2048, DESC_F_WRITE, 0);
-            g.push(i);
-        }
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
+        g.post_writable(2, 0x1000, 2048);
         let (u4, t6) = (partial_udp4(), partial_tcp6());
-        let (pu, pt) = (
-            PartialCsum {
-                start: 34,
-                offset: 6,
-            },
-            PartialCsum {
-                start: 54,
-                offset: 16,
-            },
-        );
+        let (pu, pt) = (UDP4_CSUM, TCP6_CSUM);
         let mut burst = tx_partial(&[(u4.clone(), pu), (t6.clone(), pt)]);
         let stats = QueueStats::default();
         let done = enqueue(&ring, &mut cur, &mut burst, &stats);
@@ -2351,9 +2259,7 @@ mod tests {
 
     #[test]
     fn event_idx_interrupts_only_when_used_event_is_crossed() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(true, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(true, false);
         let used_event = AVAIL + 4 + 2 * 8;
         g.gm.write_obj(5u16, GuestAddress(used_event)).unwrap();
         tx_chain(&mut g, 0, BUF, &frame(64));
@@ -2370,9 +2276,7 @@ mod tests {
 
     #[test]
     fn no_interrupt_flag_is_honoured_without_event_idx() {
-        let mut g = Guest::new(8);
-        let ring = g.ring(false, false);
-        let mut cur = Cursor::default();
+        let (mut g, ring, mut cur) = Guest::new(8).queue(false, false);
         ring.suppress_kicks(cur);
         let flags: u16 = g.gm.read_obj(GuestAddress(USED)).unwrap();
         assert_eq!(flags, USED_F_NO_NOTIFY);

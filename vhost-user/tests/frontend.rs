@@ -6,8 +6,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use dataplane::{Burst, LinkState, Mempool, Port};
+use vhost_user::create;
 use vhost_user::frontend::{FrontendConfig, VirtioNetFrontend, RX_PEEK_BYTES};
-use vhost_user::{create, Mode, VhostUserConfig};
+use vhost_user::testguest;
 
 fn pool() -> &'static Mempool {
     static POOL: OnceLock<&'static Mempool> = OnceLock::new();
@@ -27,11 +28,7 @@ fn frame(seq: u16) -> [u8; 64] {
 fn frames_cross_both_directions_and_rings_wrap() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("dev.sock");
-    let cfg = VhostUserConfig {
-        socket: sock.clone(),
-        mode: Mode::Server,
-        queues: 1,
-    };
+    let cfg = testguest::server_config(sock.clone());
     let mut dev = create("fe", &cfg, pool()).unwrap();
     let mut port = dev.take_queues().pop().unwrap();
     let mut fe = VirtioNetFrontend::connect(

@@ -15,7 +15,7 @@
 use std::fs::File;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use dataplane::{Burst, DropReason, LinkState, Mempool, Port};
@@ -23,7 +23,7 @@ use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VringConfigData};
 use vhost_user::testguest::{self, region, ring_at, Guest, Handshake, Layout, NEED_REPLY, UADDR};
-use vhost_user::{create, Mode, VhostUserConfig, VhostUserDevice, VhostUserPort};
+use vhost_user::{create, VhostUserDevice, VhostUserPort};
 
 // vhost-user spec message codes.
 const GET_FEATURES: u32 = 1;
@@ -60,18 +60,8 @@ fn pool() -> &'static Mempool {
     POOL.get_or_init(|| Mempool::for_tests(2048))
 }
 
-/// Cases run one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static M: Mutex<()> = Mutex::new(());
-    M.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn memfd(len: u64) -> File {
     testguest::memfd(len).unwrap()
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 /// A guest with blocking eventfds, as a careless frontend might pass: weir
@@ -131,11 +121,7 @@ struct Dev {
 
 fn device(dir: &Path, name: &str) -> Dev {
     let sock = dir.join(format!("{name}.sock"));
-    let cfg = VhostUserConfig {
-        socket: sock.clone(),
-        mode: Mode::Server,
-        queues: 1,
-    };
+    let cfg = testguest::server_config(sock.clone());
     let mut dev = create(name, &cfg, pool()).unwrap();
     let port = dev.take_queues().pop().unwrap();
     Dev { dev, port, sock }
@@ -170,7 +156,7 @@ fn assert_serves(d: &mut Dev) {
 /// frontend forwards before and after; then checks the hostile device still
 /// serves a healthy frontend.
 fn with_bystander(case: impl FnOnce(&mut Dev)) {
-    let _s = serial();
+    let _s = testguest::serial();
     let dir = tempfile::tempdir().unwrap();
     let mut b = device(dir.path(), "bystander");
     let mut bg = guest();
@@ -259,18 +245,6 @@ impl Raw {
     }
 }
 
-fn mem_table(regions: &[(u64, u64, u64, u64)]) -> Vec<u8> {
-    let mut p = Vec::new();
-    p.extend_from_slice(&(regions.len() as u32).to_le_bytes());
-    p.extend_from_slice(&[0; 4]);
-    for &(gpa, size, uaddr, off) in regions {
-        for v in [gpa, size, uaddr, off] {
-            p.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-    p
-}
-
 /// Waits (the crate's frontend does not always wait for acks) until the
 /// device's error mentions `what`.
 fn assert_error_mentions(d: &Dev, what: &str) {
@@ -287,10 +261,10 @@ fn region_larger_than_its_memfd_is_refused_before_mapping_and_leaks_no_fd() {
     with_bystander(|h| {
         let mem = memfd(0x8000);
         let mut r = Raw::handshake(&h.sock);
-        let before = open_fds();
-        let t = mem_table(&[(0, MEM_BYTES, UADDR, 0)]);
+        let before = testguest::open_fds();
+        let t = testguest::mem_table_payload(&[(0, MEM_BYTES, UADDR, 0)]);
         assert!(!r.request(SET_MEM_TABLE, &t, &[mem.as_fd()]));
-        assert_eq!(open_fds(), before, "refused region fd leaked");
+        assert_eq!(testguest::open_fds(), before, "refused region fd leaked");
         assert_error_mentions(h, "needs 1048576 bytes of its file, which has 32768");
         // Through the library's frontend too, then a ring in the unbacked tail:
         // no mapping exists for it, so the ring never starts.
@@ -339,11 +313,11 @@ fn malformed_memory_tables_are_refused() {
         let mut r = Raw::handshake(&h.sock);
         let m = [memfd(0x10000), memfd(0x10000)];
         let fd = |i: usize| m[i].as_fd();
-        let before = open_fds();
+        let before = testguest::open_fds();
         let cases: [(&str, Vec<u8>, Vec<BorrowedFd<'_>>); 5] = [
             (
                 "overlap",
-                mem_table(&[
+                testguest::mem_table_payload(&[
                     (0, 0x10000, UADDR, 0),
                     (0x8000, 0x10000, UADDR + 0x10_0000, 0),
                 ]),
@@ -351,13 +325,17 @@ fn malformed_memory_tables_are_refused() {
             ),
             (
                 "overflows",
-                mem_table(&[(u64::MAX - 0xfff, 0x10000, UADDR, 0)]),
+                testguest::mem_table_payload(&[(u64::MAX - 0xfff, 0x10000, UADDR, 0)]),
                 vec![fd(0)],
             ),
-            ("size 0", mem_table(&[(0, 0, UADDR, 0)]), vec![fd(0)]),
+            (
+                "size 0",
+                testguest::mem_table_payload(&[(0, 0, UADDR, 0)]),
+                vec![fd(0)],
+            ),
             (
                 "9 regions",
-                mem_table(
+                testguest::mem_table_payload(
                     &(0..9u64)
                         .map(|i| (i << 20, 0x1000, UADDR + (i << 20), 0))
                         .collect::<Vec<_>>(),
@@ -366,7 +344,7 @@ fn malformed_memory_tables_are_refused() {
             ),
             (
                 "file descriptors attached",
-                mem_table(&[(0, 0x10000, UADDR, 0)]),
+                testguest::mem_table_payload(&[(0, 0x10000, UADDR, 0)]),
                 vec![],
             ),
         ];
@@ -374,9 +352,9 @@ fn malformed_memory_tables_are_refused() {
             assert!(!r.request(SET_MEM_TABLE, &t, &fds), "{what} accepted");
             assert_error_mentions(h, what);
         }
-        assert_eq!(open_fds(), before, "refused fds leaked");
+        assert_eq!(testguest::open_fds(), before, "refused fds leaked");
         // The connection survives refusals: a valid table is still accepted.
-        let t = mem_table(&[(0, 0x10000, UADDR, 0)]);
+        let t = testguest::mem_table_payload(&[(0, 0x10000, UADDR, 0)]);
         assert!(r.request(SET_MEM_TABLE, &t, &[fd(0)]));
     });
 }
@@ -574,7 +552,7 @@ fn zero_length_frames_are_dropped_and_the_ring_continues() {
 
 #[test]
 fn an_idle_frontend_is_not_timed_out() {
-    let _s = serial();
+    let _s = testguest::serial();
     let dir = tempfile::tempdir().unwrap();
     let mut d = device(dir.path(), "idle");
     let mut g = guest();

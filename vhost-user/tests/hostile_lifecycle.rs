@@ -10,7 +10,7 @@
 use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,7 +18,7 @@ use dataplane::{Burst, LinkState, Mempool, Port};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost::vhost_user::Frontend;
 use vhost_user::testguest::{self, Guest, Handshake, Layout, RawFrontend};
-use vhost_user::{create, Mode, VhostUserConfig, VhostUserDevice, VhostUserPort};
+use vhost_user::{create, VhostUserDevice, VhostUserPort};
 use vmm_sys_util::eventfd::EventFd;
 
 // vhost-user spec message codes.
@@ -38,16 +38,6 @@ const EVENTFD_FULL: u64 = 0xffff_ffff_ffff_fffe;
 fn pool() -> &'static Mempool {
     static POOL: OnceLock<&'static Mempool> = OnceLock::new();
     POOL.get_or_init(|| Mempool::for_tests(2048))
-}
-
-/// Cases run one at a time.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static M: Mutex<()> = Mutex::new(());
-    M.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
 fn threads() -> usize {
@@ -160,11 +150,7 @@ impl Worker {
 
 fn device(dir: &Path, name: &str) -> (Dev, VhostUserPort) {
     let sock = dir.join(format!("{name}.sock"));
-    let cfg = VhostUserConfig {
-        socket: sock.clone(),
-        mode: Mode::Server,
-        queues: 1,
-    };
+    let cfg = testguest::server_config(sock.clone());
     let mut dev = create(name, &cfg, pool()).unwrap();
     let port = dev.take_queues().pop().unwrap();
     let d = Dev {
@@ -224,7 +210,7 @@ struct Level {
 
 fn level() -> Level {
     Level {
-        fds: open_fds(),
+        fds: testguest::open_fds(),
         threads: threads(),
         mappings: mappings(),
     }
@@ -242,7 +228,7 @@ fn settles_at(base: Level) -> Level {
 
 #[test]
 fn reconnect_soak_returns_fds_threads_mappings_and_mbufs_to_baseline() {
-    let _s = serial();
+    let _s = testguest::serial();
     let dir = tempfile::tempdir().unwrap();
     let (d, port) = device(dir.path(), "soak");
     let w = Worker::spawn(vec![(port, Arc::clone(&d.rx))]);
@@ -274,7 +260,7 @@ fn reconnect_soak_returns_fds_threads_mappings_and_mbufs_to_baseline() {
 /// dropped while it waits for its next frontend leaves nothing behind either.
 #[test]
 fn devices_added_and_removed_leave_no_fds_threads_or_mappings() {
-    let _s = serial();
+    let _s = testguest::serial();
     let dir = tempfile::tempdir().unwrap();
     let cycle = |name: &str, with_session: bool| {
         let (d, port) = device(dir.path(), name);
@@ -311,7 +297,7 @@ fn session_without_worker(d: &Dev, port: VhostUserPort) {
 
 #[test]
 fn a_frontend_that_closes_its_eventfds_does_not_wedge_the_port() {
-    let _s = serial();
+    let _s = testguest::serial();
     let dir = tempfile::tempdir().unwrap();
     let (d, port) = device(dir.path(), "wedge");
     let w = Worker::spawn(vec![(port, Arc::clone(&d.rx))]);
@@ -369,7 +355,7 @@ fn make_blocking_and_full(fd: &EventFd) {
 
 #[test]
 fn a_blocking_full_call_eventfd_never_blocks_the_worker_or_shutdown() {
-    let _s = serial();
+    let _s = testguest::serial();
     let dir = tempfile::tempdir().unwrap();
     let (b, b_port) = device(dir.path(), "bystander");
     let (h, h_port) = device(dir.path(), "hostile");
@@ -459,12 +445,12 @@ fn threads_named(prefix: &str) -> usize {
 
 /// The process's fd count once it held still for 50 ms (bounded: 5 s).
 fn settled_fds() -> usize {
-    let mut last = open_fds();
+    let mut last = testguest::open_fds();
     let mut since = Instant::now();
     let end = Instant::now() + Duration::from_secs(5);
     while Instant::now() < end && since.elapsed() < Duration::from_millis(50) {
         std::thread::sleep(Duration::from_millis(1));
-        let now = open_fds();
+        let now = testguest::open_fds();
         if now != last {
             (last, since) = (now, Instant::now());
         }
@@ -476,7 +462,7 @@ fn settled_fds() -> usize {
 /// not hold more than one message's worth of them, and drops the connection.
 #[test]
 fn fds_spread_over_one_message_are_bounded_and_closed() {
-    let _s = serial();
+    let _s = testguest::serial();
     let dir = tempfile::tempdir().unwrap();
     let (d, port) = device(dir.path(), "fds");
     let w = Worker::spawn(vec![(port, Arc::clone(&d.rx))]);
@@ -500,14 +486,14 @@ fn fds_spread_over_one_message_are_bounded_and_closed() {
                 break;
             }
             sent += 1;
-            peak = peak.max(open_fds().saturating_sub(base));
+            peak = peak.max(testguest::open_fds().saturating_sub(base));
         }
     }
     // Until weir drops the connection, sample what it holds.
     let end = Instant::now() + Duration::from_secs(3);
     let mut closed = false;
     while !closed && Instant::now() < end {
-        peak = peak.max(open_fds().saturating_sub(base));
+        peak = peak.max(testguest::open_fds().saturating_sub(base));
         closed = r.closed_within(Duration::from_millis(5));
     }
     assert!(closed, "connection kept after {sent} fd-laden chunks");
@@ -515,9 +501,9 @@ fn fds_spread_over_one_message_are_bounded_and_closed() {
     drop(r);
     assert!(wait_until(5, || !d.dev.is_connected()));
     assert!(
-        wait_until(5, || open_fds() <= base),
+        wait_until(5, || testguest::open_fds() <= base),
         "fds not closed: {} open, {base} before",
-        open_fds()
+        testguest::open_fds()
     );
     // A message that takes no fds but carries some is refused, its fds closed.
     let mut r = raw(&d.sock);
@@ -528,9 +514,9 @@ fn fds_spread_over_one_message_are_bounded_and_closed() {
     drop(r);
     assert!(wait_until(5, || !d.dev.is_connected()));
     assert!(
-        wait_until(5, || open_fds() <= base),
+        wait_until(5, || testguest::open_fds() <= base),
         "fds not closed: {} open, {base} before",
-        open_fds()
+        testguest::open_fds()
     );
     session(&d, 2);
     assert!(w.stop(), "worker did not stop");
@@ -560,7 +546,7 @@ fn references(ev: &EventFd) -> usize {
 /// reads it first cannot block a thread of weir's in a read.
 #[test]
 fn weir_keeps_no_reference_to_a_data_queue_kick() {
-    let _s = serial();
+    let _s = testguest::serial();
     let dir = tempfile::tempdir().unwrap();
     let (d, port) = device(dir.path(), "kick");
     let w = Worker::spawn(vec![(port, Arc::clone(&d.rx))]);

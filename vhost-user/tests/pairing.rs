@@ -8,7 +8,8 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use dataplane::Mempool;
-use vhost_user::{create, Mode, VhostUserConfig};
+use vhost_user::create;
+use vhost_user::testguest;
 
 fn pool() -> &'static Mempool {
     static POOL: OnceLock<&'static Mempool> = OnceLock::new();
@@ -57,11 +58,7 @@ fn get_features(s: &mut UnixStream) -> u64 {
 fn library_pairing_has_no_abstract_name_and_leaves_no_path() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("dev.sock");
-    let cfg = VhostUserConfig {
-        socket: sock.clone(),
-        mode: Mode::Server,
-        queues: 1,
-    };
+    let cfg = testguest::server_config(sock.clone());
     let before = abstract_names();
     let dev = create("pair", &cfg, pool()).unwrap();
     for round in 0..3 {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dataplane::{Burst, LinkState, Mempool, Port};
+use vhost_user::testguest;
 use vhost_user::{create, Mode, VhostUserConfig, VhostUserPort};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -190,11 +191,7 @@ fn testpmd_virtio_user_both_directions_and_reconnect() {
     let sock = dir.path().join("vu0.sock");
     let pool = Mempool::for_tests(4096);
     let start_avail = pool.available();
-    let cfg = VhostUserConfig {
-        socket: sock.clone(),
-        mode: Mode::Server,
-        queues: 1,
-    };
+    let cfg = testguest::server_config(sock.clone());
     let mut dev = create("vu0", &cfg, pool).unwrap();
     let mut port = dev.take_queues().pop().unwrap();
     assert_eq!(dev.link(), LinkState::Down);

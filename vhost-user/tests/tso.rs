@@ -20,7 +20,8 @@ use vhost_user::defs::{
     NET_HDR_F_NEEDS_CSUM, NET_HDR_GSO_TCPV4, NET_HDR_GSO_TCPV6,
 };
 use vhost_user::frontend::{FrontendConfig, VirtioNetFrontend};
-use vhost_user::{create_with_tso, Mode, VhostUserConfig, VhostUserDevice, VhostUserPort};
+use vhost_user::testguest;
+use vhost_user::{create_with_tso, VhostUserDevice, VhostUserPort};
 
 const MSS: u16 = 1448;
 const PAYLOAD: usize = 20_000;
@@ -102,11 +103,7 @@ fn wait_up(dev: &VhostUserDevice, port: &mut VhostUserPort) {
 
 fn device(dir: &Path, name: &str) -> (VhostUserDevice, VhostUserPort, std::path::PathBuf) {
     let sock = dir.join(format!("{name}.sock"));
-    let cfg = VhostUserConfig {
-        socket: sock.clone(),
-        mode: Mode::Server,
-        queues: 1,
-    };
+    let cfg = testguest::server_config(sock.clone());
     let mut dev = create_with_tso(name, &cfg, pool(), Some(tso_pool())).unwrap();
     let port = dev.take_queues().pop().unwrap();
     (dev, port, sock)
@@ -303,11 +300,7 @@ fn a_guest_holding_tso_buffers_stops_at_its_share_and_another_guest_still_sends_
     use dataplane::DropReason;
     let dir = tempfile::tempdir().unwrap();
     let device = |name: &str| {
-        let cfg = VhostUserConfig {
-            socket: dir.path().join(format!("{name}.sock")),
-            mode: Mode::Server,
-            queues: 1,
-        };
+        let cfg = testguest::server_config(dir.path().join(format!("{name}.sock")));
         let mut dev = create_with_tso(name, &cfg, pool(), Some(shared_tso_pool())).unwrap();
         let port = dev.take_queues().pop().unwrap();
         (dev, port, cfg.socket)

@@ -821,16 +821,90 @@ mod tests {
         sw
     }
 
-    fn run(
+    /// A switch of one bridge, the tables a worker has loaded, and one
+    /// worker queue's forwarder and counters, at clock second `now`.
+    struct Rig {
+        pool: &'static Mempool,
+        sw: Arc<Switch>,
+        t: Arc<SwitchTables>,
+        st: QueueStats,
+        fwd: Forwarder,
+        now: u32,
+    }
+
+    impl Rig {
+        /// `n` ports, all up, with the default FDB limits.
+        fn new(n: u16) -> Self {
+            Self::with_fdb(n, FdbConfig::default())
+        }
+
+        fn with_fdb(n: u16, fdb: FdbConfig) -> Self {
+            let sw = switch(n, fdb);
+            Self {
+                pool: Mempool::for_tests(256),
+                t: sw.load(),
+                sw,
+                st: QueueStats::default(),
+                fwd: Forwarder::new(),
+                now: 1,
+            }
+        }
+
+        /// Loads the switch's newest tables, as a worker does per burst.
+        fn reload(&mut self) {
+            self.t = self.sw.load();
+        }
+
+        /// The bridge's FDB in the loaded tables.
+        fn fdb(&self) -> Arc<Fdb> {
+            Arc::clone(&self.t.bridges[0].as_ref().unwrap().fdb)
+        }
+
+        fn frame(&self, dst: MacAddr, src: MacAddr) -> Mbuf {
+            frame(self.pool, dst, src)
+        }
+
+        /// Broadcasts from each of `srcs`.
+        fn broadcasts(&self, srcs: impl IntoIterator<Item = MacAddr>) -> Vec<Mbuf> {
+            srcs.into_iter()
+                .map(|src| self.frame(MacAddr::BROADCAST, src))
+                .collect()
+        }
+
+        /// Forwards `frames` arriving on `in_port`; returns each frame sent
+        /// as (egress port, bytes), in order.
+        fn run(&mut self, in_port: u16, frames: Vec<Mbuf>) -> Vec<(u16, Vec<u8>)> {
+            forward(&mut self.fwd, &self.t, in_port, frames, &self.st, self.now)
+        }
+
+        /// One frame from `src` to `dst` arriving on `in_port`.
+        fn send(&mut self, in_port: u16, dst: MacAddr, src: MacAddr) -> Vec<(u16, Vec<u8>)> {
+            let m = self.frame(dst, src);
+            self.run(in_port, vec![m])
+        }
+
+        /// `run`, counting in `st` instead of the rig's counters.
+        fn run_counted(
+            &mut self,
+            in_port: u16,
+            frames: Vec<Mbuf>,
+            st: &QueueStats,
+        ) -> Vec<(u16, Vec<u8>)> {
+            forward(&mut self.fwd, &self.t, in_port, frames, st, self.now)
+        }
+    }
+
+    fn forward(
         fwd: &mut Forwarder,
         t: &SwitchTables,
         in_port: u16,
         frames: Vec<Mbuf>,
         st: &QueueStats,
+        now: u32,
     ) -> Vec<(u16, Vec<u8>)> {
         let mut b: Burst = frames.into_iter().collect();
         fwd.prepare(t);
-        fwd.process(t, PortId(in_port), &mut b, 1, st);
+        fwd.process(t, PortId(in_port), &mut b, now, st);
         let mut out = Vec::new();
         fwd.drain(|p, b| {
             for m in b.drain(..) {
@@ -838,6 +912,14 @@ mod tests {
             }
         });
         out
+    }
+
+    fn ports(out: &[(u16, Vec<u8>)]) -> Vec<u16> {
+        out.iter().map(|o| o.0).collect()
+    }
+
+    fn total_drops(st: &QueueStats) -> u64 {
+        st.snapshot().total_drops()
     }
 
     #[test]
@@ -886,11 +968,9 @@ mod tests {
         })
         .unwrap();
         let (sender, other) = (pool.share(), pool.share());
-        let sw = switch(5, FdbConfig::default());
-        let t = sw.load();
-        let st = QueueStats::default();
-        let mut fwd = Forwarder::new();
-        fwd.prepare(&t);
+        let mut rig = Rig::new(5);
+        let (t, st, fwd) = (&rig.t, &rig.st, &mut rig.fwd);
+        fwd.prepare(t);
         // Port 0 floods 8 broadcasts to 4 ports: 24 copies wanted, while the
         // staged frames hold their buffers (as a slow egress would).
         let mut bytes = [0xab; 60];
@@ -903,7 +983,7 @@ mod tests {
                 m
             })
             .collect();
-        fwd.process(&t, PortId(0), &mut b, 1, &st);
+        fwd.process(t, PortId(0), &mut b, 1, st);
         assert_eq!(sender.held(), 12, "the sender's share, no more");
         assert_eq!(st.drops(DropReason::PoolShare), 20);
         assert_eq!(st.drops(DropReason::NoBuffers), 0);
@@ -921,188 +1001,119 @@ mod tests {
 
     #[test]
     fn unknown_unicast_floods_all_but_ingress() {
-        let pool = Mempool::for_tests(64);
-        let sw = switch(3, FdbConfig::default());
-        let t = sw.load();
-        let st = QueueStats::default();
-        let mut fwd = Forwarder::new();
-        let out = run(&mut fwd, &t, 0, vec![frame(pool, mac(9), mac(1))], &st);
-        let ports: Vec<u16> = out.iter().map(|o| o.0).collect();
-        assert_eq!(ports, vec![1, 2]);
+        let mut rig = Rig::new(3);
+        let out = rig.send(0, mac(9), mac(1));
+        assert_eq!(ports(&out), vec![1, 2]);
         assert!(out.iter().all(|o| o.1[..6] == mac(9).0));
         drop(out);
-        assert_eq!(pool.in_use(), 0);
+        assert_eq!(rig.pool.in_use(), 0);
     }
 
     #[test]
     fn learned_unicast_goes_to_one_port_only() {
-        let pool = Mempool::for_tests(64);
-        let sw = switch(3, FdbConfig::default());
-        let t = sw.load();
-        let st = QueueStats::default();
-        let mut fwd = Forwarder::new();
-        run(&mut fwd, &t, 2, vec![frame(pool, mac(1), mac(2))], &st); // learns mac2@2
-        let out = run(&mut fwd, &t, 0, vec![frame(pool, mac(2), mac(1))], &st);
+        let mut rig = Rig::new(3);
+        rig.send(2, mac(1), mac(2)); // learns mac2@2
+        let out = rig.send(0, mac(2), mac(1));
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].0, 2);
-        let fdb = &t.bridges[0].as_ref().unwrap().fdb;
-        assert_eq!(fdb.lookup(VlanId(0), mac(1)), Some(PortId(0)));
+        assert_eq!(rig.fdb().lookup(VlanId(0), mac(1)), Some(PortId(0)));
     }
 
     #[test]
     fn repeated_pairs_in_a_burst_forward_like_the_first_and_see_moves() {
-        let pool = Mempool::for_tests(64);
-        let sw = switch(3, FdbConfig::default());
-        let t = sw.load();
-        let st = QueueStats::default();
-        let mut fwd = Forwarder::new();
+        let mut rig = Rig::new(3);
         // mac2 on port 2, mac3 on port 1.
-        run(&mut fwd, &t, 2, vec![frame(pool, mac(1), mac(2))], &st);
-        run(&mut fwd, &t, 1, vec![frame(pool, mac(1), mac(3))], &st);
+        rig.send(2, mac(1), mac(2));
+        rig.send(1, mac(1), mac(3));
         // From port 0: 1->2 twice, 1->3, 1->2 again; then mac2 moves to port 0
         // (it sends from there) and 1->2 must now be a same-port drop.
-        let burst = vec![
-            frame(pool, mac(2), mac(1)),
-            frame(pool, mac(2), mac(1)),
-            frame(pool, mac(3), mac(1)),
-            frame(pool, mac(2), mac(1)),
-            frame(pool, mac(3), mac(2)),
-            frame(pool, mac(2), mac(1)),
-            frame(pool, mac(2), mac(1)),
-        ];
-        let out = run(&mut fwd, &t, 0, burst, &st);
+        let burst = [
+            (mac(2), mac(1)),
+            (mac(2), mac(1)),
+            (mac(3), mac(1)),
+            (mac(2), mac(1)),
+            (mac(3), mac(2)),
+            (mac(2), mac(1)),
+            (mac(2), mac(1)),
+        ]
+        .map(|(dst, src)| rig.frame(dst, src));
+        let out = rig.run(0, burst.into());
         let ports: Vec<(u16, u8)> = out.iter().map(|o| (o.0, o.1[11])).collect();
         assert_eq!(ports, vec![(2, 1), (2, 1), (2, 1), (1, 1), (1, 2)]);
-        assert_eq!(st.drops(DropReason::SamePort), 2);
-        let fdb = &t.bridges[0].as_ref().unwrap().fdb;
+        assert_eq!(rig.st.drops(DropReason::SamePort), 2);
+        let fdb = rig.fdb();
         assert_eq!(fdb.lookup(VlanId(0), mac(2)), Some(PortId(0)));
         assert_eq!(fdb.lookup(VlanId(0), mac(1)), Some(PortId(0)));
         drop(out);
-        assert_eq!(pool.in_use(), 0);
+        assert_eq!(rig.pool.in_use(), 0);
     }
 
     #[test]
     fn broadcast_floods_and_link_local_is_dropped() {
-        let pool = Mempool::for_tests(64);
-        let sw = switch(4, FdbConfig::default());
-        let t = sw.load();
-        let st = QueueStats::default();
-        let mut fwd = Forwarder::new();
-        let out = run(
-            &mut fwd,
-            &t,
-            1,
-            vec![frame(pool, MacAddr::BROADCAST, mac(1))],
-            &st,
-        );
-        assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![0, 2, 3]);
+        let mut rig = Rig::new(4);
+        let out = rig.send(1, MacAddr::BROADCAST, mac(1));
+        assert_eq!(ports(&out), vec![0, 2, 3]);
         let stp = MacAddr([0x01, 0x80, 0xc2, 0, 0, 0]);
-        assert!(run(&mut fwd, &t, 1, vec![frame(pool, stp, mac(1))], &st).is_empty());
-        assert_eq!(st.drops(DropReason::LinkLocal), 1);
+        assert!(rig.send(1, stp, mac(1)).is_empty());
+        assert_eq!(rig.st.drops(DropReason::LinkLocal), 1);
     }
 
     #[test]
     fn frame_to_its_own_ingress_port_is_dropped() {
-        let pool = Mempool::for_tests(64);
-        let sw = switch(2, FdbConfig::default());
-        let t = sw.load();
-        let st = QueueStats::default();
-        let mut fwd = Forwarder::new();
-        run(&mut fwd, &t, 0, vec![frame(pool, mac(9), mac(1))], &st);
-        run(&mut fwd, &t, 0, vec![frame(pool, mac(9), mac(2))], &st);
-        assert!(run(&mut fwd, &t, 0, vec![frame(pool, mac(2), mac(1))], &st).is_empty());
-        assert_eq!(st.drops(DropReason::SamePort), 1);
+        let mut rig = Rig::new(2);
+        rig.send(0, mac(9), mac(1));
+        rig.send(0, mac(9), mac(2));
+        assert!(rig.send(0, mac(2), mac(1)).is_empty());
+        assert_eq!(rig.st.drops(DropReason::SamePort), 1);
     }
 
     #[test]
     fn runt_and_multicast_source_are_malformed() {
-        let pool = Mempool::for_tests(64);
-        let sw = switch(2, FdbConfig::default());
-        let t = sw.load();
-        let st = QueueStats::default();
-        let mut fwd = Forwarder::new();
-        let mut runt = pool.alloc().unwrap();
+        let mut rig = Rig::new(2);
+        let mut runt = rig.pool.alloc().unwrap();
         runt.extend_from_slice(&[0xff; 10]).unwrap();
-        let bad_src = frame(pool, mac(1), MacAddr::BROADCAST);
-        assert!(run(&mut fwd, &t, 0, vec![runt, bad_src], &st).is_empty());
-        assert_eq!(st.drops(DropReason::Malformed), 2);
-        assert_eq!(pool.in_use(), 0);
-    }
-
-    /// `run` at clock second `now`.
-    fn run_at(
-        fwd: &mut Forwarder,
-        t: &SwitchTables,
-        in_port: u16,
-        frames: Vec<Mbuf>,
-        st: &QueueStats,
-        now: u32,
-    ) -> Vec<(u16, Vec<u8>)> {
-        let mut b: Burst = frames.into_iter().collect();
-        fwd.prepare(t);
-        fwd.process(t, PortId(in_port), &mut b, now, st);
-        let mut out = Vec::new();
-        fwd.drain(|p, b| {
-            for m in b.drain(..) {
-                out.push((p.0, m.data().to_vec()));
-            }
-        });
-        out
-    }
-
-    fn total_drops(st: &QueueStats) -> u64 {
-        st.snapshot().total_drops()
+        let bad_src = rig.frame(mac(1), MacAddr::BROADCAST);
+        assert!(rig.run(0, vec![runt, bad_src]).is_empty());
+        assert_eq!(rig.st.drops(DropReason::Malformed), 2);
+        assert_eq!(rig.pool.in_use(), 0);
     }
 
     #[test]
     fn unlearnable_sources_are_still_forwarded_and_counted() {
-        let pool = Mempool::for_tests(64);
-        let limited = FdbConfig {
-            max_entries: 1000,
-            max_per_port: 2,
-            learn_per_sec: 0,
-            ..FdbConfig::default()
-        };
-        let sw = switch(3, limited);
-        let t = sw.load();
-        let st = QueueStats::default();
-        let mut fwd = Forwarder::new();
-        run(
-            &mut fwd,
-            &t,
-            2,
-            vec![frame(pool, MacAddr::BROADCAST, mac(9))],
-            &st,
+        let mut rig = Rig::with_fdb(
+            3,
+            FdbConfig {
+                max_entries: 1000,
+                max_per_port: 2,
+                learn_per_sec: 0,
+                ..FdbConfig::default()
+            },
         );
-        let frames = (1..=4)
-            .map(|i| frame(pool, MacAddr::BROADCAST, mac(i)))
-            .collect();
-        let out = run(&mut fwd, &t, 0, frames, &st);
+        rig.send(2, MacAddr::BROADCAST, mac(9));
+        let out = rig.run(0, rig.broadcasts((1..=4).map(mac)));
         assert_eq!(out.len(), 8, "every broadcast reaches both other ports");
-        assert_eq!(st.unlearned(Unlearned::PortMacLimit), 2);
+        assert_eq!(rig.st.unlearned(Unlearned::PortMacLimit), 2);
         // Known unicast from a source that cannot be learned goes out too.
-        let out = run(&mut fwd, &t, 0, vec![frame(pool, mac(9), mac(5))], &st);
-        assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![2]);
-        assert_eq!(st.unlearned(Unlearned::PortMacLimit), 3);
-        let fdb = &t.bridges[0].as_ref().unwrap().fdb;
-        assert_eq!(fdb.lookup(VlanId(0), mac(5)), None);
-        assert_eq!(total_drops(&st), 0);
+        let out = rig.send(0, mac(9), mac(5));
+        assert_eq!(ports(&out), vec![2]);
+        assert_eq!(rig.st.unlearned(Unlearned::PortMacLimit), 3);
+        assert_eq!(rig.fdb().lookup(VlanId(0), mac(5)), None);
+        assert_eq!(total_drops(&rig.st), 0);
 
-        let full = FdbConfig {
-            max_entries: 1,
-            max_per_port: 0,
-            learn_per_sec: 0,
-            ..FdbConfig::default()
-        };
-        let sw = switch(2, full);
-        let t = sw.load();
-        let frames = (1..=3)
-            .map(|i| frame(pool, MacAddr::BROADCAST, mac(i)))
-            .collect();
-        assert_eq!(run(&mut fwd, &t, 0, frames, &st).len(), 3);
-        assert_eq!(st.unlearned(Unlearned::FdbFull), 2);
-        assert_eq!(total_drops(&st), 0);
-        assert_eq!(pool.in_use(), 0);
+        rig.sw = switch(
+            2,
+            FdbConfig {
+                max_entries: 1,
+                max_per_port: 0,
+                learn_per_sec: 0,
+                ..FdbConfig::default()
+            },
+        );
+        rig.reload();
+        assert_eq!(rig.run(0, rig.broadcasts((1..=3).map(mac))).len(), 3);
+        assert_eq!(rig.st.unlearned(Unlearned::FdbFull), 2);
+        assert_eq!(total_drops(&rig.st), 0);
+        assert_eq!(rig.pool.in_use(), 0);
     }
 
     /// A locally administered unicast address from a 48-bit random word.
@@ -1121,50 +1132,28 @@ mod tests {
     /// learned, and reachable by unicast.
     #[test]
     fn mac_flood_from_one_port_leaves_new_stations_learnable() {
-        let pool = Mempool::for_tests(256);
         let cfg = FdbConfig::default();
-        let sw = switch(3, cfg.clone());
-        let t = sw.load();
-        let st = QueueStats::default();
-        let mut fwd = Forwarder::new();
+        let mut rig = Rig::with_fdb(3, cfg.clone());
         let mut x = 0x1234_5678_9abc_def1u64;
         let bursts = cfg.max_entries / MAX_BURST;
         for now in 0..bursts {
-            let frames = (0..MAX_BURST)
-                .map(|_| frame(pool, MacAddr::BROADCAST, random_mac(&mut x)))
-                .collect();
-            assert_eq!(
-                run_at(&mut fwd, &t, 0, frames, &st, now as u32).len(),
-                2 * MAX_BURST
-            );
+            rig.now = now as u32;
+            let frames = rig.broadcasts((0..MAX_BURST).map(|_| random_mac(&mut x)));
+            assert_eq!(rig.run(0, frames).len(), 2 * MAX_BURST);
         }
-        let fdb = &t.bridges[0].as_ref().unwrap().fdb;
-        let now = bursts as u32;
+        let fdb = rig.fdb();
+        rig.now = bursts as u32;
         let station = mac(77);
         let st1 = QueueStats::default();
-        let out = run_at(
-            &mut fwd,
-            &t,
-            1,
-            vec![frame(pool, MacAddr::BROADCAST, station)],
-            &st1,
-            now,
-        );
+        let out = rig.run_counted(1, rig.broadcasts([station]), &st1);
         assert_eq!(out.len(), 2);
         assert_eq!(fdb.lookup(VlanId(0), station), Some(PortId(1)));
         let st2 = QueueStats::default();
-        let out = run_at(
-            &mut fwd,
-            &t,
-            2,
-            vec![frame(pool, station, mac(78))],
-            &st2,
-            now,
-        );
-        assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![1]);
+        let out = rig.run_counted(2, vec![rig.frame(station, mac(78))], &st2);
+        assert_eq!(ports(&out), vec![1]);
         assert_eq!(total_drops(&st1) + total_drops(&st2), 0);
         assert!(fdb.port_count(PortId(0)) <= cfg.max_per_port);
-        assert!(st.unlearned(Unlearned::PortMacLimit) > 0);
+        assert!(rig.st.unlearned(Unlearned::PortMacLimit) > 0);
     }
 
     /// Ports that together fill the table: a station on a third port is
@@ -1172,30 +1161,27 @@ mod tests {
     /// from the port with the most entries only, and the station is learned.
     #[test]
     fn full_table_evicts_from_the_busiest_port() {
-        let pool = Mempool::for_tests(256);
-        let cfg = FdbConfig {
-            max_entries: 256,
-            max_per_port: 0,
-            learn_per_sec: 0,
-            ..FdbConfig::default()
-        };
-        let sw = switch(4, cfg);
-        let st = QueueStats::default();
-        let mut fwd = Forwarder::new();
+        let mut rig = Rig::with_fdb(
+            4,
+            FdbConfig {
+                max_entries: 256,
+                max_per_port: 0,
+                learn_per_sec: 0,
+                ..FdbConfig::default()
+            },
+        );
         let mut x = 0x0bad_cafe_f00d_0001u64;
-        let t = sw.load();
+        rig.now = 0;
         for (port, n) in [(0u16, 192usize), (1, 64)] {
             let mut left = n;
             while left > 0 {
                 let k = left.min(MAX_BURST);
-                let frames = (0..k)
-                    .map(|_| frame(pool, MacAddr::BROADCAST, random_mac(&mut x)))
-                    .collect();
-                run_at(&mut fwd, &t, port, frames, &st, 0);
+                let frames = rig.broadcasts((0..k).map(|_| random_mac(&mut x)));
+                rig.run(port, frames);
                 left -= k;
             }
         }
-        let fdb = Arc::clone(&t.bridges[0].as_ref().unwrap().fdb);
+        let fdb = rig.fdb();
         // Random addresses may lose a few to full probe windows; what matters
         // is that the table is full and port 0 owns the most.
         let before = (fdb.port_count(PortId(0)), fdb.port_count(PortId(1)));
@@ -1203,113 +1189,61 @@ mod tests {
         assert!(before.0 > before.1);
         let station = mac(200);
         let st2 = QueueStats::default();
-        let out = run_at(
-            &mut fwd,
-            &t,
-            2,
-            vec![frame(pool, MacAddr::BROADCAST, station)],
-            &st2,
-            1,
-        );
+        rig.now = 1;
+        let out = rig.run_counted(2, rig.broadcasts([station]), &st2);
         assert_eq!(out.len(), 3, "the unlearned station's frame is flooded");
         assert_eq!(st2.unlearned(Unlearned::FdbFull), 1);
         assert_eq!(fdb.lookup(VlanId(0), station), None);
 
-        sw.age_fdbs();
-        let t = sw.load();
-        let fdb = &t.bridges[0].as_ref().unwrap().fdb;
+        rig.sw.age_fdbs();
+        rig.reload();
+        let fdb = rig.fdb();
         assert!(fdb.port_count(PortId(0)) < before.0, "no eviction");
         assert_eq!(
             fdb.port_count(PortId(1)),
             before.1,
             "evicted from the smaller port"
         );
-        run_at(
-            &mut fwd,
-            &t,
-            2,
-            vec![frame(pool, MacAddr::BROADCAST, station)],
-            &st2,
-            1,
-        );
+        rig.run_counted(2, rig.broadcasts([station]), &st2);
         assert_eq!(fdb.lookup(VlanId(0), station), Some(PortId(2)));
         assert_eq!(st2.unlearned(Unlearned::FdbFull), 1);
     }
 
     #[test]
     fn learning_rate_is_limited_per_port_and_counted() {
-        let pool = Mempool::for_tests(256);
-        let cfg = FdbConfig {
-            learn_per_sec: 8,
-            ..FdbConfig::default()
-        };
-        let sw = switch(3, cfg);
-        let t = sw.load();
-        let st = QueueStats::default();
-        let mut fwd = Forwarder::new();
-        let fdb = &t.bridges[0].as_ref().unwrap().fdb;
+        let mut rig = Rig::with_fdb(
+            3,
+            FdbConfig {
+                learn_per_sec: 8,
+                ..FdbConfig::default()
+            },
+        );
+        let fdb = rig.fdb();
+        rig.now = 5;
         // Port 1 owns mac 100 before port 0 starts.
-        run_at(
-            &mut fwd,
-            &t,
-            1,
-            vec![frame(pool, MacAddr::BROADCAST, mac(100))],
-            &st,
-            5,
-        );
-        let frames = (1..=12)
-            .map(|i| frame(pool, MacAddr::BROADCAST, mac(i)))
-            .collect();
-        assert_eq!(run_at(&mut fwd, &t, 0, frames, &st, 5).len(), 24);
+        rig.send(1, MacAddr::BROADCAST, mac(100));
+        assert_eq!(rig.run(0, rig.broadcasts((1..=12).map(mac))).len(), 24);
         assert_eq!(fdb.port_count(PortId(0)), 8);
-        assert_eq!(st.unlearned(Unlearned::LearnRate), 4);
+        assert_eq!(rig.st.unlearned(Unlearned::LearnRate), 4);
         // A move is a learn too: over the budget, mac 100 stays on port 1.
-        run_at(
-            &mut fwd,
-            &t,
-            0,
-            vec![frame(pool, MacAddr::BROADCAST, mac(100))],
-            &st,
-            5,
-        );
+        rig.send(0, MacAddr::BROADCAST, mac(100));
         assert_eq!(fdb.lookup(VlanId(0), mac(100)), Some(PortId(1)));
-        assert_eq!(st.unlearned(Unlearned::LearnRate), 5);
+        assert_eq!(rig.st.unlearned(Unlearned::LearnRate), 5);
         // Known stations are refreshed whatever the budget.
-        run_at(
-            &mut fwd,
-            &t,
-            0,
-            vec![frame(pool, MacAddr::BROADCAST, mac(1))],
-            &st,
-            5,
-        );
-        assert_eq!(st.unlearned(Unlearned::LearnRate), 5);
+        rig.send(0, MacAddr::BROADCAST, mac(1));
+        assert_eq!(rig.st.unlearned(Unlearned::LearnRate), 5);
         // Other ports have their own budget.
         let st2 = QueueStats::default();
-        run_at(
-            &mut fwd,
-            &t,
-            2,
-            vec![frame(pool, MacAddr::BROADCAST, mac(50))],
-            &st2,
-            5,
-        );
+        rig.run_counted(2, rig.broadcasts([mac(50)]), &st2);
         assert_eq!(fdb.lookup(VlanId(0), mac(50)), Some(PortId(2)));
         // The next second brings a new budget.
-        run_at(
-            &mut fwd,
-            &t,
-            0,
-            vec![frame(pool, MacAddr::BROADCAST, mac(100))],
-            &st,
-            6,
-        );
+        rig.now = 6;
+        rig.send(0, MacAddr::BROADCAST, mac(100));
         assert_eq!(fdb.lookup(VlanId(0), mac(100)), Some(PortId(0)));
-        assert_eq!(st.unlearned(Unlearned::LearnRate), 5);
-        assert_eq!(total_drops(&st), 0);
-        assert_eq!(pool.in_use(), 0);
+        assert_eq!(rig.st.unlearned(Unlearned::LearnRate), 5);
+        assert_eq!(total_drops(&rig.st), 0);
+        assert_eq!(rig.pool.in_use(), 0);
     }
-
     /// The housekeeping rebuild and port or bridge changes publish from
     /// different threads. Races a rebuild on every tick against a stream of
     /// updates: no update may be undone by a rebuild, and every publication
@@ -1378,40 +1312,23 @@ mod tests {
 
     #[test]
     fn down_ports_are_skipped_in_flood_and_dropped_for_unicast() {
-        let pool = Mempool::for_tests(64);
-        let sw = switch(3, FdbConfig::default());
-        let t = sw.load();
-        let st = QueueStats::default();
-        let mut fwd = Forwarder::new();
-        run(
-            &mut fwd,
-            &t,
-            2,
-            vec![frame(pool, MacAddr::BROADCAST, mac(2))],
-            &st,
-        );
-        t.ports[2]
+        let mut rig = Rig::new(3);
+        rig.send(2, MacAddr::BROADCAST, mac(2));
+        rig.t.ports[2]
             .as_ref()
             .unwrap()
             .link_up
             .store(false, Ordering::Relaxed);
-        let out = run(
-            &mut fwd,
-            &t,
-            0,
-            vec![frame(pool, MacAddr::BROADCAST, mac(1))],
-            &st,
-        );
-        assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), vec![1]);
-        assert!(run(&mut fwd, &t, 0, vec![frame(pool, mac(2), mac(1))], &st).is_empty());
-        assert_eq!(st.drops(DropReason::PortDown), 1);
+        let out = rig.send(0, MacAddr::BROADCAST, mac(1));
+        assert_eq!(ports(&out), vec![1]);
+        assert!(rig.send(0, mac(2), mac(1)).is_empty());
+        assert_eq!(rig.st.drops(DropReason::PortDown), 1);
     }
 
     #[test]
     fn port_without_bridge_drops_whole_burst() {
-        let pool = Mempool::for_tests(64);
-        let sw = switch(2, FdbConfig::default());
-        sw.update(|t| {
+        let mut rig = Rig::new(2);
+        rig.sw.update(|t| {
             t.ports.push(Some(Arc::new(PortEntry::new(
                 PortId(2),
                 "lone",
@@ -1419,55 +1336,39 @@ mod tests {
                 WorkerId(0),
             ))))
         });
-        let t = sw.load();
-        let st = QueueStats::default();
-        let mut fwd = Forwarder::new();
-        let frames = (0..5)
-            .map(|_| frame(pool, MacAddr::BROADCAST, mac(1)))
-            .collect();
-        assert!(run(&mut fwd, &t, 2, frames, &st).is_empty());
-        assert_eq!(st.drops(DropReason::NoBridge), 5);
+        rig.reload();
+        let frames = rig.broadcasts([mac(1); 5]);
+        assert!(rig.run(2, frames).is_empty());
+        assert_eq!(rig.st.drops(DropReason::NoBridge), 5);
     }
 
     #[test]
     fn vlans_are_separate_learning_domains() {
-        let pool = Mempool::for_tests(64);
-        let sw = switch(3, FdbConfig::default());
-        let t = sw.load();
-        let st = QueueStats::default();
-        let mut fwd = Forwarder::new();
-        let mut tagged = frame(pool, MacAddr::BROADCAST, mac(5));
+        let mut rig = Rig::new(3);
+        let mut tagged = rig.frame(MacAddr::BROADCAST, mac(5));
         // Insert an 802.1Q tag with VID 7 after the MAC addresses.
         let mut bytes = tagged.data().to_vec();
         bytes.splice(12..12, [0x81, 0x00, 0x00, 0x07]);
         tagged.trim(tagged.len());
         tagged.extend_from_slice(&bytes).unwrap();
-        run(&mut fwd, &t, 1, vec![tagged], &st);
-        let fdb = &t.bridges[0].as_ref().unwrap().fdb;
+        rig.run(1, vec![tagged]);
+        let fdb = rig.fdb();
         assert_eq!(fdb.lookup(VlanId(7), mac(5)), Some(PortId(1)));
         assert_eq!(fdb.lookup(VlanId(0), mac(5)), None);
     }
 
     #[test]
     fn aging_tick_removes_stale_entries() {
-        let pool = Mempool::for_tests(16);
-        let sw = switch(
+        let mut rig = Rig::with_fdb(
             2,
             FdbConfig {
                 aging_secs: 1,
                 ..FdbConfig::default()
             },
         );
-        let t = sw.load();
-        let st = QueueStats::default();
-        let mut fwd = Forwarder::new();
-        let mut b: Burst = [frame(pool, MacAddr::BROADCAST, mac(1))]
-            .into_iter()
-            .collect();
-        fwd.prepare(&t);
-        fwd.process(&t, PortId(0), &mut b, 0, &st);
-        fwd.drain(|_, b| b.clear());
+        rig.now = 0;
+        rig.send(0, MacAddr::BROADCAST, mac(1));
         std::thread::sleep(std::time::Duration::from_millis(2100));
-        assert_eq!(sw.age_fdbs(), 1);
+        assert_eq!(rig.sw.age_fdbs(), 1);
     }
 }

@@ -244,25 +244,29 @@ pub(crate) mod tests {
     /// fd00::1:40000 -> fd00::2:80 TCP, 5 bytes "weir\n", field holding the
     /// pseudo-header sum 0xfa23.
     pub(crate) fn partial_tcp6() -> Vec<u8> {
-        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
-        f.extend_from_slice(&[0x60, 0, 0, 0, 0, 25, 6, 64]);
-        f.extend_from_slice(&SRC6.octets());
-        f.extend_from_slice(&DST6.octets());
-        f.extend_from_slice(&[
-            0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x08, 0x10, 0, 0xfa, 0x23, 0, 0,
-        ]);
-        f.extend_from_slice(b"weir\n");
-        f
+        ipv6_frame(
+            6,
+            &[
+                0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x08, 0x10, 0, 0xfa, 0x23, 0, 0,
+            ],
+        )
     }
 
     /// fd00::1:40000 -> fd00::2:9 UDP "weir\n", field holding the
     /// pseudo-header sum 0xfa22.
     pub(crate) fn partial_udp6() -> Vec<u8> {
+        ipv6_frame(17, &[0x9c, 0x40, 0, 9, 0, 13, 0xfa, 0x22])
+    }
+
+    /// fd00::1 -> fd00::2 in an Ethernet frame: the L4 header `l4` of
+    /// protocol `next_header`, then the payload "weir\n".
+    fn ipv6_frame(next_header: u8, l4: &[u8]) -> Vec<u8> {
+        let payload_len = (l4.len() + 5) as u8;
         let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
-        f.extend_from_slice(&[0x60, 0, 0, 0, 0, 13, 17, 64]);
+        f.extend_from_slice(&[0x60, 0, 0, 0, 0, payload_len, next_header, 64]);
         f.extend_from_slice(&SRC6.octets());
         f.extend_from_slice(&DST6.octets());
-        f.extend_from_slice(&[0x9c, 0x40, 0, 9, 0, 13, 0xfa, 0x22]);
+        f.extend_from_slice(l4);
         f.extend_from_slice(b"weir\n");
         f
     }
