@@ -1695,7 +1695,7 @@ mod tests {
         Mempool::create(&dataplane::mempool::MempoolConfig {
             name: name.into(),
             n_mbufs,
-            data_room: 65535 - 128,
+            data_room: dataplane::mempool::MAX_DATA_ROOM,
             hugepages: dataplane::mempool::HugepagePolicy::Never,
             cache_size: 1,
             port_share,
