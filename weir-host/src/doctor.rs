@@ -220,7 +220,7 @@ fn check_vfio_port(sys: &Sysfs, name: &str, pci: &str) -> Check {
             return Check::new(label, Status::Fail, format!("no weir driver for {id}")).fix(
                 format!(
                     "use a supported NIC ({}) or an afxdp/afpacket port",
-                    pmd::VFIO_SUPPORTED
+                    pmd::SupportedNics
                 ),
             );
         }
