@@ -25,7 +25,7 @@ use weir_api::{
     BridgeInfo, FdbEntryView, MempoolView, PortInfo, Request, Response, StageCycles, StatsView,
     VersionView, WorkerView,
 };
-use weir_config::{Config, Host, HugepageMode, PortSpec, PortType, MAX_BRIDGES};
+use weir_config::{Config, Host, PortSpec, PortType, MAX_BRIDGES};
 
 /// How long control operations wait for a worker to acknowledge.
 const WORKER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -955,7 +955,7 @@ mod tests {
         let mut cfg = Config::default();
         cfg.dataplane.mbufs = 256;
         cfg.dataplane.tso_mbufs = 0;
-        cfg.dataplane.hugepages = HugepageMode::Never;
+        cfg.dataplane.hugepages = weir_config::HugepageMode::Never;
         // Other tests share the CPU: the worker sleeps when idle.
         cfg.dataplane.idle_sleep_us = 50;
         cfg.fdb.max_entries = 64;
