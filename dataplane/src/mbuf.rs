@@ -30,10 +30,6 @@ pub(crate) struct MbufHdr {
     buf_len: u16,
     /// Ingress port, set by whoever received the frame.
     port: u16,
-    /// Free for the current owner (e.g. an offload flag set).
-    flags: u32,
-    /// Free for the current owner (e.g. a timestamp).
-    user: u64,
     /// Checksum offload metadata: the L4 checksum is still to be completed.
     /// Travels with the frame (kept by `try_clone`); reset on allocation.
     partial_csum: Option<PartialCsum>,
@@ -69,8 +65,6 @@ impl MbufHdr {
             data_len: 0,
             buf_len,
             port: u16::MAX,
-            flags: 0,
-            user: 0,
             partial_csum: None,
             gso: None,
             share: NO_SHARE,
@@ -117,8 +111,6 @@ impl Mbuf {
         h.data_off = headroom;
         h.data_len = 0;
         h.port = u16::MAX;
-        h.flags = 0;
-        h.user = 0;
         h.partial_csum = None;
         h.gso = None;
         m
@@ -297,30 +289,6 @@ impl Mbuf {
     #[inline]
     pub fn set_port(&mut self, port: u16) {
         self.hdr_mut().port = port;
-    }
-
-    /// Owner-defined flags (reset to 0 on allocation).
-    #[inline]
-    pub fn flags(&self) -> u32 {
-        self.hdr().flags
-    }
-
-    /// Sets the owner-defined flags.
-    #[inline]
-    pub fn set_flags(&mut self, flags: u32) {
-        self.hdr_mut().flags = flags;
-    }
-
-    /// Owner-defined 64-bit value (reset to 0 on allocation), e.g. a timestamp.
-    #[inline]
-    pub fn user(&self) -> u64 {
-        self.hdr().user
-    }
-
-    /// Sets the owner-defined 64-bit value.
-    #[inline]
-    pub fn set_user(&mut self, v: u64) {
-        self.hdr_mut().user = v;
     }
 
     /// Checksum offload metadata: `Some` while the frame's TCP/UDP checksum
@@ -506,7 +474,6 @@ mod tests {
         let mut m = pool.alloc().unwrap();
         m.extend_from_slice(&[1; 10]).unwrap();
         m.set_port(3);
-        m.set_user(7);
         m.set_partial_csum(Some(PartialCsum {
             start: 2,
             offset: 0,
@@ -515,8 +482,8 @@ mod tests {
         drop(m);
         let m = pool.alloc().unwrap();
         assert_eq!(
-            (m.len(), m.headroom(), m.port(), m.user(), m.partial_csum()),
-            (0, 128, u16::MAX, 0, None)
+            (m.len(), m.headroom(), m.port(), m.partial_csum()),
+            (0, 128, u16::MAX, None)
         );
     }
 

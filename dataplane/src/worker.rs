@@ -738,6 +738,18 @@ mod tests {
         }
     }
 
+    /// Waits until worker `w` has finished `n` more poll rounds: whatever it
+    /// was going to do with frames already in its rings is done by then.
+    fn wait_rounds(w: &WorkerHandle, n: u64) {
+        let iterations = &w.shared().stats.iterations;
+        let target = iterations.get() + n;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while iterations.get() < target {
+            assert!(Instant::now() < deadline, "worker stopped polling");
+            std::thread::yield_now();
+        }
+    }
+
     fn wait_for(ring: &Ring<Mbuf>, n: usize) -> Vec<Mbuf> {
         let deadline = Instant::now() + Duration::from_secs(10);
         let mut got = Vec::new();
@@ -840,8 +852,11 @@ mod tests {
         ends[0].rx.push(frame(pool, mac(2), mac(1))).unwrap();
         let got = wait_for(&ends[1].tx, 1);
         assert_eq!(got[0].data()[..6], mac(2).0);
-        std::thread::sleep(Duration::from_millis(20));
+        // Two whole rounds after the one that forwarded it: a flooded copy
+        // would be in port 2's ring and out of the pool by now.
+        wait_rounds(&w, 2);
         assert!(ends[2].tx.is_empty(), "learned unicast must not flood");
+        assert_eq!(pool.in_use(), 1, "only the delivered frame is held");
         assert_eq!(ends[0].stats.rx_packets.get(), 1);
         assert_eq!(ends[1].stats.tx_packets.get(), 1);
         assert_eq!(ends[2].stats.tx_packets.get(), 1);
@@ -1015,7 +1030,14 @@ mod tests {
             .rx
             .push(frame(pool, MacAddr::BROADCAST, mac(1)))
             .unwrap();
-        assert_eq!(wait_for(&ends[1].tx, 1).len(), 1);
+        let delivered = wait_for(&ends[1].tx, 1);
+        assert_eq!(delivered.len(), 1);
+        wait_rounds(&w, 2);
+        // The flood went to port 1 only: no copy for the removed port was
+        // made, sent or left behind.
         assert!(ends[2].tx.is_empty());
+        assert_eq!(pool.in_use(), 1, "frames other than the delivered one");
+        drop(delivered);
+        assert_eq!(pool.in_use(), 0);
     }
 }

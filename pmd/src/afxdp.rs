@@ -149,6 +149,14 @@ impl Default for AfXdpConfig {
     }
 }
 
+impl AfXdpConfig {
+    /// Bytes of the UMEM one queue registers (and locks): `frame_count`
+    /// frames of `frame_size` bytes.
+    pub fn umem_bytes(&self) -> u64 {
+        u64::from(self.frame_count) * u64::from(self.frame_size)
+    }
+}
+
 /// Errors opening an AF_XDP port.
 #[derive(Debug, thiserror::Error)]
 pub enum AfXdpError {
@@ -328,7 +336,7 @@ impl AfXdpPort {
         // UMEM frame could not hold (module docs, "Checksums").
         params.native_copy = !cfg.zero_copy && is_veth(iface);
 
-        let umem_bytes = u64::from(cfg.frame_count) * u64::from(cfg.frame_size);
+        let umem_bytes = cfg.umem_bytes();
         raise_memlock(umem_bytes);
 
         let name: Interface = iface.parse().map_err(|_| AfXdpError::InvalidName {

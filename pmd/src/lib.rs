@@ -9,7 +9,7 @@
 //!
 //! VFIO poll-mode drivers (`e1000e`, `virtio_net`) sit on `vfio` (container,
 //! group, device, DMA mappings) and `pci` (config space, BAR registers);
-//! [`open_vfio`] picks one by PCI id.
+//! [`open_vfio`] picks one by PCI id from [`SUPPORTED_NICS`].
 //!
 //! Unsafe code is denied at the crate root; only the modules at an OS boundary
 //! (`afxdp::umem` for AF_XDP rings and UMEM frames, `dpdk` for DPDK's C API
@@ -36,4 +36,4 @@ pub mod virtio_net;
 pub use afpacket::{AfPacketConfig, AfPacketError, AfPacketPort};
 pub use tap::{TapError, TapPort};
 pub use vfio::VfioError;
-pub use vfio_nic::{open_vfio, SUPPORTED as VFIO_SUPPORTED};
+pub use vfio_nic::{open_vfio, SupportedNic, SupportedNics, VfioDriver, SUPPORTED_NICS};

@@ -315,8 +315,17 @@ fn frames_beyond_the_rx_ring_count_as_overrun() {
         .unwrap_or_else(|e| panic!("open {}: {e:?}", v.host_if));
     // Not polling while 100 frames arrive: 32 receive frames, the rest dropped.
     broadcast_pings(&v, 100);
-    std::thread::sleep(Duration::from_millis(120));
-    port.housekeeping();
+    // The kernel's drop count reaches housekeeping a little after the
+    // frames: wait for at least the frames 32 receive frames cannot hold.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        port.housekeeping();
+        if port.stats().drops(DropReason::RxOverrun) >= 100 - 32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "overruns never counted");
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let overrun = port.stats().drops(DropReason::RxOverrun);
     let received = drain_rx(&mut port);
     assert!(received <= 32, "received {received} with 32 receive frames");

@@ -544,6 +544,7 @@ impl VirtioNetFrontend {
     }
 
     /// Takes back tx descriptors the device has consumed; returns how many.
+    #[inline]
     pub fn tx_reclaim(&mut self) -> usize {
         let n = self.tx.pending_used();
         for k in 0..n {
@@ -559,12 +560,14 @@ impl VirtioNetFrontend {
     }
 
     /// Free tx descriptors.
+    #[inline]
     pub fn tx_free(&self) -> usize {
         self.tx.free.len()
     }
 
     /// Tx descriptors handed to the device and not yet returned: frames the
     /// device has not taken (yet).
+    #[inline]
     pub fn tx_in_flight(&self) -> usize {
         usize::from(self.tx.size) - self.tx.free.len()
     }
@@ -635,6 +638,7 @@ impl VirtioNetFrontend {
     /// each frame's virtio-net header and bytes (copied out; not for
     /// benchmarks). Frames spanning several buffers are not joined: each
     /// buffer is one call. Returns how many buffers were consumed.
+    #[inline]
     pub fn rx_take(&mut self, max: usize, mut f: impl FnMut(&[u8; NET_HDR_BYTES], &[u8])) -> usize {
         let n = self
             .rx
@@ -668,6 +672,7 @@ impl VirtioNetFrontend {
     /// each frame's length and its first [`RX_PEEK_BYTES`] (zero past the
     /// end of a shorter frame); the buffers go straight back to the device.
     /// Returns how many frames were consumed.
+    #[inline]
     pub fn rx_harvest(
         &mut self,
         max: usize,

@@ -16,8 +16,8 @@
 //! - [`port`]: [`VhostUserPort`], one queue pair as a `Port`.
 //! - [`msg`] and `relay` (protocol): framing and weir's own checks of every
 //!   frontend message, before the library sees it.
-//! - [`frontend`]: the driver side (a virtio-net frontend in shared memory),
-//!   for benchmarks and tests: it plays the VM.
+//! - `frontend` (feature `frontend`): the driver side (a virtio-net frontend
+//!   in shared memory), for benchmarks and tests: it plays the VM.
 //! - `backend` (protocol, virtio-net device model) and `control` (socket,
 //!   reconnects): the control side, never on the packet path.
 //!
@@ -159,6 +159,7 @@
 mod backend;
 mod control;
 pub mod defs;
+#[cfg(feature = "frontend")]
 pub mod frontend;
 pub mod guest_mem;
 pub mod msg;

@@ -866,8 +866,7 @@ impl SplitRing {
     ///
     /// Inlined into `dequeue_pending` with the direct path, while the chain
     /// walk stays out of line: the loop then makes no call per frame but the
-    /// buffer copy (benches/vring-callgrind.sh: dequeue of a single 60-byte
-    /// descriptor 176.3 → 152.6 instructions).
+    /// buffer copy (benches/vring-callgrind.sh; docs/benchmarks-log.md).
     ///
     /// A chain is not read once the burst has spent its budget
     /// ([`TxFrame::Deferred`]); a single descriptor is always read (one
@@ -1110,8 +1109,8 @@ impl SplitRing {
 
     /// The general RX path: any chains, direct or indirect, a frame spanning
     /// several of them with `mrg_rxbuf`. Out of line, so that `enqueue`'s loop
-    /// over single-descriptor buffers stays small (147.5 → 132.5 instructions
-    /// per 60-byte frame; chains pay 47 more).
+    /// over single-descriptor buffers stays small (benches/vring-callgrind.sh;
+    /// docs/benchmarks-log.md).
     ///
     /// Bounded by [`MAX_FRAME_DESCS`] over all the chains of the frame: a
     /// frame that needs more is dropped and the chains it took are returned
@@ -1686,7 +1685,7 @@ mod tests {
         Mempool::create(&dataplane::mempool::MempoolConfig {
             name: name.into(),
             n_mbufs,
-            data_room: 65535 - 128,
+            data_room: dataplane::mempool::MAX_DATA_ROOM,
             hugepages: dataplane::mempool::HugepagePolicy::Never,
             cache_size: 1,
             port_share,

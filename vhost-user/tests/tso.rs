@@ -38,7 +38,7 @@ fn tso_pool() -> &'static Mempool {
         let p = Mempool::create(&MempoolConfig {
             name: "tso-test".into(),
             n_mbufs: 32,
-            data_room: 65535 - 128,
+            data_room: dataplane::mempool::MAX_DATA_ROOM,
             hugepages: HugepagePolicy::Never,
             cache_size: 8,
             ..MempoolConfig::default()
@@ -283,7 +283,7 @@ fn shared_tso_pool() -> &'static Mempool {
         let p = Mempool::create(&MempoolConfig {
             name: "tso-shared-test".into(),
             n_mbufs: 12,
-            data_room: 65535 - 128,
+            data_room: dataplane::mempool::MAX_DATA_ROOM,
             hugepages: HugepagePolicy::Never,
             cache_size: 1,
             port_share: 4,

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
+use dataplane::mempool::{self, HugepagePolicy, MempoolConfig};
 use serde::{Deserialize, Serialize};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -29,15 +30,15 @@ pub const DEFAULT_SOCKET: &str = "/run/weir/weir.sock";
 pub const DEFAULT_MBUFS: u32 = 16384;
 /// Largest accepted mbuf pool size.
 pub const MAX_MBUFS: u32 = 16 * 1024 * 1024;
-/// Default mbuf data room in bytes.
-pub const DEFAULT_MBUF_SIZE: u32 = 2048;
+/// Default mbuf data room in bytes (the pool's default).
+pub const DEFAULT_MBUF_SIZE: u32 = mempool::DEFAULT_DATA_ROOM;
 /// Smallest accepted mbuf data room in bytes.
 pub const MIN_MBUF_SIZE: u32 = 256;
 /// Headroom reserved in front of the data room of every mbuf.
-pub const MBUF_HEADROOM: u32 = 128;
+pub const MBUF_HEADROOM: u32 = mempool::DEFAULT_HEADROOM;
 /// Largest accepted mbuf data room: the buffer length (headroom included)
 /// must fit the 16-bit length fields.
-pub const MAX_MBUF_SIZE: u32 = 65535 - MBUF_HEADROOM;
+pub const MAX_MBUF_SIZE: u32 = mempool::MAX_DATA_ROOM;
 /// Longest accepted idle sleep of a worker, in microseconds.
 pub const MAX_IDLE_SLEEP_US: u32 = 100_000;
 /// Most 64 KiB TSO buffers (1 GiB).
@@ -146,6 +147,19 @@ impl Default for DataplaneConfig {
 }
 
 impl DataplaneConfig {
+    /// The packet buffer pool this configuration asks for: the one the
+    /// runtime creates and the one `weir doctor` sizes hugepages and locked
+    /// memory for.
+    pub fn mempool_config(&self) -> MempoolConfig {
+        MempoolConfig {
+            name: "mbufs".into(),
+            n_mbufs: self.mbufs,
+            data_room: self.mbuf_size,
+            hugepages: self.hugepages.policy(),
+            ..MempoolConfig::default()
+        }
+    }
+
     /// The CPUs to start workers on: the configured list, or the last
     /// online CPU of `host` when none is configured.
     pub fn worker_cpus(&self, host: &Host) -> Vec<usize> {
@@ -167,6 +181,17 @@ pub enum HugepageMode {
     Required,
     /// Always use normal pages.
     Never,
+}
+
+impl HugepageMode {
+    /// The pool's policy for this mode.
+    pub fn policy(self) -> HugepagePolicy {
+        match self {
+            HugepageMode::Auto => HugepagePolicy::Auto,
+            HugepageMode::Required => HugepagePolicy::Required,
+            HugepageMode::Never => HugepagePolicy::Never,
+        }
+    }
 }
 
 /// `[control]` section.

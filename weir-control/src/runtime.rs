@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context as _};
-use dataplane::mempool::{HugepagePolicy, MempoolConfig};
+use dataplane::mempool::{self, HugepagePolicy, MempoolConfig};
 use dataplane::stats::StatsSnapshot;
 use dataplane::switch::{self, Bridge, Fdb, HandoffBudget, PortEntry, Switch};
 use dataplane::worker::{WorkerConfig, WorkerHandle};
@@ -25,7 +25,7 @@ use weir_api::{
     BridgeInfo, FdbEntryView, MempoolView, PortInfo, Request, Response, StageCycles, StatsView,
     VersionView, WorkerView,
 };
-use weir_config::{Config, Host, HugepageMode, PortSpec, PortType, MAX_BRIDGES};
+use weir_config::{Config, Host, PortSpec, PortType, MAX_BRIDGES};
 
 /// How long control operations wait for a worker to acknowledge.
 const WORKER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,10 +51,6 @@ struct State {
     /// stay reserved.
     stuck: Vec<PortRecord>,
 }
-
-/// Data room of a TSO buffer: the largest a 16-bit mbuf length allows after
-/// the default headroom; a Linux guest's TSO frames stay below it.
-const TSO_DATA_ROOM: u32 = 65535 - 128;
 
 /// Most TSO buffers one port may hold: a quarter of the pool, and at least two
 /// bursts' worth (a pool of no more than that is not shared out: the share
@@ -102,19 +98,9 @@ impl Dataplane {
     /// port cannot be opened (nothing is left running in that case).
     pub fn start(cfg: &Config, host: Host) -> anyhow::Result<Dataplane> {
         raise_memlock_limit();
-        let hugepages = match cfg.dataplane.hugepages {
-            HugepageMode::Auto => HugepagePolicy::Auto,
-            HugepageMode::Required => HugepagePolicy::Required,
-            HugepageMode::Never => HugepagePolicy::Never,
-        };
-        let pool = Mempool::create(&MempoolConfig {
-            name: "mbufs".into(),
-            n_mbufs: cfg.dataplane.mbufs,
-            data_room: cfg.dataplane.mbuf_size,
-            hugepages,
-            ..MempoolConfig::default()
-        })
-        .context("creating the mbuf pool")?;
+        let pool_cfg = cfg.dataplane.mempool_config();
+        let hugepages = pool_cfg.hugepages;
+        let pool = Mempool::create(&pool_cfg).context("creating the mbuf pool")?;
         tracing::info!(
             mbufs = pool.capacity(),
             backing = ?pool.backing(),
@@ -213,7 +199,9 @@ impl Dataplane {
             match Mempool::create(&MempoolConfig {
                 name: "tso".into(),
                 n_mbufs: self.tso_mbufs,
-                data_room: TSO_DATA_ROOM,
+                // The largest a 16-bit mbuf length allows after the default
+                // headroom; a Linux guest's TSO frames stay below it.
+                data_room: mempool::MAX_DATA_ROOM,
                 hugepages: self.hugepages,
                 // Few, large buffers: a small per-thread cache, so one
                 // worker cannot hold them all.
@@ -967,7 +955,7 @@ mod tests {
         let mut cfg = Config::default();
         cfg.dataplane.mbufs = 256;
         cfg.dataplane.tso_mbufs = 0;
-        cfg.dataplane.hugepages = HugepageMode::Never;
+        cfg.dataplane.hugepages = weir_config::HugepageMode::Never;
         // Other tests share the CPU: the worker sleeps when idle.
         cfg.dataplane.idle_sleep_us = 50;
         cfg.fdb.max_entries = 64;

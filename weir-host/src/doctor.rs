@@ -13,15 +13,8 @@ use std::str::FromStr as _;
 use serde::Serialize;
 
 use crate::nic::{self, dir_names, Sysfs, VFIO_PCI};
-use weir_config::{Config, CpuList, Host, HugepageMode, PortType, MBUF_HEADROOM};
-
-/// Bytes per 2 MiB hugepage.
-const HUGEPAGE_BYTES: u64 = 2 << 20;
-/// Per-mbuf overhead besides data room and headroom: the mbuf header.
-const MBUF_HEADER_BYTES: u64 = 64;
-/// UMEM of one AF_XDP queue with `pmd::afxdp::AfXdpConfig::default()`:
-/// 4096 frames of 2048 bytes.
-const AFXDP_UMEM_BYTES: u64 = 4096 * 2048;
+use pmd::afxdp::AfXdpConfig;
+use weir_config::{Config, CpuList, Host, HugepageMode, PortType};
 
 /// What the checks look at.
 #[derive(Debug, Clone)]
@@ -128,15 +121,14 @@ pub fn render(checks: &[Check]) -> String {
     out
 }
 
-/// 2 MiB pages the mbuf pool of `config` needs: mbufs × (data room +
-/// headroom + header), rounded up. Guest memory is not included.
+/// 2 MiB pages the mbuf pool of `config` needs, laid out as the runtime
+/// creates it. Guest memory is not included.
 pub fn pool_hugepages(config: &Config) -> u64 {
-    pool_bytes(config).div_ceil(HUGEPAGE_BYTES)
+    config.dataplane.mempool_config().hugepages_needed() as u64
 }
 
 fn pool_bytes(config: &Config) -> u64 {
-    let dp = &config.dataplane;
-    u64::from(dp.mbufs) * (u64::from(dp.mbuf_size) + u64::from(MBUF_HEADROOM) + MBUF_HEADER_BYTES)
+    config.dataplane.mempool_config().region_bytes() as u64
 }
 
 /// Runs every check for `config` on `env`.
@@ -228,7 +220,7 @@ fn check_vfio_port(sys: &Sysfs, name: &str, pci: &str) -> Check {
             return Check::new(label, Status::Fail, format!("no weir driver for {id}")).fix(
                 format!(
                     "use a supported NIC ({}) or an afxdp/afpacket port",
-                    pmd::VFIO_SUPPORTED
+                    pmd::SupportedNics
                 ),
             );
         }
@@ -489,7 +481,7 @@ fn check_memlock(env: &DoctorEnv, config: &Config) -> Option<Check> {
     let mut users = Vec::new();
     for p in &config.ports {
         if p.kind == PortType::Afxdp {
-            need += u64::from(p.queues.unwrap_or(1)) * AFXDP_UMEM_BYTES;
+            need += u64::from(p.queues.unwrap_or(1)) * AfXdpConfig::default().umem_bytes();
             users.push("afxdp");
         }
     }
@@ -600,6 +592,13 @@ mod tests {
         let c = config(&t, "auto");
         // 16384 × (2048 + 128 + 64) = 36 700 160 bytes = 17.5 pages.
         assert_eq!(pool_hugepages(&c), 18);
+        let pool = dataplane::Mempool::create(&dataplane::mempool::MempoolConfig {
+            n_mbufs: 64,
+            hugepages: dataplane::mempool::HugepagePolicy::Never,
+            ..c.dataplane.mempool_config()
+        })
+        .unwrap();
+        assert_eq!(pool.stride() * 16384, pool_bytes(&c) as usize);
     }
 
     #[test]

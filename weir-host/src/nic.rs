@@ -316,11 +316,10 @@ pub struct PciNic {
     pub weir_driver: bool,
 }
 
-/// Whether `pmd` has a driver for `vendor:device`.
+/// Whether `pmd` has a driver for `vendor:device` (an entry of
+/// [`pmd::SUPPORTED_NICS`]).
 pub fn weir_supports(id: &str) -> bool {
-    pmd::VFIO_SUPPORTED
-        .split(", ")
-        .any(|entry| entry.split_whitespace().next() == Some(id))
+    pmd::SupportedNic::lookup_id(id).is_some()
 }
 
 /// Network-class (PCI class 0x02) functions, sorted by address.
@@ -802,6 +801,20 @@ pub(crate) mod fake {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn weir_supports_exactly_the_pmd_table() {
+        for nic in pmd::SUPPORTED_NICS {
+            assert!(weir_supports(&format!(
+                "{:04x}:{:04x}",
+                nic.vendor, nic.device
+            )));
+        }
+        assert!(weir_supports("8086:10d3"));
+        assert!(!weir_supports("8086:100e"));
+        assert!(!weir_supports("?"));
+    }
+
     use super::fake::*;
     use super::*;
 

@@ -84,6 +84,11 @@ unsafe impl Send for Region {}
 // SAFETY: as above; `&Region` only exposes the address and length.
 unsafe impl Sync for Region {}
 
+/// 2 MiB pages that hold `len_bytes`.
+pub fn pages_2m(len_bytes: usize) -> usize {
+    len_bytes.div_ceil(HUGEPAGE_2M)
+}
+
 /// Free 2 MiB hugepages according to sysfs (0 if the file is missing).
 pub fn free_hugepages_2m() -> usize {
     read_usize(Path::new(
@@ -113,8 +118,8 @@ impl Region {
     /// before mapping, and again by the kernel's reservation at `mmap` time, so the
     /// process never takes SIGBUS later); other variants for OS failures.
     pub fn hugepages(len_bytes: usize) -> Result<Region, HugepageError> {
-        let len = len_bytes.div_ceil(HUGEPAGE_2M) * HUGEPAGE_2M;
-        let needed = len / HUGEPAGE_2M;
+        let needed = pages_2m(len_bytes);
+        let len = needed * HUGEPAGE_2M;
         let free = free_hugepages_2m();
         let short = || HugepageError::NotEnoughPages {
             len_bytes: len,

@@ -77,17 +77,49 @@ pub struct MempoolConfig {
     pub port_share: u32,
 }
 
+/// Default bytes of packet data per buffer: a 1500-byte MTU frame with room
+/// to spare, as DPDK's `RTE_MBUF_DEFAULT_DATAROOM`.
+pub const DEFAULT_DATA_ROOM: u32 = 2048;
+/// Default bytes in front of the data for prepending headers (a VLAN tag, a
+/// virtio-net header), as DPDK's `RTE_PKTMBUF_HEADROOM`.
+pub const DEFAULT_HEADROOM: u32 = 128;
+/// Largest data room with the default headroom: headroom and data room
+/// together must fit the header's 16-bit buffer length.
+pub const MAX_DATA_ROOM: u32 = u16::MAX as u32 - DEFAULT_HEADROOM;
+/// Slots start on cache lines, so that no two buffers share one.
+const SLOT_ALIGN_BYTES: usize = 64;
+
 impl Default for MempoolConfig {
     fn default() -> Self {
         MempoolConfig {
             name: "mbufs".into(),
             n_mbufs: 16384,
-            data_room: 2048,
-            headroom: 128,
+            data_room: DEFAULT_DATA_ROOM,
+            headroom: DEFAULT_HEADROOM,
             cache_size: 256,
             hugepages: HugepagePolicy::Auto,
             port_share: 0,
         }
+    }
+}
+
+impl MempoolConfig {
+    /// Bytes of one slot: the mbuf header, the headroom and the data room,
+    /// rounded up to a cache line. [`Mempool::create`] lays slots out at
+    /// this stride.
+    pub fn stride_bytes(&self) -> usize {
+        (HDR_BYTES + (self.headroom + self.data_room) as usize).next_multiple_of(SLOT_ALIGN_BYTES)
+    }
+
+    /// Bytes of memory the pool asks for: `n_mbufs` slots (the mapping
+    /// itself is rounded up to its page size).
+    pub fn region_bytes(&self) -> usize {
+        self.stride_bytes() * self.n_mbufs as usize
+    }
+
+    /// 2 MiB hugepages the pool takes when hugepage-backed.
+    pub fn hugepages_needed(&self) -> usize {
+        hugepage::pages_2m(self.region_bytes())
     }
 }
 
@@ -217,13 +249,13 @@ impl Mempool {
         if cfg.n_mbufs == 0 || cfg.n_mbufs > 1 << 24 {
             return Err(invalid("n_mbufs must be 1..=16777216"));
         }
-        if cfg.data_room < 64 || cfg.headroom + cfg.data_room > u16::MAX as u32 {
+        if cfg.data_room < 64 || cfg.headroom + cfg.data_room > u32::from(u16::MAX) {
             return Err(invalid(
                 "data_room must be >= 64 and headroom + data_room < 65536",
             ));
         }
-        let stride = (HDR_BYTES + (cfg.headroom + cfg.data_room) as usize).next_multiple_of(64);
-        let len = stride * cfg.n_mbufs as usize;
+        let stride = cfg.stride_bytes();
+        let len = cfg.region_bytes();
         let mem = |source| MempoolError::Memory {
             name: cfg.name.clone(),
             source,
@@ -884,6 +916,60 @@ mod tests {
         b.extend_from_slice(&[2; 100]).unwrap();
         assert!(a.data().iter().all(|&x| x == 1));
         assert!(b.data().iter().all(|&x| x == 2));
+    }
+
+    #[test]
+    fn the_computed_layout_is_the_layout_of_an_allocated_pool() {
+        for (data_room, headroom) in [
+            (DEFAULT_DATA_ROOM, DEFAULT_HEADROOM),
+            (9216, DEFAULT_HEADROOM),
+            (1000, 0),
+            (MAX_DATA_ROOM, DEFAULT_HEADROOM),
+        ] {
+            let cfg = MempoolConfig {
+                name: "layout".into(),
+                n_mbufs: 8,
+                data_room,
+                headroom,
+                hugepages: HugepagePolicy::Never,
+                ..MempoolConfig::default()
+            };
+            let pool = Mempool::create(&cfg).unwrap();
+            assert_eq!(pool.stride(), cfg.stride_bytes());
+            assert_eq!(cfg.stride_bytes() % 64, 0);
+            assert!(cfg.stride_bytes() >= HDR_BYTES + (headroom + data_room) as usize);
+            let region = pool.region().len();
+            assert!(
+                (cfg.region_bytes()..cfg.region_bytes() + 4096).contains(&region),
+                "{region} for {}",
+                cfg.region_bytes()
+            );
+            let bufs: Vec<Mbuf> = (0..8).map(|_| pool.alloc().unwrap()).collect();
+            let base = pool.region().as_ptr().as_ptr() as usize;
+            let mut offsets: Vec<usize> = bufs
+                .iter()
+                .map(|m| m.data().as_ptr() as usize - base)
+                .collect();
+            offsets.sort_unstable();
+            for (i, off) in offsets.iter().enumerate() {
+                assert_eq!(*off, i * cfg.stride_bytes() + HDR_BYTES + headroom as usize);
+            }
+            let last = offsets[7] + data_room as usize;
+            assert!(last <= cfg.region_bytes(), "data room past the region");
+            assert_eq!(
+                (bufs[0].headroom(), bufs[0].tailroom()),
+                (headroom as usize, data_room as usize)
+            );
+            assert_eq!(
+                cfg.hugepages_needed(),
+                cfg.region_bytes().div_ceil(hugepage::HUGEPAGE_2M)
+            );
+        }
+        // The default pool: 16384 slots of 64 + 128 + 2048 bytes, 35 MiB.
+        let cfg = MempoolConfig::default();
+        assert_eq!(cfg.stride_bytes(), 2240);
+        assert_eq!(cfg.region_bytes(), 35 << 20);
+        assert_eq!(cfg.hugepages_needed(), 18);
     }
 
     #[test]

@@ -299,8 +299,8 @@ fn l2_addrs(buf: &[u8]) -> Option<L2Addrs> {
     mid.copy_from_slice(&hdr[4..12]);
     outer.copy_from_slice(&hdr[12..14]);
     // Two tests with the same block rather than one `||` (or a `match`):
-    // written so, the switch loop counts 1.2 instructions fewer per frame,
-    // tagged or not (benches/callgrind.sh).
+    // the switch loop counts fewer instructions per frame written so, tagged
+    // or not (benches/callgrind.sh; docs/benchmarks-log.md).
     #[allow(clippy::if_same_then_else)]
     let vlan = if outer == ethertype::VLAN.to_be_bytes() {
         tag_vid(rest)?

@@ -13,8 +13,9 @@
 //! may panic if the buffer is too short. When `T: AsMut<[u8]>` the views also
 //! have setters.
 //!
-//! [`parse_l2`] is the switch's hot-path classifier: a fixed number of bounds
-//! checks and no loops.
+//! The switch's per-frame classifier is [`parse_l2_addrs`] (destination,
+//! source and VLAN only): a fixed number of bounds checks and no loops.
+//! [`parse_l2`] also finds the payload, for callers off that path.
 
 pub mod arp;
 pub mod ethernet;

@@ -214,7 +214,10 @@ pub enum VfioError {
         source: io::Error,
     },
     /// No driver for this vendor:device id.
-    #[error("{pci} is {vendor:04x}:{device:04x}, which weir has no VFIO driver for; supported: {supported}")]
+    #[error(
+        "{pci} is {vendor:04x}:{device:04x}, which weir has no VFIO driver for; supported: {}",
+        crate::SupportedNics
+    )]
     Unsupported {
         /// PCI address.
         pci: String,
@@ -222,8 +225,6 @@ pub enum VfioError {
         vendor: u16,
         /// Device id.
         device: u16,
-        /// The supported ids, with names.
-        supported: &'static str,
     },
     /// More queue pairs than the driver supports.
     #[error("{driver} supports {max} queue pair(s); {wanted} requested")]
