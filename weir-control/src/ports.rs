@@ -1,14 +1,12 @@
-//! Builds port queues from a [`PortSpec`]: the one place that knows every driver.
+//! Builds port queues from a [`PortConfig`]: the one place that knows every driver.
 //!
 //! Control path only. Each driver returns one [`Port`] value per queue; the daemon
 //! hands them to workers.
 
-use std::path::Path;
-
 use anyhow::{bail, Context as _};
 use dataplane::{Mempool, Port};
 
-use weir_config::{PortSpec, PortType, VhostMode};
+use weir_config::{PortConfig, PortKind, VhostMode};
 
 /// A port's queues plus anything that must live as long as the port (a control
 /// thread, a device handle) and a way to ask it for an error state.
@@ -41,7 +39,7 @@ fn boxed<P: Port + 'static>(v: Vec<P>) -> Vec<Box<dyn Port>> {
         .collect()
 }
 
-/// Opens every queue of the port described by `spec`.
+/// Opens every queue of the port described by `port`.
 ///
 /// # Errors
 /// Whatever the driver reports (missing interface, permission, bad file), with the
@@ -50,58 +48,52 @@ fn boxed<P: Port + 'static>(v: Vec<P>) -> Vec<Box<dyn Port>> {
 /// `eal_args` are the `[dpdk]` EAL arguments, used by the first `dpdk` port (the
 /// EAL is initialised once per process).
 pub fn open(
-    spec: &PortSpec,
+    port: &PortConfig,
     pool: &'static Mempool,
     tso_pool: Option<&'static Mempool>,
     eal_args: &[String],
 ) -> anyhow::Result<OpenedPort> {
-    let n = spec.queues.unwrap_or(1).max(1) as usize;
-    let name = &spec.name;
-    let iface = || {
-        spec.iface
-            .as_deref()
-            .with_context(|| format!("port {name}: `iface` is required for type {}", spec.kind))
-    };
-    let opened = match spec.kind {
-        PortType::Ring => OpenedPort::plain(
+    let n = usize::from(port.queue_count());
+    let name = &port.name;
+    let opened = match &port.kind {
+        PortKind::Ring => OpenedPort::plain(
             (0..n)
                 .map(|_| Box::new(pmd::memport::NullPort::new()) as Box<dyn Port>)
                 .collect(),
         ),
-        PortType::Pcap => {
+        PortKind::Pcap {
+            rx_path,
+            tx_path,
+            max_bytes,
+        } => {
             if n != 1 {
                 bail!("port {name}: pcap ports have exactly one queue");
             }
             let port = pmd::pcap::PcapPort::open(
-                spec.rx_path.as_deref().map(Path::new),
-                spec.tx_path.as_deref().map(Path::new),
+                rx_path.as_deref(),
+                tx_path.as_deref(),
                 pool,
                 pmd::pcap::PcapConfig {
-                    max_tx_file_bytes: spec.pcap_max_bytes(),
+                    max_tx_file_bytes: *max_bytes,
                     ..pmd::pcap::PcapConfig::default()
                 },
             )
             .with_context(|| format!("port {name}"))?;
             OpenedPort::plain(vec![Box::new(port)])
         }
-        PortType::Afpacket => {
+        PortKind::AfPacket { iface } => {
             let cfg = pmd::afpacket::AfPacketConfig::default();
-            let qs = pmd::afpacket::AfPacketPort::open_queues_with_tso(
-                iface()?,
-                n,
-                pool,
-                tso_pool,
-                &cfg,
-            )
-            .with_context(|| format!("port {name}"))?;
+            let qs =
+                pmd::afpacket::AfPacketPort::open_queues_with_tso(iface, n, pool, tso_pool, &cfg)
+                    .with_context(|| format!("port {name}"))?;
             OpenedPort::plain(boxed(qs))
         }
-        PortType::Tap => {
-            let qs = pmd::tap::TapPort::create_queues_with_tso(iface()?, n, pool, tso_pool)
+        PortKind::Tap { iface } => {
+            let qs = pmd::tap::TapPort::create_queues_with_tso(iface, n, pool, tso_pool)
                 .with_context(|| format!("port {name}"))?;
             OpenedPort::plain(boxed(qs))
         }
-        PortType::Afxdp => {
+        PortKind::AfXdp { iface } => {
             let mut qs = Vec::with_capacity(n);
             for q in 0..n {
                 let cfg = pmd::afxdp::AfXdpConfig {
@@ -109,26 +101,29 @@ pub fn open(
                     ..Default::default()
                 };
                 qs.push(
-                    pmd::afxdp::AfXdpPort::open(iface()?, pool, &cfg)
+                    pmd::afxdp::AfXdpPort::open(iface, pool, &cfg)
                         .with_context(|| format!("port {name} queue {q}"))?,
                 );
             }
             OpenedPort::plain(boxed(qs))
         }
-        PortType::VhostUser => {
-            let socket = spec.socket.clone().with_context(|| {
-                format!("port {name}: `socket` is required for type vhost-user")
-            })?;
-            let mode = match spec.mode.unwrap_or(VhostMode::Server) {
+        PortKind::VhostUser {
+            socket,
+            mode,
+            socket_mode,
+            socket_group,
+        } => {
+            let mode = match mode {
                 VhostMode::Server => vhost_user::Mode::Server,
                 VhostMode::Client => vhost_user::Mode::Client,
             };
             let cfg = vhost_user::VhostUserConfig {
-                socket,
+                socket: socket.clone(),
                 mode,
                 queues: n as u16,
             };
-            let owner = socket_owner(spec).with_context(|| format!("port {name}"))?;
+            let owner = socket_owner(*socket_mode, socket_group.as_deref())
+                .with_context(|| format!("port {name}"))?;
             let mut dev = vhost_user::create_with_owner(name, &cfg, pool, tso_pool, owner)
                 .with_context(|| format!("port {name}"))?;
             let queues = boxed(dev.take_queues());
@@ -142,28 +137,21 @@ pub fn open(
                 mtu: Some(Box::new(move || mtu_probe.mtu())),
             }
         }
-        PortType::Vfio => {
-            // `validate` has checked the address; sysfs wants its full form.
-            let pci = spec.pci_address().with_context(|| {
-                format!("port {name}: a valid `pci` address is required for type vfio")
-            })?;
-            let queues =
-                pmd::open_vfio(&pci, pool, n as u16).with_context(|| format!("port {name}"))?;
+        PortKind::Vfio { pci } => {
+            // sysfs and VFIO name the function in its canonical form.
+            let queues = pmd::open_vfio(&pci.to_string(), pool, n as u16)
+                .with_context(|| format!("port {name}"))?;
             OpenedPort::plain(queues)
         }
         #[cfg(feature = "dpdk")]
-        PortType::Dpdk => {
-            let devargs = spec
-                .devargs
-                .as_deref()
-                .with_context(|| format!("port {name}: `devargs` is required for type dpdk"))?;
+        PortKind::Dpdk { devargs } => {
             pmd::dpdk::eal_init(eal_args).with_context(|| format!("port {name}"))?;
             let qs = pmd::dpdk::DpdkPort::open(devargs, n as u16, pool)
                 .with_context(|| format!("port {name}"))?;
             OpenedPort::plain(boxed(qs))
         }
         #[cfg(not(feature = "dpdk"))]
-        PortType::Dpdk => {
+        PortKind::Dpdk { .. } => {
             let _ = eal_args;
             bail!(
                 "port {name}: this weir was built without the dpdk feature: \
@@ -177,12 +165,15 @@ pub fn open(
 /// The mode and group a server socket is created with: `socket_mode`
 /// (default 0600, the daemon's user only) and `socket_group`. They are set
 /// before the socket appears at its path, never by path afterwards.
-fn socket_owner(spec: &PortSpec) -> anyhow::Result<vhost_user::SocketOwner> {
+fn socket_owner(
+    socket_mode: Option<u32>,
+    socket_group: Option<&str>,
+) -> anyhow::Result<vhost_user::SocketOwner> {
     let mut owner = vhost_user::SocketOwner::default();
-    if let Some(bits) = spec.socket_mode_bits()? {
+    if let Some(bits) = socket_mode {
         owner.mode = bits;
     }
-    if let Some(group) = &spec.socket_group {
+    if let Some(group) = socket_group {
         owner.gid = Some(resolve_group(group)?);
     }
     Ok(owner)
@@ -208,17 +199,22 @@ fn resolve_group(group: &str) -> anyhow::Result<u32> {
 mod tests {
     use super::*;
 
-    fn dpdk_spec(devargs: &str) -> PortSpec {
-        let mut spec = PortSpec::new("nic0", PortType::Dpdk);
-        spec.devargs = Some(devargs.to_owned());
-        spec
+    fn dpdk_port(devargs: &str) -> PortConfig {
+        PortConfig {
+            name: "nic0".into(),
+            bridge: None,
+            queues: None,
+            kind: PortKind::Dpdk {
+                devargs: devargs.to_owned(),
+            },
+        }
     }
 
     #[cfg(not(feature = "dpdk"))]
     #[test]
     fn dpdk_port_without_the_feature_says_how_to_build() {
         let pool = Mempool::for_tests(8);
-        let err = open(&dpdk_spec("net_null0"), pool, None, &[])
+        let err = open(&dpdk_port("net_null0"), pool, None, &[])
             .err()
             .expect("dpdk port must fail without the feature");
         let msg = format!("{err:#}");
@@ -237,7 +233,7 @@ mod tests {
         let eal: Vec<String> = ["--no-huge", "-m", "256", "--no-pci"]
             .map(String::from)
             .to_vec();
-        let mut spec = dpdk_spec("net_null0,size=64");
+        let mut spec = dpdk_port("net_null0,size=64");
         spec.queues = Some(2);
         let mut opened = open(&spec, pool, None, &eal).expect("open net_null0");
         assert_eq!(opened.queues.len(), 2);

@@ -25,14 +25,16 @@ use weir_api::{
     BridgeInfo, FdbEntryView, MempoolView, PortInfo, Request, Response, StageCycles, StatsView,
     VersionView, WorkerView,
 };
-use weir_config::{Config, Host, HugepageMode, PortSpec, PortType, MAX_BRIDGES};
+use weir_config::{
+    Config, Host, HugepageMode, PortConfig, PortKind, PortSpec, PortType, MAX_BRIDGES,
+};
 
 /// How long control operations wait for a worker to acknowledge.
 const WORKER_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct PortRecord {
     id: PortId,
-    spec: PortSpec,
+    port: PortConfig,
     /// (worker index, queue stats) per queue.
     queues: Vec<(usize, Arc<QueueStats>)>,
     keepalive: Option<Box<dyn Send>>,
@@ -101,6 +103,7 @@ impl Dataplane {
     /// If the pool cannot be allocated, a worker cannot start, or any configured
     /// port cannot be opened (nothing is left running in that case).
     pub fn start(cfg: &Config, host: Host) -> anyhow::Result<Dataplane> {
+        let ports = cfg.validate_with(&host)?;
         raise_memlock_limit();
         let hugepages = match cfg.dataplane.hugepages {
             HugepageMode::Auto => HugepagePolicy::Auto,
@@ -171,8 +174,8 @@ impl Dataplane {
         for b in &cfg.bridges {
             dp.bridge_add(&b.name)?;
         }
-        for p in &cfg.ports {
-            dp.port_add(p.clone())?;
+        for p in ports {
+            dp.add_port(p)?;
         }
         Ok(dp)
     }
@@ -199,10 +202,10 @@ impl Dataplane {
     /// (hugepages short with `hugepages = "required"`, or no memory), the port
     /// comes up without offering TSO and one warning says so; the next
     /// vhost-user port tries again.
-    fn tso_pool_for(&self, st: &mut State, spec: &PortSpec) -> Option<&'static Mempool> {
+    fn tso_pool_for(&self, st: &mut State, port: &PortConfig) -> Option<&'static Mempool> {
         let takes_tso = matches!(
-            spec.kind,
-            PortType::VhostUser | PortType::Afpacket | PortType::Tap
+            port.kind,
+            PortKind::VhostUser { .. } | PortKind::AfPacket { .. } | PortKind::Tap { .. }
         );
         if !takes_tso || self.tso_mbufs == 0 {
             return None;
@@ -241,7 +244,7 @@ impl Dataplane {
                         "port {} comes up without TSO: no \
                          memory for {} TSO buffers of 64 KiB ({:#}); {fix} \
                          (tso_mbufs = 0 turns TSO off without this warning)",
-                        spec.name,
+                        port.name,
                         self.tso_mbufs,
                         anyhow::Error::from(e),
                     );
@@ -324,23 +327,29 @@ impl Dataplane {
     /// # Errors
     /// Invalid spec, duplicate name, unknown bridge, or the driver fails to open.
     pub fn port_add(&self, spec: PortSpec) -> anyhow::Result<()> {
-        spec.validate(&self.host)
+        let port = spec
+            .validate(&self.host)
             .map_err(|e| anyhow!("port {}: {e}", spec.name))?;
+        self.add_port(port)
+    }
+
+    /// [`port_add`](Self::port_add) of a validated port.
+    fn add_port(&self, port: PortConfig) -> anyhow::Result<()> {
         // A pcap port's files are opened (and a replay file read) before the
         // control lock is taken, so that a slow or odd file never stalls other
         // requests; the checks run again under the lock below.
-        let preopened = if spec.kind == PortType::Pcap {
-            self.check_new_port(&self.lock(), &spec)?;
-            Some(ports::open(&spec, self.pool, None, &self.dpdk_eal_args)?)
+        let preopened = if matches!(port.kind, PortKind::Pcap { .. }) {
+            self.check_new_port(&self.lock(), &port)?;
+            Some(ports::open(&port, self.pool, None, &self.dpdk_eal_args)?)
         } else {
             None
         };
-        self.add_opened(spec, preopened)
+        self.add_opened(port, preopened)
     }
 
     /// [`port_add`](Self::port_add) after validation, with the port already
     /// opened or (None) to be opened under the lock.
-    fn add_opened(&self, spec: PortSpec, preopened: Option<OpenedPort>) -> anyhow::Result<()> {
+    fn add_opened(&self, spec: PortConfig, preopened: Option<OpenedPort>) -> anyhow::Result<()> {
         let mut st = self.lock();
         self.check_new_port(&st, &spec)?;
         let t = self.switch.load();
@@ -411,7 +420,7 @@ impl Dataplane {
         }
         let rec = PortRecord {
             id,
-            spec,
+            port: spec,
             queues: qrec,
             keepalive,
             health,
@@ -420,20 +429,20 @@ impl Dataplane {
         if let Some(e) = failed {
             // Take back what was placed, as `port del` would; the id stays
             // reserved if a worker keeps a queue.
-            let name = rec.spec.name.clone();
+            let name = rec.port.name.clone();
             if let Err(e2) = self.retire(&mut st, rec) {
                 tracing::warn!(port = %name, "{e2:#}");
             }
             return Err(anyhow::Error::from(e).context(format!("port {name}: starting its queues")));
         }
-        tracing::info!(port = %rec.spec.name, kind = %rec.spec.kind, id = id.0, queues = rec.queues.len(), "port added");
-        st.ports.insert(rec.spec.name.clone(), rec);
+        tracing::info!(port = %rec.port.name, kind = %rec.port.kind.port_type(), id = id.0, queues = rec.queues.len(), "port added");
+        st.ports.insert(rec.port.name.clone(), rec);
         Ok(())
     }
 
     /// Refuses a port whose name is taken, or whose socket or capture file
     /// another port uses.
-    fn check_new_port(&self, st: &State, spec: &PortSpec) -> anyhow::Result<()> {
+    fn check_new_port(&self, st: &State, spec: &PortConfig) -> anyhow::Result<()> {
         if st.ports.contains_key(&spec.name) {
             bail!("port {} already exists", spec.name);
         }
@@ -449,12 +458,12 @@ impl Dataplane {
             );
         }
         for rec in st.ports.values().chain(&st.stuck) {
-            if let Some((key, other_key, path)) = spec.path_conflict(&rec.spec) {
+            if let Some((key, other_key, path)) = spec.path_conflict(&rec.port) {
                 bail!(
                     "port {}: `{key}` {} is already used as `{other_key}` of port {}",
                     spec.name,
                     path.display(),
-                    rec.spec.name
+                    rec.port.name
                 );
             }
         }
@@ -519,7 +528,7 @@ impl Dataplane {
             }
         }
         if let Some(e) = first_err {
-            let name = rec.spec.name.clone();
+            let name = rec.port.name.clone();
             st.stuck.push(rec);
             return Err(anyhow::Error::from(e).context(format!(
                 "port {name}: a worker did not give its queues back; its id {} and \
@@ -543,14 +552,10 @@ impl Dataplane {
         let err = rec.health.as_ref().and_then(|h| h());
         PortInfo {
             id: rec.id.0,
-            name: rec.spec.name.clone(),
-            kind: rec.spec.kind.to_string(),
-            bridge: rec.spec.bridge.clone(),
-            iface: rec
-                .spec
-                .iface
-                .clone()
-                .or_else(|| rec.spec.socket.as_ref().map(|p| p.display().to_string())),
+            name: rec.port.name.clone(),
+            kind: rec.port.kind.port_type().to_string(),
+            bridge: rec.port.bridge.clone(),
+            iface: rec.port.endpoint(),
             link: if entry.is_some_and(|e| e.is_up()) {
                 "up"
             } else {
@@ -1002,8 +1007,10 @@ mod tests {
         // Declared after `dp`, so dropped first: a failed assertion releases
         // the worker before the dataplane joins it.
         let _release = Release(Arc::clone(&hold));
-        dp.add_opened(PortSpec::new("p0", PortType::Ring), Some(stuck))
+        let ring = PortSpec::new("p0", PortType::Ring)
+            .validate(&Host::system())
             .unwrap();
+        dp.add_opened(ring, Some(stuck)).unwrap();
         let stuck_id = port_id(&dp, "p0");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         // Relaxed: a test flag.
