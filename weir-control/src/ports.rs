@@ -8,28 +8,80 @@ use dataplane::{Mempool, Port};
 
 use weir_config::{PortConfig, PortKind, VhostMode};
 
-/// A port's queues plus anything that must live as long as the port (a control
-/// thread, a device handle) and a way to ask it for an error state.
+/// Port-level state a driver keeps beside its queues (a vhost-user device
+/// and its control thread): kept alive as long as the port exists, dropped
+/// after its queues are gone, and asked for the port's error state and MTU.
+pub trait PortDevice: Send {
+    /// A port-level error (None = healthy).
+    fn health(&self) -> Option<String> {
+        None
+    }
+
+    /// The MTU the port's peer set, if any (a vhost-user frontend's
+    /// NET_SET_MTU).
+    fn mtu(&self) -> Option<u16> {
+        None
+    }
+}
+
+impl PortDevice for vhost_user::VhostUserDevice {
+    fn health(&self) -> Option<String> {
+        self.error()
+    }
+
+    fn mtu(&self) -> Option<u16> {
+        vhost_user::VhostUserDevice::mtu(self)
+    }
+}
+
+/// A port's queues plus the device that must live as long as the port.
 pub struct OpenedPort {
     /// One value per queue.
     pub queues: Vec<Box<dyn Port>>,
-    /// Kept alive while the port exists; dropped after its queues are gone.
-    pub keepalive: Option<Box<dyn Send>>,
-    /// Reports a port-level error (None = healthy).
-    pub health: Option<Box<dyn Fn() -> Option<String> + Send>>,
-    /// Reports the MTU the port's peer set, if any (a vhost-user frontend's
-    /// NET_SET_MTU).
-    pub mtu: Option<Box<dyn Fn() -> Option<u16> + Send>>,
+    /// Port-level state, if the driver has any.
+    pub device: Option<Box<dyn PortDevice>>,
 }
 
 impl OpenedPort {
-    fn plain(queues: Vec<Box<dyn Port>>) -> OpenedPort {
+    /// Queues without port-level state.
+    pub fn plain(queues: Vec<Box<dyn Port>>) -> OpenedPort {
         OpenedPort {
             queues,
-            keepalive: None,
-            health: None,
-            mtu: None,
+            device: None,
         }
+    }
+}
+
+/// Opens ports for the runtime: the drivers ([`DriverFactory`]), or scripted
+/// ports in tests.
+pub trait PortFactory: Send + Sync {
+    /// Opens every queue of `port`, receiving into `pool` (and TSO frames into
+    /// `tso_pool`, if given).
+    ///
+    /// # Errors
+    /// Whatever opening the port reports.
+    fn open(
+        &self,
+        port: &PortConfig,
+        pool: &'static Mempool,
+        tso_pool: Option<&'static Mempool>,
+    ) -> anyhow::Result<OpenedPort>;
+}
+
+/// Opens ports through the drivers (`pmd`, `vhost-user`).
+pub struct DriverFactory {
+    /// `[dpdk] eal_args`, for the first `dpdk` port.
+    pub eal_args: Vec<String>,
+}
+
+impl PortFactory for DriverFactory {
+    fn open(
+        &self,
+        port: &PortConfig,
+        pool: &'static Mempool,
+        tso_pool: Option<&'static Mempool>,
+    ) -> anyhow::Result<OpenedPort> {
+        open(port, pool, tso_pool, &self.eal_args)
     }
 }
 
@@ -127,14 +179,9 @@ pub fn open(
             let mut dev = vhost_user::create_with_owner(name, &cfg, pool, tso_pool, owner)
                 .with_context(|| format!("port {name}"))?;
             let queues = boxed(dev.take_queues());
-            let dev = std::sync::Arc::new(dev);
-            let probe = dev.clone();
-            let mtu_probe = dev.clone();
             OpenedPort {
                 queues,
-                keepalive: Some(Box::new(dev)),
-                health: Some(Box::new(move || probe.error())),
-                mtu: Some(Box::new(move || mtu_probe.mtu())),
+                device: Some(Box::new(dev)),
             }
         }
         PortKind::Vfio { pci } => {

@@ -19,7 +19,7 @@ use dataplane::switch::{self, Bridge, Fdb, HandoffBudget, PortEntry, Switch};
 use dataplane::worker::{WorkerConfig, WorkerHandle};
 use dataplane::{BridgeId, DropReason, Mempool, PortId, QueueId, QueueStats, WorkerId, MAX_BURST};
 
-use crate::ports::{self, OpenedPort};
+use crate::ports::{DriverFactory, OpenedPort, PortDevice, PortFactory};
 use crate::server::{ControlServer, Handler};
 use weir_api::{
     BridgeInfo, FdbEntryView, MempoolView, PortInfo, Request, Response, StageCycles, StatsView,
@@ -37,9 +37,8 @@ struct PortRecord {
     port: PortConfig,
     /// (worker index, queue stats) per queue.
     queues: Vec<(usize, Arc<QueueStats>)>,
-    keepalive: Option<Box<dyn Send>>,
-    health: Option<Box<dyn Fn() -> Option<String> + Send>>,
-    mtu: Option<Box<dyn Fn() -> Option<u16> + Send>>,
+    /// Dropped after the queues are back from the workers.
+    device: Option<Box<dyn PortDevice>>,
 }
 
 struct State {
@@ -86,8 +85,8 @@ pub struct Dataplane {
     handoff_budgets: Vec<Arc<HandoffBudget>>,
     worker_cpus: Vec<usize>,
     fdb_cfg: switch::FdbConfig,
-    /// `[dpdk] eal_args`, for the first `dpdk` port.
-    dpdk_eal_args: Vec<String>,
+    /// Opens the ports.
+    factory: Box<dyn PortFactory>,
     host: Host,
     state: Mutex<State>,
     /// How long a port removal waits for each worker.
@@ -103,6 +102,21 @@ impl Dataplane {
     /// If the pool cannot be allocated, a worker cannot start, or any configured
     /// port cannot be opened (nothing is left running in that case).
     pub fn start(cfg: &Config, host: Host) -> anyhow::Result<Dataplane> {
+        let factory = DriverFactory {
+            eal_args: cfg.dpdk.eal_args.clone(),
+        };
+        Dataplane::start_with(cfg, host, Box::new(factory))
+    }
+
+    /// [`start`](Self::start), opening ports through `factory`.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with(
+        cfg: &Config,
+        host: Host,
+        factory: Box<dyn PortFactory>,
+    ) -> anyhow::Result<Dataplane> {
         let ports = cfg.validate_with(&host)?;
         raise_memlock_limit();
         let hugepages = match cfg.dataplane.hugepages {
@@ -160,7 +174,7 @@ impl Dataplane {
                 aging_secs: cfg.fdb.aging_secs,
                 learn_per_sec: cfg.fdb.learn_per_sec,
             },
-            dpdk_eal_args: cfg.dpdk.eal_args.clone(),
+            factory,
             host,
             state: Mutex::new(State {
                 ports: BTreeMap::new(),
@@ -340,7 +354,7 @@ impl Dataplane {
         // requests; the checks run again under the lock below.
         let preopened = if matches!(port.kind, PortKind::Pcap { .. }) {
             self.check_new_port(&self.lock(), &port)?;
-            Some(ports::open(&port, self.pool, None, &self.dpdk_eal_args)?)
+            Some(self.factory.open(&port, self.pool, None)?)
         } else {
             None
         };
@@ -378,14 +392,9 @@ impl Dataplane {
         }
         let id = PortId(id as u16);
         let tso_pool = self.tso_pool_for(&mut st, &spec);
-        let OpenedPort {
-            queues,
-            keepalive,
-            health,
-            mtu,
-        } = match preopened {
+        let OpenedPort { queues, device } = match preopened {
             Some(p) => p,
-            None => ports::open(&spec, self.pool, tso_pool, &self.dpdk_eal_args)?,
+            None => self.factory.open(&spec, self.pool, tso_pool)?,
         };
         // Place queues round-robin over workers; the first queue's worker owns the
         // port's handoff ring.
@@ -422,9 +431,7 @@ impl Dataplane {
             id,
             port: spec,
             queues: qrec,
-            keepalive,
-            health,
-            mtu,
+            device,
         };
         if let Some(e) = failed {
             // Take back what was placed, as `port del` would; the id stays
@@ -536,7 +543,7 @@ impl Dataplane {
                 id.0
             )));
         }
-        drop(rec.keepalive);
+        drop(rec.device);
         Ok(())
     }
 
@@ -549,7 +556,7 @@ impl Dataplane {
             s += *q;
         }
         let entry = t.port(rec.id);
-        let err = rec.health.as_ref().and_then(|h| h());
+        let err = rec.device.as_ref().and_then(|d| d.health());
         PortInfo {
             id: rec.id.0,
             name: rec.port.name.clone(),
@@ -570,7 +577,7 @@ impl Dataplane {
             worker: rec.queues.first().map(|q| q.0 as u16),
             stats: s,
             queue_stats: per_queue,
-            mtu: rec.mtu.as_ref().and_then(|m| m()),
+            mtu: rec.device.as_ref().and_then(|d| d.mtu()),
         }
     }
 
@@ -1000,9 +1007,7 @@ mod tests {
                 entered: Arc::clone(&entered),
                 stats: Arc::default(),
             })],
-            keepalive: None,
-            health: None,
-            mtu: None,
+            device: None,
         };
         // Declared after `dp`, so dropped first: a failed assertion releases
         // the worker before the dataplane joins it.
@@ -1045,6 +1050,148 @@ mod tests {
         let t = dp.switch.load();
         assert!(t.bridges.len() <= MAX_BRIDGES);
         assert_eq!(t.bridge_by_name("again").unwrap().id.0, 7);
+        dp.shutdown();
+    }
+
+    /// Opens the ports a test prepared, by name; any other name fails after
+    /// taking buffers from the pool, as a driver filling its rings would.
+    #[derive(Default)]
+    struct ScriptedFactory {
+        ports: Mutex<BTreeMap<String, Vec<Box<dyn Port>>>>,
+    }
+
+    impl PortFactory for Arc<ScriptedFactory> {
+        fn open(
+            &self,
+            port: &PortConfig,
+            pool: &'static Mempool,
+            _tso_pool: Option<&'static Mempool>,
+        ) -> anyhow::Result<OpenedPort> {
+            let queues = self.ports.lock().unwrap().remove(&port.name);
+            match queues {
+                Some(queues) => Ok(OpenedPort::plain(queues)),
+                None => {
+                    let held: Vec<_> = (0..8).filter_map(|_| pool.alloc()).collect();
+                    assert_eq!(held.len(), 8);
+                    anyhow::bail!("port {}: no such device", port.name)
+                }
+            }
+        }
+    }
+
+    fn scripted_dataplane(factory: &Arc<ScriptedFactory>) -> Dataplane {
+        let mut cfg = Config::default();
+        cfg.dataplane.mbufs = 512;
+        cfg.dataplane.tso_mbufs = 0;
+        cfg.dataplane.hugepages = HugepageMode::Never;
+        cfg.dataplane.idle_sleep_us = 50;
+        cfg.dataplane.workers = Some("0".parse().unwrap());
+        cfg.fdb.max_entries = 64;
+        Dataplane::start_with(&cfg, Host::system(), Box::new(Arc::clone(factory))).unwrap()
+    }
+
+    fn ring_port(name: &str, bridge: Option<&str>) -> PortSpec {
+        let mut spec = PortSpec::new(name, PortType::Ring);
+        spec.bridge = bridge.map(Into::into);
+        spec
+    }
+
+    /// Waits (bounded) until `done` holds.
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_failed_open_leaves_no_port_no_table_entry_and_every_buffer_free() {
+        let factory = Arc::new(ScriptedFactory::default());
+        let dp = scripted_dataplane(&factory);
+        dp.bridge_add("br0").unwrap();
+        let pool = dp.pool();
+        let err = dp.port_add(ring_port("gone", Some("br0"))).unwrap_err();
+        assert!(format!("{err:#}").contains("no such device"), "{err:#}");
+        assert!(dp.port_list().is_empty());
+        let t = dp.switch.load();
+        assert!(t.ports.iter().all(Option::is_none));
+        assert!(t.bridge_by_name("br0").unwrap().ports.is_empty());
+        assert_eq!(pool.available(), pool.capacity());
+        // The failed port took no id: the next one gets the first.
+        factory
+            .ports
+            .lock()
+            .unwrap()
+            .insert("p0".into(), vec![Box::new(pmd::memport::NullPort::new())]);
+        dp.port_add(ring_port("p0", Some("br0"))).unwrap();
+        assert_eq!(port_id(&dp, "p0"), 0);
+        dp.shutdown();
+    }
+
+    #[test]
+    fn frames_keep_flowing_while_a_third_port_is_added_and_removed() {
+        use dataplane::testutil::{eth_frame, mac, ScriptedPort, EXPERIMENTAL_ETHERTYPE};
+        let factory = Arc::new(ScriptedFactory::default());
+        let dp = scripted_dataplane(&factory);
+        let pool = dp.pool();
+        let (a, b, c) = (
+            ScriptedPort::new(pool),
+            ScriptedPort::new(pool),
+            ScriptedPort::new(pool),
+        );
+        let (ha, hb, hc) = (a.handle(), b.handle(), c.handle());
+        {
+            let mut ports = factory.ports.lock().unwrap();
+            ports.insert("a".into(), vec![Box::new(a)]);
+            ports.insert("b".into(), vec![Box::new(b)]);
+            ports.insert("c".into(), vec![Box::new(c)]);
+        }
+        dp.bridge_add("br0").unwrap();
+        dp.port_add(ring_port("a", Some("br0"))).unwrap();
+        dp.port_add(ring_port("b", Some("br0"))).unwrap();
+        // A port's link is down until its worker reports it; the switch
+        // forwards to ports that are up only.
+        let up = |name: &str| {
+            dp.port_list()
+                .iter()
+                .any(|p| p.name == name && p.link == "up")
+        };
+        wait_for("a and b up", || up("a") && up("b"));
+        let frame = eth_frame(mac(2), mac(1), EXPERIMENTAL_ETHERTYPE, 46);
+        let mut sent = 0;
+        let mut send = |n: usize| {
+            for _ in 0..n {
+                ha.push_rx(frame.clone());
+            }
+            sent += n;
+            sent
+        };
+        let upto = send(64);
+        wait_for("b receives before the add", || {
+            hb.transmitted().len() == upto
+        });
+        dp.port_add(ring_port("c", Some("br0"))).unwrap();
+        wait_for("c up", || up("c"));
+        let upto = send(64);
+        wait_for("b receives while c is attached", || {
+            hb.transmitted().len() == upto
+        });
+        // Unknown unicast floods: c saw the frames sent while it was attached.
+        assert!(!hc.transmitted().is_empty());
+        let c_got = hc.transmitted().len();
+        dp.port_del("c").unwrap();
+        let upto = send(64);
+        wait_for("b receives after the del", || {
+            hb.transmitted().len() == upto
+        });
+        assert_eq!(
+            hc.transmitted().len(),
+            c_got,
+            "c got frames after its removal"
+        );
+        assert!(hb.transmitted().iter().all(|f| *f == frame));
+        assert_eq!(dp.port_list().len(), 2);
         dp.shutdown();
     }
 }
