@@ -3,10 +3,69 @@
 //! Control path only. Each driver returns one [`Port`] value per queue; the daemon
 //! hands them to workers.
 
-use anyhow::{bail, Context as _};
 use dataplane::{Mempool, Port};
 
 use weir_config::{PortConfig, PortKind, VhostMode};
+
+/// A port could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("port {port}")]
+pub struct OpenError {
+    /// The port.
+    pub port: String,
+    /// What failed.
+    #[source]
+    pub source: DriverError,
+}
+
+/// What a driver reported when a port was opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// A pcap port asked for more than one queue.
+    #[error("pcap ports have exactly one queue")]
+    PcapQueues,
+    /// The pcap files could not be opened or read.
+    #[error(transparent)]
+    Pcap(#[from] pmd::pcap::PcapError),
+    /// The AF_PACKET sockets could not be opened.
+    #[error(transparent)]
+    AfPacket(#[from] pmd::AfPacketError),
+    /// The TAP interface could not be created.
+    #[error(transparent)]
+    Tap(#[from] pmd::TapError),
+    /// One AF_XDP queue could not be opened.
+    #[error("queue {queue}")]
+    AfXdp {
+        /// The queue.
+        queue: usize,
+        /// Why.
+        #[source]
+        source: pmd::afxdp::AfXdpError,
+    },
+    /// The vhost-user device could not be created.
+    #[error(transparent)]
+    VhostUser(#[from] vhost_user::VhostUserError),
+    /// `socket_group` names no group.
+    #[error("no group named {0}")]
+    NoSuchGroup(String),
+    /// `/etc/group` could not be read.
+    #[error("reading /etc/group")]
+    ReadGroups(#[source] std::io::Error),
+    /// The VFIO device could not be opened.
+    #[error(transparent)]
+    Vfio(#[from] pmd::VfioError),
+    /// DPDK could not start or open the device.
+    #[cfg(feature = "dpdk")]
+    #[error(transparent)]
+    Dpdk(#[from] pmd::dpdk::DpdkError),
+    /// A `dpdk` port on a build without DPDK.
+    #[error("this weir was built without the dpdk feature: cargo build --features dpdk")]
+    NoDpdk,
+    /// A device other than the drivers' (a test's) could not be opened.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
 
 /// Port-level state a driver keeps beside its queues (a vhost-user device
 /// and its control thread): kept alive as long as the port exists, dropped
@@ -65,7 +124,7 @@ pub trait PortFactory: Send + Sync {
         port: &PortConfig,
         pool: &'static Mempool,
         tso_pool: Option<&'static Mempool>,
-    ) -> anyhow::Result<OpenedPort>;
+    ) -> Result<OpenedPort, OpenError>;
 }
 
 /// Opens ports through the drivers (`pmd`, `vhost-user`).
@@ -80,8 +139,11 @@ impl PortFactory for DriverFactory {
         port: &PortConfig,
         pool: &'static Mempool,
         tso_pool: Option<&'static Mempool>,
-    ) -> anyhow::Result<OpenedPort> {
-        open(port, pool, tso_pool, &self.eal_args)
+    ) -> Result<OpenedPort, OpenError> {
+        open(port, pool, tso_pool, &self.eal_args).map_err(|source| OpenError {
+            port: port.name.clone(),
+            source,
+        })
     }
 }
 
@@ -94,8 +156,7 @@ fn boxed<P: Port + 'static>(v: Vec<P>) -> Vec<Box<dyn Port>> {
 /// Opens every queue of the port described by `port`.
 ///
 /// # Errors
-/// Whatever the driver reports (missing interface, permission, bad file), with the
-/// port name as context.
+/// Whatever the driver reports (missing interface, permission, bad file).
 ///
 /// `eal_args` are the `[dpdk]` EAL arguments, used by the first `dpdk` port (the
 /// EAL is initialised once per process).
@@ -104,7 +165,7 @@ pub fn open(
     pool: &'static Mempool,
     tso_pool: Option<&'static Mempool>,
     eal_args: &[String],
-) -> anyhow::Result<OpenedPort> {
+) -> Result<OpenedPort, DriverError> {
     let n = usize::from(port.queue_count());
     let name = &port.name;
     let opened = match &port.kind {
@@ -119,7 +180,7 @@ pub fn open(
             max_bytes,
         } => {
             if n != 1 {
-                bail!("port {name}: pcap ports have exactly one queue");
+                return Err(DriverError::PcapQueues);
             }
             let port = pmd::pcap::PcapPort::open(
                 rx_path.as_deref(),
@@ -129,20 +190,17 @@ pub fn open(
                     max_tx_file_bytes: *max_bytes,
                     ..pmd::pcap::PcapConfig::default()
                 },
-            )
-            .with_context(|| format!("port {name}"))?;
+            )?;
             OpenedPort::plain(vec![Box::new(port)])
         }
         PortKind::AfPacket { iface } => {
             let cfg = pmd::afpacket::AfPacketConfig::default();
             let qs =
-                pmd::afpacket::AfPacketPort::open_queues_with_tso(iface, n, pool, tso_pool, &cfg)
-                    .with_context(|| format!("port {name}"))?;
+                pmd::afpacket::AfPacketPort::open_queues_with_tso(iface, n, pool, tso_pool, &cfg)?;
             OpenedPort::plain(boxed(qs))
         }
         PortKind::Tap { iface } => {
-            let qs = pmd::tap::TapPort::create_queues_with_tso(iface, n, pool, tso_pool)
-                .with_context(|| format!("port {name}"))?;
+            let qs = pmd::tap::TapPort::create_queues_with_tso(iface, n, pool, tso_pool)?;
             OpenedPort::plain(boxed(qs))
         }
         PortKind::AfXdp { iface } => {
@@ -154,7 +212,7 @@ pub fn open(
                 };
                 qs.push(
                     pmd::afxdp::AfXdpPort::open(iface, pool, &cfg)
-                        .with_context(|| format!("port {name} queue {q}"))?,
+                        .map_err(|source| DriverError::AfXdp { queue: q, source })?,
                 );
             }
             OpenedPort::plain(boxed(qs))
@@ -174,10 +232,8 @@ pub fn open(
                 mode,
                 queues: n as u16,
             };
-            let owner = socket_owner(*socket_mode, socket_group.as_deref())
-                .with_context(|| format!("port {name}"))?;
-            let mut dev = vhost_user::create_with_owner(name, &cfg, pool, tso_pool, owner)
-                .with_context(|| format!("port {name}"))?;
+            let owner = socket_owner(*socket_mode, socket_group.as_deref())?;
+            let mut dev = vhost_user::create_with_owner(name, &cfg, pool, tso_pool, owner)?;
             let queues = boxed(dev.take_queues());
             OpenedPort {
                 queues,
@@ -186,24 +242,19 @@ pub fn open(
         }
         PortKind::Vfio { pci } => {
             // sysfs and VFIO name the function in its canonical form.
-            let queues = pmd::open_vfio(&pci.to_string(), pool, n as u16)
-                .with_context(|| format!("port {name}"))?;
+            let queues = pmd::open_vfio(&pci.to_string(), pool, n as u16)?;
             OpenedPort::plain(queues)
         }
         #[cfg(feature = "dpdk")]
         PortKind::Dpdk { devargs } => {
-            pmd::dpdk::eal_init(eal_args).with_context(|| format!("port {name}"))?;
-            let qs = pmd::dpdk::DpdkPort::open(devargs, n as u16, pool)
-                .with_context(|| format!("port {name}"))?;
+            pmd::dpdk::eal_init(eal_args)?;
+            let qs = pmd::dpdk::DpdkPort::open(devargs, n as u16, pool)?;
             OpenedPort::plain(boxed(qs))
         }
         #[cfg(not(feature = "dpdk"))]
         PortKind::Dpdk { .. } => {
             let _ = eal_args;
-            bail!(
-                "port {name}: this weir was built without the dpdk feature: \
-                 cargo build --features dpdk"
-            )
+            return Err(DriverError::NoDpdk);
         }
     };
     Ok(opened)
@@ -215,7 +266,7 @@ pub fn open(
 fn socket_owner(
     socket_mode: Option<u32>,
     socket_group: Option<&str>,
-) -> anyhow::Result<vhost_user::SocketOwner> {
+) -> Result<vhost_user::SocketOwner, DriverError> {
     let mut owner = vhost_user::SocketOwner::default();
     if let Some(bits) = socket_mode {
         owner.mode = bits;
@@ -227,11 +278,11 @@ fn socket_owner(
 }
 
 /// A group name or number to a gid, from `/etc/group`.
-fn resolve_group(group: &str) -> anyhow::Result<u32> {
+fn resolve_group(group: &str) -> Result<u32, DriverError> {
     if let Ok(gid) = group.parse() {
         return Ok(gid);
     }
-    let text = std::fs::read_to_string("/etc/group").context("reading /etc/group")?;
+    let text = std::fs::read_to_string("/etc/group").map_err(DriverError::ReadGroups)?;
     text.lines()
         .filter_map(|l| {
             let mut f = l.split(':');
@@ -239,7 +290,7 @@ fn resolve_group(group: &str) -> anyhow::Result<u32> {
         })
         .find(|(name, _)| *name == group)
         .and_then(|(_, gid)| gid.parse().ok())
-        .with_context(|| format!("no group named {group}"))
+        .ok_or_else(|| DriverError::NoSuchGroup(group.to_owned()))
 }
 
 #[cfg(test)]
@@ -264,7 +315,7 @@ mod tests {
         let err = open(&dpdk_port("net_null0"), pool, None, &[])
             .err()
             .expect("dpdk port must fail without the feature");
-        let msg = format!("{err:#}");
+        let msg = err.to_string();
         assert!(
             msg.contains("built without the dpdk feature: cargo build --features dpdk"),
             "{msg}"

@@ -12,22 +12,175 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _};
 use dataplane::mempool::{HugepagePolicy, MempoolConfig};
 use dataplane::stats::StatsSnapshot;
 use dataplane::switch::{self, Bridge, Fdb, HandoffBudget, PortEntry, Switch};
 use dataplane::worker::{WorkerConfig, WorkerHandle};
 use dataplane::{BridgeId, DropReason, Mempool, PortId, QueueId, QueueStats, WorkerId, MAX_BURST};
 
-use crate::ports::{DriverFactory, OpenedPort, PortDevice, PortFactory};
-use crate::server::{ControlServer, Handler};
+use crate::ports::{DriverFactory, OpenError, OpenedPort, PortDevice, PortFactory};
+use crate::server::{ControlServer, Handler, ServerError};
+use dataplane::mempool::MempoolError;
+use dataplane::worker::WorkerError;
 use weir_api::{
     BridgeInfo, FdbEntryView, MempoolView, PortInfo, Request, Response, StageCycles, StatsView,
     VersionView, WorkerView,
 };
 use weir_config::{
-    Config, Host, HugepageMode, PortConfig, PortKind, PortSpec, PortType, MAX_BRIDGES,
+    Config, ConfigError, Host, HugepageMode, PortConfig, PortError, PortKind, PortSpec, PortType,
+    MAX_BRIDGES,
 };
+
+/// Why a dataplane could not start, or a control request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The mbuf pool could not be created.
+    #[error("creating the mbuf pool")]
+    Pool(#[source] MempoolError),
+    /// No CPU is left to run a worker on.
+    #[error("no CPU to run a worker on")]
+    NoWorkerCpu,
+    /// A worker could not be started.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// A bridge name does not match the naming rule.
+    #[error("invalid bridge name {name:?}: use 1-32 of A-Z a-z 0-9 _ . -")]
+    InvalidBridgeName {
+        /// The name.
+        name: String,
+    },
+    /// A bridge of that name exists.
+    #[error("bridge {name} already exists")]
+    BridgeExists {
+        /// The name.
+        name: String,
+    },
+    /// As many bridges as a daemon holds exist.
+    #[error("too many bridges (max {MAX_BRIDGES}); delete one first")]
+    TooManyBridges,
+    /// No bridge of that name exists.
+    #[error("no bridge named {name}")]
+    NoSuchBridge {
+        /// The name.
+        name: String,
+    },
+    /// A bridge to delete still has ports.
+    #[error("bridge {name} still has ports ({}); delete them first", ports.join(", "))]
+    BridgeHasPorts {
+        /// The bridge.
+        name: String,
+        /// Its ports.
+        ports: Vec<String>,
+    },
+    /// A port (of a `port add` request) is invalid on its own.
+    #[error("port {port}")]
+    InvalidPort {
+        /// The port.
+        port: String,
+        /// What is wrong.
+        #[source]
+        source: PortError,
+    },
+    /// A port of that name exists.
+    #[error("port {name} already exists")]
+    PortExists {
+        /// The name.
+        name: String,
+    },
+    /// A port names a bridge that does not exist.
+    #[error("port {port}: no bridge named {bridge}")]
+    PortBridgeMissing {
+        /// The port.
+        port: String,
+        /// The bridge.
+        bridge: String,
+    },
+    /// A port would use the control socket's path.
+    #[error("port {port}: `{key}` {} is the control socket's path", path.display())]
+    ControlSocketPath {
+        /// The port.
+        port: String,
+        /// Its key naming the path.
+        key: &'static str,
+        /// The path.
+        path: PathBuf,
+    },
+    /// A port would use a path another port uses.
+    #[error("port {port}: `{key}` {} is already used as `{other_key}` of port {other}", path.display())]
+    PathInUse {
+        /// The new port.
+        port: String,
+        /// Its key naming the path.
+        key: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The other port's key.
+        other_key: &'static str,
+        /// The other port.
+        other: String,
+    },
+    /// Every port id is taken.
+    #[error("too many ports (max {})", switch::MAX_PORTS)]
+    TooManyPorts,
+    /// The driver could not open the port.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// A worker did not take a new port's queue.
+    #[error("port {port}: starting its queues")]
+    StartQueues {
+        /// The port.
+        port: String,
+        /// Why.
+        #[source]
+        source: WorkerError,
+    },
+    /// A worker did not give a removed port's queues back.
+    #[error(
+        "port {port}: a worker did not give its queues back; its id {id} and \
+         paths stay reserved until weir restarts"
+    )]
+    PortStuck {
+        /// The port.
+        port: String,
+        /// Its id, still reserved.
+        id: u16,
+        /// Why.
+        #[source]
+        source: WorkerError,
+    },
+    /// No port of that name exists.
+    #[error("no port named {name}")]
+    NoSuchPort {
+        /// The name.
+        name: String,
+    },
+    /// SIGINT/SIGTERM handlers could not be installed.
+    #[error("installing signal handlers")]
+    Signals(#[source] std::io::Error),
+    /// The housekeeping thread could not be started.
+    #[error("starting housekeeping thread")]
+    Housekeeping(#[source] std::io::Error),
+    /// The control socket could not be set up.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+/// `error` and its sources, `: `-separated, as a control reply or log line
+/// shows them.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
 
 /// How long control operations wait for a worker to acknowledge.
 const WORKER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -101,7 +254,7 @@ impl Dataplane {
     /// # Errors
     /// If the pool cannot be allocated, a worker cannot start, or any configured
     /// port cannot be opened (nothing is left running in that case).
-    pub fn start(cfg: &Config, host: Host) -> anyhow::Result<Dataplane> {
+    pub fn start(cfg: &Config, host: Host) -> Result<Dataplane, ControlError> {
         let factory = DriverFactory {
             eal_args: cfg.dpdk.eal_args.clone(),
         };
@@ -116,7 +269,7 @@ impl Dataplane {
         cfg: &Config,
         host: Host,
         factory: Box<dyn PortFactory>,
-    ) -> anyhow::Result<Dataplane> {
+    ) -> Result<Dataplane, ControlError> {
         let ports = cfg.validate_with(&host)?;
         raise_memlock_limit();
         let hugepages = match cfg.dataplane.hugepages {
@@ -131,7 +284,7 @@ impl Dataplane {
             hugepages,
             ..MempoolConfig::default()
         })
-        .context("creating the mbuf pool")?;
+        .map_err(ControlError::Pool)?;
         tracing::info!(
             mbufs = pool.capacity(),
             backing = ?pool.backing(),
@@ -141,7 +294,7 @@ impl Dataplane {
         switch.tick();
         let worker_cpus = cfg.dataplane.worker_cpus(&host);
         if worker_cpus.is_empty() {
-            bail!("no CPU to run a worker on");
+            return Err(ControlError::NoWorkerCpu);
         }
         let mut workers = Vec::new();
         for (i, &cpu) in worker_cpus.iter().enumerate() {
@@ -260,7 +413,7 @@ impl Dataplane {
                          (tso_mbufs = 0 turns TSO off without this warning)",
                         port.name,
                         self.tso_mbufs,
-                        anyhow::Error::from(e),
+                        error_chain(&e),
                     );
                 }
             }
@@ -272,18 +425,18 @@ impl Dataplane {
     ///
     /// # Errors
     /// Invalid or duplicate name.
-    pub fn bridge_add(&self, name: &str) -> anyhow::Result<()> {
+    pub fn bridge_add(&self, name: &str) -> Result<(), ControlError> {
         if !weir_config::is_valid_name(name) {
-            bail!("invalid bridge name {name:?}: use 1-32 of A-Z a-z 0-9 _ . -");
+            return Err(ControlError::InvalidBridgeName { name: name.into() });
         }
         let _g = self.lock();
         let t = self.switch.load();
         if t.bridge_by_name(name).is_some() {
-            bail!("bridge {name} already exists");
+            return Err(ControlError::BridgeExists { name: name.into() });
         }
         // Slots are reused, so the id of a new bridge stays below this too.
         if t.bridges.iter().flatten().count() >= MAX_BRIDGES {
-            bail!("too many bridges (max {MAX_BRIDGES}); delete one first");
+            return Err(ControlError::TooManyBridges);
         }
         let fdb = Arc::new(Fdb::new(&self.fdb_cfg));
         self.switch.update(|t| {
@@ -312,22 +465,22 @@ impl Dataplane {
     ///
     /// # Errors
     /// Unknown bridge, or ports still attached.
-    pub fn bridge_del(&self, name: &str) -> anyhow::Result<()> {
+    pub fn bridge_del(&self, name: &str) -> Result<(), ControlError> {
         let _g = self.lock();
         let t = self.switch.load();
         let b = t
             .bridge_by_name(name)
-            .ok_or_else(|| anyhow!("no bridge named {name}"))?;
+            .ok_or_else(|| ControlError::NoSuchBridge { name: name.into() })?;
         if !b.ports.is_empty() {
-            let names: Vec<String> = b
+            let ports: Vec<String> = b
                 .ports
                 .iter()
                 .filter_map(|p| t.port(*p).map(|e| e.name.to_string()))
                 .collect();
-            bail!(
-                "bridge {name} still has ports ({}); delete them first",
-                names.join(", ")
-            );
+            return Err(ControlError::BridgeHasPorts {
+                name: name.into(),
+                ports,
+            });
         }
         let id = b.id;
         self.switch.update(|t| t.bridges[id.0 as usize] = None);
@@ -340,15 +493,18 @@ impl Dataplane {
     ///
     /// # Errors
     /// Invalid spec, duplicate name, unknown bridge, or the driver fails to open.
-    pub fn port_add(&self, spec: PortSpec) -> anyhow::Result<()> {
+    pub fn port_add(&self, spec: PortSpec) -> Result<(), ControlError> {
         let port = spec
             .validate(&self.host)
-            .map_err(|e| anyhow!("port {}: {e}", spec.name))?;
+            .map_err(|source| ControlError::InvalidPort {
+                port: spec.name.clone(),
+                source,
+            })?;
         self.add_port(port)
     }
 
     /// [`port_add`](Self::port_add) of a validated port.
-    fn add_port(&self, port: PortConfig) -> anyhow::Result<()> {
+    fn add_port(&self, port: PortConfig) -> Result<(), ControlError> {
         // A pcap port's files are opened (and a replay file read) before the
         // control lock is taken, so that a slow or odd file never stalls other
         // requests; the checks run again under the lock below.
@@ -363,14 +519,21 @@ impl Dataplane {
 
     /// [`port_add`](Self::port_add) after validation, with the port already
     /// opened or (None) to be opened under the lock.
-    fn add_opened(&self, spec: PortConfig, preopened: Option<OpenedPort>) -> anyhow::Result<()> {
+    fn add_opened(
+        &self,
+        spec: PortConfig,
+        preopened: Option<OpenedPort>,
+    ) -> Result<(), ControlError> {
         let mut st = self.lock();
         self.check_new_port(&st, &spec)?;
         let t = self.switch.load();
         let bridge = match &spec.bridge {
             Some(b) => Some(
                 t.bridge_by_name(b)
-                    .ok_or_else(|| anyhow!("port {}: no bridge named {b}", spec.name))?
+                    .ok_or_else(|| ControlError::PortBridgeMissing {
+                        port: spec.name.clone(),
+                        bridge: b.clone(),
+                    })?
                     .id,
             ),
             None => None,
@@ -388,7 +551,7 @@ impl Dataplane {
             .collect();
         let id = used.iter().position(|u| !u).unwrap_or(used.len());
         if id >= switch::MAX_PORTS {
-            bail!("too many ports (max {})", switch::MAX_PORTS);
+            return Err(ControlError::TooManyPorts);
         }
         let id = PortId(id as u16);
         let tso_pool = self.tso_pool_for(&mut st, &spec);
@@ -438,9 +601,12 @@ impl Dataplane {
             // reserved if a worker keeps a queue.
             let name = rec.port.name.clone();
             if let Err(e2) = self.retire(&mut st, rec) {
-                tracing::warn!(port = %name, "{e2:#}");
+                tracing::warn!(port = %name, "{}", error_chain(&e2));
             }
-            return Err(anyhow::Error::from(e).context(format!("port {name}: starting its queues")));
+            return Err(ControlError::StartQueues {
+                port: name,
+                source: e,
+            });
         }
         tracing::info!(port = %rec.port.name, kind = %rec.port.kind.port_type(), id = id.0, queues = rec.queues.len(), "port added");
         st.ports.insert(rec.port.name.clone(), rec);
@@ -449,29 +615,32 @@ impl Dataplane {
 
     /// Refuses a port whose name is taken, or whose socket or capture file
     /// another port uses.
-    fn check_new_port(&self, st: &State, spec: &PortConfig) -> anyhow::Result<()> {
+    fn check_new_port(&self, st: &State, spec: &PortConfig) -> Result<(), ControlError> {
         if st.ports.contains_key(&spec.name) {
-            bail!("port {} already exists", spec.name);
+            return Err(ControlError::PortExists {
+                name: spec.name.clone(),
+            });
         }
         if let Some((key, path)) = spec
             .paths()
             .into_iter()
             .find(|(_, p)| *p == self.control_socket)
         {
-            bail!(
-                "port {}: `{key}` {} is the control socket's path",
-                spec.name,
-                path.display()
-            );
+            return Err(ControlError::ControlSocketPath {
+                port: spec.name.clone(),
+                key,
+                path,
+            });
         }
         for rec in st.ports.values().chain(&st.stuck) {
             if let Some((key, other_key, path)) = spec.path_conflict(&rec.port) {
-                bail!(
-                    "port {}: `{key}` {} is already used as `{other_key}` of port {}",
-                    spec.name,
-                    path.display(),
-                    rec.port.name
-                );
+                return Err(ControlError::PathInUse {
+                    port: spec.name.clone(),
+                    key,
+                    path,
+                    other_key,
+                    other: rec.port.name.clone(),
+                });
             }
         }
         Ok(())
@@ -482,12 +651,12 @@ impl Dataplane {
     ///
     /// # Errors
     /// Unknown port, or a worker did not give the queues back in time.
-    pub fn port_del(&self, name: &str) -> anyhow::Result<()> {
+    pub fn port_del(&self, name: &str) -> Result<(), ControlError> {
         let mut st = self.lock();
         let rec = st
             .ports
             .remove(name)
-            .ok_or_else(|| anyhow!("no port named {name}"))?;
+            .ok_or_else(|| ControlError::NoSuchPort { name: name.into() })?;
         self.retire(&mut st, rec)?;
         tracing::info!(port = name, "port removed");
         Ok(())
@@ -497,7 +666,7 @@ impl Dataplane {
     /// worker does not give them back in time, the record (its id, its
     /// socket path, its device) is kept in `st.stuck`, so that no new port
     /// gets an id a worker may still be running.
-    fn retire(&self, st: &mut State, rec: PortRecord) -> anyhow::Result<()> {
+    fn retire(&self, st: &mut State, rec: PortRecord) -> Result<(), ControlError> {
         let id = rec.id;
         // 1. Unpublish: no worker will learn, forward or hand off to it any more.
         let generation = self.switch.update(|t| {
@@ -537,11 +706,11 @@ impl Dataplane {
         if let Some(e) = first_err {
             let name = rec.port.name.clone();
             st.stuck.push(rec);
-            return Err(anyhow::Error::from(e).context(format!(
-                "port {name}: a worker did not give its queues back; its id {} and \
-                 paths stay reserved until weir restarts",
-                id.0
-            )));
+            return Err(ControlError::PortStuck {
+                port: name,
+                id: id.0,
+                source: e,
+            });
         }
         drop(rec.device);
         Ok(())
@@ -610,11 +779,11 @@ impl Dataplane {
     ///
     /// # Errors
     /// Unknown bridge.
-    pub fn fdb_show(&self, bridge: Option<&str>) -> anyhow::Result<Vec<FdbEntryView>> {
+    pub fn fdb_show(&self, bridge: Option<&str>) -> Result<Vec<FdbEntryView>, ControlError> {
         let t = self.switch.load();
         if let Some(b) = bridge {
             if t.bridge_by_name(b).is_none() {
-                bail!("no bridge named {b}");
+                return Err(ControlError::NoSuchBridge { name: b.into() });
             }
         }
         let now = self.switch.now_secs();
@@ -650,11 +819,11 @@ impl Dataplane {
     ///
     /// # Errors
     /// Unknown bridge.
-    pub fn fdb_flush(&self, bridge: Option<&str>) -> anyhow::Result<usize> {
+    pub fn fdb_flush(&self, bridge: Option<&str>) -> Result<usize, ControlError> {
         let t = self.switch.load();
         if let Some(b) = bridge {
             if t.bridge_by_name(b).is_none() {
-                bail!("no bridge named {b}");
+                return Err(ControlError::NoSuchBridge { name: b.into() });
             }
         }
         Ok(t.bridges
@@ -758,17 +927,17 @@ fn raise_memlock_limit() {
     }
 }
 
-fn result<T: serde::Serialize>(r: anyhow::Result<T>) -> Response {
+fn result<T: serde::Serialize>(r: Result<T, ControlError>) -> Response {
     match r {
         Ok(v) => Response::with_data(&v),
-        Err(e) => Response::error(format!("{e:#}")),
+        Err(e) => Response::error(error_chain(&e)),
     }
 }
 
-fn done(r: anyhow::Result<()>) -> Response {
+fn done(r: Result<(), ControlError>) -> Response {
     match r {
         Ok(()) => Response::ok(),
-        Err(e) => Response::error(format!("{e:#}")),
+        Err(e) => Response::error(error_chain(&e)),
     }
 }
 
@@ -827,7 +996,7 @@ pub fn spawn_housekeeping(
 ///
 /// # Errors
 /// If the dataplane cannot be built or the control socket bound.
-pub fn run(mut cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
+pub fn run(mut cfg: Config, socket: PathBuf) -> Result<(), ControlError> {
     tracing::info!(
         config = cfg.origin(),
         ports = cfg.ports.len(),
@@ -838,8 +1007,7 @@ pub fn run(mut cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
     let server = ControlServer::bind(&socket)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handlers")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(ControlError::Signals)?;
     }
     // Every thread started from here on (control, vhost-user, housekeeping)
     // inherits this thread's mask; workers pin themselves to their CPU.
@@ -854,7 +1022,7 @@ pub fn run(mut cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
     let dp = Arc::new(Dataplane::start(&cfg, Host::system())?);
     // Housekeeping: the FDB clock, aging and rebuilds, once a second.
     let hk = spawn_housekeeping(Arc::downgrade(&dp), stop.clone(), Duration::from_secs(1))
-        .context("starting housekeeping thread")?;
+        .map_err(ControlError::Housekeeping)?;
     tracing::info!(socket = %socket.display(), "control socket ready");
     server.serve(dp.clone(), stop.clone());
     stop.store(true, Ordering::Relaxed);
@@ -1027,7 +1195,8 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         let err = dp.port_del("p0").unwrap_err();
-        assert!(format!("{err:#}").contains("stay reserved"), "{err:#}");
+        let msg = error_chain(&err);
+        assert!(msg.contains("stay reserved"), "{msg}");
         // The worker still runs p0's queue under its id: a new port must not
         // get that id.
         dp.port_add(PortSpec::new("p1", PortType::Ring)).unwrap();
@@ -1066,14 +1235,17 @@ mod tests {
             port: &PortConfig,
             pool: &'static Mempool,
             _tso_pool: Option<&'static Mempool>,
-        ) -> anyhow::Result<OpenedPort> {
+        ) -> Result<OpenedPort, OpenError> {
             let queues = self.ports.lock().unwrap().remove(&port.name);
             match queues {
                 Some(queues) => Ok(OpenedPort::plain(queues)),
                 None => {
                     let held: Vec<_> = (0..8).filter_map(|_| pool.alloc()).collect();
                     assert_eq!(held.len(), 8);
-                    anyhow::bail!("port {}: no such device", port.name)
+                    Err(OpenError {
+                        port: port.name.clone(),
+                        source: std::io::Error::from(std::io::ErrorKind::NotFound).into(),
+                    })
                 }
             }
         }
@@ -1112,7 +1284,9 @@ mod tests {
         dp.bridge_add("br0").unwrap();
         let pool = dp.pool();
         let err = dp.port_add(ring_port("gone", Some("br0"))).unwrap_err();
-        assert!(format!("{err:#}").contains("no such device"), "{err:#}");
+        let msg = error_chain(&err);
+        assert!(matches!(err, ControlError::Open(_)), "{msg}");
+        assert!(msg.starts_with("port gone: "), "{msg}");
         assert!(dp.port_list().is_empty());
         let t = dp.switch.load();
         assert!(t.ports.iter().all(Option::is_none));
