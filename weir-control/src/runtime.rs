@@ -37,7 +37,7 @@ use weir_config::{
 pub enum ControlError {
     /// The configuration is invalid.
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(Box<ConfigError>),
     /// The mbuf pool could not be created.
     #[error("creating the mbuf pool")]
     Pool(#[source] MempoolError),
@@ -167,6 +167,12 @@ pub enum ControlError {
     /// The control socket could not be set up.
     #[error(transparent)]
     Server(#[from] ServerError),
+}
+
+impl From<ConfigError> for ControlError {
+    fn from(e: ConfigError) -> Self {
+        ControlError::Config(Box::new(e))
+    }
 }
 
 /// `error` and its sources, `: `-separated, as a control reply or log line
