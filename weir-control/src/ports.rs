@@ -223,22 +223,8 @@ pub fn open(
             socket_mode,
             socket_group,
         } => {
-            let mode = match mode {
-                VhostMode::Server => vhost_user::Mode::Server,
-                VhostMode::Client => vhost_user::Mode::Client,
-            };
-            let cfg = vhost_user::VhostUserConfig {
-                socket: socket.clone(),
-                mode,
-                queues: n as u16,
-            };
             let owner = socket_owner(*socket_mode, socket_group.as_deref())?;
-            let mut dev = vhost_user::create_with_owner(name, &cfg, pool, tso_pool, owner)?;
-            let queues = boxed(dev.take_queues());
-            OpenedPort {
-                queues,
-                device: Some(Box::new(dev)),
-            }
+            open_vhost_user(name, socket, *mode, n as u16, owner, pool, tso_pool)?
         }
         PortKind::Vfio { pci } => {
             // sysfs and VFIO name the function in its canonical form.
@@ -258,6 +244,33 @@ pub fn open(
         }
     };
     Ok(opened)
+}
+
+/// Creates a vhost-user device for `socket`; the device stays with the port.
+fn open_vhost_user(
+    name: &str,
+    socket: &std::path::Path,
+    mode: VhostMode,
+    queues: u16,
+    owner: vhost_user::SocketOwner,
+    pool: &'static Mempool,
+    tso_pool: Option<&'static Mempool>,
+) -> Result<OpenedPort, DriverError> {
+    let mode = match mode {
+        VhostMode::Server => vhost_user::Mode::Server,
+        VhostMode::Client => vhost_user::Mode::Client,
+    };
+    let cfg = vhost_user::VhostUserConfig {
+        socket: socket.to_owned(),
+        mode,
+        queues,
+    };
+    let mut dev = vhost_user::create_with_owner(name, &cfg, pool, tso_pool, owner)?;
+    let queues = boxed(dev.take_queues());
+    Ok(OpenedPort {
+        queues,
+        device: Some(Box::new(dev)),
+    })
 }
 
 /// The mode and group a server socket is created with: `socket_mode`

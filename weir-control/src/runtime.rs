@@ -544,22 +544,7 @@ impl Dataplane {
             ),
             None => None,
         };
-        // Ids of ports whose queues a worker never gave back stay taken: the
-        // worker may still run them under that id.
-        let used: Vec<bool> = (0..t
-            .ports
-            .len()
-            .max(st.stuck.iter().map(|r| r.id.index() + 1).max().unwrap_or(0)))
-            .map(|i| {
-                t.ports.get(i).is_some_and(Option::is_some)
-                    || st.stuck.iter().any(|r| r.id.index() == i)
-            })
-            .collect();
-        let id = used.iter().position(|u| !u).unwrap_or(used.len());
-        if id >= switch::MAX_PORTS {
-            return Err(ControlError::TooManyPorts);
-        }
-        let id = PortId(id as u16);
+        let id = free_port_id(&st, &t)?;
         let tso_pool = self.tso_pool_for(&mut st, &spec);
         let OpenedPort { queues, device } = match preopened {
             Some(p) => p,
@@ -911,6 +896,23 @@ impl Dataplane {
         }
         drop(state);
     }
+}
+
+/// The lowest port id neither in the tables nor held by a stuck port: ids
+/// of ports whose queues a worker never gave back stay taken, since the
+/// worker may still run them under that id.
+fn free_port_id(st: &State, t: &switch::SwitchTables) -> Result<PortId, ControlError> {
+    let stuck_end = st.stuck.iter().map(|r| r.id.index() + 1).max().unwrap_or(0);
+    let id = (0..t.ports.len().max(stuck_end))
+        .find(|&i| {
+            !(t.ports.get(i).is_some_and(Option::is_some)
+                || st.stuck.iter().any(|r| r.id.index() == i))
+        })
+        .unwrap_or(t.ports.len().max(stuck_end));
+    if id >= switch::MAX_PORTS {
+        return Err(ControlError::TooManyPorts);
+    }
+    Ok(PortId(id as u16))
 }
 
 /// AF_XDP UMEMs and BPF maps count against `RLIMIT_MEMLOCK`; lift it as far as
