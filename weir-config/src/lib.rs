@@ -9,9 +9,12 @@
 //! dangling bridge references, keys required by a port type, CPU lists
 //! against the online CPUs and interfaces against sysfs.
 //!
-//! [`PortSpec`] is shared with the control API (`port add`), so the daemon
-//! builds configured and added ports through one code path and validates both
-//! with [`PortSpec::validate`].
+//! [`PortSpec`] is shared with the control API (`port add`): the TOML keys,
+//! each optional. [`PortSpec::validate`] turns one into a [`PortConfig`], whose
+//! [`PortKind`] holds exactly the settings its driver needs, checked and
+//! parsed ([`PciAddr`], socket permission bits); [`Config::validate_with`]
+//! returns the configuration's ports in that form. The daemon builds
+//! configured and added ports from `PortConfig`s through one code path.
 
 use std::fmt;
 use std::ops::Range;
@@ -478,44 +481,13 @@ impl PortSpec {
         }
     }
 
-    /// The files and sockets this port creates or uses by path, normalised
-    /// lexically (`a//b/./c` is `a/b/c`): a vhost-user socket and pcap files.
-    pub fn paths(&self) -> Vec<(&'static str, PathBuf)> {
-        let norm = |p: &PathBuf| p.components().collect::<PathBuf>();
-        let mut v = Vec::new();
-        if let Some(p) = &self.socket {
-            v.push(("socket", norm(p)));
-        }
-        if let Some(p) = &self.rx_path {
-            v.push(("rx_path", norm(p)));
-        }
-        if let Some(p) = &self.tx_path {
-            v.push(("tx_path", norm(p)));
-        }
-        v
-    }
-
-    /// Whether this port and `other` would use one path in conflicting
-    /// ways: any two uses of one path, except two ports replaying the same
-    /// `rx_path`. Returns the two keys.
-    pub fn path_conflict(&self, other: &PortSpec) -> Option<(&'static str, &'static str, PathBuf)> {
-        for (k1, p1) in self.paths() {
-            for (k2, p2) in other.paths() {
-                if p1 == p2 && !(k1 == "rx_path" && k2 == "rx_path") {
-                    return Some((k1, k2, p1));
-                }
-            }
-        }
-        None
-    }
-
     /// `max_bytes`, or its default.
     pub fn pcap_max_bytes(&self) -> u64 {
         self.max_bytes.unwrap_or(DEFAULT_PCAP_MAX_BYTES)
     }
 
-    /// `pci` in the form sysfs and VFIO name it ([`canonical_pci`]), for `vfio`
-    /// ports with a valid address.
+    /// `pci` in the form sysfs and VFIO name it ([`PciAddr`]'s display), for
+    /// `vfio` ports with a valid address.
     pub fn pci_address(&self) -> Option<String> {
         if self.kind != PortType::Vfio {
             return None;
@@ -553,15 +525,15 @@ impl PortSpec {
         ]
     }
 
-    /// Checks the spec on its own: name, queues, the keys its type requires
-    /// or rejects, and (if `host.check_ifaces`) that afpacket/afxdp
-    /// interfaces exist. Bridge references are not checked here: the caller
-    /// knows which bridges exist.
+    /// Checks the spec on its own and builds its typed form: name, queues,
+    /// the keys its type requires or rejects, and (if `host.check_ifaces`)
+    /// that afpacket/afxdp interfaces exist. Bridge references are not
+    /// checked here: the caller knows which bridges exist.
     ///
     /// # Errors
     ///
     /// The first problem found, as a [`PortError`].
-    pub fn validate(&self, host: &Host) -> Result<(), PortError> {
+    pub fn validate(&self, host: &Host) -> Result<PortConfig, PortError> {
         if !is_valid_name(&self.name) {
             return Err(PortError::InvalidName {
                 name: self.name.clone(),
@@ -581,30 +553,41 @@ impl PortSpec {
                 });
             }
         }
-        match self.kind {
+        Ok(PortConfig {
+            name: self.name.clone(),
+            bridge: self.bridge.clone(),
+            queues: self.queues,
+            kind: self.port_kind(host)?,
+        })
+    }
+
+    /// The type-specific part of [`PortSpec::validate`]: the keys of
+    /// `self.kind`, checked and typed.
+    fn port_kind(&self, host: &Host) -> Result<PortKind, PortError> {
+        let missing = |keys| PortError::MissingKey {
+            kind: self.kind,
+            keys,
+        };
+        let kind = match self.kind {
             PortType::Afpacket | PortType::Afxdp | PortType::Tap => {
-                let iface = self.iface.as_deref().ok_or(PortError::MissingKey {
-                    kind: self.kind,
-                    keys: "`iface`",
-                })?;
-                check_iface_name(iface)?;
+                let iface = self.iface.clone().ok_or(missing("`iface`"))?;
+                check_iface_name(&iface)?;
                 if self.kind != PortType::Tap && host.check_ifaces {
-                    let dir = host.sysfs.join("class/net").join(iface);
+                    let dir = host.sysfs.join("class/net").join(&iface);
                     if !dir.exists() {
-                        return Err(PortError::NoSuchInterface {
-                            iface: iface.to_owned(),
-                            sysfs: dir,
-                        });
+                        return Err(PortError::NoSuchInterface { iface, sysfs: dir });
                     }
                 }
+                match self.kind {
+                    PortType::Afpacket => PortKind::AfPacket { iface },
+                    PortType::Afxdp => PortKind::AfXdp { iface },
+                    _ => PortKind::Tap { iface },
+                }
             }
-            PortType::Ring => {}
+            PortType::Ring => PortKind::Ring,
             PortType::Pcap => {
                 if self.rx_path.is_none() && self.tx_path.is_none() {
-                    return Err(PortError::MissingKey {
-                        kind: self.kind,
-                        keys: "`rx_path` or `tx_path`",
-                    });
+                    return Err(missing("`rx_path` or `tx_path`"));
                 }
                 if let Some(b) = self.max_bytes {
                     if b < MIN_PCAP_MAX_BYTES {
@@ -617,45 +600,199 @@ impl PortSpec {
                         second: "tx_path",
                     });
                 }
+                PortKind::Pcap {
+                    rx_path: self.rx_path.clone(),
+                    tx_path: self.tx_path.clone(),
+                    max_bytes: self.pcap_max_bytes(),
+                }
             }
             PortType::VhostUser => {
-                if self.socket.is_none() {
-                    return Err(PortError::MissingKey {
-                        kind: self.kind,
-                        keys: "`socket`",
-                    });
-                }
-                self.socket_mode_bits()?;
-                let client = self.mode == Some(VhostMode::Client);
-                if client && (self.socket_mode.is_some() || self.socket_group.is_some()) {
+                let socket = self.socket.clone().ok_or(missing("`socket`"))?;
+                let socket_mode = self.socket_mode_bits()?;
+                let mode = self.mode.unwrap_or_default();
+                if mode == VhostMode::Client
+                    && (self.socket_mode.is_some() || self.socket_group.is_some())
+                {
                     return Err(PortError::ClientSocketOwner);
+                }
+                PortKind::VhostUser {
+                    socket,
+                    mode,
+                    socket_mode,
+                    socket_group: self.socket_group.clone(),
                 }
             }
             PortType::Vfio => {
-                let pci = self.pci.as_deref().ok_or(PortError::MissingKey {
-                    kind: self.kind,
-                    keys: "`pci`",
+                let pci = self.pci.as_deref().ok_or(missing("`pci`"))?;
+                let pci = pci.parse().map_err(|_| PortError::InvalidPci {
+                    pci: pci.to_owned(),
                 })?;
-                if !is_valid_pci(pci) {
-                    return Err(PortError::InvalidPci {
-                        pci: pci.to_owned(),
-                    });
-                }
+                PortKind::Vfio { pci }
             }
             PortType::Dpdk => {
-                let devargs = self.devargs.as_deref().ok_or(PortError::MissingKey {
-                    kind: self.kind,
-                    keys: "`devargs`",
-                })?;
+                let devargs = self.devargs.as_deref().ok_or(missing("`devargs`"))?;
                 let name = devargs.split(',').next().unwrap_or_default();
                 if name.is_empty() || devargs.chars().any(|c| c.is_whitespace() || c.is_control()) {
                     return Err(PortError::InvalidDevargs {
                         devargs: devargs.to_owned(),
                     });
                 }
+                PortKind::Dpdk {
+                    devargs: devargs.to_owned(),
+                }
+            }
+        };
+        Ok(kind)
+    }
+}
+
+/// A validated port: what [`PortSpec::validate`] makes of a `[[port]]` table
+/// or a `port add` request. Only the keys its type uses exist, each already
+/// checked and parsed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortConfig {
+    /// Port name ([`NAME_RULE`]).
+    pub name: String,
+    /// Bridge to attach the port to; `None` leaves it unattached.
+    pub bridge: Option<String>,
+    /// Number of rx/tx queue pairs (`1..=64`); `None` lets the driver choose.
+    pub queues: Option<u16>,
+    /// The driver and its settings.
+    pub kind: PortKind,
+}
+
+/// A port's driver and the settings that driver needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PortKind {
+    /// `AF_PACKET` socket bound to an existing interface.
+    AfPacket {
+        /// The interface.
+        iface: String,
+    },
+    /// `AF_XDP` socket on an existing interface.
+    AfXdp {
+        /// The interface.
+        iface: String,
+    },
+    /// TAP interface created by the daemon.
+    Tap {
+        /// The interface's name.
+        iface: String,
+    },
+    /// In-memory ring port, for tests and benchmarks.
+    Ring,
+    /// Replays `rx_path` into the switch and/or captures into `tx_path` (at
+    /// least one is set, and they differ).
+    Pcap {
+        /// pcap file replayed as received traffic.
+        rx_path: Option<PathBuf>,
+        /// pcap file that transmitted traffic is written to.
+        tx_path: Option<PathBuf>,
+        /// Largest size of the capture file, in bytes.
+        max_bytes: u64,
+    },
+    /// vhost-user backend for a VM vNIC.
+    VhostUser {
+        /// The socket path.
+        socket: PathBuf,
+        /// Which side of the connection the daemon plays.
+        mode: VhostMode,
+        /// Permission bits of a server socket (at most 0o777).
+        socket_mode: Option<u32>,
+        /// Group (name or number) to own a server socket.
+        socket_group: Option<String>,
+    },
+    /// NIC bound to `vfio-pci`.
+    Vfio {
+        /// The PCI function.
+        pci: PciAddr,
+    },
+    /// Device driven by one of DPDK's PMDs.
+    Dpdk {
+        /// Device name with optional `,key=value` arguments.
+        devargs: String,
+    },
+}
+
+impl PortKind {
+    /// The type name this kind is configured with.
+    pub fn port_type(&self) -> PortType {
+        match self {
+            PortKind::AfPacket { .. } => PortType::Afpacket,
+            PortKind::AfXdp { .. } => PortType::Afxdp,
+            PortKind::Tap { .. } => PortType::Tap,
+            PortKind::Ring => PortType::Ring,
+            PortKind::Pcap { .. } => PortType::Pcap,
+            PortKind::VhostUser { .. } => PortType::VhostUser,
+            PortKind::Vfio { .. } => PortType::Vfio,
+            PortKind::Dpdk { .. } => PortType::Dpdk,
+        }
+    }
+}
+
+impl PortConfig {
+    /// Queue pairs to open: `queues`, or one.
+    pub fn queue_count(&self) -> u16 {
+        self.queues.unwrap_or(1).max(1)
+    }
+
+    /// The host-side endpoint the port attaches to, as `port list` shows it:
+    /// an interface name or a vhost-user socket path.
+    pub fn endpoint(&self) -> Option<String> {
+        match &self.kind {
+            PortKind::AfPacket { iface } | PortKind::AfXdp { iface } | PortKind::Tap { iface } => {
+                Some(iface.clone())
+            }
+            PortKind::VhostUser { socket, .. } => Some(socket.display().to_string()),
+            _ => None,
+        }
+    }
+
+    /// The files and sockets this port creates or uses by path, normalised
+    /// lexically (`a//b/./c` is `a/b/c`): a vhost-user socket and pcap files.
+    pub fn paths(&self) -> Vec<(&'static str, PathBuf)> {
+        let norm = |p: &PathBuf| p.components().collect::<PathBuf>();
+        let mut v = Vec::new();
+        match &self.kind {
+            PortKind::VhostUser { socket, .. } => v.push(("socket", norm(socket))),
+            PortKind::Pcap {
+                rx_path, tx_path, ..
+            } => {
+                if let Some(p) = rx_path {
+                    v.push(("rx_path", norm(p)));
+                }
+                if let Some(p) = tx_path {
+                    v.push(("tx_path", norm(p)));
+                }
+            }
+            _ => {}
+        }
+        v
+    }
+
+    /// Whether this port and `other` would use one path in conflicting
+    /// ways: any two uses of one path, except two ports replaying the same
+    /// `rx_path`. Returns the two keys.
+    pub fn path_conflict(
+        &self,
+        other: &PortConfig,
+    ) -> Option<(&'static str, &'static str, PathBuf)> {
+        for (k1, p1) in self.paths() {
+            for (k2, p2) in other.paths() {
+                if p1 == p2 && !(k1 == "rx_path" && k2 == "rx_path") {
+                    return Some((k1, k2, p1));
+                }
             }
         }
-        Ok(())
+        None
+    }
+
+    /// The PCI function of a `vfio` port.
+    pub fn pci(&self) -> Option<PciAddr> {
+        match self.kind {
+            PortKind::Vfio { pci } => Some(pci),
+            _ => None,
+        }
     }
 }
 
@@ -803,27 +940,88 @@ fn check_iface_name(iface: &str) -> Result<(), PortError> {
     }
 }
 
-fn is_valid_pci(pci: &str) -> bool {
-    canonical_pci(pci).is_some()
+/// A PCI function address (`domain:bus:device.function`), parsed from
+/// `DDDD:BB:DD.F` or `BB:DD.F` in either case and shown as sysfs names it
+/// (`0000:03:00.0`: lower-case hex, with the domain).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PciAddr {
+    domain: u16,
+    bus: u8,
+    device: u8,
+    function: u8,
 }
 
-/// A PCI address as sysfs names it (`0000:03:00.0`: lower-case hex, with the
-/// domain), from `DDDD:BB:DD.F` or `BB:DD.F` in either case; None if invalid.
+/// Why a string is not a [`PciAddr`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid PCI address `{0}`: expected DDDD:BB:DD.F or BB:DD.F (hex)")]
+pub struct PciAddrError(pub String);
+
+impl PciAddr {
+    /// The PCI domain (segment).
+    pub fn domain(self) -> u16 {
+        self.domain
+    }
+
+    /// The bus number.
+    pub fn bus(self) -> u8 {
+        self.bus
+    }
+
+    /// The device number (below 32).
+    pub fn device(self) -> u8 {
+        self.device
+    }
+
+    /// The function number (below 8).
+    pub fn function(self) -> u8 {
+        self.function
+    }
+}
+
+impl FromStr for PciAddr {
+    type Err = PciAddrError;
+
+    fn from_str(pci: &str) -> Result<Self, Self::Err> {
+        let bad = || PciAddrError(pci.to_owned());
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+        let parts: Vec<&str> = pci.split(':').collect();
+        let (domain, bus, devfn) = match parts.as_slice() {
+            [domain, bus, devfn] if hex(domain, 4) => (*domain, *bus, *devfn),
+            [bus, devfn] => ("0000", *bus, *devfn),
+            _ => return Err(bad()),
+        };
+        let (dev, func) = devfn.split_once('.').ok_or_else(bad)?;
+        if !(hex(bus, 2) && hex(dev, 2) && func.len() == 1) {
+            return Err(bad());
+        }
+        let num = |s: &str| u16::from_str_radix(s, 16).map_err(|_| bad());
+        let (domain, bus, device, function) = (num(domain)?, num(bus)?, num(dev)?, num(func)?);
+        if device >= 32 || function >= 8 {
+            return Err(bad());
+        }
+        // In range: two hex digits, and checked above.
+        Ok(PciAddr {
+            domain,
+            bus: bus as u8,
+            device: device as u8,
+            function: function as u8,
+        })
+    }
+}
+
+impl fmt::Display for PciAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:04x}:{:02x}:{:02x}.{}",
+            self.domain, self.bus, self.device, self.function
+        )
+    }
+}
+
+/// A PCI address as sysfs names it (see [`PciAddr`]); None if invalid.
 pub fn canonical_pci(pci: &str) -> Option<String> {
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    let parts: Vec<&str> = pci.split(':').collect();
-    let (domain, bus, devfn) = match parts.as_slice() {
-        [domain, bus, devfn] if hex(domain, 4) => (*domain, *bus, *devfn),
-        [bus, devfn] => ("0000", *bus, *devfn),
-        _ => return None,
-    };
-    let (dev, func) = devfn.split_once('.')?;
-    let ok = hex(bus, 2)
-        && hex(dev, 2)
-        && u8::from_str_radix(dev, 16).is_ok_and(|d| d < 32)
-        && func.len() == 1
-        && matches!(func.as_bytes()[0], b'0'..=b'7');
-    ok.then(|| format!("{domain}:{bus}:{dev}.{func}").to_ascii_lowercase())
+    pci.parse::<PciAddr>().ok().map(|a| a.to_string())
 }
 
 /// A set of CPU ids written as a Linux CPU list (`"1"`, `"0-1"`, `"2,4-5"`).
@@ -1299,28 +1497,44 @@ impl Config {
     /// # Errors
     ///
     /// The first problem found, located in the source text.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    pub fn validate(&self) -> Result<Vec<PortConfig>, ConfigError> {
         self.validate_with(&Host::system())
     }
 
     /// Validates against `host`: value ranges, names, duplicates, bridge
-    /// references, per-type port keys, online CPUs and interfaces.
+    /// references, per-type port keys, online CPUs and interfaces. Returns
+    /// the typed ports, in file order.
     ///
     /// # Errors
     ///
     /// The first problem found, located in the source text.
-    pub fn validate_with(&self, host: &Host) -> Result<(), ConfigError> {
+    pub fn validate_with(&self, host: &Host) -> Result<Vec<PortConfig>, ConfigError> {
         let loc = Locator::new(&self.source);
         self.validate_dataplane(host, &loc)?;
         self.validate_fdb(&loc)?;
+        let bridges = self.validate_bridges(&loc)?;
+        let mut ports: Vec<PortConfig> = Vec::with_capacity(self.ports.len());
+        for (i, spec) in self.ports.iter().enumerate() {
+            let port = spec.validate(host).map_err(|error| ConfigError::Port {
+                at: loc.at("port", Some(i), error.key()),
+                port: spec.name.clone(),
+                error,
+            })?;
+            self.check_port_against(&port, i, &ports, &bridges, &loc)?;
+            ports.push(port);
+        }
+        Ok(ports)
+    }
 
+    /// Checks the bridges' names; returns them in file order.
+    fn validate_bridges(&self, loc: &Locator<'_>) -> Result<Vec<&str>, ConfigError> {
         if self.bridges.len() > MAX_BRIDGES {
             return Err(ConfigError::TooManyBridges {
                 at: loc.at("bridge", Some(MAX_BRIDGES), None),
                 count: self.bridges.len(),
             });
         }
-        let mut bridges: Vec<(&str, usize)> = Vec::new();
+        let mut bridges: Vec<&str> = Vec::new();
         for (i, bridge) in self.bridges.iter().enumerate() {
             let at = loc.at("bridge", Some(i), Some("name"));
             if !is_valid_name(&bridge.name) {
@@ -1329,82 +1543,80 @@ impl Config {
                     name: bridge.name.clone(),
                 });
             }
-            if let Some(&(_, first)) = bridges.iter().find(|(n, _)| *n == bridge.name) {
+            if let Some(first) = bridges.iter().position(|n| *n == bridge.name) {
                 return Err(ConfigError::DuplicateBridge {
                     at,
                     name: bridge.name.clone(),
                     first_line: loc.at("bridge", Some(first), Some("name")).line(),
                 });
             }
-            bridges.push((&bridge.name, i));
+            bridges.push(&bridge.name);
         }
+        Ok(bridges)
+    }
 
-        let mut ports: Vec<(&str, usize)> = Vec::new();
-        for (i, port) in self.ports.iter().enumerate() {
-            if let Err(error) = port.validate(host) {
-                return Err(ConfigError::Port {
-                    at: loc.at("port", Some(i), error.key()),
+    /// Checks port `i` against the ports before it, the control socket and
+    /// the bridges: names, paths and PCI functions are each one port's.
+    fn check_port_against(
+        &self,
+        port: &PortConfig,
+        i: usize,
+        earlier: &[PortConfig],
+        bridges: &[&str],
+        loc: &Locator<'_>,
+    ) -> Result<(), ConfigError> {
+        if let Some(first) = earlier.iter().position(|p| p.name == port.name) {
+            return Err(ConfigError::DuplicatePort {
+                at: loc.at("port", Some(i), Some("name")),
+                name: port.name.clone(),
+                first_line: loc.at("port", Some(first), Some("name")).line(),
+            });
+        }
+        // A socket or capture file shared by two ports lets one take the
+        // other over (a server bind replaces, a capture truncates), and
+        // the control socket's path is never a port's.
+        let control = self.control.socket.components().collect::<PathBuf>();
+        if let Some((key, _)) = port.paths().into_iter().find(|(_, p)| *p == control) {
+            return Err(ConfigError::DuplicatePath {
+                at: loc.at("port", Some(i), Some(key)),
+                port: port.name.clone(),
+                what: format!(
+                    "`{key}` {} is already used as `control.socket`",
+                    control.display()
+                ),
+            });
+        }
+        if let Some((first, (key, other_key, path))) = earlier
+            .iter()
+            .find_map(|p| port.path_conflict(p).map(|c| (p, c)))
+        {
+            return Err(ConfigError::DuplicatePath {
+                at: loc.at("port", Some(i), Some(key)),
+                port: port.name.clone(),
+                what: format!(
+                    "`{key}` {} is already used as `{other_key}` of port `{}`",
+                    path.display(),
+                    first.name
+                ),
+            });
+        }
+        if let Some(pci) = port.pci() {
+            if let Some(first) = earlier.iter().find(|p| p.pci() == Some(pci)) {
+                return Err(ConfigError::DuplicatePci {
+                    at: loc.at("port", Some(i), Some("pci")),
                     port: port.name.clone(),
-                    error,
+                    pci: pci.to_string(),
+                    first: first.name.clone(),
                 });
             }
-            if let Some(&(_, first)) = ports.iter().find(|(n, _)| *n == port.name) {
-                return Err(ConfigError::DuplicatePort {
-                    at: loc.at("port", Some(i), Some("name")),
-                    name: port.name.clone(),
-                    first_line: loc.at("port", Some(first), Some("name")).line(),
-                });
-            }
-            ports.push((&port.name, i));
-            // A socket or capture file shared by two ports lets one take the
-            // other over (a server bind replaces, a capture truncates), and
-            // the control socket's path is never a port's.
-            let control = self.control.socket.components().collect::<PathBuf>();
-            if let Some((key, _)) = port.paths().into_iter().find(|(_, p)| *p == control) {
-                return Err(ConfigError::DuplicatePath {
-                    at: loc.at("port", Some(i), Some(key)),
+        }
+        if let Some(bridge) = &port.bridge {
+            if !bridges.contains(&bridge.as_str()) {
+                return Err(ConfigError::UndefinedBridge {
+                    at: loc.at("port", Some(i), Some("bridge")),
                     port: port.name.clone(),
-                    what: format!(
-                        "`{key}` {} is already used as `control.socket`",
-                        control.display()
-                    ),
+                    bridge: bridge.clone(),
                 });
-            }
-            if let Some((first, (key, other_key, path))) = self.ports[..i]
-                .iter()
-                .find_map(|p| port.path_conflict(p).map(|c| (p, c)))
-            {
-                return Err(ConfigError::DuplicatePath {
-                    at: loc.at("port", Some(i), Some(key)),
-                    port: port.name.clone(),
-                    what: format!(
-                        "`{key}` {} is already used as `{other_key}` of port `{}`",
-                        path.display(),
-                        first.name
-                    ),
-                });
-            }
-            if let Some(pci) = port.pci_address() {
-                if let Some(first) = self.ports[..i]
-                    .iter()
-                    .find(|p| p.pci_address().as_deref() == Some(pci.as_str()))
-                {
-                    return Err(ConfigError::DuplicatePci {
-                        at: loc.at("port", Some(i), Some("pci")),
-                        port: port.name.clone(),
-                        pci,
-                        first: first.name.clone(),
-                    });
-                }
-            }
-            if let Some(bridge) = &port.bridge {
-                if !bridges.iter().any(|(n, _)| n == bridge) {
-                    return Err(ConfigError::UndefinedBridge {
-                        at: loc.at("port", Some(i), Some("bridge")),
-                        port: port.name.clone(),
-                        bridge: bridge.clone(),
-                    });
-                }
             }
         }
         Ok(())
@@ -1935,7 +2147,16 @@ pci = "0000:03:00.0"
             sysfs: "/nonexistent".into(),
             check_ifaces: false,
         };
-        assert_eq!(p.validate(&host), Ok(()));
+        let port = p.validate(&host).unwrap();
+        assert_eq!(
+            port.kind,
+            PortKind::VhostUser {
+                socket: "/tmp/vm1.sock".into(),
+                mode: VhostMode::Server,
+                socket_mode: Some(0o660),
+                socket_group: Some("kvm".into()),
+            }
+        );
         assert_eq!(p.socket_mode_bits(), Ok(Some(0o660)));
         p.socket_mode = Some("rw-rw----".into());
         let err = p.validate(&host).unwrap_err();
@@ -2015,8 +2236,8 @@ pci = "0000:03:00.0"
             let msg = validate_err(&text, "pci").to_string();
             assert!(msg.contains("invalid PCI address"), "{bad}: {msg}");
         }
-        assert!(is_valid_pci("03:00.0"));
-        assert!(is_valid_pci("0000:af:1f.7"));
+        assert!("03:00.0".parse::<PciAddr>().is_ok());
+        assert!("0000:af:1f.7".parse::<PciAddr>().is_ok());
     }
 
     #[test]
@@ -2147,5 +2368,75 @@ pci = "0000:03:00.0"
         let msg = err.to_string();
         assert!(matches!(err, ConfigError::TooManyBridges { .. }), "{msg}");
         assert!(msg.contains("4097 bridges, more than the 4096"), "{msg}");
+    }
+
+    #[test]
+    fn validation_returns_each_port_typed() {
+        let text = "[[bridge]]\nname = \"br0\"\n\n\
+                    [[port]]\nname = \"a\"\ntype = \"afpacket\"\niface = \"veth0\"\nbridge = \"br0\"\n\n\
+                    [[port]]\nname = \"n\"\ntype = \"vfio\"\npci = \"00:0A.1\"\nqueues = 2\n\n\
+                    [[port]]\nname = \"c\"\ntype = \"pcap\"\ntx_path = \"/tmp/c.pcap\"\n\n\
+                    [[port]]\nname = \"v\"\ntype = \"vhost-user\"\nsocket = \"/tmp/v.sock\"\nmode = \"client\"\n\n\
+                    [[port]]\nname = \"r\"\ntype = \"ring\"\n";
+        let sys = FakeSys::new("typed");
+        let config = Config::parse(text, "t.toml").unwrap();
+        let ports = config.validate_with(&sys.host()).unwrap();
+        let types: Vec<PortType> = ports.iter().map(|p| p.kind.port_type()).collect();
+        let spec_types: Vec<PortType> = config.ports.iter().map(|p| p.kind).collect();
+        assert_eq!(types, spec_types);
+        let kinds: Vec<&PortKind> = ports.iter().map(|p| &p.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &PortKind::AfPacket {
+                    iface: "veth0".into()
+                },
+                &PortKind::Vfio {
+                    pci: "0000:00:0a.1".parse().unwrap()
+                },
+                &PortKind::Pcap {
+                    rx_path: None,
+                    tx_path: Some("/tmp/c.pcap".into()),
+                    max_bytes: DEFAULT_PCAP_MAX_BYTES,
+                },
+                &PortKind::VhostUser {
+                    socket: "/tmp/v.sock".into(),
+                    mode: VhostMode::Client,
+                    socket_mode: None,
+                    socket_group: None,
+                },
+                &PortKind::Ring,
+            ]
+        );
+        assert_eq!(ports[0].bridge.as_deref(), Some("br0"));
+        assert_eq!(ports[1].queue_count(), 2);
+        assert_eq!(ports[4].queue_count(), 1);
+        assert_eq!(ports[3].endpoint().as_deref(), Some("/tmp/v.sock"));
+    }
+
+    #[test]
+    fn pci_address_parses_once_into_its_parts() {
+        let a: PciAddr = "0001:AF:1f.7".parse().unwrap();
+        assert_eq!(
+            (a.domain(), a.bus(), a.device(), a.function()),
+            (1, 0xaf, 0x1f, 7)
+        );
+        assert_eq!(a.to_string(), "0001:af:1f.7");
+        assert_eq!("af:1f.7".parse::<PciAddr>().unwrap().domain(), 0);
+        for bad in [
+            "",
+            "03:00",
+            "0000:03:00.8",
+            "zz:00.0",
+            "0000:03:20.0",
+            "03:00.+",
+            "003:00.0",
+        ] {
+            let err = bad.parse::<PciAddr>().unwrap_err();
+            assert!(
+                err.to_string().contains("invalid PCI address"),
+                "{bad}: {err}"
+            );
+        }
     }
 }

@@ -9,13 +9,19 @@
 //!
 //! - [`runtime`]: the [`Dataplane`] (start, port and bridge add/del, stats)
 //!   and [`run`], the daemon's life from configuration to shutdown.
-//! - [`ports`]: builds a port's queues from a [`weir_config::PortSpec`], the
-//!   one place that knows every driver.
+//! - [`ports`]: builds a port's queues from a [`weir_config::PortConfig`], the
+//!   one place that knows every driver, behind the [`PortFactory`] seam.
 //! - [`server`]: the control socket's server side.
+//!
+//! Errors are typed per boundary: [`ControlError`] (the runtime and its
+//! requests), [`OpenError`] (a driver opening a port) and [`ServerError`]
+//! (the control socket); [`error_chain`] renders one with its causes.
 #![deny(unsafe_code)]
 
 pub mod ports;
 pub mod runtime;
 pub mod server;
 
-pub use runtime::{run, spawn_housekeeping, Dataplane};
+pub use ports::{OpenError, PortDevice, PortFactory};
+pub use runtime::{error_chain, run, spawn_housekeeping, ControlError, Dataplane};
+pub use server::ServerError;

@@ -1,37 +1,149 @@
-//! Builds port queues from a [`PortSpec`]: the one place that knows every driver.
+//! Builds port queues from a [`PortConfig`]: the one place that knows every driver.
 //!
 //! Control path only. Each driver returns one [`Port`] value per queue; the daemon
 //! hands them to workers.
 
-use std::path::Path;
-
-use anyhow::{bail, Context as _};
 use dataplane::{Mempool, Port};
 
-use weir_config::{PortSpec, PortType, VhostMode};
+use weir_config::{PortConfig, PortKind, VhostMode};
 
-/// A port's queues plus anything that must live as long as the port (a control
-/// thread, a device handle) and a way to ask it for an error state.
+/// A port could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("port {port}")]
+pub struct OpenError {
+    /// The port.
+    pub port: String,
+    /// What failed.
+    #[source]
+    pub source: DriverError,
+}
+
+/// What a driver reported when a port was opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DriverError {
+    /// A pcap port asked for more than one queue.
+    #[error("pcap ports have exactly one queue")]
+    PcapQueues,
+    /// The pcap files could not be opened or read.
+    #[error(transparent)]
+    Pcap(#[from] pmd::pcap::PcapError),
+    /// The AF_PACKET sockets could not be opened.
+    #[error(transparent)]
+    AfPacket(#[from] pmd::AfPacketError),
+    /// The TAP interface could not be created.
+    #[error(transparent)]
+    Tap(#[from] pmd::TapError),
+    /// One AF_XDP queue could not be opened.
+    #[error("queue {queue}")]
+    AfXdp {
+        /// The queue.
+        queue: usize,
+        /// Why.
+        #[source]
+        source: pmd::afxdp::AfXdpError,
+    },
+    /// The vhost-user device could not be created.
+    #[error(transparent)]
+    VhostUser(#[from] vhost_user::VhostUserError),
+    /// `socket_group` names no group.
+    #[error("no group named {0}")]
+    NoSuchGroup(String),
+    /// `/etc/group` could not be read.
+    #[error("reading /etc/group")]
+    ReadGroups(#[source] std::io::Error),
+    /// The VFIO device could not be opened.
+    #[error(transparent)]
+    Vfio(#[from] pmd::VfioError),
+    /// DPDK could not start or open the device.
+    #[cfg(feature = "dpdk")]
+    #[error(transparent)]
+    Dpdk(#[from] pmd::dpdk::DpdkError),
+    /// A `dpdk` port on a build without DPDK.
+    #[error("this weir was built without the dpdk feature: cargo build --features dpdk")]
+    NoDpdk,
+    /// A device other than the drivers' (a test's) could not be opened.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Port-level state a driver keeps beside its queues (a vhost-user device
+/// and its control thread): kept alive as long as the port exists, dropped
+/// after its queues are gone, and asked for the port's error state and MTU.
+pub trait PortDevice: Send {
+    /// A port-level error (None = healthy).
+    fn health(&self) -> Option<String> {
+        None
+    }
+
+    /// The MTU the port's peer set, if any (a vhost-user frontend's
+    /// NET_SET_MTU).
+    fn mtu(&self) -> Option<u16> {
+        None
+    }
+}
+
+impl PortDevice for vhost_user::VhostUserDevice {
+    fn health(&self) -> Option<String> {
+        self.error()
+    }
+
+    fn mtu(&self) -> Option<u16> {
+        vhost_user::VhostUserDevice::mtu(self)
+    }
+}
+
+/// A port's queues plus the device that must live as long as the port.
 pub struct OpenedPort {
     /// One value per queue.
     pub queues: Vec<Box<dyn Port>>,
-    /// Kept alive while the port exists; dropped after its queues are gone.
-    pub keepalive: Option<Box<dyn Send>>,
-    /// Reports a port-level error (None = healthy).
-    pub health: Option<Box<dyn Fn() -> Option<String> + Send>>,
-    /// Reports the MTU the port's peer set, if any (a vhost-user frontend's
-    /// NET_SET_MTU).
-    pub mtu: Option<Box<dyn Fn() -> Option<u16> + Send>>,
+    /// Port-level state, if the driver has any.
+    pub device: Option<Box<dyn PortDevice>>,
 }
 
 impl OpenedPort {
-    fn plain(queues: Vec<Box<dyn Port>>) -> OpenedPort {
+    /// Queues without port-level state.
+    pub fn plain(queues: Vec<Box<dyn Port>>) -> OpenedPort {
         OpenedPort {
             queues,
-            keepalive: None,
-            health: None,
-            mtu: None,
+            device: None,
         }
+    }
+}
+
+/// Opens ports for the runtime: the drivers ([`DriverFactory`]), or scripted
+/// ports in tests.
+pub trait PortFactory: Send + Sync {
+    /// Opens every queue of `port`, receiving into `pool` (and TSO frames into
+    /// `tso_pool`, if given).
+    ///
+    /// # Errors
+    /// Whatever opening the port reports.
+    fn open(
+        &self,
+        port: &PortConfig,
+        pool: &'static Mempool,
+        tso_pool: Option<&'static Mempool>,
+    ) -> Result<OpenedPort, OpenError>;
+}
+
+/// Opens ports through the drivers (`pmd`, `vhost-user`).
+pub struct DriverFactory {
+    /// `[dpdk] eal_args`, for the first `dpdk` port.
+    pub eal_args: Vec<String>,
+}
+
+impl PortFactory for DriverFactory {
+    fn open(
+        &self,
+        port: &PortConfig,
+        pool: &'static Mempool,
+        tso_pool: Option<&'static Mempool>,
+    ) -> Result<OpenedPort, OpenError> {
+        open(port, pool, tso_pool, &self.eal_args).map_err(|source| OpenError {
+            port: port.name.clone(),
+            source,
+        })
     }
 }
 
@@ -41,67 +153,57 @@ fn boxed<P: Port + 'static>(v: Vec<P>) -> Vec<Box<dyn Port>> {
         .collect()
 }
 
-/// Opens every queue of the port described by `spec`.
+/// Opens every queue of the port described by `port`.
 ///
 /// # Errors
-/// Whatever the driver reports (missing interface, permission, bad file), with the
-/// port name as context.
+/// Whatever the driver reports (missing interface, permission, bad file).
 ///
 /// `eal_args` are the `[dpdk]` EAL arguments, used by the first `dpdk` port (the
 /// EAL is initialised once per process).
 pub fn open(
-    spec: &PortSpec,
+    port: &PortConfig,
     pool: &'static Mempool,
     tso_pool: Option<&'static Mempool>,
     eal_args: &[String],
-) -> anyhow::Result<OpenedPort> {
-    let n = spec.queues.unwrap_or(1).max(1) as usize;
-    let name = &spec.name;
-    let iface = || {
-        spec.iface
-            .as_deref()
-            .with_context(|| format!("port {name}: `iface` is required for type {}", spec.kind))
-    };
-    let opened = match spec.kind {
-        PortType::Ring => OpenedPort::plain(
+) -> Result<OpenedPort, DriverError> {
+    let n = usize::from(port.queue_count());
+    let name = &port.name;
+    let opened = match &port.kind {
+        PortKind::Ring => OpenedPort::plain(
             (0..n)
                 .map(|_| Box::new(pmd::memport::NullPort::new()) as Box<dyn Port>)
                 .collect(),
         ),
-        PortType::Pcap => {
+        PortKind::Pcap {
+            rx_path,
+            tx_path,
+            max_bytes,
+        } => {
             if n != 1 {
-                bail!("port {name}: pcap ports have exactly one queue");
+                return Err(DriverError::PcapQueues);
             }
             let port = pmd::pcap::PcapPort::open(
-                spec.rx_path.as_deref().map(Path::new),
-                spec.tx_path.as_deref().map(Path::new),
+                rx_path.as_deref(),
+                tx_path.as_deref(),
                 pool,
                 pmd::pcap::PcapConfig {
-                    max_tx_file_bytes: spec.pcap_max_bytes(),
+                    max_tx_file_bytes: *max_bytes,
                     ..pmd::pcap::PcapConfig::default()
                 },
-            )
-            .with_context(|| format!("port {name}"))?;
+            )?;
             OpenedPort::plain(vec![Box::new(port)])
         }
-        PortType::Afpacket => {
+        PortKind::AfPacket { iface } => {
             let cfg = pmd::afpacket::AfPacketConfig::default();
-            let qs = pmd::afpacket::AfPacketPort::open_queues_with_tso(
-                iface()?,
-                n,
-                pool,
-                tso_pool,
-                &cfg,
-            )
-            .with_context(|| format!("port {name}"))?;
+            let qs =
+                pmd::afpacket::AfPacketPort::open_queues_with_tso(iface, n, pool, tso_pool, &cfg)?;
             OpenedPort::plain(boxed(qs))
         }
-        PortType::Tap => {
-            let qs = pmd::tap::TapPort::create_queues_with_tso(iface()?, n, pool, tso_pool)
-                .with_context(|| format!("port {name}"))?;
+        PortKind::Tap { iface } => {
+            let qs = pmd::tap::TapPort::create_queues_with_tso(iface, n, pool, tso_pool)?;
             OpenedPort::plain(boxed(qs))
         }
-        PortType::Afxdp => {
+        PortKind::AfXdp { iface } => {
             let mut qs = Vec::with_capacity(n);
             for q in 0..n {
                 let cfg = pmd::afxdp::AfXdpConfig {
@@ -109,91 +211,91 @@ pub fn open(
                     ..Default::default()
                 };
                 qs.push(
-                    pmd::afxdp::AfXdpPort::open(iface()?, pool, &cfg)
-                        .with_context(|| format!("port {name} queue {q}"))?,
+                    pmd::afxdp::AfXdpPort::open(iface, pool, &cfg)
+                        .map_err(|source| DriverError::AfXdp { queue: q, source })?,
                 );
             }
             OpenedPort::plain(boxed(qs))
         }
-        PortType::VhostUser => {
-            let socket = spec.socket.clone().with_context(|| {
-                format!("port {name}: `socket` is required for type vhost-user")
-            })?;
-            let mode = match spec.mode.unwrap_or(VhostMode::Server) {
-                VhostMode::Server => vhost_user::Mode::Server,
-                VhostMode::Client => vhost_user::Mode::Client,
-            };
-            let cfg = vhost_user::VhostUserConfig {
-                socket,
-                mode,
-                queues: n as u16,
-            };
-            let owner = socket_owner(spec).with_context(|| format!("port {name}"))?;
-            let mut dev = vhost_user::create_with_owner(name, &cfg, pool, tso_pool, owner)
-                .with_context(|| format!("port {name}"))?;
-            let queues = boxed(dev.take_queues());
-            let dev = std::sync::Arc::new(dev);
-            let probe = dev.clone();
-            let mtu_probe = dev.clone();
-            OpenedPort {
-                queues,
-                keepalive: Some(Box::new(dev)),
-                health: Some(Box::new(move || probe.error())),
-                mtu: Some(Box::new(move || mtu_probe.mtu())),
-            }
+        PortKind::VhostUser {
+            socket,
+            mode,
+            socket_mode,
+            socket_group,
+        } => {
+            let owner = socket_owner(*socket_mode, socket_group.as_deref())?;
+            open_vhost_user(name, socket, *mode, n as u16, owner, pool, tso_pool)?
         }
-        PortType::Vfio => {
-            // `validate` has checked the address; sysfs wants its full form.
-            let pci = spec.pci_address().with_context(|| {
-                format!("port {name}: a valid `pci` address is required for type vfio")
-            })?;
-            let queues =
-                pmd::open_vfio(&pci, pool, n as u16).with_context(|| format!("port {name}"))?;
+        PortKind::Vfio { pci } => {
+            // sysfs and VFIO name the function in its canonical form.
+            let queues = pmd::open_vfio(&pci.to_string(), pool, n as u16)?;
             OpenedPort::plain(queues)
         }
         #[cfg(feature = "dpdk")]
-        PortType::Dpdk => {
-            let devargs = spec
-                .devargs
-                .as_deref()
-                .with_context(|| format!("port {name}: `devargs` is required for type dpdk"))?;
-            pmd::dpdk::eal_init(eal_args).with_context(|| format!("port {name}"))?;
-            let qs = pmd::dpdk::DpdkPort::open(devargs, n as u16, pool)
-                .with_context(|| format!("port {name}"))?;
+        PortKind::Dpdk { devargs } => {
+            pmd::dpdk::eal_init(eal_args)?;
+            let qs = pmd::dpdk::DpdkPort::open(devargs, n as u16, pool)?;
             OpenedPort::plain(boxed(qs))
         }
         #[cfg(not(feature = "dpdk"))]
-        PortType::Dpdk => {
+        PortKind::Dpdk { .. } => {
             let _ = eal_args;
-            bail!(
-                "port {name}: this weir was built without the dpdk feature: \
-                 cargo build --features dpdk"
-            )
+            return Err(DriverError::NoDpdk);
         }
     };
     Ok(opened)
 }
 
+/// Creates a vhost-user device for `socket`; the device stays with the port.
+fn open_vhost_user(
+    name: &str,
+    socket: &std::path::Path,
+    mode: VhostMode,
+    queues: u16,
+    owner: vhost_user::SocketOwner,
+    pool: &'static Mempool,
+    tso_pool: Option<&'static Mempool>,
+) -> Result<OpenedPort, DriverError> {
+    let mode = match mode {
+        VhostMode::Server => vhost_user::Mode::Server,
+        VhostMode::Client => vhost_user::Mode::Client,
+    };
+    let cfg = vhost_user::VhostUserConfig {
+        socket: socket.to_owned(),
+        mode,
+        queues,
+    };
+    let mut dev = vhost_user::create_with_owner(name, &cfg, pool, tso_pool, owner)?;
+    let queues = boxed(dev.take_queues());
+    Ok(OpenedPort {
+        queues,
+        device: Some(Box::new(dev)),
+    })
+}
+
 /// The mode and group a server socket is created with: `socket_mode`
 /// (default 0600, the daemon's user only) and `socket_group`. They are set
 /// before the socket appears at its path, never by path afterwards.
-fn socket_owner(spec: &PortSpec) -> anyhow::Result<vhost_user::SocketOwner> {
+fn socket_owner(
+    socket_mode: Option<u32>,
+    socket_group: Option<&str>,
+) -> Result<vhost_user::SocketOwner, DriverError> {
     let mut owner = vhost_user::SocketOwner::default();
-    if let Some(bits) = spec.socket_mode_bits()? {
+    if let Some(bits) = socket_mode {
         owner.mode = bits;
     }
-    if let Some(group) = &spec.socket_group {
+    if let Some(group) = socket_group {
         owner.gid = Some(resolve_group(group)?);
     }
     Ok(owner)
 }
 
 /// A group name or number to a gid, from `/etc/group`.
-fn resolve_group(group: &str) -> anyhow::Result<u32> {
+fn resolve_group(group: &str) -> Result<u32, DriverError> {
     if let Ok(gid) = group.parse() {
         return Ok(gid);
     }
-    let text = std::fs::read_to_string("/etc/group").context("reading /etc/group")?;
+    let text = std::fs::read_to_string("/etc/group").map_err(DriverError::ReadGroups)?;
     text.lines()
         .filter_map(|l| {
             let mut f = l.split(':');
@@ -201,27 +303,32 @@ fn resolve_group(group: &str) -> anyhow::Result<u32> {
         })
         .find(|(name, _)| *name == group)
         .and_then(|(_, gid)| gid.parse().ok())
-        .with_context(|| format!("no group named {group}"))
+        .ok_or_else(|| DriverError::NoSuchGroup(group.to_owned()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn dpdk_spec(devargs: &str) -> PortSpec {
-        let mut spec = PortSpec::new("nic0", PortType::Dpdk);
-        spec.devargs = Some(devargs.to_owned());
-        spec
+    fn dpdk_port(devargs: &str) -> PortConfig {
+        PortConfig {
+            name: "nic0".into(),
+            bridge: None,
+            queues: None,
+            kind: PortKind::Dpdk {
+                devargs: devargs.to_owned(),
+            },
+        }
     }
 
     #[cfg(not(feature = "dpdk"))]
     #[test]
     fn dpdk_port_without_the_feature_says_how_to_build() {
         let pool = Mempool::for_tests(8);
-        let err = open(&dpdk_spec("net_null0"), pool, None, &[])
+        let err = open(&dpdk_port("net_null0"), pool, None, &[])
             .err()
             .expect("dpdk port must fail without the feature");
-        let msg = format!("{err:#}");
+        let msg = err.to_string();
         assert!(
             msg.contains("built without the dpdk feature: cargo build --features dpdk"),
             "{msg}"
@@ -237,7 +344,7 @@ mod tests {
         let eal: Vec<String> = ["--no-huge", "-m", "256", "--no-pci"]
             .map(String::from)
             .to_vec();
-        let mut spec = dpdk_spec("net_null0,size=64");
+        let mut spec = dpdk_port("net_null0,size=64");
         spec.queues = Some(2);
         let mut opened = open(&spec, pool, None, &eal).expect("open net_null0");
         assert_eq!(opened.queues.len(), 2);

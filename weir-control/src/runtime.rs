@@ -12,32 +12,192 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context as _};
 use dataplane::mempool::{self, HugepagePolicy, MempoolConfig};
 use dataplane::stats::StatsSnapshot;
 use dataplane::switch::{self, Bridge, Fdb, HandoffBudget, PortEntry, Switch};
 use dataplane::worker::{WorkerConfig, WorkerHandle};
 use dataplane::{BridgeId, DropReason, Mempool, PortId, QueueId, QueueStats, WorkerId, MAX_BURST};
 
-use crate::ports::{self, OpenedPort};
-use crate::server::{ControlServer, Handler};
+use crate::ports::{DriverFactory, OpenError, OpenedPort, PortDevice, PortFactory};
+use crate::server::{ControlServer, Handler, ServerError};
+use dataplane::mempool::MempoolError;
+use dataplane::worker::WorkerError;
 use weir_api::{
     BridgeInfo, FdbEntryView, MempoolView, PortInfo, Request, Response, StageCycles, StatsView,
     VersionView, WorkerView,
 };
-use weir_config::{Config, Host, PortSpec, PortType, MAX_BRIDGES};
+use weir_config::{
+    Config, ConfigError, Host, PortConfig, PortError, PortKind, PortSpec, PortType,
+    MAX_BRIDGES,
+};
+
+/// Why a dataplane could not start, or a control request failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(Box<ConfigError>),
+    /// The mbuf pool could not be created.
+    #[error("creating the mbuf pool")]
+    Pool(#[source] MempoolError),
+    /// No CPU is left to run a worker on.
+    #[error("no CPU to run a worker on")]
+    NoWorkerCpu,
+    /// A worker could not be started.
+    #[error(transparent)]
+    Worker(#[from] WorkerError),
+    /// A bridge name does not match the naming rule.
+    #[error("invalid bridge name {name:?}: use 1-32 of A-Z a-z 0-9 _ . -")]
+    InvalidBridgeName {
+        /// The name.
+        name: String,
+    },
+    /// A bridge of that name exists.
+    #[error("bridge {name} already exists")]
+    BridgeExists {
+        /// The name.
+        name: String,
+    },
+    /// As many bridges as a daemon holds exist.
+    #[error("too many bridges (max {MAX_BRIDGES}); delete one first")]
+    TooManyBridges,
+    /// No bridge of that name exists.
+    #[error("no bridge named {name}")]
+    NoSuchBridge {
+        /// The name.
+        name: String,
+    },
+    /// A bridge to delete still has ports.
+    #[error("bridge {name} still has ports ({}); delete them first", ports.join(", "))]
+    BridgeHasPorts {
+        /// The bridge.
+        name: String,
+        /// Its ports.
+        ports: Vec<String>,
+    },
+    /// A port (of a `port add` request) is invalid on its own.
+    #[error("port {port}")]
+    InvalidPort {
+        /// The port.
+        port: String,
+        /// What is wrong.
+        #[source]
+        source: PortError,
+    },
+    /// A port of that name exists.
+    #[error("port {name} already exists")]
+    PortExists {
+        /// The name.
+        name: String,
+    },
+    /// A port names a bridge that does not exist.
+    #[error("port {port}: no bridge named {bridge}")]
+    PortBridgeMissing {
+        /// The port.
+        port: String,
+        /// The bridge.
+        bridge: String,
+    },
+    /// A port would use the control socket's path.
+    #[error("port {port}: `{key}` {} is the control socket's path", path.display())]
+    ControlSocketPath {
+        /// The port.
+        port: String,
+        /// Its key naming the path.
+        key: &'static str,
+        /// The path.
+        path: PathBuf,
+    },
+    /// A port would use a path another port uses.
+    #[error("port {port}: `{key}` {} is already used as `{other_key}` of port {other}", path.display())]
+    PathInUse {
+        /// The new port.
+        port: String,
+        /// Its key naming the path.
+        key: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The other port's key.
+        other_key: &'static str,
+        /// The other port.
+        other: String,
+    },
+    /// Every port id is taken.
+    #[error("too many ports (max {})", switch::MAX_PORTS)]
+    TooManyPorts,
+    /// The driver could not open the port.
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    /// A worker did not take a new port's queue.
+    #[error("port {port}: starting its queues")]
+    StartQueues {
+        /// The port.
+        port: String,
+        /// Why.
+        #[source]
+        source: WorkerError,
+    },
+    /// A worker did not give a removed port's queues back.
+    #[error(
+        "port {port}: a worker did not give its queues back; its id {id} and \
+         paths stay reserved until weir restarts"
+    )]
+    PortStuck {
+        /// The port.
+        port: String,
+        /// Its id, still reserved.
+        id: u16,
+        /// Why.
+        #[source]
+        source: WorkerError,
+    },
+    /// No port of that name exists.
+    #[error("no port named {name}")]
+    NoSuchPort {
+        /// The name.
+        name: String,
+    },
+    /// SIGINT/SIGTERM handlers could not be installed.
+    #[error("installing signal handlers")]
+    Signals(#[source] std::io::Error),
+    /// The housekeeping thread could not be started.
+    #[error("starting housekeeping thread")]
+    Housekeeping(#[source] std::io::Error),
+    /// The control socket could not be set up.
+    #[error(transparent)]
+    Server(#[from] ServerError),
+}
+
+impl From<ConfigError> for ControlError {
+    fn from(e: ConfigError) -> Self {
+        ControlError::Config(Box::new(e))
+    }
+}
+
+/// `error` and its sources, `: `-separated, as a control reply or log line
+/// shows them.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
 
 /// How long control operations wait for a worker to acknowledge.
 const WORKER_TIMEOUT: Duration = Duration::from_secs(5);
 
 struct PortRecord {
     id: PortId,
-    spec: PortSpec,
+    port: PortConfig,
     /// (worker index, queue stats) per queue.
     queues: Vec<(usize, Arc<QueueStats>)>,
-    keepalive: Option<Box<dyn Send>>,
-    health: Option<Box<dyn Fn() -> Option<String> + Send>>,
-    mtu: Option<Box<dyn Fn() -> Option<u16> + Send>>,
+    /// Dropped after the queues are back from the workers.
+    device: Option<Box<dyn PortDevice>>,
 }
 
 struct State {
@@ -80,8 +240,8 @@ pub struct Dataplane {
     handoff_budgets: Vec<Arc<HandoffBudget>>,
     worker_cpus: Vec<usize>,
     fdb_cfg: switch::FdbConfig,
-    /// `[dpdk] eal_args`, for the first `dpdk` port.
-    dpdk_eal_args: Vec<String>,
+    /// Opens the ports.
+    factory: Box<dyn PortFactory>,
     host: Host,
     state: Mutex<State>,
     /// How long a port removal waits for each worker.
@@ -96,11 +256,27 @@ impl Dataplane {
     /// # Errors
     /// If the pool cannot be allocated, a worker cannot start, or any configured
     /// port cannot be opened (nothing is left running in that case).
-    pub fn start(cfg: &Config, host: Host) -> anyhow::Result<Dataplane> {
+    pub fn start(cfg: &Config, host: Host) -> Result<Dataplane, ControlError> {
+        let factory = DriverFactory {
+            eal_args: cfg.dpdk.eal_args.clone(),
+        };
+        Dataplane::start_with(cfg, host, Box::new(factory))
+    }
+
+    /// [`start`](Self::start), opening ports through `factory`.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with(
+        cfg: &Config,
+        host: Host,
+        factory: Box<dyn PortFactory>,
+    ) -> Result<Dataplane, ControlError> {
+        let ports = cfg.validate_with(&host)?;
         raise_memlock_limit();
         let pool_cfg = cfg.dataplane.mempool_config();
         let hugepages = pool_cfg.hugepages;
-        let pool = Mempool::create(&pool_cfg).context("creating the mbuf pool")?;
+        let pool = Mempool::create(&pool_cfg).map_err(ControlError::Pool)?;
         tracing::info!(
             mbufs = pool.capacity(),
             backing = ?pool.backing(),
@@ -110,7 +286,7 @@ impl Dataplane {
         switch.tick();
         let worker_cpus = cfg.dataplane.worker_cpus(&host);
         if worker_cpus.is_empty() {
-            bail!("no CPU to run a worker on");
+            return Err(ControlError::NoWorkerCpu);
         }
         let mut workers = Vec::new();
         for (i, &cpu) in worker_cpus.iter().enumerate() {
@@ -143,7 +319,7 @@ impl Dataplane {
                 aging_secs: cfg.fdb.aging_secs,
                 learn_per_sec: cfg.fdb.learn_per_sec,
             },
-            dpdk_eal_args: cfg.dpdk.eal_args.clone(),
+            factory,
             host,
             state: Mutex::new(State {
                 ports: BTreeMap::new(),
@@ -157,8 +333,8 @@ impl Dataplane {
         for b in &cfg.bridges {
             dp.bridge_add(&b.name)?;
         }
-        for p in &cfg.ports {
-            dp.port_add(p.clone())?;
+        for p in ports {
+            dp.add_port(p)?;
         }
         Ok(dp)
     }
@@ -185,10 +361,10 @@ impl Dataplane {
     /// (hugepages short with `hugepages = "required"`, or no memory), the port
     /// comes up without offering TSO and one warning says so; the next
     /// vhost-user port tries again.
-    fn tso_pool_for(&self, st: &mut State, spec: &PortSpec) -> Option<&'static Mempool> {
+    fn tso_pool_for(&self, st: &mut State, port: &PortConfig) -> Option<&'static Mempool> {
         let takes_tso = matches!(
-            spec.kind,
-            PortType::VhostUser | PortType::Afpacket | PortType::Tap
+            port.kind,
+            PortKind::VhostUser { .. } | PortKind::AfPacket { .. } | PortKind::Tap { .. }
         );
         if !takes_tso || self.tso_mbufs == 0 {
             return None;
@@ -229,9 +405,9 @@ impl Dataplane {
                         "port {} comes up without TSO: no \
                          memory for {} TSO buffers of 64 KiB ({:#}); {fix} \
                          (tso_mbufs = 0 turns TSO off without this warning)",
-                        spec.name,
+                        port.name,
                         self.tso_mbufs,
-                        anyhow::Error::from(e),
+                        error_chain(&e),
                     );
                 }
             }
@@ -243,18 +419,18 @@ impl Dataplane {
     ///
     /// # Errors
     /// Invalid or duplicate name.
-    pub fn bridge_add(&self, name: &str) -> anyhow::Result<()> {
+    pub fn bridge_add(&self, name: &str) -> Result<(), ControlError> {
         if !weir_config::is_valid_name(name) {
-            bail!("invalid bridge name {name:?}: use 1-32 of A-Z a-z 0-9 _ . -");
+            return Err(ControlError::InvalidBridgeName { name: name.into() });
         }
         let _g = self.lock();
         let t = self.switch.load();
         if t.bridge_by_name(name).is_some() {
-            bail!("bridge {name} already exists");
+            return Err(ControlError::BridgeExists { name: name.into() });
         }
         // Slots are reused, so the id of a new bridge stays below this too.
         if t.bridges.iter().flatten().count() >= MAX_BRIDGES {
-            bail!("too many bridges (max {MAX_BRIDGES}); delete one first");
+            return Err(ControlError::TooManyBridges);
         }
         let fdb = Arc::new(Fdb::new(&self.fdb_cfg));
         self.switch.update(|t| {
@@ -283,22 +459,22 @@ impl Dataplane {
     ///
     /// # Errors
     /// Unknown bridge, or ports still attached.
-    pub fn bridge_del(&self, name: &str) -> anyhow::Result<()> {
+    pub fn bridge_del(&self, name: &str) -> Result<(), ControlError> {
         let _g = self.lock();
         let t = self.switch.load();
         let b = t
             .bridge_by_name(name)
-            .ok_or_else(|| anyhow!("no bridge named {name}"))?;
+            .ok_or_else(|| ControlError::NoSuchBridge { name: name.into() })?;
         if !b.ports.is_empty() {
-            let names: Vec<String> = b
+            let ports: Vec<String> = b
                 .ports
                 .iter()
                 .filter_map(|p| t.port(*p).map(|e| e.name.to_string()))
                 .collect();
-            bail!(
-                "bridge {name} still has ports ({}); delete them first",
-                names.join(", ")
-            );
+            return Err(ControlError::BridgeHasPorts {
+                name: name.into(),
+                ports,
+            });
         }
         let id = b.id;
         self.switch.update(|t| t.bridges[id.0 as usize] = None);
@@ -311,60 +487,56 @@ impl Dataplane {
     ///
     /// # Errors
     /// Invalid spec, duplicate name, unknown bridge, or the driver fails to open.
-    pub fn port_add(&self, spec: PortSpec) -> anyhow::Result<()> {
-        spec.validate(&self.host)
-            .map_err(|e| anyhow!("port {}: {e}", spec.name))?;
+    pub fn port_add(&self, spec: PortSpec) -> Result<(), ControlError> {
+        let port = spec
+            .validate(&self.host)
+            .map_err(|source| ControlError::InvalidPort {
+                port: spec.name.clone(),
+                source,
+            })?;
+        self.add_port(port)
+    }
+
+    /// [`port_add`](Self::port_add) of a validated port.
+    fn add_port(&self, port: PortConfig) -> Result<(), ControlError> {
         // A pcap port's files are opened (and a replay file read) before the
         // control lock is taken, so that a slow or odd file never stalls other
         // requests; the checks run again under the lock below.
-        let preopened = if spec.kind == PortType::Pcap {
-            self.check_new_port(&self.lock(), &spec)?;
-            Some(ports::open(&spec, self.pool, None, &self.dpdk_eal_args)?)
+        let preopened = if matches!(port.kind, PortKind::Pcap { .. }) {
+            self.check_new_port(&self.lock(), &port)?;
+            Some(self.factory.open(&port, self.pool, None)?)
         } else {
             None
         };
-        self.add_opened(spec, preopened)
+        self.add_opened(port, preopened)
     }
 
     /// [`port_add`](Self::port_add) after validation, with the port already
     /// opened or (None) to be opened under the lock.
-    fn add_opened(&self, spec: PortSpec, preopened: Option<OpenedPort>) -> anyhow::Result<()> {
+    fn add_opened(
+        &self,
+        spec: PortConfig,
+        preopened: Option<OpenedPort>,
+    ) -> Result<(), ControlError> {
         let mut st = self.lock();
         self.check_new_port(&st, &spec)?;
         let t = self.switch.load();
         let bridge = match &spec.bridge {
             Some(b) => Some(
                 t.bridge_by_name(b)
-                    .ok_or_else(|| anyhow!("port {}: no bridge named {b}", spec.name))?
+                    .ok_or_else(|| ControlError::PortBridgeMissing {
+                        port: spec.name.clone(),
+                        bridge: b.clone(),
+                    })?
                     .id,
             ),
             None => None,
         };
-        // Ids of ports whose queues a worker never gave back stay taken: the
-        // worker may still run them under that id.
-        let used: Vec<bool> = (0..t
-            .ports
-            .len()
-            .max(st.stuck.iter().map(|r| r.id.index() + 1).max().unwrap_or(0)))
-            .map(|i| {
-                t.ports.get(i).is_some_and(Option::is_some)
-                    || st.stuck.iter().any(|r| r.id.index() == i)
-            })
-            .collect();
-        let id = used.iter().position(|u| !u).unwrap_or(used.len());
-        if id >= switch::MAX_PORTS {
-            bail!("too many ports (max {})", switch::MAX_PORTS);
-        }
-        let id = PortId(id as u16);
+        let id = free_port_id(&st, &t)?;
         let tso_pool = self.tso_pool_for(&mut st, &spec);
-        let OpenedPort {
-            queues,
-            keepalive,
-            health,
-            mtu,
-        } = match preopened {
+        let OpenedPort { queues, device } = match preopened {
             Some(p) => p,
-            None => ports::open(&spec, self.pool, tso_pool, &self.dpdk_eal_args)?,
+            None => self.factory.open(&spec, self.pool, tso_pool)?,
         };
         // Place queues round-robin over workers; the first queue's worker owns the
         // port's handoff ring.
@@ -399,51 +571,55 @@ impl Dataplane {
         }
         let rec = PortRecord {
             id,
-            spec,
+            port: spec,
             queues: qrec,
-            keepalive,
-            health,
-            mtu,
+            device,
         };
         if let Some(e) = failed {
             // Take back what was placed, as `port del` would; the id stays
             // reserved if a worker keeps a queue.
-            let name = rec.spec.name.clone();
+            let name = rec.port.name.clone();
             if let Err(e2) = self.retire(&mut st, rec) {
-                tracing::warn!(port = %name, "{e2:#}");
+                tracing::warn!(port = %name, "{}", error_chain(&e2));
             }
-            return Err(anyhow::Error::from(e).context(format!("port {name}: starting its queues")));
+            return Err(ControlError::StartQueues {
+                port: name,
+                source: e,
+            });
         }
-        tracing::info!(port = %rec.spec.name, kind = %rec.spec.kind, id = id.0, queues = rec.queues.len(), "port added");
-        st.ports.insert(rec.spec.name.clone(), rec);
+        tracing::info!(port = %rec.port.name, kind = %rec.port.kind.port_type(), id = id.0, queues = rec.queues.len(), "port added");
+        st.ports.insert(rec.port.name.clone(), rec);
         Ok(())
     }
 
     /// Refuses a port whose name is taken, or whose socket or capture file
     /// another port uses.
-    fn check_new_port(&self, st: &State, spec: &PortSpec) -> anyhow::Result<()> {
+    fn check_new_port(&self, st: &State, spec: &PortConfig) -> Result<(), ControlError> {
         if st.ports.contains_key(&spec.name) {
-            bail!("port {} already exists", spec.name);
+            return Err(ControlError::PortExists {
+                name: spec.name.clone(),
+            });
         }
         if let Some((key, path)) = spec
             .paths()
             .into_iter()
             .find(|(_, p)| *p == self.control_socket)
         {
-            bail!(
-                "port {}: `{key}` {} is the control socket's path",
-                spec.name,
-                path.display()
-            );
+            return Err(ControlError::ControlSocketPath {
+                port: spec.name.clone(),
+                key,
+                path,
+            });
         }
         for rec in st.ports.values().chain(&st.stuck) {
-            if let Some((key, other_key, path)) = spec.path_conflict(&rec.spec) {
-                bail!(
-                    "port {}: `{key}` {} is already used as `{other_key}` of port {}",
-                    spec.name,
-                    path.display(),
-                    rec.spec.name
-                );
+            if let Some((key, other_key, path)) = spec.path_conflict(&rec.port) {
+                return Err(ControlError::PathInUse {
+                    port: spec.name.clone(),
+                    key,
+                    path,
+                    other_key,
+                    other: rec.port.name.clone(),
+                });
             }
         }
         Ok(())
@@ -454,12 +630,12 @@ impl Dataplane {
     ///
     /// # Errors
     /// Unknown port, or a worker did not give the queues back in time.
-    pub fn port_del(&self, name: &str) -> anyhow::Result<()> {
+    pub fn port_del(&self, name: &str) -> Result<(), ControlError> {
         let mut st = self.lock();
         let rec = st
             .ports
             .remove(name)
-            .ok_or_else(|| anyhow!("no port named {name}"))?;
+            .ok_or_else(|| ControlError::NoSuchPort { name: name.into() })?;
         self.retire(&mut st, rec)?;
         tracing::info!(port = name, "port removed");
         Ok(())
@@ -469,7 +645,7 @@ impl Dataplane {
     /// worker does not give them back in time, the record (its id, its
     /// socket path, its device) is kept in `st.stuck`, so that no new port
     /// gets an id a worker may still be running.
-    fn retire(&self, st: &mut State, rec: PortRecord) -> anyhow::Result<()> {
+    fn retire(&self, st: &mut State, rec: PortRecord) -> Result<(), ControlError> {
         let id = rec.id;
         // 1. Unpublish: no worker will learn, forward or hand off to it any more.
         let generation = self.switch.update(|t| {
@@ -507,15 +683,15 @@ impl Dataplane {
             }
         }
         if let Some(e) = first_err {
-            let name = rec.spec.name.clone();
+            let name = rec.port.name.clone();
             st.stuck.push(rec);
-            return Err(anyhow::Error::from(e).context(format!(
-                "port {name}: a worker did not give its queues back; its id {} and \
-                 paths stay reserved until weir restarts",
-                id.0
-            )));
+            return Err(ControlError::PortStuck {
+                port: name,
+                id: id.0,
+                source: e,
+            });
         }
-        drop(rec.keepalive);
+        drop(rec.device);
         Ok(())
     }
 
@@ -528,17 +704,13 @@ impl Dataplane {
             s += *q;
         }
         let entry = t.port(rec.id);
-        let err = rec.health.as_ref().and_then(|h| h());
+        let err = rec.device.as_ref().and_then(|d| d.health());
         PortInfo {
             id: rec.id.0,
-            name: rec.spec.name.clone(),
-            kind: rec.spec.kind.to_string(),
-            bridge: rec.spec.bridge.clone(),
-            iface: rec
-                .spec
-                .iface
-                .clone()
-                .or_else(|| rec.spec.socket.as_ref().map(|p| p.display().to_string())),
+            name: rec.port.name.clone(),
+            kind: rec.port.kind.port_type().to_string(),
+            bridge: rec.port.bridge.clone(),
+            iface: rec.port.endpoint(),
             link: if entry.is_some_and(|e| e.is_up()) {
                 "up"
             } else {
@@ -553,7 +725,7 @@ impl Dataplane {
             worker: rec.queues.first().map(|q| q.0 as u16),
             stats: s,
             queue_stats: per_queue,
-            mtu: rec.mtu.as_ref().and_then(|m| m()),
+            mtu: rec.device.as_ref().and_then(|d| d.mtu()),
         }
     }
 
@@ -586,11 +758,11 @@ impl Dataplane {
     ///
     /// # Errors
     /// Unknown bridge.
-    pub fn fdb_show(&self, bridge: Option<&str>) -> anyhow::Result<Vec<FdbEntryView>> {
+    pub fn fdb_show(&self, bridge: Option<&str>) -> Result<Vec<FdbEntryView>, ControlError> {
         let t = self.switch.load();
         if let Some(b) = bridge {
             if t.bridge_by_name(b).is_none() {
-                bail!("no bridge named {b}");
+                return Err(ControlError::NoSuchBridge { name: b.into() });
             }
         }
         let now = self.switch.now_secs();
@@ -626,11 +798,11 @@ impl Dataplane {
     ///
     /// # Errors
     /// Unknown bridge.
-    pub fn fdb_flush(&self, bridge: Option<&str>) -> anyhow::Result<usize> {
+    pub fn fdb_flush(&self, bridge: Option<&str>) -> Result<usize, ControlError> {
         let t = self.switch.load();
         if let Some(b) = bridge {
             if t.bridge_by_name(b).is_none() {
-                bail!("no bridge named {b}");
+                return Err(ControlError::NoSuchBridge { name: b.into() });
             }
         }
         Ok(t.bridges
@@ -714,6 +886,23 @@ impl Dataplane {
     }
 }
 
+/// The lowest port id neither in the tables nor held by a stuck port: ids
+/// of ports whose queues a worker never gave back stay taken, since the
+/// worker may still run them under that id.
+fn free_port_id(st: &State, t: &switch::SwitchTables) -> Result<PortId, ControlError> {
+    let stuck_end = st.stuck.iter().map(|r| r.id.index() + 1).max().unwrap_or(0);
+    let id = (0..t.ports.len().max(stuck_end))
+        .find(|&i| {
+            !(t.ports.get(i).is_some_and(Option::is_some)
+                || st.stuck.iter().any(|r| r.id.index() == i))
+        })
+        .unwrap_or(t.ports.len().max(stuck_end));
+    if id >= switch::MAX_PORTS {
+        return Err(ControlError::TooManyPorts);
+    }
+    Ok(PortId(id as u16))
+}
+
 /// AF_XDP UMEMs and BPF maps count against `RLIMIT_MEMLOCK`; lift it as far as
 /// we are allowed (unlimited with CAP_SYS_RESOURCE), as DPDK and OVS do.
 fn raise_memlock_limit() {
@@ -734,17 +923,17 @@ fn raise_memlock_limit() {
     }
 }
 
-fn result<T: serde::Serialize>(r: anyhow::Result<T>) -> Response {
+fn result<T: serde::Serialize>(r: Result<T, ControlError>) -> Response {
     match r {
         Ok(v) => Response::with_data(&v),
-        Err(e) => Response::error(format!("{e:#}")),
+        Err(e) => Response::error(error_chain(&e)),
     }
 }
 
-fn done(r: anyhow::Result<()>) -> Response {
+fn done(r: Result<(), ControlError>) -> Response {
     match r {
         Ok(()) => Response::ok(),
-        Err(e) => Response::error(format!("{e:#}")),
+        Err(e) => Response::error(error_chain(&e)),
     }
 }
 
@@ -803,7 +992,7 @@ pub fn spawn_housekeeping(
 ///
 /// # Errors
 /// If the dataplane cannot be built or the control socket bound.
-pub fn run(mut cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
+pub fn run(mut cfg: Config, socket: PathBuf) -> Result<(), ControlError> {
     tracing::info!(
         config = cfg.origin(),
         ports = cfg.ports.len(),
@@ -814,8 +1003,7 @@ pub fn run(mut cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
     let server = ControlServer::bind(&socket)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, Arc::clone(&stop))
-            .context("installing signal handlers")?;
+        signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(ControlError::Signals)?;
     }
     // Every thread started from here on (control, vhost-user, housekeeping)
     // inherits this thread's mask; workers pin themselves to their CPU.
@@ -830,7 +1018,7 @@ pub fn run(mut cfg: Config, socket: PathBuf) -> anyhow::Result<()> {
     let dp = Arc::new(Dataplane::start(&cfg, Host::system())?);
     // Housekeeping: the FDB clock, aging and rebuilds, once a second.
     let hk = spawn_housekeeping(Arc::downgrade(&dp), stop.clone(), Duration::from_secs(1))
-        .context("starting housekeeping thread")?;
+        .map_err(ControlError::Housekeeping)?;
     tracing::info!(socket = %socket.display(), "control socket ready");
     server.serve(dp.clone(), stop.clone());
     stop.store(true, Ordering::Relaxed);
@@ -983,15 +1171,15 @@ mod tests {
                 entered: Arc::clone(&entered),
                 stats: Arc::default(),
             })],
-            keepalive: None,
-            health: None,
-            mtu: None,
+            device: None,
         };
         // Declared after `dp`, so dropped first: a failed assertion releases
         // the worker before the dataplane joins it.
         let _release = Release(Arc::clone(&hold));
-        dp.add_opened(PortSpec::new("p0", PortType::Ring), Some(stuck))
+        let ring = PortSpec::new("p0", PortType::Ring)
+            .validate(&Host::system())
             .unwrap();
+        dp.add_opened(ring, Some(stuck)).unwrap();
         let stuck_id = port_id(&dp, "p0");
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         // Relaxed: a test flag.
@@ -1003,7 +1191,8 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
         }
         let err = dp.port_del("p0").unwrap_err();
-        assert!(format!("{err:#}").contains("stay reserved"), "{err:#}");
+        let msg = error_chain(&err);
+        assert!(msg.contains("stay reserved"), "{msg}");
         // The worker still runs p0's queue under its id: a new port must not
         // get that id.
         dp.port_add(PortSpec::new("p1", PortType::Ring)).unwrap();
@@ -1026,6 +1215,153 @@ mod tests {
         let t = dp.switch.load();
         assert!(t.bridges.len() <= MAX_BRIDGES);
         assert_eq!(t.bridge_by_name("again").unwrap().id.0, 7);
+        dp.shutdown();
+    }
+
+    /// Opens the ports a test prepared, by name; any other name fails after
+    /// taking buffers from the pool, as a driver filling its rings would.
+    #[derive(Default)]
+    struct ScriptedFactory {
+        ports: Mutex<BTreeMap<String, Vec<Box<dyn Port>>>>,
+    }
+
+    impl PortFactory for Arc<ScriptedFactory> {
+        fn open(
+            &self,
+            port: &PortConfig,
+            pool: &'static Mempool,
+            _tso_pool: Option<&'static Mempool>,
+        ) -> Result<OpenedPort, OpenError> {
+            let queues = self.ports.lock().unwrap().remove(&port.name);
+            match queues {
+                Some(queues) => Ok(OpenedPort::plain(queues)),
+                None => {
+                    let held: Vec<_> = (0..8).filter_map(|_| pool.alloc()).collect();
+                    assert_eq!(held.len(), 8);
+                    Err(OpenError {
+                        port: port.name.clone(),
+                        source: std::io::Error::from(std::io::ErrorKind::NotFound).into(),
+                    })
+                }
+            }
+        }
+    }
+
+    fn scripted_dataplane(factory: &Arc<ScriptedFactory>) -> Dataplane {
+        let mut cfg = Config::default();
+        cfg.dataplane.mbufs = 512;
+        cfg.dataplane.tso_mbufs = 0;
+        cfg.dataplane.hugepages = weir_config::HugepageMode::Never;
+        cfg.dataplane.idle_sleep_us = 50;
+        cfg.dataplane.workers = Some("0".parse().unwrap());
+        cfg.fdb.max_entries = 64;
+        Dataplane::start_with(&cfg, Host::system(), Box::new(Arc::clone(factory))).unwrap()
+    }
+
+    fn ring_port(name: &str, bridge: Option<&str>) -> PortSpec {
+        let mut spec = PortSpec::new(name, PortType::Ring);
+        spec.bridge = bridge.map(Into::into);
+        spec
+    }
+
+    /// Waits (bounded) until `done` holds.
+    fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_failed_open_leaves_no_port_no_table_entry_and_every_buffer_free() {
+        let factory = Arc::new(ScriptedFactory::default());
+        let dp = scripted_dataplane(&factory);
+        dp.bridge_add("br0").unwrap();
+        let pool = dp.pool();
+        let err = dp.port_add(ring_port("gone", Some("br0"))).unwrap_err();
+        let msg = error_chain(&err);
+        assert!(matches!(err, ControlError::Open(_)), "{msg}");
+        assert!(msg.starts_with("port gone: "), "{msg}");
+        assert!(dp.port_list().is_empty());
+        let t = dp.switch.load();
+        assert!(t.ports.iter().all(Option::is_none));
+        assert!(t.bridge_by_name("br0").unwrap().ports.is_empty());
+        assert_eq!(pool.available(), pool.capacity());
+        // The failed port took no id: the next one gets the first.
+        factory
+            .ports
+            .lock()
+            .unwrap()
+            .insert("p0".into(), vec![Box::new(pmd::memport::NullPort::new())]);
+        dp.port_add(ring_port("p0", Some("br0"))).unwrap();
+        assert_eq!(port_id(&dp, "p0"), 0);
+        dp.shutdown();
+    }
+
+    #[test]
+    fn frames_keep_flowing_while_a_third_port_is_added_and_removed() {
+        use dataplane::testutil::{eth_frame, mac, ScriptedPort, EXPERIMENTAL_ETHERTYPE};
+        let factory = Arc::new(ScriptedFactory::default());
+        let dp = scripted_dataplane(&factory);
+        let pool = dp.pool();
+        let (a, b, c) = (
+            ScriptedPort::new(pool),
+            ScriptedPort::new(pool),
+            ScriptedPort::new(pool),
+        );
+        let (ha, hb, hc) = (a.handle(), b.handle(), c.handle());
+        {
+            let mut ports = factory.ports.lock().unwrap();
+            ports.insert("a".into(), vec![Box::new(a)]);
+            ports.insert("b".into(), vec![Box::new(b)]);
+            ports.insert("c".into(), vec![Box::new(c)]);
+        }
+        dp.bridge_add("br0").unwrap();
+        dp.port_add(ring_port("a", Some("br0"))).unwrap();
+        dp.port_add(ring_port("b", Some("br0"))).unwrap();
+        // A port's link is down until its worker reports it; the switch
+        // forwards to ports that are up only.
+        let up = |name: &str| {
+            dp.port_list()
+                .iter()
+                .any(|p| p.name == name && p.link == "up")
+        };
+        wait_for("a and b up", || up("a") && up("b"));
+        let frame = eth_frame(mac(2), mac(1), EXPERIMENTAL_ETHERTYPE, 46);
+        let mut sent = 0;
+        let mut send = |n: usize| {
+            for _ in 0..n {
+                ha.push_rx(frame.clone());
+            }
+            sent += n;
+            sent
+        };
+        let upto = send(64);
+        wait_for("b receives before the add", || {
+            hb.transmitted().len() == upto
+        });
+        dp.port_add(ring_port("c", Some("br0"))).unwrap();
+        wait_for("c up", || up("c"));
+        let upto = send(64);
+        wait_for("b receives while c is attached", || {
+            hb.transmitted().len() == upto
+        });
+        // Unknown unicast floods: c saw the frames sent while it was attached.
+        assert!(!hc.transmitted().is_empty());
+        let c_got = hc.transmitted().len();
+        dp.port_del("c").unwrap();
+        let upto = send(64);
+        wait_for("b receives after the del", || {
+            hb.transmitted().len() == upto
+        });
+        assert_eq!(
+            hc.transmitted().len(),
+            c_got,
+            "c got frames after its removal"
+        );
+        assert!(hb.transmitted().iter().all(|f| *f == frame));
+        assert_eq!(dp.port_list().len(), 2);
         dp.shutdown();
     }
 }

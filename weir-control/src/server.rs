@@ -19,8 +19,6 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
-
 use vhost_user::socket_path::SocketPathError;
 
 use weir_api::framing::{deadline_hook, read_line_bounded, LineRead, MAX_MESSAGE_BYTES};
@@ -32,6 +30,52 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// How often the accept loop checks the stop flag when idle.
 const ACCEPT_POLL: Duration = Duration::from_millis(25);
+
+/// The control socket could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The socket's directory could not be created.
+    #[error("creating {}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The socket directory's mode could not be set.
+    #[error("setting mode of {}", path.display())]
+    SetDirMode {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Another daemon answers on the socket.
+    #[error("another weir daemon is running on {}", path.display())]
+    Live {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// The socket could not be bound.
+    #[error("binding control socket {}", path.display())]
+    Bind {
+        /// The socket path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: SocketPathError,
+    },
+    /// Something other than a dead socket is at the path (a file, a
+    /// symlink), which is left alone.
+    #[error(transparent)]
+    Path(SocketPathError),
+    /// The listener could not be made non-blocking.
+    #[error("making the control socket non-blocking")]
+    NonBlocking(#[source] io::Error),
+}
 
 /// Answers control requests; implemented by the daemon.
 ///
@@ -78,17 +122,24 @@ impl ControlServer {
     ///
     /// If another daemon answers on `path`, `path` is not a socket, or a
     /// filesystem or socket call fails.
-    pub fn bind(path: &Path) -> anyhow::Result<Self> {
+    pub fn bind(path: &Path) -> Result<Self, ServerError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             if !parent.exists() {
                 fs::DirBuilder::new()
                     .recursive(true)
                     .mode(0o755)
                     .create(parent)
-                    .with_context(|| format!("creating {}", parent.display()))?;
+                    .map_err(|source| ServerError::CreateDir {
+                        path: parent.to_owned(),
+                        source,
+                    })?;
                 // The mode passed to mkdir is masked by the umask.
-                fs::set_permissions(parent, fs::Permissions::from_mode(0o755))
-                    .with_context(|| format!("setting mode of {}", parent.display()))?;
+                fs::set_permissions(parent, fs::Permissions::from_mode(0o755)).map_err(
+                    |source| ServerError::SetDirMode {
+                        path: parent.to_owned(),
+                        source,
+                    },
+                )?;
             }
         }
         // Created with mode 0600 before it appears at `path` (no window with
@@ -96,18 +147,23 @@ impl ControlServer {
         let bound = match vhost_user::socket_path::bind(path, vhost_user::SocketOwner::default()) {
             Ok(b) => b,
             Err(SocketPathError::Live { .. }) => {
-                bail!("another weir daemon is running on {}", path.display())
+                return Err(ServerError::Live {
+                    path: path.to_owned(),
+                })
             }
-            Err(e @ SocketPathError::Io { .. }) => {
-                return Err(e).with_context(|| format!("binding control socket {}", path.display()))
+            Err(source @ SocketPathError::Io { .. }) => {
+                return Err(ServerError::Bind {
+                    path: path.to_owned(),
+                    source,
+                })
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(ServerError::Path(e)),
         };
         let listener = bound.listener;
         // Non-blocking so the accept loop can notice the stop flag.
         listener
             .set_nonblocking(true)
-            .context("making the control socket non-blocking")?;
+            .map_err(ServerError::NonBlocking)?;
         Ok(ControlServer {
             listener,
             path: path.to_owned(),
@@ -608,6 +664,7 @@ mod tests {
         let path = dir.0.join("weir.sock");
         fs::write(&path, b"keep me").unwrap();
         let err = ControlServer::bind(&path).unwrap_err();
+        assert!(matches!(err, ServerError::Path(_)), "{err}");
         assert!(err.to_string().contains("is not a socket"), "{err}");
         assert_eq!(fs::read(&path).unwrap(), b"keep me");
     }

@@ -55,7 +55,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Run(args) => {
             let config = Config::load(&args.config)?;
             let socket = cli.socket_or(args.conn.socket.clone(), config.control.socket.clone());
-            weir_control::run(config, socket)
+            Ok(weir_control::run(config, socket)?)
         }
         Command::Config(ConfigCmd::Check {
             file,
