@@ -10,16 +10,23 @@ use common::{vhost_config, Daemon};
 fn thread_cpus(pid: u32) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for t in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let t = t.unwrap().path();
-        let comm = std::fs::read_to_string(t.join("comm")).unwrap_or_default();
-        let status = std::fs::read_to_string(t.join("status")).unwrap_or_default();
-        let cpus = status
+        let Ok(t) = t else { continue };
+        let t = t.path();
+        // A short-lived thread may exit between the listing and these
+        // reads: it has no affinity left to check, so it is skipped.
+        let (Ok(comm), Ok(status)) = (
+            std::fs::read_to_string(t.join("comm")),
+            std::fs::read_to_string(t.join("status")),
+        ) else {
+            continue;
+        };
+        let Some(cpus) = status
             .lines()
             .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap_or("")
-            .trim()
-            .to_owned();
-        out.push((comm.trim().to_owned(), cpus));
+        else {
+            continue;
+        };
+        out.push((comm.trim().to_owned(), cpus.trim().to_owned()));
     }
     out
 }
