@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Instructions per frame of `weir bench`'s traffic generator, counted by
-# callgrind on a short real run (in-process weir, 64 B, one flow).
+# Instructions per frame of weir-bench's traffic generator (`weir bench`),
+# counted by callgrind on a short real run (in-process weir, 64 B, one flow).
 #
 # The generator's work per frame is in two out-of-line functions of
 # weir-bench/src/traffic.rs, each called only when there is work: Sender's
@@ -30,11 +30,13 @@ duration=${DURATION:-5}
 # shellcheck source=benches/lib.sh
 . "$root/benches/lib.sh"
 need_valgrind
-bin=$(cargo build --release --manifest-path "$root/Cargo.toml" -p weir --bin weir \
+# The generator is weir-bench's own program (`weir bench` only execs it):
+# valgrind runs it directly, so the counts are of the process that sends.
+bin=$(cargo build --release --manifest-path "$root/Cargo.toml" -p weir --bin weir-bench \
         --message-format=json-render-diagnostics |
-      sed -n 's/.*"executable":"\([^"]*\/weir\)".*/\1/p' | tail -n 1)
+      sed -n 's/.*"executable":"\([^"]*\/weir-bench\)".*/\1/p' | tail -n 1)
 if [ -z "$bin" ] || [ ! -x "$bin" ]; then
-    echo "could not find the weir binary after building" >&2
+    echo "could not find the weir-bench binary after building" >&2
     exit 1
 fi
 
@@ -49,7 +51,7 @@ inclusive() { # FILE PATTERN: callgrind's inclusive Ir of the function matching 
 for i in $(seq "$runs"); do
     out=$work/cg.$i
     valgrind --tool=callgrind --callgrind-out-file="$out" \
-        "$bin" bench --quiet --size 64 --duration "$duration" --json "$work/b.$i.json" \
+        "$bin" --quiet --size 64 --duration "$duration" --json "$work/b.$i.json" \
         >/dev/null 2>"$work/log.$i" || { cat "$work/log.$i" >&2; exit 1; }
     send=$(inclusive "$out" 'Sender.*send_burst')
     recv=$(inclusive "$out" 'Receiver.*harvest')

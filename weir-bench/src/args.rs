@@ -1,8 +1,13 @@
-//! `weir-bench`'s command line (also what `weir bench` passes on).
+//! `weir-bench`'s command line (also what `weir bench` passes on), and the
+//! checks clap cannot make, done before anything starts.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::{Args, Parser};
+
+use crate::plot::{self, PlotError};
+use crate::traffic::SizeMix;
 
 /// `weir-bench`: measure forwarding rate, loss and latency through
 /// vhost-user ports.
@@ -111,4 +116,190 @@ pub struct BenchArgs {
     /// Moving other users' threads needs root.
     #[arg(long)]
     pub isolate: bool,
+}
+
+/// An argument `weir bench` refuses before measuring anything.
+#[derive(Debug, thiserror::Error)]
+pub enum ArgsError {
+    /// `--rate` is not `max`, `<N>mpps` or `<N>%`.
+    #[error("bad --rate {0:?}: expected max, <N>mpps or <N>%")]
+    Rate(String),
+    /// `--rate` is zero, negative or not finite.
+    #[error("--rate must be positive")]
+    RateNotPositive,
+    /// `--rate` is a percentage above 100.
+    #[error("--rate {0}% is above the maximum")]
+    RateAbove100(f64),
+    /// `--size` is neither a number nor `imix`.
+    #[error("bad --size {0:?}: expected bytes (64..=9000) or imix")]
+    Size(String),
+    /// `--size` is outside 64..=9000.
+    #[error("--size {0}: frames are 64..=9000 bytes")]
+    SizeRange(u32),
+    /// `--size` is empty.
+    #[error("no --size given")]
+    NoSize,
+    /// `--duration` or `--trial` is not positive.
+    #[error("--duration and --trial must be positive")]
+    Durations,
+    /// `--resolution` is outside (0, 50].
+    #[error("--resolution must be in (0, 50] percent")]
+    Resolution,
+    /// `--latency-at` is outside (0, 100].
+    #[error("--latency-at must be in (0, 100] percent of the NDR")]
+    LatencyAt,
+    /// `--flows` is outside 1..=1048576.
+    #[error("--flows must be 1..=1048576")]
+    Flows,
+    /// `--repeat` is 0.
+    #[error("--repeat must be at least 1")]
+    Repeat,
+    /// `--plot`'s file name has no extension a picture can be written in.
+    #[error(transparent)]
+    Plot(#[from] PlotError),
+}
+
+/// Offered rate of the main measurement.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rate {
+    /// As fast as the switch takes frames.
+    Max,
+    /// Millions of frames per second, both directions together.
+    Mpps(f64),
+    /// Percent of the maximum rate measured just before.
+    Percent(f64),
+}
+
+impl FromStr for Rate {
+    type Err = ArgsError;
+
+    /// `max` (or `unlimited`), `<N>mpps`, `<N>` (Mpps) or `<N>%`.
+    fn from_str(s: &str) -> Result<Rate, ArgsError> {
+        let s = s.trim().to_ascii_lowercase();
+        let num = |t: &str| -> Result<f64, ArgsError> {
+            let v: f64 = t.trim().parse().map_err(|_| ArgsError::Rate(s.clone()))?;
+            if !(v.is_finite() && v > 0.0) {
+                return Err(ArgsError::RateNotPositive);
+            }
+            Ok(v)
+        };
+        if s == "max" || s == "unlimited" {
+            Ok(Rate::Max)
+        } else if let Some(p) = s.strip_suffix('%') {
+            let v = num(p)?;
+            if v > 100.0 {
+                return Err(ArgsError::RateAbove100(v));
+            }
+            Ok(Rate::Percent(v))
+        } else if let Some(m) = s.strip_suffix("mpps") {
+            Ok(Rate::Mpps(num(m)?))
+        } else {
+            Ok(Rate::Mpps(num(&s)?))
+        }
+    }
+}
+
+/// Parses `--size` values: bytes with FCS (64..=9000) or `imix`.
+///
+/// # Errors
+/// A value that is neither, or no value.
+pub fn parse_sizes(list: &[String]) -> Result<Vec<SizeMix>, ArgsError> {
+    let mut out = Vec::new();
+    for s in list {
+        let s = s.trim();
+        if s.eq_ignore_ascii_case("imix") {
+            out.push(SizeMix::imix());
+            continue;
+        }
+        let b: u32 = s.parse().map_err(|_| ArgsError::Size(s.to_owned()))?;
+        if !(64..=9000).contains(&b) {
+            return Err(ArgsError::SizeRange(b));
+        }
+        out.push(SizeMix::fixed(b));
+    }
+    if out.is_empty() {
+        return Err(ArgsError::NoSize);
+    }
+    Ok(out)
+}
+
+/// What the arguments ask for, checked.
+#[derive(Debug)]
+pub struct Plan {
+    /// Frame sizes, one measurement each.
+    pub sizes: Vec<SizeMix>,
+    /// Offered rate of the main measurement.
+    pub rate: Rate,
+    /// Largest frame of any size, without FCS.
+    pub max_frame: u32,
+}
+
+impl BenchArgs {
+    /// Checks every argument that clap cannot, before anything starts.
+    ///
+    /// # Errors
+    /// The first argument out of its range.
+    pub fn plan(&self) -> Result<Plan, ArgsError> {
+        let sizes = parse_sizes(&self.size)?;
+        let rate = self.rate.parse()?;
+        if !(self.duration > 0.0 && self.trial > 0.0) {
+            return Err(ArgsError::Durations);
+        }
+        if !(self.resolution > 0.0 && self.resolution <= 50.0) {
+            return Err(ArgsError::Resolution);
+        }
+        if self.latency_at.is_some_and(|p| !(p > 0.0 && p <= 100.0)) {
+            return Err(ArgsError::LatencyAt);
+        }
+        if self.flows == 0 || self.flows > 1 << 20 {
+            return Err(ArgsError::Flows);
+        }
+        if self.repeat == 0 {
+            return Err(ArgsError::Repeat);
+        }
+        if let Some(p) = &self.plot {
+            plot::format(p)?;
+        }
+        let max_frame = sizes.iter().map(SizeMix::max_frame).max().unwrap_or(60);
+        Ok(Plan {
+            sizes,
+            rate,
+            max_frame,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_parse_as_max_mpps_or_percent() {
+        let rate = |s: &str| s.parse::<Rate>();
+        assert_eq!(rate("max").unwrap(), Rate::Max);
+        assert_eq!(rate("2.5mpps").unwrap(), Rate::Mpps(2.5));
+        assert_eq!(rate("3").unwrap(), Rate::Mpps(3.0));
+        assert_eq!(rate("50%").unwrap(), Rate::Percent(50.0));
+        assert!(matches!(rate("150%"), Err(ArgsError::RateAbove100(_))));
+        assert!(matches!(rate("-1"), Err(ArgsError::RateNotPositive)));
+        assert!(matches!(rate("fast"), Err(ArgsError::Rate(_))));
+    }
+
+    #[test]
+    fn sizes_parse_bytes_and_imix() {
+        let s = parse_sizes(&["64".into(), "imix".into(), "9000".into()]).unwrap();
+        assert_eq!(s[0].pattern, vec![60]);
+        assert_eq!(s[1].label, "imix");
+        assert_eq!(s[2].max_frame(), 8996);
+        assert!(matches!(
+            parse_sizes(&["63".into()]),
+            Err(ArgsError::SizeRange(63))
+        ));
+        assert!(parse_sizes(&["9001".into()]).is_err());
+        assert!(matches!(
+            parse_sizes(&["big".into()]),
+            Err(ArgsError::Size(_))
+        ));
+        assert!(matches!(parse_sizes(&[]), Err(ArgsError::NoSize)));
+    }
 }

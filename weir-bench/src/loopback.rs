@@ -13,15 +13,43 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
 
-use anyhow::Context as _;
-use dataplane::mempool::MempoolConfig;
+use dataplane::mempool::{MempoolConfig, MempoolError};
 use dataplane::{Burst, Mempool, Port};
-use vhost_user::{create, Mode, VhostUserConfig, VhostUserDevice};
+use vhost_user::{create, Mode, VhostUserConfig, VhostUserDevice, VhostUserError};
 
-use super::TempDir;
+use crate::temp_dir::{TempDir, TempDirError};
 
 /// Rounds between housekeeping calls (ring hand-over, link state).
 const HOUSEKEEPING_EVERY: u64 = 1024;
+
+/// Why the loopback device pair did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopbackError {
+    /// The sockets' directory.
+    #[error(transparent)]
+    Dir(#[from] TempDirError),
+    /// The mbuf pool of both devices.
+    #[error("creating the loopback mbuf pool")]
+    Pool(#[source] MempoolError),
+    /// A vhost-user device.
+    #[error("creating {}", socket.display())]
+    Device {
+        /// Its socket.
+        socket: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: VhostUserError,
+    },
+    /// A device came without a queue pair.
+    #[error("vhost-user device {} without a queue", socket.display())]
+    NoQueue {
+        /// Its socket.
+        socket: PathBuf,
+    },
+    /// The forwarding thread.
+    #[error("starting the loopback thread")]
+    Thread(#[source] std::io::Error),
+}
 
 /// The running loopback device pair.
 pub struct Loopback {
@@ -31,7 +59,7 @@ pub struct Loopback {
     _dir: TempDir,
 }
 
-fn pool(data_room: u32) -> anyhow::Result<&'static Mempool> {
+fn pool(data_room: u32) -> Result<&'static Mempool, LoopbackError> {
     static POOL: OnceLock<&'static Mempool> = OnceLock::new();
     if let Some(p) = POOL.get() {
         return Ok(p);
@@ -41,7 +69,7 @@ fn pool(data_room: u32) -> anyhow::Result<&'static Mempool> {
         data_room: data_room.max(2048),
         ..MempoolConfig::default()
     })
-    .context("creating the loopback mbuf pool")?;
+    .map_err(LoopbackError::Pool)?;
     Ok(*POOL.get_or_init(|| p))
 }
 
@@ -50,23 +78,25 @@ impl Loopback {
     ///
     /// # Errors
     /// If the pool, a device or the thread cannot be created.
-    pub fn start(cpu: usize, max_frame: u32) -> anyhow::Result<(Loopback, [PathBuf; 2])> {
+    pub fn start(cpu: usize, max_frame: u32) -> Result<(Loopback, [PathBuf; 2]), LoopbackError> {
         let dir = TempDir::new("loopback")?;
         let pool = pool((max_frame + 4).next_multiple_of(1024))?;
         let socks = ["a", "b"].map(|n| dir.path().join(format!("{n}.sock")));
-        let mk = |i: usize| -> anyhow::Result<(VhostUserDevice, Box<dyn Port>)> {
+        let mk = |i: usize| -> Result<(VhostUserDevice, Box<dyn Port>), LoopbackError> {
+            let socket = socks[i].clone();
             let cfg = VhostUserConfig {
-                socket: socks[i].clone(),
+                socket: socket.clone(),
                 mode: Mode::Server,
                 queues: 1,
             };
-            let mut dev = create(&format!("loop{i}"), &cfg, pool)
-                .with_context(|| format!("creating {}", socks[i].display()))?;
-            let q = dev
-                .take_queues()
-                .pop()
-                .context("vhost-user device without a queue")?;
-            Ok((dev, Box::new(q)))
+            let mut dev = match create(&format!("loop{i}"), &cfg, pool) {
+                Ok(dev) => dev,
+                Err(source) => return Err(LoopbackError::Device { socket, source }),
+            };
+            match dev.take_queues().pop() {
+                Some(q) => Ok((dev, Box::new(q))),
+                None => Err(LoopbackError::NoQueue { socket }),
+            }
         };
         let (da, pa) = mk(0)?;
         let (db, pb) = mk(1)?;
@@ -76,7 +106,7 @@ impl Loopback {
         let thread = std::thread::Builder::new()
             .name("bench-loopback".into())
             .spawn(move || {
-                super::pin_to(cpu);
+                crate::pin_to(cpu);
                 let mut burst = Burst::new();
                 let mut round = 0u64;
                 // Relaxed: a plain flag; join() synchronises.
@@ -96,7 +126,7 @@ impl Loopback {
                     }
                 }
             })
-            .context("starting the loopback thread")?;
+            .map_err(LoopbackError::Thread)?;
         Ok((
             Loopback {
                 stop,

@@ -16,13 +16,11 @@
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
-
-use super::TempDir;
 use crate::args::BenchPeer;
+use crate::temp_dir::{TempDir, TempDirError};
 
 const OVS_VSWITCHD: &str = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk";
 const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
@@ -30,7 +28,104 @@ const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 pub const OVS_HUGEPAGES: u64 = 256;
 const NR_HUGEPAGES: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
 
-/// Hugepages reserved and mounted for a peer; undone by [`Hugepages::release`].
+/// Why a peer did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The peer failed after it wrote logs: the failure with their last lines.
+    #[error("{peer} did not start; its logs end with:\n{log_tail}")]
+    Start {
+        /// testpmd or ovs.
+        peer: &'static str,
+        /// The last lines of each log the peer wrote.
+        log_tail: String,
+        /// What failed.
+        #[source]
+        source: Box<PeerError>,
+    },
+    /// `--peer loopback` runs in-process (see [`crate::loopback`]).
+    #[error("loopback is not a peer process")]
+    NotAProcess,
+    /// A program of the peer is not installed.
+    #[error("{bin} not found; install the Debian package {package} (scripts/setup.sh does)")]
+    Missing {
+        /// The program.
+        bin: &'static str,
+        /// The Debian package(s) that have it.
+        package: &'static str,
+    },
+    /// The peer's directory.
+    #[error(transparent)]
+    Dir(#[from] TempDirError),
+    /// Creating a file or directory in the peer's directory.
+    #[error("creating {}", path.display())]
+    Create {
+        /// What was being created.
+        path: PathBuf,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading the 2 MiB hugepage count.
+    #[error("reading {NR_HUGEPAGES}")]
+    ReadHugepageCount(#[source] std::io::Error),
+    /// Raising the 2 MiB hugepage count.
+    #[error("raising {NR_HUGEPAGES} (OVS needs root)")]
+    RaiseHugepageCount(#[source] std::io::Error),
+    /// The hugepage count is not a number.
+    #[error("parsing {NR_HUGEPAGES}")]
+    ParseHugepageCount(#[source] std::num::ParseIntError),
+    /// The kernel reserved fewer hugepages than asked for.
+    #[error("the kernel could not reserve {pages} more 2 MiB hugepages")]
+    HugepagesShort {
+        /// Pages asked for.
+        pages: u64,
+    },
+    /// A command could not be run.
+    #[error("running {cmd}")]
+    Run {
+        /// The command, as `Command`'s `Debug` shows it.
+        cmd: String,
+        /// Why it did not run.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A command ran and failed.
+    #[error("{cmd} failed: {stderr}")]
+    Failed {
+        /// The command, as `Command`'s `Debug` shows it.
+        cmd: String,
+        /// Its standard error, trimmed.
+        stderr: String,
+    },
+    /// A process of the peer could not be started.
+    #[error("starting {name}")]
+    Spawn {
+        /// Its name (and log file's).
+        name: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A process of the peer exited while it was awaited.
+    #[error("{name} exited ({status}) before {what}")]
+    Exited {
+        /// The process.
+        name: String,
+        /// Its exit status.
+        status: ExitStatus,
+        /// What it was expected to do.
+        what: &'static str,
+    },
+    /// The peer did not get ready in time.
+    #[error("timed out waiting for {what}")]
+    Timeout {
+        /// What it was expected to do.
+        what: &'static str,
+    },
+}
+
+/// Hugepages reserved and mounted for a peer; undone by [`Hugepages::release`]
+/// or on drop.
 struct Hugepages {
     mount: PathBuf,
     mounted: bool,
@@ -39,15 +134,15 @@ struct Hugepages {
 }
 
 impl Hugepages {
-    fn read_nr() -> anyhow::Result<u64> {
+    fn read_nr() -> Result<u64, PeerError> {
         std::fs::read_to_string(NR_HUGEPAGES)
-            .with_context(|| format!("reading {NR_HUGEPAGES}"))?
+            .map_err(PeerError::ReadHugepageCount)?
             .trim()
             .parse()
-            .with_context(|| format!("parsing {NR_HUGEPAGES}"))
+            .map_err(PeerError::ParseHugepageCount)
     }
 
-    fn reserve(mount: PathBuf, pages: u64) -> anyhow::Result<Hugepages> {
+    fn reserve(mount: PathBuf, pages: u64) -> Result<Hugepages, PeerError> {
         let mut h = Hugepages {
             mount,
             mounted: false,
@@ -55,21 +150,19 @@ impl Hugepages {
         };
         let before = Self::read_nr()?;
         let want = before + pages;
-        std::fs::write(NR_HUGEPAGES, want.to_string())
-            .with_context(|| format!("raising {NR_HUGEPAGES} (OVS needs root)"))?;
+        std::fs::write(NR_HUGEPAGES, want.to_string()).map_err(PeerError::RaiseHugepageCount)?;
         h.raised = Some((before, want));
+        // On an error from here on, `h` is released as it drops.
         if Self::read_nr()? < want {
-            h.release();
-            bail!("the kernel could not reserve {pages} more 2 MiB hugepages");
+            return Err(PeerError::HugepagesShort { pages });
         }
-        std::fs::create_dir_all(&h.mount)?;
-        let r = run(Command::new("mount")
+        std::fs::create_dir_all(&h.mount).map_err(|source| PeerError::Create {
+            path: h.mount.clone(),
+            source,
+        })?;
+        run(Command::new("mount")
             .args(["-t", "hugetlbfs", "-o", "pagesize=2M", "weirbench"])
-            .arg(&h.mount));
-        if let Err(e) = r {
-            h.release();
-            return Err(e);
-        }
+            .arg(&h.mount))?;
         h.mounted = true;
         Ok(h)
     }
@@ -88,6 +181,12 @@ impl Hugepages {
     }
 }
 
+impl Drop for Hugepages {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 /// A running peer switch.
 pub struct PeerProcess {
     kind: BenchPeer,
@@ -101,17 +200,18 @@ pub struct PeerProcess {
     bridge: String,
 }
 
-fn require(bin: &str, package: &str) -> anyhow::Result<()> {
+fn require(bin: &'static str, package: &'static str) -> Result<(), PeerError> {
     let found = if bin.starts_with('/') {
         Path::new(bin).exists()
     } else {
         std::env::var_os("PATH")
             .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(bin).exists()))
     };
-    if !found {
-        bail!("{bin} not found; install the Debian package {package} (scripts/setup.sh does)");
+    if found {
+        Ok(())
+    } else {
+        Err(PeerError::Missing { bin, package })
     }
-    Ok(())
 }
 
 fn log_tail(path: &Path) -> String {
@@ -120,13 +220,16 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+fn run(cmd: &mut Command) -> Result<String, PeerError> {
+    let out = cmd.output().map_err(|source| PeerError::Run {
+        cmd: format!("{cmd:?}"),
+        source,
+    })?;
     if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        return Err(PeerError::Failed {
+            cmd: format!("{cmd:?}"),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
     }
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -142,11 +245,11 @@ impl PeerProcess {
         worker_cpu: usize,
         max_frame: u32,
         queue_size: u16,
-    ) -> anyhow::Result<PeerProcess> {
+    ) -> Result<PeerProcess, PeerError> {
         let dir = TempDir::new(match kind {
             BenchPeer::Testpmd => "testpmd",
             BenchPeer::Ovs => "ovs",
-            BenchPeer::Loopback => bail!("loopback is not a peer process"),
+            BenchPeer::Loopback => return Err(PeerError::NotAProcess),
         })?;
         let mut p = PeerProcess {
             kind,
@@ -167,15 +270,24 @@ impl PeerProcess {
             BenchPeer::Loopback => Ok(()),
         };
         if let Err(e) = started {
-            let logs = p.logs();
+            let log_tail = p.logs();
+            let peer = p.kind_name();
             p.stop();
-            return Err(e.context(logs));
+            return Err(if log_tail.is_empty() {
+                e
+            } else {
+                PeerError::Start {
+                    peer,
+                    log_tail,
+                    source: Box::new(e),
+                }
+            });
         }
         Ok(p)
     }
 
     /// The forwarding threads: testpmd's whole process, OVS's PMD threads.
-    pub fn threads(&self) -> Option<super::cpu::Threads> {
+    pub fn threads(&self) -> Option<crate::cpu::Threads> {
         let (child, prefix) = match self.kind {
             BenchPeer::Testpmd => ("testpmd", None),
             BenchPeer::Ovs => ("ovs-vswitchd-console", Some("pmd".to_string())),
@@ -186,7 +298,7 @@ impl PeerProcess {
             .iter()
             .find(|(n, _)| n == child)
             .map(|(_, c)| c.id())?;
-        Some(super::cpu::Threads {
+        Some(crate::cpu::Threads {
             pid: Some(pid),
             name_prefix: prefix,
         })
@@ -205,35 +317,51 @@ impl PeerProcess {
                 out.push_str(&format!("--- {name} (last lines)\n{}\n", log_tail(&p)));
             }
         }
+        out.truncate(out.trim_end().len());
         out
     }
 
-    fn spawn(&mut self, name: &str, cmd: &mut Command) -> anyhow::Result<()> {
-        let log = File::create(self.dir.path().join(format!("{name}.log")))?;
+    fn spawn(&mut self, name: &str, cmd: &mut Command) -> Result<(), PeerError> {
+        let path = self.dir.path().join(format!("{name}.log"));
+        let log = File::create(&path)
+            .and_then(|log| Ok((log.try_clone()?, log)))
+            .map_err(|source| PeerError::Create { path, source });
+        let (out, err) = log?;
         let child = cmd
             .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
+            .stdout(out)
+            .stderr(err)
             .spawn()
-            .with_context(|| format!("starting {name}"))?;
+            .map_err(|source| PeerError::Spawn {
+                name: name.to_owned(),
+                source,
+            })?;
         tracing::debug!(?cmd, pid = child.id(), "started");
         self.children.push((name.to_string(), child));
         Ok(())
     }
 
-    fn wait_for(&mut self, what: &str, mut ready: impl FnMut(&Self) -> bool) -> anyhow::Result<()> {
+    fn wait_for(
+        &mut self,
+        what: &'static str,
+        mut ready: impl FnMut(&Self) -> bool,
+    ) -> Result<(), PeerError> {
         let end = Instant::now() + Duration::from_secs(60);
         loop {
             if ready(self) {
                 return Ok(());
             }
             for (name, c) in &mut self.children {
-                if let Ok(Some(st)) = c.try_wait() {
-                    bail!("{name} exited ({st}) before {what}");
+                if let Ok(Some(status)) = c.try_wait() {
+                    return Err(PeerError::Exited {
+                        name: name.clone(),
+                        status,
+                        what,
+                    });
                 }
             }
             if Instant::now() > end {
-                bail!("timed out waiting for {what}");
+                return Err(PeerError::Timeout { what });
             }
             std::thread::sleep(Duration::from_millis(200));
         }
@@ -244,10 +372,10 @@ impl PeerProcess {
     }
 
     fn kind_name(&self) -> &'static str {
-        super::Target::Peer(self.kind).name()
+        crate::Target::Peer(self.kind).name()
     }
 
-    fn start_testpmd(&mut self, cpu: usize, max_frame: u32, qsize: u16) -> anyhow::Result<()> {
+    fn start_testpmd(&mut self, cpu: usize, max_frame: u32, qsize: u16) -> Result<(), PeerError> {
         require("dpdk-testpmd", "dpdk-dev and librte-net-vhost23")?;
         let mut cmd = Command::new("dpdk-testpmd");
         // Main lcore and forwarding lcore both on the worker CPU (the main
@@ -285,7 +413,7 @@ impl PeerProcess {
         c
     }
 
-    fn vsctl(&self, args: &[&str]) -> anyhow::Result<String> {
+    fn vsctl(&self, args: &[&str]) -> Result<String, PeerError> {
         let db = format!("--db=unix:{}", self.dir.path().join("db.sock").display());
         run(self
             .ovs_cmd("ovs-vsctl")
@@ -294,9 +422,36 @@ impl PeerProcess {
             .args(args))
     }
 
-    fn start_ovs(&mut self, cpu: usize, max_frame: u32) -> anyhow::Result<()> {
+    /// An OVS daemon `bin` serving or using the database `db` (`name` names
+    /// its control socket and log in the peer's directory), logging to its
+    /// file only.
+    fn ovs_daemon(&self, bin: &str, name: &str, db: &std::ffi::OsStr) -> Command {
+        let d = self.dir.path();
+        let mut c = self.ovs_cmd(bin);
+        c.arg(db)
+            .arg(format!(
+                "--unixctl={}",
+                d.join(format!("{name}.ctl")).display()
+            ))
+            .arg(format!(
+                "--log-file={}",
+                d.join(format!("{name}.log")).display()
+            ))
+            .arg("-vconsole:off");
+        c
+    }
+
+    fn start_ovs(&mut self, cpu: usize, max_frame: u32) -> Result<(), PeerError> {
         require(OVS_VSWITCHD, "openvswitch-switch-dpdk")?;
         require("ovsdb-tool", "openvswitch-common")?;
+        self.start_ovsdb()?;
+        self.configure_dpdk(cpu)?;
+        self.start_vswitchd()?;
+        self.add_ovs_ports(max_frame)
+    }
+
+    /// Creates a private database and serves it on `db.sock`.
+    fn start_ovsdb(&mut self) -> Result<(), PeerError> {
         let d = self.dir.path().to_path_buf();
         let db = d.join("conf.db");
         run(self
@@ -304,23 +459,17 @@ impl PeerProcess {
             .arg("create")
             .arg(&db)
             .arg(OVS_SCHEMA))?;
-        let mut server = self.ovs_cmd("ovsdb-server");
-        server
-            .arg(&db)
-            .arg(format!("--remote=punix:{}", d.join("db.sock").display()))
-            .arg(format!(
-                "--unixctl={}",
-                d.join("ovsdb-server.ctl").display()
-            ))
-            .arg(format!(
-                "--log-file={}",
-                d.join("ovsdb-server.log").display()
-            ))
-            .arg("-vconsole:off");
+        let mut server = self.ovs_daemon("ovsdb-server", "ovsdb-server", db.as_os_str());
+        server.arg(format!("--remote=punix:{}", d.join("db.sock").display()));
         self.spawn("ovsdb-server-console", &mut server)?;
         self.wait_for("ovsdb-server", |p| p.dir.path().join("db.sock").exists())?;
-        self.vsctl(&["--no-wait", "init"])?;
-        let huge = Hugepages::reserve(d.join("huge"), OVS_HUGEPAGES)?;
+        self.vsctl(&["--no-wait", "init"]).map(drop)
+    }
+
+    /// Reserves OVS's hugepages and writes its DPDK settings: a private
+    /// file prefix, no PCI, the PMD thread on `cpu`.
+    fn configure_dpdk(&mut self, cpu: usize) -> Result<(), PeerError> {
+        let huge = Hugepages::reserve(self.dir.path().join("huge"), OVS_HUGEPAGES)?;
         let huge_dir = format!("other_config:dpdk-hugepage-dir={}", huge.mount.display());
         self.hugepages = Some(huge);
         let extra = format!(
@@ -341,24 +490,24 @@ impl PeerProcess {
             &mask,
             "other_config:n-handler-threads=1",
             "other_config:n-revalidator-threads=1",
-        ])?;
-        let mut vswitchd = self.ovs_cmd(OVS_VSWITCHD);
-        vswitchd
-            .arg(format!("unix:{}", d.join("db.sock").display()))
-            .arg(format!(
-                "--unixctl={}",
-                d.join("ovs-vswitchd.ctl").display()
-            ))
-            .arg(format!(
-                "--log-file={}",
-                d.join("ovs-vswitchd.log").display()
-            ))
-            .arg("-vconsole:off");
+        ])
+        .map(drop)
+    }
+
+    /// Starts ovs-vswitchd and waits until DPDK is initialised.
+    fn start_vswitchd(&mut self) -> Result<(), PeerError> {
+        let db = format!("unix:{}", self.dir.path().join("db.sock").display());
+        let mut vswitchd = self.ovs_daemon(OVS_VSWITCHD, "ovs-vswitchd", db.as_ref());
         self.spawn("ovs-vswitchd-console", &mut vswitchd)?;
         self.wait_for("OVS DPDK initialisation", |p| {
             p.vsctl(&["get", "Open_vSwitch", ".", "dpdk_initialized"])
                 .is_ok_and(|v| v == "true")
-        })?;
+        })
+    }
+
+    /// A netdev bridge with the two `dpdkvhostuser` ports (OpenFlow ports 1
+    /// and 2); waits for their sockets.
+    fn add_ovs_ports(&mut self, max_frame: u32) -> Result<(), PeerError> {
         let mtu = (max_frame.saturating_sub(14)).max(1500).to_string();
         let mut args: Vec<String> = vec![
             "add-br".into(),

@@ -10,10 +10,10 @@
 //!
 //! Control side only.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use anyhow::{anyhow, bail, Context as _};
+use plotters::backend::{BitMapBackend, DrawingBackend, SVGBackend};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
@@ -28,15 +28,43 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(140, 86, 75),
 ];
 
-fn err<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow!("{e}")
+/// Why a plot was not written.
+#[derive(Debug, thiserror::Error)]
+pub enum PlotError {
+    /// The file name ends in neither `.svg` nor `.png`.
+    #[error("--plot {}: the file name must end in .svg or .png", path.display())]
+    Extension {
+        /// The `--plot` path.
+        path: PathBuf,
+    },
+    /// The font embedded for labels was refused by plotters.
+    #[error("the embedded font does not load")]
+    Font,
+    /// Drawing or writing the SVG.
+    #[error("drawing the SVG")]
+    Svg(#[source] DrawingAreaErrorKind<<SVGBackend<'static> as DrawingBackend>::ErrorType>),
+    /// Drawing into the PNG's pixel buffer.
+    #[error("drawing the PNG")]
+    Bitmap(#[source] DrawingAreaErrorKind<<BitMapBackend<'static> as DrawingBackend>::ErrorType>),
+    /// Creating the PNG file.
+    #[error("creating the file")]
+    Create(#[source] std::io::Error),
+    /// Encoding or writing the PNG.
+    #[error("writing the PNG {what}")]
+    Png {
+        /// Header, data or the end.
+        what: &'static str,
+        /// The encoder's error.
+        #[source]
+        source: png::EncodingError,
+    },
 }
 
 /// Picture size in pixels (SVG user units).
 const SIZE: (u32, u32) = (1280, 520);
 
 /// Registers the embedded font as "sans-serif", once per process.
-fn register_font() -> anyhow::Result<()> {
+fn register_font() -> Result<(), PlotError> {
     static LOADED: OnceLock<bool> = OnceLock::new();
     let ok = *LOADED.get_or_init(|| {
         plotters::style::register_font(
@@ -46,10 +74,11 @@ fn register_font() -> anyhow::Result<()> {
         )
         .is_ok()
     });
-    if !ok {
-        bail!("the embedded font does not load");
+    if ok {
+        Ok(())
+    } else {
+        Err(PlotError::Font)
     }
-    Ok(())
 }
 
 /// Picture formats `--plot` writes.
@@ -65,7 +94,7 @@ pub enum Format {
 ///
 /// # Errors
 /// An extension other than `.svg` or `.png` (any case).
-pub fn format(path: &Path) -> anyhow::Result<Format> {
+pub fn format(path: &Path) -> Result<Format, PlotError> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -73,10 +102,9 @@ pub fn format(path: &Path) -> anyhow::Result<Format> {
     match ext.as_deref() {
         Some("svg") => Ok(Format::Svg),
         Some("png") => Ok(Format::Png),
-        _ => bail!(
-            "--plot {}: the file name must end in .svg or .png",
-            path.display()
-        ),
+        _ => Err(PlotError::Extension {
+            path: path.to_owned(),
+        }),
     }
 }
 
@@ -84,21 +112,23 @@ pub fn format(path: &Path) -> anyhow::Result<Format> {
 ///
 /// # Errors
 /// Another extension, or the file cannot be written.
-pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
+pub fn draw(report: &Report, path: &Path) -> Result<(), PlotError> {
     let fmt = format(path)?;
     register_font()?;
     match fmt {
         Format::Svg => {
             let root = SVGBackend::new(path, SIZE).into_drawing_area();
-            draw_on(report, &root)?;
-            root.present().map_err(err)
+            draw_on(report, &root)
+                .and_then(|()| root.present())
+                .map_err(PlotError::Svg)
         }
         Format::Png => {
             let mut rgb = vec![0u8; SIZE.0 as usize * SIZE.1 as usize * 3];
             {
                 let root = BitMapBackend::with_buffer(&mut rgb, SIZE).into_drawing_area();
-                draw_on(report, &root)?;
-                root.present().map_err(err)?;
+                draw_on(report, &root)
+                    .and_then(|()| root.present())
+                    .map_err(PlotError::Bitmap)?;
             }
             write_png(path, &rgb)
         }
@@ -106,26 +136,35 @@ pub fn draw(report: &Report, path: &Path) -> anyhow::Result<()> {
 }
 
 /// Writes an RGB buffer of [`SIZE`] as a PNG.
-fn write_png(path: &Path, rgb: &[u8]) -> anyhow::Result<()> {
-    let file = std::fs::File::create(path)?;
+fn write_png(path: &Path, rgb: &[u8]) -> Result<(), PlotError> {
+    let file = std::fs::File::create(path).map_err(PlotError::Create)?;
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), SIZE.0, SIZE.1);
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
-    let mut w = enc.write_header().context("writing the PNG header")?;
-    w.write_image_data(rgb).context("writing the PNG data")?;
-    w.finish().context("finishing the PNG")
+    let png = |what| move |source| PlotError::Png { what, source };
+    let mut w = enc.write_header().map_err(png("header"))?;
+    w.write_image_data(rgb).map_err(png("data"))?;
+    w.finish().map_err(png("end"))
 }
 
 fn draw_on<DB: DrawingBackend>(
     report: &Report,
     root: &DrawingArea<DB, Shift>,
-) -> anyhow::Result<()> {
-    root.fill(&WHITE).map_err(err)?;
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
+    root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(620);
+    draw_throughput(report, &left)?;
+    draw_latency_cdf(report, &right)
+}
+
+/// Bars of the median forwarded Mpps per frame size and switch, with
+/// min-max whiskers.
+fn draw_throughput<DB: DrawingBackend>(
+    report: &Report,
+    area: &DrawingArea<DB, Shift>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let sizes = &report.params.sizes;
     let switches = &report.params.switches;
-
-    // Throughput per frame size.
     let top = report
         .aggregates
         .iter()
@@ -134,13 +173,12 @@ fn draw_on<DB: DrawingBackend>(
         .max(0.1)
         * 1.15;
     let n = sizes.len() as f64;
-    let mut chart = ChartBuilder::on(&left)
+    let mut chart = ChartBuilder::on(area)
         .caption("forwarded Mpps per frame size", ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(52)
-        .build_cartesian_2d(-0.5f64..n - 0.5, 0f64..top)
-        .map_err(err)?;
+        .build_cartesian_2d(-0.5f64..n - 0.5, 0f64..top)?;
     chart
         .configure_mesh()
         .x_labels(sizes.len().max(1))
@@ -155,8 +193,7 @@ fn draw_on<DB: DrawingBackend>(
         .x_desc("frame bytes")
         .y_desc("Mpps (both directions)")
         .disable_x_mesh()
-        .draw()
-        .map_err(err)?;
+        .draw()?;
     let k = switches.len().max(1) as f64;
     let width = 0.8 / k;
     for (si, sw) in switches.iter().enumerate() {
@@ -174,25 +211,28 @@ fn draw_on<DB: DrawingBackend>(
         chart
             .draw_series(bars.iter().map(|&(x0, med, _, _)| {
                 Rectangle::new([(x0, 0.0), (x0 + width * 0.9, med)], color.filled())
-            }))
-            .map_err(err)?
+            }))?
             .label(sw.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
-        chart
-            .draw_series(bars.iter().map(|&(x0, _, lo, hi)| {
-                let xm = x0 + width * 0.45;
-                PathElement::new(vec![(xm, lo), (xm, hi)], BLACK.stroke_width(2))
-            }))
-            .map_err(err)?;
+        chart.draw_series(bars.iter().map(|&(x0, _, lo, hi)| {
+            let xm = x0 + width * 0.45;
+            PathElement::new(vec![(xm, lo), (xm, hi)], BLACK.stroke_width(2))
+        }))?;
     }
     chart
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+        .draw()?;
+    Ok(())
+}
 
-    // Latency CDF.
+/// The one-way latency CDF of each switch and size (its median-rate run),
+/// on a log scale.
+fn draw_latency_cdf<DB: DrawingBackend>(
+    report: &Report,
+    area: &DrawingArea<DB, Shift>,
+) -> Result<(), DrawingAreaErrorKind<DB::ErrorType>> {
     let reps = report.representative();
     let max_ns = reps
         .values()
@@ -206,7 +246,7 @@ fn draw_on<DB: DrawingBackend>(
         .min()
         .unwrap_or(100)
         .clamp(1, max_ns / 2);
-    let mut chart = ChartBuilder::on(&right)
+    let mut chart = ChartBuilder::on(area)
         .caption("one-way latency CDF", ("sans-serif", 20))
         .margin(12)
         .x_label_area_size(36)
@@ -214,14 +254,12 @@ fn draw_on<DB: DrawingBackend>(
         .build_cartesian_2d(
             ((min_ns as f64 / 1e3)..(max_ns as f64 / 1e3 * 1.2)).log_scale(),
             0f64..1.0,
-        )
-        .map_err(err)?;
+        )?;
     chart
         .configure_mesh()
         .x_desc("latency (us, log)")
         .y_desc("fraction of frames")
-        .draw()
-        .map_err(err)?;
+        .draw()?;
     for (i, ((sw, size), r)) in reps.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let pts: Vec<(f64, f64)> = r
@@ -232,8 +270,7 @@ fn draw_on<DB: DrawingBackend>(
             .map(|&(ns, q)| (ns.max(1) as f64 / 1e3, q))
             .collect();
         chart
-            .draw_series(LineSeries::new(pts, color.stroke_width(2)))
-            .map_err(err)?
+            .draw_series(LineSeries::new(pts, color.stroke_width(2)))?
             .label(format!("{sw} {size}"))
             .legend(move |(x, y)| {
                 PathElement::new(vec![(x, y), (x + 14, y)], color.stroke_width(2))
@@ -244,8 +281,7 @@ fn draw_on<DB: DrawingBackend>(
         .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .draw()
-        .map_err(err)?;
+        .draw()?;
     Ok(())
 }
 

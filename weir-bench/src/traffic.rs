@@ -136,6 +136,15 @@ pub struct Live {
     pub rx: AtomicU64,
 }
 
+impl Live {
+    /// Publishes the counts so far.
+    fn show(&self, tx: u64, rx: u64) {
+        // Relaxed: display only.
+        self.tx.store(tx, Ordering::Relaxed);
+        self.rx.store(rx, Ordering::Relaxed);
+    }
+}
+
 /// What one trial measured (both directions summed).
 #[derive(Debug)]
 pub struct TrialResult {
@@ -336,11 +345,251 @@ impl Receiver {
     }
 }
 
+impl<'a> Sender<'a> {
+    /// A sender from the stations of each side and the sizes to cycle.
+    fn new(macs: &'a [Vec<[u8; 6]>; 2], pattern: &'a [u32], flows: u32) -> Sender<'a> {
+        let mut head = [0; HEAD_BYTES];
+        head[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
+        head[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(&MAGIC.to_be_bytes());
+        Sender {
+            macs,
+            pattern,
+            flows,
+            seq: [0; 2],
+            flow: [0; 2],
+            size_at: [0; 2],
+            tx_bytes: 0,
+            head,
+        }
+    }
+
+    /// Frames sent, both sides.
+    fn sent(&self) -> u64 {
+        self.seq[0] + self.seq[1]
+    }
+}
+
+impl Receiver {
+    /// A receiver with an empty latency histogram.
+    ///
+    /// # Panics
+    /// Never: the histogram's bounds are constant and valid.
+    fn new() -> Receiver {
+        Receiver {
+            latency: Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3)
+                .expect("constant histogram bounds are valid"),
+            rx: [0; 2],
+            rx_bytes: 0,
+            foreign: 0,
+        }
+    }
+
+    /// Frames received, both sides.
+    fn received(&self) -> u64 {
+        self.rx[0] + self.rx[1]
+    }
+}
+
+/// The trial's clock: the TSC, read once per round (a clock_gettime per
+/// round cost the generator a quarter of its time), as nanoseconds since the
+/// start; `tsc_hz` was measured against the monotonic clock.
+struct Clock {
+    /// TSC at the start of the trial.
+    start: u64,
+    /// TSC at the last tick: the start of the current round.
+    last: u64,
+    ns_per_cycle: f64,
+    /// Nanoseconds from the start to the last tick.
+    now_ns: u64,
+}
+
+impl Clock {
+    fn start(tsc_hz: f64) -> Clock {
+        let start = cycles();
+        Clock {
+            start,
+            last: start,
+            ns_per_cycle: 1e9 / tsc_hz,
+            now_ns: 0,
+        }
+    }
+
+    /// Ends the current round: moves `now_ns` on and returns the round's
+    /// length in cycles.
+    #[inline]
+    fn tick(&mut self) -> u64 {
+        let now = cycles();
+        let round = now.wrapping_sub(self.last);
+        self.last = now;
+        self.now_ns = (now.wrapping_sub(self.start) as f64 * self.ns_per_cycle) as u64;
+        round
+    }
+}
+
+/// How many frames the offered rate asks for, and what became of those that
+/// were due but not sent on time.
+struct Pacing {
+    /// Offered frames per second; None: as fast as the switch takes them.
+    rate_pps: Option<f64>,
+    catch_up: bool,
+    /// End of the sending phase, ns from the start.
+    end_ns: u64,
+    /// See [`TrialResult::refused`].
+    refused: u64,
+    /// See [`TrialResult::skipped`].
+    skipped: u64,
+    /// See [`TrialResult::late`].
+    late: u64,
+    /// See [`TrialResult::stalls`].
+    stalls: u64,
+    /// See [`TrialResult::stall_max_ns`].
+    stall_max_ns: u64,
+}
+
+impl Pacing {
+    fn new(spec: &TrialSpec) -> Pacing {
+        Pacing {
+            rate_pps: spec.rate_pps,
+            catch_up: spec.catch_up,
+            end_ns: spec.duration.as_nanos() as u64,
+            refused: 0,
+            skipped: 0,
+            late: 0,
+            stalls: 0,
+            stall_max_ns: 0,
+        }
+    }
+
+    /// Frames the rate `r` asks for from the start to `ns` (or to the end,
+    /// if that is earlier: only catching up sends past it).
+    #[inline]
+    fn due(&self, r: f64, ns: u64) -> u64 {
+        (r * ns.min(self.end_ns) as f64 / 1e9) as u64
+    }
+
+    /// Frames due by `now_ns` and neither sent (`sent`) nor given up;
+    /// unlimited without a rate.
+    #[inline]
+    fn budget(&self, now_ns: u64, sent: u64) -> u64 {
+        match self.rate_pps {
+            Some(r) => self
+                .due(r, now_ns)
+                .saturating_sub(sent + self.refused + self.skipped),
+            None => u64::MAX,
+        }
+    }
+
+    /// How many frames `side` sends this round, at most a burst: with a
+    /// rate, the due frames split between the sides, A first.
+    #[inline]
+    fn share(&self, budget: u64, side: usize) -> usize {
+        if self.rate_pps.is_some() {
+            (budget / 2 + (budget % 2) * (side == 0) as u64).min(BURST as u64) as usize
+        } else {
+            BURST
+        }
+    }
+
+    /// `sent` of a side's `share` fitted in its ring: the rest is refused,
+    /// lost to the switch as RFC 2544 counts it, unless catching up (then
+    /// it stays due).
+    #[inline]
+    fn fitted(&mut self, share: usize, sent: usize) {
+        if self.rate_pps.is_some() && sent < share && !self.catch_up {
+            self.refused += (share - sent) as u64;
+        }
+    }
+
+    /// The generator was off its CPU from `was_ns` to `now_ns`. A generator
+    /// on its own CPU would have sent the frames due meanwhile evenly;
+    /// sending them now as one burst would queue them in the switch or
+    /// overflow the ring (counted as the switch's loss), so they are
+    /// skipped, or sent late when catching up.
+    fn stall(&mut self, was_ns: u64, now_ns: u64, sending: bool) {
+        self.stalls += 1;
+        self.stall_max_ns = self.stall_max_ns.max(now_ns - was_ns);
+        if let (Some(r), true) = (self.rate_pps, sending) {
+            let missed = self.due(r, now_ns) - self.due(r, was_ns);
+            if self.catch_up {
+                self.late += missed;
+            } else {
+                self.skipped += missed;
+            }
+        }
+    }
+
+    /// Frames due by the end that were neither sent (`sent`) nor given up.
+    fn owed(&self, sent: u64) -> u64 {
+        self.rate_pps.map_or(0, |r| {
+            self.due(r, self.end_ns)
+                .saturating_sub(sent + self.refused + self.skipped)
+        })
+    }
+
+    /// Whether sending is over at `now_ns`: at the end; catching up, once
+    /// what came due by then is sent, for at most [`CATCH_UP_GRACE_NS`]
+    /// more (the rest is `unsent`).
+    fn sending_ends(&self, now_ns: u64, sent: u64) -> bool {
+        now_ns >= self.end_ns
+            && (!self.catch_up || now_ns >= self.end_ns + CATCH_UP_GRACE_NS || self.owed(sent) == 0)
+    }
+}
+
+/// The sending part of a round: reclaims each side's sent buffers and sends
+/// what the pacing allows and the ring takes. Returns frames sent.
+#[inline]
+fn send_round(
+    ports: &mut [VirtioNetFrontend; 2],
+    tx: &mut Sender<'_>,
+    pacing: &mut Pacing,
+    now_ns: u64,
+) -> usize {
+    let budget = pacing.budget(now_ns, tx.sent());
+    let mut moved = 0;
+    for (side, p) in ports.iter_mut().enumerate() {
+        p.tx_reclaim();
+        let share = pacing.share(budget, side);
+        let n = share.min(p.tx_free());
+        pacing.fitted(share, n);
+        if n > 0 {
+            tx.send_burst(p, side, n, now_ns);
+        }
+        moved += n;
+    }
+    moved
+}
+
+/// The receiving part of a round: harvests each side that has frames.
+/// Returns frames received.
+#[inline]
+fn receive_round(ports: &mut [VirtioNetFrontend; 2], rcv: &mut Receiver, now_ns: u64) -> usize {
+    let mut moved = 0;
+    for (side, p) in ports.iter_mut().enumerate() {
+        if p.rx_pending() > 0 {
+            moved += rcv.harvest(p, side, now_ns);
+        }
+    }
+    moved
+}
+
+/// Prepares both ports for a trial: takes back what a previous trial left in
+/// the tx rings and fills every tx buffer with a frame template, so that a
+/// send writes only the first [`HEAD_BYTES`].
+fn prepare_ports(ports: &mut [VirtioNetFrontend; 2], sizes: &SizeMix) {
+    let mut template = vec![0u8; sizes.max_frame() as usize];
+    template[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
+    for p in ports.iter_mut() {
+        p.tx_reclaim();
+        p.tx_fill_all(&template);
+    }
+}
+
 /// Runs one trial on the calling thread (pin it first). Once `stop` is set
 /// (Ctrl-C) it returns within a few rounds, without the drain.
 ///
-/// # Panics
-/// If the latency histogram cannot be created (fixed, valid bounds).
+/// Each round sends what is due, receives what arrived and reads the clock
+/// once. After sending, it drains: it goes on receiving until nothing
+/// arrived for 50 ms (frames still in the switch's rings), at most 2 s.
 pub fn run_trial(
     ports: &mut [VirtioNetFrontend; 2],
     spec: &TrialSpec,
@@ -354,184 +603,128 @@ pub fn run_trial(
         (0..flows).map(|i| station_mac(0, i)).collect(),
         (0..flows).map(|i| station_mac(1, i)).collect(),
     ];
-    let pattern = &spec.sizes.pattern;
-    let latency = Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3)
-        .expect("constant histogram bounds are valid");
-    let mut template = vec![0u8; spec.sizes.max_frame() as usize];
-    template[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
-    for p in ports.iter_mut() {
-        p.tx_reclaim();
-        p.tx_fill_all(&template);
-    }
-    live.tx.store(0, Ordering::Relaxed);
-    live.rx.store(0, Ordering::Relaxed);
-
-    let mut tx = Sender {
-        macs: &macs,
-        pattern,
-        flows,
-        seq: [0; 2],
-        flow: [0; 2],
-        size_at: [0; 2],
-        tx_bytes: 0,
-        head: [0; HEAD_BYTES],
+    let mut gen = Generator {
+        tx: Sender::new(&macs, &spec.sizes.pattern, flows),
+        rcv: Receiver::new(),
+        pacing: Pacing::new(spec),
+        busy_cycles: 0,
     };
-    tx.head[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
-    tx.head[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(&MAGIC.to_be_bytes());
-    let mut rcv = Receiver {
-        latency,
-        rx: [0; 2],
-        rx_bytes: 0,
-        foreign: 0,
-    };
-    let mut refused = 0u64;
-    let (mut skipped, mut late) = (0u64, 0u64);
-    let (mut stalls, mut stall_max_ns) = (0u64, 0u64);
-    let mut busy = 0u64;
-
-    // Time is the TSC, read once per round (a clock_gettime per round cost
-    // the generator a quarter of its time); `tsc_hz` was measured against
-    // the monotonic clock.
-    let ns_per_cycle = 1e9 / tsc_hz;
+    prepare_ports(ports, &spec.sizes);
+    live.show(0, 0);
     let cpu0 = super::cpu::this_thread_ns();
     let wall0 = Instant::now();
-    let start = cycles();
-    let mut c0 = start;
+    let mut clock = Clock::start(tsc_hz);
     let mut round = 0u64;
-    let mut now_ns = 0u64;
-    let end_ns = spec.duration.as_nanos() as u64;
-    let mut sending = true;
-    let mut stopped_ns = u64::MAX;
+    // When sending ended, ns from the start; None while sending.
+    let mut stopped_ns: Option<u64> = None;
     let mut last_rx_ns = 0u64;
     loop {
-        let mut moved = 0usize;
-        if sending {
-            let budget = match spec.rate_pps {
-                Some(r) => {
-                    // Past the end only when catching up: what came due by
-                    // the end is still owed.
-                    let due = (r * now_ns.min(end_ns) as f64 / 1e9) as u64;
-                    due.saturating_sub(tx.seq[0] + tx.seq[1] + refused + skipped)
-                }
-                None => u64::MAX,
-            };
-            for (side, p) in ports.iter_mut().enumerate() {
-                p.tx_reclaim();
-                let share = if spec.rate_pps.is_some() {
-                    // Split the due frames between the sides, A first.
-                    (budget / 2 + (budget % 2) * (side == 0) as u64).min(BURST as u64) as usize
-                } else {
-                    BURST
-                };
-                let n = share.min(p.tx_free());
-                if spec.rate_pps.is_some() && n < share && !spec.catch_up {
-                    // Due but no room: the switch did not keep up; RFC 2544
-                    // counts these as lost. (Catching up, they stay due.)
-                    refused += (share - n) as u64;
-                }
-                if n > 0 {
-                    tx.send_burst(p, side, n, now_ns);
-                }
-                moved += n;
-            }
-        } else {
-            for p in ports.iter_mut() {
-                p.tx_reclaim();
-            }
-        }
-        for (side, p) in ports.iter_mut().enumerate() {
-            if p.rx_pending() > 0 {
-                moved += rcv.harvest(p, side, now_ns);
-            }
-        }
-        let c1 = cycles();
+        let moved = gen.round(ports, stopped_ns.is_none(), clock.now_ns);
+        let was_ns = clock.now_ns;
+        let round_cycles = clock.tick();
+        let now_ns = clock.now_ns;
         if moved > 0 {
-            busy += c1.wrapping_sub(c0);
-            last_rx_ns = now_ns;
+            gen.busy_cycles += round_cycles;
+            last_rx_ns = was_ns;
         }
-        c0 = c1;
         round += 1;
         if round.is_multiple_of(64) {
-            // Relaxed: display only.
-            live.tx.store(tx.seq[0] + tx.seq[1], Ordering::Relaxed);
-            live.rx.store(rcv.rx[0] + rcv.rx[1], Ordering::Relaxed);
+            gen.show(live);
             // Relaxed: a plain flag, checked every 64 rounds.
             if stop.load(Ordering::Relaxed) {
                 break;
             }
         }
-        let was_ns = now_ns;
-        now_ns = (c1.wrapping_sub(start) as f64 * ns_per_cycle) as u64;
         if is_stall(now_ns.saturating_sub(was_ns), moved) {
-            // Off the CPU: a generator on its own CPU would have sent the
-            // frames due meanwhile evenly; sending them now as one burst
-            // would queue them in the switch or overflow the ring (counted
-            // as the switch's loss).
-            stalls += 1;
-            stall_max_ns = stall_max_ns.max(now_ns - was_ns);
-            if let (Some(r), true) = (spec.rate_pps, sending) {
-                let due = |ns: u64| (r * ns.min(end_ns) as f64 / 1e9) as u64;
-                let missed = due(now_ns) - due(was_ns);
-                if spec.catch_up {
-                    late += missed;
-                } else {
-                    skipped += missed;
-                }
+            gen.pacing.stall(was_ns, now_ns, stopped_ns.is_none());
+        }
+        match stopped_ns {
+            None if gen.pacing.sending_ends(now_ns, gen.tx.sent()) => {
+                stopped_ns = Some(now_ns);
+                last_rx_ns = now_ns;
             }
-        }
-        // Catching up, sending goes on past the end until what came due by
-        // then is sent, for at most a second (the rest is `unsent`).
-        let owed = || {
-            spec.rate_pps.is_some_and(|r| {
-                (r * end_ns as f64 / 1e9) as u64 > tx.seq[0] + tx.seq[1] + refused + skipped
-            })
-        };
-        if sending
-            && now_ns >= end_ns
-            && (!spec.catch_up || now_ns >= end_ns + CATCH_UP_GRACE_NS || !owed())
-        {
-            sending = false;
-            last_rx_ns = now_ns;
-            stopped_ns = now_ns;
-        }
-        // After sending: wait until nothing arrived for 50 ms (frames still in
-        // the switch's rings), at most 2 s.
-        if !sending
-            && (now_ns.saturating_sub(last_rx_ns) > 50_000_000
-                || now_ns > stopped_ns + 2_000_000_000)
-        {
-            break;
+            Some(_) if now_ns.saturating_sub(last_rx_ns) > 50_000_000 => break,
+            Some(at) if now_ns > at + 2_000_000_000 => break,
+            _ => {}
         }
     }
-    live.tx.store(tx.seq[0] + tx.seq[1], Ordering::Relaxed);
-    live.rx.store(rcv.rx[0] + rcv.rx[1], Ordering::Relaxed);
+    gen.show(live);
     let gen_cpu_ns = match (cpu0, super::cpu::this_thread_ns()) {
         (Some(a), Some(b)) => Some(b.saturating_sub(a)),
         _ => None,
     };
-    TrialResult {
-        gen_cpu_ns,
-        wall: wall0.elapsed(),
-        tx_frames: tx.seq[0] + tx.seq[1],
-        rx_frames: rcv.rx[0] + rcv.rx[1],
-        tx_bytes: tx.tx_bytes,
-        rx_bytes: rcv.rx_bytes,
-        refused,
-        skipped,
-        late,
-        unsent: match (spec.rate_pps, spec.catch_up) {
-            (Some(r), true) => ((r * end_ns as f64 / 1e9) as u64)
-                .saturating_sub(tx.seq[0] + tx.seq[1] + refused + skipped),
-            _ => 0,
-        },
-        stalls,
-        stall_max_ns,
-        foreign: rcv.foreign,
-        elapsed: spec.duration,
-        latency: rcv.latency,
-        gen_busy_cycles: busy,
-        per_side: [(tx.seq[0], rcv.rx[0]), (tx.seq[1], rcv.rx[1])],
-        tx_unconsumed: ports.iter().map(|p| p.tx_in_flight() as u64).sum(),
+    gen.into_result(ports, spec, gen_cpu_ns, wall0.elapsed())
+}
+
+/// A trial's generator: what it sends, receives and counts.
+struct Generator<'a> {
+    tx: Sender<'a>,
+    rcv: Receiver,
+    pacing: Pacing,
+    /// Cycles of rounds that moved frames.
+    busy_cycles: u64,
+}
+
+impl Generator<'_> {
+    /// One round at `now_ns`: sends what is due (while `sending`; else only
+    /// reclaims sent buffers), then receives. Returns frames moved.
+    #[inline]
+    fn round(&mut self, ports: &mut [VirtioNetFrontend; 2], sending: bool, now_ns: u64) -> usize {
+        let sent = if sending {
+            send_round(ports, &mut self.tx, &mut self.pacing, now_ns)
+        } else {
+            for p in ports.iter_mut() {
+                p.tx_reclaim();
+            }
+            0
+        };
+        sent + receive_round(ports, &mut self.rcv, now_ns)
+    }
+
+    /// Publishes the counts so far for the progress display.
+    fn show(&self, live: &Live) {
+        live.show(self.tx.sent(), self.rcv.received());
+    }
+
+    /// The trial's figures.
+    fn into_result(
+        self,
+        ports: &[VirtioNetFrontend; 2],
+        spec: &TrialSpec,
+        gen_cpu_ns: Option<u64>,
+        wall: Duration,
+    ) -> TrialResult {
+        let Generator {
+            tx,
+            rcv,
+            pacing,
+            busy_cycles,
+        } = self;
+        let sent = tx.sent();
+        TrialResult {
+            gen_cpu_ns,
+            wall,
+            tx_frames: sent,
+            rx_frames: rcv.received(),
+            tx_bytes: tx.tx_bytes,
+            rx_bytes: rcv.rx_bytes,
+            refused: pacing.refused,
+            skipped: pacing.skipped,
+            late: pacing.late,
+            unsent: if pacing.catch_up {
+                pacing.owed(sent)
+            } else {
+                0
+            },
+            stalls: pacing.stalls,
+            stall_max_ns: pacing.stall_max_ns,
+            foreign: rcv.foreign,
+            elapsed: spec.duration,
+            latency: rcv.latency,
+            gen_busy_cycles: busy_cycles,
+            per_side: [(tx.seq[0], rcv.rx[0]), (tx.seq[1], rcv.rx[1])],
+            tx_unconsumed: ports.iter().map(|p| p.tx_in_flight() as u64).sum(),
+        }
     }
 }
 
@@ -559,6 +752,37 @@ mod tests {
         assert!(!is_stall(60_000, 128));
         assert!(is_stall(128_000, 128));
         assert!(is_stall(2_000_000, 128));
+    }
+
+    #[test]
+    fn pacing_splits_due_frames_and_counts_those_not_sent() {
+        let spec = |catch_up| TrialSpec {
+            sizes: SizeMix::fixed(64),
+            flows: 1,
+            rate_pps: Some(1e6),
+            catch_up,
+            duration: Duration::from_millis(10),
+        };
+        let mut p = Pacing::new(&spec(false));
+        // 1 Mpps: 5 frames due after 5 µs, A gets the odd one.
+        assert_eq!(p.budget(5_000, 0), 5);
+        assert_eq!((p.share(5, 0), p.share(5, 1)), (3, 2));
+        p.fitted(3, 1);
+        assert_eq!(p.refused, 2);
+        assert_eq!(p.budget(5_000, 1), 2);
+        // A stall of 100 µs skips the frames due in it.
+        p.stall(5_000, 105_000, true);
+        assert_eq!((p.stalls, p.skipped, p.stall_max_ns), (1, 100, 100_000));
+        assert!(p.sending_ends(10_000_000, 0));
+        let mut c = Pacing::new(&spec(true));
+        c.fitted(3, 1);
+        c.stall(5_000, 105_000, true);
+        assert_eq!((c.refused, c.skipped, c.late), (0, 0, 100));
+        // Catching up, sending goes on past the end while frames are owed.
+        assert_eq!(c.owed(9_000), 1_000);
+        assert!(!c.sending_ends(10_000_000, 9_000));
+        assert!(c.sending_ends(10_000_000, 10_000));
+        assert!(c.sending_ends(10_000_000 + CATCH_UP_GRACE_NS, 0));
     }
 
     #[test]

@@ -27,8 +27,7 @@ use weir_api::{
     VersionView, WorkerView,
 };
 use weir_config::{
-    Config, ConfigError, Host, PortConfig, PortError, PortKind, PortSpec, PortType,
-    MAX_BRIDGES,
+    Config, ConfigError, Host, PortConfig, PortError, PortKind, PortSpec, PortType, MAX_BRIDGES,
 };
 
 /// Why a dataplane could not start, or a control request failed.
