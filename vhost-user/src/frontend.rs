@@ -38,6 +38,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use dataplane::mempool::hugepage;
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
@@ -59,7 +60,7 @@ pub const MAX_QUEUE_SIZE: u16 = 1024;
 pub const RX_PEEK_BYTES: usize = 64 - NET_HDR_BYTES;
 
 const PAGE: u64 = 4096;
-const HUGE_PAGE: u64 = 2 << 20;
+const HUGE_PAGE: u64 = hugepage::HUGEPAGE_2M as u64;
 /// Virtqueue indices of a virtio-net queue pair (virtio 1.2 §5.1.2).
 const RX_VQ: usize = 0;
 const TX_VQ: usize = 1;
@@ -282,14 +283,6 @@ fn round_up(v: u64, to: u64) -> u64 {
     v.div_ceil(to) * to
 }
 
-/// 2 MiB pages free in the kernel's default pool.
-fn free_hugepages() -> u64 {
-    std::fs::read_to_string("/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages")
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// A memfd of `len_bytes`, hugetlb-backed if asked and enough pages are free
 /// (the mapping is made with MAP_NORESERVE, so the pages must really be there:
 /// touching an unbacked hugetlb page raises SIGBUS). The huge pages are
@@ -301,7 +294,7 @@ fn shared_memory(len_bytes: u64, hugepages: bool) -> Result<(File, u64, bool), F
     if hugepages {
         let len = round_up(len_bytes, HUGE_PAGE);
         // Leave a page of slack for whoever else uses the pool.
-        if free_hugepages() > len / HUGE_PAGE {
+        if hugepage::free_hugepages_2m() as u64 > len / HUGE_PAGE {
             let flags = MemfdFlags::CLOEXEC | MemfdFlags::HUGETLB | MemfdFlags::HUGE_2MB;
             if let Ok(fd) = memfd_create("weir-frontend", flags) {
                 if ftruncate(&fd, len).is_ok()
