@@ -446,14 +446,7 @@ fn segment_and_send(q: &mut LocalQueue, b: &mut Burst) {
 
 fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
     let cfg = shared.cfg.clone();
-    if let Some(cpu) = cfg.cpu {
-        let ok = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
-        // Relaxed: informational.
-        shared.pinned.store(ok, Ordering::Relaxed);
-        if !ok {
-            tracing::warn!(worker = cfg.id.0, cpu, "could not pin worker to CPU");
-        }
-    }
+    pin(&shared);
     let mut cache = arc_swap::Cache::new(switch.tables());
     let mut queues = Queues {
         list: Vec::new(),
@@ -466,7 +459,6 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
     let mut generation = u64::MAX;
     let mut idle_rounds = 0u32;
     let ws = &shared.stats;
-    let my_id = cfg.id;
     let mut round: u64 = 0;
     // Each round starts where the previous one ended (one clock read per
     // round), so that busy plus idle cycles are all of the worker's time: a
@@ -478,6 +470,7 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
     while !shared.stop.load(Ordering::Relaxed) {
         let start = end;
         round += 1;
+        // 1. Between two rounds: take or give back a queue.
         if let Some(cmd) = shared.cmds.pop() {
             handle_cmd(cmd, &mut queues);
             drains_stale = true;
@@ -485,6 +478,7 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
                 *a = queues.list.iter().map(|q| (q.port, q.queue)).collect();
             }
         }
+        // 2. The current tables; a new generation is acknowledged.
         let t: &Arc<SwitchTables> = cache.load();
         if t.generation != generation {
             generation = t.generation;
@@ -494,80 +488,28 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
             // control plane sees this generation acknowledged.
             shared.seen_generation.store(generation, Ordering::Release);
         }
-        let now = switch.now_secs();
-        let mut moved = 0usize;
-        let sample = round & (STAGE_SAMPLE_EVERY - 1) == 0;
-        // A stage boundary's time in a sampled round; 0 (no clock read) in
-        // the others.
-        let stamp = || if sample { cycles() } else { 0 };
-        for qi in 0..queues.list.len() {
-            let q = &mut queues.list[qi];
-            let t0 = stamp();
-            let n = q.dev.rx_burst(&mut burst);
-            if n == 0 {
-                continue;
-            }
-            let t1 = stamp();
-            moved += n;
-            let mut bytes = 0usize;
-            let mut tso = 0usize;
-            for m in burst.iter_mut() {
-                m.set_port(q.port.0);
-                bytes += m.len();
-                tso += usize::from(m.gso().is_some());
-            }
-            q.stats.rx_packets.add(n as u64);
-            q.stats.rx_bytes.add(bytes as u64);
-            if tso > 0 {
-                q.stats.rx_tso_packets.add(tso as u64);
-            }
-            fwd.process(t, q.port, &mut burst, now, &q.stats);
-            let t2 = stamp();
-            fwd.drain(|out, b| queues.transmit(t, out, b, ws, Some(qi)));
-            if sample {
-                let t3 = cycles();
-                ws.rx_cycles.add(t1.wrapping_sub(t0));
-                ws.switch_cycles.add(t2.wrapping_sub(t1));
-                ws.tx_cycles.add(t3.wrapping_sub(t2));
-                ws.sampled_packets.add(n as u64);
-            }
-        }
-        ws.rx_packets.add(moved as u64);
-        // Frames other workers handed to ports whose first queue is ours.
         if drains_stale {
-            queues.find_drains(t, my_id);
+            queues.find_drains(t, cfg.id);
             drains_stale = false;
         }
-        // Taken out while `transmit` borrows the queues (moves the Vec, no
-        // allocation); put back below.
-        let drains = std::mem::take(&mut queues.drains);
-        for (qi, e) in &drains {
-            if e.handoff.is_empty() {
-                continue;
-            }
-            let t0 = stamp();
-            let port = queues.list[*qi].port;
-            let n = e.take_handoff(&mut burst, MAX_BURST);
-            ws.handoff_tx.add(n as u64);
-            moved += n;
-            queues.transmit(t, port, &mut burst, ws, None);
-            if sample {
-                ws.tx_cycles.add(cycles().wrapping_sub(t0));
-            }
-        }
-        queues.drains = drains;
+        let sample = round & (STAGE_SAMPLE_EVERY - 1) == 0;
+        // 3. Poll every queue, switch its burst, send the results.
+        let mut moved = poll_queues(
+            t,
+            &mut queues,
+            &mut fwd,
+            &mut burst,
+            switch.now_secs(),
+            ws,
+            sample,
+        );
+        // 4. Frames other workers handed to ports whose first queue is ours.
+        moved += drain_handoffs(t, &mut queues, &mut burst, ws, sample);
+        // 5. Now and then, or when idle: driver upkeep and link state.
         if round.is_multiple_of(HOUSEKEEPING_EVERY) || idle_rounds > IDLE_POLLS_BEFORE_SLEEP {
-            for q in &mut queues.list {
-                q.dev.housekeeping();
-                if let Some(e) = t.port(q.port) {
-                    if e.owner == my_id {
-                        // Relaxed: advisory link state (see PortEntry::is_up).
-                        e.link_up
-                            .store(q.dev.link() == LinkState::Up, Ordering::Relaxed);
-                    }
-                }
-            }
+            housekeep(t, &mut queues, cfg.id);
         }
+        // 6. Account the round; sleep if idle long enough and allowed to.
         ws.iterations.inc();
         end = cycles();
         let spent = end.wrapping_sub(start);
@@ -588,6 +530,125 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
     // Give back cached buffers so the pool's level is exact after shutdown.
     drop(queues);
     crate::mempool::flush_thread_caches();
+}
+
+/// Pins the calling worker thread to its CPU, if it has one.
+fn pin(shared: &WorkerShared) {
+    let Some(cpu) = shared.cfg.cpu else { return };
+    let ok = core_affinity::set_for_current(core_affinity::CoreId { id: cpu });
+    // Relaxed: informational.
+    shared.pinned.store(ok, Ordering::Relaxed);
+    if !ok {
+        tracing::warn!(worker = shared.cfg.id.0, cpu, "could not pin worker to CPU");
+    }
+}
+
+/// A stage boundary's time in a sampled round; 0 (no clock read) in the
+/// others.
+#[inline(always)]
+fn stamp(sample: bool) -> u64 {
+    if sample {
+        cycles()
+    } else {
+        0
+    }
+}
+
+/// Receives a burst from each local queue, switches it and transmits the
+/// results; returns the frames received.
+#[inline(always)]
+fn poll_queues(
+    t: &SwitchTables,
+    queues: &mut Queues,
+    fwd: &mut Forwarder,
+    burst: &mut Burst,
+    now: u32,
+    ws: &WorkerStats,
+    sample: bool,
+) -> usize {
+    let mut moved = 0usize;
+    for qi in 0..queues.list.len() {
+        let q = &mut queues.list[qi];
+        let t0 = stamp(sample);
+        let n = q.dev.rx_burst(burst);
+        if n == 0 {
+            continue;
+        }
+        let t1 = stamp(sample);
+        moved += n;
+        let mut bytes = 0usize;
+        let mut tso = 0usize;
+        for m in burst.iter_mut() {
+            m.set_port(q.port.0);
+            bytes += m.len();
+            tso += usize::from(m.gso().is_some());
+        }
+        q.stats.rx_packets.add(n as u64);
+        q.stats.rx_bytes.add(bytes as u64);
+        if tso > 0 {
+            q.stats.rx_tso_packets.add(tso as u64);
+        }
+        fwd.process(t, q.port, burst, now, &q.stats);
+        let t2 = stamp(sample);
+        fwd.drain(|out, b| queues.transmit(t, out, b, ws, Some(qi)));
+        if sample {
+            let t3 = cycles();
+            ws.rx_cycles.add(t1.wrapping_sub(t0));
+            ws.switch_cycles.add(t2.wrapping_sub(t1));
+            ws.tx_cycles.add(t3.wrapping_sub(t2));
+            ws.sampled_packets.add(n as u64);
+        }
+    }
+    ws.rx_packets.add(moved as u64);
+    moved
+}
+
+/// Transmits what other workers handed off to the ports this worker drains;
+/// returns the frames sent on.
+#[inline(always)]
+fn drain_handoffs(
+    t: &SwitchTables,
+    queues: &mut Queues,
+    burst: &mut Burst,
+    ws: &WorkerStats,
+    sample: bool,
+) -> usize {
+    let mut moved = 0usize;
+    // Taken out while `transmit` borrows the queues (moves the Vec, no
+    // allocation); put back below.
+    let drains = std::mem::take(&mut queues.drains);
+    for (qi, e) in &drains {
+        if e.handoff.is_empty() {
+            continue;
+        }
+        let t0 = stamp(sample);
+        let port = queues.list[*qi].port;
+        let n = e.take_handoff(burst, MAX_BURST);
+        ws.handoff_tx.add(n as u64);
+        moved += n;
+        queues.transmit(t, port, burst, ws, None);
+        if sample {
+            ws.tx_cycles.add(cycles().wrapping_sub(t0));
+        }
+    }
+    queues.drains = drains;
+    moved
+}
+
+/// Driver upkeep of every local queue, and the link state of the ports this
+/// worker owns.
+#[cold]
+fn housekeep(t: &SwitchTables, queues: &mut Queues, me: WorkerId) {
+    for q in &mut queues.list {
+        q.dev.housekeeping();
+        if let Some(e) = t.port(q.port) {
+            if e.owner == me {
+                // Relaxed: advisory link state (see PortEntry::is_up).
+                e.link_up
+                    .store(q.dev.link() == LinkState::Up, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 fn handle_cmd(cmd: WorkerCmd, queues: &mut Queues) {
