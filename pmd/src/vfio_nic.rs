@@ -179,7 +179,12 @@ pub fn open_vfio(
             let layout = Layout::from_config(&*dev, pci)?;
             let bar = Arc::new(Bar::map(&dev, layout.bar.into())?);
             let ring = dev.container().alloc_dma(virtio_net::ring_bytes(queues))?;
-            let ports = VirtioNetPort::open(bar, layout, ring, pool, pool_iova, queues, true, pci)?;
+            let mem = virtio_net::QueueMemory {
+                ring,
+                pool,
+                pool_iova,
+            };
+            let ports = VirtioNetPort::open(bar, layout, mem, queues, true, pci)?;
             tracing::info!(
                 %pci,
                 mac = %ports[0].mac(),

@@ -242,84 +242,79 @@ pub fn ring_bytes(queues: u16) -> usize {
     (2 * queues as usize + 1) * vring::QUEUE_BYTES + 4096
 }
 
-impl<R: RegisterFile + Clone> VirtioNetPort<R> {
-    /// Resets the device, negotiates features, sets up `queues` receive/transmit
-    /// queue pairs (and, with `MQ`, the control queue, which it uses to enable
-    /// them) in `ring` (at least [`ring_bytes`], visible to the device at its
-    /// IOVA), fills the receive queues from `pool` (mapped at `pool_iova`) and
-    /// sets DRIVER_OK. Returns one port per pair; the device is reset when the
-    /// last of them is dropped.
-    ///
-    /// `require_access_platform` must be true when the device reaches memory
-    /// through an IOMMU mapping (always, under VFIO).
-    ///
-    /// # Errors
-    /// [`VfioError::Device`] when the device does not reset, lacks `VERSION_1` or
-    /// (if required) `ACCESS_PLATFORM`, refuses the features or the queue-pair
-    /// command; [`VfioError::TooManyQueues`] beyond the device's pairs (1 without
-    /// `MQ`); [`VfioError::PoolTooSmall`], [`VfioError::PoolEmpty`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn open(
-        regs: R,
-        layout: Layout,
-        ring: DmaMem,
-        pool: &'static Mempool,
-        pool_iova: Iova,
-        queues: u16,
-        require_access_platform: bool,
-        name: &str,
-    ) -> Result<Vec<Self>, VfioError> {
-        let fail = |regs: &R, what| {
-            // Tell the device we gave up (§3.1.1 step 8 on failure).
-            let st = regs.read8(layout.common + common::DEVICE_STATUS);
-            regs.write8(layout.common + common::DEVICE_STATUS, st | status::FAILED);
-            VfioError::Device {
-                pci: name.into(),
-                what,
-            }
-        };
-        // Header plus a full 1514-byte frame (§5.1.6.3.1 without MRG_RXBUF).
-        let need = (NET_HDR_BYTES + 1514) as u32;
-        if pool.data_room() < need {
-            return Err(VfioError::PoolTooSmall {
-                pool: pool.name().into(),
-                data_room: pool.data_room(),
-                need,
-            });
-        }
-        assert!(queues >= 1, "at least one queue pair");
-        assert!(ring.len() >= ring_bytes(queues), "ring memory too small");
-        let c = layout.common;
+/// The memory [`VirtioNetPort::open`] gives the device: ring memory (at least
+/// [`ring_bytes`], visible to the device at its IOVA) and the pool the
+/// receive queues are filled from, mapped at `pool_iova`.
+pub struct QueueMemory {
+    /// Descriptor tables, rings and the control queue's command buffer.
+    pub ring: DmaMem,
+    /// Receive buffers.
+    pub pool: &'static Mempool,
+    /// Where the device sees `pool`.
+    pub pool_iova: Iova,
+}
 
-        // §3.1.1: reset, then ACKNOWLEDGE, DRIVER.
-        regs.write8(c + common::DEVICE_STATUS, 0);
+/// The device during bring-up: its registers, where they are, and the name
+/// errors give it.
+struct Bringup<'a, R> {
+    regs: &'a R,
+    layout: Layout,
+    name: &'a str,
+}
+
+impl<R: RegisterFile> Bringup<'_, R> {
+    fn status(&self) -> u8 {
+        self.regs.read8(self.layout.common + common::DEVICE_STATUS)
+    }
+
+    fn set_status(&self, st: u8) {
+        self.regs
+            .write8(self.layout.common + common::DEVICE_STATUS, st);
+    }
+
+    /// Tells the device we gave up (§3.1.1 step 8 on failure) and says why.
+    fn fail(&self, what: &'static str) -> VfioError {
+        self.set_status(self.status() | status::FAILED);
+        VfioError::Device {
+            pci: self.name.into(),
+            what,
+        }
+    }
+
+    /// §3.1.1: reset, then ACKNOWLEDGE, DRIVER.
+    fn reset(&self) -> Result<(), VfioError> {
+        self.set_status(0);
         let deadline = Instant::now() + Duration::from_millis(100);
-        while regs.read8(c + common::DEVICE_STATUS) != 0 {
+        while self.status() != 0 {
             if Instant::now() > deadline {
-                return Err(fail(&regs, "virtio reset did not complete in 100 ms"));
+                return Err(self.fail("virtio reset did not complete in 100 ms"));
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        regs.write8(c + common::DEVICE_STATUS, status::ACKNOWLEDGE);
-        regs.write8(
-            c + common::DEVICE_STATUS,
-            status::ACKNOWLEDGE | status::DRIVER,
-        );
+        self.set_status(status::ACKNOWLEDGE);
+        self.set_status(status::ACKNOWLEDGE | status::DRIVER);
+        Ok(())
+    }
 
+    /// Reads the offered features, picks ours, checks that `queues` pairs
+    /// exist and sets FEATURES_OK. Returns the features and the device's
+    /// queue pairs.
+    fn negotiate(
+        &self,
+        queues: u16,
+        require_access_platform: bool,
+    ) -> Result<(u64, u16), VfioError> {
+        let c = self.layout.common;
         let mut offered = 0u64;
         for half in 0..2u32 {
-            regs.write32(c + common::DEVICE_FEATURE_SELECT, half);
-            offered |= u64::from(regs.read32(c + common::DEVICE_FEATURE)) << (32 * half);
+            self.regs.write32(c + common::DEVICE_FEATURE_SELECT, half);
+            offered |= u64::from(self.regs.read32(c + common::DEVICE_FEATURE)) << (32 * half);
         }
         if offered & feature::VERSION_1 == 0 {
-            return Err(fail(
-                &regs,
-                "virtio device does not offer VERSION_1 (legacy only)",
-            ));
+            return Err(self.fail("virtio device does not offer VERSION_1 (legacy only)"));
         }
         if require_access_platform && offered & feature::ACCESS_PLATFORM == 0 {
-            return Err(fail(
-                &regs,
+            return Err(self.fail(
                 "virtio device does not offer ACCESS_PLATFORM: its DMA would bypass the IOMMU \
                  (QEMU: virtio-net-pci,disable-legacy=on,iommu_platform=on)",
             ));
@@ -333,14 +328,14 @@ impl<R: RegisterFile + Clone> VirtioNetPort<R> {
         }
         let features = offered & wanted;
         let max_pairs = if features & feature::NET_MQ != 0 {
-            regs.read16(layout.device + netcfg::MAX_VIRTQUEUE_PAIRS)
+            self.regs
+                .read16(self.layout.device + netcfg::MAX_VIRTQUEUE_PAIRS)
                 .max(1)
         } else {
             1
         };
         if queues > max_pairs {
-            let st = regs.read8(c + common::DEVICE_STATUS);
-            regs.write8(c + common::DEVICE_STATUS, st | status::FAILED);
+            self.set_status(self.status() | status::FAILED);
             return Err(VfioError::TooManyQueues {
                 driver: "virtio-net",
                 max: max_pairs,
@@ -348,94 +343,165 @@ impl<R: RegisterFile + Clone> VirtioNetPort<R> {
             });
         }
         for half in 0..2u32 {
-            regs.write32(c + common::DRIVER_FEATURE_SELECT, half);
-            regs.write32(c + common::DRIVER_FEATURE, (features >> (32 * half)) as u32);
+            self.regs.write32(c + common::DRIVER_FEATURE_SELECT, half);
+            self.regs
+                .write32(c + common::DRIVER_FEATURE, (features >> (32 * half)) as u32);
         }
-        let st = status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK;
-        regs.write8(c + common::DEVICE_STATUS, st);
-        if regs.read8(c + common::DEVICE_STATUS) & status::FEATURES_OK == 0 {
-            return Err(fail(&regs, "virtio device refused the negotiated features"));
+        self.set_status(status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK);
+        if self.status() & status::FEATURES_OK == 0 {
+            return Err(self.fail("virtio device refused the negotiated features"));
         }
+        Ok((features, max_pairs))
+    }
 
-        // Queues: receiveqN = 2(N-1), transmitqN = 2(N-1)+1, controlq = 2 *
-        // max_virtqueue_pairs (§5.1.2); ring memory in that order, control last.
-        let ctrl_index = features & feature::NET_CTRL_VQ != 0;
-        let mut indices: Vec<u16> = (0..2 * queues).collect();
-        if ctrl_index {
-            indices.push(2 * max_pairs);
-        }
-        if regs.read16(c + common::NUM_QUEUES) <= *indices.iter().max().expect("queues") {
-            return Err(fail(
-                &regs,
-                "virtio-net device has fewer queues than it advertises",
-            ));
+    /// Sets up the virtqueues `indices`, in that order in `ring`, and enables
+    /// them.
+    fn virtqueues(&self, ring: &DmaMem, indices: &[u16]) -> Result<Vec<VirtQueue>, VfioError> {
+        let c = self.layout.common;
+        if self.regs.read16(c + common::NUM_QUEUES) <= *indices.iter().max().expect("queues") {
+            return Err(self.fail("virtio-net device has fewer queues than it advertises"));
         }
         let mut vqs = Vec::with_capacity(indices.len());
         for (k, &index) in indices.iter().enumerate() {
-            regs.write16(c + common::QUEUE_SELECT, index);
-            let max = regs.read16(c + common::QUEUE_SIZE);
+            self.regs.write16(c + common::QUEUE_SELECT, index);
+            let max = self.regs.read16(c + common::QUEUE_SIZE);
             let size = max.min(vring::MAX_QUEUE_SIZE);
             if size == 0 || !size.is_power_of_two() {
-                return Err(fail(&regs, "virtio queue size is 0 or not a power of two"));
+                return Err(self.fail("virtio queue size is 0 or not a power of two"));
             }
             let base = k * vring::QUEUE_BYTES;
             ring.zero(base, vring::QUEUE_BYTES);
             // We poll: ask the device not to interrupt.
             ring.write_u16(base + vring::AVAIL_OFF, vring::AVAIL_F_NO_INTERRUPT);
             let at = |off: usize| ring.iova().offset((base + off) as u64).0;
-            regs.write16(c + common::QUEUE_SIZE, size);
-            regs.write16(c + common::QUEUE_MSIX_VECTOR, common::NO_VECTOR);
-            regs.write64_split(c + common::QUEUE_DESC, at(0));
-            regs.write64_split(c + common::QUEUE_DRIVER, at(vring::AVAIL_OFF));
-            regs.write64_split(c + common::QUEUE_DEVICE, at(vring::USED_OFF));
-            let notify_off = regs.read16(c + common::QUEUE_NOTIFY_OFF) as usize;
-            regs.write16(c + common::QUEUE_ENABLE, 1);
+            self.regs.write16(c + common::QUEUE_SIZE, size);
+            self.regs
+                .write16(c + common::QUEUE_MSIX_VECTOR, common::NO_VECTOR);
+            self.regs.write64_split(c + common::QUEUE_DESC, at(0));
+            self.regs
+                .write64_split(c + common::QUEUE_DRIVER, at(vring::AVAIL_OFF));
+            self.regs
+                .write64_split(c + common::QUEUE_DEVICE, at(vring::USED_OFF));
+            let notify_off = self.regs.read16(c + common::QUEUE_NOTIFY_OFF) as usize;
+            self.regs.write16(c + common::QUEUE_ENABLE, 1);
             vqs.push(VirtQueue {
                 mem: ring.clone(),
                 base,
                 size,
                 avail_idx: 0,
                 last_used: 0,
-                notify_at: layout.notify + notify_off * layout.notify_multiplier as usize,
+                notify_at: self.layout.notify + notify_off * self.layout.notify_multiplier as usize,
                 index,
             });
         }
-        let ctrl = if ctrl_index { vqs.pop() } else { None };
+        Ok(vqs)
+    }
 
-        let mac = if features & feature::NET_MAC != 0 {
-            let mut b = [0u8; 6];
-            for (i, x) in b.iter_mut().enumerate() {
-                *x = regs.read8(layout.device + netcfg::MAC + i);
-            }
-            MacAddr(b)
-        } else {
-            // Locally administered placeholder; the port is promiscuous anyway.
-            MacAddr([0x02, 0, 0, 0, 0, 0x01])
+    /// The device's MAC address, or a locally administered placeholder
+    /// without `NET_MAC` (the port is promiscuous anyway).
+    fn mac(&self, features: u64) -> MacAddr {
+        if features & feature::NET_MAC == 0 {
+            return MacAddr([0x02, 0, 0, 0, 0, 0x01]);
+        }
+        let mut b = [0u8; 6];
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = self.regs.read8(self.layout.device + netcfg::MAC + i);
+        }
+        MacAddr(b)
+    }
+}
+
+/// Posts a buffer from `mem.pool` in every descriptor of receive queue `rx`;
+/// returns them by descriptor id. `need` is what all the port's receive
+/// queues take, for the error.
+fn fill_rx(
+    rx: &mut VirtQueue,
+    mem: &QueueMemory,
+    need: usize,
+) -> Result<Vec<Option<Mbuf>>, VfioError> {
+    let mut bufs = Vec::with_capacity(rx.size as usize);
+    for id in 0..rx.size {
+        let m = mem.pool.alloc().ok_or_else(|| VfioError::PoolEmpty {
+            pool: mem.pool.name().into(),
+            need,
+        })?;
+        rx.set_desc(
+            id,
+            pool_addr(mem.pool_iova, &m),
+            m.capacity() as u32,
+            vring::DESC_F_WRITE,
+        );
+        rx.push_avail(id);
+        bufs.push(Some(m));
+    }
+    rx.publish();
+    Ok(bufs)
+}
+
+impl<R: RegisterFile + Clone> VirtioNetPort<R> {
+    /// Resets the device, negotiates features, sets up `queues` receive/transmit
+    /// queue pairs (and, with `MQ`, the control queue, which it uses to enable
+    /// them) in `mem.ring`, fills the receive queues from `mem.pool` and sets
+    /// DRIVER_OK. Returns one port per pair; the device is reset when the last
+    /// of them is dropped. `name` (the PCI address) names the device in errors.
+    ///
+    /// `require_access_platform` must be true when the device reaches memory
+    /// through an IOMMU mapping (always, under VFIO).
+    ///
+    /// # Errors
+    /// [`VfioError::Device`] when the device does not reset, lacks `VERSION_1` or
+    /// (if required) `ACCESS_PLATFORM`, refuses the features or the queue-pair
+    /// command; [`VfioError::TooManyQueues`] beyond the device's pairs (1 without
+    /// `MQ`); [`VfioError::PoolTooSmall`], [`VfioError::PoolEmpty`].
+    pub fn open(
+        regs: R,
+        layout: Layout,
+        mem: QueueMemory,
+        queues: u16,
+        require_access_platform: bool,
+        name: &str,
+    ) -> Result<Vec<Self>, VfioError> {
+        // Header plus a full 1514-byte frame (§5.1.6.3.1 without MRG_RXBUF).
+        let need = (NET_HDR_BYTES + 1514) as u32;
+        if mem.pool.data_room() < need {
+            return Err(VfioError::PoolTooSmall {
+                pool: mem.pool.name().into(),
+                data_room: mem.pool.data_room(),
+                need,
+            });
+        }
+        assert!(queues >= 1, "at least one queue pair");
+        assert!(
+            mem.ring.len() >= ring_bytes(queues),
+            "ring memory too small"
+        );
+        let dev = Bringup {
+            regs: &regs,
+            layout,
+            name,
         };
+        dev.reset()?;
+        let (features, max_pairs) = dev.negotiate(queues, require_access_platform)?;
+        // Queues: receiveqN = 2(N-1), transmitqN = 2(N-1)+1, controlq = 2 *
+        // max_virtqueue_pairs (§5.1.2); ring memory in that order, control last.
+        let has_ctrl = features & feature::NET_CTRL_VQ != 0;
+        let mut indices: Vec<u16> = (0..2 * queues).collect();
+        if has_ctrl {
+            indices.push(2 * max_pairs);
+        }
+        let mut vqs = dev.virtqueues(&mem.ring, &indices)?;
+        let ctrl = if has_ctrl { vqs.pop() } else { None };
+        let mac = dev.mac(features);
 
         let reset = Arc::new(ResetOnDrop {
             regs: regs.clone(),
-            common: c,
+            common: layout.common,
         });
         let mut ports = Vec::with_capacity(queues as usize);
         let mut vqs = vqs.into_iter();
         while let (Some(mut rx), Some(tx)) = (vqs.next(), vqs.next()) {
-            let mut rx_bufs = Vec::with_capacity(rx.size as usize);
-            for id in 0..rx.size {
-                let m = pool.alloc().ok_or_else(|| VfioError::PoolEmpty {
-                    pool: pool.name().into(),
-                    need: rx.size as usize * queues as usize,
-                })?;
-                rx.set_desc(
-                    id,
-                    pool_addr(pool_iova, &m),
-                    m.capacity() as u32,
-                    vring::DESC_F_WRITE,
-                );
-                rx.push_avail(id);
-                rx_bufs.push(Some(m));
-            }
-            rx.publish();
+            let need = rx.size as usize * queues as usize;
+            let rx_bufs = fill_rx(&mut rx, &mem, need)?;
             let tx_size = tx.size;
             ports.push(VirtioNetPort {
                 regs: regs.clone(),
@@ -445,8 +511,8 @@ impl<R: RegisterFile + Clone> VirtioNetPort<R> {
                 rx_bufs,
                 tx_bufs: (0..tx_size).map(|_| None).collect(),
                 tx_free: (0..tx_size).rev().collect(),
-                pool,
-                pool_iova,
+                pool: mem.pool,
+                pool_iova: mem.pool_iova,
                 features,
                 mac,
                 link: LinkState::Up,
@@ -454,14 +520,13 @@ impl<R: RegisterFile + Clone> VirtioNetPort<R> {
                 _reset: Arc::clone(&reset),
             });
         }
-        regs.write8(c + common::DEVICE_STATUS, st | status::DRIVER_OK);
+        dev.set_status(
+            status::ACKNOWLEDGE | status::DRIVER | status::FEATURES_OK | status::DRIVER_OK,
+        );
         if let Some(mut ctrl) = ctrl {
             let cmd_off = indices.len() * vring::QUEUE_BYTES;
-            if !set_queue_pairs(&regs, &mut ctrl, &ring, cmd_off, queues) {
-                return Err(fail(
-                    &regs,
-                    "virtio-net refused VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET",
-                ));
+            if !set_queue_pairs(&regs, &mut ctrl, &mem.ring, cmd_off, queues) {
+                return Err(dev.fail("virtio-net refused VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET"));
             }
         }
         for p in &mut ports {
@@ -823,9 +888,11 @@ mod tests {
             VirtioNetPort::open(
                 self.bar.clone(),
                 LAYOUT,
-                self.ring.clone(),
-                pool,
-                POOL_IOVA,
+                QueueMemory {
+                    ring: self.ring.clone(),
+                    pool,
+                    pool_iova: POOL_IOVA,
+                },
                 queues,
                 true,
                 "fake",
