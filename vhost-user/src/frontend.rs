@@ -192,6 +192,17 @@ impl DriverQueue {
         }
     }
 
+    /// Before the queue is enabled: every free buffer to the device, device
+    /// writable, published without a kick.
+    fn post_all(&mut self) {
+        while let Some(id) = self.free.pop() {
+            self.write_desc(id, self.buf_bytes, DESC_F_WRITE);
+            self.push_avail(id);
+        }
+        self.avail.store_u16(2, self.avail_idx, Ordering::Release);
+        self.published = self.avail_idx;
+    }
+
     /// Puts descriptor `id` in the next avail slot (not yet published).
     fn push_avail(&mut self, id: u16) {
         let slot = usize::from(self.avail_idx & (self.size - 1));
@@ -320,6 +331,239 @@ fn ring_layout(base: u64, size: u16) -> (u64, u64, u64, u64) {
     (desc, avail, used, end)
 }
 
+/// Where the rings and buffers of the two queues sit in the shared region:
+/// rx rings, tx rings (each ring 4 KiB aligned), then rx buffers, tx buffers.
+struct MemoryLayout {
+    queue_size: u16,
+    buf_bytes: u32,
+    /// Per queue (rx, tx): descriptor table, avail ring, used ring, first buffer.
+    queues: [(u64, u64, u64, u64); 2],
+    /// Bytes of the whole region.
+    total: u64,
+}
+
+impl MemoryLayout {
+    fn new(cfg: &FrontendConfig) -> Result<MemoryLayout, FrontendError> {
+        let q = cfg.queue_size;
+        if !(2..=MAX_QUEUE_SIZE).contains(&q) || !q.is_power_of_two() {
+            return Err(FrontendError::Config(
+                "queue size must be a power of two in 2..=1024",
+            ));
+        }
+        if !(60..=MAX_FRAME_BYTES as u32).contains(&cfg.max_frame_bytes) {
+            return Err(FrontendError::Config(
+                "max frame size must be in 60..=65535",
+            ));
+        }
+        let buf_bytes = round_up(u64::from(cfg.max_frame_bytes) + NET_HDR_BYTES as u64, 64) as u32;
+        let bufs_bytes = u64::from(q) * u64::from(buf_bytes);
+        let (rx_desc, rx_avail, rx_used, rx_end) = ring_layout(0, q);
+        let (tx_desc, tx_avail, tx_used, tx_end) = ring_layout(rx_end, q);
+        let rx_bufs = tx_end;
+        let tx_bufs = rx_bufs + bufs_bytes;
+        Ok(MemoryLayout {
+            queue_size: q,
+            buf_bytes,
+            queues: [
+                (rx_desc, rx_avail, rx_used, rx_bufs),
+                (tx_desc, tx_avail, tx_used, tx_bufs),
+            ],
+            total: tx_bufs + bufs_bytes,
+        })
+    }
+}
+
+/// The memory shared with the device: the memfd, our mapping of it and the
+/// mapping's address, which ring addresses are given in.
+struct SharedRegion {
+    memfd: File,
+    len_bytes: u64,
+    hugepages: bool,
+    mem: Arc<GuestMemory>,
+    /// The region's host address: the device translates ring addresses
+    /// given in our address space through it, as with QEMU.
+    uaddr: u64,
+}
+
+impl SharedRegion {
+    fn create(need: u64, hugepages: bool) -> Result<SharedRegion, FrontendError> {
+        let (memfd, len_bytes, hugepages) = shared_memory(need, hugepages)?;
+        let file = memfd
+            .try_clone()
+            .map_err(|source| FrontendError::Memory { len_bytes, source })?;
+        let mmap = GuestMemoryMmap::from_ranges_with_files([(
+            GuestAddress(0),
+            len_bytes as usize,
+            Some(FileOffset::new(file, 0)),
+        )])
+        .map_err(FrontendError::Map)?;
+        let uaddr = mmap
+            .iter()
+            .next()
+            .map(|r| r.as_ptr() as u64)
+            .unwrap_or_default();
+        Ok(SharedRegion {
+            memfd,
+            len_bytes,
+            hugepages,
+            mem: Arc::new(GuestMemory::new(Arc::new(mmap))),
+            uaddr,
+        })
+    }
+}
+
+/// The control connection during setup, with the socket's name for errors.
+struct Connection {
+    ctl: Frontend,
+    socket: String,
+}
+
+impl Connection {
+    fn open(socket: &Path) -> Result<Connection, FrontendError> {
+        let name = socket.display().to_string();
+        match Frontend::connect(socket, 2) {
+            Ok(ctl) => Ok(Connection { ctl, socket: name }),
+            Err(source) => Err(FrontendError::Protocol {
+                step: "connect",
+                socket: name,
+                source,
+            }),
+        }
+    }
+
+    /// The error of a failed `step`.
+    fn proto(&self, step: &'static str) -> impl Fn(vhost::Error) -> FrontendError + '_ {
+        move |source| FrontendError::Protocol {
+            step,
+            socket: self.socket.clone(),
+            source,
+        }
+    }
+
+    /// SET_OWNER, then VERSION_1 and PROTOCOL_FEATURES (required),
+    /// MRG_RXBUF and the bits of `extra` if offered, and REPLY_ACK. Returns
+    /// the virtio features set.
+    fn negotiate(&mut self, extra: u64) -> Result<u64, FrontendError> {
+        self.ctl.set_owner().map_err(self.proto("SET_OWNER"))?;
+        let offered = self
+            .ctl
+            .get_features()
+            .map_err(self.proto("GET_FEATURES"))?;
+        for (bit, feature) in [
+            (F_VERSION_1, "VIRTIO_F_VERSION_1"),
+            (F_PROTOCOL_FEATURES, "VHOST_USER_F_PROTOCOL_FEATURES"),
+        ] {
+            if offered & bit == 0 {
+                return Err(FrontendError::MissingFeature {
+                    socket: self.socket.clone(),
+                    feature,
+                });
+            }
+        }
+        let features = offered & (F_VERSION_1 | F_PROTOCOL_FEATURES | F_MRG_RXBUF | extra);
+        self.ctl
+            .set_features(features)
+            .map_err(self.proto("SET_FEATURES"))?;
+        let pf = self
+            .ctl
+            .get_protocol_features()
+            .map_err(self.proto("GET_PROTOCOL_FEATURES"))?;
+        self.ctl
+            .set_protocol_features(pf & VhostUserProtocolFeatures::REPLY_ACK)
+            .map_err(self.proto("SET_PROTOCOL_FEATURES"))?;
+        Ok(features)
+    }
+
+    /// SET_MEM_TABLE: the whole region, at guest address 0.
+    fn share(&mut self, shared: &SharedRegion) -> Result<(), FrontendError> {
+        use std::os::fd::AsRawFd;
+        self.ctl
+            .set_mem_table(&[VhostUserMemoryRegionInfo {
+                guest_phys_addr: 0,
+                memory_size: shared.len_bytes,
+                userspace_addr: shared.uaddr,
+                mmap_offset: 0,
+                mmap_handle: shared.memfd.as_raw_fd(),
+            }])
+            .map_err(self.proto("SET_MEM_TABLE"))?;
+        Ok(())
+    }
+
+    /// Lays out virtqueue `vq` where `layout` says and hands it to the device
+    /// (size, addresses, base 0, its call and kick eventfds).
+    fn queue(
+        &mut self,
+        shared: &SharedRegion,
+        layout: &MemoryLayout,
+        vq: usize,
+        call: &EventFd,
+        kick: EventFd,
+    ) -> Result<DriverQueue, FrontendError> {
+        let q = layout.queue_size;
+        let (desc, avail, used, buf_base) = layout.queues[vq];
+        let mem = &shared.mem;
+        let dq = DriverQueue {
+            size: q,
+            desc: mem.area(GuestAddr(desc), desc_table_bytes(q), 16)?,
+            avail: mem.area(GuestAddr(avail), avail_ring_bytes(q), 2)?,
+            used: mem.area(GuestAddr(used), used_ring_bytes(q), 4)?,
+            buf_base,
+            buf_bytes: layout.buf_bytes,
+            bufs: mem.area(
+                GuestAddr(buf_base),
+                u64::from(q) * u64::from(layout.buf_bytes),
+                64,
+            )?,
+            avail_idx: 0,
+            published: 0,
+            last_used: 0,
+            free: (0..q).rev().collect(),
+            desc_len: vec![0; usize::from(q)],
+            kick,
+            kicks: 0,
+        };
+        // We poll: the device need not interrupt (virtio 1.2 §2.7.7).
+        dq.avail
+            .store_u16(0, AVAIL_F_NO_INTERRUPT, Ordering::Relaxed);
+        self.ctl
+            .set_vring_num(vq, q)
+            .map_err(self.proto("SET_VRING_NUM"))?;
+        self.ctl
+            .set_vring_addr(
+                vq,
+                &VringConfigData {
+                    queue_max_size: q,
+                    queue_size: q,
+                    flags: 0,
+                    desc_table_addr: shared.uaddr + desc,
+                    used_ring_addr: shared.uaddr + used,
+                    avail_ring_addr: shared.uaddr + avail,
+                    log_addr: None,
+                },
+            )
+            .map_err(self.proto("SET_VRING_ADDR"))?;
+        self.ctl
+            .set_vring_base(vq, 0)
+            .map_err(self.proto("SET_VRING_BASE"))?;
+        self.ctl
+            .set_vring_call(vq, call)
+            .map_err(self.proto("SET_VRING_CALL"))?;
+        self.ctl
+            .set_vring_kick(vq, &dq.kick)
+            .map_err(self.proto("SET_VRING_KICK"))?;
+        Ok(dq)
+    }
+
+    fn enable(&mut self, vqs: [usize; 2]) -> Result<(), FrontendError> {
+        for vq in vqs {
+            self.ctl
+                .set_vring_enable(vq, true)
+                .map_err(self.proto("SET_VRING_ENABLE"))?;
+        }
+        Ok(())
+    }
+}
+
 impl VirtioNetFrontend {
     /// Connects to the vhost-user device listening on `socket`, negotiates
     /// VERSION_1 (and MRG_RXBUF when offered), shares the memory, sets up one
@@ -342,159 +586,30 @@ impl VirtioNetFrontend {
         cfg: &FrontendConfig,
         extra: u64,
     ) -> Result<Self, FrontendError> {
-        let q = cfg.queue_size;
-        if !(2..=MAX_QUEUE_SIZE).contains(&q) || !q.is_power_of_two() {
-            return Err(FrontendError::Config(
-                "queue size must be a power of two in 2..=1024",
-            ));
-        }
-        if !(60..=MAX_FRAME_BYTES as u32).contains(&cfg.max_frame_bytes) {
-            return Err(FrontendError::Config(
-                "max frame size must be in 60..=65535",
-            ));
-        }
-        let buf_bytes = round_up(u64::from(cfg.max_frame_bytes) + NET_HDR_BYTES as u64, 64) as u32;
-        let (rx_desc, rx_avail, rx_used, rx_end) = ring_layout(0, q);
-        let (tx_desc, tx_avail, tx_used, tx_end) = ring_layout(rx_end, q);
-        let rx_bufs = tx_end;
-        let tx_bufs = rx_bufs + u64::from(q) * u64::from(buf_bytes);
-        let need = tx_bufs + u64::from(q) * u64::from(buf_bytes);
-        let (memfd, len_bytes, hugepages) = shared_memory(need, cfg.hugepages)?;
-        let file = memfd
-            .try_clone()
-            .map_err(|source| FrontendError::Memory { len_bytes, source })?;
-        let mmap = GuestMemoryMmap::from_ranges_with_files([(
-            GuestAddress(0),
-            len_bytes as usize,
-            Some(FileOffset::new(file, 0)),
-        )])
-        .map_err(FrontendError::Map)?;
-        // The region's host address: the device translates ring addresses
-        // given in our address space through it, as with QEMU.
-        let uaddr = mmap
-            .iter()
-            .next()
-            .map(|r| r.as_ptr() as u64)
-            .unwrap_or_default();
-        let mmap = Arc::new(mmap);
-        let mem = Arc::new(GuestMemory::new(Arc::clone(&mmap)));
-
-        let socket_name = socket.display().to_string();
-        let proto = |step: &'static str| {
-            let socket = socket_name.clone();
-            move |source| FrontendError::Protocol {
-                step,
-                socket,
-                source,
-            }
-        };
-        let mut ctl = Frontend::connect(socket, 2).map_err(|e| FrontendError::Protocol {
-            step: "connect",
-            socket: socket_name.clone(),
-            source: e,
-        })?;
-        ctl.set_owner().map_err(proto("SET_OWNER"))?;
-        let offered = ctl.get_features().map_err(proto("GET_FEATURES"))?;
-        for (bit, feature) in [
-            (F_VERSION_1, "VIRTIO_F_VERSION_1"),
-            (F_PROTOCOL_FEATURES, "VHOST_USER_F_PROTOCOL_FEATURES"),
-        ] {
-            if offered & bit == 0 {
-                return Err(FrontendError::MissingFeature {
-                    socket: socket_name,
-                    feature,
-                });
-            }
-        }
-        let features = offered & (F_VERSION_1 | F_PROTOCOL_FEATURES | F_MRG_RXBUF | extra);
-        ctl.set_features(features).map_err(proto("SET_FEATURES"))?;
-        let pf = ctl
-            .get_protocol_features()
-            .map_err(proto("GET_PROTOCOL_FEATURES"))?;
-        ctl.set_protocol_features(pf & VhostUserProtocolFeatures::REPLY_ACK)
-            .map_err(proto("SET_PROTOCOL_FEATURES"))?;
-        {
-            use std::os::fd::AsRawFd;
-            ctl.set_mem_table(&[VhostUserMemoryRegionInfo {
-                guest_phys_addr: 0,
-                memory_size: len_bytes,
-                userspace_addr: uaddr,
-                mmap_offset: 0,
-                mmap_handle: memfd.as_raw_fd(),
-            }])
-            .map_err(proto("SET_MEM_TABLE"))?;
-        }
+        let layout = MemoryLayout::new(cfg)?;
+        let shared = SharedRegion::create(layout.total, cfg.hugepages)?;
+        let mut conn = Connection::open(socket)?;
+        let features = conn.negotiate(extra)?;
+        conn.share(&shared)?;
         let ev = || EventFd::new(libc_nonblock()).map_err(FrontendError::EventFd);
         let call = [ev()?, ev()?];
-        let queue = |vq: usize,
-                     (desc, avail, used): (u64, u64, u64),
-                     buf_base: u64|
-         -> Result<DriverQueue, FrontendError> {
-            let dq = DriverQueue {
-                size: q,
-                desc: mem.area(GuestAddr(desc), desc_table_bytes(q), 16)?,
-                avail: mem.area(GuestAddr(avail), avail_ring_bytes(q), 2)?,
-                used: mem.area(GuestAddr(used), used_ring_bytes(q), 4)?,
-                buf_base,
-                buf_bytes,
-                bufs: mem.area(GuestAddr(buf_base), u64::from(q) * u64::from(buf_bytes), 64)?,
-                avail_idx: 0,
-                published: 0,
-                last_used: 0,
-                free: (0..q).rev().collect(),
-                desc_len: vec![0; usize::from(q)],
-                kick: ev()?,
-                kicks: 0,
-            };
-            // We poll: the device need not interrupt (virtio 1.2 §2.7.7).
-            dq.avail
-                .store_u16(0, AVAIL_F_NO_INTERRUPT, Ordering::Relaxed);
-            ctl.set_vring_num(vq, q).map_err(proto("SET_VRING_NUM"))?;
-            ctl.set_vring_addr(
-                vq,
-                &VringConfigData {
-                    queue_max_size: q,
-                    queue_size: q,
-                    flags: 0,
-                    desc_table_addr: uaddr + desc,
-                    used_ring_addr: uaddr + used,
-                    avail_ring_addr: uaddr + avail,
-                    log_addr: None,
-                },
-            )
-            .map_err(proto("SET_VRING_ADDR"))?;
-            ctl.set_vring_base(vq, 0).map_err(proto("SET_VRING_BASE"))?;
-            ctl.set_vring_call(vq, &call[vq])
-                .map_err(proto("SET_VRING_CALL"))?;
-            ctl.set_vring_kick(vq, &dq.kick)
-                .map_err(proto("SET_VRING_KICK"))?;
-            Ok(dq)
-        };
-        let mut rx = queue(RX_VQ, (rx_desc, rx_avail, rx_used), rx_bufs)?;
-        let tx = queue(TX_VQ, (tx_desc, tx_avail, tx_used), tx_bufs)?;
+        let mut rx = conn.queue(&shared, &layout, RX_VQ, &call[RX_VQ], ev()?)?;
+        let tx = conn.queue(&shared, &layout, TX_VQ, &call[TX_VQ], ev()?)?;
         // Tx descriptor `i` points at buffer `i` for good; sends set lengths.
-        for id in 0..q {
+        for id in 0..tx.size {
             tx.write_desc(id, 0, 0);
         }
         // Every rx buffer goes to the device before the queue is enabled.
-        while let Some(id) = rx.free.pop() {
-            rx.write_desc(id, buf_bytes, DESC_F_WRITE);
-            rx.push_avail(id);
-        }
-        rx.avail.store_u16(2, rx.avail_idx, Ordering::Release);
-        rx.published = rx.avail_idx;
-        for vq in [RX_VQ, TX_VQ] {
-            ctl.set_vring_enable(vq, true)
-                .map_err(proto("SET_VRING_ENABLE"))?;
-        }
+        rx.post_all();
+        conn.enable([RX_VQ, TX_VQ])?;
         Ok(VirtioNetFrontend {
-            _ctl: ctl,
-            _memfd: memfd,
-            mem,
+            _ctl: conn.ctl,
+            _memfd: shared.memfd,
+            mem: shared.mem,
             rx,
             tx,
             _call: call,
-            hugepages,
+            hugepages: shared.hugepages,
             features,
             stats: FrontendStats::default(),
         })
