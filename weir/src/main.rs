@@ -18,6 +18,7 @@ use weir_host::nic::{self, Sysfs, SystemRunner};
 
 mod cli;
 mod demo;
+mod logging;
 mod render;
 
 fn main() -> ExitCode {
@@ -38,16 +39,7 @@ fn init_logging(cli: &Cli) {
         Command::Run(_) | Command::Demo => tracing::Level::INFO,
         _ => tracing::Level::WARN,
     };
-    let level = match cli.verbose {
-        0 => base,
-        1 => tracing::Level::DEBUG,
-        _ => tracing::Level::TRACE,
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    logging::init(base, cli.verbose);
 }
 
 fn dispatch(cli: &Cli) -> anyhow::Result<()> {

@@ -2,21 +2,15 @@
 //! `weir-bench` crate). Parses the command line, runs, and reports an error
 //! with its causes as `weir bench: <message>` and exit status 1.
 
+#[path = "../logging.rs"]
+mod logging;
+
 use clap::Parser as _;
 use weir_bench::BenchCli;
 
 fn main() -> std::process::ExitCode {
     let cli = BenchCli::parse();
-    let level = match cli.verbose {
-        0 => tracing::Level::WARN,
-        1 => tracing::Level::DEBUG,
-        _ => tracing::Level::TRACE,
-    };
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    logging::init(tracing::Level::WARN, cli.verbose);
     match weir_bench::run(&cli.args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
