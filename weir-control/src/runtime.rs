@@ -1298,6 +1298,109 @@ mod tests {
         dp.shutdown();
     }
 
+    /// A queue that sets `dropped` when it is closed.
+    struct Watched {
+        inner: Box<dyn Port>,
+        dropped: Arc<AtomicBool>,
+    }
+
+    impl Port for Watched {
+        fn rx_burst(&mut self, burst: &mut Burst) -> usize {
+            self.inner.rx_burst(burst)
+        }
+
+        fn tx_burst(&mut self, burst: &mut Burst) -> usize {
+            self.inner.tx_burst(burst)
+        }
+
+        fn stats(&self) -> &Arc<QueueStats> {
+            self.inner.stats()
+        }
+    }
+
+    impl Drop for Watched {
+        fn drop(&mut self) {
+            // Relaxed: a test flag.
+            self.dropped.store(true, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn port_del_closes_a_port_only_after_every_worker_runs_on_tables_without_it() {
+        let factory = Arc::new(ScriptedFactory::default());
+        let mut cfg = Config::default();
+        cfg.dataplane.mbufs = 512;
+        cfg.dataplane.tso_mbufs = 0;
+        cfg.dataplane.hugepages = weir_config::HugepageMode::Never;
+        cfg.dataplane.idle_sleep_us = 50;
+        cfg.dataplane.workers = Some("0,1".parse().unwrap());
+        cfg.fdb.max_entries = 64;
+        let mut dp =
+            Dataplane::start_with(&cfg, Host::system(), Box::new(Arc::clone(&factory))).unwrap();
+        // Long enough that the wait below ends because the worker answered.
+        dp.worker_timeout = Duration::from_secs(30);
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (hold, entered) = (
+            Arc::new(AtomicBool::new(true)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        {
+            let mut ports = factory.ports.lock().unwrap();
+            ports.insert(
+                "a".into(),
+                vec![Box::new(Watched {
+                    inner: Box::new(pmd::memport::NullPort::new()),
+                    dropped: Arc::clone(&dropped),
+                })],
+            );
+            ports.insert(
+                "held".into(),
+                vec![Box::new(Stuck {
+                    hold: Arc::clone(&hold),
+                    entered: Arc::clone(&entered),
+                    stats: Arc::default(),
+                })],
+            );
+        }
+        // Released before `dp` is dropped, whatever fails below.
+        let _release = Release(Arc::clone(&hold));
+        // Round-robin: "a" on worker 0, "held" on worker 1.
+        dp.port_add(ring_port("a", None)).unwrap();
+        dp.port_add(ring_port("held", None)).unwrap();
+        let a = PortId(port_id(&dp, "a"));
+        // Relaxed: a test flag.
+        wait_for("worker 1 held in a receive", || {
+            entered.load(Ordering::Relaxed)
+        });
+        std::thread::scope(|s| {
+            let del = s.spawn(|| dp.port_del("a"));
+            // The control plane unpublishes "a"; worker 0 moves to those
+            // tables, worker 1 cannot while it is held.
+            wait_for("a unpublished", || dp.switch.load().port(a).is_none());
+            let generation = dp.switch.load().generation;
+            assert!(dp.workers[0].wait_generation(generation, Duration::from_secs(10)));
+            // Everything port_del would do without waiting for worker 1 is
+            // done by now; it must still be waiting, with "a" open.
+            assert!(!dp.workers[1].wait_generation(generation, Duration::from_millis(200)));
+            assert!(
+                !del.is_finished(),
+                "port_del returned before worker 1 saw the new tables"
+            );
+            assert!(
+                !dropped.load(Ordering::Relaxed),
+                "a closed while worker 1 may still send to it"
+            );
+            hold.store(false, Ordering::Relaxed);
+            del.join().unwrap().unwrap();
+        });
+        assert!(
+            dropped.load(Ordering::Relaxed),
+            "a not closed after port_del"
+        );
+        assert!(dp.port_list().iter().all(|p| p.name != "a"));
+        dp.shutdown();
+    }
+
     #[test]
     fn frames_keep_flowing_while_a_third_port_is_added_and_removed() {
         use dataplane::testutil::{eth_frame, mac, ScriptedPort, EXPERIMENTAL_ETHERTYPE};
