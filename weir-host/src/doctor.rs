@@ -41,7 +41,7 @@ impl DoctorEnv {
             rustix::process::getrlimit(rustix::process::Resource::Memlock).maximum
         };
         DoctorEnv {
-            sysfs: PathBuf::from("/sys"),
+            sysfs: Host::system().sysfs,
             modules_dir,
             memlock_bytes,
         }
