@@ -84,6 +84,14 @@ pub(crate) fn get_u16(buf: &[u8], off: usize) -> u16 {
     u16::from_be_bytes([buf[off], buf[off + 1]])
 }
 
+/// Big-endian `u16` at `off`, or `None` if the buffer ends first: for
+/// parsers that walk untrusted offsets without a checked view.
+#[inline]
+pub(crate) fn get_u16_checked(buf: &[u8], off: usize) -> Option<u16> {
+    buf.get(off..off + 2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+}
+
 /// Writes a big-endian `u16` at `off`.
 #[inline]
 pub(crate) fn put_u16(buf: &mut [u8], off: usize, val: u16) {
