@@ -268,6 +268,17 @@ pub(crate) mod tests {
         ipv6::pseudo_header_sum(SRC6, DST6, proto, l4_len)
     }
 
+    /// Each partial fixture with its checksum's start and offset and its
+    /// pseudo-header sum.
+    fn partial_cases() -> [(Vec<u8>, u16, u16, u16); 4] {
+        [
+            (partial_udp4(), 34, 6, pseudo4(17, 13)),
+            (partial_tcp4(), 34, 16, pseudo4(6, 25)),
+            (partial_udp6(), 54, 6, pseudo6(17, 13)),
+            (partial_tcp6(), 54, 16, pseudo6(6, 25)),
+        ]
+    }
+
     #[test]
     fn fixtures_hold_the_pseudo_header_sum() {
         assert_eq!(partial_udp4()[40..42], pseudo4(17, 13).to_be_bytes());
@@ -278,13 +289,7 @@ pub(crate) mod tests {
 
     #[test]
     fn partial_checksums_over_ipv4_and_ipv6_are_completed() {
-        let cases: [(Vec<u8>, u16, u16, u16); 4] = [
-            (partial_udp4(), 34, 6, pseudo4(17, 13)),
-            (partial_tcp4(), 34, 16, pseudo4(6, 25)),
-            (partial_udp6(), 54, 6, pseudo6(17, 13)),
-            (partial_tcp6(), 54, 16, pseudo6(6, 25)),
-        ];
-        for (before, start, offset, pseudo) in cases {
+        for (before, start, offset, pseudo) in partial_cases() {
             let p = PartialCsum::new_checked(start, offset, before.len()).unwrap();
             let mut f = before.clone();
             assert!(p.complete(&mut f));
@@ -366,13 +371,7 @@ pub(crate) mod tests {
 
     #[test]
     fn unmarked_partial_checksums_are_recognised_and_completed() {
-        let cases: [(Vec<u8>, u16, u16, u16); 4] = [
-            (partial_udp4(), 34, 6, pseudo4(17, 13)),
-            (partial_tcp4(), 34, 16, pseudo4(6, 25)),
-            (partial_udp6(), 54, 6, pseudo6(17, 13)),
-            (partial_tcp6(), 54, 16, pseudo6(6, 25)),
-        ];
-        for (before, start, offset, pseudo) in cases {
+        for (before, start, offset, pseudo) in partial_cases() {
             let p = PartialCsum { start, offset };
             let mut f = before.clone();
             assert!(complete_unmarked_partial_csum(&mut f));
