@@ -116,8 +116,7 @@ impl<T: AsRef<[u8]>> EthFrame<T> {
         if !ethertype::is_vlan(self.ethertype()) {
             return None;
         }
-        let tag = self.buf.as_ref().get(HEADER_LEN..TAGGED_HEADER_LEN)?;
-        Some(VlanId(u16::from_be_bytes([tag[0], tag[1]]) & VID_MASK))
+        tag_vid(self.payload())
     }
 
     /// The frame's [`L2Info`]; same as [`parse_l2`] on the buffer.
@@ -278,8 +277,9 @@ fn l2_addrs(buf: &[u8]) -> Option<L2Addrs> {
 }
 
 /// The VLAN id of the tag at the start of `rest` (what follows the outer
-/// EtherType). A tag needs its inner EtherType too, as in `parse_l2`; the
-/// TCI is copied out whole so that it compiles to one 16-bit load.
+/// EtherType); `None` if the tag is cut short. A tag needs its inner
+/// EtherType too, as in `parse_l2`; the TCI is copied out whole so that it
+/// compiles to one 16-bit load.
 #[inline(always)]
 fn tag_vid(rest: &[u8]) -> Option<VlanId> {
     let tag = rest.first_chunk::<{ vlan::HEADER_LEN }>()?;
