@@ -17,7 +17,7 @@ use std::net::Ipv4Addr;
 use crate::ids::MacAddr;
 
 use super::ethernet::ethertype;
-use super::{get_ipv4, get_mac, get_u16, need, put_u16, WireError};
+use super::{need, put_u16, WireError};
 
 /// Length of an Ethernet/IPv4 ARP packet.
 pub const PACKET_LEN: usize = 28;
@@ -48,21 +48,15 @@ mod field {
     pub const TPA: usize = 24;
 }
 
-/// A view of an Ethernet/IPv4 ARP packet (the Ethernet payload).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ArpPacket<T: AsRef<[u8]>> {
-    buf: T,
-}
+header_view! {
+    /// A view of an Ethernet/IPv4 ARP packet (the Ethernet payload).
+    pub struct ArpPacket;
 
-impl<T: AsRef<[u8]>> ArpPacket<T> {
     /// Wraps `buf` without any checks.
     ///
     /// Accessors panic if `buf` is shorter than [`PACKET_LEN`], and address
     /// accessors return garbage if it is not Ethernet/IPv4 ARP.
-    #[inline]
-    pub fn new_unchecked(buf: T) -> Self {
-        ArpPacket { buf }
-    }
+    fn new_unchecked;
 
     /// Wraps `buf` after checking it is a complete Ethernet/IPv4 ARP packet.
     ///
@@ -73,13 +67,33 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
     /// - [`WireError::Truncated`] if `buf` is too short.
     /// - [`WireError::Unsupported`] unless htype = 1 (Ethernet), ptype = 0x0800
     ///   (IPv4), hlen = 6 and plen = 4.
-    #[inline]
-    pub fn new_checked(buf: T) -> Result<Self, WireError> {
-        let p = Self::new_unchecked(buf);
-        p.check()?;
-        Ok(p)
-    }
+    fn new_checked = check;
+}
 
+fields! {
+    ArpPacket {
+        /// Hardware type (1 = Ethernet).
+        htype: u16 = field::HTYPE;
+        /// Protocol type, an EtherType (0x0800 = IPv4).
+        ptype: u16 = field::PTYPE;
+        /// Hardware address length in bytes.
+        hlen: u8 = field::HLEN;
+        /// Protocol address length in bytes.
+        plen: u8 = field::PLEN;
+        /// Operation; see [`opcode`].
+        opcode, set_opcode: u16 = field::OPER;
+        /// Sender hardware address.
+        sender_hw, set_sender_hw: MacAddr = field::SHA;
+        /// Sender protocol address.
+        sender_ip, set_sender_ip: Ipv4Addr = field::SPA;
+        /// Target hardware address (all zero in a request).
+        target_hw, set_target_hw: MacAddr = field::THA;
+        /// Target protocol address.
+        target_ip, set_target_ip: Ipv4Addr = field::TPA;
+    }
+}
+
+impl<T: AsRef<[u8]>> ArpPacket<T> {
     /// Checks length and address types; see [`ArpPacket::new_checked`].
     ///
     /// # Errors
@@ -103,66 +117,6 @@ impl<T: AsRef<[u8]>> ArpPacket<T> {
         need(len, PACKET_LEN)
     }
 
-    /// Returns the underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buf
-    }
-
-    /// Hardware type (1 = Ethernet).
-    #[inline]
-    pub fn htype(&self) -> u16 {
-        get_u16(self.buf.as_ref(), field::HTYPE)
-    }
-
-    /// Protocol type, an EtherType (0x0800 = IPv4).
-    #[inline]
-    pub fn ptype(&self) -> u16 {
-        get_u16(self.buf.as_ref(), field::PTYPE)
-    }
-
-    /// Hardware address length in bytes.
-    #[inline]
-    pub fn hlen(&self) -> u8 {
-        self.buf.as_ref()[field::HLEN]
-    }
-
-    /// Protocol address length in bytes.
-    #[inline]
-    pub fn plen(&self) -> u8 {
-        self.buf.as_ref()[field::PLEN]
-    }
-
-    /// Operation; see [`opcode`].
-    #[inline]
-    pub fn opcode(&self) -> u16 {
-        get_u16(self.buf.as_ref(), field::OPER)
-    }
-
-    /// Sender hardware address.
-    #[inline]
-    pub fn sender_hw(&self) -> MacAddr {
-        get_mac(self.buf.as_ref(), field::SHA)
-    }
-
-    /// Sender protocol address.
-    #[inline]
-    pub fn sender_ip(&self) -> Ipv4Addr {
-        get_ipv4(self.buf.as_ref(), field::SPA)
-    }
-
-    /// Target hardware address (all zero in a request).
-    #[inline]
-    pub fn target_hw(&self) -> MacAddr {
-        get_mac(self.buf.as_ref(), field::THA)
-    }
-
-    /// Target protocol address.
-    #[inline]
-    pub fn target_ip(&self) -> Ipv4Addr {
-        get_ipv4(self.buf.as_ref(), field::TPA)
-    }
-
     /// True for a gratuitous ARP: sender and target protocol addresses equal.
     #[inline]
     pub fn is_gratuitous(&self) -> bool {
@@ -180,36 +134,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> ArpPacket<T> {
         put_u16(b, field::PTYPE, ethertype::IPV4);
         b[field::HLEN] = 6;
         b[field::PLEN] = 4;
-    }
-
-    /// Sets the operation.
-    #[inline]
-    pub fn set_opcode(&mut self, op: u16) {
-        put_u16(self.buf.as_mut(), field::OPER, op);
-    }
-
-    /// Sets the sender hardware address.
-    #[inline]
-    pub fn set_sender_hw(&mut self, mac: MacAddr) {
-        self.buf.as_mut()[field::SHA..field::SHA + 6].copy_from_slice(&mac.0);
-    }
-
-    /// Sets the sender protocol address.
-    #[inline]
-    pub fn set_sender_ip(&mut self, ip: Ipv4Addr) {
-        self.buf.as_mut()[field::SPA..field::SPA + 4].copy_from_slice(&ip.octets());
-    }
-
-    /// Sets the target hardware address.
-    #[inline]
-    pub fn set_target_hw(&mut self, mac: MacAddr) {
-        self.buf.as_mut()[field::THA..field::THA + 6].copy_from_slice(&mac.0);
-    }
-
-    /// Sets the target protocol address.
-    #[inline]
-    pub fn set_target_ip(&mut self, ip: Ipv4Addr) {
-        self.buf.as_mut()[field::TPA..field::TPA + 4].copy_from_slice(&ip.octets());
     }
 }
 

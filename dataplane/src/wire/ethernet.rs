@@ -15,7 +15,7 @@
 use crate::ids::{MacAddr, VlanId};
 
 use super::vlan::{self, VID_MASK};
-use super::{get_mac, get_u16, need, put_u16, WireError};
+use super::{need, WireError};
 
 /// Length of an untagged Ethernet II header: two addresses and an EtherType.
 pub const HEADER_LEN: usize = 14;
@@ -54,34 +54,37 @@ mod field {
     pub const ETHERTYPE: usize = 12;
 }
 
-/// A view of an Ethernet II frame (without FCS).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EthFrame<T: AsRef<[u8]>> {
-    buf: T,
-}
+header_view! {
+    /// A view of an Ethernet II frame (without FCS).
+    pub struct EthFrame;
 
-impl<T: AsRef<[u8]>> EthFrame<T> {
     /// Wraps `buf` without checking its length.
     ///
     /// Accessors panic if `buf` is shorter than [`HEADER_LEN`]; use
     /// [`EthFrame::new_checked`] for untrusted input.
-    #[inline]
-    pub fn new_unchecked(buf: T) -> Self {
-        EthFrame { buf }
-    }
+    fn new_unchecked;
 
     /// Wraps `buf` after checking it holds a full Ethernet header.
     ///
     /// # Errors
     ///
     /// [`WireError::Truncated`] if `buf` is shorter than [`HEADER_LEN`].
-    #[inline]
-    pub fn new_checked(buf: T) -> Result<Self, WireError> {
-        let f = Self::new_unchecked(buf);
-        f.check_len()?;
-        Ok(f)
-    }
+    fn new_checked = check_len;
+}
 
+fields! {
+    EthFrame {
+        /// Destination MAC address.
+        dst, set_dst: MacAddr = field::DST;
+        /// Source MAC address.
+        src, set_src: MacAddr = field::SRC;
+        /// The EtherType right after the addresses: for a tagged frame this is
+        /// [`ethertype::VLAN`] or [`ethertype::QINQ`], not the L3 protocol.
+        ethertype, set_ethertype: u16 = field::ETHERTYPE;
+    }
+}
+
+impl<T: AsRef<[u8]>> EthFrame<T> {
     /// Checks that the buffer holds a full Ethernet header.
     ///
     /// # Errors
@@ -90,31 +93,6 @@ impl<T: AsRef<[u8]>> EthFrame<T> {
     #[inline]
     pub fn check_len(&self) -> Result<(), WireError> {
         need(self.buf.as_ref().len(), HEADER_LEN)
-    }
-
-    /// Returns the underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buf
-    }
-
-    /// Destination MAC address.
-    #[inline]
-    pub fn dst(&self) -> MacAddr {
-        get_mac(self.buf.as_ref(), field::DST)
-    }
-
-    /// Source MAC address.
-    #[inline]
-    pub fn src(&self) -> MacAddr {
-        get_mac(self.buf.as_ref(), field::SRC)
-    }
-
-    /// The EtherType right after the addresses: for a tagged frame this is
-    /// [`ethertype::VLAN`] or [`ethertype::QINQ`], not the L3 protocol.
-    #[inline]
-    pub fn ethertype(&self) -> u16 {
-        get_u16(self.buf.as_ref(), field::ETHERTYPE)
     }
 
     /// Everything after the 14-byte header (including any VLAN tag).
@@ -138,8 +116,7 @@ impl<T: AsRef<[u8]>> EthFrame<T> {
         if !ethertype::is_vlan(self.ethertype()) {
             return None;
         }
-        let tag = self.buf.as_ref().get(HEADER_LEN..TAGGED_HEADER_LEN)?;
-        Some(VlanId(u16::from_be_bytes([tag[0], tag[1]]) & VID_MASK))
+        tag_vid(self.payload())
     }
 
     /// The frame's [`L2Info`]; same as [`parse_l2`] on the buffer.
@@ -150,24 +127,6 @@ impl<T: AsRef<[u8]>> EthFrame<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> EthFrame<T> {
-    /// Sets the destination MAC address.
-    #[inline]
-    pub fn set_dst(&mut self, mac: MacAddr) {
-        self.buf.as_mut()[field::DST..field::DST + 6].copy_from_slice(&mac.0);
-    }
-
-    /// Sets the source MAC address.
-    #[inline]
-    pub fn set_src(&mut self, mac: MacAddr) {
-        self.buf.as_mut()[field::SRC..field::SRC + 6].copy_from_slice(&mac.0);
-    }
-
-    /// Sets the EtherType after the addresses.
-    #[inline]
-    pub fn set_ethertype(&mut self, ty: u16) {
-        put_u16(self.buf.as_mut(), field::ETHERTYPE, ty);
-    }
-
     /// Mutable access to everything after the 14-byte header.
     #[inline]
     pub fn payload_mut(&mut self) -> &mut [u8] {
@@ -318,8 +277,9 @@ fn l2_addrs(buf: &[u8]) -> Option<L2Addrs> {
 }
 
 /// The VLAN id of the tag at the start of `rest` (what follows the outer
-/// EtherType). A tag needs its inner EtherType too, as in `parse_l2`; the
-/// TCI is copied out whole so that it compiles to one 16-bit load.
+/// EtherType); `None` if the tag is cut short. A tag needs its inner
+/// EtherType too, as in `parse_l2`; the TCI is copied out whole so that it
+/// compiles to one 16-bit load.
 #[inline(always)]
 fn tag_vid(rest: &[u8]) -> Option<VlanId> {
     let tag = rest.first_chunk::<{ vlan::HEADER_LEN }>()?;

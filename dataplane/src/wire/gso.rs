@@ -28,16 +28,13 @@
 //! ([`GsoError`]), never guessed at. The sender's `hdr_len` hint (virtio) is not
 //! needed: the headers are parsed here.
 
-use super::ipv4::{fold, ones_complement_sum};
+use super::ethernet::ethertype;
+use super::ipv4::{fold, ones_complement_sum, protocol};
+use super::ipv6::HEADER_LEN as IPV6_HLEN;
+use super::{get_u16, get_u16_checked, put_u16};
 
-/// IPv6 fixed header length.
-const IPV6_HLEN: usize = 40;
 /// Smallest TCP header.
 const TCP_HLEN: usize = 20;
-/// TCP protocol number (IPv4 protocol / IPv6 next header).
-const PROTO_TCP: u8 = 6;
-/// UDP protocol number.
-const PROTO_UDP: u8 = 17;
 /// UDP header length.
 const UDP_HLEN: usize = 8;
 /// Offsets in the UDP header.
@@ -84,8 +81,8 @@ impl GsoKind {
     /// The IP protocol number of the segments.
     fn proto(self) -> u8 {
         match self {
-            GsoKind::Tcp4 | GsoKind::Tcp6 => PROTO_TCP,
-            GsoKind::Udp => PROTO_UDP,
+            GsoKind::Tcp4 | GsoKind::Tcp6 => protocol::TCP,
+            GsoKind::Udp => protocol::UDP,
         }
     }
 }
@@ -147,15 +144,10 @@ impl TsoPlan {
             return Err(GsoError::MssTooSmall);
         }
         let proto = gso.kind.proto();
-        let be16 = |off: usize| {
-            frame
-                .get(off..off + 2)
-                .map(|b| u16::from_be_bytes([b[0], b[1]]))
-                .ok_or(GsoError::Malformed)
-        };
-        let (l3, ethertype) = super::offload::l3_start(frame).ok_or(GsoError::Malformed)?;
-        let (l4, end) = match (gso.kind, ethertype) {
-            (GsoKind::Tcp4 | GsoKind::Udp, 0x0800) => {
+        let be16 = |off: usize| get_u16_checked(frame, off).ok_or(GsoError::Malformed);
+        let (l3, ty) = super::offload::l3_start(frame).ok_or(GsoError::Malformed)?;
+        let (l4, end) = match (gso.kind, ty) {
+            (GsoKind::Tcp4 | GsoKind::Udp, ethertype::IPV4) => {
                 let vihl = *frame.get(l3).ok_or(GsoError::Malformed)?;
                 let ihl = usize::from(vihl & 0x0f) * 4;
                 let (total, frag) = (usize::from(be16(l3 + 2)?), be16(l3 + 6)?);
@@ -171,7 +163,7 @@ impl TsoPlan {
                 }
                 (l3 + ihl, l3 + total)
             }
-            (GsoKind::Tcp6 | GsoKind::Udp, 0x86dd) => {
+            (GsoKind::Tcp6 | GsoKind::Udp, ethertype::IPV6) => {
                 let payload = usize::from(be16(l3 + 4)?);
                 if *frame.get(l3 + 6).ok_or(GsoError::Malformed)? != proto {
                     return Err(GsoError::Unsupported);
@@ -194,7 +186,7 @@ impl TsoPlan {
         }
         Ok(TsoPlan {
             kind: gso.kind,
-            v4: ethertype == 0x0800,
+            v4: ty == ethertype::IPV4,
             l3,
             l4,
             hdr_len,
@@ -247,18 +239,18 @@ impl TsoPlan {
         let proto = self.kind.proto();
         let pseudo = if self.v4 {
             let ihl = self.l4 - l3;
-            put16(out, l3 + 2, (len - l3) as u16);
-            let id = u16::from_be_bytes([out[l3 + 4], out[l3 + 5]]);
-            put16(out, l3 + 4, id.wrapping_add(i as u16));
-            put16(out, l3 + 10, 0);
+            put_u16(out, l3 + 2, (len - l3) as u16);
+            let id = get_u16(out, l3 + 4);
+            put_u16(out, l3 + 4, id.wrapping_add(i as u16));
+            put_u16(out, l3 + 10, 0);
             let csum = !ones_complement_sum(&out[l3..l3 + ihl]);
-            put16(out, l3 + 10, csum);
+            put_u16(out, l3 + 10, csum);
             // Source, destination, protocol and TCP/UDP length (RFC 9293
             // §3.1, RFC 768).
             let addrs = u64::from(ones_complement_sum(&out[l3 + 12..l3 + 20]));
             fold(addrs + u64::from(proto) + l4_len as u64)
         } else {
-            put16(out, l3 + 4, (len - l3 - IPV6_HLEN) as u16);
+            put_u16(out, l3 + 4, (len - l3 - IPV6_HLEN) as u16);
             // Source, destination, length, next header (RFC 8200 §8.1).
             let addrs = u64::from(ones_complement_sum(&out[l3 + 8..l3 + 40]));
             fold(addrs + u64::from(proto) + l4_len as u64)
@@ -267,10 +259,10 @@ impl TsoPlan {
         if self.kind == GsoKind::Udp {
             // UDP: length and checksum; a computed 0 goes out as 0xffff
             // (RFC 768; 0 would mean "no checksum").
-            put16(out, l4 + UDP_LEN, l4_len as u16);
-            put16(out, l4 + UDP_CSUM, 0);
+            put_u16(out, l4 + UDP_LEN, l4_len as u16);
+            put_u16(out, l4 + UDP_CSUM, 0);
             let sum = !fold(u64::from(ones_complement_sum(&out[l4..])) + u64::from(pseudo));
-            put16(out, l4 + UDP_CSUM, if sum == 0 { 0xffff } else { sum });
+            put_u16(out, l4 + UDP_CSUM, if sum == 0 { 0xffff } else { sum });
             return len;
         }
         // TCP: sequence number, flags, checksum.
@@ -288,16 +280,11 @@ impl TsoPlan {
         if i > 0 {
             out[l4 + TCP_FLAGS] &= !TCP_CWR;
         }
-        put16(out, l4 + TCP_CSUM, 0);
+        put_u16(out, l4 + TCP_CSUM, 0);
         let sum = fold(u64::from(ones_complement_sum(&out[l4..])) + u64::from(pseudo));
-        put16(out, l4 + TCP_CSUM, !sum);
+        put_u16(out, l4 + TCP_CSUM, !sum);
         len
     }
-}
-
-#[inline]
-fn put16(buf: &mut [u8], off: usize, v: u16) {
-    buf[off..off + 2].copy_from_slice(&v.to_be_bytes());
 }
 
 #[cfg(test)]

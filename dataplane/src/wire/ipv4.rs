@@ -15,7 +15,7 @@
 
 use std::net::Ipv4Addr;
 
-use super::{get_ipv4, get_u16, need, put_u16, WireError};
+use super::{get_u16, need, put_u16, WireError};
 
 /// Length of a header without options (IHL = 5).
 pub const MIN_HEADER_LEN: usize = 20;
@@ -58,26 +58,20 @@ const FLAG_DF: u16 = 0x4000;
 const FLAG_MF: u16 = 0x2000;
 const FRAG_OFFSET_MASK: u16 = 0x1fff;
 
-/// A view of an IPv4 packet.
-///
-/// The buffer may extend past `total_len` (Ethernet padding); [`payload`]
-/// stops at `total_len`.
-///
-/// [`payload`]: Ipv4Packet::payload
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Packet<T: AsRef<[u8]>> {
-    buf: T,
-}
+header_view! {
+    /// A view of an IPv4 packet.
+    ///
+    /// The buffer may extend past `total_len` (Ethernet padding); [`payload`]
+    /// stops at `total_len`.
+    ///
+    /// [`payload`]: Ipv4Packet::payload
+    pub struct Ipv4Packet;
 
-impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Wraps `buf` without checking it.
     ///
     /// Fixed-field accessors panic if `buf` is shorter than
     /// [`MIN_HEADER_LEN`].
-    #[inline]
-    pub fn new_unchecked(buf: T) -> Self {
-        Ipv4Packet { buf }
-    }
+    fn new_unchecked;
 
     /// Wraps `buf` after checking version and lengths.
     ///
@@ -87,13 +81,31 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     ///   header length, or than the total length.
     /// - [`WireError::BadVersion`] if the version is not 4.
     /// - [`WireError::Malformed`] if IHL < 5 or total length < header length.
-    #[inline]
-    pub fn new_checked(buf: T) -> Result<Self, WireError> {
-        let p = Self::new_unchecked(buf);
-        p.check()?;
-        Ok(p)
-    }
+    fn new_checked = check;
+}
 
+fields! {
+    Ipv4Packet {
+        /// Type of service byte (DSCP and ECN).
+        tos, set_tos: u8 = field::TOS;
+        /// Total length in bytes, header included.
+        total_len, set_total_len: u16 = field::TOTAL_LEN;
+        /// Identification.
+        ident, set_ident: u16 = field::IDENT;
+        /// Time to live.
+        ttl, set_ttl: u8 = field::TTL;
+        /// Protocol of the payload; see [`protocol`].
+        protocol, set_protocol: u8 = field::PROTOCOL;
+        /// Header checksum as stored; its setter stores a value unverified.
+        checksum, set_checksum: u16 = field::CHECKSUM;
+        /// Source address.
+        src, set_src: Ipv4Addr = field::SRC;
+        /// Destination address.
+        dst, set_dst: Ipv4Addr = field::DST;
+    }
+}
+
+impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     /// Checks version and lengths; see [`Ipv4Packet::new_checked`].
     ///
     /// # Errors
@@ -123,12 +135,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         need(len, total_len)
     }
 
-    /// Returns the underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buf
-    }
-
     /// IP version (4 for a checked view).
     #[inline]
     pub fn version(&self) -> u8 {
@@ -141,12 +147,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
         usize::from(self.buf.as_ref()[field::VER_IHL] & 0x0f) * 4
     }
 
-    /// Type of service byte (DSCP and ECN).
-    #[inline]
-    pub fn tos(&self) -> u8 {
-        self.buf.as_ref()[field::TOS]
-    }
-
     /// Differentiated Services Code Point (upper six bits of the ToS byte).
     #[inline]
     pub fn dscp(&self) -> u8 {
@@ -157,18 +157,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     #[inline]
     pub fn ecn(&self) -> u8 {
         self.tos() & 0x3
-    }
-
-    /// Total length in bytes, header included.
-    #[inline]
-    pub fn total_len(&self) -> u16 {
-        get_u16(self.buf.as_ref(), field::TOTAL_LEN)
-    }
-
-    /// Identification.
-    #[inline]
-    pub fn ident(&self) -> u16 {
-        get_u16(self.buf.as_ref(), field::IDENT)
     }
 
     /// Don't Fragment flag.
@@ -193,36 +181,6 @@ impl<T: AsRef<[u8]>> Ipv4Packet<T> {
     #[inline]
     pub fn is_fragment(&self) -> bool {
         get_u16(self.buf.as_ref(), field::FLAGS_FRAG) & (FLAG_MF | FRAG_OFFSET_MASK) != 0
-    }
-
-    /// Time to live.
-    #[inline]
-    pub fn ttl(&self) -> u8 {
-        self.buf.as_ref()[field::TTL]
-    }
-
-    /// Protocol of the payload; see [`protocol`].
-    #[inline]
-    pub fn protocol(&self) -> u8 {
-        self.buf.as_ref()[field::PROTOCOL]
-    }
-
-    /// Header checksum as stored.
-    #[inline]
-    pub fn checksum(&self) -> u16 {
-        get_u16(self.buf.as_ref(), field::CHECKSUM)
-    }
-
-    /// Source address.
-    #[inline]
-    pub fn src(&self) -> Ipv4Addr {
-        get_ipv4(self.buf.as_ref(), field::SRC)
-    }
-
-    /// Destination address.
-    #[inline]
-    pub fn dst(&self) -> Ipv4Addr {
-        get_ipv4(self.buf.as_ref(), field::DST)
     }
 
     /// Byte range of the header and of the payload, clamped to the buffer so
@@ -276,24 +234,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
         self.buf.as_mut()[field::VER_IHL] = 0x40 | ihl;
     }
 
-    /// Sets the type of service byte.
-    #[inline]
-    pub fn set_tos(&mut self, tos: u8) {
-        self.buf.as_mut()[field::TOS] = tos;
-    }
-
-    /// Sets the total length.
-    #[inline]
-    pub fn set_total_len(&mut self, len: u16) {
-        put_u16(self.buf.as_mut(), field::TOTAL_LEN, len);
-    }
-
-    /// Sets the identification.
-    #[inline]
-    pub fn set_ident(&mut self, ident: u16) {
-        put_u16(self.buf.as_mut(), field::IDENT, ident);
-    }
-
     fn set_flag_bit(&mut self, bit: u16, on: bool) {
         let v = get_u16(self.buf.as_ref(), field::FLAGS_FRAG);
         let v = if on { v | bit } else { v & !bit };
@@ -318,36 +258,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv4Packet<T> {
     pub fn set_frag_offset_bytes(&mut self, offset_bytes: u16) {
         let v = get_u16(self.buf.as_ref(), field::FLAGS_FRAG) & !FRAG_OFFSET_MASK;
         put_u16(self.buf.as_mut(), field::FLAGS_FRAG, v | (offset_bytes / 8));
-    }
-
-    /// Sets the time to live.
-    #[inline]
-    pub fn set_ttl(&mut self, ttl: u8) {
-        self.buf.as_mut()[field::TTL] = ttl;
-    }
-
-    /// Sets the protocol.
-    #[inline]
-    pub fn set_protocol(&mut self, proto: u8) {
-        self.buf.as_mut()[field::PROTOCOL] = proto;
-    }
-
-    /// Stores `sum` as the header checksum, unverified.
-    #[inline]
-    pub fn set_checksum(&mut self, sum: u16) {
-        put_u16(self.buf.as_mut(), field::CHECKSUM, sum);
-    }
-
-    /// Sets the source address.
-    #[inline]
-    pub fn set_src(&mut self, ip: Ipv4Addr) {
-        self.buf.as_mut()[field::SRC..field::SRC + 4].copy_from_slice(&ip.octets());
-    }
-
-    /// Sets the destination address.
-    #[inline]
-    pub fn set_dst(&mut self, ip: Ipv4Addr) {
-        self.buf.as_mut()[field::DST..field::DST + 4].copy_from_slice(&ip.octets());
     }
 
     /// Computes the header checksum and stores it. Call after the last

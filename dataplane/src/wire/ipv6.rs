@@ -15,7 +15,7 @@
 use std::net::Ipv6Addr;
 
 use super::ipv4::fold;
-use super::{get_ipv6, get_u16, need, put_u16, WireError};
+use super::{need, WireError};
 
 pub use super::ipv4::protocol;
 
@@ -34,26 +34,20 @@ mod field {
     pub const DST: usize = 24;
 }
 
-/// A view of an IPv6 packet.
-///
-/// The buffer may extend past the payload length (Ethernet padding);
-/// [`payload`] stops at it. Jumbograms (payload length 0 with a Hop-by-Hop
-/// jumbo option, RFC 2675) show an empty payload.
-///
-/// [`payload`]: Ipv6Packet::payload
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv6Packet<T: AsRef<[u8]>> {
-    buf: T,
-}
+header_view! {
+    /// A view of an IPv6 packet.
+    ///
+    /// The buffer may extend past the payload length (Ethernet padding);
+    /// [`payload`] stops at it. Jumbograms (payload length 0 with a Hop-by-Hop
+    /// jumbo option, RFC 2675) show an empty payload.
+    ///
+    /// [`payload`]: Ipv6Packet::payload
+    pub struct Ipv6Packet;
 
-impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// Wraps `buf` without checking it.
     ///
     /// Accessors panic if `buf` is shorter than [`HEADER_LEN`].
-    #[inline]
-    pub fn new_unchecked(buf: T) -> Self {
-        Ipv6Packet { buf }
-    }
+    fn new_unchecked;
 
     /// Wraps `buf` after checking version and lengths.
     ///
@@ -62,13 +56,26 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// - [`WireError::Truncated`] if `buf` is shorter than the fixed header
     ///   plus the payload length.
     /// - [`WireError::BadVersion`] if the version is not 6.
-    #[inline]
-    pub fn new_checked(buf: T) -> Result<Self, WireError> {
-        let p = Self::new_unchecked(buf);
-        p.check()?;
-        Ok(p)
-    }
+    fn new_checked = check;
+}
 
+fields! {
+    Ipv6Packet {
+        /// Payload length in bytes (everything after the fixed header, extension
+        /// headers included).
+        payload_len, set_payload_len: u16 = field::PAYLOAD_LEN;
+        /// Type of the header after the fixed header; see [`protocol`].
+        next_header, set_next_header: u8 = field::NEXT_HEADER;
+        /// Hop limit.
+        hop_limit, set_hop_limit: u8 = field::HOP_LIMIT;
+        /// Source address.
+        src, set_src: Ipv6Addr = field::SRC;
+        /// Destination address.
+        dst, set_dst: Ipv6Addr = field::DST;
+    }
+}
+
+impl<T: AsRef<[u8]>> Ipv6Packet<T> {
     /// Checks version and lengths; see [`Ipv6Packet::new_checked`].
     ///
     /// # Errors
@@ -85,12 +92,6 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
             });
         }
         need(len, self.total_len())
-    }
-
-    /// Returns the underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buf
     }
 
     #[inline]
@@ -117,41 +118,10 @@ impl<T: AsRef<[u8]>> Ipv6Packet<T> {
         self.first_word() & FLOW_LABEL_MASK
     }
 
-    /// Payload length in bytes (everything after the fixed header, extension
-    /// headers included).
-    #[inline]
-    pub fn payload_len(&self) -> u16 {
-        get_u16(self.buf.as_ref(), field::PAYLOAD_LEN)
-    }
-
     /// Fixed header plus payload length, in bytes.
     #[inline]
     pub fn total_len(&self) -> usize {
         HEADER_LEN + usize::from(self.payload_len())
-    }
-
-    /// Type of the header after the fixed header; see [`protocol`].
-    #[inline]
-    pub fn next_header(&self) -> u8 {
-        self.buf.as_ref()[field::NEXT_HEADER]
-    }
-
-    /// Hop limit.
-    #[inline]
-    pub fn hop_limit(&self) -> u8 {
-        self.buf.as_ref()[field::HOP_LIMIT]
-    }
-
-    /// Source address.
-    #[inline]
-    pub fn src(&self) -> Ipv6Addr {
-        get_ipv6(self.buf.as_ref(), field::SRC)
-    }
-
-    /// Destination address.
-    #[inline]
-    pub fn dst(&self) -> Ipv6Addr {
-        get_ipv6(self.buf.as_ref(), field::DST)
     }
 
     /// Payload range clamped to the buffer, so that a checked view whose
@@ -194,36 +164,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> Ipv6Packet<T> {
     pub fn set_flow_label(&mut self, label: u32) {
         let w = self.first_word() & !FLOW_LABEL_MASK;
         self.set_first_word(w | (label & FLOW_LABEL_MASK));
-    }
-
-    /// Sets the payload length.
-    #[inline]
-    pub fn set_payload_len(&mut self, len: u16) {
-        put_u16(self.buf.as_mut(), field::PAYLOAD_LEN, len);
-    }
-
-    /// Sets the next header.
-    #[inline]
-    pub fn set_next_header(&mut self, nh: u8) {
-        self.buf.as_mut()[field::NEXT_HEADER] = nh;
-    }
-
-    /// Sets the hop limit.
-    #[inline]
-    pub fn set_hop_limit(&mut self, hops: u8) {
-        self.buf.as_mut()[field::HOP_LIMIT] = hops;
-    }
-
-    /// Sets the source address.
-    #[inline]
-    pub fn set_src(&mut self, ip: Ipv6Addr) {
-        self.buf.as_mut()[field::SRC..field::SRC + 16].copy_from_slice(&ip.octets());
-    }
-
-    /// Sets the destination address.
-    #[inline]
-    pub fn set_dst(&mut self, ip: Ipv6Addr) {
-        self.buf.as_mut()[field::DST..field::DST + 16].copy_from_slice(&ip.octets());
     }
 
     /// Mutable access to the payload (see [`Ipv6Packet::payload`]).

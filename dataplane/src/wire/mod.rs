@@ -17,6 +17,9 @@
 //! source and VLAN only): a fixed number of bounds checks and no loops.
 //! [`parse_l2`] also finds the payload, for callers off that path.
 
+#[macro_use]
+mod view;
+
 pub mod arp;
 pub mod ethernet;
 pub mod gso;
@@ -33,8 +36,6 @@ pub use ipv4::{checksum, combine, fold, ones_complement_sum, Ipv4Packet};
 pub use ipv6::Ipv6Packet;
 pub use offload::{complete_l4_checksum, complete_unmarked_partial_csum, PartialCsum};
 pub use vlan::VlanTag;
-
-use crate::ids::MacAddr;
 
 /// Why a buffer could not be viewed as a header.
 ///
@@ -83,32 +84,18 @@ pub(crate) fn get_u16(buf: &[u8], off: usize) -> u16 {
     u16::from_be_bytes([buf[off], buf[off + 1]])
 }
 
+/// Big-endian `u16` at `off`, or `None` if the buffer ends first: for
+/// parsers that walk untrusted offsets without a checked view.
+#[inline]
+pub(crate) fn get_u16_checked(buf: &[u8], off: usize) -> Option<u16> {
+    buf.get(off..off + 2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+}
+
 /// Writes a big-endian `u16` at `off`.
 #[inline]
 pub(crate) fn put_u16(buf: &mut [u8], off: usize, val: u16) {
     buf[off..off + 2].copy_from_slice(&val.to_be_bytes());
-}
-
-/// Six bytes at `off` as a MAC address.
-#[inline]
-pub(crate) fn get_mac(buf: &[u8], off: usize) -> MacAddr {
-    let mut m = [0u8; 6];
-    m.copy_from_slice(&buf[off..off + 6]);
-    MacAddr(m)
-}
-
-/// Four bytes at `off` as an IPv4 address.
-#[inline]
-pub(crate) fn get_ipv4(buf: &[u8], off: usize) -> std::net::Ipv4Addr {
-    std::net::Ipv4Addr::new(buf[off], buf[off + 1], buf[off + 2], buf[off + 3])
-}
-
-/// Sixteen bytes at `off` as an IPv6 address.
-#[inline]
-pub(crate) fn get_ipv6(buf: &[u8], off: usize) -> std::net::Ipv6Addr {
-    let mut a = [0u8; 16];
-    a.copy_from_slice(&buf[off..off + 16]);
-    std::net::Ipv6Addr::from(a)
 }
 
 #[cfg(test)]

@@ -14,32 +14,25 @@
 //! kernel's `skb_checksum_help` does). The region is never longer than one
 //! mbuf, so this costs one pass over at most a frame's payload.
 
+use super::ethernet::{self, ethertype};
 use super::ipv4::{fold, ones_complement_sum};
-
-/// Ethernet header length.
-const ETH_HLEN: usize = 14;
-/// One 802.1Q/802.1ad tag.
-const VLAN_HLEN: usize = 4;
+use super::{get_u16_checked, vlan};
 
 /// Where the IP header of an Ethernet frame starts, behind up to two VLAN
 /// tags (802.1Q or 802.1ad), and the EtherType that names it; `None` if the
 /// frame ends first.
 pub(crate) fn l3_start(frame: &[u8]) -> Option<(usize, u16)> {
-    let be16 = |off: usize| {
-        frame
-            .get(off..off + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]))
-    };
-    let mut l3 = ETH_HLEN;
-    let mut ethertype = be16(12)?;
+    let be16 = |off: usize| get_u16_checked(frame, off);
+    let mut l3 = ethernet::HEADER_LEN;
+    let mut ty = be16(12)?;
     for _ in 0..2 {
-        if !matches!(ethertype, 0x8100 | 0x88a8) {
+        if !ethertype::is_vlan(ty) {
             break;
         }
-        ethertype = be16(l3 + 2)?;
-        l3 += VLAN_HLEN;
+        ty = be16(l3 + 2)?;
+        l3 += vlan::HEADER_LEN;
     }
-    Some((l3, ethertype))
+    Some((l3, ty))
 }
 
 /// A partial L4 checksum: the field at `start + offset` holds the
@@ -97,14 +90,10 @@ fn fill(region: &mut [u8], field: usize) -> bool {
 /// checksum's place and the end of the IP datagram (Ethernet padding after it
 /// is not summed); `None` for anything else or a truncated frame.
 pub fn locate_l4_checksum(frame: &[u8]) -> Option<(PartialCsum, usize)> {
-    let be16 = |off: usize| {
-        frame
-            .get(off..off + 2)
-            .map(|b| u16::from_be_bytes([b[0], b[1]]))
-    };
-    let (l3, ethertype) = l3_start(frame)?;
-    let (proto, l4, end) = match ethertype {
-        0x0800 => {
+    let be16 = |off: usize| get_u16_checked(frame, off);
+    let (l3, ty) = l3_start(frame)?;
+    let (proto, l4, end) = match ty {
+        ethertype::IPV4 => {
             let vihl = *frame.get(l3)?;
             let ihl = usize::from(vihl & 0x0f) * 4;
             let (total, frag) = (be16(l3 + 2)?, be16(l3 + 6)?);
@@ -113,7 +102,7 @@ pub fn locate_l4_checksum(frame: &[u8]) -> Option<(PartialCsum, usize)> {
             }
             (*frame.get(l3 + 9)?, l3 + ihl, l3 + usize::from(total))
         }
-        0x86dd => {
+        ethertype::IPV6 => {
             let payload = be16(l3 + 4)?;
             (*frame.get(l3 + 6)?, l3 + 40, l3 + 40 + usize::from(payload))
         }
@@ -169,14 +158,14 @@ pub fn complete_unmarked_partial_csum(frame: &mut [u8]) -> bool {
     let Some((p, end)) = locate_l4_checksum(frame) else {
         return false;
     };
-    let Some((l3, ethertype)) = l3_start(frame) else {
+    let Some((l3, ty)) = l3_start(frame) else {
         return false;
     };
     let start = usize::from(p.start);
     let field = start + usize::from(p.offset);
     let l4_len = (end - start) as u64;
-    let (addrs, proto) = match ethertype {
-        0x0800 => (frame.get(l3 + 12..l3 + 20), frame.get(l3 + 9)),
+    let (addrs, proto) = match ty {
+        ethertype::IPV4 => (frame.get(l3 + 12..l3 + 20), frame.get(l3 + 9)),
         _ => (frame.get(l3 + 8..l3 + 40), frame.get(l3 + 6)),
     };
     let (Some(addrs), Some(&proto)) = (addrs, proto) else {
@@ -279,6 +268,17 @@ pub(crate) mod tests {
         ipv6::pseudo_header_sum(SRC6, DST6, proto, l4_len)
     }
 
+    /// Each partial fixture with its checksum's start and offset and its
+    /// pseudo-header sum.
+    fn partial_cases() -> [(Vec<u8>, u16, u16, u16); 4] {
+        [
+            (partial_udp4(), 34, 6, pseudo4(17, 13)),
+            (partial_tcp4(), 34, 16, pseudo4(6, 25)),
+            (partial_udp6(), 54, 6, pseudo6(17, 13)),
+            (partial_tcp6(), 54, 16, pseudo6(6, 25)),
+        ]
+    }
+
     #[test]
     fn fixtures_hold_the_pseudo_header_sum() {
         assert_eq!(partial_udp4()[40..42], pseudo4(17, 13).to_be_bytes());
@@ -289,13 +289,7 @@ pub(crate) mod tests {
 
     #[test]
     fn partial_checksums_over_ipv4_and_ipv6_are_completed() {
-        let cases: [(Vec<u8>, u16, u16, u16); 4] = [
-            (partial_udp4(), 34, 6, pseudo4(17, 13)),
-            (partial_tcp4(), 34, 16, pseudo4(6, 25)),
-            (partial_udp6(), 54, 6, pseudo6(17, 13)),
-            (partial_tcp6(), 54, 16, pseudo6(6, 25)),
-        ];
-        for (before, start, offset, pseudo) in cases {
+        for (before, start, offset, pseudo) in partial_cases() {
             let p = PartialCsum::new_checked(start, offset, before.len()).unwrap();
             let mut f = before.clone();
             assert!(p.complete(&mut f));
@@ -377,13 +371,7 @@ pub(crate) mod tests {
 
     #[test]
     fn unmarked_partial_checksums_are_recognised_and_completed() {
-        let cases: [(Vec<u8>, u16, u16, u16); 4] = [
-            (partial_udp4(), 34, 6, pseudo4(17, 13)),
-            (partial_tcp4(), 34, 16, pseudo4(6, 25)),
-            (partial_udp6(), 54, 6, pseudo6(17, 13)),
-            (partial_tcp6(), 54, 16, pseudo6(6, 25)),
-        ];
-        for (before, start, offset, pseudo) in cases {
+        for (before, start, offset, pseudo) in partial_cases() {
             let p = PartialCsum { start, offset };
             let mut f = before.clone();
             assert!(complete_unmarked_partial_csum(&mut f));

@@ -13,7 +13,7 @@
 
 use crate::ids::VlanId;
 
-use super::{get_u16, need, put_u16, WireError};
+use super::{need, WireError};
 
 /// Length of the tag after the TPID: TCI and encapsulated EtherType.
 pub const HEADER_LEN: usize = 4;
@@ -29,33 +29,34 @@ mod field {
     pub const ETHERTYPE: usize = 2;
 }
 
-/// A view of an 802.1Q tag's TCI and encapsulated EtherType.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct VlanTag<T: AsRef<[u8]>> {
-    buf: T,
-}
+header_view! {
+    /// A view of an 802.1Q tag's TCI and encapsulated EtherType.
+    pub struct VlanTag;
 
-impl<T: AsRef<[u8]>> VlanTag<T> {
     /// Wraps `buf` without checking its length.
     ///
     /// Accessors panic if `buf` is shorter than [`HEADER_LEN`].
-    #[inline]
-    pub fn new_unchecked(buf: T) -> Self {
-        VlanTag { buf }
-    }
+    fn new_unchecked;
 
     /// Wraps `buf` after checking it holds a full tag.
     ///
     /// # Errors
     ///
     /// [`WireError::Truncated`] if `buf` is shorter than [`HEADER_LEN`].
-    #[inline]
-    pub fn new_checked(buf: T) -> Result<Self, WireError> {
-        let t = Self::new_unchecked(buf);
-        t.check_len()?;
-        Ok(t)
-    }
+    fn new_checked = check_len;
+}
 
+fields! {
+    VlanTag {
+        /// The raw 16-bit Tag Control Information.
+        tci, set_tci: u16 = field::TCI;
+        /// EtherType of what follows the tag (the L3 protocol, or another TPID
+        /// when tags are stacked).
+        ethertype, set_ethertype: u16 = field::ETHERTYPE;
+    }
+}
+
+impl<T: AsRef<[u8]>> VlanTag<T> {
     /// Checks that the buffer holds a full tag.
     ///
     /// # Errors
@@ -64,18 +65,6 @@ impl<T: AsRef<[u8]>> VlanTag<T> {
     #[inline]
     pub fn check_len(&self) -> Result<(), WireError> {
         need(self.buf.as_ref().len(), HEADER_LEN)
-    }
-
-    /// Returns the underlying buffer.
-    #[inline]
-    pub fn into_inner(self) -> T {
-        self.buf
-    }
-
-    /// The raw 16-bit Tag Control Information.
-    #[inline]
-    pub fn tci(&self) -> u16 {
-        get_u16(self.buf.as_ref(), field::TCI)
     }
 
     /// Priority Code Point (0..=7).
@@ -96,13 +85,6 @@ impl<T: AsRef<[u8]>> VlanTag<T> {
         VlanId(self.tci() & VID_MASK)
     }
 
-    /// EtherType of what follows the tag (the L3 protocol, or another TPID
-    /// when tags are stacked).
-    #[inline]
-    pub fn ethertype(&self) -> u16 {
-        get_u16(self.buf.as_ref(), field::ETHERTYPE)
-    }
-
     /// Everything after the tag.
     #[inline]
     pub fn payload(&self) -> &[u8] {
@@ -111,12 +93,6 @@ impl<T: AsRef<[u8]>> VlanTag<T> {
 }
 
 impl<T: AsRef<[u8]> + AsMut<[u8]>> VlanTag<T> {
-    /// Sets the raw TCI.
-    #[inline]
-    pub fn set_tci(&mut self, tci: u16) {
-        put_u16(self.buf.as_mut(), field::TCI, tci);
-    }
-
     /// Sets the Priority Code Point; only the low three bits of `pcp` are used.
     #[inline]
     pub fn set_pcp(&mut self, pcp: u8) {
@@ -137,12 +113,6 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> VlanTag<T> {
     pub fn set_vid(&mut self, vid: VlanId) {
         let keep = self.tci() & !VID_MASK;
         self.set_tci(keep | (vid.0 & VID_MASK));
-    }
-
-    /// Sets the encapsulated EtherType.
-    #[inline]
-    pub fn set_ethertype(&mut self, ty: u16) {
-        put_u16(self.buf.as_mut(), field::ETHERTYPE, ty);
     }
 
     /// Mutable access to everything after the tag.
