@@ -15,7 +15,7 @@
 //! port pair, minus the switch:
 //!
 //! 1. the guest posts [`BURST`] TX chains and [`BURST`] RX buffers
-//!    ([`guest_post`], out of line so that its instructions can be subtracted);
+//!    (`guest_post`, out of line so that its instructions can be subtracted);
 //! 2. `SplitRing::dequeue` copies the TX chains into mbufs;
 //! 3. `SplitRing::enqueue` copies those mbufs into the RX buffers and frees
 //!    them.

@@ -4,7 +4,7 @@
 //! Layer: buffers, memory boundary: this module turns raw pool memory into safe
 //! byte slices. On the packet path.
 //!
-//! Each slot starts with a 64-byte [`MbufHdr`] (one cache line: pool, index, data
+//! Each slot starts with a 64-byte `MbufHdr` (one cache line: pool, index, data
 //! offset and length, metadata), followed by the headroom and the data room. The
 //! handle itself is one pointer, so a burst of 32 is 256 bytes.
 #![allow(unsafe_code)]

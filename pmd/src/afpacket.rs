@@ -2,7 +2,7 @@
 //! driver, a bridge) through an `AF_PACKET` socket with memory-mapped rings.
 //!
 //! Layer: ports. Depends on `dataplane` (port trait, mbufs, counters) and the
-//! crate's OS boundary [`crate::sys`]. `rx_burst`/`tx_burst` are on the packet
+//! crate's OS boundary `crate::sys`. `rx_burst`/`tx_burst` are on the packet
 //! path; `open*` and `housekeeping` are not.
 //!
 //! # Receive

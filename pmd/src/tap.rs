@@ -2,7 +2,7 @@
 //! moved to) sees an Ethernet device whose wire is this port.
 //!
 //! Layer: ports. Depends on `dataplane` and the crate's OS boundary
-//! [`crate::sys`]. `rx_burst`/`tx_burst` are on the packet path.
+//! `crate::sys`. `rx_burst`/`tx_burst` are on the packet path.
 //!
 //! The interface is opened with `IFF_TAP | IFF_NO_PI` (bare Ethernet frames, no
 //! packet-information prefix), non-blocking, and `IFF_MULTI_QUEUE` when more than

@@ -107,13 +107,13 @@ pub const fn desc_table_bytes(size: u16) -> u64 {
     DESC_BYTES * size as u64
 }
 
-/// Size of the available ring in bytes: flags, idx, ring[size], used_event
+/// Size of the available ring in bytes: flags, idx, `ring[size]`, used_event
 /// (virtio 1.2 §2.7.6).
 pub const fn avail_ring_bytes(size: u16) -> u64 {
     6 + 2 * size as u64
 }
 
-/// Size of the used ring in bytes: flags, idx, ring[size], avail_event
+/// Size of the used ring in bytes: flags, idx, `ring[size]`, avail_event
 /// (virtio 1.2 §2.7.8).
 pub const fn used_ring_bytes(size: u16) -> u64 {
     6 + USED_ELEM_BYTES * size as u64

@@ -3,7 +3,7 @@
 //! switch under test (weir, DPDK `net_vhost`, OVS `dpdkvhostuser`) sees exactly
 //! the rings and memory table a guest would give it.
 //!
-//! Layer: ports (test and benchmark traffic). Depends on [`guest_mem`] for
+//! Layer: ports (test and benchmark traffic). Depends on [`guest_mem`](crate::guest_mem) for
 //! every access to the shared memory (no `unsafe` here) and on the `vhost`
 //! crate's `Frontend` for the control messages. The tx/rx methods are the
 //! generator's hot loop: no allocation, no locks, a syscall only for a kick the

@@ -11,7 +11,7 @@
 //! Every frame carries, after its Ethernet header, a magic number, the sending
 //! side, a sequence number and the send time (nanoseconds since the trial
 //! started, taken once per burst); the receiver records `now - sent` of one
-//! frame in [`LATENCY_SAMPLE`] (by sequence number) in an hdrhistogram.
+//! frame in `LATENCY_SAMPLE` (by sequence number) in an hdrhistogram.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -168,7 +168,7 @@ pub struct TrialResult {
     /// With [`TrialSpec::catch_up`]: frames still due when sending ended
     /// (the switch's rings stayed full or the generator never caught up).
     pub unsent: u64,
-    /// Rounds in which the generator was off its CPU (see [`STALL_MIN_NS`]).
+    /// Rounds in which the generator was off its CPU (see `STALL_MIN_NS`).
     pub stalls: u64,
     /// The longest such round, ns.
     pub stall_max_ns: u64,

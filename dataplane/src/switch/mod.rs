@@ -25,7 +25,7 @@
 //! (drop `SamePort`, `NoRoute`, `PortDown`) → otherwise flood to every other port of
 //! the bridge whose link is up. Later stages (VLAN port modes, ACLs, policing,
 //! mirroring) slot in between these steps as further match arms on the frame's
-//! [`L2Info`], without changing the output staging.
+//! [`L2Info`](crate::wire::L2Info), without changing the output staging.
 //!
 //! Output is staged per egress port in fixed bursts owned by the [`Forwarder`];
 //! the worker flushes them after each input burst, so a stage never holds more

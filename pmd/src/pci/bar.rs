@@ -1,6 +1,6 @@
 //! Memory-mapped device registers: the [`RegisterFile`] trait drivers are written
 //! against, the real [`Bar`] (a VFIO BAR mapping, volatile accesses) and, for
-//! tests, [`FakeBar`] (a byte array with write hooks that play the hardware).
+//! tests, `FakeBar` (a byte array with write hooks that play the hardware).
 //!
 //! Layer: ports, MMIO boundary. `Bar`'s accessors are the only `unsafe` here.
 //! Register offsets come from the drivers' `regs.rs`/`defs.rs`; an offset outside

@@ -1,5 +1,5 @@
 //! DMA memory shared with a device: descriptor rings ([`DmaMem`]) and, for tests,
-//! a device-side view of a mempool ([`PoolWindow`]).
+//! a device-side view of a mempool (`PoolWindow`).
 //!
 //! Layer: ports, memory boundary. Descriptor fields are read and written with
 //! volatile accesses because the device changes them behind the compiler's back;

@@ -144,13 +144,13 @@ pub mod vring {
     pub const DESC_F_NEXT: u16 = 1;
     /// Descriptor flag: device writes (receive) rather than reads the buffer.
     pub const DESC_F_WRITE: u16 = 2;
-    /// Available ring: flags le16, idx le16, ring[size] le16, used_event (§2.6.6).
+    /// Available ring: flags le16, idx le16, `ring[size]` le16, used_event (§2.6.6).
     pub const AVAIL_IDX: usize = 2;
     /// Offset of the available ring's entries.
     pub const AVAIL_RING: usize = 4;
     /// Available flag: the driver wants no interrupts (it polls).
     pub const AVAIL_F_NO_INTERRUPT: u16 = 1;
-    /// Used ring: flags le16, idx le16, ring[size] of {id le32, len le32} (§2.6.8).
+    /// Used ring: flags le16, idx le16, `ring[size]` of {id le32, len le32} (§2.6.8).
     pub const USED_IDX: usize = 2;
     /// Offset of the used ring's entries.
     pub const USED_RING: usize = 4;
