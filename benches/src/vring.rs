@@ -289,14 +289,7 @@ impl VringRig {
     pub fn step(&mut self) -> usize {
         guest_post(&self.gm, &mut self.tx, BURST as u16);
         guest_post(&self.gm, &mut self.rx, BURST as u16);
-        self.dev_tx.dequeue(
-            &mut self.tx_cur,
-            self.pool,
-            &mut self.burst,
-            Offload::default(),
-            None,
-            &self.stats,
-        );
+        self.dequeue_tx();
         let done = self.dev_rx.enqueue(
             &mut self.rx_cur,
             &mut self.burst,
@@ -312,6 +305,13 @@ impl VringRig {
     /// One poll of an empty TX ring (what a worker does when no frame came).
     #[inline]
     pub fn empty_poll(&mut self) -> usize {
+        self.dequeue_tx()
+    }
+
+    /// weir's dequeue from the guest's TX ring into `burst`, without
+    /// offloads; returns the frames it took.
+    #[inline(always)]
+    fn dequeue_tx(&mut self) -> usize {
         self.dev_tx
             .dequeue(
                 &mut self.tx_cur,
