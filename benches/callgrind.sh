@@ -29,25 +29,15 @@ repeats=${REPEATS:-3}
 
 # shellcheck source=benches/lib.sh
 . "$root/benches/lib.sh"
-need_valgrind
-bin=$(build_bench_bin switch-insns)
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+callgrind_setup switch-insns
 
 # Instructions of one run: callgrind's total, then the inclusive count of the
 # benchmark's recycle sink (0 if it never ran). With --inclusive=yes,
 # callgrind_annotate lists a function once per source file its inlined code
 # came from; the line naming the object file (`[...]`) is the whole function.
 count() {
-    local case=$1 macs=$2 packets=$3 out="$work/cg.out"
-    valgrind --tool=callgrind --callgrind-out-file="$out" \
-        "$bin" "$case" "$macs" "$packets" >/dev/null 2>"$work/valgrind.log" || {
-        cat "$work/valgrind.log" >&2
-        return 1
-    }
-    local total sink
-    total=$(sed -n 's/^summary: //p' "$out")
+    local case=$1 macs=$2 packets=$3 out="$work/cg.out" total sink
+    total=$(callgrind_run "$out" "$case" "$macs" "$packets") || return 1
     sink=$(callgrind_annotate --inclusive=yes --threshold=100 "$out" 2>/dev/null |
         awk '/:weir_benches::recycle \[/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
     echo "$total $sink"

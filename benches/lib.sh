@@ -7,6 +7,13 @@
 #                          directory (CARGO_TARGET_DIR, .cargo/config) works
 #   summary [WIDTH]        min / median / max of the numbers on stdin, one a line,
 #                          each printed WIDTH wide (default 8)
+#   callgrind_setup NAME   need_valgrind, then sets `bin` to weir-benches' binary
+#                          NAME (built) and `work` to a temporary directory,
+#                          removed on exit
+#   callgrind_run OUT ARGS...
+#                          runs `$bin ARGS` under callgrind, its profile in OUT,
+#                          and prints callgrind's total instruction count; on
+#                          failure prints valgrind's log to stderr and returns 1
 #
 # Expects `root` (the workspace root) to be set by the caller.
 # shellcheck disable=SC2154
@@ -40,4 +47,22 @@ summary() {
             med = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
             printf "%*.1f %*.1f %*.1f", w, v[1], w, med, w, v[NR]
         }'
+}
+
+callgrind_setup() {
+    need_valgrind
+    bin=$(build_bench_bin "$1")
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+}
+
+callgrind_run() {
+    local out=$1
+    shift
+    valgrind --tool=callgrind --callgrind-out-file="$out" \
+        "$bin" "$@" >/dev/null 2>"$work/valgrind.log" || {
+        cat "$work/valgrind.log" >&2
+        return 1
+    }
+    sed -n 's/^summary: //p' "$out"
 }

@@ -33,25 +33,15 @@ cases=${CASES:-"single:60 single:1514 chain:60 indirect:60 empty:60"}
 
 # shellcheck source=benches/lib.sh
 . "$root/benches/lib.sh"
-need_valgrind
-bin=$(build_bench_bin vring-insns)
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+callgrind_setup vring-insns
 
 # One run: total, then the inclusive counts of guest_post, SplitRing::dequeue
 # and SplitRing::enqueue (0 if inlined or never run). With --inclusive=yes,
 # callgrind_annotate lists a function once per source file its inlined code
 # came from; the line naming the object file (`[...]`) is the whole function.
 count() {
-    local layout=$1 len=$2 frames=$3 out="$work/cg.out"
-    valgrind --tool=callgrind --callgrind-out-file="$out" \
-        "$bin" "$layout" "$len" "$frames" >/dev/null 2>"$work/valgrind.log" || {
-        cat "$work/valgrind.log" >&2
-        return 1
-    }
-    local total
-    total=$(sed -n 's/^summary: //p' "$out")
+    local layout=$1 len=$2 frames=$3 out="$work/cg.out" total
+    total=$(callgrind_run "$out" "$layout" "$len" "$frames") || return 1
     (cd "$work" && callgrind_annotate --auto=no --inclusive=yes --threshold=100 "$out" 2>/dev/null) |
         awk -v t="$total" '
             function n(s) { gsub(",", "", s); return s + 0 }

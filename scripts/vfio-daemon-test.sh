@@ -42,32 +42,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=scripts/vfio-guest/lib.sh
+. scripts/vfio-guest/lib.sh
+
 build=1 keep=0 timeout=420 xfer_kb=512 bin='' guest=''
-while [ $# -gt 0 ]; do
-  case $1 in
-    --no-build) build=0 ;;
-    --keep) keep=1 ;;
-    --timeout) timeout=$2; shift ;;
-    --xfer) xfer_kb=$2; shift ;;
-    --bin) bin=$2; build=0; shift ;;
-    --guest-dir) guest=$2; shift ;;
-    *) echo "usage: $0 [--no-build | --bin PATH] [--guest-dir DIR] [--keep] [--timeout SEC] [--xfer KB]" >&2; exit 2 ;;
-  esac
-  shift
-done
+vfio_args --xfer KB xfer_kb "$@"
 say() { echo "vfio-daemon-test: $*"; }
 
 for tool in qemu-system-x86_64 tcpdump ldd; do
   command -v "$tool" >/dev/null || { say "$tool missing (scripts/setup.sh installs it)"; exit 1; }
 done
-target=${CARGO_TARGET_DIR:-$PWD/target}
-guest=${guest:-$target/vfio-guest}
-[ $build = 1 ] && cargo build --release -p weir
-bin=${bin:-$target/release/weir}
-bash scripts/vfio-guest/build.sh "$guest" >/dev/null
-[ -x "$bin" ] || { say "missing $bin (run without --no-build)"; exit 1; }
-kernel=$guest/vmlinux
-[ -s "$kernel" ] || kernel=$guest/bzImage
+vfio_prepare weir -p weir
 
 work=$(mktemp -d /tmp/weir-vfio-daemon.XXXXXX)
 mkdir -p "$work/share/lib" "$work/out"
@@ -283,13 +268,9 @@ sync
 umount /mnt/out
 EOF
 
-qemu-system-x86_64 -machine q35,kernel-irqchip=split -accel tcg -cpu max -smp 1 -m 768 \
-  -nodefaults -no-reboot -display none -monitor none \
-  -device intel-iommu,intremap=on \
-  -kernel "$kernel" -initrd "$guest/initrd.img" \
-  -append "console=ttyS0 quiet panic=-1 mitigations=off intel_iommu=on" \
-  -serial "file:$work/console.log" \
-  -fw_cfg "name=opt/weir/test,file=$work/guest.sh" \
+# The NICs have fixed PCI slots (the guest script names them); the 9p shares
+# come after them and take the next free ones.
+vfio_boot 768 \
   -netdev hubport,id=ka,hubid=0 -netdev hubport,id=wa,hubid=0 \
   -netdev hubport,id=wb,hubid=1 -netdev hubport,id=kb,hubid=1 \
   -device e1000e,netdev=wa,mac=52:54:00:00:0e:01,addr=0x1,romfile= \
@@ -300,22 +281,9 @@ qemu-system-x86_64 -machine q35,kernel-irqchip=split -accel tcg -cpu max -smp 1 
   -object "filter-dump,id=dumpa,netdev=wa,file=$work/hub0.pcap" \
   -object "filter-dump,id=dumpb,netdev=wb,file=$work/hub1.pcap" \
   -virtfs "local,path=$work/share,mount_tag=weir,security_model=none,readonly=on" \
-  -virtfs "local,path=$work/out,mount_tag=weirout,security_model=none" \
-  > "$work/qemu.log" 2>&1 < /dev/null &
-qemu=$!
-trap 'kill $qemu 2>/dev/null || true' EXIT
-start=$(date +%s)
-while kill -0 $qemu 2>/dev/null && [ $(( $(date +%s) - start )) -lt "$timeout" ]; do sleep 1; done
-if kill -0 $qemu 2>/dev/null; then
-  say "timed out after ${timeout}s"
-  kill $qemu; wait $qemu 2>/dev/null || true
-fi
-wait $qemu 2>/dev/null || true
-trap - EXIT
+  -virtfs "local,path=$work/out,mount_tag=weirout,security_model=none"
 
-tr -d '\r' < "$work/console.log" | grep -aE 'WEIR-GUEST|Error|error|panicked' | sed 's/^/  guest: /' || true
-ok=1
-tr -d '\r' < "$work/console.log" | grep -aq 'WEIR-GUEST: rc=0' || { say "guest test failed"; ok=0; }
+vfio_guest_result 'WEIR-GUEST|Error|error|panicked'
 
 # weir's own counters, from the guest: after the first run of traffic, and on
 # the ports added again at run time.
@@ -346,11 +314,4 @@ for hub in hub0 hub1; do
   say "host pcap $hub: ICMP echo A->B $req, reply B->A $rep, echo B->A $req2; TCP A->B $tab, B->A $tba segments; $pat frame(s) with the transfer pattern"
   [ "$req" -ge 10 ] && [ "$rep" -ge 10 ] && [ "$req2" -ge 5 ] && [ "$tab" -ge 20 ] && [ "$tba" -ge 20 ] && [ "$pat" -ge 20 ] || ok=0
 done
-say "wall $(( $(date +%s) - start ))s"
-if [ $ok = 1 ]; then
-  say PASS
-  if [ $keep = 1 ]; then say "logs in $work"; else rm -rf "$work"; fi
-  exit 0
-fi
-say "FAIL (logs in $work: console.log qemu.log hub0.pcap hub1.pcap out/)"
-exit 1
+vfio_finish "console.log qemu.log hub0.pcap hub1.pcap out/"

@@ -25,29 +25,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=scripts/vfio-guest/lib.sh
+. scripts/vfio-guest/lib.sh
+
 build=1 keep=0 timeout=240 frames=600 bin='' guest=''
-while [ $# -gt 0 ]; do
-  case $1 in
-    --no-build) build=0 ;;
-    --keep) keep=1 ;;
-    --timeout) timeout=$2; shift ;;
-    --frames) frames=$2; shift ;;
-    --bin) bin=$2; build=0; shift ;;
-    --guest-dir) guest=$2; shift ;;
-    *) echo "usage: $0 [--no-build | --bin PATH] [--guest-dir DIR] [--keep] [--timeout SEC] [--frames N]" >&2; exit 2 ;;
-  esac
-  shift
-done
+vfio_args --frames N frames "$@"
 say() { echo "vfio-guest-test: $*"; }
 
-target=${CARGO_TARGET_DIR:-$PWD/target}
-guest=${guest:-$target/vfio-guest}
-[ $build = 1 ] && cargo build --release -p pmd --example vfio_fwd
-bin=${bin:-$target/release/examples/vfio_fwd}
-bash scripts/vfio-guest/build.sh "$guest" >/dev/null
-[ -x "$bin" ] || { say "missing $bin (run without --no-build)"; exit 1; }
-kernel=$guest/vmlinux
-[ -s "$kernel" ] || kernel=$guest/bzImage
+vfio_prepare examples/vfio_fwd -p pmd --example vfio_fwd
 
 work=$(mktemp -d /tmp/weir-vfio-guest.XXXXXX)
 mkdir "$work/share"
@@ -81,36 +66,18 @@ echo 16 > /proc/sys/vm/nr_hugepages
 /mnt/weir/vfio_fwd "$e1000e" "$virtio" --frames "$FRAMES"
 EOF
 
-qemu-system-x86_64 -machine q35,kernel-irqchip=split -accel tcg -cpu max -smp 1 -m 512 \
-  -nodefaults -no-reboot -display none -monitor none \
-  -device intel-iommu,intremap=on \
-  -kernel "$kernel" -initrd "$guest/initrd.img" \
-  -append "console=ttyS0 quiet panic=-1 mitigations=off intel_iommu=on" \
-  -serial "file:$work/console.log" \
-  -fw_cfg "name=opt/weir/test,file=$work/guest.sh" \
+# The 9p share comes first, so that it and the NICs keep their PCI slots.
+vfio_boot 512 \
   -virtfs "local,path=$work/share,mount_tag=weir,security_model=none,readonly=on" \
   -netdev hubport,id=p0,hubid=0 -netdev hubport,id=p1,hubid=0 \
   -device e1000e,netdev=p0,mac=52:54:00:00:0e:01,romfile= \
   -device virtio-net-pci,netdev=p1,mac=52:54:00:00:0e:02,disable-legacy=on,iommu_platform=on,mq=on,romfile= \
-  -object "filter-dump,id=dump0,netdev=p0,file=$work/e1000e.pcap" \
-  > "$work/qemu.log" 2>&1 < /dev/null &
-qemu=$!
-trap 'kill $qemu 2>/dev/null || true' EXIT
-start=$(date +%s)
-while kill -0 $qemu 2>/dev/null && [ $(( $(date +%s) - start )) -lt "$timeout" ]; do sleep 1; done
-if kill -0 $qemu 2>/dev/null; then
-  say "timed out after ${timeout}s"
-  kill $qemu; wait $qemu 2>/dev/null || true
-fi
-wait $qemu 2>/dev/null || true
-trap - EXIT
+  -object "filter-dump,id=dump0,netdev=p0,file=$work/e1000e.pcap"
 
-tr -d '\r' < "$work/console.log" | grep -aE 'WEIR-GUEST|VFIO-FWD|port up|Error|panicked' | sed 's/^/  guest: /' || true
-ok=1
-tr -d '\r' < "$work/console.log" | grep -aq 'WEIR-GUEST: rc=0' || { say "guest test failed"; ok=0; }
+vfio_guest_result 'WEIR-GUEST|VFIO-FWD|port up|Error|panicked'
 # mq=on makes QEMU offer MQ + CTRL_VQ (with one pair behind a hub port): the
 # driver must have negotiated them and had VQ_PAIRS_SET acked on the control queue.
-feat=$(tr -d '\r' < "$work/console.log" | grep -ao 'virtio-net port up.*features=0x[0-9a-f]*' | grep -o '0x[0-9a-f]*$' || true)
+feat=$(vfio_console | grep -ao 'virtio-net port up.*features=0x[0-9a-f]*' | grep -o '0x[0-9a-f]*$' || true)
 if [ -n "$feat" ] && [ $(( (feat >> 22) & 1 )) = 1 ]; then
   say "virtio features $feat: MQ negotiated, control queue used"
 else
@@ -121,11 +88,4 @@ for dir in 'e1000e->virtio' 'virtio->e1000e'; do
   say "host pcap: $n distinct frame(s) 'weir-vfio $dir'"
   [ "$n" -eq "$frames" ] || ok=0
 done
-say "wall $(( $(date +%s) - start ))s"
-if [ $ok = 1 ]; then
-  say PASS
-  if [ $keep = 1 ]; then say "logs in $work"; else rm -rf "$work"; fi
-  exit 0
-fi
-say "FAIL (logs in $work: console.log qemu.log e1000e.pcap)"
-exit 1
+vfio_finish "console.log qemu.log e1000e.pcap"

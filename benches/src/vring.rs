@@ -154,6 +154,37 @@ fn write_desc(
         .expect("descriptor inside guest memory");
 }
 
+/// Writes a two-descriptor chain at `i` and `i + 1` of `table`: the virtio-net
+/// header at `buf`, then `data_len` bytes right after it; `flags` go on both
+/// (`DESC_F_WRITE` for an RX buffer).
+fn write_hdr_data_chain(
+    gm: &GuestMemoryMmap,
+    table: u64,
+    i: u16,
+    buf: u64,
+    data_len: u32,
+    flags: u16,
+) {
+    write_desc(
+        gm,
+        table,
+        i,
+        buf,
+        NET_HDR_BYTES as u32,
+        flags | DESC_F_NEXT,
+        i + 1,
+    );
+    write_desc(
+        gm,
+        table,
+        i + 1,
+        buf + NET_HDR_BYTES as u64,
+        data_len,
+        flags,
+        0,
+    );
+}
+
 /// The 60-byte test frame (or `len` bytes): broadcast-free unicast between two
 /// locally administered MACs, IPv4 ethertype, a counting payload.
 pub fn test_frame(len: usize) -> Vec<u8> {
@@ -199,37 +230,11 @@ impl VringRig {
             match layout {
                 Layout::Single => write_desc(&gm, desc, head, buf, total, 0, 0),
                 Layout::Chain => {
-                    write_desc(
-                        &gm,
-                        desc,
-                        head,
-                        buf,
-                        NET_HDR_BYTES as u32,
-                        DESC_F_NEXT,
-                        head + 1,
-                    );
-                    write_desc(
-                        &gm,
-                        desc,
-                        head + 1,
-                        buf + NET_HDR_BYTES as u64,
-                        frame_len as u32,
-                        0,
-                        0,
-                    );
+                    write_hdr_data_chain(&gm, desc, head, buf, frame_len as u32, 0);
                 }
                 Layout::Indirect => {
                     let table = buf + SLOT_BYTES - 32;
-                    write_desc(&gm, table, 0, buf, NET_HDR_BYTES as u32, DESC_F_NEXT, 1);
-                    write_desc(
-                        &gm,
-                        table,
-                        1,
-                        buf + NET_HDR_BYTES as u64,
-                        frame_len as u32,
-                        0,
-                        0,
-                    );
+                    write_hdr_data_chain(&gm, table, 0, buf, frame_len as u32, 0);
                     write_desc(&gm, desc, head, table, 32, DESC_F_INDIRECT, 0);
                 }
             }
@@ -250,25 +255,7 @@ impl VringRig {
                     0,
                 );
             } else {
-                let f = DESC_F_WRITE;
-                write_desc(
-                    &gm,
-                    desc,
-                    head,
-                    buf,
-                    NET_HDR_BYTES as u32,
-                    f | DESC_F_NEXT,
-                    head + 1,
-                );
-                write_desc(
-                    &gm,
-                    desc,
-                    head + 1,
-                    buf + NET_HDR_BYTES as u64,
-                    RX_ROOM as u32,
-                    f,
-                    0,
-                );
+                write_hdr_data_chain(&gm, desc, head, buf, RX_ROOM as u32, DESC_F_WRITE);
             }
         }
         let indirect = layout == Layout::Indirect;
@@ -302,14 +289,7 @@ impl VringRig {
     pub fn step(&mut self) -> usize {
         guest_post(&self.gm, &mut self.tx, BURST as u16);
         guest_post(&self.gm, &mut self.rx, BURST as u16);
-        self.dev_tx.dequeue(
-            &mut self.tx_cur,
-            self.pool,
-            &mut self.burst,
-            Offload::default(),
-            None,
-            &self.stats,
-        );
+        self.dequeue_tx();
         let done = self.dev_rx.enqueue(
             &mut self.rx_cur,
             &mut self.burst,
@@ -325,6 +305,13 @@ impl VringRig {
     /// One poll of an empty TX ring (what a worker does when no frame came).
     #[inline]
     pub fn empty_poll(&mut self) -> usize {
+        self.dequeue_tx()
+    }
+
+    /// weir's dequeue from the guest's TX ring into `burst`, without
+    /// offloads; returns the frames it took.
+    #[inline(always)]
+    fn dequeue_tx(&mut self) -> usize {
         self.dev_tx
             .dequeue(
                 &mut self.tx_cur,

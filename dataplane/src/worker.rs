@@ -732,6 +732,28 @@ mod tests {
         )
     }
 
+    /// Adds ring ports `ids` to worker `w` (queue 0 each) and returns their
+    /// test ends in order.
+    fn add_ring_ports(w: &WorkerHandle, ids: std::ops::Range<u16>) -> Vec<Ends> {
+        add_ring_ports_with(w, ids, |_| false)
+    }
+
+    /// As [`add_ring_ports`], port `i` claiming to pass partial checksums on
+    /// if `accepts_partial(i)`.
+    fn add_ring_ports_with(
+        w: &WorkerHandle,
+        ids: std::ops::Range<u16>,
+        accepts_partial: impl Fn(u16) -> bool,
+    ) -> Vec<Ends> {
+        ids.map(|i| {
+            let (mut p, e) = ring_port();
+            p.accepts_partial = accepts_partial(i);
+            w.add_queue(PortId(i), QueueId(0), Box::new(p)).unwrap();
+            e
+        })
+        .collect()
+    }
+
     fn frame(pool: &'static Mempool, dst: MacAddr, src: MacAddr) -> Mbuf {
         let mut m = pool.alloc().unwrap();
         let mut b = vec![0u8; 60];
@@ -830,13 +852,7 @@ mod tests {
         let pool = Mempool::for_tests(64);
         let sw = setup(&[0, 0, 0]);
         let w = worker(0, &sw);
-        let mut ends = Vec::new();
-        for i in 0..3u16 {
-            let (mut p, e) = ring_port();
-            p.accepts_partial = i == 1;
-            w.add_queue(PortId(i), QueueId(0), Box::new(p)).unwrap();
-            ends.push(e);
-        }
+        let ends = add_ring_ports_with(&w, 0..3, |i| i == 1);
         wait_all_up(&sw);
         // A broadcast UDP frame with a pending checksum floods to ports 1 and 2:
         // one of them gets a copy, and the copy must keep the metadata.
@@ -896,12 +912,7 @@ mod tests {
         let pool = Mempool::for_tests(256);
         let sw = setup(&[0, 0, 0]);
         let w = worker(0, &sw);
-        let mut ends = Vec::new();
-        for i in 0..3u16 {
-            let (p, e) = ring_port();
-            w.add_queue(PortId(i), QueueId(0), Box::new(p)).unwrap();
-            ends.push(e);
-        }
+        let ends = add_ring_ports(&w, 0..3);
         // Link state is published by housekeeping; wait until all three are up.
         wait_all_up(&sw);
         ends[1]
@@ -973,12 +984,7 @@ mod tests {
         let (p1, b) = ring_port();
         w0.add_queue(PortId(0), QueueId(0), Box::new(p0)).unwrap();
         w0.add_queue(PortId(1), QueueId(0), Box::new(p1)).unwrap();
-        let mut far = Vec::new();
-        for i in 2..6u16 {
-            let (p, e) = ring_port();
-            w1.add_queue(PortId(i), QueueId(0), Box::new(p)).unwrap();
-            far.push(e);
-        }
+        let far = add_ring_ports(&w1, 2..6);
         let [stall, stalled, release] = [(); 3].map(|_| Arc::new(AtomicBool::new(false)));
         let staller = StallingPort {
             stall: stall.clone(),
@@ -1072,12 +1078,7 @@ mod tests {
         let pool = Mempool::for_tests(256);
         let sw = setup(&[0, 0, 0]);
         let w = worker(0, &sw);
-        let mut ends = Vec::new();
-        for i in 0..3u16 {
-            let (p, e) = ring_port();
-            w.add_queue(PortId(i), QueueId(0), Box::new(p)).unwrap();
-            ends.push(e);
-        }
+        let ends = add_ring_ports(&w, 0..3);
         let generation = sw.update(|t| {
             t.ports[2] = None;
             t.bridges[0].as_mut().unwrap().ports.retain(|p| p.0 != 2);

@@ -530,18 +530,25 @@ mod tests {
         let t = Tree::new();
         t.write("class/iommu/dmar0/x", "");
         t.nic(NIC, "8086:10d3", Some(VFIO_PCI), Some("7"));
-        t.write(
-            "devices/system/node/node0/hugepages/hugepages-2048kB/free_hugepages",
-            "64\n",
-        );
-        t.write(
-            "devices/system/node/node1/hugepages/hugepages-2048kB/free_hugepages",
-            "0\n",
-        );
-        t.write("devices/system/cpu/online", "0-3\n");
-        t.write("devices/system/cpu/isolated", "2-3\n");
+        free_hugepages(&t, 0, 64);
+        free_hugepages(&t, 1, 0);
+        cpus(&t, "2-3");
         t.write("class/net/eth1/flags", "0x1003\n");
         t
+    }
+
+    /// NUMA node `node` of `t` has `pages` free 2 MiB hugepages.
+    fn free_hugepages(t: &Tree, node: u32, pages: u32) {
+        t.write(
+            &format!("devices/system/node/node{node}/hugepages/hugepages-2048kB/free_hugepages"),
+            &format!("{pages}\n"),
+        );
+    }
+
+    /// CPUs 0-3 of `t` are online, those in the list `isolated` isolated.
+    fn cpus(t: &Tree, isolated: &str) {
+        t.write("devices/system/cpu/online", "0-3\n");
+        t.write("devices/system/cpu/isolated", &format!("{isolated}\n"));
     }
 
     fn config(t: &Tree, hugepages: &str) -> Config {
@@ -621,13 +628,9 @@ mod tests {
     fn finds_each_problem_with_its_fix() {
         let t = Tree::new();
         t.nic(NIC, "8086:10d3", Some("e1000e"), None);
-        t.write(
-            "devices/system/node/node0/hugepages/hugepages-2048kB/free_hugepages",
-            "4\n",
-        );
+        free_hugepages(&t, 0, 4);
         t.write("kernel/mm/hugepages/hugepages-2048kB/nr_hugepages", "4\n");
-        t.write("devices/system/cpu/online", "0-3\n");
-        t.write("devices/system/cpu/isolated", "\n");
+        cpus(&t, "");
         let mut e = env(&t);
         e.memlock_bytes = Some(8 << 20);
         let checks = run(&e, &config(&t, "required"));
