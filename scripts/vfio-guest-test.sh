@@ -84,7 +84,7 @@ else
   say "virtio features '${feat}': MQ not negotiated"; ok=0
 fi
 for dir in 'e1000e->virtio' 'virtio->e1000e'; do
-  n=$(grep -ao "weir-vfio $dir seq=[0-9]*" "$work/e1000e.pcap" 2>/dev/null | sort -u | wc -l)
+  n=$(grep -ao "weir-vfio $dir seq=[0-9]*" "$work/e1000e.pcap" 2>/dev/null | sort -u | wc -l || true)
   say "host pcap: $n distinct frame(s) 'weir-vfio $dir'"
   [ "$n" -eq "$frames" ] || ok=0
 done

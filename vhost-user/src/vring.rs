@@ -594,7 +594,7 @@ impl SplitRing {
 
     /// Tells the driver not to kick us: we poll. Without EVENT_IDX that is the used
     /// ring's NO_NOTIFY flag (virtio 1.2 §2.7.10); with it, an `avail_event` half
-    /// the index space away (refreshed per burst by [`SplitRing::publish`]).
+    /// the index space away (refreshed per burst by `SplitRing::publish`).
     pub fn suppress_kicks(&self, cur: Cursor) {
         if self.event_idx {
             self.write_avail_event(cur.last_avail);

@@ -4,7 +4,7 @@
 //! Layer: ports. Depends on `dataplane` (port trait, mbufs, stats), `pci`
 //! (config-space capabilities, registers) and `vfio::dma` (ring memory).
 //! `rx_burst`, `tx_burst` and `housekeeping` are on the packet path;
-//! [`Layout::from_config`] and [`VirtioNetPort::new`] are not. No `unsafe` here.
+//! [`Layout::from_config`] and [`VirtioNetPort::open`] are not. No `unsafe` here.
 //!
 //! # Transport
 //!
