@@ -1246,13 +1246,15 @@ mod tests {
         }
     }
 
-    fn scripted_dataplane(factory: &Arc<ScriptedFactory>) -> Dataplane {
+    /// A small dataplane whose ports `factory` opens, one worker per CPU of
+    /// `workers`.
+    fn scripted_dataplane(factory: &Arc<ScriptedFactory>, workers: &str) -> Dataplane {
         let mut cfg = Config::default();
         cfg.dataplane.mbufs = 512;
         cfg.dataplane.tso_mbufs = 0;
         cfg.dataplane.hugepages = weir_config::HugepageMode::Never;
         cfg.dataplane.idle_sleep_us = 50;
-        cfg.dataplane.workers = Some("0".parse().unwrap());
+        cfg.dataplane.workers = Some(workers.parse().unwrap());
         cfg.fdb.max_entries = 64;
         Dataplane::start_with(&cfg, Host::system(), Box::new(Arc::clone(factory))).unwrap()
     }
@@ -1275,7 +1277,7 @@ mod tests {
     #[test]
     fn a_failed_open_leaves_no_port_no_table_entry_and_every_buffer_free() {
         let factory = Arc::new(ScriptedFactory::default());
-        let dp = scripted_dataplane(&factory);
+        let dp = scripted_dataplane(&factory, "0");
         dp.bridge_add("br0").unwrap();
         let pool = dp.pool();
         let err = dp.port_add(ring_port("gone", Some("br0"))).unwrap_err();
@@ -1328,15 +1330,7 @@ mod tests {
     #[test]
     fn port_del_closes_a_port_only_after_every_worker_runs_on_tables_without_it() {
         let factory = Arc::new(ScriptedFactory::default());
-        let mut cfg = Config::default();
-        cfg.dataplane.mbufs = 512;
-        cfg.dataplane.tso_mbufs = 0;
-        cfg.dataplane.hugepages = weir_config::HugepageMode::Never;
-        cfg.dataplane.idle_sleep_us = 50;
-        cfg.dataplane.workers = Some("0,1".parse().unwrap());
-        cfg.fdb.max_entries = 64;
-        let mut dp =
-            Dataplane::start_with(&cfg, Host::system(), Box::new(Arc::clone(&factory))).unwrap();
+        let mut dp = scripted_dataplane(&factory, "0,1");
         // Long enough that the wait below ends because the worker answered.
         dp.worker_timeout = Duration::from_secs(30);
         let dropped = Arc::new(AtomicBool::new(false));
@@ -1405,7 +1399,7 @@ mod tests {
     fn frames_keep_flowing_while_a_third_port_is_added_and_removed() {
         use dataplane::testutil::{eth_frame, mac, ScriptedPort, EXPERIMENTAL_ETHERTYPE};
         let factory = Arc::new(ScriptedFactory::default());
-        let dp = scripted_dataplane(&factory);
+        let dp = scripted_dataplane(&factory, "0");
         let pool = dp.pool();
         let (a, b, c) = (
             ScriptedPort::new(pool),
