@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dataplane::{Burst, LinkState, Mempool, Port};
-use vhost_user::testguest;
+use vhost_user::testguest::{self, wait_until};
 use vhost_user::{create, Mode, VhostUserConfig, VhostUserPort};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -143,14 +143,6 @@ fn receive(port: &mut VhostUserPort, want: u64, secs: u64) -> u64 {
     got
 }
 
-fn frame() -> [u8; 64] {
-    let mut f = [0u8; 64];
-    f[..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
-    f[12..14].copy_from_slice(&[0x88, 0xb5]); // local experimental EtherType
-    f
-}
-
 /// Transmits frames until `want` were taken or the deadline.
 fn transmit(port: &mut VhostUserPort, pool: &'static Mempool, want: u64, secs: u64) -> u64 {
     let mut burst = Burst::new();
@@ -159,7 +151,8 @@ fn transmit(port: &mut VhostUserPort, pool: &'static Mempool, want: u64, secs: u
     while sent < want && Instant::now() < end {
         while !burst.is_full() {
             let Some(mut m) = pool.alloc() else { break };
-            m.extend_from_slice(&frame()).unwrap();
+            m.extend_from_slice(&testguest::frame([0x02, 0, 0, 0, 0, 1]))
+                .unwrap();
             burst.push(m);
         }
         let n = port.tx_burst(&mut burst);
@@ -171,17 +164,6 @@ fn transmit(port: &mut VhostUserPort, pool: &'static Mempool, want: u64, secs: u
     }
     burst.clear();
     sent
-}
-
-fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 #[test]
