@@ -16,7 +16,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
-use common::Daemon;
+use common::{tail, Daemon};
 
 /// testpmd's default burst (`--burst`), stated explicitly on its command line.
 const BURST: u64 = 32;
@@ -41,11 +41,6 @@ fn require_root_and_testpmd() {
         "dpdk-testpmd is not installed: apt-get install dpdk-dev librte-net-vhost23 \
          librte-mempool-ring23 librte-net-virtio23 (scripts/setup.sh)"
     );
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let v: Vec<&str> = text.lines().collect();
-    v[v.len().saturating_sub(lines)..].join("\n")
 }
 
 /// (link up, rx packets, tx packets, total drops) of one port.

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::Daemon;
+use common::{tail, Daemon};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -49,11 +49,6 @@ fn guest_dir() -> &'static Path {
     })
 }
 
-fn tail(text: &str, lines: usize) -> String {
-    let v: Vec<&str> = text.lines().collect();
-    v[v.len().saturating_sub(lines)..].join("\n")
-}
-
 /// One port's link and counters from `port list --json`.
 #[derive(Debug, Default, Clone, Copy)]
 struct PortSample {
@@ -75,6 +70,12 @@ fn sample(ports: &serde_json::Value, name: &str) -> PortSample {
         rx: n("rx_packets"),
         tx: n("tx_packets"),
     }
+}
+
+/// vm1's and vm2's samples from one `port list`.
+fn samples(d: &Daemon) -> [PortSample; 2] {
+    let ports = d.ports();
+    [sample(&ports, "vm1"), sample(&ports, "vm2")]
 }
 
 /// `scripts/vm-pair.sh` in its own process group; the group is terminated on drop
@@ -257,8 +258,7 @@ fn vms_ping_and_transfer_server_mode() {
     let mut last = [PortSample::default(); 2];
     while pair.running() {
         assert!(d.alive(), "weir died during the run: {}", d.log());
-        let ports = d.ports();
-        let now = [sample(&ports, "vm1"), sample(&ports, "vm2")];
+        let now = samples(&d);
         if now[0].up && now[1].up {
             both_up_at.get_or_insert(t0.elapsed());
             last = now;
@@ -360,8 +360,7 @@ fn vms_client_mode_survive_weir_restart() {
     };
 
     let first = wait_replies(&mut pair, &d, 10, 60, "before the restart");
-    let ports = d.ports();
-    let before = [sample(&ports, "vm1"), sample(&ports, "vm2")];
+    let before = samples(&d);
     println!(
         "{:.1}s: {first} replies; weir run 1: vm1 {:?}, vm2 {:?}",
         t0.elapsed().as_secs_f64(),
@@ -388,8 +387,7 @@ fn vms_client_mode_survive_weir_restart() {
     // Same configuration again: weir reconnects to the listening QEMUs.
     d.restart();
     let after = wait_replies(&mut pair, &d, outage_end + 10, 45, "after the restart");
-    let ports = d.ports();
-    let counters = [sample(&ports, "vm1"), sample(&ports, "vm2")];
+    let counters = samples(&d);
     println!(
         "{:.1}s: {after} replies; weir run 2: vm1 {:?}, vm2 {:?}",
         t0.elapsed().as_secs_f64(),
@@ -489,8 +487,7 @@ exit $fail
     let mut both_up_at = None;
     while pair.running() {
         assert!(d.alive(), "weir died during the run: {}", d.log());
-        let ports = d.ports();
-        if sample(&ports, "vm1").up && sample(&ports, "vm2").up {
+        if samples(&d).iter().all(|s| s.up) {
             both_up_at.get_or_insert(t0.elapsed());
         }
         assert!(t0.elapsed() < Duration::from_secs(100), "vm-pair.sh hangs");

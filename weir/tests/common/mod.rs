@@ -217,6 +217,12 @@ pub fn reap(child: &mut Child, grace: Duration) {
     let _ = child.wait();
 }
 
+/// The last `lines` lines of `text`, for failure messages that quote a log.
+pub fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
 /// A daemon config: one bridge br0 and a vhost-user port per name, socket
 /// `<dir>/<name>.sock`, in `mode` with `queues` pairs, over a pool of `mbufs`.
 pub fn vhost_config(dir: &Path, names: &[&str], mode: &str, queues: u16, mbufs: u32) -> String {
