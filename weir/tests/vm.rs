@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{tail, Daemon};
+use common::{port_entry, tail, Daemon};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -58,12 +58,7 @@ struct PortSample {
 }
 
 fn sample(ports: &serde_json::Value, name: &str) -> PortSample {
-    let p = ports
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no port {name} in {ports}"));
+    let p = port_entry(ports, name);
     let n = |k: &str| p["stats"][k].as_u64().unwrap_or(0);
     PortSample {
         up: p["link"] == "up",
@@ -406,12 +401,7 @@ fn vms_client_mode_survive_weir_restart() {
 /// Per-queue counters of one port from `port list --json`: (rx, tx) per queue,
 /// and the port's totals.
 fn queue_samples(ports: &serde_json::Value, name: &str) -> (Vec<(u64, u64)>, PortSample, u64) {
-    let p = ports
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no port {name} in {ports}"));
+    let p = port_entry(ports, name);
     let per_queue = p["queue_stats"]
         .as_array()
         .unwrap_or_else(|| panic!("no queue_stats for {name}: {p}"))
@@ -547,13 +537,7 @@ fn vms_with_host_mtu_tell_weir_their_mtu() {
         assert!(d.alive(), "weir died during the run: {}", d.log());
         let ports = d.ports();
         for (i, name) in ["vm1", "vm2"].iter().enumerate() {
-            let p = ports
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|p| p["name"] == *name)
-                .unwrap();
-            if let Some(m) = p["mtu"].as_u64() {
+            if let Some(m) = port_entry(&ports, name)["mtu"].as_u64() {
                 seen[i] = Some(m);
             }
         }

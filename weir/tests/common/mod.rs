@@ -149,14 +149,7 @@ impl Daemon {
 
     /// One port's entry of `weir port list --json`.
     pub fn port_json(&self, name: &str) -> serde_json::Value {
-        let ports = self.ports();
-        ports
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .unwrap_or_else(|| panic!("no port {name} in {ports}"))
-            .clone()
+        port_entry(&self.ports(), name).clone()
     }
 
     /// One counter of one port's totals, e.g. `rx_packets`.
@@ -201,6 +194,19 @@ impl Drop for Daemon {
             .status();
         reap(&mut self.child, Duration::from_secs(10));
     }
+}
+
+/// `name`'s entry in `ports`, the array `weir port list --json` prints.
+///
+/// # Panics
+/// If there is none.
+pub fn port_entry<'a>(ports: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no port {name} in {ports}"))
 }
 
 /// Waits up to `grace` for `child` to exit by itself, then kills it; either
