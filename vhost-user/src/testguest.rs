@@ -34,7 +34,10 @@ use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::defs::{F_PROTOCOL_FEATURES, F_VERSION_1, NET_HDR_BYTES};
+use crate::defs::{
+    F_PROTOCOL_FEATURES, F_VERSION_1, NET_HDR_BYTES, NET_HDR_F_NEEDS_CSUM, NET_HDR_GSO_TCPV4,
+    NET_HDR_GSO_TCPV6,
+};
 
 /// The frontend's virtual address of guest address 0 (only translated, never
 /// mapped).
@@ -96,6 +99,25 @@ pub fn desc_bytes(addr: u64, len: u32, flags: u16, next: u16) -> [u8; 16] {
     b[12..14].copy_from_slice(&flags.to_le_bytes());
     b[14..].copy_from_slice(&next.to_le_bytes());
     b
+}
+
+/// The virtio-net header a driver with HOST_TSO4/6 puts before a TCP frame
+/// whose TCP header starts `l4` bytes in (virtio 1.1, 5.1.6.2): NEEDS_CSUM,
+/// GSO TCPV4 or, for `v6`, TCPV6, `hdr_len` up to the end of a 20-byte TCP
+/// header, `gso_size` `mss`, and the checksum at `l4` + 16.
+pub fn tso_net_hdr(v6: bool, l4: usize, mss: u16) -> [u8; NET_HDR_BYTES] {
+    let mut h = [0u8; NET_HDR_BYTES];
+    h[0] = NET_HDR_F_NEEDS_CSUM;
+    h[1] = if v6 {
+        NET_HDR_GSO_TCPV6
+    } else {
+        NET_HDR_GSO_TCPV4
+    };
+    h[2..4].copy_from_slice(&((l4 + 20) as u16).to_le_bytes());
+    h[4..6].copy_from_slice(&mss.to_le_bytes());
+    h[6..8].copy_from_slice(&(l4 as u16).to_le_bytes());
+    h[8..10].copy_from_slice(&16u16.to_le_bytes());
+    h
 }
 
 /// A 64-byte broadcast frame (EtherType 0x88b5, local experimental) from

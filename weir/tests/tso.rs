@@ -16,9 +16,10 @@ use dataplane::testutil::inet::{fold, sum16, tcp_pseudo_sum};
 
 use vhost_user::defs::{
     F_CSUM, F_GUEST_CSUM, F_GUEST_TSO4, F_GUEST_TSO6, F_HOST_TSO4, F_HOST_TSO6, NET_HDR_BYTES,
-    NET_HDR_F_NEEDS_CSUM, NET_HDR_GSO_TCPV4, NET_HDR_GSO_TCPV6,
+    NET_HDR_F_NEEDS_CSUM,
 };
 use vhost_user::frontend::{FrontendConfig, VirtioNetFrontend};
+use vhost_user::testguest;
 
 mod common;
 use common::Daemon;
@@ -118,21 +119,9 @@ fn tso_frame(ip: Ip, dst: [u8; 6], tag: u8) -> Vec<u8> {
     f
 }
 
-/// The virtio-net header of a TSO frame: NEEDS_CSUM, gso_type, hdr_len,
-/// gso_size (the MSS), csum_start and csum_offset.
+/// The virtio-net header of a TSO frame from [`tso_frame`], cut at `MSS`.
 fn tso_hdr(ip: Ip) -> [u8; NET_HDR_BYTES] {
-    let l4 = ip.l4();
-    let mut h = [0u8; NET_HDR_BYTES];
-    h[0] = NET_HDR_F_NEEDS_CSUM;
-    h[1] = match ip {
-        Ip::V4 => NET_HDR_GSO_TCPV4,
-        Ip::V6 => NET_HDR_GSO_TCPV6,
-    };
-    h[2..4].copy_from_slice(&((l4 + 20) as u16).to_le_bytes());
-    h[4..6].copy_from_slice(&(MSS as u16).to_le_bytes());
-    h[6..8].copy_from_slice(&(l4 as u16).to_le_bytes());
-    h[8..10].copy_from_slice(&16u16.to_le_bytes());
-    h
+    testguest::tso_net_hdr(matches!(ip, Ip::V6), ip.l4(), MSS as u16)
 }
 
 /// A small broadcast frame from `src`, so that the bridge learns it.
