@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, BIN};
+use common::{add_vhost_args, Daemon, BIN};
 
 /// A fresh directory under the system temp dir, open to every user (a second
 /// user must be able to reach the paths inside to be refused by their mode).
@@ -51,22 +51,6 @@ fn vhost_port(name: &str, sock: &Path, extra: &str) -> String {
         "[[port]]\nname = \"{name}\"\ntype = \"vhost-user\"\nsocket = \"{}\"\nbridge = \"br0\"\n{extra}",
         sock.display()
     )
-}
-
-/// `weir port add NAME --type vhost-user --socket SOCKET EXTRA...` against
-/// `d`: (success, stdout, stderr).
-fn add_vhost(d: &Daemon, name: &str, socket: &str, extra: &[&str]) -> (bool, String, String) {
-    let mut args = vec![
-        "port",
-        "add",
-        name,
-        "--type",
-        "vhost-user",
-        "--socket",
-        socket,
-    ];
-    args.extend_from_slice(extra);
-    d.cli(&args)
 }
 
 /// Runs `weir ARGS` against `d`, waiting at most `secs`; None if it did not
@@ -118,7 +102,7 @@ fn a_port_on_the_control_socket_path_is_refused_and_control_keeps_answering() {
     let before = std::fs::symlink_metadata(&d.socket).unwrap().ino();
     let ctl = d.socket.to_str().unwrap().to_owned();
     for mode in ["server", "client"] {
-        let (ok, _, err) = add_vhost(&d, "evil", &ctl, &["--mode", mode]);
+        let (ok, _, err) = d.cli(&add_vhost_args("evil", &ctl, &["--mode", mode]));
         assert!(!ok, "a {mode} port took the control socket's path");
         assert!(
             err.contains("live socket") || err.contains("control socket's path"),
@@ -138,13 +122,13 @@ fn two_ports_on_one_socket_path_are_refused() {
     let a_str = a.to_str().unwrap();
     let ino = std::fs::symlink_metadata(&a).unwrap().ino();
     for mode in ["server", "client"] {
-        let (ok, _, err) = add_vhost(&d, "b", a_str, &["--mode", mode]);
+        let (ok, _, err) = d.cli(&add_vhost_args("b", a_str, &["--mode", mode]));
         assert!(!ok, "second {mode} port on {a_str} accepted");
         assert!(err.contains("already used as `socket` of port a"), "{err}");
     }
     // Spelled differently, still the same path.
     let alias = format!("{}/./a.sock", dir.0.display());
-    assert!(!add_vhost(&d, "b", &alias, &[]).0);
+    assert!(!d.cli(&add_vhost_args("b", &alias, &[])).0);
     assert_eq!(std::fs::symlink_metadata(&a).unwrap().ino(), ino);
     assert_eq!(d.ports().as_array().unwrap().len(), 1);
 
@@ -188,17 +172,11 @@ fn a_socket_appears_with_its_final_mode_from_the_first_moment() {
             }
         });
         let name = format!("m{i}");
-        d.ok(&[
-            "port",
-            "add",
+        d.ok(&add_vhost_args(
             &name,
-            "--type",
-            "vhost-user",
-            "--socket",
             sock.to_str().unwrap(),
-            "--socket-mode",
-            "0640",
-        ]);
+            &["--socket-mode", "0640"],
+        ));
         let first = watcher.join().unwrap().expect("socket never appeared");
         assert_eq!(
             first, 0o640,
@@ -255,7 +233,7 @@ fn a_symlink_at_a_socket_or_capture_path_is_not_followed() {
     let link = dir.0.join("link");
     std::os::unix::fs::symlink(&victim, &link).unwrap();
     let l = link.to_str().unwrap();
-    let (ok, _, err) = add_vhost(&d, "v", l, &["--socket-mode", "0666"]);
+    let (ok, _, err) = d.cli(&add_vhost_args("v", l, &["--socket-mode", "0666"]));
     assert!(!ok && err.contains("is not a socket"), "{err}");
     let (ok, _, err) = d.cli(&["port", "add", "c", "--type", "pcap", "--tx-path", l]);
     assert!(!ok && err.contains("not a regular file"), "{err}");

@@ -22,7 +22,7 @@ use vhost_user::frontend::{FrontendConfig, VirtioNetFrontend};
 use vhost_user::testguest;
 
 mod common;
-use common::Daemon;
+use common::{add_vhost_args, Daemon};
 
 const MSS: usize = 1448;
 const PAYLOAD: usize = 20_000;
@@ -334,17 +334,7 @@ fn tso_frames_are_segmented_for_a_plain_guest_and_whole_for_a_tso_guest() {
     assert!(tso_pool(&d).is_null(), "TSO pool without a vhost-user port");
     for name in ["a", "b", "c"] {
         let s = sock(dir, name).display().to_string();
-        d.ok(&[
-            "port",
-            "add",
-            name,
-            "--type",
-            "vhost-user",
-            "--socket",
-            &s,
-            "--bridge",
-            "br0",
-        ]);
+        d.ok(&add_vhost_args(name, &s, &["--bridge", "br0"]));
     }
     let pool = tso_pool(&d);
     assert_eq!(

@@ -196,6 +196,22 @@ impl Drop for Daemon {
     }
 }
 
+/// The CLI arguments `port add NAME --type vhost-user --socket SOCKET`, then
+/// `extra`, for [`Daemon::cli`] or [`Daemon::ok`].
+pub fn add_vhost_args<'a>(name: &'a str, socket: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "port",
+        "add",
+        name,
+        "--type",
+        "vhost-user",
+        "--socket",
+        socket,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
 /// `name`'s entry in `ports`, the array `weir port list --json` prints.
 ///
 /// # Panics
