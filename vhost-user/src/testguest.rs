@@ -501,6 +501,43 @@ pub fn server_config(socket: PathBuf) -> crate::VhostUserConfig {
     }
 }
 
+/// Panics with the packages to install unless DPDK's `dpdk-testpmd` (a
+/// virtio-user frontend for end-to-end tests) is on the `PATH`.
+pub fn require_testpmd() {
+    let found = std::process::Command::new("sh")
+        .args(["-c", "command -v dpdk-testpmd"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "dpdk-testpmd is not installed: apt-get install dpdk-dev librte-net-vhost23 \
+         librte-mempool-ring23 librte-net-virtio23 (scripts/setup.sh)"
+    );
+}
+
+/// The EAL arguments of a `dpdk-testpmd` whose one port is a virtio-user
+/// frontend on `socket`: lcores 0 and 1, 512 MB of ordinary memory (no PCI,
+/// hugepages or telemetry), runtime files in `/var/run/dpdk/<prefix>`, and
+/// the vdev `net_virtio_user0,path=<socket>,<vdev_options>`. The
+/// application's own arguments follow after a `--`.
+pub fn testpmd_eal_args(prefix: &str, socket: &Path, vdev_options: &str) -> Vec<String> {
+    [
+        "-l",
+        "0,1",
+        "--no-pci",
+        "--no-huge",
+        "-m",
+        "512",
+        "--no-telemetry",
+        &format!("--file-prefix={prefix}"),
+        "--vdev",
+        &format!("net_virtio_user0,path={},{vdev_options}", socket.display()),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Holds the process's test cases to one at a time (fd, thread and mapping
 /// counts need a quiet process); a panicked case does not poison it.
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {

@@ -17,20 +17,6 @@ use vhost_user::{create, Mode, VhostUserConfig, VhostUserPort};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
-fn require_testpmd() {
-    let found = Command::new("sh")
-        .args(["-c", "command -v dpdk-testpmd"])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "dpdk-testpmd is not installed: apt-get install dpdk-dev librte-net-vhost23 \
-         librte-mempool-ring23 librte-net-virtio23"
-    );
-}
-
 struct Testpmd {
     child: Child,
     log: PathBuf,
@@ -49,22 +35,10 @@ impl Testpmd {
         let prefix = format!("weirvu{}x{n}", std::process::id());
         let log = dir.join(format!("testpmd-{n}.log"));
         let out = fs::File::create(&log).unwrap();
+        let vdev = format!("queues={queues},queue_size=256,server={}", u8::from(server));
         let child = Command::new("dpdk-testpmd")
+            .args(testguest::testpmd_eal_args(&prefix, sock, &vdev))
             .args([
-                "-l",
-                "0,1",
-                "--no-pci",
-                "--no-huge",
-                "-m",
-                "512",
-                "--no-telemetry",
-                &format!("--file-prefix={prefix}"),
-                "--vdev",
-                &format!(
-                    "net_virtio_user0,path={},queues={queues},queue_size=256,server={}",
-                    sock.display(),
-                    u8::from(server)
-                ),
                 "--",
                 &format!("--rxq={queues}"),
                 &format!("--txq={queues}"),
@@ -168,7 +142,7 @@ fn transmit(port: &mut VhostUserPort, pool: &'static Mempool, want: u64, secs: u
 
 #[test]
 fn testpmd_virtio_user_both_directions_and_reconnect() {
-    require_testpmd();
+    testguest::require_testpmd();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("vu0.sock");
     let pool = Mempool::for_tests(4096);
@@ -235,7 +209,7 @@ fn testpmd_virtio_user_both_directions_and_reconnect() {
 
 #[test]
 fn testpmd_two_queue_pairs_deliver_on_both_ports() {
-    require_testpmd();
+    testguest::require_testpmd();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("vumq.sock");
     let pool = Mempool::for_tests(4096);
@@ -284,7 +258,7 @@ fn testpmd_two_queue_pairs_deliver_on_both_ports() {
 
 #[test]
 fn client_mode_reconnects_after_the_server_restarts() {
-    require_testpmd();
+    testguest::require_testpmd();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("vucl.sock");
     let pool = Mempool::for_tests(4096);
