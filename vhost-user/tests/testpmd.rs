@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use dataplane::{Burst, LinkState, Mempool, Port};
 use vhost_user::testguest::{self, wait_until};
-use vhost_user::{create, Mode, VhostUserConfig, VhostUserPort};
+use vhost_user::{create, Mode, VhostUserConfig, VhostUserDevice, VhostUserPort};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -140,6 +140,15 @@ fn transmit(port: &mut VhostUserPort, pool: &'static Mempool, want: u64, secs: u
     sent
 }
 
+/// Waits (10 s at most), housekeeping `port` as a worker does, until `dev`
+/// has seen its frontend go; whether it did.
+fn disconnected(dev: &VhostUserDevice, port: &mut VhostUserPort) -> bool {
+    wait_until(10, || {
+        port.housekeeping();
+        !dev.is_connected()
+    })
+}
+
 #[test]
 fn testpmd_virtio_user_both_directions_and_reconnect() {
     testguest::require_testpmd();
@@ -164,10 +173,7 @@ fn testpmd_virtio_user_both_directions_and_reconnect() {
     assert_eq!(dev.error(), None);
     tp.stop();
     assert!(
-        wait_until(10, || {
-            port.housekeeping();
-            !dev.is_connected()
-        }),
+        disconnected(&dev, &mut port),
         "device still connected after testpmd exited"
     );
     assert_eq!(port.link(), LinkState::Down);
@@ -194,10 +200,7 @@ fn testpmd_virtio_user_both_directions_and_reconnect() {
         tp.log()
     );
     tp.stop();
-    assert!(wait_until(10, || {
-        port.housekeeping();
-        !dev.is_connected()
-    }));
+    assert!(disconnected(&dev, &mut port));
 
     dataplane::mempool::flush_thread_caches();
     assert_eq!(pool.available(), start_avail, "mbufs leaked");
@@ -279,10 +282,7 @@ fn client_mode_reconnects_after_the_server_restarts() {
     assert_eq!(dev.link(), LinkState::Up);
     tp.stop();
     assert!(
-        wait_until(10, || {
-            port.housekeeping();
-            !dev.is_connected()
-        }),
+        disconnected(&dev, &mut port),
         "still connected after the server exited"
     );
     assert_eq!(dev.link(), LinkState::Down);
