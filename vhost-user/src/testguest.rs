@@ -34,7 +34,10 @@ use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use vmm_sys_util::eventfd::EventFd;
 
-use crate::defs::{F_PROTOCOL_FEATURES, F_VERSION_1, NET_HDR_BYTES};
+use crate::defs::{
+    F_PROTOCOL_FEATURES, F_VERSION_1, NET_HDR_BYTES, NET_HDR_F_NEEDS_CSUM, NET_HDR_GSO_TCPV4,
+    NET_HDR_GSO_TCPV6,
+};
 
 /// The frontend's virtual address of guest address 0 (only translated, never
 /// mapped).
@@ -42,6 +45,40 @@ pub const UADDR: u64 = 0x7f00_0000_0000;
 
 /// vhost-user spec: the message flag asking for a reply to any request.
 pub const NEED_REPLY: u32 = 0x8;
+
+/// Message codes and feature bits as the vhost-user and virtio specs number
+/// them, written out here rather than taken from the library, so that tests
+/// hold the library to the spec.
+pub mod spec {
+    /// `VHOST_USER_GET_FEATURES`.
+    pub const GET_FEATURES: u32 = 1;
+    /// `VHOST_USER_SET_FEATURES`.
+    pub const SET_FEATURES: u32 = 2;
+    /// `VHOST_USER_SET_OWNER`.
+    pub const SET_OWNER: u32 = 3;
+    /// `VHOST_USER_SET_MEM_TABLE`.
+    pub const SET_MEM_TABLE: u32 = 5;
+    /// `VHOST_USER_SET_VRING_NUM`.
+    pub const SET_VRING_NUM: u32 = 8;
+    /// `VHOST_USER_SET_VRING_CALL`.
+    pub const SET_VRING_CALL: u32 = 13;
+    /// `VHOST_USER_GET_PROTOCOL_FEATURES`.
+    pub const GET_PROTOCOL_FEATURES: u32 = 15;
+    /// `VHOST_USER_SET_PROTOCOL_FEATURES`.
+    pub const SET_PROTOCOL_FEATURES: u32 = 16;
+    /// `VHOST_USER_NET_SET_MTU`.
+    pub const NET_SET_MTU: u32 = 20;
+    /// `VIRTIO_F_VERSION_1` (virtio 1.1, 6).
+    pub const F_VERSION_1: u64 = 1 << 32;
+    /// `VHOST_USER_F_PROTOCOL_FEATURES`.
+    pub const F_PROTOCOL_FEATURES: u64 = 1 << 30;
+    /// Protocol feature `MQ`.
+    pub const PROTO_MQ: u64 = 1 << 0;
+    /// Protocol feature `REPLY_ACK`.
+    pub const PROTO_REPLY_ACK: u64 = 1 << 3;
+    /// Protocol feature `NET_MTU`.
+    pub const PROTO_NET_MTU: u64 = 1 << 4;
+}
 
 /// The largest number of fds one SCM_RIGHTS message carries (Linux
 /// `SCM_MAX_FD`).
@@ -51,6 +88,36 @@ const MAX_FDS: usize = 253;
 pub fn ring_at(vq: u16) -> (u64, u64, u64) {
     let base = 0x4000 * u64::from(vq);
     (base, base + 0x1000, base + 0x2000)
+}
+
+/// A split-ring descriptor as a driver writes it (virtio 1.1, 2.6.5): buffer
+/// address, length, flags and next, little-endian.
+pub fn desc_bytes(addr: u64, len: u32, flags: u16, next: u16) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&addr.to_le_bytes());
+    b[8..12].copy_from_slice(&len.to_le_bytes());
+    b[12..14].copy_from_slice(&flags.to_le_bytes());
+    b[14..].copy_from_slice(&next.to_le_bytes());
+    b
+}
+
+/// The virtio-net header a driver with HOST_TSO4/6 puts before a TCP frame
+/// whose TCP header starts `l4` bytes in (virtio 1.1, 5.1.6.2): NEEDS_CSUM,
+/// GSO TCPV4 or, for `v6`, TCPV6, `hdr_len` up to the end of a 20-byte TCP
+/// header, `gso_size` `mss`, and the checksum at `l4` + 16.
+pub fn tso_net_hdr(v6: bool, l4: usize, mss: u16) -> [u8; NET_HDR_BYTES] {
+    let mut h = [0u8; NET_HDR_BYTES];
+    h[0] = NET_HDR_F_NEEDS_CSUM;
+    h[1] = if v6 {
+        NET_HDR_GSO_TCPV6
+    } else {
+        NET_HDR_GSO_TCPV4
+    };
+    h[2..4].copy_from_slice(&((l4 + 20) as u16).to_le_bytes());
+    h[4..6].copy_from_slice(&mss.to_le_bytes());
+    h[6..8].copy_from_slice(&(l4 as u16).to_le_bytes());
+    h[8..10].copy_from_slice(&16u16.to_le_bytes());
+    h
 }
 
 /// A 64-byte broadcast frame (EtherType 0x88b5, local experimental) from
@@ -159,12 +226,7 @@ impl Guest {
     /// Writes a descriptor at guest address `at` (a ring's or an indirect
     /// table's entry).
     pub fn put_desc(&self, at: u64, addr: u64, len: u32, flags: u16, next: u16) {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&addr.to_le_bytes());
-        b[8..12].copy_from_slice(&len.to_le_bytes());
-        b[12..14].copy_from_slice(&flags.to_le_bytes());
-        b[14..].copy_from_slice(&next.to_le_bytes());
-        self.write(at, &b);
+        self.write(at, &desc_bytes(addr, len, flags, next));
     }
 
     /// Writes descriptor `i` of virtqueue `vq`.
@@ -205,6 +267,14 @@ impl Guest {
         self.write(at, &b);
         self.desc(1, head, at, b.len() as u32, 0, 0);
         self.push(1, head);
+    }
+
+    /// Posts `n` frames with [`Guest::send_frame`]: frame `i` is [`frame`]
+    /// from 02:00:00:00:00:`i`.
+    pub fn send_frames(&mut self, n: u8) {
+        for i in 0..n {
+            self.send_frame(&frame([0x02, 0, 0, 0, 0, i]));
+        }
     }
 
     /// Connects to `sock` and sets the device up (see [`Guest::attach_with`]).
@@ -333,11 +403,54 @@ impl RawFrontend {
         Ok((u32::from_le_bytes([h[0], h[1], h[2], h[3]]), p))
     }
 
+    /// Reads one reply to `request` that carries a u64: features, or an ack
+    /// (0 for success).
+    ///
+    /// # Errors
+    /// The read failed or timed out, or the reply is to another request or
+    /// is not 8 bytes long.
+    pub fn reply_u64(&mut self, request: u32) -> io::Result<u64> {
+        let (r, p) = self.reply()?;
+        match <[u8; 8]>::try_from(p.as_slice()) {
+            Ok(value) if r == request => Ok(u64::from_le_bytes(value)),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a reply of {} bytes to request {r}, not 8 to {request}",
+                    p.len()
+                ),
+            )),
+        }
+    }
+
+    /// Sends `request` without payload and reads the u64 it returns
+    /// (GET_FEATURES, GET_PROTOCOL_FEATURES).
+    ///
+    /// # Errors
+    /// As [`RawFrontend::send`] and [`RawFrontend::reply_u64`].
+    pub fn get_u64(&mut self, request: u32) -> io::Result<u64> {
+        self.send(request, 0, &[], &[])?;
+        self.reply_u64(request)
+    }
+
+    /// Sends `request` with NEED_REPLY; true if the backend acked success.
+    ///
+    /// # Errors
+    /// As [`RawFrontend::send`] and [`RawFrontend::reply_u64`].
+    pub fn request_acked(
+        &mut self,
+        request: u32,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> io::Result<bool> {
+        self.send(request, NEED_REPLY, payload, fds)?;
+        Ok(self.reply_u64(request)? == 0)
+    }
+
     /// SET_OWNER, then GET_FEATURES: true if the reply came within the read
     /// timeout.
     pub fn answers(&mut self) -> bool {
-        const SET_OWNER: u32 = 3;
-        const GET_FEATURES: u32 = 1;
+        use spec::{GET_FEATURES, SET_OWNER};
         if self.send(SET_OWNER, 0, &[], &[]).is_err()
             || self.send(GET_FEATURES, 0, &[], &[]).is_err()
         {
@@ -388,11 +501,62 @@ pub fn server_config(socket: PathBuf) -> crate::VhostUserConfig {
     }
 }
 
+/// Panics with the packages to install unless DPDK's `dpdk-testpmd` (a
+/// virtio-user frontend for end-to-end tests) is on the `PATH`.
+pub fn require_testpmd() {
+    let found = std::process::Command::new("sh")
+        .args(["-c", "command -v dpdk-testpmd"])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        found,
+        "dpdk-testpmd is not installed: apt-get install dpdk-dev librte-net-vhost23 \
+         librte-mempool-ring23 librte-net-virtio23 (scripts/setup.sh)"
+    );
+}
+
+/// The EAL arguments of a `dpdk-testpmd` whose one port is a virtio-user
+/// frontend on `socket`: lcores 0 and 1, 512 MB of ordinary memory (no PCI,
+/// hugepages or telemetry), runtime files in `/var/run/dpdk/<prefix>`, and
+/// the vdev `net_virtio_user0,path=<socket>,<vdev_options>`. The
+/// application's own arguments follow after a `--`.
+pub fn testpmd_eal_args(prefix: &str, socket: &Path, vdev_options: &str) -> Vec<String> {
+    [
+        "-l",
+        "0,1",
+        "--no-pci",
+        "--no-huge",
+        "-m",
+        "512",
+        "--no-telemetry",
+        &format!("--file-prefix={prefix}"),
+        "--vdev",
+        &format!("net_virtio_user0,path={},{vdev_options}", socket.display()),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// Holds the process's test cases to one at a time (fd, thread and mapping
 /// counts need a quiet process); a panicked case does not poison it.
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static M: std::sync::Mutex<()> = std::sync::Mutex::new(());
     M.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Calls `f` every 5 ms until it returns true or `secs` pass, then once more;
+/// whether it held. The bounded wait of tests that synchronise on a condition
+/// rather than sleep.
+pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + Duration::from_secs(secs);
+    while std::time::Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    f()
 }
 
 /// File descriptors the process holds.

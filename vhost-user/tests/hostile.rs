@@ -22,24 +22,13 @@ use dataplane::{Burst, DropReason, LinkState, Mempool, Port};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VringConfigData};
-use vhost_user::testguest::{self, region, ring_at, Guest, Handshake, Layout, NEED_REPLY, UADDR};
+use vhost_user::testguest::spec::{
+    F_PROTOCOL_FEATURES, F_VERSION_1, GET_FEATURES, GET_PROTOCOL_FEATURES, NET_SET_MTU, PROTO_MQ,
+    PROTO_NET_MTU, PROTO_REPLY_ACK, SET_FEATURES, SET_MEM_TABLE, SET_OWNER, SET_PROTOCOL_FEATURES,
+    SET_VRING_CALL, SET_VRING_NUM,
+};
+use vhost_user::testguest::{self, region, ring_at, wait_until, Guest, Handshake, Layout, UADDR};
 use vhost_user::{create, VhostUserDevice, VhostUserPort};
-
-// vhost-user spec message codes.
-const GET_FEATURES: u32 = 1;
-const SET_FEATURES: u32 = 2;
-const SET_OWNER: u32 = 3;
-const SET_MEM_TABLE: u32 = 5;
-const SET_VRING_NUM: u32 = 8;
-const SET_VRING_CALL: u32 = 13;
-const GET_PROTOCOL_FEATURES: u32 = 15;
-const SET_PROTOCOL_FEATURES: u32 = 16;
-const NET_SET_MTU: u32 = 20;
-const F_VERSION_1: u64 = 1 << 32;
-const F_PROTOCOL_FEATURES: u64 = 1 << 30;
-const PROTO_MQ: u64 = 1 << 0;
-const PROTO_REPLY_ACK: u64 = 1 << 3;
-const PROTO_NET_MTU: u64 = 1 << 4;
 
 // virtio split-ring flags.
 const DESC_F_NEXT: u16 = 1;
@@ -101,17 +90,6 @@ fn receive(port: &mut VhostUserPort, want: usize, secs: u64) -> usize {
     got
 }
 
-fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
-}
-
 /// A device, its port and its socket.
 struct Dev {
     dev: VhostUserDevice,
@@ -127,21 +105,38 @@ fn device(dir: &Path, name: &str) -> Dev {
     Dev { dev, port, sock }
 }
 
+impl Dev {
+    /// Waits (5 s at most), housekeeping the port as a worker does, until the
+    /// link is up; whether it came up.
+    fn link_up(&mut self) -> bool {
+        wait_until(5, || {
+            self.port.housekeeping();
+            self.dev.link() == LinkState::Up
+        })
+    }
+
+    /// Drops `frontend` (closing its connection) and asserts that the device
+    /// sees it go within 5 s.
+    fn disconnect(&self, frontend: impl Sized) {
+        drop(frontend);
+        assert!(
+            wait_until(5, || !self.dev.is_connected()),
+            "disconnect not seen; error {:?}",
+            self.dev.error()
+        );
+    }
+}
+
 /// The device forwards guest frames from a fresh well-behaved frontend.
 fn assert_serves(d: &mut Dev) {
     let mut g = guest();
     let fe = attach(&g, &d.sock);
     assert!(
-        wait_until(5, || {
-            d.port.housekeeping();
-            d.dev.link() == LinkState::Up
-        }),
+        d.link_up(),
         "link not up for a healthy frontend; error {:?}",
         d.dev.error()
     );
-    for i in 0..4 {
-        g.send_frame(&frame(i));
-    }
+    g.send_frames(4);
     assert_eq!(receive(&mut d.port, 4, 5), 4, "error {:?}", d.dev.error());
     assert_eq!(g.used_idx(1), 4);
     assert_eq!(d.dev.error(), None);
@@ -168,9 +163,7 @@ fn with_bystander(case: impl FnOnce(&mut Dev)) {
     case(&mut h);
     assert_serves(&mut h);
 
-    for i in 0..3 {
-        bg.send_frame(&frame(i));
-    }
+    bg.send_frames(3);
     assert_eq!(
         receive(&mut b.port, 3, 5),
         3,
@@ -196,24 +189,13 @@ impl Raw {
         self.0.send_bytes(b, fds).unwrap();
     }
 
-    /// Reads one reply: (request, payload).
-    fn reply(&mut self) -> (u32, Vec<u8>) {
-        self.0.reply().expect("reply")
-    }
-
     fn get_u64(&mut self, request: u32) -> u64 {
-        self.send(request, 0, &[], &[]);
-        let (r, p) = self.reply();
-        assert_eq!(r, request);
-        u64::from_le_bytes(p[..8].try_into().unwrap())
+        self.0.get_u64(request).expect("u64 reply")
     }
 
     /// Sends with NEED_REPLY; true if the backend acked success.
     fn request(&mut self, request: u32, payload: &[u8], fds: &[BorrowedFd<'_>]) -> bool {
-        self.send(request, NEED_REPLY, payload, fds);
-        let (r, p) = self.reply();
-        assert_eq!(r, request);
-        u64::from_le_bytes(p[..8].try_into().unwrap()) == 0
+        self.0.request_acked(request, payload, fds).expect("ack")
     }
 
     /// SET_OWNER, features, and REPLY_ACK.
@@ -302,8 +284,7 @@ fn region_larger_than_its_memfd_is_refused_before_mapping_and_leaks_no_fd() {
         assert_eq!(h.port.link(), LinkState::Down);
         assert_eq!(h.dev.link(), LinkState::Down);
         assert!(h.dev.error().is_some());
-        drop(fe);
-        assert!(wait_until(5, || !h.dev.is_connected()));
+        h.disconnect(fe);
     });
 }
 
@@ -405,18 +386,12 @@ fn full_call_eventfd_does_not_block_the_worker() {
             .unwrap()
             .write(0xffff_ffff_ffff_fffe)
             .unwrap();
-        assert!(wait_until(5, || {
-            h.port.housekeeping();
-            h.dev.link() == LinkState::Up
-        }));
-        for i in 0..4 {
-            g.send_frame(&frame(i));
-        }
+        assert!(h.link_up());
+        g.send_frames(4);
         let t = Instant::now();
         assert_eq!(receive(&mut h.port, 4, 5), 4);
         assert!(t.elapsed() < Duration::from_secs(2));
-        drop(fe);
-        assert!(wait_until(5, || !h.dev.is_connected()));
+        h.disconnect(fe);
     });
 }
 
@@ -455,10 +430,7 @@ fn truncated_messages_drop_only_that_connection() {
                 t.elapsed() < Duration::from_secs(1),
                 "{what}: other control slow"
             );
-            assert!(wait_until(5, || {
-                other.port.housekeeping();
-                other.dev.link() == LinkState::Up
-            }));
+            assert!(other.link_up());
             drop(fe);
             assert!(r.closed_within(5), "{what}: stalled connection not dropped");
             assert_error_mentions(h, "of a message within");
@@ -508,10 +480,7 @@ fn bad_descriptors_put_the_queue_in_error_without_crashing() {
         with_bystander(|h| {
             let mut g = guest();
             let fe = attach(&g, &h.sock);
-            assert!(wait_until(5, || {
-                h.port.housekeeping();
-                h.dev.link() == LinkState::Up
-            }));
+            assert!(h.link_up());
             setup(&mut g);
             let drops = h.port.stats().drops(DropReason::PortError);
             assert_eq!(receive(&mut h.port, 1, 1), 0, "{what}");
@@ -522,8 +491,7 @@ fn bad_descriptors_put_the_queue_in_error_without_crashing() {
             assert_error_mentions(h, err);
             assert_eq!(h.port.link(), LinkState::Down, "{what}");
             assert_eq!(h.dev.link(), LinkState::Down, "{what}");
-            drop(fe);
-            assert!(wait_until(5, || !h.dev.is_connected()));
+            h.disconnect(fe);
         });
     }
 }
@@ -533,10 +501,7 @@ fn zero_length_frames_are_dropped_and_the_ring_continues() {
     with_bystander(|h| {
         let mut g = guest();
         let fe = attach(&g, &h.sock);
-        assert!(wait_until(5, || {
-            h.port.housekeeping();
-            h.dev.link() == LinkState::Up
-        }));
+        assert!(h.link_up());
         g.desc(1, 0, BUF, 0, 0, 0);
         g.push(1, 0);
         g.send_frame(&frame(7));
@@ -545,8 +510,7 @@ fn zero_length_frames_are_dropped_and_the_ring_continues() {
         assert_eq!(h.port.stats().drops(DropReason::Malformed), 1);
         assert_eq!(h.dev.error(), None);
         assert_eq!(h.dev.link(), LinkState::Up);
-        drop(fe);
-        assert!(wait_until(5, || !h.dev.is_connected()));
+        h.disconnect(fe);
     });
 }
 
@@ -570,13 +534,8 @@ fn memory_file_shrunk_under_weir_puts_only_that_port_in_error() {
     with_bystander(|h| {
         let mut g = guest();
         let mut fe = attach(&g, &h.sock);
-        assert!(wait_until(5, || {
-            h.port.housekeeping();
-            h.dev.link() == LinkState::Up
-        }));
-        for i in 0..4 {
-            g.send_frame(&frame(i));
-        }
+        assert!(h.link_up());
+        g.send_frames(4);
         assert_eq!(receive(&mut h.port, 4, 5), 4);
         // The frontend truncates the memfd weir has mapped: the next access
         // to the ring raises SIGBUS. Without the guard the test process dies.
@@ -596,8 +555,7 @@ fn memory_file_shrunk_under_weir_puts_only_that_port_in_error() {
         h.port.housekeeping();
         assert_eq!(receive(&mut h.port, 1, 1), 0);
         assert_eq!(h.dev.link(), LinkState::Down);
-        drop(fe);
-        assert!(wait_until(5, || !h.dev.is_connected()));
+        h.disconnect(fe);
     });
 }
 
@@ -658,8 +616,7 @@ fn net_mtu_is_offered_and_net_set_mtu_is_checked_against_the_data_room() {
         assert_eq!(h.dev.mtu(), Some(1400));
 
         // A new frontend starts without an MTU.
-        drop(r);
-        assert!(wait_until(5, || !h.dev.is_connected()));
+        h.disconnect(r);
         let mut r = Raw::handshake(&h.sock);
         assert_answers(&mut r);
         assert_eq!(h.dev.mtu(), None);

@@ -17,13 +17,10 @@ use std::time::{Duration, Instant};
 use dataplane::{Burst, LinkState, Mempool, Port};
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost::vhost_user::Frontend;
-use vhost_user::testguest::{self, Guest, Handshake, Layout, RawFrontend};
+use vhost_user::testguest::spec::{GET_FEATURES, SET_OWNER};
+use vhost_user::testguest::{self, wait_until, Guest, Handshake, Layout, RawFrontend};
 use vhost_user::{create, VhostUserDevice, VhostUserPort};
 use vmm_sys_util::eventfd::EventFd;
-
-// vhost-user spec message codes.
-const GET_FEATURES: u32 = 1;
-const SET_OWNER: u32 = 3;
 
 /// Guest memory layout: one memfd-backed region at guest address 0.
 const LAYOUT: Layout = Layout {
@@ -49,21 +46,6 @@ fn mappings() -> usize {
         .unwrap()
         .lines()
         .count()
-}
-
-fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    f()
-}
-
-fn frame(seq: u8) -> [u8; 64] {
-    testguest::frame([0x02, 0, 0, 0, 0, seq])
 }
 
 /// A guest with non-blocking eventfds.
@@ -161,6 +143,13 @@ fn device(dir: &Path, name: &str) -> (Dev, VhostUserPort) {
     (d, port)
 }
 
+/// A device whose port a worker of its own polls.
+fn polled_device(dir: &Path, name: &str) -> (Dev, Worker) {
+    let (d, port) = device(dir, name);
+    let w = Worker::spawn(vec![(port, Arc::clone(&d.rx))]);
+    (d, w)
+}
+
 fn raw(sock: &Path) -> RawFrontend {
     RawFrontend::connect(sock).unwrap()
 }
@@ -183,9 +172,7 @@ fn connected(d: &Dev) -> (Guest, Frontend) {
 fn session(d: &Dev, frames: u8) {
     let (mut g, fe) = connected(d);
     let before = d.rx.load(Ordering::Relaxed);
-    for i in 0..frames {
-        g.send_frame(&frame(i));
-    }
+    g.send_frames(frames);
     assert!(
         wait_until(5, || d.rx.load(Ordering::Relaxed)
             == before + u64::from(frames)
@@ -230,8 +217,7 @@ fn settles_at(base: Level) -> Level {
 fn reconnect_soak_returns_fds_threads_mappings_and_mbufs_to_baseline() {
     let _s = testguest::serial();
     let dir = tempfile::tempdir().unwrap();
-    let (d, port) = device(dir.path(), "soak");
-    let w = Worker::spawn(vec![(port, Arc::clone(&d.rx))]);
+    let (d, w) = polled_device(dir.path(), "soak");
     // The first session installs what lives for the process (the SIGBUS
     // handler, the pool's thread caches).
     session(&d, 2);
@@ -299,8 +285,7 @@ fn session_without_worker(d: &Dev, port: VhostUserPort) {
 fn a_frontend_that_closes_its_eventfds_does_not_wedge_the_port() {
     let _s = testguest::serial();
     let dir = tempfile::tempdir().unwrap();
-    let (d, port) = device(dir.path(), "wedge");
-    let w = Worker::spawn(vec![(port, Arc::clone(&d.rx))]);
+    let (d, w) = polled_device(dir.path(), "wedge");
     for round in 0..3 {
         let mut g = Guest::new(LAYOUT, 0).unwrap();
         let mut fe = attach(&g, &d.sock);
@@ -314,9 +299,7 @@ fn a_frontend_that_closes_its_eventfds_does_not_wedge_the_port() {
             "round {round}"
         );
         let before = d.rx.load(Ordering::Relaxed);
-        for i in 0..4 {
-            g.send_frame(&frame(i));
-        }
+        g.send_frames(4);
         assert!(
             wait_until(5, || d.rx.load(Ordering::Relaxed) == before + 4),
             "round {round}: frames not received"
@@ -371,18 +354,14 @@ fn a_blocking_full_call_eventfd_never_blocks_the_worker_or_shutdown() {
         make_blocking_and_full(call);
     }
     // Frames the guest wants an interrupt for.
-    for i in 0..4 {
-        g.send_frame(&frame(i));
-    }
+    g.send_frames(4);
     assert!(
         wait_until(5, || h.rx.load(Ordering::Relaxed) == 4),
         "hostile frames not received"
     );
     assert!(w.alive_within(5), "the worker is blocked");
     // The neighbour on the same worker keeps forwarding.
-    for i in 0..4 {
-        bg.send_frame(&frame(i));
-    }
+    bg.send_frames(4);
     assert!(
         wait_until(5, || b.rx.load(Ordering::Relaxed) == 4),
         "bystander stopped forwarding"
@@ -399,9 +378,7 @@ fn a_blocking_full_call_eventfd_never_blocks_the_worker_or_shutdown() {
     for call in g2.call.iter().flatten() {
         make_blocking_and_full(call);
     }
-    for i in 0..4 {
-        g2.send_frame(&frame(i));
-    }
+    g2.send_frames(4);
     assert!(wait_until(5, || h.rx.load(Ordering::Relaxed) == 8));
     assert!(w.alive_within(5), "the worker is blocked");
     let t = Instant::now();
@@ -464,8 +441,7 @@ fn settled_fds() -> usize {
 fn fds_spread_over_one_message_are_bounded_and_closed() {
     let _s = testguest::serial();
     let dir = tempfile::tempdir().unwrap();
-    let (d, port) = device(dir.path(), "fds");
-    let w = Worker::spawn(vec![(port, Arc::clone(&d.rx))]);
+    let (d, w) = polled_device(dir.path(), "fds");
     let ev = EventFd::new(libc::EFD_NONBLOCK).unwrap();
     // Idle: after a session, the device has built the library instance for
     // the next connection once the count stops moving.
@@ -500,11 +476,7 @@ fn fds_spread_over_one_message_are_bounded_and_closed() {
     assert!(peak <= 3 * 32, "weir held {peak} fds of one message");
     drop(r);
     assert!(wait_until(5, || !d.dev.is_connected()));
-    assert!(
-        wait_until(5, || testguest::open_fds() <= base),
-        "fds not closed: {} open, {base} before",
-        testguest::open_fds()
-    );
+    assert_fds_back_to(base);
     // A message that takes no fds but carries some is refused, its fds closed.
     let mut r = raw(&d.sock);
     assert!(r
@@ -513,13 +485,18 @@ fn fds_spread_over_one_message_are_bounded_and_closed() {
     assert!(r.answers() || r.closed_within(Duration::from_secs(3)));
     drop(r);
     assert!(wait_until(5, || !d.dev.is_connected()));
+    assert_fds_back_to(base);
+    session(&d, 2);
+    assert!(w.stop(), "worker did not stop");
+}
+
+/// Asserts that the process's fd count drops back to `base` within 5 s.
+fn assert_fds_back_to(base: usize) {
     assert!(
         wait_until(5, || testguest::open_fds() <= base),
         "fds not closed: {} open, {base} before",
         testguest::open_fds()
     );
-    session(&d, 2);
-    assert!(w.stop(), "worker did not stop");
 }
 
 /// The `eventfd-id` of an open fd (unique among live eventfds).
@@ -548,17 +525,14 @@ fn references(ev: &EventFd) -> usize {
 fn weir_keeps_no_reference_to_a_data_queue_kick() {
     let _s = testguest::serial();
     let dir = tempfile::tempdir().unwrap();
-    let (d, port) = device(dir.path(), "kick");
-    let w = Worker::spawn(vec![(port, Arc::clone(&d.rx))]);
+    let (d, w) = polled_device(dir.path(), "kick");
     let (mut g, fe) = connected(&d);
     for kick in g.kick.iter().flatten() {
         assert_eq!(references(kick), 1, "weir holds the guest's kick eventfd");
         // Kicks are harmless: frames still flow.
         kick.write(1).unwrap();
     }
-    for i in 0..2 {
-        g.send_frame(&frame(i));
-    }
+    g.send_frames(2);
     assert!(wait_until(5, || d.rx.load(Ordering::Relaxed) == 2));
     drop(fe);
     assert!(wait_until(5, || !d.dev.is_connected()));

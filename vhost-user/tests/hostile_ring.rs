@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use dataplane::{Burst, DropReason, Mempool, QueueStats};
 use vhost_user::defs::{DESC_F_INDIRECT, DESC_F_NEXT, DESC_F_WRITE, NET_HDR_BYTES};
 use vhost_user::guest_mem::{GuestAddr, GuestMemory};
+use vhost_user::testguest;
 use vhost_user::vring::{
     Completed, Cursor, Offload, RingAddrs, SplitRing, BURST_DESC_BUDGET, MAX_FRAME_DESCS,
 };
@@ -61,11 +62,7 @@ impl Guest {
     }
 
     fn desc_at(&self, table: u64, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&addr.to_le_bytes());
-        b[8..12].copy_from_slice(&len.to_le_bytes());
-        b[12..14].copy_from_slice(&flags.to_le_bytes());
-        b[14..].copy_from_slice(&next.to_le_bytes());
+        let b = testguest::desc_bytes(addr, len, flags, next);
         self.gm
             .write_slice(&b, GuestAddress(table + 16 * u64::from(i)))
             .unwrap();

@@ -12,24 +12,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use dataplane::{Burst, LinkState, Mempool, Port};
-use vhost_user::testguest;
-use vhost_user::{create, Mode, VhostUserConfig, VhostUserPort};
+use vhost_user::testguest::{self, wait_until};
+use vhost_user::{create, Mode, VhostUserConfig, VhostUserDevice, VhostUserPort};
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
-
-fn require_testpmd() {
-    let found = Command::new("sh")
-        .args(["-c", "command -v dpdk-testpmd"])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "dpdk-testpmd is not installed: apt-get install dpdk-dev librte-net-vhost23 \
-         librte-mempool-ring23 librte-net-virtio23"
-    );
-}
 
 struct Testpmd {
     child: Child,
@@ -49,22 +35,10 @@ impl Testpmd {
         let prefix = format!("weirvu{}x{n}", std::process::id());
         let log = dir.join(format!("testpmd-{n}.log"));
         let out = fs::File::create(&log).unwrap();
+        let vdev = format!("queues={queues},queue_size=256,server={}", u8::from(server));
         let child = Command::new("dpdk-testpmd")
+            .args(testguest::testpmd_eal_args(&prefix, sock, &vdev))
             .args([
-                "-l",
-                "0,1",
-                "--no-pci",
-                "--no-huge",
-                "-m",
-                "512",
-                "--no-telemetry",
-                &format!("--file-prefix={prefix}"),
-                "--vdev",
-                &format!(
-                    "net_virtio_user0,path={},queues={queues},queue_size=256,server={}",
-                    sock.display(),
-                    u8::from(server)
-                ),
                 "--",
                 &format!("--rxq={queues}"),
                 &format!("--txq={queues}"),
@@ -143,14 +117,6 @@ fn receive(port: &mut VhostUserPort, want: u64, secs: u64) -> u64 {
     got
 }
 
-fn frame() -> [u8; 64] {
-    let mut f = [0u8; 64];
-    f[..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
-    f[12..14].copy_from_slice(&[0x88, 0xb5]); // local experimental EtherType
-    f
-}
-
 /// Transmits frames until `want` were taken or the deadline.
 fn transmit(port: &mut VhostUserPort, pool: &'static Mempool, want: u64, secs: u64) -> u64 {
     let mut burst = Burst::new();
@@ -159,7 +125,8 @@ fn transmit(port: &mut VhostUserPort, pool: &'static Mempool, want: u64, secs: u
     while sent < want && Instant::now() < end {
         while !burst.is_full() {
             let Some(mut m) = pool.alloc() else { break };
-            m.extend_from_slice(&frame()).unwrap();
+            m.extend_from_slice(&testguest::frame([0x02, 0, 0, 0, 0, 1]))
+                .unwrap();
             burst.push(m);
         }
         let n = port.tx_burst(&mut burst);
@@ -173,20 +140,18 @@ fn transmit(port: &mut VhostUserPort, pool: &'static Mempool, want: u64, secs: u
     sent
 }
 
-fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
+/// Waits (10 s at most), housekeeping `port` as a worker does, until `dev`
+/// has seen its frontend go; whether it did.
+fn disconnected(dev: &VhostUserDevice, port: &mut VhostUserPort) -> bool {
+    wait_until(10, || {
+        port.housekeeping();
+        !dev.is_connected()
+    })
 }
 
 #[test]
 fn testpmd_virtio_user_both_directions_and_reconnect() {
-    require_testpmd();
+    testguest::require_testpmd();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("vu0.sock");
     let pool = Mempool::for_tests(4096);
@@ -208,10 +173,7 @@ fn testpmd_virtio_user_both_directions_and_reconnect() {
     assert_eq!(dev.error(), None);
     tp.stop();
     assert!(
-        wait_until(10, || {
-            port.housekeeping();
-            !dev.is_connected()
-        }),
+        disconnected(&dev, &mut port),
         "device still connected after testpmd exited"
     );
     assert_eq!(port.link(), LinkState::Down);
@@ -238,10 +200,7 @@ fn testpmd_virtio_user_both_directions_and_reconnect() {
         tp.log()
     );
     tp.stop();
-    assert!(wait_until(10, || {
-        port.housekeeping();
-        !dev.is_connected()
-    }));
+    assert!(disconnected(&dev, &mut port));
 
     dataplane::mempool::flush_thread_caches();
     assert_eq!(pool.available(), start_avail, "mbufs leaked");
@@ -253,7 +212,7 @@ fn testpmd_virtio_user_both_directions_and_reconnect() {
 
 #[test]
 fn testpmd_two_queue_pairs_deliver_on_both_ports() {
-    require_testpmd();
+    testguest::require_testpmd();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("vumq.sock");
     let pool = Mempool::for_tests(4096);
@@ -302,7 +261,7 @@ fn testpmd_two_queue_pairs_deliver_on_both_ports() {
 
 #[test]
 fn client_mode_reconnects_after_the_server_restarts() {
-    require_testpmd();
+    testguest::require_testpmd();
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("vucl.sock");
     let pool = Mempool::for_tests(4096);
@@ -323,10 +282,7 @@ fn client_mode_reconnects_after_the_server_restarts() {
     assert_eq!(dev.link(), LinkState::Up);
     tp.stop();
     assert!(
-        wait_until(10, || {
-            port.housekeeping();
-            !dev.is_connected()
-        }),
+        disconnected(&dev, &mut port),
         "still connected after the server exited"
     );
     assert_eq!(dev.link(), LinkState::Down);

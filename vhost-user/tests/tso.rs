@@ -17,7 +17,6 @@ use dataplane::wire::{Gso, GsoKind, TsoPlan};
 use dataplane::{Burst, DropReason, LinkState, Mempool, Port};
 use vhost_user::defs::{
     F_CSUM, F_GUEST_CSUM, F_GUEST_TSO4, F_GUEST_TSO6, F_HOST_TSO4, F_HOST_TSO6, NET_HDR_BYTES,
-    NET_HDR_F_NEEDS_CSUM, NET_HDR_GSO_TCPV4, NET_HDR_GSO_TCPV6,
 };
 use vhost_user::frontend::{FrontendConfig, VirtioNetFrontend};
 use vhost_user::testguest;
@@ -117,21 +116,15 @@ fn big() -> FrontendConfig {
     }
 }
 
-/// The virtio-net header of a TSO frame whose TCP header is at `l4`:
-/// NEEDS_CSUM, the GSO type of `kind`, `mss`.
+/// The virtio-net header of a TSO frame of `kind` whose TCP header is at
+/// `l4`, cut at `mss`.
 fn tso_hdr(kind: GsoKind, l4: usize, mss: u16) -> [u8; NET_HDR_BYTES] {
-    let mut hdr = [0u8; NET_HDR_BYTES];
-    hdr[0] = NET_HDR_F_NEEDS_CSUM;
-    hdr[1] = match kind {
-        GsoKind::Tcp4 => NET_HDR_GSO_TCPV4,
-        GsoKind::Tcp6 => NET_HDR_GSO_TCPV6,
+    let v6 = match kind {
+        GsoKind::Tcp4 => false,
+        GsoKind::Tcp6 => true,
         GsoKind::Udp => unreachable!("TCP frames only"),
     };
-    hdr[2..4].copy_from_slice(&((l4 + 20) as u16).to_le_bytes());
-    hdr[4..6].copy_from_slice(&mss.to_le_bytes());
-    hdr[6..8].copy_from_slice(&(l4 as u16).to_le_bytes());
-    hdr[8..10].copy_from_slice(&16u16.to_le_bytes());
-    hdr
+    testguest::tso_net_hdr(v6, l4, mss)
 }
 
 fn run(kind: GsoKind) {

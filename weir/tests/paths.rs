@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, BIN};
+use common::{add_vhost_args, Daemon, BIN};
 
 /// A fresh directory under the system temp dir, open to every user (a second
 /// user must be able to reach the paths inside to be refused by their mode).
@@ -36,6 +36,15 @@ impl Drop for TempDir {
 }
 
 const BASE: &str = "[dataplane]\nmbufs = 1024\nidle_sleep_us = 50\n[[bridge]]\nname = \"br0\"\n";
+
+/// A daemon with no ports ([`BASE`]) in a fresh [`TempDir`]. Bound as
+/// `let (dir, d)`, `d` is dropped first: the daemon stops before its
+/// directory is removed.
+fn bare_daemon(tag: &str) -> (TempDir, Daemon) {
+    let dir = TempDir::new(tag);
+    let d = Daemon::start(&dir.0, BASE);
+    (dir, d)
+}
 
 fn vhost_port(name: &str, sock: &Path, extra: &str) -> String {
     format!(
@@ -89,22 +98,11 @@ fn as_nobody(cmd: &str, args: &[&str]) -> (bool, String) {
 
 #[test]
 fn a_port_on_the_control_socket_path_is_refused_and_control_keeps_answering() {
-    let dir = TempDir::new("ctl");
-    let d = Daemon::start(&dir.0, BASE);
+    let (_dir, d) = bare_daemon("ctl");
     let before = std::fs::symlink_metadata(&d.socket).unwrap().ino();
     let ctl = d.socket.to_str().unwrap().to_owned();
     for mode in ["server", "client"] {
-        let (ok, _, err) = d.cli(&[
-            "port",
-            "add",
-            "evil",
-            "--type",
-            "vhost-user",
-            "--socket",
-            &ctl,
-            "--mode",
-            mode,
-        ]);
+        let (ok, _, err) = d.cli(&add_vhost_args("evil", &ctl, &["--mode", mode]));
         assert!(!ok, "a {mode} port took the control socket's path");
         assert!(
             err.contains("live socket") || err.contains("control socket's path"),
@@ -124,34 +122,13 @@ fn two_ports_on_one_socket_path_are_refused() {
     let a_str = a.to_str().unwrap();
     let ino = std::fs::symlink_metadata(&a).unwrap().ino();
     for mode in ["server", "client"] {
-        let (ok, _, err) = d.cli(&[
-            "port",
-            "add",
-            "b",
-            "--type",
-            "vhost-user",
-            "--socket",
-            a_str,
-            "--mode",
-            mode,
-        ]);
+        let (ok, _, err) = d.cli(&add_vhost_args("b", a_str, &["--mode", mode]));
         assert!(!ok, "second {mode} port on {a_str} accepted");
         assert!(err.contains("already used as `socket` of port a"), "{err}");
     }
     // Spelled differently, still the same path.
     let alias = format!("{}/./a.sock", dir.0.display());
-    assert!(
-        !d.cli(&[
-            "port",
-            "add",
-            "b",
-            "--type",
-            "vhost-user",
-            "--socket",
-            &alias
-        ])
-        .0
-    );
+    assert!(!d.cli(&add_vhost_args("b", &alias, &[])).0);
     assert_eq!(std::fs::symlink_metadata(&a).unwrap().ino(), ino);
     assert_eq!(d.ports().as_array().unwrap().len(), 1);
 
@@ -177,8 +154,7 @@ fn two_ports_on_one_socket_path_are_refused() {
 
 #[test]
 fn a_socket_appears_with_its_final_mode_from_the_first_moment() {
-    let dir = TempDir::new("mode");
-    let d = Daemon::start(&dir.0, BASE);
+    let (dir, d) = bare_daemon("mode");
     for i in 0..20 {
         let sock = dir.0.join(format!("m{i}.sock"));
         let watched = sock.clone();
@@ -196,17 +172,11 @@ fn a_socket_appears_with_its_final_mode_from_the_first_moment() {
             }
         });
         let name = format!("m{i}");
-        d.ok(&[
-            "port",
-            "add",
+        d.ok(&add_vhost_args(
             &name,
-            "--type",
-            "vhost-user",
-            "--socket",
             sock.to_str().unwrap(),
-            "--socket-mode",
-            "0640",
-        ]);
+            &["--socket-mode", "0640"],
+        ));
         let first = watcher.join().unwrap().expect("socket never appeared");
         assert_eq!(
             first, 0o640,
@@ -256,25 +226,14 @@ fn another_user_cannot_reach_private_sockets_or_read_a_capture() {
 
 #[test]
 fn a_symlink_at_a_socket_or_capture_path_is_not_followed() {
-    let dir = TempDir::new("link");
-    let d = Daemon::start(&dir.0, BASE);
+    let (dir, d) = bare_daemon("link");
     let victim = dir.0.join("victim");
     std::fs::write(&victim, b"precious").unwrap();
     std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o640)).unwrap();
     let link = dir.0.join("link");
     std::os::unix::fs::symlink(&victim, &link).unwrap();
     let l = link.to_str().unwrap();
-    let (ok, _, err) = d.cli(&[
-        "port",
-        "add",
-        "v",
-        "--type",
-        "vhost-user",
-        "--socket",
-        l,
-        "--socket-mode",
-        "0666",
-    ]);
+    let (ok, _, err) = d.cli(&add_vhost_args("v", l, &["--socket-mode", "0666"]));
     assert!(!ok && err.contains("is not a socket"), "{err}");
     let (ok, _, err) = d.cli(&["port", "add", "c", "--type", "pcap", "--tx-path", l]);
     assert!(!ok && err.contains("not a regular file"), "{err}");
@@ -292,8 +251,7 @@ fn a_symlink_at_a_socket_or_capture_path_is_not_followed() {
 
 #[test]
 fn a_fifo_as_rx_path_is_refused_without_stalling_the_control_socket() {
-    let dir = TempDir::new("fifo");
-    let d = Daemon::start(&dir.0, BASE);
+    let (dir, d) = bare_daemon("fifo");
     let fifo = dir.0.join("in.pcap");
     let st = Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(st.success());

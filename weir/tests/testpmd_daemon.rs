@@ -15,8 +15,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use vhost_user::testguest;
+
 mod common;
-use common::Daemon;
+use common::{tail, Daemon};
 
 /// testpmd's default burst (`--burst`), stated explicitly on its command line.
 const BURST: u64 = 32;
@@ -30,22 +32,7 @@ fn require_root_and_testpmd() {
         rustix::process::getuid().is_root(),
         "the testpmd test needs root (DPDK EAL, /var/run/dpdk)"
     );
-    let found = Command::new("sh")
-        .args(["-c", "command -v dpdk-testpmd"])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "dpdk-testpmd is not installed: apt-get install dpdk-dev librte-net-vhost23 \
-         librte-mempool-ring23 librte-net-virtio23 (scripts/setup.sh)"
-    );
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let v: Vec<&str> = text.lines().collect();
-    v[v.len().saturating_sub(lines)..].join("\n")
+    testguest::require_testpmd();
 }
 
 /// (link up, rx packets, tx packets, total drops) of one port.
@@ -92,23 +79,11 @@ impl Testpmd {
         // while (two testpmds and weir share two cores), so nothing has to drop.
         // stdbuf: testpmd prints with stdio, fully buffered into a file; line
         // buffering makes each reply readable as soon as it is printed.
+        let vdev = format!("mac={mac},queues=1,queue_size=1024");
         let mut child = Command::new("stdbuf")
+            .args(["-oL", "dpdk-testpmd"])
+            .args(testguest::testpmd_eal_args(&prefix, sock, &vdev))
             .args([
-                "-oL",
-                "dpdk-testpmd",
-                "-l",
-                "0,1",
-                "--no-pci",
-                "--no-huge",
-                "-m",
-                "512",
-                "--no-telemetry",
-                &format!("--file-prefix={prefix}"),
-                "--vdev",
-                &format!(
-                    "net_virtio_user0,path={},mac={mac},queues=1,queue_size=1024",
-                    sock.display()
-                ),
                 "--",
                 "-i",
                 "--rxd=1024",

@@ -16,12 +16,13 @@ use dataplane::testutil::inet::{fold, sum16, tcp_pseudo_sum};
 
 use vhost_user::defs::{
     F_CSUM, F_GUEST_CSUM, F_GUEST_TSO4, F_GUEST_TSO6, F_HOST_TSO4, F_HOST_TSO6, NET_HDR_BYTES,
-    NET_HDR_F_NEEDS_CSUM, NET_HDR_GSO_TCPV4, NET_HDR_GSO_TCPV6,
+    NET_HDR_F_NEEDS_CSUM,
 };
 use vhost_user::frontend::{FrontendConfig, VirtioNetFrontend};
+use vhost_user::testguest;
 
 mod common;
-use common::Daemon;
+use common::{add_vhost_args, Daemon};
 
 const MSS: usize = 1448;
 const PAYLOAD: usize = 20_000;
@@ -118,21 +119,9 @@ fn tso_frame(ip: Ip, dst: [u8; 6], tag: u8) -> Vec<u8> {
     f
 }
 
-/// The virtio-net header of a TSO frame: NEEDS_CSUM, gso_type, hdr_len,
-/// gso_size (the MSS), csum_start and csum_offset.
+/// The virtio-net header of a TSO frame from [`tso_frame`], cut at `MSS`.
 fn tso_hdr(ip: Ip) -> [u8; NET_HDR_BYTES] {
-    let l4 = ip.l4();
-    let mut h = [0u8; NET_HDR_BYTES];
-    h[0] = NET_HDR_F_NEEDS_CSUM;
-    h[1] = match ip {
-        Ip::V4 => NET_HDR_GSO_TCPV4,
-        Ip::V6 => NET_HDR_GSO_TCPV6,
-    };
-    h[2..4].copy_from_slice(&((l4 + 20) as u16).to_le_bytes());
-    h[4..6].copy_from_slice(&(MSS as u16).to_le_bytes());
-    h[6..8].copy_from_slice(&(l4 as u16).to_le_bytes());
-    h[8..10].copy_from_slice(&16u16.to_le_bytes());
-    h
+    testguest::tso_net_hdr(matches!(ip, Ip::V6), ip.l4(), MSS as u16)
 }
 
 /// A small broadcast frame from `src`, so that the bridge learns it.
@@ -163,6 +152,16 @@ fn plain() -> FrontendConfig {
 
 fn sock(dir: &Path, name: &str) -> PathBuf {
     dir.join(format!("{name}.sock"))
+}
+
+/// Checksum offload and HOST_TSO4/6: the driver of a guest that hands weir
+/// TSO frames.
+const HOST_TSO: u64 = F_CSUM | F_HOST_TSO4 | F_HOST_TSO6;
+
+/// A frontend on port `name` that asks for `features` (what it negotiated is
+/// for the test to check) with room for TSO frames.
+fn large_frontend(dir: &Path, name: &str, features: u64) -> VirtioNetFrontend {
+    VirtioNetFrontend::connect_with_features(&sock(dir, name), &large(), features).unwrap()
 }
 
 fn config(dir: &Path, tso_mbufs: u32, vhost: &[&str], extra: &str) -> String {
@@ -296,14 +295,13 @@ fn tso_pool(d: &Daemon) -> serde_json::Value {
 }
 
 fn drops(d: &Daemon, port: &str) -> serde_json::Value {
-    let ports = d.ports();
-    ports
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == port)
-        .unwrap_or_else(|| panic!("no port {port} in {ports}"))["stats"]["drops"]
-        .clone()
+    d.port_json(port)["stats"]["drops"].clone()
+}
+
+/// Asserts that `weir stats` prints `what`.
+fn assert_stats_show(d: &Daemon, what: &str) {
+    let text = d.ok(&["stats"]);
+    assert!(text.contains(what), "{text}");
 }
 
 /// Waits until the bridge has learned `mac` on `port`.
@@ -336,17 +334,7 @@ fn tso_frames_are_segmented_for_a_plain_guest_and_whole_for_a_tso_guest() {
     assert!(tso_pool(&d).is_null(), "TSO pool without a vhost-user port");
     for name in ["a", "b", "c"] {
         let s = sock(dir, name).display().to_string();
-        d.ok(&[
-            "port",
-            "add",
-            name,
-            "--type",
-            "vhost-user",
-            "--socket",
-            &s,
-            "--bridge",
-            "br0",
-        ]);
+        d.ok(&add_vhost_args(name, &s, &["--bridge", "br0"]));
     }
     let pool = tso_pool(&d);
     assert_eq!(
@@ -354,23 +342,20 @@ fn tso_frames_are_segmented_for_a_plain_guest_and_whole_for_a_tso_guest() {
         "TSO pool made with the first vhost-user port: {pool}"
     );
 
-    let mut fe_a = VirtioNetFrontend::connect_with_features(
-        &sock(dir, "a"),
-        &large(),
-        F_CSUM | F_HOST_TSO4 | F_HOST_TSO6,
-    )
-    .unwrap();
-    let mut fe_b = VirtioNetFrontend::connect(&sock(dir, "b"), &plain()).unwrap();
-    let mut fe_c = VirtioNetFrontend::connect_with_features(
-        &sock(dir, "c"),
-        &large(),
-        F_GUEST_CSUM | F_GUEST_TSO4 | F_GUEST_TSO6,
-    )
-    .unwrap();
-    let tso = F_HOST_TSO4 | F_HOST_TSO6 | F_CSUM;
-    assert_eq!(fe_a.features() & tso, tso, "A negotiated HOST_TSO4/6");
     let gtso = F_GUEST_TSO4 | F_GUEST_TSO6 | F_GUEST_CSUM;
-    assert_eq!(fe_b.features() & (tso | gtso), 0, "B negotiated no offload");
+    let mut fe_a = large_frontend(dir, "a", HOST_TSO);
+    let mut fe_b = VirtioNetFrontend::connect(&sock(dir, "b"), &plain()).unwrap();
+    let mut fe_c = large_frontend(dir, "c", gtso);
+    assert_eq!(
+        fe_a.features() & HOST_TSO,
+        HOST_TSO,
+        "A negotiated HOST_TSO4/6"
+    );
+    assert_eq!(
+        fe_b.features() & (HOST_TSO | gtso),
+        0,
+        "B negotiated no offload"
+    );
     assert_eq!(fe_c.features() & gtso, gtso, "C negotiated GUEST_TSO4/6");
     d.wait_up(&["a", "b", "c"]);
 
@@ -417,8 +402,7 @@ fn tso_frames_are_segmented_for_a_plain_guest_and_whole_for_a_tso_guest() {
     // Every large buffer went back.
     let pool = tso_pool(&d);
     assert_eq!(pool["available"], pool["total"], "{pool}");
-    let text = d.ok(&["stats"]);
-    assert!(text.contains("tso pool: 64 of 64 buffers free"), "{text}");
+    assert_stats_show(&d, "tso pool: 64 of 64 buffers free");
 }
 
 #[test]
@@ -428,12 +412,7 @@ fn tso_frame_that_finds_no_large_buffer_is_dropped_and_counted() {
     // One large buffer; the pool is made at start for the configured ports.
     let d = Daemon::start(dir, &config(dir, 1, &["a", "b"], ""));
     assert_eq!(tso_pool(&d)["total"], 1);
-    let mut fe_a = VirtioNetFrontend::connect_with_features(
-        &sock(dir, "a"),
-        &large(),
-        F_CSUM | F_HOST_TSO4 | F_HOST_TSO6,
-    )
-    .unwrap();
+    let mut fe_a = large_frontend(dir, "a", HOST_TSO);
     let mut fe_b = VirtioNetFrontend::connect(&sock(dir, "b"), &plain()).unwrap();
     d.wait_up(&["a", "b"]);
 
@@ -452,8 +431,7 @@ fn tso_frame_that_finds_no_large_buffer_is_dropped_and_counted() {
     send(&mut fe_a, &[(tso_hdr(Ip::V6), third.clone())]);
     check_segments(Ip::V6, &third, &take(&mut fe_b, SEGMENTS, "third frame"));
     assert_eq!(d.port_counter("a", "rx_packets"), 2);
-    let text = d.ok(&["stats"]);
-    assert!(text.contains("no-tso-buffers=1"), "{text}");
+    assert_stats_show(&d, "no-tso-buffers=1");
 }
 
 #[test]
@@ -465,12 +443,7 @@ fn port_without_memory_for_tso_buffers_comes_up_without_tso() {
     // 350 MiB of address space, mostly reserved thread stacks and heaps).
     let d = Daemon::start_limited(dir, &config(dir, 16_384, &["a"], ""), Some(768 * 1024));
     assert!(tso_pool(&d).is_null());
-    let fe = VirtioNetFrontend::connect_with_features(
-        &sock(dir, "a"),
-        &large(),
-        F_CSUM | F_HOST_TSO4 | F_HOST_TSO6 | F_GUEST_TSO4 | F_GUEST_TSO6,
-    )
-    .unwrap();
+    let fe = large_frontend(dir, "a", HOST_TSO | F_GUEST_TSO4 | F_GUEST_TSO6);
     let tso = F_HOST_TSO4 | F_HOST_TSO6 | F_GUEST_TSO4 | F_GUEST_TSO6;
     assert_eq!(fe.features() & tso, 0, "TSO offered without buffers");
     assert_eq!(fe.features() & F_CSUM, F_CSUM, "checksum offload stays");
@@ -499,16 +472,12 @@ fn a_guest_flooding_tso_frames_is_held_to_its_share_of_the_tso_pool() {
         pool["port_share"], 64,
         "a quarter of the pool per port: {pool}"
     );
-    let text = d.ok(&["stats"]);
-    assert!(
-        text.contains("buffers free, 65407 B data room, normal pages, at most 64 per port"),
-        "{text}"
+    assert_stats_show(
+        &d,
+        "buffers free, 65407 B data room, normal pages, at most 64 per port",
     );
-    let host_tso = F_CSUM | F_HOST_TSO4 | F_HOST_TSO6;
-    let mut fe_a =
-        VirtioNetFrontend::connect_with_features(&sock(dir, "a"), &large(), host_tso).unwrap();
-    let mut fe_b =
-        VirtioNetFrontend::connect_with_features(&sock(dir, "b"), &large(), host_tso).unwrap();
+    let mut fe_a = large_frontend(dir, "a", HOST_TSO);
+    let mut fe_b = large_frontend(dir, "b", HOST_TSO);
     let mut others: Vec<VirtioNetFrontend> = names[2..]
         .iter()
         .map(|n| VirtioNetFrontend::connect(&sock(dir, n), &plain()).unwrap())

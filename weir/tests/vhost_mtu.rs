@@ -3,70 +3,18 @@
 //! shows it; an MTU weir's buffers cannot hold is refused with a failure ack
 //! and shown as the port's error.
 //!
-//! The frontend writes raw messages on the socket: a 12-byte header (request,
-//! flags, size) and the payload, as the vhost-user spec frames them.
+//! The frontend writes raw messages on the socket (`testguest::RawFrontend`):
+//! a 12-byte header (request, flags, size) and the payload, as the vhost-user
+//! spec frames them.
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::time::Duration;
+use vhost_user::testguest::spec::{
+    F_PROTOCOL_FEATURES, F_VERSION_1, GET_FEATURES, GET_PROTOCOL_FEATURES, NET_SET_MTU,
+    PROTO_NET_MTU, PROTO_REPLY_ACK, SET_FEATURES, SET_OWNER, SET_PROTOCOL_FEATURES,
+};
+use vhost_user::testguest::RawFrontend;
 
 mod common;
 use common::Daemon;
-
-// vhost-user spec message codes, flags and feature bits.
-const GET_FEATURES: u32 = 1;
-const SET_FEATURES: u32 = 2;
-const SET_OWNER: u32 = 3;
-const GET_PROTOCOL_FEATURES: u32 = 15;
-const SET_PROTOCOL_FEATURES: u32 = 16;
-const NET_SET_MTU: u32 = 20;
-const NEED_REPLY: u32 = 0x8;
-const F_VERSION_1: u64 = 1 << 32;
-const F_PROTOCOL_FEATURES: u64 = 1 << 30;
-const PROTO_REPLY_ACK: u64 = 1 << 3;
-const PROTO_NET_MTU: u64 = 1 << 4;
-
-struct Raw(UnixStream);
-
-impl Raw {
-    fn connect(sock: &Path) -> Raw {
-        let s = UnixStream::connect(sock).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        Raw(s)
-    }
-
-    fn send(&mut self, request: u32, flags: u32, payload: &[u8]) {
-        let mut b = Vec::new();
-        b.extend_from_slice(&request.to_le_bytes());
-        b.extend_from_slice(&(1 | flags).to_le_bytes());
-        b.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        b.extend_from_slice(payload);
-        self.0.write_all(&b).unwrap();
-    }
-
-    /// Reads one u64 reply to `request`.
-    fn reply(&mut self, request: u32) -> u64 {
-        let mut h = [0u8; 12];
-        self.0.read_exact(&mut h).expect("reply header");
-        assert_eq!(u32::from_le_bytes(h[..4].try_into().unwrap()), request);
-        assert_eq!(u32::from_le_bytes(h[8..].try_into().unwrap()), 8);
-        let mut p = [0u8; 8];
-        self.0.read_exact(&mut p).expect("reply payload");
-        u64::from_le_bytes(p)
-    }
-
-    fn get_u64(&mut self, request: u32) -> u64 {
-        self.send(request, 0, &[]);
-        self.reply(request)
-    }
-
-    /// Sends with NEED_REPLY; true if acked with success.
-    fn request(&mut self, request: u32, value: u64) -> bool {
-        self.send(request, NEED_REPLY, &value.to_le_bytes());
-        self.reply(request) == 0
-    }
-}
 
 /// The MTU column of `name`'s row in the `weir port list` table.
 fn mtu_column(table: &str, name: &str) -> String {
@@ -91,32 +39,37 @@ fn net_set_mtu_from_a_frontend_shows_in_port_list() {
     );
     assert_eq!(mtu_column(&d.ok(&["port", "list"]), "vm0"), "-");
 
-    let mut r = Raw::connect(&dir.join("vm0.sock"));
-    r.send(SET_OWNER, 0, &[]);
-    assert_ne!(r.get_u64(GET_FEATURES) & F_PROTOCOL_FEATURES, 0);
-    r.send(
-        SET_FEATURES,
-        0,
-        &(F_VERSION_1 | F_PROTOCOL_FEATURES).to_le_bytes(),
-    );
-    let proto = r.get_u64(GET_PROTOCOL_FEATURES);
+    let mut r = RawFrontend::connect(&dir.join("vm0.sock")).unwrap();
+    r.send(SET_OWNER, 0, &[], &[]).unwrap();
+    assert_ne!(r.get_u64(GET_FEATURES).unwrap() & F_PROTOCOL_FEATURES, 0);
+    let features = F_VERSION_1 | F_PROTOCOL_FEATURES;
+    r.send(SET_FEATURES, 0, &features.to_le_bytes(), &[])
+        .unwrap();
+    let proto = r.get_u64(GET_PROTOCOL_FEATURES).unwrap();
     assert_ne!(proto & PROTO_NET_MTU, 0, "NET_MTU not offered: {proto:#x}");
-    assert!(r.request(SET_PROTOCOL_FEATURES, PROTO_REPLY_ACK | PROTO_NET_MTU));
+    let acked = PROTO_REPLY_ACK | PROTO_NET_MTU;
+    assert!(r
+        .request_acked(SET_PROTOCOL_FEATURES, &acked.to_le_bytes(), &[])
+        .unwrap());
 
-    assert!(r.request(NET_SET_MTU, 1400), "{}", d.log());
+    let mut set_mtu = |mtu: u64| {
+        r.request_acked(NET_SET_MTU, &mtu.to_le_bytes(), &[])
+            .unwrap()
+    };
+    assert!(set_mtu(1400), "{}", d.log());
     let p = d.ports();
     assert_eq!(p[0]["mtu"], 1400, "{p}");
     assert_eq!(p[0]["state"], "ok", "{p}");
     assert_eq!(mtu_column(&d.ok(&["port", "list"]), "vm0"), "1400");
 
     // Larger than any mbuf data room weir configures by default.
-    assert!(!r.request(NET_SET_MTU, 9000));
+    assert!(!set_mtu(9000));
     let p = d.ports();
     assert_eq!(p[0]["mtu"], 1400, "{p}");
     let state = p[0]["state"].as_str().unwrap();
     assert!(state.contains("NET_SET_MTU 9000: outside 68..="), "{state}");
     // The connection still works.
-    assert_ne!(r.get_u64(GET_FEATURES) & F_VERSION_1, 0);
+    assert_ne!(r.get_u64(GET_FEATURES).unwrap() & F_VERSION_1, 0);
     drop(r);
     drop(d);
     let _ = std::fs::remove_dir_all(&dir);

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::Daemon;
+use common::{port_entry, tail, Daemon};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -49,11 +49,6 @@ fn guest_dir() -> &'static Path {
     })
 }
 
-fn tail(text: &str, lines: usize) -> String {
-    let v: Vec<&str> = text.lines().collect();
-    v[v.len().saturating_sub(lines)..].join("\n")
-}
-
 /// One port's link and counters from `port list --json`.
 #[derive(Debug, Default, Clone, Copy)]
 struct PortSample {
@@ -63,18 +58,19 @@ struct PortSample {
 }
 
 fn sample(ports: &serde_json::Value, name: &str) -> PortSample {
-    let p = ports
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no port {name} in {ports}"));
+    let p = port_entry(ports, name);
     let n = |k: &str| p["stats"][k].as_u64().unwrap_or(0);
     PortSample {
         up: p["link"] == "up",
         rx: n("rx_packets"),
         tx: n("tx_packets"),
     }
+}
+
+/// vm1's and vm2's samples from one `port list`.
+fn samples(d: &Daemon) -> [PortSample; 2] {
+    let ports = d.ports();
+    [sample(&ports, "vm1"), sample(&ports, "vm2")]
 }
 
 /// `scripts/vm-pair.sh` in its own process group; the group is terminated on drop
@@ -257,8 +253,7 @@ fn vms_ping_and_transfer_server_mode() {
     let mut last = [PortSample::default(); 2];
     while pair.running() {
         assert!(d.alive(), "weir died during the run: {}", d.log());
-        let ports = d.ports();
-        let now = [sample(&ports, "vm1"), sample(&ports, "vm2")];
+        let now = samples(&d);
         if now[0].up && now[1].up {
             both_up_at.get_or_insert(t0.elapsed());
             last = now;
@@ -360,8 +355,7 @@ fn vms_client_mode_survive_weir_restart() {
     };
 
     let first = wait_replies(&mut pair, &d, 10, 60, "before the restart");
-    let ports = d.ports();
-    let before = [sample(&ports, "vm1"), sample(&ports, "vm2")];
+    let before = samples(&d);
     println!(
         "{:.1}s: {first} replies; weir run 1: vm1 {:?}, vm2 {:?}",
         t0.elapsed().as_secs_f64(),
@@ -388,8 +382,7 @@ fn vms_client_mode_survive_weir_restart() {
     // Same configuration again: weir reconnects to the listening QEMUs.
     d.restart();
     let after = wait_replies(&mut pair, &d, outage_end + 10, 45, "after the restart");
-    let ports = d.ports();
-    let counters = [sample(&ports, "vm1"), sample(&ports, "vm2")];
+    let counters = samples(&d);
     println!(
         "{:.1}s: {after} replies; weir run 2: vm1 {:?}, vm2 {:?}",
         t0.elapsed().as_secs_f64(),
@@ -408,12 +401,7 @@ fn vms_client_mode_survive_weir_restart() {
 /// Per-queue counters of one port from `port list --json`: (rx, tx) per queue,
 /// and the port's totals.
 fn queue_samples(ports: &serde_json::Value, name: &str) -> (Vec<(u64, u64)>, PortSample, u64) {
-    let p = ports
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == name)
-        .unwrap_or_else(|| panic!("no port {name} in {ports}"));
+    let p = port_entry(ports, name);
     let per_queue = p["queue_stats"]
         .as_array()
         .unwrap_or_else(|| panic!("no queue_stats for {name}: {p}"))
@@ -489,8 +477,7 @@ exit $fail
     let mut both_up_at = None;
     while pair.running() {
         assert!(d.alive(), "weir died during the run: {}", d.log());
-        let ports = d.ports();
-        if sample(&ports, "vm1").up && sample(&ports, "vm2").up {
+        if samples(&d).iter().all(|s| s.up) {
             both_up_at.get_or_insert(t0.elapsed());
         }
         assert!(t0.elapsed() < Duration::from_secs(100), "vm-pair.sh hangs");
@@ -550,13 +537,7 @@ fn vms_with_host_mtu_tell_weir_their_mtu() {
         assert!(d.alive(), "weir died during the run: {}", d.log());
         let ports = d.ports();
         for (i, name) in ["vm1", "vm2"].iter().enumerate() {
-            let p = ports
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|p| p["name"] == *name)
-                .unwrap();
-            if let Some(m) = p["mtu"].as_u64() {
+            if let Some(m) = port_entry(&ports, name)["mtu"].as_u64() {
                 seen[i] = Some(m);
             }
         }

@@ -149,14 +149,7 @@ impl Daemon {
 
     /// One port's entry of `weir port list --json`.
     pub fn port_json(&self, name: &str) -> serde_json::Value {
-        let ports = self.ports();
-        ports
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["name"] == name)
-            .unwrap_or_else(|| panic!("no port {name} in {ports}"))
-            .clone()
+        port_entry(&self.ports(), name).clone()
     }
 
     /// One counter of one port's totals, e.g. `rx_packets`.
@@ -203,6 +196,35 @@ impl Drop for Daemon {
     }
 }
 
+/// The CLI arguments `port add NAME --type vhost-user --socket SOCKET`, then
+/// `extra`, for [`Daemon::cli`] or [`Daemon::ok`].
+pub fn add_vhost_args<'a>(name: &'a str, socket: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "port",
+        "add",
+        name,
+        "--type",
+        "vhost-user",
+        "--socket",
+        socket,
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// `name`'s entry in `ports`, the array `weir port list --json` prints.
+///
+/// # Panics
+/// If there is none.
+pub fn port_entry<'a>(ports: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no port {name} in {ports}"))
+}
+
 /// Waits up to `grace` for `child` to exit by itself, then kills it; either
 /// way it is reaped.
 pub fn reap(child: &mut Child, grace: Duration) {
@@ -215,6 +237,12 @@ pub fn reap(child: &mut Child, grace: Duration) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The last `lines` lines of `text`, for failure messages that quote a log.
+pub fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
 }
 
 /// A daemon config: one bridge br0 and a vhost-user port per name, socket
