@@ -69,8 +69,10 @@ for c in "${cases[@]}"; do
     read -r case macs <<<"$c"
     per=()
     for _ in $(seq "$repeats"); do
-        read -r a asink <<<"$(count "$case" "$macs" "$p1")"
-        read -r b bsink <<<"$(count "$case" "$macs" "$p2")"
+        r=$(count "$case" "$macs" "$p1")
+        read -r a asink <<<"$r"
+        r=$(count "$case" "$macs" "$p2")
+        read -r b bsink <<<"$r"
         per+=("$(awk -v a="$a" -v b="$b" -v as="$asink" -v bs="$bsink" \
             -v p1="$p1" -v p2="$p2" 'BEGIN {
                 d = p2 - p1

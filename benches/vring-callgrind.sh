@@ -62,8 +62,10 @@ for c in $cases; do
     layout=${c%%:*} len=${c##*:}
     per=()
     for _ in $(seq "$repeats"); do
-        read -r a ag ad ae <<<"$(count "$layout" "$len" "$f1")"
-        read -r b bg bd be <<<"$(count "$layout" "$len" "$f2")"
+        r=$(count "$layout" "$len" "$f1")
+        read -r a ag ad ae <<<"$r"
+        r=$(count "$layout" "$len" "$f2")
+        read -r b bg bd be <<<"$r"
         per+=("$(awk -v a="$a" -v b="$b" -v ag="$ag" -v bg="$bg" -v ad="$ad" -v bd="$bd" \
             -v ae="$ae" -v be="$be" -v f1="$f1" -v f2="$f2" 'BEGIN {
                 d = f2 - f1
