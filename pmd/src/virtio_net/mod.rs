@@ -272,9 +272,14 @@ impl<R: RegisterFile> Bringup<'_, R> {
             .write8(self.layout.common + common::DEVICE_STATUS, st);
     }
 
-    /// Tells the device we gave up (§3.1.1 step 8 on failure) and says why.
-    fn fail(&self, what: &'static str) -> VfioError {
+    /// Tells the device we gave up (§3.1.1 step 8 on failure).
+    fn give_up(&self) {
         self.set_status(self.status() | status::FAILED);
+    }
+
+    /// [`give_up`](Self::give_up), saying why.
+    fn fail(&self, what: &'static str) -> VfioError {
+        self.give_up();
         VfioError::Device {
             pci: self.name.into(),
             what,
@@ -335,7 +340,7 @@ impl<R: RegisterFile> Bringup<'_, R> {
             1
         };
         if queues > max_pairs {
-            self.set_status(self.status() | status::FAILED);
+            self.give_up();
             return Err(VfioError::TooManyQueues {
                 driver: "virtio-net",
                 max: max_pairs,
