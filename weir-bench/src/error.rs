@@ -2,8 +2,6 @@
 //! the measurements of one switch. Each module's own errors (arguments,
 //! switches under test, peers, plots) are their sources.
 
-use std::error::Error;
-use std::fmt;
 use std::path::PathBuf;
 
 use vhost_user::frontend::FrontendError;
@@ -92,19 +90,4 @@ pub enum MeasureError {
         /// Frames received on side A and B.
         got: [u64; 2],
     },
-}
-
-/// Shows an error with its sources, `outer: inner: ...`, for logs.
-pub(crate) struct Chain<'a>(pub &'a dyn Error);
-
-impl fmt::Display for Chain<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut next = self.0.source();
-        while let Some(e) = next {
-            write!(f, ": {e}")?;
-            next = e.source();
-        }
-        Ok(())
-    }
 }

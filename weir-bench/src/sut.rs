@@ -14,11 +14,10 @@ use weir_api::{
     self as control, BridgeInfo, ClientError, PortInfo, Request, StageCycles, WorkerView,
 };
 use weir_config::{BridgeSpec, Config, CpuList, Host, PortSpec, PortType};
-use weir_control::{spawn_housekeeping, Dataplane};
+use weir_control::{error_chain, spawn_housekeeping, Dataplane};
 
 use crate::args::{BenchArgs, BenchPeer};
 use crate::cpu;
-use crate::error::Chain;
 use crate::loopback::{self, LoopbackError};
 use crate::peer::{self, PeerError};
 use crate::report::{PortDelta, WorkerCounters};
@@ -373,13 +372,13 @@ impl Drop for DaemonLease {
         let mut client = match control::Client::connect(&self.socket) {
             Ok(c) => c,
             Err(e) => {
-                tracing::warn!("cannot remove the bench ports: {}", Chain(&e));
+                tracing::warn!("cannot remove the bench ports: {}", error_chain(&e));
                 return;
             }
         };
         for name in self.ports.drain(..) {
             if let Err(e) = call(&mut client, &Request::PortDel { name: name.clone() }) {
-                tracing::warn!(port = %name, "removing bench port: {}", Chain(&e));
+                tracing::warn!(port = %name, "removing bench port: {}", error_chain(&e));
             }
         }
         let Some(bridge) = self.bridge.take() else {
@@ -401,7 +400,7 @@ impl Drop for DaemonLease {
                 name: bridge.clone(),
             },
         ) {
-            tracing::warn!(%bridge, "removing bench bridge: {}", Chain(&e));
+            tracing::warn!(%bridge, "removing bench bridge: {}", error_chain(&e));
         }
     }
 }
