@@ -405,19 +405,10 @@ impl Drop for DaemonLease {
     }
 }
 
-/// What the bench reads of a switch before and after a trial; any part the
-/// switch does not offer is None.
+/// What the bench reads of a switch before and after a trial, and (from
+/// [`Snapshot::since`]) what it did in between; any part the switch does not
+/// offer is None.
 pub(crate) struct Snapshot {
-    /// On-CPU time of its forwarding threads.
-    cpu_ns: Option<u64>,
-    /// Its workers' cycle and packet counters.
-    workers: Option<WorkerCounters>,
-    /// Its bench ports' counters.
-    ports: Option<PortDelta>,
-}
-
-/// What a switch did during a trial: the difference of two [`Snapshot`]s.
-pub(crate) struct SnapshotDelta {
     /// On-CPU time of its forwarding threads.
     pub cpu_ns: Option<u64>,
     /// Its workers' cycle and packet counters.
@@ -440,8 +431,8 @@ impl Sut {
 
 impl Snapshot {
     /// What changed since `earlier`.
-    pub(crate) fn since(&self, earlier: &Snapshot) -> SnapshotDelta {
-        SnapshotDelta {
+    pub(crate) fn since(&self, earlier: &Snapshot) -> Snapshot {
+        Snapshot {
             cpu_ns: self
                 .cpu_ns
                 .zip(earlier.cpu_ns)
