@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost::vhost_user::Frontend;
-use vhost_user::testguest::{self, Guest, Handshake, Layout, RawFrontend};
+use vhost_user::testguest::{self, wait_until, Guest, Handshake, Layout, RawFrontend};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 mod common;
@@ -29,17 +29,6 @@ const LAYOUT: Layout = Layout {
 };
 const RX_BUF: u64 = 0x2_0000;
 const EVENTFD_FULL: u64 = 0xffff_ffff_ffff_fffe;
-
-fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    f()
-}
 
 /// A guest and its frontend; dropping it disconnects.
 struct Vm {
