@@ -145,11 +145,7 @@ fn write_desc(
     flags: u16,
     next: u16,
 ) {
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&addr.to_le_bytes());
-    b[8..12].copy_from_slice(&len.to_le_bytes());
-    b[12..14].copy_from_slice(&flags.to_le_bytes());
-    b[14..].copy_from_slice(&next.to_le_bytes());
+    let b = vhost_user::testguest::desc_bytes(addr, len, flags, next);
     gm.write_slice(&b, GuestAddress(table + 16 * u64::from(i)))
         .expect("descriptor inside guest memory");
 }
