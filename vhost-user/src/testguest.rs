@@ -447,18 +447,10 @@ impl RawFrontend {
         Ok(self.reply_u64(request)? == 0)
     }
 
-    /// SET_OWNER, then GET_FEATURES: true if the reply came within the read
+    /// SET_OWNER, then GET_FEATURES: true if a well-formed reply came within the read
     /// timeout.
     pub fn answers(&mut self) -> bool {
-        use spec::{GET_FEATURES, SET_OWNER};
-        if self.send(SET_OWNER, 0, &[], &[]).is_err()
-            || self.send(GET_FEATURES, 0, &[], &[]).is_err()
-        {
-            return false;
-        }
-        let mut h = [0u8; 20];
-        self.0.read_exact(&mut h).is_ok()
-            && u32::from_le_bytes([h[0], h[1], h[2], h[3]]) == GET_FEATURES
+        self.send(spec::SET_OWNER, 0, &[], &[]).is_ok() && self.get_u64(spec::GET_FEATURES).is_ok()
     }
 
     /// True once the backend closed the connection within `wait`; what it
