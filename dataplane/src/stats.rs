@@ -103,6 +103,11 @@ drop_reasons! {
     /// mergeable buffers, its chains together) held more buffers than one
     /// frame may take (256).
     ChainTooLong => "chain-too-long",
+    /// The frame's VLAN is not one the port carries: a tag an access port
+    /// does not take, a VLAN a trunk does not trunk, an 802.1ad (S-tag)
+    /// frame on a bridge with VLAN port modes, or a known unicast frame for
+    /// a port outside its VLAN.
+    VlanFiltered => "vlan-filtered",
 }
 
 impl From<crate::wire::gso::GsoError> for DropReason {

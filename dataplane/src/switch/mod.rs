@@ -18,20 +18,23 @@
 //!
 //! # Pipeline
 //!
-//! Per received frame, in order: parse L2 (drop `Malformed`) → ingress bridge
-//! (drop `NoBridge`) → learn the source (a refusal, see [`Unlearned`], is
-//! counted and the frame goes on) →
+//! Per received frame on a bridge whose ports use no feature, in order: parse
+//! L2 (drop `Malformed`) → ingress bridge (drop `NoBridge`) → learn the source
+//! (a refusal, see [`Unlearned`], is counted and the frame goes on) →
 //! link-local destinations dropped (`LinkLocal`) → known unicast: one egress port
 //! (drop `SamePort`, `NoRoute`, `PortDown`) → otherwise flood to every other port of
-//! the bridge whose link is up. Later stages (VLAN port modes, ACLs, policing,
-//! mirroring) slot in between these steps as further match arms on the frame's
-//! [`L2Info`](crate::wire::L2Info), without changing the output staging.
+//! the bridge whose link is up. A bridge with any port using a feature (VLAN
+//! port modes, and the stages that follow them) runs the [`pipeline`] for the
+//! whole burst instead; which one runs is decided once per burst, so the
+//! plain path pays nothing for stages it does not use.
 //!
 //! Output is staged per egress port in fixed bursts owned by the [`Forwarder`];
 //! the worker flushes them after each input burst, so a stage never holds more
 //! than one input burst's worth of frames per port.
 
 pub mod fdb;
+pub mod pipeline;
+pub mod vlan;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -46,6 +49,8 @@ use crate::ring::Ring;
 use crate::stats::{DropReason, QueueStats, Unlearned};
 use crate::wire::parse_l2_addrs;
 pub use fdb::{Fdb, FdbConfig, FdbKey, FdbView, Learn};
+pub use pipeline::{Features, PortPolicy};
+pub use vlan::{PortVlan, VlanMode};
 
 /// Most ports one switch instance supports (bounded by the FDB's port counters).
 pub const MAX_PORTS: usize = fdb::MAX_PORTS;
@@ -263,6 +268,12 @@ pub struct SwitchTables {
     pub ports: Vec<Option<Arc<PortEntry>>>,
     /// Bridges by id.
     pub bridges: Vec<Option<Bridge>>,
+    /// Pipeline settings by port id; `None` (or missing) for a port without
+    /// any. Set with [`SwitchTables::set_policy`].
+    policies: Vec<Option<Arc<PortPolicy>>>,
+    /// The stages each bridge's ports use together, by bridge id
+    /// ([`SwitchTables::bridge_features`]); recomputed at every publication.
+    bridge_features: Vec<Features>,
 }
 
 impl SwitchTables {
@@ -342,6 +353,7 @@ impl Switch {
         let _writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let mut t = (*self.tables.load_full()).clone();
         f(&mut t);
+        t.refresh_features();
         t.generation += 1;
         let generation = t.generation;
         self.tables.store(Arc::new(t));
@@ -666,6 +678,9 @@ impl Forwarder {
                 ..ProcessSummary::default()
             };
         };
+        if !t.bridge_features(bridge.id).is_empty() {
+            return self.process_pipeline(t, bridge, in_port, burst, now, in_stats);
+        }
         let fdb = bridge.fdb.view();
         self.burst_seq += 1;
         let seq = self.burst_seq;

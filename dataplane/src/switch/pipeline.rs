@@ -1,0 +1,673 @@
+//! The feature pipeline: the stages a frame passes on a bridge whose ports
+//! use VLAN modes (and, as they come, port security, ACLs and policing).
+//!
+//! Layer: switch. Run by [`super::Forwarder::process`] for a whole burst when
+//! the ingress port's bridge has any port with a feature on
+//! ([`SwitchTables::bridge_features`]); a bridge of ports without features
+//! never comes here, so the plain learning path pays one test per burst.
+//!
+//! Per frame, in order (each stage counts its drops under its own
+//! [`DropReason`]):
+//!
+//! 1. parse L2 (`malformed`);
+//! 2. ingress VLAN: the frame's VLAN from the ingress port's mode and the
+//!    frame's tag (`vlan-filtered`; an 802.1ad S-tag is refused here too);
+//! 3. learn the source in that VLAN (a refusal is counted, the frame goes on);
+//! 4. link-local destinations (`link-local`);
+//! 5. lookup in that VLAN: known unicast to one port (`same-port`,
+//!    `no-route`, `port-down`), else flood to the VLAN's other members;
+//! 6. egress VLAN: per egress port, the frame leaves untagged or tagged with
+//!    its VLAN (a port not in the VLAN gets no flood copy; a known unicast
+//!    frame to it is dropped as `vlan-filtered`).
+//!
+//! Frames keep the tag they came with until egress decides: a frame from a
+//! trunk to a trunk is not touched, one from an access port to a trunk gains
+//! a tag in its headroom, one from a trunk to an access port loses it.
+
+use std::sync::{Arc, LazyLock};
+
+use crate::ids::{PortId, VlanId};
+use crate::mbuf::Mbuf;
+use crate::port::Burst;
+use crate::stats::{DropReason, QueueStats};
+use crate::wire::ethernet::ethertype;
+use crate::wire::parse_l2_addrs;
+
+use super::fdb::FdbKey;
+use super::vlan::{Egress, PortVlan};
+use super::{
+    discard, learn, open_stage, stage, Bridge, Forwarder, Pending, ProcessSummary, Stage,
+    SwitchTables, GROUP_BIT, LINK_LOCAL, LINK_LOCAL_MASK,
+};
+
+/// The pipeline stages a port uses, one bit each.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Features(u32);
+
+impl Features {
+    /// No stage: the plain learning path.
+    pub const NONE: Features = Features(0);
+    /// VLAN port mode other than a trunk of every VLAN.
+    pub const VLAN: Features = Features(1);
+
+    /// Whether no stage is on.
+    #[inline]
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// Whether every stage of `other` is on.
+    pub fn contains(self, other: Features) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::ops::BitOr for Features {
+    type Output = Features;
+    fn bitor(self, o: Features) -> Features {
+        Features(self.0 | o.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Features {
+    fn bitor_assign(&mut self, o: Features) {
+        self.0 |= o.0;
+    }
+}
+
+/// A port's pipeline settings. Published with the tables
+/// ([`SwitchTables::set_policy`]); a port without one behaves as
+/// [`PortPolicy::default`] (a trunk of every VLAN, no other stage).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortPolicy {
+    /// VLAN port mode.
+    pub vlan: PortVlan,
+}
+
+impl Default for PortPolicy {
+    fn default() -> Self {
+        PortPolicy {
+            vlan: PortVlan::trunk_all(),
+        }
+    }
+}
+
+impl PortPolicy {
+    /// The stages these settings turn on.
+    pub fn features(&self) -> Features {
+        let mut f = Features::NONE;
+        if !self.vlan.is_trunk_all() {
+            f |= Features::VLAN;
+        }
+        f
+    }
+}
+
+/// The settings of ports without any.
+pub(super) static DEFAULT_POLICY: LazyLock<Arc<PortPolicy>> =
+    LazyLock::new(|| Arc::new(PortPolicy::default()));
+
+/// The outer tag of a frame as the pipeline sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OuterTag {
+    /// No tag.
+    None,
+    /// An 802.1Q tag with this VID (0: priority tag).
+    CTag(VlanId),
+    /// An 802.1ad service tag: refused.
+    STag,
+}
+
+/// The outer tag of `data` (at least a full Ethernet header, as
+/// `parse_l2_addrs` checked); `vid` is the outer VID it reported.
+#[inline]
+fn outer_tag(data: &[u8], vid: VlanId) -> OuterTag {
+    let tpid = u16::from_be_bytes([data[12], data[13]]);
+    if tpid == ethertype::VLAN {
+        OuterTag::CTag(vid)
+    } else if tpid == ethertype::QINQ {
+        OuterTag::STag
+    } else {
+        OuterTag::None
+    }
+}
+
+/// Gives `m` the form port egress `how` asks for, for a frame of `vlan`
+/// that carries an 802.1Q tag now if `tagged`.
+///
+/// # Errors
+///
+/// [`DropReason::NoBuffers`] if a tag must be added and the buffer has no
+/// headroom for it.
+#[inline]
+fn retag(m: &mut Mbuf, tagged: bool, how: Egress, vlan: VlanId) -> Result<(), DropReason> {
+    match (tagged, how) {
+        (true, Egress::Untagged) => {
+            // Addresses move 4 bytes on, over the tag; the data then starts
+            // 4 bytes later.
+            m.data_mut().copy_within(0..12, 4);
+            m.adj(4);
+        }
+        (false, Egress::Tagged) => {
+            m.prepend(4).map_err(|_| DropReason::NoBuffers)?;
+            let d = m.data_mut();
+            d.copy_within(4..16, 0);
+            d[12..14].copy_from_slice(&ethertype::VLAN.to_be_bytes());
+            d[14..16].copy_from_slice(&vlan.0.to_be_bytes());
+        }
+        (true, Egress::Tagged) => {
+            // The frame's own VID differs only for a priority tag (VID 0)
+            // taken into a native VLAN: keep PCP and DEI, set the VID.
+            let d = m.data_mut();
+            let tci = u16::from_be_bytes([d[14], d[15]]) & !0x0fff | vlan.0;
+            d[14..16].copy_from_slice(&tci.to_be_bytes());
+        }
+        (false, Egress::Untagged) | (_, Egress::Filtered) => {}
+    }
+    Ok(())
+}
+
+impl SwitchTables {
+    /// The pipeline settings of port `id` (the default for a port without).
+    #[inline]
+    pub fn policy(&self, id: PortId) -> &PortPolicy {
+        match self.policies.get(id.index()) {
+            Some(Some(p)) => p,
+            _ => &DEFAULT_POLICY,
+        }
+    }
+
+    /// Sets (or with `None` clears) the pipeline settings of port `id`.
+    /// Takes effect for workers when the tables are published.
+    pub fn set_policy(&mut self, id: PortId, policy: Option<Arc<PortPolicy>>) {
+        let i = id.index();
+        if self.policies.len() <= i {
+            self.policies.resize(i + 1, None);
+        }
+        self.policies[i] = policy.filter(|p| !p.features().is_empty());
+    }
+
+    /// The stages any member port of bridge `id` uses; empty for a bridge
+    /// switched by the plain path.
+    #[inline]
+    pub fn bridge_features(&self, id: crate::ids::BridgeId) -> Features {
+        self.bridge_features
+            .get(usize::from(id.0))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Recomputes what [`SwitchTables::bridge_features`] reports, and drops
+    /// the settings of ports that no longer exist. [`super::Switch::update`]
+    /// calls it before every publication.
+    pub(super) fn refresh_features(&mut self) {
+        for (i, p) in self.policies.iter_mut().enumerate() {
+            if self.ports.get(i).is_none_or(Option::is_none) {
+                *p = None;
+            }
+        }
+        let features = self
+            .bridges
+            .iter()
+            .map(|b| {
+                b.as_ref().map_or(Features::NONE, |b| {
+                    b.ports.iter().fold(Features::NONE, |f, &p| {
+                        f | match self.policies.get(p.index()) {
+                            Some(Some(pol)) => pol.features(),
+                            _ => Features::NONE,
+                        }
+                    })
+                })
+            })
+            .collect();
+        self.bridge_features = features;
+    }
+}
+
+impl Forwarder {
+    /// [`Forwarder::process`] for a bridge with features: every stage of the
+    /// module's list, per frame.
+    pub(super) fn process_pipeline(
+        &mut self,
+        t: &SwitchTables,
+        bridge: &Bridge,
+        in_port: PortId,
+        burst: &mut Burst,
+        now: u32,
+        in_stats: &QueueStats,
+    ) -> ProcessSummary {
+        let fdb = bridge.fdb.view();
+        self.burst_seq += 1;
+        let seq = self.burst_seq;
+        let stages = &mut self.stages[..];
+        let pending = &mut self.pending;
+        let in_vlan = &t.policy(in_port).vlan;
+        let mut sum = ProcessSummary::default();
+        for m in burst.drain(..) {
+            let Some(l2) = parse_l2_addrs(m.data()) else {
+                discard(m, in_stats, DropReason::Malformed);
+                sum.dropped += 1;
+                continue;
+            };
+            // Ingress VLAN.
+            let tag = match outer_tag(m.data(), l2.vlan) {
+                OuterTag::None => None,
+                OuterTag::CTag(vid) => Some(vid),
+                OuterTag::STag => {
+                    discard(m, in_stats, DropReason::VlanFiltered);
+                    sum.dropped += 1;
+                    continue;
+                }
+            };
+            let Some(vlan) = in_vlan.ingress(tag) else {
+                discard(m, in_stats, DropReason::VlanFiltered);
+                sum.dropped += 1;
+                continue;
+            };
+            let tagged = tag.is_some();
+            if l2.src & GROUP_BIT != 0 {
+                discard(m, in_stats, DropReason::Malformed);
+                sum.dropped += 1;
+                continue;
+            }
+            // Learn and look up in the frame's VLAN.
+            let Some(m) = learn(
+                &fdb,
+                FdbKey::from_word(vlan, l2.src),
+                in_port,
+                now,
+                m,
+                in_stats,
+            ) else {
+                continue; // never: see `learn`
+            };
+            if l2.dst & GROUP_BIT != 0 {
+                if l2.dst & LINK_LOCAL_MASK == LINK_LOCAL {
+                    discard(m, in_stats, DropReason::LinkLocal);
+                    sum.dropped += 1;
+                    continue;
+                }
+                sum.flooded += 1;
+                flood_vlan(
+                    stages, pending, t, bridge, in_port, vlan, tagged, m, in_stats,
+                );
+                continue;
+            }
+            let Some(out) = fdb.lookup_key(FdbKey::from_word(vlan, l2.dst)) else {
+                sum.flooded += 1;
+                flood_vlan(
+                    stages, pending, t, bridge, in_port, vlan, tagged, m, in_stats,
+                );
+                continue;
+            };
+            // Known unicast: egress VLAN, then the port's stage.
+            let how = t.policy(out).vlan.egress(vlan);
+            let mut m = m;
+            let fit = match how {
+                Egress::Filtered => Err(DropReason::VlanFiltered),
+                _ => retag(&mut m, tagged, how, vlan),
+            };
+            let opened = fit.and_then(|()| match stages.get(out.index()) {
+                Some(st) if st.ready == seq => Ok(()),
+                _ => open_stage(stages, pending, t, in_port, out, seq),
+            });
+            match opened {
+                Ok(()) => {
+                    if let Some(st) = stages.get_mut(out.index()) {
+                        let _ = st.frames.try_push(m);
+                    }
+                    sum.unicast += 1;
+                }
+                Err(why) => {
+                    discard(m, in_stats, why);
+                    sum.dropped += 1;
+                }
+            }
+        }
+        sum
+    }
+}
+
+/// Floods a frame of `vlan` to every other up port of the bridge that
+/// carries the VLAN, each copy tagged or not as its port wants; the last one
+/// gets the original buffer.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
+fn flood_vlan(
+    stages: &mut [Stage],
+    pending: &mut Pending,
+    t: &SwitchTables,
+    bridge: &Bridge,
+    in_port: PortId,
+    vlan: VlanId,
+    tagged: bool,
+    m: Mbuf,
+    in_stats: &QueueStats,
+) {
+    let mut targets = bridge
+        .ports
+        .iter()
+        .copied()
+        .filter(|&p| p != in_port && t.port(p).is_some_and(|e| e.is_up()))
+        .filter_map(|p| match t.policy(p).vlan.egress(vlan) {
+            Egress::Filtered => None,
+            how => Some((p, how)),
+        });
+    let Some(mut prev) = targets.next() else {
+        return; // nobody in the VLAN to flood to: the frame has no receiver
+    };
+    let mut send = |p: PortId, how: Egress, mut c: Mbuf| match retag(&mut c, tagged, how, vlan) {
+        Ok(()) => stage(stages, pending, p, c),
+        Err(why) => in_stats.drop_one(why),
+    };
+    for next in targets {
+        match m.try_clone() {
+            Some(c) => send(prev.0, prev.1, c),
+            None if m.share_exhausted() => in_stats.drop_one(DropReason::PoolShare),
+            None => in_stats.drop_one(DropReason::NoBuffers),
+        }
+        prev = next;
+    }
+    send(prev.0, prev.1, m);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mempool::Mempool;
+
+    fn mbuf(pool: &'static Mempool, bytes: &[u8]) -> Mbuf {
+        let mut m = pool.alloc().unwrap();
+        m.extend_from_slice(bytes).unwrap();
+        m
+    }
+
+    const UNTAGGED: [u8; 16] = [
+        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x08, 0x00, 0x45, 0x00,
+    ];
+    const TAGGED_10: [u8; 20] = [
+        1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 0x81, 0x00, 0x00, 10, 0x08, 0x00, 0x45, 0x00,
+    ];
+
+    #[test]
+    fn retag_pushes_and_pops_an_802_1q_tag_around_the_addresses() {
+        let pool = Mempool::for_tests(4);
+        let mut m = mbuf(pool, &UNTAGGED);
+        retag(&mut m, false, Egress::Tagged, VlanId(10)).unwrap();
+        assert_eq!(m.data(), TAGGED_10);
+        retag(&mut m, true, Egress::Untagged, VlanId(10)).unwrap();
+        assert_eq!(m.data(), UNTAGGED);
+        let mut m = mbuf(pool, &TAGGED_10);
+        retag(&mut m, true, Egress::Tagged, VlanId(10)).unwrap();
+        assert_eq!(m.data(), TAGGED_10, "same VLAN: untouched");
+    }
+
+    #[test]
+    fn a_priority_tag_gets_the_native_vid_and_keeps_its_priority() {
+        let pool = Mempool::for_tests(4);
+        let mut prio = TAGGED_10;
+        prio[14..16].copy_from_slice(&[0xa0, 0x00]); // PCP 5, VID 0
+        let mut m = mbuf(pool, &prio);
+        retag(&mut m, true, Egress::Tagged, VlanId(7)).unwrap();
+        assert_eq!(&m.data()[14..16], &[0xa0, 0x07]);
+    }
+
+    #[test]
+    fn features_of_a_port_without_settings_are_empty() {
+        assert!(PortPolicy::default().features().is_empty());
+        let access = PortPolicy {
+            vlan: PortVlan::new(None, Some(10), &[]).unwrap(),
+        };
+        assert!(access.features().contains(Features::VLAN));
+    }
+    /// The switching decisions of a bridge with VLAN port modes, checked
+    /// against a reference model written from OVS's description of the
+    /// modes (and nothing of the code above), for random port settings and
+    /// frames.
+    mod model {
+        use std::collections::{BTreeSet, HashMap};
+        use std::sync::atomic::Ordering;
+
+        use super::super::super::{Bridge, Fdb, FdbConfig, PortEntry, Switch};
+        use super::super::*;
+        use crate::ids::{BridgeId, WorkerId};
+        use crate::mempool::Mempool;
+        use crate::switch::vlan::VlanMode;
+
+        /// A port's settings, as the model sees them.
+        #[derive(Clone, Debug)]
+        enum Cfg {
+            None,
+            Access(u16),
+            Trunk(Vec<u16>),
+            NativeTagged(u16, Vec<u16>),
+            NativeUntagged(u16, Vec<u16>),
+        }
+
+        impl Cfg {
+            fn has_feature(&self) -> bool {
+                !matches!(self, Cfg::None) && !matches!(self, Cfg::Trunk(s) if s.is_empty())
+            }
+            fn member(&self, v: u16) -> bool {
+                match self {
+                    Cfg::None => true,
+                    Cfg::Access(t) => v == *t,
+                    Cfg::Trunk(s) => s.is_empty() || s.contains(&v),
+                    Cfg::NativeTagged(t, s) | Cfg::NativeUntagged(t, s) => {
+                        v == *t || s.is_empty() || s.contains(&v)
+                    }
+                }
+            }
+            /// The VLAN of a frame received with VID `vid` (0: untagged or
+            /// priority-tagged).
+            fn vlan_in(&self, vid: u16) -> Option<u16> {
+                let v = match (self, vid) {
+                    (Cfg::Access(_), 1..) => return None,
+                    (Cfg::Access(t) | Cfg::NativeTagged(t, _) | Cfg::NativeUntagged(t, _), 0) => *t,
+                    (_, v) => v,
+                };
+                self.member(v).then_some(v)
+            }
+            fn tagged_out(&self, v: u16) -> bool {
+                match self {
+                    _ if v == 0 => false,
+                    Cfg::Access(_) => false,
+                    Cfg::NativeUntagged(t, _) => v != *t,
+                    _ => true,
+                }
+            }
+            fn policy(&self) -> PortPolicy {
+                let (mode, tag, trunks) = match self {
+                    Cfg::None => return PortPolicy::default(),
+                    Cfg::Access(t) => (VlanMode::Access, Some(*t), vec![]),
+                    Cfg::Trunk(s) => (VlanMode::Trunk, None, s.clone()),
+                    Cfg::NativeTagged(t, s) => (VlanMode::NativeTagged, Some(*t), s.clone()),
+                    Cfg::NativeUntagged(t, s) => (VlanMode::NativeUntagged, Some(*t), s.clone()),
+                };
+                PortPolicy {
+                    vlan: PortVlan::new(Some(mode), tag, &trunks).unwrap(),
+                }
+            }
+        }
+
+        /// The outer tag of a test frame.
+        #[derive(Clone, Copy, Debug)]
+        enum Tag {
+            None,
+            C { pcp: u8, vid: u16 },
+            S(u16),
+        }
+
+        fn bytes(dst: [u8; 6], src: [u8; 6], tag: Tag) -> Vec<u8> {
+            let mut b = Vec::with_capacity(64);
+            b.extend_from_slice(&dst);
+            b.extend_from_slice(&src);
+            match tag {
+                Tag::None => {}
+                Tag::C { pcp, vid } => {
+                    b.extend_from_slice(&[0x81, 0x00]);
+                    b.extend_from_slice(&(u16::from(pcp) << 13 | vid).to_be_bytes());
+                }
+                Tag::S(vid) => {
+                    b.extend_from_slice(&[0x88, 0xa8]);
+                    b.extend_from_slice(&vid.to_be_bytes());
+                }
+            }
+            b.extend_from_slice(&[0x08, 0x00]);
+            b.extend_from_slice(&[0x5a; 46]);
+            b
+        }
+
+        /// xorshift64*: random enough to pick settings and frames, and the
+        /// same on every run.
+        struct Rng(u64);
+        impl Rng {
+            fn below(&mut self, n: u64) -> u64 {
+                self.0 ^= self.0 >> 12;
+                self.0 ^= self.0 << 25;
+                self.0 ^= self.0 >> 27;
+                self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n
+            }
+            fn vids(&mut self) -> Vec<u16> {
+                (1..=3).filter(|_| self.below(2) == 0).collect()
+            }
+            fn cfg(&mut self) -> Cfg {
+                let t = 1 + self.below(3) as u16;
+                match self.below(5) {
+                    0 => Cfg::None,
+                    1 => Cfg::Access(t),
+                    2 => Cfg::Trunk(self.vids()),
+                    3 => Cfg::NativeTagged(t, self.vids()),
+                    _ => Cfg::NativeUntagged(t, self.vids()),
+                }
+            }
+        }
+
+        const PORTS: u16 = 5;
+
+        fn station(n: u64) -> [u8; 6] {
+            [0x02, 0, 0, 0, 0, n as u8]
+        }
+
+        #[test]
+        fn pipeline_decisions_equal_the_reference_model() {
+            let pool = Mempool::for_tests(512);
+            let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+            for round in 0..300 {
+                let cfgs: Vec<Cfg> = (0..PORTS).map(|_| rng.cfg()).collect();
+                let pipelined = cfgs.iter().any(Cfg::has_feature);
+                let sw = Switch::new();
+                sw.update(|t| {
+                    t.bridges.push(Some(Bridge {
+                        id: BridgeId(0),
+                        name: "br0".into(),
+                        ports: (0..PORTS).map(PortId).collect(),
+                        fdb: Arc::new(Fdb::new(&FdbConfig::default())),
+                    }));
+                    for (i, c) in cfgs.iter().enumerate() {
+                        let e =
+                            PortEntry::new(PortId(i as u16), "p", Some(BridgeId(0)), WorkerId(0));
+                        e.link_up.store(true, Ordering::Relaxed);
+                        t.ports.push(Some(Arc::new(e)));
+                        t.set_policy(PortId(i as u16), Some(Arc::new(c.policy())));
+                    }
+                });
+                let t = sw.load();
+                assert_eq!(
+                    !t.bridge_features(BridgeId(0)).is_empty(),
+                    pipelined,
+                    "{cfgs:?}"
+                );
+                let mut fwd = Forwarder::new();
+                fwd.prepare(&t);
+                let st = QueueStats::default();
+                let mut fdb: HashMap<(u16, [u8; 6]), u16> = HashMap::new();
+                for _ in 0..40 {
+                    let in_port = rng.below(u64::from(PORTS)) as u16;
+                    let src = station(rng.below(6));
+                    let dst = if rng.below(4) == 0 {
+                        [0xff; 6]
+                    } else {
+                        station(rng.below(6))
+                    };
+                    let tag = match rng.below(6) {
+                        0 | 1 => Tag::None,
+                        2 => Tag::C {
+                            pcp: rng.below(8) as u8,
+                            vid: 0,
+                        },
+                        5 => Tag::S(1 + rng.below(3) as u16),
+                        _ => Tag::C {
+                            pcp: rng.below(8) as u8,
+                            vid: 1 + rng.below(4) as u16,
+                        },
+                    };
+                    let frame = bytes(dst, src, tag);
+                    // The model's decision.
+                    let mut want = BTreeSet::new();
+                    let vlan = if pipelined {
+                        match tag {
+                            Tag::S(_) => None,
+                            Tag::None => cfgs[in_port as usize].vlan_in(0),
+                            Tag::C { vid, .. } => cfgs[in_port as usize].vlan_in(vid),
+                        }
+                    } else {
+                        Some(match tag {
+                            Tag::None => 0,
+                            Tag::C { vid, .. } | Tag::S(vid) => vid,
+                        })
+                    };
+                    if let Some(v) = vlan {
+                        fdb.insert((v, src), in_port);
+                        let out_frame = |p: u16| -> Vec<u8> {
+                            if !pipelined {
+                                return frame.clone();
+                            }
+                            let pcp = match tag {
+                                Tag::C { pcp, .. } => pcp,
+                                _ => 0,
+                            };
+                            if cfgs[p as usize].tagged_out(v) {
+                                bytes(dst, src, Tag::C { pcp, vid: v })
+                            } else {
+                                bytes(dst, src, Tag::None)
+                            }
+                        };
+                        let floods = |want: &mut BTreeSet<(u16, Vec<u8>)>| {
+                            for p in (0..PORTS).filter(|&p| p != in_port) {
+                                if !pipelined || cfgs[p as usize].member(v) {
+                                    want.insert((p, out_frame(p)));
+                                }
+                            }
+                        };
+                        match fdb.get(&(v, dst)) {
+                            _ if dst[0] & 1 != 0 => floods(&mut want),
+                            Some(&p) if p == in_port => {}
+                            Some(&p) => {
+                                want.insert((p, out_frame(p)));
+                            }
+                            None => floods(&mut want),
+                        }
+                    }
+                    // The switch's.
+                    let mut m = pool.alloc().unwrap();
+                    m.extend_from_slice(&frame).unwrap();
+                    let mut b = Burst::new();
+                    let _ = b.try_push(m);
+                    fwd.process(&t, PortId(in_port), &mut b, 1, &st);
+                    let mut got = BTreeSet::new();
+                    fwd.drain(|p, b| {
+                        for m in b.drain(..) {
+                            got.insert((p.0, m.data().to_vec()));
+                        }
+                    });
+                    assert_eq!(
+                        got, want,
+                        "round {round}: ports {cfgs:?}, frame {tag:?} {src:?} -> {dst:?} on port {in_port}"
+                    );
+                }
+                assert_eq!(pool.in_use(), 0);
+            }
+        }
+    }
+}
