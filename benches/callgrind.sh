@@ -57,6 +57,8 @@ cases=(
     "unicast-run32 1000"
     "flood 1000"
     "vlan 1000"
+    "vlan-access 1000"
+    "vlan-trunk 1000"
 )
 # CASES="unicast:1000 vlan:1000" measures only those.
 if [ -n "${CASES:-}" ]; then

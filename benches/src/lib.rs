@@ -37,7 +37,8 @@ use std::sync::Arc;
 use dataplane::ids::{BridgeId, MacAddr, PortId, VlanId, WorkerId};
 use dataplane::mempool::{HugepagePolicy, MempoolConfig};
 use dataplane::switch::{
-    Bridge, Fdb, FdbConfig, Forwarder, Learn, PortEntry, Switch, SwitchTables,
+    Bridge, Fdb, FdbConfig, Forwarder, Learn, PortEntry, PortPolicy, PortVlan, Switch,
+    SwitchTables, VlanMode,
 };
 use dataplane::wire::ethertype;
 use dataplane::{Burst, Mempool, Port, QueueStats, MAX_BURST};
@@ -89,6 +90,8 @@ pub struct Scenario {
     /// few flows per burst, as a VM's TCP streams send them); 1: every frame
     /// its own pair.
     pub pair_run: u32,
+    /// VLAN mode of every port; `None`: no VLAN settings (the plain path).
+    pub port_vlan: Option<VlanMode>,
 }
 
 impl Scenario {
@@ -100,6 +103,7 @@ impl Scenario {
             n_ports: 4,
             vlan: None,
             pair_run: 1,
+            port_vlan: None,
         }
     }
 
@@ -125,6 +129,43 @@ impl Scenario {
         Scenario {
             vlan: Some(VlanId(100)),
             ..Scenario::unicast(macs)
+        }
+    }
+
+    /// Known unicast between access ports of VLAN 100 on a 4-port bridge:
+    /// untagged frames through the feature pipeline, none retagged.
+    pub fn access(macs: u32) -> Scenario {
+        Scenario {
+            port_vlan: Some(VlanMode::Access),
+            ..Scenario::unicast(macs)
+        }
+    }
+
+    /// Known unicast between trunk ports of VLAN 100 on a 4-port bridge:
+    /// tagged frames through the feature pipeline, none retagged.
+    pub fn trunk(macs: u32) -> Scenario {
+        Scenario {
+            port_vlan: Some(VlanMode::Trunk),
+            ..Scenario::tagged(macs)
+        }
+    }
+
+    /// The pipeline settings every port gets, if any.
+    pub fn port_policy(&self) -> Option<PortPolicy> {
+        let vlan = match self.port_vlan? {
+            VlanMode::Access => PortVlan::new(Some(VlanMode::Access), Some(100), &[]),
+            mode => PortVlan::new(Some(mode), None, &[100]),
+        };
+        Some(PortPolicy {
+            vlan: vlan.expect("benchmark VLAN settings"),
+        })
+    }
+
+    /// The VLAN the stations are learned in.
+    pub fn learn_vlan(&self) -> VlanId {
+        match self.port_vlan {
+            Some(VlanMode::Access) => VlanId(100),
+            _ => self.vlan.unwrap_or(VlanId::NONE),
         }
     }
 
@@ -359,14 +400,17 @@ impl Rig {
     /// On an impossible scenario (see [`frame_plan`]) or if memory runs out.
     pub fn new(sc: Scenario) -> Rig {
         let switch = build_switch(sc.n_ports, &sc.fdb_config());
+        if let Some(policy) = sc.port_policy() {
+            let policy = Arc::new(policy);
+            switch.update(|t| {
+                for i in 0..sc.n_ports {
+                    t.set_policy(PortId(i), Some(Arc::clone(&policy)));
+                }
+            });
+        }
         let tables = switch.load();
         let bridge = tables.bridges[0].as_ref().expect("bridge 0");
-        prelearn(
-            &bridge.fdb,
-            sc.macs,
-            sc.n_ports,
-            sc.vlan.unwrap_or(VlanId::NONE),
-        );
+        prelearn(&bridge.fdb, sc.macs, sc.n_ports, sc.learn_vlan());
         let plan = frame_plan(&sc);
         // Every pre-built frame, plus flood copies, plus per-thread cache slack.
         let n_mbufs = sc.frame_count() + BURST * usize::from(sc.n_ports) + 1024;

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! switch-insns <case> <macs> <packets>
-//!   case: unicast | unicast-pool | unicast-run8 | unicast-run32 | flood | vlan
+//!   case: unicast | unicast-pool | unicast-run8 | unicast-run32 | flood | vlan |
+//!         vlan-access | vlan-trunk
 //! ```
 //!
 //! Set-up (switch, FDB pre-load, frames) costs the same for any packet count,
@@ -19,7 +20,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [case, macs, packets] = args.as_slice() else {
         bail!(
-            "usage: switch-insns <unicast|unicast-pool|unicast-run8|unicast-run32|flood|vlan> <macs> <packets>"
+            "usage: switch-insns <unicast|unicast-pool|unicast-run8|unicast-run32|flood|vlan|vlan-access|vlan-trunk> <macs> <packets>"
         );
     };
     let macs: u32 = macs
@@ -38,6 +39,8 @@ fn main() -> Result<()> {
         "unicast-run32" => (Scenario::unicast_runs(macs, 32), false),
         "flood" => (Scenario::broadcast(macs), false),
         "vlan" => (Scenario::tagged(macs), false),
+        "vlan-access" => (Scenario::access(macs), false),
+        "vlan-trunk" => (Scenario::trunk(macs), false),
         other => bail!("unknown case {other:?}"),
     };
     let mut rig = Rig::new(scenario);

@@ -133,14 +133,30 @@ fn outer_tag(data: &[u8], vid: VlanId) -> OuterTag {
 }
 
 /// Gives `m` the form port egress `how` asks for, for a frame of `vlan`
-/// that carries an 802.1Q tag now if `tagged`.
+/// that carries an 802.1Q tag with VID `tag` now (`None`: untagged).
+///
+/// The common cases (a frame that leaves as it came: untagged to an
+/// untagged port, or tagged with its own VLAN to a trunk) are decided
+/// inline; the edits are out of line.
 ///
 /// # Errors
 ///
 /// [`DropReason::NoBuffers`] if a tag must be added and the buffer has no
 /// headroom for it.
-#[inline]
-fn retag(m: &mut Mbuf, tagged: bool, how: Egress, vlan: VlanId) -> Result<(), DropReason> {
+#[inline(always)]
+fn retag(m: &mut Mbuf, tag: Option<VlanId>, how: Egress, vlan: VlanId) -> Result<(), DropReason> {
+    match (tag, how) {
+        (None, Egress::Untagged) => Ok(()),
+        (Some(v), Egress::Tagged) if v == vlan => Ok(()),
+        (_, Egress::Filtered) => Ok(()),
+        _ => edit_tag(m, tag.is_some(), how, vlan),
+    }
+}
+
+/// The edits of [`retag`]: push, pop or rewrite the tag.
+#[cold]
+#[inline(never)]
+fn edit_tag(m: &mut Mbuf, tagged: bool, how: Egress, vlan: VlanId) -> Result<(), DropReason> {
     match (tagged, how) {
         (true, Egress::Untagged) => {
             // Addresses move 4 bytes on, over the tag; the data then starts
@@ -264,7 +280,6 @@ impl Forwarder {
                 sum.dropped += 1;
                 continue;
             };
-            let tagged = tag.is_some();
             if l2.src & GROUP_BIT != 0 {
                 discard(m, in_stats, DropReason::Malformed);
                 sum.dropped += 1;
@@ -288,16 +303,12 @@ impl Forwarder {
                     continue;
                 }
                 sum.flooded += 1;
-                flood_vlan(
-                    stages, pending, t, bridge, in_port, vlan, tagged, m, in_stats,
-                );
+                flood_vlan(stages, pending, t, bridge, in_port, vlan, tag, m, in_stats);
                 continue;
             }
             let Some(out) = fdb.lookup_key(FdbKey::from_word(vlan, l2.dst)) else {
                 sum.flooded += 1;
-                flood_vlan(
-                    stages, pending, t, bridge, in_port, vlan, tagged, m, in_stats,
-                );
+                flood_vlan(stages, pending, t, bridge, in_port, vlan, tag, m, in_stats);
                 continue;
             };
             // Known unicast: egress VLAN, then the port's stage.
@@ -305,7 +316,7 @@ impl Forwarder {
             let mut m = m;
             let fit = match how {
                 Egress::Filtered => Err(DropReason::VlanFiltered),
-                _ => retag(&mut m, tagged, how, vlan),
+                _ => retag(&mut m, tag, how, vlan),
             };
             let opened = fit.and_then(|()| match stages.get(out.index()) {
                 Some(st) if st.ready == seq => Ok(()),
@@ -340,7 +351,7 @@ fn flood_vlan(
     bridge: &Bridge,
     in_port: PortId,
     vlan: VlanId,
-    tagged: bool,
+    tag: Option<VlanId>,
     m: Mbuf,
     in_stats: &QueueStats,
 ) {
@@ -356,7 +367,7 @@ fn flood_vlan(
     let Some(mut prev) = targets.next() else {
         return; // nobody in the VLAN to flood to: the frame has no receiver
     };
-    let mut send = |p: PortId, how: Egress, mut c: Mbuf| match retag(&mut c, tagged, how, vlan) {
+    let mut send = |p: PortId, how: Egress, mut c: Mbuf| match retag(&mut c, tag, how, vlan) {
         Ok(()) => stage(stages, pending, p, c),
         Err(why) => in_stats.drop_one(why),
     };
@@ -393,12 +404,12 @@ mod tests {
     fn retag_pushes_and_pops_an_802_1q_tag_around_the_addresses() {
         let pool = Mempool::for_tests(4);
         let mut m = mbuf(pool, &UNTAGGED);
-        retag(&mut m, false, Egress::Tagged, VlanId(10)).unwrap();
+        retag(&mut m, None, Egress::Tagged, VlanId(10)).unwrap();
         assert_eq!(m.data(), TAGGED_10);
-        retag(&mut m, true, Egress::Untagged, VlanId(10)).unwrap();
+        retag(&mut m, Some(VlanId(10)), Egress::Untagged, VlanId(10)).unwrap();
         assert_eq!(m.data(), UNTAGGED);
         let mut m = mbuf(pool, &TAGGED_10);
-        retag(&mut m, true, Egress::Tagged, VlanId(10)).unwrap();
+        retag(&mut m, Some(VlanId(10)), Egress::Tagged, VlanId(10)).unwrap();
         assert_eq!(m.data(), TAGGED_10, "same VLAN: untouched");
     }
 
@@ -408,7 +419,7 @@ mod tests {
         let mut prio = TAGGED_10;
         prio[14..16].copy_from_slice(&[0xa0, 0x00]); // PCP 5, VID 0
         let mut m = mbuf(pool, &prio);
-        retag(&mut m, true, Egress::Tagged, VlanId(7)).unwrap();
+        retag(&mut m, Some(VlanId(0)), Egress::Tagged, VlanId(7)).unwrap();
         assert_eq!(&m.data()[14..16], &[0xa0, 0x07]);
     }
 
