@@ -158,6 +158,7 @@ impl Scenario {
         };
         Some(PortPolicy {
             vlan: vlan.expect("benchmark VLAN settings"),
+            security: None,
         })
     }
 

@@ -108,6 +108,12 @@ drop_reasons! {
     /// frame on a bridge with VLAN port modes, or a known unicast frame for
     /// a port outside its VLAN.
     VlanFiltered => "vlan-filtered",
+    /// Port security: the frame's source MAC (or an ARP sender or ND
+    /// link-layer address in it) is not one the port allows.
+    SpoofedMac => "spoofed-mac",
+    /// Port security: the frame's source IP (or an ARP sender or ND target
+    /// address in it) is not one the port allows.
+    SpoofedIp => "spoofed-ip",
 }
 
 impl From<crate::wire::gso::GsoError> for DropReason {

@@ -34,6 +34,7 @@
 
 pub mod fdb;
 pub mod pipeline;
+pub mod security;
 pub mod vlan;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -50,6 +51,7 @@ use crate::stats::{DropReason, QueueStats, Unlearned};
 use crate::wire::parse_l2_addrs;
 pub use fdb::{Fdb, FdbConfig, FdbKey, FdbView, Learn};
 pub use pipeline::{Features, PortPolicy};
+pub use security::PortSecurity;
 pub use vlan::{PortVlan, VlanMode};
 
 /// Most ports one switch instance supports (bounded by the FDB's port counters).

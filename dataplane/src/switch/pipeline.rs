@@ -12,11 +12,13 @@
 //! 1. parse L2 (`malformed`);
 //! 2. ingress VLAN: the frame's VLAN from the ingress port's mode and the
 //!    frame's tag (`vlan-filtered`; an 802.1ad S-tag is refused here too);
-//! 3. learn the source in that VLAN (a refusal is counted, the frame goes on);
-//! 4. link-local destinations (`link-local`);
-//! 5. lookup in that VLAN: known unicast to one port (`same-port`,
+//! 3. port security: the source MAC and IP addresses must be the port's
+//!    own (`spoofed-mac`, `spoofed-ip`; see [`super::security`]);
+//! 4. learn the source in that VLAN (a refusal is counted, the frame goes on);
+//! 5. link-local destinations (`link-local`);
+//! 6. lookup in that VLAN: known unicast to one port (`same-port`,
 //!    `no-route`, `port-down`), else flood to the VLAN's other members;
-//! 6. egress VLAN: per egress port, the frame leaves untagged or tagged with
+//! 7. egress VLAN: per egress port, the frame leaves untagged or tagged with
 //!    its VLAN (a port not in the VLAN gets no flood copy; a known unicast
 //!    frame to it is dropped as `vlan-filtered`).
 //!
@@ -34,6 +36,7 @@ use crate::wire::ethernet::ethertype;
 use crate::wire::parse_l2_addrs;
 
 use super::fdb::FdbKey;
+use super::security::PortSecurity;
 use super::vlan::{Egress, PortVlan};
 use super::{
     discard, learn, open_stage, stage, Bridge, Forwarder, Pending, ProcessSummary, Stage,
@@ -49,6 +52,8 @@ impl Features {
     pub const NONE: Features = Features(0);
     /// VLAN port mode other than a trunk of every VLAN.
     pub const VLAN: Features = Features(1);
+    /// Port security (allowed source MACs and IPs).
+    pub const SECURITY: Features = Features(1 << 1);
 
     /// Whether no stage is on.
     #[inline]
@@ -82,12 +87,15 @@ impl std::ops::BitOrAssign for Features {
 pub struct PortPolicy {
     /// VLAN port mode.
     pub vlan: PortVlan,
+    /// Allowed source addresses, if port security is on.
+    pub security: Option<PortSecurity>,
 }
 
 impl Default for PortPolicy {
     fn default() -> Self {
         PortPolicy {
             vlan: PortVlan::trunk_all(),
+            security: None,
         }
     }
 }
@@ -98,6 +106,9 @@ impl PortPolicy {
         let mut f = Features::NONE;
         if !self.vlan.is_trunk_all() {
             f |= Features::VLAN;
+        }
+        if self.security.is_some() {
+            f |= Features::SECURITY;
         }
         f
     }
@@ -257,7 +268,9 @@ impl Forwarder {
         let seq = self.burst_seq;
         let stages = &mut self.stages[..];
         let pending = &mut self.pending;
-        let in_vlan = &t.policy(in_port).vlan;
+        let in_policy = t.policy(in_port);
+        let in_vlan = &in_policy.vlan;
+        let in_security = in_policy.security.as_ref();
         let mut sum = ProcessSummary::default();
         for m in burst.drain(..) {
             let Some(l2) = parse_l2_addrs(m.data()) else {
@@ -284,6 +297,15 @@ impl Forwarder {
                 discard(m, in_stats, DropReason::Malformed);
                 sum.dropped += 1;
                 continue;
+            }
+            // Port security, before the source is learned.
+            if let Some(sec) = in_security {
+                let l3 = if tag.is_some() { 18 } else { 14 };
+                if let Err(why) = sec.check(m.data(), l2.src, l3) {
+                    discard(m, in_stats, why);
+                    sum.dropped += 1;
+                    continue;
+                }
             }
             // Learn and look up in the frame's VLAN.
             let Some(m) = learn(
@@ -428,6 +450,7 @@ mod tests {
         assert!(PortPolicy::default().features().is_empty());
         let access = PortPolicy {
             vlan: PortVlan::new(None, Some(10), &[]).unwrap(),
+            security: None,
         };
         assert!(access.features().contains(Features::VLAN));
     }
@@ -441,7 +464,7 @@ mod tests {
 
         use super::super::super::{Bridge, Fdb, FdbConfig, PortEntry, Switch};
         use super::super::*;
-        use crate::ids::{BridgeId, WorkerId};
+        use crate::ids::{BridgeId, MacAddr, WorkerId};
         use crate::mempool::Mempool;
         use crate::switch::vlan::VlanMode;
 
@@ -497,6 +520,7 @@ mod tests {
                 };
                 PortPolicy {
                     vlan: PortVlan::new(Some(mode), tag, &trunks).unwrap(),
+                    security: None,
                 }
             }
         }
@@ -566,7 +590,10 @@ mod tests {
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
             for round in 0..300 {
                 let cfgs: Vec<Cfg> = (0..PORTS).map(|_| rng.cfg()).collect();
-                let pipelined = cfgs.iter().any(Cfg::has_feature);
+                // Port security on some ports: only station `p` may send
+                // from port `p` (MAC only: no IPs given).
+                let secure: Vec<bool> = (0..PORTS).map(|_| rng.below(3) == 0).collect();
+                let pipelined = cfgs.iter().any(Cfg::has_feature) || secure.iter().any(|&s| s);
                 let sw = Switch::new();
                 sw.update(|t| {
                     t.bridges.push(Some(Bridge {
@@ -580,7 +607,12 @@ mod tests {
                             PortEntry::new(PortId(i as u16), "p", Some(BridgeId(0)), WorkerId(0));
                         e.link_up.store(true, Ordering::Relaxed);
                         t.ports.push(Some(Arc::new(e)));
-                        t.set_policy(PortId(i as u16), Some(Arc::new(c.policy())));
+                        let mut policy = c.policy();
+                        if secure[i] {
+                            let own = MacAddr(station(i as u64));
+                            policy.security = Some(PortSecurity::new(&[own], &[]).unwrap());
+                        }
+                        t.set_policy(PortId(i as u16), Some(Arc::new(policy)));
                     }
                 });
                 let t = sw.load();
@@ -628,7 +660,8 @@ mod tests {
                             Tag::C { vid, .. } | Tag::S(vid) => vid,
                         })
                     };
-                    if let Some(v) = vlan {
+                    let spoofed = secure[in_port as usize] && src != station(u64::from(in_port));
+                    if let (Some(v), false) = (vlan, spoofed) {
                         fdb.insert((v, src), in_port);
                         let out_frame = |p: u16| -> Vec<u8> {
                             if !pipelined {
