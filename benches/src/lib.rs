@@ -159,6 +159,7 @@ impl Scenario {
         Some(PortPolicy {
             vlan: vlan.expect("benchmark VLAN settings"),
             security: None,
+            limits: Default::default(),
         })
     }
 

@@ -114,6 +114,14 @@ drop_reasons! {
     /// Port security: the frame's source IP (or an ARP sender or ND target
     /// address in it) is not one the port allows.
     SpoofedIp => "spoofed-ip",
+    /// Over the ingress port's `ingress_policing_rate` (and burst).
+    Policed => "policed",
+    /// A broadcast, multicast or unknown unicast frame over the ingress
+    /// port's `storm_pps`.
+    Storm => "storm",
+    /// Over the egress port's `egress_rate` (counted on the ingress port,
+    /// where the frame was switched).
+    EgressRate => "egress-rate",
 }
 
 impl From<crate::wire::gso::GsoError> for DropReason {

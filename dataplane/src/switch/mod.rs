@@ -34,6 +34,7 @@
 
 pub mod fdb;
 pub mod pipeline;
+pub mod police;
 pub mod security;
 pub mod vlan;
 
@@ -51,6 +52,7 @@ use crate::stats::{DropReason, QueueStats, Unlearned};
 use crate::wire::parse_l2_addrs;
 pub use fdb::{Fdb, FdbConfig, FdbKey, FdbView, Learn};
 pub use pipeline::{Features, PortPolicy};
+pub use police::{PortLimits, TokenBucket};
 pub use security::PortSecurity;
 pub use vlan::{PortVlan, VlanMode};
 

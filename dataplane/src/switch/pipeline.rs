@@ -1,5 +1,5 @@
 //! The feature pipeline: the stages a frame passes on a bridge whose ports
-//! use VLAN modes (and, as they come, port security, ACLs and policing).
+//! use VLAN modes, port security or rate limits (and, as they come, ACLs).
 //!
 //! Layer: switch. Run by [`super::Forwarder::process`] for a whole burst when
 //! the ingress port's bridge has any port with a feature on
@@ -14,13 +14,16 @@
 //!    frame's tag (`vlan-filtered`; an 802.1ad S-tag is refused here too);
 //! 3. port security: the source MAC and IP addresses must be the port's
 //!    own (`spoofed-mac`, `spoofed-ip`; see [`super::security`]);
-//! 4. learn the source in that VLAN (a refusal is counted, the frame goes on);
-//! 5. link-local destinations (`link-local`);
-//! 6. lookup in that VLAN: known unicast to one port (`same-port`,
-//!    `no-route`, `port-down`), else flood to the VLAN's other members;
-//! 7. egress VLAN: per egress port, the frame leaves untagged or tagged with
-//!    its VLAN (a port not in the VLAN gets no flood copy; a known unicast
-//!    frame to it is dropped as `vlan-filtered`).
+//! 4. ingress policing (`policed`; see [`super::police`]);
+//! 5. learn the source in that VLAN (a refusal is counted, the frame goes on);
+//! 6. link-local destinations (`link-local`);
+//! 7. lookup in that VLAN: known unicast to one port (`same-port`,
+//!    `no-route`, `port-down`), else flood to the VLAN's other members,
+//!    within the ingress port's storm limit (`storm`);
+//! 8. egress VLAN and rate, per egress port: the frame leaves untagged or
+//!    tagged with its VLAN (a port not in the VLAN gets no flood copy; a
+//!    known unicast frame to it is dropped as `vlan-filtered`), within the
+//!    port's `egress_rate` (`egress-rate`).
 //!
 //! Frames keep the tag they came with until egress decides: a frame from a
 //! trunk to a trunk is not touched, one from an access port to a trunk gains
@@ -36,6 +39,7 @@ use crate::wire::ethernet::ethertype;
 use crate::wire::parse_l2_addrs;
 
 use super::fdb::FdbKey;
+use super::police::PortLimits;
 use super::security::PortSecurity;
 use super::vlan::{Egress, PortVlan};
 use super::{
@@ -54,6 +58,8 @@ impl Features {
     pub const VLAN: Features = Features(1);
     /// Port security (allowed source MACs and IPs).
     pub const SECURITY: Features = Features(1 << 1);
+    /// A rate limit: ingress policing, egress rate or storm control.
+    pub const LIMITS: Features = Features(1 << 2);
 
     /// Whether no stage is on.
     #[inline]
@@ -89,6 +95,8 @@ pub struct PortPolicy {
     pub vlan: PortVlan,
     /// Allowed source addresses, if port security is on.
     pub security: Option<PortSecurity>,
+    /// Rate limits.
+    pub limits: PortLimits,
 }
 
 impl Default for PortPolicy {
@@ -96,6 +104,7 @@ impl Default for PortPolicy {
         PortPolicy {
             vlan: PortVlan::trunk_all(),
             security: None,
+            limits: PortLimits::default(),
         }
     }
 }
@@ -109,6 +118,9 @@ impl PortPolicy {
         }
         if self.security.is_some() {
             f |= Features::SECURITY;
+        }
+        if !self.limits.is_empty() {
+            f |= Features::LIMITS;
         }
         f
     }
@@ -271,6 +283,12 @@ impl Forwarder {
         let in_policy = t.policy(in_port);
         let in_vlan = &in_policy.vlan;
         let in_security = in_policy.security.as_ref();
+        let (policer, storm) = (
+            in_policy.limits.ingress.as_ref(),
+            in_policy.limits.storm.as_ref(),
+        );
+        // The rate limits' clock, read once per burst.
+        let now_ticks = crate::time::cycles();
         let mut sum = ProcessSummary::default();
         for m in burst.drain(..) {
             let Some(l2) = parse_l2_addrs(m.data()) else {
@@ -307,6 +325,14 @@ impl Forwarder {
                     continue;
                 }
             }
+            // Ingress policing.
+            if let Some(p) = policer {
+                if !p.take(now_ticks, m.len() as u64) {
+                    discard(m, in_stats, DropReason::Policed);
+                    sum.dropped += 1;
+                    continue;
+                }
+            }
             // Learn and look up in the frame's VLAN.
             let Some(m) = learn(
                 &fdb,
@@ -324,21 +350,37 @@ impl Forwarder {
                     sum.dropped += 1;
                     continue;
                 }
+                if storm.is_some_and(|s| !s.take(now_ticks, 1)) {
+                    discard(m, in_stats, DropReason::Storm);
+                    sum.dropped += 1;
+                    continue;
+                }
                 sum.flooded += 1;
-                flood_vlan(stages, pending, t, bridge, in_port, vlan, tag, m, in_stats);
+                flood_vlan(
+                    stages, pending, t, bridge, in_port, vlan, tag, now_ticks, m, in_stats,
+                );
                 continue;
             }
             let Some(out) = fdb.lookup_key(FdbKey::from_word(vlan, l2.dst)) else {
+                if storm.is_some_and(|s| !s.take(now_ticks, 1)) {
+                    discard(m, in_stats, DropReason::Storm);
+                    sum.dropped += 1;
+                    continue;
+                }
                 sum.flooded += 1;
-                flood_vlan(stages, pending, t, bridge, in_port, vlan, tag, m, in_stats);
+                flood_vlan(
+                    stages, pending, t, bridge, in_port, vlan, tag, now_ticks, m, in_stats,
+                );
                 continue;
             };
             // Known unicast: egress VLAN, then the port's stage.
-            let how = t.policy(out).vlan.egress(vlan);
+            let out_policy = t.policy(out);
+            let how = out_policy.vlan.egress(vlan);
             let mut m = m;
             let fit = match how {
                 Egress::Filtered => Err(DropReason::VlanFiltered),
-                _ => retag(&mut m, tag, how, vlan),
+                _ => egress_rate(out_policy, now_ticks, &m)
+                    .and_then(|()| retag(&mut m, tag, how, vlan)),
             };
             let opened = fit.and_then(|()| match stages.get(out.index()) {
                 Some(st) if st.ready == seq => Ok(()),
@@ -361,6 +403,16 @@ impl Forwarder {
     }
 }
 
+/// Takes `m`'s length from the egress rate of the port with settings
+/// `out`, if it has one.
+#[inline]
+fn egress_rate(out: &PortPolicy, now_ticks: u64, m: &Mbuf) -> Result<(), DropReason> {
+    match &out.limits.egress {
+        Some(b) if !b.take(now_ticks, m.len() as u64) => Err(DropReason::EgressRate),
+        _ => Ok(()),
+    }
+}
+
 /// Floods a frame of `vlan` to every other up port of the bridge that
 /// carries the VLAN, each copy tagged or not as its port wants; the last one
 /// gets the original buffer.
@@ -374,17 +426,28 @@ fn flood_vlan(
     in_port: PortId,
     vlan: VlanId,
     tag: Option<VlanId>,
+    now_ticks: u64,
     m: Mbuf,
     in_stats: &QueueStats,
 ) {
+    let len = m.len() as u64;
     let mut targets = bridge
         .ports
         .iter()
         .copied()
         .filter(|&p| p != in_port && t.port(p).is_some_and(|e| e.is_up()))
-        .filter_map(|p| match t.policy(p).vlan.egress(vlan) {
-            Egress::Filtered => None,
-            how => Some((p, how)),
+        .filter_map(|p| {
+            let policy = t.policy(p);
+            match policy.vlan.egress(vlan) {
+                Egress::Filtered => None,
+                how => match &policy.limits.egress {
+                    Some(b) if !b.take(now_ticks, len) => {
+                        in_stats.drop_one(DropReason::EgressRate);
+                        None
+                    }
+                    _ => Some((p, how)),
+                },
+            }
         });
     let Some(mut prev) = targets.next() else {
         return; // nobody in the VLAN to flood to: the frame has no receiver
@@ -451,9 +514,94 @@ mod tests {
         let access = PortPolicy {
             vlan: PortVlan::new(None, Some(10), &[]).unwrap(),
             security: None,
+            limits: PortLimits::default(),
         };
         assert!(access.features().contains(Features::VLAN));
     }
+    /// A 3-port bridge, all up, port `i` with `policies[i]`.
+    fn rig(policies: [PortPolicy; 3]) -> Arc<SwitchTables> {
+        use super::super::{Bridge, Fdb, FdbConfig, PortEntry, Switch};
+        use crate::ids::{BridgeId, WorkerId};
+        use std::sync::atomic::Ordering;
+        let sw = Switch::new();
+        sw.update(|t| {
+            t.bridges.push(Some(Bridge {
+                id: BridgeId(0),
+                name: "br0".into(),
+                ports: (0..3).map(PortId).collect(),
+                fdb: Arc::new(Fdb::new(&FdbConfig::default())),
+            }));
+            for (i, p) in policies.into_iter().enumerate() {
+                let e = PortEntry::new(PortId(i as u16), "p", Some(BridgeId(0)), WorkerId(0));
+                e.link_up.store(true, Ordering::Relaxed);
+                t.ports.push(Some(Arc::new(e)));
+                t.set_policy(PortId(i as u16), Some(Arc::new(p)));
+            }
+        });
+        sw.load()
+    }
+
+    /// Sends `n` frames of `len` bytes from 02::1 to `dst` in on port 0, in
+    /// bursts; returns the frames each port got.
+    fn blast(t: &SwitchTables, dst: [u8; 6], len: usize, n: usize, st: &QueueStats) -> [usize; 3] {
+        let pool = Mempool::for_tests(256);
+        let mut fwd = Forwarder::new();
+        fwd.prepare(t);
+        let mut frame = vec![0x5a; len];
+        frame[..6].copy_from_slice(&dst);
+        frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        let mut got = [0; 3];
+        for chunk in (0..n).collect::<Vec<_>>().chunks(crate::port::MAX_BURST) {
+            let mut b: Burst = chunk.iter().map(|_| mbuf(pool, &frame)).collect();
+            fwd.process(t, PortId(0), &mut b, 1, st);
+            fwd.drain(|p, b| {
+                got[p.index()] += b.len();
+                b.clear();
+            });
+        }
+        got
+    }
+
+    #[test]
+    fn rate_limits_drop_what_exceeds_them_and_count_it() {
+        let limited = |ingress, egress, storm| PortPolicy {
+            limits: PortLimits::new(ingress, Some(1), egress, storm),
+            ..PortPolicy::default()
+        };
+        // Storm control: 10 frames/s, so one burst's worth passes at once.
+        let t = rig([
+            limited(None, None, Some(10)),
+            PortPolicy::default(),
+            PortPolicy::default(),
+        ]);
+        let st = QueueStats::default();
+        let got = blast(&t, [0xff; 6], 60, 96, &st);
+        assert_eq!(got, [0, 32, 32]);
+        assert_eq!(st.snapshot().drops(DropReason::Storm), 64);
+        // Ingress policing at 8 kbit/s, 1 kbit of burst: the minimum burst (64 KiB and a
+        // little) passes 43 frames of 1 500 bytes.
+        let t = rig([
+            limited(Some(8), None, None),
+            PortPolicy::default(),
+            PortPolicy::default(),
+        ]);
+        let st = QueueStats::default();
+        let got = blast(&t, [0xff; 6], 1500, 64, &st);
+        assert_eq!(got, [0, 43, 43]);
+        assert_eq!(st.snapshot().drops(DropReason::Policed), 21);
+        // Egress rate on port 2 only: port 1 gets every flood copy.
+        let t = rig([
+            PortPolicy::default(),
+            PortPolicy::default(),
+            limited(None, Some(8), None),
+        ]);
+        let st = QueueStats::default();
+        let got = blast(&t, [0xff; 6], 1500, 64, &st);
+        assert_eq!(got, [0, 64, 43]);
+        assert_eq!(st.snapshot().drops(DropReason::EgressRate), 21);
+    }
+
     /// The switching decisions of a bridge with VLAN port modes, checked
     /// against a reference model written from OVS's description of the
     /// modes (and nothing of the code above), for random port settings and
@@ -521,6 +669,7 @@ mod tests {
                 PortPolicy {
                     vlan: PortVlan::new(Some(mode), tag, &trunks).unwrap(),
                     security: None,
+                    limits: PortLimits::default(),
                 }
             }
         }
