@@ -59,6 +59,9 @@ cases=(
     "vlan 1000"
     "vlan-access 1000"
     "vlan-trunk 1000"
+    "acl-10 1000"
+    "acl-100 1000"
+    "acl-1000 1000"
 )
 # CASES="unicast:1000 vlan:1000" measures only those.
 if [ -n "${CASES:-}" ]; then

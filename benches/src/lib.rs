@@ -37,8 +37,8 @@ use std::sync::Arc;
 use dataplane::ids::{BridgeId, MacAddr, PortId, VlanId, WorkerId};
 use dataplane::mempool::{HugepagePolicy, MempoolConfig};
 use dataplane::switch::{
-    Bridge, Fdb, FdbConfig, Forwarder, Learn, PortEntry, PortPolicy, PortVlan, Switch,
-    SwitchTables, VlanMode,
+    acl, Acl, AclRule, Bridge, Fdb, FdbConfig, Forwarder, Learn, PortEntry, PortPolicy, PortVlan,
+    Switch, SwitchTables, VlanMode,
 };
 use dataplane::wire::ethertype;
 use dataplane::{Burst, Mempool, Port, QueueStats, MAX_BURST};
@@ -92,6 +92,9 @@ pub struct Scenario {
     pub pair_run: u32,
     /// VLAN mode of every port; `None`: no VLAN settings (the plain path).
     pub port_vlan: Option<VlanMode>,
+    /// Rules of the security group every port applies to what it sends
+    /// ([`bench_acl`]); 0: none.
+    pub acl_rules: u32,
 }
 
 impl Scenario {
@@ -104,6 +107,7 @@ impl Scenario {
             vlan: None,
             pair_run: 1,
             port_vlan: None,
+            acl_rules: 0,
         }
     }
 
@@ -150,16 +154,29 @@ impl Scenario {
         }
     }
 
+    /// Known unicast on a 4-port bridge whose ports apply a security group
+    /// of `rules` rules ([`bench_acl`]) to what they send.
+    pub fn acl(macs: u32, rules: u32) -> Scenario {
+        Scenario {
+            acl_rules: rules.max(1),
+            ..Scenario::unicast(macs)
+        }
+    }
+
     /// The pipeline settings every port gets, if any.
     pub fn port_policy(&self) -> Option<PortPolicy> {
-        let vlan = match self.port_vlan? {
-            VlanMode::Access => PortVlan::new(Some(VlanMode::Access), Some(100), &[]),
-            mode => PortVlan::new(Some(mode), None, &[100]),
+        if self.port_vlan.is_none() && self.acl_rules == 0 {
+            return None;
+        }
+        let vlan = match self.port_vlan {
+            None => Ok(PortVlan::trunk_all()),
+            Some(VlanMode::Access) => PortVlan::new(Some(VlanMode::Access), Some(100), &[]),
+            Some(mode) => PortVlan::new(Some(mode), None, &[100]),
         };
         Some(PortPolicy {
             vlan: vlan.expect("benchmark VLAN settings"),
-            security: None,
-            limits: Default::default(),
+            acl_in: (self.acl_rules > 0).then(|| Arc::new(bench_acl(self.acl_rules))),
+            ..PortPolicy::default()
         })
     }
 
@@ -257,9 +274,48 @@ fn write_frame(dst: MacAddr, src: MacAddr, vlan: Option<VlanId>, seq: u32) -> [u
         at += 4;
     }
     f[at..at + 2].copy_from_slice(&ethertype::IPV4.to_be_bytes());
-    // A recognisable payload: the frame's sequence number.
-    f[at + 2..at + 6].copy_from_slice(&seq.to_be_bytes());
+    // IPv4 and TCP headers (for the security-group cases): 10.0.0.1 port
+    // 1024 + seq mod 60 000 to 10.0.0.2 port 80, the frame's sequence
+    // number as the TCP sequence number.
+    let ip = at + 2;
+    f[ip..ip + 20].copy_from_slice(&[
+        0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+    ]);
+    let tcp = ip + 20;
+    let sport = 1024 + (seq % 60_000) as u16;
+    f[tcp..tcp + 2].copy_from_slice(&sport.to_be_bytes());
+    f[tcp + 2..tcp + 4].copy_from_slice(&BENCH_TCP_PORT.to_be_bytes());
+    f[tcp + 4..tcp + 8].copy_from_slice(&seq.to_be_bytes());
     f
+}
+
+/// Destination port of every benchmark frame.
+pub const BENCH_TCP_PORT: u16 = 80;
+
+/// A security group of `n` rules (at least 1) that every benchmark frame
+/// passes only by its last rule: `n - 1` rules deny TCP from other
+/// addresses to other ports (each a /32 and a port of its own, so every
+/// field is cut into many intervals), the last allows TCP to
+/// [`BENCH_TCP_PORT`], and the default denies.
+pub fn bench_acl(n: u32) -> Acl {
+    let mut rules: Vec<AclRule> = (0..n.saturating_sub(1))
+        .map(|i| AclRule {
+            proto: Some(acl::proto::TCP),
+            src: Some(acl::Cidr {
+                addr: std::net::IpAddr::from([10, 1, (i >> 8) as u8, i as u8]),
+                len: 32,
+            }),
+            dst_ports: Some((1000 + i as u16, 1000 + i as u16)),
+            action: acl::Action::Deny,
+            ..AclRule::default()
+        })
+        .collect();
+    rules.push(AclRule {
+        proto: Some(acl::proto::TCP),
+        dst_ports: Some((BENCH_TCP_PORT, BENCH_TCP_PORT)),
+        ..AclRule::default()
+    });
+    Acl::new(rules, acl::Action::Deny).expect("benchmark security group")
 }
 
 /// The frames of a scenario, in bursts: `(ingress port, templates)`.

@@ -122,6 +122,9 @@ drop_reasons! {
     /// Over the egress port's `egress_rate` (counted on the ingress port,
     /// where the frame was switched).
     EgressRate => "egress-rate",
+    /// A security group (`acl_in` of the ingress port or `acl_out` of the
+    /// egress port) denied the frame.
+    AclDeny => "acl-deny",
 }
 
 impl From<crate::wire::gso::GsoError> for DropReason {

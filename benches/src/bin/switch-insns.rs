@@ -4,7 +4,7 @@
 //! ```text
 //! switch-insns <case> <macs> <packets>
 //!   case: unicast | unicast-pool | unicast-run8 | unicast-run32 | flood | vlan |
-//!         vlan-access | vlan-trunk
+//!         vlan-access | vlan-trunk | acl-N (a security group of N rules)
 //! ```
 //!
 //! Set-up (switch, FDB pre-load, frames) costs the same for any packet count,
@@ -20,7 +20,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [case, macs, packets] = args.as_slice() else {
         bail!(
-            "usage: switch-insns <unicast|unicast-pool|unicast-run8|unicast-run32|flood|vlan|vlan-access|vlan-trunk> <macs> <packets>"
+            "usage: switch-insns <unicast|unicast-pool|unicast-run8|unicast-run32|flood|vlan|vlan-access|vlan-trunk|acl-N> <macs> <packets>"
         );
     };
     let macs: u32 = macs
@@ -41,7 +41,10 @@ fn main() -> Result<()> {
         "vlan" => (Scenario::tagged(macs), false),
         "vlan-access" => (Scenario::access(macs), false),
         "vlan-trunk" => (Scenario::trunk(macs), false),
-        other => bail!("unknown case {other:?}"),
+        other => match other.strip_prefix("acl-").map(str::parse::<u32>) {
+            Some(Ok(rules)) => (Scenario::acl(macs, rules), false),
+            _ => bail!("unknown case {other:?}"),
+        },
     };
     let mut rig = Rig::new(scenario);
     let mut done = 0usize;

@@ -32,6 +32,7 @@
 //! the worker flushes them after each input burst, so a stage never holds more
 //! than one input burst's worth of frames per port.
 
+pub mod acl;
 pub mod fdb;
 pub mod pipeline;
 pub mod police;
@@ -50,6 +51,7 @@ use crate::port::{Burst, MAX_BURST};
 use crate::ring::Ring;
 use crate::stats::{DropReason, QueueStats, Unlearned};
 use crate::wire::parse_l2_addrs;
+pub use acl::{Acl, AclRule};
 pub use fdb::{Fdb, FdbConfig, FdbKey, FdbView, Learn};
 pub use pipeline::{Features, PortPolicy};
 pub use police::{PortLimits, TokenBucket};

@@ -1,5 +1,5 @@
 //! The feature pipeline: the stages a frame passes on a bridge whose ports
-//! use VLAN modes, port security or rate limits (and, as they come, ACLs).
+//! use VLAN modes, port security, security groups or rate limits.
 //!
 //! Layer: switch. Run by [`super::Forwarder::process`] for a whole burst when
 //! the ingress port's bridge has any port with a feature on
@@ -14,16 +14,18 @@
 //!    frame's tag (`vlan-filtered`; an 802.1ad S-tag is refused here too);
 //! 3. port security: the source MAC and IP addresses must be the port's
 //!    own (`spoofed-mac`, `spoofed-ip`; see [`super::security`]);
-//! 4. ingress policing (`policed`; see [`super::police`]);
-//! 5. learn the source in that VLAN (a refusal is counted, the frame goes on);
-//! 6. link-local destinations (`link-local`);
-//! 7. lookup in that VLAN: known unicast to one port (`same-port`,
+//! 4. the port's `acl_in` security group (`acl-deny`; see [`super::acl`]);
+//! 5. ingress policing (`policed`; see [`super::police`]);
+//! 6. learn the source in that VLAN (a refusal is counted, the frame goes on);
+//! 7. link-local destinations (`link-local`);
+//! 8. lookup in that VLAN: known unicast to one port (`same-port`,
 //!    `no-route`, `port-down`), else flood to the VLAN's other members,
 //!    within the ingress port's storm limit (`storm`);
-//! 8. egress VLAN and rate, per egress port: the frame leaves untagged or
-//!    tagged with its VLAN (a port not in the VLAN gets no flood copy; a
-//!    known unicast frame to it is dropped as `vlan-filtered`), within the
-//!    port's `egress_rate` (`egress-rate`).
+//! 9. per egress port: VLAN membership (a port not in the VLAN gets no
+//!    flood copy; a known unicast frame to it is dropped as
+//!    `vlan-filtered`), its `acl_out` security group (`acl-deny`), its
+//!    `egress_rate` (`egress-rate`), then the tag: the frame leaves untagged
+//!    or tagged with its VLAN.
 //!
 //! Frames keep the tag they came with until egress decides: a frame from a
 //! trunk to a trunk is not touched, one from an access port to a trunk gains
@@ -38,6 +40,7 @@ use crate::stats::{DropReason, QueueStats};
 use crate::wire::ethernet::ethertype;
 use crate::wire::parse_l2_addrs;
 
+use super::acl::{Acl, Applied};
 use super::fdb::FdbKey;
 use super::police::PortLimits;
 use super::security::PortSecurity;
@@ -60,6 +63,8 @@ impl Features {
     pub const SECURITY: Features = Features(1 << 1);
     /// A rate limit: ingress policing, egress rate or storm control.
     pub const LIMITS: Features = Features(1 << 2);
+    /// A security group on the port's traffic in or out.
+    pub const ACL: Features = Features(1 << 3);
 
     /// Whether no stage is on.
     #[inline]
@@ -97,6 +102,10 @@ pub struct PortPolicy {
     pub security: Option<PortSecurity>,
     /// Rate limits.
     pub limits: PortLimits,
+    /// Security group for what the port sends into the switch.
+    pub acl_in: Option<Arc<Acl>>,
+    /// Security group for what the switch sends to the port.
+    pub acl_out: Option<Arc<Acl>>,
 }
 
 impl Default for PortPolicy {
@@ -105,6 +114,8 @@ impl Default for PortPolicy {
             vlan: PortVlan::trunk_all(),
             security: None,
             limits: PortLimits::default(),
+            acl_in: None,
+            acl_out: None,
         }
     }
 }
@@ -121,6 +132,9 @@ impl PortPolicy {
         }
         if !self.limits.is_empty() {
             f |= Features::LIMITS;
+        }
+        if self.acl_in.is_some() || self.acl_out.is_some() {
+            f |= Features::ACL;
         }
         f
     }
@@ -283,6 +297,7 @@ impl Forwarder {
         let in_policy = t.policy(in_port);
         let in_vlan = &in_policy.vlan;
         let in_security = in_policy.security.as_ref();
+        let in_acl = in_policy.acl_in.as_deref();
         let (policer, storm) = (
             in_policy.limits.ingress.as_ref(),
             in_policy.limits.storm.as_ref(),
@@ -316,10 +331,19 @@ impl Forwarder {
                 sum.dropped += 1;
                 continue;
             }
+            // Where the L3 header starts, for the stages that look at it.
+            let l3 = if tag.is_some() { 18 } else { 14 };
             // Port security, before the source is learned.
             if let Some(sec) = in_security {
-                let l3 = if tag.is_some() { 18 } else { 14 };
                 if let Err(why) = sec.check(m.data(), l2.src, l3) {
+                    discard(m, in_stats, why);
+                    sum.dropped += 1;
+                    continue;
+                }
+            }
+            // The ingress security group.
+            if let Some(acl) = in_acl {
+                if let Err(why) = acl.check(m.data(), l3, Applied::In) {
                     discard(m, in_stats, why);
                     sum.dropped += 1;
                     continue;
@@ -379,7 +403,7 @@ impl Forwarder {
             let mut m = m;
             let fit = match how {
                 Egress::Filtered => Err(DropReason::VlanFiltered),
-                _ => egress_rate(out_policy, now_ticks, &m)
+                _ => egress(out_policy, now_ticks, &m, l3)
                     .and_then(|()| retag(&mut m, tag, how, vlan)),
             };
             let opened = fit.and_then(|()| match stages.get(out.index()) {
@@ -403,10 +427,13 @@ impl Forwarder {
     }
 }
 
-/// Takes `m`'s length from the egress rate of the port with settings
-/// `out`, if it has one.
+/// The egress stages of the port with settings `out` for `m` (its L3
+/// header at `l3`): its security group, then its rate.
 #[inline]
-fn egress_rate(out: &PortPolicy, now_ticks: u64, m: &Mbuf) -> Result<(), DropReason> {
+fn egress(out: &PortPolicy, now_ticks: u64, m: &Mbuf, l3: usize) -> Result<(), DropReason> {
+    if let Some(acl) = &out.acl_out {
+        acl.check(m.data(), l3, Applied::Out)?;
+    }
     match &out.limits.egress {
         Some(b) if !b.take(now_ticks, m.len() as u64) => Err(DropReason::EgressRate),
         _ => Ok(()),
@@ -430,7 +457,7 @@ fn flood_vlan(
     m: Mbuf,
     in_stats: &QueueStats,
 ) {
-    let len = m.len() as u64;
+    let l3 = if tag.is_some() { 18 } else { 14 };
     let mut targets = bridge
         .ports
         .iter()
@@ -440,12 +467,12 @@ fn flood_vlan(
             let policy = t.policy(p);
             match policy.vlan.egress(vlan) {
                 Egress::Filtered => None,
-                how => match &policy.limits.egress {
-                    Some(b) if !b.take(now_ticks, len) => {
-                        in_stats.drop_one(DropReason::EgressRate);
+                how => match egress(policy, now_ticks, &m, l3) {
+                    Err(why) => {
+                        in_stats.drop_one(why);
                         None
                     }
-                    _ => Some((p, how)),
+                    Ok(()) => Some((p, how)),
                 },
             }
         });
@@ -513,8 +540,7 @@ mod tests {
         assert!(PortPolicy::default().features().is_empty());
         let access = PortPolicy {
             vlan: PortVlan::new(None, Some(10), &[]).unwrap(),
-            security: None,
-            limits: PortLimits::default(),
+            ..PortPolicy::default()
         };
         assert!(access.features().contains(Features::VLAN));
     }
@@ -602,6 +628,61 @@ mod tests {
         assert_eq!(st.snapshot().drops(DropReason::EgressRate), 21);
     }
 
+    #[test]
+    fn security_groups_filter_what_ports_send_and_receive() {
+        use super::super::acl::{proto, AclRule, Action};
+        let http = |action| AclRule {
+            proto: Some(proto::TCP),
+            dst_ports: Some((80, 80)),
+            action,
+            ..AclRule::default()
+        };
+        // Port 0 may send only TCP to port 80; port 2 receives none of it.
+        let only_http = Arc::new(Acl::new(vec![http(Action::Allow)], Action::Deny).unwrap());
+        let no_http = Arc::new(Acl::new(vec![http(Action::Deny)], Action::Allow).unwrap());
+        let t = rig([
+            PortPolicy {
+                acl_in: Some(only_http),
+                ..PortPolicy::default()
+            },
+            PortPolicy::default(),
+            PortPolicy {
+                acl_out: Some(no_http),
+                ..PortPolicy::default()
+            },
+        ]);
+        let st = QueueStats::default();
+        let tcp = |dport: u16| {
+            let mut f = vec![0xff; 6];
+            f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+            f.extend_from_slice(&[
+                0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+            ]);
+            f.extend_from_slice(&[0x9c, 0x40]);
+            f.extend_from_slice(&dport.to_be_bytes());
+            f.extend_from_slice(&[0; 16]);
+            f
+        };
+        let pool = Mempool::for_tests(16);
+        let mut fwd = Forwarder::new();
+        fwd.prepare(&t);
+        let mut got = Vec::new();
+        for dport in [80, 22] {
+            let mut b: Burst = [mbuf(pool, &tcp(dport))].into_iter().collect();
+            fwd.process(&t, PortId(0), &mut b, 1, &st);
+            fwd.drain(|p, b| {
+                got.push((dport, p.0));
+                b.clear();
+            });
+        }
+        assert_eq!(
+            got,
+            [(80, 1)],
+            "port 22 denied on the way in, 80 on the way out to port 2"
+        );
+        assert_eq!(st.snapshot().drops(DropReason::AclDeny), 2);
+    }
+
     /// The switching decisions of a bridge with VLAN port modes, checked
     /// against a reference model written from OVS's description of the
     /// modes (and nothing of the code above), for random port settings and
@@ -668,8 +749,7 @@ mod tests {
                 };
                 PortPolicy {
                     vlan: PortVlan::new(Some(mode), tag, &trunks).unwrap(),
-                    security: None,
-                    limits: PortLimits::default(),
+                    ..PortPolicy::default()
                 }
             }
         }
