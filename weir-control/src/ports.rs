@@ -264,6 +264,7 @@ fn open_vhost_user(
         socket: socket.to_owned(),
         mode,
         queues,
+        mac: None,
     };
     let mut dev = vhost_user::create_with_owner(name, &cfg, pool, tso_pool, owner)?;
     let queues = boxed(dev.take_queues());

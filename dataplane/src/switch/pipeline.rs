@@ -381,7 +381,7 @@ impl Forwarder {
                 }
                 sum.flooded += 1;
                 flood_vlan(
-                    stages, pending, t, bridge, in_port, vlan, tag, now_ticks, m, in_stats,
+                    stages, pending, t, bridge, in_port, vlan, tag, l2.dst, now_ticks, m, in_stats,
                 );
                 continue;
             }
@@ -393,7 +393,7 @@ impl Forwarder {
                 }
                 sum.flooded += 1;
                 flood_vlan(
-                    stages, pending, t, bridge, in_port, vlan, tag, now_ticks, m, in_stats,
+                    stages, pending, t, bridge, in_port, vlan, tag, l2.dst, now_ticks, m, in_stats,
                 );
                 continue;
             };
@@ -453,6 +453,7 @@ fn flood_vlan(
     in_port: PortId,
     vlan: VlanId,
     tag: Option<VlanId>,
+    dst: u64,
     now_ticks: u64,
     m: Mbuf,
     in_stats: &QueueStats,
@@ -465,6 +466,10 @@ fn flood_vlan(
         .filter(|&p| p != in_port && t.port(p).is_some_and(|e| e.is_up()))
         .filter_map(|p| {
             let policy = t.policy(p);
+            // Unknown unicast reaches a secured port only for its own MACs.
+            if dst & GROUP_BIT == 0 && policy.security.as_ref().is_some_and(|s| !s.mac_ok(dst)) {
+                return None;
+            }
             match policy.vlan.egress(vlan) {
                 Egress::Filtered => None,
                 how => match egress(policy, now_ticks, &m, l3) {
@@ -908,6 +913,13 @@ mod tests {
                         };
                         let floods = |want: &mut BTreeSet<(u16, Vec<u8>)>| {
                             for p in (0..PORTS).filter(|&p| p != in_port) {
+                                // A secured port gets unknown unicast only
+                                // for its own station.
+                                let unicast_not_its =
+                                    dst[0] & 1 == 0 && dst != station(u64::from(p));
+                                if secure[p as usize] && unicast_not_its {
+                                    continue;
+                                }
                                 if !pipelined || cfgs[p as usize].member(v) {
                                     want.insert((p, out_frame(p)));
                                 }

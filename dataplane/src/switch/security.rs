@@ -24,6 +24,11 @@
 //! With `A` empty only the MAC checks apply. IP checks failing count as
 //! `spoofed-ip`. A frame too short for the header it announces is
 //! `malformed`.
+//!
+//! The other way, a port with port security receives unicast only for its
+//! allowed MACs: unknown unicast flooded on the bridge skips it, so one
+//! tenant does not see what another's stations were sent before they were
+//! learned. Broadcast and multicast reach it as any port.
 
 use std::net::IpAddr;
 
@@ -112,8 +117,10 @@ impl PortSecurity {
         Ok(s)
     }
 
+    /// Whether `mac` (a [`MacAddr::to_u64`] word) is one of the port's
+    /// allowed addresses.
     #[inline]
-    fn mac_ok(&self, mac: u64) -> bool {
+    pub fn mac_ok(&self, mac: u64) -> bool {
         self.macs.contains(&mac)
     }
 
