@@ -548,11 +548,15 @@ impl Dataplane {
             PortEntry::new(id, &spec.name, bridge, owner)
                 .with_handoff_budget(Arc::clone(&self.handoff_budgets[placement[0]])),
         );
+        // The port and its pipeline settings in one publication: no frame
+        // sees the port without its VLAN mode.
+        let policy = Arc::new(spec.policy.clone());
         self.switch.update(|t| {
             if t.ports.len() <= id.index() {
                 t.ports.resize(id.index() + 1, None);
             }
             t.ports[id.index()] = Some(entry);
+            t.set_policy(id, Some(policy));
             if let Some(b) = bridge {
                 if let Some(Some(br)) = t.bridges.get_mut(b.0 as usize) {
                     br.ports.push(id);
@@ -1246,9 +1250,9 @@ mod tests {
         }
     }
 
-    /// A small dataplane whose ports `factory` opens, one worker per CPU of
-    /// `workers`.
-    fn scripted_dataplane(factory: &Arc<ScriptedFactory>, workers: &str) -> Dataplane {
+    /// The configuration of a small dataplane, one worker per CPU of
+    /// `workers`, without bridges or ports.
+    fn scripted_config(workers: &str) -> Config {
         let mut cfg = Config::default();
         cfg.dataplane.mbufs = 512;
         cfg.dataplane.tso_mbufs = 0;
@@ -1256,6 +1260,13 @@ mod tests {
         cfg.dataplane.idle_sleep_us = 50;
         cfg.dataplane.workers = Some(workers.parse().unwrap());
         cfg.fdb.max_entries = 64;
+        cfg
+    }
+
+    /// A small dataplane whose ports `factory` opens, one worker per CPU of
+    /// `workers`.
+    fn scripted_dataplane(factory: &Arc<ScriptedFactory>, workers: &str) -> Dataplane {
+        let cfg = scripted_config(workers);
         Dataplane::start_with(&cfg, Host::system(), Box::new(Arc::clone(factory))).unwrap()
     }
 
@@ -1458,6 +1469,62 @@ mod tests {
         );
         assert!(hb.transmitted().iter().all(|f| *f == frame));
         assert_eq!(dp.port_list().len(), 2);
+        dp.shutdown();
+    }
+
+    #[test]
+    fn ports_are_published_with_their_vlan_settings() {
+        use dataplane::switch::{Features, VlanMode};
+        use dataplane::testutil::{
+            eth_frame, mac, vlan_frame, ScriptedPort, EXPERIMENTAL_ETHERTYPE,
+        };
+        use dataplane::VlanId;
+        let factory = Arc::new(ScriptedFactory::default());
+        let mut cfg = scripted_config("0");
+        cfg.bridges
+            .push(weir_config::BridgeSpec { name: "br0".into() });
+        // A configured access port on VLAN 10 ...
+        let mut a = ring_port("a", Some("br0"));
+        a.tag = Some(10);
+        cfg.ports.push(a);
+        // The ports exist before the daemon's pool does: they receive into
+        // a pool of their own.
+        let pool = Mempool::for_tests(64);
+        let (pa, pt) = (ScriptedPort::new(pool), ScriptedPort::new(pool));
+        let (ha, ht) = (pa.handle(), pt.handle());
+        {
+            let mut ports = factory.ports.lock().unwrap();
+            ports.insert("a".into(), vec![Box::new(pa)]);
+            ports.insert("t".into(), vec![Box::new(pt)]);
+        }
+        let dp =
+            Dataplane::start_with(&cfg, Host::system(), Box::new(Arc::clone(&factory))).unwrap();
+        // ... and a trunk of VLANs 10 and 20 added at run time.
+        let mut t = ring_port("t", Some("br0"));
+        t.trunks = vec![10, 20];
+        dp.port_add(t).unwrap();
+        let tables = dp.switch.load();
+        let (ia, it) = (PortId(port_id(&dp, "a")), PortId(port_id(&dp, "t")));
+        assert_eq!(tables.policy(ia).vlan.mode(), VlanMode::Access);
+        assert_eq!(tables.policy(it).vlan.mode(), VlanMode::Trunk);
+        assert!(!tables.policy(it).vlan.is_member(VlanId(30)));
+        let br = tables.bridge_by_name("br0").unwrap().id;
+        assert!(tables.bridge_features(br).contains(Features::VLAN));
+        drop(tables);
+        let up = |name: &str| {
+            dp.port_list()
+                .iter()
+                .any(|p| p.name == name && p.link == "up")
+        };
+        wait_for("a and t up", || up("a") && up("t"));
+        // An untagged frame from the access port leaves the trunk tagged
+        // with VLAN 10.
+        ha.push_rx(eth_frame(mac(2), mac(1), EXPERIMENTAL_ETHERTYPE, 46));
+        wait_for("t transmits", || !ht.transmitted().is_empty());
+        assert_eq!(
+            ht.transmitted(),
+            [vlan_frame(mac(2), mac(1), VlanId(10), 46)]
+        );
         dp.shutdown();
     }
 }
