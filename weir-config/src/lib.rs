@@ -29,7 +29,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use dataplane::mempool::{self, HugepagePolicy, MempoolConfig};
-use dataplane::switch::vlan::{PortVlan, VlanError, VlanMode};
+/// The values of `vlan_mode` ([`PortSpec::vlan_mode`]).
+pub use dataplane::switch::vlan::VlanMode;
+use dataplane::switch::vlan::{PortVlan, VlanError};
 use dataplane::switch::PortPolicy;
 use serde::{Deserialize, Serialize};
 use toml::de::{DeTable, DeValue};
