@@ -91,6 +91,37 @@ fn config_check_json_dumps_defaults() {
 }
 
 #[test]
+fn multi_tenant_example_puts_each_tenant_on_its_vlan() {
+    let path = configs_dir().join("multi-tenant.toml");
+    let out = weir(&["config", "check", "--json", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vlans: Vec<(String, serde_json::Value, serde_json::Value)> = json["port"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["tag"].clone(),
+                p["trunks"].clone(),
+            )
+        })
+        .collect();
+    let null = serde_json::Value::Null;
+    assert_eq!(
+        vlans,
+        [
+            ("vm-a".into(), 10.into(), null.clone()),
+            ("ct-a".into(), 10.into(), null.clone()),
+            ("vm-b".into(), 20.into(), null.clone()),
+            ("ct-b".into(), 20.into(), null.clone()),
+            ("uplink".into(), null, serde_json::json!([10, 20])),
+        ]
+    );
+}
+
+#[test]
 fn malformed_configs_fail_naming_the_key() {
     let dir = TempDir::new();
     let cases = [
