@@ -319,6 +319,8 @@ mod tests {
             kind: PortKind::Dpdk {
                 devargs: devargs.to_owned(),
             },
+            settings: Default::default(),
+            policy: Default::default(),
         }
     }
 

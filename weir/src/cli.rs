@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use weir_api::Request;
-use weir_config::{PortSpec, PortType, VhostMode, DEFAULT_SOCKET};
+use weir_config::{PortSpec, PortType, VhostMode, VlanMode, DEFAULT_SOCKET};
 
 /// weir: a userspace poll-mode L2 switch.
 #[derive(Debug, Parser)]
@@ -49,6 +49,8 @@ pub struct ShowArgs {
 
 /// Top-level verbs.
 #[derive(Debug, Subcommand)]
+// Parsed once per command line; the size of `Port` does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the daemon in the foreground.
     Run(RunArgs),
@@ -184,6 +186,76 @@ pub enum PortCmd {
     },
     /// List ports.
     List(ShowArgs),
+    /// Change switch settings of a port while it runs (tag, trunks,
+    /// vlan_mode), checked together; nothing changes if they are refused.
+    Set {
+        /// Port name.
+        name: String,
+        /// KEY=VALUE, e.g. tag=10 vlan_mode=access trunks=10,20 (a key given
+        /// twice takes its last value).
+        #[arg(required = true, value_name = "KEY=VALUE", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        out: ChangeArgs,
+    },
+    /// Give switch settings of a port their defaults (as `port set` changes
+    /// them).
+    Clear {
+        /// Port name.
+        name: String,
+        /// Keys to clear, e.g. tag trunks.
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        out: ChangeArgs,
+    },
+}
+
+/// `--json` for `port set` and `port clear`.
+#[derive(Debug, Clone, Args)]
+pub struct ChangeArgs {
+    /// Print the port's settings after the change (the keys that are set),
+    /// as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: SocketArg,
+}
+
+impl ChangeArgs {
+    /// How to print the reply.
+    fn output(&self) -> Output {
+        if self.json {
+            Output::Json
+        } else {
+            Output::Quiet
+        }
+    }
+}
+
+/// A `port set` argument: `KEY=VALUE`.
+fn parse_setting(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE (e.g. tag=10), not `{arg}`")),
+    }
+}
+
+/// A `--vlan-mode` value.
+fn parse_vlan_mode(arg: &str) -> Result<VlanMode, String> {
+    weir_config::parse_vlan_mode(arg).map_err(|e| e.to_string())
+}
+
+/// VLAN ids given as one argument (`10,20`); a name of its own so that clap
+/// takes it as one value, not a list of arguments.
+pub type VlanIds = Vec<u16>;
+
+/// A `--trunks` value.
+fn parse_trunks(arg: &str) -> Result<VlanIds, String> {
+    weir_config::parse_trunks(arg).map_err(|e| e.to_string())
 }
 
 /// `weir port add`. Its `--socket` is the vhost-user socket; to pick the
@@ -231,6 +303,16 @@ pub struct PortAddArgs {
     /// Largest size of a pcap capture file, in bytes (default 1 GiB).
     #[arg(long, value_name = "BYTES")]
     pub max_bytes: Option<u64>,
+    /// Access VLAN, or the native VLAN of a native mode (1-4094).
+    #[arg(long, value_name = "VLAN")]
+    pub tag: Option<u16>,
+    /// VLANs a trunk carries, e.g. 10,20 (default: all).
+    #[arg(long, value_name = "VLANS", value_parser = parse_trunks)]
+    pub trunks: Option<VlanIds>,
+    /// access, trunk, native-tagged or native-untagged (default: access with
+    /// --tag, trunk without).
+    #[arg(long, value_name = "MODE", value_parser = parse_vlan_mode)]
+    pub vlan_mode: Option<VlanMode>,
 }
 
 impl PortAddArgs {
@@ -251,6 +333,9 @@ impl PortAddArgs {
             socket_mode: self.socket_mode.clone(),
             socket_group: self.socket_group.clone(),
             max_bytes: self.max_bytes,
+            tag: self.tag,
+            trunks: self.trunks.clone().unwrap_or_default(),
+            vlan_mode: self.vlan_mode,
         }
     }
 }
@@ -385,6 +470,26 @@ impl Command {
                 quiet(Request::PortDel { name: name.clone() }, conn)
             }
             Command::Port(PortCmd::List(args)) => show(Request::PortList, args, Output::Ports),
+            Command::Port(PortCmd::Set {
+                name,
+                settings,
+                out,
+            }) => ClientCall {
+                request: Request::PortSet {
+                    name: name.clone(),
+                    settings: settings.iter().cloned().collect(),
+                },
+                output: out.output(),
+                socket: out.conn.socket.clone(),
+            },
+            Command::Port(PortCmd::Clear { name, keys, out }) => ClientCall {
+                request: Request::PortClear {
+                    name: name.clone(),
+                    keys: keys.clone(),
+                },
+                output: out.output(),
+                socket: out.conn.socket.clone(),
+            },
             Command::Bridge(BridgeCmd::Add { name, conn }) => {
                 quiet(Request::BridgeAdd { name: name.clone() }, conn)
             }
@@ -473,6 +578,79 @@ mod tests {
             cli.client_socket(call.socket),
             PathBuf::from(DEFAULT_SOCKET)
         );
+    }
+
+    #[test]
+    fn port_add_takes_the_vlan_keys() {
+        let cli = parse(&[
+            "port",
+            "add",
+            "up",
+            "--type",
+            "ring",
+            "--tag",
+            "5",
+            "--trunks",
+            "20,10",
+            "--vlan-mode",
+            "native-untagged",
+        ]);
+        let Request::PortAdd(spec) = cli.command.client_call().unwrap().request else {
+            panic!("not a port add")
+        };
+        assert_eq!(
+            (spec.tag, spec.trunks, spec.vlan_mode),
+            (Some(5), vec![10, 20], Some(VlanMode::NativeUntagged))
+        );
+        let err =
+            Cli::try_parse_from(["weir", "port", "add", "p", "-t", "ring", "--vlan-mode", "x"])
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("expected one of access, trunk, native-tagged, native-untagged"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn port_set_and_clear_send_keys_as_given() {
+        let call = parse(&["port", "set", "vm1", "tag=10", "trunks=10,20", "tag=20"])
+            .command
+            .client_call()
+            .unwrap();
+        assert_eq!(call.output, Output::Quiet);
+        assert_eq!(
+            call.request,
+            Request::PortSet {
+                name: "vm1".into(),
+                settings: [("tag", "20"), ("trunks", "10,20")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            }
+        );
+        let call = parse(&["port", "clear", "vm1", "tag", "trunks", "--json"])
+            .command
+            .client_call()
+            .unwrap();
+        assert_eq!(call.output, Output::Json);
+        assert_eq!(
+            call.request,
+            Request::PortClear {
+                name: "vm1".into(),
+                keys: vec!["tag".into(), "trunks".into()],
+            }
+        );
+        for bad in [
+            &["port", "set", "vm1"][..],
+            &["port", "set", "vm1", "tag"],
+            &["port", "clear", "vm1"],
+        ] {
+            assert!(
+                Cli::try_parse_from(std::iter::once("weir").chain(bad.iter().copied())).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

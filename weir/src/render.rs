@@ -117,8 +117,8 @@ fn render_ports(ports: &[PortInfo]) -> String {
         return "no ports\n".to_owned();
     }
     let mut t = Table::new(&[
-        ">ID", "NAME", "TYPE", "BRIDGE", "IFACE", "LINK", ">MTU", ">QUEUES", ">WORKER", ">RX-PKTS",
-        ">TX-PKTS", ">DROPS", "STATE",
+        ">ID", "NAME", "TYPE", "BRIDGE", "VLAN", "IFACE", "LINK", ">MTU", ">QUEUES", ">WORKER",
+        ">RX-PKTS", ">TX-PKTS", ">DROPS", "STATE",
     ]);
     for p in ports {
         t.row(vec![
@@ -126,6 +126,7 @@ fn render_ports(ports: &[PortInfo]) -> String {
             p.name.clone(),
             p.kind.clone(),
             opt(&p.bridge),
+            vlan(p),
             opt(&p.iface),
             p.link.clone(),
             opt(&p.mtu),
@@ -138,6 +139,26 @@ fn render_ports(ports: &[PortInfo]) -> String {
         ]);
     }
     t.render()
+}
+
+/// A port's VLAN settings in one cell: the mode, then its tag, then its
+/// trunks (`all` for a native mode's empty list): `access 10`, `trunk 10,20`,
+/// `native-untagged 5 all`; `-` for a trunk of every VLAN (no VLAN
+/// settings, the switch does not look at tags).
+fn vlan(p: &PortInfo) -> String {
+    let trunks = if p.trunks.is_empty() {
+        "all".to_owned()
+    } else {
+        let ids: Vec<String> = p.trunks.iter().map(u16::to_string).collect();
+        ids.join(",")
+    };
+    match p.vlan_mode.as_deref() {
+        None => "-".to_owned(),
+        Some("trunk") if p.trunks.is_empty() => "-".to_owned(),
+        Some("trunk") => format!("trunk {trunks}"),
+        Some("access") => format!("access {}", opt(&p.tag)),
+        Some(mode) => format!("{mode} {} {trunks}", opt(&p.tag)),
+    }
 }
 
 fn render_bridges(bridges: &[BridgeInfo]) -> String {
@@ -381,6 +402,9 @@ mod tests {
             },
             queue_stats: Vec::new(),
             mtu: None,
+            vlan_mode: Some("trunk".into()),
+            tag: None,
+            trunks: Vec::new(),
         }
     }
 
@@ -413,6 +437,48 @@ mod tests {
             "{out}"
         );
         assert_eq!(&lines[2][end - 4..end], "1400", "{out}");
+    }
+
+    #[test]
+    fn port_table_shows_each_vlan_mode_compactly() {
+        let with = |name: &str, mode: &str, tag: Option<u16>, trunks: &[u16]| PortInfo {
+            vlan_mode: Some(mode.into()),
+            tag,
+            trunks: trunks.to_vec(),
+            ..port(0, name)
+        };
+        let out = render_ports(&[
+            port(0, "plain"),
+            with("vm1", "access", Some(10), &[]),
+            with("up", "trunk", None, &[10, 20]),
+            with("n1", "native-untagged", Some(5), &[]),
+            with("n2", "native-tagged", Some(5), &[10, 20]),
+            PortInfo {
+                vlan_mode: None,
+                ..port(0, "old")
+            },
+        ]);
+        let cells: Vec<String> = out
+            .lines()
+            .map(|l| {
+                let at = out.lines().next().unwrap().find("VLAN").unwrap();
+                let end = out.lines().next().unwrap().find("IFACE").unwrap();
+                l[at..end].trim_end().to_owned()
+            })
+            .collect();
+        assert_eq!(
+            cells,
+            [
+                "VLAN",
+                "-",
+                "access 10",
+                "trunk 10,20",
+                "native-untagged 5 all",
+                "native-tagged 5 10,20",
+                "-"
+            ],
+            "{out}"
+        );
     }
 
     #[test]

@@ -91,6 +91,37 @@ fn config_check_json_dumps_defaults() {
 }
 
 #[test]
+fn multi_tenant_example_puts_each_tenant_on_its_vlan() {
+    let path = configs_dir().join("multi-tenant.toml");
+    let out = weir(&["config", "check", "--json", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vlans: Vec<(String, serde_json::Value, serde_json::Value)> = json["port"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["tag"].clone(),
+                p["trunks"].clone(),
+            )
+        })
+        .collect();
+    let null = serde_json::Value::Null;
+    assert_eq!(
+        vlans,
+        [
+            ("vm-a".into(), 10.into(), null.clone()),
+            ("ct-a".into(), 10.into(), null.clone()),
+            ("vm-b".into(), 20.into(), null.clone()),
+            ("ct-b".into(), 20.into(), null.clone()),
+            ("uplink".into(), null, serde_json::json!([10, 20])),
+        ]
+    );
+}
+
+#[test]
 fn malformed_configs_fail_naming_the_key() {
     let dir = TempDir::new();
     let cases = [
@@ -308,6 +339,102 @@ fn run_serves_the_control_socket() {
 
     daemon.terminate();
     assert!(!daemon.socket.exists(), "socket left behind after SIGTERM");
+}
+
+#[test]
+fn port_vlan_settings_are_set_listed_and_cleared_from_the_command_line() {
+    let dir = TempDir::new();
+    let mut daemon = Daemon::start(&dir);
+    let socket = daemon.socket.to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let out = weir(&[&["--socket", socket.as_str()][..], args].concat());
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    run(&["bridge", "add", "br0"]);
+    run(&[
+        "port", "add", "vm1", "--type", "ring", "--bridge", "br0", "--tag", "10",
+    ]);
+    run(&[
+        "port", "add", "up", "--type", "ring", "--bridge", "br0", "--trunks", "20,10",
+    ]);
+    let list = run(&["port", "list"]);
+    let vlan_of = |list: &str, port: &str| {
+        let header = list.lines().next().unwrap();
+        let (at, end) = (header.find("VLAN").unwrap(), header.find("IFACE").unwrap());
+        let line = list
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(port))
+            .unwrap_or_else(|| panic!("no {port} in\n{list}"));
+        line[at..end].trim_end().to_owned()
+    };
+    assert_eq!(vlan_of(&list, "vm1"), "access 10", "{list}");
+    assert_eq!(vlan_of(&list, "up"), "trunk 10,20", "{list}");
+
+    let out = run(&[
+        "port",
+        "set",
+        "vm1",
+        "vlan_mode=native-untagged",
+        "trunks=30",
+        "--json",
+    ]);
+    let after: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        after,
+        serde_json::json!({"tag": 10, "trunks": [30], "vlan_mode": "native-untagged"})
+    );
+    assert_eq!(run(&["port", "clear", "vm1", "trunks"]), "");
+    let ports: serde_json::Value = serde_json::from_str(&run(&["port", "list", "--json"])).unwrap();
+    let vm1 = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "vm1")
+        .unwrap();
+    assert_eq!(vm1["vlan_mode"], "native-untagged");
+    assert_eq!(vm1["tag"], 10);
+    assert_eq!(vm1["trunks"], serde_json::json!([]));
+
+    // Refused settings fail with the reason and change nothing.
+    for (args, needle) in [
+        (
+            &["port", "set", "vm1", "vlan_mode=trunk"][..],
+            "weir: port vm1: a trunk port has no native VLAN: tag is not allowed with vlan_mode trunk",
+        ),
+        (
+            &["port", "set", "vm1", "tag=4095"],
+            "weir: port vm1: VLAN id 4095 is out of range (1..=4094)",
+        ),
+        (
+            &["port", "set", "vm1", "vlan_mode=hybrid"],
+            "weir: port vm1: unknown vlan_mode `hybrid`, expected one of access, trunk, \
+             native-tagged, native-untagged",
+        ),
+        (
+            &["port", "clear", "vm1", "bridge"],
+            "weir: port vm1: unknown key `bridge`: the keys a port set or clear can change are \
+             tag, trunks, vlan_mode",
+        ),
+        (&["port", "set", "nope", "tag=1"], "weir: no port named nope"),
+    ] {
+        let out = weir(&[&["--socket", socket.as_str()][..], args].concat());
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).starts_with(needle), "{args:?}: {}", stderr(&out));
+    }
+    let out = weir(&[
+        "--socket", &socket, "port", "add", "p", "-t", "ring", "--tag", "0",
+    ]);
+    assert!(
+        stderr(&out).contains("port p: VLAN id 0 is out of range"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        vlan_of(&run(&["port", "list"]), "vm1"),
+        "native-untagged 10 all"
+    );
+    daemon.terminate();
 }
 
 /// The benchmark is a program of its own: the daemon's binary holds none of
