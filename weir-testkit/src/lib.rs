@@ -4,6 +4,15 @@
 //!
 //! Control path only; shells out to `ip` (iproute2) for setup, and uses
 //! `setns(2)` (through rustix) to open sockets inside a namespace from a thread.
+//! Below IP, [`frame`] makes and reads frames, [`packet`] sends and receives
+//! them on an interface, tags included, and [`capture`] records what an
+//! interface sees. `unsafe` is allowed in [`packet`] only, the crate's OS
+//! boundary.
+#![deny(unsafe_code)]
+
+pub mod capture;
+pub mod frame;
+pub mod packet;
 
 use std::fs::File;
 use std::process::{Command, Stdio};
