@@ -43,6 +43,27 @@ pub enum Request {
     },
     /// Data: `Vec<PortInfo>`, ordered by port id.
     PortList,
+    /// Change switch settings of a port (`weir_config::SETTING_KEYS`: `tag`,
+    /// `trunks`, `vlan_mode`), each value written as `port set` takes it
+    /// (`{"tag":"10","trunks":"10,20"}`). The port's settings with these
+    /// changes are checked as a whole and, if valid, take effect at once,
+    /// together; if not, nothing changes. A change of VLAN settings flushes
+    /// the addresses learned on the port. Data: the port's settings after
+    /// the change (`PortSettings`: the keys that are set).
+    PortSet {
+        /// Port name.
+        name: String,
+        /// Key → value.
+        settings: BTreeMap<String, String>,
+    },
+    /// Remove switch settings of a port (back to their defaults), as
+    /// `PortSet` changes them. Data: as `PortSet`.
+    PortClear {
+        /// Port name.
+        name: String,
+        /// Keys to remove.
+        keys: Vec<String>,
+    },
     /// Create a bridge. Data: none.
     BridgeAdd {
         /// Bridge name.
@@ -82,6 +103,8 @@ impl Request {
             Request::PortAdd(_) => "port-add",
             Request::PortDel { .. } => "port-del",
             Request::PortList => "port-list",
+            Request::PortSet { .. } => "port-set",
+            Request::PortClear { .. } => "port-clear",
             Request::BridgeAdd { .. } => "bridge-add",
             Request::BridgeDel { .. } => "bridge-del",
             Request::BridgeList => "bridge-list",
@@ -202,6 +225,19 @@ pub struct PortInfo {
     /// that predate it.
     #[serde(default)]
     pub mtu: Option<u16>,
+    /// VLAN mode in effect (`access`, `trunk`, `native-tagged`,
+    /// `native-untagged`): the `vlan_mode` key, or what its absence means (a
+    /// port without VLAN settings is a trunk of every VLAN). None from
+    /// daemons that predate VLAN modes.
+    #[serde(default)]
+    pub vlan_mode: Option<String>,
+    /// `tag`: the access VLAN, or the native VLAN of a native mode.
+    #[serde(default)]
+    pub tag: Option<u16>,
+    /// `trunks`: the VLANs a trunk or native-mode port carries, ascending;
+    /// empty means every VLAN.
+    #[serde(default)]
+    pub trunks: Vec<u16>,
 }
 
 /// One bridge, as listed by `bridge-list`.
@@ -356,6 +392,57 @@ mod tests {
     }
 
     #[test]
+    fn port_set_and_clear_carry_keys_as_text() {
+        let req = Request::PortSet {
+            name: "vm1".into(),
+            settings: [("tag", "10"), ("trunks", "10,20")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            json,
+            r#"{"cmd":"port-set","name":"vm1","settings":{"tag":"10","trunks":"10,20"}}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
+        let req: Request =
+            serde_json::from_str(r#"{"cmd":"port-clear","name":"vm1","keys":["tag"]}"#).unwrap();
+        assert_eq!(
+            req,
+            Request::PortClear {
+                name: "vm1".into(),
+                keys: vec!["tag".into()]
+            }
+        );
+        assert_eq!(req.cmd(), "port-clear");
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"port-set","name":"vm1"}"#).is_err());
+    }
+
+    #[test]
+    fn port_add_carries_vlan_keys_with_their_config_names() {
+        let mut spec = PortSpec::new("vm1", PortType::Ring);
+        spec.tag = Some(5);
+        spec.trunks = vec![10, 20];
+        spec.vlan_mode = Some(dataplane::switch::VlanMode::NativeUntagged);
+        let req = Request::PortAdd(Box::new(spec));
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            json,
+            r#"{"cmd":"port-add","name":"vm1","type":"ring","tag":5,"trunks":[10,20],"vlan_mode":"native-untagged"}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
+        let err = serde_json::from_str::<Request>(
+            r#"{"cmd":"port-add","name":"p","type":"ring","vlan_mode":"hybrid"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown vlan_mode `hybrid`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn port_add_uses_config_keys() {
         let mut spec = PortSpec::new("vm1", PortType::VhostUser);
         spec.socket = Some("/tmp/vm1.sock".into());
@@ -395,6 +482,8 @@ mod tests {
         assert_eq!(p.stats.rx_packets, 1);
         assert!(p.queue_stats.is_empty());
         assert_eq!(p.mtu, None);
+        assert_eq!(p.vlan_mode, None);
+        assert!(p.trunks.is_empty());
     }
 
     #[test]

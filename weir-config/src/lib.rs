@@ -15,6 +15,12 @@
 //! parsed ([`PciAddr`], socket permission bits); [`Config::validate_with`]
 //! returns the configuration's ports in that form. The daemon builds
 //! configured and added ports from `PortConfig`s through one code path.
+//!
+//! A port's switch settings (`tag`, `trunks`, `vlan_mode`: how the switch
+//! treats its frames, whatever its type) are [`PortSettings`], the keys
+//! `port set` and `port clear` change ([`SETTING_KEYS`]). Validation checks
+//! them with the switch's own rules and keeps both forms in the
+//! `PortConfig`: as given, and as the switch's `PortPolicy`.
 
 use std::fmt;
 use std::ops::Range;
@@ -23,6 +29,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use dataplane::mempool::{self, HugepagePolicy, MempoolConfig};
+use dataplane::switch::vlan::{PortVlan, VlanError, VlanMode};
+use dataplane::switch::PortPolicy;
 use serde::{Deserialize, Serialize};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -458,6 +466,22 @@ pub struct PortSpec {
     /// `None` means [`DEFAULT_PCAP_MAX_BYTES`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
+    /// Switch setting ([`PortSettings::tag`]): the access VLAN, or the
+    /// native VLAN of a native mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<u16>,
+    /// Switch setting ([`PortSettings::trunks`]): the VLANs a trunk carries;
+    /// empty means all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunks: Vec<u16>,
+    /// Switch setting ([`PortSettings::vlan_mode`]); `None`: access if `tag`
+    /// is set, trunk otherwise.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "vlan_mode_key"
+    )]
+    pub vlan_mode: Option<VlanMode>,
 }
 
 impl PortSpec {
@@ -478,6 +502,18 @@ impl PortSpec {
             socket_mode: None,
             socket_group: None,
             max_bytes: None,
+            tag: None,
+            trunks: Vec::new(),
+            vlan_mode: None,
+        }
+    }
+
+    /// The switch settings among the keys (the ones `port set` changes).
+    pub fn settings(&self) -> PortSettings {
+        PortSettings {
+            tag: self.tag,
+            trunks: vid_set(self.trunks.clone()),
+            vlan_mode: self.vlan_mode,
         }
     }
 
@@ -553,11 +589,16 @@ impl PortSpec {
                 });
             }
         }
+        let kind = self.port_kind(host)?;
+        let settings = self.settings();
+        let policy = settings.validate()?;
         Ok(PortConfig {
             name: self.name.clone(),
             bridge: self.bridge.clone(),
             queues: self.queues,
-            kind: self.port_kind(host)?,
+            kind,
+            settings,
+            policy,
         })
     }
 
@@ -659,6 +700,12 @@ pub struct PortConfig {
     pub queues: Option<u16>,
     /// The driver and its settings.
     pub kind: PortKind,
+    /// The switch settings as given, kept to show them and to change them
+    /// (`port set`, `port clear`).
+    pub settings: PortSettings,
+    /// What `settings` mean to the switch: the port's pipeline settings,
+    /// checked ([`PortSettings::validate`]).
+    pub policy: PortPolicy,
 }
 
 /// A port's driver and the settings that driver needs.
@@ -796,6 +843,220 @@ impl PortConfig {
     }
 }
 
+/// A port's switch settings as given: the keys of a `[[port]]` table (and
+/// of `port add`) that say how the switch treats the port's frames rather
+/// than how its driver opens it. Every port type takes them, and they are
+/// the keys `port set` and `port clear` change at run time
+/// ([`SETTING_KEYS`]). The meaning is Open vSwitch's (`Port` table columns
+/// of the same names); [`PortSettings::validate`] checks them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSettings {
+    /// The access VLAN, or the native VLAN (that of untagged frames) of a
+    /// native mode, `1..=4094`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<u16>,
+    /// The VLANs a trunk or native-mode port carries, ascending, without
+    /// duplicates; empty means every VLAN.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunks: Vec<u16>,
+    /// How the port treats VLAN tags; `None` means access if `tag` is set,
+    /// trunk otherwise.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "vlan_mode_key"
+    )]
+    pub vlan_mode: Option<VlanMode>,
+}
+
+impl PortSettings {
+    /// Checks the settings together and builds the switch's form of them.
+    /// The VLAN rules are the switch's own ([`PortVlan::new`]).
+    ///
+    /// # Errors
+    ///
+    /// [`PortError::Vlan`], naming the key at fault.
+    pub fn validate(&self) -> Result<PortPolicy, PortError> {
+        let vlan = PortVlan::new(self.vlan_mode, self.tag, &self.trunks).map_err(|error| {
+            let key = match error {
+                VlanError::OutOfRange { vid } if self.tag == Some(vid) => "tag",
+                VlanError::OutOfRange { .. } | VlanError::AccessWithTrunks => "trunks",
+                VlanError::TrunkWithTag => "tag",
+                VlanError::NeedsTag { .. } => "vlan_mode",
+            };
+            PortError::Vlan { key, error }
+        })?;
+        Ok(PortPolicy { vlan })
+    }
+
+    /// Sets `key` from its text form (`port set KEY=VALUE`). Other keys are
+    /// left alone; the settings are not checked together
+    /// ([`PortSettings::validate`]).
+    ///
+    /// # Errors
+    ///
+    /// [`PortError::UnknownSetting`] or [`PortError::InvalidSetting`] (and
+    /// [`PortError::UnknownVlanMode`] for `vlan_mode`).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), PortError> {
+        (setting_key(key)?.set)(self, value)
+    }
+
+    /// Removes `key` (`port clear`), giving it its default.
+    ///
+    /// # Errors
+    ///
+    /// [`PortError::UnknownSetting`].
+    pub fn clear(&mut self, key: &str) -> Result<(), PortError> {
+        (setting_key(key)?.clear)(self);
+        Ok(())
+    }
+}
+
+/// One key of [`PortSettings`] as `port set` and `port clear` handle it.
+#[derive(Clone, Copy, Debug)]
+pub struct SettingKey {
+    /// The key, as in a `[[port]]` table.
+    pub name: &'static str,
+    /// What a value looks like, for help texts and errors.
+    pub syntax: &'static str,
+    /// Parses a value into the settings.
+    set: fn(&mut PortSettings, &str) -> Result<(), PortError>,
+    /// Gives the key its default.
+    clear: fn(&mut PortSettings),
+}
+
+/// Every key `port set` and `port clear` take, in the order help texts list
+/// them.
+pub const SETTING_KEYS: &[SettingKey] = &[
+    SettingKey {
+        name: "tag",
+        syntax: "a VLAN id",
+        set: |s, v| {
+            s.tag = Some(parse_vid("tag", v)?);
+            Ok(())
+        },
+        clear: |s| s.tag = None,
+    },
+    SettingKey {
+        name: "trunks",
+        syntax: "VLAN ids separated by commas, e.g. 10,20",
+        set: |s, v| {
+            s.trunks = parse_trunks(v)?;
+            Ok(())
+        },
+        clear: |s| s.trunks.clear(),
+    },
+    SettingKey {
+        name: "vlan_mode",
+        syntax: "access, trunk, native-tagged or native-untagged",
+        set: |s, v| {
+            s.vlan_mode = Some(parse_vlan_mode(v)?);
+            Ok(())
+        },
+        clear: |s| s.vlan_mode = None,
+    },
+];
+
+/// The entry of [`SETTING_KEYS`] named `key`.
+fn setting_key(key: &str) -> Result<&'static SettingKey, PortError> {
+    SETTING_KEYS
+        .iter()
+        .find(|k| k.name == key)
+        .ok_or_else(|| PortError::UnknownSetting {
+            key: key.to_owned(),
+        })
+}
+
+/// What a value of `key` looks like, for messages.
+fn setting_syntax(key: &str) -> &'static str {
+    setting_key(key).map_or("", |k| k.syntax)
+}
+
+/// The names of [`SETTING_KEYS`], for messages.
+fn setting_names() -> String {
+    let names: Vec<&str> = SETTING_KEYS.iter().map(|k| k.name).collect();
+    names.join(", ")
+}
+
+/// The names of the VLAN modes, for messages.
+fn vlan_mode_names() -> String {
+    let names: Vec<&str> = VlanMode::ALL.iter().map(|m| m.name()).collect();
+    names.join(", ")
+}
+
+/// The VLAN mode named `name` (`access`, `trunk`, `native-tagged`,
+/// `native-untagged`).
+///
+/// # Errors
+///
+/// [`PortError::UnknownVlanMode`], listing the names.
+pub fn parse_vlan_mode(name: &str) -> Result<VlanMode, PortError> {
+    VlanMode::from_name(name).ok_or_else(|| PortError::UnknownVlanMode {
+        mode: name.to_owned(),
+    })
+}
+
+/// A VLAN id written in decimal, as the value of `key`. The range is
+/// checked with the other settings ([`PortSettings::validate`]).
+fn parse_vid(key: &'static str, text: &str) -> Result<u16, PortError> {
+    text.trim().parse().map_err(|_| PortError::InvalidSetting {
+        key,
+        value: text.to_owned(),
+    })
+}
+
+/// A `trunks` value written as VLAN ids separated by commas (`10,20`),
+/// sorted and without duplicates; an empty text is the empty list (every
+/// VLAN).
+///
+/// # Errors
+///
+/// [`PortError::InvalidSetting`] for an item that is not a number.
+pub fn parse_trunks(text: &str) -> Result<Vec<u16>, PortError> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let vids = text
+        .split(',')
+        .map(|v| parse_vid("trunks", v))
+        .collect::<Result<Vec<u16>, PortError>>()
+        .map_err(|_| PortError::InvalidSetting {
+            key: "trunks",
+            value: text.to_owned(),
+        })?;
+    Ok(vid_set(vids))
+}
+
+/// `vids` sorted, without duplicates.
+fn vid_set(mut vids: Vec<u16>) -> Vec<u16> {
+    vids.sort_unstable();
+    vids.dedup();
+    vids
+}
+
+/// Serde form of `vlan_mode`: the mode's name.
+mod vlan_mode_key {
+    use super::{parse_vlan_mode, VlanMode};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mode: &Option<VlanMode>, s: S) -> Result<S::Ok, S::Error> {
+        match mode {
+            Some(m) => s.serialize_str(m.name()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<VlanMode>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(name) => parse_vlan_mode(&name)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
 /// Why a [`PortSpec`] is invalid on its own.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -885,6 +1146,38 @@ pub enum PortError {
          frontend (QEMU) creates the socket"
     )]
     ClientSocketOwner,
+    /// The VLAN settings (`tag`, `trunks`, `vlan_mode`) do not go together,
+    /// or name an id out of range; the reason is the switch's own.
+    #[error("{error}")]
+    Vlan {
+        /// The key at fault.
+        key: &'static str,
+        /// Why the switch refuses the settings.
+        error: VlanError,
+    },
+    /// `vlan_mode` names no mode.
+    #[error("unknown vlan_mode `{mode}`, expected one of {}", vlan_mode_names())]
+    UnknownVlanMode {
+        /// The name given.
+        mode: String,
+    },
+    /// `port set` or `port clear` of a key that is not a switch setting.
+    #[error(
+        "unknown key `{key}`: the keys a port set or clear can change are {}",
+        setting_names()
+    )]
+    UnknownSetting {
+        /// The key given.
+        key: String,
+    },
+    /// A `port set` value that does not parse.
+    #[error("invalid {key} `{value}`: expected {}", setting_syntax(key))]
+    InvalidSetting {
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: String,
+    },
 }
 
 impl PortError {
@@ -902,6 +1195,9 @@ impl PortError {
             PortError::ClientSocketOwner => None,
             PortError::InvalidMaxBytes { .. } => Some("max_bytes"),
             PortError::SamePath { second, .. } => Some(second),
+            PortError::Vlan { key, .. } | PortError::InvalidSetting { key, .. } => Some(key),
+            PortError::UnknownVlanMode { .. } => Some("vlan_mode"),
+            PortError::UnknownSetting { .. } => None,
         }
     }
 }
@@ -2412,6 +2708,225 @@ pci = "0000:03:00.0"
         assert_eq!(ports[1].queue_count(), 2);
         assert_eq!(ports[4].queue_count(), 1);
         assert_eq!(ports[3].endpoint().as_deref(), Some("/tmp/v.sock"));
+    }
+
+    /// A host that checks no interface, for specs built in code.
+    fn no_ifaces() -> Host {
+        Host {
+            sysfs: "/nonexistent".into(),
+            check_ifaces: false,
+        }
+    }
+
+    #[test]
+    fn vlan_keys_validate_into_the_switch_policy() {
+        let text = "[[bridge]]\nname = \"br0\"\n\n\
+                    [[port]]\nname = \"a\"\ntype = \"ring\"\ntag = 10\n\n\
+                    [[port]]\nname = \"t\"\ntype = \"ring\"\ntrunks = [20, 10, 20]\n\n\
+                    [[port]]\nname = \"n\"\ntype = \"ring\"\ntag = 5\ntrunks = [10]\n\
+                    vlan_mode = \"native-untagged\"\n\n\
+                    [[port]]\nname = \"plain\"\ntype = \"ring\"\n";
+        let sys = FakeSys::new("vlan");
+        let config = Config::parse(text, "t.toml").unwrap();
+        let ports = config.validate_with(&sys.host()).unwrap();
+        let modes: Vec<VlanMode> = ports.iter().map(|p| p.policy.vlan.mode()).collect();
+        assert_eq!(
+            modes,
+            [
+                VlanMode::Access,
+                VlanMode::Trunk,
+                VlanMode::NativeUntagged,
+                VlanMode::Trunk
+            ]
+        );
+        assert_eq!(
+            ports[0].policy,
+            PortPolicy {
+                vlan: PortVlan::new(None, Some(10), &[]).unwrap()
+            }
+        );
+        assert_eq!(ports[1].settings.trunks, [10, 20], "sorted, no duplicates");
+        assert_eq!(ports[2].settings.vlan_mode, Some(VlanMode::NativeUntagged));
+        assert_eq!(ports[3].settings, PortSettings::default());
+        assert_eq!(ports[3].policy, PortPolicy::default());
+        // The dump keeps the key names and the mode's name.
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["port"][2]["vlan_mode"], "native-untagged");
+        assert_eq!(json["port"][1]["trunks"], serde_json::json!([20, 10, 20]));
+        let plain = json["port"][3].as_object().unwrap();
+        assert!(
+            ["tag", "trunks", "vlan_mode"]
+                .iter()
+                .all(|k| !plain.contains_key(*k)),
+            "{plain:?}"
+        );
+    }
+
+    #[test]
+    fn vlan_keys_are_taken_by_every_port_type() {
+        for kind in PortType::ALL {
+            let mut p = PortSpec::new("p", kind);
+            match kind {
+                PortType::Afpacket | PortType::Afxdp | PortType::Tap => p.iface = Some("e0".into()),
+                PortType::Pcap => p.tx_path = Some("/tmp/o.pcap".into()),
+                PortType::VhostUser => p.socket = Some("/tmp/v.sock".into()),
+                PortType::Vfio => p.pci = Some("00:02.0".into()),
+                PortType::Dpdk => p.devargs = Some("net_ring0".into()),
+                PortType::Ring => {}
+            }
+            p.tag = Some(7);
+            p.trunks = vec![8];
+            p.vlan_mode = Some(VlanMode::NativeTagged);
+            let port = p
+                .validate(&no_ifaces())
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(port.policy.vlan.mode(), VlanMode::NativeTagged, "{kind}");
+        }
+    }
+
+    #[test]
+    fn bad_vlan_settings_are_refused_at_their_key() {
+        let port = "[[port]]\nname = \"p\"\ntype = \"ring\"\n";
+        for (keys, pos, needle) in [
+            ("tag = 0\n", "4:7", "VLAN id 0 is out of range (1..=4094)"),
+            (
+                "tag = 4095\n",
+                "4:7",
+                "VLAN id 4095 is out of range (1..=4094)",
+            ),
+            (
+                "trunks = [10, 4095]\n",
+                "4:10",
+                "VLAN id 4095 is out of range",
+            ),
+            (
+                "tag = 10\ntrunks = [20]\n",
+                "5:10",
+                "trunks is not allowed with vlan_mode access",
+            ),
+            (
+                "vlan_mode = \"trunk\"\ntag = 10\n",
+                "5:7",
+                "tag is not allowed with vlan_mode trunk",
+            ),
+            (
+                "vlan_mode = \"native-tagged\"\ntrunks = [10]\n",
+                "4:13",
+                "vlan_mode native-tagged needs a tag",
+            ),
+            (
+                "vlan_mode = \"access\"\n",
+                "4:13",
+                "vlan_mode access needs a tag",
+            ),
+        ] {
+            let err = validate_err(&format!("{port}{keys}"), "badvlan");
+            let msg = err.to_string();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Port {
+                        error: PortError::Vlan { .. },
+                        ..
+                    }
+                ),
+                "{msg}"
+            );
+            assert!(
+                msg.starts_with(&format!("t.toml:{pos}: port `p`: ")),
+                "{msg}"
+            );
+            assert!(msg.contains(needle), "{msg}");
+        }
+    }
+
+    #[test]
+    fn unknown_vlan_mode_is_refused_naming_the_modes() {
+        let text = "[[port]]\nname = \"p\"\ntype = \"ring\"\ntag = 3\nvlan_mode = \"hybrid\"\n";
+        let msg = parse_err(text).to_string();
+        assert!(msg.starts_with("t.toml:5:13: "), "{msg}");
+        assert!(
+            msg.contains(
+                "unknown vlan_mode `hybrid`, expected one of access, trunk, native-tagged, \
+                 native-untagged"
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("port[0].vlan_mode"), "{msg}");
+        // A tag that is no 16-bit number is a type error at the key.
+        let text = "[[port]]\nname = \"p\"\ntype = \"ring\"\ntag = 70000\n";
+        let msg = parse_err(text).to_string();
+        assert!(msg.starts_with("t.toml:4:7: "), "{msg}");
+        assert!(msg.contains("port[0].tag"), "{msg}");
+    }
+
+    #[test]
+    fn settings_are_set_and_cleared_by_key_name() {
+        let mut s = PortSettings::default();
+        s.set("tag", "10").unwrap();
+        s.set("trunks", "30, 20,20").unwrap();
+        s.set("vlan_mode", "native-tagged").unwrap();
+        assert_eq!(
+            s,
+            PortSettings {
+                tag: Some(10),
+                trunks: vec![20, 30],
+                vlan_mode: Some(VlanMode::NativeTagged),
+            }
+        );
+        assert_eq!(s.validate().unwrap().vlan.mode(), VlanMode::NativeTagged);
+        s.clear("vlan_mode").unwrap();
+        // Now an access port (a tag, no mode) with trunks: refused as a whole.
+        assert_eq!(
+            s.validate(),
+            Err(PortError::Vlan {
+                key: "trunks",
+                error: VlanError::AccessWithTrunks
+            })
+        );
+        s.clear("trunks").unwrap();
+        s.validate().unwrap();
+        s.set("trunks", "").unwrap();
+        assert!(s.trunks.is_empty(), "an empty list is every VLAN");
+        s.clear("tag").unwrap();
+        assert_eq!(s, PortSettings::default());
+        let msg = s.set("tga", "10").unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "unknown key `tga`: the keys a port set or clear can change are tag, trunks, vlan_mode"
+        );
+        assert!(matches!(
+            s.clear("iface"),
+            Err(PortError::UnknownSetting { .. })
+        ));
+        for (key, value, msg) in [
+            ("tag", "ten", "invalid tag `ten`: expected a VLAN id"),
+            ("tag", "70000", "invalid tag `70000`: expected a VLAN id"),
+            (
+                "trunks",
+                "10,x",
+                "invalid trunks `10,x`: expected VLAN ids separated by commas, e.g. 10,20",
+            ),
+            (
+                "vlan_mode",
+                "hybrid",
+                "unknown vlan_mode `hybrid`, expected one of access, trunk, native-tagged, \
+                 native-untagged",
+            ),
+        ] {
+            let err = s.set(key, value).unwrap_err();
+            assert_eq!(err.to_string(), msg);
+            assert_eq!(err.key(), Some(key));
+        }
+        assert_eq!(
+            s,
+            PortSettings::default(),
+            "a refused value changes nothing"
+        );
+        // Every key of the table can be set and cleared.
+        for k in SETTING_KEYS {
+            PortSettings::default().clear(k.name).unwrap();
+        }
     }
 
     #[test]

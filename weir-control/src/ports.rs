@@ -318,6 +318,8 @@ mod tests {
             kind: PortKind::Dpdk {
                 devargs: devargs.to_owned(),
             },
+            settings: Default::default(),
+            policy: Default::default(),
         }
     }
 

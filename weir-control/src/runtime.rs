@@ -27,7 +27,8 @@ use weir_api::{
     VersionView, WorkerView,
 };
 use weir_config::{
-    Config, ConfigError, Host, PortConfig, PortError, PortKind, PortSpec, PortType, MAX_BRIDGES,
+    Config, ConfigError, Host, PortConfig, PortError, PortKind, PortSettings, PortSpec, PortType,
+    MAX_BRIDGES,
 };
 
 /// Why a dataplane could not start, or a control request failed.
@@ -75,7 +76,8 @@ pub enum ControlError {
         /// Its ports.
         ports: Vec<String>,
     },
-    /// A port (of a `port add` request) is invalid on its own.
+    /// A port (of a `port add` request), or the settings a `port set` or
+    /// `port clear` would give it, is invalid on its own.
     #[error("port {port}")]
     InvalidPort {
         /// The port.
@@ -548,11 +550,15 @@ impl Dataplane {
             PortEntry::new(id, &spec.name, bridge, owner)
                 .with_handoff_budget(Arc::clone(&self.handoff_budgets[placement[0]])),
         );
+        // The port and its pipeline settings in one publication: no frame
+        // sees the port without its VLAN mode.
+        let policy = Arc::new(spec.policy.clone());
         self.switch.update(|t| {
             if t.ports.len() <= id.index() {
                 t.ports.resize(id.index() + 1, None);
             }
             t.ports[id.index()] = Some(entry);
+            t.set_policy(id, Some(policy));
             if let Some(b) = bridge {
                 if let Some(Some(br)) = t.bridges.get_mut(b.0 as usize) {
                     br.ports.push(id);
@@ -653,20 +659,11 @@ impl Dataplane {
             }
             for b in t.bridges.iter_mut().flatten() {
                 b.ports.retain(|p| *p != id);
-                b.fdb.flush_port(id);
             }
         });
-        // 2. Wait until every worker runs on the new tables.
-        for w in &self.workers {
-            if !w.wait_generation(generation, self.worker_timeout) {
-                tracing::warn!(worker = w.id().0, "worker slow to acknowledge table change");
-            }
-        }
-        // Learning may have raced the flush in step 1; flush again now that nobody
-        // can receive from the port.
-        for b in self.switch.load().bridges.iter().flatten() {
-            b.fdb.flush_port(id);
-        }
+        // 2. Flush its addresses and wait until every worker runs on the new
+        // tables.
+        self.flush_port_after(id, generation);
         // 3. Take its queues back and close them; ask every worker even if
         // one fails.
         let mut workers: Vec<usize> = rec.queues.iter().map(|q| q.0).collect();
@@ -692,6 +689,91 @@ impl Dataplane {
         }
         drop(rec.device);
         Ok(())
+    }
+
+    /// Removes the addresses learned on port `id` once every worker runs on
+    /// tables of `generation` (the update that changed the port): flushed at
+    /// once, and again after the wait, since a worker still on older tables
+    /// may have learned one in between.
+    fn flush_port_after(&self, id: PortId, generation: u64) {
+        let flush = || {
+            for b in self.switch.load().bridges.iter().flatten() {
+                b.fdb.flush_port(id);
+            }
+        };
+        flush();
+        for w in &self.workers {
+            if !w.wait_generation(generation, self.worker_timeout) {
+                tracing::warn!(worker = w.id().0, "worker slow to acknowledge table change");
+            }
+        }
+        flush();
+    }
+
+    /// Changes switch settings of a port (`port set`): each key of
+    /// `settings` to its value, in `port set`'s text form. The port's
+    /// settings with the changes are checked as a whole; if valid they are
+    /// published in one table update (no frame sees half of them) and, if the
+    /// VLAN settings changed, the addresses learned on the port are flushed
+    /// (they were learned in VLANs the port may no longer carry, as Open
+    /// vSwitch does). Returns the port's settings after the change.
+    ///
+    /// # Errors
+    /// Unknown port, unknown key, a value that does not parse, or settings
+    /// that do not go together; nothing changes then.
+    pub fn port_set(
+        &self,
+        name: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<PortSettings, ControlError> {
+        self.change_settings(name, |s| {
+            settings
+                .iter()
+                .try_for_each(|(key, value)| s.set(key, value))
+        })
+    }
+
+    /// Gives switch settings of a port their defaults (`port clear`), as
+    /// [`port_set`](Self::port_set) changes them.
+    ///
+    /// # Errors
+    /// As [`port_set`](Self::port_set).
+    pub fn port_clear(&self, name: &str, keys: &[String]) -> Result<PortSettings, ControlError> {
+        self.change_settings(name, |s| keys.iter().try_for_each(|key| s.clear(key)))
+    }
+
+    /// [`port_set`](Self::port_set) and [`port_clear`](Self::port_clear):
+    /// applies `change` to a copy of the port's settings, checks the result
+    /// and publishes it.
+    fn change_settings(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut PortSettings) -> Result<(), PortError>,
+    ) -> Result<PortSettings, ControlError> {
+        let mut st = self.lock();
+        let rec = st
+            .ports
+            .get_mut(name)
+            .ok_or_else(|| ControlError::NoSuchPort { name: name.into() })?;
+        let invalid = |source| ControlError::InvalidPort {
+            port: name.into(),
+            source,
+        };
+        let mut settings = rec.port.settings.clone();
+        change(&mut settings).map_err(invalid)?;
+        let policy = settings.validate().map_err(invalid)?;
+        if policy != rec.port.policy {
+            let id = rec.id;
+            let published = Arc::new(policy.clone());
+            let generation = self.switch.update(|t| t.set_policy(id, Some(published)));
+            if policy.vlan != rec.port.policy.vlan {
+                self.flush_port_after(id, generation);
+            }
+        }
+        tracing::info!(port = name, ?settings, "port settings changed");
+        rec.port.settings = settings.clone();
+        rec.port.policy = policy;
+        Ok(settings)
     }
 
     fn port_info(&self, rec: &PortRecord, t: &switch::SwitchTables) -> PortInfo {
@@ -725,6 +807,9 @@ impl Dataplane {
             stats: s,
             queue_stats: per_queue,
             mtu: rec.device.as_ref().and_then(|d| d.mtu()),
+            vlan_mode: Some(rec.port.policy.vlan.mode().name().to_owned()),
+            tag: rec.port.settings.tag,
+            trunks: rec.port.settings.trunks.clone(),
         }
     }
 
@@ -942,6 +1027,8 @@ impl Handler for Dataplane {
             Request::PortAdd(spec) => done(self.port_add(*spec)),
             Request::PortDel { name } => done(self.port_del(&name)),
             Request::PortList => Response::with_data(&self.port_list()),
+            Request::PortSet { name, settings } => result(self.port_set(&name, &settings)),
+            Request::PortClear { name, keys } => result(self.port_clear(&name, &keys)),
             Request::BridgeAdd { name } => done(self.bridge_add(&name)),
             Request::BridgeDel { name } => done(self.bridge_del(&name)),
             Request::BridgeList => Response::with_data(&self.bridge_list()),
@@ -1246,9 +1333,9 @@ mod tests {
         }
     }
 
-    /// A small dataplane whose ports `factory` opens, one worker per CPU of
-    /// `workers`.
-    fn scripted_dataplane(factory: &Arc<ScriptedFactory>, workers: &str) -> Dataplane {
+    /// The configuration of a small dataplane, one worker per CPU of
+    /// `workers`, without bridges or ports.
+    fn scripted_config(workers: &str) -> Config {
         let mut cfg = Config::default();
         cfg.dataplane.mbufs = 512;
         cfg.dataplane.tso_mbufs = 0;
@@ -1256,6 +1343,13 @@ mod tests {
         cfg.dataplane.idle_sleep_us = 50;
         cfg.dataplane.workers = Some(workers.parse().unwrap());
         cfg.fdb.max_entries = 64;
+        cfg
+    }
+
+    /// A small dataplane whose ports `factory` opens, one worker per CPU of
+    /// `workers`.
+    fn scripted_dataplane(factory: &Arc<ScriptedFactory>, workers: &str) -> Dataplane {
+        let cfg = scripted_config(workers);
         Dataplane::start_with(&cfg, Host::system(), Box::new(Arc::clone(factory))).unwrap()
     }
 
@@ -1458,6 +1552,257 @@ mod tests {
         );
         assert!(hb.transmitted().iter().all(|f| *f == frame));
         assert_eq!(dp.port_list().len(), 2);
+        dp.shutdown();
+    }
+
+    #[test]
+    fn ports_are_published_with_their_vlan_settings() {
+        use dataplane::switch::{Features, VlanMode};
+        use dataplane::testutil::{
+            eth_frame, mac, vlan_frame, ScriptedPort, EXPERIMENTAL_ETHERTYPE,
+        };
+        use dataplane::VlanId;
+        let factory = Arc::new(ScriptedFactory::default());
+        let mut cfg = scripted_config("0");
+        cfg.bridges
+            .push(weir_config::BridgeSpec { name: "br0".into() });
+        // A configured access port on VLAN 10 ...
+        let mut a = ring_port("a", Some("br0"));
+        a.tag = Some(10);
+        cfg.ports.push(a);
+        // The ports exist before the daemon's pool does: they receive into
+        // a pool of their own.
+        let pool = Mempool::for_tests(64);
+        let (pa, pt) = (ScriptedPort::new(pool), ScriptedPort::new(pool));
+        let (ha, ht) = (pa.handle(), pt.handle());
+        {
+            let mut ports = factory.ports.lock().unwrap();
+            ports.insert("a".into(), vec![Box::new(pa)]);
+            ports.insert("t".into(), vec![Box::new(pt)]);
+        }
+        let dp =
+            Dataplane::start_with(&cfg, Host::system(), Box::new(Arc::clone(&factory))).unwrap();
+        // ... and a trunk of VLANs 10 and 20 added at run time.
+        let mut t = ring_port("t", Some("br0"));
+        t.trunks = vec![10, 20];
+        dp.port_add(t).unwrap();
+        let tables = dp.switch.load();
+        let (ia, it) = (PortId(port_id(&dp, "a")), PortId(port_id(&dp, "t")));
+        assert_eq!(tables.policy(ia).vlan.mode(), VlanMode::Access);
+        assert_eq!(tables.policy(it).vlan.mode(), VlanMode::Trunk);
+        assert!(!tables.policy(it).vlan.is_member(VlanId(30)));
+        let br = tables.bridge_by_name("br0").unwrap().id;
+        assert!(tables.bridge_features(br).contains(Features::VLAN));
+        drop(tables);
+        let up = |name: &str| {
+            dp.port_list()
+                .iter()
+                .any(|p| p.name == name && p.link == "up")
+        };
+        wait_for("a and t up", || up("a") && up("t"));
+        // An untagged frame from the access port leaves the trunk tagged
+        // with VLAN 10.
+        ha.push_rx(eth_frame(mac(2), mac(1), EXPERIMENTAL_ETHERTYPE, 46));
+        wait_for("t transmits", || !ht.transmitted().is_empty());
+        assert_eq!(
+            ht.transmitted(),
+            [vlan_frame(mac(2), mac(1), VlanId(10), 46)]
+        );
+        dp.shutdown();
+    }
+
+    fn keys(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A dataplane with bridge br0 and scripted ports `a` (access VLAN 10)
+    /// and `t` (a trunk of every VLAN), both up; returns their handles.
+    fn access_and_trunk() -> (
+        Dataplane,
+        dataplane::testutil::ScriptHandle,
+        dataplane::testutil::ScriptHandle,
+    ) {
+        use dataplane::testutil::ScriptedPort;
+        let factory = Arc::new(ScriptedFactory::default());
+        let dp = scripted_dataplane(&factory, "0");
+        let pool = dp.pool();
+        let (pa, pt) = (ScriptedPort::new(pool), ScriptedPort::new(pool));
+        let (ha, ht) = (pa.handle(), pt.handle());
+        {
+            let mut ports = factory.ports.lock().unwrap();
+            ports.insert("a".into(), vec![Box::new(pa)]);
+            ports.insert("t".into(), vec![Box::new(pt)]);
+        }
+        dp.bridge_add("br0").unwrap();
+        let mut a = ring_port("a", Some("br0"));
+        a.tag = Some(10);
+        dp.port_add(a).unwrap();
+        dp.port_add(ring_port("t", Some("br0"))).unwrap();
+        let up = |name: &str| {
+            dp.port_list()
+                .iter()
+                .any(|p| p.name == name && p.link == "up")
+        };
+        wait_for("a and t up", || up("a") && up("t"));
+        (dp, ha, ht)
+    }
+
+    #[test]
+    fn port_set_publishes_the_new_settings_and_flushes_the_port() {
+        use dataplane::switch::VlanMode;
+        use dataplane::testutil::{eth_frame, mac, vlan_frame, EXPERIMENTAL_ETHERTYPE};
+        use dataplane::VlanId;
+        let (dp, ha, ht) = access_and_trunk();
+        let a = PortId(port_id(&dp, "a"));
+        ha.push_rx(eth_frame(mac(2), mac(1), EXPERIMENTAL_ETHERTYPE, 46));
+        wait_for("t transmits", || ht.transmitted().len() == 1);
+        let learned = |vlan: u16| {
+            dp.fdb_show(None)
+                .unwrap()
+                .iter()
+                .any(|e| e.port == "a" && e.vlan == vlan)
+        };
+        assert!(learned(10), "{:?}", dp.fdb_show(None));
+        let after = dp
+            .port_set(
+                "a",
+                &keys(&[
+                    ("tag", "20"),
+                    ("trunks", "30,40"),
+                    ("vlan_mode", "native-tagged"),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(
+            after,
+            PortSettings {
+                tag: Some(20),
+                trunks: vec![30, 40],
+                vlan_mode: Some(VlanMode::NativeTagged),
+            }
+        );
+        // All three keys in the published tables, and in the port's record.
+        let t = dp.switch.load();
+        let vlan = &t.policy(a).vlan;
+        assert_eq!(vlan.mode(), VlanMode::NativeTagged);
+        assert_eq!(vlan.ingress(None), Some(VlanId(20)));
+        assert!(vlan.is_member(VlanId(40)) && !vlan.is_member(VlanId(10)));
+        drop(t);
+        let info = dp.port_list().into_iter().find(|p| p.name == "a").unwrap();
+        assert_eq!(
+            (info.vlan_mode.as_deref(), info.tag, info.trunks),
+            (Some("native-tagged"), Some(20), vec![30, 40])
+        );
+        assert!(!learned(10), "entries of a are flushed on a VLAN change");
+        // Frames now come in on VLAN 20 and leave the trunk tagged so.
+        ha.push_rx(eth_frame(mac(2), mac(1), EXPERIMENTAL_ETHERTYPE, 46));
+        wait_for("t transmits again", || ht.transmitted().len() == 2);
+        assert_eq!(
+            ht.transmitted()[1],
+            vlan_frame(mac(2), mac(1), VlanId(20), 46)
+        );
+        // Clearing the keys makes a a trunk of every VLAN: no policy at all.
+        let after = dp
+            .port_clear("a", &["tag".into(), "trunks".into(), "vlan_mode".into()])
+            .unwrap();
+        assert_eq!(after, PortSettings::default());
+        let t = dp.switch.load();
+        assert!(t.policy(a).vlan.is_trunk_all());
+        let br = t.bridge_by_name("br0").unwrap().id;
+        assert!(t.bridge_features(br).is_empty(), "the plain path again");
+        drop(t);
+        dp.shutdown();
+    }
+
+    #[test]
+    fn a_refused_port_set_or_clear_changes_nothing() {
+        use dataplane::switch::VlanMode;
+        let (dp, _ha, _ht) = access_and_trunk();
+        let a = PortId(port_id(&dp, "a"));
+        let before = dp.switch.load();
+        for (settings, msg) in [
+            (
+                keys(&[("tag", "20"), ("vlan_mode", "trunk")]),
+                "tag is not allowed with vlan_mode trunk",
+            ),
+            (
+                keys(&[("tag", "4095")]),
+                "VLAN id 4095 is out of range (1..=4094)",
+            ),
+            (
+                keys(&[("trunks", "20")]),
+                "trunks is not allowed with vlan_mode access",
+            ),
+            (
+                keys(&[("tag", "20"), ("mac", "02:00:00:00:00:01")]),
+                "unknown key `mac`: the keys a port set or clear can change are tag, trunks, \
+                 vlan_mode",
+            ),
+            (keys(&[("tag", "ten")]), "invalid tag `ten`"),
+        ] {
+            let err = dp.port_set("a", &settings).unwrap_err();
+            let text = error_chain(&err);
+            assert!(text.starts_with("port a: ") && text.contains(msg), "{text}");
+        }
+        // Removing the tag of an access port leaves it without one.
+        let err = dp
+            .port_set("a", &keys(&[("vlan_mode", "access")]))
+            .and_then(|_| dp.port_clear("a", &["tag".into()]))
+            .unwrap_err();
+        assert!(
+            error_chain(&err).contains("vlan_mode access needs a tag"),
+            "{err}"
+        );
+        let err = dp.port_set("nope", &keys(&[("tag", "1")])).unwrap_err();
+        assert!(matches!(err, ControlError::NoSuchPort { .. }), "{err}");
+        // Nothing was published, and the record is as before (vlan_mode
+        // access, which the tag alone meant, is the same policy).
+        let t = dp.switch.load();
+        assert_eq!(t.generation, before.generation);
+        assert_eq!(t.policy(a), before.policy(a));
+        let info = dp.port_list().into_iter().find(|p| p.name == "a").unwrap();
+        assert_eq!(
+            (info.vlan_mode.as_deref(), info.tag, info.trunks.len()),
+            (Some("access"), Some(10), 0)
+        );
+        let settings = dp.port_set("a", &BTreeMap::new()).unwrap();
+        assert_eq!(settings.vlan_mode, Some(VlanMode::Access));
+        dp.shutdown();
+    }
+
+    #[test]
+    fn port_set_is_served_on_the_control_socket_protocol() {
+        let (dp, _ha, _ht) = access_and_trunk();
+        let resp = dp.handle(Request::PortSet {
+            name: "t".into(),
+            settings: keys(&[("trunks", "10,20")]),
+        });
+        assert!(resp.ok, "{resp:?}");
+        assert_eq!(resp.data, Some(serde_json::json!({"trunks": [10, 20]})));
+        let resp = dp.handle(Request::PortClear {
+            name: "t".into(),
+            keys: vec!["vlan_mode".into(), "bogus".into()],
+        });
+        assert_eq!(
+            resp.error.as_deref(),
+            Some(
+                "port t: unknown key `bogus`: the keys a port set or clear can change are tag, \
+                 trunks, vlan_mode"
+            )
+        );
+        let list = dp.handle(Request::PortList).data.unwrap();
+        let t = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "t")
+            .unwrap();
+        assert_eq!(t["trunks"], serde_json::json!([10, 20]));
+        assert_eq!(t["vlan_mode"], "trunk");
+        assert_eq!(t["tag"], serde_json::Value::Null);
         dp.shutdown();
     }
 }

@@ -251,6 +251,9 @@ impl PortAddArgs {
             socket_mode: self.socket_mode.clone(),
             socket_group: self.socket_group.clone(),
             max_bytes: self.max_bytes,
+            tag: None,
+            trunks: Vec::new(),
+            vlan_mode: None,
         }
     }
 }

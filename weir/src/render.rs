@@ -381,6 +381,9 @@ mod tests {
             },
             queue_stats: Vec::new(),
             mtu: None,
+            vlan_mode: Some("trunk".into()),
+            tag: None,
+            trunks: Vec::new(),
         }
     }
 
