@@ -184,6 +184,22 @@ impl VethHost {
     /// # Errors
     /// Any `ip` step failed (everything created so far is removed).
     pub fn create(ns_name: &str, host_if: &str, ip: &str) -> Result<VethHost> {
+        VethHost::create_with(ns_name, host_if, ip, false)
+    }
+
+    /// [`VethHost::create`] with IPv6 off on both ends before they come up,
+    /// so that neither stack sends a frame by itself (duplicate address
+    /// detection, router solicitations, MLD reports): every frame on the link
+    /// is one a test caused, and counters can be compared exactly.
+    ///
+    /// # Errors
+    /// Any `ip` or `sysctl` step failed (everything created so far is
+    /// removed).
+    pub fn create_quiet(ns_name: &str, host_if: &str, ip: &str) -> Result<VethHost> {
+        VethHost::create_with(ns_name, host_if, ip, true)
+    }
+
+    fn create_with(ns_name: &str, host_if: &str, ip: &str, quiet: bool) -> Result<VethHost> {
         let _ = sh(&["ip", "link", "del", host_if]);
         let ns = Netns::create(ns_name)?;
         sh(&[
@@ -194,6 +210,11 @@ impl VethHost {
             host_if: host_if.into(),
             ip: ip.into(),
         };
+        if quiet {
+            let off = |iface: &str| format!("net.ipv6.conf.{iface}.disable_ipv6=1");
+            sh(&["sysctl", "-qw", &off(host_if)])?;
+            h.ns.exec(&["sysctl", "-qw", &off("eth0")])?;
+        }
         sh(&["ip", "link", "set", host_if, "up"])?;
         h.ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         h.ns.exec(&["ip", "link", "set", "eth0", "up"])?;
