@@ -67,9 +67,18 @@ pub fn ethernet(dst: Mac, src: Mac, ethertype: u16, payload: &[u8]) -> Vec<u8> {
 /// # Panics
 /// If `frame` is shorter than the two addresses.
 pub fn tagged(frame: &[u8], vid: u16) -> Vec<u8> {
+    tagged_tpid(frame, TPID_8021Q, vid)
+}
+
+/// [`tagged`] with the tag's TPID given, e.g. [`TPID_8021AD`] for a service
+/// tag.
+///
+/// # Panics
+/// If `frame` is shorter than the two addresses.
+pub fn tagged_tpid(frame: &[u8], tpid: u16, vid: u16) -> Vec<u8> {
     let mut f = Vec::with_capacity(frame.len() + 4);
     f.extend_from_slice(&frame[..12]);
-    f.extend_from_slice(&TPID_8021Q.to_be_bytes());
+    f.extend_from_slice(&tpid.to_be_bytes());
     f.extend_from_slice(&(vid & 0x0fff).to_be_bytes());
     f.extend_from_slice(&frame[12..]);
     f
@@ -324,6 +333,10 @@ mod tests {
         assert_eq!(v.vid(), Some(20));
         assert_eq!(v.ethertype(), Some(ETHERTYPE_IPV4));
         assert_eq!(View(&f).vid(), None);
+        let s = tagged_tpid(&t, TPID_8021AD, 10);
+        assert_eq!(&s[12..16], [0x88, 0xa8, 0x00, 10]);
+        assert_eq!(View(&s).tag(), Some((TPID_8021AD, 10)));
+        assert_eq!(View(&s).vid(), None, "a service tag is no 802.1Q tag");
         assert_eq!(View(&f[..13]).ethertype(), None, "too short: no panic");
     }
 

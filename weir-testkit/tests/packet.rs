@@ -1,6 +1,6 @@
 //! The packet-socket helpers on a real veth pair: a tagged frame arrives
-//! tagged (the kernel took the tag out; the helper puts it back), an untagged
-//! one untagged, and a capture tells frames sent from received ones.
+//! tagged (the kernel took the tag out; the helper puts it back, 802.1Q or
+//! 802.1ad), an untagged one untagged, and a capture tells frames sent from received ones.
 //!
 //! Needs root (CI runs as root); fails, never skips, without it.
 
@@ -30,6 +30,8 @@ fn tags_survive_the_kernel_taking_them_out() {
     for vid in [7u16, 4094] {
         outside.send(&frame::tagged(&arp, vid)).unwrap();
     }
+    let service = frame::tagged_tpid(&arp, frame::TPID_8021AD, 5);
+    outside.send(&service).unwrap();
     outside.send(&arp).unwrap();
 
     let from_src = |f: &Captured| f.view().src() == Some(src);
@@ -49,7 +51,13 @@ fn tags_survive_the_kernel_taking_them_out() {
     }
     let f = inside
         .wait_for(Duration::from_secs(5), |f| {
-            from_src(f) && f.view().vid().is_none()
+            from_src(f) && f.view().tag() == Some((frame::TPID_8021AD, 5))
+        })
+        .expect("802.1ad-tagged frame not seen inside");
+    assert_eq!(f.bytes, service, "the service tag's TPID kept");
+    let f = inside
+        .wait_for(Duration::from_secs(5), |f| {
+            from_src(f) && f.view().tag().is_none()
         })
         .expect("untagged frame not seen inside");
     assert_eq!(f.bytes, arp);
@@ -59,7 +67,7 @@ fn tags_survive_the_kernel_taking_them_out() {
     );
 
     // The namespace's stack answers the untagged request (and ignores the
-    // tagged ones: it has no VLAN device); the outside capture sees our three
+    // tagged ones: it has no VLAN device); the outside capture sees our four
     // frames leave and the reply come in.
     let reply = outside_cap
         .wait_for(Duration::from_secs(5), |f| {
@@ -70,11 +78,11 @@ fn tags_survive_the_kernel_taking_them_out() {
         .expect("no ARP reply");
     assert!(!reply.outgoing);
     let sent = outside_cap.stop().unwrap();
-    assert_eq!(sent.iter().filter(|f| f.outgoing && from_src(f)).count(), 3);
+    assert_eq!(sent.iter().filter(|f| f.outgoing && from_src(f)).count(), 4);
     let inside = inside.stop().unwrap();
     assert_eq!(
         inside.iter().filter(|f| from_src(f)).count(),
-        3,
+        4,
         "each once"
     );
 }
