@@ -290,7 +290,18 @@ pub fn kernel_port(name: &str, kind: &str, iface: &str, keys: &str) -> String {
 /// round-trip time and counts a reply delayed by a loaded machine as lost.
 pub fn ping(from: &Netns, ip: &str, count: u32, interval: &str) -> Result<String, String> {
     let secs = interval.parse::<f64>().unwrap_or(1.0) * f64::from(count);
-    let deadline = (secs.ceil() as u64 + 5).to_string();
+    ping_within(from, ip, count, interval, secs.ceil() as u64 + 5)
+}
+
+/// [`ping`] with the deadline `deadline_secs` (`-w`) given, e.g. a short one
+/// for a ping that must fail.
+pub fn ping_within(
+    from: &Netns,
+    ip: &str,
+    count: u32,
+    interval: &str,
+    deadline_secs: u64,
+) -> Result<String, String> {
     from.exec(&[
         "ping",
         "-c",
@@ -298,7 +309,7 @@ pub fn ping(from: &Netns, ip: &str, count: u32, interval: &str) -> Result<String
         "-i",
         interval,
         "-w",
-        &deadline,
+        &deadline_secs.to_string(),
         ip,
     ])
     .map_err(|e| format!("{e:#}"))
