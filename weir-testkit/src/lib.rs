@@ -210,7 +210,8 @@ impl VethHost {
             host_if: host_if.into(),
             ip: ip.into(),
         };
-        if quiet {
+        // A kernel without IPv6 has no such settings, and nothing to silence.
+        if quiet && std::path::Path::new("/proc/sys/net/ipv6").exists() {
             let off = |iface: &str| format!("net.ipv6.conf.{iface}.disable_ipv6=1");
             sh(&["sysctl", "-qw", &off(host_if)])?;
             h.ns.exec(&["sysctl", "-qw", &off("eth0")])?;
