@@ -889,7 +889,10 @@ impl PortSettings {
             };
             PortError::Vlan { key, error }
         })?;
-        Ok(PortPolicy { vlan })
+        Ok(PortPolicy {
+            vlan,
+            ..PortPolicy::default()
+        })
     }
 
     /// Sets `key` from its text form (`port set KEY=VALUE`). Other keys are
@@ -2744,7 +2747,8 @@ pci = "0000:03:00.0"
         assert_eq!(
             ports[0].policy,
             PortPolicy {
-                vlan: PortVlan::new(None, Some(10), &[]).unwrap()
+                vlan: PortVlan::new(None, Some(10), &[]).unwrap(),
+                ..PortPolicy::default()
             }
         );
         assert_eq!(ports[1].settings.trunks, [10, 20], "sorted, no duplicates");
