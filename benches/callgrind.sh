@@ -62,6 +62,10 @@ cases=(
     "acl-10 1000"
     "acl-100 1000"
     "acl-1000 1000"
+    "unicast 4"
+    "security 4"
+    "limits 4"
+    "all 4"
 )
 # CASES="unicast:1000 vlan:1000" measures only those.
 if [ -n "${CASES:-}" ]; then

@@ -37,8 +37,8 @@ use std::sync::Arc;
 use dataplane::ids::{BridgeId, MacAddr, PortId, VlanId, WorkerId};
 use dataplane::mempool::{HugepagePolicy, MempoolConfig};
 use dataplane::switch::{
-    acl, Acl, AclRule, Bridge, Fdb, FdbConfig, Forwarder, Learn, PortEntry, PortPolicy, PortVlan,
-    Switch, SwitchTables, VlanMode,
+    acl, Acl, AclRule, Bridge, Fdb, FdbConfig, Forwarder, Learn, PortEntry, PortLimits, PortPolicy,
+    PortSecurity, PortVlan, Switch, SwitchTables, VlanMode,
 };
 use dataplane::wire::ethertype;
 use dataplane::{Burst, Mempool, Port, QueueStats, MAX_BURST};
@@ -95,6 +95,12 @@ pub struct Scenario {
     /// Rules of the security group every port applies to what it sends
     /// ([`bench_acl`]); 0: none.
     pub acl_rules: u32,
+    /// Port security on every port: its own stations' MACs and the frames'
+    /// source address allowed.
+    pub security: bool,
+    /// Ingress policing and an egress rate on every port, too high to drop
+    /// anything (the cost of the token buckets alone).
+    pub limits: bool,
 }
 
 impl Scenario {
@@ -108,6 +114,8 @@ impl Scenario {
             pair_run: 1,
             port_vlan: None,
             acl_rules: 0,
+            security: false,
+            limits: false,
         }
     }
 
@@ -163,9 +171,39 @@ impl Scenario {
         }
     }
 
-    /// The pipeline settings every port gets, if any.
-    pub fn port_policy(&self) -> Option<PortPolicy> {
-        if self.port_vlan.is_none() && self.acl_rules == 0 {
+    /// Known unicast on a 4-port bridge whose ports have port security.
+    pub fn secured(macs: u32) -> Scenario {
+        Scenario {
+            security: true,
+            ..Scenario::unicast(macs)
+        }
+    }
+
+    /// Known unicast on a 4-port bridge whose ports police what they send
+    /// and limit what they receive (at rates nothing reaches).
+    pub fn limited(macs: u32) -> Scenario {
+        Scenario {
+            limits: true,
+            ..Scenario::unicast(macs)
+        }
+    }
+
+    /// Known unicast on a 4-port bridge whose ports use every stage: access
+    /// VLAN, port security, a security group of 10 rules in, policing and an
+    /// egress rate.
+    pub fn all_features(macs: u32) -> Scenario {
+        Scenario {
+            port_vlan: Some(VlanMode::Access),
+            acl_rules: 10,
+            security: true,
+            limits: true,
+            ..Scenario::unicast(macs)
+        }
+    }
+
+    /// The pipeline settings of port `port`, if any.
+    pub fn port_policy(&self, port: u16) -> Option<PortPolicy> {
+        if self.port_vlan.is_none() && self.acl_rules == 0 && !self.security && !self.limits {
             return None;
         }
         let vlan = match self.port_vlan {
@@ -176,6 +214,20 @@ impl Scenario {
         Some(PortPolicy {
             vlan: vlan.expect("benchmark VLAN settings"),
             acl_in: (self.acl_rules > 0).then(|| Arc::new(bench_acl(self.acl_rules))),
+            security: self.security.then(|| {
+                // Station i is on port i % n_ports.
+                let own: Vec<MacAddr> = (u32::from(port)..self.macs)
+                    .step_by(usize::from(self.n_ports))
+                    .map(station_mac)
+                    .collect();
+                PortSecurity::new(&own, &[BENCH_SRC_IP.into()]).expect("benchmark port security")
+            }),
+            limits: if self.limits {
+                // 100 Gbit/s: no benchmark frame is ever over it.
+                PortLimits::new(Some(100_000_000), None, Some(100_000_000), None)
+            } else {
+                PortLimits::default()
+            },
             ..PortPolicy::default()
         })
     }
@@ -291,6 +343,9 @@ fn write_frame(dst: MacAddr, src: MacAddr, vlan: Option<VlanId>, seq: u32) -> [u
 
 /// Destination port of every benchmark frame.
 pub const BENCH_TCP_PORT: u16 = 80;
+
+/// Source address of every benchmark frame.
+pub const BENCH_SRC_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 0, 1);
 
 /// A security group of `n` rules (at least 1) that every benchmark frame
 /// passes only by its last rule: `n - 1` rules deny TCP from other
@@ -458,14 +513,11 @@ impl Rig {
     /// On an impossible scenario (see [`frame_plan`]) or if memory runs out.
     pub fn new(sc: Scenario) -> Rig {
         let switch = build_switch(sc.n_ports, &sc.fdb_config());
-        if let Some(policy) = sc.port_policy() {
-            let policy = Arc::new(policy);
-            switch.update(|t| {
-                for i in 0..sc.n_ports {
-                    t.set_policy(PortId(i), Some(Arc::clone(&policy)));
-                }
-            });
-        }
+        switch.update(|t| {
+            for i in 0..sc.n_ports {
+                t.set_policy(PortId(i), sc.port_policy(i).map(Arc::new));
+            }
+        });
         let tables = switch.load();
         let bridge = tables.bridges[0].as_ref().expect("bridge 0");
         prelearn(&bridge.fdb, sc.macs, sc.n_ports, sc.learn_vlan());

@@ -42,7 +42,7 @@ use crate::wire::parse_l2_addrs;
 
 use super::acl::{Acl, Applied};
 use super::fdb::FdbKey;
-use super::police::PortLimits;
+use super::police::{PortLimits, TokenBucket};
 use super::security::PortSecurity;
 use super::vlan::{Egress, PortVlan};
 use super::{
@@ -61,10 +61,26 @@ impl Features {
     pub const VLAN: Features = Features(1);
     /// Port security (allowed source MACs and IPs).
     pub const SECURITY: Features = Features(1 << 1);
-    /// A rate limit: ingress policing, egress rate or storm control.
-    pub const LIMITS: Features = Features(1 << 2);
-    /// A security group on the port's traffic in or out.
-    pub const ACL: Features = Features(1 << 3);
+    /// Ingress policing or storm control.
+    pub const POLICE: Features = Features(1 << 2);
+    /// A security group on what the port sends into the switch.
+    pub const ACL_IN: Features = Features(1 << 3);
+    /// A security group on what the switch sends to the port.
+    pub const ACL_OUT: Features = Features(1 << 4);
+    /// An egress rate.
+    pub const EGRESS_RATE: Features = Features(1 << 5);
+
+    /// The stages that run on a frame's way in, after the VLAN.
+    pub const INGRESS_EXTRA: Features =
+        Features(Self::SECURITY.0 | Self::POLICE.0 | Self::ACL_IN.0);
+    /// The stages that run per egress port, besides the VLAN.
+    pub const EGRESS_EXTRA: Features = Features(Self::ACL_OUT.0 | Self::EGRESS_RATE.0);
+
+    /// Whether any stage of `other` is on.
+    #[inline]
+    pub fn intersects(self, other: Features) -> bool {
+        self.0 & other.0 != 0
+    }
 
     /// Whether no stage is on.
     #[inline]
@@ -130,11 +146,17 @@ impl PortPolicy {
         if self.security.is_some() {
             f |= Features::SECURITY;
         }
-        if !self.limits.is_empty() {
-            f |= Features::LIMITS;
+        if self.limits.ingress.is_some() || self.limits.storm.is_some() {
+            f |= Features::POLICE;
         }
-        if self.acl_in.is_some() || self.acl_out.is_some() {
-            f |= Features::ACL;
+        if self.limits.egress.is_some() {
+            f |= Features::EGRESS_RATE;
+        }
+        if self.acl_in.is_some() {
+            f |= Features::ACL_IN;
+        }
+        if self.acl_out.is_some() {
+            f |= Features::ACL_OUT;
         }
         f
     }
@@ -279,8 +301,41 @@ impl SwitchTables {
 
 impl Forwarder {
     /// [`Forwarder::process`] for a bridge with features: every stage of the
-    /// module's list, per frame.
+    /// module's list, per frame. Picks, once per burst, a copy of the loop
+    /// compiled without the ingress stages the ingress port does not use
+    /// (port security, security group, policing) and without the egress
+    /// stages no port of the bridge uses (security group, rate), so a
+    /// bridge with only VLANs does not pay for their tests per frame.
     pub(super) fn process_pipeline(
+        &mut self,
+        t: &SwitchTables,
+        bridge: &Bridge,
+        in_port: PortId,
+        burst: &mut Burst,
+        now: u32,
+        in_stats: &QueueStats,
+    ) -> ProcessSummary {
+        let ingress = t
+            .policy(in_port)
+            .features()
+            .intersects(Features::INGRESS_EXTRA);
+        let egress = t
+            .bridge_features(bridge.id)
+            .intersects(Features::EGRESS_EXTRA);
+        match (ingress, egress) {
+            (false, false) => {
+                self.pipeline::<false, false>(t, bridge, in_port, burst, now, in_stats)
+            }
+            (true, false) => self.pipeline::<true, false>(t, bridge, in_port, burst, now, in_stats),
+            (false, true) => self.pipeline::<false, true>(t, bridge, in_port, burst, now, in_stats),
+            (true, true) => self.pipeline::<true, true>(t, bridge, in_port, burst, now, in_stats),
+        }
+    }
+
+    /// The pipeline loop; `IN`: run the ingress stages after the VLAN,
+    /// `OUT`: run the egress stages besides the VLAN.
+    #[inline(always)]
+    fn pipeline<const IN: bool, const OUT: bool>(
         &mut self,
         t: &SwitchTables,
         bridge: &Bridge,
@@ -305,6 +360,18 @@ impl Forwarder {
         // The rate limits' clock, read once per burst.
         let now_ticks = crate::time::cycles();
         let mut sum = ProcessSummary::default();
+        // The last known unicast decision of this burst: a frame with the
+        // same outer tag, source and destination has the same VLAN, egress
+        // port and tag edit; the stage of that port is open for the burst
+        // and the source was learned at this `now`. Plain locals, so they
+        // stay in registers; MAC words are 48 bits, so `NO_PAIR` matches no
+        // frame. Any frame that takes the full path clears it before it
+        // learns, so a learn that moves the cached destination is never
+        // bypassed.
+        const NO_PAIR: u64 = u64::MAX;
+        let (mut last_src, mut last_dst, mut last_tag) = (NO_PAIR, NO_PAIR, 0u32);
+        let (mut last_vlan, mut last_out, mut last_how) =
+            (VlanId::NONE, PortId(0), Egress::Filtered);
         for m in burst.drain(..) {
             let Some(l2) = parse_l2_addrs(m.data()) else {
                 discard(m, in_stats, DropReason::Malformed);
@@ -321,6 +388,33 @@ impl Forwarder {
                     continue;
                 }
             };
+            // Where the L3 header starts, for the stages that look at it.
+            let l3 = if tag.is_some() { 18 } else { 14 };
+            // Same tag and addresses as the last known unicast frame: same
+            // VLAN, egress port and tag edit. The stages that look past the
+            // addresses (security, security groups, rates) still run.
+            let tag_word = tag.map_or(1 << 16, |v| u32::from(v.0));
+            if l2.src == last_src && l2.dst == last_dst && tag_word == last_tag {
+                let mut m = m;
+                let out_policy = t.policy(last_out);
+                let passed =
+                    in_stages::<IN>(in_security, in_acl, policer, now_ticks, &m, l2.src, l3)
+                        .and_then(|()| egress::<OUT>(out_policy, now_ticks, &m, l3))
+                        .and_then(|()| retag(&mut m, tag, last_how, last_vlan));
+                match (passed, stages.get_mut(last_out.index())) {
+                    (Ok(()), Some(st)) => {
+                        let _ = st.frames.try_push(m);
+                        sum.unicast += 1;
+                    }
+                    (Err(why), _) => {
+                        discard(m, in_stats, why);
+                        sum.dropped += 1;
+                    }
+                    (Ok(()), None) => {} // stages out of step: frame freed
+                }
+                continue;
+            }
+            last_src = NO_PAIR;
             let Some(vlan) = in_vlan.ingress(tag) else {
                 discard(m, in_stats, DropReason::VlanFiltered);
                 sum.dropped += 1;
@@ -331,31 +425,14 @@ impl Forwarder {
                 sum.dropped += 1;
                 continue;
             }
-            // Where the L3 header starts, for the stages that look at it.
-            let l3 = if tag.is_some() { 18 } else { 14 };
-            // Port security, before the source is learned.
-            if let Some(sec) = in_security {
-                if let Err(why) = sec.check(m.data(), l2.src, l3) {
-                    discard(m, in_stats, why);
-                    sum.dropped += 1;
-                    continue;
-                }
-            }
-            // The ingress security group.
-            if let Some(acl) = in_acl {
-                if let Err(why) = acl.check(m.data(), l3, Applied::In) {
-                    discard(m, in_stats, why);
-                    sum.dropped += 1;
-                    continue;
-                }
-            }
-            // Ingress policing.
-            if let Some(p) = policer {
-                if !p.take(now_ticks, m.len() as u64) {
-                    discard(m, in_stats, DropReason::Policed);
-                    sum.dropped += 1;
-                    continue;
-                }
+            // Port security (before the source is learned), the ingress
+            // security group, ingress policing.
+            if let Err(why) =
+                in_stages::<IN>(in_security, in_acl, policer, now_ticks, &m, l2.src, l3)
+            {
+                discard(m, in_stats, why);
+                sum.dropped += 1;
+                continue;
             }
             // Learn and look up in the frame's VLAN.
             let Some(m) = learn(
@@ -374,7 +451,7 @@ impl Forwarder {
                     sum.dropped += 1;
                     continue;
                 }
-                if storm.is_some_and(|s| !s.take(now_ticks, 1)) {
+                if IN && storm.is_some_and(|s| !s.take(now_ticks, 1)) {
                     discard(m, in_stats, DropReason::Storm);
                     sum.dropped += 1;
                     continue;
@@ -386,7 +463,7 @@ impl Forwarder {
                 continue;
             }
             let Some(out) = fdb.lookup_key(FdbKey::from_word(vlan, l2.dst)) else {
-                if storm.is_some_and(|s| !s.take(now_ticks, 1)) {
+                if IN && storm.is_some_and(|s| !s.take(now_ticks, 1)) {
                     discard(m, in_stats, DropReason::Storm);
                     sum.dropped += 1;
                     continue;
@@ -403,7 +480,7 @@ impl Forwarder {
             let mut m = m;
             let fit = match how {
                 Egress::Filtered => Err(DropReason::VlanFiltered),
-                _ => egress(out_policy, now_ticks, &m, l3)
+                _ => egress::<OUT>(out_policy, now_ticks, &m, l3)
                     .and_then(|()| retag(&mut m, tag, how, vlan)),
             };
             let opened = fit.and_then(|()| match stages.get(out.index()) {
@@ -416,6 +493,8 @@ impl Forwarder {
                         let _ = st.frames.try_push(m);
                     }
                     sum.unicast += 1;
+                    (last_src, last_dst, last_tag) = (l2.src, l2.dst, tag_word);
+                    (last_vlan, last_out, last_how) = (vlan, out, how);
                 }
                 Err(why) => {
                     discard(m, in_stats, why);
@@ -427,10 +506,46 @@ impl Forwarder {
     }
 }
 
+/// The ingress stages after the VLAN for `m` (source MAC word `src`, L3
+/// header at `l3`): port security, the security group, policing. Each runs
+/// only if the port has it.
+#[inline(always)]
+fn in_stages<const IN: bool>(
+    security: Option<&PortSecurity>,
+    acl: Option<&Acl>,
+    policer: Option<&TokenBucket>,
+    now_ticks: u64,
+    m: &Mbuf,
+    src: u64,
+    l3: usize,
+) -> Result<(), DropReason> {
+    if !IN {
+        return Ok(());
+    }
+    if let Some(sec) = security {
+        sec.check(m.data(), src, l3)?;
+    }
+    if let Some(acl) = acl {
+        acl.check(m.data(), l3, Applied::In)?;
+    }
+    match policer {
+        Some(p) if !p.take(now_ticks, m.len() as u64) => Err(DropReason::Policed),
+        _ => Ok(()),
+    }
+}
+
 /// The egress stages of the port with settings `out` for `m` (its L3
 /// header at `l3`): its security group, then its rate.
-#[inline]
-fn egress(out: &PortPolicy, now_ticks: u64, m: &Mbuf, l3: usize) -> Result<(), DropReason> {
+#[inline(always)]
+fn egress<const OUT: bool>(
+    out: &PortPolicy,
+    now_ticks: u64,
+    m: &Mbuf,
+    l3: usize,
+) -> Result<(), DropReason> {
+    if !OUT {
+        return Ok(());
+    }
     if let Some(acl) = &out.acl_out {
         acl.check(m.data(), l3, Applied::Out)?;
     }
@@ -472,7 +587,7 @@ fn flood_vlan(
             }
             match policy.vlan.egress(vlan) {
                 Egress::Filtered => None,
-                how => match egress(policy, now_ticks, &m, l3) {
+                how => match egress::<true>(policy, now_ticks, &m, l3) {
                     Err(why) => {
                         in_stats.drop_one(why);
                         None
@@ -693,7 +808,7 @@ mod tests {
     /// modes (and nothing of the code above), for random port settings and
     /// frames.
     mod model {
-        use std::collections::{BTreeSet, HashMap};
+        use std::collections::HashMap;
         use std::sync::atomic::Ordering;
 
         use super::super::super::{Bridge, Fdb, FdbConfig, PortEntry, Switch};
@@ -859,43 +974,57 @@ mod tests {
                 fwd.prepare(&t);
                 let st = QueueStats::default();
                 let mut fdb: HashMap<(u16, [u8; 6]), u16> = HashMap::new();
-                for _ in 0..40 {
+                // Bursts of up to 8 frames from one port, often repeating
+                // the frame before (as a station's flow does).
+                for _ in 0..16 {
                     let in_port = rng.below(u64::from(PORTS)) as u16;
-                    let src = station(rng.below(6));
-                    let dst = if rng.below(4) == 0 {
-                        [0xff; 6]
-                    } else {
-                        station(rng.below(6))
-                    };
-                    let tag = match rng.below(6) {
-                        0 | 1 => Tag::None,
-                        2 => Tag::C {
-                            pcp: rng.below(8) as u8,
-                            vid: 0,
-                        },
-                        5 => Tag::S(1 + rng.below(3) as u16),
-                        _ => Tag::C {
-                            pcp: rng.below(8) as u8,
-                            vid: 1 + rng.below(4) as u16,
-                        },
-                    };
-                    let frame = bytes(dst, src, tag);
-                    // The model's decision.
-                    let mut want = BTreeSet::new();
-                    let vlan = if pipelined {
-                        match tag {
-                            Tag::S(_) => None,
-                            Tag::None => cfgs[in_port as usize].vlan_in(0),
-                            Tag::C { vid, .. } => cfgs[in_port as usize].vlan_in(vid),
+                    let mut frames: Vec<([u8; 6], [u8; 6], Tag)> = Vec::new();
+                    for _ in 0..1 + rng.below(8) {
+                        if let (Some(&f), 0) = (frames.last(), rng.below(2)) {
+                            frames.push(f);
+                            continue;
                         }
-                    } else {
-                        Some(match tag {
-                            Tag::None => 0,
-                            Tag::C { vid, .. } | Tag::S(vid) => vid,
-                        })
-                    };
-                    let spoofed = secure[in_port as usize] && src != station(u64::from(in_port));
-                    if let (Some(v), false) = (vlan, spoofed) {
+                        let src = station(rng.below(6));
+                        let dst = if rng.below(4) == 0 {
+                            [0xff; 6]
+                        } else {
+                            station(rng.below(6))
+                        };
+                        let tag = match rng.below(6) {
+                            0 | 1 => Tag::None,
+                            2 => Tag::C {
+                                pcp: rng.below(8) as u8,
+                                vid: 0,
+                            },
+                            5 => Tag::S(1 + rng.below(3) as u16),
+                            _ => Tag::C {
+                                pcp: rng.below(8) as u8,
+                                vid: 1 + rng.below(4) as u16,
+                            },
+                        };
+                        frames.push((src, dst, tag));
+                    }
+                    // The model's decisions, frame by frame.
+                    let mut want = Vec::new();
+                    for &(src, dst, tag) in &frames {
+                        let frame = bytes(dst, src, tag);
+                        let vlan = if pipelined {
+                            match tag {
+                                Tag::S(_) => None,
+                                Tag::None => cfgs[in_port as usize].vlan_in(0),
+                                Tag::C { vid, .. } => cfgs[in_port as usize].vlan_in(vid),
+                            }
+                        } else {
+                            Some(match tag {
+                                Tag::None => 0,
+                                Tag::C { vid, .. } | Tag::S(vid) => vid,
+                            })
+                        };
+                        let spoofed =
+                            secure[in_port as usize] && src != station(u64::from(in_port));
+                        let (Some(v), false) = (vlan, spoofed) else {
+                            continue;
+                        };
                         fdb.insert((v, src), in_port);
                         let out_frame = |p: u16| -> Vec<u8> {
                             if !pipelined {
@@ -911,7 +1040,7 @@ mod tests {
                                 bytes(dst, src, Tag::None)
                             }
                         };
-                        let floods = |want: &mut BTreeSet<(u16, Vec<u8>)>| {
+                        let floods = |want: &mut Vec<(u16, Vec<u8>)>| {
                             for p in (0..PORTS).filter(|&p| p != in_port) {
                                 // A secured port gets unknown unicast only
                                 // for its own station.
@@ -921,34 +1050,36 @@ mod tests {
                                     continue;
                                 }
                                 if !pipelined || cfgs[p as usize].member(v) {
-                                    want.insert((p, out_frame(p)));
+                                    want.push((p, out_frame(p)));
                                 }
                             }
                         };
                         match fdb.get(&(v, dst)) {
                             _ if dst[0] & 1 != 0 => floods(&mut want),
                             Some(&p) if p == in_port => {}
-                            Some(&p) => {
-                                want.insert((p, out_frame(p)));
-                            }
+                            Some(&p) => want.push((p, out_frame(p))),
                             None => floods(&mut want),
                         }
                     }
-                    // The switch's.
-                    let mut m = pool.alloc().unwrap();
-                    m.extend_from_slice(&frame).unwrap();
+                    // The switch's, for the whole burst.
                     let mut b = Burst::new();
-                    let _ = b.try_push(m);
+                    for &(src, dst, tag) in &frames {
+                        let mut m = pool.alloc().unwrap();
+                        m.extend_from_slice(&bytes(dst, src, tag)).unwrap();
+                        let _ = b.try_push(m);
+                    }
                     fwd.process(&t, PortId(in_port), &mut b, 1, &st);
-                    let mut got = BTreeSet::new();
+                    let mut got = Vec::new();
                     fwd.drain(|p, b| {
                         for m in b.drain(..) {
-                            got.insert((p.0, m.data().to_vec()));
+                            got.push((p.0, m.data().to_vec()));
                         }
                     });
+                    got.sort();
+                    want.sort();
                     assert_eq!(
                         got, want,
-                        "round {round}: ports {cfgs:?}, frame {tag:?} {src:?} -> {dst:?} on port {in_port}"
+                        "round {round}: ports {cfgs:?}, burst {frames:?} on port {in_port}"
                     );
                 }
                 assert_eq!(pool.in_use(), 0);
