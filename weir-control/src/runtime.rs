@@ -1682,6 +1682,7 @@ mod tests {
                 tag: Some(20),
                 trunks: vec![30, 40],
                 vlan_mode: Some(VlanMode::NativeTagged),
+                ..PortSettings::default()
             }
         );
         // All three keys in the published tables, and in the port's record.
@@ -1790,7 +1791,7 @@ mod tests {
             resp.error.as_deref(),
             Some(
                 "port t: unknown key `bogus`: the keys a port set or clear can change are tag, \
-                 trunks, vlan_mode"
+                 trunks, vlan_mode, acl_in, acl_out"
             )
         );
         let list = dp.handle(Request::PortList).data.unwrap();

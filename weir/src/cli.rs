@@ -336,6 +336,8 @@ impl PortAddArgs {
             tag: self.tag,
             trunks: self.trunks.clone().unwrap_or_default(),
             vlan_mode: self.vlan_mode,
+            acl_in: None,
+            acl_out: None,
         }
     }
 }
