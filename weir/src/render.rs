@@ -405,6 +405,8 @@ mod tests {
             vlan_mode: Some("trunk".into()),
             tag: None,
             trunks: Vec::new(),
+            acl_in: None,
+            acl_out: None,
         }
     }
 
