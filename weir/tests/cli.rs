@@ -119,6 +119,21 @@ fn multi_tenant_example_puts_each_tenant_on_its_vlan() {
             ("uplink".into(), null, serde_json::json!([10, 20])),
         ]
     );
+    // Each VM has a security group on what it receives.
+    let acl_out: Vec<(&str, &str)> = json["port"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| Some((p["name"].as_str()?, p["acl_out"].as_str()?)))
+        .collect();
+    assert_eq!(acl_out, [("vm-a", "tenant-a-vm"), ("vm-b", "ssh-only")]);
+    let tables: Vec<&str> = json["acl"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tables, ["tenant-a-vm", "ssh-only"]);
 }
 
 #[test]
