@@ -592,7 +592,7 @@ impl FromStr for AclRuleSpec {
 
 impl fmt::Display for AclRuleSpec {
     /// The rule's text, as [`FromStr`] reads it: the keys that are set, in
-    /// [`RULE_KEYS`] order, named values as bare words.
+    /// order of an `[[acl.rule]]` table's keys, named values as bare words.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut words: Vec<String> = Vec::new();
         if !self.direction.is_both() {
