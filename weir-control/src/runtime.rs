@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use dataplane::mempool::{self, HugepagePolicy, MempoolConfig};
 use dataplane::stats::StatsSnapshot;
-use dataplane::switch::{self, Bridge, Fdb, HandoffBudget, PortEntry, Switch};
+use dataplane::switch::{self, Acl, Bridge, Fdb, HandoffBudget, PortEntry, Switch};
 use dataplane::worker::{WorkerConfig, WorkerHandle};
 use dataplane::{BridgeId, DropReason, Mempool, PortId, QueueId, QueueStats, WorkerId, MAX_BURST};
 
@@ -23,12 +23,12 @@ use crate::server::{ControlServer, Handler, ServerError};
 use dataplane::mempool::MempoolError;
 use dataplane::worker::WorkerError;
 use weir_api::{
-    BridgeInfo, FdbEntryView, MempoolView, PortInfo, Request, Response, StageCycles, StatsView,
-    VersionView, WorkerView,
+    AclInfo, AclView, BridgeInfo, FdbEntryView, MempoolView, PortInfo, Request, Response,
+    StageCycles, StatsView, VersionView, WorkerView,
 };
 use weir_config::{
-    Config, ConfigError, Host, PortConfig, PortError, PortKind, PortSettings, PortSpec, PortType,
-    MAX_BRIDGES,
+    AclSpec, AclSpecError, Config, ConfigError, Host, PortConfig, PortError, PortKind,
+    PortSettings, PortSpec, PortType, MAX_BRIDGES,
 };
 
 /// Why a dataplane could not start, or a control request failed.
@@ -168,6 +168,32 @@ pub enum ControlError {
     /// The control socket could not be set up.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// A security group (of an `acl add` request) is refused.
+    #[error("acl {name}")]
+    InvalidAcl {
+        /// The ACL.
+        name: String,
+        /// What is wrong.
+        #[source]
+        source: AclSpecError,
+    },
+    /// No security group of that name exists.
+    #[error("no ACL named {name}")]
+    NoSuchAcl {
+        /// The name.
+        name: String,
+    },
+    /// A security group to delete is in use.
+    #[error(
+        "ACL {name} is in use: {}; clear those settings first (weir port clear PORT KEY)",
+        uses.join(", ")
+    )]
+    AclInUse {
+        /// The ACL.
+        name: String,
+        /// Its uses, as `port PORT (KEY)`.
+        uses: Vec<String>,
+    },
 }
 
 impl From<ConfigError> for ControlError {
@@ -201,8 +227,16 @@ struct PortRecord {
     device: Option<Box<dyn PortDevice>>,
 }
 
+/// A security group: as given, and compiled for the switch.
+struct AclRecord {
+    spec: AclSpec,
+    acl: Arc<Acl>,
+}
+
 struct State {
     ports: BTreeMap<String, PortRecord>,
+    /// Security groups by name; ports name them in `acl_in` and `acl_out`.
+    acls: BTreeMap<String, AclRecord>,
     /// Round-robin cursor for queue placement.
     next_worker: usize,
     /// Large buffers for TSO frames, created with the first vhost-user port
@@ -273,7 +307,7 @@ impl Dataplane {
         host: Host,
         factory: Box<dyn PortFactory>,
     ) -> Result<Dataplane, ControlError> {
-        let ports = cfg.validate_with(&host)?;
+        let weir_config::Validated { ports, acls } = cfg.validated(&host)?;
         raise_memlock_limit();
         let pool_cfg = cfg.dataplane.mempool_config();
         let hugepages = pool_cfg.hugepages;
@@ -324,6 +358,10 @@ impl Dataplane {
             host,
             state: Mutex::new(State {
                 ports: BTreeMap::new(),
+                acls: acls
+                    .into_iter()
+                    .map(|(spec, acl)| (spec.name.clone(), AclRecord { spec, acl }))
+                    .collect(),
                 next_worker: 0,
                 tso_pool: None,
                 stuck: Vec::new(),
@@ -516,11 +554,17 @@ impl Dataplane {
     /// opened or (None) to be opened under the lock.
     fn add_opened(
         &self,
-        spec: PortConfig,
+        mut spec: PortConfig,
         preopened: Option<OpenedPort>,
     ) -> Result<(), ControlError> {
         let mut st = self.lock();
         self.check_new_port(&st, &spec)?;
+        // The security groups the port names, as they are now.
+        spec.attach_acls(|name| acl_lookup(&st.acls, name))
+            .map_err(|source| ControlError::InvalidPort {
+                port: spec.name.clone(),
+                source,
+            })?;
         let t = self.switch.load();
         let bridge = match &spec.bridge {
             Some(b) => Some(
@@ -702,12 +746,18 @@ impl Dataplane {
             }
         };
         flush();
+        self.wait_workers(generation);
+        flush();
+    }
+
+    /// Waits (each up to the worker timeout) until every worker runs on
+    /// tables of `generation` or later.
+    fn wait_workers(&self, generation: u64) {
         for w in &self.workers {
             if !w.wait_generation(generation, self.worker_timeout) {
                 tracing::warn!(worker = w.id().0, "worker slow to acknowledge table change");
             }
         }
-        flush();
     }
 
     /// Changes switch settings of a port (`port set`): each key of
@@ -716,7 +766,8 @@ impl Dataplane {
     /// published in one table update (no frame sees half of them) and, if the
     /// VLAN settings changed, the addresses learned on the port are flushed
     /// (they were learned in VLANs the port may no longer carry, as Open
-    /// vSwitch does). Returns the port's settings after the change.
+    /// vSwitch does). A change of security group returns once every worker
+    /// switches with it. Returns the port's settings after the change.
     ///
     /// # Errors
     /// Unknown port, unknown key, a value that does not parse, or settings
@@ -751,8 +802,8 @@ impl Dataplane {
         change: impl FnOnce(&mut PortSettings) -> Result<(), PortError>,
     ) -> Result<PortSettings, ControlError> {
         let mut st = self.lock();
-        let rec = st
-            .ports
+        let State { ports, acls, .. } = &mut *st;
+        let rec = ports
             .get_mut(name)
             .ok_or_else(|| ControlError::NoSuchPort { name: name.into() })?;
         let invalid = |source| ControlError::InvalidPort {
@@ -761,13 +812,19 @@ impl Dataplane {
         };
         let mut settings = rec.port.settings.clone();
         change(&mut settings).map_err(invalid)?;
-        let policy = settings.validate().map_err(invalid)?;
+        let mut policy = settings.validate().map_err(invalid)?;
+        (policy.acl_in, policy.acl_out) =
+            settings.acls(|n| acl_lookup(acls, n)).map_err(invalid)?;
         if policy != rec.port.policy {
             let id = rec.id;
             let published = Arc::new(policy.clone());
             let generation = self.switch.update(|t| t.set_policy(id, Some(published)));
             if policy.vlan != rec.port.policy.vlan {
                 self.flush_port_after(id, generation);
+            } else if (&policy.acl_in, &policy.acl_out)
+                != (&rec.port.policy.acl_in, &rec.port.policy.acl_out)
+            {
+                self.wait_workers(generation);
             }
         }
         tracing::info!(port = name, ?settings, "port settings changed");
@@ -810,7 +867,127 @@ impl Dataplane {
             vlan_mode: Some(rec.port.policy.vlan.mode().name().to_owned()),
             tag: rec.port.settings.tag,
             trunks: rec.port.settings.trunks.clone(),
+            acl_in: rec.port.settings.acl_in.clone(),
+            acl_out: rec.port.settings.acl_out.clone(),
         }
+    }
+
+    /// Creates security group `spec.name`, or replaces it (`acl add`). The
+    /// table is compiled before anything changes; if refused, nothing does.
+    /// A replaced table goes into the policy of every port that uses it,
+    /// all in one table update (no frame sees some of its ports with the
+    /// old table and some with the new, nor a port's `acl_in` changed and
+    /// its `acl_out` not), each port keeping its other settings; this
+    /// returns once every worker switches with it.
+    ///
+    /// # Errors
+    /// An invalid name or a rule the switch refuses.
+    pub fn acl_add(&self, spec: AclSpec) -> Result<AclView, ControlError> {
+        // Compiling a large table takes a while: not under the lock.
+        let acl = Arc::new(spec.compile().map_err(|source| ControlError::InvalidAcl {
+            name: spec.name.clone(),
+            source,
+        })?);
+        let mut st = self.lock();
+        let name = spec.name.clone();
+        let mut changed: Vec<(String, PortId, switch::PortPolicy)> = Vec::new();
+        for rec in st.ports.values() {
+            let s = &rec.port.settings;
+            let (uses_in, uses_out) = (
+                s.acl_in.as_deref() == Some(&name),
+                s.acl_out.as_deref() == Some(&name),
+            );
+            if !(uses_in || uses_out) {
+                continue;
+            }
+            let mut policy = rec.port.policy.clone();
+            if uses_in {
+                policy.acl_in = Some(Arc::clone(&acl));
+            }
+            if uses_out {
+                policy.acl_out = Some(Arc::clone(&acl));
+            }
+            changed.push((rec.port.name.clone(), rec.id, policy));
+        }
+        if !changed.is_empty() {
+            let published: Vec<(PortId, Arc<switch::PortPolicy>)> = changed
+                .iter()
+                .map(|(_, id, p)| (*id, Arc::new(p.clone())))
+                .collect();
+            let generation = self.switch.update(|t| {
+                for (id, p) in published {
+                    t.set_policy(id, Some(p));
+                }
+            });
+            self.wait_workers(generation);
+        }
+        for (port, _, policy) in changed {
+            if let Some(rec) = st.ports.get_mut(&port) {
+                rec.port.policy = policy;
+            }
+        }
+        let replaced = st
+            .acls
+            .insert(name.clone(), AclRecord { spec, acl })
+            .is_some();
+        tracing::info!(acl = %name, replaced, "acl added");
+        Ok(acl_view(&st, &st.acls[&name]))
+    }
+
+    /// Deletes security group `name` (`acl del`); returns it as it was.
+    ///
+    /// # Errors
+    /// Unknown name, or ports still use it (the error names them).
+    pub fn acl_del(&self, name: &str) -> Result<AclView, ControlError> {
+        let mut st = self.lock();
+        let rec = st
+            .acls
+            .get(name)
+            .ok_or_else(|| ControlError::NoSuchAcl { name: name.into() })?;
+        let view = acl_view(&st, rec);
+        let uses: Vec<String> = [("acl_in", &view.acl_in), ("acl_out", &view.acl_out)]
+            .into_iter()
+            .flat_map(|(key, ports)| ports.iter().map(move |p| format!("port {p} ({key})")))
+            .collect();
+        if !uses.is_empty() {
+            return Err(ControlError::AclInUse {
+                name: name.into(),
+                uses,
+            });
+        }
+        st.acls.remove(name);
+        tracing::info!(acl = name, "acl removed");
+        Ok(view)
+    }
+
+    /// Every security group, by name.
+    pub fn acl_list(&self) -> Vec<AclInfo> {
+        let st = self.lock();
+        st.acls
+            .values()
+            .map(|rec| {
+                let v = acl_view(&st, rec);
+                AclInfo {
+                    name: v.name,
+                    default: v.default,
+                    rules: v.rules.len(),
+                    acl_in: v.acl_in,
+                    acl_out: v.acl_out,
+                }
+            })
+            .collect()
+    }
+
+    /// One security group with its rules.
+    ///
+    /// # Errors
+    /// Unknown name.
+    pub fn acl_show(&self, name: &str) -> Result<AclView, ControlError> {
+        let st = self.lock();
+        st.acls
+            .get(name)
+            .map(|rec| acl_view(&st, rec))
+            .ok_or_else(|| ControlError::NoSuchAcl { name: name.into() })
     }
 
     /// Every port, by name.
@@ -970,6 +1147,29 @@ impl Dataplane {
     }
 }
 
+/// The compiled security group named `name`.
+fn acl_lookup(acls: &BTreeMap<String, AclRecord>, name: &str) -> Option<Arc<Acl>> {
+    acls.get(name).map(|r| Arc::clone(&r.acl))
+}
+
+/// A security group as `acl show` gives it, with the ports that use it.
+fn acl_view(st: &State, rec: &AclRecord) -> AclView {
+    let users = |key: fn(&PortSettings) -> &Option<String>| -> Vec<String> {
+        st.ports
+            .values()
+            .filter(|p| key(&p.port.settings).as_deref() == Some(rec.spec.name.as_str()))
+            .map(|p| p.port.name.clone())
+            .collect()
+    };
+    AclView {
+        name: rec.spec.name.clone(),
+        default: rec.spec.default,
+        rules: rec.spec.rules.clone(),
+        acl_in: users(|s| &s.acl_in),
+        acl_out: users(|s| &s.acl_out),
+    }
+}
+
 /// The lowest port id neither in the tables nor held by a stuck port: ids
 /// of ports whose queues a worker never gave back stay taken, since the
 /// worker may still run them under that id.
@@ -1037,6 +1237,10 @@ impl Handler for Dataplane {
             Request::Stats => Response::with_data(&self.stats()),
             Request::PmdShow => Response::with_data(&self.workers()),
             Request::Version => Response::with_data(&VersionView::current()),
+            Request::AclAdd(spec) => result(self.acl_add(spec)),
+            Request::AclDel { name } => result(self.acl_del(&name)),
+            Request::AclList => Response::with_data(&self.acl_list()),
+            Request::AclShow { name } => result(self.acl_show(&name)),
         }
     }
 }
@@ -1682,6 +1886,7 @@ mod tests {
                 tag: Some(20),
                 trunks: vec![30, 40],
                 vlan_mode: Some(VlanMode::NativeTagged),
+                ..PortSettings::default()
             }
         );
         // All three keys in the published tables, and in the port's record.
@@ -1790,7 +1995,7 @@ mod tests {
             resp.error.as_deref(),
             Some(
                 "port t: unknown key `bogus`: the keys a port set or clear can change are tag, \
-                 trunks, vlan_mode"
+                 trunks, vlan_mode, acl_in, acl_out"
             )
         );
         let list = dp.handle(Request::PortList).data.unwrap();
@@ -1803,6 +2008,251 @@ mod tests {
         assert_eq!(t["trunks"], serde_json::json!([10, 20]));
         assert_eq!(t["vlan_mode"], "trunk");
         assert_eq!(t["tag"], serde_json::Value::Null);
+        dp.shutdown();
+    }
+
+    /// An IPv4 TCP segment from mac(1), 10.0.0.1:40000, to mac(2),
+    /// 10.0.0.2:`dport`.
+    fn tcp_frame(dport: u16) -> Vec<u8> {
+        use dataplane::testutil::{eth_frame, mac};
+        let mut f = eth_frame(mac(2), mac(1), 0x0800, 40);
+        f[14..34].copy_from_slice(&[
+            0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ]);
+        f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    /// Table `name` with `default` and `rules` (in their text form).
+    fn acl(name: &str, default: weir_config::AclAction, rules: &[&str]) -> AclSpec {
+        let mut spec = AclSpec::new(name, default);
+        spec.rules = rules.iter().map(|r| r.parse().unwrap()).collect();
+        spec
+    }
+
+    /// Frames port `name` dropped as `acl-deny`.
+    fn acl_denied(dp: &Dataplane, name: &str) -> u64 {
+        dp.port_list()
+            .into_iter()
+            .find(|p| p.name == name)
+            .map_or(0, |p| p.stats.drops[DropReason::AclDeny as usize])
+    }
+
+    #[test]
+    fn replacing_an_acl_republishes_every_port_that_uses_it_in_one_update() {
+        use dataplane::switch::VlanMode;
+        use dataplane::VlanId;
+        use weir_config::AclAction::Deny;
+        let (dp, ha, ht) = access_and_trunk();
+        let (a, t) = (PortId(port_id(&dp, "a")), PortId(port_id(&dp, "t")));
+        dp.acl_add(acl(
+            "web",
+            Deny,
+            &["in tcp dst_ports=80 allow", "out tcp dst_ports=80 allow"],
+        ))
+        .unwrap();
+        dp.port_set("a", &keys(&[("acl_in", "web")])).unwrap();
+        dp.port_set("t", &keys(&[("acl_out", "web")])).unwrap();
+        // Port 80 passes a's acl_in and t's acl_out; port 22 stops at a.
+        ha.push_rx(tcp_frame(80));
+        wait_for("t sends the port-80 segment", || {
+            ht.transmitted().len() == 1
+        });
+        ha.push_rx(tcp_frame(22));
+        wait_for("a denies the port-22 segment", || acl_denied(&dp, "a") == 1);
+        let before = dp.switch.load().generation;
+        // Replaced: port 22 only, both directions.
+        let view = dp
+            .acl_add(acl("web", Deny, &["tcp dst_ports=22 allow"]))
+            .unwrap();
+        assert_eq!(
+            (view.acl_in, view.acl_out),
+            (vec!["a".into()], vec!["t".into()])
+        );
+        let tables = dp.switch.load();
+        assert_eq!(tables.generation, before + 1, "both ports in one update");
+        let (pa, pt) = (tables.policy(a), tables.policy(t));
+        let (new_in, new_out) = (pa.acl_in.as_ref().unwrap(), pt.acl_out.as_ref().unwrap());
+        assert!(Arc::ptr_eq(new_in, new_out));
+        assert_eq!(new_in.rules().len(), 1);
+        assert!(pa.acl_out.is_none() && pt.acl_in.is_none());
+        // Each port keeps its other settings.
+        assert_eq!(pa.vlan.mode(), VlanMode::Access);
+        assert_eq!(pa.vlan.ingress(None), Some(VlanId(10)));
+        drop(tables);
+        // Every worker switched with the new table before acl_add returned.
+        ha.push_rx(tcp_frame(80));
+        wait_for("a denies port 80 now", || acl_denied(&dp, "a") == 2);
+        ha.push_rx(tcp_frame(22));
+        wait_for("t sends the port-22 segment", || {
+            ht.transmitted().len() == 2
+        });
+        assert_eq!(
+            &ht.transmitted()[1][18 + 22..18 + 24],
+            &22u16.to_be_bytes(),
+            "the port-22 segment, tagged for the trunk"
+        );
+        let info = dp.port_list().into_iter().find(|p| p.name == "a").unwrap();
+        assert_eq!((info.acl_in.as_deref(), info.tag), (Some("web"), Some(10)));
+        dp.shutdown();
+    }
+
+    #[test]
+    fn an_acl_in_use_is_not_deleted_and_the_error_names_its_ports() {
+        let (dp, _ha, _ht) = access_and_trunk();
+        let a = PortId(port_id(&dp, "a"));
+        dp.acl_add(acl("web", weir_config::AclAction::Allow, &[]))
+            .unwrap();
+        dp.port_set("a", &keys(&[("acl_in", "web"), ("acl_out", "web")]))
+            .unwrap();
+        dp.port_set("t", &keys(&[("acl_out", "web")])).unwrap();
+        let err = dp.acl_del("web").unwrap_err();
+        assert_eq!(
+            error_chain(&err),
+            "ACL web is in use: port a (acl_in), port a (acl_out), port t (acl_out); clear \
+             those settings first (weir port clear PORT KEY)"
+        );
+        assert_eq!(dp.acl_show("web").unwrap().acl_out, ["a", "t"]);
+        dp.port_clear("a", &["acl_in".into(), "acl_out".into()])
+            .unwrap();
+        assert!(dp.switch.load().policy(a).acl_in.is_none());
+        assert!(dp.acl_del("web").is_err(), "t still uses it");
+        dp.port_clear("t", &["acl_out".into()]).unwrap();
+        let gone = dp.acl_del("web").unwrap();
+        assert_eq!(gone.name, "web");
+        assert!(dp.acl_list().is_empty());
+        for err in [
+            dp.acl_del("web").unwrap_err(),
+            dp.acl_show("web").unwrap_err(),
+        ] {
+            assert_eq!(err.to_string(), "no ACL named web");
+        }
+        let err = dp.port_set("a", &keys(&[("acl_in", "web")])).unwrap_err();
+        assert_eq!(error_chain(&err), "port a: acl_in: no ACL named `web`");
+        dp.shutdown();
+    }
+
+    #[test]
+    fn a_refused_acl_or_acl_setting_changes_nothing() {
+        use weir_config::AclAction::{Allow, Deny};
+        let (dp, ha, ht) = access_and_trunk();
+        let a = PortId(port_id(&dp, "a"));
+        dp.acl_add(acl("web", Deny, &["tcp dst_ports=80 allow"]))
+            .unwrap();
+        dp.port_set("a", &keys(&[("acl_in", "web")])).unwrap();
+        let before = dp.switch.load();
+        for (spec, msg) in [
+            (
+                acl(
+                    "web",
+                    Allow,
+                    &["tcp dst_ports=80 allow", "dst_ports=22 allow"],
+                ),
+                "acl web: rule 1: ports need protocol tcp, udp or sctp",
+            ),
+            (
+                acl("web", Allow, &["src=10.0.0.0/8 dst=fd00::1 allow"]),
+                "acl web: rule 0: mixes IPv4 and IPv6",
+            ),
+            (acl("we b", Allow, &[]), "acl we b: invalid ACL name `we b`"),
+        ] {
+            let err = dp.acl_add(spec).unwrap_err();
+            assert!(error_chain(&err).starts_with(msg), "{}", error_chain(&err));
+        }
+        let err = dp.port_set("a", &keys(&[("acl_out", "nope")])).unwrap_err();
+        assert_eq!(error_chain(&err), "port a: acl_out: no ACL named `nope`");
+        let mut x = ring_port("x", Some("br0"));
+        x.acl_in = Some("nope".into());
+        let err = dp.port_add(x).unwrap_err();
+        assert!(
+            matches!(err, ControlError::InvalidPort { .. }),
+            "refused before the port is opened: {}",
+            error_chain(&err)
+        );
+        assert!(dp.port_list().iter().all(|p| p.name != "x"));
+        // Nothing was published, and the table is as it was.
+        let tables = dp.switch.load();
+        assert_eq!(tables.generation, before.generation);
+        assert_eq!(tables.policy(a), before.policy(a));
+        let web = dp.acl_show("web").unwrap();
+        assert_eq!((web.default, web.rules.len()), (Deny, 1));
+        assert_eq!(web.acl_in, ["a"]);
+        drop((tables, before));
+        // The old table still decides.
+        ha.push_rx(tcp_frame(22));
+        wait_for("a denies port 22", || acl_denied(&dp, "a") == 1);
+        ha.push_rx(tcp_frame(80));
+        wait_for("t sends port 80", || ht.transmitted().len() == 1);
+        dp.shutdown();
+    }
+
+    #[test]
+    fn configured_acls_are_attached_at_start_and_served_on_the_protocol() {
+        use dataplane::testutil::ScriptedPort;
+        let factory = Arc::new(ScriptedFactory::default());
+        let mut cfg = scripted_config("0");
+        cfg.bridges
+            .push(weir_config::BridgeSpec { name: "br0".into() });
+        cfg.acls.push(acl(
+            "web",
+            weir_config::AclAction::Deny,
+            &["in tcp dst_ports=80 allow"],
+        ));
+        let mut a = ring_port("a", Some("br0"));
+        a.acl_in = Some("web".into());
+        cfg.ports.push(a);
+        let pool = Mempool::for_tests(16);
+        factory
+            .ports
+            .lock()
+            .unwrap()
+            .insert("a".into(), vec![Box::new(ScriptedPort::new(pool))]);
+        let dp =
+            Dataplane::start_with(&cfg, Host::system(), Box::new(Arc::clone(&factory))).unwrap();
+        let id = PortId(port_id(&dp, "a"));
+        assert_eq!(
+            dp.switch
+                .load()
+                .policy(id)
+                .acl_in
+                .as_ref()
+                .unwrap()
+                .rules()
+                .len(),
+            1
+        );
+        let list = dp.handle(Request::AclList);
+        assert_eq!(
+            list.data,
+            Some(serde_json::json!([
+                {"name": "web", "default": "deny", "rules": 1, "acl_in": ["a"], "acl_out": []}
+            ]))
+        );
+        let show = dp.handle(Request::AclShow { name: "web".into() });
+        assert_eq!(
+            show.data,
+            Some(serde_json::json!({
+                "name": "web", "default": "deny",
+                "rule": [{"direction": "in", "protocol": "tcp", "dst_ports": 80, "action": "allow"}],
+                "acl_in": ["a"], "acl_out": []
+            }))
+        );
+        let add = dp.handle(Request::AclAdd(AclSpec::new(
+            "db",
+            weir_config::AclAction::Allow,
+        )));
+        assert!(add.ok, "{add:?}");
+        let del = dp.handle(Request::AclDel { name: "web".into() });
+        assert_eq!(
+            del.error.as_deref(),
+            Some(
+                "ACL web is in use: port a (acl_in); clear those settings first (weir port clear \
+                 PORT KEY)"
+            )
+        );
+        let del = dp.handle(Request::AclDel { name: "db".into() });
+        assert_eq!(del.data.unwrap()["name"], "db");
         dp.shutdown();
     }
 }

@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 
 use weir_api::{
-    BridgeInfo, FdbEntryView, MempoolView, PortInfo, PortStatsView, StatsView, WorkerView,
+    AclInfo, AclView, BridgeInfo, FdbEntryView, MempoolView, PortInfo, PortStatsView, StatsView,
+    WorkerView,
 };
 use weir_host::nic::{PciNic, VfInfo};
 
@@ -35,6 +36,8 @@ pub fn render(output: Output, data: Option<serde_json::Value>) -> anyhow::Result
         Output::Fdb => render_fdb(&decode::<Vec<FdbEntryView>>(data)?),
         Output::Stats => render_stats(&decode::<StatsView>(data)?),
         Output::Workers => render_workers(&decode::<Vec<WorkerView>>(data)?),
+        Output::Acls => render_acls(&decode::<Vec<AclInfo>>(data)?),
+        Output::Acl => render_acl(&decode::<AclView>(data)?),
     })
 }
 
@@ -175,6 +178,56 @@ fn render_bridges(bridges: &[BridgeInfo]) -> String {
         t.row(vec![b.name.clone(), b.fdb_entries.to_string(), ports]);
     }
     t.render()
+}
+
+/// Port names, comma-separated, or `-`.
+fn names(ports: &[String]) -> String {
+    if ports.is_empty() {
+        "-".to_owned()
+    } else {
+        ports.join(",")
+    }
+}
+
+fn render_acls(acls: &[AclInfo]) -> String {
+    if acls.is_empty() {
+        return "no ACLs\n".to_owned();
+    }
+    let mut t = Table::new(&["NAME", "DEFAULT", ">RULES", "ACL_IN", "ACL_OUT"]);
+    for a in acls {
+        t.row(vec![
+            a.name.clone(),
+            a.default.to_string(),
+            a.rules.to_string(),
+            names(&a.acl_in),
+            names(&a.acl_out),
+        ]);
+    }
+    t.render()
+}
+
+/// One ACL: its default and users, then its rules numbered from 0 (as
+/// errors name them), each in the form `--rule` takes.
+fn render_acl(acl: &AclView) -> String {
+    let mut head = Table::new(&["ACL", "DEFAULT", "ACL_IN", "ACL_OUT"]);
+    head.row(vec![
+        acl.name.clone(),
+        acl.default.to_string(),
+        names(&acl.acl_in),
+        names(&acl.acl_out),
+    ]);
+    let mut out = head.render();
+    out.push('\n');
+    if acl.rules.is_empty() {
+        out.push_str("no rules: every frame gets the default\n");
+        return out;
+    }
+    let mut rules = Table::new(&[">#", "RULE"]);
+    for (i, r) in acl.rules.iter().enumerate() {
+        rules.row(vec![i.to_string(), r.to_string()]);
+    }
+    out.push_str(&rules.render());
+    out
 }
 
 fn render_fdb(entries: &[FdbEntryView]) -> String {
@@ -405,7 +458,61 @@ mod tests {
             vlan_mode: Some("trunk".into()),
             tag: None,
             trunks: Vec::new(),
+            acl_in: None,
+            acl_out: None,
         }
+    }
+
+    #[test]
+    fn acl_tables_list_users_and_number_the_rules() {
+        use weir_config::AclAction;
+        let list = render_acls(&[
+            AclInfo {
+                name: "web".into(),
+                default: AclAction::Deny,
+                rules: 2,
+                acl_in: vec!["vm1".into(), "vm2".into()],
+                acl_out: Vec::new(),
+            },
+            AclInfo {
+                name: "open".into(),
+                default: AclAction::Allow,
+                rules: 0,
+                acl_in: Vec::new(),
+                acl_out: vec!["up".into()],
+            },
+        ]);
+        assert_eq!(
+            list,
+            "NAME  DEFAULT  RULES  ACL_IN   ACL_OUT\n\
+             web   deny         2  vm1,vm2  -\n\
+             open  allow        0  -        up\n"
+        );
+        assert_eq!(render_acls(&[]), "no ACLs\n");
+        let view = AclView {
+            name: "web".into(),
+            default: AclAction::Deny,
+            rules: vec![
+                "in tcp dst_ports=80 allow".parse().unwrap(),
+                "in ipv6 icmpv6 icmp_type=128 allow".parse().unwrap(),
+            ],
+            acl_in: vec!["vm1".into()],
+            acl_out: Vec::new(),
+        };
+        assert_eq!(
+            render_acl(&view),
+            "ACL  DEFAULT  ACL_IN  ACL_OUT\n\
+             web  deny     vm1     -\n\
+             \n\
+             #  RULE\n\
+             0  in tcp dst_ports=80 allow\n\
+             1  in ipv6 icmpv6 icmp_type=128 allow\n"
+        );
+        let empty = AclView {
+            rules: Vec::new(),
+            ..view
+        };
+        assert!(render_acl(&empty).ends_with("\nno rules: every frame gets the default\n"));
     }
 
     #[test]

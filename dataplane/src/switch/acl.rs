@@ -13,11 +13,13 @@
 //! or another EtherType), IP protocol, source and destination prefix, source
 //! and destination port ranges (TCP, UDP, SCTP), ICMP type and code. ARP and
 //! IPv6 neighbour discovery (ICMPv6 133 to 136) pass whatever the default,
-//! unless a rule names them, so that a deny-by-default group does not cut a
-//! port off its neighbours. Fragments after the first carry no ports: they
-//! match only rules without ports. An IPv6 packet whose first next header is
-//! an extension header is classified on that header's number, without
-//! ports.
+//! unless a rule names them (ARP by its EtherType, neighbour discovery by
+//! protocol ICMPv6: the first such rule that matches decides), so that a
+//! deny-by-default group, or one that ends with a rule denying everything,
+//! does not cut a port off its neighbours. Fragments after the first carry
+//! no ports: they match only rules without ports. An IPv6 packet whose first
+//! next header is an extension header is classified on that header's number,
+//! without ports.
 //!
 //! # Classifier
 //!
@@ -515,6 +517,9 @@ pub struct Acl {
     ip4: [Classifier<u32>; 2],
     /// IPv6 classifiers by direction (in, out).
     ip6: [Classifier<u128>; 2],
+    /// IPv6 classifiers by direction of the rules with protocol ICMPv6: the
+    /// only ones that decide neighbour discovery.
+    nd: [Classifier<u128>; 2],
     /// Non-IP rules by direction: (EtherType, table index), in order.
     non_ip: [Vec<(u16, usize)>; 2],
 }
@@ -573,6 +578,13 @@ impl Acl {
         };
         let ip4 = [Applied::In, Applied::Out].map(|d| Classifier::build(&rules, pick(d, true)));
         let ip6 = [Applied::In, Applied::Out].map(|d| Classifier::build(&rules, pick(d, false)));
+        let nd = [Applied::In, Applied::Out].map(|d| {
+            let v6 = pick(d, false);
+            let rules = &rules;
+            Classifier::build(rules, move |i| {
+                v6(i) && rules[i].proto == Some(proto::ICMPV6)
+            })
+        });
         let non_ip = [Applied::In, Applied::Out].map(|d| {
             versions
                 .iter()
@@ -588,6 +600,7 @@ impl Acl {
             default,
             ip4,
             ip6,
+            nd,
             non_ip,
         })
     }
@@ -621,10 +634,13 @@ impl Acl {
                 None => return Err(DropReason::Malformed),
             },
             ethertype::IPV6 => match ipv6_key(ip) {
-                Some(k) => match self.ip6[dir as usize].first(&k) {
-                    None if is_nd(&k) => return Ok(()),
-                    first => first,
-                },
+                Some(k) if is_nd(&k) => {
+                    return match self.nd[dir as usize].first(&k) {
+                        Some(i) => verdict(self.rules[i].action),
+                        None => Ok(()),
+                    }
+                }
+                Some(k) => self.ip6[dir as usize].first(&k),
                 None => return Err(DropReason::Malformed),
             },
             other => {
@@ -813,6 +829,46 @@ mod tests {
             deny_arp.check(&arp, 14, Applied::In),
             Err(DropReason::AclDeny)
         );
+    }
+
+    #[test]
+    fn only_rules_with_protocol_icmpv6_decide_neighbour_discovery() {
+        let deny = |f: fn(&mut AclRule)| {
+            rule(|r| {
+                f(r);
+                r.action = Action::Deny;
+            })
+        };
+        let (ns, na, echo) = (
+            icmp6("fe80::1", 135),
+            icmp6("fe80::1", 136),
+            icmp6("fe80::1", 128),
+        );
+        // A table that ends denying everything, or all of IPv6, keeps its
+        // neighbours, as a deny default does (and as ARP is kept).
+        for last in [deny(|_| {}), deny(|r| r.ether_type = Some(ethertype::IPV6))] {
+            let acl = Acl::new(vec![allow_http().rules()[0].clone(), last], Action::Allow).unwrap();
+            assert_eq!(acl.check(&ns, 14, Applied::In), Ok(()));
+            assert_eq!(acl.check(&na, 14, Applied::Out), Ok(()));
+            assert_eq!(acl.check(&echo, 14, Applied::In), Err(DropReason::AclDeny));
+        }
+        // A rule naming ICMPv6 decides, wherever it stands: here after one
+        // that matches every packet from link-local sources.
+        let acl = Acl::new(
+            vec![
+                rule(|r| r.src = Some("fe80::/10".parse().unwrap())),
+                deny(|r| {
+                    r.proto = Some(proto::ICMPV6);
+                    r.icmp_type = Some(135);
+                }),
+                deny(|r| r.proto = Some(proto::ICMPV6)),
+            ],
+            Action::Allow,
+        )
+        .unwrap();
+        assert_eq!(acl.check(&ns, 14, Applied::In), Err(DropReason::AclDeny));
+        assert_eq!(acl.check(&na, 14, Applied::In), Err(DropReason::AclDeny));
+        assert_eq!(acl.check(&echo, 14, Applied::In), Ok(()), "the first rule");
     }
 
     #[test]
