@@ -1682,6 +1682,7 @@ mod tests {
                 tag: Some(20),
                 trunks: vec![30, 40],
                 vlan_mode: Some(VlanMode::NativeTagged),
+                ..PortSettings::default()
             }
         );
         // All three keys in the published tables, and in the port's record.
@@ -1737,9 +1738,9 @@ mod tests {
                 "trunks is not allowed with vlan_mode access",
             ),
             (
-                keys(&[("tag", "20"), ("mac", "02:00:00:00:00:01")]),
-                "unknown key `mac`: the keys a port set or clear can change are tag, trunks, \
-                 vlan_mode",
+                keys(&[("tag", "20"), ("iface", "eth1")]),
+                "unknown key `iface`: the keys a port set or clear can change are tag, trunks, \
+                 vlan_mode, ",
             ),
             (keys(&[("tag", "ten")]), "invalid tag `ten`"),
         ] {
@@ -1786,12 +1787,13 @@ mod tests {
             name: "t".into(),
             keys: vec!["vlan_mode".into(), "bogus".into()],
         });
+        let names: Vec<&str> = weir_config::SETTING_KEYS.iter().map(|k| k.name).collect();
         assert_eq!(
-            resp.error.as_deref(),
-            Some(
-                "port t: unknown key `bogus`: the keys a port set or clear can change are tag, \
-                 trunks, vlan_mode"
-            )
+            resp.error,
+            Some(format!(
+                "port t: unknown key `bogus`: the keys a port set or clear can change are {}",
+                names.join(", ")
+            ))
         );
         let list = dp.handle(Request::PortList).data.unwrap();
         let t = list

@@ -336,6 +336,14 @@ impl PortAddArgs {
             tag: self.tag,
             trunks: self.trunks.clone().unwrap_or_default(),
             vlan_mode: self.vlan_mode,
+            mac: None,
+            port_security: false,
+            allowed_macs: Vec::new(),
+            ips: Vec::new(),
+            ingress_policing_rate: None,
+            ingress_policing_burst: None,
+            egress_rate: None,
+            storm_pps: None,
         }
     }
 }

@@ -414,7 +414,7 @@ fn port_vlan_settings_are_set_listed_and_cleared_from_the_command_line() {
         (
             &["port", "clear", "vm1", "bridge"],
             "weir: port vm1: unknown key `bridge`: the keys a port set or clear can change are \
-             tag, trunks, vlan_mode",
+             tag, trunks, vlan_mode, ",
         ),
         (&["port", "set", "nope", "tag=1"], "weir: no port named nope"),
     ] {
