@@ -405,6 +405,8 @@ mod tests {
             vlan_mode: Some("trunk".into()),
             tag: None,
             trunks: Vec::new(),
+            settings: Default::default(),
+            queue_workers: vec![0],
         }
     }
 
