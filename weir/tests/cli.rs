@@ -119,6 +119,19 @@ fn multi_tenant_example_puts_each_tenant_on_its_vlan() {
             ("uplink".into(), null, serde_json::json!([10, 20])),
         ]
     );
+    // Every tenant port is secured, on a MAC of its own; the uplink is not.
+    let ports = json["port"].as_array().unwrap();
+    for p in ports {
+        let tenant = p["name"] != "uplink";
+        assert_eq!(p["port_security"] == true, tenant, "{p}");
+        assert_eq!(p["mac"].is_string(), tenant, "{p}");
+    }
+    let mut macs: Vec<&str> = ports.iter().filter_map(|p| p["mac"].as_str()).collect();
+    macs.sort_unstable();
+    macs.dedup();
+    assert_eq!(macs.len(), 4, "each its own: {macs:?}");
+    let ct_b = ports.iter().find(|p| p["name"] == "ct-b").unwrap();
+    assert_eq!(ct_b["ingress_policing_rate"], 50000);
 }
 
 #[test]
