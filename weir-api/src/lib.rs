@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use weir_config::{AclAction, AclRuleSpec, AclSpec, PortSpec};
+use weir_config::{AclAction, AclRuleSpec, AclSpec, PortSettings, PortSpec};
 
 pub mod client;
 pub mod framing;
@@ -44,13 +44,19 @@ pub enum Request {
     },
     /// Data: `Vec<PortInfo>`, ordered by port id.
     PortList,
+    /// One port. Data: `PortInfo`.
+    PortShow {
+        /// Port name.
+        name: String,
+    },
     /// Change switch settings of a port (`weir_config::SETTING_KEYS`: `tag`,
-    /// `trunks`, `vlan_mode`), each value written as `port set` takes it
-    /// (`{"tag":"10","trunks":"10,20"}`). The port's settings with these
-    /// changes are checked as a whole and, if valid, take effect at once,
-    /// together; if not, nothing changes. A change of VLAN settings flushes
-    /// the addresses learned on the port. Data: the port's settings after
-    /// the change (`PortSettings`: the keys that are set).
+    /// `trunks`, `vlan_mode`, `mac`, `port_security`, `ips`, ...), each value
+    /// written as `port set` takes it (`{"tag":"10","trunks":"10,20"}`). The
+    /// port's settings with these changes are checked as a whole and, if
+    /// valid, take effect at once, together; if not, nothing changes. A
+    /// change of VLAN or port security settings flushes the addresses
+    /// learned on the port. Data: the port's settings after the change
+    /// (`PortSettings`: the keys that are set).
     PortSet {
         /// Port name.
         name: String,
@@ -123,6 +129,7 @@ impl Request {
             Request::PortAdd(_) => "port-add",
             Request::PortDel { .. } => "port-del",
             Request::PortList => "port-list",
+            Request::PortShow { .. } => "port-show",
             Request::PortSet { .. } => "port-set",
             Request::PortClear { .. } => "port-clear",
             Request::BridgeAdd { .. } => "bridge-add",
@@ -262,6 +269,15 @@ pub struct PortInfo {
     /// empty means every VLAN.
     #[serde(default)]
     pub trunks: Vec<u16>,
+    /// The port's switch settings as set (`port set` keys, those that are
+    /// set): VLAN keys, `mac`, port security and rate limits. Empty from
+    /// daemons that predate it.
+    #[serde(default)]
+    pub settings: PortSettings,
+    /// The worker polling each queue, by queue index. Empty from daemons
+    /// that predate it.
+    #[serde(default)]
+    pub queue_workers: Vec<u16>,
     /// `acl_in`: the security group of what the port sends, by name.
     #[serde(default)]
     pub acl_in: Option<String>,
@@ -505,6 +521,26 @@ mod tests {
     }
 
     #[test]
+    fn port_add_carries_security_and_limit_keys_with_their_config_names() {
+        let mut spec = PortSpec::new("vm1", PortType::Ring);
+        spec.mac = Some(weir_config::MacAddr([2, 0, 0, 0, 0, 5]));
+        spec.port_security = true;
+        spec.ips = vec!["10.0.0.5".parse().unwrap()];
+        spec.ingress_policing_rate = Some(20_000);
+        spec.storm_pps = Some(500);
+        let req = Request::PortAdd(Box::new(spec));
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            json,
+            r#"{"cmd":"port-add","name":"vm1","type":"ring","mac":"02:00:00:00:00:05","port_security":true,"ips":["10.0.0.5"],"ingress_policing_rate":20000,"storm_pps":500}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
+        let req: Request = serde_json::from_str(r#"{"cmd":"port-show","name":"vm1"}"#).unwrap();
+        assert_eq!(req, Request::PortShow { name: "vm1".into() });
+        assert_eq!(req.cmd(), "port-show");
+    }
+
+    #[test]
     fn port_add_uses_config_keys() {
         let mut spec = PortSpec::new("vm1", PortType::VhostUser);
         spec.socket = Some("/tmp/vm1.sock".into());
@@ -583,6 +619,8 @@ mod tests {
         assert_eq!(p.mtu, None);
         assert_eq!(p.vlan_mode, None);
         assert!(p.trunks.is_empty());
+        assert_eq!(p.settings, PortSettings::default());
+        assert!(p.queue_workers.is_empty());
     }
 
     #[test]

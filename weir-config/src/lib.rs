@@ -16,28 +16,38 @@
 //! returns the configuration's ports in that form. The daemon builds
 //! configured and added ports from `PortConfig`s through one code path.
 //!
-//! A port's switch settings (`tag`, `trunks`, `vlan_mode`: how the switch
-//! treats its frames, whatever its type) are [`PortSettings`], the keys
-//! `port set` and `port clear` change ([`SETTING_KEYS`]). Validation checks
-//! them with the switch's own rules and keeps both forms in the
-//! `PortConfig`: as given, and as the switch's `PortPolicy`.
+//! A port's switch settings (how the switch treats its frames, whatever its
+//! type: VLAN keys `tag`, `trunks`, `vlan_mode`; `mac` and port security,
+//! `port_security`, `allowed_macs`, `ips`; rate limits
+//! `ingress_policing_rate`, `ingress_policing_burst`, `egress_rate`,
+//! `storm_pps`) are [`PortSettings`], the keys `port set` and `port clear`
+//! change ([`SETTING_KEYS`]). Validation checks them with the switch's own
+//! rules and keeps both forms in the `PortConfig`: as given, and as the
+//! switch's `PortPolicy`.
 //!
 //! Security groups are `[[acl]]` tables ([`acl`]), which ports name in their
 //! `acl_in` and `acl_out` settings; [`Config::validated`] compiles them and
 //! attaches each port's ([`PortConfig::attach_acls`]).
 
 use std::fmt;
+use std::net::IpAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
 use dataplane::mempool::{self, HugepagePolicy, MempoolConfig};
+use dataplane::switch::police::PortLimits;
+/// The burst of a policer without `ingress_policing_burst`, in kbit.
+pub use dataplane::switch::police::DEFAULT_POLICING_BURST_KBIT;
+use dataplane::switch::security::{PortSecurity, SecurityError, MAX_ALLOWED};
 /// The values of `vlan_mode` ([`PortSpec::vlan_mode`]).
 pub use dataplane::switch::vlan::VlanMode;
 use dataplane::switch::vlan::{PortVlan, VlanError};
 use dataplane::switch::Acl;
 use dataplane::switch::PortPolicy;
+/// The values of `mac` and `allowed_macs` ([`PortSettings::mac`]).
+pub use dataplane::MacAddr;
 use serde::{Deserialize, Serialize};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
@@ -504,6 +514,30 @@ pub struct PortSpec {
     /// what the port receives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acl_out: Option<String>,
+    /// Switch setting ([`PortSettings::mac`]): the port's MAC address.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "mac_key")]
+    pub mac: Option<MacAddr>,
+    /// Switch setting ([`PortSettings::port_security`]).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub port_security: bool,
+    /// Switch setting ([`PortSettings::allowed_macs`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "macs_key")]
+    pub allowed_macs: Vec<MacAddr>,
+    /// Switch setting ([`PortSettings::ips`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<IpAddr>,
+    /// Switch setting ([`PortSettings::ingress_policing_rate`]), kbit/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_policing_rate: Option<u64>,
+    /// Switch setting ([`PortSettings::ingress_policing_burst`]), kbit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_policing_burst: Option<u64>,
+    /// Switch setting ([`PortSettings::egress_rate`]), kbit/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_rate: Option<u64>,
+    /// Switch setting ([`PortSettings::storm_pps`]), frames per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_pps: Option<u64>,
 }
 
 impl PortSpec {
@@ -529,6 +563,14 @@ impl PortSpec {
             vlan_mode: None,
             acl_in: None,
             acl_out: None,
+            mac: None,
+            port_security: false,
+            allowed_macs: Vec::new(),
+            ips: Vec::new(),
+            ingress_policing_rate: None,
+            ingress_policing_burst: None,
+            egress_rate: None,
+            storm_pps: None,
         }
     }
 
@@ -540,6 +582,14 @@ impl PortSpec {
             vlan_mode: self.vlan_mode,
             acl_in: self.acl_in.clone(),
             acl_out: self.acl_out.clone(),
+            mac: self.mac,
+            port_security: self.port_security,
+            allowed_macs: self.allowed_macs.clone(),
+            ips: self.ips.clone(),
+            ingress_policing_rate: self.ingress_policing_rate,
+            ingress_policing_burst: self.ingress_policing_burst,
+            egress_rate: self.egress_rate,
+            storm_pps: self.storm_pps,
         }
     }
 
@@ -884,6 +934,22 @@ impl PortConfig {
             _ => None,
         }
     }
+
+    /// Checks `settings` as the port's new settings (`port set`, `port
+    /// clear`): valid on their own ([`PortSettings::validate`]), and a
+    /// change the port can take while it exists (a vhost-user port's `mac`
+    /// cannot change: its device offered it to the guest). Returns what
+    /// they mean to the switch.
+    ///
+    /// # Errors
+    ///
+    /// [`PortError::FixedMac`], or what [`PortSettings::validate`] reports.
+    pub fn check_settings(&self, settings: &PortSettings) -> Result<PortPolicy, PortError> {
+        if matches!(self.kind, PortKind::VhostUser { .. }) && settings.mac != self.settings.mac {
+            return Err(PortError::FixedMac);
+        }
+        settings.validate()
+    }
 }
 
 /// A port's switch settings as given: the keys of a `[[port]]` table (and
@@ -918,6 +984,40 @@ pub struct PortSettings {
     /// The security group of what the switch sends to the port, by name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acl_out: Option<String>,
+    /// The port's MAC address: what port security allows when
+    /// `allowed_macs` is empty, and what a vhost-user port offers its
+    /// guest (VIRTIO_NET_F_MAC, to frontends that read the device's
+    /// config; QEMU takes its own `-device ...,mac=`).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "mac_key")]
+    pub mac: Option<MacAddr>,
+    /// Port security: frames from the port must come from its MACs
+    /// (`allowed_macs`, else `mac`) and, if `ips` is not empty, from those
+    /// addresses; others are dropped.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub port_security: bool,
+    /// The source MACs port security allows; empty means `[mac]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "macs_key")]
+    pub allowed_macs: Vec<MacAddr>,
+    /// The source IP addresses port security allows; empty means the MAC
+    /// alone is checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<IpAddr>,
+    /// Ingress policing: kbit/s the port may send into the switch; 0 or
+    /// none is no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_policing_rate: Option<u64>,
+    /// The policer's burst in kbit; 0 or none means
+    /// [`DEFAULT_POLICING_BURST_KBIT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_policing_burst: Option<u64>,
+    /// Egress rate: kbit/s the switch may send to the port; 0 or none is
+    /// no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_rate: Option<u64>,
+    /// Storm control: broadcast, multicast and unknown unicast frames per
+    /// second the port may send into the switch; 0 or none is no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storm_pps: Option<u64>,
 }
 
 impl PortSettings {
@@ -944,11 +1044,13 @@ impl PortSettings {
     }
 
     /// Checks the settings together and builds the switch's form of them.
-    /// The VLAN rules are the switch's own ([`PortVlan::new`]).
+    /// The rules are the switch's own ([`PortVlan::new`],
+    /// [`PortSecurity::new`], [`PortLimits::new`]).
     ///
     /// # Errors
     ///
-    /// [`PortError::Vlan`], naming the key at fault.
+    /// [`PortError::Vlan`] or [`PortError::Security`], naming the key at
+    /// fault.
     pub fn validate(&self) -> Result<PortPolicy, PortError> {
         let vlan = PortVlan::new(self.vlan_mode, self.tag, &self.trunks).map_err(|error| {
             let key = match error {
@@ -959,10 +1061,59 @@ impl PortSettings {
             };
             PortError::Vlan { key, error }
         })?;
+        let security = self.security()?;
+        let limits = PortLimits::new(
+            self.ingress_policing_rate,
+            self.ingress_policing_burst,
+            self.egress_rate,
+            self.storm_pps,
+        );
         Ok(PortPolicy {
             vlan,
+            security,
+            limits,
             ..PortPolicy::default()
         })
+    }
+
+    /// The MACs port security allows: `allowed_macs`, or else `mac`.
+    pub fn security_macs(&self) -> Vec<MacAddr> {
+        if self.allowed_macs.is_empty() {
+            self.mac.into_iter().collect()
+        } else {
+            self.allowed_macs.clone()
+        }
+    }
+
+    /// Port security's part of [`PortSettings::validate`]: `mac` must be a
+    /// station's address (the rule the allowed MACs follow); with
+    /// `port_security`, the allowed addresses.
+    fn security(&self) -> Result<Option<PortSecurity>, PortError> {
+        if let Some(mac) = self.mac {
+            PortSecurity::new(&[mac], &[]).map_err(|error| PortError::Security {
+                key: "mac",
+                error: Box::new(error),
+            })?;
+        }
+        if !self.port_security {
+            return Ok(None);
+        }
+        let macs = self.security_macs();
+        PortSecurity::new(&macs, &self.ips)
+            .map(Some)
+            .map_err(|error| {
+                let key = match error {
+                    SecurityError::NoMac => "port_security",
+                    SecurityError::TooMany { .. } if macs.len() <= MAX_ALLOWED => "ips",
+                    SecurityError::GroupMac { .. } | SecurityError::TooMany { .. } => {
+                        "allowed_macs"
+                    }
+                };
+                PortError::Security {
+                    key,
+                    error: Box::new(error),
+                }
+            })
     }
 
     /// Sets `key` from its text form (`port set KEY=VALUE`). Other keys are
@@ -1054,6 +1205,83 @@ pub const SETTING_KEYS: &[SettingKey] = &[
         },
         clear: |s| s.acl_out = None,
     },
+    // Port security and rate limits.
+    SettingKey {
+        name: "mac",
+        syntax: "a MAC address such as 02:00:00:00:00:05",
+        set: |s, v| {
+            s.mac = Some(parse_mac("mac", v)?);
+            Ok(())
+        },
+        clear: |s| s.mac = None,
+    },
+    SettingKey {
+        name: "port_security",
+        syntax: "true or false",
+        set: |s, v| {
+            s.port_security = match v.trim() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(invalid("port_security", v)),
+            };
+            Ok(())
+        },
+        clear: |s| s.port_security = false,
+    },
+    SettingKey {
+        name: "allowed_macs",
+        syntax: "MAC addresses separated by commas, e.g. 02:00:00:00:00:05,02:00:00:00:00:06",
+        set: |s, v| {
+            s.allowed_macs = parse_list(v, |m| parse_mac("allowed_macs", m))?;
+            Ok(())
+        },
+        clear: |s| s.allowed_macs.clear(),
+    },
+    SettingKey {
+        name: "ips",
+        syntax: "IPv4 or IPv6 addresses separated by commas, e.g. 10.0.0.5,fd00::5",
+        set: |s, v| {
+            s.ips = parse_list(v, |a| a.trim().parse().map_err(|_| invalid("ips", v)))?;
+            Ok(())
+        },
+        clear: |s| s.ips.clear(),
+    },
+    SettingKey {
+        name: "ingress_policing_rate",
+        syntax: "a rate in kbit/s (0: no limit)",
+        set: |s, v| {
+            s.ingress_policing_rate = Some(parse_count("ingress_policing_rate", v)?);
+            Ok(())
+        },
+        clear: |s| s.ingress_policing_rate = None,
+    },
+    SettingKey {
+        name: "ingress_policing_burst",
+        syntax: "a burst in kbit (0: the default, 8000)",
+        set: |s, v| {
+            s.ingress_policing_burst = Some(parse_count("ingress_policing_burst", v)?);
+            Ok(())
+        },
+        clear: |s| s.ingress_policing_burst = None,
+    },
+    SettingKey {
+        name: "egress_rate",
+        syntax: "a rate in kbit/s (0: no limit)",
+        set: |s, v| {
+            s.egress_rate = Some(parse_count("egress_rate", v)?);
+            Ok(())
+        },
+        clear: |s| s.egress_rate = None,
+    },
+    SettingKey {
+        name: "storm_pps",
+        syntax: "frames per second (0: no limit)",
+        set: |s, v| {
+            s.storm_pps = Some(parse_count("storm_pps", v)?);
+            Ok(())
+        },
+        clear: |s| s.storm_pps = None,
+    },
 ];
 
 /// What an `acl_in` or `acl_out` value looks like.
@@ -1069,6 +1297,41 @@ fn parse_acl_name(key: &'static str, text: &str) -> Result<String, PortError> {
             value: text.to_owned(),
         })
     }
+}
+
+/// [`PortError::InvalidSetting`] for `value` of `key`.
+fn invalid(key: &'static str, value: &str) -> PortError {
+    PortError::InvalidSetting {
+        key,
+        value: value.to_owned(),
+    }
+}
+
+/// A MAC address written as six hex octets, as the value of `key`.
+fn parse_mac(key: &'static str, text: &str) -> Result<MacAddr, PortError> {
+    text.trim().parse().map_err(|_| invalid(key, text))
+}
+
+/// A decimal count (a rate, a burst), as the value of `key`.
+fn parse_count(key: &'static str, text: &str) -> Result<u64, PortError> {
+    text.trim().parse().map_err(|_| invalid(key, text))
+}
+
+/// Items separated by commas, each parsed by `item`; an empty text is the
+/// empty list.
+fn parse_list<T>(
+    text: &str,
+    item: impl Fn(&str) -> Result<T, PortError>,
+) -> Result<Vec<T>, PortError> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(',').map(item).collect()
+}
+
+/// `skip_serializing_if` for flags that are off by default.
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The entry of [`SETTING_KEYS`] named `key`.
@@ -1167,6 +1430,48 @@ mod vlan_mode_key {
                 .map_err(serde::de::Error::custom),
             None => Ok(None),
         }
+    }
+}
+
+/// Serde form of `mac`: the address's text (`02:00:00:00:00:05`).
+mod mac_key {
+    use super::MacAddr;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mac: &Option<MacAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match mac {
+            Some(m) => s.collect_str(m),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<MacAddr>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(text) => text.parse().map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Serde form of `allowed_macs`: a list of addresses' texts.
+mod macs_key {
+    use super::MacAddr;
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(macs: &[MacAddr], s: S) -> Result<S::Ok, S::Error> {
+        let mut seq = s.serialize_seq(Some(macs.len()))?;
+        for m in macs {
+            seq.serialize_element(&m.to_string())?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<MacAddr>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|t| t.parse().map_err(serde::de::Error::custom))
+            .collect()
     }
 }
 
@@ -1299,6 +1604,23 @@ pub enum PortError {
         /// The name given.
         name: String,
     },
+    /// The port security settings (`mac`, `port_security`, `allowed_macs`,
+    /// `ips`) are refused; the reason is the switch's own.
+    #[error("{error}")]
+    Security {
+        /// The key at fault.
+        key: &'static str,
+        /// Why the switch refuses them (boxed: the larger reasons would
+        /// make every `ConfigError` larger).
+        error: Box<SecurityError>,
+    },
+    /// `port set` or `port clear` of `mac` on a vhost-user port.
+    #[error(
+        "the mac of a vhost-user port cannot change while the port exists: its device offered \
+         it to the guest when it was created (delete the port and add it again with the new \
+         mac; to change what port security allows, set allowed_macs)"
+    )]
+    FixedMac,
 }
 
 impl PortError {
@@ -1321,6 +1643,8 @@ impl PortError {
             | PortError::UnknownAcl { key, .. } => Some(key),
             PortError::UnknownVlanMode { .. } => Some("vlan_mode"),
             PortError::UnknownSetting { .. } => None,
+            PortError::Security { key, .. } => Some(key),
+            PortError::FixedMac => Some("mac"),
         }
     }
 }
@@ -3183,9 +3507,12 @@ pci = "0000:03:00.0"
         let msg = s.set("tga", "10").unwrap_err().to_string();
         assert_eq!(
             msg,
-            "unknown key `tga`: the keys a port set or clear can change are tag, trunks, \
-             vlan_mode, acl_in, acl_out"
+            format!(
+                "unknown key `tga`: the keys a port set or clear can change are {}",
+                setting_names()
+            )
         );
+        assert!(setting_names().starts_with("tag, trunks, vlan_mode, "));
         assert!(matches!(
             s.clear("iface"),
             Err(PortError::UnknownSetting { .. })
@@ -3218,6 +3545,285 @@ pci = "0000:03:00.0"
         for k in SETTING_KEYS {
             PortSettings::default().clear(k.name).unwrap();
         }
+    }
+
+    const MAC5: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 5]);
+    const MAC6: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 6]);
+
+    #[test]
+    fn security_and_limit_keys_validate_into_the_switch_policy() {
+        use dataplane::switch::Features;
+        let text = "[[port]]\nname = \"vm\"\ntype = \"ring\"\nmac = \"02:00:00:00:00:05\"\n\
+                    port_security = true\nips = [\"10.0.0.5\", \"fd00::5\"]\n\n\
+                    [[port]]\nname = \"two\"\ntype = \"ring\"\nmac = \"02:00:00:00:00:05\"\n\
+                    port_security = true\nallowed_macs = [\"02:00:00:00:00:06\", \"02-00-00-00-00-05\"]\n\n\
+                    [[port]]\nname = \"lim\"\ntype = \"ring\"\ningress_policing_rate = 20000\n\
+                    ingress_policing_burst = 2000\negress_rate = 10000\nstorm_pps = 500\n\n\
+                    [[port]]\nname = \"off\"\ntype = \"ring\"\nmac = \"02:00:00:00:00:05\"\n\
+                    ips = [\"10.0.0.5\"]\ningress_policing_rate = 0\nstorm_pps = 0\n";
+        let sys = FakeSys::new("security");
+        let config = Config::parse(text, "t.toml").unwrap();
+        let ports = config.validate_with(&sys.host()).unwrap();
+        let ips: Vec<IpAddr> = vec!["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()];
+        assert_eq!(
+            ports[0].policy.security,
+            Some(PortSecurity::new(&[MAC5], &ips).unwrap()),
+            "mac is what port security allows without allowed_macs"
+        );
+        assert_eq!(ports[0].settings.ips, ips);
+        assert_eq!(
+            ports[1].policy.security,
+            Some(PortSecurity::new(&[MAC6, MAC5], &[]).unwrap()),
+            "allowed_macs replaces mac, and no ips checks the MAC alone"
+        );
+        assert_eq!(
+            ports[2].policy.limits,
+            PortLimits::new(Some(20_000), Some(2_000), Some(10_000), Some(500))
+        );
+        assert_eq!(
+            ports[2].policy.limits.ingress.as_ref().map(|b| b.burst()),
+            Some(2_000 * 125)
+        );
+        assert!(ports[2].policy.security.is_none());
+        assert!(ports[2].policy.features().contains(Features::POLICE));
+        assert!(ports[2].policy.features().contains(Features::EGRESS_RATE));
+        // Addresses without port security, and rates of 0, are no stage.
+        assert_eq!(ports[3].policy, PortPolicy::default());
+        assert!(ports[3].policy.features().is_empty());
+        assert_eq!(ports[3].settings.mac, Some(MAC5));
+        // The dump keeps the key names and the addresses' text.
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["port"][0]["mac"], "02:00:00:00:00:05");
+        assert_eq!(json["port"][0]["port_security"], true);
+        assert_eq!(
+            json["port"][0]["ips"],
+            serde_json::json!(["10.0.0.5", "fd00::5"])
+        );
+        assert_eq!(
+            json["port"][1]["allowed_macs"],
+            serde_json::json!(["02:00:00:00:00:06", "02:00:00:00:00:05"])
+        );
+        assert_eq!(json["port"][2]["storm_pps"], 500);
+        let plain = json["port"][2].as_object().unwrap();
+        assert!(
+            ["mac", "port_security", "allowed_macs", "ips"]
+                .iter()
+                .all(|k| !plain.contains_key(*k)),
+            "{plain:?}"
+        );
+        // And parses back to the same ports.
+        let again: Config = serde_json::from_value(json).unwrap();
+        assert_eq!(again.ports, config.ports);
+    }
+
+    #[test]
+    fn bad_security_settings_are_refused_at_their_key() {
+        let port = "[[port]]\nname = \"p\"\ntype = \"ring\"\n";
+        let many: Vec<String> = (0..=MAX_ALLOWED)
+            .map(|i| format!("\"10.0.1.{i}\""))
+            .collect();
+        let many = format!(
+            "mac = \"02:00:00:00:00:05\"\nport_security = true\nips = [{}]\n",
+            many.join(", ")
+        );
+        for (keys, pos, needle) in [
+            (
+                "port_security = true\n",
+                "4:17",
+                "port security needs at least one allowed MAC (set mac or allowed_macs)",
+            ),
+            (
+                "port_security = true\nips = [\"10.0.0.5\"]\n",
+                "4:17",
+                "port security needs at least one allowed MAC",
+            ),
+            (
+                "mac = \"01:00:5e:00:00:01\"\n",
+                "4:7",
+                "01:00:5e:00:00:01 is a multicast address and cannot be a source",
+            ),
+            (
+                "mac = \"02:00:00:00:00:05\"\nport_security = true\n\
+                 allowed_macs = [\"02:00:00:00:00:05\", \"ff:ff:ff:ff:ff:ff\"]\n",
+                "6:16",
+                "ff:ff:ff:ff:ff:ff is a multicast address",
+            ),
+            (
+                many.as_str(),
+                "6:7",
+                "at most 64 IP addresses may be allowed per port, 65 given",
+            ),
+        ] {
+            let err = validate_err(&format!("{port}{keys}"), "badsec");
+            let msg = err.to_string();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Port {
+                        error: PortError::Security { .. },
+                        ..
+                    }
+                ),
+                "{msg}"
+            );
+            assert!(
+                msg.starts_with(&format!("t.toml:{pos}: port `p`: ")),
+                "{msg}"
+            );
+            assert!(msg.contains(needle), "{msg}");
+        }
+        // Values that are no address or no count are refused by the parser,
+        // at the value, naming the key.
+        for (keys, pos, needle) in [
+            (
+                "mac = \"02:00:00:00:05\"\n",
+                "4:7",
+                "invalid MAC address \"02:00:00:00:05\"",
+            ),
+            (
+                "allowed_macs = [\"02:00:00:00:00:05\", \"x\"]\n",
+                "4:16",
+                "port[0].allowed_macs",
+            ),
+            ("ips = [\"10.0.0.256\"]\n", "4:8", "port[0].ips[0]"),
+            ("egress_rate = -1\n", "4:15", "port[0].egress_rate"),
+            ("port_security = \"yes\"\n", "4:17", "port[0].port_security"),
+        ] {
+            let msg = parse_err(&format!("{port}{keys}")).to_string();
+            assert!(msg.starts_with(&format!("t.toml:{pos}: ")), "{keys}: {msg}");
+            assert!(msg.contains(needle), "{keys}: {msg}");
+        }
+    }
+
+    #[test]
+    fn security_and_limit_keys_are_set_and_cleared_by_key_name() {
+        let mut s = PortSettings::default();
+        for (key, value) in [
+            ("mac", "02:00:00:00:00:05"),
+            ("port_security", "true"),
+            ("allowed_macs", "02:00:00:00:00:06, 02:00:00:00:00:05"),
+            ("ips", "10.0.0.5,fd00::5"),
+            ("ingress_policing_rate", "20000"),
+            ("ingress_policing_burst", "2000"),
+            ("egress_rate", "10000"),
+            ("storm_pps", "500"),
+        ] {
+            s.set(key, value).unwrap_or_else(|e| panic!("{key}: {e}"));
+        }
+        assert_eq!(
+            s,
+            PortSettings {
+                mac: Some(MAC5),
+                port_security: true,
+                allowed_macs: vec![MAC6, MAC5],
+                ips: vec!["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()],
+                ingress_policing_rate: Some(20_000),
+                ingress_policing_burst: Some(2_000),
+                egress_rate: Some(10_000),
+                storm_pps: Some(500),
+                ..PortSettings::default()
+            }
+        );
+        let policy = s.validate().unwrap();
+        assert!(policy.security.is_some() && !policy.limits.is_empty());
+        // Without allowed_macs the port's mac is allowed; without that
+        // either, port security has nothing to allow.
+        s.clear("allowed_macs").unwrap();
+        assert_eq!(s.security_macs(), [MAC5]);
+        s.clear("mac").unwrap();
+        assert_eq!(
+            s.validate(),
+            Err(PortError::Security {
+                key: "port_security",
+                error: Box::new(SecurityError::NoMac)
+            })
+        );
+        s.set("port_security", "false").unwrap();
+        assert!(s.validate().unwrap().security.is_none());
+        s.set("allowed_macs", "").unwrap();
+        s.set("ips", " ").unwrap();
+        assert!(s.allowed_macs.is_empty() && s.ips.is_empty());
+        for k in [
+            "port_security",
+            "ingress_policing_rate",
+            "ingress_policing_burst",
+            "egress_rate",
+            "storm_pps",
+        ] {
+            s.clear(k).unwrap();
+        }
+        assert_eq!(s, PortSettings::default());
+        for (key, value, msg) in [
+            (
+                "mac",
+                "02:00:00:00:05",
+                "invalid mac `02:00:00:00:05`: expected a MAC address such as 02:00:00:00:00:05",
+            ),
+            (
+                "port_security",
+                "yes",
+                "invalid port_security `yes`: expected true or false",
+            ),
+            (
+                "allowed_macs",
+                "02:00:00:00:00:05,x",
+                "invalid allowed_macs `x`: expected MAC addresses separated by commas",
+            ),
+            (
+                "ips",
+                "10.0.0.5,10.0.0",
+                "invalid ips `10.0.0.5,10.0.0`: expected IPv4 or IPv6 addresses",
+            ),
+            (
+                "ingress_policing_rate",
+                "20M",
+                "invalid ingress_policing_rate `20M`: expected a rate in kbit/s (0: no limit)",
+            ),
+            (
+                "storm_pps",
+                "-5",
+                "invalid storm_pps `-5`: expected frames per second",
+            ),
+        ] {
+            let err = s.set(key, value).unwrap_err();
+            assert!(err.to_string().starts_with(msg), "{err}");
+            assert_eq!(err.key(), Some(key));
+        }
+        assert_eq!(
+            s,
+            PortSettings::default(),
+            "a refused value changes nothing"
+        );
+    }
+
+    #[test]
+    fn a_vhost_user_port_keeps_its_mac_but_not_its_other_settings() {
+        let mut spec = PortSpec::new("vm", PortType::VhostUser);
+        spec.socket = Some("/tmp/vm.sock".into());
+        spec.mac = Some(MAC5);
+        let port = spec.validate(&no_ifaces()).unwrap();
+        let mut s = port.settings.clone();
+        s.set("port_security", "true").unwrap();
+        s.set("ips", "10.0.0.5").unwrap();
+        assert!(port.check_settings(&s).unwrap().security.is_some());
+        s.set("mac", "02:00:00:00:00:05").unwrap();
+        assert!(port.check_settings(&s).is_ok(), "the same mac is no change");
+        for change in [Some(MAC6), None] {
+            s.mac = change;
+            let err = port.check_settings(&s).unwrap_err();
+            assert_eq!(err, PortError::FixedMac);
+            assert!(
+                err.to_string().contains("delete the port and add it again"),
+                "{err}"
+            );
+        }
+        // Any other port takes a new mac.
+        let mut ring = PortSpec::new("r", PortType::Ring);
+        ring.mac = Some(MAC5);
+        let ring = ring.validate(&no_ifaces()).unwrap();
+        let mut s = ring.settings.clone();
+        s.mac = Some(MAC6);
+        ring.check_settings(&s).unwrap();
     }
 
     #[test]

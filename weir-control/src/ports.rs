@@ -224,7 +224,8 @@ pub fn open(
             socket_group,
         } => {
             let owner = socket_owner(*socket_mode, socket_group.as_deref())?;
-            open_vhost_user(name, socket, *mode, n as u16, owner, pool, tso_pool)?
+            let mac = port.settings.mac.map(|m| m.0);
+            open_vhost_user(name, socket, *mode, n as u16, mac, owner, pool, tso_pool)?
         }
         PortKind::Vfio { pci } => {
             // sysfs and VFIO name the function in its canonical form.
@@ -247,11 +248,15 @@ pub fn open(
 }
 
 /// Creates a vhost-user device for `socket`; the device stays with the port.
+/// With `mac`, the device offers it (VIRTIO_NET_F_MAC) to frontends that
+/// read its config space.
+#[allow(clippy::too_many_arguments)]
 fn open_vhost_user(
     name: &str,
     socket: &std::path::Path,
     mode: VhostMode,
     queues: u16,
+    mac: Option<[u8; 6]>,
     owner: vhost_user::SocketOwner,
     pool: &'static Mempool,
     tso_pool: Option<&'static Mempool>,
@@ -264,7 +269,7 @@ fn open_vhost_user(
         socket: socket.to_owned(),
         mode,
         queues,
-        mac: None,
+        mac,
     };
     let mut dev = vhost_user::create_with_owner(name, &cfg, pool, tso_pool, owner)?;
     let queues = boxed(dev.take_queues());
@@ -322,6 +327,56 @@ mod tests {
             settings: Default::default(),
             policy: Default::default(),
         }
+    }
+
+    /// A vhost-user port with `mac` offers it (VIRTIO_NET_F_MAC and the
+    /// config space's first six bytes); one without offers none.
+    #[test]
+    fn a_vhost_user_port_offers_its_mac_to_the_frontend() {
+        use vhost_user::defs::F_MAC;
+        use vhost_user::testguest::{spec, RawFrontend};
+        const GET_CONFIG: u32 = 24;
+        const PROTOCOL_CONFIG: u64 = 1 << 9;
+        let pool = Mempool::for_tests(256);
+        let dir = std::env::temp_dir().join(format!("weir-mac-offer-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mac = weir_config::MacAddr([0x02, 0, 0, 0, 0, 5]);
+        for (i, offer) in [Some(mac), None].into_iter().enumerate() {
+            let socket = dir.join(format!("vm{i}.sock"));
+            let mut spec = weir_config::PortSpec::new("vm", weir_config::PortType::VhostUser);
+            spec.socket = Some(socket.clone());
+            spec.mac = offer;
+            let host = weir_config::Host {
+                sysfs: "/nonexistent".into(),
+                check_ifaces: false,
+            };
+            let port = spec.validate(&host).unwrap();
+            let opened = open(&port, pool, None, &[]).unwrap();
+            let mut fe = RawFrontend::connect(&socket).unwrap();
+            fe.send(spec::SET_OWNER, 0, &[], &[]).unwrap();
+            let features = fe.get_u64(spec::GET_FEATURES).unwrap();
+            assert_eq!(features & F_MAC != 0, offer.is_some(), "{features:#x}");
+            let protocol = fe.get_u64(spec::GET_PROTOCOL_FEATURES).unwrap();
+            assert_ne!(protocol & PROTOCOL_CONFIG, 0, "{protocol:#x}");
+            fe.send(
+                spec::SET_PROTOCOL_FEATURES,
+                0,
+                &PROTOCOL_CONFIG.to_le_bytes(),
+                &[],
+            )
+            .unwrap();
+            // offset 0, size 6, flags 0, then the 6 bytes asked for.
+            let mut ask = [0u8; 18];
+            ask[4..8].copy_from_slice(&6u32.to_le_bytes());
+            fe.send(GET_CONFIG, 0, &ask, &[]).unwrap();
+            let (request, reply) = fe.reply().unwrap();
+            assert_eq!((request, reply.len()), (GET_CONFIG, 18));
+            assert_eq!(reply[12..], offer.map_or([0; 6], |m| m.0));
+            drop(fe);
+            drop(opened);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[cfg(not(feature = "dpdk"))]

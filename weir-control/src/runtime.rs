@@ -764,10 +764,11 @@ impl Dataplane {
     /// `settings` to its value, in `port set`'s text form. The port's
     /// settings with the changes are checked as a whole; if valid they are
     /// published in one table update (no frame sees half of them) and, if the
-    /// VLAN settings changed, the addresses learned on the port are flushed
-    /// (they were learned in VLANs the port may no longer carry, as Open
-    /// vSwitch does). A change of security group returns once every worker
-    /// switches with it. Returns the port's settings after the change.
+    /// VLAN or port security settings changed, the addresses learned on the
+    /// port are flushed (they were learned in VLANs the port may no longer
+    /// carry, as Open vSwitch does, or from sources it may no longer use). A
+    /// change of security group returns once every worker switches with it.
+    /// Returns the port's settings after the change.
     ///
     /// # Errors
     /// Unknown port, unknown key, a value that does not parse, or settings
@@ -812,14 +813,15 @@ impl Dataplane {
         };
         let mut settings = rec.port.settings.clone();
         change(&mut settings).map_err(invalid)?;
-        let mut policy = settings.validate().map_err(invalid)?;
+        let mut policy = rec.port.check_settings(&settings).map_err(invalid)?;
         (policy.acl_in, policy.acl_out) =
             settings.acls(|n| acl_lookup(acls, n)).map_err(invalid)?;
         if policy != rec.port.policy {
             let id = rec.id;
             let published = Arc::new(policy.clone());
             let generation = self.switch.update(|t| t.set_policy(id, Some(published)));
-            if policy.vlan != rec.port.policy.vlan {
+            let old = &rec.port.policy;
+            if policy.vlan != old.vlan || policy.security != old.security {
                 self.flush_port_after(id, generation);
             } else if (&policy.acl_in, &policy.acl_out)
                 != (&rec.port.policy.acl_in, &rec.port.policy.acl_out)
@@ -869,6 +871,8 @@ impl Dataplane {
             trunks: rec.port.settings.trunks.clone(),
             acl_in: rec.port.settings.acl_in.clone(),
             acl_out: rec.port.settings.acl_out.clone(),
+            settings: rec.port.settings.clone(),
+            queue_workers: rec.queues.iter().map(|q| q.0 as u16).collect(),
         }
     }
 
@@ -995,6 +999,19 @@ impl Dataplane {
         let st = self.lock();
         let t = self.switch.load();
         st.ports.values().map(|r| self.port_info(r, &t)).collect()
+    }
+
+    /// One port (`port show`).
+    ///
+    /// # Errors
+    /// Unknown port.
+    pub fn port_show(&self, name: &str) -> Result<PortInfo, ControlError> {
+        let st = self.lock();
+        let rec = st
+            .ports
+            .get(name)
+            .ok_or_else(|| ControlError::NoSuchPort { name: name.into() })?;
+        Ok(self.port_info(rec, &self.switch.load()))
     }
 
     /// Every bridge.
@@ -1227,6 +1244,7 @@ impl Handler for Dataplane {
             Request::PortAdd(spec) => done(self.port_add(*spec)),
             Request::PortDel { name } => done(self.port_del(&name)),
             Request::PortList => Response::with_data(&self.port_list()),
+            Request::PortShow { name } => result(self.port_show(&name)),
             Request::PortSet { name, settings } => result(self.port_set(&name, &settings)),
             Request::PortClear { name, keys } => result(self.port_clear(&name, &keys)),
             Request::BridgeAdd { name } => done(self.bridge_add(&name)),
@@ -1942,9 +1960,9 @@ mod tests {
                 "trunks is not allowed with vlan_mode access",
             ),
             (
-                keys(&[("tag", "20"), ("mac", "02:00:00:00:00:01")]),
-                "unknown key `mac`: the keys a port set or clear can change are tag, trunks, \
-                 vlan_mode",
+                keys(&[("tag", "20"), ("iface", "eth1")]),
+                "unknown key `iface`: the keys a port set or clear can change are tag, trunks, \
+                 vlan_mode, ",
             ),
             (keys(&[("tag", "ten")]), "invalid tag `ten`"),
         ] {
@@ -1978,6 +1996,173 @@ mod tests {
         dp.shutdown();
     }
 
+    /// A dataplane with bridge br0, scripted ports `a` (with `mac` mac(1)
+    /// and port security) and `t` (nothing set), both up.
+    fn secured_and_plain() -> (
+        Dataplane,
+        dataplane::testutil::ScriptHandle,
+        dataplane::testutil::ScriptHandle,
+    ) {
+        use dataplane::testutil::{mac, ScriptedPort};
+        let factory = Arc::new(ScriptedFactory::default());
+        let dp = scripted_dataplane(&factory, "0");
+        let pool = dp.pool();
+        let (pa, pt) = (ScriptedPort::new(pool), ScriptedPort::new(pool));
+        let (ha, ht) = (pa.handle(), pt.handle());
+        {
+            let mut ports = factory.ports.lock().unwrap();
+            ports.insert("a".into(), vec![Box::new(pa)]);
+            ports.insert("t".into(), vec![Box::new(pt)]);
+        }
+        dp.bridge_add("br0").unwrap();
+        let mut a = ring_port("a", Some("br0"));
+        a.mac = Some(mac(1));
+        a.port_security = true;
+        dp.port_add(a).unwrap();
+        dp.port_add(ring_port("t", Some("br0"))).unwrap();
+        let up = |name: &str| {
+            dp.port_list()
+                .iter()
+                .any(|p| p.name == name && p.link == "up")
+        };
+        wait_for("a and t up", || up("a") && up("t"));
+        (dp, ha, ht)
+    }
+
+    #[test]
+    fn port_security_drops_spoofed_sources_and_a_change_flushes_the_port() {
+        use dataplane::switch::Features;
+        use dataplane::testutil::{eth_frame, mac, EXPERIMENTAL_ETHERTYPE};
+        let (dp, ha, ht) = secured_and_plain();
+        let a = PortId(port_id(&dp, "a"));
+        let spoofed = |dp: &Dataplane| {
+            dp.port_show("a")
+                .unwrap()
+                .stats
+                .drops(DropReason::SpoofedMac)
+        };
+        // From its own MAC a frame passes and is learned; from another it is
+        // dropped, counted, and not learned.
+        ha.push_rx(eth_frame(mac(2), mac(1), EXPERIMENTAL_ETHERTYPE, 46));
+        ha.push_rx(eth_frame(mac(2), mac(9), EXPERIMENTAL_ETHERTYPE, 46));
+        wait_for("a's frames switched", || spoofed(&dp) == 1);
+        wait_for("t transmits", || ht.transmitted().len() == 1);
+        assert_eq!(
+            ht.transmitted(),
+            [eth_frame(mac(2), mac(1), EXPERIMENTAL_ETHERTYPE, 46)]
+        );
+        let learned = |m: u32| {
+            dp.fdb_show(None)
+                .unwrap()
+                .iter()
+                .any(|e| e.port == "a" && e.mac == mac(m).to_string())
+        };
+        assert!(learned(1) && !learned(9), "{:?}", dp.fdb_show(None));
+        // Allowing mac(9) instead: the other way round, and what a learned
+        // before is flushed.
+        let after = dp
+            .port_set("a", &keys(&[("allowed_macs", &mac(9).to_string())]))
+            .unwrap();
+        assert_eq!(after.allowed_macs, [mac(9)]);
+        assert!(
+            !learned(1),
+            "a's entries are flushed on a port security change"
+        );
+        ha.push_rx(eth_frame(mac(2), mac(1), EXPERIMENTAL_ETHERTYPE, 46));
+        ha.push_rx(eth_frame(mac(2), mac(9), EXPERIMENTAL_ETHERTYPE, 46));
+        wait_for("a's frames switched again", || spoofed(&dp) == 2);
+        wait_for("t transmits again", || ht.transmitted().len() == 2);
+        assert_eq!(
+            ht.transmitted()[1],
+            eth_frame(mac(2), mac(9), EXPERIMENTAL_ETHERTYPE, 46)
+        );
+        // Rate limits are published the same way; turning port security off
+        // leaves them on.
+        dp.port_set(
+            "a",
+            &keys(&[("storm_pps", "100"), ("port_security", "false")]),
+        )
+        .unwrap();
+        let t = dp.switch.load();
+        let policy = t.policy(a);
+        assert!(policy.security.is_none());
+        assert_eq!(
+            policy.limits.storm.as_ref().map(|b| b.rate_per_sec()),
+            Some(100)
+        );
+        let br = t.bridge_by_name("br0").unwrap().id;
+        assert_eq!(t.bridge_features(br), Features::POLICE);
+        drop(t);
+        let info = dp.port_show("a").unwrap();
+        assert_eq!(info.settings.storm_pps, Some(100));
+        assert_eq!(info.settings.mac, Some(mac(1)));
+        assert_eq!(info.queue_workers, [0]);
+        dp.shutdown();
+    }
+
+    #[test]
+    fn a_vhost_user_port_refuses_a_new_mac_and_takes_the_rest() {
+        use dataplane::testutil::{mac, ScriptedPort};
+        let factory = Arc::new(ScriptedFactory::default());
+        let dp = scripted_dataplane(&factory, "0");
+        factory
+            .ports
+            .lock()
+            .unwrap()
+            .insert("vm".into(), vec![Box::new(ScriptedPort::new(dp.pool()))]);
+        let mut spec = PortSpec::new("vm", PortType::VhostUser);
+        spec.socket =
+            Some(std::env::temp_dir().join(format!("weir-fixed-mac-{}.sock", std::process::id())));
+        spec.mac = Some(mac(1));
+        dp.port_add(spec).unwrap();
+        let before = dp.switch.load().generation;
+        // Refused even with other changes, which then do not happen either.
+        let change = keys(&[("mac", &mac(2).to_string()), ("port_security", "true")]);
+        let text = error_chain(&dp.port_set("vm", &change).unwrap_err());
+        assert!(
+            text.starts_with("port vm: the mac of a vhost-user port cannot change"),
+            "{text}"
+        );
+        let err = dp.port_clear("vm", &["mac".into()]).unwrap_err();
+        assert!(error_chain(&err).contains("cannot change"), "{err}");
+        assert_eq!(dp.switch.load().generation, before, "nothing published");
+        // The same mac is no change; port security on it is.
+        let after = dp
+            .port_set(
+                "vm",
+                &keys(&[("mac", &mac(1).to_string()), ("port_security", "true")]),
+            )
+            .unwrap();
+        assert!(after.port_security);
+        let t = dp.switch.load();
+        let vm = PortId(port_id(&dp, "vm"));
+        assert!(t
+            .policy(vm)
+            .security
+            .as_ref()
+            .is_some_and(|s| s.mac_ok(mac(1).to_u64())));
+        drop(t);
+        dp.shutdown();
+    }
+
+    #[test]
+    fn port_show_is_served_on_the_control_socket_protocol() {
+        let (dp, _ha, _ht) = secured_and_plain();
+        let resp = dp.handle(Request::PortShow { name: "a".into() });
+        let data = resp.data.unwrap();
+        assert_eq!(data["name"], "a");
+        assert_eq!(
+            data["settings"],
+            serde_json::json!({"mac": "02:00:00:00:00:01", "port_security": true})
+        );
+        assert_eq!(data["stats"]["rx_packets"], 0);
+        let resp = dp.handle(Request::PortShow {
+            name: "nope".into(),
+        });
+        assert_eq!(resp.error.as_deref(), Some("no port named nope"));
+        dp.shutdown();
+    }
+
     #[test]
     fn port_set_is_served_on_the_control_socket_protocol() {
         let (dp, _ha, _ht) = access_and_trunk();
@@ -1991,12 +2176,13 @@ mod tests {
             name: "t".into(),
             keys: vec!["vlan_mode".into(), "bogus".into()],
         });
+        let names: Vec<&str> = weir_config::SETTING_KEYS.iter().map(|k| k.name).collect();
         assert_eq!(
-            resp.error.as_deref(),
-            Some(
-                "port t: unknown key `bogus`: the keys a port set or clear can change are tag, \
-                 trunks, vlan_mode, acl_in, acl_out"
-            )
+            resp.error,
+            Some(format!(
+                "port t: unknown key `bogus`: the keys a port set or clear can change are {}",
+                names.join(", ")
+            ))
         );
         let list = dp.handle(Request::PortList).data.unwrap();
         let t = list

@@ -99,10 +99,48 @@ impl RawSocket {
     /// # Errors
     /// As [`RawSocket::open`], or the namespace cannot be entered.
     pub fn open_in(ns: &Netns, iface: &str) -> Result<RawSocket> {
+        RawSocket::in_ns(ns, iface, RawSocket::open)
+    }
+
+    /// A socket on `iface` that only sends: bound to no protocol, it is
+    /// handed no frame, not even a copy of those it sends, so a sender
+    /// costs the kernel nothing on the receiving side (a traffic generator
+    /// beside a measurement). [`RawSocket::recv`] on it waits in vain.
+    ///
+    /// # Errors
+    /// As [`RawSocket::open`].
+    pub fn open_sender(iface: &str) -> Result<RawSocket> {
+        let what = || format!("opening a sending packet socket on {iface}");
+        let fd = rustix::net::socket_with(
+            AddressFamily::PACKET,
+            SocketType::RAW,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .with_context(what)?;
+        let ifindex = rustix::net::netdevice::name_to_index(&fd, iface).with_context(what)?;
+        let s = RawSocket {
+            fd,
+            ifindex: i32::try_from(ifindex).map_err(|_| Error(format!("{}: ifindex", what())))?,
+        };
+        s.bind_to(0).with_context(what)?;
+        Ok(s)
+    }
+
+    /// [`RawSocket::open_sender`] inside namespace `ns`.
+    ///
+    /// # Errors
+    /// As [`RawSocket::open_sender`], or the namespace cannot be entered.
+    pub fn open_sender_in(ns: &Netns, iface: &str) -> Result<RawSocket> {
+        RawSocket::in_ns(ns, iface, RawSocket::open_sender)
+    }
+
+    /// `open(iface)` run on a thread inside `ns`.
+    fn in_ns(ns: &Netns, iface: &str, open: fn(&str) -> Result<RawSocket>) -> Result<RawSocket> {
         let (name, iface) = (ns.name().to_string(), iface.to_string());
         std::thread::spawn(move || {
             crate::enter(&name)?;
-            RawSocket::open(&iface)
+            open(&iface)
         })
         .join()
         .map_err(|_| Error::from_msg("the thread opening a packet socket panicked"))?
@@ -137,7 +175,12 @@ impl RawSocket {
     }
 
     fn bind(&self) -> io::Result<()> {
-        let sll = self.sockaddr(libc::ETH_P_ALL as u16);
+        self.bind_to(libc::ETH_P_ALL as u16)
+    }
+
+    /// Binds to the interface, receiving protocol `proto` (0: none).
+    fn bind_to(&self, proto: u16) -> io::Result<()> {
+        let sll = self.sockaddr(proto);
         // SAFETY: `sll` is an initialised `sockaddr_ll` that lives for the
         // call, passed with its size.
         let rc = unsafe {

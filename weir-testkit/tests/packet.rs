@@ -86,3 +86,31 @@ fn tags_survive_the_kernel_taking_them_out() {
         "each once"
     );
 }
+
+#[test]
+fn a_sending_socket_sends_and_is_handed_nothing() {
+    require_root_and_ip().expect("packet sockets need root and iproute2");
+    let tag = format!("wk{}", std::process::id() % 100_000);
+    let h = VethHost::create(&format!("{tag}-s"), &format!("{tag}s"), "198.18.24.5").unwrap();
+    let outside = Capture::start_here(&h.host_if).unwrap();
+    let sender = RawSocket::open_sender_in(&h.ns, "eth0").unwrap();
+    let src = Mac([0x02, 0x77, 0, 0, 0, 2]);
+    let arp = frame::arp_request(
+        src,
+        Ipv4Addr::new(198, 18, 24, 9),
+        Ipv4Addr::new(198, 18, 24, 200),
+    );
+    for _ in 0..3 {
+        sender.send(&arp).unwrap();
+    }
+    outside
+        .wait_for(Duration::from_secs(5), |f| f.bytes == arp)
+        .expect("the frame did not leave the namespace");
+    // The namespace's own frames and the copies of the sent ones are not
+    // handed to it.
+    let mut buf = [0u8; 2048];
+    let got = sender.recv(&mut buf, Duration::from_millis(200)).unwrap();
+    assert_eq!(got, None);
+    let seen = outside.stop().unwrap();
+    assert_eq!(seen.iter().filter(|f| f.bytes == arp).count(), 3);
+}

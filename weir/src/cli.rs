@@ -4,13 +4,15 @@
 //! Control plane only. Client verbs turn into one [`Request`] each; show
 //! verbs print an aligned table, or the reply's raw `data` with `--json`.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 use weir_api::Request;
 use weir_config::{
-    AclAction, AclRuleSpec, AclSpec, PortSpec, PortType, VhostMode, VlanMode, DEFAULT_SOCKET,
+    AclAction, AclRuleSpec, AclSpec, MacAddr, PortSettings, PortSpec, PortType, VhostMode,
+    VlanMode, DEFAULT_SOCKET,
 };
 
 /// weir: a userspace poll-mode L2 switch.
@@ -192,14 +194,24 @@ pub enum PortCmd {
     },
     /// List ports.
     List(ShowArgs),
-    /// Change switch settings of a port while it runs (tag, trunks,
-    /// vlan_mode, acl_in, acl_out), checked together; nothing changes if
-    /// they are refused.
+    /// Show one port: type, settings, queues and workers, counters and drops
+    /// by reason.
+    Show {
+        /// Port name.
+        name: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        show: ShowArgs,
+    },
+    /// Change switch settings of a port while it runs (VLAN, mac, port
+    /// security, rate limits, acl_in, acl_out: the keys of `port add`),
+    /// checked together; nothing changes if they are refused.
     Set {
         /// Port name.
         name: String,
-        /// KEY=VALUE, e.g. tag=10 vlan_mode=access trunks=10,20 (a key given
-        /// twice takes its last value).
+        /// KEY=VALUE, e.g. tag=10 trunks=10,20 port_security=true
+        /// ips=10.0.0.5,fd00::5 egress_rate=20000 (a key given twice takes its
+        /// last value).
         #[arg(required = true, value_name = "KEY=VALUE", value_parser = parse_setting)]
         settings: Vec<(String, String)>,
         #[command(flatten)]
@@ -265,6 +277,35 @@ fn parse_trunks(arg: &str) -> Result<VlanIds, String> {
     weir_config::parse_trunks(arg).map_err(|e| e.to_string())
 }
 
+/// MAC addresses given as one argument (`02:00:00:00:00:05,...`).
+pub type Macs = Vec<MacAddr>;
+
+/// IP addresses given as one argument (`10.0.0.5,fd00::5`).
+pub type Ips = Vec<IpAddr>;
+
+/// The value of switch setting `key` as `port set` parses it, taken out of
+/// the settings by `get`: flags and `port set` read values one way.
+fn setting<T>(key: &str, arg: &str, get: fn(PortSettings) -> T) -> Result<T, String> {
+    let mut s = PortSettings::default();
+    s.set(key, arg).map_err(|e| e.to_string())?;
+    Ok(get(s))
+}
+
+/// A `--mac` value.
+fn parse_mac(arg: &str) -> Result<MacAddr, String> {
+    setting("mac", arg, |s| s.mac.unwrap_or(MacAddr([0; 6])))
+}
+
+/// An `--allowed-macs` value.
+fn parse_macs(arg: &str) -> Result<Macs, String> {
+    setting("allowed_macs", arg, |s| s.allowed_macs)
+}
+
+/// An `--ips` value.
+fn parse_ips(arg: &str) -> Result<Ips, String> {
+    setting("ips", arg, |s| s.ips)
+}
+
 /// `weir port add`. Its `--socket` is the vhost-user socket; to pick the
 /// control socket put `--socket` before `port` or set `WEIR_SOCKET`.
 #[derive(Debug, Args)]
@@ -326,6 +367,35 @@ pub struct PortAddArgs {
     /// ACL for what the switch sends to the port.
     #[arg(long, value_name = "ACL")]
     pub acl_out: Option<String>,
+    /// The port's MAC address: what --port-security allows without
+    /// --allowed-macs, and what a vhost-user port offers its guest.
+    #[arg(long, value_name = "MAC", value_parser = parse_mac)]
+    pub mac: Option<MacAddr>,
+    /// Port security: drop frames from other source MACs (and, with --ips,
+    /// other source IPs) than the port's.
+    #[arg(long)]
+    pub port_security: bool,
+    /// Source MACs port security allows, e.g. 02:00:00:00:00:05,02:00:00:00:00:06
+    /// (default: --mac).
+    #[arg(long, value_name = "MACS", value_parser = parse_macs)]
+    pub allowed_macs: Option<Macs>,
+    /// Source IP addresses port security allows, e.g. 10.0.0.5,fd00::5
+    /// (default: any; only the MAC is checked).
+    #[arg(long, value_name = "IPS", value_parser = parse_ips)]
+    pub ips: Option<Ips>,
+    /// Ingress policing: kbit/s the port may send into the switch (0: none).
+    #[arg(long, value_name = "KBPS")]
+    pub ingress_policing_rate: Option<u64>,
+    /// The policer's burst in kbit (0: the default, 8000).
+    #[arg(long, value_name = "KBIT")]
+    pub ingress_policing_burst: Option<u64>,
+    /// Egress rate: kbit/s the switch may send to the port (0: none).
+    #[arg(long, value_name = "KBPS")]
+    pub egress_rate: Option<u64>,
+    /// Storm control: broadcast, multicast and unknown unicast frames per
+    /// second the port may send into the switch (0: none).
+    #[arg(long, value_name = "PPS")]
+    pub storm_pps: Option<u64>,
 }
 
 impl PortAddArgs {
@@ -351,6 +421,14 @@ impl PortAddArgs {
             vlan_mode: self.vlan_mode,
             acl_in: self.acl_in.clone(),
             acl_out: self.acl_out.clone(),
+            mac: self.mac,
+            port_security: self.port_security,
+            allowed_macs: self.allowed_macs.clone().unwrap_or_default(),
+            ips: self.ips.clone().unwrap_or_default(),
+            ingress_policing_rate: self.ingress_policing_rate,
+            ingress_policing_burst: self.ingress_policing_burst,
+            egress_rate: self.egress_rate,
+            storm_pps: self.storm_pps,
         }
     }
 }
@@ -579,6 +657,8 @@ pub enum Output {
     Json,
     /// Print a table of ports.
     Ports,
+    /// Print everything about one port.
+    Port,
     /// Print a table of bridges.
     Bridges,
     /// Print a table of FDB entries.
@@ -626,6 +706,9 @@ impl Command {
                 quiet(Request::PortDel { name: name.clone() }, conn)
             }
             Command::Port(PortCmd::List(args)) => show(Request::PortList, args, Output::Ports),
+            Command::Port(PortCmd::Show { name, show: args }) => {
+                show(Request::PortShow { name: name.clone() }, args, Output::Port)
+            }
             Command::Port(PortCmd::Set {
                 name,
                 settings,
@@ -775,6 +858,83 @@ mod tests {
             err.contains("expected one of access, trunk, native-tagged, native-untagged"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn port_add_takes_the_security_and_limit_keys() {
+        let cli = parse(&[
+            "port",
+            "add",
+            "vm1",
+            "--type",
+            "ring",
+            "--mac",
+            "02:00:00:00:00:05",
+            "--port-security",
+            "--allowed-macs",
+            "02:00:00:00:00:05,02:00:00:00:00:06",
+            "--ips",
+            "10.0.0.5,fd00::5",
+            "--ingress-policing-rate",
+            "20000",
+            "--ingress-policing-burst",
+            "2000",
+            "--egress-rate",
+            "10000",
+            "--storm-pps",
+            "500",
+        ]);
+        let Request::PortAdd(spec) = cli.command.client_call().unwrap().request else {
+            panic!("not a port add")
+        };
+        let mac5 = MacAddr([2, 0, 0, 0, 0, 5]);
+        assert_eq!(spec.mac, Some(mac5));
+        assert!(spec.port_security);
+        assert_eq!(spec.allowed_macs, [mac5, MacAddr([2, 0, 0, 0, 0, 6])]);
+        let ips: Ips = vec!["10.0.0.5".parse().unwrap(), "fd00::5".parse().unwrap()];
+        assert_eq!(spec.ips, ips);
+        assert_eq!(
+            (
+                spec.ingress_policing_rate,
+                spec.ingress_policing_burst,
+                spec.egress_rate,
+                spec.storm_pps
+            ),
+            (Some(20_000), Some(2_000), Some(10_000), Some(500))
+        );
+        // Without the flags, nothing is set.
+        let cli = parse(&["port", "add", "p", "-t", "ring"]);
+        let Request::PortAdd(spec) = cli.command.client_call().unwrap().request else {
+            panic!("not a port add")
+        };
+        assert_eq!(spec.settings(), PortSettings::default());
+        for (flag, value, needle) in [
+            ("--mac", "02:00:00:00:05", "invalid mac `02:00:00:00:05`"),
+            ("--ips", "10.0.0.5,x", "invalid ips `10.0.0.5,x`"),
+            ("--allowed-macs", "x", "invalid allowed_macs `x`"),
+            ("--storm-pps", "lots", "--storm-pps"),
+        ] {
+            let err = Cli::try_parse_from(["weir", "port", "add", "p", "-t", "ring", flag, value])
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{flag}: {err}");
+        }
+    }
+
+    #[test]
+    fn port_show_asks_for_one_port() {
+        let call = parse(&["port", "show", "vm1"])
+            .command
+            .client_call()
+            .unwrap();
+        assert_eq!(call.output, Output::Port);
+        assert_eq!(call.request, Request::PortShow { name: "vm1".into() });
+        let call = parse(&["port", "show", "vm1", "--json"])
+            .command
+            .client_call()
+            .unwrap();
+        assert_eq!(call.output, Output::Json);
+        assert!(Cli::try_parse_from(["weir", "port", "show"]).is_err());
     }
 
     #[test]

@@ -7,6 +7,7 @@ use weir_api::{
     AclInfo, AclView, BridgeInfo, FdbEntryView, MempoolView, PortInfo, PortStatsView, StatsView,
     WorkerView,
 };
+use weir_config::PortSettings;
 use weir_host::nic::{PciNic, VfInfo};
 
 use crate::cli::Output;
@@ -32,6 +33,7 @@ pub fn render(output: Output, data: Option<serde_json::Value>) -> anyhow::Result
             s
         }
         Output::Ports => render_ports(&decode::<Vec<PortInfo>>(data)?),
+        Output::Port => render_port(&decode::<PortInfo>(data)?),
         Output::Bridges => render_bridges(&decode::<Vec<BridgeInfo>>(data)?),
         Output::Fdb => render_fdb(&decode::<Vec<FdbEntryView>>(data)?),
         Output::Stats => render_stats(&decode::<StatsView>(data)?),
@@ -121,7 +123,7 @@ fn render_ports(ports: &[PortInfo]) -> String {
     }
     let mut t = Table::new(&[
         ">ID", "NAME", "TYPE", "BRIDGE", "VLAN", "IFACE", "LINK", ">MTU", ">QUEUES", ">WORKER",
-        ">RX-PKTS", ">TX-PKTS", ">DROPS", "STATE",
+        ">RX-PKTS", ">TX-PKTS", ">DROPS", "POLICY", "STATE",
     ]);
     for p in ports {
         t.row(vec![
@@ -138,6 +140,7 @@ fn render_ports(ports: &[PortInfo]) -> String {
             p.stats.rx_packets.to_string(),
             p.stats.tx_packets.to_string(),
             p.stats.total_drops().to_string(),
+            policy(&p.settings),
             p.state.clone(),
         ]);
     }
@@ -162,6 +165,150 @@ fn vlan(p: &PortInfo) -> String {
         Some("access") => format!("access {}", opt(&p.tag)),
         Some(mode) => format!("{mode} {} {trunks}", opt(&p.tag)),
     }
+}
+
+/// A rate limit that is on: set and not 0.
+fn limit(rate: Option<u64>) -> Option<u64> {
+    rate.filter(|&r| r > 0)
+}
+
+/// A port's port security and rate limits in one cell, the parts that are
+/// on: `secured` (port security), `in=20000k` (ingress policing, kbit/s),
+/// `out=10000k` (egress rate), `storm=500pps`; `-` for none.
+fn policy(s: &PortSettings) -> String {
+    let mut parts = Vec::new();
+    if s.port_security {
+        parts.push("secured".to_owned());
+    }
+    if let Some(r) = limit(s.ingress_policing_rate) {
+        parts.push(format!("in={r}k"));
+    }
+    if let Some(r) = limit(s.egress_rate) {
+        parts.push(format!("out={r}k"));
+    }
+    if let Some(r) = limit(s.storm_pps) {
+        parts.push(format!("storm={r}pps"));
+    }
+    if parts.is_empty() {
+        "-".to_owned()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// Items joined with `, `.
+fn list(items: &[impl ToString]) -> String {
+    let items: Vec<String> = items.iter().map(ToString::to_string).collect();
+    items.join(", ")
+}
+
+/// `weir port show`: one port, everything, one `key  value` line each.
+fn render_port(p: &PortInfo) -> String {
+    let s = &p.settings;
+    let mut lines: Vec<(&str, String)> = vec![
+        ("name", p.name.clone()),
+        ("id", p.id.to_string()),
+        ("type", p.kind.clone()),
+        ("bridge", opt(&p.bridge)),
+        ("endpoint", opt(&p.iface)),
+        ("link", p.link.clone()),
+        ("state", p.state.clone()),
+        ("mtu", opt(&p.mtu)),
+    ];
+    let queues = if p.queue_workers.is_empty() {
+        format!("{}, worker {}", p.queues, opt(&p.worker))
+    } else {
+        let on: Vec<String> = (p.queue_workers.iter().enumerate())
+            .map(|(q, w)| format!("{q} on worker {w}"))
+            .collect();
+        format!("{}: {}", p.queues, on.join(", "))
+    };
+    lines.push(("queues", queues));
+    lines.push(("vlan", vlan(p)));
+    lines.push(("mac", opt(&s.mac)));
+    let security = if s.port_security {
+        let (macs, from) = if s.allowed_macs.is_empty() {
+            (s.mac.iter().copied().collect(), " (mac)")
+        } else {
+            (s.allowed_macs.clone(), "")
+        };
+        let ips = if s.ips.is_empty() {
+            "any (MAC checked only)".to_owned()
+        } else {
+            list(&s.ips)
+        };
+        format!("on: MACs {}{from}; IPs {ips}", list(&macs))
+    } else {
+        "off".to_owned()
+    };
+    lines.push(("port security", security));
+    let policing = match limit(s.ingress_policing_rate) {
+        None => "off".to_owned(),
+        Some(r) => match limit(s.ingress_policing_burst) {
+            Some(b) => format!("{r} kbit/s, burst {b} kbit"),
+            None => format!(
+                "{r} kbit/s, burst {} kbit (default)",
+                weir_config::DEFAULT_POLICING_BURST_KBIT
+            ),
+        },
+    };
+    lines.push(("ingress policing", policing));
+    lines.push((
+        "egress rate",
+        limit(s.egress_rate).map_or("off".to_owned(), |r| format!("{r} kbit/s")),
+    ));
+    lines.push((
+        "storm control",
+        limit(s.storm_pps).map_or("off".to_owned(), |r| format!("{r} frames/s")),
+    ));
+    let counters = |st: &PortStatsView| {
+        [
+            format!(
+                "rx {} packets, {} bytes, {} errors",
+                st.rx_packets, st.rx_bytes, st.rx_errors
+            ),
+            format!(
+                "tx {} packets, {} bytes, {} errors",
+                st.tx_packets, st.tx_bytes, st.tx_errors
+            ),
+            format!("drops {}", drop_reasons(st.drops_by_name())),
+        ]
+    };
+    let [rx, tx, drops] = counters(&p.stats);
+    lines.push(("counters", rx));
+    lines.push(("", tx));
+    lines.push(("", drops));
+    let per_queue: Vec<(String, String)> = if p.queue_stats.len() > 1 {
+        p.queue_stats
+            .iter()
+            .enumerate()
+            .flat_map(|(q, st)| {
+                let [rx, tx, drops] = counters(st);
+                [
+                    (format!("queue {q}"), rx),
+                    (String::new(), tx),
+                    (String::new(), drops),
+                ]
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let width = lines
+        .iter()
+        .map(|(k, _)| k.len())
+        .chain(per_queue.iter().map(|(k, _)| k.len()))
+        .max()
+        .unwrap_or(0);
+    let mut out = String::new();
+    for (k, v) in lines
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .chain(per_queue.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    {
+        let _ = writeln!(out, "{k:width$}  {v}");
+    }
+    out
 }
 
 fn render_bridges(bridges: &[BridgeInfo]) -> String {
@@ -460,6 +607,8 @@ mod tests {
             trunks: Vec::new(),
             acl_in: None,
             acl_out: None,
+            settings: Default::default(),
+            queue_workers: vec![0],
         }
     }
 
@@ -586,6 +735,113 @@ mod tests {
             ],
             "{out}"
         );
+    }
+
+    /// Settings with port security on mac 02::5 and the three limits.
+    fn secured() -> PortSettings {
+        let mut s = PortSettings::default();
+        for (k, v) in [
+            ("mac", "02:00:00:00:00:05"),
+            ("port_security", "true"),
+            ("ips", "10.0.0.5,fd00::5"),
+            ("ingress_policing_rate", "20000"),
+            ("egress_rate", "10000"),
+            ("storm_pps", "500"),
+        ] {
+            s.set(k, v).unwrap();
+        }
+        s
+    }
+
+    #[test]
+    fn port_table_shows_security_and_limits_compactly() {
+        let mut limited = PortSettings::default();
+        limited.set("egress_rate", "30000").unwrap();
+        limited.set("ingress_policing_rate", "0").unwrap();
+        let out = render_ports(&[
+            port(0, "plain"),
+            PortInfo {
+                settings: secured(),
+                ..port(1, "vm1")
+            },
+            PortInfo {
+                settings: limited,
+                ..port(2, "ct1")
+            },
+        ]);
+        let header = out.lines().next().unwrap();
+        let (at, end) = (
+            header.find("POLICY").unwrap(),
+            header.find("STATE").unwrap(),
+        );
+        let cells: Vec<&str> = out.lines().map(|l| l[at..end].trim_end()).collect();
+        assert_eq!(
+            cells,
+            [
+                "POLICY",
+                "-",
+                "secured in=20000k out=10000k storm=500pps",
+                "out=30000k"
+            ],
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn port_show_lists_every_setting_and_counter() {
+        let mut p = PortInfo {
+            settings: secured(),
+            kind: "vhost-user".into(),
+            iface: Some("/run/weir/vm1.sock".into()),
+            vlan_mode: Some("access".into()),
+            tag: Some(10),
+            queues: 2,
+            queue_workers: vec![0, 1],
+            ..port(3, "vm1")
+        };
+        p.stats.drops[DropReason::SpoofedIp as usize] = 7;
+        p.queue_stats = vec![p.stats, PortStatsView::default()];
+        let out = render_port(&p);
+        let line = |key: &str| {
+            out.lines()
+                .find(|l| l.starts_with(key) && l[key.len()..].starts_with("  "))
+                .unwrap_or_else(|| panic!("no {key} in\n{out}"))
+                .split_at(key.len())
+                .1
+                .trim()
+                .to_owned()
+        };
+        assert_eq!(line("type"), "vhost-user");
+        assert_eq!(line("endpoint"), "/run/weir/vm1.sock");
+        assert_eq!(line("queues"), "2: 0 on worker 0, 1 on worker 1");
+        assert_eq!(line("vlan"), "access 10");
+        assert_eq!(line("mac"), "02:00:00:00:00:05");
+        assert_eq!(
+            line("port security"),
+            "on: MACs 02:00:00:00:00:05 (mac); IPs 10.0.0.5, fd00::5"
+        );
+        assert_eq!(
+            line("ingress policing"),
+            "20000 kbit/s, burst 8000 kbit (default)"
+        );
+        assert_eq!(line("egress rate"), "10000 kbit/s");
+        assert_eq!(line("storm control"), "500 frames/s");
+        assert_eq!(line("counters"), "rx 12345 packets, 0 bytes, 0 errors");
+        assert!(
+            out.contains("drops no-buffers=3,spoofed-ip=7\n"),
+            "totals and queue 0:\n{out}"
+        );
+        assert_eq!(line("queue 1"), "rx 0 packets, 0 bytes, 0 errors");
+        // Every value starts in one column.
+        let col = out.lines().next().unwrap().find("vm1").unwrap();
+        assert!(
+            out.lines()
+                .all(|l| l.len() > col && !l[..col].ends_with(|c: char| !c.is_whitespace())),
+            "{out}"
+        );
+        let plain = render_port(&port(0, "p0"));
+        assert!(plain.contains("port security     off\n"), "{plain}");
+        assert!(plain.contains("storm control     off\n"), "{plain}");
     }
 
     #[test]

@@ -134,6 +134,19 @@ fn multi_tenant_example_puts_each_tenant_on_its_vlan() {
         .map(|a| a["name"].as_str().unwrap())
         .collect();
     assert_eq!(tables, ["tenant-a-vm", "ssh-only"]);
+    // Every tenant port is secured, on a MAC of its own; the uplink is not.
+    let ports = json["port"].as_array().unwrap();
+    for p in ports {
+        let tenant = p["name"] != "uplink";
+        assert_eq!(p["port_security"] == true, tenant, "{p}");
+        assert_eq!(p["mac"].is_string(), tenant, "{p}");
+    }
+    let mut macs: Vec<&str> = ports.iter().filter_map(|p| p["mac"].as_str()).collect();
+    macs.sort_unstable();
+    macs.dedup();
+    assert_eq!(macs.len(), 4, "each its own: {macs:?}");
+    let ct_b = ports.iter().find(|p| p["name"] == "ct-b").unwrap();
+    assert_eq!(ct_b["ingress_policing_rate"], 50000);
 }
 
 #[test]
@@ -187,6 +200,18 @@ fn malformed_configs_fail_naming_the_key() {
             "[[acl]]\nname = \"web\"\n[[port]]\nname = \"p0\"\ntype = \"ring\"\nacl_in = \"webb\"\n",
             ":6:10: ",
             "port `p0`: acl_in: no ACL named `webb`",
+        ),
+        (
+            "security.toml",
+            "[[port]]\nname = \"p0\"\ntype = \"ring\"\nport_security = true\n",
+            ":4:17: ",
+            "port `p0`: port security needs at least one allowed MAC (set mac or allowed_macs)",
+        ),
+        (
+            "mac.toml",
+            "[[port]]\nname = \"p0\"\ntype = \"ring\"\nmac = \"52:54:00:00:01\"\n",
+            ":4:7: ",
+            "port[0].mac: invalid MAC address",
         ),
     ];
     for (name, text, pos, needle) in cases {
@@ -614,6 +639,196 @@ fn acls_are_added_shown_replaced_and_deleted_from_the_command_line() {
 
 /// The benchmark is a program of its own: the daemon's binary holds none of
 /// its plotting, font or progress-display code, and `weir bench` runs it.
+#[test]
+fn port_security_and_limits_are_set_shown_and_cleared_from_the_command_line() {
+    let dir = TempDir::new();
+    let mut daemon = Daemon::start(&dir);
+    let socket = daemon.socket.to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let out = weir(&[&["--socket", socket.as_str()][..], args].concat());
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let fails = |args: &[&str], needle: &str| {
+        let out = weir(&[&["--socket", socket.as_str()][..], args].concat());
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).starts_with(needle),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    };
+    run(&["bridge", "add", "br0"]);
+    run(&[
+        "port",
+        "add",
+        "vm1",
+        "--type",
+        "ring",
+        "--bridge",
+        "br0",
+        "--mac",
+        "02:00:00:00:00:05",
+        "--port-security",
+        "--ips",
+        "10.0.0.5,fd00::5",
+        "--storm-pps",
+        "500",
+    ]);
+    run(&[
+        "port",
+        "add",
+        "ct1",
+        "--type",
+        "ring",
+        "--bridge",
+        "br0",
+        "--ingress-policing-rate",
+        "20000",
+        "--ingress-policing-burst",
+        "2000",
+        "--egress-rate",
+        "10000",
+    ]);
+    let policy_of = |list: &str, port: &str| {
+        let header = list.lines().next().unwrap();
+        let (at, end) = (
+            header.find("POLICY").unwrap(),
+            header.find("STATE").unwrap(),
+        );
+        let line = list
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(port))
+            .unwrap_or_else(|| panic!("no {port} in\n{list}"));
+        line[at..end].trim_end().to_owned()
+    };
+    let list = run(&["port", "list"]);
+    assert_eq!(policy_of(&list, "vm1"), "secured storm=500pps", "{list}");
+    assert_eq!(policy_of(&list, "ct1"), "in=20000k out=10000k", "{list}");
+
+    // port show: text and JSON.
+    let show = run(&["port", "show", "vm1"]);
+    for line in [
+        "type              ring",
+        "bridge            br0",
+        "mac               02:00:00:00:00:05",
+        "port security     on: MACs 02:00:00:00:00:05 (mac); IPs 10.0.0.5, fd00::5",
+        "ingress policing  off",
+        "storm control     500 frames/s",
+        "counters          rx 0 packets, 0 bytes, 0 errors",
+    ] {
+        assert!(show.lines().any(|l| l == line), "no `{line}` in\n{show}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&["port", "show", "ct1", "--json"])).unwrap();
+    assert_eq!(json["name"], "ct1");
+    assert_eq!(
+        json["settings"],
+        serde_json::json!({
+            "ingress_policing_rate": 20000,
+            "ingress_policing_burst": 2000,
+            "egress_rate": 10000
+        })
+    );
+    assert_eq!(json["queue_workers"], serde_json::json!([0]));
+    assert!(json["stats"]["drops"].is_object(), "{json}");
+    fails(&["port", "show", "nope"], "weir: no port named nope");
+
+    // port set and clear; --json prints the settings after the change.
+    let out = run(&[
+        "port",
+        "set",
+        "vm1",
+        "allowed_macs=02:00:00:00:00:05,02:00:00:00:00:06",
+        "ips=",
+        "egress_rate=5000",
+        "--json",
+    ]);
+    let after: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        after,
+        serde_json::json!({
+            "mac": "02:00:00:00:00:05",
+            "port_security": true,
+            "allowed_macs": ["02:00:00:00:00:05", "02:00:00:00:00:06"],
+            "egress_rate": 5000,
+            "storm_pps": 500
+        })
+    );
+    assert!(
+        run(&["port", "show", "vm1"]).lines().any(|l| l
+            == "port security     on: MACs 02:00:00:00:00:05, 02:00:00:00:00:06; \
+                IPs any (MAC checked only)"),
+        "{}",
+        run(&["port", "show", "vm1"])
+    );
+    run(&[
+        "port",
+        "clear",
+        "ct1",
+        "ingress_policing_rate",
+        "egress_rate",
+    ]);
+    assert_eq!(
+        policy_of(&run(&["port", "list"]), "ct1"),
+        "-",
+        "a burst alone is no limit"
+    );
+
+    // Refused settings fail with the reason and change nothing.
+    fails(
+        &["port", "clear", "vm1", "mac", "allowed_macs"],
+        "weir: port vm1: port security needs at least one allowed MAC (set mac or allowed_macs)",
+    );
+    fails(
+        &["port", "set", "vm1", "ips=10.0.0.300"],
+        "weir: port vm1: invalid ips `10.0.0.300`: expected IPv4 or IPv6 addresses",
+    );
+    fails(
+        &["port", "set", "vm1", "allowed_macs=01:00:5e:00:00:01"],
+        "weir: port vm1: 01:00:5e:00:00:01 is a multicast address and cannot be a source",
+    );
+    fails(
+        &["port", "set", "vm1", "storm_pps=lots"],
+        "weir: port vm1: invalid storm_pps `lots`: expected frames per second (0: no limit)",
+    );
+    assert_eq!(
+        policy_of(&run(&["port", "list"]), "vm1"),
+        "secured out=5000k storm=500pps"
+    );
+
+    // A vhost-user port offers its mac to its guest's device, so it keeps it.
+    let vsock = dir.0.join("vm2.sock");
+    run(&[
+        "port",
+        "add",
+        "vm2",
+        "--type",
+        "vhost-user",
+        "--socket",
+        vsock.to_str().unwrap(),
+        "--bridge",
+        "br0",
+        "--mac",
+        "52:54:00:00:00:02",
+    ]);
+    fails(
+        &["port", "set", "vm2", "mac=52:54:00:00:00:03"],
+        "weir: port vm2: the mac of a vhost-user port cannot change while the port exists",
+    );
+    run(&["port", "set", "vm2", "port_security=true"]);
+    let show = run(&["port", "show", "vm2"]);
+    assert!(
+        show.lines().any(|l| l
+            == "port security     on: MACs 52:54:00:00:00:02 (mac); IPs any (MAC checked only)"),
+        "{show}"
+    );
+    daemon.terminate();
+}
+
+/// The benchmark is a program of its own: the daemon's binary holds none of
+/// its plotting, font or progress-display code, and `weir bench` runs it.
+
 #[test]
 fn bench_is_a_separate_program_that_weir_bench_runs() {
     let daemon = fs::read(WEIR).unwrap();

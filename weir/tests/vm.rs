@@ -1,7 +1,8 @@
 //! VM end to end: two QEMU guests whose virtio-net NICs are vhost-user ports of
 //! the real `weir run` daemon, in server mode (weir listens) and client mode
 //! (QEMU listens, weir connects and reconnects), and with two queue pairs per
-//! NIC (virtio-net multiqueue) used from two guest CPUs.
+//! NIC (virtio-net multiqueue) used from two guest CPUs; port security
+//! against a guest that takes its neighbour's addresses.
 //!
 //! The guests are built by `scripts/build-guest.sh` (cached in `target/vm-guest`;
 //! the first run downloads Debian packages and installs QEMU if missing) and booted
@@ -739,4 +740,244 @@ exit $fail
         }
     }
     println!("total {:.1}s", t0.elapsed().as_secs_f64());
+}
+
+/// g1's script for [`vm_port_security_cuts_a_spoofing_guest_off_and_not_its_neighbour`]:
+/// up on its own address, then g2's address, its own again, g2's MAC, its
+/// own again. It goes from one step to the next when the test's ARP request
+/// from 198.18.70.20N has come in, which the guest sees as a neighbour
+/// entry (frames to a spoofing guest still arrive, only what it sends is
+/// dropped); while it spoofs it keeps trying meanwhile (a gratuitous ARP and
+/// a ping of the namespace each second or so).
+const SPOOFING_GUEST: &str = r#"A=198.18.70
+ip link set eth0 up && ip addr add $A.1/24 dev eth0 || exit 1
+reach() { # IP TRIES: until one ping reply
+  t=0
+  until ping -c 1 -W 1 $1 > /dev/null 2>&1; do
+    t=$((t + 1)); [ $t -lt $2 ] || return 1
+  done
+}
+go() { ip neigh show | grep -q "^$A.20$1 .*lladdr"; }
+wait_go() { # N
+  n=0
+  until go $1; do
+    sleep 0.2; n=$((n + 1)); [ $n -lt 600 ] || { echo "WEIRVM: FAIL no go $1"; exit 1; }
+  done
+}
+spoof_until_go() { # N WHAT CLAIMED-IP
+  n=0 got=0
+  until go $1; do
+    arping -U -c 1 -w 1 -I eth0 $3 > /dev/null 2>&1
+    ping -c 1 -W 1 $A.3 > /dev/null 2>&1 && got=$((got + 1))
+    n=$((n + 1)); [ $n -lt 120 ] || { echo "WEIRVM: FAIL no go $1"; exit 1; }
+  done
+  echo "WEIRVM: g1 $2 replies=$got attempts=$n"
+}
+reach $A.2 90 || { echo "WEIRVM: FAIL g1 got no reply from g2"; exit 1; }
+reach $A.3 10 || { echo "WEIRVM: FAIL g1 got no reply from the namespace"; exit 1; }
+echo "WEIRVM: g1 legit"
+wait_go 0
+ip addr flush dev eth0 && ip addr add $A.2/24 dev eth0 || exit 1
+echo "WEIRVM: g1 spoofs ip"
+spoof_until_go 1 spoof-ip $A.2
+ip addr flush dev eth0 && ip addr add $A.1/24 dev eth0 || exit 1
+reach $A.3 20 || { echo "WEIRVM: FAIL no reply with the address restored"; exit 1; }
+echo "WEIRVM: g1 restored ip"
+wait_go 2
+ip link set eth0 down && ip link set eth0 address 52:54:00:00:00:02 && ip link set eth0 up || exit 1
+echo "WEIRVM: g1 spoofs mac"
+spoof_until_go 3 spoof-mac $A.1
+ip link set eth0 down && ip link set eth0 address 52:54:00:00:00:01 && ip link set eth0 up || exit 1
+reach $A.3 20 || { echo "WEIRVM: FAIL no reply with the MAC restored"; exit 1; }
+echo "WEIRVM: g1 restored mac"
+wait_go 4
+echo "WEIRVM: g1 done"
+echo done | nc $A.2 7777
+exit 0
+"#;
+
+/// Port security between two guests: vm1 and vm2 are vhost-user ports with
+/// `mac` (QEMU's `-device ...,mac=` is the same), `port_security` and
+/// `ips`; a namespace sits on an afpacket port. The guests and the
+/// namespace reach each other. Then g1 takes g2's IP address, and later
+/// g2's MAC: everything it sends is dropped and counted (`spoofed-ip`,
+/// `spoofed-mac`), its claims reach no one (the namespace's ARP entry and
+/// weir's FDB still name g2), and the namespace still reaches g2. With its
+/// own addresses back, g1 is reachable again.
+#[test]
+fn vm_port_security_cuts_a_spoofing_guest_off_and_not_its_neighbour() {
+    use weir_testkit::frame::{self, Mac};
+    use weir_testkit::packet::RawSocket;
+    weir_testkit::require_root_and_ip().expect("needs root and iproute2");
+    let (_one_pair, dir) = begin("security");
+    let t0 = Instant::now();
+    let ip = |last: u8| format!("198.18.70.{last}");
+    let mac = |last: u8| format!("52:54:00:00:00:{last:02x}");
+    let tag = format!("wv{}", std::process::id() % 100_000);
+    let ns = weir_testkit::VethHost::create_quiet(&format!("{tag}-s"), &format!("{tag}s"), &ip(3))
+        .unwrap();
+    // The MACs are vm-pair.sh's: QEMU gives g1 and g2 these.
+    let mut config = common::vhost_config(&dir, &[], "server", 1, 8192);
+    for (name, last) in [("vm1", 1), ("vm2", 2)] {
+        config += &format!(
+            "[[port]]\nname = \"{name}\"\ntype = \"vhost-user\"\nsocket = \"{}\"\n\
+             bridge = \"br0\"\nmac = \"{}\"\nport_security = true\nips = [\"{}\"]\n",
+            dir.join(format!("{name}.sock")).display(),
+            mac(last),
+            ip(last)
+        );
+    }
+    config += &common::kernel_port("pa", "afpacket", &ns.host_if, "");
+    let mut d = Daemon::start(&dir, &config);
+    std::fs::write(
+        dir.join("g2.sh"),
+        "ip link set eth0 up && ip addr add 198.18.70.2/24 dev eth0 || exit 1\n\
+         echo \"WEIRVM: g2 up\"\ntimeout 200 nc -l -p 7777 < /dev/null > /dev/null\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("g1.sh"), SPOOFING_GUEST).unwrap();
+    let mut pair = Pair::start(
+        &dir,
+        "--mode server -t 200 --g1 @/g1.sh --g2 @/g2.sh @/vm1.sock @/vm2.sock",
+    );
+
+    // Waits for g1 to print `line`.
+    let wait_g1 = |pair: &mut Pair, d: &mut Daemon, line: &str| {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !pair
+            .console("g1")
+            .lines()
+            .any(|l| l == format!("WEIRVM: {line}"))
+        {
+            assert!(d.alive(), "weir died: {}", d.log());
+            assert!(
+                pair.running() && Instant::now() < deadline,
+                "no `{line}` from g1:\n{}\nweir log:\n{}",
+                pair.output() + &pair.console("g1"),
+                tail(&d.log(), 30)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let spoofed = |d: &Daemon, port: &str, reason: &str| {
+        d.port_json(port)["stats"]["drops"][reason]
+            .as_u64()
+            .unwrap_or(0)
+    };
+    // The namespace pings `last`: every echo answered.
+    let reaches = |d: &Daemon, last: u8, what: &str| {
+        let out = common::ping(&ns.ns, &ip(last), 3, "0.2")
+            .unwrap_or_else(|e| panic!("{what}: ping {}: {e}\n{}", ip(last), d.ports()));
+        assert_eq!(common::loss_pct(&out), 0.0, "{what}: {out}");
+    };
+    // The ports bridge br0 has learned `m` on.
+    let learned_on = |d: &Daemon, m: &str| -> Vec<String> {
+        d.json(&["fdb", "show", "--bridge", "br0"])
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["mac"] == m)
+            .map(|e| e["port"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Tells g1 to go on: ARP requests from 198.18.70.20N (for both the
+    // addresses g1 may hold) until g1 prints `next`.
+    let go = |pair: &mut Pair, d: &mut Daemon, n: u8, next: &str| {
+        let sock = RawSocket::open_sender_in(&ns.ns, "eth0").unwrap();
+        let me = Mac([0x02, 0x77, 0x73, 0, 0, n]);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !pair
+            .console("g1")
+            .lines()
+            .any(|l| l == format!("WEIRVM: {next}"))
+        {
+            for target in [1, 2] {
+                let req = frame::arp_request(
+                    me,
+                    ip(200 + n).parse().unwrap(),
+                    ip(target).parse().unwrap(),
+                );
+                sock.send(&req).unwrap();
+            }
+            assert!(
+                d.alive() && pair.running() && Instant::now() < deadline,
+                "g1 did not go on to `{next}`:\n{}",
+                pair.output() + &pair.console("g1")
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+
+    // Everyone reaches everyone from their own addresses; nothing dropped.
+    wait_g1(&mut pair, &mut d, "g1 legit");
+    println!("{:.1}s: guests up", t0.elapsed().as_secs_f64());
+    reaches(&d, 1, "g1 before");
+    reaches(&d, 2, "g2 before");
+    for (port, reason) in [
+        ("vm1", "spoofed-ip"),
+        ("vm1", "spoofed-mac"),
+        ("vm2", "spoofed-ip"),
+    ] {
+        assert_eq!(
+            spoofed(&d, port, reason),
+            0,
+            "{port} {reason}: {}",
+            d.ports()
+        );
+    }
+
+    // 1. g1 claims g2's address: cut off and counted; the namespace still
+    //    reaches g2 and still has g2's MAC for it.
+    go(&mut pair, &mut d, 0, "g1 spoofs ip");
+    let counted = vhost_user::testguest::wait_until(30, || spoofed(&d, "vm1", "spoofed-ip") >= 3);
+    assert!(counted, "g1's spoofed frames not counted: {}", d.ports());
+    reaches(&d, 2, "g2 while g1 claims its address");
+    let neigh = ns.ns.exec(&["ip", "neigh", "show", &ip(2)]).unwrap();
+    assert!(
+        neigh.contains(&mac(2)),
+        "the namespace's entry for g2: {neigh}"
+    );
+    go(&mut pair, &mut d, 1, "g1 restored ip");
+    reaches(&d, 1, "g1 with its address back");
+
+    // 2. g1 takes g2's MAC: cut off and counted; weir still has g2's MAC
+    //    on vm2 only, and the namespace still reaches g2.
+    go(&mut pair, &mut d, 2, "g1 spoofs mac");
+    let counted = vhost_user::testguest::wait_until(30, || spoofed(&d, "vm1", "spoofed-mac") >= 3);
+    assert!(
+        counted,
+        "g1's frames from g2's MAC not counted: {}",
+        d.ports()
+    );
+    assert_eq!(learned_on(&d, &mac(2)), ["vm2"], "g2's MAC moved");
+    reaches(&d, 2, "g2 while g1 uses its MAC");
+    go(&mut pair, &mut d, 3, "g1 restored mac");
+    reaches(&d, 1, "g1 with its MAC back");
+    go(&mut pair, &mut d, 4, "g1 done");
+
+    let (ok, out) = pair.finish();
+    pair_ok(ok, &out, &d);
+    // g1 never got an answer while it spoofed.
+    for what in ["spoof-ip", "spoof-mac"] {
+        assert!(
+            out.lines()
+                .any(|l| l.contains(&format!("g1: g1 {what} replies=0 "))),
+            "{what}:\n{out}"
+        );
+    }
+    // `weir stats` and `weir port show` count the drops on vm1, none on vm2.
+    let stats = d.json(&["stats"]);
+    let show = d.json(&["port", "show", "vm1"]);
+    for reason in ["spoofed-ip", "spoofed-mac"] {
+        let n = port_entry(&stats["ports"], "vm1")["stats"]["drops"][reason].as_u64();
+        assert!(n.is_some_and(|n| n >= 3), "{reason} in stats: {stats}");
+        assert_eq!(show["stats"]["drops"][reason].as_u64(), n, "{show}");
+        assert_eq!(spoofed(&d, "vm2", reason), 0, "vm2 {reason}");
+    }
+    assert_eq!(show["settings"]["mac"], mac(1));
+    println!(
+        "vm1 drops {}; total {:.1}s",
+        show["stats"]["drops"],
+        t0.elapsed().as_secs_f64()
+    );
 }

@@ -736,16 +736,18 @@ mod tests {
         let got = blast(&t, [0xff; 6], 1500, 64, &st);
         assert_eq!(got, [0, 43, 43]);
         assert_eq!(st.snapshot().drops(DropReason::Policed), 21);
-        // Egress rate on port 2 only: port 1 gets every flood copy.
+        // Egress rate on port 2 only: port 1 gets every flood copy. At
+        // 8 kbit/s the burst is the policer's default (8000 kbit, 1 MB): 666
+        // frames of 1 500 bytes.
         let t = rig([
             PortPolicy::default(),
             PortPolicy::default(),
             limited(None, Some(8), None),
         ]);
         let st = QueueStats::default();
-        let got = blast(&t, [0xff; 6], 1500, 64, &st);
-        assert_eq!(got, [0, 64, 43]);
-        assert_eq!(st.snapshot().drops(DropReason::EgressRate), 21);
+        let got = blast(&t, [0xff; 6], 1500, 700, &st);
+        assert_eq!(got, [0, 700, 666]);
+        assert_eq!(st.snapshot().drops(DropReason::EgressRate), 34);
     }
 
     #[test]

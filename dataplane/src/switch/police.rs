@@ -83,8 +83,11 @@ impl TokenBucket {
 
     fn with_hz(rate_per_sec: u64, burst: u64, hz: u64) -> TokenBucket {
         let rate = rate_per_sec.max(1);
-        let ticks_per_unit = ((u128::from(hz) << FRAC_BITS) / u128::from(rate)) as u64;
-        let tau = ((u128::from(burst) * u128::from(ticks_per_unit)) >> FRAC_BITS) as u64;
+        // Saturated, not truncated: a burst of more ticks than a u64 holds
+        // is a bucket that never runs dry, not one of a random depth.
+        let ticks = |x: u128| u64::try_from(x).unwrap_or(u64::MAX);
+        let ticks_per_unit = ticks((u128::from(hz) << FRAC_BITS) / u128::from(rate));
+        let tau = ticks((u128::from(burst) * u128::from(ticks_per_unit)) >> FRAC_BITS);
         TokenBucket {
             tat: AtomicU64::new(0),
             ticks_per_unit,
@@ -160,10 +163,17 @@ impl PortLimits {
                 };
                 TokenBucket::new(bytes(r), bytes(burst).max(MIN_BURST_BYTES))
             }),
-            // A tenth of a second of the rate, at least one large frame.
-            egress: egress_kbps
-                .filter(|&r| r > 0)
-                .map(|r| TokenBucket::new(bytes(r), (bytes(r) / 10).max(MIN_BURST_BYTES))),
+            // A tenth of a second of the rate, and at least the policer's
+            // default burst. TCP senders hand over TSO super-frames of up to
+            // 64 KiB; a bucket of only a few of them (a tenth of a second at
+            // tens of Mbit/s) drops so many in a row that the retransmissions
+            // are dropped too, and TCP waits for timeouts: at 30 Mbit/s it got
+            // about half the rate through a bucket of 0.1 s, the full rate
+            // through one of 1 MB (weir/tests/limits.rs).
+            egress: egress_kbps.filter(|&r| r > 0).map(|r| {
+                let burst = (bytes(r) / 10).max(bytes(DEFAULT_POLICING_BURST_KBIT));
+                TokenBucket::new(bytes(r), burst.max(MIN_BURST_BYTES))
+            }),
             // A tenth of a second of frames, at least one burst.
             storm: storm_pps
                 .filter(|&p| p > 0)
@@ -217,9 +227,28 @@ mod tests {
         let ing = l.ingress.as_ref().unwrap();
         assert_eq!(ing.rate_per_sec(), 1_250_000);
         assert_eq!(ing.burst(), DEFAULT_POLICING_BURST_KBIT * 125);
-        assert_eq!(l.egress.as_ref().unwrap().burst(), MIN_BURST_BYTES);
+        assert_eq!(
+            l.egress.as_ref().unwrap().burst(),
+            DEFAULT_POLICING_BURST_KBIT * 125,
+            "at least the policer's default burst"
+        );
+        let gbit = PortLimits::new(None, None, Some(1_000_000), None);
+        assert_eq!(
+            gbit.egress.as_ref().unwrap().burst(),
+            12_500_000,
+            "a tenth of a second"
+        );
         assert_eq!(l.storm.as_ref().unwrap().rate_per_sec(), 500);
         assert!(PortLimits::new(Some(0), None, None, Some(0)).is_empty());
+    }
+
+    #[test]
+    fn a_burst_too_deep_for_the_tick_counter_is_endless_not_truncated() {
+        // 2^48 units at 1 unit per 2^30 ticks is 2^78 ticks: past a u64,
+        // whose low 64 bits are 0.
+        let b = TokenBucket::with_hz(1, 1 << 48, 1 << 30);
+        let t0 = 1 << 40;
+        assert!((0..1000).all(|_| b.take(t0, 1_000_000)));
     }
 
     #[test]
