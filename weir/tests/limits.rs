@@ -472,7 +472,7 @@ fn storm_control_cuts_a_broadcast_flood_and_a_neighbour_keeps_its_throughput() {
     // sending thread and the kernel's path for its frames): from nothing on
     // a quiet machine to 40 % on a loaded one, the machine's cost, not
     // weir's. Against the same flood outside weir, storm control left TCP
-    // 0.84 to 1.14 of its rate in 16 runs (0.57 to 0.98 of calm); without
+    // 0.84 to 1.14 of its rate in 12 runs (0.57 to 0.94 of calm); without
     // storm_pps the flood reaches every port and TCP keeps 0.62 to 0.70
     // (release build; a debug build's slower worker blurs it to 0.85).
     assert!(
