@@ -8,7 +8,9 @@
 //! - Storm control: a namespace floods broadcasts through a port with
 //!   `storm_pps`: what reaches the other ports is that many frames a second,
 //!   the rest is counted as `storm`, and a TCP transfer between two other
-//!   namespaces keeps its throughput.
+//!   namespaces keeps its throughput (against the same flood sent where
+//!   weir does not see it, so that the cost of making the flood on the
+//!   test's own CPUs is left out; the rate without any flood is shown).
 //!
 //! The two tests measure throughput, so they take turns. Needs root and
 //! iperf3; fails, never skips, without them.
@@ -49,7 +51,8 @@ const OMIT_SECS: u32 = 2;
 const STORM_PPS: u64 = 1_000;
 const FLOOD_PPS: u64 = 20_000;
 
-/// One-second slots of TCP measured without the flood, and as many with it.
+/// One-second slots of TCP measured of each kind: without a flood, with one
+/// outside weir, with one through weir.
 const SLOTS: usize = 8;
 
 /// One throughput test at a time: they would disturb each other's figures.
@@ -367,6 +370,13 @@ fn storm_control_cuts_a_broadcast_flood_and_a_neighbour_keeps_its_throughput() {
         src,
         FLOOD_PPS,
     );
+    // The same flood from a namespace whose link weir does not use.
+    let decoy = host("d", 5);
+    let decoy_flood = Flood::new(
+        RawSocket::open_sender_in(&decoy.ns, "eth0").unwrap(),
+        Mac::parse(&decoy.mac().unwrap()).unwrap(),
+        FLOOD_PPS,
+    );
 
     // 1. The flood, cut to storm_pps. It is on once weir counts storm
     //    drops; the bucket's initial burst is spent by then.
@@ -404,14 +414,16 @@ fn storm_control_cuts_a_broadcast_flood_and_a_neighbour_keeps_its_throughput() {
     );
     assert_eq!(drops(&d, "x", "storm"), 0, "x sends no storm");
 
-    // 2. A TCP transfer from x to y, in one-second slots alternately
-    //    without and with the flood; its rate in each slot is what weir
-    //    sent to y. Alternating slots see the same load from elsewhere on
-    //    the machine, and the medians of each kind are compared.
+    // 2. A TCP transfer from x to y, measured in one-second slots of three
+    //    kinds in turn: calm; the same flood sent from a namespace that is
+    //    no port of weir's (what generating it costs the machine, weir
+    //    untouched); the flood through s. The rate of a slot is what weir
+    //    sent to y in it. Interleaved slots see the same load from elsewhere
+    //    on the machine, and the medians of each kind are compared.
     let _tcp = NsProcess::start(
         &x.ns,
         &[
-            "taskset", "-c", "0", "iperf3", "-c", &y.ip, "-t", "30", "-i", "0",
+            "taskset", "-c", "0", "iperf3", "-c", &y.ip, "-t", "40", "-i", "0",
         ],
         &dir.join("iperf3-client.log"),
     );
@@ -420,43 +432,53 @@ fn storm_control_cuts_a_broadcast_flood_and_a_neighbour_keeps_its_throughput() {
         sample(&d).to_y_bytes > first.to_y_bytes + (100 << 20)
     });
     assert!(flowing, "no TCP from x to y: {}", d.ports());
-    let (mut calm, mut stormy) = (Vec::new(), Vec::new());
-    for slot in 0..2 * SLOTS {
-        let flooding = slot % 2 == 1;
-        flood.set(flooding);
+    let floods = [None, Some(&decoy_flood), Some(&flood)];
+    let mut rates: [Vec<f64>; 3] = Default::default();
+    for slot in 0..3 * SLOTS {
+        let kind = slot % 3;
+        for (k, f) in floods.iter().enumerate() {
+            if let Some(f) = f {
+                f.set(k == kind);
+            }
+        }
         let a = sample(&d);
         std::thread::sleep(Duration::from_secs(1));
         let b = sample(&d);
-        let mbps = (b.to_y_bytes - a.to_y_bytes) as f64 * 8.0 / secs(&a, &b) / 1e6;
-        if flooding {
-            stormy.push(mbps);
-        } else {
-            calm.push(mbps);
-        }
+        rates[kind].push((b.to_y_bytes - a.to_y_bytes) as f64 * 8.0 / secs(&a, &b) / 1e6);
     }
     flood.set(false);
+    decoy_flood.set(false);
     let median = |v: &[f64]| {
         let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
-    let ratio = median(&stormy) / median(&calm);
+    let [calm, decoy, stormy] = rates.each_ref().map(|v| median(v));
+    let ratio = stormy / decoy;
     eprintln!(
-        "TCP x -> y, Mbit/s per second: calm {calm:.0?}, with the flood {stormy:.0?}; \
-         medians {:.0} and {:.0}: {ratio:.2}; {} flood frames sent; {:.1} s in all",
-        median(&calm),
-        median(&stormy),
+        "TCP x -> y, Mbit/s per second: calm {:.0?}, flood outside weir {:.0?}, flood \
+         through s {:.0?}; medians {calm:.0}, {decoy:.0} ({:.2} of calm), {stormy:.0} ({:.2} \
+         of calm, {ratio:.2} of the flood outside); {} frames flooded through s; {:.1} s in all",
+        rates[0],
+        rates[1],
+        rates[2],
+        decoy / calm,
+        stormy / calm,
         flood.sent(),
         t0.elapsed().as_secs_f64()
     );
-    // What remains (measured 0.89 to 0.97 on two CPUs) is the flood's own
-    // cost: the sending thread and its kernel path on CPUs the transfer,
-    // which is CPU-bound here, needs too. Without storm_pps the same flood
-    // reaches every port and the transfer gets 0.5 to 0.7 of its rate.
+    // On a machine of two CPUs, where this transfer is CPU-bound, making
+    // the flood costs TCP part of its rate wherever the flood goes (the
+    // sending thread and the kernel's path for its frames): from nothing on
+    // a quiet machine to 40 % on a loaded one, the machine's cost, not
+    // weir's. Against the same flood outside weir, storm control left TCP
+    // 0.84 to 1.14 of its rate in 12 runs (0.57 to 0.94 of calm); without
+    // storm_pps the flood reaches every port and TCP keeps 0.62 to 0.70
+    // (release build; a debug build's slower worker blurs it to 0.85).
     assert!(
         ratio >= 0.8,
-        "TCP between x and y fell to {ratio:.2} of its rate while s flooded: calm {calm:.0?}, \
-         with the flood {stormy:.0?} Mbit/s"
+        "TCP between x and y fell to {ratio:.2} of its rate while s flooded through weir \
+         (against the same flood outside weir): {rates:.0?} Mbit/s"
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
