@@ -13,8 +13,10 @@
 //! each optional. [`PortSpec::validate`] turns one into a [`PortConfig`], whose
 //! [`PortKind`] holds exactly the settings its driver needs, checked and
 //! parsed ([`PciAddr`], socket permission bits); [`Config::validate_with`]
-//! returns the configuration's ports in that form. The daemon builds
-//! configured and added ports from `PortConfig`s through one code path.
+//! returns the configuration's ports in that form, and [`Config::validated`]
+//! keeps them with it as the [`ValidConfig`] the daemon starts from. The
+//! daemon builds configured and added ports from `PortConfig`s through one
+//! code path.
 
 use std::fmt;
 use std::ops::Range;
@@ -1433,19 +1435,32 @@ fn key_path_at(text: &str, span: &Range<usize>) -> Option<String> {
     search(&root, "", span)
 }
 
-impl Config {
-    /// Reads, parses and validates `path` against the running machine.
-    ///
-    /// # Errors
-    ///
-    /// [`ConfigError::Read`] or any parse or validation error.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let config = Config::load_unvalidated(path)?;
-        config.validate()?;
-        Ok(config)
+/// A configuration that passed validation against a [`Host`], with its ports
+/// in typed form: what the runtime starts from, so that nothing validates it
+/// again. Made only by [`Config::validated`].
+#[derive(Clone, Debug)]
+pub struct ValidConfig {
+    config: Config,
+    ports: Vec<PortConfig>,
+    host: Host,
+}
+
+impl ValidConfig {
+    /// The configuration as parsed.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
-    /// Reads and parses `path` without [`Config::validate`].
+    /// The configuration, its typed ports (in file order) and the host it
+    /// was validated against.
+    pub fn into_parts(self) -> (Config, Vec<PortConfig>, Host) {
+        (self.config, self.ports, self.host)
+    }
+}
+
+impl Config {
+    /// Reads and parses `path`; [`Config::validated`] or
+    /// [`Config::validate_with`] checks it next.
     ///
     /// # Errors
     ///
@@ -1524,6 +1539,21 @@ impl Config {
             ports.push(port);
         }
         Ok(ports)
+    }
+
+    /// [`validate_with`](Self::validate_with), keeping the typed ports and
+    /// `host` with the configuration.
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, located in the source text.
+    pub fn validated(self, host: Host) -> Result<ValidConfig, ConfigError> {
+        let ports = self.validate_with(&host)?;
+        Ok(ValidConfig {
+            config: self,
+            ports,
+            host,
+        })
     }
 
     /// Checks the bridges' names; returns them in file order.
@@ -2273,7 +2303,7 @@ pci = "0000:03:00.0"
 
     #[test]
     fn read_error_names_file() {
-        let err = Config::load(Path::new("/nonexistent/weir.toml")).unwrap_err();
+        let err = Config::load_unvalidated(Path::new("/nonexistent/weir.toml")).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
         assert!(err.to_string().contains("/nonexistent/weir.toml"));
     }

@@ -27,16 +27,13 @@ use weir_api::{
     VersionView, WorkerView,
 };
 use weir_config::{
-    Config, ConfigError, Host, PortConfig, PortError, PortKind, PortSpec, PortType, MAX_BRIDGES,
+    Config, Host, PortConfig, PortError, PortKind, PortSpec, PortType, ValidConfig, MAX_BRIDGES,
 };
 
 /// Why a dataplane could not start, or a control request failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ControlError {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(Box<ConfigError>),
     /// The mbuf pool could not be created.
     #[error("creating the mbuf pool")]
     Pool(#[source] MempoolError),
@@ -168,12 +165,6 @@ pub enum ControlError {
     Server(#[from] ServerError),
 }
 
-impl From<ConfigError> for ControlError {
-    fn from(e: ConfigError) -> Self {
-        ControlError::Config(Box::new(e))
-    }
-}
-
 /// `error` and its sources, `: `-separated, as a control reply or log line
 /// shows them.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
@@ -251,15 +242,16 @@ pub struct Dataplane {
 
 impl Dataplane {
     /// Builds the dataplane described by `cfg`: pool, workers, bridges, ports.
+    /// Later `port add` requests are validated against the host `cfg` was.
     ///
     /// # Errors
     /// If the pool cannot be allocated, a worker cannot start, or any configured
     /// port cannot be opened (nothing is left running in that case).
-    pub fn start(cfg: &Config, host: Host) -> Result<Dataplane, ControlError> {
+    pub fn start(cfg: ValidConfig) -> Result<Dataplane, ControlError> {
         let factory = DriverFactory {
-            eal_args: cfg.dpdk.eal_args.clone(),
+            eal_args: cfg.config().dpdk.eal_args.clone(),
         };
-        Dataplane::start_with(cfg, host, Box::new(factory))
+        Dataplane::start_with(cfg, Box::new(factory))
     }
 
     /// [`start`](Self::start), opening ports through `factory`.
@@ -267,11 +259,10 @@ impl Dataplane {
     /// # Errors
     /// As [`start`](Self::start).
     pub fn start_with(
-        cfg: &Config,
-        host: Host,
+        cfg: ValidConfig,
         factory: Box<dyn PortFactory>,
     ) -> Result<Dataplane, ControlError> {
-        let ports = cfg.validate_with(&host)?;
+        let (cfg, ports, host) = cfg.into_parts();
         raise_memlock_limit();
         let pool_cfg = cfg.dataplane.mempool_config();
         let hugepages = pool_cfg.hugepages;
@@ -987,18 +978,23 @@ pub fn spawn_housekeeping(
         })
 }
 
-/// Runs the daemon in the foreground until SIGINT or SIGTERM.
+/// Runs the daemon in the foreground until SIGINT or SIGTERM. Its control
+/// socket is `valid`'s `[control] socket`: a `--socket` that overrides the
+/// file's is set there before validation, so that no port takes the path in
+/// use.
 ///
 /// # Errors
 /// If the dataplane cannot be built or the control socket bound.
-pub fn run(mut cfg: Config, socket: PathBuf) -> Result<(), ControlError> {
+pub fn run(valid: ValidConfig) -> Result<(), ControlError> {
+    let cfg = valid.config();
     tracing::info!(
         config = cfg.origin(),
         ports = cfg.ports.len(),
         bridges = cfg.bridges.len(),
         "starting"
     );
-    raise_fd_limit(&cfg);
+    raise_fd_limit(cfg);
+    let socket = cfg.control.socket.clone();
     let server = ControlServer::bind(&socket)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -1011,10 +1007,7 @@ pub fn run(mut cfg: Config, socket: PathBuf) -> Result<(), ControlError> {
     {
         tracing::info!(?cpus, "control threads kept off the workers' CPUs");
     }
-    // The socket in use (`--socket` may override the config's): no port may
-    // take its path.
-    cfg.control.socket = socket.clone();
-    let dp = Arc::new(Dataplane::start(&cfg, Host::system())?);
+    let dp = Arc::new(Dataplane::start(valid)?);
     // Housekeeping: the FDB clock, aging and rebuilds, once a second.
     let hk = spawn_housekeeping(Arc::downgrade(&dp), stop.clone(), Duration::from_secs(1))
         .map_err(ControlError::Housekeeping)?;
@@ -1146,7 +1139,7 @@ mod tests {
         // Other tests share the CPU: the worker sleeps when idle.
         cfg.dataplane.idle_sleep_us = 50;
         cfg.fdb.max_entries = 64;
-        let mut dp = Dataplane::start(&cfg, Host::system()).unwrap();
+        let mut dp = Dataplane::start(cfg.validated(Host::system()).unwrap()).unwrap();
         dp.worker_timeout = Duration::from_millis(300);
         dp
     }
@@ -1256,7 +1249,8 @@ mod tests {
         cfg.dataplane.idle_sleep_us = 50;
         cfg.dataplane.workers = Some(workers.parse().unwrap());
         cfg.fdb.max_entries = 64;
-        Dataplane::start_with(&cfg, Host::system(), Box::new(Arc::clone(factory))).unwrap()
+        let cfg = cfg.validated(Host::system()).unwrap();
+        Dataplane::start_with(cfg, Box::new(Arc::clone(factory))).unwrap()
     }
 
     fn ring_port(name: &str, bridge: Option<&str>) -> PortSpec {

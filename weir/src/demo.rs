@@ -69,7 +69,10 @@ pub fn run() -> anyhow::Result<()> {
         .push(port("host-a", PortType::Afpacket, &a.host_if));
     cfg.ports.push(port("host-b", PortType::Afxdp, &b.host_if));
     cfg.ports.push(port("host-c", PortType::Tap, &tap_if));
-    let dp = Arc::new(Dataplane::start(&cfg, Host::system()).context("starting the dataplane")?);
+    let cfg = cfg
+        .validated(Host::system())
+        .context("starting the dataplane")?;
+    let dp = Arc::new(Dataplane::start(cfg).context("starting the dataplane")?);
     let ticker_stop = Arc::new(AtomicBool::new(false));
     let ticker = spawn_housekeeping(
         Arc::downgrade(&dp),

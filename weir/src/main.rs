@@ -45,9 +45,11 @@ fn init_logging(cli: &Cli) {
 fn dispatch(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Run(args) => {
-            let config = Config::load(&args.config)?;
-            let socket = cli.socket_or(args.conn.socket.clone(), config.control.socket.clone());
-            Ok(weir_control::run(config, socket)?)
+            let mut config = Config::load_unvalidated(&args.config)?;
+            // The socket in use: no port may take its path.
+            config.control.socket =
+                cli.socket_or(args.conn.socket.clone(), config.control.socket.clone());
+            Ok(weir_control::run(config.validated(Host::system())?)?)
         }
         Command::Config(ConfigCmd::Check {
             file,
