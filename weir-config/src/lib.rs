@@ -494,7 +494,8 @@ impl PortSpec {
         if self.kind != PortType::Vfio {
             return None;
         }
-        canonical_pci(self.pci.as_deref()?)
+        let pci: PciAddr = self.pci.as_deref()?.parse().ok()?;
+        Some(pci.to_string())
     }
 
     /// `socket_mode` as permission bits, if set.
@@ -626,10 +627,7 @@ impl PortSpec {
             }
             PortType::Vfio => {
                 let pci = self.pci.as_deref().ok_or(missing("`pci`"))?;
-                let pci = pci.parse().map_err(|_| PortError::InvalidPci {
-                    pci: pci.to_owned(),
-                })?;
-                PortKind::Vfio { pci }
+                PortKind::Vfio { pci: pci.parse()? }
             }
             PortType::Dpdk => {
                 let devargs = self.devargs.as_deref().ok_or(missing("`devargs`"))?;
@@ -847,11 +845,8 @@ pub enum PortError {
         sysfs: PathBuf,
     },
     /// The PCI address is malformed.
-    #[error("invalid PCI address `{pci}`: expected DDDD:BB:DD.F or BB:DD.F (hex)")]
-    InvalidPci {
-        /// The rejected address.
-        pci: String,
-    },
+    #[error(transparent)]
+    InvalidPci(#[from] PciAddrError),
     /// `socket_mode` is not octal permission bits.
     #[error("invalid socket_mode `{mode}`: expected octal permissions such as \"0660\"")]
     InvalidSocketMode {
@@ -898,7 +893,7 @@ impl PortError {
             PortError::UnexpectedKey { key, .. } => Some(key),
             PortError::InvalidQueues { .. } => Some("queues"),
             PortError::InvalidIface { .. } | PortError::NoSuchInterface { .. } => Some("iface"),
-            PortError::InvalidPci { .. } => Some("pci"),
+            PortError::InvalidPci(_) => Some("pci"),
             PortError::InvalidDevargs { .. } => Some("devargs"),
             PortError::InvalidSocketMode { .. } => Some("socket_mode"),
             PortError::ClientSocketOwner => None,
@@ -953,32 +948,11 @@ pub struct PciAddr {
     function: u8,
 }
 
-/// Why a string is not a [`PciAddr`].
+/// Why a string is not a [`PciAddr`] (a port's `pci` key:
+/// [`PortError::InvalidPci`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid PCI address `{0}`: expected DDDD:BB:DD.F or BB:DD.F (hex)")]
-pub struct PciAddrError(pub String);
-
-impl PciAddr {
-    /// The PCI domain (segment).
-    pub fn domain(self) -> u16 {
-        self.domain
-    }
-
-    /// The bus number.
-    pub fn bus(self) -> u8 {
-        self.bus
-    }
-
-    /// The device number (below 32).
-    pub fn device(self) -> u8 {
-        self.device
-    }
-
-    /// The function number (below 8).
-    pub fn function(self) -> u8 {
-        self.function
-    }
-}
+pub struct PciAddrError(String);
 
 impl FromStr for PciAddr {
     type Err = PciAddrError;
@@ -1019,11 +993,6 @@ impl fmt::Display for PciAddr {
             self.domain, self.bus, self.device, self.function
         )
     }
-}
-
-/// A PCI address as sysfs names it (see [`PciAddr`]); None if invalid.
-pub fn canonical_pci(pci: &str) -> Option<String> {
-    pci.parse::<PciAddr>().ok().map(|a| a.to_string())
 }
 
 /// A set of CPU ids written as a Linux CPU list (`"1"`, `"0-1"`, `"2,4-5"`).
@@ -2272,16 +2241,11 @@ pci = "0000:03:00.0"
 
     #[test]
     fn pci_addresses_are_opened_in_sysfs_form() {
-        assert_eq!(canonical_pci("03:00.0").as_deref(), Some("0000:03:00.0"));
-        assert_eq!(
-            canonical_pci("0000:AF:1F.7").as_deref(),
-            Some("0000:af:1f.7")
-        );
-        assert_eq!(
-            canonical_pci("0001:00:02.0").as_deref(),
-            Some("0001:00:02.0")
-        );
-        assert_eq!(canonical_pci("00:02"), None);
+        let sysfs = |pci: &str| pci.parse::<PciAddr>().ok().map(|a| a.to_string());
+        assert_eq!(sysfs("03:00.0").as_deref(), Some("0000:03:00.0"));
+        assert_eq!(sysfs("0000:AF:1F.7").as_deref(), Some("0000:af:1f.7"));
+        assert_eq!(sysfs("0001:00:02.0").as_deref(), Some("0001:00:02.0"));
+        assert_eq!(sysfs("00:02"), None);
         let mut spec = PortSpec::new("n", PortType::Vfio);
         spec.pci = Some("00:0A.0".into());
         assert_eq!(spec.pci_address().as_deref(), Some("0000:00:0a.0"));
@@ -2447,12 +2411,10 @@ pci = "0000:03:00.0"
     #[test]
     fn pci_address_parses_once_into_its_parts() {
         let a: PciAddr = "0001:AF:1f.7".parse().unwrap();
-        assert_eq!(
-            (a.domain(), a.bus(), a.device(), a.function()),
-            (1, 0xaf, 0x1f, 7)
-        );
+        let parts = |a: PciAddr| (a.domain, a.bus, a.device, a.function);
+        assert_eq!(parts(a), (1, 0xaf, 0x1f, 7));
         assert_eq!(a.to_string(), "0001:af:1f.7");
-        assert_eq!("af:1f.7".parse::<PciAddr>().unwrap().domain(), 0);
+        assert_eq!(parts("af:1f.7".parse().unwrap()), (0, 0xaf, 0x1f, 7));
         for bad in [
             "",
             "03:00",
