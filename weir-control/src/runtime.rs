@@ -1210,8 +1210,9 @@ mod tests {
         dp.shutdown();
     }
 
-    /// Opens the ports a test prepared, by name; any other name fails after
-    /// taking buffers from the pool, as a driver filling its rings would.
+    /// Opens the ports a test prepared, by name; any other name fails, as a
+    /// missing interface, after taking buffers from the pool, as a driver
+    /// filling its rings would.
     #[derive(Default)]
     struct ScriptedFactory {
         ports: Mutex<BTreeMap<String, Vec<Box<dyn Port>>>>,
@@ -1232,7 +1233,10 @@ mod tests {
                     assert_eq!(held.len(), 8);
                     Err(OpenError {
                         port: port.name.clone(),
-                        source: std::io::Error::from(std::io::ErrorKind::NotFound).into(),
+                        source: pmd::AfPacketError::NoSuchInterface {
+                            iface: port.name.clone(),
+                        }
+                        .into(),
                     })
                 }
             }
