@@ -474,43 +474,22 @@ impl VringT<Mem> for CtlVring {
     }
 }
 
-/// The virtio-net device as `vhost-user-backend` sees it.
+/// The virtio-net device as `vhost-user-backend` sees it (built by the
+/// connection's control thread, `control`).
 #[derive(Debug)]
 pub(crate) struct NetBackend {
-    bindings: Vec<Arc<Binding>>,
-    features: Arc<AtomicU64>,
+    /// The data queues in index order, then the control queue.
+    pub(crate) bindings: Vec<Arc<Binding>>,
+    pub(crate) features: Arc<AtomicU64>,
     /// The guarded memory table the data bindings share.
-    table: Arc<Table>,
-    queue_pairs: u16,
+    pub(crate) table: Arc<Table>,
+    pub(crate) queue_pairs: u16,
     /// Config-space `mtu`; None: VIRTIO_NET_F_MTU is not offered.
-    mtu: Option<u16>,
+    pub(crate) mtu: Option<u16>,
     /// Offer HOST_TSO4/6 and GUEST_TSO4/6 (a TSO buffer pool exists).
-    tso: bool,
+    pub(crate) tso: bool,
     /// The connection's exit event for the library's epoll thread.
-    exit: Arc<Mutex<Option<ExitEvent>>>,
-}
-
-impl NetBackend {
-    /// `bindings`: the data queues in index order, then the control queue.
-    pub fn new(
-        bindings: Vec<Arc<Binding>>,
-        features: Arc<AtomicU64>,
-        table: Arc<Table>,
-        queue_pairs: u16,
-        mtu: Option<u16>,
-        tso: bool,
-        exit: Arc<Mutex<Option<ExitEvent>>>,
-    ) -> NetBackend {
-        NetBackend {
-            bindings,
-            features,
-            table,
-            queue_pairs,
-            mtu,
-            tso,
-            exit,
-        }
-    }
+    pub(crate) exit: Arc<Mutex<Option<ExitEvent>>>,
 }
 
 impl VhostUserBackendMut for NetBackend {

@@ -479,15 +479,15 @@ impl Control {
                     continue;
                 }
             };
-            let backend: SharedBackend = Arc::new(Mutex::new(NetBackend::new(
-                bindings.clone(),
+            let backend: SharedBackend = Arc::new(Mutex::new(NetBackend {
+                bindings: bindings.clone(),
                 features,
                 table,
-                queue_pairs as u16,
-                self.mtu,
-                self.tso,
-                Arc::clone(&exit),
-            )));
+                queue_pairs: queue_pairs as u16,
+                mtu: self.mtu,
+                tso: self.tso,
+                exit: Arc::clone(&exit),
+            }));
             let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
             let (daemon, all_bound) = with_bindings(&bindings, || {
                 VhostUserDaemon::new(self.name.clone(), backend, mem)
