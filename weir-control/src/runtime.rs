@@ -1,5 +1,5 @@
-//! `weir run`: builds the dataplane from a [`Config`] (mbuf pool, switch, workers,
-//! bridges, ports), serves the control socket, and tears everything down on
+//! `weir run`: builds the dataplane from a [`ValidConfig`] (mbuf pool, switch,
+//! workers, bridges, ports), serves the control socket, and tears everything down on
 //! SIGINT or SIGTERM.
 //!
 //! Control path only. Requests are handled one at a time under one mutex (the
