@@ -57,6 +57,15 @@ cases=(
     "unicast-run32 1000"
     "flood 1000"
     "vlan 1000"
+    "vlan-access 1000"
+    "vlan-trunk 1000"
+    "acl-10 1000"
+    "acl-100 1000"
+    "acl-1000 1000"
+    "unicast 4"
+    "security 4"
+    "limits 4"
+    "all 4"
 )
 # CASES="unicast:1000 vlan:1000" measures only those.
 if [ -n "${CASES:-}" ]; then

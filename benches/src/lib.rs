@@ -37,7 +37,8 @@ use std::sync::Arc;
 use dataplane::ids::{BridgeId, MacAddr, PortId, VlanId, WorkerId};
 use dataplane::mempool::{HugepagePolicy, MempoolConfig};
 use dataplane::switch::{
-    Bridge, Fdb, FdbConfig, Forwarder, Learn, PortEntry, Switch, SwitchTables,
+    acl, Acl, AclRule, Bridge, Fdb, FdbConfig, Forwarder, Learn, PortEntry, PortLimits, PortPolicy,
+    PortSecurity, PortVlan, Switch, SwitchTables, VlanMode,
 };
 use dataplane::wire::ethertype;
 use dataplane::{Burst, Mempool, Port, QueueStats, MAX_BURST};
@@ -89,6 +90,17 @@ pub struct Scenario {
     /// few flows per burst, as a VM's TCP streams send them); 1: every frame
     /// its own pair.
     pub pair_run: u32,
+    /// VLAN mode of every port; `None`: no VLAN settings (the plain path).
+    pub port_vlan: Option<VlanMode>,
+    /// Rules of the security group every port applies to what it sends
+    /// ([`bench_acl`]); 0: none.
+    pub acl_rules: u32,
+    /// Port security on every port: its own stations' MACs and the frames'
+    /// source address allowed.
+    pub security: bool,
+    /// Ingress policing and an egress rate on every port, too high to drop
+    /// anything (the cost of the token buckets alone).
+    pub limits: bool,
 }
 
 impl Scenario {
@@ -100,6 +112,10 @@ impl Scenario {
             n_ports: 4,
             vlan: None,
             pair_run: 1,
+            port_vlan: None,
+            acl_rules: 0,
+            security: false,
+            limits: false,
         }
     }
 
@@ -125,6 +141,102 @@ impl Scenario {
         Scenario {
             vlan: Some(VlanId(100)),
             ..Scenario::unicast(macs)
+        }
+    }
+
+    /// Known unicast between access ports of VLAN 100 on a 4-port bridge:
+    /// untagged frames through the feature pipeline, none retagged.
+    pub fn access(macs: u32) -> Scenario {
+        Scenario {
+            port_vlan: Some(VlanMode::Access),
+            ..Scenario::unicast(macs)
+        }
+    }
+
+    /// Known unicast between trunk ports of VLAN 100 on a 4-port bridge:
+    /// tagged frames through the feature pipeline, none retagged.
+    pub fn trunk(macs: u32) -> Scenario {
+        Scenario {
+            port_vlan: Some(VlanMode::Trunk),
+            ..Scenario::tagged(macs)
+        }
+    }
+
+    /// Known unicast on a 4-port bridge whose ports apply a security group
+    /// of `rules` rules ([`bench_acl`]) to what they send.
+    pub fn acl(macs: u32, rules: u32) -> Scenario {
+        Scenario {
+            acl_rules: rules.max(1),
+            ..Scenario::unicast(macs)
+        }
+    }
+
+    /// Known unicast on a 4-port bridge whose ports have port security.
+    pub fn secured(macs: u32) -> Scenario {
+        Scenario {
+            security: true,
+            ..Scenario::unicast(macs)
+        }
+    }
+
+    /// Known unicast on a 4-port bridge whose ports police what they send
+    /// and limit what they receive (at rates nothing reaches).
+    pub fn limited(macs: u32) -> Scenario {
+        Scenario {
+            limits: true,
+            ..Scenario::unicast(macs)
+        }
+    }
+
+    /// Known unicast on a 4-port bridge whose ports use every stage: access
+    /// VLAN, port security, a security group of 10 rules in, policing and an
+    /// egress rate.
+    pub fn all_features(macs: u32) -> Scenario {
+        Scenario {
+            port_vlan: Some(VlanMode::Access),
+            acl_rules: 10,
+            security: true,
+            limits: true,
+            ..Scenario::unicast(macs)
+        }
+    }
+
+    /// The pipeline settings of port `port`, if any.
+    pub fn port_policy(&self, port: u16) -> Option<PortPolicy> {
+        if self.port_vlan.is_none() && self.acl_rules == 0 && !self.security && !self.limits {
+            return None;
+        }
+        let vlan = match self.port_vlan {
+            None => Ok(PortVlan::trunk_all()),
+            Some(VlanMode::Access) => PortVlan::new(Some(VlanMode::Access), Some(100), &[]),
+            Some(mode) => PortVlan::new(Some(mode), None, &[100]),
+        };
+        Some(PortPolicy {
+            vlan: vlan.expect("benchmark VLAN settings"),
+            acl_in: (self.acl_rules > 0).then(|| Arc::new(bench_acl(self.acl_rules))),
+            security: self.security.then(|| {
+                // Station i is on port i % n_ports.
+                let own: Vec<MacAddr> = (u32::from(port)..self.macs)
+                    .step_by(usize::from(self.n_ports))
+                    .map(station_mac)
+                    .collect();
+                PortSecurity::new(&own, &[BENCH_SRC_IP.into()]).expect("benchmark port security")
+            }),
+            limits: if self.limits {
+                // 100 Gbit/s: no benchmark frame is ever over it.
+                PortLimits::new(Some(100_000_000), None, Some(100_000_000), None)
+            } else {
+                PortLimits::default()
+            },
+            ..PortPolicy::default()
+        })
+    }
+
+    /// The VLAN the stations are learned in.
+    pub fn learn_vlan(&self) -> VlanId {
+        match self.port_vlan {
+            Some(VlanMode::Access) => VlanId(100),
+            _ => self.vlan.unwrap_or(VlanId::NONE),
         }
     }
 
@@ -214,9 +326,51 @@ fn write_frame(dst: MacAddr, src: MacAddr, vlan: Option<VlanId>, seq: u32) -> [u
         at += 4;
     }
     f[at..at + 2].copy_from_slice(&ethertype::IPV4.to_be_bytes());
-    // A recognisable payload: the frame's sequence number.
-    f[at + 2..at + 6].copy_from_slice(&seq.to_be_bytes());
+    // IPv4 and TCP headers (for the security-group cases): 10.0.0.1 port
+    // 1024 + seq mod 60 000 to 10.0.0.2 port 80, the frame's sequence
+    // number as the TCP sequence number.
+    let ip = at + 2;
+    f[ip..ip + 20].copy_from_slice(&[
+        0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+    ]);
+    let tcp = ip + 20;
+    let sport = 1024 + (seq % 60_000) as u16;
+    f[tcp..tcp + 2].copy_from_slice(&sport.to_be_bytes());
+    f[tcp + 2..tcp + 4].copy_from_slice(&BENCH_TCP_PORT.to_be_bytes());
+    f[tcp + 4..tcp + 8].copy_from_slice(&seq.to_be_bytes());
     f
+}
+
+/// Destination port of every benchmark frame.
+pub const BENCH_TCP_PORT: u16 = 80;
+
+/// Source address of every benchmark frame.
+pub const BENCH_SRC_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 0, 0, 1);
+
+/// A security group of `n` rules (at least 1) that every benchmark frame
+/// passes only by its last rule: `n - 1` rules deny TCP from other
+/// addresses to other ports (each a /32 and a port of its own, so every
+/// field is cut into many intervals), the last allows TCP to
+/// [`BENCH_TCP_PORT`], and the default denies.
+pub fn bench_acl(n: u32) -> Acl {
+    let mut rules: Vec<AclRule> = (0..n.saturating_sub(1))
+        .map(|i| AclRule {
+            proto: Some(acl::proto::TCP),
+            src: Some(acl::Cidr {
+                addr: std::net::IpAddr::from([10, 1, (i >> 8) as u8, i as u8]),
+                len: 32,
+            }),
+            dst_ports: Some((1000 + i as u16, 1000 + i as u16)),
+            action: acl::Action::Deny,
+            ..AclRule::default()
+        })
+        .collect();
+    rules.push(AclRule {
+        proto: Some(acl::proto::TCP),
+        dst_ports: Some((BENCH_TCP_PORT, BENCH_TCP_PORT)),
+        ..AclRule::default()
+    });
+    Acl::new(rules, acl::Action::Deny).expect("benchmark security group")
 }
 
 /// The frames of a scenario, in bursts: `(ingress port, templates)`.
@@ -359,14 +513,14 @@ impl Rig {
     /// On an impossible scenario (see [`frame_plan`]) or if memory runs out.
     pub fn new(sc: Scenario) -> Rig {
         let switch = build_switch(sc.n_ports, &sc.fdb_config());
+        switch.update(|t| {
+            for i in 0..sc.n_ports {
+                t.set_policy(PortId(i), sc.port_policy(i).map(Arc::new));
+            }
+        });
         let tables = switch.load();
         let bridge = tables.bridges[0].as_ref().expect("bridge 0");
-        prelearn(
-            &bridge.fdb,
-            sc.macs,
-            sc.n_ports,
-            sc.vlan.unwrap_or(VlanId::NONE),
-        );
+        prelearn(&bridge.fdb, sc.macs, sc.n_ports, sc.learn_vlan());
         let plan = frame_plan(&sc);
         // Every pre-built frame, plus flood copies, plus per-thread cache slack.
         let n_mbufs = sc.frame_count() + BURST * usize::from(sc.n_ports) + 1024;

@@ -108,6 +108,23 @@ drop_reasons! {
     /// frame on a bridge with VLAN port modes, or a known unicast frame for
     /// a port outside its VLAN.
     VlanFiltered => "vlan-filtered",
+    /// Port security: the frame's source MAC (or an ARP sender or ND
+    /// link-layer address in it) is not one the port allows.
+    SpoofedMac => "spoofed-mac",
+    /// Port security: the frame's source IP (or an ARP sender or ND target
+    /// address in it) is not one the port allows.
+    SpoofedIp => "spoofed-ip",
+    /// Over the ingress port's `ingress_policing_rate` (and burst).
+    Policed => "policed",
+    /// A broadcast, multicast or unknown unicast frame over the ingress
+    /// port's `storm_pps`.
+    Storm => "storm",
+    /// Over the egress port's `egress_rate` (counted on the ingress port,
+    /// where the frame was switched).
+    EgressRate => "egress-rate",
+    /// A security group (`acl_in` of the ingress port or `acl_out` of the
+    /// egress port) denied the frame.
+    AclDeny => "acl-deny",
 }
 
 impl From<crate::wire::gso::GsoError> for DropReason {

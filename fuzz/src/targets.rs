@@ -320,7 +320,7 @@ pub fn vhost_msg(data: &[u8]) {
     }
     assert!(ctrl_reply(payload, lim.queues) <= 1);
     assert_eq!(
-        net_config(hdr.flags, hdr.size, lim.queues, 1500).len(),
+        net_config(hdr.flags, hdr.size, lim.queues, 1500, None).len(),
         hdr.size.min(256) as usize
     );
 }

@@ -474,22 +474,48 @@ impl VringT<Mem> for CtlVring {
     }
 }
 
-/// The virtio-net device as `vhost-user-backend` sees it (built by the
-/// connection's control thread, `control`).
+/// The virtio-net device as `vhost-user-backend` sees it.
 #[derive(Debug)]
 pub(crate) struct NetBackend {
-    /// The data queues in index order, then the control queue.
-    pub(crate) bindings: Vec<Arc<Binding>>,
-    pub(crate) features: Arc<AtomicU64>,
+    bindings: Vec<Arc<Binding>>,
+    features: Arc<AtomicU64>,
     /// The guarded memory table the data bindings share.
-    pub(crate) table: Arc<Table>,
-    pub(crate) queue_pairs: u16,
-    /// Config-space `mtu`; None: VIRTIO_NET_F_MTU is not offered.
-    pub(crate) mtu: Option<u16>,
-    /// Offer HOST_TSO4/6 and GUEST_TSO4/6 (a TSO buffer pool exists).
-    pub(crate) tso: bool,
+    table: Arc<Table>,
+    offer: Offer,
     /// The connection's exit event for the library's epoll thread.
-    pub(crate) exit: Arc<Mutex<Option<ExitEvent>>>,
+    exit: Arc<Mutex<Option<ExitEvent>>>,
+}
+
+/// What a device offers its frontend besides [`OFFERED_FEATURES`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Offer {
+    /// Queue pairs (config `max_virtqueue_pairs`).
+    pub queue_pairs: u16,
+    /// Config-space `mtu`; None: VIRTIO_NET_F_MTU is not offered.
+    pub mtu: Option<u16>,
+    /// Offer HOST_TSO4/6 and GUEST_TSO4/6 (a TSO buffer pool exists).
+    pub tso: bool,
+    /// Config-space `mac`; None: VIRTIO_NET_F_MAC is not offered.
+    pub mac: Option<[u8; 6]>,
+}
+
+impl NetBackend {
+    /// `bindings`: the data queues in index order, then the control queue.
+    pub fn new(
+        bindings: Vec<Arc<Binding>>,
+        features: Arc<AtomicU64>,
+        table: Arc<Table>,
+        offer: Offer,
+        exit: Arc<Mutex<Option<ExitEvent>>>,
+    ) -> NetBackend {
+        NetBackend {
+            bindings,
+            features,
+            table,
+            offer,
+            exit,
+        }
+    }
 }
 
 impl VhostUserBackendMut for NetBackend {
@@ -505,9 +531,11 @@ impl VhostUserBackendMut for NetBackend {
     }
 
     fn features(&self) -> u64 {
-        let mtu = if self.mtu.is_some() { F_MTU } else { 0 };
-        let tso = if self.tso { F_TSO_ALL } else { 0 };
-        OFFERED_FEATURES | mtu | tso
+        let o = &self.offer;
+        let mtu = if o.mtu.is_some() { F_MTU } else { 0 };
+        let tso = if o.tso { F_TSO_ALL } else { 0 };
+        let mac = if o.mac.is_some() { F_MAC } else { 0 };
+        OFFERED_FEATURES | mtu | tso | mac
     }
 
     fn acked_features(&mut self, features: u64) {
@@ -523,7 +551,13 @@ impl VhostUserBackendMut for NetBackend {
     }
 
     fn get_config(&self, offset: u32, size: u32) -> Vec<u8> {
-        net_config(offset, size, self.queue_pairs, self.mtu.unwrap_or(0))
+        net_config(
+            offset,
+            size,
+            self.offer.queue_pairs,
+            self.offer.mtu.unwrap_or(0),
+            self.offer.mac,
+        )
     }
 
     fn set_config(&mut self, _offset: u32, _buf: &[u8]) -> io::Result<()> {
@@ -595,7 +629,7 @@ impl VhostUserBackendMut for NetBackend {
         // needs no action. The control queue is served here.
         if let Some(v) = vrings.get(usize::from(device_event)) {
             if v.binding.ctrl {
-                v.binding.serve_ctrl(self.queue_pairs);
+                v.binding.serve_ctrl(self.offer.queue_pairs);
             }
         }
         Ok(())

@@ -22,7 +22,7 @@ use vhost::vhost_user::Listener;
 use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
 use vm_memory::{GuestMemoryAtomic, GuestMemoryMmap};
 
-use crate::backend::{with_bindings, Binding, NetBackend, SharedBackend, Table, MAX_QUEUE};
+use crate::backend::{with_bindings, Binding, NetBackend, Offer, SharedBackend, Table, MAX_QUEUE};
 use crate::msg::Limits;
 use crate::notify::Notifier;
 use crate::shared::{DeviceShared, PairShared, VqShared};
@@ -50,6 +50,10 @@ pub struct VhostUserConfig {
     /// is offered and the guest picks how many it uses (control queue command
     /// VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET).
     pub queues: u16,
+    /// The guest's MAC address: when set, VIRTIO_NET_F_MAC is offered with
+    /// it in the config space, for frontends that read the backend's config
+    /// (QEMU emulates the config space itself and takes its own `mac=`).
+    pub mac: Option<[u8; 6]>,
 }
 
 /// Most queue pairs a device may have.
@@ -218,6 +222,7 @@ pub fn create_with_owner(
         mtu: crate::defs::guest_mtu(pool.data_room()),
         max_mtu: crate::defs::max_guest_mtu(pool.data_room()),
         tso: tso_pool.is_some(),
+        mac: cfg.mac,
         notifier,
     };
     let thread = std::thread::Builder::new()
@@ -388,6 +393,8 @@ struct Control {
     max_mtu: Option<u16>,
     /// Offer the TSO features.
     tso: bool,
+    /// Offered with VIRTIO_NET_F_MAC.
+    mac: Option<[u8; 6]>,
     /// The device's interrupt thread.
     notifier: Notifier,
 }
@@ -479,15 +486,18 @@ impl Control {
                     continue;
                 }
             };
-            let backend: SharedBackend = Arc::new(Mutex::new(NetBackend {
-                bindings: bindings.clone(),
+            let backend: SharedBackend = Arc::new(Mutex::new(NetBackend::new(
+                bindings.clone(),
                 features,
                 table,
-                queue_pairs: queue_pairs as u16,
-                mtu: self.mtu,
-                tso: self.tso,
-                exit: Arc::clone(&exit),
-            }));
+                Offer {
+                    queue_pairs: queue_pairs as u16,
+                    mtu: self.mtu,
+                    tso: self.tso,
+                    mac: self.mac,
+                },
+                Arc::clone(&exit),
+            )));
             let mem = GuestMemoryAtomic::new(GuestMemoryMmap::new());
             let (daemon, all_bound) = with_bindings(&bindings, || {
                 VhostUserDaemon::new(self.name.clone(), backend, mem)

@@ -30,6 +30,9 @@ pub const F_MTU: u64 = 1 << virtio_net::VIRTIO_NET_F_MTU;
 pub const F_MRG_RXBUF: u64 = 1 << virtio_net::VIRTIO_NET_F_MRG_RXBUF;
 /// virtio 1.2 §5.1.3: VIRTIO_NET_F_STATUS (config `status` is valid).
 pub const F_STATUS: u64 = 1 << virtio_net::VIRTIO_NET_F_STATUS;
+/// virtio 1.2 §5.1.3: VIRTIO_NET_F_MAC (config space `mac` holds the
+/// device's address).
+pub const F_MAC: u64 = 1 << virtio_net::VIRTIO_NET_F_MAC;
 /// virtio 1.2 §5.1.3: VIRTIO_NET_F_CTRL_VQ (control virtqueue present).
 pub const F_CTRL_VQ: u64 = 1 << virtio_net::VIRTIO_NET_F_CTRL_VQ;
 /// virtio 1.2 §5.1.3: VIRTIO_NET_F_MQ (multiple queue pairs).
@@ -203,11 +206,18 @@ pub fn ctrl_reply(cmd: &[u8], queue_pairs: u16) -> u8 {
 }
 
 /// Bytes `offset..offset + size` of the virtio-net config space (virtio 1.2
-/// §5.1.4): no MAC (VIRTIO_NET_F_MAC is not offered), link up, `queue_pairs`,
-/// `mtu` (0 when VIRTIO_NET_F_MTU is not offered). Bytes past the structure
-/// read as zero.
-pub fn net_config(offset: u32, size: u32, queue_pairs: u16, mtu: u16) -> Vec<u8> {
+/// §5.1.4): `mac` (zero when VIRTIO_NET_F_MAC is not offered), link up,
+/// `queue_pairs`, `mtu` (0 when VIRTIO_NET_F_MTU is not offered). Bytes past
+/// the structure read as zero.
+pub fn net_config(
+    offset: u32,
+    size: u32,
+    queue_pairs: u16,
+    mtu: u16,
+    mac: Option<[u8; 6]>,
+) -> Vec<u8> {
     let mut cfg = [0u8; NET_CONFIG_BYTES];
+    cfg[..6].copy_from_slice(&mac.unwrap_or_default());
     cfg[NET_CONFIG_STATUS_OFF..NET_CONFIG_STATUS_OFF + 2]
         .copy_from_slice(&NET_S_LINK_UP.to_le_bytes());
     cfg[NET_CONFIG_MAX_PAIRS_OFF..NET_CONFIG_MAX_PAIRS_OFF + 2]
@@ -241,12 +251,15 @@ mod tests {
 
     #[test]
     fn config_space_reports_link_up_queue_pairs_and_mtu() {
-        let c = net_config(0, 12, 4, 1500);
-        assert_eq!(&c[6..12], &[1, 0, 4, 0, 0xdc, 0x05]);
-        assert_eq!(net_config(8, 2, 4, 1500), vec![4, 0]);
-        assert_eq!(net_config(10, 4, 4, 1500), vec![0xdc, 0x05, 0, 0]);
-        assert_eq!(net_config(u32::MAX, 4, 4, 1500), vec![0; 4]);
-        assert_eq!(net_config(0, 10_000, 1, 1500).len(), 256);
+        let c = net_config(0, 12, 4, 1500, None);
+        assert_eq!(&c[..12], &[0, 0, 0, 0, 0, 0, 1, 0, 4, 0, 0xdc, 0x05]);
+        assert_eq!(net_config(8, 2, 4, 1500, None), vec![4, 0]);
+        assert_eq!(net_config(10, 4, 4, 1500, None), vec![0xdc, 0x05, 0, 0]);
+        assert_eq!(net_config(u32::MAX, 4, 4, 1500, None), vec![0; 4]);
+        assert_eq!(net_config(0, 10_000, 1, 1500, None).len(), 256);
+        let mac = [2, 0, 0, 0, 0, 5];
+        assert_eq!(net_config(0, 6, 1, 1500, Some(mac)), mac.to_vec());
+        assert_eq!(net_config(4, 4, 1, 1500, Some(mac)), vec![0, 5, 1, 0]);
     }
 
     #[test]

@@ -531,6 +531,7 @@ pub fn server_config(socket: PathBuf) -> crate::VhostUserConfig {
         socket,
         mode: crate::Mode::Server,
         queues: 1,
+        mac: None,
     }
 }
 

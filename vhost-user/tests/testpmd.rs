@@ -220,6 +220,7 @@ fn testpmd_two_queue_pairs_deliver_on_both_ports() {
         socket: sock.clone(),
         mode: Mode::Server,
         queues: 2,
+        mac: None,
     };
     let mut dev = create("vumq", &cfg, pool).unwrap();
     let mut ports = dev.take_queues();
@@ -269,6 +270,7 @@ fn client_mode_reconnects_after_the_server_restarts() {
         socket: sock.clone(),
         mode: Mode::Client,
         queues: 1,
+        mac: None,
     };
     // weir starts first and retries until testpmd listens.
     let mut dev = create("vucl", &cfg, pool).unwrap();

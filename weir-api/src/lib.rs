@@ -12,6 +12,7 @@
 //! {"cmd":"port-add","name":"p0","type":"tap","iface":"weir0","bridge":"br0"}
 //! {"cmd":"fdb-show","bridge":"br0"}
 //! {"cmd":"stats"}
+//! {"cmd":"acl-add","name":"web","default":"deny","rule":[{"direction":"in","protocol":"tcp","dst_ports":80,"action":"allow"}]}
 //! ```
 //!
 //! Responses are `{"ok":true,"data":...}` or `{"ok":false,"error":"..."}`.
@@ -23,7 +24,7 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use weir_config::PortSpec;
+use weir_config::{AclAction, AclRuleSpec, AclSpec, PortSpec};
 
 pub mod client;
 pub mod framing;
@@ -43,6 +44,27 @@ pub enum Request {
     },
     /// Data: `Vec<PortInfo>`, ordered by port id.
     PortList,
+    /// Change switch settings of a port (`weir_config::SETTING_KEYS`: `tag`,
+    /// `trunks`, `vlan_mode`), each value written as `port set` takes it
+    /// (`{"tag":"10","trunks":"10,20"}`). The port's settings with these
+    /// changes are checked as a whole and, if valid, take effect at once,
+    /// together; if not, nothing changes. A change of VLAN settings flushes
+    /// the addresses learned on the port. Data: the port's settings after
+    /// the change (`PortSettings`: the keys that are set).
+    PortSet {
+        /// Port name.
+        name: String,
+        /// Key → value.
+        settings: BTreeMap<String, String>,
+    },
+    /// Remove switch settings of a port (back to their defaults), as
+    /// `PortSet` changes them. Data: as `PortSet`.
+    PortClear {
+        /// Port name.
+        name: String,
+        /// Keys to remove.
+        keys: Vec<String>,
+    },
     /// Create a bridge. Data: none.
     BridgeAdd {
         /// Bridge name.
@@ -73,6 +95,25 @@ pub enum Request {
     PmdShow,
     /// Data: `VersionView`.
     Version,
+    /// Create a security group, or replace the one of that name: the keys of
+    /// a config `[[acl]]` table (`name`, `default`, `rule`). The table is
+    /// checked as a whole; if refused, nothing changes. A replaced table
+    /// takes effect on every port that uses it in one table update, and the
+    /// reply comes once every worker switches with it. Data: `AclView`.
+    AclAdd(AclSpec),
+    /// Delete a security group; refused while a port uses it (the error
+    /// names the ports). Data: the deleted table's `AclView`.
+    AclDel {
+        /// ACL name.
+        name: String,
+    },
+    /// Data: `Vec<AclInfo>`, by name.
+    AclList,
+    /// Data: `AclView`.
+    AclShow {
+        /// ACL name.
+        name: String,
+    },
 }
 
 impl Request {
@@ -82,6 +123,8 @@ impl Request {
             Request::PortAdd(_) => "port-add",
             Request::PortDel { .. } => "port-del",
             Request::PortList => "port-list",
+            Request::PortSet { .. } => "port-set",
+            Request::PortClear { .. } => "port-clear",
             Request::BridgeAdd { .. } => "bridge-add",
             Request::BridgeDel { .. } => "bridge-del",
             Request::BridgeList => "bridge-list",
@@ -90,6 +133,10 @@ impl Request {
             Request::Stats => "stats",
             Request::PmdShow => "pmd-show",
             Request::Version => "version",
+            Request::AclAdd(_) => "acl-add",
+            Request::AclDel { .. } => "acl-del",
+            Request::AclList => "acl-list",
+            Request::AclShow { .. } => "acl-show",
         }
     }
 }
@@ -202,6 +249,57 @@ pub struct PortInfo {
     /// that predate it.
     #[serde(default)]
     pub mtu: Option<u16>,
+    /// VLAN mode in effect (`access`, `trunk`, `native-tagged`,
+    /// `native-untagged`): the `vlan_mode` key, or what its absence means (a
+    /// port without VLAN settings is a trunk of every VLAN). None from
+    /// daemons that predate VLAN modes.
+    #[serde(default)]
+    pub vlan_mode: Option<String>,
+    /// `tag`: the access VLAN, or the native VLAN of a native mode.
+    #[serde(default)]
+    pub tag: Option<u16>,
+    /// `trunks`: the VLANs a trunk or native-mode port carries, ascending;
+    /// empty means every VLAN.
+    #[serde(default)]
+    pub trunks: Vec<u16>,
+    /// `acl_in`: the security group of what the port sends, by name.
+    #[serde(default)]
+    pub acl_in: Option<String>,
+    /// `acl_out`: the security group of what the port receives.
+    #[serde(default)]
+    pub acl_out: Option<String>,
+}
+
+/// One security group, as listed by `acl-list`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclInfo {
+    /// ACL name.
+    pub name: String,
+    /// What happens to frames no rule matches.
+    pub default: AclAction,
+    /// Number of rules.
+    pub rules: usize,
+    /// Ports that use it as `acl_in`, by name.
+    pub acl_in: Vec<String>,
+    /// Ports that use it as `acl_out`, by name.
+    pub acl_out: Vec<String>,
+}
+
+/// One security group with its rules, as `acl-show`, `acl-add` and
+/// `acl-del` return it: the keys of its `[[acl]]` table, and its users.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclView {
+    /// ACL name.
+    pub name: String,
+    /// What happens to frames no rule matches.
+    pub default: AclAction,
+    /// The rules in order, numbered from 0 in errors.
+    #[serde(default, rename = "rule")]
+    pub rules: Vec<AclRuleSpec>,
+    /// Ports that use it as `acl_in`, by name.
+    pub acl_in: Vec<String>,
+    /// Ports that use it as `acl_out`, by name.
+    pub acl_out: Vec<String>,
 }
 
 /// One bridge, as listed by `bridge-list`.
@@ -356,6 +454,57 @@ mod tests {
     }
 
     #[test]
+    fn port_set_and_clear_carry_keys_as_text() {
+        let req = Request::PortSet {
+            name: "vm1".into(),
+            settings: [("tag", "10"), ("trunks", "10,20")]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            json,
+            r#"{"cmd":"port-set","name":"vm1","settings":{"tag":"10","trunks":"10,20"}}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
+        let req: Request =
+            serde_json::from_str(r#"{"cmd":"port-clear","name":"vm1","keys":["tag"]}"#).unwrap();
+        assert_eq!(
+            req,
+            Request::PortClear {
+                name: "vm1".into(),
+                keys: vec!["tag".into()]
+            }
+        );
+        assert_eq!(req.cmd(), "port-clear");
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"port-set","name":"vm1"}"#).is_err());
+    }
+
+    #[test]
+    fn port_add_carries_vlan_keys_with_their_config_names() {
+        let mut spec = PortSpec::new("vm1", PortType::Ring);
+        spec.tag = Some(5);
+        spec.trunks = vec![10, 20];
+        spec.vlan_mode = Some(dataplane::switch::VlanMode::NativeUntagged);
+        let req = Request::PortAdd(Box::new(spec));
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            json,
+            r#"{"cmd":"port-add","name":"vm1","type":"ring","tag":5,"trunks":[10,20],"vlan_mode":"native-untagged"}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
+        let err = serde_json::from_str::<Request>(
+            r#"{"cmd":"port-add","name":"p","type":"ring","vlan_mode":"hybrid"}"#,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("unknown vlan_mode `hybrid`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn port_add_uses_config_keys() {
         let mut spec = PortSpec::new("vm1", PortType::VhostUser);
         spec.socket = Some("/tmp/vm1.sock".into());
@@ -366,6 +515,43 @@ mod tests {
             r#"{"cmd":"port-add","name":"vm1","type":"vhost-user","socket":"/tmp/vm1.sock"}"#
         );
         assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
+    }
+
+    #[test]
+    fn acl_add_carries_the_keys_of_an_acl_table() {
+        let mut spec = AclSpec::new("web", AclAction::Deny);
+        spec.rules
+            .push("in tcp dst_ports=80 allow".parse().unwrap());
+        let req = Request::AclAdd(spec);
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            json,
+            r#"{"cmd":"acl-add","name":"web","default":"deny","rule":[{"direction":"in","protocol":"tcp","dst_ports":80,"action":"allow"}]}"#
+        );
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), req);
+        // The default may be left out (deny), as may the rules.
+        let req: Request = serde_json::from_str(r#"{"cmd":"acl-add","name":"none"}"#).unwrap();
+        assert_eq!(req, Request::AclAdd(AclSpec::new("none", AclAction::Deny)));
+        assert_eq!(req.cmd(), "acl-add");
+        let err = serde_json::from_str::<Request>(
+            r#"{"cmd":"acl-add","name":"x","rule":[{"dst_ports":"a-b","action":"allow"}]}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("`a-b` is not a port"), "{err}");
+        for (json, req) in [
+            (
+                r#"{"cmd":"acl-del","name":"web"}"#,
+                Request::AclDel { name: "web".into() },
+            ),
+            (r#"{"cmd":"acl-list"}"#, Request::AclList),
+            (
+                r#"{"cmd":"acl-show","name":"web"}"#,
+                Request::AclShow { name: "web".into() },
+            ),
+        ] {
+            assert_eq!(serde_json::from_str::<Request>(json).unwrap(), req);
+            assert_eq!(serde_json::to_string(&req).unwrap(), json);
+        }
     }
 
     #[test]
@@ -395,6 +581,8 @@ mod tests {
         assert_eq!(p.stats.rx_packets, 1);
         assert!(p.queue_stats.is_empty());
         assert_eq!(p.mtu, None);
+        assert_eq!(p.vlan_mode, None);
+        assert!(p.trunks.is_empty());
     }
 
     #[test]

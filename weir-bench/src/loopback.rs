@@ -88,6 +88,7 @@ impl Loopback {
                 socket: socket.clone(),
                 mode: Mode::Server,
                 queues: 1,
+                mac: None,
             };
             let mut dev = match create(&format!("loop{i}"), &cfg, pool) {
                 Ok(dev) => dev,

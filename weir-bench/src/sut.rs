@@ -13,7 +13,9 @@ use std::time::Duration;
 use weir_api::{
     self as control, BridgeInfo, ClientError, PortInfo, Request, StageCycles, WorkerView,
 };
-use weir_config::{BridgeSpec, Config, ConfigError, CpuList, Host, PortSpec, PortType};
+use weir_config::{
+    BridgeSpec, Config, ConfigError, CpuList, Host, PortSpec, PortType, ValidConfig,
+};
 use weir_control::{error_chain, spawn_housekeeping, Dataplane};
 
 use crate::args::{BenchArgs, BenchPeer};
@@ -178,9 +180,8 @@ impl Sut {
             p.bridge = Some(args.bridge.clone());
             cfg.ports.push(p);
         }
-        let cfg = cfg
-            .validated(Host::system())
-            .map_err(|e| SutError::Config(Box::new(e)))?;
+        let cfg =
+            ValidConfig::new(cfg, Host::system()).map_err(|e| SutError::Config(Box::new(e)))?;
         // Boxed: weir-control's error type is about to change.
         let dp = Arc::new(Dataplane::start(cfg).map_err(|e| SutError::Weir(Box::new(e)))?);
         let hk_stop = Arc::new(AtomicBool::new(false));

@@ -13,10 +13,20 @@
 //! each optional. [`PortSpec::validate`] turns one into a [`PortConfig`], whose
 //! [`PortKind`] holds exactly the settings its driver needs, checked and
 //! parsed ([`PciAddr`], socket permission bits); [`Config::validate_with`]
-//! returns the configuration's ports in that form, and [`Config::validated`]
-//! keeps them with it as the [`ValidConfig`] the daemon starts from. The
-//! daemon builds configured and added ports from `PortConfig`s through one
-//! code path.
+//! returns the configuration's ports in that form, and [`ValidConfig::new`]
+//! keeps them (and the compiled `[[acl]]` tables) with it as the
+//! configuration the daemon starts from. The daemon builds configured and
+//! added ports from `PortConfig`s through one code path.
+//!
+//! A port's switch settings (`tag`, `trunks`, `vlan_mode`: how the switch
+//! treats its frames, whatever its type) are [`PortSettings`], the keys
+//! `port set` and `port clear` change ([`SETTING_KEYS`]). Validation checks
+//! them with the switch's own rules and keeps both forms in the
+//! `PortConfig`: as given, and as the switch's `PortPolicy`.
+//!
+//! Security groups are `[[acl]]` tables ([`acl`]), which ports name in their
+//! `acl_in` and `acl_out` settings; [`Config::validated`] compiles them and
+//! attaches each port's ([`PortConfig::attach_acls`]).
 
 use std::fmt;
 use std::ops::Range;
@@ -25,9 +35,17 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use dataplane::mempool::{self, HugepagePolicy, MempoolConfig};
+/// The values of `vlan_mode` ([`PortSpec::vlan_mode`]).
+pub use dataplane::switch::vlan::VlanMode;
+use dataplane::switch::vlan::{PortVlan, VlanError};
+use dataplane::switch::Acl;
+use dataplane::switch::PortPolicy;
 use serde::{Deserialize, Serialize};
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
+
+pub mod acl;
+pub use acl::{AclAction, AclDirection, AclRuleSpec, AclSpec, AclSpecError};
 
 /// Default control socket path.
 pub const DEFAULT_SOCKET: &str = "/run/weir/weir.sock";
@@ -90,6 +108,10 @@ pub struct Config {
     /// `[[port]]` tables, in file order.
     #[serde(default, rename = "port")]
     pub ports: Vec<PortSpec>,
+    /// `[[acl]]` tables: security groups that ports name in `acl_in` and
+    /// `acl_out`.
+    #[serde(default, rename = "acl", skip_serializing_if = "Vec::is_empty")]
+    pub acls: Vec<AclSpec>,
     /// Where the config came from, to point validation errors at lines.
     #[serde(skip)]
     source: Source,
@@ -460,6 +482,30 @@ pub struct PortSpec {
     /// `None` means [`DEFAULT_PCAP_MAX_BYTES`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bytes: Option<u64>,
+    /// Switch setting ([`PortSettings::tag`]): the access VLAN, or the
+    /// native VLAN of a native mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<u16>,
+    /// Switch setting ([`PortSettings::trunks`]): the VLANs a trunk carries;
+    /// empty means all.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunks: Vec<u16>,
+    /// Switch setting ([`PortSettings::vlan_mode`]); `None`: access if `tag`
+    /// is set, trunk otherwise.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "vlan_mode_key"
+    )]
+    pub vlan_mode: Option<VlanMode>,
+    /// Switch setting ([`PortSettings::acl_in`]): the security group of
+    /// what the port sends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl_in: Option<String>,
+    /// Switch setting ([`PortSettings::acl_out`]): the security group of
+    /// what the port receives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl_out: Option<String>,
 }
 
 impl PortSpec {
@@ -480,6 +526,22 @@ impl PortSpec {
             socket_mode: None,
             socket_group: None,
             max_bytes: None,
+            tag: None,
+            trunks: Vec::new(),
+            vlan_mode: None,
+            acl_in: None,
+            acl_out: None,
+        }
+    }
+
+    /// The switch settings among the keys (the ones `port set` changes).
+    pub fn settings(&self) -> PortSettings {
+        PortSettings {
+            tag: self.tag,
+            trunks: vid_set(self.trunks.clone()),
+            vlan_mode: self.vlan_mode,
+            acl_in: self.acl_in.clone(),
+            acl_out: self.acl_out.clone(),
         }
     }
 
@@ -556,11 +618,16 @@ impl PortSpec {
                 });
             }
         }
+        let kind = self.port_kind(host)?;
+        let settings = self.settings();
+        let policy = settings.validate()?;
         Ok(PortConfig {
             name: self.name.clone(),
             bridge: self.bridge.clone(),
             queues: self.queues,
-            kind: self.port_kind(host)?,
+            kind,
+            settings,
+            policy,
         })
     }
 
@@ -659,6 +726,14 @@ pub struct PortConfig {
     pub queues: Option<u16>,
     /// The driver and its settings.
     pub kind: PortKind,
+    /// The switch settings as given, kept to show them and to change them
+    /// (`port set`, `port clear`).
+    pub settings: PortSettings,
+    /// What `settings` mean to the switch: the port's pipeline settings,
+    /// checked ([`PortSettings::validate`]), with the security groups the
+    /// settings name once [`PortConfig::attach_acls`] found them (until
+    /// then, none).
+    pub policy: PortPolicy,
 }
 
 /// A port's driver and the settings that driver needs.
@@ -731,6 +806,21 @@ impl PortKind {
 }
 
 impl PortConfig {
+    /// Puts the security groups the port's `acl_in` and `acl_out` name into
+    /// its policy, looked up by name with `lookup`.
+    ///
+    /// # Errors
+    ///
+    /// [`PortError::UnknownAcl`] if `lookup` finds no table of a name; the
+    /// policy is not changed then.
+    pub fn attach_acls(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<Arc<Acl>>,
+    ) -> Result<(), PortError> {
+        (self.policy.acl_in, self.policy.acl_out) = self.settings.acls(lookup)?;
+        Ok(())
+    }
+
     /// Queue pairs to open: `queues`, or one.
     pub fn queue_count(&self) -> u16 {
         self.queues.unwrap_or(1).max(1)
@@ -792,6 +882,290 @@ impl PortConfig {
         match self.kind {
             PortKind::Vfio { pci } => Some(pci),
             _ => None,
+        }
+    }
+}
+
+/// A port's switch settings as given: the keys of a `[[port]]` table (and
+/// of `port add`) that say how the switch treats the port's frames rather
+/// than how its driver opens it. Every port type takes them, and they are
+/// the keys `port set` and `port clear` change at run time
+/// ([`SETTING_KEYS`]). The meaning is Open vSwitch's (`Port` table columns
+/// of the same names); [`PortSettings::validate`] checks them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortSettings {
+    /// The access VLAN, or the native VLAN (that of untagged frames) of a
+    /// native mode, `1..=4094`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<u16>,
+    /// The VLANs a trunk or native-mode port carries, ascending, without
+    /// duplicates; empty means every VLAN.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trunks: Vec<u16>,
+    /// How the port treats VLAN tags; `None` means access if `tag` is set,
+    /// trunk otherwise.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "vlan_mode_key"
+    )]
+    pub vlan_mode: Option<VlanMode>,
+    /// The security group ([`AclSpec`]) of what the port sends into the
+    /// switch, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl_in: Option<String>,
+    /// The security group of what the switch sends to the port, by name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acl_out: Option<String>,
+}
+
+impl PortSettings {
+    /// The security groups `acl_in` and `acl_out` name, looked up with
+    /// `lookup`. [`PortSettings::validate`] leaves them out of the policy
+    /// it builds, since the tables are the configuration's or the daemon's.
+    ///
+    /// # Errors
+    ///
+    /// [`PortError::UnknownAcl`] naming the key whose table `lookup` does not
+    /// find.
+    pub fn acls(&self, lookup: impl Fn(&str) -> Option<Arc<Acl>>) -> Result<PortAcls, PortError> {
+        let find = |key: &'static str, name: &Option<String>| match name {
+            None => Ok(None),
+            Some(n) => lookup(n).map(Some).ok_or_else(|| PortError::UnknownAcl {
+                key,
+                name: n.clone(),
+            }),
+        };
+        Ok((
+            find("acl_in", &self.acl_in)?,
+            find("acl_out", &self.acl_out)?,
+        ))
+    }
+
+    /// Checks the settings together and builds the switch's form of them.
+    /// The VLAN rules are the switch's own ([`PortVlan::new`]).
+    ///
+    /// # Errors
+    ///
+    /// [`PortError::Vlan`], naming the key at fault.
+    pub fn validate(&self) -> Result<PortPolicy, PortError> {
+        let vlan = PortVlan::new(self.vlan_mode, self.tag, &self.trunks).map_err(|error| {
+            let key = match error {
+                VlanError::OutOfRange { vid } if self.tag == Some(vid) => "tag",
+                VlanError::OutOfRange { .. } | VlanError::AccessWithTrunks => "trunks",
+                VlanError::TrunkWithTag => "tag",
+                VlanError::NeedsTag { .. } => "vlan_mode",
+            };
+            PortError::Vlan { key, error }
+        })?;
+        Ok(PortPolicy {
+            vlan,
+            ..PortPolicy::default()
+        })
+    }
+
+    /// Sets `key` from its text form (`port set KEY=VALUE`). Other keys are
+    /// left alone; the settings are not checked together
+    /// ([`PortSettings::validate`]).
+    ///
+    /// # Errors
+    ///
+    /// [`PortError::UnknownSetting`] or [`PortError::InvalidSetting`] (and
+    /// [`PortError::UnknownVlanMode`] for `vlan_mode`).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), PortError> {
+        (setting_key(key)?.set)(self, value)
+    }
+
+    /// Removes `key` (`port clear`), giving it its default.
+    ///
+    /// # Errors
+    ///
+    /// [`PortError::UnknownSetting`].
+    pub fn clear(&mut self, key: &str) -> Result<(), PortError> {
+        (setting_key(key)?.clear)(self);
+        Ok(())
+    }
+}
+
+/// A port's security groups, as [`PortSettings::acls`] finds them: the
+/// table of `acl_in`, then that of `acl_out`.
+pub type PortAcls = (Option<Arc<Acl>>, Option<Arc<Acl>>);
+
+/// One key of [`PortSettings`] as `port set` and `port clear` handle it.
+#[derive(Clone, Copy, Debug)]
+pub struct SettingKey {
+    /// The key, as in a `[[port]]` table.
+    pub name: &'static str,
+    /// What a value looks like, for help texts and errors.
+    pub syntax: &'static str,
+    /// Parses a value into the settings.
+    set: fn(&mut PortSettings, &str) -> Result<(), PortError>,
+    /// Gives the key its default.
+    clear: fn(&mut PortSettings),
+}
+
+/// Every key `port set` and `port clear` take, in the order help texts list
+/// them.
+pub const SETTING_KEYS: &[SettingKey] = &[
+    SettingKey {
+        name: "tag",
+        syntax: "a VLAN id",
+        set: |s, v| {
+            s.tag = Some(parse_vid("tag", v)?);
+            Ok(())
+        },
+        clear: |s| s.tag = None,
+    },
+    SettingKey {
+        name: "trunks",
+        syntax: "VLAN ids separated by commas, e.g. 10,20",
+        set: |s, v| {
+            s.trunks = parse_trunks(v)?;
+            Ok(())
+        },
+        clear: |s| s.trunks.clear(),
+    },
+    SettingKey {
+        name: "vlan_mode",
+        syntax: "access, trunk, native-tagged or native-untagged",
+        set: |s, v| {
+            s.vlan_mode = Some(parse_vlan_mode(v)?);
+            Ok(())
+        },
+        clear: |s| s.vlan_mode = None,
+    },
+    // Security groups, by name.
+    SettingKey {
+        name: "acl_in",
+        syntax: ACL_NAME_SYNTAX,
+        set: |s, v| {
+            s.acl_in = Some(parse_acl_name("acl_in", v)?);
+            Ok(())
+        },
+        clear: |s| s.acl_in = None,
+    },
+    SettingKey {
+        name: "acl_out",
+        syntax: ACL_NAME_SYNTAX,
+        set: |s, v| {
+            s.acl_out = Some(parse_acl_name("acl_out", v)?);
+            Ok(())
+        },
+        clear: |s| s.acl_out = None,
+    },
+];
+
+/// What an `acl_in` or `acl_out` value looks like.
+const ACL_NAME_SYNTAX: &str = "the name of an ACL (an [[acl]] table or `weir acl add`)";
+
+/// An ACL's name as the value of `key`.
+fn parse_acl_name(key: &'static str, text: &str) -> Result<String, PortError> {
+    if is_valid_name(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(PortError::InvalidSetting {
+            key,
+            value: text.to_owned(),
+        })
+    }
+}
+
+/// The entry of [`SETTING_KEYS`] named `key`.
+fn setting_key(key: &str) -> Result<&'static SettingKey, PortError> {
+    SETTING_KEYS
+        .iter()
+        .find(|k| k.name == key)
+        .ok_or_else(|| PortError::UnknownSetting {
+            key: key.to_owned(),
+        })
+}
+
+/// What a value of `key` looks like, for messages.
+fn setting_syntax(key: &str) -> &'static str {
+    setting_key(key).map_or("", |k| k.syntax)
+}
+
+/// The names of [`SETTING_KEYS`], for messages.
+fn setting_names() -> String {
+    let names: Vec<&str> = SETTING_KEYS.iter().map(|k| k.name).collect();
+    names.join(", ")
+}
+
+/// The names of the VLAN modes, for messages.
+fn vlan_mode_names() -> String {
+    let names: Vec<&str> = VlanMode::ALL.iter().map(|m| m.name()).collect();
+    names.join(", ")
+}
+
+/// The VLAN mode named `name` (`access`, `trunk`, `native-tagged`,
+/// `native-untagged`).
+///
+/// # Errors
+///
+/// [`PortError::UnknownVlanMode`], listing the names.
+pub fn parse_vlan_mode(name: &str) -> Result<VlanMode, PortError> {
+    VlanMode::from_name(name).ok_or_else(|| PortError::UnknownVlanMode {
+        mode: name.to_owned(),
+    })
+}
+
+/// A VLAN id written in decimal, as the value of `key`. The range is
+/// checked with the other settings ([`PortSettings::validate`]).
+fn parse_vid(key: &'static str, text: &str) -> Result<u16, PortError> {
+    text.trim().parse().map_err(|_| PortError::InvalidSetting {
+        key,
+        value: text.to_owned(),
+    })
+}
+
+/// A `trunks` value written as VLAN ids separated by commas (`10,20`),
+/// sorted and without duplicates; an empty text is the empty list (every
+/// VLAN).
+///
+/// # Errors
+///
+/// [`PortError::InvalidSetting`] for an item that is not a number.
+pub fn parse_trunks(text: &str) -> Result<Vec<u16>, PortError> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let vids = text
+        .split(',')
+        .map(|v| parse_vid("trunks", v))
+        .collect::<Result<Vec<u16>, PortError>>()
+        .map_err(|_| PortError::InvalidSetting {
+            key: "trunks",
+            value: text.to_owned(),
+        })?;
+    Ok(vid_set(vids))
+}
+
+/// `vids` sorted, without duplicates.
+fn vid_set(mut vids: Vec<u16>) -> Vec<u16> {
+    vids.sort_unstable();
+    vids.dedup();
+    vids
+}
+
+/// Serde form of `vlan_mode`: the mode's name.
+mod vlan_mode_key {
+    use super::{parse_vlan_mode, VlanMode};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mode: &Option<VlanMode>, s: S) -> Result<S::Ok, S::Error> {
+        match mode {
+            Some(m) => s.serialize_str(m.name()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<VlanMode>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(name) => parse_vlan_mode(&name)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            None => Ok(None),
         }
     }
 }
@@ -882,6 +1256,46 @@ pub enum PortError {
          frontend (QEMU) creates the socket"
     )]
     ClientSocketOwner,
+    /// The VLAN settings (`tag`, `trunks`, `vlan_mode`) do not go together,
+    /// or name an id out of range; the reason is the switch's own.
+    #[error("{error}")]
+    Vlan {
+        /// The key at fault.
+        key: &'static str,
+        /// Why the switch refuses the settings.
+        error: VlanError,
+    },
+    /// `vlan_mode` names no mode.
+    #[error("unknown vlan_mode `{mode}`, expected one of {}", vlan_mode_names())]
+    UnknownVlanMode {
+        /// The name given.
+        mode: String,
+    },
+    /// `port set` or `port clear` of a key that is not a switch setting.
+    #[error(
+        "unknown key `{key}`: the keys a port set or clear can change are {}",
+        setting_names()
+    )]
+    UnknownSetting {
+        /// The key given.
+        key: String,
+    },
+    /// A `port set` value that does not parse.
+    #[error("invalid {key} `{value}`: expected {}", setting_syntax(key))]
+    InvalidSetting {
+        /// The key.
+        key: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// `acl_in` or `acl_out` names no ACL.
+    #[error("{key}: no ACL named `{name}`")]
+    UnknownAcl {
+        /// The key.
+        key: &'static str,
+        /// The name given.
+        name: String,
+    },
 }
 
 impl PortError {
@@ -899,6 +1313,11 @@ impl PortError {
             PortError::ClientSocketOwner => None,
             PortError::InvalidMaxBytes { .. } => Some("max_bytes"),
             PortError::SamePath { second, .. } => Some(second),
+            PortError::Vlan { key, .. }
+            | PortError::InvalidSetting { key, .. }
+            | PortError::UnknownAcl { key, .. } => Some(key),
+            PortError::UnknownVlanMode { .. } => Some("vlan_mode"),
+            PortError::UnknownSetting { .. } => None,
         }
     }
 }
@@ -1308,6 +1727,26 @@ pub enum ConfigError {
         /// The online CPUs.
         online: String,
     },
+    /// Two ACLs share a name.
+    #[error("{at}: duplicate ACL name `{name}`{}", first_line_note(.first_line))]
+    DuplicateAcl {
+        /// The second definition.
+        at: Location,
+        /// The name.
+        name: String,
+        /// Line of the first definition.
+        first_line: Option<usize>,
+    },
+    /// An ACL is refused: its name, or a rule the switch cannot apply.
+    #[error("{at}: acl `{acl}`: {error}")]
+    Acl {
+        /// The rule's key at fault, or the table.
+        at: Location,
+        /// The ACL.
+        acl: String,
+        /// What is wrong.
+        error: AclSpecError,
+    },
     /// A number is out of its range.
     #[error("{at}: `{key}` = {value} is out of range ({range})")]
     OutOfRange {
@@ -1338,16 +1777,59 @@ struct Locator<'a> {
 
 impl<'a> Locator<'a> {
     fn new(source: &'a Source) -> Self {
-        let text = source.text.as_deref().unwrap_or("");
+        Locator::of_text(&source.origin, source.text.as_deref().unwrap_or(""))
+    }
+
+    fn of_text(origin: &'a str, text: &'a str) -> Self {
         let root = DeTable::parse(text)
             .ok()
             .map(|t| DeValue::Table(t.into_inner()));
-        let origin = if source.origin.is_empty() {
+        let origin = if origin.is_empty() {
             "<config>"
         } else {
-            &source.origin
+            origin
         };
         Locator { origin, text, root }
+    }
+
+    /// Location of the value at `path` (keys and array indexes from the
+    /// root), falling back to the deepest enclosing value found, then to the
+    /// file.
+    fn at_path(&self, path: &[PathStep<'_>]) -> Location {
+        let span = self.root.as_ref().and_then(|root| {
+            let mut node: Option<&Spanned<DeValue<'a>>> = None;
+            for step in path {
+                let value = node.map_or(root, |n| n.get_ref());
+                let next = match *step {
+                    PathStep::Key(k) => value.get(k),
+                    PathStep::Index(i) => value.get(i),
+                };
+                match next {
+                    Some(n) => node = Some(n),
+                    None => break,
+                }
+            }
+            node.map(|n| n.span())
+        });
+        Location::new(self.origin, self.text, span)
+    }
+
+    /// Location of the key an [`AclSpecError`] of `[[acl]]` table `i` is
+    /// about (`acl_table`: the tables' key, `acl` in a configuration; `None`
+    /// for a file that holds one table's keys).
+    fn at_acl(&self, acl_table: Option<usize>, error: &AclSpecError) -> Location {
+        let (rule, key) = error.rule_key();
+        let mut path = Vec::new();
+        if let Some(i) = acl_table {
+            path.extend([PathStep::Key("acl"), PathStep::Index(i)]);
+        }
+        if let Some(r) = rule {
+            path.extend([PathStep::Key("rule"), PathStep::Index(r)]);
+        }
+        if let Some(k) = key {
+            path.push(PathStep::Key(k));
+        }
+        self.at_path(&path)
     }
 
     /// Location of `table[idx].key` (or `table.key` when `idx` is `None`),
@@ -1362,6 +1844,81 @@ impl<'a> Locator<'a> {
             Some(keyed.unwrap_or(node).span())
         });
         Location::new(self.origin, self.text, span)
+    }
+}
+
+/// One step of a path into the TOML document.
+#[derive(Clone, Copy)]
+enum PathStep<'k> {
+    Key(&'k str),
+    Index(usize),
+}
+
+/// The ports and security groups of a validated configuration.
+#[derive(Clone, Debug)]
+pub struct Validated {
+    /// The ports, in file order, with their ACLs attached.
+    pub ports: Vec<PortConfig>,
+    /// The `[[acl]]` tables, in file order, each with its compiled form.
+    pub acls: Vec<(AclSpec, Arc<Acl>)>,
+}
+
+/// The body of an `[[acl]]` table in a file of its own, without the name
+/// ([`AclSpec::parse_file`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AclFile {
+    #[serde(default)]
+    default: Option<AclAction>,
+    #[serde(default)]
+    rule: Vec<AclRuleSpec>,
+}
+
+impl AclSpec {
+    /// Reads table `name` from TOML `text` that holds the keys of one
+    /// `[[acl]]` table but the name: `default` and `[[rule]]` tables
+    /// (`weir acl add NAME --file FILE`). `default`, if given, replaces the
+    /// file's. `origin` names the text in errors. The table is checked as a
+    /// configuration's is.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Parse`] or [`ConfigError::Acl`], located in `text`.
+    pub fn parse_file(
+        name: &str,
+        text: &str,
+        origin: &str,
+        default: Option<AclAction>,
+    ) -> Result<AclSpec, ConfigError> {
+        let file: AclFile = toml::from_str(text).map_err(|e| toml_error(&e, text, origin))?;
+        let spec = AclSpec {
+            name: name.to_owned(),
+            default: default.or(file.default).unwrap_or_default(),
+            rules: file.rule,
+        };
+        spec.compile().map_err(|error| ConfigError::Acl {
+            at: Locator::of_text(origin, text).at_acl(None, &error),
+            acl: name.to_owned(),
+            error,
+        })?;
+        Ok(spec)
+    }
+}
+
+/// A TOML syntax or schema error in `text`, located and naming its key.
+fn toml_error(e: &toml::de::Error, text: &str, origin: &str) -> ConfigError {
+    let span = e.span();
+    let message = e.message().trim_end();
+    let message = match span.as_ref().and_then(|s| key_path_at(text, s)) {
+        // Unknown-field and missing-field messages already name the key.
+        Some(path) if !message.contains(&format!("`{path}`")) => {
+            format!("{path}: {message}")
+        }
+        _ => message.to_owned(),
+    };
+    ConfigError::Parse {
+        at: Location::new(origin, text, span),
+        message,
     }
 }
 
@@ -1405,30 +1962,44 @@ fn key_path_at(text: &str, span: &Range<usize>) -> Option<String> {
 }
 
 /// A configuration that passed validation against a [`Host`], with its ports
-/// in typed form: what the runtime starts from, so that nothing validates it
-/// again. Made only by [`Config::validated`].
+/// and security groups in typed form: what the runtime starts from, so that
+/// nothing validates it again.
 #[derive(Clone, Debug)]
 pub struct ValidConfig {
     config: Config,
-    ports: Vec<PortConfig>,
+    validated: Validated,
     host: Host,
 }
 
 impl ValidConfig {
+    /// Validates `config` against `host` ([`Config::validated`]).
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, located in the source text.
+    pub fn new(config: Config, host: Host) -> Result<ValidConfig, ConfigError> {
+        let validated = config.validated(&host)?;
+        Ok(ValidConfig {
+            config,
+            validated,
+            host,
+        })
+    }
+
     /// The configuration as parsed.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// The configuration, its typed ports (in file order) and the host it
-    /// was validated against.
-    pub fn into_parts(self) -> (Config, Vec<PortConfig>, Host) {
-        (self.config, self.ports, self.host)
+    /// The configuration, its typed ports and ACLs, and the host it was
+    /// validated against.
+    pub fn into_parts(self) -> (Config, Validated, Host) {
+        (self.config, self.validated, self.host)
     }
 }
 
 impl Config {
-    /// Reads and parses `path`; [`Config::validated`] or
+    /// Reads and parses `path`; [`ValidConfig::new`] or
     /// [`Config::validate_with`] checks it next.
     ///
     /// # Errors
@@ -1449,21 +2020,7 @@ impl Config {
     ///
     /// [`ConfigError::Parse`], pointing at the offending key or value.
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text).map_err(|e| {
-            let span = e.span();
-            let message = e.message().trim_end();
-            let message = match span.as_ref().and_then(|s| key_path_at(text, s)) {
-                // Unknown-field and missing-field messages already name the key.
-                Some(path) if !message.contains(&format!("`{path}`")) => {
-                    format!("{path}: {message}")
-                }
-                _ => message.to_owned(),
-            };
-            ConfigError::Parse {
-                at: Location::new(origin, text, span),
-                message,
-            }
-        })?;
+        let mut config: Config = toml::from_str(text).map_err(|e| toml_error(&e, text, origin))?;
         config.source = Source {
             origin: origin.to_owned(),
             text: Some(Arc::from(text)),
@@ -1493,36 +2050,62 @@ impl Config {
     ///
     /// The first problem found, located in the source text.
     pub fn validate_with(&self, host: &Host) -> Result<Vec<PortConfig>, ConfigError> {
-        let loc = Locator::new(&self.source);
-        self.validate_dataplane(host, &loc)?;
-        self.validate_fdb(&loc)?;
-        let bridges = self.validate_bridges(&loc)?;
-        let mut ports: Vec<PortConfig> = Vec::with_capacity(self.ports.len());
-        for (i, spec) in self.ports.iter().enumerate() {
-            let port = spec.validate(host).map_err(|error| ConfigError::Port {
-                at: loc.at("port", Some(i), error.key()),
-                port: spec.name.clone(),
-                error,
-            })?;
-            self.check_port_against(&port, i, &ports, &bridges, &loc)?;
-            ports.push(port);
-        }
-        Ok(ports)
+        self.validated(host).map(|v| v.ports)
     }
 
-    /// [`validate_with`](Self::validate_with), keeping the typed ports and
-    /// `host` with the configuration.
+    /// [`Config::validate_with`], returning the compiled `[[acl]]` tables
+    /// too (checked before the ports that name them).
     ///
     /// # Errors
     ///
     /// The first problem found, located in the source text.
-    pub fn validated(self, host: Host) -> Result<ValidConfig, ConfigError> {
-        let ports = self.validate_with(&host)?;
-        Ok(ValidConfig {
-            config: self,
-            ports,
-            host,
-        })
+    pub fn validated(&self, host: &Host) -> Result<Validated, ConfigError> {
+        let loc = Locator::new(&self.source);
+        self.validate_dataplane(host, &loc)?;
+        self.validate_fdb(&loc)?;
+        let bridges = self.validate_bridges(&loc)?;
+        let acls = self.validate_acls(&loc)?;
+        let lookup = |name: &str| {
+            acls.iter()
+                .find(|(s, _)| s.name == name)
+                .map(|(_, a)| Arc::clone(a))
+        };
+        let mut ports: Vec<PortConfig> = Vec::with_capacity(self.ports.len());
+        for (i, spec) in self.ports.iter().enumerate() {
+            let port = spec
+                .validate(host)
+                .and_then(|mut port| port.attach_acls(lookup).map(|()| port))
+                .map_err(|error| ConfigError::Port {
+                    at: loc.at("port", Some(i), error.key()),
+                    port: spec.name.clone(),
+                    error,
+                })?;
+            self.check_port_against(&port, i, &ports, &bridges, &loc)?;
+            ports.push(port);
+        }
+        Ok(Validated { ports, acls })
+    }
+
+    /// Checks and compiles the `[[acl]]` tables: names (valid, each once)
+    /// and rules ([`AclSpec::compile`]).
+    fn validate_acls(&self, loc: &Locator<'_>) -> Result<Vec<(AclSpec, Arc<Acl>)>, ConfigError> {
+        let mut acls: Vec<(AclSpec, Arc<Acl>)> = Vec::with_capacity(self.acls.len());
+        for (i, spec) in self.acls.iter().enumerate() {
+            if let Some(first) = acls.iter().position(|(s, _)| s.name == spec.name) {
+                return Err(ConfigError::DuplicateAcl {
+                    at: loc.at("acl", Some(i), Some("name")),
+                    name: spec.name.clone(),
+                    first_line: loc.at("acl", Some(first), Some("name")).line(),
+                });
+            }
+            let acl = spec.compile().map_err(|error| ConfigError::Acl {
+                at: loc.at_acl(Some(i), &error),
+                acl: spec.name.clone(),
+                error,
+            })?;
+            acls.push((spec.clone(), Arc::new(acl)));
+        }
+        Ok(acls)
     }
 
     /// Checks the bridges' names; returns them in file order.
@@ -2408,6 +2991,228 @@ pci = "0000:03:00.0"
         assert_eq!(ports[3].endpoint().as_deref(), Some("/tmp/v.sock"));
     }
 
+    /// A host that checks no interface, for specs built in code.
+    fn no_ifaces() -> Host {
+        Host {
+            sysfs: "/nonexistent".into(),
+            check_ifaces: false,
+        }
+    }
+
+    #[test]
+    fn vlan_keys_validate_into_the_switch_policy() {
+        let text = "[[bridge]]\nname = \"br0\"\n\n\
+                    [[port]]\nname = \"a\"\ntype = \"ring\"\ntag = 10\n\n\
+                    [[port]]\nname = \"t\"\ntype = \"ring\"\ntrunks = [20, 10, 20]\n\n\
+                    [[port]]\nname = \"n\"\ntype = \"ring\"\ntag = 5\ntrunks = [10]\n\
+                    vlan_mode = \"native-untagged\"\n\n\
+                    [[port]]\nname = \"plain\"\ntype = \"ring\"\n";
+        let sys = FakeSys::new("vlan");
+        let config = Config::parse(text, "t.toml").unwrap();
+        let ports = config.validate_with(&sys.host()).unwrap();
+        let modes: Vec<VlanMode> = ports.iter().map(|p| p.policy.vlan.mode()).collect();
+        assert_eq!(
+            modes,
+            [
+                VlanMode::Access,
+                VlanMode::Trunk,
+                VlanMode::NativeUntagged,
+                VlanMode::Trunk
+            ]
+        );
+        assert_eq!(
+            ports[0].policy,
+            PortPolicy {
+                vlan: PortVlan::new(None, Some(10), &[]).unwrap(),
+                ..PortPolicy::default()
+            }
+        );
+        assert_eq!(ports[1].settings.trunks, [10, 20], "sorted, no duplicates");
+        assert_eq!(ports[2].settings.vlan_mode, Some(VlanMode::NativeUntagged));
+        assert_eq!(ports[3].settings, PortSettings::default());
+        assert_eq!(ports[3].policy, PortPolicy::default());
+        // The dump keeps the key names and the mode's name.
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["port"][2]["vlan_mode"], "native-untagged");
+        assert_eq!(json["port"][1]["trunks"], serde_json::json!([20, 10, 20]));
+        let plain = json["port"][3].as_object().unwrap();
+        assert!(
+            ["tag", "trunks", "vlan_mode"]
+                .iter()
+                .all(|k| !plain.contains_key(*k)),
+            "{plain:?}"
+        );
+    }
+
+    #[test]
+    fn vlan_keys_are_taken_by_every_port_type() {
+        for kind in PortType::ALL {
+            let mut p = PortSpec::new("p", kind);
+            match kind {
+                PortType::Afpacket | PortType::Afxdp | PortType::Tap => p.iface = Some("e0".into()),
+                PortType::Pcap => p.tx_path = Some("/tmp/o.pcap".into()),
+                PortType::VhostUser => p.socket = Some("/tmp/v.sock".into()),
+                PortType::Vfio => p.pci = Some("00:02.0".into()),
+                PortType::Dpdk => p.devargs = Some("net_ring0".into()),
+                PortType::Ring => {}
+            }
+            p.tag = Some(7);
+            p.trunks = vec![8];
+            p.vlan_mode = Some(VlanMode::NativeTagged);
+            let port = p
+                .validate(&no_ifaces())
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(port.policy.vlan.mode(), VlanMode::NativeTagged, "{kind}");
+        }
+    }
+
+    #[test]
+    fn bad_vlan_settings_are_refused_at_their_key() {
+        let port = "[[port]]\nname = \"p\"\ntype = \"ring\"\n";
+        for (keys, pos, needle) in [
+            ("tag = 0\n", "4:7", "VLAN id 0 is out of range (1..=4094)"),
+            (
+                "tag = 4095\n",
+                "4:7",
+                "VLAN id 4095 is out of range (1..=4094)",
+            ),
+            (
+                "trunks = [10, 4095]\n",
+                "4:10",
+                "VLAN id 4095 is out of range",
+            ),
+            (
+                "tag = 10\ntrunks = [20]\n",
+                "5:10",
+                "trunks is not allowed with vlan_mode access",
+            ),
+            (
+                "vlan_mode = \"trunk\"\ntag = 10\n",
+                "5:7",
+                "tag is not allowed with vlan_mode trunk",
+            ),
+            (
+                "vlan_mode = \"native-tagged\"\ntrunks = [10]\n",
+                "4:13",
+                "vlan_mode native-tagged needs a tag",
+            ),
+            (
+                "vlan_mode = \"access\"\n",
+                "4:13",
+                "vlan_mode access needs a tag",
+            ),
+        ] {
+            let err = validate_err(&format!("{port}{keys}"), "badvlan");
+            let msg = err.to_string();
+            assert!(
+                matches!(
+                    err,
+                    ConfigError::Port {
+                        error: PortError::Vlan { .. },
+                        ..
+                    }
+                ),
+                "{msg}"
+            );
+            assert!(
+                msg.starts_with(&format!("t.toml:{pos}: port `p`: ")),
+                "{msg}"
+            );
+            assert!(msg.contains(needle), "{msg}");
+        }
+    }
+
+    #[test]
+    fn unknown_vlan_mode_is_refused_naming_the_modes() {
+        let text = "[[port]]\nname = \"p\"\ntype = \"ring\"\ntag = 3\nvlan_mode = \"hybrid\"\n";
+        let msg = parse_err(text).to_string();
+        assert!(msg.starts_with("t.toml:5:13: "), "{msg}");
+        assert!(
+            msg.contains(
+                "unknown vlan_mode `hybrid`, expected one of access, trunk, native-tagged, \
+                 native-untagged"
+            ),
+            "{msg}"
+        );
+        assert!(msg.contains("port[0].vlan_mode"), "{msg}");
+        // A tag that is no 16-bit number is a type error at the key.
+        let text = "[[port]]\nname = \"p\"\ntype = \"ring\"\ntag = 70000\n";
+        let msg = parse_err(text).to_string();
+        assert!(msg.starts_with("t.toml:4:7: "), "{msg}");
+        assert!(msg.contains("port[0].tag"), "{msg}");
+    }
+
+    #[test]
+    fn settings_are_set_and_cleared_by_key_name() {
+        let mut s = PortSettings::default();
+        s.set("tag", "10").unwrap();
+        s.set("trunks", "30, 20,20").unwrap();
+        s.set("vlan_mode", "native-tagged").unwrap();
+        assert_eq!(
+            s,
+            PortSettings {
+                tag: Some(10),
+                trunks: vec![20, 30],
+                vlan_mode: Some(VlanMode::NativeTagged),
+                ..PortSettings::default()
+            }
+        );
+        assert_eq!(s.validate().unwrap().vlan.mode(), VlanMode::NativeTagged);
+        s.clear("vlan_mode").unwrap();
+        // Now an access port (a tag, no mode) with trunks: refused as a whole.
+        assert_eq!(
+            s.validate(),
+            Err(PortError::Vlan {
+                key: "trunks",
+                error: VlanError::AccessWithTrunks
+            })
+        );
+        s.clear("trunks").unwrap();
+        s.validate().unwrap();
+        s.set("trunks", "").unwrap();
+        assert!(s.trunks.is_empty(), "an empty list is every VLAN");
+        s.clear("tag").unwrap();
+        assert_eq!(s, PortSettings::default());
+        let msg = s.set("tga", "10").unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "unknown key `tga`: the keys a port set or clear can change are tag, trunks, \
+             vlan_mode, acl_in, acl_out"
+        );
+        assert!(matches!(
+            s.clear("iface"),
+            Err(PortError::UnknownSetting { .. })
+        ));
+        for (key, value, msg) in [
+            ("tag", "ten", "invalid tag `ten`: expected a VLAN id"),
+            ("tag", "70000", "invalid tag `70000`: expected a VLAN id"),
+            (
+                "trunks",
+                "10,x",
+                "invalid trunks `10,x`: expected VLAN ids separated by commas, e.g. 10,20",
+            ),
+            (
+                "vlan_mode",
+                "hybrid",
+                "unknown vlan_mode `hybrid`, expected one of access, trunk, native-tagged, \
+                 native-untagged",
+            ),
+        ] {
+            let err = s.set(key, value).unwrap_err();
+            assert_eq!(err.to_string(), msg);
+            assert_eq!(err.key(), Some(key));
+        }
+        assert_eq!(
+            s,
+            PortSettings::default(),
+            "a refused value changes nothing"
+        );
+        // Every key of the table can be set and cleared.
+        for k in SETTING_KEYS {
+            PortSettings::default().clear(k.name).unwrap();
+        }
+    }
+
     #[test]
     fn pci_address_parses_once_into_its_parts() {
         let a: PciAddr = "0001:AF:1f.7".parse().unwrap();
@@ -2430,5 +3235,227 @@ pci = "0000:03:00.0"
                 "{bad}: {err}"
             );
         }
+    }
+
+    /// Two `[[acl]]` tables and ports that name them.
+    const ACLS: &str = r#"
+[[acl]]
+name = "web"
+default = "deny"
+
+[[acl.rule]]
+direction = "in"
+protocol = "tcp"
+dst_ports = 80
+action = "allow"
+
+[[acl.rule]]
+ether_type = "ipv6"
+protocol = "icmpv6"
+icmp_type = 128
+action = "allow"
+
+[[acl]]
+name = "open"
+default = "allow"
+
+[[port]]
+name = "a"
+type = "ring"
+acl_in = "web"
+acl_out = "open"
+
+[[port]]
+name = "b"
+type = "ring"
+acl_out = "web"
+
+[[port]]
+name = "plain"
+type = "ring"
+"#;
+
+    #[test]
+    fn acl_tables_compile_and_ports_get_theirs() {
+        let config = Config::parse(ACLS, "t.toml").unwrap();
+        let v = config.validated(&no_ifaces()).unwrap();
+        assert_eq!(v.acls.len(), 2);
+        let (web, web_acl) = &v.acls[0];
+        assert_eq!(web.rules.len(), 2);
+        assert_eq!(web.rules[0].to_string(), "in tcp dst_ports=80 allow");
+        assert_eq!(web_acl.rules().len(), 2);
+        assert_eq!(v.acls[1].0.default, AclAction::Allow);
+        let [a, b, plain] = &v.ports[..] else {
+            panic!("{:?}", v.ports)
+        };
+        assert!(Arc::ptr_eq(a.policy.acl_in.as_ref().unwrap(), web_acl));
+        assert!(Arc::ptr_eq(
+            a.policy.acl_out.as_ref().unwrap(),
+            &v.acls[1].1
+        ));
+        assert_eq!(a.settings.acl_in.as_deref(), Some("web"));
+        assert!(b.policy.acl_in.is_none() && b.policy.acl_out.is_some());
+        assert!(!b.policy.features().is_empty(), "the ACL stage is on");
+        assert_eq!(plain.policy, PortPolicy::default());
+        // The dump keeps the key names, with the default written out.
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["acl"][0]["rule"][0]["dst_ports"], 80);
+        assert_eq!(
+            json["acl"][1],
+            serde_json::json!({"name": "open", "default": "allow"})
+        );
+        assert_eq!(json["port"][0]["acl_in"], "web");
+        // Without tables, there is no `acl` key at all.
+        let json = serde_json::to_value(Config::default()).unwrap();
+        assert!(json.get("acl").is_none(), "{json}");
+    }
+
+    #[test]
+    fn acl_mistakes_are_refused_at_their_key() {
+        let web = "[[acl]]\nname = \"web\"\n[[acl.rule]]\n";
+        for (text, pos, needle) in [
+            // The switch's checks, at the rule's key.
+            (
+                format!("{web}dst_ports = 80\naction = \"allow\"\n"),
+                "4:13",
+                "acl `web`: rule 0: ports need protocol tcp, udp or sctp",
+            ),
+            (
+                format!("{web}action = \"allow\"\n[[acl.rule]]\nprotocol = \"udp\"\nsrc_ports = \"99-10\"\naction = \"deny\"\n"),
+                "7:13",
+                "acl `web`: rule 1: port range 99-10 is empty",
+            ),
+            (
+                format!("{web}src = \"10.0.0.0/8\"\ndst = \"fd00::1\"\naction = \"deny\"\n"),
+                "5:7",
+                "rule 0: mixes IPv4 and IPv6",
+            ),
+            (
+                format!("{web}protocol = \"tcp\"\nicmp_type = 8\naction = \"deny\"\n"),
+                "5:13",
+                "rule 0: icmp_type and icmp_code need protocol icmp",
+            ),
+            (
+                format!("{web}ether_type = \"arp\"\nprotocol = \"tcp\"\naction = \"deny\"\n"),
+                "4:14",
+                "rule 0: ether_type 0x0806 is not IP",
+            ),
+            (
+                "[[acl]]\nname = \"w eb\"\n".to_owned(),
+                "2:8",
+                "invalid ACL name `w eb`",
+            ),
+            (
+                "[[acl]]\nname = \"web\"\n[[acl]]\nname = \"web\"\n".to_owned(),
+                "4:8",
+                "duplicate ACL name `web` (first defined on line 2)",
+            ),
+            // A port naming a table that does not exist.
+            (
+                "[[acl]]\nname = \"web\"\n[[port]]\nname = \"p\"\ntype = \"ring\"\nacl_out = \"wbe\"\n"
+                    .to_owned(),
+                "6:11",
+                "port `p`: acl_out: no ACL named `wbe`",
+            ),
+        ] {
+            let msg = validate_err(&text, "badacl").to_string();
+            assert!(msg.starts_with(&format!("t.toml:{pos}: ")), "{msg}");
+            assert!(msg.contains(needle), "{msg}");
+        }
+        // Values that cannot be what their key names are refused by the
+        // parser, at the value, naming the key.
+        for (keys, pos, needle) in [
+            (
+                "src = \"10.0.0.0/33\"\n",
+                "4:7",
+                "prefix length must be 0..=32",
+            ),
+            ("dst = \"10.0.0\"\n", "4:7", "not an IP address or prefix"),
+            ("protocol = \"gre\"\n", "4:12", "unknown protocol `gre`"),
+            ("protocol = 300\n", "4:12", "protocol 300 is out of range"),
+            ("dst_ports = \"http\"\n", "4:13", "`http` is not a port"),
+            ("dst_ports = 70000\n", "4:13", "port 70000 is out of range"),
+            ("ether_type = \"ip\"\n", "4:14", "unknown ether_type `ip`"),
+            (
+                "direction = \"ingress\"\n",
+                "4:13",
+                "unknown variant `ingress`",
+            ),
+            ("icmp_type = 256\n", "4:13", "acl[0].rule[0].icmp_type"),
+            ("port = 80\n", "4:1", "unknown field `port`"),
+        ] {
+            let msg = parse_err(&format!("{web}{keys}action = \"deny\"\n")).to_string();
+            assert!(msg.starts_with(&format!("t.toml:{pos}: ")), "{keys}: {msg}");
+            assert!(msg.contains(needle), "{keys}: {msg}");
+        }
+        let msg = parse_err(&format!("{web}protocol = \"tcp\"\n")).to_string();
+        assert!(msg.contains("missing field `action`"), "{msg}");
+    }
+
+    #[test]
+    fn an_acl_file_holds_one_tables_keys() {
+        let text = "default = \"allow\"\n\n[[rule]]\nprotocol = \"tcp\"\ndst_ports = 22\n\
+                    action = \"deny\"\n";
+        let spec = AclSpec::parse_file("ssh", text, "ssh.toml", None).unwrap();
+        assert_eq!(spec.name, "ssh");
+        assert_eq!(spec.default, AclAction::Allow);
+        assert_eq!(spec.rules[0].to_string(), "tcp dst_ports=22 deny");
+        // A default given beside the file wins.
+        let spec = AclSpec::parse_file("ssh", text, "ssh.toml", Some(AclAction::Deny)).unwrap();
+        assert_eq!(spec.default, AclAction::Deny);
+        assert_eq!(
+            AclSpec::parse_file("none", "", "e.toml", None).unwrap(),
+            AclSpec::new("none", AclAction::Deny)
+        );
+        for (text, msg) in [
+            (
+                "[[rule]]\naction = \"deny\"\n[[rule]]\nicmp_code = 3\naction = \"deny\"\n",
+                "f.toml:4:13: acl `x`: rule 1: icmp_type and icmp_code need protocol",
+            ),
+            ("name = \"x\"\n", "f.toml:1:1: unknown field `name`"),
+            (
+                "[[rule]]\nsrc = \"::/129\"\naction = \"deny\"\n",
+                "f.toml:2:7: rule[0].src: `::/129`: prefix length must be 0..=128",
+            ),
+        ] {
+            let err = AclSpec::parse_file("x", text, "f.toml", None).unwrap_err();
+            assert!(err.to_string().starts_with(msg), "{err}");
+        }
+    }
+
+    #[test]
+    fn acl_settings_take_names_and_attach_what_they_name() {
+        let mut s = PortSettings::default();
+        s.set("acl_in", "web").unwrap();
+        s.set("acl_out", "db").unwrap();
+        assert_eq!(
+            (s.acl_in.as_deref(), s.acl_out.as_deref()),
+            (Some("web"), Some("db"))
+        );
+        let err = s.set("acl_in", "no such").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid acl_in `no such`: expected the name of an ACL (an [[acl]] table or \
+             `weir acl add`)"
+        );
+        let web = Arc::new(AclSpec::new("web", AclAction::Allow).compile().unwrap());
+        let only_web = |n: &str| (n == "web").then(|| Arc::clone(&web));
+        assert_eq!(
+            s.acls(only_web).unwrap_err(),
+            PortError::UnknownAcl {
+                key: "acl_out",
+                name: "db".into()
+            }
+        );
+        s.clear("acl_out").unwrap();
+        let (acl_in, acl_out) = s.acls(only_web).unwrap();
+        assert!(Arc::ptr_eq(&acl_in.unwrap(), &web) && acl_out.is_none());
+        // A port's settings: the tables go into its policy.
+        let mut spec = PortSpec::new("p", PortType::Ring);
+        spec.acl_in = Some("web".into());
+        let mut port = spec.validate(&no_ifaces()).unwrap();
+        assert!(port.policy.acl_in.is_none(), "not attached yet");
+        port.attach_acls(only_web).unwrap();
+        assert!(port.policy.acl_in.is_some());
     }
 }

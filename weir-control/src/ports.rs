@@ -261,6 +261,7 @@ fn open_vhost_user(
         socket: socket.to_owned(),
         mode,
         queues,
+        mac: None,
     };
     let mut dev = vhost_user::create_with_owner(name, &cfg, pool, tso_pool, owner)?;
     let queues = boxed(dev.take_queues());
@@ -315,6 +316,8 @@ mod tests {
             kind: PortKind::Dpdk {
                 devargs: devargs.to_owned(),
             },
+            settings: Default::default(),
+            policy: Default::default(),
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use dataplane::mempool::{self, HugepagePolicy, MempoolConfig};
 use dataplane::stats::StatsSnapshot;
-use dataplane::switch::{self, Bridge, Fdb, HandoffBudget, PortEntry, Switch};
+use dataplane::switch::{self, Acl, Bridge, Fdb, HandoffBudget, PortEntry, Switch};
 use dataplane::worker::{WorkerConfig, WorkerHandle};
 use dataplane::{BridgeId, DropReason, Mempool, PortId, QueueId, QueueStats, WorkerId, MAX_BURST};
 
@@ -23,11 +23,12 @@ use crate::server::{ControlServer, Handler, ServerError};
 use dataplane::mempool::MempoolError;
 use dataplane::worker::WorkerError;
 use weir_api::{
-    BridgeInfo, FdbEntryView, MempoolView, PortInfo, Request, Response, StageCycles, StatsView,
-    VersionView, WorkerView,
+    AclInfo, AclView, BridgeInfo, FdbEntryView, MempoolView, PortInfo, Request, Response,
+    StageCycles, StatsView, VersionView, WorkerView,
 };
 use weir_config::{
-    Config, Host, PortConfig, PortError, PortKind, PortSpec, PortType, ValidConfig, MAX_BRIDGES,
+    AclSpec, AclSpecError, Config, Host, PortConfig, PortError, PortKind, PortSettings, PortSpec,
+    PortType, ValidConfig, MAX_BRIDGES,
 };
 
 /// Why a dataplane could not start, or a control request failed.
@@ -72,7 +73,8 @@ pub enum ControlError {
         /// Its ports.
         ports: Vec<String>,
     },
-    /// A port (of a `port add` request) is invalid on its own.
+    /// A port (of a `port add` request), or the settings a `port set` or
+    /// `port clear` would give it, is invalid on its own.
     #[error("port {port}")]
     InvalidPort {
         /// The port.
@@ -163,6 +165,32 @@ pub enum ControlError {
     /// The control socket could not be set up.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// A security group (of an `acl add` request) is refused.
+    #[error("acl {name}")]
+    InvalidAcl {
+        /// The ACL.
+        name: String,
+        /// What is wrong.
+        #[source]
+        source: AclSpecError,
+    },
+    /// No security group of that name exists.
+    #[error("no ACL named {name}")]
+    NoSuchAcl {
+        /// The name.
+        name: String,
+    },
+    /// A security group to delete is in use.
+    #[error(
+        "ACL {name} is in use: {}; clear those settings first (weir port clear PORT KEY)",
+        uses.join(", ")
+    )]
+    AclInUse {
+        /// The ACL.
+        name: String,
+        /// Its uses, as `port PORT (KEY)`.
+        uses: Vec<String>,
+    },
 }
 
 /// `error` and its sources, `: `-separated, as a control reply or log line
@@ -190,8 +218,16 @@ struct PortRecord {
     device: Option<Box<dyn PortDevice>>,
 }
 
+/// A security group: as given, and compiled for the switch.
+struct AclRecord {
+    spec: AclSpec,
+    acl: Arc<Acl>,
+}
+
 struct State {
     ports: BTreeMap<String, PortRecord>,
+    /// Security groups by name; ports name them in `acl_in` and `acl_out`.
+    acls: BTreeMap<String, AclRecord>,
     /// Round-robin cursor for queue placement.
     next_worker: usize,
     /// Large buffers for TSO frames, created with the first vhost-user port
@@ -262,7 +298,7 @@ impl Dataplane {
         cfg: ValidConfig,
         factory: Box<dyn PortFactory>,
     ) -> Result<Dataplane, ControlError> {
-        let (cfg, ports, host) = cfg.into_parts();
+        let (cfg, weir_config::Validated { ports, acls }, host) = cfg.into_parts();
         raise_memlock_limit();
         let pool_cfg = cfg.dataplane.mempool_config();
         let hugepages = pool_cfg.hugepages;
@@ -313,6 +349,10 @@ impl Dataplane {
             host,
             state: Mutex::new(State {
                 ports: BTreeMap::new(),
+                acls: acls
+                    .into_iter()
+                    .map(|(spec, acl)| (spec.name.clone(), AclRecord { spec, acl }))
+                    .collect(),
                 next_worker: 0,
                 tso_pool: None,
                 stuck: Vec::new(),
@@ -505,11 +545,17 @@ impl Dataplane {
     /// opened or (None) to be opened under the lock.
     fn add_opened(
         &self,
-        spec: PortConfig,
+        mut spec: PortConfig,
         preopened: Option<OpenedPort>,
     ) -> Result<(), ControlError> {
         let mut st = self.lock();
         self.check_new_port(&st, &spec)?;
+        // The security groups the port names, as they are now.
+        spec.attach_acls(|name| acl_lookup(&st.acls, name))
+            .map_err(|source| ControlError::InvalidPort {
+                port: spec.name.clone(),
+                source,
+            })?;
         let t = self.switch.load();
         let bridge = match &spec.bridge {
             Some(b) => Some(
@@ -539,11 +585,15 @@ impl Dataplane {
             PortEntry::new(id, &spec.name, bridge, owner)
                 .with_handoff_budget(Arc::clone(&self.handoff_budgets[placement[0]])),
         );
+        // The port and its pipeline settings in one publication: no frame
+        // sees the port without its VLAN mode.
+        let policy = Arc::new(spec.policy.clone());
         self.switch.update(|t| {
             if t.ports.len() <= id.index() {
                 t.ports.resize(id.index() + 1, None);
             }
             t.ports[id.index()] = Some(entry);
+            t.set_policy(id, Some(policy));
             if let Some(b) = bridge {
                 if let Some(Some(br)) = t.bridges.get_mut(b.0 as usize) {
                     br.ports.push(id);
@@ -644,20 +694,11 @@ impl Dataplane {
             }
             for b in t.bridges.iter_mut().flatten() {
                 b.ports.retain(|p| *p != id);
-                b.fdb.flush_port(id);
             }
         });
-        // 2. Wait until every worker runs on the new tables.
-        for w in &self.workers {
-            if !w.wait_generation(generation, self.worker_timeout) {
-                tracing::warn!(worker = w.id().0, "worker slow to acknowledge table change");
-            }
-        }
-        // Learning may have raced the flush in step 1; flush again now that nobody
-        // can receive from the port.
-        for b in self.switch.load().bridges.iter().flatten() {
-            b.fdb.flush_port(id);
-        }
+        // 2. Flush its addresses and wait until every worker runs on the new
+        // tables.
+        self.flush_port_after(id, generation);
         // 3. Take its queues back and close them; ask every worker even if
         // one fails.
         let mut workers: Vec<usize> = rec.queues.iter().map(|q| q.0).collect();
@@ -683,6 +724,104 @@ impl Dataplane {
         }
         drop(rec.device);
         Ok(())
+    }
+
+    /// Removes the addresses learned on port `id` once every worker runs on
+    /// tables of `generation` (the update that changed the port): flushed at
+    /// once, and again after the wait, since a worker still on older tables
+    /// may have learned one in between.
+    fn flush_port_after(&self, id: PortId, generation: u64) {
+        let flush = || {
+            for b in self.switch.load().bridges.iter().flatten() {
+                b.fdb.flush_port(id);
+            }
+        };
+        flush();
+        self.wait_workers(generation);
+        flush();
+    }
+
+    /// Waits (each up to the worker timeout) until every worker runs on
+    /// tables of `generation` or later.
+    fn wait_workers(&self, generation: u64) {
+        for w in &self.workers {
+            if !w.wait_generation(generation, self.worker_timeout) {
+                tracing::warn!(worker = w.id().0, "worker slow to acknowledge table change");
+            }
+        }
+    }
+
+    /// Changes switch settings of a port (`port set`): each key of
+    /// `settings` to its value, in `port set`'s text form. The port's
+    /// settings with the changes are checked as a whole; if valid they are
+    /// published in one table update (no frame sees half of them) and, if the
+    /// VLAN settings changed, the addresses learned on the port are flushed
+    /// (they were learned in VLANs the port may no longer carry, as Open
+    /// vSwitch does). A change of security group returns once every worker
+    /// switches with it. Returns the port's settings after the change.
+    ///
+    /// # Errors
+    /// Unknown port, unknown key, a value that does not parse, or settings
+    /// that do not go together; nothing changes then.
+    pub fn port_set(
+        &self,
+        name: &str,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<PortSettings, ControlError> {
+        self.change_settings(name, |s| {
+            settings
+                .iter()
+                .try_for_each(|(key, value)| s.set(key, value))
+        })
+    }
+
+    /// Gives switch settings of a port their defaults (`port clear`), as
+    /// [`port_set`](Self::port_set) changes them.
+    ///
+    /// # Errors
+    /// As [`port_set`](Self::port_set).
+    pub fn port_clear(&self, name: &str, keys: &[String]) -> Result<PortSettings, ControlError> {
+        self.change_settings(name, |s| keys.iter().try_for_each(|key| s.clear(key)))
+    }
+
+    /// [`port_set`](Self::port_set) and [`port_clear`](Self::port_clear):
+    /// applies `change` to a copy of the port's settings, checks the result
+    /// and publishes it.
+    fn change_settings(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut PortSettings) -> Result<(), PortError>,
+    ) -> Result<PortSettings, ControlError> {
+        let mut st = self.lock();
+        let State { ports, acls, .. } = &mut *st;
+        let rec = ports
+            .get_mut(name)
+            .ok_or_else(|| ControlError::NoSuchPort { name: name.into() })?;
+        let invalid = |source| ControlError::InvalidPort {
+            port: name.into(),
+            source,
+        };
+        let mut settings = rec.port.settings.clone();
+        change(&mut settings).map_err(invalid)?;
+        let mut policy = settings.validate().map_err(invalid)?;
+        (policy.acl_in, policy.acl_out) =
+            settings.acls(|n| acl_lookup(acls, n)).map_err(invalid)?;
+        if policy != rec.port.policy {
+            let id = rec.id;
+            let published = Arc::new(policy.clone());
+            let generation = self.switch.update(|t| t.set_policy(id, Some(published)));
+            if policy.vlan != rec.port.policy.vlan {
+                self.flush_port_after(id, generation);
+            } else if (&policy.acl_in, &policy.acl_out)
+                != (&rec.port.policy.acl_in, &rec.port.policy.acl_out)
+            {
+                self.wait_workers(generation);
+            }
+        }
+        tracing::info!(port = name, ?settings, "port settings changed");
+        rec.port.settings = settings.clone();
+        rec.port.policy = policy;
+        Ok(settings)
     }
 
     fn port_info(&self, rec: &PortRecord, t: &switch::SwitchTables) -> PortInfo {
@@ -716,7 +855,130 @@ impl Dataplane {
             stats: s,
             queue_stats: per_queue,
             mtu: rec.device.as_ref().and_then(|d| d.mtu()),
+            vlan_mode: Some(rec.port.policy.vlan.mode().name().to_owned()),
+            tag: rec.port.settings.tag,
+            trunks: rec.port.settings.trunks.clone(),
+            acl_in: rec.port.settings.acl_in.clone(),
+            acl_out: rec.port.settings.acl_out.clone(),
         }
+    }
+
+    /// Creates security group `spec.name`, or replaces it (`acl add`). The
+    /// table is compiled before anything changes; if refused, nothing does.
+    /// A replaced table goes into the policy of every port that uses it,
+    /// all in one table update (no frame sees some of its ports with the
+    /// old table and some with the new, nor a port's `acl_in` changed and
+    /// its `acl_out` not), each port keeping its other settings; this
+    /// returns once every worker switches with it.
+    ///
+    /// # Errors
+    /// An invalid name or a rule the switch refuses.
+    pub fn acl_add(&self, spec: AclSpec) -> Result<AclView, ControlError> {
+        // Compiling a large table takes a while: not under the lock.
+        let acl = Arc::new(spec.compile().map_err(|source| ControlError::InvalidAcl {
+            name: spec.name.clone(),
+            source,
+        })?);
+        let mut st = self.lock();
+        let name = spec.name.clone();
+        let mut changed: Vec<(String, PortId, switch::PortPolicy)> = Vec::new();
+        for rec in st.ports.values() {
+            let s = &rec.port.settings;
+            let (uses_in, uses_out) = (
+                s.acl_in.as_deref() == Some(&name),
+                s.acl_out.as_deref() == Some(&name),
+            );
+            if !(uses_in || uses_out) {
+                continue;
+            }
+            let mut policy = rec.port.policy.clone();
+            if uses_in {
+                policy.acl_in = Some(Arc::clone(&acl));
+            }
+            if uses_out {
+                policy.acl_out = Some(Arc::clone(&acl));
+            }
+            changed.push((rec.port.name.clone(), rec.id, policy));
+        }
+        if !changed.is_empty() {
+            let published: Vec<(PortId, Arc<switch::PortPolicy>)> = changed
+                .iter()
+                .map(|(_, id, p)| (*id, Arc::new(p.clone())))
+                .collect();
+            let generation = self.switch.update(|t| {
+                for (id, p) in published {
+                    t.set_policy(id, Some(p));
+                }
+            });
+            self.wait_workers(generation);
+        }
+        for (port, _, policy) in changed {
+            if let Some(rec) = st.ports.get_mut(&port) {
+                rec.port.policy = policy;
+            }
+        }
+        let replaced = st
+            .acls
+            .insert(name.clone(), AclRecord { spec, acl })
+            .is_some();
+        tracing::info!(acl = %name, replaced, "acl added");
+        Ok(acl_view(&st, &st.acls[&name]))
+    }
+
+    /// Deletes security group `name` (`acl del`); returns it as it was.
+    ///
+    /// # Errors
+    /// Unknown name, or ports still use it (the error names them).
+    pub fn acl_del(&self, name: &str) -> Result<AclView, ControlError> {
+        let mut st = self.lock();
+        let rec = st
+            .acls
+            .get(name)
+            .ok_or_else(|| ControlError::NoSuchAcl { name: name.into() })?;
+        let view = acl_view(&st, rec);
+        let uses: Vec<String> = [("acl_in", &view.acl_in), ("acl_out", &view.acl_out)]
+            .into_iter()
+            .flat_map(|(key, ports)| ports.iter().map(move |p| format!("port {p} ({key})")))
+            .collect();
+        if !uses.is_empty() {
+            return Err(ControlError::AclInUse {
+                name: name.into(),
+                uses,
+            });
+        }
+        st.acls.remove(name);
+        tracing::info!(acl = name, "acl removed");
+        Ok(view)
+    }
+
+    /// Every security group, by name.
+    pub fn acl_list(&self) -> Vec<AclInfo> {
+        let st = self.lock();
+        st.acls
+            .values()
+            .map(|rec| {
+                let v = acl_view(&st, rec);
+                AclInfo {
+                    name: v.name,
+                    default: v.default,
+                    rules: v.rules.len(),
+                    acl_in: v.acl_in,
+                    acl_out: v.acl_out,
+                }
+            })
+            .collect()
+    }
+
+    /// One security group with its rules.
+    ///
+    /// # Errors
+    /// Unknown name.
+    pub fn acl_show(&self, name: &str) -> Result<AclView, ControlError> {
+        let st = self.lock();
+        st.acls
+            .get(name)
+            .map(|rec| acl_view(&st, rec))
+            .ok_or_else(|| ControlError::NoSuchAcl { name: name.into() })
     }
 
     /// Every port, by name.
@@ -876,6 +1138,29 @@ impl Dataplane {
     }
 }
 
+/// The compiled security group named `name`.
+fn acl_lookup(acls: &BTreeMap<String, AclRecord>, name: &str) -> Option<Arc<Acl>> {
+    acls.get(name).map(|r| Arc::clone(&r.acl))
+}
+
+/// A security group as `acl show` gives it, with the ports that use it.
+fn acl_view(st: &State, rec: &AclRecord) -> AclView {
+    let users = |key: fn(&PortSettings) -> &Option<String>| -> Vec<String> {
+        st.ports
+            .values()
+            .filter(|p| key(&p.port.settings).as_deref() == Some(rec.spec.name.as_str()))
+            .map(|p| p.port.name.clone())
+            .collect()
+    };
+    AclView {
+        name: rec.spec.name.clone(),
+        default: rec.spec.default,
+        rules: rec.spec.rules.clone(),
+        acl_in: users(|s| &s.acl_in),
+        acl_out: users(|s| &s.acl_out),
+    }
+}
+
 /// The lowest port id neither in the tables nor held by a stuck port: ids
 /// of ports whose queues a worker never gave back stay taken, since the
 /// worker may still run them under that id.
@@ -933,6 +1218,8 @@ impl Handler for Dataplane {
             Request::PortAdd(spec) => done(self.port_add(*spec)),
             Request::PortDel { name } => done(self.port_del(&name)),
             Request::PortList => Response::with_data(&self.port_list()),
+            Request::PortSet { name, settings } => result(self.port_set(&name, &settings)),
+            Request::PortClear { name, keys } => result(self.port_clear(&name, &keys)),
             Request::BridgeAdd { name } => done(self.bridge_add(&name)),
             Request::BridgeDel { name } => done(self.bridge_del(&name)),
             Request::BridgeList => Response::with_data(&self.bridge_list()),
@@ -941,6 +1228,10 @@ impl Handler for Dataplane {
             Request::Stats => Response::with_data(&self.stats()),
             Request::PmdShow => Response::with_data(&self.workers()),
             Request::Version => Response::with_data(&VersionView::current()),
+            Request::AclAdd(spec) => result(self.acl_add(spec)),
+            Request::AclDel { name } => result(self.acl_del(&name)),
+            Request::AclList => Response::with_data(&self.acl_list()),
+            Request::AclShow { name } => result(self.acl_show(&name)),
         }
     }
 }
@@ -1139,7 +1430,7 @@ mod tests {
         // Other tests share the CPU: the worker sleeps when idle.
         cfg.dataplane.idle_sleep_us = 50;
         cfg.fdb.max_entries = 64;
-        let mut dp = Dataplane::start(cfg.validated(Host::system()).unwrap()).unwrap();
+        let mut dp = Dataplane::start(ValidConfig::new(cfg, Host::system()).unwrap()).unwrap();
         dp.worker_timeout = Duration::from_millis(300);
         dp
     }
@@ -1243,9 +1534,9 @@ mod tests {
         }
     }
 
-    /// A small dataplane whose ports `factory` opens, one worker per CPU of
-    /// `workers`.
-    fn scripted_dataplane(factory: &Arc<ScriptedFactory>, workers: &str) -> Dataplane {
+    /// The configuration of a small dataplane, one worker per CPU of
+    /// `workers`, without bridges or ports.
+    fn scripted_config(workers: &str) -> Config {
         let mut cfg = Config::default();
         cfg.dataplane.mbufs = 512;
         cfg.dataplane.tso_mbufs = 0;
@@ -1253,7 +1544,13 @@ mod tests {
         cfg.dataplane.idle_sleep_us = 50;
         cfg.dataplane.workers = Some(workers.parse().unwrap());
         cfg.fdb.max_entries = 64;
-        let cfg = cfg.validated(Host::system()).unwrap();
+        cfg
+    }
+
+    /// A small dataplane whose ports `factory` opens, one worker per CPU of
+    /// `workers`.
+    fn scripted_dataplane(factory: &Arc<ScriptedFactory>, workers: &str) -> Dataplane {
+        let cfg = ValidConfig::new(scripted_config(workers), Host::system()).unwrap();
         Dataplane::start_with(cfg, Box::new(Arc::clone(factory))).unwrap()
     }
 
@@ -1456,6 +1753,509 @@ mod tests {
         );
         assert!(hb.transmitted().iter().all(|f| *f == frame));
         assert_eq!(dp.port_list().len(), 2);
+        dp.shutdown();
+    }
+
+    #[test]
+    fn ports_are_published_with_their_vlan_settings() {
+        use dataplane::switch::{Features, VlanMode};
+        use dataplane::testutil::{
+            eth_frame, mac, vlan_frame, ScriptedPort, EXPERIMENTAL_ETHERTYPE,
+        };
+        use dataplane::VlanId;
+        let factory = Arc::new(ScriptedFactory::default());
+        let mut cfg = scripted_config("0");
+        cfg.bridges
+            .push(weir_config::BridgeSpec { name: "br0".into() });
+        // A configured access port on VLAN 10 ...
+        let mut a = ring_port("a", Some("br0"));
+        a.tag = Some(10);
+        cfg.ports.push(a);
+        // The ports exist before the daemon's pool does: they receive into
+        // a pool of their own.
+        let pool = Mempool::for_tests(64);
+        let (pa, pt) = (ScriptedPort::new(pool), ScriptedPort::new(pool));
+        let (ha, ht) = (pa.handle(), pt.handle());
+        {
+            let mut ports = factory.ports.lock().unwrap();
+            ports.insert("a".into(), vec![Box::new(pa)]);
+            ports.insert("t".into(), vec![Box::new(pt)]);
+        }
+        let dp = Dataplane::start_with(
+            ValidConfig::new(cfg, Host::system()).unwrap(),
+            Box::new(Arc::clone(&factory)),
+        )
+        .unwrap();
+        // ... and a trunk of VLANs 10 and 20 added at run time.
+        let mut t = ring_port("t", Some("br0"));
+        t.trunks = vec![10, 20];
+        dp.port_add(t).unwrap();
+        let tables = dp.switch.load();
+        let (ia, it) = (PortId(port_id(&dp, "a")), PortId(port_id(&dp, "t")));
+        assert_eq!(tables.policy(ia).vlan.mode(), VlanMode::Access);
+        assert_eq!(tables.policy(it).vlan.mode(), VlanMode::Trunk);
+        assert!(!tables.policy(it).vlan.is_member(VlanId(30)));
+        let br = tables.bridge_by_name("br0").unwrap().id;
+        assert!(tables.bridge_features(br).contains(Features::VLAN));
+        drop(tables);
+        let up = |name: &str| {
+            dp.port_list()
+                .iter()
+                .any(|p| p.name == name && p.link == "up")
+        };
+        wait_for("a and t up", || up("a") && up("t"));
+        // An untagged frame from the access port leaves the trunk tagged
+        // with VLAN 10.
+        ha.push_rx(eth_frame(mac(2), mac(1), EXPERIMENTAL_ETHERTYPE, 46));
+        wait_for("t transmits", || !ht.transmitted().is_empty());
+        assert_eq!(
+            ht.transmitted(),
+            [vlan_frame(mac(2), mac(1), VlanId(10), 46)]
+        );
+        dp.shutdown();
+    }
+
+    fn keys(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A dataplane with bridge br0 and scripted ports `a` (access VLAN 10)
+    /// and `t` (a trunk of every VLAN), both up; returns their handles.
+    fn access_and_trunk() -> (
+        Dataplane,
+        dataplane::testutil::ScriptHandle,
+        dataplane::testutil::ScriptHandle,
+    ) {
+        use dataplane::testutil::ScriptedPort;
+        let factory = Arc::new(ScriptedFactory::default());
+        let dp = scripted_dataplane(&factory, "0");
+        let pool = dp.pool();
+        let (pa, pt) = (ScriptedPort::new(pool), ScriptedPort::new(pool));
+        let (ha, ht) = (pa.handle(), pt.handle());
+        {
+            let mut ports = factory.ports.lock().unwrap();
+            ports.insert("a".into(), vec![Box::new(pa)]);
+            ports.insert("t".into(), vec![Box::new(pt)]);
+        }
+        dp.bridge_add("br0").unwrap();
+        let mut a = ring_port("a", Some("br0"));
+        a.tag = Some(10);
+        dp.port_add(a).unwrap();
+        dp.port_add(ring_port("t", Some("br0"))).unwrap();
+        let up = |name: &str| {
+            dp.port_list()
+                .iter()
+                .any(|p| p.name == name && p.link == "up")
+        };
+        wait_for("a and t up", || up("a") && up("t"));
+        (dp, ha, ht)
+    }
+
+    #[test]
+    fn port_set_publishes_the_new_settings_and_flushes_the_port() {
+        use dataplane::switch::VlanMode;
+        use dataplane::testutil::{eth_frame, mac, vlan_frame, EXPERIMENTAL_ETHERTYPE};
+        use dataplane::VlanId;
+        let (dp, ha, ht) = access_and_trunk();
+        let a = PortId(port_id(&dp, "a"));
+        ha.push_rx(eth_frame(mac(2), mac(1), EXPERIMENTAL_ETHERTYPE, 46));
+        wait_for("t transmits", || ht.transmitted().len() == 1);
+        let learned = |vlan: u16| {
+            dp.fdb_show(None)
+                .unwrap()
+                .iter()
+                .any(|e| e.port == "a" && e.vlan == vlan)
+        };
+        assert!(learned(10), "{:?}", dp.fdb_show(None));
+        let after = dp
+            .port_set(
+                "a",
+                &keys(&[
+                    ("tag", "20"),
+                    ("trunks", "30,40"),
+                    ("vlan_mode", "native-tagged"),
+                ]),
+            )
+            .unwrap();
+        assert_eq!(
+            after,
+            PortSettings {
+                tag: Some(20),
+                trunks: vec![30, 40],
+                vlan_mode: Some(VlanMode::NativeTagged),
+                ..PortSettings::default()
+            }
+        );
+        // All three keys in the published tables, and in the port's record.
+        let t = dp.switch.load();
+        let vlan = &t.policy(a).vlan;
+        assert_eq!(vlan.mode(), VlanMode::NativeTagged);
+        assert_eq!(vlan.ingress(None), Some(VlanId(20)));
+        assert!(vlan.is_member(VlanId(40)) && !vlan.is_member(VlanId(10)));
+        drop(t);
+        let info = dp.port_list().into_iter().find(|p| p.name == "a").unwrap();
+        assert_eq!(
+            (info.vlan_mode.as_deref(), info.tag, info.trunks),
+            (Some("native-tagged"), Some(20), vec![30, 40])
+        );
+        assert!(!learned(10), "entries of a are flushed on a VLAN change");
+        // Frames now come in on VLAN 20 and leave the trunk tagged so.
+        ha.push_rx(eth_frame(mac(2), mac(1), EXPERIMENTAL_ETHERTYPE, 46));
+        wait_for("t transmits again", || ht.transmitted().len() == 2);
+        assert_eq!(
+            ht.transmitted()[1],
+            vlan_frame(mac(2), mac(1), VlanId(20), 46)
+        );
+        // Clearing the keys makes a a trunk of every VLAN: no policy at all.
+        let after = dp
+            .port_clear("a", &["tag".into(), "trunks".into(), "vlan_mode".into()])
+            .unwrap();
+        assert_eq!(after, PortSettings::default());
+        let t = dp.switch.load();
+        assert!(t.policy(a).vlan.is_trunk_all());
+        let br = t.bridge_by_name("br0").unwrap().id;
+        assert!(t.bridge_features(br).is_empty(), "the plain path again");
+        drop(t);
+        dp.shutdown();
+    }
+
+    #[test]
+    fn a_refused_port_set_or_clear_changes_nothing() {
+        use dataplane::switch::VlanMode;
+        let (dp, _ha, _ht) = access_and_trunk();
+        let a = PortId(port_id(&dp, "a"));
+        let before = dp.switch.load();
+        for (settings, msg) in [
+            (
+                keys(&[("tag", "20"), ("vlan_mode", "trunk")]),
+                "tag is not allowed with vlan_mode trunk",
+            ),
+            (
+                keys(&[("tag", "4095")]),
+                "VLAN id 4095 is out of range (1..=4094)",
+            ),
+            (
+                keys(&[("trunks", "20")]),
+                "trunks is not allowed with vlan_mode access",
+            ),
+            (
+                keys(&[("tag", "20"), ("mac", "02:00:00:00:00:01")]),
+                "unknown key `mac`: the keys a port set or clear can change are tag, trunks, \
+                 vlan_mode",
+            ),
+            (keys(&[("tag", "ten")]), "invalid tag `ten`"),
+        ] {
+            let err = dp.port_set("a", &settings).unwrap_err();
+            let text = error_chain(&err);
+            assert!(text.starts_with("port a: ") && text.contains(msg), "{text}");
+        }
+        // Removing the tag of an access port leaves it without one.
+        let err = dp
+            .port_set("a", &keys(&[("vlan_mode", "access")]))
+            .and_then(|_| dp.port_clear("a", &["tag".into()]))
+            .unwrap_err();
+        assert!(
+            error_chain(&err).contains("vlan_mode access needs a tag"),
+            "{err}"
+        );
+        let err = dp.port_set("nope", &keys(&[("tag", "1")])).unwrap_err();
+        assert!(matches!(err, ControlError::NoSuchPort { .. }), "{err}");
+        // Nothing was published, and the record is as before (vlan_mode
+        // access, which the tag alone meant, is the same policy).
+        let t = dp.switch.load();
+        assert_eq!(t.generation, before.generation);
+        assert_eq!(t.policy(a), before.policy(a));
+        let info = dp.port_list().into_iter().find(|p| p.name == "a").unwrap();
+        assert_eq!(
+            (info.vlan_mode.as_deref(), info.tag, info.trunks.len()),
+            (Some("access"), Some(10), 0)
+        );
+        let settings = dp.port_set("a", &BTreeMap::new()).unwrap();
+        assert_eq!(settings.vlan_mode, Some(VlanMode::Access));
+        dp.shutdown();
+    }
+
+    #[test]
+    fn port_set_is_served_on_the_control_socket_protocol() {
+        let (dp, _ha, _ht) = access_and_trunk();
+        let resp = dp.handle(Request::PortSet {
+            name: "t".into(),
+            settings: keys(&[("trunks", "10,20")]),
+        });
+        assert!(resp.ok, "{resp:?}");
+        assert_eq!(resp.data, Some(serde_json::json!({"trunks": [10, 20]})));
+        let resp = dp.handle(Request::PortClear {
+            name: "t".into(),
+            keys: vec!["vlan_mode".into(), "bogus".into()],
+        });
+        assert_eq!(
+            resp.error.as_deref(),
+            Some(
+                "port t: unknown key `bogus`: the keys a port set or clear can change are tag, \
+                 trunks, vlan_mode, acl_in, acl_out"
+            )
+        );
+        let list = dp.handle(Request::PortList).data.unwrap();
+        let t = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "t")
+            .unwrap();
+        assert_eq!(t["trunks"], serde_json::json!([10, 20]));
+        assert_eq!(t["vlan_mode"], "trunk");
+        assert_eq!(t["tag"], serde_json::Value::Null);
+        dp.shutdown();
+    }
+
+    /// An IPv4 TCP segment from mac(1), 10.0.0.1:40000, to mac(2),
+    /// 10.0.0.2:`dport`.
+    fn tcp_frame(dport: u16) -> Vec<u8> {
+        use dataplane::testutil::{eth_frame, mac};
+        let mut f = eth_frame(mac(2), mac(1), 0x0800, 40);
+        f[14..34].copy_from_slice(&[
+            0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ]);
+        f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    /// Table `name` with `default` and `rules` (in their text form).
+    fn acl(name: &str, default: weir_config::AclAction, rules: &[&str]) -> AclSpec {
+        let mut spec = AclSpec::new(name, default);
+        spec.rules = rules.iter().map(|r| r.parse().unwrap()).collect();
+        spec
+    }
+
+    /// Frames port `name` dropped as `acl-deny`.
+    fn acl_denied(dp: &Dataplane, name: &str) -> u64 {
+        dp.port_list()
+            .into_iter()
+            .find(|p| p.name == name)
+            .map_or(0, |p| p.stats.drops[DropReason::AclDeny as usize])
+    }
+
+    #[test]
+    fn replacing_an_acl_republishes_every_port_that_uses_it_in_one_update() {
+        use dataplane::switch::VlanMode;
+        use dataplane::VlanId;
+        use weir_config::AclAction::Deny;
+        let (dp, ha, ht) = access_and_trunk();
+        let (a, t) = (PortId(port_id(&dp, "a")), PortId(port_id(&dp, "t")));
+        dp.acl_add(acl(
+            "web",
+            Deny,
+            &["in tcp dst_ports=80 allow", "out tcp dst_ports=80 allow"],
+        ))
+        .unwrap();
+        dp.port_set("a", &keys(&[("acl_in", "web")])).unwrap();
+        dp.port_set("t", &keys(&[("acl_out", "web")])).unwrap();
+        // Port 80 passes a's acl_in and t's acl_out; port 22 stops at a.
+        ha.push_rx(tcp_frame(80));
+        wait_for("t sends the port-80 segment", || {
+            ht.transmitted().len() == 1
+        });
+        ha.push_rx(tcp_frame(22));
+        wait_for("a denies the port-22 segment", || acl_denied(&dp, "a") == 1);
+        let before = dp.switch.load().generation;
+        // Replaced: port 22 only, both directions.
+        let view = dp
+            .acl_add(acl("web", Deny, &["tcp dst_ports=22 allow"]))
+            .unwrap();
+        assert_eq!(
+            (view.acl_in, view.acl_out),
+            (vec!["a".into()], vec!["t".into()])
+        );
+        let tables = dp.switch.load();
+        assert_eq!(tables.generation, before + 1, "both ports in one update");
+        let (pa, pt) = (tables.policy(a), tables.policy(t));
+        let (new_in, new_out) = (pa.acl_in.as_ref().unwrap(), pt.acl_out.as_ref().unwrap());
+        assert!(Arc::ptr_eq(new_in, new_out));
+        assert_eq!(new_in.rules().len(), 1);
+        assert!(pa.acl_out.is_none() && pt.acl_in.is_none());
+        // Each port keeps its other settings.
+        assert_eq!(pa.vlan.mode(), VlanMode::Access);
+        assert_eq!(pa.vlan.ingress(None), Some(VlanId(10)));
+        drop(tables);
+        // Every worker switched with the new table before acl_add returned.
+        ha.push_rx(tcp_frame(80));
+        wait_for("a denies port 80 now", || acl_denied(&dp, "a") == 2);
+        ha.push_rx(tcp_frame(22));
+        wait_for("t sends the port-22 segment", || {
+            ht.transmitted().len() == 2
+        });
+        assert_eq!(
+            &ht.transmitted()[1][18 + 22..18 + 24],
+            &22u16.to_be_bytes(),
+            "the port-22 segment, tagged for the trunk"
+        );
+        let info = dp.port_list().into_iter().find(|p| p.name == "a").unwrap();
+        assert_eq!((info.acl_in.as_deref(), info.tag), (Some("web"), Some(10)));
+        dp.shutdown();
+    }
+
+    #[test]
+    fn an_acl_in_use_is_not_deleted_and_the_error_names_its_ports() {
+        let (dp, _ha, _ht) = access_and_trunk();
+        let a = PortId(port_id(&dp, "a"));
+        dp.acl_add(acl("web", weir_config::AclAction::Allow, &[]))
+            .unwrap();
+        dp.port_set("a", &keys(&[("acl_in", "web"), ("acl_out", "web")]))
+            .unwrap();
+        dp.port_set("t", &keys(&[("acl_out", "web")])).unwrap();
+        let err = dp.acl_del("web").unwrap_err();
+        assert_eq!(
+            error_chain(&err),
+            "ACL web is in use: port a (acl_in), port a (acl_out), port t (acl_out); clear \
+             those settings first (weir port clear PORT KEY)"
+        );
+        assert_eq!(dp.acl_show("web").unwrap().acl_out, ["a", "t"]);
+        dp.port_clear("a", &["acl_in".into(), "acl_out".into()])
+            .unwrap();
+        assert!(dp.switch.load().policy(a).acl_in.is_none());
+        assert!(dp.acl_del("web").is_err(), "t still uses it");
+        dp.port_clear("t", &["acl_out".into()]).unwrap();
+        let gone = dp.acl_del("web").unwrap();
+        assert_eq!(gone.name, "web");
+        assert!(dp.acl_list().is_empty());
+        for err in [
+            dp.acl_del("web").unwrap_err(),
+            dp.acl_show("web").unwrap_err(),
+        ] {
+            assert_eq!(err.to_string(), "no ACL named web");
+        }
+        let err = dp.port_set("a", &keys(&[("acl_in", "web")])).unwrap_err();
+        assert_eq!(error_chain(&err), "port a: acl_in: no ACL named `web`");
+        dp.shutdown();
+    }
+
+    #[test]
+    fn a_refused_acl_or_acl_setting_changes_nothing() {
+        use weir_config::AclAction::{Allow, Deny};
+        let (dp, ha, ht) = access_and_trunk();
+        let a = PortId(port_id(&dp, "a"));
+        dp.acl_add(acl("web", Deny, &["tcp dst_ports=80 allow"]))
+            .unwrap();
+        dp.port_set("a", &keys(&[("acl_in", "web")])).unwrap();
+        let before = dp.switch.load();
+        for (spec, msg) in [
+            (
+                acl(
+                    "web",
+                    Allow,
+                    &["tcp dst_ports=80 allow", "dst_ports=22 allow"],
+                ),
+                "acl web: rule 1: ports need protocol tcp, udp or sctp",
+            ),
+            (
+                acl("web", Allow, &["src=10.0.0.0/8 dst=fd00::1 allow"]),
+                "acl web: rule 0: mixes IPv4 and IPv6",
+            ),
+            (acl("we b", Allow, &[]), "acl we b: invalid ACL name `we b`"),
+        ] {
+            let err = dp.acl_add(spec).unwrap_err();
+            assert!(error_chain(&err).starts_with(msg), "{}", error_chain(&err));
+        }
+        let err = dp.port_set("a", &keys(&[("acl_out", "nope")])).unwrap_err();
+        assert_eq!(error_chain(&err), "port a: acl_out: no ACL named `nope`");
+        let mut x = ring_port("x", Some("br0"));
+        x.acl_in = Some("nope".into());
+        let err = dp.port_add(x).unwrap_err();
+        assert!(
+            matches!(err, ControlError::InvalidPort { .. }),
+            "refused before the port is opened: {}",
+            error_chain(&err)
+        );
+        assert!(dp.port_list().iter().all(|p| p.name != "x"));
+        // Nothing was published, and the table is as it was.
+        let tables = dp.switch.load();
+        assert_eq!(tables.generation, before.generation);
+        assert_eq!(tables.policy(a), before.policy(a));
+        let web = dp.acl_show("web").unwrap();
+        assert_eq!((web.default, web.rules.len()), (Deny, 1));
+        assert_eq!(web.acl_in, ["a"]);
+        drop((tables, before));
+        // The old table still decides.
+        ha.push_rx(tcp_frame(22));
+        wait_for("a denies port 22", || acl_denied(&dp, "a") == 1);
+        ha.push_rx(tcp_frame(80));
+        wait_for("t sends port 80", || ht.transmitted().len() == 1);
+        dp.shutdown();
+    }
+
+    #[test]
+    fn configured_acls_are_attached_at_start_and_served_on_the_protocol() {
+        use dataplane::testutil::ScriptedPort;
+        let factory = Arc::new(ScriptedFactory::default());
+        let mut cfg = scripted_config("0");
+        cfg.bridges
+            .push(weir_config::BridgeSpec { name: "br0".into() });
+        cfg.acls.push(acl(
+            "web",
+            weir_config::AclAction::Deny,
+            &["in tcp dst_ports=80 allow"],
+        ));
+        let mut a = ring_port("a", Some("br0"));
+        a.acl_in = Some("web".into());
+        cfg.ports.push(a);
+        let pool = Mempool::for_tests(16);
+        factory
+            .ports
+            .lock()
+            .unwrap()
+            .insert("a".into(), vec![Box::new(ScriptedPort::new(pool))]);
+        let dp = Dataplane::start_with(
+            ValidConfig::new(cfg, Host::system()).unwrap(),
+            Box::new(Arc::clone(&factory)),
+        )
+        .unwrap();
+        let id = PortId(port_id(&dp, "a"));
+        assert_eq!(
+            dp.switch
+                .load()
+                .policy(id)
+                .acl_in
+                .as_ref()
+                .unwrap()
+                .rules()
+                .len(),
+            1
+        );
+        let list = dp.handle(Request::AclList);
+        assert_eq!(
+            list.data,
+            Some(serde_json::json!([
+                {"name": "web", "default": "deny", "rules": 1, "acl_in": ["a"], "acl_out": []}
+            ]))
+        );
+        let show = dp.handle(Request::AclShow { name: "web".into() });
+        assert_eq!(
+            show.data,
+            Some(serde_json::json!({
+                "name": "web", "default": "deny",
+                "rule": [{"direction": "in", "protocol": "tcp", "dst_ports": 80, "action": "allow"}],
+                "acl_in": ["a"], "acl_out": []
+            }))
+        );
+        let add = dp.handle(Request::AclAdd(AclSpec::new(
+            "db",
+            weir_config::AclAction::Allow,
+        )));
+        assert!(add.ok, "{add:?}");
+        let del = dp.handle(Request::AclDel { name: "web".into() });
+        assert_eq!(
+            del.error.as_deref(),
+            Some(
+                "ACL web is in use: port a (acl_in); clear those settings first (weir port clear \
+                 PORT KEY)"
+            )
+        );
+        let del = dp.handle(Request::AclDel { name: "db".into() });
+        assert_eq!(del.data.unwrap()["name"], "db");
         dp.shutdown();
     }
 }

@@ -4,6 +4,15 @@
 //!
 //! Control path only; shells out to `ip` (iproute2) for setup, and uses
 //! `setns(2)` (through rustix) to open sockets inside a namespace from a thread.
+//! Below IP, [`frame`] makes and reads frames, [`packet`] sends and receives
+//! them on an interface, tags included, and [`capture`] records what an
+//! interface sees. `unsafe` is allowed in [`packet`] only, the crate's OS
+//! boundary.
+#![deny(unsafe_code)]
+
+pub mod capture;
+pub mod frame;
+pub mod packet;
 
 use std::fs::File;
 use std::process::{Command, Stdio};
@@ -175,6 +184,22 @@ impl VethHost {
     /// # Errors
     /// Any `ip` step failed (everything created so far is removed).
     pub fn create(ns_name: &str, host_if: &str, ip: &str) -> Result<VethHost> {
+        VethHost::create_with(ns_name, host_if, ip, false)
+    }
+
+    /// [`VethHost::create`] with IPv6 off on both ends before they come up,
+    /// so that neither stack sends a frame by itself (duplicate address
+    /// detection, router solicitations, MLD reports): every frame on the link
+    /// is one a test caused, and counters can be compared exactly.
+    ///
+    /// # Errors
+    /// Any `ip` or `sysctl` step failed (everything created so far is
+    /// removed).
+    pub fn create_quiet(ns_name: &str, host_if: &str, ip: &str) -> Result<VethHost> {
+        VethHost::create_with(ns_name, host_if, ip, true)
+    }
+
+    fn create_with(ns_name: &str, host_if: &str, ip: &str, quiet: bool) -> Result<VethHost> {
         let _ = sh(&["ip", "link", "del", host_if]);
         let ns = Netns::create(ns_name)?;
         sh(&[
@@ -185,6 +210,12 @@ impl VethHost {
             host_if: host_if.into(),
             ip: ip.into(),
         };
+        // A kernel without IPv6 has no such settings, and nothing to silence.
+        if quiet && std::path::Path::new("/proc/sys/net/ipv6").exists() {
+            let off = |iface: &str| format!("net.ipv6.conf.{iface}.disable_ipv6=1");
+            sh(&["sysctl", "-qw", &off(host_if)])?;
+            h.ns.exec(&["sysctl", "-qw", &off("eth0")])?;
+        }
         sh(&["ip", "link", "set", host_if, "up"])?;
         h.ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         h.ns.exec(&["ip", "link", "set", "eth0", "up"])?;

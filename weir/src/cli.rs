@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use weir_api::Request;
-use weir_config::{PortSpec, PortType, VhostMode, DEFAULT_SOCKET};
+use weir_config::{
+    AclAction, AclRuleSpec, AclSpec, PortSpec, PortType, VhostMode, VlanMode, DEFAULT_SOCKET,
+};
 
 /// weir: a userspace poll-mode L2 switch.
 #[derive(Debug, Parser)]
@@ -49,6 +51,8 @@ pub struct ShowArgs {
 
 /// Top-level verbs.
 #[derive(Debug, Subcommand)]
+// Parsed once per command line; the size of `Port` does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Command {
     /// Run the daemon in the foreground.
     Run(RunArgs),
@@ -61,6 +65,10 @@ pub enum Command {
     /// Inspect or flush MAC learning tables.
     #[command(subcommand)]
     Fdb(FdbCmd),
+    /// Manage security groups (ACLs): ordered allow/deny rules a port
+    /// applies to what it sends (acl_in) or receives (acl_out).
+    #[command(subcommand)]
+    Acl(AclCmd),
     /// Show port, worker and buffer pool counters.
     Stats(ShowArgs),
     /// Inspect poll-mode worker threads.
@@ -184,6 +192,77 @@ pub enum PortCmd {
     },
     /// List ports.
     List(ShowArgs),
+    /// Change switch settings of a port while it runs (tag, trunks,
+    /// vlan_mode, acl_in, acl_out), checked together; nothing changes if
+    /// they are refused.
+    Set {
+        /// Port name.
+        name: String,
+        /// KEY=VALUE, e.g. tag=10 vlan_mode=access trunks=10,20 (a key given
+        /// twice takes its last value).
+        #[arg(required = true, value_name = "KEY=VALUE", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        out: ChangeArgs,
+    },
+    /// Give switch settings of a port their defaults (as `port set` changes
+    /// them).
+    Clear {
+        /// Port name.
+        name: String,
+        /// Keys to clear, e.g. tag trunks.
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        out: ChangeArgs,
+    },
+}
+
+/// `--json` for `port set` and `port clear`.
+#[derive(Debug, Clone, Args)]
+pub struct ChangeArgs {
+    /// Print the port's settings after the change (the keys that are set),
+    /// as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: SocketArg,
+}
+
+impl ChangeArgs {
+    /// How to print the reply.
+    fn output(&self) -> Output {
+        if self.json {
+            Output::Json
+        } else {
+            Output::Quiet
+        }
+    }
+}
+
+/// A `port set` argument: `KEY=VALUE`.
+fn parse_setting(arg: &str) -> Result<(String, String), String> {
+    match arg.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE (e.g. tag=10), not `{arg}`")),
+    }
+}
+
+/// A `--vlan-mode` value.
+fn parse_vlan_mode(arg: &str) -> Result<VlanMode, String> {
+    weir_config::parse_vlan_mode(arg).map_err(|e| e.to_string())
+}
+
+/// VLAN ids given as one argument (`10,20`); a name of its own so that clap
+/// takes it as one value, not a list of arguments.
+pub type VlanIds = Vec<u16>;
+
+/// A `--trunks` value.
+fn parse_trunks(arg: &str) -> Result<VlanIds, String> {
+    weir_config::parse_trunks(arg).map_err(|e| e.to_string())
 }
 
 /// `weir port add`. Its `--socket` is the vhost-user socket; to pick the
@@ -231,6 +310,22 @@ pub struct PortAddArgs {
     /// Largest size of a pcap capture file, in bytes (default 1 GiB).
     #[arg(long, value_name = "BYTES")]
     pub max_bytes: Option<u64>,
+    /// Access VLAN, or the native VLAN of a native mode (1-4094).
+    #[arg(long, value_name = "VLAN")]
+    pub tag: Option<u16>,
+    /// VLANs a trunk carries, e.g. 10,20 (default: all).
+    #[arg(long, value_name = "VLANS", value_parser = parse_trunks)]
+    pub trunks: Option<VlanIds>,
+    /// access, trunk, native-tagged or native-untagged (default: access with
+    /// --tag, trunk without).
+    #[arg(long, value_name = "MODE", value_parser = parse_vlan_mode)]
+    pub vlan_mode: Option<VlanMode>,
+    /// ACL (security group) for what the port sends into the switch.
+    #[arg(long, value_name = "ACL")]
+    pub acl_in: Option<String>,
+    /// ACL for what the switch sends to the port.
+    #[arg(long, value_name = "ACL")]
+    pub acl_out: Option<String>,
 }
 
 impl PortAddArgs {
@@ -251,6 +346,11 @@ impl PortAddArgs {
             socket_mode: self.socket_mode.clone(),
             socket_group: self.socket_group.clone(),
             max_bytes: self.max_bytes,
+            tag: self.tag,
+            trunks: self.trunks.clone().unwrap_or_default(),
+            vlan_mode: self.vlan_mode,
+            acl_in: self.acl_in.clone(),
+            acl_out: self.acl_out.clone(),
         }
     }
 }
@@ -299,6 +399,141 @@ pub enum FdbCmd {
         #[allow(missing_docs)]
         conn: SocketArg,
     },
+}
+
+/// `weir acl ...`.
+#[derive(Debug, Subcommand)]
+pub enum AclCmd {
+    /// Create an ACL, or replace the one of that name: every port that
+    /// uses it switches to the new rules at once.
+    Add(AclAddArgs),
+    /// Delete an ACL (refused while a port uses it).
+    Del {
+        /// ACL name.
+        name: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        out: ReplyArgs,
+    },
+    /// List ACLs and the ports that use them.
+    List(ShowArgs),
+    /// Show an ACL's rules.
+    Show {
+        /// ACL name.
+        name: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        show: ShowArgs,
+    },
+}
+
+/// How `--rule` reads a rule, for `acl add --help`.
+const RULE_HELP: &str = "\
+A rule is words in any order: KEY=VALUE for any key of an [[acl.rule]] table
+(direction, ether_type, protocol, src, dst, src_ports, dst_ports, icmp_type,
+icmp_code, action), or a bare in, out, both (direction), allow, deny (action),
+tcp, udp, icmp, icmpv6, sctp (protocol), ipv4, ipv6, arp (ether_type). Every
+rule needs an action. The first rule that matches decides; frames no rule
+matches get the default. ARP and IPv6 neighbour discovery pass unless a rule
+names them.
+
+Examples:
+  weir acl add web --default deny --rule 'in tcp dst_ports=80 allow' \\
+      --rule 'in icmp icmp_type=8 allow'
+  weir acl add web --file web.toml      # default = \"deny\" and [[rule]] tables
+  weir port set vm1 acl_in=web";
+
+/// `weir acl add`.
+#[derive(Debug, Args)]
+#[command(after_help = RULE_HELP)]
+pub struct AclAddArgs {
+    /// ACL name.
+    pub name: String,
+    /// What frames no rule matches get [default: the file's, else deny].
+    #[arg(long, value_name = "allow|deny", value_parser = parse_acl_action)]
+    pub default: Option<AclAction>,
+    /// A rule, e.g. 'in tcp dst_ports=80 allow' (see below); repeat for
+    /// more, in order.
+    #[arg(long = "rule", value_name = "RULE", value_parser = parse_rule, conflicts_with = "file")]
+    pub rules: Vec<AclRuleSpec>,
+    /// Read the rules from a TOML file: an optional `default` and
+    /// [[rule]] tables with the keys of [[acl.rule]].
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub out: ReplyArgs,
+}
+
+impl AclAddArgs {
+    /// The table to send: from `--rule`s, or read from `--file` (checked
+    /// here, so that a mistake is reported at its line).
+    ///
+    /// # Errors
+    /// The file cannot be read, or its table is invalid.
+    pub fn spec(&self) -> anyhow::Result<AclSpec> {
+        use anyhow::Context as _;
+        let Some(file) = &self.file else {
+            return Ok(AclSpec {
+                name: self.name.clone(),
+                default: self.default.unwrap_or_default(),
+                rules: self.rules.clone(),
+            });
+        };
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        Ok(AclSpec::parse_file(
+            &self.name,
+            &text,
+            &file.display().to_string(),
+            self.default,
+        )?)
+    }
+
+    /// The request `acl add` sends, once its file is read.
+    ///
+    /// # Errors
+    /// As [`AclAddArgs::spec`].
+    pub fn client_call(&self) -> anyhow::Result<ClientCall> {
+        Ok(ClientCall {
+            request: Request::AclAdd(self.spec()?),
+            output: self.out.output(),
+            socket: self.out.conn.socket.clone(),
+        })
+    }
+}
+
+/// `--json` for `acl add` and `acl del`.
+#[derive(Debug, Clone, Args)]
+pub struct ReplyArgs {
+    /// Print the table (as it is after `add`, as it was before `del`) as
+    /// JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: SocketArg,
+}
+
+impl ReplyArgs {
+    /// How to print the reply.
+    fn output(&self) -> Output {
+        if self.json {
+            Output::Json
+        } else {
+            Output::Quiet
+        }
+    }
+}
+
+/// An `--default` value.
+fn parse_acl_action(arg: &str) -> Result<AclAction, String> {
+    arg.parse()
+}
+
+/// A `--rule` value.
+fn parse_rule(arg: &str) -> Result<AclRuleSpec, String> {
+    arg.parse()
 }
 
 /// `weir pmd ...`.
@@ -352,11 +587,16 @@ pub enum Output {
     Stats,
     /// Print a table of workers.
     Workers,
+    /// Print a table of ACLs.
+    Acls,
+    /// Print one ACL and its rules.
+    Acl,
 }
 
 impl Command {
     /// The request a client verb sends, or `None` for local verbs
-    /// (`run`, `config`, `demo`, `devbind`, `sriov`, `doctor`).
+    /// (`run`, `config`, `demo`, `devbind`, `sriov`, `doctor`) and for
+    /// `acl add`, which may read a file first ([`AclAddArgs::client_call`]).
     pub fn client_call(&self) -> Option<ClientCall> {
         let show = |request, args: &ShowArgs, table| ClientCall {
             request,
@@ -375,7 +615,8 @@ impl Command {
             | Command::Devbind(_)
             | Command::Sriov(_)
             | Command::Doctor(_)
-            | Command::Bench { .. } => return None,
+            | Command::Bench { .. }
+            | Command::Acl(AclCmd::Add(_)) => return None,
             Command::Port(PortCmd::Add(args)) => ClientCall {
                 request: Request::PortAdd(Box::new(args.spec())),
                 output: Output::Quiet,
@@ -385,6 +626,26 @@ impl Command {
                 quiet(Request::PortDel { name: name.clone() }, conn)
             }
             Command::Port(PortCmd::List(args)) => show(Request::PortList, args, Output::Ports),
+            Command::Port(PortCmd::Set {
+                name,
+                settings,
+                out,
+            }) => ClientCall {
+                request: Request::PortSet {
+                    name: name.clone(),
+                    settings: settings.iter().cloned().collect(),
+                },
+                output: out.output(),
+                socket: out.conn.socket.clone(),
+            },
+            Command::Port(PortCmd::Clear { name, keys, out }) => ClientCall {
+                request: Request::PortClear {
+                    name: name.clone(),
+                    keys: keys.clone(),
+                },
+                output: out.output(),
+                socket: out.conn.socket.clone(),
+            },
             Command::Bridge(BridgeCmd::Add { name, conn }) => {
                 quiet(Request::BridgeAdd { name: name.clone() }, conn)
             }
@@ -409,6 +670,15 @@ impl Command {
             ),
             Command::Stats(args) => show(Request::Stats, args, Output::Stats),
             Command::Pmd(PmdCmd::Show(args)) => show(Request::PmdShow, args, Output::Workers),
+            Command::Acl(AclCmd::Del { name, out }) => ClientCall {
+                request: Request::AclDel { name: name.clone() },
+                output: out.output(),
+                socket: out.conn.socket.clone(),
+            },
+            Command::Acl(AclCmd::List(args)) => show(Request::AclList, args, Output::Acls),
+            Command::Acl(AclCmd::Show { name, show: args }) => {
+                show(Request::AclShow { name: name.clone() }, args, Output::Acl)
+            }
         })
     }
 }
@@ -472,6 +742,181 @@ mod tests {
         assert_eq!(
             cli.client_socket(call.socket),
             PathBuf::from(DEFAULT_SOCKET)
+        );
+    }
+
+    #[test]
+    fn port_add_takes_the_vlan_keys() {
+        let cli = parse(&[
+            "port",
+            "add",
+            "up",
+            "--type",
+            "ring",
+            "--tag",
+            "5",
+            "--trunks",
+            "20,10",
+            "--vlan-mode",
+            "native-untagged",
+        ]);
+        let Request::PortAdd(spec) = cli.command.client_call().unwrap().request else {
+            panic!("not a port add")
+        };
+        assert_eq!(
+            (spec.tag, spec.trunks, spec.vlan_mode),
+            (Some(5), vec![10, 20], Some(VlanMode::NativeUntagged))
+        );
+        let err =
+            Cli::try_parse_from(["weir", "port", "add", "p", "-t", "ring", "--vlan-mode", "x"])
+                .unwrap_err()
+                .to_string();
+        assert!(
+            err.contains("expected one of access, trunk, native-tagged, native-untagged"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn port_set_and_clear_send_keys_as_given() {
+        let call = parse(&["port", "set", "vm1", "tag=10", "trunks=10,20", "tag=20"])
+            .command
+            .client_call()
+            .unwrap();
+        assert_eq!(call.output, Output::Quiet);
+        assert_eq!(
+            call.request,
+            Request::PortSet {
+                name: "vm1".into(),
+                settings: [("tag", "20"), ("trunks", "10,20")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            }
+        );
+        let call = parse(&["port", "clear", "vm1", "tag", "trunks", "--json"])
+            .command
+            .client_call()
+            .unwrap();
+        assert_eq!(call.output, Output::Json);
+        assert_eq!(
+            call.request,
+            Request::PortClear {
+                name: "vm1".into(),
+                keys: vec!["tag".into(), "trunks".into()],
+            }
+        );
+        for bad in [
+            &["port", "set", "vm1"][..],
+            &["port", "set", "vm1", "tag"],
+            &["port", "clear", "vm1"],
+        ] {
+            assert!(
+                Cli::try_parse_from(std::iter::once("weir").chain(bad.iter().copied())).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn acl_verbs_send_their_requests() {
+        let cli = parse(&[
+            "acl",
+            "add",
+            "web",
+            "--default",
+            "allow",
+            "--rule",
+            "in tcp dst_ports=22 deny",
+            "--rule",
+            "out icmp allow",
+            "--json",
+        ]);
+        let Command::Acl(AclCmd::Add(args)) = &cli.command else {
+            panic!("{cli:?}")
+        };
+        assert!(
+            cli.command.client_call().is_none(),
+            "acl add reads its file first"
+        );
+        let call = args.client_call().unwrap();
+        assert_eq!(call.output, Output::Json);
+        let Request::AclAdd(spec) = call.request else {
+            panic!("{call:?}")
+        };
+        assert_eq!(
+            (spec.name.as_str(), spec.default),
+            ("web", AclAction::Allow)
+        );
+        let rules: Vec<String> = spec.rules.iter().map(|r| r.to_string()).collect();
+        assert_eq!(rules, ["in tcp dst_ports=22 deny", "out icmp allow"]);
+        // Without --default: deny.
+        let cli = parse(&["acl", "add", "none"]);
+        let Command::Acl(AclCmd::Add(args)) = &cli.command else {
+            panic!("{cli:?}")
+        };
+        assert_eq!(args.spec().unwrap(), AclSpec::new("none", AclAction::Deny));
+        for (args, request, output) in [
+            (
+                &["acl", "del", "web"][..],
+                Request::AclDel { name: "web".into() },
+                Output::Quiet,
+            ),
+            (&["acl", "list"], Request::AclList, Output::Acls),
+            (
+                &["acl", "show", "web"],
+                Request::AclShow { name: "web".into() },
+                Output::Acl,
+            ),
+            (
+                &["acl", "show", "web", "--json"],
+                Request::AclShow { name: "web".into() },
+                Output::Json,
+            ),
+        ] {
+            let call = parse(args).command.client_call().unwrap();
+            assert_eq!((call.request, call.output), (request, output), "{args:?}");
+        }
+        for (bad, msg) in [
+            (
+                &["acl", "add", "w", "--rule", "tcp dst_ports=80"][..],
+                "has no action",
+            ),
+            (
+                &["acl", "add", "w", "--default", "permit"],
+                "unknown action `permit`",
+            ),
+            (
+                &["acl", "add", "w", "--rule", "deny", "--file", "x.toml"],
+                "cannot be used with",
+            ),
+        ] {
+            let err = Cli::try_parse_from(std::iter::once("weir").chain(bad.iter().copied()))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(msg), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn port_add_takes_the_acl_keys() {
+        let cli = parse(&[
+            "port",
+            "add",
+            "vm1",
+            "--type",
+            "ring",
+            "--acl-in",
+            "web",
+            "--acl-out",
+            "db",
+        ]);
+        let Request::PortAdd(spec) = cli.command.client_call().unwrap().request else {
+            panic!("not a port add")
+        };
+        assert_eq!(
+            (spec.acl_in.as_deref(), spec.acl_out.as_deref()),
+            (Some("web"), Some("db"))
         );
     }
 

@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser as _;
 
-use cli::{Cli, Command, ConfigCmd, DevbindArgs, DoctorArgs, SriovArgs};
-use weir_config::{Config, Host};
+use cli::{AclCmd, Cli, ClientCall, Command, ConfigCmd, DevbindArgs, DoctorArgs, SriovArgs};
+use weir_config::{Config, Host, ValidConfig};
 use weir_host::doctor;
 use weir_host::nic::{self, Sysfs, SystemRunner};
 
@@ -49,7 +49,10 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             // The socket in use: no port may take its path.
             config.control.socket =
                 cli.socket_or(args.conn.socket.clone(), config.control.socket.clone());
-            Ok(weir_control::run(config.validated(Host::system())?)?)
+            Ok(weir_control::run(ValidConfig::new(
+                config,
+                Host::system(),
+            )?)?)
         }
         Command::Config(ConfigCmd::Check {
             file,
@@ -75,21 +78,28 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Devbind(args) => devbind(args),
         Command::Sriov(args) => sriov(args),
         Command::Doctor(args) => run_doctor(args),
+        Command::Acl(AclCmd::Add(args)) => send(cli, args.client_call()?),
         Command::Port(_)
         | Command::Bridge(_)
         | Command::Fdb(_)
+        | Command::Acl(_)
         | Command::Stats(_)
         | Command::Pmd(_) => {
             let Some(call) = cli.command.client_call() else {
                 anyhow::bail!("no request for this command");
             };
-            let socket = cli.client_socket(call.socket);
-            let data = weir_api::request(&socket, &call.request)?
-                .into_result()
-                .map_err(anyhow::Error::msg)?;
-            print(&render::render(call.output, data)?)
+            send(cli, call)
         }
     }
+}
+
+/// Sends a client verb's request and prints the reply.
+fn send(cli: &Cli, call: ClientCall) -> anyhow::Result<()> {
+    let socket = cli.client_socket(call.socket);
+    let data = weir_api::request(&socket, &call.request)?
+        .into_result()
+        .map_err(anyhow::Error::msg)?;
+    print(&render::render(call.output, data)?)
 }
 
 /// `weir bench ARGS`: runs `weir-bench ARGS`, found beside this binary (the

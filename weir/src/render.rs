@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 
 use weir_api::{
-    BridgeInfo, FdbEntryView, MempoolView, PortInfo, PortStatsView, StatsView, WorkerView,
+    AclInfo, AclView, BridgeInfo, FdbEntryView, MempoolView, PortInfo, PortStatsView, StatsView,
+    WorkerView,
 };
 use weir_host::nic::{PciNic, VfInfo};
 
@@ -35,6 +36,8 @@ pub fn render(output: Output, data: Option<serde_json::Value>) -> anyhow::Result
         Output::Fdb => render_fdb(&decode::<Vec<FdbEntryView>>(data)?),
         Output::Stats => render_stats(&decode::<StatsView>(data)?),
         Output::Workers => render_workers(&decode::<Vec<WorkerView>>(data)?),
+        Output::Acls => render_acls(&decode::<Vec<AclInfo>>(data)?),
+        Output::Acl => render_acl(&decode::<AclView>(data)?),
     })
 }
 
@@ -117,8 +120,8 @@ fn render_ports(ports: &[PortInfo]) -> String {
         return "no ports\n".to_owned();
     }
     let mut t = Table::new(&[
-        ">ID", "NAME", "TYPE", "BRIDGE", "IFACE", "LINK", ">MTU", ">QUEUES", ">WORKER", ">RX-PKTS",
-        ">TX-PKTS", ">DROPS", "STATE",
+        ">ID", "NAME", "TYPE", "BRIDGE", "VLAN", "IFACE", "LINK", ">MTU", ">QUEUES", ">WORKER",
+        ">RX-PKTS", ">TX-PKTS", ">DROPS", "STATE",
     ]);
     for p in ports {
         t.row(vec![
@@ -126,6 +129,7 @@ fn render_ports(ports: &[PortInfo]) -> String {
             p.name.clone(),
             p.kind.clone(),
             opt(&p.bridge),
+            vlan(p),
             opt(&p.iface),
             p.link.clone(),
             opt(&p.mtu),
@@ -138,6 +142,26 @@ fn render_ports(ports: &[PortInfo]) -> String {
         ]);
     }
     t.render()
+}
+
+/// A port's VLAN settings in one cell: the mode, then its tag, then its
+/// trunks (`all` for a native mode's empty list): `access 10`, `trunk 10,20`,
+/// `native-untagged 5 all`; `-` for a trunk of every VLAN (no VLAN
+/// settings, the switch does not look at tags).
+fn vlan(p: &PortInfo) -> String {
+    let trunks = if p.trunks.is_empty() {
+        "all".to_owned()
+    } else {
+        let ids: Vec<String> = p.trunks.iter().map(u16::to_string).collect();
+        ids.join(",")
+    };
+    match p.vlan_mode.as_deref() {
+        None => "-".to_owned(),
+        Some("trunk") if p.trunks.is_empty() => "-".to_owned(),
+        Some("trunk") => format!("trunk {trunks}"),
+        Some("access") => format!("access {}", opt(&p.tag)),
+        Some(mode) => format!("{mode} {} {trunks}", opt(&p.tag)),
+    }
 }
 
 fn render_bridges(bridges: &[BridgeInfo]) -> String {
@@ -154,6 +178,56 @@ fn render_bridges(bridges: &[BridgeInfo]) -> String {
         t.row(vec![b.name.clone(), b.fdb_entries.to_string(), ports]);
     }
     t.render()
+}
+
+/// Port names, comma-separated, or `-`.
+fn names(ports: &[String]) -> String {
+    if ports.is_empty() {
+        "-".to_owned()
+    } else {
+        ports.join(",")
+    }
+}
+
+fn render_acls(acls: &[AclInfo]) -> String {
+    if acls.is_empty() {
+        return "no ACLs\n".to_owned();
+    }
+    let mut t = Table::new(&["NAME", "DEFAULT", ">RULES", "ACL_IN", "ACL_OUT"]);
+    for a in acls {
+        t.row(vec![
+            a.name.clone(),
+            a.default.to_string(),
+            a.rules.to_string(),
+            names(&a.acl_in),
+            names(&a.acl_out),
+        ]);
+    }
+    t.render()
+}
+
+/// One ACL: its default and users, then its rules numbered from 0 (as
+/// errors name them), each in the form `--rule` takes.
+fn render_acl(acl: &AclView) -> String {
+    let mut head = Table::new(&["ACL", "DEFAULT", "ACL_IN", "ACL_OUT"]);
+    head.row(vec![
+        acl.name.clone(),
+        acl.default.to_string(),
+        names(&acl.acl_in),
+        names(&acl.acl_out),
+    ]);
+    let mut out = head.render();
+    out.push('\n');
+    if acl.rules.is_empty() {
+        out.push_str("no rules: every frame gets the default\n");
+        return out;
+    }
+    let mut rules = Table::new(&[">#", "RULE"]);
+    for (i, r) in acl.rules.iter().enumerate() {
+        rules.row(vec![i.to_string(), r.to_string()]);
+    }
+    out.push_str(&rules.render());
+    out
 }
 
 fn render_fdb(entries: &[FdbEntryView]) -> String {
@@ -381,7 +455,64 @@ mod tests {
             },
             queue_stats: Vec::new(),
             mtu: None,
+            vlan_mode: Some("trunk".into()),
+            tag: None,
+            trunks: Vec::new(),
+            acl_in: None,
+            acl_out: None,
         }
+    }
+
+    #[test]
+    fn acl_tables_list_users_and_number_the_rules() {
+        use weir_config::AclAction;
+        let list = render_acls(&[
+            AclInfo {
+                name: "web".into(),
+                default: AclAction::Deny,
+                rules: 2,
+                acl_in: vec!["vm1".into(), "vm2".into()],
+                acl_out: Vec::new(),
+            },
+            AclInfo {
+                name: "open".into(),
+                default: AclAction::Allow,
+                rules: 0,
+                acl_in: Vec::new(),
+                acl_out: vec!["up".into()],
+            },
+        ]);
+        assert_eq!(
+            list,
+            "NAME  DEFAULT  RULES  ACL_IN   ACL_OUT\n\
+             web   deny         2  vm1,vm2  -\n\
+             open  allow        0  -        up\n"
+        );
+        assert_eq!(render_acls(&[]), "no ACLs\n");
+        let view = AclView {
+            name: "web".into(),
+            default: AclAction::Deny,
+            rules: vec![
+                "in tcp dst_ports=80 allow".parse().unwrap(),
+                "in ipv6 icmpv6 icmp_type=128 allow".parse().unwrap(),
+            ],
+            acl_in: vec!["vm1".into()],
+            acl_out: Vec::new(),
+        };
+        assert_eq!(
+            render_acl(&view),
+            "ACL  DEFAULT  ACL_IN  ACL_OUT\n\
+             web  deny     vm1     -\n\
+             \n\
+             #  RULE\n\
+             0  in tcp dst_ports=80 allow\n\
+             1  in ipv6 icmpv6 icmp_type=128 allow\n"
+        );
+        let empty = AclView {
+            rules: Vec::new(),
+            ..view
+        };
+        assert!(render_acl(&empty).ends_with("\nno rules: every frame gets the default\n"));
     }
 
     #[test]
@@ -413,6 +544,48 @@ mod tests {
             "{out}"
         );
         assert_eq!(&lines[2][end - 4..end], "1400", "{out}");
+    }
+
+    #[test]
+    fn port_table_shows_each_vlan_mode_compactly() {
+        let with = |name: &str, mode: &str, tag: Option<u16>, trunks: &[u16]| PortInfo {
+            vlan_mode: Some(mode.into()),
+            tag,
+            trunks: trunks.to_vec(),
+            ..port(0, name)
+        };
+        let out = render_ports(&[
+            port(0, "plain"),
+            with("vm1", "access", Some(10), &[]),
+            with("up", "trunk", None, &[10, 20]),
+            with("n1", "native-untagged", Some(5), &[]),
+            with("n2", "native-tagged", Some(5), &[10, 20]),
+            PortInfo {
+                vlan_mode: None,
+                ..port(0, "old")
+            },
+        ]);
+        let cells: Vec<String> = out
+            .lines()
+            .map(|l| {
+                let at = out.lines().next().unwrap().find("VLAN").unwrap();
+                let end = out.lines().next().unwrap().find("IFACE").unwrap();
+                l[at..end].trim_end().to_owned()
+            })
+            .collect();
+        assert_eq!(
+            cells,
+            [
+                "VLAN",
+                "-",
+                "access 10",
+                "trunk 10,20",
+                "native-untagged 5 all",
+                "native-tagged 5 10,20",
+                "-"
+            ],
+            "{out}"
+        );
     }
 
     #[test]

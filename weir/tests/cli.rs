@@ -91,6 +91,52 @@ fn config_check_json_dumps_defaults() {
 }
 
 #[test]
+fn multi_tenant_example_puts_each_tenant_on_its_vlan() {
+    let path = configs_dir().join("multi-tenant.toml");
+    let out = weir(&["config", "check", "--json", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vlans: Vec<(String, serde_json::Value, serde_json::Value)> = json["port"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["name"].as_str().unwrap().to_owned(),
+                p["tag"].clone(),
+                p["trunks"].clone(),
+            )
+        })
+        .collect();
+    let null = serde_json::Value::Null;
+    assert_eq!(
+        vlans,
+        [
+            ("vm-a".into(), 10.into(), null.clone()),
+            ("ct-a".into(), 10.into(), null.clone()),
+            ("vm-b".into(), 20.into(), null.clone()),
+            ("ct-b".into(), 20.into(), null.clone()),
+            ("uplink".into(), null, serde_json::json!([10, 20])),
+        ]
+    );
+    // Each VM has a security group on what it receives.
+    let acl_out: Vec<(&str, &str)> = json["port"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| Some((p["name"].as_str()?, p["acl_out"].as_str()?)))
+        .collect();
+    assert_eq!(acl_out, [("vm-a", "tenant-a-vm"), ("vm-b", "ssh-only")]);
+    let tables: Vec<&str> = json["acl"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(tables, ["tenant-a-vm", "ssh-only"]);
+}
+
+#[test]
 fn malformed_configs_fail_naming_the_key() {
     let dir = TempDir::new();
     let cases = [
@@ -129,6 +175,18 @@ fn malformed_configs_fail_naming_the_key() {
             "[dataplane]\nmbufs = 0\n",
             ":2:9: ",
             "dataplane.mbufs",
+        ),
+        (
+            "acl.toml",
+            "[[acl]]\nname = \"web\"\n[[acl.rule]]\ndst_ports = 80\naction = \"allow\"\n",
+            ":4:13: ",
+            "acl `web`: rule 0: ports need protocol tcp, udp or sctp",
+        ),
+        (
+            "acl-name.toml",
+            "[[acl]]\nname = \"web\"\n[[port]]\nname = \"p0\"\ntype = \"ring\"\nacl_in = \"webb\"\n",
+            ":6:10: ",
+            "port `p0`: acl_in: no ACL named `webb`",
         ),
     ];
     for (name, text, pos, needle) in cases {
@@ -308,6 +366,250 @@ fn run_serves_the_control_socket() {
 
     daemon.terminate();
     assert!(!daemon.socket.exists(), "socket left behind after SIGTERM");
+}
+
+#[test]
+fn port_vlan_settings_are_set_listed_and_cleared_from_the_command_line() {
+    let dir = TempDir::new();
+    let mut daemon = Daemon::start(&dir);
+    let socket = daemon.socket.to_str().unwrap().to_owned();
+    let run = |args: &[&str]| {
+        let out = weir(&[&["--socket", socket.as_str()][..], args].concat());
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    run(&["bridge", "add", "br0"]);
+    run(&[
+        "port", "add", "vm1", "--type", "ring", "--bridge", "br0", "--tag", "10",
+    ]);
+    run(&[
+        "port", "add", "up", "--type", "ring", "--bridge", "br0", "--trunks", "20,10",
+    ]);
+    let list = run(&["port", "list"]);
+    let vlan_of = |list: &str, port: &str| {
+        let header = list.lines().next().unwrap();
+        let (at, end) = (header.find("VLAN").unwrap(), header.find("IFACE").unwrap());
+        let line = list
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(port))
+            .unwrap_or_else(|| panic!("no {port} in\n{list}"));
+        line[at..end].trim_end().to_owned()
+    };
+    assert_eq!(vlan_of(&list, "vm1"), "access 10", "{list}");
+    assert_eq!(vlan_of(&list, "up"), "trunk 10,20", "{list}");
+
+    let out = run(&[
+        "port",
+        "set",
+        "vm1",
+        "vlan_mode=native-untagged",
+        "trunks=30",
+        "--json",
+    ]);
+    let after: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        after,
+        serde_json::json!({"tag": 10, "trunks": [30], "vlan_mode": "native-untagged"})
+    );
+    assert_eq!(run(&["port", "clear", "vm1", "trunks"]), "");
+    let ports: serde_json::Value = serde_json::from_str(&run(&["port", "list", "--json"])).unwrap();
+    let vm1 = ports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "vm1")
+        .unwrap();
+    assert_eq!(vm1["vlan_mode"], "native-untagged");
+    assert_eq!(vm1["tag"], 10);
+    assert_eq!(vm1["trunks"], serde_json::json!([]));
+
+    // Refused settings fail with the reason and change nothing.
+    for (args, needle) in [
+        (
+            &["port", "set", "vm1", "vlan_mode=trunk"][..],
+            "weir: port vm1: a trunk port has no native VLAN: tag is not allowed with vlan_mode trunk",
+        ),
+        (
+            &["port", "set", "vm1", "tag=4095"],
+            "weir: port vm1: VLAN id 4095 is out of range (1..=4094)",
+        ),
+        (
+            &["port", "set", "vm1", "vlan_mode=hybrid"],
+            "weir: port vm1: unknown vlan_mode `hybrid`, expected one of access, trunk, \
+             native-tagged, native-untagged",
+        ),
+        (
+            &["port", "clear", "vm1", "bridge"],
+            "weir: port vm1: unknown key `bridge`: the keys a port set or clear can change are \
+             tag, trunks, vlan_mode",
+        ),
+        (&["port", "set", "nope", "tag=1"], "weir: no port named nope"),
+    ] {
+        let out = weir(&[&["--socket", socket.as_str()][..], args].concat());
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).starts_with(needle), "{args:?}: {}", stderr(&out));
+    }
+    let out = weir(&[
+        "--socket", &socket, "port", "add", "p", "-t", "ring", "--tag", "0",
+    ]);
+    assert!(
+        stderr(&out).contains("port p: VLAN id 0 is out of range"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        vlan_of(&run(&["port", "list"]), "vm1"),
+        "native-untagged 10 all"
+    );
+    daemon.terminate();
+}
+
+#[test]
+fn acls_are_added_shown_replaced_and_deleted_from_the_command_line() {
+    let dir = TempDir::new();
+    let mut daemon = Daemon::start(&dir);
+    let socket = daemon.socket.to_str().unwrap().to_owned();
+    let cli = |args: &[&str]| weir(&[&["--socket", socket.as_str()][..], args].concat());
+    let run = |args: &[&str]| {
+        let out = cli(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    };
+    let json = |args: &[&str]| -> serde_json::Value {
+        serde_json::from_str(&run(&[args, &["--json"]].concat())).unwrap()
+    };
+    let fails = |args: &[&str], needle: &str| {
+        let out = cli(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).starts_with(needle),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    };
+    run(&["bridge", "add", "br0"]);
+    let added = run(&[
+        "acl",
+        "add",
+        "web",
+        "--default",
+        "deny",
+        "--rule",
+        "in tcp dst_ports=80 allow",
+        "--rule",
+        "in ipv6 icmpv6 icmp_type=128 allow",
+    ]);
+    assert_eq!(added, "", "quiet without --json");
+    run(&[
+        "port", "add", "vm1", "--type", "ring", "--bridge", "br0", "--acl-in", "web",
+    ]);
+    run(&["port", "add", "vm2", "--type", "ring", "--bridge", "br0"]);
+    assert_eq!(
+        json(&["port", "set", "vm2", "acl_out=web"]),
+        serde_json::json!({"acl_out": "web"})
+    );
+    assert_eq!(
+        run(&["acl", "list"]),
+        "NAME  DEFAULT  RULES  ACL_IN  ACL_OUT\nweb   deny         2  vm1     vm2\n"
+    );
+    assert_eq!(
+        json(&["acl", "show", "web"]),
+        serde_json::json!({
+            "name": "web", "default": "deny",
+            "rule": [
+                {"direction": "in", "protocol": "tcp", "dst_ports": 80, "action": "allow"},
+                {"direction": "in", "ether_type": "ipv6", "protocol": "icmpv6",
+                 "icmp_type": 128, "action": "allow"},
+            ],
+            "acl_in": ["vm1"], "acl_out": ["vm2"],
+        })
+    );
+    let ports = json(&["port", "list"]);
+    let port = |name: &str| {
+        ports
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        (
+            port("vm1")["acl_in"].clone(),
+            port("vm1")["acl_out"].clone()
+        ),
+        ("web".into(), serde_json::Value::Null)
+    );
+
+    // Replaced from a file: the ports keep it, with the new rules.
+    let file = dir.write(
+        "web.toml",
+        "default = \"allow\"\n\n[[rule]]\nprotocol = \"tcp\"\ndst_ports = 22\n\
+         action = \"deny\"\n",
+    );
+    let replaced = json(&["acl", "add", "web", "--file", file.to_str().unwrap()]);
+    assert_eq!(replaced["default"], "allow");
+    assert_eq!(replaced["acl_in"], serde_json::json!(["vm1"]));
+    let shown = run(&["acl", "show", "web"]);
+    assert!(
+        shown.starts_with("ACL  DEFAULT  ACL_IN  ACL_OUT\nweb  allow    vm1     vm2\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.ends_with("#  RULE\n0  tcp dst_ports=22 deny\n"),
+        "{shown}"
+    );
+
+    // Mistakes are refused with the reason, and change nothing.
+    let bad = dir.write(
+        "bad.toml",
+        "[[rule]]\nprotocol = \"tcp\"\naction = \"allow\"\n[[rule]]\nsrc = \"10.0.0.0/8\"\n\
+         dst = \"fd00::1\"\naction = \"deny\"\n",
+    );
+    for (args, needle) in [
+        (
+            &["acl", "add", "web", "--rule", "dst_ports=1 allow"][..],
+            "weir: acl web: rule 0: ports need protocol tcp, udp or sctp\n".to_owned(),
+        ),
+        (
+            &["acl", "add", "web", "--file", bad.to_str().unwrap()],
+            format!(
+                "weir: {}:6:7: acl `web`: rule 1: mixes IPv4 and IPv6",
+                bad.display()
+            ),
+        ),
+        (
+            &["acl", "del", "web"],
+            "weir: ACL web is in use: port vm1 (acl_in), port vm2 (acl_out); clear those \
+             settings first (weir port clear PORT KEY)\n"
+                .to_owned(),
+        ),
+        (
+            &["port", "add", "x", "--type", "ring", "--acl-out", "nope"],
+            "weir: port x: acl_out: no ACL named `nope`\n".to_owned(),
+        ),
+        (
+            &["port", "set", "vm2", "acl_in=nope"],
+            "weir: port vm2: acl_in: no ACL named `nope`\n".to_owned(),
+        ),
+        (
+            &["acl", "show", "nope"],
+            "weir: no ACL named nope\n".to_owned(),
+        ),
+    ] {
+        fails(args, &needle);
+    }
+    assert_eq!(json(&["acl", "show", "web"]), replaced);
+
+    // Detached, it can go.
+    run(&["port", "clear", "vm1", "acl_in"]);
+    run(&["port", "clear", "vm2", "acl_out"]);
+    let gone = json(&["acl", "del", "web"]);
+    assert_eq!(gone["name"], "web");
+    assert_eq!(run(&["acl", "list"]), "no ACLs\n");
+    assert_eq!(json(&["acl", "list"]), serde_json::json!([]));
+    daemon.terminate();
 }
 
 /// The benchmark is a program of its own: the daemon's binary holds none of

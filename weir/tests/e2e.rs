@@ -12,38 +12,7 @@ use std::time::Duration;
 use weir_testkit::{adopt_into, require_root_and_ip, tcp_transfer, Netns, VethHost};
 
 mod common;
-use common::Daemon;
-
-/// `ping -c count`, waiting (`-w`) until every reply is in or a deadline passes:
-/// without `-w`, iputils ping gives the last reply only about twice the fastest
-/// round-trip time and counts a reply delayed by a loaded machine as lost.
-fn ping(from: &Netns, ip: &str, count: u32, interval: &str) -> Result<String, String> {
-    let secs = interval.parse::<f64>().unwrap_or(1.0) * f64::from(count);
-    let deadline = (secs.ceil() as u64 + 5).to_string();
-    from.exec(&[
-        "ping",
-        "-c",
-        &count.to_string(),
-        "-i",
-        interval,
-        "-w",
-        &deadline,
-        ip,
-    ])
-    .map_err(|e| format!("{e:#}"))
-}
-
-fn loss_pct(ping_out: &str) -> f64 {
-    let line = ping_out
-        .lines()
-        .find(|l| l.contains("packet loss"))
-        .unwrap_or("");
-    line.split(',')
-        .find(|f| f.contains("packet loss"))
-        .and_then(|f| f.trim().split('%').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100.0)
-}
+use common::{loss_pct, ping, Daemon};
 
 /// Bytes of each TCP transfer, with the default offloads and with checksum
 /// offload off.

@@ -3,7 +3,9 @@
 //!
 //! ```text
 //! switch-insns <case> <macs> <packets>
-//!   case: unicast | unicast-pool | unicast-run8 | unicast-run32 | flood | vlan
+//!   case: unicast | unicast-pool | unicast-run8 | unicast-run32 | flood | vlan |
+//!         vlan-access | vlan-trunk | acl-N (a security group of N rules) |
+//!         security | limits | all
 //! ```
 //!
 //! Set-up (switch, FDB pre-load, frames) costs the same for any packet count,
@@ -19,7 +21,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [case, macs, packets] = args.as_slice() else {
         bail!(
-            "usage: switch-insns <unicast|unicast-pool|unicast-run8|unicast-run32|flood|vlan> <macs> <packets>"
+            "usage: switch-insns <unicast|unicast-pool|unicast-run8|unicast-run32|flood|vlan|vlan-access|vlan-trunk|acl-N|security|limits|all> <macs> <packets>"
         );
     };
     let macs: u32 = macs
@@ -38,7 +40,15 @@ fn main() -> Result<()> {
         "unicast-run32" => (Scenario::unicast_runs(macs, 32), false),
         "flood" => (Scenario::broadcast(macs), false),
         "vlan" => (Scenario::tagged(macs), false),
-        other => bail!("unknown case {other:?}"),
+        "vlan-access" => (Scenario::access(macs), false),
+        "vlan-trunk" => (Scenario::trunk(macs), false),
+        "security" => (Scenario::secured(macs), false),
+        "limits" => (Scenario::limited(macs), false),
+        "all" => (Scenario::all_features(macs), false),
+        other => match other.strip_prefix("acl-").map(str::parse::<u32>) {
+            Some(Ok(rules)) => (Scenario::acl(macs, rules), false),
+            _ => bail!("unknown case {other:?}"),
+        },
     };
     let mut rig = Rig::new(scenario);
     let mut done = 0usize;

@@ -32,8 +32,11 @@
 //! the worker flushes them after each input burst, so a stage never holds more
 //! than one input burst's worth of frames per port.
 
+pub mod acl;
 pub mod fdb;
 pub mod pipeline;
+pub mod police;
+pub mod security;
 pub mod vlan;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -48,8 +51,11 @@ use crate::port::{Burst, MAX_BURST};
 use crate::ring::Ring;
 use crate::stats::{DropReason, QueueStats, Unlearned};
 use crate::wire::parse_l2_addrs;
+pub use acl::{Acl, AclRule};
 pub use fdb::{Fdb, FdbConfig, FdbKey, FdbView, Learn};
 pub use pipeline::{Features, PortPolicy};
+pub use police::{PortLimits, TokenBucket};
+pub use security::PortSecurity;
 pub use vlan::{PortVlan, VlanMode};
 
 /// Most ports one switch instance supports (bounded by the FDB's port counters).

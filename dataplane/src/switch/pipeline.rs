@@ -1,5 +1,5 @@
 //! The feature pipeline: the stages a frame passes on a bridge whose ports
-//! use VLAN modes (and, as they come, port security, ACLs and policing).
+//! use VLAN modes, port security, security groups or rate limits.
 //!
 //! Layer: switch. Run by [`super::Forwarder::process`] for a whole burst when
 //! the ingress port's bridge has any port with a feature on
@@ -12,13 +12,20 @@
 //! 1. parse L2 (`malformed`);
 //! 2. ingress VLAN: the frame's VLAN from the ingress port's mode and the
 //!    frame's tag (`vlan-filtered`; an 802.1ad S-tag is refused here too);
-//! 3. learn the source in that VLAN (a refusal is counted, the frame goes on);
-//! 4. link-local destinations (`link-local`);
-//! 5. lookup in that VLAN: known unicast to one port (`same-port`,
-//!    `no-route`, `port-down`), else flood to the VLAN's other members;
-//! 6. egress VLAN: per egress port, the frame leaves untagged or tagged with
-//!    its VLAN (a port not in the VLAN gets no flood copy; a known unicast
-//!    frame to it is dropped as `vlan-filtered`).
+//! 3. port security: the source MAC and IP addresses must be the port's
+//!    own (`spoofed-mac`, `spoofed-ip`; see [`super::security`]);
+//! 4. the port's `acl_in` security group (`acl-deny`; see [`super::acl`]);
+//! 5. ingress policing (`policed`; see [`super::police`]);
+//! 6. learn the source in that VLAN (a refusal is counted, the frame goes on);
+//! 7. link-local destinations (`link-local`);
+//! 8. lookup in that VLAN: known unicast to one port (`same-port`,
+//!    `no-route`, `port-down`), else flood to the VLAN's other members,
+//!    within the ingress port's storm limit (`storm`);
+//! 9. per egress port: VLAN membership (a port not in the VLAN gets no
+//!    flood copy; a known unicast frame to it is dropped as
+//!    `vlan-filtered`), its `acl_out` security group (`acl-deny`), its
+//!    `egress_rate` (`egress-rate`), then the tag: the frame leaves untagged
+//!    or tagged with its VLAN.
 //!
 //! Frames keep the tag they came with until egress decides: a frame from a
 //! trunk to a trunk is not touched, one from an access port to a trunk gains
@@ -33,7 +40,10 @@ use crate::stats::{DropReason, QueueStats};
 use crate::wire::ethernet::ethertype;
 use crate::wire::parse_l2_addrs;
 
+use super::acl::{Acl, Applied};
 use super::fdb::FdbKey;
+use super::police::{PortLimits, TokenBucket};
+use super::security::PortSecurity;
 use super::vlan::{Egress, PortVlan};
 use super::{
     discard, learn, open_stage, stage, Bridge, Forwarder, Pending, ProcessSummary, Stage,
@@ -49,6 +59,28 @@ impl Features {
     pub const NONE: Features = Features(0);
     /// VLAN port mode other than a trunk of every VLAN.
     pub const VLAN: Features = Features(1);
+    /// Port security (allowed source MACs and IPs).
+    pub const SECURITY: Features = Features(1 << 1);
+    /// Ingress policing or storm control.
+    pub const POLICE: Features = Features(1 << 2);
+    /// A security group on what the port sends into the switch.
+    pub const ACL_IN: Features = Features(1 << 3);
+    /// A security group on what the switch sends to the port.
+    pub const ACL_OUT: Features = Features(1 << 4);
+    /// An egress rate.
+    pub const EGRESS_RATE: Features = Features(1 << 5);
+
+    /// The stages that run on a frame's way in, after the VLAN.
+    pub const INGRESS_EXTRA: Features =
+        Features(Self::SECURITY.0 | Self::POLICE.0 | Self::ACL_IN.0);
+    /// The stages that run per egress port, besides the VLAN.
+    pub const EGRESS_EXTRA: Features = Features(Self::ACL_OUT.0 | Self::EGRESS_RATE.0);
+
+    /// Whether any stage of `other` is on.
+    #[inline]
+    pub fn intersects(self, other: Features) -> bool {
+        self.0 & other.0 != 0
+    }
 
     /// Whether no stage is on.
     #[inline]
@@ -82,12 +114,24 @@ impl std::ops::BitOrAssign for Features {
 pub struct PortPolicy {
     /// VLAN port mode.
     pub vlan: PortVlan,
+    /// Allowed source addresses, if port security is on.
+    pub security: Option<PortSecurity>,
+    /// Rate limits.
+    pub limits: PortLimits,
+    /// Security group for what the port sends into the switch.
+    pub acl_in: Option<Arc<Acl>>,
+    /// Security group for what the switch sends to the port.
+    pub acl_out: Option<Arc<Acl>>,
 }
 
 impl Default for PortPolicy {
     fn default() -> Self {
         PortPolicy {
             vlan: PortVlan::trunk_all(),
+            security: None,
+            limits: PortLimits::default(),
+            acl_in: None,
+            acl_out: None,
         }
     }
 }
@@ -98,6 +142,21 @@ impl PortPolicy {
         let mut f = Features::NONE;
         if !self.vlan.is_trunk_all() {
             f |= Features::VLAN;
+        }
+        if self.security.is_some() {
+            f |= Features::SECURITY;
+        }
+        if self.limits.ingress.is_some() || self.limits.storm.is_some() {
+            f |= Features::POLICE;
+        }
+        if self.limits.egress.is_some() {
+            f |= Features::EGRESS_RATE;
+        }
+        if self.acl_in.is_some() {
+            f |= Features::ACL_IN;
+        }
+        if self.acl_out.is_some() {
+            f |= Features::ACL_OUT;
         }
         f
     }
@@ -133,14 +192,30 @@ fn outer_tag(data: &[u8], vid: VlanId) -> OuterTag {
 }
 
 /// Gives `m` the form port egress `how` asks for, for a frame of `vlan`
-/// that carries an 802.1Q tag now if `tagged`.
+/// that carries an 802.1Q tag with VID `tag` now (`None`: untagged).
+///
+/// The common cases (a frame that leaves as it came: untagged to an
+/// untagged port, or tagged with its own VLAN to a trunk) are decided
+/// inline; the edits are out of line.
 ///
 /// # Errors
 ///
 /// [`DropReason::NoBuffers`] if a tag must be added and the buffer has no
 /// headroom for it.
-#[inline]
-fn retag(m: &mut Mbuf, tagged: bool, how: Egress, vlan: VlanId) -> Result<(), DropReason> {
+#[inline(always)]
+fn retag(m: &mut Mbuf, tag: Option<VlanId>, how: Egress, vlan: VlanId) -> Result<(), DropReason> {
+    match (tag, how) {
+        (None, Egress::Untagged) => Ok(()),
+        (Some(v), Egress::Tagged) if v == vlan => Ok(()),
+        (_, Egress::Filtered) => Ok(()),
+        _ => edit_tag(m, tag.is_some(), how, vlan),
+    }
+}
+
+/// The edits of [`retag`]: push, pop or rewrite the tag.
+#[cold]
+#[inline(never)]
+fn edit_tag(m: &mut Mbuf, tagged: bool, how: Egress, vlan: VlanId) -> Result<(), DropReason> {
     match (tagged, how) {
         (true, Egress::Untagged) => {
             // Addresses move 4 bytes on, over the tag; the data then starts
@@ -226,8 +301,41 @@ impl SwitchTables {
 
 impl Forwarder {
     /// [`Forwarder::process`] for a bridge with features: every stage of the
-    /// module's list, per frame.
+    /// module's list, per frame. Picks, once per burst, a copy of the loop
+    /// compiled without the ingress stages the ingress port does not use
+    /// (port security, security group, policing) and without the egress
+    /// stages no port of the bridge uses (security group, rate), so a
+    /// bridge with only VLANs does not pay for their tests per frame.
     pub(super) fn process_pipeline(
+        &mut self,
+        t: &SwitchTables,
+        bridge: &Bridge,
+        in_port: PortId,
+        burst: &mut Burst,
+        now: u32,
+        in_stats: &QueueStats,
+    ) -> ProcessSummary {
+        let ingress = t
+            .policy(in_port)
+            .features()
+            .intersects(Features::INGRESS_EXTRA);
+        let egress = t
+            .bridge_features(bridge.id)
+            .intersects(Features::EGRESS_EXTRA);
+        match (ingress, egress) {
+            (false, false) => {
+                self.pipeline::<false, false>(t, bridge, in_port, burst, now, in_stats)
+            }
+            (true, false) => self.pipeline::<true, false>(t, bridge, in_port, burst, now, in_stats),
+            (false, true) => self.pipeline::<false, true>(t, bridge, in_port, burst, now, in_stats),
+            (true, true) => self.pipeline::<true, true>(t, bridge, in_port, burst, now, in_stats),
+        }
+    }
+
+    /// The pipeline loop; `IN`: run the ingress stages after the VLAN,
+    /// `OUT`: run the egress stages besides the VLAN.
+    #[inline(always)]
+    fn pipeline<const IN: bool, const OUT: bool>(
         &mut self,
         t: &SwitchTables,
         bridge: &Bridge,
@@ -241,8 +349,29 @@ impl Forwarder {
         let seq = self.burst_seq;
         let stages = &mut self.stages[..];
         let pending = &mut self.pending;
-        let in_vlan = &t.policy(in_port).vlan;
+        let in_policy = t.policy(in_port);
+        let in_vlan = &in_policy.vlan;
+        let in_security = in_policy.security.as_ref();
+        let in_acl = in_policy.acl_in.as_deref();
+        let (policer, storm) = (
+            in_policy.limits.ingress.as_ref(),
+            in_policy.limits.storm.as_ref(),
+        );
+        // The rate limits' clock, read once per burst.
+        let now_ticks = crate::time::cycles();
         let mut sum = ProcessSummary::default();
+        // The last known unicast decision of this burst: a frame with the
+        // same outer tag, source and destination has the same VLAN, egress
+        // port and tag edit; the stage of that port is open for the burst
+        // and the source was learned at this `now`. Plain locals, so they
+        // stay in registers; MAC words are 48 bits, so `NO_PAIR` matches no
+        // frame. Any frame that takes the full path clears it before it
+        // learns, so a learn that moves the cached destination is never
+        // bypassed.
+        const NO_PAIR: u64 = u64::MAX;
+        let (mut last_src, mut last_dst, mut last_tag) = (NO_PAIR, NO_PAIR, 0u32);
+        let (mut last_vlan, mut last_out, mut last_how) =
+            (VlanId::NONE, PortId(0), Egress::Filtered);
         for m in burst.drain(..) {
             let Some(l2) = parse_l2_addrs(m.data()) else {
                 discard(m, in_stats, DropReason::Malformed);
@@ -259,14 +388,49 @@ impl Forwarder {
                     continue;
                 }
             };
+            // Where the L3 header starts, for the stages that look at it.
+            let l3 = if tag.is_some() { 18 } else { 14 };
+            // Same tag and addresses as the last known unicast frame: same
+            // VLAN, egress port and tag edit. The stages that look past the
+            // addresses (security, security groups, rates) still run.
+            let tag_word = tag.map_or(1 << 16, |v| u32::from(v.0));
+            if l2.src == last_src && l2.dst == last_dst && tag_word == last_tag {
+                let mut m = m;
+                let out_policy = t.policy(last_out);
+                let passed =
+                    in_stages::<IN>(in_security, in_acl, policer, now_ticks, &m, l2.src, l3)
+                        .and_then(|()| egress::<OUT>(out_policy, now_ticks, &m, l3))
+                        .and_then(|()| retag(&mut m, tag, last_how, last_vlan));
+                match (passed, stages.get_mut(last_out.index())) {
+                    (Ok(()), Some(st)) => {
+                        let _ = st.frames.try_push(m);
+                        sum.unicast += 1;
+                    }
+                    (Err(why), _) => {
+                        discard(m, in_stats, why);
+                        sum.dropped += 1;
+                    }
+                    (Ok(()), None) => {} // stages out of step: frame freed
+                }
+                continue;
+            }
+            last_src = NO_PAIR;
             let Some(vlan) = in_vlan.ingress(tag) else {
                 discard(m, in_stats, DropReason::VlanFiltered);
                 sum.dropped += 1;
                 continue;
             };
-            let tagged = tag.is_some();
             if l2.src & GROUP_BIT != 0 {
                 discard(m, in_stats, DropReason::Malformed);
+                sum.dropped += 1;
+                continue;
+            }
+            // Port security (before the source is learned), the ingress
+            // security group, ingress policing.
+            if let Err(why) =
+                in_stages::<IN>(in_security, in_acl, policer, now_ticks, &m, l2.src, l3)
+            {
+                discard(m, in_stats, why);
                 sum.dropped += 1;
                 continue;
             }
@@ -287,25 +451,37 @@ impl Forwarder {
                     sum.dropped += 1;
                     continue;
                 }
+                if IN && storm.is_some_and(|s| !s.take(now_ticks, 1)) {
+                    discard(m, in_stats, DropReason::Storm);
+                    sum.dropped += 1;
+                    continue;
+                }
                 sum.flooded += 1;
                 flood_vlan(
-                    stages, pending, t, bridge, in_port, vlan, tagged, m, in_stats,
+                    stages, pending, t, bridge, in_port, vlan, tag, l2.dst, now_ticks, m, in_stats,
                 );
                 continue;
             }
             let Some(out) = fdb.lookup_key(FdbKey::from_word(vlan, l2.dst)) else {
+                if IN && storm.is_some_and(|s| !s.take(now_ticks, 1)) {
+                    discard(m, in_stats, DropReason::Storm);
+                    sum.dropped += 1;
+                    continue;
+                }
                 sum.flooded += 1;
                 flood_vlan(
-                    stages, pending, t, bridge, in_port, vlan, tagged, m, in_stats,
+                    stages, pending, t, bridge, in_port, vlan, tag, l2.dst, now_ticks, m, in_stats,
                 );
                 continue;
             };
             // Known unicast: egress VLAN, then the port's stage.
-            let how = t.policy(out).vlan.egress(vlan);
+            let out_policy = t.policy(out);
+            let how = out_policy.vlan.egress(vlan);
             let mut m = m;
             let fit = match how {
                 Egress::Filtered => Err(DropReason::VlanFiltered),
-                _ => retag(&mut m, tagged, how, vlan),
+                _ => egress::<OUT>(out_policy, now_ticks, &m, l3)
+                    .and_then(|()| retag(&mut m, tag, how, vlan)),
             };
             let opened = fit.and_then(|()| match stages.get(out.index()) {
                 Some(st) if st.ready == seq => Ok(()),
@@ -317,6 +493,8 @@ impl Forwarder {
                         let _ = st.frames.try_push(m);
                     }
                     sum.unicast += 1;
+                    (last_src, last_dst, last_tag) = (l2.src, l2.dst, tag_word);
+                    (last_vlan, last_out, last_how) = (vlan, out, how);
                 }
                 Err(why) => {
                     discard(m, in_stats, why);
@@ -325,6 +503,55 @@ impl Forwarder {
             }
         }
         sum
+    }
+}
+
+/// The ingress stages after the VLAN for `m` (source MAC word `src`, L3
+/// header at `l3`): port security, the security group, policing. Each runs
+/// only if the port has it.
+#[inline(always)]
+fn in_stages<const IN: bool>(
+    security: Option<&PortSecurity>,
+    acl: Option<&Acl>,
+    policer: Option<&TokenBucket>,
+    now_ticks: u64,
+    m: &Mbuf,
+    src: u64,
+    l3: usize,
+) -> Result<(), DropReason> {
+    if !IN {
+        return Ok(());
+    }
+    if let Some(sec) = security {
+        sec.check(m.data(), src, l3)?;
+    }
+    if let Some(acl) = acl {
+        acl.check(m.data(), l3, Applied::In)?;
+    }
+    match policer {
+        Some(p) if !p.take(now_ticks, m.len() as u64) => Err(DropReason::Policed),
+        _ => Ok(()),
+    }
+}
+
+/// The egress stages of the port with settings `out` for `m` (its L3
+/// header at `l3`): its security group, then its rate.
+#[inline(always)]
+fn egress<const OUT: bool>(
+    out: &PortPolicy,
+    now_ticks: u64,
+    m: &Mbuf,
+    l3: usize,
+) -> Result<(), DropReason> {
+    if !OUT {
+        return Ok(());
+    }
+    if let Some(acl) = &out.acl_out {
+        acl.check(m.data(), l3, Applied::Out)?;
+    }
+    match &out.limits.egress {
+        Some(b) if !b.take(now_ticks, m.len() as u64) => Err(DropReason::EgressRate),
+        _ => Ok(()),
     }
 }
 
@@ -340,23 +567,39 @@ fn flood_vlan(
     bridge: &Bridge,
     in_port: PortId,
     vlan: VlanId,
-    tagged: bool,
+    tag: Option<VlanId>,
+    dst: u64,
+    now_ticks: u64,
     m: Mbuf,
     in_stats: &QueueStats,
 ) {
+    let l3 = if tag.is_some() { 18 } else { 14 };
     let mut targets = bridge
         .ports
         .iter()
         .copied()
         .filter(|&p| p != in_port && t.port(p).is_some_and(|e| e.is_up()))
-        .filter_map(|p| match t.policy(p).vlan.egress(vlan) {
-            Egress::Filtered => None,
-            how => Some((p, how)),
+        .filter_map(|p| {
+            let policy = t.policy(p);
+            // Unknown unicast reaches a secured port only for its own MACs.
+            if dst & GROUP_BIT == 0 && policy.security.as_ref().is_some_and(|s| !s.mac_ok(dst)) {
+                return None;
+            }
+            match policy.vlan.egress(vlan) {
+                Egress::Filtered => None,
+                how => match egress::<true>(policy, now_ticks, &m, l3) {
+                    Err(why) => {
+                        in_stats.drop_one(why);
+                        None
+                    }
+                    Ok(()) => Some((p, how)),
+                },
+            }
         });
     let Some(mut prev) = targets.next() else {
         return; // nobody in the VLAN to flood to: the frame has no receiver
     };
-    let mut send = |p: PortId, how: Egress, mut c: Mbuf| match retag(&mut c, tagged, how, vlan) {
+    let mut send = |p: PortId, how: Egress, mut c: Mbuf| match retag(&mut c, tag, how, vlan) {
         Ok(()) => stage(stages, pending, p, c),
         Err(why) => in_stats.drop_one(why),
     };
@@ -393,12 +636,12 @@ mod tests {
     fn retag_pushes_and_pops_an_802_1q_tag_around_the_addresses() {
         let pool = Mempool::for_tests(4);
         let mut m = mbuf(pool, &UNTAGGED);
-        retag(&mut m, false, Egress::Tagged, VlanId(10)).unwrap();
+        retag(&mut m, None, Egress::Tagged, VlanId(10)).unwrap();
         assert_eq!(m.data(), TAGGED_10);
-        retag(&mut m, true, Egress::Untagged, VlanId(10)).unwrap();
+        retag(&mut m, Some(VlanId(10)), Egress::Untagged, VlanId(10)).unwrap();
         assert_eq!(m.data(), UNTAGGED);
         let mut m = mbuf(pool, &TAGGED_10);
-        retag(&mut m, true, Egress::Tagged, VlanId(10)).unwrap();
+        retag(&mut m, Some(VlanId(10)), Egress::Tagged, VlanId(10)).unwrap();
         assert_eq!(m.data(), TAGGED_10, "same VLAN: untouched");
     }
 
@@ -408,7 +651,7 @@ mod tests {
         let mut prio = TAGGED_10;
         prio[14..16].copy_from_slice(&[0xa0, 0x00]); // PCP 5, VID 0
         let mut m = mbuf(pool, &prio);
-        retag(&mut m, true, Egress::Tagged, VlanId(7)).unwrap();
+        retag(&mut m, Some(VlanId(0)), Egress::Tagged, VlanId(7)).unwrap();
         assert_eq!(&m.data()[14..16], &[0xa0, 0x07]);
     }
 
@@ -417,20 +660,160 @@ mod tests {
         assert!(PortPolicy::default().features().is_empty());
         let access = PortPolicy {
             vlan: PortVlan::new(None, Some(10), &[]).unwrap(),
+            ..PortPolicy::default()
         };
         assert!(access.features().contains(Features::VLAN));
     }
+    /// A 3-port bridge, all up, port `i` with `policies[i]`.
+    fn rig(policies: [PortPolicy; 3]) -> Arc<SwitchTables> {
+        use super::super::{Bridge, Fdb, FdbConfig, PortEntry, Switch};
+        use crate::ids::{BridgeId, WorkerId};
+        use std::sync::atomic::Ordering;
+        let sw = Switch::new();
+        sw.update(|t| {
+            t.bridges.push(Some(Bridge {
+                id: BridgeId(0),
+                name: "br0".into(),
+                ports: (0..3).map(PortId).collect(),
+                fdb: Arc::new(Fdb::new(&FdbConfig::default())),
+            }));
+            for (i, p) in policies.into_iter().enumerate() {
+                let e = PortEntry::new(PortId(i as u16), "p", Some(BridgeId(0)), WorkerId(0));
+                e.link_up.store(true, Ordering::Relaxed);
+                t.ports.push(Some(Arc::new(e)));
+                t.set_policy(PortId(i as u16), Some(Arc::new(p)));
+            }
+        });
+        sw.load()
+    }
+
+    /// Sends `n` frames of `len` bytes from 02::1 to `dst` in on port 0, in
+    /// bursts; returns the frames each port got.
+    fn blast(t: &SwitchTables, dst: [u8; 6], len: usize, n: usize, st: &QueueStats) -> [usize; 3] {
+        let pool = Mempool::for_tests(256);
+        let mut fwd = Forwarder::new();
+        fwd.prepare(t);
+        let mut frame = vec![0x5a; len];
+        frame[..6].copy_from_slice(&dst);
+        frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        let mut got = [0; 3];
+        for chunk in (0..n).collect::<Vec<_>>().chunks(crate::port::MAX_BURST) {
+            let mut b: Burst = chunk.iter().map(|_| mbuf(pool, &frame)).collect();
+            fwd.process(t, PortId(0), &mut b, 1, st);
+            fwd.drain(|p, b| {
+                got[p.index()] += b.len();
+                b.clear();
+            });
+        }
+        got
+    }
+
+    #[test]
+    fn rate_limits_drop_what_exceeds_them_and_count_it() {
+        let limited = |ingress, egress, storm| PortPolicy {
+            limits: PortLimits::new(ingress, Some(1), egress, storm),
+            ..PortPolicy::default()
+        };
+        // Storm control: 10 frames/s, so one burst's worth passes at once.
+        let t = rig([
+            limited(None, None, Some(10)),
+            PortPolicy::default(),
+            PortPolicy::default(),
+        ]);
+        let st = QueueStats::default();
+        let got = blast(&t, [0xff; 6], 60, 96, &st);
+        assert_eq!(got, [0, 32, 32]);
+        assert_eq!(st.snapshot().drops(DropReason::Storm), 64);
+        // Ingress policing at 8 kbit/s, 1 kbit of burst: the minimum burst (64 KiB and a
+        // little) passes 43 frames of 1 500 bytes.
+        let t = rig([
+            limited(Some(8), None, None),
+            PortPolicy::default(),
+            PortPolicy::default(),
+        ]);
+        let st = QueueStats::default();
+        let got = blast(&t, [0xff; 6], 1500, 64, &st);
+        assert_eq!(got, [0, 43, 43]);
+        assert_eq!(st.snapshot().drops(DropReason::Policed), 21);
+        // Egress rate on port 2 only: port 1 gets every flood copy.
+        let t = rig([
+            PortPolicy::default(),
+            PortPolicy::default(),
+            limited(None, Some(8), None),
+        ]);
+        let st = QueueStats::default();
+        let got = blast(&t, [0xff; 6], 1500, 64, &st);
+        assert_eq!(got, [0, 64, 43]);
+        assert_eq!(st.snapshot().drops(DropReason::EgressRate), 21);
+    }
+
+    #[test]
+    fn security_groups_filter_what_ports_send_and_receive() {
+        use super::super::acl::{proto, AclRule, Action};
+        let http = |action| AclRule {
+            proto: Some(proto::TCP),
+            dst_ports: Some((80, 80)),
+            action,
+            ..AclRule::default()
+        };
+        // Port 0 may send only TCP to port 80; port 2 receives none of it.
+        let only_http = Arc::new(Acl::new(vec![http(Action::Allow)], Action::Deny).unwrap());
+        let no_http = Arc::new(Acl::new(vec![http(Action::Deny)], Action::Allow).unwrap());
+        let t = rig([
+            PortPolicy {
+                acl_in: Some(only_http),
+                ..PortPolicy::default()
+            },
+            PortPolicy::default(),
+            PortPolicy {
+                acl_out: Some(no_http),
+                ..PortPolicy::default()
+            },
+        ]);
+        let st = QueueStats::default();
+        let tcp = |dport: u16| {
+            let mut f = vec![0xff; 6];
+            f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+            f.extend_from_slice(&[
+                0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+            ]);
+            f.extend_from_slice(&[0x9c, 0x40]);
+            f.extend_from_slice(&dport.to_be_bytes());
+            f.extend_from_slice(&[0; 16]);
+            f
+        };
+        let pool = Mempool::for_tests(16);
+        let mut fwd = Forwarder::new();
+        fwd.prepare(&t);
+        let mut got = Vec::new();
+        for dport in [80, 22] {
+            let mut b: Burst = [mbuf(pool, &tcp(dport))].into_iter().collect();
+            fwd.process(&t, PortId(0), &mut b, 1, &st);
+            fwd.drain(|p, b| {
+                got.push((dport, p.0));
+                b.clear();
+            });
+        }
+        assert_eq!(
+            got,
+            [(80, 1)],
+            "port 22 denied on the way in, 80 on the way out to port 2"
+        );
+        assert_eq!(st.snapshot().drops(DropReason::AclDeny), 2);
+    }
+
     /// The switching decisions of a bridge with VLAN port modes, checked
     /// against a reference model written from OVS's description of the
     /// modes (and nothing of the code above), for random port settings and
     /// frames.
     mod model {
-        use std::collections::{BTreeSet, HashMap};
+        use std::collections::HashMap;
         use std::sync::atomic::Ordering;
 
         use super::super::super::{Bridge, Fdb, FdbConfig, PortEntry, Switch};
         use super::super::*;
-        use crate::ids::{BridgeId, WorkerId};
+        use crate::ids::{BridgeId, MacAddr, WorkerId};
         use crate::mempool::Mempool;
         use crate::switch::vlan::VlanMode;
 
@@ -486,6 +869,7 @@ mod tests {
                 };
                 PortPolicy {
                     vlan: PortVlan::new(Some(mode), tag, &trunks).unwrap(),
+                    ..PortPolicy::default()
                 }
             }
         }
@@ -555,7 +939,10 @@ mod tests {
             let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
             for round in 0..300 {
                 let cfgs: Vec<Cfg> = (0..PORTS).map(|_| rng.cfg()).collect();
-                let pipelined = cfgs.iter().any(Cfg::has_feature);
+                // Port security on some ports: only station `p` may send
+                // from port `p` (MAC only: no IPs given).
+                let secure: Vec<bool> = (0..PORTS).map(|_| rng.below(3) == 0).collect();
+                let pipelined = cfgs.iter().any(Cfg::has_feature) || secure.iter().any(|&s| s);
                 let sw = Switch::new();
                 sw.update(|t| {
                     t.bridges.push(Some(Bridge {
@@ -569,7 +956,12 @@ mod tests {
                             PortEntry::new(PortId(i as u16), "p", Some(BridgeId(0)), WorkerId(0));
                         e.link_up.store(true, Ordering::Relaxed);
                         t.ports.push(Some(Arc::new(e)));
-                        t.set_policy(PortId(i as u16), Some(Arc::new(c.policy())));
+                        let mut policy = c.policy();
+                        if secure[i] {
+                            let own = MacAddr(station(i as u64));
+                            policy.security = Some(PortSecurity::new(&[own], &[]).unwrap());
+                        }
+                        t.set_policy(PortId(i as u16), Some(Arc::new(policy)));
                     }
                 });
                 let t = sw.load();
@@ -582,42 +974,57 @@ mod tests {
                 fwd.prepare(&t);
                 let st = QueueStats::default();
                 let mut fdb: HashMap<(u16, [u8; 6]), u16> = HashMap::new();
-                for _ in 0..40 {
+                // Bursts of up to 8 frames from one port, often repeating
+                // the frame before (as a station's flow does).
+                for _ in 0..16 {
                     let in_port = rng.below(u64::from(PORTS)) as u16;
-                    let src = station(rng.below(6));
-                    let dst = if rng.below(4) == 0 {
-                        [0xff; 6]
-                    } else {
-                        station(rng.below(6))
-                    };
-                    let tag = match rng.below(6) {
-                        0 | 1 => Tag::None,
-                        2 => Tag::C {
-                            pcp: rng.below(8) as u8,
-                            vid: 0,
-                        },
-                        5 => Tag::S(1 + rng.below(3) as u16),
-                        _ => Tag::C {
-                            pcp: rng.below(8) as u8,
-                            vid: 1 + rng.below(4) as u16,
-                        },
-                    };
-                    let frame = bytes(dst, src, tag);
-                    // The model's decision.
-                    let mut want = BTreeSet::new();
-                    let vlan = if pipelined {
-                        match tag {
-                            Tag::S(_) => None,
-                            Tag::None => cfgs[in_port as usize].vlan_in(0),
-                            Tag::C { vid, .. } => cfgs[in_port as usize].vlan_in(vid),
+                    let mut frames: Vec<([u8; 6], [u8; 6], Tag)> = Vec::new();
+                    for _ in 0..1 + rng.below(8) {
+                        if let (Some(&f), 0) = (frames.last(), rng.below(2)) {
+                            frames.push(f);
+                            continue;
                         }
-                    } else {
-                        Some(match tag {
-                            Tag::None => 0,
-                            Tag::C { vid, .. } | Tag::S(vid) => vid,
-                        })
-                    };
-                    if let Some(v) = vlan {
+                        let src = station(rng.below(6));
+                        let dst = if rng.below(4) == 0 {
+                            [0xff; 6]
+                        } else {
+                            station(rng.below(6))
+                        };
+                        let tag = match rng.below(6) {
+                            0 | 1 => Tag::None,
+                            2 => Tag::C {
+                                pcp: rng.below(8) as u8,
+                                vid: 0,
+                            },
+                            5 => Tag::S(1 + rng.below(3) as u16),
+                            _ => Tag::C {
+                                pcp: rng.below(8) as u8,
+                                vid: 1 + rng.below(4) as u16,
+                            },
+                        };
+                        frames.push((src, dst, tag));
+                    }
+                    // The model's decisions, frame by frame.
+                    let mut want = Vec::new();
+                    for &(src, dst, tag) in &frames {
+                        let frame = bytes(dst, src, tag);
+                        let vlan = if pipelined {
+                            match tag {
+                                Tag::S(_) => None,
+                                Tag::None => cfgs[in_port as usize].vlan_in(0),
+                                Tag::C { vid, .. } => cfgs[in_port as usize].vlan_in(vid),
+                            }
+                        } else {
+                            Some(match tag {
+                                Tag::None => 0,
+                                Tag::C { vid, .. } | Tag::S(vid) => vid,
+                            })
+                        };
+                        let spoofed =
+                            secure[in_port as usize] && src != station(u64::from(in_port));
+                        let (Some(v), false) = (vlan, spoofed) else {
+                            continue;
+                        };
                         fdb.insert((v, src), in_port);
                         let out_frame = |p: u16| -> Vec<u8> {
                             if !pipelined {
@@ -633,37 +1040,46 @@ mod tests {
                                 bytes(dst, src, Tag::None)
                             }
                         };
-                        let floods = |want: &mut BTreeSet<(u16, Vec<u8>)>| {
+                        let floods = |want: &mut Vec<(u16, Vec<u8>)>| {
                             for p in (0..PORTS).filter(|&p| p != in_port) {
+                                // A secured port gets unknown unicast only
+                                // for its own station.
+                                let unicast_not_its =
+                                    dst[0] & 1 == 0 && dst != station(u64::from(p));
+                                if secure[p as usize] && unicast_not_its {
+                                    continue;
+                                }
                                 if !pipelined || cfgs[p as usize].member(v) {
-                                    want.insert((p, out_frame(p)));
+                                    want.push((p, out_frame(p)));
                                 }
                             }
                         };
                         match fdb.get(&(v, dst)) {
                             _ if dst[0] & 1 != 0 => floods(&mut want),
                             Some(&p) if p == in_port => {}
-                            Some(&p) => {
-                                want.insert((p, out_frame(p)));
-                            }
+                            Some(&p) => want.push((p, out_frame(p))),
                             None => floods(&mut want),
                         }
                     }
-                    // The switch's.
-                    let mut m = pool.alloc().unwrap();
-                    m.extend_from_slice(&frame).unwrap();
+                    // The switch's, for the whole burst.
                     let mut b = Burst::new();
-                    let _ = b.try_push(m);
+                    for &(src, dst, tag) in &frames {
+                        let mut m = pool.alloc().unwrap();
+                        m.extend_from_slice(&bytes(dst, src, tag)).unwrap();
+                        let _ = b.try_push(m);
+                    }
                     fwd.process(&t, PortId(in_port), &mut b, 1, &st);
-                    let mut got = BTreeSet::new();
+                    let mut got = Vec::new();
                     fwd.drain(|p, b| {
                         for m in b.drain(..) {
-                            got.insert((p.0, m.data().to_vec()));
+                            got.push((p.0, m.data().to_vec()));
                         }
                     });
+                    got.sort();
+                    want.sort();
                     assert_eq!(
                         got, want,
-                        "round {round}: ports {cfgs:?}, frame {tag:?} {src:?} -> {dst:?} on port {in_port}"
+                        "round {round}: ports {cfgs:?}, burst {frames:?} on port {in_port}"
                     );
                 }
                 assert_eq!(pool.in_use(), 0);

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use weir_testkit::Netns;
+
 /// The `weir` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_weir");
 
@@ -269,9 +271,59 @@ pub fn kernel_config(extra: &str, ports: &[(&str, &str, &str)]) -> String {
         "[dataplane]\nmbufs = 8192\nidle_sleep_us = 20\n{extra}\n[[bridge]]\nname = \"br0\"\n"
     );
     for (name, kind, iface) in ports {
-        cfg += &format!(
-            "[[port]]\nname = \"{name}\"\ntype = \"{kind}\"\niface = \"{iface}\"\nbridge = \"br0\"\n"
-        );
+        cfg += &kernel_port(name, kind, iface, "");
     }
     cfg
+}
+
+/// The `[[port]]` table of a kernel-interface port on bridge `br0`, for
+/// [`kernel_config`]'s output, with `keys` (TOML lines, e.g. `"tag = 10\n"`)
+/// added to it.
+pub fn kernel_port(name: &str, kind: &str, iface: &str, keys: &str) -> String {
+    format!(
+        "[[port]]\nname = \"{name}\"\ntype = \"{kind}\"\niface = \"{iface}\"\nbridge = \"br0\"\n{keys}"
+    )
+}
+
+/// `ping -c count`, waiting (`-w`) until every reply is in or a deadline passes:
+/// without `-w`, iputils ping gives the last reply only about twice the fastest
+/// round-trip time and counts a reply delayed by a loaded machine as lost.
+pub fn ping(from: &Netns, ip: &str, count: u32, interval: &str) -> Result<String, String> {
+    let secs = interval.parse::<f64>().unwrap_or(1.0) * f64::from(count);
+    ping_within(from, ip, count, interval, secs.ceil() as u64 + 5)
+}
+
+/// [`ping`] with the deadline `deadline_secs` (`-w`) given, e.g. a short one
+/// for a ping that must fail.
+pub fn ping_within(
+    from: &Netns,
+    ip: &str,
+    count: u32,
+    interval: &str,
+    deadline_secs: u64,
+) -> Result<String, String> {
+    from.exec(&[
+        "ping",
+        "-c",
+        &count.to_string(),
+        "-i",
+        interval,
+        "-w",
+        &deadline_secs.to_string(),
+        ip,
+    ])
+    .map_err(|e| format!("{e:#}"))
+}
+
+/// The packet loss in percent from ping's summary (100 if it printed none).
+pub fn loss_pct(ping_out: &str) -> f64 {
+    let line = ping_out
+        .lines()
+        .find(|l| l.contains("packet loss"))
+        .unwrap_or("");
+    line.split(',')
+        .find(|f| f.contains("packet loss"))
+        .and_then(|f| f.trim().split('%').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100.0)
 }
