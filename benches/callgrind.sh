@@ -29,7 +29,7 @@ repeats=${REPEATS:-3}
 
 # shellcheck source=benches/lib.sh
 . "$root/benches/lib.sh"
-callgrind_setup switch-insns
+callgrind_setup weir-benches switch-insns
 
 # Instructions of one run: callgrind's total, then the inclusive count of the
 # benchmark's recycle sink (0 if it never ran). With --inclusive=yes,

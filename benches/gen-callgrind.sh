@@ -29,19 +29,9 @@ duration=${DURATION:-5}
 
 # shellcheck source=benches/lib.sh
 . "$root/benches/lib.sh"
-need_valgrind
 # The generator is weir-bench's own program (`weir bench` only execs it):
 # valgrind runs it directly, so the counts are of the process that sends.
-bin=$(cargo build --release --manifest-path "$root/Cargo.toml" -p weir --bin weir-bench \
-        --message-format=json-render-diagnostics |
-      sed -n 's/.*"executable":"\([^"]*\/weir-bench\)".*/\1/p' | tail -n 1)
-if [ -z "$bin" ] || [ ! -x "$bin" ]; then
-    echo "could not find the weir-bench binary after building" >&2
-    exit 1
-fi
-
-work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
+callgrind_setup weir weir-bench
 
 inclusive() { # FILE PATTERN: callgrind's inclusive Ir of the function matching PATTERN
     callgrind_annotate --inclusive=yes --auto=no --threshold=100 "$1" 2>/dev/null |
@@ -50,9 +40,8 @@ inclusive() { # FILE PATTERN: callgrind's inclusive Ir of the function matching 
 
 for i in $(seq "$runs"); do
     out=$work/cg.$i
-    valgrind --tool=callgrind --callgrind-out-file="$out" \
-        "$bin" --quiet --size 64 --duration "$duration" --json "$work/b.$i.json" \
-        >/dev/null 2>"$work/log.$i" || { cat "$work/log.$i" >&2; exit 1; }
+    callgrind_run "$out" --quiet --size 64 --duration "$duration" --json "$work/b.$i.json" \
+        >/dev/null || exit 1
     send=$(inclusive "$out" 'Sender.*send_burst')
     recv=$(inclusive "$out" 'Receiver.*harvest')
     tx=$(jq '.runs[0].main.tx_frames' "$work/b.$i.json")

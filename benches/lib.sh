@@ -2,12 +2,15 @@
 # Shared by the callgrind scripts in benches/ (sourced, not run).
 #
 #   need_valgrind          installs valgrind with apt-get if it is missing
-#   build_bench_bin NAME   builds weir-benches' binary NAME (release) and prints
-#                          its path, taken from cargo itself so that any target
-#                          directory (CARGO_TARGET_DIR, .cargo/config) works
+#   build_bench_bin PACKAGE NAME
+#                          builds the binary NAME of the workspace's PACKAGE
+#                          (release) and prints its path, taken from cargo itself
+#                          so that any target directory (CARGO_TARGET_DIR,
+#                          .cargo/config) works
 #   summary [WIDTH]        min / median / max of the numbers on stdin, one a line,
 #                          each printed WIDTH wide (default 8)
-#   callgrind_setup NAME   need_valgrind, then sets `bin` to weir-benches' binary
+#   callgrind_setup PACKAGE NAME
+#                          need_valgrind, then sets `bin` to PACKAGE's binary
 #                          NAME (built) and `work` to a temporary directory,
 #                          removed on exit
 #   callgrind_run OUT ARGS...
@@ -29,8 +32,8 @@ need_valgrind() {
 }
 
 build_bench_bin() {
-    local name=$1 bin
-    bin=$(cargo build --release --manifest-path "$root/Cargo.toml" -p weir-benches \
+    local package=$1 name=$2 bin
+    bin=$(cargo build --release --manifest-path "$root/Cargo.toml" -p "$package" \
             --bin "$name" --message-format=json-render-diagnostics |
           sed -n "s/.*\"executable\":\"\\([^\"]*$name\\)\".*/\\1/p" | tail -n 1)
     if [ -z "$bin" ] || [ ! -x "$bin" ]; then
@@ -51,7 +54,7 @@ summary() {
 
 callgrind_setup() {
     need_valgrind
-    bin=$(build_bench_bin "$1")
+    bin=$(build_bench_bin "$1" "$2")
     work=$(mktemp -d)
     trap 'rm -rf "$work"' EXIT
 }

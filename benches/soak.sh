@@ -120,7 +120,7 @@ else
     WEIR="$root/target/release/weir"
     [ -x "$WEIR" ] || WEIR=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)/release/weir
 fi
-HOSTILE=$(build_bench_bin hostile-frontend)
+HOSTILE=$(build_bench_bin weir-benches hostile-frontend)
 if [ "$SOAK_VMS" = 1 ]; then
     # Cached in target/vm-guest; installs QEMU on first use.
     "$root/scripts/build-guest.sh" >&2 || die "scripts/build-guest.sh failed"

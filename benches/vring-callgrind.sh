@@ -33,7 +33,7 @@ cases=${CASES:-"single:60 single:1514 chain:60 indirect:60 empty:60"}
 
 # shellcheck source=benches/lib.sh
 . "$root/benches/lib.sh"
-callgrind_setup vring-insns
+callgrind_setup weir-benches vring-insns
 
 # One run: total, then the inclusive counts of guest_post, SplitRing::dequeue
 # and SplitRing::enqueue (0 if inlined or never run). With --inclusive=yes,

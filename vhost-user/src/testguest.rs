@@ -447,6 +447,35 @@ impl RawFrontend {
         Ok(self.reply_u64(request)? == 0)
     }
 
+    /// A session's start as a frontend that plays by the rules: SET_OWNER,
+    /// GET_FEATURES, SET_FEATURES with `features`, GET_PROTOCOL_FEATURES,
+    /// then SET_PROTOCOL_FEATURES with `protocol`, acked if `protocol` has
+    /// REPLY_ACK (`features` needs F_PROTOCOL_FEATURES for the last two).
+    ///
+    /// # Errors
+    /// As [`RawFrontend::send`] and [`RawFrontend::reply_u64`];
+    /// `InvalidData` if the backend does not offer every bit of `features`
+    /// and `protocol`, or refuses `protocol`.
+    pub fn negotiate(&mut self, features: u64, protocol: u64) -> io::Result<()> {
+        self.send(spec::SET_OWNER, 0, &[], &[])?;
+        let offered = self.get_u64(spec::GET_FEATURES)?;
+        check_offered("features", offered, features)?;
+        self.send(spec::SET_FEATURES, 0, &features.to_le_bytes(), &[])?;
+        let offered = self.get_u64(spec::GET_PROTOCOL_FEATURES)?;
+        check_offered("protocol features", offered, protocol)?;
+        let payload = protocol.to_le_bytes();
+        if protocol & spec::PROTO_REPLY_ACK == 0 {
+            self.send(spec::SET_PROTOCOL_FEATURES, 0, &payload, &[])
+        } else if self.request_acked(spec::SET_PROTOCOL_FEATURES, &payload, &[])? {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("protocol features {protocol:#x} refused"),
+            ))
+        }
+    }
+
     /// SET_OWNER, then GET_FEATURES: true if a well-formed reply came within the read
     /// timeout.
     pub fn answers(&mut self) -> bool {
@@ -468,6 +497,18 @@ impl RawFrontend {
             }
         }
     }
+}
+
+/// `InvalidData` unless `offered` has every bit of `wanted`.
+fn check_offered(what: &str, offered: u64, wanted: u64) -> io::Result<()> {
+    let missing = wanted & !offered;
+    if missing == 0 {
+        return Ok(());
+    }
+    Err(io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("{what} {missing:#x} not offered (offered: {offered:#x})"),
+    ))
 }
 
 /// The payload of a SET_MEM_TABLE message: a region count, padding, then each

@@ -1279,11 +1279,7 @@ mod tests {
         }
 
         fn desc_at(&self, table: u64, i: u16, addr: u64, len: u32, flags: u16, next: u16) {
-            let mut b = [0u8; 16];
-            b[..8].copy_from_slice(&addr.to_le_bytes());
-            b[8..12].copy_from_slice(&len.to_le_bytes());
-            b[12..14].copy_from_slice(&flags.to_le_bytes());
-            b[14..].copy_from_slice(&next.to_le_bytes());
+            let b = crate::testguest::desc_bytes(addr, len, flags, next);
             self.gm
                 .write_slice(&b, GuestAddress(table + 16 * u64::from(i)))
                 .unwrap();

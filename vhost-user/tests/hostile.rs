@@ -23,9 +23,8 @@ use vhost::vhost_user::message::VhostUserProtocolFeatures;
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VringConfigData};
 use vhost_user::testguest::spec::{
-    F_PROTOCOL_FEATURES, F_VERSION_1, GET_FEATURES, GET_PROTOCOL_FEATURES, NET_SET_MTU, PROTO_MQ,
-    PROTO_NET_MTU, PROTO_REPLY_ACK, SET_FEATURES, SET_MEM_TABLE, SET_OWNER, SET_PROTOCOL_FEATURES,
-    SET_VRING_CALL, SET_VRING_NUM,
+    F_PROTOCOL_FEATURES, F_VERSION_1, GET_FEATURES, NET_SET_MTU, PROTO_MQ, PROTO_NET_MTU,
+    PROTO_REPLY_ACK, SET_FEATURES, SET_MEM_TABLE, SET_VRING_CALL, SET_VRING_NUM,
 };
 use vhost_user::testguest::{self, region, ring_at, wait_until, Guest, Handshake, Layout, UADDR};
 use vhost_user::{create, VhostUserDevice, VhostUserPort};
@@ -198,27 +197,17 @@ impl Raw {
         self.0.request_acked(request, payload, fds).expect("ack")
     }
 
+    /// SET_OWNER, features, and the protocol features `protocol`.
+    fn negotiated(sock: &Path, protocol: u64) -> Raw {
+        let mut r = Raw::connect(sock);
+        r.0.negotiate(F_VERSION_1 | F_PROTOCOL_FEATURES, protocol)
+            .expect("handshake");
+        r
+    }
+
     /// SET_OWNER, features, and REPLY_ACK.
     fn handshake(sock: &Path) -> Raw {
-        let mut r = Raw::connect(sock);
-        r.send(SET_OWNER, 0, &[], &[]);
-        let f = r.get_u64(GET_FEATURES);
-        assert_ne!(f & F_PROTOCOL_FEATURES, 0);
-        r.send(
-            SET_FEATURES,
-            0,
-            &(F_VERSION_1 | F_PROTOCOL_FEATURES).to_le_bytes(),
-            &[],
-        );
-        let p = r.get_u64(GET_PROTOCOL_FEATURES);
-        assert_ne!(p & PROTO_REPLY_ACK, 0);
-        r.send(
-            SET_PROTOCOL_FEATURES,
-            0,
-            &((PROTO_REPLY_ACK | PROTO_MQ) & p).to_le_bytes(),
-            &[],
-        );
-        r
+        Raw::negotiated(sock, PROTO_REPLY_ACK | PROTO_MQ)
     }
 
     /// True once the backend closed the connection.
@@ -569,21 +558,8 @@ fn net_mtu_is_offered_and_net_set_mtu_is_checked_against_the_data_room() {
     // Ethernet header and one VLAN tag must fit the data room with the MTU.
     let max = u64::from(pool().data_room()) - 18;
     with_bystander(|h| {
-        let mut r = Raw::connect(&h.sock);
-        r.send(SET_OWNER, 0, &[], &[]);
-        assert_answers(&mut r);
-        r.send(
-            SET_FEATURES,
-            0,
-            &(F_VERSION_1 | F_PROTOCOL_FEATURES).to_le_bytes(),
-            &[],
-        );
-        let p = r.get_u64(GET_PROTOCOL_FEATURES);
-        assert_ne!(p & PROTO_NET_MTU, 0, "NET_MTU not offered: {p:#x}");
-        assert_ne!(p & PROTO_REPLY_ACK, 0);
-        // The library takes the acked set (NET_MTU included) without complaint.
-        let acked = PROTO_REPLY_ACK | PROTO_MQ | PROTO_NET_MTU;
-        assert!(r.request(SET_PROTOCOL_FEATURES, &acked.to_le_bytes(), &[]));
+        // NET_MTU is offered, and the library acks the set with it.
+        let mut r = Raw::negotiated(&h.sock, PROTO_REPLY_ACK | PROTO_MQ | PROTO_NET_MTU);
         assert_eq!(h.dev.mtu(), None);
 
         assert!(r.request(NET_SET_MTU, &1500u64.to_le_bytes(), &[]));

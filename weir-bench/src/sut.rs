@@ -13,7 +13,9 @@ use std::time::Duration;
 use weir_api::{
     self as control, BridgeInfo, ClientError, PortInfo, Request, StageCycles, WorkerView,
 };
-use weir_config::{BridgeSpec, Config, CpuList, Host, PortSpec, PortType};
+use weir_config::{
+    BridgeSpec, Config, ConfigError, CpuList, Host, PortSpec, PortType, ValidConfig,
+};
 use weir_control::{error_chain, spawn_housekeeping, Dataplane};
 
 use crate::args::{BenchArgs, BenchPeer};
@@ -38,6 +40,9 @@ pub enum SutError {
         /// weir-config's reason.
         why: String,
     },
+    /// The in-process dataplane's configuration did not validate.
+    #[error("starting weir")]
+    Config(#[source] Box<ConfigError>),
     /// The in-process dataplane did not start.
     #[error("starting weir")]
     Weir(#[source] Box<weir_control::ControlError>),
@@ -175,10 +180,10 @@ impl Sut {
             p.bridge = Some(args.bridge.clone());
             cfg.ports.push(p);
         }
+        let cfg =
+            ValidConfig::new(cfg, Host::system()).map_err(|e| SutError::Config(Box::new(e)))?;
         // Boxed: weir-control's error type is about to change.
-        let dp = Arc::new(
-            Dataplane::start(&cfg, Host::system()).map_err(|e| SutError::Weir(Box::new(e)))?,
-        );
+        let dp = Arc::new(Dataplane::start(cfg).map_err(|e| SutError::Weir(Box::new(e)))?);
         let hk_stop = Arc::new(AtomicBool::new(false));
         let hk = spawn_housekeeping(Arc::downgrade(&dp), hk_stop.clone(), Duration::from_secs(1))
             .map_err(SutError::Housekeeping)?;

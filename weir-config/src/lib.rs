@@ -13,8 +13,10 @@
 //! each optional. [`PortSpec::validate`] turns one into a [`PortConfig`], whose
 //! [`PortKind`] holds exactly the settings its driver needs, checked and
 //! parsed ([`PciAddr`], socket permission bits); [`Config::validate_with`]
-//! returns the configuration's ports in that form. The daemon builds
-//! configured and added ports from `PortConfig`s through one code path.
+//! returns the configuration's ports in that form, and [`ValidConfig::new`]
+//! keeps them (and the compiled `[[acl]]` tables) with it as the
+//! configuration the daemon starts from. The daemon builds configured and
+//! added ports from `PortConfig`s through one code path.
 //!
 //! A port's switch settings (how the switch treats its frames, whatever its
 //! type: VLAN keys `tag`, `trunks`, `vlan_mode`; `mac` and port security,
@@ -604,7 +606,8 @@ impl PortSpec {
         if self.kind != PortType::Vfio {
             return None;
         }
-        canonical_pci(self.pci.as_deref()?)
+        let pci: PciAddr = self.pci.as_deref()?.parse().ok()?;
+        Some(pci.to_string())
     }
 
     /// `socket_mode` as permission bits, if set.
@@ -741,10 +744,7 @@ impl PortSpec {
             }
             PortType::Vfio => {
                 let pci = self.pci.as_deref().ok_or(missing("`pci`"))?;
-                let pci = pci.parse().map_err(|_| PortError::InvalidPci {
-                    pci: pci.to_owned(),
-                })?;
-                PortKind::Vfio { pci }
+                PortKind::Vfio { pci: pci.parse()? }
             }
             PortType::Dpdk => {
                 let devargs = self.devargs.as_deref().ok_or(missing("`devargs`"))?;
@@ -1524,11 +1524,8 @@ pub enum PortError {
         sysfs: PathBuf,
     },
     /// The PCI address is malformed.
-    #[error("invalid PCI address `{pci}`: expected DDDD:BB:DD.F or BB:DD.F (hex)")]
-    InvalidPci {
-        /// The rejected address.
-        pci: String,
-    },
+    #[error(transparent)]
+    InvalidPci(#[from] PciAddrError),
     /// `socket_mode` is not octal permission bits.
     #[error("invalid socket_mode `{mode}`: expected octal permissions such as \"0660\"")]
     InvalidSocketMode {
@@ -1632,7 +1629,7 @@ impl PortError {
             PortError::UnexpectedKey { key, .. } => Some(key),
             PortError::InvalidQueues { .. } => Some("queues"),
             PortError::InvalidIface { .. } | PortError::NoSuchInterface { .. } => Some("iface"),
-            PortError::InvalidPci { .. } => Some("pci"),
+            PortError::InvalidPci(_) => Some("pci"),
             PortError::InvalidDevargs { .. } => Some("devargs"),
             PortError::InvalidSocketMode { .. } => Some("socket_mode"),
             PortError::ClientSocketOwner => None,
@@ -1694,32 +1691,11 @@ pub struct PciAddr {
     function: u8,
 }
 
-/// Why a string is not a [`PciAddr`].
+/// Why a string is not a [`PciAddr`] (a port's `pci` key:
+/// [`PortError::InvalidPci`]).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("invalid PCI address `{0}`: expected DDDD:BB:DD.F or BB:DD.F (hex)")]
-pub struct PciAddrError(pub String);
-
-impl PciAddr {
-    /// The PCI domain (segment).
-    pub fn domain(self) -> u16 {
-        self.domain
-    }
-
-    /// The bus number.
-    pub fn bus(self) -> u8 {
-        self.bus
-    }
-
-    /// The device number (below 32).
-    pub fn device(self) -> u8 {
-        self.device
-    }
-
-    /// The function number (below 8).
-    pub fn function(self) -> u8 {
-        self.function
-    }
-}
+pub struct PciAddrError(String);
 
 impl FromStr for PciAddr {
     type Err = PciAddrError;
@@ -1760,11 +1736,6 @@ impl fmt::Display for PciAddr {
             self.domain, self.bus, self.device, self.function
         )
     }
-}
-
-/// A PCI address as sysfs names it (see [`PciAddr`]); None if invalid.
-pub fn canonical_pci(pci: &str) -> Option<String> {
-    pci.parse::<PciAddr>().ok().map(|a| a.to_string())
 }
 
 /// A set of CPU ids written as a Linux CPU list (`"1"`, `"0-1"`, `"2,4-5"`).
@@ -2314,19 +2285,46 @@ fn key_path_at(text: &str, span: &Range<usize>) -> Option<String> {
     search(&root, "", span)
 }
 
-impl Config {
-    /// Reads, parses and validates `path` against the running machine.
+/// A configuration that passed validation against a [`Host`], with its ports
+/// and security groups in typed form: what the runtime starts from, so that
+/// nothing validates it again.
+#[derive(Clone, Debug)]
+pub struct ValidConfig {
+    config: Config,
+    validated: Validated,
+    host: Host,
+}
+
+impl ValidConfig {
+    /// Validates `config` against `host` ([`Config::validated`]).
     ///
     /// # Errors
     ///
-    /// [`ConfigError::Read`] or any parse or validation error.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let config = Config::load_unvalidated(path)?;
-        config.validate()?;
-        Ok(config)
+    /// The first problem found, located in the source text.
+    pub fn new(config: Config, host: Host) -> Result<ValidConfig, ConfigError> {
+        let validated = config.validated(&host)?;
+        Ok(ValidConfig {
+            config,
+            validated,
+            host,
+        })
     }
 
-    /// Reads and parses `path` without [`Config::validate`].
+    /// The configuration as parsed.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The configuration, its typed ports and ACLs, and the host it was
+    /// validated against.
+    pub fn into_parts(self) -> (Config, Validated, Host) {
+        (self.config, self.validated, self.host)
+    }
+}
+
+impl Config {
+    /// Reads and parses `path`; [`ValidConfig::new`] or
+    /// [`Config::validate_with`] checks it next.
     ///
     /// # Errors
     ///
@@ -3150,16 +3148,11 @@ pci = "0000:03:00.0"
 
     #[test]
     fn pci_addresses_are_opened_in_sysfs_form() {
-        assert_eq!(canonical_pci("03:00.0").as_deref(), Some("0000:03:00.0"));
-        assert_eq!(
-            canonical_pci("0000:AF:1F.7").as_deref(),
-            Some("0000:af:1f.7")
-        );
-        assert_eq!(
-            canonical_pci("0001:00:02.0").as_deref(),
-            Some("0001:00:02.0")
-        );
-        assert_eq!(canonical_pci("00:02"), None);
+        let sysfs = |pci: &str| pci.parse::<PciAddr>().ok().map(|a| a.to_string());
+        assert_eq!(sysfs("03:00.0").as_deref(), Some("0000:03:00.0"));
+        assert_eq!(sysfs("0000:AF:1F.7").as_deref(), Some("0000:af:1f.7"));
+        assert_eq!(sysfs("0001:00:02.0").as_deref(), Some("0001:00:02.0"));
+        assert_eq!(sysfs("00:02"), None);
         let mut spec = PortSpec::new("n", PortType::Vfio);
         spec.pci = Some("00:0A.0".into());
         assert_eq!(spec.pci_address().as_deref(), Some("0000:00:0a.0"));
@@ -3181,7 +3174,7 @@ pci = "0000:03:00.0"
 
     #[test]
     fn read_error_names_file() {
-        let err = Config::load(Path::new("/nonexistent/weir.toml")).unwrap_err();
+        let err = Config::load_unvalidated(Path::new("/nonexistent/weir.toml")).unwrap_err();
         assert!(matches!(err, ConfigError::Read { .. }));
         assert!(err.to_string().contains("/nonexistent/weir.toml"));
     }
@@ -3829,12 +3822,10 @@ pci = "0000:03:00.0"
     #[test]
     fn pci_address_parses_once_into_its_parts() {
         let a: PciAddr = "0001:AF:1f.7".parse().unwrap();
-        assert_eq!(
-            (a.domain(), a.bus(), a.device(), a.function()),
-            (1, 0xaf, 0x1f, 7)
-        );
+        let parts = |a: PciAddr| (a.domain, a.bus, a.device, a.function);
+        assert_eq!(parts(a), (1, 0xaf, 0x1f, 7));
         assert_eq!(a.to_string(), "0001:af:1f.7");
-        assert_eq!("af:1f.7".parse::<PciAddr>().unwrap().domain(), 0);
+        assert_eq!(parts("af:1f.7".parse().unwrap()), (0, 0xaf, 0x1f, 7));
         for bad in [
             "",
             "03:00",

@@ -62,9 +62,6 @@ pub enum DriverError {
     /// A `dpdk` port on a build without DPDK.
     #[error("this weir was built without the dpdk feature: cargo build --features dpdk")]
     NoDpdk,
-    /// A device other than the drivers' (a test's) could not be opened.
-    #[error(transparent)]
-    Io(#[from] std::io::Error),
 }
 
 /// Port-level state a driver keeps beside its queues (a vhost-user device

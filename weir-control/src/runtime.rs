@@ -1,5 +1,5 @@
-//! `weir run`: builds the dataplane from a [`Config`] (mbuf pool, switch, workers,
-//! bridges, ports), serves the control socket, and tears everything down on
+//! `weir run`: builds the dataplane from a [`ValidConfig`] (mbuf pool, switch,
+//! workers, bridges, ports), serves the control socket, and tears everything down on
 //! SIGINT or SIGTERM.
 //!
 //! Control path only. Requests are handled one at a time under one mutex (the
@@ -27,17 +27,14 @@ use weir_api::{
     StageCycles, StatsView, VersionView, WorkerView,
 };
 use weir_config::{
-    AclSpec, AclSpecError, Config, ConfigError, Host, PortConfig, PortError, PortKind,
-    PortSettings, PortSpec, PortType, MAX_BRIDGES,
+    AclSpec, AclSpecError, Config, Host, PortConfig, PortError, PortKind, PortSettings, PortSpec,
+    PortType, ValidConfig, MAX_BRIDGES,
 };
 
 /// Why a dataplane could not start, or a control request failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ControlError {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(Box<ConfigError>),
     /// The mbuf pool could not be created.
     #[error("creating the mbuf pool")]
     Pool(#[source] MempoolError),
@@ -196,12 +193,6 @@ pub enum ControlError {
     },
 }
 
-impl From<ConfigError> for ControlError {
-    fn from(e: ConfigError) -> Self {
-        ControlError::Config(Box::new(e))
-    }
-}
-
 /// `error` and its sources, `: `-separated, as a control reply or log line
 /// shows them.
 pub fn error_chain(error: &dyn std::error::Error) -> String {
@@ -287,15 +278,16 @@ pub struct Dataplane {
 
 impl Dataplane {
     /// Builds the dataplane described by `cfg`: pool, workers, bridges, ports.
+    /// Later `port add` requests are validated against the host `cfg` was.
     ///
     /// # Errors
     /// If the pool cannot be allocated, a worker cannot start, or any configured
     /// port cannot be opened (nothing is left running in that case).
-    pub fn start(cfg: &Config, host: Host) -> Result<Dataplane, ControlError> {
+    pub fn start(cfg: ValidConfig) -> Result<Dataplane, ControlError> {
         let factory = DriverFactory {
-            eal_args: cfg.dpdk.eal_args.clone(),
+            eal_args: cfg.config().dpdk.eal_args.clone(),
         };
-        Dataplane::start_with(cfg, host, Box::new(factory))
+        Dataplane::start_with(cfg, Box::new(factory))
     }
 
     /// [`start`](Self::start), opening ports through `factory`.
@@ -303,11 +295,10 @@ impl Dataplane {
     /// # Errors
     /// As [`start`](Self::start).
     pub fn start_with(
-        cfg: &Config,
-        host: Host,
+        cfg: ValidConfig,
         factory: Box<dyn PortFactory>,
     ) -> Result<Dataplane, ControlError> {
-        let weir_config::Validated { ports, acls } = cfg.validated(&host)?;
+        let (cfg, weir_config::Validated { ports, acls }, host) = cfg.into_parts();
         raise_memlock_limit();
         let pool_cfg = cfg.dataplane.mempool_config();
         let hugepages = pool_cfg.hugepages;
@@ -1296,18 +1287,23 @@ pub fn spawn_housekeeping(
         })
 }
 
-/// Runs the daemon in the foreground until SIGINT or SIGTERM.
+/// Runs the daemon in the foreground until SIGINT or SIGTERM. Its control
+/// socket is `valid`'s `[control] socket`: a `--socket` that overrides the
+/// file's is set there before validation, so that no port takes the path in
+/// use.
 ///
 /// # Errors
 /// If the dataplane cannot be built or the control socket bound.
-pub fn run(mut cfg: Config, socket: PathBuf) -> Result<(), ControlError> {
+pub fn run(valid: ValidConfig) -> Result<(), ControlError> {
+    let cfg = valid.config();
     tracing::info!(
         config = cfg.origin(),
         ports = cfg.ports.len(),
         bridges = cfg.bridges.len(),
         "starting"
     );
-    raise_fd_limit(&cfg);
+    raise_fd_limit(cfg);
+    let socket = cfg.control.socket.clone();
     let server = ControlServer::bind(&socket)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -1320,10 +1316,7 @@ pub fn run(mut cfg: Config, socket: PathBuf) -> Result<(), ControlError> {
     {
         tracing::info!(?cpus, "control threads kept off the workers' CPUs");
     }
-    // The socket in use (`--socket` may override the config's): no port may
-    // take its path.
-    cfg.control.socket = socket.clone();
-    let dp = Arc::new(Dataplane::start(&cfg, Host::system())?);
+    let dp = Arc::new(Dataplane::start(valid)?);
     // Housekeeping: the FDB clock, aging and rebuilds, once a second.
     let hk = spawn_housekeeping(Arc::downgrade(&dp), stop.clone(), Duration::from_secs(1))
         .map_err(ControlError::Housekeeping)?;
@@ -1455,7 +1448,7 @@ mod tests {
         // Other tests share the CPU: the worker sleeps when idle.
         cfg.dataplane.idle_sleep_us = 50;
         cfg.fdb.max_entries = 64;
-        let mut dp = Dataplane::start(&cfg, Host::system()).unwrap();
+        let mut dp = Dataplane::start(ValidConfig::new(cfg, Host::system()).unwrap()).unwrap();
         dp.worker_timeout = Duration::from_millis(300);
         dp
     }
@@ -1526,8 +1519,9 @@ mod tests {
         dp.shutdown();
     }
 
-    /// Opens the ports a test prepared, by name; any other name fails after
-    /// taking buffers from the pool, as a driver filling its rings would.
+    /// Opens the ports a test prepared, by name; any other name fails, as a
+    /// missing interface, after taking buffers from the pool, as a driver
+    /// filling its rings would.
     #[derive(Default)]
     struct ScriptedFactory {
         ports: Mutex<BTreeMap<String, Vec<Box<dyn Port>>>>,
@@ -1548,7 +1542,10 @@ mod tests {
                     assert_eq!(held.len(), 8);
                     Err(OpenError {
                         port: port.name.clone(),
-                        source: std::io::Error::from(std::io::ErrorKind::NotFound).into(),
+                        source: pmd::AfPacketError::NoSuchInterface {
+                            iface: port.name.clone(),
+                        }
+                        .into(),
                     })
                 }
             }
@@ -1571,8 +1568,8 @@ mod tests {
     /// A small dataplane whose ports `factory` opens, one worker per CPU of
     /// `workers`.
     fn scripted_dataplane(factory: &Arc<ScriptedFactory>, workers: &str) -> Dataplane {
-        let cfg = scripted_config(workers);
-        Dataplane::start_with(&cfg, Host::system(), Box::new(Arc::clone(factory))).unwrap()
+        let cfg = ValidConfig::new(scripted_config(workers), Host::system()).unwrap();
+        Dataplane::start_with(cfg, Box::new(Arc::clone(factory))).unwrap()
     }
 
     fn ring_port(name: &str, bridge: Option<&str>) -> PortSpec {
@@ -1802,8 +1799,11 @@ mod tests {
             ports.insert("a".into(), vec![Box::new(pa)]);
             ports.insert("t".into(), vec![Box::new(pt)]);
         }
-        let dp =
-            Dataplane::start_with(&cfg, Host::system(), Box::new(Arc::clone(&factory))).unwrap();
+        let dp = Dataplane::start_with(
+            ValidConfig::new(cfg, Host::system()).unwrap(),
+            Box::new(Arc::clone(&factory)),
+        )
+        .unwrap();
         // ... and a trunk of VLANs 10 and 20 added at run time.
         let mut t = ring_port("t", Some("br0"));
         t.trunks = vec![10, 20];
@@ -2394,8 +2394,11 @@ mod tests {
             .lock()
             .unwrap()
             .insert("a".into(), vec![Box::new(ScriptedPort::new(pool))]);
-        let dp =
-            Dataplane::start_with(&cfg, Host::system(), Box::new(Arc::clone(&factory))).unwrap();
+        let dp = Dataplane::start_with(
+            ValidConfig::new(cfg, Host::system()).unwrap(),
+            Box::new(Arc::clone(&factory)),
+        )
+        .unwrap();
         let id = PortId(port_id(&dp, "a"));
         assert_eq!(
             dp.switch

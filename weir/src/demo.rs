@@ -15,7 +15,7 @@ use anyhow::{bail, Context as _};
 
 use crate::cli::Output;
 use crate::render::render;
-use weir_config::{BridgeSpec, Config, Host, PortSpec, PortType};
+use weir_config::{BridgeSpec, Config, Host, PortSpec, PortType, ValidConfig};
 use weir_control::{spawn_housekeeping, Dataplane};
 use weir_testkit::{adopt_into, require_root_and_ip, tcp_transfer, Netns, VethHost};
 
@@ -69,7 +69,8 @@ pub fn run() -> anyhow::Result<()> {
         .push(port("host-a", PortType::Afpacket, &a.host_if));
     cfg.ports.push(port("host-b", PortType::Afxdp, &b.host_if));
     cfg.ports.push(port("host-c", PortType::Tap, &tap_if));
-    let dp = Arc::new(Dataplane::start(&cfg, Host::system()).context("starting the dataplane")?);
+    let cfg = ValidConfig::new(cfg, Host::system()).context("starting the dataplane")?;
+    let dp = Arc::new(Dataplane::start(cfg).context("starting the dataplane")?);
     let ticker_stop = Arc::new(AtomicBool::new(false));
     let ticker = spawn_housekeeping(
         Arc::downgrade(&dp),

@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 
 use cli::{AclCmd, Cli, ClientCall, Command, ConfigCmd, DevbindArgs, DoctorArgs, SriovArgs};
-use weir_config::{Config, Host};
+use weir_config::{Config, Host, ValidConfig};
 use weir_host::doctor;
 use weir_host::nic::{self, Sysfs, SystemRunner};
 
@@ -45,9 +45,14 @@ fn init_logging(cli: &Cli) {
 fn dispatch(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Run(args) => {
-            let config = Config::load(&args.config)?;
-            let socket = cli.socket_or(args.conn.socket.clone(), config.control.socket.clone());
-            Ok(weir_control::run(config, socket)?)
+            let mut config = Config::load_unvalidated(&args.config)?;
+            // The socket in use: no port may take its path.
+            config.control.socket =
+                cli.socket_or(args.conn.socket.clone(), config.control.socket.clone());
+            Ok(weir_control::run(ValidConfig::new(
+                config,
+                Host::system(),
+            )?)?)
         }
         Command::Config(ConfigCmd::Check {
             file,

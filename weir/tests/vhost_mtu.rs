@@ -8,8 +8,7 @@
 //! spec frames them.
 
 use vhost_user::testguest::spec::{
-    F_PROTOCOL_FEATURES, F_VERSION_1, GET_FEATURES, GET_PROTOCOL_FEATURES, NET_SET_MTU,
-    PROTO_NET_MTU, PROTO_REPLY_ACK, SET_FEATURES, SET_OWNER, SET_PROTOCOL_FEATURES,
+    F_PROTOCOL_FEATURES, F_VERSION_1, GET_FEATURES, NET_SET_MTU, PROTO_NET_MTU, PROTO_REPLY_ACK,
 };
 use vhost_user::testguest::RawFrontend;
 
@@ -40,17 +39,12 @@ fn net_set_mtu_from_a_frontend_shows_in_port_list() {
     assert_eq!(mtu_column(&d.ok(&["port", "list"]), "vm0"), "-");
 
     let mut r = RawFrontend::connect(&dir.join("vm0.sock")).unwrap();
-    r.send(SET_OWNER, 0, &[], &[]).unwrap();
-    assert_ne!(r.get_u64(GET_FEATURES).unwrap() & F_PROTOCOL_FEATURES, 0);
-    let features = F_VERSION_1 | F_PROTOCOL_FEATURES;
-    r.send(SET_FEATURES, 0, &features.to_le_bytes(), &[])
-        .unwrap();
-    let proto = r.get_u64(GET_PROTOCOL_FEATURES).unwrap();
-    assert_ne!(proto & PROTO_NET_MTU, 0, "NET_MTU not offered: {proto:#x}");
-    let acked = PROTO_REPLY_ACK | PROTO_NET_MTU;
-    assert!(r
-        .request_acked(SET_PROTOCOL_FEATURES, &acked.to_le_bytes(), &[])
-        .unwrap());
+    // Fails unless NET_MTU is offered and acked.
+    r.negotiate(
+        F_VERSION_1 | F_PROTOCOL_FEATURES,
+        PROTO_REPLY_ACK | PROTO_NET_MTU,
+    )
+    .unwrap();
 
     let mut set_mtu = |mtu: u64| {
         r.request_acked(NET_SET_MTU, &mtu.to_le_bytes(), &[])
