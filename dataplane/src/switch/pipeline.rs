@@ -445,24 +445,19 @@ impl Forwarder {
             ) else {
                 continue; // never: see `learn`
             };
-            if l2.dst & GROUP_BIT != 0 {
+            // Group destinations are flooded (link-local ones never
+            // forwarded); unicast ones looked up in the frame's VLAN.
+            let known = if l2.dst & GROUP_BIT != 0 {
                 if l2.dst & LINK_LOCAL_MASK == LINK_LOCAL {
                     discard(m, in_stats, DropReason::LinkLocal);
                     sum.dropped += 1;
                     continue;
                 }
-                if IN && storm.is_some_and(|s| !s.take(now_ticks, 1)) {
-                    discard(m, in_stats, DropReason::Storm);
-                    sum.dropped += 1;
-                    continue;
-                }
-                sum.flooded += 1;
-                flood_vlan(
-                    stages, pending, t, bridge, in_port, vlan, tag, l2.dst, now_ticks, m, in_stats,
-                );
-                continue;
-            }
-            let Some(out) = fdb.lookup_key(FdbKey::from_word(vlan, l2.dst)) else {
+                None
+            } else {
+                fdb.lookup_key(FdbKey::from_word(vlan, l2.dst))
+            };
+            let Some(out) = known else {
                 if IN && storm.is_some_and(|s| !s.take(now_ticks, 1)) {
                     discard(m, in_stats, DropReason::Storm);
                     sum.dropped += 1;
