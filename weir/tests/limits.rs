@@ -17,7 +17,6 @@
 
 use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -28,7 +27,7 @@ use weir_testkit::packet::RawSocket;
 use weir_testkit::{require_root_and_ip, Netns, VethHost};
 
 mod common;
-use common::{kernel_config, kernel_port, Daemon};
+use common::{kernel_config, kernel_port, Daemon, NsProcess};
 
 /// The configured rate of both policing checks, kbit/s: far below what
 /// weir and two namespaces sustain on any machine the tests run on (the
@@ -59,31 +58,6 @@ const SLOTS: usize = 8;
 fn serial() -> MutexGuard<'static, ()> {
     static LOCK: Mutex<()> = Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// A process run in a namespace for the length of a test (killed on drop).
-struct NsProcess(Child);
-
-impl NsProcess {
-    fn start(ns: &Netns, args: &[&str], log: &Path) -> NsProcess {
-        let f = std::fs::File::create(log).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns.name()])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {args:?} in {}: {e}", ns.name()));
-        NsProcess(child)
-    }
-}
-
-impl Drop for NsProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// An iperf3 server in `ns`, ready when this returns. Both ends of iperf3

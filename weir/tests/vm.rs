@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{port_entry, tail, Daemon};
+use common::{port_entry, tail, Daemon, NsProcess};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -557,32 +557,6 @@ fn vms_with_host_mtu_tell_weir_their_mtu() {
     // The guest adopted the MTU QEMU offered.
     let features = g1_features(&out);
     assert!(features.ends_with("mtu=1400"), "{features}");
-}
-
-/// A process started in a network namespace for the length of a test
-/// (killed on drop).
-struct NsProcess(Child);
-
-impl NsProcess {
-    fn start(ns: &weir_testkit::Netns, args: &[&str], log: &Path) -> NsProcess {
-        let f = std::fs::File::create(log).unwrap();
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns.name()])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(f.try_clone().unwrap())
-            .stderr(f)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {args:?} in {}: {e}", ns.name()));
-        NsProcess(child)
-    }
-}
-
-impl Drop for NsProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn md5_of(path: &Path) -> String {

@@ -327,3 +327,30 @@ pub fn loss_pct(ping_out: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(100.0)
 }
+
+/// A process started in a network namespace for the length of a test, its
+/// output in `log` (killed on drop).
+pub struct NsProcess(Child);
+
+impl NsProcess {
+    /// Starts `args` in `ns`.
+    pub fn start(ns: &Netns, args: &[&str], log: &Path) -> NsProcess {
+        let f = std::fs::File::create(log).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns.name()])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {args:?} in {}: {e}", ns.name()));
+        NsProcess(child)
+    }
+}
+
+impl Drop for NsProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
