@@ -216,7 +216,7 @@ pub enum PortCmd {
         settings: Vec<(String, String)>,
         #[command(flatten)]
         #[allow(missing_docs)]
-        out: ChangeArgs,
+        out: ReplyArgs,
     },
     /// Give switch settings of a port their defaults (as `port set` changes
     /// them).
@@ -228,31 +228,8 @@ pub enum PortCmd {
         keys: Vec<String>,
         #[command(flatten)]
         #[allow(missing_docs)]
-        out: ChangeArgs,
+        out: ReplyArgs,
     },
-}
-
-/// `--json` for `port set` and `port clear`.
-#[derive(Debug, Clone, Args)]
-pub struct ChangeArgs {
-    /// Print the port's settings after the change (the keys that are set),
-    /// as JSON.
-    #[arg(long)]
-    pub json: bool,
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub conn: SocketArg,
-}
-
-impl ChangeArgs {
-    /// How to print the reply.
-    fn output(&self) -> Output {
-        if self.json {
-            Output::Json
-        } else {
-            Output::Quiet
-        }
-    }
 }
 
 /// A `port set` argument: `KEY=VALUE`.
@@ -581,11 +558,12 @@ impl AclAddArgs {
     }
 }
 
-/// `--json` for `acl add` and `acl del`.
+/// `--json` for the verbs that change something and are quiet otherwise
+/// (`port set`, `port clear`, `acl add`, `acl del`).
 #[derive(Debug, Clone, Args)]
 pub struct ReplyArgs {
-    /// Print the table (as it is after `add`, as it was before `del`) as
-    /// JSON.
+    /// Print the reply as JSON: the port's settings after `port set` or
+    /// `port clear`, the table after `acl add` (as it was before `acl del`).
     #[arg(long)]
     pub json: bool,
     #[command(flatten)]
