@@ -66,20 +66,7 @@ impl RawSocket {
     /// No `CAP_NET_RAW`, or no such interface.
     pub fn open(iface: &str) -> Result<RawSocket> {
         let what = || format!("opening a packet socket on {iface}");
-        // Protocol 0: nothing is received until `bind` names the interface,
-        // so no frame of another interface gets in first.
-        let fd = rustix::net::socket_with(
-            AddressFamily::PACKET,
-            SocketType::RAW,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .with_context(what)?;
-        let ifindex = rustix::net::netdevice::name_to_index(&fd, iface).with_context(what)?;
-        let s = RawSocket {
-            fd,
-            ifindex: i32::try_from(ifindex).map_err(|_| Error(format!("{}: ifindex", what())))?,
-        };
+        let s = RawSocket::unbound(iface, &what)?;
         s.set_opt(libc::PACKET_AUXDATA, &1).with_context(what)?;
         s.bind().with_context(what)?;
         let mreq = libc::packet_mreq {
@@ -91,6 +78,24 @@ impl RawSocket {
         s.set_opt(libc::PACKET_ADD_MEMBERSHIP, &mreq)
             .with_context(what)?;
         Ok(s)
+    }
+
+    /// A packet socket for `iface`, not bound yet. Protocol 0: nothing is
+    /// received until `bind` names the interface, so no frame of another
+    /// interface gets in first. `what` names the step for errors.
+    fn unbound(iface: &str, what: &dyn Fn() -> String) -> Result<RawSocket> {
+        let fd = rustix::net::socket_with(
+            AddressFamily::PACKET,
+            SocketType::RAW,
+            SocketFlags::CLOEXEC,
+            None,
+        )
+        .with_context(what)?;
+        let ifindex = rustix::net::netdevice::name_to_index(&fd, iface).with_context(what)?;
+        Ok(RawSocket {
+            fd,
+            ifindex: i32::try_from(ifindex).map_err(|_| Error(format!("{}: ifindex", what())))?,
+        })
     }
 
     /// [`RawSocket::open`] inside namespace `ns`: the socket stays bound to
@@ -111,18 +116,7 @@ impl RawSocket {
     /// As [`RawSocket::open`].
     pub fn open_sender(iface: &str) -> Result<RawSocket> {
         let what = || format!("opening a sending packet socket on {iface}");
-        let fd = rustix::net::socket_with(
-            AddressFamily::PACKET,
-            SocketType::RAW,
-            SocketFlags::CLOEXEC,
-            None,
-        )
-        .with_context(what)?;
-        let ifindex = rustix::net::netdevice::name_to_index(&fd, iface).with_context(what)?;
-        let s = RawSocket {
-            fd,
-            ifindex: i32::try_from(ifindex).map_err(|_| Error(format!("{}: ifindex", what())))?,
-        };
+        let s = RawSocket::unbound(iface, &what)?;
         s.bind_to(0).with_context(what)?;
         Ok(s)
     }
