@@ -357,8 +357,10 @@ impl Forwarder {
             in_policy.limits.ingress.as_ref(),
             in_policy.limits.storm.as_ref(),
         );
-        // The rate limits' clock, read once per burst.
-        let now_ticks = crate::time::cycles();
+        // The rate limits' clock, read once per burst, and only where a
+        // limit may be taken from (ingress policing and storm control run
+        // only with `IN`, egress rates only with `OUT`).
+        let now_ticks = if IN || OUT { crate::time::cycles() } else { 0 };
         let mut sum = ProcessSummary::default();
         // The last known unicast decision of this burst: a frame with the
         // same outer tag, source and destination has the same VLAN, egress
