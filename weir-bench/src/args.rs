@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use clap::{Args, Parser};
 
+use crate::features::{BenchFeature, Features, MAX_ACL_RULES};
 use crate::plot::{self, PlotError};
 use crate::traffic::SizeMix;
 
@@ -55,6 +56,16 @@ pub struct BenchArgs {
     /// Stations (MAC addresses) per side; traffic is known unicast.
     #[arg(long, default_value_t = 1)]
     pub flows: u32,
+    /// Switch features on both traffic ports, comma-separated, to measure
+    /// what they cost (`--peer ovs` gets the same set-up as port settings
+    /// and flows). Any of them makes the frames IPv4/UDP; `ip` alone is the
+    /// baseline with no feature.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub features: Vec<BenchFeature>,
+    /// Rules of the security group of `--features acl`: all but the last
+    /// are looked at and miss, the last lets the traffic through.
+    #[arg(long, default_value_t = 10)]
+    pub acl_rules: u32,
     /// Offered rate, both directions together: `max` (as fast as the switch
     /// takes frames), `<N>mpps`, or `<N>%` of the measured maximum.
     #[arg(long, default_value = "max")]
@@ -154,6 +165,15 @@ pub enum ArgsError {
     /// `--repeat` is 0.
     #[error("--repeat must be at least 1")]
     Repeat,
+    /// `--acl-rules` is outside 1..=MAX_ACL_RULES.
+    #[error("--acl-rules must be 1..={MAX_ACL_RULES}")]
+    AclRules,
+    /// `--features security` with more stations than a port may allow.
+    #[error("--features security allows at most {max} stations per port: lower --flows")]
+    SecurityFlows {
+        /// The most.
+        max: usize,
+    },
     /// `--plot`'s file name has no extension a picture can be written in.
     #[error(transparent)]
     Plot(#[from] PlotError),
@@ -232,6 +252,8 @@ pub struct Plan {
     pub rate: Rate,
     /// Largest frame of any size, without FCS.
     pub max_frame: u32,
+    /// Switch features and the frames they need.
+    pub features: Features,
 }
 
 impl BenchArgs {
@@ -257,6 +279,14 @@ impl BenchArgs {
         if self.repeat == 0 {
             return Err(ArgsError::Repeat);
         }
+        if !(1..=MAX_ACL_RULES).contains(&self.acl_rules) {
+            return Err(ArgsError::AclRules);
+        }
+        let features = Features::new(&self.features, self.acl_rules);
+        let max = dataplane::switch::security::MAX_ALLOWED;
+        if features.security && self.flows as usize > max {
+            return Err(ArgsError::SecurityFlows { max });
+        }
         if let Some(p) = &self.plot {
             plot::format(p)?;
         }
@@ -265,6 +295,7 @@ impl BenchArgs {
             sizes,
             rate,
             max_frame,
+            features,
         })
     }
 }

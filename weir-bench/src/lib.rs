@@ -24,6 +24,7 @@
 pub mod args;
 pub mod cpu;
 pub mod error;
+pub mod features;
 pub mod loopback;
 pub mod peer;
 pub mod plot;
@@ -266,17 +267,11 @@ impl Bench<'_> {
     ) -> Result<(), BenchError> {
         let name = target.name();
         eprintln!("weir bench: {name}: starting (repeat {})", rep + 1);
-        let (sut, socks) = Sut::start(
-            target,
-            self.args,
-            self.plan.max_frame,
-            self.cpus.worker,
-            confined,
-        )
-        .map_err(|source| BenchError::Start {
-            target: name,
-            source,
-        })?;
+        let (sut, socks) = Sut::start(target, self.args, self.plan, self.cpus.worker, confined)
+            .map_err(|source| BenchError::Start {
+                target: name,
+                source,
+            })?;
         let result = self.measure_sizes(&sut, &socks, name, rep, report);
         sut.stop();
         result.map_err(|source| BenchError::Measure {
@@ -299,6 +294,7 @@ impl Bench<'_> {
         let got = traffic::warm_up(
             &mut ports,
             self.args.flows,
+            self.plan.features.frames,
             Duration::from_secs(20),
             &self.stop,
         );
@@ -327,6 +323,7 @@ impl Bench<'_> {
         let base = TrialSpec {
             sizes: mix.clone(),
             flows: args.flows,
+            frames: self.plan.features.frames,
             rate_pps: None,
             catch_up: args.catch_up,
             duration: Duration::from_secs_f64(args.duration),
@@ -555,7 +552,7 @@ pub fn run(args: &BenchArgs) -> Result<(), BenchError> {
     let mut report = Report::new(
         Machine::current(bench.tsc_hz, cpus.worker, cpus.generator),
         args,
-        &plan.sizes,
+        &plan,
     );
     report.isolation = isolation.as_ref().map(|i| i.summary);
     // Repeats are the outer loop: each switch is started afresh per repeat,

@@ -20,6 +20,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::args::BenchPeer;
+use crate::features::Features;
 use crate::temp_dir::{TempDir, TempDirError};
 
 const OVS_VSWITCHD: &str = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk";
@@ -236,7 +237,8 @@ fn run(cmd: &mut Command) -> Result<String, PeerError> {
 
 impl PeerProcess {
     /// Starts the peer with its poll loop on `worker_cpu` and waits until its
-    /// two vhost-user sockets exist.
+    /// two vhost-user sockets exist. OVS gets `features` as port settings and
+    /// flows for `flows` stations per side; testpmd has no use for them.
     ///
     /// # Errors
     /// Missing packages, or the peer exits or does not come up in 60 s.
@@ -245,6 +247,8 @@ impl PeerProcess {
         worker_cpu: usize,
         max_frame: u32,
         queue_size: u16,
+        features: &Features,
+        flows: u32,
     ) -> Result<PeerProcess, PeerError> {
         let dir = TempDir::new(match kind {
             BenchPeer::Testpmd => "testpmd",
@@ -266,7 +270,7 @@ impl PeerProcess {
         };
         let started = match kind {
             BenchPeer::Testpmd => p.start_testpmd(worker_cpu, max_frame, queue_size),
-            BenchPeer::Ovs => p.start_ovs(worker_cpu, max_frame),
+            BenchPeer::Ovs => p.start_ovs(worker_cpu, max_frame, features, flows),
             BenchPeer::Loopback => Ok(()),
         };
         if let Err(e) = started {
@@ -441,13 +445,40 @@ impl PeerProcess {
         c
     }
 
-    fn start_ovs(&mut self, cpu: usize, max_frame: u32) -> Result<(), PeerError> {
+    fn start_ovs(
+        &mut self,
+        cpu: usize,
+        max_frame: u32,
+        features: &Features,
+        flows: u32,
+    ) -> Result<(), PeerError> {
         require(OVS_VSWITCHD, "openvswitch-switch-dpdk")?;
         require("ovsdb-tool", "openvswitch-common")?;
         self.start_ovsdb()?;
         self.configure_dpdk(cpu)?;
         self.start_vswitchd()?;
-        self.add_ovs_ports(max_frame)
+        self.add_ovs_ports(max_frame, features)?;
+        self.add_ovs_flows(features, flows)
+    }
+
+    /// Replaces the bridge's NORMAL flow with `features`' flows, if they
+    /// have any.
+    fn add_ovs_flows(&mut self, features: &Features, flows: u32) -> Result<(), PeerError> {
+        let Some(text) = features.ovs_flows(flows) else {
+            return Ok(());
+        };
+        let file = self.dir.path().join("flows.txt");
+        std::fs::write(&file, text).map_err(|source| PeerError::Create {
+            path: file.clone(),
+            source,
+        })?;
+        run(self.ovs_cmd("ovs-ofctl").args(["del-flows", &self.bridge]))?;
+        run(self
+            .ovs_cmd("ovs-ofctl")
+            .arg("add-flows")
+            .arg(&self.bridge)
+            .arg(&file))?;
+        Ok(())
     }
 
     /// Creates a private database and serves it on `db.sock`.
@@ -507,7 +538,7 @@ impl PeerProcess {
 
     /// A netdev bridge with the two `dpdkvhostuser` ports (OpenFlow ports 1
     /// and 2); waits for their sockets.
-    fn add_ovs_ports(&mut self, max_frame: u32) -> Result<(), PeerError> {
+    fn add_ovs_ports(&mut self, max_frame: u32, features: &Features) -> Result<(), PeerError> {
         let mtu = (max_frame.saturating_sub(14)).max(1500).to_string();
         let mut args: Vec<String> = vec![
             "add-br".into(),
@@ -532,6 +563,7 @@ impl PeerProcess {
                 format!("ofport_request={}", i + 1),
                 format!("mtu_request={mtu}"),
             ]);
+            args.extend(features.ovs_settings(&format!("vhu{i}")));
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.vsctl(&args)?;

@@ -10,8 +10,8 @@ use serde::Serialize;
 
 use weir_api::StageCycles;
 
-use super::traffic::{SizeMix, TrialResult, TrialSpec};
-use crate::args::BenchArgs;
+use super::traffic::{TrialResult, TrialSpec};
+use crate::args::{BenchArgs, Plan};
 
 /// Bytes on the wire per frame besides the frame itself: preamble and start
 /// delimiter (8) and inter-frame gap (12).
@@ -636,6 +636,9 @@ pub struct Params {
     pub sizes: Vec<String>,
     /// Stations per side.
     pub flows: u32,
+    /// `--features` on weir's ports (and OVS's), e.g. `ip+vlan+acl-10`;
+    /// `none`: raw frames, the plain path.
+    pub features: String,
     /// `--rate`.
     pub rate: String,
     /// Seconds per measurement.
@@ -689,7 +692,8 @@ pub struct Report {
 
 impl Report {
     /// An empty report for this invocation.
-    pub fn new(machine: Machine, args: &BenchArgs, sizes: &[SizeMix]) -> Report {
+    pub fn new(machine: Machine, args: &BenchArgs, plan: &Plan) -> Report {
+        let sizes = &plan.sizes;
         let mut switches = vec!["weir".to_string()];
         for p in &args.peer {
             let n = super::Target::Peer(*p).name().to_string();
@@ -703,6 +707,7 @@ impl Report {
             params: Params {
                 sizes: sizes.iter().map(|s| s.label.clone()).collect(),
                 flows: args.flows,
+                features: plan.features.label(),
                 rate: args.rate.clone(),
                 duration_s: args.duration,
                 repeat: args.repeat,
@@ -812,6 +817,9 @@ impl Report {
     /// The terminal summary.
     pub fn summary(&self) -> String {
         let mut out = String::new();
+        if self.params.features != "none" {
+            let _ = write!(out, "\nfeatures: {}", self.params.features);
+        }
         let _ = writeln!(
             out,
             "\n{:<8} {:>5}  {:>23}  {:>8}  {:>17}  {:>17}  {:>7}  {:>8}  {:>8}  {:>5}",
@@ -980,6 +988,7 @@ pub fn line(r: &RunRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::traffic::{Frames, SizeMix};
 
     #[test]
     fn spread_takes_min_median_max() {
@@ -1067,6 +1076,7 @@ mod tests {
             let spec = TrialSpec {
                 sizes: SizeMix::fixed(64),
                 flows: 1,
+                frames: Frames::Raw,
                 rate_pps: Some(sent as f64),
                 catch_up: false,
                 duration: std::time::Duration::from_secs(1),

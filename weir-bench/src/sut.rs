@@ -18,8 +18,9 @@ use weir_config::{
 };
 use weir_control::{error_chain, spawn_housekeeping, Dataplane};
 
-use crate::args::{BenchArgs, BenchPeer};
+use crate::args::{BenchArgs, BenchPeer, Plan};
 use crate::cpu;
+use crate::features::Features;
 use crate::loopback::{self, LoopbackError};
 use crate::peer::{self, PeerError};
 use crate::report::{PortDelta, WorkerCounters};
@@ -58,6 +59,9 @@ pub enum SutError {
     /// The daemon did not list its bridges.
     #[error("listing the daemon's bridges")]
     ListBridges(#[source] RequestError),
+    /// The daemon did not add the bench's security group.
+    #[error("adding the bench's security group to the daemon")]
+    AddAcl(#[source] RequestError),
     /// The daemon did not add a bench port.
     #[error("adding port {name} to the daemon")]
     AddPort {
@@ -125,14 +129,26 @@ impl Sut {
     pub(crate) fn start(
         target: Target,
         args: &BenchArgs,
-        max_frame: u32,
+        plan: &Plan,
         worker_cpu: usize,
         confined: Option<&weir_host::affinity::Confined>,
     ) -> Result<(Sut, [PathBuf; 2]), SutError> {
+        let max_frame = plan.max_frame;
+        let features = &plan.features;
+        if matches!(
+            target,
+            Target::Peer(BenchPeer::Testpmd | BenchPeer::Loopback)
+        ) && *features != Features::default()
+        {
+            tracing::warn!(
+                "{} does not switch: it forwards without the --features",
+                target.name()
+            );
+        }
         match target {
             Target::Weir => match &args.socket {
-                None => Self::in_process(args, max_frame, worker_cpu),
-                Some(s) => Self::daemon(s, args),
+                None => Self::in_process(args, plan, worker_cpu),
+                Some(s) => Self::daemon(s, args, features),
             },
             Target::Peer(BenchPeer::Loopback) => {
                 let (l, socks) = loopback::Loopback::start(worker_cpu, max_frame)?;
@@ -142,7 +158,14 @@ impl Sut {
                 // The peer picks its own CPUs (EAL lcores, pmd-cpu-mask) from
                 // the mask it is started with: give it the whole one.
                 let _whole = confined.map(weir_host::affinity::Confined::widen);
-                let proc = peer::PeerProcess::start(p, worker_cpu, max_frame, args.queue_size)?;
+                let proc = peer::PeerProcess::start(
+                    p,
+                    worker_cpu,
+                    max_frame,
+                    args.queue_size,
+                    features,
+                    args.flows,
+                )?;
                 let socks = proc.sockets();
                 Ok((Sut::Peer(proc), socks))
             }
@@ -151,9 +174,10 @@ impl Sut {
 
     fn in_process(
         args: &BenchArgs,
-        max_frame: u32,
+        plan: &Plan,
         worker_cpu: usize,
     ) -> Result<(Sut, [PathBuf; 2]), SutError> {
+        let max_frame = plan.max_frame;
         let dir = TempDir::new("weir")?;
         let mut cfg = Config::default();
         cfg.dataplane.workers =
@@ -174,12 +198,14 @@ impl Sut {
             name: args.bridge.clone(),
         });
         let socks = PORT_NAMES.map(|n| dir.path().join(format!("{n}.sock")));
-        for (name, sock) in PORT_NAMES.iter().zip(&socks) {
+        for (side, (name, sock)) in PORT_NAMES.iter().zip(&socks).enumerate() {
             let mut p = PortSpec::new(*name, PortType::VhostUser);
             p.socket = Some(sock.clone());
             p.bridge = Some(args.bridge.clone());
+            plan.features.apply(&mut p, side, args.flows);
             cfg.ports.push(p);
         }
+        cfg.acls.extend(plan.features.acl_table());
         let cfg =
             ValidConfig::new(cfg, Host::system()).map_err(|e| SutError::Config(Box::new(e)))?;
         // Boxed: weir-control's error type is about to change.
@@ -198,7 +224,11 @@ impl Sut {
         ))
     }
 
-    fn daemon(socket: &Path, args: &BenchArgs) -> Result<(Sut, [PathBuf; 2]), SutError> {
+    fn daemon(
+        socket: &Path,
+        args: &BenchArgs,
+        features: &Features,
+    ) -> Result<(Sut, [PathBuf; 2]), SutError> {
         let dir = TempDir::new("daemon")?;
         let mut client = control::Client::connect(socket).map_err(SutError::Connect)?;
         let pid = client.peer_pid();
@@ -216,6 +246,7 @@ impl Sut {
             socket: socket.to_path_buf(),
             ports: Vec::new(),
             bridge: None,
+            acl: None,
         };
         if !exists {
             call(
@@ -228,12 +259,24 @@ impl Sut {
             lease.bridge = Some(args.bridge.clone());
         }
         let tag = std::process::id() % 100_000;
+        let acl = features.acl_table().map(|mut t| {
+            t.name = format!("{}-{tag}", t.name);
+            t
+        });
+        if let Some(t) = &acl {
+            call(&mut client, &Request::AclAdd(t.clone())).map_err(SutError::AddAcl)?;
+            lease.acl = Some(t.name.clone());
+        }
         let socks = PORT_NAMES.map(|n| dir.path().join(format!("{n}.sock")));
-        for (base, sock) in PORT_NAMES.iter().zip(&socks) {
+        for (side, (base, sock)) in PORT_NAMES.iter().zip(&socks).enumerate() {
             let name = format!("{base}-{tag}");
             let mut p = PortSpec::new(name.clone(), PortType::VhostUser);
             p.socket = Some(sock.clone());
             p.bridge = Some(args.bridge.clone());
+            features.apply(&mut p, side, args.flows);
+            if let Some(t) = &acl {
+                p.acl_in = Some(t.name.clone());
+            }
             if let Err(source) = call(&mut client, &Request::PortAdd(Box::new(p))) {
                 return Err(SutError::AddPort { name, source });
             }
@@ -370,6 +413,8 @@ pub(crate) struct DaemonLease {
     socket: PathBuf,
     ports: Vec<String>,
     bridge: Option<String>,
+    /// The security group the bench added (`--features acl`).
+    acl: Option<String>,
 }
 
 impl Drop for DaemonLease {
@@ -384,6 +429,11 @@ impl Drop for DaemonLease {
         for name in self.ports.drain(..) {
             if let Err(e) = call(&mut client, &Request::PortDel { name: name.clone() }) {
                 tracing::warn!(port = %name, "removing bench port: {}", error_chain(&e));
+            }
+        }
+        if let Some(name) = self.acl.take() {
+            if let Err(e) = call(&mut client, &Request::AclDel { name: name.clone() }) {
+                tracing::warn!(acl = %name, "removing the bench's security group: {}", error_chain(&e));
             }
         }
         let Some(bridge) = self.bridge.take() else {

@@ -8,11 +8,15 @@
 //! are counted and reported, so a run shows whether the generator or the
 //! switch was the limit.
 //!
-//! Every frame carries, after its Ethernet header, a magic number, the sending
-//! side, a sequence number and the send time (nanoseconds since the trial
-//! started, taken once per burst); the receiver records `now - sent` of one
-//! frame in `LATENCY_SAMPLE` (by sequence number) in an hdrhistogram.
+//! Every frame carries, after its Ethernet header (and, with
+//! [`Frames::Ipv4Udp`], IPv4 and UDP headers), a stamp: a magic number, the
+//! low 32 bits of a sequence number and of the send time (nanoseconds since
+//! the trial started, taken once per burst); the receiver records
+//! `now - sent` of one frame in `LATENCY_SAMPLE` (by sequence number) in an
+//! hdrhistogram. Everything it reads sits in the frontend's peek, the first
+//! cache line of the buffer.
 
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,16 +24,135 @@ use dataplane::time::cycles;
 use hdrhistogram::Histogram;
 use vhost_user::frontend::{VirtioNetFrontend, RX_PEEK_BYTES};
 
-/// EtherType of bench frames: IEEE 802 local experimental 1.
+/// EtherType of [`Frames::Raw`] frames: IEEE 802 local experimental 1.
 pub const ETHERTYPE: u16 = 0x88b5;
-/// Marks a bench payload.
-const MAGIC: u32 = 0x7765_6972; // "weir"
-/// Bytes written per frame: Ethernet header, magic, side, seq, timestamp.
-const HEAD_BYTES: usize = 14 + 4 + 4 + 8 + 8;
-const OFF_MAGIC: usize = 14;
-const OFF_SIDE: usize = 18;
-const OFF_SEQ: usize = 22;
-const OFF_TS: usize = 30;
+/// UDP destination port of [`Frames::Ipv4Udp`] frames.
+pub const UDP_DST_PORT: u16 = 7777;
+/// Marks a bench payload: "we".
+const MAGIC: u16 = 0x7765;
+const ETH_BYTES: usize = 14;
+/// IPv4 header without options, then the UDP header.
+const IPV4_UDP_BYTES: usize = 20 + 8;
+/// Magic (2 bytes), sequence number (4), send time (4).
+const STAMP_BYTES: usize = 2 + 4 + 4;
+/// Most bytes written per frame: the headers and the stamp.
+const MAX_HEAD: usize = ETH_BYTES + IPV4_UDP_BYTES + STAMP_BYTES;
+const _: () = assert!(MAX_HEAD <= RX_PEEK_BYTES, "the stamp must be in the peek");
+// Offsets in a [`Frames::Ipv4Udp`] frame.
+const OFF_IP_LEN: usize = 16;
+const OFF_IP_CSUM: usize = 24;
+const OFF_UDP_SRC: usize = 34;
+const OFF_UDP_LEN: usize = 38;
+
+/// What bench frames carry between their Ethernet header and the stamp.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Frames {
+    /// Nothing: EtherType [`ETHERTYPE`], what a learning switch forwards on
+    /// MACs alone.
+    #[default]
+    Raw,
+    /// IPv4 ([`station_ip`]) and UDP (from [`station_udp_port`] to
+    /// [`UDP_DST_PORT`], no checksum): what port security and ACLs look into.
+    Ipv4Udp,
+}
+
+impl Frames {
+    /// Where the stamp starts.
+    fn stamp_at(self) -> usize {
+        match self {
+            Frames::Raw => ETH_BYTES,
+            Frames::Ipv4Udp => ETH_BYTES + IPV4_UDP_BYTES,
+        }
+    }
+
+    /// Bytes written per frame.
+    fn head_len(self) -> usize {
+        self.stamp_at() + STAMP_BYTES
+    }
+
+    /// The head of `side`'s frames: the EtherType, the IP addresses, the UDP
+    /// destination port and the magic; the rest is written per frame.
+    fn head(self, side: usize) -> [u8; MAX_HEAD] {
+        let mut h = [0u8; MAX_HEAD];
+        let at = self.stamp_at();
+        h[at..at + 2].copy_from_slice(&MAGIC.to_be_bytes());
+        match self {
+            Frames::Raw => h[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes()),
+            Frames::Ipv4Udp => {
+                h[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
+                h[14] = 0x45;
+                // Don't fragment.
+                h[20] = 0x40;
+                h[22] = 64;
+                h[23] = 17;
+                h[26..30].copy_from_slice(&station_ip(side).octets());
+                h[30..34].copy_from_slice(&station_ip(1 - side).octets());
+                h[36..38].copy_from_slice(&UDP_DST_PORT.to_be_bytes());
+            }
+        }
+        h
+    }
+
+    /// The per-size fields of `side`'s `len`-byte frames (without FCS): IPv4
+    /// total length, header checksum and UDP length.
+    fn length_fields(self, head: &[u8; MAX_HEAD], len: u32) -> LengthFields {
+        let ip_len = (len as usize).saturating_sub(ETH_BYTES) as u16;
+        let mut ip = [0u8; 20];
+        ip.copy_from_slice(&head[ETH_BYTES..ETH_BYTES + 20]);
+        ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+        ip[10..12].fill(0);
+        LengthFields {
+            ip_len: ip_len.to_be_bytes(),
+            ip_csum: ipv4_checksum(&ip).to_be_bytes(),
+            udp_len: ip_len.saturating_sub(20).to_be_bytes(),
+        }
+    }
+}
+
+/// The IPv4 header fields that depend on a frame's size, in wire order.
+#[derive(Clone, Copy, Debug)]
+struct LengthFields {
+    ip_len: [u8; 2],
+    ip_csum: [u8; 2],
+    udp_len: [u8; 2],
+}
+
+impl LengthFields {
+    /// Writes them, and station `i`'s UDP source port, into `head`.
+    #[inline]
+    fn write(&self, head: &mut [u8; MAX_HEAD], i: u32) {
+        head[OFF_IP_LEN..OFF_IP_LEN + 2].copy_from_slice(&self.ip_len);
+        head[OFF_IP_CSUM..OFF_IP_CSUM + 2].copy_from_slice(&self.ip_csum);
+        head[OFF_UDP_LEN..OFF_UDP_LEN + 2].copy_from_slice(&self.udp_len);
+        head[OFF_UDP_SRC..OFF_UDP_SRC + 2].copy_from_slice(&station_udp_port(i).to_be_bytes());
+    }
+}
+
+/// The one's complement checksum of an IPv4 header (RFC 1071) whose
+/// checksum field is zero.
+fn ipv4_checksum(header: &[u8; 20]) -> u16 {
+    let mut sum: u32 = header
+        .chunks_exact(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The IPv4 address of every station of `side` (0 = A, 1 = B) in
+/// [`Frames::Ipv4Udp`] frames: 10.77.0.1 and 10.77.0.2.
+pub fn station_ip(side: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, 1 + side as u8)
+}
+
+/// The UDP source port of station `i` (of either side): 1024 upwards,
+/// wrapping below 65536.
+pub fn station_udp_port(i: u32) -> u16 {
+    1024 + (i % (65536 - 1024)) as u16
+}
+
 /// Frames per burst per side.
 const BURST: usize = 32;
 /// A round is a stall (the generator thread was off its CPU) when it took at
@@ -115,6 +238,8 @@ pub struct TrialSpec {
     /// Stations per side; frame `k` of a side goes from its station `k % flows`
     /// to the other side's station `k % flows`.
     pub flows: u32,
+    /// What the frames carry.
+    pub frames: Frames,
     /// Offered frames per second, both directions together; None: as fast
     /// as the switch takes them.
     pub rate_pps: Option<f64>,
@@ -199,6 +324,7 @@ pub struct TrialResult {
 pub fn warm_up(
     ports: &mut [VirtioNetFrontend; 2],
     flows: u32,
+    frames: Frames,
     timeout: Duration,
     stop: &AtomicBool,
 ) -> [u64; 2] {
@@ -211,11 +337,13 @@ pub fn warm_up(
             let mut i = 0;
             while i < flows {
                 ports[side].tx_reclaim();
-                let mut head = [0u8; HEAD_BYTES];
+                let mut head = frames.head(side);
                 head[..6].copy_from_slice(&[0xff; 6]);
                 head[6..12].copy_from_slice(&station_mac(side, i));
-                head[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
-                if ports[side].tx_push(&head, 60) {
+                if frames == Frames::Ipv4Udp {
+                    frames.length_fields(&head, 60).write(&mut head, i);
+                }
+                if ports[side].tx_push(&head[..frames.head_len()], 60) {
                     i += 1;
                 } else {
                     ports[side].tx_publish();
@@ -264,8 +392,13 @@ struct Sender<'a> {
     /// Index into `pattern` of the next frame per side.
     size_at: [usize; 2],
     tx_bytes: u64,
-    /// The bytes written into each frame; the rest was filled in advance.
-    head: [u8; HEAD_BYTES],
+    frames: Frames,
+    /// Per side, the bytes written into each frame (the first
+    /// `frames.head_len()`); the rest was filled in advance.
+    heads: [[u8; MAX_HEAD]; 2],
+    /// Per side and entry of `pattern`, the length fields ([`Frames::Ipv4Udp`]
+    /// only).
+    lengths: [Vec<LengthFields>; 2],
 }
 
 impl Sender<'_> {
@@ -274,16 +407,21 @@ impl Sender<'_> {
     /// callgrind script measures.
     #[inline(never)]
     fn send_burst(&mut self, p: &mut VirtioNetFrontend, side: usize, n: usize, now_ns: u64) {
-        let head = &mut self.head;
-        head[OFF_SIDE] = side as u8;
-        head[OFF_TS..OFF_TS + 8].copy_from_slice(&now_ns.to_le_bytes());
+        let head = &mut self.heads[side];
+        let stamp = self.frames.stamp_at();
+        let head_len = self.frames.head_len();
+        // The low 32 bits: latencies are far below the 4.3 s they cover.
+        head[stamp + 6..stamp + 10].copy_from_slice(&(now_ns as u32).to_le_bytes());
         for _ in 0..n {
             let f = self.flow[side] as usize;
             head[..6].copy_from_slice(&self.macs[1 - side][f]);
             head[6..12].copy_from_slice(&self.macs[side][f]);
-            head[OFF_SEQ..OFF_SEQ + 8].copy_from_slice(&self.seq[side].to_le_bytes());
+            head[stamp + 2..stamp + 6].copy_from_slice(&(self.seq[side] as u32).to_le_bytes());
+            if let Some(l) = self.lengths[side].get(self.size_at[side]) {
+                l.write(head, self.flow[side]);
+            }
             let len = self.pattern[self.size_at[side]];
-            p.tx_push(head, len);
+            p.tx_push(&head[..head_len], len);
             self.tx_bytes += u64::from(len);
             self.seq[side] += 1;
             self.flow[side] += 1;
@@ -306,6 +444,8 @@ struct Receiver {
     rx: [u64; 2],
     rx_bytes: u64,
     foreign: u64,
+    /// Where the frames' stamp starts.
+    stamp: usize,
 }
 
 impl Receiver {
@@ -317,28 +457,24 @@ impl Receiver {
             latency,
             rx_bytes,
             foreign,
+            stamp,
             ..
         } = self;
+        let at = *stamp;
         let got = p.rx_harvest(BURST * 2, |len, peek: &[u8; RX_PEEK_BYTES]| {
             *rx_bytes += u64::from(len);
-            let magic = u32::from_be_bytes([
-                peek[OFF_MAGIC],
-                peek[OFF_MAGIC + 1],
-                peek[OFF_MAGIC + 2],
-                peek[OFF_MAGIC + 3],
-            ]);
-            if magic != MAGIC {
+            let word = |off: usize| {
+                u32::from_le_bytes([peek[off], peek[off + 1], peek[off + 2], peek[off + 3]])
+            };
+            if u16::from_be_bytes([peek[at], peek[at + 1]]) != MAGIC {
                 *foreign += 1;
                 return;
             }
-            let mut seq = [0u8; 8];
-            seq.copy_from_slice(&peek[OFF_SEQ..OFF_SEQ + 8]);
-            if !u64::from_le_bytes(seq).is_multiple_of(LATENCY_SAMPLE) {
+            if !word(at + 2).is_multiple_of(LATENCY_SAMPLE as u32) {
                 return;
             }
-            let mut ts = [0u8; 8];
-            ts.copy_from_slice(&peek[OFF_TS..OFF_TS + 8]);
-            latency.saturating_record(now_ns.saturating_sub(u64::from_le_bytes(ts)).max(1));
+            let ns = (now_ns as u32).wrapping_sub(word(at + 6));
+            latency.saturating_record(u64::from(ns).max(1));
         });
         self.rx[side] += got as u64;
         got
@@ -347,11 +483,24 @@ impl Receiver {
 
 impl<'a> Sender<'a> {
     /// A sender from the stations of each side and the sizes to cycle.
-    fn new(macs: &'a [Vec<[u8; 6]>; 2], pattern: &'a [u32], flows: u32) -> Sender<'a> {
-        let mut head = [0; HEAD_BYTES];
-        head[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
-        head[OFF_MAGIC..OFF_MAGIC + 4].copy_from_slice(&MAGIC.to_be_bytes());
+    fn new(
+        macs: &'a [Vec<[u8; 6]>; 2],
+        pattern: &'a [u32],
+        flows: u32,
+        frames: Frames,
+    ) -> Sender<'a> {
+        let heads = [frames.head(0), frames.head(1)];
+        let lengths = [0, 1].map(|side| match frames {
+            Frames::Raw => Vec::new(),
+            Frames::Ipv4Udp => pattern
+                .iter()
+                .map(|&len| frames.length_fields(&heads[side], len))
+                .collect(),
+        });
         Sender {
+            frames,
+            heads,
+            lengths,
             macs,
             pattern,
             flows,
@@ -359,7 +508,6 @@ impl<'a> Sender<'a> {
             flow: [0; 2],
             size_at: [0; 2],
             tx_bytes: 0,
-            head,
         }
     }
 
@@ -374,13 +522,14 @@ impl Receiver {
     ///
     /// # Panics
     /// Never: the histogram's bounds are constant and valid.
-    fn new() -> Receiver {
+    fn new(frames: Frames) -> Receiver {
         Receiver {
             latency: Histogram::<u64>::new_with_bounds(1, MAX_LATENCY_NS, 3)
                 .expect("constant histogram bounds are valid"),
             rx: [0; 2],
             rx_bytes: 0,
             foreign: 0,
+            stamp: frames.stamp_at(),
         }
     }
 
@@ -574,7 +723,7 @@ fn receive_round(ports: &mut [VirtioNetFrontend; 2], rcv: &mut Receiver, now_ns:
 
 /// Prepares both ports for a trial: takes back what a previous trial left in
 /// the tx rings and fills every tx buffer with a frame template, so that a
-/// send writes only the first [`HEAD_BYTES`].
+/// send writes only the head ([`Frames::head_len`] bytes).
 fn prepare_ports(ports: &mut [VirtioNetFrontend; 2], sizes: &SizeMix) {
     let mut template = vec![0u8; sizes.max_frame() as usize];
     template[12..14].copy_from_slice(&ETHERTYPE.to_be_bytes());
@@ -604,8 +753,8 @@ pub fn run_trial(
         (0..flows).map(|i| station_mac(1, i)).collect(),
     ];
     let mut gen = Generator {
-        tx: Sender::new(&macs, &spec.sizes.pattern, flows),
-        rcv: Receiver::new(),
+        tx: Sender::new(&macs, &spec.sizes.pattern, flows, spec.frames),
+        rcv: Receiver::new(spec.frames),
         pacing: Pacing::new(spec),
         busy_cycles: 0,
     };
@@ -742,6 +891,36 @@ mod tests {
     }
 
     #[test]
+    fn ipv4_udp_heads_are_valid_headers_for_every_size() {
+        let f = Frames::Ipv4Udp;
+        assert_eq!(f.head_len(), 52);
+        for side in 0..2 {
+            for len in [60u32, 566, 1514, 8996] {
+                let mut h = f.head(side);
+                f.length_fields(&h, len).write(&mut h, 3);
+                let ip: [u8; 20] = h[14..34].try_into().unwrap();
+                // A header with its checksum in place sums to all ones.
+                assert_eq!(ipv4_checksum(&ip), 0, "side {side} len {len}");
+                assert_eq!(u16::from_be_bytes([h[12], h[13]]), 0x0800);
+                assert_eq!(u16::from_be_bytes([ip[2], ip[3]]) as u32, len - 14);
+                assert_eq!((ip[9], &ip[12..16]), (17, &station_ip(side).octets()[..]));
+                assert_eq!(&ip[16..20], &station_ip(1 - side).octets()[..]);
+                let udp = &h[34..42];
+                assert_eq!(u16::from_be_bytes([udp[0], udp[1]]), 1027);
+                assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), UDP_DST_PORT);
+                assert_eq!(u16::from_be_bytes([udp[4], udp[5]]) as u32, len - 34);
+                assert_eq!(u16::from_be_bytes([h[42], h[43]]), MAGIC);
+            }
+        }
+        // Raw frames: the stamp follows the Ethernet header.
+        let raw = Frames::Raw.head(0);
+        assert_eq!(Frames::Raw.head_len(), 24);
+        assert_eq!(u16::from_be_bytes([raw[12], raw[13]]), ETHERTYPE);
+        assert_eq!(u16::from_be_bytes([raw[14], raw[15]]), MAGIC);
+        assert_eq!(station_udp_port(64_512), 1024);
+    }
+
+    #[test]
     fn long_rounds_are_stalls_unless_their_frames_explain_them() {
         // Short rounds never are.
         assert!(!is_stall(19_999, 0));
@@ -759,6 +938,7 @@ mod tests {
         let spec = |catch_up| TrialSpec {
             sizes: SizeMix::fixed(64),
             flows: 1,
+            frames: Frames::Raw,
             rate_pps: Some(1e6),
             catch_up,
             duration: Duration::from_millis(10),
