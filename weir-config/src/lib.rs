@@ -2587,6 +2587,19 @@ mod tests {
             .expect_err("validation should fail")
     }
 
+    /// The error of the port that makes `text` fail validation, with a
+    /// message that starts with `at` and contains `needle`.
+    fn refused_port(text: &str, tag: &str, at: &str, needle: &str) -> PortError {
+        let err = validate_err(text, tag);
+        let msg = err.to_string();
+        assert!(msg.starts_with(at), "{msg}");
+        assert!(msg.contains(needle), "{msg}");
+        match err {
+            ConfigError::Port { error, .. } => error,
+            other => panic!("not a port error: {other}"),
+        }
+    }
+
     const FULL: &str = r#"
 [dataplane]
 workers = "1-2"
@@ -2790,20 +2803,8 @@ pci = "0000:03:00.0"
     #[test]
     fn missing_iface_is_rejected() {
         let text = "[[port]]\nname = \"p0\"\ntype = \"afpacket\"\n";
-        let err = validate_err(text, "noiface");
-        let msg = err.to_string();
-        assert!(
-            matches!(
-                err,
-                ConfigError::Port {
-                    error: PortError::MissingKey { .. },
-                    ..
-                }
-            ),
-            "{msg}"
-        );
-        assert!(msg.starts_with("t.toml:1:1: "), "{msg}");
-        assert!(msg.contains("requires `iface`"), "{msg}");
+        let error = refused_port(text, "noiface", "t.toml:1:1: ", "requires `iface`");
+        assert!(matches!(error, PortError::MissingKey { .. }), "{error}");
     }
 
     #[test]
@@ -2860,20 +2861,11 @@ pci = "0000:03:00.0"
     #[test]
     fn missing_interface_is_rejected() {
         let text = "[[port]]\nname = \"p0\"\ntype = \"afpacket\"\niface = \"veth9\"\n";
-        let err = validate_err(text, "noif");
-        let msg = err.to_string();
+        let error = refused_port(text, "noif", "t.toml:4:9: ", "`veth9` does not exist");
         assert!(
-            matches!(
-                err,
-                ConfigError::Port {
-                    error: PortError::NoSuchInterface { .. },
-                    ..
-                }
-            ),
-            "{msg}"
+            matches!(error, PortError::NoSuchInterface { .. }),
+            "{error}"
         );
-        assert!(msg.starts_with("t.toml:4:9: "), "{msg}");
-        assert!(msg.contains("`veth9` does not exist"), "{msg}");
 
         // Without interface checks the same config passes.
         let sys = FakeSys::new("noif-skip");
@@ -3037,19 +3029,8 @@ pci = "0000:03:00.0"
     fn bad_port_name_is_rejected() {
         for bad in ["", "has space", "a/b", &"x".repeat(33)] {
             let text = format!("[[port]]\nname = \"{bad}\"\ntype = \"ring\"\n");
-            let err = validate_err(&text, "badname");
-            let msg = err.to_string();
-            assert!(
-                matches!(
-                    err,
-                    ConfigError::Port {
-                        error: PortError::InvalidName { .. },
-                        ..
-                    }
-                ),
-                "{msg}"
-            );
-            assert!(msg.starts_with("t.toml:2:8: "), "{msg}");
+            let error = refused_port(&text, "badname", "t.toml:2:8: ", "");
+            assert!(matches!(error, PortError::InvalidName { .. }), "{error}");
         }
     }
 
@@ -3355,23 +3336,9 @@ pci = "0000:03:00.0"
                 "vlan_mode access needs a tag",
             ),
         ] {
-            let err = validate_err(&format!("{port}{keys}"), "badvlan");
-            let msg = err.to_string();
-            assert!(
-                matches!(
-                    err,
-                    ConfigError::Port {
-                        error: PortError::Vlan { .. },
-                        ..
-                    }
-                ),
-                "{msg}"
-            );
-            assert!(
-                msg.starts_with(&format!("t.toml:{pos}: port `p`: ")),
-                "{msg}"
-            );
-            assert!(msg.contains(needle), "{msg}");
+            let at = format!("t.toml:{pos}: port `p`: ");
+            let error = refused_port(&format!("{port}{keys}"), "badvlan", &at, needle);
+            assert!(matches!(error, PortError::Vlan { .. }), "{error}");
         }
     }
 
@@ -3576,23 +3543,9 @@ pci = "0000:03:00.0"
                 "at most 64 IP addresses may be allowed per port, 65 given",
             ),
         ] {
-            let err = validate_err(&format!("{port}{keys}"), "badsec");
-            let msg = err.to_string();
-            assert!(
-                matches!(
-                    err,
-                    ConfigError::Port {
-                        error: PortError::Security { .. },
-                        ..
-                    }
-                ),
-                "{msg}"
-            );
-            assert!(
-                msg.starts_with(&format!("t.toml:{pos}: port `p`: ")),
-                "{msg}"
-            );
-            assert!(msg.contains(needle), "{msg}");
+            let at = format!("t.toml:{pos}: port `p`: ");
+            let error = refused_port(&format!("{port}{keys}"), "badsec", &at, needle);
+            assert!(matches!(error, PortError::Security { .. }), "{error}");
         }
         // Values that are no address or no count are refused by the parser,
         // at the value, naming the key.
