@@ -34,6 +34,7 @@ mod vfio_nic;
 pub mod virtio_net;
 
 pub use afpacket::{AfPacketConfig, AfPacketError, AfPacketPort};
+pub use sys::packet_fd;
 pub use tap::{TapError, TapPort};
 pub use vfio::VfioError;
 pub use vfio_nic::{open_vfio, SupportedNic, SupportedNics, VfioDriver, SUPPORTED_NICS};

@@ -444,154 +444,279 @@ impl FromStr for VhostMode {
     }
 }
 
-/// One `[[port]]` table, and the body of a `port-add` request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PortSpec {
-    /// Port name ([`NAME_RULE`]).
-    pub name: String,
-    /// Driver type.
-    #[serde(rename = "type")]
-    pub kind: PortType,
-    /// Interface to attach to (afpacket, afxdp) or to create (tap).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iface: Option<String>,
-    /// Bridge to attach the port to; `None` leaves it unattached.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub bridge: Option<String>,
-    /// Number of rx/tx queue pairs (`1..=64`); `None` lets the driver choose.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub queues: Option<u16>,
-    /// vhost-user socket path.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub socket: Option<PathBuf>,
-    /// vhost-user role; `None` means [`VhostMode::Server`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mode: Option<VhostMode>,
-    /// pcap file replayed as received traffic.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rx_path: Option<PathBuf>,
-    /// pcap file that transmitted traffic is written to.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tx_path: Option<PathBuf>,
-    /// PCI address of a vfio NIC, `DDDD:BB:DD.F` or `BB:DD.F`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pci: Option<String>,
-    /// DPDK device arguments of a `dpdk` port: a vdev (`net_ring0`,
-    /// `net_pcap0,iface=eth0`) or a PCI address, with optional `,key=value`s.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub devargs: Option<String>,
-    /// Permissions of a vhost-user server socket, octal (e.g. `"0660"`), so a
-    /// QEMU running as another user can connect.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub socket_mode: Option<String>,
-    /// Group (name or number) to own a vhost-user server socket.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub socket_group: Option<String>,
-    /// Largest size of a pcap port's capture file (`tx_path`), in bytes;
-    /// `None` means [`DEFAULT_PCAP_MAX_BYTES`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_bytes: Option<u64>,
-    /// Switch setting ([`PortSettings::tag`]): the access VLAN, or the
-    /// native VLAN of a native mode.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tag: Option<u16>,
-    /// Switch setting ([`PortSettings::trunks`]): the VLANs a trunk carries;
-    /// empty means all.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub trunks: Vec<u16>,
-    /// Switch setting ([`PortSettings::vlan_mode`]); `None`: access if `tag`
-    /// is set, trunk otherwise.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "vlan_mode_key"
-    )]
-    pub vlan_mode: Option<VlanMode>,
-    /// Switch setting ([`PortSettings::acl_in`]): the security group of
-    /// what the port sends.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub acl_in: Option<String>,
-    /// Switch setting ([`PortSettings::acl_out`]): the security group of
-    /// what the port receives.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub acl_out: Option<String>,
-    /// Switch setting ([`PortSettings::mac`]): the port's MAC address.
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "mac_key")]
-    pub mac: Option<MacAddr>,
-    /// Switch setting ([`PortSettings::port_security`]).
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub port_security: bool,
-    /// Switch setting ([`PortSettings::allowed_macs`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "macs_key")]
-    pub allowed_macs: Vec<MacAddr>,
-    /// Switch setting ([`PortSettings::ips`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ips: Vec<IpAddr>,
-    /// Switch setting ([`PortSettings::ingress_policing_rate`]), kbit/s.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ingress_policing_rate: Option<u64>,
-    /// Switch setting ([`PortSettings::ingress_policing_burst`]), kbit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ingress_policing_burst: Option<u64>,
-    /// Switch setting ([`PortSettings::egress_rate`]), kbit/s.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub egress_rate: Option<u64>,
-    /// Switch setting ([`PortSettings::storm_pps`]), frames per second.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storm_pps: Option<u64>,
+/// Declares the keys of a `[[port]]` table once. [`PortSpec`] gets the
+/// driver's keys, then every switch setting; [`PortSettings`] the switch
+/// settings alone, with the same docs and serde attributes, so that both
+/// read and write a key alike; [`SETTING_KEYS`] how `port set` parses each
+/// setting (`parse`, an expression of the field's type over the text `v`)
+/// and that `port clear` gives it its `Default`. (`#[serde(flatten)]`
+/// would share the fields too, but it loses `deny_unknown_fields` and the
+/// positions of errors.)
+macro_rules! port_keys {
+    (
+        $(#[$spec_attr:meta])*
+        pub struct PortSpec {
+            $(#[$name_attr:meta])*
+            pub name: String,
+            $(#[$kind_attr:meta])*
+            pub kind: PortType,
+            $(
+                $(#[$driver_attr:meta])*
+                pub $driver:ident: $driver_ty:ty,
+            )*
+        }
+
+        $(#[$settings_attr:meta])*
+        pub struct PortSettings {
+            $(
+                $(#[$attr:meta])*
+                pub $key:ident: $ty:ty {
+                    syntax: $syntax:expr,
+                    parse: |$v:ident| $parse:expr,
+                }
+            )*
+        }
+
+        $(#[$keys_attr:meta])*
+        pub const SETTING_KEYS;
+    ) => {
+        $(#[$spec_attr])*
+        pub struct PortSpec {
+            $(#[$name_attr])*
+            pub name: String,
+            $(#[$kind_attr])*
+            pub kind: PortType,
+            $(
+                $(#[$driver_attr])*
+                pub $driver: $driver_ty,
+            )*
+            $(
+                $(#[$attr])*
+                pub $key: $ty,
+            )*
+        }
+
+        $(#[$settings_attr])*
+        pub struct PortSettings {
+            $(
+                $(#[$attr])*
+                pub $key: $ty,
+            )*
+        }
+
+        impl PortSpec {
+            /// A spec with only `name` and `type` set.
+            pub fn new(name: impl Into<String>, kind: PortType) -> Self {
+                PortSpec {
+                    name: name.into(),
+                    kind,
+                    $($driver: Default::default(),)*
+                    $($key: Default::default(),)*
+                }
+            }
+
+            /// The switch settings among the keys, as written.
+            fn written_settings(&self) -> PortSettings {
+                PortSettings {
+                    $($key: self.$key.clone(),)*
+                }
+            }
+        }
+
+        $(#[$keys_attr])*
+        pub const SETTING_KEYS: &[SettingKey] = &[
+            $(
+                SettingKey {
+                    name: stringify!($key),
+                    syntax: $syntax,
+                    set: |s, $v| {
+                        s.$key = $parse;
+                        Ok(())
+                    },
+                    clear: |s| s.$key = Default::default(),
+                },
+            )*
+        ];
+    };
 }
 
-impl PortSpec {
-    /// A spec with only `name` and `type` set.
-    pub fn new(name: impl Into<String>, kind: PortType) -> Self {
-        PortSpec {
-            name: name.into(),
-            kind,
-            iface: None,
-            bridge: None,
-            queues: None,
-            socket: None,
-            mode: None,
-            rx_path: None,
-            tx_path: None,
-            pci: None,
-            devargs: None,
-            socket_mode: None,
-            socket_group: None,
-            max_bytes: None,
-            tag: None,
-            trunks: Vec::new(),
-            vlan_mode: None,
-            acl_in: None,
-            acl_out: None,
-            mac: None,
-            port_security: false,
-            allowed_macs: Vec::new(),
-            ips: Vec::new(),
-            ingress_policing_rate: None,
-            ingress_policing_burst: None,
-            egress_rate: None,
-            storm_pps: None,
+port_keys! {
+    /// One `[[port]]` table, and the body of a `port-add` request.
+    ///
+    /// The switch settings ([`PortSettings`]) follow the driver's keys.
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct PortSpec {
+        /// Port name ([`NAME_RULE`]).
+        pub name: String,
+        /// Driver type.
+        #[serde(rename = "type")]
+        pub kind: PortType,
+        /// Interface to attach to (afpacket, afxdp) or to create (tap).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub iface: Option<String>,
+        /// Bridge to attach the port to; `None` leaves it unattached.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub bridge: Option<String>,
+        /// Number of rx/tx queue pairs (`1..=64`); `None` lets the driver choose.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub queues: Option<u16>,
+        /// vhost-user socket path.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub socket: Option<PathBuf>,
+        /// vhost-user role; `None` means [`VhostMode::Server`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub mode: Option<VhostMode>,
+        /// pcap file replayed as received traffic.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub rx_path: Option<PathBuf>,
+        /// pcap file that transmitted traffic is written to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub tx_path: Option<PathBuf>,
+        /// PCI address of a vfio NIC, `DDDD:BB:DD.F` or `BB:DD.F`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub pci: Option<String>,
+        /// DPDK device arguments of a `dpdk` port: a vdev (`net_ring0`,
+        /// `net_pcap0,iface=eth0`) or a PCI address, with optional `,key=value`s.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub devargs: Option<String>,
+        /// Permissions of a vhost-user server socket, octal (e.g. `"0660"`), so a
+        /// QEMU running as another user can connect.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub socket_mode: Option<String>,
+        /// Group (name or number) to own a vhost-user server socket.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub socket_group: Option<String>,
+        /// Largest size of a pcap port's capture file (`tx_path`), in bytes;
+        /// `None` means [`DEFAULT_PCAP_MAX_BYTES`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub max_bytes: Option<u64>,
+    }
+
+    /// A port's switch settings as given: the keys of a `[[port]]` table (and
+    /// of `port add`) that say how the switch treats the port's frames rather
+    /// than how its driver opens it. Every port type takes them, and they are
+    /// the keys `port set` and `port clear` change at run time
+    /// ([`SETTING_KEYS`]). The meaning is Open vSwitch's (`Port` table columns
+    /// of the same names); [`PortSettings::validate`] checks them.
+    #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct PortSettings {
+        /// The access VLAN, or the native VLAN (that of untagged frames) of a
+        /// native mode, `1..=4094`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub tag: Option<u16> {
+            syntax: "a VLAN id",
+            parse: |v| Some(parse_vid("tag", v)?),
+        }
+        /// The VLANs a trunk or native-mode port carries, ascending, without
+        /// duplicates; empty means every VLAN.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub trunks: Vec<u16> {
+            syntax: "VLAN ids separated by commas, e.g. 10,20",
+            parse: |v| parse_trunks(v)?,
+        }
+        /// How the port treats VLAN tags; `None` means access if `tag` is set,
+        /// trunk otherwise.
+        #[serde(
+            default,
+            skip_serializing_if = "Option::is_none",
+            with = "vlan_mode_key"
+        )]
+        pub vlan_mode: Option<VlanMode> {
+            syntax: "access, trunk, native-tagged or native-untagged",
+            parse: |v| Some(parse_vlan_mode(v)?),
+        }
+        /// The security group ([`AclSpec`]) of what the port sends into the
+        /// switch, by name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub acl_in: Option<String> {
+            syntax: ACL_NAME_SYNTAX,
+            parse: |v| Some(parse_acl_name("acl_in", v)?),
+        }
+        /// The security group of what the switch sends to the port, by name.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub acl_out: Option<String> {
+            syntax: ACL_NAME_SYNTAX,
+            parse: |v| Some(parse_acl_name("acl_out", v)?),
+        }
+        /// The port's MAC address: what port security allows when
+        /// `allowed_macs` is empty, and what a vhost-user port offers its
+        /// guest (VIRTIO_NET_F_MAC, to frontends that read the device's
+        /// config; QEMU takes its own `-device ...,mac=`).
+        #[serde(default, skip_serializing_if = "Option::is_none", with = "mac_key")]
+        pub mac: Option<MacAddr> {
+            syntax: "a MAC address such as 02:00:00:00:00:05",
+            parse: |v| Some(parse_mac("mac", v)?),
+        }
+        /// Port security: frames from the port must come from its MACs
+        /// (`allowed_macs`, else `mac`) and, if `ips` is not empty, from those
+        /// addresses; others are dropped.
+        #[serde(default, skip_serializing_if = "is_false")]
+        pub port_security: bool {
+            syntax: "true or false",
+            parse: |v| match v.trim() {
+                "true" => true,
+                "false" => false,
+                _ => return Err(invalid("port_security", v)),
+            },
+        }
+        /// The source MACs port security allows; empty means `[mac]`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty", with = "macs_key")]
+        pub allowed_macs: Vec<MacAddr> {
+            syntax: "MAC addresses separated by commas, e.g. 02:00:00:00:00:05,02:00:00:00:00:06",
+            parse: |v| parse_list(v, |m| parse_mac("allowed_macs", m))?,
+        }
+        /// The source IP addresses port security allows; empty means the MAC
+        /// alone is checked.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub ips: Vec<IpAddr> {
+            syntax: "IPv4 or IPv6 addresses separated by commas, e.g. 10.0.0.5,fd00::5",
+            parse: |v| parse_list(v, |a| a.trim().parse().map_err(|_| invalid("ips", v)))?,
+        }
+        /// Ingress policing: kbit/s the port may send into the switch; 0 or
+        /// none is no limit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub ingress_policing_rate: Option<u64> {
+            syntax: "a rate in kbit/s (0: no limit)",
+            parse: |v| Some(parse_count("ingress_policing_rate", v)?),
+        }
+        /// The policer's burst in kbit; 0 or none means
+        /// [`DEFAULT_POLICING_BURST_KBIT`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub ingress_policing_burst: Option<u64> {
+            syntax: "a burst in kbit (0: the default, 8000)",
+            parse: |v| Some(parse_count("ingress_policing_burst", v)?),
+        }
+        /// Egress rate: kbit/s the switch may send to the port; 0 or none is
+        /// no limit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub egress_rate: Option<u64> {
+            syntax: "a rate in kbit/s (0: no limit)",
+            parse: |v| Some(parse_count("egress_rate", v)?),
+        }
+        /// Storm control: broadcast, multicast and unknown unicast frames per
+        /// second the port may send into the switch; 0 or none is no limit.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub storm_pps: Option<u64> {
+            syntax: "frames per second (0: no limit)",
+            parse: |v| Some(parse_count("storm_pps", v)?),
         }
     }
 
-    /// The switch settings among the keys (the ones `port set` changes).
+    /// Every key `port set` and `port clear` take, in the order help texts list
+    /// them.
+    pub const SETTING_KEYS;
+}
+
+impl PortSpec {
+    /// The switch settings among the keys (the ones `port set` changes),
+    /// with `trunks` in order and without duplicates.
     pub fn settings(&self) -> PortSettings {
+        let settings = self.written_settings();
         PortSettings {
-            tag: self.tag,
-            trunks: vid_set(self.trunks.clone()),
-            vlan_mode: self.vlan_mode,
-            acl_in: self.acl_in.clone(),
-            acl_out: self.acl_out.clone(),
-            mac: self.mac,
-            port_security: self.port_security,
-            allowed_macs: self.allowed_macs.clone(),
-            ips: self.ips.clone(),
-            ingress_policing_rate: self.ingress_policing_rate,
-            ingress_policing_burst: self.ingress_policing_burst,
-            egress_rate: self.egress_rate,
-            storm_pps: self.storm_pps,
+            trunks: vid_set(settings.trunks),
+            ..settings
         }
     }
 
@@ -952,74 +1077,6 @@ impl PortConfig {
     }
 }
 
-/// A port's switch settings as given: the keys of a `[[port]]` table (and
-/// of `port add`) that say how the switch treats the port's frames rather
-/// than how its driver opens it. Every port type takes them, and they are
-/// the keys `port set` and `port clear` change at run time
-/// ([`SETTING_KEYS`]). The meaning is Open vSwitch's (`Port` table columns
-/// of the same names); [`PortSettings::validate`] checks them.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PortSettings {
-    /// The access VLAN, or the native VLAN (that of untagged frames) of a
-    /// native mode, `1..=4094`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tag: Option<u16>,
-    /// The VLANs a trunk or native-mode port carries, ascending, without
-    /// duplicates; empty means every VLAN.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub trunks: Vec<u16>,
-    /// How the port treats VLAN tags; `None` means access if `tag` is set,
-    /// trunk otherwise.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        with = "vlan_mode_key"
-    )]
-    pub vlan_mode: Option<VlanMode>,
-    /// The security group ([`AclSpec`]) of what the port sends into the
-    /// switch, by name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub acl_in: Option<String>,
-    /// The security group of what the switch sends to the port, by name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub acl_out: Option<String>,
-    /// The port's MAC address: what port security allows when
-    /// `allowed_macs` is empty, and what a vhost-user port offers its
-    /// guest (VIRTIO_NET_F_MAC, to frontends that read the device's
-    /// config; QEMU takes its own `-device ...,mac=`).
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "mac_key")]
-    pub mac: Option<MacAddr>,
-    /// Port security: frames from the port must come from its MACs
-    /// (`allowed_macs`, else `mac`) and, if `ips` is not empty, from those
-    /// addresses; others are dropped.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub port_security: bool,
-    /// The source MACs port security allows; empty means `[mac]`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "macs_key")]
-    pub allowed_macs: Vec<MacAddr>,
-    /// The source IP addresses port security allows; empty means the MAC
-    /// alone is checked.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ips: Vec<IpAddr>,
-    /// Ingress policing: kbit/s the port may send into the switch; 0 or
-    /// none is no limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ingress_policing_rate: Option<u64>,
-    /// The policer's burst in kbit; 0 or none means
-    /// [`DEFAULT_POLICING_BURST_KBIT`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ingress_policing_burst: Option<u64>,
-    /// Egress rate: kbit/s the switch may send to the port; 0 or none is
-    /// no limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub egress_rate: Option<u64>,
-    /// Storm control: broadcast, multicast and unknown unicast frames per
-    /// second the port may send into the switch; 0 or none is no limit.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storm_pps: Option<u64>,
-}
-
 impl PortSettings {
     /// The security groups `acl_in` and `acl_out` name, looked up with
     /// `lookup`. [`PortSettings::validate`] leaves them out of the policy
@@ -1155,134 +1212,6 @@ pub struct SettingKey {
     /// Gives the key its default.
     clear: fn(&mut PortSettings),
 }
-
-/// Every key `port set` and `port clear` take, in the order help texts list
-/// them.
-pub const SETTING_KEYS: &[SettingKey] = &[
-    SettingKey {
-        name: "tag",
-        syntax: "a VLAN id",
-        set: |s, v| {
-            s.tag = Some(parse_vid("tag", v)?);
-            Ok(())
-        },
-        clear: |s| s.tag = None,
-    },
-    SettingKey {
-        name: "trunks",
-        syntax: "VLAN ids separated by commas, e.g. 10,20",
-        set: |s, v| {
-            s.trunks = parse_trunks(v)?;
-            Ok(())
-        },
-        clear: |s| s.trunks.clear(),
-    },
-    SettingKey {
-        name: "vlan_mode",
-        syntax: "access, trunk, native-tagged or native-untagged",
-        set: |s, v| {
-            s.vlan_mode = Some(parse_vlan_mode(v)?);
-            Ok(())
-        },
-        clear: |s| s.vlan_mode = None,
-    },
-    // Security groups, by name.
-    SettingKey {
-        name: "acl_in",
-        syntax: ACL_NAME_SYNTAX,
-        set: |s, v| {
-            s.acl_in = Some(parse_acl_name("acl_in", v)?);
-            Ok(())
-        },
-        clear: |s| s.acl_in = None,
-    },
-    SettingKey {
-        name: "acl_out",
-        syntax: ACL_NAME_SYNTAX,
-        set: |s, v| {
-            s.acl_out = Some(parse_acl_name("acl_out", v)?);
-            Ok(())
-        },
-        clear: |s| s.acl_out = None,
-    },
-    // Port security and rate limits.
-    SettingKey {
-        name: "mac",
-        syntax: "a MAC address such as 02:00:00:00:00:05",
-        set: |s, v| {
-            s.mac = Some(parse_mac("mac", v)?);
-            Ok(())
-        },
-        clear: |s| s.mac = None,
-    },
-    SettingKey {
-        name: "port_security",
-        syntax: "true or false",
-        set: |s, v| {
-            s.port_security = match v.trim() {
-                "true" => true,
-                "false" => false,
-                _ => return Err(invalid("port_security", v)),
-            };
-            Ok(())
-        },
-        clear: |s| s.port_security = false,
-    },
-    SettingKey {
-        name: "allowed_macs",
-        syntax: "MAC addresses separated by commas, e.g. 02:00:00:00:00:05,02:00:00:00:00:06",
-        set: |s, v| {
-            s.allowed_macs = parse_list(v, |m| parse_mac("allowed_macs", m))?;
-            Ok(())
-        },
-        clear: |s| s.allowed_macs.clear(),
-    },
-    SettingKey {
-        name: "ips",
-        syntax: "IPv4 or IPv6 addresses separated by commas, e.g. 10.0.0.5,fd00::5",
-        set: |s, v| {
-            s.ips = parse_list(v, |a| a.trim().parse().map_err(|_| invalid("ips", v)))?;
-            Ok(())
-        },
-        clear: |s| s.ips.clear(),
-    },
-    SettingKey {
-        name: "ingress_policing_rate",
-        syntax: "a rate in kbit/s (0: no limit)",
-        set: |s, v| {
-            s.ingress_policing_rate = Some(parse_count("ingress_policing_rate", v)?);
-            Ok(())
-        },
-        clear: |s| s.ingress_policing_rate = None,
-    },
-    SettingKey {
-        name: "ingress_policing_burst",
-        syntax: "a burst in kbit (0: the default, 8000)",
-        set: |s, v| {
-            s.ingress_policing_burst = Some(parse_count("ingress_policing_burst", v)?);
-            Ok(())
-        },
-        clear: |s| s.ingress_policing_burst = None,
-    },
-    SettingKey {
-        name: "egress_rate",
-        syntax: "a rate in kbit/s (0: no limit)",
-        set: |s, v| {
-            s.egress_rate = Some(parse_count("egress_rate", v)?);
-            Ok(())
-        },
-        clear: |s| s.egress_rate = None,
-    },
-    SettingKey {
-        name: "storm_pps",
-        syntax: "frames per second (0: no limit)",
-        set: |s, v| {
-            s.storm_pps = Some(parse_count("storm_pps", v)?);
-            Ok(())
-        },
-        clear: |s| s.storm_pps = None,
-    },
-];
 
 /// What an `acl_in` or `acl_out` value looks like.
 const ACL_NAME_SYNTAX: &str = "the name of an ACL (an [[acl]] table or `weir acl add`)";
@@ -2658,6 +2587,19 @@ mod tests {
             .expect_err("validation should fail")
     }
 
+    /// The error of the port that makes `text` fail validation, with a
+    /// message that starts with `at` and contains `needle`.
+    fn refused_port(text: &str, tag: &str, at: &str, needle: &str) -> PortError {
+        let err = validate_err(text, tag);
+        let msg = err.to_string();
+        assert!(msg.starts_with(at), "{msg}");
+        assert!(msg.contains(needle), "{msg}");
+        match err {
+            ConfigError::Port { error, .. } => error,
+            other => panic!("not a port error: {other}"),
+        }
+    }
+
     const FULL: &str = r#"
 [dataplane]
 workers = "1-2"
@@ -2861,20 +2803,8 @@ pci = "0000:03:00.0"
     #[test]
     fn missing_iface_is_rejected() {
         let text = "[[port]]\nname = \"p0\"\ntype = \"afpacket\"\n";
-        let err = validate_err(text, "noiface");
-        let msg = err.to_string();
-        assert!(
-            matches!(
-                err,
-                ConfigError::Port {
-                    error: PortError::MissingKey { .. },
-                    ..
-                }
-            ),
-            "{msg}"
-        );
-        assert!(msg.starts_with("t.toml:1:1: "), "{msg}");
-        assert!(msg.contains("requires `iface`"), "{msg}");
+        let error = refused_port(text, "noiface", "t.toml:1:1: ", "requires `iface`");
+        assert!(matches!(error, PortError::MissingKey { .. }), "{error}");
     }
 
     #[test]
@@ -2931,20 +2861,11 @@ pci = "0000:03:00.0"
     #[test]
     fn missing_interface_is_rejected() {
         let text = "[[port]]\nname = \"p0\"\ntype = \"afpacket\"\niface = \"veth9\"\n";
-        let err = validate_err(text, "noif");
-        let msg = err.to_string();
+        let error = refused_port(text, "noif", "t.toml:4:9: ", "`veth9` does not exist");
         assert!(
-            matches!(
-                err,
-                ConfigError::Port {
-                    error: PortError::NoSuchInterface { .. },
-                    ..
-                }
-            ),
-            "{msg}"
+            matches!(error, PortError::NoSuchInterface { .. }),
+            "{error}"
         );
-        assert!(msg.starts_with("t.toml:4:9: "), "{msg}");
-        assert!(msg.contains("`veth9` does not exist"), "{msg}");
 
         // Without interface checks the same config passes.
         let sys = FakeSys::new("noif-skip");
@@ -3108,19 +3029,8 @@ pci = "0000:03:00.0"
     fn bad_port_name_is_rejected() {
         for bad in ["", "has space", "a/b", &"x".repeat(33)] {
             let text = format!("[[port]]\nname = \"{bad}\"\ntype = \"ring\"\n");
-            let err = validate_err(&text, "badname");
-            let msg = err.to_string();
-            assert!(
-                matches!(
-                    err,
-                    ConfigError::Port {
-                        error: PortError::InvalidName { .. },
-                        ..
-                    }
-                ),
-                "{msg}"
-            );
-            assert!(msg.starts_with("t.toml:2:8: "), "{msg}");
+            let error = refused_port(&text, "badname", "t.toml:2:8: ", "");
+            assert!(matches!(error, PortError::InvalidName { .. }), "{error}");
         }
     }
 
@@ -3426,23 +3336,9 @@ pci = "0000:03:00.0"
                 "vlan_mode access needs a tag",
             ),
         ] {
-            let err = validate_err(&format!("{port}{keys}"), "badvlan");
-            let msg = err.to_string();
-            assert!(
-                matches!(
-                    err,
-                    ConfigError::Port {
-                        error: PortError::Vlan { .. },
-                        ..
-                    }
-                ),
-                "{msg}"
-            );
-            assert!(
-                msg.starts_with(&format!("t.toml:{pos}: port `p`: ")),
-                "{msg}"
-            );
-            assert!(msg.contains(needle), "{msg}");
+            let at = format!("t.toml:{pos}: port `p`: ");
+            let error = refused_port(&format!("{port}{keys}"), "badvlan", &at, needle);
+            assert!(matches!(error, PortError::Vlan { .. }), "{error}");
         }
     }
 
@@ -3647,23 +3543,9 @@ pci = "0000:03:00.0"
                 "at most 64 IP addresses may be allowed per port, 65 given",
             ),
         ] {
-            let err = validate_err(&format!("{port}{keys}"), "badsec");
-            let msg = err.to_string();
-            assert!(
-                matches!(
-                    err,
-                    ConfigError::Port {
-                        error: PortError::Security { .. },
-                        ..
-                    }
-                ),
-                "{msg}"
-            );
-            assert!(
-                msg.starts_with(&format!("t.toml:{pos}: port `p`: ")),
-                "{msg}"
-            );
-            assert!(msg.contains(needle), "{msg}");
+            let at = format!("t.toml:{pos}: port `p`: ");
+            let error = refused_port(&format!("{port}{keys}"), "badsec", &at, needle);
+            assert!(matches!(error, PortError::Security { .. }), "{error}");
         }
         // Values that are no address or no count are refused by the parser,
         // at the value, naming the key.

@@ -1399,6 +1399,7 @@ fn pool_view(p: &Mempool) -> MempoolView {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dataplane::testutil::{ScriptHandle, ScriptedPort};
     use dataplane::{Burst, Port};
     use std::sync::atomic::AtomicBool;
 
@@ -1527,6 +1528,24 @@ mod tests {
         ports: Mutex<BTreeMap<String, Vec<Box<dyn Port>>>>,
     }
 
+    impl ScriptedFactory {
+        /// Prepares a scripted port receiving into `pool` under each of
+        /// `names`; returns their handles, in order.
+        fn script<const N: usize>(
+            &self,
+            pool: &'static Mempool,
+            names: [&str; N],
+        ) -> [ScriptHandle; N] {
+            let mut ports = self.ports.lock().unwrap();
+            names.map(|name| {
+                let port = ScriptedPort::new(pool);
+                let handle = port.handle();
+                ports.insert(name.into(), vec![Box::new(port)]);
+                handle
+            })
+        }
+    }
+
     impl PortFactory for Arc<ScriptedFactory> {
         fn open(
             &self,
@@ -1585,6 +1604,14 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "timed out: {what}");
             std::thread::yield_now();
         }
+    }
+
+    /// Whether port `name`'s link is up. It is down until its worker
+    /// reports it; the switch forwards to ports that are up only.
+    fn is_up(dp: &Dataplane, name: &str) -> bool {
+        dp.port_list()
+            .iter()
+            .any(|p| p.name == name && p.link == "up")
     }
 
     #[test]
@@ -1710,33 +1737,14 @@ mod tests {
 
     #[test]
     fn frames_keep_flowing_while_a_third_port_is_added_and_removed() {
-        use dataplane::testutil::{eth_frame, mac, ScriptedPort, EXPERIMENTAL_ETHERTYPE};
+        use dataplane::testutil::{eth_frame, mac, EXPERIMENTAL_ETHERTYPE};
         let factory = Arc::new(ScriptedFactory::default());
         let dp = scripted_dataplane(&factory, "0");
-        let pool = dp.pool();
-        let (a, b, c) = (
-            ScriptedPort::new(pool),
-            ScriptedPort::new(pool),
-            ScriptedPort::new(pool),
-        );
-        let (ha, hb, hc) = (a.handle(), b.handle(), c.handle());
-        {
-            let mut ports = factory.ports.lock().unwrap();
-            ports.insert("a".into(), vec![Box::new(a)]);
-            ports.insert("b".into(), vec![Box::new(b)]);
-            ports.insert("c".into(), vec![Box::new(c)]);
-        }
+        let [ha, hb, hc] = factory.script(dp.pool(), ["a", "b", "c"]);
         dp.bridge_add("br0").unwrap();
         dp.port_add(ring_port("a", Some("br0"))).unwrap();
         dp.port_add(ring_port("b", Some("br0"))).unwrap();
-        // A port's link is down until its worker reports it; the switch
-        // forwards to ports that are up only.
-        let up = |name: &str| {
-            dp.port_list()
-                .iter()
-                .any(|p| p.name == name && p.link == "up")
-        };
-        wait_for("a and b up", || up("a") && up("b"));
+        wait_for("a and b up", || is_up(&dp, "a") && is_up(&dp, "b"));
         let frame = eth_frame(mac(2), mac(1), EXPERIMENTAL_ETHERTYPE, 46);
         let mut sent = 0;
         let mut send = |n: usize| {
@@ -1751,7 +1759,7 @@ mod tests {
             hb.transmitted().len() == upto
         });
         dp.port_add(ring_port("c", Some("br0"))).unwrap();
-        wait_for("c up", || up("c"));
+        wait_for("c up", || is_up(&dp, "c"));
         let upto = send(64);
         wait_for("b receives while c is attached", || {
             hb.transmitted().len() == upto
@@ -1777,9 +1785,7 @@ mod tests {
     #[test]
     fn ports_are_published_with_their_vlan_settings() {
         use dataplane::switch::{Features, VlanMode};
-        use dataplane::testutil::{
-            eth_frame, mac, vlan_frame, ScriptedPort, EXPERIMENTAL_ETHERTYPE,
-        };
+        use dataplane::testutil::{eth_frame, mac, vlan_frame, EXPERIMENTAL_ETHERTYPE};
         use dataplane::VlanId;
         let factory = Arc::new(ScriptedFactory::default());
         let mut cfg = scripted_config("0");
@@ -1791,14 +1797,7 @@ mod tests {
         cfg.ports.push(a);
         // The ports exist before the daemon's pool does: they receive into
         // a pool of their own.
-        let pool = Mempool::for_tests(64);
-        let (pa, pt) = (ScriptedPort::new(pool), ScriptedPort::new(pool));
-        let (ha, ht) = (pa.handle(), pt.handle());
-        {
-            let mut ports = factory.ports.lock().unwrap();
-            ports.insert("a".into(), vec![Box::new(pa)]);
-            ports.insert("t".into(), vec![Box::new(pt)]);
-        }
+        let [ha, ht] = factory.script(Mempool::for_tests(64), ["a", "t"]);
         let dp = Dataplane::start_with(
             ValidConfig::new(cfg, Host::system()).unwrap(),
             Box::new(Arc::clone(&factory)),
@@ -1816,12 +1815,7 @@ mod tests {
         let br = tables.bridge_by_name("br0").unwrap().id;
         assert!(tables.bridge_features(br).contains(Features::VLAN));
         drop(tables);
-        let up = |name: &str| {
-            dp.port_list()
-                .iter()
-                .any(|p| p.name == name && p.link == "up")
-        };
-        wait_for("a and t up", || up("a") && up("t"));
+        wait_for("a and t up", || is_up(&dp, "a") && is_up(&dp, "t"));
         // An untagged frame from the access port leaves the trunk tagged
         // with VLAN 10.
         ha.push_rx(eth_frame(mac(2), mac(1), EXPERIMENTAL_ETHERTYPE, 46));
@@ -1840,36 +1834,25 @@ mod tests {
             .collect()
     }
 
-    /// A dataplane with bridge br0 and scripted ports `a` (access VLAN 10)
-    /// and `t` (a trunk of every VLAN), both up; returns their handles.
-    fn access_and_trunk() -> (
-        Dataplane,
-        dataplane::testutil::ScriptHandle,
-        dataplane::testutil::ScriptHandle,
-    ) {
-        use dataplane::testutil::ScriptedPort;
+    /// A dataplane with bridge br0 and scripted ports `a` (as `a` says)
+    /// and `t` (nothing set), both up; returns their handles.
+    fn a_and_t(a: PortSpec) -> (Dataplane, ScriptHandle, ScriptHandle) {
         let factory = Arc::new(ScriptedFactory::default());
         let dp = scripted_dataplane(&factory, "0");
-        let pool = dp.pool();
-        let (pa, pt) = (ScriptedPort::new(pool), ScriptedPort::new(pool));
-        let (ha, ht) = (pa.handle(), pt.handle());
-        {
-            let mut ports = factory.ports.lock().unwrap();
-            ports.insert("a".into(), vec![Box::new(pa)]);
-            ports.insert("t".into(), vec![Box::new(pt)]);
-        }
+        let [ha, ht] = factory.script(dp.pool(), ["a", "t"]);
         dp.bridge_add("br0").unwrap();
-        let mut a = ring_port("a", Some("br0"));
-        a.tag = Some(10);
         dp.port_add(a).unwrap();
         dp.port_add(ring_port("t", Some("br0"))).unwrap();
-        let up = |name: &str| {
-            dp.port_list()
-                .iter()
-                .any(|p| p.name == name && p.link == "up")
-        };
-        wait_for("a and t up", || up("a") && up("t"));
+        wait_for("a and t up", || is_up(&dp, "a") && is_up(&dp, "t"));
         (dp, ha, ht)
+    }
+
+    /// [`a_and_t`] with `a` on access VLAN 10 and `t` a trunk of every
+    /// VLAN.
+    fn access_and_trunk() -> (Dataplane, ScriptHandle, ScriptHandle) {
+        let mut a = ring_port("a", Some("br0"));
+        a.tag = Some(10);
+        a_and_t(a)
     }
 
     #[test]
@@ -1996,37 +1979,12 @@ mod tests {
         dp.shutdown();
     }
 
-    /// A dataplane with bridge br0, scripted ports `a` (with `mac` mac(1)
-    /// and port security) and `t` (nothing set), both up.
-    fn secured_and_plain() -> (
-        Dataplane,
-        dataplane::testutil::ScriptHandle,
-        dataplane::testutil::ScriptHandle,
-    ) {
-        use dataplane::testutil::{mac, ScriptedPort};
-        let factory = Arc::new(ScriptedFactory::default());
-        let dp = scripted_dataplane(&factory, "0");
-        let pool = dp.pool();
-        let (pa, pt) = (ScriptedPort::new(pool), ScriptedPort::new(pool));
-        let (ha, ht) = (pa.handle(), pt.handle());
-        {
-            let mut ports = factory.ports.lock().unwrap();
-            ports.insert("a".into(), vec![Box::new(pa)]);
-            ports.insert("t".into(), vec![Box::new(pt)]);
-        }
-        dp.bridge_add("br0").unwrap();
+    /// [`a_and_t`] with `a`'s `mac` mac(1) and port security on.
+    fn secured_and_plain() -> (Dataplane, ScriptHandle, ScriptHandle) {
         let mut a = ring_port("a", Some("br0"));
-        a.mac = Some(mac(1));
+        a.mac = Some(dataplane::testutil::mac(1));
         a.port_security = true;
-        dp.port_add(a).unwrap();
-        dp.port_add(ring_port("t", Some("br0"))).unwrap();
-        let up = |name: &str| {
-            dp.port_list()
-                .iter()
-                .any(|p| p.name == name && p.link == "up")
-        };
-        wait_for("a and t up", || up("a") && up("t"));
-        (dp, ha, ht)
+        a_and_t(a)
     }
 
     #[test]
@@ -2102,14 +2060,10 @@ mod tests {
 
     #[test]
     fn a_vhost_user_port_refuses_a_new_mac_and_takes_the_rest() {
-        use dataplane::testutil::{mac, ScriptedPort};
+        use dataplane::testutil::mac;
         let factory = Arc::new(ScriptedFactory::default());
         let dp = scripted_dataplane(&factory, "0");
-        factory
-            .ports
-            .lock()
-            .unwrap()
-            .insert("vm".into(), vec![Box::new(ScriptedPort::new(dp.pool()))]);
+        factory.script(dp.pool(), ["vm"]);
         let mut spec = PortSpec::new("vm", PortType::VhostUser);
         spec.socket =
             Some(std::env::temp_dir().join(format!("weir-fixed-mac-{}.sock", std::process::id())));
@@ -2375,7 +2329,6 @@ mod tests {
 
     #[test]
     fn configured_acls_are_attached_at_start_and_served_on_the_protocol() {
-        use dataplane::testutil::ScriptedPort;
         let factory = Arc::new(ScriptedFactory::default());
         let mut cfg = scripted_config("0");
         cfg.bridges
@@ -2388,12 +2341,7 @@ mod tests {
         let mut a = ring_port("a", Some("br0"));
         a.acl_in = Some("web".into());
         cfg.ports.push(a);
-        let pool = Mempool::for_tests(16);
-        factory
-            .ports
-            .lock()
-            .unwrap()
-            .insert("a".into(), vec![Box::new(ScriptedPort::new(pool))]);
+        factory.script(Mempool::for_tests(16), ["a"]);
         let dp = Dataplane::start_with(
             ValidConfig::new(cfg, Host::system()).unwrap(),
             Box::new(Arc::clone(&factory)),

@@ -9,32 +9,20 @@
 //! "Socket options").
 //!
 //! The crate's one OS boundary: `unsafe` is allowed here only, for what
-//! `rustix` does not cover (`sockaddr_ll`, packet-socket options with
-//! structured values, `recvmsg` with its control messages). Everything
-//! exported is safe. Control path only.
+//! `rustix` does not cover (`recvmsg` with its control messages). Options
+//! and binding go through `pmd::packet_fd`, the calls weir's own AF_PACKET
+//! ports make. Everything exported is safe. Control path only.
 #![allow(unsafe_code)]
 
 use std::io;
 use std::mem::size_of;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::Duration;
 
+use pmd::packet_fd;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 use crate::{Context, Error, Netns, Result};
-
-/// Plain-old-data option values, passed to and filled by the kernel as bytes.
-///
-/// # Safety
-/// Implement only for `repr(C)` integer-only types without padding, for
-/// which every bit pattern is valid.
-unsafe trait Pod: Copy {}
-// SAFETY: a C int.
-unsafe impl Pod for libc::c_int {}
-// SAFETY: i32, u16, u16, [u8; 8]: 16 bytes, no padding.
-unsafe impl Pod for libc::packet_mreq {}
-// SAFETY: two u32 fields, no padding.
-unsafe impl Pod for libc::tpacket_stats {}
 
 /// One received frame's facts besides its bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +42,7 @@ pub struct RecvInfo {
 #[derive(Debug)]
 pub struct RawSocket {
     fd: OwnedFd,
-    ifindex: i32,
+    ifindex: u32,
 }
 
 impl RawSocket {
@@ -67,16 +55,9 @@ impl RawSocket {
     pub fn open(iface: &str) -> Result<RawSocket> {
         let what = || format!("opening a packet socket on {iface}");
         let s = RawSocket::unbound(iface, &what)?;
-        s.set_opt(libc::PACKET_AUXDATA, &1).with_context(what)?;
-        s.bind().with_context(what)?;
-        let mreq = libc::packet_mreq {
-            mr_ifindex: s.ifindex,
-            mr_type: libc::PACKET_MR_PROMISC as u16,
-            mr_alen: 0,
-            mr_address: [0; 8],
-        };
-        s.set_opt(libc::PACKET_ADD_MEMBERSHIP, &mreq)
-            .with_context(what)?;
+        packet_fd::set_option(s.fd.as_fd(), libc::PACKET_AUXDATA, &1).with_context(what)?;
+        s.bind_to(libc::ETH_P_ALL as u16).with_context(what)?;
+        packet_fd::add_promisc(s.fd.as_fd(), s.ifindex).with_context(what)?;
         Ok(s)
     }
 
@@ -92,10 +73,7 @@ impl RawSocket {
         )
         .with_context(what)?;
         let ifindex = rustix::net::netdevice::name_to_index(&fd, iface).with_context(what)?;
-        Ok(RawSocket {
-            fd,
-            ifindex: i32::try_from(ifindex).map_err(|_| Error(format!("{}: ifindex", what())))?,
-        })
+        Ok(RawSocket { fd, ifindex })
     }
 
     /// [`RawSocket::open`] inside namespace `ns`: the socket stays bound to
@@ -140,54 +118,9 @@ impl RawSocket {
         .map_err(|_| Error::from_msg("the thread opening a packet socket panicked"))?
     }
 
-    fn set_opt<T: Pod>(&self, opt: libc::c_int, val: &T) -> io::Result<()> {
-        // SAFETY: `val` points to `size_of::<T>()` initialised bytes (T: Pod
-        // has no padding) that live for the call; the kernel only reads them.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                opt,
-                (val as *const T).cast(),
-                size_of::<T>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn sockaddr(&self, proto: u16) -> libc::sockaddr_ll {
-        // SAFETY: `sockaddr_ll` is integers and byte arrays; all-zero is a
-        // valid value.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto.to_be();
-        sll.sll_ifindex = self.ifindex;
-        sll
-    }
-
-    fn bind(&self) -> io::Result<()> {
-        self.bind_to(libc::ETH_P_ALL as u16)
-    }
-
     /// Binds to the interface, receiving protocol `proto` (0: none).
     fn bind_to(&self, proto: u16) -> io::Result<()> {
-        let sll = self.sockaddr(proto);
-        // SAFETY: `sll` is an initialised `sockaddr_ll` that lives for the
-        // call, passed with its size.
-        let rc = unsafe {
-            libc::bind(
-                self.fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        packet_fd::bind(self.fd.as_fd(), self.ifindex, proto)
     }
 
     /// Sets the receive buffer to `len_bytes`, above the host's
@@ -347,27 +280,8 @@ impl RawSocket {
             tp_packets: 0,
             tp_drops: 0,
         };
-        self.get_opt(libc::PACKET_STATISTICS, &mut st)
+        packet_fd::get_option(self.fd.as_fd(), libc::PACKET_STATISTICS, &mut st)
             .context("reading a packet socket's statistics")?;
         Ok(st.tp_drops)
-    }
-
-    fn get_opt<T: Pod>(&self, opt: libc::c_int, val: &mut T) -> io::Result<()> {
-        let mut len = size_of::<T>() as libc::socklen_t;
-        // SAFETY: `val` is valid for writes of `len` bytes and any bit
-        // pattern is a valid T (T: Pod); `len` is a valid in/out length.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                opt,
-                (val as *mut T).cast(),
-                &mut len,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
     }
 }

@@ -332,6 +332,35 @@ impl Daemon {
         daemon
     }
 
+    /// `weir --socket SOCKET ARGS...`.
+    fn cli(&self, args: &[&str]) -> Output {
+        weir(&[&["--socket", self.socket.to_str().unwrap()][..], args].concat())
+    }
+
+    /// [`Daemon::cli`], which must succeed; its stdout.
+    fn run(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+        stdout(&out)
+    }
+
+    /// [`Daemon::run`] with `--json`, parsed.
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        serde_json::from_str(&self.run(&[args, &["--json"]].concat())).unwrap()
+    }
+
+    /// [`Daemon::cli`], which must fail (exit code 1) with an error starting
+    /// with `needle`.
+    fn fails(&self, args: &[&str], needle: &str) {
+        let out = self.cli(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(
+            stderr(&out).starts_with(needle),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+
     /// Sends SIGTERM and waits for exit.
     fn terminate(&mut self) {
         let _ = Command::new("kill")
@@ -356,6 +385,18 @@ impl Drop for Daemon {
             let _ = self.child.wait();
         }
     }
+}
+
+/// The text of `port`'s row in a `port list` table between the columns
+/// headed `from` and `to`.
+fn column(list: &str, port: &str, from: &str, to: &str) -> String {
+    let header = list.lines().next().unwrap();
+    let (at, end) = (header.find(from).unwrap(), header.find(to).unwrap());
+    let line = list
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(port))
+        .unwrap_or_else(|| panic!("no {port} in\n{list}"));
+    line[at..end].trim_end().to_owned()
 }
 
 #[test]
@@ -397,12 +438,7 @@ fn run_serves_the_control_socket() {
 fn port_vlan_settings_are_set_listed_and_cleared_from_the_command_line() {
     let dir = TempDir::new();
     let mut daemon = Daemon::start(&dir);
-    let socket = daemon.socket.to_str().unwrap().to_owned();
-    let run = |args: &[&str]| {
-        let out = weir(&[&["--socket", socket.as_str()][..], args].concat());
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        stdout(&out)
-    };
+    let run = |args: &[&str]| daemon.run(args);
     run(&["bridge", "add", "br0"]);
     run(&[
         "port", "add", "vm1", "--type", "ring", "--bridge", "br0", "--tag", "10",
@@ -411,33 +447,23 @@ fn port_vlan_settings_are_set_listed_and_cleared_from_the_command_line() {
         "port", "add", "up", "--type", "ring", "--bridge", "br0", "--trunks", "20,10",
     ]);
     let list = run(&["port", "list"]);
-    let vlan_of = |list: &str, port: &str| {
-        let header = list.lines().next().unwrap();
-        let (at, end) = (header.find("VLAN").unwrap(), header.find("IFACE").unwrap());
-        let line = list
-            .lines()
-            .find(|l| l.split_whitespace().nth(1) == Some(port))
-            .unwrap_or_else(|| panic!("no {port} in\n{list}"));
-        line[at..end].trim_end().to_owned()
-    };
+    let vlan_of = |list: &str, port: &str| column(list, port, "VLAN", "IFACE");
     assert_eq!(vlan_of(&list, "vm1"), "access 10", "{list}");
     assert_eq!(vlan_of(&list, "up"), "trunk 10,20", "{list}");
 
-    let out = run(&[
+    let after = daemon.json(&[
         "port",
         "set",
         "vm1",
         "vlan_mode=native-untagged",
         "trunks=30",
-        "--json",
     ]);
-    let after: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         after,
         serde_json::json!({"tag": 10, "trunks": [30], "vlan_mode": "native-untagged"})
     );
     assert_eq!(run(&["port", "clear", "vm1", "trunks"]), "");
-    let ports: serde_json::Value = serde_json::from_str(&run(&["port", "list", "--json"])).unwrap();
+    let ports = daemon.json(&["port", "list"]);
     let vm1 = ports
         .as_array()
         .unwrap()
@@ -470,13 +496,9 @@ fn port_vlan_settings_are_set_listed_and_cleared_from_the_command_line() {
         ),
         (&["port", "set", "nope", "tag=1"], "weir: no port named nope"),
     ] {
-        let out = weir(&[&["--socket", socket.as_str()][..], args].concat());
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(stderr(&out).starts_with(needle), "{args:?}: {}", stderr(&out));
+        daemon.fails(args, needle);
     }
-    let out = weir(&[
-        "--socket", &socket, "port", "add", "p", "-t", "ring", "--tag", "0",
-    ]);
+    let out = daemon.cli(&["port", "add", "p", "-t", "ring", "--tag", "0"]);
     assert!(
         stderr(&out).contains("port p: VLAN id 0 is out of range"),
         "{}",
@@ -493,25 +515,8 @@ fn port_vlan_settings_are_set_listed_and_cleared_from_the_command_line() {
 fn acls_are_added_shown_replaced_and_deleted_from_the_command_line() {
     let dir = TempDir::new();
     let mut daemon = Daemon::start(&dir);
-    let socket = daemon.socket.to_str().unwrap().to_owned();
-    let cli = |args: &[&str]| weir(&[&["--socket", socket.as_str()][..], args].concat());
-    let run = |args: &[&str]| {
-        let out = cli(args);
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        stdout(&out)
-    };
-    let json = |args: &[&str]| -> serde_json::Value {
-        serde_json::from_str(&run(&[args, &["--json"]].concat())).unwrap()
-    };
-    let fails = |args: &[&str], needle: &str| {
-        let out = cli(args);
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(
-            stderr(&out).starts_with(needle),
-            "{args:?}: {}",
-            stderr(&out)
-        );
-    };
+    let run = |args: &[&str]| daemon.run(args);
+    let json = |args: &[&str]| daemon.json(args);
     run(&["bridge", "add", "br0"]);
     let added = run(&[
         "acl",
@@ -623,7 +628,7 @@ fn acls_are_added_shown_replaced_and_deleted_from_the_command_line() {
             "weir: no ACL named nope\n".to_owned(),
         ),
     ] {
-        fails(args, &needle);
+        daemon.fails(args, &needle);
     }
     assert_eq!(json(&["acl", "show", "web"]), replaced);
 
@@ -637,27 +642,12 @@ fn acls_are_added_shown_replaced_and_deleted_from_the_command_line() {
     daemon.terminate();
 }
 
-/// The benchmark is a program of its own: the daemon's binary holds none of
-/// its plotting, font or progress-display code, and `weir bench` runs it.
 #[test]
 fn port_security_and_limits_are_set_shown_and_cleared_from_the_command_line() {
     let dir = TempDir::new();
     let mut daemon = Daemon::start(&dir);
-    let socket = daemon.socket.to_str().unwrap().to_owned();
-    let run = |args: &[&str]| {
-        let out = weir(&[&["--socket", socket.as_str()][..], args].concat());
-        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
-        stdout(&out)
-    };
-    let fails = |args: &[&str], needle: &str| {
-        let out = weir(&[&["--socket", socket.as_str()][..], args].concat());
-        assert_eq!(out.status.code(), Some(1), "{args:?}");
-        assert!(
-            stderr(&out).starts_with(needle),
-            "{args:?}: {}",
-            stderr(&out)
-        );
-    };
+    let run = |args: &[&str]| daemon.run(args);
+    let fails = |args: &[&str], needle: &str| daemon.fails(args, needle);
     run(&["bridge", "add", "br0"]);
     run(&[
         "port",
@@ -690,18 +680,7 @@ fn port_security_and_limits_are_set_shown_and_cleared_from_the_command_line() {
         "--egress-rate",
         "10000",
     ]);
-    let policy_of = |list: &str, port: &str| {
-        let header = list.lines().next().unwrap();
-        let (at, end) = (
-            header.find("POLICY").unwrap(),
-            header.find("STATE").unwrap(),
-        );
-        let line = list
-            .lines()
-            .find(|l| l.split_whitespace().nth(1) == Some(port))
-            .unwrap_or_else(|| panic!("no {port} in\n{list}"));
-        line[at..end].trim_end().to_owned()
-    };
+    let policy_of = |list: &str, port: &str| column(list, port, "POLICY", "STATE");
     let list = run(&["port", "list"]);
     assert_eq!(policy_of(&list, "vm1"), "secured storm=500pps", "{list}");
     assert_eq!(policy_of(&list, "ct1"), "in=20000k out=10000k", "{list}");
@@ -719,8 +698,7 @@ fn port_security_and_limits_are_set_shown_and_cleared_from_the_command_line() {
     ] {
         assert!(show.lines().any(|l| l == line), "no `{line}` in\n{show}");
     }
-    let json: serde_json::Value =
-        serde_json::from_str(&run(&["port", "show", "ct1", "--json"])).unwrap();
+    let json = daemon.json(&["port", "show", "ct1"]);
     assert_eq!(json["name"], "ct1");
     assert_eq!(
         json["settings"],
@@ -735,16 +713,14 @@ fn port_security_and_limits_are_set_shown_and_cleared_from_the_command_line() {
     fails(&["port", "show", "nope"], "weir: no port named nope");
 
     // port set and clear; --json prints the settings after the change.
-    let out = run(&[
+    let after = daemon.json(&[
         "port",
         "set",
         "vm1",
         "allowed_macs=02:00:00:00:00:05,02:00:00:00:00:06",
         "ips=",
         "egress_rate=5000",
-        "--json",
     ]);
-    let after: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         after,
         serde_json::json!({

@@ -91,10 +91,7 @@ fn answers(sock: &Path) -> bool {
 
 /// A fresh directory for one test's sockets and logs.
 fn test_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("weir-hostile-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::test_dir(&format!("hostile-{name}-{}", std::process::id()))
 }
 
 fn fds_of(pid: u32) -> usize {

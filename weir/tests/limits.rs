@@ -18,7 +18,7 @@
 use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use vhost_user::testguest::wait_until;
@@ -27,7 +27,7 @@ use weir_testkit::packet::RawSocket;
 use weir_testkit::{require_root_and_ip, Netns, VethHost};
 
 mod common;
-use common::{kernel_config, kernel_port, Daemon, NsProcess};
+use common::{kernel_config, kernel_port, serial, test_dir, Daemon, NsProcess};
 
 /// The configured rate of both policing checks, kbit/s: far below what
 /// weir and two namespaces sustain on any machine the tests run on (the
@@ -53,12 +53,6 @@ const FLOOD_PPS: u64 = 20_000;
 /// One-second slots of TCP measured of each kind: without a flood, with one
 /// outside weir, with one through weir.
 const SLOTS: usize = 8;
-
-/// One throughput test at a time: they would disturb each other's figures.
-fn serial() -> MutexGuard<'static, ()> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 /// An iperf3 server in `ns`, ready when this returns. Both ends of iperf3
 /// run on CPU 0 (weir's worker runs on the last CPU): where the scheduler
@@ -120,13 +114,6 @@ fn drops(d: &Daemon, port: &str, reason: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn test_dir(tag: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("weir-limits-{tag}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn policing_and_egress_rate_hold_tcp_to_the_configured_rate() {
     require_root_and_ip().expect("the rate limit tests need root and iproute2");
@@ -138,7 +125,7 @@ fn policing_and_egress_rate_hold_tcp_to_the_configured_rate() {
     let mut config = kernel_config("", &[]);
     config += &kernel_port("a", "afpacket", &a.host_if, "");
     config += &kernel_port("b", "afpacket", &b.host_if, "");
-    let dir = test_dir(&tag);
+    let dir = test_dir(&format!("limits-{tag}"));
     let d = Daemon::start(&dir, &config);
     d.wait_up(&["a", "b"]);
     let _server = iperf_server(&b.ns, &dir);
@@ -334,7 +321,7 @@ fn storm_control_cuts_a_broadcast_flood_and_a_neighbour_keeps_its_throughput() {
     for (name, h) in [("x", &x), ("y", &y), ("w", &w)] {
         config += &kernel_port(name, "afpacket", &h.host_if, "");
     }
-    let dir = test_dir(&tag);
+    let dir = test_dir(&format!("limits-{tag}"));
     let d = Daemon::start(&dir, &config);
     d.wait_up(&["s", "x", "y", "w"]);
     let _server = iperf_server(&y.ns, &dir);

@@ -18,7 +18,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 mod common;
-use common::{port_entry, tail, Daemon, NsProcess};
+use common::{port_entry, serial, tail, test_dir, Daemon, NsProcess};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -198,21 +198,15 @@ fn pair_ok(ok: bool, out: &str, d: &Daemon) {
     );
 }
 
-/// One pair of guests at a time: `cargo test` runs tests in parallel, and four
-/// TCG guests on a small host starve each other.
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// What every test here does first: checks for root, waits for its turn
-/// ([`serial`]), makes sure the guest image exists, and gives it an empty
-/// directory named after `tag`.
+/// ([`serial`]: four TCG guests on a small host starve each other), makes
+/// sure the guest image exists, and gives it an empty directory named after
+/// `tag`.
 fn begin(tag: &str) -> (std::sync::MutexGuard<'static, ()>, PathBuf) {
     require_root();
     let turn = serial();
     guest_dir();
-    (turn, test_dir(tag))
+    (turn, test_dir(&format!("vm-{tag}")))
 }
 
 fn require_root() {
@@ -221,13 +215,6 @@ fn require_root() {
         uid.is_root(),
         "the VM tests need root (QEMU, apt-get, shared guest memory)"
     );
-}
-
-fn test_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("weir-vm-{tag}"));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn config(dir: &Path, mode: &str) -> String {

@@ -1,6 +1,7 @@
 //! The operating-system boundary of the kernel-interface drivers: AF_PACKET sockets
-//! and their shared-memory rings ([`packet`]), TUN/TAP queues ([`tun`]) and
-//! interface ioctls ([`netdev`]).
+//! and their shared-memory rings ([`packet`]; options and binding in [`packet_fd`],
+//! public as `pmd::packet_fd`), TUN/TAP queues ([`tun`]) and interface ioctls
+//! ([`netdev`]).
 //!
 //! Layer: ports (OS boundary). Depends on `libc` and `rustix` only. This is the one
 //! place in the crate's kernel-interface drivers where `unsafe` is allowed; every
@@ -16,4 +17,5 @@
 
 pub(crate) mod netdev;
 pub(crate) mod packet;
+pub mod packet_fd;
 pub(crate) mod tun;

@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use rustix::net::{AddressFamily, SendFlags, SocketFlags, SocketType};
 
+use super::packet_fd;
+
 /// Offset of `block_status` in `tpacket_block_desc` (after `version` and
 /// `offset_to_priv`).
 const BLOCK_STATUS_OFF: usize = 8;
@@ -94,21 +96,6 @@ pub(crate) struct TpStats {
     pub drops: u32,
 }
 
-/// Plain-old-data socket option values: every bit pattern is valid and the type
-/// has no padding, so it can be passed to and filled by the kernel as bytes.
-///
-/// # Safety
-/// Implement only for `repr(C)` integer-only types without padding.
-unsafe trait Pod: Copy {}
-// SAFETY: a C int.
-unsafe impl Pod for libc::c_int {}
-// SAFETY: seven u32 fields, no padding.
-unsafe impl Pod for libc::tpacket_req3 {}
-// SAFETY: i32, u16, u16, [u8; 8]: 16 bytes, no padding.
-unsafe impl Pod for libc::packet_mreq {}
-// SAFETY: three u32 fields, no padding.
-unsafe impl Pod for libc::tpacket_stats_v3 {}
-
 /// An `AF_PACKET`, `SOCK_RAW` socket, non-blocking and close-on-exec.
 #[derive(Debug)]
 pub(crate) struct PacketSocket {
@@ -135,46 +122,9 @@ impl PacketSocket {
         self.fd.as_fd()
     }
 
-    fn setsockopt<T: Pod>(&self, opt: libc::c_int, val: &T) -> io::Result<()> {
-        // SAFETY: `val` points to `size_of::<T>()` initialised bytes (T: Pod has no
-        // padding) that live for the call; the kernel only reads them.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                opt,
-                (val as *const T).cast(),
-                size_of::<T>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
-    fn getsockopt<T: Pod>(&self, opt: libc::c_int, val: &mut T) -> io::Result<()> {
-        let mut len = size_of::<T>() as libc::socklen_t;
-        // SAFETY: `val` is valid for writes of `len` bytes and any bit pattern is a
-        // valid T (T: Pod); `len` is a valid in/out length.
-        let rc = unsafe {
-            libc::getsockopt(
-                self.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                opt,
-                (val as *mut T).cast(),
-                &mut len,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
-    }
-
     /// Sets an integer `SOL_PACKET` option.
     pub(crate) fn set_int(&self, opt: libc::c_int, val: libc::c_int) -> io::Result<()> {
-        self.setsockopt(opt, &val)
+        packet_fd::set_option(self.fd(), opt, &val)
     }
 
     /// Selects `TPACKET_V3` for both rings. Must precede the ring set-up.
@@ -192,12 +142,16 @@ impl PacketSocket {
         layout: &RingLayout,
         retire_blk_tov_ms: u32,
     ) -> io::Result<()> {
-        self.setsockopt(libc::PACKET_RX_RING, &layout.to_req3(retire_blk_tov_ms)?)
+        packet_fd::set_option(
+            self.fd(),
+            libc::PACKET_RX_RING,
+            &layout.to_req3(retire_blk_tov_ms)?,
+        )
     }
 
     /// Allocates the transmit ring (the V3 block-retire fields must be 0 here).
     pub(crate) fn set_tx_ring(&self, layout: &RingLayout) -> io::Result<()> {
-        self.setsockopt(libc::PACKET_TX_RING, &layout.to_req3(0)?)
+        packet_fd::set_option(self.fd(), libc::PACKET_TX_RING, &layout.to_req3(0)?)
     }
 
     /// Maps both rings (receive ring first, as the kernel lays them out).
@@ -226,48 +180,19 @@ impl PacketSocket {
 
     /// Binds to interface `ifindex`, receiving every protocol (`ETH_P_ALL`).
     pub(crate) fn bind(&self, ifindex: u32) -> io::Result<()> {
-        self.bind_proto(ifindex, libc::ETH_P_ALL as u16)
+        packet_fd::bind(self.fd(), ifindex, libc::ETH_P_ALL as u16)
     }
 
     /// Binds to interface `ifindex` for transmitting only: with protocol 0 the
     /// kernel hands the socket no received frame at all.
     pub(crate) fn bind_tx_only(&self, ifindex: u32) -> io::Result<()> {
-        self.bind_proto(ifindex, 0)
-    }
-
-    fn bind_proto(&self, ifindex: u32, proto: u16) -> io::Result<()> {
-        // SAFETY: `sockaddr_ll` is plain old data; all-zero is a valid value.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
-        sll.sll_protocol = proto.to_be();
-        sll.sll_ifindex =
-            i32::try_from(ifindex).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        // SAFETY: `sll` is a valid, initialised `sockaddr_ll` living for the call,
-        // and its size is passed alongside.
-        let rc = unsafe {
-            libc::bind(
-                self.fd.as_raw_fd(),
-                (&sll as *const libc::sockaddr_ll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        packet_fd::bind(self.fd(), ifindex, 0)
     }
 
     /// Puts interface `ifindex` into promiscuous mode for as long as this socket is
     /// open (the kernel counts such memberships per interface).
     pub(crate) fn add_promisc(&self, ifindex: u32) -> io::Result<()> {
-        let mreq = libc::packet_mreq {
-            mr_ifindex: i32::try_from(ifindex)
-                .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
-            mr_type: libc::PACKET_MR_PROMISC as u16,
-            mr_alen: 0,
-            mr_address: [0; 8],
-        };
-        self.setsockopt(libc::PACKET_ADD_MEMBERSHIP, &mreq)
+        packet_fd::add_promisc(self.fd(), ifindex)
     }
 
     /// Joins hash fanout group `group`, or with `group == None` creates a group
@@ -281,7 +206,7 @@ impl PacketSocket {
         let arg = (libc::PACKET_FANOUT_HASH | flags) << 16 | u32::from(id);
         self.set_int(libc::PACKET_FANOUT, arg as libc::c_int)?;
         let mut got: libc::c_int = 0;
-        self.getsockopt(libc::PACKET_FANOUT, &mut got)?;
+        packet_fd::get_option(self.fd(), libc::PACKET_FANOUT, &mut got)?;
         Ok(got as u32 as u16)
     }
 
@@ -292,7 +217,7 @@ impl PacketSocket {
             tp_drops: 0,
             tp_freeze_q_cnt: 0,
         };
-        self.getsockopt(libc::PACKET_STATISTICS, &mut st)?;
+        packet_fd::get_option(self.fd(), libc::PACKET_STATISTICS, &mut st)?;
         Ok(TpStats {
             packets: st.tp_packets,
             drops: st.tp_drops,

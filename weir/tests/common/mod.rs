@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use weir_testkit::Netns;
@@ -326,6 +327,25 @@ pub fn loss_pct(ping_out: &str) -> f64 {
         .and_then(|f| f.trim().split('%').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(100.0)
+}
+
+/// Waits for this test binary's one turn and holds it while the guard
+/// lives: `cargo test` runs a binary's tests in parallel, and tests that
+/// measure throughput or boot guests would disturb or starve each other. A
+/// test that panicked gives up its turn all the same.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An empty directory `weir-{name}` in the temporary directory, for one
+/// test's config, sockets and logs (what an earlier run left there is
+/// removed).
+pub fn test_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("weir-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// A process started in a network namespace for the length of a test, its
