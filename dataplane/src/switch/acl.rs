@@ -39,6 +39,7 @@
 //! version, built when the table changes (1 000 rules: about 1.2 MB each).
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::stats::DropReason;
 use crate::wire::ethernet::ethertype;
@@ -508,9 +509,20 @@ impl<A: FieldValue> Classifier<A> {
     }
 }
 
+/// Source of [`Acl::id`]s: one per compiled table, never reused.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
 /// A security group: ordered rules and a default, compiled for lookup.
+///
+/// Immutable once compiled: a changed table is a new `Acl` (with a new
+/// [`Acl::id`]), published with the switch's tables.
 #[derive(Clone, Debug)]
 pub struct Acl {
+    /// This compilation's identity, which [`FlowCache`] keys verdicts on: a
+    /// table built later never has the id of one a worker cached verdicts
+    /// of, even at the same address. A clone keeps it (same rules, same
+    /// verdicts).
+    id: u64,
     rules: Vec<AclRule>,
     default: Action,
     /// IPv4 classifiers by direction (in, out).
@@ -596,6 +608,9 @@ impl Acl {
                 .collect()
         });
         Ok(Acl {
+            // Relaxed: only uniqueness matters; the table itself is
+            // published with the switch's tables.
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             rules,
             default,
             ip4,
@@ -656,6 +671,126 @@ impl Acl {
             }
         };
         verdict(first.map_or(self.default, |i| self.rules[i].action))
+    }
+}
+
+impl Acl {
+    /// [`Acl::check`] through `flows`, a worker's cache of IPv4 verdicts:
+    /// the same decision, without the classifier for a flow seen recently.
+    ///
+    /// # Errors
+    ///
+    /// As [`Acl::check`].
+    #[inline]
+    pub fn check_cached(
+        &self,
+        data: &[u8],
+        l3: usize,
+        dir: Applied,
+        flows: &mut FlowCache,
+    ) -> Result<(), DropReason> {
+        match data.get(l3.wrapping_sub(2)..l3) {
+            Some(&[hi, lo]) if u16::from_be_bytes([hi, lo]) == ethertype::IPV4 => {}
+            _ => return self.check(data, l3, dir),
+        }
+        let Some(k) = ipv4_key(data.get(l3..).unwrap_or_default()) else {
+            return Err(DropReason::Malformed);
+        };
+        // An IPv4 verdict is a function of the table, the direction and the
+        // classifier's key alone (see `check`): those are the cache's key.
+        let table = self.id << 1 | dir as u64;
+        let addrs = u64::from(k.src) << 32 | u64::from(k.dst);
+        let ports = u64::from(k.proto) << 32 | u64::from(k.sport) << 16 | u64::from(k.dport);
+        let allow = flows.get_or_insert(table, addrs, ports, || {
+            self.ip4[dir as usize]
+                .first(&k)
+                .map_or(self.default, |i| self.rules[i].action)
+                == Action::Allow
+        });
+        if allow {
+            Ok(())
+        } else {
+            Err(DropReason::AclDeny)
+        }
+    }
+}
+
+/// Sets of [`FlowCache`]: 2 048 of 2 ways, 128 KiB.
+const FLOW_SETS: usize = 2048;
+
+/// One [`FlowCache`] entry: the key (`table` 0 marks an empty one) and the
+/// verdict.
+#[derive(Clone, Copy, Debug, Default)]
+struct FlowSlot {
+    /// [`Acl::id`] and direction: `id << 1 | dir`.
+    table: u64,
+    /// Source and destination address.
+    addrs: u64,
+    /// Protocol, source port (or ICMP type), destination port (or code).
+    ports: u64,
+    allow: bool,
+}
+
+/// A worker's exact-match cache of recent IPv4 security group verdicts,
+/// keyed on the table's identity ([`Acl::id`]), the direction and the
+/// fields the classifier looks at, so that a frame of a flow seen recently
+/// skips the classifier.
+///
+/// Single writer (the worker that owns it), no lock, allocated once. Tables
+/// are never changed in place: a changed table is compiled anew with a new
+/// identity, so an entry of the old one is simply never matched again (and
+/// is overwritten in time), and a rule change cannot be seen half-applied.
+/// Two ways per set, the most recent first; a miss inserts at the front.
+#[derive(Clone, Debug)]
+pub struct FlowCache {
+    slots: Box<[FlowSlot]>,
+}
+
+impl Default for FlowCache {
+    fn default() -> Self {
+        FlowCache::new()
+    }
+}
+
+impl FlowCache {
+    /// An empty cache (allocates; not for the packet path).
+    pub fn new() -> FlowCache {
+        FlowCache {
+            slots: vec![FlowSlot::default(); FLOW_SETS * 2].into_boxed_slice(),
+        }
+    }
+
+    /// The cached verdict of the key, or `decide`'s, then cached.
+    #[inline]
+    fn get_or_insert(
+        &mut self,
+        table: u64,
+        addrs: u64,
+        ports: u64,
+        decide: impl FnOnce() -> bool,
+    ) -> bool {
+        let h = (addrs ^ ports.rotate_left(29) ^ table.rotate_left(47))
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let set = (h >> (64 - FLOW_SETS.trailing_zeros())) as usize * 2;
+        let Some([a, b]) = self.slots.get_mut(set..set + 2) else {
+            return decide(); // never: `set` < FLOW_SETS
+        };
+        let hit = |s: &FlowSlot| s.table == table && s.addrs == addrs && s.ports == ports;
+        if hit(a) {
+            return a.allow;
+        }
+        if hit(b) {
+            return b.allow;
+        }
+        let allow = decide();
+        *b = *a;
+        *a = FlowSlot {
+            table,
+            addrs,
+            ports,
+            allow,
+        };
+        allow
     }
 }
 
@@ -969,6 +1104,96 @@ mod tests {
                 Err(DropReason::Malformed),
                 "{len}"
             );
+        }
+    }
+
+    /// Random tables and frames, many of them repeated: the flow cache gives
+    /// the classifier's verdict, also after the table is replaced by one with
+    /// the opposite actions (compiled after the old one is freed, so it may
+    /// take its place in memory) while the cache still holds the old
+    /// table's verdicts.
+    #[test]
+    fn flow_cache_gives_the_classifiers_verdicts_across_table_changes() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut flows = FlowCache::new();
+        for _ in 0..100 {
+            let n = 1 + next(40) as usize;
+            let rules: Vec<AclRule> = (0..n)
+                .map(|_| {
+                    let direction = [Direction::In, Direction::Out, Direction::Both];
+                    let mut r = AclRule {
+                        direction: direction[next(3) as usize],
+                        ..AclRule::default()
+                    };
+                    if next(2) == 0 {
+                        r.src = Some(Cidr {
+                            addr: IpAddr::from([10, 0, 0, next(4) as u8]),
+                            len: [24, 31, 32][next(3) as usize],
+                        });
+                    }
+                    match next(4) {
+                        0 => {
+                            r.proto = Some(proto::TCP);
+                            let lo = next(6) as u16;
+                            r.dst_ports = Some((lo, lo + next(3) as u16));
+                        }
+                        1 => {
+                            r.proto = Some(proto::ICMP);
+                            r.icmp_type = Some(next(3) as u8);
+                        }
+                        2 => r.proto = Some(proto::UDP),
+                        _ => {}
+                    }
+                    r.action = [Action::Allow, Action::Deny][next(2) as usize];
+                    r
+                })
+                .collect();
+            let frames: Vec<Vec<u8>> = (0..300)
+                .map(|_| {
+                    let src = [10, 0, 0, next(4) as u8];
+                    let mut f = tcp4(src, [10, 0, 0, 9], next(3) as u16, next(8) as u16);
+                    f[23] = [proto::TCP, proto::UDP, proto::ICMP][next(3) as usize];
+                    if next(8) == 0 {
+                        f[21] = 1; // a later fragment: no ports
+                    }
+                    f
+                })
+                .collect();
+            let old = Acl::new(rules.clone(), Action::Deny).unwrap();
+            for f in &frames {
+                for dir in [Applied::In, Applied::Out] {
+                    let want = old.check(f, 14, dir);
+                    assert_eq!(old.check_cached(f, 14, dir, &mut flows), want, "{rules:?}");
+                }
+            }
+            drop(old);
+            let flipped: Vec<AclRule> = rules
+                .into_iter()
+                .map(|mut r| {
+                    r.action = match r.action {
+                        Action::Allow => Action::Deny,
+                        Action::Deny => Action::Allow,
+                    };
+                    r
+                })
+                .collect();
+            let new = Acl::new(flipped.clone(), Action::Allow).unwrap();
+            for f in &frames {
+                for dir in [Applied::In, Applied::Out] {
+                    let want = new.check(f, 14, dir);
+                    assert_eq!(
+                        new.check_cached(f, 14, dir, &mut flows),
+                        want,
+                        "{flipped:?}"
+                    );
+                }
+            }
         }
     }
 

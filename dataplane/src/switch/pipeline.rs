@@ -40,7 +40,7 @@ use crate::stats::{DropReason, QueueStats};
 use crate::wire::ethernet::ethertype;
 use crate::wire::parse_l2_addrs;
 
-use super::acl::{Acl, Applied};
+use super::acl::{Acl, Applied, FlowCache};
 use super::fdb::FdbKey;
 use super::police::{PortLimits, TokenBucket};
 use super::security::PortSecurity;
@@ -349,6 +349,7 @@ impl Forwarder {
         let seq = self.burst_seq;
         let stages = &mut self.stages[..];
         let pending = &mut self.pending;
+        let flows = &mut self.flows;
         let in_policy = t.policy(in_port);
         let in_vlan = &in_policy.vlan;
         let in_security = in_policy.security.as_ref();
@@ -399,10 +400,18 @@ impl Forwarder {
             if l2.src == last_src && l2.dst == last_dst && tag_word == last_tag {
                 let mut m = m;
                 let out_policy = t.policy(last_out);
-                let passed =
-                    in_stages::<IN>(in_security, in_acl, policer, now_ticks, &m, l2.src, l3)
-                        .and_then(|()| egress::<OUT>(out_policy, now_ticks, &m, l3))
-                        .and_then(|()| retag(&mut m, tag, last_how, last_vlan));
+                let passed = in_stages::<IN>(
+                    in_security,
+                    in_acl,
+                    policer,
+                    flows,
+                    now_ticks,
+                    &m,
+                    l2.src,
+                    l3,
+                )
+                .and_then(|()| egress::<OUT>(out_policy, flows, now_ticks, &m, l3))
+                .and_then(|()| retag(&mut m, tag, last_how, last_vlan));
                 match (passed, stages.get_mut(last_out.index())) {
                     (Ok(()), Some(st)) => {
                         let _ = st.frames.try_push(m);
@@ -429,9 +438,16 @@ impl Forwarder {
             }
             // Port security (before the source is learned), the ingress
             // security group, ingress policing.
-            if let Err(why) =
-                in_stages::<IN>(in_security, in_acl, policer, now_ticks, &m, l2.src, l3)
-            {
+            if let Err(why) = in_stages::<IN>(
+                in_security,
+                in_acl,
+                policer,
+                flows,
+                now_ticks,
+                &m,
+                l2.src,
+                l3,
+            ) {
                 discard(m, in_stats, why);
                 sum.dropped += 1;
                 continue;
@@ -467,7 +483,8 @@ impl Forwarder {
                 }
                 sum.flooded += 1;
                 flood_vlan(
-                    stages, pending, t, bridge, in_port, vlan, tag, l2.dst, now_ticks, m, in_stats,
+                    stages, pending, flows, t, bridge, in_port, vlan, tag, l2.dst, now_ticks, m,
+                    in_stats,
                 );
                 continue;
             };
@@ -477,7 +494,7 @@ impl Forwarder {
             let mut m = m;
             let fit = match how {
                 Egress::Filtered => Err(DropReason::VlanFiltered),
-                _ => egress::<OUT>(out_policy, now_ticks, &m, l3)
+                _ => egress::<OUT>(out_policy, flows, now_ticks, &m, l3)
                     .and_then(|()| retag(&mut m, tag, how, vlan)),
             };
             let opened = fit.and_then(|()| match stages.get(out.index()) {
@@ -507,10 +524,12 @@ impl Forwarder {
 /// header at `l3`): port security, the security group, policing. Each runs
 /// only if the port has it.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn in_stages<const IN: bool>(
     security: Option<&PortSecurity>,
     acl: Option<&Acl>,
     policer: Option<&TokenBucket>,
+    flows: &mut FlowCache,
     now_ticks: u64,
     m: &Mbuf,
     src: u64,
@@ -523,7 +542,7 @@ fn in_stages<const IN: bool>(
         sec.check(m.data(), src, l3)?;
     }
     if let Some(acl) = acl {
-        acl.check(m.data(), l3, Applied::In)?;
+        acl.check_cached(m.data(), l3, Applied::In, flows)?;
     }
     match policer {
         Some(p) if !p.take(now_ticks, m.len() as u64) => Err(DropReason::Policed),
@@ -536,6 +555,7 @@ fn in_stages<const IN: bool>(
 #[inline(always)]
 fn egress<const OUT: bool>(
     out: &PortPolicy,
+    flows: &mut FlowCache,
     now_ticks: u64,
     m: &Mbuf,
     l3: usize,
@@ -544,7 +564,7 @@ fn egress<const OUT: bool>(
         return Ok(());
     }
     if let Some(acl) = &out.acl_out {
-        acl.check(m.data(), l3, Applied::Out)?;
+        acl.check_cached(m.data(), l3, Applied::Out, flows)?;
     }
     match &out.limits.egress {
         Some(b) if !b.take(now_ticks, m.len() as u64) => Err(DropReason::EgressRate),
@@ -560,6 +580,7 @@ fn egress<const OUT: bool>(
 fn flood_vlan(
     stages: &mut [Stage],
     pending: &mut Pending,
+    flows: &mut FlowCache,
     t: &SwitchTables,
     bridge: &Bridge,
     in_port: PortId,
@@ -584,7 +605,7 @@ fn flood_vlan(
             }
             match policy.vlan.egress(vlan) {
                 Egress::Filtered => None,
-                how => match egress::<true>(policy, now_ticks, &m, l3) {
+                how => match egress::<true>(policy, flows, now_ticks, &m, l3) {
                     Err(why) => {
                         in_stats.drop_one(why);
                         None
