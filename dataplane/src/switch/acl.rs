@@ -681,7 +681,7 @@ impl Acl {
     /// # Errors
     ///
     /// As [`Acl::check`].
-    #[inline]
+    #[inline(always)]
     pub fn check_cached(
         &self,
         data: &[u8],
@@ -691,7 +691,7 @@ impl Acl {
     ) -> Result<(), DropReason> {
         match data.get(l3.wrapping_sub(2)..l3) {
             Some(&[hi, lo]) if u16::from_be_bytes([hi, lo]) == ethertype::IPV4 => {}
-            _ => return self.check(data, l3, dir),
+            _ => return self.check_uncached(data, l3, dir),
         }
         let Some(k) = ipv4_key(data.get(l3..).unwrap_or_default()) else {
             return Err(DropReason::Malformed);
@@ -701,17 +701,31 @@ impl Acl {
         let table = self.id << 1 | dir as u64;
         let addrs = u64::from(k.src) << 32 | u64::from(k.dst);
         let ports = u64::from(k.proto) << 32 | u64::from(k.sport) << 16 | u64::from(k.dport);
-        let allow = flows.get_or_insert(table, addrs, ports, || {
-            self.ip4[dir as usize]
-                .first(&k)
-                .map_or(self.default, |i| self.rules[i].action)
-                == Action::Allow
-        });
+        let allow = flows.get_or_insert(table, addrs, ports, || self.allows_ipv4(&k, dir));
         if allow {
             Ok(())
         } else {
             Err(DropReason::AclDeny)
         }
+    }
+}
+
+impl Acl {
+    /// [`Acl::check`], out of line: the frames [`Acl::check_cached`] does
+    /// not cache.
+    #[inline(never)]
+    fn check_uncached(&self, data: &[u8], l3: usize, dir: Applied) -> Result<(), DropReason> {
+        self.check(data, l3, dir)
+    }
+
+    /// Whether the classifier allows an IPv4 key: a flow cache miss, out
+    /// of line.
+    #[inline(never)]
+    fn allows_ipv4(&self, k: &Key<u32>, dir: Applied) -> bool {
+        self.ip4[dir as usize]
+            .first(k)
+            .map_or(self.default, |i| self.rules[i].action)
+            == Action::Allow
     }
 }
 
