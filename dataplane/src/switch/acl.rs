@@ -376,16 +376,12 @@ impl<K: FieldValue> Field<K> {
         Field { starts, sets }
     }
 
-    /// The rule set of `value`'s interval.
+    /// The index of `value`'s interval.
     #[inline]
-    fn set(&self, value: K, words: usize) -> &[u64] {
-        let i = self
-            .starts
+    fn interval(&self, value: K) -> usize {
+        self.starts
             .partition_point(|&s| s <= value)
-            .saturating_sub(1);
-        self.sets
-            .get(i * words..(i + 1) * words)
-            .unwrap_or_default()
+            .saturating_sub(1)
     }
 }
 
@@ -428,20 +424,17 @@ impl SmallField {
         }
     }
 
-    /// The rule set of `value`'s interval (`value` < 65 536).
+    /// The index of `value`'s interval (`value` < 65 536).
     #[inline]
-    fn set(&self, value: u32, words: usize) -> &[u64] {
+    fn interval(&self, value: u32) -> usize {
         let t = self.top.get((value >> 8) as usize).copied().unwrap_or(0);
-        let i = if t & SPLIT == 0 {
+        (if t & SPLIT == 0 {
             t
         } else {
             self.blocks
                 .get((t & !SPLIT) as usize)
                 .map_or(0, |b| b[(value & 0xff) as usize])
-        } as usize;
-        self.sets
-            .get(i * words..(i + 1) * words)
-            .unwrap_or_default()
+        }) as usize
     }
 }
 
@@ -493,13 +486,20 @@ impl<A: FieldValue> Classifier<A> {
 
     /// The table index of the first rule matching `key`, if any.
     #[inline]
-    fn first(&self, key: &Key<A>) -> Option<usize> {
+    fn first<'a>(&'a self, key: &Key<A>) -> Option<usize> {
+        // Each field's rule set starts `words` words times its interval
+        // into the field's `sets`: one bounds check per field, and the AND
+        // runs over slices of one length.
         let w = self.words;
-        let (a, b) = (self.src.set(key.src, w), self.dst.set(key.dst, w));
-        let c = self.proto.set(key.proto, w);
-        let (d, e) = (self.sport.set(key.sport, w), self.dport.set(key.dport, w));
-        for i in 0..w {
-            let x = a.get(i)? & b.get(i)? & c.get(i)? & d.get(i)? & e.get(i)?;
+        let set = |sets: &'a [u64], i: usize| sets.get(i * w..i * w + w);
+        let a = set(&self.src.sets, self.src.interval(key.src))?;
+        let b = set(&self.dst.sets, self.dst.interval(key.dst))?;
+        let c = set(&self.proto.sets, self.proto.interval(key.proto))?;
+        let d = set(&self.sport.sets, self.sport.interval(key.sport))?;
+        let e = set(&self.dport.sets, self.dport.interval(key.dport))?;
+        let words = a.iter().zip(b).zip(c).zip(d).zip(e);
+        for (i, ((((a, b), c), d), e)) in words.enumerate() {
+            let x = a & b & c & d & e;
             if x != 0 {
                 let bit = i * 64 + x.trailing_zeros() as usize;
                 return self.rules.get(bit).map(|&r| r as usize);
