@@ -166,31 +166,6 @@ impl PortPolicy {
 pub(super) static DEFAULT_POLICY: LazyLock<Arc<PortPolicy>> =
     LazyLock::new(|| Arc::new(PortPolicy::default()));
 
-/// The outer tag of a frame as the pipeline sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum OuterTag {
-    /// No tag.
-    None,
-    /// An 802.1Q tag with this VID (0: priority tag).
-    CTag(VlanId),
-    /// An 802.1ad service tag: refused.
-    STag,
-}
-
-/// The outer tag of `data` (at least a full Ethernet header, as
-/// `parse_l2_addrs` checked); `vid` is the outer VID it reported.
-#[inline]
-fn outer_tag(data: &[u8], vid: VlanId) -> OuterTag {
-    let tpid = u16::from_be_bytes([data[12], data[13]]);
-    if tpid == ethertype::VLAN {
-        OuterTag::CTag(vid)
-    } else if tpid == ethertype::QINQ {
-        OuterTag::STag
-    } else {
-        OuterTag::None
-    }
-}
-
 /// Gives `m` the form port egress `how` asks for, for a frame of `vlan`
 /// that carries an 802.1Q tag with VID `tag` now (`None`: untagged).
 ///
@@ -375,31 +350,39 @@ impl Forwarder {
         let (mut last_src, mut last_dst, mut last_tag) = (NO_PAIR, NO_PAIR, 0u32);
         let (mut last_vlan, mut last_out, mut last_how) =
             (VlanId::NONE, PortId(0), Egress::Filtered);
+        let mut last_policy: &PortPolicy = &DEFAULT_POLICY;
         for m in burst.drain(..) {
             let Some(l2) = parse_l2_addrs(m.data()) else {
                 discard(m, in_stats, DropReason::Malformed);
                 sum.dropped += 1;
                 continue;
             };
-            // Ingress VLAN.
-            let tag = match outer_tag(m.data(), l2.vlan) {
-                OuterTag::None => None,
-                OuterTag::CTag(vid) => Some(vid),
-                OuterTag::STag => {
-                    discard(m, in_stats, DropReason::VlanFiltered);
-                    sum.dropped += 1;
-                    continue;
-                }
+            // Ingress VLAN: the outer tag, an 802.1Q one with the VID
+            // `parse_l2_addrs` reported, or an 802.1ad one, refused. One
+            // test of the EtherType gives the tag, where the L3 header starts
+            // (for the stages that look at it) and the tag's word for the
+            // pair cache.
+            let tpid = match m.data().get(12..14) {
+                Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]),
+                _ => 0, // never: `parse_l2_addrs` checked a full header
             };
-            // Where the L3 header starts, for the stages that look at it.
-            let l3 = if tag.is_some() { 18 } else { 14 };
+            if tpid == ethertype::QINQ {
+                discard(m, in_stats, DropReason::VlanFiltered);
+                sum.dropped += 1;
+                continue;
+            }
+            let tagged = tpid == ethertype::VLAN;
+            let (tag, l3, tag_word) = if tagged {
+                (Some(l2.vlan), 18, u32::from(l2.vlan.0))
+            } else {
+                (None, 14, 1 << 16)
+            };
             // Same tag and addresses as the last known unicast frame: same
             // VLAN, egress port and tag edit. The stages that look past the
             // addresses (security, security groups, rates) still run.
-            let tag_word = tag.map_or(1 << 16, |v| u32::from(v.0));
             if l2.src == last_src && l2.dst == last_dst && tag_word == last_tag {
                 let mut m = m;
-                let out_policy = t.policy(last_out);
+                let out_policy = last_policy;
                 let passed = in_stages::<IN>(
                     in_security,
                     in_acl,
@@ -509,6 +492,7 @@ impl Forwarder {
                     sum.unicast += 1;
                     (last_src, last_dst, last_tag) = (l2.src, l2.dst, tag_word);
                     (last_vlan, last_out, last_how) = (vlan, out, how);
+                    last_policy = out_policy;
                 }
                 Err(why) => {
                     discard(m, in_stats, why);
