@@ -34,9 +34,21 @@
 //! lowest bit is the first matching rule. Growing from 10 to 1 000 rules
 //! adds about 7 steps to each address search and at most 15 words to the
 //! AND, so the cost per frame stays within a small factor
-//! (`benches/callgrind.sh`, cases `acl-10`, `acl-100`, `acl-1000`: 1.4×).
-//! The vectors take about `5 × 2 × rules² / 8` bytes per direction and IP
-//! version, built when the table changes (1 000 rules: about 1.2 MB each).
+//! (`benches/callgrind.sh`, cases `acl-10-new` and the like, where every
+//! frame is a new flow). The vectors take about `5 × 2 × rules² / 8` bytes
+//! per direction and IP version, built when the table changes (1 000
+//! rules: about 1.2 MB each).
+//!
+//! # Flow cache
+//!
+//! The pipeline checks IPv4 frames through a [`FlowCache`] per worker
+//! ([`Acl::check_cached`]): an exact-match, 2-way cache of 4 096 verdicts
+//! keyed on the table's identity (its `id`, new for every compiled
+//! table), the direction and the classifier's key (addresses, protocol,
+//! ports or ICMP type and code). A frame of a flow seen recently skips the
+//! classifier; a replaced table has a new identity, so none of the old
+//! table's verdicts is ever used for it. IPv6 and other EtherTypes go to
+//! the classifier every time.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -509,13 +521,13 @@ impl<A: FieldValue> Classifier<A> {
     }
 }
 
-/// Source of [`Acl::id`]s: one per compiled table, never reused.
+/// Source of the `id` of [`Acl`]s: one per compiled table, never reused.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A security group: ordered rules and a default, compiled for lookup.
 ///
 /// Immutable once compiled: a changed table is a new `Acl` (with a new
-/// [`Acl::id`]), published with the switch's tables.
+/// `id`), published with the switch's tables.
 #[derive(Clone, Debug)]
 pub struct Acl {
     /// This compilation's identity, which [`FlowCache`] keys verdicts on: a
@@ -736,7 +748,7 @@ const FLOW_SETS: usize = 2048;
 /// verdict.
 #[derive(Clone, Copy, Debug, Default)]
 struct FlowSlot {
-    /// [`Acl::id`] and direction: `id << 1 | dir`.
+    /// The table's `id` and the direction: `id << 1 | dir`.
     table: u64,
     /// Source and destination address.
     addrs: u64,
@@ -746,7 +758,7 @@ struct FlowSlot {
 }
 
 /// A worker's exact-match cache of recent IPv4 security group verdicts,
-/// keyed on the table's identity ([`Acl::id`]), the direction and the
+/// keyed on the table's identity (its `id`), the direction and the
 /// fields the classifier looks at, so that a frame of a flow seen recently
 /// skips the classifier.
 ///
