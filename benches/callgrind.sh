@@ -62,6 +62,7 @@ cases=(
     "acl-10 1000"
     "acl-100 1000"
     "acl-1000 1000"
+    "acl-10-new 1000"
     "unicast 4"
     "security 4"
     "limits 4"

@@ -101,6 +101,10 @@ pub struct Scenario {
     /// Ingress policing and an egress rate on every port, too high to drop
     /// anything (the cost of the token buckets alone).
     pub limits: bool,
+    /// Build at least this many frames (at most [`MAX_FRAMES`]). Every frame
+    /// has a TCP source port of its own (of 60 000), so this is also the
+    /// number of distinct flows the cases cycle through.
+    pub min_frames: usize,
 }
 
 impl Scenario {
@@ -116,6 +120,7 @@ impl Scenario {
             acl_rules: 0,
             security: false,
             limits: false,
+            min_frames: 0,
         }
     }
 
@@ -168,6 +173,16 @@ impl Scenario {
         Scenario {
             acl_rules: rules.max(1),
             ..Scenario::unicast(macs)
+        }
+    }
+
+    /// [`Scenario::acl`] with more flows than a worker's flow cache holds
+    /// (60 000 source ports over [`MAX_FRAMES`] frames), so that every frame
+    /// misses it and goes to the classifier.
+    pub fn acl_new_flows(macs: u32, rules: u32) -> Scenario {
+        Scenario {
+            min_frames: MAX_FRAMES,
+            ..Scenario::acl(macs, rules)
         }
     }
 
@@ -240,11 +255,13 @@ impl Scenario {
         }
     }
 
-    /// Number of frames built: enough to walk every station once, rounded up to
-    /// whole bursts, at most [`MAX_FRAMES`].
+    /// Number of frames built: enough to walk every station once (and at
+    /// least `min_frames`), rounded up to whole bursts, at most
+    /// [`MAX_FRAMES`].
     pub fn frame_count(&self) -> usize {
         let per_round = BURST * usize::from(self.n_ports);
         (self.macs as usize)
+            .max(self.min_frames)
             .clamp(per_round, MAX_FRAMES)
             .next_multiple_of(per_round)
     }

@@ -5,7 +5,8 @@
 //! switch-insns <case> <macs> <packets>
 //!   case: unicast | unicast-pool | unicast-run8 | unicast-run32 | flood | vlan |
 //!         vlan-access | vlan-trunk | acl-N (a security group of N rules) |
-//!         security | limits | all
+//!         acl-N-new (the same, every frame a flow the flow cache has not
+//!         kept) | security | limits | all
 //! ```
 //!
 //! Set-up (switch, FDB pre-load, frames) costs the same for any packet count,
@@ -21,7 +22,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [case, macs, packets] = args.as_slice() else {
         bail!(
-            "usage: switch-insns <unicast|unicast-pool|unicast-run8|unicast-run32|flood|vlan|vlan-access|vlan-trunk|acl-N|security|limits|all> <macs> <packets>"
+            "usage: switch-insns <unicast|unicast-pool|unicast-run8|unicast-run32|flood|vlan|vlan-access|vlan-trunk|acl-N|acl-N-new|security|limits|all> <macs> <packets>"
         );
     };
     let macs: u32 = macs
@@ -45,10 +46,17 @@ fn main() -> Result<()> {
         "security" => (Scenario::secured(macs), false),
         "limits" => (Scenario::limited(macs), false),
         "all" => (Scenario::all_features(macs), false),
-        other => match other.strip_prefix("acl-").map(str::parse::<u32>) {
-            Some(Ok(rules)) => (Scenario::acl(macs, rules), false),
-            _ => bail!("unknown case {other:?}"),
-        },
+        other => {
+            let (rules, new) = match other.strip_suffix("-new") {
+                Some(r) => (r, true),
+                None => (other, false),
+            };
+            match rules.strip_prefix("acl-").map(str::parse::<u32>) {
+                Some(Ok(rules)) if new => (Scenario::acl_new_flows(macs, rules), false),
+                Some(Ok(rules)) => (Scenario::acl(macs, rules), false),
+                _ => bail!("unknown case {other:?}"),
+            }
+        }
     };
     let mut rig = Rig::new(scenario);
     let mut done = 0usize;

@@ -596,6 +596,8 @@ pub struct Forwarder {
     flooded: u32,
     dropped: u32,
     pending: Pending,
+    /// Recent security group verdicts ([`acl::FlowCache`]).
+    flows: acl::FlowCache,
 }
 
 /// The egress ports with staged frames, in the order they were first staged.
@@ -642,6 +644,7 @@ impl Forwarder {
                 list: ArrayVec::new(),
                 overflow: Vec::with_capacity(MAX_PORTS),
             },
+            flows: acl::FlowCache::new(),
         }
     }
 

@@ -40,7 +40,7 @@ use crate::stats::{DropReason, QueueStats};
 use crate::wire::ethernet::ethertype;
 use crate::wire::parse_l2_addrs;
 
-use super::acl::{Acl, Applied};
+use super::acl::{Acl, Applied, FlowCache};
 use super::fdb::FdbKey;
 use super::police::{PortLimits, TokenBucket};
 use super::security::PortSecurity;
@@ -165,31 +165,6 @@ impl PortPolicy {
 /// The settings of ports without any.
 pub(super) static DEFAULT_POLICY: LazyLock<Arc<PortPolicy>> =
     LazyLock::new(|| Arc::new(PortPolicy::default()));
-
-/// The outer tag of a frame as the pipeline sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum OuterTag {
-    /// No tag.
-    None,
-    /// An 802.1Q tag with this VID (0: priority tag).
-    CTag(VlanId),
-    /// An 802.1ad service tag: refused.
-    STag,
-}
-
-/// The outer tag of `data` (at least a full Ethernet header, as
-/// `parse_l2_addrs` checked); `vid` is the outer VID it reported.
-#[inline]
-fn outer_tag(data: &[u8], vid: VlanId) -> OuterTag {
-    let tpid = u16::from_be_bytes([data[12], data[13]]);
-    if tpid == ethertype::VLAN {
-        OuterTag::CTag(vid)
-    } else if tpid == ethertype::QINQ {
-        OuterTag::STag
-    } else {
-        OuterTag::None
-    }
-}
 
 /// Gives `m` the form port egress `how` asks for, for a frame of `vlan`
 /// that carries an 802.1Q tag with VID `tag` now (`None`: untagged).
@@ -349,6 +324,7 @@ impl Forwarder {
         let seq = self.burst_seq;
         let stages = &mut self.stages[..];
         let pending = &mut self.pending;
+        let flows = &mut self.flows;
         let in_policy = t.policy(in_port);
         let in_vlan = &in_policy.vlan;
         let in_security = in_policy.security.as_ref();
@@ -374,35 +350,51 @@ impl Forwarder {
         let (mut last_src, mut last_dst, mut last_tag) = (NO_PAIR, NO_PAIR, 0u32);
         let (mut last_vlan, mut last_out, mut last_how) =
             (VlanId::NONE, PortId(0), Egress::Filtered);
+        let mut last_policy: &PortPolicy = &DEFAULT_POLICY;
         for m in burst.drain(..) {
             let Some(l2) = parse_l2_addrs(m.data()) else {
                 discard(m, in_stats, DropReason::Malformed);
                 sum.dropped += 1;
                 continue;
             };
-            // Ingress VLAN.
-            let tag = match outer_tag(m.data(), l2.vlan) {
-                OuterTag::None => None,
-                OuterTag::CTag(vid) => Some(vid),
-                OuterTag::STag => {
-                    discard(m, in_stats, DropReason::VlanFiltered);
-                    sum.dropped += 1;
-                    continue;
-                }
+            // Ingress VLAN: the outer tag, an 802.1Q one with the VID
+            // `parse_l2_addrs` reported, or an 802.1ad one, refused. One
+            // test of the EtherType gives the tag, where the L3 header starts
+            // (for the stages that look at it) and the tag's word for the
+            // pair cache.
+            let tpid = match m.data().get(12..14) {
+                Some(&[hi, lo]) => u16::from_be_bytes([hi, lo]),
+                _ => 0, // never: `parse_l2_addrs` checked a full header
             };
-            // Where the L3 header starts, for the stages that look at it.
-            let l3 = if tag.is_some() { 18 } else { 14 };
+            if tpid == ethertype::QINQ {
+                discard(m, in_stats, DropReason::VlanFiltered);
+                sum.dropped += 1;
+                continue;
+            }
+            let tagged = tpid == ethertype::VLAN;
+            let (tag, l3, tag_word) = if tagged {
+                (Some(l2.vlan), 18, u32::from(l2.vlan.0))
+            } else {
+                (None, 14, 1 << 16)
+            };
             // Same tag and addresses as the last known unicast frame: same
             // VLAN, egress port and tag edit. The stages that look past the
             // addresses (security, security groups, rates) still run.
-            let tag_word = tag.map_or(1 << 16, |v| u32::from(v.0));
             if l2.src == last_src && l2.dst == last_dst && tag_word == last_tag {
                 let mut m = m;
-                let out_policy = t.policy(last_out);
-                let passed =
-                    in_stages::<IN>(in_security, in_acl, policer, now_ticks, &m, l2.src, l3)
-                        .and_then(|()| egress::<OUT>(out_policy, now_ticks, &m, l3))
-                        .and_then(|()| retag(&mut m, tag, last_how, last_vlan));
+                let out_policy = last_policy;
+                let passed = in_stages::<IN>(
+                    in_security,
+                    in_acl,
+                    policer,
+                    flows,
+                    now_ticks,
+                    &m,
+                    l2.src,
+                    l3,
+                )
+                .and_then(|()| egress::<OUT>(out_policy, flows, now_ticks, &m, l3))
+                .and_then(|()| retag(&mut m, tag, last_how, last_vlan));
                 match (passed, stages.get_mut(last_out.index())) {
                     (Ok(()), Some(st)) => {
                         let _ = st.frames.try_push(m);
@@ -429,9 +421,16 @@ impl Forwarder {
             }
             // Port security (before the source is learned), the ingress
             // security group, ingress policing.
-            if let Err(why) =
-                in_stages::<IN>(in_security, in_acl, policer, now_ticks, &m, l2.src, l3)
-            {
+            if let Err(why) = in_stages::<IN>(
+                in_security,
+                in_acl,
+                policer,
+                flows,
+                now_ticks,
+                &m,
+                l2.src,
+                l3,
+            ) {
                 discard(m, in_stats, why);
                 sum.dropped += 1;
                 continue;
@@ -467,7 +466,8 @@ impl Forwarder {
                 }
                 sum.flooded += 1;
                 flood_vlan(
-                    stages, pending, t, bridge, in_port, vlan, tag, l2.dst, now_ticks, m, in_stats,
+                    stages, pending, flows, t, bridge, in_port, vlan, tag, l2.dst, now_ticks, m,
+                    in_stats,
                 );
                 continue;
             };
@@ -477,7 +477,7 @@ impl Forwarder {
             let mut m = m;
             let fit = match how {
                 Egress::Filtered => Err(DropReason::VlanFiltered),
-                _ => egress::<OUT>(out_policy, now_ticks, &m, l3)
+                _ => egress::<OUT>(out_policy, flows, now_ticks, &m, l3)
                     .and_then(|()| retag(&mut m, tag, how, vlan)),
             };
             let opened = fit.and_then(|()| match stages.get(out.index()) {
@@ -492,6 +492,7 @@ impl Forwarder {
                     sum.unicast += 1;
                     (last_src, last_dst, last_tag) = (l2.src, l2.dst, tag_word);
                     (last_vlan, last_out, last_how) = (vlan, out, how);
+                    last_policy = out_policy;
                 }
                 Err(why) => {
                     discard(m, in_stats, why);
@@ -507,10 +508,12 @@ impl Forwarder {
 /// header at `l3`): port security, the security group, policing. Each runs
 /// only if the port has it.
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn in_stages<const IN: bool>(
     security: Option<&PortSecurity>,
     acl: Option<&Acl>,
     policer: Option<&TokenBucket>,
+    flows: &mut FlowCache,
     now_ticks: u64,
     m: &Mbuf,
     src: u64,
@@ -523,7 +526,7 @@ fn in_stages<const IN: bool>(
         sec.check(m.data(), src, l3)?;
     }
     if let Some(acl) = acl {
-        acl.check(m.data(), l3, Applied::In)?;
+        acl.check_cached(m.data(), l3, Applied::In, flows)?;
     }
     match policer {
         Some(p) if !p.take(now_ticks, m.len() as u64) => Err(DropReason::Policed),
@@ -536,6 +539,7 @@ fn in_stages<const IN: bool>(
 #[inline(always)]
 fn egress<const OUT: bool>(
     out: &PortPolicy,
+    flows: &mut FlowCache,
     now_ticks: u64,
     m: &Mbuf,
     l3: usize,
@@ -544,7 +548,7 @@ fn egress<const OUT: bool>(
         return Ok(());
     }
     if let Some(acl) = &out.acl_out {
-        acl.check(m.data(), l3, Applied::Out)?;
+        acl.check_cached(m.data(), l3, Applied::Out, flows)?;
     }
     match &out.limits.egress {
         Some(b) if !b.take(now_ticks, m.len() as u64) => Err(DropReason::EgressRate),
@@ -560,6 +564,7 @@ fn egress<const OUT: bool>(
 fn flood_vlan(
     stages: &mut [Stage],
     pending: &mut Pending,
+    flows: &mut FlowCache,
     t: &SwitchTables,
     bridge: &Bridge,
     in_port: PortId,
@@ -584,7 +589,7 @@ fn flood_vlan(
             }
             match policy.vlan.egress(vlan) {
                 Egress::Filtered => None,
-                how => match egress::<true>(policy, now_ticks, &m, l3) {
+                how => match egress::<true>(policy, flows, now_ticks, &m, l3) {
                     Err(why) => {
                         in_stats.drop_one(why);
                         None

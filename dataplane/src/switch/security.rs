@@ -130,7 +130,7 @@ impl PortSecurity {
     /// # Errors
     ///
     /// The drop reason, if the frame may not pass.
-    #[inline]
+    #[inline(always)]
     pub fn check(&self, data: &[u8], src: u64, l3: usize) -> Result<(), DropReason> {
         if !self.mac_ok(src) {
             return Err(DropReason::SpoofedMac);
@@ -150,6 +150,7 @@ impl PortSecurity {
         }
     }
 
+    #[inline(always)]
     fn check_ipv4(&self, ip: &[u8]) -> Result<(), DropReason> {
         let (Some(&vihl), Some(&proto), Some(src)) = (
             ip.first(),
@@ -172,6 +173,7 @@ impl PortSecurity {
         Err(DropReason::SpoofedIp)
     }
 
+    #[inline(never)]
     fn check_arp(&self, arp: &[u8]) -> Result<(), DropReason> {
         let (Some(sha), Some(spa)) = (
             arp.get(8..14).and_then(|s| s.first_chunk::<6>()),
@@ -194,6 +196,7 @@ impl PortSecurity {
         (a[0] == 0xfe && a[1] & 0xc0 == 0x80) || *a == [0; 16] || self.ipv6.contains(a)
     }
 
+    #[inline(never)]
     fn check_ipv6(&self, ip: &[u8]) -> Result<(), DropReason> {
         let (Some(&next), Some(src)) = (ip.get(6), ip.get(8..24).and_then(|s| s.first_chunk()))
         else {
