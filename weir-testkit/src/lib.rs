@@ -219,6 +219,8 @@ impl VethHost {
         sh(&["ip", "link", "set", host_if, "up"])?;
         h.ns.exec(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         h.ns.exec(&["ip", "link", "set", "eth0", "up"])?;
+        wait_carrying(|| sh(&["ip", "-o", "link", "show", "dev", host_if]))?;
+        wait_carrying(|| h.ns.exec(&["ip", "-o", "link", "show", "dev", "eth0"]))?;
         Ok(h)
     }
 
@@ -232,6 +234,33 @@ impl VethHost {
             .exec(&["cat", "/sys/class/net/eth0/address"])?
             .trim()
             .to_string())
+    }
+}
+
+/// Waits until an interface can carry frames, `show` printing its
+/// `ip -o link` line. A veth end that was just set up has its carrier, but
+/// the kernel attaches its transmit queue only when its link watcher runs,
+/// up to a second later; until then the interface shows `qdisc noop` and
+/// drops what is sent through it (a packet socket's first frames, a
+/// namespace's first ARP request).
+///
+/// # Errors
+/// `show` failed, or the link is not up with a queue within five seconds.
+fn wait_carrying(show: impl Fn() -> Result<String>) -> Result<()> {
+    use std::time::{Duration, Instant};
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let line = show()?;
+        if line.contains("state UP") && !line.contains("qdisc noop") {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the link is not ready to carry frames after 5 s: {}",
+                line.trim()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
