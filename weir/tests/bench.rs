@@ -318,3 +318,74 @@ fn interrupted_bench_removes_its_ports_from_the_daemon() {
     drop(d);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The drop reasons of the pipeline's stages: `--features` sets every stage
+/// up so that the bench's traffic passes it.
+const FEATURE_DROPS: [&str; 7] = [
+    "vlan-filtered",
+    "spoofed-mac",
+    "spoofed-ip",
+    "acl-deny",
+    "policed",
+    "storm",
+    "egress-rate",
+];
+
+/// Asserts that `report`'s runs forwarded frames with `features` and that no
+/// stage dropped any.
+fn assert_features_passed(report: &Value, features: &str) {
+    assert_eq!(report["params"]["features"], features);
+    for r in report["runs"].as_array().unwrap() {
+        let m = &r["main"];
+        assert!(
+            m["rx_frames"].as_u64().unwrap() > 0,
+            "nothing forwarded: {m}"
+        );
+        assert_eq!(m["foreign_frames"], 0, "{m}");
+        let drops = &m["loss"]["switch_drops"];
+        for reason in FEATURE_DROPS {
+            assert!(drops[reason].is_null(), "{reason} drops: {m}");
+        }
+    }
+}
+
+#[test]
+fn bench_features_pass_the_traffic_in_process_and_through_a_daemon() {
+    let dir = std::env::temp_dir().join(format!("weir-bench-features-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("bench.json");
+    let ran = bench(
+        &[
+            "--duration=0.5",
+            "--features=all",
+            "--flows=3",
+            "--acl-rules=100",
+        ],
+        &json,
+        String::new,
+    );
+    assert!(
+        ran.stdout
+            .contains("features: ip+vlan+security+acl-100+police"),
+        "{}",
+        ran.stdout
+    );
+    assert_features_passed(&ran.report, "ip+vlan+security+acl-100+police");
+    assert!(bench_refused(&["--features=security", "--flows=65"]).contains("lower --flows"));
+    assert!(bench_refused(&["--acl-rules=0"]).contains("--acl-rules must be"));
+
+    // Through a daemon: the bench's security group goes again with its ports.
+    let d = Daemon::start(&dir, &vhost_config(&dir, &[], "server", 1, 4096));
+    let before = daemon_state(&d);
+    let report = bench_against(&d, &dir, &["--features=ip,acl,security"]);
+    assert_features_passed(&report, "ip+security+acl-10");
+    assert_eq!(daemon_state(&d), before, "bench left ports or a bridge");
+    assert_eq!(
+        d.json(&["acl", "list"]),
+        serde_json::json!([]),
+        "bench left its ACL"
+    );
+    drop(d);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
