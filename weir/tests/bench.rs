@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{vhost_config, Daemon, BIN};
+use dataplane::DropReason;
 use serde_json::Value;
 
 /// Runs `weir bench --quiet ARGS --json JSON`; fails the test with its output
@@ -321,14 +322,14 @@ fn interrupted_bench_removes_its_ports_from_the_daemon() {
 
 /// The drop reasons of the pipeline's stages: `--features` sets every stage
 /// up so that the bench's traffic passes it.
-const FEATURE_DROPS: [&str; 7] = [
-    "vlan-filtered",
-    "spoofed-mac",
-    "spoofed-ip",
-    "acl-deny",
-    "policed",
-    "storm",
-    "egress-rate",
+const FEATURE_DROPS: [DropReason; 7] = [
+    DropReason::VlanFiltered,
+    DropReason::SpoofedMac,
+    DropReason::SpoofedIp,
+    DropReason::AclDeny,
+    DropReason::Policed,
+    DropReason::Storm,
+    DropReason::EgressRate,
 ];
 
 /// Asserts that `report`'s runs forwarded frames with `features` and that no
@@ -344,6 +345,7 @@ fn assert_features_passed(report: &Value, features: &str) {
         assert_eq!(m["foreign_frames"], 0, "{m}");
         let drops = &m["loss"]["switch_drops"];
         for reason in FEATURE_DROPS {
+            let reason = reason.name();
             assert!(drops[reason].is_null(), "{reason} drops: {m}");
         }
     }
