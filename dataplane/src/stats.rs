@@ -402,6 +402,33 @@ impl StatsSnapshot {
     }
 }
 
+impl StatsSnapshot {
+    /// What was counted since `base`, an earlier snapshot of the same
+    /// counters (`weir stats clear`). Saturates, so a base from before a
+    /// counter was recreated reads as zero, never as a huge count.
+    pub fn since(&self, base: &StatsSnapshot) -> StatsSnapshot {
+        let mut d = StatsSnapshot {
+            rx_packets: self.rx_packets.saturating_sub(base.rx_packets),
+            rx_bytes: self.rx_bytes.saturating_sub(base.rx_bytes),
+            tx_packets: self.tx_packets.saturating_sub(base.tx_packets),
+            tx_bytes: self.tx_bytes.saturating_sub(base.tx_bytes),
+            rx_errors: self.rx_errors.saturating_sub(base.rx_errors),
+            tx_errors: self.tx_errors.saturating_sub(base.tx_errors),
+            rx_tso_packets: self.rx_tso_packets.saturating_sub(base.rx_tso_packets),
+            tx_tso_packets: self.tx_tso_packets.saturating_sub(base.tx_tso_packets),
+            tso_segmented: self.tso_segmented.saturating_sub(base.tso_segmented),
+            ..*self
+        };
+        for (a, b) in d.drops.iter_mut().zip(base.drops) {
+            *a = a.saturating_sub(b);
+        }
+        for (a, b) in d.unlearned.iter_mut().zip(base.unlearned) {
+            *a = a.saturating_sub(b);
+        }
+        d
+    }
+}
+
 impl std::ops::AddAssign for StatsSnapshot {
     fn add_assign(&mut self, o: StatsSnapshot) {
         self.rx_packets += o.rx_packets;
@@ -425,6 +452,28 @@ impl std::ops::AddAssign for StatsSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn since_subtracts_every_counter_and_saturates() {
+        let mut base = StatsSnapshot {
+            rx_packets: 10,
+            tx_bytes: 100,
+            ..StatsSnapshot::default()
+        };
+        base.drops[DropReason::AclDeny as usize] = 3;
+        let mut now = base;
+        now += StatsSnapshot {
+            rx_packets: 5,
+            tx_bytes: 7,
+            tso_segmented: 1,
+            ..StatsSnapshot::default()
+        };
+        now.drops[DropReason::AclDeny as usize] += 2;
+        let d = now.since(&base);
+        assert_eq!((d.rx_packets, d.tx_bytes, d.tso_segmented), (5, 7, 1));
+        assert_eq!(d.drops(DropReason::AclDeny), 2);
+        assert_eq!(base.since(&now), StatsSnapshot::default());
+    }
 
     #[test]
     fn a_frame_that_cannot_be_segmented_is_counted_by_why() {

@@ -97,6 +97,15 @@ pub enum Request {
     },
     /// Data: `StatsView`.
     Stats,
+    /// Start the counters that `PortList`, `PortShow`, `Stats` and `PmdShow`
+    /// report again from zero: those of one port, or of every port and
+    /// worker if `None`. Metrics endpoints keep the running totals. Data:
+    /// the names of the ports cleared.
+    StatsClear {
+        /// Port name, or `None` for every port and worker.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<String>,
+    },
     /// Data: `Vec<WorkerView>`.
     PmdShow,
     /// Data: `VersionView`.
@@ -138,6 +147,7 @@ impl Request {
             Request::FdbShow { .. } => "fdb-show",
             Request::FdbFlush { .. } => "fdb-flush",
             Request::Stats => "stats",
+            Request::StatsClear { .. } => "stats-clear",
             Request::PmdShow => "pmd-show",
             Request::Version => "version",
             Request::AclAdd(_) => "acl-add",

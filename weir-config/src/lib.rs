@@ -238,6 +238,11 @@ pub struct ControlConfig {
     /// Path of the control socket. `--socket`/`WEIR_SOCKET` override it.
     #[serde(default = "default_socket")]
     pub socket: PathBuf,
+    /// Group (name or number) given the control socket, which is then mode
+    /// 0660: its members may use every `weir` verb without being root
+    /// (monitoring, say). None: mode 0600, the daemon's user only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<String>,
 }
 
 fn default_socket() -> PathBuf {
@@ -248,6 +253,7 @@ impl Default for ControlConfig {
     fn default() -> Self {
         ControlConfig {
             socket: default_socket(),
+            socket_group: None,
         }
     }
 }

@@ -294,7 +294,7 @@ fn socket_owner(
 }
 
 /// A group name or number to a gid, from `/etc/group`.
-fn resolve_group(group: &str) -> Result<u32, DriverError> {
+pub(crate) fn resolve_group(group: &str) -> Result<u32, DriverError> {
     if let Ok(gid) = group.parse() {
         return Ok(gid);
     }

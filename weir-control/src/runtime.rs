@@ -18,7 +18,7 @@ use dataplane::switch::{self, Acl, Bridge, Fdb, HandoffBudget, PortEntry, Switch
 use dataplane::worker::{WorkerConfig, WorkerHandle};
 use dataplane::{BridgeId, DropReason, Mempool, PortId, QueueId, QueueStats, WorkerId, MAX_BURST};
 
-use crate::ports::{DriverFactory, OpenError, OpenedPort, PortDevice, PortFactory};
+use crate::ports::{DriverError, DriverFactory, OpenError, OpenedPort, PortDevice, PortFactory};
 use crate::server::{ControlServer, Handler, ServerError};
 use dataplane::mempool::MempoolError;
 use dataplane::worker::WorkerError;
@@ -35,6 +35,9 @@ use weir_config::{
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ControlError {
+    /// `[control] socket_group` names no group.
+    #[error("[control] socket_group = {0:?}")]
+    SocketGroup(String, #[source] DriverError),
     /// The mbuf pool could not be created.
     #[error("creating the mbuf pool")]
     Pool(#[source] MempoolError),
@@ -216,6 +219,10 @@ struct PortRecord {
     queues: Vec<(usize, Arc<QueueStats>)>,
     /// Dropped after the queues are back from the workers.
     device: Option<Box<dyn PortDevice>>,
+    /// Per queue: the counters at the last `stats clear`, subtracted in
+    /// what `port list`/`port show`/`stats` report (the counters themselves
+    /// have one writer, the worker, and never go back).
+    cleared: Vec<StatsSnapshot>,
 }
 
 /// A security group: as given, and compiled for the switch.
@@ -236,6 +243,54 @@ struct State {
     /// Ports a worker did not give back on `port del`: their ids and paths
     /// stay reserved.
     stuck: Vec<PortRecord>,
+    /// Per worker: its counters at the last `stats clear`.
+    workers_cleared: Vec<WorkerTotals>,
+}
+
+/// A worker's counters as `weir stats` shows them.
+#[derive(Clone, Copy, Debug, Default)]
+struct WorkerTotals {
+    busy: u64,
+    idle: u64,
+    rx_packets: u64,
+    handoff_full: u64,
+    busy_rounds: u64,
+    rx: u64,
+    switch: u64,
+    tx: u64,
+    sampled: u64,
+}
+
+impl WorkerTotals {
+    fn of(w: &WorkerHandle) -> WorkerTotals {
+        let s = &w.shared().stats;
+        WorkerTotals {
+            busy: s.busy_cycles.get(),
+            idle: s.idle_cycles.get(),
+            rx_packets: s.rx_packets.get(),
+            handoff_full: s.handoff_full.get(),
+            busy_rounds: s.busy_rounds.get(),
+            rx: s.rx_cycles.get(),
+            switch: s.switch_cycles.get(),
+            tx: s.tx_cycles.get(),
+            sampled: s.sampled_packets.get(),
+        }
+    }
+
+    /// Counted since `base` (saturating, as [`StatsSnapshot::since`]).
+    fn since(&self, base: &WorkerTotals) -> WorkerTotals {
+        WorkerTotals {
+            busy: self.busy.saturating_sub(base.busy),
+            idle: self.idle.saturating_sub(base.idle),
+            rx_packets: self.rx_packets.saturating_sub(base.rx_packets),
+            handoff_full: self.handoff_full.saturating_sub(base.handoff_full),
+            busy_rounds: self.busy_rounds.saturating_sub(base.busy_rounds),
+            rx: self.rx.saturating_sub(base.rx),
+            switch: self.switch.saturating_sub(base.switch),
+            tx: self.tx.saturating_sub(base.tx),
+            sampled: self.sampled.saturating_sub(base.sampled),
+        }
+    }
 }
 
 /// Most TSO buffers one port may hold: a quarter of the pool, and at least two
@@ -356,6 +411,7 @@ impl Dataplane {
                 next_worker: 0,
                 tso_pool: None,
                 stuck: Vec::new(),
+                workers_cleared: Vec::new(),
             }),
             worker_timeout: WORKER_TIMEOUT,
             control_socket: cfg.control.socket.components().collect(),
@@ -612,6 +668,7 @@ impl Dataplane {
         let rec = PortRecord {
             id,
             port: spec,
+            cleared: vec![StatsSnapshot::default(); qrec.len()],
             queues: qrec,
             device,
         };
@@ -829,7 +886,12 @@ impl Dataplane {
     fn port_info(&self, rec: &PortRecord, t: &switch::SwitchTables) -> PortInfo {
         // One snapshot per queue; the port's counters are their sum, so the two
         // views always agree.
-        let per_queue: Vec<StatsSnapshot> = rec.queues.iter().map(|(_, q)| q.snapshot()).collect();
+        let per_queue: Vec<StatsSnapshot> = rec
+            .queues
+            .iter()
+            .zip(&rec.cleared)
+            .map(|((_, q), base)| q.snapshot().since(base))
+            .collect();
         let mut s = StatsSnapshot::default();
         for q in &per_queue {
             s += *q;
@@ -1085,18 +1147,17 @@ impl Dataplane {
     /// Per-worker view for `pmd show`.
     pub fn workers(&self) -> Vec<WorkerView> {
         let t = self.switch.load();
+        let cleared = self.lock().workers_cleared.clone();
         self.workers
             .iter()
             .zip(&self.worker_cpus)
-            .map(|(w, &cpu)| {
-                let s = &w.shared().stats;
-                let (busy, idle) = (s.busy_cycles.get(), s.idle_cycles.get());
+            .enumerate()
+            .map(|(i, (w, &cpu))| {
+                let s = WorkerTotals::of(w).since(&cleared.get(i).copied().unwrap_or_default());
+                let (busy, idle) = (s.busy, s.idle);
                 let mut drops = BTreeMap::new();
-                if s.handoff_full.get() > 0 {
-                    drops.insert(
-                        DropReason::HandoffFull.name().to_string(),
-                        s.handoff_full.get(),
-                    );
+                if s.handoff_full > 0 {
+                    drops.insert(DropReason::HandoffFull.name().to_string(), s.handoff_full);
                 }
                 WorkerView {
                     id: w.id().0,
@@ -1120,18 +1181,49 @@ impl Dataplane {
                     } else {
                         100.0 * busy as f64 / (busy + idle) as f64
                     },
-                    rx_packets: s.rx_packets.get(),
+                    rx_packets: s.rx_packets,
                     drops,
-                    busy_rounds: s.busy_rounds.get(),
+                    busy_rounds: s.busy_rounds,
                     stages: StageCycles {
-                        rx: s.rx_cycles.get(),
-                        switch: s.switch_cycles.get(),
-                        tx: s.tx_cycles.get(),
-                        packets: s.sampled_packets.get(),
+                        rx: s.rx,
+                        switch: s.switch,
+                        tx: s.tx,
+                        packets: s.sampled,
                     },
                 }
             })
             .collect()
+    }
+
+    /// Starts the counters that `port list`, `port show` and `stats` report
+    /// again from zero (`stats clear`): those of port `name`, or of every
+    /// port and worker. Returns the ports cleared. The counters themselves
+    /// keep counting (their one writer is the worker); weir subtracts what
+    /// they held now.
+    ///
+    /// # Errors
+    /// Unknown port.
+    pub fn stats_clear(&self, name: Option<&str>) -> Result<Vec<String>, ControlError> {
+        let mut st = self.lock();
+        let snap = |rec: &mut PortRecord| {
+            rec.cleared = rec.queues.iter().map(|(_, q)| q.snapshot()).collect();
+            rec.port.name.clone()
+        };
+        let cleared = match name {
+            Some(name) => {
+                let rec = st
+                    .ports
+                    .get_mut(name)
+                    .ok_or_else(|| ControlError::NoSuchPort { name: name.into() })?;
+                vec![snap(rec)]
+            }
+            None => {
+                st.workers_cleared = self.workers.iter().map(WorkerTotals::of).collect();
+                st.ports.values_mut().map(snap).collect()
+            }
+        };
+        tracing::info!(ports = ?cleared, "counters cleared");
+        Ok(cleared)
     }
 
     /// Everything `weir stats` shows.
@@ -1244,6 +1336,7 @@ impl Handler for Dataplane {
             Request::FdbShow { bridge } => result(self.fdb_show(bridge.as_deref())),
             Request::FdbFlush { bridge } => done(self.fdb_flush(bridge.as_deref()).map(|_| ())),
             Request::Stats => Response::with_data(&self.stats()),
+            Request::StatsClear { port } => result(self.stats_clear(port.as_deref())),
             Request::PmdShow => Response::with_data(&self.workers()),
             Request::Version => Response::with_data(&VersionView::current()),
             Request::AclAdd(spec) => result(self.acl_add(spec)),
@@ -1303,8 +1396,24 @@ pub fn run(valid: ValidConfig) -> Result<(), ControlError> {
         "starting"
     );
     raise_fd_limit(cfg);
+    // A bad $NOTIFY_SOCKET is the service manager's mistake, not the
+    // switch's: say so and run without notifications.
+    let notify = weir_host::notify::Notifier::from_env().unwrap_or_else(|e| {
+        tracing::warn!(%e, "not notifying the service manager");
+        weir_host::notify::Notifier::none()
+    });
     let socket = cfg.control.socket.clone();
-    let server = ControlServer::bind(&socket)?;
+    let owner = match &cfg.control.socket_group {
+        None => vhost_user::SocketOwner::default(),
+        Some(group) => vhost_user::SocketOwner {
+            mode: 0o660,
+            gid: Some(
+                crate::ports::resolve_group(group)
+                    .map_err(|e| ControlError::SocketGroup(group.clone(), e))?,
+            ),
+        },
+    };
+    let server = ControlServer::bind_owned(&socket, owner)?;
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, Arc::clone(&stop)).map_err(ControlError::Signals)?;
@@ -1321,7 +1430,16 @@ pub fn run(valid: ValidConfig) -> Result<(), ControlError> {
     let hk = spawn_housekeeping(Arc::downgrade(&dp), stop.clone(), Duration::from_secs(1))
         .map_err(ControlError::Housekeeping)?;
     tracing::info!(socket = %socket.display(), "control socket ready");
+    // The socket is bound and listening: clients that connect now are
+    // served as soon as `serve` runs.
+    notify.ready(&format!(
+        "{} ports, {} bridges; control socket {}",
+        dp.port_list().len(),
+        dp.bridge_list().len(),
+        socket.display()
+    ));
     server.serve(dp.clone(), stop.clone());
+    notify.stopping("stopping workers and closing ports");
     stop.store(true, Ordering::Relaxed);
     let _ = hk.join();
     tracing::info!("shutting down");

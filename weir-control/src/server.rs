@@ -123,6 +123,15 @@ impl ControlServer {
     /// If another daemon answers on `path`, `path` is not a socket, or a
     /// filesystem or socket call fails.
     pub fn bind(path: &Path) -> Result<Self, ServerError> {
+        ControlServer::bind_owned(path, vhost_user::SocketOwner::default())
+    }
+
+    /// [`bind`](Self::bind) with the socket's mode and group set to `owner`
+    /// (`[control] socket_group`), again before it appears at `path`.
+    ///
+    /// # Errors
+    /// As [`bind`](Self::bind).
+    pub fn bind_owned(path: &Path, owner: vhost_user::SocketOwner) -> Result<Self, ServerError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             if !parent.exists() {
                 fs::DirBuilder::new()
@@ -144,7 +153,7 @@ impl ControlServer {
         }
         // Created with mode 0600 before it appears at `path` (no window with
         // the umask's mode); a live socket or any other file is left alone.
-        let bound = match vhost_user::socket_path::bind(path, vhost_user::SocketOwner::default()) {
+        let bound = match vhost_user::socket_path::bind(path, owner) {
             Ok(b) => b,
             Err(SocketPathError::Live { .. }) => {
                 return Err(ServerError::Live {

@@ -1,7 +1,8 @@
 //! weir's view of the host it runs on: sysfs under an injectable root, PCI
 //! functions and their binding to `vfio-pci` (`weir devbind`), SR-IOV virtual
 //! functions (`weir sriov`), CPU affinity of weir's own control threads and of
-//! the host's (`weir bench --isolate`), and the checks of `weir doctor`.
+//! the host's (`weir bench --isolate`), the checks of `weir doctor`, and
+//! readiness notifications to systemd.
 //!
 //! Control plane only, never on the packet path. Everything that reads sysfs
 //! takes its root as a parameter and every external command goes through a
@@ -12,3 +13,4 @@
 pub mod affinity;
 pub mod doctor;
 pub mod nic;
+pub mod notify;

@@ -15,7 +15,8 @@ use weir_config::{
     VlanMode, DEFAULT_SOCKET,
 };
 
-/// weir: a userspace poll-mode L2 switch.
+/// A userspace poll-mode virtual switch: the daemon (`weir run`) and its
+/// command-line client.
 #[derive(Debug, Parser)]
 #[command(name = "weir", version, about, propagate_version = true)]
 pub struct Cli {
@@ -26,6 +27,18 @@ pub struct Cli {
     /// More log output (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Log lines as text or JSON objects (logs go to stderr; `RUST_LOG`
+    /// filters them when no `-v` is given).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        value_name = "FORMAT",
+        env = "WEIR_LOG_FORMAT"
+    )]
+    pub log_format: crate::logging::LogFormat,
 
     /// What to do.
     #[command(subcommand)]
@@ -71,8 +84,9 @@ pub enum Command {
     /// applies to what it sends (acl_in) or receives (acl_out).
     #[command(subcommand)]
     Acl(AclCmd),
-    /// Show port, worker and buffer pool counters.
-    Stats(ShowArgs),
+    /// Show port, worker and buffer pool counters (`stats clear` starts
+    /// them again from zero).
+    Stats(StatsArgs),
     /// Inspect poll-mode worker threads.
     #[command(subcommand)]
     Pmd(PmdCmd),
@@ -87,6 +101,21 @@ pub enum Command {
     Sriov(SriovArgs),
     /// Check that this host can run a configuration.
     Doctor(DoctorArgs),
+    /// Print the version of this client and of the daemon it talks to.
+    Version(ShowArgs),
+    /// Print a shell completion script (`weir completions bash >
+    /// /usr/share/bash-completion/completions/weir`).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages: `weir.1` and one per verb (`weir-port-add.1`), into
+    /// a directory, or `weir.1` alone to stdout.
+    Man {
+        /// Directory to write every page into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Measure forwarding rate, loss and latency through vhost-user ports
     /// (runs `weir-bench`, installed beside `weir`; `weir bench --help` for
     /// its options).
@@ -95,6 +124,33 @@ pub enum Command {
         /// `weir-bench`'s arguments.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
+    },
+}
+
+/// `weir stats [--json]` or `weir stats clear [PORT]`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct StatsArgs {
+    /// `clear`, or nothing to show the counters.
+    #[command(subcommand)]
+    pub action: Option<StatsCmd>,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub show: ShowArgs,
+}
+
+/// `weir stats` actions.
+#[derive(Debug, Subcommand)]
+pub enum StatsCmd {
+    /// Start the counters that `stats`, `port list`, `port show` and `pmd
+    /// show` print again from zero: one port's, or every port's and
+    /// worker's. Metrics keep the running totals.
+    Clear {
+        /// Port to clear (default: every port and worker).
+        port: Option<String>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: SocketArg,
     },
 }
 
@@ -674,6 +730,9 @@ impl Command {
             | Command::Sriov(_)
             | Command::Doctor(_)
             | Command::Bench { .. }
+            | Command::Version(_)
+            | Command::Completions { .. }
+            | Command::Man { .. }
             | Command::Acl(AclCmd::Add(_)) => return None,
             Command::Port(PortCmd::Add(args)) => ClientCall {
                 request: Request::PortAdd(Box::new(args.spec())),
@@ -729,7 +788,14 @@ impl Command {
                 },
                 conn,
             ),
-            Command::Stats(args) => show(Request::Stats, args, Output::Stats),
+            Command::Stats(StatsArgs {
+                action: None,
+                show: args,
+            }) => show(Request::Stats, args, Output::Stats),
+            Command::Stats(StatsArgs {
+                action: Some(StatsCmd::Clear { port, conn }),
+                ..
+            }) => quiet(Request::StatsClear { port: port.clone() }, conn),
             Command::Pmd(PmdCmd::Show(args)) => show(Request::PmdShow, args, Output::Workers),
             Command::Acl(AclCmd::Del { name, out }) => ClientCall {
                 request: Request::AclDel { name: name.clone() },

@@ -9,7 +9,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::Parser as _;
+use clap::{CommandFactory as _, Parser as _};
 
 use cli::{AclCmd, Cli, ClientCall, Command, ConfigCmd, DevbindArgs, DoctorArgs, SriovArgs};
 use weir_config::{Config, Host, ValidConfig};
@@ -39,7 +39,7 @@ fn init_logging(cli: &Cli) {
         Command::Run(_) | Command::Demo => tracing::Level::INFO,
         _ => tracing::Level::WARN,
     };
-    logging::init(base, cli.verbose);
+    logging::init(base, cli.verbose, cli.log_format);
 }
 
 fn dispatch(cli: &Cli) -> anyhow::Result<()> {
@@ -78,6 +78,13 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Devbind(args) => devbind(args),
         Command::Sriov(args) => sriov(args),
         Command::Doctor(args) => run_doctor(args),
+        Command::Version(args) => version(cli, args),
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "weir", &mut out);
+            print(&String::from_utf8(out)?)
+        }
+        Command::Man { dir } => man(dir.as_deref()),
         Command::Acl(AclCmd::Add(args)) => send(cli, args.client_call()?),
         Command::Port(_)
         | Command::Bridge(_)
@@ -89,6 +96,59 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
                 anyhow::bail!("no request for this command");
             };
             send(cli, call)
+        }
+    }
+}
+
+/// `weir version`: this client's, then the daemon's; fails if the daemon
+/// cannot be asked (after printing the client's).
+fn version(cli: &Cli, args: &cli::ShowArgs) -> anyhow::Result<()> {
+    let client = weir_api::VersionView::current();
+    let socket = cli.client_socket(args.conn.socket.clone());
+    let daemon = weir_api::request(&socket, &weir_api::Request::Version)
+        .map_err(anyhow::Error::from)
+        .and_then(|r| r.into_result().map_err(anyhow::Error::msg))
+        .and_then(|d| {
+            Ok(serde_json::from_value::<weir_api::VersionView>(
+                d.unwrap_or_default(),
+            )?)
+        });
+    if args.json {
+        let v = serde_json::json!({
+            "client": client,
+            "daemon": daemon.as_ref().ok(),
+            "socket": socket,
+        });
+        print(&format!("{}\n", serde_json::to_string_pretty(&v)?))?;
+    } else {
+        print(&format!("client: weir {}\n", client.version))?;
+        if let Ok(d) = &daemon {
+            print(&format!(
+                "daemon: weir {} ({})\n",
+                d.version,
+                socket.display()
+            ))?;
+        }
+    }
+    daemon
+        .map(|_| ())
+        .with_context(|| format!("daemon: cannot ask {}", socket.display()))
+}
+
+/// `weir man`: `weir.1` to stdout, or every page into `dir`.
+fn man(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let cmd = Cli::command();
+    match dir {
+        None => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut out)?;
+            print(&String::from_utf8(out)?)
+        }
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            clap_mangen::generate_to(cmd, dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+            Ok(())
         }
     }
 }

@@ -10,7 +10,7 @@ use weir_bench::BenchCli;
 
 fn main() -> std::process::ExitCode {
     let cli = BenchCli::parse();
-    logging::init(tracing::Level::WARN, cli.verbose);
+    logging::init(tracing::Level::WARN, cli.verbose, logging::LogFormat::Text);
     match weir_bench::run(&cli.args) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
