@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite: setup, formatting, lints, every test (unit, kernel-interface
 # ports in network namespaces, daemon end to end), and every example config.
-# This is the command the README gives and CI runs. Needs root.
+# This is the command the README gives and CI runs. Run as root or as a user
+# with sudo.
 set -euo pipefail
+. "$(dirname "$0")/root.sh"
+become_root "$@"
 cd "$(dirname "$0")/.."
+find_cargo
 
-bash scripts/setup.sh
+bash scripts/setup.sh test
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
