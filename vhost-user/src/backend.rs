@@ -541,6 +541,10 @@ impl VhostUserBackendMut for NetBackend {
     fn acked_features(&mut self, features: u64) {
         // Relaxed: read by the same control thread when rings start.
         self.features.store(features, Ordering::Relaxed);
+        if let Some(b) = self.bindings.first() {
+            // Relaxed: a status read (`port show`).
+            b.dev.acked.store(features, Ordering::Relaxed);
+        }
         tracing::debug!("features acked: {features:#x}");
     }
 

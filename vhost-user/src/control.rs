@@ -313,6 +313,14 @@ impl VhostUserDevice {
         Some(self.shared.mtu.load(Ordering::Relaxed)).filter(|&m| m != 0)
     }
 
+    /// The virtio features the connected frontend acked, by name
+    /// (`VERSION_1`, `MRG_RXBUF`, `GUEST_TSO4`, ...); empty while none is
+    /// connected or before it acks.
+    pub fn features(&self) -> Vec<&'static str> {
+        // Relaxed: a status read.
+        crate::defs::feature_names(self.shared.acked.load(Ordering::Relaxed))
+    }
+
     /// The device's queue pairs as ports (once; later calls return nothing).
     pub fn take_queues(&mut self) -> Vec<VhostUserPort> {
         std::mem::take(&mut self.ports)
@@ -585,6 +593,7 @@ impl Control {
                 }
                 let _ = relay.join();
                 self.shared.connected.store(false, Ordering::Relaxed);
+                self.shared.acked.store(0, Ordering::Relaxed);
                 tracing::info!("vhost-user {}: frontend disconnected", self.name);
             } else {
                 let _ = daemon.wait();

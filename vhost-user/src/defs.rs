@@ -282,3 +282,70 @@ mod tests {
         assert_eq!(max_guest_mtu(u32::MAX), Some(u16::MAX));
     }
 }
+
+/// Feature bits by the name `weir port show` gives them (the spec's name
+/// without its `VIRTIO_F_`, `VIRTIO_NET_F_` or `VIRTIO_RING_F_` prefix).
+const FEATURE_NAMES: [(u64, &str); 18] = [
+    (F_VERSION_1, "VERSION_1"),
+    (F_NOTIFY_ON_EMPTY, "NOTIFY_ON_EMPTY"),
+    (F_INDIRECT_DESC, "INDIRECT_DESC"),
+    (F_EVENT_IDX, "EVENT_IDX"),
+    (F_IN_ORDER, "IN_ORDER"),
+    (F_PROTOCOL_FEATURES, "PROTOCOL_FEATURES"),
+    (F_CSUM, "CSUM"),
+    (F_GUEST_CSUM, "GUEST_CSUM"),
+    (F_MTU, "MTU"),
+    (F_MAC, "MAC"),
+    (F_MRG_RXBUF, "MRG_RXBUF"),
+    (F_STATUS, "STATUS"),
+    (F_CTRL_VQ, "CTRL_VQ"),
+    (F_MQ, "MQ"),
+    (F_HOST_TSO4, "HOST_TSO4"),
+    (F_HOST_TSO6, "HOST_TSO6"),
+    (F_GUEST_TSO4, "GUEST_TSO4"),
+    (F_GUEST_TSO6, "GUEST_TSO6"),
+];
+
+/// The names of the bits set in `features`, in [`FEATURE_NAMES`] order;
+/// a bit without a name shows as `bit<N>`.
+pub fn feature_names(features: u64) -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = FEATURE_NAMES
+        .iter()
+        .filter(|(bit, _)| features & bit != 0)
+        .map(|&(_, name)| name)
+        .collect();
+    let known = FEATURE_NAMES.iter().fold(0, |a, (bit, _)| a | bit);
+    let mut rest = features & !known;
+    while rest != 0 {
+        let bit = rest.trailing_zeros();
+        names.push(UNNAMED[bit as usize]);
+        rest &= rest - 1;
+    }
+    names
+}
+
+/// `bit0` .. `bit63`.
+const UNNAMED: [&str; 64] = [
+    "bit0", "bit1", "bit2", "bit3", "bit4", "bit5", "bit6", "bit7", "bit8", "bit9", "bit10",
+    "bit11", "bit12", "bit13", "bit14", "bit15", "bit16", "bit17", "bit18", "bit19", "bit20",
+    "bit21", "bit22", "bit23", "bit24", "bit25", "bit26", "bit27", "bit28", "bit29", "bit30",
+    "bit31", "bit32", "bit33", "bit34", "bit35", "bit36", "bit37", "bit38", "bit39", "bit40",
+    "bit41", "bit42", "bit43", "bit44", "bit45", "bit46", "bit47", "bit48", "bit49", "bit50",
+    "bit51", "bit52", "bit53", "bit54", "bit55", "bit56", "bit57", "bit58", "bit59", "bit60",
+    "bit61", "bit62", "bit63",
+];
+
+#[cfg(test)]
+mod feature_name_tests {
+    use super::*;
+
+    #[test]
+    fn names_every_set_bit_and_numbers_the_unknown_ones() {
+        assert!(feature_names(0).is_empty());
+        assert_eq!(
+            feature_names(F_VERSION_1 | F_MRG_RXBUF | F_GUEST_TSO4),
+            ["VERSION_1", "MRG_RXBUF", "GUEST_TSO4"]
+        );
+        assert_eq!(feature_names(1 << 63 | F_MQ), ["MQ", "bit63"]);
+    }
+}

@@ -203,6 +203,8 @@ pub(crate) struct DeviceShared {
     /// MTU set by the frontend with NET_SET_MTU; 0 if none. Shared with the
     /// device's ports, which drop longer frames on the way to the guest.
     pub mtu: Arc<AtomicU16>,
+    /// virtio features the connected frontend acked; 0 when none is.
+    pub acked: AtomicU64,
 }
 
 impl DeviceShared {

@@ -266,6 +266,11 @@ pub struct PortInfo {
     /// that predate it.
     #[serde(default)]
     pub mtu: Option<u16>,
+    /// Features the port's peer negotiated (a vhost-user guest's virtio
+    /// features: `VERSION_1`, `MRG_RXBUF`, `GUEST_TSO4`, ...); empty when
+    /// none is connected or the type has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub features: Vec<String>,
     /// VLAN mode in effect (`access`, `trunk`, `native-tagged`,
     /// `native-untagged`): the `vlan_mode` key, or what its absence means (a
     /// port without VLAN settings is a trunk of every VLAN). None from

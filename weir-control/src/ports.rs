@@ -78,6 +78,12 @@ pub trait PortDevice: Send {
     fn mtu(&self) -> Option<u16> {
         None
     }
+
+    /// Features the port's peer negotiated, by name (a vhost-user guest's
+    /// acked virtio features); empty if the port type has none.
+    fn features(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
 }
 
 impl PortDevice for vhost_user::VhostUserDevice {
@@ -87,6 +93,10 @@ impl PortDevice for vhost_user::VhostUserDevice {
 
     fn mtu(&self) -> Option<u16> {
         vhost_user::VhostUserDevice::mtu(self)
+    }
+
+    fn features(&self) -> Vec<&'static str> {
+        vhost_user::VhostUserDevice::features(self)
     }
 }
 

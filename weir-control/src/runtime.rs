@@ -919,6 +919,9 @@ impl Dataplane {
             stats: s,
             queue_stats: per_queue,
             mtu: rec.device.as_ref().and_then(|d| d.mtu()),
+            features: rec.device.as_ref().map_or_else(Vec::new, |d| {
+                d.features().into_iter().map(str::to_owned).collect()
+            }),
             vlan_mode: Some(rec.port.policy.vlan.mode().name().to_owned()),
             tag: rec.port.settings.tag,
             trunks: rec.port.settings.trunks.clone(),

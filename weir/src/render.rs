@@ -215,6 +215,9 @@ fn render_port(p: &PortInfo) -> String {
         ("state", p.state.clone()),
         ("mtu", opt(&p.mtu)),
     ];
+    if !p.features.is_empty() {
+        lines.push(("features", p.features.join(" ")));
+    }
     let queues = if p.queue_workers.is_empty() {
         format!("{}, worker {}", p.queues, opt(&p.worker))
     } else {
@@ -602,6 +605,7 @@ mod tests {
             },
             queue_stats: Vec::new(),
             mtu: None,
+            features: Vec::new(),
             vlan_mode: Some("trunk".into()),
             tag: None,
             trunks: Vec::new(),
@@ -797,6 +801,7 @@ mod tests {
             tag: Some(10),
             queues: 2,
             queue_workers: vec![0, 1],
+            features: vec!["VERSION_1".into(), "MRG_RXBUF".into(), "MQ".into()],
             ..port(3, "vm1")
         };
         p.stats.drops[DropReason::SpoofedIp as usize] = 7;
@@ -814,6 +819,7 @@ mod tests {
         assert_eq!(line("type"), "vhost-user");
         assert_eq!(line("endpoint"), "/run/weir/vm1.sock");
         assert_eq!(line("queues"), "2: 0 on worker 0, 1 on worker 1");
+        assert_eq!(line("features"), "VERSION_1 MRG_RXBUF MQ");
         assert_eq!(line("vlan"), "access 10");
         assert_eq!(line("mac"), "02:00:00:00:00:05");
         assert_eq!(
@@ -840,6 +846,7 @@ mod tests {
             "{out}"
         );
         let plain = render_port(&port(0, "p0"));
+        assert!(!plain.contains("features"), "{plain}");
         assert!(plain.contains("port security     off\n"), "{plain}");
         assert!(plain.contains("storm control     off\n"), "{plain}");
     }

@@ -204,6 +204,26 @@ fn testpmd_pair_through_weir_counts_every_frame() {
         std::thread::sleep(Duration::from_millis(100));
     }
     println!("{:.1}s: both links up", t0.elapsed().as_secs_f64());
+    // `port show` names what the frontend negotiated: virtio 1.0 at least,
+    // and no bit weir did not offer.
+    let show = d.json(&["port", "show", "pa"]);
+    let features: Vec<&str> = show["features"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no features in {show}"))
+        .iter()
+        .map(|f| f.as_str().unwrap())
+        .collect();
+    assert!(features.contains(&"VERSION_1"), "{features:?}");
+    assert!(
+        !features.iter().any(|f| f.starts_with("bit")),
+        "a feature weir never offered: {features:?}"
+    );
+    let text = d.ok(&["port", "show", "pa"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("features") && l.contains("VERSION_1")),
+        "{text}"
+    );
     // A link is up once the frontend has set up its rings (at DRIVER_OK), but
     // testpmd posts its receive buffers only later, when it starts the port,
     // and under CPU load that can be seconds later. Frames weir forwards to B
