@@ -110,7 +110,7 @@ pub struct Config {
     #[serde(default)]
     pub fdb: FdbConfig,
     /// `[dpdk]`: DPDK EAL arguments, for `dpdk` ports.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "DpdkConfig::is_default")]
     pub dpdk: DpdkConfig,
     /// `[[bridge]]` tables, in file order.
     #[serde(default, rename = "bridge")]
@@ -270,6 +270,13 @@ pub struct DpdkConfig {
     /// per-process `--file-prefix` and `-l 0` unless given here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub eal_args: Vec<String>,
+}
+
+impl DpdkConfig {
+    /// Whether no key is set (an empty `[dpdk]` is not written out).
+    fn is_default(&self) -> bool {
+        *self == DpdkConfig::default()
+    }
 }
 
 /// `[fdb]` section: limits of the MAC learning table.
