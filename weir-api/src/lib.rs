@@ -129,6 +129,11 @@ pub enum Request {
         /// ACL name.
         name: String,
     },
+    /// The running configuration: the daemon's configuration file with the
+    /// bridges, ports (their switch settings as `port set` left them) and
+    /// ACLs it has now, as TOML that `weir run --config` and `weir config
+    /// check` accept. Data: the TOML text (a string).
+    ConfigDump,
 }
 
 impl Request {
@@ -154,6 +159,7 @@ impl Request {
             Request::AclDel { .. } => "acl-del",
             Request::AclList => "acl-list",
             Request::AclShow { .. } => "acl-show",
+            Request::ConfigDump => "config-dump",
         }
     }
 }
@@ -169,6 +175,11 @@ pub struct Response {
     /// Error message on failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Something the user should know of a request that did what it was
+    /// asked (success or not): e.g. that the change was made but the state
+    /// file could not be written, so it will not survive a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 impl Response {
@@ -178,6 +189,7 @@ impl Response {
             ok: true,
             data: None,
             error: None,
+            warning: None,
         }
     }
 
@@ -190,6 +202,7 @@ impl Response {
                 ok: true,
                 data: Some(value),
                 error: None,
+                warning: None,
             },
             Err(e) => Response::error(format!("internal error: cannot encode reply: {e}")),
         }
@@ -201,6 +214,7 @@ impl Response {
             ok: false,
             data: None,
             error: Some(message.into()),
+            warning: None,
         }
     }
 
@@ -603,6 +617,25 @@ mod tests {
             assert_eq!(serde_json::from_str::<Request>(json).unwrap(), req);
             assert_eq!(serde_json::to_string(&req).unwrap(), json);
         }
+    }
+
+    #[test]
+    fn config_dump_is_a_bare_command_and_a_warning_rides_on_a_reply() {
+        let json = r#"{"cmd":"config-dump"}"#;
+        assert_eq!(
+            serde_json::from_str::<Request>(json).unwrap(),
+            Request::ConfigDump
+        );
+        assert_eq!(Request::ConfigDump.cmd(), "config-dump");
+        // No warning: not on the wire, as before.
+        assert_eq!(
+            serde_json::to_string(&Response::ok()).unwrap(),
+            r#"{"ok":true}"#
+        );
+        let resp: Response =
+            serde_json::from_str(r#"{"ok":true,"warning":"state file not written"}"#).unwrap();
+        assert!(resp.ok);
+        assert_eq!(resp.warning.as_deref(), Some("state file not written"));
     }
 
     #[test]

@@ -110,7 +110,7 @@ pub struct Config {
     #[serde(default)]
     pub fdb: FdbConfig,
     /// `[dpdk]`: DPDK EAL arguments, for `dpdk` ports.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "DpdkConfig::is_default")]
     pub dpdk: DpdkConfig,
     /// `[[bridge]]` tables, in file order.
     #[serde(default, rename = "bridge")]
@@ -243,6 +243,13 @@ pub struct ControlConfig {
     /// (monitoring, say). None: mode 0600, the daemon's user only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket_group: Option<String>,
+    /// The state file: where the daemon saves its running configuration
+    /// after every change made over the control socket, and whose bridges,
+    /// ports and ACLs replace the file's at start ([`Config::apply_state`];
+    /// docs/operations.md, "Persistence"). An absolute path; `None`: changes
+    /// last until the daemon stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<PathBuf>,
 }
 
 fn default_socket() -> PathBuf {
@@ -254,6 +261,7 @@ impl Default for ControlConfig {
         ControlConfig {
             socket: default_socket(),
             socket_group: None,
+            state: None,
         }
     }
 }
@@ -268,6 +276,13 @@ pub struct DpdkConfig {
     /// per-process `--file-prefix` and `-l 0` unless given here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub eal_args: Vec<String>,
+}
+
+impl DpdkConfig {
+    /// Whether no key is set (an empty `[dpdk]` is not written out).
+    fn is_default(&self) -> bool {
+        *self == DpdkConfig::default()
+    }
 }
 
 /// `[fdb]` section: limits of the MAC learning table.
@@ -525,6 +540,17 @@ macro_rules! port_keys {
             fn written_settings(&self) -> PortSettings {
                 PortSettings {
                     $($key: self.$key.clone(),)*
+                }
+            }
+
+            /// This spec's name, type and driver keys, with `settings` as
+            /// its switch settings.
+            pub fn with_settings(&self, settings: &PortSettings) -> PortSpec {
+                PortSpec {
+                    name: self.name.clone(),
+                    kind: self.kind,
+                    $($driver: self.$driver.clone(),)*
+                    $($key: settings.$key.clone(),)*
                 }
             }
         }
@@ -807,6 +833,7 @@ impl PortSpec {
             bridge: self.bridge.clone(),
             queues: self.queues,
             kind,
+            written: self.with_settings(&PortSettings::default()),
             settings,
             policy,
         })
@@ -907,6 +934,11 @@ pub struct PortConfig {
     pub queues: Option<u16>,
     /// The driver and its settings.
     pub kind: PortKind,
+    /// The name, type and driver keys as written (socket modes, PCI
+    /// addresses and paths in the user's spelling), without the switch
+    /// settings (`settings` holds those): what writes the port back out as
+    /// a `[[port]]` table ([`PortConfig::spec`]).
+    pub written: PortSpec,
     /// The switch settings as given, kept to show them and to change them
     /// (`port set`, `port clear`).
     pub settings: PortSettings,
@@ -987,6 +1019,12 @@ impl PortKind {
 }
 
 impl PortConfig {
+    /// The port as a `[[port]]` table (and a `port add` request): its keys
+    /// as written, with the switch settings it has now.
+    pub fn spec(&self) -> PortSpec {
+        self.written.with_settings(&self.settings)
+    }
+
     /// Puts the security groups the port's `acl_in` and `acl_out` name into
     /// its policy, looked up by name with `lookup`.
     ///
@@ -2006,6 +2044,23 @@ pub enum ConfigError {
         /// What is wrong.
         error: AclSpecError,
     },
+    /// `control.state` is a relative path.
+    #[error("{at}: `control.state` {} must be an absolute path (a relative one would name another file whenever the daemon starts in another directory)", path.display())]
+    RelativeState {
+        /// The `state` key.
+        at: Location,
+        /// The path.
+        path: PathBuf,
+    },
+    /// The state file exists but cannot be read, or is empty. The daemon
+    /// refuses to start rather than drop the ports saved there.
+    #[error("cannot read state file {}: {reason} (it holds the running configuration the last daemon saved; repair it, or remove it to start from the config file's bridges, ports and ACLs)", path.display())]
+    ReadState {
+        /// The file.
+        path: PathBuf,
+        /// Why (the I/O error, or that it is empty).
+        reason: String,
+    },
     /// A number is out of its range.
     #[error("{at}: `{key}` = {value} is out of range ({range})")]
     OutOfRange {
@@ -2320,8 +2375,7 @@ impl Config {
     /// The first problem found, located in the source text.
     pub fn validated(&self, host: &Host) -> Result<Validated, ConfigError> {
         let loc = Locator::new(&self.source);
-        self.validate_dataplane(host, &loc)?;
-        self.validate_fdb(&loc)?;
+        self.validate_sections(host, &loc)?;
         let bridges = self.validate_bridges(&loc)?;
         let acls = self.validate_acls(&loc)?;
         let lookup = |name: &str| {
@@ -2343,6 +2397,79 @@ impl Config {
             ports.push(port);
         }
         Ok(Validated { ports, acls })
+    }
+
+    /// Checks what is not bridges, ports or ACLs: `[dataplane]`, `[fdb]`
+    /// and `[control]`.
+    fn validate_sections(&self, host: &Host, loc: &Locator<'_>) -> Result<(), ConfigError> {
+        self.validate_dataplane(host, loc)?;
+        self.validate_fdb(loc)?;
+        if let Some(path) = self.control.state.as_ref().filter(|p| !p.is_absolute()) {
+            return Err(ConfigError::RelativeState {
+                at: loc.at("control", None, Some("state")),
+                path: path.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Puts the bridges, ports and ACLs of the `[control] state` file, if
+    /// it names one that exists, in place of this configuration's: the state
+    /// file is the running configuration the last daemon saved, so ports
+    /// added, changed and deleted at run time come back as they were. The
+    /// other sections stay this configuration's. Returns whether a state
+    /// file was applied.
+    ///
+    /// This configuration's own sections are checked first (against
+    /// `host`, located in its text); what validation finds afterwards is in
+    /// the bridges, ports and ACLs, and is located in the state file.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::RelativeState`], an error of this configuration's
+    /// sections, [`ConfigError::ReadState`] if the state file exists but
+    /// cannot be read or is empty, and [`ConfigError::Parse`] at its line
+    /// and column if it is not a valid configuration.
+    pub fn apply_state(&mut self, host: &Host) -> Result<bool, ConfigError> {
+        let Some(path) = self.control.state.clone() else {
+            return Ok(false);
+        };
+        self.validate_sections(host, &Locator::new(&self.source))?;
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => {
+                return Err(ConfigError::ReadState {
+                    path,
+                    reason: e.to_string(),
+                })
+            }
+        };
+        // The daemon never writes an empty file; a truncated one must not
+        // pass for "no ports".
+        if text.trim().is_empty() {
+            return Err(ConfigError::ReadState {
+                path,
+                reason: "the file is empty".into(),
+            });
+        }
+        let state = Config::parse(&text, &path.display().to_string())?;
+        self.bridges = state.bridges;
+        self.ports = state.ports;
+        self.acls = state.acls;
+        self.source = state.source;
+        Ok(true)
+    }
+
+    /// The configuration as TOML that [`Config::parse`] reads back to an
+    /// equal configuration (defaults written out).
+    ///
+    /// # Errors
+    ///
+    /// If a value has no TOML form (not expected of a parsed or validated
+    /// configuration).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
     }
 
     /// Checks and compiles the `[[acl]]` tables: names (valid, each once)
@@ -3951,5 +4078,115 @@ type = "ring"
         assert!(port.policy.acl_in.is_none(), "not attached yet");
         port.attach_acls(only_web).unwrap();
         assert!(port.policy.acl_in.is_some());
+    }
+
+    /// A configuration with `[control] state` in `sys`'s directory, and the
+    /// state file's path.
+    fn with_state(sys: &FakeSys, file_ports: &str) -> (Config, PathBuf) {
+        let state = sys.0.join("state.toml");
+        let text = format!(
+            "[dataplane]\nmbufs = 2048\n\n[control]\nstate = \"{}\"\n\n{file_ports}",
+            state.display()
+        );
+        (Config::parse(&text, "t.toml").unwrap(), state)
+    }
+
+    #[test]
+    fn a_state_file_replaces_bridges_ports_and_acls_and_keeps_the_other_sections() {
+        let sys = FakeSys::new("state-apply");
+        let file_ports = "[[bridge]]\nname = \"old\"\n\n[[port]]\nname = \"gone\"\ntype = \"ring\"\nbridge = \"old\"\n";
+        let (mut config, state) = with_state(&sys, file_ports);
+        // No state file yet: the file's ports.
+        assert!(!config.apply_state(&sys.host()).unwrap());
+        assert_eq!(config.ports[0].name, "gone");
+        // What a daemon saves: its running configuration.
+        let mut running = config.clone();
+        running.dataplane.mbufs = 4096;
+        running.bridges = vec![BridgeSpec { name: "br0".into() }];
+        let mut p = PortSpec::new("p0", PortType::Ring);
+        p.bridge = Some("br0".into());
+        p.tag = Some(10);
+        p.acl_in = Some("web".into());
+        running.ports = vec![p.clone()];
+        running.acls = vec![AclSpec::new("web", AclAction::Allow)];
+        std::fs::write(&state, running.to_toml().unwrap()).unwrap();
+        assert!(config.apply_state(&sys.host()).unwrap());
+        assert_eq!(config.bridges, running.bridges);
+        assert_eq!(config.ports, vec![p]);
+        assert_eq!(config.acls, running.acls);
+        // `[dataplane]` is the config file's, not the state file's.
+        assert_eq!(config.dataplane.mbufs, 2048);
+        let valid = config.validated(&sys.host()).unwrap();
+        assert_eq!(valid.ports[0].settings.tag, Some(10));
+        assert!(valid.ports[0].policy.acl_in.is_some());
+    }
+
+    #[test]
+    fn a_corrupt_state_file_is_refused_at_its_line_and_column() {
+        let sys = FakeSys::new("state-corrupt");
+        let (mut config, state) = with_state(&sys, "");
+        std::fs::write(
+            &state,
+            "[[port]]\nname = \"p0\"\ntype = \"ring\"\ntag = \"ten\"\n",
+        )
+        .unwrap();
+        let err = config.apply_state(&sys.host()).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}:4:7: ", state.display())),
+            "{err}"
+        );
+        assert!(err.contains("tag"), "{err}");
+        // Valid TOML, invalid port: validation points into the state file.
+        std::fs::write(
+            &state,
+            "[[port]]\nname = \"p0\"\ntype = \"ring\"\nbridge = \"nope\"\n",
+        )
+        .unwrap();
+        let (mut config, _) = with_state(&sys, "");
+        config.apply_state(&sys.host()).unwrap();
+        let err = config.validated(&sys.host()).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{}:4:10: ", state.display())),
+            "{err}"
+        );
+        // An empty file is not "no ports".
+        std::fs::write(&state, "\n").unwrap();
+        let (mut config, _) = with_state(&sys, "");
+        let err = config.apply_state(&sys.host()).unwrap_err();
+        assert!(matches!(err, ConfigError::ReadState { .. }), "{err}");
+        assert!(err.to_string().contains("the file is empty"), "{err}");
+        // Unreadable: a directory where the file should be.
+        std::fs::remove_file(&state).unwrap();
+        std::fs::create_dir(&state).unwrap();
+        let err = config.apply_state(&sys.host()).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("cannot read state file {}: ", state.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_relative_state_path_is_refused() {
+        let text = "[control]\nstate = \"state.toml\"\n";
+        let err = validate_err(text, "state-relative").to_string();
+        assert!(
+            err.starts_with("t.toml:2:9: `control.state` state.toml must be an absolute path"),
+            "{err}"
+        );
+        let sys = FakeSys::new("state-relative-apply");
+        let mut config = Config::parse(text, "t.toml").unwrap();
+        assert!(config.apply_state(&sys.host()).is_err());
+    }
+
+    #[test]
+    fn to_toml_reads_back_to_the_same_configuration() {
+        let config = Config::parse(FULL, "t.toml").unwrap();
+        let text = config.to_toml().unwrap();
+        let back = Config::parse(&text, "dump.toml").unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&config).unwrap(),
+            "{text}"
+        );
     }
 }

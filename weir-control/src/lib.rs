@@ -12,6 +12,8 @@
 //! - [`ports`]: builds a port's queues from a [`weir_config::PortConfig`], the
 //!   one place that knows every driver, behind the [`PortFactory`] seam.
 //! - [`server`]: the control socket's server side.
+//! - [`state`]: the state file, the running configuration saved after each
+//!   change ([`Dataplane::save_state`]).
 //!
 //! Errors are typed per boundary: [`ControlError`] (the runtime and its
 //! requests), [`OpenError`] (a driver opening a port) and [`ServerError`]
@@ -21,7 +23,9 @@
 pub mod ports;
 pub mod runtime;
 pub mod server;
+pub mod state;
 
 pub use ports::{OpenError, PortDevice, PortFactory};
 pub use runtime::{error_chain, run, spawn_housekeeping, ControlError, Dataplane};
 pub use server::ServerError;
+pub use state::StateError;

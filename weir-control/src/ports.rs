@@ -331,6 +331,10 @@ mod tests {
             kind: PortKind::Dpdk {
                 devargs: devargs.to_owned(),
             },
+            written: weir_config::PortSpec {
+                devargs: Some(devargs.to_owned()),
+                ..weir_config::PortSpec::new("nic0", weir_config::PortType::Dpdk)
+            },
             settings: Default::default(),
             policy: Default::default(),
         }

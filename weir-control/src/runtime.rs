@@ -20,6 +20,7 @@ use dataplane::{BridgeId, DropReason, Mempool, PortId, QueueId, QueueStats, Work
 
 use crate::ports::{DriverError, DriverFactory, OpenError, OpenedPort, PortDevice, PortFactory};
 use crate::server::{ControlServer, Handler, ServerError};
+use crate::state::{self, StateError};
 use dataplane::mempool::MempoolError;
 use dataplane::worker::WorkerError;
 use weir_api::{
@@ -27,8 +28,8 @@ use weir_api::{
     StageCycles, StatsView, VersionView, WorkerView,
 };
 use weir_config::{
-    AclSpec, AclSpecError, Config, Host, PortConfig, PortError, PortKind, PortSettings, PortSpec,
-    PortType, ValidConfig, MAX_BRIDGES,
+    AclSpec, AclSpecError, BridgeSpec, Config, Host, PortConfig, PortError, PortKind, PortSettings,
+    PortSpec, PortType, ValidConfig, MAX_BRIDGES,
 };
 
 /// Why a dataplane could not start, or a control request failed.
@@ -177,6 +178,18 @@ pub enum ControlError {
         #[source]
         source: AclSpecError,
     },
+    /// The running configuration has no TOML form (a daemon bug).
+    #[error("writing the running configuration as TOML")]
+    DumpConfig(#[source] toml::ser::Error),
+    /// The state file could not be written.
+    #[error("saving the running configuration to state file {}", path.display())]
+    SaveState {
+        /// The state file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: StateError,
+    },
     /// No security group of that name exists.
     #[error("no ACL named {name}")]
     NoSuchAcl {
@@ -245,6 +258,9 @@ struct State {
     stuck: Vec<PortRecord>,
     /// Per worker: its counters at the last `stats clear`.
     workers_cleared: Vec<WorkerTotals>,
+    /// The running configuration as the state file holds it (or as it was
+    /// at start, before any change): a change is saved when it differs.
+    saved: Option<String>,
 }
 
 /// A worker's counters as `weir stats` shows them.
@@ -329,6 +345,10 @@ pub struct Dataplane {
     worker_timeout: Duration,
     /// The control socket's path (normalised): never a port's.
     control_socket: PathBuf,
+    /// The configuration's sections other than bridges, ports and ACLs,
+    /// which the running configuration takes from the switch tables and
+    /// `state` ([`Dataplane::running_config`]).
+    base: Config,
 }
 
 impl Dataplane {
@@ -412,9 +432,17 @@ impl Dataplane {
                 tso_pool: None,
                 stuck: Vec::new(),
                 workers_cleared: Vec::new(),
+                saved: None,
             }),
             worker_timeout: WORKER_TIMEOUT,
             control_socket: cfg.control.socket.components().collect(),
+            base: {
+                let mut base = cfg.clone();
+                base.bridges.clear();
+                base.ports.clear();
+                base.acls.clear();
+                base
+            },
         };
         for b in &cfg.bridges {
             dp.bridge_add(&b.name)?;
@@ -422,7 +450,92 @@ impl Dataplane {
         for p in ports {
             dp.add_port(p)?;
         }
+        // The starting point: only what control requests change from here
+        // on is saved, so a daemon nobody changes keeps following its file.
+        {
+            let mut st = dp.lock();
+            st.saved = Some(dp.running_text(&st)?);
+        }
         Ok(dp)
+    }
+
+    /// The running configuration: the configuration the daemon started
+    /// from, with the bridges, ports and security groups it has now, ports
+    /// with their switch settings as `port set` and `port clear` left them.
+    /// Bridges and ports are in id order, so that a daemon started from it
+    /// gives them the same ids when there are no gaps.
+    pub fn running_config(&self) -> Config {
+        self.running_in(&self.lock())
+    }
+
+    /// [`running_config`](Self::running_config), under the control lock.
+    fn running_in(&self, st: &State) -> Config {
+        let t = self.switch.load();
+        let bridges = t
+            .bridges
+            .iter()
+            .flatten()
+            .map(|b| BridgeSpec {
+                name: b.name.to_string(),
+            })
+            .collect();
+        let mut ports: Vec<&PortRecord> = st.ports.values().collect();
+        ports.sort_by_key(|r| r.id.0);
+        let mut config = self.base.clone();
+        config.bridges = bridges;
+        config.ports = ports.into_iter().map(|r| r.port.spec()).collect();
+        config.acls = st.acls.values().map(|r| r.spec.clone()).collect();
+        config
+    }
+
+    /// The running configuration as TOML (`config-dump`, and what the state
+    /// file holds).
+    ///
+    /// # Errors
+    /// [`ControlError::DumpConfig`], a bug.
+    pub fn config_dump(&self) -> Result<String, ControlError> {
+        self.running_text(&self.lock())
+    }
+
+    fn running_text(&self, st: &State) -> Result<String, ControlError> {
+        let body = self
+            .running_in(st)
+            .to_toml()
+            .map_err(ControlError::DumpConfig)?;
+        Ok(format!(
+            "# The running configuration of weir {}: `weir config dump`, and\n\
+             # the state file. `weir run --config` and `weir config check` take it.\n\n{body}",
+            env!("CARGO_PKG_VERSION")
+        ))
+    }
+
+    /// Saves the running configuration to the state file (`[control]
+    /// state`), if there is one and the configuration changed since it was
+    /// last saved (or since start). Atomic ([`state::write_atomic`]):
+    /// the file holds the old configuration or the new, whole. Returns
+    /// whether it wrote.
+    ///
+    /// # Errors
+    /// [`ControlError::SaveState`]: the running configuration stands, the
+    /// file keeps the last one saved, and the next change tries again.
+    pub fn save_state(&self) -> Result<bool, ControlError> {
+        let Some(path) = &self.base.control.state else {
+            return Ok(false);
+        };
+        // Under the lock, so that saves are in the order of the changes
+        // and the last one written is the configuration now.
+        let mut st = self.lock();
+        let text = self.running_text(&st)?;
+        if st.saved.as_deref() == Some(&text) {
+            return Ok(false);
+        }
+        state::write_atomic(path, text.as_bytes()).map_err(|source| ControlError::SaveState {
+            path: path.clone(),
+            source,
+        })?;
+        st.saved = Some(text);
+        tracing::debug!(state = %path.display(), "running configuration saved");
+        Ok(true)
     }
 
     /// The switch (tables, FDBs, clock).
@@ -1324,8 +1437,43 @@ fn done(r: Result<(), ControlError>) -> Response {
     }
 }
 
+/// Whether `req` may change the running configuration (on success, or in
+/// part on failure, as a `port del` whose worker keeps the queues).
+fn changes_config(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::PortAdd(_)
+            | Request::PortDel { .. }
+            | Request::PortSet { .. }
+            | Request::PortClear { .. }
+            | Request::BridgeAdd { .. }
+            | Request::BridgeDel { .. }
+            | Request::AclAdd(_)
+            | Request::AclDel { .. }
+    )
+}
+
 impl Handler for Dataplane {
     fn handle(&self, req: Request) -> Response {
+        let save = changes_config(&req);
+        let mut resp = self.answer(req);
+        if save {
+            if let Err(e) = self.save_state() {
+                let msg = format!(
+                    "{}; the change is in effect but will not survive a restart",
+                    error_chain(&e)
+                );
+                tracing::error!("{msg}");
+                resp.warning = Some(msg);
+            }
+        }
+        resp
+    }
+}
+
+impl Dataplane {
+    /// The reply to one control request.
+    fn answer(&self, req: Request) -> Response {
         match req {
             Request::PortAdd(spec) => done(self.port_add(*spec)),
             Request::PortDel { name } => done(self.port_del(&name)),
@@ -1346,6 +1494,7 @@ impl Handler for Dataplane {
             Request::AclDel { name } => result(self.acl_del(&name)),
             Request::AclList => Response::with_data(&self.acl_list()),
             Request::AclShow { name } => result(self.acl_show(&name)),
+            Request::ConfigDump => result(self.config_dump()),
         }
     }
 }
@@ -2512,5 +2661,114 @@ mod tests {
         let del = dp.handle(Request::AclDel { name: "db".into() });
         assert_eq!(del.data.unwrap()["name"], "db");
         dp.shutdown();
+    }
+
+    /// A small dataplane whose `[control] state` is `state`.
+    fn persisted_dataplane(state: &std::path::Path) -> Dataplane {
+        let mut cfg = scripted_config("0");
+        cfg.control.state = Some(state.to_owned());
+        Dataplane::start(ValidConfig::new(cfg, Host::system()).unwrap()).unwrap()
+    }
+
+    fn state_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("weir-rt-state-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn changes_are_saved_to_the_state_file_and_a_new_daemon_starts_from_it() {
+        let dir = state_dir("saved");
+        let state = dir.join("weir/state.toml");
+        let dp = persisted_dataplane(&state);
+        // Nothing changed yet: nothing written.
+        assert!(dp.handle(Request::PortList).ok);
+        assert!(!state.exists());
+        let refused = dp.handle(Request::PortDel { name: "x".into() });
+        assert!(!refused.ok && refused.warning.is_none());
+        assert!(!state.exists(), "a refused request changes nothing");
+        for req in [
+            Request::BridgeAdd { name: "br0".into() },
+            Request::PortAdd(Box::new(ring_port("b", Some("br0")))),
+            Request::PortAdd(Box::new(ring_port("a", Some("br0")))),
+            Request::AclAdd(acl(
+                "web",
+                weir_config::AclAction::Deny,
+                &["in tcp dst_ports=80 allow"],
+            )),
+            Request::PortSet {
+                name: "a".into(),
+                settings: keys(&[("tag", "10"), ("acl_in", "web")]),
+            },
+            Request::PortAdd(Box::new(ring_port("gone", None))),
+            Request::PortDel {
+                name: "gone".into(),
+            },
+        ] {
+            let resp = dp.handle(req.clone());
+            assert!(resp.ok && resp.warning.is_none(), "{req:?}: {resp:?}");
+        }
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(&state).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let text = std::fs::read_to_string(&state).unwrap();
+        let dump = dp.handle(Request::ConfigDump).decode::<String>().unwrap();
+        assert_eq!(text, dump);
+        let saved = Config::parse(&text, "state.toml").unwrap();
+        let names: Vec<&str> = saved.ports.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["b", "a"], "in id order, without the deleted port");
+        assert_eq!(saved.ports[1].tag, Some(10));
+        assert_eq!(saved.ports[1].acl_in.as_deref(), Some("web"));
+        assert_eq!(saved.bridges, [BridgeSpec { name: "br0".into() }]);
+        assert_eq!(saved.acls[0].name, "web");
+        assert_eq!(saved.control.state.as_deref(), Some(state.as_path()));
+        let before = serde_json::to_value(dp.port_list()).unwrap();
+        dp.shutdown();
+        // A new daemon from a config without ports but the same state file.
+        let mut cfg = scripted_config("0");
+        cfg.control.state = Some(state.clone());
+        assert!(cfg.apply_state(&Host::system()).unwrap());
+        let dp = Dataplane::start(ValidConfig::new(cfg, Host::system()).unwrap()).unwrap();
+        let after = serde_json::to_value(dp.port_list()).unwrap();
+        let strip = |v: &serde_json::Value| -> Vec<(serde_json::Value, serde_json::Value, serde_json::Value)> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| (p["id"].clone(), p["name"].clone(), p["settings"].clone()))
+                .collect()
+        };
+        assert_eq!(strip(&after), strip(&before));
+        assert_eq!(dp.config_dump().unwrap(), text);
+        dp.shutdown();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_failed_save_keeps_the_change_and_warns_in_the_reply() {
+        let dir = state_dir("unwritable");
+        let state = dir.join("state.toml");
+        let dp = persisted_dataplane(&state);
+        // A directory where the file goes: the rename fails.
+        std::fs::create_dir_all(state.join("in-the-way")).unwrap();
+        let resp = dp.handle(Request::BridgeAdd { name: "br0".into() });
+        assert!(resp.ok, "{resp:?}");
+        let warning = resp.warning.unwrap();
+        assert!(
+            warning.starts_with(&format!(
+                "saving the running configuration to state file {}: replacing",
+                state.display()
+            )),
+            "{warning}"
+        );
+        assert!(warning.ends_with("will not survive a restart"), "{warning}");
+        assert_eq!(dp.bridge_list().len(), 1, "the change stands");
+        // Once the path is free, the next change saves both.
+        std::fs::remove_dir_all(&state).unwrap();
+        let resp = dp.handle(Request::BridgeAdd { name: "br1".into() });
+        assert!(resp.ok && resp.warning.is_none(), "{resp:?}");
+        let saved = Config::parse(&std::fs::read_to_string(&state).unwrap(), "s").unwrap();
+        assert_eq!(saved.bridges.len(), 2);
+        dp.shutdown();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

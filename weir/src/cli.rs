@@ -669,6 +669,11 @@ pub enum ConfigCmd {
         #[arg(long)]
         json: bool,
     },
+    /// Print the daemon's running configuration (its bridges, ports with
+    /// their settings, and ACLs as they are now) as TOML that `weir run
+    /// --config` and `weir config check` accept; `--json` prints it as
+    /// JSON, as `config check --json` does.
+    Dump(ShowArgs),
 }
 
 /// How a client verb is carried out.
@@ -705,11 +710,15 @@ pub enum Output {
     Acls,
     /// Print one ACL and its rules.
     Acl,
+    /// Print a configuration's TOML text as it is.
+    Toml,
+    /// Print a configuration's TOML text as JSON.
+    ConfigJson,
 }
 
 impl Command {
     /// The request a client verb sends, or `None` for local verbs
-    /// (`run`, `config`, `demo`, `devbind`, `sriov`, `doctor`) and for
+    /// (`run`, `config check`, `demo`, `devbind`, `sriov`, `doctor`) and for
     /// `acl add`, which may read a file first ([`AclAddArgs::client_call`]).
     pub fn client_call(&self) -> Option<ClientCall> {
         let show = |request, args: &ShowArgs, table| ClientCall {
@@ -723,8 +732,17 @@ impl Command {
             socket: conn.socket.clone(),
         };
         Some(match self {
+            Command::Config(ConfigCmd::Dump(args)) => ClientCall {
+                request: Request::ConfigDump,
+                output: if args.json {
+                    Output::ConfigJson
+                } else {
+                    Output::Toml
+                },
+                socket: args.conn.socket.clone(),
+            },
             Command::Run(_)
-            | Command::Config(_)
+            | Command::Config(ConfigCmd::Check { .. })
             | Command::Demo
             | Command::Devbind(_)
             | Command::Sriov(_)
@@ -1155,6 +1173,18 @@ mod tests {
             .command
             .client_call()
             .is_none());
+        for (args, output) in [
+            (&["config", "dump"][..], Output::Toml),
+            (&["config", "dump", "--json"][..], Output::ConfigJson),
+        ] {
+            let call = parse(args).command.client_call().unwrap();
+            assert_eq!((call.request, call.output), (Request::ConfigDump, output));
+        }
+        let call = parse(&["config", "dump", "--socket", "/b.sock"])
+            .command
+            .client_call()
+            .unwrap();
+        assert_eq!(call.socket, Some(PathBuf::from("/b.sock")));
     }
 
     #[test]

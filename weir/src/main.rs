@@ -49,10 +49,18 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             // The socket in use: no port may take its path.
             config.control.socket =
                 cli.socket_or(args.conn.socket.clone(), config.control.socket.clone());
-            Ok(weir_control::run(ValidConfig::new(
-                config,
-                Host::system(),
-            )?)?)
+            let host = Host::system();
+            if config.apply_state(&host)? {
+                tracing::info!(
+                    state = config.origin(),
+                    bridges = config.bridges.len(),
+                    ports = config.ports.len(),
+                    acls = config.acls.len(),
+                    "bridges, ports and ACLs come from the state file, not from {}",
+                    args.config.display()
+                );
+            }
+            Ok(weir_control::run(ValidConfig::new(config, host)?)?)
         }
         Command::Config(ConfigCmd::Check {
             file,
@@ -87,6 +95,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Man { dir } => man(dir.as_deref()),
         Command::Acl(AclCmd::Add(args)) => send(cli, args.client_call()?),
         Command::Port(_)
+        | Command::Config(ConfigCmd::Dump(_))
         | Command::Bridge(_)
         | Command::Fdb(_)
         | Command::Acl(_)
@@ -156,9 +165,11 @@ fn man(dir: Option<&std::path::Path>) -> anyhow::Result<()> {
 /// Sends a client verb's request and prints the reply.
 fn send(cli: &Cli, call: ClientCall) -> anyhow::Result<()> {
     let socket = cli.client_socket(call.socket);
-    let data = weir_api::request(&socket, &call.request)?
-        .into_result()
-        .map_err(anyhow::Error::msg)?;
+    let resp = weir_api::request(&socket, &call.request)?;
+    if let Some(warning) = &resp.warning {
+        eprintln!("weir: warning: {warning}");
+    }
+    let data = resp.into_result().map_err(anyhow::Error::msg)?;
     print(&render::render(call.output, data)?)
 }
 

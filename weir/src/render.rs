@@ -40,6 +40,14 @@ pub fn render(output: Output, data: Option<serde_json::Value>) -> anyhow::Result
         Output::Workers => render_workers(&decode::<Vec<WorkerView>>(data)?),
         Output::Acls => render_acls(&decode::<Vec<AclInfo>>(data)?),
         Output::Acl => render_acl(&decode::<AclView>(data)?),
+        Output::Toml => decode::<String>(data)?,
+        Output::ConfigJson => {
+            let text = decode::<String>(data)?;
+            let config = weir_config::Config::parse(&text, "the running configuration")?;
+            let mut s = serde_json::to_string_pretty(&config)?;
+            s.push('\n');
+            s
+        }
     })
 }
 

@@ -99,6 +99,34 @@ impl Daemon {
         self.child.wait().unwrap();
     }
 
+    /// SIGTERM, as a service manager stops the daemon, and waits (up to 20
+    /// s) for it to exit; it must exit by itself, with success.
+    pub fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(st) = self.child.try_wait().unwrap() {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "weir run did not exit on SIGTERM: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(
+            status.success(),
+            "weir run exited with {status}: {}",
+            self.log()
+        );
+    }
+
     /// Starts the daemon again with the same configuration.
     pub fn restart(&mut self) {
         assert!(self.child.try_wait().unwrap().is_some(), "still running");
