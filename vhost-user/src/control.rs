@@ -313,6 +313,17 @@ impl VhostUserDevice {
         Some(self.shared.mtu.load(Ordering::Relaxed)).filter(|&m| m != 0)
     }
 
+    /// Frontend connections and control-side errors so far: counters that
+    /// only grow, for the metrics endpoint.
+    pub fn events(&self) -> ConnectionEvents {
+        // Relaxed: independent counters, read for display.
+        ConnectionEvents {
+            connects: self.shared.connects.load(Ordering::Relaxed),
+            disconnects: self.shared.disconnects.load(Ordering::Relaxed),
+            errors: self.shared.errors.load(Ordering::Relaxed),
+        }
+    }
+
     /// The device's queue pairs as ports (once; later calls return nothing).
     pub fn take_queues(&mut self) -> Vec<VhostUserPort> {
         std::mem::take(&mut self.ports)
@@ -397,6 +408,19 @@ struct Control {
     mac: Option<[u8; 6]>,
     /// The device's interrupt thread.
     notifier: Notifier,
+}
+
+/// A device's frontend connections and control-side errors since it was
+/// created ([`VhostUserDevice::events`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionEvents {
+    /// Frontends that connected.
+    pub connects: u64,
+    /// Frontends that disconnected.
+    pub disconnects: u64,
+    /// Control-side errors: refused frontend messages, rings that could not
+    /// start, failed or dropped connections.
+    pub errors: u64,
 }
 
 const POLL_MS: u64 = 100;
@@ -561,8 +585,9 @@ impl Control {
             if let Some((relay, front_ctl)) = relay {
                 backoff = BACKOFF_MIN;
                 tracing::info!("vhost-user {}: frontend connected", self.name);
-                // Relaxed: status flag.
+                // Relaxed: status flag and counter.
                 self.shared.connected.store(true, Ordering::Relaxed);
+                self.shared.connects.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut g) = self.conn.lock() {
                     let c = Conn {
                         lib: daemon.shutdown_handle(),
@@ -585,6 +610,7 @@ impl Control {
                 }
                 let _ = relay.join();
                 self.shared.connected.store(false, Ordering::Relaxed);
+                self.shared.disconnects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("vhost-user {}: frontend disconnected", self.name);
             } else {
                 let _ = daemon.wait();

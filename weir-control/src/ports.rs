@@ -78,6 +78,12 @@ pub trait PortDevice: Send {
     fn mtu(&self) -> Option<u16> {
         None
     }
+
+    /// Frontend connects, disconnects and control-side errors, for devices
+    /// with a peer that comes and goes (vhost-user); None for others.
+    fn connection_events(&self) -> Option<vhost_user::ConnectionEvents> {
+        None
+    }
 }
 
 impl PortDevice for vhost_user::VhostUserDevice {
@@ -87,6 +93,10 @@ impl PortDevice for vhost_user::VhostUserDevice {
 
     fn mtu(&self) -> Option<u16> {
         vhost_user::VhostUserDevice::mtu(self)
+    }
+
+    fn connection_events(&self) -> Option<vhost_user::ConnectionEvents> {
+        Some(self.events())
     }
 }
 

@@ -18,6 +18,8 @@ use dataplane::switch::{self, Acl, Bridge, Fdb, HandoffBudget, PortEntry, Switch
 use dataplane::worker::{WorkerConfig, WorkerHandle};
 use dataplane::{BridgeId, DropReason, Mempool, PortId, QueueId, QueueStats, WorkerId, MAX_BURST};
 
+use crate::http::{MetricsError, MetricsServer, Render};
+use crate::metrics::{PoolSample, PortSample, Scrape};
 use crate::ports::{DriverFactory, OpenError, OpenedPort, PortDevice, PortFactory};
 use crate::server::{ControlServer, Handler, ServerError};
 use dataplane::mempool::MempoolError;
@@ -165,6 +167,9 @@ pub enum ControlError {
     /// The control socket could not be set up.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The metrics endpoint could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// A security group (of an `acl add` request) is refused.
     #[error("acl {name}")]
     InvalidAcl {
@@ -236,6 +241,10 @@ struct State {
     /// Ports a worker did not give back on `port del`: their ids and paths
     /// stay reserved.
     stuck: Vec<PortRecord>,
+    /// Ports added since start (configured and `port add`), for the metrics.
+    ports_added: u64,
+    /// Ports deleted since start.
+    ports_deleted: u64,
 }
 
 /// Most TSO buffers one port may hold: a quarter of the pool, and at least two
@@ -356,6 +365,8 @@ impl Dataplane {
                 next_worker: 0,
                 tso_pool: None,
                 stuck: Vec::new(),
+                ports_added: 0,
+                ports_deleted: 0,
             }),
             worker_timeout: WORKER_TIMEOUT,
             control_socket: cfg.control.socket.components().collect(),
@@ -629,6 +640,7 @@ impl Dataplane {
         }
         tracing::info!(port = %rec.port.name, kind = %rec.port.kind.port_type(), id = id.0, queues = rec.queues.len(), "port added");
         st.ports.insert(rec.port.name.clone(), rec);
+        st.ports_added += 1;
         Ok(())
     }
 
@@ -676,6 +688,8 @@ impl Dataplane {
             .ports
             .remove(name)
             .ok_or_else(|| ControlError::NoSuchPort { name: name.into() })?;
+        // Deleted from the tables even if a worker keeps its queues.
+        st.ports_deleted += 1;
         self.retire(&mut st, rec)?;
         tracing::info!(port = name, "port removed");
         Ok(())
@@ -1145,6 +1159,40 @@ impl Dataplane {
         }
     }
 
+    /// Everything the metrics endpoint reports, read now: raw counters,
+    /// which only grow while a port lives.
+    pub fn scrape(&self) -> Scrape {
+        let (ports, tso_pool, ports_added, ports_deleted) = {
+            let st = self.lock();
+            let t = self.switch.load();
+            let ports = st
+                .ports
+                .values()
+                .map(|r| PortSample {
+                    info: self.port_info(r, &t),
+                    connection: r.device.as_ref().and_then(|d| d.connection_events()),
+                })
+                .collect();
+            (ports, st.tso_pool, st.ports_added, st.ports_deleted)
+        };
+        let pool = |name, p: &Mempool| PoolSample {
+            name,
+            view: pool_view(p),
+            alloc_failures: p.alloc_failures(),
+            share_refusals: p.share_refusals(),
+        };
+        Scrape {
+            ports,
+            workers: self.workers(),
+            pools: std::iter::once(pool("mbuf", self.pool))
+                .chain(tso_pool.map(|p| pool("tso", p)))
+                .collect(),
+            bridges: self.bridge_list(),
+            ports_added,
+            ports_deleted,
+        }
+    }
+
     /// Stops the workers and closes every port.
     pub fn shutdown(self) {
         let Dataplane { workers, state, .. } = self;
@@ -1316,14 +1364,39 @@ pub fn run(valid: ValidConfig) -> Result<(), ControlError> {
     {
         tracing::info!(?cpus, "control threads kept off the workers' CPUs");
     }
+    // Bound before the dataplane starts, so that an address in use fails
+    // the start at once, with nothing to tear down.
+    let metrics = cfg
+        .metrics
+        .as_ref()
+        .map(|m| MetricsServer::bind(m.listen))
+        .transpose()?;
     let dp = Arc::new(Dataplane::start(valid)?);
     // Housekeeping: the FDB clock, aging and rebuilds, once a second.
     let hk = spawn_housekeeping(Arc::downgrade(&dp), stop.clone(), Duration::from_secs(1))
         .map_err(ControlError::Housekeeping)?;
+    let metrics = match metrics {
+        Some(server) => {
+            // A weak reference: a scrape in flight at shutdown must not keep
+            // the dataplane (its ports and workers) alive.
+            let weak = Arc::downgrade(&dp);
+            let render: Arc<Render> = Arc::new(move |format| {
+                weak.upgrade()
+                    .map(|dp| dp.scrape())
+                    .unwrap_or_default()
+                    .encode(format)
+            });
+            Some(server.spawn(render, stop.clone())?)
+        }
+        None => None,
+    };
     tracing::info!(socket = %socket.display(), "control socket ready");
     server.serve(dp.clone(), stop.clone());
     stop.store(true, Ordering::Relaxed);
     let _ = hk.join();
+    if let Some(m) = metrics {
+        let _ = m.join();
+    }
     tracing::info!("shutting down");
     match Arc::try_unwrap(dp) {
         Ok(dp) => dp.shutdown(),
@@ -1779,6 +1852,46 @@ mod tests {
         );
         assert!(hb.transmitted().iter().all(|f| *f == frame));
         assert_eq!(dp.port_list().len(), 2);
+        dp.shutdown();
+    }
+
+    #[test]
+    fn a_scrape_reads_raw_port_counters_and_counts_port_adds_and_deletes() {
+        use crate::metrics::Format;
+        use dataplane::testutil::{eth_frame, mac, EXPERIMENTAL_ETHERTYPE};
+        let factory = Arc::new(ScriptedFactory::default());
+        let dp = scripted_dataplane(&factory, "0");
+        let [ha, hb, _hc] = factory.script(dp.pool(), ["a", "b", "c"]);
+        dp.bridge_add("br0").unwrap();
+        for p in ["a", "b", "c"] {
+            dp.port_add(ring_port(p, Some("br0"))).unwrap();
+        }
+        dp.port_del("c").unwrap();
+        wait_for("a and b up", || is_up(&dp, "a") && is_up(&dp, "b"));
+        let frame = eth_frame(mac(2), mac(1), EXPERIMENTAL_ETHERTYPE, 46);
+        for _ in 0..10 {
+            ha.push_rx(frame.clone());
+        }
+        wait_for("b receives", || hb.transmitted().len() == 10);
+        let scrape = dp.scrape();
+        assert_eq!((scrape.ports_added, scrape.ports_deleted), (3, 1));
+        let a = scrape.ports.iter().find(|p| p.info.name == "a").unwrap();
+        assert_eq!(a.info.stats.rx_packets, 10);
+        assert_eq!(scrape.bridges.len(), 1);
+        assert_eq!(scrape.pools.len(), 1, "no TSO pool with tso_mbufs = 0");
+        let text = scrape.encode(Format::OpenMetrics);
+        for line in [
+            "weir_port_rx_packets_total{port=\"a\",queue=\"0\"} 10\n",
+            "weir_port_tx_packets_total{port=\"b\",queue=\"0\"} 10\n",
+            "weir_ports_added_total 3\n",
+            "weir_ports_deleted_total 1\n",
+            "weir_port_link_up{port=\"a\"} 1\n",
+            "weir_bridge_ports{bridge=\"br0\"} 2\n",
+            "weir_worker_rx_queues{worker=\"0\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
         dp.shutdown();
     }
 
