@@ -49,6 +49,9 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             // The socket in use: no port may take its path.
             config.control.socket =
                 cli.socket_or(args.conn.socket.clone(), config.control.socket.clone());
+            if let Some(listen) = args.metrics_listen {
+                config.metrics = Some(weir_config::MetricsConfig { listen });
+            }
             Ok(weir_control::run(ValidConfig::new(
                 config,
                 Host::system(),
