@@ -2,7 +2,8 @@
 # Installs what weir's demo and test suite need on a fresh Debian bookworm host:
 # build tools for the AF_XDP bindings (libbpf via xsk-rs), iproute2 and ping for
 # the namespace tests, valgrind for the instruction-count benchmark, and QEMU for
-# the VFIO driver test in a guest.
+# the VFIO driver test in a guest, and Prometheus (with promtool) for the metrics
+# endpoint's test.
 # Idempotent; runs apt only when something is missing. Needs root.
 set -euo pipefail
 
@@ -15,6 +16,7 @@ PKGS=(
   librte-net-ring23 librte-net-null23                               # dpdk feature tests (net_ring, net_null vdevs)
   qemu-system-x86 kmod cpio xz-utils tcpdump                        # VFIO guest tests (tcpdump reads their pcaps)
   iperf3                                                            # the namespace end of weir/tests/vm.rs's afpacket test
+  prometheus                                                        # weir/tests/metrics.rs: a real scraper, and promtool
 )
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -34,6 +36,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 command -v cargo >/dev/null || { echo "scripts/setup.sh: cargo not found: install Rust (rustup) first" >&2; exit 1; }
-for t in ip ping python3 clang dpdk-testpmd qemu-system-x86_64 cpio tcpdump iperf3; do
+for t in ip ping python3 clang dpdk-testpmd qemu-system-x86_64 cpio tcpdump iperf3 prometheus promtool; do
   command -v "$t" >/dev/null || { echo "scripts/setup.sh: $t still missing after install" >&2; exit 1; }
 done
