@@ -123,6 +123,7 @@ pub const FAMILIES: &[&str] = &[
     "weir_port_error",
     "weir_port_mtu",
     "weir_port_queues",
+    "weir_port_latency_seconds",
     "weir_vhost_user_connects",
     "weir_vhost_user_disconnects",
     "weir_vhost_user_errors",
@@ -147,6 +148,9 @@ pub const FAMILIES: &[&str] = &[
 ];
 
 type Labels = Vec<(&'static str, String)>;
+
+/// A family read from one value per sample: name, help, the reading.
+type Def<T, V = u64> = (&'static str, &'static str, fn(&T) -> V);
 
 fn counter(m: &mut MetricEncoder<'_>, labels: &Labels, value: u64) -> fmt::Result {
     m.encode_family(labels)?
@@ -176,8 +180,7 @@ fn port_queue(port: &str, queue: usize) -> Labels {
 
 impl Scrape {
     fn encode_ports(&self, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
-        type Field = fn(&weir_api::PortStatsView) -> u64;
-        let per_queue: [(&str, &str, Field); 9] = [
+        let per_queue: [Def<weir_api::PortStatsView>; 9] = [
             ("weir_port_rx_packets", "Frames received.", |s| s.rx_packets),
             ("weir_port_rx_bytes", "Bytes received.", |s| s.rx_bytes),
             ("weir_port_tx_packets", "Frames transmitted.", |s| {
@@ -264,7 +267,7 @@ impl Scrape {
                 Ok(())
             },
         )?;
-        let gauges: [(&str, &str, fn(&PortSample) -> Option<u64>); 4] = [
+        let gauges: [Def<PortSample, Option<u64>>; 4] = [
             (
                 "weir_port_link_up",
                 "1 if the port's link is up, 0 if down.",
@@ -294,7 +297,36 @@ impl Scrape {
                 Ok(())
             })?;
         }
-        let events: [(&str, &str, fn(&ConnectionEvents) -> u64); 3] = [
+        family(
+            enc,
+            "weir_port_latency_seconds",
+            "Receive-to-transmit time of the port's frames (to the end of their \
+             burst's transmission or handoff), sampled in one poll round of 16.",
+            MetricType::Histogram,
+            |m| {
+                for p in &self.ports {
+                    let Some(l) = &p.info.latency else { continue };
+                    let buckets: Vec<(f64, u64)> = l
+                        .buckets
+                        .iter()
+                        .map(|b| {
+                            (
+                                b.le_ns.map_or(f64::INFINITY, |ns| ns as f64 / 1e9),
+                                b.frames,
+                            )
+                        })
+                        .collect();
+                    m.encode_family(&port(p))?.encode_histogram::<NoLabelSet>(
+                        l.sum_ns as f64 / 1e9,
+                        l.frames,
+                        &buckets,
+                        None,
+                    )?;
+                }
+                Ok(())
+            },
+        )?;
+        let events: [Def<ConnectionEvents>; 3] = [
             (
                 "weir_vhost_user_connects",
                 "Frontends that connected to a vhost-user port.",
@@ -354,7 +386,7 @@ impl Scrape {
                 Ok(())
             },
         )?;
-        let counters: [(&str, &str, fn(&WorkerView) -> u64); 5] = [
+        let counters: [Def<WorkerView>; 5] = [
             (
                 "weir_worker_busy_cycles",
                 "TSC cycles spent in poll rounds that moved frames.",
@@ -439,7 +471,7 @@ impl Scrape {
 
     fn encode_pools(&self, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let pool = |p: &PoolSample| -> Labels { vec![("pool", p.name.to_owned())] };
-        let gauges: [(&str, &str, fn(&PoolSample) -> u64); 3] = [
+        let gauges: [Def<PoolSample>; 3] = [
             ("weir_mempool_mbufs", "Buffers in the pool.", |p| {
                 p.view.total.into()
             }),
@@ -459,7 +491,7 @@ impl Scrape {
                     .try_for_each(|p| gauge(m, &pool(p), value(p)))
             })?;
         }
-        let counters: [(&str, &str, fn(&PoolSample) -> u64); 2] = [
+        let counters: [Def<PoolSample>; 2] = [
             (
                 "weir_mempool_alloc_failures",
                 "Allocations that found the pool empty.",
@@ -565,10 +597,15 @@ mod tests {
             "worker": 0, "stats": {}, "mtu": 1500,
         }))
         .unwrap();
+        let mut total = q0;
+        total += q1;
+        total.latency[dataplane::stats::latency_bucket(1_000)] = 8;
+        total.latency_sum_ns = 8_000;
         Scrape {
             ports: vec![PortSample {
                 info: PortInfo {
                     queue_stats: vec![q0, q1],
+                    latency: Some(weir_api::LatencyView::of(&total)),
                     ..info
                 },
                 connection: Some(ConnectionEvents {
@@ -636,6 +673,11 @@ mod tests {
             "weir_worker_rx_queues{worker=\"0\"} 2",
             "weir_mempool_in_use{pool=\"mbuf\"} 40",
             "weir_bridge_fdb_entries{bridge=\"br0\"} 4",
+            "weir_port_latency_seconds_sum{port=\"vm0\"} 0.000008",
+            "weir_port_latency_seconds_count{port=\"vm0\"} 8",
+            "weir_port_latency_seconds_bucket{le=\"5.12e-7\",port=\"vm0\"} 0",
+            "weir_port_latency_seconds_bucket{le=\"0.000001024\",port=\"vm0\"} 8",
+            "weir_port_latency_seconds_bucket{le=\"+Inf\",port=\"vm0\"} 8",
             "# EOF",
         ] {
             assert!(

@@ -25,8 +25,8 @@ use crate::server::{ControlServer, Handler, ServerError};
 use dataplane::mempool::MempoolError;
 use dataplane::worker::WorkerError;
 use weir_api::{
-    AclInfo, AclView, BridgeInfo, FdbEntryView, MempoolView, PortInfo, Request, Response,
-    StageCycles, StatsView, VersionView, WorkerView,
+    AclInfo, AclView, BridgeInfo, FdbEntryView, LatencyView, MempoolView, PortInfo, Request,
+    Response, StageCycles, StatsView, VersionView, WorkerView,
 };
 use weir_config::{
     AclSpec, AclSpecError, Config, Host, PortConfig, PortError, PortKind, PortSettings, PortSpec,
@@ -878,6 +878,7 @@ impl Dataplane {
             acl_out: rec.port.settings.acl_out.clone(),
             settings: rec.port.settings.clone(),
             queue_workers: rec.queues.iter().map(|q| q.0 as u16).collect(),
+            latency: Some(LatencyView::of(&s)),
         }
     }
 
@@ -1892,6 +1893,27 @@ mod tests {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
         assert!(text.ends_with("# EOF\n"), "{text}");
+        // One poll round in 16 is timed: frames one at a time until one
+        // falls in a sampled round (bounded, so the assertion can fail).
+        let sampled = |dp: &Dataplane| dp.port_show("a").unwrap().latency.unwrap().frames;
+        let mut sent = 10;
+        while sampled(&dp) == 0 && sent < 10 + 4096 {
+            ha.push_rx(frame.clone());
+            sent += 1;
+            wait_for("b receives", || hb.transmitted().len() == sent);
+        }
+        let latency = dp.port_show("a").unwrap().latency.unwrap();
+        assert!(latency.frames > 0, "no frame of {sent} sampled");
+        assert_eq!(
+            latency.frames,
+            latency.buckets.iter().map(|b| b.frames).sum::<u64>()
+        );
+        let text = dp.scrape().encode(Format::OpenMetrics);
+        let count = format!(
+            "weir_port_latency_seconds_count{{port=\"a\"}} {}\n",
+            latency.frames
+        );
+        assert!(text.contains(&count), "{count} missing from\n{text}");
         dp.shutdown();
     }
 

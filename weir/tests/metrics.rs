@@ -273,6 +273,20 @@ fn prometheus_scrapes_port_counters_from_the_metrics_endpoint() {
     );
     let (status, _, _) = http_get(endpoint, "/", &[]).unwrap();
     assert_eq!(status, 404);
+    // The sampled latency histogram of each port, and its summary in
+    // `weir port show` (whether a ping fell in a sampled round is chance).
+    for exposition in [&text, &om] {
+        assert!(
+            exposition
+                .lines()
+                .any(|l| l.starts_with("weir_port_latency_seconds_bucket{")
+                    && l.contains("port=\"a\"")
+                    && l.contains("le=\"+Inf\"")),
+            "{exposition}"
+        );
+    }
+    let shown = d.ok(&["port", "show", "a"]);
+    assert!(shown.lines().any(|l| l.starts_with("latency ")), "{shown}");
 
     // 2. A real Prometheus scrapes it.
     let prom = Prometheus::start(&dir, endpoint);
