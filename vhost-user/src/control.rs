@@ -115,6 +115,8 @@ pub struct VhostUserDevice {
     ports: Vec<VhostUserPort>,
     /// `(dev, ino)` of the server socket file this device created.
     socket_id: Option<(u64, u64)>,
+    /// The device's share of the TSO pool (its ports hold clones).
+    tso_share: Option<Arc<dataplane::mempool::PoolShare>>,
 }
 
 impl std::fmt::Debug for VhostUserDevice {
@@ -252,6 +254,7 @@ pub fn create_with_owner(
         thread: Some(thread),
         ports,
         socket_id,
+        tso_share,
     })
 }
 
@@ -311,6 +314,12 @@ impl VhostUserDevice {
     pub fn mtu(&self) -> Option<u16> {
         // Relaxed: a status read.
         Some(self.shared.mtu.load(Ordering::Relaxed)).filter(|&m| m != 0)
+    }
+
+    /// TSO buffers the device holds now, of its share of the TSO pool; None
+    /// without a TSO pool.
+    pub fn tso_buffers_held(&self) -> Option<u32> {
+        self.tso_share.as_ref().map(|s| s.held())
     }
 
     /// Frontend connections and control-side errors so far: counters that

@@ -71,6 +71,9 @@ pub struct PortSample {
     pub info: PortInfo,
     /// Frontend connections (vhost-user ports), None for others.
     pub connection: Option<ConnectionEvents>,
+    /// TSO buffers it holds of its share of the TSO pool (vhost-user ports
+    /// while a TSO pool exists), None for others.
+    pub tso_buffers_held: Option<u32>,
 }
 
 /// One buffer pool as a scrape sees it.
@@ -143,6 +146,7 @@ pub const FAMILIES: &[&str] = &[
     "weir_mempool_in_use",
     "weir_mempool_alloc_failures",
     "weir_mempool_share_refusals",
+    "weir_port_pool_buffers",
     "weir_bridge_fdb_entries",
     "weir_bridge_ports",
 ];
@@ -510,7 +514,21 @@ impl Scrape {
                     .try_for_each(|p| counter(m, &pool(p), value(p)))
             })?;
         }
-        Ok(())
+        family(
+            enc,
+            "weir_port_pool_buffers",
+            "Buffers of a pool a port holds now, for pools shared out per port (tso).",
+            MetricType::Gauge,
+            |m| {
+                for p in &self.ports {
+                    if let Some(held) = p.tso_buffers_held {
+                        let l = vec![("port", p.info.name.clone()), ("pool", "tso".to_owned())];
+                        gauge(m, &l, held.into())?;
+                    }
+                }
+                Ok(())
+            },
+        )
     }
 
     fn encode_bridges(&self, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
@@ -613,6 +631,7 @@ mod tests {
                     disconnects: 1,
                     errors: 0,
                 }),
+                tso_buffers_held: Some(3),
             }],
             workers: vec![serde_json::from_value(serde_json::json!({
                 "id": 0, "cpu": 3, "rx_queues": ["vm0:0", "vm0:1"],
@@ -672,6 +691,7 @@ mod tests {
             "weir_worker_drops_total{worker=\"0\",reason=\"handoff-full\"} 0",
             "weir_worker_rx_queues{worker=\"0\"} 2",
             "weir_mempool_in_use{pool=\"mbuf\"} 40",
+            "weir_port_pool_buffers{port=\"vm0\",pool=\"tso\"} 3",
             "weir_bridge_fdb_entries{bridge=\"br0\"} 4",
             "weir_port_latency_seconds_sum{port=\"vm0\"} 0.000008",
             "weir_port_latency_seconds_count{port=\"vm0\"} 8",

@@ -84,6 +84,12 @@ pub trait PortDevice: Send {
     fn connection_events(&self) -> Option<vhost_user::ConnectionEvents> {
         None
     }
+
+    /// Buffers of the TSO pool the port holds now (its share's use), for
+    /// ports charged to a share (vhost-user); None for others.
+    fn tso_buffers_held(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl PortDevice for vhost_user::VhostUserDevice {
@@ -97,6 +103,10 @@ impl PortDevice for vhost_user::VhostUserDevice {
 
     fn connection_events(&self) -> Option<vhost_user::ConnectionEvents> {
         Some(self.events())
+    }
+
+    fn tso_buffers_held(&self) -> Option<u32> {
+        vhost_user::VhostUserDevice::tso_buffers_held(self)
     }
 }
 

@@ -1172,6 +1172,7 @@ impl Dataplane {
                 .map(|r| PortSample {
                     info: self.port_info(r, &t),
                     connection: r.device.as_ref().and_then(|d| d.connection_events()),
+                    tso_buffers_held: r.device.as_ref().and_then(|d| d.tso_buffers_held()),
                 })
                 .collect();
             (ports, st.tso_pool, st.ports_added, st.ports_deleted)
