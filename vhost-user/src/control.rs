@@ -618,6 +618,7 @@ impl Control {
                     }
                 }
                 let _ = relay.join();
+                // Relaxed: a status flag and a counter, read for display.
                 self.shared.connected.store(false, Ordering::Relaxed);
                 self.shared.disconnects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("vhost-user {}: frontend disconnected", self.name);
