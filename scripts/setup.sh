@@ -3,7 +3,7 @@
 #   setup.sh demo   what `scripts/demo.sh` needs: build tools for the AF_XDP
 #                   bindings (libbpf via xsk-rs), iproute2 and ping
 #   setup.sh [test] all of that, and the peers and tools of the test suite:
-#                   DPDK, QEMU, valgrind, iperf3, tcpdump, ...
+#                   DPDK, QEMU, valgrind, iperf3, tcpdump, Prometheus, ...
 # Says what it installs and why; runs apt only when something is missing.
 # Idempotent. Run as root or as a user with sudo.
 set -euo pipefail
@@ -23,11 +23,12 @@ TEST=(
   qemu-system-x86 kmod cpio xz-utils tcpdump                        # VFIO guest tests (tcpdump reads their pcaps)
   iperf3                                                            # the namespace end of weir/tests/vm.rs's afpacket test
   systemd man-db                                                    # systemd-analyze verify and man for contrib/weir.service
+  prometheus                                                        # weir/tests/metrics.rs: a real scraper, and promtool
 )
 case "$profile" in
   demo) PKGS=("${DEMO[@]}"); TOOLS=(ip ping clang) ;;
   test) PKGS=("${DEMO[@]}" "${TEST[@]}")
-        TOOLS=(ip ping python3 clang dpdk-testpmd qemu-system-x86_64 cpio tcpdump iperf3 systemd-analyze man) ;;
+        TOOLS=(ip ping python3 clang dpdk-testpmd qemu-system-x86_64 cpio tcpdump iperf3 systemd-analyze man prometheus promtool) ;;
   *) echo "usage: $0 [demo|test]" >&2; exit 2 ;;
 esac
 

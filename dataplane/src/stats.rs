@@ -176,6 +176,60 @@ impl Unlearned {
     }
 }
 
+/// Buckets of the receive-to-transmit latency histogram: bucket `i` counts
+/// frames that took at most `2^(LATENCY_MIN_LOG2_NS + i)` ns (and more than
+/// the previous bucket's bound), the last one everything longer: the `le`
+/// bounds of a Prometheus histogram.
+pub const LATENCY_BUCKETS: usize = 24;
+
+/// Log2 of the first latency bucket's upper bound in nanoseconds (128 ns);
+/// the last finite bound is 2^29 ns, about 0.54 s.
+pub const LATENCY_MIN_LOG2_NS: u32 = 7;
+
+/// Upper bound of latency bucket `i` in nanoseconds; None for the last
+/// (unbounded) one.
+pub fn latency_bucket_le_ns(i: usize) -> Option<u64> {
+    (i + 1 < LATENCY_BUCKETS).then(|| 1u64 << (LATENCY_MIN_LOG2_NS as usize + i))
+}
+
+/// The latency bucket of `ns` nanoseconds: a bit length and a clamp, no
+/// branch on the value.
+#[inline(always)]
+pub fn latency_bucket(ns: u64) -> usize {
+    // ns <= 2^k exactly when ns - 1 fits in k bits.
+    let bits = u64::BITS - ns.saturating_sub(1).leading_zeros();
+    (bits.saturating_sub(LATENCY_MIN_LOG2_NS) as usize).min(LATENCY_BUCKETS - 1)
+}
+
+/// Converts [`crate::time::cycles`] differences to nanoseconds with one
+/// multiply and shift (a Q32 fixed-point factor computed once, on the
+/// control side, from the measured clock rate).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CyclesToNs {
+    q32: u64,
+}
+
+impl CyclesToNs {
+    /// For a clock of `hz` ticks per second (at least 1).
+    pub fn new(hz: u64) -> CyclesToNs {
+        CyclesToNs {
+            q32: ((1_000_000_000u128 << 32) / u128::from(hz.max(1))) as u64,
+        }
+    }
+
+    /// For this host's clock ([`crate::switch::police::cycles_per_sec`];
+    /// its first call measures for 10 ms: not on a worker).
+    pub fn measured() -> CyclesToNs {
+        CyclesToNs::new(crate::switch::police::cycles_per_sec())
+    }
+
+    /// `cycles` in nanoseconds.
+    #[inline(always)]
+    pub fn ns(self, cycles: u64) -> u64 {
+        ((u128::from(cycles) * u128::from(self.q32)) >> 32) as u64
+    }
+}
+
 /// Counters of one port queue. Written only by the worker that owns the queue;
 /// summed over queues by the control plane.
 #[derive(Debug, Default)]
@@ -205,9 +259,24 @@ pub struct QueueStats {
     pub tso_segmented: Counter,
     drops: [Counter; DropReason::COUNT],
     unlearned: [Counter; Unlearned::COUNT],
+    /// Frames of the sampled bursts by receive-to-transmit time
+    /// ([`latency_bucket`]).
+    latency: [Counter; LATENCY_BUCKETS],
+    /// Their summed receive-to-transmit time, ns.
+    latency_sum_ns: Counter,
 }
 
 impl QueueStats {
+    /// Counts `frames` frames of one burst received from this queue and
+    /// switched and transmitted within `ns` nanoseconds. Called for sampled
+    /// bursts only (one poll round in
+    /// [`crate::worker::STAGE_SAMPLE_EVERY`]), once per burst.
+    #[inline]
+    pub fn record_latency(&self, ns: u64, frames: u64) {
+        self.latency[latency_bucket(ns)].add(frames);
+        self.latency_sum_ns.add(ns.wrapping_mul(frames));
+    }
+
     /// Counts `n` drops for `reason`.
     #[inline]
     pub fn drop_n(&self, reason: DropReason, n: u64) {
@@ -246,7 +315,13 @@ impl QueueStats {
         for (d, c) in unlearned.iter_mut().zip(&self.unlearned) {
             *d = c.get();
         }
+        let mut latency = [0; LATENCY_BUCKETS];
+        for (d, c) in latency.iter_mut().zip(&self.latency) {
+            *d = c.get();
+        }
         StatsSnapshot {
+            latency,
+            latency_sum_ns: self.latency_sum_ns.get(),
             rx_packets: self.rx_packets.get(),
             rx_bytes: self.rx_bytes.get(),
             tx_packets: self.tx_packets.get(),
@@ -298,6 +373,14 @@ pub struct StatsSnapshot {
         serde(with = "by_name::unlearned", skip_serializing_if = "by_name::all_zero")
     )]
     pub unlearned: [u64; Unlearned::COUNT],
+    /// Frames of sampled bursts by receive-to-transmit time, indexed by
+    /// [`latency_bucket`]. Not on the wire: the control API reports it as
+    /// a port's `latency`.
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub latency: [u64; LATENCY_BUCKETS],
+    /// Their summed receive-to-transmit time, ns (not on the wire either).
+    #[cfg_attr(feature = "serde", serde(skip))]
+    pub latency_sum_ns: u64,
 }
 
 /// Counter arrays indexed by a reason, on the wire as `{"name": count}` maps
@@ -417,8 +500,12 @@ impl StatsSnapshot {
             rx_tso_packets: self.rx_tso_packets.saturating_sub(base.rx_tso_packets),
             tx_tso_packets: self.tx_tso_packets.saturating_sub(base.tx_tso_packets),
             tso_segmented: self.tso_segmented.saturating_sub(base.tso_segmented),
+            latency_sum_ns: self.latency_sum_ns.saturating_sub(base.latency_sum_ns),
             ..*self
         };
+        for (a, b) in d.latency.iter_mut().zip(base.latency) {
+            *a = a.saturating_sub(b);
+        }
         for (a, b) in d.drops.iter_mut().zip(base.drops) {
             *a = a.saturating_sub(b);
         }
@@ -446,6 +533,10 @@ impl std::ops::AddAssign for StatsSnapshot {
         for (a, b) in self.unlearned.iter_mut().zip(o.unlearned) {
             *a += b;
         }
+        for (a, b) in self.latency.iter_mut().zip(o.latency) {
+            *a += b;
+        }
+        self.latency_sum_ns += o.latency_sum_ns;
     }
 }
 
@@ -473,6 +564,48 @@ mod tests {
         assert_eq!((d.rx_packets, d.tx_bytes, d.tso_segmented), (5, 7, 1));
         assert_eq!(d.drops(DropReason::AclDeny), 2);
         assert_eq!(base.since(&now), StatsSnapshot::default());
+    }
+
+    #[test]
+    fn latencies_fall_in_log2_buckets_of_nanoseconds() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(128), 0);
+        assert_eq!(latency_bucket(129), 1);
+        assert_eq!(latency_bucket(256), 1);
+        assert_eq!(latency_bucket(257), 2);
+        assert_eq!(latency_bucket(1 << 29), LATENCY_BUCKETS - 2);
+        assert_eq!(latency_bucket((1 << 29) + 1), LATENCY_BUCKETS - 1);
+        assert_eq!(latency_bucket(u64::MAX), LATENCY_BUCKETS - 1);
+        // Each bucket holds what is at most its bound and over the previous one's.
+        for i in 0..LATENCY_BUCKETS - 1 {
+            let le = latency_bucket_le_ns(i).unwrap();
+            assert_eq!(latency_bucket(le), i, "{le}");
+            assert_eq!(latency_bucket(le + 1), i + 1, "{le}");
+        }
+        assert_eq!(latency_bucket_le_ns(LATENCY_BUCKETS - 1), None);
+    }
+
+    #[test]
+    fn cycles_convert_to_nanoseconds() {
+        let ghz3 = CyclesToNs::new(3_000_000_000);
+        assert_eq!(ghz3.ns(3_000), 999, "rounded down by the fixed point");
+        assert_eq!(ghz3.ns(3_000_000_000), 999_999_999);
+        assert_eq!(CyclesToNs::new(1_000_000_000).ns(12_345), 12_345);
+        assert_eq!(CyclesToNs::new(0).ns(1), 1_000_000_000);
+    }
+
+    #[test]
+    fn recorded_latencies_snapshot_and_sum_over_queues() {
+        let (q0, q1) = (QueueStats::default(), QueueStats::default());
+        q0.record_latency(1_000, 32);
+        q0.record_latency(100, 1);
+        q1.record_latency(1_000, 4);
+        let mut s = q0.snapshot();
+        s += q1.snapshot();
+        assert_eq!(s.latency[latency_bucket(1_000)], 36);
+        assert_eq!(s.latency[0], 1, "100 ns is at most 128 ns");
+        assert_eq!(s.latency.iter().sum::<u64>(), 37);
+        assert_eq!(s.latency_sum_ns, 36_100);
     }
 
     #[test]

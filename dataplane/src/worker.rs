@@ -166,9 +166,11 @@ impl WorkerHandle {
             assigned: std::sync::Mutex::new(Vec::new()),
         });
         let s = shared.clone();
+        // Measured here, on the control side: its first use takes 10 ms.
+        let to_ns = crate::stats::CyclesToNs::measured();
         let thread = std::thread::Builder::new()
             .name(format!("weir-worker-{id}"))
-            .spawn(move || run(s, switch))
+            .spawn(move || run(s, switch, to_ns))
             .map_err(|source| WorkerError::Spawn { id, source })?;
         Ok(WorkerHandle {
             shared,
@@ -444,7 +446,7 @@ fn segment_and_send(q: &mut LocalQueue, b: &mut Burst) {
     send_local(q, &mut out);
 }
 
-fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
+fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>, to_ns: crate::stats::CyclesToNs) {
     let cfg = shared.cfg.clone();
     pin(&shared);
     let mut cache = arc_swap::Cache::new(switch.tables());
@@ -501,7 +503,7 @@ fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>) {
             &mut burst,
             switch.now_secs(),
             ws,
-            sample,
+            sample.then_some(to_ns),
         );
         // 4. Frames other workers handed to ports whose first queue is ours.
         moved += drain_handoffs(t, &mut queues, &mut burst, ws, sample);
@@ -555,7 +557,9 @@ fn stamp(sample: bool) -> u64 {
 }
 
 /// Receives a burst from each local queue, switches it and transmits the
-/// results; returns the frames received.
+/// results; returns the frames received. In a sampled round (`sampled`:
+/// the clock's conversion to ns) it times the stages and each burst's
+/// receive-to-transmit latency.
 #[inline(always)]
 fn poll_queues(
     t: &SwitchTables,
@@ -564,8 +568,9 @@ fn poll_queues(
     burst: &mut Burst,
     now: u32,
     ws: &WorkerStats,
-    sample: bool,
+    sampled: Option<crate::stats::CyclesToNs>,
 ) -> usize {
+    let sample = sampled.is_some();
     let mut moved = 0usize;
     for qi in 0..queues.list.len() {
         let q = &mut queues.list[qi];
@@ -591,12 +596,17 @@ fn poll_queues(
         fwd.process(t, q.port, burst, now, &q.stats);
         let t2 = stamp(sample);
         fwd.drain(|out, b| queues.transmit(t, out, b, ws, Some(qi)));
-        if sample {
+        if let Some(to_ns) = sampled {
             let t3 = cycles();
             ws.rx_cycles.add(t1.wrapping_sub(t0));
             ws.switch_cycles.add(t2.wrapping_sub(t1));
             ws.tx_cycles.add(t3.wrapping_sub(t2));
             ws.sampled_packets.add(n as u64);
+            // Receive to transmit of this burst, counted on the queue it
+            // came from: once per sampled burst, nothing per frame.
+            queues.list[qi]
+                .stats
+                .record_latency(to_ns.ns(t3.wrapping_sub(t1)), n as u64);
         }
     }
     ws.rx_packets.add(moved as u64);

@@ -115,6 +115,8 @@ pub struct VhostUserDevice {
     ports: Vec<VhostUserPort>,
     /// `(dev, ino)` of the server socket file this device created.
     socket_id: Option<(u64, u64)>,
+    /// The device's share of the TSO pool (its ports hold clones).
+    tso_share: Option<Arc<dataplane::mempool::PoolShare>>,
 }
 
 impl std::fmt::Debug for VhostUserDevice {
@@ -252,6 +254,7 @@ pub fn create_with_owner(
         thread: Some(thread),
         ports,
         socket_id,
+        tso_share,
     })
 }
 
@@ -319,6 +322,23 @@ impl VhostUserDevice {
     pub fn features(&self) -> Vec<&'static str> {
         // Relaxed: a status read.
         crate::defs::feature_names(self.shared.acked.load(Ordering::Relaxed))
+    }
+
+    /// TSO buffers the device holds now, of its share of the TSO pool; None
+    /// without a TSO pool.
+    pub fn tso_buffers_held(&self) -> Option<u32> {
+        self.tso_share.as_ref().map(|s| s.held())
+    }
+
+    /// Frontend connections and control-side errors so far: counters that
+    /// only grow, for the metrics endpoint.
+    pub fn events(&self) -> ConnectionEvents {
+        // Relaxed: independent counters, read for display.
+        ConnectionEvents {
+            connects: self.shared.connects.load(Ordering::Relaxed),
+            disconnects: self.shared.disconnects.load(Ordering::Relaxed),
+            errors: self.shared.errors.load(Ordering::Relaxed),
+        }
     }
 
     /// The device's queue pairs as ports (once; later calls return nothing).
@@ -405,6 +425,19 @@ struct Control {
     mac: Option<[u8; 6]>,
     /// The device's interrupt thread.
     notifier: Notifier,
+}
+
+/// A device's frontend connections and control-side errors since it was
+/// created ([`VhostUserDevice::events`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionEvents {
+    /// Frontends that connected.
+    pub connects: u64,
+    /// Frontends that disconnected.
+    pub disconnects: u64,
+    /// Control-side errors: refused frontend messages, rings that could not
+    /// start, failed or dropped connections.
+    pub errors: u64,
 }
 
 const POLL_MS: u64 = 100;
@@ -569,8 +602,9 @@ impl Control {
             if let Some((relay, front_ctl)) = relay {
                 backoff = BACKOFF_MIN;
                 tracing::info!("vhost-user {}: frontend connected", self.name);
-                // Relaxed: status flag.
+                // Relaxed: status flag and counter.
                 self.shared.connected.store(true, Ordering::Relaxed);
+                self.shared.connects.fetch_add(1, Ordering::Relaxed);
                 if let Ok(mut g) = self.conn.lock() {
                     let c = Conn {
                         lib: daemon.shutdown_handle(),
@@ -592,8 +626,10 @@ impl Control {
                     }
                 }
                 let _ = relay.join();
+                // Relaxed: a status flag and a counter, read for display.
                 self.shared.connected.store(false, Ordering::Relaxed);
                 self.shared.acked.store(0, Ordering::Relaxed);
+                self.shared.disconnects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("vhost-user {}: frontend disconnected", self.name);
             } else {
                 let _ = daemon.wait();

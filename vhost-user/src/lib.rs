@@ -174,8 +174,8 @@ pub mod testguest;
 pub mod vring;
 
 pub use control::{
-    create, create_with_owner, create_with_tso, max_fds, Mode, VhostUserConfig, VhostUserDevice,
-    VhostUserError, MAX_QUEUE_PAIRS,
+    create, create_with_owner, create_with_tso, max_fds, ConnectionEvents, Mode, VhostUserConfig,
+    VhostUserDevice, VhostUserError, MAX_QUEUE_PAIRS,
 };
 pub use port::VhostUserPort;
 pub use socket_path::SocketOwner;

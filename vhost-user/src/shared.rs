@@ -205,10 +205,18 @@ pub(crate) struct DeviceShared {
     pub mtu: Arc<AtomicU16>,
     /// virtio features the connected frontend acked; 0 when none is.
     pub acked: AtomicU64,
+    /// Frontends that connected, since the device was created.
+    pub connects: AtomicU64,
+    /// Frontends that disconnected.
+    pub disconnects: AtomicU64,
+    /// Control-side errors ([`DeviceShared::set_error`] calls).
+    pub errors: AtomicU64,
 }
 
 impl DeviceShared {
     pub fn set_error(&self, e: String) {
+        // Relaxed: a counter read by the metrics endpoint, ordered with nothing.
+        self.errors.fetch_add(1, Ordering::Relaxed);
         tracing::warn!("{e}");
         if let Ok(mut g) = self.control_error.lock() {
             *g = Some(e);

@@ -313,6 +313,70 @@ pub struct PortInfo {
     /// `acl_out`: the security group of what the port receives.
     #[serde(default)]
     pub acl_out: Option<String>,
+    /// Receive-to-transmit time of the frames it received, sampled; None
+    /// from daemons that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencyView>,
+}
+
+/// A port's receive-to-transmit latency histogram: the time from a burst's
+/// receipt to the end of its transmission (or of its handoff to another
+/// worker), measured in one poll round in 16 and counted per frame, in
+/// fixed log2 buckets of nanoseconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyView {
+    /// Frames per bucket, by ascending bound.
+    pub buckets: Vec<LatencyBucket>,
+    /// Frames sampled (the buckets' sum).
+    pub frames: u64,
+    /// Their summed latency, ns.
+    pub sum_ns: u64,
+}
+
+/// One bucket of a [`LatencyView`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LatencyBucket {
+    /// Upper bound (inclusive), ns; None for the last, unbounded bucket.
+    pub le_ns: Option<u64>,
+    /// Frames in it.
+    pub frames: u64,
+}
+
+impl LatencyView {
+    /// The histogram of a port's (or queue's) counters.
+    pub fn of(stats: &PortStatsView) -> LatencyView {
+        LatencyView {
+            buckets: stats
+                .latency
+                .iter()
+                .enumerate()
+                .map(|(i, &frames)| LatencyBucket {
+                    le_ns: dataplane::stats::latency_bucket_le_ns(i),
+                    frames,
+                })
+                .collect(),
+            frames: stats.latency.iter().sum(),
+            sum_ns: stats.latency_sum_ns,
+        }
+    }
+
+    /// The bound of the bucket that holds quantile `q` (0..=1): the
+    /// sampled frames' `q` quantile is at most it. None if no frame was
+    /// sampled; `Some(None)` if it falls in the unbounded bucket.
+    pub fn quantile_le_ns(&self, q: f64) -> Option<Option<u64>> {
+        if self.frames == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.frames as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for b in &self.buckets {
+            seen += b.frames;
+            if seen >= rank {
+                return Some(b.le_ns);
+            }
+        }
+        Some(None)
+    }
 }
 
 /// One security group, as listed by `acl-list`.

@@ -32,7 +32,7 @@
 //! attaches each port's ([`PortConfig::attach_acls`]).
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -112,6 +112,9 @@ pub struct Config {
     /// `[dpdk]`: DPDK EAL arguments, for `dpdk` ports.
     #[serde(default, skip_serializing_if = "DpdkConfig::is_default")]
     pub dpdk: DpdkConfig,
+    /// `[metrics]`: the OpenMetrics endpoint; None (no section) serves none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<MetricsConfig>,
     /// `[[bridge]]` tables, in file order.
     #[serde(default, rename = "bridge")]
     pub bridges: Vec<BridgeSpec>,
@@ -262,6 +265,33 @@ impl Default for ControlConfig {
             socket: default_socket(),
             socket_group: None,
             state: None,
+        }
+    }
+}
+
+/// `[metrics]` section: the OpenMetrics endpoint (`GET /metrics`), served
+/// over HTTP on a control thread. The section's presence turns it on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address and port to listen on; loopback by default, since the
+    /// endpoint has no authentication. `weir run --metrics-listen` overrides
+    /// it.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+/// Where `[metrics]` listens unless `listen` says otherwise.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9477";
+
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9477))
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: default_metrics_listen(),
         }
     }
 }
@@ -2404,6 +2434,7 @@ impl Config {
     fn validate_sections(&self, host: &Host, loc: &Locator<'_>) -> Result<(), ConfigError> {
         self.validate_dataplane(host, loc)?;
         self.validate_fdb(loc)?;
+        self.validate_metrics(loc)?;
         if let Some(path) = self.control.state.as_ref().filter(|p| !p.is_absolute()) {
             return Err(ConfigError::RelativeState {
                 at: loc.at("control", None, Some("state")),
@@ -2643,6 +2674,20 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_metrics(&self, loc: &Locator<'_>) -> Result<(), ConfigError> {
+        match &self.metrics {
+            // Port 0 would listen on a port chosen by the kernel, which no
+            // scraper could be told.
+            Some(m) if m.listen.port() == 0 => Err(ConfigError::OutOfRange {
+                at: loc.at("metrics", None, Some("listen")),
+                key: "metrics.listen",
+                value: 0,
+                range: "port 1..=65535".into(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     fn validate_fdb(&self, loc: &Locator<'_>) -> Result<(), ConfigError> {
@@ -2970,6 +3015,34 @@ pci = "0000:03:00.0"
             config.ports[0].devargs.as_deref(),
             Some("net_pcap0,iface=eth0")
         );
+    }
+
+    #[test]
+    fn metrics_section_is_off_when_absent_and_loopback_by_default() {
+        let config = Config::parse("", "t.toml").unwrap();
+        assert_eq!(config.metrics, None);
+        let config = Config::parse("[metrics]\n", "t.toml").unwrap();
+        assert_eq!(
+            config.metrics.unwrap().listen.to_string(),
+            DEFAULT_METRICS_LISTEN
+        );
+        let config = Config::parse("[metrics]\nlisten = \"[::1]:9100\"\n", "t.toml").unwrap();
+        assert_eq!(config.metrics.unwrap().listen.to_string(), "[::1]:9100");
+    }
+
+    #[test]
+    fn metrics_listen_must_be_an_address_with_a_port() {
+        for bad in ["localhost:9477", "127.0.0.1", "127.0.0.1:99999"] {
+            let text = format!("[metrics]\nlisten = \"{bad}\"\n");
+            let msg = parse_err(&text).to_string();
+            assert!(msg.starts_with("t.toml:2:"), "{msg}");
+            assert!(msg.contains("metrics.listen"), "{msg}");
+        }
+        let msg = validate_err("[metrics]\nlisten = \"127.0.0.1:0\"\n", "metrics0").to_string();
+        assert!(msg.contains("t.toml:2:"), "{msg}");
+        assert!(msg.contains("`metrics.listen` = 0"), "{msg}");
+        let msg = parse_err("[metrics]\nport = 9477\n").to_string();
+        assert!(msg.contains("unknown field `port`"), "{msg}");
     }
 
     #[test]

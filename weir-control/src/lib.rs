@@ -14,17 +14,23 @@
 //! - [`server`]: the control socket's server side.
 //! - [`state`]: the state file, the running configuration saved after each
 //!   change ([`Dataplane::save_state`]).
+//! - [`metrics`] and [`http`]: the OpenMetrics endpoint (`[metrics] listen`):
+//!   the families a scrape reads from the dataplane, and the small HTTP/1.1
+//!   server that answers `GET /metrics`.
 //!
 //! Errors are typed per boundary: [`ControlError`] (the runtime and its
 //! requests), [`OpenError`] (a driver opening a port) and [`ServerError`]
 //! (the control socket); [`error_chain`] renders one with its causes.
 #![deny(unsafe_code)]
 
+pub mod http;
+pub mod metrics;
 pub mod ports;
 pub mod runtime;
 pub mod server;
 pub mod state;
 
+pub use http::MetricsError;
 pub use ports::{OpenError, PortDevice, PortFactory};
 pub use runtime::{error_chain, run, spawn_housekeeping, ControlError, Dataplane};
 pub use server::ServerError;

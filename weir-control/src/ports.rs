@@ -84,6 +84,18 @@ pub trait PortDevice: Send {
     fn features(&self) -> Vec<&'static str> {
         Vec::new()
     }
+
+    /// Frontend connects, disconnects and control-side errors, for devices
+    /// with a peer that comes and goes (vhost-user); None for others.
+    fn connection_events(&self) -> Option<vhost_user::ConnectionEvents> {
+        None
+    }
+
+    /// Buffers of the TSO pool the port holds now (its share's use), for
+    /// ports charged to a share (vhost-user); None for others.
+    fn tso_buffers_held(&self) -> Option<u32> {
+        None
+    }
 }
 
 impl PortDevice for vhost_user::VhostUserDevice {
@@ -97,6 +109,14 @@ impl PortDevice for vhost_user::VhostUserDevice {
 
     fn features(&self) -> Vec<&'static str> {
         vhost_user::VhostUserDevice::features(self)
+    }
+
+    fn connection_events(&self) -> Option<vhost_user::ConnectionEvents> {
+        Some(self.events())
+    }
+
+    fn tso_buffers_held(&self) -> Option<u32> {
+        vhost_user::VhostUserDevice::tso_buffers_held(self)
     }
 }
 

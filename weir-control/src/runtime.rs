@@ -18,14 +18,16 @@ use dataplane::switch::{self, Acl, Bridge, Fdb, HandoffBudget, PortEntry, Switch
 use dataplane::worker::{WorkerConfig, WorkerHandle};
 use dataplane::{BridgeId, DropReason, Mempool, PortId, QueueId, QueueStats, WorkerId, MAX_BURST};
 
+use crate::http::{MetricsError, MetricsServer, Render};
+use crate::metrics::{PoolSample, PortSample, Scrape};
 use crate::ports::{DriverError, DriverFactory, OpenError, OpenedPort, PortDevice, PortFactory};
 use crate::server::{ControlServer, Handler, ServerError};
 use crate::state::{self, StateError};
 use dataplane::mempool::MempoolError;
 use dataplane::worker::WorkerError;
 use weir_api::{
-    AclInfo, AclView, BridgeInfo, FdbEntryView, MempoolView, PortInfo, Request, Response,
-    StageCycles, StatsView, VersionView, WorkerView,
+    AclInfo, AclView, BridgeInfo, FdbEntryView, LatencyView, MempoolView, PortInfo, Request,
+    Response, StageCycles, StatsView, VersionView, WorkerView,
 };
 use weir_config::{
     AclSpec, AclSpecError, BridgeSpec, Config, Host, PortConfig, PortError, PortKind, PortSettings,
@@ -169,6 +171,9 @@ pub enum ControlError {
     /// The control socket could not be set up.
     #[error(transparent)]
     Server(#[from] ServerError),
+    /// The metrics endpoint could not be set up.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// A security group (of an `acl add` request) is refused.
     #[error("acl {name}")]
     InvalidAcl {
@@ -261,6 +266,20 @@ struct State {
     /// The running configuration as the state file holds it (or as it was
     /// at start, before any change): a change is saved when it differs.
     saved: Option<String>,
+    /// Ports added since start (configured and `port add`), for the metrics.
+    ports_added: u64,
+    /// Ports deleted since start.
+    ports_deleted: u64,
+}
+
+/// Which counters a view reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Counted {
+    /// Since the last `stats clear` (what the CLI shows).
+    SinceClear,
+    /// Since the port or worker started (what metrics export: they never
+    /// go back).
+    Total,
 }
 
 /// A worker's counters as `weir stats` shows them.
@@ -433,6 +452,8 @@ impl Dataplane {
                 stuck: Vec::new(),
                 workers_cleared: Vec::new(),
                 saved: None,
+                ports_added: 0,
+                ports_deleted: 0,
             }),
             worker_timeout: WORKER_TIMEOUT,
             control_socket: cfg.control.socket.components().collect(),
@@ -799,6 +820,7 @@ impl Dataplane {
         }
         tracing::info!(port = %rec.port.name, kind = %rec.port.kind.port_type(), id = id.0, queues = rec.queues.len(), "port added");
         st.ports.insert(rec.port.name.clone(), rec);
+        st.ports_added += 1;
         Ok(())
     }
 
@@ -846,6 +868,8 @@ impl Dataplane {
             .ports
             .remove(name)
             .ok_or_else(|| ControlError::NoSuchPort { name: name.into() })?;
+        // Deleted from the tables even if a worker keeps its queues.
+        st.ports_deleted += 1;
         self.retire(&mut st, rec)?;
         tracing::info!(port = name, "port removed");
         Ok(())
@@ -997,13 +1021,27 @@ impl Dataplane {
     }
 
     fn port_info(&self, rec: &PortRecord, t: &switch::SwitchTables) -> PortInfo {
+        self.port_info_counted(rec, t, Counted::SinceClear)
+    }
+
+    /// [`port_info`](Self::port_info) with its counters `counted` since the
+    /// last `stats clear` or from the start.
+    fn port_info_counted(
+        &self,
+        rec: &PortRecord,
+        t: &switch::SwitchTables,
+        counted: Counted,
+    ) -> PortInfo {
         // One snapshot per queue; the port's counters are their sum, so the two
         // views always agree.
         let per_queue: Vec<StatsSnapshot> = rec
             .queues
             .iter()
             .zip(&rec.cleared)
-            .map(|((_, q), base)| q.snapshot().since(base))
+            .map(|((_, q), base)| match counted {
+                Counted::SinceClear => q.snapshot().since(base),
+                Counted::Total => q.snapshot(),
+            })
             .collect();
         let mut s = StatsSnapshot::default();
         for q in &per_queue {
@@ -1042,6 +1080,7 @@ impl Dataplane {
             acl_out: rec.port.settings.acl_out.clone(),
             settings: rec.port.settings.clone(),
             queue_workers: rec.queues.iter().map(|q| q.0 as u16).collect(),
+            latency: Some(LatencyView::of(&s)),
         }
     }
 
@@ -1262,8 +1301,15 @@ impl Dataplane {
 
     /// Per-worker view for `pmd show`.
     pub fn workers(&self) -> Vec<WorkerView> {
+        self.workers_counted(Counted::SinceClear)
+    }
+
+    fn workers_counted(&self, counted: Counted) -> Vec<WorkerView> {
         let t = self.switch.load();
-        let cleared = self.lock().workers_cleared.clone();
+        let cleared = match counted {
+            Counted::SinceClear => self.lock().workers_cleared.clone(),
+            Counted::Total => Vec::new(),
+        };
         self.workers
             .iter()
             .zip(&self.worker_cpus)
@@ -1350,6 +1396,41 @@ impl Dataplane {
             workers: self.workers(),
             mempool: pool_view(self.pool),
             tso_pool: tso_pool.map(pool_view),
+        }
+    }
+
+    /// Everything the metrics endpoint reports, read now: raw counters,
+    /// which only grow while a port lives.
+    pub fn scrape(&self) -> Scrape {
+        let (ports, tso_pool, ports_added, ports_deleted) = {
+            let st = self.lock();
+            let t = self.switch.load();
+            let ports = st
+                .ports
+                .values()
+                .map(|r| PortSample {
+                    info: self.port_info_counted(r, &t, Counted::Total),
+                    connection: r.device.as_ref().and_then(|d| d.connection_events()),
+                    tso_buffers_held: r.device.as_ref().and_then(|d| d.tso_buffers_held()),
+                })
+                .collect();
+            (ports, st.tso_pool, st.ports_added, st.ports_deleted)
+        };
+        let pool = |name, p: &Mempool| PoolSample {
+            name,
+            view: pool_view(p),
+            alloc_failures: p.alloc_failures(),
+            share_refusals: p.share_refusals(),
+        };
+        Scrape {
+            ports,
+            workers: self.workers_counted(Counted::Total),
+            pools: std::iter::once(pool("mbuf", self.pool))
+                .chain(tso_pool.map(|p| pool("tso", p)))
+                .collect(),
+            bridges: self.bridge_list(),
+            ports_added,
+            ports_deleted,
         }
     }
 
@@ -1577,10 +1658,32 @@ pub fn run(valid: ValidConfig) -> Result<(), ControlError> {
     {
         tracing::info!(?cpus, "control threads kept off the workers' CPUs");
     }
+    // Bound before the dataplane starts, so that an address in use fails
+    // the start at once, with nothing to tear down.
+    let metrics = cfg
+        .metrics
+        .as_ref()
+        .map(|m| MetricsServer::bind(m.listen))
+        .transpose()?;
     let dp = Arc::new(Dataplane::start(valid)?);
     // Housekeeping: the FDB clock, aging and rebuilds, once a second.
     let hk = spawn_housekeeping(Arc::downgrade(&dp), stop.clone(), Duration::from_secs(1))
         .map_err(ControlError::Housekeeping)?;
+    let metrics = match metrics {
+        Some(server) => {
+            // A weak reference: a scrape in flight at shutdown must not keep
+            // the dataplane (its ports and workers) alive.
+            let weak = Arc::downgrade(&dp);
+            let render: Arc<Render> = Arc::new(move |format| {
+                weak.upgrade()
+                    .map(|dp| dp.scrape())
+                    .unwrap_or_default()
+                    .encode(format)
+            });
+            Some(server.spawn(render, stop.clone())?)
+        }
+        None => None,
+    };
     tracing::info!(socket = %socket.display(), "control socket ready");
     // The socket is bound and listening: clients that connect now are
     // served as soon as `serve` runs.
@@ -1594,6 +1697,9 @@ pub fn run(valid: ValidConfig) -> Result<(), ControlError> {
     notify.stopping("stopping workers and closing ports");
     stop.store(true, Ordering::Relaxed);
     let _ = hk.join();
+    if let Some(m) = metrics {
+        let _ = m.join();
+    }
     tracing::info!("shutting down");
     match Arc::try_unwrap(dp) {
         Ok(dp) => dp.shutdown(),
@@ -2049,6 +2155,67 @@ mod tests {
         );
         assert!(hb.transmitted().iter().all(|f| *f == frame));
         assert_eq!(dp.port_list().len(), 2);
+        dp.shutdown();
+    }
+
+    #[test]
+    fn a_scrape_reads_raw_port_counters_and_counts_port_adds_and_deletes() {
+        use crate::metrics::Format;
+        use dataplane::testutil::{eth_frame, mac, EXPERIMENTAL_ETHERTYPE};
+        let factory = Arc::new(ScriptedFactory::default());
+        let dp = scripted_dataplane(&factory, "0");
+        let [ha, hb, _hc] = factory.script(dp.pool(), ["a", "b", "c"]);
+        dp.bridge_add("br0").unwrap();
+        for p in ["a", "b", "c"] {
+            dp.port_add(ring_port(p, Some("br0"))).unwrap();
+        }
+        dp.port_del("c").unwrap();
+        wait_for("a and b up", || is_up(&dp, "a") && is_up(&dp, "b"));
+        let frame = eth_frame(mac(2), mac(1), EXPERIMENTAL_ETHERTYPE, 46);
+        for _ in 0..10 {
+            ha.push_rx(frame.clone());
+        }
+        wait_for("b receives", || hb.transmitted().len() == 10);
+        let scrape = dp.scrape();
+        assert_eq!((scrape.ports_added, scrape.ports_deleted), (3, 1));
+        let a = scrape.ports.iter().find(|p| p.info.name == "a").unwrap();
+        assert_eq!(a.info.stats.rx_packets, 10);
+        assert_eq!(scrape.bridges.len(), 1);
+        assert_eq!(scrape.pools.len(), 1, "no TSO pool with tso_mbufs = 0");
+        let text = scrape.encode(Format::OpenMetrics);
+        for line in [
+            "weir_port_rx_packets_total{port=\"a\",queue=\"0\"} 10\n",
+            "weir_port_tx_packets_total{port=\"b\",queue=\"0\"} 10\n",
+            "weir_ports_added_total 3\n",
+            "weir_ports_deleted_total 1\n",
+            "weir_port_link_up{port=\"a\"} 1\n",
+            "weir_bridge_ports{bridge=\"br0\"} 2\n",
+            "weir_worker_rx_queues{worker=\"0\"} 2\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        // One poll round in 16 is timed: frames one at a time until one
+        // falls in a sampled round (bounded, so the assertion can fail).
+        let sampled = |dp: &Dataplane| dp.port_show("a").unwrap().latency.unwrap().frames;
+        let mut sent = 10;
+        while sampled(&dp) == 0 && sent < 10 + 4096 {
+            ha.push_rx(frame.clone());
+            sent += 1;
+            wait_for("b receives", || hb.transmitted().len() == sent);
+        }
+        let latency = dp.port_show("a").unwrap().latency.unwrap();
+        assert!(latency.frames > 0, "no frame of {sent} sampled");
+        assert_eq!(
+            latency.frames,
+            latency.buckets.iter().map(|b| b.frames).sum::<u64>()
+        );
+        let text = dp.scrape().encode(Format::OpenMetrics);
+        let count = format!(
+            "weir_port_latency_seconds_count{{port=\"a\"}} {}\n",
+            latency.frames
+        );
+        assert!(text.contains(&count), "{count} missing from\n{text}");
         dp.shutdown();
     }
 

@@ -231,6 +231,21 @@ pub struct RunArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub conn: SocketArg,
+    /// Serve OpenMetrics on ADDR:PORT (e.g. 127.0.0.1:9477), overriding the
+    /// file's `[metrics] listen`.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = parse_metrics_listen)]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+}
+
+/// `--metrics-listen`: an address with a port other than 0.
+fn parse_metrics_listen(text: &str) -> Result<std::net::SocketAddr, String> {
+    let addr: std::net::SocketAddr = text.parse().map_err(|_| {
+        format!("expected ADDR:PORT, e.g. 127.0.0.1:9477 or [::1]:9477, not {text:?}")
+    })?;
+    if addr.port() == 0 {
+        return Err("port 0 is not one a scraper could find; give a port".into());
+    }
+    Ok(addr)
 }
 
 /// `weir port ...`.

@@ -49,6 +49,9 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
             // The socket in use: no port may take its path.
             config.control.socket =
                 cli.socket_or(args.conn.socket.clone(), config.control.socket.clone());
+            if let Some(listen) = args.metrics_listen {
+                config.metrics = Some(weir_config::MetricsConfig { listen });
+            }
             let host = Host::system();
             if config.apply_state(&host)? {
                 tracing::info!(

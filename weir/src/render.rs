@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use weir_api::{
-    AclInfo, AclView, BridgeInfo, FdbEntryView, MempoolView, PortInfo, PortStatsView, StatsView,
-    WorkerView,
+    AclInfo, AclView, BridgeInfo, FdbEntryView, LatencyView, MempoolView, PortInfo, PortStatsView,
+    StatsView, WorkerView,
 };
 use weir_config::PortSettings;
 use weir_host::nic::{PciNic, VfInfo};
@@ -211,6 +211,30 @@ fn list(items: &[impl ToString]) -> String {
 }
 
 /// `weir port show`: one port, everything, one `key  value` line each.
+/// A port's sampled receive-to-transmit latency: the bucket bounds of its
+/// median and 99th percentile.
+fn latency(l: Option<&LatencyView>) -> String {
+    let Some(l) = l else { return "-".into() };
+    let bound = |q: f64| match l.quantile_le_ns(q) {
+        Some(Some(ns)) if ns < 1_000_000 => format!("<= {:.1} us", ns as f64 / 1e3),
+        Some(Some(ns)) => format!("<= {:.1} ms", ns as f64 / 1e6),
+        _ => format!(
+            "> {:.1} ms",
+            l.buckets.iter().rev().find_map(|b| b.le_ns).unwrap_or(0) as f64 / 1e6
+        ),
+    };
+    if l.frames == 0 {
+        return "no frames sampled yet (receive to transmit, 1 poll round in 16)".into();
+    }
+    format!(
+        "receive to transmit p50 {}, p99 {} ({} frames sampled, mean {:.1} us)",
+        bound(0.5),
+        bound(0.99),
+        l.frames,
+        l.sum_ns as f64 / l.frames as f64 / 1e3
+    )
+}
+
 fn render_port(p: &PortInfo) -> String {
     let s = &p.settings;
     let mut lines: Vec<(&str, String)> = vec![
@@ -289,6 +313,7 @@ fn render_port(p: &PortInfo) -> String {
     lines.push(("counters", rx));
     lines.push(("", tx));
     lines.push(("", drops));
+    lines.push(("latency", latency(p.latency.as_ref())));
     let per_queue: Vec<(String, String)> = if p.queue_stats.len() > 1 {
         p.queue_stats
             .iter()
@@ -619,6 +644,7 @@ mod tests {
             trunks: Vec::new(),
             acl_in: None,
             acl_out: None,
+            latency: None,
             settings: Default::default(),
             queue_workers: vec![0],
         }
@@ -814,6 +840,12 @@ mod tests {
         };
         p.stats.drops[DropReason::SpoofedIp as usize] = 7;
         p.queue_stats = vec![p.stats, PortStatsView::default()];
+        let mut sampled = PortStatsView::default();
+        // 98 frames of at most 1.024 us (900 ns), 2 of at most 8.192 us (5 us).
+        sampled.latency[dataplane::stats::latency_bucket(900)] = 98;
+        sampled.latency[dataplane::stats::latency_bucket(5_000)] = 2;
+        sampled.latency_sum_ns = 98 * 900 + 2 * 5_000;
+        p.latency = Some(LatencyView::of(&sampled));
         let out = render_port(&p);
         let line = |key: &str| {
             out.lines()
@@ -841,6 +873,10 @@ mod tests {
         assert_eq!(line("egress rate"), "10000 kbit/s");
         assert_eq!(line("storm control"), "500 frames/s");
         assert_eq!(line("counters"), "rx 12345 packets, 0 bytes, 0 errors");
+        assert_eq!(
+            line("latency"),
+            "receive to transmit p50 <= 1.0 us, p99 <= 8.2 us (100 frames sampled, mean 1.0 us)"
+        );
         assert!(
             out.contains("drops no-buffers=3,spoofed-ip=7\n"),
             "totals and queue 0:\n{out}"
