@@ -318,6 +318,16 @@ fn prometheus_scrapes_port_counters_from_the_metrics_endpoint() {
     let up = prom.query("up").unwrap();
     assert_eq!(up.len(), 1, "{up:?}");
     assert_eq!(up[0]["value"][1], "1", "{up:?}\n{}", prom.targets());
+    // 3. `weir stats clear` starts what the CLI shows from zero; the
+    // exported counters keep their totals (a counter that went back would
+    // read as a reset to Prometheus).
+    d.ok(&["stats", "clear"]);
+    assert_eq!(stats_rx(&d, "a"), 0);
+    let (_, _, after) = http_get(endpoint, "/metrics", &[]).unwrap();
+    assert!(
+        exposed(&after, "weir_port_rx_packets_total", "a") >= now,
+        "the exported counter went back after stats clear:\n{after}"
+    );
     let built = prom.query("weir_build_info").unwrap();
     assert_eq!(
         built[0]["metric"]["version"],
