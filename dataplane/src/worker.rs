@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::capture::{unix_time_ns, Direction, PortTaps};
 use crate::ids::{PortId, QueueId, WorkerId};
 use crate::port::{Burst, LinkState, Port, MAX_BURST};
 use crate::ring::Ring;
@@ -323,6 +324,25 @@ impl Queues {
         ws: &WorkerStats,
         from: Option<usize>,
     ) {
+        if let Some(taps) = t.taps(out) {
+            if let Some(Some(_)) = self.tx_index.get(out.index()) {
+                self.tap(t, taps, out, Direction::Tx, b, ws);
+            }
+        }
+        self.route(t, out, b, ws, from);
+    }
+
+    /// [`Queues::transmit`] without the taps: mirror copies go out this way,
+    /// so a copy is never copied again.
+    #[inline]
+    fn route(
+        &mut self,
+        t: &SwitchTables,
+        out: PortId,
+        b: &mut Burst,
+        ws: &WorkerStats,
+        from: Option<usize>,
+    ) {
         if let Some(Some(i)) = self.tx_index.get(out.index()) {
             send_local(&mut self.list[*i], b);
         } else if let Some(e) = t.port(out) {
@@ -337,6 +357,41 @@ impl Queues {
             }
         } else {
             b.clear();
+        }
+    }
+}
+
+impl Queues {
+    /// Copies a burst seen on `port` into the captures watching it (one
+    /// clock read for the burst) and sends a copy to each mirror's output
+    /// port (see [`crate::capture`]). A copy that finds no free buffer is
+    /// counted as lost by its mirror; the burst itself is not touched. Out
+    /// of line: only ports with taps come here.
+    #[cold]
+    #[inline(never)]
+    fn tap(
+        &mut self,
+        t: &SwitchTables,
+        taps: &PortTaps,
+        port: PortId,
+        direction: Direction,
+        b: &Burst,
+        ws: &WorkerStats,
+    ) {
+        if !taps.captures.is_empty() {
+            taps.record_burst(port, direction, unix_time_ns(), b.iter().map(|m| m.data()));
+        }
+        for mirror in taps.mirrors(direction) {
+            let mut copies = Burst::new();
+            let mut lost = 0u64;
+            for m in b.iter() {
+                match m.try_clone() {
+                    Some(c) => copies.push(c),
+                    None => lost += 1,
+                }
+            }
+            mirror.count(copies.len() as u64, lost);
+            self.route(t, mirror.to, &mut copies, ws, None);
         }
     }
 }
@@ -588,6 +643,11 @@ fn poll_queues(
         if tso > 0 {
             q.stats.rx_tso_packets.add(tso as u64);
         }
+        let port = q.port;
+        if let Some(taps) = t.taps(port) {
+            queues.tap(t, taps, port, Direction::Rx, burst, ws);
+        }
+        let q = &queues.list[qi];
         fwd.process(t, q.port, burst, now, &q.stats);
         let t2 = stamp(sample);
         fwd.drain(|out, b| queues.transmit(t, out, b, ws, Some(qi)));
