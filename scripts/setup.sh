@@ -13,7 +13,8 @@ PKGS=(
   valgrind                                                          # benches/callgrind.sh
   dpdk-dev librte-net-vhost23 librte-mempool-ring23 librte-net-virtio23  # testpmd: a real vhost-user peer
   librte-net-ring23 librte-net-null23                               # dpdk feature tests (net_ring, net_null vdevs)
-  qemu-system-x86 kmod cpio xz-utils tcpdump                        # VFIO guest tests (tcpdump reads their pcaps)
+  qemu-system-x86 kmod cpio xz-utils tcpdump                        # VFIO guest tests (tcpdump reads their pcaps); weir/tests/capture.rs (mirror to a TAP)
+  tshark                                                            # weir/tests/capture.rs reads what `weir capture` writes
   iperf3                                                            # the namespace end of weir/tests/vm.rs's afpacket test
 )
 
@@ -34,6 +35,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 command -v cargo >/dev/null || { echo "scripts/setup.sh: cargo not found: install Rust (rustup) first" >&2; exit 1; }
-for t in ip ping python3 clang dpdk-testpmd qemu-system-x86_64 cpio tcpdump iperf3; do
+for t in ip ping python3 clang dpdk-testpmd qemu-system-x86_64 cpio tcpdump iperf3 tshark; do
   command -v "$t" >/dev/null || { echo "scripts/setup.sh: $t still missing after install" >&2; exit 1; }
 done

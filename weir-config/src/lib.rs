@@ -56,6 +56,8 @@ use toml::Spanned;
 
 pub mod acl;
 pub use acl::{AclAction, AclDirection, AclRuleSpec, AclSpec, AclSpecError};
+pub mod mirror;
+pub use mirror::{MirrorError, MirrorSpec};
 
 /// Default control socket path.
 pub const DEFAULT_SOCKET: &str = "/run/weir/weir.sock";
@@ -122,6 +124,9 @@ pub struct Config {
     /// `acl_out`.
     #[serde(default, rename = "acl", skip_serializing_if = "Vec::is_empty")]
     pub acls: Vec<AclSpec>,
+    /// `[[mirror]]` tables: port mirrors (SPAN).
+    #[serde(default, rename = "mirror", skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorSpec>,
     /// Where the config came from, to point validation errors at lines.
     #[serde(skip)]
     source: Source,
@@ -2000,6 +2005,26 @@ pub enum ConfigError {
         /// What is wrong.
         error: AclSpecError,
     },
+    /// Two mirrors share a name.
+    #[error("{at}: duplicate mirror name `{name}`{}", first_line_note(.first_line))]
+    DuplicateMirror {
+        /// The second definition.
+        at: Location,
+        /// The name.
+        name: String,
+        /// Line of the first definition.
+        first_line: Option<usize>,
+    },
+    /// A mirror is refused.
+    #[error("{at}: mirror `{mirror}`: {error}")]
+    Mirror {
+        /// The key at fault, or the table.
+        at: Location,
+        /// The mirror.
+        mirror: String,
+        /// What is wrong.
+        error: MirrorError,
+    },
     /// A number is out of its range.
     #[error("{at}: `{key}` = {value} is out of range ({range})")]
     OutOfRange {
@@ -2114,6 +2139,8 @@ pub struct Validated {
     pub ports: Vec<PortConfig>,
     /// The `[[acl]]` tables, in file order, each with its compiled form.
     pub acls: Vec<(AclSpec, Arc<Acl>)>,
+    /// The `[[mirror]]` tables, in file order.
+    pub mirrors: Vec<MirrorSpec>,
 }
 
 /// The body of an `[[acl]]` table in a file of its own, without the name
@@ -2336,7 +2363,34 @@ impl Config {
             self.check_port_against(&port, i, &ports, &bridges, &loc)?;
             ports.push(port);
         }
-        Ok(Validated { ports, acls })
+        self.validate_mirrors(&ports, &loc)?;
+        Ok(Validated {
+            ports,
+            acls,
+            mirrors: self.mirrors.clone(),
+        })
+    }
+
+    /// Checks the `[[mirror]]` tables: names (each once), the ports they
+    /// name, and that none mirrors into another's source.
+    fn validate_mirrors(&self, ports: &[PortConfig], loc: &Locator<'_>) -> Result<(), ConfigError> {
+        let exists = |name: &str| ports.iter().any(|p| p.name == name);
+        for (i, m) in self.mirrors.iter().enumerate() {
+            if let Some(first) = self.mirrors[..i].iter().position(|o| o.name == m.name) {
+                return Err(ConfigError::DuplicateMirror {
+                    at: loc.at("mirror", Some(i), Some("name")),
+                    name: m.name.clone(),
+                    first_line: loc.at("mirror", Some(first), Some("name")).line(),
+                });
+            }
+            m.check(exists, &self.mirrors[..i])
+                .map_err(|error| ConfigError::Mirror {
+                    at: loc.at("mirror", Some(i), error.key()),
+                    mirror: m.name.clone(),
+                    error,
+                })?;
+        }
+        Ok(())
     }
 
     /// Checks and compiles the `[[acl]]` tables: names (valid, each once)

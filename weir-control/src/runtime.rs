@@ -6,6 +6,9 @@
 //! control plane's own lock); workers never take it: they see changes through the
 //! switch's published tables and their command rings.
 
+mod capture;
+mod mirror;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -180,6 +183,29 @@ pub enum ControlError {
         /// The name.
         name: String,
     },
+    /// A mirror is refused.
+    #[error("mirror {name}")]
+    InvalidMirror {
+        /// The mirror.
+        name: String,
+        /// What is wrong.
+        #[source]
+        source: weir_config::MirrorError,
+    },
+    /// No mirror of that name exists.
+    #[error("no mirror named {name}")]
+    NoSuchMirror {
+        /// The name.
+        name: String,
+    },
+    /// A port to delete is used by a mirror.
+    #[error("port {name} is in use: {}; delete those first (weir mirror del NAME)", uses.join(", "))]
+    PortInUse {
+        /// The port.
+        name: String,
+        /// Its uses, as `mirror NAME`.
+        uses: Vec<String>,
+    },
     /// A security group to delete is in use.
     #[error(
         "ACL {name} is in use: {}; clear those settings first (weir port clear PORT KEY)",
@@ -236,6 +262,8 @@ struct State {
     /// Ports a worker did not give back on `port del`: their ids and paths
     /// stay reserved.
     stuck: Vec<PortRecord>,
+    /// Port mirrors by name.
+    mirrors: BTreeMap<String, mirror::MirrorRecord>,
 }
 
 /// Most TSO buffers one port may hold: a quarter of the pool, and at least two
@@ -298,7 +326,15 @@ impl Dataplane {
         cfg: ValidConfig,
         factory: Box<dyn PortFactory>,
     ) -> Result<Dataplane, ControlError> {
-        let (cfg, weir_config::Validated { ports, acls }, host) = cfg.into_parts();
+        let (
+            cfg,
+            weir_config::Validated {
+                ports,
+                acls,
+                mirrors,
+            },
+            host,
+        ) = cfg.into_parts();
         raise_memlock_limit();
         let pool_cfg = cfg.dataplane.mempool_config();
         let hugepages = pool_cfg.hugepages;
@@ -356,6 +392,7 @@ impl Dataplane {
                 next_worker: 0,
                 tso_pool: None,
                 stuck: Vec::new(),
+                mirrors: BTreeMap::new(),
             }),
             worker_timeout: WORKER_TIMEOUT,
             control_socket: cfg.control.socket.components().collect(),
@@ -365,6 +402,9 @@ impl Dataplane {
         }
         for p in ports {
             dp.add_port(p)?;
+        }
+        for m in mirrors {
+            dp.mirror_add(m)?;
         }
         Ok(dp)
     }
@@ -672,6 +712,13 @@ impl Dataplane {
     /// Unknown port, or a worker did not give the queues back in time.
     pub fn port_del(&self, name: &str) -> Result<(), ControlError> {
         let mut st = self.lock();
+        let uses = Dataplane::mirrors_using(&st, name);
+        if !uses.is_empty() {
+            return Err(ControlError::PortInUse {
+                name: name.into(),
+                uses,
+            });
+        }
         let rec = st
             .ports
             .remove(name)
@@ -1250,6 +1297,22 @@ impl Handler for Dataplane {
             Request::AclDel { name } => result(self.acl_del(&name)),
             Request::AclList => Response::with_data(&self.acl_list()),
             Request::AclShow { name } => result(self.acl_show(&name)),
+            Request::MirrorAdd(spec) => result(self.mirror_add(spec)),
+            Request::MirrorDel { name } => result(self.mirror_del(&name)),
+            Request::MirrorList => Response::with_data(&self.mirror_list()),
+            Request::Capture(spec) => Response::error(format!(
+                "capture of {} needs a streaming connection",
+                spec.port
+            )),
+        }
+    }
+
+    fn stream(&self, req: Request, send: &mut dyn FnMut(&Response) -> std::io::Result<()>) {
+        match req {
+            Request::Capture(spec) => self.capture(spec, send),
+            req => {
+                let _ = send(&self.handle(req));
+            }
         }
     }
 }

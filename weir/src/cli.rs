@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand};
 
 use weir_api::Request;
 use weir_config::{
-    AclAction, AclRuleSpec, AclSpec, MacAddr, PortSettings, PortSpec, PortType, VhostMode,
-    VlanMode, DEFAULT_SOCKET,
+    AclAction, AclRuleSpec, AclSpec, MacAddr, MirrorSpec, PortSettings, PortSpec, PortType,
+    VhostMode, VlanMode, DEFAULT_SOCKET,
 };
 
 /// weir: a userspace poll-mode L2 switch.
@@ -71,6 +71,12 @@ pub enum Command {
     /// applies to what it sends (acl_in) or receives (acl_out).
     #[command(subcommand)]
     Acl(AclCmd),
+    /// Capture a port's frames into a pcapng file (Ctrl-C stops).
+    Capture(CaptureArgs),
+    /// Manage port mirrors (SPAN): copies of what some ports receive or
+    /// send, sent on another port.
+    #[command(subcommand)]
+    Mirror(MirrorCmd),
     /// Show port, worker and buffer pool counters.
     Stats(ShowArgs),
     /// Inspect poll-mode worker threads.
@@ -96,6 +102,77 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<std::ffi::OsString>,
     },
+}
+
+/// `weir capture`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("direction").args(["rx", "tx", "both"]))]
+pub struct CaptureArgs {
+    /// The port.
+    pub port: String,
+    /// Frames the port receives.
+    #[arg(long)]
+    pub rx: bool,
+    /// Frames the port sends.
+    #[arg(long)]
+    pub tx: bool,
+    /// Frames the port receives and sends (the default, unless only
+    /// --drops is given).
+    #[arg(long)]
+    pub both: bool,
+    /// Frames received on the port that the switch drops, the reason in
+    /// each packet's comment; alone, only those.
+    #[arg(long)]
+    pub drops: bool,
+    /// Stop after N frames.
+    #[arg(short = 'c', long = "count", value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after S seconds (fractions allowed).
+    #[arg(long, value_name = "S", value_parser = parse_seconds)]
+    pub duration: Option<u64>,
+    /// Bytes kept of each frame.
+    #[arg(long, value_name = "BYTES")]
+    pub snaplen: Option<u32>,
+    /// The pcapng file to write (`-`: stdout).
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub write: PathBuf,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: SocketArg,
+}
+
+/// Seconds (`2`, `0.5`) as milliseconds.
+fn parse_seconds(arg: &str) -> Result<u64, String> {
+    let secs: f64 = arg
+        .parse()
+        .map_err(|_| format!("{arg:?} is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0 && secs <= 1e9) {
+        return Err(format!("{arg:?}: give a duration above 0 seconds"));
+    }
+    Ok((secs * 1000.0).ceil() as u64)
+}
+
+impl CaptureArgs {
+    /// The capture request's spec.
+    ///
+    /// # Errors
+    /// A count of 0.
+    pub fn spec(&self) -> anyhow::Result<weir_api::CaptureSpec> {
+        if self.count == Some(0) {
+            anyhow::bail!("-c 0 captures nothing; give at least 1");
+        }
+        let directions = self.rx || self.tx || self.both;
+        let both = self.both || (!directions && !self.drops);
+        Ok(weir_api::CaptureSpec {
+            port: self.port.clone(),
+            rx: self.rx || both,
+            tx: self.tx || both,
+            drops: self.drops,
+            count: self.count,
+            duration_ms: self.duration,
+            snaplen: self.snaplen,
+        })
+    }
 }
 
 /// `weir devbind`.
@@ -482,6 +559,38 @@ pub enum AclCmd {
     },
 }
 
+/// `weir mirror ...`.
+#[derive(Debug, Subcommand)]
+pub enum MirrorCmd {
+    /// Add a mirror, or replace the one of that name.
+    Add {
+        /// Mirror name.
+        name: String,
+        /// Ports whose received frames are copied (comma-separated).
+        #[arg(long, value_name = "P,..", value_delimiter = ',')]
+        src: Vec<String>,
+        /// Ports whose sent frames are copied (comma-separated).
+        #[arg(long, value_name = "P,..", value_delimiter = ',')]
+        dst: Vec<String>,
+        /// The port the copies are sent on.
+        #[arg(long, value_name = "PORT")]
+        to: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        out: ReplyArgs,
+    },
+    /// Delete a mirror.
+    Del {
+        /// Mirror name.
+        name: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        out: ReplyArgs,
+    },
+    /// List mirrors with the copies each made.
+    List(ShowArgs),
+}
+
 /// How `--rule` reads a rule, for `acl add --help`.
 const RULE_HELP: &str = "\
 A rule is words in any order: KEY=VALUE for any key of an [[acl.rule]] table
@@ -649,11 +758,14 @@ pub enum Output {
     Acls,
     /// Print one ACL and its rules.
     Acl,
+    /// Print a table of mirrors.
+    Mirrors,
 }
 
 impl Command {
     /// The request a client verb sends, or `None` for local verbs
-    /// (`run`, `config`, `demo`, `devbind`, `sriov`, `doctor`) and for
+    /// (`run`, `config`, `demo`, `devbind`, `sriov`, `doctor`), for
+    /// `capture`, which reads a stream ([`crate::capture`]), and for
     /// `acl add`, which may read a file first ([`AclAddArgs::client_call`]).
     pub fn client_call(&self) -> Option<ClientCall> {
         let show = |request, args: &ShowArgs, table| ClientCall {
@@ -674,6 +786,7 @@ impl Command {
             | Command::Sriov(_)
             | Command::Doctor(_)
             | Command::Bench { .. }
+            | Command::Capture(_)
             | Command::Acl(AclCmd::Add(_)) => return None,
             Command::Port(PortCmd::Add(args)) => ClientCall {
                 request: Request::PortAdd(Box::new(args.spec())),
@@ -737,6 +850,30 @@ impl Command {
                 socket: out.conn.socket.clone(),
             },
             Command::Acl(AclCmd::List(args)) => show(Request::AclList, args, Output::Acls),
+            Command::Mirror(MirrorCmd::Add {
+                name,
+                src,
+                dst,
+                to,
+                out,
+            }) => ClientCall {
+                request: Request::MirrorAdd(MirrorSpec {
+                    name: name.clone(),
+                    src: src.clone(),
+                    dst: dst.clone(),
+                    to: to.clone(),
+                }),
+                output: out.output(),
+                socket: out.conn.socket.clone(),
+            },
+            Command::Mirror(MirrorCmd::Del { name, out }) => ClientCall {
+                request: Request::MirrorDel { name: name.clone() },
+                output: out.output(),
+                socket: out.conn.socket.clone(),
+            },
+            Command::Mirror(MirrorCmd::List(args)) => {
+                show(Request::MirrorList, args, Output::Mirrors)
+            }
             Command::Acl(AclCmd::Show { name, show: args }) => {
                 show(Request::AclShow { name: name.clone() }, args, Output::Acl)
             }

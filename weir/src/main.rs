@@ -16,6 +16,7 @@ use weir_config::{Config, Host, ValidConfig};
 use weir_host::doctor;
 use weir_host::nic::{self, Sysfs, SystemRunner};
 
+mod capture;
 mod cli;
 mod demo;
 mod logging;
@@ -79,10 +80,12 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Sriov(args) => sriov(args),
         Command::Doctor(args) => run_doctor(args),
         Command::Acl(AclCmd::Add(args)) => send(cli, args.client_call()?),
+        Command::Capture(args) => capture::run(cli, args),
         Command::Port(_)
         | Command::Bridge(_)
         | Command::Fdb(_)
         | Command::Acl(_)
+        | Command::Mirror(_)
         | Command::Stats(_)
         | Command::Pmd(_) => {
             let Some(call) = cli.command.client_call() else {
