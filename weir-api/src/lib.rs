@@ -244,7 +244,7 @@ pub fn hex_encode(bytes: &[u8]) -> String {
 /// The bytes of lower- or upper-case hex `text`; `None` if it is not hex.
 pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
     let t = text.as_bytes();
-    if t.len() % 2 != 0 {
+    if !t.len().is_multiple_of(2) {
         return None;
     }
     let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);

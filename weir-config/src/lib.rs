@@ -2022,8 +2022,8 @@ pub enum ConfigError {
         at: Location,
         /// The mirror.
         mirror: String,
-        /// What is wrong.
-        error: MirrorError,
+        /// What is wrong (boxed: the error type stays small).
+        error: Box<MirrorError>,
     },
     /// A number is out of its range.
     #[error("{at}: `{key}` = {value} is out of range ({range})")]
@@ -2387,7 +2387,7 @@ impl Config {
                 .map_err(|error| ConfigError::Mirror {
                     at: loc.at("mirror", Some(i), error.key()),
                     mirror: m.name.clone(),
-                    error,
+                    error: Box::new(error),
                 })?;
         }
         Ok(())

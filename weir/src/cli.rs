@@ -1229,6 +1229,70 @@ mod tests {
     }
 
     #[test]
+    fn capture_takes_both_directions_unless_only_drops_are_asked_for() {
+        let spec = |args: &[&str]| {
+            let Command::Capture(c) = parse(args).command else {
+                panic!("not a capture: {args:?}");
+            };
+            c.spec()
+        };
+        let s = spec(&["capture", "p1", "-w", "f"]).unwrap();
+        assert_eq!((s.rx, s.tx, s.drops, s.count), (true, true, false, None));
+        let s = spec(&["capture", "p1", "--drops", "-w", "f"]).unwrap();
+        assert_eq!((s.rx, s.tx, s.drops), (false, false, true));
+        let s = spec(&["capture", "p1", "--both", "--drops", "-c", "5", "-w", "f"]).unwrap();
+        assert_eq!((s.rx, s.tx, s.drops, s.count), (true, true, true, Some(5)));
+        let s = spec(&["capture", "p1", "--tx", "--duration", "1.5", "-w", "-"]).unwrap();
+        assert_eq!((s.rx, s.tx, s.duration_ms), (false, true, Some(1500)));
+        assert!(spec(&["capture", "p1", "-c", "0", "-w", "f"]).is_err());
+        for bad in [
+            &["capture", "p1", "--rx", "--tx", "-w", "f"][..],
+            &["capture", "p1", "--duration", "0", "-w", "f"],
+            &["capture", "p1", "--duration", "soon", "-w", "f"],
+            &["capture", "p1"],
+        ] {
+            assert!(
+                Cli::try_parse_from(std::iter::once("weir").chain(bad.iter().copied())).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn mirror_verbs_send_their_requests() {
+        let call = parse(&[
+            "mirror", "add", "m1", "--src", "a,b", "--dst", "c", "--to", "span",
+        ])
+        .command
+        .client_call()
+        .unwrap();
+        assert_eq!(
+            call.request,
+            Request::MirrorAdd(MirrorSpec {
+                name: "m1".into(),
+                src: vec!["a".into(), "b".into()],
+                dst: vec!["c".into()],
+                to: "span".into(),
+            })
+        );
+        let call = parse(&["mirror", "del", "m1"])
+            .command
+            .client_call()
+            .unwrap();
+        assert_eq!(call.request, Request::MirrorDel { name: "m1".into() });
+        let call = parse(&["mirror", "list"]).command.client_call().unwrap();
+        assert_eq!(
+            (call.request, call.output),
+            (Request::MirrorList, Output::Mirrors)
+        );
+        let call = parse(&["mirror", "list", "--json"])
+            .command
+            .client_call()
+            .unwrap();
+        assert_eq!(call.output, Output::Json);
+    }
+
+    #[test]
     fn bad_port_type_is_a_usage_error() {
         let err = Cli::try_parse_from(["weir", "port", "add", "p", "--type", "bogus"]).unwrap_err();
         let msg = err.to_string();

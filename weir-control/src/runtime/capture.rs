@@ -91,6 +91,12 @@ impl Dataplane {
         let generation = self.switch.update(|t| untap(t, id, &cap));
         self.wait_workers(generation);
         let mut last = reader.chunk();
+        while last.frames.len() == CHUNK_FRAMES {
+            if send(&Response::with_data(&last)).is_err() {
+                break;
+            }
+            last = reader.chunk();
+        }
         last.done = Some(ended.to_owned());
         tracing::info!(port = %spec.port, captured = last.captured, lost = last.lost, ended, "capture ended");
         let _ = send(&Response::with_data(&last));
