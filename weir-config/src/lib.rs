@@ -3853,6 +3853,40 @@ type = "ring"
     }
 
     #[test]
+    fn mirror_tables_are_checked_against_the_ports_at_their_key() {
+        let ports =
+            "[[port]]\nname = \"a\"\ntype = \"ring\"\n[[port]]\nname = \"span\"\ntype = \"ring\"\n";
+        let ok = format!(
+            "{ports}[[mirror]]\nname = \"m\"\nsrc = [\"a\"]\ndst = [\"a\"]\nto = \"span\"\n"
+        );
+        let sys = FakeSys::new("mirrorok");
+        let config = Config::parse(&ok, "t.toml").unwrap();
+        let v = config.validated(&sys.host()).unwrap();
+        assert_eq!(v.mirrors.len(), 1);
+        assert_eq!(
+            (v.mirrors[0].src.as_slice(), v.mirrors[0].to.as_str()),
+            (&["a".to_owned()][..], "span")
+        );
+        for (mirror, pos, needle) in [
+            ("name = \"m\"\nsrc = [\"b\"]\nto = \"span\"\n", "9:7", "mirror `m`: `src` names no port `b`"),
+            ("name = \"m\"\nsrc = [\"a\"]\nto = \"nope\"\n", "10:6", "mirror `m`: `to` names no port `nope`"),
+            ("name = \"m\"\nto = \"span\"\n", "7:1", "mirror `m`: no source"),
+            ("name = \"m m\"\nsrc = [\"a\"]\nto = \"span\"\n", "8:8", "invalid mirror name"),
+            ("name = \"m\"\ndst = [\"span\"]\nto = \"span\"\n", "10:6", "a port cannot mirror to itself"),
+            (
+                "name = \"m\"\nsrc = [\"a\"]\nto = \"span\"\n[[mirror]]\nname = \"m\"\nsrc = [\"a\"]\nto = \"span\"\n",
+                "12:8",
+                "duplicate mirror name `m` (first defined on line 8)",
+            ),
+        ] {
+            let text = format!("{ports}[[mirror]]\n{mirror}");
+            let msg = validate_err(&text, "badmirror").to_string();
+            assert!(msg.starts_with(&format!("t.toml:{pos}: ")), "{msg}");
+            assert!(msg.contains(needle), "{msg}");
+        }
+    }
+
+    #[test]
     fn acl_mistakes_are_refused_at_their_key() {
         let web = "[[acl]]\nname = \"web\"\n[[acl.rule]]\n";
         for (text, pos, needle) in [

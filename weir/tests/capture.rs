@@ -2,9 +2,10 @@
 //! namespaces (no frame is sent that the test did not cause) on afpacket
 //! ports `p1` and `p2` of one bridge.
 //!
-//! 1. `weir capture p1 --both -c N` while one namespace pings the other:
-//!    `tshark -r` reads the file, which holds exactly the N frames, and they
-//!    are exactly what p1's counters moved by (frames and bytes).
+//! 1. `weir capture p1 --both -c N` while one namespace pings the other,
+//!    and the same on p2 at the same time: `tshark -r` reads each file,
+//!    which holds exactly the N frames, and they are exactly what its
+//!    port's counters moved by (frames and bytes).
 //! 2. A capture without a count during a TCP transfer, ended by SIGINT: the
 //!    frames in the file plus those the capture lost are what p1's counters
 //!    moved by, and with none lost the bytes match too.
@@ -289,24 +290,31 @@ fn capture_writes_what_the_port_counted_and_ends_when_asked() {
     // 1. A counted capture of a fixed number of pings.
     const PINGS: u64 = 5;
     let file = dir.join("ping.pcapng");
+    let file2 = dir.join("ping-p2.pcapng");
     let before = settled(&d, "p1");
+    let before2 = settled(&d, "p2");
+    let count = (2 * PINGS).to_string();
     let run = CaptureRun::start(
         &d,
-        &[
-            "p1",
-            "--both",
-            "-c",
-            &(2 * PINGS).to_string(),
-            "-w",
-            file.to_str().unwrap(),
-        ],
+        &["p1", "--both", "-c", &count, "-w", file.to_str().unwrap()],
+    );
+    // A second capture at the same time, on the other port.
+    let run2 = CaptureRun::start(
+        &d,
+        &["p2", "--both", "-c", &count, "-w", file2.to_str().unwrap()],
     );
     let out = ping(&a.ns, "198.18.31.2", PINGS as u32, "0.2").unwrap();
     assert_eq!(loss_pct(&out), 0.0, "{out}");
     let (captured, lost, why) = run.finish();
+    let (captured2, lost2, why2) = run2.finish();
     let moved = delta(before, settled(&d, "p1"));
+    let moved2 = delta(before2, settled(&d, "p2"));
     assert_eq!(
         (captured, lost, why.as_str()),
+        (2 * PINGS, 0, "count reached")
+    );
+    assert_eq!(
+        (captured2, lost2, why2.as_str()),
         (2 * PINGS, 0, "count reached")
     );
     assert_eq!(
@@ -314,7 +322,13 @@ fn capture_writes_what_the_port_counted_and_ends_when_asked() {
         2 * PINGS,
         "p1 moved {moved:?} for {PINGS} pings"
     );
+    assert_eq!(
+        moved2.frames,
+        2 * PINGS,
+        "p2 moved {moved2:?} for {PINGS} pings"
+    );
     assert_eq!(tshark_totals(&file), (moved.frames, moved.bytes));
+    assert_eq!(tshark_totals(&file2), (moved2.frames, moved2.bytes));
     let rows = tshark_fields(&file, &["icmp.type", "frame.interface_name"]);
     let types: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
     assert_eq!(
