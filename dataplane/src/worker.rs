@@ -997,6 +997,64 @@ mod tests {
         assert_eq!(a.len(), 3);
     }
 
+    #[test]
+    fn taps_copy_what_a_port_receives_and_sends_to_mirrors_and_captures() {
+        use crate::capture::{Capture, CaptureFilter, Mirror};
+        let pool = Mempool::for_tests(256);
+        let sw = setup(&[0, 0, 0]);
+        let w = worker(0, &sw);
+        let ends = add_ring_ports(&w, 0..3);
+        wait_all_up(&sw);
+        // Learn mac(1) on p0 and mac(2) on p1 (the floods reach p2 too).
+        for (p, m) in [(0, 1), (1, 2)] {
+            ends[p]
+                .rx
+                .push(frame(pool, MacAddr::BROADCAST, mac(m)))
+                .unwrap();
+            assert_eq!(wait_for(&ends[2].tx, 1).len(), 1);
+        }
+        let _ = wait_for(&ends[0].tx, 1);
+        let _ = wait_for(&ends[1].tx, 1);
+        // Mirror what p0 receives and what p1 sends to p2; capture what p1
+        // sends.
+        let mirror = Mirror::new("m", PortId(2));
+        let tx_only = CaptureFilter {
+            tx: true,
+            ..CaptureFilter::default()
+        };
+        let cap = Capture::new(tx_only, 8, 64);
+        let generation = sw.update(|t| {
+            t.set_taps(
+                PortId(0),
+                Some(Arc::new(PortTaps {
+                    mirror_rx: vec![Arc::clone(&mirror)],
+                    ..PortTaps::default()
+                })),
+            );
+            t.set_taps(
+                PortId(1),
+                Some(Arc::new(PortTaps {
+                    captures: vec![Arc::clone(&cap)],
+                    mirror_tx: vec![Arc::clone(&mirror)],
+                    ..PortTaps::default()
+                })),
+            );
+        });
+        assert!(w.wait_generation(generation, Duration::from_secs(5)));
+        ends[0].rx.push(frame(pool, mac(2), mac(1))).unwrap();
+        let original = wait_for(&ends[1].tx, 1);
+        assert_eq!(original[0].data()[..6], mac(2).0);
+        // Two copies, in the order they were made: p0's rx, then p1's tx.
+        let copies = wait_for(&ends[2].tx, 2);
+        assert!(copies.iter().all(|c| c.data() == original[0].data()));
+        assert_eq!((mirror.copied(), mirror.lost()), (2, 0));
+        let slot = cap.take().expect("p1's transmit was captured");
+        assert_eq!((slot.port, slot.direction), (PortId(1), Direction::Tx));
+        assert_eq!(slot.data(), original[0].data());
+        assert!(cap.take().is_none());
+        assert_eq!(ends[2].stats.tx_packets.get(), 4, "2 floods, 2 copies");
+    }
+
     /// A port whose `rx_burst` blocks its worker once `stall` is set (a
     /// worker stuck in a driver), until `release` is; `stalled` tells the
     /// test it happened.
