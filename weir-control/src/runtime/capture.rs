@@ -21,8 +21,16 @@ use weir_api::{
 
 use super::Dataplane;
 
-/// Slots of one capture's ring: about 8 MiB at the default snap length.
+/// Most slots of one capture's ring: 8 MiB at the default snap length.
 pub(crate) const CAPTURE_SLOTS: usize = 4096;
+
+/// Most memory of one capture's slots: a large snap length gets fewer.
+const CAPTURE_BYTES: usize = 16 << 20;
+
+/// Slots of a capture of `snaplen` bytes per frame.
+fn slots_for(snaplen: usize) -> usize {
+    (CAPTURE_BYTES / snaplen.max(1)).clamp(64, CAPTURE_SLOTS)
+}
 
 /// Most frames in one chunk of the stream.
 const CHUNK_FRAMES: usize = 256;
@@ -60,7 +68,7 @@ impl Dataplane {
             ));
             return;
         }
-        let cap = Capture::new(filter, CAPTURE_SLOTS, snaplen);
+        let cap = Capture::new(filter, slots_for(snaplen), snaplen);
         let Some((id, entry)) = self.tap_on(&spec.port, &cap) else {
             let _ = send(&Response::error(format!("no port named {}", spec.port)));
             return;
@@ -220,5 +228,18 @@ fn frame(slot: &CaptureSlot, port: PortId) -> CapturedFrame {
         timestamp_ns: slot.timestamp_ns,
         orig_len: slot.orig_len_bytes,
         data: hex_encode(slot.data()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn large_snap_lengths_get_fewer_slots() {
+        assert_eq!(slots_for(2048), CAPTURE_SLOTS);
+        assert_eq!(slots_for(65535), 256);
+        assert!(slots_for(65535) * 65535 <= CAPTURE_BYTES);
+        assert_eq!(slots_for(64), CAPTURE_SLOTS);
     }
 }
