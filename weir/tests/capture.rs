@@ -42,13 +42,18 @@ struct CaptureRun {
 impl CaptureRun {
     /// Starts `weir capture ARGS` and waits until it says it captures.
     fn start(d: &Daemon, args: &[&str]) -> CaptureRun {
+        CaptureRun::start_with(d, args, Stdio::null())
+    }
+
+    /// [`CaptureRun::start`] with its stdout going to `stdout`.
+    fn start_with(d: &Daemon, args: &[&str], stdout: Stdio) -> CaptureRun {
         let mut child = Command::new(BIN)
             .arg("--socket")
             .arg(&d.socket)
             .arg("capture")
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting weir capture");
@@ -342,6 +347,16 @@ fn capture_writes_what_the_port_counted_and_ends_when_asked() {
         "{rows:?}"
     );
     assert!(rows.iter().all(|r| r[1] == "p1"), "{rows:?}");
+
+    // With `-w -` the same goes to stdout.
+    let file = dir.join("stdout.pcapng");
+    let out = std::fs::File::create(&file).unwrap();
+    let run = CaptureRun::start_with(&d, &["p1", "--rx", "-c", "2", "-w", "-"], out.into());
+    let out = ping(&a.ns, "198.18.31.2", 2, "0.2").unwrap();
+    assert_eq!(loss_pct(&out), 0.0, "{out}");
+    assert_eq!(run.finish().0, 2);
+    let rows = tshark_fields(&file, &["icmp.type"]);
+    assert_eq!(rows, [["8"], ["8"]], "the requests p1 received");
 
     // 2. An open-ended capture during a transfer, ended with SIGINT.
     let file = dir.join("transfer.pcapng");
