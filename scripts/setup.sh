@@ -20,7 +20,8 @@ TEST=(
   valgrind                                                          # benches/callgrind.sh
   dpdk-dev librte-net-vhost23 librte-mempool-ring23 librte-net-virtio23  # testpmd: a real vhost-user peer
   librte-net-ring23 librte-net-null23                               # dpdk feature tests (net_ring, net_null vdevs)
-  qemu-system-x86 kmod cpio xz-utils tcpdump                        # VFIO guest tests (tcpdump reads their pcaps)
+  qemu-system-x86 kmod cpio xz-utils tcpdump                        # VFIO guest tests (tcpdump reads their pcaps); weir/tests/capture.rs (mirror to a TAP)
+  tshark                                                            # weir/tests/capture.rs reads what `weir capture` writes
   iperf3                                                            # the namespace end of weir/tests/vm.rs's afpacket test
   systemd man-db                                                    # systemd-analyze verify and man for contrib/weir.service
   prometheus                                                        # weir/tests/metrics.rs: a real scraper, and promtool

@@ -22,6 +22,7 @@ pub mod ring;
 
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;
+pub mod capture;
 pub mod port;
 pub mod stats;
 

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::capture::{unix_time_ns, Direction, PortTaps};
 use crate::ids::{PortId, QueueId, WorkerId};
 use crate::port::{Burst, LinkState, Port, MAX_BURST};
 use crate::ring::Ring;
@@ -325,6 +326,25 @@ impl Queues {
         ws: &WorkerStats,
         from: Option<usize>,
     ) {
+        if let Some(taps) = t.taps(out) {
+            if let Some(Some(_)) = self.tx_index.get(out.index()) {
+                self.tap(t, taps, out, Direction::Tx, b, ws);
+            }
+        }
+        self.route(t, out, b, ws, from);
+    }
+
+    /// [`Queues::transmit`] without the taps: mirror copies go out this way,
+    /// so a copy is never copied again.
+    #[inline]
+    fn route(
+        &mut self,
+        t: &SwitchTables,
+        out: PortId,
+        b: &mut Burst,
+        ws: &WorkerStats,
+        from: Option<usize>,
+    ) {
         if let Some(Some(i)) = self.tx_index.get(out.index()) {
             send_local(&mut self.list[*i], b);
         } else if let Some(e) = t.port(out) {
@@ -339,6 +359,41 @@ impl Queues {
             }
         } else {
             b.clear();
+        }
+    }
+}
+
+impl Queues {
+    /// Copies a burst seen on `port` into the captures watching it (one
+    /// clock read for the burst) and sends a copy to each mirror's output
+    /// port (see [`crate::capture`]). A copy that finds no free buffer is
+    /// counted as lost by its mirror; the burst itself is not touched. Out
+    /// of line: only ports with taps come here.
+    #[cold]
+    #[inline(never)]
+    fn tap(
+        &mut self,
+        t: &SwitchTables,
+        taps: &PortTaps,
+        port: PortId,
+        direction: Direction,
+        b: &Burst,
+        ws: &WorkerStats,
+    ) {
+        if !taps.captures.is_empty() {
+            taps.record_burst(port, direction, unix_time_ns(), b.iter().map(|m| m.data()));
+        }
+        for mirror in taps.mirrors(direction) {
+            let mut copies = Burst::new();
+            let mut lost = 0u64;
+            for m in b.iter() {
+                match m.try_clone() {
+                    Some(c) => copies.push(c),
+                    None => lost += 1,
+                }
+            }
+            mirror.count(copies.len() as u64, lost);
+            self.route(t, mirror.to, &mut copies, ws, None);
         }
     }
 }
@@ -593,6 +648,11 @@ fn poll_queues(
         if tso > 0 {
             q.stats.rx_tso_packets.add(tso as u64);
         }
+        let port = q.port;
+        if let Some(taps) = t.taps(port) {
+            queues.tap(t, taps, port, Direction::Rx, burst, ws);
+        }
+        let q = &queues.list[qi];
         fwd.process(t, q.port, burst, now, &q.stats);
         let t2 = stamp(sample);
         fwd.drain(|out, b| queues.transmit(t, out, b, ws, Some(qi)));
@@ -945,6 +1005,64 @@ mod tests {
         let mut a = w.shared().assigned();
         a.sort();
         assert_eq!(a.len(), 3);
+    }
+
+    #[test]
+    fn taps_copy_what_a_port_receives_and_sends_to_mirrors_and_captures() {
+        use crate::capture::{Capture, CaptureFilter, Mirror};
+        let pool = Mempool::for_tests(256);
+        let sw = setup(&[0, 0, 0]);
+        let w = worker(0, &sw);
+        let ends = add_ring_ports(&w, 0..3);
+        wait_all_up(&sw);
+        // Learn mac(1) on p0 and mac(2) on p1 (the floods reach p2 too).
+        for (p, m) in [(0, 1), (1, 2)] {
+            ends[p]
+                .rx
+                .push(frame(pool, MacAddr::BROADCAST, mac(m)))
+                .unwrap();
+            assert_eq!(wait_for(&ends[2].tx, 1).len(), 1);
+        }
+        let _ = wait_for(&ends[0].tx, 1);
+        let _ = wait_for(&ends[1].tx, 1);
+        // Mirror what p0 receives and what p1 sends to p2; capture what p1
+        // sends.
+        let mirror = Mirror::new("m", PortId(2));
+        let tx_only = CaptureFilter {
+            tx: true,
+            ..CaptureFilter::default()
+        };
+        let cap = Capture::new(tx_only, 8, 64);
+        let generation = sw.update(|t| {
+            t.set_taps(
+                PortId(0),
+                Some(Arc::new(PortTaps {
+                    mirror_rx: vec![Arc::clone(&mirror)],
+                    ..PortTaps::default()
+                })),
+            );
+            t.set_taps(
+                PortId(1),
+                Some(Arc::new(PortTaps {
+                    captures: vec![Arc::clone(&cap)],
+                    mirror_tx: vec![Arc::clone(&mirror)],
+                    ..PortTaps::default()
+                })),
+            );
+        });
+        assert!(w.wait_generation(generation, Duration::from_secs(5)));
+        ends[0].rx.push(frame(pool, mac(2), mac(1))).unwrap();
+        let original = wait_for(&ends[1].tx, 1);
+        assert_eq!(original[0].data()[..6], mac(2).0);
+        // Two copies, in the order they were made: p0's rx, then p1's tx.
+        let copies = wait_for(&ends[2].tx, 2);
+        assert!(copies.iter().all(|c| c.data() == original[0].data()));
+        assert_eq!((mirror.copied(), mirror.lost()), (2, 0));
+        let slot = cap.take().expect("p1's transmit was captured");
+        assert_eq!((slot.port, slot.direction), (PortId(1), Direction::Tx));
+        assert_eq!(slot.data(), original[0].data());
+        assert!(cap.take().is_none());
+        assert_eq!(ends[2].stats.tx_packets.get(), 4, "2 floods, 2 copies");
     }
 
     /// A port whose `rx_burst` blocks its worker once `stall` is set (a

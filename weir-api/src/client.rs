@@ -142,6 +142,16 @@ impl Client {
                 path: self.path.clone(),
                 source,
             })?;
+        self.next_response()
+    }
+
+    /// Reads the next response of a stream (a [`Request::Capture`]), or the
+    /// one to the request [`Client::call`] sent.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::call`].
+    pub fn next_response(&mut self) -> Result<Response, ClientError> {
         let mut line = Vec::new();
         let deadline = Instant::now() + CLIENT_TIMEOUT;
         let read = read_line_bounded(

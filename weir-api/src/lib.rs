@@ -24,10 +24,11 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use weir_config::{AclAction, AclRuleSpec, AclSpec, PortSettings, PortSpec};
+use weir_config::{AclAction, AclRuleSpec, AclSpec, MirrorSpec, PortSettings, PortSpec};
 
 pub mod client;
 pub mod framing;
+pub mod pcapng;
 
 pub use client::{request, Client, ClientError, CLIENT_TIMEOUT};
 
@@ -134,9 +135,145 @@ pub enum Request {
     /// ACLs it has now, as TOML that `weir run --config` and `weir config
     /// check` accept. Data: the TOML text (a string).
     ConfigDump,
+    /// Add a port mirror, or replace the one of that name: the keys of a
+    /// config `[[mirror]]` table. Data: `MirrorView`.
+    MirrorAdd(MirrorSpec),
+    /// Delete a mirror. Data: its last `MirrorView`.
+    MirrorDel {
+        /// Mirror name.
+        name: String,
+    },
+    /// Data: `Vec<MirrorView>`, by name.
+    MirrorList,
+    /// Capture the frames of a port. Answered by a stream of responses on
+    /// the same connection, each carrying a `CaptureChunk`: the first names
+    /// the port (`interfaces`), then batches of frames, and an empty batch
+    /// at least every [`CAPTURE_HEARTBEAT_MS`] while nothing is captured.
+    /// The last has `done` set, with why the capture ended. It ends after
+    /// `count` frames, after `duration_ms`, when the port is deleted, or
+    /// when the client closes the connection.
+    Capture(CaptureSpec),
+}
+
+/// One port mirror, as `mirror-add`, `mirror-del` and `mirror-list` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MirrorView {
+    /// Its name.
+    pub name: String,
+    /// Ports whose received frames are copied.
+    pub src: Vec<String>,
+    /// Ports whose sent frames are copied.
+    pub dst: Vec<String>,
+    /// The port the copies go to.
+    pub to: String,
+    /// Copies made so far.
+    pub copied: u64,
+    /// Copies that found no free buffer (the frames themselves went on).
+    pub lost: u64,
+}
+
+/// Longest gap between two chunks of a capture stream, in milliseconds.
+pub const CAPTURE_HEARTBEAT_MS: u64 = 250;
+
+/// What to capture (a [`Request::Capture`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureSpec {
+    /// The port.
+    pub port: String,
+    /// Frames the port receives.
+    #[serde(default)]
+    pub rx: bool,
+    /// Frames the port sends.
+    #[serde(default)]
+    pub tx: bool,
+    /// Frames received on the port that the switch drops, with the reason.
+    #[serde(default)]
+    pub drops: bool,
+    /// Stop after this many frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
+    /// Stop after this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Bytes kept of each frame (default [`CAPTURE_SNAPLEN_DEFAULT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snaplen: Option<u32>,
+}
+
+/// Bytes of each frame a capture keeps unless told otherwise.
+pub const CAPTURE_SNAPLEN_DEFAULT: u32 = 2048;
+
+/// One frame of a capture stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CapturedFrame {
+    /// Index of the port in the stream's `interfaces`.
+    pub interface: u32,
+    /// `rx` or `tx`.
+    pub direction: String,
+    /// Why the switch dropped it (a drop reason name), for a captured drop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop: Option<String>,
+    /// When a worker saw it, nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// Its length on the wire.
+    pub orig_len: u32,
+    /// Its first bytes (up to the snap length), in hex.
+    pub data: String,
+}
+
+/// One response of a capture stream.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureChunk {
+    /// The captured ports, by interface index; in the first chunk only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
+    /// The snap length; in the first chunk only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snaplen: Option<u32>,
+    /// Frames since the previous chunk.
+    #[serde(default)]
+    pub frames: Vec<CapturedFrame>,
+    /// Frames sent so far.
+    pub captured: u64,
+    /// Frames lost so far (no free capture slot; the frames themselves
+    /// went on).
+    pub lost: u64,
+    /// Set on the last chunk.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<String>,
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex_encode(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
+}
+
+/// The bytes of lower- or upper-case hex `text`; `None` if it is not hex.
+pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
+    let t = text.as_bytes();
+    if !t.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8);
+    t.chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
 }
 
 impl Request {
+    /// Whether the reply is a stream of responses rather than one
+    /// ([`Request::Capture`]).
+    pub fn streams(&self) -> bool {
+        matches!(self, Request::Capture(_))
+    }
+
     /// The `cmd` tag, for logs.
     pub fn cmd(&self) -> &'static str {
         match self {
@@ -160,6 +297,10 @@ impl Request {
             Request::AclList => "acl-list",
             Request::AclShow { .. } => "acl-show",
             Request::ConfigDump => "config-dump",
+            Request::MirrorAdd(_) => "mirror-add",
+            Request::MirrorDel { .. } => "mirror-del",
+            Request::MirrorList => "mirror-list",
+            Request::Capture(_) => "capture",
         }
     }
 }

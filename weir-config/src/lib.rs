@@ -56,6 +56,8 @@ use toml::Spanned;
 
 pub mod acl;
 pub use acl::{AclAction, AclDirection, AclRuleSpec, AclSpec, AclSpecError};
+pub mod mirror;
+pub use mirror::{MirrorError, MirrorSpec};
 
 /// Default control socket path.
 pub const DEFAULT_SOCKET: &str = "/run/weir/weir.sock";
@@ -125,6 +127,9 @@ pub struct Config {
     /// `acl_out`.
     #[serde(default, rename = "acl", skip_serializing_if = "Vec::is_empty")]
     pub acls: Vec<AclSpec>,
+    /// `[[mirror]]` tables: port mirrors (SPAN).
+    #[serde(default, rename = "mirror", skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<MirrorSpec>,
     /// Where the config came from, to point validation errors at lines.
     #[serde(skip)]
     source: Source,
@@ -2084,12 +2089,32 @@ pub enum ConfigError {
     },
     /// The state file exists but cannot be read, or is empty. The daemon
     /// refuses to start rather than drop the ports saved there.
-    #[error("cannot read state file {}: {reason} (it holds the running configuration the last daemon saved; repair it, or remove it to start from the config file's bridges, ports and ACLs)", path.display())]
+    #[error("cannot read state file {}: {reason} (it holds the running configuration the last daemon saved; repair it, or remove it to start from the config file's bridges, ports, ACLs and mirrors)", path.display())]
     ReadState {
         /// The file.
         path: PathBuf,
         /// Why (the I/O error, or that it is empty).
         reason: String,
+    },
+    /// Two mirrors share a name.
+    #[error("{at}: duplicate mirror name `{name}`{}", first_line_note(.first_line))]
+    DuplicateMirror {
+        /// The second definition.
+        at: Location,
+        /// The name.
+        name: String,
+        /// Line of the first definition.
+        first_line: Option<usize>,
+    },
+    /// A mirror is refused.
+    #[error("{at}: mirror `{mirror}`: {error}")]
+    Mirror {
+        /// The key at fault, or the table.
+        at: Location,
+        /// The mirror.
+        mirror: String,
+        /// What is wrong (boxed: the error type stays small).
+        error: Box<MirrorError>,
     },
     /// A number is out of its range.
     #[error("{at}: `{key}` = {value} is out of range ({range})")]
@@ -2205,6 +2230,8 @@ pub struct Validated {
     pub ports: Vec<PortConfig>,
     /// The `[[acl]]` tables, in file order, each with its compiled form.
     pub acls: Vec<(AclSpec, Arc<Acl>)>,
+    /// The `[[mirror]]` tables, in file order.
+    pub mirrors: Vec<MirrorSpec>,
 }
 
 /// The body of an `[[acl]]` table in a file of its own, without the name
@@ -2426,7 +2453,34 @@ impl Config {
             self.check_port_against(&port, i, &ports, &bridges, &loc)?;
             ports.push(port);
         }
-        Ok(Validated { ports, acls })
+        self.validate_mirrors(&ports, &loc)?;
+        Ok(Validated {
+            ports,
+            acls,
+            mirrors: self.mirrors.clone(),
+        })
+    }
+
+    /// Checks the `[[mirror]]` tables: names (each once), the ports they
+    /// name, and that none mirrors into another's source.
+    fn validate_mirrors(&self, ports: &[PortConfig], loc: &Locator<'_>) -> Result<(), ConfigError> {
+        let exists = |name: &str| ports.iter().any(|p| p.name == name);
+        for (i, m) in self.mirrors.iter().enumerate() {
+            if let Some(first) = self.mirrors[..i].iter().position(|o| o.name == m.name) {
+                return Err(ConfigError::DuplicateMirror {
+                    at: loc.at("mirror", Some(i), Some("name")),
+                    name: m.name.clone(),
+                    first_line: loc.at("mirror", Some(first), Some("name")).line(),
+                });
+            }
+            m.check(exists, &self.mirrors[..i])
+                .map_err(|error| ConfigError::Mirror {
+                    at: loc.at("mirror", Some(i), error.key()),
+                    mirror: m.name.clone(),
+                    error: Box::new(error),
+                })?;
+        }
+        Ok(())
     }
 
     /// Checks what is not bridges, ports or ACLs: `[dataplane]`, `[fdb]`
@@ -2444,7 +2498,7 @@ impl Config {
         Ok(())
     }
 
-    /// Puts the bridges, ports and ACLs of the `[control] state` file, if
+    /// Puts the bridges, ports, ACLs and mirrors of the `[control] state` file, if
     /// it names one that exists, in place of this configuration's: the state
     /// file is the running configuration the last daemon saved, so ports
     /// added, changed and deleted at run time come back as they were. The
@@ -2488,6 +2542,7 @@ impl Config {
         self.bridges = state.bridges;
         self.ports = state.ports;
         self.acls = state.acls;
+        self.mirrors = state.mirrors;
         self.source = state.source;
         Ok(true)
     }
@@ -4002,6 +4057,40 @@ type = "ring"
         // Without tables, there is no `acl` key at all.
         let json = serde_json::to_value(Config::default()).unwrap();
         assert!(json.get("acl").is_none(), "{json}");
+    }
+
+    #[test]
+    fn mirror_tables_are_checked_against_the_ports_at_their_key() {
+        let ports =
+            "[[port]]\nname = \"a\"\ntype = \"ring\"\n[[port]]\nname = \"span\"\ntype = \"ring\"\n";
+        let ok = format!(
+            "{ports}[[mirror]]\nname = \"m\"\nsrc = [\"a\"]\ndst = [\"a\"]\nto = \"span\"\n"
+        );
+        let sys = FakeSys::new("mirrorok");
+        let config = Config::parse(&ok, "t.toml").unwrap();
+        let v = config.validated(&sys.host()).unwrap();
+        assert_eq!(v.mirrors.len(), 1);
+        assert_eq!(
+            (v.mirrors[0].src.as_slice(), v.mirrors[0].to.as_str()),
+            (&["a".to_owned()][..], "span")
+        );
+        for (mirror, pos, needle) in [
+            ("name = \"m\"\nsrc = [\"b\"]\nto = \"span\"\n", "9:7", "mirror `m`: `src` names no port `b`"),
+            ("name = \"m\"\nsrc = [\"a\"]\nto = \"nope\"\n", "10:6", "mirror `m`: `to` names no port `nope`"),
+            ("name = \"m\"\nto = \"span\"\n", "7:1", "mirror `m`: no source"),
+            ("name = \"m m\"\nsrc = [\"a\"]\nto = \"span\"\n", "8:8", "invalid mirror name"),
+            ("name = \"m\"\ndst = [\"span\"]\nto = \"span\"\n", "10:6", "a port cannot mirror to itself"),
+            (
+                "name = \"m\"\nsrc = [\"a\"]\nto = \"span\"\n[[mirror]]\nname = \"m\"\nsrc = [\"a\"]\nto = \"span\"\n",
+                "12:8",
+                "duplicate mirror name `m` (first defined on line 8)",
+            ),
+        ] {
+            let text = format!("{ports}[[mirror]]\n{mirror}");
+            let msg = validate_err(&text, "badmirror").to_string();
+            assert!(msg.starts_with(&format!("t.toml:{pos}: ")), "{msg}");
+            assert!(msg.contains(needle), "{msg}");
+        }
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! control plane's own lock); workers never take it: they see changes through the
 //! switch's published tables and their command rings.
 
+mod capture;
+mod mirror;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -201,6 +204,29 @@ pub enum ControlError {
         /// The name.
         name: String,
     },
+    /// A mirror is refused.
+    #[error("mirror {name}")]
+    InvalidMirror {
+        /// The mirror.
+        name: String,
+        /// What is wrong.
+        #[source]
+        source: weir_config::MirrorError,
+    },
+    /// No mirror of that name exists.
+    #[error("no mirror named {name}")]
+    NoSuchMirror {
+        /// The name.
+        name: String,
+    },
+    /// A port to delete is used by a mirror.
+    #[error("port {name} is in use: {}; delete those first (weir mirror del NAME)", uses.join(", "))]
+    PortInUse {
+        /// The port.
+        name: String,
+        /// Its uses, as `mirror NAME`.
+        uses: Vec<String>,
+    },
     /// A security group to delete is in use.
     #[error(
         "ACL {name} is in use: {}; clear those settings first (weir port clear PORT KEY)",
@@ -270,6 +296,8 @@ struct State {
     ports_added: u64,
     /// Ports deleted since start.
     ports_deleted: u64,
+    /// Port mirrors by name.
+    mirrors: BTreeMap<String, mirror::MirrorRecord>,
 }
 
 /// Which counters a view reports.
@@ -392,7 +420,15 @@ impl Dataplane {
         cfg: ValidConfig,
         factory: Box<dyn PortFactory>,
     ) -> Result<Dataplane, ControlError> {
-        let (cfg, weir_config::Validated { ports, acls }, host) = cfg.into_parts();
+        let (
+            cfg,
+            weir_config::Validated {
+                ports,
+                acls,
+                mirrors,
+            },
+            host,
+        ) = cfg.into_parts();
         raise_memlock_limit();
         let pool_cfg = cfg.dataplane.mempool_config();
         let hugepages = pool_cfg.hugepages;
@@ -454,6 +490,7 @@ impl Dataplane {
                 saved: None,
                 ports_added: 0,
                 ports_deleted: 0,
+                mirrors: BTreeMap::new(),
             }),
             worker_timeout: WORKER_TIMEOUT,
             control_socket: cfg.control.socket.components().collect(),
@@ -462,6 +499,7 @@ impl Dataplane {
                 base.bridges.clear();
                 base.ports.clear();
                 base.acls.clear();
+                base.mirrors.clear();
                 base
             },
         };
@@ -470,6 +508,9 @@ impl Dataplane {
         }
         for p in ports {
             dp.add_port(p)?;
+        }
+        for m in mirrors {
+            dp.mirror_add(m)?;
         }
         // The starting point: only what control requests change from here
         // on is saved, so a daemon nobody changes keeps following its file.
@@ -506,6 +547,7 @@ impl Dataplane {
         config.bridges = bridges;
         config.ports = ports.into_iter().map(|r| r.port.spec()).collect();
         config.acls = st.acls.values().map(|r| r.spec.clone()).collect();
+        config.mirrors = st.mirrors.values().map(|r| r.spec.clone()).collect();
         config
     }
 
@@ -864,6 +906,13 @@ impl Dataplane {
     /// Unknown port, or a worker did not give the queues back in time.
     pub fn port_del(&self, name: &str) -> Result<(), ControlError> {
         let mut st = self.lock();
+        let uses = Dataplane::mirrors_using(&st, name);
+        if !uses.is_empty() {
+            return Err(ControlError::PortInUse {
+                name: name.into(),
+                uses,
+            });
+        }
         let rec = st
             .ports
             .remove(name)
@@ -1531,6 +1580,8 @@ fn changes_config(req: &Request) -> bool {
             | Request::BridgeDel { .. }
             | Request::AclAdd(_)
             | Request::AclDel { .. }
+            | Request::MirrorAdd(_)
+            | Request::MirrorDel { .. }
     )
 }
 
@@ -1549,6 +1600,15 @@ impl Handler for Dataplane {
             }
         }
         resp
+    }
+
+    fn stream(&self, req: Request, send: &mut dyn FnMut(&Response) -> std::io::Result<()>) {
+        match req {
+            Request::Capture(spec) => self.capture(spec, send),
+            req => {
+                let _ = send(&self.handle(req));
+            }
+        }
     }
 }
 
@@ -1576,6 +1636,13 @@ impl Dataplane {
             Request::AclList => Response::with_data(&self.acl_list()),
             Request::AclShow { name } => result(self.acl_show(&name)),
             Request::ConfigDump => result(self.config_dump()),
+            Request::MirrorAdd(spec) => result(self.mirror_add(spec)),
+            Request::MirrorDel { name } => result(self.mirror_del(&name)),
+            Request::MirrorList => Response::with_data(&self.mirror_list()),
+            Request::Capture(spec) => Response::error(format!(
+                "capture of {} needs a streaming connection",
+                spec.port
+            )),
         }
     }
 }

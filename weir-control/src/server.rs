@@ -83,6 +83,14 @@ pub enum ServerError {
 pub trait Handler: Send + Sync + 'static {
     /// Handles one request. Errors go in the response, never in a panic.
     fn handle(&self, req: Request) -> Response;
+
+    /// Answers a request whose reply is a stream ([`Request::streams`]):
+    /// writes each response with `send` until the stream ends or `send`
+    /// fails (the client left). The default answers with
+    /// [`Handler::handle`].
+    fn stream(&self, req: Request, send: &mut dyn FnMut(&Response) -> io::Result<()>) {
+        let _ = send(&self.handle(req));
+    }
 }
 
 impl<F> Handler for F
@@ -330,9 +338,38 @@ fn serve_connection(stream: UnixStream, handler: &dyn Handler, idle_timeout: Dur
                 return;
             }
         }
-        let Some(resp) = respond(&line, handler) else {
-            continue;
+        let req = match decode(&line) {
+            Ok(Some(req)) => req,
+            Ok(None) => continue,
+            Err(resp) => {
+                if let Err(e) = write_response(&stream, &resp) {
+                    tracing::debug!("control connection write failed: {e}");
+                    return;
+                }
+                continue;
+            }
         };
+        if req.streams() {
+            let cmd = req.cmd();
+            tracing::debug!(cmd, "control request (stream)");
+            let mut failed = false;
+            let mut send = |resp: &Response| {
+                let r = write_response(&stream, resp);
+                failed |= r.is_err();
+                r
+            };
+            let streamed = panic::catch_unwind(AssertUnwindSafe(|| handler.stream(req, &mut send)));
+            if streamed.is_err() {
+                tracing::error!(cmd, "control handler panicked");
+                let msg = format!("internal error while handling `{cmd}`");
+                failed |= write_response(&stream, &Response::error(msg)).is_err();
+            }
+            if failed {
+                return;
+            }
+            continue;
+        }
+        let resp = run_handler(req, handler);
         if let Err(e) = write_response(&stream, &resp) {
             tracing::debug!("control connection write failed: {e}");
             return;
@@ -340,12 +377,13 @@ fn serve_connection(stream: UnixStream, handler: &dyn Handler, idle_timeout: Dur
     }
 }
 
-/// Decodes one request line and runs the handler. `None` for a blank line.
-fn respond(line: &[u8], handler: &dyn Handler) -> Option<Response> {
+/// Decodes one request line: `None` for a blank line, the error response
+/// for one that is not a request.
+fn decode(line: &[u8]) -> Result<Option<Request>, Response> {
     let text = match std::str::from_utf8(line) {
         Ok(text) => text,
         Err(e) => {
-            return Some(Response::error(format!(
+            return Err(Response::error(format!(
                 "invalid request: not valid UTF-8 (at byte {})",
                 e.valid_up_to()
             )))
@@ -353,21 +391,23 @@ fn respond(line: &[u8], handler: &dyn Handler) -> Option<Response> {
     };
     let text = text.trim();
     if text.is_empty() {
-        return None;
+        return Ok(None);
     }
-    let req: Request = match serde_json::from_str(text) {
-        Ok(req) => req,
-        Err(e) => return Some(Response::error(format!("invalid request: {e}"))),
-    };
+    match serde_json::from_str(text) {
+        Ok(req) => Ok(Some(req)),
+        Err(e) => Err(Response::error(format!("invalid request: {e}"))),
+    }
+}
+
+/// Runs the handler on one request.
+fn run_handler(req: Request, handler: &dyn Handler) -> Response {
     let cmd = req.cmd();
     tracing::debug!(cmd, "control request");
     // A handler panic is a daemon bug; report it and keep the connection.
-    Some(
-        panic::catch_unwind(AssertUnwindSafe(|| handler.handle(req))).unwrap_or_else(|_| {
-            tracing::error!(cmd, "control handler panicked");
-            Response::error(format!("internal error while handling `{cmd}`"))
-        }),
-    )
+    panic::catch_unwind(AssertUnwindSafe(|| handler.handle(req))).unwrap_or_else(|_| {
+        tracing::error!(cmd, "control handler panicked");
+        Response::error(format!("internal error while handling `{cmd}`"))
+    })
 }
 
 #[cfg(test)]

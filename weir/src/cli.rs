@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand};
 
 use weir_api::Request;
 use weir_config::{
-    AclAction, AclRuleSpec, AclSpec, MacAddr, PortSettings, PortSpec, PortType, VhostMode,
-    VlanMode, DEFAULT_SOCKET,
+    AclAction, AclRuleSpec, AclSpec, MacAddr, MirrorSpec, PortSettings, PortSpec, PortType,
+    VhostMode, VlanMode, DEFAULT_SOCKET,
 };
 
 /// A userspace poll-mode virtual switch: the daemon (`weir run`) and its
@@ -84,6 +84,12 @@ pub enum Command {
     /// applies to what it sends (acl_in) or receives (acl_out).
     #[command(subcommand)]
     Acl(AclCmd),
+    /// Capture a port's frames into a pcapng file (Ctrl-C stops).
+    Capture(CaptureArgs),
+    /// Manage port mirrors (SPAN): copies of what some ports receive or
+    /// send, sent on another port.
+    #[command(subcommand)]
+    Mirror(MirrorCmd),
     /// Show port, worker and buffer pool counters (`stats clear` starts
     /// them again from zero).
     Stats(StatsArgs),
@@ -152,6 +158,77 @@ pub enum StatsCmd {
         #[allow(missing_docs)]
         conn: SocketArg,
     },
+}
+
+/// `weir capture`.
+#[derive(Debug, Args)]
+#[command(group = clap::ArgGroup::new("direction").args(["rx", "tx", "both"]))]
+pub struct CaptureArgs {
+    /// The port.
+    pub port: String,
+    /// Frames the port receives.
+    #[arg(long)]
+    pub rx: bool,
+    /// Frames the port sends.
+    #[arg(long)]
+    pub tx: bool,
+    /// Frames the port receives and sends (the default, unless only
+    /// --drops is given).
+    #[arg(long)]
+    pub both: bool,
+    /// Frames received on the port that the switch drops, the reason in
+    /// each packet's comment; alone, only those.
+    #[arg(long)]
+    pub drops: bool,
+    /// Stop after N frames.
+    #[arg(short = 'c', long = "count", value_name = "N")]
+    pub count: Option<u64>,
+    /// Stop after S seconds (fractions allowed).
+    #[arg(long, value_name = "S", value_parser = parse_seconds)]
+    pub duration: Option<u64>,
+    /// Bytes kept of each frame.
+    #[arg(long, value_name = "BYTES")]
+    pub snaplen: Option<u32>,
+    /// The pcapng file to write (`-`: stdout).
+    #[arg(short = 'w', long = "write", value_name = "FILE")]
+    pub write: PathBuf,
+    #[command(flatten)]
+    #[allow(missing_docs)]
+    pub conn: SocketArg,
+}
+
+/// Seconds (`2`, `0.5`) as milliseconds.
+fn parse_seconds(arg: &str) -> Result<u64, String> {
+    let secs: f64 = arg
+        .parse()
+        .map_err(|_| format!("{arg:?} is not a number of seconds"))?;
+    if !(secs.is_finite() && secs > 0.0 && secs <= 1e9) {
+        return Err(format!("{arg:?}: give a duration above 0 seconds"));
+    }
+    Ok((secs * 1000.0).ceil() as u64)
+}
+
+impl CaptureArgs {
+    /// The capture request's spec.
+    ///
+    /// # Errors
+    /// A count of 0.
+    pub fn spec(&self) -> anyhow::Result<weir_api::CaptureSpec> {
+        if self.count == Some(0) {
+            anyhow::bail!("-c 0 captures nothing; give at least 1");
+        }
+        let directions = self.rx || self.tx || self.both;
+        let both = self.both || (!directions && !self.drops);
+        Ok(weir_api::CaptureSpec {
+            port: self.port.clone(),
+            rx: self.rx || both,
+            tx: self.tx || both,
+            drops: self.drops,
+            count: self.count,
+            duration_ms: self.duration,
+            snaplen: self.snaplen,
+        })
+    }
 }
 
 /// `weir devbind`.
@@ -553,6 +630,38 @@ pub enum AclCmd {
     },
 }
 
+/// `weir mirror ...`.
+#[derive(Debug, Subcommand)]
+pub enum MirrorCmd {
+    /// Add a mirror, or replace the one of that name.
+    Add {
+        /// Mirror name.
+        name: String,
+        /// Ports whose received frames are copied (comma-separated).
+        #[arg(long, value_name = "P,..", value_delimiter = ',')]
+        src: Vec<String>,
+        /// Ports whose sent frames are copied (comma-separated).
+        #[arg(long, value_name = "P,..", value_delimiter = ',')]
+        dst: Vec<String>,
+        /// The port the copies are sent on.
+        #[arg(long, value_name = "PORT")]
+        to: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        out: ReplyArgs,
+    },
+    /// Delete a mirror.
+    Del {
+        /// Mirror name.
+        name: String,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        out: ReplyArgs,
+    },
+    /// List mirrors with the copies each made.
+    List(ShowArgs),
+}
+
 /// How `--rule` reads a rule, for `acl add --help`.
 const RULE_HELP: &str = "\
 A rule is words in any order: KEY=VALUE for any key of an [[acl.rule]] table
@@ -729,11 +838,14 @@ pub enum Output {
     Toml,
     /// Print a configuration's TOML text as JSON.
     ConfigJson,
+    /// Print a table of mirrors.
+    Mirrors,
 }
 
 impl Command {
     /// The request a client verb sends, or `None` for local verbs
-    /// (`run`, `config check`, `demo`, `devbind`, `sriov`, `doctor`) and for
+    /// (`run`, `config check`, `demo`, `devbind`, `sriov`, `doctor`), for
+    /// `capture`, which reads a stream ([`crate::capture`]), and for
     /// `acl add`, which may read a file first ([`AclAddArgs::client_call`]).
     pub fn client_call(&self) -> Option<ClientCall> {
         let show = |request, args: &ShowArgs, table| ClientCall {
@@ -766,6 +878,7 @@ impl Command {
             | Command::Version(_)
             | Command::Completions { .. }
             | Command::Man { .. }
+            | Command::Capture(_)
             | Command::Acl(AclCmd::Add(_)) => return None,
             Command::Port(PortCmd::Add(args)) => ClientCall {
                 request: Request::PortAdd(Box::new(args.spec())),
@@ -836,6 +949,30 @@ impl Command {
                 socket: out.conn.socket.clone(),
             },
             Command::Acl(AclCmd::List(args)) => show(Request::AclList, args, Output::Acls),
+            Command::Mirror(MirrorCmd::Add {
+                name,
+                src,
+                dst,
+                to,
+                out,
+            }) => ClientCall {
+                request: Request::MirrorAdd(MirrorSpec {
+                    name: name.clone(),
+                    src: src.clone(),
+                    dst: dst.clone(),
+                    to: to.clone(),
+                }),
+                output: out.output(),
+                socket: out.conn.socket.clone(),
+            },
+            Command::Mirror(MirrorCmd::Del { name, out }) => ClientCall {
+                request: Request::MirrorDel { name: name.clone() },
+                output: out.output(),
+                socket: out.conn.socket.clone(),
+            },
+            Command::Mirror(MirrorCmd::List(args)) => {
+                show(Request::MirrorList, args, Output::Mirrors)
+            }
             Command::Acl(AclCmd::Show { name, show: args }) => {
                 show(Request::AclShow { name: name.clone() }, args, Output::Acl)
             }
@@ -1200,6 +1337,70 @@ mod tests {
             .client_call()
             .unwrap();
         assert_eq!(call.socket, Some(PathBuf::from("/b.sock")));
+    }
+
+    #[test]
+    fn capture_takes_both_directions_unless_only_drops_are_asked_for() {
+        let spec = |args: &[&str]| {
+            let Command::Capture(c) = parse(args).command else {
+                panic!("not a capture: {args:?}");
+            };
+            c.spec()
+        };
+        let s = spec(&["capture", "p1", "-w", "f"]).unwrap();
+        assert_eq!((s.rx, s.tx, s.drops, s.count), (true, true, false, None));
+        let s = spec(&["capture", "p1", "--drops", "-w", "f"]).unwrap();
+        assert_eq!((s.rx, s.tx, s.drops), (false, false, true));
+        let s = spec(&["capture", "p1", "--both", "--drops", "-c", "5", "-w", "f"]).unwrap();
+        assert_eq!((s.rx, s.tx, s.drops, s.count), (true, true, true, Some(5)));
+        let s = spec(&["capture", "p1", "--tx", "--duration", "1.5", "-w", "-"]).unwrap();
+        assert_eq!((s.rx, s.tx, s.duration_ms), (false, true, Some(1500)));
+        assert!(spec(&["capture", "p1", "-c", "0", "-w", "f"]).is_err());
+        for bad in [
+            &["capture", "p1", "--rx", "--tx", "-w", "f"][..],
+            &["capture", "p1", "--duration", "0", "-w", "f"],
+            &["capture", "p1", "--duration", "soon", "-w", "f"],
+            &["capture", "p1"],
+        ] {
+            assert!(
+                Cli::try_parse_from(std::iter::once("weir").chain(bad.iter().copied())).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn mirror_verbs_send_their_requests() {
+        let call = parse(&[
+            "mirror", "add", "m1", "--src", "a,b", "--dst", "c", "--to", "span",
+        ])
+        .command
+        .client_call()
+        .unwrap();
+        assert_eq!(
+            call.request,
+            Request::MirrorAdd(MirrorSpec {
+                name: "m1".into(),
+                src: vec!["a".into(), "b".into()],
+                dst: vec!["c".into()],
+                to: "span".into(),
+            })
+        );
+        let call = parse(&["mirror", "del", "m1"])
+            .command
+            .client_call()
+            .unwrap();
+        assert_eq!(call.request, Request::MirrorDel { name: "m1".into() });
+        let call = parse(&["mirror", "list"]).command.client_call().unwrap();
+        assert_eq!(
+            (call.request, call.output),
+            (Request::MirrorList, Output::Mirrors)
+        );
+        let call = parse(&["mirror", "list", "--json"])
+            .command
+            .client_call()
+            .unwrap();
+        assert_eq!(call.output, Output::Json);
     }
 
     #[test]

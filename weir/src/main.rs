@@ -16,6 +16,7 @@ use weir_config::{Config, Host, ValidConfig};
 use weir_host::doctor;
 use weir_host::nic::{self, Sysfs, SystemRunner};
 
+mod capture;
 mod cli;
 mod demo;
 mod logging;
@@ -59,7 +60,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
                     bridges = config.bridges.len(),
                     ports = config.ports.len(),
                     acls = config.acls.len(),
-                    "bridges, ports and ACLs come from the state file, not from {}",
+                    "bridges, ports, ACLs and mirrors come from the state file, not from {}",
                     args.config.display()
                 );
             }
@@ -97,11 +98,13 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         }
         Command::Man { dir } => man(dir.as_deref()),
         Command::Acl(AclCmd::Add(args)) => send(cli, args.client_call()?),
+        Command::Capture(args) => capture::run(cli, args),
         Command::Port(_)
         | Command::Config(ConfigCmd::Dump(_))
         | Command::Bridge(_)
         | Command::Fdb(_)
         | Command::Acl(_)
+        | Command::Mirror(_)
         | Command::Stats(_)
         | Command::Pmd(_) => {
             let Some(call) = cli.command.client_call() else {

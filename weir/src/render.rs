@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use weir_api::{
-    AclInfo, AclView, BridgeInfo, FdbEntryView, LatencyView, MempoolView, PortInfo, PortStatsView,
-    StatsView, WorkerView,
+    AclInfo, AclView, BridgeInfo, FdbEntryView, LatencyView, MempoolView, MirrorView, PortInfo,
+    PortStatsView, StatsView, WorkerView,
 };
 use weir_config::PortSettings;
 use weir_host::nic::{PciNic, VfInfo};
@@ -48,6 +48,7 @@ pub fn render(output: Output, data: Option<serde_json::Value>) -> anyhow::Result
             s.push('\n');
             s
         }
+        Output::Mirrors => render_mirrors(&decode::<Vec<MirrorView>>(data)?),
     })
 }
 
@@ -384,6 +385,24 @@ fn render_acls(acls: &[AclInfo]) -> String {
             a.rules.to_string(),
             names(&a.acl_in),
             names(&a.acl_out),
+        ]);
+    }
+    t.render()
+}
+
+fn render_mirrors(mirrors: &[MirrorView]) -> String {
+    if mirrors.is_empty() {
+        return "no mirrors\n".to_owned();
+    }
+    let mut t = Table::new(&["NAME", "SRC", "DST", "TO", ">COPIED", ">LOST"]);
+    for m in mirrors {
+        t.row(vec![
+            m.name.clone(),
+            names(&m.src),
+            names(&m.dst),
+            m.to.clone(),
+            m.copied.to_string(),
+            m.lost.to_string(),
         ]);
     }
     t.render()

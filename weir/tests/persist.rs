@@ -69,6 +69,9 @@ fn shape(d: &Daemon) -> serde_json::Value {
             .map(|b| b["name"].clone()).collect::<Vec<_>>(),
         "acls": d.json(&["acl", "list"]),
         "web": d.json(&["acl", "show", "web"])["rules"],
+        "mirrors": d.json(&["mirror", "list"]).as_array().unwrap().iter()
+            .map(|m| serde_json::json!([m["name"], m["src"], m["dst"], m["to"]]))
+            .collect::<Vec<_>>(),
     })
 }
 
@@ -121,6 +124,7 @@ fn run_time_changes_survive_a_restart_and_config_dump_round_trips() {
     ]);
     d.ok(&["port", "set", "pa", "tag=10", "acl_in=web"]);
     d.ok(&["port", "set", "pb", "tag=10", "storm_pps=5000"]);
+    d.ok(&["mirror", "add", "span", "--src", "pa", "--to", "pc"]);
     d.wait_up(&["pa", "pb", "pc"]);
     pings(&d, &a.ns, "198.18.24.2", "after the run-time changes");
     let before = shape(&d);
@@ -146,13 +150,17 @@ fn run_time_changes_survive_a_restart_and_config_dump_round_trips() {
     assert_eq!(shape(&d), before, "after a restart");
     pings(&d, &a.ns, "198.18.24.2", "after a restart");
 
+    assert_eq!(before["mirrors"][0][0], "span", "{before}");
+
     // 3. A deletion persists too.
+    d.ok(&["mirror", "del", "span"]);
     d.ok(&["port", "del", "pc"]);
     let after_del = shape(&d);
     d.terminate();
     d.restart();
     d.wait_up(&["pa", "pb"]);
-    assert_eq!(shape(&d), after_del, "pc stays deleted");
+    assert_eq!(shape(&d), after_del, "pc and the mirror stay deleted");
+    assert_eq!(after_del["mirrors"], serde_json::json!([]));
     assert!(
         d.ports()
             .as_array()

@@ -54,6 +54,8 @@ use crate::wire::parse_l2_addrs;
 pub use acl::{Acl, AclRule};
 pub use fdb::{Fdb, FdbConfig, FdbKey, FdbView, Learn};
 pub use pipeline::{Features, PortPolicy};
+
+use crate::capture::PortTaps;
 pub use police::{PortLimits, TokenBucket};
 pub use security::PortSecurity;
 pub use vlan::{PortVlan, VlanMode};
@@ -280,6 +282,9 @@ pub struct SwitchTables {
     /// The stages each bridge's ports use together, by bridge id
     /// ([`SwitchTables::bridge_features`]); recomputed at every publication.
     bridge_features: Vec<Features>,
+    /// Captures by port id; `None` (or missing) for a port nothing watches.
+    /// Set with [`SwitchTables::set_taps`].
+    taps: Vec<Option<Arc<PortTaps>>>,
 }
 
 impl SwitchTables {
@@ -303,6 +308,23 @@ impl SwitchTables {
     /// Finds a port by name.
     pub fn port_by_name(&self, name: &str) -> Option<&Arc<PortEntry>> {
         self.ports.iter().flatten().find(|p| &*p.name == name)
+    }
+
+    /// What watches port `id` (its captures), if anything. Workers test this
+    /// once per burst, so a port nothing watches pays one index.
+    #[inline]
+    pub fn taps(&self, id: PortId) -> Option<&PortTaps> {
+        self.taps.get(id.index()).and_then(Option::as_deref)
+    }
+
+    /// Sets (or with `None` or an empty set clears) what watches port `id`.
+    /// Takes effect for workers when the tables are published.
+    pub fn set_taps(&mut self, id: PortId, taps: Option<Arc<PortTaps>>) {
+        let i = id.index();
+        if self.taps.len() <= i {
+            self.taps.resize(i + 1, None);
+        }
+        self.taps[i] = taps.filter(|t| !t.is_empty());
     }
 }
 

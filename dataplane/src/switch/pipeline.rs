@@ -40,6 +40,8 @@ use crate::stats::{DropReason, QueueStats};
 use crate::wire::ethernet::ethertype;
 use crate::wire::parse_l2_addrs;
 
+use crate::capture::{unix_time_ns, PortTaps};
+
 use super::acl::{Acl, Applied, FlowCache};
 use super::fdb::FdbKey;
 use super::police::{PortLimits, TokenBucket};
@@ -69,6 +71,9 @@ impl Features {
     pub const ACL_OUT: Features = Features(1 << 4);
     /// An egress rate.
     pub const EGRESS_RATE: Features = Features(1 << 5);
+    /// A capture of the frames the switch drops on the port's way in
+    /// ([`crate::capture`]); set from the port's taps, not its policy.
+    pub const CAPTURE_DROPS: Features = Features(1 << 6);
 
     /// The stages that run on a frame's way in, after the VLAN.
     pub const INGRESS_EXTRA: Features =
@@ -256,16 +261,26 @@ impl SwitchTables {
                 *p = None;
             }
         }
+        for (i, p) in self.taps.iter_mut().enumerate() {
+            if self.ports.get(i).is_none_or(Option::is_none) {
+                *p = None;
+            }
+        }
         let features = self
             .bridges
             .iter()
             .map(|b| {
                 b.as_ref().map_or(Features::NONE, |b| {
                     b.ports.iter().fold(Features::NONE, |f, &p| {
-                        f | match self.policies.get(p.index()) {
+                        let policy = match self.policies.get(p.index()) {
                             Some(Some(pol)) => pol.features(),
                             _ => Features::NONE,
-                        }
+                        };
+                        let taps = match self.taps.get(p.index()) {
+                            Some(Some(taps)) if taps.wants_drops() => Features::CAPTURE_DROPS,
+                            _ => Features::NONE,
+                        };
+                        f | policy | taps
                     })
                 })
             })
@@ -351,9 +366,19 @@ impl Forwarder {
         let (mut last_vlan, mut last_out, mut last_how) =
             (VlanId::NONE, PortId(0), Egress::Filtered);
         let mut last_policy: &PortPolicy = &DEFAULT_POLICY;
+        // A capture of this port's drops, stamped once per burst.
+        let drop_tap = t
+            .taps(in_port)
+            .filter(|taps| taps.wants_drops())
+            .map(|taps| DropTap {
+                taps,
+                port: in_port,
+                timestamp_ns: unix_time_ns(),
+            });
+        let drop_tap = drop_tap.as_ref();
         for m in burst.drain(..) {
             let Some(l2) = parse_l2_addrs(m.data()) else {
-                discard(m, in_stats, DropReason::Malformed);
+                discard_tapped(m, in_stats, drop_tap, DropReason::Malformed);
                 sum.dropped += 1;
                 continue;
             };
@@ -367,7 +392,7 @@ impl Forwarder {
                 _ => 0, // never: `parse_l2_addrs` checked a full header
             };
             if tpid == ethertype::QINQ {
-                discard(m, in_stats, DropReason::VlanFiltered);
+                discard_tapped(m, in_stats, drop_tap, DropReason::VlanFiltered);
                 sum.dropped += 1;
                 continue;
             }
@@ -401,7 +426,7 @@ impl Forwarder {
                         sum.unicast += 1;
                     }
                     (Err(why), _) => {
-                        discard(m, in_stats, why);
+                        discard_tapped(m, in_stats, drop_tap, why);
                         sum.dropped += 1;
                     }
                     (Ok(()), None) => {} // stages out of step: frame freed
@@ -410,12 +435,12 @@ impl Forwarder {
             }
             last_src = NO_PAIR;
             let Some(vlan) = in_vlan.ingress(tag) else {
-                discard(m, in_stats, DropReason::VlanFiltered);
+                discard_tapped(m, in_stats, drop_tap, DropReason::VlanFiltered);
                 sum.dropped += 1;
                 continue;
             };
             if l2.src & GROUP_BIT != 0 {
-                discard(m, in_stats, DropReason::Malformed);
+                discard_tapped(m, in_stats, drop_tap, DropReason::Malformed);
                 sum.dropped += 1;
                 continue;
             }
@@ -431,7 +456,7 @@ impl Forwarder {
                 l2.src,
                 l3,
             ) {
-                discard(m, in_stats, why);
+                discard_tapped(m, in_stats, drop_tap, why);
                 sum.dropped += 1;
                 continue;
             }
@@ -450,7 +475,7 @@ impl Forwarder {
             // forwarded); unicast ones looked up in the frame's VLAN.
             let known = if l2.dst & GROUP_BIT != 0 {
                 if l2.dst & LINK_LOCAL_MASK == LINK_LOCAL {
-                    discard(m, in_stats, DropReason::LinkLocal);
+                    discard_tapped(m, in_stats, drop_tap, DropReason::LinkLocal);
                     sum.dropped += 1;
                     continue;
                 }
@@ -460,7 +485,7 @@ impl Forwarder {
             };
             let Some(out) = known else {
                 if IN && storm.is_some_and(|s| !s.take(now_ticks, 1)) {
-                    discard(m, in_stats, DropReason::Storm);
+                    discard_tapped(m, in_stats, drop_tap, DropReason::Storm);
                     sum.dropped += 1;
                     continue;
                 }
@@ -495,13 +520,32 @@ impl Forwarder {
                     last_policy = out_policy;
                 }
                 Err(why) => {
-                    discard(m, in_stats, why);
+                    discard_tapped(m, in_stats, drop_tap, why);
                     sum.dropped += 1;
                 }
             }
         }
         sum
     }
+}
+
+/// Where a burst's drops are captured: the ingress port's taps.
+struct DropTap<'a> {
+    taps: &'a PortTaps,
+    port: PortId,
+    timestamp_ns: u64,
+}
+
+/// [`discard`], first copying the frame into the captures of the ingress
+/// port's drops, if it has any.
+#[cold]
+#[inline(never)]
+fn discard_tapped(m: Mbuf, in_stats: &QueueStats, tap: Option<&DropTap<'_>>, reason: DropReason) {
+    if let Some(tap) = tap {
+        tap.taps
+            .record_drop(tap.port, reason, tap.timestamp_ns, m.data());
+    }
+    discard(m, in_stats, reason);
 }
 
 /// The ingress stages after the VLAN for `m` (source MAC word `src`, L3
@@ -709,6 +753,56 @@ mod tests {
             });
         }
         got
+    }
+
+    #[test]
+    fn a_capture_of_drops_moves_the_bridge_to_the_pipeline_and_gets_each_drop_with_its_reason() {
+        use crate::capture::{Capture, CaptureFilter, Direction, PortTaps};
+        let plain = rig([
+            PortPolicy::default(),
+            PortPolicy::default(),
+            PortPolicy::default(),
+        ]);
+        assert!(plain.bridge_features(crate::ids::BridgeId(0)).is_empty());
+        let cap = Capture::new(
+            CaptureFilter {
+                drops: true,
+                ..CaptureFilter::default()
+            },
+            64,
+            64,
+        );
+        let mut t = (*plain).clone();
+        t.set_taps(
+            PortId(0),
+            Some(Arc::new(PortTaps {
+                captures: vec![Arc::clone(&cap)],
+                ..PortTaps::default()
+            })),
+        );
+        t.refresh_features();
+        assert_eq!(
+            t.bridge_features(crate::ids::BridgeId(0)),
+            Features::CAPTURE_DROPS
+        );
+        let st = QueueStats::default();
+        // Link-local destinations are dropped; broadcasts flood and are not
+        // captured.
+        assert_eq!(
+            blast(&t, [0x01, 0x80, 0xc2, 0, 0, 0], 60, 3, &st),
+            [0, 0, 0]
+        );
+        assert_eq!(blast(&t, [0xff; 6], 60, 2, &st), [0, 2, 2]);
+        assert_eq!(st.snapshot().drops(DropReason::LinkLocal), 3);
+        let got: Vec<_> = std::iter::from_fn(|| cap.take()).collect();
+        assert_eq!(got.len(), 3);
+        for slot in &got {
+            assert_eq!(
+                (slot.port, slot.direction, slot.drop, slot.orig_len_bytes),
+                (PortId(0), Direction::Rx, Some(DropReason::LinkLocal), 60)
+            );
+            assert_eq!(&slot.data()[..6], &[0x01, 0x80, 0xc2, 0, 0, 0]);
+        }
     }
 
     #[test]
