@@ -24,8 +24,6 @@ pub const MAX_REQUEST_BYTES: usize = 8 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once; more are answered 503 and closed.
 pub const MAX_CONNECTIONS: usize = 16;
-/// How often the accept loop checks the stop flag when idle.
-const ACCEPT_POLL: Duration = Duration::from_millis(25);
 
 /// The metrics endpoint could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -94,19 +92,9 @@ impl MetricsServer {
         tracing::info!(listen = %self.addr, "metrics endpoint listening");
         // Relaxed: the flag carries no data; it only ends the loop.
         while !stop.load(Ordering::Relaxed) {
-            let stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    thread::sleep(ACCEPT_POLL);
-                    continue;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE and friends: back off rather than spin.
-                    tracing::warn!("metrics endpoint: accept failed: {e}");
-                    thread::sleep(ACCEPT_POLL);
-                    continue;
-                }
+            let Some(stream) = crate::server::accepted(self.listener.accept(), "metrics endpoint")
+            else {
+                continue;
             };
             // Relaxed: the count is only a limit; no data is published through it.
             if active.fetch_add(1, Ordering::Relaxed) >= MAX_CONNECTIONS {

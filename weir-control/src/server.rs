@@ -31,6 +31,24 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 64;
 /// How often the accept loop checks the stop flag when idle.
 const ACCEPT_POLL: Duration = Duration::from_millis(25);
 
+/// The connection a non-blocking `accept` returned, or None after waiting
+/// [`ACCEPT_POLL`] when there is none yet or the call failed (EMFILE and
+/// friends are logged, naming `what`; the loop backs off rather than spins).
+/// Shared by the control socket and the metrics endpoint.
+pub(crate) fn accepted<S, A>(result: io::Result<(S, A)>, what: &str) -> Option<S> {
+    match result {
+        Ok((stream, _)) => Some(stream),
+        Err(e) if e.kind() == ErrorKind::Interrupted => None,
+        Err(e) => {
+            if e.kind() != ErrorKind::WouldBlock {
+                tracing::warn!("{what}: accept failed: {e}");
+            }
+            thread::sleep(ACCEPT_POLL);
+            None
+        }
+    }
+}
+
 /// The control socket could not be set up.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -215,19 +233,8 @@ impl ControlServer {
         tracing::info!(socket = %self.path.display(), "control socket listening");
         // Relaxed: the flag carries no data; it only ends the loop.
         while !stop.load(Ordering::Relaxed) {
-            let stream = match self.listener.accept() {
-                Ok((stream, _)) => stream,
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    thread::sleep(ACCEPT_POLL);
-                    continue;
-                }
-                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    // EMFILE and friends: back off rather than spin.
-                    tracing::warn!("control socket accept failed: {e}");
-                    thread::sleep(ACCEPT_POLL);
-                    continue;
-                }
+            let Some(stream) = accepted(self.listener.accept(), "control socket") else {
+                continue;
             };
             // Relaxed: the count is only a limit; no data is published through it.
             if active.load(Ordering::Relaxed) >= self.max_connections {

@@ -147,35 +147,31 @@ fn write_synced(tmp: &Path, contents: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicU32, Ordering};
 
-    /// A unique temporary directory, removed on drop.
-    struct TempDir(PathBuf);
+    /// A fresh temporary directory, removed on drop.
+    struct TempDir(tempfile::TempDir);
 
     impl TempDir {
         fn new() -> Self {
-            static NEXT: AtomicU32 = AtomicU32::new(0);
-            // Relaxed: only uniqueness matters.
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let dir = std::env::temp_dir().join(format!("weir-state-{}-{n}", std::process::id()));
-            let _ = fs::remove_dir_all(&dir);
-            fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
+            TempDir(
+                tempfile::Builder::new()
+                    .prefix("weir-state-")
+                    .tempdir()
+                    .unwrap(),
+            )
+        }
+
+        fn join(&self, p: &str) -> PathBuf {
+            self.0.path().join(p)
         }
 
         fn entries(&self, sub: &str) -> Vec<String> {
-            let mut names: Vec<String> = fs::read_dir(self.0.join(sub))
+            let mut names: Vec<String> = fs::read_dir(self.join(sub))
                 .unwrap()
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                 .collect();
             names.sort();
             names
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
         }
     }
 
@@ -186,7 +182,7 @@ mod tests {
     #[test]
     fn the_file_is_private_and_its_new_directory_too() {
         let dir = TempDir::new();
-        let path = dir.0.join("lib/weir/state.toml");
+        let path = dir.join("lib/weir/state.toml");
         write_atomic(&path, b"[[bridge]]\nname = \"br0\"\n").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"[[bridge]]\nname = \"br0\"\n");
         assert_eq!(mode(&path), 0o600);
@@ -197,7 +193,7 @@ mod tests {
     #[test]
     fn a_write_replaces_the_whole_file_and_makes_it_private() {
         let dir = TempDir::new();
-        let path = dir.0.join("state.toml");
+        let path = dir.join("state.toml");
         fs::write(&path, "a much longer old text than the new one\n").unwrap();
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
         write_atomic(&path, b"new\n").unwrap();
@@ -210,7 +206,7 @@ mod tests {
     fn a_failed_write_leaves_the_old_file_and_no_temporary_file() {
         let dir = TempDir::new();
         // A rename cannot replace a non-empty directory.
-        let path = dir.0.join("state.toml");
+        let path = dir.join("state.toml");
         fs::create_dir(&path).unwrap();
         fs::write(path.join("keep"), "old").unwrap();
         let err = write_atomic(&path, b"new\n").unwrap_err();
@@ -219,7 +215,7 @@ mod tests {
         assert_eq!(dir.entries(""), ["state.toml"]);
         // A leftover temporary file of a daemon that died mid-write (same
         // pid after a reboot) does not stop the next write.
-        let path = dir.0.join("other.toml");
+        let path = dir.join("other.toml");
         let leftover = dir
             .0
             .join(format!(".other.toml.tmp-{}", std::process::id()));

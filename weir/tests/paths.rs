@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{add_vhost_args, Daemon, BIN};
+use common::{add_vhost_args, broadcast_pcap, Daemon, BIN};
 
 /// A fresh directory under the system temp dir, open to every user (a second
 /// user must be able to reach the paths inside to be refused by their mode).
@@ -276,27 +276,6 @@ fn a_fifo_as_rx_path_is_refused_without_stalling_the_control_socket() {
     assert!(!ok && out.contains("not a regular file"), "{out}");
     let (ok, out) = cli_within(&d, &["port", "list"], 10).expect("control socket stalled");
     assert!(ok, "{out}");
-}
-
-/// A classic pcap of `n` broadcast frames of `len` bytes.
-fn broadcast_pcap(n: usize, len: usize) -> Vec<u8> {
-    let mut b = Vec::new();
-    b.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&4u16.to_le_bytes());
-    for v in [0u32, 0, 65535, 1] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    for i in 0..n {
-        for v in [1u32, i as u32, len as u32, len as u32] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        let mut f = vec![0xffu8; 6];
-        f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x00]);
-        f.resize(len, i as u8);
-        b.extend_from_slice(&f);
-    }
-    b
 }
 
 #[test]

@@ -22,7 +22,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use weir_testkit::{require_root_and_ip, Netns, VethHost};
@@ -200,18 +200,14 @@ fn run_time_changes_survive_a_restart_and_config_dump_round_trips() {
     let corrupt = "[[port]]\nname = \"pa\"\ntype = \"afpacket\"\nbridge = 7\n";
     std::fs::write(&state, corrupt).unwrap();
     let log = dir.join("corrupt.log");
-    let f = std::fs::File::create(&log).unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--socket")
-        .arg(dir.join("corrupt.sock"))
-        .arg("run")
-        .arg("--config")
-        .arg(dir.join("weir.toml"))
-        .stdin(Stdio::null())
-        .stdout(f.try_clone().unwrap())
-        .stderr(f)
-        .spawn()
-        .unwrap();
+    let mut child = common::weir_run(
+        &mut Command::new(BIN),
+        &dir.join("corrupt.sock"),
+        &dir.join("weir.toml"),
+        &log,
+    )
+    .spawn()
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(st) = child.try_wait().unwrap() {

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{test_dir, Daemon, BIN};
+use common::{broadcast_pcap, test_dir, weir_run, Daemon, BIN};
 
 const BASE: &str = "[dataplane]\nmbufs = 1024\nidle_sleep_us = 50\n[[bridge]]\nname = \"br0\"\n";
 
@@ -19,22 +19,20 @@ const BASE: &str = "[dataplane]\nmbufs = 1024\nidle_sleep_us = 50\n[[bridge]]\nn
 /// `dir/weir.log` (stderr is a file: not a terminal).
 fn spawn(dir: &Path, config: &str, env: &[(&str, &str)], args: &[&str]) -> Child {
     std::fs::write(dir.join("weir.toml"), config).unwrap();
-    let log = std::fs::File::create(dir.join("weir.log")).unwrap();
     let mut cmd = Command::new(BIN);
     cmd.env_remove("RUST_LOG")
         .env_remove("NOTIFY_SOCKET")
         .env_remove("WEIR_LOG_FORMAT")
         .envs(env.iter().copied())
-        .args(args)
-        .arg("--socket")
-        .arg(dir.join("weir.sock"))
-        .arg("run")
-        .arg("--config")
-        .arg(dir.join("weir.toml"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    cmd.spawn().expect("starting weir run")
+        .args(args);
+    weir_run(
+        &mut cmd,
+        &dir.join("weir.sock"),
+        &dir.join("weir.toml"),
+        &dir.join("weir.log"),
+    )
+    .spawn()
+    .expect("starting weir run")
 }
 
 fn weir(socket: &Path, args: &[&str]) -> Output {
@@ -227,27 +225,6 @@ fn version_names_the_client_and_the_daemon() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("daemon"));
 }
 
-/// A classic pcap of `n` broadcast frames of 100 bytes.
-fn broadcast_pcap(n: usize) -> Vec<u8> {
-    let mut b = Vec::new();
-    b.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    b.extend_from_slice(&2u16.to_le_bytes());
-    b.extend_from_slice(&4u16.to_le_bytes());
-    for v in [0u32, 0, 65535, 1] {
-        b.extend_from_slice(&v.to_le_bytes());
-    }
-    for i in 0..n {
-        for v in [1u32, i as u32, 100, 100] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
-        let mut f = vec![0xffu8; 6];
-        f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x00]);
-        f.resize(100, i as u8);
-        b.extend_from_slice(&f);
-    }
-    b
-}
-
 fn wait_counter(d: &Daemon, port: &str, key: &str, want: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -274,7 +251,7 @@ fn stats_clear_starts_one_port_or_everything_again_from_zero() {
     d.wait_up(&["out"]);
     let replay = |name: &str, n: usize| {
         let input = dir.join(format!("{name}.pcap"));
-        std::fs::write(&input, broadcast_pcap(n)).unwrap();
+        std::fs::write(&input, broadcast_pcap(n, 100)).unwrap();
         d.ok(&[
             "port",
             "add",

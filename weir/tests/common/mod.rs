@@ -54,7 +54,6 @@ impl Daemon {
     }
 
     fn spawn(dir: &Path, n: u32, address_space_kib: Option<u64>) -> Child {
-        let log = std::fs::File::create(dir.join(format!("weir.{n}.log"))).unwrap();
         let mut cmd = match address_space_kib {
             None => Command::new(BIN),
             Some(kib) => {
@@ -66,16 +65,14 @@ impl Daemon {
                 c
             }
         };
-        cmd.arg("--socket")
-            .arg(dir.join("weir.sock"))
-            .arg("run")
-            .arg("--config")
-            .arg(dir.join("weir.toml"))
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("starting weir run")
+        weir_run(
+            &mut cmd,
+            &dir.join("weir.sock"),
+            &dir.join("weir.toml"),
+            &dir.join(format!("weir.{n}.log")),
+        )
+        .spawn()
+        .expect("starting weir run")
     }
 
     fn wait_ready(&mut self) {
@@ -401,4 +398,44 @@ impl Drop for NsProcess {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A classic pcap of `n` broadcast frames of `len` bytes.
+pub fn broadcast_pcap(n: usize, len: usize) -> Vec<u8> {
+    let mut b = Vec::new();
+    b.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
+    b.extend_from_slice(&4u16.to_le_bytes());
+    for v in [0u32, 0, 65535, 1] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    for i in 0..n {
+        for v in [1u32, i as u32, len as u32, len as u32] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+        let mut f = vec![0xffu8; 6];
+        f.extend_from_slice(&[2, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        f.resize(len, i as u8);
+        b.extend_from_slice(&f);
+    }
+    b
+}
+
+/// Adds `--socket SOCKET run --config CONFIG` to `cmd` (the `weir` binary,
+/// or a wrapper that ends in it), stdin closed and output to `log`.
+pub fn weir_run<'a>(
+    cmd: &'a mut Command,
+    socket: &Path,
+    config: &Path,
+    log: &Path,
+) -> &'a mut Command {
+    let log = std::fs::File::create(log).unwrap();
+    cmd.arg("--socket")
+        .arg(socket)
+        .arg("run")
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
 }
