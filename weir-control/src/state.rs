@@ -216,9 +216,7 @@ mod tests {
         // A leftover temporary file of a daemon that died mid-write (same
         // pid after a reboot) does not stop the next write.
         let path = dir.join("other.toml");
-        let leftover = dir
-            .0
-            .join(format!(".other.toml.tmp-{}", std::process::id()));
+        let leftover = dir.join(&format!(".other.toml.tmp-{}", std::process::id()));
         fs::write(&leftover, "half a fi").unwrap();
         write_atomic(&path, b"whole\n").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"whole\n");
