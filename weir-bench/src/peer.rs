@@ -5,7 +5,8 @@
 //!
 //! Control side only. Both are started as child processes of `weir bench`
 //! from Debian's `dpdk-dev`/`librte-net-vhost23` and
-//! `openvswitch-switch-dpdk` packages (see `scripts/setup.sh`), with a
+//! `openvswitch-switch-dpdk` packages (`benches/vhost-peers.sh` installs
+//! them; `scripts/setup.sh` installs the testpmd ones), with a
 //! private `--file-prefix` and, for OVS, a private database, run and log
 //! directory. testpmd runs with `--no-huge` (the frontends' memory is a memfd
 //! the peers map themselves). OVS always adds `--in-memory`, which DPDK
@@ -47,7 +48,7 @@ pub enum PeerError {
     #[error("loopback is not a peer process")]
     NotAProcess,
     /// A program of the peer is not installed.
-    #[error("{bin} not found; install the Debian package {package} (scripts/setup.sh does)")]
+    #[error("{bin} not found; install the Debian package {package} (`apt-get install {package}`, or `bash benches/vhost-peers.sh`, which installs what its peers need)")]
     Missing {
         /// The program.
         bin: &'static str,
