@@ -1000,9 +1000,12 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
-    fn parse(args: &[&str]) -> Cli {
+    fn try_parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("weir").chain(args.iter().copied()))
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    fn parse(args: &[&str]) -> Cli {
+        try_parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}"))
     }
 
     #[test]
@@ -1185,10 +1188,7 @@ mod tests {
             &["port", "set", "vm1", "tag"],
             &["port", "clear", "vm1"],
         ] {
-            assert!(
-                Cli::try_parse_from(std::iter::once("weir").chain(bad.iter().copied())).is_err(),
-                "{bad:?}"
-            );
+            assert!(try_parse(bad).is_err(), "{bad:?}");
         }
     }
 
@@ -1265,9 +1265,7 @@ mod tests {
                 "cannot be used with",
             ),
         ] {
-            let err = Cli::try_parse_from(std::iter::once("weir").chain(bad.iter().copied()))
-                .unwrap_err()
-                .to_string();
+            let err = try_parse(bad).unwrap_err().to_string();
             assert!(err.contains(msg), "{bad:?}: {err}");
         }
     }
@@ -1362,10 +1360,7 @@ mod tests {
             &["capture", "p1", "--duration", "soon", "-w", "f"],
             &["capture", "p1"],
         ] {
-            assert!(
-                Cli::try_parse_from(std::iter::once("weir").chain(bad.iter().copied())).is_err(),
-                "{bad:?}"
-            );
+            assert!(try_parse(bad).is_err(), "{bad:?}");
         }
     }
 

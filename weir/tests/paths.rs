@@ -292,17 +292,7 @@ fn a_capture_stops_at_max_bytes_and_counts_the_rest() {
     let d = Daemon::start(&dir.0, &cfg);
     // The replay runs once: start it only when the capture port forwards.
     d.wait_up(&["out"]);
-    d.ok(&[
-        "port",
-        "add",
-        "in",
-        "--type",
-        "pcap",
-        "--bridge",
-        "br0",
-        "--rx-path",
-        input.to_str().unwrap(),
-    ]);
+    d.add_replay("in", &input);
     // 24-byte header, then 116-byte records: 35 fit in 4096 bytes.
     let fit: u64 = 35;
     let want_len = 24 + fit * 116;

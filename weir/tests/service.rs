@@ -252,17 +252,7 @@ fn stats_clear_starts_one_port_or_everything_again_from_zero() {
     let replay = |name: &str, n: usize| {
         let input = dir.join(format!("{name}.pcap"));
         std::fs::write(&input, broadcast_pcap(n, 100)).unwrap();
-        d.ok(&[
-            "port",
-            "add",
-            name,
-            "--type",
-            "pcap",
-            "--bridge",
-            "br0",
-            "--rx-path",
-            input.to_str().unwrap(),
-        ]);
+        d.add_replay(name, &input);
     };
     replay("in", 200);
     wait_counter(&d, "in", "rx_packets", 200);

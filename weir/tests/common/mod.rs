@@ -185,6 +185,22 @@ impl Daemon {
         self.port_json(name)["stats"][key].as_u64().unwrap()
     }
 
+    /// `weir port add NAME --type pcap --bridge br0 --rx-path PCAP`: replays
+    /// the capture into bridge `br0` once.
+    pub fn add_replay(&self, name: &str, pcap: &Path) {
+        self.ok(&[
+            "port",
+            "add",
+            name,
+            "--type",
+            "pcap",
+            "--bridge",
+            "br0",
+            "--rx-path",
+            pcap.to_str().unwrap(),
+        ]);
+    }
+
     /// Waits until every named port reports link up.
     pub fn wait_up(&self, names: &[&str]) {
         let deadline = Instant::now() + Duration::from_secs(15);
