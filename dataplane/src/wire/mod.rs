@@ -1,9 +1,10 @@
 //! Typed, checked views over packet bytes: Ethernet II, 802.1Q tags, ARP,
-//! IPv4 and IPv6.
+//! IPv4 and IPv6, and the VXLAN/Geneve outer headers ([`tunnel`]).
 //!
 //! Layer: wire, the lowest layer of the dataplane. Depends only on
-//! [`crate::ids`] and `core`/`std::net` address types. No I/O and no
-//! allocation. On the packet path: everything here may run once per frame.
+//! [`crate::ids`] and `core`/`std::net` address types, except
+//! [`tunnel::OuterHeader::encap`], which prepends into an [`crate::Mbuf`].
+//! No I/O and no allocation. On the packet path: everything here may run once per frame.
 //!
 //! Every header has a view type generic over its storage, `View<T: AsRef<[u8]>>`.
 //! `View::new_checked(buf)` validates lengths (and any fixed fields the view
@@ -26,6 +27,7 @@ pub mod gso;
 pub mod ipv4;
 pub mod ipv6;
 pub mod offload;
+pub mod tunnel;
 pub mod vlan;
 pub mod vnet;
 

@@ -1,0 +1,1200 @@
+//! VXLAN (RFC 7348) and Geneve (RFC 8926) over IPv4/UDP: the outer header a
+//! tunnel port puts in front of a frame, and the checks an underlay port runs
+//! before taking it off again.
+//!
+//! Layer: wire (lowest). No I/O or allocation. [`OuterHeader::encap`] is the
+//! wire layer's one use of the buffers layer above it, and only of
+//! [`Mbuf::prepend`]; [`OuterHeader::write`] is the same on a plain slice. On the packet path: [`OuterHeader::encap`]
+//! and [`source_port`] run once per frame a tunnel port sends,
+//! [`parse_outer`] and [`vxlan_vni`]/[`geneve_vni`] once per UDP frame an
+//! underlay port receives for weir.
+//!
+//! The outer header is the same 50 bytes for every frame sent to one remote
+//! VTEP except five fields, so it is built once per remote
+//! ([`OuterHeader::new`]) and copied in front of each frame:
+//!
+//! ```text
+//! 0      14                   34          42               50
+//! | eth  | IPv4 (IHL 5, DF)   | UDP       | VXLAN / Geneve | inner frame ...
+//!          ^tot len  ^csum      ^sport ^len   ^VNI
+//! ```
+//!
+//! The marked fields change per frame: IPv4 total length and header checksum,
+//! UDP source port (flow entropy) and length, and the VNI. The UDP checksum is
+//! 0, which both RFCs allow over IPv4 (RFC 7348 section 5, RFC 8926 section
+//! 3.3), and receivers do not check it either (see [`parse_outer`]).
+
+use std::net::Ipv4Addr;
+
+use crate::ids::MacAddr;
+use crate::mbuf::{Mbuf, NoRoom};
+
+use super::ethernet::{self, ethertype};
+use super::ipv4::{self, combine, ones_complement_sum, protocol};
+
+/// Bytes of the outer header: Ethernet 14 + IPv4 20 + UDP 8 + VXLAN 8 (or a
+/// Geneve header without options, also 8).
+pub const OUTER_LEN: usize = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN + UDP_LEN + TUNNEL_LEN;
+
+/// Bytes the encapsulation adds to what counts against the underlay's IP MTU:
+/// IPv4 20 + UDP 8 + VXLAN/Geneve 8 = 36. The outer Ethernet header is not
+/// part of the IP MTU, while the inner frame's own Ethernet header is, so an
+/// inner frame of at most MTU − 36 bytes (an inner L3 packet of at most
+/// MTU − 50) fits: 1464 bytes of frame, 1450 of L3, on a 1500-byte underlay.
+pub const MTU_OVERHEAD: usize = OUTER_LEN - ethernet::HEADER_LEN;
+
+const _: () = assert!(OUTER_LEN == 50 && MTU_OVERHEAD == 36);
+
+/// Bytes of a UDP header (RFC 768).
+const UDP_LEN: usize = 8;
+/// Bytes of a VXLAN header, and of a Geneve header without options.
+const TUNNEL_LEN: usize = 8;
+
+/// First UDP source port of the range used for flow entropy: the dynamic
+/// range 49152–65535 that RFC 7348 section 5 recommends.
+const SOURCE_PORT_BASE: u16 = 49152;
+/// Mask of the entropy bits added to [`SOURCE_PORT_BASE`] (14 bits).
+const SOURCE_PORT_MASK: u64 = 0x3fff;
+
+/// VXLAN flags byte with only the I bit set (RFC 7348 section 5: "I flag MUST
+/// be set to 1 for a valid VXLAN Network ID").
+const VXLAN_FLAG_I: u8 = 0x08;
+/// Geneve protocol type of an Ethernet payload: Transparent Ethernet Bridging
+/// (RFC 8926 section 3.4, IEEE RA EtherType 0x6558).
+const GENEVE_PROTO_ETHERNET: u16 = 0x6558;
+/// Geneve O bit: a control packet, whose payload must not be forwarded (RFC
+/// 8926 section 3.4).
+const GENEVE_FLAG_O: u8 = 0x80;
+/// Geneve C bit: critical options present (RFC 8926 section 3.4).
+const GENEVE_FLAG_C: u8 = 0x40;
+
+/// Offsets in the outer header (from the start of the outer Ethernet header).
+mod field {
+    use super::ethernet::HEADER_LEN as ETH;
+    use super::ipv4::MIN_HEADER_LEN as IP;
+    pub const IP_START: usize = ETH;
+    pub const IP_TOTAL_LEN: usize = ETH + 2;
+    pub const IP_CHECKSUM: usize = ETH + 10;
+    pub const UDP_START: usize = ETH + IP;
+    pub const UDP_SRC_PORT: usize = UDP_START;
+    pub const UDP_DST_PORT: usize = UDP_START + 2;
+    pub const UDP_LEN: usize = UDP_START + 4;
+    pub const TUNNEL_START: usize = UDP_START + super::UDP_LEN;
+    /// The VNI's three bytes and the reserved byte after them; the same place
+    /// in VXLAN and Geneve headers.
+    pub const VNI_WORD: usize = TUNNEL_START + 4;
+}
+
+/// Which encapsulation a tunnel port uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TunnelKind {
+    /// VXLAN, RFC 7348.
+    Vxlan,
+    /// Geneve, RFC 8926 (options skipped on receive, never sent).
+    Geneve,
+}
+
+impl TunnelKind {
+    /// The IANA UDP destination port: 4789 for VXLAN, 6081 for Geneve.
+    #[inline]
+    pub const fn default_port(self) -> u16 {
+        match self {
+            TunnelKind::Vxlan => 4789,
+            TunnelKind::Geneve => 6081,
+        }
+    }
+
+    /// The name used in configuration (`type = "vxlan"`) and views.
+    #[inline]
+    pub const fn name(self) -> &'static str {
+        match self {
+            TunnelKind::Vxlan => "vxlan",
+            TunnelKind::Geneve => "geneve",
+        }
+    }
+
+    /// Parses the tunnel header at the start of a UDP payload; see
+    /// [`vxlan_vni`] and [`geneve_vni`].
+    ///
+    /// # Errors
+    ///
+    /// As the function for this kind.
+    #[inline]
+    pub fn vni(self, payload: &[u8]) -> Result<(u32, usize), DecapError> {
+        match self {
+            TunnelKind::Vxlan => vxlan_vni(payload),
+            TunnelKind::Geneve => geneve_vni(payload),
+        }
+    }
+}
+
+/// The outer header for one remote VTEP, prebuilt: everything but the
+/// per-frame fields, plus the one's-complement sum of the IPv4 header's
+/// constant words, so that [`OuterHeader::encap`] finishes the checksum with
+/// one addition.
+///
+/// Rebuilt by the control side when the next hop's MAC changes, never per
+/// frame.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct OuterHeader {
+    bytes: [u8; OUTER_LEN],
+    /// Folded one's-complement sum of the IPv4 header with total length and
+    /// checksum zero.
+    ip_sum: u16,
+    kind: TunnelKind,
+}
+
+impl std::fmt::Debug for OuterHeader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OuterHeader")
+            .field("kind", &self.kind)
+            .field("local", &self.local())
+            .field("remote", &self.remote())
+            .field("dst_port", &self.dst_port())
+            .finish()
+    }
+}
+
+impl OuterHeader {
+    /// Builds the outer header of frames from `src` (weir's address on the
+    /// underlay, MAC `src_mac`) to the remote VTEP `dst`, sent to the next
+    /// hop's MAC `dst_mac` at UDP port `dst_port`.
+    ///
+    /// IPv4 with DF set, TTL 64, identification 0 (allowed for atomic
+    /// datagrams, RFC 6864 section 4.1); UDP checksum 0.
+    pub fn new(
+        kind: TunnelKind,
+        src_mac: MacAddr,
+        dst_mac: MacAddr,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        dst_port: u16,
+    ) -> OuterHeader {
+        let mut b = [0u8; OUTER_LEN];
+        b[0..6].copy_from_slice(&dst_mac.0);
+        b[6..12].copy_from_slice(&src_mac.0);
+        b[12..14].copy_from_slice(&ethertype::IPV4.to_be_bytes());
+        let ip = field::IP_START;
+        b[ip] = 0x45;
+        // TOS 0, total length per frame, identification 0.
+        b[ip + 6..ip + 8].copy_from_slice(&0x4000u16.to_be_bytes()); // DF
+        b[ip + 8] = 64;
+        b[ip + 9] = protocol::UDP;
+        // Checksum per frame.
+        b[ip + 12..ip + 16].copy_from_slice(&src.octets());
+        b[ip + 16..ip + 20].copy_from_slice(&dst.octets());
+        // UDP: source port and length per frame, checksum 0.
+        b[field::UDP_DST_PORT..field::UDP_DST_PORT + 2].copy_from_slice(&dst_port.to_be_bytes());
+        let t = field::TUNNEL_START;
+        match kind {
+            TunnelKind::Vxlan => b[t] = VXLAN_FLAG_I,
+            // Version 0, no options, no flags, Ethernet payload.
+            TunnelKind::Geneve => {
+                b[t + 2..t + 4].copy_from_slice(&GENEVE_PROTO_ETHERNET.to_be_bytes());
+            }
+        }
+        let ip_sum = ones_complement_sum(&b[ip..ip + ipv4::MIN_HEADER_LEN]);
+        OuterHeader {
+            bytes: b,
+            ip_sum,
+            kind,
+        }
+    }
+
+    /// The encapsulation.
+    #[inline]
+    pub fn kind(&self) -> TunnelKind {
+        self.kind
+    }
+
+    /// The remote VTEP's address (the outer destination).
+    #[inline]
+    pub fn remote(&self) -> Ipv4Addr {
+        self.addr(field::IP_START + 16)
+    }
+
+    /// weir's address (the outer source).
+    #[inline]
+    pub fn local(&self) -> Ipv4Addr {
+        self.addr(field::IP_START + 12)
+    }
+
+    /// The UDP destination port.
+    #[inline]
+    pub fn dst_port(&self) -> u16 {
+        u16::from_be_bytes([
+            self.bytes[field::UDP_DST_PORT],
+            self.bytes[field::UDP_DST_PORT + 1],
+        ])
+    }
+
+    /// The template: the 50 bytes with every per-frame field zero.
+    #[inline]
+    pub fn as_bytes(&self) -> &[u8; OUTER_LEN] {
+        &self.bytes
+    }
+
+    fn addr(&self, off: usize) -> Ipv4Addr {
+        let b = &self.bytes;
+        Ipv4Addr::new(b[off], b[off + 1], b[off + 2], b[off + 3])
+    }
+
+    /// Puts the outer header in front of the frame in `m`: [`Mbuf::prepend`]
+    /// then [`OuterHeader::write`].
+    ///
+    /// The frame's length is not checked against any MTU here (the caller
+    /// drops oversized frames as `tunnel-mtu` first).
+    ///
+    /// # Errors
+    ///
+    /// [`NoRoom`] if the headroom is shorter than [`OUTER_LEN`]; `m` is then
+    /// unchanged.
+    #[inline]
+    pub fn encap(&self, m: &mut Mbuf, vni: u32, src_port: u16) -> Result<(), NoRoom> {
+        // If the prepend succeeds, inner + OUTER_LEN fits the mbuf's 16-bit
+        // window, so the IP length (14 bytes less) fits a u16 too.
+        let ip_len = (m.len() + MTU_OVERHEAD) as u16;
+        let Some(h) = m.prepend(OUTER_LEN)?.first_chunk_mut::<OUTER_LEN>() else {
+            // `prepend` returns exactly OUTER_LEN bytes: not reached.
+            return Err(NoRoom {
+                wanted: OUTER_LEN,
+                room: 0,
+            });
+        };
+        self.fill(h, ip_len, vni, src_port);
+        Ok(())
+    }
+
+    /// Writes the outer header for an inner frame of `inner_len` bytes into
+    /// `h`: copies the template and fills IPv4 total length and checksum,
+    /// UDP source port and length, and the VNI (its low 24 bits).
+    ///
+    /// The checksum is the precomputed sum plus the total length, folded and
+    /// inverted: the same value as summing the finished header.
+    ///
+    /// # Errors
+    ///
+    /// [`TooLong`] if the IPv4 total length (`inner_len` + 36) would not fit
+    /// 16 bits; `h` is then unchanged.
+    #[inline]
+    pub fn write(
+        &self,
+        h: &mut [u8; OUTER_LEN],
+        inner_len: usize,
+        vni: u32,
+        src_port: u16,
+    ) -> Result<(), TooLong> {
+        let ip_len = u16::try_from(inner_len + MTU_OVERHEAD).map_err(|_| TooLong { inner_len })?;
+        self.fill(h, ip_len, vni, src_port);
+        Ok(())
+    }
+
+    #[inline]
+    fn fill(&self, h: &mut [u8; OUTER_LEN], ip_len: u16, vni: u32, src_port: u16) {
+        *h = self.bytes;
+        let csum = !combine(self.ip_sum, ip_len);
+        let udp_len = ip_len - ipv4::MIN_HEADER_LEN as u16;
+        h[field::IP_TOTAL_LEN..field::IP_TOTAL_LEN + 2].copy_from_slice(&ip_len.to_be_bytes());
+        h[field::IP_CHECKSUM..field::IP_CHECKSUM + 2].copy_from_slice(&csum.to_be_bytes());
+        h[field::UDP_SRC_PORT..field::UDP_SRC_PORT + 2].copy_from_slice(&src_port.to_be_bytes());
+        h[field::UDP_LEN..field::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
+        // VNI in the top three bytes; the shift clears the reserved byte.
+        h[field::VNI_WORD..field::VNI_WORD + 4].copy_from_slice(&(vni << 8).to_be_bytes());
+    }
+}
+
+/// An inner frame too long for one IPv4 packet with the outer headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("inner frame of {inner_len} bytes too long for an IPv4 packet")]
+pub struct TooLong {
+    /// Bytes of the inner frame.
+    pub inner_len: usize,
+}
+
+/// Multiplier of the flow hash: 2^64 / φ, odd, spreads every input bit over
+/// the high bits of the product.
+const HASH_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
+
+#[inline]
+fn mix(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(HASH_MUL).rotate_left(23)
+}
+
+#[inline]
+fn be_u64(b: &[u8], off: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(*b.get(off..)?.first_chunk()?))
+}
+
+#[inline]
+fn be_u32(b: &[u8], off: usize) -> Option<u32> {
+    Some(u32::from_be_bytes(*b.get(off..)?.first_chunk()?))
+}
+
+#[inline]
+fn be_u16(b: &[u8], off: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(*b.get(off..)?.first_chunk()?))
+}
+
+/// The UDP source port for an inner frame: 49152 + 14 bits of a hash of its
+/// flow (RFC 7348 section 5), so that the underlay's ECMP spreads flows and
+/// keeps each one on one path.
+///
+/// The flow is the two MACs and, for IPv4 and IPv6 (untagged or under one
+/// VLAN tag), the addresses and, for TCP and UDP, the ports; IPv4 fragments
+/// hash without ports so that all fragments of a datagram agree. A frame too
+/// short for a field hashes without it. A handful of multiplies, no loop.
+#[inline]
+pub fn source_port(inner: &[u8]) -> u16 {
+    let mut h = 0;
+    // Destination and the first two bytes of the source, then the rest of
+    // the source; the halves overlap by nothing (0..8, 8..12).
+    if let (Some(a), Some(b)) = (be_u64(inner, 0), be_u32(inner, 8)) {
+        h = mix(mix(h, a), u64::from(b));
+    }
+    let (ty, l3) = match be_u16(inner, 12) {
+        Some(t) if ethertype::is_vlan(t) => (be_u16(inner, 16), 18),
+        t => (t, ethernet::HEADER_LEN),
+    };
+    let l4 = match ty {
+        Some(ethertype::IPV4) => be_u64(inner, l3 + 12).and_then(|addrs| {
+            h = mix(h, addrs);
+            let proto = *inner.get(l3 + 9)?;
+            let frag = be_u16(inner, l3 + 6)? & 0x3fff;
+            let ihl = usize::from(*inner.get(l3)? & 0x0f) * 4;
+            (frag == 0 && ihl >= ipv4::MIN_HEADER_LEN).then_some((proto, l3 + ihl))
+        }),
+        Some(ethertype::IPV6) => {
+            // Source and destination, four 64-bit words at 8..40.
+            match (
+                be_u64(inner, l3 + 8),
+                be_u64(inner, l3 + 16),
+                be_u64(inner, l3 + 24),
+                be_u64(inner, l3 + 32),
+            ) {
+                (Some(a), Some(b), Some(c), Some(d)) => {
+                    h = mix(mix(mix(mix(h, a), b), c), d);
+                    inner.get(l3 + 6).map(|&nh| (nh, l3 + 40))
+                }
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    if let Some((proto, off)) = l4 {
+        if proto == protocol::TCP || proto == protocol::UDP {
+            if let Some(ports) = be_u32(inner, off) {
+                h = mix(h, u64::from(ports) | u64::from(proto) << 32);
+            }
+        }
+    }
+    // Fold the high half down, multiply once more and keep the top 14 bits:
+    // every input bit reaches them.
+    h ^= h >> 32;
+    SOURCE_PORT_BASE + ((h.wrapping_mul(HASH_MUL) >> 50) & SOURCE_PORT_MASK) as u16
+}
+
+/// What [`parse_outer`] found in a frame's outer IPv4/UDP headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outer {
+    /// Outer source address: the sending VTEP.
+    pub src_ip: Ipv4Addr,
+    /// Outer destination address.
+    pub dst_ip: Ipv4Addr,
+    /// UDP source port (flow entropy).
+    pub src_port: u16,
+    /// UDP destination port: selects the tunnel.
+    pub dst_port: u16,
+    /// Offset of the UDP payload (the VXLAN or Geneve header) in the frame.
+    pub payload_offset: usize,
+    /// Bytes of UDP payload (from the UDP length; Ethernet padding after it
+    /// excluded).
+    pub payload_len: usize,
+}
+
+/// Why a frame was not decapsulated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum DecapError {
+    /// Not an untagged IPv4 frame carrying UDP: not for the tunnel stage at
+    /// all (the host stack or the switch handles it).
+    #[error("not an IPv4/UDP frame")]
+    NotUdp,
+    /// IPv4/UDP, but a header is wrong: dropped and counted `tunnel-header`.
+    #[error("bad tunnel packet header: {0}")]
+    Header(#[source] BadHeader),
+}
+
+/// What was wrong with the headers of an IPv4/UDP frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadHeader {
+    /// The frame ends inside a header.
+    #[error("truncated")]
+    Truncated,
+    /// IPv4 IHL below 5.
+    #[error("IPv4 IHL below 5")]
+    Ihl,
+    /// IPv4 header checksum does not verify.
+    #[error("IPv4 header checksum")]
+    Checksum,
+    /// IPv4 total length shorter than its headers or longer than the frame.
+    #[error("IPv4 total length")]
+    TotalLength,
+    /// An IPv4 fragment (MF set or a non-zero offset): weir does not
+    /// reassemble, and the outer header is sent with DF.
+    #[error("IPv4 fragment")]
+    Fragment,
+    /// UDP length shorter than its header or longer than the IPv4 payload.
+    #[error("UDP length")]
+    UdpLength,
+    /// VXLAN flags without the I bit.
+    #[error("VXLAN flags without I")]
+    VxlanFlags,
+    /// Geneve version other than 0.
+    #[error("Geneve version")]
+    GeneveVersion,
+    /// Geneve control packet (O bit): its payload must not be forwarded.
+    #[error("Geneve control packet")]
+    GeneveControl,
+    /// Geneve critical options (C bit), which weir does not understand.
+    #[error("Geneve critical options")]
+    GeneveCritical,
+    /// Geneve protocol type other than Ethernet (0x6558).
+    #[error("Geneve protocol type")]
+    GeneveProtocol,
+    /// Geneve options run past the UDP payload.
+    #[error("Geneve options length")]
+    GeneveOptions,
+}
+
+impl From<BadHeader> for DecapError {
+    fn from(b: BadHeader) -> DecapError {
+        DecapError::Header(b)
+    }
+}
+
+/// Parses an untagged Ethernet frame's outer IPv4 and UDP headers.
+///
+/// The IPv4 header checksum is verified (the header only: one pass over 20
+/// bytes). The UDP checksum is not: the senders this talks to send 0, and a
+/// non-zero one would cost a pass over the whole frame; the inner frame
+/// carries its own L3/L4 checksums.
+///
+/// # Errors
+///
+/// - [`DecapError::NotUdp`] if the frame is not IPv4 carrying UDP, or too
+///   short to tell (shorter than the IPv4 protocol byte).
+/// - [`DecapError::Header`] for an IPv4/UDP frame with IHL < 5, a bad header
+///   checksum, a total length shorter than its headers or beyond the frame,
+///   a fragment, a UDP length shorter than 8 or beyond the IPv4 payload, or a
+///   frame that ends inside a header.
+#[inline]
+pub fn parse_outer(frame: &[u8]) -> Result<Outer, DecapError> {
+    let ip = ethernet::HEADER_LEN;
+    if be_u16(frame, 12) != Some(ethertype::IPV4) {
+        return Err(DecapError::NotUdp);
+    }
+    let (Some(&ver_ihl), Some(&proto)) = (frame.get(ip), frame.get(ip + 9)) else {
+        return Err(DecapError::NotUdp);
+    };
+    if ver_ihl >> 4 != 4 || proto != protocol::UDP {
+        return Err(DecapError::NotUdp);
+    }
+    let ihl = usize::from(ver_ihl & 0x0f) * 4;
+    if ihl < ipv4::MIN_HEADER_LEN {
+        return Err(BadHeader::Ihl.into());
+    }
+    let header = frame.get(ip..ip + ihl).ok_or(BadHeader::Truncated)?;
+    if ones_complement_sum(header) != 0xffff {
+        return Err(BadHeader::Checksum.into());
+    }
+    let total_len = usize::from(be_u16(header, 2).ok_or(BadHeader::Truncated)?);
+    if total_len < ihl + UDP_LEN || ip + total_len > frame.len() {
+        return Err(BadHeader::TotalLength.into());
+    }
+    if be_u16(header, 6).ok_or(BadHeader::Truncated)? & 0x3fff != 0 {
+        return Err(BadHeader::Fragment.into());
+    }
+    let udp = ip + ihl;
+    // Within the frame: total_len >= ihl + 8 and the frame holds total_len.
+    let udp_hdr: &[u8; UDP_LEN] = frame
+        .get(udp..)
+        .and_then(|b| b.first_chunk())
+        .ok_or(BadHeader::Truncated)?;
+    let udp_len = usize::from(u16::from_be_bytes([udp_hdr[4], udp_hdr[5]]));
+    if udp_len < UDP_LEN || udp_len > total_len - ihl {
+        return Err(BadHeader::UdpLength.into());
+    }
+    let addr = |o: usize| Ipv4Addr::new(header[o], header[o + 1], header[o + 2], header[o + 3]);
+    Ok(Outer {
+        src_ip: addr(12),
+        dst_ip: addr(16),
+        src_port: u16::from_be_bytes([udp_hdr[0], udp_hdr[1]]),
+        dst_port: u16::from_be_bytes([udp_hdr[2], udp_hdr[3]]),
+        payload_offset: udp + UDP_LEN,
+        payload_len: udp_len - UDP_LEN,
+    })
+}
+
+/// Parses a VXLAN header (RFC 7348 section 5) at the start of a UDP payload.
+///
+/// Returns the VNI and the header length (8). Only the I flag is checked:
+/// the reserved bits are ignored on receipt, as the RFC says.
+///
+/// # Errors
+///
+/// [`DecapError::Header`] with [`BadHeader::Truncated`] if the payload is
+/// shorter than 8 bytes, [`BadHeader::VxlanFlags`] if the I flag is clear.
+#[inline]
+pub fn vxlan_vni(payload: &[u8]) -> Result<(u32, usize), DecapError> {
+    let h: &[u8; TUNNEL_LEN] = payload.first_chunk().ok_or(BadHeader::Truncated)?;
+    if h[0] & VXLAN_FLAG_I == 0 {
+        return Err(BadHeader::VxlanFlags.into());
+    }
+    Ok((u32::from_be_bytes([0, h[4], h[5], h[6]]), TUNNEL_LEN))
+}
+
+/// Parses a Geneve header (RFC 8926 section 3.4) at the start of a UDP
+/// payload.
+///
+/// Returns the VNI and the header length, options included (options are
+/// skipped, not read).
+///
+/// # Errors
+///
+/// [`DecapError::Header`] with [`BadHeader::Truncated`] if the payload is
+/// shorter than 8 bytes, [`BadHeader::GeneveVersion`] for a version other
+/// than 0, [`BadHeader::GeneveControl`] for a control packet (O bit),
+/// [`BadHeader::GeneveCritical`] if the C bit is set,
+/// [`BadHeader::GeneveProtocol`] for a payload other than Ethernet, and
+/// [`BadHeader::GeneveOptions`] if the options run past the payload.
+#[inline]
+pub fn geneve_vni(payload: &[u8]) -> Result<(u32, usize), DecapError> {
+    let h: &[u8; TUNNEL_LEN] = payload.first_chunk().ok_or(BadHeader::Truncated)?;
+    if h[0] >> 6 != 0 {
+        return Err(BadHeader::GeneveVersion.into());
+    }
+    if h[1] & GENEVE_FLAG_O != 0 {
+        return Err(BadHeader::GeneveControl.into());
+    }
+    if h[1] & GENEVE_FLAG_C != 0 {
+        return Err(BadHeader::GeneveCritical.into());
+    }
+    if u16::from_be_bytes([h[2], h[3]]) != GENEVE_PROTO_ETHERNET {
+        return Err(BadHeader::GeneveProtocol.into());
+    }
+    let len = TUNNEL_LEN + usize::from(h[0] & 0x3f) * 4;
+    if len > payload.len() {
+        return Err(BadHeader::GeneveOptions.into());
+    }
+    Ok((u32::from_be_bytes([0, h[4], h[5], h[6]]), len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mempool::Mempool;
+    use crate::wire::{checksum, Ipv4Packet};
+
+    const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const REMOTE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    const LOCAL_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]);
+    const NEXT_HOP_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0x0a, 0x02]);
+
+    /// VXLAN outer header laid out field by field from RFC 7348 section 5
+    /// (figure 1, IPv4): VNI 5010, UDP 50000 -> 4789, inner frame of 64
+    /// bytes. IPv4 header checksum 0xb685 computed by hand (RFC 1071) over
+    /// 4500 0064 0000 4000 4011 0000 c000 0201 c000 0202.
+    #[rustfmt::skip]
+    const VXLAN_OUTER: [u8; OUTER_LEN] = [
+        // Outer Ethernet: next hop, weir's MAC, IPv4.
+        0x02, 0x00, 0x00, 0x00, 0x0a, 0x02,
+        0x02, 0x00, 0x00, 0x00, 0x0a, 0x01,
+        0x08, 0x00,
+        // Outer IPv4: 0x45, TOS 0, total 100, id 0, DF, TTL 64, UDP.
+        0x45, 0x00, 0x00, 0x64, 0x00, 0x00, 0x40, 0x00,
+        0x40, 0x11, 0xb6, 0x85,
+        192, 0, 2, 1,
+        192, 0, 2, 2,
+        // Outer UDP: 50000 -> 4789, length 80, checksum 0.
+        0xc3, 0x50, 0x12, 0xb5, 0x00, 0x50, 0x00, 0x00,
+        // VXLAN: flags I, reserved, VNI 0x001392 (5010), reserved.
+        0x08, 0x00, 0x00, 0x00, 0x00, 0x13, 0x92, 0x00,
+    ];
+
+    /// A 64-byte inner frame: IPv4/TCP 10.0.0.1:1000 -> 10.0.0.2:80.
+    fn inner_frame(tcp_src: u16) -> [u8; 64] {
+        let mut f = [0u8; 64];
+        f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
+        f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&50u16.to_be_bytes());
+        f[22] = 64;
+        f[23] = protocol::TCP;
+        f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+        f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+        f[34..36].copy_from_slice(&tcp_src.to_be_bytes());
+        f[36..38].copy_from_slice(&80u16.to_be_bytes());
+        for (i, b) in f[38..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        f
+    }
+
+    fn vxlan_header() -> OuterHeader {
+        OuterHeader::new(
+            TunnelKind::Vxlan,
+            LOCAL_MAC,
+            NEXT_HOP_MAC,
+            LOCAL,
+            REMOTE,
+            TunnelKind::Vxlan.default_port(),
+        )
+    }
+
+    /// The fixture followed by the inner frame, as received.
+    fn vxlan_packet() -> [u8; OUTER_LEN + 64] {
+        let mut p = [0u8; OUTER_LEN + 64];
+        p[..OUTER_LEN].copy_from_slice(&VXLAN_OUTER);
+        p[OUTER_LEN..].copy_from_slice(&inner_frame(1000));
+        p
+    }
+
+    /// Recomputes the outer IPv4 checksum after a test edits the header.
+    fn refill_ip_checksum(frame: &mut [u8]) {
+        let ihl = usize::from(frame[14] & 0x0f) * 4;
+        Ipv4Packet::new_unchecked(&mut frame[14..14 + ihl]).fill_checksum();
+    }
+
+    fn header_fault(frame: &[u8]) -> BadHeader {
+        match parse_outer(frame) {
+            Err(DecapError::Header(b)) => b,
+            other => panic!("expected a header error, got {other:?}"),
+        }
+    }
+
+    fn mbuf_with(pool: &'static Mempool, bytes: &[u8]) -> Mbuf {
+        let mut m = pool.alloc().unwrap();
+        m.extend_from_slice(bytes).unwrap();
+        m
+    }
+
+    #[test]
+    fn kinds_have_iana_ports_and_config_names() {
+        assert_eq!(TunnelKind::Vxlan.default_port(), 4789);
+        assert_eq!(TunnelKind::Geneve.default_port(), 6081);
+        assert_eq!(TunnelKind::Vxlan.name(), "vxlan");
+        assert_eq!(TunnelKind::Geneve.name(), "geneve");
+    }
+
+    #[test]
+    fn encap_writes_rfc7348_layout_byte_for_byte() {
+        let pool = Mempool::for_tests(4);
+        let inner = inner_frame(1000);
+        let mut m = mbuf_with(pool, &inner);
+        vxlan_header().encap(&mut m, 5010, 50000).unwrap();
+        assert_eq!(m.len(), OUTER_LEN + 64);
+        assert_eq!(&m.data()[..OUTER_LEN], &VXLAN_OUTER[..]);
+        assert_eq!(&m.data()[OUTER_LEN..], &inner[..]);
+    }
+
+    #[test]
+    fn rfc7348_packet_decodes() {
+        let p = vxlan_packet();
+        let o = parse_outer(&p).unwrap();
+        assert_eq!(
+            o,
+            Outer {
+                src_ip: LOCAL,
+                dst_ip: REMOTE,
+                src_port: 50000,
+                dst_port: 4789,
+                payload_offset: 42,
+                payload_len: 8 + 64,
+            }
+        );
+        let payload = &p[o.payload_offset..o.payload_offset + o.payload_len];
+        assert_eq!(vxlan_vni(payload), Ok((5010, 8)));
+        assert_eq!(TunnelKind::Vxlan.vni(payload), Ok((5010, 8)));
+        assert_eq!(&payload[8..], &inner_frame(1000)[..]);
+    }
+
+    #[test]
+    fn round_trip_gives_back_inner_frame_and_vni() {
+        let pool = Mempool::for_tests(4);
+        let mut inner = [0u8; 1600];
+        for (i, b) in inner.iter_mut().enumerate() {
+            *b = (i * 7 + 3) as u8;
+        }
+        for kind in [TunnelKind::Vxlan, TunnelKind::Geneve] {
+            let hdr = OuterHeader::new(kind, LOCAL_MAC, NEXT_HOP_MAC, LOCAL, REMOTE, 7000);
+            assert_eq!(hdr.remote(), REMOTE);
+            assert_eq!(hdr.local(), LOCAL);
+            assert_eq!(hdr.dst_port(), 7000);
+            assert_eq!(hdr.kind(), kind);
+            for len in [0usize, 14, 60, 64, 1464, 1600] {
+                let mut m = mbuf_with(pool, &inner[..len]);
+                let port = source_port(&inner[..len]);
+                hdr.encap(&mut m, 0x00ab_cdef, port).unwrap();
+                let f = m.data();
+                assert_eq!(f.len(), OUTER_LEN + len);
+                assert_eq!(&f[..6], &NEXT_HOP_MAC.0);
+                assert_eq!(&f[6..12], &LOCAL_MAC.0);
+                let ip = Ipv4Packet::new_checked(&f[14..]).unwrap();
+                assert!(ip.verify_checksum(), "{kind:?} len {len}");
+                assert_eq!(checksum(&f[14..34]), 0);
+                assert!(ip.dont_frag() && !ip.is_fragment());
+                assert_eq!((ip.ttl(), ip.ident(), ip.tos()), (64, 0, 0));
+                assert_eq!(usize::from(ip.total_len()), MTU_OVERHEAD + len);
+                assert_eq!(
+                    usize::from(u16::from_be_bytes([f[38], f[39]])),
+                    16 + len,
+                    "UDP length"
+                );
+                assert_eq!(&f[40..42], &[0, 0], "UDP checksum");
+                let o = parse_outer(f).unwrap();
+                assert_eq!((o.src_ip, o.dst_ip), (LOCAL, REMOTE));
+                assert_eq!((o.src_port, o.dst_port), (port, 7000));
+                let payload = &f[o.payload_offset..o.payload_offset + o.payload_len];
+                let (vni, hl) = kind.vni(payload).unwrap();
+                assert_eq!((vni, hl), (0x00ab_cdef, 8));
+                assert_eq!(&payload[hl..], &inner[..len]);
+                // What the decap path does to the mbuf.
+                m.adj(o.payload_offset + hl);
+                assert_eq!(m.data(), &inner[..len]);
+            }
+        }
+    }
+
+    #[test]
+    fn vni_keeps_its_low_24_bits_and_reserved_byte_stays_zero() {
+        let mut h = [0xffu8; OUTER_LEN];
+        vxlan_header()
+            .write(&mut h, 64, 0xff12_3456, 50000)
+            .unwrap();
+        assert_eq!(&h[46..50], &[0x12, 0x34, 0x56, 0x00]);
+        assert_eq!(vxlan_vni(&h[42..]), Ok((0x12_3456, 8)));
+    }
+
+    #[test]
+    fn write_refuses_inner_frames_beyond_ipv4_length() {
+        let mut h = [0u8; OUTER_LEN];
+        let hdr = vxlan_header();
+        assert!(hdr.write(&mut h, 65535 - 36, 1, 50000).is_ok());
+        assert_eq!(u16::from_be_bytes([h[16], h[17]]), 65535);
+        assert!(checksum(&h[14..34]) == 0);
+        let mut h2 = [7u8; OUTER_LEN];
+        assert_eq!(
+            hdr.write(&mut h2, 65535 - 35, 1, 50000),
+            Err(TooLong {
+                inner_len: 65535 - 35
+            })
+        );
+        assert_eq!(h2, [7u8; OUTER_LEN]);
+    }
+
+    /// xorshift64: deterministic noise for the property checks.
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            let mut x = self.0;
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.0 = x;
+            x
+        }
+    }
+
+    #[test]
+    fn incremental_checksum_equals_full_checksum_for_any_header() {
+        let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
+        let mut checked = 0;
+        for round in 0..20_000 {
+            let r = rng.next();
+            // Some rounds with all-ones addresses drive the carries.
+            let (src, dst) = if round % 7 == 0 {
+                (Ipv4Addr::BROADCAST, Ipv4Addr::BROADCAST)
+            } else {
+                (Ipv4Addr::from(r as u32), Ipv4Addr::from((r >> 32) as u32))
+            };
+            let kind = if round % 2 == 0 {
+                TunnelKind::Vxlan
+            } else {
+                TunnelKind::Geneve
+            };
+            let port = rng.next() as u16;
+            let hdr = OuterHeader::new(kind, LOCAL_MAC, NEXT_HOP_MAC, src, dst, port);
+            let len = (rng.next() % (65535 - 36 + 1)) as usize;
+            let mut h = [0u8; OUTER_LEN];
+            hdr.write(&mut h, len, rng.next() as u32, rng.next() as u16)
+                .unwrap();
+            let mut full = h;
+            Ipv4Packet::new_unchecked(&mut full[14..34]).fill_checksum();
+            assert_eq!(h, full, "src {src} dst {dst} len {len}");
+            checked += 1;
+        }
+        assert_eq!(checked, 20_000);
+    }
+
+    #[test]
+    fn encap_without_headroom_is_refused_and_leaves_the_frame() {
+        let pool = Mempool::for_tests(4);
+        let mut m = pool.alloc().unwrap();
+        // Use up all but 49 bytes of headroom.
+        let head = m.headroom();
+        m.prepend(head - (OUTER_LEN - 1)).unwrap();
+        m.extend_from_slice(&inner_frame(1)).unwrap();
+        let before: Vec<u8> = m.data().to_vec();
+        assert_eq!(
+            vxlan_header().encap(&mut m, 1, 50000),
+            Err(NoRoom {
+                wanted: OUTER_LEN,
+                room: OUTER_LEN - 1
+            })
+        );
+        assert_eq!(m.data(), &before[..]);
+        // One more byte of headroom is enough.
+        m.adj(1);
+        assert!(vxlan_header().encap(&mut m, 1, 50000).is_ok());
+    }
+
+    #[test]
+    fn vxlan_without_i_flag_is_refused_and_reserved_bits_ignored() {
+        let mut h = [0x08, 0, 0, 0, 0, 0, 1, 0];
+        assert_eq!(vxlan_vni(&h), Ok((1, 8)));
+        h[0] = 0xf7; // every flag but I
+        assert_eq!(vxlan_vni(&h), Err(BadHeader::VxlanFlags.into()));
+        h = [0xff, 0xff, 0xff, 0xff, 0, 0, 2, 0xff];
+        assert_eq!(vxlan_vni(&h), Ok((2, 8)));
+        assert_eq!(vxlan_vni(&h[..7]), Err(BadHeader::Truncated.into()));
+    }
+
+    /// A Geneve header with `opt_words` 4-byte words of options, VNI 0x123456.
+    fn geneve(opt_words: u8, flags: u8, proto: u16) -> [u8; 8] {
+        let p = proto.to_be_bytes();
+        [opt_words, flags, p[0], p[1], 0x12, 0x34, 0x56, 0]
+    }
+
+    #[test]
+    fn geneve_with_options_decodes_past_them() {
+        let mut payload = [0u8; 8 + 12 + 14];
+        payload[..8].copy_from_slice(&geneve(3, 0, 0x6558));
+        // One option: class 0x0102, type 3, length 2 words, 8 bytes data; and
+        // an empty option 4 bytes. The parser skips them.
+        payload[8..20].copy_from_slice(&[1, 2, 3, 2, 9, 9, 9, 9, 9, 9, 9, 9]);
+        payload[20..].copy_from_slice(&[0xee; 14]);
+        assert_eq!(geneve_vni(&payload), Ok((0x12_3456, 20)));
+        assert_eq!(&payload[20..], &[0xee; 14]);
+        // Options exactly filling the payload are fine; one byte short is not.
+        assert_eq!(geneve_vni(&payload[..20]), Ok((0x12_3456, 20)));
+        assert_eq!(
+            geneve_vni(&payload[..19]),
+            Err(BadHeader::GeneveOptions.into())
+        );
+        // The largest option length, 63 words.
+        let mut big = [0u8; 8 + 252];
+        big[..8].copy_from_slice(&geneve(63, 0, 0x6558));
+        assert_eq!(geneve_vni(&big), Ok((0x12_3456, 260)));
+    }
+
+    #[test]
+    fn geneve_refuses_critical_control_other_versions_and_protocols() {
+        let ok = geneve(0, 0, 0x6558);
+        assert_eq!(geneve_vni(&ok), Ok((0x12_3456, 8)));
+        assert_eq!(
+            geneve_vni(&geneve(0, 0x40, 0x6558)),
+            Err(BadHeader::GeneveCritical.into())
+        );
+        assert_eq!(
+            geneve_vni(&geneve(1, 0x40, 0x6558)),
+            Err(BadHeader::GeneveCritical.into())
+        );
+        assert_eq!(
+            geneve_vni(&geneve(0, 0x80, 0x6558)),
+            Err(BadHeader::GeneveControl.into())
+        );
+        // Reserved flag bits are ignored.
+        assert_eq!(geneve_vni(&geneve(0, 0x3f, 0x6558)), Ok((0x12_3456, 8)));
+        for ver in 1..4u8 {
+            assert_eq!(
+                geneve_vni(&geneve(ver << 6, 0, 0x6558)),
+                Err(BadHeader::GeneveVersion.into())
+            );
+        }
+        assert_eq!(
+            geneve_vni(&geneve(0, 0, 0x0800)),
+            Err(BadHeader::GeneveProtocol.into())
+        );
+        // A VXLAN header is not a Geneve one.
+        assert!(geneve_vni(&VXLAN_OUTER[42..]).is_err());
+    }
+
+    #[test]
+    fn frames_that_are_not_ipv4_udp_are_not_for_the_tunnel() {
+        let p = vxlan_packet();
+        let mut arp = p;
+        arp[12..14].copy_from_slice(&[0x08, 0x06]);
+        assert_eq!(parse_outer(&arp), Err(DecapError::NotUdp));
+        let mut tcp = p;
+        tcp[23] = protocol::TCP;
+        refill_ip_checksum(&mut tcp);
+        assert_eq!(parse_outer(&tcp), Err(DecapError::NotUdp));
+        let mut v6 = p;
+        v6[14] = 0x65;
+        assert_eq!(parse_outer(&v6), Err(DecapError::NotUdp));
+        // A VLAN tag in front of the IPv4 header.
+        let mut tagged = [0u8; OUTER_LEN + 4];
+        tagged[..12].copy_from_slice(&p[..12]);
+        tagged[12..16].copy_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
+        tagged[16..].copy_from_slice(&p[12..OUTER_LEN]);
+        assert_eq!(parse_outer(&tagged), Err(DecapError::NotUdp));
+        assert_eq!(parse_outer(&[]), Err(DecapError::NotUdp));
+    }
+
+    #[test]
+    fn bad_outer_headers_are_header_errors() {
+        let p = vxlan_packet();
+
+        let mut bad_sum = p;
+        bad_sum[24] ^= 1;
+        assert_eq!(header_fault(&bad_sum), BadHeader::Checksum);
+
+        for ihl in 0..5u8 {
+            let mut f = p;
+            f[14] = 0x40 | ihl;
+            assert_eq!(header_fault(&f), BadHeader::Ihl);
+        }
+
+        let mut mf = p;
+        mf[20] |= 0x20;
+        refill_ip_checksum(&mut mf);
+        assert_eq!(header_fault(&mf), BadHeader::Fragment);
+        let mut offset = p;
+        offset[21] = 1;
+        refill_ip_checksum(&mut offset);
+        assert_eq!(header_fault(&offset), BadHeader::Fragment);
+
+        // Total length beyond the frame, and too short for the UDP header.
+        for total in [101u16, 27, 0] {
+            let mut f = p;
+            f[16..18].copy_from_slice(&total.to_be_bytes());
+            refill_ip_checksum(&mut f);
+            assert_eq!(header_fault(&f), BadHeader::TotalLength, "total {total}");
+        }
+
+        for udp_len in [0u16, 7, 81, 0xffff] {
+            let mut f = p;
+            f[38..40].copy_from_slice(&udp_len.to_be_bytes());
+            assert_eq!(header_fault(&f), BadHeader::UdpLength, "udp {udp_len}");
+        }
+
+        // The IPv4 header runs past the frame.
+        let mut opts = p;
+        opts[14] = 0x4f;
+        assert_eq!(header_fault(&opts[..60]), BadHeader::Truncated);
+    }
+
+    #[test]
+    fn padding_and_ip_options_are_handled() {
+        // Ethernet padding after the UDP datagram is not payload.
+        let mut padded = [0u8; OUTER_LEN + 64 + 10];
+        padded[..OUTER_LEN + 64].copy_from_slice(&vxlan_packet());
+        let o = parse_outer(&padded).unwrap();
+        assert_eq!(o.payload_len, 8 + 64);
+        // A UDP length shorter than the IP payload bounds the payload.
+        let mut short_udp = vxlan_packet();
+        short_udp[38..40].copy_from_slice(&70u16.to_be_bytes());
+        assert_eq!(parse_outer(&short_udp).unwrap().payload_len, 62);
+
+        // Four bytes of IPv4 options (Router Alert) move the UDP header.
+        let p = vxlan_packet();
+        let mut f = [0u8; OUTER_LEN + 64 + 4];
+        f[..34].copy_from_slice(&p[..34]);
+        f[34..38].copy_from_slice(&[0x94, 0x04, 0x00, 0x00]);
+        f[38..].copy_from_slice(&p[34..]);
+        f[14] = 0x46;
+        f[16..18].copy_from_slice(&104u16.to_be_bytes());
+        refill_ip_checksum(&mut f);
+        let o = parse_outer(&f).unwrap();
+        assert_eq!(o.payload_offset, 46);
+        assert_eq!((o.src_port, o.dst_port), (50000, 4789));
+        assert_eq!(
+            vxlan_vni(&f[o.payload_offset..][..o.payload_len]),
+            Ok((5010, 8))
+        );
+    }
+
+    #[test]
+    fn every_prefix_parses_or_fails_without_panic() {
+        let p = vxlan_packet();
+        let mut geneve_packet = p;
+        geneve_packet[42..50].copy_from_slice(&geneve(2, 0, 0x6558));
+        for frame in [&p[..], &geneve_packet[..]] {
+            for len in 0..=frame.len() {
+                let f = &frame[..len];
+                let r = parse_outer(f);
+                if len < OUTER_LEN + 64 {
+                    assert!(r.is_err(), "prefix {len} accepted");
+                } else {
+                    assert!(r.is_ok());
+                }
+                if len < 24 {
+                    assert_eq!(r, Err(DecapError::NotUdp), "prefix {len}");
+                }
+                let _ = vxlan_vni(f);
+                let _ = geneve_vni(f);
+                let port = source_port(f);
+                assert!(port >= 49152);
+                // Also the UDP payload's prefixes.
+                let tail = &frame[42.min(len)..len];
+                let _ = vxlan_vni(tail);
+                if let Ok((_, hl)) = geneve_vni(tail) {
+                    assert!(hl <= tail.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_garbage_never_panics() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut buf = [0u8; 160];
+        let mut parsed = 0;
+        for round in 0..50_000 {
+            let len = (rng.next() % 161) as usize;
+            for b in buf[..len].iter_mut() {
+                *b = rng.next() as u8;
+            }
+            // Bias rounds towards frames that pass the early checks.
+            if round % 2 == 0 && len >= 34 {
+                buf[12..14].copy_from_slice(&[0x08, 0x00]);
+                buf[14] = 0x45;
+                buf[23] = protocol::UDP;
+                let total = (rng.next() % (len as u64 - 13)) as u16;
+                buf[16..18].copy_from_slice(&total.to_be_bytes());
+                buf[20..22].copy_from_slice(&[0x40, 0]);
+                if total >= 28 && round % 4 == 0 {
+                    buf[38..40].copy_from_slice(&(total - 20).to_be_bytes());
+                }
+                refill_ip_checksum(&mut buf[..len]);
+            }
+            if let Ok(o) = parse_outer(&buf[..len]) {
+                let end = o.payload_offset + o.payload_len;
+                assert!(end <= len);
+                let payload = &buf[o.payload_offset..end];
+                if let Ok((_, hl)) = geneve_vni(payload) {
+                    assert!(hl <= payload.len());
+                }
+                let _ = vxlan_vni(payload);
+                parsed += 1;
+            }
+            let _ = source_port(&buf[..len]);
+        }
+        // Some random frames must get through, or only the rejections ran.
+        assert!(parsed > 100, "{parsed} parsed");
+    }
+
+    #[test]
+    fn source_port_is_stable_per_flow_and_in_range() {
+        let a = inner_frame(1000);
+        assert_eq!(source_port(&a), source_port(&a));
+        // Payload bytes are not part of the flow.
+        let mut a2 = a;
+        a2[60] ^= 0xff;
+        assert_eq!(source_port(&a), source_port(&a2));
+        // The TCP source port is.
+        assert_ne!(source_port(&a), source_port(&inner_frame(1001)));
+        for f in [&a[..], &[][..], &a[..13], &a[..20]] {
+            assert!(source_port(f) >= 49152);
+        }
+    }
+
+    #[test]
+    fn ipv4_fragments_hash_without_ports() {
+        let first = {
+            let mut f = inner_frame(1000);
+            f[20] = 0x20; // MF, offset 0: carries the ports
+            f
+        };
+        let mut later = inner_frame(4242); // other bytes where ports would be
+        later[21] = 0x10; // offset 128 bytes
+        assert_eq!(source_port(&first), source_port(&later));
+    }
+
+    /// Counts distinct ports and checks that no 16th of the range gets more
+    /// than twice its share.
+    fn assert_spread(ports: &[u16]) {
+        let mut seen = std::collections::HashSet::new();
+        let mut buckets = [0usize; 16];
+        for &p in ports {
+            assert!(p >= 49152);
+            seen.insert(p);
+            buckets[usize::from((p - 49152) >> 10)] += 1;
+        }
+        let n = ports.len();
+        // 4096 flows into 16384 ports: about 3 600 distinct if uniform.
+        assert!(seen.len() > n * 8 / 10, "{} distinct of {n}", seen.len());
+        for (i, &b) in buckets.iter().enumerate() {
+            assert!(b < 2 * n / 16 && b > n / 32, "bucket {i}: {b} of {n}");
+        }
+    }
+
+    #[test]
+    fn different_flows_spread_over_the_port_range() {
+        // TCP source ports.
+        let tcp: Vec<u16> = (0..4096u16)
+            .map(|i| source_port(&inner_frame(1000 + i)))
+            .collect();
+        assert_spread(&tcp);
+        // Inner source addresses only (same ports and MACs).
+        let addrs: Vec<u16> = (0..4096u32)
+            .map(|i| {
+                let mut f = inner_frame(1000);
+                f[26..30].copy_from_slice(&(0x0a00_0000 + i).to_be_bytes());
+                source_port(&f)
+            })
+            .collect();
+        assert_spread(&addrs);
+        // MACs only (not IP).
+        let macs: Vec<u16> = (0..4096u32)
+            .map(|i| {
+                let mut f = [0u8; 60];
+                f[6..12].copy_from_slice(&[2, 0, 0, 0, (i >> 8) as u8, i as u8]);
+                f[12..14].copy_from_slice(&[0x08, 0x06]);
+                source_port(&f)
+            })
+            .collect();
+        assert_spread(&macs);
+    }
+
+    #[test]
+    fn tagged_and_ipv6_flows_hash_their_l4_ports() {
+        // 802.1Q tag, then the same IPv4/TCP packet.
+        let tagged = |port: u16| {
+            let f = inner_frame(port);
+            let mut t = [0u8; 68];
+            t[..12].copy_from_slice(&f[..12]);
+            t[12..16].copy_from_slice(&[0x81, 0x00, 0x00, 0x0a]);
+            t[16..].copy_from_slice(&f[12..]);
+            t
+        };
+        let v: Vec<u16> = (0..4096).map(|i| source_port(&tagged(i))).collect();
+        assert_spread(&v);
+        // IPv6/UDP: ports at 54..58.
+        let v6 = |port: u16| {
+            let mut f = [0u8; 80];
+            f[12..14].copy_from_slice(&[0x86, 0xdd]);
+            f[14] = 0x60;
+            f[20] = protocol::UDP;
+            f[22..38].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+            f[38..54].copy_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+            f[54..56].copy_from_slice(&port.to_be_bytes());
+            f[56..58].copy_from_slice(&53u16.to_be_bytes());
+            f
+        };
+        assert_eq!(source_port(&v6(7)), source_port(&v6(7)));
+        let v: Vec<u16> = (0..4096).map(|i| source_port(&v6(i))).collect();
+        assert_spread(&v);
+    }
+}
