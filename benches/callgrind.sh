@@ -16,6 +16,10 @@
 # callgrind's inclusive count for it). `switch` is Forwarder::process plus
 # Forwarder::drain. The pooled case has no recycle sink: its step includes
 # mbuf alloc, frame fill and free, by design, and both figures are equal.
+# The vxlan-encap and vxlan-decap cases run no switch: `switch` is the
+# tunnel's per-frame work (benches/src/tunnel.rs), without the sink that
+# undoes it to reuse the buffer (`weir_benches::tunnel::unwind`); their
+# `macs` column is the number of inner flows.
 #
 # Usage: bash benches/callgrind.sh
 # Environment: P1, P2 (packet counts, multiples of 32), REPEATS; CARGO_TARGET_DIR
@@ -32,14 +36,14 @@ repeats=${REPEATS:-3}
 callgrind_setup weir-benches switch-insns
 
 # Instructions of one run: callgrind's total, then the inclusive count of the
-# benchmark's recycle sink (0 if it never ran). With --inclusive=yes,
-# callgrind_annotate lists a function once per source file its inlined code
+# benchmark's sinks, recycle and tunnel::unwind (0 if neither ran). With
+# --inclusive=yes, callgrind_annotate lists a function once per source file its inlined code
 # came from; the line naming the object file (`[...]`) is the whole function.
 count() {
     local case=$1 macs=$2 packets=$3 out="$work/cg.out" total sink
     total=$(callgrind_run "$out" "$case" "$macs" "$packets") || return 1
     sink=$(callgrind_annotate --inclusive=yes --threshold=100 "$out" 2>/dev/null |
-        awk '/:weir_benches::recycle \[/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
+        awk '/:weir_benches::(recycle|tunnel::unwind) \[/ { gsub(",", "", $1); s += $1 } END { print s + 0 }')
     echo "$total $sink"
 }
 
@@ -67,6 +71,8 @@ cases=(
     "security 4"
     "limits 4"
     "all 4"
+    "vxlan-encap 32"
+    "vxlan-decap 32"
 )
 # CASES="unicast:1000 vlan:1000" measures only those.
 if [ -n "${CASES:-}" ]; then

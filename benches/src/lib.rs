@@ -3,7 +3,8 @@
 //! frames between those stations in a pseudo-random order.
 //!
 //! Layer: tooling above `dataplane`, `pmd` and `vhost-user`; not part of the
-//! dataplane. The vhost-user ring rig is in [`vring`]. Used
+//! dataplane. The vhost-user ring rig is in [`vring`], the VXLAN
+//! encapsulation and decapsulation rig in [`tunnel`]. Used
 //! by the divan benchmark (`benches/switch.rs`) and by the `switch-insns`
 //! binary that `callgrind.sh` runs under valgrind.
 //!
@@ -44,6 +45,7 @@ use dataplane::wire::ethertype;
 use dataplane::{Burst, Mempool, Port, QueueStats, MAX_BURST};
 use pmd::memport::NullPort;
 
+pub mod tunnel;
 pub mod vring;
 
 /// Frames per input burst.

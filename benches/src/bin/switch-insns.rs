@@ -6,7 +6,10 @@
 //!   case: unicast | unicast-pool | unicast-run8 | unicast-run32 | flood | vlan |
 //!         vlan-access | vlan-trunk | acl-N (a security group of N rules) |
 //!         acl-N-new (the same, every frame a flow the flow cache has not
-//!         kept) | security | limits | all
+//!         kept) | security | limits | all |
+//!         vxlan-encap | vxlan-decap (no switch: the tunnel's per-frame
+//!         work on 64-byte inner frames, see `weir_benches::tunnel`; <macs>
+//!         is the number of inner flows)
 //! ```
 //!
 //! Set-up (switch, FDB pre-load, frames) costs the same for any packet count,
@@ -16,13 +19,14 @@
 use std::hint::black_box;
 
 use anyhow::{bail, Context, Result};
+use weir_benches::tunnel::{TunnelCase, TunnelRig};
 use weir_benches::{Rig, Scenario, BURST};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [case, macs, packets] = args.as_slice() else {
         bail!(
-            "usage: switch-insns <unicast|unicast-pool|unicast-run8|unicast-run32|flood|vlan|vlan-access|vlan-trunk|acl-N|acl-N-new|security|limits|all> <macs> <packets>"
+            "usage: switch-insns <unicast|unicast-pool|unicast-run8|unicast-run32|flood|vlan|vlan-access|vlan-trunk|acl-N|acl-N-new|security|limits|all|vxlan-encap|vxlan-decap> <macs> <packets>"
         );
     };
     let macs: u32 = macs
@@ -33,6 +37,23 @@ fn main() -> Result<()> {
         .with_context(|| format!("parsing packet count {packets:?}"))?;
     if !packets.is_multiple_of(BURST) {
         bail!("packet count {packets} is not a multiple of the {BURST}-frame burst");
+    }
+    let tunnel = match case.as_str() {
+        "vxlan-encap" => Some(TunnelCase::Encap),
+        "vxlan-decap" => Some(TunnelCase::Decap),
+        _ => None,
+    };
+    if let Some(tc) = tunnel {
+        let mut rig = TunnelRig::new(tc, macs);
+        let mut done = 0usize;
+        while done < packets {
+            done += black_box(rig.step());
+        }
+        if rig.failed() != 0 {
+            bail!("{} frames refused: the case is broken", rig.failed());
+        }
+        println!("{case} flows={macs} packets={done}");
+        return Ok(());
     }
     let (scenario, pooled) = match case.as_str() {
         "unicast" => (Scenario::unicast(macs), false),

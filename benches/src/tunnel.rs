@@ -1,0 +1,225 @@
+//! VXLAN encapsulation and decapsulation per frame, for the `vxlan-encap` and
+//! `vxlan-decap` cases of `switch-insns` (`benches/callgrind.sh`).
+//!
+//! A [`TunnelRig`] holds one burst of [`BURST`] mbufs and runs the wire
+//! layer's per-frame tunnel work on each, in place:
+//!
+//! - [`TunnelCase::Encap`]: each mbuf holds a 64-byte inner frame (IPv4/TCP,
+//!   one of `flows` TCP source ports). Counted: [`source_port`] over the
+//!   inner frame, then [`OuterHeader::encap`] (prepend the prebuilt 50 bytes,
+//!   fill lengths, checksum, source port, VNI). What a tunnel port's
+//!   `tx_burst` does per frame before the handoff; the MTU check and the
+//!   choice of remote are not included.
+//! - [`TunnelCase::Decap`]: each mbuf holds a prebuilt 114-byte VXLAN packet
+//!   (50 + 64). Counted: [`parse_outer`] (IPv4 header checksum included),
+//!   [`vxlan_vni`], trimming anything past the UDP payload and [`Mbuf::adj`]
+//!   to the inner frame. The table lookups of the VNI and the remote are not
+//!   included.
+//!
+//! To reuse the buffers, [`unwind`] then undoes what the step did (strips
+//! the outer header again, or puts it back in front: the bytes are still in
+//! the headroom). It is kept out of line under its own name so that
+//! `callgrind.sh` subtracts it from the `switch` column, as it does the
+//! switch cases' `recycle`: `step` is everything, `switch` the tunnel work.
+
+use std::hint::black_box;
+use std::net::Ipv4Addr;
+
+use dataplane::ids::MacAddr;
+use dataplane::mempool::{HugepagePolicy, MempoolConfig};
+use dataplane::wire::tunnel::{
+    parse_outer, source_port, vxlan_vni, OuterHeader, TunnelKind, OUTER_LEN,
+};
+use dataplane::{Burst, Mbuf, Mempool};
+
+use crate::BURST;
+
+/// Bytes of every inner frame.
+pub const INNER_LEN: usize = 64;
+
+/// The VNI every frame is sent with.
+pub const VNI: u32 = 5010;
+
+/// Which direction a [`TunnelRig`] measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TunnelCase {
+    /// Flow hash and encapsulation of a 64-byte inner frame.
+    Encap,
+    /// Outer header checks and decapsulation of a 114-byte packet.
+    Decap,
+}
+
+/// One burst of frames and a prebuilt outer header; see the module docs.
+pub struct TunnelRig {
+    case: TunnelCase,
+    outer: OuterHeader,
+    burst: Burst,
+    /// Frames the step could not process (should stay 0).
+    failed: u64,
+}
+
+impl std::fmt::Debug for TunnelRig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TunnelRig")
+            .field("case", &self.case)
+            .field("failed", &self.failed)
+            .finish()
+    }
+}
+
+/// A 64-byte IPv4/TCP frame 10.0.0.1:`tcp_src` -> 10.0.0.2:80 between two
+/// stations.
+pub fn inner_frame(tcp_src: u16) -> [u8; INNER_LEN] {
+    let mut f = [0u8; INNER_LEN];
+    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
+    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f[12..14].copy_from_slice(&[0x08, 0x00]);
+    f[14] = 0x45;
+    f[16..18].copy_from_slice(&50u16.to_be_bytes());
+    f[22] = 64;
+    f[23] = 6;
+    f[26..30].copy_from_slice(&[10, 0, 0, 1]);
+    f[30..34].copy_from_slice(&[10, 0, 0, 2]);
+    f[34..36].copy_from_slice(&tcp_src.to_be_bytes());
+    f[36..38].copy_from_slice(&80u16.to_be_bytes());
+    f
+}
+
+impl TunnelRig {
+    /// Builds the burst: inner frames of `flows` distinct TCP flows (at least
+    /// one), encapsulated once for [`TunnelCase::Decap`].
+    ///
+    /// # Panics
+    /// If the pool cannot be created or a frame not built.
+    pub fn new(case: TunnelCase, flows: u32) -> TunnelRig {
+        let pool = Mempool::create(&MempoolConfig {
+            name: "tunnel".into(),
+            n_mbufs: 1024,
+            data_room: 256,
+            headroom: 128,
+            cache_size: 256,
+            hugepages: HugepagePolicy::Never,
+            port_share: 0,
+        })
+        .expect("benchmark mempool");
+        let outer = OuterHeader::new(
+            TunnelKind::Vxlan,
+            MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]),
+            MacAddr([0x02, 0, 0, 0, 0x0a, 0x02]),
+            Ipv4Addr::new(192, 0, 2, 1),
+            Ipv4Addr::new(192, 0, 2, 2),
+            TunnelKind::Vxlan.default_port(),
+        );
+        let flows = flows.max(1);
+        let burst = (0..BURST as u32)
+            .map(|i| {
+                let inner = inner_frame(1000 + (i % flows) as u16);
+                let mut m = pool.alloc().expect("benchmark pool sized for a burst");
+                m.extend_from_slice(&inner).expect("inner frame fits");
+                if case == TunnelCase::Decap {
+                    outer
+                        .encap(&mut m, VNI, source_port(&inner))
+                        .expect("headroom for the outer header");
+                }
+                m
+            })
+            .collect();
+        TunnelRig {
+            case,
+            outer,
+            burst,
+            failed: 0,
+        }
+    }
+
+    /// Frames the steps could not process (0 unless the rig is broken).
+    pub fn failed(&self) -> u64 {
+        self.failed
+    }
+
+    /// Runs the case on every frame of the burst, then [`unwind`]s it.
+    /// Returns the number of frames.
+    #[inline]
+    pub fn step(&mut self) -> usize {
+        for m in self.burst.iter_mut() {
+            let done = match self.case {
+                TunnelCase::Encap => {
+                    let port = source_port(m.data());
+                    self.outer.encap(m, VNI, port).map(|()| OUTER_LEN).ok()
+                }
+                TunnelCase::Decap => decap(m),
+            };
+            match done {
+                Some(n) => unwind(self.case, m, n),
+                None => self.failed += 1,
+            }
+        }
+        self.burst.len()
+    }
+}
+
+/// Decapsulates `m` in place; returns the bytes stripped, `None` if the
+/// packet is refused or is not carrying [`VNI`].
+#[inline]
+fn decap(m: &mut Mbuf) -> Option<usize> {
+    let o = parse_outer(m.data()).ok()?;
+    let end = o.payload_offset + o.payload_len;
+    let (vni, hl) = vxlan_vni(m.data().get(o.payload_offset..end)?).ok()?;
+    if black_box(vni) != VNI {
+        return None;
+    }
+    let excess = m.len() - end;
+    m.trim(excess);
+    let strip = o.payload_offset + hl;
+    m.adj(strip);
+    Some(strip)
+}
+
+/// Benchmark plumbing, not tunnel work: undoes one step on `m` so that the
+/// buffer is reused. After an encapsulation strips the `n` header bytes
+/// again; after a decapsulation puts the `n` bytes (still in the headroom)
+/// back in front. Out of line so that `callgrind.sh` can subtract it.
+#[inline(never)]
+pub fn unwind(case: TunnelCase, m: &mut Mbuf, n: usize) {
+    match case {
+        TunnelCase::Encap => m.adj(n),
+        TunnelCase::Decap => {
+            let _ = m.prepend(n);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_leave_the_burst_as_built() {
+        for case in [TunnelCase::Encap, TunnelCase::Decap] {
+            let mut rig = TunnelRig::new(case, 4);
+            let before: Vec<Vec<u8>> = rig.burst.iter().map(|m| m.data().to_vec()).collect();
+            let want = if case == TunnelCase::Encap {
+                INNER_LEN
+            } else {
+                OUTER_LEN + INNER_LEN
+            };
+            assert!(before.iter().all(|f| f.len() == want));
+            for _ in 0..3 {
+                assert_eq!(rig.step(), BURST);
+            }
+            let after: Vec<Vec<u8>> = rig.burst.iter().map(|m| m.data().to_vec()).collect();
+            assert_eq!(before, after, "{case:?}");
+            assert_eq!(rig.failed(), 0);
+        }
+    }
+
+    #[test]
+    fn decap_strips_to_the_inner_frame() {
+        let mut rig = TunnelRig::new(TunnelCase::Decap, 1);
+        let m = &mut rig.burst[0];
+        assert_eq!(decap(m), Some(OUTER_LEN));
+        assert_eq!(m.data(), &inner_frame(1000)[..]);
+        // Refused: the inner frame is not a VXLAN packet.
+        assert_eq!(decap(m), None);
+    }
+}
