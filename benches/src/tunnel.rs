@@ -168,8 +168,11 @@ fn decap(m: &mut Mbuf) -> Option<usize> {
     if black_box(vni) != VNI {
         return None;
     }
+    // Ethernet padding after the datagram (none for these packets).
     let excess = m.len() - end;
-    m.trim(excess);
+    if excess != 0 {
+        m.trim(excess);
+    }
     let strip = o.payload_offset + hl;
     m.adj(strip);
     Some(strip)
