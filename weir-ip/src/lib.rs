@@ -127,6 +127,9 @@ pub struct HostCounters {
     pub neighbours_evicted: u64,
     /// Snooped neighbours not stored: the table was full of wanted hops.
     pub neighbours_refused: u64,
+    /// ARP or ND from another MAC claiming one of weir's addresses (a
+    /// duplicate address on the segment, or spoofing).
+    pub address_conflicts: u64,
 }
 
 /// The live counters: one writer (the stack thread), any readers.
@@ -144,6 +147,7 @@ pub(crate) struct Counters {
     neighbour_updates: AtomicU64,
     neighbours_evicted: AtomicU64,
     neighbours_refused: AtomicU64,
+    address_conflicts: AtomicU64,
 }
 
 impl Counters {
@@ -163,6 +167,7 @@ impl Counters {
             neighbour_updates: r(&self.neighbour_updates),
             neighbours_evicted: r(&self.neighbours_evicted),
             neighbours_refused: r(&self.neighbours_refused),
+            address_conflicts: r(&self.address_conflicts),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! through smoltcp's checked wire views (`new_checked`, `Repr::parse`), so a
 //! truncated or garbled frame is an error value, never a panic.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use dataplane::MacAddr;
 use smoltcp::phy::ChecksumCapabilities;
@@ -28,6 +28,21 @@ pub(crate) enum Rx {
     /// sender, ND source or target link-layer option), not yet checked
     /// against the port's subnets.
     Stack(Option<(IpAddr, MacAddr)>),
+    /// A neighbour solicitation sent to a unicast address (a neighbour
+    /// confirming our MAC, as Linux does every few minutes): smoltcp only
+    /// answers those sent to the solicited-node group, so the stack answers
+    /// it itself (and still hands it to smoltcp, for its cache).
+    UnicastSolicit {
+        /// As for [`Rx::Stack`].
+        sender: Option<(IpAddr, MacAddr)>,
+        /// Who asked.
+        from: Ipv6Addr,
+        /// Where the answer goes: the source link-layer option, else the
+        /// frame's source.
+        from_mac: MacAddr,
+        /// The address asked about.
+        target: Ipv6Addr,
+    },
 }
 
 /// What a sent frame was.
@@ -88,8 +103,28 @@ pub(crate) fn inspect(frame: &[u8]) -> Rx {
                 Ok(p) => p,
                 Err(_) => return Rx::Malformed,
             };
-            match Icmpv6Repr::parse(&src, &dst, &icmp, &ChecksumCapabilities::default()) {
-                Ok(Icmpv6Repr::Ndisc(nd)) => Rx::Stack(match nd {
+            let repr = match Icmpv6Repr::parse(&src, &dst, &icmp, &ChecksumCapabilities::default())
+            {
+                Ok(r) => r,
+                Err(_) => return Rx::Malformed,
+            };
+            if let Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+                target_addr,
+                lladdr,
+            }) = repr
+            {
+                if !dst.is_multicast() && !src.is_unspecified() {
+                    let ll = lladdr.and_then(mac_of);
+                    return Rx::UnicastSolicit {
+                        sender: ll.map(|m| (IpAddr::V6(src), m)),
+                        from: src,
+                        from_mac: ll.unwrap_or(MacAddr(eth.src_addr().0)),
+                        target: target_addr,
+                    };
+                }
+            }
+            match repr {
+                Icmpv6Repr::Ndisc(nd) => Rx::Stack(match nd {
                     NdiscRepr::NeighborSolicit {
                         lladdr: Some(ll), ..
                     }
@@ -104,8 +139,7 @@ pub(crate) fn inspect(frame: &[u8]) -> Rx {
                     } => mac_of(ll).map(|m| (IpAddr::V6(target_addr), m)),
                     _ => None,
                 }),
-                Ok(_) => Rx::Stack(None),
-                Err(_) => Rx::Malformed,
+                _ => Rx::Stack(None),
             }
         }
         _ => Rx::Ignored,

@@ -3,7 +3,7 @@
 //!
 //! Layer: control (slow path), one thread per port with an address.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,9 +12,11 @@ use arrayvec::ArrayVec;
 use dataplane::ring::Ring;
 use dataplane::{MacAddr, Mbuf};
 use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, HardwareAddress, IpAddress, IpCidr,
+    EthernetRepr, HardwareAddress, Icmpv6Packet, Icmpv6Repr, IpAddress, IpCidr, IpProtocol,
+    Ipv6Packet, Ipv6Repr, NdiscNeighborFlags, NdiscRepr, RawHardwareAddress,
 };
 
 use crate::config::Host;
@@ -59,6 +61,67 @@ pub(crate) fn arp_request(
     }
     .emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
     buf
+}
+
+/// Bytes of a neighbour advertisement with a target link-layer option.
+const NA_FRAME: usize = 14 + 40 + 24 + 8;
+
+/// A solicited neighbour advertisement of `target` at `our_mac`, to `to`.
+/// Override is set: `target` is a unicast address of ours (RFC 4861
+/// §7.2.4).
+pub(crate) fn neighbour_advert(
+    our_mac: MacAddr,
+    target: Ipv6Addr,
+    to: Ipv6Addr,
+    to_mac: MacAddr,
+) -> [u8; NA_FRAME] {
+    let icmp = Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+        flags: NdiscNeighborFlags::SOLICITED | NdiscNeighborFlags::OVERRIDE,
+        target_addr: target,
+        lladdr: Some(RawHardwareAddress::from(EthernetAddress(our_mac.0))),
+    });
+    let ip = Ipv6Repr {
+        src_addr: target,
+        dst_addr: to,
+        next_header: IpProtocol::Icmpv6,
+        payload_len: icmp.buffer_len(),
+        hop_limit: 255,
+    };
+    debug_assert_eq!(14 + ip.buffer_len() + icmp.buffer_len(), NA_FRAME);
+    let mut buf = [0u8; NA_FRAME];
+    let mut frame = EthernetFrame::new_unchecked(&mut buf[..]);
+    EthernetRepr {
+        src_addr: EthernetAddress(our_mac.0),
+        dst_addr: EthernetAddress(to_mac.0),
+        ethertype: EthernetProtocol::Ipv6,
+    }
+    .emit(&mut frame);
+    let mut p = Ipv6Packet::new_unchecked(frame.payload_mut());
+    ip.emit(&mut p);
+    icmp.emit(
+        &target,
+        &to,
+        &mut Icmpv6Packet::new_unchecked(p.payload_mut()),
+        &ChecksumCapabilities::default(),
+    );
+    buf
+}
+
+/// Keeps a snooped sender worth a neighbour entry; counts one that claims
+/// an address of ours from another MAC.
+fn note_sender(
+    host: &Host,
+    counters: &crate::Counters,
+    sender: Option<(IpAddr, MacAddr)>,
+    learnt: &mut Vec<(IpAddr, MacAddr)>,
+) {
+    let Some((ip, mac)) = sender else { return };
+    if host.snoopable(ip, mac) {
+        learnt.push((ip, mac));
+    } else if host.is_own(ip) && mac != host.mac {
+        // Relaxed: statistics.
+        counters.address_conflicts.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Runner {
@@ -135,10 +198,26 @@ impl Runner {
                         counters.rx_ignored.fetch_add(1, Ordering::Relaxed);
                     }
                     Rx::Stack(sender) => {
-                        if let Some((ip, mac)) = sender.filter(|&(ip, mac)| host.snoopable(ip, mac))
-                        {
-                            learnt.push((ip, mac));
+                        note_sender(&host, counters, sender, &mut learnt);
+                        dev.rx.push_back(m);
+                    }
+                    Rx::UnicastSolicit {
+                        sender,
+                        from,
+                        from_mac,
+                        target,
+                    } => {
+                        note_sender(&host, counters, sender, &mut learnt);
+                        if host.is_own(target.into()) && from_mac.is_unicast() {
+                            let na = neighbour_advert(host.mac, target, from, from_mac);
+                            if dev.send(counters, &na) {
+                                counters
+                                    .neighbour_solicits_answered
+                                    .fetch_add(1, Ordering::Relaxed);
+                            }
                         }
+                        // smoltcp does not answer it, but fills its cache
+                        // from the source link-layer option.
                         dev.rx.push_back(m);
                     }
                 }

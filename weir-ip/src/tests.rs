@@ -697,3 +697,108 @@ fn dropping_the_handle_stops_the_thread() {
     // `drop` joined the thread, which held the other reference.
     assert_eq!(Arc::strong_count(&ring), 1, "the thread let go of the ring");
 }
+
+#[test]
+fn a_unicast_neighbour_solicit_is_answered_once() {
+    let rig = Rig::new(None);
+    // As Linux confirms a neighbour: unicast to our address and MAC, no
+    // source link-layer option (the answer goes to the frame's source).
+    rig.inject(&icmp6(
+        OUR_MAC,
+        OUR6,
+        255,
+        &Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+            target_addr: OUR6,
+            lladdr: None,
+        }),
+    ));
+    let (dst, target, flags) = rig.sent.wait_for("neighbour advert", |f| {
+        parse_icmp6(f, |dst, ip, r| match r {
+            Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert {
+                flags,
+                target_addr,
+                lladdr,
+            }) if ip.src_addr == OUR6
+                && ip.dst_addr == PEER6
+                && ip.hop_limit == 255
+                && lladdr.map(|l| l.as_bytes().to_vec()) == Some(OUR_MAC.0.to_vec()) =>
+            {
+                Some((dst, target_addr, flags))
+            }
+            _ => None,
+        })
+    });
+    assert_eq!((dst, target), (PEER_MAC, OUR6));
+    assert!(flags.contains(NdiscNeighborFlags::SOLICITED | NdiscNeighborFlags::OVERRIDE));
+    // One for another address: not answered. Then a multicast one, answered
+    // by smoltcp, marks the end of what the stack has handled.
+    rig.inject(&icmp6(
+        OUR_MAC,
+        OUR6,
+        255,
+        &Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+            target_addr: PEER6,
+            lladdr: None,
+        }),
+    ));
+    rig.inject(&neighbour_solicit());
+    rig.sent.wait_for("second advert", |f| {
+        parse_icmp6(f, |_, _, r| {
+            matches!(r, Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert { .. })).then_some(())
+        })
+    });
+    rig.wait_rx(3);
+    assert!(
+        rig.sent.0.lock().unwrap().is_empty(),
+        "one advert per solicit"
+    );
+    assert_eq!(rig.stack.counters().neighbour_solicits_answered, 2);
+}
+
+#[test]
+fn another_mac_claiming_our_address_is_counted_not_learnt() {
+    let rig = Rig::new(None);
+    // A gratuitous ARP for our address from someone else.
+    rig.inject(&arp(
+        ArpOperation::Request,
+        PEER_MAC,
+        OUR4,
+        MacAddr([0; 6]),
+        OUR4,
+    ));
+    rig.wait_rx(1);
+    let deadline = Instant::now() + WAIT;
+    while rig.stack.counters().address_conflicts == 0 {
+        assert!(Instant::now() < deadline, "conflict not counted");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(rig.stack.neighbours().is_empty());
+}
+
+#[test]
+fn a_neighbour_solicit_with_a_low_hop_limit_teaches_nothing() {
+    let rig = Rig::new(None);
+    let (group, group_mac) = solicited_node(OUR6);
+    // Forged from off-link (hop limit below 255): RFC 4861 says drop it.
+    rig.inject(&icmp6(
+        group_mac,
+        group,
+        64,
+        &Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+            target_addr: OUR6,
+            lladdr: Some(RawHardwareAddress::from(eth(PEER_MAC))),
+        }),
+    ));
+    rig.inject(&arp(
+        ArpOperation::Request,
+        GW_MAC,
+        GW4,
+        MacAddr([0; 6]),
+        OUR4,
+    ));
+    rig.sent.wait_for("ARP reply", parse_arp);
+    rig.wait_rx(2);
+    let n = rig.stack.neighbours();
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert_eq!(n[0].ip, IpAddr::V4(GW4));
+}
