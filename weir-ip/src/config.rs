@@ -94,8 +94,9 @@ pub enum ConfigError {
         /// The gateway.
         gateway: IpAddr,
     },
-    /// An MTU below what IPv4 requires or above what Ethernet carries.
-    #[error("port {port}: MTU {mtu} is outside 576..=9600")]
+    /// An MTU below what IPv4 (576) or, with an IPv6 address, IPv6 (1280)
+    /// requires, or above 9600.
+    #[error("port {port}: MTU {mtu} is outside 576..=9600 (1280..=9600 with an IPv6 address)")]
     BadMtu {
         /// Port name.
         port: String,
@@ -212,6 +213,13 @@ impl HostConfig {
                     host.v6.push((a, prefix));
                 }
             }
+        }
+        // IPv6 needs links of at least 1280 bytes (RFC 8200 §5).
+        if !host.v6.is_empty() && self.mtu < 1280 {
+            return Err(ConfigError::BadMtu {
+                port: port(),
+                mtu: self.mtu,
+            });
         }
         if let Some(gw) = self.gateway4 {
             if !host.on_link4(gw) {
@@ -392,6 +400,13 @@ mod tests {
         c.mac = MacAddr([0x02, 0, 0, 0, 0, 1]);
         c.mtu = 100;
         assert!(matches!(c.check(), Err(ConfigError::BadMtu { .. })));
+        c.mtu = 1000;
+        assert_eq!(c.check(), Ok(()));
+        c.addrs.push(("fd00::1".parse().unwrap(), 64));
+        assert!(
+            matches!(c.check(), Err(ConfigError::BadMtu { .. })),
+            "IPv6 needs 1280"
+        );
     }
 
     #[test]

@@ -53,8 +53,8 @@ use dataplane::{MacAddr, Mbuf};
 
 pub use config::{ConfigError, HostConfig, DEFAULT_MTU, MAX_ADDRS};
 pub use neigh::{
-    Neighbour, NeighbourState, WantedRoute, PROBE_CONFIRMED, PROBE_RETRY, REACHABLE_FOR,
-    UNICAST_PROBES,
+    Neighbour, NeighbourState, WantedRoute, FORGET_AFTER, PROBE_CONFIRMED, PROBE_RETRY,
+    REACHABLE_FOR, UNICAST_PROBES,
 };
 
 /// Frames taken from the host ring per round.

@@ -9,7 +9,8 @@
 //! table full, the oldest eighth of the entries that are not wanted (by last
 //! confirmation) goes at once, so a flood of ARP from made-up senders costs
 //! an occasional sort, never unbounded memory. Wanted entries are never
-//! evicted (the runtime bounds them: one per distinct next hop).
+//! evicted (the runtime bounds them: one per distinct next hop). Unwanted
+//! entries not heard from for [`FORGET_AFTER`] are forgotten.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -26,6 +27,9 @@ pub const PROBE_CONFIRMED: Duration = Duration::from_secs(30);
 /// Longer than [`PROBE_CONFIRMED`], so a neighbour that answers every probe
 /// never goes stale.
 pub const REACHABLE_FOR: Duration = Duration::from_secs(40);
+/// A neighbour that is not wanted and was not heard from for this long is
+/// forgotten.
+pub const FORGET_AFTER: Duration = Duration::from_secs(15 * 60);
 /// Unanswered probes after which a next hop without a MAC is `failed`, and
 /// after which a known MAC is probed by broadcast instead of unicast (the
 /// neighbour may have changed its MAC without telling).
@@ -269,6 +273,15 @@ impl Table {
         }
     }
 
+    /// Forgets the unwanted entries not confirmed for [`FORGET_AFTER`].
+    pub fn expire(&mut self, now: Instant) {
+        self.entries.retain(|_, e| {
+            e.wanted
+                || e.confirmed
+                    .is_some_and(|t| now.saturating_duration_since(t) < FORGET_AFTER)
+        });
+    }
+
     /// Moves the owed `on_neighbour` calls to `out`.
     pub fn take_events(&mut self, out: &mut Vec<(Ipv4Addr, MacAddr)>) {
         out.append(&mut self.events);
@@ -454,6 +467,21 @@ mod tests {
         assert!(t.mac(last.into()).is_some());
         assert!(t.mac(Ipv4Addr::from(0x0a01_0000).into()).is_none());
         assert!(t.evictions().0 >= 10_000 - 64);
+    }
+
+    #[test]
+    fn silent_unwanted_neighbours_are_forgotten_wanted_ones_kept() {
+        let t0 = Instant::now();
+        let mut t = Table::new(16);
+        t.learn(ip("192.0.2.7"), mac(7), t0);
+        t.learn(ip("192.0.2.8"), mac(8), t0);
+        t.set_wanted(vec![route("192.0.2.8", Some("192.0.2.8"))], t0);
+        t.learn(ip("192.0.2.9"), mac(9), t0 + Duration::from_secs(60));
+        t.expire(t0 + FORGET_AFTER - Duration::from_secs(1));
+        assert_eq!(t.len(), 3);
+        t.expire(t0 + FORGET_AFTER);
+        let left: Vec<_> = t.snapshot(t0).iter().map(|n| n.ip).collect();
+        assert_eq!(left, [ip("192.0.2.8"), ip("192.0.2.9")]);
     }
 
     #[test]

@@ -29,6 +29,9 @@ use crate::{Link, NeighbourHook, Shared, BURST, IDLE_SLEEP};
 /// replies; NICs pad short frames).
 const ARP_FRAME: usize = 14 + 28;
 
+/// How often forgotten neighbours are swept out.
+const EXPIRY_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub(crate) struct Runner {
     host: Host,
     shared: Arc<Shared>,
@@ -181,6 +184,7 @@ impl Runner {
         let mut learnt: Vec<(IpAddr, MacAddr)> = Vec::with_capacity(BURST);
         let mut probes: Vec<Probe> = Vec::new();
         let mut events: Vec<(Ipv4Addr, MacAddr)> = Vec::new();
+        let mut next_expiry = start + EXPIRY_EVERY;
         tracing::debug!(port = %host.port, addrs = ?host.addresses(), "host stack started");
 
         // Acquire: pairs with the Release store in `HostStack::drop`.
@@ -188,7 +192,9 @@ impl Runner {
             let n = rx.dequeue_burst(&mut burst, BURST);
             let now = Instant::now();
             // Relaxed (all counters): independent statistics.
-            counters.rx_frames.fetch_add(n as u64, Ordering::Relaxed);
+            if n > 0 {
+                counters.rx_frames.fetch_add(n as u64, Ordering::Relaxed);
+            }
             for m in burst.drain(..) {
                 match snoop::inspect(m.data()) {
                     Rx::Malformed => {
@@ -232,6 +238,10 @@ impl Runner {
                     table.learn(ip, mac, now);
                 }
                 table.due_probes(now, &mut probes);
+                if now >= next_expiry {
+                    table.expire(now);
+                    next_expiry = now + EXPIRY_EVERY;
+                }
                 table.take_events(&mut events);
                 let (evicted, refused) = table.evictions();
                 counters
