@@ -79,7 +79,10 @@ impl<F: Fn(&[u8]) -> bool + Send + 'static> Link for F {
 }
 
 /// Called on the stack thread when a wanted next hop's MAC is first learnt
-/// (or already known when it becomes wanted) or changes.
+/// (or already known when it becomes wanted) or changes. It runs between
+/// two rounds of the stack: it should publish and return (the stack answers
+/// nothing while it runs). Dropping the [`HostStack`] joins the thread, so
+/// the hook must not wait for a lock held by whoever drops it.
 pub type NeighbourHook = Box<dyn Fn(Ipv4Addr, MacAddr) + Send>;
 
 /// Why [`HostStack::spawn`] failed.
