@@ -802,3 +802,47 @@ fn a_neighbour_solicit_with_a_low_hop_limit_teaches_nothing() {
     assert_eq!(n.len(), 1, "{n:?}");
     assert_eq!(n[0].ip, IpAddr::V4(GW4));
 }
+
+#[test]
+fn every_single_bit_flip_of_valid_frames_is_survived() {
+    let rig = Rig::new(Some(GW4));
+    let originals = [
+        arp(
+            ArpOperation::Request,
+            PEER_MAC,
+            PEER4,
+            MacAddr([0; 6]),
+            OUR4,
+        ),
+        arp(ArpOperation::Reply, GW_MAC, GW4, OUR_MAC, OUR4),
+        ping4(9, 9, b"0123456789abcdef"),
+        neighbour_solicit(),
+    ];
+    let mut n = 0u64;
+    for f in &originals {
+        for bit in 0..f.len() * 8 {
+            let mut g = f.clone();
+            g[bit / 8] ^= 1 << (bit % 8);
+            rig.inject(&g);
+            n += 1;
+        }
+    }
+    rig.wait_rx(n);
+    assert!(rig.stack.is_running());
+    // Flipped checksums and lengths were caught before smoltcp saw them.
+    assert!(rig.stack.counters().rx_malformed > 0);
+    // The table holds only plausible neighbours.
+    for nb in rig.stack.neighbours() {
+        assert!(
+            nb.mac.is_some_and(|m| m.is_unicast() && m != OUR_MAC),
+            "{nb:?}"
+        );
+        assert!(
+            match nb.ip {
+                IpAddr::V4(a) => a.octets()[..3] == [192, 0, 2] && a != OUR4,
+                IpAddr::V6(a) => a.segments()[..4] == [0xfd00, 0, 0, 0] && a != OUR6,
+            },
+            "{nb:?}"
+        );
+    }
+}
