@@ -185,6 +185,7 @@ impl Runner {
         let mut probes: Vec<Probe> = Vec::new();
         let mut events: Vec<(Ipv4Addr, MacAddr)> = Vec::new();
         let mut next_expiry = start + EXPIRY_EVERY;
+        let mut adverts: Vec<[u8; NA_FRAME]> = Vec::with_capacity(BURST);
         tracing::debug!(port = %host.port, addrs = ?host.addresses(), "host stack started");
 
         // Acquire: pairs with the Release store in `HostStack::drop`.
@@ -215,12 +216,7 @@ impl Runner {
                     } => {
                         note_sender(&host, counters, sender, &mut learnt);
                         if host.is_own(target.into()) && from_mac.is_unicast() {
-                            let na = neighbour_advert(host.mac, target, from, from_mac);
-                            if dev.send(counters, &na) {
-                                counters
-                                    .neighbour_solicits_answered
-                                    .fetch_add(1, Ordering::Relaxed);
-                            }
+                            adverts.push(neighbour_advert(host.mac, target, from, from_mac));
                         }
                         // smoltcp does not answer it, but fills its cache
                         // from the source link-layer option.
@@ -228,10 +224,7 @@ impl Runner {
                     }
                 }
             }
-            iface.poll(smol_now(now), &mut dev.with(counters), &mut sockets);
-            // Dropped frames smoltcp did not read (none today): free them.
-            dev.rx.clear();
-
+            // The table first: whoever sees a reply finds its sender learnt.
             {
                 let mut table = shared.table();
                 for (ip, mac) in learnt.drain(..) {
@@ -251,6 +244,17 @@ impl Runner {
                     .neighbours_refused
                     .store(refused, Ordering::Relaxed);
             }
+            for na in adverts.drain(..) {
+                if dev.send(counters, &na) {
+                    counters
+                        .neighbour_solicits_answered
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            iface.poll(smol_now(now), &mut dev.with(counters), &mut sockets);
+            // Dropped frames smoltcp did not read (none today): free them.
+            dev.rx.clear();
+
             for p in probes.drain(..) {
                 let Some(src) = host.source_for(p.ip) else {
                     continue;
