@@ -4,10 +4,11 @@
 //!
 //! Layer: wire (lowest). No I/O or allocation. [`OuterHeader::encap`] is the
 //! wire layer's one use of the buffers layer above it, and only of
-//! [`Mbuf::prepend`]; [`OuterHeader::write`] is the same on a plain slice. On the packet path: [`OuterHeader::encap`]
-//! and [`source_port`] run once per frame a tunnel port sends,
-//! [`parse_outer`] and [`vxlan_vni`]/[`geneve_vni`] once per UDP frame an
-//! underlay port receives for weir.
+//! [`Mbuf::prepend`]; [`OuterHeader::write`] is the same on a plain slice.
+//! On the packet path: [`OuterHeader::encap`] and [`source_port`] run once
+//! per frame a tunnel port sends, [`parse_outer`] and
+//! [`vxlan_vni`]/[`geneve_vni`] once per UDP frame an underlay port receives
+//! for weir.
 //!
 //! The outer header is the same 50 bytes for every frame sent to one remote
 //! VTEP except five fields, so it is built once per remote
@@ -160,8 +161,9 @@ impl OuterHeader {
     /// underlay, MAC `src_mac`) to the remote VTEP `dst`, sent to the next
     /// hop's MAC `dst_mac` at UDP port `dst_port`.
     ///
-    /// IPv4 with DF set, TTL 64, identification 0 (allowed for atomic
-    /// datagrams, RFC 6864 section 4.1); UDP checksum 0.
+    /// IPv4 with DF set, TTL 64 and identification 0 (with DF set and no
+    /// fragment the datagram is atomic, and RFC 6864 gives its ID no
+    /// meaning); UDP checksum 0.
     pub fn new(
         kind: TunnelKind,
         src_mac: MacAddr,
@@ -284,7 +286,10 @@ impl OuterHeader {
         vni: u32,
         src_port: u16,
     ) -> Result<(), TooLong> {
-        let ip_len = u16::try_from(inner_len + MTU_OVERHEAD).map_err(|_| TooLong { inner_len })?;
+        let ip_len = inner_len
+            .checked_add(MTU_OVERHEAD)
+            .and_then(|l| u16::try_from(l).ok())
+            .ok_or(TooLong { inner_len })?;
         self.fill(h, ip_len, vni, src_port);
         Ok(())
     }
@@ -349,8 +354,8 @@ fn be_u16(b: &[u8], off: usize) -> Option<u16> {
 #[inline]
 pub fn source_port(inner: &[u8]) -> u16 {
     let mut h = 0;
-    // Destination and the first two bytes of the source, then the rest of
-    // the source; the halves overlap by nothing (0..8, 8..12).
+    // The destination MAC and the first two bytes of the source (0..8), then
+    // the source's other four (8..12).
     if let (Some(a), Some(b)) = (be_u64(inner, 0), be_u32(inner, 8)) {
         h = mix(mix(h, a), u64::from(b));
     }
@@ -814,6 +819,7 @@ mod tests {
             })
         );
         assert_eq!(h2, [7u8; OUTER_LEN]);
+        assert!(hdr.write(&mut h2, usize::MAX, 1, 50000).is_err());
     }
 
     /// xorshift64: deterministic noise for the property checks.
