@@ -353,6 +353,40 @@ fn be_u16(b: &[u8], off: usize) -> Option<u16> {
 /// short for a field hashes without it. A handful of multiplies, no loop.
 #[inline]
 pub fn source_port(inner: &[u8]) -> u16 {
+    // The common frame, untagged IPv4 without options, read at constant
+    // offsets: the same hash as the general walk, with fewer tests.
+    if let Some(f) = inner.first_chunk::<{ ethernet::HEADER_LEN + 24 }>() {
+        if f[12..15] == [0x08, 0x00, 0x45] {
+            let w64 = |i: usize| {
+                u64::from_be_bytes([
+                    f[i],
+                    f[i + 1],
+                    f[i + 2],
+                    f[i + 3],
+                    f[i + 4],
+                    f[i + 5],
+                    f[i + 6],
+                    f[i + 7],
+                ])
+            };
+            let w32 =
+                |i: usize| u64::from(u32::from_be_bytes([f[i], f[i + 1], f[i + 2], f[i + 3]]));
+            let mut h = mix(mix(mix(0, w64(0)), w32(8)), w64(26));
+            let proto = f[23];
+            let frag = u16::from_be_bytes([f[20], f[21]]) & 0x3fff;
+            if frag == 0 && (proto == protocol::TCP || proto == protocol::UDP) {
+                h = mix(h, w32(34) | u64::from(proto) << 32);
+            }
+            return finish(h);
+        }
+    }
+    source_port_walk(inner)
+}
+
+/// [`source_port`] for any frame: each field read only if the frame holds
+/// it.
+#[inline]
+fn source_port_walk(inner: &[u8]) -> u16 {
     let mut h = 0;
     // The destination MAC and the first two bytes of the source (0..8), then
     // the source's other four (8..12).
@@ -395,8 +429,13 @@ pub fn source_port(inner: &[u8]) -> u16 {
             }
         }
     }
-    // Fold the high half down, multiply once more and keep the top 14 bits:
-    // every input bit reaches them.
+    finish(h)
+}
+
+/// The port for flow hash state `h`: folds the high half down, multiplies
+/// once more and keeps the top 14 bits, which every input bit reaches.
+#[inline]
+fn finish(mut h: u64) -> u16 {
     h ^= h >> 32;
     SOURCE_PORT_BASE + ((h.wrapping_mul(HASH_MUL) >> 50) & SOURCE_PORT_MASK) as u16
 }
@@ -1162,6 +1201,30 @@ mod tests {
         for f in [&a[..], &[][..], &a[..13], &a[..20]] {
             assert!(source_port(f) >= 49152);
         }
+    }
+
+    #[test]
+    fn fast_path_hashes_as_the_general_walk() {
+        let mut rng = XorShift(0x0bad_5eed_0bad_5eed);
+        let mut fast = 0;
+        for round in 0..20_000 {
+            let mut f = [0u8; 64];
+            for b in f.iter_mut() {
+                *b = rng.next() as u8;
+            }
+            if round % 4 != 0 {
+                f[12..15].copy_from_slice(&[0x08, 0x00, 0x45]);
+                f[23] = [protocol::TCP, protocol::UDP, 1][round % 3];
+                if round % 5 == 0 {
+                    f[20..22].copy_from_slice(&[0x40, 0]);
+                }
+            }
+            let len = 14 + (rng.next() % 51) as usize;
+            let f = &f[..len];
+            assert_eq!(source_port(f), source_port_walk(f), "{f:02x?}");
+            fast += usize::from(len >= 38 && f[12..15] == [0x08, 0x00, 0x45]);
+        }
+        assert!(fast > 5_000, "{fast} frames took the fast path");
     }
 
     #[test]
