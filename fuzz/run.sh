@@ -13,7 +13,7 @@ set -euo pipefail
 runs="${1:-10000000}"
 shift || true
 cd "$(dirname "$0")"
-targets=(vring_chain vhost_msg tso_header switch_frame)
+targets=(vring_chain vhost_msg tso_header switch_frame tunnel_frame)
 if [[ $# -gt 0 ]]; then
     targets=("$@")
 fi

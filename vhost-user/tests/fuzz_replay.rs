@@ -1,5 +1,6 @@
 //! The fuzz targets of `fuzz/` (split-ring descriptor chains, vhost-user
-//! messages, TSO headers and segmentation, the switch's frame parsing) on
+//! messages, TSO headers and segmentation, the switch's frame parsing, the
+//! tunnel's encapsulation and outer header parsing) on
 //! deterministic xorshift inputs, so every test run exercises them
 //! without libFuzzer. `fuzz/run.sh` runs the same targets under libFuzzer.
 
@@ -27,4 +28,9 @@ fn tso_header_survives_random_headers_and_frames() {
 #[test]
 fn switch_frame_survives_random_frames() {
     assert_eq!(run_random(Target::SwitchFrame, 7, 20_000), 20_000);
+}
+
+#[test]
+fn tunnel_frame_survives_random_frames_and_damage() {
+    assert_eq!(run_random(Target::TunnelFrame, 7, 50_000), 50_000);
 }

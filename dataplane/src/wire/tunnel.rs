@@ -4,10 +4,11 @@
 //!
 //! Layer: wire (lowest). No I/O or allocation. [`OuterHeader::encap`] is the
 //! wire layer's one use of the buffers layer above it, and only of
-//! [`Mbuf::prepend`]; [`OuterHeader::write`] is the same on a plain slice. On the packet path: [`OuterHeader::encap`]
-//! and [`source_port`] run once per frame a tunnel port sends,
-//! [`parse_outer`] and [`vxlan_vni`]/[`geneve_vni`] once per UDP frame an
-//! underlay port receives for weir.
+//! [`Mbuf::prepend`]; [`OuterHeader::write`] is the same on a plain slice.
+//! On the packet path: [`OuterHeader::encap`] and [`source_port`] run once
+//! per frame a tunnel port sends, [`parse_outer`] and
+//! [`vxlan_vni`]/[`geneve_vni`] once per UDP frame an underlay port receives
+//! for weir.
 //!
 //! The outer header is the same 50 bytes for every frame sent to one remote
 //! VTEP except five fields, so it is built once per remote
@@ -160,8 +161,9 @@ impl OuterHeader {
     /// underlay, MAC `src_mac`) to the remote VTEP `dst`, sent to the next
     /// hop's MAC `dst_mac` at UDP port `dst_port`.
     ///
-    /// IPv4 with DF set, TTL 64, identification 0 (allowed for atomic
-    /// datagrams, RFC 6864 section 4.1); UDP checksum 0.
+    /// IPv4 with DF set, TTL 64 and identification 0 (with DF set and no
+    /// fragment the datagram is atomic, and RFC 6864 gives its ID no
+    /// meaning); UDP checksum 0.
     pub fn new(
         kind: TunnelKind,
         src_mac: MacAddr,
@@ -284,7 +286,10 @@ impl OuterHeader {
         vni: u32,
         src_port: u16,
     ) -> Result<(), TooLong> {
-        let ip_len = u16::try_from(inner_len + MTU_OVERHEAD).map_err(|_| TooLong { inner_len })?;
+        let ip_len = inner_len
+            .checked_add(MTU_OVERHEAD)
+            .and_then(|l| u16::try_from(l).ok())
+            .ok_or(TooLong { inner_len })?;
         self.fill(h, ip_len, vni, src_port);
         Ok(())
     }
@@ -348,9 +353,43 @@ fn be_u16(b: &[u8], off: usize) -> Option<u16> {
 /// short for a field hashes without it. A handful of multiplies, no loop.
 #[inline]
 pub fn source_port(inner: &[u8]) -> u16 {
+    // The common frame, untagged IPv4 without options, read at constant
+    // offsets: the same hash as the general walk, with fewer tests.
+    if let Some(f) = inner.first_chunk::<{ ethernet::HEADER_LEN + 24 }>() {
+        if f[12..15] == [0x08, 0x00, 0x45] {
+            let w64 = |i: usize| {
+                u64::from_be_bytes([
+                    f[i],
+                    f[i + 1],
+                    f[i + 2],
+                    f[i + 3],
+                    f[i + 4],
+                    f[i + 5],
+                    f[i + 6],
+                    f[i + 7],
+                ])
+            };
+            let w32 =
+                |i: usize| u64::from(u32::from_be_bytes([f[i], f[i + 1], f[i + 2], f[i + 3]]));
+            let mut h = mix(mix(mix(0, w64(0)), w32(8)), w64(26));
+            let proto = f[23];
+            let frag = u16::from_be_bytes([f[20], f[21]]) & 0x3fff;
+            if frag == 0 && (proto == protocol::TCP || proto == protocol::UDP) {
+                h = mix(h, w32(34) | u64::from(proto) << 32);
+            }
+            return finish(h);
+        }
+    }
+    source_port_walk(inner)
+}
+
+/// [`source_port`] for any frame: each field read only if the frame holds
+/// it.
+#[inline]
+fn source_port_walk(inner: &[u8]) -> u16 {
     let mut h = 0;
-    // Destination and the first two bytes of the source, then the rest of
-    // the source; the halves overlap by nothing (0..8, 8..12).
+    // The destination MAC and the first two bytes of the source (0..8), then
+    // the source's other four (8..12).
     if let (Some(a), Some(b)) = (be_u64(inner, 0), be_u32(inner, 8)) {
         h = mix(mix(h, a), u64::from(b));
     }
@@ -390,8 +429,13 @@ pub fn source_port(inner: &[u8]) -> u16 {
             }
         }
     }
-    // Fold the high half down, multiply once more and keep the top 14 bits:
-    // every input bit reaches them.
+    finish(h)
+}
+
+/// The port for flow hash state `h`: folds the high half down, multiplies
+/// once more and keeps the top 14 bits, which every input bit reaches.
+#[inline]
+fn finish(mut h: u64) -> u16 {
     h ^= h >> 32;
     SOURCE_PORT_BASE + ((h.wrapping_mul(HASH_MUL) >> 50) & SOURCE_PORT_MASK) as u16
 }
@@ -814,6 +858,7 @@ mod tests {
             })
         );
         assert_eq!(h2, [7u8; OUTER_LEN]);
+        assert!(hdr.write(&mut h2, usize::MAX, 1, 50000).is_err());
     }
 
     /// xorshift64: deterministic noise for the property checks.
@@ -1156,6 +1201,30 @@ mod tests {
         for f in [&a[..], &[][..], &a[..13], &a[..20]] {
             assert!(source_port(f) >= 49152);
         }
+    }
+
+    #[test]
+    fn fast_path_hashes_as_the_general_walk() {
+        let mut rng = XorShift(0x0bad_5eed_0bad_5eed);
+        let mut fast = 0;
+        for round in 0..20_000 {
+            let mut f = [0u8; 64];
+            for b in f.iter_mut() {
+                *b = rng.next() as u8;
+            }
+            if round % 4 != 0 {
+                f[12..15].copy_from_slice(&[0x08, 0x00, 0x45]);
+                f[23] = [protocol::TCP, protocol::UDP, 1][round % 3];
+                if round % 5 == 0 {
+                    f[20..22].copy_from_slice(&[0x40, 0]);
+                }
+            }
+            let len = 14 + (rng.next() % 51) as usize;
+            let f = &f[..len];
+            assert_eq!(source_port(f), source_port_walk(f), "{f:02x?}");
+            fast += usize::from(len >= 38 && f[12..15] == [0x08, 0x00, 0x45]);
+        }
+        assert!(fast > 5_000, "{fast} frames took the fast path");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! `replay [--iters N] [--seconds S] [TARGET] [FILE...]`; TARGET is
 //! a target's name (`vring_chain`, `vhost_msg`, `tso_header`,
-//! `switch_frame`) or `all` (default).
+//! `switch_frame`, `tunnel_frame`) or `all` (default).
 
 use std::time::{Duration, Instant};
 
