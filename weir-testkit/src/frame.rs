@@ -1,5 +1,6 @@
 //! Ethernet frames made and read byte by byte, for tests that talk below IP:
-//! broadcast ARP requests, ICMP echo requests, UDP datagrams, VXLAN headers, 802.1Q tags.
+//! broadcast ARP requests, ICMP echo requests, UDP datagrams, VXLAN
+//! headers, 802.1Q tags.
 //!
 //! Written apart from `dataplane::wire` on purpose: a test that read frames
 //! with the switch's own parser would share its mistakes. No I/O.
