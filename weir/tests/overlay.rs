@@ -398,6 +398,7 @@ fn three_hosts_carry_two_tenants_apart() {
 
     let ips: Vec<Ipv4Addr> = (1..=3).map(underlay_ip).collect();
     let mut hosts = Vec::new();
+    let mut dirs = Vec::new();
     for i in 1..=3u8 {
         let uplink = format!("{tag}u{i}");
         under.attach_weir(&uplink, &format!("{tag}p{i}"));
@@ -417,7 +418,9 @@ fn three_hosts_carry_two_tenants_apart() {
         );
         config += &kernel_port("ta", "afpacket", &a.host.host_if, "tag = 10\n");
         config += &kernel_port("tb", "afpacket", &b.host.host_if, "tag = 20\n");
-        let d = Daemon::start(&test_dir(&format!("overlay-{tag}-h{i}")), &config);
+        let dir = test_dir(&format!("overlay-{tag}-h{i}"));
+        let d = Daemon::start(&dir, &config);
+        dirs.push(dir);
         d.wait_up(&["uplink", "ta", "tb"]);
         hosts.push(Host { i, a, b, d });
     }
@@ -556,6 +559,9 @@ fn three_hosts_carry_two_tenants_apart() {
         );
     }
     eprintln!("{:.1} s in all", start.elapsed().as_secs_f64());
+    for dir in dirs {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 /// The VXLAN packets of a capture file as tshark decodes them: (outer
@@ -817,8 +823,6 @@ fn linux_vxlan_interoperates() {
     garbage.push(vxlan_to(linux_ip, weir_ip, 0x08, 5000, inner_mac(6))[..50].to_vec());
     garbage.push(vxlan_to(linux_ip, weir_ip, 0x08, 5000, inner_mac(6))[..57].to_vec());
     for g in &garbage {
-        // The kernel pads short frames to 60 bytes; the lengths inside
-        // still lie.
         sock.send(g).unwrap();
     }
     let out = ping(&t.ns, "10.0.0.9", 3, "0.2")
