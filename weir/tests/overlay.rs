@@ -292,11 +292,13 @@ fn ping_unanswered(from: &Tenant, to: &Tenant) {
     assert!(r.is_err(), "{} reached {}: {r:?}", from.name, to.name);
 }
 
-/// Ping without loss, then a verified TCP transfer, `x` → `y`.
+/// Pings without loss, small and of the full MTU, then a verified TCP
+/// transfer, `x` → `y`.
 fn ping_and_transfer(x: &Tenant, y: &Tenant, port: u16, d: &Daemon) {
     let out = ping(x.ns(), &y.ip.to_string(), 3, "0.2")
         .unwrap_or_else(|e| panic!("ping {} -> {}: {e}\n{}", x.name, y.name, d.log()));
     assert_eq!(loss_pct(&out), 0.0, "{} -> {}: {out}", x.name, y.name);
+    full_size_ping(x.ns(), &y.ip.to_string(), d);
     let t = tcp_transfer(x.ns(), y.ns(), &y.ip.to_string(), port, TRANSFER_BYTES)
         .unwrap_or_else(|e| panic!("TCP {} -> {}: {e:#}\n{}", x.name, y.name, d.log()));
     eprintln!(
@@ -304,6 +306,22 @@ fn ping_and_transfer(x: &Tenant, y: &Tenant, port: u16, d: &Daemon) {
         x.name,
         y.name,
         t.as_secs_f64()
+    );
+}
+
+/// Pings of the tenants' full MTU (1500-byte IPv4 packets, DF set) from
+/// `from` to `ip`, none lost: what the 1550-byte underlay is for.
+fn full_size_ping(from: &Netns, ip: &str, d: &Daemon) {
+    let out = from
+        .exec(&[
+            "ping", "-c", "3", "-i", "0.2", "-w", "6", "-M", "do", "-s", "1472", ip,
+        ])
+        .unwrap_or_else(|e| panic!("1500-byte ping {} -> {ip}: {e}\n{}", from.name(), d.log()));
+    assert_eq!(
+        loss_pct(&out),
+        0.0,
+        "1500-byte ping {} -> {ip}: {out}",
+        from.name()
     );
 }
 
@@ -701,6 +719,7 @@ fn linux_vxlan_interoperates() {
         let out = ping(from, ip, 3, "0.2")
             .unwrap_or_else(|e| panic!("ping {} -> {ip}: {e}\n{}", from.name(), d.log()));
         assert_eq!(loss_pct(&out), 0.0, "{} -> {ip}: {out}", from.name());
+        full_size_ping(from, ip, &d);
         tcp_transfer(from, to, ip, 5201, TRANSFER_BYTES)
             .unwrap_or_else(|e| panic!("TCP {} -> {ip}: {e:#}\n{}", from.name(), d.log()));
     }
