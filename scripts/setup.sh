@@ -21,15 +21,16 @@ TEST=(
   dpdk-dev librte-net-vhost23 librte-mempool-ring23 librte-net-virtio23  # testpmd: a real vhost-user peer
   librte-net-ring23 librte-net-null23                               # dpdk feature tests (net_ring, net_null vdevs)
   qemu-system-x86 kmod cpio xz-utils tcpdump                        # VFIO guest tests (tcpdump reads their pcaps); weir/tests/capture.rs (mirror to a TAP)
-  tshark                                                            # weir/tests/capture.rs reads what `weir capture` writes
+  tshark                                                            # weir/tests/capture.rs reads what `weir capture` writes; overlay.rs decodes VXLAN
   iperf3                                                            # the namespace end of weir/tests/vm.rs's afpacket test
+  iputils-arping                                                    # weir/tests/overlay.rs: ARP for weir's underlay address
   systemd man-db                                                    # systemd-analyze verify and man for contrib/weir.service
   prometheus                                                        # weir/tests/metrics.rs: a real scraper, and promtool
 )
 case "$profile" in
   demo) PKGS=("${DEMO[@]}"); TOOLS=(ip ping clang) ;;
   test) PKGS=("${DEMO[@]}" "${TEST[@]}")
-        TOOLS=(ip ping python3 clang dpdk-testpmd qemu-system-x86_64 cpio tcpdump iperf3 systemd-analyze man prometheus promtool) ;;
+        TOOLS=(ip ping python3 clang dpdk-testpmd qemu-system-x86_64 cpio tcpdump tshark arping iperf3 systemd-analyze man prometheus promtool) ;;
   *) echo "usage: $0 [demo|test]" >&2; exit 2 ;;
 esac
 

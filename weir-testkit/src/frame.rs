@@ -1,5 +1,6 @@
 //! Ethernet frames made and read byte by byte, for tests that talk below IP:
-//! broadcast ARP requests, ICMP echo requests, 802.1Q tags.
+//! broadcast ARP requests, ICMP echo requests, UDP datagrams, VXLAN
+//! headers, 802.1Q tags.
 //!
 //! Written apart from `dataplane::wire` on purpose: a test that read frames
 //! with the switch's own parser would share its mistakes. No I/O.
@@ -135,7 +136,55 @@ pub fn icmp_echo_request(
     ethernet(dst_mac, src_mac, ETHERTYPE_IPV4, &ip)
 }
 
+/// IANA UDP port of VXLAN (RFC 7348 section 5).
+pub const VXLAN_PORT: u16 = 4789;
+
+/// An IPv4 UDP datagram `src` → `dst` (each MAC, address, UDP port)
+/// carrying `payload`, in an untagged frame: DF set, TTL 64, a correct
+/// header checksum and UDP checksum 0 ("none", allowed over IPv4 by RFC 768
+/// and used by VXLAN senders).
+///
+/// # Panics
+/// If `payload` does not fit one datagram.
+pub fn udp_ipv4(
+    (src_mac, src_ip, src_port): (Mac, Ipv4Addr, u16),
+    (dst_mac, dst_ip, dst_port): (Mac, Ipv4Addr, u16),
+    payload: &[u8],
+) -> Vec<u8> {
+    let udp_len = u16::try_from(8 + payload.len()).expect("a UDP payload under 64 KiB");
+    let total = udp_len
+        .checked_add(20)
+        .expect("an IPv4 packet under 64 KiB");
+    let mut ip = Vec::with_capacity(usize::from(total));
+    ip.extend_from_slice(&[0x45, 0]);
+    ip.extend_from_slice(&total.to_be_bytes());
+    ip.extend_from_slice(&[0, 0, 0x40, 0]); // id 0, don't fragment
+    ip.extend_from_slice(&[64, IPPROTO_UDP, 0, 0]);
+    ip.extend_from_slice(&src_ip.octets());
+    ip.extend_from_slice(&dst_ip.octets());
+    let c = inet_checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    ip.extend_from_slice(&src_port.to_be_bytes());
+    ip.extend_from_slice(&dst_port.to_be_bytes());
+    ip.extend_from_slice(&udp_len.to_be_bytes());
+    ip.extend_from_slice(&[0, 0]);
+    ip.extend_from_slice(payload);
+    ethernet(dst_mac, src_mac, ETHERTYPE_IPV4, &ip)
+}
+
+/// A VXLAN header (RFC 7348 section 5) with `flags` (0x08, the I bit, for
+/// a valid one) and the 24-bit `vni`, followed by the `inner` frame: the
+/// payload of a [`udp_ipv4`] datagram to [`VXLAN_PORT`].
+pub fn vxlan(flags: u8, vni: u32, inner: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + inner.len());
+    v.extend_from_slice(&[flags, 0, 0, 0]);
+    v.extend_from_slice(&(vni << 8).to_be_bytes());
+    v.extend_from_slice(inner);
+    v
+}
+
 const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_UDP: u8 = 17;
 const ICMP_ECHO_REQUEST: u8 = 8;
 const ICMP_ECHO_REPLY: u8 = 0;
 
@@ -363,6 +412,30 @@ mod tests {
                 seq: 7
             }
         );
+    }
+
+    #[test]
+    fn vxlan_in_udp_has_the_bytes_of_rfc_7348() {
+        let inner = arp_request(B, Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 1));
+        let f = udp_ipv4(
+            (A, Ipv4Addr::new(192, 0, 2, 9), 50000),
+            (B, Ipv4Addr::new(192, 0, 2, 1), VXLAN_PORT),
+            &vxlan(0x08, 5000, &inner),
+        );
+        assert_eq!(f.len(), 14 + 20 + 8 + 8 + inner.len());
+        #[rustfmt::skip]
+        let want: [u8; 50] = [
+            2, 0, 0, 0, 0, 0x0b, 2, 0, 0, 0, 0, 0x0a, 0x08, 0x00,
+            0x45, 0, 0, 96, 0, 0, 0x40, 0, 64, 17, 0, 0, 192, 0, 2, 9, 192, 0, 2, 1,
+            0xc3, 0x50, 0x12, 0xb5, 0, 76, 0, 0,
+            0x08, 0, 0, 0, 0x00, 0x13, 0x88, 0,
+        ];
+        let mut got = f[..50].to_vec();
+        got[24..26].copy_from_slice(&[0, 0]);
+        assert_eq!(got, want);
+        assert_eq!(inet_checksum(&f[14..34]), 0, "IPv4 header checksum");
+        assert_eq!(&f[50..], &inner[..]);
+        assert_eq!(vxlan(0, 0xff_ffff, &[])[4..], [0xff, 0xff, 0xff, 0]);
     }
 
     #[test]
