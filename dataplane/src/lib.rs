@@ -2,7 +2,7 @@
 //! pinned poll-mode workers.
 //!
 //! Layering (bottom to top; no module imports one above it):
-//! `ids` → `wire` → `mbuf`/`mempool`/`ring` → `port`/`stats` → `switch` → `worker`.
+//! `ids` → `wire` → `mbuf`/`mempool`/`ring` → `port`/`stats` → `switch`/`tunnel` → `worker`.
 //! This crate depends on neither `pmd` nor `vhost-user`: drivers implement
 //! [`port::Port`] and hand their queues to the workers.
 //!
@@ -31,4 +31,5 @@ pub use stats::{DropReason, QueueStats};
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testutil;
 pub mod time;
+pub mod tunnel;
 pub mod worker;

@@ -125,6 +125,25 @@ drop_reasons! {
     /// A security group (`acl_in` of the ingress port or `acl_out` of the
     /// egress port) denied the frame.
     AclDeny => "acl-deny",
+    /// Tunnel port: the inner frame is longer than the underlay's MTU
+    /// minus the encapsulation's overhead.
+    TunnelMtu => "tunnel-mtu",
+    /// Tunnel port: the remote endpoint's next hop has no MAC address yet
+    /// (or the underlay port is gone).
+    TunnelUnresolved => "tunnel-unresolved",
+    /// Underlay port: a tunnel packet with a VNI no tunnel on the port
+    /// carries at that UDP port.
+    TunnelVni => "tunnel-vni",
+    /// Underlay port: a tunnel packet from an address that is not one of
+    /// the tunnel's `remote_ips`.
+    TunnelRemote => "tunnel-remote",
+    /// Underlay port: a tunnel packet with a bad header (VXLAN flags,
+    /// Geneve version, protocol or critical option, IPv4 checksum, a
+    /// fragment).
+    TunnelHeader => "tunnel-header",
+    /// Underlay port: a unicast frame to weir's own MAC address for an IP
+    /// address that is not weir's.
+    NotLocal => "not-local",
 }
 
 impl From<crate::wire::gso::GsoError> for DropReason {

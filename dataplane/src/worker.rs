@@ -653,6 +653,9 @@ fn poll_queues(
             queues.tap(t, taps, port, Direction::Rx, burst, ws);
         }
         let q = &queues.list[qi];
+        if let Some(host) = t.host(port) {
+            host.demux(burst, &q.stats, now);
+        }
         fwd.process(t, q.port, burst, now, &q.stats);
         let t2 = stamp(sample);
         fwd.drain(|out, b| queues.transmit(t, out, b, ws, Some(qi)));

@@ -96,6 +96,36 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         bridge: Option<String>,
     },
+    /// Add a static FDB entry: `mac` (in `vlan`) is behind `port`, and, for
+    /// a tunnel port, behind its remote endpoint `remote`. Data: none.
+    FdbAdd {
+        /// Bridge name.
+        bridge: String,
+        /// MAC address.
+        mac: String,
+        /// Port name.
+        port: String,
+        /// VLAN id (0 or none: untagged).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vlan: Option<u16>,
+        /// A tunnel port's remote endpoint (one of its `remote_ips`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        remote: Option<String>,
+    },
+    /// Remove an FDB entry, static or learned. Data: none.
+    FdbDel {
+        /// Bridge name.
+        bridge: String,
+        /// MAC address.
+        mac: String,
+        /// VLAN id (0 or none: untagged).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        vlan: Option<u16>,
+    },
+    /// weir's own addresses on ports. Data: `Vec<HostIpView>`.
+    IpShow,
+    /// The neighbours weir's host stacks know. Data: `Vec<NeighView>`.
+    NeighShow,
     /// Data: `StatsView`.
     Stats,
     /// Start the counters that `PortList`, `PortShow`, `Stats` and `PmdShow`
@@ -288,6 +318,10 @@ impl Request {
             Request::BridgeList => "bridge-list",
             Request::FdbShow { .. } => "fdb-show",
             Request::FdbFlush { .. } => "fdb-flush",
+            Request::FdbAdd { .. } => "fdb-add",
+            Request::FdbDel { .. } => "fdb-del",
+            Request::IpShow => "ip-show",
+            Request::NeighShow => "neigh-show",
             Request::Stats => "stats",
             Request::StatsClear { .. } => "stats-clear",
             Request::PmdShow => "pmd-show",
@@ -578,6 +612,56 @@ pub struct FdbEntryView {
     pub age_secs: u32,
     /// Whether the entry was configured rather than learned.
     pub is_static: bool,
+    /// For an entry on a tunnel port: the remote endpoint the station is
+    /// behind, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
+}
+
+/// weir's own addresses on one port, as listed by `ip-show`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostIpView {
+    /// Port name.
+    pub port: String,
+    /// weir's MAC address on the port.
+    pub mac: String,
+    /// Addresses with prefix lengths.
+    pub addrs: Vec<String>,
+    /// IPv4 gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<String>,
+    /// IPv6 gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway6: Option<String>,
+    /// The port's IP MTU.
+    pub mtu: u32,
+    /// Tunnel ports over this port.
+    pub tunnels: Vec<String>,
+    /// Frames the host stack received.
+    pub rx_frames: u64,
+    /// Frames the host stack sent.
+    pub tx_frames: u64,
+    /// Frames the host stack could not send (no buffer, ring full).
+    pub tx_failed: u64,
+}
+
+/// One neighbour of weir's host stack on a port, as listed by `neigh-show`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeighView {
+    /// Port name.
+    pub port: String,
+    /// The neighbour's address.
+    pub ip: String,
+    /// Its MAC address, once resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// `reachable`, `stale`, `incomplete` or `failed`.
+    pub state: String,
+    /// Seconds since it last proved its MAC; none if never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_secs: Option<u64>,
+    /// Whether weir keeps it resolved (the next hop of a tunnel's remote).
+    pub wanted: bool,
 }
 
 /// One worker thread, as listed by `pmd-show` and `stats`.

@@ -58,6 +58,8 @@ pub mod acl;
 pub use acl::{AclAction, AclDirection, AclRuleSpec, AclSpec, AclSpecError};
 pub mod mirror;
 pub use mirror::{MirrorError, MirrorSpec};
+pub mod overlay;
+pub use overlay::{HostIp, IfAddr, TunnelConfig, TunnelKind, VniMap};
 
 /// Default control socket path.
 pub const DEFAULT_SOCKET: &str = "/run/weir/weir.sock";
@@ -396,11 +398,15 @@ pub enum PortType {
     /// Device driven by one of DPDK's PMDs (`devargs`); needs weir built with
     /// the `dpdk` feature.
     Dpdk,
+    /// VXLAN tunnel port (RFC 7348) over an underlay port with an `ip`.
+    Vxlan,
+    /// Geneve tunnel port (RFC 8926) over an underlay port with an `ip`.
+    Geneve,
 }
 
 impl PortType {
     /// Every type, in schema order.
-    pub const ALL: [PortType; 8] = [
+    pub const ALL: [PortType; 10] = [
         PortType::Afpacket,
         PortType::Afxdp,
         PortType::Tap,
@@ -409,6 +415,8 @@ impl PortType {
         PortType::VhostUser,
         PortType::Vfio,
         PortType::Dpdk,
+        PortType::Vxlan,
+        PortType::Geneve,
     ];
 
     /// The name used in configs and on the command line.
@@ -422,6 +430,8 @@ impl PortType {
             PortType::VhostUser => "vhost-user",
             PortType::Vfio => "vfio",
             PortType::Dpdk => "dpdk",
+            PortType::Vxlan => "vxlan",
+            PortType::Geneve => "geneve",
         }
     }
 
@@ -435,9 +445,20 @@ impl PortType {
             PortType::VhostUser => &["socket", "mode", "socket_mode", "socket_group"],
             PortType::Vfio => &["pci"],
             PortType::Dpdk => &["devargs"],
+            PortType::Vxlan | PortType::Geneve => &TUNNEL_KEYS,
         }
     }
 }
+
+/// The keys of the tunnel port types.
+const TUNNEL_KEYS: [&str; 6] = [
+    "underlay",
+    "local_ip",
+    "remote_ips",
+    "vni",
+    "vlan_vni",
+    "dst_port",
+];
 
 impl fmt::Display for PortType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -658,6 +679,37 @@ port_keys! {
         /// `None` means [`DEFAULT_PCAP_MAX_BYTES`].
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub max_bytes: Option<u64>,
+        /// weir's own addresses on the port's segment, with prefix lengths
+        /// (`"192.0.2.1/24"`, or a list with IPv6 too): weir answers ARP, ND
+        /// and ping for them, and tunnel ports use the port as their underlay.
+        #[serde(default, skip_serializing_if = "Vec::is_empty", with = "overlay::ip_list_key")]
+        pub ip: Vec<String>,
+        /// IPv4 next hop for addresses outside the port's subnets.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub gateway: Option<std::net::Ipv4Addr>,
+        /// IPv6 next hop for addresses outside the port's subnets.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub gateway6: Option<std::net::Ipv6Addr>,
+        /// Tunnel: the port (with an `ip`) that carries its packets.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub underlay: Option<String>,
+        /// Tunnel: the source address of its packets, one of the underlay's.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub local_ip: Option<std::net::Ipv4Addr>,
+        /// Tunnel: the remote endpoints, where unknown and broadcast frames
+        /// are replicated to.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub remote_ips: Vec<std::net::Ipv4Addr>,
+        /// Tunnel: the one VNI of every frame.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub vni: Option<u32>,
+        /// Tunnel: a VNI per bridge VLAN (`{ 10 = 5010, 20 = 5020 }`).
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        pub vlan_vni: std::collections::BTreeMap<String, u32>,
+        /// Tunnel: the UDP destination port; the IANA port of the type by
+        /// default (4789, 6081).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub dst_port: Option<u16>,
     }
 
     /// A port's switch settings as given: the keys of a `[[port]]` table (and
@@ -817,7 +869,7 @@ impl PortSpec {
     }
 
     /// Type-specific keys that are set, by config key name.
-    fn present_keys(&self) -> [(&'static str, bool); 10] {
+    fn present_keys(&self) -> [(&'static str, bool); 16] {
         [
             ("max_bytes", self.max_bytes.is_some()),
             ("socket_mode", self.socket_mode.is_some()),
@@ -829,6 +881,12 @@ impl PortSpec {
             ("tx_path", self.tx_path.is_some()),
             ("pci", self.pci.is_some()),
             ("devargs", self.devargs.is_some()),
+            ("underlay", self.underlay.is_some()),
+            ("local_ip", self.local_ip.is_some()),
+            ("remote_ips", !self.remote_ips.is_empty()),
+            ("vni", self.vni.is_some()),
+            ("vlan_vni", !self.vlan_vni.is_empty()),
+            ("dst_port", self.dst_port.is_some()),
         ]
     }
 
@@ -861,14 +919,22 @@ impl PortSpec {
             }
         }
         let kind = self.port_kind(host)?;
+        let host_ip = HostIp::parse(&self.ip, self.gateway, self.gateway6)?;
+        if host_ip.is_some() && matches!(kind, PortKind::Tunnel(_)) {
+            return Err(PortError::Overlay {
+                key: "ip",
+                reason: "weir's addresses live on the underlay port, not on a tunnel".into(),
+            });
+        }
         let settings = self.settings();
-        let policy = settings.validate()?;
+        let policy = kind.policy(&settings)?;
         Ok(PortConfig {
             name: self.name.clone(),
             bridge: self.bridge.clone(),
             queues: self.queues,
             kind,
             written: self.with_settings(&PortSettings::default()),
+            host: host_ip,
             settings,
             policy,
         })
@@ -951,6 +1017,23 @@ impl PortSpec {
                     devargs: devargs.to_owned(),
                 }
             }
+            PortType::Vxlan | PortType::Geneve => {
+                let kind = if self.kind == PortType::Vxlan {
+                    TunnelKind::Vxlan
+                } else {
+                    TunnelKind::Geneve
+                };
+                PortKind::Tunnel(TunnelConfig::parse(
+                    kind,
+                    self.underlay.as_deref(),
+                    self.local_ip,
+                    &self.remote_ips,
+                    self.vni,
+                    &self.vlan_vni,
+                    self.dst_port,
+                    self.queues,
+                )?)
+            }
         };
         Ok(kind)
     }
@@ -974,6 +1057,8 @@ pub struct PortConfig {
     /// settings (`settings` holds those): what writes the port back out as
     /// a `[[port]]` table ([`PortConfig::spec`]).
     pub written: PortSpec,
+    /// weir's own addresses on the port (`ip`, `gateway`, `gateway6`).
+    pub host: Option<HostIp>,
     /// The switch settings as given, kept to show them and to change them
     /// (`port set`, `port clear`).
     pub settings: PortSettings,
@@ -1035,6 +1120,8 @@ pub enum PortKind {
         /// Device name with optional `,key=value` arguments.
         devargs: String,
     },
+    /// A VXLAN or Geneve tunnel port.
+    Tunnel(TunnelConfig),
 }
 
 impl PortKind {
@@ -1049,6 +1136,10 @@ impl PortKind {
             PortKind::VhostUser { .. } => PortType::VhostUser,
             PortKind::Vfio { .. } => PortType::Vfio,
             PortKind::Dpdk { .. } => PortType::Dpdk,
+            PortKind::Tunnel(t) => match t.kind {
+                TunnelKind::Vxlan => PortType::Vxlan,
+                TunnelKind::Geneve => PortType::Geneve,
+            },
         }
     }
 }
@@ -1152,7 +1243,33 @@ impl PortConfig {
         if matches!(self.kind, PortKind::VhostUser { .. }) && settings.mac != self.settings.mac {
             return Err(PortError::FixedMac);
         }
-        settings.validate()
+        self.kind.policy(settings)
+    }
+}
+
+impl PortKind {
+    /// What `settings` mean to the switch on a port of this kind: as
+    /// [`PortSettings::validate`] says, but a tunnel port with `vlan_vni`
+    /// is a trunk of the VLANs it maps.
+    fn policy(&self, settings: &PortSettings) -> Result<PortPolicy, PortError> {
+        let mut policy = settings.validate()?;
+        if let PortKind::Tunnel(t) = self {
+            if let Some(vlan) = t.implied_vlan() {
+                if settings.tag.is_some()
+                    || !settings.trunks.is_empty()
+                    || settings.vlan_mode.is_some()
+                {
+                    return Err(PortError::Overlay {
+                        key: "vlan_vni",
+                        reason: "a tunnel port with vlan_vni is a trunk of the VLANs it maps: \
+                                 leave tag, trunks and vlan_mode unset"
+                            .into(),
+                    });
+                }
+                policy.vlan = vlan;
+            }
+        }
+        Ok(policy)
     }
 }
 
@@ -1626,6 +1743,14 @@ pub enum PortError {
          mac; to change what port security allows, set allowed_macs)"
     )]
     FixedMac,
+    /// An overlay key (`ip`, `gateway`, `gateway6`, or a tunnel's) is refused.
+    #[error("{key}: {reason}")]
+    Overlay {
+        /// The key at fault.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
 }
 
 impl PortError {
@@ -1650,6 +1775,7 @@ impl PortError {
             PortError::UnknownSetting { .. } => None,
             PortError::Security { key, .. } => Some(key),
             PortError::FixedMac => Some("mac"),
+            PortError::Overlay { key, .. } => Some(key),
         }
     }
 }
@@ -2654,6 +2780,40 @@ impl Config {
                 ),
             });
         }
+        if let PortKind::Tunnel(t) = &port.kind {
+            let bad = |key: &'static str, reason: String| ConfigError::Port {
+                at: loc.at("port", Some(i), Some(key)),
+                port: port.name.clone(),
+                error: PortError::Overlay { key, reason },
+            };
+            let Some(under) = earlier.iter().find(|p| p.name == t.underlay) else {
+                return Err(bad(
+                    "underlay",
+                    format!(
+                        "no earlier [[port]] named `{}`: the underlay comes before its tunnels",
+                        t.underlay
+                    ),
+                ));
+            };
+            let Some(host_ip) = &under.host else {
+                return Err(bad(
+                    "underlay",
+                    format!(
+                        "port `{}` has no `ip`: give it weir's address on the underlay network",
+                        t.underlay
+                    ),
+                ));
+            };
+            if !host_ip.has(IpAddr::V4(t.local_ip)) {
+                return Err(bad(
+                    "local_ip",
+                    format!(
+                        "{} is not one of port `{}`'s addresses",
+                        t.local_ip, t.underlay
+                    ),
+                ));
+            }
+        }
         if let Some(pci) = port.pci() {
             if let Some(first) = earlier.iter().find(|p| p.pci() == Some(pci)) {
                 return Err(ConfigError::DuplicatePci {
@@ -3549,6 +3709,12 @@ pci = "0000:03:00.0"
                 PortType::VhostUser => p.socket = Some("/tmp/v.sock".into()),
                 PortType::Vfio => p.pci = Some("00:02.0".into()),
                 PortType::Dpdk => p.devargs = Some("net_ring0".into()),
+                PortType::Vxlan | PortType::Geneve => {
+                    p.underlay = Some("up".into());
+                    p.local_ip = Some("192.0.2.1".parse().unwrap());
+                    p.remote_ips = vec!["192.0.2.2".parse().unwrap()];
+                    p.vni = Some(5);
+                }
                 PortType::Ring => {}
             }
             p.tag = Some(7);

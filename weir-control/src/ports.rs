@@ -59,6 +59,9 @@ pub enum DriverError {
     #[cfg(feature = "dpdk")]
     #[error(transparent)]
     Dpdk(#[from] pmd::dpdk::DpdkError),
+    /// A tunnel port asked of a driver (the runtime opens tunnels).
+    #[error("tunnel ports are opened by the runtime, not by a driver")]
+    TunnelPort,
     /// A `dpdk` port on a build without DPDK.
     #[error("this weir was built without the dpdk feature: cargo build --features dpdk")]
     NoDpdk,
@@ -270,6 +273,9 @@ pub fn open(
             let _ = eal_args;
             return Err(DriverError::NoDpdk);
         }
+        // The runtime builds a tunnel's queue itself: it shares state with
+        // the underlay port (runtime/overlay.rs).
+        PortKind::Tunnel(_) => return Err(DriverError::TunnelPort),
     };
     Ok(opened)
 }
@@ -355,6 +361,7 @@ mod tests {
                 devargs: Some(devargs.to_owned()),
                 ..weir_config::PortSpec::new("nic0", weir_config::PortType::Dpdk)
             },
+            host: None,
             settings: Default::default(),
             policy: Default::default(),
         }

@@ -8,6 +8,7 @@
 
 mod capture;
 mod mirror;
+mod overlay;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -219,6 +220,34 @@ pub enum ControlError {
         /// The name.
         name: String,
     },
+    /// weir's host stack on a port could not start.
+    #[error("port {port}: starting weir's host stack")]
+    HostStack {
+        /// The port.
+        port: String,
+        /// Why.
+        #[source]
+        source: weir_ip::HostError,
+    },
+    /// A tunnel port does not fit its underlay.
+    #[error("port {port}: {reason}")]
+    Tunnel {
+        /// The tunnel port.
+        port: String,
+        /// Why.
+        reason: String,
+    },
+    /// An underlay port to delete carries tunnels.
+    #[error("port {name} is the underlay of {}; delete those first (weir port del NAME)", tunnels.join(", "))]
+    UnderlayInUse {
+        /// The port.
+        name: String,
+        /// Its tunnels, as `tunnel NAME`.
+        tunnels: Vec<String>,
+    },
+    /// `fdb add` or `fdb del` refused.
+    #[error("{0}")]
+    Fdb(String),
     /// A port to delete is used by a mirror.
     #[error("port {name} is in use: {}; delete those first (weir mirror del NAME)", uses.join(", "))]
     PortInUse {
@@ -298,6 +327,10 @@ struct State {
     ports_deleted: u64,
     /// Port mirrors by name.
     mirrors: BTreeMap<String, mirror::MirrorRecord>,
+    /// Ports with an `ip`, by name: weir's host presence on them.
+    underlays: BTreeMap<String, overlay::Underlay>,
+    /// Tunnel ports by name.
+    tunnels: BTreeMap<String, overlay::TunnelRecord>,
 }
 
 /// Which counters a view reports.
@@ -491,6 +524,8 @@ impl Dataplane {
                 ports_added: 0,
                 ports_deleted: 0,
                 mirrors: BTreeMap::new(),
+                underlays: BTreeMap::new(),
+                tunnels: BTreeMap::new(),
             }),
             worker_timeout: WORKER_TIMEOUT,
             control_socket: cfg.control.socket.components().collect(),
@@ -801,10 +836,18 @@ impl Dataplane {
             None => None,
         };
         let id = free_port_id(&st, &t)?;
+        let tunnel = match &spec.kind {
+            PortKind::Tunnel(tc) => Some((tc.clone(), self.new_tunnel(&st, &spec, tc)?)),
+            _ => None,
+        };
+        let underlay = self.start_underlay(id, &spec)?;
         let tso_pool = self.tso_pool_for(&mut st, &spec);
-        let OpenedPort { queues, device } = match preopened {
-            Some(p) => p,
-            None => self.factory.open(&spec, self.pool, tso_pool)?,
+        let OpenedPort { queues, device } = match (preopened, &tunnel) {
+            (Some(p), _) => p,
+            (None, Some((_, shared))) => {
+                OpenedPort::plain(vec![Box::new(shared.port(Arc::new(QueueStats::default())))])
+            }
+            (None, None) => self.factory.open(&spec, self.pool, tso_pool)?,
         };
         // Place queues round-robin over workers; the first queue's worker owns the
         // port's handoff ring.
@@ -826,6 +869,9 @@ impl Dataplane {
             }
             t.ports[id.index()] = Some(entry);
             t.set_policy(id, Some(policy));
+            if let Some((_, host)) = &underlay {
+                t.set_host(id, Some(Arc::clone(host)));
+            }
             if let Some(b) = bridge {
                 if let Some(Some(br)) = t.bridges.get_mut(b.0 as usize) {
                     br.ports.push(id);
@@ -861,7 +907,15 @@ impl Dataplane {
             });
         }
         tracing::info!(port = %rec.port.name, kind = %rec.port.kind.port_type(), id = id.0, queues = rec.queues.len(), "port added");
-        st.ports.insert(rec.port.name.clone(), rec);
+        let name = rec.port.name.clone();
+        st.ports.insert(name.clone(), rec);
+        if let Some((u, _)) = underlay {
+            self.underlay_published(&u);
+            st.underlays.insert(name.clone(), u);
+        }
+        if let Some((tc, shared)) = tunnel {
+            self.tunnel_published(&mut st, &name, &tc, shared);
+        }
         st.ports_added += 1;
         Ok(())
     }
@@ -913,13 +967,23 @@ impl Dataplane {
                 uses,
             });
         }
+        let tunnels = Dataplane::tunnels_over(&st, name);
+        if !tunnels.is_empty() {
+            return Err(ControlError::UnderlayInUse {
+                name: name.into(),
+                tunnels,
+            });
+        }
+        self.tunnel_removed(&mut st, name);
         let rec = st
             .ports
             .remove(name)
             .ok_or_else(|| ControlError::NoSuchPort { name: name.into() })?;
         // Deleted from the tables even if a worker keeps its queues.
         st.ports_deleted += 1;
+        let underlay = st.underlays.remove(name);
         self.retire(&mut st, rec)?;
+        drop(underlay);
         tracing::info!(port = name, "port removed");
         Ok(())
     }
@@ -935,6 +999,7 @@ impl Dataplane {
             if let Some(slot) = t.ports.get_mut(id.index()) {
                 *slot = None;
             }
+            t.set_host(id, None);
             for b in t.bridges.iter_mut().flatten() {
                 b.ports.retain(|p| *p != id);
             }
@@ -1302,6 +1367,7 @@ impl Dataplane {
         }
         let now = self.switch.now_secs();
         let mut out = Vec::new();
+        let st = self.lock();
         for b in t.bridges.iter().flatten() {
             if bridge.is_some_and(|n| n != &*b.name) {
                 continue;
@@ -1309,14 +1375,20 @@ impl Dataplane {
             let mut entries = b.fdb.entries();
             entries.sort_by_key(|e| (e.vlan, e.mac));
             for e in entries {
+                let port = t
+                    .port(e.port)
+                    .map(|p| p.name.to_string())
+                    .unwrap_or_else(|| format!("#{}", e.port.0));
+                let remote = Dataplane::tunnel_shared(&st, &port).and_then(|tun| {
+                    let r = tun.fdb.lookup(e.vlan, e.mac)?;
+                    tun.remote_ips.get(r.index()).map(|ip| ip.to_string())
+                });
                 out.push(FdbEntryView {
                     bridge: b.name.to_string(),
                     vlan: e.vlan.0,
                     mac: e.mac.to_string(),
-                    port: t
-                        .port(e.port)
-                        .map(|p| p.name.to_string())
-                        .unwrap_or_else(|| format!("#{}", e.port.0)),
+                    remote,
+                    port,
                     age_secs: if e.is_static {
                         0
                     } else {
@@ -1327,6 +1399,98 @@ impl Dataplane {
             }
         }
         Ok(out)
+    }
+
+    /// Adds a static FDB entry (`fdb add`): `mac` in `vlan` is behind
+    /// `port`, and, on a tunnel port, behind its remote endpoint `remote`.
+    ///
+    /// # Errors
+    /// Unknown bridge or port, a port not on the bridge, a bad MAC, VLAN or
+    /// remote, or a full table.
+    pub fn fdb_add(
+        &self,
+        bridge: &str,
+        mac: &str,
+        port: &str,
+        vlan: Option<u16>,
+        remote: Option<&str>,
+    ) -> Result<(), ControlError> {
+        let st = self.lock();
+        let t = self.switch.load();
+        let br = t
+            .bridge_by_name(bridge)
+            .ok_or_else(|| ControlError::NoSuchBridge {
+                name: bridge.into(),
+            })?;
+        let (mac, vlan) = fdb_key(mac, vlan)?;
+        let rec = st
+            .ports
+            .get(port)
+            .ok_or_else(|| ControlError::NoSuchPort { name: port.into() })?;
+        if rec.port.bridge.as_deref() != Some(bridge) {
+            return Err(ControlError::Fdb(format!(
+                "port {port} is not on bridge {bridge}"
+            )));
+        }
+        let tunnel = Dataplane::tunnel_shared(&st, port);
+        let remote_index = match (remote, &tunnel) {
+            (None, _) => None,
+            (Some(_), None) => {
+                return Err(ControlError::Fdb(format!(
+                    "--remote applies to tunnel ports; {port} is not one"
+                )))
+            }
+            (Some(r), Some(tun)) => {
+                let ip: std::net::Ipv4Addr = r.parse().map_err(|_| {
+                    ControlError::Fdb(format!("--remote {r} is not an IPv4 address"))
+                })?;
+                let i = tun.remote_index(ip).ok_or_else(|| {
+                    let list: Vec<String> = tun.remote_ips.iter().map(|a| a.to_string()).collect();
+                    ControlError::Fdb(format!(
+                        "{ip} is not one of {port}'s remote_ips ({})",
+                        list.join(", ")
+                    ))
+                })?;
+                Some((Arc::clone(tun), i))
+            }
+        };
+        let fdb_err = |e: switch::FdbError| ControlError::Fdb(e.to_string());
+        if let Some((tun, i)) = &remote_index {
+            tun.fdb
+                .add_static(vlan, mac, PortId(*i as u16))
+                .map_err(fdb_err)?;
+        }
+        br.fdb.add_static(vlan, mac, rec.id).map_err(fdb_err)?;
+        Ok(())
+    }
+
+    /// Removes an FDB entry (`fdb del`), and what a tunnel knows of the
+    /// station.
+    ///
+    /// # Errors
+    /// Unknown bridge, a bad MAC or VLAN, or no such entry.
+    pub fn fdb_del(&self, bridge: &str, mac: &str, vlan: Option<u16>) -> Result<(), ControlError> {
+        let st = self.lock();
+        let t = self.switch.load();
+        let br = t
+            .bridge_by_name(bridge)
+            .ok_or_else(|| ControlError::NoSuchBridge {
+                name: bridge.into(),
+            })?;
+        let (mac, vlan) = fdb_key(mac, vlan)?;
+        let Some(port) = br.fdb.lookup(vlan, mac) else {
+            return Err(ControlError::Fdb(format!(
+                "no entry for {mac} in VLAN {} of bridge {bridge}",
+                vlan.0
+            )));
+        };
+        if let Some(name) = t.port(port).map(|p| p.name.to_string()) {
+            if let Some(tun) = Dataplane::tunnel_shared(&st, &name) {
+                tun.fdb.remove(vlan, mac);
+            }
+        }
+        br.fdb.remove(vlan, mac);
+        Ok(())
     }
 
     /// Flushes dynamic FDB entries of one bridge or all.
@@ -1494,6 +1658,26 @@ impl Dataplane {
 }
 
 /// The compiled security group named `name`.
+/// An FDB key as `fdb add` and `fdb del` take it.
+fn fdb_key(
+    mac: &str,
+    vlan: Option<u16>,
+) -> Result<(dataplane::MacAddr, dataplane::VlanId), ControlError> {
+    let m: dataplane::MacAddr = mac
+        .parse()
+        .map_err(|_| ControlError::Fdb(format!("{mac} is not a MAC address")))?;
+    if !m.is_unicast() {
+        return Err(ControlError::Fdb(format!(
+            "{mac} is a group address: only stations have entries"
+        )));
+    }
+    let v = vlan.unwrap_or(0);
+    if v > 4094 {
+        return Err(ControlError::Fdb(format!("VLAN {v} is not 0..=4094")));
+    }
+    Ok((m, dataplane::VlanId(v)))
+}
+
 fn acl_lookup(acls: &BTreeMap<String, AclRecord>, name: &str) -> Option<Arc<Acl>> {
     acls.get(name).map(|r| Arc::clone(&r.acl))
 }
@@ -1627,6 +1811,16 @@ impl Dataplane {
             Request::BridgeList => Response::with_data(&self.bridge_list()),
             Request::FdbShow { bridge } => result(self.fdb_show(bridge.as_deref())),
             Request::FdbFlush { bridge } => done(self.fdb_flush(bridge.as_deref()).map(|_| ())),
+            Request::FdbAdd {
+                bridge,
+                mac,
+                port,
+                vlan,
+                remote,
+            } => done(self.fdb_add(&bridge, &mac, &port, vlan, remote.as_deref())),
+            Request::FdbDel { bridge, mac, vlan } => done(self.fdb_del(&bridge, &mac, vlan)),
+            Request::IpShow => result(Ok::<_, ControlError>(self.ip_show())),
+            Request::NeighShow => result(Ok::<_, ControlError>(self.neigh_show())),
             Request::Stats => Response::with_data(&self.stats()),
             Request::StatsClear { port } => result(self.stats_clear(port.as_deref())),
             Request::PmdShow => Response::with_data(&self.workers()),

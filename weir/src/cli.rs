@@ -77,9 +77,15 @@ pub enum Command {
     /// Manage bridges.
     #[command(subcommand)]
     Bridge(BridgeCmd),
-    /// Inspect or flush MAC learning tables.
+    /// Inspect, add to or flush MAC learning tables.
     #[command(subcommand)]
     Fdb(FdbCmd),
+    /// weir's own addresses on ports (`ip` in a port's config).
+    #[command(subcommand)]
+    Ip(IpCmd),
+    /// The neighbours (ARP, ND) weir's host addresses know.
+    #[command(subcommand)]
+    Neigh(NeighCmd),
     /// Manage security groups (ACLs): ordered allow/deny rules a port
     /// applies to what it sends (acl_in) or receives (acl_out).
     #[command(subcommand)]
@@ -426,6 +432,18 @@ fn parse_macs(arg: &str) -> Result<Macs, String> {
     setting("allowed_macs", arg, |s| s.allowed_macs)
 }
 
+/// One `--vlan-vni` pair, `VLAN=VNI`.
+fn parse_vlan_vni(arg: &str) -> Result<(String, u32), String> {
+    let (vlan, vni) = arg
+        .split_once('=')
+        .ok_or_else(|| format!("`{arg}` is not VLAN=VNI (e.g. 10=5010)"))?;
+    let vni = vni
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{vni}` is not a VNI"))?;
+    Ok((vlan.trim().to_owned(), vni))
+}
+
 /// An `--ips` value.
 fn parse_ips(arg: &str) -> Result<Ips, String> {
     setting("ips", arg, |s| s.ips)
@@ -476,6 +494,35 @@ pub struct PortAddArgs {
     /// Largest size of a pcap capture file, in bytes (default 1 GiB).
     #[arg(long, value_name = "BYTES")]
     pub max_bytes: Option<u64>,
+    /// weir's own address on the port's segment, with its prefix length
+    /// (e.g. 192.0.2.1/24); repeat or separate with commas for more.
+    #[arg(long, value_name = "ADDR/LEN", value_delimiter = ',')]
+    pub ip: Vec<String>,
+    /// IPv4 next hop for addresses outside the port's subnets.
+    #[arg(long, value_name = "IP")]
+    pub gateway: Option<std::net::Ipv4Addr>,
+    /// IPv6 next hop for addresses outside the port's subnets.
+    #[arg(long, value_name = "IP")]
+    pub gateway6: Option<std::net::Ipv6Addr>,
+    /// Tunnel (vxlan, geneve): the port with an --ip that carries it.
+    #[arg(long, value_name = "PORT")]
+    pub underlay: Option<String>,
+    /// Tunnel: the source address of its packets (one of the underlay's).
+    #[arg(long, value_name = "IP")]
+    pub local_ip: Option<std::net::Ipv4Addr>,
+    /// Tunnel: the remote endpoints, e.g. 192.0.2.2,192.0.2.3.
+    #[arg(long, value_name = "IPS", value_delimiter = ',')]
+    pub remote_ips: Vec<std::net::Ipv4Addr>,
+    /// Tunnel: the one VNI of every frame.
+    #[arg(long, value_name = "VNI")]
+    pub vni: Option<u32>,
+    /// Tunnel: a VNI per bridge VLAN, e.g. 10=5010,20=5020.
+    #[arg(long, value_name = "VLAN=VNI", value_delimiter = ',', value_parser = parse_vlan_vni)]
+    pub vlan_vni: Vec<(String, u32)>,
+    /// Tunnel: the UDP destination port (default 4789 for vxlan, 6081 for
+    /// geneve).
+    #[arg(long, value_name = "PORT")]
+    pub dst_port: Option<u16>,
     /// Access VLAN, or the native VLAN of a native mode (1-4094).
     #[arg(long, value_name = "VLAN")]
     pub tag: Option<u16>,
@@ -541,6 +588,15 @@ impl PortAddArgs {
             socket_mode: self.socket_mode.clone(),
             socket_group: self.socket_group.clone(),
             max_bytes: self.max_bytes,
+            ip: self.ip.clone(),
+            gateway: self.gateway,
+            gateway6: self.gateway6,
+            underlay: self.underlay.clone(),
+            local_ip: self.local_ip,
+            remote_ips: self.remote_ips.clone(),
+            vni: self.vni,
+            vlan_vni: self.vlan_vni.iter().cloned().collect(),
+            dst_port: self.dst_port,
             tag: self.tag,
             trunks: self.trunks.clone().unwrap_or_default(),
             vlan_mode: self.vlan_mode,
@@ -602,6 +658,52 @@ pub enum FdbCmd {
         #[allow(missing_docs)]
         conn: SocketArg,
     },
+    /// Add a static entry: MAC is behind PORT (never aged or flushed).
+    Add {
+        /// Bridge.
+        bridge: String,
+        /// Station MAC address.
+        mac: String,
+        /// Port on the bridge.
+        port: String,
+        /// VLAN (default: untagged).
+        #[arg(long, value_name = "VID")]
+        vlan: Option<u16>,
+        /// For a tunnel port: the remote endpoint the station is behind
+        /// (one of the port's remote_ips).
+        #[arg(long, value_name = "IP")]
+        remote: Option<String>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: SocketArg,
+    },
+    /// Remove an entry, static or learned.
+    Del {
+        /// Bridge.
+        bridge: String,
+        /// Station MAC address.
+        mac: String,
+        /// VLAN (default: untagged).
+        #[arg(long, value_name = "VID")]
+        vlan: Option<u16>,
+        #[command(flatten)]
+        #[allow(missing_docs)]
+        conn: SocketArg,
+    },
+}
+
+/// `weir ip ...`.
+#[derive(Debug, Subcommand)]
+pub enum IpCmd {
+    /// Show weir's addresses on each port.
+    Show(ShowArgs),
+}
+
+/// `weir neigh ...`.
+#[derive(Debug, Subcommand)]
+pub enum NeighCmd {
+    /// Show the neighbours weir's host addresses know.
+    Show(ShowArgs),
 }
 
 /// `weir acl ...`.
@@ -840,6 +942,10 @@ pub enum Output {
     ConfigJson,
     /// Print a table of mirrors.
     Mirrors,
+    /// Print weir's addresses.
+    HostIps,
+    /// Print a table of neighbours.
+    Neighbours,
 }
 
 impl Command {
@@ -934,6 +1040,40 @@ impl Command {
                 },
                 conn,
             ),
+            Command::Fdb(FdbCmd::Add {
+                bridge,
+                mac,
+                port,
+                vlan,
+                remote,
+                conn,
+            }) => quiet(
+                Request::FdbAdd {
+                    bridge: bridge.clone(),
+                    mac: mac.clone(),
+                    port: port.clone(),
+                    vlan: *vlan,
+                    remote: remote.clone(),
+                },
+                conn,
+            ),
+            Command::Fdb(FdbCmd::Del {
+                bridge,
+                mac,
+                vlan,
+                conn,
+            }) => quiet(
+                Request::FdbDel {
+                    bridge: bridge.clone(),
+                    mac: mac.clone(),
+                    vlan: *vlan,
+                },
+                conn,
+            ),
+            Command::Ip(IpCmd::Show(args)) => show(Request::IpShow, args, Output::HostIps),
+            Command::Neigh(NeighCmd::Show(args)) => {
+                show(Request::NeighShow, args, Output::Neighbours)
+            }
             Command::Stats(StatsArgs {
                 action: None,
                 show: args,

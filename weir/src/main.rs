@@ -103,6 +103,8 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         | Command::Config(ConfigCmd::Dump(_))
         | Command::Bridge(_)
         | Command::Fdb(_)
+        | Command::Ip(_)
+        | Command::Neigh(_)
         | Command::Acl(_)
         | Command::Mirror(_)
         | Command::Stats(_)

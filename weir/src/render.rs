@@ -49,6 +49,8 @@ pub fn render(output: Output, data: Option<serde_json::Value>) -> anyhow::Result
             s
         }
         Output::Mirrors => render_mirrors(&decode::<Vec<MirrorView>>(data)?),
+        Output::HostIps => render_host_ips(&decode::<Vec<weir_api::HostIpView>>(data)?),
+        Output::Neighbours => render_neighbours(&decode::<Vec<weir_api::NeighView>>(data)?),
     })
 }
 
@@ -436,9 +438,14 @@ fn render_fdb(entries: &[FdbEntryView]) -> String {
     if entries.is_empty() {
         return "no FDB entries\n".to_owned();
     }
-    let mut t = Table::new(&["BRIDGE", ">VLAN", "MAC", "PORT", ">AGE", "TYPE"]);
+    let remotes = entries.iter().any(|e| e.remote.is_some());
+    let mut headers = vec!["BRIDGE", ">VLAN", "MAC", "PORT", ">AGE", "TYPE"];
+    if remotes {
+        headers.push("REMOTE");
+    }
+    let mut t = Table::new(&headers);
     for e in entries {
-        t.row(vec![
+        let mut row = vec![
             e.bridge.clone(),
             e.vlan.to_string(),
             e.mac.clone(),
@@ -449,6 +456,73 @@ fn render_fdb(entries: &[FdbEntryView]) -> String {
                 e.age_secs.to_string()
             },
             if e.is_static { "static" } else { "learned" }.to_owned(),
+        ];
+        if remotes {
+            row.push(e.remote.clone().unwrap_or_else(|| "-".to_owned()));
+        }
+        t.row(row);
+    }
+    t.render()
+}
+
+fn render_host_ips(ports: &[weir_api::HostIpView]) -> String {
+    if ports.is_empty() {
+        return "no port has an ip\n".to_owned();
+    }
+    let mut t = Table::new(&[
+        "PORT",
+        "MAC",
+        "ADDRESSES",
+        "GATEWAY",
+        ">MTU",
+        "TUNNELS",
+        ">RX",
+        ">TX",
+        ">TX-FAILED",
+    ]);
+    for p in ports {
+        let gw: Vec<&str> = p
+            .gateway
+            .iter()
+            .chain(&p.gateway6)
+            .map(String::as_str)
+            .collect();
+        t.row(vec![
+            p.port.clone(),
+            p.mac.clone(),
+            p.addrs.join(","),
+            if gw.is_empty() {
+                "-".to_owned()
+            } else {
+                gw.join(",")
+            },
+            p.mtu.to_string(),
+            if p.tunnels.is_empty() {
+                "-".to_owned()
+            } else {
+                p.tunnels.join(",")
+            },
+            p.rx_frames.to_string(),
+            p.tx_frames.to_string(),
+            p.tx_failed.to_string(),
+        ]);
+    }
+    t.render()
+}
+
+fn render_neighbours(neighbours: &[weir_api::NeighView]) -> String {
+    if neighbours.is_empty() {
+        return "no neighbours\n".to_owned();
+    }
+    let mut t = Table::new(&["PORT", "IP", "MAC", "STATE", ">AGE", "WANTED"]);
+    for n in neighbours {
+        t.row(vec![
+            n.port.clone(),
+            n.ip.clone(),
+            n.mac.clone().unwrap_or_else(|| "-".to_owned()),
+            n.state.clone(),
+            n.age_secs.map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            if n.wanted { "yes" } else { "-" }.to_owned(),
         ]);
     }
     t.render()

@@ -52,7 +52,7 @@ use crate::ring::Ring;
 use crate::stats::{DropReason, QueueStats, Unlearned};
 use crate::wire::parse_l2_addrs;
 pub use acl::{Acl, AclRule};
-pub use fdb::{Fdb, FdbConfig, FdbKey, FdbView, Learn};
+pub use fdb::{Fdb, FdbConfig, FdbError, FdbKey, FdbView, Learn};
 pub use pipeline::{Features, PortPolicy};
 
 use crate::capture::PortTaps;
@@ -285,6 +285,10 @@ pub struct SwitchTables {
     /// Captures by port id; `None` (or missing) for a port nothing watches.
     /// Set with [`SwitchTables::set_taps`].
     taps: Vec<Option<Arc<PortTaps>>>,
+    /// weir's addresses and tunnels by underlay port id; `None` (or
+    /// missing) for a port without an `ip`. Set with
+    /// [`SwitchTables::set_host`].
+    hosts: Vec<Option<Arc<crate::tunnel::HostPort>>>,
 }
 
 impl SwitchTables {
@@ -315,6 +319,23 @@ impl SwitchTables {
     #[inline]
     pub fn taps(&self, id: PortId) -> Option<&PortTaps> {
         self.taps.get(id.index()).and_then(Option::as_deref)
+    }
+
+    /// What weir takes from port `id`'s received frames (its addresses and
+    /// tunnels), if it has an `ip`. Workers test this once per burst.
+    #[inline]
+    pub fn host(&self, id: PortId) -> Option<&crate::tunnel::HostPort> {
+        self.hosts.get(id.index()).and_then(Option::as_deref)
+    }
+
+    /// Sets (or with `None` clears) weir's presence on port `id`. Takes
+    /// effect for workers when the tables are published.
+    pub fn set_host(&mut self, id: PortId, host: Option<Arc<crate::tunnel::HostPort>>) {
+        let i = id.index();
+        if self.hosts.len() <= i {
+            self.hosts.resize(i + 1, None);
+        }
+        self.hosts[i] = host;
     }
 
     /// Sets (or with `None` or an empty set clears) what watches port `id`.

@@ -1,0 +1,797 @@
+//! Tunnel ports (VXLAN, Geneve) and weir's own addresses on an underlay
+//! port: the packet-path halves (docs/overlay.md).
+//!
+//! Layer: switch. A tunnel port is an ordinary switch port with one queue
+//! ([`TunnelPort`]): the switch stages frames for it like for any port, and
+//! its `tx_burst` wraps each in the outer headers prebuilt for the remote
+//! endpoint ([`TunnelState`]) and hands it to the underlay port's handoff
+//! ring. What the underlay port receives for weir is split off before the
+//! switch sees the burst ([`HostPort::demux`]): tunnel packets are checked,
+//! stripped and put on the tunnel port's receive ring, which its queue's
+//! `rx_burst` reads; ARP, ND and packets for weir's addresses go to the host
+//! stack's ring (a control thread, off the workers' CPUs). Everything the
+//! control plane changes (neighbours, MTU, the underlay's entry) is
+//! published whole through an `ArcSwap`, never written under a worker.
+
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+
+use crate::ids::{MacAddr, PortId, VlanId};
+use crate::mbuf::Mbuf;
+use crate::port::{Burst, LinkState, Port, MAX_BURST};
+use crate::ring::Ring;
+use crate::stats::{DropReason, QueueStats};
+use crate::switch::{Fdb, FdbConfig, PortEntry};
+use crate::wire::tunnel::{self, OuterHeader, TunnelKind};
+
+/// Frames a tunnel port's receive ring holds (decapsulated, not yet
+/// switched).
+pub const TUNNEL_RX_RING: usize = 1024;
+
+/// Frames the host stack's ring holds (ARP, ND, ICMP for weir).
+pub const HOST_RX_RING: usize = 256;
+
+const TPID_8021Q: u16 = 0x8100;
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_ARP: u16 = 0x0806;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+
+/// One remote endpoint of a tunnel.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// The outer headers towards it, once its next hop's MAC is known.
+    pub header: Option<OuterHeader>,
+}
+
+/// What a tunnel port's transmit path reads, published whole by the control
+/// plane when a neighbour, the MTU or the underlay changes.
+#[derive(Debug, Default)]
+pub struct TunnelState {
+    /// The underlay port (None while it is missing: frames are dropped as
+    /// `tunnel-unresolved`).
+    pub underlay: Option<Arc<PortEntry>>,
+    /// By index: [`TunnelShared::remote_ips`]' order.
+    pub remotes: Vec<Remote>,
+    /// Longest inner frame (without a `vlan_vni` tag) that fits the
+    /// underlay's MTU with the outer headers.
+    pub max_frame: usize,
+}
+
+/// Which VNI a frame travels with (see `VniMap` in weir-config).
+#[derive(Debug)]
+pub enum Vnis {
+    /// One VNI; frames go as they are.
+    Single(u32),
+    /// A VNI per bridge VLAN: `(vlan, vni)` sorted by VLAN.
+    ByVlan(Vec<(u16, u32)>),
+}
+
+impl Vnis {
+    /// The VNI of bridge VLAN `vid`.
+    #[inline]
+    fn of_vlan(&self, vid: u16) -> Option<u32> {
+        match self {
+            Vnis::Single(v) => Some(*v),
+            Vnis::ByVlan(m) => m
+                .binary_search_by_key(&vid, |&(v, _)| v)
+                .ok()
+                .map(|i| m[i].1),
+        }
+    }
+
+    /// For a received VNI: None if not carried; Some(None) to pass the
+    /// frame as it is; Some(Some(vid)) to tag it with `vid`.
+    #[inline]
+    fn vlan_of(&self, vni: u32) -> Option<Option<u16>> {
+        match self {
+            Vnis::Single(v) => (*v == vni).then_some(None),
+            Vnis::ByVlan(m) => m.iter().find(|&&(_, n)| n == vni).map(|&(v, _)| Some(v)),
+        }
+    }
+}
+
+/// A tunnel port's state shared by its queue, the workers that decapsulate
+/// for it and the control plane.
+#[derive(Debug)]
+pub struct TunnelShared {
+    /// Port name, for diagnostics.
+    pub name: Arc<str>,
+    /// The encapsulation.
+    pub kind: TunnelKind,
+    /// UDP destination port.
+    pub dst_port: u16,
+    /// Source address of its packets.
+    pub local_ip: Ipv4Addr,
+    /// The remote endpoints (the flood list); an index here is a remote's
+    /// id in [`TunnelShared::fdb`].
+    pub remote_ips: Vec<Ipv4Addr>,
+    vnis: Vnis,
+    /// Decapsulated frames for the port's queue.
+    rx: Ring<Mbuf>,
+    /// Inner (VLAN, MAC) → remote: learned on decapsulation, or set
+    /// statically (`fdb add --remote`). The "port" of an entry is the
+    /// remote's index.
+    pub fdb: Fdb,
+    state: ArcSwap<TunnelState>,
+}
+
+impl TunnelShared {
+    /// A tunnel with no underlay yet (publish one with
+    /// [`TunnelShared::publish`]).
+    pub fn new(
+        name: &str,
+        kind: TunnelKind,
+        dst_port: u16,
+        local_ip: Ipv4Addr,
+        remote_ips: Vec<Ipv4Addr>,
+        vnis: Vnis,
+        fdb: &FdbConfig,
+    ) -> Arc<TunnelShared> {
+        let remotes = remote_ips
+            .iter()
+            .map(|&ip| Remote { ip, header: None })
+            .collect();
+        Arc::new(TunnelShared {
+            name: name.into(),
+            kind,
+            dst_port,
+            local_ip,
+            remote_ips,
+            vnis,
+            rx: Ring::new(TUNNEL_RX_RING),
+            fdb: Fdb::new(&FdbConfig {
+                // One remote may stand for many stations: no per-remote cap
+                // below the table's own.
+                max_per_port: 0,
+                ..fdb.clone()
+            }),
+            state: ArcSwap::from_pointee(TunnelState {
+                underlay: None,
+                remotes,
+                max_frame: 0,
+            }),
+        })
+    }
+
+    /// Replaces what the transmit path reads.
+    pub fn publish(&self, state: TunnelState) {
+        self.state.store(Arc::new(state));
+    }
+
+    /// What the transmit path reads now.
+    pub fn state(&self) -> Arc<TunnelState> {
+        self.state.load_full()
+    }
+
+    /// The index of remote `ip`.
+    #[inline]
+    pub fn remote_index(&self, ip: Ipv4Addr) -> Option<usize> {
+        self.remote_ips.iter().position(|&r| r == ip)
+    }
+
+    /// The queue the runtime gives a worker.
+    pub fn port(self: &Arc<Self>, stats: Arc<QueueStats>) -> TunnelPort {
+        TunnelPort {
+            shared: Arc::clone(self),
+            stats,
+        }
+    }
+
+    /// Frames waiting on the receive ring.
+    pub fn rx_pending(&self) -> usize {
+        self.rx.len()
+    }
+}
+
+/// The one queue of a tunnel port.
+#[derive(Debug)]
+pub struct TunnelPort {
+    shared: Arc<TunnelShared>,
+    stats: Arc<QueueStats>,
+}
+
+/// The VLAN id of an 802.1Q-tagged frame, if it is one.
+#[inline]
+fn tag_of(d: &[u8]) -> Option<u16> {
+    if d.len() >= 18 && u16::from_be_bytes([d[12], d[13]]) == TPID_8021Q {
+        Some(u16::from_be_bytes([d[14], d[15]]) & 0x0fff)
+    } else {
+        None
+    }
+}
+
+/// Removes the 802.1Q tag at offset 12.
+#[inline]
+fn pop_tag(m: &mut Mbuf) {
+    m.data_mut().copy_within(0..12, 4);
+    m.adj(4);
+}
+
+/// Inserts an 802.1Q tag with `vid` at offset 12; false if there is no
+/// headroom.
+#[inline]
+fn push_tag(m: &mut Mbuf, vid: u16) -> bool {
+    if m.prepend(4).is_err() {
+        return false;
+    }
+    let d = m.data_mut();
+    d.copy_within(4..16, 0);
+    d[12..14].copy_from_slice(&TPID_8021Q.to_be_bytes());
+    d[14..16].copy_from_slice(&vid.to_be_bytes());
+    true
+}
+
+impl TunnelPort {
+    /// Sends `m` (the inner frame, ready) to `remote`, or drops it counted.
+    #[inline]
+    fn encap_one(
+        &self,
+        st: &TunnelState,
+        out: &mut Burst,
+        remote: usize,
+        vni: u32,
+        sport: u16,
+        mut m: Mbuf,
+    ) {
+        let Some(h) = st.remotes.get(remote).and_then(|r| r.header.as_ref()) else {
+            self.stats.drop_one(DropReason::TunnelUnresolved);
+            return;
+        };
+        if h.encap(&mut m, vni, sport).is_err() {
+            self.stats.drop_one(DropReason::NoBuffers);
+            return;
+        }
+        if out.is_full() {
+            self.flush(st, out);
+        }
+        out.push(m);
+    }
+
+    /// Hands `out` to the underlay; what its ring refuses is dropped as
+    /// `handoff-full`.
+    #[inline]
+    fn flush(&self, st: &TunnelState, out: &mut Burst) {
+        if out.is_empty() {
+            return;
+        }
+        if let Some(u) = &st.underlay {
+            u.hand_off(out);
+        }
+        if !out.is_empty() {
+            self.stats.drop_n(DropReason::HandoffFull, out.len() as u64);
+            out.clear();
+        }
+    }
+}
+
+impl Port for TunnelPort {
+    fn rx_burst(&mut self, burst: &mut Burst) -> usize {
+        let room = MAX_BURST - burst.len();
+        self.shared.rx.dequeue_burst(burst, room)
+    }
+
+    fn tx_burst(&mut self, burst: &mut Burst) -> usize {
+        let n = burst.len();
+        let sh = &*self.shared;
+        let st = sh.state.load();
+        if st.underlay.is_none() {
+            self.stats.drop_n(DropReason::TunnelUnresolved, n as u64);
+            self.stats.tx_errors.add(n as u64);
+            burst.clear();
+            return n;
+        }
+        let mut out = Burst::new();
+        let mut failed = 0u64;
+        for mut m in burst.drain(..) {
+            let vid = tag_of(m.data());
+            let vni = match &sh.vnis {
+                Vnis::Single(v) => *v,
+                Vnis::ByVlan(_) => match vid.and_then(|v| sh.vnis.of_vlan(v)) {
+                    Some(vni) => {
+                        pop_tag(&mut m);
+                        vni
+                    }
+                    None => {
+                        self.stats.drop_one(DropReason::VlanFiltered);
+                        failed += 1;
+                        continue;
+                    }
+                },
+            };
+            if m.len() > st.max_frame {
+                self.stats.drop_one(DropReason::TunnelMtu);
+                failed += 1;
+                continue;
+            }
+            let d = m.data();
+            let dst = MacAddr([d[0], d[1], d[2], d[3], d[4], d[5]]);
+            let sport = tunnel::source_port(d);
+            let key_vlan = VlanId(vid.unwrap_or(0));
+            let known = if dst.is_multicast() {
+                None
+            } else {
+                sh.fdb.lookup(key_vlan, dst)
+            };
+            match known {
+                Some(r) => self.encap_one(&st, &mut out, r.index(), vni, sport, m),
+                None => {
+                    // Head-end replication: a copy to every remote but the
+                    // last, which takes the frame itself.
+                    let last = st.remotes.len().saturating_sub(1);
+                    for i in 0..last {
+                        match m.try_clone() {
+                            Some(c) => self.encap_one(&st, &mut out, i, vni, sport, c),
+                            None => self.stats.drop_one(DropReason::NoBuffers),
+                        }
+                    }
+                    self.encap_one(&st, &mut out, last, vni, sport, m);
+                }
+            }
+        }
+        self.flush(&st, &mut out);
+        if failed > 0 {
+            self.stats.tx_errors.add(failed);
+        }
+        n
+    }
+
+    fn link(&self) -> LinkState {
+        match &self.shared.state.load().underlay {
+            Some(u) if u.is_up() => LinkState::Up,
+            _ => LinkState::Down,
+        }
+    }
+
+    fn stats(&self) -> &Arc<QueueStats> {
+        &self.stats
+    }
+}
+
+/// What a worker needs to split an underlay port's received burst: weir's
+/// addresses on the port and the tunnels it carries. Published per port in
+/// the switch tables ([`crate::switch::SwitchTables::set_host`]).
+#[derive(Debug)]
+pub struct HostPort {
+    /// weir's MAC address on the port.
+    pub mac: MacAddr,
+    /// weir's IPv4 addresses on the port.
+    pub v4: Vec<Ipv4Addr>,
+    /// weir's IPv6 addresses on the port.
+    pub v6: Vec<Ipv6Addr>,
+    /// Whether the port is on a bridge: broadcast and multicast frames
+    /// weir takes are switched too.
+    pub bridged: bool,
+    /// The host stack's receive ring.
+    pub to_host: Arc<Ring<Mbuf>>,
+    /// The tunnels over this port.
+    pub tunnels: Vec<Arc<TunnelShared>>,
+}
+
+/// Where [`HostPort::demux`] sends a frame.
+enum Verdict {
+    /// Not weir's: the switch has it.
+    Switch,
+    /// For the host stack (and, `also_switch`, a copy to the switch).
+    Host {
+        also_switch: bool,
+    },
+    /// A tunnel packet: UDP payload from this offset.
+    Tunnel(tunnel::Outer),
+    Drop(DropReason),
+}
+
+impl HostPort {
+    /// Whether `ip` is one of weir's IPv4 addresses here.
+    #[inline]
+    fn is_mine4(&self, ip: Ipv4Addr) -> bool {
+        self.v4.contains(&ip)
+    }
+
+    fn classify(&self, d: &[u8]) -> Verdict {
+        if d.len() < 14 {
+            return Verdict::Switch; // the switch counts it malformed
+        }
+        let dst = MacAddr([d[0], d[1], d[2], d[3], d[4], d[5]]);
+        let to_me = dst == self.mac;
+        let group = dst.is_multicast();
+        if !to_me && !group {
+            return Verdict::Switch;
+        }
+        let host = Verdict::Host {
+            also_switch: group && self.bridged,
+        };
+        match u16::from_be_bytes([d[12], d[13]]) {
+            ETHERTYPE_ARP => host,
+            ETHERTYPE_IPV4 if d.len() >= 34 => {
+                let dst_ip = Ipv4Addr::new(d[30], d[31], d[32], d[33]);
+                if !self.is_mine4(dst_ip) {
+                    return if to_me {
+                        Verdict::Drop(DropReason::NotLocal)
+                    } else {
+                        Verdict::Switch
+                    };
+                }
+                match tunnel::parse_outer(d) {
+                    Ok(o) if self.tunnels.iter().any(|t| t.dst_port == o.dst_port) => {
+                        Verdict::Tunnel(o)
+                    }
+                    Ok(_) | Err(tunnel::DecapError::NotUdp) => host,
+                    Err(_) => Verdict::Drop(DropReason::TunnelHeader),
+                }
+            }
+            ETHERTYPE_IPV6 if d.len() >= 54 => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&d[38..54]);
+                let dst_ip = Ipv6Addr::from(a);
+                if dst_ip.is_multicast() || self.v6.contains(&dst_ip) {
+                    host
+                } else if to_me {
+                    Verdict::Drop(DropReason::NotLocal)
+                } else {
+                    Verdict::Switch
+                }
+            }
+            _ if to_me => Verdict::Drop(DropReason::NotLocal),
+            _ => Verdict::Switch,
+        }
+    }
+
+    /// Takes out of `b` what is weir's: tunnel packets (decapsulated onto
+    /// their tunnel's ring, the inner source learned against the remote),
+    /// frames for the host stack, and drops (counted in `stats`). What the
+    /// switch should see stays in `b`, in order. `now` is the switch's
+    /// clock, for learning.
+    #[cold]
+    #[inline(never)]
+    pub fn demux(&self, b: &mut Burst, stats: &QueueStats, now: u32) {
+        let mut keep = Burst::new();
+        for m in b.drain(..) {
+            match self.classify(m.data()) {
+                Verdict::Switch => keep.push(m),
+                Verdict::Host { also_switch } => {
+                    if also_switch {
+                        if let Some(c) = m.try_clone() {
+                            keep.push(c);
+                        }
+                    }
+                    // A full ring loses the frame for the host only.
+                    if self.to_host.push(m).is_err() {
+                        stats.drop_one(DropReason::HandoffFull);
+                    }
+                }
+                Verdict::Tunnel(o) => self.decap(m, &o, stats, now),
+                Verdict::Drop(r) => stats.drop_one(r),
+            }
+        }
+        *b = keep;
+    }
+
+    fn decap(&self, mut m: Mbuf, o: &tunnel::Outer, stats: &QueueStats, now: u32) {
+        let end = o.payload_offset + o.payload_len;
+        let Some(payload) = m.data().get(o.payload_offset..end) else {
+            stats.drop_one(DropReason::TunnelHeader);
+            return;
+        };
+        let mut found = None;
+        let mut header_ok = false;
+        for t in self.tunnels.iter().filter(|t| t.dst_port == o.dst_port) {
+            let Ok((vni, hlen)) = t.kind.vni(payload) else {
+                continue;
+            };
+            header_ok = true;
+            if t.local_ip != o.dst_ip {
+                continue;
+            }
+            if let Some(vlan) = t.vnis.vlan_of(vni) {
+                found = Some((t, vlan, hlen));
+                break;
+            }
+        }
+        let Some((t, vlan, hlen)) = found else {
+            stats.drop_one(if header_ok {
+                DropReason::TunnelVni
+            } else {
+                DropReason::TunnelHeader
+            });
+            return;
+        };
+        let Some(remote) = t.remote_index(o.src_ip) else {
+            stats.drop_one(DropReason::TunnelRemote);
+            return;
+        };
+        // Ethernet padding after the UDP payload goes, then the outer headers.
+        let pad = m.len() - end;
+        m.trim(pad);
+        m.adj(o.payload_offset + hlen);
+        if m.len() < 14 {
+            stats.drop_one(DropReason::TunnelHeader);
+            return;
+        }
+        let d = m.data();
+        let src = MacAddr([d[6], d[7], d[8], d[9], d[10], d[11]]);
+        let key_vlan = match vlan {
+            Some(v) => v,
+            None => tag_of(d).unwrap_or(0),
+        };
+        if let Some(v) = vlan {
+            if tag_of(m.data()).is_some() {
+                // A tagged frame inside a VNI that stands for one VLAN.
+                stats.drop_one(DropReason::VlanFiltered);
+                return;
+            }
+            if !push_tag(&mut m, v) {
+                stats.drop_one(DropReason::NoBuffers);
+                return;
+            }
+        }
+        if src.is_unicast() {
+            // A refusal (table full, rate) only means replies flood.
+            let _ = t
+                .fdb
+                .learn(VlanId(key_vlan), src, PortId(remote as u16), now);
+        }
+        if t.rx.push(m).is_err() {
+            stats.drop_one(DropReason::HandoffFull);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::WorkerId;
+    use crate::mempool::Mempool;
+    use crate::testutil::{burst_of, eth_frame, mac, vlan_frame};
+
+    const A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    const C: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
+
+    #[test]
+    fn vlan_maps_go_both_ways() {
+        let v = Vnis::ByVlan(vec![(10, 5010), (20, 5020)]);
+        assert_eq!(v.of_vlan(10), Some(5010));
+        assert_eq!(v.of_vlan(30), None);
+        assert_eq!(v.vlan_of(5020), Some(Some(20)));
+        assert_eq!(v.vlan_of(5030), None);
+        let s = Vnis::Single(7);
+        assert_eq!(s.of_vlan(99), Some(7));
+        assert_eq!(s.vlan_of(7), Some(None));
+        assert_eq!(s.vlan_of(8), None);
+    }
+
+    /// One side of a tunnel: weir at `me` (host MAC `mac(me_n)`), remotes
+    /// `remotes`, its underlay's entry, its tunnel and what its underlay
+    /// demultiplexes with.
+    struct Side {
+        underlay: Arc<PortEntry>,
+        tunnel: Arc<TunnelShared>,
+        host: HostPort,
+        port: TunnelPort,
+        stats: Arc<QueueStats>,
+        under_stats: QueueStats,
+    }
+
+    fn side(me: Ipv4Addr, me_n: u32, remotes: &[(Ipv4Addr, u32)], vnis: Vnis, mtu: usize) -> Side {
+        let underlay = Arc::new(PortEntry::new(PortId(0), "uplink", None, WorkerId(0)));
+        let tunnel = TunnelShared::new(
+            "vx0",
+            TunnelKind::Vxlan,
+            4789,
+            me,
+            remotes.iter().map(|r| r.0).collect(),
+            vnis,
+            &FdbConfig::default(),
+        );
+        tunnel.publish(TunnelState {
+            underlay: Some(Arc::clone(&underlay)),
+            remotes: remotes
+                .iter()
+                .map(|&(ip, n)| Remote {
+                    ip,
+                    header: (n != 0).then(|| {
+                        OuterHeader::new(TunnelKind::Vxlan, mac(me_n), mac(n), me, ip, 4789)
+                    }),
+                })
+                .collect(),
+            max_frame: mtu - tunnel::MTU_OVERHEAD,
+        });
+        let stats = Arc::new(QueueStats::default());
+        Side {
+            port: tunnel.port(Arc::clone(&stats)),
+            host: HostPort {
+                mac: mac(me_n),
+                v4: vec![me],
+                v6: Vec::new(),
+                bridged: false,
+                to_host: Arc::new(Ring::new(16)),
+                tunnels: vec![Arc::clone(&tunnel)],
+            },
+            underlay,
+            tunnel,
+            stats,
+            under_stats: QueueStats::default(),
+        }
+    }
+
+    /// What `s` put on its underlay.
+    fn sent(s: &Side) -> Burst {
+        let mut b = Burst::new();
+        s.underlay.take_handoff(&mut b, MAX_BURST);
+        b
+    }
+
+    /// `s` receives `b` on its underlay; returns what is left for the
+    /// switch and what its tunnel port receives.
+    fn receive(s: &mut Side, mut b: Burst) -> (Burst, Burst) {
+        s.host.demux(&mut b, &s.under_stats, 1);
+        let mut inner = Burst::new();
+        s.port.rx_burst(&mut inner);
+        (b, inner)
+    }
+
+    #[test]
+    fn a_frame_crosses_a_tunnel_byte_exact_and_its_source_is_learned_against_the_remote() {
+        let pool = Mempool::for_tests(256);
+        let mut a = side(A, 1, &[(B, 2)], Vnis::Single(5000), 1500);
+        let mut b = side(B, 2, &[(A, 1)], Vnis::Single(5000), 1500);
+        let frame = eth_frame(MacAddr::BROADCAST, mac(0x10), 0x0800, 100);
+        let mut out = burst_of(pool, std::slice::from_ref(&frame));
+        assert_eq!(a.port.tx_burst(&mut out), 1);
+        let wire = sent(&a);
+        assert_eq!(wire.len(), 1);
+        assert_eq!(wire[0].len(), frame.len() + tunnel::OUTER_LEN);
+        let (rest, inner) = receive(&mut b, wire);
+        assert!(rest.is_empty());
+        assert_eq!(inner.len(), 1);
+        assert_eq!(inner[0].data(), &frame[..]);
+        assert_eq!(b.tunnel.fdb.lookup(VlanId(0), mac(0x10)), Some(PortId(0)));
+        assert_eq!(b.under_stats.snapshot().total_drops(), 0);
+        // And back: a reply to the learned station goes to its remote only.
+        let reply = eth_frame(mac(0x10), mac(0x20), 0x0800, 60);
+        let mut out = burst_of(pool, std::slice::from_ref(&reply));
+        b.port.tx_burst(&mut out);
+        let (_, inner) = receive(&mut a, sent(&b));
+        assert_eq!(inner[0].data(), &reply[..]);
+    }
+
+    #[test]
+    fn unknown_destinations_are_replicated_to_every_remote_and_known_ones_go_to_one() {
+        let pool = Mempool::for_tests(256);
+        let mut a = side(A, 1, &[(B, 2), (C, 3)], Vnis::Single(1), 1500);
+        let mut out = burst_of(pool, &[eth_frame(mac(0x30), mac(0x10), 0x0800, 60)]);
+        a.port.tx_burst(&mut out);
+        let wire = sent(&a);
+        let dests: Vec<[u8; 4]> = wire
+            .iter()
+            .map(|m| m.data()[30..34].try_into().unwrap())
+            .collect();
+        assert_eq!(dests, vec![B.octets(), C.octets()]);
+        a.tunnel
+            .fdb
+            .add_static(VlanId(0), mac(0x30), PortId(1))
+            .unwrap();
+        let mut out = burst_of(pool, &[eth_frame(mac(0x30), mac(0x10), 0x0800, 60)]);
+        a.port.tx_burst(&mut out);
+        let wire = sent(&a);
+        assert_eq!(wire.len(), 1);
+        assert_eq!(&wire[0].data()[30..34], &C.octets());
+    }
+
+    #[test]
+    fn vlans_map_to_vnis_untagged_inside_and_back() {
+        let pool = Mempool::for_tests(256);
+        let map = || Vnis::ByVlan(vec![(10, 5010), (20, 5020)]);
+        let mut a = side(A, 1, &[(B, 2)], map(), 1500);
+        let mut b = side(B, 2, &[(A, 1)], map(), 1500);
+        let tagged = vlan_frame(MacAddr::BROADCAST, mac(0x10), VlanId(20), 80);
+        let mut out = burst_of(
+            pool,
+            &[
+                tagged.clone(),
+                vlan_frame(MacAddr::BROADCAST, mac(0x10), VlanId(30), 80),
+            ],
+        );
+        a.port.tx_burst(&mut out);
+        assert_eq!(
+            a.stats.drops(DropReason::VlanFiltered),
+            1,
+            "VLAN 30 maps to no VNI"
+        );
+        let wire = sent(&a);
+        assert_eq!(wire.len(), 1);
+        let d = wire[0].data();
+        let vxlan = &d[tunnel::OUTER_LEN - 8..tunnel::OUTER_LEN];
+        assert_eq!(&vxlan[4..7], &5020u32.to_be_bytes()[1..]);
+        assert_ne!(
+            &d[tunnel::OUTER_LEN + 12..tunnel::OUTER_LEN + 14],
+            &[0x81, 0x00],
+            "untagged inside"
+        );
+        let (_, inner) = receive(&mut b, wire);
+        assert_eq!(
+            inner[0].data(),
+            &tagged[..],
+            "tag 20 back on the other side"
+        );
+        assert_eq!(b.tunnel.fdb.lookup(VlanId(20), mac(0x10)), Some(PortId(0)));
+    }
+
+    #[test]
+    fn what_does_not_belong_is_dropped_and_counted() {
+        let pool = Mempool::for_tests(256);
+        let mut a = side(A, 1, &[(B, 2)], Vnis::Single(5000), 1500);
+        let mut wrong_vni = side(B, 2, &[(A, 1)], Vnis::Single(6000), 1500);
+        let mut stranger = side(B, 2, &[(C, 3)], Vnis::Single(5000), 1500);
+        let frame = eth_frame(MacAddr::BROADCAST, mac(0x10), 0x0800, 100);
+        let send = |a: &mut Side| {
+            let mut out = burst_of(pool, std::slice::from_ref(&frame));
+            a.port.tx_burst(&mut out);
+            sent(a)
+        };
+        let (rest, inner) = receive(&mut wrong_vni, send(&mut a));
+        assert!(rest.is_empty() && inner.is_empty());
+        assert_eq!(wrong_vni.under_stats.drops(DropReason::TunnelVni), 1);
+        let (rest, inner) = receive(&mut stranger, send(&mut a));
+        assert!(rest.is_empty() && inner.is_empty());
+        assert_eq!(stranger.under_stats.drops(DropReason::TunnelRemote), 1);
+        // To weir's MAC but another address: not weir's, not switched.
+        let mut wire = send(&mut a);
+        let mut to_c = side(C, 2, &[(A, 1)], Vnis::Single(5000), 1500);
+        let (rest, inner) = receive(&mut to_c, std::mem::take(&mut wire));
+        assert!(rest.is_empty() && inner.is_empty());
+        assert_eq!(to_c.under_stats.drops(DropReason::NotLocal), 1);
+        // A bad outer checksum.
+        let mut wire = send(&mut a);
+        wire[0].data_mut()[24] ^= 0xff;
+        let (_, inner) = receive(&mut stranger, wire);
+        assert!(inner.is_empty());
+        assert_eq!(stranger.under_stats.drops(DropReason::TunnelHeader), 1);
+        // Too large for the underlay; and a remote with no MAC yet.
+        let mut small = side(A, 1, &[(B, 2)], Vnis::Single(5000), 100);
+        let mut out = burst_of(pool, std::slice::from_ref(&frame));
+        small.port.tx_burst(&mut out);
+        assert_eq!(small.stats.drops(DropReason::TunnelMtu), 1);
+        let mut unresolved = side(A, 1, &[(B, 0)], Vnis::Single(5000), 1500);
+        let mut out = burst_of(pool, std::slice::from_ref(&frame));
+        unresolved.port.tx_burst(&mut out);
+        assert_eq!(unresolved.stats.drops(DropReason::TunnelUnresolved), 1);
+        assert!(sent(&unresolved).is_empty());
+    }
+
+    #[test]
+    fn host_traffic_goes_to_the_host_ring_and_the_rest_to_the_switch() {
+        let pool = Mempool::for_tests(256);
+        let mut s = side(A, 1, &[(B, 2)], Vnis::Single(1), 1500);
+        let arp = eth_frame(MacAddr::BROADCAST, mac(9), 0x0806, 28);
+        let other = eth_frame(mac(0x44), mac(9), 0x0800, 60);
+        let (rest, _) = receive(&mut s, burst_of(pool, &[arp.clone(), other.clone()]));
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].data(), &other[..]);
+        assert_eq!(s.host.to_host.pop().unwrap().data(), &arp[..]);
+        // On a bridged underlay a broadcast goes to both.
+        s.host.bridged = true;
+        let (rest, _) = receive(&mut s, burst_of(pool, std::slice::from_ref(&arp)));
+        assert_eq!(rest.len(), 1);
+        assert!(s.host.to_host.pop().is_some());
+        // Garbage of every length never panics.
+        let mut wire = {
+            let mut out = burst_of(
+                pool,
+                &[eth_frame(MacAddr::BROADCAST, mac(0x10), 0x0800, 100)],
+            );
+            let mut a = side(B, 2, &[(A, 1)], Vnis::Single(1), 1500);
+            a.port.tx_burst(&mut out);
+            sent(&a)
+        };
+        let full = wire[0].data().to_vec();
+        wire.clear();
+        for n in 0..full.len() {
+            let _ = receive(&mut s, burst_of(pool, &[full[..n].to_vec()]));
+        }
+    }
+}

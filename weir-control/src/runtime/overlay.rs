@@ -1,0 +1,456 @@
+//! Overlays on the control side: weir's own addresses on a port (a host
+//! stack thread per port with an `ip`) and tunnel ports (their shared state,
+//! outer headers rebuilt when a neighbour changes). See docs/overlay.md.
+//!
+//! Control path only: the workers see a [`HostPort`] per underlay port in
+//! the switch tables and a [`TunnelShared`] per tunnel, both published
+//! whole.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use dataplane::ring::Ring;
+use dataplane::switch::{PortEntry, Switch};
+use dataplane::tunnel::{HostPort, Remote, TunnelShared, TunnelState, Vnis, HOST_RX_RING};
+use dataplane::wire::tunnel::{OuterHeader, MTU_OVERHEAD};
+use dataplane::{Burst, MacAddr, Mbuf, Mempool, PortId};
+use weir_api::{HostIpView, NeighView};
+use weir_config::{HostIp, PortConfig, PortKind, TunnelConfig, VniMap};
+
+use super::{ControlError, Dataplane, State};
+
+/// MTU assumed for an underlay whose interface MTU cannot be read.
+const DEFAULT_MTU: usize = 1500;
+
+/// A port with an `ip`: its host stack and the tunnels over it.
+pub(super) struct Underlay {
+    id: PortId,
+    bridged: bool,
+    host: HostIp,
+    to_host: Arc<Ring<Mbuf>>,
+    stack: weir_ip::HostStack,
+    shared: Arc<Mutex<UnderlayShared>>,
+}
+
+/// What the host stack's neighbour callback and the control requests share.
+struct UnderlayShared {
+    mac: MacAddr,
+    host: HostIp,
+    /// The underlay's entry, once published.
+    entry: Option<Arc<PortEntry>>,
+    /// The underlay's IP MTU.
+    mtu: usize,
+    /// Tunnels over the port, by name.
+    tunnels: BTreeMap<String, Arc<TunnelShared>>,
+    /// Next hop → MAC, as the host stack resolved them.
+    neighbours: HashMap<Ipv4Addr, MacAddr>,
+}
+
+impl UnderlayShared {
+    /// The next hop towards `ip`: itself inside one of the port's subnets,
+    /// else the gateway.
+    fn next_hop(&self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
+        if self.host.addrs.iter().any(|a| a.contains(IpAddr::V4(ip))) {
+            Some(ip)
+        } else {
+            self.host.gateway4
+        }
+    }
+
+    /// Rebuilds every tunnel's outer headers and publishes them.
+    fn republish(&self) {
+        for t in self.tunnels.values() {
+            self.publish_tunnel(t);
+        }
+    }
+
+    fn publish_tunnel(&self, t: &TunnelShared) {
+        let remotes = t
+            .remote_ips
+            .iter()
+            .map(|&ip| Remote {
+                ip,
+                header: self
+                    .next_hop(ip)
+                    .and_then(|nh| self.neighbours.get(&nh))
+                    .map(|&dst| {
+                        OuterHeader::new(t.kind, self.mac, dst, t.local_ip, ip, t.dst_port)
+                    }),
+            })
+            .collect();
+        t.publish(TunnelState {
+            underlay: self.entry.clone(),
+            remotes,
+            max_frame: self.mtu.saturating_sub(MTU_OVERHEAD),
+        });
+    }
+
+    /// The remote endpoints whose next hops the host stack must resolve.
+    fn wanted(&self) -> Vec<Ipv4Addr> {
+        let mut v: Vec<Ipv4Addr> = self
+            .tunnels
+            .values()
+            .flat_map(|t| t.remote_ips.iter().copied())
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+}
+
+/// How the host stack sends: a frame copied into a new buffer and handed to
+/// the port's handoff ring (drained by the worker that owns the port).
+struct PortLink {
+    switch: Arc<Switch>,
+    id: PortId,
+    pool: &'static Mempool,
+}
+
+impl weir_ip::Link for PortLink {
+    fn send(&self, frame: &[u8]) -> bool {
+        let t = self.switch.load();
+        let Some(entry) = t.port(self.id) else {
+            return false;
+        };
+        let Some(mut m) = self.pool.alloc() else {
+            return false;
+        };
+        if m.extend_from_slice(frame).is_err() {
+            return false;
+        }
+        m.set_port(self.id.0);
+        let mut b = Burst::new();
+        b.push(m);
+        entry.hand_off(&mut b) == 1
+    }
+}
+
+/// A stable locally administered MAC for weir's address on a port that
+/// has neither a `mac` nor an interface of its own to take one from: a
+/// hash of the port's name and its first address, so that hosts naming
+/// their uplinks alike still differ on the segment.
+pub(super) fn derived_mac(name: &str, host: &HostIp) -> MacAddr {
+    // FNV-1a: stable across restarts and builds.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let first = host
+        .addrs
+        .first()
+        .map(|a| a.addr.to_string())
+        .unwrap_or_default();
+    for b in name.bytes().chain([0]).chain(first.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_be_bytes();
+    // Locally administered (bit 1), unicast (bit 0 clear).
+    MacAddr([0x02 | (b[0] & 0xfc), b[1], b[2], b[3], b[4], b[5]])
+}
+
+impl Dataplane {
+    /// weir's MAC on a port with an `ip`: its `mac`; else the MAC of the
+    /// interface an afpacket or afxdp port attaches to (weir speaks for the
+    /// interface, as a DPDK application does for its NIC); else one derived
+    /// from the port ([`derived_mac`]).
+    fn host_mac(&self, port: &PortConfig, host: &HostIp) -> MacAddr {
+        if let Some(m) = port.settings.mac {
+            return m;
+        }
+        if let PortKind::AfPacket { iface } | PortKind::AfXdp { iface } = &port.kind {
+            let path = self
+                .host
+                .sysfs
+                .join("class/net")
+                .join(iface)
+                .join("address");
+            if let Some(m) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse::<MacAddr>().ok())
+                .filter(|m| m.is_unicast() && *m != MacAddr([0; 6]))
+            {
+                return m;
+            }
+        }
+        derived_mac(&port.name, host)
+    }
+
+    /// The IP MTU of the interface a port attaches to, or 1500.
+    fn port_mtu(&self, port: &PortConfig) -> usize {
+        let iface = match &port.kind {
+            PortKind::AfPacket { iface } | PortKind::AfXdp { iface } | PortKind::Tap { iface } => {
+                iface
+            }
+            _ => return DEFAULT_MTU,
+        };
+        std::fs::read_to_string(self.host.sysfs.join("class/net").join(iface).join("mtu"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(DEFAULT_MTU)
+    }
+
+    /// Starts weir's host presence on a new port with an `ip` (before the
+    /// port is published): the ring the workers fill and the host stack
+    /// thread. Returns what the port's publication carries.
+    pub(super) fn start_underlay(
+        &self,
+        id: PortId,
+        port: &PortConfig,
+    ) -> Result<Option<(Underlay, Arc<HostPort>)>, ControlError> {
+        let Some(host) = &port.host else {
+            return Ok(None);
+        };
+        let mac = self.host_mac(port, host);
+        let to_host = Arc::new(Ring::new(HOST_RX_RING));
+        let shared = Arc::new(Mutex::new(UnderlayShared {
+            mac,
+            host: host.clone(),
+            entry: None,
+            mtu: self.port_mtu(port),
+            tunnels: BTreeMap::new(),
+            neighbours: HashMap::new(),
+        }));
+        let on_neighbour = {
+            let shared = Arc::clone(&shared);
+            Box::new(move |ip: Ipv4Addr, neigh: MacAddr| {
+                let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                if s.neighbours.insert(ip, neigh) != Some(neigh) {
+                    s.republish();
+                }
+            })
+        };
+        let cfg = weir_ip::HostConfig {
+            port: port.name.clone(),
+            mac,
+            addrs: host.addrs.iter().map(|a| (a.addr, a.prefix)).collect(),
+            gateway4: host.gateway4,
+            gateway6: host.gateway6,
+            mtu: self.port_mtu(port),
+        };
+        let link = PortLink {
+            switch: Arc::clone(&self.switch),
+            id,
+            pool: self.pool,
+        };
+        let stack =
+            weir_ip::HostStack::spawn(cfg, Arc::clone(&to_host), Box::new(link), on_neighbour)
+                .map_err(|source| ControlError::HostStack {
+                    port: port.name.clone(),
+                    source,
+                })?;
+        let underlay = Underlay {
+            id,
+            bridged: port.bridge.is_some(),
+            host: host.clone(),
+            to_host,
+            stack,
+            shared,
+        };
+        let published = underlay.host_port();
+        Ok(Some((underlay, published)))
+    }
+
+    /// After the underlay's port is published: gives its tunnels the entry.
+    pub(super) fn underlay_published(&self, u: &Underlay) {
+        let entry = self.switch.load().port(u.id).cloned();
+        let mut s = u.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        s.entry = entry;
+        s.republish();
+    }
+
+    /// Checks a new tunnel port against its underlay and builds its shared
+    /// state (not yet registered with the underlay).
+    pub(super) fn new_tunnel(
+        &self,
+        st: &State,
+        port: &PortConfig,
+        t: &TunnelConfig,
+    ) -> Result<Arc<TunnelShared>, ControlError> {
+        let bad = |reason: String| ControlError::Tunnel {
+            port: port.name.clone(),
+            reason,
+        };
+        let u = st.underlays.get(&t.underlay).ok_or_else(|| {
+            if st.ports.contains_key(&t.underlay) {
+                bad(format!(
+                    "underlay {} has no `ip`: give it weir's address on the underlay network",
+                    t.underlay
+                ))
+            } else {
+                bad(format!("no port named {} (the underlay)", t.underlay))
+            }
+        })?;
+        if !u.host.has(IpAddr::V4(t.local_ip)) {
+            let have: Vec<String> = u.host.v4().map(|a| a.to_string()).collect();
+            return Err(bad(format!(
+                "local_ip {} is not one of {}'s addresses ({})",
+                t.local_ip,
+                t.underlay,
+                have.join(", ")
+            )));
+        }
+        for other in st.tunnels.values() {
+            let o = &other.shared;
+            let clash = other.underlay == t.underlay
+                && o.dst_port == t.dst_port
+                && o.local_ip == t.local_ip
+                && t.vni.vnis().iter().any(|v| other.vnis.contains(v));
+            if clash {
+                return Err(bad(format!(
+                    "tunnel {} already carries one of these VNIs at {}:{}",
+                    o.name, t.local_ip, t.dst_port
+                )));
+            }
+        }
+        let vnis = match &t.vni {
+            VniMap::Single(v) => Vnis::Single(*v),
+            VniMap::ByVlan(m) => Vnis::ByVlan(m.clone()),
+        };
+        Ok(TunnelShared::new(
+            &port.name,
+            t.kind,
+            t.dst_port,
+            t.local_ip,
+            t.remote_ips.clone(),
+            vnis,
+            &self.fdb_cfg,
+        ))
+    }
+
+    /// Registers a published tunnel port with its underlay: the workers
+    /// start decapsulating for it, its outer headers are built, and the host
+    /// stack resolves its remotes.
+    pub(super) fn tunnel_published(
+        &self,
+        st: &mut State,
+        name: &str,
+        t: &TunnelConfig,
+        shared: Arc<TunnelShared>,
+    ) {
+        let Some(u) = st.underlays.get(&t.underlay) else {
+            return;
+        };
+        {
+            let mut s = u.shared.lock().unwrap_or_else(PoisonError::into_inner);
+            s.tunnels.insert(name.to_owned(), Arc::clone(&shared));
+            s.publish_tunnel(&shared);
+            u.stack.set_wanted(s.wanted());
+        }
+        let hp = u.host_port();
+        let id = u.id;
+        self.switch.update(|tables| tables.set_host(id, Some(hp)));
+        st.tunnels.insert(
+            name.to_owned(),
+            TunnelRecord {
+                underlay: t.underlay.clone(),
+                vnis: t.vni.vnis(),
+                shared,
+            },
+        );
+    }
+
+    /// Takes a tunnel port being deleted off its underlay.
+    pub(super) fn tunnel_removed(&self, st: &mut State, name: &str) {
+        let Some(rec) = st.tunnels.remove(name) else {
+            return;
+        };
+        let Some(u) = st.underlays.get(&rec.underlay) else {
+            return;
+        };
+        {
+            let mut s = u.shared.lock().unwrap_or_else(PoisonError::into_inner);
+            s.tunnels.remove(name);
+            u.stack.set_wanted(s.wanted());
+        }
+        let hp = u.host_port();
+        let id = u.id;
+        self.switch.update(|tables| tables.set_host(id, Some(hp)));
+    }
+
+    /// The tunnels over underlay `name`, which must go before it.
+    pub(super) fn tunnels_over(st: &State, name: &str) -> Vec<String> {
+        st.tunnels
+            .iter()
+            .filter(|(_, r)| r.underlay == name)
+            .map(|(n, _)| format!("tunnel {n}"))
+            .collect()
+    }
+
+    /// `weir ip show`: weir's addresses on each port.
+    pub fn ip_show(&self) -> Vec<HostIpView> {
+        let st = self.lock();
+        st.underlays
+            .iter()
+            .map(|(name, u)| {
+                let s = u.shared.lock().unwrap_or_else(PoisonError::into_inner);
+                let c = u.stack.counters();
+                HostIpView {
+                    port: name.clone(),
+                    mac: s.mac.to_string(),
+                    addrs: u.host.addrs.iter().map(|a| a.to_string()).collect(),
+                    gateway: u.host.gateway4.map(|g| g.to_string()),
+                    gateway6: u.host.gateway6.map(|g| g.to_string()),
+                    mtu: s.mtu as u32,
+                    tunnels: s.tunnels.keys().cloned().collect(),
+                    rx_frames: c.rx_frames,
+                    tx_frames: c.tx_frames,
+                    tx_failed: c.tx_failed,
+                }
+            })
+            .collect()
+    }
+
+    /// `weir neigh show`: the neighbours weir's host stacks know.
+    pub fn neigh_show(&self) -> Vec<NeighView> {
+        let st = self.lock();
+        let mut out = Vec::new();
+        for (name, u) in &st.underlays {
+            for n in u.stack.neighbours() {
+                out.push(NeighView {
+                    port: name.clone(),
+                    ip: n.ip.to_string(),
+                    mac: n.mac.map(|m| m.to_string()),
+                    state: n.state.as_str().to_owned(),
+                    age_secs: n.confirmed_secs_ago,
+                    wanted: n.wanted,
+                });
+            }
+        }
+        out
+    }
+
+    /// The tunnel `port` is, if it is one: its remote for an inner address,
+    /// for `fdb show`.
+    pub(super) fn tunnel_shared(st: &State, port: &str) -> Option<Arc<TunnelShared>> {
+        st.tunnels.get(port).map(|r| Arc::clone(&r.shared))
+    }
+}
+
+/// A tunnel port as the control plane keeps it.
+pub(super) struct TunnelRecord {
+    underlay: String,
+    vnis: Vec<u32>,
+    pub(super) shared: Arc<TunnelShared>,
+}
+
+impl Underlay {
+    /// What the workers read for this port.
+    fn host_port(&self) -> Arc<HostPort> {
+        let s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::new(HostPort {
+            mac: s.mac,
+            v4: self.host.v4().collect(),
+            v6: self
+                .host
+                .addrs
+                .iter()
+                .filter_map(|a| match a.addr {
+                    IpAddr::V6(v6) => Some(v6),
+                    IpAddr::V4(_) => None,
+                })
+                .collect(),
+            bridged: self.bridged,
+            to_host: Arc::clone(&self.to_host),
+            tunnels: s.tunnels.values().cloned().collect(),
+        })
+    }
+}
