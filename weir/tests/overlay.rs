@@ -4,7 +4,7 @@
 //! The underlay is a Linux bridge in a namespace of its own, standing in for
 //! the physical network between hosts. Each weir host's underlay port is an
 //! afpacket port on a veth whose peer is a port of that bridge, with weir's
-//! host address (`ip = "192.0.2.<i>/24"`) on it. The underlay veths have an
+//! host address (`ip = "198.18.0.<i>/24"`) on it. The underlay veths have an
 //! MTU of 1550, the usual "jumbo" underlay of an overlay network: a tenant
 //! frame of 1500 bytes of IP (1514 with its Ethernet header) leaves inside
 //! 50 bytes of outer headers (Ethernet 14, IPv4 20, UDP 8, VXLAN 8), that is
@@ -53,11 +53,17 @@ const UNDERLAY_MTU: &str = "1550";
 
 /// The underlay bridge's own address, from which the test pings and arpings
 /// weir's host addresses.
-const UNDERLAY_SELF: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+///
+/// The underlay is 198.18.0.0/24 (RFC 2544's benchmarking range), not a
+/// documentation range a test machine may itself use: weir's daemons run
+/// in the root namespace, whose kernel answers ARP on every interface for
+/// its own addresses (`arp_ignore` 0), so an underlay address the machine
+/// also has would be claimed twice. [`Underlay::create`] checks it.
+const UNDERLAY_SELF: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 254);
 
 /// Host `i`'s underlay address.
 fn underlay_ip(i: u8) -> Ipv4Addr {
-    Ipv4Addr::new(192, 0, 2, i)
+    Ipv4Addr::new(198, 18, 0, i)
 }
 
 /// The underlay: namespace `ns` with bridge `br0` (address
@@ -68,6 +74,11 @@ struct Underlay {
 
 impl Underlay {
     fn create(name: &str) -> Underlay {
+        let host_addrs = weir_testkit::sh(&["ip", "-4", "-o", "addr", "show"]).unwrap();
+        assert!(
+            !host_addrs.contains(" 198.18.0."),
+            "this machine has an address in the tests' underlay 198.18.0.0/24:\n{host_addrs}"
+        );
         let ns = Netns::create(name).unwrap();
         ns.exec(&["ip", "link", "add", "br0", "type", "bridge"])
             .unwrap();
