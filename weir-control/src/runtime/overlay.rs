@@ -454,3 +454,117 @@ impl Underlay {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use weir_config::{Config, PortSpec, PortType, ValidConfig};
+
+    use super::*;
+
+    fn dataplane() -> Dataplane {
+        let mut cfg = Config::default();
+        cfg.dataplane.mbufs = 256;
+        cfg.dataplane.tso_mbufs = 0;
+        cfg.dataplane.hugepages = weir_config::HugepageMode::Never;
+        cfg.dataplane.idle_sleep_us = 50;
+        let host = weir_config::Host::system();
+        let mut dp = Dataplane::start(ValidConfig::new(cfg, host).unwrap()).unwrap();
+        dp.worker_timeout = Duration::from_millis(300);
+        dp
+    }
+
+    fn ring(name: &str, bridge: Option<&str>, ip: &[&str]) -> PortSpec {
+        PortSpec {
+            bridge: bridge.map(str::to_owned),
+            ip: ip.iter().map(|s| (*s).to_owned()).collect(),
+            ..PortSpec::new(name, PortType::Ring)
+        }
+    }
+
+    fn vxlan(name: &str, underlay: &str, local: &str) -> PortSpec {
+        PortSpec {
+            bridge: Some("br0".into()),
+            underlay: Some(underlay.into()),
+            local_ip: Some(local.parse().unwrap()),
+            remote_ips: vec!["198.18.0.2".parse().unwrap()],
+            vni: Some(7),
+            ..PortSpec::new(name, PortType::Vxlan)
+        }
+    }
+
+    #[test]
+    fn tunnels_need_their_underlay_and_keep_it() {
+        let dp = dataplane();
+        dp.bridge_add("br0").unwrap();
+        dp.port_add(ring("up", None, &["198.18.0.1/24"])).unwrap();
+        dp.port_add(ring("t0", Some("br0"), &[])).unwrap();
+        let e = dp.port_add(vxlan("vx0", "up", "198.18.0.5")).unwrap_err();
+        assert!(e.to_string().contains("not one of up's addresses"), "{e}");
+        let e = dp.port_add(vxlan("vx0", "t0", "198.18.0.1")).unwrap_err();
+        assert!(e.to_string().contains("has no `ip`"), "{e}");
+        let e = dp.port_add(vxlan("vx0", "nope", "198.18.0.1")).unwrap_err();
+        assert!(e.to_string().contains("no port named nope"), "{e}");
+        dp.port_add(vxlan("vx0", "up", "198.18.0.1")).unwrap();
+        let e = dp.port_add(vxlan("vx1", "up", "198.18.0.1")).unwrap_err();
+        assert!(e.to_string().contains("already carries"), "{e}");
+
+        let shown = dp.ip_show();
+        assert_eq!(shown.len(), 1);
+        assert_eq!(shown[0].port, "up");
+        assert_eq!(shown[0].addrs, vec!["198.18.0.1/24".to_owned()]);
+        assert_eq!(shown[0].tunnels, vec!["vx0".to_owned()]);
+        // The remote's next hop is wanted (and, with nobody to answer on a
+        // ring port, not resolved).
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let wanted = loop {
+            let n = dp.neigh_show();
+            if let Some(w) = n.into_iter().find(|n| n.ip == "198.18.0.2") {
+                break w;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "198.18.0.2 never wanted"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(wanted.wanted && wanted.mac.is_none(), "{wanted:?}");
+
+        let e = dp.port_del("up").unwrap_err();
+        assert!(matches!(e, ControlError::UnderlayInUse { .. }), "{e}");
+        assert!(e.to_string().contains("tunnel vx0"), "{e}");
+
+        // Static entries behind a remote.
+        let mac = "02:00:00:00:00:99";
+        let e = dp
+            .fdb_add("br0", mac, "vx0", None, Some("198.18.0.3"))
+            .unwrap_err();
+        assert!(e.to_string().contains("not one of vx0's remote_ips"), "{e}");
+        let e = dp
+            .fdb_add("br0", mac, "t0", None, Some("198.18.0.2"))
+            .unwrap_err();
+        assert!(e.to_string().contains("applies to tunnel ports"), "{e}");
+        assert!(dp
+            .fdb_add("br0", "01:00:5e:00:00:01", "t0", None, None)
+            .is_err());
+        assert!(
+            dp.fdb_add("br0", mac, "up", None, None).is_err(),
+            "up is on no bridge"
+        );
+        dp.fdb_add("br0", mac, "vx0", Some(10), Some("198.18.0.2"))
+            .unwrap();
+        let fdb = dp.fdb_show(Some("br0")).unwrap();
+        let e = fdb.iter().find(|e| e.mac == mac).unwrap();
+        assert_eq!((e.port.as_str(), e.vlan, e.is_static), ("vx0", 10, true));
+        assert_eq!(e.remote.as_deref(), Some("198.18.0.2"));
+        dp.fdb_del("br0", mac, Some(10)).unwrap();
+        assert!(dp.fdb_del("br0", mac, Some(10)).is_err(), "already gone");
+
+        dp.port_del("vx0").unwrap();
+        assert!(dp.ip_show()[0].tunnels.is_empty());
+        dp.port_del("up").unwrap();
+        assert!(dp.ip_show().is_empty());
+        dp.shutdown();
+    }
+}
