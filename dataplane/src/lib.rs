@@ -23,6 +23,7 @@ pub mod ring;
 pub use mbuf::Mbuf;
 pub use mempool::Mempool;
 pub mod capture;
+pub mod patch;
 pub mod port;
 pub mod stats;
 

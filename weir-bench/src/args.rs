@@ -174,6 +174,12 @@ pub enum ArgsError {
         /// The most.
         max: usize,
     },
+    /// `--features vxlan` with `--socket` or `--peer`.
+    #[error(
+        "--features vxlan runs on the in-process switch only: it builds its own bridges, patch \
+         and tunnel ports, and no peer is set up alike (drop --socket and --peer)"
+    )]
+    TunnelInProcess,
     /// `--plot`'s file name has no extension a picture can be written in.
     #[error(transparent)]
     Plot(#[from] PlotError),
@@ -283,6 +289,9 @@ impl BenchArgs {
             return Err(ArgsError::AclRules);
         }
         let features = Features::new(&self.features, self.acl_rules);
+        if features.tunnel && (self.socket.is_some() || !self.peer.is_empty()) {
+            return Err(ArgsError::TunnelInProcess);
+        }
         let max = dataplane::switch::security::MAX_ALLOWED;
         if features.security && self.flows as usize > max {
             return Err(ArgsError::SecurityFlows { max });

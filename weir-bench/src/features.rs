@@ -31,9 +31,42 @@ pub enum BenchFeature {
     /// Ingress policing at [`POLICE_RATE_KBIT`] on both ports (OVS:
     /// `ingress_policing_rate`).
     Police,
-    /// All of the above.
+    /// All of the above (but not `vxlan`).
     All,
+    /// The two traffic ports on bridges of their own, joined by a VXLAN
+    /// tunnel over a pair of patch ports: every frame is encapsulated on
+    /// one side, crosses the patch, and is checked and decapsulated on the
+    /// other (in process only; no peer is set up alike).
+    Vxlan,
 }
+
+/// The bridges, patch and tunnel ports of `--features vxlan`, after the
+/// traffic ports' own bridge (`bridge`): side A's bridge is `bridge`, side
+/// B's `bridge-b`.
+pub fn tunnel_ports(bridge: &str) -> (Vec<String>, Vec<PortSpec>) {
+    use weir_config::PortType;
+    let ip = |side: u8| std::net::Ipv4Addr::new(198, 18, 0, side + 1);
+    let bridges = vec![bridge.to_owned(), format!("{bridge}-b")];
+    let mut ports = Vec::new();
+    for side in 0..2u8 {
+        let (me, other) = (format!("under-{side}"), format!("under-{}", 1 - side));
+        let mut u = PortSpec::new(&me, PortType::Patch);
+        u.peer = Some(other);
+        u.ip = vec![format!("{}/24", ip(side))];
+        ports.push(u);
+        let mut t = PortSpec::new(format!("vx-{side}"), PortType::Vxlan);
+        t.bridge = Some(bridges[usize::from(side)].clone());
+        t.underlay = Some(me);
+        t.local_ip = Some(ip(side));
+        t.remote_ips = vec![ip(1 - side)];
+        t.vni = Some(TUNNEL_VNI);
+        ports.push(t);
+    }
+    (bridges, ports)
+}
+
+/// The VNI of `--features vxlan`.
+pub const TUNNEL_VNI: u32 = 5000;
 
 /// The VLAN of `--features vlan`.
 pub const BENCH_VLAN: u16 = 10;
@@ -58,6 +91,8 @@ pub struct Features {
     pub acl_rules: Option<u32>,
     /// Ingress policing on both ports.
     pub police: bool,
+    /// The traffic crosses a VXLAN tunnel between two bridges.
+    pub tunnel: bool,
     /// What the frames carry: IPv4/UDP whenever `--features` is given.
     pub frames: Frames,
 }
@@ -71,6 +106,7 @@ impl Features {
             security: has(BenchFeature::Security),
             acl_rules: has(BenchFeature::Acl).then_some(acl_rules),
             police: has(BenchFeature::Police),
+            tunnel: list.contains(&BenchFeature::Vxlan),
             frames: if list.is_empty() {
                 Frames::Raw
             } else {
@@ -97,6 +133,9 @@ impl Features {
         }
         if self.police {
             s.push_str("+police");
+        }
+        if self.tunnel {
+            s.push_str("+vxlan");
         }
         s
     }

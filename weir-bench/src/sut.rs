@@ -194,14 +194,22 @@ impl Sut {
         if max_frame + 4 > cfg.dataplane.mbuf_size {
             cfg.dataplane.mbuf_size = (max_frame + 4).next_multiple_of(1024);
         }
-        cfg.bridges.push(BridgeSpec {
-            name: args.bridge.clone(),
-        });
+        // One bridge; with a tunnel, one per side and the tunnel's ports.
+        let bridges = if plan.features.tunnel {
+            let (bridges, ports) = crate::features::tunnel_ports(&args.bridge);
+            cfg.ports.extend(ports);
+            bridges
+        } else {
+            vec![args.bridge.clone()]
+        };
+        for name in &bridges {
+            cfg.bridges.push(BridgeSpec { name: name.clone() });
+        }
         let socks = PORT_NAMES.map(|n| dir.path().join(format!("{n}.sock")));
         for (side, (name, sock)) in PORT_NAMES.iter().zip(&socks).enumerate() {
             let mut p = PortSpec::new(*name, PortType::VhostUser);
             p.socket = Some(sock.clone());
-            p.bridge = Some(args.bridge.clone());
+            p.bridge = Some(bridges[side.min(bridges.len() - 1)].clone());
             plan.features.apply(&mut p, side, args.flows);
             cfg.ports.push(p);
         }

@@ -402,11 +402,14 @@ pub enum PortType {
     Vxlan,
     /// Geneve tunnel port (RFC 8926) over an underlay port with an `ip`.
     Geneve,
+    /// One end of a pair of ports joined in memory (`peer`), as Open
+    /// vSwitch's patch ports join bridges.
+    Patch,
 }
 
 impl PortType {
     /// Every type, in schema order.
-    pub const ALL: [PortType; 10] = [
+    pub const ALL: [PortType; 11] = [
         PortType::Afpacket,
         PortType::Afxdp,
         PortType::Tap,
@@ -417,6 +420,7 @@ impl PortType {
         PortType::Dpdk,
         PortType::Vxlan,
         PortType::Geneve,
+        PortType::Patch,
     ];
 
     /// The name used in configs and on the command line.
@@ -432,6 +436,7 @@ impl PortType {
             PortType::Dpdk => "dpdk",
             PortType::Vxlan => "vxlan",
             PortType::Geneve => "geneve",
+            PortType::Patch => "patch",
         }
     }
 
@@ -446,6 +451,7 @@ impl PortType {
             PortType::Vfio => &["pci"],
             PortType::Dpdk => &["devargs"],
             PortType::Vxlan | PortType::Geneve => &TUNNEL_KEYS,
+            PortType::Patch => &["peer"],
         }
     }
 }
@@ -710,6 +716,9 @@ port_keys! {
         /// default (4789, 6081).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub dst_port: Option<u16>,
+        /// Patch port: the name of the patch port at the other end.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub peer: Option<String>,
     }
 
     /// A port's switch settings as given: the keys of a `[[port]]` table (and
@@ -869,7 +878,7 @@ impl PortSpec {
     }
 
     /// Type-specific keys that are set, by config key name.
-    fn present_keys(&self) -> [(&'static str, bool); 16] {
+    fn present_keys(&self) -> [(&'static str, bool); 17] {
         [
             ("max_bytes", self.max_bytes.is_some()),
             ("socket_mode", self.socket_mode.is_some()),
@@ -887,6 +896,7 @@ impl PortSpec {
             ("vni", self.vni.is_some()),
             ("vlan_vni", !self.vlan_vni.is_empty()),
             ("dst_port", self.dst_port.is_some()),
+            ("peer", self.peer.is_some()),
         ]
     }
 
@@ -1017,6 +1027,24 @@ impl PortSpec {
                     devargs: devargs.to_owned(),
                 }
             }
+            PortType::Patch => {
+                let peer = self.peer.clone().ok_or(missing("`peer`"))?;
+                if !is_valid_name(&peer) || peer == self.name {
+                    return Err(PortError::Overlay {
+                        key: "peer",
+                        reason: format!(
+                            "`{peer}` cannot be the other end: it must be another port's name"
+                        ),
+                    });
+                }
+                if self.queues.is_some_and(|q| q != 1) {
+                    return Err(PortError::Overlay {
+                        key: "queues",
+                        reason: "a patch port has one queue".into(),
+                    });
+                }
+                PortKind::Patch { peer }
+            }
             PortType::Vxlan | PortType::Geneve => {
                 let kind = if self.kind == PortType::Vxlan {
                     TunnelKind::Vxlan
@@ -1122,6 +1150,11 @@ pub enum PortKind {
     },
     /// A VXLAN or Geneve tunnel port.
     Tunnel(TunnelConfig),
+    /// One end of a patch pair.
+    Patch {
+        /// The other end's name.
+        peer: String,
+    },
 }
 
 impl PortKind {
@@ -1136,6 +1169,7 @@ impl PortKind {
             PortKind::VhostUser { .. } => PortType::VhostUser,
             PortKind::Vfio { .. } => PortType::Vfio,
             PortKind::Dpdk { .. } => PortType::Dpdk,
+            PortKind::Patch { .. } => PortType::Patch,
             PortKind::Tunnel(t) => match t.kind {
                 TunnelKind::Vxlan => PortType::Vxlan,
                 TunnelKind::Geneve => PortType::Geneve,
@@ -3709,6 +3743,7 @@ pci = "0000:03:00.0"
                 PortType::VhostUser => p.socket = Some("/tmp/v.sock".into()),
                 PortType::Vfio => p.pci = Some("00:02.0".into()),
                 PortType::Dpdk => p.devargs = Some("net_ring0".into()),
+                PortType::Patch => p.peer = Some("q".into()),
                 PortType::Vxlan | PortType::Geneve => {
                     p.underlay = Some("up".into());
                     p.local_ip = Some("192.0.2.1".parse().unwrap());

@@ -59,8 +59,8 @@ pub enum DriverError {
     #[cfg(feature = "dpdk")]
     #[error(transparent)]
     Dpdk(#[from] pmd::dpdk::DpdkError),
-    /// A tunnel port asked of a driver (the runtime opens tunnels).
-    #[error("tunnel ports are opened by the runtime, not by a driver")]
+    /// A tunnel or patch port asked of a driver (the runtime opens them).
+    #[error("tunnel and patch ports are opened by the runtime, not by a driver")]
     TunnelPort,
     /// A `dpdk` port on a build without DPDK.
     #[error("this weir was built without the dpdk feature: cargo build --features dpdk")]
@@ -275,7 +275,7 @@ pub fn open(
         }
         // The runtime builds a tunnel's queue itself: it shares state with
         // the underlay port (runtime/overlay.rs).
-        PortKind::Tunnel(_) => return Err(DriverError::TunnelPort),
+        PortKind::Tunnel(_) | PortKind::Patch { .. } => return Err(DriverError::TunnelPort),
     };
     Ok(opened)
 }

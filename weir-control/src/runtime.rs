@@ -245,6 +245,14 @@ pub enum ControlError {
         /// Its tunnels, as `tunnel NAME`.
         tunnels: Vec<String>,
     },
+    /// A patch port cannot join its peer.
+    #[error("port {port}: {reason}")]
+    Patch {
+        /// The patch port.
+        port: String,
+        /// Why.
+        reason: String,
+    },
     /// `fdb add` or `fdb del` refused.
     #[error("{0}")]
     Fdb(String),
@@ -331,6 +339,8 @@ struct State {
     underlays: BTreeMap<String, overlay::Underlay>,
     /// Tunnel ports by name.
     tunnels: BTreeMap<String, overlay::TunnelRecord>,
+    /// Patch links by the names of their two ends, in order.
+    patches: BTreeMap<(String, String), Arc<dataplane::patch::PatchLink>>,
 }
 
 /// Which counters a view reports.
@@ -526,6 +536,7 @@ impl Dataplane {
                 mirrors: BTreeMap::new(),
                 underlays: BTreeMap::new(),
                 tunnels: BTreeMap::new(),
+                patches: BTreeMap::new(),
             }),
             worker_timeout: WORKER_TIMEOUT,
             control_socket: cfg.control.socket.components().collect(),
@@ -842,12 +853,15 @@ impl Dataplane {
         };
         let underlay = self.start_underlay(id, &spec)?;
         let tso_pool = self.tso_pool_for(&mut st, &spec);
-        let OpenedPort { queues, device } = match (preopened, &tunnel) {
-            (Some(p), _) => p,
-            (None, Some((_, shared))) => {
+        let OpenedPort { queues, device } = match (preopened, &tunnel, &spec.kind) {
+            (Some(p), _, _) => p,
+            (None, Some((_, shared)), _) => {
                 OpenedPort::plain(vec![Box::new(shared.port(Arc::new(QueueStats::default())))])
             }
-            (None, None) => self.factory.open(&spec, self.pool, tso_pool)?,
+            (None, None, PortKind::Patch { peer }) => OpenedPort::plain(vec![Box::new(
+                Dataplane::patch_end(&mut st, &spec.name, peer)?,
+            )]),
+            (None, None, _) => self.factory.open(&spec, self.pool, tso_pool)?,
         };
         // Place queues round-robin over workers; the first queue's worker owns the
         // port's handoff ring.
@@ -984,6 +998,9 @@ impl Dataplane {
         let underlay = st.underlays.remove(name);
         self.retire(&mut st, rec)?;
         drop(underlay);
+        // A patch link neither end uses any more goes.
+        st.patches
+            .retain(|_, link| link.attached(0) || link.attached(1));
         tracing::info!(port = name, "port removed");
         Ok(())
     }
@@ -1658,6 +1675,39 @@ impl Dataplane {
 }
 
 /// The compiled security group named `name`.
+impl Dataplane {
+    /// The queue of patch port `name` whose other end is `peer`: its side
+    /// of their link, which the first of the two to be added creates.
+    fn patch_end(
+        st: &mut State,
+        name: &str,
+        peer: &str,
+    ) -> Result<dataplane::patch::PatchPort, ControlError> {
+        let (key, side) = if name < peer {
+            ((name.to_owned(), peer.to_owned()), 0)
+        } else {
+            ((peer.to_owned(), name.to_owned()), 1)
+        };
+        if let Some(other) = st.ports.get(peer) {
+            if !matches!(&other.port.kind, PortKind::Patch { peer: p } if p == name) {
+                return Err(ControlError::Patch {
+                    port: name.into(),
+                    reason: format!("port {peer} is not a patch port with peer = {name}"),
+                });
+            }
+        }
+        let link = st
+            .patches
+            .entry(key)
+            .or_insert_with(dataplane::patch::PatchLink::new);
+        link.attach(side, Arc::new(QueueStats::default()))
+            .ok_or_else(|| ControlError::Patch {
+                port: name.into(),
+                reason: format!("the end of the link to {peer} is still held by a removed port"),
+            })
+    }
+}
+
 /// An FDB key as `fdb add` and `fdb del` take it.
 fn fdb_key(
     mac: &str,

@@ -523,6 +523,9 @@ pub struct PortAddArgs {
     /// geneve).
     #[arg(long, value_name = "PORT")]
     pub dst_port: Option<u16>,
+    /// Patch port: the patch port at the other end.
+    #[arg(long, value_name = "PORT")]
+    pub peer: Option<String>,
     /// Access VLAN, or the native VLAN of a native mode (1-4094).
     #[arg(long, value_name = "VLAN")]
     pub tag: Option<u16>,
@@ -597,6 +600,7 @@ impl PortAddArgs {
             vni: self.vni,
             vlan_vni: self.vlan_vni.iter().cloned().collect(),
             dst_port: self.dst_port,
+            peer: self.peer.clone(),
             tag: self.tag,
             trunks: self.trunks.clone().unwrap_or_default(),
             vlan_mode: self.vlan_mode,

@@ -322,7 +322,13 @@ fn interrupted_bench_removes_its_ports_from_the_daemon() {
 
 /// The drop reasons of the pipeline's stages: `--features` sets every stage
 /// up so that the bench's traffic passes it.
-const FEATURE_DROPS: [DropReason; 7] = [
+const FEATURE_DROPS: [DropReason; 13] = [
+    DropReason::TunnelMtu,
+    DropReason::TunnelVni,
+    DropReason::TunnelRemote,
+    DropReason::TunnelHeader,
+    DropReason::NotLocal,
+    DropReason::NoBridge,
     DropReason::VlanFiltered,
     DropReason::SpoofedMac,
     DropReason::SpoofedIp,
@@ -375,6 +381,17 @@ fn bench_features_pass_the_traffic_in_process_and_through_a_daemon() {
     );
     assert_features_passed(&ran.report, "ip+vlan+security+acl-100+police");
     assert!(bench_refused(&["--features=security", "--flows=65"]).contains("lower --flows"));
+
+    // Through a VXLAN tunnel over a patch pair: every frame encapsulated,
+    // decapsulated and switched twice; nothing dropped by the tunnel's
+    // checks (the first frames may find the remote not yet resolved).
+    let ran = bench(
+        &["--duration=0.5", "--features=ip,vlan,vxlan"],
+        &json,
+        String::new,
+    );
+    assert_features_passed(&ran.report, "ip+vlan+vxlan");
+    assert!(bench_refused(&["--features=vxlan", "--peer=ovs"]).contains("in-process switch only"));
     assert!(bench_refused(&["--acl-rules=0"]).contains("--acl-rules must be"));
 
     // Through a daemon: the bench's security group goes again with its ports.
