@@ -7,8 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use dataplane::MacAddr;
 
-/// Most addresses one port can carry (smoltcp's interface table is fixed
-/// at build time: the `iface-max-addr-count-8` feature).
+/// Most addresses one port can carry, counting the IPv6 link-local address
+/// weir adds (smoltcp's interface table is fixed at build time: the
+/// `iface-max-addr-count-8` feature).
 pub const MAX_ADDRS: usize = 8;
 
 /// The IP MTU a [`HostConfig`] usually carries: Ethernet's.
@@ -22,7 +23,10 @@ pub struct HostConfig {
     /// The host MAC: the port's `mac` key, or one derived from its name.
     pub mac: MacAddr,
     /// Addresses with their prefix lengths (`192.0.2.1/24` is
-    /// `(192.0.2.1, 24)`), IPv4 and IPv6, at most [`MAX_ADDRS`].
+    /// `(192.0.2.1, 24)`), IPv4 and IPv6, at most [`MAX_ADDRS`]. With an
+    /// IPv6 address and no link-local one, the stack adds `fe80::/64` with
+    /// an interface identifier from the MAC (RFC 4291 appendix A), as every
+    /// IPv6 host has one: neighbours and routers solicit from theirs.
     pub addrs: Vec<(IpAddr, u8)>,
     /// IPv4 default gateway; must be inside one of the IPv4 subnets.
     pub gateway4: Option<Ipv4Addr>,
@@ -135,6 +139,30 @@ fn in6(net: Ipv6Addr, prefix: u8, ip: Ipv6Addr) -> bool {
     u128::from(net) & m == u128::from(ip) & m
 }
 
+/// The link-local address of `mac`: `fe80::` and the modified EUI-64
+/// (universal/local bit flipped, `ff:fe` in the middle).
+pub fn link_local(mac: MacAddr) -> Ipv6Addr {
+    let m = mac.0;
+    Ipv6Addr::from([
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        m[0] ^ 0x02,
+        m[1],
+        m[2],
+        0xff,
+        0xfe,
+        m[3],
+        m[4],
+        m[5],
+    ])
+}
+
 fn is_link_local6(ip: Ipv6Addr) -> bool {
     ip.segments()[0] & 0xffc0 == 0xfe80
 }
@@ -219,6 +247,17 @@ impl HostConfig {
             return Err(ConfigError::BadMtu {
                 port: port(),
                 mtu: self.mtu,
+            });
+        }
+        if !host.v6.is_empty() && !host.v6.iter().any(|&(a, _)| is_link_local6(a)) {
+            host.v6.push((link_local(self.mac), 64));
+        }
+        let count = host.v4.len() + host.v6.len();
+        if count > MAX_ADDRS {
+            return Err(ConfigError::TooManyAddresses {
+                port: port(),
+                count,
+                max: MAX_ADDRS,
             });
         }
         if let Some(gw) = self.gateway4 {
@@ -348,6 +387,36 @@ mod tests {
             h.source_for("192.0.2.254".parse().unwrap()),
             Some("192.0.2.1".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn an_ipv6_port_gets_a_link_local_address_from_its_mac() {
+        let h = cfg(&[("192.0.2.1", 24)]).checked().unwrap();
+        assert_eq!(h.addresses().len(), 1, "IPv4 only: no link-local");
+        let mut c = cfg(&[("192.0.2.1", 24), ("fd00::1", 64)]);
+        c.mac = MacAddr([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+        let ll: Ipv6Addr = "fe80::5054:ff:fe12:3456".parse().unwrap();
+        assert_eq!(link_local(c.mac), ll);
+        let h = c.checked().unwrap();
+        assert_eq!(h.addresses().last(), Some(&(IpAddr::V6(ll), 64)));
+        assert!(h.on_link6("fe80::1".parse().unwrap()));
+        c.addrs.push(("fe80::99".parse().unwrap(), 64));
+        let h = c.checked().unwrap();
+        assert_eq!(
+            h.addresses().len(),
+            3,
+            "a configured link-local replaces it"
+        );
+        // Seven addresses plus the link-local is the most.
+        let mut c = cfg(&[("fd00::1", 64)]);
+        c.addrs
+            .extend((1..=7).map(|i| (IpAddr::V4(Ipv4Addr::new(192, 0, 2, i)), 24)));
+        assert!(matches!(
+            c.check(),
+            Err(ConfigError::TooManyAddresses { count: 9, .. })
+        ));
+        c.addrs.pop();
+        assert_eq!(c.check(), Ok(()));
     }
 
     #[test]

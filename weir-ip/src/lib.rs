@@ -51,7 +51,7 @@ use std::time::{Duration, Instant};
 use dataplane::ring::Ring;
 use dataplane::{MacAddr, Mbuf};
 
-pub use config::{ConfigError, HostConfig, DEFAULT_MTU, MAX_ADDRS};
+pub use config::{link_local, ConfigError, HostConfig, DEFAULT_MTU, MAX_ADDRS};
 pub use neigh::{
     Neighbour, NeighbourState, WantedRoute, FORGET_AFTER, PROBE_CONFIRMED, PROBE_RETRY,
     REACHABLE_FOR, UNICAST_PROBES,
@@ -285,7 +285,8 @@ impl HostStack {
         self.shared.table().snapshot(Instant::now())
     }
 
-    /// weir's addresses on this port with their prefix lengths, IPv4 first.
+    /// weir's addresses on this port with their prefix lengths, IPv4 first,
+    /// including the IPv6 link-local address weir adds ([`HostConfig::addrs`]).
     pub fn addresses(&self) -> Vec<(IpAddr, u8)> {
         self.host.addresses()
     }

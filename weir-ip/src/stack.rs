@@ -161,7 +161,9 @@ impl Runner {
         };
         let mut dev = HostDevice::new(link, host.mtu, BURST);
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(host.mac.0)));
-        config.random_seed = start.elapsed().as_nanos() as u64 ^ 0x5eed_1e55;
+        // Seeds smoltcp's identifiers (no TCP here); std's per-process keys.
+        config.random_seed =
+            std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), &host.port);
         let mut iface = Interface::new(config, &mut dev.with(counters), smol_now(start));
         iface.update_ip_addrs(|addrs| {
             for (ip, prefix) in host.addresses() {

@@ -63,7 +63,11 @@ impl Recorder {
                     return pred(&f).unwrap();
                 }
             }
-            assert!(Instant::now() < deadline, "no {what} sent within {WAIT:?}");
+            assert!(
+                Instant::now() < deadline,
+                "no {what} sent within {WAIT:?}; sent: {:02x?}",
+                self.0.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
     }
@@ -226,8 +230,18 @@ fn solicited_node(a: Ipv6Addr) -> (Ipv6Addr, MacAddr) {
 }
 
 fn icmp6(dst_mac: MacAddr, dst: Ipv6Addr, hop_limit: u8, icmp: &Icmpv6Repr) -> Vec<u8> {
+    icmp6_from(PEER6, dst_mac, dst, hop_limit, icmp)
+}
+
+fn icmp6_from(
+    src: Ipv6Addr,
+    dst_mac: MacAddr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    icmp: &Icmpv6Repr,
+) -> Vec<u8> {
     let ip = Ipv6Repr {
-        src_addr: PEER6,
+        src_addr: src,
         dst_addr: dst,
         next_header: IpProtocol::Icmpv6,
         payload_len: icmp.buffer_len(),
@@ -244,7 +258,7 @@ fn icmp6(dst_mac: MacAddr, dst: Ipv6Addr, hop_limit: u8, icmp: &Icmpv6Repr) -> V
     let mut p = Ipv6Packet::new_unchecked(frame.payload_mut());
     ip.emit(&mut p);
     icmp.emit(
-        &PEER6,
+        &src,
         &dst,
         &mut Icmpv6Packet::new_unchecked(p.payload_mut()),
         &caps(),
@@ -845,4 +859,37 @@ fn every_single_bit_flip_of_valid_frames_is_survived() {
             "{nb:?}"
         );
     }
+}
+
+#[test]
+fn a_neighbour_soliciting_from_its_link_local_address_is_answered_there() {
+    let rig = Rig::new(None);
+    let peer_ll: Ipv6Addr = "fe80::99:ff:fe00:2".parse().unwrap();
+    let our_ll = crate::link_local(OUR_MAC);
+    assert!(rig.stack.addresses().contains(&(IpAddr::V6(our_ll), 64)));
+    for target in [OUR6, our_ll] {
+        let (group, group_mac) = solicited_node(target);
+        rig.inject(&icmp6_from(
+            peer_ll,
+            group_mac,
+            group,
+            255,
+            &Icmpv6Repr::Ndisc(NdiscRepr::NeighborSolicit {
+                target_addr: target,
+                lladdr: Some(RawHardwareAddress::from(eth(PEER_MAC))),
+            }),
+        ));
+        let (dst, to, got) = rig.sent.wait_for("neighbour advert", |f| {
+            parse_icmp6(f, |dst, ip, r| match r {
+                Icmpv6Repr::Ndisc(NdiscRepr::NeighborAdvert { target_addr, .. }) => {
+                    Some((dst, ip.dst_addr, target_addr))
+                }
+                _ => None,
+            })
+        });
+        assert_eq!((dst, to, got), (PEER_MAC, peer_ll, target));
+    }
+    let n = rig.stack.neighbours();
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert_eq!((n[0].ip, n[0].mac), (IpAddr::V6(peer_ll), Some(PEER_MAC)));
 }
