@@ -445,3 +445,20 @@ pub mod inet {
         sum16(addrs) + 6 + l4_len as u32
     }
 }
+
+/// xorshift64: deterministic, dependency-free noise for fuzz-style and
+/// property tests. The seed must not be 0.
+#[derive(Debug, Clone)]
+pub struct XorShift(pub u64);
+
+impl XorShift {
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+}

@@ -104,19 +104,7 @@ pub(crate) fn put_u16(buf: &mut [u8], off: usize, val: u16) {
 mod tests {
     use super::*;
 
-    /// xorshift64: deterministic, dependency-free noise for the fuzz-style test.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-    }
+    use crate::testutil::XorShift;
 
     /// Feeds every parser the same buffer and reads every field of whatever
     /// view accepts it. Returns one bit per parser that accepted the buffer.
@@ -161,9 +149,9 @@ mod tests {
         let mut buf = [0u8; 200];
         let mut accepted = 0u8;
         for round in 0..20_000 {
-            let len = (rng.next() % 200) as usize;
+            let len = (rng.next_u64() % 200) as usize;
             for b in buf[..len].iter_mut() {
-                *b = rng.next() as u8;
+                *b = rng.next_u64() as u8;
             }
             // Bias some rounds towards headers the parsers accept, so the
             // accessors behind `new_checked` are exercised too, not just the
@@ -179,11 +167,11 @@ mod tests {
             }
             if len >= 4 && round % 3 == 0 && buf[0] == 0x45 {
                 // Total length no longer than the buffer.
-                let tl = (rng.next() as usize % (len + 1)) as u16;
+                let tl = (rng.next_u64() as usize % (len + 1)) as u16;
                 buf[2..4].copy_from_slice(&tl.to_be_bytes());
             }
             if len >= 6 && round % 3 == 0 && buf[0] == 0x60 {
-                let pl = (rng.next() as usize % (len + 1)) as u16;
+                let pl = (rng.next_u64() as usize % (len + 1)) as u16;
                 buf[4..6].copy_from_slice(&pl.to_be_bytes());
             }
             accepted |= parse_everything(&mut buf[..len]);

@@ -861,26 +861,14 @@ mod tests {
         assert!(hdr.write(&mut h2, usize::MAX, 1, 50000).is_err());
     }
 
-    /// xorshift64: deterministic noise for the property checks.
-    struct XorShift(u64);
-
-    impl XorShift {
-        fn next(&mut self) -> u64 {
-            let mut x = self.0;
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            self.0 = x;
-            x
-        }
-    }
+    use crate::testutil::XorShift;
 
     #[test]
     fn incremental_checksum_equals_full_checksum_for_any_header() {
         let mut rng = XorShift(0x2545_f491_4f6c_dd1d);
         let mut checked = 0;
         for round in 0..20_000 {
-            let r = rng.next();
+            let r = rng.next_u64();
             // Some rounds with all-ones addresses drive the carries.
             let (src, dst) = if round % 7 == 0 {
                 (Ipv4Addr::BROADCAST, Ipv4Addr::BROADCAST)
@@ -892,11 +880,11 @@ mod tests {
             } else {
                 TunnelKind::Geneve
             };
-            let port = rng.next() as u16;
+            let port = rng.next_u64() as u16;
             let hdr = OuterHeader::new(kind, LOCAL_MAC, NEXT_HOP_MAC, src, dst, port);
-            let len = (rng.next() % (65535 - 36 + 1)) as usize;
+            let len = (rng.next_u64() % (65535 - 36 + 1)) as usize;
             let mut h = [0u8; OUTER_LEN];
-            hdr.write(&mut h, len, rng.next() as u32, rng.next() as u16)
+            hdr.write(&mut h, len, rng.next_u64() as u32, rng.next_u64() as u16)
                 .unwrap();
             let mut full = h;
             Ipv4Packet::new_unchecked(&mut full[14..34]).fill_checksum();
@@ -1132,7 +1120,7 @@ mod tests {
         for round in 0..100_000 {
             let mut h = [0u8; 20];
             for b in h.iter_mut() {
-                *b = rng.next() as u8;
+                *b = rng.next_u64() as u8;
             }
             if round % 2 == 0 {
                 // fill_checksum sums IHL words: make it the whole 20 bytes.
@@ -1155,16 +1143,16 @@ mod tests {
         let mut buf = [0u8; 160];
         let mut parsed = 0;
         for round in 0..50_000 {
-            let len = (rng.next() % 161) as usize;
+            let len = (rng.next_u64() % 161) as usize;
             for b in buf[..len].iter_mut() {
-                *b = rng.next() as u8;
+                *b = rng.next_u64() as u8;
             }
             // Bias rounds towards frames that pass the early checks.
             if round % 2 == 0 && len >= 34 {
                 buf[12..14].copy_from_slice(&[0x08, 0x00]);
                 buf[14] = 0x45;
                 buf[23] = protocol::UDP;
-                let total = (rng.next() % (len as u64 - 13)) as u16;
+                let total = (rng.next_u64() % (len as u64 - 13)) as u16;
                 buf[16..18].copy_from_slice(&total.to_be_bytes());
                 buf[20..22].copy_from_slice(&[0x40, 0]);
                 if total >= 28 && round % 4 == 0 {
@@ -1210,7 +1198,7 @@ mod tests {
         for round in 0..20_000 {
             let mut f = [0u8; 64];
             for b in f.iter_mut() {
-                *b = rng.next() as u8;
+                *b = rng.next_u64() as u8;
             }
             if round % 4 != 0 {
                 f[12..15].copy_from_slice(&[0x08, 0x00, 0x45]);
@@ -1219,7 +1207,7 @@ mod tests {
                     f[20..22].copy_from_slice(&[0x40, 0]);
                 }
             }
-            let len = 14 + (rng.next() % 51) as usize;
+            let len = 14 + (rng.next_u64() % 51) as usize;
             let f = &f[..len];
             assert_eq!(source_port(f), source_port_walk(f), "{f:02x?}");
             fast += usize::from(len >= 38 && f[12..15] == [0x08, 0x00, 0x45]);
