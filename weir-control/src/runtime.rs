@@ -2048,7 +2048,7 @@ fn pool_view(p: &Mempool) -> MempoolView {
 mod tests {
     use super::*;
     use dataplane::testutil::{ScriptHandle, ScriptedPort};
-    use dataplane::{Burst, Port};
+    use dataplane::{Burst, MacAddr, Port};
     use std::net::Ipv4Addr;
     use std::sync::atomic::AtomicBool;
 
