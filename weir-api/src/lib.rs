@@ -492,6 +492,60 @@ pub struct PortInfo {
     /// from daemons that predate it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<LatencyView>,
+    /// weir's own addresses on the port, for a port with an `ip` (filled by
+    /// `port-show`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<HostIpView>,
+    /// A tunnel port's keys and the state of its remotes (filled by
+    /// `port-show`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel: Option<TunnelView>,
+}
+
+/// A `vxlan` or `geneve` port: its keys and where its remotes stand.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelView {
+    /// `vxlan` or `geneve`.
+    pub kind: String,
+    /// The underlay port.
+    pub underlay: String,
+    /// Source address of its packets.
+    pub local_ip: String,
+    /// UDP destination port.
+    pub dst_port: u16,
+    /// `vni`: the one VNI frames travel with, as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vni: Option<u32>,
+    /// `vlan_vni`: (bridge VLAN, VNI) pairs, by VLAN; empty with `vni`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vlan_vni: Vec<(u16, u32)>,
+    /// The underlay's IP MTU.
+    pub underlay_mtu: u32,
+    /// Longest inner frame (with its Ethernet header, without a `vlan_vni`
+    /// tag) that fits the underlay's MTU with the outer headers.
+    pub max_frame_bytes: u32,
+    /// The largest tenant IP MTU that fits: `max_frame_bytes` less the inner
+    /// Ethernet header.
+    pub inner_mtu: u32,
+    /// The remote endpoints, in `remote_ips` order.
+    pub remotes: Vec<TunnelRemoteView>,
+}
+
+/// One remote endpoint of a tunnel.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelRemoteView {
+    /// Its address.
+    pub ip: String,
+    /// Where its packets go on the underlay: the remote itself when on-link,
+    /// else the gateway; None when it is off-link without a gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop: Option<String>,
+    /// The next hop's MAC, once the host stack resolved it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop_mac: Option<String>,
+    /// Whether the tunnel has an outer header for it: frames to it leave;
+    /// if not, they are dropped as `tunnel-unresolved`.
+    pub resolved: bool,
 }
 
 /// A port's receive-to-transmit latency histogram: the time from a burst's

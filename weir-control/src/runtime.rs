@@ -1212,6 +1212,8 @@ impl Dataplane {
             settings: rec.port.settings.clone(),
             queue_workers: rec.queues.iter().map(|q| q.0 as u16).collect(),
             latency: Some(LatencyView::of(&s)),
+            host: None,
+            tunnel: None,
         }
     }
 
@@ -1350,7 +1352,16 @@ impl Dataplane {
             .ports
             .get(name)
             .ok_or_else(|| ControlError::NoSuchPort { name: name.into() })?;
-        Ok(self.port_info(rec, &self.switch.load()))
+        let tunnel = match &rec.port.kind {
+            PortKind::Tunnel(t) => Some(t),
+            _ => None,
+        };
+        let (host, tunnel) = Self::overlay_views(&st, name, tunnel);
+        Ok(PortInfo {
+            host,
+            tunnel,
+            ..self.port_info(rec, &self.switch.load())
+        })
     }
 
     /// Every bridge.
@@ -2087,7 +2098,8 @@ fn pool_view(p: &Mempool) -> MempoolView {
 mod tests {
     use super::*;
     use dataplane::testutil::{ScriptHandle, ScriptedPort};
-    use dataplane::{Burst, Port};
+    use dataplane::{Burst, MacAddr, Port};
+    use std::net::Ipv4Addr;
     use std::sync::atomic::AtomicBool;
 
     /// A queue whose `rx_burst` does not return while `hold` is set: a worker
@@ -2324,6 +2336,103 @@ mod tests {
             .insert("p0".into(), vec![Box::new(pmd::memport::NullPort::new())]);
         dp.port_add(ring_port("p0", Some("br0"))).unwrap();
         assert_eq!(port_id(&dp, "p0"), 0);
+        dp.shutdown();
+    }
+
+    /// An ARP reply from `ip` at `mac` to weir's `our_ip` at `our_mac`.
+    fn arp_reply(mac: MacAddr, ip: Ipv4Addr, our_mac: MacAddr, our_ip: Ipv4Addr) -> Vec<u8> {
+        let mut f = Vec::with_capacity(42);
+        f.extend_from_slice(&our_mac.0);
+        f.extend_from_slice(&mac.0);
+        f.extend_from_slice(&[0x08, 0x06]);
+        // Ethernet/IPv4, hlen 6, plen 4, op 2 (reply).
+        f.extend_from_slice(&[0, 1, 0x08, 0x00, 6, 4, 0, 2]);
+        f.extend_from_slice(&mac.0);
+        f.extend_from_slice(&ip.octets());
+        f.extend_from_slice(&our_mac.0);
+        f.extend_from_slice(&our_ip.octets());
+        f
+    }
+
+    #[test]
+    fn port_show_of_a_tunnel_follows_its_remotes_next_hops() {
+        let factory = Arc::new(ScriptedFactory::default());
+        let dp = scripted_dataplane(&factory, "0");
+        let [uplink] = factory.script(dp.pool(), ["uplink"]);
+        dp.bridge_add("br0").unwrap();
+        let mut up = ring_port("uplink", None);
+        up.ip = vec!["192.0.2.1/24".into()];
+        up.gateway = Some(Ipv4Addr::new(192, 0, 2, 254));
+        dp.port_add(up).unwrap();
+        let mut vx = PortSpec::new("vx0", PortType::Vxlan);
+        vx.bridge = Some("br0".into());
+        vx.underlay = Some("uplink".into());
+        vx.local_ip = Some(Ipv4Addr::new(192, 0, 2, 1));
+        // One remote on-link, one behind the gateway.
+        vx.remote_ips = vec![Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(198, 51, 100, 7)];
+        vx.vlan_vni = [("10".to_owned(), 5010), ("20".to_owned(), 5020)].into();
+        dp.port_add(vx).unwrap();
+
+        let host = dp
+            .port_show("uplink")
+            .unwrap()
+            .host
+            .expect("uplink has an ip");
+        assert_eq!(host.addrs, ["192.0.2.1/24"]);
+        assert_eq!(host.gateway.as_deref(), Some("192.0.2.254"));
+        assert_eq!(host.tunnels, ["vx0"]);
+        assert!(dp.port_show("uplink").unwrap().tunnel.is_none());
+
+        let info = dp.port_show("vx0").unwrap();
+        assert!(info.host.is_none());
+        let t = info.tunnel.expect("vx0 is a tunnel");
+        assert_eq!(
+            (t.kind.as_str(), t.underlay.as_str(), t.local_ip.as_str()),
+            ("vxlan", "uplink", "192.0.2.1")
+        );
+        assert_eq!(t.dst_port, 4789);
+        assert_eq!(
+            (t.vni, t.vlan_vni.as_slice()),
+            (None, &[(10, 5010), (20, 5020)][..])
+        );
+        // A ring port has no interface MTU: 1500 assumed, 1450 for tenants.
+        assert_eq!(
+            (t.underlay_mtu, t.max_frame_bytes, t.inner_mtu),
+            (1500, 1464, 1450)
+        );
+        let hops: Vec<(&str, Option<&str>, bool)> = t
+            .remotes
+            .iter()
+            .map(|r| (r.ip.as_str(), r.next_hop.as_deref(), r.resolved))
+            .collect();
+        assert_eq!(
+            hops,
+            [
+                ("192.0.2.2", Some("192.0.2.2"), false),
+                ("198.51.100.7", Some("192.0.2.254"), false)
+            ]
+        );
+        assert!(t.remotes.iter().all(|r| r.next_hop_mac.is_none()));
+
+        // The on-link remote answers: its outer header is built.
+        let our_mac: MacAddr = host.mac.parse().unwrap();
+        let peer = MacAddr([0x02, 0x99, 0, 0, 0, 2]);
+        uplink.push_rx(arp_reply(
+            peer,
+            Ipv4Addr::new(192, 0, 2, 2),
+            our_mac,
+            Ipv4Addr::new(192, 0, 2, 1),
+        ));
+        let resolved = || dp.port_show("vx0").unwrap().tunnel.unwrap().remotes;
+        wait_for("192.0.2.2 resolved", || resolved()[0].resolved);
+        let r = resolved();
+        assert_eq!(r[0].next_hop_mac.as_deref(), Some("02:99:00:00:00:02"));
+        assert!(!r[1].resolved && r[1].next_hop_mac.is_none(), "{r:?}");
+        // Other ports' views carry neither.
+        assert!(dp
+            .port_list()
+            .iter()
+            .all(|p| p.tunnel.is_none() && p.host.is_none()));
         dp.shutdown();
     }
 

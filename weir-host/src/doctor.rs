@@ -13,8 +13,10 @@ use std::str::FromStr as _;
 use serde::Serialize;
 
 use crate::nic::{self, dir_names, Sysfs, VFIO_PCI};
+use dataplane::wire::tunnel::MTU_OVERHEAD;
+use dataplane::wire::{ethernet, vlan};
 use pmd::afxdp::AfXdpConfig;
-use weir_config::{Config, CpuList, Host, HugepageMode, PortType};
+use weir_config::{Config, CpuList, Host, HugepageMode, PortSpec, PortType};
 
 /// What the checks look at.
 #[derive(Debug, Clone)]
@@ -161,6 +163,11 @@ pub fn run(env: &DoctorEnv, config: &Config) -> Vec<Check> {
     }
     if let Some(c) = check_memlock(env, config) {
         checks.push(c);
+    }
+    for port in &config.ports {
+        if matches!(port.kind, PortType::Vxlan | PortType::Geneve) {
+            checks.push(check_tunnel_mtu(&sys, config, port));
+        }
     }
     checks
 }
@@ -474,6 +481,141 @@ fn check_iface(sys: &Sysfs, port: &str, iface: &str) -> Check {
     }
 }
 
+/// The IP MTU weir assumes for an underlay it cannot read one for (as the
+/// runtime does).
+const ASSUMED_MTU: usize = 1500;
+
+/// What a tenant's IP MTU gives up to the tunnel: the outer IPv4, UDP and
+/// VXLAN/Geneve headers, plus the inner frame's own Ethernet header (both
+/// count against the underlay's IP MTU). 50 bytes.
+const TENANT_OVERHEAD: usize = MTU_OVERHEAD + ethernet::HEADER_LEN;
+
+/// The kernel interface of an afpacket, afxdp or tap port.
+fn kernel_iface(port: &PortSpec) -> Option<&str> {
+    match port.kind {
+        PortType::Afpacket | PortType::Afxdp | PortType::Tap => port.iface.as_deref(),
+        _ => None,
+    }
+}
+
+/// The IP MTU of interface `iface`, if sysfs has it.
+fn iface_mtu(sys: &Sysfs, iface: &str) -> Option<usize> {
+    std::fs::read_to_string(sys.root().join("class/net").join(iface).join("mtu"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// A tunnel's underlay must carry the largest frame of every kernel
+/// interface on the tunnel's bridge: the underlay's MTU less
+/// [`TENANT_OVERHEAD`] is what is left for the tenants' IP MTU. A larger
+/// tenant frame is dropped at the tunnel port (`tunnel-mtu`), so small
+/// packets pass and bulk TCP stalls: a warning, as the configuration runs.
+fn check_tunnel_mtu(sys: &Sysfs, config: &Config, tunnel: &PortSpec) -> Check {
+    let name = format!("tunnel {} MTU", tunnel.name);
+    let Some(underlay_name) = tunnel.underlay.as_deref() else {
+        return Check::new(name, Status::Fail, "no `underlay`");
+    };
+    let Some(underlay) = config.ports.iter().find(|p| p.name == underlay_name) else {
+        return Check::new(
+            name,
+            Status::Fail,
+            format!("underlay {underlay_name} is not a port of the configuration"),
+        );
+    };
+    let underlay_iface = kernel_iface(underlay);
+    let (underlay_mtu, how) = match underlay_iface.and_then(|i| iface_mtu(sys, i)) {
+        Some(m) => (m, String::new()),
+        None => (
+            ASSUMED_MTU,
+            " (assumed: no interface MTU to read)".to_owned(),
+        ),
+    };
+    let room = underlay_mtu.saturating_sub(TENANT_OVERHEAD);
+    let underlay_label = match underlay_iface {
+        Some(i) => format!("{underlay_name} ({i})"),
+        None => underlay_name.to_owned(),
+    };
+    // With `vni`, a frame of a VLAN leaves a trunk tunnel port tagged and its
+    // tag travels inside; with `vlan_vni` the inner frame is untagged.
+    let tags_inside = tunnel.vni.is_some() && tunnel.tag.is_none();
+    // Ports over the limit: name, interface, MTU, the most they may have.
+    let mut over: Vec<(&str, &str, usize, usize)> = Vec::new();
+    let mut vhost = Vec::new();
+    let tenants = config
+        .ports
+        .iter()
+        .filter(|p| p.name != tunnel.name && p.bridge.is_some() && p.bridge == tunnel.bridge);
+    for p in tenants {
+        if p.kind == PortType::VhostUser {
+            vhost.push(p.name.as_str());
+            continue;
+        }
+        let Some(iface) = kernel_iface(p) else {
+            continue;
+        };
+        // A TAP weir has yet to create gets the kernel's default.
+        let Some(mtu) = iface_mtu(sys, iface).or((p.kind == PortType::Tap).then_some(ASSUMED_MTU))
+        else {
+            continue;
+        };
+        let tagged = tags_inside && (p.tag.is_some() || !p.trunks.is_empty());
+        let limit = if tagged {
+            room.saturating_sub(vlan::HEADER_LEN)
+        } else {
+            room
+        };
+        if mtu > limit {
+            over.push((p.name.as_str(), iface, mtu, limit));
+        }
+    }
+    let mut detail =
+        format!("underlay {underlay_label} MTU {underlay_mtu}{how}, {room} left for tenants");
+    if !vhost.is_empty() {
+        let _ = write!(
+            detail,
+            "; vhost-user ports are offered MTU {room}: {}",
+            vhost.join(", ")
+        );
+    }
+    if over.is_empty() {
+        return Check::new(name, Status::Ok, detail);
+    }
+    let larger: Vec<String> = over
+        .iter()
+        .map(|&(port, iface, mtu, limit)| {
+            let tagged = if limit < room {
+                ", its VLAN tag inside"
+            } else {
+                ""
+            };
+            format!("{port} ({iface}) MTU {mtu}{tagged}")
+        })
+        .collect();
+    let _ = write!(detail, "; larger: {}", larger.join(", "));
+    let lower: Vec<String> = over
+        .iter()
+        .map(|&(_, iface, _, limit)| format!("ip link set {iface} mtu {limit}"))
+        .collect();
+    let lower = format!("lower the tenants' MTU: `{}`", lower.join(" && "));
+    let fix = match underlay_iface {
+        Some(i) => {
+            // The underlay MTU that fits the largest of them.
+            let needed = over
+                .iter()
+                .map(|&(_, _, mtu, limit)| mtu + (room - limit) + TENANT_OVERHEAD)
+                .max()
+                .unwrap_or(underlay_mtu);
+            format!(
+                "raise the underlay's MTU to tenant MTU + {TENANT_OVERHEAD}: \
+                 `ip link set {i} mtu {needed}` (on every host and switch of the underlay), \
+                 or {lower}"
+            )
+        }
+        None => format!("{lower} (the underlay's MTU is not weir's to raise)"),
+    };
+    Check::new(name, Status::Warn, detail).fix(fix)
+}
+
 /// Locked memory: AF_XDP UMEMs count against it, and so does the pool
 /// once VFIO pins it for DMA.
 fn check_memlock(env: &DoctorEnv, config: &Config) -> Option<Check> {
@@ -714,6 +856,161 @@ mod tests {
         let c = check_socket_dir(&t.dir.join("file/x/weir.sock"));
         assert_eq!(c.status, Status::Fail, "{c:?}");
         assert!(c.fix.is_some());
+    }
+
+    /// A VXLAN tunnel over `uplink` (afpacket on u1) on bridge br0, with
+    /// an afpacket port t1 (iface t1), a TAP t2, a vhost-user vm0 and a
+    /// ring port on it; `vni` is the tunnel's VNI key.
+    fn overlay(t: &Tree, vni: &str) -> Config {
+        let text = format!(
+            r#"
+            [control]
+            socket = "{}/run/weir.sock"
+            [[bridge]]
+            name = "br0"
+            [[port]]
+            name = "uplink"
+            type = "afpacket"
+            iface = "u1"
+            ip = "192.0.2.1/24"
+            [[port]]
+            name = "vx0"
+            type = "vxlan"
+            bridge = "br0"
+            underlay = "uplink"
+            local_ip = "192.0.2.1"
+            remote_ips = ["192.0.2.2"]
+            {vni}
+            [[port]]
+            name = "t1"
+            type = "afpacket"
+            iface = "t1"
+            bridge = "br0"
+            tag = 10
+            [[port]]
+            name = "t2"
+            type = "tap"
+            iface = "t2"
+            bridge = "br0"
+            [[port]]
+            name = "vm0"
+            type = "vhost-user"
+            socket = "{}/vm0.sock"
+            bridge = "br0"
+            [[port]]
+            name = "r0"
+            type = "ring"
+            bridge = "br0"
+            "#,
+            t.dir.display(),
+            t.dir.display()
+        );
+        Config::parse(&text, "overlay.toml").unwrap()
+    }
+
+    fn mtu(t: &Tree, iface: &str, mtu: usize) {
+        t.write(&format!("class/net/{iface}/mtu"), &format!("{mtu}\n"));
+    }
+
+    #[test]
+    fn underlay_mtu_leaves_room_for_tenant_frames() {
+        let t = Tree::new();
+        mtu(&t, "u1", 1550);
+        mtu(&t, "t1", 1500);
+        // t2 is not created yet: a new TAP gets 1500.
+        let checks = run(&env(&t), &overlay(&t, "vni = 5000"));
+        let c = find(&checks, "tunnel vx0 MTU");
+        assert_eq!(c.status, Status::Warn, "{}", render(&checks));
+        // t1 is an access port of VLAN 10: with `vni` its tag travels inside.
+        assert_eq!(
+            c.detail,
+            "underlay uplink (u1) MTU 1550, 1500 left for tenants; \
+             vhost-user ports are offered MTU 1500: vm0; larger: t1 (t1) MTU 1500, its VLAN tag inside"
+        );
+        let fix = c.fix.as_deref().unwrap();
+        assert!(fix.contains("`ip link set u1 mtu 1554`"), "{fix}");
+        assert!(fix.contains("`ip link set t1 mtu 1496`"), "{fix}");
+
+        // With `vlan_vni` the inner frames are untagged: 1500 fits 1550.
+        let checks = run(&env(&t), &overlay(&t, "vlan_vni = { 10 = 5010 }"));
+        let c = find(&checks, "tunnel vx0 MTU");
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        assert!(c.fix.is_none());
+    }
+
+    #[test]
+    fn tenants_over_a_1500_underlay_are_named_with_both_fixes() {
+        let t = Tree::new();
+        mtu(&t, "u1", 1500);
+        mtu(&t, "t1", 1450);
+        mtu(&t, "t2", 9000);
+        let checks = run(&env(&t), &overlay(&t, "vlan_vni = { 10 = 5010 }"));
+        let c = find(&checks, "tunnel vx0 MTU");
+        assert_eq!(c.status, Status::Warn);
+        let out = render(&checks);
+        assert!(
+            out.contains(
+                "warn  tunnel vx0 MTU: underlay uplink (u1) MTU 1500, 1450 left for tenants; \
+                 vhost-user ports are offered MTU 1450: vm0; larger: t2 (t2) MTU 9000; \
+                 fix: raise the underlay's MTU to tenant MTU + 50: `ip link set u1 mtu 9050` \
+                 (on every host and switch of the underlay), \
+                 or lower the tenants' MTU: `ip link set t2 mtu 1450`\n"
+            ),
+            "{out}"
+        );
+        // t1 at exactly the limit fits.
+        assert!(!c.detail.contains("t1 (t1)"), "{c:?}");
+    }
+
+    #[test]
+    fn underlay_without_an_interface_is_taken_as_1500() {
+        let t = Tree::new();
+        mtu(&t, "t1", 1500);
+        let text = format!(
+            r#"
+            [[bridge]]
+            name = "br0"
+            [[port]]
+            name = "uplink"
+            type = "ring"
+            ip = "192.0.2.1/24"
+            [[port]]
+            name = "vx0"
+            type = "geneve"
+            bridge = "br0"
+            underlay = "uplink"
+            local_ip = "192.0.2.1"
+            remote_ips = ["192.0.2.2"]
+            vni = 7
+            [[port]]
+            name = "t1"
+            type = "afxdp"
+            iface = "t1"
+            bridge = "br0"
+            [control]
+            socket = "{}/weir.sock"
+            "#,
+            t.dir.display()
+        );
+        let checks = run(&env(&t), &Config::parse(&text, "x.toml").unwrap());
+        let c = find(&checks, "tunnel vx0 MTU");
+        assert_eq!(c.status, Status::Warn);
+        assert!(
+            c.detail.starts_with(
+                "underlay uplink MTU 1500 (assumed: no interface MTU to read), 1450 left"
+            ),
+            "{c:?}"
+        );
+        assert_eq!(
+            c.fix.as_deref(),
+            Some(
+                "lower the tenants' MTU: `ip link set t1 mtu 1450` \
+                 (the underlay's MTU is not weir's to raise)"
+            )
+        );
+        // No tunnel, no check.
+        let checks = run(&env(&t), &config(&t, "auto"));
+        assert!(checks.iter().all(|c| !c.name.starts_with("tunnel")));
     }
 
     #[test]

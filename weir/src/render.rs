@@ -299,6 +299,26 @@ fn render_port(p: &PortInfo) -> String {
         "storm control",
         limit(s.storm_pps).map_or("off".to_owned(), |r| format!("{r} frames/s")),
     ));
+    if let Some(h) = &p.host {
+        lines.push(("ip", h.addrs.join(", ")));
+        let gw: Vec<&str> = h
+            .gateway
+            .iter()
+            .chain(&h.gateway6)
+            .map(String::as_str)
+            .collect();
+        if !gw.is_empty() {
+            lines.push(("gateway", gw.join(", ")));
+        }
+        lines.push(("host mac", h.mac.clone()));
+        lines.push(("host mtu", h.mtu.to_string()));
+        if !h.tunnels.is_empty() {
+            lines.push(("tunnels", h.tunnels.join(", ")));
+        }
+    }
+    if let Some(t) = &p.tunnel {
+        lines.extend(tunnel_lines(t));
+    }
     let counters = |st: &PortStatsView| {
         [
             format!(
@@ -348,6 +368,54 @@ fn render_port(p: &PortInfo) -> String {
         let _ = writeln!(out, "{k:width$}  {v}");
     }
     out
+}
+
+/// `port show`'s lines for a tunnel port: its keys, the MTU left for
+/// tenants, and per remote its next hop and whether frames to it leave.
+fn tunnel_lines(t: &weir_api::TunnelView) -> Vec<(&'static str, String)> {
+    let mut lines = vec![(
+        "tunnel",
+        format!(
+            "{} over {}, local_ip {}, dst_port {}",
+            t.kind, t.underlay, t.local_ip, t.dst_port
+        ),
+    )];
+    if let Some(v) = t.vni {
+        lines.push(("vni", v.to_string()));
+    }
+    if !t.vlan_vni.is_empty() {
+        let map: Vec<String> = t
+            .vlan_vni
+            .iter()
+            .map(|(vlan, vni)| format!("{vlan}={vni}"))
+            .collect();
+        lines.push(("vlan_vni", map.join(", ")));
+    }
+    lines.push((
+        "inner mtu",
+        format!(
+            "{} (frames up to {} bytes; underlay MTU {})",
+            t.inner_mtu, t.max_frame_bytes, t.underlay_mtu
+        ),
+    ));
+    if t.remotes.is_empty() {
+        lines.push(("remotes", "-".to_owned()));
+    }
+    for (i, r) in t.remotes.iter().enumerate() {
+        let via = match (&r.next_hop, &r.next_hop_mac) {
+            (None, _) => "no next hop (off-link, no gateway)".to_owned(),
+            (Some(nh), Some(mac)) => format!("via {nh} at {mac}"),
+            (Some(nh), None) => format!("via {nh}, MAC unknown"),
+        };
+        let state = if r.resolved {
+            "resolved"
+        } else {
+            "unresolved: frames dropped as tunnel-unresolved"
+        };
+        let key = if i == 0 { "remotes" } else { "" };
+        lines.push((key, format!("{} {via}; {state}", r.ip)));
+    }
+    lines
 }
 
 fn render_bridges(bridges: &[BridgeInfo]) -> String {
@@ -738,6 +806,8 @@ mod tests {
             acl_in: None,
             acl_out: None,
             latency: None,
+            host: None,
+            tunnel: None,
             settings: Default::default(),
             queue_workers: vec![0],
         }
@@ -986,6 +1056,83 @@ mod tests {
         assert!(!plain.contains("features"), "{plain}");
         assert!(plain.contains("port security     off\n"), "{plain}");
         assert!(plain.contains("storm control     off\n"), "{plain}");
+    }
+
+    #[test]
+    fn port_show_of_a_tunnel_lists_its_remotes_and_of_an_underlay_its_addresses() {
+        let vx = PortInfo {
+            kind: "vxlan".into(),
+            tunnel: Some(weir_api::TunnelView {
+                kind: "vxlan".into(),
+                underlay: "uplink".into(),
+                local_ip: "192.0.2.1".into(),
+                dst_port: 4789,
+                vni: None,
+                vlan_vni: vec![(10, 5010), (20, 5020)],
+                underlay_mtu: 1550,
+                max_frame_bytes: 1514,
+                inner_mtu: 1500,
+                remotes: vec![
+                    weir_api::TunnelRemoteView {
+                        ip: "192.0.2.2".into(),
+                        next_hop: Some("192.0.2.2".into()),
+                        next_hop_mac: Some("02:00:00:00:00:02".into()),
+                        resolved: true,
+                    },
+                    weir_api::TunnelRemoteView {
+                        ip: "198.51.100.7".into(),
+                        next_hop: Some("192.0.2.254".into()),
+                        next_hop_mac: None,
+                        resolved: false,
+                    },
+                ],
+            }),
+            ..port(4, "vx0")
+        };
+        let out = render_port(&vx);
+        for want in [
+            "tunnel            vxlan over uplink, local_ip 192.0.2.1, dst_port 4789\n",
+            "vlan_vni          10=5010, 20=5020\n",
+            "inner mtu         1500 (frames up to 1514 bytes; underlay MTU 1550)\n",
+            "remotes           192.0.2.2 via 192.0.2.2 at 02:00:00:00:00:02; resolved\n",
+            "                  198.51.100.7 via 192.0.2.254, MAC unknown; \
+             unresolved: frames dropped as tunnel-unresolved\n",
+        ] {
+            assert!(out.contains(want), "no {want:?} in\n{out}");
+        }
+        assert!(!out.contains("\nvni "), "{out}");
+        let json = serde_json::to_value(&vx).unwrap();
+        assert_eq!(json["tunnel"]["vlan_vni"][1], serde_json::json!([20, 5020]));
+        assert_eq!(json["tunnel"]["remotes"][1]["resolved"], false);
+
+        let up = PortInfo {
+            host: Some(weir_api::HostIpView {
+                port: "uplink".into(),
+                mac: "02:aa:00:00:00:01".into(),
+                addrs: vec!["192.0.2.1/24".into(), "fd00::1/64".into()],
+                gateway: Some("192.0.2.254".into()),
+                gateway6: None,
+                mtu: 1550,
+                tunnels: vec!["vx0".into()],
+                rx_frames: 0,
+                tx_frames: 0,
+                tx_failed: 0,
+            }),
+            ..port(5, "uplink")
+        };
+        let out = render_port(&up);
+        for want in [
+            "ip                192.0.2.1/24, fd00::1/64\n",
+            "gateway           192.0.2.254\n",
+            "host mac          02:aa:00:00:00:01\n",
+            "tunnels           vx0\n",
+        ] {
+            assert!(out.contains(want), "no {want:?} in\n{out}");
+        }
+        // Other ports' JSON has neither key.
+        let plain = serde_json::to_value(port(0, "p0")).unwrap();
+        assert!(plain.get("tunnel").is_none() && plain.get("host").is_none());
+        assert!(!render_port(&port(0, "p0")).contains("tunnel"));
     }
 
     #[test]

@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 use dataplane::ring::Ring;
 use dataplane::switch::{PortEntry, Switch};
 use dataplane::tunnel::{HostPort, Remote, TunnelShared, TunnelState, Vnis, HOST_RX_RING};
+use dataplane::wire::ethernet;
 use dataplane::wire::tunnel::{OuterHeader, MTU_OVERHEAD};
 use dataplane::{Burst, MacAddr, Mbuf, Mempool, PortId};
-use weir_api::{HostIpView, NeighView};
+use weir_api::{HostIpView, NeighView, TunnelRemoteView, TunnelView};
 use weir_config::{HostIp, PortConfig, PortKind, TunnelConfig, VniMap};
 
 use super::{ControlError, Dataplane, State};
@@ -378,25 +379,22 @@ impl Dataplane {
     /// `weir ip show`: weir's addresses on each port.
     pub fn ip_show(&self) -> Vec<HostIpView> {
         let st = self.lock();
-        st.underlays
-            .iter()
-            .map(|(name, u)| {
-                let s = u.shared.lock().unwrap_or_else(PoisonError::into_inner);
-                let c = u.stack.counters();
-                HostIpView {
-                    port: name.clone(),
-                    mac: s.mac.to_string(),
-                    addrs: u.host.addrs.iter().map(|a| a.to_string()).collect(),
-                    gateway: u.host.gateway4.map(|g| g.to_string()),
-                    gateway6: u.host.gateway6.map(|g| g.to_string()),
-                    mtu: s.mtu as u32,
-                    tunnels: s.tunnels.keys().cloned().collect(),
-                    rx_frames: c.rx_frames,
-                    tx_frames: c.tx_frames,
-                    tx_failed: c.tx_failed,
-                }
-            })
-            .collect()
+        st.underlays.iter().map(|(name, u)| u.view(name)).collect()
+    }
+
+    /// For `port show`: weir's addresses on port `name` if it has an `ip`,
+    /// and the state of tunnel port `name` (`t`, its keys) if it is one.
+    pub(super) fn overlay_views(
+        st: &State,
+        name: &str,
+        t: Option<&TunnelConfig>,
+    ) -> (Option<HostIpView>, Option<TunnelView>) {
+        let host = st.underlays.get(name).map(|u| u.view(name));
+        let tunnel = t.and_then(|t| {
+            let rec = st.tunnels.get(name)?;
+            Some(tunnel_view(t, &rec.shared, st.underlays.get(&t.underlay)))
+        });
+        (host, tunnel)
     }
 
     /// `weir neigh show`: the neighbours weir's host stacks know.
@@ -432,7 +430,72 @@ pub(super) struct TunnelRecord {
     pub(super) shared: Arc<TunnelShared>,
 }
 
+/// A tunnel's keys `t` and where its remotes stand: next hops from
+/// underlay `u`'s rule and neighbours, resolution from the headers the
+/// tunnel port uses now.
+fn tunnel_view(t: &TunnelConfig, shared: &TunnelShared, u: Option<&Underlay>) -> TunnelView {
+    let state = shared.state();
+    let s = u.map(|u| u.shared.lock().unwrap_or_else(PoisonError::into_inner));
+    let remotes = t
+        .remote_ips
+        .iter()
+        .enumerate()
+        .map(|(i, &ip)| {
+            let next_hop = s.as_ref().and_then(|s| s.next_hop(ip));
+            let next_hop_mac = s
+                .as_ref()
+                .zip(next_hop)
+                .and_then(|(s, nh)| s.neighbours.get(&nh))
+                .map(ToString::to_string);
+            TunnelRemoteView {
+                ip: ip.to_string(),
+                next_hop: next_hop.map(|nh| nh.to_string()),
+                next_hop_mac,
+                resolved: state
+                    .remotes
+                    .get(i)
+                    .is_some_and(|r| r.ip == ip && r.header.is_some())
+                    && state.underlay.is_some(),
+            }
+        })
+        .collect();
+    let (vni, vlan_vni) = match &t.vni {
+        VniMap::Single(v) => (Some(*v), Vec::new()),
+        VniMap::ByVlan(m) => (None, m.clone()),
+    };
+    TunnelView {
+        kind: t.kind.name().to_owned(),
+        underlay: t.underlay.clone(),
+        local_ip: t.local_ip.to_string(),
+        dst_port: t.dst_port,
+        vni,
+        vlan_vni,
+        underlay_mtu: s.as_ref().map_or(0, |s| s.mtu as u32),
+        max_frame_bytes: state.max_frame as u32,
+        inner_mtu: state.max_frame.saturating_sub(ethernet::HEADER_LEN) as u32,
+        remotes,
+    }
+}
+
 impl Underlay {
+    /// `ip show`'s view of the port `name`.
+    fn view(&self, name: &str) -> HostIpView {
+        let s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        let c = self.stack.counters();
+        HostIpView {
+            port: name.to_owned(),
+            mac: s.mac.to_string(),
+            addrs: self.host.addrs.iter().map(|a| a.to_string()).collect(),
+            gateway: self.host.gateway4.map(|g| g.to_string()),
+            gateway6: self.host.gateway6.map(|g| g.to_string()),
+            mtu: s.mtu as u32,
+            tunnels: s.tunnels.keys().cloned().collect(),
+            rx_frames: c.rx_frames,
+            tx_frames: c.tx_frames,
+            tx_failed: c.tx_failed,
+        }
+    }
+
     /// What the workers read for this port.
     fn host_port(&self) -> Arc<HostPort> {
         let s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
