@@ -54,6 +54,13 @@ pub struct VhostUserConfig {
     /// it in the config space, for frontends that read the backend's config
     /// (QEMU emulates the config space itself and takes its own `mac=`).
     pub mac: Option<[u8; 6]>,
+    /// A cap on the guest's MTU, e.g. what a tunnel behind the port carries:
+    /// the `mtu` offered with VIRTIO_NET_F_MTU is at most this, and so is an
+    /// MTU the frontend sets with VHOST_USER_NET_SET_MTU (a larger one is
+    /// refused). None: only the buffers limit it ([`crate::defs::guest_mtu`]).
+    /// Read when the device is created; the guest takes it when its driver
+    /// probes.
+    pub mtu: Option<u16>,
 }
 
 /// Most queue pairs a device may have.
@@ -117,6 +124,8 @@ pub struct VhostUserDevice {
     socket_id: Option<(u64, u64)>,
     /// The device's share of the TSO pool (its ports hold clones).
     tso_share: Option<Arc<dataplane::mempool::PoolShare>>,
+    /// Offered with VIRTIO_NET_F_MTU.
+    offered_mtu: Option<u16>,
 }
 
 impl std::fmt::Debug for VhostUserDevice {
@@ -216,13 +225,14 @@ pub fn create_with_owner(
         path: cfg.socket.clone(),
         source,
     })?;
+    let offered_mtu = crate::defs::capped_mtu(crate::defs::guest_mtu(pool.data_room()), cfg.mtu);
     let ctl = Control {
         name: name.to_owned(),
         socket: cfg.socket.clone(),
         shared: Arc::clone(&shared),
         conn: Arc::clone(&conn),
-        mtu: crate::defs::guest_mtu(pool.data_room()),
-        max_mtu: crate::defs::max_guest_mtu(pool.data_room()),
+        mtu: offered_mtu,
+        max_mtu: crate::defs::capped_mtu(crate::defs::max_guest_mtu(pool.data_room()), cfg.mtu),
         tso: tso_pool.is_some(),
         mac: cfg.mac,
         notifier,
@@ -255,6 +265,7 @@ pub fn create_with_owner(
         ports,
         socket_id,
         tso_share,
+        offered_mtu,
     })
 }
 
@@ -314,6 +325,15 @@ impl VhostUserDevice {
     pub fn mtu(&self) -> Option<u16> {
         // Relaxed: a status read.
         Some(self.shared.mtu.load(Ordering::Relaxed)).filter(|&m| m != 0)
+    }
+
+    /// The `mtu` the device offers with VIRTIO_NET_F_MTU (None: the feature
+    /// is not offered): 1500 or what the buffers hold, capped by
+    /// [`VhostUserConfig::mtu`]. Frontends that read the backend's config
+    /// space give it to the guest; QEMU does not (it offers its own
+    /// `host_mtu`, which must then be at most this cap).
+    pub fn offered_mtu(&self) -> Option<u16> {
+        self.offered_mtu
     }
 
     /// The virtio features the connected frontend acked, by name
