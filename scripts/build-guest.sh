@@ -6,7 +6,7 @@
 #
 #   OUTDIR/vmlinux      uncompressed kernel ELF, booted through its PVH entry point
 #   OUTDIR/vmlinuz      the same kernel as a bzImage (fallback)
-#   OUTDIR/initrd.img   gzip cpio: busybox, glibc, iperf3, iproute2's ip, virtio-net
+#   OUTDIR/initrd.img   gzip cpio: busybox, glibc, iperf3, iproute2's ip (/sbin/ip), virtio-net
 #                       and geneve modules, /init
 #   OUTDIR/manifest     package versions the outputs were built from
 #
@@ -154,11 +154,12 @@ cp -a "$U"/usr/lib/x86_64-linux-gnu/*.so* "$R/lib/x86_64-linux-gnu/"
 ln -s ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$R/lib64/ld-linux-x86-64.so.2"
 ln -s ../lib "$R/usr/lib"
 cp "$U/usr/bin/iperf3" "$R/usr/bin/iperf3"
-# iproute2's ip replaces busybox's applet (one ip, whatever the PATH order).
+# iproute2's ip as /sbin/ip, beside busybox's applet: busybox's sh runs its
+# own applet for a bare `ip`, so guest scripts call /sbin/ip by its path
+# where they need more (geneve links).
 IP=$(find "$U/bin" "$U/sbin" "$U/usr/bin" "$U/usr/sbin" -name ip -type f 2>/dev/null | head -n1)
 [ -n "$IP" ] || die "no ip binary in iproute2"
-rm -f "$R/bin/ip"
-cp "$IP" "$R/bin/ip"
+cp "$IP" "$R/sbin/ip"
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$R/etc/passwd"
 printf 'root:x:0:\n' > "$R/etc/group"
 printf '127.0.0.1 localhost\n' > "$R/etc/hosts"
