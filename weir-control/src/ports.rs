@@ -421,7 +421,7 @@ mod tests {
                 check_ifaces: false,
             };
             let port = spec.validate(&host).unwrap();
-            let opened = open(&port, pool, None, &[]).unwrap();
+            let opened = open(&port, pool, None, None, &[]).unwrap();
             let mut fe = RawFrontend::connect(&socket).unwrap();
             fe.send(spec::SET_OWNER, 0, &[], &[]).unwrap();
             let features = fe.get_u64(spec::GET_FEATURES).unwrap();
@@ -452,7 +452,7 @@ mod tests {
     #[test]
     fn dpdk_port_without_the_feature_says_how_to_build() {
         let pool = Mempool::for_tests(8);
-        let err = open(&dpdk_port("net_null0"), pool, None, &[])
+        let err = open(&dpdk_port("net_null0"), pool, None, None, &[])
             .err()
             .expect("dpdk port must fail without the feature");
         let msg = err.to_string();
