@@ -124,8 +124,6 @@ pub struct VhostUserDevice {
     socket_id: Option<(u64, u64)>,
     /// The device's share of the TSO pool (its ports hold clones).
     tso_share: Option<Arc<dataplane::mempool::PoolShare>>,
-    /// Offered with VIRTIO_NET_F_MTU.
-    offered_mtu: Option<u16>,
 }
 
 impl std::fmt::Debug for VhostUserDevice {
@@ -213,10 +211,12 @@ pub fn create_with_owner(
         name: name.to_owned(),
         source,
     })?;
+    let offered_mtu = crate::defs::capped_mtu(crate::defs::guest_mtu(pool.data_room()), cfg.mtu);
     let shared = Arc::new(DeviceShared {
         pairs: pairs.clone(),
         ctrl,
         doorbell: Some(notifier.doorbell()),
+        offered_mtu,
         ..DeviceShared::default()
     });
     let conn = Arc::new(Mutex::new(None));
@@ -225,7 +225,6 @@ pub fn create_with_owner(
         path: cfg.socket.clone(),
         source,
     })?;
-    let offered_mtu = crate::defs::capped_mtu(crate::defs::guest_mtu(pool.data_room()), cfg.mtu);
     let ctl = Control {
         name: name.to_owned(),
         socket: cfg.socket.clone(),
@@ -265,7 +264,6 @@ pub fn create_with_owner(
         ports,
         socket_id,
         tso_share,
-        offered_mtu,
     })
 }
 
@@ -333,7 +331,7 @@ impl VhostUserDevice {
     /// space give it to the guest; QEMU does not (it offers its own
     /// `host_mtu`, which must then be at most this cap).
     pub fn offered_mtu(&self) -> Option<u16> {
-        self.offered_mtu
+        self.shared.offered_mtu
     }
 
     /// The virtio features the connected frontend acked, by name
