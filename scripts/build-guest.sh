@@ -6,7 +6,8 @@
 #
 #   OUTDIR/vmlinux      uncompressed kernel ELF, booted through its PVH entry point
 #   OUTDIR/vmlinuz      the same kernel as a bzImage (fallback)
-#   OUTDIR/initrd.img   gzip cpio: busybox, glibc, iperf3, virtio-net modules, /init
+#   OUTDIR/initrd.img   gzip cpio: busybox, glibc, iperf3, iproute2's ip (/sbin/ip), virtio-net
+#                       and geneve modules, /init
 #   OUTDIR/manifest     package versions the outputs were built from
 #
 # Default OUTDIR: target/vm-guest in the repository.
@@ -26,8 +27,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${1:-$ROOT/target/vm-guest}
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-MODULES="virtio_pci virtio_net qemu_fw_cfg"
+# geneve: Linux's end of the Geneve interop test (the host may lack the module).
+MODULES="virtio_pci virtio_net qemu_fw_cfg geneve"
+# iproute2 and its libraries: busybox's ip cannot create geneve links.
 USERLAND="busybox-static libc6 libgcc-s1 iperf3 libiperf0 libsctp1 libssl3"
+USERLAND="$USERLAND iproute2 libbpf1 libelf1 libmnl0 libbsd0 libmd0 libcap2 zlib1g"
 
 say() { echo "build-guest: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -150,6 +154,12 @@ cp -a "$U"/usr/lib/x86_64-linux-gnu/*.so* "$R/lib/x86_64-linux-gnu/"
 ln -s ../lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 "$R/lib64/ld-linux-x86-64.so.2"
 ln -s ../lib "$R/usr/lib"
 cp "$U/usr/bin/iperf3" "$R/usr/bin/iperf3"
+# iproute2's ip as /sbin/ip, beside busybox's applet: busybox's sh runs its
+# own applet for a bare `ip`, so guest scripts call /sbin/ip by its path
+# where they need more (geneve links).
+IP=$(find "$U/bin" "$U/sbin" "$U/usr/bin" "$U/usr/sbin" -name ip -type f 2>/dev/null | head -n1)
+[ -n "$IP" ] || die "no ip binary in iproute2"
+cp "$IP" "$R/sbin/ip"
 printf 'root:x:0:0:root:/root:/bin/sh\n' > "$R/etc/passwd"
 printf 'root:x:0:\n' > "$R/etc/group"
 printf '127.0.0.1 localhost\n' > "$R/etc/hosts"

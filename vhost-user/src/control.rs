@@ -54,6 +54,13 @@ pub struct VhostUserConfig {
     /// it in the config space, for frontends that read the backend's config
     /// (QEMU emulates the config space itself and takes its own `mac=`).
     pub mac: Option<[u8; 6]>,
+    /// A cap on the guest's MTU, e.g. what a tunnel behind the port carries:
+    /// the `mtu` offered with VIRTIO_NET_F_MTU is at most this, and so is an
+    /// MTU the frontend sets with VHOST_USER_NET_SET_MTU (a larger one is
+    /// refused). None: only the buffers limit it ([`crate::defs::guest_mtu`]).
+    /// Read when the device is created; the guest takes it when its driver
+    /// probes.
+    pub mtu: Option<u16>,
 }
 
 /// Most queue pairs a device may have.
@@ -204,10 +211,12 @@ pub fn create_with_owner(
         name: name.to_owned(),
         source,
     })?;
+    let offered_mtu = crate::defs::capped_mtu(crate::defs::guest_mtu(pool.data_room()), cfg.mtu);
     let shared = Arc::new(DeviceShared {
         pairs: pairs.clone(),
         ctrl,
         doorbell: Some(notifier.doorbell()),
+        offered_mtu,
         ..DeviceShared::default()
     });
     let conn = Arc::new(Mutex::new(None));
@@ -221,8 +230,8 @@ pub fn create_with_owner(
         socket: cfg.socket.clone(),
         shared: Arc::clone(&shared),
         conn: Arc::clone(&conn),
-        mtu: crate::defs::guest_mtu(pool.data_room()),
-        max_mtu: crate::defs::max_guest_mtu(pool.data_room()),
+        mtu: offered_mtu,
+        max_mtu: crate::defs::capped_mtu(crate::defs::max_guest_mtu(pool.data_room()), cfg.mtu),
         tso: tso_pool.is_some(),
         mac: cfg.mac,
         notifier,
@@ -314,6 +323,15 @@ impl VhostUserDevice {
     pub fn mtu(&self) -> Option<u16> {
         // Relaxed: a status read.
         Some(self.shared.mtu.load(Ordering::Relaxed)).filter(|&m| m != 0)
+    }
+
+    /// The `mtu` the device offers with VIRTIO_NET_F_MTU (None: the feature
+    /// is not offered): 1500 or what the buffers hold, capped by
+    /// [`VhostUserConfig::mtu`]. Frontends that read the backend's config
+    /// space give it to the guest; QEMU does not (it offers its own
+    /// `host_mtu`, which must then be at most this cap).
+    pub fn offered_mtu(&self) -> Option<u16> {
+        self.shared.offered_mtu
     }
 
     /// The virtio features the connected frontend acked, by name

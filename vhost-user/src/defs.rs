@@ -155,6 +155,16 @@ pub fn guest_mtu(data_room: u32) -> Option<u16> {
     (mtu >= MIN_GUEST_MTU).then_some(mtu)
 }
 
+/// `mtu` lowered to `cap`, if given; None (do not offer the feature, refuse
+/// every NET_SET_MTU) if that leaves less than [`MIN_GUEST_MTU`].
+pub fn capped_mtu(mtu: Option<u16>, cap: Option<u16>) -> Option<u16> {
+    let m = match cap {
+        Some(c) => mtu?.min(c),
+        None => mtu?,
+    };
+    (m >= MIN_GUEST_MTU).then_some(m)
+}
+
 /// The largest MTU a frontend may set with VHOST_USER_NET_SET_MTU (QEMU's
 /// `host_mtu`) for a data room of `data_room` bytes: a frame of that MTU with
 /// an Ethernet header and one VLAN tag must fit one mbuf. Unlike
@@ -271,6 +281,17 @@ mod tests {
         assert_eq!(guest_mtu(86), Some(68));
         assert_eq!(guest_mtu(85), None);
         assert_eq!(guest_mtu(0), None);
+    }
+
+    #[test]
+    fn a_cap_lowers_the_mtu_and_never_raises_it() {
+        assert_eq!(capped_mtu(Some(1500), Some(1450)), Some(1450));
+        assert_eq!(capped_mtu(Some(1400), Some(1450)), Some(1400));
+        assert_eq!(capped_mtu(Some(1500), None), Some(1500));
+        assert_eq!(capped_mtu(None, Some(1450)), None);
+        // A cap below the least IPv4 MTU: nothing offered, nothing accepted.
+        assert_eq!(capped_mtu(Some(1500), Some(67)), None);
+        assert_eq!(capped_mtu(Some(1500), Some(68)), Some(68));
     }
 
     #[test]

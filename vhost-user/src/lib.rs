@@ -126,7 +126,9 @@
 //!   §5.1.6.4.1).
 //! - VIRTIO_NET_F_MTU: config `mtu` is 1500, lowered so that a frame of that
 //!   MTU plus an Ethernet header and one VLAN tag fits an mbuf's data room
-//!   ([`defs::guest_mtu`]); not offered if that is below 68. A Linux guest
+//!   ([`defs::guest_mtu`]), and to [`VhostUserConfig::mtu`] when given (the
+//!   runtime gives what the bridge's tunnels carry); not offered if that is
+//!   below 68. A Linux guest
 //!   adopts the value as its interface MTU, which is why it is not the full
 //!   data room: guests bridged to 1500-byte kernel ports would send frames
 //!   those ports refuse. Larger frames are still dropped as `Malformed`.
@@ -137,7 +139,8 @@
 //!   message as invalid, so the relay (`relay`) serves the feature: it adds
 //!   NET_MTU to the library's protocol features, and accepts an MTU in
 //!   68..=[`defs::max_guest_mtu`] (the data room less a VLAN-tagged
-//!   Ethernet header) or refuses it like any refused message. The accepted
+//!   Ethernet header, and at most [`VhostUserConfig::mtu`]) or refuses it
+//!   like any refused message. The accepted
 //!   value is shown by [`VhostUserDevice::mtu`] and enforced towards the
 //!   guest: longer frames to it are dropped as `mtu-exceeded` (a tagged frame
 //!   may be one tag longer; segmentation offload frames are exempt).

@@ -266,8 +266,8 @@ pub enum Refusal {
         /// The feature's name.
         feature: &'static str,
     },
-    /// NET_SET_MTU outside what weir's buffers hold.
-    #[error("NET_SET_MTU {mtu}: outside {MIN_GUEST_MTU}..={max} (mbuf data room)")]
+    /// NET_SET_MTU outside what weir's buffers hold or the port's MTU cap allows.
+    #[error("NET_SET_MTU {mtu}: outside {MIN_GUEST_MTU}..={max} (the mbuf data room, or the cap of the MTU the port offers)")]
     Mtu {
         /// The requested MTU.
         mtu: u64,

@@ -194,6 +194,9 @@ pub(crate) struct DeviceShared {
     pub ctrl: Arc<VqShared>,
     /// The device's interrupt thread's doorbell.
     pub doorbell: Option<Arc<Doorbell>>,
+    /// The `mtu` offered with VIRTIO_NET_F_MTU (None: not offered); set once
+    /// when the device is created.
+    pub offered_mtu: Option<u16>,
     /// A frontend is connected.
     pub connected: AtomicBool,
     /// Drop asked the control thread to stop.

@@ -532,6 +532,7 @@ pub fn server_config(socket: PathBuf) -> crate::VhostUserConfig {
         mode: crate::Mode::Server,
         queues: 1,
         mac: None,
+        mtu: None,
     }
 }
 

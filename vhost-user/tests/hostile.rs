@@ -27,7 +27,7 @@ use vhost_user::testguest::spec::{
     PROTO_REPLY_ACK, SET_FEATURES, SET_MEM_TABLE, SET_VRING_CALL, SET_VRING_NUM,
 };
 use vhost_user::testguest::{self, region, ring_at, wait_until, Guest, Handshake, Layout, UADDR};
-use vhost_user::{create, VhostUserDevice, VhostUserPort};
+use vhost_user::{create, VhostUserConfig, VhostUserDevice, VhostUserPort};
 
 // virtio split-ring flags.
 const DESC_F_NEXT: u16 = 1;
@@ -597,6 +597,40 @@ fn net_mtu_is_offered_and_net_set_mtu_is_checked_against_the_data_room() {
         assert_answers(&mut r);
         assert_eq!(h.dev.mtu(), None);
     });
+}
+
+#[test]
+fn a_capped_device_offers_its_cap_and_refuses_a_larger_net_set_mtu() {
+    let _s = testguest::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("capped.sock");
+    let cfg = VhostUserConfig {
+        mtu: Some(1450),
+        ..testguest::server_config(sock.clone())
+    };
+    let dev = create("capped", &cfg, pool()).unwrap();
+    assert_eq!(dev.offered_mtu(), Some(1450));
+    let mut r = Raw::negotiated(&sock, PROTO_REPLY_ACK | PROTO_MQ | PROTO_NET_MTU);
+    for bad in [1451u64, 1500] {
+        assert!(!r.request(NET_SET_MTU, &bad.to_le_bytes(), &[]), "{bad}");
+        let err = dev.error().unwrap_or_default();
+        assert!(
+            err.contains(&format!("NET_SET_MTU {bad}: outside 68..=1450")),
+            "{err}"
+        );
+        assert_eq!(dev.mtu(), None);
+        assert_answers(&mut r);
+    }
+    assert!(r.request(NET_SET_MTU, &1450u64.to_le_bytes(), &[]));
+    assert_eq!(dev.mtu(), Some(1450));
+    // Without a cap, 1500 is offered.
+    let plain = create(
+        "plain",
+        &testguest::server_config(dir.path().join("plain.sock")),
+        pool(),
+    )
+    .unwrap();
+    assert_eq!(plain.offered_mtu(), Some(1500));
 }
 
 #[test]

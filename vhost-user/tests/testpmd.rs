@@ -221,6 +221,7 @@ fn testpmd_two_queue_pairs_deliver_on_both_ports() {
         mode: Mode::Server,
         queues: 2,
         mac: None,
+        mtu: None,
     };
     let mut dev = create("vumq", &cfg, pool).unwrap();
     let mut ports = dev.take_queues();
@@ -271,6 +272,7 @@ fn client_mode_reconnects_after_the_server_restarts() {
         mode: Mode::Client,
         queues: 1,
         mac: None,
+        mtu: None,
     };
     // weir starts first and retries until testpmd listens.
     let mut dev = create("vucl", &cfg, pool).unwrap();

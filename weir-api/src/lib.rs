@@ -455,6 +455,12 @@ pub struct PortInfo {
     /// that predate it.
     #[serde(default)]
     pub mtu: Option<u16>,
+    /// MTU the port offers its peer (a vhost-user device's VIRTIO_NET_F_MTU
+    /// `mtu`: 1500, or less when the buffers or the bridge's tunnels hold
+    /// less); None if it offers none. Absent from replies of daemons that
+    /// predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offered_mtu: Option<u16>,
     /// Features the port's peer negotiated (a vhost-user guest's virtio
     /// features: `VERSION_1`, `MRG_RXBUF`, `GUEST_TSO4`, ...); empty when
     /// none is connected or the type has none.

@@ -89,6 +89,7 @@ impl Loopback {
                 mode: Mode::Server,
                 queues: 1,
                 mac: None,
+                mtu: None,
             };
             let mut dev = match create(&format!("loop{i}"), &cfg, pool) {
                 Ok(dev) => dev,

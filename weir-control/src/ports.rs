@@ -67,6 +67,16 @@ pub enum DriverError {
     NoDpdk,
 }
 
+/// What [`open_vhost_user`] makes a device of.
+struct VhostPort<'a> {
+    socket: &'a std::path::Path,
+    mode: VhostMode,
+    queues: u16,
+    mac: Option<[u8; 6]>,
+    mtu: Option<u16>,
+    owner: vhost_user::SocketOwner,
+}
+
 /// Port-level state a driver keeps beside its queues (a vhost-user device
 /// and its control thread): kept alive as long as the port exists, dropped
 /// after its queues are gone, and asked for the port's error state and MTU.
@@ -79,6 +89,12 @@ pub trait PortDevice: Send {
     /// The MTU the port's peer set, if any (a vhost-user frontend's
     /// NET_SET_MTU).
     fn mtu(&self) -> Option<u16> {
+        None
+    }
+
+    /// The MTU the port offers its peer (a vhost-user device's
+    /// VIRTIO_NET_F_MTU `mtu`), if it offers one.
+    fn offered_mtu(&self) -> Option<u16> {
         None
     }
 
@@ -108,6 +124,10 @@ impl PortDevice for vhost_user::VhostUserDevice {
 
     fn mtu(&self) -> Option<u16> {
         vhost_user::VhostUserDevice::mtu(self)
+    }
+
+    fn offered_mtu(&self) -> Option<u16> {
+        vhost_user::VhostUserDevice::offered_mtu(self)
     }
 
     fn features(&self) -> Vec<&'static str> {
@@ -145,7 +165,8 @@ impl OpenedPort {
 /// ports in tests.
 pub trait PortFactory: Send + Sync {
     /// Opens every queue of `port`, receiving into `pool` (and TSO frames into
-    /// `tso_pool`, if given).
+    /// `tso_pool`, if given). `guest_mtu` caps the MTU a vhost-user port
+    /// offers its guest (the bridge's tunnels' limit).
     ///
     /// # Errors
     /// Whatever opening the port reports.
@@ -154,6 +175,7 @@ pub trait PortFactory: Send + Sync {
         port: &PortConfig,
         pool: &'static Mempool,
         tso_pool: Option<&'static Mempool>,
+        guest_mtu: Option<u16>,
     ) -> Result<OpenedPort, OpenError>;
 }
 
@@ -169,8 +191,9 @@ impl PortFactory for DriverFactory {
         port: &PortConfig,
         pool: &'static Mempool,
         tso_pool: Option<&'static Mempool>,
+        guest_mtu: Option<u16>,
     ) -> Result<OpenedPort, OpenError> {
-        open(port, pool, tso_pool, &self.eal_args).map_err(|source| OpenError {
+        open(port, pool, tso_pool, guest_mtu, &self.eal_args).map_err(|source| OpenError {
             port: port.name.clone(),
             source,
         })
@@ -188,12 +211,15 @@ fn boxed<P: Port + 'static>(v: Vec<P>) -> Vec<Box<dyn Port>> {
 /// # Errors
 /// Whatever the driver reports (missing interface, permission, bad file).
 ///
+/// `guest_mtu` caps the MTU a vhost-user port offers its guest
+/// ([`vhost_user::VhostUserConfig::mtu`]); other types ignore it.
 /// `eal_args` are the `[dpdk]` EAL arguments, used by the first `dpdk` port (the
 /// EAL is initialised once per process).
 pub fn open(
     port: &PortConfig,
     pool: &'static Mempool,
     tso_pool: Option<&'static Mempool>,
+    guest_mtu: Option<u16>,
     eal_args: &[String],
 ) -> Result<OpenedPort, DriverError> {
     let n = usize::from(port.queue_count());
@@ -255,7 +281,15 @@ pub fn open(
         } => {
             let owner = socket_owner(*socket_mode, socket_group.as_deref())?;
             let mac = port.settings.mac.map(|m| m.0);
-            open_vhost_user(name, socket, *mode, n as u16, mac, owner, pool, tso_pool)?
+            let v = VhostPort {
+                socket,
+                mode: *mode,
+                queues: n as u16,
+                mac,
+                mtu: guest_mtu,
+                owner,
+            };
+            open_vhost_user(name, &v, pool, tso_pool)?
         }
         PortKind::Vfio { pci } => {
             // sysfs and VFIO name the function in its canonical form.
@@ -280,31 +314,28 @@ pub fn open(
     Ok(opened)
 }
 
-/// Creates a vhost-user device for `socket`; the device stays with the port.
-/// With `mac`, the device offers it (VIRTIO_NET_F_MAC) to frontends that
+/// Creates a vhost-user device for `v.socket`; the device stays with the port.
+/// With `v.mac`, the device offers it (VIRTIO_NET_F_MAC) to frontends that
 /// read its config space.
-#[allow(clippy::too_many_arguments)]
+/// With `v.mtu`, the MTU it offers (and accepts from the frontend) is capped.
 fn open_vhost_user(
     name: &str,
-    socket: &std::path::Path,
-    mode: VhostMode,
-    queues: u16,
-    mac: Option<[u8; 6]>,
-    owner: vhost_user::SocketOwner,
+    v: &VhostPort<'_>,
     pool: &'static Mempool,
     tso_pool: Option<&'static Mempool>,
 ) -> Result<OpenedPort, DriverError> {
-    let mode = match mode {
+    let mode = match v.mode {
         VhostMode::Server => vhost_user::Mode::Server,
         VhostMode::Client => vhost_user::Mode::Client,
     };
     let cfg = vhost_user::VhostUserConfig {
-        socket: socket.to_owned(),
+        socket: v.socket.to_owned(),
         mode,
-        queues,
-        mac,
+        queues: v.queues,
+        mac: v.mac,
+        mtu: v.mtu,
     };
-    let mut dev = vhost_user::create_with_owner(name, &cfg, pool, tso_pool, owner)?;
+    let mut dev = vhost_user::create_with_owner(name, &cfg, pool, tso_pool, v.owner)?;
     let queues = boxed(dev.take_queues());
     Ok(OpenedPort {
         queues,
@@ -390,7 +421,7 @@ mod tests {
                 check_ifaces: false,
             };
             let port = spec.validate(&host).unwrap();
-            let opened = open(&port, pool, None, &[]).unwrap();
+            let opened = open(&port, pool, None, None, &[]).unwrap();
             let mut fe = RawFrontend::connect(&socket).unwrap();
             fe.send(spec::SET_OWNER, 0, &[], &[]).unwrap();
             let features = fe.get_u64(spec::GET_FEATURES).unwrap();
@@ -421,7 +452,7 @@ mod tests {
     #[test]
     fn dpdk_port_without_the_feature_says_how_to_build() {
         let pool = Mempool::for_tests(8);
-        let err = open(&dpdk_port("net_null0"), pool, None, &[])
+        let err = open(&dpdk_port("net_null0"), pool, None, None, &[])
             .err()
             .expect("dpdk port must fail without the feature");
         let msg = err.to_string();

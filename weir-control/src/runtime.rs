@@ -812,7 +812,7 @@ impl Dataplane {
         // requests; the checks run again under the lock below.
         let preopened = if matches!(port.kind, PortKind::Pcap { .. }) {
             self.check_new_port(&self.lock(), &port)?;
-            Some(self.factory.open(&port, self.pool, None)?)
+            Some(self.factory.open(&port, self.pool, None, None)?)
         } else {
             None
         };
@@ -861,7 +861,16 @@ impl Dataplane {
             (None, None, PortKind::Patch { peer }) => OpenedPort::plain(vec![Box::new(
                 Dataplane::patch_end(&mut st, &spec.name, peer)?,
             )]),
-            (None, None, _) => self.factory.open(&spec, self.pool, tso_pool)?,
+            (None, None, _) => {
+                // A guest behind a tunnel learns an MTU whose frames fit it
+                // (tunnels added later do not change it: the guest reads
+                // its MTU once, when its driver probes).
+                let guest_mtu = match (&spec.kind, &spec.bridge) {
+                    (PortKind::VhostUser { .. }, Some(b)) => Self::tunnel_guest_mtu(&st, b),
+                    _ => None,
+                };
+                self.factory.open(&spec, self.pool, tso_pool, guest_mtu)?
+            }
         };
         // Place queues round-robin over workers; the first queue's worker owns the
         // port's handoff ring.
@@ -1201,6 +1210,7 @@ impl Dataplane {
             stats: s,
             queue_stats: per_queue,
             mtu: rec.device.as_ref().and_then(|d| d.mtu()),
+            offered_mtu: rec.device.as_ref().and_then(|d| d.offered_mtu()),
             features: rec.device.as_ref().map_or_else(Vec::new, |d| {
                 d.features().into_iter().map(str::to_owned).collect()
             }),
@@ -2225,6 +2235,8 @@ mod tests {
     #[derive(Default)]
     struct ScriptedFactory {
         ports: Mutex<BTreeMap<String, Vec<Box<dyn Port>>>>,
+        /// The `guest_mtu` each port was opened with.
+        guest_mtus: Mutex<BTreeMap<String, Option<u16>>>,
     }
 
     impl ScriptedFactory {
@@ -2251,7 +2263,12 @@ mod tests {
             port: &PortConfig,
             pool: &'static Mempool,
             _tso_pool: Option<&'static Mempool>,
+            guest_mtu: Option<u16>,
         ) -> Result<OpenedPort, OpenError> {
+            self.guest_mtus
+                .lock()
+                .unwrap()
+                .insert(port.name.clone(), guest_mtu);
             let queues = self.ports.lock().unwrap().remove(&port.name);
             match queues {
                 Some(queues) => Ok(OpenedPort::plain(queues)),
@@ -2311,6 +2328,44 @@ mod tests {
         dp.port_list()
             .iter()
             .any(|p| p.name == name && p.link == "up")
+    }
+
+    #[test]
+    fn a_vhost_user_port_behind_a_tunnel_is_opened_with_the_tunnel_mtu() {
+        let factory = Arc::new(ScriptedFactory::default());
+        let dp = scripted_dataplane(&factory, "0");
+        dp.bridge_add("br0").unwrap();
+        dp.bridge_add("br1").unwrap();
+        let pool = dp.pool();
+        let _ = factory.script(pool, ["up", "early", "vm", "other"]);
+        let vhost = |name: &str, bridge: &str| {
+            let mut spec = PortSpec::new(name, PortType::VhostUser);
+            spec.socket = Some(format!("/nonexistent/{name}.sock").into());
+            spec.bridge = Some(bridge.into());
+            spec
+        };
+        // Before br0 has a tunnel: no cap.
+        dp.port_add(vhost("early", "br0")).unwrap();
+        // The underlay (a ring port: its MTU is taken as 1500) and a VXLAN
+        // tunnel over it on br0.
+        let mut up = PortSpec::new("up", PortType::Ring);
+        up.ip = vec!["192.0.2.1/24".into()];
+        dp.port_add(up).unwrap();
+        let mut vx = PortSpec::new("vx0", PortType::Vxlan);
+        vx.bridge = Some("br0".into());
+        vx.underlay = Some("up".into());
+        vx.local_ip = Some("192.0.2.1".parse().unwrap());
+        vx.remote_ips = vec!["192.0.2.2".parse().unwrap()];
+        vx.vni = Some(5000);
+        dp.port_add(vx).unwrap();
+        dp.port_add(vhost("vm", "br0")).unwrap();
+        dp.port_add(vhost("other", "br1")).unwrap();
+        let mtus = factory.guest_mtus.lock().unwrap().clone();
+        assert_eq!(mtus["vm"], Some(1450), "{mtus:?}");
+        assert_eq!(mtus["early"], None, "{mtus:?}");
+        assert_eq!(mtus["other"], None, "{mtus:?}");
+        assert_eq!(mtus["up"], None, "{mtus:?}");
+        dp.shutdown();
     }
 
     #[test]

@@ -250,6 +250,9 @@ fn render_port(p: &PortInfo) -> String {
         ("state", p.state.clone()),
         ("mtu", opt(&p.mtu)),
     ];
+    if let Some(m) = p.offered_mtu {
+        lines.push(("offered mtu", m.to_string()));
+    }
     if !p.features.is_empty() {
         lines.push(("features", p.features.join(" ")));
     }
@@ -799,6 +802,7 @@ mod tests {
             },
             queue_stats: Vec::new(),
             mtu: None,
+            offered_mtu: None,
             features: Vec::new(),
             vlan_mode: Some("trunk".into()),
             tag: None,

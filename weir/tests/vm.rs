@@ -942,3 +942,336 @@ fn vm_port_security_cuts_a_spoofing_guest_off_and_not_its_neighbour() {
         t0.elapsed().as_secs_f64()
     );
 }
+
+/// The namespace pings `ip`, retrying while the path comes up (ARP on both
+/// sides of the tunnel, the guest's geneve device), then asks for `count`
+/// echoes, every one answered.
+fn ns_pings(ns: &weir_testkit::Netns, ip: &str, d: &Daemon) {
+    let first = vhost_user::testguest::wait_until(30, || {
+        common::ping(ns, ip, 1, "0.2").is_ok_and(|o| common::loss_pct(&o) == 0.0)
+    });
+    assert!(
+        first,
+        "no reply from {ip}: {}\n{}",
+        d.ports(),
+        tail(&d.log(), 30)
+    );
+    let out = common::ping(ns, ip, 5, "0.2").unwrap_or_else(|e| panic!("ping {ip}: {e}"));
+    assert_eq!(common::loss_pct(&out), 0.0, "ping {ip}: {out}");
+}
+
+/// The namespace fetches `url` (a guest's blob): its md5 and length.
+fn ns_fetch(ns: &weir_testkit::Netns, url: &str, d: &Daemon) -> String {
+    ns.exec(&[
+        "python3",
+        "-c",
+        &format!(
+            "import hashlib, urllib.request\n\
+             d = urllib.request.urlopen('{url}', timeout=90).read()\n\
+             print(hashlib.md5(d).hexdigest(), len(d))"
+        ),
+    ])
+    .unwrap_or_else(|e| panic!("fetching {url}: {e:#}\n{}", tail(&d.log(), 30)))
+}
+
+/// Tells a guest waiting in `nc -l -p 7777` that the test is done.
+fn ns_release(ns: &weir_testkit::Netns, ip: &str) {
+    let _ = ns.exec(&[
+        "python3",
+        "-c",
+        &format!("import socket\nsocket.create_connection(('{ip}', 7777), 10).sendall(b'done')"),
+    ]);
+}
+
+/// Waits until the guest printed `WEIRVM: <prefix>...`; returns the rest of
+/// that line.
+fn wait_console(pair: &mut Pair, d: &mut Daemon, prefix: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let want = format!("WEIRVM: {prefix}");
+        if let Some(rest) = pair
+            .console("g1")
+            .lines()
+            .find_map(|l| l.strip_prefix(&want).map(str::to_string))
+        {
+            return rest;
+        }
+        assert!(d.alive(), "weir died: {}", d.log());
+        assert!(
+            pair.running() && Instant::now() < deadline,
+            "no `{prefix}` from the guest:\n{}{}\nweir log:\n{}",
+            pair.output(),
+            pair.console("g1"),
+            tail(&d.log(), 30)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A drop counter of a port (0 while it has never counted).
+fn drop_count(d: &Daemon, port: &str, reason: &str) -> u64 {
+    d.port_json(port)["stats"]["drops"][reason]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Geneve between weir and Linux: the guest's NIC is weir's underlay (the
+/// vhost-user port `vm` carries weir's address 198.18.0.1), and the guest
+/// (198.18.0.9) has a Linux `geneve` device of VNI 5000 to weir with
+/// 10.0.0.9 on it (made with iproute2's /sbin/ip: busybox's cannot).
+/// weir's `geneve` tunnel port of that VNI shares bridge br0 with an
+/// afpacket port to a namespace (10.0.0.1). The host kernel
+/// needs no geneve module: the guest's kernel has it. Pings both ways, an
+/// md5-verified TCP transfer each way, weir's counters on the tunnel port
+/// and its neighbour table.
+#[test]
+fn vm_geneve_interoperates_with_linux() {
+    weir_testkit::require_root_and_ip().expect("needs root and iproute2");
+    let (_one_pair, dir) = begin("geneve");
+    let t0 = Instant::now();
+    let tag = format!("wg{}", std::process::id() % 100_000);
+    let ns =
+        weir_testkit::VethHost::create_quiet(&format!("{tag}-n"), &format!("{tag}n"), "10.0.0.1")
+            .unwrap();
+    let config = common::vhost_config(&dir, &[], "server", 1, 8192)
+        + &format!(
+            "[[port]]\nname = \"vm\"\ntype = \"vhost-user\"\nsocket = \"{}\"\n\
+             ip = \"198.18.0.1/24\"\n\
+             [[port]]\nname = \"gnv\"\ntype = \"geneve\"\nbridge = \"br0\"\nunderlay = \"vm\"\n\
+             local_ip = \"198.18.0.1\"\nremote_ips = [\"198.18.0.9\"]\nvni = 5000\n",
+            dir.join("vm.sock").display()
+        )
+        + &common::kernel_port("pa", "afpacket", &ns.host_if, "");
+    let mut d = Daemon::start(&dir, &config);
+
+    // The namespace serves a blob over HTTP.
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let mut blob = vec![0u8; 4 << 20];
+    weir_testkit::pattern_fill(u64::from(std::process::id()), 0, &mut blob);
+    std::fs::write(www.join("blob"), &blob).unwrap();
+    let want = md5_of(&www.join("blob"));
+    let _http = NsProcess::start(
+        &ns.ns,
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            "10.0.0.1",
+            "--directory",
+            www.to_str().unwrap(),
+        ],
+        &dir.join("http.log"),
+    );
+
+    // The guest: the geneve device, a ping of the namespace through it, the
+    // namespace's blob, then a blob of its own served until the test is done.
+    std::fs::write(
+        dir.join("g1.sh"),
+        r#"ip link set eth0 up && ip addr add 198.18.0.9/24 dev eth0 || { echo "WEIRVM: FAIL eth0"; exit 1; }
+/sbin/ip link add gnv0 type geneve id 5000 remote 198.18.0.1 || { echo "WEIRVM: FAIL no geneve link"; exit 1; }
+ip addr add 10.0.0.9/24 dev gnv0 && ip link set gnv0 up || exit 1
+echo "WEIRVM: gnv0 $(/sbin/ip -d -o link show gnv0 | grep -o 'geneve id [0-9]* remote [0-9.]*') mtu=$(cat /sys/class/net/gnv0/mtu)"
+tries=0
+until ping -c 1 -W 1 10.0.0.1 > /dev/null 2>&1; do
+  tries=$((tries + 1))
+  [ $tries -lt 60 ] || { echo "WEIRVM: FAIL no ping reply"; exit 1; }
+done
+ping -c 5 -i 0.2 -W 2 10.0.0.1 > /tmp/ping 2>&1
+rx=$(sed -n 's/.* \([0-9]*\) packets received.*/\1/p' /tmp/ping)
+echo "WEIRVM: ping received ${rx:-0}/5"
+[ "${rx:-0}" -eq 5 ] || exit 1
+got=$(timeout 60 wget -q -O - http://10.0.0.1:8080/blob | md5sum | cut -d' ' -f1)
+echo "WEIRVM: down got=$got"
+mkdir -p /www
+dd if=/dev/urandom of=/www/blob bs=1M count=4 2>/dev/null
+httpd -p 10.0.0.9:8080 -h /www
+echo "WEIRVM: serving md5=$(md5sum /www/blob | cut -d' ' -f1)"
+timeout 90 nc -l -p 7777 < /dev/null > /dev/null || exit 1
+[ "$got" = "WANT" ]
+"#
+        .replace("WANT", &want),
+    )
+    .unwrap();
+    let mut pair = Pair::start(&dir, "--one --mode server -t 110 --g1 @/g1.sh @/vm.sock");
+
+    let served = wait_console(&mut pair, &mut d, "serving md5=", 100);
+    // The namespace reaches the guest through the tunnel, and gets its blob.
+    ns_pings(&ns.ns, "10.0.0.9", &d);
+    let got = ns_fetch(&ns.ns, "http://10.0.0.9:8080/blob", &d);
+    ns_release(&ns.ns, "10.0.0.9");
+    let (ok, out) = pair.finish();
+    pair_ok(ok, &out, &d);
+    assert!(
+        out.contains("g1: gnv0 geneve id 5000 remote 198.18.0.1"),
+        "{out}"
+    );
+    assert!(out.contains("g1: ping received 5/5"), "{out}");
+    assert!(
+        out.contains(&format!("g1: down got={want}")),
+        "namespace -> guest\n{out}"
+    );
+    assert_eq!(
+        got.split_whitespace().collect::<Vec<_>>(),
+        [served.trim(), "4194304"],
+        "guest -> namespace"
+    );
+
+    // weir counted the traffic on the tunnel port, resolved the guest's
+    // address, and dropped nothing at the tunnel.
+    let stats = d.ok(&["stats"]);
+    let gnv = d.port_json("gnv");
+    let (rx, tx) = (
+        gnv["stats"]["rx_packets"].as_u64().unwrap_or(0),
+        gnv["stats"]["tx_packets"].as_u64().unwrap_or(0),
+    );
+    assert!(
+        rx > 1000 && tx > 1000,
+        "gnv counters rx {rx} tx {tx}\n{stats}"
+    );
+    for (port, reason) in [
+        ("gnv", "tunnel-mtu"),
+        ("gnv", "tunnel-unresolved"),
+        ("vm", "tunnel-header"),
+        ("vm", "tunnel-vni"),
+        ("vm", "tunnel-remote"),
+    ] {
+        assert_eq!(drop_count(&d, port, reason), 0, "{port} {reason}\n{stats}");
+    }
+    let neigh = d.json(&["neigh", "show"]);
+    let guest_mac = "52:54:00:00:00:01";
+    let listed = neigh.as_array().is_some_and(|a| {
+        a.iter()
+            .any(|n| n["ip"] == "198.18.0.9" && n["mac"] == guest_mac)
+    });
+    assert!(listed, "weir neigh show: {neigh}");
+    println!(
+        "gnv rx {rx} tx {tx}; neigh {neigh}; total {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+}
+
+/// A guest behind a tunnel: bridge br0 has a VXLAN tunnel `vx0` over an
+/// underlay of MTU 1500 (a veth to a namespace whose Linux `vxlan` device,
+/// VNI 5000, is the other end, 10.0.0.9), so frames of a guest on br0 fit
+/// the tunnel only up to an IP MTU of 1500 − 50 = 1450. The vhost-user port,
+/// added after the tunnel, offers that MTU (`offered_mtu` in `port show`)
+/// and accepts it from QEMU's `host_mtu`; the guest's eth0 comes up with it.
+/// Full-size pings and a TCP transfer from the guest cross the tunnel with no
+/// `tunnel-mtu` drop.
+///
+/// QEMU (7.2) emulates the virtio-net config space of a vhost-user NIC
+/// itself: VIRTIO_NET_F_MTU reaches the guest only with `host_mtu`, and the
+/// backend's own `mtu` is never read. So the guest is given
+/// `host_mtu=1450`, the value `weir port show` offers, as a user would.
+#[test]
+fn vm_behind_a_tunnel_gets_the_tunnel_mtu() {
+    weir_testkit::require_root_and_ip().expect("needs root and iproute2");
+    let (_one_pair, dir) = begin("tunnel-mtu");
+    let t0 = Instant::now();
+    let tag = format!("wt{}", std::process::id() % 100_000);
+    // The Linux VTEP: eth0 198.18.0.9 on the underlay veth (MTU 1500), vx
+    // (MTU 1450, Linux's own arithmetic) with 10.0.0.9.
+    let vtep =
+        weir_testkit::VethHost::create_quiet(&format!("{tag}-l"), &format!("{tag}u"), "198.18.0.9")
+            .unwrap();
+    for args in [
+        &[
+            "ip",
+            "link",
+            "add",
+            "vx",
+            "type",
+            "vxlan",
+            "id",
+            "5000",
+            "local",
+            "198.18.0.9",
+            "remote",
+            "198.18.0.1",
+            "dstport",
+            "4789",
+            "dev",
+            "eth0",
+        ][..],
+        &["ip", "addr", "add", "10.0.0.9/24", "dev", "vx"],
+        &["ip", "link", "set", "vx", "up"],
+    ] {
+        vtep.ns.exec(args).unwrap();
+    }
+    let vx_mtu = vtep.ns.exec(&["cat", "/sys/class/net/vx/mtu"]).unwrap();
+    assert_eq!(
+        vx_mtu.trim(),
+        "1450",
+        "Linux's vxlan MTU over a 1500 underlay"
+    );
+    let config = common::vhost_config(&dir, &[], "server", 1, 8192)
+        + &format!(
+            "[[port]]\nname = \"uplink\"\ntype = \"afpacket\"\niface = \"{}\"\n\
+             ip = \"198.18.0.1/24\"\n\
+             [[port]]\nname = \"vx0\"\ntype = \"vxlan\"\nbridge = \"br0\"\nunderlay = \"uplink\"\n\
+             local_ip = \"198.18.0.1\"\nremote_ips = [\"198.18.0.9\"]\nvni = 5000\n\
+             [[port]]\nname = \"vm\"\ntype = \"vhost-user\"\nsocket = \"{}\"\nbridge = \"br0\"\n",
+            vtep.host_if,
+            dir.join("vm.sock").display()
+        );
+    let mut d = Daemon::start(&dir, &config);
+    let show = d.json(&["port", "show", "vm"]);
+    assert_eq!(show["offered_mtu"].as_u64(), Some(1450), "{show}");
+    let plain = d.ok(&["port", "show", "vm"]);
+    assert!(
+        plain.contains("offered mtu") && plain.contains("1450"),
+        "{plain}"
+    );
+
+    // The guest: its MTU, full-size pings through the tunnel, then a blob
+    // served until the test has fetched it (TCP from the guest).
+    std::fs::write(
+        dir.join("g1.sh"),
+        r#"ip link set eth0 up && ip addr add 10.0.0.2/24 dev eth0 || { echo "WEIRVM: FAIL eth0"; exit 1; }
+echo "WEIRVM: mtu=$(cat /sys/class/net/eth0/mtu)"
+tries=0
+until ping -c 1 -W 1 10.0.0.9 > /dev/null 2>&1; do
+  tries=$((tries + 1))
+  [ $tries -lt 60 ] || { echo "WEIRVM: FAIL no ping reply"; exit 1; }
+done
+ping -c 5 -i 0.2 -W 2 -s 1422 10.0.0.9 > /tmp/ping 2>&1
+rx=$(sed -n 's/.* \([0-9]*\) packets received.*/\1/p' /tmp/ping)
+echo "WEIRVM: full-size ping received ${rx:-0}/5"
+mkdir -p /www
+dd if=/dev/urandom of=/www/blob bs=1M count=4 2>/dev/null
+httpd -p 10.0.0.2:8080 -h /www
+echo "WEIRVM: serving md5=$(md5sum /www/blob | cut -d' ' -f1)"
+timeout 90 nc -l -p 7777 < /dev/null > /dev/null
+"#,
+    )
+    .unwrap();
+    let mut pair = Pair::start(
+        &dir,
+        "--one --mode server --host-mtu 1450 -t 110 --g1 @/g1.sh @/vm.sock",
+    );
+    let served = wait_console(&mut pair, &mut d, "serving md5=", 100);
+    let got = ns_fetch(&vtep.ns, "http://10.0.0.2:8080/blob", &d);
+    ns_release(&vtep.ns, "10.0.0.2");
+    let (ok, out) = pair.finish();
+    pair_ok(ok, &out, &d);
+    assert!(out.contains("g1: mtu=1450"), "the guest's MTU:\n{out}");
+    assert!(out.contains("g1: full-size ping received 5/5"), "{out}");
+    assert_eq!(
+        got.split_whitespace().collect::<Vec<_>>(),
+        [served.trim(), "4194304"],
+        "guest -> namespace through the tunnel"
+    );
+    // QEMU set the MTU weir offered; nothing was too long for the tunnel.
+    assert_eq!(d.port_json("vm")["mtu"].as_u64(), Some(1450));
+    let stats = d.ok(&["stats"]);
+    assert_eq!(drop_count(&d, "vx0", "tunnel-mtu"), 0, "{stats}");
+    let vx = d.port_json("vx0");
+    assert!(
+        vx["stats"]["tx_packets"].as_u64().unwrap_or(0) > 1000,
+        "the guest's frames did not cross the tunnel: {vx}"
+    );
+    println!("{stats}\ntotal {:.1}s", t0.elapsed().as_secs_f64());
+}

@@ -14,7 +14,7 @@ use dataplane::ring::Ring;
 use dataplane::switch::{PortEntry, Switch};
 use dataplane::tunnel::{HostPort, Remote, TunnelShared, TunnelState, Vnis, HOST_RX_RING};
 use dataplane::wire::ethernet;
-use dataplane::wire::tunnel::{OuterHeader, MTU_OVERHEAD};
+use dataplane::wire::tunnel::{OuterHeader, MTU_OVERHEAD, OUTER_LEN};
 use dataplane::{Burst, MacAddr, Mbuf, Mempool, PortId};
 use weir_api::{HostIpView, NeighView, TunnelRemoteView, TunnelView};
 use weir_config::{HostIp, PortConfig, PortKind, TunnelConfig, VniMap};
@@ -365,6 +365,25 @@ impl Dataplane {
         let hp = u.host_port();
         let id = u.id;
         self.switch.update(|tables| tables.set_host(id, Some(hp)));
+    }
+
+    /// The MTU a guest on `bridge` may have for its frames to cross every
+    /// tunnel port of the bridge: the least of their underlays' IP MTUs less
+    /// the outer headers ([`OUTER_LEN`]). None if the bridge has no tunnel.
+    pub(super) fn tunnel_guest_mtu(st: &State, bridge: &str) -> Option<u16> {
+        st.tunnels
+            .iter()
+            .filter(|(name, _)| {
+                st.ports
+                    .get(*name)
+                    .is_some_and(|p| p.port.bridge.as_deref() == Some(bridge))
+            })
+            .filter_map(|(_, r)| st.underlays.get(&r.underlay))
+            .map(|u| {
+                let mtu = u.shared.lock().unwrap_or_else(PoisonError::into_inner).mtu;
+                mtu.saturating_sub(OUTER_LEN).min(usize::from(u16::MAX)) as u16
+            })
+            .min()
     }
 
     /// The tunnels over underlay `name`, which must go before it.
