@@ -547,6 +547,13 @@ mod tests {
     use crate::mempool::Mempool;
     use crate::testutil::{burst_of, eth_frame, mac, vlan_frame};
 
+    /// One pool for these tests: a process has at most
+    /// [`crate::mempool::MAX_POOLS`], and pools live for good.
+    fn pool() -> &'static Mempool {
+        static POOL: std::sync::OnceLock<&'static Mempool> = std::sync::OnceLock::new();
+        POOL.get_or_init(|| Mempool::for_tests(1024))
+    }
+
     const A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
     const C: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 3);
@@ -636,7 +643,7 @@ mod tests {
 
     #[test]
     fn a_frame_crosses_a_tunnel_byte_exact_and_its_source_is_learned_against_the_remote() {
-        let pool = Mempool::for_tests(256);
+        let pool = pool();
         let mut a = side(A, 1, &[(B, 2)], Vnis::Single(5000), 1500);
         let mut b = side(B, 2, &[(A, 1)], Vnis::Single(5000), 1500);
         let frame = eth_frame(MacAddr::BROADCAST, mac(0x10), 0x0800, 100);
@@ -661,7 +668,7 @@ mod tests {
 
     #[test]
     fn unknown_destinations_are_replicated_to_every_remote_and_known_ones_go_to_one() {
-        let pool = Mempool::for_tests(256);
+        let pool = pool();
         let mut a = side(A, 1, &[(B, 2), (C, 3)], Vnis::Single(1), 1500);
         let mut out = burst_of(pool, &[eth_frame(mac(0x30), mac(0x10), 0x0800, 60)]);
         a.port.tx_burst(&mut out);
@@ -684,7 +691,7 @@ mod tests {
 
     #[test]
     fn vlans_map_to_vnis_untagged_inside_and_back() {
-        let pool = Mempool::for_tests(256);
+        let pool = pool();
         let map = || Vnis::ByVlan(vec![(10, 5010), (20, 5020)]);
         let mut a = side(A, 1, &[(B, 2)], map(), 1500);
         let mut b = side(B, 2, &[(A, 1)], map(), 1500);
@@ -723,7 +730,7 @@ mod tests {
 
     #[test]
     fn what_does_not_belong_is_dropped_and_counted() {
-        let pool = Mempool::for_tests(256);
+        let pool = pool();
         let mut a = side(A, 1, &[(B, 2)], Vnis::Single(5000), 1500);
         let mut wrong_vni = side(B, 2, &[(A, 1)], Vnis::Single(6000), 1500);
         let mut stranger = side(B, 2, &[(C, 3)], Vnis::Single(5000), 1500);
@@ -765,7 +772,7 @@ mod tests {
 
     #[test]
     fn host_traffic_goes_to_the_host_ring_and_the_rest_to_the_switch() {
-        let pool = Mempool::for_tests(256);
+        let pool = pool();
         let mut s = side(A, 1, &[(B, 2)], Vnis::Single(1), 1500);
         let arp = eth_frame(MacAddr::BROADCAST, mac(9), 0x0806, 28);
         let other = eth_frame(mac(0x44), mac(9), 0x0800, 60);

@@ -473,7 +473,7 @@ mod tests {
             .to_vec();
         let mut spec = dpdk_port("net_null0,size=64");
         spec.queues = Some(2);
-        let mut opened = open(&spec, pool, None, &eal).expect("open net_null0");
+        let mut opened = open(&spec, pool, None, None, &eal).expect("open net_null0");
         assert_eq!(opened.queues.len(), 2);
         let mut burst = dataplane::Burst::new();
         assert!(opened.queues[0].rx_burst(&mut burst) > 0);

@@ -756,7 +756,7 @@ mod tests {
 
     #[test]
     fn encap_writes_rfc7348_layout_byte_for_byte() {
-        let pool = Mempool::for_tests(4);
+        let pool = pool();
         let inner = inner_frame(1000);
         let mut m = mbuf_with(pool, &inner);
         vxlan_header().encap(&mut m, 5010, 50000).unwrap();
@@ -788,7 +788,7 @@ mod tests {
 
     #[test]
     fn round_trip_gives_back_inner_frame_and_vni() {
-        let pool = Mempool::for_tests(4);
+        let pool = pool();
         let mut inner = [0u8; 1600];
         for (i, b) in inner.iter_mut().enumerate() {
             *b = (i * 7 + 3) as u8;
@@ -861,6 +861,13 @@ mod tests {
         assert!(hdr.write(&mut h2, usize::MAX, 1, 50000).is_err());
     }
 
+    /// One pool for these tests: a process has at most
+    /// [`crate::mempool::MAX_POOLS`], and pools live for good.
+    fn pool() -> &'static Mempool {
+        static POOL: std::sync::OnceLock<&'static Mempool> = std::sync::OnceLock::new();
+        POOL.get_or_init(|| Mempool::for_tests(16))
+    }
+
     use crate::testutil::XorShift;
 
     #[test]
@@ -896,7 +903,7 @@ mod tests {
 
     #[test]
     fn encap_without_headroom_is_refused_and_leaves_the_frame() {
-        let pool = Mempool::for_tests(4);
+        let pool = pool();
         let mut m = pool.alloc().unwrap();
         // Use up all but 49 bytes of headroom.
         let head = m.headroom();
