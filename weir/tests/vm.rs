@@ -27,6 +27,33 @@ fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Serves `len` bytes of pattern in `dir/www/blob` over HTTP from namespace
+/// `ns` at `bind`:8080 (python3's http.server); returns the server, which
+/// stops when dropped, and the blob's md5.
+fn serve_blob(ns: &weir_testkit::Netns, dir: &Path, len: usize, bind: &str) -> (NsProcess, String) {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    let mut blob = vec![0u8; len];
+    weir_testkit::pattern_fill(u64::from(std::process::id()), 0, &mut blob);
+    std::fs::write(www.join("blob"), &blob).unwrap();
+    let md5 = md5_of(&www.join("blob"));
+    let server = NsProcess::start(
+        ns,
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            bind,
+            "--directory",
+            www.to_str().unwrap(),
+        ],
+        &dir.join("http.log"),
+    );
+    (server, md5)
+}
+
 /// Builds (or finds cached) the guest kernel and initrd once per test binary.
 fn guest_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
@@ -578,26 +605,7 @@ fn vm_and_namespace_on_afpacket_exchange_tso_frames() {
     let mut d = Daemon::start(&dir, &config);
 
     // The namespace serves a blob over HTTP and runs an iperf3 server.
-    let www = dir.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    let mut blob = vec![0u8; 8 << 20];
-    weir_testkit::pattern_fill(u64::from(std::process::id()), 0, &mut blob);
-    std::fs::write(www.join("blob"), &blob).unwrap();
-    let want = md5_of(&www.join("blob"));
-    let _http = NsProcess::start(
-        &ns.ns,
-        &[
-            "python3",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            "198.18.0.2",
-            "--directory",
-            www.to_str().unwrap(),
-        ],
-        &dir.join("http.log"),
-    );
+    let (_http, want) = serve_blob(&ns.ns, &dir, 8 << 20, "198.18.0.2");
     let _iperf = NsProcess::start(&ns.ns, &["iperf3", "-s"], &dir.join("iperf3.log"));
 
     // The guest: fetch the namespace's blob, iperf3 both ways, then serve a
@@ -1045,26 +1053,7 @@ fn vm_geneve_interoperates_with_linux() {
     let mut d = Daemon::start(&dir, &config);
 
     // The namespace serves a blob over HTTP.
-    let www = dir.join("www");
-    std::fs::create_dir_all(&www).unwrap();
-    let mut blob = vec![0u8; 4 << 20];
-    weir_testkit::pattern_fill(u64::from(std::process::id()), 0, &mut blob);
-    std::fs::write(www.join("blob"), &blob).unwrap();
-    let want = md5_of(&www.join("blob"));
-    let _http = NsProcess::start(
-        &ns.ns,
-        &[
-            "python3",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            "10.0.0.1",
-            "--directory",
-            www.to_str().unwrap(),
-        ],
-        &dir.join("http.log"),
-    );
+    let (_http, want) = serve_blob(&ns.ns, &dir, 4 << 20, "10.0.0.1");
 
     // The guest: the geneve device, a ping of the namespace through it, the
     // namespace's blob, then a blob of its own served until the test is done.
