@@ -183,6 +183,30 @@ fn port_queue(port: &str, queue: usize) -> Labels {
 }
 
 impl Scrape {
+    /// A counter family per port, queue and reason: `reasons` are the
+    /// reasons' names with their indexes in the counters `counts` reads.
+    fn encode_by_reason(
+        &self,
+        enc: &mut DescriptorEncoder<'_>,
+        name: &str,
+        help: &str,
+        reasons: impl Iterator<Item = (&'static str, usize)> + Clone,
+        counts: fn(&weir_api::PortStatsView) -> &[u64],
+    ) -> fmt::Result {
+        family(enc, name, help, MetricType::Counter, |m| {
+            for p in &self.ports {
+                for (q, s) in p.info.queue_stats.iter().enumerate() {
+                    for (reason, i) in reasons.clone() {
+                        let mut l = port_queue(&p.info.name, q);
+                        l.push(("reason", reason.to_owned()));
+                        counter(m, &l, counts(s)[i])?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
     fn encode_ports(&self, enc: &mut DescriptorEncoder<'_>) -> fmt::Result {
         let per_queue: [Def<weir_api::PortStatsView>; 9] = [
             ("weir_port_rx_packets", "Frames received.", |s| s.rx_packets),
@@ -219,41 +243,19 @@ impl Scrape {
                 Ok(())
             })?;
         }
-        family(
+        self.encode_by_reason(
             enc,
             "weir_port_drops",
             "Frames dropped, by the queue that received them and the reason.",
-            MetricType::Counter,
-            |m| {
-                for p in &self.ports {
-                    for (q, s) in p.info.queue_stats.iter().enumerate() {
-                        for &r in DropReason::ALL {
-                            let mut l = port_queue(&p.info.name, q);
-                            l.push(("reason", r.name().to_owned()));
-                            counter(m, &l, s.drops[r as usize])?;
-                        }
-                    }
-                }
-                Ok(())
-            },
+            DropReason::ALL.iter().map(|&r| (r.name(), r as usize)),
+            |s| &s.drops,
         )?;
-        family(
+        self.encode_by_reason(
             enc,
             "weir_port_unlearned",
             "Frames forwarded without learning their source address, by reason.",
-            MetricType::Counter,
-            |m| {
-                for p in &self.ports {
-                    for (q, s) in p.info.queue_stats.iter().enumerate() {
-                        for &r in Unlearned::ALL {
-                            let mut l = port_queue(&p.info.name, q);
-                            l.push(("reason", r.name().to_owned()));
-                            counter(m, &l, s.unlearned[r as usize])?;
-                        }
-                    }
-                }
-                Ok(())
-            },
+            Unlearned::ALL.iter().map(|&r| (r.name(), r as usize)),
+            |s| &s.unlearned,
         )?;
         let port = |p: &PortSample| -> Labels { vec![("port", p.info.name.clone())] };
         family(
