@@ -136,6 +136,19 @@ impl Rig {
         }
     }
 
+    /// The peer ARPs for weir's address, as a pinger does first, and gets
+    /// the reply (which also tells smoltcp the peer's MAC).
+    fn resolved_by_peer(&self) {
+        self.inject(&arp(
+            ArpOperation::Request,
+            PEER_MAC,
+            PEER4,
+            MacAddr([0; 6]),
+            OUR4,
+        ));
+        self.sent.wait_for("ARP reply", parse_arp);
+    }
+
     fn wait_update(&self) -> (Ipv4Addr, MacAddr) {
         let deadline = Instant::now() + WAIT;
         loop {
@@ -341,14 +354,7 @@ fn an_arp_request_for_another_address_is_not_answered() {
         Ipv4Addr::new(192, 0, 2, 9),
     ));
     // Then one for us, so the test knows the first was handled.
-    rig.inject(&arp(
-        ArpOperation::Request,
-        PEER_MAC,
-        PEER4,
-        MacAddr([0; 6]),
-        OUR4,
-    ));
-    rig.sent.wait_for("ARP reply", parse_arp);
+    rig.resolved_by_peer();
     rig.wait_rx(2);
     assert_eq!(rig.stack.counters().arp_requests_answered, 1);
     assert!(rig.sent.0.lock().unwrap().is_empty(), "only one reply");
@@ -358,14 +364,7 @@ fn an_arp_request_for_another_address_is_not_answered() {
 fn an_echo_request_gets_a_reply_with_the_same_id_seq_and_payload() {
     let rig = Rig::new(None);
     // A pinger resolves us first, which also tells smoltcp its MAC.
-    rig.inject(&arp(
-        ArpOperation::Request,
-        PEER_MAC,
-        PEER4,
-        MacAddr([0; 6]),
-        OUR4,
-    ));
-    rig.sent.wait_for("ARP reply", parse_arp);
+    rig.resolved_by_peer();
     let payload: Vec<u8> = (0..56u8).collect();
     rig.inject(&ping4(0x1234, 7, &payload));
     let (dst, src_ip, dst_ip, ident, seq, data) = rig.sent.wait_for("echo reply", |f| {
@@ -697,14 +696,7 @@ fn a_flood_of_arp_senders_keeps_the_table_bounded() {
 #[test]
 fn dropping_the_handle_stops_the_thread() {
     let rig = Rig::new(None);
-    rig.inject(&arp(
-        ArpOperation::Request,
-        PEER_MAC,
-        PEER4,
-        MacAddr([0; 6]),
-        OUR4,
-    ));
-    rig.sent.wait_for("ARP reply", parse_arp);
+    rig.resolved_by_peer();
     let Rig { stack, ring, .. } = rig;
     assert_eq!(Arc::strong_count(&ring), 2);
     drop(stack);
