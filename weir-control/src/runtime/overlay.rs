@@ -37,7 +37,9 @@ pub(super) struct Underlay {
 /// What the host stack's neighbour callback and the control requests share.
 struct UnderlayShared {
     mac: MacAddr,
-    host: HostIp,
+    /// Each tunnel remote's next hop, as the host stack works it out
+    /// (None: unreachable); refreshed with the wanted set.
+    routes: HashMap<Ipv4Addr, Option<Ipv4Addr>>,
     /// The underlay's entry, once published.
     entry: Option<Arc<PortEntry>>,
     /// The underlay's IP MTU.
@@ -49,14 +51,9 @@ struct UnderlayShared {
 }
 
 impl UnderlayShared {
-    /// The next hop towards `ip`: itself inside one of the port's subnets,
-    /// else the gateway.
+    /// The next hop towards tunnel remote `ip` (see `routes`).
     fn next_hop(&self, ip: Ipv4Addr) -> Option<Ipv4Addr> {
-        if self.host.addrs.iter().any(|a| a.contains(IpAddr::V4(ip))) {
-            Some(ip)
-        } else {
-            self.host.gateway4
-        }
+        self.routes.get(&ip).copied().flatten()
     }
 
     /// Rebuilds every tunnel's outer headers and publishes them.
@@ -201,12 +198,13 @@ impl Dataplane {
             return Ok(None);
         };
         let mac = self.host_mac(port, host);
+        let mtu = self.port_mtu(port);
         let to_host = Arc::new(Ring::new(HOST_RX_RING));
         let shared = Arc::new(Mutex::new(UnderlayShared {
             mac,
-            host: host.clone(),
+            routes: HashMap::new(),
             entry: None,
-            mtu: self.port_mtu(port),
+            mtu,
             tunnels: BTreeMap::new(),
             neighbours: HashMap::new(),
         }));
@@ -225,7 +223,7 @@ impl Dataplane {
             addrs: host.addrs.iter().map(|a| (a.addr, a.prefix)).collect(),
             gateway4: host.gateway4,
             gateway6: host.gateway6,
-            mtu: self.port_mtu(port),
+            mtu,
         };
         let link = PortLink {
             switch: Arc::clone(&self.switch),
@@ -333,8 +331,8 @@ impl Dataplane {
         {
             let mut s = u.shared.lock().unwrap_or_else(PoisonError::into_inner);
             s.tunnels.insert(name.to_owned(), Arc::clone(&shared));
+            u.want(&mut s);
             s.publish_tunnel(&shared);
-            u.stack.set_wanted(s.wanted());
         }
         let hp = u.host_port();
         let id = u.id;
@@ -360,7 +358,7 @@ impl Dataplane {
         {
             let mut s = u.shared.lock().unwrap_or_else(PoisonError::into_inner);
             s.tunnels.remove(name);
-            u.stack.set_wanted(s.wanted());
+            u.want(&mut s);
         }
         let hp = u.host_port();
         let id = u.id;
@@ -497,6 +495,20 @@ fn tunnel_view(t: &TunnelConfig, shared: &TunnelShared, u: Option<&Underlay>) ->
 }
 
 impl Underlay {
+    /// Has the host stack keep the next hops of `s`'s tunnel remotes
+    /// resolved, and takes the routes it works out for them. Called with
+    /// `s` locked, so the stack's neighbour callback, which locks it too,
+    /// never sees remotes without their routes.
+    fn want(&self, s: &mut UnderlayShared) {
+        self.stack.set_wanted(s.wanted());
+        s.routes = self
+            .stack
+            .wanted()
+            .into_iter()
+            .map(|r| (r.dst, r.next_hop))
+            .collect();
+    }
+
     /// `ip show`'s view of the port `name`.
     fn view(&self, name: &str) -> HostIpView {
         let s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
