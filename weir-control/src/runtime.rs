@@ -770,9 +770,7 @@ impl Dataplane {
     pub fn bridge_del(&self, name: &str) -> Result<(), ControlError> {
         let _g = self.lock();
         let t = self.switch.load();
-        let b = t
-            .bridge_by_name(name)
-            .ok_or_else(|| ControlError::NoSuchBridge { name: name.into() })?;
+        let b = bridge_named(&t, name)?;
         if !b.ports.is_empty() {
             let ports: Vec<String> = b
                 .ports
@@ -1399,9 +1397,7 @@ impl Dataplane {
     pub fn fdb_show(&self, bridge: Option<&str>) -> Result<Vec<FdbEntryView>, ControlError> {
         let t = self.switch.load();
         if let Some(b) = bridge {
-            if t.bridge_by_name(b).is_none() {
-                return Err(ControlError::NoSuchBridge { name: b.into() });
-            }
+            bridge_named(&t, b)?;
         }
         let now = self.switch.now_secs();
         let mut out = Vec::new();
@@ -1455,11 +1451,7 @@ impl Dataplane {
     ) -> Result<(), ControlError> {
         let st = self.lock();
         let t = self.switch.load();
-        let br = t
-            .bridge_by_name(bridge)
-            .ok_or_else(|| ControlError::NoSuchBridge {
-                name: bridge.into(),
-            })?;
+        let br = bridge_named(&t, bridge)?;
         let (mac, vlan) = fdb_key(mac, vlan)?;
         let rec = st
             .ports
@@ -1510,11 +1502,7 @@ impl Dataplane {
     pub fn fdb_del(&self, bridge: &str, mac: &str, vlan: Option<u16>) -> Result<(), ControlError> {
         let st = self.lock();
         let t = self.switch.load();
-        let br = t
-            .bridge_by_name(bridge)
-            .ok_or_else(|| ControlError::NoSuchBridge {
-                name: bridge.into(),
-            })?;
+        let br = bridge_named(&t, bridge)?;
         let (mac, vlan) = fdb_key(mac, vlan)?;
         let Some(port) = br.fdb.lookup(vlan, mac) else {
             return Err(ControlError::Fdb(format!(
@@ -1538,9 +1526,7 @@ impl Dataplane {
     pub fn fdb_flush(&self, bridge: Option<&str>) -> Result<usize, ControlError> {
         let t = self.switch.load();
         if let Some(b) = bridge {
-            if t.bridge_by_name(b).is_none() {
-                return Err(ControlError::NoSuchBridge { name: b.into() });
-            }
+            bridge_named(&t, b)?;
         }
         Ok(t.bridges
             .iter()
@@ -1727,6 +1713,12 @@ impl Dataplane {
                 reason: format!("the end of the link to {peer} is still held by a removed port"),
             })
     }
+}
+
+/// The bridge `name` in `t`, or [`ControlError::NoSuchBridge`].
+fn bridge_named<'t>(t: &'t switch::SwitchTables, name: &str) -> Result<&'t Bridge, ControlError> {
+    t.bridge_by_name(name)
+        .ok_or_else(|| ControlError::NoSuchBridge { name: name.into() })
 }
 
 /// An FDB key as `fdb add` and `fdb del` take it.
