@@ -23,7 +23,9 @@ use crate::mbuf::Mbuf;
 use crate::port::{Burst, LinkState, Port, MAX_BURST};
 use crate::ring::Ring;
 use crate::stats::{DropReason, QueueStats};
+use crate::switch::vlan::{pop_tag, push_tag};
 use crate::switch::{Fdb, FdbConfig, PortEntry};
+use crate::wire::ethertype;
 use crate::wire::tunnel::{self, OuterHeader, TunnelKind};
 
 /// Frames a tunnel port's receive ring holds (decapsulated, not yet
@@ -32,11 +34,6 @@ pub const TUNNEL_RX_RING: usize = 1024;
 
 /// Frames the host stack's ring holds (ARP, ND, ICMP for weir).
 pub const HOST_RX_RING: usize = 256;
-
-const TPID_8021Q: u16 = 0x8100;
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_ARP: u16 = 0x0806;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
 
 /// One remote endpoint of a tunnel.
 #[derive(Clone, Debug)]
@@ -197,32 +194,11 @@ pub struct TunnelPort {
 /// The VLAN id of an 802.1Q-tagged frame, if it is one.
 #[inline]
 fn tag_of(d: &[u8]) -> Option<u16> {
-    if d.len() >= 18 && u16::from_be_bytes([d[12], d[13]]) == TPID_8021Q {
+    if d.len() >= 18 && u16::from_be_bytes([d[12], d[13]]) == ethertype::VLAN {
         Some(u16::from_be_bytes([d[14], d[15]]) & 0x0fff)
     } else {
         None
     }
-}
-
-/// Removes the 802.1Q tag at offset 12.
-#[inline]
-fn pop_tag(m: &mut Mbuf) {
-    m.data_mut().copy_within(0..12, 4);
-    m.adj(4);
-}
-
-/// Inserts an 802.1Q tag with `vid` at offset 12; false if there is no
-/// headroom.
-#[inline]
-fn push_tag(m: &mut Mbuf, vid: u16) -> bool {
-    if m.prepend(4).is_err() {
-        return false;
-    }
-    let d = m.data_mut();
-    d.copy_within(4..16, 0);
-    d[12..14].copy_from_slice(&TPID_8021Q.to_be_bytes());
-    d[14..16].copy_from_slice(&vid.to_be_bytes());
-    true
 }
 
 impl TunnelPort {
@@ -405,8 +381,8 @@ impl HostPort {
             also_switch: group && self.bridged,
         };
         match u16::from_be_bytes([d[12], d[13]]) {
-            ETHERTYPE_ARP => host,
-            ETHERTYPE_IPV4 if d.len() >= 34 => {
+            ethertype::ARP => host,
+            ethertype::IPV4 if d.len() >= 34 => {
                 let dst_ip = Ipv4Addr::new(d[30], d[31], d[32], d[33]);
                 if !self.is_mine4(dst_ip) {
                     return if to_me {
@@ -423,7 +399,7 @@ impl HostPort {
                     Err(_) => Verdict::Drop(DropReason::TunnelHeader),
                 }
             }
-            ETHERTYPE_IPV6 if d.len() >= 54 => {
+            ethertype::IPV6 if d.len() >= 54 => {
                 let mut a = [0u8; 16];
                 a.copy_from_slice(&d[38..54]);
                 let dst_ip = Ipv6Addr::from(a);
@@ -523,7 +499,7 @@ impl HostPort {
                 stats.drop_one(DropReason::VlanFiltered);
                 return;
             }
-            if !push_tag(&mut m, v) {
+            if push_tag(&mut m, VlanId(v)).is_err() {
                 stats.drop_one(DropReason::NoBuffers);
                 return;
             }

@@ -197,18 +197,9 @@ fn retag(m: &mut Mbuf, tag: Option<VlanId>, how: Egress, vlan: VlanId) -> Result
 #[inline(never)]
 fn edit_tag(m: &mut Mbuf, tagged: bool, how: Egress, vlan: VlanId) -> Result<(), DropReason> {
     match (tagged, how) {
-        (true, Egress::Untagged) => {
-            // Addresses move 4 bytes on, over the tag; the data then starts
-            // 4 bytes later.
-            m.data_mut().copy_within(0..12, 4);
-            m.adj(4);
-        }
+        (true, Egress::Untagged) => super::vlan::pop_tag(m),
         (false, Egress::Tagged) => {
-            m.prepend(4).map_err(|_| DropReason::NoBuffers)?;
-            let d = m.data_mut();
-            d.copy_within(4..16, 0);
-            d[12..14].copy_from_slice(&ethertype::VLAN.to_be_bytes());
-            d[14..16].copy_from_slice(&vlan.0.to_be_bytes());
+            super::vlan::push_tag(m, vlan).map_err(|_| DropReason::NoBuffers)?;
         }
         (true, Egress::Tagged) => {
             // The frame's own VID differs only for a priority tag (VID 0)

@@ -19,6 +19,8 @@
 //! keyed on the frame's own tag. A priority tag (VID 0) counts as untagged.
 
 use crate::ids::VlanId;
+use crate::mbuf::{Mbuf, NoRoom};
+use crate::wire::ethertype;
 
 /// Number of 802.1Q VLAN ids.
 pub const VLAN_IDS: usize = 4096;
@@ -289,6 +291,30 @@ impl PortVlan {
     pub fn is_member(&self, vlan: VlanId) -> bool {
         self.members.contains(vlan.0)
     }
+}
+
+/// Removes the 802.1Q tag at offset 12 of a tagged frame: the addresses
+/// move 4 bytes on, over the tag, and the data then starts 4 bytes later.
+#[inline]
+pub(crate) fn pop_tag(m: &mut Mbuf) {
+    m.data_mut().copy_within(0..12, 4);
+    m.adj(4);
+}
+
+/// Inserts an 802.1Q tag of `vlan` (PCP and DEI 0) at offset 12.
+///
+/// # Errors
+///
+/// [`NoRoom`] if the buffer has no 4 bytes of headroom; the frame is
+/// unchanged then.
+#[inline]
+pub(crate) fn push_tag(m: &mut Mbuf, vlan: VlanId) -> Result<(), NoRoom> {
+    m.prepend(4)?;
+    let d = m.data_mut();
+    d.copy_within(4..16, 0);
+    d[12..14].copy_from_slice(&ethertype::VLAN.to_be_bytes());
+    d[14..16].copy_from_slice(&vlan.0.to_be_bytes());
+    Ok(())
 }
 
 #[cfg(test)]
