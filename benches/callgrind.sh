@@ -19,7 +19,10 @@
 # The vxlan-encap and vxlan-decap cases run no switch: `switch` is the
 # tunnel's per-frame work (benches/src/tunnel.rs), without the sink that
 # undoes it to reuse the buffer (`weir_benches::tunnel::unwind`); their
-# `macs` column is the number of inner flows.
+# `macs` column is the number of inner flows. patch-path and vxlan-path
+# take a burst across two bridges joined by a patch pair or by a VXLAN
+# tunnel (benches/src/path.rs): their difference is what encapsulation and
+# decapsulation add to a frame's way, unicast is one bridge's switching.
 #
 # Usage: bash benches/callgrind.sh
 # Environment: P1, P2 (packet counts, multiples of 32), REPEATS; CARGO_TARGET_DIR
@@ -73,6 +76,8 @@ cases=(
     "all 4"
     "vxlan-encap 32"
     "vxlan-decap 32"
+    "patch-path 32"
+    "vxlan-path 32"
 )
 # CASES="unicast:1000 vlan:1000" measures only those.
 if [ -n "${CASES:-}" ]; then

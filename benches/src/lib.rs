@@ -45,6 +45,7 @@ use dataplane::wire::ethertype;
 use dataplane::{Burst, Mempool, Port, QueueStats, MAX_BURST};
 use pmd::memport::NullPort;
 
+pub mod path;
 pub mod tunnel;
 pub mod vring;
 

@@ -121,6 +121,15 @@ pub trait Port: Send {
         let _ = kind;
         false
     }
+
+    /// For a queue of a tunnel port: the tunnel. The worker then
+    /// encapsulates what it sends there itself and passes the packets
+    /// straight on to the underlay, and switches what it decapsulates as
+    /// received on this queue ([`crate::tunnel`]). Asked once, when the
+    /// worker takes the queue. Default: None.
+    fn tunnel(&self) -> Option<&Arc<crate::tunnel::TunnelShared>> {
+        None
+    }
 }
 
 /// Completes in software every partial checksum pending on the frames of
@@ -157,5 +166,8 @@ impl<P: Port + ?Sized> Port for Box<P> {
     }
     fn accepts_gso(&self, kind: GsoKind) -> bool {
         (**self).accepts_gso(kind)
+    }
+    fn tunnel(&self) -> Option<&Arc<crate::tunnel::TunnelShared>> {
+        (**self).tunnel()
     }
 }

@@ -1,17 +1,25 @@
 //! Tunnel ports (VXLAN, Geneve) and weir's own addresses on an underlay
 //! port: the packet-path halves (docs/overlay.md).
 //!
-//! Layer: switch. A tunnel port is an ordinary switch port with one queue
-//! ([`TunnelPort`]): the switch stages frames for it like for any port, and
-//! its `tx_burst` wraps each in the outer headers prebuilt for the remote
-//! endpoint ([`TunnelState`]) and hands it to the underlay port's handoff
-//! ring. What the underlay port receives for weir is split off before the
-//! switch sees the burst ([`HostPort::demux`]): tunnel packets are checked,
-//! stripped and put on the tunnel port's receive ring, which its queue's
-//! `rx_burst` reads; ARP, ND and packets for weir's addresses go to the host
-//! stack's ring (a control thread, off the workers' CPUs). Everything the
-//! control plane changes (neighbours, MTU, the underlay's entry) is
-//! published whole through an `ArcSwap`, never written under a worker.
+//! Layer: switch. A tunnel port is a switch port with one queue per worker
+//! ([`TunnelPort`]), so that every worker encapsulates and decapsulates on
+//! its own, in the round that switched or received the frame:
+//!
+//! - Transmit: the switch stages frames for the tunnel like for any port;
+//!   the worker hands the burst to [`TunnelShared::encap_burst`], which wraps
+//!   each frame in the outer headers prebuilt for its remote endpoint
+//!   ([`TunnelState`]), and sends the result straight on to the underlay
+//!   port (its own queue of it, or the underlay's handoff ring).
+//! - Receive: what an underlay port receives for weir is split off before
+//!   the switch sees the burst ([`HostPort::demux`]). Tunnel packets are
+//!   checked and stripped into a [`Decapped`] burst, which the same worker
+//!   switches at once as received on the tunnel port (its own queue of it
+//!   keeps the counters). ARP, ND and packets for weir's addresses go to the
+//!   host stack's ring (a control thread, off the workers' CPUs).
+//!
+//! Everything the control plane changes (neighbours, MTU, the underlay's
+//! entry) is published whole through an `ArcSwap`, never written under a
+//! worker.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
@@ -28,8 +36,9 @@ use crate::switch::{Fdb, FdbConfig, PortEntry};
 use crate::wire::ethertype;
 use crate::wire::tunnel::{self, OuterHeader, TunnelKind};
 
-/// Frames a tunnel port's receive ring holds (decapsulated, not yet
-/// switched).
+/// Frames a tunnel port's receive ring holds: decapsulated by a worker
+/// that has no queue of the tunnel yet (the moment after the port is
+/// added), for its first queue to switch.
 pub const TUNNEL_RX_RING: usize = 1024;
 
 /// Frames the host stack's ring holds (ARP, ND, ICMP for weir).
@@ -97,6 +106,8 @@ impl Vnis {
 pub struct TunnelShared {
     /// Port name, for diagnostics.
     pub name: Arc<str>,
+    /// Its switch port.
+    pub id: PortId,
     /// The encapsulation.
     pub kind: TunnelKind,
     /// UDP destination port.
@@ -107,7 +118,8 @@ pub struct TunnelShared {
     /// id in [`TunnelShared::fdb`].
     pub remote_ips: Vec<Ipv4Addr>,
     vnis: Vnis,
-    /// Decapsulated frames for the port's queue.
+    /// Decapsulated frames for the port's first queue (see
+    /// [`TUNNEL_RX_RING`]).
     rx: Ring<Mbuf>,
     /// Inner (VLAN, MAC) → remote: learned on decapsulation, or set
     /// statically (`fdb add --remote`). The "port" of an entry is the
@@ -119,8 +131,10 @@ pub struct TunnelShared {
 impl TunnelShared {
     /// A tunnel with no underlay yet (publish one with
     /// [`TunnelShared::publish`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: &str,
+        id: PortId,
         kind: TunnelKind,
         dst_port: u16,
         local_ip: Ipv4Addr,
@@ -134,6 +148,7 @@ impl TunnelShared {
             .collect();
         Arc::new(TunnelShared {
             name: name.into(),
+            id,
             kind,
             dst_port,
             local_ip,
@@ -170,12 +185,24 @@ impl TunnelShared {
         self.remote_ips.iter().position(|&r| r == ip)
     }
 
-    /// The queue the runtime gives a worker.
-    pub fn port(self: &Arc<Self>, stats: Arc<QueueStats>) -> TunnelPort {
+    /// Queue `queue` of the port, which the runtime gives a worker (one
+    /// per worker). Queue 0 also switches what the receive ring holds.
+    pub fn port(self: &Arc<Self>, queue: usize, stats: Arc<QueueStats>) -> TunnelPort {
         TunnelPort {
             shared: Arc::clone(self),
+            reads_ring: queue == 0,
             stats,
         }
+    }
+
+    /// Puts decapsulated frames on the receive ring, for a worker that has
+    /// no queue of the port; returns how many the full ring refused (they
+    /// are freed).
+    pub fn push_rx(&self, b: &mut Burst) -> usize {
+        self.rx.enqueue_burst(b);
+        let left = b.len();
+        b.clear();
+        left
     }
 
     /// Frames waiting on the receive ring.
@@ -184,10 +211,14 @@ impl TunnelShared {
     }
 }
 
-/// The one queue of a tunnel port.
+/// A queue of a tunnel port. A worker does not call its `tx_burst`: it
+/// encapsulates with [`TunnelShared::encap_burst`] and sends the result on
+/// itself ([`Port::tunnel`]). `tx_burst` does the same through the
+/// underlay's handoff ring, for any other caller.
 #[derive(Debug)]
 pub struct TunnelPort {
     shared: Arc<TunnelShared>,
+    reads_ring: bool,
     stats: Arc<QueueStats>,
 }
 
@@ -201,19 +232,99 @@ fn tag_of(d: &[u8]) -> Option<u16> {
     }
 }
 
-impl TunnelPort {
-    /// Sends `m` (the inner frame, ready) to `remote`, or drops it counted.
+impl TunnelShared {
+    /// Encapsulates the frames of `b` (ready to send: no TSO frame, no
+    /// partial checksum) for their remotes and hands the outer packets to
+    /// `emit` a burst at a time, with the underlay's entry; `emit` must
+    /// leave the burst empty. Drops are counted in `stats`; returns the
+    /// frames that went to no remote (dropped), for `tx_errors`. Leaves `b`
+    /// empty.
     #[inline]
-    fn encap_one(
+    pub fn encap_burst(
         &self,
-        st: &TunnelState,
-        out: &mut Burst,
-        remote: usize,
-        vni: u32,
-        sport: u16,
-        mut m: Mbuf,
-    ) {
-        let Some(h) = st.remotes.get(remote).and_then(|r| r.header.as_ref()) else {
+        b: &mut Burst,
+        stats: &QueueStats,
+        mut emit: impl FnMut(&PortEntry, &mut Burst),
+    ) -> u64 {
+        let n = b.len() as u64;
+        let st = self.state.load();
+        let Some(underlay) = st.underlay.as_deref() else {
+            stats.drop_n(DropReason::TunnelUnresolved, n);
+            b.clear();
+            return n;
+        };
+        let mut out = Encap {
+            st: &st,
+            stats,
+            out: Burst::new(),
+            emit: |o: &mut Burst| emit(underlay, o),
+        };
+        let mut failed = 0u64;
+        for mut m in b.drain(..) {
+            let vid = tag_of(m.data());
+            let vni = match &self.vnis {
+                Vnis::Single(v) => *v,
+                Vnis::ByVlan(_) => match vid.and_then(|v| self.vnis.of_vlan(v)) {
+                    Some(vni) => {
+                        pop_tag(&mut m);
+                        vni
+                    }
+                    None => {
+                        stats.drop_one(DropReason::VlanFiltered);
+                        failed += 1;
+                        continue;
+                    }
+                },
+            };
+            if m.len() > st.max_frame {
+                stats.drop_one(DropReason::TunnelMtu);
+                failed += 1;
+                continue;
+            }
+            let d = m.data();
+            let dst = MacAddr([d[0], d[1], d[2], d[3], d[4], d[5]]);
+            let sport = tunnel::source_port(d);
+            let known = if dst.is_multicast() {
+                None
+            } else {
+                self.fdb.lookup(VlanId(vid.unwrap_or(0)), dst)
+            };
+            match known {
+                Some(r) => out.one(r.index(), vni, sport, m),
+                None => {
+                    // Head-end replication: a copy to every remote but the
+                    // last, which takes the frame itself.
+                    let last = st.remotes.len().saturating_sub(1);
+                    for i in 0..last {
+                        match m.try_clone() {
+                            Some(c) => out.one(i, vni, sport, c),
+                            None => stats.drop_one(DropReason::NoBuffers),
+                        }
+                    }
+                    out.one(last, vni, sport, m);
+                }
+            }
+        }
+        out.flush();
+        failed
+    }
+}
+
+/// The outer packets of one [`TunnelShared::encap_burst`], on their way to
+/// the underlay.
+struct Encap<'a, F: FnMut(&mut Burst)> {
+    st: &'a TunnelState,
+    stats: &'a QueueStats,
+    out: Burst,
+    emit: F,
+}
+
+impl<F: FnMut(&mut Burst)> Encap<'_, F> {
+    /// Wraps `m` (the inner frame, ready) for `remote`, or drops it
+    /// counted.
+    #[inline]
+    fn one(&mut self, remote: usize, vni: u32, sport: u16, mut m: Mbuf) {
+        let Some(h) = self.st.remotes.get(remote).and_then(|r| r.header.as_ref()) else {
             self.stats.drop_one(DropReason::TunnelUnresolved);
             return;
         };
@@ -221,96 +332,42 @@ impl TunnelPort {
             self.stats.drop_one(DropReason::NoBuffers);
             return;
         }
-        if out.is_full() {
-            self.flush(st, out);
+        if self.out.is_full() {
+            self.flush();
         }
-        out.push(m);
+        self.out.push(m);
     }
 
-    /// Hands `out` to the underlay; what its ring refuses is dropped as
-    /// `handoff-full`.
     #[inline]
-    fn flush(&self, st: &TunnelState, out: &mut Burst) {
-        if out.is_empty() {
-            return;
-        }
-        if let Some(u) = &st.underlay {
-            u.hand_off(out);
-        }
-        if !out.is_empty() {
-            self.stats.drop_n(DropReason::HandoffFull, out.len() as u64);
-            out.clear();
+    fn flush(&mut self) {
+        if !self.out.is_empty() {
+            (self.emit)(&mut self.out);
+            self.out.clear();
         }
     }
 }
 
 impl Port for TunnelPort {
     fn rx_burst(&mut self, burst: &mut Burst) -> usize {
+        if !self.reads_ring {
+            return 0;
+        }
         let room = MAX_BURST - burst.len();
         self.shared.rx.dequeue_burst(burst, room)
     }
 
     fn tx_burst(&mut self, burst: &mut Burst) -> usize {
         let n = burst.len();
-        let sh = &*self.shared;
-        let st = sh.state.load();
-        if st.underlay.is_none() {
-            self.stats.drop_n(DropReason::TunnelUnresolved, n as u64);
-            self.stats.tx_errors.add(n as u64);
-            burst.clear();
-            return n;
-        }
-        let mut out = Burst::new();
-        let mut failed = 0u64;
-        for mut m in burst.drain(..) {
-            let vid = tag_of(m.data());
-            let vni = match &sh.vnis {
-                Vnis::Single(v) => *v,
-                Vnis::ByVlan(_) => match vid.and_then(|v| sh.vnis.of_vlan(v)) {
-                    Some(vni) => {
-                        pop_tag(&mut m);
-                        vni
-                    }
-                    None => {
-                        self.stats.drop_one(DropReason::VlanFiltered);
-                        failed += 1;
-                        continue;
-                    }
-                },
-            };
-            if m.len() > st.max_frame {
-                self.stats.drop_one(DropReason::TunnelMtu);
-                failed += 1;
-                continue;
+        let stats = &*self.stats;
+        let failed = self.shared.encap_burst(burst, stats, |u, out| {
+            u.hand_off(out);
+            if !out.is_empty() {
+                stats.drop_n(DropReason::HandoffFull, out.len() as u64);
+                out.clear();
             }
-            let d = m.data();
-            let dst = MacAddr([d[0], d[1], d[2], d[3], d[4], d[5]]);
-            let sport = tunnel::source_port(d);
-            let key_vlan = VlanId(vid.unwrap_or(0));
-            let known = if dst.is_multicast() {
-                None
-            } else {
-                sh.fdb.lookup(key_vlan, dst)
-            };
-            match known {
-                Some(r) => self.encap_one(&st, &mut out, r.index(), vni, sport, m),
-                None => {
-                    // Head-end replication: a copy to every remote but the
-                    // last, which takes the frame itself.
-                    let last = st.remotes.len().saturating_sub(1);
-                    for i in 0..last {
-                        match m.try_clone() {
-                            Some(c) => self.encap_one(&st, &mut out, i, vni, sport, c),
-                            None => self.stats.drop_one(DropReason::NoBuffers),
-                        }
-                    }
-                    self.encap_one(&st, &mut out, last, vni, sport, m);
-                }
-            }
-        }
-        self.flush(&st, &mut out);
+        });
         if failed > 0 {
-            self.stats.tx_errors.add(failed);
+            stats.tx_errors.add(failed);
         }
         n
     }
@@ -324,6 +381,10 @@ impl Port for TunnelPort {
 
     fn stats(&self) -> &Arc<QueueStats> {
         &self.stats
+    }
+
+    fn tunnel(&self) -> Option<&Arc<TunnelShared>> {
+        Some(&self.shared)
     }
 }
 
@@ -345,6 +406,55 @@ pub struct HostPort {
     pub to_host: Arc<Ring<Mbuf>>,
     /// The tunnels over this port.
     pub tunnels: Vec<Arc<TunnelShared>>,
+}
+
+/// The frames [`HostPort::demux`] decapsulated from one burst, each with
+/// the index of its tunnel in [`HostPort::tunnels`].
+#[derive(Default)]
+pub struct Decapped {
+    frames: Burst,
+    tunnel: arrayvec::ArrayVec<u16, MAX_BURST>,
+}
+
+impl Decapped {
+    /// No frame.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    #[inline]
+    fn push(&mut self, tunnel: usize, m: Mbuf) {
+        // Both have room: demux takes at most one burst's frames.
+        if self.frames.try_push(m).is_ok() {
+            let _ = self.tunnel.try_push(tunnel as u16);
+        }
+    }
+
+    /// Moves the frames of the first frame's tunnel, in order, into `to`
+    /// and returns that tunnel's index; None if there is no frame left.
+    #[inline]
+    pub fn take_next(&mut self, to: &mut Burst) -> Option<usize> {
+        let k = *self.tunnel.first()?;
+        if self.tunnel.iter().all(|&t| t == k) {
+            // The usual case: every frame of the burst is one tunnel's.
+            to.extend(self.frames.drain(..));
+            self.tunnel.clear();
+            return Some(usize::from(k));
+        }
+        let (frames, tunnels) = (
+            std::mem::take(&mut self.frames),
+            std::mem::take(&mut self.tunnel),
+        );
+        for (m, t) in frames.into_iter().zip(tunnels) {
+            if t == k {
+                to.push(m);
+            } else {
+                self.push(usize::from(t), m);
+            }
+        }
+        Some(usize::from(k))
+    }
 }
 
 /// Where [`HostPort::demux`] sends a frame.
@@ -416,14 +526,13 @@ impl HostPort {
         }
     }
 
-    /// Takes out of `b` what is weir's: tunnel packets (decapsulated onto
-    /// their tunnel's ring, the inner source learned against the remote),
-    /// frames for the host stack, and drops (counted in `stats`). What the
-    /// switch should see stays in `b`, in order. `now` is the switch's
-    /// clock, for learning.
-    #[cold]
+    /// Takes out of `b` what is weir's: tunnel packets (decapsulated into
+    /// `dec`, the inner source learned against the remote), frames for the
+    /// host stack, and drops (counted in `stats`). What the switch should
+    /// see stays in `b`, in order. `now` is the switch's clock, for
+    /// learning.
     #[inline(never)]
-    pub fn demux(&self, b: &mut Burst, stats: &QueueStats, now: u32) {
+    pub fn demux(&self, b: &mut Burst, stats: &QueueStats, now: u32, dec: &mut Decapped) {
         let mut keep = Burst::new();
         for m in b.drain(..) {
             match self.classify(m.data()) {
@@ -439,14 +548,22 @@ impl HostPort {
                         stats.drop_one(DropReason::HandoffFull);
                     }
                 }
-                Verdict::Tunnel(o) => self.decap(m, &o, stats, now),
+                Verdict::Tunnel(o) => self.decap(m, &o, stats, now, dec),
                 Verdict::Drop(r) => stats.drop_one(r),
             }
         }
         *b = keep;
     }
 
-    fn decap(&self, mut m: Mbuf, o: &tunnel::Outer, stats: &QueueStats, now: u32) {
+    #[inline]
+    fn decap(
+        &self,
+        mut m: Mbuf,
+        o: &tunnel::Outer,
+        stats: &QueueStats,
+        now: u32,
+        dec: &mut Decapped,
+    ) {
         let end = o.payload_offset + o.payload_len;
         let Some(payload) = m.data().get(o.payload_offset..end) else {
             stats.drop_one(DropReason::TunnelHeader);
@@ -454,7 +571,10 @@ impl HostPort {
         };
         let mut found = None;
         let mut header_ok = false;
-        for t in self.tunnels.iter().filter(|t| t.dst_port == o.dst_port) {
+        for (i, t) in self.tunnels.iter().enumerate() {
+            if t.dst_port != o.dst_port {
+                continue;
+            }
             let Ok((vni, hlen)) = t.kind.vni(payload) else {
                 continue;
             };
@@ -463,11 +583,11 @@ impl HostPort {
                 continue;
             }
             if let Some(vlan) = t.vnis.vlan_of(vni) {
-                found = Some((t, vlan, hlen));
+                found = Some((i, t, vlan, hlen));
                 break;
             }
         }
-        let Some((t, vlan, hlen)) = found else {
+        let Some((index, t, vlan, hlen)) = found else {
             stats.drop_one(if header_ok {
                 DropReason::TunnelVni
             } else {
@@ -510,9 +630,7 @@ impl HostPort {
                 .fdb
                 .learn(VlanId(key_vlan), src, PortId(remote as u16), now);
         }
-        if t.rx.push(m).is_err() {
-            stats.drop_one(DropReason::HandoffFull);
-        }
+        dec.push(index, m);
     }
 }
 
@@ -563,6 +681,7 @@ mod tests {
         let underlay = Arc::new(PortEntry::new(PortId(0), "uplink", None, WorkerId(0)));
         let tunnel = TunnelShared::new(
             "vx0",
+            PortId(1),
             TunnelKind::Vxlan,
             4789,
             me,
@@ -585,7 +704,7 @@ mod tests {
         });
         let stats = Arc::new(QueueStats::default());
         Side {
-            port: tunnel.port(Arc::clone(&stats)),
+            port: tunnel.port(0, Arc::clone(&stats)),
             host: HostPort {
                 mac: mac(me_n),
                 v4: vec![me],
@@ -609,11 +728,15 @@ mod tests {
     }
 
     /// `s` receives `b` on its underlay; returns what is left for the
-    /// switch and what its tunnel port receives.
+    /// switch and what it decapsulated for its tunnel port.
     fn receive(s: &mut Side, mut b: Burst) -> (Burst, Burst) {
-        s.host.demux(&mut b, &s.under_stats, 1);
+        let mut dec = Decapped::default();
+        s.host.demux(&mut b, &s.under_stats, 1, &mut dec);
         let mut inner = Burst::new();
-        s.port.rx_burst(&mut inner);
+        if let Some(k) = dec.take_next(&mut inner) {
+            assert_eq!(k, 0, "the one tunnel");
+        }
+        assert!(dec.is_empty());
         (b, inner)
     }
 

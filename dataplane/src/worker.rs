@@ -23,11 +23,14 @@ use std::time::{Duration, Instant};
 
 use crate::capture::{unix_time_ns, Direction, PortTaps};
 use crate::ids::{PortId, QueueId, WorkerId};
+use crate::mbuf::Mbuf;
 use crate::port::{Burst, LinkState, Port, MAX_BURST};
 use crate::ring::Ring;
 use crate::stats::{Counter, QueueStats};
 use crate::switch::{Forwarder, PortEntry, Switch, SwitchTables};
 use crate::time::cycles;
+use crate::tunnel::{Decapped, HostPort, TunnelShared};
+use crate::wire::Gso;
 
 /// Empty poll rounds before an idle worker starts sleeping (when enabled).
 pub const IDLE_POLLS_BEFORE_SLEEP: u32 = 2048;
@@ -269,6 +272,9 @@ struct LocalQueue {
     queue: QueueId,
     dev: Box<dyn Port>,
     stats: Arc<QueueStats>,
+    /// For a tunnel port's queue: the tunnel, and the queue's counters
+    /// again (both taken out while [`Queues::send_tunnel`] sends on).
+    tunnel: Option<(Arc<TunnelShared>, Arc<QueueStats>)>,
 }
 
 /// The worker's mutable state, kept apart from the forwarder so both can be
@@ -345,8 +351,12 @@ impl Queues {
         ws: &WorkerStats,
         from: Option<usize>,
     ) {
-        if let Some(Some(i)) = self.tx_index.get(out.index()) {
-            send_local(&mut self.list[*i], b);
+        if let Some(&Some(i)) = self.tx_index.get(out.index()) {
+            if self.list[i].tunnel.is_some() {
+                self.send_tunnel(t, i, b, ws);
+            } else {
+                send_local(&mut self.list[i], b);
+            }
         } else if let Some(e) = t.port(out) {
             e.hand_off(b);
             if !b.is_empty() {
@@ -364,6 +374,40 @@ impl Queues {
 }
 
 impl Queues {
+    /// Sends `b` into the tunnel whose queue is local queue `i`: the frames
+    /// are made ready (TSO frames segmented, partial checksums completed: a
+    /// tunnel takes neither), encapsulated, and the outer packets go on to
+    /// the underlay port from here, through this worker's queue of it or its
+    /// handoff ring ([`Queues::transmit`], with the underlay's taps). Leaves
+    /// `b` empty; the tunnel queue counts what went in and what was dropped.
+    #[inline(never)]
+    fn send_tunnel(&mut self, t: &SwitchTables, i: usize, b: &mut Burst, ws: &WorkerStats) {
+        let Some((tun, stats)) = self.list[i].tunnel.take() else {
+            b.clear();
+            return;
+        };
+        let mut bytes = 0usize;
+        let mut tso = false;
+        for m in b.iter() {
+            bytes += m.len();
+            tso |= m.gso().is_some();
+        }
+        let mut emit = |u: &PortEntry, out: &mut Burst| self.transmit(t, u.id, out, ws, Some(i));
+        let (sent, failed) = if tso {
+            encap_segmented(&tun, &stats, b, &mut emit)
+        } else {
+            crate::port::complete_partial_csums(b);
+            let n = b.len() as u64;
+            (n, tun.encap_burst(b, &stats, &mut emit))
+        };
+        stats.tx_packets.add(sent - failed);
+        stats.tx_bytes.add(bytes as u64);
+        if failed > 0 {
+            stats.tx_errors.add(failed);
+        }
+        self.list[i].tunnel = Some((tun, stats));
+    }
+
     /// Copies a burst seen on `port` into the captures watching it (one
     /// clock read for the burst) and sends a copy to each mirror's output
     /// port (see [`crate::capture`]). A copy that finds no free buffer is
@@ -458,47 +502,97 @@ fn send_local(q: &mut LocalQueue, b: &mut Burst) {
 #[cold]
 #[inline(never)]
 fn segment_and_send(q: &mut LocalQueue, b: &mut Burst) {
-    use crate::stats::DropReason;
-    use crate::wire::TsoPlan;
+    let stats = Arc::clone(&q.stats);
     let mut out = Burst::new();
     for m in b.drain(..) {
-        let gso = match m.gso() {
-            Some(g) if !q.dev.accepts_gso(g.kind) => g,
+        match m.gso() {
+            Some(g) if !q.dev.accepts_gso(g.kind) => for_each_segment(m, g, &stats, |seg| {
+                if out.is_full() {
+                    send_local(q, &mut out);
+                }
+                out.push(seg);
+            }),
             _ => {
                 if out.is_full() {
                     send_local(q, &mut out);
                 }
                 out.push(m);
-                continue;
             }
-        };
-        let plan = match TsoPlan::new(m.data(), gso) {
-            Ok(p) => p,
-            Err(e) => {
-                q.stats.drop_one(e.into());
-                continue;
-            }
-        };
-        q.stats.tso_segmented.inc();
-        let pool = m.pool().segment_pool();
-        for i in 0..plan.segments() {
-            if out.is_full() {
-                send_local(q, &mut out);
-            }
-            let Some(mut seg) = pool.alloc() else {
-                q.stats.drop_one(DropReason::NoBuffers);
-                continue;
-            };
-            let n = plan.write_segment(m.data(), i, seg.room_mut());
-            if n == 0 || seg.set_len(n).is_err() {
-                q.stats.drop_one(DropReason::NoBuffers);
-                continue;
-            }
-            seg.set_port(m.port());
-            out.push(seg);
         }
     }
     send_local(q, &mut out);
+}
+
+/// Cuts TSO frame `m` into MSS-sized frames with complete checksums,
+/// allocated from its pool's segment pool, and hands each to `each`, in
+/// order. A frame that does not parse is dropped as `Malformed`; segments
+/// that cannot be allocated (or do not fit a buffer) are dropped as
+/// `NoBuffers`; both counted in `stats`.
+#[inline]
+fn for_each_segment(m: Mbuf, gso: Gso, stats: &QueueStats, mut each: impl FnMut(Mbuf)) {
+    use crate::stats::DropReason;
+    use crate::wire::TsoPlan;
+    let plan = match TsoPlan::new(m.data(), gso) {
+        Ok(p) => p,
+        Err(e) => {
+            stats.drop_one(e.into());
+            return;
+        }
+    };
+    stats.tso_segmented.inc();
+    let pool = m.pool().segment_pool();
+    for i in 0..plan.segments() {
+        let Some(mut seg) = pool.alloc() else {
+            stats.drop_one(DropReason::NoBuffers);
+            continue;
+        };
+        let n = plan.write_segment(m.data(), i, seg.room_mut());
+        if n == 0 || seg.set_len(n).is_err() {
+            stats.drop_one(DropReason::NoBuffers);
+            continue;
+        }
+        seg.set_port(m.port());
+        each(seg);
+    }
+}
+
+/// [`Queues::send_tunnel`] for a burst holding TSO frames: they are
+/// segmented ([`for_each_segment`]) and everything is encapsulated in order,
+/// a burst at a time. Returns (frames encapsulated or dropped there, of
+/// which dropped).
+#[cold]
+#[inline(never)]
+fn encap_segmented(
+    tun: &TunnelShared,
+    stats: &QueueStats,
+    b: &mut Burst,
+    emit: &mut impl FnMut(&PortEntry, &mut Burst),
+) -> (u64, u64) {
+    let (mut sent, mut failed) = (0u64, 0u64);
+    let mut go = |chunk: &mut Burst| {
+        crate::port::complete_partial_csums(chunk);
+        sent += chunk.len() as u64;
+        failed += tun.encap_burst(chunk, stats, &mut *emit);
+    };
+    let mut chunk = Burst::new();
+    for m in b.drain(..) {
+        match m.gso() {
+            Some(g) => for_each_segment(m, g, stats, |seg| {
+                if chunk.is_full() {
+                    go(&mut chunk);
+                }
+                chunk.push(seg);
+            }),
+            None => {
+                if chunk.is_full() {
+                    go(&mut chunk);
+                }
+                chunk.push(m);
+            }
+        }
+    }
+    go(&mut chunk);
+    (sent, failed)
 }
 
 fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>, to_ns: crate::stats::CyclesToNs) {
@@ -653,12 +747,17 @@ fn poll_queues(
             queues.tap(t, taps, port, Direction::Rx, burst, ws);
         }
         let q = &queues.list[qi];
-        if let Some(host) = t.host(port) {
-            host.demux(burst, &q.stats, now);
+        let host = t.host(port);
+        let mut dec = Decapped::default();
+        if let Some(host) = host {
+            host.demux(burst, &q.stats, now, &mut dec);
         }
         fwd.process(t, q.port, burst, now, &q.stats);
         let t2 = stamp(sample);
         fwd.drain(|out, b| queues.transmit(t, out, b, ws, Some(qi)));
+        if let (Some(host), false) = (host, dec.is_empty()) {
+            switch_decapped(t, queues, fwd, host, &mut dec, qi, now, ws);
+        }
         if let Some(to_ns) = sampled {
             let t3 = cycles();
             ws.rx_cycles.add(t1.wrapping_sub(t0));
@@ -674,6 +773,56 @@ fn poll_queues(
     }
     ws.rx_packets.add(moved as u64);
     moved
+}
+
+/// Switches the frames `host` decapsulated from a burst of local queue
+/// `from` (an underlay port's), tunnel by tunnel, as received on this
+/// worker's queue of the tunnel port (which counts them). A tunnel this
+/// worker has no queue of yet (it was just added) gets them on its ring;
+/// what the ring refuses is counted as `handoff-full` on `from`.
+#[allow(clippy::too_many_arguments)]
+#[inline(never)]
+fn switch_decapped(
+    t: &SwitchTables,
+    queues: &mut Queues,
+    fwd: &mut Forwarder,
+    host: &HostPort,
+    dec: &mut Decapped,
+    from: usize,
+    now: u32,
+    ws: &WorkerStats,
+) {
+    let mut inner = Burst::new();
+    while let Some(k) = dec.take_next(&mut inner) {
+        let Some(tun) = host.tunnels.get(k) else {
+            inner.clear();
+            continue;
+        };
+        let port = tun.id;
+        let Some(&Some(qi)) = queues.tx_index.get(port.index()) else {
+            let refused = tun.push_rx(&mut inner);
+            if refused > 0 {
+                queues.list[from]
+                    .stats
+                    .drop_n(crate::stats::DropReason::HandoffFull, refused as u64);
+            }
+            continue;
+        };
+        let mut bytes = 0usize;
+        for m in inner.iter_mut() {
+            m.set_port(port.0);
+            bytes += m.len();
+        }
+        let q = &queues.list[qi];
+        q.stats.rx_packets.add(inner.len() as u64);
+        q.stats.rx_bytes.add(bytes as u64);
+        if let Some(taps) = t.taps(port) {
+            queues.tap(t, taps, port, Direction::Rx, &inner, ws);
+        }
+        let q = &queues.list[qi];
+        fwd.process(t, port, &mut inner, now, &q.stats);
+        fwd.drain(|out, b| queues.transmit(t, out, b, ws, Some(qi)));
+    }
 }
 
 /// Transmits what other workers handed off to the ports this worker drains;
@@ -728,11 +877,13 @@ fn handle_cmd(cmd: WorkerCmd, queues: &mut Queues) {
     match cmd {
         WorkerCmd::AddQueue { port, queue, dev } => {
             let stats = dev.stats().clone();
+            let tunnel = dev.tunnel().map(|t| (Arc::clone(t), Arc::clone(&stats)));
             queues.list.push(LocalQueue {
                 port,
                 queue,
                 dev,
                 stats,
+                tunnel,
             });
             queues.reindex();
         }
@@ -1232,5 +1383,160 @@ mod tests {
         assert_eq!(pool.in_use(), 1, "frames other than the delivered one");
         drop(delivered);
         assert_eq!(pool.in_use(), 0);
+    }
+
+    /// A tunnel's queue and its underlay's on one worker: a frame switched
+    /// to the tunnel leaves on the underlay in the same round (no handoff
+    /// ring), and a tunnel packet received on the underlay is switched as
+    /// received on the tunnel port, counted there, its source learned
+    /// against the remote.
+    #[test]
+    fn a_worker_encapsulates_and_decapsulates_in_its_own_round() {
+        use crate::testutil::eth_frame;
+        use crate::tunnel::{Remote, TunnelState, Vnis};
+        use crate::wire::tunnel::{OuterHeader, TunnelKind, MTU_OVERHEAD, OUTER_LEN};
+        use std::net::Ipv4Addr;
+        let pool = Mempool::for_tests(256);
+        let (a, b) = (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 2));
+        let (mac_a, mac_b) = (mac(0xa1), mac(0xb2));
+        let sw = Switch::new();
+        let tun = TunnelShared::new(
+            "vx0",
+            PortId(1),
+            TunnelKind::Vxlan,
+            4789,
+            a,
+            vec![b],
+            Vnis::Single(5000),
+            &FdbConfig::default(),
+        );
+        let underlay = Arc::new(PortEntry::new(PortId(2), "uplink", None, WorkerId(0)));
+        sw.update(|t| {
+            t.bridges.push(Some(Bridge {
+                id: BridgeId(0),
+                name: "br0".into(),
+                ports: vec![PortId(0), PortId(1)],
+                fdb: Arc::new(Fdb::new(&FdbConfig::default())),
+            }));
+            for (i, name) in ["vm", "vx0"].into_iter().enumerate() {
+                let e = PortEntry::new(PortId(i as u16), name, Some(BridgeId(0)), WorkerId(0));
+                t.ports.push(Some(Arc::new(e)));
+            }
+            t.ports.push(Some(Arc::clone(&underlay)));
+            t.set_host(
+                PortId(2),
+                Some(Arc::new(HostPort {
+                    mac: mac_a,
+                    v4: vec![a],
+                    v6: Vec::new(),
+                    bridged: false,
+                    to_host: Arc::new(Ring::new(16)),
+                    tunnels: vec![Arc::clone(&tun)],
+                })),
+            );
+        });
+        tun.publish(TunnelState {
+            underlay: Some(Arc::clone(&underlay)),
+            remotes: vec![Remote {
+                ip: b,
+                header: Some(OuterHeader::new(
+                    TunnelKind::Vxlan,
+                    mac_a,
+                    mac_b,
+                    a,
+                    b,
+                    4789,
+                )),
+            }],
+            max_frame: 1500 - MTU_OVERHEAD,
+        });
+        let w = worker(0, &sw);
+        let (vm, vm_end) = ring_port();
+        let (up, up_end) = ring_port();
+        let tun_stats = Arc::new(QueueStats::default());
+        w.add_queue(PortId(0), QueueId(0), Box::new(vm)).unwrap();
+        w.add_queue(
+            PortId(1),
+            QueueId(0),
+            Box::new(tun.port(0, Arc::clone(&tun_stats))),
+        )
+        .unwrap();
+        w.add_queue(PortId(2), QueueId(0), Box::new(up)).unwrap();
+        wait_all_up(&sw);
+
+        // Out: a broadcast from the VM leaves the underlay encapsulated.
+        let hello = eth_frame(MacAddr::BROADCAST, mac(0x10), 0x0800, 100);
+        let mut m = pool.alloc().unwrap();
+        m.extend_from_slice(&hello).unwrap();
+        vm_end.rx.push(m).unwrap();
+        let wire = wait_for(&up_end.tx, 1);
+        assert_eq!(wire.len(), 1);
+        let d = wire[0].data();
+        assert_eq!(d.len(), hello.len() + OUTER_LEN);
+        assert_eq!(&d[30..34], &b.octets(), "to the remote");
+        assert_eq!(&d[OUTER_LEN..], &hello[..]);
+        assert_eq!(tun_stats.tx_packets.get(), 1);
+        assert_eq!(w.shared().stats.handoff_tx.get(), 0, "no handoff ring");
+
+        // In: the remote's answer reaches the VM, counted on the tunnel.
+        let reply = eth_frame(mac(0x10), mac(0x20), 0x0800, 80);
+        let mut m = pool.alloc().unwrap();
+        m.extend_from_slice(&reply).unwrap();
+        OuterHeader::new(TunnelKind::Vxlan, mac_b, mac_a, b, a, 4789)
+            .encap(&mut m, 5000, 50000)
+            .unwrap();
+        up_end.rx.push(m).unwrap();
+        let got = wait_for(&vm_end.tx, 1);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].data(), &reply[..]);
+        assert_eq!(got[0].port(), 1, "received on the tunnel port");
+        assert_eq!(tun_stats.rx_packets.get(), 1);
+        assert_eq!(tun.rx_pending(), 0, "not through the ring");
+        assert_eq!(
+            tun.fdb.lookup(crate::ids::VlanId(0), mac(0x20)),
+            Some(PortId(0)),
+            "learned against remote 0"
+        );
+        assert_eq!(up_end.stats.snapshot().total_drops(), 0);
+        assert_eq!(tun_stats.snapshot().total_drops(), 0);
+
+        // A TSO frame from the VM is cut to MSS-sized segments first, and
+        // each crosses the tunnel on its own, in order.
+        let payload = 1400usize;
+        let mut f = eth_frame(mac(0x20), mac(0x10), 0x0800, 40 + payload);
+        f[14..54].fill(0);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+        f[22] = 64;
+        f[23] = 6;
+        f[46] = 5 << 4;
+        for (i, b) in f[54..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let mut m = pool.alloc().unwrap();
+        m.extend_from_slice(&f).unwrap();
+        m.set_gso(Some(Gso {
+            kind: crate::wire::GsoKind::Tcp4,
+            mss: 500,
+        }));
+        vm_end.rx.push(m).unwrap();
+        let wire = wait_for(&up_end.tx, 3);
+        assert_eq!(wire.len(), 3, "three segments");
+        let mut carried = Vec::new();
+        for (i, s) in wire.iter().enumerate() {
+            let inner = &s.data()[OUTER_LEN..];
+            assert_eq!(
+                &inner[..6],
+                &mac(0x20).0,
+                "segment {i} to the learned station"
+            );
+            assert_eq!(&s.data()[30..34], &b.octets());
+            carried.extend_from_slice(&inner[54..]);
+        }
+        assert_eq!(carried, f[54..].to_vec(), "the payload, whole and in order");
+        assert_eq!(tun_stats.tso_segmented.get(), 1);
+        assert_eq!(tun_stats.tx_packets.get(), 1 + 3);
+        assert_eq!(tun_stats.snapshot().total_drops(), 0);
+        w.stop();
     }
 }

@@ -174,12 +174,18 @@ pub enum ArgsError {
         /// The most.
         max: usize,
     },
-    /// `--features vxlan` with `--socket` or `--peer`.
+    /// `--features vxlan` or `patch` with `--socket` or `--peer`.
     #[error(
-        "--features vxlan runs on the in-process switch only: it builds its own bridges, patch \
-         and tunnel ports, and no peer is set up alike (drop --socket and --peer)"
+        "--features vxlan and patch run on the in-process switch only: they build their own \
+         bridges, patch and tunnel ports, and no peer is set up alike (drop --socket and --peer)"
     )]
     TunnelInProcess,
+    /// `--features vxlan` and `patch` together.
+    #[error(
+        "--features vxlan and patch are two runs to compare (the tunnel and its baseline): \
+         give one of them"
+    )]
+    TunnelAndPatch,
     /// `--plot`'s file name has no extension a picture can be written in.
     #[error(transparent)]
     Plot(#[from] PlotError),
@@ -289,7 +295,10 @@ impl BenchArgs {
             return Err(ArgsError::AclRules);
         }
         let features = Features::new(&self.features, self.acl_rules);
-        if features.tunnel && (self.socket.is_some() || !self.peer.is_empty()) {
+        if features.tunnel && features.patch {
+            return Err(ArgsError::TunnelAndPatch);
+        }
+        if (features.tunnel || features.patch) && (self.socket.is_some() || !self.peer.is_empty()) {
             return Err(ArgsError::TunnelInProcess);
         }
         let max = dataplane::switch::security::MAX_ALLOWED;

@@ -38,12 +38,18 @@ pub enum BenchFeature {
     /// one side, crosses the patch, and is checked and decapsulated on the
     /// other (in process only; no peer is set up alike).
     Vxlan,
+    /// The two traffic ports on bridges of their own, joined by a pair of
+    /// patch ports: the path of `vxlan` without the tunnel (two switchings
+    /// and a patch crossing), so that the two runs' ratio is what
+    /// encapsulation and decapsulation cost (in process only).
+    Patch,
 }
 
-/// The bridges, patch and tunnel ports of `--features vxlan`, after the
-/// traffic ports' own bridge (`bridge`): side A's bridge is `bridge`, side
-/// B's `bridge-b`.
-pub fn tunnel_ports(bridge: &str) -> (Vec<String>, Vec<PortSpec>) {
+/// The bridges, patch and tunnel ports of `--features vxlan` (`tunnel`) or
+/// `--features patch` (not `tunnel`), after the traffic ports' own bridge
+/// (`bridge`): side A's bridge is `bridge`, side B's `bridge-b`. Without
+/// the tunnel the patch ports are members of the two bridges.
+pub fn split_ports(bridge: &str, tunnel: bool) -> (Vec<String>, Vec<PortSpec>) {
     use weir_config::PortType;
     let ip = |side: u8| std::net::Ipv4Addr::new(198, 18, 0, side + 1);
     let bridges = vec![bridge.to_owned(), format!("{bridge}-b")];
@@ -52,6 +58,11 @@ pub fn tunnel_ports(bridge: &str) -> (Vec<String>, Vec<PortSpec>) {
         let (me, other) = (format!("under-{side}"), format!("under-{}", 1 - side));
         let mut u = PortSpec::new(&me, PortType::Patch);
         u.peer = Some(other);
+        if !tunnel {
+            u.bridge = Some(bridges[usize::from(side)].clone());
+            ports.push(u);
+            continue;
+        }
         u.ip = vec![format!("{}/24", ip(side))];
         ports.push(u);
         let mut t = PortSpec::new(format!("vx-{side}"), PortType::Vxlan);
@@ -93,6 +104,8 @@ pub struct Features {
     pub police: bool,
     /// The traffic crosses a VXLAN tunnel between two bridges.
     pub tunnel: bool,
+    /// The traffic crosses a patch pair between two bridges.
+    pub patch: bool,
     /// What the frames carry: IPv4/UDP whenever `--features` is given.
     pub frames: Frames,
 }
@@ -107,6 +120,7 @@ impl Features {
             acl_rules: has(BenchFeature::Acl).then_some(acl_rules),
             police: has(BenchFeature::Police),
             tunnel: list.contains(&BenchFeature::Vxlan),
+            patch: list.contains(&BenchFeature::Patch),
             frames: if list.is_empty() {
                 Frames::Raw
             } else {
@@ -136,6 +150,9 @@ impl Features {
         }
         if self.tunnel {
             s.push_str("+vxlan");
+        }
+        if self.patch {
+            s.push_str("+patch");
         }
         s
     }

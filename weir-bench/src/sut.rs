@@ -194,9 +194,10 @@ impl Sut {
         if max_frame + 4 > cfg.dataplane.mbuf_size {
             cfg.dataplane.mbuf_size = (max_frame + 4).next_multiple_of(1024);
         }
-        // One bridge; with a tunnel, one per side and the tunnel's ports.
-        let bridges = if plan.features.tunnel {
-            let (bridges, ports) = crate::features::tunnel_ports(&args.bridge);
+        // One bridge; with a tunnel or a patch, one per side and the ports
+        // that join them.
+        let bridges = if plan.features.tunnel || plan.features.patch {
+            let (bridges, ports) = crate::features::split_ports(&args.bridge, plan.features.tunnel);
             cfg.ports.extend(ports);
             bridges
         } else {

@@ -846,16 +846,23 @@ impl Dataplane {
         };
         let id = free_port_id(&st, &t)?;
         let tunnel = match &spec.kind {
-            PortKind::Tunnel(tc) => Some((tc.clone(), self.new_tunnel(&st, &spec, tc)?)),
+            PortKind::Tunnel(tc) => Some((tc.clone(), self.new_tunnel(&st, id, &spec, tc)?)),
             _ => None,
         };
         let underlay = self.start_underlay(id, &spec)?;
         let tso_pool = self.tso_pool_for(&mut st, &spec);
         let OpenedPort { queues, device } = match (preopened, &tunnel, &spec.kind) {
             (Some(p), _, _) => p,
-            (None, Some((_, shared)), _) => {
-                OpenedPort::plain(vec![Box::new(shared.port(Arc::new(QueueStats::default())))])
-            }
+            // A queue per worker: each encapsulates what it switches to the
+            // tunnel and switches what it decapsulates itself.
+            (None, Some((_, shared)), _) => OpenedPort::plain(
+                (0..self.workers.len())
+                    .map(|q| {
+                        Box::new(shared.port(q, Arc::new(QueueStats::default())))
+                            as Box<dyn dataplane::port::Port>
+                    })
+                    .collect(),
+            ),
             (None, None, PortKind::Patch { peer }) => OpenedPort::plain(vec![Box::new(
                 Dataplane::patch_end(&mut st, &spec.name, peer)?,
             )]),

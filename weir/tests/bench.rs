@@ -392,6 +392,14 @@ fn bench_features_pass_the_traffic_in_process_and_through_a_daemon() {
     );
     assert_features_passed(&ran.report, "ip+vlan+vxlan");
     assert!(bench_refused(&["--features=vxlan", "--peer=ovs"]).contains("in-process switch only"));
+    // Its baseline: the same two bridges joined by the patch pair alone.
+    let ran = bench(
+        &["--duration=0.5", "--features=ip,vlan,patch"],
+        &json,
+        String::new,
+    );
+    assert_features_passed(&ran.report, "ip+vlan+patch");
+    assert!(bench_refused(&["--features=vxlan,patch"]).contains("two runs to compare"));
     assert!(bench_refused(&["--acl-rules=0"]).contains("--acl-rules must be"));
 
     // Through a daemon: the bench's security group goes again with its ports.

@@ -9,7 +9,10 @@
 //!         kept) | security | limits | all |
 //!         vxlan-encap | vxlan-decap (no switch: the tunnel's per-frame
 //!         work on 64-byte inner frames, see `weir_benches::tunnel`; <macs>
-//!         is the number of inner flows)
+//!         is the number of inner flows) |
+//!         patch-path | vxlan-path (two bridges joined by a patch pair or
+//!         by a VXLAN tunnel: a frame's whole way, see
+//!         `weir_benches::path`; <macs> is the number of flows)
 //! ```
 //!
 //! Set-up (switch, FDB pre-load, frames) costs the same for any packet count,
@@ -19,6 +22,7 @@
 use std::hint::black_box;
 
 use anyhow::{bail, Context, Result};
+use weir_benches::path::{PathCase, PathRig};
 use weir_benches::tunnel::{TunnelCase, TunnelRig};
 use weir_benches::{Rig, Scenario, BURST};
 
@@ -26,7 +30,7 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [case, macs, packets] = args.as_slice() else {
         bail!(
-            "usage: switch-insns <unicast|unicast-pool|unicast-run8|unicast-run32|flood|vlan|vlan-access|vlan-trunk|acl-N|acl-N-new|security|limits|all|vxlan-encap|vxlan-decap> <macs> <packets>"
+            "usage: switch-insns <unicast|unicast-pool|unicast-run8|unicast-run32|flood|vlan|vlan-access|vlan-trunk|acl-N|acl-N-new|security|limits|all|vxlan-encap|vxlan-decap|patch-path|vxlan-path> <macs> <packets>"
         );
     };
     let macs: u32 = macs
@@ -51,6 +55,23 @@ fn main() -> Result<()> {
         }
         if rig.failed() != 0 {
             bail!("{} frames refused: the case is broken", rig.failed());
+        }
+        println!("{case} flows={macs} packets={done}");
+        return Ok(());
+    }
+    let path = match case.as_str() {
+        "patch-path" => Some(PathCase::Patch),
+        "vxlan-path" => Some(PathCase::Vxlan),
+        _ => None,
+    };
+    if let Some(pc) = path {
+        let mut rig = PathRig::new(pc, macs);
+        let mut done = 0usize;
+        while done < packets {
+            done += black_box(rig.step());
+        }
+        if rig.drops() != 0 {
+            bail!("{} frames dropped: the case is broken", rig.drops());
         }
         println!("{case} flows={macs} packets={done}");
         return Ok(());

@@ -261,6 +261,7 @@ impl Dataplane {
     pub(super) fn new_tunnel(
         &self,
         st: &State,
+        id: PortId,
         port: &PortConfig,
         t: &TunnelConfig,
     ) -> Result<Arc<TunnelShared>, ControlError> {
@@ -306,6 +307,7 @@ impl Dataplane {
         };
         Ok(TunnelShared::new(
             &port.name,
+            id,
             t.kind,
             t.dst_port,
             t.local_ip,
