@@ -282,7 +282,12 @@ impl TunnelShared {
                 continue;
             }
             let d = m.data();
-            let dst = MacAddr([d[0], d[1], d[2], d[3], d[4], d[5]]);
+            // The switch passes no frame shorter than its Ethernet header.
+            let Some(dst) = d.first_chunk::<6>().map(|a| MacAddr(*a)) else {
+                stats.drop_one(DropReason::Malformed);
+                failed += 1;
+                continue;
+            };
             let sport = tunnel::source_port(d);
             let known = if dst.is_multicast() {
                 None
@@ -481,7 +486,9 @@ impl HostPort {
         if d.len() < 14 {
             return Verdict::Switch; // the switch counts it malformed
         }
-        let dst = MacAddr([d[0], d[1], d[2], d[3], d[4], d[5]]);
+        let Some(dst) = d.first_chunk::<6>().map(|a| MacAddr(*a)) else {
+            return Verdict::Switch;
+        };
         let to_me = dst == self.mac;
         let group = dst.is_multicast();
         if !to_me && !group {
@@ -608,7 +615,10 @@ impl HostPort {
             return;
         }
         let d = m.data();
-        let src = MacAddr([d[6], d[7], d[8], d[9], d[10], d[11]]);
+        let Some(src) = d.get(6..).and_then(|s| s.first_chunk::<6>()).map(|a| MacAddr(*a)) else {
+            stats.drop_one(DropReason::TunnelHeader);
+            return;
+        };
         let key_vlan = match vlan {
             Some(v) => v,
             None => tag_of(d).unwrap_or(0),
