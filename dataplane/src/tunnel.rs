@@ -32,7 +32,7 @@ use crate::port::{Burst, LinkState, Port, MAX_BURST};
 use crate::ring::Ring;
 use crate::stats::{DropReason, QueueStats};
 use crate::switch::vlan::{pop_tag, push_tag};
-use crate::switch::{Fdb, FdbConfig, PortEntry};
+use crate::switch::{Fdb, FdbConfig, FdbKey, PortEntry};
 use crate::wire::ethertype;
 use crate::wire::tunnel::{self, OuterHeader, TunnelKind};
 
@@ -260,6 +260,7 @@ impl TunnelShared {
             emit: |o: &mut Burst| emit(underlay, o),
         };
         let mut failed = 0u64;
+        let fdb = self.fdb.view();
         for mut m in b.drain(..) {
             let vid = tag_of(m.data());
             let vni = match &self.vnis {
@@ -292,7 +293,7 @@ impl TunnelShared {
             let known = if dst.is_multicast() {
                 None
             } else {
-                self.fdb.lookup(VlanId(vid.unwrap_or(0)), dst)
+                fdb.lookup_key(FdbKey::new(VlanId(vid.unwrap_or(0)), dst))
             };
             match known {
                 Some(r) => out.one(r.index(), vni, sport, m),
@@ -415,10 +416,22 @@ pub struct HostPort {
 
 /// The frames [`HostPort::demux`] decapsulated from one burst, each with
 /// the index of its tunnel in [`HostPort::tunnels`].
-#[derive(Default)]
 pub struct Decapped {
     frames: Burst,
     tunnel: arrayvec::ArrayVec<u16, MAX_BURST>,
+    /// What the last frame taught its tunnel's table (key, tunnel, remote):
+    /// the same again in this burst is not learned twice (same `now`).
+    learned: (u64, u16, u16),
+}
+
+impl Default for Decapped {
+    fn default() -> Decapped {
+        Decapped {
+            frames: Burst::new(),
+            tunnel: arrayvec::ArrayVec::new(),
+            learned: (FdbKey::NONE_RAW, 0, 0),
+        }
+    }
 }
 
 impl Decapped {
@@ -634,11 +647,12 @@ impl HostPort {
                 return;
             }
         }
-        if src.is_unicast() {
+        let key = FdbKey::new(VlanId(key_vlan), src);
+        let learned = (key.raw(), index as u16, remote as u16);
+        if src.is_unicast() && learned != dec.learned {
             // A refusal (table full, rate) only means replies flood.
-            let _ = t
-                .fdb
-                .learn(VlanId(key_vlan), src, PortId(remote as u16), now);
+            let _ = t.fdb.view().learn_key(key, PortId(remote as u16), now);
+            dec.learned = learned;
         }
         dec.push(index, m);
     }
