@@ -862,10 +862,12 @@ mod tests {
     }
 
     /// One pool for these tests: a process has at most
-    /// [`crate::mempool::MAX_POOLS`], and pools live for good.
+    /// [`crate::mempool::MAX_POOLS`], and pools live for good. Large enough
+    /// for the tests that run at once: each test thread's cache keeps up to
+    /// 32 freed buffers from the others.
     fn pool() -> &'static Mempool {
         static POOL: std::sync::OnceLock<&'static Mempool> = std::sync::OnceLock::new();
-        POOL.get_or_init(|| Mempool::for_tests(16))
+        POOL.get_or_init(|| Mempool::for_tests(256))
     }
 
     use crate::testutil::XorShift;
