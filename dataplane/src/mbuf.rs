@@ -259,24 +259,25 @@ impl Mbuf {
     /// Removes `n` bytes from the front of the data (at most all of it).
     #[inline]
     pub fn adj(&mut self, n: usize) {
-        let n = n.min(self.len()) as u16;
         let h = self.hdr_mut();
+        let n = n.min(usize::from(h.data_len)) as u16;
         h.data_off += n;
         h.data_len -= n;
-        // Offsets count from the data start; a region cut into is meaningless.
-        h.partial_csum = h.partial_csum.and_then(|p| {
-            Some(PartialCsum {
-                start: p.start.checked_sub(n)?,
-                offset: p.offset,
-            })
-        });
+        // Offsets count from the data start; a region cut into is
+        // meaningless. Tested first: most frames carry none.
+        if let Some(p) = h.partial_csum {
+            h.partial_csum = p
+                .start
+                .checked_sub(n)
+                .map(|start| PartialCsum { start, ..p });
+        }
     }
 
     /// Removes `n` bytes from the end of the data (at most all of it).
     #[inline]
     pub fn trim(&mut self, n: usize) {
-        let n = n.min(self.len()) as u16;
-        self.hdr_mut().data_len -= n;
+        let h = self.hdr_mut();
+        h.data_len -= n.min(usize::from(h.data_len)) as u16;
     }
 
     /// Ingress port number recorded by the receiver (`u16::MAX` if unset).
