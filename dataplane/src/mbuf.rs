@@ -244,16 +244,25 @@ impl Mbuf {
             });
         }
         let h = self.hdr_mut();
+        // n <= data_off, so neither wraps: data_len + n <= data_off +
+        // data_len <= buf_len.
         h.data_off -= n as u16;
         h.data_len += n as u16;
         // Offsets count from the data start, which moved back by `n`.
-        h.partial_csum = h.partial_csum.and_then(|p| {
-            Some(PartialCsum {
-                start: p.start.checked_add(n as u16)?,
-                offset: p.offset,
-            })
-        });
-        Ok(&mut self.data_mut()[..n])
+        // Tested first: most frames carry none.
+        if let Some(p) = h.partial_csum {
+            h.partial_csum = p
+                .start
+                .checked_add(n as u16)
+                .map(|start| PartialCsum { start, ..p });
+        }
+        let off = usize::from(h.data_off);
+        // SAFETY: [off, off + n) is the front of the data window, which
+        // lies inside the slot's buffer area (data_off + data_len <= buf_len,
+        // and n <= data_len now); `&mut self` makes the access unique. The
+        // same slice as `&mut self.data_mut()[..n]` without the bounds check
+        // that the compiler cannot drop.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.buf_ptr().add(off), n) })
     }
 
     /// Removes `n` bytes from the front of the data (at most all of it).
