@@ -140,8 +140,11 @@ impl TunnelKind {
 pub struct OuterHeader {
     bytes: [u8; OUTER_LEN],
     /// Folded one's-complement sum of the IPv4 header with total length and
-    /// checksum zero.
-    ip_sum: u16,
+    /// checksum zero, its bytes in wire order (as a native `u16` read from
+    /// memory): the sum is byte-order independent (RFC 1071 section 2(B)),
+    /// so [`OuterHeader::fill`] adds the total length as stored and stores
+    /// the result without swapping either.
+    ip_sum_wire: u16,
     kind: TunnelKind,
 }
 
@@ -198,7 +201,7 @@ impl OuterHeader {
         let ip_sum = ones_complement_sum(&b[ip..ip + ipv4::MIN_HEADER_LEN]);
         OuterHeader {
             bytes: b,
-            ip_sum,
+            ip_sum_wire: u16::from_ne_bytes(ip_sum.to_be_bytes()),
             kind,
         }
     }
@@ -297,13 +300,15 @@ impl OuterHeader {
     #[inline]
     fn fill(&self, h: &mut [u8; OUTER_LEN], ip_len: u16, vni: u32, src_port: u16) {
         *h = self.bytes;
-        // Two 16-bit values sum to at most 0x1fffe, so one end-around carry
-        // folds it (to at most 0xffff): `combine` without its loop.
-        let sum = u32::from(self.ip_sum) + u32::from(ip_len);
-        let csum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+        // One's-complement addition of two 16-bit values: the carry out of
+        // the add goes back in (and cannot carry again: a carry leaves at
+        // most 0xfffe).
+        let len_wire = u16::from_ne_bytes(ip_len.to_be_bytes());
+        let (sum, carry) = self.ip_sum_wire.overflowing_add(len_wire);
+        let csum_wire = !(sum + u16::from(carry));
         let udp_len = ip_len - ipv4::MIN_HEADER_LEN as u16;
-        h[field::IP_TOTAL_LEN..field::IP_TOTAL_LEN + 2].copy_from_slice(&ip_len.to_be_bytes());
-        h[field::IP_CHECKSUM..field::IP_CHECKSUM + 2].copy_from_slice(&csum.to_be_bytes());
+        h[field::IP_TOTAL_LEN..field::IP_TOTAL_LEN + 2].copy_from_slice(&len_wire.to_ne_bytes());
+        h[field::IP_CHECKSUM..field::IP_CHECKSUM + 2].copy_from_slice(&csum_wire.to_ne_bytes());
         h[field::UDP_SRC_PORT..field::UDP_SRC_PORT + 2].copy_from_slice(&src_port.to_be_bytes());
         h[field::UDP_LEN..field::UDP_LEN + 2].copy_from_slice(&udp_len.to_be_bytes());
         // VNI in the top three bytes; the shift clears the reserved byte.
