@@ -601,25 +601,24 @@ fn le64(b: &[u8], i: usize) -> Option<u64> {
 #[inline(always)]
 fn parse_plain(frame: &[u8]) -> Option<Outer> {
     let f: &[u8; PLAIN_LEN] = frame.first_chunk()?;
-    // 12..20: EtherType, version/IHL, TOS, total length, ID.
-    let a = le64(f, 12)?;
-    // 20..28: flags and fragment offset, TTL, protocol, checksum, source.
-    let b = le64(f, 20)?;
-    // 26..34: source, destination.
-    let c = le64(f, 26)?;
-    // EtherType 0x0800, version 4, IHL 5.
-    const A_MASK: u64 = u64::from_le_bytes([0xff, 0xff, 0xff, 0, 0, 0, 0, 0]);
-    const A_WANT: u64 = u64::from_le_bytes([0x08, 0x00, 0x45, 0, 0, 0, 0, 0]);
-    // MF clear and offset 0 (DF and the reserved bit ignored), UDP.
-    const B_MASK: u64 = u64::from_le_bytes([0x3f, 0xff, 0, 0xff, 0, 0, 0, 0]);
-    const B_WANT: u64 = u64::from_le_bytes([0, 0, 0, protocol::UDP, 0, 0, 0, 0]);
-    if a & A_MASK != A_WANT || b & B_MASK != B_WANT {
+    let ip = ethernet::HEADER_LEN;
+    let le32 = |i: usize| u32::from_le_bytes([f[i], f[i + 1], f[i + 2], f[i + 3]]);
+    // 12..16: EtherType 0x0800, version 4 and IHL 5 (TOS ignored).
+    const ETH_V4_IHL5: u32 = u32::from_le_bytes([0x08, 0x00, 0x45, 0]);
+    // 20..24: MF clear and offset 0 (DF and the reserved bit ignored), TTL
+    // ignored, UDP.
+    const FRAG_PROTO_MASK: u32 = u32::from_le_bytes([0x3f, 0xff, 0, 0xff]);
+    const WHOLE_UDP: u32 = u32::from_le_bytes([0, 0, 0, protocol::UDP]);
+    // One test for both: the differences from what is wanted, or-ed.
+    if (le32(12) & 0x00ff_ffff ^ ETH_V4_IHL5) | (le32(20) & FRAG_PROTO_MASK ^ WHOLE_UDP) != 0 {
         return None;
     }
-    // The header, 14..34: the last six bytes of `a`, `b`, the last six of
-    // `c` (each starting an even number of bytes into the header).
+    // The IPv4 header as three words: 0..8, 8..16, 16..20.
+    let w0 = le64(f, ip)?;
+    let w1 = le64(f, ip + 8)?;
+    let w2 = le32(ip + 16);
     // Version 4 is among the bytes summed: the sum is not zero.
-    if !is_multiple_of_ffff(end_around_sum(a >> 16, b, c >> 16)) {
+    if !is_multiple_of_ffff(end_around_sum(w0, w1, w2)) {
         return None;
     }
     // Total length exactly to the frame's end, UDP length exactly to the
@@ -702,37 +701,39 @@ fn parse_outer_general(frame: &[u8]) -> Result<Outer, DecapError> {
 /// True if an option-less IPv4 header's checksum verifies: its
 /// one's-complement sum is 0xffff (RFC 1071).
 ///
-/// Its 20 bytes are summed as three little-endian words, 0..6, 6..14 and
-/// 14..20 ([`end_around_sum`]); the folded sum is 0xffff exactly when that
+/// Its 20 bytes are summed as three little-endian words, 0..8, 8..16 and
+/// 16..20 ([`end_around_sum`]); the folded sum is 0xffff exactly when that
 /// sum is a multiple of 0xffff ([`is_multiple_of_ffff`]) and not zero (it
 /// is zero only for twenty zero bytes, whose folded sum is 0).
 #[inline]
 fn ipv4_header_sums_to_ones(h: &[u8; ipv4::MIN_HEADER_LEN]) -> bool {
-    let w = |i: usize| {
-        let b = |j: usize| h.get(i + j).copied().unwrap_or(0);
-        u64::from_le_bytes([b(0), b(1), b(2), b(3), b(4), b(5), b(6), b(7)])
-    };
-    let s = end_around_sum(w(0) & 0xffff_ffff_ffff, w(6), w(14));
+    let (w0, rest) = h.split_first_chunk::<8>().unwrap_or((&[0; 8], &[]));
+    let (w1, w2) = rest.split_first_chunk::<8>().unwrap_or((&[0; 8], &[]));
+    let w2 = w2.first_chunk::<4>().unwrap_or(&[0; 4]);
+    let s = end_around_sum(
+        u64::from_le_bytes(*w0),
+        u64::from_le_bytes(*w1),
+        u32::from_le_bytes(*w2),
+    );
     s != 0 && is_multiple_of_ffff(s)
 }
 
-/// The one's-complement sum of 20 bytes read as three little-endian words,
-/// modulo 0xffff and not folded: `head` holds the first six bytes, `mid`
-/// the next eight, `tail` the last six (`head` and `tail` below 2^48). Zero
-/// only if all three are.
+/// The one's-complement sum of 20 bytes read as three little-endian words
+/// (bytes 0..8, 8..16, 16..20), modulo 0xffff and not folded. Zero only if
+/// all three are.
 ///
-/// Two additions and an end-around carry: no loop and no byte swap.
+/// Two additions with end-around carry: no loop and no byte swap.
 /// One's-complement addition is addition modulo 0xffff (2^16 ≡ 1, so also
 /// 2^64 ≡ 1: the end-around carry of 64-bit words), and a little-endian
 /// word is 2^8 times the big-endian one modulo 0xffff (the byte order
 /// independence of RFC 1071 section 2(B)), 2^8 being invertible modulo
 /// 0xffff: the big-endian sum is 0 modulo 0xffff exactly when this one is.
 #[inline(always)]
-fn end_around_sum(head: u64, mid: u64, tail: u64) -> u64 {
-    debug_assert!(head >> 48 == 0 && tail >> 48 == 0);
-    // head + tail < 2^49; when adding `mid` carries, the sum ends below
-    // 2^49 and the carry added back cannot carry again.
-    let (s, carry) = mid.overflowing_add(head + tail);
+fn end_around_sum(w0: u64, w1: u64, w2: u32) -> u64 {
+    // A carry out leaves at most 2^64 − 2, or below 2^32: adding it back
+    // cannot carry again.
+    let (s, carry) = w0.overflowing_add(w1);
+    let (s, carry) = (s + u64::from(carry)).overflowing_add(u64::from(w2));
     s + u64::from(carry)
 }
 
