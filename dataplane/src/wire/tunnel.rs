@@ -328,18 +328,21 @@ pub struct TooLong {
 /// input bit over the high bits of the product.
 const HASH_MUL: u64 = 0x9e37_79b9_7f4a_7c15;
 
-/// The flow hash's multipliers, one per word of the flow ([`Word`]): odd
-/// constants with their bits spread, different so that words that change
-/// together (a MAC that embeds the IPv4 address) do not cancel out.
+/// The flow hash's multipliers, one per word of the flow ([`Word`]): odd,
+/// different so that words that change together (a MAC that embeds the
+/// IPv4 address) do not cancel out, and each a sign-extended 32-bit value,
+/// which x86-64 multiplies by as an immediate (no constant to load). Each
+/// word's bits still reach the sum's high half, from which [`finish`]'s
+/// full 64-bit multiply takes the port.
 const HASH_KEYS: [u64; 8] = [
-    0xd817_8bee_e8a6_18ab,
-    0xd93e_2bd2_cbcb_095f,
-    0x8619_0595_918b_3eb9,
-    0x8daf_35a1_b0a9_5f0b,
-    0xbf13_5087_ee73_3abd,
-    0xbd5f_bbc2_44dc_e0eb,
-    0x9c28_7f73_90b8_4951,
-    0xf841_282b_f0a9_ddf1,
+    0xffff_ffff_a537_7f09,
+    0xffff_ffff_ba6d_b5bb,
+    0xffff_ffff_94bb_b6af,
+    0xffff_ffff_d880_248b,
+    0xffff_ffff_dfa3_0777,
+    0xffff_ffff_829e_61b9,
+    0xffff_ffff_adce_6a41,
+    0xffff_ffff_c7d3_3645,
 ];
 
 /// The words of a flow, each read little-endian (one load, no byte swap).
@@ -1522,6 +1525,19 @@ mod tests {
             })
             .collect();
         assert_spread(&macs);
+        // Source MAC and address changing together, the MAC embedding the
+        // address (02:42:ac:11:x:y for 172.17.x.y, as container runtimes
+        // assign them).
+        let embedded: Vec<u16> = (0..4096u32)
+            .map(|i| {
+                let mut f = inner_frame(1000);
+                let ip = [172, 17, (i >> 8) as u8, i as u8];
+                f[6..12].copy_from_slice(&[0x02, 0x42, ip[0], ip[1], ip[2], ip[3]]);
+                f[26..30].copy_from_slice(&ip);
+                source_port(&f)
+            })
+            .collect();
+        assert_spread(&embedded);
     }
 
     #[test]
