@@ -269,9 +269,11 @@ impl Mbuf {
     #[inline]
     pub fn adj(&mut self, n: usize) {
         let h = self.hdr_mut();
-        let n = n.min(usize::from(h.data_len)) as u16;
+        let len = usize::from(h.data_len);
+        let rest = len.saturating_sub(n);
+        let n = (len - rest) as u16;
         h.data_off += n;
-        h.data_len -= n;
+        h.data_len = rest as u16;
         // Offsets count from the data start; a region cut into is
         // meaningless. Tested first: most frames carry none.
         if let Some(p) = h.partial_csum {
@@ -286,7 +288,7 @@ impl Mbuf {
     #[inline]
     pub fn trim(&mut self, n: usize) {
         let h = self.hdr_mut();
-        h.data_len -= n.min(usize::from(h.data_len)) as u16;
+        h.data_len = usize::from(h.data_len).saturating_sub(n) as u16;
     }
 
     /// Ingress port number recorded by the receiver (`u16::MAX` if unset).
