@@ -409,7 +409,8 @@ pub fn source_port(inner: &[u8]) -> u16 {
             const TCP: u32 = u32::from_le_bytes([0, 0, 0, protocol::TCP]);
             const UDP: u32 = u32::from_le_bytes([0, 0, 0, protocol::UDP]);
             if frag_proto == TCP || frag_proto == UDP {
-                let ports = u64::from(le32(34)) | u64::from(frag_proto >> 24) << 32;
+                // `frag_proto` is the protocol alone, in its top byte.
+                let ports = u64::from(le32(34)) | u64::from(frag_proto) << 8;
                 h = h.wrapping_add(term(Word::Ports as usize, ports));
             }
             return finish(h);
