@@ -244,39 +244,51 @@ impl Mbuf {
             });
         }
         let h = self.hdr_mut();
+        // n <= data_off, so neither wraps: data_len + n <= data_off +
+        // data_len <= buf_len.
         h.data_off -= n as u16;
         h.data_len += n as u16;
         // Offsets count from the data start, which moved back by `n`.
-        h.partial_csum = h.partial_csum.and_then(|p| {
-            Some(PartialCsum {
-                start: p.start.checked_add(n as u16)?,
-                offset: p.offset,
-            })
-        });
-        Ok(&mut self.data_mut()[..n])
+        // Tested first: most frames carry none.
+        if let Some(p) = h.partial_csum {
+            h.partial_csum = p
+                .start
+                .checked_add(n as u16)
+                .map(|start| PartialCsum { start, ..p });
+        }
+        let off = usize::from(h.data_off);
+        // SAFETY: [off, off + n) is the front of the data window, which
+        // lies inside the slot's buffer area (data_off + data_len <= buf_len,
+        // and n <= data_len now); `&mut self` makes the access unique. The
+        // same slice as `&mut self.data_mut()[..n]` without the bounds check
+        // that the compiler cannot drop.
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.buf_ptr().add(off), n) })
     }
 
     /// Removes `n` bytes from the front of the data (at most all of it).
     #[inline]
     pub fn adj(&mut self, n: usize) {
-        let n = n.min(self.len()) as u16;
         let h = self.hdr_mut();
+        let len = usize::from(h.data_len);
+        let rest = len.saturating_sub(n);
+        let n = (len - rest) as u16;
         h.data_off += n;
-        h.data_len -= n;
-        // Offsets count from the data start; a region cut into is meaningless.
-        h.partial_csum = h.partial_csum.and_then(|p| {
-            Some(PartialCsum {
-                start: p.start.checked_sub(n)?,
-                offset: p.offset,
-            })
-        });
+        h.data_len = rest as u16;
+        // Offsets count from the data start; a region cut into is
+        // meaningless. Tested first: most frames carry none.
+        if let Some(p) = h.partial_csum {
+            h.partial_csum = p
+                .start
+                .checked_sub(n)
+                .map(|start| PartialCsum { start, ..p });
+        }
     }
 
     /// Removes `n` bytes from the end of the data (at most all of it).
     #[inline]
     pub fn trim(&mut self, n: usize) {
-        let n = n.min(self.len()) as u16;
-        self.hdr_mut().data_len -= n;
+        let h = self.hdr_mut();
+        h.data_len = usize::from(h.data_len).saturating_sub(n) as u16;
     }
 
     /// Ingress port number recorded by the receiver (`u16::MAX` if unset).
