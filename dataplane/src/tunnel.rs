@@ -628,7 +628,11 @@ impl HostPort {
             return;
         }
         let d = m.data();
-        let Some(src) = d.get(6..).and_then(|s| s.first_chunk::<6>()).map(|a| MacAddr(*a)) else {
+        let Some(src) = d
+            .get(6..)
+            .and_then(|s| s.first_chunk::<6>())
+            .map(|a| MacAddr(*a))
+        else {
             stats.drop_one(DropReason::TunnelHeader);
             return;
         };
