@@ -125,6 +125,11 @@ drop_reasons! {
     /// A security group (`acl_in` of the ingress port or `acl_out` of the
     /// egress port) denied the frame.
     AclDeny => "acl-deny",
+    /// The egress port's receive filter does not take the destination: a
+    /// unicast address not its own nor in its guest's table, or a
+    /// multicast group its guest did not ask for (counted on the ingress
+    /// port, where the frame was switched).
+    RxFilter => "rx-filter",
 }
 
 impl From<crate::wire::gso::GsoError> for DropReason {
