@@ -203,9 +203,24 @@ pub(crate) struct DeviceShared {
     /// MTU set by the frontend with NET_SET_MTU; 0 if none. Shared with the
     /// device's ports, which drop longer frames on the way to the guest.
     pub mtu: Arc<AtomicU16>,
+    /// The guest's receive filter commands (control queue).
+    pub rx: Mutex<crate::ctrlq::RxState>,
+    /// Bumped at every change of `rx`.
+    pub rx_gen: AtomicU64,
 }
 
 impl DeviceShared {
+    /// Forgets the guest's receive filter (a new or reset driver starts
+    /// without one).
+    pub fn reset_rx(&self) {
+        let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        if rx.mode.is_some() {
+            rx.mode = None;
+            // Release: the cleared state is in `rx` before the generation.
+            self.rx_gen.fetch_add(1, Ordering::Release);
+        }
+    }
+
     pub fn set_error(&self, e: String) {
         tracing::warn!("{e}");
         if let Ok(mut g) = self.control_error.lock() {

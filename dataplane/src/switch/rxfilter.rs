@@ -30,7 +30,10 @@ pub struct GuestRxMode {
     pub all_multi: bool,
     /// The unicast table was longer than [`MAX_TABLE_ENTRIES`]: every
     /// unicast frame.
-    pub all_uni: bool,
+    pub uni_overflow: bool,
+    /// The multicast table was longer than [`MAX_TABLE_ENTRIES`]: every
+    /// multicast frame.
+    pub multi_overflow: bool,
     /// The address the guest set with VIRTIO_NET_CTRL_MAC_ADDR_SET.
     pub addr: Option<MacAddr>,
     /// The unicast table (at most [`MAX_TABLE_ENTRIES`]).
@@ -90,8 +93,8 @@ impl RxFilter {
                     .collect();
                 Some(RxFilter {
                     promisc: false,
-                    all_uni: g.all_uni,
-                    all_multi: g.all_multi,
+                    all_uni: g.uni_overflow,
+                    all_multi: g.all_multi || g.multi_overflow,
                     unicast: words(&uni),
                     multicast: words(&multi),
                 })
@@ -195,7 +198,7 @@ mod tests {
         let f = RxFilter::new(&[OWN], Some(&all_multi)).unwrap();
         assert!(admits(&f, MCAST) && admits(&f, MCAST2) && !admits(&f, OTHER));
         let all_uni = GuestRxMode {
-            all_uni: true,
+            uni_overflow: true,
             ..GuestRxMode::default()
         };
         let f = RxFilter::new(&[OWN], Some(&all_uni)).unwrap();
