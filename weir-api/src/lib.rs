@@ -284,6 +284,11 @@ pub struct PortInfo {
     /// `acl_out`: the security group of what the port receives.
     #[serde(default)]
     pub acl_out: Option<String>,
+    /// The receive filter on what the switch sends to the port (a
+    /// vhost-user port with a `mac`, or whose guest set its filters), in
+    /// short: `unicast N|all multicast M|all`. None: not filtered.
+    #[serde(default)]
+    pub rx_filter: Option<String>,
 }
 
 /// One security group, as listed by `acl-list`.

@@ -242,6 +242,10 @@ fn render_port(p: &PortInfo) -> String {
         "off".to_owned()
     };
     lines.push(("port security", security));
+    lines.push((
+        "rx filter",
+        p.rx_filter.clone().unwrap_or_else(|| "off".to_owned()),
+    ));
     let policing = match limit(s.ingress_policing_rate) {
         None => "off".to_owned(),
         Some(r) => match limit(s.ingress_policing_burst) {
@@ -607,6 +611,7 @@ mod tests {
             trunks: Vec::new(),
             acl_in: None,
             acl_out: None,
+            rx_filter: None,
             settings: Default::default(),
             queue_workers: vec![0],
         }
