@@ -283,6 +283,10 @@ fn render_port(p: &PortInfo) -> String {
         "off".to_owned()
     };
     lines.push(("port security", security));
+    lines.push((
+        "rx filter",
+        p.rx_filter.clone().unwrap_or_else(|| "off".to_owned()),
+    ));
     let policing = match limit(s.ingress_policing_rate) {
         None => "off".to_owned(),
         Some(r) => match limit(s.ingress_policing_burst) {
@@ -812,6 +816,7 @@ mod tests {
             latency: None,
             host: None,
             tunnel: None,
+            rx_filter: None,
             settings: Default::default(),
             queue_workers: vec![0],
         }
