@@ -315,8 +315,9 @@ struct PortRecord {
 
 /// The receive filter of a port with `settings` whose device is `device`:
 /// only a port whose peer sets filters (a vhost-user guest) has one, built
-/// from its own addresses (`mac`, `allowed_macs`) and what the guest set;
-/// with the generation of the guest's state it was built from.
+/// from its own addresses (`mac`, `allowed_macs`) and what the guest set,
+/// unless `rx_filter = false`; with the generation of the guest's state it
+/// was built from.
 fn rx_filter_of(
     settings: &PortSettings,
     device: Option<&dyn PortDevice>,
@@ -324,6 +325,9 @@ fn rx_filter_of(
     let Some((generation, guest)) = device.and_then(|d| d.rx_mode()) else {
         return (0, None);
     };
+    if !settings.rx_filter_on() {
+        return (generation, None);
+    }
     let own: Vec<MacAddr> = settings
         .mac
         .iter()
@@ -3056,6 +3060,54 @@ mod tests {
             dp.switch.load().bridge_features(br).is_empty(),
             "back on the plain path"
         );
+        dp.shutdown();
+    }
+
+    #[test]
+    fn rx_filter_false_lets_a_guest_receive_everything_until_cleared() {
+        use dataplane::switch::rxfilter::GuestRxMode;
+        use dataplane::testutil::{eth_frame, mac, EXPERIMENTAL_ETHERTYPE};
+        let factory = Arc::new(ScriptedFactory::default());
+        let dp = scripted_dataplane(&factory, "0");
+        let [hv, ht] = factory.script(dp.pool(), ["vm", "t"]);
+        let guest: GuestFilter = Arc::default();
+        factory
+            .devices
+            .lock()
+            .unwrap()
+            .insert("vm".into(), Box::new(FakeGuest(Arc::clone(&guest))));
+        dp.bridge_add("br0").unwrap();
+        let mut vm = ring_port("vm", Some("br0"));
+        vm.mac = Some(mac(1));
+        vm.rx_filter = Some(false);
+        dp.port_add(vm).unwrap();
+        dp.port_add(ring_port("t", Some("br0"))).unwrap();
+        wait_for("vm and t up", || is_up(&dp, "vm") && is_up(&dp, "t"));
+        let filtered =
+            |dp: &Dataplane| dp.port_show("t").unwrap().stats.drops(DropReason::RxFilter);
+        let foreign = eth_frame(mac(5), mac(2), EXPERIMENTAL_ETHERTYPE, 46);
+        // Added with the filter off: no filter, even when the guest sets one.
+        assert_eq!(dp.port_show("vm").unwrap().rx_filter, None);
+        *guest.lock().unwrap() = (1, Some(GuestRxMode::default()));
+        dp.refresh_rx_filters();
+        assert_eq!(dp.port_show("vm").unwrap().rx_filter, None);
+        ht.push_rx(foreign.clone());
+        wait_for("vm gets the foreign frame", || hv.transmitted().len() == 1);
+        // Cleared: the default, on.
+        dp.port_clear("vm", &["rx_filter".into()]).unwrap();
+        assert_eq!(
+            dp.port_show("vm").unwrap().rx_filter.as_deref(),
+            Some("unicast 1 multicast 0")
+        );
+        ht.push_rx(foreign.clone());
+        wait_for("the foreign frame filtered", || filtered(&dp) == 1);
+        // Set off again at run time.
+        let settings = dp.port_set("vm", &keys(&[("rx_filter", "false")])).unwrap();
+        assert_eq!(settings.rx_filter, Some(false));
+        assert_eq!(dp.port_show("vm").unwrap().rx_filter, None);
+        ht.push_rx(foreign.clone());
+        wait_for("vm gets it again", || hv.transmitted().len() == 2);
+        assert_eq!(filtered(&dp), 1);
         dp.shutdown();
     }
 
