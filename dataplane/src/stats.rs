@@ -144,6 +144,11 @@ drop_reasons! {
     /// Underlay port: a unicast frame to weir's own MAC address for an IP
     /// address that is not weir's.
     NotLocal => "not-local",
+    /// The egress port's receive filter does not take the destination: a
+    /// unicast address not its own nor in its guest's table, or a
+    /// multicast group its guest did not ask for (counted on the ingress
+    /// port, where the frame was switched).
+    RxFilter => "rx-filter",
 }
 
 impl From<crate::wire::gso::GsoError> for DropReason {

@@ -22,7 +22,7 @@ use dataplane::wire::{
 };
 use dataplane::{BridgeId, Burst, DropReason, Mempool, PortId, QueueStats, WorkerId};
 use vhost_user::defs::{
-    ctrl_reply, net_config, DESC_F_WRITE, MAX_FRAME_BYTES, NET_HDR_BYTES, NET_HDR_GSO_NONE,
+    net_config, DESC_F_WRITE, MAX_FRAME_BYTES, NET_HDR_BYTES, NET_HDR_GSO_NONE,
     NET_HDR_GSO_SIZE_OFF, NET_HDR_GSO_TCPV4, NET_HDR_GSO_TCPV6, NET_HDR_GSO_TYPE_OFF,
 };
 use vhost_user::guest_mem::{GuestAddr, GuestMemory};
@@ -327,7 +327,13 @@ pub fn vhost_msg(data: &[u8]) {
     if let Err(e) = r {
         assert!(!e.to_string().is_empty());
     }
-    assert!(ctrl_reply(payload, lim.queues) <= 1);
+    let mut rx = vhost_user::ctrlq::RxState {
+        negotiated: true,
+        mode: None,
+    };
+    let cut = payload.len() > vhost_user::ctrlq::MAX_CMD_BYTES;
+    let cmd = &payload[..payload.len().min(vhost_user::ctrlq::MAX_CMD_BYTES)];
+    assert!(vhost_user::ctrlq::ctrl_reply(cmd, cut, lim.queues, &mut rx) <= 1);
     assert_eq!(
         net_config(hdr.flags, hdr.size, lim.queues, 1500, None).len(),
         hdr.size.min(256) as usize

@@ -30,6 +30,7 @@ use vm_memory::{Bytes, GuestAddressSpace, GuestMemoryAtomic, GuestMemoryMmap};
 use vmm_sys_util::epoll::EventSet;
 use vmm_sys_util::event::{EventConsumer, EventNotifier};
 
+use crate::ctrlq::{ctrl_reply, MAX_CMD_BYTES};
 use crate::defs::*;
 use crate::guest_mem::guard::GuardError;
 use crate::guest_mem::{GuestAddr, GuestMemory};
@@ -61,6 +62,7 @@ pub(crate) const OFFERED_FEATURES: u64 = F_VERSION_1
     | F_NOTIFY_ON_EMPTY
     | F_STATUS
     | F_CTRL_VQ
+    | F_CTRL_RX
     | F_MQ
     | F_PROTOCOL_FEATURES;
 
@@ -169,8 +171,9 @@ impl Binding {
                 break;
             };
             let head = chain.head_index();
-            let mut cmd = [0u8; 64];
+            let mut cmd = [0u8; MAX_CMD_BYTES];
             let mut n = 0usize;
+            let mut truncated = false;
             let mut ack_at = None;
             for d in chain {
                 if d.is_write_only() {
@@ -179,12 +182,24 @@ impl Binding {
                     }
                 } else {
                     let take = (d.len() as usize).min(cmd.len() - n);
+                    truncated |= take < d.len() as usize;
                     if m.read_slice(&mut cmd[n..n + take], d.addr()).is_ok() {
                         n += take;
                     }
                 }
             }
-            let ack = ctrl_reply(&cmd[..n], queue_pairs);
+            let ack = {
+                let mut rx = self.dev.rx.lock().unwrap_or_else(|e| e.into_inner());
+                let before = rx.mode.clone();
+                rx.negotiated = self.features.load(Ordering::Relaxed) & F_CTRL_RX != 0;
+                let ack = ctrl_reply(&cmd[..n], truncated, queue_pairs, &mut rx);
+                if rx.mode != before {
+                    // Release: the new state is in `rx` before the
+                    // generation that announces it.
+                    self.dev.rx_gen.fetch_add(1, Ordering::Release);
+                }
+                ack
+            };
             let len = match ack_at {
                 Some(a) if m.write_obj(ack, a).is_ok() => 1,
                 _ => 0,
@@ -572,6 +587,9 @@ impl VhostUserBackendMut for NetBackend {
     fn reset_device(&mut self) {
         for b in &self.bindings {
             b.stop();
+        }
+        if let Some(b) = self.bindings.first() {
+            b.dev.reset_rx();
         }
     }
 

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use dataplane::switch::rxfilter::GuestRxMode;
 use dataplane::{LinkState, Mempool};
 use vhost::vhost_user::Listener;
 use vhost_user_backend::{ShutdownHandle, VhostUserDaemon};
@@ -359,6 +360,17 @@ impl VhostUserDevice {
         }
     }
 
+    /// The guest's receive filter: a generation that changes whenever the
+    /// filter does, and the modes and MAC tables the guest set with its
+    /// control queue (None before its first RX or MAC command, and after a
+    /// reset or disconnect). See [`crate::ctrlq::ctrl_reply`].
+    pub fn rx_mode(&self) -> (u64, Option<GuestRxMode>) {
+        let rx = self.shared.rx.lock().unwrap_or_else(|e| e.into_inner());
+        // Acquire: pairs with the Release bump after `rx` changed; read
+        // under the lock, so the two agree.
+        (self.shared.rx_gen.load(Ordering::Acquire), rx.mode.clone())
+    }
+
     /// The device's queue pairs as ports (once; later calls return nothing).
     pub fn take_queues(&mut self) -> Vec<VhostUserPort> {
         std::mem::take(&mut self.ports)
@@ -648,6 +660,7 @@ impl Control {
                 self.shared.connected.store(false, Ordering::Relaxed);
                 self.shared.acked.store(0, Ordering::Relaxed);
                 self.shared.disconnects.fetch_add(1, Ordering::Relaxed);
+                self.shared.reset_rx();
                 tracing::info!("vhost-user {}: frontend disconnected", self.name);
             } else {
                 let _ = daemon.wait();

@@ -35,6 +35,9 @@ pub const F_STATUS: u64 = 1 << virtio_net::VIRTIO_NET_F_STATUS;
 pub const F_MAC: u64 = 1 << virtio_net::VIRTIO_NET_F_MAC;
 /// virtio 1.2 §5.1.3: VIRTIO_NET_F_CTRL_VQ (control virtqueue present).
 pub const F_CTRL_VQ: u64 = 1 << virtio_net::VIRTIO_NET_F_CTRL_VQ;
+/// virtio 1.2 §5.1.3: VIRTIO_NET_F_CTRL_RX (control channel RX mode and
+/// MAC filter commands, §5.1.6.5.1 and §5.1.6.5.2).
+pub const F_CTRL_RX: u64 = 1 << virtio_net::VIRTIO_NET_F_CTRL_RX;
 /// virtio 1.2 §5.1.3: VIRTIO_NET_F_MQ (multiple queue pairs).
 pub const F_MQ: u64 = 1 << virtio_net::VIRTIO_NET_F_MQ;
 /// vhost-user spec "Feature bits": VHOST_USER_F_PROTOCOL_FEATURES (bit 30).
@@ -193,26 +196,14 @@ pub mod ctrl {
     pub const CLASS_MQ: u8 = 4;
     /// VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET.
     pub const MQ_VQ_PAIRS_SET: u8 = 0;
-}
-
-/// The device's answer to one control-queue command (`class`, `command`,
-/// command data): weir forwards everything the switch sends, so RX mode, MAC and
-/// VLAN filter commands are acknowledged and ignored; VQ_PAIRS_SET is
-/// acknowledged when it names 1..=`queue_pairs` pairs (the pairs the guest does
-/// not use simply stay without started rings); anything else is VIRTIO_NET_ERR.
-pub fn ctrl_reply(cmd: &[u8], queue_pairs: u16) -> u8 {
-    match cmd {
-        [ctrl::CLASS_RX | ctrl::CLASS_MAC | ctrl::CLASS_VLAN, _, ..] => ctrl::OK,
-        [ctrl::CLASS_MQ, ctrl::MQ_VQ_PAIRS_SET, lo, hi, ..] => {
-            let n = u16::from_le_bytes([*lo, *hi]);
-            if (1..=queue_pairs).contains(&n) {
-                ctrl::OK
-            } else {
-                ctrl::ERR
-            }
-        }
-        _ => ctrl::ERR,
-    }
+    /// VIRTIO_NET_CTRL_RX_PROMISC (§5.1.6.5.1).
+    pub const RX_PROMISC: u8 = 0;
+    /// VIRTIO_NET_CTRL_RX_ALLMULTI (§5.1.6.5.1).
+    pub const RX_ALLMULTI: u8 = 1;
+    /// VIRTIO_NET_CTRL_MAC_TABLE_SET (§5.1.6.5.2).
+    pub const MAC_TABLE_SET: u8 = 0;
+    /// VIRTIO_NET_CTRL_MAC_ADDR_SET (§5.1.6.5.2).
+    pub const MAC_ADDR_SET: u8 = 1;
 }
 
 /// Bytes `offset..offset + size` of the virtio-net config space (virtio 1.2
@@ -246,18 +237,6 @@ pub fn net_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn control_commands_ack_mq_within_range_and_refuse_unknown() {
-        assert_eq!(ctrl_reply(&[ctrl::CLASS_MQ, 0, 2, 0], 2), ctrl::OK);
-        assert_eq!(ctrl_reply(&[ctrl::CLASS_MQ, 0, 3, 0], 2), ctrl::ERR);
-        assert_eq!(ctrl_reply(&[ctrl::CLASS_MQ, 0, 0, 0], 2), ctrl::ERR);
-        assert_eq!(ctrl_reply(&[ctrl::CLASS_MQ, 0], 2), ctrl::ERR);
-        assert_eq!(ctrl_reply(&[ctrl::CLASS_RX, 0, 1], 1), ctrl::OK);
-        assert_eq!(ctrl_reply(&[ctrl::CLASS_MAC, 1, 0, 0, 0, 0], 1), ctrl::OK);
-        assert_eq!(ctrl_reply(&[9, 0], 1), ctrl::ERR);
-        assert_eq!(ctrl_reply(&[], 1), ctrl::ERR);
-    }
 
     #[test]
     fn config_space_reports_link_up_queue_pairs_and_mtu() {

@@ -93,14 +93,40 @@
 //! ## What is negotiated
 //!
 //! virtio features: VERSION_1, MRG_RXBUF, EVENT_IDX, INDIRECT_DESC,
-//! NOTIFY_ON_EMPTY, STATUS (config `status` reads LINK_UP), CTRL_VQ and MQ
-//! (up to [`MAX_QUEUE_PAIRS`] pairs; `max_virtqueue_pairs` in the config
-//! space), CSUM, GUEST_CSUM and MTU (see below). Protocol features: MQ,
-//! REPLY_ACK, CONFIG, NET_MTU. The control queue is
-//! served on the control side: VQ_PAIRS_SET within range, RX mode, MAC and
-//! VLAN table commands are acknowledged (weir forwards whatever the switch
-//! sends), anything else gets VIRTIO_NET_ERR. Packed rings, dirty logging
-//! (live migration), IOMMU and postcopy are not offered.
+//! NOTIFY_ON_EMPTY, STATUS (config `status` reads LINK_UP), CTRL_VQ, CTRL_RX
+//! and MQ (up to [`MAX_QUEUE_PAIRS`] pairs; `max_virtqueue_pairs` in the
+//! config space), CSUM, GUEST_CSUM and MTU (see below). Protocol features:
+//! MQ, REPLY_ACK, CONFIG, NET_MTU. The control queue is served on the
+//! control side ([`ctrlq`]): VQ_PAIRS_SET within range and the VLAN table
+//! commands are acknowledged, anything else unknown gets VIRTIO_NET_ERR.
+//! Packed rings, dirty logging (live migration), IOMMU and postcopy are not
+//! offered.
+//!
+//! ## Receive filters
+//!
+//! With CTRL_RX negotiated, the guest's PROMISC and ALLMULTI modes, its MAC
+//! tables (TABLE_SET) and its address (ADDR_SET, accepted though
+//! CTRL_MAC_ADDR is not offered: it only names one more own address) are
+//! recorded ([`ctrlq::ctrl_reply`], every length checked; a malformed command
+//! is VIRTIO_NET_ERR and changes nothing; a table of more than 64 entries
+//! lets its whole class through, as a NIC filter that overflows does). The
+//! other RX commands need CTRL_RX_EXTRA, not offered, and are refused; RX and
+//! MAC commands without CTRL_RX negotiated too.
+//! [`VhostUserDevice::rx_mode`] reports the state with a generation that
+//! changes with it; the control plane turns it, with the port's own `mac`,
+//! into the switch's receive filter (`dataplane::switch::rxfilter`) and
+//! republishes the port's policy when the generation moves: the workers read
+//! only published tables, never this state. A driver starts promiscuous
+//! until its first RX or MAC command (a Linux driver sends them when the
+//! interface comes up); a reset or disconnect forgets everything the guest
+//! set.
+//!
+//! QEMU does not pass the control queue to a vhost-user backend: its
+//! virtio-net device serves CTRL_VQ, CTRL_RX and the MAC table itself (they
+//! are not among the features it asks the backend about), so the guest's
+//! filter commands never reach weir. Frontends that hand weir the control
+//! queue as a vring get the filter; QEMU guests get the one the port's
+//! `mac` gives (unicast to it, broadcast and all multicast).
 //!
 //! ## Checksum offload and MTU
 //!
@@ -161,6 +187,7 @@
 
 mod backend;
 mod control;
+pub mod ctrlq;
 pub mod defs;
 #[cfg(feature = "frontend")]
 pub mod frontend;

@@ -214,9 +214,24 @@ pub(crate) struct DeviceShared {
     pub disconnects: AtomicU64,
     /// Control-side errors ([`DeviceShared::set_error`] calls).
     pub errors: AtomicU64,
+    /// The guest's receive filter commands (control queue).
+    pub rx: Mutex<crate::ctrlq::RxState>,
+    /// Bumped at every change of `rx`.
+    pub rx_gen: AtomicU64,
 }
 
 impl DeviceShared {
+    /// Forgets the guest's receive filter (a new or reset driver starts
+    /// without one).
+    pub fn reset_rx(&self) {
+        let mut rx = self.rx.lock().unwrap_or_else(|e| e.into_inner());
+        if rx.mode.is_some() {
+            rx.mode = None;
+            // Release: the cleared state is in `rx` before the generation.
+            self.rx_gen.fetch_add(1, Ordering::Release);
+        }
+    }
+
     pub fn set_error(&self, e: String) {
         // Relaxed: a counter read by the metrics endpoint, ordered with nothing.
         self.errors.fetch_add(1, Ordering::Relaxed);

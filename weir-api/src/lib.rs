@@ -506,6 +506,11 @@ pub struct PortInfo {
     /// `port-show`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tunnel: Option<TunnelView>,
+    /// The receive filter on what the switch sends to the port (a
+    /// vhost-user port with a `mac`, or whose guest set its filters), in
+    /// short: `unicast N|all multicast M|all`. None: not filtered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_filter: Option<String>,
 }
 
 /// A `vxlan` or `geneve` port: its keys and where its remotes stand.

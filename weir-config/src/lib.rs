@@ -20,7 +20,8 @@
 //!
 //! A port's switch settings (how the switch treats its frames, whatever its
 //! type: VLAN keys `tag`, `trunks`, `vlan_mode`; `mac` and port security,
-//! `port_security`, `allowed_macs`, `ips`; rate limits
+//! `port_security`, `allowed_macs`, `ips`; a vhost-user guest's receive
+//! filter `rx_filter`; rate limits
 //! `ingress_policing_rate`, `ingress_policing_burst`, `egress_rate`,
 //! `storm_pps`) are [`PortSettings`], the keys `port set` and `port clear`
 //! change ([`SETTING_KEYS`]). Validation checks them with the switch's own
@@ -802,6 +803,21 @@ port_keys! {
             syntax: "IPv4 or IPv6 addresses separated by commas, e.g. 10.0.0.5,fd00::5",
             parse: |v| parse_list(v, |a| a.trim().parse().map_err(|_| invalid("ips", v)))?,
         }
+        /// Receive filter: `false` lets a vhost-user guest receive every
+        /// frame the switch would send it (a nested bridge, VRRP, a guest
+        /// running its own switch); none or `true` filters what it gets to
+        /// unicast for its `mac` and `allowed_macs`, broadcast and the
+        /// multicast it asked for. Ignored on other port types, which are
+        /// never filtered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub rx_filter: Option<bool> {
+            syntax: "true or false",
+            parse: |v| match v.trim() {
+                "true" => Some(true),
+                "false" => Some(false),
+                _ => return Err(invalid("rx_filter", v)),
+            },
+        }
         /// Ingress policing: kbit/s the port may send into the switch; 0 or
         /// none is no limit.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1361,6 +1377,12 @@ impl PortSettings {
             limits,
             ..PortPolicy::default()
         })
+    }
+
+    /// Whether a port whose peer sets receive filters (a vhost-user guest)
+    /// has its receive filter: `rx_filter`, true unless set to false.
+    pub fn rx_filter_on(&self) -> bool {
+        self.rx_filter != Some(false)
     }
 
     /// The MACs port security allows: `allowed_macs`, or else `mac`.
@@ -4131,6 +4153,38 @@ pci = "0000:03:00.0"
             PortSettings::default(),
             "a refused value changes nothing"
         );
+    }
+
+    #[test]
+    fn rx_filter_is_on_unless_set_to_false_in_the_file_or_by_key() {
+        let port = "[[port]]\nname = \"vm\"\ntype = \"ring\"\n";
+        let config = Config::parse(&format!("{port}rx_filter = false\n"), "t.toml").unwrap();
+        assert!(!config.ports[0].settings().rx_filter_on());
+        let json = serde_json::to_value(&config).unwrap();
+        assert_eq!(json["port"][0]["rx_filter"], false);
+        let plain = Config::parse(port, "t.toml").unwrap();
+        assert!(plain.ports[0].settings().rx_filter_on());
+        let json = serde_json::to_value(&plain).unwrap();
+        assert!(json["port"][0].get("rx_filter").is_none(), "{json}");
+        let msg = parse_err(&format!("{port}rx_filter = \"no\"\n")).to_string();
+        assert!(msg.starts_with("t.toml:4:13: "), "{msg}");
+        assert!(msg.contains("port[0].rx_filter"), "{msg}");
+
+        let mut s = PortSettings::default();
+        s.set("rx_filter", "false").unwrap();
+        assert_eq!(s.rx_filter, Some(false));
+        assert!(!s.rx_filter_on());
+        s.set("rx_filter", "true").unwrap();
+        assert!(s.rx_filter_on());
+        let err = s.set("rx_filter", "off").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid rx_filter `off`: expected true or false"
+        );
+        s.clear("rx_filter").unwrap();
+        assert_eq!(s, PortSettings::default());
+        // Not a stage of its own: the filter comes with the guest's device.
+        assert_eq!(s.validate().unwrap(), PortPolicy::default());
     }
 
     #[test]

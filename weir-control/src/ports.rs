@@ -3,6 +3,7 @@
 //! Control path only. Each driver returns one [`Port`] value per queue; the daemon
 //! hands them to workers.
 
+use dataplane::switch::rxfilter::GuestRxMode;
 use dataplane::{Mempool, Port};
 
 use weir_config::{PortConfig, PortKind, VhostMode};
@@ -115,6 +116,13 @@ pub trait PortDevice: Send {
     fn tso_buffers_held(&self) -> Option<u32> {
         None
     }
+
+    /// For a port whose peer sets receive filters (a vhost-user guest):
+    /// a generation that changes with them, and what the peer set (None:
+    /// nothing yet). None for other ports, which are never filtered.
+    fn rx_mode(&self) -> Option<(u64, Option<GuestRxMode>)> {
+        None
+    }
 }
 
 impl PortDevice for vhost_user::VhostUserDevice {
@@ -140,6 +148,10 @@ impl PortDevice for vhost_user::VhostUserDevice {
 
     fn tso_buffers_held(&self) -> Option<u32> {
         vhost_user::VhostUserDevice::tso_buffers_held(self)
+    }
+
+    fn rx_mode(&self) -> Option<(u64, Option<GuestRxMode>)> {
+        Some(vhost_user::VhostUserDevice::rx_mode(self))
     }
 }
 

@@ -18,9 +18,12 @@ use std::time::Duration;
 
 use dataplane::mempool::{self, HugepagePolicy, MempoolConfig};
 use dataplane::stats::StatsSnapshot;
+use dataplane::switch::rxfilter::RxFilter;
 use dataplane::switch::{self, Acl, Bridge, Fdb, HandoffBudget, PortEntry, Switch};
 use dataplane::worker::{WorkerConfig, WorkerHandle};
-use dataplane::{BridgeId, DropReason, Mempool, PortId, QueueId, QueueStats, WorkerId, MAX_BURST};
+use dataplane::{
+    BridgeId, DropReason, MacAddr, Mempool, PortId, QueueId, QueueStats, WorkerId, MAX_BURST,
+};
 
 use crate::http::{MetricsError, MetricsServer, Render};
 use crate::metrics::{PoolSample, PortSample, Scrape};
@@ -304,6 +307,48 @@ struct PortRecord {
     /// what `port list`/`port show`/`stats` report (the counters themselves
     /// have one writer, the worker, and never go back).
     cleared: Vec<StatsSnapshot>,
+    /// The receive filter published with the port's policy, and the
+    /// device's filter generation it was built from.
+    rx_filter: Option<Arc<RxFilter>>,
+    rx_gen: u64,
+}
+
+/// The receive filter of a port with `settings` whose device is `device`:
+/// only a port whose peer sets filters (a vhost-user guest) has one, built
+/// from its own addresses (`mac`, `allowed_macs`) and what the guest set,
+/// unless `rx_filter = false`; with the generation of the guest's state it
+/// was built from.
+fn rx_filter_of(
+    settings: &PortSettings,
+    device: Option<&dyn PortDevice>,
+) -> (u64, Option<Arc<RxFilter>>) {
+    let Some((generation, guest)) = device.and_then(|d| d.rx_mode()) else {
+        return (0, None);
+    };
+    if !settings.rx_filter_on() {
+        return (generation, None);
+    }
+    let own: Vec<MacAddr> = settings
+        .mac
+        .iter()
+        .chain(&settings.allowed_macs)
+        .copied()
+        .collect();
+    (
+        generation,
+        RxFilter::new(&own, guest.as_ref()).map(Arc::new),
+    )
+}
+
+/// `policy` as published: with the port's receive filter.
+fn published(
+    policy: &switch::PortPolicy,
+    rx_filter: &Option<Arc<RxFilter>>,
+) -> Arc<switch::PortPolicy> {
+    Arc::new(switch::PortPolicy {
+        rx_filter: rx_filter.clone(),
+        ..policy.clone()
+    })
 }
 
 /// A security group: as given, and compiled for the switch.
@@ -890,7 +935,8 @@ impl Dataplane {
         );
         // The port and its pipeline settings in one publication: no frame
         // sees the port without its VLAN mode.
-        let policy = Arc::new(spec.policy.clone());
+        let (rx_gen, rx_filter) = rx_filter_of(&spec.settings, device.as_deref());
+        let policy = published(&spec.policy, &rx_filter);
         self.switch.update(|t| {
             if t.ports.len() <= id.index() {
                 t.ports.resize(id.index() + 1, None);
@@ -921,6 +967,8 @@ impl Dataplane {
             cleared: vec![StatsSnapshot::default(); qrec.len()],
             queues: qrec,
             device,
+            rx_filter,
+            rx_gen,
         };
         if let Some(e) = failed {
             // Take back what was placed, as `port del` would; the id stays
@@ -1146,10 +1194,11 @@ impl Dataplane {
         let mut policy = rec.port.check_settings(&settings).map_err(invalid)?;
         (policy.acl_in, policy.acl_out) =
             settings.acls(|n| acl_lookup(acls, n)).map_err(invalid)?;
-        if policy != rec.port.policy {
+        let (rx_gen, rx_filter) = rx_filter_of(&settings, rec.device.as_deref());
+        if policy != rec.port.policy || rx_filter != rec.rx_filter {
             let id = rec.id;
-            let published = Arc::new(policy.clone());
-            let generation = self.switch.update(|t| t.set_policy(id, Some(published)));
+            let new = published(&policy, &rx_filter);
+            let generation = self.switch.update(|t| t.set_policy(id, Some(new)));
             let old = &rec.port.policy;
             if policy.vlan != old.vlan || policy.security != old.security {
                 self.flush_port_after(id, generation);
@@ -1162,6 +1211,7 @@ impl Dataplane {
         tracing::info!(port = name, ?settings, "port settings changed");
         rec.port.settings = settings.clone();
         rec.port.policy = policy;
+        (rec.rx_gen, rec.rx_filter) = (rx_gen, rx_filter);
         Ok(settings)
     }
 
@@ -1224,11 +1274,43 @@ impl Dataplane {
             trunks: rec.port.settings.trunks.clone(),
             acl_in: rec.port.settings.acl_in.clone(),
             acl_out: rec.port.settings.acl_out.clone(),
+            rx_filter: rec.rx_filter.as_ref().map(|f| f.summary()),
             settings: rec.port.settings.clone(),
             queue_workers: rec.queues.iter().map(|q| q.0 as u16).collect(),
             latency: Some(LatencyView::of(&s)),
             host: None,
             tunnel: None,
+        }
+    }
+
+    /// Republishes the policy of every port whose guest changed its receive
+    /// filter since the last publication, all in one table update. The
+    /// housekeeping thread calls it every 100 ms: the workers see a guest's
+    /// filter only through the published tables, never its device's state.
+    pub fn refresh_rx_filters(&self) {
+        let mut st = self.lock();
+        let mut changed = Vec::new();
+        for rec in st.ports.values_mut() {
+            let Some((generation, _)) = rec.device.as_ref().and_then(|d| d.rx_mode()) else {
+                continue;
+            };
+            if generation == rec.rx_gen {
+                continue;
+            }
+            let (generation, rx_filter) = rx_filter_of(&rec.port.settings, rec.device.as_deref());
+            rec.rx_gen = generation;
+            if rx_filter != rec.rx_filter {
+                tracing::debug!(port = %rec.port.name, filter = ?rx_filter, "receive filter changed");
+                changed.push((rec.id, published(&rec.port.policy, &rx_filter)));
+                rec.rx_filter = rx_filter;
+            }
+        }
+        if !changed.is_empty() {
+            self.switch.update(|t| {
+                for (id, p) in changed {
+                    t.set_policy(id, Some(p));
+                }
+            });
         }
     }
 
@@ -1270,12 +1352,12 @@ impl Dataplane {
             changed.push((rec.port.name.clone(), rec.id, policy));
         }
         if !changed.is_empty() {
-            let published: Vec<(PortId, Arc<switch::PortPolicy>)> = changed
+            let to_publish: Vec<(PortId, Arc<switch::PortPolicy>)> = changed
                 .iter()
-                .map(|(_, id, p)| (*id, Arc::new(p.clone())))
+                .map(|(name, id, p)| (*id, published(p, &st.ports[name].rx_filter)))
                 .collect();
             let generation = self.switch.update(|t| {
-                for (id, p) in published {
+                for (id, p) in to_publish {
                     t.set_policy(id, Some(p));
                 }
             });
@@ -1931,11 +2013,12 @@ pub fn spawn_housekeeping(
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(step);
                 waited += step;
+                let Some(dp) = dp.upgrade() else { return };
+                dp.refresh_rx_filters();
                 if waited < period {
                     continue;
                 }
                 waited = Duration::ZERO;
-                let Some(dp) = dp.upgrade() else { return };
                 let aged = dp.switch.age_fdbs();
                 if aged > 0 {
                     tracing::debug!(aged, "fdb entries aged out");
@@ -2236,6 +2319,20 @@ mod tests {
         ports: Mutex<BTreeMap<String, Vec<Box<dyn Port>>>>,
         /// The `guest_mtu` each port was opened with.
         guest_mtus: Mutex<BTreeMap<String, Option<u16>>>,
+        /// A device for a scripted port, by name (a guest's receive filter).
+        devices: Mutex<BTreeMap<String, Box<dyn PortDevice>>>,
+    }
+
+    /// A guest's receive filter as a vhost-user device reports it: the
+    /// generation and what the guest set.
+    type GuestFilter = Arc<Mutex<(u64, Option<dataplane::switch::rxfilter::GuestRxMode>)>>;
+
+    struct FakeGuest(GuestFilter);
+
+    impl PortDevice for FakeGuest {
+        fn rx_mode(&self) -> Option<(u64, Option<dataplane::switch::rxfilter::GuestRxMode>)> {
+            Some(self.0.lock().unwrap().clone())
+        }
     }
 
     impl ScriptedFactory {
@@ -2269,8 +2366,9 @@ mod tests {
                 .unwrap()
                 .insert(port.name.clone(), guest_mtu);
             let queues = self.ports.lock().unwrap().remove(&port.name);
+            let device = self.devices.lock().unwrap().remove(&port.name);
             match queues {
-                Some(queues) => Ok(OpenedPort::plain(queues)),
+                Some(queues) => Ok(OpenedPort { queues, device }),
                 None => {
                     let held: Vec<_> = (0..8).filter_map(|_| pool.alloc()).collect();
                     assert_eq!(held.len(), 8);
@@ -2887,6 +2985,129 @@ mod tests {
         );
         let settings = dp.port_set("a", &BTreeMap::new()).unwrap();
         assert_eq!(settings.vlan_mode, Some(VlanMode::Access));
+        dp.shutdown();
+    }
+
+    #[test]
+    fn a_guests_receive_filter_drops_floods_for_other_macs_until_it_goes_promiscuous() {
+        use dataplane::switch::rxfilter::GuestRxMode;
+        use dataplane::testutil::{eth_frame, mac, EXPERIMENTAL_ETHERTYPE};
+        let factory = Arc::new(ScriptedFactory::default());
+        let dp = scripted_dataplane(&factory, "0");
+        let [hv, ht] = factory.script(dp.pool(), ["vm", "t"]);
+        let guest: GuestFilter = Arc::default();
+        factory
+            .devices
+            .lock()
+            .unwrap()
+            .insert("vm".into(), Box::new(FakeGuest(Arc::clone(&guest))));
+        dp.bridge_add("br0").unwrap();
+        let mut vm = ring_port("vm", Some("br0"));
+        vm.mac = Some(mac(1));
+        dp.port_add(vm).unwrap();
+        dp.port_add(ring_port("t", Some("br0"))).unwrap();
+        wait_for("vm and t up", || is_up(&dp, "vm") && is_up(&dp, "t"));
+        let filtered =
+            |dp: &Dataplane| dp.port_show("t").unwrap().stats.drops(DropReason::RxFilter);
+        // Before the guest sets anything: unicast only for the port's mac.
+        let info = dp.port_show("vm").unwrap();
+        assert_eq!(info.rx_filter.as_deref(), Some("unicast 1 multicast all"));
+        let foreign = eth_frame(mac(5), mac(2), EXPERIMENTAL_ETHERTYPE, 46);
+        let own = eth_frame(mac(1), mac(2), EXPERIMENTAL_ETHERTYPE, 46);
+        let bcast = eth_frame(MacAddr([0xff; 6]), mac(2), EXPERIMENTAL_ETHERTYPE, 46);
+        let group = eth_frame(
+            MacAddr([0x01, 0, 0x5e, 0, 0, 1]),
+            mac(2),
+            EXPERIMENTAL_ETHERTYPE,
+            46,
+        );
+        for f in [&foreign, &own, &bcast, &group] {
+            ht.push_rx(f.clone());
+        }
+        wait_for("vm gets 3", || hv.transmitted().len() == 3);
+        assert_eq!(
+            hv.transmitted(),
+            [own.clone(), bcast.clone(), group.clone()]
+        );
+        assert_eq!(filtered(&dp), 1);
+        // The guest sets its tables without the group: that is filtered too.
+        *guest.lock().unwrap() = (1, Some(GuestRxMode::default()));
+        dp.refresh_rx_filters();
+        assert_eq!(
+            dp.port_show("vm").unwrap().rx_filter.as_deref(),
+            Some("unicast 1 multicast 0")
+        );
+        ht.push_rx(group.clone());
+        ht.push_rx(bcast.clone());
+        wait_for("vm gets the broadcast", || hv.transmitted().len() == 4);
+        assert_eq!(filtered(&dp), 2);
+        // Promiscuous: no filter; the foreign frame arrives.
+        *guest.lock().unwrap() = (
+            2,
+            Some(GuestRxMode {
+                promisc: true,
+                ..GuestRxMode::default()
+            }),
+        );
+        dp.refresh_rx_filters();
+        assert_eq!(dp.port_show("vm").unwrap().rx_filter, None);
+        ht.push_rx(foreign.clone());
+        wait_for("vm gets the foreign frame", || hv.transmitted().len() == 5);
+        assert_eq!(hv.transmitted()[4], foreign);
+        assert_eq!(filtered(&dp), 2);
+        let br = dp.switch.load().bridge_by_name("br0").unwrap().id;
+        assert!(
+            dp.switch.load().bridge_features(br).is_empty(),
+            "back on the plain path"
+        );
+        dp.shutdown();
+    }
+
+    #[test]
+    fn rx_filter_false_lets_a_guest_receive_everything_until_cleared() {
+        use dataplane::switch::rxfilter::GuestRxMode;
+        use dataplane::testutil::{eth_frame, mac, EXPERIMENTAL_ETHERTYPE};
+        let factory = Arc::new(ScriptedFactory::default());
+        let dp = scripted_dataplane(&factory, "0");
+        let [hv, ht] = factory.script(dp.pool(), ["vm", "t"]);
+        let guest: GuestFilter = Arc::default();
+        factory
+            .devices
+            .lock()
+            .unwrap()
+            .insert("vm".into(), Box::new(FakeGuest(Arc::clone(&guest))));
+        dp.bridge_add("br0").unwrap();
+        let mut vm = ring_port("vm", Some("br0"));
+        vm.mac = Some(mac(1));
+        vm.rx_filter = Some(false);
+        dp.port_add(vm).unwrap();
+        dp.port_add(ring_port("t", Some("br0"))).unwrap();
+        wait_for("vm and t up", || is_up(&dp, "vm") && is_up(&dp, "t"));
+        let filtered =
+            |dp: &Dataplane| dp.port_show("t").unwrap().stats.drops(DropReason::RxFilter);
+        let foreign = eth_frame(mac(5), mac(2), EXPERIMENTAL_ETHERTYPE, 46);
+        // Added with the filter off: no filter, even when the guest sets one.
+        assert_eq!(dp.port_show("vm").unwrap().rx_filter, None);
+        *guest.lock().unwrap() = (1, Some(GuestRxMode::default()));
+        dp.refresh_rx_filters();
+        assert_eq!(dp.port_show("vm").unwrap().rx_filter, None);
+        ht.push_rx(foreign.clone());
+        wait_for("vm gets the foreign frame", || hv.transmitted().len() == 1);
+        // Cleared: the default, on.
+        dp.port_clear("vm", &["rx_filter".into()]).unwrap();
+        assert_eq!(
+            dp.port_show("vm").unwrap().rx_filter.as_deref(),
+            Some("unicast 1 multicast 0")
+        );
+        ht.push_rx(foreign.clone());
+        wait_for("the foreign frame filtered", || filtered(&dp) == 1);
+        // Set off again at run time.
+        let settings = dp.port_set("vm", &keys(&[("rx_filter", "false")])).unwrap();
+        assert_eq!(settings.rx_filter, Some(false));
+        assert_eq!(dp.port_show("vm").unwrap().rx_filter, None);
+        ht.push_rx(foreign.clone());
+        wait_for("vm gets it again", || hv.transmitted().len() == 2);
+        assert_eq!(filtered(&dp), 1);
         dp.shutdown();
     }
 

@@ -358,7 +358,7 @@ pub enum PortCmd {
         show: ShowArgs,
     },
     /// Change switch settings of a port while it runs (VLAN, mac, port
-    /// security, rate limits, acl_in, acl_out: the keys of `port add`),
+    /// security, rx_filter, rate limits, acl_in, acl_out: the keys of `port add`),
     /// checked together; nothing changes if they are refused.
     Set {
         /// Port name.
@@ -558,6 +558,11 @@ pub struct PortAddArgs {
     /// (default: any; only the MAC is checked).
     #[arg(long, value_name = "IPS", value_parser = parse_ips)]
     pub ips: Option<Ips>,
+    /// Receive filter of a vhost-user guest (default true): false lets it
+    /// receive every frame, not only those for its MACs, broadcast and the
+    /// multicast it asked for. Ignored on other port types.
+    #[arg(long, value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub rx_filter: Option<bool>,
     /// Ingress policing: kbit/s the port may send into the switch (0: none).
     #[arg(long, value_name = "KBPS")]
     pub ingress_policing_rate: Option<u64>,
@@ -610,6 +615,7 @@ impl PortAddArgs {
             port_security: self.port_security,
             allowed_macs: self.allowed_macs.clone().unwrap_or_default(),
             ips: self.ips.clone().unwrap_or_default(),
+            rx_filter: self.rx_filter,
             ingress_policing_rate: self.ingress_policing_rate,
             ingress_policing_burst: self.ingress_policing_burst,
             egress_rate: self.egress_rate,
@@ -1244,10 +1250,13 @@ mod tests {
             "10000",
             "--storm-pps",
             "500",
+            "--rx-filter",
+            "false",
         ]);
         let Request::PortAdd(spec) = cli.command.client_call().unwrap().request else {
             panic!("not a port add")
         };
+        assert_eq!(spec.rx_filter, Some(false));
         let mac5 = MacAddr([2, 0, 0, 0, 0, 5]);
         assert_eq!(spec.mac, Some(mac5));
         assert!(spec.port_security);

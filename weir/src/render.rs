@@ -283,6 +283,12 @@ fn render_port(p: &PortInfo) -> String {
         "off".to_owned()
     };
     lines.push(("port security", security));
+    let rx_filter = match (&p.rx_filter, s.rx_filter_on()) {
+        (Some(f), _) => f.clone(),
+        (None, false) => "off (rx_filter = false)".to_owned(),
+        (None, true) => "off".to_owned(),
+    };
+    lines.push(("rx filter", rx_filter));
     let policing = match limit(s.ingress_policing_rate) {
         None => "off".to_owned(),
         Some(r) => match limit(s.ingress_policing_burst) {
@@ -812,6 +818,7 @@ mod tests {
             latency: None,
             host: None,
             tunnel: None,
+            rx_filter: None,
             settings: Default::default(),
             queue_workers: vec![0],
         }
@@ -1060,6 +1067,20 @@ mod tests {
         assert!(!plain.contains("features"), "{plain}");
         assert!(plain.contains("port security     off\n"), "{plain}");
         assert!(plain.contains("storm control     off\n"), "{plain}");
+        assert!(plain.contains("rx filter         off\n"), "{plain}");
+        let mut filtered = port(0, "vm");
+        filtered.rx_filter = Some("unicast 1 multicast all".into());
+        assert!(
+            render_port(&filtered).contains("rx filter         unicast 1 multicast all\n"),
+            "{filtered:?}"
+        );
+        let mut open = port(0, "vm");
+        open.settings.rx_filter = Some(false);
+        let out = render_port(&open);
+        assert!(
+            out.contains("rx filter         off (rx_filter = false)\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -149,6 +149,12 @@ fn multi_tenant_example_puts_each_tenant_on_its_vlan() {
     assert_eq!(macs.len(), 4, "each its own: {macs:?}");
     let ct_b = ports.iter().find(|p| p["name"] == "ct-b").unwrap();
     assert_eq!(ct_b["ingress_policing_rate"], 50000);
+    // vm-b receives every frame of its VLAN; vm-a keeps the default filter.
+    let rx_filter: Vec<(&str, bool)> = ports
+        .iter()
+        .filter_map(|p| Some((p["name"].as_str()?, p["rx_filter"].as_bool()?)))
+        .collect();
+    assert_eq!(rx_filter, [("vm-b", false)]);
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! the real `weir run` daemon, in server mode (weir listens) and client mode
 //! (QEMU listens, weir connects and reconnects), and with two queue pairs per
 //! NIC (virtio-net multiqueue) used from two guest CPUs; port security
-//! against a guest that takes its neighbour's addresses.
+//! against a guest that takes its neighbour's addresses; the receive filter
+//! that keeps other stations' unicast from a guest.
 //!
 //! The guests are built by `scripts/build-guest.sh` (cached in `target/vm-guest`;
 //! the first run downloads Debian packages and installs QEMU if missing) and booted
@@ -949,6 +950,166 @@ fn vm_port_security_cuts_a_spoofing_guest_off_and_not_its_neighbour() {
         show["stats"]["drops"],
         t0.elapsed().as_secs_f64()
     );
+}
+
+/// g1's script for [`vm_receive_filter_keeps_other_stations_unicast_from_the_guest`]:
+/// up and one ping of the namespace, then the frames its NIC received (the
+/// driver's count, whatever the stack does with them after) every half
+/// second, until the test connects to port 7777.
+const COUNTING_GUEST: &str = r#"ip link set eth0 up && ip addr add 198.18.71.1/24 dev eth0 || exit 1
+t=0
+until ping -c 1 -W 1 198.18.71.2 > /dev/null 2>&1; do
+  t=$((t + 1)); [ $t -lt 90 ] || { echo "WEIRVM: FAIL no reply from the namespace"; exit 1; }
+done
+(nc -l -p 7777 < /dev/null > /dev/null; touch /tmp/done) &
+n=0
+until [ -e /tmp/done ]; do
+  echo "WEIRVM: rx $(cat /sys/class/net/eth0/statistics/rx_packets)"
+  sleep 0.5; n=$((n + 1)); [ $n -lt 400 ] || { echo "WEIRVM: FAIL never released"; exit 1; }
+done
+echo "WEIRVM: done"
+exit 0
+"#;
+
+/// The receive filter of a vhost-user port with a `mac`, with QEMU as the
+/// frontend (which serves the control queue itself, so the filter is the
+/// `mac`'s): a namespace on an afpacket port of the same bridge sends raw
+/// frames. Unicast to another station's MAC is dropped and counted as
+/// `rx-filter` on the namespace's port, and the guest's NIC never sees it;
+/// unicast to the guest's MAC and broadcast arrive. With `weir port set vm
+/// rx_filter=false` the other station's unicast reaches the guest; `port
+/// clear` filters it again.
+#[test]
+fn vm_receive_filter_keeps_other_stations_unicast_from_the_guest() {
+    use weir_testkit::frame::{self, Mac};
+    use weir_testkit::packet::RawSocket;
+    weir_testkit::require_root_and_ip().expect("needs root and iproute2");
+    let (_one_pair, dir) = begin("rxfilter");
+    let t0 = Instant::now();
+    let tag = format!("wv{}", std::process::id() % 100_000);
+    let ns = weir_testkit::VethHost::create_quiet(
+        &format!("{tag}-r"),
+        &format!("{tag}r"),
+        "198.18.71.2",
+    )
+    .unwrap();
+    // vm-pair.sh's g1 has this MAC (QEMU's -device ...,mac=).
+    let guest = Mac([0x52, 0x54, 0, 0, 0, 1]);
+    let mut config = common::vhost_config(&dir, &[], "server", 1, 8192);
+    config += &format!(
+        "[[port]]\nname = \"vm\"\ntype = \"vhost-user\"\nsocket = \"{}\"\n\
+         bridge = \"br0\"\nmac = \"{guest}\"\n",
+        dir.join("vm.sock").display()
+    );
+    config += &common::kernel_port("pa", "afpacket", &ns.host_if, "");
+    let mut d = Daemon::start(&dir, &config);
+    std::fs::write(dir.join("g1.sh"), COUNTING_GUEST).unwrap();
+    let mut pair = Pair::start(&dir, "--one --mode server -t 200 --g1 @/g1.sh @/vm.sock");
+
+    // The guest's counts so far, one every half second.
+    let counts = |pair: &Pair| -> Vec<u64> {
+        pair.console("g1")
+            .lines()
+            .filter_map(|l| l.strip_prefix("WEIRVM: rx ")?.trim().parse().ok())
+            .collect()
+    };
+    // The guest's count once at least `least` and steady for a second
+    // (three lines alike): every frame weir gave it is counted.
+    let settled = |pair: &mut Pair, d: &mut Daemon, least: u64| -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let c = counts(pair);
+            if let [.., a, b, c] = c[..] {
+                if a == b && b == c && c >= least {
+                    return c;
+                }
+            }
+            assert!(d.alive(), "weir died: {}", d.log());
+            assert!(
+                pair.running() && Instant::now() < deadline,
+                "the guest's count stayed below {least}: {c:?}\n{}\nvm: {}",
+                pair.output(),
+                d.json(&["port", "show", "vm"])
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let filtered = |d: &Daemon| drop_count(d, "pa", "rx-filter");
+    let sock = RawSocket::open_sender_in(&ns.ns, "eth0").unwrap();
+    let src = Mac([0x02, 0x77, 0x72, 0, 0, 9]);
+    let other = Mac([0x52, 0x54, 0, 0, 0, 0x99]);
+    // `n` frames to `dst` (IEEE local experimental EtherType), in tens.
+    let send = |dst: Mac, n: usize| {
+        let f = frame::ethernet(dst, src, 0x88b5, b"weir receive filter");
+        for i in 0..n {
+            sock.send(&f).unwrap();
+            if i % 10 == 9 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    };
+    // Waits for pa's rx-filter drops to reach `n`, then checks they stay there.
+    let filtered_reach = |d: &Daemon, n: u64| {
+        let reached = vhost_user::testguest::wait_until(60, || filtered(d) >= n);
+        assert!(
+            reached,
+            "rx-filter drops {} of {n}: {}",
+            filtered(d),
+            d.ports()
+        );
+    };
+
+    wait_console(&mut pair, &mut d, "rx ", 150);
+    println!("{:.1}s: guest up", t0.elapsed().as_secs_f64());
+    let show = d.json(&["port", "show", "vm"]);
+    assert_eq!(show["rx_filter"], "unicast 1 multicast all", "{show}");
+    assert!(
+        d.ok(&["port", "show", "vm"])
+            .contains("unicast 1 multicast all"),
+        "port show"
+    );
+
+    // 1. Filtered: 200 frames for another station, then 50 for the guest
+    //    and 50 broadcast. The 200 are counted as dropped, the guest's NIC
+    //    gets the 100 and not the 200.
+    let base = settled(&mut pair, &mut d, 0);
+    assert_eq!(filtered(&d), 0, "{}", d.ports());
+    send(other, 200);
+    send(guest, 50);
+    send(Mac::BROADCAST, 50);
+    filtered_reach(&d, 200);
+    let got = settled(&mut pair, &mut d, base + 100) - base;
+    assert!(got < 200, "the guest received {got} frames of 100 for it");
+    assert_eq!(filtered(&d), 200, "{}", d.ports());
+    println!("filtered: guest got {got}, rx-filter 200");
+
+    // 2. rx_filter=false: the other station's frames reach the guest.
+    d.ok(&["port", "set", "vm", "rx_filter=false"]);
+    let show = d.json(&["port", "show", "vm"]);
+    assert!(show["rx_filter"].is_null(), "{show}");
+    assert_eq!(show["settings"]["rx_filter"], false, "{show}");
+    assert!(
+        d.ok(&["port", "show", "vm"])
+            .contains("off (rx_filter = false)"),
+        "port show"
+    );
+    let base = settled(&mut pair, &mut d, 0);
+    send(other, 200);
+    let got = settled(&mut pair, &mut d, base + 200) - base;
+    assert_eq!(filtered(&d), 200, "none dropped: {}", d.ports());
+    println!("rx_filter=false: guest got {got}");
+
+    // 3. Cleared: filtered again.
+    d.ok(&["port", "clear", "vm", "rx_filter"]);
+    let show = d.json(&["port", "show", "vm"]);
+    assert_eq!(show["rx_filter"], "unicast 1 multicast all", "{show}");
+    send(other, 20);
+    filtered_reach(&d, 220);
+
+    ns_release(&ns.ns, "198.18.71.1");
+    let (ok, out) = pair.finish();
+    pair_ok(ok, &out, &d);
+    println!("total {:.1}s", t0.elapsed().as_secs_f64());
 }
 
 /// The namespace pings `ip`, retrying while the path comes up (ARP on both

@@ -36,6 +36,7 @@ pub mod acl;
 pub mod fdb;
 pub mod pipeline;
 pub mod police;
+pub mod rxfilter;
 pub mod security;
 pub mod vlan;
 

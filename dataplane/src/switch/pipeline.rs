@@ -23,7 +23,8 @@
 //!    within the ingress port's storm limit (`storm`);
 //! 9. per egress port: VLAN membership (a port not in the VLAN gets no
 //!    flood copy; a known unicast frame to it is dropped as
-//!    `vlan-filtered`), its `acl_out` security group (`acl-deny`), its
+//!    `vlan-filtered`), its receive filter (`rx-filter`; see
+//!    [`super::rxfilter`]), its `acl_out` security group (`acl-deny`), its
 //!    `egress_rate` (`egress-rate`), then the tag: the frame leaves untagged
 //!    or tagged with its VLAN.
 //!
@@ -45,6 +46,7 @@ use crate::capture::{unix_time_ns, PortTaps};
 use super::acl::{Acl, Applied, FlowCache};
 use super::fdb::FdbKey;
 use super::police::{PortLimits, TokenBucket};
+use super::rxfilter::RxFilter;
 use super::security::PortSecurity;
 use super::vlan::{Egress, PortVlan};
 use super::{
@@ -74,12 +76,15 @@ impl Features {
     /// A capture of the frames the switch drops on the port's way in
     /// ([`crate::capture`]); set from the port's taps, not its policy.
     pub const CAPTURE_DROPS: Features = Features(1 << 6);
+    /// A receive filter on what the switch sends to the port.
+    pub const RX_FILTER: Features = Features(1 << 7);
 
     /// The stages that run on a frame's way in, after the VLAN.
     pub const INGRESS_EXTRA: Features =
         Features(Self::SECURITY.0 | Self::POLICE.0 | Self::ACL_IN.0);
     /// The stages that run per egress port, besides the VLAN.
-    pub const EGRESS_EXTRA: Features = Features(Self::ACL_OUT.0 | Self::EGRESS_RATE.0);
+    pub const EGRESS_EXTRA: Features =
+        Features(Self::ACL_OUT.0 | Self::EGRESS_RATE.0 | Self::RX_FILTER.0);
 
     /// Whether any stage of `other` is on.
     #[inline]
@@ -127,6 +132,9 @@ pub struct PortPolicy {
     pub acl_in: Option<Arc<Acl>>,
     /// Security group for what the switch sends to the port.
     pub acl_out: Option<Arc<Acl>>,
+    /// The destinations the port takes (see [`super::rxfilter`]); None:
+    /// every one.
+    pub rx_filter: Option<Arc<RxFilter>>,
 }
 
 impl Default for PortPolicy {
@@ -137,6 +145,7 @@ impl Default for PortPolicy {
             limits: PortLimits::default(),
             acl_in: None,
             acl_out: None,
+            rx_filter: None,
         }
     }
 }
@@ -162,6 +171,9 @@ impl PortPolicy {
         }
         if self.acl_out.is_some() {
             f |= Features::ACL_OUT;
+        }
+        if self.rx_filter.is_some() {
+            f |= Features::RX_FILTER;
         }
         f
     }
@@ -409,7 +421,7 @@ impl Forwarder {
                     l2.src,
                     l3,
                 )
-                .and_then(|()| egress::<OUT>(out_policy, flows, now_ticks, &m, l3))
+                .and_then(|()| egress::<OUT>(out_policy, flows, now_ticks, &m, l2.dst, l3))
                 .and_then(|()| retag(&mut m, tag, last_how, last_vlan));
                 match (passed, stages.get_mut(last_out.index())) {
                     (Ok(()), Some(st)) => {
@@ -493,7 +505,7 @@ impl Forwarder {
             let mut m = m;
             let fit = match how {
                 Egress::Filtered => Err(DropReason::VlanFiltered),
-                _ => egress::<OUT>(out_policy, flows, now_ticks, &m, l3)
+                _ => egress::<OUT>(out_policy, flows, now_ticks, &m, l2.dst, l3)
                     .and_then(|()| retag(&mut m, tag, how, vlan)),
             };
             let opened = fit.and_then(|()| match stages.get(out.index()) {
@@ -569,18 +581,23 @@ fn in_stages<const IN: bool>(
     }
 }
 
-/// The egress stages of the port with settings `out` for `m` (its L3
-/// header at `l3`): its security group, then its rate.
+/// The egress stages of the port with settings `out` for `m` (destination
+/// MAC word `dst`, L3 header at `l3`): its receive filter, its security
+/// group, then its rate.
 #[inline(always)]
 fn egress<const OUT: bool>(
     out: &PortPolicy,
     flows: &mut FlowCache,
     now_ticks: u64,
     m: &Mbuf,
+    dst: u64,
     l3: usize,
 ) -> Result<(), DropReason> {
     if !OUT {
         return Ok(());
+    }
+    if out.rx_filter.as_ref().is_some_and(|f| !f.admits(dst)) {
+        return Err(DropReason::RxFilter);
     }
     if let Some(acl) = &out.acl_out {
         acl.check_cached(m.data(), l3, Applied::Out, flows)?;
@@ -624,7 +641,7 @@ fn flood_vlan(
             }
             match policy.vlan.egress(vlan) {
                 Egress::Filtered => None,
-                how => match egress::<true>(policy, flows, now_ticks, &m, l3) {
+                how => match egress::<true>(policy, flows, now_ticks, &m, dst, l3) {
                     Err(why) => {
                         in_stats.drop_one(why);
                         None
@@ -727,7 +744,10 @@ mod tests {
     /// Sends `n` frames of `len` bytes from 02::1 to `dst` in on port 0, in
     /// bursts; returns the frames each port got.
     fn blast(t: &SwitchTables, dst: [u8; 6], len: usize, n: usize, st: &QueueStats) -> [usize; 3] {
-        let pool = Mempool::for_tests(256);
+        // One pool for every call: a process has at most `MAX_POOLS`, and
+        // pools are never freed.
+        static POOL: std::sync::OnceLock<&'static Mempool> = std::sync::OnceLock::new();
+        let pool = *POOL.get_or_init(|| Mempool::for_tests(1024));
         let mut fwd = Forwarder::new();
         fwd.prepare(t);
         let mut frame = vec![0x5a; len];
@@ -835,6 +855,46 @@ mod tests {
         let got = blast(&t, [0xff; 6], 1500, 700, &st);
         assert_eq!(got, [0, 700, 666]);
         assert_eq!(st.snapshot().drops(DropReason::EgressRate), 34);
+    }
+
+    #[test]
+    fn a_receive_filter_drops_flood_copies_for_other_addresses_and_counts_them() {
+        use super::super::rxfilter::GuestRxMode;
+        use crate::ids::MacAddr;
+        let own = MacAddr([0x52, 0x54, 0, 0, 0, 2]);
+        let group = MacAddr([0x33, 0x33, 0, 0, 0, 1]);
+        let guest = GuestRxMode {
+            multicast: vec![group],
+            ..GuestRxMode::default()
+        };
+        let t = rig([
+            PortPolicy::default(),
+            PortPolicy::default(),
+            PortPolicy {
+                rx_filter: RxFilter::new(&[own], Some(&guest)).map(Arc::new),
+                ..PortPolicy::default()
+            },
+        ]);
+        assert!(t
+            .bridge_features(crate::ids::BridgeId(0))
+            .contains(Features::RX_FILTER));
+        let st = QueueStats::default();
+        // Unknown unicast for another station: port 1 only.
+        assert_eq!(blast(&t, [0x52, 0x54, 0, 0, 0, 9], 60, 40, &st), [0, 40, 0]);
+        assert_eq!(st.snapshot().drops(DropReason::RxFilter), 40);
+        // For the filtered port's own MAC, broadcast, the group it asked for: both.
+        assert_eq!(blast(&t, own.0, 60, 3, &st), [0, 3, 3]);
+        assert_eq!(blast(&t, [0xff; 6], 60, 3, &st), [0, 3, 3]);
+        assert_eq!(blast(&t, group.0, 60, 3, &st), [0, 3, 3]);
+        // A group it did not ask for: port 1 only.
+        assert_eq!(blast(&t, [0x01, 0, 0x5e, 0, 0, 1], 60, 5, &st), [0, 5, 0]);
+        assert_eq!(st.snapshot().drops(DropReason::RxFilter), 45);
+        // Promiscuous: no filter, nothing dropped.
+        let promisc = GuestRxMode {
+            promisc: true,
+            ..GuestRxMode::default()
+        };
+        assert_eq!(RxFilter::new(&[own], Some(&promisc)), None);
     }
 
     #[test]
