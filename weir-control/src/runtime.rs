@@ -2988,10 +2988,12 @@ mod tests {
         dp.shutdown();
     }
 
-    #[test]
-    fn a_guests_receive_filter_drops_floods_for_other_macs_until_it_goes_promiscuous() {
-        use dataplane::switch::rxfilter::GuestRxMode;
-        use dataplane::testutil::{eth_frame, mac, EXPERIMENTAL_ETHERTYPE};
+    /// A bridge with a guest port `vm` (`mac` mac(1), `rx_filter` as
+    /// given; its guest's filter state in the returned handle) and a plain
+    /// port `t`, both up.
+    fn guest_and_plain(
+        rx_filter: Option<bool>,
+    ) -> (Dataplane, ScriptHandle, ScriptHandle, GuestFilter) {
         let factory = Arc::new(ScriptedFactory::default());
         let dp = scripted_dataplane(&factory, "0");
         let [hv, ht] = factory.script(dp.pool(), ["vm", "t"]);
@@ -3003,10 +3005,19 @@ mod tests {
             .insert("vm".into(), Box::new(FakeGuest(Arc::clone(&guest))));
         dp.bridge_add("br0").unwrap();
         let mut vm = ring_port("vm", Some("br0"));
-        vm.mac = Some(mac(1));
+        vm.mac = Some(dataplane::testutil::mac(1));
+        vm.rx_filter = rx_filter;
         dp.port_add(vm).unwrap();
         dp.port_add(ring_port("t", Some("br0"))).unwrap();
         wait_for("vm and t up", || is_up(&dp, "vm") && is_up(&dp, "t"));
+        (dp, hv, ht, guest)
+    }
+
+    #[test]
+    fn a_guests_receive_filter_drops_floods_for_other_macs_until_it_goes_promiscuous() {
+        use dataplane::switch::rxfilter::GuestRxMode;
+        use dataplane::testutil::{eth_frame, mac, EXPERIMENTAL_ETHERTYPE};
+        let (dp, hv, ht, guest) = guest_and_plain(None);
         let filtered =
             |dp: &Dataplane| dp.port_show("t").unwrap().stats.drops(DropReason::RxFilter);
         // Before the guest sets anything: unicast only for the port's mac.
@@ -3067,22 +3078,7 @@ mod tests {
     fn rx_filter_false_lets_a_guest_receive_everything_until_cleared() {
         use dataplane::switch::rxfilter::GuestRxMode;
         use dataplane::testutil::{eth_frame, mac, EXPERIMENTAL_ETHERTYPE};
-        let factory = Arc::new(ScriptedFactory::default());
-        let dp = scripted_dataplane(&factory, "0");
-        let [hv, ht] = factory.script(dp.pool(), ["vm", "t"]);
-        let guest: GuestFilter = Arc::default();
-        factory
-            .devices
-            .lock()
-            .unwrap()
-            .insert("vm".into(), Box::new(FakeGuest(Arc::clone(&guest))));
-        dp.bridge_add("br0").unwrap();
-        let mut vm = ring_port("vm", Some("br0"));
-        vm.mac = Some(mac(1));
-        vm.rx_filter = Some(false);
-        dp.port_add(vm).unwrap();
-        dp.port_add(ring_port("t", Some("br0"))).unwrap();
-        wait_for("vm and t up", || is_up(&dp, "vm") && is_up(&dp, "t"));
+        let (dp, hv, ht, guest) = guest_and_plain(Some(false));
         let filtered =
             |dp: &Dataplane| dp.port_show("t").unwrap().stats.drops(DropReason::RxFilter);
         let foreign = eth_frame(mac(5), mac(2), EXPERIMENTAL_ETHERTYPE, 46);
