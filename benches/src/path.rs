@@ -238,8 +238,8 @@ impl PathRig {
             PathCase::Vxlan => {
                 let tunnel = &self.tunnel_a;
                 self.fwd.drain(|_, out| {
-                    let failed = tunnel.encap_burst(out, stats, |_, o| recycle(wire, o));
-                    stats.tx_errors.add(failed);
+                    let done = tunnel.encap_burst(out, stats, |_, o| recycle(wire, o));
+                    stats.tx_errors.add(done.failed);
                 });
                 let mut dec = Decapped::default();
                 self.host_b.demux(wire, stats, NOW_SECS, &mut dec);

@@ -236,22 +236,24 @@ impl TunnelShared {
     /// Encapsulates the frames of `b` (ready to send: no TSO frame, no
     /// partial checksum) for their remotes and hands the outer packets to
     /// `emit` a burst at a time, with the underlay's entry; `emit` must
-    /// leave the burst empty. Drops are counted in `stats`; returns the
-    /// frames that went to no remote (dropped), for `tx_errors`. Leaves `b`
-    /// empty.
+    /// leave the burst empty. Drops are counted in `stats`. Returns what
+    /// the tunnel took ([`Encapsulated`]). Leaves `b` empty.
     #[inline]
     pub fn encap_burst(
         &self,
         b: &mut Burst,
         stats: &QueueStats,
         mut emit: impl FnMut(&PortEntry, &mut Burst),
-    ) -> u64 {
+    ) -> Encapsulated {
         let n = b.len() as u64;
         let st = self.state.load();
         let Some(underlay) = st.underlay.as_deref() else {
             stats.drop_n(DropReason::TunnelUnresolved, n);
             b.clear();
-            return n;
+            return Encapsulated {
+                failed: n,
+                bytes: 0,
+            };
         };
         let mut out = Encap {
             st: &st,
@@ -260,6 +262,7 @@ impl TunnelShared {
             emit: |o: &mut Burst| emit(underlay, o),
         };
         let mut failed = 0u64;
+        let mut bytes = 0u64;
         let fdb = self.fdb.view();
         for mut m in b.drain(..) {
             let vid = tag_of(m.data());
@@ -282,6 +285,7 @@ impl TunnelShared {
                 failed += 1;
                 continue;
             }
+            bytes += m.len() as u64;
             let d = m.data();
             // The switch passes no frame shorter than its Ethernet header.
             let Some(dst) = d.first_chunk::<6>().map(|a| MacAddr(*a)) else {
@@ -312,8 +316,19 @@ impl TunnelShared {
             }
         }
         out.flush();
-        failed
+        Encapsulated { failed, bytes }
     }
+}
+
+/// What [`TunnelShared::encap_burst`] took of a burst.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Encapsulated {
+    /// Frames dropped before encapsulation (no VNI for their VLAN, too
+    /// long, no underlay): the queue's `tx_errors`.
+    pub failed: u64,
+    /// Bytes of the inner frames that passed those checks (without a tag
+    /// the VNI stands for): the queue's `tx_bytes`.
+    pub bytes: u64,
 }
 
 /// The outer packets of one [`TunnelShared::encap_burst`], on their way to
@@ -365,15 +380,15 @@ impl Port for TunnelPort {
     fn tx_burst(&mut self, burst: &mut Burst) -> usize {
         let n = burst.len();
         let stats = &*self.stats;
-        let failed = self.shared.encap_burst(burst, stats, |u, out| {
+        let done = self.shared.encap_burst(burst, stats, |u, out| {
             u.hand_off(out);
             if !out.is_empty() {
                 stats.drop_n(DropReason::HandoffFull, out.len() as u64);
                 out.clear();
             }
         });
-        if failed > 0 {
-            stats.tx_errors.add(failed);
+        if done.failed > 0 {
+            stats.tx_errors.add(done.failed);
         }
         n
     }

@@ -29,7 +29,7 @@ use crate::ring::Ring;
 use crate::stats::{Counter, QueueStats};
 use crate::switch::{Forwarder, PortEntry, Switch, SwitchTables};
 use crate::time::cycles;
-use crate::tunnel::{Decapped, HostPort, TunnelShared};
+use crate::tunnel::{Decapped, Encapsulated, HostPort, TunnelShared};
 use crate::wire::Gso;
 
 /// Empty poll rounds before an idle worker starts sleeping (when enabled).
@@ -341,7 +341,10 @@ impl Queues {
     }
 
     /// [`Queues::transmit`] without the taps: mirror copies go out this way,
-    /// so a copy is never copied again.
+    /// so a copy is never copied again at its output port. (A copy sent
+    /// into a tunnel is tapped once more as an outer packet on the
+    /// underlay; one that would come back into the same tunnel is dropped,
+    /// see [`Queues::send_tunnel`].)
     #[inline]
     fn route(
         &mut self,
@@ -383,27 +386,27 @@ impl Queues {
     #[inline(never)]
     fn send_tunnel(&mut self, t: &SwitchTables, i: usize, b: &mut Burst, ws: &WorkerStats) {
         let Some((tun, stats)) = self.list[i].tunnel.take() else {
+            // The tunnel reached again while it sends: a mirror of its own
+            // underlay's traffic into it. The copies would loop; dropped.
+            self.list[i]
+                .stats
+                .drop_n(crate::stats::DropReason::PortError, b.len() as u64);
             b.clear();
             return;
         };
-        let mut bytes = 0usize;
-        let mut tso = false;
-        for m in b.iter() {
-            bytes += m.len();
-            tso |= m.gso().is_some();
-        }
+        let tso = b.iter().any(|m| m.gso().is_some());
         let mut emit = |u: &PortEntry, out: &mut Burst| self.transmit(t, u.id, out, ws, Some(i));
-        let (sent, failed) = if tso {
+        let (sent, done) = if tso {
             encap_segmented(&tun, &stats, b, &mut emit)
         } else {
             crate::port::complete_partial_csums(b);
             let n = b.len() as u64;
             (n, tun.encap_burst(b, &stats, &mut emit))
         };
-        stats.tx_packets.add(sent - failed);
-        stats.tx_bytes.add(bytes as u64);
-        if failed > 0 {
-            stats.tx_errors.add(failed);
+        stats.tx_packets.add(sent - done.failed);
+        stats.tx_bytes.add(done.bytes);
+        if done.failed > 0 {
+            stats.tx_errors.add(done.failed);
         }
         self.list[i].tunnel = Some((tun, stats));
     }
@@ -558,8 +561,8 @@ fn for_each_segment(m: Mbuf, gso: Gso, stats: &QueueStats, mut each: impl FnMut(
 
 /// [`Queues::send_tunnel`] for a burst holding TSO frames: they are
 /// segmented ([`for_each_segment`]) and everything is encapsulated in order,
-/// a burst at a time. Returns (frames encapsulated or dropped there, of
-/// which dropped).
+/// a burst at a time. Returns the frames (segments) given to the tunnel and
+/// what it took of them.
 #[cold]
 #[inline(never)]
 fn encap_segmented(
@@ -567,12 +570,15 @@ fn encap_segmented(
     stats: &QueueStats,
     b: &mut Burst,
     emit: &mut impl FnMut(&PortEntry, &mut Burst),
-) -> (u64, u64) {
-    let (mut sent, mut failed) = (0u64, 0u64);
+) -> (u64, Encapsulated) {
+    let mut sent = 0u64;
+    let mut done = Encapsulated::default();
     let mut go = |chunk: &mut Burst| {
         crate::port::complete_partial_csums(chunk);
         sent += chunk.len() as u64;
-        failed += tun.encap_burst(chunk, stats, &mut *emit);
+        let d = tun.encap_burst(chunk, stats, &mut *emit);
+        done.failed += d.failed;
+        done.bytes += d.bytes;
     };
     let mut chunk = Burst::new();
     for m in b.drain(..) {
@@ -592,7 +598,7 @@ fn encap_segmented(
         }
     }
     go(&mut chunk);
-    (sent, failed)
+    (sent, done)
 }
 
 fn run(shared: Arc<WorkerShared>, switch: Arc<Switch>, to_ns: crate::stats::CyclesToNs) {
@@ -1536,6 +1542,12 @@ mod tests {
         assert_eq!(carried, f[54..].to_vec(), "the payload, whole and in order");
         assert_eq!(tun_stats.tso_segmented.get(), 1);
         assert_eq!(tun_stats.tx_packets.get(), 1 + 3);
+        let segment_bytes: usize = wire.iter().map(|s| s.len() - OUTER_LEN).sum();
+        assert_eq!(
+            tun_stats.tx_bytes.get(),
+            (hello.len() + segment_bytes) as u64,
+            "the bytes of what went in: the broadcast and the three segments"
+        );
         assert_eq!(tun_stats.snapshot().total_drops(), 0);
         w.stop();
     }

@@ -174,6 +174,7 @@ impl Binding {
             let mut cmd = [0u8; MAX_CMD_BYTES];
             let mut n = 0usize;
             let mut truncated = false;
+            let mut unreadable = false;
             let mut ack_at = None;
             for d in chain {
                 if d.is_write_only() {
@@ -185,10 +186,16 @@ impl Binding {
                     truncated |= take < d.len() as usize;
                     if m.read_slice(&mut cmd[n..n + take], d.addr()).is_ok() {
                         n += take;
+                    } else {
+                        // A piece that cannot be read: what was read is
+                        // not the command the guest wrote; refused below.
+                        unreadable = true;
                     }
                 }
             }
-            let ack = {
+            let ack = if unreadable {
+                ctrl::ERR
+            } else {
                 let mut rx = self.dev.rx.lock().unwrap_or_else(|e| e.into_inner());
                 let before = rx.mode.clone();
                 rx.negotiated = self.features.load(Ordering::Relaxed) & F_CTRL_RX != 0;

@@ -107,9 +107,14 @@ impl RxFilter {
     #[inline]
     pub fn admits(&self, dst: u64) -> bool {
         if dst & GROUP_BIT == 0 {
-            self.promisc || self.all_uni || self.unicast.contains(&dst)
+            // Both lists are sorted (`new`): up to 64 addresses a guest set,
+            // plus the port's own.
+            self.promisc || self.all_uni || self.unicast.binary_search(&dst).is_ok()
         } else {
-            dst == BROADCAST || self.promisc || self.all_multi || self.multicast.contains(&dst)
+            dst == BROADCAST
+                || self.promisc
+                || self.all_multi
+                || self.multicast.binary_search(&dst).is_ok()
         }
     }
 
