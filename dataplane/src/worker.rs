@@ -736,23 +736,9 @@ fn poll_queues(
         }
         let t1 = stamp(sample);
         moved += n;
-        let mut bytes = 0usize;
-        let mut tso = 0usize;
-        for m in burst.iter_mut() {
-            m.set_port(q.port.0);
-            bytes += m.len();
-            tso += usize::from(m.gso().is_some());
-        }
-        q.stats.rx_packets.add(n as u64);
-        q.stats.rx_bytes.add(bytes as u64);
-        if tso > 0 {
-            q.stats.rx_tso_packets.add(tso as u64);
-        }
-        let port = q.port;
-        if let Some(taps) = t.taps(port) {
-            queues.tap(t, taps, port, Direction::Rx, burst, ws);
-        }
+        received(t, queues, qi, burst, ws);
         let q = &queues.list[qi];
+        let port = q.port;
         let host = t.host(port);
         let mut dec = Decapped::default();
         if let Some(host) = host {
@@ -779,6 +765,30 @@ fn poll_queues(
     }
     ws.rx_packets.add(moved as u64);
     moved
+}
+
+/// Takes in burst `b`, received on local queue `qi`: stamps each frame
+/// with the queue's port, counts the burst on the queue, and copies it to
+/// the port's receive captures and mirrors.
+#[inline(always)]
+fn received(t: &SwitchTables, queues: &mut Queues, qi: usize, b: &mut Burst, ws: &WorkerStats) {
+    let q = &queues.list[qi];
+    let port = q.port;
+    let mut bytes = 0usize;
+    let mut tso = 0usize;
+    for m in b.iter_mut() {
+        m.set_port(port.0);
+        bytes += m.len();
+        tso += usize::from(m.gso().is_some());
+    }
+    q.stats.rx_packets.add(b.len() as u64);
+    q.stats.rx_bytes.add(bytes as u64);
+    if tso > 0 {
+        q.stats.rx_tso_packets.add(tso as u64);
+    }
+    if let Some(taps) = t.taps(port) {
+        queues.tap(t, taps, port, Direction::Rx, b, ws);
+    }
 }
 
 /// Switches the frames `host` decapsulated from a burst of local queue
@@ -814,17 +824,7 @@ fn switch_decapped(
             }
             continue;
         };
-        let mut bytes = 0usize;
-        for m in inner.iter_mut() {
-            m.set_port(port.0);
-            bytes += m.len();
-        }
-        let q = &queues.list[qi];
-        q.stats.rx_packets.add(inner.len() as u64);
-        q.stats.rx_bytes.add(bytes as u64);
-        if let Some(taps) = t.taps(port) {
-            queues.tap(t, taps, port, Direction::Rx, &inner, ws);
-        }
+        received(t, queues, qi, &mut inner, ws);
         let q = &queues.list[qi];
         fwd.process(t, port, &mut inner, now, &q.stats);
         fwd.drain(|out, b| queues.transmit(t, out, b, ws, Some(qi)));
@@ -1405,7 +1405,9 @@ mod tests {
         let pool = Mempool::for_tests(256);
         let (a, b) = (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 2));
         let (mac_a, mac_b) = (mac(0xa1), mac(0xb2));
-        let sw = Switch::new();
+        // Ports 0 (the VM's) and 1 (the tunnel) on br0; the underlay, 2, on
+        // no bridge, with weir's address and the tunnel.
+        let sw = setup(&[0, 0]);
         let tun = TunnelShared::new(
             "vx0",
             PortId(1),
@@ -1418,16 +1420,6 @@ mod tests {
         );
         let underlay = Arc::new(PortEntry::new(PortId(2), "uplink", None, WorkerId(0)));
         sw.update(|t| {
-            t.bridges.push(Some(Bridge {
-                id: BridgeId(0),
-                name: "br0".into(),
-                ports: vec![PortId(0), PortId(1)],
-                fdb: Arc::new(Fdb::new(&FdbConfig::default())),
-            }));
-            for (i, name) in ["vm", "vx0"].into_iter().enumerate() {
-                let e = PortEntry::new(PortId(i as u16), name, Some(BridgeId(0)), WorkerId(0));
-                t.ports.push(Some(Arc::new(e)));
-            }
             t.ports.push(Some(Arc::clone(&underlay)));
             t.set_host(
                 PortId(2),
