@@ -285,7 +285,6 @@ impl TunnelShared {
                 failed += 1;
                 continue;
             }
-            bytes += m.len() as u64;
             let d = m.data();
             // The switch passes no frame shorter than its Ethernet header.
             let Some(dst) = d.first_chunk::<6>().map(|a| MacAddr(*a)) else {
@@ -293,6 +292,7 @@ impl TunnelShared {
                 failed += 1;
                 continue;
             };
+            bytes += d.len() as u64;
             let sport = tunnel::source_port(d);
             let known = if dst.is_multicast() {
                 None
