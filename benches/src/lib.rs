@@ -335,7 +335,12 @@ fn gcd(mut a: u64, mut b: u64) -> u64 {
 }
 
 /// Writes an Ethernet frame (optionally 802.1Q-tagged) into a template.
-fn write_frame(dst: MacAddr, src: MacAddr, vlan: Option<VlanId>, seq: u32) -> [u8; TEMPLATE_BYTES] {
+pub(crate) fn write_frame(
+    dst: MacAddr,
+    src: MacAddr,
+    vlan: Option<VlanId>,
+    seq: u32,
+) -> [u8; TEMPLATE_BYTES] {
     let mut f = [0u8; TEMPLATE_BYTES];
     f[..6].copy_from_slice(&dst.0);
     f[6..12].copy_from_slice(&src.0);

@@ -35,7 +35,7 @@ use dataplane::tunnel::{Decapped, HostPort, Remote, TunnelShared, TunnelState, V
 use dataplane::wire::tunnel::{OuterHeader, TunnelKind, MTU_OVERHEAD};
 use dataplane::{Burst, Mempool, QueueStats};
 
-use crate::{recycle, station_mac, BURST, NOW_SECS};
+use crate::{recycle, station_mac, write_frame, BURST, NOW_SECS};
 
 /// How the two bridges are joined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,7 +86,8 @@ impl PathRig {
     /// Builds the bridges and ports, learns `flows` station pairs (at least
     /// one) everywhere they will be looked up, and builds the burst: frame
     /// `i` goes from station `i % flows` behind bridge A to station
-    /// `1000 + i % flows` behind bridge B, IPv4/UDP, 64 bytes.
+    /// `1000 + i % flows` behind bridge B, the switch cases' 64-byte
+    /// IPv4/TCP frame ([`write_frame`]) of flow `i % flows`.
     ///
     /// # Panics
     /// If the pool cannot be created or a table refuses a station.
@@ -196,7 +197,7 @@ impl PathRig {
             .map(|i| {
                 let f = i % flows;
                 let mut m = pool.alloc().expect("pool sized for a burst");
-                m.extend_from_slice(&frame(station_mac(1000 + f), station_mac(f), f as u16))
+                m.extend_from_slice(&write_frame(station_mac(1000 + f), station_mac(f), None, f))
                     .expect("frame fits");
                 m
             })
@@ -257,25 +258,6 @@ impl PathRig {
         self.fwd.drain(|_, out| recycle(burst, out));
         n
     }
-}
-
-/// A 64-byte IPv4/UDP frame from `src` to `dst`, UDP source port
-/// `1000 + flow`.
-fn frame(dst: MacAddr, src: MacAddr, flow: u16) -> [u8; 64] {
-    let mut f = [0u8; 64];
-    f[0..6].copy_from_slice(&dst.0);
-    f[6..12].copy_from_slice(&src.0);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    f[14] = 0x45;
-    f[16..18].copy_from_slice(&50u16.to_be_bytes());
-    f[22] = 64;
-    f[23] = 17;
-    f[26..30].copy_from_slice(&[10, 0, 0, 1]);
-    f[30..34].copy_from_slice(&[10, 0, 0, 2]);
-    f[34..36].copy_from_slice(&(1000 + flow).to_be_bytes());
-    f[36..38].copy_from_slice(&4789u16.to_be_bytes());
-    f[38..40].copy_from_slice(&30u16.to_be_bytes());
-    f
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const REMOTE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 
 /// Bytes of every inner frame.
-pub const INNER_LEN: usize = 64;
+pub const INNER_LEN: usize = crate::TEMPLATE_BYTES;
 
 /// The VNI every frame is sent with.
 pub const VNI: u32 = 5010;
@@ -75,22 +75,16 @@ impl std::fmt::Debug for TunnelRig {
     }
 }
 
-/// A 64-byte IPv4/TCP frame 10.0.0.1:`tcp_src` -> 10.0.0.2:80 between two
-/// stations.
-pub fn inner_frame(tcp_src: u16) -> [u8; INNER_LEN] {
-    let mut f = [0u8; INNER_LEN];
-    f[0..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x02]);
-    f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
-    f[12..14].copy_from_slice(&[0x08, 0x00]);
-    f[14] = 0x45;
-    f[16..18].copy_from_slice(&50u16.to_be_bytes());
-    f[22] = 64;
-    f[23] = 6;
-    f[26..30].copy_from_slice(&[10, 0, 0, 1]);
-    f[30..34].copy_from_slice(&[10, 0, 0, 2]);
-    f[34..36].copy_from_slice(&tcp_src.to_be_bytes());
-    f[36..38].copy_from_slice(&80u16.to_be_bytes());
-    f
+/// A 64-byte IPv4/TCP frame of flow `flow` between two stations (the
+/// switch cases' frame, [`crate::write_frame`]: 10.0.0.1, TCP source port
+/// 1024 + `flow`, to 10.0.0.2 port 80).
+pub fn inner_frame(flow: u32) -> [u8; INNER_LEN] {
+    crate::write_frame(
+        MacAddr([0x02, 0, 0, 0, 0, 0x02]),
+        MacAddr([0x02, 0, 0, 0, 0, 0x01]),
+        None,
+        flow,
+    )
 }
 
 impl TunnelRig {
@@ -121,7 +115,7 @@ impl TunnelRig {
         let flows = flows.max(1);
         let burst = (0..BURST as u32)
             .map(|i| {
-                let inner = inner_frame(1000 + (i % flows) as u16);
+                let inner = inner_frame(i % flows);
                 let mut m = pool.alloc().expect("benchmark pool sized for a burst");
                 m.extend_from_slice(&inner).expect("inner frame fits");
                 if case == TunnelCase::Decap {
@@ -301,7 +295,7 @@ mod tests {
             None
         );
         assert_eq!(decap(m, &want), Some(OUTER_LEN));
-        assert_eq!(m.data(), &inner_frame(1000)[..]);
+        assert_eq!(m.data(), &inner_frame(0)[..]);
         // Refused: the inner frame is not a VXLAN packet.
         assert_eq!(decap(m, &want), None);
     }
