@@ -294,7 +294,9 @@ impl TunnelShared {
             };
             bytes += d.len() as u64;
             let sport = tunnel::source_port(d);
-            let known = if dst.is_multicast() {
+            // With one remote (or none) every frame goes to it, known or
+            // flooded: no lookup.
+            let known = if st.remotes.len() <= 1 || dst.is_multicast() {
                 None
             } else {
                 fdb.lookup_key(FdbKey::new(VlanId(vid.unwrap_or(0)), dst))
@@ -343,7 +345,7 @@ struct Encap<'a, F: FnMut(&mut Burst)> {
 impl<F: FnMut(&mut Burst)> Encap<'_, F> {
     /// Wraps `m` (the inner frame, ready) for `remote`, or drops it
     /// counted.
-    #[inline]
+    #[inline(always)]
     fn one(&mut self, remote: usize, vni: u32, sport: u16, mut m: Mbuf) {
         let Some(h) = self.st.remotes.get(remote).and_then(|r| r.header.as_ref()) else {
             self.stats.drop_one(DropReason::TunnelUnresolved);
