@@ -23,6 +23,8 @@
 # take a burst across two bridges joined by a patch pair or by a VXLAN
 # tunnel (benches/src/path.rs): their difference is what encapsulation and
 # decapsulation add to a frame's way, unicast is one bridge's switching.
+# vxlan3-path is vxlan-path with a third host in the tunnels' flood lists,
+# so that encapsulation looks each frame's remote up.
 #
 # Usage: bash benches/callgrind.sh
 # Environment: P1, P2 (packet counts, multiples of 32), REPEATS; CARGO_TARGET_DIR
@@ -78,6 +80,7 @@ cases=(
     "vxlan-decap 32"
     "patch-path 32"
     "vxlan-path 32"
+    "vxlan3-path 32"
 )
 # CASES="unicast:1000 vlan:1000" measures only those.
 if [ -n "${CASES:-}" ]; then

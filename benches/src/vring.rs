@@ -132,7 +132,8 @@ pub struct VringRig {
     pool: &'static Mempool,
     burst: Burst,
     stats: QueueStats,
-    frame_len: usize,
+    /// The frames the TX chains hold, chain `c` frame `c % frames.len()`.
+    frames: Vec<Vec<u8>>,
     moved: u64,
 }
 
@@ -198,6 +199,24 @@ impl VringRig {
     /// # Panics
     /// If the memory or a ring cannot be set up (a bug in this set-up).
     pub fn new(layout: Layout, frame_len: usize, pool: &'static Mempool) -> VringRig {
+        VringRig::with_frames(layout, vec![test_frame(frame_len)], pool)
+    }
+
+    /// [`VringRig::new`] with the guest sending `frames` in turn (chain `c`
+    /// holds frame `c % frames.len()`; all of one length, and their number
+    /// a divisor of the ring's chains so that every lap sends the same).
+    ///
+    /// # Panics
+    /// As [`VringRig::new`], or if the frames break those rules.
+    pub fn with_frames(layout: Layout, frames: Vec<Vec<u8>>, pool: &'static Mempool) -> VringRig {
+        let frame_len = frames.first().map_or(0, Vec::len);
+        assert!(
+            !frames.is_empty()
+                && frames.iter().all(|f| f.len() == frame_len)
+                && (QUEUE_SIZE as usize / 2).is_multiple_of(frames.len()),
+            "frames of one length, a divisor of {} of them",
+            QUEUE_SIZE / 2
+        );
         let gm = Arc::new(
             GuestMemoryMmap::from_ranges(&[
                 (GuestAddress(RING_BASE), RING_REGION_BYTES as usize),
@@ -212,14 +231,14 @@ impl VringRig {
         };
         let tx = DriverRing::new(1, tx_per);
         let rx = DriverRing::new(0, rx_per);
-        let frame = test_frame(frame_len);
         let hdr = [0u8; NET_HDR_BYTES];
         let n = QUEUE_SIZE / tx_per;
         for c in 0..n {
             let buf = TX_BUFS + SLOT_BYTES * u64::from(c);
             let head = c * tx_per;
+            let frame = &frames[usize::from(c) % frames.len()];
             gm.write_slice(&hdr, GuestAddress(buf)).unwrap();
-            gm.write_slice(&frame, GuestAddress(buf + NET_HDR_BYTES as u64))
+            gm.write_slice(frame, GuestAddress(buf + NET_HDR_BYTES as u64))
                 .unwrap();
             let total = (NET_HDR_BYTES + frame_len) as u32;
             let desc = tx.addrs.desc.0;
@@ -274,7 +293,7 @@ impl VringRig {
             pool,
             burst: Burst::new(),
             stats: QueueStats::default(),
-            frame_len,
+            frames,
             moved: 0,
         }
     }
@@ -283,9 +302,19 @@ impl VringRig {
     /// that reached the guest's RX ring.
     #[inline]
     pub fn step(&mut self) -> usize {
+        self.step_through(|_| {})
+    }
+
+    /// [`VringRig::step`] with `through` between dequeue and enqueue: what
+    /// a worker does with the burst on its way from one guest's port to the
+    /// other's (a switch's, say). It must leave the frames in the burst,
+    /// as the guest sent them, in order.
+    #[inline]
+    pub fn step_through(&mut self, through: impl FnOnce(&mut Burst)) -> usize {
         guest_post(&self.gm, &mut self.tx, BURST as u16);
         guest_post(&self.gm, &mut self.rx, BURST as u16);
         self.dequeue_tx();
+        through(&mut self.burst);
         let done = self.dev_rx.enqueue(
             &mut self.rx_cur,
             &mut self.burst,
@@ -342,14 +371,17 @@ impl VringRig {
         if self.moved == 0 {
             return Ok(());
         }
-        // The last RX buffer written: its header and frame.
+        // The last RX buffer written: its header and frame, which chain
+        // `c` of the TX ring sent (both rings take one chain per frame).
         let last = self.rx.next_head.wrapping_sub(self.rx.per_chain) % QUEUE_SIZE;
-        let buf = RX_BUFS + SLOT_BYTES * u64::from(last / self.rx.per_chain);
-        let mut got = vec![0u8; NET_HDR_BYTES + self.frame_len];
+        let c = last / self.rx.per_chain;
+        let frame = &self.frames[usize::from(c) % self.frames.len()];
+        let buf = RX_BUFS + SLOT_BYTES * u64::from(c);
+        let mut got = vec![0u8; NET_HDR_BYTES + frame.len()];
         self.gm.read_slice(&mut got, GuestAddress(buf)).unwrap();
         let mut want = vec![0u8; NET_HDR_BYTES];
         want[10] = 1; // num_buffers
-        want.extend_from_slice(&test_frame(self.frame_len));
+        want.extend_from_slice(frame);
         if got != want {
             return Err("last RX buffer does not hold header and frame".into());
         }

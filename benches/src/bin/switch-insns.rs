@@ -10,8 +10,9 @@
 //!         vxlan-encap | vxlan-decap (no switch: the tunnel's per-frame
 //!         work on 64-byte inner frames, see `weir_benches::tunnel`; <macs>
 //!         is the number of inner flows) |
-//!         patch-path | vxlan-path (two bridges joined by a patch pair or
-//!         by a VXLAN tunnel: a frame's whole way, see
+//!         patch-path | vxlan-path | vxlan3-path (two bridges joined by a
+//!         patch pair or by a VXLAN tunnel, whose flood list names one
+//!         remote or, vxlan3, two: a frame's whole way, see
 //!         `weir_benches::path`; <macs> is the number of flows)
 //! ```
 //!
@@ -62,6 +63,7 @@ fn main() -> Result<()> {
     let path = match case.as_str() {
         "patch-path" => Some(PathCase::Patch),
         "vxlan-path" => Some(PathCase::Vxlan),
+        "vxlan3-path" => Some(PathCase::Vxlan3),
         _ => None,
     };
     if let Some(pc) = path {
