@@ -338,7 +338,7 @@ impl<'a> FdbView<'a> {
     }
 
     /// [`FdbView::learn`] for a key already made.
-    #[inline]
+    #[inline(always)]
     pub fn learn_key(&self, key: FdbKey, port: PortId, now: u32) -> Learn {
         // A port at or beyond MAX_PORTS is refused in `learn_slow`: no val
         // word ever holds such a port (learn and `add_static` refuse it), so
