@@ -8,7 +8,7 @@
 //!   path:   bridge | patch | vxlan | vxlan3: the frames cross a switch on their way
 //!           from the guest's TX ring to its RX ring ([`Path::carry`], four
 //!           flows), guest to guest as a worker takes them; <frame-bytes>
-//!           is then the switch cases' frame's 64
+//!           must then be 64, the length of the switch cases' frame
 //! ```
 //!
 //! Set-up costs the same for any frame count, so the difference of two runs'
