@@ -233,7 +233,7 @@ impl Path {
 
     /// Frame `i` of a burst: from station `i % flows` behind bridge A to
     /// station `1000 + i % flows` behind bridge B, the switch cases'
-    /// 64-byte IPv4/TCP frame ([`write_frame`]) of flow `i % flows`.
+    /// 64-byte IPv4/TCP frame (`write_frame`) of flow `i % flows`.
     pub fn frame(&self, i: u32) -> [u8; TEMPLATE_BYTES] {
         let f = i % self.flows;
         write_frame(station_mac(1000 + f), station_mac(f), None, f)

@@ -76,7 +76,7 @@ impl std::fmt::Debug for TunnelRig {
 }
 
 /// A 64-byte IPv4/TCP frame of flow `flow` between two stations (the
-/// switch cases' frame, [`crate::write_frame`]: 10.0.0.1, TCP source port
+/// switch cases' frame, `write_frame`: 10.0.0.1, TCP source port
 /// 1024 + `flow`, to 10.0.0.2 port 80).
 pub fn inner_frame(flow: u32) -> [u8; INNER_LEN] {
     crate::write_frame(

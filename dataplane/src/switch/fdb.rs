@@ -251,7 +251,7 @@ pub struct Fdb {
     /// learns left in it (low half); see [`Fdb::take_learn_token`].
     learn_budget: Box<[AtomicU64]>,
     /// Set by learners when a refusal calls for the control plane (see
-    /// [`Pressure`]); read and cleared by [`Fdb::relieve`].
+    /// [`Pressure`]); read by [`Fdb::needs_rebuild`] and cleared by [`Fdb::make_room`].
     pressure: CachePadded<Pressure>,
     hash_key: u64,
     cfg: FdbConfig,
