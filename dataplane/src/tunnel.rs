@@ -512,6 +512,44 @@ impl HostPort {
         self.v4.contains(&ip)
     }
 
+    /// The port's one tunnel and its one VNI, when that is all the port
+    /// carries and the tunnel's address is weir's: the usual underlay, whose
+    /// tunnel packets [`HostPort::to_sole`] recognises without
+    /// [`HostPort::classify`]'s general tests.
+    #[inline]
+    fn sole_tunnel(&self) -> Option<(&TunnelShared, u32)> {
+        match self.tunnels.as_slice() {
+            [t] if self.is_mine4(t.local_ip) => match t.vnis {
+                Vnis::Single(vni) => Some((t, vni)),
+                Vnis::ByVlan(_) => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// Whether `d` is a packet of the sole tunnel `t` (VNI `vni`): sent to
+    /// weir's MAC, a well-formed outer IPv4/UDP header to the tunnel's
+    /// address and port, the tunnel's header with its VNI. Then the outer
+    /// headers and the tunnel header's length. Any other frame (None) takes
+    /// the general way, [`HostPort::classify`] and [`HostPort::decap`],
+    /// which would have reached [`HostPort::strip`] with the same for this
+    /// one.
+    #[inline(always)]
+    fn to_sole(&self, t: &TunnelShared, vni: u32, d: &[u8]) -> Option<(tunnel::Outer, usize)> {
+        if *d.first_chunk::<6>()? != self.mac.0 {
+            return None;
+        }
+        let o = tunnel::parse_outer(d).ok()?;
+        if o.dst_port != t.dst_port || o.dst_ip != t.local_ip {
+            return None;
+        }
+        let payload = d.get(o.payload_offset..o.payload_offset + o.payload_len)?;
+        match t.kind.vni(payload) {
+            Ok((v, hlen)) if v == vni => Some((o, hlen)),
+            _ => None,
+        }
+    }
+
     fn classify(&self, d: &[u8]) -> Verdict {
         if d.len() < 14 {
             return Verdict::Switch; // the switch counts it malformed
@@ -568,10 +606,22 @@ impl HostPort {
     /// host stack, and drops (counted in `stats`). What the switch should
     /// see stays in `b`, in order. `now` is the switch's clock, for
     /// learning.
+    ///
+    /// On a port that carries one tunnel with one VNI (the usual underlay),
+    /// a frame is first tested for being that tunnel's packet, with the
+    /// outer checks and the tunnel header only ([`HostPort::to_sole`]);
+    /// every other frame goes through [`HostPort::classify`].
     #[inline(never)]
     pub fn demux(&self, b: &mut Burst, stats: &QueueStats, now: u32, dec: &mut Decapped) {
+        let sole = self.sole_tunnel();
         let mut keep = Burst::new();
         for m in b.drain(..) {
+            if let Some((t, vni)) = sole {
+                if let Some((o, hlen)) = self.to_sole(t, vni, m.data()) {
+                    self.strip(m, &o, 0, t, None, hlen, stats, now, dec);
+                    continue;
+                }
+            }
             match self.classify(m.data()) {
                 Verdict::Switch => keep.push(m),
                 Verdict::Host { also_switch } => {
@@ -593,14 +643,7 @@ impl HostPort {
     }
 
     #[inline]
-    fn decap(
-        &self,
-        mut m: Mbuf,
-        o: &tunnel::Outer,
-        stats: &QueueStats,
-        now: u32,
-        dec: &mut Decapped,
-    ) {
+    fn decap(&self, m: Mbuf, o: &tunnel::Outer, stats: &QueueStats, now: u32, dec: &mut Decapped) {
         let end = o.payload_offset + o.payload_len;
         let Some(payload) = m.data().get(o.payload_offset..end) else {
             stats.drop_one(DropReason::TunnelHeader);
@@ -632,6 +675,29 @@ impl HostPort {
             });
             return;
         };
+        self.strip(m, o, index, t, vlan, hlen, stats, now, dec);
+    }
+
+    /// Decapsulates `m`, a packet of tunnel `t` (`index` in the port's
+    /// list) whose outer headers `o` and tunnel header of `hlen` bytes are
+    /// checked, for bridge VLAN `vlan` (None: as it comes), if it comes
+    /// from one of the tunnel's remotes; learns the inner source against
+    /// that remote.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn strip(
+        &self,
+        mut m: Mbuf,
+        o: &tunnel::Outer,
+        index: usize,
+        t: &TunnelShared,
+        vlan: Option<u16>,
+        hlen: usize,
+        stats: &QueueStats,
+        now: u32,
+        dec: &mut Decapped,
+    ) {
+        let end = o.payload_offset + o.payload_len;
         let Some(remote) = t.remote_index(o.src_ip) else {
             stats.drop_one(DropReason::TunnelRemote);
             return;
@@ -870,6 +936,124 @@ mod tests {
             "tag 20 back on the other side"
         );
         assert_eq!(b.tunnel.fdb.lookup(VlanId(20), mac(0x10)), Some(PortId(0)));
+    }
+
+    /// What a host port made of one frame: left for the switch, taken for
+    /// the host stack, decapsulated (bytes each), and the drops.
+    #[derive(Debug, PartialEq)]
+    struct Outcome {
+        switch: Vec<Vec<u8>>,
+        host: Vec<Vec<u8>>,
+        decapped: Vec<Vec<u8>>,
+        stats: String,
+    }
+
+    fn outcome(host: &HostPort, frame: &[u8]) -> Outcome {
+        let stats = QueueStats::default();
+        let mut b = burst_of(pool(), &[frame.to_vec()]);
+        let mut dec = Decapped::default();
+        host.demux(&mut b, &stats, 1, &mut dec);
+        let mut inner = Burst::new();
+        while dec.take_next(&mut inner).is_some() {}
+        let bytes = |b: &Burst| b.iter().map(|m| m.data().to_vec()).collect::<Vec<_>>();
+        let mut to_host = Vec::new();
+        while let Some(m) = host.to_host.pop() {
+            to_host.push(m.data().to_vec());
+        }
+        Outcome {
+            switch: bytes(&b),
+            host: to_host,
+            decapped: bytes(&inner),
+            stats: format!("{:?}", stats.snapshot()),
+        }
+    }
+
+    #[test]
+    fn the_sole_tunnel_way_decides_as_the_general_one() {
+        let mut a = side(A, 1, &[(B, 2)], Vnis::Single(5000), 1500);
+        let b = side(B, 2, &[(A, 1), (C, 3)], Vnis::Single(5000), 1500);
+        assert!(b.host.sole_tunnel().is_some());
+        // The same port with a second tunnel, on another UDP port: every
+        // frame takes the general way, and this test's reach that tunnel
+        // by no path.
+        let other = TunnelShared::new(
+            "gnv0",
+            PortId(2),
+            TunnelKind::Geneve,
+            6081,
+            B,
+            vec![A],
+            Vnis::Single(5000),
+            &FdbConfig::default(),
+        );
+        let general = HostPort {
+            mac: b.host.mac,
+            v4: b.host.v4.clone(),
+            v6: Vec::new(),
+            bridged: b.host.bridged,
+            to_host: Arc::new(Ring::new(16)),
+            tunnels: vec![Arc::clone(&b.tunnel), other],
+        };
+        assert!(general.sole_tunnel().is_none());
+        let frame = eth_frame(mac(0x11), mac(0x10), 0x0800, 100);
+        let mut out = burst_of(pool(), std::slice::from_ref(&frame));
+        a.port.tx_burst(&mut out);
+        let good = sent(&a)[0].data().to_vec();
+        let crossing = outcome(&b.host, &good);
+        assert_eq!(
+            crossing.decapped,
+            vec![frame.clone()],
+            "the good packet crosses"
+        );
+        let mut rng = crate::testutil::XorShift(0x5eed_7e57_5eed_7e57);
+        let mut variants = Vec::new();
+        // Every bit of the outer headers and the inner Ethernet header.
+        for bit in 0..(tunnel::OUTER_LEN + 14) * 8 {
+            let mut f = good.clone();
+            f[bit / 8] ^= 1 << (bit % 8);
+            variants.push(f);
+        }
+        // Every length, and random bytes in random places.
+        variants.extend((0..good.len()).map(|n| good[..n].to_vec()));
+        for _ in 0..5_000 {
+            let mut f = good.clone();
+            for _ in 0..1 + rng.next_u64() % 4 {
+                let i = (rng.next_u64() % (tunnel::OUTER_LEN as u64 + 14)) as usize;
+                f[i] = rng.next_u64() as u8;
+            }
+            variants.push(f);
+        }
+        // Each of those that changed the IPv4 header again with its
+        // checksum right, so that they get past it.
+        let mended: Vec<Vec<u8>> = variants
+            .iter()
+            .filter(|f| f.len() >= 34 && f[14..34] != good[14..34])
+            .map(|f| {
+                let mut f = f.clone();
+                f[24..26].fill(0);
+                let sum = crate::wire::ipv4::ones_complement_sum(&f[14..34]);
+                f[24..26].copy_from_slice(&(!sum).to_be_bytes());
+                f
+            })
+            .collect();
+        variants.extend(mended);
+        // From the other remote, to weir's MAC as a group, padded.
+        let mut f = good.clone();
+        f[26..30].copy_from_slice(&C.octets());
+        variants.push(f);
+        let mut f = good.clone();
+        f[..6].copy_from_slice(&[0x01, 0, 0x5e, 0, 0, 1]);
+        variants.push(f);
+        let mut f = good.clone();
+        f.extend_from_slice(&[0; 8]);
+        variants.push(f);
+        let mut crossed = 0;
+        for f in &variants {
+            let sole = outcome(&b.host, f);
+            crossed += usize::from(!sole.decapped.is_empty());
+            assert_eq!(sole, outcome(&general, f), "{f:02x?}");
+        }
+        assert!(crossed > 100, "{crossed} variants crossed");
     }
 
     #[test]
