@@ -57,6 +57,8 @@ use toml::Spanned;
 
 pub mod acl;
 pub use acl::{AclAction, AclDirection, AclRuleSpec, AclSpec, AclSpecError};
+pub mod fdb;
+pub use fdb::{StaticFdb, StaticFdbError, StaticFdbSpec};
 pub mod mirror;
 pub use mirror::{MirrorError, MirrorSpec};
 pub mod overlay;
@@ -111,7 +113,7 @@ pub struct Config {
     /// `[control]`: the control socket.
     #[serde(default)]
     pub control: ControlConfig,
-    /// `[fdb]`: MAC learning table limits.
+    /// `[fdb]`: MAC learning table limits, and `[[fdb.static]]` entries.
     #[serde(default)]
     pub fdb: FdbConfig,
     /// `[dpdk]`: DPDK EAL arguments, for `dpdk` ports.
@@ -323,7 +325,8 @@ impl DpdkConfig {
     }
 }
 
-/// `[fdb]` section: limits of the MAC learning table.
+/// `[fdb]` section: limits of the MAC learning table, and the static
+/// entries (`[[fdb.static]]` tables, [`fdb`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FdbConfig {
@@ -341,6 +344,10 @@ pub struct FdbConfig {
     /// means no limit. Default 1024.
     #[serde(default = "default_learn_per_sec")]
     pub learn_per_sec: u32,
+    /// `[[fdb.static]]` tables: static entries, set once the bridges and
+    /// ports are up.
+    #[serde(default, rename = "static", skip_serializing_if = "Vec::is_empty")]
+    pub statics: Vec<StaticFdbSpec>,
 }
 
 fn default_max_per_port() -> u32 {
@@ -366,6 +373,7 @@ impl Default for FdbConfig {
             max_per_port: default_max_per_port(),
             aging_secs: default_aging(),
             learn_per_sec: default_learn_per_sec(),
+            statics: Vec::new(),
         }
     }
 }
@@ -2271,7 +2279,7 @@ pub enum ConfigError {
     },
     /// The state file exists but cannot be read, or is empty. The daemon
     /// refuses to start rather than drop the ports saved there.
-    #[error("cannot read state file {}: {reason} (it holds the running configuration the last daemon saved; repair it, or remove it to start from the config file's bridges, ports, ACLs and mirrors)", path.display())]
+    #[error("cannot read state file {}: {reason} (it holds the running configuration the last daemon saved; repair it, or remove it to start from the config file's bridges, ports, ACLs, mirrors and static FDB entries)", path.display())]
     ReadState {
         /// The file.
         path: PathBuf,
@@ -2297,6 +2305,28 @@ pub enum ConfigError {
         mirror: String,
         /// What is wrong (boxed: the error type stays small).
         error: Box<MirrorError>,
+    },
+    /// Two static FDB entries for one station (bridge, VLAN and MAC).
+    #[error("{at}: a second static entry for {mac} in VLAN {vlan} of bridge `{bridge}`{}", first_line_note(.first_line))]
+    DuplicateStaticFdb {
+        /// The second entry's `mac`.
+        at: Location,
+        /// The bridge.
+        bridge: String,
+        /// The VLAN.
+        vlan: u16,
+        /// The MAC.
+        mac: MacAddr,
+        /// Line of the first entry.
+        first_line: Option<usize>,
+    },
+    /// A static FDB entry is refused.
+    #[error("{at}: static FDB entry: {error}")]
+    StaticFdb {
+        /// The key at fault.
+        at: Location,
+        /// What is wrong.
+        error: StaticFdbError,
     },
     /// A number is out of its range.
     #[error("{at}: `{key}` = {value} is out of range ({range})")]
@@ -2414,6 +2444,8 @@ pub struct Validated {
     pub acls: Vec<(AclSpec, Arc<Acl>)>,
     /// The `[[mirror]]` tables, in file order.
     pub mirrors: Vec<MirrorSpec>,
+    /// The `[[fdb.static]]` tables, in file order.
+    pub statics: Vec<StaticFdbSpec>,
 }
 
 /// The body of an `[[acl]]` table in a file of its own, without the name
@@ -2636,11 +2668,54 @@ impl Config {
             ports.push(port);
         }
         self.validate_mirrors(&ports, &loc)?;
+        self.validate_statics(&ports, &bridges, &loc)?;
         Ok(Validated {
             ports,
             acls,
             mirrors: self.mirrors.clone(),
+            statics: self.fdb.statics.clone(),
         })
+    }
+
+    /// Checks the `[[fdb.static]]` tables as `fdb add` checks an entry
+    /// ([`StaticFdbSpec::check`]), and that no two are for one station.
+    fn validate_statics(
+        &self,
+        ports: &[PortConfig],
+        bridges: &[&str],
+        loc: &Locator<'_>,
+    ) -> Result<(), ConfigError> {
+        let at = |i: usize, key: &str| {
+            loc.at_path(&[
+                PathStep::Key("fdb"),
+                PathStep::Key("static"),
+                PathStep::Index(i),
+                PathStep::Key(key),
+            ])
+        };
+        let mut checked: Vec<StaticFdb> = Vec::with_capacity(self.fdb.statics.len());
+        for (i, spec) in self.fdb.statics.iter().enumerate() {
+            let entry = spec
+                .check(
+                    |b| bridges.contains(&b),
+                    |p| ports.iter().find(|c| c.name == p),
+                )
+                .map_err(|error| ConfigError::StaticFdb {
+                    at: at(i, error.key()),
+                    error,
+                })?;
+            if let Some(first) = checked.iter().position(|e| e.key() == entry.key()) {
+                return Err(ConfigError::DuplicateStaticFdb {
+                    at: at(i, "mac"),
+                    bridge: entry.bridge,
+                    vlan: entry.vlan.0,
+                    mac: entry.mac,
+                    first_line: at(first, "mac").line(),
+                });
+            }
+            checked.push(entry);
+        }
+        Ok(())
     }
 
     /// Checks the `[[mirror]]` tables: names (each once), the ports they
@@ -2680,16 +2755,18 @@ impl Config {
         Ok(())
     }
 
-    /// Puts the bridges, ports, ACLs and mirrors of the `[control] state` file, if
-    /// it names one that exists, in place of this configuration's: the state
-    /// file is the running configuration the last daemon saved, so ports
-    /// added, changed and deleted at run time come back as they were. The
-    /// other sections stay this configuration's. Returns whether a state
-    /// file was applied.
+    /// Puts the bridges, ports, ACLs, mirrors and static FDB entries
+    /// (`[[fdb.static]]`) of the `[control] state` file, if it names one
+    /// that exists, in place of this configuration's: the state file is the
+    /// running configuration the last daemon saved, so ports added, changed
+    /// and deleted at run time come back as they were. The other sections
+    /// (the `[fdb]` limits among them) stay this configuration's. Returns
+    /// whether a state file was applied.
     ///
     /// This configuration's own sections are checked first (against
     /// `host`, located in its text); what validation finds afterwards is in
-    /// the bridges, ports and ACLs, and is located in the state file.
+    /// the bridges, ports, ACLs, mirrors and static entries, and is located
+    /// in the state file.
     ///
     /// # Errors
     ///
@@ -2725,6 +2802,7 @@ impl Config {
         self.ports = state.ports;
         self.acls = state.acls;
         self.mirrors = state.mirrors;
+        self.fdb.statics = state.fdb.statics;
         self.source = state.source;
         Ok(true)
     }
@@ -4348,6 +4426,77 @@ type = "ring"
         }
     }
 
+    /// Bridges, an underlay, a tunnel and a plain port, for the static
+    /// FDB entry tests (21 lines).
+    const FDB_PORTS: &str = "[[bridge]]\nname = \"br0\"\n\
+        [[port]]\nname = \"up\"\ntype = \"ring\"\nip = \"198.18.0.1/24\"\n\
+        [[port]]\nname = \"vx0\"\ntype = \"vxlan\"\nbridge = \"br0\"\nunderlay = \"up\"\n\
+        local_ip = \"198.18.0.1\"\nremote_ips = [\"198.18.0.2\", \"198.18.0.3\"]\nvni = 7\n\
+        [[port]]\nname = \"t0\"\ntype = \"ring\"\nbridge = \"br0\"\n\
+        [[port]]\nname = \"loose\"\ntype = \"ring\"\n";
+
+    #[test]
+    fn static_fdb_tables_are_checked_at_their_key() {
+        let ok = format!(
+            "{FDB_PORTS}[[fdb.static]]\nbridge = \"br0\"\nmac = \"02:00:00:00:00:0B\"\nport = \"vx0\"\n\
+             vlan = 10\nremote = \"198.18.0.3\"\n\
+             [[fdb.static]]\nbridge = \"br0\"\nmac = \"02:00:00:00:00:0c\"\nport = \"t0\"\n"
+        );
+        let sys = FakeSys::new("fdbstatic-ok");
+        let config = Config::parse(&ok, "t.toml").unwrap();
+        let v = config.validated(&sys.host()).unwrap();
+        assert_eq!(v.statics.len(), 2);
+        assert_eq!(v.statics[0].remote.as_deref(), Some("198.18.0.3"));
+        assert_eq!(
+            (v.statics[1].port.as_str(), v.statics[1].vlan),
+            ("t0", None)
+        );
+        // Written back out, it reads back the same.
+        let back = Config::parse(&config.to_toml().unwrap(), "dump.toml").unwrap();
+        assert_eq!(back.fdb.statics, config.fdb.statics);
+        // The limits of `[fdb]` go with the entries in one table.
+        assert_eq!(back.fdb.max_entries, config.fdb.max_entries);
+
+        let entry = |keys: &str| format!("[[fdb.static]]\nbridge = \"br0\"\n{keys}");
+        let mac = "mac = \"02:00:00:00:00:0b\"\n";
+        // Entries start on line 22; their first key after `bridge` on 24.
+        for (text, pos, needle) in [
+            (entry("mac = \"02:00:00:00:0b\"\nport = \"t0\"\n"), "24:7", "static FDB entry: 02:00:00:00:0b is not a MAC address"),
+            (entry("mac = \"ff:ff:ff:ff:ff:ff\"\nport = \"t0\"\n"), "24:7", "is a group address"),
+            (entry(&format!("{mac}port = \"t0\"\nvlan = 4095\n")), "26:8", "VLAN 4095 is not 0..=4094"),
+            (format!("[[fdb.static]]\nbridge = \"br9\"\n{mac}port = \"t0\"\n"), "23:10", "no bridge named br9"),
+            (entry(&format!("{mac}port = \"nope\"\n")), "25:8", "no port named nope"),
+            (entry(&format!("{mac}port = \"loose\"\n")), "25:8", "port loose is not on bridge br0"),
+            (entry(&format!("{mac}port = \"t0\"\nremote = \"198.18.0.2\"\n")), "26:10", "remote applies to tunnel ports; t0 is not one"),
+            (entry(&format!("{mac}port = \"vx0\"\nremote = \"vtep2\"\n")), "26:10", "remote vtep2 is not an IPv4 address"),
+            (
+                entry(&format!("{mac}port = \"vx0\"\nremote = \"198.18.0.9\"\n")),
+                "26:10",
+                "198.18.0.9 is not one of vx0's remote_ips (198.18.0.2, 198.18.0.3)",
+            ),
+            (
+                // One station, spelt two ways: VLAN 0 is no VLAN, case does not matter.
+                format!("{}{}", entry(&format!("{mac}port = \"t0\"\n")), entry("mac = \"02:00:00:00:00:0B\"\nport = \"vx0\"\nvlan = 0\n")),
+                "28:7",
+                "a second static entry for 02:00:00:00:00:0b in VLAN 0 of bridge `br0` (first defined on line 24)",
+            ),
+        ] {
+            let text = format!("{FDB_PORTS}{text}");
+            let err = validate_err(&text, "fdbstatic-bad");
+            let msg = err.to_string();
+            assert!(msg.starts_with(&format!("t.toml:{pos}: ")), "{msg}\n{text}");
+            assert!(msg.contains(needle), "{msg}");
+        }
+        // A key the table does not have is a schema error, located too.
+        let msg = parse_err(&format!(
+            "{FDB_PORTS}{}",
+            entry(&format!("{mac}port = \"t0\"\nttl = 5\n"))
+        ))
+        .to_string();
+        assert!(msg.starts_with("t.toml:26:1: "), "{msg}");
+        assert!(msg.contains("ttl"), "{msg}");
+    }
+
     #[test]
     fn acl_mistakes_are_refused_at_their_key() {
         let web = "[[acl]]\nname = \"web\"\n[[acl.rule]]\n";
@@ -4509,7 +4658,7 @@ type = "ring"
     }
 
     #[test]
-    fn a_state_file_replaces_bridges_ports_and_acls_and_keeps_the_other_sections() {
+    fn a_state_file_replaces_bridges_ports_acls_and_static_entries_and_keeps_the_other_sections() {
         let sys = FakeSys::new("state-apply");
         let file_ports = "[[bridge]]\nname = \"old\"\n\n[[port]]\nname = \"gone\"\ntype = \"ring\"\nbridge = \"old\"\n";
         let (mut config, state) = with_state(&sys, file_ports);
@@ -4526,13 +4675,24 @@ type = "ring"
         p.acl_in = Some("web".into());
         running.ports = vec![p.clone()];
         running.acls = vec![AclSpec::new("web", AclAction::Allow)];
+        running.fdb.max_entries = 8;
+        running.fdb.statics = vec![StaticFdbSpec {
+            bridge: "br0".into(),
+            mac: "02:00:00:00:00:01".into(),
+            port: "p0".into(),
+            vlan: Some(10),
+            remote: None,
+        }];
         std::fs::write(&state, running.to_toml().unwrap()).unwrap();
         assert!(config.apply_state(&sys.host()).unwrap());
         assert_eq!(config.bridges, running.bridges);
         assert_eq!(config.ports, vec![p]);
         assert_eq!(config.acls, running.acls);
-        // `[dataplane]` is the config file's, not the state file's.
+        assert_eq!(config.fdb.statics, running.fdb.statics);
+        // `[dataplane]` and the `[fdb]` limits are the config file's, not
+        // the state file's.
         assert_eq!(config.dataplane.mbufs, 2048);
+        assert_eq!(config.fdb.max_entries, FdbConfig::default().max_entries);
         let valid = config.validated(&sys.host()).unwrap();
         assert_eq!(valid.ports[0].settings.tag, Some(10));
         assert!(valid.ports[0].policy.acl_in.is_some());

@@ -7,6 +7,7 @@
 //! switch's published tables and their command rings.
 
 mod capture;
+mod fdb;
 mod mirror;
 mod overlay;
 
@@ -33,8 +34,8 @@ use crate::state::{self, StateError};
 use dataplane::mempool::MempoolError;
 use dataplane::worker::WorkerError;
 use weir_api::{
-    AclInfo, AclView, BridgeInfo, FdbEntryView, LatencyView, MempoolView, PortInfo, Request,
-    Response, StageCycles, StatsView, VersionView, WorkerView,
+    AclInfo, AclView, BridgeInfo, LatencyView, MempoolView, PortInfo, Request, Response,
+    StageCycles, StatsView, VersionView, WorkerView,
 };
 use weir_config::{
     AclSpec, AclSpecError, BridgeSpec, Config, Host, PortConfig, PortError, PortKind, PortSettings,
@@ -259,6 +260,9 @@ pub enum ControlError {
     /// `fdb add` or `fdb del` refused.
     #[error("{0}")]
     Fdb(String),
+    /// A static FDB entry is refused (the rules of `[[fdb.static]]`).
+    #[error(transparent)]
+    StaticFdb(#[from] weir_config::StaticFdbError),
     /// A port to delete is used by a mirror.
     #[error("port {name} is in use: {}; delete those first (weir mirror del NAME)", uses.join(", "))]
     PortInUse {
@@ -386,6 +390,8 @@ struct State {
     tunnels: BTreeMap<String, overlay::TunnelRecord>,
     /// Patch links by the names of their two ends, in order.
     patches: BTreeMap<(String, String), Arc<dataplane::patch::PatchLink>>,
+    /// Static FDB entries, as the running configuration keeps them.
+    statics: BTreeMap<fdb::StaticKey, weir_config::StaticFdb>,
 }
 
 /// Which counters a view reports.
@@ -480,8 +486,9 @@ pub struct Dataplane {
     worker_timeout: Duration,
     /// The control socket's path (normalised): never a port's.
     control_socket: PathBuf,
-    /// The configuration's sections other than bridges, ports and ACLs,
-    /// which the running configuration takes from the switch tables and
+    /// The configuration's sections other than bridges, ports, ACLs,
+    /// mirrors and static FDB entries, which the running configuration
+    /// takes from the switch tables and
     /// `state` ([`Dataplane::running_config`]).
     base: Config,
 }
@@ -514,6 +521,7 @@ impl Dataplane {
                 ports,
                 acls,
                 mirrors,
+                statics,
             },
             host,
         ) = cfg.into_parts();
@@ -582,6 +590,7 @@ impl Dataplane {
                 underlays: BTreeMap::new(),
                 tunnels: BTreeMap::new(),
                 patches: BTreeMap::new(),
+                statics: BTreeMap::new(),
             }),
             worker_timeout: WORKER_TIMEOUT,
             control_socket: cfg.control.socket.components().collect(),
@@ -591,6 +600,7 @@ impl Dataplane {
                 base.ports.clear();
                 base.acls.clear();
                 base.mirrors.clear();
+                base.fdb.statics.clear();
                 base
             },
         };
@@ -603,6 +613,10 @@ impl Dataplane {
         for m in mirrors {
             dp.mirror_add(m)?;
         }
+        // Static entries once their bridges and ports are there.
+        for s in &statics {
+            dp.static_add(s)?;
+        }
         // The starting point: only what control requests change from here
         // on is saved, so a daemon nobody changes keeps following its file.
         {
@@ -613,8 +627,9 @@ impl Dataplane {
     }
 
     /// The running configuration: the configuration the daemon started
-    /// from, with the bridges, ports and security groups it has now, ports
-    /// with their switch settings as `port set` and `port clear` left them.
+    /// from, with the bridges, ports, security groups, mirrors and static
+    /// FDB entries it has now, ports with their switch settings as `port
+    /// set` and `port clear` left them.
     /// Bridges and ports are in id order, so that a daemon started from it
     /// gives them the same ids when there are no gaps.
     pub fn running_config(&self) -> Config {
@@ -639,6 +654,7 @@ impl Dataplane {
         config.ports = ports.into_iter().map(|r| r.port.spec()).collect();
         config.acls = st.acls.values().map(|r| r.spec.clone()).collect();
         config.mirrors = st.mirrors.values().map(|r| r.spec.clone()).collect();
+        config.fdb.statics = st.statics.values().map(|e| e.spec()).collect();
         config
     }
 
@@ -813,7 +829,7 @@ impl Dataplane {
     /// # Errors
     /// Unknown bridge, or ports still attached.
     pub fn bridge_del(&self, name: &str) -> Result<(), ControlError> {
-        let _g = self.lock();
+        let mut st = self.lock();
         let t = self.switch.load();
         let b = bridge_named(&t, name)?;
         if !b.ports.is_empty() {
@@ -829,6 +845,7 @@ impl Dataplane {
         }
         let id = b.id;
         self.switch.update(|t| t.bridges[id.0 as usize] = None);
+        Dataplane::drop_bridge_statics(&mut st, name);
         tracing::info!(bridge = name, "bridge removed");
         Ok(())
     }
@@ -1057,6 +1074,7 @@ impl Dataplane {
             .ok_or_else(|| ControlError::NoSuchPort { name: name.into() })?;
         // Deleted from the tables even if a worker keeps its queues.
         st.ports_deleted += 1;
+        Dataplane::drop_port_statics(&mut st, &self.switch.load(), name, rec.id);
         let underlay = st.underlays.remove(name);
         self.retire(&mut st, rec)?;
         drop(underlay);
@@ -1479,152 +1497,6 @@ impl Dataplane {
             .collect()
     }
 
-    /// FDB contents, of one bridge or all.
-    ///
-    /// # Errors
-    /// Unknown bridge.
-    pub fn fdb_show(&self, bridge: Option<&str>) -> Result<Vec<FdbEntryView>, ControlError> {
-        let t = self.switch.load();
-        if let Some(b) = bridge {
-            bridge_named(&t, b)?;
-        }
-        let now = self.switch.now_secs();
-        let mut out = Vec::new();
-        let st = self.lock();
-        for b in t.bridges.iter().flatten() {
-            if bridge.is_some_and(|n| n != &*b.name) {
-                continue;
-            }
-            let mut entries = b.fdb.entries();
-            entries.sort_by_key(|e| (e.vlan, e.mac));
-            for e in entries {
-                let port = t
-                    .port(e.port)
-                    .map(|p| p.name.to_string())
-                    .unwrap_or_else(|| format!("#{}", e.port.0));
-                let remote = Dataplane::tunnel_shared(&st, &port).and_then(|tun| {
-                    let r = tun.fdb.lookup(e.vlan, e.mac)?;
-                    tun.remote_ips.get(r.index()).map(|ip| ip.to_string())
-                });
-                out.push(FdbEntryView {
-                    bridge: b.name.to_string(),
-                    vlan: e.vlan.0,
-                    mac: e.mac.to_string(),
-                    remote,
-                    port,
-                    age_secs: if e.is_static {
-                        0
-                    } else {
-                        now.saturating_sub(e.last_seen_secs)
-                    },
-                    is_static: e.is_static,
-                });
-            }
-        }
-        Ok(out)
-    }
-
-    /// Adds a static FDB entry (`fdb add`): `mac` in `vlan` is behind
-    /// `port`, and, on a tunnel port, behind its remote endpoint `remote`.
-    ///
-    /// # Errors
-    /// Unknown bridge or port, a port not on the bridge, a bad MAC, VLAN or
-    /// remote, or a full table.
-    pub fn fdb_add(
-        &self,
-        bridge: &str,
-        mac: &str,
-        port: &str,
-        vlan: Option<u16>,
-        remote: Option<&str>,
-    ) -> Result<(), ControlError> {
-        let st = self.lock();
-        let t = self.switch.load();
-        let br = bridge_named(&t, bridge)?;
-        let (mac, vlan) = fdb_key(mac, vlan)?;
-        let rec = st
-            .ports
-            .get(port)
-            .ok_or_else(|| ControlError::NoSuchPort { name: port.into() })?;
-        if rec.port.bridge.as_deref() != Some(bridge) {
-            return Err(ControlError::Fdb(format!(
-                "port {port} is not on bridge {bridge}"
-            )));
-        }
-        let tunnel = Dataplane::tunnel_shared(&st, port);
-        let remote_index = match (remote, &tunnel) {
-            (None, _) => None,
-            (Some(_), None) => {
-                return Err(ControlError::Fdb(format!(
-                    "--remote applies to tunnel ports; {port} is not one"
-                )))
-            }
-            (Some(r), Some(tun)) => {
-                let ip: std::net::Ipv4Addr = r.parse().map_err(|_| {
-                    ControlError::Fdb(format!("--remote {r} is not an IPv4 address"))
-                })?;
-                let i = tun.remote_index(ip).ok_or_else(|| {
-                    let list: Vec<String> = tun.remote_ips.iter().map(|a| a.to_string()).collect();
-                    ControlError::Fdb(format!(
-                        "{ip} is not one of {port}'s remote_ips ({})",
-                        list.join(", ")
-                    ))
-                })?;
-                Some((Arc::clone(tun), i))
-            }
-        };
-        let fdb_err = |e: switch::FdbError| ControlError::Fdb(e.to_string());
-        if let Some((tun, i)) = &remote_index {
-            tun.fdb
-                .add_static(vlan, mac, PortId(*i as u16))
-                .map_err(fdb_err)?;
-        }
-        br.fdb.add_static(vlan, mac, rec.id).map_err(fdb_err)?;
-        Ok(())
-    }
-
-    /// Removes an FDB entry (`fdb del`), and what a tunnel knows of the
-    /// station.
-    ///
-    /// # Errors
-    /// Unknown bridge, a bad MAC or VLAN, or no such entry.
-    pub fn fdb_del(&self, bridge: &str, mac: &str, vlan: Option<u16>) -> Result<(), ControlError> {
-        let st = self.lock();
-        let t = self.switch.load();
-        let br = bridge_named(&t, bridge)?;
-        let (mac, vlan) = fdb_key(mac, vlan)?;
-        let Some(port) = br.fdb.lookup(vlan, mac) else {
-            return Err(ControlError::Fdb(format!(
-                "no entry for {mac} in VLAN {} of bridge {bridge}",
-                vlan.0
-            )));
-        };
-        if let Some(name) = t.port(port).map(|p| p.name.to_string()) {
-            if let Some(tun) = Dataplane::tunnel_shared(&st, &name) {
-                tun.fdb.remove(vlan, mac);
-            }
-        }
-        br.fdb.remove(vlan, mac);
-        Ok(())
-    }
-
-    /// Flushes dynamic FDB entries of one bridge or all.
-    ///
-    /// # Errors
-    /// Unknown bridge.
-    pub fn fdb_flush(&self, bridge: Option<&str>) -> Result<usize, ControlError> {
-        let t = self.switch.load();
-        if let Some(b) = bridge {
-            bridge_named(&t, b)?;
-        }
-        Ok(t.bridges
-            .iter()
-            .flatten()
-            .filter(|b| bridge.is_none_or(|n| n == &*b.name))
-            .map(|b| b.fdb.flush())
-            .sum())
-    }
-
     /// Per-worker view for `pmd show`.
     pub fn workers(&self) -> Vec<WorkerView> {
         self.workers_counted(Counted::SinceClear)
@@ -1810,26 +1682,6 @@ fn bridge_named<'t>(t: &'t switch::SwitchTables, name: &str) -> Result<&'t Bridg
         .ok_or_else(|| ControlError::NoSuchBridge { name: name.into() })
 }
 
-/// An FDB key as `fdb add` and `fdb del` take it.
-fn fdb_key(
-    mac: &str,
-    vlan: Option<u16>,
-) -> Result<(dataplane::MacAddr, dataplane::VlanId), ControlError> {
-    let m: dataplane::MacAddr = mac
-        .parse()
-        .map_err(|_| ControlError::Fdb(format!("{mac} is not a MAC address")))?;
-    if !m.is_unicast() {
-        return Err(ControlError::Fdb(format!(
-            "{mac} is a group address: only stations have entries"
-        )));
-    }
-    let v = vlan.unwrap_or(0);
-    if v > 4094 {
-        return Err(ControlError::Fdb(format!("VLAN {v} is not 0..=4094")));
-    }
-    Ok((m, dataplane::VlanId(v)))
-}
-
 fn acl_lookup(acls: &BTreeMap<String, AclRecord>, name: &str) -> Option<Arc<Acl>> {
     acls.get(name).map(|r| Arc::clone(&r.acl))
 }
@@ -1918,6 +1770,8 @@ fn changes_config(req: &Request) -> bool {
             | Request::AclDel { .. }
             | Request::MirrorAdd(_)
             | Request::MirrorDel { .. }
+            | Request::FdbAdd { .. }
+            | Request::FdbDel { .. }
     )
 }
 
@@ -2193,6 +2047,7 @@ mod tests {
     use dataplane::{Burst, MacAddr, Port};
     use std::net::Ipv4Addr;
     use std::sync::atomic::AtomicBool;
+    use weir_config::StaticFdbSpec;
 
     /// A queue whose `rx_burst` does not return while `hold` is set: a worker
     /// stuck on it answers no command.
@@ -3597,6 +3452,134 @@ mod tests {
         };
         assert_eq!(strip(&after), strip(&before));
         assert_eq!(dp.config_dump().unwrap(), text);
+        dp.shutdown();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn fdb_add(mac: &str, port: &str, vlan: Option<u16>, remote: Option<&str>) -> Request {
+        Request::FdbAdd {
+            bridge: "br0".into(),
+            mac: mac.into(),
+            port: port.into(),
+            vlan,
+            remote: remote.map(Into::into),
+        }
+    }
+
+    /// `(mac, vlan, port, remote, static)` of each entry of `br0`.
+    fn fdb_rows(dp: &Dataplane) -> Vec<(String, u16, String, Option<String>, bool)> {
+        dp.fdb_show(Some("br0"))
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.mac, e.vlan, e.port, e.remote, e.is_static))
+            .collect()
+    }
+
+    #[test]
+    fn static_fdb_entries_are_saved_restored_and_go_with_their_port() {
+        let dir = state_dir("fdb");
+        let state = dir.join("state.toml");
+        let dp = persisted_dataplane(&state);
+        let mut up = ring_port("up", None);
+        up.ip = vec!["198.18.0.1/24".into()];
+        let vx0 = PortSpec {
+            bridge: Some("br0".into()),
+            underlay: Some("up".into()),
+            local_ip: Some("198.18.0.1".parse().unwrap()),
+            remote_ips: vec!["198.18.0.2".parse().unwrap(), "198.18.0.3".parse().unwrap()],
+            vni: Some(7),
+            ..PortSpec::new("vx0", PortType::Vxlan)
+        };
+        for req in [
+            Request::BridgeAdd { name: "br0".into() },
+            Request::PortAdd(Box::new(ring_port("b", Some("br0")))),
+            Request::PortAdd(Box::new(up)),
+            Request::PortAdd(Box::new(vx0)),
+            fdb_add("02:00:00:00:00:0B", "b", Some(10), None),
+            fdb_add("02:00:00:00:00:0c", "vx0", None, Some("198.18.0.3")),
+            fdb_add("02:00:00:00:00:0d", "b", Some(0), None),
+            Request::FdbDel {
+                bridge: "br0".into(),
+                mac: "02:00:00:00:00:0d".into(),
+                vlan: None,
+            },
+        ] {
+            let resp = dp.handle(req.clone());
+            assert!(resp.ok && resp.warning.is_none(), "{req:?}: {resp:?}");
+        }
+        // Refused as a configuration file's entry would be, and not saved.
+        let text = std::fs::read_to_string(&state).unwrap();
+        let resp = dp.handle(fdb_add("02:00:00:00:00:0e", "b", None, Some("198.18.0.2")));
+        assert_eq!(
+            resp.error.as_deref(),
+            Some("remote applies to tunnel ports; b is not one")
+        );
+        assert_eq!(std::fs::read_to_string(&state).unwrap(), text);
+
+        let saved = Config::parse(&text, "state.toml").unwrap();
+        let spec = |mac: &str, port: &str, vlan, remote: Option<&str>| StaticFdbSpec {
+            bridge: "br0".into(),
+            mac: mac.into(),
+            port: port.into(),
+            vlan,
+            remote: remote.map(Into::into),
+        };
+        let kept = vec![
+            spec("02:00:00:00:00:0c", "vx0", None, Some("198.18.0.3")),
+            spec("02:00:00:00:00:0b", "b", Some(10), None),
+        ];
+        assert_eq!(saved.fdb.statics, kept, "in VLAN then MAC order\n{text}");
+        let rows = fdb_rows(&dp);
+        dp.shutdown();
+
+        // A new daemon from the state file has the same entries.
+        let mut cfg = scripted_config("0");
+        cfg.control.state = Some(state.clone());
+        assert!(cfg.apply_state(&Host::system()).unwrap());
+        let dp = Dataplane::start(ValidConfig::new(cfg, Host::system()).unwrap()).unwrap();
+        assert_eq!(fdb_rows(&dp), rows);
+        assert_eq!(
+            rows,
+            [
+                (
+                    "02:00:00:00:00:0c".to_owned(),
+                    0,
+                    "vx0".to_owned(),
+                    Some("198.18.0.3".to_owned()),
+                    true
+                ),
+                (
+                    "02:00:00:00:00:0b".to_owned(),
+                    10,
+                    "b".to_owned(),
+                    None,
+                    true
+                ),
+            ]
+        );
+        assert_eq!(dp.config_dump().unwrap(), text);
+
+        // Set again without a remote: the tunnel forgets the old one.
+        assert!(
+            dp.handle(fdb_add("02:00:00:00:00:0c", "vx0", None, None))
+                .ok
+        );
+        assert_eq!(fdb_rows(&dp)[0].3, None);
+        // A deleted port takes its entries with it, from the table and the
+        // file; a new port that gets its id inherits nothing.
+        assert!(dp.handle(Request::PortDel { name: "b".into() }).ok);
+        assert!(
+            dp.handle(Request::PortAdd(Box::new(ring_port("c", Some("br0")))))
+                .ok
+        );
+        let rows = fdb_rows(&dp);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(rows[0].2, "vx0");
+        let saved = Config::parse(&std::fs::read_to_string(&state).unwrap(), "s").unwrap();
+        assert_eq!(
+            saved.fdb.statics,
+            [spec("02:00:00:00:00:0c", "vx0", None, None)]
+        );
         dp.shutdown();
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -60,7 +60,7 @@ fn dispatch(cli: &Cli) -> anyhow::Result<()> {
                     bridges = config.bridges.len(),
                     ports = config.ports.len(),
                     acls = config.acls.len(),
-                    "bridges, ports, ACLs and mirrors come from the state file, not from {}",
+                    "bridges, ports, ACLs, mirrors and static FDB entries come from the state file, not from {}",
                     args.config.display()
                 );
             }

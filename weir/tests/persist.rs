@@ -18,6 +18,11 @@
 //! 5. A corrupt state file stops `weir run` with an error naming its line
 //!    and column, and the file is left as it was.
 //!
+//! `static_fdb_entries_survive_a_kill_and_restart`: static FDB entries (an
+//! `[[fdb.static]]` table, `fdb add` with and without `--remote` on a VXLAN
+//! port, `fdb del`) come back after SIGKILL and a restart on the same state
+//! file, and a deleted port's entries do not.
+//!
 //! Needs root (CI runs as root); fails, never skips, without it.
 
 use std::os::unix::fs::PermissionsExt;
@@ -230,4 +235,143 @@ fn run_time_changes_survive_a_restart_and_config_dump_round_trips() {
     assert_eq!(std::fs::read_to_string(&state).unwrap(), corrupt);
     let _ = std::fs::remove_dir_all(&dir);
     let _ = std::fs::remove_dir_all(&dump_dir);
+}
+
+/// `(mac, vlan, port, remote, static)` of each entry of `br0` that is for
+/// one of `macs` (the tap may learn others from the kernel's own frames).
+fn statics(d: &Daemon, macs: &[&str]) -> Vec<serde_json::Value> {
+    d.json(&["fdb", "show", "--bridge", "br0"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| macs.contains(&e["mac"].as_str().unwrap_or("")))
+        .map(|e| serde_json::json!([e["mac"], e["vlan"], e["port"], e["remote"], e["is_static"]]))
+        .collect()
+}
+
+/// Static FDB entries are part of what the state file keeps: one from the
+/// config file's `[[fdb.static]]`, `fdb add` with and without `--remote` on
+/// a VXLAN port, `fdb del`; the daemon is killed (SIGKILL: only what was
+/// saved after each change counts) and restarted on the same state file.
+/// A deleted port's entries stay deleted.
+#[test]
+fn static_fdb_entries_survive_a_kill_and_restart() {
+    require_root_and_ip().expect("the persistence test needs root and iproute2");
+    let tag = format!("wf{}", std::process::id() % 100_000);
+    let under = VethHost::create(&format!("{tag}-u"), &format!("{tag}u"), "198.18.25.9").unwrap();
+    let tap = format!("{tag}t");
+    let dir = test_dir(&format!("persist-fdb-{tag}"));
+    let state = dir.join("state.toml");
+    let config = format!(
+        "{}\n[[bridge]]\nname = \"br0\"\n\
+         [[port]]\nname = \"up\"\ntype = \"afpacket\"\niface = \"{}\"\nip = \"198.18.25.1/24\"\n\
+         [[port]]\nname = \"vx0\"\ntype = \"vxlan\"\nbridge = \"br0\"\nunderlay = \"up\"\n\
+         local_ip = \"198.18.25.1\"\nremote_ips = [\"198.18.25.2\", \"198.18.25.3\"]\nvni = 42\n\
+         [[port]]\nname = \"ta\"\ntype = \"tap\"\niface = \"{tap}\"\nbridge = \"br0\"\n\
+         [[fdb.static]]\nbridge = \"br0\"\nmac = \"02:00:00:00:00:01\"\nport = \"ta\"\n",
+        base_config(&state),
+        under.host_if,
+    );
+    let mut d = Daemon::start(&dir, &config);
+    let macs = [
+        "02:00:00:00:00:01",
+        "02:00:00:00:00:02",
+        "02:00:00:00:00:03",
+        "02:00:00:00:00:04",
+    ];
+    let entry = |mac: &str, vlan: u16, port: &str, remote: Option<&str>| {
+        serde_json::json!([mac, vlan, port, remote, true])
+    };
+    assert_eq!(
+        statics(&d, &macs),
+        [entry("02:00:00:00:00:01", 0, "ta", None)],
+        "the config file's entry, set at start"
+    );
+    assert!(!state.exists(), "no change yet, nothing saved");
+
+    d.ok(&[
+        "fdb",
+        "add",
+        "br0",
+        "02:00:00:00:00:02",
+        "vx0",
+        "--remote",
+        "198.18.25.3",
+    ]);
+    d.ok(&[
+        "fdb",
+        "add",
+        "br0",
+        "02:00:00:00:00:03",
+        "vx0",
+        "--vlan",
+        "7",
+    ]);
+    d.ok(&[
+        "fdb",
+        "add",
+        "br0",
+        "02:00:00:00:00:04",
+        "ta",
+        "--vlan",
+        "7",
+    ]);
+    d.ok(&["fdb", "del", "br0", "02:00:00:00:00:01"]);
+    // Refused by the rules a config file's entry is checked by.
+    let (ok, _, err) = d.cli(&[
+        "fdb",
+        "add",
+        "br0",
+        "02:00:00:00:00:05",
+        "vx0",
+        "--remote",
+        "198.18.25.4",
+    ]);
+    assert!(
+        !ok && err.contains("198.18.25.4 is not one of vx0's remote_ips"),
+        "{err}"
+    );
+    let (ok, _, err) = d.cli(&["fdb", "add", "br0", "02:00:00:00:00:05", "up"]);
+    assert!(!ok && err.contains("port up is not on bridge br0"), "{err}");
+    let before = statics(&d, &macs);
+    assert_eq!(
+        before,
+        [
+            entry("02:00:00:00:00:02", 0, "vx0", Some("198.18.25.3")),
+            entry("02:00:00:00:00:03", 7, "vx0", None),
+            entry("02:00:00:00:00:04", 7, "ta", None),
+        ]
+    );
+    let dump = d.json(&["config", "dump"]);
+    assert_eq!(
+        dump["fdb"]["static"].as_array().map(Vec::len),
+        Some(3),
+        "{dump}"
+    );
+
+    d.kill_hard();
+    let text = std::fs::read_to_string(&state).unwrap();
+    assert!(text.contains("[[fdb.static]]"), "{text}");
+    d.ok(&[
+        "config",
+        "check",
+        "--no-iface-check",
+        state.to_str().unwrap(),
+    ]);
+    d.restart();
+    assert_eq!(
+        statics(&d, &macs),
+        before,
+        "after SIGKILL and a restart\n{text}"
+    );
+
+    // Deleting a port deletes its entries, for good.
+    d.ok(&["port", "del", "ta"]);
+    let after_del = statics(&d, &macs);
+    assert_eq!(after_del, before[..2], "ta's entry went with it");
+    d.terminate();
+    d.restart();
+    assert_eq!(statics(&d, &macs), after_del, "after the next restart");
+    drop(d);
+    let _ = std::fs::remove_dir_all(&dir);
 }
