@@ -391,7 +391,8 @@ fn bench_features_pass_the_traffic_in_process_and_through_a_daemon() {
         String::new,
     );
     assert_features_passed(&ran.report, "ip+vlan+vxlan");
-    assert!(bench_refused(&["--features=vxlan", "--peer=ovs"]).contains("in-process switch only"));
+    assert!(bench_refused(&["--features=vxlan", "--peer=testpmd"]).contains("has none"));
+    assert!(bench_refused(&["--features=patch", "--socket=/nonexistent"]).contains("--socket"));
     // Its baseline: the same two bridges joined by the patch pair alone.
     let ran = bench(
         &["--duration=0.5", "--features=ip,vlan,patch"],
@@ -414,5 +415,78 @@ fn bench_features_pass_the_traffic_in_process_and_through_a_daemon() {
         "bench left its ACL"
     );
     drop(d);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Asserts that `report`'s OVS runs forwarded frames (the bench's warm-up
+/// fails a switch unless frames came back on both ports).
+fn assert_ovs_forwarded(report: &Value) {
+    let ovs: Vec<&Value> = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["switch"] == "ovs")
+        .collect();
+    assert!(!ovs.is_empty(), "no OVS run: {report}");
+    for r in ovs {
+        let m = &r["main"];
+        assert!(
+            m["rx_frames"].as_u64().unwrap() > 0,
+            "OVS forwarded nothing: {m}"
+        );
+        assert_eq!(m["foreign_frames"], 0, "{m}");
+    }
+}
+
+/// `--peer ovs` with `--features vxlan` and `patch`: OVS-DPDK gets the same
+/// two bridges, joined by its userspace VXLAN tunnel over patched underlay
+/// bridges, or by a patch pair. Its datapath must really encapsulate and
+/// decapsulate the frames (the bench fails a run that bypassed the tunnel,
+/// and records the counters it checked).
+#[test]
+fn ovs_peer_tunnels_and_patches_the_frames_both_ways() {
+    let dir = std::env::temp_dir().join(format!("weir-bench-ovs-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("bench.json");
+    let ran = bench(
+        &["--duration=0.5", "--features=ip,vlan,vxlan", "--peer=ovs"],
+        &json,
+        String::new,
+    );
+    assert_features_passed(&ran.report, "ip+vlan+vxlan");
+    assert_ovs_forwarded(&ran.report);
+    let tunnels = ran.report["peer_tunnels"].as_array().unwrap();
+    assert_eq!(tunnels.len(), 1, "{}", ran.report);
+    // OVS's datapath encapsulated and decapsulated both directions.
+    let c = &tunnels[0]["counters"];
+    for k in ["encapsulated", "decapsulated"] {
+        for side in 0..2 {
+            assert!(c[k][side].as_u64().unwrap() > 0, "{k}: {c}");
+        }
+    }
+    // OVS's network namespace (`wb<pid>x<n>`) went with it.
+    let netns = Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let netns = String::from_utf8_lossy(&netns.stdout);
+    let ours = |l: &str| {
+        l.strip_prefix("wb")
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|r| r.split_once('x'))
+            .is_some_and(|(p, n)| {
+                [p, n]
+                    .iter()
+                    .all(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            })
+    };
+    assert!(!netns.lines().any(ours), "OVS's namespace left: {netns}");
+
+    let ran = bench(
+        &["--duration=0.5", "--features=ip,patch", "--peer=ovs"],
+        &json,
+        String::new,
+    );
+    assert_features_passed(&ran.report, "ip+patch");
+    assert_ovs_forwarded(&ran.report);
+    assert_eq!(ran.report["peer_tunnels"], serde_json::json!([]));
     std::fs::remove_dir_all(&dir).unwrap();
 }
