@@ -11,7 +11,7 @@
 //! directory. testpmd runs with `--no-huge` (the frontends' memory is a memfd
 //! the peers map themselves). OVS always adds `--in-memory`, which DPDK
 //! refuses with `--no-huge`, so for OVS `weir bench` raises the 2 MiB
-//! hugepage count by [`OVS_HUGEPAGES`] (and [`OVS_HUGEPAGES_SLACK`]), mounts a private hugetlbfs, and
+//! hugepage count by [`OVS_HUGEPAGES`], mounts a private hugetlbfs, and
 //! undoes both afterwards (root only). Only the processes started here are
 //! signalled when the run ends.
 //!
@@ -36,11 +36,6 @@ const OVS_VSWITCHD: &str = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk";
 const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 /// 2 MiB pages added for OVS's DPDK memory (512 MiB).
 pub const OVS_HUGEPAGES: u64 = 256;
-/// 2 MiB pages added on top of [`OVS_HUGEPAGES`]: a DPDK application or a
-/// weir starting while OVS does (a test next to the bench) takes free pages
-/// as it finds them, and OVS's DPDK refuses to start with fewer than it
-/// asks for.
-pub const OVS_HUGEPAGES_SLACK: u64 = 64;
 const NR_HUGEPAGES: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
 
 /// With `--features patch` or `vxlan`: the port of side A's and of side B's
@@ -755,10 +750,7 @@ impl PeerProcess {
     /// Reserves OVS's hugepages and writes its DPDK settings: a private
     /// file prefix, no PCI, the PMD thread on `cpu`.
     fn configure_dpdk(&mut self, cpu: usize) -> Result<(), PeerError> {
-        let huge = Hugepages::reserve(
-            self.dir.path().join("huge"),
-            OVS_HUGEPAGES + OVS_HUGEPAGES_SLACK,
-        )?;
+        let huge = Hugepages::reserve(self.dir.path().join("huge"), OVS_HUGEPAGES)?;
         let huge_dir = format!("other_config:dpdk-hugepage-dir={}", huge.mount.display());
         self.hugepages = Some(huge);
         let extra = format!(
