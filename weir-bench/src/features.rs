@@ -391,4 +391,20 @@ mod tests {
         let s = f.ovs_settings("vhu0");
         assert_eq!(s, ["--", "set", "Port", "vhu0", "tag=10"]);
     }
+
+    #[test]
+    fn joined_bridges_pass_the_other_bridges_frames_straight_to_normal() {
+        let f = Features::new(&[BenchFeature::Security, BenchFeature::Vxlan], 10);
+        assert!(f.split());
+        let flows = f.ovs_flows_joined(1, Some(2)).unwrap();
+        let first = flows.lines().next().unwrap();
+        assert_eq!(first, "table=0,priority=65535,in_port=2,actions=NORMAL");
+        // The rest is the one-bridge set-up, unchanged.
+        let rest: Vec<&str> = flows.lines().skip(1).collect();
+        assert_eq!(rest.join("\n") + "\n", f.ovs_flows(1).unwrap());
+        // Without a flow-based feature OVS keeps NORMAL on both bridges.
+        let plain = Features::new(&[BenchFeature::Patch], 10);
+        assert!(plain.split());
+        assert_eq!(plain.ovs_flows_joined(1, Some(1)), None);
+    }
 }
