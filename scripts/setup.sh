@@ -26,11 +26,13 @@ TEST=(
   iputils-arping                                                    # weir/tests/overlay.rs: ARP for weir's underlay address
   systemd man-db                                                    # systemd-analyze verify and man for contrib/weir.service
   prometheus                                                        # weir/tests/metrics.rs: a real scraper, and promtool
+  openvswitch-switch-dpdk                                           # weir/tests/bench.rs: OVS-DPDK's userspace VXLAN as `weir bench --peer ovs`
 )
 case "$profile" in
   demo) PKGS=("${DEMO[@]}"); TOOLS=(ip ping clang) ;;
   test) PKGS=("${DEMO[@]}" "${TEST[@]}")
-        TOOLS=(ip ping python3 clang dpdk-testpmd qemu-system-x86_64 cpio tcpdump tshark arping iperf3 systemd-analyze man prometheus promtool) ;;
+        TOOLS=(ip ping python3 clang dpdk-testpmd qemu-system-x86_64 cpio tcpdump tshark arping iperf3 systemd-analyze man prometheus promtool
+               ovs-vsctl ovsdb-tool /usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk) ;;
   *) echo "usage: $0 [demo|test]" >&2; exit 2 ;;
 esac
 

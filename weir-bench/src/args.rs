@@ -174,12 +174,21 @@ pub enum ArgsError {
         /// The most.
         max: usize,
     },
-    /// `--features vxlan` or `patch` with `--socket` or `--peer`.
+    /// `--features vxlan` or `patch` with `--socket`.
     #[error(
-        "--features vxlan and patch run on the in-process switch only: they build their own \
-         bridges, patch and tunnel ports, and no peer is set up alike (drop --socket and --peer)"
+        "--features vxlan and patch build their own bridges, patch and tunnel ports: they run \
+         on the in-process switch, not on a daemon's (drop --socket)"
     )]
-    TunnelInProcess,
+    TunnelSocket,
+    /// `--features vxlan` or `patch` with a peer that has no bridges.
+    #[error(
+        "--features vxlan and patch join two bridges, and --peer {peer} has none (it forwards \
+         between its two ports): measure them with --peer ovs"
+    )]
+    TunnelPeer {
+        /// The peer.
+        peer: &'static str,
+    },
     /// `--features vxlan` and `patch` together.
     #[error(
         "--features vxlan and patch are two runs to compare (the tunnel and its baseline): \
@@ -298,8 +307,15 @@ impl BenchArgs {
         if features.tunnel && features.patch {
             return Err(ArgsError::TunnelAndPatch);
         }
-        if (features.tunnel || features.patch) && (self.socket.is_some() || !self.peer.is_empty()) {
-            return Err(ArgsError::TunnelInProcess);
+        if features.split() {
+            if self.socket.is_some() {
+                return Err(ArgsError::TunnelSocket);
+            }
+            if let Some(&p) = self.peer.iter().find(|&&p| p != BenchPeer::Ovs) {
+                return Err(ArgsError::TunnelPeer {
+                    peer: crate::Target::Peer(p).name(),
+                });
+            }
         }
         let max = dataplane::switch::security::MAX_ALLOWED;
         if features.security && self.flows as usize > max {
@@ -350,5 +366,26 @@ mod tests {
             Err(ArgsError::Size(_))
         ));
         assert!(matches!(parse_sizes(&[]), Err(ArgsError::NoSize)));
+    }
+
+    #[test]
+    fn tunnel_features_take_ovs_but_not_a_bridgeless_peer_or_a_daemon() {
+        let plan = |extra: &[&str]| {
+            let argv = [&["weir-bench", "--features", "ip,vxlan"][..], extra].concat();
+            BenchCli::try_parse_from(argv).unwrap().args.plan()
+        };
+        assert!(plan(&["--peer", "ovs"]).is_ok());
+        assert!(matches!(
+            plan(&["--peer", "ovs,testpmd"]),
+            Err(ArgsError::TunnelPeer { peer: "testpmd" })
+        ));
+        assert!(matches!(
+            plan(&["--peer", "loopback"]),
+            Err(ArgsError::TunnelPeer { peer: "loopback" })
+        ));
+        assert!(matches!(
+            plan(&["--socket", "/run/weir.sock"]),
+            Err(ArgsError::TunnelSocket)
+        ));
     }
 }

@@ -8,6 +8,7 @@ use vhost_user::frontend::FrontendError;
 use weir_host::affinity::IsolateError;
 
 use crate::args::ArgsError;
+use crate::peer::{PeerError, TunnelCounters};
 use crate::plot::PlotError;
 use crate::sut::SutError;
 
@@ -81,6 +82,20 @@ pub enum MeasureError {
         /// The last attempt's error.
         #[source]
         source: FrontendError,
+    },
+    /// The peer's tunnel counters could not be read.
+    #[error("reading the tunnel's counters")]
+    TunnelCounters(#[source] PeerError),
+    /// The peer forwarded the frames without its tunnel.
+    #[error(
+        "{target} forwarded the frames but not through its VXLAN tunnel: \
+         {counters:?}"
+    )]
+    TunnelBypassed {
+        /// The switch.
+        target: &'static str,
+        /// What its datapath and tunnel ports counted.
+        counters: TunnelCounters,
     },
     /// No frame came back during the warm-up.
     #[error("{target} forwarded nothing during warm-up (received {got:?} per side)")]

@@ -36,12 +36,14 @@ pub enum BenchFeature {
     /// The two traffic ports on bridges of their own, joined by a VXLAN
     /// tunnel over a pair of patch ports: every frame is encapsulated on
     /// one side, crosses the patch, and is checked and decapsulated on the
-    /// other (in process only; no peer is set up alike).
+    /// other (OVS: its userspace VXLAN ports over two patched underlay
+    /// bridges).
     Vxlan,
     /// The two traffic ports on bridges of their own, joined by a pair of
     /// patch ports: the path of `vxlan` without the tunnel (two switchings
     /// and a patch crossing), so that the two runs' ratio is what
-    /// encapsulation and decapsulation cost (in process only).
+    /// encapsulation and decapsulation cost (OVS: the same with its patch
+    /// ports).
     Patch,
 }
 
@@ -51,7 +53,7 @@ pub enum BenchFeature {
 /// the tunnel the patch ports are members of the two bridges.
 pub fn split_ports(bridge: &str, tunnel: bool) -> (Vec<String>, Vec<PortSpec>) {
     use weir_config::PortType;
-    let ip = |side: u8| std::net::Ipv4Addr::new(198, 18, 0, side + 1);
+    let ip = tunnel_endpoint;
     let bridges = vec![bridge.to_owned(), format!("{bridge}-b")];
     let mut ports = Vec::new();
     for side in 0..2u8 {
@@ -74,6 +76,12 @@ pub fn split_ports(bridge: &str, tunnel: bool) -> (Vec<String>, Vec<PortSpec>) {
         ports.push(t);
     }
     (bridges, ports)
+}
+
+/// The underlay address of side `side`'s (0 = A, 1 = B) tunnel endpoint
+/// in `--features vxlan` (for weir and for OVS alike).
+pub fn tunnel_endpoint(side: u8) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(198, 18, 0, side + 1)
 }
 
 /// The VNI of `--features vxlan`.
@@ -157,6 +165,12 @@ impl Features {
         s
     }
 
+    /// Whether the traffic ports are on two bridges joined by a patch pair
+    /// or a tunnel (`--features patch` or `vxlan`).
+    pub fn split(&self) -> bool {
+        self.tunnel || self.patch
+    }
+
     /// Sets the features on `port`, the traffic port of `side` (0 = A,
     /// 1 = B) with `flows` stations.
     pub fn apply(&self, port: &mut PortSpec, side: usize, flows: u32) {
@@ -215,10 +229,22 @@ impl Features {
     /// holds the rules by descending priority, and what passes both goes to
     /// NORMAL (learning, VLANs).
     pub fn ovs_flows(&self, flows: u32) -> Option<String> {
+        self.ovs_flows_joined(flows, None)
+    }
+
+    /// [`Features::ovs_flows`] for one of the two bridges of `--features
+    /// patch` or `vxlan`, whose OpenFlow port `join` is the patch or tunnel
+    /// port to the other bridge: frames from it go straight to NORMAL, as
+    /// weir checks a frame at its traffic port only (the traffic ports keep
+    /// their numbers, 1 on side A's bridge and 2 on side B's).
+    pub fn ovs_flows_joined(&self, flows: u32, join: Option<u16>) -> Option<String> {
         if !self.security && self.acl_rules.is_none() {
             return None;
         }
         let mut out = String::new();
+        if let Some(port) = join {
+            let _ = writeln!(out, "table=0,priority=65535,in_port={port},actions=NORMAL");
+        }
         if self.security {
             for side in 0..2 {
                 for i in 0..flows {
@@ -364,5 +390,21 @@ mod tests {
         assert!(flows.contains("table=1,priority=0,actions=NORMAL"));
         let s = f.ovs_settings("vhu0");
         assert_eq!(s, ["--", "set", "Port", "vhu0", "tag=10"]);
+    }
+
+    #[test]
+    fn joined_bridges_pass_the_other_bridges_frames_straight_to_normal() {
+        let f = Features::new(&[BenchFeature::Security, BenchFeature::Vxlan], 10);
+        assert!(f.split());
+        let flows = f.ovs_flows_joined(1, Some(2)).unwrap();
+        let first = flows.lines().next().unwrap();
+        assert_eq!(first, "table=0,priority=65535,in_port=2,actions=NORMAL");
+        // The rest is the one-bridge set-up, unchanged.
+        let rest: Vec<&str> = flows.lines().skip(1).collect();
+        assert_eq!(rest.join("\n") + "\n", f.ovs_flows(1).unwrap());
+        // Without a flow-based feature OVS keeps NORMAL on both bridges.
+        let plain = Features::new(&[BenchFeature::Patch], 10);
+        assert!(plain.split());
+        assert_eq!(plain.ovs_flows_joined(1, Some(1)), None);
     }
 }

@@ -307,6 +307,30 @@ impl Bench<'_> {
             eprintln!("{}", report::line(&rec));
             report.runs.push(rec);
         }
+        // A peer's tunnel must have carried the frames: both its
+        // encapsulating and its decapsulating datapath flows, and its ports.
+        if let Some(c) = sut
+            .tunnel_counters()
+            .map_err(MeasureError::TunnelCounters)?
+        {
+            let [a, b] = [0, 1].map(|s| (c.encapsulated[s], c.decapsulated[s]));
+            eprintln!(
+                "weir bench: {name}: through its tunnel A to B {} encapsulated, {} \
+                 decapsulated; B to A {}, {}",
+                a.0, a.1, b.0, b.1
+            );
+            if !c.both_ways() {
+                return Err(MeasureError::TunnelBypassed {
+                    target: name,
+                    counters: c,
+                });
+            }
+            report.peer_tunnels.push(report::PeerTunnel {
+                switch: name.into(),
+                repeat: rep + 1,
+                counters: c,
+            });
+        }
         Ok(())
     }
 

@@ -14,6 +14,14 @@
 //! hugepage count by [`OVS_HUGEPAGES`], mounts a private hugetlbfs, and
 //! undoes both afterwards (root only). Only the processes started here are
 //! signalled when the run ends.
+//!
+//! With `--features patch` or `vxlan`, OVS gets two bridges joined by patch
+//! ports or by its userspace VXLAN tunnel, as weir does. The tunnel's
+//! endpoint addresses sit on the underlay bridges' tap devices, which OVS
+//! reads from the kernel: for it, ovs-vswitchd runs in a network namespace
+//! the bench creates and deletes, so the host's addresses and routes stay
+//! as they are. The datapath's flows then show the frames encapsulated and
+//! decapsulated ([`TunnelCounters`]).
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -21,7 +29,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::args::BenchPeer;
-use crate::features::Features;
+use crate::features::{tunnel_endpoint, Features, BENCH_VLAN, TUNNEL_VNI};
 use crate::temp_dir::{TempDir, TempDirError};
 
 const OVS_VSWITCHD: &str = "/usr/lib/openvswitch-switch-dpdk/ovs-vswitchd-dpdk";
@@ -29,6 +37,118 @@ const OVS_SCHEMA: &str = "/usr/share/openvswitch/vswitch.ovsschema";
 /// 2 MiB pages added for OVS's DPDK memory (512 MiB).
 pub const OVS_HUGEPAGES: u64 = 256;
 const NR_HUGEPAGES: &str = "/sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages";
+
+/// With `--features patch` or `vxlan`: the port of side A's and of side B's
+/// bridge that joins it to the other (a patch or a VXLAN port).
+const JOIN_PORT: [&str; 2] = ["join-a", "join-b"];
+/// Their OpenFlow port numbers: the one their bridge's traffic port does
+/// not have (side A's is 1, side B's 2), so that the flows of
+/// [`Features::ovs_flows`] name each traffic port by the same number.
+const JOIN_OFPORT: [u16; 2] = [2, 1];
+/// The patch ports that join the two underlay bridges of `--features
+/// vxlan`, and their OpenFlow port number.
+const UNDERLAY_PORT: [&str; 2] = ["under-a", "under-b"];
+const UNDERLAY_PATCH_OFPORT: u16 = 1;
+/// The underlay bridges' MAC addresses (the tunnel endpoints' neighbours).
+const UNDERLAY_MAC: [&str; 2] = ["02:77:fe:00:00:01", "02:77:fe:00:00:02"];
+/// VXLAN's UDP port (RFC 7348).
+const VXLAN_PORT: u16 = 4789;
+
+/// What OVS's datapath did with `--features vxlan`, per sending side (0 =
+/// A, 1 = B); see [`PeerProcess::tunnel_counters`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TunnelCounters {
+    /// Packets of flows that take the side's traffic port's frames and
+    /// encapsulate them (`tnl_push`), then decapsulate them where they
+    /// reach the other endpoint (`tnl_pop`).
+    pub encapsulated: [u64; 2],
+    /// Packets of flows that take decapsulated frames from the side's
+    /// endpoint (the tunnel's source address) on to a traffic port.
+    pub decapsulated: [u64; 2],
+}
+
+impl TunnelCounters {
+    /// Sums `ovs-appctl dpctl/dump-flows --names` lines by what they do.
+    fn from_flows(text: &str) -> TunnelCounters {
+        let mut c = TunnelCounters::default();
+        for line in text.lines() {
+            let packets = line
+                .split_once("packets:")
+                .and_then(|(_, rest)| rest.split(',').next())
+                .and_then(|n| n.trim().parse::<u64>().ok())
+                .unwrap_or(0);
+            let (key, actions) = line.split_once("actions:").unwrap_or((line, ""));
+            for side in 0..2 {
+                let encapsulates = actions.contains("tnl_push(") && actions.contains("tnl_pop(");
+                if encapsulates && key.contains(&format!("in_port(vhu{side})")) {
+                    c.encapsulated[side] += packets;
+                }
+                let src = format!("src={},", tunnel_endpoint(side as u8));
+                if key.contains("tunnel(") && key.contains(&src) && actions.contains("vhu") {
+                    c.decapsulated[side] += packets;
+                }
+            }
+        }
+        c
+    }
+
+    /// Whether both directions were encapsulated and decapsulated.
+    pub fn both_ways(&self) -> bool {
+        self.encapsulated
+            .iter()
+            .chain(&self.decapsulated)
+            .all(|&n| n > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tunnel_counters_sum_encapsulating_and_decapsulating_flows_per_side() {
+        let push = |side: usize, n: u64| {
+            let (src, dst) = (tunnel_endpoint(side as u8), tunnel_endpoint(1 - side as u8));
+            format!(
+                "recirc_id(0),in_port(vhu{side}),eth_type(0x0800), packets:{n}, bytes:0, \
+                 used:0.1s, actions:tnl_push(tnl_port(vxlan_sys_4789),header(size=50,type=4,\
+                 ipv4(src={src},dst={dst},proto=17),udp(src=0,dst=4789)),out_port(u)),\
+                 tnl_pop(vxlan_sys_4789)"
+            )
+        };
+        let pop = |side: usize, n: u64, out: &str| {
+            let (src, dst) = (tunnel_endpoint(side as u8), tunnel_endpoint(1 - side as u8));
+            format!(
+                "tunnel(tun_id=0x1388,src={src},dst={dst},flags(+key)),recirc_id(0),\
+                 in_port(vxlan_sys_4789),eth_type(0x0800), packets:{n}, bytes:0, \
+                 used:0.1s, actions:{out}"
+            )
+        };
+        let dump = [
+            "flow-dump from pmd on cpu core: 1".to_string(),
+            push(0, 5),
+            push(0, 2),
+            push(1, 7),
+            pop(0, 6, "vhu1"),
+            pop(1, 7, "vhu0"),
+            pop(1, 100, "drop"),
+            "recirc_id(0),in_port(vhu0),eth_type(0x0806), packets:9, bytes:0, used:0.1s, \
+             actions:vhu1"
+                .to_string(),
+        ]
+        .join("\n");
+        let c = TunnelCounters::from_flows(&dump);
+        assert_eq!(c.encapsulated, [7, 7]);
+        assert_eq!(c.decapsulated, [6, 7]);
+        assert!(c.both_ways());
+        // Frames switched without the tunnel count nothing.
+        let bypass = TunnelCounters::from_flows(
+            "recirc_id(0),in_port(vhu0),eth(), packets:9, bytes:0, used:0.1s, actions:vhu1",
+        );
+        assert_eq!(bypass, TunnelCounters::default());
+        assert!(!bypass.both_ways());
+    }
+}
 
 /// Why a peer did not start.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +238,13 @@ pub enum PeerError {
         /// What it was expected to do.
         what: &'static str,
     },
+    /// A frame traced through OVS's tunnel set-up is not encapsulated and
+    /// decapsulated.
+    #[error("OVS's VXLAN set-up does not tunnel: a traced frame gets {trace}")]
+    NoTunnel {
+        /// `ovs-appctl ofproto/trace`'s output.
+        trace: String,
+    },
     /// The peer did not get ready in time.
     #[error("timed out waiting for {what}")]
     Timeout {
@@ -200,6 +327,9 @@ pub struct PeerProcess {
     /// OVS bridge name, unique per start: the tap of a bridge of the previous
     /// OVS instance can linger for a moment after it exited.
     bridge: String,
+    /// The network namespace OVS runs in with `--features vxlan` (named
+    /// like [`PeerProcess::bridge`]), deleted when it stops.
+    netns: Option<String>,
 }
 
 fn require(bin: &'static str, package: &'static str) -> Result<(), PeerError> {
@@ -268,6 +398,7 @@ impl PeerProcess {
                 let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 format!("wb{}x{n}", std::process::id() % 100_000)
             },
+            netns: None,
         };
         let started = match kind {
             BenchPeer::Testpmd => p.start_testpmd(worker_cpu, max_frame, queue_size),
@@ -455,30 +586,148 @@ impl PeerProcess {
     ) -> Result<(), PeerError> {
         require(OVS_VSWITCHD, "openvswitch-switch-dpdk")?;
         require("ovsdb-tool", "openvswitch-common")?;
+        if features.tunnel {
+            require("ip", "iproute2")?;
+        }
         self.start_ovsdb()?;
         self.configure_dpdk(cpu)?;
+        if features.tunnel {
+            // The tunnel endpoints' addresses sit on the underlay bridges'
+            // tap devices, in a namespace of their own so that the host's
+            // addresses and routes stay as they are.
+            run(Command::new("ip").args(["netns", "add", &self.bridge]))?;
+            self.netns = Some(self.bridge.clone());
+        }
         self.start_vswitchd()?;
         self.add_ovs_ports(max_frame, features)?;
+        if features.tunnel {
+            self.set_up_underlay()?;
+        }
         self.add_ovs_flows(features, flows)
     }
 
-    /// Replaces the bridge's NORMAL flow with `features`' flows, if they
-    /// have any.
+    /// The bridges of side A's and side B's traffic port: the one bridge
+    /// twice, or with `--features patch` or `vxlan` one each.
+    fn side_bridges(&self, features: &Features) -> [String; 2] {
+        if features.split() {
+            [format!("{}a", self.bridge), format!("{}b", self.bridge)]
+        } else {
+            [self.bridge.clone(), self.bridge.clone()]
+        }
+    }
+
+    /// The underlay bridge of side `side`'s tunnel endpoint.
+    fn underlay_bridge(&self, side: usize) -> String {
+        format!("{}u{}", self.bridge, ["a", "b"][side])
+    }
+
+    /// Replaces each bridge's NORMAL flow with `features`' flows, if they
+    /// have any; the two bridges of `--features patch` or `vxlan` pass what
+    /// comes from the other bridge straight on.
     fn add_ovs_flows(&mut self, features: &Features, flows: u32) -> Result<(), PeerError> {
-        let Some(text) = features.ovs_flows(flows) else {
-            return Ok(());
-        };
-        let file = self.dir.path().join("flows.txt");
+        let bridges = self.side_bridges(features);
+        for (side, bridge) in bridges.iter().enumerate() {
+            if side == 1 && !features.split() {
+                break;
+            }
+            let join = features.split().then_some(JOIN_OFPORT[side]);
+            let Some(text) = features.ovs_flows_joined(flows, join) else {
+                return Ok(());
+            };
+            self.replace_flows(bridge, &text)?;
+        }
+        Ok(())
+    }
+
+    /// Replaces the flows of `bridge` with `text` (`ovs-ofctl add-flows`
+    /// lines).
+    fn replace_flows(&self, bridge: &str, text: &str) -> Result<(), PeerError> {
+        let file = self.dir.path().join(format!("flows-{bridge}.txt"));
         std::fs::write(&file, text).map_err(|source| PeerError::Create {
             path: file.clone(),
             source,
         })?;
-        run(self.ovs_cmd("ovs-ofctl").args(["del-flows", &self.bridge]))?;
+        run(self.ovs_cmd("ovs-ofctl").args(["del-flows", bridge]))?;
         run(self
             .ovs_cmd("ovs-ofctl")
             .arg("add-flows")
-            .arg(&self.bridge)
+            .arg(bridge)
             .arg(&file))?;
+        Ok(())
+    }
+
+    /// `ovs-appctl` to the running ovs-vswitchd.
+    fn appctl(&self, args: &[&str]) -> Result<String, PeerError> {
+        run(self
+            .ovs_cmd("ovs-appctl")
+            .arg("-t")
+            .arg(self.dir.path().join("ovs-vswitchd.ctl"))
+            .args(args))
+    }
+
+    /// `ip -n <namespace> ARGS`.
+    fn ip(&self, args: &[&str]) -> Result<String, PeerError> {
+        let ns = self.netns.as_deref().unwrap_or_default();
+        run(Command::new("ip").args(["-n", ns]).args(args))
+    }
+
+    /// OVS's userspace tunnelling between the two sides: each underlay
+    /// bridge passes frames between its own (tap) port and the patch port
+    /// to the other one, and its tap carries the side's endpoint address.
+    /// A VXLAN port's frames are encapsulated (`tnl_push`) towards the
+    /// route's bridge, cross the patch, and are decapsulated (`tnl_pop`)
+    /// where they are output to the other bridge's own port, whose address
+    /// they are sent to. Checked with a traced frame before any is sent.
+    fn set_up_underlay(&mut self) -> Result<(), PeerError> {
+        for side in 0..2 {
+            let bridge = self.underlay_bridge(side);
+            self.replace_flows(
+                &bridge,
+                &format!(
+                    "in_port=LOCAL,actions=output:{UNDERLAY_PATCH_OFPORT}\n\
+                     in_port={UNDERLAY_PATCH_OFPORT},actions=LOCAL\n"
+                ),
+            )?;
+            let addr = format!("{}/24", tunnel_endpoint(side as u8));
+            self.ip(&["addr", "add", &addr, "dev", &bridge, "noprefixroute"])?;
+        }
+        // Both endpoints live in the one namespace, and OVS ranks the
+        // kernel's local route of an address above a route added to it: the
+        // local routes would send each side's tunnel to its own bridge.
+        for side in 0..2 {
+            let local = tunnel_endpoint(side as u8).to_string();
+            let bridge = self.underlay_bridge(side);
+            self.ip(&[
+                "route", "del", "local", &local, "dev", &bridge, "table", "local",
+            ])?;
+        }
+        // OVS drops the endpoints of a bridge whose last route went: route
+        // only once it saw the local routes go.
+        let locals = [0, 1].map(|side| format!("{}/32 dev", tunnel_endpoint(side)));
+        self.wait_for("OVS to drop the underlay's local routes", |p| {
+            p.appctl(&["ovs/route/show"]).is_ok_and(|t| {
+                !t.lines()
+                    .any(|l| l.ends_with(" local") && locals.iter().any(|a| l.contains(a)))
+            })
+        })?;
+        for side in 0..2 {
+            let bridge = self.underlay_bridge(side);
+            let remote = tunnel_endpoint(1 - side as u8).to_string();
+            self.appctl(&["ovs/route/add", &format!("{remote}/32"), &bridge])?;
+            self.appctl(&["tnl/arp/set", &bridge, &remote, UNDERLAY_MAC[1 - side]])?;
+        }
+        let trace = self.appctl(&[
+            "ofproto/trace",
+            &format!("{}a", self.bridge),
+            "in_port=1,dl_src=02:77:0a:00:00:00,dl_dst=02:77:0b:00:00:00",
+        ])?;
+        let actions = trace
+            .lines()
+            .find(|l| l.starts_with("Datapath actions:"))
+            .unwrap_or_default();
+        if !(actions.contains("tnl_push") && actions.contains("tnl_pop")) {
+            return Err(PeerError::NoTunnel { trace });
+        }
         Ok(())
     }
 
@@ -530,6 +779,16 @@ impl PeerProcess {
     fn start_vswitchd(&mut self) -> Result<(), PeerError> {
         let db = format!("unix:{}", self.dir.path().join("db.sock").display());
         let mut vswitchd = self.ovs_daemon(OVS_VSWITCHD, "ovs-vswitchd", db.as_ref());
+        if let Some(ns) = &self.netns {
+            // `ip netns exec` enters the namespace and execs the daemon in
+            // its own process, so the process id stays the daemon's.
+            let mut inside = self.ovs_cmd("ip");
+            inside
+                .args(["netns", "exec", ns])
+                .arg(vswitchd.get_program())
+                .args(vswitchd.get_args());
+            vswitchd = inside;
+        }
         self.spawn("ovs-vswitchd-console", &mut vswitchd)?;
         self.wait_for("OVS DPDK initialisation", |p| {
             p.vsctl(&["get", "Open_vSwitch", ".", "dpdk_initialized"])
@@ -538,44 +797,149 @@ impl PeerProcess {
     }
 
     /// A netdev bridge with the two `dpdkvhostuser` ports (OpenFlow ports 1
-    /// and 2); waits for their sockets.
+    /// and 2); with `--features patch` or `vxlan`, a bridge per port (side
+    /// A's port 1, side B's port 2) and the patch or VXLAN ports that join
+    /// them (the other number), and for VXLAN the two underlay bridges
+    /// joined by patch ports. Waits for the vhost-user sockets.
     fn add_ovs_ports(&mut self, max_frame: u32, features: &Features) -> Result<(), PeerError> {
         let mtu = (max_frame.saturating_sub(14)).max(1500).to_string();
-        let mut args: Vec<String> = vec![
-            "add-br".into(),
-            self.bridge.clone(),
-            "--".into(),
-            "set".into(),
-            "bridge".into(),
-            self.bridge.clone(),
-            "datapath_type=netdev".into(),
-        ];
-        for i in 0..2 {
+        let sides = self.side_bridges(features);
+        let mut args: Vec<String> = Vec::new();
+        let add_bridge = |args: &mut Vec<String>, name: &str, extra: Option<String>| {
+            args.extend(
+                [
+                    "--",
+                    "add-br",
+                    name,
+                    "--",
+                    "set",
+                    "bridge",
+                    name,
+                    "datapath_type=netdev",
+                ]
+                .map(String::from),
+            );
+            args.extend(extra);
+        };
+        add_bridge(&mut args, &sides[0], None);
+        if features.split() {
+            add_bridge(&mut args, &sides[1], None);
+        }
+        for (i, bridge) in sides.iter().enumerate() {
+            let port = format!("vhu{i}");
+            args.extend(
+                [
+                    "--",
+                    "add-port",
+                    bridge,
+                    &port,
+                    "--",
+                    "set",
+                    "Interface",
+                    &port,
+                ]
+                .map(String::from),
+            );
             args.extend([
-                "--".to_string(),
-                "add-port".into(),
-                self.bridge.clone(),
-                format!("vhu{i}"),
-                "--".into(),
-                "set".into(),
-                "Interface".into(),
-                format!("vhu{i}"),
                 "type=dpdkvhostuser".into(),
                 format!("ofport_request={}", i + 1),
                 format!("mtu_request={mtu}"),
             ]);
-            args.extend(features.ovs_settings(&format!("vhu{i}")));
+            args.extend(features.ovs_settings(&port));
+        }
+        if features.split() {
+            for (side, bridge) in sides.iter().enumerate() {
+                let port = JOIN_PORT[side];
+                args.extend(
+                    [
+                        "--",
+                        "add-port",
+                        bridge,
+                        port,
+                        "--",
+                        "set",
+                        "Interface",
+                        port,
+                    ]
+                    .map(String::from),
+                );
+                args.push(format!("ofport_request={}", JOIN_OFPORT[side]));
+                if features.tunnel {
+                    args.extend([
+                        "type=vxlan".into(),
+                        format!("options:remote_ip={}", tunnel_endpoint(1 - side as u8)),
+                        format!("options:key={TUNNEL_VNI}"),
+                        format!("options:dst_port={VXLAN_PORT}"),
+                    ]);
+                } else {
+                    args.extend([
+                        "type=patch".into(),
+                        format!("options:peer={}", JOIN_PORT[1 - side]),
+                    ]);
+                }
+                // The traffic ports' VLAN is the one the bridges share, as
+                // weir maps it to the tunnel's VNI: frames cross untagged.
+                if features.vlan {
+                    args.extend(["--", "set", "Port", port].map(String::from));
+                    args.push(format!("tag={BENCH_VLAN}"));
+                }
+            }
+        }
+        if features.tunnel {
+            for side in 0..2 {
+                let bridge = self.underlay_bridge(side);
+                let hwaddr = format!("other_config:hwaddr={}", UNDERLAY_MAC[side]);
+                add_bridge(&mut args, &bridge, Some(hwaddr));
+                let port = UNDERLAY_PORT[side];
+                args.extend(
+                    [
+                        "--",
+                        "add-port",
+                        &bridge,
+                        port,
+                        "--",
+                        "set",
+                        "Interface",
+                        port,
+                    ]
+                    .map(String::from),
+                );
+                args.extend([
+                    "type=patch".into(),
+                    format!("options:peer={}", UNDERLAY_PORT[1 - side]),
+                    format!("ofport_request={UNDERLAY_PATCH_OFPORT}"),
+                ]);
+            }
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.vsctl(&args)?;
         // NORMAL floods to the bridge's own (tap) port too, a syscall per
         // flooded frame; bench traffic never needs it.
-        run(self
-            .ovs_cmd("ovs-ofctl")
-            .args(["mod-port", &self.bridge, &self.bridge, "no-flood"]))?;
+        for (i, bridge) in sides.iter().enumerate() {
+            if i == 0 || features.split() {
+                run(self
+                    .ovs_cmd("ovs-ofctl")
+                    .args(["mod-port", bridge, bridge, "no-flood"]))?;
+            }
+        }
         self.wait_for("OVS's vhost-user sockets", |p| {
             p.socks.iter().all(|s| s.exists())
         })
+    }
+
+    /// What OVS's datapath did with `--features vxlan` since it started,
+    /// from its flows' packet counts (OVS's userspace tunnel ports count
+    /// nothing themselves). None without the tunnel.
+    ///
+    /// # Errors
+    /// `ovs-appctl` failed.
+    pub fn tunnel_counters(&self) -> Result<Option<TunnelCounters>, PeerError> {
+        if self.netns.is_none() {
+            return Ok(None);
+        }
+        let flows = self.appctl(&["dpctl/dump-flows", "--names"])?;
+        tracing::debug!(%flows, "OVS datapath flows");
+        Ok(Some(TunnelCounters::from_flows(&flows)))
     }
 
     /// Stops everything this peer started: OVS is asked to exit, then every
@@ -618,6 +982,11 @@ impl PeerProcess {
         }
         if let Some(mut h) = self.hugepages.take() {
             h.release();
+        }
+        if let Some(ns) = self.netns.take() {
+            if let Err(e) = run(Command::new("ip").args(["netns", "del", &ns])) {
+                tracing::warn!(netns = %ns, "removing OVS's network namespace: {e}");
+            }
         }
     }
 }

@@ -688,6 +688,21 @@ pub struct Report {
     /// that lost frames: the host's speed changed under the run (see
     /// docs/benchmarks.md, "The host's phases").
     pub unsteady: Vec<String>,
+    /// `--features vxlan` with `--peer ovs`: what OVS's tunnel carried in
+    /// each repeat (its datapath's encapsulating and decapsulating flows,
+    /// its VXLAN ports), read after the repeat's measurements.
+    pub peer_tunnels: Vec<PeerTunnel>,
+}
+
+/// What a peer's tunnel carried in one repeat.
+#[derive(Clone, Debug, Serialize)]
+pub struct PeerTunnel {
+    /// The peer.
+    pub switch: String,
+    /// The repeat, from 1.
+    pub repeat: u32,
+    /// Its counters since it started.
+    pub counters: crate::peer::TunnelCounters,
 }
 
 impl Report {
@@ -726,6 +741,7 @@ impl Report {
             aggregates: Vec::new(),
             ratios: Vec::new(),
             unsteady: Vec::new(),
+            peer_tunnels: Vec::new(),
         }
     }
 

@@ -358,6 +358,15 @@ impl Sut {
         Some(sum)
     }
 
+    /// A peer's tunnel counters (`--peer ovs --features vxlan`); None for
+    /// any other switch.
+    pub(crate) fn tunnel_counters(&self) -> Result<Option<peer::TunnelCounters>, peer::PeerError> {
+        match self {
+            Sut::Peer(p) => p.tunnel_counters(),
+            _ => Ok(None),
+        }
+    }
+
     /// The switch's forwarding threads, for CPU time.
     pub(crate) fn threads(&self) -> Option<cpu::Threads> {
         let own = |prefix: &str| cpu::Threads {
