@@ -503,6 +503,24 @@ pub fn vring_pool() -> &'static Mempool {
     .expect("benchmark mempool")
 }
 
+/// A small pool of normal pages for a rig's own frames (`name`: the
+/// pool's name): 1024 buffers of 256 bytes with 128 of headroom.
+///
+/// # Panics
+/// If the pool cannot be created.
+pub(crate) fn rig_pool(name: &str) -> &'static Mempool {
+    Mempool::create(&MempoolConfig {
+        name: name.into(),
+        n_mbufs: 1024,
+        data_room: 256,
+        headroom: 128,
+        cache_size: 256,
+        hugepages: HugepagePolicy::Never,
+        port_share: 0,
+    })
+    .expect("benchmark mempool")
+}
+
 /// A switch, its forwarder and a scenario's frames, ready to step.
 pub struct Rig {
     /// The scenario this rig runs.

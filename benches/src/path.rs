@@ -33,14 +33,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use dataplane::ids::{BridgeId, MacAddr, PortId, VlanId, WorkerId};
-use dataplane::mempool::{HugepagePolicy, MempoolConfig};
 use dataplane::ring::Ring;
 use dataplane::switch::{
     Bridge, Fdb, FdbConfig, Forwarder, Learn, PortEntry, Switch, SwitchTables,
 };
 use dataplane::tunnel::{Decapped, HostPort, Remote, TunnelShared, TunnelState, Vnis};
 use dataplane::wire::tunnel::{OuterHeader, TunnelKind, MTU_OVERHEAD};
-use dataplane::{Burst, Mempool, QueueStats};
+use dataplane::{Burst, QueueStats};
 
 use crate::{recycle, station_mac, write_frame, BURST, NOW_SECS, TEMPLATE_BYTES};
 
@@ -293,16 +292,7 @@ impl PathRig {
     /// If the pool cannot be created or a table refuses a station.
     pub fn new(case: PathCase, flows: u32) -> PathRig {
         let path = Path::new(case, flows);
-        let pool = Mempool::create(&MempoolConfig {
-            name: "path".into(),
-            n_mbufs: 1024,
-            data_room: 256,
-            headroom: 128,
-            cache_size: 256,
-            hugepages: HugepagePolicy::Never,
-            port_share: 0,
-        })
-        .expect("benchmark mempool");
+        let pool = crate::rig_pool("path");
         let burst = (0..BURST as u32)
             .map(|i| {
                 let mut m = pool.alloc().expect("pool sized for a burst");

@@ -28,11 +28,10 @@
 use std::net::Ipv4Addr;
 
 use dataplane::ids::MacAddr;
-use dataplane::mempool::{HugepagePolicy, MempoolConfig};
 use dataplane::wire::tunnel::{
     parse_outer, source_port, vxlan_vni, OuterHeader, TunnelKind, OUTER_LEN,
 };
-use dataplane::{Burst, Mbuf, Mempool};
+use dataplane::{Burst, Mbuf};
 
 use crate::BURST;
 
@@ -94,16 +93,7 @@ impl TunnelRig {
     /// # Panics
     /// If the pool cannot be created or a frame not built.
     pub fn new(case: TunnelCase, flows: u32) -> TunnelRig {
-        let pool = Mempool::create(&MempoolConfig {
-            name: "tunnel".into(),
-            n_mbufs: 1024,
-            data_room: 256,
-            headroom: 128,
-            cache_size: 256,
-            hugepages: HugepagePolicy::Never,
-            port_share: 0,
-        })
-        .expect("benchmark mempool");
+        let pool = crate::rig_pool("tunnel");
         let outer = OuterHeader::new(
             TunnelKind::Vxlan,
             MacAddr([0x02, 0, 0, 0, 0x0a, 0x01]),

@@ -821,25 +821,29 @@ impl PeerProcess {
             );
             args.extend(extra);
         };
+        // A port on a bridge, then the Interface settings the caller appends.
+        let add_port = |args: &mut Vec<String>, bridge: &str, port: &str| {
+            args.extend(
+                [
+                    "--",
+                    "add-port",
+                    bridge,
+                    port,
+                    "--",
+                    "set",
+                    "Interface",
+                    port,
+                ]
+                .map(String::from),
+            );
+        };
         add_bridge(&mut args, &sides[0], None);
         if features.split() {
             add_bridge(&mut args, &sides[1], None);
         }
         for (i, bridge) in sides.iter().enumerate() {
             let port = format!("vhu{i}");
-            args.extend(
-                [
-                    "--",
-                    "add-port",
-                    bridge,
-                    &port,
-                    "--",
-                    "set",
-                    "Interface",
-                    &port,
-                ]
-                .map(String::from),
-            );
+            add_port(&mut args, bridge, &port);
             args.extend([
                 "type=dpdkvhostuser".into(),
                 format!("ofport_request={}", i + 1),
@@ -850,19 +854,7 @@ impl PeerProcess {
         if features.split() {
             for (side, bridge) in sides.iter().enumerate() {
                 let port = JOIN_PORT[side];
-                args.extend(
-                    [
-                        "--",
-                        "add-port",
-                        bridge,
-                        port,
-                        "--",
-                        "set",
-                        "Interface",
-                        port,
-                    ]
-                    .map(String::from),
-                );
+                add_port(&mut args, bridge, port);
                 args.push(format!("ofport_request={}", JOIN_OFPORT[side]));
                 if features.tunnel {
                     args.extend([
@@ -891,19 +883,7 @@ impl PeerProcess {
                 let hwaddr = format!("other_config:hwaddr={}", UNDERLAY_MAC[side]);
                 add_bridge(&mut args, &bridge, Some(hwaddr));
                 let port = UNDERLAY_PORT[side];
-                args.extend(
-                    [
-                        "--",
-                        "add-port",
-                        &bridge,
-                        port,
-                        "--",
-                        "set",
-                        "Interface",
-                        port,
-                    ]
-                    .map(String::from),
-                );
+                add_port(&mut args, &bridge, port);
                 args.extend([
                     "type=patch".into(),
                     format!("options:peer={}", UNDERLAY_PORT[1 - side]),
