@@ -945,6 +945,8 @@ mod tests {
         switch: Vec<Vec<u8>>,
         host: Vec<Vec<u8>>,
         decapped: Vec<Vec<u8>>,
+        /// The tunnel (index) of each run of decapsulated frames.
+        tunnels: Vec<usize>,
         stats: String,
     }
 
@@ -954,7 +956,10 @@ mod tests {
         let mut dec = Decapped::default();
         host.demux(&mut b, &stats, 1, &mut dec);
         let mut inner = Burst::new();
-        while dec.take_next(&mut inner).is_some() {}
+        let mut tunnels = Vec::new();
+        while let Some(k) = dec.take_next(&mut inner) {
+            tunnels.push(k);
+        }
         let bytes = |b: &Burst| b.iter().map(|m| m.data().to_vec()).collect::<Vec<_>>();
         let mut to_host = Vec::new();
         while let Some(m) = host.to_host.pop() {
@@ -964,6 +969,7 @@ mod tests {
             switch: bytes(&b),
             host: to_host,
             decapped: bytes(&inner),
+            tunnels,
             stats: format!("{:?}", stats.snapshot()),
         }
     }
@@ -1037,10 +1043,16 @@ mod tests {
             })
             .collect();
         variants.extend(mended);
-        // From the other remote, to weir's MAC as a group, padded.
-        let mut f = good.clone();
-        f[26..30].copy_from_slice(&C.octets());
-        variants.push(f);
+        // From the other remote and from a host that is none, each with
+        // its checksum right; to weir's MAC as a group; padded.
+        for from in [C, Ipv4Addr::new(192, 0, 2, 99)] {
+            let mut f = good.clone();
+            f[26..30].copy_from_slice(&from.octets());
+            f[24..26].fill(0);
+            let sum = crate::wire::ipv4::ones_complement_sum(&f[14..34]);
+            f[24..26].copy_from_slice(&(!sum).to_be_bytes());
+            variants.push(f);
+        }
         let mut f = good.clone();
         f[..6].copy_from_slice(&[0x01, 0, 0x5e, 0, 0, 1]);
         variants.push(f);

@@ -84,7 +84,9 @@ impl TunnelCounters {
                     c.encapsulated[side] += packets;
                 }
                 let src = format!("src={},", tunnel_endpoint(side as u8));
-                if key.contains("tunnel(") && key.contains(&src) && actions.contains("vhu") {
+                // On to the other side's traffic port, not back to the sender.
+                let far = format!("vhu{}", 1 - side);
+                if key.contains("tunnel(") && key.contains(&src) && actions.contains(&far) {
                     c.decapsulated[side] += packets;
                 }
             }

@@ -613,9 +613,18 @@ impl Dataplane {
         for m in mirrors {
             dp.mirror_add(m)?;
         }
-        // Static entries once their bridges and ports are there.
+        // Static entries once their bridges and ports are there. One the
+        // table has no room for (its limits lowered in the config file since
+        // the state file kept it) is left out with a warning rather than
+        // keeping the switch down.
         for s in &statics {
-            dp.static_add(s)?;
+            match dp.static_add(s) {
+                Err(ControlError::Fdb(why)) => tracing::warn!(
+                    bridge = %s.bridge, mac = %s.mac, port = %s.port,
+                    "static fdb entry left out: {why}"
+                ),
+                r => r?,
+            }
         }
         // The starting point: only what control requests change from here
         // on is saved, so a daemon nobody changes keeps following its file.
@@ -3473,6 +3482,62 @@ mod tests {
             .into_iter()
             .map(|e| (e.mac, e.vlan, e.port, e.remote, e.is_static))
             .collect()
+    }
+
+    #[test]
+    fn a_static_entry_the_bridge_refuses_changes_neither_table() {
+        let mut cfg = scripted_config("0");
+        cfg.fdb.max_per_port = 1;
+        let dp = Dataplane::start(ValidConfig::new(cfg, Host::system()).unwrap()).unwrap();
+        let mut up = ring_port("up", None);
+        up.ip = vec!["198.18.0.1/24".into()];
+        let vx0 = PortSpec {
+            bridge: Some("br0".into()),
+            underlay: Some("up".into()),
+            local_ip: Some("198.18.0.1".parse().unwrap()),
+            remote_ips: vec!["198.18.0.2".parse().unwrap(), "198.18.0.3".parse().unwrap()],
+            vni: Some(7),
+            ..PortSpec::new("vx0", PortType::Vxlan)
+        };
+        for req in [
+            Request::BridgeAdd { name: "br0".into() },
+            Request::PortAdd(Box::new(ring_port("b", Some("br0")))),
+            Request::PortAdd(Box::new(up)),
+            Request::PortAdd(Box::new(vx0)),
+            fdb_add("02:00:00:00:00:0b", "b", None, None),
+            fdb_add("02:00:00:00:00:0c", "vx0", None, Some("198.18.0.3")),
+        ] {
+            let resp = dp.handle(req.clone());
+            assert!(resp.ok, "{req:?}: {resp:?}");
+        }
+        let before = fdb_rows(&dp);
+        // Port b is at its limit: moving the station behind the tunnel's
+        // remote onto it is refused, and the tunnel still sends it there.
+        let resp = dp.handle(fdb_add("02:00:00:00:00:0c", "b", None, None));
+        assert!(!resp.ok, "{resp:?}");
+        // Behind the other remote: the tunnel takes it, the bridge refuses
+        // (the tunnel port is at its limit), and the old remote stays.
+        let resp = dp.handle(fdb_add(
+            "02:00:00:00:00:0d",
+            "vx0",
+            None,
+            Some("198.18.0.2"),
+        ));
+        assert!(!resp.ok, "{resp:?}");
+        assert_eq!(fdb_rows(&dp), before);
+        let tun = Dataplane::tunnel_shared(&dp.lock(), "vx0").unwrap();
+        let mac = |s: &str| s.parse::<dataplane::MacAddr>().unwrap();
+        assert_eq!(
+            tun.fdb
+                .lookup(dataplane::VlanId(0), mac("02:00:00:00:00:0c")),
+            Some(PortId(1))
+        );
+        assert_eq!(
+            tun.fdb
+                .lookup(dataplane::VlanId(0), mac("02:00:00:00:00:0d")),
+            None
+        );
+        dp.shutdown();
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! running configuration and the state file are written from. Removing a
 //! port or a bridge removes its static entries from both.
 
+use std::sync::Arc;
+
 use dataplane::switch::{self, SwitchTables};
 use dataplane::{PortId, VlanId};
 use weir_api::FdbEntryView;
@@ -99,30 +101,51 @@ impl Dataplane {
         let id = st.ports[&entry.port].id;
         let key = entry.key();
         let fdb_err = |e: switch::FdbError| ControlError::Fdb(e.to_string());
-        // A replaced entry behind a tunnel remote leaves that tunnel's table
-        // too, or the tunnel would keep sending the station to the old remote.
-        if let Some(old) = st.statics.get(&key) {
-            if old.remote.is_some() {
-                if let Some(tun) = Dataplane::tunnel_shared(&st, &old.port) {
-                    tun.fdb.remove(entry.vlan, entry.mac);
-                }
-            }
-        }
-        if let Some(ip) = entry.remote {
+        // The row a tunnel's own table holds for an entry behind a remote:
+        // the tunnel and the remote's index.
+        let row = |port: &str, remote: Option<std::net::Ipv4Addr>| {
+            let ip = remote?;
+            let tun = Dataplane::tunnel_shared(&st, port)?;
+            let i = tun.remote_index(ip)?;
+            Some((tun, PortId(i as u16)))
+        };
+        let old_row = st
+            .statics
+            .get(&key)
+            .and_then(|old| row(&old.port, old.remote));
+        let new_row = match entry.remote {
             // The tunnel's remotes are its port's `remote_ips`, which
-            // `check` found `ip` in.
-            let tun = Dataplane::tunnel_shared(&st, &entry.port)
-                .ok_or_else(|| ControlError::Fdb(format!("{} is not a tunnel", entry.port)))?;
-            let i = tun.remote_index(ip).ok_or_else(|| {
+            // `check` found the remote in.
+            Some(ip) => Some(row(&entry.port, Some(ip)).ok_or_else(|| {
                 ControlError::Fdb(format!("{ip} is not a remote of {}", entry.port))
-            })?;
+            })?),
+            None => None,
+        };
+        // Both tables take the entry, or neither changes: the new tunnel
+        // row first, then the bridge's; if the bridge refuses, the tunnel's
+        // row is put back as it was.
+        if let Some((tun, r)) = &new_row {
             tun.fdb
-                .add_static(entry.vlan, entry.mac, PortId(i as u16))
+                .add_static(entry.vlan, entry.mac, *r)
                 .map_err(fdb_err)?;
         }
-        br.fdb
-            .add_static(entry.vlan, entry.mac, id)
-            .map_err(fdb_err)?;
+        if let Err(e) = br.fdb.add_static(entry.vlan, entry.mac, id) {
+            if let Some((tun, _)) = &new_row {
+                tun.fdb.remove(entry.vlan, entry.mac);
+            }
+            if let Some((tun, r)) = &old_row {
+                let _ = tun.fdb.add_static(entry.vlan, entry.mac, *r);
+            }
+            return Err(fdb_err(e));
+        }
+        // A replaced entry behind a remote of another tunnel (or the
+        // replacement behind none) leaves that tunnel's table, or the tunnel
+        // would keep sending the station to the old remote.
+        if let Some((tun, _)) = &old_row {
+            if !new_row.as_ref().is_some_and(|(t, _)| Arc::ptr_eq(t, tun)) {
+                tun.fdb.remove(entry.vlan, entry.mac);
+            }
+        }
         tracing::info!(bridge = %entry.bridge, mac = %entry.mac, vlan = entry.vlan.0, port = %entry.port, remote = ?entry.remote, "static fdb entry set");
         st.statics.insert(key, entry);
         Ok(())
@@ -140,6 +163,14 @@ impl Dataplane {
         let br = bridge_named(&t, bridge)?;
         let (mac, vlan) = station(mac, vlan)?;
         let Some(port) = br.fdb.lookup(vlan, mac) else {
+            // A static entry the table lost (it cannot, but the running
+            // configuration must not keep one `fdb del` cannot reach).
+            if let Some(e) = st.statics.remove(&(bridge.to_owned(), vlan, mac)) {
+                if let Some(tun) = Dataplane::tunnel_shared(&st, &e.port) {
+                    tun.fdb.remove(vlan, mac);
+                }
+                return Ok(());
+            }
             return Err(ControlError::Fdb(format!(
                 "no entry for {mac} in VLAN {} of bridge {bridge}",
                 vlan.0
