@@ -718,17 +718,28 @@ impl PeerProcess {
             self.appctl(&["ovs/route/add", &format!("{remote}/32"), &bridge])?;
             self.appctl(&["tnl/arp/set", &bridge, &remote, UNDERLAY_MAC[1 - side]])?;
         }
-        let trace = self.appctl(&[
-            "ofproto/trace",
-            &format!("{}a", self.bridge),
-            "in_port=1,dl_src=02:77:0a:00:00:00,dl_dst=02:77:0b:00:00:00",
-        ])?;
-        let actions = trace
-            .lines()
-            .find(|l| l.starts_with("Datapath actions:"))
-            .unwrap_or_default();
-        if !(actions.contains("tnl_push") && actions.contains("tnl_pop")) {
-            return Err(PeerError::NoTunnel { trace });
+        // A frame from each side's traffic port (`vhu0` is ofport 1, `vhu1`
+        // ofport 2) to the other side's station must be encapsulated and
+        // decapsulated.
+        let mac = |side: usize| format!("02:77:0{}:00:00:00", ["a", "b"][side]);
+        for side in 0..2 {
+            let trace = self.appctl(&[
+                "ofproto/trace",
+                &format!("{}{}", self.bridge, ["a", "b"][side]),
+                &format!(
+                    "in_port={},dl_src={},dl_dst={}",
+                    side + 1,
+                    mac(side),
+                    mac(1 - side)
+                ),
+            ])?;
+            let actions = trace
+                .lines()
+                .find(|l| l.starts_with("Datapath actions:"))
+                .unwrap_or_default();
+            if !(actions.contains("tnl_push") && actions.contains("tnl_pop")) {
+                return Err(PeerError::NoTunnel { trace });
+            }
         }
         Ok(())
     }
@@ -925,15 +936,22 @@ impl PeerProcess {
     }
 
     /// Stops everything this peer started: OVS is asked to exit, then every
-    /// child is sent SIGINT, then SIGKILL after 5 s.
+    /// child is sent SIGINT, then SIGKILL after 5 s. Dropping a peer does
+    /// the same (a bench that fails or panics half way leaves no switch,
+    /// hugepages or namespace behind).
     pub fn stop(mut self) {
-        if self.kind == BenchPeer::Ovs {
+        self.shut_down();
+    }
+
+    fn shut_down(&mut self) {
+        if self.kind == BenchPeer::Ovs && !self.children.is_empty() {
             let d = self.dir.path().to_path_buf();
             for ctl in ["ovs-vswitchd.ctl", "ovsdb-server.ctl"] {
                 let t = d.join(ctl);
                 if t.exists() {
                     let mut c = self.ovs_cmd("ovs-appctl");
-                    c.arg("-t").arg(&t).arg("exit");
+                    // A daemon that does not answer is killed below.
+                    c.arg("--timeout=5").arg("-t").arg(&t).arg("exit");
                     if ctl == "ovs-vswitchd.ctl" {
                         c.arg("--cleanup");
                     }
@@ -970,5 +988,11 @@ impl PeerProcess {
                 tracing::warn!(netns = %ns, "removing OVS's network namespace: {e}");
             }
         }
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        self.shut_down();
     }
 }
