@@ -47,24 +47,47 @@ pub const HOST_RX_RING: usize = 256;
 /// One remote endpoint of a tunnel.
 #[derive(Clone, Debug)]
 pub struct Remote {
-    /// Its address.
+    /// Its address; unspecified (0.0.0.0, never a remote's) for a slot no
+    /// remote has (see [`TunnelShared::set_remotes`]).
     pub ip: Ipv4Addr,
     /// The outer headers towards it, once its next hop's MAC is known.
     pub header: Option<OuterHeader>,
 }
 
 /// What a tunnel port's transmit path reads, published whole by the control
-/// plane when a neighbour, the MTU or the underlay changes.
+/// plane when a neighbour, the MTU, the underlay or the remotes change.
 #[derive(Debug, Default)]
 pub struct TunnelState {
     /// The underlay port (None while it is missing: frames are dropped as
     /// `tunnel-unresolved`).
     pub underlay: Option<Arc<PortEntry>>,
-    /// By index: [`TunnelShared::remote_ips`]' order.
+    /// By slot ([`TunnelShared::remote_slots`]), the index the tunnel's
+    /// table keeps a station's remote by.
     pub remotes: Vec<Remote>,
     /// Longest inner frame (without a `vlan_vni` tag) that fits the
     /// underlay's MTU with the outer headers.
     pub max_frame: usize,
+    /// The slots that have a remote: where unknown and group frames go.
+    flood: Vec<u16>,
+}
+
+impl TunnelState {
+    /// The state of a tunnel over `underlay` with `remotes` by slot.
+    pub fn new(
+        underlay: Option<Arc<PortEntry>>,
+        remotes: Vec<Remote>,
+        max_frame: usize,
+    ) -> TunnelState {
+        let flood = (0..remotes.len() as u16)
+            .filter(|&i| !remotes[usize::from(i)].ip.is_unspecified())
+            .collect();
+        TunnelState {
+            underlay,
+            remotes,
+            max_frame,
+            flood,
+        }
+    }
 }
 
 /// Which VNI a frame travels with (see `VniMap` in weir-config).
@@ -114,9 +137,11 @@ pub struct TunnelShared {
     pub dst_port: u16,
     /// Source address of its packets.
     pub local_ip: Ipv4Addr,
-    /// The remote endpoints (the flood list); an index here is a remote's
-    /// id in [`TunnelShared::fdb`].
-    pub remote_ips: Vec<Ipv4Addr>,
+    /// The remote endpoints by slot (None: a slot no remote has now); a
+    /// slot is a remote's id in [`TunnelShared::fdb`] for as long as it is
+    /// listed. Control side only: the workers read the slots published in
+    /// [`TunnelState`] and [`HostPort`].
+    slots: ArcSwap<Vec<Option<Ipv4Addr>>>,
     vnis: Vnis,
     /// Decapsulated frames for the port's first queue (see
     /// [`TUNNEL_RX_RING`]).
@@ -146,13 +171,14 @@ impl TunnelShared {
             .iter()
             .map(|&ip| Remote { ip, header: None })
             .collect();
+        let slots = remote_ips.into_iter().map(Some).collect();
         Arc::new(TunnelShared {
             name: name.into(),
             id,
             kind,
             dst_port,
             local_ip,
-            remote_ips,
+            slots: ArcSwap::from_pointee(slots),
             vnis,
             rx: Ring::new(TUNNEL_RX_RING),
             fdb: Fdb::new(&FdbConfig {
@@ -161,11 +187,7 @@ impl TunnelShared {
                 max_per_port: 0,
                 ..fdb.clone()
             }),
-            state: ArcSwap::from_pointee(TunnelState {
-                underlay: None,
-                remotes,
-                max_frame: 0,
-            }),
+            state: ArcSwap::from_pointee(TunnelState::new(None, remotes, 0)),
         })
     }
 
@@ -179,10 +201,52 @@ impl TunnelShared {
         self.state.load_full()
     }
 
-    /// The index of remote `ip`.
-    #[inline]
+    /// The remote endpoints by slot, as the control plane set them last.
+    pub fn remote_slots(&self) -> Arc<Vec<Option<Ipv4Addr>>> {
+        self.slots.load_full()
+    }
+
+    /// The slot of remote `ip`, if it is one.
     pub fn remote_index(&self, ip: Ipv4Addr) -> Option<usize> {
-        self.remote_ips.iter().position(|&r| r == ip)
+        self.slots.load().iter().position(|&r| r == Some(ip))
+    }
+
+    /// The remote in `slot`, if one is.
+    pub fn remote_ip(&self, slot: usize) -> Option<Ipv4Addr> {
+        self.slots.load().get(slot).copied().flatten()
+    }
+
+    /// Makes `ips` the tunnel's remotes: a remote listed before keeps its
+    /// slot (and what the tunnel's table learned behind it); a new one
+    /// takes a slot an earlier change left free, or a new one. Returns the
+    /// slots of the remotes gone, whose entries the caller flushes from
+    /// [`TunnelShared::fdb`] once the workers decapsulate with the new
+    /// slots (until then one may still learn behind them); their slots are
+    /// free from the next change on. The caller publishes the slots to the
+    /// workers: a [`TunnelState`] and a [`HostPort`] built afresh.
+    ///
+    /// Control side only, one change at a time.
+    pub fn set_remotes(&self, ips: &[Ipv4Addr]) -> Vec<usize> {
+        let old = self.slots.load_full();
+        let mut slots: Vec<Option<Ipv4Addr>> = old
+            .iter()
+            .map(|s| s.filter(|ip| ips.contains(ip)))
+            .collect();
+        let gone: Vec<usize> = (0..old.len())
+            .filter(|&i| old[i].is_some() && slots[i].is_none())
+            .collect();
+        let mut free = (0..old.len()).filter(|&i| old[i].is_none());
+        for &ip in ips {
+            if old.contains(&Some(ip)) {
+                continue;
+            }
+            match free.next() {
+                Some(i) => slots[i] = Some(ip),
+                None => slots.push(Some(ip)),
+            }
+        }
+        self.slots.store(Arc::new(slots));
+        gone
     }
 
     /// Queue `queue` of the port, which the runtime gives a worker (one
@@ -296,7 +360,7 @@ impl TunnelShared {
             let sport = tunnel::source_port(d);
             // With one remote (or none) every frame goes to it, known or
             // flooded: no lookup.
-            let known = if st.remotes.len() <= 1 || dst.is_multicast() {
+            let known = if st.flood.len() <= 1 || dst.is_multicast() {
                 None
             } else {
                 fdb.lookup_key(FdbKey::new(VlanId(vid.unwrap_or(0)), dst))
@@ -306,14 +370,17 @@ impl TunnelShared {
                 None => {
                     // Head-end replication: a copy to every remote but the
                     // last, which takes the frame itself.
-                    let last = st.remotes.len().saturating_sub(1);
-                    for i in 0..last {
+                    let Some((&last, rest)) = st.flood.split_last() else {
+                        stats.drop_one(DropReason::TunnelUnresolved);
+                        continue;
+                    };
+                    for &i in rest {
                         match m.try_clone() {
-                            Some(c) => out.one(i, vni, sport, c),
+                            Some(c) => out.one(usize::from(i), vni, sport, c),
                             None => stats.drop_one(DropReason::NoBuffers),
                         }
                     }
-                    out.one(last, vni, sport, m);
+                    out.one(usize::from(last), vni, sport, m);
                 }
             }
         }
@@ -429,6 +496,36 @@ pub struct HostPort {
     pub to_host: Arc<Ring<Mbuf>>,
     /// The tunnels over this port.
     pub tunnels: Vec<Arc<TunnelShared>>,
+    /// By tunnel: its remotes by slot when this was built, which the
+    /// workers decapsulate with (see [`TunnelShared::set_remotes`]).
+    remotes: Vec<Box<[Option<Ipv4Addr>]>>,
+}
+
+impl HostPort {
+    /// What the workers need for a port with weir's `mac`, `v4` and `v6`
+    /// addresses, carrying `tunnels` with their remotes as they are now.
+    pub fn new(
+        mac: MacAddr,
+        v4: Vec<Ipv4Addr>,
+        v6: Vec<Ipv6Addr>,
+        bridged: bool,
+        to_host: Arc<Ring<Mbuf>>,
+        tunnels: Vec<Arc<TunnelShared>>,
+    ) -> HostPort {
+        let remotes = tunnels
+            .iter()
+            .map(|t| t.remote_slots().as_slice().into())
+            .collect();
+        HostPort {
+            mac,
+            v4,
+            v6,
+            bridged,
+            to_host,
+            tunnels,
+            remotes,
+        }
+    }
 }
 
 /// The frames [`HostPort::demux`] decapsulated from one burst, each with
@@ -698,7 +795,11 @@ impl HostPort {
         dec: &mut Decapped,
     ) {
         let end = o.payload_offset + o.payload_len;
-        let Some(remote) = t.remote_index(o.src_ip) else {
+        let remote = self
+            .remotes
+            .get(index)
+            .and_then(|r| r.iter().position(|&r| r == Some(o.src_ip)));
+        let Some(remote) = remote else {
             stats.drop_one(DropReason::TunnelRemote);
             return;
         };
@@ -800,9 +901,9 @@ mod tests {
             vnis,
             &FdbConfig::default(),
         );
-        tunnel.publish(TunnelState {
-            underlay: Some(Arc::clone(&underlay)),
-            remotes: remotes
+        tunnel.publish(TunnelState::new(
+            Some(Arc::clone(&underlay)),
+            remotes
                 .iter()
                 .map(|&(ip, n)| Remote {
                     ip,
@@ -811,19 +912,19 @@ mod tests {
                     }),
                 })
                 .collect(),
-            max_frame: mtu - tunnel::MTU_OVERHEAD,
-        });
+            mtu - tunnel::MTU_OVERHEAD,
+        ));
         let stats = Arc::new(QueueStats::default());
         Side {
             port: tunnel.port(0, Arc::clone(&stats)),
-            host: HostPort {
-                mac: mac(me_n),
-                v4: vec![me],
-                v6: Vec::new(),
-                bridged: false,
-                to_host: Arc::new(Ring::new(16)),
-                tunnels: vec![Arc::clone(&tunnel)],
-            },
+            host: HostPort::new(
+                mac(me_n),
+                vec![me],
+                Vec::new(),
+                false,
+                Arc::new(Ring::new(16)),
+                vec![Arc::clone(&tunnel)],
+            ),
             underlay,
             tunnel,
             stats,
@@ -897,6 +998,140 @@ mod tests {
         let wire = sent(&a);
         assert_eq!(wire.len(), 1);
         assert_eq!(&wire[0].data()[30..34], &C.octets());
+    }
+
+    /// Gives side `s` (weir at `me`, MAC `mac(me_n)`) the flood list
+    /// `remotes`, published as the control plane does; the slots freed are
+    /// flushed at once (no worker runs here). Returns them.
+    fn change_remotes(
+        s: &mut Side,
+        me: Ipv4Addr,
+        me_n: u32,
+        remotes: &[(Ipv4Addr, u32)],
+    ) -> Vec<usize> {
+        let ips: Vec<Ipv4Addr> = remotes.iter().map(|r| r.0).collect();
+        let gone = s.tunnel.set_remotes(&ips);
+        let by_slot = s
+            .tunnel
+            .remote_slots()
+            .iter()
+            .map(
+                |slot| match slot.and_then(|ip| remotes.iter().find(|r| r.0 == ip)) {
+                    Some(&(ip, n)) => Remote {
+                        ip,
+                        header: Some(OuterHeader::new(
+                            TunnelKind::Vxlan,
+                            mac(me_n),
+                            mac(n),
+                            me,
+                            ip,
+                            4789,
+                        )),
+                    },
+                    None => Remote {
+                        ip: Ipv4Addr::UNSPECIFIED,
+                        header: None,
+                    },
+                },
+            )
+            .collect();
+        s.tunnel.publish(TunnelState::new(
+            Some(Arc::clone(&s.underlay)),
+            by_slot,
+            1500 - tunnel::MTU_OVERHEAD,
+        ));
+        s.host = HostPort::new(
+            s.host.mac,
+            s.host.v4.clone(),
+            Vec::new(),
+            false,
+            Arc::new(Ring::new(16)),
+            vec![Arc::clone(&s.tunnel)],
+        );
+        for &i in &gone {
+            s.tunnel.fdb.flush_port(PortId(i as u16));
+        }
+        gone
+    }
+
+    #[test]
+    fn a_changed_flood_list_keeps_the_remotes_that_stay_and_the_stations_behind_them() {
+        let pool = pool();
+        const D: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 4);
+        const E: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 5);
+        let mut a = side(A, 1, &[(B, 2), (C, 3)], Vnis::Single(1), 1500);
+        let [mut b, mut c, mut d] =
+            [(B, 2), (C, 3), (D, 4)].map(|(ip, n)| side(ip, n, &[(A, 1)], Vnis::Single(1), 1500));
+        // A station behind each of B, C and D sends to a.
+        let from = |s: &mut Side, station: u32| {
+            let mut out = burst_of(
+                pool,
+                &[eth_frame(MacAddr::BROADCAST, mac(station), 0x0800, 60)],
+            );
+            s.port.tx_burst(&mut out);
+            sent(s)
+        };
+        for (s, station) in [(&mut b, 0x20), (&mut c, 0x30)] {
+            let (_, inner) = receive(&mut a, from(s, station));
+            assert_eq!(inner.len(), 1);
+        }
+        let lookup = |a: &Side, n: u32| a.tunnel.fdb.lookup(VlanId(0), mac(n));
+        assert_eq!(
+            (lookup(&a, 0x20), lookup(&a, 0x30)),
+            (Some(PortId(0)), Some(PortId(1)))
+        );
+
+        // B leaves, D joins: C keeps its slot and its station; B's slot is
+        // left free and its station forgotten.
+        assert_eq!(change_remotes(&mut a, A, 1, &[(C, 3), (D, 4)]), vec![0]);
+        assert_eq!(*a.tunnel.remote_slots(), vec![None, Some(C), Some(D)]);
+        assert_eq!(
+            (lookup(&a, 0x20), lookup(&a, 0x30)),
+            (None, Some(PortId(1)))
+        );
+        assert_eq!(a.tunnel.remote_index(D), Some(2));
+        assert_eq!(a.tunnel.remote_ip(0), None);
+        // Flooded to C and D only, nothing counted for the free slot.
+        let mut out = burst_of(
+            pool,
+            &[eth_frame(MacAddr::BROADCAST, mac(0x10), 0x0800, 60)],
+        );
+        a.port.tx_burst(&mut out);
+        let dests: Vec<[u8; 4]> = sent(&a)
+            .iter()
+            .map(|m| m.data()[30..34].try_into().unwrap())
+            .collect();
+        assert_eq!(dests, vec![C.octets(), D.octets()]);
+        assert_eq!(a.stats.snapshot().total_drops(), 0);
+        // B's packets are no longer taken; D's are, learned in its slot.
+        let (_, inner) = receive(&mut a, from(&mut b, 0x20));
+        assert!(inner.is_empty());
+        assert_eq!(a.under_stats.drops(DropReason::TunnelRemote), 1);
+        let (_, inner) = receive(&mut a, from(&mut d, 0x40));
+        assert_eq!(inner.len(), 1);
+        assert_eq!(lookup(&a, 0x40), Some(PortId(2)));
+        // A known station behind C still goes to C alone.
+        let mut out = burst_of(pool, &[eth_frame(mac(0x30), mac(0x10), 0x0800, 60)]);
+        a.port.tx_burst(&mut out);
+        let wire = sent(&a);
+        assert_eq!(wire.len(), 1);
+        assert_eq!(&wire[0].data()[30..34], &C.octets());
+
+        // The next remote takes the free slot; the others stay.
+        assert!(change_remotes(&mut a, A, 1, &[(C, 3), (D, 4), (E, 5)]).is_empty());
+        assert_eq!(*a.tunnel.remote_slots(), vec![Some(E), Some(C), Some(D)]);
+        assert_eq!(
+            (lookup(&a, 0x30), lookup(&a, 0x40)),
+            (Some(PortId(1)), Some(PortId(2)))
+        );
+        // Down to one remote: every frame goes to it without a lookup, even
+        // one whose station was behind another.
+        assert_eq!(change_remotes(&mut a, A, 1, &[(D, 4)]), vec![0, 1]);
+        let mut out = burst_of(pool, &[eth_frame(mac(0x30), mac(0x10), 0x0800, 60)]);
+        a.port.tx_burst(&mut out);
+        let wire = sent(&a);
+        assert_eq!(wire.len(), 1);
+        assert_eq!(&wire[0].data()[30..34], &D.octets());
     }
 
     #[test]
@@ -992,14 +1227,14 @@ mod tests {
             Vnis::Single(5000),
             &FdbConfig::default(),
         );
-        let general = HostPort {
-            mac: b.host.mac,
-            v4: b.host.v4.clone(),
-            v6: Vec::new(),
-            bridged: b.host.bridged,
-            to_host: Arc::new(Ring::new(16)),
-            tunnels: vec![Arc::clone(&b.tunnel), other],
-        };
+        let general = HostPort::new(
+            b.host.mac,
+            b.host.v4.clone(),
+            Vec::new(),
+            b.host.bridged,
+            Arc::new(Ring::new(16)),
+            vec![Arc::clone(&b.tunnel), other],
+        );
         assert!(general.sole_tunnel().is_none());
         let frame = eth_frame(mac(0x11), mac(0x10), 0x0800, 100);
         let mut out = burst_of(pool(), std::slice::from_ref(&frame));

@@ -1423,19 +1423,19 @@ mod tests {
             t.ports.push(Some(Arc::clone(&underlay)));
             t.set_host(
                 PortId(2),
-                Some(Arc::new(HostPort {
-                    mac: mac_a,
-                    v4: vec![a],
-                    v6: Vec::new(),
-                    bridged: false,
-                    to_host: Arc::new(Ring::new(16)),
-                    tunnels: vec![Arc::clone(&tun)],
-                })),
+                Some(Arc::new(HostPort::new(
+                    mac_a,
+                    vec![a],
+                    Vec::new(),
+                    false,
+                    Arc::new(Ring::new(16)),
+                    vec![Arc::clone(&tun)],
+                ))),
             );
         });
-        tun.publish(TunnelState {
-            underlay: Some(Arc::clone(&underlay)),
-            remotes: vec![Remote {
+        tun.publish(TunnelState::new(
+            Some(Arc::clone(&underlay)),
+            vec![Remote {
                 ip: b,
                 header: Some(OuterHeader::new(
                     TunnelKind::Vxlan,
@@ -1446,8 +1446,8 @@ mod tests {
                     4789,
                 )),
             }],
-            max_frame: 1500 - MTU_OVERHEAD,
-        });
+            1500 - MTU_OVERHEAD,
+        ));
         let w = worker(0, &sw);
         let (vm, vm_end) = ring_port();
         let (up, up_end) = ring_port();

@@ -56,8 +56,10 @@ pub enum Request {
     /// port's settings with these changes are checked as a whole and, if
     /// valid, take effect at once, together; if not, nothing changes. A
     /// change of VLAN or port security settings flushes the addresses
-    /// learned on the port. Data: the port's settings after the change
-    /// (`PortSettings`: the keys that are set).
+    /// learned on the port. On a tunnel port `remote_ips` (addresses
+    /// separated by commas) replaces its flood list; the stations learned
+    /// behind the remotes that stay are kept. Data: the port's settings
+    /// after the change (`PortSettings`: the keys that are set).
     PortSet {
         /// Port name.
         name: String,

@@ -33,7 +33,7 @@
 //! attaches each port's ([`PortConfig::attach_acls`]).
 
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -62,7 +62,7 @@ pub use fdb::{StaticFdb, StaticFdbError, StaticFdbSpec};
 pub mod mirror;
 pub use mirror::{MirrorError, MirrorSpec};
 pub mod overlay;
-pub use overlay::{HostIp, IfAddr, TunnelConfig, TunnelKind, VniMap};
+pub use overlay::{parse_remote_ips, HostIp, IfAddr, TunnelConfig, TunnelKind, VniMap};
 
 /// Default control socket path.
 pub const DEFAULT_SOCKET: &str = "/run/weir/weir.sock";
@@ -1207,6 +1207,30 @@ impl PortConfig {
     /// as written, with the switch settings it has now.
     pub fn spec(&self) -> PortSpec {
         self.written.with_settings(&self.settings)
+    }
+
+    /// The tunnel port with `remote_ips` for its flood list (`port set NAME
+    /// remote_ips=...`), checked as a `[[port]]` table's.
+    ///
+    /// # Errors
+    ///
+    /// [`PortError::Overlay`]: not a tunnel port, or a list a tunnel cannot
+    /// have.
+    pub fn with_remote_ips(&self, remote_ips: &[Ipv4Addr]) -> Result<PortConfig, PortError> {
+        let PortKind::Tunnel(t) = &self.kind else {
+            return Err(PortError::Overlay {
+                key: "remote_ips",
+                reason: format!(
+                    "{} is a {} port: only vxlan and geneve ports have remotes",
+                    self.name,
+                    self.kind.port_type()
+                ),
+            });
+        };
+        let mut p = self.clone();
+        p.kind = PortKind::Tunnel(t.with_remote_ips(remote_ips)?);
+        p.written.remote_ips = remote_ips.to_vec();
+        Ok(p)
     }
 
     /// Puts the security groups the port's `acl_in` and `acl_out` name into

@@ -203,6 +203,61 @@ pub struct TunnelConfig {
     pub dst_port: u16,
 }
 
+/// Checks a tunnel's flood list: one to [`MAX_REMOTES`] unicast addresses,
+/// none of them `local_ip` or listed twice.
+fn check_remotes(local_ip: Ipv4Addr, remote_ips: &[Ipv4Addr]) -> Result<(), PortError> {
+    let bad = |reason: String| PortError::Overlay {
+        key: "remote_ips",
+        reason,
+    };
+    if remote_ips.is_empty() {
+        return Err(bad(
+            "required: at least one remote tunnel endpoint (the flood list)".into(),
+        ));
+    }
+    if remote_ips.len() > MAX_REMOTES {
+        return Err(bad(format!("at most {MAX_REMOTES} remotes")));
+    }
+    for (i, r) in remote_ips.iter().enumerate() {
+        if r.is_unspecified() || r.is_multicast() || r.is_broadcast() || r.is_loopback() {
+            return Err(bad(format!("{r} cannot be a tunnel endpoint")));
+        }
+        if *r == local_ip {
+            return Err(bad(format!("{r} is local_ip itself")));
+        }
+        if remote_ips[..i].contains(r) {
+            return Err(bad(format!("{r} is listed twice")));
+        }
+    }
+    Ok(())
+}
+
+/// A `remote_ips` value as `port set` takes it: addresses separated by
+/// commas or spaces, optionally in brackets and quotes as in a `[[port]]`
+/// table (`192.0.2.2,192.0.2.3` or `["192.0.2.2", "192.0.2.3"]`).
+///
+/// # Errors
+///
+/// [`PortError::Overlay`] for a word that is not an IPv4 address.
+pub fn parse_remote_ips(text: &str) -> Result<Vec<Ipv4Addr>, PortError> {
+    let inner = text.trim();
+    let inner = inner
+        .strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .unwrap_or(inner);
+    inner
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .map(|w| w.trim_matches('"'))
+        .filter(|w| !w.is_empty())
+        .map(|w| {
+            w.parse().map_err(|_| PortError::Overlay {
+                key: "remote_ips",
+                reason: format!("`{w}` is not an IPv4 address"),
+            })
+        })
+        .collect()
+}
+
 impl TunnelConfig {
     /// The tunnel keys as written, checked.
     #[allow(clippy::too_many_arguments)]
@@ -231,29 +286,7 @@ impl TunnelConfig {
                 "required: one of the underlay port's IPv4 addresses".into(),
             )
         })?;
-        if remote_ips.is_empty() {
-            return Err(bad(
-                "remote_ips",
-                "required: at least one remote tunnel endpoint (the flood list)".into(),
-            ));
-        }
-        if remote_ips.len() > MAX_REMOTES {
-            return Err(bad("remote_ips", format!("at most {MAX_REMOTES} remotes")));
-        }
-        for (i, r) in remote_ips.iter().enumerate() {
-            if r.is_unspecified() || r.is_multicast() || r.is_broadcast() || r.is_loopback() {
-                return Err(bad(
-                    "remote_ips",
-                    format!("{r} cannot be a tunnel endpoint"),
-                ));
-            }
-            if *r == local_ip {
-                return Err(bad("remote_ips", format!("{r} is local_ip itself")));
-            }
-            if remote_ips[..i].contains(r) {
-                return Err(bad("remote_ips", format!("{r} is listed twice")));
-            }
-        }
+        check_remotes(local_ip, remote_ips)?;
         let vni = match (vni, vlan_vni.is_empty()) {
             (Some(_), false) => {
                 return Err(bad(
@@ -314,6 +347,20 @@ impl TunnelConfig {
             remote_ips: remote_ips.to_vec(),
             vni,
             dst_port,
+        })
+    }
+
+    /// The tunnel with `remote_ips` for its remotes (`port set NAME
+    /// remote_ips=...`), checked as the config file's are.
+    ///
+    /// # Errors
+    ///
+    /// [`PortError::Overlay`] for `remote_ips`.
+    pub fn with_remote_ips(&self, remote_ips: &[Ipv4Addr]) -> Result<TunnelConfig, PortError> {
+        check_remotes(self.local_ip, remote_ips)?;
+        Ok(TunnelConfig {
+            remote_ips: remote_ips.to_vec(),
+            ..self.clone()
         })
     }
 

@@ -1178,16 +1178,29 @@ impl Dataplane {
     /// # Errors
     /// Unknown port, unknown key, a value that does not parse, or settings
     /// that do not go together; nothing changes then.
+    ///
+    /// On a tunnel port, `remote_ips` (the flood list) changes too, with
+    /// the rest or alone: see [`Dataplane::tunnel_remotes_set`].
     pub fn port_set(
         &self,
         name: &str,
         settings: &BTreeMap<String, String>,
     ) -> Result<PortSettings, ControlError> {
-        self.change_settings(name, |s| {
+        let mut st = self.lock();
+        let remotes = settings
+            .get(REMOTE_IPS)
+            .map(|v| Dataplane::tunnel_remotes_check(&st, name, v))
+            .transpose()?;
+        let out = self.change_settings_in(&mut st, name, |s| {
             settings
                 .iter()
+                .filter(|(key, _)| *key != REMOTE_IPS)
                 .try_for_each(|(key, value)| s.set(key, value))
-        })
+        })?;
+        if let Some(port) = remotes {
+            self.tunnel_remotes_set(&mut st, port);
+        }
+        Ok(out)
     }
 
     /// Gives switch settings of a port their defaults (`port clear`), as
@@ -1196,19 +1209,31 @@ impl Dataplane {
     /// # Errors
     /// As [`port_set`](Self::port_set).
     pub fn port_clear(&self, name: &str, keys: &[String]) -> Result<PortSettings, ControlError> {
-        self.change_settings(name, |s| keys.iter().try_for_each(|key| s.clear(key)))
+        if keys.iter().any(|k| k == REMOTE_IPS) {
+            return Err(ControlError::InvalidPort {
+                port: name.into(),
+                source: PortError::Overlay {
+                    key: REMOTE_IPS,
+                    reason: "a tunnel always has remotes: `port set` gives it another list".into(),
+                },
+            });
+        }
+        let mut st = self.lock();
+        self.change_settings_in(&mut st, name, |s| {
+            keys.iter().try_for_each(|key| s.clear(key))
+        })
     }
 
     /// [`port_set`](Self::port_set) and [`port_clear`](Self::port_clear):
     /// applies `change` to a copy of the port's settings, checks the result
     /// and publishes it.
-    fn change_settings(
+    fn change_settings_in(
         &self,
+        st: &mut State,
         name: &str,
         change: impl FnOnce(&mut PortSettings) -> Result<(), PortError>,
     ) -> Result<PortSettings, ControlError> {
-        let mut st = self.lock();
-        let State { ports, acls, .. } = &mut *st;
+        let State { ports, acls, .. } = st;
         let rec = ports
             .get_mut(name)
             .ok_or_else(|| ControlError::NoSuchPort { name: name.into() })?;
@@ -1763,6 +1788,9 @@ fn done(r: Result<(), ControlError>) -> Response {
         Err(e) => Response::error(error_chain(&e)),
     }
 }
+
+/// The tunnel port key `port set` changes besides the switch settings.
+const REMOTE_IPS: &str = "remote_ips";
 
 /// Whether `req` may change the running configuration (on success, or in
 /// part on failure, as a `port del` whose worker keeps the queues).
@@ -3482,6 +3510,167 @@ mod tests {
             .into_iter()
             .map(|e| (e.mac, e.vlan, e.port, e.remote, e.is_static))
             .collect()
+    }
+
+    #[test]
+    fn port_set_changes_a_running_tunnels_remotes_and_keeps_the_stations_of_those_that_stay() {
+        let dp = Dataplane::start(ValidConfig::new(scripted_config("0"), Host::system()).unwrap())
+            .unwrap();
+        let mut up = ring_port("up", None);
+        up.ip = vec!["198.18.0.1/24".into()];
+        let vx0 = PortSpec {
+            bridge: Some("br0".into()),
+            underlay: Some("up".into()),
+            local_ip: Some("198.18.0.1".parse().unwrap()),
+            remote_ips: vec!["198.18.0.2".parse().unwrap(), "198.18.0.3".parse().unwrap()],
+            vni: Some(7),
+            ..PortSpec::new("vx0", PortType::Vxlan)
+        };
+        for req in [
+            Request::BridgeAdd { name: "br0".into() },
+            Request::PortAdd(Box::new(ring_port("b", Some("br0")))),
+            Request::PortAdd(Box::new(up)),
+            Request::PortAdd(Box::new(vx0)),
+            fdb_add("02:00:00:00:00:0c", "vx0", None, Some("198.18.0.2")),
+            fdb_add("02:00:00:00:00:0d", "vx0", None, Some("198.18.0.3")),
+        ] {
+            let resp = dp.handle(req.clone());
+            assert!(resp.ok, "{req:?}: {resp:?}");
+        }
+        let tun = Dataplane::tunnel_shared(&dp.lock(), "vx0").unwrap();
+        let mac = |s: &str| s.parse::<dataplane::MacAddr>().unwrap();
+        // A station learned behind each remote.
+        tun.fdb
+            .learn(dataplane::VlanId(0), mac("02:00:00:00:00:1c"), PortId(0), 1);
+        tun.fdb
+            .learn(dataplane::VlanId(0), mac("02:00:00:00:00:1d"), PortId(1), 1);
+        let set = |value: &str| {
+            dp.handle(Request::PortSet {
+                name: "vx0".into(),
+                settings: [("remote_ips".to_string(), value.to_string())].into(),
+            })
+        };
+        // A static entry pins .2.
+        let resp = set("198.18.0.3,198.18.0.4");
+        let err = resp.error.unwrap();
+        assert!(err.contains("02:00:00:00:00:0c behind 198.18.0.2"), "{err}");
+        assert!(
+            dp.handle(Request::FdbDel {
+                bridge: "br0".into(),
+                mac: "02:00:00:00:00:0c".into(),
+                vlan: None,
+            })
+            .ok
+        );
+        for (bad, why) in [
+            ("198.18.0.3,nonsense", "`nonsense` is not an IPv4 address"),
+            ("198.18.0.3 198.18.0.3", "listed twice"),
+            ("198.18.0.1", "local_ip itself"),
+            ("", "at least one remote"),
+        ] {
+            let err = set(bad).error.unwrap();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+        assert_eq!(
+            *tun.remote_slots(),
+            vec![
+                Some("198.18.0.2".parse().unwrap()),
+                Some("198.18.0.3".parse().unwrap())
+            ]
+        );
+        // The list as a config file writes it.
+        let resp = set(r#"["198.18.0.3", "198.18.0.4"]"#);
+        assert!(resp.ok, "{resp:?}");
+        let ip = |s: &str| Some(s.parse::<Ipv4Addr>().unwrap());
+        assert_eq!(
+            *tun.remote_slots(),
+            vec![None, ip("198.18.0.3"), ip("198.18.0.4")]
+        );
+        // .3's stations stay in their slot; .2's learned one is gone.
+        assert_eq!(
+            tun.fdb
+                .lookup(dataplane::VlanId(0), mac("02:00:00:00:00:1c")),
+            None
+        );
+        assert_eq!(
+            tun.fdb
+                .lookup(dataplane::VlanId(0), mac("02:00:00:00:00:1d")),
+            Some(PortId(1))
+        );
+        assert_eq!(
+            tun.fdb
+                .lookup(dataplane::VlanId(0), mac("02:00:00:00:00:0d")),
+            Some(PortId(1))
+        );
+        let rows = fdb_rows(&dp);
+        assert!(rows.contains(&(
+            "02:00:00:00:00:0d".into(),
+            0,
+            "vx0".into(),
+            Some("198.18.0.3".into()),
+            true
+        )));
+        // The running configuration, `port show` and the host stack's
+        // wanted next hops follow.
+        let cfg = dp.running_config();
+        let spec = cfg.ports.iter().find(|p| p.name == "vx0").unwrap();
+        assert_eq!(
+            spec.remote_ips,
+            vec![ip("198.18.0.3").unwrap(), ip("198.18.0.4").unwrap()]
+        );
+        let shown: Vec<String> = dp
+            .port_show("vx0")
+            .unwrap()
+            .tunnel
+            .unwrap()
+            .remotes
+            .into_iter()
+            .map(|r| r.ip)
+            .collect();
+        assert_eq!(shown, ["198.18.0.3", "198.18.0.4"]);
+        let mut wanted: Vec<String> = dp
+            .neigh_show()
+            .into_iter()
+            .filter(|n| n.wanted)
+            .map(|n| n.ip)
+            .collect();
+        wanted.sort();
+        assert_eq!(wanted, ["198.18.0.3", "198.18.0.4"]);
+        // Not on another port; not cleared.
+        let err = dp
+            .handle(Request::PortSet {
+                name: "b".into(),
+                settings: [("remote_ips".to_string(), "198.18.0.9".to_string())].into(),
+            })
+            .error
+            .unwrap();
+        assert!(
+            err.contains("only vxlan and geneve ports have remotes"),
+            "{err}"
+        );
+        let err = dp
+            .handle(Request::PortClear {
+                name: "vx0".into(),
+                keys: vec!["remote_ips".into()],
+            })
+            .error
+            .unwrap();
+        assert!(err.contains("always has remotes"), "{err}");
+        // With a switch setting in the same request, both or neither.
+        let resp = dp.handle(Request::PortSet {
+            name: "vx0".into(),
+            settings: [
+                ("remote_ips".to_string(), "198.18.0.5".to_string()),
+                ("tag".to_string(), "nonsense".to_string()),
+            ]
+            .into(),
+        });
+        assert!(!resp.ok);
+        assert_eq!(
+            *tun.remote_slots(),
+            vec![None, ip("198.18.0.3"), ip("198.18.0.4")]
+        );
+        dp.shutdown();
     }
 
     #[test]

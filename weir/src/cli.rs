@@ -359,7 +359,9 @@ pub enum PortCmd {
     },
     /// Change switch settings of a port while it runs (VLAN, mac, port
     /// security, rx_filter, rate limits, acl_in, acl_out: the keys of `port add`),
-    /// checked together; nothing changes if they are refused.
+    /// checked together; nothing changes if they are refused. On a tunnel
+    /// port, remote_ips=A,B,... replaces the flood list: remotes that stay
+    /// keep the stations learned behind them.
     Set {
         /// Port name.
         name: String,

@@ -15,7 +15,10 @@
 //!   10 as VNI 5010, VLAN 20 as VNI 5020) that use the same IPv4 subnet, so
 //!   that a frame crossing from one tenant to the other would be answered
 //!   and seen. Every namespace's interface is captured throughout, and the
-//!   test ends by checking every frame each received.
+//!   test ends by checking every frame each received. One host's daemon
+//!   dies while the other two talk; they take it off their flood lists
+//!   while they run (`port set vx0 remote_ips=...`), and put it back on
+//!   once it is up again.
 //! - `linux_vxlan_interoperates`: weir and a Linux `vxlan` device as the two
 //!   ends of one tunnel; tshark decodes the underlay's packets; weir's host
 //!   address answers ping and arping; crafted packets with a wrong VNI, a
@@ -546,7 +549,62 @@ fn three_hosts_carry_two_tenants_apart() {
         });
     }
 
-    // 5. Everything each namespace received, from before the daemons
+    // 5. The two left take host 3 off their flood lists while A1 pings A2
+    //    (`port set vx0 remote_ips=...` on running tunnels): not a ping
+    //    lost, and each tunnel lists the one remote left.
+    let flood_list = |h: &Host, remotes: &[Ipv4Addr]| {
+        let list: Vec<String> = remotes.iter().map(Ipv4Addr::to_string).collect();
+        h.d.ok(&[
+            "port",
+            "set",
+            "vx0",
+            &format!("remote_ips={}", list.join(",")),
+        ]);
+        let shown: Vec<String> = h.d.json(&["port", "show", "vx0"])["tunnel"]["remotes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["ip"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(shown, list, "host {}: vx0's remotes", h.i);
+    };
+    let tx_before = h2.d.port_counter("ta", "tx_packets");
+    std::thread::scope(|s| {
+        let pinger = s.spawn(|| ping(h1.a.ns(), &h2.a.ip.to_string(), 40, "0.05"));
+        let flowing = wait_until(WAIT.as_secs(), || {
+            h2.d.port_counter("ta", "tx_packets") > tx_before
+        });
+        assert!(flowing, "A1's pings do not reach A2");
+        flood_list(h1, &[ips[1]]);
+        flood_list(h2, &[ips[0]]);
+        let out = pinger
+            .join()
+            .unwrap()
+            .unwrap_or_else(|e| panic!("A1 -> A2: {e}"));
+        assert_eq!(
+            loss_pct(&out),
+            0.0,
+            "A1 -> A2 while the flood lists changed: {out}"
+        );
+    });
+
+    // 6. Host 3 comes back and the others put it on their flood lists
+    //    again: it is resolved afresh, and its tenants reach theirs on both.
+    h3.d.restart();
+    h3.d.wait_up(&["uplink", "ta", "tb"]);
+    flood_list(h1, &[ips[1], ips[2]]);
+    flood_list(h2, &[ips[0], ips[2]]);
+    for h in [h1, h2] {
+        wait_resolved(&h.d, ips[2], macs[2]);
+    }
+    for (x, y, p) in [(h1, &h3, 5501), (&h3, h2, 5503)] {
+        std::thread::scope(|s| {
+            s.spawn(|| ping_and_transfer(&x.a, &y.a, p, &x.d));
+            s.spawn(|| ping_and_transfer(&x.b, &y.b, p + 1, &x.d));
+        });
+    }
+
+    // 7. Everything each namespace received, from before the daemons
     //    started (stopped now, so that whatever they still had to send is
     //    in): untagged frames from its own tenant's namespaces only.
     hosts.push(h3);

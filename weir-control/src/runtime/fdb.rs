@@ -42,7 +42,7 @@ impl Dataplane {
                     .unwrap_or_else(|| format!("#{}", e.port.0));
                 let remote = Dataplane::tunnel_shared(&st, &port).and_then(|tun| {
                     let r = tun.fdb.lookup(e.vlan, e.mac)?;
-                    tun.remote_ips.get(r.index()).map(|ip| ip.to_string())
+                    tun.remote_ip(r.index()).map(|ip| ip.to_string())
                 });
                 out.push(FdbEntryView {
                     bridge: b.name.to_string(),

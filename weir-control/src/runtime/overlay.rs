@@ -65,23 +65,31 @@ impl UnderlayShared {
 
     fn publish_tunnel(&self, t: &TunnelShared) {
         let remotes = t
-            .remote_ips
+            .remote_slots()
             .iter()
-            .map(|&ip| Remote {
-                ip,
-                header: self
-                    .next_hop(ip)
-                    .and_then(|nh| self.neighbours.get(&nh))
-                    .map(|&dst| {
-                        OuterHeader::new(t.kind, self.mac, dst, t.local_ip, ip, t.dst_port)
-                    }),
+            .map(|&slot| {
+                let Some(ip) = slot else {
+                    return Remote {
+                        ip: Ipv4Addr::UNSPECIFIED,
+                        header: None,
+                    };
+                };
+                Remote {
+                    ip,
+                    header: self
+                        .next_hop(ip)
+                        .and_then(|nh| self.neighbours.get(&nh))
+                        .map(|&dst| {
+                            OuterHeader::new(t.kind, self.mac, dst, t.local_ip, ip, t.dst_port)
+                        }),
+                }
             })
             .collect();
-        t.publish(TunnelState {
-            underlay: self.entry.clone(),
+        t.publish(TunnelState::new(
+            self.entry.clone(),
             remotes,
-            max_frame: self.mtu.saturating_sub(MTU_OVERHEAD),
-        });
+            self.mtu.saturating_sub(MTU_OVERHEAD),
+        ));
     }
 
     /// The remote endpoints whose next hops the host stack must resolve.
@@ -89,7 +97,13 @@ impl UnderlayShared {
         let mut v: Vec<Ipv4Addr> = self
             .tunnels
             .values()
-            .flat_map(|t| t.remote_ips.iter().copied())
+            .flat_map(|t| {
+                t.remote_slots()
+                    .iter()
+                    .flatten()
+                    .copied()
+                    .collect::<Vec<_>>()
+            })
             .collect();
         v.sort_unstable();
         v.dedup();
@@ -349,6 +363,88 @@ impl Dataplane {
         );
     }
 
+    /// Checks `port set NAME remote_ips=...` for port `name`: the port with
+    /// the new flood list, which [`Dataplane::tunnel_remotes_set`] then
+    /// puts in place. Nothing changes here.
+    ///
+    /// # Errors
+    /// Not a tunnel, a list a tunnel cannot have, or a static FDB entry
+    /// behind a remote the list leaves out.
+    pub(super) fn tunnel_remotes_check(
+        st: &State,
+        name: &str,
+        value: &str,
+    ) -> Result<PortConfig, ControlError> {
+        let rec = st
+            .ports
+            .get(name)
+            .ok_or_else(|| ControlError::NoSuchPort { name: name.into() })?;
+        let invalid = |source| ControlError::InvalidPort {
+            port: name.into(),
+            source,
+        };
+        let ips = weir_config::parse_remote_ips(value).map_err(invalid)?;
+        let port = rec.port.with_remote_ips(&ips).map_err(invalid)?;
+        let pinned: Vec<String> = st
+            .statics
+            .values()
+            .filter(|e| e.port == name && e.remote.is_some_and(|r| !ips.contains(&r)))
+            .map(|e| {
+                format!(
+                    "{} behind {}",
+                    e.mac,
+                    e.remote.unwrap_or(Ipv4Addr::UNSPECIFIED)
+                )
+            })
+            .collect();
+        if !pinned.is_empty() {
+            return Err(ControlError::Tunnel {
+                port: name.into(),
+                reason: format!(
+                    "static FDB entries are behind remotes the new list leaves out ({}): \
+                     delete them first (weir fdb del)",
+                    pinned.join(", ")
+                ),
+            });
+        }
+        Ok(port)
+    }
+
+    /// Gives tunnel port `port.name` the flood list of `port` (from
+    /// [`Dataplane::tunnel_remotes_check`]) while it runs: a remote that
+    /// stays keeps its slot, its outer headers and the stations learned
+    /// behind it; a new one is resolved and flooded to; the stations behind
+    /// one that goes are forgotten once no worker decapsulates from it.
+    pub(super) fn tunnel_remotes_set(&self, st: &mut State, port: PortConfig) {
+        let PortKind::Tunnel(t) = &port.kind else {
+            return;
+        };
+        let Some(shared) = st.tunnels.get(&port.name).map(|r| Arc::clone(&r.shared)) else {
+            return;
+        };
+        let gone = shared.set_remotes(&t.remote_ips);
+        if let Some(u) = st.underlays.get(&t.underlay) {
+            {
+                let mut s = u.shared.lock().unwrap_or_else(PoisonError::into_inner);
+                u.want(&mut s);
+                s.publish_tunnel(&shared);
+            }
+            let hp = u.host_port();
+            let id = u.id;
+            let generation = self.switch.update(|tables| tables.set_host(id, Some(hp)));
+            if !gone.is_empty() {
+                self.wait_workers(generation);
+            }
+        }
+        for slot in &gone {
+            shared.fdb.flush_port(PortId(*slot as u16));
+        }
+        tracing::info!(port = %port.name, remotes = ?t.remote_ips, "tunnel remotes changed");
+        if let Some(rec) = st.ports.get_mut(&port.name) {
+            rec.port = port;
+        }
+    }
+
     /// Takes a tunnel port being deleted off its underlay.
     pub(super) fn tunnel_removed(&self, st: &mut State, name: &str) {
         let Some(rec) = st.tunnels.remove(name) else {
@@ -458,8 +554,7 @@ fn tunnel_view(t: &TunnelConfig, shared: &TunnelShared, u: Option<&Underlay>) ->
     let remotes = t
         .remote_ips
         .iter()
-        .enumerate()
-        .map(|(i, &ip)| {
+        .map(|&ip| {
             let next_hop = s.as_ref().and_then(|s| s.next_hop(ip));
             let next_hop_mac = s
                 .as_ref()
@@ -472,8 +567,8 @@ fn tunnel_view(t: &TunnelConfig, shared: &TunnelShared, u: Option<&Underlay>) ->
                 next_hop_mac,
                 resolved: state
                     .remotes
-                    .get(i)
-                    .is_some_and(|r| r.ip == ip && r.header.is_some())
+                    .iter()
+                    .any(|r| r.ip == ip && r.header.is_some())
                     && state.underlay.is_some(),
             }
         })
@@ -532,11 +627,10 @@ impl Underlay {
     /// What the workers read for this port.
     fn host_port(&self) -> Arc<HostPort> {
         let s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::new(HostPort {
-            mac: s.mac,
-            v4: self.host.v4().collect(),
-            v6: self
-                .host
+        Arc::new(HostPort::new(
+            s.mac,
+            self.host.v4().collect(),
+            self.host
                 .addrs
                 .iter()
                 .filter_map(|a| match a.addr {
@@ -544,10 +638,10 @@ impl Underlay {
                     IpAddr::V4(_) => None,
                 })
                 .collect(),
-            bridged: self.bridged,
-            to_host: Arc::clone(&self.to_host),
-            tunnels: s.tunnels.values().cloned().collect(),
-        })
+            self.bridged,
+            Arc::clone(&self.to_host),
+            s.tunnels.values().cloned().collect(),
+        ))
     }
 }
 
