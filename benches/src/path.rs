@@ -170,14 +170,14 @@ impl Path {
         let (under_a, under_b) = (entry(A_UNDER, None), entry(B_UNDER, None));
         let tunnel_a = tunnel(A_JOIN, &under_a, A_IP, B_IP, A_MAC, B_MAC);
         let tunnel_b = tunnel(B_JOIN, &under_b, B_IP, A_IP, B_MAC, A_MAC);
-        let host_b = Arc::new(HostPort::new(
-            B_MAC,
-            vec![B_IP],
-            Vec::new(),
-            false,
-            Arc::new(Ring::new(16)),
-            vec![Arc::clone(&tunnel_b)],
-        ));
+        let host_b = Arc::new(HostPort {
+            mac: B_MAC,
+            v4: vec![B_IP],
+            v6: Vec::new(),
+            bridged: false,
+            to_host: Arc::new(Ring::new(16)),
+            tunnels: vec![Arc::clone(&tunnel_b)],
+        });
         switch.update(|t| {
             for (b, ports) in [[A_STATION, A_JOIN], [B_JOIN, B_STATION]]
                 .iter()

@@ -22,6 +22,7 @@
 //! worker.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -40,6 +41,24 @@ use crate::wire::tunnel::{self, OuterHeader, TunnelKind};
 /// that has no queue of the tunnel yet (the moment after the port is
 /// added), for its first queue to switch.
 pub const TUNNEL_RX_RING: usize = 1024;
+
+/// Most remote endpoints one tunnel replicates to.
+pub const MAX_REMOTES: usize = 64;
+
+/// Most remote slots a tunnel has: its remotes and those just left out.
+pub const MAX_SLOTS: usize = 2 * MAX_REMOTES;
+
+/// How a slot holds address `ip`: its bytes as they are (no byte swap to
+/// compare with a packet's), 0 for none.
+#[inline(always)]
+fn slot_value(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
+/// [`TunnelShared::set_remotes`] refused a list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a tunnel has at most {MAX_REMOTES} remotes, none of them 0.0.0.0")]
+pub struct BadRemotes;
 
 /// Frames the host stack's ring holds (ARP, ND, ICMP for weir).
 pub const HOST_RX_RING: usize = 256;
@@ -137,11 +156,12 @@ pub struct TunnelShared {
     pub dst_port: u16,
     /// Source address of its packets.
     pub local_ip: Ipv4Addr,
-    /// The remote endpoints by slot (None: a slot no remote has now); a
-    /// slot is a remote's id in [`TunnelShared::fdb`] for as long as it is
-    /// listed. Control side only: the workers read the slots published in
-    /// [`TunnelState`] and [`HostPort`].
-    slots: ArcSwap<Vec<Option<Ipv4Addr>>>,
+    /// The remote endpoints by slot, the first `slot_count`: an address as
+    /// [`slot_value`] has it, 0 for a slot no remote has now. A slot is a remote's id in
+    /// [`TunnelShared::fdb`] for as long as it is listed. Decapsulation
+    /// reads them in place; only [`TunnelShared::set_remotes`] writes.
+    slots: [AtomicU32; MAX_SLOTS],
+    slot_count: AtomicUsize,
     vnis: Vnis,
     /// Decapsulated frames for the port's first queue (see
     /// [`TUNNEL_RX_RING`]).
@@ -167,18 +187,22 @@ impl TunnelShared {
         vnis: Vnis,
         fdb: &FdbConfig,
     ) -> Arc<TunnelShared> {
+        let remote_ips = &remote_ips[..remote_ips.len().min(MAX_REMOTES)];
         let remotes = remote_ips
             .iter()
             .map(|&ip| Remote { ip, header: None })
             .collect();
-        let slots = remote_ips.into_iter().map(Some).collect();
+        let slots = std::array::from_fn(|i| {
+            AtomicU32::new(remote_ips.get(i).map_or(0, |&ip| slot_value(ip)))
+        });
         Arc::new(TunnelShared {
             name: name.into(),
             id,
             kind,
             dst_port,
             local_ip,
-            slots: ArcSwap::from_pointee(slots),
+            slots,
+            slot_count: AtomicUsize::new(remote_ips.len()),
             vnis,
             rx: Ring::new(TUNNEL_RX_RING),
             fdb: Fdb::new(&FdbConfig {
@@ -201,52 +225,88 @@ impl TunnelShared {
         self.state.load_full()
     }
 
-    /// The remote endpoints by slot, as the control plane set them last.
-    pub fn remote_slots(&self) -> Arc<Vec<Option<Ipv4Addr>>> {
-        self.slots.load_full()
+    /// The slots in use (at most [`MAX_SLOTS`]).
+    #[inline(always)]
+    fn slots(&self) -> &[AtomicU32] {
+        // Acquire: the slots written before the count was raised.
+        let n = self.slot_count.load(Ordering::Acquire);
+        &self.slots[..n.min(MAX_SLOTS)]
+    }
+
+    /// The remote endpoints by slot (None: a slot no remote has now).
+    pub fn remote_slots(&self) -> Vec<Option<Ipv4Addr>> {
+        self.slots()
+            .iter()
+            // Relaxed: each slot is a value of its own.
+            .map(|s| match s.load(Ordering::Relaxed) {
+                0 => None,
+                a => Some(Ipv4Addr::from(a.to_ne_bytes())),
+            })
+            .collect()
     }
 
     /// The slot of remote `ip`, if it is one.
+    #[inline(always)]
     pub fn remote_index(&self, ip: Ipv4Addr) -> Option<usize> {
-        self.slots.load().iter().position(|&r| r == Some(ip))
+        let a = slot_value(ip);
+        if a == 0 {
+            return None; // the free slots' mark
+        }
+        // Relaxed: as in remote_slots.
+        self.slots()
+            .iter()
+            .position(|s| s.load(Ordering::Relaxed) == a)
     }
 
     /// The remote in `slot`, if one is.
     pub fn remote_ip(&self, slot: usize) -> Option<Ipv4Addr> {
-        self.slots.load().get(slot).copied().flatten()
+        self.remote_slots().get(slot).copied().flatten()
     }
 
     /// Makes `ips` the tunnel's remotes: a remote listed before keeps its
     /// slot (and what the tunnel's table learned behind it); a new one
     /// takes a slot an earlier change left free, or a new one. Returns the
     /// slots of the remotes gone, whose entries the caller flushes from
-    /// [`TunnelShared::fdb`] once the workers decapsulate with the new
-    /// slots (until then one may still learn behind them); their slots are
-    /// free from the next change on. The caller publishes the slots to the
-    /// workers: a [`TunnelState`] and a [`HostPort`] built afresh.
+    /// [`TunnelShared::fdb`] once every worker has seen the change (until
+    /// then one may still learn behind them); their slots are free from
+    /// the next change on, so no more than [`MAX_SLOTS`] are ever needed.
+    /// The caller publishes a [`TunnelState`] with the new slots for the
+    /// transmit path.
     ///
     /// Control side only, one change at a time.
-    pub fn set_remotes(&self, ips: &[Ipv4Addr]) -> Vec<usize> {
-        let old = self.slots.load_full();
-        let mut slots: Vec<Option<Ipv4Addr>> = old
-            .iter()
-            .map(|s| s.filter(|ip| ips.contains(ip)))
-            .collect();
-        let gone: Vec<usize> = (0..old.len())
-            .filter(|&i| old[i].is_some() && slots[i].is_none())
-            .collect();
-        let mut free = (0..old.len()).filter(|&i| old[i].is_none());
-        for &ip in ips {
-            if old.contains(&Some(ip)) {
-                continue;
-            }
-            match free.next() {
-                Some(i) => slots[i] = Some(ip),
-                None => slots.push(Some(ip)),
+    ///
+    /// # Errors
+    /// More than [`MAX_REMOTES`] addresses, or 0.0.0.0 among them; nothing
+    /// changes then.
+    pub fn set_remotes(&self, ips: &[Ipv4Addr]) -> Result<Vec<usize>, BadRemotes> {
+        if ips.len() > MAX_REMOTES || ips.iter().any(|ip| ip.is_unspecified()) {
+            return Err(BadRemotes);
+        }
+        let old = self.remote_slots();
+        let mut gone = Vec::new();
+        for (i, slot) in old.iter().enumerate() {
+            if slot.is_some_and(|ip| !ips.contains(&ip)) {
+                // Relaxed: see remote_slots.
+                self.slots[i].store(0, Ordering::Relaxed);
+                gone.push(i);
             }
         }
-        self.slots.store(Arc::new(slots));
-        gone
+        let mut free = (0..old.len()).filter(|&i| old[i].is_none());
+        let mut count = old.len();
+        for &ip in ips.iter().filter(|&&ip| !old.contains(&Some(ip))) {
+            let i = free.next().unwrap_or_else(|| {
+                count += 1;
+                count - 1
+            });
+            // At most MAX_REMOTES live and MAX_REMOTES just freed.
+            if let Some(s) = self.slots.get(i) {
+                s.store(slot_value(ip), Ordering::Relaxed);
+            }
+        }
+        // Release: the new slots before the count that takes them in.
+        self.slot_count
+            .store(count.min(MAX_SLOTS), Ordering::Release);
+        Ok(gone)
     }
 
     /// Queue `queue` of the port, which the runtime gives a worker (one
@@ -496,36 +556,6 @@ pub struct HostPort {
     pub to_host: Arc<Ring<Mbuf>>,
     /// The tunnels over this port.
     pub tunnels: Vec<Arc<TunnelShared>>,
-    /// By tunnel: its remotes by slot when this was built, which the
-    /// workers decapsulate with (see [`TunnelShared::set_remotes`]).
-    remotes: Vec<Box<[Option<Ipv4Addr>]>>,
-}
-
-impl HostPort {
-    /// What the workers need for a port with weir's `mac`, `v4` and `v6`
-    /// addresses, carrying `tunnels` with their remotes as they are now.
-    pub fn new(
-        mac: MacAddr,
-        v4: Vec<Ipv4Addr>,
-        v6: Vec<Ipv6Addr>,
-        bridged: bool,
-        to_host: Arc<Ring<Mbuf>>,
-        tunnels: Vec<Arc<TunnelShared>>,
-    ) -> HostPort {
-        let remotes = tunnels
-            .iter()
-            .map(|t| t.remote_slots().as_slice().into())
-            .collect();
-        HostPort {
-            mac,
-            v4,
-            v6,
-            bridged,
-            to_host,
-            tunnels,
-            remotes,
-        }
-    }
 }
 
 /// The frames [`HostPort::demux`] decapsulated from one burst, each with
@@ -795,11 +825,7 @@ impl HostPort {
         dec: &mut Decapped,
     ) {
         let end = o.payload_offset + o.payload_len;
-        let remote = self
-            .remotes
-            .get(index)
-            .and_then(|r| r.iter().position(|&r| r == Some(o.src_ip)));
-        let Some(remote) = remote else {
+        let Some(remote) = t.remote_index(o.src_ip) else {
             stats.drop_one(DropReason::TunnelRemote);
             return;
         };
@@ -917,14 +943,14 @@ mod tests {
         let stats = Arc::new(QueueStats::default());
         Side {
             port: tunnel.port(0, Arc::clone(&stats)),
-            host: HostPort::new(
-                mac(me_n),
-                vec![me],
-                Vec::new(),
-                false,
-                Arc::new(Ring::new(16)),
-                vec![Arc::clone(&tunnel)],
-            ),
+            host: HostPort {
+                mac: mac(me_n),
+                v4: vec![me],
+                v6: Vec::new(),
+                bridged: false,
+                to_host: Arc::new(Ring::new(16)),
+                tunnels: vec![Arc::clone(&tunnel)],
+            },
             underlay,
             tunnel,
             stats,
@@ -1010,7 +1036,7 @@ mod tests {
         remotes: &[(Ipv4Addr, u32)],
     ) -> Vec<usize> {
         let ips: Vec<Ipv4Addr> = remotes.iter().map(|r| r.0).collect();
-        let gone = s.tunnel.set_remotes(&ips);
+        let gone = s.tunnel.set_remotes(&ips).unwrap();
         let by_slot = s
             .tunnel
             .remote_slots()
@@ -1040,14 +1066,6 @@ mod tests {
             by_slot,
             1500 - tunnel::MTU_OVERHEAD,
         ));
-        s.host = HostPort::new(
-            s.host.mac,
-            s.host.v4.clone(),
-            Vec::new(),
-            false,
-            Arc::new(Ring::new(16)),
-            vec![Arc::clone(&s.tunnel)],
-        );
         for &i in &gone {
             s.tunnel.fdb.flush_port(PortId(i as u16));
         }
@@ -1084,7 +1102,7 @@ mod tests {
         // B leaves, D joins: C keeps its slot and its station; B's slot is
         // left free and its station forgotten.
         assert_eq!(change_remotes(&mut a, A, 1, &[(C, 3), (D, 4)]), vec![0]);
-        assert_eq!(*a.tunnel.remote_slots(), vec![None, Some(C), Some(D)]);
+        assert_eq!(a.tunnel.remote_slots(), vec![None, Some(C), Some(D)]);
         assert_eq!(
             (lookup(&a, 0x20), lookup(&a, 0x30)),
             (None, Some(PortId(1)))
@@ -1119,7 +1137,7 @@ mod tests {
 
         // The next remote takes the free slot; the others stay.
         assert!(change_remotes(&mut a, A, 1, &[(C, 3), (D, 4), (E, 5)]).is_empty());
-        assert_eq!(*a.tunnel.remote_slots(), vec![Some(E), Some(C), Some(D)]);
+        assert_eq!(a.tunnel.remote_slots(), vec![Some(E), Some(C), Some(D)]);
         assert_eq!(
             (lookup(&a, 0x30), lookup(&a, 0x40)),
             (Some(PortId(1)), Some(PortId(2)))
@@ -1227,14 +1245,14 @@ mod tests {
             Vnis::Single(5000),
             &FdbConfig::default(),
         );
-        let general = HostPort::new(
-            b.host.mac,
-            b.host.v4.clone(),
-            Vec::new(),
-            b.host.bridged,
-            Arc::new(Ring::new(16)),
-            vec![Arc::clone(&b.tunnel), other],
-        );
+        let general = HostPort {
+            mac: b.host.mac,
+            v4: b.host.v4.clone(),
+            v6: Vec::new(),
+            bridged: b.host.bridged,
+            to_host: Arc::new(Ring::new(16)),
+            tunnels: vec![Arc::clone(&b.tunnel), other],
+        };
         assert!(general.sole_tunnel().is_none());
         let frame = eth_frame(mac(0x11), mac(0x10), 0x0800, 100);
         let mut out = burst_of(pool(), std::slice::from_ref(&frame));

@@ -1423,14 +1423,14 @@ mod tests {
             t.ports.push(Some(Arc::clone(&underlay)));
             t.set_host(
                 PortId(2),
-                Some(Arc::new(HostPort::new(
-                    mac_a,
-                    vec![a],
-                    Vec::new(),
-                    false,
-                    Arc::new(Ring::new(16)),
-                    vec![Arc::clone(&tun)],
-                ))),
+                Some(Arc::new(HostPort {
+                    mac: mac_a,
+                    v4: vec![a],
+                    v6: Vec::new(),
+                    bridged: false,
+                    to_host: Arc::new(Ring::new(16)),
+                    tunnels: vec![Arc::clone(&tun)],
+                })),
             );
         });
         tun.publish(TunnelState::new(

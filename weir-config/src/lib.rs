@@ -1791,7 +1791,8 @@ pub enum PortError {
     },
     /// `port set` or `port clear` of a key that is not a switch setting.
     #[error(
-        "unknown key `{key}`: the keys a port set or clear can change are {}",
+        "unknown key `{key}`: the keys a port set or clear can change are {}; \
+         port set also takes remote_ips on a tunnel port",
         setting_names()
     )]
     UnknownSetting {
@@ -3983,7 +3984,8 @@ pci = "0000:03:00.0"
         assert_eq!(
             msg,
             format!(
-                "unknown key `tga`: the keys a port set or clear can change are {}",
+                "unknown key `tga`: the keys a port set or clear can change are {}; \
+                 port set also takes remote_ips on a tunnel port",
                 setting_names()
             )
         );

@@ -19,7 +19,7 @@ use crate::PortError;
 pub const MAX_VNI: u32 = (1 << 24) - 1;
 
 /// Most remote tunnel endpoints one tunnel port replicates to.
-pub const MAX_REMOTES: usize = 64;
+pub const MAX_REMOTES: usize = dataplane::tunnel::MAX_REMOTES;
 
 /// Most addresses of weir's own on one port.
 pub const MAX_HOST_ADDRS: usize = 16;
@@ -459,6 +459,39 @@ mod tests {
             None,
             None,
         )
+    }
+
+    #[test]
+    fn a_flood_list_is_written_for_port_set_as_in_a_config_file() {
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let two = vec![ip("192.0.2.2"), ip("192.0.2.3")];
+        for text in [
+            "192.0.2.2,192.0.2.3",
+            " 192.0.2.2, 192.0.2.3 ",
+            "192.0.2.2 192.0.2.3",
+            r#"["192.0.2.2", "192.0.2.3"]"#,
+        ] {
+            assert_eq!(parse_remote_ips(text).unwrap(), two, "{text}");
+        }
+        assert_eq!(parse_remote_ips("").unwrap(), Vec::<Ipv4Addr>::new());
+        let e = parse_remote_ips("192.0.2.2,192.0.2.300").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("`192.0.2.300` is not an IPv4 address"),
+            "{e}"
+        );
+        // And the list is checked as a config file's.
+        let t = tunnel(Some(5000), &[], &["192.0.2.2"]).unwrap();
+        assert_eq!(t.with_remote_ips(&two).unwrap().remote_ips, two);
+        for (list, why) in [
+            (vec![], "at least one"),
+            (vec![ip("192.0.2.2"), ip("192.0.2.2")], "listed twice"),
+            (vec![ip("192.0.2.1")], "local_ip itself"),
+            (vec![ip("224.0.0.1")], "cannot be a tunnel endpoint"),
+        ] {
+            let e = t.with_remote_ips(&list).unwrap_err();
+            assert!(e.to_string().contains(why), "{list:?}: {e}");
+        }
     }
 
     #[test]

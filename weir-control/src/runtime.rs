@@ -1171,9 +1171,10 @@ impl Dataplane {
     /// published in one table update (no frame sees half of them) and, if the
     /// VLAN or port security settings changed, the addresses learned on the
     /// port are flushed (they were learned in VLANs the port may no longer
-    /// carry, as Open vSwitch does, or from sources it may no longer use). A
-    /// change of security group returns once every worker switches with it.
-    /// Returns the port's settings after the change.
+    /// carry, as Open vSwitch does, or from sources it may no longer use).
+    /// A change returns once every worker switches with it: the next frame
+    /// is handled with the new settings. Returns the port's settings after
+    /// the change.
     ///
     /// # Errors
     /// Unknown port, unknown key, a value that does not parse, or settings
@@ -1254,9 +1255,7 @@ impl Dataplane {
             let old = &rec.port.policy;
             if policy.vlan != old.vlan || policy.security != old.security {
                 self.flush_port_after(id, generation);
-            } else if (&policy.acl_in, &policy.acl_out)
-                != (&rec.port.policy.acl_in, &rec.port.policy.acl_out)
-            {
+            } else {
                 self.wait_workers(generation);
             }
         }
@@ -1339,6 +1338,7 @@ impl Dataplane {
     /// filter since the last publication, all in one table update. The
     /// housekeeping thread calls it every 100 ms: the workers see a guest's
     /// filter only through the published tables, never its device's state.
+    /// Returns once every worker switches with a change.
     pub fn refresh_rx_filters(&self) {
         let mut st = self.lock();
         let mut changed = Vec::new();
@@ -1358,11 +1358,13 @@ impl Dataplane {
             }
         }
         if !changed.is_empty() {
-            self.switch.update(|t| {
+            let generation = self.switch.update(|t| {
                 for (id, p) in changed {
                     t.set_policy(id, Some(p));
                 }
             });
+            // In effect when this returns: the next frame is filtered anew.
+            self.wait_workers(generation);
         }
     }
 
@@ -3154,7 +3156,8 @@ mod tests {
         assert_eq!(
             resp.error,
             Some(format!(
-                "port t: unknown key `bogus`: the keys a port set or clear can change are {}",
+                "port t: unknown key `bogus`: the keys a port set or clear can change are {}; \
+                 port set also takes remote_ips on a tunnel port",
                 names.join(", ")
             ))
         );
@@ -3572,7 +3575,7 @@ mod tests {
             assert!(err.contains(why), "{bad}: {err}");
         }
         assert_eq!(
-            *tun.remote_slots(),
+            tun.remote_slots(),
             vec![
                 Some("198.18.0.2".parse().unwrap()),
                 Some("198.18.0.3".parse().unwrap())
@@ -3583,7 +3586,7 @@ mod tests {
         assert!(resp.ok, "{resp:?}");
         let ip = |s: &str| Some(s.parse::<Ipv4Addr>().unwrap());
         assert_eq!(
-            *tun.remote_slots(),
+            tun.remote_slots(),
             vec![None, ip("198.18.0.3"), ip("198.18.0.4")]
         );
         // .3's stations stay in their slot; .2's learned one is gone.
@@ -3667,7 +3670,7 @@ mod tests {
         });
         assert!(!resp.ok);
         assert_eq!(
-            *tun.remote_slots(),
+            tun.remote_slots(),
             vec![None, ip("198.18.0.3"), ip("198.18.0.4")]
         );
         dp.shutdown();

@@ -97,13 +97,7 @@ impl UnderlayShared {
         let mut v: Vec<Ipv4Addr> = self
             .tunnels
             .values()
-            .flat_map(|t| {
-                t.remote_slots()
-                    .iter()
-                    .flatten()
-                    .copied()
-                    .collect::<Vec<_>>()
-            })
+            .flat_map(|t| t.remote_slots().into_iter().flatten())
             .collect();
         v.sort_unstable();
         v.dedup();
@@ -422,22 +416,28 @@ impl Dataplane {
         let Some(shared) = st.tunnels.get(&port.name).map(|r| Arc::clone(&r.shared)) else {
             return;
         };
-        let gone = shared.set_remotes(&t.remote_ips);
+        // `tunnel_remotes_check` took the list as a config file's.
+        let gone = match shared.set_remotes(&t.remote_ips) {
+            Ok(gone) => gone,
+            Err(e) => {
+                tracing::error!(port = %port.name, "tunnel remotes not changed: {e}");
+                return;
+            }
+        };
         if let Some(u) = st.underlays.get(&t.underlay) {
-            {
-                let mut s = u.shared.lock().unwrap_or_else(PoisonError::into_inner);
-                u.want(&mut s);
-                s.publish_tunnel(&shared);
-            }
-            let hp = u.host_port();
-            let id = u.id;
-            let generation = self.switch.update(|tables| tables.set_host(id, Some(hp)));
-            if !gone.is_empty() {
-                self.wait_workers(generation);
-            }
+            let mut s = u.shared.lock().unwrap_or_else(PoisonError::into_inner);
+            u.want(&mut s);
+            s.publish_tunnel(&shared);
         }
-        for slot in &gone {
-            shared.fdb.flush_port(PortId(*slot as u16));
+        if !gone.is_empty() {
+            // Decapsulation reads the slots in place: once every worker has
+            // started a round on tables published after the change, none
+            // learns behind a slot gone, and the slots' stations go.
+            let generation = self.switch.update(|_| {});
+            self.wait_workers(generation);
+            for slot in &gone {
+                shared.fdb.flush_port(PortId(*slot as u16));
+            }
         }
         tracing::info!(port = %port.name, remotes = ?t.remote_ips, "tunnel remotes changed");
         if let Some(rec) = st.ports.get_mut(&port.name) {
@@ -627,10 +627,11 @@ impl Underlay {
     /// What the workers read for this port.
     fn host_port(&self) -> Arc<HostPort> {
         let s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::new(HostPort::new(
-            s.mac,
-            self.host.v4().collect(),
-            self.host
+        Arc::new(HostPort {
+            mac: s.mac,
+            v4: self.host.v4().collect(),
+            v6: self
+                .host
                 .addrs
                 .iter()
                 .filter_map(|a| match a.addr {
@@ -638,10 +639,10 @@ impl Underlay {
                     IpAddr::V4(_) => None,
                 })
                 .collect(),
-            self.bridged,
-            Arc::clone(&self.to_host),
-            s.tunnels.values().cloned().collect(),
-        ))
+            bridged: self.bridged,
+            to_host: Arc::clone(&self.to_host),
+            tunnels: s.tunnels.values().cloned().collect(),
+        })
     }
 }
 
