@@ -3515,10 +3515,9 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn port_set_changes_a_running_tunnels_remotes_and_keeps_the_stations_of_those_that_stay() {
-        let dp = Dataplane::start(ValidConfig::new(scripted_config("0"), Host::system()).unwrap())
-            .unwrap();
+    /// Bridge br0 with ring port b, underlay ring port up (weir at
+    /// 198.18.0.1) and tunnel vx0 on br0 to 198.18.0.2 and .3, VNI 7.
+    fn tunnel_rig() -> Vec<Request> {
         let mut up = ring_port("up", None);
         up.ip = vec!["198.18.0.1/24".into()];
         let vx0 = PortSpec {
@@ -3529,14 +3528,22 @@ mod tests {
             vni: Some(7),
             ..PortSpec::new("vx0", PortType::Vxlan)
         };
-        for req in [
+        vec![
             Request::BridgeAdd { name: "br0".into() },
             Request::PortAdd(Box::new(ring_port("b", Some("br0")))),
             Request::PortAdd(Box::new(up)),
             Request::PortAdd(Box::new(vx0)),
+        ]
+    }
+
+    #[test]
+    fn port_set_changes_a_running_tunnels_remotes_and_keeps_the_stations_of_those_that_stay() {
+        let dp = Dataplane::start(ValidConfig::new(scripted_config("0"), Host::system()).unwrap())
+            .unwrap();
+        for req in tunnel_rig().into_iter().chain([
             fdb_add("02:00:00:00:00:0c", "vx0", None, Some("198.18.0.2")),
             fdb_add("02:00:00:00:00:0d", "vx0", None, Some("198.18.0.3")),
-        ] {
+        ]) {
             let resp = dp.handle(req.clone());
             assert!(resp.ok, "{req:?}: {resp:?}");
         }
@@ -3681,24 +3688,10 @@ mod tests {
         let mut cfg = scripted_config("0");
         cfg.fdb.max_per_port = 1;
         let dp = Dataplane::start(ValidConfig::new(cfg, Host::system()).unwrap()).unwrap();
-        let mut up = ring_port("up", None);
-        up.ip = vec!["198.18.0.1/24".into()];
-        let vx0 = PortSpec {
-            bridge: Some("br0".into()),
-            underlay: Some("up".into()),
-            local_ip: Some("198.18.0.1".parse().unwrap()),
-            remote_ips: vec!["198.18.0.2".parse().unwrap(), "198.18.0.3".parse().unwrap()],
-            vni: Some(7),
-            ..PortSpec::new("vx0", PortType::Vxlan)
-        };
-        for req in [
-            Request::BridgeAdd { name: "br0".into() },
-            Request::PortAdd(Box::new(ring_port("b", Some("br0")))),
-            Request::PortAdd(Box::new(up)),
-            Request::PortAdd(Box::new(vx0)),
+        for req in tunnel_rig().into_iter().chain([
             fdb_add("02:00:00:00:00:0b", "b", None, None),
             fdb_add("02:00:00:00:00:0c", "vx0", None, Some("198.18.0.3")),
-        ] {
+        ]) {
             let resp = dp.handle(req.clone());
             assert!(resp.ok, "{req:?}: {resp:?}");
         }
@@ -3737,21 +3730,7 @@ mod tests {
         let dir = state_dir("fdb");
         let state = dir.join("state.toml");
         let dp = persisted_dataplane(&state);
-        let mut up = ring_port("up", None);
-        up.ip = vec!["198.18.0.1/24".into()];
-        let vx0 = PortSpec {
-            bridge: Some("br0".into()),
-            underlay: Some("up".into()),
-            local_ip: Some("198.18.0.1".parse().unwrap()),
-            remote_ips: vec!["198.18.0.2".parse().unwrap(), "198.18.0.3".parse().unwrap()],
-            vni: Some(7),
-            ..PortSpec::new("vx0", PortType::Vxlan)
-        };
-        for req in [
-            Request::BridgeAdd { name: "br0".into() },
-            Request::PortAdd(Box::new(ring_port("b", Some("br0")))),
-            Request::PortAdd(Box::new(up)),
-            Request::PortAdd(Box::new(vx0)),
+        for req in tunnel_rig().into_iter().chain([
             fdb_add("02:00:00:00:00:0B", "b", Some(10), None),
             fdb_add("02:00:00:00:00:0c", "vx0", None, Some("198.18.0.3")),
             fdb_add("02:00:00:00:00:0d", "b", Some(0), None),
@@ -3760,7 +3739,7 @@ mod tests {
                 mac: "02:00:00:00:00:0d".into(),
                 vlan: None,
             },
-        ] {
+        ]) {
             let resp = dp.handle(req.clone());
             assert!(resp.ok && resp.warning.is_none(), "{req:?}: {resp:?}");
         }
