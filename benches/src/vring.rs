@@ -371,19 +371,21 @@ impl VringRig {
         if self.moved == 0 {
             return Ok(());
         }
-        // The last RX buffer written: its header and frame, which chain
-        // `c` of the TX ring sent (both rings take one chain per frame).
-        let last = self.rx.next_head.wrapping_sub(self.rx.per_chain) % QUEUE_SIZE;
-        let c = last / self.rx.per_chain;
-        let frame = &self.frames[usize::from(c) % self.frames.len()];
-        let buf = RX_BUFS + SLOT_BYTES * u64::from(c);
-        let mut got = vec![0u8; NET_HDR_BYTES + frame.len()];
-        self.gm.read_slice(&mut got, GuestAddress(buf)).unwrap();
-        let mut want = vec![0u8; NET_HDR_BYTES];
-        want[10] = 1; // num_buffers
-        want.extend_from_slice(frame);
-        if got != want {
-            return Err("last RX buffer does not hold header and frame".into());
+        // Every RX buffer written: its header and the frame that chain `c`
+        // of the TX ring sent (both rings take one chain per frame, in
+        // order, so RX chain `c` holds what TX chain `c` held).
+        let chains = u64::from(QUEUE_SIZE / self.rx.per_chain);
+        for c in 0..self.moved.min(chains) {
+            let frame = &self.frames[c as usize % self.frames.len()];
+            let buf = RX_BUFS + SLOT_BYTES * c;
+            let mut got = vec![0u8; NET_HDR_BYTES + frame.len()];
+            self.gm.read_slice(&mut got, GuestAddress(buf)).unwrap();
+            let mut want = vec![0u8; NET_HDR_BYTES];
+            want[10] = 1; // num_buffers
+            want.extend_from_slice(frame);
+            if got != want {
+                return Err(format!("RX buffer {c} does not hold its header and frame"));
+            }
         }
         Ok(())
     }
