@@ -1198,8 +1198,8 @@ impl Dataplane {
                 .filter(|(key, _)| *key != REMOTE_IPS)
                 .try_for_each(|(key, value)| s.set(key, value))
         })?;
-        if let Some(port) = remotes {
-            self.tunnel_remotes_set(&mut st, port);
+        if let Some(ips) = remotes {
+            self.tunnel_remotes_set(&mut st, name, &ips);
         }
         Ok(out)
     }
@@ -3680,6 +3680,27 @@ mod tests {
             tun.remote_slots(),
             vec![None, ip("198.18.0.3"), ip("198.18.0.4")]
         );
+        // Both in one request: the running configuration keeps both.
+        let resp = dp.handle(Request::PortSet {
+            name: "vx0".into(),
+            settings: [
+                (
+                    "remote_ips".to_string(),
+                    "198.18.0.3,198.18.0.5".to_string(),
+                ),
+                ("tag".to_string(), "10".to_string()),
+            ]
+            .into(),
+        });
+        assert!(resp.ok, "{resp:?}");
+        let cfg = dp.running_config();
+        let spec = cfg.ports.iter().find(|p| p.name == "vx0").unwrap();
+        assert_eq!(
+            spec.remote_ips,
+            vec![ip("198.18.0.3").unwrap(), ip("198.18.0.5").unwrap()]
+        );
+        assert_eq!(spec.tag, Some(10));
+        assert_eq!(dp.port_show("vx0").unwrap().tag, Some(10));
         dp.shutdown();
     }
 

@@ -357,9 +357,9 @@ impl Dataplane {
         );
     }
 
-    /// Checks `port set NAME remote_ips=...` for port `name`: the port with
-    /// the new flood list, which [`Dataplane::tunnel_remotes_set`] then
-    /// puts in place. Nothing changes here.
+    /// Checks `port set NAME remote_ips=...` for port `name`: the new flood
+    /// list, which [`Dataplane::tunnel_remotes_set`] then puts in place.
+    /// Nothing changes here.
     ///
     /// # Errors
     /// Not a tunnel, a list a tunnel cannot have, or a static FDB entry
@@ -368,7 +368,7 @@ impl Dataplane {
         st: &State,
         name: &str,
         value: &str,
-    ) -> Result<PortConfig, ControlError> {
+    ) -> Result<Vec<Ipv4Addr>, ControlError> {
         let rec = st
             .ports
             .get(name)
@@ -378,7 +378,7 @@ impl Dataplane {
             source,
         };
         let ips = weir_config::parse_remote_ips(value).map_err(invalid)?;
-        let port = rec.port.with_remote_ips(&ips).map_err(invalid)?;
+        rec.port.with_remote_ips(&ips).map_err(invalid)?;
         let pinned: Vec<String> = st
             .statics
             .values()
@@ -401,22 +401,31 @@ impl Dataplane {
                 ),
             });
         }
-        Ok(port)
+        Ok(ips)
     }
 
-    /// Gives tunnel port `port.name` the flood list of `port` (from
+    /// Gives tunnel port `name` the flood list `ips` (from
     /// [`Dataplane::tunnel_remotes_check`]) while it runs: a remote that
     /// stays keeps its slot, its outer headers and the stations learned
     /// behind it; a new one is resolved and flooded to; the stations behind
-    /// one that goes are forgotten once no worker decapsulates from it.
-    pub(super) fn tunnel_remotes_set(&self, st: &mut State, port: PortConfig) {
+    /// one that goes are forgotten once no worker decapsulates from it. The
+    /// port's other keys and settings stay as they are now.
+    pub(super) fn tunnel_remotes_set(&self, st: &mut State, name: &str, ips: &[Ipv4Addr]) {
+        // `tunnel_remotes_check` took the list as a config file's.
+        let port = match st.ports.get(name).map(|r| r.port.with_remote_ips(ips)) {
+            Some(Ok(port)) => port,
+            Some(Err(e)) => {
+                tracing::error!(port = name, "tunnel remotes not changed: {e}");
+                return;
+            }
+            None => return,
+        };
         let PortKind::Tunnel(t) = &port.kind else {
             return;
         };
         let Some(shared) = st.tunnels.get(&port.name).map(|r| Arc::clone(&r.shared)) else {
             return;
         };
-        // `tunnel_remotes_check` took the list as a config file's.
         let gone = match shared.set_remotes(&t.remote_ips) {
             Ok(gone) => gone,
             Err(e) => {
