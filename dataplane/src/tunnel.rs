@@ -233,16 +233,18 @@ impl TunnelShared {
         &self.slots[..n.min(MAX_SLOTS)]
     }
 
+    /// The remote in a slot as it holds it.
+    fn slot_ip(slot: &AtomicU32) -> Option<Ipv4Addr> {
+        // Relaxed: each slot is a value of its own.
+        match slot.load(Ordering::Relaxed) {
+            0 => None,
+            a => Some(Ipv4Addr::from(a.to_ne_bytes())),
+        }
+    }
+
     /// The remote endpoints by slot (None: a slot no remote has now).
     pub fn remote_slots(&self) -> Vec<Option<Ipv4Addr>> {
-        self.slots()
-            .iter()
-            // Relaxed: each slot is a value of its own.
-            .map(|s| match s.load(Ordering::Relaxed) {
-                0 => None,
-                a => Some(Ipv4Addr::from(a.to_ne_bytes())),
-            })
-            .collect()
+        self.slots().iter().map(Self::slot_ip).collect()
     }
 
     /// The slot of remote `ip`, if it is one.
@@ -260,7 +262,7 @@ impl TunnelShared {
 
     /// The remote in `slot`, if one is.
     pub fn remote_ip(&self, slot: usize) -> Option<Ipv4Addr> {
-        self.remote_slots().get(slot).copied().flatten()
+        self.slots().get(slot).and_then(Self::slot_ip)
     }
 
     /// Makes `ips` the tunnel's remotes: a remote listed before keeps its
